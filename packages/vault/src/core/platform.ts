@@ -1,0 +1,63 @@
+/**
+ * The vault core's only window on the outside world (Juicebox's `Platform` shape).
+ *
+ * The core is a pure state machine over bytes; whatever needs a clock, randomness or
+ * the HSM's keys comes through this interface. Implementations live in
+ * `src/platform/` (software, pkcs11) and never inside `src/core/`.
+ *
+ * Key handles are referred to by *label* (a short ASCII string such as
+ * `coffer-record-seal-v1`), which is how a PKCS#11 token finds them too.
+ *
+ * All byte values are `Uint8Array`; implementations must not retain the buffers they
+ * are given.
+ */
+export interface Platform {
+  /** A human-readable name for logs and metrics, e.g. `software` or `pkcs11:SoftHSM`. */
+  readonly name: string;
+
+  /** Milliseconds since the Unix epoch. */
+  now(): number;
+
+  /** `length` cryptographically secure random bytes. */
+  randomBytes(length: number): Uint8Array;
+
+  /**
+   * AES-256-GCM under the HSM-resident secret key `keyLabel`, with a fresh random
+   * 96-bit nonce. Returns `nonce (12) || ciphertext || tag (16)`.
+   * @throws PlatformError if the key does not exist or the HSM fails.
+   */
+  seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
+
+  /**
+   * Opens what `seal` produced. Returns `null` when authentication fails (wrong key,
+   * wrong AAD, altered bytes, too short): callers treat every such case alike.
+   * @throws PlatformError only for HSM failures, never for bad input.
+   */
+  unseal(keyLabel: string, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array | null>;
+
+  /**
+   * HMAC-SHA256 under the HSM-resident secret key `keyLabel`.
+   */
+  mac(keyLabel: string, data: Uint8Array): Promise<Uint8Array>;
+
+  /**
+   * ECDH on P-256 between the HSM-resident private key `keyLabel` and `peerPublicKey`
+   * (SEC1 uncompressed, 65 bytes). Returns the 32-byte shared x-coordinate (the `DH()`
+   * output of RFC 9180 §7.1.1). Rejects points not on the curve with PlatformError.
+   */
+  ecdh(keyLabel: string, peerPublicKey: Uint8Array): Promise<Uint8Array>;
+
+  /** The SEC1 uncompressed public key (65 bytes) of the P-256 key pair `keyLabel`. */
+  publicKey(keyLabel: string): Promise<Uint8Array>;
+}
+
+/** An HSM or key-store failure (missing key, wrong PIN, token gone). Never bad input. */
+export class PlatformError extends Error {
+  override readonly name = 'PlatformError';
+  constructor(
+    message: string,
+    readonly code: 'key-missing' | 'login-failed' | 'token-missing' | 'hsm-failure' | 'bad-argument',
+  ) {
+    super(message);
+  }
+}

@@ -1,1 +1,36 @@
-export {};
+/**
+ * @coffer/backup — the backup engine: the backup key, sealed objects, content-defined
+ * chunking, the repository and its storage backends. Formats: spec/backup-format.md.
+ */
+export { BackupKey, formatKeyId } from './crypto/backup-key.js';
+export { BackupLabel } from './crypto/labels.js';
+export {
+  ObjectKind,
+  ObjectSealer,
+  ObjectOpener,
+  sealObject,
+  openObject,
+  decodeHeader,
+  encodeHeader,
+  segmentRange,
+  openRange,
+  sealedLength,
+  plainLength,
+  SEGMENT_BYTES,
+  HEADER_BYTES,
+  TAG_BYTES,
+  type ObjectHeader,
+} from './crypto/sealed-object.js';
+export { RepositoryKeys } from './crypto/repository-keys.js';
+export { FastCdc, DEFAULT_CHUNKER, type ChunkerParams } from './chunker/fastcdc.js';
+export { CofferError, DecryptionError, type CofferErrorCode } from './errors.js';
+export type { StorageBackend, ObjectInfo, ByteRange } from './storage/backend.js';
+export { LocalBackend } from './storage/local.js';
+export { Repository, type SnapshotRecord, type InitOptions } from './repository/repository.js';
+export { Compression } from './repository/config.js';
+export { backup, type BackupOptions, type BackupProgress, type BackupResult, type BackupWarning } from './repository/backup.js';
+export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './repository/restore.js';
+export { RepositoryLock, removeLocks } from './repository/lock.js';
+export type { Snapshot, SnapshotStats } from './repository/snapshot.js';
+export type { TreeEntry, FileEntry, DirEntry, SymlinkEntry } from './repository/tree.js';
+export { hex, packName, indexName, snapshotName } from './repository/blob.js';

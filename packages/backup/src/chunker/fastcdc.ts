@@ -1,0 +1,88 @@
+/**
+ * FastCDC content-defined chunking (Xia et al., USENIX ATC'16) with normalized chunking
+ * (NC level 2) and cut-point skipping. The gear table is derived from the backup key
+ * (spec/backup-format.md §6.1), so chunk boundaries, and with them chunk sizes, reveal
+ * nothing about the content to someone without the key.
+ *
+ * A 32-bit gear hash: after 32 rolls every earlier byte has been shifted out, so the
+ * hash depends on the last 32 bytes only. Masks use the high bits, whose window is the
+ * widest.
+ */
+export interface ChunkerParams {
+  minSize: number;
+  avgSize: number;
+  maxSize: number;
+}
+
+/** Format version 1's parameters: 512 KiB / 1 MiB / 8 MiB, like restic's. */
+export const DEFAULT_CHUNKER: ChunkerParams = { minSize: 512 * 1024, avgSize: 1024 * 1024, maxSize: 8 * 1024 * 1024 };
+
+export function validateChunkerParams(p: ChunkerParams): void {
+  const pow2 = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+  if (!pow2(p.avgSize) || p.avgSize < 1024 || p.avgSize > 1 << 26) throw new RangeError('avgSize: a power of two in [1 KiB, 64 MiB]');
+  if (!(p.minSize >= 64 && p.minSize <= p.avgSize)) throw new RangeError('minSize: between 64 and avgSize');
+  if (!(p.maxSize >= p.avgSize && p.maxSize <= 1 << 28)) throw new RangeError('maxSize: between avgSize and 256 MiB');
+}
+
+function highMask(bits: number): number {
+  // `bits` one-bits at the top of a 32-bit word.
+  return bits >= 32 ? -1 : ~((1 << (32 - bits)) - 1);
+}
+
+export class FastCdc {
+  readonly #gear: Int32Array;
+  readonly #min: number;
+  readonly #avg: number;
+  readonly #max: number;
+  readonly #maskS: number;
+  readonly #maskL: number;
+
+  /** @param gearBytes 1024 key-derived bytes: 256 little-endian 32-bit gear values. */
+  constructor(gearBytes: Uint8Array, params: ChunkerParams = DEFAULT_CHUNKER) {
+    if (gearBytes.length !== 1024) throw new RangeError('gearBytes: expected 1024 bytes');
+    validateChunkerParams(params);
+    this.#gear = new Int32Array(256);
+    const dv = new DataView(gearBytes.buffer, gearBytes.byteOffset, gearBytes.byteLength);
+    for (let i = 0; i < 256; i++) this.#gear[i] = dv.getInt32(i * 4, true);
+    this.#min = params.minSize;
+    this.#avg = params.avgSize;
+    this.#max = params.maxSize;
+    const bits = Math.log2(params.avgSize);
+    // NC level 2: harder mask before the average size, easier after it.
+    this.#maskS = highMask(bits + 2);
+    this.#maskL = highMask(bits - 2);
+  }
+
+  get maxSize(): number {
+    return this.#max;
+  }
+
+  /**
+   * Length of the next chunk of `data[start, end)`. When `eof` is false and no cut
+   * point is found before `end`, returns -1 (feed more bytes) unless `maxSize` bytes
+   * are available.
+   */
+  cut(data: Uint8Array, start: number, end: number, eof: boolean): number {
+    const available = end - start;
+    if (available <= this.#min) return eof ? available : -1;
+    const limit = Math.min(available, this.#max);
+    const normal = Math.min(limit, this.#avg);
+    const gear = this.#gear;
+    let h = 0;
+    let i = start + this.#min;
+    const normalEnd = start + normal;
+    const maskS = this.#maskS;
+    for (; i < normalEnd; i++) {
+      h = ((h << 1) + gear[data[i]!]!) | 0;
+      if ((h & maskS) === 0) return i - start + 1;
+    }
+    const maskL = this.#maskL;
+    const limitEnd = start + limit;
+    for (; i < limitEnd; i++) {
+      h = ((h << 1) + gear[data[i]!]!) | 0;
+      if ((h & maskL) === 0) return i - start + 1;
+    }
+    if (limit === this.#max || eof) return limit;
+    return -1;
+  }
+}

@@ -1,0 +1,29 @@
+import { createHmac } from 'node:crypto';
+import type { BackupKey } from './backup-key.js';
+import { BackupLabel } from './labels.js';
+
+/**
+ * The keys one repository uses, each derived from the backup key with its own label
+ * and the repository ID as HKDF salt (spec §3.3), so two repositories under one key
+ * share no derived key and objects can't be moved between them.
+ */
+export class RepositoryKeys {
+  readonly objectMaster: Uint8Array;
+  readonly gearTable: Uint8Array;
+  readonly #chunkIdKey: Uint8Array;
+
+  constructor(key: BackupKey, repositoryId: Uint8Array) {
+    this.objectMaster = key.derive(BackupLabel.objectMaster, 32, repositoryId);
+    this.gearTable = key.derive(BackupLabel.gearTable, 1024, repositoryId);
+    this.#chunkIdKey = key.derive(BackupLabel.chunkId, 32, repositoryId);
+  }
+
+  /** Keyed chunk ID: HMAC-SHA256 of the chunk's plaintext (spec §6.2). */
+  chunkId(chunk: Uint8Array): Buffer {
+    return createHmac('sha256', this.#chunkIdKey).update(chunk).digest();
+  }
+
+  toJSON(): string {
+    return '[redacted]';
+  }
+}

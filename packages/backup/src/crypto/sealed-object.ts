@@ -1,0 +1,327 @@
+/**
+ * Sealed objects: the one encryption format for everything Coffer stores
+ * (spec/backup-format.md §5). STREAM (Hoang–Reyhanitabar–Rogaway–Vizár) over
+ * AES-256-GCM in ~64 KiB segments, the shape of C2SP's chunked encryption and age:
+ *
+ *   header (40) = magic "CFOB" | version 1 | kind | log2(segment size) | flags 0 | object id (32)
+ *   key         = HKDF-SHA256(ikm = object master key, salt = "", info = label || header)
+ *   segment i   = AES-256-GCM(key, nonce = i as 11-byte big endian || final flag, aad = "")
+ *
+ * Binding the whole header into the key means a header swapped between objects or
+ * repositories yields a different key, so every segment then fails. The final flag in
+ * the nonce detects truncation and extension; the counter detects reordering, deletion
+ * and splicing. Plaintext of a segment is released only after its tag verified.
+ */
+import { createCipheriv, createDecipheriv, hkdfSync } from 'node:crypto';
+import { CofferError, DecryptionError } from '../errors.js';
+import { BackupLabel } from './labels.js';
+
+export const HEADER_BYTES = 40;
+export const TAG_BYTES = 16;
+export const MAGIC = Uint8Array.of(0x43, 0x46, 0x4f, 0x42); // "CFOB"
+export const FORMAT_VERSION = 1;
+/** Segment size of format version 1: 64 KiB of plaintext per segment. */
+export const SEGMENT_LOG2 = 16;
+export const SEGMENT_BYTES = 1 << SEGMENT_LOG2;
+export const OBJECT_ID_BYTES = 32;
+
+/** What an object holds. Stored in the header, so it is bound into the object key. */
+export enum ObjectKind {
+  Pack = 1,
+  Index = 2,
+  Snapshot = 3,
+  Lock = 4,
+}
+
+export interface ObjectHeader {
+  kind: ObjectKind;
+  id: Uint8Array;
+}
+
+export function encodeHeader(h: ObjectHeader): Uint8Array {
+  if (h.id.length !== OBJECT_ID_BYTES) throw new RangeError(`id: expected ${OBJECT_ID_BYTES} bytes`);
+  const out = new Uint8Array(HEADER_BYTES);
+  out.set(MAGIC, 0);
+  out[4] = FORMAT_VERSION;
+  out[5] = h.kind;
+  out[6] = SEGMENT_LOG2;
+  out[7] = 0;
+  out.set(h.id, 8);
+  return out;
+}
+
+/**
+ * Parses and validates a header. Decoders MUST reject anything but the canonical
+ * encoding (spec §5.1), so parse→serialise is the identity.
+ * @throws CofferError 'corrupt' or 'unsupported-version'.
+ */
+export function decodeHeader(bytes: Uint8Array): ObjectHeader {
+  if (bytes.length < HEADER_BYTES) throw new CofferError('corrupt', 'object is shorter than its header');
+  for (let i = 0; i < MAGIC.length; i++) {
+    if (bytes[i] !== MAGIC[i]) throw new CofferError('corrupt', 'not a Coffer object (bad magic)');
+  }
+  if (bytes[4] !== FORMAT_VERSION) {
+    throw new CofferError(
+      'unsupported-version',
+      `object format version ${bytes[4]} is not supported (this coffer reads version ${FORMAT_VERSION})`,
+    );
+  }
+  const kind = bytes[5]!;
+  if (!(kind in ObjectKind) || typeof ObjectKind[kind] !== 'string') {
+    throw new CofferError('corrupt', `unknown object kind ${kind}`);
+  }
+  if (bytes[6] !== SEGMENT_LOG2) throw new CofferError('corrupt', `unsupported segment size 2^${bytes[6]}`);
+  if (bytes[7] !== 0) throw new CofferError('corrupt', 'reserved header flags are set');
+  return { kind: kind as ObjectKind, id: bytes.slice(8, HEADER_BYTES) };
+}
+
+function objectKey(master: Uint8Array, header: Uint8Array): Buffer {
+  const info = Buffer.concat([Buffer.from(BackupLabel.objectKey, 'ascii'), header]);
+  return Buffer.from(hkdfSync('sha256', master, new Uint8Array(0), info, 32));
+}
+
+function nonce(counter: number, final: boolean): Buffer {
+  // STREAM nonce: 88-bit big-endian counter || 1 byte final flag (spec §5.3).
+  const n = Buffer.alloc(12);
+  n.writeUIntBE(counter, 5, 6);
+  n[11] = final ? 1 : 0;
+  return n;
+}
+
+/** Size of the sealed form of `plainLength` bytes. */
+export function sealedLength(plainLength: number): number {
+  const segments = Math.max(1, Math.ceil(plainLength / SEGMENT_BYTES));
+  return HEADER_BYTES + plainLength + segments * TAG_BYTES;
+}
+
+/**
+ * Plaintext length of a sealed object of `sealedLen` bytes, or throws 'corrupt' when
+ * no plaintext has that sealed size (e.g. a final segment shorter than a tag).
+ */
+export function plainLength(sealedLen: number): number {
+  const body = sealedLen - HEADER_BYTES;
+  if (body < TAG_BYTES) throw new CofferError('corrupt', 'object is truncated');
+  const full = SEGMENT_BYTES + TAG_BYTES;
+  const segments = Math.ceil(body / full);
+  const last = body - (segments - 1) * full;
+  // A final segment is non-empty unless it is the only one (spec §5.3).
+  if (last < TAG_BYTES || (segments > 1 && last === TAG_BYTES)) throw new CofferError('corrupt', 'object is truncated');
+  return body - segments * TAG_BYTES;
+}
+
+/**
+ * Seals a stream incrementally. Holds back up to one segment, because whether a full
+ * segment is the final one is known only when more data arrives or `final()` is called.
+ */
+export class ObjectSealer {
+  readonly header: Uint8Array;
+  readonly #key: Buffer;
+  #counter = 0;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #done = false;
+
+  constructor(master: Uint8Array, header: ObjectHeader) {
+    this.header = encodeHeader(header);
+    this.#key = objectKey(master, this.header);
+  }
+
+  #sealSegment(plain: Uint8Array, final: boolean): Buffer {
+    const c = createCipheriv('aes-256-gcm', this.#key, nonce(this.#counter++, final));
+    const body = c.update(plain);
+    c.final();
+    return Buffer.concat([body, c.getAuthTag()]);
+  }
+
+  /** Adds plaintext; returns the sealed segments that are now complete. */
+  update(data: Uint8Array): Buffer[] {
+    if (this.#done) throw new Error('ObjectSealer: update after final');
+    const out: Buffer[] = [];
+    let off = 0;
+    while (off < data.length) {
+      // Only seal a full pending segment once we know more bytes follow it.
+      if (this.#pendingBytes === SEGMENT_BYTES) {
+        out.push(this.#sealSegment(Buffer.concat(this.#pending, SEGMENT_BYTES), false));
+        this.#pending = [];
+        this.#pendingBytes = 0;
+      }
+      const take = Math.min(SEGMENT_BYTES - this.#pendingBytes, data.length - off);
+      this.#pending.push(Buffer.from(data.buffer, data.byteOffset + off, take));
+      this.#pendingBytes += take;
+      off += take;
+    }
+    // The pending views alias the caller's buffer, which may be reused: copy them.
+    if (this.#pending.length > 0 && data.length > 0) {
+      this.#pending = [Buffer.concat(this.#pending, this.#pendingBytes)];
+    }
+    return out;
+  }
+
+  /** Seals the final segment. */
+  final(): Buffer[] {
+    if (this.#done) throw new Error('ObjectSealer: final called twice');
+    this.#done = true;
+    return [this.#sealSegment(Buffer.concat(this.#pending, this.#pendingBytes), true)];
+  }
+}
+
+/** One-shot seal of a whole plaintext. */
+export function sealObject(master: Uint8Array, header: ObjectHeader, plaintext: Uint8Array): Buffer {
+  const s = new ObjectSealer(master, header);
+  return Buffer.concat([s.header, ...s.update(plaintext), ...s.final()]);
+}
+
+function checkExpected(got: ObjectHeader, expected: ObjectHeader): void {
+  if (got.kind !== expected.kind || Buffer.compare(got.id, expected.id) !== 0) {
+    // A readable header naming another object: someone moved or swapped it.
+    throw new CofferError('corrupt', 'object holds a different object than its name says (swapped or moved)');
+  }
+}
+
+function openSegment(key: Buffer, counter: number, final: boolean, sealed: Uint8Array): Buffer {
+  if (sealed.length < TAG_BYTES) throw new DecryptionError();
+  const d = createDecipheriv('aes-256-gcm', key, nonce(counter, final));
+  d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+  const plain = d.update(sealed.subarray(0, sealed.length - TAG_BYTES));
+  try {
+    d.final();
+  } catch {
+    throw new DecryptionError();
+  }
+  return plain;
+}
+
+/**
+ * Opens a whole sealed object held in memory.
+ * @throws CofferError ('corrupt' | 'unsupported-version') for a bad header or a header
+ *   naming another object; DecryptionError when any segment fails authentication.
+ */
+export function openObject(master: Uint8Array, expected: ObjectHeader, sealed: Uint8Array): Buffer {
+  const header = decodeHeader(sealed);
+  checkExpected(header, expected);
+  const plainLen = plainLength(sealed.length); // rejects impossible lengths
+  const key = objectKey(master, sealed.subarray(0, HEADER_BYTES));
+  const out = Buffer.allocUnsafe(plainLen);
+  const full = SEGMENT_BYTES + TAG_BYTES;
+  let pos = HEADER_BYTES;
+  let written = 0;
+  for (let i = 0; pos < sealed.length; i++) {
+    const end = Math.min(pos + full, sealed.length);
+    const final = end === sealed.length;
+    const plain = openSegment(key, i, final, sealed.subarray(pos, end));
+    plain.copy(out, written);
+    written += plain.length;
+    pos = end;
+  }
+  return out;
+}
+
+/**
+ * Where the segments covering plaintext bytes [offset, offset + length) live inside a
+ * sealed object of `sealedLen` bytes, for ranged reads of single chunks from a pack.
+ */
+export interface SegmentRange {
+  firstSegment: number;
+  /** Byte offset of the first covering segment inside the sealed object. */
+  sealedOffset: number;
+  sealedLength: number;
+  /** Offset of the wanted bytes inside the decrypted covering segments. */
+  skip: number;
+  finalIncluded: boolean;
+}
+
+export function segmentRange(sealedLen: number, offset: number, length: number): SegmentRange {
+  const plainLen = plainLength(sealedLen);
+  if (offset < 0 || length < 0 || offset + length > plainLen) {
+    throw new CofferError('corrupt', `range ${offset}+${length} lies outside the object (${plainLen} bytes)`);
+  }
+  const full = SEGMENT_BYTES + TAG_BYTES;
+  const first = Math.floor(offset / SEGMENT_BYTES);
+  const lastByte = Math.max(offset, offset + length - 1);
+  const last = Math.floor(lastByte / SEGMENT_BYTES);
+  const sealedOffset = HEADER_BYTES + first * full;
+  const sealedEnd = Math.min(HEADER_BYTES + (last + 1) * full, sealedLen);
+  return {
+    firstSegment: first,
+    sealedOffset,
+    sealedLength: sealedEnd - sealedOffset,
+    skip: offset - first * SEGMENT_BYTES,
+    finalIncluded: sealedEnd === sealedLen,
+  };
+}
+
+/**
+ * Decrypts the segments fetched for `range` (see `segmentRange`) and returns exactly
+ * the `length` plaintext bytes asked for. The header must be the object's own header,
+ * read and checked with `decodeHeader`.
+ */
+export function openRange(
+  master: Uint8Array,
+  header: Uint8Array,
+  range: SegmentRange,
+  segments: Uint8Array,
+  length: number,
+): Buffer {
+  if (segments.length !== range.sealedLength) throw new CofferError('corrupt', 'ranged read returned the wrong size');
+  const key = objectKey(master, header.subarray(0, HEADER_BYTES));
+  const full = SEGMENT_BYTES + TAG_BYTES;
+  const parts: Buffer[] = [];
+  for (let pos = 0, i = range.firstSegment; pos < segments.length; i++) {
+    const end = Math.min(pos + full, segments.length);
+    const final = range.finalIncluded && end === segments.length;
+    parts.push(openSegment(key, i, final, segments.subarray(pos, end)));
+    pos = end;
+  }
+  const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  return all.subarray(range.skip, range.skip + length);
+}
+
+/**
+ * Opens a sealed object arriving as a stream, releasing each segment's plaintext only
+ * after its tag verified. Keeps one segment plus one byte buffered, because only the
+ * arrival of more bytes tells whether a segment is the final one.
+ */
+export class ObjectOpener {
+  #key: Buffer | undefined;
+  #expected: ObjectHeader;
+  #master: Uint8Array;
+  #buf: Buffer = Buffer.alloc(0);
+  #counter = 0;
+  #done = false;
+
+  constructor(master: Uint8Array, expected: ObjectHeader) {
+    this.#master = master;
+    this.#expected = expected;
+  }
+
+  update(data: Uint8Array): Buffer[] {
+    if (this.#done) throw new Error('ObjectOpener: update after final');
+    this.#buf = this.#buf.length === 0 ? Buffer.from(data) : Buffer.concat([this.#buf, data]);
+    const out: Buffer[] = [];
+    if (!this.#key) {
+      if (this.#buf.length < HEADER_BYTES) return out;
+      const h = decodeHeader(this.#buf);
+      checkExpected(h, this.#expected);
+      this.#key = objectKey(this.#master, this.#buf.subarray(0, HEADER_BYTES));
+      this.#buf = this.#buf.subarray(HEADER_BYTES);
+    }
+    const full = SEGMENT_BYTES + TAG_BYTES;
+    let pos = 0;
+    while (this.#buf.length - pos > full) {
+      out.push(openSegment(this.#key, this.#counter++, false, this.#buf.subarray(pos, pos + full)));
+      pos += full;
+    }
+    this.#buf = Buffer.from(this.#buf.subarray(pos));
+    return out;
+  }
+
+  /** Verifies the final segment; throws if the stream ended early. */
+  final(): Buffer[] {
+    if (this.#done) throw new Error('ObjectOpener: final called twice');
+    this.#done = true;
+    if (!this.#key) throw new CofferError('corrupt', 'object is shorter than its header');
+    const last = this.#buf;
+    if (last.length < TAG_BYTES || (this.#counter > 0 && last.length === TAG_BYTES)) throw new DecryptionError();
+    return [openSegment(this.#key, this.#counter++, true, last)];
+  }
+}

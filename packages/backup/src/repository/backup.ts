@@ -1,0 +1,339 @@
+/**
+ * `coffer backup`: walks the sources, chunks changed files, stores new blobs, writes
+ * the tree listing, the index, and last of all the snapshot (spec §12).
+ *
+ * Unchanged files (same size, mtime, inode and ctime as in the parent snapshot, with
+ * all their blobs still indexed) are not read at all. An unreadable file does not stop
+ * the backup: it is reported and left out, and the snapshot says so (`warnings`).
+ */
+import { promises as fs, type Stats } from 'node:fs';
+import { hostname, userInfo } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { FastCdc } from '../chunker/fastcdc.js';
+import { ObjectKind } from '../crypto/sealed-object.js';
+import { CofferError } from '../errors.js';
+import { BlobType, snapshotName } from './blob.js';
+import { BlobWriter } from './blob-writer.js';
+import { RepositoryLock } from './lock.js';
+import type { Repository, SnapshotRecord } from './repository.js';
+import { encodeSnapshot, type Snapshot } from './snapshot.js';
+import { encodeEntry, type FileEntry, type TreeEntry } from './tree.js';
+
+export interface BackupProgress {
+  files: number;
+  bytes: number;
+  /** Totals from a quick pre-scan; absent until it finishes. */
+  totalFiles?: number;
+  totalBytes?: number;
+  addedBytes: number;
+  path: string;
+}
+
+export interface BackupWarning {
+  path: string;
+  message: string;
+}
+
+export interface BackupOptions {
+  paths: string[];
+  tags?: string[];
+  /** 'auto' (default): the latest snapshot of the same paths from this host. */
+  parent?: 'auto' | 'none';
+  onProgress?: (p: BackupProgress) => void;
+  onWarning?: (w: BackupWarning) => void;
+  now?: () => Date;
+}
+
+export interface BackupResult {
+  id: Buffer;
+  snapshot: Snapshot;
+  warnings: BackupWarning[];
+}
+
+const READ_WINDOW = 16 * 1024 * 1024;
+
+function errnoMessage(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'ENOENT') return 'vanished during the backup';
+  if (code === 'EIO') return 'I/O error';
+  return (e as Error)?.message ?? String(e);
+}
+
+/** Splits a growing text stream into content-defined Tree blobs. */
+class TreeWriter {
+  #buf = Buffer.alloc(0);
+  readonly ids: string[] = [];
+  constructor(
+    private readonly cdc: FastCdc,
+    private readonly store: (raw: Buffer) => Promise<string>,
+  ) {}
+  async write(e: TreeEntry): Promise<void> {
+    this.#buf = Buffer.concat([this.#buf, Buffer.from(encodeEntry(e), 'utf8')]);
+    if (this.#buf.length >= 2 * this.cdc.maxSize) await this.#drain(false);
+  }
+  async #drain(eof: boolean): Promise<void> {
+    let start = 0;
+    while (start < this.#buf.length) {
+      const n = this.cdc.cut(this.#buf, start, this.#buf.length, eof);
+      if (n <= 0) break;
+      this.ids.push(await this.store(Buffer.from(this.#buf.subarray(start, start + n))));
+      start += n;
+    }
+    this.#buf = Buffer.from(this.#buf.subarray(start));
+  }
+  async finish(): Promise<string[]> {
+    await this.#drain(true);
+    return this.ids;
+  }
+}
+
+export async function backup(repo: Repository, opts: BackupOptions): Promise<BackupResult> {
+  if (opts.paths.length === 0) throw new CofferError('invalid-argument', 'nothing to back up: give at least one path');
+  const roots: Array<{ abs: string; name: string; st: Stats }> = [];
+  for (const p of opts.paths) {
+    const abs = resolve(p);
+    let st: Stats;
+    try {
+      st = await fs.lstat(abs);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new CofferError('not-found', code === 'ENOENT' ? `${p}: no such file or directory` : `${p}: ${errnoMessage(e)}`);
+    }
+    const name = basename(abs) || 'root';
+    if (roots.some((r) => r.name === name)) {
+      throw new CofferError('invalid-argument', `two of the paths are named '${name}': back them up in separate snapshots`);
+    }
+    roots.push({ abs, name, st });
+  }
+  roots.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+
+  const lock = await RepositoryLock.acquire(repo, false);
+  try {
+    return await runBackup(repo, opts, roots);
+  } finally {
+    await lock.release().catch(() => {});
+  }
+}
+
+async function runBackup(
+  repo: Repository,
+  opts: BackupOptions,
+  roots: Array<{ abs: string; name: string; st: Stats }>,
+): Promise<BackupResult> {
+  const index = await repo.index();
+  const absPaths = roots.map((r) => r.abs);
+  const host = hostname();
+  let parentFiles = new Map<string, FileEntry>();
+  if (opts.parent !== 'none') {
+    const parent = await findParent(repo, host, absPaths);
+    if (parent) {
+      for await (const e of repo.tree(parent.snapshot)) if (e.type === 'file') parentFiles.set(e.path, e);
+    }
+  }
+
+  const writer = new BlobWriter(repo, (id) => index.has(id));
+  const cdc = new FastCdc(repo.keys.gearTable, repo.config.chunker);
+  const tree = new TreeWriter(cdc, async (raw) => {
+    const id = repo.keys.chunkId(raw);
+    await writer.add(BlobType.Tree, id, raw);
+    return id.toString('hex');
+  });
+  const warnings: BackupWarning[] = [];
+  const warn = (path: string, message: string) => {
+    const w = { path, message };
+    warnings.push(w);
+    opts.onWarning?.(w);
+  };
+  const progress: BackupProgress = { files: 0, bytes: 0, addedBytes: 0, path: '' };
+  const stats = { files: 0, dirs: 0, bytes: 0 };
+  let lastReport = 0;
+  const report = (force = false) => {
+    if (!opts.onProgress) return;
+    const t = Date.now();
+    if (!force && t - lastReport < 100) return;
+    lastReport = t;
+    progress.addedBytes = writer.addedBytes;
+    opts.onProgress(progress);
+  };
+  if (opts.onProgress) {
+    void prescan(roots.map((r) => r.abs)).then((t) => {
+      progress.totalFiles = t.files;
+      progress.totalBytes = t.bytes;
+    });
+  }
+
+  const chunkFile = async (abs: string, st: Stats): Promise<{ chunks: string[]; size: number } | null> => {
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(abs, 'r');
+    } catch (e) {
+      warn(abs, `cannot read: ${errnoMessage(e)}`);
+      return null;
+    }
+    const chunks: string[] = [];
+    let size = 0;
+    try {
+      let buf = Buffer.allocUnsafe(Math.min(READ_WINDOW, Math.max(st.size + 1, 64 * 1024)));
+      let start = 0;
+      let end = 0;
+      let eof = false;
+      for (;;) {
+        if (!eof && end - start < cdc.maxSize) {
+          if (start > 0 || end === buf.length) {
+            // Chunks already handed out alias `buf`: move the tail to a fresh buffer.
+            const next = Buffer.allocUnsafe(Math.max(buf.length, READ_WINDOW > end - start ? READ_WINDOW : 2 * (end - start)));
+            buf.copy(next, 0, start, end);
+            end -= start;
+            start = 0;
+            buf = next;
+          }
+          const { bytesRead } = await fh.read(buf, end, buf.length - end, null);
+          if (bytesRead === 0) eof = true;
+          end += bytesRead;
+          size += bytesRead;
+          progress.bytes += bytesRead;
+          continue;
+        }
+        const n = cdc.cut(buf, start, end, eof);
+        if (n === -1) continue;
+        if (n === 0) break;
+        const raw = buf.subarray(start, start + n);
+        start += n;
+        const id = repo.keys.chunkId(raw);
+        chunks.push(id.toString('hex'));
+        await writer.add(BlobType.Data, id, raw);
+        report();
+      }
+    } catch (e) {
+      if (e instanceof CofferError) throw e;
+      warn(abs, `cannot read: ${errnoMessage(e)}`);
+      return null;
+    } finally {
+      await fh.close().catch(() => {});
+    }
+    return { chunks, size };
+  };
+
+  const visit = async (abs: string, rel: string, st: Stats): Promise<void> => {
+    progress.path = rel;
+    const mode = st.mode & 0o7777;
+    if (st.isDirectory()) {
+      let names: string[];
+      try {
+        names = await fs.readdir(abs);
+      } catch (e) {
+        warn(abs, `cannot list directory: ${errnoMessage(e)}`);
+        return;
+      }
+      stats.dirs++;
+      await tree.write({ path: rel, type: 'dir', mode, mtime: st.mtimeMs });
+      names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      for (const name of names) {
+        const childAbs = join(abs, name);
+        let cst: Stats;
+        try {
+          cst = await fs.lstat(childAbs);
+        } catch (e) {
+          warn(childAbs, `cannot stat: ${errnoMessage(e)}`);
+          continue;
+        }
+        await visit(childAbs, `${rel}/${name}`, cst);
+      }
+    } else if (st.isSymbolicLink()) {
+      try {
+        const target = await fs.readlink(abs);
+        await tree.write({ path: rel, type: 'symlink', mode, mtime: st.mtimeMs, target });
+      } catch (e) {
+        warn(abs, `cannot read link: ${errnoMessage(e)}`);
+      }
+    } else if (st.isFile()) {
+      const prev = parentFiles.get(rel);
+      let entry: FileEntry | undefined;
+      if (
+        prev &&
+        prev.size === st.size &&
+        prev.mtime === st.mtimeMs &&
+        prev.inode === st.ino &&
+        prev.ctime === st.ctimeMs &&
+        prev.chunks.every((c) => index.has(Buffer.from(c, 'hex')))
+      ) {
+        entry = { ...prev, mode };
+        progress.bytes += st.size;
+      } else {
+        const got = await chunkFile(abs, st);
+        if (!got) return;
+        entry = { path: rel, type: 'file', mode, mtime: st.mtimeMs, size: got.size, chunks: got.chunks, inode: st.ino, ctime: st.ctimeMs };
+      }
+      stats.files++;
+      stats.bytes += entry.size;
+      progress.files++;
+      await tree.write(entry);
+      report();
+    } else {
+      warn(abs, 'skipped: not a regular file, directory or symlink');
+    }
+  };
+
+  try {
+    for (const r of roots) await visit(r.abs, r.name, r.st);
+    parentFiles = new Map(); // let the parent's listing go before the final flush
+    const treeIds = await tree.finish();
+    await writer.finish();
+    const snapshot: Snapshot = {
+      version: 1,
+      time: (opts.now?.() ?? new Date()).toISOString(),
+      hostname: host,
+      username: safeUser(),
+      paths: absPaths,
+      tags: opts.tags ?? [],
+      tree: treeIds,
+      stats: { ...stats, addedBytes: writer.addedBytes, newChunks: writer.newBlobs },
+    };
+    if (warnings.length > 0) snapshot.stats = { ...snapshot.stats, warnings: warnings.length } as Snapshot['stats'];
+    // Written last: only now does the snapshot exist (spec §12).
+    const id = await repo.writeObject(ObjectKind.Snapshot, encodeSnapshot(snapshot), snapshotName);
+    await repo.backend.sync();
+    report(true);
+    return { id, snapshot, warnings };
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+}
+
+function safeUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return '';
+  }
+}
+
+async function findParent(repo: Repository, host: string, paths: string[]): Promise<SnapshotRecord | undefined> {
+  const key = [...paths].sort().join('\0');
+  const all = await repo.snapshots();
+  for (let i = all.length - 1; i >= 0; i--) {
+    const s = all[i]!;
+    if (s.snapshot.hostname === host && [...s.snapshot.paths].sort().join('\0') === key) return s;
+  }
+  return undefined;
+}
+
+async function prescan(paths: string[]): Promise<{ files: number; bytes: number }> {
+  let files = 0;
+  let bytes = 0;
+  const walk = async (p: string): Promise<void> => {
+    const st = await fs.lstat(p).catch(() => null);
+    if (!st) return;
+    if (st.isFile()) {
+      files++;
+      bytes += st.size;
+    } else if (st.isDirectory()) {
+      const names = await fs.readdir(p).catch(() => [] as string[]);
+      for (const n of names) await walk(join(p, n));
+    }
+  };
+  for (const p of paths) await walk(p);
+  return { files, bytes };
+}

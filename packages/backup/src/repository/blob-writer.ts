@@ -1,0 +1,124 @@
+/**
+ * Stores new blobs: deduplicates against the index and against blobs in flight,
+ * compresses where it pays, fills packs, uploads them, and at the end writes one index
+ * object for everything it stored. Memory is bounded by the compression and upload
+ * windows, not by the data size.
+ */
+import { randomBytes } from 'node:crypto';
+import { ObjectKind } from '../crypto/sealed-object.js';
+import { type BlobType, idKey, indexName, packName } from './blob.js';
+import { maybeCompress } from './compress.js';
+import { encodeIndex, type IndexedPack } from './index-file.js';
+import { PackBuilder } from './pack.js';
+import type { Repository } from './repository.js';
+
+/** Target pack size: packs are sealed and uploaded once they hold this much. */
+export const PACK_TARGET_BYTES = 16 * 1024 * 1024;
+const COMPRESS_WINDOW = 6; // chunks being compressed at once (≤ 6 × max chunk size in memory)
+const UPLOAD_WINDOW = 2; // packs being uploaded at once
+
+class Semaphore {
+  #free: number;
+  #waiters: Array<() => void> = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async take(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--;
+      return;
+    }
+    await new Promise<void>((r) => this.#waiters.push(r));
+  }
+  give(): void {
+    const w = this.#waiters.shift();
+    if (w) w();
+    else this.#free++;
+  }
+}
+
+export class BlobWriter {
+  readonly #repo: Repository;
+  readonly #known: (id: Uint8Array) => boolean;
+  readonly #inFlight = new Set<string>();
+  readonly #compress = new Semaphore(COMPRESS_WINDOW);
+  readonly #upload = new Semaphore(UPLOAD_WINDOW);
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #packs: IndexedPack[] = [];
+  #pack: PackBuilder | undefined;
+  #error: unknown;
+  addedBytes = 0;
+  newBlobs = 0;
+
+  constructor(repo: Repository, known: (id: Uint8Array) => boolean) {
+    this.#repo = repo;
+    this.#known = known;
+  }
+
+  #track(p: Promise<void>): void {
+    const t = p.catch((e) => {
+      this.#error ??= e;
+    });
+    this.#tasks.add(t);
+    void t.finally(() => this.#tasks.delete(t));
+  }
+
+  #check(): void {
+    if (this.#error !== undefined) throw this.#error;
+  }
+
+  /**
+   * Stores `raw` under `id` unless the repository already has it. Returns once the
+   * blob is queued; waits when the compression window is full (back-pressure).
+   */
+  async add(type: BlobType, id: Buffer, raw: Buffer): Promise<void> {
+    this.#check();
+    const key = idKey(id);
+    if (this.#inFlight.has(key) || this.#known(id)) return;
+    this.#inFlight.add(key);
+    await this.#compress.take();
+    this.#track(
+      (async () => {
+        try {
+          const { stored, flags } = await maybeCompress(raw);
+          this.#pack ??= new PackBuilder(this.#repo.keys.objectMaster, randomBytes(32));
+          this.#pack.add({ id, type, flags, storedLength: stored.length, rawLength: raw.length }, stored);
+          this.addedBytes += stored.length;
+          this.newBlobs++;
+          if (this.#pack.plainBytes >= PACK_TARGET_BYTES) await this.#flushPack();
+        } finally {
+          this.#compress.give();
+        }
+      })(),
+    );
+  }
+
+  async #flushPack(): Promise<void> {
+    const pack = this.#pack;
+    if (!pack || pack.count === 0) return;
+    this.#pack = undefined;
+    const done = pack.finish();
+    this.#packs.push({ packId: done.packId, sealedLength: done.sealedLength, blobs: done.entries });
+    await this.#upload.take();
+    this.#track(this.#repo.backend.put(packName(done.packId), done.parts).finally(() => this.#upload.give()));
+  }
+
+  /** Waits for every blob to be stored, writes the index, and makes it all durable. */
+  async finish(): Promise<void> {
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+    this.#check();
+    await this.#flushPack();
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+    this.#check();
+    if (this.#packs.length > 0) {
+      await this.#repo.writeObject(ObjectKind.Index, encodeIndex(this.#packs), indexName);
+      this.#repo.invalidateIndex();
+    }
+    await this.#repo.backend.sync();
+  }
+
+  /** Stops after a failure: waits for work in flight, ignoring its errors. */
+  async abort(): Promise<void> {
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+  }
+}

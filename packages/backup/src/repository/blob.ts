@@ -1,0 +1,49 @@
+/** What the repository stores inside packs: chunks of file contents and of tree listings. */
+export enum BlobType {
+  Data = 0,
+  Tree = 1,
+}
+
+/** Flags of a stored blob (spec §7.1). */
+export const BLOB_COMPRESSED = 1;
+
+/** Where a blob lives: which pack, and where in that pack's plaintext. */
+export interface BlobLocation {
+  packId: Buffer; // 32 bytes
+  type: BlobType;
+  flags: number;
+  offset: number;
+  storedLength: number;
+  rawLength: number;
+}
+
+export const ID_BYTES = 32;
+
+export function hex(id: Uint8Array): string {
+  return Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex');
+}
+
+/** Map key for a 32-byte ID: latin1 strings are cheaper to hash than hex. */
+export function idKey(id: Uint8Array): string {
+  return Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1');
+}
+
+export function packName(packId: Uint8Array): string {
+  const h = hex(packId);
+  return `data/${h.slice(0, 2)}/${h}`;
+}
+export function indexName(id: Uint8Array): string {
+  return `index/${hex(id)}`;
+}
+export function snapshotName(id: Uint8Array): string {
+  return `snapshots/${hex(id)}`;
+}
+export function lockName(id: Uint8Array): string {
+  return `locks/${hex(id)}`;
+}
+
+/** The ID in an object name, or null when the name is not one of ours. */
+export function idFromName(name: string): Buffer | null {
+  const m = /([0-9a-f]{64})$/.exec(name);
+  return m ? Buffer.from(m[1]!, 'hex') : null;
+}

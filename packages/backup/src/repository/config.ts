@@ -1,0 +1,95 @@
+/**
+ * The repository config object (spec/backup-format.md §4): the only object stored in
+ * the clear. It names the format version, the repository ID, the key ID and the
+ * chunker parameters, and is MACed under a key derived from the backup key, so a
+ * wrong key is told apart from a corrupt repository before anything is decrypted.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { type BackupKey, formatKeyId } from '../crypto/backup-key.js';
+import { BackupLabel } from '../crypto/labels.js';
+import { type ChunkerParams, validateChunkerParams } from '../chunker/fastcdc.js';
+import { CofferError } from '../errors.js';
+
+export const CONFIG_NAME = 'config';
+export const CONFIG_MAGIC = 'CFRP';
+export const REPOSITORY_VERSION = 1;
+export const CONFIG_BYTES = 88;
+
+export enum Compression {
+  None = 0,
+  Zstd = 1,
+}
+
+export interface RepositoryConfig {
+  version: number;
+  repositoryId: Uint8Array; // 16 bytes
+  keyId: Uint8Array; // 16 bytes
+  chunker: ChunkerParams;
+  compression: Compression;
+}
+
+function configMac(key: BackupKey, repositoryId: Uint8Array, body: Uint8Array): Buffer {
+  const macKey = key.derive(BackupLabel.configMac, 32, repositoryId);
+  return createHmac('sha256', macKey).update(body).digest();
+}
+
+export function newConfig(key: BackupKey, chunker: ChunkerParams, compression: Compression, rng = randomBytes): RepositoryConfig {
+  validateChunkerParams(chunker);
+  return { version: REPOSITORY_VERSION, repositoryId: rng(16), keyId: key.keyId(), chunker, compression };
+}
+
+export function encodeConfig(key: BackupKey, c: RepositoryConfig): Uint8Array {
+  const out = Buffer.alloc(CONFIG_BYTES);
+  out.write(CONFIG_MAGIC, 0, 'ascii');
+  out[4] = c.version;
+  out.set(c.repositoryId, 8);
+  out.set(c.keyId, 24);
+  out.writeUInt32BE(c.chunker.minSize, 40);
+  out.writeUInt32BE(c.chunker.avgSize, 44);
+  out.writeUInt32BE(c.chunker.maxSize, 48);
+  out[52] = c.compression;
+  out.set(configMac(key, c.repositoryId, out.subarray(0, 56)), 56);
+  return out;
+}
+
+/**
+ * Reads a config and checks it against `key`, in the order that gives the most useful
+ * error: not a repository → unsupported version → wrong key → corrupt.
+ */
+export function decodeConfig(key: BackupKey, bytes: Uint8Array, where: string): RepositoryConfig {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (b.length < 8 || b.toString('ascii', 0, 4) !== CONFIG_MAGIC) {
+    throw new CofferError('not-a-repository', `${where} is not a Coffer repository (its config is not recognised)`);
+  }
+  if (b[4] !== REPOSITORY_VERSION) {
+    throw new CofferError(
+      'unsupported-version',
+      `${where} is a version ${b[4]} repository; this coffer reads version ${REPOSITORY_VERSION}`,
+    );
+  }
+  if (b.length !== CONFIG_BYTES) throw new CofferError('corrupt', `the config of ${where} has the wrong size (${b.length} bytes)`);
+  const keyId = b.subarray(24, 40);
+  const mine = key.keyId();
+  if (!timingSafeEqual(keyId, mine)) {
+    throw new CofferError(
+      'wrong-key',
+      `wrong key: ${where} belongs to key ${formatKeyId(keyId)}, the key given is ${formatKeyId(mine)}`,
+    );
+  }
+  const repositoryId = Uint8Array.from(b.subarray(8, 24));
+  const expected = configMac(key, repositoryId, b.subarray(0, 56));
+  if (!timingSafeEqual(expected, b.subarray(56, 88)) || b.readUInt8(5) + b.readUInt16BE(6) !== 0 || b.readUInt8(53) + b.readUInt16BE(54) !== 0) {
+    throw new CofferError('corrupt', `the config of ${where} is corrupt (its MAC does not verify)`);
+  }
+  const chunker = { minSize: b.readUInt32BE(40), avgSize: b.readUInt32BE(44), maxSize: b.readUInt32BE(48) };
+  try {
+    validateChunkerParams(chunker);
+  } catch {
+    throw new CofferError('corrupt', `the config of ${where} has invalid chunker parameters`);
+  }
+  const compression = b[52]!;
+  if (compression !== Compression.None && compression !== Compression.Zstd) {
+    throw new CofferError('unsupported-version', `${where} uses compression ${compression}, unknown to this coffer`);
+  }
+  return { version: REPOSITORY_VERSION, repositoryId, keyId: Uint8Array.from(keyId), chunker, compression };
+}

@@ -1,0 +1,113 @@
+/**
+ * Index objects (spec §8): which blob is where. Written after the packs they describe
+ * and before the snapshot that uses them. Plaintext (inside a sealed Index object):
+ *
+ *   "CFIX" | version 1 | 3 zero bytes | pack count u32
+ *   per pack: pack id 32 | sealed length u64 | entry count u32
+ *     per entry (46): blob id 32 | type 1 | flags 1 | offset u32 | stored length u32 | raw length u32
+ */
+import { CofferError } from '../errors.js';
+import { BlobType, ID_BYTES, idKey, type BlobLocation } from './blob.js';
+
+const MAGIC = 'CFIX';
+const ENTRY_BYTES = 46;
+
+export interface IndexedPack {
+  packId: Buffer;
+  sealedLength: number;
+  blobs: Array<{ id: Buffer; type: BlobType; flags: number; offset: number; storedLength: number; rawLength: number }>;
+}
+
+export function encodeIndex(packs: readonly IndexedPack[]): Buffer {
+  let size = 12;
+  for (const p of packs) size += 44 + p.blobs.length * ENTRY_BYTES;
+  const b = Buffer.alloc(size);
+  b.write(MAGIC, 0, 'ascii');
+  b[4] = 1;
+  b.writeUInt32BE(packs.length, 8);
+  let o = 12;
+  for (const p of packs) {
+    p.packId.copy(b, o);
+    b.writeBigUInt64BE(BigInt(p.sealedLength), o + 32);
+    b.writeUInt32BE(p.blobs.length, o + 40);
+    o += 44;
+    for (const e of p.blobs) {
+      e.id.copy(b, o);
+      b[o + 32] = e.type;
+      b[o + 33] = e.flags;
+      b.writeUInt32BE(e.offset, o + 34);
+      b.writeUInt32BE(e.storedLength, o + 38);
+      b.writeUInt32BE(e.rawLength, o + 42);
+      o += ENTRY_BYTES;
+    }
+  }
+  return b;
+}
+
+export function decodeIndex(plain: Uint8Array, where: string): IndexedPack[] {
+  const b = Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
+  const bad = (why: string) => new CofferError('corrupt', `${where} is not a valid index (${why})`);
+  if (b.length < 12 || b.toString('ascii', 0, 4) !== MAGIC) throw bad('bad magic');
+  if (b[4] !== 1) throw new CofferError('unsupported-version', `${where} has index version ${b[4]}, unknown to this coffer`);
+  const packs: IndexedPack[] = [];
+  const count = b.readUInt32BE(8);
+  let o = 12;
+  for (let i = 0; i < count; i++) {
+    if (o + 44 > b.length) throw bad('truncated');
+    const packId = Buffer.from(b.subarray(o, o + ID_BYTES));
+    const sealedLength = Number(b.readBigUInt64BE(o + 32));
+    const n = b.readUInt32BE(o + 40);
+    o += 44;
+    if (o + n * ENTRY_BYTES > b.length) throw bad('truncated');
+    const blobs: IndexedPack['blobs'] = [];
+    for (let j = 0; j < n; j++) {
+      const type = b[o + 32]!;
+      if (type !== BlobType.Data && type !== BlobType.Tree) throw bad(`unknown blob type ${type}`);
+      blobs.push({
+        id: Buffer.from(b.subarray(o, o + ID_BYTES)),
+        type,
+        flags: b[o + 33]!,
+        offset: b.readUInt32BE(o + 34),
+        storedLength: b.readUInt32BE(o + 38),
+        rawLength: b.readUInt32BE(o + 42),
+      });
+      o += ENTRY_BYTES;
+    }
+    packs.push({ packId, sealedLength, blobs });
+  }
+  if (o !== b.length) throw bad('trailing bytes');
+  return packs;
+}
+
+/** The in-memory union of all index objects: blob ID → location. */
+export class BlobIndex {
+  readonly #blobs = new Map<string, BlobLocation>();
+  readonly packs = new Map<string, { packId: Buffer; sealedLength: number }>();
+
+  add(p: IndexedPack): void {
+    this.packs.set(idKey(p.packId), { packId: p.packId, sealedLength: p.sealedLength });
+    for (const e of p.blobs) {
+      this.#blobs.set(idKey(e.id), {
+        packId: p.packId,
+        type: e.type,
+        flags: e.flags,
+        offset: e.offset,
+        storedLength: e.storedLength,
+        rawLength: e.rawLength,
+      });
+    }
+  }
+
+  get(id: Uint8Array): BlobLocation | undefined {
+    return this.#blobs.get(idKey(id));
+  }
+  has(id: Uint8Array): boolean {
+    return this.#blobs.has(idKey(id));
+  }
+  get size(): number {
+    return this.#blobs.size;
+  }
+  entries(): IterableIterator<[string, BlobLocation]> {
+    return this.#blobs.entries();
+  }
+}

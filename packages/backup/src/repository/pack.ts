@@ -1,0 +1,106 @@
+/**
+ * Packs (spec §7): many blobs in one sealed object, so a repository holds a few large
+ * objects rather than one per chunk. The plaintext is the blobs back to back, then a
+ * trailer describing them, so an index can be rebuilt from the packs alone:
+ *
+ *   blob* | entry* (42 bytes: id 32 | type 1 | flags 1 | stored length u32 | raw length u32) | count u32 | "CFPK"
+ */
+import { ObjectKind, ObjectSealer, sealedLength } from '../crypto/sealed-object.js';
+import { CofferError } from '../errors.js';
+import { BlobType, ID_BYTES } from './blob.js';
+
+export const PACK_TRAILER_MAGIC = 'CFPK';
+const ENTRY_BYTES = 42;
+
+export interface PackEntry {
+  id: Buffer;
+  type: BlobType;
+  flags: number;
+  storedLength: number;
+  rawLength: number;
+}
+
+export interface FinishedPack {
+  packId: Buffer;
+  parts: Buffer[];
+  sealedLength: number;
+  entries: Array<PackEntry & { offset: number }>;
+}
+
+/** Accumulates blobs and seals them as they come; `finish()` returns the sealed pack. */
+export class PackBuilder {
+  readonly packId: Buffer;
+  readonly #sealer: ObjectSealer;
+  readonly #parts: Buffer[] = [];
+  readonly #entries: Array<PackEntry & { offset: number }> = [];
+  #plainBytes = 0;
+
+  constructor(objectMaster: Uint8Array, packId: Buffer) {
+    this.packId = packId;
+    this.#sealer = new ObjectSealer(objectMaster, { kind: ObjectKind.Pack, id: packId });
+    this.#parts.push(Buffer.from(this.#sealer.header));
+  }
+
+  get plainBytes(): number {
+    return this.#plainBytes;
+  }
+  get count(): number {
+    return this.#entries.length;
+  }
+
+  add(entry: PackEntry, stored: Uint8Array): number {
+    const offset = this.#plainBytes;
+    this.#entries.push({ ...entry, offset });
+    for (const p of this.#sealer.update(stored)) this.#parts.push(p);
+    this.#plainBytes += stored.length;
+    return offset;
+  }
+
+  finish(): FinishedPack {
+    const trailer = Buffer.alloc(this.#entries.length * ENTRY_BYTES + 8);
+    let o = 0;
+    for (const e of this.#entries) {
+      e.id.copy(trailer, o);
+      trailer[o + 32] = e.type;
+      trailer[o + 33] = e.flags;
+      trailer.writeUInt32BE(e.storedLength, o + 34);
+      trailer.writeUInt32BE(e.rawLength, o + 38);
+      o += ENTRY_BYTES;
+    }
+    trailer.writeUInt32BE(this.#entries.length, o);
+    trailer.write(PACK_TRAILER_MAGIC, o + 4, 'ascii');
+    for (const p of this.#sealer.update(trailer)) this.#parts.push(p);
+    for (const p of this.#sealer.final()) this.#parts.push(p);
+    const total = this.#plainBytes + trailer.length;
+    return { packId: this.packId, parts: this.#parts, sealedLength: sealedLength(total), entries: this.#entries };
+  }
+}
+
+/** Parses a pack's plaintext trailer; used by `check --read-data` and index rebuilds. */
+export function decodePackTrailer(plain: Uint8Array, where: string): Array<PackEntry & { offset: number }> {
+  const b = Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
+  const bad = (why: string) => new CofferError('corrupt', `${where}: pack trailer is invalid (${why})`);
+  if (b.length < 8 || b.toString('ascii', b.length - 4) !== PACK_TRAILER_MAGIC) throw bad('no trailer');
+  const count = b.readUInt32BE(b.length - 8);
+  const start = b.length - 8 - count * ENTRY_BYTES;
+  if (start < 0) throw bad('entry count too large');
+  const out: Array<PackEntry & { offset: number }> = [];
+  let offset = 0;
+  for (let i = 0; i < count; i++) {
+    const o = start + i * ENTRY_BYTES;
+    const type = b[o + 32]!;
+    if (type !== BlobType.Data && type !== BlobType.Tree) throw bad(`unknown blob type ${type}`);
+    const storedLength = b.readUInt32BE(o + 34);
+    out.push({
+      id: Buffer.from(b.subarray(o, o + ID_BYTES)),
+      type,
+      flags: b[o + 33]!,
+      offset,
+      storedLength,
+      rawLength: b.readUInt32BE(o + 38),
+    });
+    offset += storedLength;
+  }
+  if (offset !== start) throw bad('blob lengths do not add up');
+  return out;
+}

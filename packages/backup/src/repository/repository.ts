@@ -1,0 +1,203 @@
+/**
+ * A repository: config + keys + typed access to its sealed objects. Every read maps
+ * crypto failures to a CofferError naming the object, so messages say *where*.
+ */
+import { randomBytes } from 'node:crypto';
+import type { BackupKey } from '../crypto/backup-key.js';
+import { RepositoryKeys } from '../crypto/repository-keys.js';
+import {
+  HEADER_BYTES,
+  ObjectKind,
+  decodeHeader,
+  openObject,
+  openRange,
+  sealObject,
+  segmentRange,
+} from '../crypto/sealed-object.js';
+import { DEFAULT_CHUNKER, type ChunkerParams } from '../chunker/fastcdc.js';
+import { CofferError, DecryptionError } from '../errors.js';
+import type { StorageBackend } from '../storage/backend.js';
+import { hex, idFromName, indexName, packName, snapshotName, type BlobLocation } from './blob.js';
+import { decompressBlob } from './compress.js';
+import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, type RepositoryConfig } from './config.js';
+import { BlobIndex, decodeIndex } from './index-file.js';
+import { decodeSnapshot, type Snapshot } from './snapshot.js';
+import { decodeEntry, type TreeEntry } from './tree.js';
+
+export interface InitOptions {
+  chunker?: ChunkerParams;
+  compression?: Compression;
+}
+
+export interface SnapshotRecord {
+  id: Buffer;
+  snapshot: Snapshot;
+}
+
+export class Repository {
+  readonly backend: StorageBackend;
+  readonly config: RepositoryConfig;
+  readonly keys: RepositoryKeys;
+  #index: BlobIndex | undefined;
+
+  private constructor(backend: StorageBackend, config: RepositoryConfig, keys: RepositoryKeys) {
+    this.backend = backend;
+    this.config = config;
+    this.keys = keys;
+  }
+
+  /** Creates a repository. Refuses when one (or anything with a config) is already there. */
+  static async init(backend: StorageBackend, key: BackupKey, opts: InitOptions = {}): Promise<Repository> {
+    if (await backend.stat(CONFIG_NAME)) {
+      throw new CofferError('repository-exists', `there is already a repository at ${backend.location}`);
+    }
+    const config = newConfig(key, opts.chunker ?? DEFAULT_CHUNKER, opts.compression ?? Compression.Zstd);
+    await backend.put(CONFIG_NAME, [encodeConfig(key, config)]);
+    await backend.sync();
+    return new Repository(backend, config, new RepositoryKeys(key, config.repositoryId));
+  }
+
+  static async open(backend: StorageBackend, key: BackupKey): Promise<Repository> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await backend.get(CONFIG_NAME);
+    } catch (e) {
+      if (CofferError.is(e, 'missing-object')) {
+        throw new CofferError('not-a-repository', `there is no Coffer repository at ${backend.location} (create one with \`coffer init\`)`);
+      }
+      throw e;
+    }
+    const config = decodeConfig(key, bytes, backend.location);
+    return new Repository(backend, config, new RepositoryKeys(key, config.repositoryId));
+  }
+
+  get location(): string {
+    return this.backend.location;
+  }
+
+  /** Reads and opens a whole sealed object; `name`'s ID and `kind` must match its header. */
+  async readObject(name: string, kind: ObjectKind): Promise<Buffer> {
+    const id = idFromName(name);
+    if (!id) throw new CofferError('corrupt', `${name} is not a valid object name`);
+    const sealed = await this.backend.get(name);
+    return this.openSealed(name, kind, id, sealed);
+  }
+
+  openSealed(name: string, kind: ObjectKind, id: Uint8Array, sealed: Uint8Array): Buffer {
+    try {
+      return openObject(this.keys.objectMaster, { kind, id }, sealed);
+    } catch (e) {
+      if (e instanceof DecryptionError) throw new CofferError('corrupt', `${name} is corrupt: it failed authentication`);
+      if (e instanceof CofferError) throw new CofferError(e.code, `${name}: ${e.message}`);
+      throw e;
+    }
+  }
+
+  /** Seals and stores `plaintext` as a new object with a random ID; returns the ID. */
+  async writeObject(kind: ObjectKind, plaintext: Uint8Array, name: (id: Uint8Array) => string): Promise<Buffer> {
+    const id = randomBytes(32);
+    await this.backend.put(name(id), [sealObject(this.keys.objectMaster, { kind, id }, plaintext)]);
+    return id;
+  }
+
+  /** The union of all index objects, loaded once. */
+  async index(): Promise<BlobIndex> {
+    if (this.#index) return this.#index;
+    const idx = new BlobIndex();
+    const names = await this.backend.list('index/');
+    await mapLimit(names, 8, async ({ name }) => {
+      const plain = await this.readObject(name, ObjectKind.Index);
+      for (const p of decodeIndex(plain, name)) idx.add(p);
+    });
+    this.#index = idx;
+    return idx;
+  }
+
+  /** Forget the cached index (after prune rewrote it). */
+  invalidateIndex(): void {
+    this.#index = undefined;
+  }
+
+  async snapshots(): Promise<SnapshotRecord[]> {
+    const names = await this.backend.list('snapshots/');
+    const out: SnapshotRecord[] = [];
+    await mapLimit(names, 8, async ({ name }) => {
+      const id = idFromName(name)!;
+      const plain = await this.readObject(name, ObjectKind.Snapshot);
+      out.push({ id, snapshot: decodeSnapshot(plain, name) });
+    });
+    return out.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || Buffer.compare(a.id, b.id));
+  }
+
+  /** Finds a snapshot by "latest" or by a unique prefix of its hex ID. */
+  async findSnapshot(ref: string): Promise<SnapshotRecord> {
+    const all = await this.snapshots();
+    if (ref === 'latest') {
+      const last = all[all.length - 1];
+      if (!last) throw new CofferError('not-found', `the repository at ${this.location} has no snapshots yet`);
+      return last;
+    }
+    if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (hex digits, or "latest")`);
+    const hits = all.filter((s) => hex(s.id).startsWith(ref.toLowerCase()));
+    if (hits.length === 0) throw new CofferError('not-found', `no snapshot ${ref} in ${this.location}`);
+    if (hits.length > 1) throw new CofferError('invalid-argument', `snapshot ID ${ref} is ambiguous: give more digits`);
+    return hits[0]!;
+  }
+
+  /** Reads one blob from its pack with a ranged read, and decompresses it. */
+  async readBlob(id: Uint8Array, loc?: BlobLocation): Promise<Buffer> {
+    const where = loc ?? (await this.index()).get(id);
+    if (!where) throw new CofferError('missing-object', `blob ${hex(id)} is not in the index`);
+    const name = packName(where.packId);
+    const pack = (await this.index()).packs.get(where.packId.toString('latin1'));
+    const sealedLen = pack?.sealedLength ?? (await this.backend.stat(name))?.size;
+    if (sealedLen === undefined) throw new CofferError('missing-object', `pack ${name} is missing from the repository at ${this.location}`);
+    const headerBytes = await this.backend.get(name, { offset: 0, length: HEADER_BYTES });
+    const label = `${name} (blob ${hex(id).slice(0, 16)})`;
+    let stored: Buffer;
+    try {
+      const h = decodeHeader(headerBytes);
+      if (h.kind !== ObjectKind.Pack || Buffer.compare(h.id, where.packId) !== 0) {
+        throw new CofferError('corrupt', 'object holds a different object than its name says');
+      }
+      const range = segmentRange(sealedLen, where.offset, where.storedLength);
+      const segs = await this.backend.get(name, { offset: range.sealedOffset, length: range.sealedLength });
+      stored = openRange(this.keys.objectMaster, headerBytes, range, segs, where.storedLength);
+    } catch (e) {
+      if (e instanceof DecryptionError) throw new CofferError('corrupt', `${label} is corrupt: it failed authentication`);
+      if (e instanceof CofferError && e.code !== 'missing-object') throw new CofferError(e.code, `${label}: ${e.message}`);
+      throw e;
+    }
+    const raw = await decompressBlob(stored, where.flags, where.rawLength, label);
+    return raw;
+  }
+
+  /** The tree listing of a snapshot, entry by entry. */
+  async *tree(s: Snapshot): AsyncGenerator<TreeEntry> {
+    let carry = '';
+    // Tree blobs are cut by content, so a UTF-8 sequence may straddle two of them.
+    const utf8 = new TextDecoder('utf-8', { fatal: false });
+    for (const h of s.tree) {
+      const blob = await this.readBlob(Buffer.from(h, 'hex'));
+      const text = carry + utf8.decode(blob, { stream: true });
+      const lines = text.split('\n');
+      carry = lines.pop()!;
+      for (const line of lines) yield decodeEntry(line, `tree of snapshot at ${h.slice(0, 16)}`);
+    }
+    if (carry !== '') throw new CofferError('corrupt', 'tree listing ends in the middle of an entry');
+  }
+}
+
+export { indexName, packName, snapshotName };
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+export async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

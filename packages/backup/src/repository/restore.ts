@@ -1,0 +1,201 @@
+/**
+ * `coffer restore`: recreates a snapshot under a target directory.
+ *
+ * Every file is written to a temporary name beside its destination and renamed into
+ * place only once complete, so the user's path holds either nothing (or the old file)
+ * or the whole restored file, never half of one. Existing files are not overwritten
+ * unless asked. Blobs are read pack by pack, each pack once, in the order the backup
+ * wrote them. On failure every temporary file is removed.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { dirname, join, resolve, sep } from 'node:path';
+import { ObjectKind } from '../crypto/sealed-object.js';
+import { CofferError } from '../errors.js';
+import { hex, packName, type BlobLocation } from './blob.js';
+import { decompressBlob } from './compress.js';
+import { RepositoryLock } from './lock.js';
+import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
+import type { DirEntry, FileEntry, SymlinkEntry } from './tree.js';
+
+export interface RestoreProgress {
+  files: number;
+  bytes: number;
+  totalFiles: number;
+  totalBytes: number;
+}
+
+export interface RestoreOptions {
+  target: string;
+  overwrite?: boolean;
+  onProgress?: (p: RestoreProgress) => void;
+}
+
+export interface RestoreResult {
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytes: number;
+}
+
+const PACK_READ_WINDOW = 2;
+
+interface PendingFile {
+  entry: FileEntry;
+  dest: string;
+  tmp: string;
+  remaining: number;
+  fh?: fs.FileHandle;
+  opening?: Promise<fs.FileHandle>;
+}
+
+export async function restore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
+  const lock = await RepositoryLock.acquire(repo, false);
+  try {
+    return await runRestore(repo, rec, opts);
+  } finally {
+    await lock.release().catch(() => {});
+  }
+}
+
+async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
+  const target = resolve(opts.target);
+  const dirs: DirEntry[] = [];
+  const files: FileEntry[] = [];
+  const links: SymlinkEntry[] = [];
+  for await (const e of repo.tree(rec.snapshot)) {
+    if (e.type === 'dir') dirs.push(e);
+    else if (e.type === 'file') files.push(e);
+    else links.push(e);
+  }
+  const dest = (p: string) => {
+    const d = join(target, ...p.split('/'));
+    if (d !== target && !d.startsWith(target + sep)) throw new CofferError('corrupt', `tree entry ${p} escapes the target`);
+    return d;
+  };
+
+  // Refuse before writing anything: which files would be replaced?
+  if (!opts.overwrite) {
+    const clashes: string[] = [];
+    for (const e of [...files, ...links]) {
+      if (await fs.lstat(dest(e.path)).then(() => true, () => false)) clashes.push(dest(e.path));
+      if (clashes.length >= 5) break;
+    }
+    if (clashes.length > 0) {
+      throw new CofferError('exists', `restore would overwrite existing files (e.g. ${clashes.join(', ')}); use --overwrite to replace them`);
+    }
+  }
+
+  // Every blob must be indexed before we start: a missing one names its file.
+  const index = await repo.index();
+  const byPack = new Map<string, { packId: Buffer; blobs: Array<{ loc: BlobLocation; uses: Array<{ file: PendingFile; offset: number }> }> }>();
+  const blobUses = new Map<string, { loc: BlobLocation; uses: Array<{ file: PendingFile; offset: number }> }>();
+  const pending: PendingFile[] = [];
+  const suffix = randomBytes(6).toString('hex');
+  for (const entry of files) {
+    const d = dest(entry.path);
+    const file: PendingFile = { entry, dest: d, tmp: join(dirname(d), `.coffer-restore-${suffix}-${pending.length}`), remaining: entry.chunks.length };
+    pending.push(file);
+    let offset = 0;
+    for (const c of entry.chunks) {
+      let use = blobUses.get(c);
+      if (!use) {
+        const loc = index.get(Buffer.from(c, 'hex'));
+        if (!loc) {
+          throw new CofferError('missing-object', `${entry.path}: its data (blob ${c.slice(0, 16)}) is missing from the repository; \`coffer check\` tells which snapshots are affected`);
+        }
+        use = { loc, uses: [] };
+        blobUses.set(c, use);
+        const pk = loc.packId.toString('latin1');
+        let group = byPack.get(pk);
+        if (!group) byPack.set(pk, (group = { packId: loc.packId, blobs: [] }));
+        group.blobs.push(use);
+      }
+      use.uses.push({ file, offset });
+      offset += use.loc.rawLength;
+    }
+    if (offset !== entry.size) throw new CofferError('corrupt', `${entry.path}: its chunk list does not add up to its size`);
+  }
+
+  const progress: RestoreProgress = { files: 0, bytes: 0, totalFiles: files.length, totalBytes: files.reduce((a, f) => a + f.size, 0) };
+  let lastReport = 0;
+  const report = (force = false) => {
+    const t = Date.now();
+    if (opts.onProgress && (force || t - lastReport > 100)) {
+      lastReport = t;
+      opts.onProgress(progress);
+    }
+  };
+
+  const createdTmp = new Set<string>();
+  const openTmp = (f: PendingFile): Promise<fs.FileHandle> => {
+    f.opening ??= fs.open(f.tmp, 'wx', 0o600).then((fh) => {
+      createdTmp.add(f.tmp);
+      f.fh = fh;
+      return fh;
+    });
+    return f.opening;
+  };
+  const complete = async (f: PendingFile) => {
+    const fh = await openTmp(f);
+    await fh.chmod(f.entry.mode);
+    await fh.utimes(new Date(f.entry.mtime), new Date(f.entry.mtime));
+    await fh.close();
+    await fs.rename(f.tmp, f.dest);
+    createdTmp.delete(f.tmp);
+    progress.files++;
+    report();
+  };
+
+  try {
+    await fs.mkdir(target, { recursive: true });
+    for (const d of dirs) await fs.mkdir(dest(d.path), { recursive: true, mode: 0o700 });
+    for (const f of pending) if (f.remaining === 0) await complete(f);
+
+    await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
+      const name = packName(group.packId);
+      const sealed = await repo.backend.get(name);
+      const plain = repo.openSealed(name, ObjectKind.Pack, group.packId, sealed);
+      for (const b of group.blobs) {
+        const where = `${name} (blob at ${b.loc.offset})`;
+        if (b.loc.offset + b.loc.storedLength > plain.length) throw new CofferError('corrupt', `${where}: index points outside the pack`);
+        const raw = await decompressBlob(plain.subarray(b.loc.offset, b.loc.offset + b.loc.storedLength), b.loc.flags, b.loc.rawLength, where);
+        for (const u of b.uses) {
+          const fh = await openTmp(u.file);
+          let written = 0;
+          while (written < raw.length) {
+            const { bytesWritten } = await fh.write(raw, written, raw.length - written, u.offset + written);
+            written += bytesWritten;
+          }
+          progress.bytes += raw.length;
+          if (--u.file.remaining === 0) await complete(u.file);
+        }
+        report();
+      }
+    });
+
+    for (const l of links) {
+      const tmp = join(dirname(dest(l.path)), `.coffer-restore-${suffix}-l${createdTmp.size}`);
+      await fs.symlink(l.target, tmp);
+      createdTmp.add(tmp);
+      await fs.rename(tmp, dest(l.path));
+      createdTmp.delete(tmp);
+    }
+    // Directory times last, deepest first, since writing into a directory changes them.
+    for (const d of [...dirs].reverse()) {
+      await fs.chmod(dest(d.path), d.mode);
+      await fs.utimes(dest(d.path), new Date(d.mtime), new Date(d.mtime));
+    }
+    report(true);
+  } catch (e) {
+    for (const f of pending) await f.fh?.close().catch(() => {});
+    for (const t of createdTmp) await fs.unlink(t).catch(() => {});
+    if (e instanceof CofferError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
+    throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place`, { cause: e });
+  }
+  return { files: files.length, dirs: dirs.length, symlinks: links.length, bytes: progress.totalBytes };
+}
+
+export { hex };

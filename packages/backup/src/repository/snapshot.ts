@@ -1,0 +1,55 @@
+/**
+ * Snapshot manifests (spec §10): written last, so a snapshot exists only once every
+ * pack and index it needs is durable. Plaintext is UTF-8 JSON inside a sealed Snapshot
+ * object whose ID is random.
+ */
+import { CofferError } from '../errors.js';
+
+export interface SnapshotStats {
+  files: number;
+  dirs: number;
+  bytes: number;
+  /** Bytes of new blobs (after compression) this snapshot added to the repository. */
+  addedBytes: number;
+  newChunks: number;
+}
+
+export interface Snapshot {
+  version: 1;
+  time: string; // ISO 8601
+  hostname: string;
+  username: string;
+  /** The absolute source paths given to `coffer backup`. */
+  paths: string[];
+  tags: string[];
+  /** Tree blob IDs (hex), in order: concatenated they are the tree listing. */
+  tree: string[];
+  stats: SnapshotStats;
+}
+
+export function encodeSnapshot(s: Snapshot): Buffer {
+  return Buffer.from(JSON.stringify(s), 'utf8');
+}
+
+export function decodeSnapshot(bytes: Uint8Array, where: string): Snapshot {
+  const bad = (why: string) => new CofferError('corrupt', `${where} is not a valid snapshot (${why})`);
+  let v: Record<string, unknown>;
+  try {
+    v = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    throw bad('not JSON');
+  }
+  if (typeof v !== 'object' || v === null) throw bad('not an object');
+  if (v.version !== 1) throw new CofferError('unsupported-version', `${where} has snapshot version ${String(v.version)}`);
+  const strings = (x: unknown) => Array.isArray(x) && x.every((s) => typeof s === 'string');
+  if (typeof v.time !== 'string' || Number.isNaN(Date.parse(v.time))) throw bad('bad time');
+  if (typeof v.hostname !== 'string' || typeof v.username !== 'string') throw bad('bad host');
+  if (!strings(v.paths) || !strings(v.tags) || !strings(v.tree)) throw bad('bad lists');
+  if (!(v.tree as string[]).every((t) => /^[0-9a-f]{64}$/.test(t))) throw bad('bad tree IDs');
+  const st = v.stats as Record<string, unknown> | undefined;
+  if (typeof st !== 'object' || st === null) throw bad('no stats');
+  for (const k of ['files', 'dirs', 'bytes', 'addedBytes', 'newChunks']) {
+    if (typeof st[k] !== 'number') throw bad(`bad stats.${k}`);
+  }
+  return v as unknown as Snapshot;
+}

@@ -1,0 +1,177 @@
+import { promises as fs, constants as fsc } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { CofferError } from '../errors.js';
+import { checkObjectName, type ByteRange, type ObjectInfo, type StorageBackend } from './backend.js';
+
+function describe(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  switch (code) {
+    case 'ENOSPC':
+      return 'no space left on device';
+    case 'EDQUOT':
+      return 'disk quota exceeded';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EROFS':
+      return 'read-only file system';
+    case 'EIO':
+      return 'I/O error';
+    default:
+      return (e as Error)?.message ?? String(e);
+  }
+}
+
+/**
+ * The default backend: one file per object under a directory. A put writes a temporary
+ * file, fsyncs it and hard-links it into place (link fails if the name exists, which is
+ * what makes objects immutable), so a crash never leaves a half-written object under
+ * its real name. `sync()` fsyncs the directories that gained entries.
+ */
+export class LocalBackend implements StorageBackend {
+  readonly location: string;
+  #dirtyDirs = new Set<string>();
+  #madeDirs = new Set<string>();
+
+  constructor(root: string) {
+    this.location = root;
+  }
+
+  #path(name: string): string {
+    checkObjectName(name);
+    return join(this.location, name);
+  }
+
+  async #mkdir(dir: string): Promise<void> {
+    if (this.#madeDirs.has(dir)) return;
+    await fs.mkdir(dir, { recursive: true });
+    this.#madeDirs.add(dir);
+  }
+
+  async put(name: string, parts: readonly Uint8Array[]): Promise<void> {
+    const path = this.#path(name);
+    const dir = dirname(path);
+    const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    let fh: fs.FileHandle | undefined;
+    try {
+      await this.#mkdir(dir);
+      fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      let pending = parts.filter((p) => p.length > 0);
+      while (pending.length > 0) {
+        const { bytesWritten } = await fh.writev(pending as Uint8Array[]);
+        pending = skipWritten(pending, bytesWritten);
+      }
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
+      await fs.link(tmp, path);
+      this.#dirtyDirs.add(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new CofferError('storage', `object ${name} already exists in ${this.location}: objects are immutable`);
+      }
+      throw new CofferError('storage', `writing ${name} to ${this.location} failed: ${describe(e)}`, { cause: e });
+    } finally {
+      await fh?.close().catch(() => {});
+      await fs.unlink(tmp).catch(() => {});
+    }
+  }
+
+  async get(name: string, range?: ByteRange): Promise<Uint8Array> {
+    const path = this.#path(name);
+    try {
+      if (!range) return await fs.readFile(path);
+      const fh = await fs.open(path, 'r');
+      try {
+        const buf = Buffer.allocUnsafe(range.length);
+        let got = 0;
+        while (got < range.length) {
+          const { bytesRead } = await fh.read(buf, got, range.length - got, range.offset + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        return got === range.length ? buf : buf.subarray(0, got);
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new CofferError('missing-object', `${name} is missing from the repository at ${this.location}`);
+      }
+      throw new CofferError('storage', `reading ${name} from ${this.location} failed: ${describe(e)}`, { cause: e });
+    }
+  }
+
+  async stat(name: string): Promise<ObjectInfo | null> {
+    try {
+      const st = await fs.stat(this.#path(name));
+      return { name, size: st.size };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw new CofferError('storage', `reading ${name} from ${this.location} failed: ${describe(e)}`, { cause: e });
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await fs.readdir(join(this.location, rel), { withFileTypes: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw new CofferError('storage', `listing ${rel || '/'} in ${this.location} failed: ${describe(e)}`, { cause: e });
+      }
+      for (const ent of entries) {
+        if (ent.name.startsWith('.')) continue; // temporary files of puts in progress
+        const name = rel ? `${rel}/${ent.name}` : ent.name;
+        if (ent.isDirectory()) {
+          if (prefix.startsWith(name + '/') || (name + '/').startsWith(prefix)) await walk(name);
+        } else if (name.startsWith(prefix)) {
+          const st = await fs.stat(join(this.location, name)).catch(() => null);
+          if (st) out.push({ name, size: st.size });
+        }
+      }
+    };
+    await walk('');
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async delete(name: string): Promise<void> {
+    const path = this.#path(name);
+    try {
+      await fs.unlink(path);
+      this.#dirtyDirs.add(dirname(path));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new CofferError('storage', `deleting ${name} from ${this.location} failed: ${describe(e)}`, { cause: e });
+    }
+  }
+
+  async sync(): Promise<void> {
+    const dirs = [...this.#dirtyDirs];
+    this.#dirtyDirs.clear();
+    for (const dir of dirs) {
+      const fh = await fs.open(dir, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
+  }
+}
+
+function skipWritten(parts: Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const p of parts) {
+    if (n >= p.length) {
+      n -= p.length;
+      continue;
+    }
+    out.push(n > 0 ? p.subarray(n) : p);
+    n = 0;
+  }
+  return out;
+}

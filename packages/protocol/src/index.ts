@@ -1,1 +1,74 @@
-export {};
+/**
+ * @coffer/protocol: the Backup Key Vault wire protocol (spec/vault-protocol.md), shared
+ * by clients and the vault. Isomorphic: WebCrypto only, no `node:*`.
+ */
+export { LABELS, type LabelName } from './labels.js';
+export { ProtocolError, DecodeError, DecryptionError, ClientUsageError, type DecodeErrorCode } from './errors.js';
+export { Secret } from './secret.js';
+export { ByteReader, ByteWriter, concat, equalBytes, toHex, fromHex, toBase64Url, fromBase64Url, utf8 } from './bytes.js';
+export { sha256, hkdf, aesGcmSeal, aesGcmOpen, webRandom, type RandomSource } from './primitives.js';
+export {
+  AEAD_AES_128_GCM,
+  AEAD_AES_256_GCM,
+  KEM_P256_HKDF_SHA256,
+  KDF_HKDF_SHA256,
+  P256_PUBLIC_KEY_LENGTH,
+  HpkeContext,
+  setupBaseSender,
+  setupBaseRecipient,
+  importRecipientKey,
+  generateEphemeral,
+  type AeadId,
+  type EphemeralKeyPair,
+} from './hpke.js';
+export { DEFAULT_KSF, INSECURE_FAST_KSF_FOR_TESTING, KSF_ENCODED_LENGTH, encodeKsf, decodeKsf, ksfAtLeast, ksfEquals, ksfBytes, toSerenityKeyStretching, type KsfParams } from './ksf.js';
+export {
+  PROTOCOL_VERSION,
+  BODY_SIZE,
+  SIZES,
+  OPERATIONS,
+  OUTCOMES,
+  INVALID_REASONS,
+  operationCode,
+  operationFromCode,
+  encodeRequestBody,
+  decodeRequestBody,
+  encodeResponseBody,
+  decodeResponseBody,
+  pad,
+  unpad,
+  type Operation,
+  type OutcomeName,
+  type InvalidReason,
+  type VaultRequest,
+  type VaultResponse,
+  type OkResponse,
+} from './messages.js';
+export {
+  FLEET_KEY_ID_LENGTH,
+  HPKE_SUITE_NAME,
+  fleetKeyId,
+  fleetKeyFromPublicKey,
+  bundleToJson,
+  parseFleetKeyBundle,
+  type FleetKey,
+  type FleetKeyBundle,
+} from './fleet-key.js';
+export {
+  REQUEST_HEADER_LENGTH,
+  REQUEST_LENGTH,
+  RESPONSE_LENGTH,
+  RESPONSE_NONCE_LENGTH,
+  ACCOUNT_ID_PATTERN,
+  checkAccountId,
+  requestInfo,
+  parseRequest,
+  sealRequest,
+  openRequest,
+  type RequestHeader,
+  type SealedRequest,
+  type OpenedRequest,
+  type SealRequestOptions,
+} from './envelope.js';
+export { BACKUP_KEY_LENGTH, WRAPPED_BACKUP_KEY_LENGTH, wrapBackupKey, unwrapBackupKey, sealRelease, openRelease } from './key-wrap.js';
+export { VaultClient, UnexpectedResponseError, type VaultTransport, type VaultClientOptions, type RecoverResult, type RegisterResult, type StatusResult, type FlowFailure } from './client.js';

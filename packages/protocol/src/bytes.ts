@@ -1,0 +1,181 @@
+/**
+ * Byte helpers for the wire codecs: a bounds-checked reader and a growable writer.
+ * All integers are big-endian (network order), as in RFC 9180 and RFC 9807.
+ */
+import { DecodeError } from './errors.js';
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+
+export function utf8(text: string): Uint8Array {
+  return utf8Encoder.encode(text);
+}
+
+export function fromUtf8(bytes: Uint8Array, field: string): string {
+  try {
+    return utf8Decoder.decode(bytes);
+  } catch {
+    throw new DecodeError(`${field}: not valid UTF-8`, 'bad-field');
+  }
+}
+
+export function concat(...parts: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const p of parts) length += p.length;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Constant-time for equal lengths; lengths are public in every use here. */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+/** RFC 9180 §4 I2OSP. */
+export function i2osp(value: number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let v = value;
+  for (let i = length - 1; i >= 0; i--) {
+    out[i] = v & 0xff;
+    v = Math.floor(v / 256);
+  }
+  return out;
+}
+
+export function toHex(bytes: Uint8Array): string {
+  let s = '';
+  for (const b of bytes) s += b.toString(16).padStart(2, '0');
+  return s;
+}
+
+export function fromHex(hex: string): Uint8Array {
+  if (hex.length % 2 !== 0 || /[^0-9a-f]/i.test(hex)) throw new TypeError('fromHex: not an even-length hex string');
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+const B64URL = /^[A-Za-z0-9_-]*$/;
+
+/** base64url without padding (how @serenity-kit/opaque exchanges bytes). */
+export function toBase64Url(bytes: Uint8Array): string {
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+export function fromBase64Url(text: string, field = 'value'): Uint8Array {
+  if (!B64URL.test(text) || text.length % 4 === 1) throw new DecodeError(`${field}: not base64url`, 'bad-field');
+  const b64 = text.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (text.length % 4)) % 4);
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** Sequential writer; `finish()` returns exactly the bytes written. */
+export class ByteWriter {
+  #buf = new Uint8Array(256);
+  #len = 0;
+
+  #reserve(n: number): void {
+    if (this.#len + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.#len + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.#len));
+    this.#buf = next;
+  }
+  u8(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > 0xff) throw new RangeError(`u8 out of range: ${v}`);
+    this.#reserve(1);
+    this.#buf[this.#len++] = v;
+    return this;
+  }
+  u16(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new RangeError(`u16 out of range: ${v}`);
+    return this.bytes(i2osp(v, 2));
+  }
+  u32(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new RangeError(`u32 out of range: ${v}`);
+    return this.bytes(i2osp(v, 4));
+  }
+  /** Unsigned 64-bit; only safe integers (timestamps in ms) are used. */
+  u64(v: number): this {
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`u64 out of range: ${v}`);
+    return this.bytes(i2osp(v, 8));
+  }
+  bytes(b: Uint8Array): this {
+    this.#reserve(b.length);
+    this.#buf.set(b, this.#len);
+    this.#len += b.length;
+    return this;
+  }
+  /** u16 length prefix, then the bytes. */
+  vec16(b: Uint8Array): this {
+    return this.u16(b.length).bytes(b);
+  }
+  get length(): number {
+    return this.#len;
+  }
+  finish(): Uint8Array {
+    return this.#buf.slice(0, this.#len);
+  }
+}
+
+/** Sequential reader: every read is bounds-checked and throws DecodeError naming the field. */
+export class ByteReader {
+  #at = 0;
+  constructor(private readonly buf: Uint8Array) {}
+
+  #take(n: number, field: string): Uint8Array {
+    if (this.#at + n > this.buf.length) throw new DecodeError(`${field}: truncated`, 'bad-length');
+    const out = this.buf.subarray(this.#at, this.#at + n);
+    this.#at += n;
+    return out;
+  }
+  u8(field: string): number {
+    return this.#take(1, field)[0]!;
+  }
+  u16(field: string): number {
+    const b = this.#take(2, field);
+    return (b[0]! << 8) | b[1]!;
+  }
+  u32(field: string): number {
+    const b = this.#take(4, field);
+    return ((b[0]! << 24) >>> 0) + (b[1]! << 16) + (b[2]! << 8) + b[3]!;
+  }
+  u64(field: string): number {
+    const hi = this.u32(field);
+    const lo = this.u32(field);
+    if (hi > 0x1fffff) throw new DecodeError(`${field}: exceeds 2^53`, 'bad-field');
+    return hi * 0x100000000 + lo;
+  }
+  /** A copy, so decoded values never alias the input buffer. */
+  bytes(n: number, field: string): Uint8Array {
+    return this.#take(n, field).slice();
+  }
+  vec16(field: string, max: number): Uint8Array {
+    const n = this.u16(field);
+    if (n > max) throw new DecodeError(`${field}: ${n} bytes exceeds ${max}`, 'bad-length');
+    return this.bytes(n, field);
+  }
+  get remaining(): number {
+    return this.buf.length - this.#at;
+  }
+  rest(): Uint8Array {
+    return this.#take(this.remaining, 'rest').slice();
+  }
+  /** Every decoder ends with this: trailing bytes are an error, encodings are canonical. */
+  end(what: string): void {
+    if (this.remaining !== 0) throw new DecodeError(`${what}: ${this.remaining} trailing bytes`, 'trailing-bytes');
+  }
+}

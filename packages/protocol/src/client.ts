@@ -1,0 +1,151 @@
+/**
+ * A client for the vault protocol: drives the @serenity-kit/opaque client and the HPKE
+ * envelope through register / recover / change password / delete / status. Used by the
+ * tests and the benchmark now, and by the SDK later. Transport-agnostic: give it a
+ * function that delivers request bytes to the vault (through the front end) for this
+ * account and returns the response bytes.
+ */
+import * as opaque from '@serenity-kit/opaque';
+import { fromBase64Url, toBase64Url } from './bytes.js';
+import { ProtocolError } from './errors.js';
+import { sealRequest, type SealedRequest } from './envelope.js';
+import type { FleetKey } from './fleet-key.js';
+import { DEFAULT_KSF, toSerenityKeyStretching, type KsfParams } from './ksf.js';
+import { openRelease, unwrapBackupKey, wrapBackupKey } from './key-wrap.js';
+import { decodeResponseBody, encodeRequestBody, pad, unpad, type VaultRequest, type VaultResponse } from './messages.js';
+import { webRandom, type RandomSource } from './primitives.js';
+import { Secret } from './secret.js';
+
+export type VaultTransport = (request: Uint8Array) => Promise<Uint8Array>;
+
+export interface VaultClientOptions {
+  readonly fleetKey: FleetKey;
+  /** The account the front end will assert for this client's requests. */
+  readonly account: string;
+  readonly transport: VaultTransport;
+  /** KSF for new registrations; DEFAULT_KSF unless a test says otherwise. */
+  readonly ksf?: KsfParams;
+  readonly now?: () => number;
+  readonly rng?: RandomSource;
+}
+
+type NotOk = Exclude<VaultResponse, { outcome: 'ok' }>;
+/** Outcomes a flow can end in besides success; `invalid` and friends are bugs and throw. */
+export type FlowFailure = Extract<NotOk, { outcome: 'wrong-password' | 'locked' | 'not-registered' | 'rate-limited' | 'stale' | 'already-registered' }>;
+
+export type RecoverResult = { readonly outcome: 'ok'; readonly backupKey: Secret<Uint8Array>; readonly grant: Secret<Uint8Array> } | FlowFailure;
+export type RegisterResult = { readonly outcome: 'ok' } | FlowFailure;
+export type StatusResult = { readonly outcome: 'ok'; readonly guessesRemaining: number; readonly guessLimit: number; readonly ksf: KsfParams } | FlowFailure;
+
+const FLOW_FAILURES = new Set(['wrong-password', 'locked', 'not-registered', 'rate-limited', 'stale', 'already-registered']);
+
+/** Thrown when the vault answers something a correct vault never would for this flow. */
+export class UnexpectedResponseError extends ProtocolError {
+  override readonly name = 'UnexpectedResponseError';
+  constructor(readonly response: VaultResponse) {
+    super(`vault answered ${response.op}: ${response.outcome}${response.outcome === 'invalid' ? ` (${response.reason})` : ''}`);
+  }
+}
+
+function password(p: string | Secret<string>): string {
+  return typeof p === 'string' ? p : p.expose();
+}
+
+export class VaultClient {
+  readonly #o: Required<VaultClientOptions>;
+
+  constructor(options: VaultClientOptions) {
+    this.#o = { ksf: DEFAULT_KSF, now: () => Date.now(), rng: webRandom, ...options };
+  }
+
+  /** One request/response exchange. @throws on transport or decryption failure. */
+  async send(req: VaultRequest): Promise<VaultResponse> {
+    const sealed: SealedRequest = await sealRequest(this.#o.fleetKey, this.#o.account, req.op, pad(encodeRequestBody(req)));
+    const response = await this.#o.transport(sealed.bytes);
+    const res = decodeResponseBody(unpad(await sealed.openResponse(response)));
+    if (res.op !== req.op) throw new ProtocolError(`vault answered ${res.op} to ${req.op}`);
+    return res;
+  }
+
+  #failure(res: VaultResponse): FlowFailure {
+    if (FLOW_FAILURES.has(res.outcome)) return res as FlowFailure;
+    throw new UnexpectedResponseError(res);
+  }
+
+  async status(): Promise<StatusResult> {
+    const res = await this.send({ op: 'status' });
+    if (res.outcome === 'ok' && res.op === 'status') return { outcome: 'ok', guessesRemaining: res.guessesRemaining, guessLimit: res.guessLimit, ksf: res.ksf };
+    return this.#failure(res);
+  }
+
+  /**
+   * Enable password mode: OPAQUE registration, then K wrapped under the export key.
+   * `grant` (from a fresh recovery) is needed only to replace an existing record.
+   */
+  async register(pw: string | Secret<string>, backupKey: Uint8Array | Secret<Uint8Array>, options: { guessLimit?: number; grant?: Secret<Uint8Array> } = {}): Promise<RegisterResult> {
+    await opaque.ready;
+    const k = backupKey instanceof Secret ? backupKey.expose() : backupKey;
+    const start = opaque.client.startRegistration({ password: password(pw) });
+    const r1 = await this.send({ op: 'register-start', grant: options.grant?.expose() ?? null, registrationRequest: fromBase64Url(start.registrationRequest) });
+    if (r1.outcome !== 'ok' || r1.op !== 'register-start') return this.#failure(r1);
+    const ksf = this.#o.ksf;
+    const finish = opaque.client.finishRegistration({
+      password: password(pw),
+      clientRegistrationState: start.clientRegistrationState,
+      registrationResponse: toBase64Url(r1.registrationResponse),
+      keyStretching: toSerenityKeyStretching(ksf),
+    });
+    const wrappedKey = await wrapBackupKey(fromBase64Url(finish.exportKey), this.#o.account, k, this.#o.rng);
+    const r2 = await this.send({
+      op: 'register-finish',
+      nonce: r1.nonce,
+      registrationRecord: fromBase64Url(finish.registrationRecord),
+      ksf,
+      guessLimit: options.guessLimit ?? 0,
+      wrappedKey,
+    });
+    if (r2.outcome === 'ok') return { outcome: 'ok' };
+    return this.#failure(r2);
+  }
+
+  /**
+   * Recover K with the password: two round trips (spec §5.3). A wrong password is
+   * detected locally after KE2 (the envelope does not open); the client then tells the
+   * vault it abandons, which returns the guesses left.
+   */
+  async recover(pw: string | Secret<string>): Promise<RecoverResult> {
+    await opaque.ready;
+    const start = opaque.client.startLogin({ password: password(pw) });
+    const r1 = await this.send({ op: 'login-start', timestampMs: this.#o.now(), ke1: fromBase64Url(start.startLoginRequest) });
+    if (r1.outcome !== 'ok' || r1.op !== 'login-start') return this.#failure(r1);
+    const finish = opaque.client.finishLogin({
+      password: password(pw),
+      clientLoginState: start.clientLoginState,
+      loginResponse: toBase64Url(r1.ke2),
+      keyStretching: toSerenityKeyStretching(r1.ksf),
+    });
+    const r2 = await this.send({ op: 'login-finish', nonce: r1.nonce, ke3: finish ? fromBase64Url(finish.finishLoginRequest) : null });
+    if (r2.outcome !== 'ok' || r2.op !== 'login-finish') return this.#failure(r2);
+    if (!finish) throw new UnexpectedResponseError(r2);
+    const wrapped = await openRelease(fromBase64Url(finish.sessionKey), this.#o.account, r2.releasedKey);
+    const backupKey = await unwrapBackupKey(fromBase64Url(finish.exportKey), this.#o.account, wrapped);
+    return { outcome: 'ok', backupKey: new Secret(backupKey), grant: new Secret(r2.grant) };
+  }
+
+  /** Recover with the old password, then atomically replace the record (spec §5.4). */
+  async changePassword(oldPw: string | Secret<string>, newPw: string | Secret<string>, options: { guessLimit?: number } = {}): Promise<RecoverResult> {
+    const recovered = await this.recover(oldPw);
+    if (recovered.outcome !== 'ok') return recovered;
+    const registered = await this.register(newPw, recovered.backupKey, { ...options, grant: recovered.grant });
+    if (registered.outcome !== 'ok') return registered;
+    return recovered;
+  }
+
+  /** Disable password mode: the vault deletes the record. */
+  async delete(): Promise<RegisterResult> {
+    const res = await this.send({ op: 'delete' });
+    if (res.outcome === 'ok') return { outcome: 'ok' };
+    return this.#failure(res);
+  }
+}
+

@@ -1,0 +1,150 @@
+/**
+ * The HPKE envelope around every vault request and response (spec §3), shaped like
+ * Oblivious HTTP (RFC 9458): the client seals its request to the fleet key with HPKE
+ * base mode, and the vault seals its response under a key exported from the same
+ * context, so whatever carries the bytes (the front end) reads neither.
+ *
+ * Request on the wire (fixed 603 bytes):
+ *   version(1) || op(1) || keyId(8) || enc(65) || Seal(padded body, 512+16)
+ * Response on the wire (fixed 560 bytes):
+ *   response_nonce(32) || AEAD(padded body, 512+16)
+ */
+import { ByteReader, ByteWriter, concat, utf8 } from './bytes.js';
+import { DecodeError, DecryptionError } from './errors.js';
+import type { FleetKey } from './fleet-key.js';
+import { FLEET_KEY_ID_LENGTH } from './fleet-key.js';
+import { AEAD_AES_256_GCM, importRecipientKey, P256_PUBLIC_KEY_LENGTH, setupBaseRecipient, setupBaseSender, type EphemeralKeyPair, type HpkeContext } from './hpke.js';
+import { LABELS } from './labels.js';
+import { BODY_SIZE, operationCode, operationFromCode, PROTOCOL_VERSION, type Operation } from './messages.js';
+import { aesGcmOpen, aesGcmSeal, hkdfExpand, hkdfExtract, webRandom, type RandomSource, type WebCryptoKey } from './primitives.js';
+
+const TAG = 16;
+export const REQUEST_HEADER_LENGTH = 1 + 1 + FLEET_KEY_ID_LENGTH + P256_PUBLIC_KEY_LENGTH;
+export const REQUEST_LENGTH = REQUEST_HEADER_LENGTH + BODY_SIZE + TAG;
+/** RFC 9458 §4.4: max(Nn, Nk) = 32 for AES-256-GCM. */
+export const RESPONSE_NONCE_LENGTH = 32;
+export const RESPONSE_LENGTH = RESPONSE_NONCE_LENGTH + BODY_SIZE + TAG;
+/** Account IDs are printable ASCII, 1..128 bytes (spec §3.2). */
+export const ACCOUNT_ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+
+export function checkAccountId(account: string): void {
+  if (typeof account !== 'string' || !ACCOUNT_ID_PATTERN.test(account)) {
+    throw new RangeError('account: must be 1..128 printable ASCII characters');
+  }
+}
+
+/**
+ * HPKE info: binds the account, the operation, the protocol version and the fleet key
+ * into the key schedule (RFC 9180 §5.1), so a ciphertext spliced onto another account
+ * or operation does not open.
+ */
+export function requestInfo(version: number, op: Operation, keyId: Uint8Array, account: string): Uint8Array {
+  const a = utf8(account);
+  return new ByteWriter().bytes(utf8(LABELS.requestInfo)).u8(0).u8(version).u8(operationCode(op)).bytes(keyId).vec16(a).finish();
+}
+
+export interface RequestHeader {
+  readonly version: number;
+  readonly op: Operation;
+  readonly keyId: Uint8Array;
+  readonly enc: Uint8Array;
+  readonly ciphertext: Uint8Array;
+}
+
+/** Splits a request without decrypting it. @throws DecodeError */
+export function parseRequest(bytes: Uint8Array): RequestHeader {
+  if (bytes.length !== REQUEST_LENGTH) throw new DecodeError(`request: expected ${REQUEST_LENGTH} bytes, got ${bytes.length}`, 'bad-length');
+  const r = new ByteReader(bytes);
+  const version = r.u8('version');
+  if (version !== PROTOCOL_VERSION) throw new DecodeError(`request: version ${version} unsupported`, 'bad-version');
+  const op = operationFromCode(r.u8('operation'));
+  const keyId = r.bytes(FLEET_KEY_ID_LENGTH, 'keyId');
+  const enc = r.bytes(P256_PUBLIC_KEY_LENGTH, 'enc');
+  return { version, op, keyId, enc, ciphertext: r.rest() };
+}
+
+/** RFC 9458 §4.4: derive the response AEAD key and nonce from the request context. */
+async function responseKeys(context: HpkeContext, enc: Uint8Array, responseNonce: Uint8Array): Promise<{ key: Uint8Array; nonce: Uint8Array }> {
+  const secret = await context.export(utf8(LABELS.responseExport), 32);
+  const prk = await hkdfExtract(concat(enc, responseNonce), secret);
+  return {
+    key: await hkdfExpand(prk, utf8(LABELS.responseKey), 32),
+    nonce: await hkdfExpand(prk, utf8(LABELS.responseNonce), 12),
+  };
+}
+
+/** What the client keeps to read the answer to one request. */
+export interface SealedRequest {
+  readonly bytes: Uint8Array;
+  /** @throws DecryptionError, DecodeError */
+  openResponse(response: Uint8Array): Promise<Uint8Array>;
+}
+
+export interface SealRequestOptions {
+  /** Test vectors only: a fixed ephemeral key. */
+  ephemeral?: EphemeralKeyPair;
+}
+
+const importedKeys = new WeakMap<Uint8Array, Promise<WebCryptoKey>>();
+
+/** Client side: seal a padded body for `account` and `op` to the pinned fleet key. */
+export async function sealRequest(fleetKey: FleetKey, account: string, op: Operation, paddedBody: Uint8Array, options: SealRequestOptions = {}): Promise<SealedRequest> {
+  checkAccountId(account);
+  if (paddedBody.length !== BODY_SIZE) throw new RangeError(`paddedBody: expected ${BODY_SIZE} bytes`);
+  let recipient = importedKeys.get(fleetKey.publicKey);
+  if (!recipient) {
+    recipient = importRecipientKey(fleetKey.publicKey);
+    importedKeys.set(fleetKey.publicKey, recipient);
+  }
+  const info = requestInfo(PROTOCOL_VERSION, op, fleetKey.keyId, account);
+  const { enc, context } = await setupBaseSender(AEAD_AES_256_GCM, fleetKey.publicKey, await recipient, info, options.ephemeral);
+  const ct = await context.seal(new Uint8Array(0), paddedBody);
+  const header = new ByteWriter().u8(PROTOCOL_VERSION).u8(operationCode(op)).bytes(fleetKey.keyId).bytes(enc).finish();
+  return {
+    bytes: concat(header, ct),
+    async openResponse(response: Uint8Array): Promise<Uint8Array> {
+      if (response.length !== RESPONSE_LENGTH) throw new DecodeError(`response: expected ${RESPONSE_LENGTH} bytes, got ${response.length}`, 'bad-length');
+      const responseNonce = response.subarray(0, RESPONSE_NONCE_LENGTH);
+      const { key, nonce } = await responseKeys(context, enc, responseNonce);
+      return aesGcmOpen(key, nonce, new Uint8Array(0), response.subarray(RESPONSE_NONCE_LENGTH));
+    },
+  };
+}
+
+/** What the vault keeps to answer one opened request. */
+export interface OpenedRequest {
+  readonly op: Operation;
+  readonly enc: Uint8Array;
+  readonly paddedBody: Uint8Array;
+  /** Seals a padded response body; `responseNonce` is 32 fresh random bytes. */
+  sealResponse(paddedBody: Uint8Array, responseNonce: Uint8Array): Promise<Uint8Array>;
+}
+
+/**
+ * Vault side: open a parsed request for `account` with the fleet key whose DH runs in
+ * the HSM. @throws DecryptionError for every failure to authenticate.
+ */
+export async function openRequest(
+  header: RequestHeader,
+  account: string,
+  fleetPublicKey: Uint8Array,
+  dh: (enc: Uint8Array) => Promise<Uint8Array>,
+): Promise<OpenedRequest> {
+  const info = requestInfo(header.version, header.op, header.keyId, account);
+  const context = await setupBaseRecipient(AEAD_AES_256_GCM, header.enc, fleetPublicKey, dh, info);
+  const paddedBody = await context.open(new Uint8Array(0), header.ciphertext);
+  if (paddedBody.length !== BODY_SIZE) throw new DecryptionError();
+  return {
+    op: header.op,
+    enc: header.enc,
+    paddedBody,
+    async sealResponse(body: Uint8Array, responseNonce: Uint8Array): Promise<Uint8Array> {
+      if (body.length !== BODY_SIZE) throw new RangeError(`response body: expected ${BODY_SIZE} bytes`);
+      if (responseNonce.length !== RESPONSE_NONCE_LENGTH) throw new RangeError('responseNonce: expected 32 bytes');
+      const { key, nonce } = await responseKeys(context, header.enc, responseNonce);
+      return concat(responseNonce, await aesGcmSeal(key, nonce, new Uint8Array(0), body));
+    },
+  };
+}
+
+export { webRandom, type RandomSource };

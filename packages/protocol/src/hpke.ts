@@ -1,0 +1,161 @@
+/**
+ * HPKE base mode (RFC 9180) for DHKEM(P-256, HKDF-SHA256), HKDF-SHA256 and AES-GCM,
+ * single-shot (one message per context, sequence number 0) plus the secret exporter.
+ *
+ * Written out rather than taken whole from @hpke/core because the vault's side must
+ * run the KEM's Diffie-Hellman *inside the HSM* (`Platform.ecdh`): the recipient here
+ * takes a `dh(enc)` function instead of a private key. Checked against the RFC 9180
+ * Appendix A.3 vectors and against @hpke/core in `test/rfc9180-hpke.test.ts`.
+ */
+import { concat, equalBytes, i2osp, utf8 } from './bytes.js';
+import { DecryptionError } from './errors.js';
+import { aesGcmOpen, aesGcmSeal, hkdfExpand, hkdfExtract, type WebCryptoKey } from './primitives.js';
+
+export const KEM_P256_HKDF_SHA256 = 0x0010;
+export const KDF_HKDF_SHA256 = 0x0001;
+export const AEAD_AES_128_GCM = 0x0001;
+export const AEAD_AES_256_GCM = 0x0002;
+
+/** Serialized P-256 public key (SEC1 uncompressed): RFC 9180 §7.1.1 Npk = Nenc = 65. */
+export const P256_PUBLIC_KEY_LENGTH = 65;
+const N_SECRET = 32;
+const N_H = 32;
+const N_N = 12;
+const HPKE_V1 = utf8('HPKE-v1');
+
+export type AeadId = typeof AEAD_AES_128_GCM | typeof AEAD_AES_256_GCM;
+
+function keyLength(aead: AeadId): number {
+  return aead === AEAD_AES_256_GCM ? 32 : 16;
+}
+
+const KEM_SUITE_ID = concat(utf8('KEM'), i2osp(KEM_P256_HKDF_SHA256, 2));
+function hpkeSuiteId(aead: AeadId): Uint8Array {
+  return concat(utf8('HPKE'), i2osp(KEM_P256_HKDF_SHA256, 2), i2osp(KDF_HKDF_SHA256, 2), i2osp(aead, 2));
+}
+
+/** RFC 9180 §4: LabeledExtract. */
+function labeledExtract(suiteId: Uint8Array, salt: Uint8Array, label: string, ikm: Uint8Array): Promise<Uint8Array> {
+  return hkdfExtract(salt, concat(HPKE_V1, suiteId, utf8(label), ikm));
+}
+
+/** RFC 9180 §4: LabeledExpand. */
+function labeledExpand(suiteId: Uint8Array, prk: Uint8Array, label: string, info: Uint8Array, length: number): Promise<Uint8Array> {
+  return hkdfExpand(prk, concat(i2osp(length, 2), HPKE_V1, suiteId, utf8(label), info), length);
+}
+
+/** RFC 9180 §4.1: ExtractAndExpand, the DHKEM shared secret from the DH output. */
+async function extractAndExpand(dh: Uint8Array, kemContext: Uint8Array): Promise<Uint8Array> {
+  const eaePrk = await labeledExtract(KEM_SUITE_ID, new Uint8Array(0), 'eae_prk', dh);
+  return labeledExpand(KEM_SUITE_ID, eaePrk, 'shared_secret', kemContext, N_SECRET);
+}
+
+/** One HPKE context, usable for exactly one seal or open (sequence 0) and for exports. */
+export class HpkeContext {
+  #used = false;
+  constructor(
+    private readonly aead: AeadId,
+    private readonly key: Uint8Array,
+    private readonly baseNonce: Uint8Array,
+    private readonly exporterSecret: Uint8Array,
+  ) {}
+
+  #consume(): void {
+    // Sequence numbers are never advanced here: a second message would reuse the nonce.
+    if (this.#used) throw new Error('HpkeContext: already used for a message');
+    this.#used = true;
+  }
+
+  /** RFC 9180 §5.2 ContextS.Seal with seq = 0 (nonce = base_nonce). */
+  seal(aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+    this.#consume();
+    return aesGcmSeal(this.key, this.baseNonce, aad, plaintext);
+  }
+
+  /** RFC 9180 §5.2 ContextR.Open with seq = 0. @throws DecryptionError */
+  open(aad: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array> {
+    this.#consume();
+    return aesGcmOpen(this.key, this.baseNonce, aad, ciphertext);
+  }
+
+  /** RFC 9180 §5.3 secret export. */
+  export(exporterContext: Uint8Array, length: number): Promise<Uint8Array> {
+    return labeledExpand(hpkeSuiteId(this.aead), this.exporterSecret, 'sec', exporterContext, length);
+  }
+}
+
+/** RFC 9180 §5.1 KeySchedule for mode_base (psk and psk_id empty). */
+async function keyScheduleBase(aead: AeadId, sharedSecret: Uint8Array, info: Uint8Array): Promise<HpkeContext> {
+  const suiteId = hpkeSuiteId(aead);
+  const empty = new Uint8Array(0);
+  const pskIdHash = await labeledExtract(suiteId, empty, 'psk_id_hash', empty);
+  const infoHash = await labeledExtract(suiteId, empty, 'info_hash', info);
+  const context = concat(new Uint8Array([0x00]), pskIdHash, infoHash);
+  const secret = await labeledExtract(suiteId, sharedSecret, 'secret', empty);
+  const key = await labeledExpand(suiteId, secret, 'key', context, keyLength(aead));
+  const baseNonce = await labeledExpand(suiteId, secret, 'base_nonce', context, N_N);
+  const exporterSecret = await labeledExpand(suiteId, secret, 'exp', context, N_H);
+  return new HpkeContext(aead, key, baseNonce, exporterSecret);
+}
+
+/** An ephemeral P-256 key pair for the sender; injectable so tests can use RFC vectors. */
+export interface EphemeralKeyPair {
+  privateKey: WebCryptoKey;
+  publicKey: Uint8Array;
+}
+
+export async function generateEphemeral(): Promise<EphemeralKeyPair> {
+  const pair = (await globalThis.crypto.subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits'])) as { privateKey: WebCryptoKey; publicKey: WebCryptoKey };
+  const publicKey = new Uint8Array(await globalThis.crypto.subtle.exportKey('raw', pair.publicKey));
+  return { privateKey: pair.privateKey, publicKey };
+}
+
+/** Imports (and thereby validates, RFC 9180 §7.1.4) a recipient public key once. */
+export async function importRecipientKey(publicKey: Uint8Array): Promise<WebCryptoKey> {
+  if (publicKey.length !== P256_PUBLIC_KEY_LENGTH || publicKey[0] !== 0x04) {
+    throw new RangeError('recipient public key: must be a 65-byte uncompressed P-256 point');
+  }
+  return globalThis.crypto.subtle.importKey('raw', publicKey, { name: 'ECDH', namedCurve: 'P-256' }, false, []);
+}
+
+/** RFC 9180 §5.1.1 SetupBaseS. Returns `enc` and the sender context. */
+export async function setupBaseSender(
+  aead: AeadId,
+  recipientPublicKey: Uint8Array,
+  recipientKey: WebCryptoKey,
+  info: Uint8Array,
+  ephemeral?: EphemeralKeyPair,
+): Promise<{ enc: Uint8Array; context: HpkeContext }> {
+  const eph = ephemeral ?? (await generateEphemeral());
+  // RFC 9180 §4.1 Encap: dh = DH(skE, pkR); kem_context = enc || pkRm.
+  const dh = new Uint8Array(await globalThis.crypto.subtle.deriveBits({ name: 'ECDH', public: recipientKey }, eph.privateKey, 256));
+  const sharedSecret = await extractAndExpand(dh, concat(eph.publicKey, recipientPublicKey));
+  return { enc: eph.publicKey, context: await keyScheduleBase(aead, sharedSecret, info) };
+}
+
+/**
+ * RFC 9180 §5.1.1 SetupBaseR with the DH done elsewhere (in the HSM).
+ * `dh(enc)` must return DH(skR, pkE) as the 32-byte x-coordinate, and must reject
+ * points not on the curve (RFC 9180 §7.1.4).
+ * @throws DecryptionError if `dh` rejects the encapsulated key.
+ */
+export async function setupBaseRecipient(
+  aead: AeadId,
+  enc: Uint8Array,
+  recipientPublicKey: Uint8Array,
+  dh: (enc: Uint8Array) => Promise<Uint8Array>,
+  info: Uint8Array,
+): Promise<HpkeContext> {
+  if (enc.length !== P256_PUBLIC_KEY_LENGTH || enc[0] !== 0x04) throw new DecryptionError();
+  let dhOutput: Uint8Array;
+  try {
+    dhOutput = await dh(enc);
+  } catch {
+    throw new DecryptionError();
+  }
+  // An all-zero DH output would mean a degenerate point; the DH function should have
+  // refused it already, this is defence in depth (RFC 9180 §7.1.4).
+  if (dhOutput.length !== 32 || equalBytes(dhOutput, new Uint8Array(32))) throw new DecryptionError();
+  const sharedSecret = await extractAndExpand(dhOutput, concat(enc, recipientPublicKey));
+  return keyScheduleBase(aead, sharedSecret, info);
+}

@@ -1,0 +1,98 @@
+// RFC 9180 conformance of the HPKE used by the vault envelope: Appendix A.3.1
+// (DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-128-GCM, base mode), values copied from
+// the RFC, plus interoperability with @hpke/core for the suite Coffer uses (AES-256-GCM).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createECDH, webcrypto } from 'node:crypto';
+import { AeadId, CipherSuite, DhkemP256HkdfSha256, HkdfSha256 } from '@hpke/core';
+import {
+  AEAD_AES_128_GCM,
+  AEAD_AES_256_GCM,
+  DecryptionError,
+  fromHex,
+  importRecipientKey,
+  setupBaseRecipient,
+  setupBaseSender,
+  toHex,
+  utf8,
+  type EphemeralKeyPair,
+} from '../src/index.js';
+
+const A31 = {
+  info: '4f6465206f6e2061204772656369616e2055726e',
+  skEm: '4995788ef4b9d6132b249ce59a77281493eb39af373d236a1fe415cb0c2d7beb',
+  pkEm: '04a92719c6195d5085104f469a8b9814d5838ff72b60501e2c4466e5e67b325ac98536d7b61a1af4b78e5b7f951c0900be863c403ce65c9bfcb9382657222d18c4',
+  pkRm: '04fe8c19ce0905191ebc298a9245792531f26f0cece2460639e8bc39cb7f706a826a779b4cf969b8a0e539c7f62fb3d30ad6aa8f80e30f1d128aafd68a2ce72ea0',
+  skRm: 'f3ce7fdae57e1a310d87f1ebbde6f328be0a99cdbcadf4d6589cf29de4b8ffd2',
+  pt: '4265617574792069732074727574682c20747275746820626561757479',
+  aad: '436f756e742d30',
+  ct: '5ad590bb8baa577f8619db35a36311226a896e7342a6d836d8b7bcd2f20b6c7f9076ac232e3ab2523f39513434',
+  exports: [
+    ['', '5e9bc3d236e1911d95e65b576a8a86d478fb827e8bdfe77b741b289890490d4d'],
+    ['00', '6cff87658931bda83dc857e6353efe4987a201b849658d9b047aab4cf216e796'],
+    ['54657374436f6e74657874', 'd8f1ea7942adbba7412c6d431c62d01371ea476b823eb697e1f6e6cae1dab85a'],
+  ],
+} as const;
+
+const b64u = (b: Uint8Array) => Buffer.from(b).toString('base64url');
+
+async function ephemeralFrom(skHex: string, pkHex: string): Promise<EphemeralKeyPair> {
+  const pk = fromHex(pkHex);
+  const jwk = { kty: 'EC', crv: 'P-256', d: b64u(fromHex(skHex)), x: b64u(pk.subarray(1, 33)), y: b64u(pk.subarray(33)) };
+  const privateKey = await webcrypto.subtle.importKey('jwk', jwk, { name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
+  return { privateKey, publicKey: pk };
+}
+
+function dhWith(skHex: string) {
+  const ecdh = createECDH('prime256v1');
+  ecdh.setPrivateKey(Buffer.from(skHex, 'hex'));
+  return async (enc: Uint8Array) => new Uint8Array(ecdh.computeSecret(enc));
+}
+
+test('RFC 9180 A.3.1: sender with the vector ephemeral key produces enc and ciphertext', async () => {
+  const pkR = fromHex(A31.pkRm);
+  const { enc, context } = await setupBaseSender(AEAD_AES_128_GCM, pkR, await importRecipientKey(pkR), fromHex(A31.info), await ephemeralFrom(A31.skEm, A31.pkEm));
+  assert.equal(toHex(enc), A31.pkEm);
+  assert.equal(toHex(await context.seal(fromHex(A31.aad), fromHex(A31.pt))), A31.ct);
+  for (const [ctx, value] of A31.exports) assert.equal(toHex(await context.export(fromHex(ctx), 32)), value);
+});
+
+test('RFC 9180 A.3.1: recipient with an external DH opens the vector and exports the same secrets', async () => {
+  const context = await setupBaseRecipient(AEAD_AES_128_GCM, fromHex(A31.pkEm), fromHex(A31.pkRm), dhWith(A31.skRm), fromHex(A31.info));
+  for (const [ctx, value] of A31.exports) assert.equal(toHex(await context.export(fromHex(ctx), 32)), value);
+  assert.equal(toHex(await context.open(fromHex(A31.aad), fromHex(A31.ct))), A31.pt);
+});
+
+test('RFC 9180 A.3.1: a flipped ciphertext bit, wrong info or wrong enc is one DecryptionError', async () => {
+  const ct = fromHex(A31.ct);
+  ct[3]! ^= 1;
+  const ctx1 = await setupBaseRecipient(AEAD_AES_128_GCM, fromHex(A31.pkEm), fromHex(A31.pkRm), dhWith(A31.skRm), fromHex(A31.info));
+  await assert.rejects(ctx1.open(fromHex(A31.aad), ct), DecryptionError);
+  const ctx2 = await setupBaseRecipient(AEAD_AES_128_GCM, fromHex(A31.pkEm), fromHex(A31.pkRm), dhWith(A31.skRm), utf8('other'));
+  await assert.rejects(ctx2.open(fromHex(A31.aad), fromHex(A31.ct)), DecryptionError);
+  const badPoint = fromHex(A31.pkEm);
+  badPoint[64]! ^= 1; // no longer on the curve: the DH must refuse it
+  await assert.rejects(setupBaseRecipient(AEAD_AES_128_GCM, badPoint, fromHex(A31.pkRm), dhWith(A31.skRm), fromHex(A31.info)), DecryptionError);
+});
+
+test('interop with @hpke/core for DHKEM(P-256), HKDF-SHA256, AES-256-GCM in both directions', async () => {
+  const suite = new CipherSuite({ kem: new DhkemP256HkdfSha256(), kdf: new HkdfSha256(), aead: new (await import('@hpke/core')).Aes256Gcm() });
+  assert.equal(suite.aead.id, AeadId.Aes256Gcm);
+  const ecdh = createECDH('prime256v1');
+  ecdh.generateKeys();
+  const pkR = new Uint8Array(ecdh.getPublicKey());
+  const info = utf8('coffer interop');
+  const recipientKey = await suite.kem.importKey('raw', ecdh.getPrivateKey(), false);
+  const pubKey = await suite.kem.importKey('raw', pkR, true);
+  // ours → theirs
+  const ours = await setupBaseSender(AEAD_AES_256_GCM, pkR, await importRecipientKey(pkR), info);
+  const sealed = await ours.context.seal(new Uint8Array(0), utf8('to them'));
+  const theirR = await suite.createRecipientContext({ recipientKey: { privateKey: recipientKey, publicKey: pubKey }, enc: ours.enc, info });
+  assert.equal(Buffer.from(await theirR.open(sealed)).toString(), 'to them');
+  assert.equal(toHex(new Uint8Array(await theirR.export(utf8('x'), 32))), toHex(await ours.context.export(utf8('x'), 32)));
+  // theirs → ours
+  const theirS = await suite.createSenderContext({ recipientPublicKey: pubKey, info });
+  const ct = new Uint8Array(await theirS.seal(utf8('to us')));
+  const oursR = await setupBaseRecipient(AEAD_AES_256_GCM, new Uint8Array(theirS.enc), pkR, async (enc) => new Uint8Array(ecdh.computeSecret(enc)), info);
+  assert.equal(Buffer.from(await oursR.open(new Uint8Array(0), ct)).toString(), 'to us');
+});

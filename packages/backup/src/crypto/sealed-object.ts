@@ -40,6 +40,7 @@ export interface ObjectHeader {
 
 export function encodeHeader(h: ObjectHeader): Uint8Array {
   if (h.id.length !== OBJECT_ID_BYTES) throw new RangeError(`id: expected ${OBJECT_ID_BYTES} bytes`);
+  if (typeof ObjectKind[h.kind] !== 'string') throw new RangeError(`kind: unknown object kind ${h.kind}`);
   const out = new Uint8Array(HEADER_BYTES);
   out.set(MAGIC, 0);
   out[4] = FORMAT_VERSION;
@@ -112,13 +113,14 @@ export function plainLength(sealedLen: number): number {
 /**
  * Seals a stream incrementally. Holds back up to one segment, because whether a full
  * segment is the final one is known only when more data arrives or `final()` is called.
+ * The held-back bytes live in one fixed buffer, so small writes cost linear time.
  */
 export class ObjectSealer {
   readonly header: Uint8Array;
   readonly #key: Buffer;
+  readonly #segment = Buffer.allocUnsafe(SEGMENT_BYTES);
+  #fill = 0;
   #counter = 0;
-  #pending: Buffer[] = [];
-  #pendingBytes = 0;
   #done = false;
 
   constructor(master: Uint8Array, header: ObjectHeader) {
@@ -139,20 +141,16 @@ export class ObjectSealer {
     const out: Buffer[] = [];
     let off = 0;
     while (off < data.length) {
-      // Only seal a full pending segment once we know more bytes follow it.
-      if (this.#pendingBytes === SEGMENT_BYTES) {
-        out.push(this.#sealSegment(Buffer.concat(this.#pending, SEGMENT_BYTES), false));
-        this.#pending = [];
-        this.#pendingBytes = 0;
+      // Only seal a full pending segment once we know more bytes follow it (spec §5.3).
+      if (this.#fill === SEGMENT_BYTES) {
+        out.push(this.#sealSegment(this.#segment, false));
+        this.#fill = 0;
       }
-      const take = Math.min(SEGMENT_BYTES - this.#pendingBytes, data.length - off);
-      this.#pending.push(Buffer.from(data.buffer, data.byteOffset + off, take));
-      this.#pendingBytes += take;
+      const take = Math.min(SEGMENT_BYTES - this.#fill, data.length - off);
+      // Copied, not aliased: the caller may reuse its buffer.
+      this.#segment.set(data.subarray(off, off + take), this.#fill);
+      this.#fill += take;
       off += take;
-    }
-    // The pending views alias the caller's buffer, which may be reused: copy them.
-    if (this.#pending.length > 0 && data.length > 0) {
-      this.#pending = [Buffer.concat(this.#pending, this.#pendingBytes)];
     }
     return out;
   }
@@ -161,7 +159,7 @@ export class ObjectSealer {
   final(): Buffer[] {
     if (this.#done) throw new Error('ObjectSealer: final called twice');
     this.#done = true;
-    return [this.#sealSegment(Buffer.concat(this.#pending, this.#pendingBytes), true)];
+    return [this.#sealSegment(this.#segment.subarray(0, this.#fill), true)];
   }
 }
 
@@ -194,12 +192,20 @@ function openSegment(key: Buffer, counter: number, final: boolean, sealed: Uint8
 /**
  * Opens a whole sealed object held in memory.
  * @throws CofferError ('corrupt' | 'unsupported-version') for a bad header or a header
- *   naming another object; DecryptionError when any segment fails authentication.
+ *   naming another object; DecryptionError when any segment fails authentication or
+ *   the length is one no sealer produces (truncated or extended).
  */
 export function openObject(master: Uint8Array, expected: ObjectHeader, sealed: Uint8Array): Buffer {
   const header = decodeHeader(sealed);
   checkExpected(header, expected);
-  const plainLen = plainLength(sealed.length); // rejects impossible lengths
+  let plainLen: number;
+  try {
+    plainLen = plainLength(sealed.length);
+  } catch {
+    // No sealer makes this length: a truncated or extended payload (spec §5.3). The same
+    // bytes through ObjectOpener fail authentication, so both report DecryptionError.
+    throw new DecryptionError();
+  }
   const key = objectKey(master, sealed.subarray(0, HEADER_BYTES));
   const out = Buffer.allocUnsafe(plainLen);
   const full = SEGMENT_BYTES + TAG_BYTES;
@@ -278,14 +284,18 @@ export function openRange(
 
 /**
  * Opens a sealed object arriving as a stream, releasing each segment's plaintext only
- * after its tag verified. Keeps one segment plus one byte buffered, because only the
- * arrival of more bytes tells whether a segment is the final one.
+ * after its tag verified. Keeps one sealed segment buffered, because only the arrival
+ * of one more byte tells whether a segment is the final one (spec §5.3). The buffer
+ * has a fixed size, so small reads cost linear time.
  */
 export class ObjectOpener {
   #key: Buffer | undefined;
-  #expected: ObjectHeader;
-  #master: Uint8Array;
-  #buf: Buffer = Buffer.alloc(0);
+  readonly #expected: ObjectHeader;
+  readonly #master: Uint8Array;
+  readonly #header = Buffer.alloc(HEADER_BYTES);
+  #headerFill = 0;
+  readonly #segment = Buffer.allocUnsafe(SEGMENT_BYTES + TAG_BYTES);
+  #fill = 0;
   #counter = 0;
   #done = false;
 
@@ -294,24 +304,36 @@ export class ObjectOpener {
     this.#expected = expected;
   }
 
+  /**
+   * Adds sealed bytes; returns the plaintext of every segment that is now known to be
+   * non-final and has authenticated.
+   * @throws CofferError for a bad header; DecryptionError when a segment fails.
+   */
   update(data: Uint8Array): Buffer[] {
     if (this.#done) throw new Error('ObjectOpener: update after final');
-    this.#buf = this.#buf.length === 0 ? Buffer.from(data) : Buffer.concat([this.#buf, data]);
     const out: Buffer[] = [];
+    let off = 0;
     if (!this.#key) {
-      if (this.#buf.length < HEADER_BYTES) return out;
-      const h = decodeHeader(this.#buf);
-      checkExpected(h, this.#expected);
-      this.#key = objectKey(this.#master, this.#buf.subarray(0, HEADER_BYTES));
-      this.#buf = this.#buf.subarray(HEADER_BYTES);
+      const take = Math.min(HEADER_BYTES - this.#headerFill, data.length);
+      this.#header.set(data.subarray(0, take), this.#headerFill);
+      this.#headerFill += take;
+      off = take;
+      if (this.#headerFill < HEADER_BYTES) return out;
+      checkExpected(decodeHeader(this.#header), this.#expected);
+      this.#key = objectKey(this.#master, this.#header);
     }
     const full = SEGMENT_BYTES + TAG_BYTES;
-    let pos = 0;
-    while (this.#buf.length - pos > full) {
-      out.push(openSegment(this.#key, this.#counter++, false, this.#buf.subarray(pos, pos + full)));
-      pos += full;
+    while (off < data.length) {
+      // A full buffered segment followed by at least one more byte is not the final one.
+      if (this.#fill === full) {
+        out.push(openSegment(this.#key, this.#counter++, false, this.#segment));
+        this.#fill = 0;
+      }
+      const take = Math.min(full - this.#fill, data.length - off);
+      this.#segment.set(data.subarray(off, off + take), this.#fill);
+      this.#fill += take;
+      off += take;
     }
-    this.#buf = Buffer.from(this.#buf.subarray(pos));
     return out;
   }
 
@@ -320,8 +342,8 @@ export class ObjectOpener {
     if (this.#done) throw new Error('ObjectOpener: final called twice');
     this.#done = true;
     if (!this.#key) throw new CofferError('corrupt', 'object is shorter than its header');
-    const last = this.#buf;
-    if (last.length < TAG_BYTES || (this.#counter > 0 && last.length === TAG_BYTES)) throw new DecryptionError();
-    return [openSegment(this.#key, this.#counter++, true, last)];
+    // A final segment is non-empty unless it is the only one (spec §5.3).
+    if (this.#fill < TAG_BYTES || (this.#counter > 0 && this.#fill === TAG_BYTES)) throw new DecryptionError();
+    return [openSegment(this.#key, this.#counter++, true, this.#segment.subarray(0, this.#fill))];
   }
 }

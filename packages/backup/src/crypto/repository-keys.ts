@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { inspect } from 'node:util';
 import type { BackupKey } from './backup-key.js';
 import { BackupLabel } from './labels.js';
 
@@ -23,7 +24,14 @@ export class RepositoryKeys {
     return createHmac('sha256', this.#chunkIdKey).update(chunk).digest();
   }
 
+  // Secret material: never printed, whether by JSON, String() or console.log (STYLE.md §7).
+  toString(): string {
+    return 'RepositoryKeys([redacted])';
+  }
   toJSON(): string {
     return '[redacted]';
+  }
+  [inspect.custom](): string {
+    return this.toString();
   }
 }

@@ -54,7 +54,7 @@ export function encodeConfig(key: BackupKey, c: RepositoryConfig): Uint8Array {
 
 /**
  * Reads a config and checks it against `key`, in the order that gives the most useful
- * error: not a repository → unsupported version → wrong key → corrupt.
+ * error: not a repository → unsupported version → wrong key → corrupt (spec §4).
  */
 export function decodeConfig(key: BackupKey, bytes: Uint8Array, where: string): RepositoryConfig {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -70,13 +70,20 @@ export function decodeConfig(key: BackupKey, bytes: Uint8Array, where: string): 
   if (b.length !== CONFIG_BYTES) throw new CofferError('corrupt', `the config of ${where} has the wrong size (${b.length} bytes)`);
   const keyId = b.subarray(24, 40);
   const mine = key.keyId();
+  const repositoryId = Uint8Array.from(b.subarray(8, 24));
   if (!timingSafeEqual(keyId, mine)) {
+    // A damaged key ID must not send the holder of the right key away with "wrong key":
+    // if the MAC verifies with our key ID in its place, the key is right (spec §4).
+    const body = Buffer.from(b.subarray(0, 56));
+    body.set(mine, 24);
+    if (timingSafeEqual(configMac(key, repositoryId, body), b.subarray(56, 88))) {
+      throw new CofferError('corrupt', `the config of ${where} is corrupt (its key ID is damaged)`);
+    }
     throw new CofferError(
       'wrong-key',
       `wrong key: ${where} belongs to key ${formatKeyId(keyId)}, the key given is ${formatKeyId(mine)}`,
     );
   }
-  const repositoryId = Uint8Array.from(b.subarray(8, 24));
   const expected = configMac(key, repositoryId, b.subarray(0, 56));
   if (!timingSafeEqual(expected, b.subarray(56, 88)) || b.readUInt8(5) + b.readUInt16BE(6) !== 0 || b.readUInt8(53) + b.readUInt16BE(54) !== 0) {
     throw new CofferError('corrupt', `the config of ${where} is corrupt (its MAC does not verify)`);

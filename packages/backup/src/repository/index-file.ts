@@ -7,7 +7,7 @@
  *     per entry (46): blob id 32 | type 1 | flags 1 | offset u32 | stored length u32 | raw length u32
  */
 import { CofferError } from '../errors.js';
-import { BlobType, ID_BYTES, idKey, type BlobLocation } from './blob.js';
+import { BLOB_COMPRESSED, BlobType, ID_BYTES, idKey, type BlobLocation } from './blob.js';
 
 const MAGIC = 'CFIX';
 const ENTRY_BYTES = 46;
@@ -49,13 +49,17 @@ export function decodeIndex(plain: Uint8Array, where: string): IndexedPack[] {
   const bad = (why: string) => new CofferError('corrupt', `${where} is not a valid index (${why})`);
   if (b.length < 12 || b.toString('ascii', 0, 4) !== MAGIC) throw bad('bad magic');
   if (b[4] !== 1) throw new CofferError('unsupported-version', `${where} has index version ${b[4]}, unknown to this coffer`);
+  if (b[5] !== 0 || b[6] !== 0 || b[7] !== 0) throw bad('reserved bytes are set');
   const packs: IndexedPack[] = [];
   const count = b.readUInt32BE(8);
   let o = 12;
   for (let i = 0; i < count; i++) {
     if (o + 44 > b.length) throw bad('truncated');
     const packId = Buffer.from(b.subarray(o, o + ID_BYTES));
-    const sealedLength = Number(b.readBigUInt64BE(o + 32));
+    const sealedLength64 = b.readBigUInt64BE(o + 32);
+    // Beyond 2^53 a JS number would silently round the length (spec §8).
+    if (sealedLength64 > BigInt(Number.MAX_SAFE_INTEGER)) throw bad('pack length out of range');
+    const sealedLength = Number(sealedLength64);
     const n = b.readUInt32BE(o + 40);
     o += 44;
     if (o + n * ENTRY_BYTES > b.length) throw bad('truncated');
@@ -63,14 +67,13 @@ export function decodeIndex(plain: Uint8Array, where: string): IndexedPack[] {
     for (let j = 0; j < n; j++) {
       const type = b[o + 32]!;
       if (type !== BlobType.Data && type !== BlobType.Tree) throw bad(`unknown blob type ${type}`);
-      blobs.push({
-        id: Buffer.from(b.subarray(o, o + ID_BYTES)),
-        type,
-        flags: b[o + 33]!,
-        offset: b.readUInt32BE(o + 34),
-        storedLength: b.readUInt32BE(o + 38),
-        rawLength: b.readUInt32BE(o + 42),
-      });
+      const flags = b[o + 33]!;
+      const storedLength = b.readUInt32BE(o + 38);
+      const rawLength = b.readUInt32BE(o + 42);
+      // Spec §7.1: unknown flags are rejected, never ignored; a raw blob is stored as is.
+      if ((flags & ~BLOB_COMPRESSED) !== 0) throw bad(`unknown blob flags ${flags}`);
+      if ((flags & BLOB_COMPRESSED) === 0 && storedLength !== rawLength) throw bad('uncompressed blob with two lengths');
+      blobs.push({ id: Buffer.from(b.subarray(o, o + ID_BYTES)), type, flags, offset: b.readUInt32BE(o + 34), storedLength, rawLength });
       o += ENTRY_BYTES;
     }
     packs.push({ packId, sealedLength, blobs });

@@ -7,7 +7,7 @@
  */
 import { ObjectKind, ObjectSealer, sealedLength } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
-import { BlobType, ID_BYTES } from './blob.js';
+import { BLOB_COMPRESSED, BlobType, ID_BYTES } from './blob.js';
 
 export const PACK_TRAILER_MAGIC = 'CFPK';
 const ENTRY_BYTES = 42;
@@ -90,15 +90,13 @@ export function decodePackTrailer(plain: Uint8Array, where: string): Array<PackE
     const o = start + i * ENTRY_BYTES;
     const type = b[o + 32]!;
     if (type !== BlobType.Data && type !== BlobType.Tree) throw bad(`unknown blob type ${type}`);
+    const flags = b[o + 33]!;
     const storedLength = b.readUInt32BE(o + 34);
-    out.push({
-      id: Buffer.from(b.subarray(o, o + ID_BYTES)),
-      type,
-      flags: b[o + 33]!,
-      offset,
-      storedLength,
-      rawLength: b.readUInt32BE(o + 38),
-    });
+    const rawLength = b.readUInt32BE(o + 38);
+    // Spec §7.1: unknown flags are rejected, never ignored; a raw blob is stored as is.
+    if ((flags & ~BLOB_COMPRESSED) !== 0) throw bad(`unknown blob flags ${flags}`);
+    if ((flags & BLOB_COMPRESSED) === 0 && storedLength !== rawLength) throw bad('uncompressed blob with two lengths');
+    out.push({ id: Buffer.from(b.subarray(o, o + ID_BYTES)), type, flags, offset, storedLength, rawLength });
     offset += storedLength;
   }
   if (offset !== start) throw bad('blob lengths do not add up');

@@ -39,7 +39,9 @@ export function decodeSnapshot(bytes: Uint8Array, where: string): Snapshot {
   } catch {
     throw bad('not JSON');
   }
-  if (typeof v !== 'object' || v === null) throw bad('not an object');
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('not an object');
+  // Only a numeric version other than 1 is "another version"; anything else is damage.
+  if (typeof v.version !== 'number') throw bad('no version');
   if (v.version !== 1) throw new CofferError('unsupported-version', `${where} has snapshot version ${String(v.version)}`);
   const strings = (x: unknown) => Array.isArray(x) && x.every((s) => typeof s === 'string');
   if (typeof v.time !== 'string' || Number.isNaN(Date.parse(v.time))) throw bad('bad time');

@@ -34,3 +34,6 @@ export { RepositoryLock, removeLocks } from './repository/lock.js';
 export type { Snapshot, SnapshotStats } from './repository/snapshot.js';
 export type { TreeEntry, FileEntry, DirEntry, SymlinkEntry } from './repository/tree.js';
 export { hex, packName, indexName, snapshotName } from './repository/blob.js';
+export { check, type CheckResult, type CheckProblem, type CheckOptions } from './repository/check.js';
+export { prune, type PruneResult, type PruneOptions } from './repository/prune.js';
+export { applyPolicy, forgetSnapshots, isEmptyPolicy, type RetentionPolicy } from './repository/forget.js';

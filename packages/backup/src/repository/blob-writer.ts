@@ -103,13 +103,19 @@ export class BlobWriter {
     this.#track(this.#repo.backend.put(packName(done.packId), done.parts).finally(() => this.#upload.give()));
   }
 
-  /** Waits for every blob to be stored, writes the index, and makes it all durable. */
-  async finish(): Promise<void> {
+  /** Waits for every blob to be stored; returns the packs written, for an index. */
+  async finishPacks(): Promise<IndexedPack[]> {
     while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
     this.#check();
     await this.#flushPack();
     while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
     this.#check();
+    return this.#packs;
+  }
+
+  /** Waits for every blob to be stored, writes their index, and makes it all durable. */
+  async finish(): Promise<void> {
+    await this.finishPacks();
     if (this.#packs.length > 0) {
       await this.#repo.writeObject(ObjectKind.Index, encodeIndex(this.#packs), indexName);
       this.#repo.invalidateIndex();

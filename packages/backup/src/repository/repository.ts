@@ -172,6 +172,12 @@ export class Repository {
     return raw;
   }
 
+  /** A blob out of an already opened pack's plaintext. */
+  async readBlobFrom(plain: Buffer, b: { offset: number; storedLength: number; flags: number; rawLength: number }, where: string): Promise<Buffer> {
+    if (b.offset + b.storedLength > plain.length) throw new CofferError('corrupt', `${where}: index points outside the pack`);
+    return decompressBlob(plain.subarray(b.offset, b.offset + b.storedLength), b.flags, b.rawLength, where);
+  }
+
   /** The tree listing of a snapshot, entry by entry. */
   async *tree(s: Snapshot): AsyncGenerator<TreeEntry> {
     let carry = '';

@@ -13,7 +13,6 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
 import { hex, packName, type BlobLocation } from './blob.js';
-import { decompressBlob } from './compress.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
 import type { DirEntry, FileEntry, SymlinkEntry } from './tree.js';
@@ -157,9 +156,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
       const sealed = await repo.backend.get(name);
       const plain = repo.openSealed(name, ObjectKind.Pack, group.packId, sealed);
       for (const b of group.blobs) {
-        const where = `${name} (blob at ${b.loc.offset})`;
-        if (b.loc.offset + b.loc.storedLength > plain.length) throw new CofferError('corrupt', `${where}: index points outside the pack`);
-        const raw = await decompressBlob(plain.subarray(b.loc.offset, b.loc.offset + b.loc.storedLength), b.loc.flags, b.loc.rawLength, where);
+        const raw = await repo.readBlobFrom(plain, b.loc, `${name} (blob at ${b.loc.offset})`);
         for (const u of b.uses) {
           const fh = await openTmp(u.file);
           let written = 0;

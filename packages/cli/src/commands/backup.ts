@@ -1,0 +1,60 @@
+import { backup, hex, restore } from '@coffer/backup';
+import { openRepo, type GlobalFlags } from '../context.js';
+import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
+
+/** `coffer backup PATH… [--tag T]…`. */
+export async function backupCmd(flags: GlobalFlags & { tag?: string[] }, paths: string[], io: Io): Promise<number> {
+  if (paths.length === 0) throw new UsageError('backup: give the paths to back up, e.g. `coffer backup ~/Documents`');
+  const repo = await openRepo(flags, io);
+  const bar = new ProgressBar(io, !flags.json && !flags.quiet);
+  const started = Date.now();
+  const r = await backup(repo, {
+    paths,
+    tags: flags.tag ?? [],
+    onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
+    onWarning: (w) => {
+      bar.done();
+      io.stderr.write(`coffer: warning: ${w.path}: ${w.message}\n`);
+    },
+  });
+  bar.done();
+  const secs = (Date.now() - started) / 1000;
+  const s = r.snapshot.stats;
+  if (flags.json) {
+    io.stdout.write(JSON.stringify({ id: hex(r.id), ...s, seconds: secs, warnings: r.warnings }) + '\n');
+  } else {
+    io.stdout.write(hex(r.id) + '\n');
+    if (!flags.quiet) {
+      io.stderr.write(
+        `snapshot ${hex(r.id).slice(0, 8)} saved: ${s.files} files, ${s.dirs} dirs, ${fmtBytes(s.bytes)} in ${secs.toFixed(1)} s; ${fmtBytes(s.addedBytes)} added to the repository\n`,
+      );
+    }
+  }
+  if (r.warnings.length > 0) {
+    io.stderr.write(`coffer: warning: ${r.warnings.length} item(s) could not be read and are not in this snapshot\n`);
+    return ExitCode.Incomplete;
+  }
+  return ExitCode.Ok;
+}
+
+/** `coffer restore SNAPSHOT|latest --target DIR [--overwrite]`. */
+export async function restoreCmd(flags: GlobalFlags & { target?: string; overwrite?: boolean }, args: string[], io: Io): Promise<number> {
+  if (args.length !== 1) throw new UsageError('restore: give one snapshot ID (or "latest") and --target DIR');
+  if (!flags.target) throw new UsageError('restore: --target DIR is required (where to put the restored files)');
+  const repo = await openRepo(flags, io);
+  const rec = await repo.findSnapshot(args[0]!);
+  const bar = new ProgressBar(io, !flags.json && !flags.quiet);
+  const started = Date.now();
+  const r = await restore(repo, rec, {
+    target: flags.target,
+    overwrite: flags.overwrite === true,
+    onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
+  });
+  bar.done();
+  const secs = (Date.now() - started) / 1000;
+  if (flags.json) io.stdout.write(JSON.stringify({ snapshot: hex(rec.id), target: flags.target, ...r, seconds: secs }) + '\n');
+  else if (!flags.quiet) {
+    io.stderr.write(`restored snapshot ${hex(rec.id).slice(0, 8)} to ${flags.target}: ${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks, ${fmtBytes(r.bytes)} in ${secs.toFixed(1)} s\n`);
+  }
+  return ExitCode.Ok;
+}

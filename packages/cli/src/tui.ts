@@ -1,0 +1,116 @@
+/**
+ * How `coffer` talks to people and scripts (the rules, after age's cmd/age/tui.go):
+ * - stdout carries data only (keys, snapshot lists, JSON); everything else goes to stderr;
+ * - diagnostics are `coffer: error: …` / `coffer: warning: …`, lowercase, no trailing period;
+ * - progress bars are drawn on stderr only when it is a terminal, never with --json;
+ * - exit codes mean one thing each (ExitCode below; README lists them);
+ * - secrets are printed only where the user asked for them (`key generate`, `init`).
+ */
+import { CofferError, type CofferErrorCode } from '@coffer/backup';
+
+export enum ExitCode {
+  Ok = 0,
+  Failure = 1,
+  Usage = 2,
+  /** The snapshot was saved, but some files could not be read. */
+  Incomplete = 3,
+  /** No repository at the location. */
+  NoRepository = 10,
+  /** The key is malformed or is not this repository's key. */
+  BadKey = 11,
+  /** The repository is damaged (check found problems, an object failed authentication). */
+  Corrupt = 12,
+  /** Another process holds a conflicting lock. */
+  Locked = 13,
+  /** Storage failed: I/O error, disk full, permission. */
+  Storage = 14,
+}
+
+const exitFor: Record<CofferErrorCode, ExitCode> = {
+  'invalid-key': ExitCode.BadKey,
+  'wrong-key': ExitCode.BadKey,
+  'not-a-repository': ExitCode.NoRepository,
+  'repository-exists': ExitCode.Failure,
+  'unsupported-version': ExitCode.Failure,
+  corrupt: ExitCode.Corrupt,
+  'missing-object': ExitCode.Corrupt,
+  storage: ExitCode.Storage,
+  locked: ExitCode.Locked,
+  'not-found': ExitCode.Failure,
+  exists: ExitCode.Failure,
+  'invalid-argument': ExitCode.Usage,
+};
+
+export class UsageError extends Error {}
+
+export interface Io {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  env: NodeJS.ProcessEnv;
+}
+
+export function errorLine(e: unknown): { line: string; code: ExitCode } {
+  if (e instanceof UsageError) return { line: e.message, code: ExitCode.Usage };
+  if (e instanceof CofferError) return { line: e.message, code: exitFor[e.code] };
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === 'ENOSPC') return { line: 'no space left on device', code: ExitCode.Storage };
+  return { line: `internal error: ${err?.stack ?? String(e)}`, code: ExitCode.Failure };
+}
+
+export function fmtBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+function fmtDuration(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return '--:--';
+  s = Math.round(s);
+  const m = Math.floor(s / 60);
+  return `${m}:${String(s % 60).padStart(2, '0')}`;
+}
+
+/** A one-line progress bar on a terminal's stderr: bytes, files, speed, ETA. */
+export class ProgressBar {
+  readonly #io: Io;
+  readonly #enabled: boolean;
+  readonly #start = Date.now();
+  #drawn = false;
+
+  constructor(io: Io, enabled: boolean) {
+    this.#io = io;
+    this.#enabled = enabled && io.stderr.isTTY === true;
+  }
+
+  update(bytes: number, totalBytes: number | undefined, files: number, totalFiles: number | undefined): void {
+    if (!this.#enabled) return;
+    const secs = (Date.now() - this.#start) / 1000;
+    const speed = secs > 0 ? bytes / secs : 0;
+    const width = 24;
+    let bar = '';
+    let pct = '';
+    let eta = '';
+    if (totalBytes && totalBytes > 0) {
+      const f = Math.min(1, bytes / totalBytes);
+      const full = Math.round(f * width);
+      bar = `[${'='.repeat(Math.max(0, full - 1))}${full > 0 ? '>' : ''}${' '.repeat(width - full)}] `;
+      pct = `${(f * 100).toFixed(0).padStart(3)}% `;
+      eta = ` ETA ${fmtDuration(speed > 0 ? (totalBytes - bytes) / speed : NaN)}`;
+    }
+    const filesPart = totalFiles !== undefined ? `${files}/${totalFiles} files` : `${files} files`;
+    const total = totalBytes !== undefined ? ` / ${fmtBytes(totalBytes)}` : '';
+    const line = `${bar}${pct}${fmtBytes(bytes)}${total}  ${filesPart}  ${fmtBytes(speed)}/s${eta}`;
+    const cols = this.#io.stderr.columns ?? 100;
+    this.#io.stderr.write(`\r${line.slice(0, cols - 1).padEnd(Math.min(cols - 1, line.length + 2))}`);
+    this.#drawn = true;
+  }
+
+  done(): void {
+    if (this.#drawn) this.#io.stderr.write('\r\x1b[K');
+    this.#drawn = false;
+  }
+}

@@ -72,3 +72,8 @@ export {
 } from './envelope.js';
 export { BACKUP_KEY_LENGTH, WRAPPED_BACKUP_KEY_LENGTH, wrapBackupKey, unwrapBackupKey, sealRelease, openRelease } from './key-wrap.js';
 export { VaultClient, UnexpectedResponseError, type VaultTransport, type VaultClientOptions, type RecoverResult, type RegisterResult, type StatusResult, type FlowFailure } from './client.js';
+/**
+ * The OPAQUE implementation both sides use (RFC 9807, ristretto255; Meta's opaque-ke
+ * in WASM), re-exported so the vault pins the very same build as its clients.
+ */
+export * as opaque from '@serenity-kit/opaque';

@@ -4,7 +4,7 @@
  * account record and returns them with every KE2, so they can change later without
  * breaking old records.
  */
-import { ByteReader, ByteWriter } from './bytes.js';
+import { ByteWriter, type ByteReader } from './bytes.js';
 import { DecodeError } from './errors.js';
 
 export interface KsfParams {

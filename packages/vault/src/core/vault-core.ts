@@ -1,0 +1,363 @@
+/**
+ * The vault core: a pure state machine over bytes (spec/vault-protocol.md §5).
+ *
+ *   open(account, requestBytes)        → the decrypted request (or a typed refusal)
+ *   decide(opened, storedRecordBytes)  → the sealed response + the one store write to
+ *                                        commit *before* the response may leave
+ *
+ * It imports no `node:*`, no store, no network: everything outside comes through the
+ * Platform (clock, randomness, sealing, the fleet key's DH). The caller (server) does
+ * the compare-and-swap; on a conflict it calls `decide` again with the fresh record, so
+ * no answer is ever computed from stale state. `decide` has no side effects.
+ */
+import { opaque } from '@coffer/protocol';
+import {
+  concat,
+  decodeRequestBody,
+  DecodeError,
+  DecryptionError,
+  DEFAULT_KSF,
+
+  encodeResponseBody,
+  equalBytes,
+  fromBase64Url,
+  ksfAtLeast,
+  LABELS,
+  openRequest,
+  pad,
+  parseRequest,
+  RESPONSE_NONCE_LENGTH,
+  sealRelease,
+  sha256,
+  SIZES,
+  toBase64Url,
+  unpad,
+  utf8,
+  type FleetKey,
+  type OpenedRequest,
+  type Operation,
+  type OutcomeName,
+  type Secret,
+  type VaultRequest,
+  type VaultResponse,
+} from '@coffer/protocol';
+import { checkPolicy, type CorePolicy } from './config.js';
+import { KEY_LABELS } from './key-labels.js';
+import type { Platform } from './platform.js';
+import { sealRecord, unsealRecord, type AccountRecord, type ActiveRecord } from './record.js';
+
+/** Why a request could not even be opened. The server maps each to an HTTP 4xx. */
+export type RefusalCode = 'bad-account' | 'bad-length' | 'bad-version' | 'unknown-operation' | 'unknown-fleet-key' | 'undecryptable';
+
+export type OpenResult = { readonly kind: 'opened'; readonly request: OpenedVaultRequest } | { readonly kind: 'refused'; readonly code: RefusalCode; readonly message: string };
+
+export interface OpenedVaultRequest {
+  readonly account: string;
+  readonly op: Operation;
+  /** `null` when the body inside a valid envelope does not parse (answered `invalid`). */
+  readonly body: VaultRequest | null;
+  readonly envelope: OpenedRequest;
+}
+
+/** The single store change a decision needs; committed with compare-and-swap. */
+export type RecordWrite = { readonly kind: 'put'; readonly value: Uint8Array } | { readonly kind: 'delete' };
+
+export interface Decision {
+  readonly op: Operation;
+  readonly outcome: OutcomeName;
+  /** The sealed, fixed-length response. Release only after `write` is committed. */
+  readonly response: Uint8Array;
+  readonly write: RecordWrite | null;
+  /** For metrics: a guess was counted / a record was erased by this decision. */
+  readonly guessCounted: boolean;
+  readonly recordErased: boolean;
+}
+
+const ACCOUNT = /^[\x21-\x7e]{1,128}$/;
+
+export class VaultCore {
+  private constructor(
+    private readonly platform: Platform,
+    private readonly policy: CorePolicy,
+    private readonly fleetKey: FleetKey,
+    private readonly opaqueSetup: Secret<string>,
+  ) {}
+
+  /**
+   * @param opaqueSetup the unsealed OPAQUE server setup (see opaque-setup.ts)
+   * @throws RangeError for a bad policy
+   */
+  static async create(platform: Platform, policy: CorePolicy, fleetKey: FleetKey, opaqueSetup: Secret<string>): Promise<VaultCore> {
+    await opaque.ready;
+    return new VaultCore(platform, checkPolicy(policy), fleetKey, opaqueSetup);
+  }
+
+  /** Parses and decrypts one request. Never touches a record. */
+  async open(account: string, bytes: Uint8Array): Promise<OpenResult> {
+    if (!ACCOUNT.test(account)) return refuse('bad-account', 'account: must be 1..128 printable ASCII characters');
+    let header;
+    try {
+      header = parseRequest(bytes);
+    } catch (err) {
+      if (err instanceof DecodeError) {
+        const code = err.code === 'bad-version' ? 'bad-version' : err.code === 'unknown-operation' ? 'unknown-operation' : 'bad-length';
+        return refuse(code, err.message);
+      }
+      throw err;
+    }
+    if (!equalBytes(header.keyId, this.fleetKey.keyId)) return refuse('unknown-fleet-key', 'request is sealed to a fleet key this vault does not hold');
+    let envelope: OpenedRequest;
+    try {
+      envelope = await openRequest(header, account, this.fleetKey.publicKey, (enc) => this.platform.ecdh(KEY_LABELS.fleetHpke, enc));
+    } catch (err) {
+      if (err instanceof DecryptionError) return refuse('undecryptable', 'request does not decrypt for this account and operation');
+      throw err;
+    }
+    let body: VaultRequest | null;
+    try {
+      body = decodeRequestBody(header.op, unpad(envelope.paddedBody));
+    } catch (err) {
+      if (!(err instanceof DecodeError)) throw err;
+      body = null;
+    }
+    return { kind: 'opened', request: { account, op: header.op, body, envelope } };
+  }
+
+  /**
+   * Decides the answer to an opened request given the account's stored record.
+   * @throws RecordIntegrityError when the stored record does not authenticate
+   */
+  async decide(req: OpenedVaultRequest, stored: Uint8Array | null): Promise<Decision> {
+    const now = this.platform.now();
+    const loaded = stored ? await unsealRecord(this.platform, req.account, stored) : null;
+    const { record, erased } = normalize(loaded, now);
+    const step = req.body === null ? this.#answer(req.op, { outcome: 'invalid', op: req.op, reason: 'bad-body' }) : await this.#step(req, req.body, record, now);
+    // Normalization may have erased an exhausted record; that must reach the store even
+    // when the operation itself writes nothing.
+    let write = step.write;
+    if (!write && erased && record) write = { kind: 'put', value: await sealRecord(this.platform, req.account, record) };
+    const response = await req.envelope.sealResponse(pad(encodeResponseBody(step.response)), this.platform.randomBytes(RESPONSE_NONCE_LENGTH));
+    return {
+      op: req.op,
+      outcome: step.response.outcome,
+      response,
+      write,
+      guessCounted: step.guessCounted ?? false,
+      recordErased: erased || (step.erased ?? false),
+    };
+  }
+
+  #answer(_op: Operation, response: VaultResponse, extra: Partial<Step> = {}): Step {
+    return { response, write: null, ...extra };
+  }
+
+  async #put(account: string, rec: AccountRecord): Promise<RecordWrite> {
+    return { kind: 'put', value: await sealRecord(this.platform, account, rec) };
+  }
+
+  async #step(req: OpenedVaultRequest, body: VaultRequest, rec: AccountRecord | null, now: number): Promise<Step> {
+    const account = req.account;
+    switch (body.op) {
+      case 'status':
+        if (!rec || rec.state === 'pending-registration') return this.#answer(body.op, { outcome: 'not-registered', op: body.op });
+        if (rec.state === 'erased') return this.#answer(body.op, { outcome: 'locked', op: body.op });
+        return this.#answer(body.op, { outcome: 'ok', op: 'status', guessesRemaining: rec.guessLimit - rec.guessesUsed, guessLimit: rec.guessLimit, ksf: rec.ksf });
+
+      case 'register-start':
+        return this.#registerStart(account, body, rec, now);
+
+      case 'register-finish':
+        return this.#registerFinish(account, body, rec, now);
+
+      case 'login-start':
+        return this.#loginStart(req, body, rec, now);
+
+      case 'login-finish':
+        return this.#loginFinish(account, body, rec, now);
+
+      case 'delete':
+        if (!rec) return this.#answer(body.op, { outcome: 'not-registered', op: body.op });
+        return { response: { outcome: 'ok', op: 'delete' }, write: { kind: 'delete' } };
+    }
+  }
+
+  async #registerStart(account: string, body: Extract<VaultRequest, { op: 'register-start' }>, rec: AccountRecord | null, now: number): Promise<Step> {
+    const op = body.op;
+    let response: string;
+    try {
+      response = opaque.server.createRegistrationResponse({ serverSetup: this.opaqueSetup.expose(), userIdentifier: account, registrationRequest: toBase64Url(body.registrationRequest) }).registrationResponse;
+    } catch {
+      return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-body' });
+    }
+    const nonce = this.platform.randomBytes(SIZES.nonce);
+    const registration = { nonce, expiresAt: now + this.policy.registrationTtlMs };
+    let next: AccountRecord;
+    if (rec?.state === 'active') {
+      // Replacing a live record needs the grant of a login that just succeeded (change
+      // password). Without it, registering again could reset the guess counter.
+      if (!body.grant) return this.#answer(op, { outcome: 'already-registered', op });
+      if (!rec.changeGrant || !equalBytes(rec.changeGrant.nonce, body.grant)) return this.#answer(op, { outcome: 'stale', op });
+      next = { ...rec, pendingRegistration: registration, changeGrant: null };
+    } else {
+      next = { state: 'pending-registration', registration };
+    }
+    return {
+      response: { outcome: 'ok', op: 'register-start', nonce, registrationResponse: fromBase64Url(response), guessLimit: this.policy.guessLimit },
+      write: await this.#put(account, next),
+    };
+  }
+
+  async #registerFinish(account: string, body: Extract<VaultRequest, { op: 'register-finish' }>, rec: AccountRecord | null, now: number): Promise<Step> {
+    const op = body.op;
+    if (!this.policy.insecureAllowWeakKsfForTesting && !ksfAtLeast(body.ksf, this.policy.minimumKsf)) return this.#answer(op, { outcome: 'invalid', op, reason: 'weak-ksf' });
+    const guessLimit = body.guessLimit === 0 ? this.policy.guessLimit : body.guessLimit;
+    if (guessLimit > this.policy.guessLimit) return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-guess-limit' });
+    if (body.wrappedKey.length === 0) return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-body' });
+    const pending = rec?.state === 'pending-registration' ? rec.registration : rec?.state === 'active' ? rec.pendingRegistration : null;
+    // The nonce is single-use: it came from register-start and is consumed here, so a
+    // captured or retried register-finish cannot recreate (and so reset) a record.
+    if (!pending || pending.expiresAt < now || !equalBytes(pending.nonce, body.nonce)) return this.#answer(op, { outcome: 'stale', op });
+    const next: ActiveRecord = {
+      state: 'active',
+      guessLimit,
+      guessesUsed: 0,
+      ksf: body.ksf,
+      registrationRecord: body.registrationRecord,
+      wrappedKey: body.wrappedKey,
+      pendingLogin: null,
+      pendingRegistration: null,
+      changeGrant: null,
+      seenLogins: rec?.state === 'active' ? rec.seenLogins : [],
+    };
+    return { response: { outcome: 'ok', op: 'register-finish' }, write: await this.#put(account, next) };
+  }
+
+  async #loginStart(req: OpenedVaultRequest, body: Extract<VaultRequest, { op: 'login-start' }>, rec: AccountRecord | null, now: number): Promise<Step> {
+    const op = body.op;
+    if (Math.abs(now - body.timestampMs) > this.policy.freshnessWindowMs) return this.#answer(op, { outcome: 'stale', op });
+    if (!rec || rec.state === 'pending-registration') return this.#fakeLogin(req, body);
+    if (rec.state === 'erased') return this.#answer(op, { outcome: 'locked', op });
+
+    const digest = (await sha256(concat(utf8(LABELS.loginReplayDigest), new Uint8Array([0]), req.envelope.enc))).slice(0, 16);
+    const seen = rec.seenLogins.filter((s) => s.expiresAt >= now);
+    if (seen.some((s) => equalBytes(s.digest, digest))) return this.#answer(op, { outcome: 'stale', op });
+    if (seen.length >= this.policy.loginsPerWindow) {
+      return this.#answer(op, { outcome: 'rate-limited', op, retryAfterSeconds: retryAfter(Math.min(...seen.map((s) => s.expiresAt)), now) });
+    }
+    if (rec.guessesUsed >= rec.guessLimit) {
+      // The last guess is out and its login is still open: nothing to give until it ends.
+      return this.#answer(op, { outcome: 'rate-limited', op, retryAfterSeconds: retryAfter(rec.pendingLogin?.expiresAt ?? now, now) });
+    }
+    let started: { serverLoginState: string; loginResponse: string };
+    try {
+      started = opaque.server.startLogin({
+        serverSetup: this.opaqueSetup.expose(),
+        userIdentifier: req.account,
+        registrationRecord: toBase64Url(rec.registrationRecord),
+        startLoginRequest: toBase64Url(body.ke1),
+      });
+    } catch {
+      return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-body' });
+    }
+    const nonce = this.platform.randomBytes(SIZES.nonce);
+    // The guess is counted in the record written here; the server commits this write
+    // before it releases KE2 (the answer that lets the client test its password).
+    const next: ActiveRecord = {
+      ...rec,
+      guessesUsed: rec.guessesUsed + 1,
+      pendingLogin: { nonce, expiresAt: now + this.policy.loginTtlMs, serverLoginState: fromBase64Url(started.serverLoginState) },
+      seenLogins: [...seen, { digest, expiresAt: body.timestampMs + this.policy.freshnessWindowMs }],
+    };
+    return {
+      response: { outcome: 'ok', op: 'login-start', nonce, ke2: fromBase64Url(started.loginResponse), ksf: rec.ksf },
+      write: await this.#put(req.account, next),
+      guessCounted: true,
+    };
+  }
+
+  /**
+   * RFC 9807 §10.9 (client enumeration): an unknown account gets a KE2 from a fake
+   * record, indistinguishable from a real one to the client until its envelope fails.
+   */
+  #fakeLogin(req: OpenedVaultRequest, body: Extract<VaultRequest, { op: 'login-start' }>): Step {
+    const op = body.op;
+    let started;
+    try {
+      started = opaque.server.startLogin({ serverSetup: this.opaqueSetup.expose(), userIdentifier: req.account, registrationRecord: null, startLoginRequest: toBase64Url(body.ke1) });
+    } catch {
+      return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-body' });
+    }
+    return this.#answer(op, { outcome: 'ok', op: 'login-start', nonce: this.platform.randomBytes(SIZES.nonce), ke2: fromBase64Url(started.loginResponse), ksf: DEFAULT_KSF });
+  }
+
+  async #loginFinish(account: string, body: Extract<VaultRequest, { op: 'login-finish' }>, rec: AccountRecord | null, now: number): Promise<Step> {
+    const op = body.op;
+    if (!rec || rec.state === 'pending-registration') return this.#answer(op, { outcome: 'not-registered', op });
+    if (rec.state === 'erased') return this.#answer(op, { outcome: 'locked', op });
+    const pending = rec.pendingLogin;
+    // Single use: the login state lives in the record and is cleared by the first
+    // login-finish that names it, right or wrong; a replayed KE3 finds nothing.
+    if (!pending || pending.expiresAt < now || !equalBytes(pending.nonce, body.nonce)) return this.#answer(op, { outcome: 'stale', op });
+    const consumed: ActiveRecord = { ...rec, pendingLogin: null };
+
+    let sessionKey: Uint8Array | null = null;
+    if (body.ke3) {
+      try {
+        sessionKey = fromBase64Url(opaque.server.finishLogin({ serverLoginState: toBase64Url(pending.serverLoginState), finishLoginRequest: toBase64Url(body.ke3) }).sessionKey);
+      } catch {
+        sessionKey = null; // RFC 9807 §6.4.4: a KE3 that fails to verify is a wrong password
+      }
+    }
+    if (!sessionKey) {
+      if (consumed.guessesUsed >= consumed.guessLimit) {
+        return { response: { outcome: 'locked', op }, write: await this.#put(account, erasedNow(now)), erased: true };
+      }
+      return { response: { outcome: 'wrong-password', op, guessesRemaining: consumed.guessLimit - consumed.guessesUsed }, write: await this.#put(account, consumed) };
+    }
+    const grant = this.platform.randomBytes(SIZES.nonce);
+    const released = await sealRelease(sessionKey, account, rec.wrappedKey, this.platform.randomBytes(12));
+    const next: ActiveRecord = { ...consumed, guessesUsed: 0, changeGrant: { nonce: grant, expiresAt: now + this.policy.grantTtlMs } };
+    return { response: { outcome: 'ok', op: 'login-finish', grant, releasedKey: released }, write: await this.#put(account, next) };
+  }
+}
+
+interface Step {
+  readonly response: VaultResponse;
+  readonly write: RecordWrite | null;
+  readonly guessCounted?: boolean;
+  readonly erased?: boolean;
+}
+
+function refuse(code: RefusalCode, message: string): OpenResult {
+  return { kind: 'refused', code, message };
+}
+
+function retryAfter(until: number, now: number): number {
+  return Math.min(0xffff, Math.max(1, Math.ceil((until - now) / 1000)));
+}
+
+function erasedNow(now: number): AccountRecord {
+  return { state: 'erased', erasedAt: now };
+}
+
+/**
+ * Applies expiries: an abandoned login ends, and a record whose last guess was spent
+ * (and whose login has ended) is erased — its envelope and wrapped key are dropped.
+ */
+function normalize(rec: AccountRecord | null, now: number): { record: AccountRecord | null; erased: boolean } {
+  if (!rec) return { record: null, erased: false };
+  if (rec.state === 'pending-registration') return { record: rec.registration.expiresAt < now ? null : rec, erased: false };
+  if (rec.state === 'erased') return { record: rec, erased: false };
+  const pendingLogin = rec.pendingLogin && rec.pendingLogin.expiresAt >= now ? rec.pendingLogin : null;
+  if (rec.guessesUsed >= rec.guessLimit && !pendingLogin) return { record: erasedNow(now), erased: true };
+  return {
+    record: {
+      ...rec,
+      pendingLogin,
+      pendingRegistration: rec.pendingRegistration && rec.pendingRegistration.expiresAt >= now ? rec.pendingRegistration : null,
+      changeGrant: rec.changeGrant && rec.changeGrant.expiresAt >= now ? rec.changeGrant : null,
+    },
+    erased: false,
+  };
+}
+

@@ -1,0 +1,202 @@
+/**
+ * The software platform: the embedded default's "HSM" is a key file on disk.
+ *
+ * NOT AN HSM. Anyone who can read the key file (mode 0600, owner only) or the vault
+ * process's memory can unseal every record and run offline guessing against the
+ * OPAQUE records. It exists so that Coffer starts with zero configuration; production
+ * uses the PKCS#11 platform. docs/threat-model.md §"Software platform".
+ */
+import { createCipheriv, createDecipheriv, createECDH, createHmac, randomBytes, type ECDH } from 'node:crypto';
+import { chmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync, closeSync, renameSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { PlatformError, type Platform } from '../core/platform.js';
+
+export const SOFTWARE_PLATFORM_WARNING =
+  'coffer-vault is using the SOFTWARE platform: this is NOT an HSM. Its keys sit in a file on disk; ' +
+  'whoever reads that file or this process memory can unseal every record and guess passwords offline. ' +
+  'Use platform "pkcs11" in production.';
+
+type KeyEntry = { type: 'aes-256-gcm'; key: string } | { type: 'hmac-sha256'; key: string } | { type: 'p256'; privateKey: string; publicKey: string };
+
+interface KeyFile {
+  version: 1;
+  warning: string;
+  keys: Record<string, KeyEntry>;
+}
+
+export interface SoftwareKeySpec {
+  readonly seal?: readonly string[];
+  readonly mac?: readonly string[];
+  readonly ecdh?: readonly string[];
+}
+
+export interface SoftwarePlatform extends Platform {
+  readonly keyFile: string;
+  close(): Promise<void>;
+}
+
+function readKeyFile(path: string): KeyFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new PlatformError(`software key file ${path} cannot be read: ${(err as Error).message}`, 'token-missing');
+  }
+  const parsed = JSON.parse(text) as KeyFile;
+  if (parsed?.version !== 1 || typeof parsed.keys !== 'object') throw new PlatformError(`software key file ${path}: not a version 1 key file`, 'hsm-failure');
+  return parsed;
+}
+
+/** Writes atomically with mode 0600 (temp file + rename), so a crash leaves the old file. */
+function writeKeyFile(path: string, file: KeyFile): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, JSON.stringify(file, null, 2) + '\n');
+  } finally {
+    closeSync(fd);
+  }
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, path);
+}
+
+/**
+ * Creates the keys in `spec` that the key file does not hold yet (creating the file,
+ * mode 0600, if needed). Existing keys are never replaced.
+ * @returns the labels created
+ */
+export function provisionSoftwareKeys(path: string, spec: SoftwareKeySpec): string[] {
+  let file: KeyFile;
+  try {
+    statSync(path);
+    file = readKeyFile(path);
+  } catch (err) {
+    if (err instanceof PlatformError && err.code === 'hsm-failure') throw err;
+    file = { version: 1, warning: 'NOT AN HSM: keys in this file unseal every Coffer vault record. Keep it mode 0600.', keys: {} };
+  }
+  const created: string[] = [];
+  for (const label of spec.seal ?? []) {
+    if (file.keys[label]) continue;
+    file.keys[label] = { type: 'aes-256-gcm', key: randomBytes(32).toString('hex') };
+    created.push(label);
+  }
+  for (const label of spec.mac ?? []) {
+    if (file.keys[label]) continue;
+    file.keys[label] = { type: 'hmac-sha256', key: randomBytes(32).toString('hex') };
+    created.push(label);
+  }
+  for (const label of spec.ecdh ?? []) {
+    if (file.keys[label]) continue;
+    const ecdh = createECDH('prime256v1');
+    ecdh.generateKeys();
+    file.keys[label] = { type: 'p256', privateKey: ecdh.getPrivateKey('hex'), publicKey: ecdh.getPublicKey('hex', 'uncompressed') };
+    created.push(label);
+  }
+  if (created.length > 0) writeKeyFile(path, file);
+  return created;
+}
+
+/** @throws PlatformError token-missing when the key file is absent or unreadable */
+export function openSoftwarePlatform(path: string): SoftwarePlatform {
+  const file = readKeyFile(path);
+  const mode = statSync(path).mode & 0o777;
+  if ((mode & 0o077) !== 0) throw new PlatformError(`software key file ${path} has mode ${mode.toString(8)}; it must be 0600 (chmod 600 ${path})`, 'login-failed');
+  return new SoftwarePlatformImpl(path, file);
+}
+
+class SoftwarePlatformImpl implements SoftwarePlatform {
+  readonly name = 'software';
+  readonly #secret = new Map<string, { type: 'aes-256-gcm' | 'hmac-sha256'; key: Buffer }>();
+  readonly #ecdh = new Map<string, { ecdh: ECDH; publicKey: Uint8Array }>();
+  #closed = false;
+
+  constructor(
+    readonly keyFile: string,
+    file: KeyFile,
+  ) {
+    for (const [label, entry] of Object.entries(file.keys)) {
+      if (entry.type === 'p256') {
+        const ecdh = createECDH('prime256v1');
+        ecdh.setPrivateKey(Buffer.from(entry.privateKey, 'hex'));
+        this.#ecdh.set(label, { ecdh, publicKey: new Uint8Array(ecdh.getPublicKey()) });
+      } else {
+        const key = Buffer.from(entry.key, 'hex');
+        if (key.length !== 32) throw new PlatformError(`software key ${label}: expected 32 bytes`, 'hsm-failure');
+        this.#secret.set(label, { type: entry.type, key });
+      }
+    }
+  }
+
+  #open(): void {
+    if (this.#closed) throw new PlatformError('software platform is closed', 'hsm-failure');
+  }
+
+  #key(label: string, type: 'aes-256-gcm' | 'hmac-sha256'): Buffer {
+    this.#open();
+    const k = this.#secret.get(label);
+    if (!k || k.type !== type) throw new PlatformError(`no ${type} key labelled ${label} in ${this.keyFile}`, 'key-missing');
+    return k.key;
+  }
+
+  #pair(label: string): { ecdh: ECDH; publicKey: Uint8Array } {
+    this.#open();
+    const p = this.#ecdh.get(label);
+    if (!p) throw new PlatformError(`no P-256 key labelled ${label} in ${this.keyFile}`, 'key-missing');
+    return p;
+  }
+
+  now(): number {
+    return Date.now();
+  }
+
+  randomBytes(length: number): Uint8Array {
+    return new Uint8Array(randomBytes(length));
+  }
+
+  async seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+    const key = this.#key(keyLabel, 'aes-256-gcm');
+    const nonce = randomBytes(12);
+    const c = createCipheriv('aes-256-gcm', key, nonce);
+    c.setAAD(aad);
+    return new Uint8Array(Buffer.concat([nonce, c.update(plaintext), c.final(), c.getAuthTag()]));
+  }
+
+  async unseal(keyLabel: string, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array | null> {
+    const key = this.#key(keyLabel, 'aes-256-gcm');
+    if (sealed.length < 12 + 16) return null;
+    try {
+      const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12));
+      d.setAAD(aad);
+      d.setAuthTag(sealed.subarray(sealed.length - 16));
+      return new Uint8Array(Buffer.concat([d.update(sealed.subarray(12, sealed.length - 16)), d.final()]));
+    } catch {
+      return null;
+    }
+  }
+
+  async mac(keyLabel: string, data: Uint8Array): Promise<Uint8Array> {
+    return new Uint8Array(createHmac('sha256', this.#key(keyLabel, 'hmac-sha256')).update(data).digest());
+  }
+
+  async ecdh(keyLabel: string, peerPublicKey: Uint8Array): Promise<Uint8Array> {
+    const { ecdh } = this.#pair(keyLabel);
+    if (peerPublicKey.length !== 65 || peerPublicKey[0] !== 0x04) throw new PlatformError('peer public key: expected a 65-byte uncompressed P-256 point', 'bad-argument');
+    try {
+      // OpenSSL checks that the point is on the curve (RFC 9180 §7.1.4 validation).
+      return new Uint8Array(ecdh.computeSecret(peerPublicKey));
+    } catch {
+      throw new PlatformError('peer public key: not a point on P-256', 'bad-argument');
+    }
+  }
+
+  async publicKey(keyLabel: string): Promise<Uint8Array> {
+    return this.#pair(keyLabel).publicKey.slice();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#secret.clear();
+    this.#ecdh.clear();
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * The coffer-vault HTTP service (internal: only the front end talks to it).
+ *
+ *   POST /v1/request   body: the sealed request (application/octet-stream, 603 bytes)
+ *                      header coffer-account: the account the front end authenticated
+ *                      → 200 with the sealed response (560 bytes) for every outcome,
+ *                        or a 4xx/5xx JSON error from the catalogue (errors.ts)
+ *   GET  /healthz      liveness and what the vault runs on
+ *   GET  /metrics      Prometheus
+ *
+ * `buildApp` returns an app that is not listening, for `app.inject()` tests.
+ * Logs never carry secrets: request bodies appear as their length only.
+ */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { errorBody, ERRORS, type ErrorCode } from './errors.js';
+import type { VaultMetrics } from './metrics.js';
+import type { VaultService } from './vault-service.js';
+
+export const ACCOUNT_HEADER = 'coffer-account';
+/** Far above the fixed request size; anything larger is refused before it is read. */
+export const BODY_LIMIT = 4096;
+
+export interface AppOptions {
+  readonly service: VaultService;
+  readonly metrics: VaultMetrics;
+  readonly describe: { readonly platform: string; readonly store: string };
+  /** pino options, or false for silence (tests). */
+  readonly logger?: FastifyServerOptions['logger'];
+}
+
+export function buildApp(options: AppOptions): FastifyInstance {
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: BODY_LIMIT,
+    // Request IDs come from the server, never from a client header.
+    requestIdHeader: false,
+  });
+  const { metrics, service } = options;
+
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  app.setErrorHandler((err: { code?: string; statusCode?: number; message: string }, req, reply) => {
+    let code: ErrorCode = 'internal';
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') code = 'body-too-large';
+    else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.code === 'FST_ERR_CTP_EMPTY_TYPE') code = 'unsupported-media-type';
+    else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) code = 'bad-length';
+    if (code === 'internal') req.log.error({ err }, 'unhandled error');
+    metrics.requests.inc({ op: 'unknown', outcome: `error:${code}` });
+    void reply.code(ERRORS[code].status).send(errorBody(code));
+  });
+  app.setNotFoundHandler((_req, reply) => {
+    void reply.code(404).send(errorBody('not-found'));
+  });
+
+  app.post('/v1/request', async (req, reply) => {
+    const started = process.hrtime.bigint();
+    const account = req.headers[ACCOUNT_HEADER];
+    const body = req.body as Buffer;
+    const result = await service.handle(typeof account === 'string' ? account : '', new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    if (result.kind === 'error') {
+      metrics.requests.inc({ op: result.op, outcome: `error:${result.code}` });
+      const level = ERRORS[result.code].status >= 500 ? 'error' : 'info';
+      req.log[level]({ account: typeof account === 'string' ? account.slice(0, 128) : null, op: result.op, error: result.code, detail: result.detail, bodyBytes: body.length }, 'vault request refused');
+      return reply.code(ERRORS[result.code].status).send(errorBody(result.code, result.code === 'record-integrity' ? undefined : result.detail));
+    }
+    const d = result.decision;
+    metrics.requests.inc({ op: d.op, outcome: d.outcome });
+    metrics.duration.observe({ op: d.op }, seconds);
+    req.log.info({ account, op: d.op, outcome: d.outcome, bodyBytes: body.length, responseBytes: d.response.length, guessCounted: d.guessCounted, erased: d.recordErased, ms: Math.round(seconds * 1e4) / 10 }, 'vault request');
+    return reply.code(200).type('application/octet-stream').send(Buffer.from(d.response.buffer, d.response.byteOffset, d.response.byteLength));
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok', platform: options.describe.platform, store: options.describe.store }));
+
+  app.get('/metrics', async (_req, reply) => {
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  return app;
+}

@@ -1,0 +1,113 @@
+/**
+ * coffer-vault configuration: defaults, then a JSON file (`--config FILE` or
+ * COFFER_VAULT_CONFIG), then environment variables. With nothing set, the vault runs
+ * the embedded default: software platform, SQLite under ./.coffer-data/vault,
+ * listening on 127.0.0.1:7441.
+ */
+import { readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { checkPolicy, DEFAULT_POLICY, type CorePolicy } from '../core/config.js';
+import type { PlatformConfig } from '../platform/index.js';
+
+export interface VaultConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly platform: PlatformConfig;
+  readonly storePath: string;
+  readonly fleetFile: string;
+  readonly policy: CorePolicy;
+  readonly logLevel: string;
+  /** TEST ONLY (COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING=1). */
+  readonly insecureCrashAfterCommitForTesting: boolean;
+}
+
+export const DEFAULT_PORT = 7441;
+export const DEFAULT_DATA_DIR = '.coffer-data/vault';
+
+interface FileConfig {
+  listen?: { host?: string; port?: number };
+  dataDir?: string;
+  platform?: 'software' | 'pkcs11';
+  software?: { keyFile?: string };
+  pkcs11?: { module?: string; tokenLabel?: string; pin?: string; poolSize?: number };
+  storePath?: string;
+  fleetFile?: string;
+  policy?: Partial<Omit<CorePolicy, 'minimumKsf'>>;
+  logLevel?: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+function int(name: string, text: string | undefined): number | undefined {
+  if (text === undefined || text === '') return undefined;
+  if (!/^\d+$/.test(text)) throw new ConfigError(`${name}: expected an integer, got "${text}"`);
+  return Number(text);
+}
+
+function flag(name: string, text: string | undefined): boolean {
+  if (text === undefined || text === '' || text === '0' || text === 'false') return false;
+  if (text === '1' || text === 'true') return true;
+  throw new ConfigError(`${name}: expected 1 or 0, got "${text}"`);
+}
+
+/** @throws ConfigError naming the setting */
+export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): VaultConfig {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const path = options.file ?? env.COFFER_VAULT_CONFIG;
+  let f: FileConfig = {};
+  if (path) {
+    try {
+      f = JSON.parse(readFileSync(path, 'utf8')) as FileConfig;
+    } catch (err) {
+      throw new ConfigError(`config file ${path}: ${(err as Error).message}`);
+    }
+    if (f === null || typeof f !== 'object' || Array.isArray(f)) throw new ConfigError(`config file ${path}: must be a JSON object`);
+  }
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(cwd, p));
+  const dataDir = abs(env.COFFER_VAULT_DATA_DIR || f.dataDir || DEFAULT_DATA_DIR);
+  const kind = env.COFFER_VAULT_PLATFORM || f.platform || 'software';
+  let platform: PlatformConfig;
+  if (kind === 'software') {
+    platform = { kind, keyFile: abs(env.COFFER_VAULT_SOFTWARE_KEY_FILE || f.software?.keyFile || join(dataDir, 'software-keys.json')) };
+  } else if (kind === 'pkcs11') {
+    const module = env.COFFER_VAULT_PKCS11_MODULE || f.pkcs11?.module;
+    const tokenLabel = env.COFFER_VAULT_PKCS11_TOKEN_LABEL || f.pkcs11?.tokenLabel;
+    const pin = env.COFFER_VAULT_PKCS11_PIN || f.pkcs11?.pin;
+    if (!module) throw new ConfigError('pkcs11.module (or COFFER_VAULT_PKCS11_MODULE) is required for platform "pkcs11"');
+    if (!tokenLabel) throw new ConfigError('pkcs11.tokenLabel (or COFFER_VAULT_PKCS11_TOKEN_LABEL) is required for platform "pkcs11"');
+    if (!pin) throw new ConfigError('COFFER_VAULT_PKCS11_PIN (or pkcs11.pin) is required for platform "pkcs11"');
+    platform = { kind, module, tokenLabel, pin, ...(f.pkcs11?.poolSize ? { poolSize: f.pkcs11.poolSize } : {}) };
+  } else {
+    throw new ConfigError(`platform: must be "software" or "pkcs11", got "${kind}"`);
+  }
+  const port = int('COFFER_VAULT_PORT', env.COFFER_VAULT_PORT) ?? f.listen?.port ?? DEFAULT_PORT;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`listen.port: must be 0..65535, got ${port}`);
+  const weak = flag('COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING', env.COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING);
+  let policy: CorePolicy;
+  try {
+    policy = checkPolicy({
+      ...DEFAULT_POLICY,
+      ...(f.policy ?? {}),
+      ...(int('COFFER_VAULT_GUESS_LIMIT', env.COFFER_VAULT_GUESS_LIMIT) !== undefined ? { guessLimit: Number(env.COFFER_VAULT_GUESS_LIMIT) } : {}),
+      ...(int('COFFER_VAULT_LOGINS_PER_WINDOW', env.COFFER_VAULT_LOGINS_PER_WINDOW) !== undefined ? { loginsPerWindow: Number(env.COFFER_VAULT_LOGINS_PER_WINDOW) } : {}),
+      ...(weak ? { insecureAllowWeakKsfForTesting: true } : {}),
+    });
+  } catch (err) {
+    throw new ConfigError(`policy.${(err as Error).message}`);
+  }
+  return {
+    host: env.COFFER_VAULT_HOST || f.listen?.host || '127.0.0.1',
+    port,
+    dataDir,
+    platform,
+    storePath: abs(env.COFFER_VAULT_STORE_PATH || f.storePath || join(dataDir, 'records.sqlite')),
+    fleetFile: abs(env.COFFER_VAULT_FLEET_FILE || f.fleetFile || join(dataDir, 'fleet.json')),
+    policy,
+    logLevel: env.COFFER_VAULT_LOG_LEVEL || f.logLevel || 'info',
+    insecureCrashAfterCommitForTesting: flag('COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING),
+  };
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+/**
+ * coffer-vault: the Backup Key Vault service and its admin commands.
+ *
+ * CLI conventions (as in age's tui.go): stdout carries data only (the bundle JSON, the
+ * service's JSON logs); diagnostics go to stderr as `coffer-vault: error: …`, lowercase;
+ * exit 0 ok, 1 runtime failure, 2 usage or configuration error.
+ */
+import { bundleToJson } from '@coffer/protocol';
+import { PlatformError } from '../core/platform.js';
+import { openPlatform, provisionVaultKeys } from '../platform/index.js';
+import { ConfigError, loadConfig, type VaultConfig } from './config.js';
+import { ensureFleetFile, fleetBundle, FleetFileError, loadFleet } from './fleet.js';
+import { assembleVault } from './start.js';
+
+const USAGE = `usage: coffer-vault [serve] [--config FILE]
+       coffer-vault keys create [--config FILE]   create the fleet keys (software file or PKCS#11 token) and fleet.json
+       coffer-vault bundle [--config FILE]        print the fleet key bundle JSON that clients pin
+
+With no configuration, serve runs the embedded default: software platform (NOT an HSM),
+SQLite in ./.coffer-data/vault, listening on 127.0.0.1:7441. Settings: a JSON file
+(--config or COFFER_VAULT_CONFIG) and COFFER_VAULT_* environment variables
+(see spec/vault-protocol.md and docs/threat-model.md).
+`;
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`coffer-vault: error: ${message}\n`);
+  process.exit(code);
+}
+
+function parseArgs(argv: string[]): { command: string[]; configFile?: string } {
+  const command: string[] = [];
+  let configFile: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--config') {
+      configFile = argv[++i];
+      if (!configFile) fail('--config needs a file', 2);
+    } else if (a === '-h' || a === '--help' || a === 'help') {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    } else if (a.startsWith('-')) fail(`unknown option ${a}\n${USAGE}`, 2);
+    else command.push(a);
+  }
+  return configFile ? { command, configFile } : { command };
+}
+
+async function serve(config: VaultConfig): Promise<void> {
+  const vault = await assembleVault(config, { createIfMissing: true, defaultMetrics: true, logger: { level: config.logLevel, base: { service: 'coffer-vault' } } });
+  if (config.insecureCrashAfterCommitForTesting) process.stderr.write('coffer-vault: WARNING: COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING is set: this process kills itself after counting a guess\n');
+  if (config.policy.insecureAllowWeakKsfForTesting) process.stderr.write('coffer-vault: WARNING: weak KSF parameters are accepted (COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING)\n');
+  if (config.host !== '127.0.0.1' && config.host !== '::1' && config.host !== 'localhost') {
+    process.stderr.write(`coffer-vault: WARNING: listening on ${config.host}: only the front end should reach this service\n`);
+  }
+  const url = await vault.app.listen({ host: config.host, port: config.port });
+  vault.app.log.info({ url, platform: vault.platform.platform.name, store: vault.store.name, guessLimit: config.policy.guessLimit }, 'coffer-vault listening');
+  process.stderr.write(`coffer-vault: listening on ${url}\n`);
+  let closing = false;
+  const shutdown = (signal: string): void => {
+    if (closing) return;
+    closing = true;
+    vault.app.log.info({ signal }, 'coffer-vault shutting down');
+    vault.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+async function keysCreate(config: VaultConfig): Promise<void> {
+  const created = await provisionVaultKeys(config.platform);
+  const platform = await openPlatform(config.platform);
+  try {
+    const { created: fleetCreated, fleet } = await ensureFleetFile(platform.platform, config.fleetFile);
+    process.stderr.write(`coffer-vault: keys on ${platform.platform.name}: ${created.length ? `created ${created.join(', ')}` : 'already present'}\n`);
+    process.stderr.write(`coffer-vault: fleet file ${config.fleetFile}: ${fleetCreated ? 'created' : 'already present, matches the platform'}\n`);
+    process.stdout.write(bundleToJson(fleetBundle(fleet.fleetKey)) + '\n');
+  } finally {
+    await platform.close();
+  }
+}
+
+async function bundle(config: VaultConfig): Promise<void> {
+  const platform = await openPlatform(config.platform);
+  try {
+    const fleet = await loadFleet(platform.platform, config.fleetFile);
+    process.stdout.write(bundleToJson(fleetBundle(fleet.fleetKey)) + '\n');
+  } finally {
+    await platform.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const { command, configFile } = parseArgs(process.argv.slice(2));
+  let config: VaultConfig;
+  try {
+    config = loadConfig(configFile ? { file: configFile } : {});
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message, 2);
+    throw err;
+  }
+  const cmd = command.join(' ') || 'serve';
+  try {
+    if (cmd === 'serve') await serve(config);
+    else if (cmd === 'keys create') await keysCreate(config);
+    else if (cmd === 'bundle') await bundle(config);
+    else fail(`unknown command "${cmd}"\n${USAGE}`, 2);
+  } catch (err) {
+    if (err instanceof PlatformError) fail(`platform (${err.code}): ${err.message}`, 1);
+    if (err instanceof FleetFileError) fail(err.message, 1);
+    fail((err as Error).message ?? String(err), 1);
+  }
+}
+
+void main();

@@ -1,0 +1,64 @@
+/**
+ * Assembles a vault from its config: platform, fleet file, core, store, service, app.
+ * Shared by `coffer-vault serve`, tests and the benchmark.
+ */
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import { VaultCore } from '../core/vault-core.js';
+import { openPlatform, provisionVaultKeys, SOFTWARE_PLATFORM_WARNING, type OpenedPlatform } from '../platform/index.js';
+import { SqliteRecordStore } from '../store/sqlite.js';
+import { buildApp } from './app.js';
+import type { VaultConfig } from './config.js';
+import { ensureFleetFile, loadFleet, type LoadedFleet } from './fleet.js';
+import { createMetrics, type VaultMetrics } from './metrics.js';
+import { VaultService } from './vault-service.js';
+
+export interface RunningVault {
+  readonly app: FastifyInstance;
+  readonly fleet: LoadedFleet;
+  readonly metrics: VaultMetrics;
+  readonly store: SqliteRecordStore;
+  readonly platform: OpenedPlatform;
+  close(): Promise<void>;
+}
+
+export interface AssembleOptions {
+  readonly logger?: FastifyServerOptions['logger'];
+  /** On the software platform, create keys and fleet file on first start (the zero-config path). */
+  readonly createIfMissing?: boolean;
+  readonly defaultMetrics?: boolean;
+  readonly warn?: (message: string) => void;
+}
+
+export async function assembleVault(config: VaultConfig, options: AssembleOptions = {}): Promise<RunningVault> {
+  if (config.platform.kind === 'software') {
+    (options.warn ?? ((m: string) => process.stderr.write(`coffer-vault: WARNING: ${m}\n`)))(SOFTWARE_PLATFORM_WARNING);
+    if (options.createIfMissing) await provisionVaultKeys(config.platform);
+  }
+  const platform = await openPlatform(config.platform);
+  let store: SqliteRecordStore | undefined;
+  try {
+    const fleet = options.createIfMissing && config.platform.kind === 'software' ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
+    const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup);
+    store = new SqliteRecordStore(config.storePath);
+    const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
+    const service = new VaultService({ core, store, metrics, insecureCrashAfterCommitForTesting: config.insecureCrashAfterCommitForTesting });
+    const app = buildApp({ service, metrics, describe: { platform: platform.platform.name, store: store.name }, logger: options.logger ?? false });
+    const s = store;
+    return {
+      app,
+      fleet,
+      metrics,
+      store: s,
+      platform,
+      async close() {
+        await app.close();
+        await s.close();
+        await platform.close();
+      },
+    };
+  } catch (err) {
+    await store?.close();
+    await platform.close();
+    throw err;
+  }
+}

@@ -91,13 +91,13 @@ function rawSegment(key: Buffer, counter: number, final: boolean, plain: Uint8Ar
 }
 
 /** Seals `segments` (plaintexts) with explicit final flags, after `header`. */
-function rawSeal(master: Uint8Array, header: Uint8Array, segments: Array<{ plain: Uint8Array; final: boolean }>): Buffer {
+export function rawSeal(master: Uint8Array, header: Uint8Array, segments: Array<{ plain: Uint8Array; final: boolean }>): Buffer {
   const key = objectKey(master, header);
   return Buffer.concat([header, ...segments.map((s, i) => rawSegment(key, i, s.final, s.plain))]);
 }
 
 /** The correct segmentation: full segments, then a final one (empty only if alone). */
-function splitPlain(p: Uint8Array): Array<{ plain: Uint8Array; final: boolean }> {
+export function splitPlain(p: Uint8Array): Array<{ plain: Uint8Array; final: boolean }> {
   const out: Array<{ plain: Uint8Array; final: boolean }> = [];
   const n = Math.max(1, Math.ceil(p.length / S));
   for (let i = 0; i < n; i++) out.push({ plain: p.subarray(i * S, Math.min(p.length, (i + 1) * S)), final: i === n - 1 });

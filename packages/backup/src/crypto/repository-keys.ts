@@ -19,6 +19,11 @@ export class RepositoryKeys {
     this.#chunkIdKey = key.derive(BackupLabel.chunkId, 32, repositoryId);
   }
 
+  /** The chunk-ID key, for the chunking workers (which run in this process). */
+  get chunkIdKey(): Uint8Array {
+    return this.#chunkIdKey;
+  }
+
   /** Keyed chunk ID: HMAC-SHA256 of the chunk's plaintext (spec §6.2). */
   chunkId(chunk: Uint8Array): Buffer {
     return createHmac('sha256', this.#chunkIdKey).update(chunk).digest();

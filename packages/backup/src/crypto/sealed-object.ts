@@ -146,6 +146,13 @@ export class ObjectSealer {
         out.push(this.#sealSegment(this.#segment, false));
         this.#fill = 0;
       }
+      // Whole segments with more bytes after them are sealed straight from the input.
+      if (this.#fill === 0) {
+        while (data.length - off > SEGMENT_BYTES) {
+          out.push(this.#sealSegment(data.subarray(off, off + SEGMENT_BYTES), false));
+          off += SEGMENT_BYTES;
+        }
+      }
       const take = Math.min(SEGMENT_BYTES - this.#fill, data.length - off);
       // Copied, not aliased: the caller may reuse its buffer.
       this.#segment.set(data.subarray(off, off + take), this.#fill);

@@ -9,6 +9,7 @@
 import { promises as fs, type Stats } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { basename, join, resolve } from 'node:path';
+import { ChunkPool, FileReadError } from '../chunker/chunk-pool.js';
 import { FastCdc } from '../chunker/fastcdc.js';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
@@ -50,7 +51,6 @@ export interface BackupResult {
   warnings: BackupWarning[];
 }
 
-const READ_WINDOW = 16 * 1024 * 1024;
 
 function errnoMessage(e: unknown): string {
   const code = (e as NodeJS.ErrnoException)?.code;
@@ -163,56 +163,40 @@ async function runBackup(
     });
   }
 
-  const chunkFile = async (abs: string, st: Stats): Promise<{ chunks: string[]; size: number } | null> => {
-    let fh: fs.FileHandle;
+  const pool = new ChunkPool(ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdKey, repo.config.chunker));
+  const chunkFile = async (abs: string): Promise<{ chunks: string[]; size: number } | null> => {
     try {
-      fh = await fs.open(abs, 'r');
-    } catch (e) {
-      warn(abs, `cannot read: ${errnoMessage(e)}`);
-      return null;
-    }
-    const chunks: string[] = [];
-    let size = 0;
-    try {
-      let buf = Buffer.allocUnsafe(Math.min(READ_WINDOW, Math.max(st.size + 1, 64 * 1024)));
-      let start = 0;
-      let end = 0;
-      let eof = false;
-      for (;;) {
-        if (!eof && end - start < cdc.maxSize) {
-          if (start > 0 || end === buf.length) {
-            // Chunks already handed out alias `buf`: move the tail to a fresh buffer.
-            const next = Buffer.allocUnsafe(Math.max(buf.length, READ_WINDOW > end - start ? READ_WINDOW : 2 * (end - start)));
-            buf.copy(next, 0, start, end);
-            end -= start;
-            start = 0;
-            buf = next;
-          }
-          const { bytesRead } = await fh.read(buf, end, buf.length - end, null);
-          if (bytesRead === 0) eof = true;
-          end += bytesRead;
-          size += bytesRead;
-          progress.bytes += bytesRead;
-          continue;
-        }
-        const n = cdc.cut(buf, start, end, eof);
-        if (n === -1) continue;
-        if (n === 0) break;
-        const raw = buf.subarray(start, start + n);
-        start += n;
-        const id = repo.keys.chunkId(raw);
-        chunks.push(id.toString('hex'));
-        await writer.add(BlobType.Data, id, raw);
+      const r = await pool.chunkFile(abs, async (id, data) => {
+        progress.bytes += data.length;
+        await writer.add(BlobType.Data, id, data);
         report();
-      }
+      });
+      return { chunks: r.ids.map((id) => id.toString('hex')), size: r.size };
     } catch (e) {
-      if (e instanceof CofferError) throw e;
+      if (!(e instanceof FileReadError)) throw e;
       warn(abs, `cannot read: ${errnoMessage(e)}`);
       return null;
-    } finally {
-      await fh.close().catch(() => {});
     }
-    return { chunks, size };
+  };
+
+  // Files are chunked by the workers a few at a time; their tree entries are written
+  // in walk order, so the listing is the same whatever finishes first.
+  const LOOKAHEAD = 8;
+  const queue: Array<Promise<TreeEntry | null>> = [];
+  const emit = async (e: Promise<TreeEntry | null>) => {
+    queue.push(e);
+    while (queue.length > LOOKAHEAD) await writeHead();
+  };
+  const writeHead = async () => {
+    const e = await queue.shift()!;
+    if (!e) return;
+    if (e.type === 'file') {
+      stats.files++;
+      stats.bytes += e.size;
+      progress.files++;
+      report();
+    }
+    await tree.write(e);
   };
 
   const visit = async (abs: string, rel: string, st: Stats): Promise<void> => {
@@ -227,7 +211,7 @@ async function runBackup(
         return;
       }
       stats.dirs++;
-      await tree.write({ path: rel, type: 'dir', mode, mtime: st.mtimeMs });
+      await emit(Promise.resolve({ path: rel, type: 'dir', mode, mtime: st.mtimeMs }));
       names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
       for (const name of names) {
         const childAbs = join(abs, name);
@@ -243,13 +227,12 @@ async function runBackup(
     } else if (st.isSymbolicLink()) {
       try {
         const target = await fs.readlink(abs);
-        await tree.write({ path: rel, type: 'symlink', mode, mtime: st.mtimeMs, target });
+        await emit(Promise.resolve({ path: rel, type: 'symlink', mode, mtime: st.mtimeMs, target }));
       } catch (e) {
         warn(abs, `cannot read link: ${errnoMessage(e)}`);
       }
     } else if (st.isFile()) {
       const prev = parentFiles.get(rel);
-      let entry: FileEntry | undefined;
       if (
         prev &&
         prev.size === st.size &&
@@ -258,18 +241,15 @@ async function runBackup(
         prev.ctime === st.ctimeMs &&
         prev.chunks.every((c) => index.has(Buffer.from(c, 'hex')))
       ) {
-        entry = { ...prev, mode };
         progress.bytes += st.size;
+        await emit(Promise.resolve({ ...prev, mode }));
       } else {
-        const got = await chunkFile(abs, st);
-        if (!got) return;
-        entry = { path: rel, type: 'file', mode, mtime: st.mtimeMs, size: got.size, chunks: got.chunks, inode: st.ino, ctime: st.ctimeMs };
+        const done = chunkFile(abs).then((got): FileEntry | null =>
+          got ? { path: rel, type: 'file', mode, mtime: st.mtimeMs, size: got.size, chunks: got.chunks, inode: st.ino, ctime: st.ctimeMs } : null,
+        );
+        done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile
+        await emit(done);
       }
-      stats.files++;
-      stats.bytes += entry.size;
-      progress.files++;
-      await tree.write(entry);
-      report();
     } else {
       warn(abs, 'skipped: not a regular file, directory or symlink');
     }
@@ -277,6 +257,7 @@ async function runBackup(
 
   try {
     for (const r of roots) await visit(r.abs, r.name, r.st);
+    while (queue.length > 0) await writeHead();
     parentFiles = new Map(); // let the parent's listing go before the final flush
     const treeIds = await tree.finish();
     await writer.finish();
@@ -297,8 +278,11 @@ async function runBackup(
     report(true);
     return { id, snapshot, warnings };
   } catch (e) {
+    await Promise.allSettled(queue);
     await writer.abort();
     throw e;
+  } finally {
+    await pool.close();
   }
 }
 

@@ -1,0 +1,102 @@
+/**
+ * The main thread's side of the chunking workers (chunk-worker.ts): hands out files,
+ * feeds each chunk to `onChunk` in file order, and returns the file's chunk IDs.
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { ChunkerParams } from './fastcdc.js';
+import type { FromWorker, ToWorker, WorkerSetup } from './chunk-worker.js';
+
+export interface ChunkedFile {
+  ids: Buffer[];
+  size: number;
+}
+
+export class FileReadError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Job {
+  onChunk: (id: Buffer, data: Buffer) => Promise<void>;
+  ids: Buffer[];
+  resolve: (r: ChunkedFile) => void;
+  reject: (e: unknown) => void;
+}
+
+interface PoolWorker {
+  worker: Worker;
+  load: number;
+  chain: Promise<void>;
+}
+
+export class ChunkPool {
+  readonly #workers: PoolWorker[] = [];
+  readonly #jobs = new Map<number, Job>();
+  #next = 0;
+  #failure: unknown;
+
+  constructor(setup: WorkerSetup, threads = Math.max(1, Math.min(2, availableParallelism()))) {
+    for (let i = 0; i < threads; i++) {
+      const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: setup });
+      const pw: PoolWorker = { worker, load: 0, chain: Promise.resolve() };
+      // Messages of one worker are handled strictly in order: a job's chunks, then its end.
+      worker.on('message', (m: FromWorker) => {
+        pw.chain = pw.chain.then(() => this.#handle(pw, m)).catch((e) => this.#fail(e));
+      });
+      worker.on('error', (e) => this.#fail(e));
+      this.#workers.push(pw);
+    }
+  }
+
+  static setupFor(gearTable: Uint8Array, chunkIdKey: Uint8Array, params: ChunkerParams): WorkerSetup {
+    return { gearTable, chunkIdKey, params };
+  }
+
+  #fail(e: unknown): void {
+    this.#failure ??= e;
+    for (const j of this.#jobs.values()) j.reject(e);
+    this.#jobs.clear();
+  }
+
+  async #handle(pw: PoolWorker, m: FromWorker): Promise<void> {
+    const job = this.#jobs.get(m.job);
+    if (m.type === 'chunk') {
+      const id = Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength);
+      try {
+        if (job) {
+          job.ids.push(id);
+          await job.onChunk(id, Buffer.from(m.data));
+        }
+      } finally {
+        pw.worker.postMessage({ type: 'ack' } satisfies ToWorker);
+      }
+      return;
+    }
+    this.#jobs.delete(m.job);
+    pw.load--;
+    if (!job) return;
+    if (m.type === 'done') job.resolve({ ids: job.ids, size: m.size });
+    else job.reject(new FileReadError(m.code, m.message));
+  }
+
+  /** Chunks a file on the least busy worker. */
+  chunkFile(path: string, onChunk: (id: Buffer, data: Buffer) => Promise<void>): Promise<ChunkedFile> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    const pw = this.#workers.reduce((a, b) => (b.load < a.load ? b : a));
+    pw.load++;
+    const job = this.#next++;
+    return new Promise<ChunkedFile>((resolve, reject) => {
+      this.#jobs.set(job, { onChunk, ids: [], resolve, reject });
+      pw.worker.postMessage({ type: 'file', job, path } satisfies ToWorker);
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#workers.map((w) => w.worker.terminate()));
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * Worker thread: reads one file at a time, cuts it with FastCDC and computes each
+ * chunk's keyed ID, so both cores chunk and hash while the main thread compresses,
+ * seals and stores. Chunks travel to the main thread as transferred ArrayBuffers (no
+ * copy). Flow control: at most CREDITS chunks per worker are unacknowledged, so memory
+ * stays bounded however fast the disk is.
+ */
+import { createHmac } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import { FastCdc, type ChunkerParams } from './fastcdc.js';
+
+export const CREDITS = 4;
+const READ_WINDOW = 16 * 1024 * 1024;
+
+export interface WorkerSetup {
+  gearTable: Uint8Array;
+  chunkIdKey: Uint8Array;
+  params: ChunkerParams;
+}
+export type ToWorker = { type: 'file'; job: number; path: string } | { type: 'ack' };
+export type FromWorker =
+  | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer }
+  | { type: 'done'; job: number; size: number }
+  | { type: 'error'; job: number; code: string; message: string };
+
+if (parentPort) {
+  const port = parentPort;
+  const setup = workerData as WorkerSetup;
+  const cdc = new FastCdc(setup.gearTable, setup.params);
+  let credits = CREDITS;
+  let creditWaiter: (() => void) | undefined;
+  const queue: Array<{ job: number; path: string }> = [];
+  let busy = false;
+
+  const waitCredit = async () => {
+    while (credits === 0) await new Promise<void>((r) => (creditWaiter = r));
+    credits--;
+  };
+
+  const chunkFile = async (job: number, path: string) => {
+    const fh = await fs.open(path, 'r');
+    let size = 0;
+    try {
+      const buf = Buffer.allocUnsafe(READ_WINDOW);
+      let start = 0;
+      let end = 0;
+      let eof = false;
+      for (;;) {
+        if (!eof && end - start < cdc.maxSize) {
+          if (start > 0) {
+            buf.copy(buf, 0, start, end);
+            end -= start;
+            start = 0;
+          }
+          const { bytesRead } = await fh.read(buf, end, buf.length - end, null);
+          if (bytesRead === 0) eof = true;
+          end += bytesRead;
+          size += bytesRead;
+          continue;
+        }
+        const n = cdc.cut(buf, start, end, eof);
+        if (n === -1) continue;
+        if (n === 0) break;
+        const chunk = buf.subarray(start, start + n);
+        const id = createHmac('sha256', setup.chunkIdKey).update(chunk).digest();
+        // Each chunk gets its own ArrayBuffer, so it can be transferred, not cloned.
+        const data = new ArrayBuffer(n);
+        new Uint8Array(data).set(chunk);
+        start += n;
+        await waitCredit();
+        const msg: FromWorker = { type: 'chunk', job, id, data };
+        port.postMessage(msg, [data]);
+      }
+    } finally {
+      await fh.close();
+    }
+    return size;
+  };
+
+  const pump = async () => {
+    if (busy) return;
+    busy = true;
+    while (queue.length > 0) {
+      const { job, path } = queue.shift()!;
+      try {
+        const size = await chunkFile(job, path);
+        port.postMessage({ type: 'done', job, size } satisfies FromWorker);
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        port.postMessage({ type: 'error', job, code: err.code ?? 'EUNKNOWN', message: err.message } satisfies FromWorker);
+      }
+    }
+    busy = false;
+  };
+
+  port.on('message', (m: ToWorker) => {
+    if (m.type === 'ack') {
+      credits++;
+      const w = creditWaiter;
+      creditWaiter = undefined;
+      w?.();
+    } else {
+      queue.push({ job: m.job, path: m.path });
+      void pump();
+    }
+  });
+}

@@ -58,7 +58,8 @@ export function encodeConfig(key: BackupKey, c: RepositoryConfig): Uint8Array {
  */
 export function decodeConfig(key: BackupKey, bytes: Uint8Array, where: string): RepositoryConfig {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (b.length < 8 || b.toString('ascii', 0, 4) !== CONFIG_MAGIC) {
+  // Compared as bytes: Node's 'ascii' decoding drops the high bit, so 0xC3 read as 'C'.
+  if (b.length < 8 || !b.subarray(0, 4).equals(Buffer.from(CONFIG_MAGIC, 'latin1'))) {
     throw new CofferError('not-a-repository', `${where} is not a Coffer repository (its config is not recognised)`);
   }
   if (b[4] !== REPOSITORY_VERSION) {

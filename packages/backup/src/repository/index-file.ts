@@ -47,7 +47,7 @@ export function encodeIndex(packs: readonly IndexedPack[]): Buffer {
 export function decodeIndex(plain: Uint8Array, where: string): IndexedPack[] {
   const b = Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
   const bad = (why: string) => new CofferError('corrupt', `${where} is not a valid index (${why})`);
-  if (b.length < 12 || b.toString('ascii', 0, 4) !== MAGIC) throw bad('bad magic');
+  if (b.length < 12 || !b.subarray(0, 4).equals(Buffer.from(MAGIC, 'latin1'))) throw bad('bad magic');
   if (b[4] !== 1) throw new CofferError('unsupported-version', `${where} has index version ${b[4]}, unknown to this coffer`);
   if (b[5] !== 0 || b[6] !== 0 || b[7] !== 0) throw bad('reserved bytes are set');
   const packs: IndexedPack[] = [];

@@ -80,7 +80,7 @@ export class PackBuilder {
 export function decodePackTrailer(plain: Uint8Array, where: string): Array<PackEntry & { offset: number }> {
   const b = Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
   const bad = (why: string) => new CofferError('corrupt', `${where}: pack trailer is invalid (${why})`);
-  if (b.length < 8 || b.toString('ascii', b.length - 4) !== PACK_TRAILER_MAGIC) throw bad('no trailer');
+  if (b.length < 8 || !b.subarray(b.length - 4).equals(Buffer.from(PACK_TRAILER_MAGIC, 'latin1'))) throw bad('no trailer');
   const count = b.readUInt32BE(b.length - 8);
   const start = b.length - 8 - count * ENTRY_BYTES;
   if (start < 0) throw bad('entry count too large');

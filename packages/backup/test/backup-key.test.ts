@@ -1,0 +1,92 @@
+/** The backup key and its human encoding (spec §3.1, §3.2). */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { inspect } from 'node:util';
+import fc from 'fast-check';
+import { BackupKey, formatKeyId } from '../src/crypto/backup-key.js';
+import { CofferError } from '../src/errors.js';
+import { decodeConfig, encodeConfig, newConfig } from '../src/repository/config.js';
+import { DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
+import { Compression } from '../src/repository/config.js';
+
+const fixed = (b: number) => () => new Uint8Array(32).fill(b);
+const K = BackupKey.fromBytes(Uint8Array.from({ length: 32 }, (_, i) => i));
+const DIGITS = '0001 0203 0405 0607 0809 0a0b 0c0d 0e0f 1011 1213 1415 1617 1819 1a1b 1c1d 1e1f';
+
+test('toDigits: 16 groups of 4 lowercase hex digits, single spaces', () => {
+  assert.equal(K.toDigits(), DIGITS);
+});
+
+test('property: parse(toDigits(k)) is k, for keys from any rng', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), (raw) => {
+      const k = BackupKey.generate(() => raw);
+      assert.ok(BackupKey.parse(k.toDigits()).equals(k));
+      assert.deepEqual(BackupKey.parse(k.toDigits()).exportBytes(), raw);
+    }),
+  );
+});
+
+test('parse accepts any case, spaces, dashes and line breaks', () => {
+  for (const t of [DIGITS.toUpperCase(), DIGITS.replace(/ /g, ''), DIGITS.replace(/ /g, '-'), DIGITS.replace(/ /g, ' - '), DIGITS.replace(/ /g, '\n'), `\t${DIGITS}\r\n`]) {
+    assert.ok(BackupKey.parse(t).equals(K), JSON.stringify(t));
+  }
+});
+
+test('a mistyped key is "not a valid key", saying what is wrong, and does not echo the key', () => {
+  const cases: Array<[string, RegExp]> = [
+    [DIGITS.slice(0, -1), /63 digits, a Coffer key has 64/],
+    [DIGITS + '0', /65 digits/],
+    ['', /0 digits/],
+    [DIGITS.replace('0a0b', '0a0g'), /'g' is not a hex digit/],
+    ['0x' + DIGITS, /'x' is not a hex digit/],
+  ];
+  for (const [t, why] of cases) {
+    assert.throws(
+      () => BackupKey.parse(t),
+      (e) => CofferError.is(e, 'invalid-key') && /^that isn't a valid key: /.test(e.message) && why.test(e.message) && !e.message.includes('0203'),
+      JSON.stringify(t),
+    );
+  }
+});
+
+test('a well-formed key that is not the repository\'s is "wrong key", never "invalid" or "corrupt"', () => {
+  const mine = BackupKey.generate(fixed(1));
+  const other = BackupKey.generate(fixed(2));
+  const config = encodeConfig(mine, newConfig(mine, DEFAULT_CHUNKER, Compression.Zstd, () => Buffer.alloc(16, 7)));
+  assert.throws(
+    () => decodeConfig(BackupKey.parse(other.toDigits()), config, '/repo'),
+    (e) => CofferError.is(e, 'wrong-key') && e.message.includes(formatKeyId(mine.keyId())) && e.message.includes(formatKeyId(other.keyId())),
+  );
+});
+
+test('the key never prints: String, template, JSON, util.inspect, console-style formatting', () => {
+  const k = BackupKey.generate(fixed(0xab));
+  const secret = 'abababab';
+  for (const s of [String(k), `${k}`, JSON.stringify({ k }), inspect(k), inspect({ nested: { k } }, { depth: 5 }), inspect(k, { showHidden: true })]) {
+    assert.ok(!s.includes(secret), s);
+    assert.ok(s.includes('redacted'), s);
+  }
+});
+
+test('fromBytes checks type and length; generate uses the injected rng', () => {
+  assert.throws(() => BackupKey.fromBytes(new Uint8Array(31)), RangeError);
+  assert.throws(() => BackupKey.fromBytes([1, 2] as unknown as Uint8Array), TypeError);
+  assert.deepEqual(BackupKey.generate(fixed(5)).exportBytes(), new Uint8Array(32).fill(5));
+});
+
+test('exportBytes is a copy: changing it does not change the key', () => {
+  const k = BackupKey.generate(fixed(3));
+  const b = k.exportBytes();
+  b[0] = 99;
+  assert.equal(k.exportBytes()[0], 3);
+});
+
+test('key ID: 16 bytes, stable, different per key, not a prefix of the key', () => {
+  const a = BackupKey.generate(fixed(1));
+  assert.equal(a.keyId().length, 16);
+  assert.deepEqual(a.keyId(), BackupKey.generate(fixed(1)).keyId());
+  assert.notDeepEqual(a.keyId(), BackupKey.generate(fixed(2)).keyId());
+  assert.ok(!Buffer.from(a.exportBytes()).toString('hex').includes(formatKeyId(a.keyId()).slice(0, 8)));
+  assert.match(formatKeyId(a.keyId()), /^[0-9a-f]{32}$/);
+});

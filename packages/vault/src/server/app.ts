@@ -37,6 +37,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
   });
   const { metrics, service } = options;
 
+  // Only octet-stream bodies exist in this API; every other type is a 415.
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
   app.setErrorHandler((err: { code?: string; statusCode?: number; message: string }, req, reply) => {

@@ -1,7 +1,7 @@
 // Makes a fresh clone runnable: installs npm dependencies when they are missing and
 // compiles the TypeScript. Used by `npm start` and `npm test` so that a newcomer needs
 // exactly those two commands.
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -22,4 +22,8 @@ export function ensureSetup({ quiet = false } = {}) {
     run('npm', ['ci', '--no-audit', '--no-fund']);
   }
   run('npx', ['tsc', '-b']);
+  // npm links workspace bins at install time, before dist/ exists: make them executable.
+  for (const bin of ['packages/cli/dist/src/main.js', 'packages/vault/dist/src/server/main.js']) {
+    if (existsSync(join(root, bin))) chmodSync(join(root, bin), 0o755);
+  }
 }

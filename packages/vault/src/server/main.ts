@@ -46,7 +46,9 @@ function parseArgs(argv: string[]): { command: string[]; configFile?: string } {
 }
 
 async function serve(config: VaultConfig): Promise<void> {
-  const vault = await assembleVault(config, { createIfMissing: true, defaultMetrics: true, logger: { level: config.logLevel, base: { service: 'coffer-vault' } } });
+  // Zero-config start creates keys on the software platform only; a PKCS#11 fleet is
+  // set up deliberately with `keys create`, so nodes never invent diverging fleet files.
+  const vault = await assembleVault(config, { createIfMissing: config.platform.kind === 'software', defaultMetrics: true, logger: { level: config.logLevel, base: { service: 'coffer-vault' } } });
   if (config.insecureCrashAfterCommitForTesting) process.stderr.write('coffer-vault: WARNING: COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING is set: this process kills itself after counting a guess\n');
   if (config.policy.insecureAllowWeakKsfForTesting) process.stderr.write('coffer-vault: WARNING: weak KSF parameters are accepted (COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING)\n');
   if (config.host !== '127.0.0.1' && config.host !== '::1' && config.host !== 'localhost') {

@@ -23,7 +23,10 @@ export interface RunningVault {
 
 export interface AssembleOptions {
   readonly logger?: FastifyServerOptions['logger'];
-  /** On the software platform, create keys and fleet file on first start (the zero-config path). */
+  /**
+   * Create what is missing on first start: the software platform's key file, and the
+   * fleet file (for PKCS#11 the keys must already be on the token: `keys create`).
+   */
   readonly createIfMissing?: boolean;
   readonly defaultMetrics?: boolean;
   readonly warn?: (message: string) => void;
@@ -37,7 +40,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
   const platform = await openPlatform(config.platform);
   let store: SqliteRecordStore | undefined;
   try {
-    const fleet = options.createIfMissing && config.platform.kind === 'software' ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
+    const fleet = options.createIfMissing ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
     const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup);
     store = new SqliteRecordStore(config.storePath);
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });

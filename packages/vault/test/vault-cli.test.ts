@@ -1,0 +1,75 @@
+// The coffer-vault command on the software platform: zero-config start, admin
+// commands, exit codes and stderr conventions.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { parseFleetKeyBundle } from '@coffer/protocol';
+import { runVaultCli, startChildVault } from './helpers/child-vault.js';
+
+describe('coffer-vault (software platform)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'coffer-vault-cli-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('starts with no configuration at all in the working directory, warning that it is not an HSM', async () => {
+    const cwdDir = mkdtempSync(join(tmpdir(), 'coffer-vault-zero-'));
+    const { spawn } = await import('node:child_process');
+    const { MAIN } = await import('./helpers/child-vault.js');
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COFFER_VAULT_')));
+    const child = spawn(process.execPath, [MAIN], { cwd: cwdDir, env: { ...env, COFFER_VAULT_PORT: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    await new Promise<void>((resolve, reject) => {
+      child.stderr!.on('data', (d) => {
+        err += d;
+        if (/listening on http:\/\/127\.0\.0\.1:\d+/.test(err)) resolve();
+      });
+      child.once('exit', () => reject(new Error(err)));
+    });
+    assert.match(err, /WARNING: .*NOT an HSM/);
+    const url = /listening on (\S+)/.exec(err)![1]!;
+    const health = (await (await fetch(`${url}/healthz`)).json()) as { platform: string };
+    assert.equal(health.platform, 'software');
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    assert.match(metrics, /coffer_vault_guesses_counted_total 0/);
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    assert.equal(statSync(join(cwdDir, '.coffer-data', 'vault', 'software-keys.json')).mode & 0o777, 0o600);
+    rmSync(cwdDir, { recursive: true, force: true });
+  });
+
+  it('keys create then bundle print the same fleet key; stdout carries only the JSON', async () => {
+    const env = { COFFER_VAULT_DATA_DIR: dir };
+    const created = runVaultCli(['keys', 'create'], env);
+    assert.equal(created.status, 0, created.stderr);
+    const a = await parseFleetKeyBundle(created.stdout);
+    const b = await parseFleetKeyBundle(runVaultCli(['bundle'], env).stdout);
+    assert.deepEqual(a, b);
+  });
+
+  it('the service uses the keys that keys create made', async () => {
+    const v = await startChildVault({ COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_LOG_LEVEL: 'silent' });
+    try {
+      assert.equal(((await (await fetch(`${v.url}/healthz`)).json()) as { status: string }).status, 'ok');
+    } finally {
+      await v.stop();
+    }
+  });
+
+  it('usage errors exit 2 with a lowercase diagnostic on stderr', () => {
+    const r = runVaultCli(['frobnicate'], { COFFER_VAULT_DATA_DIR: dir });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /^coffer-vault: error: unknown command "frobnicate"/);
+    const bad = runVaultCli(['bundle'], { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_GUESS_LIMIT: '300' });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /guessLimit/);
+  });
+
+  it('bundle without a fleet file says how to make one', () => {
+    const empty = mkdtempSync(join(tmpdir(), 'coffer-vault-empty-'));
+    const r = runVaultCli(['bundle'], { COFFER_VAULT_DATA_DIR: empty });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /coffer-vault: error: /);
+    rmSync(empty, { recursive: true, force: true });
+  });
+});

@@ -131,17 +131,23 @@ export class Repository {
 
   /** Finds a snapshot by "latest" or by a unique prefix of its hex ID. */
   async findSnapshot(ref: string): Promise<SnapshotRecord> {
-    const all = await this.snapshots();
     if (ref === 'latest') {
+      const all = await this.snapshots();
       const last = all[all.length - 1];
       if (!last) throw new CofferError('not-found', `the repository at ${this.location} has no snapshots yet`);
       return last;
     }
     if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (hex digits, or "latest")`);
-    const hits = all.filter((s) => hex(s.id).startsWith(ref.toLowerCase()));
+    // Only the manifests whose name matches are read: a damaged one elsewhere must not
+    // make the intact snapshots unreachable.
+    const hits = (await this.backend.list('snapshots/')).filter(({ name }) => {
+      const id = idFromName(name);
+      return id !== null && hex(id).startsWith(ref.toLowerCase());
+    });
     if (hits.length === 0) throw new CofferError('not-found', `no snapshot ${ref} in ${this.location}`);
     if (hits.length > 1) throw new CofferError('invalid-argument', `snapshot ID ${ref} is ambiguous: give more digits`);
-    return hits[0]!;
+    const { name } = hits[0]!;
+    return { id: idFromName(name)!, snapshot: decodeSnapshot(await this.readObject(name, ObjectKind.Snapshot), name) };
   }
 
   /** Reads one blob from its pack with a ranged read, and decompresses it. */

@@ -92,9 +92,26 @@ export async function liveLocks(repo: Repository, now: number): Promise<Array<{ 
       if (CofferError.is(e, 'missing-object')) continue; // released meanwhile
       throw e;
     }
-    if (typeof body.expires === 'number' && body.expires > now) out.push({ id, body });
+    if (typeof body.expires === 'number' && body.expires > now && !deadHere(body)) out.push({ id, body });
   }
   return out;
+}
+
+/**
+ * A lock taken on this host by a process that no longer exists is stale before it
+ * expires (as restic does): otherwise a prune killed with -9 would block every backup
+ * for LOCK_EXPIRY_MS. (Caveat: a process in another PID namespace under the same host
+ * name looks dead from here.)
+ */
+function deadHere(body: LockBody): boolean {
+  if (body.hostname !== hostname() || !Number.isInteger(body.pid) || body.pid <= 0) return false;
+  if (body.pid === process.pid) return false;
+  try {
+    process.kill(body.pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
 /** Removes expired locks (and, with `all`, every lock). Returns how many went. */

@@ -11,7 +11,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
 
 export const CREDITS = 4;
-const READ_WINDOW = 16 * 1024 * 1024;
+const READ_WINDOW = 8 * 1024 * 1024;
 
 export interface WorkerSetup {
   gearTable: Uint8Array;

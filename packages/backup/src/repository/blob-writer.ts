@@ -13,7 +13,7 @@ import { PackBuilder } from './pack.js';
 import type { Repository } from './repository.js';
 
 /** Target pack size: packs are sealed and uploaded once they hold this much. */
-export const PACK_TARGET_BYTES = 8 * 1024 * 1024;
+export const PACK_TARGET_BYTES = 4 * 1024 * 1024;
 const COMPRESS_WINDOW = 4; // chunks being compressed at once (≤ 6 × max chunk size in memory)
 const UPLOAD_WINDOW = 2; // packs being uploaded at once
 

@@ -13,10 +13,10 @@ import { ByteReader, ByteWriter, concat, utf8 } from './bytes.js';
 import { DecodeError, DecryptionError } from './errors.js';
 import type { FleetKey } from './fleet-key.js';
 import { FLEET_KEY_ID_LENGTH } from './fleet-key.js';
-import { AEAD_AES_256_GCM, importRecipientKey, P256_PUBLIC_KEY_LENGTH, setupBaseRecipient, setupBaseSender, type EphemeralKeyPair, type HpkeContext } from './hpke.js';
+import { AEAD_AES_256_GCM, P256_PUBLIC_KEY_LENGTH, setupBaseRecipient, setupBaseSender, type EphemeralKeyPair, type HpkeContext } from './hpke.js';
 import { LABELS } from './labels.js';
 import { BODY_SIZE, operationCode, operationFromCode, PROTOCOL_VERSION, type Operation } from './messages.js';
-import { aesGcmOpen, aesGcmSeal, hkdfExpand, hkdfExtract, webRandom, type RandomSource, type WebCryptoKey } from './primitives.js';
+import { aesGcmOpen, aesGcmSeal, hkdfExpand, hkdfExtract, webRandom, type RandomSource } from './primitives.js';
 
 const TAG = 16;
 export const REQUEST_HEADER_LENGTH = 1 + 1 + FLEET_KEY_ID_LENGTH + P256_PUBLIC_KEY_LENGTH;
@@ -85,19 +85,12 @@ export interface SealRequestOptions {
   ephemeral?: EphemeralKeyPair;
 }
 
-const importedKeys = new WeakMap<Uint8Array, Promise<WebCryptoKey>>();
-
 /** Client side: seal a padded body for `account` and `op` to the pinned fleet key. */
 export async function sealRequest(fleetKey: FleetKey, account: string, op: Operation, paddedBody: Uint8Array, options: SealRequestOptions = {}): Promise<SealedRequest> {
   checkAccountId(account);
   if (paddedBody.length !== BODY_SIZE) throw new RangeError(`paddedBody: expected ${BODY_SIZE} bytes`);
-  let recipient = importedKeys.get(fleetKey.publicKey);
-  if (!recipient) {
-    recipient = importRecipientKey(fleetKey.publicKey);
-    importedKeys.set(fleetKey.publicKey, recipient);
-  }
   const info = requestInfo(PROTOCOL_VERSION, op, fleetKey.keyId, account);
-  const { enc, context } = await setupBaseSender(AEAD_AES_256_GCM, fleetKey.publicKey, await recipient, info, options.ephemeral);
+  const { enc, context } = await setupBaseSender(AEAD_AES_256_GCM, fleetKey.publicKey, info, options.ephemeral);
   const ct = await context.seal(new Uint8Array(0), paddedBody);
   const header = new ByteWriter().u8(PROTOCOL_VERSION).u8(operationCode(op)).bytes(fleetKey.keyId).bytes(enc).finish();
   return {

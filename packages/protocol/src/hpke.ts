@@ -9,7 +9,7 @@
  */
 import { concat, equalBytes, i2osp, utf8 } from './bytes.js';
 import { DecryptionError } from './errors.js';
-import { aesGcmOpen, aesGcmSeal, hkdfExpand, hkdfExtract, type WebCryptoKey } from './primitives.js';
+import { aesGcmOpen, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExtract, type EphemeralKeyPair } from './primitives.js';
 
 export const KEM_P256_HKDF_SHA256 = 0x0010;
 export const KDF_HKDF_SHA256 = 0x0001;
@@ -98,37 +98,26 @@ async function keyScheduleBase(aead: AeadId, sharedSecret: Uint8Array, info: Uin
   return new HpkeContext(aead, key, baseNonce, exporterSecret);
 }
 
-/** An ephemeral P-256 key pair for the sender; injectable so tests can use RFC vectors. */
-export interface EphemeralKeyPair {
-  privateKey: WebCryptoKey;
-  publicKey: Uint8Array;
-}
-
-export async function generateEphemeral(): Promise<EphemeralKeyPair> {
-  const pair = (await globalThis.crypto.subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits'])) as { privateKey: WebCryptoKey; publicKey: WebCryptoKey };
-  const publicKey = new Uint8Array(await globalThis.crypto.subtle.exportKey('raw', pair.publicKey));
-  return { privateKey: pair.privateKey, publicKey };
-}
-
-/** Imports (and thereby validates, RFC 9180 §7.1.4) a recipient public key once. */
-export async function importRecipientKey(publicKey: Uint8Array): Promise<WebCryptoKey> {
+/** Checks the shape of a recipient public key (the curve check happens in the DH). */
+export function checkRecipientKey(publicKey: Uint8Array): void {
   if (publicKey.length !== P256_PUBLIC_KEY_LENGTH || publicKey[0] !== 0x04) {
     throw new RangeError('recipient public key: must be a 65-byte uncompressed P-256 point');
   }
-  return globalThis.crypto.subtle.importKey('raw', publicKey, { name: 'ECDH', namedCurve: 'P-256' }, false, []);
 }
+
+export type { EphemeralKeyPair };
 
 /** RFC 9180 §5.1.1 SetupBaseS. Returns `enc` and the sender context. */
 export async function setupBaseSender(
   aead: AeadId,
   recipientPublicKey: Uint8Array,
-  recipientKey: WebCryptoKey,
   info: Uint8Array,
   ephemeral?: EphemeralKeyPair,
 ): Promise<{ enc: Uint8Array; context: HpkeContext }> {
+  checkRecipientKey(recipientPublicKey);
   const eph = ephemeral ?? (await generateEphemeral());
   // RFC 9180 §4.1 Encap: dh = DH(skE, pkR); kem_context = enc || pkRm.
-  const dh = new Uint8Array(await globalThis.crypto.subtle.deriveBits({ name: 'ECDH', public: recipientKey }, eph.privateKey, 256));
+  const dh = await eph.dh(recipientPublicKey);
   const sharedSecret = await extractAndExpand(dh, concat(eph.publicKey, recipientPublicKey));
   return { enc: eph.publicKey, context: await keyScheduleBase(aead, sharedSecret, info) };
 }

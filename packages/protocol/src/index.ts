@@ -6,7 +6,7 @@ export { LABELS, type LabelName } from './labels.js';
 export { ProtocolError, DecodeError, DecryptionError, ClientUsageError, type DecodeErrorCode } from './errors.js';
 export { Secret } from './secret.js';
 export { ByteReader, ByteWriter, concat, equalBytes, toHex, fromHex, toBase64Url, fromBase64Url, utf8 } from './bytes.js';
-export { sha256, hkdf, aesGcmSeal, aesGcmOpen, webRandom, type RandomSource } from './primitives.js';
+export { sha256, hkdf, aesGcmSeal, aesGcmOpen, webRandom, webCryptoProvider, useCryptoProvider, cryptoProvider, type RandomSource, type CryptoProvider, type EphemeralKeyPair } from './primitives.js';
 export {
   AEAD_AES_128_GCM,
   AEAD_AES_256_GCM,
@@ -16,11 +16,10 @@ export {
   HpkeContext,
   setupBaseSender,
   setupBaseRecipient,
-  importRecipientKey,
-  generateEphemeral,
+  checkRecipientKey,
   type AeadId,
-  type EphemeralKeyPair,
 } from './hpke.js';
+export { generateEphemeral } from './primitives.js';
 export { DEFAULT_KSF, INSECURE_FAST_KSF_FOR_TESTING, KSF_ENCODED_LENGTH, encodeKsf, decodeKsf, ksfAtLeast, ksfEquals, ksfBytes, toSerenityKeyStretching, type KsfParams } from './ksf.js';
 export {
   PROTOCOL_VERSION,

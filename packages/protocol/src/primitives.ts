@@ -1,6 +1,13 @@
 /**
- * Symmetric primitives over WebCrypto (`globalThis.crypto.subtle`), so the package runs
- * unchanged in Node and browsers and never imports `node:*`.
+ * Cryptographic primitives behind one small provider, defaulting to WebCrypto
+ * (`globalThis.crypto.subtle`) so the package runs unchanged in browsers and Node and
+ * never imports `node:*`.
+ *
+ * Why a provider: every WebCrypto call is asynchronous and costs tens of microseconds
+ * in Node, and HPKE + the response derivation make about a dozen HMAC calls per
+ * message. A Node process (the vault, a CLI) may install a synchronous node:crypto
+ * provider with `useCryptoProvider` — the same hook pattern as noble's
+ * `etc.hmacSha256Sync`. Outputs are identical; tests check both.
  */
 import { DecryptionError } from './errors.js';
 
@@ -8,9 +15,77 @@ import { DecryptionError } from './errors.js';
 export type Subtle = typeof globalThis.crypto.subtle;
 export type WebCryptoKey = Awaited<ReturnType<Subtle['importKey']>>;
 
+export type RandomSource = (length: number) => Uint8Array;
+type MaybePromise<T> = T | Promise<T>;
+
+/** A sender's ephemeral P-256 key pair (RFC 9180 §4.1 Encap). */
+export interface EphemeralKeyPair {
+  /** SEC1 uncompressed, 65 bytes. */
+  readonly publicKey: Uint8Array;
+  /** DH(skE, peer): the 32-byte x-coordinate. Rejects points not on the curve. */
+  dh(peerPublicKey: Uint8Array): Promise<Uint8Array>;
+}
+
+export interface CryptoProvider {
+  readonly name: string;
+  sha256(data: Uint8Array): MaybePromise<Uint8Array>;
+  hmacSha256(key: Uint8Array, data: Uint8Array): MaybePromise<Uint8Array>;
+  /** AES-GCM with a 16- or 32-byte key, 12-byte nonce; returns ciphertext || tag. */
+  aesGcmSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): MaybePromise<Uint8Array>;
+  /** `null` when authentication fails. */
+  aesGcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): MaybePromise<Uint8Array | null>;
+  generateP256(): MaybePromise<EphemeralKeyPair>;
+}
+
 const subtle = (): Subtle => globalThis.crypto.subtle;
 
-export type RandomSource = (length: number) => Uint8Array;
+export const webCryptoProvider: CryptoProvider = {
+  name: 'webcrypto',
+  async sha256(data) {
+    return new Uint8Array(await subtle().digest('SHA-256', data));
+  },
+  async hmacSha256(key, data) {
+    // An empty HMAC key is legal (RFC 2104 pads it) but WebCrypto refuses zero-length
+    // raw keys; a block of zeros is the same key after HMAC's padding.
+    const raw = key.length === 0 ? new Uint8Array(64) : key;
+    const k = await subtle().importKey('raw', raw, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+    return new Uint8Array(await subtle().sign('HMAC', k, data));
+  },
+  async aesGcmSeal(key, nonce, aad, plaintext) {
+    const k = await subtle().importKey('raw', key, 'AES-GCM', false, ['encrypt']);
+    return new Uint8Array(await subtle().encrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad }, k, plaintext));
+  },
+  async aesGcmOpen(key, nonce, aad, ciphertext) {
+    const k = await subtle().importKey('raw', key, 'AES-GCM', false, ['decrypt']);
+    try {
+      return new Uint8Array(await subtle().decrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad }, k, ciphertext));
+    } catch {
+      return null;
+    }
+  },
+  async generateP256() {
+    const pair = (await subtle().generateKey({ name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits'])) as { privateKey: WebCryptoKey; publicKey: WebCryptoKey };
+    const publicKey = new Uint8Array(await subtle().exportKey('raw', pair.publicKey));
+    return {
+      publicKey,
+      async dh(peer: Uint8Array) {
+        const pub = await subtle().importKey('raw', peer, { name: 'ECDH', namedCurve: 'P-256' }, false, []);
+        return new Uint8Array(await subtle().deriveBits({ name: 'ECDH', public: pub }, pair.privateKey, 256));
+      },
+    };
+  },
+};
+
+let provider: CryptoProvider = webCryptoProvider;
+
+/** Installs the provider every primitive below uses from now on (process-wide). */
+export function useCryptoProvider(p: CryptoProvider): void {
+  provider = p;
+}
+
+export function cryptoProvider(): CryptoProvider {
+  return provider;
+}
 
 /** The default randomness for clients; vault code passes its Platform's instead. */
 export const webRandom: RandomSource = (length) => {
@@ -21,15 +96,11 @@ export const webRandom: RandomSource = (length) => {
 };
 
 export async function sha256(data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await subtle().digest('SHA-256', data));
+  return provider.sha256(data);
 }
 
 export async function hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array> {
-  // An empty HMAC key is legal (RFC 2104 pads it) but WebCrypto refuses zero-length raw
-  // keys; a block of zeros is the same key after HMAC's padding.
-  const raw = key.length === 0 ? new Uint8Array(64) : key;
-  const k = await subtle().importKey('raw', raw, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
-  return new Uint8Array(await subtle().sign('HMAC', k, data));
+  return provider.hmacSha256(key, data);
 }
 
 /** RFC 5869 §2.2. */
@@ -60,17 +131,17 @@ export async function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, 
 
 /** AES-GCM (key of 16 or 32 bytes, 12-byte nonce, 16-byte tag appended). */
 export async function aesGcmSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
-  const k = await subtle().importKey('raw', key, 'AES-GCM', false, ['encrypt']);
-  return new Uint8Array(await subtle().encrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad }, k, plaintext));
+  return provider.aesGcmSeal(key, nonce, aad, plaintext);
 }
 
 /** @throws DecryptionError on any authentication failure. */
 export async function aesGcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array> {
   if (ciphertext.length < 16) throw new DecryptionError();
-  const k = await subtle().importKey('raw', key, 'AES-GCM', false, ['decrypt']);
-  try {
-    return new Uint8Array(await subtle().decrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad }, k, ciphertext));
-  } catch {
-    throw new DecryptionError();
-  }
+  const plain = await provider.aesGcmOpen(key, nonce, aad, ciphertext);
+  if (!plain) throw new DecryptionError();
+  return plain;
+}
+
+export async function generateEphemeral(): Promise<EphemeralKeyPair> {
+  return provider.generateP256();
 }

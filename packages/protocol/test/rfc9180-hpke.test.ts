@@ -3,14 +3,13 @@
 // the RFC, plus interoperability with @hpke/core for the suite Coffer uses (AES-256-GCM).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createECDH, webcrypto } from 'node:crypto';
+import { createECDH } from 'node:crypto';
 import { AeadId, CipherSuite, DhkemP256HkdfSha256, HkdfSha256 } from '@hpke/core';
 import {
   AEAD_AES_128_GCM,
   AEAD_AES_256_GCM,
   DecryptionError,
   fromHex,
-  importRecipientKey,
   setupBaseRecipient,
   setupBaseSender,
   toHex,
@@ -34,13 +33,12 @@ const A31 = {
   ],
 } as const;
 
-const b64u = (b: Uint8Array) => Buffer.from(b).toString('base64url');
-
-async function ephemeralFrom(skHex: string, pkHex: string): Promise<EphemeralKeyPair> {
-  const pk = fromHex(pkHex);
-  const jwk = { kty: 'EC', crv: 'P-256', d: b64u(fromHex(skHex)), x: b64u(pk.subarray(1, 33)), y: b64u(pk.subarray(33)) };
-  const privateKey = await webcrypto.subtle.importKey('jwk', jwk, { name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
-  return { privateKey, publicKey: pk };
+/** A fixed ephemeral key (the vector's skEm), DH through node:crypto. */
+function ephemeralFrom(skHex: string, pkHex: string): EphemeralKeyPair {
+  const ecdh = createECDH('prime256v1');
+  ecdh.setPrivateKey(Buffer.from(skHex, 'hex'));
+  assert.equal(ecdh.getPublicKey('hex'), pkHex);
+  return { publicKey: fromHex(pkHex), dh: async (peer) => new Uint8Array(ecdh.computeSecret(peer)) };
 }
 
 function dhWith(skHex: string) {
@@ -51,7 +49,7 @@ function dhWith(skHex: string) {
 
 test('RFC 9180 A.3.1: sender with the vector ephemeral key produces enc and ciphertext', async () => {
   const pkR = fromHex(A31.pkRm);
-  const { enc, context } = await setupBaseSender(AEAD_AES_128_GCM, pkR, await importRecipientKey(pkR), fromHex(A31.info), await ephemeralFrom(A31.skEm, A31.pkEm));
+  const { enc, context } = await setupBaseSender(AEAD_AES_128_GCM, pkR, fromHex(A31.info), ephemeralFrom(A31.skEm, A31.pkEm));
   assert.equal(toHex(enc), A31.pkEm);
   assert.equal(toHex(await context.seal(fromHex(A31.aad), fromHex(A31.pt))), A31.ct);
   for (const [ctx, value] of A31.exports) assert.equal(toHex(await context.export(fromHex(ctx), 32)), value);
@@ -85,7 +83,7 @@ test('interop with @hpke/core for DHKEM(P-256), HKDF-SHA256, AES-256-GCM in both
   const recipientKey = await suite.kem.importKey('raw', ecdh.getPrivateKey(), false);
   const pubKey = await suite.kem.importKey('raw', pkR, true);
   // ours → theirs
-  const ours = await setupBaseSender(AEAD_AES_256_GCM, pkR, await importRecipientKey(pkR), info);
+  const ours = await setupBaseSender(AEAD_AES_256_GCM, pkR, info);
   const sealed = await ours.context.seal(new Uint8Array(0), utf8('to them'));
   const theirR = await suite.createRecipientContext({ recipientKey: { privateKey: recipientKey, publicKey: pubKey }, enc: ours.enc, info });
   assert.equal(Buffer.from(await theirR.open(sealed)).toString(), 'to them');

@@ -2,7 +2,7 @@
  * Deterministic keys and helpers shared by the vault vector generator and the vector
  * test. Test-only: uses node:crypto to turn a fixed scalar into a P-256 key pair.
  */
-import { createECDH, createHash, webcrypto } from 'node:crypto';
+import { createECDH, createHash } from 'node:crypto';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EphemeralKeyPair } from '../../src/index.js';
@@ -27,10 +27,7 @@ export function dhWith(sk: Buffer): (enc: Uint8Array) => Promise<Uint8Array> {
 }
 
 export async function ephemeral(sk: Buffer): Promise<EphemeralKeyPair> {
-  const pk = publicKeyOf(sk);
-  const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64url');
-  const privateKey = await webcrypto.subtle.importKey('jwk', { kty: 'EC', crv: 'P-256', d: b64(sk), x: b64(pk.subarray(1, 33)), y: b64(pk.subarray(33)) }, { name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
-  return { privateKey, publicKey: pk };
+  return { publicKey: publicKeyOf(sk), dh: dhWith(sk) };
 }
 
 export type Expect = 'success' | 'decode-error' | 'decryption-error';

@@ -10,6 +10,7 @@ import { buildApp } from './app.js';
 import type { VaultConfig } from './config.js';
 import { ensureFleetFile, loadFleet, type LoadedFleet } from './fleet.js';
 import { createMetrics, type VaultMetrics } from './metrics.js';
+import { installNodeCrypto } from './node-crypto.js';
 import { VaultService } from './vault-service.js';
 
 export interface RunningVault {
@@ -33,6 +34,7 @@ export interface AssembleOptions {
 }
 
 export async function assembleVault(config: VaultConfig, options: AssembleOptions = {}): Promise<RunningVault> {
+  installNodeCrypto();
   if (config.platform.kind === 'software') {
     (options.warn ?? ((m: string) => process.stderr.write(`coffer-vault: WARNING: ${m}\n`)))(SOFTWARE_PLATFORM_WARNING);
     if (options.createIfMissing) await provisionVaultKeys(config.platform);

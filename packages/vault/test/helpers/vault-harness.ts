@@ -30,6 +30,8 @@ export interface HarnessOptions {
   policy?: Partial<CorePolicy>;
   dir?: string;
   platform?: PlatformConfig;
+  /** Receives the service's pino log lines (JSON), at info level. */
+  logLines?: string[];
 }
 
 export function testConfig(dir: string, options: HarnessOptions = {}): VaultConfig {
@@ -49,7 +51,9 @@ export function testConfig(dir: string, options: HarnessOptions = {}): VaultConf
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'coffer-vault-test-'));
   const config = testConfig(dir, options);
-  const vault = await assembleVault(config, { createIfMissing: true, warn: () => {} });
+  const logLines = options.logLines;
+  const logger = logLines ? { level: 'info', stream: { write: (line: string) => void logLines.push(line) } } : false;
+  const vault = await assembleVault(config, { createIfMissing: true, warn: () => {}, logger });
   const post: Harness['post'] = async (account, body, contentType = 'application/octet-stream') => {
     const res = await vault.app.inject({
       method: 'POST',

@@ -24,7 +24,7 @@ export {
 export { RepositoryKeys } from './crypto/repository-keys.js';
 export { FastCdc, DEFAULT_CHUNKER, type ChunkerParams } from './chunker/fastcdc.js';
 export { CofferError, DecryptionError, type CofferErrorCode } from './errors.js';
-export type { StorageBackend, ObjectInfo, ByteRange } from './storage/backend.js';
+export type { StorageBackend, ObjectInfo, ObjectWriter, ByteRange } from './storage/backend.js';
 export { LocalBackend } from './storage/local.js';
 export { Repository, type SnapshotRecord, type InitOptions } from './repository/repository.js';
 export { Compression } from './repository/config.js';

@@ -66,15 +66,17 @@ export class ChunkPool {
   async #handle(pw: PoolWorker, m: FromWorker): Promise<void> {
     const job = this.#jobs.get(m.job);
     if (m.type === 'chunk') {
-      const id = Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength);
-      try {
-        if (job) {
-          job.ids.push(id);
-          await job.onChunk(id, Buffer.from(m.data));
-        }
-      } finally {
-        pw.worker.postMessage({ type: 'ack' } satisfies ToWorker);
-      }
+      // Copied: the cloned ID may sit on a whole 8 KiB slab, which the index would keep.
+      const id = Buffer.from(m.id);
+      const giveBack = () => pw.worker.postMessage({ type: 'ack', buffer: m.data } satisfies ToWorker, [m.data]);
+      if (!job) return giveBack();
+      job.ids.push(id);
+      // Not awaited: chunks of one worker are consumed concurrently, up to its credits;
+      // the buffer goes back to the worker once consumed. Failures surface through the
+      // consumer (the blob writer records them).
+      job.onChunk(id, Buffer.from(m.data, 0, m.length)).then(giveBack, (e) => {
+        this.#fail(e);
+      });
       return;
     }
     this.#jobs.delete(m.job);

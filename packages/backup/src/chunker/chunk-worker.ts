@@ -1,9 +1,9 @@
 /**
  * Worker thread: reads one file at a time, cuts it with FastCDC and computes each
  * chunk's keyed ID, so both cores chunk and hash while the main thread compresses,
- * seals and stores. Chunks travel to the main thread as transferred ArrayBuffers (no
- * copy). Flow control: at most CREDITS chunks per worker are unacknowledged, so memory
- * stays bounded however fast the disk is.
+ * seals and stores. Chunks travel to the main thread in transferred ArrayBuffers that
+ * come back when consumed. Flow control: at most CREDITS chunks per worker are out, so
+ * memory stays bounded however fast the disk is.
  */
 import { createHmac } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -11,16 +11,16 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
 
 export const CREDITS = 4;
-const READ_WINDOW = 8 * 1024 * 1024;
+const READ_WINDOW = 4 * 1024 * 1024;
 
 export interface WorkerSetup {
   gearTable: Uint8Array;
   chunkIdKey: Uint8Array;
   params: ChunkerParams;
 }
-export type ToWorker = { type: 'file'; job: number; path: string } | { type: 'ack' };
+export type ToWorker = { type: 'file'; job: number; path: string } | { type: 'ack'; buffer: ArrayBuffer };
 export type FromWorker =
-  | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer }
+  | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number }
   | { type: 'done'; job: number; size: number }
   | { type: 'error'; job: number; code: string; message: string };
 
@@ -28,14 +28,22 @@ if (parentPort) {
   const port = parentPort;
   const setup = workerData as WorkerSetup;
   const cdc = new FastCdc(setup.gearTable, setup.params);
-  let credits = CREDITS;
+  // CREDITS chunk buffers travel to the main thread and come back with the ack, so the
+  // same few buffers carry every chunk: no allocation per chunk, nothing for the
+  // allocator to strand between threads.
+  const free: ArrayBuffer[] = [];
+  let allocated = 0;
   let creditWaiter: (() => void) | undefined;
   const queue: Array<{ job: number; path: string }> = [];
   let busy = false;
 
-  const waitCredit = async () => {
-    while (credits === 0) await new Promise<void>((r) => (creditWaiter = r));
-    credits--;
+  const takeBuffer = async (): Promise<ArrayBuffer> => {
+    if (free.length === 0 && allocated < CREDITS) {
+      allocated++;
+      return new ArrayBuffer(cdc.maxSize);
+    }
+    while (free.length === 0) await new Promise<void>((r) => (creditWaiter = r));
+    return free.pop()!;
   };
 
   const chunkFile = async (job: number, path: string) => {
@@ -64,12 +72,10 @@ if (parentPort) {
         if (n === 0) break;
         const chunk = buf.subarray(start, start + n);
         const id = createHmac('sha256', setup.chunkIdKey).update(chunk).digest();
-        // Each chunk gets its own ArrayBuffer, so it can be transferred, not cloned.
-        const data = new ArrayBuffer(n);
+        const data = await takeBuffer();
         new Uint8Array(data).set(chunk);
         start += n;
-        await waitCredit();
-        const msg: FromWorker = { type: 'chunk', job, id, data };
+        const msg: FromWorker = { type: 'chunk', job, id, data, length: n };
         port.postMessage(msg, [data]);
       }
     } finally {
@@ -96,7 +102,7 @@ if (parentPort) {
 
   port.on('message', (m: ToWorker) => {
     if (m.type === 'ack') {
-      credits++;
+      free.push(m.buffer);
       const w = creditWaiter;
       creditWaiter = undefined;
       w?.();

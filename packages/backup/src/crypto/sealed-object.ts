@@ -128,14 +128,16 @@ export class ObjectSealer {
     this.#key = objectKey(master, this.header);
   }
 
-  #sealSegment(plain: Uint8Array, final: boolean): Buffer {
+  // Returns ciphertext and tag as two pieces: concatenating them would cost a copy and
+  // an allocation per segment, and every consumer writes pieces anyway.
+  #sealSegment(plain: Uint8Array, final: boolean): Buffer[] {
     const c = createCipheriv('aes-256-gcm', this.#key, nonce(this.#counter++, final));
     const body = c.update(plain);
     c.final();
-    return Buffer.concat([body, c.getAuthTag()]);
+    return [body, c.getAuthTag()];
   }
 
-  /** Adds plaintext; returns the sealed segments that are now complete. */
+  /** Adds plaintext; returns the sealed bytes now complete, in pieces, to be concatenated. */
   update(data: Uint8Array): Buffer[] {
     if (this.#done) throw new Error('ObjectSealer: update after final');
     const out: Buffer[] = [];
@@ -143,13 +145,13 @@ export class ObjectSealer {
     while (off < data.length) {
       // Only seal a full pending segment once we know more bytes follow it (spec §5.3).
       if (this.#fill === SEGMENT_BYTES) {
-        out.push(this.#sealSegment(this.#segment, false));
+        out.push(...this.#sealSegment(this.#segment, false));
         this.#fill = 0;
       }
       // Whole segments with more bytes after them are sealed straight from the input.
       if (this.#fill === 0) {
         while (data.length - off > SEGMENT_BYTES) {
-          out.push(this.#sealSegment(data.subarray(off, off + SEGMENT_BYTES), false));
+          out.push(...this.#sealSegment(data.subarray(off, off + SEGMENT_BYTES), false));
           off += SEGMENT_BYTES;
         }
       }
@@ -162,11 +164,11 @@ export class ObjectSealer {
     return out;
   }
 
-  /** Seals the final segment. */
+  /** Seals the final segment; returns its pieces. */
   final(): Buffer[] {
     if (this.#done) throw new Error('ObjectSealer: final called twice');
     this.#done = true;
-    return [this.#sealSegment(this.#segment.subarray(0, this.#fill), true)];
+    return this.#sealSegment(this.#segment.subarray(0, this.#fill), true);
   }
 }
 

@@ -11,11 +11,13 @@ import { maybeCompress } from './compress.js';
 import { encodeIndex, type IndexedPack } from './index-file.js';
 import { PackBuilder } from './pack.js';
 import type { Repository } from './repository.js';
+import type { ObjectWriter } from '../storage/backend.js';
+import { AllocationMeter } from '../memory.js';
 
 /** Target pack size: packs are sealed and uploaded once they hold this much. */
-export const PACK_TARGET_BYTES = 4 * 1024 * 1024;
-const COMPRESS_WINDOW = 4; // chunks being compressed at once (≤ 6 × max chunk size in memory)
-const UPLOAD_WINDOW = 2; // packs being uploaded at once
+export const PACK_TARGET_BYTES = 8 * 1024 * 1024;
+const COMPRESS_WINDOW = 4; // chunks being compressed at once (≤ 4 × max chunk size in memory)
+const UPLOAD_WINDOW = 2; // finished packs being committed (synced) at once
 
 class Semaphore {
   #free: number;
@@ -37,6 +39,14 @@ class Semaphore {
   }
 }
 
+/** A pack being filled: its sealed pieces stream to storage as they are produced. */
+interface OpenPack {
+  builder: PackBuilder;
+  writer: Promise<ObjectWriter>;
+  /** Writes in order; awaited by producers for back-pressure. */
+  chain: Promise<void>;
+}
+
 export class BlobWriter {
   readonly #repo: Repository;
   readonly #known: (id: Uint8Array) => boolean;
@@ -45,8 +55,9 @@ export class BlobWriter {
   readonly #upload = new Semaphore(UPLOAD_WINDOW);
   readonly #tasks = new Set<Promise<void>>();
   readonly #packs: IndexedPack[] = [];
-  #pack: PackBuilder | undefined;
+  #pack: OpenPack | undefined;
   #error: unknown;
+  readonly #meter = new AllocationMeter();
   addedBytes = 0;
   newBlobs = 0;
 
@@ -68,8 +79,9 @@ export class BlobWriter {
   }
 
   /**
-   * Stores `raw` under `id` unless the repository already has it. Returns once the
-   * blob is queued; waits when the compression window is full (back-pressure).
+   * Stores `raw` under `id` unless the repository already has it. Resolves once `raw`
+   * has been consumed (deduplicated, or compressed and copied into a pack), so the
+   * caller may reuse its buffer; waits while the compression window is full.
    */
   async add(type: BlobType, id: Buffer, raw: Buffer): Promise<void> {
     this.#check();
@@ -77,30 +89,61 @@ export class BlobWriter {
     if (this.#inFlight.has(key) || this.#known(id)) return;
     this.#inFlight.add(key);
     await this.#compress.take();
+    let consumed!: () => void;
+    const done = new Promise<void>((r) => (consumed = r));
     this.#track(
       (async () => {
         try {
           const { stored, flags } = await maybeCompress(raw);
-          this.#pack ??= new PackBuilder(this.#repo.keys.objectMaster, randomBytes(32));
-          this.#pack.add({ id, type, flags, storedLength: stored.length, rawLength: raw.length }, stored);
+          const pack = (this.#pack ??= this.#openPack());
+          pack.builder.add({ id, type, flags, storedLength: stored.length, rawLength: raw.length }, stored);
+          consumed();
+          const parts = pack.builder.takeParts();
+          pack.chain = pack.chain.then(async () => (await pack.writer).write(parts));
+          // The compressed copy and the sealed pieces are garbage once written (memory.ts).
+          this.#meter.add(2 * stored.length);
           this.addedBytes += stored.length;
           this.newBlobs++;
-          if (this.#pack.plainBytes >= PACK_TARGET_BYTES) await this.#flushPack();
+          await pack.chain; // back-pressure: hold the compression slot until written
+          if (pack.builder.plainBytes >= PACK_TARGET_BYTES && this.#pack === pack) await this.#flushPack();
         } finally {
+          consumed();
           this.#compress.give();
         }
       })(),
     );
+    await done;
+  }
+
+  #openPack(): OpenPack {
+    const builder = new PackBuilder(this.#repo.keys.objectMaster, randomBytes(32));
+    const writer = this.#repo.backend.create(packName(builder.packId));
+    writer.catch(() => {}); // surfaces through `chain`
+    return { builder, writer, chain: Promise.resolve() };
   }
 
   async #flushPack(): Promise<void> {
     const pack = this.#pack;
-    if (!pack || pack.count === 0) return;
+    if (!pack) return;
     this.#pack = undefined;
-    const done = pack.finish();
+    const done = pack.builder.finish();
     this.#packs.push({ packId: done.packId, sealedLength: done.sealedLength, blobs: done.entries });
     await this.#upload.take();
-    this.#track(this.#repo.backend.put(packName(done.packId), done.parts).finally(() => this.#upload.give()));
+    this.#track(
+      (async () => {
+        try {
+          await pack.chain;
+          const w = await pack.writer;
+          await w.write(done.parts);
+          await w.commit();
+        } catch (e) {
+          await (await pack.writer.catch(() => undefined))?.abort();
+          throw e;
+        } finally {
+          this.#upload.give();
+        }
+      })(),
+    );
   }
 
   /** Waits for every blob to be stored; returns the packs written, for an index. */
@@ -126,5 +169,11 @@ export class BlobWriter {
   /** Stops after a failure: waits for work in flight, ignoring its errors. */
   async abort(): Promise<void> {
     while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+    const pack = this.#pack;
+    this.#pack = undefined;
+    if (pack) {
+      await pack.chain.catch(() => {});
+      await (await pack.writer.catch(() => undefined))?.abort();
+    }
   }
 }

@@ -22,12 +22,16 @@ export interface PackEntry {
 
 export interface FinishedPack {
   packId: Buffer;
+  /** The sealed pieces not taken with `takeParts()` yet. */
   parts: Buffer[];
   sealedLength: number;
   entries: Array<PackEntry & { offset: number }>;
 }
 
-/** Accumulates blobs and seals them as they come; `finish()` returns the sealed pack. */
+/**
+ * Accumulates blobs and seals them as they come. The sealed pieces can be taken as they
+ * are produced (`takeParts`) and streamed out; `finish()` returns the rest.
+ */
 export class PackBuilder {
   readonly packId: Buffer;
   readonly #sealer: ObjectSealer;
@@ -39,6 +43,11 @@ export class PackBuilder {
     this.packId = packId;
     this.#sealer = new ObjectSealer(objectMaster, { kind: ObjectKind.Pack, id: packId });
     this.#parts.push(Buffer.from(this.#sealer.header));
+  }
+
+  /** The sealed pieces produced so far and not yet taken, in order. */
+  takeParts(): Buffer[] {
+    return this.#parts.splice(0, this.#parts.length);
   }
 
   get plainBytes(): number {

@@ -138,7 +138,8 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   const complete = async (f: PendingFile) => {
     const fh = await openTmp(f);
     await fh.chmod(f.entry.mode);
-    await fh.utimes(new Date(f.entry.mtime), new Date(f.entry.mtime));
+    // Seconds as a float keep the sub-millisecond part a Date would drop.
+    await fh.utimes(f.entry.mtime / 1000, f.entry.mtime / 1000);
     await fh.close();
     await fs.rename(f.tmp, f.dest);
     createdTmp.delete(f.tmp);
@@ -153,7 +154,15 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
 
     await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
       const name = packName(group.packId);
-      const sealed = await repo.backend.get(name);
+      let sealed: Uint8Array;
+      try {
+        sealed = await repo.backend.get(name);
+      } catch (e) {
+        if (!CofferError.is(e, 'missing-object')) throw e;
+        const needs = [...new Set(group.blobs.flatMap((b) => b.uses.map((u) => u.file.entry.path)))];
+        const more = needs.length > 3 ? ` and ${needs.length - 3} more` : '';
+        throw new CofferError('missing-object', `${needs.slice(0, 3).join(', ')}${more}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
+      }
       const plain = repo.openSealed(name, ObjectKind.Pack, group.packId, sealed);
       for (const b of group.blobs) {
         const raw = await repo.readBlobFrom(plain, b.loc, `${name} (blob at ${b.loc.offset})`);
@@ -181,7 +190,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
     // Directory times last, deepest first, since writing into a directory changes them.
     for (const d of [...dirs].reverse()) {
       await fs.chmod(dest(d.path), d.mode);
-      await fs.utimes(dest(d.path), new Date(d.mtime), new Date(d.mtime));
+      await fs.utimes(dest(d.path), d.mtime / 1000, d.mtime / 1000);
     }
     report(true);
   } catch (e) {

@@ -16,11 +16,25 @@ export interface ByteRange {
   length: number;
 }
 
+/** A new object being written piece by piece; it appears under its name only on commit. */
+export interface ObjectWriter {
+  write(parts: readonly Uint8Array[]): Promise<void>;
+  /** Makes the object durable and visible. Fails if the name exists meanwhile. */
+  commit(): Promise<void>;
+  /** Discards what was written. Never throws. */
+  abort(): Promise<void>;
+}
+
 export interface StorageBackend {
   /** A human-readable location for messages, e.g. the directory path. */
   readonly location: string;
   /** Stores a new object from the concatenation of `parts`. Fails if `name` exists. */
   put(name: string, parts: readonly Uint8Array[]): Promise<void>;
+  /**
+   * Starts a new object written in pieces (packs are streamed this way, so a pack is
+   * never whole in memory). A backend that can't stream may buffer until commit.
+   */
+  create(name: string): Promise<ObjectWriter>;
   /** The object's bytes, or only `range` of them. */
   get(name: string, range?: ByteRange): Promise<Uint8Array>;
   /** Size of the object, or null when there is none by that name. */

@@ -2,7 +2,7 @@ import { promises as fs, constants as fsc } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CofferError } from '../errors.js';
-import { checkObjectName, type ByteRange, type ObjectInfo, type StorageBackend } from './backend.js';
+import { checkObjectName, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from './backend.js';
 
 function describe(e: unknown): string {
   const code = (e as NodeJS.ErrnoException)?.code;
@@ -50,32 +50,73 @@ export class LocalBackend implements StorageBackend {
   }
 
   async put(name: string, parts: readonly Uint8Array[]): Promise<void> {
+    const w = await this.create(name);
+    try {
+      await w.write(parts);
+      await w.commit();
+    } catch (e) {
+      await w.abort();
+      throw e;
+    }
+  }
+
+  /**
+   * Writes to a temporary file beside the object; commit fdatasyncs it and hard-links
+   * it into place (link fails if the name exists, which is what makes objects
+   * immutable), so a crash never leaves a half-written object under its real name.
+   */
+  async create(name: string): Promise<ObjectWriter> {
     const path = this.#path(name);
     const dir = dirname(path);
     const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    const failed = (e: unknown) => {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+        return new CofferError('storage', `object ${name} already exists in ${this.location}: objects are immutable`);
+      }
+      return new CofferError('storage', `writing ${name} to ${this.location} failed: ${describe(e)}`, { cause: e });
+    };
     let fh: fs.FileHandle | undefined;
     try {
       await this.#mkdir(dir);
       fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-      let pending = parts.filter((p) => p.length > 0);
-      while (pending.length > 0) {
-        const { bytesWritten } = await fh.writev(pending as Uint8Array[]);
-        pending = skipWritten(pending, bytesWritten);
-      }
-      await fh.sync();
-      await fh.close();
-      fh = undefined;
-      await fs.link(tmp, path);
-      this.#dirtyDirs.add(dir);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new CofferError('storage', `object ${name} already exists in ${this.location}: objects are immutable`);
-      }
-      throw new CofferError('storage', `writing ${name} to ${this.location} failed: ${describe(e)}`, { cause: e });
-    } finally {
-      await fh?.close().catch(() => {});
-      await fs.unlink(tmp).catch(() => {});
+      throw failed(e);
     }
+    const file = fh;
+    let open = true;
+    const cleanup = async () => {
+      if (open) await file.close().catch(() => {});
+      open = false;
+      await fs.unlink(tmp).catch(() => {});
+    };
+    return {
+      write: async (parts) => {
+        try {
+          let pending = parts.filter((p) => p.length > 0);
+          while (pending.length > 0) {
+            // writev takes at most IOV_MAX (1024) buffers at a time.
+            const { bytesWritten } = await file.writev(pending.slice(0, 512) as Uint8Array[]);
+            pending = skipWritten(pending, bytesWritten);
+          }
+        } catch (e) {
+          throw failed(e);
+        }
+      },
+      commit: async () => {
+        try {
+          await file.datasync();
+          await file.close();
+          open = false;
+          await fs.link(tmp, path);
+          this.#dirtyDirs.add(dir);
+        } catch (e) {
+          throw failed(e);
+        } finally {
+          await cleanup();
+        }
+      },
+      abort: cleanup,
+    };
   }
 
   async get(name: string, range?: ByteRange): Promise<Uint8Array> {

@@ -12,7 +12,6 @@ import { encodeIndex, type IndexedPack } from './index-file.js';
 import { PackBuilder } from './pack.js';
 import type { Repository } from './repository.js';
 import type { ObjectWriter } from '../storage/backend.js';
-import { AllocationMeter } from '../memory.js';
 
 /** Target pack size: packs are sealed and uploaded once they hold this much. */
 export const PACK_TARGET_BYTES = 8 * 1024 * 1024;
@@ -57,7 +56,6 @@ export class BlobWriter {
   readonly #packs: IndexedPack[] = [];
   #pack: OpenPack | undefined;
   #error: unknown;
-  readonly #meter = new AllocationMeter();
   addedBytes = 0;
   newBlobs = 0;
 
@@ -100,8 +98,6 @@ export class BlobWriter {
           consumed();
           const parts = pack.builder.takeParts();
           pack.chain = pack.chain.then(async () => (await pack.writer).write(parts));
-          // The compressed copy and the sealed pieces are garbage once written (memory.ts).
-          this.#meter.add(2 * stored.length);
           this.addedBytes += stored.length;
           this.newBlobs++;
           await pack.chain; // back-pressure: hold the compression slot until written

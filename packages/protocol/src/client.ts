@@ -27,6 +27,11 @@ export interface VaultClientOptions {
   readonly ksf?: KsfParams;
   readonly now?: () => number;
   readonly rng?: RandomSource;
+  /**
+   * TEST ONLY: receives the OPAQUE export key and session key of each flow, so the
+   * blindness test can search captured traffic for them. Never set it outside tests.
+   */
+  readonly onSecretsForTesting?: (secrets: { readonly exportKey: Uint8Array; readonly sessionKey?: Uint8Array }) => void;
 }
 
 type NotOk = Exclude<VaultResponse, { outcome: 'ok' }>;
@@ -52,10 +57,13 @@ function password(p: string | Secret<string>): string {
 }
 
 export class VaultClient {
-  readonly #o: Required<VaultClientOptions>;
+  readonly #o: Required<Omit<VaultClientOptions, 'onSecretsForTesting'>>;
+  readonly #onSecretsForTesting: VaultClientOptions['onSecretsForTesting'];
 
   constructor(options: VaultClientOptions) {
-    this.#o = { ksf: DEFAULT_KSF, now: () => Date.now(), rng: webRandom, ...options };
+    const { onSecretsForTesting, ...rest } = options;
+    this.#o = { ksf: DEFAULT_KSF, now: () => Date.now(), rng: webRandom, ...rest };
+    this.#onSecretsForTesting = onSecretsForTesting;
   }
 
   /** One request/response exchange. @throws on transport or decryption failure. */
@@ -95,6 +103,7 @@ export class VaultClient {
       registrationResponse: toBase64Url(r1.registrationResponse),
       keyStretching: toSerenityKeyStretching(ksf),
     });
+    this.#onSecretsForTesting?.({ exportKey: fromBase64Url(finish.exportKey) });
     const wrappedKey = await wrapBackupKey(fromBase64Url(finish.exportKey), this.#o.account, k, this.#o.rng);
     const r2 = await this.send({
       op: 'register-finish',
@@ -124,6 +133,7 @@ export class VaultClient {
       loginResponse: toBase64Url(r1.ke2),
       keyStretching: toSerenityKeyStretching(r1.ksf),
     });
+    if (finish) this.#onSecretsForTesting?.({ exportKey: fromBase64Url(finish.exportKey), sessionKey: fromBase64Url(finish.sessionKey) });
     const r2 = await this.send({ op: 'login-finish', nonce: r1.nonce, ke3: finish ? fromBase64Url(finish.finishLoginRequest) : null });
     if (r2.outcome !== 'ok' || r2.op !== 'login-finish') return this.#failure(r2);
     if (!finish) throw new UnexpectedResponseError(r2);

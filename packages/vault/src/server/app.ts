@@ -15,6 +15,8 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import { errorBody, ERRORS, type ErrorCode } from './errors.js';
 import type { VaultMetrics } from './metrics.js';
 import type { VaultService } from './vault-service.js';
+import { checkRelayAuth } from './relay-auth.js';
+import { RELAY_AUTH_HEADER } from '@coffer/protocol';
 
 export const ACCOUNT_HEADER = 'coffer-account';
 /** Far above the fixed request size; anything larger is refused before it is read. */
@@ -26,6 +28,8 @@ export interface AppOptions {
   readonly describe: { readonly platform: string; readonly store: string };
   /** pino options, or false for silence (tests). */
   readonly logger?: FastifyServerOptions['logger'];
+  /** The relay link key: when set, /v1/request needs a valid coffer-relay-auth (relay-auth.ts). */
+  readonly linkKey?: Uint8Array;
 }
 
 export function buildApp(options: AppOptions): FastifyInstance {
@@ -58,6 +62,14 @@ export function buildApp(options: AppOptions): FastifyInstance {
     const started = process.hrtime.bigint();
     const account = req.headers[ACCOUNT_HEADER];
     const body = req.body as Buffer;
+    if (options.linkKey) {
+      const check = await checkRelayAuth(options.linkKey, 'POST', '/v1/request', typeof account === 'string' ? account : '', body, req.headers[RELAY_AUTH_HEADER]);
+      if (check !== 'ok') {
+        metrics.requests.inc({ op: 'unknown', outcome: 'error:relay-auth' });
+        req.log.warn({ check, bodyBytes: body.length }, 'vault request refused: relay link authentication');
+        return reply.code(401).send(errorBody('relay-auth'));
+      }
+    }
     const result = await service.handle(typeof account === 'string' ? account : '', new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     if (result.kind === 'error') {

@@ -15,15 +15,24 @@ export interface VaultConfig {
   readonly dataDir: string;
   readonly platform: PlatformConfig;
   readonly storePath: string;
+  /** Where records live: SQLite at `storePath` (default) or the fleet's etcd cluster. */
+  readonly store?: StoreConfig;
   readonly fleetFile: string;
   readonly policy: CorePolicy;
   readonly logLevel: string;
+  /**
+   * The relay link key (spec/relay-api.md §2): when set, /v1/request needs a valid
+   * coffer-relay-auth. Default: .coffer-data/link.key on the embedded default (no data
+   * directory configured), otherwise none (link authentication off, warned at start).
+   */
+  readonly linkKeyFile?: string;
   /** TEST ONLY (COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING=1). */
   readonly insecureCrashAfterCommitForTesting: boolean;
 }
 
 export const DEFAULT_PORT = 7441;
 export const DEFAULT_DATA_DIR = '.coffer-data/vault';
+export const DEFAULT_LINK_KEY_FILE = '.coffer-data/link.key';
 
 interface FileConfig {
   listen?: { host?: string; port?: number };
@@ -32,9 +41,12 @@ interface FileConfig {
   software?: { keyFile?: string };
   pkcs11?: { module?: string; tokenLabel?: string; pin?: string; poolSize?: number };
   storePath?: string;
+  store?: 'sqlite' | 'etcd';
+  etcd?: { endpoints?: string[]; prefix?: string; timeoutMs?: number };
   fleetFile?: string;
   policy?: Partial<Omit<CorePolicy, 'minimumKsf'>>;
   logLevel?: string;
+  linkKeyFile?: string;
 }
 
 export class ConfigError extends Error {
@@ -99,15 +111,37 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   } catch (err) {
     throw new ConfigError(`policy.${(err as Error).message}`);
   }
+  const embedded = !env.COFFER_VAULT_DATA_DIR && !f.dataDir;
+  const linkKeyFile = env.COFFER_VAULT_LINK_KEY_FILE || f.linkKeyFile || (embedded ? DEFAULT_LINK_KEY_FILE : undefined);
   return {
+    ...(linkKeyFile ? { linkKeyFile: abs(linkKeyFile) } : {}),
     host: env.COFFER_VAULT_HOST || f.listen?.host || '127.0.0.1',
     port,
     dataDir,
     platform,
     storePath: abs(env.COFFER_VAULT_STORE_PATH || f.storePath || join(dataDir, 'records.sqlite')),
+    ...storeConfig(env, f),
     fleetFile: abs(env.COFFER_VAULT_FLEET_FILE || f.fleetFile || join(dataDir, 'fleet.json')),
     policy,
     logLevel: env.COFFER_VAULT_LOG_LEVEL || f.logLevel || 'info',
     insecureCrashAfterCommitForTesting: flag('COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING),
   };
+}
+
+export type StoreConfig = { readonly kind: 'sqlite' } | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly prefix: string; readonly timeoutMs: number };
+
+/** `store` / COFFER_VAULT_STORE, and for etcd its endpoints (COFFER_VAULT_ETCD_ENDPOINTS, comma-separated). */
+function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig): { store?: StoreConfig } {
+  const kind = env.COFFER_VAULT_STORE || f.store || 'sqlite';
+  if (kind === 'sqlite') return {};
+  if (kind !== 'etcd') throw new ConfigError(`store: must be "sqlite" or "etcd", got "${kind}"`);
+  const endpoints = env.COFFER_VAULT_ETCD_ENDPOINTS ? env.COFFER_VAULT_ETCD_ENDPOINTS.split(',').map((e) => e.trim()).filter(Boolean) : (f.etcd?.endpoints ?? []);
+  if (endpoints.length === 0) throw new ConfigError('etcd.endpoints (or COFFER_VAULT_ETCD_ENDPOINTS) is required for store "etcd"');
+  for (const e of endpoints) {
+    if (!/^https?:\/\/[^/]+\/?$/.test(e)) throw new ConfigError(`etcd.endpoints: "${e}" is not an http(s)://host:port URL`);
+  }
+  const timeoutMs = int('COFFER_VAULT_ETCD_TIMEOUT_MS', env.COFFER_VAULT_ETCD_TIMEOUT_MS) ?? f.etcd?.timeoutMs ?? 2000;
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 50 || timeoutMs > 60_000) throw new ConfigError(`etcd.timeoutMs: must be 50..60000, got ${timeoutMs}`);
+  const prefix = env.COFFER_VAULT_ETCD_PREFIX || f.etcd?.prefix || 'coffer/vault/';
+  return { store: { kind: 'etcd', endpoints, prefix, timeoutMs } };
 }

@@ -11,6 +11,7 @@ export const ERRORS = {
   'unknown-operation': { status: 400, retry: false, message: 'unknown operation code' },
   'unknown-fleet-key': { status: 400, retry: false, message: 'the request is sealed to a fleet key this vault does not hold' },
   undecryptable: { status: 400, retry: false, message: 'the request does not decrypt for this account and operation' },
+  'relay-auth': { status: 401, retry: false, message: 'the coffer-relay-auth link authentication is missing, wrong or outside the clock window' },
   'body-too-large': { status: 413, retry: false, message: 'the request body is too large' },
   'unsupported-media-type': { status: 415, retry: false, message: 'the request body must be application/octet-stream' },
   'not-found': { status: 404, retry: false, message: 'no such endpoint' },

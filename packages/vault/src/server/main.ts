@@ -51,6 +51,7 @@ async function serve(config: VaultConfig): Promise<void> {
   const vault = await assembleVault(config, { createIfMissing: config.platform.kind === 'software', defaultMetrics: true, logger: { level: config.logLevel, base: { service: 'coffer-vault' } } });
   if (config.insecureCrashAfterCommitForTesting) process.stderr.write('coffer-vault: WARNING: COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING is set: this process kills itself after counting a guess\n');
   if (config.policy.insecureAllowWeakKsfForTesting) process.stderr.write('coffer-vault: WARNING: weak KSF parameters are accepted (COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING)\n');
+  if (!config.linkKeyFile) process.stderr.write('coffer-vault: WARNING: no linkKeyFile (COFFER_VAULT_LINK_KEY_FILE): relay link authentication is OFF, anything that reaches this port can name any account\n');
   if (config.host !== '127.0.0.1' && config.host !== '::1' && config.host !== 'localhost') {
     process.stderr.write(`coffer-vault: WARNING: listening on ${config.host}: only the front end should reach this service\n`);
   }

@@ -5,19 +5,22 @@
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { VaultCore } from '../core/vault-core.js';
 import { openPlatform, provisionVaultKeys, SOFTWARE_PLATFORM_WARNING, type OpenedPlatform } from '../platform/index.js';
+import { EtcdRecordStore } from '../store/etcd.js';
 import { SqliteRecordStore } from '../store/sqlite.js';
+import type { RecordStore } from '../store/store.js';
 import { buildApp } from './app.js';
 import type { VaultConfig } from './config.js';
 import { ensureFleetFile, loadFleet, type LoadedFleet } from './fleet.js';
 import { createMetrics, type VaultMetrics } from './metrics.js';
 import { installNodeCrypto } from './node-crypto.js';
 import { VaultService } from './vault-service.js';
+import { loadLinkKey } from './relay-auth.js';
 
 export interface RunningVault {
   readonly app: FastifyInstance;
   readonly fleet: LoadedFleet;
   readonly metrics: VaultMetrics;
-  readonly store: SqliteRecordStore;
+  readonly store: RecordStore;
   readonly platform: OpenedPlatform;
   close(): Promise<void>;
 }
@@ -40,14 +43,15 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     if (options.createIfMissing) await provisionVaultKeys(config.platform);
   }
   const platform = await openPlatform(config.platform);
-  let store: SqliteRecordStore | undefined;
+  let store: RecordStore | undefined;
   try {
     const fleet = options.createIfMissing ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
     const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup);
-    store = new SqliteRecordStore(config.storePath);
+    store = config.store?.kind === 'etcd' ? new EtcdRecordStore(config.store) : new SqliteRecordStore(config.storePath);
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
     const service = new VaultService({ core, store, metrics, insecureCrashAfterCommitForTesting: config.insecureCrashAfterCommitForTesting });
-    const app = buildApp({ service, metrics, describe: { platform: platform.platform.name, store: store.name }, logger: options.logger ?? false });
+    const linkKey = config.linkKeyFile ? loadLinkKey(config.linkKeyFile, { create: options.createIfMissing ?? false }) : undefined;
+    const app = buildApp({ service, metrics, describe: { platform: platform.platform.name, store: store.name }, logger: options.logger ?? false, ...(linkKey ? { linkKey } : {}) });
     const s = store;
     return {
       app,

@@ -7,4 +7,15 @@ export const KEY_LABELS = {
   fleetHpke: 'coffer-fleet-hpke-v1',
   /** AES-256 key that seals account records and the OPAQUE server setup at rest. */
   recordSeal: 'coffer-record-seal-v1',
+  /**
+   * P-256 key pair of one node's HSM (never shared): the fleet's keys are handed to a
+   * joining node wrapped to it (`coffer-vault fleet export-for`). Its public key is the
+   * node's identity in the key ceremony.
+   */
+  nodeTransport: 'coffer-node-transport-v1',
 } as const;
+
+/** Label of the record-sealing key made by the n-th rotation (n ≥ 2): `coffer-record-seal-v1-r2`, … */
+export function rotatedRecordSealLabel(n: number): string {
+  return `${KEY_LABELS.recordSeal}-r${n}`;
+}

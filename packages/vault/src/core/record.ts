@@ -142,8 +142,21 @@ export function recordAad(account: string, formatVersion: number): Uint8Array {
   return new ByteWriter().bytes(utf8(LABELS.recordSeal)).u8(0).u8(formatVersion).vec16(utf8(account)).finish();
 }
 
-export async function sealRecord(platform: Platform, account: string, rec: AccountRecord): Promise<Uint8Array> {
-  const sealed = await platform.seal(KEY_LABELS.recordSeal, recordAad(account, RECORD_FORMAT_VERSION), encodeRecord(rec));
+/**
+ * The record-sealing keys a fleet holds: `current` seals every new write; all of them
+ * (newest first) open. A rotation adds a key without a format change: AES-GCM under any
+ * other key fails authentication, so the first key that opens is the one that sealed.
+ */
+export interface RecordKeyring {
+  readonly current: string;
+  /** Every label that may have sealed a stored record, `current` included. */
+  readonly all: readonly string[];
+}
+
+export const DEFAULT_RECORD_KEYRING: RecordKeyring = { current: KEY_LABELS.recordSeal, all: [KEY_LABELS.recordSeal] };
+
+export async function sealRecord(platform: Platform, account: string, rec: AccountRecord, keys: RecordKeyring = DEFAULT_RECORD_KEYRING): Promise<Uint8Array> {
+  const sealed = await platform.seal(keys.current, recordAad(account, RECORD_FORMAT_VERSION), encodeRecord(rec));
   const out = new Uint8Array(1 + sealed.length);
   out[0] = RECORD_FORMAT_VERSION;
   out.set(sealed, 1);
@@ -159,9 +172,14 @@ export class RecordIntegrityError extends Error {
 }
 
 /** @throws RecordIntegrityError */
-export async function unsealRecord(platform: Platform, account: string, stored: Uint8Array): Promise<AccountRecord> {
+export async function unsealRecord(platform: Platform, account: string, stored: Uint8Array, keys: RecordKeyring = DEFAULT_RECORD_KEYRING): Promise<AccountRecord> {
   if (stored.length < 1 || stored[0] !== RECORD_FORMAT_VERSION) throw new RecordIntegrityError(account);
-  const plain = await platform.unseal(KEY_LABELS.recordSeal, recordAad(account, RECORD_FORMAT_VERSION), stored.subarray(1));
+  const aad = recordAad(account, RECORD_FORMAT_VERSION);
+  let plain: Uint8Array | null = null;
+  for (const label of [keys.current, ...keys.all.filter((l) => l !== keys.current)]) {
+    plain = await platform.unseal(label, aad, stored.subarray(1));
+    if (plain) break;
+  }
   if (!plain) throw new RecordIntegrityError(account);
   try {
     return decodeRecord(plain);

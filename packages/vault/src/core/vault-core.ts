@@ -44,7 +44,7 @@ import {
 import { checkPolicy, type CorePolicy } from './config.js';
 import { KEY_LABELS } from './key-labels.js';
 import type { Platform } from './platform.js';
-import { sealRecord, unsealRecord, type AccountRecord, type ActiveRecord } from './record.js';
+import { DEFAULT_RECORD_KEYRING, sealRecord, unsealRecord, type AccountRecord, type ActiveRecord, type RecordKeyring } from './record.js';
 
 /** Why a request could not even be opened. The server maps each to an HTTP 4xx. */
 export type RefusalCode = 'bad-account' | 'bad-length' | 'bad-version' | 'unknown-operation' | 'unknown-fleet-key' | 'undecryptable';
@@ -81,15 +81,18 @@ export class VaultCore {
     private readonly policy: CorePolicy,
     private readonly fleetKey: FleetKey,
     private readonly opaqueSetup: Secret<string>,
+    private readonly recordKeys: RecordKeyring,
   ) {}
 
   /**
    * @param opaqueSetup the unsealed OPAQUE server setup (see opaque-setup.ts)
-   * @throws RangeError for a bad policy
+   * @param recordKeys the record-sealing keyring (fleet key rotation; default: the one v1 key)
+   * @throws RangeError for a bad policy or a keyring whose current key is not in it
    */
-  static async create(platform: Platform, policy: CorePolicy, fleetKey: FleetKey, opaqueSetup: Secret<string>): Promise<VaultCore> {
+  static async create(platform: Platform, policy: CorePolicy, fleetKey: FleetKey, opaqueSetup: Secret<string>, recordKeys: RecordKeyring = DEFAULT_RECORD_KEYRING): Promise<VaultCore> {
+    if (!recordKeys.all.includes(recordKeys.current)) throw new RangeError('recordKeys: current must be one of all');
     await opaque.ready;
-    return new VaultCore(platform, checkPolicy(policy), fleetKey, opaqueSetup);
+    return new VaultCore(platform, checkPolicy(policy), fleetKey, opaqueSetup, recordKeys);
   }
 
   /** Parses and decrypts one request. Never touches a record. */
@@ -129,13 +132,13 @@ export class VaultCore {
    */
   async decide(req: OpenedVaultRequest, stored: Uint8Array | null): Promise<Decision> {
     const now = this.platform.now();
-    const loaded = stored ? await unsealRecord(this.platform, req.account, stored) : null;
+    const loaded = stored ? await unsealRecord(this.platform, req.account, stored, this.recordKeys) : null;
     const { record, erased } = normalize(loaded, now);
     const step = req.body === null ? this.#answer(req.op, { outcome: 'invalid', op: req.op, reason: 'bad-body' }) : await this.#step(req, req.body, record, now);
     // Normalization may have erased an exhausted record; that must reach the store even
     // when the operation itself writes nothing.
     let write = step.write;
-    if (!write && erased && record) write = { kind: 'put', value: await sealRecord(this.platform, req.account, record) };
+    if (!write && erased && record) write = { kind: 'put', value: await sealRecord(this.platform, req.account, record, this.recordKeys) };
     const response = await req.envelope.sealResponse(pad(encodeResponseBody(step.response)), this.platform.randomBytes(RESPONSE_NONCE_LENGTH));
     return {
       op: req.op,
@@ -152,7 +155,7 @@ export class VaultCore {
   }
 
   async #put(account: string, rec: AccountRecord): Promise<RecordWrite> {
-    return { kind: 'put', value: await sealRecord(this.platform, account, rec) };
+    return { kind: 'put', value: await sealRecord(this.platform, account, rec, this.recordKeys) };
   }
 
   async #step(req: OpenedVaultRequest, body: VaultRequest, rec: AccountRecord | null, now: number): Promise<Step> {

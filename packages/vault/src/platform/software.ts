@@ -97,6 +97,73 @@ export function provisionSoftwareKeys(path: string, spec: SoftwareKeySpec): stri
   return created;
 }
 
+/**
+ * Key material of `labels`, for the fleet key ceremony only (`fleet export-for` wraps it
+ * to another node at once; it is never written anywhere in the clear).
+ * @throws PlatformError key-missing naming the first absent label
+ */
+export function exportSoftwareKeys(path: string, labels: readonly string[]): Record<string, unknown> {
+  const file = readKeyFile(path);
+  const out: Record<string, unknown> = {};
+  for (const label of labels) {
+    const entry = file.keys[label];
+    if (!entry) throw new PlatformError(`no key labelled ${label} in ${path}`, 'key-missing');
+    out[label] = entry;
+  }
+  return out;
+}
+
+function checkEntry(label: string, e: unknown): KeyEntry {
+  const x = e as Partial<{ type: string; key: string; privateKey: string; publicKey: string }>;
+  const hex32 = (v: unknown): boolean => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v);
+  if ((x?.type === 'aes-256-gcm' || x?.type === 'hmac-sha256') && hex32(x.key)) return { type: x.type, key: x.key! };
+  if (x?.type === 'p256' && hex32(x.privateKey) && typeof x.publicKey === 'string') {
+    const ecdh = createECDH('prime256v1');
+    ecdh.setPrivateKey(Buffer.from(x.privateKey!, 'hex'));
+    if (ecdh.getPublicKey('hex', 'uncompressed') !== x.publicKey) throw new PlatformError(`imported key ${label}: public key does not match`, 'bad-argument');
+    return { type: 'p256', privateKey: x.privateKey!, publicKey: x.publicKey };
+  }
+  throw new PlatformError(`imported key ${label}: not a key this platform holds`, 'bad-argument');
+}
+
+/**
+ * Adds imported keys to the key file (created 0600 if needed). A label already present
+ * must hold the same key: a node never silently swaps a key it seals with.
+ * @returns the labels added
+ */
+export function importSoftwareKeys(path: string, keys: Record<string, unknown>): string[] {
+  let file: KeyFile;
+  try {
+    statSync(path);
+    file = readKeyFile(path);
+  } catch (err) {
+    if (err instanceof PlatformError && err.code === 'hsm-failure') throw err;
+    file = { version: 1, warning: 'NOT AN HSM: keys in this file unseal every Coffer vault record. Keep it mode 0600.', keys: {} };
+  }
+  const added: string[] = [];
+  for (const [label, raw] of Object.entries(keys)) {
+    const entry = checkEntry(label, raw);
+    const have = file.keys[label];
+    if (have) {
+      if (JSON.stringify(have) !== JSON.stringify(entry)) throw new PlatformError(`key ${label} in ${path} differs from the imported one (this node belongs to another fleet?)`, 'bad-argument');
+      continue;
+    }
+    file.keys[label] = entry;
+    added.push(label);
+  }
+  if (added.length > 0) writeKeyFile(path, file);
+  return added;
+}
+
+/** Removes `labels` from the key file (retiring a node). @returns the labels removed */
+export function removeSoftwareKeys(path: string, labels: readonly string[]): string[] {
+  const file = readKeyFile(path);
+  const removed = labels.filter((l) => l in file.keys);
+  for (const l of removed) delete file.keys[l];
+  if (removed.length > 0) writeKeyFile(path, file);
+  return removed;
+}
+
 /** @throws PlatformError token-missing when the key file is absent or unreadable */
 export function openSoftwarePlatform(path: string): SoftwarePlatform {
   const file = readKeyFile(path);

@@ -46,7 +46,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
   let store: RecordStore | undefined;
   try {
     const fleet = options.createIfMissing ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
-    const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup);
+    const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup, fleet.recordKeys);
     store = config.store?.kind === 'etcd' ? new EtcdRecordStore(config.store) : new SqliteRecordStore(config.storePath);
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
     const service = new VaultService({ core, store, metrics, insecureCrashAfterCommitForTesting: config.insecureCrashAfterCommitForTesting });

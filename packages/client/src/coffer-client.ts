@@ -1,0 +1,319 @@
+/**
+ * CofferClient: one device's view of Coffer — its profile (account, session, pinned
+ * fleet key, backup key K), the relay, and password or key mode. Node only (profile
+ * files, device key); the password flows themselves are KeyVault's, which is
+ * isomorphic.
+ *
+ * Modes (ProfileState.mode):
+ * - `off`: no vault record (never enabled, or disabled). K may still be on this device.
+ * - `password`: K is in the vault behind the password; `recover(password)` gets it back.
+ * - `key`: the user keeps K as 64 digits; there is no vault record.
+ */
+import { BackupKey } from '@coffer/backup';
+import { parseFleetKeyBundle, ProtocolError, Secret, type FleetKey, type KsfParams } from '@coffer/protocol';
+import { RelayBlobBackend } from './blob-backend.js';
+import { DeviceKey } from './device-key.js';
+import { CofferClientError, NotRegisteredError } from './errors.js';
+import { KeyVault, type VaultStatus } from './key-vault.js';
+import { Profile, type KeyMode } from './profile.js';
+import { RelayHttp } from './relay-http.js';
+
+export interface CofferClientOptions {
+  /** The relay URL; overrides (and is saved over) the profile's. */
+  readonly server?: string;
+  /**
+   * The fleet key bundle JSON to pin (e.g. `coffer-vault bundle`'s output). Without it
+   * the profile's pinned bundle is used, or the relay's `GET /v1/fleet-bundle` is
+   * fetched once and pinned (trust on first use).
+   */
+  readonly fleetBundle?: string;
+  /** KSF for new registrations (default: the protocol's DEFAULT_KSF). */
+  readonly ksf?: KsfParams;
+  readonly timeoutMs?: number;
+  readonly fetch?: typeof fetch;
+  /**
+   * TEST ONLY: receives the OPAQUE export key and session key of every flow, so the
+   * blindness test can look for them in captured traffic. Never set outside tests.
+   */
+  readonly onSecretsForTesting?: (secrets: { readonly exportKey: Uint8Array; readonly sessionKey?: Uint8Array }) => void;
+}
+
+export interface ClientStatus {
+  readonly profile: string;
+  readonly server: string | null;
+  readonly account: string | null;
+  readonly mode: KeyMode;
+  /** Whether this device holds K. */
+  readonly hasBackupKey: boolean;
+  /** K's key ID (hex), which reveals nothing about K. */
+  readonly keyId: string | null;
+  /** The vault's view, when logged in (null otherwise). */
+  readonly vault: VaultStatus | null;
+}
+
+const LOCAL_PREFIX = 'local:';
+const APP_PREFIX = 'app:';
+
+export class CofferClient {
+  readonly profile: Profile;
+  readonly #o: CofferClientOptions;
+  #relay: RelayHttp | undefined;
+  #fleetKey: FleetKey | undefined;
+
+  private constructor(profile: Profile, options: CofferClientOptions) {
+    this.profile = profile;
+    this.#o = options;
+  }
+
+  /** Opens the profile in `profileDir` (created on first save). */
+  static async open(profileDir: string, options: CofferClientOptions = {}): Promise<CofferClient> {
+    const profile = await Profile.open(profileDir);
+    const client = new CofferClient(profile, options);
+    if (options.server && options.server !== profile.state.server) {
+      await profile.update({ server: new RelayHttp({ server: options.server }).server });
+    }
+    return client;
+  }
+
+  get server(): string {
+    const s = this.profile.state.server;
+    if (!s) throw new CofferClientError('bad-config', 'no server given: use --server URL or set COFFER_SERVER');
+    return s;
+  }
+
+  /** The account as the vault and blob store see it (`local:…` or `app:…`). */
+  get account(): string {
+    const a = this.profile.state.account;
+    if (!a) throw new CofferClientError('not-logged-in', 'not logged in: run `coffer account create` or `coffer login` first');
+    return a;
+  }
+
+  relay(): RelayHttp {
+    this.#relay ??= new RelayHttp({
+      server: this.server,
+      token: () => this.profile.state.token,
+      refreshToken: async () => {
+        if (!this.profile.state.deviceKey) return false;
+        await this.login();
+        return true;
+      },
+      ...(this.#o.timeoutMs ? { timeoutMs: this.#o.timeoutMs } : {}),
+      ...(this.#o.fetch ? { fetch: this.#o.fetch } : {}),
+    });
+    return this.#relay;
+  }
+
+  // Accounts and sessions (spec/relay-api.md §1)
+
+  /** Creates a built-in account bound to a new device key and logs in. @returns the account ID */
+  async createAccount(): Promise<string> {
+    const key = DeviceKey.generate();
+    const id = await this.relay().createAccount(key.publicKey);
+    await this.profile.update({ account: LOCAL_PREFIX + id, deviceKey: key.toPem().expose(), token: undefined, tokenExpiresAt: undefined });
+    await this.login();
+    return this.account;
+  }
+
+  /**
+   * Opens a session with this profile's device key (challenge, signature, token). A
+   * different `account` than the profile's needs this profile's device key to be one of
+   * that account's keys.
+   */
+  async login(account?: string): Promise<void> {
+    const pem = this.profile.state.deviceKey;
+    if (!pem) throw new CofferClientError('not-logged-in', 'this profile has no device key: run `coffer account create`, or log in with an app token (--token-file)');
+    const target = account ? (account.startsWith(LOCAL_PREFIX) ? account : LOCAL_PREFIX + account) : this.account;
+    if (!target.startsWith(LOCAL_PREFIX)) throw new CofferClientError('bad-config', `account ${target} is not a built-in account: log in with an app token`);
+    const key = DeviceKey.fromPem(new Secret(pem));
+    const s = await this.relay().login(target.slice(LOCAL_PREFIX.length), (m) => key.sign(m));
+    await this.profile.update({ account: target, token: s.token, tokenExpiresAt: s.expiresAt });
+  }
+
+  /**
+   * App-token (JWT) mode: the app's own login issued `token`; its `sub` names the
+   * account (`app:<sub>`). The relay verifies the token; the client only reads `sub`
+   * and `exp` to know whose vault record it addresses.
+   */
+  async useAppToken(token: string): Promise<string> {
+    const claims = jwtClaims(token);
+    await this.profile.update({ account: APP_PREFIX + claims.sub, token, tokenExpiresAt: claims.exp !== undefined ? claims.exp * 1000 : undefined, deviceKey: undefined });
+    return this.account;
+  }
+
+  /** Clears the session (keeps the device key and K). */
+  async logout(): Promise<void> {
+    await this.profile.update({ token: undefined, tokenExpiresAt: undefined });
+  }
+
+  // The fleet key
+
+  async fleetKey(): Promise<FleetKey> {
+    if (this.#fleetKey) return this.#fleetKey;
+    let json = this.#o.fleetBundle;
+    if (json !== undefined) {
+      if (json !== this.profile.state.fleetBundle) await this.profile.update({ fleetBundle: json });
+    } else {
+      json = this.profile.state.fleetBundle;
+      if (json === undefined) {
+        json = await this.relay().fleetBundle();
+        await parseBundle(json); // never pin garbage
+        await this.profile.update({ fleetBundle: json });
+      }
+    }
+    this.#fleetKey = (await parseBundle(json)).keys[0]!;
+    return this.#fleetKey;
+  }
+
+  async #vault(): Promise<KeyVault> {
+    const relay = this.relay();
+    return new KeyVault({
+      fleetKey: await this.fleetKey(),
+      account: this.account,
+      transport: (bytes) => relay.vault(bytes),
+      ...(this.#o.ksf ? { ksf: this.#o.ksf } : {}),
+      ...(this.#o.onSecretsForTesting ? { onSecretsForTesting: this.#o.onSecretsForTesting } : {}),
+    });
+  }
+
+  // The backup key
+
+  /** K on this device, if enabled or recovered here. */
+  backupKey(): BackupKey | undefined {
+    const k = this.profile.backupKeyBytes();
+    return k ? BackupKey.fromBytes(k.expose()) : undefined;
+  }
+
+  async #ensureBackupKey(): Promise<BackupKey> {
+    const existing = this.backupKey();
+    if (existing) return existing;
+    const k = BackupKey.generate();
+    // Saved before the vault sees it, so a crash after registration can't lose it.
+    await this.profile.update({ backupKey: hexOf(k.exportBytes()) });
+    return k;
+  }
+
+  /**
+   * Password mode: registers `password` with the vault, protecting this device's K (made
+   * now if the device has none).
+   * @throws WeakPasswordError, CofferClientError('already-registered'), RateLimitedError, UnavailableError, InvalidCredentialsError
+   */
+  async enablePassword(password: string | Secret<string>, options: { guessLimit?: number } = {}): Promise<BackupKey> {
+    const pw = asSecret(password);
+    const vault = await this.#vault();
+    const k = await this.#ensureBackupKey();
+    await vault.enable(pw, new Secret(k.exportBytes()), options);
+    await this.profile.update({ mode: 'password' });
+    return k;
+  }
+
+  /**
+   * Key mode: the user keeps K as 64 digits. Switching from password mode erases the
+   * vault record (the password stops working), so show the digits to the user first.
+   * @returns K as 64 digits
+   */
+  async enableKey(): Promise<string> {
+    const k = await this.#ensureBackupKey();
+    if (this.profile.state.mode === 'password') {
+      try {
+        await (await this.#vault()).remove();
+      } catch (e) {
+        if (!CofferClientError.is(e, 'not-registered')) throw e;
+      }
+    }
+    await this.profile.update({ mode: 'key' });
+    return k.toDigits();
+  }
+
+  /**
+   * K from the password (a new device after `login`); kept in the profile.
+   * @throws WrongPasswordError{guessesRemaining}, LockedError, NotRegisteredError, RateLimitedError, UnavailableError
+   */
+  async recover(password: string | Secret<string>): Promise<BackupKey> {
+    const secret = await (await this.#vault()).recover(asSecret(password));
+    const k = BackupKey.fromBytes(secret.expose());
+    await this.profile.update({ backupKey: hexOf(secret.expose()), mode: 'password' });
+    return k;
+  }
+
+  /**
+   * New password, same K. A weak new password is refused before any guess is spent.
+   * @throws WeakPasswordError, WrongPasswordError, LockedError, NotRegisteredError, …
+   */
+  async changePassword(oldPassword: string | Secret<string>, newPassword: string | Secret<string>): Promise<void> {
+    const secret = await (await this.#vault()).changePassword(asSecret(oldPassword), asSecret(newPassword));
+    await this.profile.update({ backupKey: hexOf(secret.expose()), mode: 'password' });
+  }
+
+  /**
+   * Turns password mode off: the vault erases the record. K stays on this device (its
+   * backups stay readable here); `enableKey()` shows it, `enablePassword()` protects it
+   * again.
+   * @throws NotRegisteredError when the vault has no record (the profile is set to off anyway)
+   */
+  async disable(): Promise<void> {
+    try {
+      await (await this.#vault()).remove();
+    } catch (e) {
+      if (e instanceof NotRegisteredError) await this.profile.update({ mode: 'off' });
+      throw e;
+    }
+    await this.profile.update({ mode: 'off' });
+  }
+
+  /** Local state and, when logged in, the vault's view (`vault` null when not). */
+  async status(): Promise<ClientStatus> {
+    const s = this.profile.state;
+    const k = this.backupKey();
+    let vault: VaultStatus | null = null;
+    if (s.account && s.token && s.server) vault = await (await this.#vault()).status();
+    return {
+      profile: this.profile.dir,
+      server: s.server ?? null,
+      account: s.account ?? null,
+      mode: s.mode,
+      hasBackupKey: k !== undefined,
+      keyId: k ? hexOf(k.keyId()) : null,
+      vault,
+    };
+  }
+
+  /** The account's blob namespace on the relay, as a backup StorageBackend. */
+  blobBackend(): RelayBlobBackend {
+    void this.account; // must be logged in
+    return new RelayBlobBackend(this.relay(), { location: `coffer:${this.server}` });
+  }
+
+  toString(): string {
+    return `CofferClient(${this.profile.dir})`;
+  }
+}
+
+function asSecret(p: string | Secret<string>): Secret<string> {
+  return typeof p === 'string' ? new Secret(p) : p;
+}
+
+function hexOf(b: Uint8Array): string {
+  return Buffer.from(b).toString('hex');
+}
+
+async function parseBundle(json: string) {
+  try {
+    return await parseFleetKeyBundle(json);
+  } catch (e) {
+    if (e instanceof ProtocolError) throw new CofferClientError('bad-config', e.message, { cause: e });
+    throw e;
+  }
+}
+
+/** `sub` and `exp` of a JWT, unverified (the relay verifies it). */
+function jwtClaims(token: string): { sub: string; exp?: number } {
+  const parts = token.trim().split('.');
+  let claims: { sub?: unknown; exp?: unknown } | undefined;
+  try {
+    if (parts.length === 3) claims = JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8')) as { sub?: unknown; exp?: unknown };
+  } catch {
+    claims = undefined;
+  }
+  if (!claims || typeof claims.sub !== 'string' || claims.sub === '') throw new CofferClientError('bad-config', 'app token: not a JWT with a "sub" claim');
+  return { sub: claims.sub, ...(typeof claims.exp === 'number' ? { exp: claims.exp } : {}) };
+}

@@ -1,0 +1,201 @@
+/**
+ * The client side of the relay HTTP API (spec/relay-api.md), over `fetch`. Isomorphic:
+ * no `node:*`, so the same code runs in a browser. Every request has a deadline; a
+ * network failure, a timeout or a 5xx becomes `UnavailableError`, 401 becomes
+ * `InvalidCredentialsError`, 429 `RateLimitedError`. Bodies are never logged.
+ */
+import { fromBase64Url, toBase64Url, utf8, concat } from '@coffer/protocol';
+import { CofferClientError, InvalidCredentialsError, RateLimitedError, UnavailableError } from './errors.js';
+
+/** spec/relay-api.md §1: what a device signs to open a session. */
+export const SESSION_SIGNATURE_LABEL = 'coffer-relay/v1/session';
+
+/** `'coffer-relay/v1/session' || 0x00 || challenge` (spec/relay-api.md §1). */
+export function sessionSignatureInput(challenge: Uint8Array): Uint8Array {
+  return concat(utf8(SESSION_SIGNATURE_LABEL), new Uint8Array([0]), challenge);
+}
+
+export interface RelayHttpOptions {
+  /** Base URL, e.g. `http://127.0.0.1:7440`. */
+  readonly server: string;
+  /** The bearer token to send, or undefined for unauthenticated calls. */
+  readonly token?: () => Promise<string | undefined> | string | undefined;
+  /**
+   * Called once when an authenticated request gets 401; returns true when it got a
+   * fresh token (the request is then retried once).
+   */
+  readonly refreshToken?: () => Promise<boolean>;
+  /** Per-request deadline in ms (default 30 s; blob transfers get `blobTimeoutMs`). */
+  readonly timeoutMs?: number;
+  /** Deadline for blob transfers (default 5 min). */
+  readonly blobTimeoutMs?: number;
+  readonly fetch?: typeof fetch;
+}
+
+export interface RelayErrorBody {
+  readonly status: number;
+  readonly code: string;
+  readonly message: string;
+  readonly retryAfter?: number;
+}
+
+/** A relay answer that is not a success and not one the SDK maps by itself. */
+export class RelayResponseError extends CofferClientError {
+  override name = 'RelayResponseError';
+  constructor(readonly relay: RelayErrorBody) {
+    super('protocol', `the server answered ${relay.status} ${relay.code}: ${relay.message}`);
+  }
+}
+
+interface Call {
+  readonly method: string;
+  readonly path: string;
+  readonly auth: boolean;
+  readonly body?: Uint8Array | object;
+  readonly headers?: Record<string, string>;
+  readonly timeoutMs?: number;
+  /** Statuses returned to the caller instead of thrown. */
+  readonly pass?: readonly number[];
+}
+
+export class RelayHttp {
+  readonly server: string;
+  readonly #o: RelayHttpOptions;
+  readonly #fetch: typeof fetch;
+
+  constructor(options: RelayHttpOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.server);
+    } catch {
+      throw new CofferClientError('bad-config', `server: not a URL: ${options.server}`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new CofferClientError('bad-config', `server: must be an http(s) URL, got ${options.server}`);
+    this.server = url.href.replace(/\/+$/, '');
+    this.#o = options;
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  }
+
+  /** One HTTP exchange with deadline and error mapping. */
+  async call(c: Call): Promise<Response> {
+    const first = await this.#once(c);
+    if (first.status === 401 && c.auth && this.#o.refreshToken && !(c.pass ?? []).includes(401)) {
+      await first.body?.cancel().catch(() => {});
+      if (await this.#o.refreshToken()) return this.#check(c, await this.#once(c));
+    }
+    return this.#check(c, first);
+  }
+
+  async #once(c: Call): Promise<Response> {
+    const headers: Record<string, string> = { ...(c.headers ?? {}) };
+    if (c.auth) {
+      const token = await this.#o.token?.();
+      if (!token) throw new CofferClientError('not-logged-in', 'not logged in: run `coffer account create` or `coffer login` first');
+      headers.authorization = `Bearer ${token}`;
+    }
+    let body: Uint8Array | string | undefined;
+    if (c.body instanceof Uint8Array) {
+      body = c.body;
+      headers['content-type'] ??= 'application/octet-stream';
+    } else if (c.body !== undefined) {
+      body = JSON.stringify(c.body);
+      headers['content-type'] = 'application/json';
+    }
+    const timeout = c.timeoutMs ?? this.#o.timeoutMs ?? 30_000;
+    const signal = AbortSignal.timeout(timeout);
+    try {
+      return await this.#fetch(`${this.server}${c.path}`, { method: c.method, headers, ...(body !== undefined ? { body } : {}), signal });
+    } catch (e) {
+      const name = (e as Error)?.name;
+      if (name === 'TimeoutError' || name === 'AbortError') throw new UnavailableError(`${this.server} did not answer within ${Math.round(timeout / 1000)} s`, e);
+      throw new UnavailableError(`cannot reach ${this.server}: ${describeFetchError(e)}`, e);
+    }
+  }
+
+  async #check(c: Call, res: Response): Promise<Response> {
+    if (res.ok || (c.pass ?? []).includes(res.status)) return res;
+    const err = await readError(res);
+    if (res.status === 401) throw new InvalidCredentialsError();
+    if (res.status === 429) throw new RateLimitedError(err.retryAfter ?? retryAfterHeader(res) ?? 1, `the server is limiting requests (${err.code})`);
+    if (res.status >= 500) throw new UnavailableError(`the server failed: ${res.status} ${err.code}: ${err.message}`);
+    throw new RelayResponseError(err);
+  }
+
+  async json<T>(c: Call): Promise<T> {
+    const res = await this.call(c);
+    try {
+      return (await res.json()) as T;
+    } catch (e) {
+      throw new CofferClientError('protocol', `${c.method} ${c.path}: the server's answer is not JSON`, { cause: e });
+    }
+  }
+
+  // §1 accounts and sessions
+
+  async createAccount(publicKey: Uint8Array): Promise<string> {
+    const r = await this.json<{ account?: unknown }>({ method: 'POST', path: '/v1/accounts', auth: false, body: { publicKey: toBase64Url(publicKey) } });
+    if (typeof r.account !== 'string') throw new CofferClientError('protocol', 'POST /v1/accounts: no account in the answer');
+    return r.account;
+  }
+
+  /** Challenge → signature → session token (spec §1). */
+  async login(account: string, sign: (message: Uint8Array) => Promise<Uint8Array> | Uint8Array): Promise<{ token: string; expiresAt: number }> {
+    const ch = await this.json<{ challenge?: unknown }>({ method: 'POST', path: '/v1/sessions/challenge', auth: false, body: { account } });
+    if (typeof ch.challenge !== 'string') throw new CofferClientError('protocol', 'POST /v1/sessions/challenge: no challenge in the answer');
+    const signature = await sign(sessionSignatureInput(fromBase64Url(ch.challenge)));
+    const s = await this.json<{ token?: unknown; expiresAt?: unknown }>({
+      method: 'POST',
+      path: '/v1/sessions',
+      auth: false,
+      body: { account, challenge: ch.challenge, signature: toBase64Url(signature) },
+    });
+    if (typeof s.token !== 'string' || typeof s.expiresAt !== 'number') throw new CofferClientError('protocol', 'POST /v1/sessions: no token in the answer');
+    return { token: s.token, expiresAt: s.expiresAt };
+  }
+
+  async addDeviceKey(publicKey: Uint8Array): Promise<void> {
+    await this.call({ method: 'POST', path: '/v1/accounts/keys', auth: true, body: { publicKey: toBase64Url(publicKey) } });
+  }
+
+  /** The fleet key bundle JSON the relay publishes (spec §5), to pin on first use. */
+  async fleetBundle(): Promise<string> {
+    const res = await this.call({ method: 'GET', path: '/v1/fleet-bundle', auth: false });
+    return await res.text();
+  }
+
+  // §2 vault messages
+
+  /** One sealed vault request through the relay; the sealed response back. */
+  async vault(request: Uint8Array): Promise<Uint8Array> {
+    const res = await this.call({ method: 'POST', path: '/v1/vault', auth: true, body: request });
+    return new Uint8Array(await res.arrayBuffer());
+  }
+}
+
+async function readError(res: Response): Promise<RelayErrorBody> {
+  let code = `http-${res.status}`;
+  let message = res.statusText || 'no message';
+  let retryAfter: number | undefined;
+  try {
+    const j = (await res.json()) as { error?: { code?: unknown; message?: unknown; retryAfter?: unknown } };
+    if (typeof j.error?.code === 'string') code = j.error.code;
+    if (typeof j.error?.message === 'string') message = j.error.message;
+    if (typeof j.error?.retryAfter === 'number') retryAfter = j.error.retryAfter;
+  } catch {
+    // not JSON: keep the status line
+  }
+  return { status: res.status, code, message, ...(retryAfter !== undefined ? { retryAfter } : {}) };
+}
+
+function retryAfterHeader(res: Response): number | undefined {
+  const h = res.headers.get('retry-after');
+  return h && /^\d+$/.test(h) ? Number(h) : undefined;
+}
+
+function describeFetchError(e: unknown): string {
+  const cause = (e as { cause?: { code?: string; message?: string } })?.cause;
+  if (cause?.code === 'ECONNREFUSED') return 'connection refused';
+  if (cause?.code === 'ENOTFOUND') return 'host not found';
+  if (cause?.code === 'ECONNRESET') return 'connection reset';
+  return cause?.message ?? (e as Error)?.message ?? String(e);
+}

@@ -3,7 +3,7 @@
  * HPKE, spec/vault-protocol.md §5) with its outcomes turned into the SDK's typed
  * errors. Isomorphic (no `node:*`): this is the part a browser app uses as is.
  */
-import { ProtocolError, Secret, VaultClient, type FleetKey, type FlowFailure, type KsfParams, type VaultTransport } from '@coffer/protocol';
+import { ProtocolError, VaultClient, type Secret, type FleetKey, type FlowFailure, type KsfParams, type VaultTransport } from '@coffer/protocol';
 import { CofferClientError, LockedError, NotRegisteredError, RateLimitedError, WrongPasswordError } from './errors.js';
 import { checkPassword } from './password-policy.js';
 

@@ -164,20 +164,24 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
         throw new CofferError('missing-object', `${needs.slice(0, 3).join(', ')}${more}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
       }
       const plain = repo.openSealed(name, ObjectKind.Pack, group.packId, sealed);
-      for (const b of group.blobs) {
-        const raw = await repo.readBlobFrom(plain, b.loc, `${name} (blob at ${b.loc.offset})`);
-        for (const u of b.uses) {
-          const fh = await openTmp(u.file);
-          let written = 0;
-          while (written < raw.length) {
-            const { bytesWritten } = await fh.write(raw, written, raw.length - written, u.offset + written);
-            written += bytesWritten;
+      // The blobs of one pack are decompressed and written concurrently: the writes go
+      // to the thread pool, and one at a time would leave it mostly idle.
+      await Promise.all(
+        group.blobs.map(async (b) => {
+          const raw = await repo.readBlobFrom(plain, b.loc, `${name} (blob at ${b.loc.offset})`);
+          for (const u of b.uses) {
+            const fh = await openTmp(u.file);
+            let written = 0;
+            while (written < raw.length) {
+              const { bytesWritten } = await fh.write(raw, written, raw.length - written, u.offset + written);
+              written += bytesWritten;
+            }
+            progress.bytes += raw.length;
+            if (--u.file.remaining === 0) await complete(u.file);
           }
-          progress.bytes += raw.length;
-          if (--u.file.remaining === 0) await complete(u.file);
-        }
-        report();
-      }
+          report();
+        }),
+      );
     });
 
     for (const l of links) {

@@ -11,12 +11,13 @@ import { PlatformError } from '../core/platform.js';
 import { openPlatform, provisionVaultKeys } from '../platform/index.js';
 import { ConfigError, loadConfig, type VaultConfig } from './config.js';
 import { ensureFleetFile, fleetBundle, FleetFileError, loadFleet } from './fleet.js';
+import { fleetCommand, FLEET_USAGE } from './fleet-cli.js';
 import { assembleVault } from './start.js';
 
 const USAGE = `usage: coffer-vault [serve] [--config FILE]
        coffer-vault keys create [--config FILE]   create the fleet keys (software file or PKCS#11 token) and fleet.json
        coffer-vault bundle [--config FILE]        print the fleet key bundle JSON that clients pin
-
+${FLEET_USAGE}
 With no configuration, serve runs the embedded default: software platform (NOT an HSM),
 SQLite in ./.coffer-data/vault, listening on 127.0.0.1:7441. Settings: a JSON file
 (--config or COFFER_VAULT_CONFIG) and COFFER_VAULT_* environment variables
@@ -28,21 +29,25 @@ function fail(message: string, code: number): never {
   process.exit(code);
 }
 
-function parseArgs(argv: string[]): { command: string[]; configFile?: string } {
+function parseArgs(argv: string[]): { command: string[]; configFile?: string; fleetKeyId?: string } {
   const command: string[] = [];
   let configFile: string | undefined;
+  let fleetKeyId: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === '--config') {
+    if (a === '--fleet-key-id') {
+      fleetKeyId = argv[++i];
+      if (!fleetKeyId) fail('--fleet-key-id needs the bundle\'s keyId', 2);
+    } else if (a === '--config') {
       configFile = argv[++i];
       if (!configFile) fail('--config needs a file', 2);
     } else if (a === '-h' || a === '--help' || a === 'help') {
       process.stdout.write(USAGE);
       process.exit(0);
-    } else if (a.startsWith('-')) fail(`unknown option ${a}\n${USAGE}`, 2);
+    } else if (a.startsWith('-') && a !== '-') fail(`unknown option ${a}\n${USAGE}`, 2);
     else command.push(a);
   }
-  return configFile ? { command, configFile } : { command };
+  return { command, ...(configFile ? { configFile } : {}), ...(fleetKeyId ? { fleetKeyId } : {}) };
 }
 
 async function serve(config: VaultConfig): Promise<void> {
@@ -96,7 +101,7 @@ async function bundle(config: VaultConfig): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { command, configFile } = parseArgs(process.argv.slice(2));
+  const { command, configFile, fleetKeyId } = parseArgs(process.argv.slice(2));
   let config: VaultConfig;
   try {
     config = loadConfig(configFile ? { file: configFile } : {});
@@ -109,6 +114,7 @@ async function main(): Promise<void> {
     if (cmd === 'serve') await serve(config);
     else if (cmd === 'keys create') await keysCreate(config);
     else if (cmd === 'bundle') await bundle(config);
+    else if (command[0] === 'fleet' && (await fleetCommand(config, command.slice(1), fleetKeyId ? { fleetKeyId } : {}, (s) => process.stdout.write(s), (s) => process.stderr.write(`coffer-vault: ${s}\n`)))) return;
     else fail(`unknown command "${cmd}"\n${USAGE}`, 2);
   } catch (err) {
     if (err instanceof PlatformError) fail(`platform (${err.code}): ${err.message}`, 1);

@@ -1,0 +1,81 @@
+/**
+ * `coffer-vault fleet …`: the key ceremony's commands (fleet-ceremony.ts). stdout carries
+ * data only (the bundle, the node identity, the transfer package); notes go to stderr.
+ */
+import { readFileSync } from 'node:fs';
+import { bundleToJson } from '@coffer/protocol';
+import type { VaultConfig } from './config.js';
+import { activate, CeremonyError, exportFor, fleetInit, join, leave, nodeKey, parseRecipient, rotate } from './fleet-ceremony.js';
+import { readFleetFile, recordKeyring } from './fleet.js';
+
+export const FLEET_USAGE = `       coffer-vault fleet init                     create the fleet keys once, on the first node; prints the bundle
+       coffer-vault fleet node-key                 this node's transport key (created if missing): {"nodeId","publicKey"}
+       coffer-vault fleet export-for KEY|FILE      the fleet keys wrapped to that node's transport key (JSON on stdout)
+       coffer-vault fleet join FILE --fleet-key-id ID   import a transfer package (ID: the pinned bundle's keyId)
+       coffer-vault fleet rotate                   stage a new record-sealing key (then export-for/join it to every node)
+       coffer-vault fleet activate LABEL           seal new records under LABEL (after every node holds it)
+       coffer-vault fleet status                   this node's fleet key ID, record keys, node ID
+       coffer-vault fleet leave                    retire this node: drop the fleet keys and fleet.json
+`;
+
+function readArg(arg: string | undefined, what: string): string {
+  if (!arg) throw new CeremonyError(`${what} is required`);
+  if (arg === '-') return readFileSync(0, 'utf8');
+  if (/^04[0-9a-f]{128}$/.test(arg)) return arg;
+  try {
+    return readFileSync(arg, 'utf8');
+  } catch (err) {
+    throw new CeremonyError(`${what} ${arg}: ${(err as Error).message}`);
+  }
+}
+
+export async function fleetCommand(config: VaultConfig, args: readonly string[], options: { fleetKeyId?: string }, out: (s: string) => void, note: (s: string) => void): Promise<boolean> {
+  const [sub, arg] = args;
+  switch (sub) {
+    case 'init': {
+      const { bundle, node } = await fleetInit(config);
+      note(`fleet created: key ID ${bundle.keys[0] ? Buffer.from(bundle.keys[0].keyId).toString('hex') : '?'}, first node ${node.nodeId}; fleet file ${config.fleetFile}`);
+      out(bundleToJson(bundle) + '\n');
+      return true;
+    }
+    case 'node-key':
+      out(JSON.stringify(await nodeKey(config)) + '\n');
+      return true;
+    case 'export-for': {
+      const pkg = await exportFor(config, parseRecipient(readArg(arg, 'the node public key (or a file holding it)')));
+      note(`fleet keys wrapped for node ${pkg.to.nodeId}; carry this package to it and run: coffer-vault fleet join FILE --fleet-key-id ${pkg.fleetKeyId}`);
+      out(JSON.stringify(pkg, null, 2) + '\n');
+      return true;
+    }
+    case 'join': {
+      if (!options.fleetKeyId) throw new CeremonyError('fleet join needs --fleet-key-id (the keyId of the bundle clients pin)');
+      const r = await join(config, readArg(arg, 'the transfer package file'), options.fleetKeyId);
+      note(`joined fleet ${r.fleetKeyId}: ${r.imported.length ? `imported ${r.imported.join(', ')}` : 'keys already held'}`);
+      return true;
+    }
+    case 'rotate': {
+      const label = await rotate(config);
+      note(`staged record key ${label}: hand it to every node (export-for/join), then run \`coffer-vault fleet activate ${label}\` on each and restart it`);
+      out(label + '\n');
+      return true;
+    }
+    case 'activate':
+      if (!arg) throw new CeremonyError('fleet activate needs a record key label');
+      await activate(config, arg);
+      note(`new records will be sealed under ${arg} once this node restarts`);
+      return true;
+    case 'status': {
+      const file = readFleetFile(config.fleetFile);
+      const node = await nodeKey(config);
+      out(JSON.stringify({ fleetKeyId: file.keyId, node, recordKeys: recordKeyring(file) }, null, 2) + '\n');
+      return true;
+    }
+    case 'leave': {
+      const removed = await leave(config);
+      note(`left the fleet: removed ${removed.join(', ') || 'no keys'}; remove this node from the front ends and its etcd member (etcdctl member remove)`);
+      return true;
+    }
+    default:
+      return false;
+  }
+}

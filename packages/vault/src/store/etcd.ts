@@ -114,13 +114,13 @@ export class EtcdRecordStore implements RecordStore {
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause;
       if (cause?.code === 'ECONNREFUSED' || cause?.code === 'EHOSTUNREACH') throw new NotSent(`${endpoint}: connection refused`);
-      throw new Error(`${endpoint}: ${(err as Error).name === 'TimeoutError' ? `no answer within ${this.#timeoutMs} ms` : (err as Error).message}`);
+      throw new Error(`${endpoint}: ${(err as Error).name === 'TimeoutError' ? `no answer within ${this.#timeoutMs} ms` : (err as Error).message}`, { cause: err });
     }
     let text: string;
     try {
       text = await res.text();
     } catch (err) {
-      throw new Error(`${endpoint}: ${(err as Error).message}`);
+      throw new Error(`${endpoint}: ${(err as Error).message}`, { cause: err });
     }
     if (res.status !== 200) {
       let detail = text.slice(0, 200);

@@ -49,7 +49,13 @@ export function checkPassword(password: string): void {
   if (reason) throw new WeakPasswordError(reason);
 }
 
+const SEQUENCES = ['01234567890123456789', 'abcdefghijklmnopqrstuvwxyz', 'qwertyuiopasdfghjklzxcvbnm'];
+
 function isRun(s: string): boolean {
+  const lower = s.toLowerCase();
+  for (const seq of SEQUENCES) {
+    if (seq.includes(lower) || [...seq].reverse().join('').includes(lower)) return true;
+  }
   const c = [...s].map((ch) => ch.codePointAt(0)!);
   const d = c[1]! - c[0]!;
   if (Math.abs(d) !== 1) return false;

@@ -1,0 +1,155 @@
+/**
+ * The coffer-relay HTTP service (spec/relay-api.md): client authentication, limits,
+ * forwarding of sealed vault messages, and the blob API.
+ *
+ * `buildApp` returns an app that is not listening, for `app.inject()` tests; `main.ts`
+ * listens. Logs never carry request bodies or the authorization header.
+ */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { AccountStore } from './auth/account-store.js';
+import { makeAuthenticator } from './auth/authenticate.js';
+import type { JwtVerifier } from './auth/jwt.js';
+import type { BlobStore } from './blobs/store.js';
+import { errorBody, ERRORS, RelayError, type ErrorCode } from './errors.js';
+import type { RelayMetrics } from './metrics.js';
+import { TokenBuckets, type BucketRule } from './rate-limit.js';
+import { accountRoutes } from './routes/accounts.js';
+import { blobRoutes } from './routes/blobs.js';
+import { vaultRoutes, VAULT_BODY_LIMIT } from './routes/vault.js';
+import type { VaultForwarder } from './vault-forwarder.js';
+
+export interface RateLimits {
+  /** Every request from one address (except /healthz and /metrics). */
+  readonly perAddress: BucketRule;
+  /** Every authenticated request of one account. */
+  readonly perAccount: BucketRule;
+  /** POST /v1/accounts per address. */
+  readonly accountCreation: BucketRule;
+  /** Sign-in (challenge and session) per address, and per account. */
+  readonly signInByAddress: BucketRule;
+  readonly signInByAccount: BucketRule;
+}
+
+export const DEFAULT_LIMITS: RateLimits = {
+  perAddress: { perSecond: 100, burst: 400 },
+  perAccount: { perSecond: 20, burst: 100 },
+  accountCreation: { perSecond: 1 / 60, burst: 10 },
+  signInByAddress: { perSecond: 1, burst: 20 },
+  signInByAccount: { perSecond: 0.2, burst: 10 },
+};
+
+export const DEFAULT_MAX_OBJECT_BYTES = 64 * 1024 * 1024;
+
+/** Redacted from every log line. */
+export const LOG_REDACT = ['req.headers.authorization', 'req.headers["coffer-relay-auth"]', 'req.headers.cookie', 'res.headers["set-cookie"]'];
+
+export interface AppOptions {
+  readonly accounts: AccountStore | null;
+  readonly jwt: JwtVerifier | null;
+  readonly forwarder: VaultForwarder;
+  readonly blobs: BlobStore;
+  readonly metrics: RelayMetrics;
+  readonly limits?: Partial<RateLimits>;
+  readonly maxObjectBytes?: number;
+  /** Per-account blob quota in bytes; 0 = unlimited. */
+  readonly quotaBytes?: number;
+  /** pino options (redaction is added), or false for silence. */
+  readonly logger?: FastifyServerOptions['logger'];
+  /** Whole-request timeout (ms) for slow clients; 0 = none. */
+  readonly requestTimeoutMs?: number;
+  readonly https?: { readonly cert: Buffer; readonly key: Buffer } | null;
+  /** Clock for the rate limiter (tests). */
+  readonly now?: () => number;
+}
+
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'body-too-large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported-media-type',
+  FST_ERR_CTP_EMPTY_TYPE: 'unsupported-media-type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'bad-request',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'bad-request',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'bad-request',
+  FST_ERR_REQ_TIMEOUT: 'request-timeout',
+};
+
+export function buildApp(options: AppOptions): FastifyInstance {
+  const logger = options.logger === undefined || options.logger === false ? false : { ...(typeof options.logger === 'object' ? options.logger : {}), redact: LOG_REDACT };
+  const app = Fastify({
+    logger,
+    bodyLimit: VAULT_BODY_LIMIT,
+    requestIdHeader: false,
+    requestTimeout: options.requestTimeoutMs ?? 120_000,
+    connectionTimeout: 0,
+    keepAliveTimeout: 65_000,
+    // The /v1/blobs/* names are checked by the routes; no trailing-slash magic.
+    ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
+  }) as unknown as FastifyInstance;
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const now = options.now ? { now: options.now } : {};
+  const perAddress = new TokenBuckets(limits.perAddress, now);
+  const perAccount = new TokenBuckets(limits.perAccount, now);
+  const authenticate = makeAuthenticator({ accounts: options.accounts, jwt: options.jwt, perAccount });
+  const { metrics } = options;
+
+  app.decorateRequest('account', '');
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, JSON.parse(body as string) as unknown);
+    } catch {
+      done(new RelayError('bad-request', { message: 'the body is not valid JSON' }), undefined);
+    }
+  });
+
+  app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, req, reply) => {
+    let code: ErrorCode;
+    let retryAfter: number | undefined;
+    let message: string | undefined;
+    if (err instanceof RelayError) {
+      code = err.code;
+      retryAfter = err.options.retryAfter;
+      message = err.options.message;
+      if (code === 'blob-store-unavailable' || code === 'blob-store-full') req.log.error({ err: err.cause }, 'blob store failed');
+    } else if (err.code && FASTIFY_CODES[err.code]) {
+      code = FASTIFY_CODES[err.code]!;
+      if (code === 'body-too-large' && req.url.startsWith('/v1/blobs/')) code = 'blob-too-large';
+    } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+      code = 'bad-request';
+    } else {
+      code = 'internal';
+      req.log.error({ err }, 'unhandled error');
+    }
+    if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
+    const body = errorBody(code, { ...(message !== undefined ? { message } : {}), ...(retryAfter !== undefined ? { retryAfter } : {}) });
+    void reply.code(ERRORS[code].status).send(body);
+  });
+  app.setNotFoundHandler((_req, reply) => {
+    void reply.code(404).send(errorBody('not-found'));
+  });
+
+  app.addHook('onRequest', async (req) => {
+    if (req.url === '/healthz' || req.url === '/metrics') return;
+    const wait = perAddress.take(req.ip);
+    if (wait > 0) throw new RelayError('rate-limited', { retryAfter: wait });
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+  });
+
+  void app.register(accountRoutes, {
+    accounts: options.accounts,
+    authenticate,
+    accountCreation: new TokenBuckets(limits.accountCreation, now),
+    signInByAddress: new TokenBuckets(limits.signInByAddress, now),
+    signInByAccount: new TokenBuckets(limits.signInByAccount, now),
+  });
+  void app.register(vaultRoutes, { forwarder: options.forwarder, authenticate });
+  void app.register(blobRoutes, { store: options.blobs, authenticate, maxObjectBytes: options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, quotaBytes: options.quotaBytes ?? 0, metrics });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+
+  return app;
+}

@@ -1,0 +1,118 @@
+/**
+ * Blob store in a local directory: <root>/<namespace>/<name>. A put writes a temporary
+ * file, fsyncs it and hard-links it into place: link fails if the name exists (which is
+ * what makes objects immutable) and a crash never leaves a half-written object under its
+ * real name (as packages/backup/src/storage/local.ts).
+ */
+import { constants as fsc, promises as fs, type Dirent } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { BlobStoreError, type BlobInfo, type BlobStore, type ByteRange } from './store.js';
+
+const FULL = new Set(['ENOSPC', 'EDQUOT']);
+
+function wrap(err: unknown, what: string): BlobStoreError {
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  return new BlobStoreError(`${what}: ${code || (err as Error).message}`, FULL.has(code), { cause: err });
+}
+
+export class LocalBlobStore implements BlobStore {
+  readonly name: string;
+
+  constructor(readonly root: string) {
+    this.name = `local:${root}`;
+  }
+
+  #path(ns: string, name: string): string {
+    return join(this.root, ns, ...name.split('/'));
+  }
+
+  async put(ns: string, name: string, data: Buffer): Promise<'created' | 'exists'> {
+    const path = this.#path(ns, name);
+    const dir = dirname(path);
+    const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    let fh: fs.FileHandle | undefined;
+    try {
+      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      await fh.writeFile(data);
+      await fh.datasync();
+      await fh.close();
+      fh = undefined;
+      try {
+        await fs.link(tmp, path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
+        throw err;
+      }
+      return 'created';
+    } catch (err) {
+      throw wrap(err, 'writing an object');
+    } finally {
+      await fh?.close().catch(() => {});
+      await fs.unlink(tmp).catch(() => {});
+    }
+  }
+
+  async size(ns: string, name: string): Promise<number | null> {
+    try {
+      const st = await fs.stat(this.#path(ns, name));
+      return st.isFile() ? st.size : null;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+      throw wrap(err, 'reading an object');
+    }
+  }
+
+  async read(ns: string, name: string, range?: ByteRange): Promise<Readable | null> {
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(this.#path(ns, name), 'r');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return null;
+      throw wrap(err, 'reading an object');
+    }
+    return fh.createReadStream(range ? { start: range.start, end: range.end } : {});
+  }
+
+  async list(ns: string, prefix: string): Promise<BlobInfo[]> {
+    const base = join(this.root, ns);
+    const out: BlobInfo[] = [];
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      let entries: Dirent[];
+      try {
+        entries = await fs.readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw wrap(err, 'listing objects');
+      }
+      for (const e of entries) {
+        if (e.name.startsWith('.')) continue;
+        const name = rel ? `${rel}/${e.name}` : e.name;
+        // Only descend where the prefix can still match.
+        if (!(name.startsWith(prefix) || prefix.startsWith(name))) continue;
+        if (e.isDirectory()) await walk(join(dir, e.name), name);
+        else if (e.isFile() && name.startsWith(prefix)) {
+          const st = await fs.stat(join(dir, e.name)).catch(() => null);
+          if (st) out.push({ name, size: st.size });
+        }
+      }
+    };
+    await walk(base, '');
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async delete(ns: string, name: string): Promise<void> {
+    try {
+      await fs.unlink(this.#path(ns, name));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw wrap(err, 'deleting an object');
+    }
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,56 @@
+/**
+ * Where the blob API keeps encrypted backup objects (spec/relay-api.md §3): one
+ * namespace per account, immutable objects. Backends: a local directory and S3.
+ */
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+
+export const BLOB_NAME = /^[a-z0-9]+(\/[a-z0-9]+)*$/;
+export const BLOB_NAME_MAX = 200;
+export const BLOB_PREFIX = /^[a-z0-9/]{0,200}$/;
+
+export function isBlobName(name: string): boolean {
+  return name.length <= BLOB_NAME_MAX && BLOB_NAME.test(name);
+}
+
+/** An account's namespace: a hash of its ID, so any ID maps to a safe path or key prefix. */
+export function namespaceOf(account: string): string {
+  return createHash('sha256').update(`coffer-relay/v1/namespace\0${account}`).digest('hex').slice(0, 32);
+}
+
+export interface BlobInfo {
+  readonly name: string;
+  readonly size: number;
+}
+
+/** Inclusive byte range. */
+export interface ByteRange {
+  readonly start: number;
+  readonly end: number;
+}
+
+export interface BlobStore {
+  readonly name: string;
+  /** 'exists' if the object is already there (nothing written). */
+  put(ns: string, name: string, data: Buffer): Promise<'created' | 'exists'>;
+  /** Size in bytes, or null when absent. */
+  size(ns: string, name: string): Promise<number | null>;
+  /** The bytes (or a range of them); null when absent. */
+  read(ns: string, name: string, range?: ByteRange): Promise<Readable | null>;
+  /** Objects whose names start with `prefix`, sorted by name. */
+  list(ns: string, prefix: string): Promise<BlobInfo[]>;
+  delete(ns: string, name: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A backend failure; `full` when the storage is out of space. */
+export class BlobStoreError extends Error {
+  override readonly name = 'BlobStoreError';
+  constructor(
+    message: string,
+    readonly full = false,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * coffer-relay configuration: defaults, then a JSON file (`--config FILE` or
+ * COFFER_RELAY_CONFIG), then COFFER_RELAY_* environment variables. With nothing set the
+ * relay runs the embedded default: built-in accounts on, JWT off, blobs under
+ * ./.coffer-data/relay/blobs, accounts in ./.coffer-data/relay/relay.db, one vault node
+ * at http://127.0.0.1:7441, link key ./.coffer-data/link.key, on 127.0.0.1:7440.
+ */
+import { readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { DEFAULT_LIMITS, DEFAULT_MAX_OBJECT_BYTES, type RateLimits } from './app.js';
+import type { JwtConfig } from './auth/jwt.js';
+import type { S3Config } from './blobs/s3.js';
+import type { BucketRule } from './rate-limit.js';
+
+export const DEFAULT_PORT = 7440;
+export const DEFAULT_DATA_DIR = '.coffer-data/relay';
+export const DEFAULT_LINK_KEY_FILE = '.coffer-data/link.key';
+export const DEFAULT_VAULT_NODES = ['http://127.0.0.1:7441'];
+
+export interface RelayConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly dbPath: string;
+  readonly linkKeyFile: string;
+  readonly vault: { readonly nodes: readonly string[]; readonly attemptTimeoutMs: number; readonly deadlineMs: number };
+  readonly accounts: boolean;
+  readonly sessionTtlMs: number;
+  readonly jwt: JwtConfig | null;
+  readonly blobs: ({ readonly backend: 'local'; readonly dir: string } | ({ readonly backend: 's3' } & S3Config)) & { readonly maxObjectBytes: number; readonly quotaBytes: number };
+  readonly limits: RateLimits;
+  readonly tls: { readonly cert: string; readonly key: string } | null;
+  readonly requestTimeoutMs: number;
+  readonly logLevel: string;
+}
+
+interface FileConfig {
+  listen?: { host?: string; port?: number };
+  dataDir?: string;
+  dbPath?: string;
+  linkKeyFile?: string;
+  vault?: { nodes?: string[]; attemptTimeoutMs?: number; deadlineMs?: number };
+  auth?: { accounts?: boolean; sessionTtlMs?: number; jwt?: Partial<JwtConfig> | null };
+  blobs?: { backend?: 'local' | 's3'; dir?: string; s3?: Partial<S3Config>; maxObjectBytes?: number; quotaBytes?: number };
+  limits?: Partial<RateLimits>;
+  tls?: { cert?: string; key?: string } | null;
+  requestTimeoutMs?: number;
+  logLevel?: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+function int(name: string, text: string | undefined): number | undefined {
+  if (text === undefined || text === '') return undefined;
+  if (!/^\d+$/.test(text)) throw new ConfigError(`${name}: expected an integer, got "${text}"`);
+  return Number(text);
+}
+
+function flag(name: string, text: string | undefined): boolean | undefined {
+  if (text === undefined || text === '') return undefined;
+  if (text === '1' || text === 'true') return true;
+  if (text === '0' || text === 'false') return false;
+  throw new ConfigError(`${name}: expected 1 or 0, got "${text}"`);
+}
+
+function positive(name: string, n: number | undefined, dflt: number): number {
+  const v = n ?? dflt;
+  if (!Number.isFinite(v) || v < 0) throw new ConfigError(`${name}: must be a non-negative number, got ${v}`);
+  return v;
+}
+
+function rule(name: string, r: Partial<BucketRule> | undefined, dflt: BucketRule): BucketRule {
+  const perSecond = r?.perSecond ?? dflt.perSecond;
+  const burst = r?.burst ?? dflt.burst;
+  if (!(perSecond > 0) || !(burst >= 1)) throw new ConfigError(`limits.${name}: perSecond must be > 0 and burst ≥ 1`);
+  return { perSecond, burst };
+}
+
+/** @throws ConfigError naming the setting */
+export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): RelayConfig {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const path = options.file ?? env.COFFER_RELAY_CONFIG;
+  let f: FileConfig = {};
+  if (path) {
+    try {
+      f = JSON.parse(readFileSync(path, 'utf8')) as FileConfig;
+    } catch (err) {
+      throw new ConfigError(`config file ${path}: ${(err as Error).message}`);
+    }
+    if (f === null || typeof f !== 'object' || Array.isArray(f)) throw new ConfigError(`config file ${path}: must be a JSON object`);
+  }
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(cwd, p));
+  const dataDir = abs(env.COFFER_RELAY_DATA_DIR || f.dataDir || DEFAULT_DATA_DIR);
+
+  const port = int('COFFER_RELAY_PORT', env.COFFER_RELAY_PORT) ?? f.listen?.port ?? DEFAULT_PORT;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`listen.port: must be 0..65535, got ${port}`);
+
+  const nodes = env.COFFER_RELAY_VAULT_NODES ? env.COFFER_RELAY_VAULT_NODES.split(',').map((s) => s.trim()).filter(Boolean) : (f.vault?.nodes ?? DEFAULT_VAULT_NODES);
+  if (!Array.isArray(nodes) || nodes.length === 0) throw new ConfigError('vault.nodes: at least one vault node URL is required');
+  for (const n of nodes) if (typeof n !== 'string' || !/^https?:\/\/[^/]+\/?$/.test(n)) throw new ConfigError(`vault.nodes: "${String(n)}" is not an http(s)://host:port URL`);
+
+  const jwtFile = env.COFFER_RELAY_JWT_JWKS_FILE || f.auth?.jwt?.jwksFile;
+  const jwtUrl = env.COFFER_RELAY_JWT_JWKS_URL || f.auth?.jwt?.jwksUrl;
+  let jwt: JwtConfig | null = null;
+  if (jwtFile || jwtUrl) {
+    const issuer = env.COFFER_RELAY_JWT_ISSUER || f.auth?.jwt?.issuer;
+    const audience = env.COFFER_RELAY_JWT_AUDIENCE || f.auth?.jwt?.audience;
+    if (!issuer) throw new ConfigError('auth.jwt.issuer (or COFFER_RELAY_JWT_ISSUER) is required with a JWKS');
+    if (!audience) throw new ConfigError('auth.jwt.audience (or COFFER_RELAY_JWT_AUDIENCE) is required with a JWKS');
+    jwt = { issuer, audience, ...(jwtFile ? { jwksFile: abs(jwtFile) } : { jwksUrl: jwtUrl! }), ...(f.auth?.jwt?.algorithms ? { algorithms: f.auth.jwt.algorithms } : {}) };
+  }
+  const accounts = flag('COFFER_RELAY_ACCOUNTS', env.COFFER_RELAY_ACCOUNTS) ?? f.auth?.accounts ?? true;
+  if (!accounts && !jwt) throw new ConfigError('auth: neither built-in accounts nor JWT are enabled: no client could sign in');
+
+  const maxObjectBytes = positive('blobs.maxObjectBytes', int('COFFER_RELAY_MAX_OBJECT_BYTES', env.COFFER_RELAY_MAX_OBJECT_BYTES) ?? f.blobs?.maxObjectBytes, DEFAULT_MAX_OBJECT_BYTES);
+  const quotaBytes = positive('blobs.quotaBytes', int('COFFER_RELAY_QUOTA_BYTES', env.COFFER_RELAY_QUOTA_BYTES) ?? f.blobs?.quotaBytes, 0);
+  const backend = env.COFFER_RELAY_BLOB_BACKEND || f.blobs?.backend || 'local';
+  let blobs: RelayConfig['blobs'];
+  if (backend === 'local') {
+    blobs = { backend, dir: abs(env.COFFER_RELAY_BLOB_DIR || f.blobs?.dir || join(dataDir, 'blobs')), maxObjectBytes, quotaBytes };
+  } else if (backend === 's3') {
+    const s3 = f.blobs?.s3 ?? {};
+    const bucket = env.COFFER_RELAY_S3_BUCKET || s3.bucket;
+    if (!bucket) throw new ConfigError('blobs.s3.bucket (or COFFER_RELAY_S3_BUCKET) is required for backend "s3"');
+    const endpoint = env.COFFER_RELAY_S3_ENDPOINT || s3.endpoint;
+    const region = env.COFFER_RELAY_S3_REGION || s3.region;
+    const prefix = env.COFFER_RELAY_S3_PREFIX || s3.prefix;
+    const accessKeyId = env.COFFER_RELAY_S3_ACCESS_KEY_ID || s3.accessKeyId;
+    const secretAccessKey = env.COFFER_RELAY_S3_SECRET_ACCESS_KEY || s3.secretAccessKey;
+    blobs = {
+      backend,
+      bucket,
+      ...(endpoint ? { endpoint } : {}),
+      ...(region ? { region } : {}),
+      ...(prefix ? { prefix } : {}),
+      ...(accessKeyId ? { accessKeyId } : {}),
+      ...(secretAccessKey ? { secretAccessKey } : {}),
+      forcePathStyle: s3.forcePathStyle ?? true,
+      maxObjectBytes,
+      quotaBytes,
+    };
+  } else {
+    throw new ConfigError(`blobs.backend: must be "local" or "s3", got "${backend}"`);
+  }
+
+  const cert = env.COFFER_RELAY_TLS_CERT || f.tls?.cert;
+  const key = env.COFFER_RELAY_TLS_KEY || f.tls?.key;
+  if (!!cert !== !!key) throw new ConfigError('tls: both cert and key are needed');
+
+  const l = f.limits ?? {};
+  return {
+    host: env.COFFER_RELAY_HOST || f.listen?.host || '127.0.0.1',
+    port,
+    dataDir,
+    dbPath: abs(env.COFFER_RELAY_DB_PATH || f.dbPath || join(dataDir, 'relay.db')),
+    linkKeyFile: abs(env.COFFER_RELAY_LINK_KEY_FILE || f.linkKeyFile || DEFAULT_LINK_KEY_FILE),
+    vault: {
+      nodes,
+      attemptTimeoutMs: positive('vault.attemptTimeoutMs', int('COFFER_RELAY_VAULT_ATTEMPT_TIMEOUT_MS', env.COFFER_RELAY_VAULT_ATTEMPT_TIMEOUT_MS) ?? f.vault?.attemptTimeoutMs, 5000),
+      deadlineMs: positive('vault.deadlineMs', int('COFFER_RELAY_VAULT_DEADLINE_MS', env.COFFER_RELAY_VAULT_DEADLINE_MS) ?? f.vault?.deadlineMs, 12_000),
+    },
+    accounts,
+    sessionTtlMs: positive('auth.sessionTtlMs', f.auth?.sessionTtlMs, 24 * 3_600_000),
+    jwt,
+    blobs,
+    limits: {
+      perAddress: rule('perAddress', l.perAddress, DEFAULT_LIMITS.perAddress),
+      perAccount: rule('perAccount', l.perAccount, DEFAULT_LIMITS.perAccount),
+      accountCreation: rule('accountCreation', l.accountCreation, DEFAULT_LIMITS.accountCreation),
+      signInByAddress: rule('signInByAddress', l.signInByAddress, DEFAULT_LIMITS.signInByAddress),
+      signInByAccount: rule('signInByAccount', l.signInByAccount, DEFAULT_LIMITS.signInByAccount),
+    },
+    tls: cert && key ? { cert: abs(cert), key: abs(key) } : null,
+    requestTimeoutMs: positive('requestTimeoutMs', int('COFFER_RELAY_REQUEST_TIMEOUT_MS', env.COFFER_RELAY_REQUEST_TIMEOUT_MS) ?? f.requestTimeoutMs, 120_000),
+    logLevel: env.COFFER_RELAY_LOG_LEVEL || f.logLevel || 'info',
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * The relay's error catalogue (spec/relay-api.md). Each code has one meaning and one
+ * HTTP status and is never reused for another meaning. Errors travel as
+ * `{ "error": { "code", "message", "retryAfter"? } }`. Vault errors (spec/vault-protocol.md
+ * §8) are passed through unchanged and are not listed here.
+ */
+export const ERRORS = {
+  /** No bearer token, or a token that is unknown, expired, forged or for another audience. */
+  unauthenticated: { status: 401, message: 'missing or invalid bearer token' },
+  /** Session sign-in failed: unknown account, wrong signature, used or expired challenge (one code for all). */
+  'invalid-credentials': { status: 401, message: 'invalid credentials' },
+  /** Built-in account endpoints on a relay that runs without built-in accounts, or on an app (JWT) account. */
+  'accounts-disabled': { status: 403, message: 'built-in accounts are not available here' },
+  'bad-request': { status: 400, message: 'malformed request' },
+  'bad-blob-name': { status: 400, message: 'blob names are [a-z0-9]+(/[a-z0-9]+)*, at most 200 characters' },
+  'unsupported-media-type': { status: 415, message: 'unsupported content-type' },
+  'body-too-large': { status: 413, message: 'the request body is too large' },
+  'blob-too-large': { status: 413, message: 'the object is larger than the per-object limit' },
+  'blob-exists': { status: 409, message: 'the object exists; objects are immutable' },
+  'key-exists': { status: 409, message: 'this device key is already registered' },
+  'blob-not-found': { status: 404, message: 'no such object' },
+  'range-not-satisfiable': { status: 416, message: 'the range is outside the object' },
+  'quota-exceeded': { status: 507, message: 'the account storage quota is exhausted' },
+  'blob-store-full': { status: 507, message: 'the blob store is out of space' },
+  'rate-limited': { status: 429, message: 'too many requests; retry later' },
+  'vault-unavailable': { status: 503, message: 'no vault node answered in time; retry' },
+  'blob-store-unavailable': { status: 503, message: 'the blob store failed; retry' },
+  'request-timeout': { status: 408, message: 'the request took too long to arrive' },
+  'not-found': { status: 404, message: 'no such endpoint' },
+  internal: { status: 500, message: 'internal error' },
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export interface ErrorBody {
+  error: { code: string; message: string; retryAfter?: number };
+}
+
+export function errorBody(code: ErrorCode, options: { message?: string; retryAfter?: number } = {}): ErrorBody {
+  return { error: { code, message: options.message ?? ERRORS[code].message, ...(options.retryAfter !== undefined ? { retryAfter: options.retryAfter } : {}) } };
+}
+
+/** Thrown inside handlers; the app's error handler turns it into the catalogue answer. */
+export class RelayError extends Error {
+  override readonly name = 'RelayError';
+  constructor(
+    readonly code: ErrorCode,
+    readonly options: { message?: string; retryAfter?: number; cause?: unknown } = {},
+  ) {
+    super(options.message ?? ERRORS[code].message, options.cause !== undefined ? { cause: options.cause } : undefined);
+  }
+}

@@ -1,0 +1,85 @@
+/** Built-in device-key accounts and sessions (spec/relay-api.md §1). */
+import type { FastifyInstance } from 'fastify';
+import { decodeB64u, ed25519PublicKey, type AccountStore } from '../auth/account-store.js';
+import { LOCAL_PREFIX, type Authenticator } from '../auth/authenticate.js';
+import { RelayError } from '../errors.js';
+import type { TokenBuckets } from '../rate-limit.js';
+
+const ACCOUNT_ID = /^[a-z0-9]{26}$/;
+
+export interface AccountRoutesOptions {
+  readonly accounts: AccountStore | null;
+  readonly authenticate: Authenticator;
+  readonly accountCreation: TokenBuckets;
+  readonly signInByAddress: TokenBuckets;
+  readonly signInByAccount: TokenBuckets;
+}
+
+function limit(buckets: TokenBuckets, key: string): void {
+  const wait = buckets.take(key);
+  if (wait > 0) throw new RelayError('rate-limited', { retryAfter: wait });
+}
+
+function object(body: unknown): Record<string, unknown> {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new RelayError('bad-request', { message: 'expected a JSON object' });
+  return body as Record<string, unknown>;
+}
+
+function publicKey(body: Record<string, unknown>): Buffer {
+  const raw = decodeB64u(body.publicKey, 32);
+  if (!raw || !ed25519PublicKey(raw)) throw new RelayError('bad-request', { message: 'publicKey: expected a base64url raw 32-byte Ed25519 public key' });
+  return raw;
+}
+
+export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOptions): Promise<void> {
+  const store = (): AccountStore => {
+    if (!o.accounts) throw new RelayError('accounts-disabled');
+    return o.accounts;
+  };
+
+  app.post('/v1/accounts', async (req, reply) => {
+    const accounts = store();
+    limit(o.accountCreation, req.ip);
+    const key = publicKey(object(req.body));
+    const id = accounts.createAccount(key);
+    if (!id) throw new RelayError('key-exists');
+    req.log.info({ account: LOCAL_PREFIX + id }, 'account created');
+    return reply.code(201).send({ account: id });
+  });
+
+  app.post('/v1/sessions/challenge', async (req) => {
+    const accounts = store();
+    const body = object(req.body);
+    if (typeof body.account !== 'string' || !ACCOUNT_ID.test(body.account)) throw new RelayError('bad-request', { message: 'account: expected a 26-character account ID' });
+    limit(o.signInByAddress, req.ip);
+    limit(o.signInByAccount, body.account);
+    const { challenge, expiresAt } = accounts.challenge(body.account);
+    return { challenge: Buffer.from(challenge).toString('base64url'), expiresAt };
+  });
+
+  app.post('/v1/sessions', async (req) => {
+    const accounts = store();
+    const body = object(req.body);
+    if (typeof body.account !== 'string' || !ACCOUNT_ID.test(body.account)) throw new RelayError('bad-request', { message: 'account: expected a 26-character account ID' });
+    limit(o.signInByAddress, req.ip);
+    limit(o.signInByAccount, body.account);
+    const challenge = decodeB64u(body.challenge, 32);
+    const signature = decodeB64u(body.signature, 64);
+    const session = challenge && signature ? accounts.signIn(body.account, challenge, signature) : null;
+    if (!session) {
+      req.log.info({ account: LOCAL_PREFIX + body.account }, 'sign-in refused');
+      throw new RelayError('invalid-credentials');
+    }
+    req.log.info({ account: LOCAL_PREFIX + body.account }, 'signed in');
+    return session;
+  });
+
+  app.post('/v1/accounts/keys', { preHandler: o.authenticate }, async (req, reply) => {
+    const accounts = store();
+    if (!req.account.startsWith(LOCAL_PREFIX)) throw new RelayError('accounts-disabled', { message: 'device keys belong to built-in accounts; this token is an app token' });
+    const key = publicKey(object(req.body));
+    if (!accounts.addKey(req.account.slice(LOCAL_PREFIX.length), key)) throw new RelayError('key-exists');
+    req.log.info({ account: req.account }, 'device key added');
+    return reply.code(201).send({});
+  });
+}

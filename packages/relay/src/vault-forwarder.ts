@@ -1,0 +1,152 @@
+/**
+ * Forwards sealed vault messages to the vault fleet (spec/relay-api.md §2). The bytes
+ * are opaque here: never parsed, logged or stored. Each attempt carries the account and
+ * the link MAC; nodes are tried in order (starting after the last one that failed) with
+ * a per-attempt timeout and an overall deadline, so a dead or slow node costs at most
+ * one attempt and the client always gets an answer.
+ *
+ * Tried again on the next node: connection errors, timeouts, 5xx answers and a vault
+ * that refuses our link MAC (a misconfigured node). A replayed request is safe for the
+ * vault: guesses are counted fleet-wide and login starts are replay-checked.
+ */
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { RELAY_AUTH_HEADER, relayAuthHeader } from '@coffer/protocol';
+import type { RelayMetrics } from './metrics.js';
+
+export const VAULT_PATH = '/v1/request';
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+export interface ForwarderOptions {
+  readonly nodes: readonly string[];
+  readonly linkKey: Uint8Array;
+  readonly attemptTimeoutMs?: number;
+  readonly deadlineMs?: number;
+  readonly metrics?: RelayMetrics;
+  readonly now?: () => number;
+}
+
+export type ForwardResult =
+  | { readonly kind: 'answer'; readonly status: number; readonly contentType: string; readonly body: Buffer; readonly node: string }
+  | { readonly kind: 'unavailable'; readonly attempts: readonly string[] };
+
+interface Attempt {
+  status: number;
+  contentType: string;
+  body: Buffer;
+}
+
+export class VaultForwarder {
+  readonly #nodes: { url: URL; label: string }[];
+  readonly #key: Uint8Array;
+  readonly #attemptMs: number;
+  readonly #deadlineMs: number;
+  readonly #metrics: RelayMetrics | undefined;
+  readonly #now: () => number;
+  readonly #http = new HttpAgent({ keepAlive: true, maxSockets: 256 });
+  readonly #https = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
+  #preferred = 0;
+
+  constructor(options: ForwarderOptions) {
+    if (options.nodes.length === 0) throw new Error('vault.nodes: at least one vault node is required');
+    this.#nodes = options.nodes.map((n, i) => {
+      const url = new URL(VAULT_PATH, n.endsWith('/') ? n : `${n}/`);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`vault.nodes[${i}]: not an http(s) URL: ${n}`);
+      return { url, label: url.host };
+    });
+    this.#key = options.linkKey;
+    this.#attemptMs = options.attemptTimeoutMs ?? 5000;
+    this.#deadlineMs = options.deadlineMs ?? 12_000;
+    this.#metrics = options.metrics;
+    this.#now = options.now ?? Date.now;
+  }
+
+  async forward(account: string, body: Buffer): Promise<ForwardResult> {
+    const started = process.hrtime.bigint();
+    const deadline = Date.now() + this.#deadlineMs;
+    const tried: string[] = [];
+    let lastAnswer: (Attempt & { node: string }) | null = null;
+    const n = this.#nodes.length;
+    const first = this.#preferred;
+    for (let i = 0; i < n; i++) {
+      const idx = (first + i) % n;
+      const node = this.#nodes[idx]!;
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      tried.push(node.label);
+      let outcome: string;
+      try {
+        const auth = await relayAuthHeader(this.#key, { method: 'POST', path: VAULT_PATH, account, body }, this.#now());
+        const res = await this.#attempt(node.url, account, auth, body, Math.min(this.#attemptMs, left));
+        outcome = String(res.status);
+        const relayAuthRefused = res.status === 401 && /"relay-auth"/.test(res.body.toString('utf8', 0, 200));
+        if (res.status < 500 && !relayAuthRefused) {
+          this.#preferred = idx;
+          this.#observe(started, 'answered', node.label, outcome);
+          return { kind: 'answer', ...res, node: node.label };
+        }
+        if (!relayAuthRefused) lastAnswer = { ...res, node: node.label };
+        outcome = relayAuthRefused ? 'relay-auth' : outcome;
+      } catch (err) {
+        outcome = (err as Error).name === 'TimeoutError' ? 'timeout' : 'error';
+      }
+      this.#metrics?.vaultAttempts.inc({ node: node.label, outcome });
+      this.#preferred = (idx + 1) % n;
+    }
+    if (lastAnswer) {
+      // Every node answered or failed, and one answered with a (retryable) vault error:
+      // that error says more than "unavailable".
+      this.#observe(started, 'vault-error');
+      return { kind: 'answer', status: lastAnswer.status, contentType: lastAnswer.contentType, body: lastAnswer.body, node: lastAnswer.node };
+    }
+    this.#observe(started, 'unavailable');
+    return { kind: 'unavailable', attempts: tried };
+  }
+
+  #observe(started: bigint, outcome: string, node?: string, status?: string): void {
+    if (!this.#metrics) return;
+    this.#metrics.vaultForward.observe({ outcome }, Number(process.hrtime.bigint() - started) / 1e9);
+    if (node && status) this.#metrics.vaultAttempts.inc({ node, outcome: status });
+  }
+
+  #attempt(url: URL, account: string, auth: string, body: Buffer, timeoutMs: number): Promise<Attempt> {
+    return new Promise<Attempt>((resolve, reject) => {
+      const https = url.protocol === 'https:';
+      const req = (https ? httpsRequest : httpRequest)(url, {
+        method: 'POST',
+        agent: https ? this.#https : this.#http,
+        headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'coffer-account': account, [RELAY_AUTH_HEADER]: auth },
+      });
+      const timer = setTimeout(() => {
+        const e = new Error(`vault attempt timed out after ${timeoutMs} ms`);
+        e.name = 'TimeoutError';
+        req.destroy(e);
+      }, timeoutMs);
+      const fail = (err: Error): void => {
+        clearTimeout(timer);
+        reject(err);
+      };
+      req.on('error', fail);
+      req.on('response', (res: IncomingMessage) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_RESPONSE_BYTES) req.destroy(new Error('vault response too large'));
+          else chunks.push(c);
+        });
+        res.on('error', fail);
+        res.on('end', () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 502, contentType: String(res.headers['content-type'] ?? 'application/octet-stream'), body: Buffer.concat(chunks) });
+        });
+      });
+      req.end(body);
+    });
+  }
+
+  close(): void {
+    this.#http.destroy();
+    this.#https.destroy();
+  }
+}

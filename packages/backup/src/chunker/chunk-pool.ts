@@ -91,15 +91,18 @@ export class ChunkPool {
     else job.reject(new FileReadError(m.code, m.message));
   }
 
-  /** Chunks a file on the least busy worker. */
-  chunkFile(path: string, onChunk: (id: Buffer, data: Buffer) => Promise<void>): Promise<ChunkedFile> {
+  /**
+   * Chunks bytes [start, end) of a file on the least busy worker (the whole file by
+   * default). Chunking restarts at `start`: see CHUNK_REGION_BYTES in backup.ts.
+   */
+  chunkFile(path: string, onChunk: (id: Buffer, data: Buffer) => Promise<void>, start = 0, end = Number.MAX_SAFE_INTEGER): Promise<ChunkedFile> {
     if (this.#failure) return Promise.reject(this.#failure);
     const pw = this.#workers.reduce((a, b) => (b.load < a.load ? b : a));
     pw.load++;
     const job = this.#next++;
     return new Promise<ChunkedFile>((resolve, reject) => {
       this.#jobs.set(job, { onChunk, ids: [], resolve, reject });
-      pw.worker.postMessage({ type: 'file', job, path } satisfies ToWorker);
+      pw.worker.postMessage({ type: 'file', job, path, start, end } satisfies ToWorker);
     });
   }
 

@@ -18,7 +18,7 @@ export interface WorkerSetup {
   chunkIdKey: Uint8Array;
   params: ChunkerParams;
 }
-export type ToWorker = { type: 'file'; job: number; path: string } | { type: 'ack'; buffer: ArrayBuffer };
+export type ToWorker = { type: 'file'; job: number; path: string; start: number; end: number } | { type: 'ack'; buffer: ArrayBuffer };
 export type FromWorker =
   | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number }
   | { type: 'done'; job: number; size: number }
@@ -34,7 +34,7 @@ if (parentPort) {
   const free: ArrayBuffer[] = [];
   let allocated = 0;
   let creditWaiter: (() => void) | undefined;
-  const queue: Array<{ job: number; path: string }> = [];
+  const queue: Array<{ job: number; path: string; start: number; end: number }> = [];
   let busy = false;
 
   const takeBuffer = async (): Promise<ArrayBuffer> => {
@@ -46,9 +46,11 @@ if (parentPort) {
     return free.pop()!;
   };
 
-  const chunkFile = async (job: number, path: string) => {
+  /** Chunks bytes [start, end) of a file (end = Infinity: to its end). */
+  const chunkFile = async (job: number, path: string, start0: number, end0: number) => {
     const fh = await fs.open(path, 'r');
     let size = 0;
+    let pos = start0;
     try {
       const buf = Buffer.allocUnsafe(READ_WINDOW);
       let start = 0;
@@ -61,10 +63,12 @@ if (parentPort) {
             end -= start;
             start = 0;
           }
-          const { bytesRead } = await fh.read(buf, end, buf.length - end, null);
+          const want = Math.min(buf.length - end, end0 - pos);
+          const { bytesRead } = want > 0 ? await fh.read(buf, end, want, pos) : { bytesRead: 0 };
           if (bytesRead === 0) eof = true;
           end += bytesRead;
           size += bytesRead;
+          pos += bytesRead;
           continue;
         }
         const n = cdc.cut(buf, start, end, eof);
@@ -88,9 +92,9 @@ if (parentPort) {
     if (busy) return;
     busy = true;
     while (queue.length > 0) {
-      const { job, path } = queue.shift()!;
+      const { job, path, start, end } = queue.shift()!;
       try {
-        const size = await chunkFile(job, path);
+        const size = await chunkFile(job, path, start, end);
         port.postMessage({ type: 'done', job, size } satisfies FromWorker);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
@@ -107,7 +111,7 @@ if (parentPort) {
       creditWaiter = undefined;
       w?.();
     } else {
-      queue.push({ job: m.job, path: m.path });
+      queue.push({ job: m.job, path: m.path, start: m.start, end: m.end });
       void pump();
     }
   });

@@ -9,7 +9,7 @@
 import { promises as fs, type Stats } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { ChunkPool, FileReadError } from '../chunker/chunk-pool.js';
+import { ChunkPool, FileReadError, type ChunkedFile } from '../chunker/chunk-pool.js';
 import { FastCdc } from '../chunker/fastcdc.js';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
@@ -19,6 +19,15 @@ import { RepositoryLock } from './lock.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 import { encodeSnapshot, type Snapshot } from './snapshot.js';
 import { encodeEntry, type FileEntry, type TreeEntry } from './tree.js';
+
+/**
+ * Files are chunked in independent regions of this size: FastCDC restarts at every
+ * multiple of it (spec §6.1). The region boundaries are fixed, so unchanged data still
+ * chunks the same way in every backup, and the regions of one large file (a message
+ * database) are cut on both cores at once. Costs about one extra chunk per region when
+ * data shifts across a boundary.
+ */
+export const CHUNK_REGION_BYTES = 64 * 1024 * 1024;
 
 export interface BackupProgress {
   files: number;
@@ -164,14 +173,21 @@ async function runBackup(
   }
 
   const pool = new ChunkPool(ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdKey, repo.config.chunker));
-  const chunkFile = async (abs: string): Promise<{ chunks: string[]; size: number } | null> => {
+  const onChunk = async (id: Buffer, data: Buffer) => {
+    progress.bytes += data.length;
+    await writer.add(BlobType.Data, id, data);
+    report();
+  };
+  const chunkFile = async (abs: string, size: number): Promise<{ chunks: string[]; size: number } | null> => {
     try {
-      const r = await pool.chunkFile(abs, async (id, data) => {
-        progress.bytes += data.length;
-        await writer.add(BlobType.Data, id, data);
-        report();
-      });
-      return { chunks: r.ids.map((id) => id.toString('hex')), size: r.size };
+      // Large files are cut in independent regions so both workers share them (spec §6.1).
+      const regions: Array<Promise<ChunkedFile>> = [];
+      for (let start = 0; start === 0 || start < size; start += CHUNK_REGION_BYTES) {
+        const last = start + CHUNK_REGION_BYTES >= size;
+        regions.push(pool.chunkFile(abs, onChunk, start, last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES));
+      }
+      const parts = await Promise.all(regions);
+      return { chunks: parts.flatMap((r) => r.ids.map((id) => id.toString('hex'))), size: parts.reduce((a, r) => a + r.size, 0) };
     } catch (e) {
       if (!(e instanceof FileReadError)) throw e;
       warn(abs, `cannot read: ${errnoMessage(e)}`);
@@ -244,7 +260,7 @@ async function runBackup(
         progress.bytes += st.size;
         await emit(Promise.resolve({ ...prev, mode }));
       } else {
-        const done = chunkFile(abs).then((got): FileEntry | null =>
+        const done = chunkFile(abs, st.size).then((got): FileEntry | null =>
           got ? { path: rel, type: 'file', mode, mtime: st.mtimeMs, size: got.size, chunks: got.chunks, inode: st.ino, ctime: st.ctimeMs } : null,
         );
         done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile

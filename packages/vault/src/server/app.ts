@@ -38,6 +38,9 @@ export function buildApp(options: AppOptions): FastifyInstance {
     bodyLimit: BODY_LIMIT,
     // Request IDs come from the server, never from a client header.
     requestIdHeader: false,
+    // Fastify's own two lines per request (incoming / completed) duplicate the one line
+    // each handler below writes, and cost ~0.1 ms per request at the vault's rates.
+    disableRequestLogging: true,
   });
   const { metrics, service } = options;
 
@@ -51,10 +54,12 @@ export function buildApp(options: AppOptions): FastifyInstance {
     else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.code === 'FST_ERR_CTP_EMPTY_TYPE') code = 'unsupported-media-type';
     else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) code = 'bad-length';
     if (code === 'internal') req.log.error({ err }, 'unhandled error');
+    else req.log.info({ url: req.url.slice(0, 256), error: code }, 'vault request refused');
     metrics.requests.inc({ op: 'unknown', outcome: `error:${code}` });
     void reply.code(ERRORS[code].status).send(errorBody(code));
   });
-  app.setNotFoundHandler((_req, reply) => {
+  app.setNotFoundHandler((req, reply) => {
+    req.log.info({ method: req.method, url: req.url.slice(0, 256), error: 'not-found' }, 'no such route');
     void reply.code(404).send(errorBody('not-found'));
   });
 

@@ -1,4 +1,5 @@
 // `npm run bench:vault [-- --seconds N] [-- --workers N] [-- --lanes N]`
+// Profile the vault: COFFER_BENCH_VAULT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
 // The Backup Key Vault's recovery throughput against the bare OPAQUE library, in one run:
 //   1. ceiling: @serenity-kit/opaque server startLogin + finishLogin, one core, in a loop
 //      (only the server calls are timed; the client side is computed untimed);
@@ -102,7 +103,8 @@ function pin(pid, cpu) {
 }
 
 async function startVault(env) {
-  const cmd = TASKSET ? [TASKSET, ['-c', String(VAULT_CPU), process.execPath, MAIN, 'serve']] : [process.execPath, [MAIN, 'serve']];
+  const node = [process.execPath, ...(process.env.COFFER_BENCH_VAULT_NODE_ARGS?.split(' ').filter(Boolean) ?? []), MAIN, 'serve'];
+  const cmd = TASKSET ? [TASKSET, ['-c', String(VAULT_CPU), ...node]] : [node[0], node.slice(1)];
   // The vault runs with its default log level (one JSON line per request at info, to
   // /dev/null here): the per-request logging is part of what a recovery costs.
   const child = spawn(cmd[0], cmd[1], { env: { ...process.env, COFFER_VAULT_PORT: '0', COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });

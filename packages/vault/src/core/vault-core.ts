@@ -60,7 +60,10 @@ export interface OpenedVaultRequest {
 }
 
 /** The single store change a decision needs; committed with compare-and-swap. */
-export type RecordWrite = { readonly kind: 'put'; readonly value: Uint8Array } | { readonly kind: 'delete' };
+export type RecordWrite =
+  /** `record` is what `value` seals: a caller may hand it back to `decide` as `known`. */
+  | { readonly kind: 'put'; readonly value: Uint8Array; readonly record: AccountRecord }
+  | { readonly kind: 'delete' };
 
 export interface Decision {
   readonly op: Operation;
@@ -128,17 +131,22 @@ export class VaultCore {
 
   /**
    * Decides the answer to an opened request given the account's stored record.
+   *
+   * `known`, when given, is the record that `stored` seals, vouched for by the caller:
+   * it committed exactly these bytes itself from a `RecordWrite` (`write.record`), so
+   * unsealing them again would only return the same record. It saves the platform an
+   * unseal (an HSM call) for the login-finish that follows a login-start.
    * @throws RecordIntegrityError when the stored record does not authenticate
    */
-  async decide(req: OpenedVaultRequest, stored: Uint8Array | null): Promise<Decision> {
+  async decide(req: OpenedVaultRequest, stored: Uint8Array | null, known?: AccountRecord): Promise<Decision> {
     const now = this.platform.now();
-    const loaded = stored ? await unsealRecord(this.platform, req.account, stored, this.recordKeys) : null;
+    const loaded = stored ? (known ?? (await unsealRecord(this.platform, req.account, stored, this.recordKeys))) : null;
     const { record, erased } = normalize(loaded, now);
     const step = req.body === null ? this.#answer(req.op, { outcome: 'invalid', op: req.op, reason: 'bad-body' }) : await this.#step(req, req.body, record, now);
     // Normalization may have erased an exhausted record; that must reach the store even
     // when the operation itself writes nothing.
     let write = step.write;
-    if (!write && erased && record) write = { kind: 'put', value: await sealRecord(this.platform, req.account, record, this.recordKeys) };
+    if (!write && erased && record) write = await this.#put(req.account, record);
     const response = await req.envelope.sealResponse(pad(encodeResponseBody(step.response)), this.platform.randomBytes(RESPONSE_NONCE_LENGTH));
     return {
       op: req.op,
@@ -155,7 +163,7 @@ export class VaultCore {
   }
 
   async #put(account: string, rec: AccountRecord): Promise<RecordWrite> {
-    return { kind: 'put', value: await sealRecord(this.platform, account, rec, this.recordKeys) };
+    return { kind: 'put', value: await sealRecord(this.platform, account, rec, this.recordKeys), record: rec };
   }
 
   async #step(req: OpenedVaultRequest, body: VaultRequest, rec: AccountRecord | null, now: number): Promise<Step> {

@@ -3,7 +3,8 @@
  * compare-and-swap until the write commits, and only then release the answer
  * (spec §5.5: "the guess is durable before KE2 leaves").
  */
-import { RecordIntegrityError } from '../core/record.js';
+import { equalBytes } from '@coffer/protocol';
+import { RecordIntegrityError, type AccountRecord } from '../core/record.js';
 import { PlatformError } from '../core/platform.js';
 import type { Decision, VaultCore } from '../core/vault-core.js';
 import { StoreError, type RecordStore } from '../store/store.js';
@@ -13,6 +14,8 @@ import type { VaultMetrics } from './metrics.js';
 
 /** Attempts before giving up on an account under heavy cross-node contention. */
 const MAX_CAS_ATTEMPTS = 32;
+/** Records awaiting their login-finish kept decoded (bounded; oldest dropped first). */
+const MAX_PENDING_LOGINS = 4096;
 
 export type ServiceResult =
   | { readonly kind: 'answer'; readonly decision: Decision }
@@ -31,6 +34,15 @@ export interface VaultServiceOptions {
 
 export class VaultService {
   readonly #queue = new AccountQueue();
+  /**
+   * The record each login-start committed, decoded, until its login-finish reads it
+   * back: when the store returns the very bytes (and version) committed here, they are
+   * handed to `decide` as `known` and the platform skips the unseal (spec §7: the
+   * bytes are exactly what this process sealed, so authenticity is unchanged). Only
+   * records with a login in progress are kept; any other write for the account drops
+   * its entry.
+   */
+  readonly #pendingLogins = new Map<string, { version: string; bytes: Uint8Array; record: AccountRecord }>();
   constructor(private readonly o: VaultServiceOptions) {}
 
   async handle(account: string, bytes: Uint8Array): Promise<ServiceResult> {
@@ -46,11 +58,18 @@ export class VaultService {
       try {
         for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
           const stored = await this.o.store.get(account);
-          const decision = await this.o.core.decide(req, stored?.value ?? null);
+          const held = this.#pendingLogins.get(account);
+          const known = held && stored && held.version === stored.version && equalBytes(held.bytes, stored.value) ? held.record : undefined;
+          const decision = await this.o.core.decide(req, stored?.value ?? null, known);
           if (!decision.write) return { kind: 'answer', decision };
           let committed: boolean;
-          if (decision.write.kind === 'put') committed = (await this.o.store.compareAndPut(account, decision.write.value, stored?.version ?? null)).ok;
-          else committed = stored ? await this.o.store.compareAndDelete(account, stored.version) : true;
+          this.#pendingLogins.delete(account);
+          if (decision.write.kind === 'put') {
+            const put = await this.o.store.compareAndPut(account, decision.write.value, stored?.version ?? null);
+            committed = put.ok;
+            const rec = decision.write.record;
+            if (put.ok && rec.state === 'active' && rec.pendingLogin) this.#hold(account, { version: put.version, bytes: decision.write.value, record: rec });
+          } else committed = stored ? await this.o.store.compareAndDelete(account, stored.version) : true;
           if (committed) {
             if (decision.guessCounted) {
               this.o.metrics.guessesCounted.inc();
@@ -66,6 +85,14 @@ export class VaultService {
         return this.#failure(err, req.op);
       }
     });
+  }
+
+  #hold(account: string, entry: { version: string; bytes: Uint8Array; record: AccountRecord }): void {
+    if (this.#pendingLogins.size >= MAX_PENDING_LOGINS) {
+      const oldest = this.#pendingLogins.keys().next();
+      if (!oldest.done) this.#pendingLogins.delete(oldest.value);
+    }
+    this.#pendingLogins.set(account, entry);
   }
 
   #failure(err: unknown, op: string): ServiceResult {

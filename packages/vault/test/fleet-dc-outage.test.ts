@@ -1,0 +1,111 @@
+/**
+ * TESTING.md "Fleet": a whole data centre (its etcd member and vault node) killed with
+ * -9 under a load of registrations, recoveries and wrong guesses; then brought back.
+ * Real processes: three etcd members and three coffer-vault nodes on 127.0.0.1-3.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fleetClient, startCluster, waitCaughtUp, type Cluster } from './helpers/cluster.js';
+
+const LIMIT = 10;
+const key = (i: number): Uint8Array => new Uint8Array(32).fill(i % 251);
+
+/** A real client's loop: retry a flow that ended `stale` (its first attempt committed but the answer was lost). */
+async function register(c: Cluster, account: string, prefer: number): Promise<void> {
+  for (let i = 0; i < 5; i++) {
+    const r = await fleetClient(c, account, { prefer }).register('correct horse', key(account.length + prefer));
+    // `already-registered` after a `stale`: the first register-finish committed.
+    if (r.outcome === 'ok' || r.outcome === 'already-registered') return;
+    assert.equal(r.outcome, 'stale', `register ${account}: ${r.outcome}`);
+  }
+  throw new Error(`register ${account}: still stale`);
+}
+
+async function recoverOk(c: Cluster, account: string, prefer: number): Promise<void> {
+  for (let i = 0; i < 5; i++) {
+    const r = await fleetClient(c, account, { prefer }).recover('correct horse');
+    if (r.outcome === 'ok') return;
+    assert.equal(r.outcome, 'stale', `recover ${account}: ${r.outcome}`);
+  }
+  throw new Error(`recover ${account}: still stale`);
+}
+
+describe('fleet: a whole data centre killed under load', () => {
+  let cluster: Cluster;
+  let dir: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'coffer-fleet-outage-'));
+    cluster = await startCluster({ dir, insecureFastKsf: true, ports: { etcdClient: 24190, etcdPeer: 24191, vault: 24192 }, vaultEnv: { COFFER_VAULT_GUESS_LIMIT: String(LIMIT), COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+  });
+  after(async () => {
+    await cluster?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('loses no record, allows no extra guess, serves through the survivors, and the DC catches up', async () => {
+    const registered = new Set<string>();
+    const early = Array.from({ length: 12 }, (_, i) => `early-${i}`);
+    await Promise.all(early.map(async (a, i) => {
+      await register(cluster, a, i % 3);
+      registered.add(a);
+    }));
+    const guessed = ['guessed-0', 'guessed-1'];
+    for (const a of guessed) await register(cluster, a, 0);
+
+    // The DC to kill: the etcd leader's, the hardest case.
+    const victim = (await cluster.leader()) ?? 1;
+    const wrongAnswers = new Map(guessed.map((a) => [a, 0]));
+    let stop = false;
+    let killedAt = 0;
+    const workers: Promise<void>[] = [];
+    // Registrations and recoveries, each worker preferring a different DC.
+    for (let w = 0; w < 4; w++) {
+      workers.push((async () => {
+        for (let j = 0; !stop; j++) {
+          const fresh = `w${w}-${j}`;
+          await register(cluster, fresh, (w + j) % 3);
+          registered.add(fresh);
+          await recoverOk(cluster, early[(w * 7 + j) % early.length]!, (w + j + 1) % 3);
+        }
+      })());
+    }
+    // Wrong guesses against two accounts through every node.
+    for (let w = 0; w < 3; w++) {
+      workers.push((async () => {
+        for (let j = 0; !stop; j++) {
+          const a = guessed[j % guessed.length]!;
+          const r = await fleetClient(cluster, a, { prefer: (w + j) % 3 }).recover(`wrong ${w}-${j}`);
+          if (r.outcome === 'wrong-password') wrongAnswers.set(a, wrongAnswers.get(a)! + 1);
+          else assert.ok(['locked', 'stale', 'rate-limited'].includes(r.outcome), r.outcome);
+        }
+      })());
+    }
+    await new Promise((r) => setTimeout(r, 2500));
+    await cluster.dcs[victim]!.kill();
+    killedAt = Date.now();
+    await new Promise((r) => setTimeout(r, 4000));
+    stop = true;
+    await Promise.all(workers);
+    assert.ok(Date.now() - killedAt >= 4000);
+
+    for (const [a, n] of wrongAnswers) assert.ok(n <= LIMIT, `${a}: ${n} wrong guesses answered, limit ${LIMIT}`);
+    for (const a of guessed) {
+      const r = await fleetClient(cluster, a).recover('correct horse');
+      // Either the limit was reached (locked) or fewer guesses were made and it still opens.
+      if (wrongAnswers.get(a)! >= LIMIT) assert.equal(r.outcome, 'locked');
+      else assert.ok(r.outcome === 'ok' || r.outcome === 'locked', r.outcome);
+    }
+
+    // The DC comes back and catches up; every registered account recovers through it.
+    await cluster.dcs[victim]!.restart();
+    await waitCaughtUp(cluster);
+    const all = [...registered];
+    for (let i = 0; i < all.length; i += 8) {
+      await Promise.all(all.slice(i, i + 8).map((a) => recoverOk(cluster, a, victim)));
+    }
+    assert.ok(all.length > early.length, 'registrations continued during the outage');
+  });
+});

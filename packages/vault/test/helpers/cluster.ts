@@ -1,0 +1,368 @@
+/**
+ * A local multi-data-centre vault fleet with real processes: data centre i lives on
+ * 127.0.0.i with one etcd member and one coffer-vault node (etcd store), all sharing the
+ * fleet keys through the key ceremony (fleet init / node-key / export-for / join).
+ * Used by `npm run cluster`, the fleet fault tests and `npm run bench:fleet`.
+ *
+ * Ports are the same on every address (each DC has its own IP): etcd client
+ * `ports.etcdClient`, peer `ports.etcdPeer`, vault `ports.vault`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { INSECURE_FAST_KSF_FOR_TESTING, parseFleetKeyBundle, VaultClient, type FleetKey } from '@coffer/protocol';
+import { loadConfig } from '../../src/server/config.js';
+import { exportFor, fleetInit, join as joinFleet, nodeKey } from '../../src/server/fleet-ceremony.js';
+import { bundleToJson } from '@coffer/protocol';
+import { MAIN } from './child-vault.js';
+
+export interface ClusterPorts {
+  readonly etcdClient: number;
+  readonly etcdPeer: number;
+  readonly vault: number;
+}
+
+export interface ClusterOptions {
+  /** Working directory: dc1/, dc2/, … with etcd data, vault keys and logs. */
+  readonly dir: string;
+  readonly dcs?: number;
+  readonly ports?: ClusterPorts;
+  /** Extra COFFER_VAULT_* environment for every vault node. */
+  readonly vaultEnv?: Record<string, string>;
+  /** Accept the fast test KSF (tests and the benchmark only). */
+  readonly insecureFastKsf?: boolean;
+  readonly etcdTimeoutMs?: number;
+}
+
+export interface DataCentre {
+  readonly index: number;
+  readonly name: string;
+  readonly host: string;
+  readonly etcdUrl: string;
+  readonly peerUrl: string;
+  readonly vaultUrl: string;
+  readonly dir: string;
+  etcdPid(): number | null;
+  vaultPid(): number | null;
+  /** kill -9 the etcd member and the vault node. */
+  kill(): Promise<void>;
+  killEtcd(): Promise<void>;
+  killVault(): Promise<void>;
+  startEtcd(): Promise<void>;
+  startVault(): Promise<void>;
+  /** Both back (etcd first); waits until the vault answers /healthz. */
+  restart(): Promise<void>;
+  /** SIGSTOP / SIGCONT the etcd member (a slow or hung member). */
+  pauseEtcd(): void;
+  resumeEtcd(): void;
+}
+
+export interface Cluster {
+  readonly dcs: readonly DataCentre[];
+  readonly bundleJson: string;
+  readonly fleetKey: FleetKey;
+  /** Index (0-based) of the DC whose etcd member leads, or null when none answers. */
+  leader(): Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_CLUSTER_PORTS: ClusterPorts = { etcdClient: 23790, etcdPeer: 23800, vault: 27440 };
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function postJson(url: string, body: unknown, timeoutMs = 1000): Promise<unknown> {
+  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
+  if (res.status !== 200) throw new Error(`${url}: HTTP ${res.status}`);
+  return res.json();
+}
+
+async function until(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
+  const end = Date.now() + deadlineMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      /* not yet */
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+async function killHard(child: ChildProcess | null): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  try {
+    process.kill(child.pid!, 'SIGCONT');
+  } catch {
+    /* gone */
+  }
+  child.kill('SIGKILL');
+  await exited;
+}
+
+export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  const n = options.dcs ?? 3;
+  const ports = options.ports ?? DEFAULT_CLUSTER_PORTS;
+  const token = `coffer-${randomBytes(4).toString('hex')}`;
+  const hosts = Array.from({ length: n }, (_, i) => `127.0.0.${i + 1}`);
+  const initialCluster = hosts.map((h, i) => `dc${i + 1}=http://${h}:${ports.etcdPeer}`).join(',');
+  const etcdUrls = hosts.map((h) => `http://${h}:${ports.etcdClient}`);
+  const children = new Set<ChildProcess>();
+
+  const dcs: DataCentre[] = [];
+  const vaultDirs: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const host = hosts[i]!;
+    const name = `dc${i + 1}`;
+    const dir = join(options.dir, name);
+    mkdirSync(dir, { recursive: true });
+    vaultDirs.push(join(dir, 'vault'));
+    const etcdUrl = etcdUrls[i]!;
+    const peerUrl = `http://${host}:${ports.etcdPeer}`;
+    const vaultUrl = `http://${host}:${ports.vault}`;
+    let etcd: ChildProcess | null = null;
+    let vault: ChildProcess | null = null;
+    const spawnLogged = (cmd: string, args: string[], log: string, env?: NodeJS.ProcessEnv): ChildProcess => {
+      const fd = openSync(join(dir, log), 'a');
+      const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env: env ?? process.env });
+      closeSync(fd);
+      children.add(child);
+      child.once('exit', () => children.delete(child));
+      return child;
+    };
+    const dc: DataCentre = {
+      index: i,
+      name,
+      host,
+      etcdUrl,
+      peerUrl,
+      vaultUrl,
+      dir,
+      etcdPid: () => (etcd && etcd.exitCode === null && etcd.signalCode === null ? etcd.pid! : null),
+      vaultPid: () => (vault && vault.exitCode === null && vault.signalCode === null ? vault.pid! : null),
+      async killEtcd() {
+        await killHard(etcd);
+      },
+      async killVault() {
+        await killHard(vault);
+      },
+      async kill() {
+        await Promise.all([killHard(etcd), killHard(vault)]);
+      },
+      async startEtcd() {
+        if (dc.etcdPid()) return;
+        etcd = spawnLogged('etcd', [
+          '--name', name,
+          '--data-dir', join(dir, 'etcd'),
+          '--listen-client-urls', etcdUrl,
+          '--advertise-client-urls', etcdUrl,
+          '--listen-peer-urls', peerUrl,
+          '--initial-advertise-peer-urls', peerUrl,
+          '--initial-cluster', initialCluster,
+          '--initial-cluster-token', token,
+          '--initial-cluster-state', 'new',
+          '--logger', 'zap',
+          '--log-outputs', 'stderr',
+          '--log-level', 'warn',
+        ], 'etcd.log');
+      },
+      async startVault() {
+        if (dc.vaultPid()) return;
+        // The local member first: a node reads and writes through its own DC while it can.
+        const endpoints = [etcdUrl, ...etcdUrls.filter((u) => u !== etcdUrl)].join(',');
+        vault = spawnLogged(process.execPath, [MAIN, 'serve'], 'vault.log', {
+          ...process.env,
+          COFFER_VAULT_DATA_DIR: join(dir, 'vault'),
+          COFFER_VAULT_HOST: host,
+          COFFER_VAULT_PORT: String(ports.vault),
+          COFFER_VAULT_STORE: 'etcd',
+          COFFER_VAULT_ETCD_ENDPOINTS: endpoints,
+          COFFER_VAULT_ETCD_TIMEOUT_MS: String(options.etcdTimeoutMs ?? 1500),
+          COFFER_VAULT_LOG_LEVEL: 'warn',
+          ...(options.insecureFastKsf ? { COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1' } : {}),
+          ...options.vaultEnv,
+        });
+        const child = vault;
+        await until(`${name} vault on ${vaultUrl}`, 20_000, async () => {
+          if (child.exitCode !== null || child.signalCode !== null) throw new Error('exited');
+          const ok = (await fetch(`${vaultUrl}/healthz`, { signal: AbortSignal.timeout(1000) })).status === 200;
+          return ok && /listening on/.test(readFileSync(join(dir, 'vault.log'), 'utf8'));
+        }).catch((err: Error) => {
+          let log = '';
+          try {
+            log = readFileSync(join(dir, 'vault.log'), 'utf8').slice(-2000);
+          } catch {
+            /* none */
+          }
+          throw new Error(`${err.message}\n${log}`, { cause: err });
+        });
+      },
+      async restart() {
+        await dc.startEtcd();
+        await dc.startVault();
+      },
+      pauseEtcd() {
+        if (etcd?.pid) process.kill(etcd.pid, 'SIGSTOP');
+      },
+      resumeEtcd() {
+        if (etcd?.pid) process.kill(etcd.pid, 'SIGCONT');
+      },
+    };
+    dcs.push(dc);
+  }
+
+  const cluster: Cluster = {
+    dcs,
+    bundleJson: '',
+    fleetKey: undefined as unknown as FleetKey,
+    async leader() {
+      for (const dc of dcs) {
+        if (!dc.etcdPid()) continue;
+        try {
+          const s = (await postJson(`${dc.etcdUrl}/v3/maintenance/status`, {}, 500)) as { header?: { member_id?: string }; leader?: string };
+          if (s.leader && s.leader !== '0') {
+            for (const other of dcs) {
+              if (!other.etcdPid()) continue;
+              const o = (await postJson(`${other.etcdUrl}/v3/maintenance/status`, {}, 500).catch(() => null)) as { header?: { member_id?: string } } | null;
+              if (o?.header?.member_id === s.leader) return other.index;
+            }
+          }
+        } catch {
+          /* try the next */
+        }
+      }
+      return null;
+    },
+    async stop() {
+      await Promise.all([...children].map((c) => killHard(c)));
+    },
+  };
+
+  // Something left listening on these ports would silently stand in for a member.
+  for (const dc of dcs) {
+    for (const url of [dc.etcdUrl, dc.vaultUrl]) {
+      const busy = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(500) }).then(() => true, () => false);
+      if (busy) throw new Error(`${url} is already in use: stop what listens there or pick other ports`);
+    }
+  }
+  try {
+    // 1. etcd members, all at once (each waits for its peers to form the cluster).
+    for (const dc of dcs) await dc.startEtcd();
+    await until('etcd quorum', 30_000, async () => {
+      for (const dc of dcs) {
+        const h = (await (await fetch(`${dc.etcdUrl}/health`, { signal: AbortSignal.timeout(1000) })).json()) as { health?: string };
+        if (h.health !== 'true') return false;
+      }
+      return true;
+    });
+
+    // 2. The key ceremony: DC 1 creates the fleet keys, every other DC's node makes its
+    // transport key and joins with a package wrapped to it.
+    const config = (d: string) => loadConfig({ env: { COFFER_VAULT_DATA_DIR: d } });
+    const first = config(vaultDirs[0]!);
+    let bundleJson: string;
+    try {
+      bundleJson = bundleToJson((await fleetInit(first)).bundle);
+    } catch {
+      // Restarting a cluster in an existing directory: the fleet exists already.
+      const { ensureFleetFile } = await import('../../src/server/fleet.js');
+      const { openPlatform } = await import('../../src/platform/index.js');
+      const p = await openPlatform(first.platform);
+      try {
+        const { fleetBundle } = await import('../../src/server/fleet.js');
+        bundleJson = bundleToJson(fleetBundle((await ensureFleetFile(p.platform, first.fleetFile)).fleet.fleetKey));
+      } finally {
+        await p.close();
+      }
+    }
+    const bundle = await parseFleetKeyBundle(bundleJson);
+    const keyId = Buffer.from(bundle.keys[0]!.keyId).toString('hex');
+    for (const d of vaultDirs.slice(1)) {
+      const c = config(d);
+      const node = await nodeKey(c);
+      const pkg = await exportFor(first, Buffer.from(node.publicKey, 'hex'));
+      await joinFleet(c, JSON.stringify(pkg), keyId);
+    }
+    Object.assign(cluster, { bundleJson, fleetKey: bundle.keys[0]! });
+
+    // 3. Vault nodes.
+    await Promise.all(dcs.map((dc) => dc.startVault()));
+    return cluster;
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+}
+
+export interface FleetTransportOptions {
+  /** DC index tried first (round-robin through the others on failure). */
+  readonly prefer?: number;
+  /** Give up after this long (default 30 s). */
+  readonly deadlineMs?: number;
+  /** Called with each HTTP status / network failure seen (for assertions). */
+  readonly onAttempt?: (info: { dc: number; status: number | null }) => void;
+}
+
+/**
+ * What a front end does: send to one vault node; on a network error or a retryable 503,
+ * try the next node, backing off, until a deadline. Never retries a 4xx.
+ */
+export function fleetTransport(cluster: Cluster, account: string, o: FleetTransportOptions = {}): (bytes: Uint8Array) => Promise<Uint8Array> {
+  const n = cluster.dcs.length;
+  return async (bytes) => {
+    const end = Date.now() + (o.deadlineMs ?? 30_000);
+    let i = o.prefer ?? 0;
+    let last = '';
+    for (let attempt = 0; ; attempt++) {
+      const dc = cluster.dcs[i % n]!;
+      try {
+        const res = await fetch(`${dc.vaultUrl}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, body: bytes, signal: AbortSignal.timeout(10_000) });
+        o.onAttempt?.({ dc: dc.index, status: res.status });
+        if (res.status === 200) return new Uint8Array(await res.arrayBuffer());
+        last = `HTTP ${res.status}: ${await res.text()}`;
+        if (res.status !== 503) throw new Error(`vault ${dc.name} answered ${last}`);
+      } catch (err) {
+        if ((err as Error).message.startsWith('vault ')) throw err;
+        o.onAttempt?.({ dc: dc.index, status: null });
+        last = (err as Error).message;
+      }
+      if (Date.now() > end) throw new Error(`fleet unavailable for ${o.deadlineMs ?? 30_000} ms: ${last}`);
+      i++;
+      if (attempt % n === n - 1) await sleep(Math.min(500, 50 * (attempt + 1)));
+    }
+  };
+}
+
+export function fleetClient(cluster: Cluster, account: string, o: FleetTransportOptions = {}): VaultClient {
+  return new VaultClient({ fleetKey: cluster.fleetKey, account, ksf: INSECURE_FAST_KSF_FOR_TESTING, transport: fleetTransport(cluster, account, o) });
+}
+
+/** Sum of one counter over every vault node that answers. */
+export async function fleetMetric(cluster: Cluster, name: string): Promise<number> {
+  let total = 0;
+  for (const dc of cluster.dcs) {
+    try {
+      const text = await (await fetch(`${dc.vaultUrl}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
+      for (const line of text.split('\n')) if (line.startsWith(name)) total += Number(line.split(' ').pop());
+    } catch {
+      /* node down */
+    }
+  }
+  return total;
+}
+
+/** Waits until every live etcd member has applied at least the leader's revision. */
+export async function waitCaughtUp(cluster: Cluster, deadlineMs = 20_000): Promise<void> {
+  await until('members caught up', deadlineMs, async () => {
+    const revs: number[] = [];
+    for (const dc of cluster.dcs) {
+      if (!dc.etcdPid()) continue;
+      const r = (await postJson(`${dc.etcdUrl}/v3/kv/range`, { key: Buffer.from('\0').toString('base64'), serializable: true }, 1000)) as { header?: { revision?: string } };
+      revs.push(Number(r.header?.revision));
+    }
+    return revs.length > 0 && revs.every((r) => r === revs[0]);
+  });
+}

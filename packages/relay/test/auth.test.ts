@@ -1,0 +1,176 @@
+// Client authentication (spec/relay-api.md §1): built-in device-key accounts and app JWTs.
+// Unauthenticated, expired, forged, wrong-audience and other-account requests are refused.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import { AccountStore, CHALLENGE_TTL_MS } from '../src/auth/account-store.js';
+import { newDeviceKey, signChallenge, startRelay, tempDir, testConfig } from './helpers.js';
+
+const json = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>();
+
+test('built-in accounts: create, challenge, sign in, use the session; second device key', async (t) => {
+  const dir = tempDir(t);
+  const r = await startRelay(t, testConfig(dir));
+  const alice = await r.signUp();
+  assert.match(alice.account, /^[a-z0-9]{26}$/);
+  const list = await r.inject({ method: 'GET', url: '/v1/blobs', headers: alice.auth() });
+  assert.equal(list.statusCode, 200);
+  assert.deepEqual(list.json(), { blobs: [] });
+
+  // A second device adds its key with the first one's session, then signs in with it.
+  const second = newDeviceKey();
+  const add = await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: alice.auth(), payload: { publicKey: second.publicKey } });
+  assert.equal(add.statusCode, 201);
+  const again = await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: alice.auth(), payload: { publicKey: second.publicKey } });
+  assert.equal(json(again).error.code, 'key-exists');
+  const ch = (await r.inject({ method: 'POST', url: '/v1/sessions/challenge', payload: { account: alice.account } })).json<{ challenge: string; expiresAt: number }>();
+  assert.ok(ch.expiresAt > Date.now());
+  const s = await r.inject({ method: 'POST', url: '/v1/sessions', payload: { account: alice.account, challenge: ch.challenge, signature: signChallenge(second.key, ch.challenge) } });
+  assert.equal(s.statusCode, 200);
+  assert.match(s.json<{ token: string }>().token, /^cs1\./);
+  // The same key cannot open a second account.
+  const dup = await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: alice.publicKey } });
+  assert.equal(json(dup).error.code, 'key-exists');
+});
+
+test('missing, malformed and unknown bearer tokens are 401 unauthenticated', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  for (const headers of [{}, { authorization: 'Basic abc' }, { authorization: 'Bearer ' }, { authorization: 'Bearer cs1.nope' }, { authorization: 'Bearer a.b.c' }, { authorization: `Bearer ${'x'.repeat(9000)}` }]) {
+    for (const [method, url] of [['GET', '/v1/blobs'], ['GET', '/v1/blobs/config'], ['PUT', '/v1/blobs/config'], ['DELETE', '/v1/blobs/config'], ['POST', '/v1/vault'], ['POST', '/v1/accounts/keys']] as const) {
+      const res = await r.inject({ method, url, headers: { ...headers, 'content-type': 'application/octet-stream' }, payload: Buffer.alloc(3) });
+      assert.equal(res.statusCode, 401, `${method} ${url} ${JSON.stringify(headers).slice(0, 40)}`);
+      assert.equal(json(res).error.code, 'unauthenticated');
+    }
+  }
+});
+
+test('sign-in: wrong signature, unknown account, replayed and expired challenges are the same 401', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const alice = await r.signUp();
+  const challenge = async (account: string) => (await r.inject({ method: 'POST', url: '/v1/sessions/challenge', payload: { account } })).json<{ challenge: string }>().challenge;
+  const signIn = (account: string, ch: string, signature: string) => r.inject({ method: 'POST', url: '/v1/sessions', payload: { account, challenge: ch, signature } });
+
+  const mallory = newDeviceKey();
+  let ch = await challenge(alice.account);
+  const wrong = await signIn(alice.account, ch, signChallenge(mallory.key, ch));
+  assert.equal(wrong.statusCode, 401);
+  assert.equal(json(wrong).error.code, 'invalid-credentials');
+  // That attempt consumed the challenge: even the right signature fails now.
+  const replayAfterFail = await signIn(alice.account, ch, signChallenge(alice.key, ch));
+  assert.equal(json(replayAfterFail).error.code, 'invalid-credentials');
+
+  ch = await challenge(alice.account);
+  const ok = await signIn(alice.account, ch, signChallenge(alice.key, ch));
+  assert.equal(ok.statusCode, 200);
+  const replay = await signIn(alice.account, ch, signChallenge(alice.key, ch));
+  assert.equal(replay.statusCode, 401, 'a challenge is single use');
+  assert.equal(json(replay).error.code, 'invalid-credentials');
+
+  // Unknown accounts get a challenge too (no account enumeration) that never works.
+  const ghost = 'a'.repeat(26);
+  const gch = await challenge(ghost);
+  assert.equal(json(await signIn(ghost, gch, signChallenge(alice.key, gch))).error.code, 'invalid-credentials');
+  // A challenge issued for one account does not open another.
+  const bob = await r.signUp();
+  const bch = await challenge(bob.account);
+  assert.equal(json(await signIn(alice.account, bch, signChallenge(alice.key, bch))).error.code, 'invalid-credentials');
+  // Malformed fields are 400.
+  for (const payload of [{}, { account: alice.account }, { account: 'short', challenge: ch, signature: 'x' }, [1, 2]]) {
+    const res = await r.inject({ method: 'POST', url: '/v1/sessions', payload });
+    assert.ok(res.statusCode === 400 || res.statusCode === 401, JSON.stringify(payload));
+  }
+  for (const publicKey of ['', 'abc', 'A'.repeat(44), 42]) {
+    const res = await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey } });
+    assert.equal(res.statusCode, 400, String(publicKey));
+  }
+});
+
+test('expired challenges and sessions are refused (injected clock)', (t) => {
+  let now = 1_000_000;
+  const store = new AccountStore(':memory:', { now: () => now, sessionTtlMs: 60_000 });
+  t.after(() => store.close());
+  const { key, publicKey } = newDeviceKey();
+  const id = store.createAccount(Buffer.from(publicKey, 'base64url'))!;
+  let ch = store.challenge(id);
+  now += CHALLENGE_TTL_MS + 1;
+  const b64 = Buffer.from(ch.challenge).toString('base64url');
+  assert.equal(store.signIn(id, ch.challenge, Buffer.from(signChallenge(key, b64), 'base64url')), null, 'expired challenge');
+  ch = store.challenge(id);
+  const s = store.signIn(id, ch.challenge, Buffer.from(signChallenge(key, Buffer.from(ch.challenge).toString('base64url')), 'base64url'))!;
+  assert.ok(s);
+  assert.equal(store.session(s.token), id);
+  now += 60_001;
+  assert.equal(store.session(s.token), null, 'expired session');
+});
+
+test('an expired session token is 401 at the HTTP layer', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t), {}, { sessionTtlMs: 50 }));
+  const alice = await r.signUp();
+  await new Promise((res) => setTimeout(res, 120));
+  const res = await r.inject({ method: 'GET', url: '/v1/blobs', headers: alice.auth() });
+  assert.equal(res.statusCode, 401);
+});
+
+async function jwtSetup(t: Parameters<typeof tempDir>[0]) {
+  const dir = tempDir(t);
+  const { publicKey, privateKey } = await generateKeyPair('ES256');
+  const other = await generateKeyPair('ES256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' };
+  const jwksFile = join(dir, 'jwks.json');
+  writeFileSync(jwksFile, JSON.stringify({ keys: [jwk] }));
+  const r = await startRelay(t, testConfig(dir, { COFFER_RELAY_JWT_JWKS_FILE: jwksFile, COFFER_RELAY_JWT_ISSUER: 'https://app.example', COFFER_RELAY_JWT_AUDIENCE: 'coffer' }));
+  const token = (o: { sub?: string; aud?: string; iss?: string; exp?: number | null; key?: CryptoKey; kid?: string } = {}) => {
+    const j = new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: o.kid ?? 'k1' }).setIssuer(o.iss ?? 'https://app.example').setAudience(o.aud ?? 'coffer').setIssuedAt();
+    if (o.sub !== '') j.setSubject(o.sub ?? 'user-1');
+    if (o.exp !== null) j.setExpirationTime(o.exp ?? Math.floor(Date.now() / 1000) + 600);
+    return j.sign(o.key ?? privateKey);
+  };
+  return { r, token, otherKey: other.privateKey };
+}
+
+test('JWT app tokens: valid ones map to app:<sub>; expired, forged, wrong audience/issuer, no exp, alg none refused', async (t) => {
+  const { r, token, otherKey } = await jwtSetup(t);
+  const get = (tok: string) => r.inject({ method: 'GET', url: '/v1/blobs', headers: { authorization: `Bearer ${tok}` } });
+  assert.equal((await get(await token())).statusCode, 200);
+  const now = Math.floor(Date.now() / 1000);
+  assert.equal((await get(await token({ exp: now - 30 }))).statusCode, 200, 'within the 60 s leeway');
+  const bad: Record<string, string> = {
+    expired: await token({ exp: now - 300 }),
+    forged: await token({ key: otherKey }),
+    'wrong audience': await token({ aud: 'someone-else' }),
+    'wrong issuer': await token({ iss: 'https://evil.example' }),
+    'no exp': await token({ exp: null }),
+    'no sub': await token({ sub: '' }),
+    'unknown kid': await token({ kid: 'k2', key: otherKey }),
+  };
+  const [h, p] = (await token()).split('.');
+  bad['alg none'] = `${Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url')}.${p}.`;
+  bad['tampered payload'] = `${h}.${Buffer.from(JSON.stringify({ sub: 'admin', aud: 'coffer', iss: 'https://app.example', exp: now + 600 })).toString('base64url')}.${(await token()).split('.')[2]}`;
+  for (const [what, tok] of Object.entries(bad)) {
+    const res = await get(tok);
+    assert.equal(res.statusCode, 401, what);
+    assert.equal(json(res).error.code, 'unauthenticated', what);
+  }
+  // App accounts have no device keys.
+  const res = await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: { authorization: `Bearer ${await token()}` }, payload: { publicKey: newDeviceKey().publicKey } });
+  assert.equal(json(res).error.code, 'accounts-disabled');
+});
+
+test("one account cannot see, read, overwrite or delete another's blobs (local and app namespaces apart)", async (t) => {
+  const { r, token } = await jwtSetup(t);
+  const alice = await r.signUp();
+  const bob = await r.signUp();
+  const put = (h: Record<string, string>, name: string, body: string) => r.inject({ method: 'PUT', url: `/v1/blobs/${name}`, headers: { ...h, 'content-type': 'application/octet-stream' }, payload: Buffer.from(body) });
+  assert.equal((await put(alice.auth(), 'config', 'alice-config')).statusCode, 201);
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs/config', headers: bob.auth() })).statusCode, 404);
+  assert.equal((await r.inject({ method: 'HEAD', url: '/v1/blobs/config', headers: bob.auth() })).statusCode, 404);
+  assert.deepEqual((await r.inject({ method: 'GET', url: '/v1/blobs?prefix=', headers: bob.auth() })).json(), { blobs: [] });
+  assert.equal((await put(bob.auth(), 'config', 'bob-config')).statusCode, 201, 'same name, own namespace');
+  assert.equal((await r.inject({ method: 'DELETE', url: '/v1/blobs/config', headers: bob.auth() })).statusCode, 204);
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs/config', headers: alice.auth() })).body, 'alice-config');
+  // An app user whose subject equals alice's local id is still a different account.
+  const app = { authorization: `Bearer ${await token({ sub: alice.account })}` };
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs/config', headers: app })).statusCode, 404);
+});

@@ -1,6 +1,8 @@
 /** Where the repository and the key come from: flags first, then the environment. */
 import { readFile } from 'node:fs/promises';
 import { BackupKey, CofferError, LocalBackend, Repository, type StorageBackend } from '@coffer/backup';
+import { CofferClient, profileDir } from '@coffer/client';
+import { INSECURE_FAST_KSF_FOR_TESTING } from '@coffer/protocol';
 import { UsageError, type Io } from './tui.js';
 
 export interface GlobalFlags {
@@ -8,6 +10,44 @@ export interface GlobalFlags {
   'key-file'?: string;
   json?: boolean;
   quiet?: boolean;
+  profile?: string;
+  server?: string;
+  'fleet-bundle'?: string;
+}
+
+/**
+ * `--repo coffer:` — the relay's blob API for the profile's logged-in account. The
+ * relay is the profile's (set by `coffer account create` / `coffer login --server`).
+ */
+export const RELAY_REPOSITORY = 'coffer:';
+
+export function isRelayRepository(location: string): boolean {
+  return location === RELAY_REPOSITORY;
+}
+
+/**
+ * The profile's client (--profile / COFFER_PROFILE; --server / COFFER_SERVER;
+ * --fleet-bundle / COFFER_FLEET_BUNDLE). COFFER_INSECURE_FAST_KSF_FOR_TESTING=1 makes new
+ * registrations use a cheap KSF (tests only; the vault refuses it unless told otherwise).
+ */
+export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClient> {
+  const bundleFile = flags['fleet-bundle'] ?? io.env.COFFER_FLEET_BUNDLE;
+  let fleetBundle: string | undefined;
+  if (bundleFile) {
+    try {
+      fleetBundle = await readFile(bundleFile, 'utf8');
+    } catch (e) {
+      throw new UsageError(`cannot read fleet bundle ${bundleFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    }
+  }
+  const fast = io.env.COFFER_INSECURE_FAST_KSF_FOR_TESTING === '1';
+  if (fast) io.stderr.write('coffer: warning: COFFER_INSECURE_FAST_KSF_FOR_TESTING is set: new passwords get a cheap key-stretching function (tests only)\n');
+  const server = flags.server ?? (io.env.COFFER_SERVER || undefined);
+  return CofferClient.open(profileDir(flags.profile, io.env), {
+    ...(server ? { server } : {}),
+    ...(fleetBundle !== undefined ? { fleetBundle } : {}),
+    ...(fast ? { ksf: INSECURE_FAST_KSF_FOR_TESTING } : {}),
+  });
 }
 
 export function repoLocation(flags: GlobalFlags, io: Io): string {
@@ -16,9 +56,10 @@ export function repoLocation(flags: GlobalFlags, io: Io): string {
   return loc;
 }
 
-export function backendFor(location: string): StorageBackend {
+export async function backendFor(location: string, flags: GlobalFlags, io: Io): Promise<StorageBackend> {
+  if (isRelayRepository(location)) return (await openClient(flags, io)).blobBackend();
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
-    throw new UsageError(`repository '${location}': only local directories are supported by this version`);
+    throw new UsageError(`repository '${location}': only local directories and coffer: (the relay's blob API) are supported by this version`);
   }
   return new LocalBackend(location);
 }
@@ -37,6 +78,12 @@ export async function loadKeyIfGiven(flags: GlobalFlags, io: Io): Promise<Backup
   }
   const env = io.env.COFFER_KEY;
   if (env !== undefined && env !== '') return parseKey(env, 'COFFER_KEY');
+  // The relay's repository, or an explicitly chosen profile: the key this device got
+  // from `coffer vault enable` / `coffer vault recover`.
+  const location = flags.repo ?? io.env.COFFER_REPOSITORY;
+  if ((location !== undefined && isRelayRepository(location)) || flags.profile !== undefined) {
+    return (await openClient(flags, io)).backupKey();
+  }
   return undefined;
 }
 
@@ -51,12 +98,12 @@ function parseKey(text: string, where: string): BackupKey {
 
 export async function loadKey(flags: GlobalFlags, io: Io): Promise<BackupKey> {
   const key = await loadKeyIfGiven(flags, io);
-  if (!key) throw new UsageError('no key given: use --key-file FILE or set COFFER_KEY to the 64-digit key');
+  if (!key) throw new UsageError('no key given: use --key-file FILE or set COFFER_KEY to the 64-digit key (or, with --repo coffer:, run `coffer vault enable` or `coffer vault recover` first)');
   return key;
 }
 
 export async function openRepo(flags: GlobalFlags, io: Io): Promise<Repository> {
   const location = repoLocation(flags, io);
   const key = await loadKey(flags, io);
-  return Repository.open(backendFor(location), key);
+  return Repository.open(await backendFor(location, flags, io), key);
 }

@@ -3,9 +3,11 @@
  * The `coffer` command. Rules for output and exit codes are at the top of tui.ts.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { accountCreate, login } from './commands/account.js';
 import { backupCmd, restoreCmd } from './commands/backup.js';
 import { keyGenerate, keyShow } from './commands/key.js';
 import { checkCmd, forget, init, pruneCmd, snapshots, unlock } from './commands/repository.js';
+import { vaultChangePassword, vaultDisable, vaultEnable, vaultRecover, vaultStatus } from './commands/vault.js';
 import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
 
 const USAGE = `usage: coffer COMMAND [options]
@@ -22,9 +24,28 @@ Backups (key mode):
   coffer key generate                  print a new random key
   coffer key show                      print the key given and its key ID
 
+Accounts and password backups (through a Coffer relay):
+  coffer account create --server URL   create an account for this device (profile) and log in
+  coffer login [--server URL] [--account ID] [--token-file FILE]
+                                       new session: this profile's device key, or an app token (JWT)
+  coffer vault enable [--guess-limit N] protect the backup key with a password (made now if needed)
+  coffer vault enable --key            key mode: print the 64-digit key, erase the vault record
+  coffer vault recover                 get the backup key back with the password (a new device)
+  coffer vault change-password         new password, same key
+  coffer vault disable                 the vault erases the record (the key stays on this device)
+  coffer vault status                  mode, account, guesses left
+
 Options:
-  --repo DIR        repository (or COFFER_REPOSITORY)
+  --repo DIR        repository (or COFFER_REPOSITORY); \`coffer:\` is the relay's blob API
+                    for the logged-in account, with the key from the profile
   --key-file FILE   file holding the 64-digit key (or COFFER_KEY)
+  --profile P       this device's state: a directory (with a /) or a name under
+                    ~/.config/coffer (or COFFER_PROFILE; default: default)
+  --server URL      the relay (or COFFER_SERVER)
+  --fleet-bundle F  the vault fleet's key bundle to pin (or COFFER_FLEET_BUNDLE;
+                    default: fetched from the relay once and pinned)
+  --password-file F first line is the vault password (or COFFER_PASSWORD; default: ask)
+  --new-password-file F  for change-password (or COFFER_NEW_PASSWORD)
   --json            machine-readable output on stdout
   -q, --quiet       no progress or summaries
   -h, --help        this help
@@ -49,6 +70,15 @@ const options = {
   prune: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
   'remove-all': { type: 'boolean' },
+  profile: { type: 'string' },
+  server: { type: 'string' },
+  'fleet-bundle': { type: 'string' },
+  account: { type: 'string' },
+  'token-file': { type: 'string' },
+  key: { type: 'boolean' },
+  'password-file': { type: 'string' },
+  'new-password-file': { type: 'string' },
+  'guess-limit': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 /** Which options each command accepts (besides the global ones). */
@@ -62,8 +92,11 @@ const allowed: Record<string, string[]> = {
   prune: ['dry-run'],
   unlock: ['remove-all'],
   key: [],
+  account: [],
+  login: ['account', 'token-file'],
+  vault: ['key', 'password-file', 'new-password-file', 'guess-limit'],
 };
-const globalOptions = ['repo', 'key-file', 'json', 'quiet', 'help'];
+const globalOptions = ['repo', 'key-file', 'json', 'quiet', 'help', 'profile', 'server', 'fleet-bundle'];
 
 export async function run(argv: string[], io: Io): Promise<number> {
   try {
@@ -106,6 +139,23 @@ export async function run(argv: string[], io: Io): Promise<number> {
         if (rest[0] === 'generate' && rest.length === 1) return await keyGenerate(flags, io);
         if (rest[0] === 'show' && rest.length === 1) return await keyShow(flags, io);
         throw new UsageError('key: use `coffer key generate` or `coffer key show`');
+      case 'account':
+        if (rest[0] === 'create' && rest.length === 1) return await accountCreate(flags, io);
+        throw new UsageError('account: use `coffer account create`');
+      case 'login':
+        if (rest.length > 0) throw new UsageError('login takes no arguments');
+        return await login(flags, io);
+      case 'vault': {
+        const sub = rest.length === 1 ? rest[0] : undefined;
+        if (sub !== 'enable' && flags.key) throw new UsageError(`vault ${sub ?? ''}: option --key applies to \`vault enable\` only`);
+        if (sub !== 'change-password' && flags['new-password-file'] !== undefined) throw new UsageError('option --new-password-file applies to `vault change-password` only');
+        if (sub === 'enable') return await vaultEnable(flags, io);
+        if (sub === 'recover') return await vaultRecover(flags, io);
+        if (sub === 'change-password') return await vaultChangePassword(flags, io);
+        if (sub === 'disable') return await vaultDisable(flags, io);
+        if (sub === 'status') return await vaultStatus(flags, io);
+        throw new UsageError('vault: use `coffer vault enable|recover|change-password|disable|status`');
+      }
     }
     return ExitCode.Usage;
   } catch (e) {

@@ -7,6 +7,7 @@
  * - secrets are printed only where the user asked for them (`key generate`, `init`).
  */
 import { CofferError, type CofferErrorCode } from '@coffer/backup';
+import { CofferClientError, type CofferClientErrorCode } from '@coffer/client';
 
 export enum ExitCode {
   Ok = 0,
@@ -24,7 +25,35 @@ export enum ExitCode {
   Locked = 13,
   /** Storage failed: I/O error, disk full, permission. */
   Storage = 14,
+  /** The vault counted a wrong password (the message says how many guesses are left). */
+  WrongPassword = 20,
+  /** The guess limit was reached: the vault erased the key; only the 64-digit key can decrypt. */
+  KeyErased = 21,
+  /** The relay or the vault is unreachable, slow or failing; retrying later is safe. */
+  Unavailable = 22,
+  /** Password backups are not enabled for this account (nothing to recover, change or disable). */
+  NotEnabled = 23,
+  /** Not logged in, or the relay refused this device's credentials. */
+  NotAuthenticated = 24,
+  /** Too many attempts for now; the message says when to retry. */
+  RateLimited = 25,
 }
+
+const exitForClient: Record<CofferClientErrorCode, ExitCode> = {
+  'wrong-password': ExitCode.WrongPassword,
+  locked: ExitCode.KeyErased,
+  'not-registered': ExitCode.NotEnabled,
+  'already-registered': ExitCode.Failure,
+  'rate-limited': ExitCode.RateLimited,
+  unavailable: ExitCode.Unavailable,
+  'invalid-credentials': ExitCode.NotAuthenticated,
+  'not-logged-in': ExitCode.NotAuthenticated,
+  'weak-password': ExitCode.Usage,
+  'no-backup-key': ExitCode.Usage,
+  stale: ExitCode.Failure,
+  protocol: ExitCode.Failure,
+  'bad-config': ExitCode.Usage,
+};
 
 const exitFor: Record<CofferErrorCode, ExitCode> = {
   'invalid-key': ExitCode.BadKey,
@@ -52,6 +81,7 @@ export interface Io {
 export function errorLine(e: unknown): { line: string; code: ExitCode } {
   if (e instanceof UsageError) return { line: e.message, code: ExitCode.Usage };
   if (e instanceof CofferError) return { line: e.message, code: exitFor[e.code] };
+  if (e instanceof CofferClientError) return { line: e.message, code: exitForClient[e.code] };
   const err = e as NodeJS.ErrnoException;
   if (err?.code === 'ENOSPC') return { line: 'no space left on device', code: ExitCode.Storage };
   return { line: `internal error: ${err?.stack ?? String(e)}`, code: ExitCode.Failure };

@@ -10,15 +10,18 @@ import {
   removeLocks,
   type RetentionPolicy,
 } from '@coffer/backup';
-import { backendFor, loadKeyIfGiven, openRepo, repoLocation, type GlobalFlags } from '../context.js';
+import { backendFor, isRelayRepository, loadKeyIfGiven, openRepo, repoLocation, type GlobalFlags } from '../context.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** `coffer init`: creates a repository; without a key, makes one and shows it once. */
 export async function init(flags: GlobalFlags, io: Io): Promise<number> {
   const location = repoLocation(flags, io);
   const given = await loadKeyIfGiven(flags, io);
+  if (!given && isRelayRepository(location)) {
+    throw new UsageError('no key for the relay repository: run `coffer vault enable` (or `coffer vault recover` on a new device) first, or give --key-file');
+  }
   const key = given ?? BackupKey.generate();
-  const repo = await Repository.init(backendFor(location), key);
+  const repo = await Repository.init(await backendFor(location, flags, io), key);
   if (flags.json) {
     io.stdout.write(
       JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(key.keyId()), ...(given ? {} : { key: key.toDigits() }) }) + '\n',

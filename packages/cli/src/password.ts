@@ -1,0 +1,72 @@
+/**
+ * Where passwords come from: a file (--password-file / --new-password-file), the
+ * environment (COFFER_PASSWORD / COFFER_NEW_PASSWORD), or the terminal without echo.
+ * Never from a command-line argument (it would show in `ps` and shell history).
+ */
+import { readFile } from 'node:fs/promises';
+import { Secret } from '@coffer/protocol';
+import { UsageError, type Io } from './tui.js';
+
+export interface PasswordSource {
+  readonly file: string | undefined;
+  readonly envName: 'COFFER_PASSWORD' | 'COFFER_NEW_PASSWORD';
+  readonly flagName: '--password-file' | '--new-password-file';
+  readonly prompt: string;
+  /** Ask twice on a terminal (new passwords). */
+  readonly confirm?: boolean;
+}
+
+export async function readPassword(src: PasswordSource, io: Io): Promise<Secret<string>> {
+  if (src.file !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(src.file, 'utf8');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new UsageError(`cannot read password file ${src.file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
+    }
+    const first = text.split(/\r?\n/)[0] ?? '';
+    if (first === '') throw new UsageError(`password file ${src.file} is empty`);
+    return new Secret(first);
+  }
+  const env = io.env[src.envName];
+  if (env !== undefined && env !== '') return new Secret(env);
+  const stdin = process.stdin;
+  if (!stdin.isTTY) throw new UsageError(`no password: type it on a terminal, or use ${src.flagName} FILE or ${src.envName}`);
+  const first = await promptHidden(`${src.prompt}: `);
+  if (src.confirm) {
+    const again = await promptHidden(`${src.prompt} (again): `);
+    if (again !== first) throw new UsageError('the two passwords differ');
+  }
+  return new Secret(first);
+}
+
+/** Reads one line from the terminal with echo off; the prompt goes to stderr. */
+function promptHidden(prompt: string): Promise<string> {
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  return new Promise((resolve, reject) => {
+    let line = '';
+    stdin.setRawMode(true);
+    stdin.resume();
+    stdin.setEncoding('utf8');
+    const done = (err?: Error): void => {
+      stdin.setRawMode(false);
+      stdin.pause();
+      stdin.off('data', onData);
+      process.stderr.write('\n');
+      if (err) reject(err);
+      else resolve(line);
+    };
+    const onData = (chunk: string): void => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n') return done();
+        if (ch === '\u0003') return done(new UsageError('interrupted'));
+        if (ch === '\u0004' && line === '') return done(new UsageError('no password given'));
+        if (ch === '\u007f' || ch === '\b') line = [...line].slice(0, -1).join('');
+        else if (ch >= ' ') line += ch;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { type BlobType, idKey, indexName, packName } from './blob.js';
 import { maybeCompress } from './compress.js';
+import { Compression } from './config.js';
 import { encodeIndex, type IndexedPack } from './index-file.js';
 import { PackBuilder } from './pack.js';
 import type { Repository } from './repository.js';
@@ -92,7 +93,8 @@ export class BlobWriter {
     this.#track(
       (async () => {
         try {
-          const { stored, flags } = await maybeCompress(raw);
+          const { stored, flags } =
+            this.#repo.config.compression === Compression.Zstd ? await maybeCompress(raw) : { stored: raw, flags: 0 };
           const pack = (this.#pack ??= this.#openPack());
           pack.builder.add({ id, type, flags, storedLength: stored.length, rawLength: raw.length }, stored);
           consumed();

@@ -1,0 +1,175 @@
+// The blob API (spec/relay-api.md §3) on both backends: a local directory and S3
+// (s3rver on 127.0.0.1, in-process). Immutability, ranges, listing, delete, limits,
+// quota, and a failing or full store giving a clean error.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import S3rver from 's3rver';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { BlobStoreError, type BlobStore } from '../src/blobs/store.js';
+import { LocalBlobStore } from '../src/blobs/local.js';
+import { startRelay, tempDir, testConfig, type TestRelay } from './helpers.js';
+
+process.env.AWS_SDK_JS_SUPPRESS_NODE_VERSION_WARNING = '1';
+const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
+const octet = { 'content-type': 'application/octet-stream' };
+
+type Backend = (t: Parameters<typeof tempDir>[0], dir: string) => Promise<Record<string, string>>;
+
+const backends: Record<string, Backend> = {
+  local: async () => ({}),
+  s3: async (t, dir) => {
+    const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: join(dir, 's3rver') });
+    const { port } = (await server.run()) as unknown as { port: number };
+    t.after(() => server.close());
+    const endpoint = `http://127.0.0.1:${port}`;
+    const c = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+    await c.send(new CreateBucketCommand({ Bucket: 'coffer-test' }));
+    c.destroy();
+    return { COFFER_RELAY_BLOB_BACKEND: 's3', COFFER_RELAY_S3_ENDPOINT: endpoint, COFFER_RELAY_S3_BUCKET: 'coffer-test', COFFER_RELAY_S3_ACCESS_KEY_ID: 'S3RVER', COFFER_RELAY_S3_SECRET_ACCESS_KEY: 'S3RVER', COFFER_RELAY_S3_PREFIX: 'relay/' };
+  },
+};
+
+for (const [name, backend] of Object.entries(backends)) {
+  describe(`blob API on ${name}`, () => {
+    const setup = async (t: Parameters<typeof tempDir>[0], env: Record<string, string> = {}): Promise<TestRelay> => {
+      const dir = tempDir(t);
+      return startRelay(t, testConfig(dir, { ...(await backend(t, dir)), ...env }));
+    };
+
+    test('put, immutable, get, ranges, head, list by prefix, delete', async (t) => {
+      const r = await setup(t);
+      const a = (await r.signUp()).auth();
+      const bytes = Buffer.from(Array.from({ length: 1000 }, (_, i) => i % 251));
+      const put = (n: string, b: Buffer) => r.inject({ method: 'PUT', url: `/v1/blobs/${n}`, headers: { ...a, ...octet }, payload: b });
+      assert.equal((await put('data/ab/' + 'ab'.repeat(32), bytes)).statusCode, 201);
+      const again = await put('data/ab/' + 'ab'.repeat(32), Buffer.from('other'));
+      assert.equal(again.statusCode, 409);
+      assert.equal(code(again), 'blob-exists');
+      assert.equal((await put('config', Buffer.from('cfg'))).statusCode, 201);
+      assert.equal((await put('index/' + 'cd'.repeat(32), Buffer.alloc(0))).statusCode, 201, 'empty objects are fine');
+
+      const get = (n: string, range?: string) => r.inject({ method: 'GET', url: `/v1/blobs/${n}`, headers: { ...a, ...(range ? { range } : {}) } });
+      const full = await get('data/ab/' + 'ab'.repeat(32));
+      assert.equal(full.statusCode, 200);
+      assert.deepEqual(full.rawPayload, bytes);
+      const part = await get('data/ab/' + 'ab'.repeat(32), 'bytes=10-19');
+      assert.equal(part.statusCode, 206);
+      assert.equal(part.headers['content-range'], 'bytes 10-19/1000');
+      assert.deepEqual(part.rawPayload, bytes.subarray(10, 20));
+      const tail = await get('data/ab/' + 'ab'.repeat(32), 'bytes=-5');
+      assert.deepEqual(tail.rawPayload, bytes.subarray(995));
+      const open = await get('data/ab/' + 'ab'.repeat(32), 'bytes=990-');
+      assert.deepEqual(open.rawPayload, bytes.subarray(990));
+      const clipped = await get('data/ab/' + 'ab'.repeat(32), 'bytes=990-5000');
+      assert.equal(clipped.headers['content-range'], 'bytes 990-999/1000');
+      const bad = await get('data/ab/' + 'ab'.repeat(32), 'bytes=1000-1001');
+      assert.equal(bad.statusCode, 416);
+      assert.equal(bad.headers['content-range'], 'bytes */1000');
+      assert.equal((await get('data/ab/' + 'ab'.repeat(32), 'bytes=5-2')).statusCode, 416);
+      assert.equal((await get('data/ab/' + 'ab'.repeat(32), 'items=1-2')).statusCode, 200, 'a non-byte range is ignored');
+      assert.equal(code(await get('nothere')), 'blob-not-found');
+
+      const head = await r.inject({ method: 'HEAD', url: '/v1/blobs/config', headers: a });
+      assert.equal(head.statusCode, 200);
+      assert.equal(head.headers['content-length'], '3');
+      assert.equal((await r.inject({ method: 'HEAD', url: '/v1/blobs/nothere', headers: a })).statusCode, 404);
+
+      const list = (p: string) => r.inject({ method: 'GET', url: `/v1/blobs?prefix=${p}`, headers: a }).then((x) => x.json<{ blobs: { name: string; size: number }[] }>().blobs);
+      assert.deepEqual(await list(''), [
+        { name: 'config', size: 3 },
+        { name: 'data/ab/' + 'ab'.repeat(32), size: 1000 },
+        { name: 'index/' + 'cd'.repeat(32), size: 0 },
+      ]);
+      assert.deepEqual((await list('data/')).map((b) => b.name), ['data/ab/' + 'ab'.repeat(32)]);
+      assert.deepEqual(await list('zzz'), []);
+      assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs?prefix=../', headers: a })).statusCode, 400);
+
+      assert.equal((await r.inject({ method: 'DELETE', url: '/v1/blobs/config', headers: a })).statusCode, 204);
+      assert.equal((await r.inject({ method: 'DELETE', url: '/v1/blobs/config', headers: a })).statusCode, 204, 'absent is fine');
+      assert.equal(code(await get('config')), 'blob-not-found');
+      assert.equal((await put('config', Buffer.from('new'))).statusCode, 201, 'a deleted name can be written again');
+    });
+
+    test('bad names, wrong content type, per-object limit, quota', async (t) => {
+      const r = await setup(t, { COFFER_RELAY_MAX_OBJECT_BYTES: '1000', COFFER_RELAY_QUOTA_BYTES: '2500' });
+      const a = (await r.signUp()).auth();
+      const put = (n: string, b: Buffer, h: Record<string, string> = octet) => r.inject({ method: 'PUT', url: `/v1/blobs/${n}`, headers: { ...a, ...h }, payload: b });
+      for (const n of ['Config', 'data//x', 'data/', '%2e%2e/x', '..%2fx', 'a.b', 'x'.repeat(201), 'a_b', 'a-b']) {
+        const res = await put(n, Buffer.from('x'));
+        assert.ok(res.statusCode === 400 || res.statusCode === 404, `${n}: ${res.statusCode}`);
+      }
+      assert.equal((await put('x', Buffer.from('x'), { 'content-type': 'text/plain' })).statusCode, 415);
+      const big = await put('big', Buffer.alloc(1001));
+      assert.equal(big.statusCode, 413);
+      assert.equal(code(big), 'blob-too-large');
+      assert.equal((await put('a', Buffer.alloc(1000))).statusCode, 201);
+      assert.equal((await put('b', Buffer.alloc(1000))).statusCode, 201);
+      const over = await put('c', Buffer.alloc(1000));
+      assert.equal(over.statusCode, 507);
+      assert.equal(code(over), 'quota-exceeded');
+      assert.equal((await put('c', Buffer.alloc(500))).statusCode, 201, 'exactly at the quota');
+      assert.equal((await r.inject({ method: 'DELETE', url: '/v1/blobs/a', headers: a })).statusCode, 204);
+      assert.equal((await put('d', Buffer.alloc(1000))).statusCode, 201, 'delete frees quota');
+      // The quota is per account.
+      const b = (await r.signUp()).auth();
+      assert.equal((await r.inject({ method: 'PUT', url: '/v1/blobs/a', headers: { ...b, ...octet }, payload: Buffer.alloc(1000) })).statusCode, 201);
+    });
+  });
+}
+
+class FailingStore implements BlobStore {
+  readonly name = 'failing';
+  constructor(
+    readonly inner: BlobStore,
+    readonly mode: { fail: 'none' | 'error' | 'full' },
+  ) {}
+  #check(): void {
+    if (this.mode.fail === 'error') throw new BlobStoreError('simulated EIO');
+    if (this.mode.fail === 'full') throw new BlobStoreError('simulated ENOSPC', true);
+  }
+  async put(ns: string, n: string, d: Buffer) {
+    this.#check();
+    return this.inner.put(ns, n, d);
+  }
+  async size(ns: string, n: string) {
+    if (this.mode.fail === 'error') this.#check();
+    return this.inner.size(ns, n);
+  }
+  async read(ns: string, n: string, r?: { start: number; end: number }): Promise<Readable | null> {
+    if (this.mode.fail === 'error') this.#check();
+    return this.inner.read(ns, n, r);
+  }
+  async list(ns: string, p: string) {
+    if (this.mode.fail === 'error') this.#check();
+    return this.inner.list(ns, p);
+  }
+  async delete(ns: string, n: string) {
+    this.#check();
+    return this.inner.delete(ns, n);
+  }
+  async close() {}
+}
+
+test('a failing or full blob store gives a clean 503/507, and nothing half-written', async (t) => {
+  const dir = tempDir(t);
+  const mode: { fail: 'none' | 'error' | 'full' } = { fail: 'none' };
+  const r = await startRelay(t, testConfig(dir), { blobStore: new FailingStore(new LocalBlobStore(join(dir, 'blobs')), mode) });
+  const a = (await r.signUp()).auth();
+  const put = (n: string) => r.inject({ method: 'PUT', url: `/v1/blobs/${n}`, headers: { ...a, ...octet }, payload: Buffer.alloc(100, 1) });
+  assert.equal((await put('one')).statusCode, 201);
+  mode.fail = 'full';
+  const full = await put('two');
+  assert.equal(full.statusCode, 507);
+  assert.equal(code(full), 'blob-store-full');
+  mode.fail = 'error';
+  for (const res of [await put('two'), await r.inject({ method: 'GET', url: '/v1/blobs/one', headers: a }), await r.inject({ method: 'GET', url: '/v1/blobs', headers: a })]) {
+    assert.equal(res.statusCode, 503);
+    assert.equal(code(res), 'blob-store-unavailable');
+    assert.ok(res.json<{ error: { retryAfter: number } }>().error.retryAfter > 0);
+  }
+  mode.fail = 'none';
+  assert.deepEqual((await r.inject({ method: 'GET', url: '/v1/blobs', headers: a })).json(), { blobs: [{ name: 'one', size: 100 }] });
+  assert.equal((await put('two')).statusCode, 201, 'works again once the store recovers');
+});

@@ -2,30 +2,35 @@
  * The embedded record store on SQLite (better-sqlite3): WAL journal with
  * `synchronous=FULL`, so a commit is on disk (fsync of the WAL) before it resolves.
  *
- * Writes are group-committed: every compare-and-swap queued during one turn of the
- * event loop runs in a single transaction (each still checks its own expected version),
- * so many accounts share one fsync. Nothing resolves before that transaction commits.
+ * Writes are group-committed on a writer thread (sqlite-writer.ts, its own connection):
+ * while one batch commits there, every compare-and-swap queued meanwhile waits and goes
+ * in the next batch, in a single transaction (each still checks its own expected
+ * version), so many accounts share one fsync and the vault's event loop keeps working
+ * during the fsync. Nothing resolves before its transaction has committed. Reads run
+ * on this thread's connection and see every committed batch.
  */
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { StoreError, type CasResult, type RecordStore, type RecordVersion, type StoredRecord } from './store.js';
+import { Worker } from 'node:worker_threads';
+import type { WriterOp, WriterReply } from './sqlite-writer.js';
+import { StoreError, type CasResult, type RecordStore, type StoredRecord } from './store.js';
 
-type Op =
-  | { kind: 'put'; account: string; value: Uint8Array; expected: RecordVersion | null; resolve: (r: CasResult) => void; reject: (e: Error) => void }
-  | { kind: 'delete'; account: string; expected: RecordVersion; resolve: (ok: boolean) => void; reject: (e: Error) => void };
+type Op = WriterOp & { resolve: (r: string | true | null) => void; reject: (e: Error) => void };
 
 export class SqliteRecordStore implements RecordStore {
   readonly name: string;
   readonly #db: Database.Database;
   readonly #select: Database.Statement<[string], { value: Buffer; revision: number }>;
-  readonly #insert: Database.Statement<[string, Buffer, number]>;
-  readonly #update: Database.Statement<[Buffer, number, string, number]>;
-  readonly #delete: Database.Statement<[string, number]>;
-  readonly #bump: Database.Statement<[], { revision: number }>;
+  readonly #writer: Worker;
   #queue: Op[] = [];
+  /** The batch the writer is committing (at most one at a time). */
+  #inFlight: { id: number; ops: Op[] } | null = null;
+  #nextId = 0;
   #scheduled = false;
   #closed = false;
+  #failed: Error | null = null;
+  #idle: (() => void) | null = null;
 
   /** Opens (creating if needed) the database file at `path`. */
   constructor(readonly path: string) {
@@ -47,14 +52,17 @@ export class SqliteRecordStore implements RecordStore {
       INSERT OR IGNORE INTO meta (id, revision) VALUES (1, 0);
     `);
     this.#select = this.#db.prepare('SELECT value, revision FROM records WHERE account = ?');
-    this.#insert = this.#db.prepare('INSERT INTO records (account, value, revision) VALUES (?, ?, ?) ON CONFLICT (account) DO NOTHING');
-    this.#update = this.#db.prepare('UPDATE records SET value = ?, revision = ? WHERE account = ? AND revision = ?');
-    this.#delete = this.#db.prepare('DELETE FROM records WHERE account = ? AND revision = ?');
-    this.#bump = this.#db.prepare('UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision');
+    this.#writer = new Worker(new URL('./sqlite-writer.js', import.meta.url), { workerData: { path } });
+    this.#writer.on('message', (reply: WriterReply) => this.#done(reply));
+    this.#writer.on('error', (err) => this.#fail(new StoreError(`sqlite writer failed: ${err.message}`)));
+    this.#writer.on('exit', () => this.#fail(new StoreError('sqlite writer exited')));
+    // The writer must not keep an idle process alive; it is ref'd while a batch runs.
+    this.#writer.unref();
   }
 
   #check(): void {
     if (this.#closed) throw new StoreError('store is closed');
+    if (this.#failed) throw this.#failed;
   }
 
   async get(account: string): Promise<StoredRecord | null> {
@@ -63,56 +71,82 @@ export class SqliteRecordStore implements RecordStore {
     return row ? { value: new Uint8Array(row.value), version: String(row.revision) } : null;
   }
 
-  compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null): Promise<CasResult> {
+  compareAndPut(account: string, value: Uint8Array, expected: string | null): Promise<CasResult> {
     this.#check();
-    return new Promise((resolve, reject) => this.#enqueue({ kind: 'put', account, value, expected, resolve, reject }));
+    return new Promise<string | true | null>((resolve, reject) => this.#enqueue({ kind: 'put', account, value, expected, resolve, reject })).then((r) =>
+      typeof r === 'string' ? { ok: true, version: r } : { ok: false },
+    );
   }
 
-  compareAndDelete(account: string, expected: RecordVersion): Promise<boolean> {
+  compareAndDelete(account: string, expected: string): Promise<boolean> {
     this.#check();
-    return new Promise((resolve, reject) => this.#enqueue({ kind: 'delete', account, expected, resolve, reject }));
+    return new Promise<string | true | null>((resolve, reject) => this.#enqueue({ kind: 'delete', account, expected, resolve, reject })).then((r) => r === true);
   }
 
   #enqueue(op: Op): void {
     this.#queue.push(op);
-    if (!this.#scheduled) {
+    // Gather what this turn of the event loop queues; a batch already committing makes
+    // the next one wait for it (and grow) anyway.
+    if (!this.#scheduled && !this.#inFlight) {
       this.#scheduled = true;
-      setImmediate(() => this.#flush());
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.#send();
+      });
     }
   }
 
-  #apply(op: Op): CasResult | boolean {
-    const expected = op.expected === null ? null : Number(op.expected);
-    if (expected !== null && !Number.isSafeInteger(expected)) return op.kind === 'put' ? { ok: false } : false;
-    if (op.kind === 'delete') return this.#delete.run(op.account, expected!).changes === 1;
-    const revision = this.#bump.get()!.revision;
-    const changes = expected === null ? this.#insert.run(op.account, Buffer.from(op.value), revision).changes : this.#update.run(Buffer.from(op.value), revision, op.account, expected).changes;
-    return changes === 1 ? { ok: true, version: String(revision) } : { ok: false };
-  }
-
-  #flush(): void {
-    this.#scheduled = false;
-    const batch = this.#queue;
+  #send(): void {
+    if (this.#inFlight || this.#queue.length === 0) return;
+    const ops = this.#queue;
     this.#queue = [];
-    if (batch.length === 0) return;
-    let results: (CasResult | boolean)[];
-    try {
-      results = this.#db.transaction(() => batch.map((op) => this.#apply(op)))();
-    } catch (err) {
-      const e = new StoreError(`sqlite commit failed: ${(err as Error).message}`);
-      for (const op of batch) op.reject(e);
-      return;
+    const id = this.#nextId++;
+    this.#inFlight = { id, ops };
+    this.#writer.ref();
+    this.#writer.postMessage({ id, ops: ops.map((o): WriterOp => (o.kind === 'put' ? { kind: 'put', account: o.account, value: o.value, expected: o.expected } : { kind: 'delete', account: o.account, expected: o.expected })) });
+  }
+
+  #done(reply: WriterReply): void {
+    const batch = this.#inFlight;
+    if (!batch || batch.id !== reply.id) return;
+    this.#inFlight = null;
+    this.#writer.unref();
+    if ('error' in reply) {
+      const e = new StoreError(`sqlite commit failed: ${reply.error}`);
+      for (const op of batch.ops) op.reject(e);
+    } else {
+      batch.ops.forEach((op, i) => op.resolve(reply.results[i]!));
     }
-    batch.forEach((op, i) => {
-      if (op.kind === 'put') op.resolve(results[i] as CasResult);
-      else op.resolve(results[i] as boolean);
-    });
+    this.#send();
+    if (!this.#inFlight && this.#queue.length === 0) this.#idle?.();
+  }
+
+  #fail(err: Error): void {
+    if (this.#failed) return;
+    this.#failed = err;
+    const ops = [...(this.#inFlight?.ops ?? []), ...this.#queue];
+    this.#inFlight = null;
+    this.#queue = [];
+    for (const op of ops) op.reject(err);
+    this.#idle?.();
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
-    this.#flush();
     this.#closed = true;
+    if (!this.#failed && (this.#inFlight || this.#queue.length > 0)) {
+      await new Promise<void>((resolve) => {
+        this.#idle = resolve;
+        this.#send();
+      });
+    }
+    if (!this.#failed) {
+      this.#failed = new StoreError('store is closed');
+      this.#writer.ref();
+      const exited = new Promise<void>((resolve) => this.#writer.once('exit', () => resolve()));
+      this.#writer.postMessage({ close: true });
+      await exited;
+    }
     this.#db.close();
   }
 }

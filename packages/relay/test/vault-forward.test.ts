@@ -4,6 +4,7 @@
 // real coffer-vault path is in e2e.test.ts.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RELAY_AUTH_HEADER, verifyRelayAuth } from '@coffer/protocol';
 import { loadLinkKey } from '../src/link-key.js';
 import { deadUrl, standIn, startRelay, tempDir, testConfig } from './helpers.js';
@@ -22,7 +23,7 @@ async function relayTo(t: Parameters<typeof tempDir>[0], nodes: string[], timing
 
 /** A stand-in vault that checks the link MAC like the real one and answers 560 bytes. */
 function goodVault(linkKey: () => Uint8Array, seen: { account?: string; ok?: string }[]) {
-  return async (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, body: Buffer) => {
+  return async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
     const account = String(req.headers['coffer-account']);
     const ok = await verifyRelayAuth(linkKey(), req.headers[RELAY_AUTH_HEADER] as string, { method: 'POST', path: req.url!, account, body }, Date.now());
     seen.push({ account, ok });

@@ -23,7 +23,7 @@ export function ensureSetup({ quiet = false } = {}) {
   }
   run('npx', ['tsc', '-b']);
   // npm links workspace bins at install time, before dist/ exists: make them executable.
-  for (const bin of ['packages/cli/dist/src/main.js', 'packages/vault/dist/src/server/main.js']) {
+  for (const bin of ['packages/cli/dist/src/main.js', 'packages/vault/dist/src/server/main.js', 'packages/relay/dist/src/main.js']) {
     if (existsSync(join(root, bin))) chmodSync(join(root, bin), 0o755);
   }
 }

@@ -1,18 +1,75 @@
 // `npm start`: the whole system on embedded defaults, on loopback, no external service:
 // the Backup Key Vault (software platform — not an HSM — and SQLite under
-// ./.coffer-data/vault). Installs and builds on first run. Ctrl-C stops it.
+// ./.coffer-data/vault) and the front end, coffer-relay (built-in accounts, blobs under
+// ./.coffer-data/relay), which shares the link key ./.coffer-data/link.key with the
+// vault. Installs and builds on first run. Ctrl-C stops both.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { ensureSetup, root } from './ensure-setup.mjs';
 
 ensureSetup();
-const vault = spawn(process.execPath, [join(root, 'packages/vault/dist/src/server/main.js'), 'serve'], {
-  cwd: root,
-  stdio: ['ignore', 'ignore', 'inherit'],
-  env: { ...process.env, COFFER_VAULT_LOG_LEVEL: process.env.COFFER_VAULT_LOG_LEVEL ?? 'warn' },
-});
-process.stderr.write(`
+const RELAY_URL = 'http://127.0.0.1:7440';
+const VAULT_URL = 'http://127.0.0.1:7441';
+
+const children = new Map();
+let stopping = false;
+
+function start(name, main, env) {
+  const child = spawn(process.execPath, [main, 'serve'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
+  children.set(name, child);
+  child.on('exit', (code, signal) => {
+    children.delete(name);
+    if (!stopping) {
+      process.stderr.write(`coffer: ${name} stopped unexpectedly (${signal ?? `exit ${code}`}); stopping the rest\n`);
+      process.exitCode = 1;
+      stop();
+    } else if (children.size === 0) {
+      process.exit(process.exitCode ?? 0);
+    }
+  });
+  return child;
+}
+
+function stop() {
+  stopping = true;
+  if (children.size === 0) process.exit(process.exitCode ?? 0);
+  for (const child of children.values()) child.kill('SIGTERM');
+  // Never hang on a child that does not stop.
+  setTimeout(() => {
+    for (const child of children.values()) child.kill('SIGKILL');
+    process.exit(process.exitCode ?? 1);
+  }, 10_000).unref();
+}
+process.on('SIGINT', stop);
+process.on('SIGTERM', stop);
+
+async function healthy(url, name) {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (stopping) return false;
+    try {
+      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
+      if (res.ok) return true;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  process.stderr.write(`coffer: ${name} did not become healthy at ${url}/healthz within 60 s\n`);
+  process.exitCode = 1;
+  stop();
+  return false;
+}
+
+start('coffer-vault', join(root, 'packages/vault/dist/src/server/main.js'), { COFFER_VAULT_LOG_LEVEL: process.env.COFFER_VAULT_LOG_LEVEL ?? 'warn' });
+start('coffer-relay', join(root, 'packages/relay/dist/src/main.js'), { COFFER_RELAY_LOG_LEVEL: process.env.COFFER_RELAY_LOG_LEVEL ?? 'warn' });
+
+if ((await healthy(VAULT_URL, 'coffer-vault')) && (await healthy(RELAY_URL, 'coffer-relay'))) {
+  process.stderr.write(`
 Coffer is running on embedded defaults (data in ${join(root, '.coffer-data')}).
+
+Point the coffer command at the front end:
+  export COFFER_SERVER=${RELAY_URL}        (or pass --server ${RELAY_URL})
 
 Back up a folder with the coffer command (key mode):
   npx coffer init --repo .coffer-data/repo > my-backup-key.txt
@@ -20,12 +77,9 @@ Back up a folder with the coffer command (key mode):
   npx coffer snapshots --repo .coffer-data/repo --key-file my-backup-key.txt
   npx coffer restore latest --target /tmp/restored --repo .coffer-data/repo --key-file my-backup-key.txt
 
-The Backup Key Vault listens on http://127.0.0.1:7441 (internal: the front end talks to it).
+The front end (coffer-relay) listens on ${RELAY_URL}: accounts, vault messages, blob API.
+The Backup Key Vault listens on ${VAULT_URL} (internal: only the front end talks to it,
+authenticated with the link key .coffer-data/link.key).
 Stop with Ctrl-C.
 `);
-const stop = () => vault.kill('SIGTERM');
-process.on('SIGINT', stop);
-process.on('SIGTERM', stop);
-vault.on('exit', (code, signal) => {
-  process.exitCode = signal === 'SIGTERM' ? 0 : (code ?? 1);
-});
+}

@@ -1,4 +1,5 @@
 /** Where the repository and the key come from: flags first, then the environment. */
+import { appendFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { BackupKey, CofferError, LocalBackend, Repository, type StorageBackend } from '@coffer/backup';
 import { CofferClient, profileDir } from '@coffer/client';
@@ -43,7 +44,13 @@ export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClie
   const fast = io.env.COFFER_INSECURE_FAST_KSF_FOR_TESTING === '1';
   if (fast) io.stderr.write('coffer: warning: COFFER_INSECURE_FAST_KSF_FOR_TESTING is set: new passwords get a cheap key-stretching function (tests only)\n');
   const server = flags.server ?? (io.env.COFFER_SERVER || undefined);
+  // TEST ONLY: the blindness test needs the OPAQUE export and session keys to look for them.
+  const dump = io.env.COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING;
+  if (dump) io.stderr.write('coffer: warning: COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING is set: protocol secrets are written to a file (tests only)\n');
   return CofferClient.open(profileDir(flags.profile, io.env), {
+    ...(dump
+      ? { onSecretsForTesting: (s: { exportKey: Uint8Array; sessionKey?: Uint8Array }) => appendFileSync(dump, JSON.stringify({ exportKey: Buffer.from(s.exportKey).toString('hex'), sessionKey: s.sessionKey ? Buffer.from(s.sessionKey).toString('hex') : null }) + '\n', { mode: 0o600 }) }
+      : {}),
     ...(server ? { server } : {}),
     ...(fleetBundle !== undefined ? { fleetBundle } : {}),
     ...(fast ? { ksf: INSECURE_FAST_KSF_FOR_TESTING } : {}),

@@ -13,7 +13,7 @@ import { BackupKey } from '@coffer/backup';
 import { parseFleetKeyBundle, ProtocolError, Secret, type FleetKey, type KsfParams } from '@coffer/protocol';
 import { RelayBlobBackend } from './blob-backend.js';
 import { DeviceKey } from './device-key.js';
-import { CofferClientError, NotRegisteredError } from './errors.js';
+import { CofferClientError, LockedError, NotRegisteredError } from './errors.js';
 import { KeyVault, type VaultStatus } from './key-vault.js';
 import { Profile, type KeyMode } from './profile.js';
 import { RelayHttp } from './relay-http.js';
@@ -240,7 +240,12 @@ export class CofferClient {
    * @throws WeakPasswordError, WrongPasswordError, LockedError, NotRegisteredError, …
    */
   async changePassword(oldPassword: string | Secret<string>, newPassword: string | Secret<string>): Promise<void> {
-    const secret = await (await this.#vault()).changePassword(asSecret(oldPassword), asSecret(newPassword));
+    const vault = await this.#vault();
+    // The new record keeps the account's guess limit (0 would mean the deployment default).
+    const before = await vault.status();
+    if (before.state === 'locked') throw new LockedError();
+    if (before.state === 'not-registered') throw new NotRegisteredError();
+    const secret = await vault.changePassword(asSecret(oldPassword), asSecret(newPassword), { guessLimit: before.guessLimit });
     await this.profile.update({ backupKey: hexOf(secret.expose()), mode: 'password' });
   }
 

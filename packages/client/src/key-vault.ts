@@ -90,9 +90,9 @@ export class KeyVault {
    * old one is tried, so a weak new password costs no guess.
    * @returns K (recovered with the old password)
    */
-  async changePassword(oldPassword: Secret<string>, newPassword: Secret<string>): Promise<Secret<Uint8Array>> {
+  async changePassword(oldPassword: Secret<string>, newPassword: Secret<string>, options: { guessLimit?: number } = {}): Promise<Secret<Uint8Array>> {
     checkPassword(newPassword.expose());
-    const r = await guard(() => this.#client.changePassword(oldPassword, newPassword));
+    const r = await guard(() => this.#client.changePassword(oldPassword, newPassword, options));
     if (r.outcome !== 'ok') throw failureError(r);
     return r.backupKey;
   }

@@ -1,0 +1,247 @@
+/**
+ * The whole password-protected backup lifecycle with real processes — coffer-vault,
+ * coffer-relay (the spec-only stand-in of helpers/spec-relay.ts until @coffer/relay is
+ * built), and the real `coffer` binary for every step — followed by the blindness test
+ * over everything recorded meanwhile (TESTING.md, "Front end"):
+ *
+ *   device A: login → vault enable → init + backup to the relay
+ *   "lose the device" → device B (a new profile): login → vault recover → restore
+ *   byte-identical → change password → wrong guesses count down → disable
+ *
+ * Two recording TCP proxies sit on the relay's two links (clients→relay, relay→vault);
+ * the relay's stdout/stderr and its data directory are kept. The blindness test then
+ * asserts that no password, K, OPAQUE export key or session key appears in any of it,
+ * raw or as hex/base64/base64url.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promises as fs, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { startSpecRelay } from './helpers/spec-relay.js';
+import { COFFER_MAIN, RELAY_MAIN, appTokenIssuer, relayBuilt, startService, startVault, type Service } from './helpers/processes.js';
+import { findSecret, startRecordingProxy, type RecordingProxy } from './helpers/recording-proxy.js';
+
+const PASSWORD = 'blue-Giraffe-sings-at-9';
+const NEW_PASSWORD = 'seven Quiet lanterns 42';
+
+let dir: string;
+let vault: Service & { bundle: string };
+let relay: { url: string; output: () => { stdout: Buffer; stderr: Buffer }; stop: () => Promise<void>; dataDir: string | null; real: boolean };
+let clientSide: RecordingProxy;
+let vaultSide: RecordingProxy;
+const issuer = appTokenIssuer();
+const files: Record<string, string> = {};
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'coffer-e2e-'));
+  vault = await startVault(dir);
+  vaultSide = await startRecordingProxy(vault.url);
+  const jwks = join(dir, 'jwks.json');
+  await fs.writeFile(jwks, JSON.stringify({ keys: [issuer.jwk] }));
+  if (relayBuilt()) {
+    const dataDir = join(dir, 'relay');
+    const s = await startService('coffer-relay', RELAY_MAIN, ['serve'], {
+      COFFER_RELAY_HOST: '127.0.0.1',
+      COFFER_RELAY_PORT: '0',
+      COFFER_RELAY_DATA_DIR: dataDir,
+      COFFER_RELAY_VAULT_NODES: vaultSide.url,
+      COFFER_RELAY_LINK_KEY_FILE: join(dir, 'link.key'),
+      COFFER_RELAY_JWT_JWKS_FILE: jwks,
+      COFFER_RELAY_JWT_ISSUER: 'coffer-test-app',
+      COFFER_RELAY_JWT_AUDIENCE: 'coffer-relay',
+      COFFER_RELAY_LOG_LEVEL: 'debug',
+    });
+    relay = { url: s.url, output: s.output, stop: () => s.stop(), dataDir, real: true };
+  } else {
+    const linkKey = new Uint8Array(Buffer.from((await fs.readFile(join(dir, 'link.key'), 'utf8')).trim(), 'hex'));
+    const s = await startSpecRelay({ vaultUrl: vaultSide.url, linkKey, appTokenKey: issuer.publicKey });
+    relay = { url: s.url, output: () => ({ stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) }), stop: () => s.close(), dataDir: null, real: false };
+  }
+  clientSide = await startRecordingProxy(relay.url);
+  files.bundle = join(dir, 'fleet.json');
+  await fs.writeFile(files.bundle, vault.bundle);
+  for (const [name, text] of Object.entries({ pw: PASSWORD, newPw: NEW_PASSWORD, wrong: 'not-my-password-1', tokA: issuer.token('alice'), tokB: issuer.token('alice') })) {
+    files[name] = join(dir, `${name}.txt`);
+    await fs.writeFile(files[name]!, text + '\n', { mode: 0o600 });
+  }
+  files.secrets = join(dir, 'secrets.jsonl');
+});
+
+after(async () => {
+  await clientSide?.close();
+  await relay?.stop();
+  await vaultSide?.close();
+  await vault?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function coffer(profile: string, args: string[]): Promise<Result> {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    COFFER_PROFILE: join(dir, profile),
+    COFFER_SERVER: clientSide.url,
+    COFFER_FLEET_BUNDLE: files.bundle,
+    COFFER_INSECURE_FAST_KSF_FOR_TESTING: '1',
+    COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING: files.secrets,
+  };
+  for (const k of ['COFFER_KEY', 'COFFER_REPOSITORY', 'COFFER_PASSWORD', 'COFFER_NEW_PASSWORD', 'COFFER_TOKEN']) delete env[k];
+  return new Promise((resolve) => {
+    execFile(process.execPath, [COFFER_MAIN, ...args], { env, maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function ok(profile: string, args: string[]): Promise<Result> {
+  const r = await coffer(profile, args);
+  assert.equal(r.code, 0, `coffer ${args.join(' ')} → ${r.code}\n${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /internal error|\n {4}at /);
+  return r;
+}
+
+async function fails(profile: string, args: string[], code: number, message: RegExp): Promise<Result> {
+  const r = await coffer(profile, args);
+  assert.equal(r.code, code, `coffer ${args.join(' ')}: expected exit ${code}, got ${r.code}\n${r.stderr}`);
+  assert.equal(r.stdout, '');
+  assert.match(r.stderr, /^coffer: (warning|error): /m);
+  assert.match(r.stderr, message);
+  assert.doesNotMatch(r.stderr, /internal error|\n {4}at /);
+  return r;
+}
+
+async function treeDigest(root: string): Promise<string> {
+  const h = createHash('sha256');
+  const walk = async (p: string, rel: string): Promise<void> => {
+    const st = await fs.lstat(p);
+    if (st.isDirectory()) {
+      h.update(`d ${rel} ${st.mode & 0o777}\n`);
+      for (const e of (await fs.readdir(p)).sort()) await walk(join(p, e), `${rel}/${e}`);
+    } else h.update(`f ${rel} ${st.mode & 0o777} `).update(await fs.readFile(p)).update('\n');
+  };
+  await walk(root, '');
+  return h.digest('hex');
+}
+
+const keys: Buffer[] = [];
+
+test('lifecycle: enable, back up, lose the device, recover with the password, restore byte-identical, change password, count down, disable', { timeout: 60_000 }, async () => {
+  // A built-in account: create, log in again with the device key, nothing enabled yet.
+  const created = await ok('builtin', ['account', 'create']);
+  assert.match(created.stdout.trim(), /^local:[a-z0-9]+$/);
+  await ok('builtin', ['login']);
+  const st0 = JSON.parse((await ok('builtin', ['vault', 'status', '--json'])).stdout);
+  assert.deepEqual(st0.vault, { state: 'not-registered' });
+
+  // Device A: the app's login names the account; enable password backups; back up.
+  await ok('device-a', ['login', '--token-file', files.tokA!]);
+  const enabled = JSON.parse((await ok('device-a', ['vault', 'enable', '--password-file', files.pw!, '--guess-limit', '5', '--json'])).stdout);
+  assert.equal(enabled.mode, 'password');
+  const profileA = JSON.parse(await fs.readFile(join(dir, 'device-a', 'profile.json'), 'utf8'));
+  keys.push(Buffer.from(profileA.backupKey, 'hex'));
+  const src = join(dir, 'photos');
+  await fs.mkdir(join(src, 'album'), { recursive: true });
+  const big = Buffer.alloc(5 << 20);
+  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+  await fs.writeFile(join(src, 'album', 'big.raw'), big);
+  await fs.writeFile(join(src, 'notes.txt'), 'the quick brown fox\n');
+  await fs.writeFile(join(src, 'empty'), '');
+  await ok('device-a', ['init', '--repo', 'coffer:']);
+  await ok('device-a', ['backup', '--repo', 'coffer:', src, '-q']);
+
+  // "Lose the device": device B is a new profile with only the relay, the account and the password.
+  await fails('device-b', ['vault', 'recover', '--password-file', files.pw!], 24, /not logged in/);
+  await ok('device-b', ['login', '--token-file', files.tokB!]);
+  await fails('device-b', ['snapshots', '--repo', 'coffer:'], 2, /no key given/);
+  await ok('device-b', ['vault', 'recover', '--password-file', files.pw!]);
+  const profileB = JSON.parse(await fs.readFile(join(dir, 'device-b', 'profile.json'), 'utf8'));
+  assert.equal(profileB.backupKey, profileA.backupKey, 'device B recovered the same K');
+  const snaps = JSON.parse((await ok('device-b', ['snapshots', '--repo', 'coffer:', '--json'])).stdout);
+  assert.equal(snaps.length, 1);
+  const target = join(dir, 'restored');
+  await ok('device-b', ['restore', 'latest', '--repo', 'coffer:', '--target', target, '-q']);
+  assert.equal(await treeDigest(join(target, 'photos')), await treeDigest(src), 'restore is byte-identical');
+
+  // Change the password on device B; the old one is now a wrong guess.
+  await ok('device-b', ['vault', 'change-password', '--password-file', files.pw!, '--new-password-file', files.newPw!]);
+  await fails('device-b', ['vault', 'recover', '--password-file', files.pw!], 20, /wrong password: 4 guesses left/);
+  await fails('device-b', ['vault', 'recover', '--password-file', files.wrong!], 20, /wrong password: 3 guesses left/);
+  const st1 = JSON.parse((await ok('device-b', ['vault', 'status', '--json'])).stdout);
+  assert.equal(st1.vault.guessesRemaining, 3);
+  assert.equal(st1.vault.guessLimit, 5);
+  // Device A (still logged in) recovers with the new password, which resets the count.
+  await ok('device-a', ['vault', 'recover', '--password-file', files.newPw!]);
+  assert.equal(JSON.parse((await ok('device-a', ['vault', 'status', '--json'])).stdout).vault.guessesRemaining, 5);
+
+  // Disable: the record is gone; recovering is no longer possible.
+  await ok('device-b', ['vault', 'disable']);
+  const st2 = JSON.parse((await ok('device-b', ['vault', 'status', '--json'])).stdout);
+  assert.deepEqual(st2.vault, { state: 'not-registered' });
+  assert.equal(st2.mode, 'off');
+  const gone = await coffer('device-a', ['vault', 'recover', '--password-file', files.newPw!]);
+  assert.ok(gone.code === 23 || gone.code === 20, `recover after disable: ${gone.code} ${gone.stderr}`);
+});
+
+test('blindness: no password, K, export key or session key in anything the relay sent, received, logged or stored', { timeout: 30_000 }, async () => {
+  const dumped = (await fs.readFile(files.secrets!, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { exportKey: string; sessionKey: string | null });
+  const exportKeys = [...new Set(dumped.map((d) => d.exportKey))].map((h) => Buffer.from(h, 'hex'));
+  const sessionKeys = [...new Set(dumped.map((d) => d.sessionKey).filter((s): s is string => s !== null))].map((h) => Buffer.from(h, 'hex'));
+  // One export key per registration (enable, change password): a recovery re-derives it.
+  assert.ok(exportKeys.length >= 2, `export keys seen: ${exportKeys.length}`);
+  assert.ok(sessionKeys.length >= 3, `session keys seen: ${sessionKeys.length}`);
+  assert.equal(keys.length, 1);
+  const secrets: Array<[string, Uint8Array]> = [
+    ['password', Buffer.from(PASSWORD)],
+    ['new password', Buffer.from(NEW_PASSWORD)],
+    ['K', keys[0]!],
+    ['K as 64 digits', Buffer.from(keys[0]!.toString('hex').replace(/(.{4})(?=.)/g, '$1 '))],
+    ...exportKeys.map((k, i): [string, Uint8Array] => [`export key ${i}`, k]),
+    ...sessionKeys.map((k, i): [string, Uint8Array] => [`session key ${i}`, k]),
+  ];
+
+  const out = relay.output();
+  const stored: Buffer[] = [];
+  if (relay.dataDir) {
+    const walk = async (p: string): Promise<void> => {
+      for (const e of await fs.readdir(p, { withFileTypes: true })) {
+        if (e.isDirectory()) await walk(join(p, e.name));
+        else stored.push(await fs.readFile(join(p, e.name)));
+      }
+    };
+    await walk(relay.dataDir);
+  }
+  const places: Array<[string, Buffer]> = [
+    ['clients → relay', Buffer.concat(clientSide.toUpstream)],
+    ['relay → clients', Buffer.concat(clientSide.fromUpstream)],
+    ['relay → vault', Buffer.concat(vaultSide.toUpstream)],
+    ['vault → relay', Buffer.concat(vaultSide.fromUpstream)],
+    ['relay stdout', out.stdout],
+    ['relay stderr', out.stderr],
+    ['relay data directory', Buffer.concat(stored)],
+  ];
+  // The recording saw the run: the sealed vault traffic and the backup's bytes went through.
+  assert.ok(places[0]![1].length > 5 << 20, 'the backup crossed the client link');
+  assert.ok(places[2]![1].includes(Buffer.from('POST /v1/request')), 'vault requests crossed the vault link');
+  assert.ok(places[0]![1].includes(Buffer.from('PUT /v1/blobs/config')));
+  if (relay.real) assert.ok(out.stdout.length > 0, 'the relay logged');
+  // And the search itself finds a secret planted in each form.
+  assert.deepEqual(findSecret(Buffer.from(`x"${Buffer.concat([Buffer.from([7]), keys[0]!]).toString('base64url')}"`), keys[0]!).length > 0, true);
+
+  const leaks: string[] = [];
+  for (const [what, secret] of secrets) {
+    for (const [where, bytes] of places) {
+      const forms = findSecret(bytes, secret);
+      if (forms.length > 0) leaks.push(`${what} in ${where} (${forms.join(', ')})`);
+    }
+  }
+  assert.deepEqual(leaks, [], `secrets leaked:\n${leaks.join('\n')}`);
+  process.stderr.write(`# blindness: ${secrets.length} secrets × ${places.length} places, ${places.reduce((n, [, b]) => n + b.length, 0)} bytes searched, relay: ${relay.real ? 'coffer-relay' : 'spec stand-in'}\n`);
+});

@@ -59,7 +59,6 @@ describe('fleet: a whole data centre killed under load', () => {
     const victim = (await cluster.leader()) ?? 1;
     const wrongAnswers = new Map(guessed.map((a) => [a, 0]));
     let stop = false;
-    let killedAt = 0;
     const workers: Promise<void>[] = [];
     // Registrations and recoveries, each worker preferring a different DC.
     for (let w = 0; w < 4; w++) {
@@ -85,7 +84,7 @@ describe('fleet: a whole data centre killed under load', () => {
     }
     await new Promise((r) => setTimeout(r, 2500));
     await cluster.dcs[victim]!.kill();
-    killedAt = Date.now();
+    const killedAt = Date.now();
     await new Promise((r) => setTimeout(r, 4000));
     stop = true;
     await Promise.all(workers);

@@ -315,7 +315,7 @@ export function fleetTransport(cluster: Cluster, account: string, o: FleetTransp
   return async (bytes) => {
     const end = Date.now() + (o.deadlineMs ?? 30_000);
     let i = o.prefer ?? 0;
-    let last = '';
+    let last: string;
     for (let attempt = 0; ; attempt++) {
       const dc = cluster.dcs[i % n]!;
       try {

@@ -1,0 +1,122 @@
+/* global fetch, AbortSignal */
+// `npm run bench:fleet [-- --seconds N] [-- --lanes N]`
+// Recoveries/s and latency on the three-data-centre fleet (3 etcd members + 3 vault
+// nodes on 127.0.0.1-3, etcd store) against one coffer-vault on SQLite, in the same run,
+// with the same in-process load generator (VaultClient, INSECURE_FAST_KSF_FOR_TESTING,
+// both round trips over HTTP). Then a fleet run with one data centre (the etcd leader's)
+// killed -9 halfway, printing recoveries per second across the kill.
+//
+// Everything shares this machine's cores: the fleet runs 6 server processes where the
+// single node runs 1, plus the load generator, so the fleet pays for its replication
+// (3 fsyncs per write, raft messages, 3x the JSON/HTTP hops) on the same CPUs.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { root } from './ensure-setup.mjs';
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const SECONDS = arg('seconds', 8);
+const LANES = arg('lanes', 12);
+const ACCOUNTS_PER_LANE = 8;
+const dist = (p) => join(root, 'packages', 'vault', 'dist', p);
+const { startCluster } = await import(dist('test/helpers/cluster.js'));
+const { startChildVault, bundleKey } = await import(dist('test/helpers/child-vault.js'));
+const { VaultClient, INSECURE_FAST_KSF_FOR_TESTING } = await import(join(root, 'packages', 'protocol', 'dist', 'src', 'index.js'));
+const K = new Uint8Array(32).fill(1);
+const pct = (s, p) => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+const fmt = (x, d = 1) => x.toFixed(d);
+
+function client(fleetKey, urls, account, prefer) {
+  let i = prefer;
+  return new VaultClient({
+    fleetKey,
+    account,
+    ksf: INSECURE_FAST_KSF_FOR_TESTING,
+    transport: async (bytes) => {
+      // A front end's retry: next node on a network error or a 503.
+      for (let attempt = 0; attempt < 200; attempt++) {
+        const url = urls[i % urls.length];
+        try {
+          const res = await fetch(`${url}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, body: bytes, signal: AbortSignal.timeout(10_000) });
+          if (res.status === 200) return new Uint8Array(await res.arrayBuffer());
+          if (res.status !== 503) throw new Error(`HTTP ${res.status} ${await res.text()}`);
+        } catch (err) {
+          if (String(err.message).startsWith('HTTP')) throw err;
+        }
+        i++;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      throw new Error('no vault answered');
+    },
+  });
+}
+
+async function load(fleetKey, urls, label, seconds, onSecond) {
+  const accounts = Array.from({ length: LANES }, (_, l) => Array.from({ length: ACCOUNTS_PER_LANE }, (_, a) => `${label}-${l}-${a}`));
+  await Promise.all(accounts.map(async (lane, l) => {
+    for (const a of lane) {
+      const r = await client(fleetKey, urls, a, l).register('pw', K);
+      if (r.outcome !== 'ok') throw new Error(`register ${a}: ${r.outcome}`);
+    }
+  }));
+  const lat = [];
+  const perSecond = [];
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  let failures = 0;
+  await Promise.all(accounts.map(async (lane, l) => {
+    for (let n = 0; performance.now() < end; n++) {
+      const t = performance.now();
+      const r = await client(fleetKey, urls, lane[n % lane.length], l).recover('pw');
+      const done = performance.now();
+      if (r.outcome !== 'ok') { failures++; continue; }
+      lat.push(done - t);
+      const s = Math.floor((done - start) / 1000);
+      perSecond[s] = (perSecond[s] ?? 0) + 1;
+      onSecond?.(s);
+    }
+  }));
+  const wall = (performance.now() - start) / 1000;
+  lat.sort((a, b) => a - b);
+  return { rps: lat.length / wall, p50: pct(lat, 50), p99: pct(lat, 99), n: lat.length, failures, perSecond };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-fleet-'));
+let single, cluster;
+try {
+  // 1. single node, SQLite
+  single = await startChildVault({ COFFER_VAULT_DATA_DIR: join(dir, 'single'), COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', COFFER_VAULT_LOG_LEVEL: 'warn' });
+  const singleKey = await bundleKey({ COFFER_VAULT_DATA_DIR: join(dir, 'single') });
+  const s = await load(singleKey, [single.url], 'single', SECONDS);
+  await single.stop();
+  single = null;
+  console.log(`single node (SQLite): ${fmt(s.rps)} recoveries/s, p50 ${fmt(s.p50)} ms, p99 ${fmt(s.p99)} ms (${s.n} recoveries, ${LANES} lanes)`);
+
+  // 2. three data centres
+  cluster = await startCluster({ dir: join(dir, 'fleet'), insecureFastKsf: true, ports: { etcdClient: 24890, etcdPeer: 24891, vault: 24892 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+  const urls = cluster.dcs.map((d) => d.vaultUrl);
+  const f = await load(cluster.fleetKey, urls, 'fleet', SECONDS);
+  console.log(`fleet (3 DCs, etcd):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes)`);
+
+  // 3. one DC killed halfway
+  const leader = (await cluster.leader()) ?? 0;
+  let killed = false;
+  const k = await load(cluster.fleetKey, urls, 'kill', SECONDS, (sec) => {
+    if (!killed && sec >= SECONDS / 2) {
+      killed = true;
+      void cluster.dcs[leader].kill();
+    }
+  });
+  console.log(`fleet with ${cluster.dcs[leader].name} (the etcd leader's DC) killed -9 at ~${SECONDS / 2}s: ${fmt(k.rps)} recoveries/s overall, p99 ${fmt(k.p99)} ms, ${k.failures} flows not ok`);
+  console.log(`  per second: ${Array.from({ length: SECONDS + 1 }, (_, i) => `${i}s:${k.perSecond[i] ?? 0}`).join(' ')}`);
+  console.log(`bench: fleet-throughput ratio=${(f.rps / s.rps).toFixed(2)} target=0.5`);
+  console.log(`bench: fleet-p99 ratio=${(f.p99 / s.p99).toFixed(2)} target=3`);
+} finally {
+  await single?.stop();
+  await cluster?.stop();
+  rmSync(dir, { recursive: true, force: true });
+}

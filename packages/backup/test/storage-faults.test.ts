@@ -176,7 +176,9 @@ test('a pack truncated once, then read whole: the first restore fails clean, the
   const fb = new FaultyBackend(new LocalBackend(f.dir));
   let once = true;
   fb.onGet = (name, range, bytes) => {
-    if (name !== f.p1 || range || !once) return undefined;
+    // Restore streams packs with ranged reads; check reads them whole: either way
+    // the first read of P1 comes back short.
+    if (name !== f.p1 || !once) return undefined;
     once = false;
     return bytes().then((b) => b.subarray(0, b.length - 100));
   };

@@ -338,6 +338,13 @@ export class ObjectOpener {
         out.push(openSegment(this.#key, this.#counter++, false, this.#segment));
         this.#fill = 0;
       }
+      // Whole segments with more bytes after them are opened straight from the input.
+      if (this.#fill === 0) {
+        while (data.length - off > full) {
+          out.push(openSegment(this.#key, this.#counter++, false, data.subarray(off, off + full)));
+          off += full;
+        }
+      }
       const take = Math.min(full - this.#fill, data.length - off);
       this.#segment.set(data.subarray(off, off + take), this.#fill);
       this.#fill += take;

@@ -10,8 +10,9 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
-import { ObjectKind } from '../crypto/sealed-object.js';
-import { CofferError } from '../errors.js';
+import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
+import { CofferError, DecryptionError } from '../errors.js';
+import { decompressBlob } from './compress.js';
 import { hex, packName, type BlobLocation } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
@@ -38,6 +39,8 @@ export interface RestoreResult {
 }
 
 const PACK_READ_WINDOW = 2;
+/** Packs are read in pieces of this size. */
+const PACK_READ_PIECE = 1024 * 1024;
 
 interface PendingFile {
   entry: FileEntry;
@@ -154,21 +157,12 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
 
     await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
       const name = packName(group.packId);
-      let sealed: Uint8Array;
-      try {
-        sealed = await repo.backend.get(name);
-      } catch (e) {
-        if (!CofferError.is(e, 'missing-object')) throw e;
-        const needs = [...new Set(group.blobs.flatMap((b) => b.uses.map((u) => u.file.entry.path)))];
-        const more = needs.length > 3 ? ` and ${needs.length - 3} more` : '';
-        throw new CofferError('missing-object', `${needs.slice(0, 3).join(', ')}${more}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
-      }
-      const plain = repo.openSealed(name, ObjectKind.Pack, group.packId, sealed);
-      // The blobs of one pack are decompressed and written concurrently: the writes go
-      // to the thread pool, and one at a time would leave it mostly idle.
-      await Promise.all(
-        group.blobs.map(async (b) => {
-          const raw = await repo.readBlobFrom(plain, b.loc, `${name} (blob at ${b.loc.offset})`);
+      const sealedLength = index.packs.get(group.packId.toString('latin1'))?.sealedLength ?? 0;
+      const blobs = [...group.blobs].sort((a, b) => a.loc.offset - b.loc.offset);
+      const writes: Array<Promise<void>> = [];
+      const deliver = (b: (typeof blobs)[number], stored: Buffer) =>
+        (async () => {
+          const raw = await decompressBlob(stored, b.loc.flags, b.loc.rawLength, `${name} (blob at ${b.loc.offset})`);
           for (const u of b.uses) {
             const fh = await openTmp(u.file);
             let written = 0;
@@ -180,8 +174,60 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
             if (--u.file.remaining === 0) await complete(u.file);
           }
           report();
-        }),
-      );
+        })();
+
+      // The pack streams through in pieces: each segment's plaintext is released only
+      // once it authenticated, copied into the blobs it holds, and each complete blob
+      // is decompressed and written while the next piece is read. Memory per pack: one
+      // piece and the blobs in progress, not the whole pack twice over.
+      const opener = new ObjectOpener(repo.keys.objectMaster, { kind: ObjectKind.Pack, id: group.packId });
+      let next = 0; // first blob not yet complete
+      let plainPos = 0;
+      let current: Buffer | undefined;
+      const feed = (seg: Buffer) => {
+        const segEnd = plainPos + seg.length;
+        while (next < blobs.length) {
+          const b = blobs[next]!;
+          const bEnd = b.loc.offset + b.loc.storedLength;
+          if (b.loc.offset >= segEnd) break;
+          current ??= Buffer.allocUnsafe(b.loc.storedLength);
+          const from = Math.max(b.loc.offset, plainPos);
+          const to = Math.min(bEnd, segEnd);
+          seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
+          if (to < bEnd) break;
+          const p = deliver(b, current);
+          p.catch(() => {}); // awaited below
+          writes.push(p);
+          current = undefined;
+          next++;
+        }
+        plainPos = segEnd;
+      };
+      try {
+        for (let off = 0; off < sealedLength; off += PACK_READ_PIECE) {
+          const want = Math.min(PACK_READ_PIECE, sealedLength - off);
+          const last = off + want === sealedLength;
+          // The last read asks for one byte more: a pack longer than indexed is damaged
+          // (extended), even if the indexed part authenticates.
+          const piece = await repo.backend.get(name, { offset: off, length: last ? want + 1 : want });
+          if (piece.length > want) throw new CofferError('corrupt', 'it is longer than the index says (extended)');
+          for (const seg of opener.update(piece)) feed(seg);
+          if (piece.length < want) break; // shorter than indexed: final() says so
+        }
+        for (const seg of opener.final()) feed(seg);
+        if (next < blobs.length) throw new CofferError('corrupt', 'index points outside the pack');
+      } catch (e) {
+        await Promise.allSettled(writes);
+        if (CofferError.is(e, 'missing-object')) {
+          const needs = [...new Set(group.blobs.flatMap((b) => b.uses.map((u) => u.file.entry.path)))];
+          const more = needs.length > 3 ? ` and ${needs.length - 3} more` : '';
+          throw new CofferError('missing-object', `${needs.slice(0, 3).join(', ')}${more}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
+        }
+        if (e instanceof DecryptionError) throw new CofferError('corrupt', `${name} is corrupt: it failed authentication`);
+        if (e instanceof CofferError && e.code === 'corrupt') throw new CofferError('corrupt', `${name}: ${e.message}`);
+        throw e;
+      }
+      await Promise.all(writes);
     });
 
     for (const l of links) {

@@ -287,7 +287,7 @@ async function runBackup(
       tree: treeIds,
       stats: { ...stats, addedBytes: writer.addedBytes, newChunks: writer.newBlobs },
     };
-    if (warnings.length > 0) snapshot.stats = { ...snapshot.stats, warnings: warnings.length } as Snapshot['stats'];
+    if (warnings.length > 0) snapshot.stats.warnings = warnings.length;
     // Written last: only now does the snapshot exist (spec §12).
     const id = await repo.writeObject(ObjectKind.Snapshot, encodeSnapshot(snapshot), snapshotName);
     await repo.backend.sync();

@@ -12,6 +12,8 @@ export interface SnapshotStats {
   /** Bytes of new blobs (after compression) this snapshot added to the repository. */
   addedBytes: number;
   newChunks: number;
+  /** Items that could not be read and are missing from this snapshot (absent: none). */
+  warnings?: number;
 }
 
 export interface Snapshot {

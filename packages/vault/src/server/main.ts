@@ -7,6 +7,7 @@
  * exit 0 ok, 1 runtime failure, 2 usage or configuration error.
  */
 import { bundleToJson } from '@coffer/protocol';
+import { pino } from 'pino';
 import { PlatformError } from '../core/platform.js';
 import { openPlatform, provisionVaultKeys } from '../platform/index.js';
 import { ConfigError, loadConfig, type VaultConfig } from './config.js';
@@ -53,7 +54,15 @@ function parseArgs(argv: string[]): { command: string[]; configFile?: string; fl
 async function serve(config: VaultConfig): Promise<void> {
   // Zero-config start creates keys on the software platform only; a PKCS#11 fleet is
   // set up deliberately with `keys create`, so nodes never invent diverging fleet files.
-  const vault = await assembleVault(config, { createIfMissing: config.platform.kind === 'software', defaultMetrics: true, logger: { level: config.logLevel, base: { service: 'coffer-vault' } } });
+  const vault = await assembleVault(config, { createIfMissing: config.platform.kind === 'software', defaultMetrics: true, logger: {
+      level: config.logLevel,
+      base: { service: 'coffer-vault' },
+      // Asynchronous stdout: a line per request no longer costs a write(2) on the event
+      // loop; lines queued while a write runs go out together. Flushed on exit (pino);
+      // a kill -9 can lose the last lines still queued.
+      stream: pino.destination({ dest: 1, sync: false }),
+    },
+  });
   if (config.insecureCrashAfterCommitForTesting) process.stderr.write('coffer-vault: WARNING: COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING is set: this process kills itself after counting a guess\n');
   if (config.policy.insecureAllowWeakKsfForTesting) process.stderr.write('coffer-vault: WARNING: weak KSF parameters are accepted (COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING)\n');
   if (!config.linkKeyFile) process.stderr.write('coffer-vault: WARNING: no linkKeyFile (COFFER_VAULT_LINK_KEY_FILE): relay link authentication is OFF, anything that reaches this port can name any account\n');

@@ -22,7 +22,7 @@
 // (a vault core well below 100% means the load generator or the shared machine, not the
 // vault, limited the wall figure).
 import { fork, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -96,6 +96,17 @@ function cpuSeconds(pid) {
   return (Number(f[11]) + Number(f[12])) / 100; // utime + stime (all threads), ticks of 10 ms
 }
 
+/** Seconds the process's threads spent runnable but waiting for a CPU (/proc/<pid>/task/<tid>/schedstat). */
+function waitSeconds(pid) {
+  let ns = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]);
+  } catch {
+    return NaN;
+  }
+  return ns / 1e9;
+}
+
 function pin(pid, cpu) {
   if (!TASKSET) return;
   const r = spawnSync(TASKSET, ['-a', '-pc', String(cpu), String(pid)], { encoding: 'utf8' });
@@ -154,10 +165,12 @@ async function run(name, env, bundleEnv, ceil) {
     const pre = await Promise.all(workers.map((w) => w.call('precompute', { perWorker })));
     for (const w of workers) pin(w.w.pid, LOAD_CPU);
     const cpu0 = cpuSeconds(vault.child.pid);
+    const wait0 = waitSeconds(vault.child.pid);
     const t0 = Date.now() + 200;
     const results = await Promise.all(workers.map((w) => w.call('run', { deadlineEpochMs: t0 + SECONDS * 1000 })));
     const wall = (Date.now() - t0) / 1000;
     const cpu = cpuSeconds(vault.child.pid) - cpu0;
+    const waited = waitSeconds(vault.child.pid) - wait0;
     const latencies = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
     const failures = {};
     for (const r of results) for (const [k, v] of Object.entries(r.failures)) failures[k] = (failures[k] ?? 0) + v;
@@ -173,6 +186,7 @@ async function run(name, env, bundleEnv, ceil) {
       perCpu: n / cpu,
       cpuMs: (cpu * 1000) / n,
       vaultBusy: cpu / wall,
+      vaultWaited: waited / wall,
       loadMs: loadMs / n,
       loadBusy: loadMs / 1000 / wall,
       p50: pct(latencies, 50),
@@ -225,7 +239,8 @@ try {
     const failed = Object.entries(r.failures).map(([k, v]) => `${v} ${k}`).join(', ') || '0 failed';
     console.log(`${r.name.padEnd(15)} ${fmt(r.rate)} recoveries/s end to end over HTTP, one vault core (p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms; ${r.n} ok, ${failed})`);
     console.log(
-      `${''.padEnd(15)} vault: ${fmt(r.cpuMs, 2)} ms CPU/recovery = ${fmt(r.perCpu)} recoveries per vault core-second; vault core ${fmt(r.vaultBusy * 100)}% busy` +
+      `${''.padEnd(15)} vault: ${fmt(r.cpuMs, 2)} ms CPU/recovery = ${fmt(r.perCpu)} recoveries per vault core-second; vault core ${fmt(r.vaultBusy * 100)}% busy, ` +
+        `vault runnable but waiting for a CPU ${fmt(r.vaultWaited * 100)}% of the window (other processes on its core)` +
         (r.vaultBusy < 0.9 ? ' (below 90%: the load generator or other work on this machine limited the wall figure)' : ''),
     );
     console.log(

@@ -3,7 +3,8 @@
 // ./.coffer-data/vault) and the front end, coffer-relay (built-in accounts, blobs under
 // ./.coffer-data/relay), which shares the link key ./.coffer-data/link.key with the
 // vault. Installs and builds on first run. Ctrl-C stops both.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureSetup, root } from './ensure-setup.mjs';
 
@@ -61,10 +62,19 @@ async function healthy(url, name) {
   return false;
 }
 
-start('coffer-vault', join(root, 'packages/vault/dist/src/server/main.js'), { COFFER_VAULT_LOG_LEVEL: process.env.COFFER_VAULT_LOG_LEVEL ?? 'warn' });
-start('coffer-relay', join(root, 'packages/relay/dist/src/main.js'), { COFFER_RELAY_LOG_LEVEL: process.env.COFFER_RELAY_LOG_LEVEL ?? 'warn' });
-
-if ((await healthy(VAULT_URL, 'coffer-vault')) && (await healthy(RELAY_URL, 'coffer-relay'))) {
+const VAULT_MAIN = join(root, 'packages/vault/dist/src/server/main.js');
+// The relay serves the fleet's key bundle at GET /v1/fleet-bundle so clients can pin it.
+const BUNDLE_FILE = join(root, '.coffer-data', 'fleet-bundle.json');
+start('coffer-vault', VAULT_MAIN, { COFFER_VAULT_LOG_LEVEL: process.env.COFFER_VAULT_LOG_LEVEL ?? 'warn' });
+let up = await healthy(VAULT_URL, 'coffer-vault');
+if (up) {
+  const bundle = spawnSync(process.execPath, [VAULT_MAIN, 'bundle'], { cwd: root, encoding: 'utf8' });
+  if (bundle.status === 0) writeFileSync(BUNDLE_FILE, bundle.stdout);
+  else process.stderr.write(`coffer: could not read the fleet bundle: ${bundle.stderr}\n`);
+  start('coffer-relay', join(root, 'packages/relay/dist/src/main.js'), { COFFER_RELAY_LOG_LEVEL: process.env.COFFER_RELAY_LOG_LEVEL ?? 'warn', COFFER_RELAY_FLEET_BUNDLE_FILE: BUNDLE_FILE });
+  up = await healthy(RELAY_URL, 'coffer-relay');
+}
+if (up) {
   process.stderr.write(`
 Coffer is running on embedded defaults (data in ${join(root, '.coffer-data')}).
 

@@ -5,6 +5,7 @@
  * `buildApp` returns an app that is not listening, for `app.inject()` tests; `main.ts`
  * listens. Logs never carry request bodies or the authorization header.
  */
+import { readFile } from 'node:fs/promises';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { AccountStore } from './auth/account-store.js';
 import { makeAuthenticator } from './auth/authenticate.js';
@@ -58,6 +59,8 @@ export interface AppOptions {
   /** Whole-request timeout (ms) for slow clients; 0 = none. */
   readonly requestTimeoutMs?: number;
   readonly https?: { readonly cert: Buffer; readonly key: Buffer } | null;
+  /** File with the fleet key bundle JSON for GET /v1/fleet-bundle; null/absent = 404. */
+  readonly fleetBundleFile?: string | null;
   /** Clock for the rate limiter (tests). */
   readonly now?: () => number;
 }
@@ -148,6 +151,17 @@ export function buildApp(options: AppOptions): FastifyInstance {
   void app.register(vaultRoutes, { forwarder: options.forwarder, authenticate });
   void app.register(blobRoutes, { store: options.blobs, authenticate, maxObjectBytes: options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, quotaBytes: options.quotaBytes ?? 0, metrics });
 
+  app.get('/v1/fleet-bundle', async (req, reply) => {
+    if (!options.fleetBundleFile) throw new RelayError('not-found');
+    let text: string;
+    try {
+      text = await readFile(options.fleetBundleFile, 'utf8');
+    } catch (err) {
+      req.log.warn({ err: (err as Error).message }, 'fleet bundle file unreadable');
+      throw new RelayError('not-found');
+    }
+    return reply.type('application/json').send(text);
+  });
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 

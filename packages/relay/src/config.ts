@@ -32,6 +32,8 @@ export interface RelayConfig {
   readonly tls: { readonly cert: string; readonly key: string } | null;
   readonly requestTimeoutMs: number;
   readonly logLevel: string;
+  /** The vault fleet's key bundle JSON served at GET /v1/fleet-bundle (spec/relay-api.md §5); null = 404. */
+  readonly fleetBundleFile: string | null;
 }
 
 interface FileConfig {
@@ -46,6 +48,7 @@ interface FileConfig {
   tls?: { cert?: string; key?: string } | null;
   requestTimeoutMs?: number;
   logLevel?: string;
+  fleetBundleFile?: string;
 }
 
 export class ConfigError extends Error {
@@ -176,5 +179,6 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     tls: cert && key ? { cert: abs(cert), key: abs(key) } : null,
     requestTimeoutMs: positive('requestTimeoutMs', int('COFFER_RELAY_REQUEST_TIMEOUT_MS', env.COFFER_RELAY_REQUEST_TIMEOUT_MS) ?? f.requestTimeoutMs, 120_000),
     logLevel: env.COFFER_RELAY_LOG_LEVEL || f.logLevel || 'info',
+    fleetBundleFile: env.COFFER_RELAY_FLEET_BUNDLE_FILE || f.fleetBundleFile ? abs((env.COFFER_RELAY_FLEET_BUNDLE_FILE || f.fleetBundleFile)!) : null,
   };
 }

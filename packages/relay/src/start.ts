@@ -50,6 +50,7 @@ export function assembleRelay(config: RelayConfig, options: AssembleOptions = {}
     quotaBytes: config.blobs.quotaBytes,
     logger: options.logger ?? false,
     requestTimeoutMs: config.requestTimeoutMs,
+    fleetBundleFile: config.fleetBundleFile,
     https: config.tls ? { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) } : null,
   });
   return {

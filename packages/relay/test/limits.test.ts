@@ -4,6 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { startRelay, tempDir, testConfig } from './helpers.js';
 
 const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
@@ -122,4 +124,18 @@ test('/metrics counts requests by route and status; logs carry no authorization 
   const log = lines.join('');
   assert.ok(log.length > 0);
   for (const secret of [a.token, a.token.slice(4), 'wrong-token-value', secretBody.toString(), secretBody.toString('base64')]) assert.ok(!log.includes(secret), `log leaks ${secret.slice(0, 12)}…`);
+});
+
+test('GET /v1/fleet-bundle: the configured bundle, unauthenticated; 404 not-found without one', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'bundle.json');
+  writeFileSync(file, '{"version":1,"keys":[]}\n');
+  const r = await startRelay(t, testConfig(dir, { COFFER_RELAY_FLEET_BUNDLE_FILE: file }));
+  const res = await r.inject({ method: 'GET', url: '/v1/fleet-bundle' });
+  assert.equal(res.statusCode, 200);
+  assert.equal(res.body, '{"version":1,"keys":[]}\n');
+  const none = await startRelay(t, testConfig(tempDir(t)));
+  const missing = await none.inject({ method: 'GET', url: '/v1/fleet-bundle' });
+  assert.equal(missing.statusCode, 404);
+  assert.equal(code(missing), 'not-found');
 });

@@ -22,7 +22,7 @@
 // (a vault core well below 100% means the load generator or the shared machine, not the
 // vault, limited the wall figure).
 import { fork, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -41,7 +41,8 @@ const LOAD_CPU = arg('load-cpu', 1);
 // (loginsPerWindow, at most 64 per 5 minutes) during a run; each lane owns a disjoint
 // slice, so no two recoveries of one account overlap.
 const ACCOUNTS = arg('accounts', 768);
-const MAIN = join(root, 'packages', 'vault', 'dist', 'src', 'server', 'main.js');
+// COFFER_BENCH_VAULT_MAIN: another build's main.js, for before/after comparisons.
+const MAIN = process.env.COFFER_BENCH_VAULT_MAIN ?? join(root, 'packages', 'vault', 'dist', 'src', 'server', 'main.js');
 const WORKER = join(root, 'scripts', 'bench-vault-worker.mjs');
 const PROTOCOL = join(root, 'packages', 'protocol', 'dist', 'src', 'index.js');
 const NODE_CRYPTO = join(root, 'packages', 'vault', 'dist', 'src', 'server', 'node-crypto.js');
@@ -96,15 +97,13 @@ function cpuSeconds(pid) {
   return (Number(f[11]) + Number(f[12])) / 100; // utime + stime (all threads), ticks of 10 ms
 }
 
-/** Seconds the process's threads spent runnable but waiting for a CPU (/proc/<pid>/task/<tid>/schedstat). */
+/** Seconds the process's main thread (its event loop) spent runnable but waiting for a CPU (schedstat run delay). */
 function waitSeconds(pid) {
-  let ns = 0;
   try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]);
+    return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
   } catch {
     return NaN;
   }
-  return ns / 1e9;
 }
 
 function pin(pid, cpu) {
@@ -240,7 +239,7 @@ try {
     console.log(`${r.name.padEnd(15)} ${fmt(r.rate)} recoveries/s end to end over HTTP, one vault core (p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms; ${r.n} ok, ${failed})`);
     console.log(
       `${''.padEnd(15)} vault: ${fmt(r.cpuMs, 2)} ms CPU/recovery = ${fmt(r.perCpu)} recoveries per vault core-second; vault core ${fmt(r.vaultBusy * 100)}% busy, ` +
-        `vault runnable but waiting for a CPU ${fmt(r.vaultWaited * 100)}% of the window (other processes on its core)` +
+        `its event loop waited for the CPU ${fmt(r.vaultWaited * 100)}% of the window (other processes on its core)` +
         (r.vaultBusy < 0.9 ? ' (below 90%: the load generator or other work on this machine limited the wall figure)' : ''),
     );
     console.log(

@@ -1,10 +1,13 @@
+/* global fetch */
 // `npm run bench:backup [-- --scale N] [-- --rss-scale N]`
 // Coffer against restic on the standard chat-app data set (../shared/bench/make-dataset),
 // in one run on the same data: first backup, backup after a day of changes, full restore.
 // Prints wall time, peak RSS and repository size per step, the ratio Coffer/restic, and
-// ends with `bench: NAME ratio=X target=Y` lines. With --rss-scale N it also runs Coffer's
-// first backup and restore at scale N to show that peak memory stays flat.
-import { spawnSync } from 'node:child_process';
+// ends with `bench: NAME ratio=X target=Y` lines. Also: a first backup through the front
+// end's blob API over loopback against the same backup to a local directory
+// (blob-backup: throughput ratio). With --rss-scale N it also runs Coffer's first backup
+// and restore at scale N to show that peak memory stays flat.
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
@@ -121,6 +124,56 @@ for (const [tool, steps] of Object.entries(rows)) {
   }
 }
 
+// A first backup to the front end's blob API over loopback, against the same backup to
+// a local directory, both in this run on the same (current) data.
+async function blobApiBackup() {
+  const relayDir = join(work, 'relay');
+  const profile = join(work, 'profile');
+  rmSync(relayDir, { recursive: true, force: true });
+  rmSync(profile, { recursive: true, force: true });
+  const port = 27600 + Math.floor(Math.random() * 300);
+  const url = `http://127.0.0.1:${port}`;
+  const relay = spawn(process.execPath, [join(root, 'packages/relay/dist/src/main.js')], {
+    env: {
+      ...process.env,
+      COFFER_RELAY_DATA_DIR: relayDir,
+      COFFER_RELAY_PORT: String(port),
+      COFFER_RELAY_LINK_KEY_FILE: join(relayDir, 'link.key'),
+      COFFER_RELAY_LOG_LEVEL: 'warn',
+    },
+    stdio: 'ignore',
+  });
+  try {
+    for (let i = 0; ; i++) {
+      if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) break;
+      if (i > 100) throw new Error('coffer-relay did not start');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const cli = (args, extra = {}) => sh(process.execPath, [coffer, ...args, '--profile', profile, '--server', url], { env: { ...process.env, ...cofferEnv, COFFER_ACCOUNT_PASSWORD: 'bench account password 42', ...extra } });
+    cli(['account', 'create', '-q']);
+    cli(['init', '-q', '--repo', 'coffer:', '--key-file', keyFile]);
+    const t = measure(process.execPath, [coffer, 'backup', '-q', '--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', url, data], cofferEnv);
+    const localRepo = join(work, 'coffer-local2');
+    rmSync(localRepo, { recursive: true, force: true });
+    sh(process.execPath, [coffer, 'init', '--repo', localRepo, '--key-file', keyFile, '-q']);
+    const l = measure(process.execPath, [coffer, 'backup', '-q', '--repo', localRepo, '--key-file', keyFile, data], cofferEnv);
+    rmSync(localRepo, { recursive: true, force: true });
+    return { relay: t, local: l };
+  } finally {
+    relay.kill('SIGTERM');
+    await new Promise((r) => relay.once('exit', r));
+    rmSync(relayDir, { recursive: true, force: true });
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+let blob;
+try {
+  blob = await blobApiBackup();
+  console.log(`coffer first backup to the relay's blob API (loopback): ${blob.relay.wall.toFixed(2)} s, peak RSS ${mb(blob.relay.rss)} MiB; to a local directory: ${blob.local.wall.toFixed(2)} s`);
+} catch (e) {
+  console.log(`blob API backup skipped: ${e.message.split('\n')[0]}`);
+}
+
 let rssScaleLine = '';
 if (rssScale) {
   const d = join(work, 'data-rss');
@@ -133,8 +186,10 @@ if (rssScale) {
   rmSync(join(work, 'coffer-rss'), { recursive: true, force: true });
 }
 
+const blobLine = blob ? `bench: blob-backup ratio=${(blob.local.wall / blob.relay.wall).toFixed(2)} target=0.7` : '';
 if (!haveRestic) {
-  console.log('restic is not installed (apt-get install restic): no ratios; bench: lines skipped');
+  console.log('restic is not installed (apt-get install restic): no ratios against restic');
+  if (blobLine) console.log(blobLine);
   process.exit(0);
 }
 const c = rows.coffer;
@@ -148,3 +203,4 @@ console.log(`bench: backup2 ratio=${ratio(c.backup2.wall, r.backup2.wall)} targe
 console.log(`bench: restore ratio=${ratio(c.restore.wall, r.restore.wall)} target=0.5`);
 console.log(`bench: rss ratio=${ratio(peak(c), peak(r))} target=1.0`);
 console.log(`bench: size ratio=${ratio(c.backup2.size, r.backup2.size)} target=1.05`);
+if (blobLine) console.log(blobLine);

@@ -29,6 +29,8 @@ export interface RateLimits {
   /** Sign-in (challenge and session) per address, and per account. */
   readonly signInByAddress: BucketRule;
   readonly signInByAccount: BucketRule;
+  /** Account-password sign-in per account (on top of signInByAddress). */
+  readonly passwordSignInByAccount: BucketRule;
 }
 
 export const DEFAULT_LIMITS: RateLimits = {
@@ -37,6 +39,8 @@ export const DEFAULT_LIMITS: RateLimits = {
   accountCreation: { perSecond: 1 / 60, burst: 10 },
   signInByAddress: { perSecond: 1, burst: 20 },
   signInByAccount: { perSecond: 0.2, burst: 10 },
+  // 10 tries, then one a minute: ~1,440 guesses a day at most against one account.
+  passwordSignInByAccount: { perSecond: 1 / 60, burst: 10 },
 };
 
 export const DEFAULT_MAX_OBJECT_BYTES = 64 * 1024 * 1024;
@@ -147,6 +151,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     accountCreation: new TokenBuckets(limits.accountCreation, now),
     signInByAddress: new TokenBuckets(limits.signInByAddress, now),
     signInByAccount: new TokenBuckets(limits.signInByAccount, now),
+    passwordSignInByAccount: new TokenBuckets(limits.passwordSignInByAccount, now),
   });
   void app.register(vaultRoutes, { forwarder: options.forwarder, authenticate });
   void app.register(blobRoutes, { store: options.blobs, authenticate, maxObjectBytes: options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, quotaBytes: options.quotaBytes ?? 0, metrics });

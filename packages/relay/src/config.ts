@@ -175,6 +175,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
       accountCreation: rule('accountCreation', l.accountCreation, DEFAULT_LIMITS.accountCreation),
       signInByAddress: rule('signInByAddress', l.signInByAddress, DEFAULT_LIMITS.signInByAddress),
       signInByAccount: rule('signInByAccount', l.signInByAccount, DEFAULT_LIMITS.signInByAccount),
+      passwordSignInByAccount: rule('passwordSignInByAccount', l.passwordSignInByAccount, DEFAULT_LIMITS.passwordSignInByAccount),
     },
     tls: cert && key ? { cert: abs(cert), key: abs(key) } : null,
     requestTimeoutMs: positive('requestTimeoutMs', int('COFFER_RELAY_REQUEST_TIMEOUT_MS', env.COFFER_RELAY_REQUEST_TIMEOUT_MS) ?? f.requestTimeoutMs, 120_000),

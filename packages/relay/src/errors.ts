@@ -12,6 +12,8 @@ export const ERRORS = {
   /** Built-in account endpoints on a relay that runs without built-in accounts, or on an app (JWT) account. */
   'accounts-disabled': { status: 403, message: 'built-in accounts are not available here' },
   'bad-request': { status: 400, message: 'malformed request' },
+  /** An account password the relay refuses (too short or too long). */
+  'weak-password': { status: 400, message: 'the account password does not meet the rules' },
   'bad-blob-name': { status: 400, message: 'blob names are [a-z0-9]+(/[a-z0-9]+)*, at most 200 characters' },
   'unsupported-media-type': { status: 415, message: 'unsupported content-type' },
   'body-too-large': { status: 413, message: 'the request body is too large' },

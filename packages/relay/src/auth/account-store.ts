@@ -50,6 +50,8 @@ export class AccountStore {
   readonly #sessionTtlMs: number;
   readonly #st: {
     insertAccount: Database.Statement<[string, number]>;
+    setPassword: Database.Statement<[string, string, number]>;
+    password: Database.Statement<[string], { hash: string }>;
     insertKey: Database.Statement<[Buffer, string, number]>;
     keysOf: Database.Statement<[string], { public_key: Buffer }>;
     accountExists: Database.Statement<[string], { id: string }>;
@@ -75,10 +77,13 @@ export class AccountStore {
       CREATE TABLE IF NOT EXISTS device_keys (public_key BLOB PRIMARY KEY, account TEXT NOT NULL REFERENCES accounts(id), created_at INTEGER NOT NULL) STRICT;
       CREATE INDEX IF NOT EXISTS device_keys_account ON device_keys(account);
       CREATE TABLE IF NOT EXISTS challenges (digest BLOB PRIMARY KEY, account TEXT NOT NULL, expires_at INTEGER NOT NULL) STRICT;
+      CREATE TABLE IF NOT EXISTS account_passwords (account TEXT PRIMARY KEY REFERENCES accounts(id), hash TEXT NOT NULL, updated_at INTEGER NOT NULL) STRICT;
       CREATE TABLE IF NOT EXISTS sessions (digest BLOB PRIMARY KEY, account TEXT NOT NULL, expires_at INTEGER NOT NULL) STRICT;
     `);
     this.#st = {
       insertAccount: this.#db.prepare('INSERT INTO accounts (id, created_at) VALUES (?, ?)'),
+      setPassword: this.#db.prepare('INSERT INTO account_passwords (account, hash, updated_at) VALUES (?, ?, ?) ON CONFLICT(account) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at'),
+      password: this.#db.prepare('SELECT hash FROM account_passwords WHERE account = ?'),
       insertKey: this.#db.prepare('INSERT INTO device_keys (public_key, account, created_at) VALUES (?, ?, ?)'),
       keysOf: this.#db.prepare('SELECT public_key FROM device_keys WHERE account = ?'),
       accountExists: this.#db.prepare('SELECT id FROM accounts WHERE id = ?'),
@@ -92,20 +97,34 @@ export class AccountStore {
     };
   }
 
-  /** Creates an account holding `publicKey`; null if the key is already registered. */
-  createAccount(publicKey: Uint8Array): string | null {
+  /**
+   * Creates an account holding `publicKey` and, when given, the account password's
+   * stored scrypt string (auth/password.ts); null if the key is already registered.
+   */
+  createAccount(publicKey: Uint8Array, passwordHash?: string): string | null {
     const id = newAccountId();
     const now = this.#now();
     try {
       this.#db.transaction(() => {
         this.#st.insertAccount.run(id, now);
         this.#st.insertKey.run(Buffer.from(publicKey), id, now);
+        if (passwordHash !== undefined) this.#st.setPassword.run(id, passwordHash, now);
       })();
     } catch (err) {
       if ((err as { code?: string }).code?.startsWith('SQLITE_CONSTRAINT')) return null;
       throw err;
     }
     return id;
+  }
+
+  /** Sets or replaces the account password's stored scrypt string. */
+  setPasswordHash(account: string, hash: string): void {
+    this.#st.setPassword.run(account, hash, this.#now());
+  }
+
+  /** The stored scrypt string of the account password, or null (no such account, or none set). */
+  passwordHash(account: string): string | null {
+    return this.#st.password.get(account)?.hash ?? null;
   }
 
   /** Adds another device key to an existing account; false if the key is registered already. */
@@ -141,6 +160,11 @@ export class AccountStore {
       return key !== null && signature.length === 64 && verify(null, message, key, signature);
     });
     if (!ok) return null;
+    return this.openSession(account);
+  }
+
+  /** A new session for `account` (after the caller checked its credentials). */
+  openSession(account: string): { token: string; expiresAt: number } {
     const token = `cs1.${b64u(randomBytes(32))}`;
     const expiresAt = this.#now() + this.#sessionTtlMs;
     this.#st.insertSession.run(sha(token), account, expiresAt);

@@ -1,7 +1,8 @@
-/** Built-in device-key accounts and sessions (spec/relay-api.md §1). */
+/** Built-in accounts (device keys, account passwords) and sessions (spec/relay-api.md §1). */
 import type { FastifyInstance } from 'fastify';
 import { decodeB64u, ed25519PublicKey, type AccountStore } from '../auth/account-store.js';
 import { LOCAL_PREFIX, type Authenticator } from '../auth/authenticate.js';
+import { accountPasswordProblem, hashPassword, verifyPassword } from '../auth/password.js';
 import { RelayError } from '../errors.js';
 import type { TokenBuckets } from '../rate-limit.js';
 
@@ -13,6 +14,8 @@ export interface AccountRoutesOptions {
   readonly accountCreation: TokenBuckets;
   readonly signInByAddress: TokenBuckets;
   readonly signInByAccount: TokenBuckets;
+  /** POST /v1/sessions/password per account (stricter than device-key sign-in). */
+  readonly passwordSignInByAccount: TokenBuckets;
 }
 
 function limit(buckets: TokenBuckets, key: string): void {
@@ -23,6 +26,13 @@ function limit(buckets: TokenBuckets, key: string): void {
 function object(body: unknown): Record<string, unknown> {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new RelayError('bad-request', { message: 'expected a JSON object' });
   return body as Record<string, unknown>;
+}
+
+/** The optional/required `password` field: a string the relay's length rule accepts. */
+function password(body: Record<string, unknown>): string {
+  const problem = accountPasswordProblem(body.password);
+  if (problem) throw new RelayError(typeof body.password === 'string' ? 'weak-password' : 'bad-request', { message: problem });
+  return body.password as string;
 }
 
 function publicKey(body: Record<string, unknown>): Buffer {
@@ -40,10 +50,12 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
   app.post('/v1/accounts', async (req, reply) => {
     const accounts = store();
     limit(o.accountCreation, req.ip);
-    const key = publicKey(object(req.body));
-    const id = accounts.createAccount(key);
+    const body = object(req.body);
+    const key = publicKey(body);
+    const hash = body.password !== undefined ? await hashPassword(password(body)) : undefined;
+    const id = accounts.createAccount(key, hash);
     if (!id) throw new RelayError('key-exists');
-    req.log.info({ account: LOCAL_PREFIX + id }, 'account created');
+    req.log.info({ account: LOCAL_PREFIX + id, accountPassword: hash !== undefined }, 'account created');
     return reply.code(201).send({ account: id });
   });
 
@@ -72,6 +84,32 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     }
     req.log.info({ account: LOCAL_PREFIX + body.account }, 'signed in');
     return session;
+  });
+
+  // Account password sign-in: the same 401 for an unknown account, an account without a
+  // password and a wrong password, after the same scrypt work (auth/password.ts).
+  app.post('/v1/sessions/password', async (req) => {
+    const accounts = store();
+    const body = object(req.body);
+    if (typeof body.account !== 'string' || !ACCOUNT_ID.test(body.account)) throw new RelayError('bad-request', { message: 'account: expected a 26-character account ID' });
+    if (typeof body.password !== 'string' || body.password.length > 4096) throw new RelayError('bad-request', { message: 'password: expected a string' });
+    limit(o.signInByAddress, req.ip);
+    limit(o.passwordSignInByAccount, body.account);
+    if (!(await verifyPassword(body.password, accounts.passwordHash(body.account)))) {
+      req.log.info({ account: LOCAL_PREFIX + body.account }, 'password sign-in refused');
+      throw new RelayError('invalid-credentials');
+    }
+    req.log.info({ account: LOCAL_PREFIX + body.account }, 'signed in with the account password');
+    return accounts.openSession(body.account);
+  });
+
+  app.put('/v1/accounts/password', { preHandler: o.authenticate }, async (req, reply) => {
+    const accounts = store();
+    if (!req.account.startsWith(LOCAL_PREFIX)) throw new RelayError('accounts-disabled', { message: 'account passwords belong to built-in accounts; this token is an app token' });
+    const hash = await hashPassword(password(object(req.body)));
+    accounts.setPasswordHash(req.account.slice(LOCAL_PREFIX.length), hash);
+    req.log.info({ account: req.account }, 'account password set');
+    return reply.code(204).send();
   });
 
   app.post('/v1/accounts/keys', { preHandler: o.authenticate }, async (req, reply) => {

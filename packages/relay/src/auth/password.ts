@@ -1,0 +1,64 @@
+/**
+ * Account passwords of built-in accounts (spec/relay-api.md §1): stored as scrypt
+ * (N=2^15, r=8, p=1, 16-byte random salt, 32-byte output) with the parameters in the
+ * stored string, `scrypt$<N>$<r>$<p>$<salt b64url>$<hash b64url>`, compared in constant
+ * time. Unknown accounts and accounts without a password are checked against a dummy
+ * record, so the work (and the time) is the same whether or not the account exists.
+ */
+import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+
+export const SCRYPT_PARAMS = { N: 1 << 15, r: 8, p: 1 } as const;
+export const SALT_BYTES = 16;
+export const HASH_BYTES = 32;
+/** Server-side rule (the client's rules are stricter): at least 10, at most 1024 code points. */
+export const MIN_ACCOUNT_PASSWORD_LENGTH = 10;
+export const MAX_ACCOUNT_PASSWORD_LENGTH = 1024;
+
+const STORED = /^scrypt\$(\d+)\$(\d+)\$(\d+)\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/;
+
+function scryptAsync(password: string, salt: Buffer, keylen: number, o: ScryptOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) => scrypt(password.normalize('NFC'), salt, keylen, o, (err, key) => (err ? reject(err) : resolve(key))));
+}
+
+function options(N: number, r: number, p: number): ScryptOptions {
+  return { N, r, p, maxmem: 256 * N * r + (1 << 20) };
+}
+
+/** Why `password` is refused by the relay, or null. */
+export function accountPasswordProblem(password: unknown): string | null {
+  if (typeof password !== 'string') return 'password: expected a string';
+  const n = [...password].length;
+  if (n < MIN_ACCOUNT_PASSWORD_LENGTH) return `password: use at least ${MIN_ACCOUNT_PASSWORD_LENGTH} characters`;
+  if (n > MAX_ACCOUNT_PASSWORD_LENGTH) return `password: use at most ${MAX_ACCOUNT_PASSWORD_LENGTH} characters`;
+  return null;
+}
+
+export async function hashPassword(password: string): Promise<string> {
+  const { N, r, p } = SCRYPT_PARAMS;
+  const salt = randomBytes(SALT_BYTES);
+  const hash = await scryptAsync(password, salt, HASH_BYTES, options(N, r, p));
+  return `scrypt$${N}$${r}$${p}$${salt.toString('base64url')}$${hash.toString('base64url')}`;
+}
+
+let dummy: Promise<string> | undefined;
+
+/**
+ * Whether `password` matches `stored`. With `stored` null (unknown account, or no
+ * password set) the same scrypt runs against a dummy record and the answer is false.
+ */
+export async function verifyPassword(password: string, stored: string | null): Promise<boolean> {
+  const m = stored ? STORED.exec(stored) : null;
+  if (!m) {
+    dummy ??= hashPassword(randomBytes(16).toString('hex'));
+    await verifyPassword(password, await dummy);
+    return false;
+  }
+  const [N, r, p] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  // Parameters from our own database, but bounded all the same.
+  if (N < 2 || N > 1 << 20 || (N & (N - 1)) !== 0 || r < 1 || r > 32 || p < 1 || p > 16) return false;
+  const salt = Buffer.from(m[4]!, 'base64url');
+  const want = Buffer.from(m[5]!, 'base64url');
+  if (want.length < 16) return false;
+  const got = await scryptAsync(password, salt, want.length, options(N, r, p));
+  return timingSafeEqual(got, want);
+}

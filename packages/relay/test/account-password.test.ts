@@ -1,0 +1,106 @@
+// Account passwords of built-in accounts (spec/relay-api.md §1): create with a password,
+// sign in with it, the same 401 for every failure, rate limits, scrypt parameters stored.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { hashPassword, verifyPassword } from '../src/auth/password.js';
+import { newDeviceKey, startRelay, tempDir, testConfig } from './helpers.js';
+
+const PW = 'correct horse battery';
+const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
+
+test('account password: create with one, sign in with it on a device with no key, add that device key, change it', async (t) => {
+  const dir = tempDir(t);
+  const r = await startRelay(t, testConfig(dir));
+  const first = newDeviceKey();
+  const created = await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: first.publicKey, password: PW } });
+  assert.equal(created.statusCode, 201);
+  const account = created.json<{ account: string }>().account;
+
+  const s = await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account, password: PW } });
+  assert.equal(s.statusCode, 200);
+  const { token, expiresAt } = s.json<{ token: string; expiresAt: number }>();
+  assert.match(token, /^cs1\./);
+  assert.ok(expiresAt > Date.now());
+  const auth = { authorization: `Bearer ${token}` };
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs', headers: auth })).statusCode, 200);
+  // The new device registers its own key with that session.
+  assert.equal((await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: auth, payload: { publicKey: newDeviceKey().publicKey } })).statusCode, 201);
+
+  // Change it: the old one stops working, the new one works.
+  const NEW = 'another fine passphrase';
+  assert.equal((await r.inject({ method: 'PUT', url: '/v1/accounts/password', headers: auth, payload: { password: NEW } })).statusCode, 204);
+  assert.equal(code(await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account, password: PW } })), 'invalid-credentials');
+  assert.equal((await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account, password: NEW } })).statusCode, 200);
+  // Setting it needs a session.
+  assert.equal(code(await r.inject({ method: 'PUT', url: '/v1/accounts/password', payload: { password: NEW } })), 'unauthenticated');
+
+  // Stored as scrypt with its parameters (N=2^15, r=8, p=1, 16-byte salt), never in the clear.
+  await r.relay.close();
+  const db = new Database(join(dir, 'relay.db'), { readonly: true });
+  t.after(() => db.close());
+  const row = db.prepare<[string], { hash: string }>('SELECT hash FROM account_passwords WHERE account = ?').get(account)!;
+  const m = /^scrypt\$32768\$8\$1\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/.exec(row.hash);
+  assert.ok(m, row.hash);
+  assert.equal(Buffer.from(m[1]!, 'base64url').length, 16);
+  assert.equal(Buffer.from(m[2]!, 'base64url').length, 32);
+  assert.ok(!row.hash.includes(NEW));
+});
+
+test('account password: wrong password, unknown account, account without a password are the same 401 after the same work', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const withPw = (await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: newDeviceKey().publicKey, password: PW } })).json<{ account: string }>().account;
+  const noPw = (await r.signUp()).account;
+  const answers: Array<{ status: number; body: string; ms: number }> = [];
+  for (const [account, password] of [[withPw, 'wrong password!'], ['z'.repeat(26), PW], [noPw, PW], [withPw, PW.toUpperCase()]] as const) {
+    const t0 = performance.now();
+    const res = await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account, password } });
+    answers.push({ status: res.statusCode, body: res.body, ms: performance.now() - t0 });
+  }
+  for (const a of answers) {
+    assert.equal(a.status, 401);
+    assert.equal(a.body, answers[0]!.body);
+  }
+  // Every refusal ran scrypt (tens of ms), the unknown account included.
+  const fastest = Math.min(...answers.map((a) => a.ms));
+  assert.ok(fastest > 0.2 * Math.max(...answers.map((a) => a.ms)), `timings: ${answers.map((a) => a.ms.toFixed(1)).join(', ')}`);
+  // Malformed input is 400; a short password is refused at creation with weak-password.
+  assert.equal(code(await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account: withPw } })), 'bad-request');
+  assert.equal(code(await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account: 'short', password: PW } })), 'bad-request');
+  const short = await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: newDeviceKey().publicKey, password: 'short' } });
+  assert.equal(short.statusCode, 400);
+  assert.equal(code(short), 'weak-password');
+  assert.equal(code(await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: newDeviceKey().publicKey, password: 12345678901 } })), 'bad-request');
+});
+
+test('account password sign-in is rate-limited per account and per address', async (t) => {
+  const dir = tempDir(t);
+  const base = testConfig(dir);
+  const r = await startRelay(t, { ...base, limits: { ...base.limits, passwordSignInByAccount: { perSecond: 0.001, burst: 3 }, signInByAddress: { perSecond: 0.001, burst: 6 } } });
+  const account = (await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: newDeviceKey().publicKey, password: PW } })).json<{ account: string }>().account;
+  const attempt = (password: string, acct = account, ip = '10.0.0.1') => r.inject({ method: 'POST', url: '/v1/sessions/password', remoteAddress: ip, payload: { account: acct, password } });
+  for (let i = 0; i < 3; i++) assert.equal(code(await attempt(`wrong guess ${i}xx`)), 'invalid-credentials');
+  const limited = await attempt(PW);
+  assert.equal(limited.statusCode, 429, 'even the right password waits once the account is limited');
+  assert.equal(code(limited), 'rate-limited');
+  assert.ok(Number(limited.headers['retry-after']) >= 1);
+  // Another address is limited per account all the same.
+  assert.equal((await attempt(PW, account, '10.0.0.2')).statusCode, 429);
+  // Per address: the first address has 2 tokens left, spent on other accounts, then refused.
+  assert.equal((await attempt(PW, 'b'.repeat(26))).statusCode, 401);
+  assert.equal((await attempt(PW, 'c'.repeat(26))).statusCode, 401);
+  assert.equal((await attempt(PW, 'd'.repeat(26))).statusCode, 429);
+});
+
+test('password hashing: stored parameters are honoured; garbage never matches', async () => {
+  const h = await hashPassword(PW);
+  assert.equal(await verifyPassword(PW, h), true);
+  assert.equal(await verifyPassword(PW + ' ', h), false);
+  // A record with other (cheaper) parameters still verifies: they are read from the record.
+  const [, , , , salt] = h.split('$');
+  const { scryptSync } = await import('node:crypto');
+  const cheap = `scrypt$1024$8$1$${salt}$${scryptSync(PW, Buffer.from(salt!, 'base64url'), 32, { N: 1024, r: 8, p: 1 }).toString('base64url')}`;
+  assert.equal(await verifyPassword(PW, cheap), true);
+  for (const bad of ['', 'scrypt$3$8$1$AAAA$AAAA', 'scrypt$1024$8$1$AAAA$AAAA', `scrypt$${1 << 22}$8$1$${salt}$${h.split('$')[5]}`]) assert.equal(await verifyPassword(PW, bad), false, bad);
+});

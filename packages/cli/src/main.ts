@@ -3,7 +3,7 @@
  * The `coffer` command. Rules for output and exit codes are at the top of tui.ts.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { accountCreate, login } from './commands/account.js';
+import { accountCreate, accountPassword, login } from './commands/account.js';
 import { backupCmd, restoreCmd } from './commands/backup.js';
 import { keyGenerate, keyShow } from './commands/key.js';
 import { checkCmd, forget, init, pruneCmd, snapshots, unlock } from './commands/repository.js';
@@ -25,9 +25,13 @@ Backups (key mode):
   coffer key show                      print the key given and its key ID
 
 Accounts and password backups (through a Coffer relay):
-  coffer account create --server URL   create an account for this device (profile) and log in
-  coffer login [--server URL] [--account ID] [--token-file FILE]
-                                       new session: this profile's device key, or an app token (JWT)
+  coffer account create --server URL [--account-password-file F]
+                                       create an account for this device (profile) and log in;
+                                       asks for an account password (for a new device); prints the ID
+  coffer account password              set or change the account password
+  coffer login [--server URL] [--account ID] [--token-file FILE] [--account-password-file F]
+                                       new session: this profile's device key, an app token (JWT),
+                                       or on a new profile the account password (--account ID)
   coffer vault enable [--guess-limit N] protect the backup key with a password (made now if needed)
   coffer vault enable --key            key mode: print the 64-digit key, erase the vault record
   coffer vault recover                 get the backup key back with the password (a new device)
@@ -46,6 +50,8 @@ Options:
                     default: fetched from the relay once and pinned)
   --password-file F first line is the vault password (or COFFER_PASSWORD; default: ask)
   --new-password-file F  for change-password (or COFFER_NEW_PASSWORD)
+  --account-password-file F  first line is the account password (or
+                    COFFER_ACCOUNT_PASSWORD; default: ask); never the vault password
   --json            machine-readable output on stdout
   -q, --quiet       no progress or summaries
   -h, --help        this help
@@ -75,6 +81,7 @@ const options = {
   'fleet-bundle': { type: 'string' },
   account: { type: 'string' },
   'token-file': { type: 'string' },
+  'account-password-file': { type: 'string' },
   key: { type: 'boolean' },
   'password-file': { type: 'string' },
   'new-password-file': { type: 'string' },
@@ -92,8 +99,8 @@ const allowed: Record<string, string[]> = {
   prune: ['dry-run'],
   unlock: ['remove-all'],
   key: [],
-  account: [],
-  login: ['account', 'token-file'],
+  account: ['account-password-file'],
+  login: ['account', 'token-file', 'account-password-file'],
   vault: ['key', 'password-file', 'new-password-file', 'guess-limit'],
 };
 const globalOptions = ['repo', 'key-file', 'json', 'quiet', 'help', 'profile', 'server', 'fleet-bundle'];
@@ -141,7 +148,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         throw new UsageError('key: use `coffer key generate` or `coffer key show`');
       case 'account':
         if (rest[0] === 'create' && rest.length === 1) return await accountCreate(flags, io);
-        throw new UsageError('account: use `coffer account create`');
+        if (rest[0] === 'password' && rest.length === 1) return await accountPassword(flags, io);
+        throw new UsageError('account: use `coffer account create` or `coffer account password`');
       case 'login':
         if (rest.length > 0) throw new UsageError('login takes no arguments');
         return await login(flags, io);

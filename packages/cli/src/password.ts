@@ -9,11 +9,16 @@ import { UsageError, type Io } from './tui.js';
 
 export interface PasswordSource {
   readonly file: string | undefined;
-  readonly envName: 'COFFER_PASSWORD' | 'COFFER_NEW_PASSWORD';
-  readonly flagName: '--password-file' | '--new-password-file';
+  readonly envName: 'COFFER_PASSWORD' | 'COFFER_NEW_PASSWORD' | 'COFFER_ACCOUNT_PASSWORD';
+  readonly flagName: '--password-file' | '--new-password-file' | '--account-password-file';
   readonly prompt: string;
   /** Ask twice on a terminal (new passwords). */
   readonly confirm?: boolean;
+}
+
+/** Whether a password can be had without failing: a file, the environment, or a terminal. */
+export function passwordAvailable(src: Pick<PasswordSource, 'file' | 'envName'>, io: Io): boolean {
+  return src.file !== undefined || (io.env[src.envName] ?? '') !== '' || process.stdin.isTTY === true;
 }
 
 export async function readPassword(src: PasswordSource, io: Io): Promise<Secret<string>> {

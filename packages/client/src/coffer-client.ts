@@ -13,8 +13,10 @@ import { BackupKey } from '@coffer/backup';
 import { parseFleetKeyBundle, ProtocolError, Secret, type FleetKey, type KsfParams } from '@coffer/protocol';
 import { RelayBlobBackend } from './blob-backend.js';
 import { DeviceKey } from './device-key.js';
+import { accountPasswordVerifier, checkNotAccountPassword } from './account-password-check.js';
 import { CofferClientError, LockedError, NotRegisteredError } from './errors.js';
 import { KeyVault, type VaultStatus } from './key-vault.js';
+import { checkPassword } from './password-policy.js';
 import { Profile, type KeyMode } from './profile.js';
 import { RelayHttp } from './relay-http.js';
 
@@ -105,13 +107,65 @@ export class CofferClient {
 
   // Accounts and sessions (spec/relay-api.md §1)
 
-  /** Creates a built-in account bound to a new device key and logs in. @returns the account ID */
-  async createAccount(): Promise<string> {
+  /**
+   * Creates a built-in account bound to a new device key and logs in. With `password`
+   * (an **account password**, checked against the password rules; it must not be the
+   * vault password) the account can also be signed in to from a new device with
+   * `loginWithPassword` after this one is lost; without it, losing every device key
+   * loses the account.
+   * @returns the account ID (`local:…`)
+   * @throws WeakPasswordError, RateLimitedError, UnavailableError
+   */
+  async createAccount(options: { password?: string | Secret<string> } = {}): Promise<string> {
+    const pw = options.password !== undefined ? asSecret(options.password) : undefined;
+    if (pw) checkPassword(pw.expose());
     const key = DeviceKey.generate();
-    const id = await this.relay().createAccount(key.publicKey);
-    await this.profile.update({ account: LOCAL_PREFIX + id, deviceKey: key.toPem().expose(), token: undefined, tokenExpiresAt: undefined });
+    const id = await this.relay().createAccount(key.publicKey, pw?.expose());
+    await this.profile.update({
+      account: LOCAL_PREFIX + id,
+      deviceKey: key.toPem().expose(),
+      token: undefined,
+      tokenExpiresAt: undefined,
+      accountPasswordCheck: pw ? await accountPasswordVerifier(pw.expose()) : undefined,
+    });
     await this.login();
     return this.account;
+  }
+
+  /**
+   * Signs in to built-in account `account` with its account password — a new device
+   * after the old one was lost — then registers a new device key for this profile, so
+   * later logins (and token refreshes) use the key. The profile must not already hold a
+   * device key of another account.
+   * @throws InvalidCredentialsError (wrong password, unknown account, no account password), RateLimitedError, UnavailableError
+   */
+  async loginWithPassword(account: string, password: string | Secret<string>): Promise<string> {
+    const target = account.startsWith(LOCAL_PREFIX) ? account : LOCAL_PREFIX + account;
+    if (!/^local:[a-z0-9]{26}$/.test(target)) throw new CofferClientError('bad-config', `account: expected a 26-character built-in account ID, got "${account}"`);
+    const s = this.profile.state;
+    if (s.deviceKey && s.account && s.account !== target) throw new CofferClientError('bad-config', `this profile holds the device key of ${s.account}: use another profile for ${target}`);
+    const pw = asSecret(password);
+    const session = await this.relay().loginWithPassword(target.slice(LOCAL_PREFIX.length), pw.expose());
+    await this.profile.update({ account: target, token: session.token, tokenExpiresAt: session.expiresAt, accountPasswordCheck: await accountPasswordVerifier(pw.expose()) });
+    if (!this.profile.state.deviceKey) {
+      const key = DeviceKey.generate();
+      await this.relay().addDeviceKey(key.publicKey);
+      await this.profile.update({ deviceKey: key.toPem().expose() });
+    }
+    return this.account;
+  }
+
+  /**
+   * Sets or changes the account password of the signed-in built-in account (checked
+   * against the password rules; it must not be the vault password of this profile's
+   * account, which this device cannot check — keep them different).
+   */
+  async setAccountPassword(password: string | Secret<string>): Promise<void> {
+    if (!this.account.startsWith(LOCAL_PREFIX)) throw new CofferClientError('bad-config', 'account passwords belong to built-in accounts; this profile uses an app token');
+    const pw = asSecret(password);
+    checkPassword(pw.expose());
+    await this.relay().setAccountPassword(pw.expose());
+    await this.profile.update({ accountPasswordCheck: await accountPasswordVerifier(pw.expose()) });
   }
 
   /**
@@ -194,11 +248,13 @@ export class CofferClient {
 
   /**
    * Password mode: registers `password` with the vault, protecting this device's K (made
-   * now if the device has none).
+   * now if the device has none). It must differ from the account password (checked on
+   * the device against the profile's verifier; the relay never sees `password`).
    * @throws WeakPasswordError, CofferClientError('already-registered'), RateLimitedError, UnavailableError, InvalidCredentialsError
    */
   async enablePassword(password: string | Secret<string>, options: { guessLimit?: number } = {}): Promise<BackupKey> {
     const pw = asSecret(password);
+    await checkNotAccountPassword(pw.expose(), this.profile.state.accountPasswordCheck);
     const vault = await this.#vault();
     const k = await this.#ensureBackupKey();
     await vault.enable(pw, new Secret(k.exportBytes()), options);
@@ -240,6 +296,8 @@ export class CofferClient {
    * @throws WeakPasswordError, WrongPasswordError, LockedError, NotRegisteredError, …
    */
   async changePassword(oldPassword: string | Secret<string>, newPassword: string | Secret<string>): Promise<void> {
+    checkPassword(asSecret(newPassword).expose());
+    await checkNotAccountPassword(asSecret(newPassword).expose(), this.profile.state.accountPasswordCheck);
     const vault = await this.#vault();
     // The new record keeps the account's guess limit (0 would mean the deployment default).
     const before = await vault.status();

@@ -16,6 +16,7 @@ export {
   RETRY_SAFE,
   type CofferClientErrorCode,
 } from './errors.js';
+export { checkNotAccountPassword, isAccountPassword, SAME_AS_ACCOUNT_PASSWORD } from './account-password-check.js';
 export { checkPassword, passwordWeakness, MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH } from './password-policy.js';
 export { KeyVault, failureError, type KeyVaultOptions, type VaultStatus } from './key-vault.js';
 export { RelayHttp, RelayResponseError, sessionSignatureInput, SESSION_SIGNATURE_LABEL, type RelayHttpOptions, type RelayErrorBody } from './relay-http.js';

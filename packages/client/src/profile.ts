@@ -34,6 +34,13 @@ export interface ProfileState {
   /** The pinned fleet key bundle JSON (from --fleet-bundle or fetched once from the relay). */
   fleetBundle?: string;
   mode: KeyMode;
+  /**
+   * Built-in accounts with an account password: a local scrypt verifier of it
+   * (`scrypt$N$r$p$salt$hash`), kept so the client can refuse a vault password equal to
+   * the account password without sending the vault password anywhere. Set when this
+   * device created the account, signed in with the password, or set it.
+   */
+  accountPasswordCheck?: string;
   /** K as 64 hex digits, once enabled or recovered on this device. */
   backupKey?: string;
 }

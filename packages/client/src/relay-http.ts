@@ -132,8 +132,10 @@ export class RelayHttp {
 
   // §1 accounts and sessions
 
-  async createAccount(publicKey: Uint8Array): Promise<string> {
-    const r = await this.json<{ account?: unknown }>({ method: 'POST', path: '/v1/accounts', auth: false, body: { publicKey: toBase64Url(publicKey) } });
+  /** A built-in account holding `publicKey` and, when given, an account password (spec §1). */
+  async createAccount(publicKey: Uint8Array, password?: string): Promise<string> {
+    const body = { publicKey: toBase64Url(publicKey), ...(password !== undefined ? { password } : {}) };
+    const r = await this.json<{ account?: unknown }>({ method: 'POST', path: '/v1/accounts', auth: false, body });
     if (typeof r.account !== 'string') throw new CofferClientError('protocol', 'POST /v1/accounts: no account in the answer');
     return r.account;
   }
@@ -151,6 +153,26 @@ export class RelayHttp {
     });
     if (typeof s.token !== 'string' || typeof s.expiresAt !== 'number') throw new CofferClientError('protocol', 'POST /v1/sessions: no token in the answer');
     return { token: s.token, expiresAt: s.expiresAt };
+  }
+
+  /**
+   * A session from the account password (spec §1). The relay answers 401 for an unknown
+   * account, no password set, or a wrong one (InvalidCredentialsError), 429 when limited.
+   */
+  async loginWithPassword(account: string, password: string): Promise<{ token: string; expiresAt: number }> {
+    const res = await this.call({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password }, pass: [401] });
+    if (res.status === 401) {
+      await res.body?.cancel().catch(() => {});
+      throw new InvalidCredentialsError('the server refused the account password: wrong password, unknown account, or the account has no account password');
+    }
+    const s = (await res.json().catch(() => ({}))) as { token?: unknown; expiresAt?: unknown };
+    if (typeof s.token !== 'string' || typeof s.expiresAt !== 'number') throw new CofferClientError('protocol', 'POST /v1/sessions/password: no token in the answer');
+    return { token: s.token, expiresAt: s.expiresAt };
+  }
+
+  /** Sets or replaces the signed-in built-in account's password (spec §1). */
+  async setAccountPassword(password: string): Promise<void> {
+    await this.call({ method: 'PUT', path: '/v1/accounts/password', auth: true, body: { password } });
   }
 
   async addDeviceKey(publicKey: Uint8Array): Promise<void> {

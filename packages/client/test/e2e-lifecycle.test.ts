@@ -8,6 +8,10 @@
  *   "lose the device" → device B (a new profile): login → vault recover → restore
  *   byte-identical → change password → wrong guesses count down → disable
  *
+ * and the newcomer flow with a built-in account (no app login): account create with an
+ * account password → vault enable → backup → delete the profile → a new profile logs in
+ * with the account ID and account password → vault recover → restore byte-identical.
+ *
  * Two recording TCP proxies sit on the relay's two links (clients→relay, relay→vault);
  * the relay's stdout/stderr and its data directory are kept. The blindness test then
  * asserts that no password, K, OPAQUE export key or session key appears in any of it,
@@ -25,6 +29,10 @@ import { COFFER_MAIN, RELAY_MAIN, appTokenIssuer, relayBuilt, startService, star
 import { findSecret, startRecordingProxy, type RecordingProxy } from './helpers/recording-proxy.js';
 
 const PASSWORD = 'blue-Giraffe-sings-at-9';
+/** The built-in account's account password (the relay sees it by design; the vault never does). */
+const ACCOUNT_PASSWORD = 'orange Kettle hums 77 times';
+/** The built-in account's backup (vault) password. */
+const BUILTIN_PASSWORD = 'violet-Otter-naps-at-3';
 const NEW_PASSWORD = 'seven Quiet lanterns 42';
 
 let dir: string;
@@ -63,7 +71,7 @@ before(async () => {
   clientSide = await startRecordingProxy(relay.url);
   files.bundle = join(dir, 'fleet.json');
   await fs.writeFile(files.bundle, vault.bundle);
-  for (const [name, text] of Object.entries({ pw: PASSWORD, newPw: NEW_PASSWORD, wrong: 'not-my-password-1', tokA: issuer.token('alice'), tokB: issuer.token('alice') })) {
+  for (const [name, text] of Object.entries({ acctPw: ACCOUNT_PASSWORD, builtinPw: BUILTIN_PASSWORD, pw: PASSWORD, newPw: NEW_PASSWORD, wrong: 'not-my-password-1', tokA: issuer.token('alice'), tokB: issuer.token('alice') })) {
     files[name] = join(dir, `${name}.txt`);
     await fs.writeFile(files[name]!, text + '\n', { mode: 0o600 });
   }
@@ -93,7 +101,7 @@ function coffer(profile: string, args: string[]): Promise<Result> {
     COFFER_INSECURE_FAST_KSF_FOR_TESTING: '1',
     COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING: files.secrets,
   };
-  for (const k of ['COFFER_KEY', 'COFFER_REPOSITORY', 'COFFER_PASSWORD', 'COFFER_NEW_PASSWORD', 'COFFER_TOKEN']) delete env[k];
+  for (const k of ['COFFER_KEY', 'COFFER_REPOSITORY', 'COFFER_PASSWORD', 'COFFER_NEW_PASSWORD', 'COFFER_TOKEN', 'COFFER_ACCOUNT_PASSWORD']) delete env[k];
   return new Promise((resolve) => {
     execFile(process.execPath, [COFFER_MAIN, ...args], { env, maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
@@ -134,13 +142,6 @@ async function treeDigest(root: string): Promise<string> {
 const keys: Buffer[] = [];
 
 test('lifecycle: enable, back up, lose the device, recover with the password, restore byte-identical, change password, count down, disable', { timeout: 60_000 }, async () => {
-  // A built-in account: create, log in again with the device key, nothing enabled yet.
-  const created = await ok('builtin', ['account', 'create']);
-  assert.match(created.stdout.trim(), /^local:[a-z0-9]+$/);
-  await ok('builtin', ['login']);
-  const st0 = JSON.parse((await ok('builtin', ['vault', 'status', '--json'])).stdout);
-  assert.deepEqual(st0.vault, { state: 'not-registered' });
-
   // Device A: the app's login names the account; enable password backups; back up.
   await ok('device-a', ['login', '--token-file', files.tokA!]);
   const enabled = JSON.parse((await ok('device-a', ['vault', 'enable', '--password-file', files.pw!, '--guess-limit', '5', '--json'])).stdout);
@@ -190,6 +191,45 @@ test('lifecycle: enable, back up, lose the device, recover with the password, re
   assert.ok(gone.code === 23 || gone.code === 20, `recover after disable: ${gone.code} ${gone.stderr}`);
 });
 
+test('newcomer, built-in account: account create (account password), enable, back up, lose the device, log in on a new profile with the account password, recover, restore byte-identical', { timeout: 60_000 }, async () => {
+  // Device A: a built-in account with an account password; the ID is the one line on stdout.
+  const created = await ok('nc-a', ['account', 'create', '--account-password-file', files.acctPw!]);
+  const account = created.stdout.trim();
+  assert.match(account, /^local:[a-z0-9]{26}$/);
+  assert.match(created.stderr, /keep the account ID/);
+  await ok('nc-a', ['login']); // the device key still signs in
+  assert.deepEqual(JSON.parse((await ok('nc-a', ['vault', 'status', '--json'])).stdout).vault, { state: 'not-registered' });
+  // The backup password must differ from the account password: refused on the device, before the vault or relay sees it.
+  await fails('nc-a', ['vault', 'enable', '--password-file', files.acctPw!], 2, /must differ from your account password/);
+  await ok('nc-a', ['vault', 'enable', '--password-file', files.builtinPw!]);
+  const profileA = JSON.parse(await fs.readFile(join(dir, 'nc-a', 'profile.json'), 'utf8'));
+  keys.push(Buffer.from(profileA.backupKey, 'hex'));
+  const src = join(dir, 'documents');
+  await fs.mkdir(join(src, 'taxes'), { recursive: true });
+  await fs.writeFile(join(src, 'taxes', '2024.pdf'), Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) & 0xff)));
+  await fs.writeFile(join(src, 'todo.md'), '- back up\n- lose the phone\n- restore\n');
+  await ok('nc-a', ['init', '--repo', 'coffer:']);
+  await ok('nc-a', ['backup', '--repo', 'coffer:', src, '-q']);
+
+  // Lose the device: its whole profile (device key, session, K) is gone.
+  await fs.rm(join(dir, 'nc-a'), { recursive: true, force: true });
+
+  // Device B: only the relay URL (COFFER_SERVER), the account ID and the account password.
+  await fails('nc-b', ['login', '--account', account, '--account-password-file', files.wrong!], 24, /refused the account password/);
+  await ok('nc-b', ['login', '--account', account, '--account-password-file', files.acctPw!]);
+  const profileB = JSON.parse(await fs.readFile(join(dir, 'nc-b', 'profile.json'), 'utf8'));
+  assert.equal(profileB.account, account);
+  assert.ok(profileB.deviceKey, 'device B registered its own device key');
+  await ok('nc-b', ['login']); // … so later logins use the key, not the password
+  await ok('nc-b', ['vault', 'recover', '--password-file', files.builtinPw!]);
+  assert.equal(JSON.parse(await fs.readFile(join(dir, 'nc-b', 'profile.json'), 'utf8')).backupKey, profileA.backupKey, 'device B recovered the same K');
+  const target = join(dir, 'nc-restored');
+  await ok('nc-b', ['restore', 'latest', '--repo', 'coffer:', '--target', target, '-q']);
+  assert.equal(await treeDigest(join(target, 'documents')), await treeDigest(src), 'restore is byte-identical');
+  // Changing the backup password to the account password is refused on device B too.
+  await fails('nc-b', ['vault', 'change-password', '--password-file', files.builtinPw!, '--new-password-file', files.acctPw!], 2, /must differ from your account password/);
+});
+
 test('blindness: no password, K, export key or session key in anything the relay sent, received, logged or stored', { timeout: 30_000 }, async () => {
   const dumped = (await fs.readFile(files.secrets!, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { exportKey: string; sessionKey: string | null });
   const exportKeys = [...new Set(dumped.map((d) => d.exportKey))].map((h) => Buffer.from(h, 'hex'));
@@ -197,12 +237,15 @@ test('blindness: no password, K, export key or session key in anything the relay
   // One export key per registration (enable, change password): a recovery re-derives it.
   assert.ok(exportKeys.length >= 2, `export keys seen: ${exportKeys.length}`);
   assert.ok(sessionKeys.length >= 3, `session keys seen: ${sessionKeys.length}`);
-  assert.equal(keys.length, 1);
+  assert.equal(keys.length, 2);
   const secrets: Array<[string, Uint8Array]> = [
     ['password', Buffer.from(PASSWORD)],
     ['new password', Buffer.from(NEW_PASSWORD)],
-    ['K', keys[0]!],
-    ['K as 64 digits', Buffer.from(keys[0]!.toString('hex').replace(/(.{4})(?=.)/g, '$1 '))],
+    ['built-in account backup password', Buffer.from(BUILTIN_PASSWORD)],
+    ...keys.flatMap((k, i): Array<[string, Uint8Array]> => [
+      [`K ${i}`, k],
+      [`K ${i} as 64 digits`, Buffer.from(k.toString('hex').replace(/(.{4})(?=.)/g, '$1 '))],
+    ]),
     ...exportKeys.map((k, i): [string, Uint8Array] => [`export key ${i}`, k]),
     ...sessionKeys.map((k, i): [string, Uint8Array] => [`session key ${i}`, k]),
   ];
@@ -240,6 +283,17 @@ test('blindness: no password, K, export key or session key in anything the relay
     for (const [where, bytes] of places) {
       const forms = findSecret(bytes, secret);
       if (forms.length > 0) leaks.push(`${what} in ${where} (${forms.join(', ')})`);
+    }
+  }
+  // The account password is the relay's own login secret: clients send it to the relay by
+  // design (account create, password login), and the relay stores only its scrypt
+  // verifier. It must appear nowhere else: not on the vault link, not in the relay's
+  // answers, logs or data directory.
+  if (relay.real) {
+    assert.ok(findSecret(places[0]![1], Buffer.from(ACCOUNT_PASSWORD)).length > 0, 'the account password did cross the client link (the search works)');
+    for (const [where, bytes] of places.slice(1)) {
+      const forms = findSecret(bytes, Buffer.from(ACCOUNT_PASSWORD));
+      if (forms.length > 0) leaks.push(`account password in ${where} (${forms.join(', ')})`);
     }
   }
   assert.deepEqual(leaks, [], `secrets leaked:\n${leaks.join('\n')}`);

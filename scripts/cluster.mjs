@@ -1,11 +1,22 @@
 /* global setInterval */
 // `npm run cluster`: three "data centres" on 127.0.0.1, 127.0.0.2, 127.0.0.3, each with
-// an etcd member and a coffer-vault node (etcd store), sharing the fleet keys through the
-// key ceremony (fleet init / node-key / export-for / join). Prints the endpoints and the
-// bundle clients pin; Ctrl-C stops every process it started (by PID).
+// an etcd member, a coffer-vault node (etcd store) and a front end (coffer-relay) that
+// knows all three vault nodes. The vault nodes share the fleet keys through the key
+// ceremony (fleet init / node-key / export-for / join); relays and vaults share one link
+// key (created here, mode 0600); each relay serves the fleet bundle at
+// GET /v1/fleet-bundle. Prints the endpoints and the COFFER_SERVER hint; Ctrl-C stops
+// every process it started (by PID).
 //   npm run cluster [-- --dir DIR] [-- --fresh]
-// State lives in .coffer-data/cluster/ (etcd data, node key files, logs) unless --dir.
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+// State lives in .coffer-data/cluster/ (etcd data, node key files, relay data, logs)
+// unless --dir.
+//
+// The three relays share one accounts database and one blob directory under
+// DIR/relay-shared (SQLite across processes on one machine), so an account made through
+// one DC's relay signs in through another's. A real multi-site deployment would use
+// app tokens (JWT) or a replicated account store, and S3-compatible blob storage.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { root } from './ensure-setup.mjs';
 
@@ -15,33 +26,115 @@ const dir = resolve(dirArg >= 0 ? argv[dirArg + 1] : join(root, '.coffer-data', 
 if (argv.includes('--fresh') && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true, mode: 0o700 });
 
+const RELAY_PORT = 27450;
+const RELAY_MAIN = join(root, 'packages', 'relay', 'dist', 'src', 'main.js');
+const linkKeyFile = join(dir, 'link.key');
+if (!existsSync(linkKeyFile)) writeFileSync(linkKeyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+const bundleFile = join(dir, 'fleet-bundle.json');
+
 const { startCluster, DEFAULT_CLUSTER_PORTS } = await import(join(root, 'packages', 'vault', 'dist', 'test', 'helpers', 'cluster.js'));
 process.stderr.write(`cluster: starting 3 data centres in ${dir} …\n`);
 let cluster;
+const relays = [];
+let stopping = false;
+
+async function stop(code = 0) {
+  if (stopping) return;
+  stopping = true;
+  process.stderr.write('cluster: stopping …\n');
+  await Promise.all(
+    relays.map(
+      ({ child }) =>
+        new Promise((done) => {
+          if (child.exitCode !== null || child.signalCode !== null) return done();
+          const t = setTimeout(() => process.kill(child.pid, 'SIGKILL'), 5000);
+          child.once('exit', () => {
+            clearTimeout(t);
+            done();
+          });
+          process.kill(child.pid, 'SIGTERM');
+        }),
+    ),
+  );
+  await cluster?.stop();
+  process.exit(code);
+}
+process.on('SIGINT', () => void stop());
+process.on('SIGTERM', () => void stop());
+
 try {
-  cluster = await startCluster({ dir, dcs: 3, ports: DEFAULT_CLUSTER_PORTS });
+  cluster = await startCluster({ dir, dcs: 3, ports: DEFAULT_CLUSTER_PORTS, vaultEnv: { COFFER_VAULT_LINK_KEY_FILE: linkKeyFile } });
 } catch (err) {
   process.stderr.write(`cluster: error: ${err.message}\n`);
   process.exit(1);
 }
-const relay = existsSync(join(root, 'packages', 'relay', 'dist', 'src', 'main.js'));
-for (const dc of cluster.dcs) {
-  process.stdout.write(`${dc.name}  etcd ${dc.etcdUrl} (pid ${dc.etcdPid()})  vault ${dc.vaultUrl} (pid ${dc.vaultPid()})  logs ${dc.dir}\n`);
-}
-process.stdout.write(`\nvault endpoints (for the front ends): ${cluster.dcs.map((d) => d.vaultUrl).join(',')}\n`);
-process.stdout.write(`etcd endpoints: ${cluster.dcs.map((d) => d.etcdUrl).join(',')}\n`);
-process.stdout.write(`fleet key bundle (clients pin this):\n${cluster.bundleJson}\n`);
-if (!relay) process.stdout.write('\nnote: coffer-relay is not built yet (packages/relay), so no front ends were started: point clients or relays at the vault endpoints above\n');
-process.stdout.write('\nCtrl-C stops the cluster.\n');
+writeFileSync(bundleFile, cluster.bundleJson);
 
-let stopping = false;
-const stop = async () => {
-  if (stopping) return;
-  stopping = true;
-  process.stderr.write('cluster: stopping …\n');
-  await cluster.stop();
-  process.exit(0);
-};
-process.on('SIGINT', stop);
-process.on('SIGTERM', stop);
+const haveRelay = existsSync(RELAY_MAIN);
+if (haveRelay) {
+  const shared = join(dir, 'relay-shared');
+  mkdirSync(shared, { recursive: true, mode: 0o700 });
+  const vaultNodes = cluster.dcs.map((d) => d.vaultUrl);
+  for (const dc of cluster.dcs) {
+    // This DC's vault node first; the others are the failover.
+    const nodes = [dc.vaultUrl, ...vaultNodes.filter((u) => u !== dc.vaultUrl)].join(',');
+    const url = `http://${dc.host}:${RELAY_PORT}`;
+    const log = openSync(join(dc.dir, 'relay.log'), 'a');
+    const child = spawn(process.execPath, [RELAY_MAIN, 'serve'], {
+      cwd: dc.dir,
+      stdio: ['ignore', log, log],
+      env: {
+        ...process.env,
+        COFFER_RELAY_HOST: dc.host,
+        COFFER_RELAY_PORT: String(RELAY_PORT),
+        COFFER_RELAY_DATA_DIR: join(dc.dir, 'relay'),
+        COFFER_RELAY_DB_PATH: join(shared, 'relay.db'),
+        COFFER_RELAY_BLOB_DIR: join(shared, 'blobs'),
+        COFFER_RELAY_VAULT_NODES: nodes,
+        COFFER_RELAY_LINK_KEY_FILE: linkKeyFile,
+        COFFER_RELAY_FLEET_BUNDLE_FILE: bundleFile,
+        COFFER_RELAY_LOG_LEVEL: process.env.COFFER_RELAY_LOG_LEVEL ?? 'warn',
+      },
+    });
+    child.on('exit', (code, signal) => {
+      if (!stopping) process.stderr.write(`cluster: ${dc.name} relay (pid ${child.pid}) exited (${signal ?? `exit ${code}`}); see ${join(dc.dir, 'relay.log')}\n`);
+    });
+    relays.push({ dc, url, child });
+  }
+  const deadline = Date.now() + 30_000;
+  for (const r of relays) {
+    for (;;) {
+      if (r.child.exitCode !== null || r.child.signalCode !== null) {
+        process.stderr.write(`cluster: error: the ${r.dc.name} relay exited; see ${join(r.dc.dir, 'relay.log')}\n`);
+        await stop(1);
+      }
+      const ok = await fetch(`${r.url}/healthz`, { signal: AbortSignal.timeout(1000) }).then((res) => res.ok, () => false);
+      if (ok) break;
+      if (Date.now() > deadline) {
+        process.stderr.write(`cluster: error: the ${r.dc.name} relay did not answer ${r.url}/healthz within 30 s\n`);
+        await stop(1);
+      }
+      await new Promise((done) => setTimeout(done, 200));
+    }
+  }
+}
+
+for (const dc of cluster.dcs) {
+  const r = relays.find((x) => x.dc === dc);
+  process.stdout.write(
+    `${dc.name}  etcd ${dc.etcdUrl} (pid ${dc.etcdPid()})  vault ${dc.vaultUrl} (pid ${dc.vaultPid()})` +
+      (r ? `  relay ${r.url} (pid ${r.child.pid})` : '') +
+      `  logs ${dc.dir}\n`,
+  );
+}
+process.stdout.write(`\nvault endpoints: ${cluster.dcs.map((d) => d.vaultUrl).join(',')}\n`);
+process.stdout.write(`etcd endpoints: ${cluster.dcs.map((d) => d.etcdUrl).join(',')}\n`);
+process.stdout.write(`link key (vaults and relays): ${linkKeyFile}\nfleet key bundle (served by every relay at /v1/fleet-bundle): ${bundleFile}\n`);
+if (haveRelay) {
+  process.stdout.write(`\nfront ends: ${relays.map((r) => r.url).join('  ')}\n`);
+  process.stdout.write(`point coffer at one of them:\n  export COFFER_SERVER=${relays[0].url}\n  (any DC's relay works for the same account: they share ${join(dir, 'relay-shared')})\n`);
+} else {
+  process.stdout.write('\nnote: coffer-relay is not built (packages/relay), so no front ends were started: point relays at the vault endpoints above\n');
+}
+process.stdout.write('\nCtrl-C stops the cluster.\n');
 setInterval(() => {}, 1 << 30);

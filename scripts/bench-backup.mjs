@@ -9,7 +9,7 @@
 // and restore at scale N to show that peak memory stays flat.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 
 const arg = (name, dflt) => {
@@ -69,7 +69,7 @@ function runCoffer(data, repo, restoreDir, withChanges) {
   }
   rmSync(restoreDir, { recursive: true, force: true });
   out.restore = measure(process.execPath, [coffer, 'restore', '-q', 'latest', '--target', restoreDir, '--repo', repo, '--key-file', keyFile], cofferEnv);
-  sh('diff', ['-r', data, join(restoreDir, 'data')]);
+  sh('diff', ['-r', data, join(restoreDir, basename(data))]);
   return out;
 }
 

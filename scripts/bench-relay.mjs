@@ -1,13 +1,23 @@
-// `npm run bench:relay [-- --seconds N] [-- --concurrency N]`
+// `npm run bench:relay [-- --seconds N] [-- --workers N] [-- --lanes N] [-- --rounds N]`
 // Password recoveries (both OPAQUE round trips, HPKE, SQLite) through the front end
 // (client → coffer-relay → coffer-vault) against the same recoveries sent straight to
-// the vault, in one run, on one vault process. The direct client signs the link MAC
-// itself (as a relay would), so both paths do the same vault work. Phases alternate
-// direct/relay twice to even out drift. Ends with `bench: relay-recover ratio=X target=0.8`.
-import { spawn, spawnSync } from 'node:child_process';
-import { generateKeyPairSync, sign } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
+// the vault, in one run, on one vault process, driven by the same load generator.
+//
+// The load generator runs in separate processes (scripts/bench-relay-worker.mjs, the
+// approach of scripts/bench-vault-worker.mjs): a single in-process generator was the
+// limit before (it printed ratio 1.51 — the relay "faster" than direct), so it measured
+// itself, not the relay. The direct path signs the relay link MAC itself (as a relay
+// would), so both paths cost the vault the same. Clients precompute what a client may
+// prepare before talking to the vault and use INSECURE_FAST_KSF_FOR_TESTING (argon2id
+// runs on the client, never on the vault or relay).
+//
+// Cores (2 on the reference machine): the vault is pinned to --vault-cpu (0); the load
+// generators and the relay share --load-cpu (1) — the relay never takes the vault's
+// core, as on separate machines, but competes with the clients. Phases alternate
+// direct/relay --rounds times to even out drift. Ends with
+// `bench: relay-recover ratio=X target=0.8` (X = relay recoveries/s / direct recoveries/s).
+import { fork, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
@@ -17,26 +27,32 @@ const arg = (name, dflt) => {
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
 };
 const SECONDS = arg('seconds', 6);
-const CONCURRENCY = arg('concurrency', 16);
-const ACCOUNTS = arg('accounts', 256);
+const WORKERS = arg('workers', 2);
+const LANES = arg('lanes', 8);
+const ROUNDS = arg('rounds', 2);
+const VAULT_CPU = arg('vault-cpu', 0);
+const LOAD_CPU = arg('load-cpu', 1);
+// Enough accounts per path that none reaches the vault's per-account login limit (64 per 5 minutes).
+const ACCOUNTS = arg('accounts', 384);
 const VAULT_MAIN = join(root, 'packages/vault/dist/src/server/main.js');
 const RELAY_MAIN = join(root, 'packages/relay/dist/src/main.js');
-const protocol = await import(join(root, 'packages/protocol/dist/src/index.js'));
-const { opaque, VaultClient, INSECURE_FAST_KSF_FOR_TESTING, parseFleetKeyBundle, relayAuthHeader } = protocol;
-await opaque.ready;
-const { installNodeCrypto } = await import(join(root, 'packages/vault/dist/src/server/node-crypto.js'));
-installNodeCrypto();
-const { sessionSigningInput } = await import(join(root, 'packages/relay/dist/src/auth/account-store.js'));
+const WORKER = join(root, 'scripts', 'bench-relay-worker.mjs');
+const PROTOCOL = join(root, 'packages', 'protocol', 'dist', 'src', 'index.js');
+const NODE_CRYPTO = join(root, 'packages', 'vault', 'dist', 'src', 'server', 'node-crypto.js');
+const TASKSET = existsSync('/usr/bin/taskset') ? '/usr/bin/taskset' : null;
+const fmt = (x, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 
 const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-relay-'));
-const linkHex = 'be'.repeat(32);
+const linkKeyHex = 'be'.repeat(32);
 const linkKeyFile = join(dir, 'link.key');
-writeFileSync(linkKeyFile, linkHex + '\n', { mode: 0o600 });
-const linkKey = Uint8Array.from(Buffer.from(linkHex, 'hex'));
+writeFileSync(linkKeyFile, linkKeyHex + '\n', { mode: 0o600 });
 const children = [];
 
-function startChild(main, env) {
-  const child = spawn(process.execPath, [main, 'serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+function startService(main, env, cpu) {
+  const node = [process.execPath, main, 'serve'];
+  const [cmd, args] = TASKSET ? [TASKSET, ['-c', String(cpu), ...node]] : [node[0], node.slice(1)];
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(child);
   let err = '';
   return new Promise((resolve, reject) => {
@@ -49,112 +65,111 @@ function startChild(main, env) {
   });
 }
 
-const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY * 2 });
-function post(url, headers, body) {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'POST', agent, headers: { ...headers, 'content-length': body.length } }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+function cpuSeconds(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
-const json = async (url, body) => {
-  const r = await post(url, { 'content-type': 'application/json' }, Buffer.from(JSON.stringify(body)));
-  if (r.status >= 300) throw new Error(`${url}: ${r.status} ${r.body}`);
-  return JSON.parse(r.body.toString());
-};
+
+function pin(pid, cpu) {
+  if (!TASKSET) return;
+  const r = spawnSync(TASKSET, ['-a', '-pc', String(cpu), String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset: ${r.stderr}`);
+}
+
+function startWorker() {
+  const w = fork(WORKER, [], { env: { ...process.env, COFFER_BENCH_WORKER: JSON.stringify({ protocolPath: PROTOCOL, nodeCryptoPath: NODE_CRYPTO }) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  children.push(w);
+  const waiting = new Map();
+  w.on('message', (m) => {
+    const p = waiting.get(m.type);
+    if (!p) return;
+    waiting.delete(m.type);
+    if (m.ok) p.resolve(m);
+    else p.reject(new Error(`bench worker ${m.type}: ${m.error}`));
+  });
+  const call = (type, msg = {}) =>
+    new Promise((resolve, reject) => {
+      waiting.set(type, { resolve, reject });
+      if (type !== 'ready') w.send({ type, ...msg });
+    });
+  return { w, call, ready: call('ready') };
+}
 
 try {
   const vaultEnv = { COFFER_VAULT_DATA_DIR: join(dir, 'vault'), COFFER_VAULT_PORT: '0', COFFER_VAULT_LOG_LEVEL: 'warn', COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', COFFER_VAULT_LINK_KEY_FILE: linkKeyFile };
-  const vault = await startChild(VAULT_MAIN, vaultEnv);
+  const vault = await startService(VAULT_MAIN, vaultEnv, VAULT_CPU);
   const bundle = spawnSync(process.execPath, [VAULT_MAIN, 'bundle'], { env: { ...process.env, ...vaultEnv }, encoding: 'utf8' });
   if (bundle.status !== 0) throw new Error(bundle.stderr);
-  const fleetKey = (await parseFleetKeyBundle(bundle.stdout)).keys[0];
   const big = { perSecond: 1e6, burst: 1e6 };
   const relayConfig = join(dir, 'relay.json');
-  writeFileSync(relayConfig, JSON.stringify({ limits: { perAddress: big, perAccount: big, accountCreation: big, signInByAddress: big, signInByAccount: big } }));
-  // The relay logs at its production default (info: one line per vault message).
-  const relay = await startChild(RELAY_MAIN, { COFFER_RELAY_CONFIG: relayConfig, COFFER_RELAY_DATA_DIR: join(dir, 'relay'), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vault.url, COFFER_RELAY_LOG_LEVEL: 'info' });
+  writeFileSync(relayConfig, JSON.stringify({ limits: { perAddress: big, perAccount: big, accountCreation: big, signInByAddress: big, signInByAccount: big, passwordSignInByAccount: big } }));
+  // The relay logs at its production default (info: one line per request, to /dev/null here).
+  const relay = await startService(RELAY_MAIN, { COFFER_RELAY_CONFIG: relayConfig, COFFER_RELAY_DATA_DIR: join(dir, 'relay'), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vault.url, COFFER_RELAY_LOG_LEVEL: 'info' }, LOAD_CPU);
 
-  const directTransport = (account) => async (bytes) => {
-    const body = Buffer.from(bytes);
-    const auth = await relayAuthHeader(linkKey, { method: 'POST', path: '/v1/request', account, body }, Date.now());
-    const r = await post(`${vault.url}/v1/request`, { 'content-type': 'application/octet-stream', 'coffer-account': account, 'coffer-relay-auth': auth }, body);
-    if (r.status !== 200) throw new Error(`vault ${r.status}`);
-    return new Uint8Array(r.body);
-  };
-  const relayTransport = (token) => async (bytes) => {
-    const r = await post(`${relay.url}/v1/vault`, { 'content-type': 'application/octet-stream', authorization: `Bearer ${token}` }, Buffer.from(bytes));
-    if (r.status !== 200) throw new Error(`relay ${r.status}`);
-    return new Uint8Array(r.body);
-  };
-  const client = (account, transport) => new VaultClient({ fleetKey, account, ksf: INSECURE_FAST_KSF_FOR_TESTING, transport });
+  process.stderr.write(`bench:relay: ${WORKERS} load-generator processes × ${LANES} lanes, ${ACCOUNTS} accounts per path; vault on CPU ${TASKSET ? VAULT_CPU : '-'}, relay and load generators on CPU ${TASKSET ? LOAD_CPU : '-'}${TASKSET ? '' : ' (taskset missing: nothing pinned)'}\n`);
+  const workers = Array.from({ length: WORKERS }, startWorker);
+  await Promise.all(workers.map((w) => w.ready));
+  const perWorker = Math.ceil(ACCOUNTS / WORKERS);
+  await Promise.all(workers.map((w, k) => w.call('setup', { worker: k, vaultUrl: vault.url, relayUrl: relay.url, linkKeyHex, bundle: bundle.stdout, lanes: LANES, accountsPerPath: perWorker })));
+  for (const w of workers) pin(w.w.pid, LOAD_CPU);
 
-  process.stderr.write(`bench-relay: registering ${ACCOUNTS} accounts on each path…\n`);
-  const K = new Uint8Array(32).fill(7);
-  const direct = [];
-  const viaRelay = [];
-  for (let i = 0; i < ACCOUNTS; i++) {
-    const d = client(`bench-direct-${i}`, directTransport(`bench-direct-${i}`));
-    if ((await d.register('bench password', K)).outcome !== 'ok') throw new Error('direct register failed');
-    direct.push(d);
-    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-    const { account } = await json(`${relay.url}/v1/accounts`, { publicKey: publicKey.export({ format: 'jwk' }).x });
-    const { challenge } = await json(`${relay.url}/v1/sessions/challenge`, { account });
-    const signature = sign(null, sessionSigningInput(Buffer.from(challenge, 'base64url')), privateKey).toString('base64url');
-    const { token } = await json(`${relay.url}/v1/sessions`, { account, challenge, signature });
-    const r = client(`local:${account}`, relayTransport(token));
-    if ((await r.register('bench password', K)).outcome !== 'ok') throw new Error('relay register failed');
-    viaRelay.push(r);
-  }
-
-  async function phase(clients) {
-    let n = 0;
-    let failed = 0;
-    let next = 0;
-    const lat = [];
-    const deadline = Date.now() + SECONDS * 1000;
-    const lane = async () => {
-      while (Date.now() < deadline) {
-        const c = clients[next++ % clients.length];
-        const t0 = performance.now();
-        try {
-          const r = await c.recover('bench password');
-          if (r.outcome === 'ok') {
-            n++;
-            lat.push(performance.now() - t0);
-          } else failed++;
-        } catch {
-          failed++;
-        }
-      }
+  let expected = 400; // recoveries/s, refined after each phase
+  async function phase(path) {
+    // Precompute while the vault idles, for the whole window (a worker that runs out computes live, counted).
+    await Promise.all(workers.map((w) => w.call('precompute', { path, perWorker: Math.ceil((expected * SECONDS * 1.2) / WORKERS) })));
+    const cpu0 = { vault: cpuSeconds(vault.child.pid), relay: cpuSeconds(relay.child.pid) };
+    const t0 = Date.now() + 200;
+    const results = await Promise.all(workers.map((w) => w.call('run', { path, deadlineEpochMs: t0 + SECONDS * 1000 })));
+    const wall = (Date.now() - t0) / 1000;
+    const latencies = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
+    const failures = {};
+    for (const r of results) for (const [k, v] of Object.entries(r.failures)) failures[k] = (failures[k] ?? 0) + v;
+    const rate = latencies.length / wall;
+    expected = Math.max(expected, rate);
+    return {
+      rate,
+      n: latencies.length,
+      failed: Object.values(failures).reduce((s, v) => s + v, 0),
+      failures,
+      live: results.reduce((s, r) => s + r.live, 0),
+      p50: pct(latencies, 50),
+      p99: pct(latencies, 99),
+      vaultBusy: (cpuSeconds(vault.child.pid) - cpu0.vault) / wall,
+      relayMs: ((cpuSeconds(relay.child.pid) - cpu0.relay) * 1000) / latencies.length,
+      loadMs: results.reduce((s, r) => s + r.cpuMs, 0) / latencies.length,
     };
-    const t0 = Date.now();
-    await Promise.all(Array.from({ length: CONCURRENCY }, lane));
-    lat.sort((a, b) => a - b);
-    return { rate: n / ((Date.now() - t0) / 1000), n, failed, p50: lat[Math.floor(lat.length / 2)] ?? 0, p99: lat[Math.floor(lat.length * 0.99)] ?? 0 };
   }
 
   const results = { direct: [], relay: [] };
-  for (let round = 0; round < 2; round++) {
-    results.direct.push(await phase(direct));
-    results.relay.push(await phase(viaRelay));
+  for (let round = 0; round < ROUNDS; round++) {
+    results.direct.push(await phase('direct'));
+    results.relay.push(await phase('relay'));
   }
-  const sum = (rs) => ({ rate: rs.reduce((s, r) => s + r.rate, 0) / rs.length, n: rs.reduce((s, r) => s + r.n, 0), failed: rs.reduce((s, r) => s + r.failed, 0), p50: Math.max(...rs.map((r) => r.p50)), p99: Math.max(...rs.map((r) => r.p99)) });
+  for (const w of workers) w.w.send({ type: 'exit' });
+  const sum = (rs) => ({
+    rate: rs.reduce((s, r) => s + r.rate, 0) / rs.length,
+    n: rs.reduce((s, r) => s + r.n, 0),
+    failed: rs.reduce((s, r) => s + r.failed, 0),
+    failures: rs.map((r) => JSON.stringify(r.failures)).filter((f) => f !== '{}').join(' '),
+    live: rs.reduce((s, r) => s + r.live, 0),
+    p50: Math.max(...rs.map((r) => r.p50)),
+    p99: Math.max(...rs.map((r) => r.p99)),
+    vaultBusy: rs.reduce((s, r) => s + r.vaultBusy, 0) / rs.length,
+    relayMs: rs.reduce((s, r) => s + r.relayMs, 0) / rs.length,
+    loadMs: rs.reduce((s, r) => s + r.loadMs, 0) / rs.length,
+  });
   const d = sum(results.direct);
   const r = sum(results.relay);
-  const f = (x) => x.toFixed(1);
-  console.log(`direct to vault : ${f(d.rate)} recoveries/s  (n=${d.n}, failed=${d.failed}, p50 ${f(d.p50)} ms, p99 ${f(d.p99)} ms)`);
-  console.log(`through relay   : ${f(r.rate)} recoveries/s  (n=${r.n}, failed=${r.failed}, p50 ${f(r.p50)} ms, p99 ${f(r.p99)} ms)`);
-  console.log(`(${SECONDS} s × 2 rounds per path, concurrency ${CONCURRENCY}, ${ACCOUNTS} accounts per path, one vault process, load generator and relay share this machine's cores)`);
+  const line = (name, x, relayCpu) =>
+    `${name}: ${fmt(x.rate, 1)} recoveries/s  (n=${x.n}, failed=${x.failed}${x.failures ? ` ${x.failures}` : ''}, p50 ${fmt(x.p50, 1)} ms, p99 ${fmt(x.p99, 1)} ms; vault core ${fmt(x.vaultBusy * 100)}% busy; ` +
+    `load generator ${fmt(x.loadMs, 2)} ms CPU/recovery${relayCpu ? `; relay ${fmt(x.relayMs, 2)} ms CPU/recovery` : ''}${x.live ? `; ${x.live} precomputed live` : ''})`;
+  console.log(line('direct to vault', d, false));
+  console.log(line('through relay  ', r, true));
+  console.log(`per round (direct/relay recoveries/s): ${results.direct.map((x, i) => `${fmt(x.rate)}/${fmt(results.relay[i].rate)}`).join(', ')}`);
+  console.log(`(${SECONDS} s × ${ROUNDS} rounds per path; one vault process; the relay shares the load generators' core, not the vault's)`);
   console.log(`bench: relay-recover ratio=${(r.rate / d.rate).toFixed(2)} target=0.8`);
 } finally {
-  agent.destroy();
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
   await new Promise((res) => setTimeout(res, 300));
   rmSync(dir, { recursive: true, force: true });
 }

@@ -1,35 +1,48 @@
 /**
- * The embedded record store on SQLite (better-sqlite3): WAL journal with
- * `synchronous=FULL`, so a commit is on disk (fsync of the WAL) before it resolves.
+ * The embedded record store on SQLite (better-sqlite3) in WAL mode, durable like
+ * `synchronous=FULL`: no write resolves before the WAL holding its commit has been
+ * fsynced.
  *
- * Writes are group-committed on a writer thread (sqlite-writer.ts, its own connection):
- * while one batch commits there, every compare-and-swap queued meanwhile waits and goes
- * in the next batch, in a single transaction (each still checks its own expected
- * version), so many accounts share one fsync and the vault's event loop keeps working
- * during the fsync. Nothing resolves before its transaction has committed. Reads run
- * on this thread's connection and see every committed batch.
+ * Group commit without blocking the event loop: every compare-and-swap queued during
+ * one turn of the loop runs in a single transaction (each still checks its own expected
+ * version) on this thread with `synchronous=NORMAL` — SQLite does not sync at commit,
+ * only around checkpoints (it syncs the WAL before and the database after each one) —
+ * and then the WAL file is fsynced on libuv's thread pool; the writes resolve when an
+ * fsync that started after their commit has finished. NORMAL plus that fsync before
+ * anything resolves is what FULL does at every commit, without holding the event loop
+ * for the fsync. Commits made while an fsync runs share the next one. If an fsync fails
+ * the store fails: nothing more resolves (the state on disk is unknown). Reads see
+ * committed transactions; a write not yet fsynced could only be read by a request of
+ * the same account, and the server runs each account's requests one after another.
  */
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { closeSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { Worker } from 'node:worker_threads';
-import type { WriterOp, WriterReply } from './sqlite-writer.js';
-import { StoreError, type CasResult, type RecordStore, type StoredRecord } from './store.js';
+import { StoreError, type CasResult, type RecordStore, type RecordVersion, type StoredRecord } from './store.js';
 
-type Op = WriterOp & { resolve: (r: string | true | null) => void; reject: (e: Error) => void };
+type Op =
+  | { kind: 'put'; account: string; value: Uint8Array; expected: RecordVersion | null; resolve: (r: CasResult) => void; reject: (e: Error) => void }
+  | { kind: 'delete'; account: string; expected: RecordVersion; resolve: (ok: boolean) => void; reject: (e: Error) => void };
+
+/** A committed op and its result, waiting for the fsync that makes it durable. */
+type Committed = { op: Op; result: CasResult | boolean };
 
 export class SqliteRecordStore implements RecordStore {
   readonly name: string;
   readonly #db: Database.Database;
+  readonly #walFd: number;
   readonly #select: Database.Statement<[string], { value: Buffer; revision: number }>;
-  readonly #writer: Worker;
+  readonly #insert: Database.Statement<[string, Buffer, number]>;
+  readonly #update: Database.Statement<[Buffer, number, string, number]>;
+  readonly #delete: Database.Statement<[string, number]>;
+  readonly #bump: Database.Statement<[], { revision: number }>;
   #queue: Op[] = [];
-  /** The batch the writer is committing (at most one at a time). */
-  #inFlight: { id: number; ops: Op[] } | null = null;
-  #nextId = 0;
   #scheduled = false;
-  #closed = false;
+  /** Committed, not yet covered by a finished fsync. */
+  #unsynced: Committed[] = [];
+  #syncing = false;
   #failed: Error | null = null;
+  #closed = false;
   #idle: (() => void) | null = null;
 
   /** Opens (creating if needed) the database file at `path`. */
@@ -38,7 +51,7 @@ export class SqliteRecordStore implements RecordStore {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     this.#db = new Database(path);
     this.#db.pragma('journal_mode = WAL');
-    this.#db.pragma('synchronous = FULL');
+    this.#db.pragma('synchronous = FULL'); // while the schema is created
     this.#db.pragma('busy_timeout = 5000');
     this.#db.exec(`
       CREATE TABLE IF NOT EXISTS records (
@@ -51,13 +64,21 @@ export class SqliteRecordStore implements RecordStore {
       CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL) STRICT;
       INSERT OR IGNORE INTO meta (id, revision) VALUES (1, 0);
     `);
+    // The WAL file exists once the connection has used the database in WAL mode; it
+    // keeps its inode while this connection is open (SQLite rewinds it, never replaces it).
+    this.#walFd = openSync(`${path}-wal`, 'r');
+    const dir = openSync(dirname(path), 'r');
+    try {
+      fsyncSync(dir); // the WAL file's directory entry
+    } finally {
+      closeSync(dir);
+    }
+    this.#db.pragma('synchronous = NORMAL');
     this.#select = this.#db.prepare('SELECT value, revision FROM records WHERE account = ?');
-    this.#writer = new Worker(new URL('./sqlite-writer.js', import.meta.url), { workerData: { path } });
-    this.#writer.on('message', (reply: WriterReply) => this.#done(reply));
-    this.#writer.on('error', (err) => this.#fail(new StoreError(`sqlite writer failed: ${err.message}`)));
-    this.#writer.on('exit', () => this.#fail(new StoreError('sqlite writer exited')));
-    // The writer must not keep an idle process alive; it is ref'd while a batch runs.
-    this.#writer.unref();
+    this.#insert = this.#db.prepare('INSERT INTO records (account, value, revision) VALUES (?, ?, ?) ON CONFLICT (account) DO NOTHING');
+    this.#update = this.#db.prepare('UPDATE records SET value = ?, revision = ? WHERE account = ? AND revision = ?');
+    this.#delete = this.#db.prepare('DELETE FROM records WHERE account = ? AND revision = ?');
+    this.#bump = this.#db.prepare('UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision');
   }
 
   #check(): void {
@@ -71,82 +92,88 @@ export class SqliteRecordStore implements RecordStore {
     return row ? { value: new Uint8Array(row.value), version: String(row.revision) } : null;
   }
 
-  compareAndPut(account: string, value: Uint8Array, expected: string | null): Promise<CasResult> {
+  compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null): Promise<CasResult> {
     this.#check();
-    return new Promise<string | true | null>((resolve, reject) => this.#enqueue({ kind: 'put', account, value, expected, resolve, reject })).then((r) =>
-      typeof r === 'string' ? { ok: true, version: r } : { ok: false },
-    );
+    return new Promise((resolve, reject) => this.#enqueue({ kind: 'put', account, value, expected, resolve, reject }));
   }
 
-  compareAndDelete(account: string, expected: string): Promise<boolean> {
+  compareAndDelete(account: string, expected: RecordVersion): Promise<boolean> {
     this.#check();
-    return new Promise<string | true | null>((resolve, reject) => this.#enqueue({ kind: 'delete', account, expected, resolve, reject })).then((r) => r === true);
+    return new Promise((resolve, reject) => this.#enqueue({ kind: 'delete', account, expected, resolve, reject }));
   }
 
   #enqueue(op: Op): void {
     this.#queue.push(op);
-    // Gather what this turn of the event loop queues; a batch already committing makes
-    // the next one wait for it (and grow) anyway.
-    if (!this.#scheduled && !this.#inFlight) {
+    if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => {
-        this.#scheduled = false;
-        this.#send();
-      });
+      setImmediate(() => this.#flush());
     }
   }
 
-  #send(): void {
-    if (this.#inFlight || this.#queue.length === 0) return;
-    const ops = this.#queue;
-    this.#queue = [];
-    const id = this.#nextId++;
-    this.#inFlight = { id, ops };
-    this.#writer.ref();
-    this.#writer.postMessage({ id, ops: ops.map((o): WriterOp => (o.kind === 'put' ? { kind: 'put', account: o.account, value: o.value, expected: o.expected } : { kind: 'delete', account: o.account, expected: o.expected })) });
+  #apply(op: Op): CasResult | boolean {
+    const expected = op.expected === null ? null : Number(op.expected);
+    if (expected !== null && !Number.isSafeInteger(expected)) return op.kind === 'put' ? { ok: false } : false;
+    if (op.kind === 'delete') return this.#delete.run(op.account, expected!).changes === 1;
+    const revision = this.#bump.get()!.revision;
+    const value = Buffer.from(op.value.buffer, op.value.byteOffset, op.value.byteLength);
+    const changes = expected === null ? this.#insert.run(op.account, value, revision).changes : this.#update.run(value, revision, op.account, expected).changes;
+    return changes === 1 ? { ok: true, version: String(revision) } : { ok: false };
   }
 
-  #done(reply: WriterReply): void {
-    const batch = this.#inFlight;
-    if (!batch || batch.id !== reply.id) return;
-    this.#inFlight = null;
-    this.#writer.unref();
-    if ('error' in reply) {
-      const e = new StoreError(`sqlite commit failed: ${reply.error}`);
-      for (const op of batch.ops) op.reject(e);
-    } else {
-      batch.ops.forEach((op, i) => op.resolve(reply.results[i]!));
+  #flush(): void {
+    this.#scheduled = false;
+    const batch = this.#queue;
+    this.#queue = [];
+    if (batch.length === 0) return;
+    if (this.#failed) {
+      for (const op of batch) op.reject(this.#failed);
+      return;
     }
-    this.#send();
-    if (!this.#inFlight && this.#queue.length === 0) this.#idle?.();
+    let results: (CasResult | boolean)[];
+    try {
+      results = this.#db.transaction(() => batch.map((op) => this.#apply(op)))();
+    } catch (err) {
+      const e = new StoreError(`sqlite commit failed: ${(err as Error).message}`);
+      for (const op of batch) op.reject(e);
+      return;
+    }
+    batch.forEach((op, i) => this.#unsynced.push({ op, result: results[i]! }));
+    this.#sync();
   }
 
-  #fail(err: Error): void {
-    if (this.#failed) return;
-    this.#failed = err;
-    const ops = [...(this.#inFlight?.ops ?? []), ...this.#queue];
-    this.#inFlight = null;
-    this.#queue = [];
-    for (const op of ops) op.reject(err);
-    this.#idle?.();
+  /** Starts an fsync of the WAL for everything committed so far, unless one is running. */
+  #sync(): void {
+    if (this.#syncing || this.#unsynced.length === 0) return;
+    const covered = this.#unsynced;
+    this.#unsynced = [];
+    this.#syncing = true;
+    fsync(this.#walFd, (err) => {
+      this.#syncing = false;
+      if (err && !this.#failed) this.#failed = new StoreError(`sqlite: fsync of the WAL failed: ${err.message}`);
+      if (this.#failed) {
+        for (const c of [...covered, ...this.#unsynced.splice(0)]) c.op.reject(this.#failed);
+      } else {
+        for (const { op, result } of covered) {
+          if (op.kind === 'put') op.resolve(result as CasResult);
+          else op.resolve(result as boolean);
+        }
+      }
+      this.#sync();
+      if (!this.#syncing && this.#queue.length === 0 && !this.#scheduled) this.#idle?.();
+    });
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    this.#flush();
     this.#closed = true;
-    if (!this.#failed && (this.#inFlight || this.#queue.length > 0)) {
+    if (this.#syncing || this.#unsynced.length > 0) {
       await new Promise<void>((resolve) => {
         this.#idle = resolve;
-        this.#send();
+        this.#sync();
       });
     }
-    if (!this.#failed) {
-      this.#failed = new StoreError('store is closed');
-      this.#writer.ref();
-      const exited = new Promise<void>((resolve) => this.#writer.once('exit', () => resolve()));
-      this.#writer.postMessage({ close: true });
-      await exited;
-    }
+    closeSync(this.#walFd);
     this.#db.close();
   }
 }

@@ -52,7 +52,7 @@ function dataset(dir, s) {
 
 mkdirSync(work, { recursive: true });
 const keyFile = join(work, 'key');
-writeFileSync(keyFile, '42'.repeat(32));
+writeFileSync(keyFile, '42'.repeat(32), { mode: 0o600 });
 const cofferEnv = { COFFER_KEY: '', COFFER_REPOSITORY: '' };
 const rows = {};
 

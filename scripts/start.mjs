@@ -82,7 +82,7 @@ Point the coffer command at the front end:
   export COFFER_SERVER=${RELAY_URL}        (or pass --server ${RELAY_URL})
 
 Back up a folder with the coffer command (key mode):
-  npx coffer init --repo .coffer-data/repo > my-backup-key.txt
+  (umask 077; npx coffer init --repo .coffer-data/repo > my-backup-key.txt)
   npx coffer backup --repo .coffer-data/repo --key-file my-backup-key.txt ~/Documents
   npx coffer snapshots --repo .coffer-data/repo --key-file my-backup-key.txt
   npx coffer restore latest --target /tmp/restored --repo .coffer-data/repo --key-file my-backup-key.txt

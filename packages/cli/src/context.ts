@@ -1,6 +1,6 @@
 /** Where the repository and the key come from: flags first, then the environment. */
 import { appendFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { BackupKey, CofferError, LocalBackend, Repository, type StorageBackend } from '@coffer/backup';
 import { CofferClient, profileDir } from '@coffer/client';
 import { INSECURE_FAST_KSF_FOR_TESTING } from '@coffer/protocol';
@@ -81,7 +81,12 @@ export async function loadKeyIfGiven(flags: GlobalFlags, io: Io): Promise<Backup
       const code = (e as NodeJS.ErrnoException).code;
       throw new CofferError('invalid-argument', `cannot read key file ${flags['key-file']}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
     }
-    return parseKey(text, `key file ${flags['key-file']}`);
+    const key = parseKey(text, `key file ${flags['key-file']}`);
+    const mode = (await stat(flags['key-file'])).mode;
+    if ((mode & 0o077) !== 0) {
+      io.stderr.write(`coffer: warning: key file ${flags['key-file']} can be read by other users (mode ${(mode & 0o777).toString(8)}): anyone who reads it can decrypt your backups; run chmod 600 on it\n`);
+    }
+    return key;
   }
   const env = io.env.COFFER_KEY;
   if (env !== undefined && env !== '') return parseKey(env, 'COFFER_KEY');

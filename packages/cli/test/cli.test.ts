@@ -82,7 +82,7 @@ async function setup(t: TestContext): Promise<Setup> {
   const keyFile = join(base, 'key.txt');
   const gen = await coffer(['key', 'generate', '-q']);
   assert.equal(gen.code, 0);
-  await fs.writeFile(keyFile, gen.stdout);
+  await fs.writeFile(keyFile, gen.stdout, { mode: 0o600 });
   const init = await coffer(['init', '--repo', repo, '--key-file', keyFile]);
   assert.equal(init.code, 0, init.stderr);
   assert.equal(init.stdout, '', 'init with a key prints no data');
@@ -313,4 +313,15 @@ test('a progress bar is drawn on a terminal\'s stderr, and never with --json or 
     if (wantBar) assert.match(err.text, /files .*\/s/);
     assert.doesNotMatch(out.text, /\r/);
   }
+});
+
+test('a key file other users can read works, with a warning to chmod it', async (t) => {
+  const s = await setup(t);
+  await fs.chmod(s.keyFile, 0o644);
+  const r = await coffer(['snapshots', '--repo', s.repo, '--key-file', s.keyFile]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^coffer: warning: key file .* can be read by other users \(mode 644\).*chmod 600/m);
+  await fs.chmod(s.keyFile, 0o600);
+  const quiet = await coffer(['snapshots', '--repo', s.repo, '--key-file', s.keyFile]);
+  assert.doesNotMatch(quiet.stderr, /warning/);
 });

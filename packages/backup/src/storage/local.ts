@@ -45,7 +45,12 @@ export class LocalBackend implements StorageBackend {
 
   async #mkdir(dir: string): Promise<void> {
     if (this.#madeDirs.has(dir)) return;
-    await fs.mkdir(dir, { recursive: true });
+    // A directory made here is itself a new entry in its parent: that parent needs an
+    // fsync too before anything inside the new directory counts as durable.
+    const first = await fs.mkdir(dir, { recursive: true });
+    if (first !== undefined) {
+      for (let d = dir; d.length >= first.length && d !== dirname(d); d = dirname(d)) this.#dirtyDirs.add(dirname(d));
+    }
     this.#madeDirs.add(dir);
   }
 

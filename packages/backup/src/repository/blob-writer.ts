@@ -157,6 +157,10 @@ export class BlobWriter {
   /** Waits for every blob to be stored, writes their index, and makes it all durable. */
   async finish(): Promise<void> {
     await this.finishPacks();
+    // Packs durable (their directory entries too) before an index names them: otherwise
+    // a crash could leave an index that the next backup deduplicates against while its
+    // packs are gone (spec §12).
+    await this.#repo.backend.sync();
     if (this.#packs.length > 0) {
       await this.#repo.writeObject(ObjectKind.Index, encodeIndex(this.#packs), indexName);
       this.#repo.invalidateIndex();

@@ -97,6 +97,7 @@ async function runPrune(repo: Repository, opts: PruneOptions): Promise<PruneResu
     }
   }
   const fresh = await writer.finishPacks();
+  await repo.backend.sync(); // the new packs durable before the index that names them
   await opts.onStep?.('repacked');
 
   // 2. The new index, durable before anything is deleted.

@@ -132,7 +132,7 @@ process.stdout.write(`etcd endpoints: ${cluster.dcs.map((d) => d.etcdUrl).join('
 process.stdout.write(`link key (vaults and relays): ${linkKeyFile}\nfleet key bundle (served by every relay at /v1/fleet-bundle): ${bundleFile}\n`);
 if (haveRelay) {
   process.stdout.write(`\nfront ends: ${relays.map((r) => r.url).join('  ')}\n`);
-  process.stdout.write(`point coffer at one of them:\n  export COFFER_SERVER=${relays[0].url}\n  (any DC's relay works for the same account: they share ${join(dir, 'relay-shared')})\n`);
+  process.stdout.write(`point coffer at one of them, with the fleet bundle from this machine (needed to set a password):\n  export COFFER_SERVER=${relays[0].url}\n  export COFFER_FLEET_BUNDLE=${bundleFile}\n  (any DC's relay works for the same account: they share ${join(dir, 'relay-shared')})\n`);
 } else {
   process.stdout.write('\nnote: coffer-relay is not built (packages/relay), so no front ends were started: point relays at the vault endpoints above\n');
 }

@@ -63,7 +63,8 @@ async function healthy(url, name) {
 }
 
 const VAULT_MAIN = join(root, 'packages/vault/dist/src/server/main.js');
-// The relay serves the fleet's key bundle at GET /v1/fleet-bundle so clients can pin it.
+// The relay serves the fleet's key bundle at GET /v1/fleet-bundle (clients pin it, unverified,
+// for recovery); setting a password needs the file itself (COFFER_FLEET_BUNDLE).
 const BUNDLE_FILE = join(root, '.coffer-data', 'fleet-bundle.json');
 start('coffer-vault', VAULT_MAIN, { COFFER_VAULT_LOG_LEVEL: process.env.COFFER_VAULT_LOG_LEVEL ?? 'warn' });
 let up = await healthy(VAULT_URL, 'coffer-vault');
@@ -78,8 +79,10 @@ if (up) {
   process.stderr.write(`
 Coffer is running on embedded defaults (data in ${join(root, '.coffer-data')}).
 
-Point the coffer command at the front end:
+Point the coffer command at the front end, and give it the vault fleet's key bundle
+from this machine (not from the front end) — setting a backup password needs it:
   export COFFER_SERVER=${RELAY_URL}        (or pass --server ${RELAY_URL})
+  export COFFER_FLEET_BUNDLE=${BUNDLE_FILE}
 
 Back up a folder with the coffer command (key mode):
   (umask 077; npx coffer init --repo .coffer-data/repo > my-backup-key.txt)

@@ -46,8 +46,10 @@ Options:
   --profile P       this device's state: a directory (with a /) or a name under
                     ~/.config/coffer (or COFFER_PROFILE; default: default)
   --server URL      the relay (or COFFER_SERVER)
-  --fleet-bundle F  the vault fleet's key bundle to pin (or COFFER_FLEET_BUNDLE;
-                    default: fetched from the relay once and pinned)
+  --fleet-bundle F  the vault fleet's key bundle to pin (or COFFER_FLEET_BUNDLE),
+                    from a trusted source (`coffer-vault bundle`); needed by vault
+                    enable/change-password. Without it, the relay's is pinned
+                    unverified: enough for recover and status only
   --password-file F first line is the vault password (or COFFER_PASSWORD; default: ask)
   --new-password-file F  for change-password (or COFFER_NEW_PASSWORD)
   --account-password-file F  first line is the account password (or

@@ -10,11 +10,11 @@
  * - `key`: the user keeps K as 64 digits; there is no vault record.
  */
 import { BackupKey } from '@coffer/backup';
-import { parseFleetKeyBundle, ProtocolError, Secret, type FleetKey, type KsfParams } from '@coffer/protocol';
+import { bundleToJson, parseFleetKeyBundle, ProtocolError, Secret, type FleetKey, type KsfParams } from '@coffer/protocol';
 import { RelayBlobBackend } from './blob-backend.js';
 import { DeviceKey } from './device-key.js';
 import { accountPasswordVerifier, checkNotAccountPassword } from './account-password-check.js';
-import { CofferClientError, LockedError, NotRegisteredError } from './errors.js';
+import { CofferClientError, LockedError, NotRegisteredError, UntrustedFleetBundleError } from './errors.js';
 import { KeyVault, type VaultStatus } from './key-vault.js';
 import { checkPassword } from './password-policy.js';
 import { Profile, type KeyMode } from './profile.js';
@@ -24,9 +24,14 @@ export interface CofferClientOptions {
   /** The relay URL; overrides (and is saved over) the profile's. */
   readonly server?: string;
   /**
-   * The fleet key bundle JSON to pin (e.g. `coffer-vault bundle`'s output). Without it
-   * the profile's pinned bundle is used, or the relay's `GET /v1/fleet-bundle` is
-   * fetched once and pinned (trust on first use).
+   * The fleet key bundle JSON to pin, from a source the user trusts (e.g. `coffer-vault
+   * bundle`'s output). Without it the profile's pinned bundle is used, or the relay's
+   * `GET /v1/fleet-bundle` is fetched and pinned as `fetched-unverified`: good enough
+   * for `recover()` and `status()` (a fake vault learns nothing from a login), never
+   * for `enablePassword()` / `changePassword()`, which refuse with
+   * UntrustedFleetBundleError — registering with a relay-chosen key would let the relay
+   * play the vault and guess the password offline. A configured bundle that differs
+   * from the pinned one is refused (bad-config).
    */
   readonly fleetBundle?: string;
   /** KSF for new registrations (default: the protocol's DEFAULT_KSF). */
@@ -203,19 +208,46 @@ export class CofferClient {
 
   async fleetKey(): Promise<FleetKey> {
     if (this.#fleetKey) return this.#fleetKey;
-    let json = this.#o.fleetBundle;
-    if (json !== undefined) {
-      if (json !== this.profile.state.fleetBundle) await this.profile.update({ fleetBundle: json });
-    } else {
-      json = this.profile.state.fleetBundle;
-      if (json === undefined) {
-        json = await this.relay().fleetBundle();
-        await parseBundle(json); // never pin garbage
-        await this.profile.update({ fleetBundle: json });
+    const configured = this.#o.fleetBundle;
+    const pinned = this.profile.state.fleetBundle;
+    let json: string;
+    if (configured !== undefined) {
+      const canonical = bundleToJson(await parseBundle(configured));
+      if (pinned !== undefined && bundleToJson(await parseBundle(pinned)) !== canonical) {
+        throw new CofferClientError(
+          'bad-config',
+          `the configured fleet bundle differs from the one pinned in ${this.profile.path}` +
+            (this.profile.state.fleetBundleSource === 'configured'
+              ? ': the vault fleet\'s keys changed, or one of the two files is not the fleet\'s; check with the operator (`coffer-vault bundle`) before removing "fleetBundle" from the profile'
+              : ' (which was fetched from the relay, unverified): the relay may have served a fake bundle; check with the operator (`coffer-vault bundle`) before removing "fleetBundle" from the profile'),
+        );
       }
+      if (pinned === undefined || this.profile.state.fleetBundleSource !== 'configured') await this.profile.update({ fleetBundle: configured, fleetBundleSource: 'configured' });
+      json = configured;
+    } else if (pinned !== undefined) {
+      json = pinned;
+    } else {
+      json = await this.relay().fleetBundle();
+      await parseBundle(json); // never pin garbage
+      await this.profile.update({ fleetBundle: json, fleetBundleSource: 'fetched-unverified' });
     }
     this.#fleetKey = (await parseBundle(json)).keys[0]!;
     return this.#fleetKey;
+  }
+
+  /** Whether the pinned fleet bundle came from the user's configuration (not the relay). */
+  get fleetBundleTrusted(): boolean {
+    return this.profile.state.fleetBundle !== undefined && this.profile.state.fleetBundleSource === 'configured';
+  }
+
+  /**
+   * Registration (enable, change password) hands the vault a new OPAQUE record: the
+   * server holding the fleet key could then guess the password offline. So the fleet
+   * key must come from the user's configuration, never from the relay.
+   */
+  async #requireTrustedFleetKey(): Promise<void> {
+    await this.fleetKey();
+    if (!this.fleetBundleTrusted) throw new UntrustedFleetBundleError();
   }
 
   async #vault(): Promise<KeyVault> {
@@ -250,11 +282,13 @@ export class CofferClient {
    * Password mode: registers `password` with the vault, protecting this device's K (made
    * now if the device has none). It must differ from the account password (checked on
    * the device against the profile's verifier; the relay never sees `password`).
-   * @throws WeakPasswordError, CofferClientError('already-registered'), RateLimitedError, UnavailableError, InvalidCredentialsError
+   * Needs a configured fleet bundle (see CofferClientOptions.fleetBundle).
+   * @throws UntrustedFleetBundleError, WeakPasswordError, CofferClientError('already-registered'), RateLimitedError, UnavailableError, InvalidCredentialsError
    */
   async enablePassword(password: string | Secret<string>, options: { guessLimit?: number } = {}): Promise<BackupKey> {
     const pw = asSecret(password);
     await checkNotAccountPassword(pw.expose(), this.profile.state.accountPasswordCheck);
+    await this.#requireTrustedFleetKey();
     const vault = await this.#vault();
     const k = await this.#ensureBackupKey();
     await vault.enable(pw, new Secret(k.exportBytes()), options);
@@ -293,11 +327,13 @@ export class CofferClient {
 
   /**
    * New password, same K. A weak new password is refused before any guess is spent.
-   * @throws WeakPasswordError, WrongPasswordError, LockedError, NotRegisteredError, …
+   * Needs a configured fleet bundle (see CofferClientOptions.fleetBundle).
+   * @throws UntrustedFleetBundleError, WeakPasswordError, WrongPasswordError, LockedError, NotRegisteredError, …
    */
   async changePassword(oldPassword: string | Secret<string>, newPassword: string | Secret<string>): Promise<void> {
     checkPassword(asSecret(newPassword).expose());
     await checkNotAccountPassword(asSecret(newPassword).expose(), this.profile.state.accountPasswordCheck);
+    await this.#requireTrustedFleetKey();
     const vault = await this.#vault();
     // The new record keeps the account's guess limit (0 would mean the deployment default).
     const before = await vault.status();

@@ -17,7 +17,7 @@
  * | no-backup-key | no | the profile holds no backup key yet: enable or recover first |
  * | stale | yes | the vault refused a replayed, superseded or too-slow message (clock skew) |
  * | protocol | no | the server answered something a correct server never would (bug or attack) |
- * | bad-config | no | a configuration value (server URL, fleet bundle, profile) is wrong |
+ * | bad-config | no | a configuration value (server URL, fleet bundle, profile) is wrong; also UntrustedFleetBundleError |
  */
 export type CofferClientErrorCode =
   | 'wrong-password'
@@ -133,5 +133,22 @@ export class WeakPasswordError extends CofferClientError {
   declare readonly reason: string;
   constructor(reason: string) {
     super('weak-password', `password too weak: ${reason}`, { reason });
+  }
+}
+
+/**
+ * `enablePassword` / `changePassword` without a configured fleet bundle: the pinned one
+ * (if any) came from the relay, unverified, and registering a password with a
+ * relay-chosen vault key would let the relay guess the password offline.
+ */
+export class UntrustedFleetBundleError extends CofferClientError {
+  override name = 'UntrustedFleetBundleError';
+  constructor() {
+    super(
+      'bad-config',
+      'setting a password needs the vault fleet\'s key bundle from a source you trust, not from the relay: ' +
+        'get it from the operator (`coffer-vault bundle` prints it; with `npm start` it is .coffer-data/fleet-bundle.json) ' +
+        'and pass it with --fleet-bundle FILE or COFFER_FLEET_BUNDLE=FILE (SDK: the fleetBundle option)',
+    );
   }
 }

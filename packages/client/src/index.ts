@@ -13,6 +13,7 @@ export {
   UnavailableError,
   InvalidCredentialsError,
   WeakPasswordError,
+  UntrustedFleetBundleError,
   RETRY_SAFE,
   type CofferClientErrorCode,
 } from './errors.js';

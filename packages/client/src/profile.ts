@@ -33,6 +33,13 @@ export interface ProfileState {
   tokenExpiresAt?: number;
   /** The pinned fleet key bundle JSON (from --fleet-bundle or fetched once from the relay). */
   fleetBundle?: string;
+  /**
+   * Where `fleetBundle` came from: `configured` (--fleet-bundle / COFFER_FLEET_BUNDLE /
+   * the SDK option — a source the user trusts) or `fetched-unverified` (the relay's
+   * GET /v1/fleet-bundle). Absent (older profiles) counts as `fetched-unverified`.
+   * Only a configured bundle may be used to register a password.
+   */
+  fleetBundleSource?: 'configured' | 'fetched-unverified';
   mode: KeyMode;
   /**
    * Built-in accounts with an account password: a local scrypt verifier of it

@@ -10,8 +10,9 @@ import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { BackupKey, CofferError, Repository, backup, restore } from '@coffer/backup';
-import { INSECURE_FAST_KSF_FOR_TESTING } from '@coffer/protocol';
-import { CofferClient, CofferClientError, RETRY_SAFE, passwordWeakness, type CofferClientOptions } from '../src/index.js';
+import { createECDH } from 'node:crypto';
+import { INSECURE_FAST_KSF_FOR_TESTING, bundleToJson, fleetKeyFromPublicKey } from '@coffer/protocol';
+import { CofferClient, CofferClientError, RETRY_SAFE, UntrustedFleetBundleError, passwordWeakness, type CofferClientOptions } from '../src/index.js';
 import { startSpecRelay, type SpecRelay } from './helpers/spec-relay.js';
 import { appTokenIssuer, startVault, type Service } from './helpers/processes.js';
 
@@ -123,11 +124,51 @@ describe('password mode', () => {
     assert.ok(b.backupKey()!.equals(k));
   });
 
-  test('the fleet bundle is fetched from the relay once and pinned when none is configured', async () => {
+  test('a bundle fetched from the relay is pinned as unverified: recover and status use it, enable and change-password refuse it', async () => {
     const c = await CofferClient.open(join(dir, `profile-${++n}`), { server: relay.url, ksf: INSECURE_FAST_KSF_FOR_TESTING });
     await c.createAccount();
-    await c.enablePassword(PASSWORD);
+    await assert.rejects(c.enablePassword(PASSWORD), (e: unknown) => {
+      assert.ok(e instanceof UntrustedFleetBundleError);
+      assert.equal(e.code, 'bad-config');
+      assert.match(e.message, /--fleet-bundle/);
+      assert.match(e.message, /COFFER_FLEET_BUNDLE/);
+      assert.match(e.message, /coffer-vault bundle/);
+      return true;
+    });
     assert.equal(c.profile.state.fleetBundle, vault.bundle);
+    assert.equal(c.profile.state.fleetBundleSource, 'fetched-unverified');
+    assert.equal(c.fleetBundleTrusted, false);
+    assert.equal((await c.status()).vault?.state, 'not-registered');
+    await rejectsWith(c.changePassword(PASSWORD, NEW_PASSWORD), 'bad-config');
+    // The same bundle, configured, upgrades the pin.
+    const trusted = await CofferClient.open(c.profile.dir, { server: relay.url, fleetBundle: vault.bundle + '\n', ksf: INSECURE_FAST_KSF_FOR_TESTING });
+    await trusted.enablePassword(PASSWORD);
+    assert.equal(trusted.profile.state.fleetBundleSource, 'configured');
+  });
+
+  test('recover works with a bundle fetched from the relay', async () => {
+    const sub = `fetched-${n}`;
+    const a = await device();
+    await a.useAppToken(issuer.token(sub));
+    const k = await a.enablePassword(PASSWORD);
+    const b = await CofferClient.open(join(dir, `profile-${++n}`), { server: relay.url });
+    await b.useAppToken(issuer.token(sub));
+    assert.ok((await b.recover(PASSWORD)).equals(k));
+    assert.equal(b.profile.state.fleetBundleSource, 'fetched-unverified');
+  });
+
+  test('a configured bundle that differs from the pinned one is refused', async () => {
+    const ecdh = createECDH('prime256v1');
+    ecdh.generateKeys();
+    const fake = bundleToJson({ version: 1, suite: JSON.parse(vault.bundle).suite as never, keys: [await fleetKeyFromPublicKey(new Uint8Array(ecdh.getPublicKey()))] });
+    const c = await newAccount(); // pinned: vault.bundle, configured
+    for (const pinnedBy of ['configured', 'fetched']) {
+      const dirOf = pinnedBy === 'configured' ? c.profile.dir : join(dir, `profile-${++n}`);
+      if (pinnedBy === 'fetched') await (await CofferClient.open(dirOf, { server: relay.url })).fleetKey();
+      else await c.fleetKey();
+      const other = await CofferClient.open(dirOf, { server: relay.url, fleetBundle: fake });
+      await rejectsWith(other.fleetKey(), 'bad-config', (e) => assert.match(e.message, /differs from the one pinned/));
+    }
   });
 
   test('wrong guesses count down with guessesRemaining; the right password resets the count', async () => {

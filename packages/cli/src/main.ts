@@ -47,7 +47,7 @@ Options:
                     ~/.config/coffer (or COFFER_PROFILE; default: default)
   --server URL      the relay (or COFFER_SERVER)
   --fleet-bundle F  the vault fleet's key bundle to pin (or COFFER_FLEET_BUNDLE),
-                    from a trusted source (`coffer-vault bundle`); needed by vault
+                    from a trusted source (coffer-vault bundle); needed by vault
                     enable/change-password. Without it, the relay's is pinned
                     unverified: enough for recover and status only
   --password-file F first line is the vault password (or COFFER_PASSWORD; default: ask)

@@ -1,7 +1,10 @@
 /**
  * Token buckets keyed by account or address. Each bucket holds at most `burst` tokens
  * and refills at `perSecond`; a request takes one token or is refused with the time
- * until one is back. The map is bounded: full buckets are dropped when it grows large.
+ * until one is back. The map is bounded: when it reaches `maxKeys`, buckets that have
+ * refilled completely (they carry no state) are dropped; if none has, a new key is
+ * refused until one has — forgetting an active bucket would reset its limit (an
+ * attacker spraying fresh keys could otherwise wipe a victim's sign-in bucket).
  */
 export interface BucketRule {
   readonly perSecond: number;
@@ -18,6 +21,8 @@ export class TokenBuckets {
   readonly #rule: BucketRule;
   readonly #now: () => number;
   readonly #maxKeys: number;
+  /** While the map is full of active buckets: when the first of them will be full again. */
+  #fullUntil = 0;
 
   constructor(rule: BucketRule, options: { now?: () => number; maxKeys?: number } = {}) {
     this.#rule = rule;
@@ -31,7 +36,11 @@ export class TokenBuckets {
     const { perSecond, burst } = this.#rule;
     let b = this.#buckets.get(key);
     if (!b) {
-      if (this.#buckets.size >= this.#maxKeys) this.#sweep(now);
+      if (this.#buckets.size >= this.#maxKeys) {
+        if (now < this.#fullUntil) return Math.max(1, Math.ceil((this.#fullUntil - now) / 1000));
+        this.#sweep(now);
+        if (this.#buckets.size >= this.#maxKeys) return Math.max(1, Math.ceil((this.#fullUntil - now) / 1000));
+      }
       b = { tokens: burst, at: now };
       this.#buckets.set(key, b);
     } else {
@@ -45,16 +54,20 @@ export class TokenBuckets {
     return Math.max(1, Math.ceil((1 - b.tokens) / perSecond));
   }
 
+  /** Drops the buckets that have refilled; if none could go, sets #fullUntil (O(n), at most once per refill wait). */
   #sweep(now: number): void {
     const { perSecond, burst } = this.#rule;
-    for (const [k, b] of this.#buckets) if (b.tokens + ((now - b.at) / 1000) * perSecond >= burst) this.#buckets.delete(k);
-    // Still full of active keys: forget the oldest half rather than grow without bound.
-    if (this.#buckets.size >= this.#maxKeys) {
-      let drop = this.#buckets.size / 2;
-      for (const k of this.#buckets.keys()) {
-        if (drop-- <= 0) break;
-        this.#buckets.delete(k);
-      }
+    let soonest = Infinity;
+    for (const [k, b] of this.#buckets) {
+      const tokens = b.tokens + ((now - b.at) / 1000) * perSecond;
+      if (tokens >= burst) this.#buckets.delete(k);
+      else soonest = Math.min(soonest, now + ((burst - tokens) / perSecond) * 1000);
     }
+    this.#fullUntil = this.#buckets.size >= this.#maxKeys ? soonest : 0;
+  }
+
+  /** How many keys are tracked (tests, metrics). */
+  get size(): number {
+    return this.#buckets.size;
   }
 }

@@ -115,7 +115,9 @@ export interface OpenedRequest {
 
 /**
  * Vault side: open a parsed request for `account` with the fleet key whose DH runs in
- * the HSM. @throws DecryptionError for every failure to authenticate.
+ * the HSM. `dh` signals an invalid `enc` with InvalidPeerKeyError.
+ * @throws DecryptionError for every failure to authenticate; whatever else `dh` throws
+ *   (an HSM failure) propagates unchanged.
  */
 export async function openRequest(
   header: RequestHeader,

@@ -42,6 +42,20 @@ export class DecryptionError extends ProtocolError {
   }
 }
 
+/**
+ * Thrown by a recipient's DH function (`setupBaseRecipient`'s `dh`) when the peer's
+ * public key is not a valid point: the one DH failure that is the sender's fault, and
+ * the only one HPKE turns into a `DecryptionError`. Anything else the DH throws (an HSM
+ * that failed, a token that is gone) propagates unchanged, so a service can answer it
+ * as its own failure (retry elsewhere) rather than as bad input.
+ */
+export class InvalidPeerKeyError extends ProtocolError {
+  override readonly name = 'InvalidPeerKeyError';
+  constructor(message = 'peer public key is not a valid point') {
+    super(message);
+  }
+}
+
 /** A client-side flow was used wrongly (e.g. a pinned key bundle that does not parse). */
 export class ClientUsageError extends ProtocolError {
   override readonly name = 'ClientUsageError';

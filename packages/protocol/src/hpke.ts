@@ -8,7 +8,7 @@
  * Appendix A.3 vectors and against @hpke/core in `test/rfc9180-hpke.test.ts`.
  */
 import { concat, equalBytes, i2osp, utf8 } from './bytes.js';
-import { DecryptionError } from './errors.js';
+import { DecryptionError, InvalidPeerKeyError } from './errors.js';
 import { aesGcmOpen, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExtract, type EphemeralKeyPair } from './primitives.js';
 
 export const KEM_P256_HKDF_SHA256 = 0x0010;
@@ -125,8 +125,9 @@ export async function setupBaseSender(
 /**
  * RFC 9180 §5.1.1 SetupBaseR with the DH done elsewhere (in the HSM).
  * `dh(enc)` must return DH(skR, pkE) as the 32-byte x-coordinate, and must reject
- * points not on the curve (RFC 9180 §7.1.4).
- * @throws DecryptionError if `dh` rejects the encapsulated key.
+ * points not on the curve (RFC 9180 §7.1.4) by throwing `InvalidPeerKeyError`.
+ * @throws DecryptionError if `dh` rejects the encapsulated key with InvalidPeerKeyError;
+ *   any other error from `dh` (an HSM failure) propagates unchanged.
  */
 export async function setupBaseRecipient(
   aead: AeadId,
@@ -139,8 +140,9 @@ export async function setupBaseRecipient(
   let dhOutput: Uint8Array;
   try {
     dhOutput = await dh(enc);
-  } catch {
-    throw new DecryptionError();
+  } catch (err) {
+    if (err instanceof InvalidPeerKeyError) throw new DecryptionError();
+    throw err;
   }
   // An all-zero DH output would mean a degenerate point; the DH function should have
   // refused it already, this is defence in depth (RFC 9180 §7.1.4).

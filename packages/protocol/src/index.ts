@@ -3,7 +3,7 @@
  * by clients and the vault. Isomorphic: WebCrypto only, no `node:*`.
  */
 export { LABELS, type LabelName } from './labels.js';
-export { ProtocolError, DecodeError, DecryptionError, ClientUsageError, type DecodeErrorCode } from './errors.js';
+export { ProtocolError, DecodeError, DecryptionError, InvalidPeerKeyError, ClientUsageError, type DecodeErrorCode } from './errors.js';
 export { Secret } from './secret.js';
 export { ByteReader, ByteWriter, concat, equalBytes, toHex, fromHex, toBase64Url, fromBase64Url, utf8 } from './bytes.js';
 export { sha256, hkdf, aesGcmSeal, aesGcmOpen, webRandom, webCryptoProvider, useCryptoProvider, cryptoProvider, type RandomSource, type CryptoProvider, type EphemeralKeyPair } from './primitives.js';

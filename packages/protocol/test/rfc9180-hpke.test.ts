@@ -10,6 +10,7 @@ import {
   AEAD_AES_256_GCM,
   DecryptionError,
   fromHex,
+  InvalidPeerKeyError,
   setupBaseRecipient,
   setupBaseSender,
   toHex,
@@ -41,10 +42,17 @@ function ephemeralFrom(skHex: string, pkHex: string): EphemeralKeyPair {
   return { publicKey: fromHex(pkHex), dh: async (peer) => new Uint8Array(ecdh.computeSecret(peer)) };
 }
 
+/** An external DH as the vault's HSM adapter does it: a bad point is InvalidPeerKeyError. */
 function dhWith(skHex: string) {
   const ecdh = createECDH('prime256v1');
   ecdh.setPrivateKey(Buffer.from(skHex, 'hex'));
-  return async (enc: Uint8Array) => new Uint8Array(ecdh.computeSecret(enc));
+  return async (enc: Uint8Array) => {
+    try {
+      return new Uint8Array(ecdh.computeSecret(enc));
+    } catch {
+      throw new InvalidPeerKeyError();
+    }
+  };
 }
 
 test('RFC 9180 A.3.1: sender with the vector ephemeral key produces enc and ciphertext', async () => {
@@ -71,6 +79,14 @@ test('RFC 9180 A.3.1: a flipped ciphertext bit, wrong info or wrong enc is one D
   const badPoint = fromHex(A31.pkEm);
   badPoint[64]! ^= 1; // no longer on the curve: the DH must refuse it
   await assert.rejects(setupBaseRecipient(AEAD_AES_128_GCM, badPoint, fromHex(A31.pkRm), dhWith(A31.skRm), fromHex(A31.info)), DecryptionError);
+});
+
+test('a DH failure that is not InvalidPeerKeyError (an HSM failure) propagates, never DecryptionError', async () => {
+  class HsmDown extends Error {}
+  const failing = async (): Promise<Uint8Array> => {
+    throw new HsmDown('token gone');
+  };
+  await assert.rejects(setupBaseRecipient(AEAD_AES_128_GCM, fromHex(A31.pkEm), fromHex(A31.pkRm), failing, fromHex(A31.info)), HsmDown);
 });
 
 test('interop with @hpke/core for DHKEM(P-256), HKDF-SHA256, AES-256-GCM in both directions', async () => {

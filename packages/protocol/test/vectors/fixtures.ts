@@ -5,7 +5,7 @@
 import { createECDH, createHash } from 'node:crypto';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { EphemeralKeyPair } from '../../src/index.js';
+import { InvalidPeerKeyError, type EphemeralKeyPair } from '../../src/index.js';
 
 export const VECTOR_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', '..', 'spec', 'vectors', 'vault');
 
@@ -23,7 +23,13 @@ export function publicKeyOf(sk: Buffer): Uint8Array {
 export function dhWith(sk: Buffer): (enc: Uint8Array) => Promise<Uint8Array> {
   const e = createECDH('prime256v1');
   e.setPrivateKey(sk);
-  return async (enc) => new Uint8Array(e.computeSecret(enc));
+  return async (enc) => {
+    try {
+      return new Uint8Array(e.computeSecret(enc));
+    } catch {
+      throw new InvalidPeerKeyError();
+    }
+  };
 }
 
 export async function ephemeral(sk: Buffer): Promise<EphemeralKeyPair> {

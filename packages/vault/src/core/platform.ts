@@ -43,7 +43,9 @@ export interface Platform {
   /**
    * ECDH on P-256 between the HSM-resident private key `keyLabel` and `peerPublicKey`
    * (SEC1 uncompressed, 65 bytes). Returns the 32-byte shared x-coordinate (the `DH()`
-   * output of RFC 9180 §7.1.1). Rejects points not on the curve with PlatformError.
+   * output of RFC 9180 §7.1.1). Rejects points not on the curve with PlatformError
+   * `bad-argument`, the only code the core reads as the sender's fault (`undecryptable`);
+   * any other code is a platform failure (HTTP 503 `platform-failure`, retried elsewhere).
    */
   ecdh(keyLabel: string, peerPublicKey: Uint8Array): Promise<Uint8Array>;
 

@@ -21,6 +21,7 @@ import {
   encodeResponseBody,
   equalBytes,
   fromBase64Url,
+  InvalidPeerKeyError,
   ksfAtLeast,
   LABELS,
   openRequest,
@@ -43,7 +44,7 @@ import {
 } from '@coffer/protocol';
 import { checkPolicy, type CorePolicy } from './config.js';
 import { KEY_LABELS } from './key-labels.js';
-import type { Platform } from './platform.js';
+import { PlatformError, type Platform } from './platform.js';
 import { DEFAULT_RECORD_KEYRING, sealRecord, unsealRecord, type AccountRecord, type ActiveRecord, type RecordKeyring } from './record.js';
 
 /** Why a request could not even be opened. The server maps each to an HTTP 4xx. */
@@ -114,7 +115,7 @@ export class VaultCore {
     if (!equalBytes(header.keyId, this.fleetKey.keyId)) return refuse('unknown-fleet-key', 'request is sealed to a fleet key this vault does not hold');
     let envelope: OpenedRequest;
     try {
-      envelope = await openRequest(header, account, this.fleetKey.publicKey, (enc) => this.platform.ecdh(KEY_LABELS.fleetHpke, enc));
+      envelope = await openRequest(header, account, this.fleetKey.publicKey, (enc) => this.#fleetDh(enc));
     } catch (err) {
       if (err instanceof DecryptionError) return refuse('undecryptable', 'request does not decrypt for this account and operation');
       throw err;
@@ -127,6 +128,21 @@ export class VaultCore {
       body = null;
     }
     return { kind: 'opened', request: { account, op: header.op, body, envelope } };
+  }
+
+  /**
+   * DH with the fleet key for HPKE. Only a bad point (PlatformError `bad-argument`) is
+   * the sender's fault and becomes InvalidPeerKeyError (→ `undecryptable`); any other
+   * platform failure propagates so the service answers 503 `platform-failure` and the
+   * relay fails over.
+   */
+  async #fleetDh(enc: Uint8Array): Promise<Uint8Array> {
+    try {
+      return await this.platform.ecdh(KEY_LABELS.fleetHpke, enc);
+    } catch (err) {
+      if (err instanceof PlatformError && err.code === 'bad-argument') throw new InvalidPeerKeyError(err.message);
+      throw err;
+    }
   }
 
   /**

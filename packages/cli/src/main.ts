@@ -28,7 +28,8 @@ Accounts and password backups (through a Coffer relay):
   coffer account create --server URL [--account-password-file F]
                                        create an account for this device (profile) and log in;
                                        asks for an account password (for a new device); prints the ID
-  coffer account password              set or change the account password
+  coffer account password              set or change the account password (proved with
+                                       this profile's device key; other sessions end)
   coffer login [--server URL] [--account ID] [--token-file FILE] [--account-password-file F]
                                        new session: this profile's device key, an app token (JWT),
                                        or on a new profile the account password (--account ID)

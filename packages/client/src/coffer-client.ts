@@ -18,7 +18,7 @@ import { CofferClientError, LockedError, NotRegisteredError, UntrustedFleetBundl
 import { KeyVault, type VaultStatus } from './key-vault.js';
 import { checkPassword } from './password-policy.js';
 import { Profile, type KeyMode } from './profile.js';
-import { RelayHttp } from './relay-http.js';
+import { RelayHttp, type AccountProof } from './relay-http.js';
 
 export interface CofferClientOptions {
   /** The relay URL; overrides (and is saved over) the profile's. */
@@ -153,8 +153,9 @@ export class CofferClient {
     const session = await this.relay().loginWithPassword(target.slice(LOCAL_PREFIX.length), pw.expose());
     await this.profile.update({ account: target, token: session.token, tokenExpiresAt: session.expiresAt, accountPasswordCheck: await accountPasswordVerifier(pw.expose()) });
     if (!this.profile.state.deviceKey) {
+      // A session alone cannot add keys (spec §1): the password just proven goes along.
       const key = DeviceKey.generate();
-      await this.relay().addDeviceKey(key.publicKey);
+      await this.relay().addDeviceKey(target.slice(LOCAL_PREFIX.length), key.publicKey, { currentPassword: pw.expose() });
       await this.profile.update({ deviceKey: key.toPem().expose() });
     }
     return this.account;
@@ -163,13 +164,23 @@ export class CofferClient {
   /**
    * Sets or changes the account password of the signed-in built-in account (checked
    * against the password rules; it must not be the vault password of this profile's
-   * account, which this device cannot check — keep them different).
+   * account, which this device cannot check — keep them different). A session alone is
+   * not enough (spec/relay-api.md §1): the change is proven with `currentPassword` when
+   * given, else with this profile's device key. The account's other sessions end.
+   * @throws WeakPasswordError, InvalidCredentialsError (wrong current password / key), RateLimitedError
    */
-  async setAccountPassword(password: string | Secret<string>): Promise<void> {
+  async setAccountPassword(password: string | Secret<string>, options: { currentPassword?: string | Secret<string> } = {}): Promise<void> {
     if (!this.account.startsWith(LOCAL_PREFIX)) throw new CofferClientError('bad-config', 'account passwords belong to built-in accounts; this profile uses an app token');
     const pw = asSecret(password);
     checkPassword(pw.expose());
-    await this.relay().setAccountPassword(pw.expose());
+    const pem = this.profile.state.deviceKey;
+    let proof: AccountProof;
+    if (options.currentPassword !== undefined) proof = { currentPassword: asSecret(options.currentPassword).expose() };
+    else if (pem) {
+      const key = DeviceKey.fromPem(new Secret(pem));
+      proof = { sign: (m) => key.sign(m) };
+    } else throw new CofferClientError('not-logged-in', 'changing the account password needs the current account password or this profile\'s device key');
+    await this.relay().setAccountPassword(this.account.slice(LOCAL_PREFIX.length), pw.expose(), proof);
     await this.profile.update({ accountPasswordCheck: await accountPasswordVerifier(pw.expose()) });
   }
 

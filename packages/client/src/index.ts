@@ -20,7 +20,7 @@ export {
 export { checkNotAccountPassword, isAccountPassword, SAME_AS_ACCOUNT_PASSWORD } from './account-password-check.js';
 export { checkPassword, passwordWeakness, MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH } from './password-policy.js';
 export { KeyVault, failureError, type KeyVaultOptions, type VaultStatus } from './key-vault.js';
-export { RelayHttp, RelayResponseError, sessionSignatureInput, SESSION_SIGNATURE_LABEL, type RelayHttpOptions, type RelayErrorBody } from './relay-http.js';
+export { RelayHttp, RelayResponseError, sessionSignatureInput, SESSION_SIGNATURE_LABEL, type RelayHttpOptions, type RelayErrorBody, type AccountProof } from './relay-http.js';
 export { RelayBlobBackend } from './blob-backend.js';
 export { DeviceKey } from './device-key.js';
 export { Profile, profileDir, PROFILE_FILE, type ProfileState, type KeyMode } from './profile.js';

@@ -11,6 +11,9 @@ import { CofferClientError, InvalidCredentialsError, RateLimitedError, Unavailab
 export const SESSION_SIGNATURE_LABEL = 'coffer-relay/v1/session';
 
 /** `'coffer-relay/v1/session' || 0x00 || challenge` (spec/relay-api.md §1). */
+/** The current account password, or a device key that signs a fresh challenge. */
+export type AccountProof = { readonly currentPassword: string } | { readonly sign: (message: Uint8Array) => Promise<Uint8Array> | Uint8Array };
+
 export function sessionSignatureInput(challenge: Uint8Array): Uint8Array {
   return concat(utf8(SESSION_SIGNATURE_LABEL), new Uint8Array([0]), challenge);
 }
@@ -170,13 +173,45 @@ export class RelayHttp {
     return { token: s.token, expiresAt: s.expiresAt };
   }
 
-  /** Sets or replaces the signed-in built-in account's password (spec §1). */
-  async setAccountPassword(password: string): Promise<void> {
-    await this.call({ method: 'PUT', path: '/v1/accounts/password', auth: true, body: { password } });
+  /** A fresh single-use challenge for `account` (spec §1). */
+  async challenge(account: string): Promise<Uint8Array> {
+    const ch = await this.json<{ challenge?: unknown }>({ method: 'POST', path: '/v1/sessions/challenge', auth: false, body: { account } });
+    if (typeof ch.challenge !== 'string') throw new CofferClientError('protocol', 'POST /v1/sessions/challenge: no challenge in the answer');
+    return fromBase64Url(ch.challenge);
   }
 
-  async addDeviceKey(publicKey: Uint8Array): Promise<void> {
-    await this.call({ method: 'POST', path: '/v1/accounts/keys', auth: true, body: { publicKey: toBase64Url(publicKey) } });
+  /**
+   * Proof of a long-term credential for the changes a session alone may not make
+   * (spec §1): the current account password, or a device key's signature over a fresh
+   * challenge of `account`.
+   */
+  async credentialProof(account: string, proof: AccountProof): Promise<Record<string, string>> {
+    if ('currentPassword' in proof) return { currentPassword: proof.currentPassword };
+    const challenge = await this.challenge(account);
+    const signature = await proof.sign(sessionSignatureInput(challenge));
+    return { challenge: toBase64Url(challenge), signature: toBase64Url(signature) };
+  }
+
+  /** Sets or replaces the signed-in built-in account's password (spec §1); other sessions end. */
+  async setAccountPassword(account: string, password: string, proof: AccountProof): Promise<void> {
+    const body = { password, ...(await this.credentialProof(account, proof)) };
+    await this.#proofCall({ method: 'PUT', path: '/v1/accounts/password', auth: true, body });
+  }
+
+  /** Registers another device key for the signed-in built-in account (spec §1). */
+  async addDeviceKey(account: string, publicKey: Uint8Array, proof: AccountProof): Promise<void> {
+    const body = { publicKey: toBase64Url(publicKey), ...(await this.credentialProof(account, proof)) };
+    await this.#proofCall({ method: 'POST', path: '/v1/accounts/keys', auth: true, body });
+  }
+
+  async #proofCall(c: Call): Promise<void> {
+    const res = await this.call({ ...c, pass: [401] });
+    if (res.status === 401) {
+      const err = await readError(res);
+      if (err.code === 'invalid-credentials') throw new InvalidCredentialsError(`the server refused the proof: ${err.message}`);
+      throw new InvalidCredentialsError();
+    }
+    await res.body?.cancel().catch(() => {});
   }
 
   /** The fleet key bundle JSON the relay publishes (spec §5), to pin on first use. */

@@ -9,6 +9,8 @@ export const ERRORS = {
   unauthenticated: { status: 401, message: 'missing or invalid bearer token' },
   /** Session sign-in failed: unknown account, wrong signature, used or expired challenge (one code for all). */
   'invalid-credentials': { status: 401, message: 'invalid credentials' },
+  /** Changing the account password or adding a device key without proof of a long-term credential (current account password or a device-key signature). */
+  'proof-required': { status: 403, message: 'this change needs the current account password or a signature by one of the account\'s device keys' },
   /** Built-in account endpoints on a relay that runs without built-in accounts, or on an app (JWT) account. */
   'accounts-disabled': { status: 403, message: 'built-in accounts are not available here' },
   'bad-request': { status: 400, message: 'malformed request' },

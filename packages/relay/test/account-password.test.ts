@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { hashPassword, verifyPassword } from '../src/auth/password.js';
-import { newDeviceKey, startRelay, tempDir, testConfig } from './helpers.js';
+import { keyProof, newDeviceKey, startRelay, tempDir, testConfig } from './helpers.js';
 
 const PW = 'correct horse battery';
 const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
@@ -26,15 +26,17 @@ test('account password: create with one, sign in with it on a device with no key
   const auth = { authorization: `Bearer ${token}` };
   assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs', headers: auth })).statusCode, 200);
   // The new device registers its own key with that session.
-  assert.equal((await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: auth, payload: { publicKey: newDeviceKey().publicKey } })).statusCode, 201);
+  // A session alone cannot: it proves the account password it just used.
+  assert.equal(code(await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: auth, payload: { publicKey: newDeviceKey().publicKey } })), 'proof-required');
+  assert.equal((await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: auth, payload: { publicKey: newDeviceKey().publicKey, currentPassword: PW } })).statusCode, 201);
 
   // Change it: the old one stops working, the new one works.
   const NEW = 'another fine passphrase';
-  assert.equal((await r.inject({ method: 'PUT', url: '/v1/accounts/password', headers: auth, payload: { password: NEW } })).statusCode, 204);
+  assert.equal((await r.inject({ method: 'PUT', url: '/v1/accounts/password', headers: auth, payload: { password: NEW, currentPassword: PW } })).statusCode, 204);
   assert.equal(code(await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account, password: PW } })), 'invalid-credentials');
   assert.equal((await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account, password: NEW } })).statusCode, 200);
   // Setting it needs a session.
-  assert.equal(code(await r.inject({ method: 'PUT', url: '/v1/accounts/password', payload: { password: NEW } })), 'unauthenticated');
+  assert.equal(code(await r.inject({ method: 'PUT', url: '/v1/accounts/password', payload: { password: NEW, currentPassword: PW } })), 'unauthenticated');
 
   // Stored as scrypt with its parameters (N=2^15, r=8, p=1, 16-byte salt), never in the clear.
   await r.relay.close();
@@ -72,6 +74,30 @@ test('account password: wrong password, unknown account, account without a passw
   assert.equal(short.statusCode, 400);
   assert.equal(code(short), 'weak-password');
   assert.equal(code(await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: newDeviceKey().publicKey, password: 12345678901 } })), 'bad-request');
+});
+
+test('a stolen session cannot change the account password or add a device key; a password change ends other sessions', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const owner = await r.signUp();
+  const stolen = owner.auth(); // the attacker's copy of the bearer token
+  const attackerKey = newDeviceKey();
+  const NEW = 'attacker chosen passphrase';
+  // No proof, a wrong password, a signature by a key the account does not hold: refused.
+  assert.equal(code(await r.inject({ method: 'PUT', url: '/v1/accounts/password', headers: stolen, payload: { password: NEW } })), 'proof-required');
+  assert.equal(code(await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: stolen, payload: { publicKey: attackerKey.publicKey } })), 'proof-required');
+  assert.equal(code(await r.inject({ method: 'PUT', url: '/v1/accounts/password', headers: stolen, payload: { password: NEW, currentPassword: 'no password is set' } })), 'invalid-credentials');
+  const forged = await keyProof(r.inject, owner.account, attackerKey.key);
+  assert.equal(code(await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: stolen, payload: { publicKey: attackerKey.publicKey, ...forged } })), 'invalid-credentials');
+  // A proof's challenge is single use.
+  const proof = await owner.proof();
+  assert.equal((await r.inject({ method: 'PUT', url: '/v1/accounts/password', headers: owner.auth(), payload: { password: PW, ...proof } })).statusCode, 204);
+  assert.equal(code(await r.inject({ method: 'PUT', url: '/v1/accounts/password', headers: owner.auth(), payload: { password: NEW, ...proof } })), 'invalid-credentials');
+  // The owner changes the password from a second session: the first session ends.
+  const second = (await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account: owner.account, password: PW } })).json<{ token: string }>().token;
+  const secondAuth = { authorization: `Bearer ${second}` };
+  assert.equal((await r.inject({ method: 'PUT', url: '/v1/accounts/password', headers: secondAuth, payload: { password: NEW, currentPassword: PW } })).statusCode, 204);
+  assert.equal(code(await r.inject({ method: 'GET', url: '/v1/blobs', headers: stolen })), 'unauthenticated');
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs', headers: secondAuth })).statusCode, 200);
 });
 
 test('account password sign-in is rate-limited per account and per address', async (t) => {

@@ -21,9 +21,9 @@ test('built-in accounts: create, challenge, sign in, use the session; second dev
 
   // A second device adds its key with the first one's session, then signs in with it.
   const second = newDeviceKey();
-  const add = await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: alice.auth(), payload: { publicKey: second.publicKey } });
+  const add = await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: alice.auth(), payload: { publicKey: second.publicKey, ...(await alice.proof()) } });
   assert.equal(add.statusCode, 201);
-  const again = await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: alice.auth(), payload: { publicKey: second.publicKey } });
+  const again = await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: alice.auth(), payload: { publicKey: second.publicKey, ...(await alice.proof()) } });
   assert.equal(json(again).error.code, 'key-exists');
   const ch = (await r.inject({ method: 'POST', url: '/v1/sessions/challenge', payload: { account: alice.account } })).json<{ challenge: string; expiresAt: number }>();
   assert.ok(ch.expiresAt > Date.now());

@@ -49,6 +49,8 @@ export interface Device {
   readonly key: KeyObject;
   readonly publicKey: string;
   auth(): Record<string, string>;
+  /** A fresh device-key proof (`challenge`, `signature`) for the changes a session alone may not make. */
+  proof(): Promise<{ challenge: string; signature: string }>;
 }
 
 export function newDeviceKey(): { key: KeyObject; publicKey: string } {
@@ -59,6 +61,12 @@ export function newDeviceKey(): { key: KeyObject; publicKey: string } {
 
 export function signChallenge(key: KeyObject, challenge: string): string {
   return sign(null, sessionSigningInput(Buffer.from(challenge, 'base64url')), key).toString('base64url');
+}
+
+/** A device-key proof: a fresh challenge of `account` signed with `key`. */
+export async function keyProof(inject: (o: InjectOptions) => Promise<LightMyRequestResponse>, account: string, key: KeyObject): Promise<{ challenge: string; signature: string }> {
+  const { challenge } = (await inject({ method: 'POST', url: '/v1/sessions/challenge', payload: { account } })).json<{ challenge: string }>();
+  return { challenge, signature: signChallenge(key, challenge) };
 }
 
 export async function startRelay(t: { after: (fn: () => Promise<void> | void) => void }, config: RelayConfig, options: AssembleOptions = {}): Promise<TestRelay> {
@@ -79,7 +87,7 @@ export async function startRelay(t: { after: (fn: () => Promise<void> | void) =>
       const s = await inject({ method: 'POST', url: '/v1/sessions', remoteAddress: ip, payload: { account, challenge, signature: signChallenge(key, challenge) } });
       if (s.statusCode !== 200) throw new Error(`sign-in: ${s.statusCode} ${s.body}`);
       const token = s.json<{ token: string }>().token;
-      return { account, token, key, publicKey, auth: () => ({ authorization: `Bearer ${token}` }) };
+      return { account, token, key, publicKey, auth: () => ({ authorization: `Bearer ${token}` }), proof: () => keyProof(inject, account, key) };
     },
   };
 }

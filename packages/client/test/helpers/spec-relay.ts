@@ -99,8 +99,15 @@ export async function startSpecRelay(o: SpecRelayOptions): Promise<SpecRelay> {
     const account = authenticate(req);
     if (!account) return error(res, 401, 'invalid-credentials');
     if (route === 'POST /v1/accounts/keys') {
-      const { publicKey } = JSON.parse(body.toString()) as { publicKey: string };
-      accountKeys.get(account.replace(/^local:/, ''))?.push(ed25519(Buffer.from(publicKey, 'base64url')));
+      // A session alone may not add keys: a device-key proof (this stand-in has no account passwords).
+      const { publicKey, challenge, signature } = JSON.parse(body.toString()) as { publicKey: string; challenge?: string; signature?: string };
+      const id = account.replace(/^local:/, '');
+      if (challenge === undefined || signature === undefined) return error(res, 403, 'proof-required');
+      const c = challenges.get(challenge);
+      challenges.delete(challenge);
+      const msg = sessionSignatureInput(Buffer.from(challenge, 'base64url'));
+      if (!(c && c.account === id && c.expiresAt > Date.now() && (accountKeys.get(id) ?? []).some((k) => verify(null, msg, k, Buffer.from(signature, 'base64url'))))) return error(res, 401, 'invalid-credentials');
+      accountKeys.get(id)?.push(ed25519(Buffer.from(publicKey, 'base64url')));
       return send(res, 201, {});
     }
     if (route === 'POST /v1/vault') {

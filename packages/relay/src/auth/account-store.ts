@@ -61,6 +61,7 @@ export class AccountStore {
     session: Database.Statement<[Buffer], { account: string; expires_at: number }>;
     sweep: Database.Statement<[number]>;
     sweepSessions: Database.Statement<[number]>;
+    revokeSessions: Database.Statement<[string, Buffer]>;
   };
   #sweptAt = 0;
 
@@ -94,6 +95,7 @@ export class AccountStore {
       session: this.#db.prepare('SELECT account, expires_at FROM sessions WHERE digest = ?'),
       sweep: this.#db.prepare('DELETE FROM challenges WHERE expires_at < ?'),
       sweepSessions: this.#db.prepare('DELETE FROM sessions WHERE expires_at < ?'),
+      revokeSessions: this.#db.prepare('DELETE FROM sessions WHERE account = ? AND digest != ?'),
     };
   }
 
@@ -152,15 +154,27 @@ export class AccountStore {
 
   /** Consumes the challenge and checks the signature; a session on success, else null. */
   signIn(account: string, challenge: Uint8Array, signature: Uint8Array): { token: string; expiresAt: number } | null {
+    return this.proveKey(account, challenge, signature) ? this.openSession(account) : null;
+  }
+
+  /**
+   * Consumes the challenge and checks that `signature` over it is by one of the
+   * account's device keys: fresh proof of a long-term credential (sign-in, and the
+   * changes a bare session token may not make).
+   */
+  proveKey(account: string, challenge: Uint8Array, signature: Uint8Array): boolean {
     const row = this.#st.takeChallenge.get(sha(challenge), account);
-    if (!row || row.expires_at < this.#now()) return null;
+    if (!row || row.expires_at < this.#now()) return false;
     const message = sessionSigningInput(challenge);
-    const ok = this.#st.keysOf.all(account).some((k) => {
+    return this.#st.keysOf.all(account).some((k) => {
       const key = ed25519PublicKey(k.public_key);
       return key !== null && signature.length === 64 && verify(null, message, key, signature);
     });
-    if (!ok) return null;
-    return this.openSession(account);
+  }
+
+  /** Ends every session of `account` except the one with token `keep`. */
+  revokeOtherSessions(account: string, keep: string): number {
+    return this.#st.revokeSessions.run(account, sha(keep)).changes;
   }
 
   /** A new session for `account` (after the caller checked its credentials). */

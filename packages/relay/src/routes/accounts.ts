@@ -1,5 +1,5 @@
 /** Built-in accounts (device keys, account passwords) and sessions (spec/relay-api.md §1). */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { decodeB64u, ed25519PublicKey, type AccountStore } from '../auth/account-store.js';
 import { LOCAL_PREFIX, type Authenticator } from '../auth/authenticate.js';
 import { accountPasswordProblem, hashPassword, verifyPassword } from '../auth/password.js';
@@ -103,21 +103,64 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     return accounts.openSession(body.account);
   });
 
+  /**
+   * A bearer session is not enough to change the account's long-term credentials (a
+   * stolen token would become a permanent takeover): the request must also carry the
+   * current account password (`currentPassword`, when one is set) or a signature by one
+   * of the account's device keys over a fresh challenge (`challenge`, `signature`, as in
+   * POST /v1/sessions). Wrong proof: 401 invalid-credentials; none: 403 proof-required.
+   */
+  const requireProof = async (req: FastifyRequest, id: string, body: Record<string, unknown>): Promise<void> => {
+    const accounts = store();
+    if (body.currentPassword !== undefined) {
+      if (typeof body.currentPassword !== 'string' || body.currentPassword.length > 4096) throw new RelayError('bad-request', { message: 'currentPassword: expected a string' });
+      limit(o.signInByAddress, req.ip);
+      limit(o.passwordSignInByAccount, id);
+      if (await verifyPassword(body.currentPassword, accounts.passwordHash(id))) return;
+      req.log.info({ account: req.account }, 'account change refused: wrong current password');
+      throw new RelayError('invalid-credentials', { message: 'the current account password is wrong' });
+    }
+    if (body.challenge !== undefined || body.signature !== undefined) {
+      limit(o.signInByAddress, req.ip);
+      limit(o.signInByAccount, id);
+      const challenge = decodeB64u(body.challenge, 32);
+      const signature = decodeB64u(body.signature, 64);
+      if (challenge && signature && accounts.proveKey(id, challenge, signature)) return;
+      req.log.info({ account: req.account }, 'account change refused: bad device-key proof');
+      throw new RelayError('invalid-credentials', { message: 'the device-key proof is wrong or its challenge was used or expired' });
+    }
+    throw new RelayError('proof-required');
+  };
+
   app.put('/v1/accounts/password', { preHandler: o.authenticate }, async (req, reply) => {
     const accounts = store();
     if (!req.account.startsWith(LOCAL_PREFIX)) throw new RelayError('accounts-disabled', { message: 'account passwords belong to built-in accounts; this token is an app token' });
-    const hash = await hashPassword(password(object(req.body)));
-    accounts.setPasswordHash(req.account.slice(LOCAL_PREFIX.length), hash);
-    req.log.info({ account: req.account }, 'account password set');
+    const id = req.account.slice(LOCAL_PREFIX.length);
+    const body = object(req.body);
+    const next = password(body);
+    await requireProof(req, id, body);
+    const hash = await hashPassword(next);
+    accounts.setPasswordHash(id, hash);
+    // Whoever held another session (a stolen token) loses it with the old password.
+    const revoked = accounts.revokeOtherSessions(id, bearerToken(req));
+    req.log.info({ account: req.account, revokedSessions: revoked }, 'account password set');
     return reply.code(204).send();
   });
 
   app.post('/v1/accounts/keys', { preHandler: o.authenticate }, async (req, reply) => {
     const accounts = store();
     if (!req.account.startsWith(LOCAL_PREFIX)) throw new RelayError('accounts-disabled', { message: 'device keys belong to built-in accounts; this token is an app token' });
-    const key = publicKey(object(req.body));
-    if (!accounts.addKey(req.account.slice(LOCAL_PREFIX.length), key)) throw new RelayError('key-exists');
+    const id = req.account.slice(LOCAL_PREFIX.length);
+    const body = object(req.body);
+    const key = publicKey(body);
+    await requireProof(req, id, body);
+    if (!accounts.addKey(id, key)) throw new RelayError('key-exists');
     req.log.info({ account: req.account }, 'device key added');
     return reply.code(201).send({});
   });
+}
+
+/** The bearer token of an authenticated request (the authenticator checked its shape). */
+function bearerToken(req: FastifyRequest): string {
+  return /^Bearer (\S+)$/i.exec(String(req.headers.authorization ?? '').trim())?.[1] ?? '';
 }

@@ -117,7 +117,7 @@ async function startVault(env) {
   const cmd = TASKSET ? [TASKSET, ['-c', String(VAULT_CPU), ...node]] : [node[0], node.slice(1)];
   // The vault runs with its default log level (one JSON line per request at info, to
   // /dev/null here): the per-request logging is part of what a recovery costs.
-  const child = spawn(cmd[0], cmd[1], { env: { ...process.env, COFFER_VAULT_PORT: '0', COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(cmd[0], cmd[1], { env: { ...process.env, COFFER_VAULT_PORT: '0', COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   const url = await new Promise((resolve, reject) => {
     child.stderr.on('data', (d) => {

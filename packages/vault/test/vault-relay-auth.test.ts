@@ -1,5 +1,7 @@
 // Relay→vault link authentication (spec/relay-api.md §2): with a link key configured,
-// /v1/request refuses a missing, wrong, stale or replayed-for-another-account MAC.
+// /v1/request refuses a missing, wrong, stale or replayed-for-another-account MAC; and a
+// vault with a data directory refuses to serve without a link key unless the test-only
+// opt-out is set.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -8,7 +10,8 @@ import { join } from 'node:path';
 import { INSECURE_FAST_KSF_FOR_TESTING, RELAY_AUTH_HEADER, relayAuthHeader, VaultClient } from '@coffer/protocol';
 import { testConfig, KEY_K } from './helpers/vault-harness.js';
 import { assembleVault } from '../src/server/start.js';
-import { loadConfig } from '../src/server/config.js';
+import { ConfigError, loadConfig } from '../src/server/config.js';
+import { runVaultCli } from './helpers/child-vault.js';
 import { loadLinkKey } from '../src/server/relay-auth.js';
 
 test('link key: created once (0600, 64 hex), reused; embedded default only', () => {
@@ -65,6 +68,49 @@ test('with a link key, /v1/request needs a valid coffer-relay-auth', async () =>
       assert.equal(res.statusCode, 401, what);
       assert.equal(res.json().error.code, 'relay-auth', what);
     }
+  } finally {
+    await vault.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('with a data directory and no link key the vault refuses to serve (fails closed)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'coffer-link-'));
+  try {
+    const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1' }, cwd: dir });
+    assert.equal(config.linkKeyFile, undefined);
+    assert.equal(config.insecureNoLinkAuthForTesting, undefined);
+    await assert.rejects(assembleVault(config, { createIfMissing: true, warn: () => {} }), (e: unknown) => e instanceof ConfigError && /COFFER_VAULT_LINK_KEY_FILE/.test(e.message));
+    // The real binary: exit 2 with the diagnostic, never a listening port.
+    const r = runVaultCli(['serve'], { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_PORT: '0' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /linkKeyFile/);
+    assert.doesNotMatch(r.stderr, /listening on/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING=1 serves without link authentication, with a loud warning', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'coffer-link-'));
+  const warnings: string[] = [];
+  const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1' }, cwd: dir });
+  assert.equal(config.insecureNoLinkAuthForTesting, true);
+  assert.throws(() => loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: 'yes' }, cwd: dir }), /expected 1 or 0/);
+  const vault = await assembleVault(config, { createIfMissing: true, warn: (m) => warnings.push(m) });
+  try {
+    assert.ok(warnings.some((w) => /INSECURE_NO_LINK_AUTH_FOR_TESTING.*link authentication is OFF/.test(w)), warnings.join('\n'));
+    const client = new VaultClient({
+      fleetKey: vault.fleet.fleetKey,
+      account: 'local:alice',
+      ksf: INSECURE_FAST_KSF_FOR_TESTING,
+      transport: async (bytes) => {
+        const res = await vault.app.inject({ method: 'POST', url: '/v1/request', headers: { 'content-type': 'application/octet-stream', 'coffer-account': 'local:alice' }, payload: Buffer.from(bytes) });
+        assert.equal(res.statusCode, 200, res.body);
+        return new Uint8Array(res.rawPayload);
+      },
+    });
+    assert.equal((await client.register('correct horse battery', KEY_K)).outcome, 'ok');
   } finally {
     await vault.close();
     rmSync(dir, { recursive: true, force: true });

@@ -21,11 +21,18 @@ export interface VaultConfig {
   readonly policy: CorePolicy;
   readonly logLevel: string;
   /**
-   * The relay link key (spec/relay-api.md §2): when set, /v1/request needs a valid
+   * The relay link key (spec/relay-api.md §2): /v1/request needs a valid
    * coffer-relay-auth. Default: .coffer-data/link.key on the embedded default (no data
-   * directory configured), otherwise none (link authentication off, warned at start).
+   * directory configured). With a data directory it must be set: the vault refuses to
+   * serve without one unless `insecureNoLinkAuthForTesting` is set.
    */
   readonly linkKeyFile?: string;
+  /**
+   * TEST ONLY (COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING=1): serve without relay
+   * link authentication when no `linkKeyFile` is configured, so anything that reaches
+   * the port can name any account, erase records and spend guesses. Warned at start.
+   */
+  readonly insecureNoLinkAuthForTesting?: boolean;
   /** TEST ONLY (COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING=1). */
   readonly insecureCrashAfterCommitForTesting: boolean;
 }
@@ -47,10 +54,27 @@ interface FileConfig {
   policy?: Partial<Omit<CorePolicy, 'minimumKsf'>>;
   logLevel?: string;
   linkKeyFile?: string;
+  insecureNoLinkAuthForTesting?: boolean;
 }
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
+}
+
+export const NO_LINK_AUTH_WARNING =
+  'COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING is set and there is no linkKeyFile: relay link authentication is OFF, anything that reaches this port can name any account, erase records and spend guesses (tests only)';
+
+/**
+ * Serving needs relay link authentication (spec/relay-api.md §2): a `linkKeyFile`, or
+ * the loudly named test-only opt-out. Fails closed.
+ * @throws ConfigError when neither is set
+ */
+export function checkLinkAuth(config: Pick<VaultConfig, 'linkKeyFile' | 'insecureNoLinkAuthForTesting'>): 'on' | 'insecure-off' {
+  if (config.linkKeyFile) return 'on';
+  if (config.insecureNoLinkAuthForTesting) return 'insecure-off';
+  throw new ConfigError(
+    'linkKeyFile (or COFFER_VAULT_LINK_KEY_FILE) is required when a data directory is configured: the relay link key (spec/relay-api.md §2; `coffer-relay` and every vault node share it). Only for tests: COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING=1',
+  );
 }
 
 function int(name: string, text: string | undefined): number | undefined {
@@ -113,8 +137,10 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   }
   const embedded = !env.COFFER_VAULT_DATA_DIR && !f.dataDir;
   const linkKeyFile = env.COFFER_VAULT_LINK_KEY_FILE || f.linkKeyFile || (embedded ? DEFAULT_LINK_KEY_FILE : undefined);
+  const noLinkAuth = flag('COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING', env.COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING) || f.insecureNoLinkAuthForTesting === true;
   return {
     ...(linkKeyFile ? { linkKeyFile: abs(linkKeyFile) } : {}),
+    ...(noLinkAuth ? { insecureNoLinkAuthForTesting: true } : {}),
     host: env.COFFER_VAULT_HOST || f.listen?.host || '127.0.0.1',
     port,
     dataDir,

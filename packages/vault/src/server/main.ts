@@ -65,7 +65,6 @@ async function serve(config: VaultConfig): Promise<void> {
   });
   if (config.insecureCrashAfterCommitForTesting) process.stderr.write('coffer-vault: WARNING: COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING is set: this process kills itself after counting a guess\n');
   if (config.policy.insecureAllowWeakKsfForTesting) process.stderr.write('coffer-vault: WARNING: weak KSF parameters are accepted (COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING)\n');
-  if (!config.linkKeyFile) process.stderr.write('coffer-vault: WARNING: no linkKeyFile (COFFER_VAULT_LINK_KEY_FILE): relay link authentication is OFF, anything that reaches this port can name any account\n');
   if (config.host !== '127.0.0.1' && config.host !== '::1' && config.host !== 'localhost') {
     process.stderr.write(`coffer-vault: WARNING: listening on ${config.host}: only the front end should reach this service\n`);
   }
@@ -126,6 +125,7 @@ async function main(): Promise<void> {
     else if (command[0] === 'fleet' && (await fleetCommand(config, command.slice(1), fleetKeyId ? { fleetKeyId } : {}, (s) => process.stdout.write(s), (s) => process.stderr.write(`coffer-vault: ${s}\n`)))) return;
     else fail(`unknown command "${cmd}"\n${USAGE}`, 2);
   } catch (err) {
+    if (err instanceof ConfigError) fail(err.message, 2);
     if (err instanceof PlatformError) fail(`platform (${err.code}): ${err.message}`, 1);
     if (err instanceof FleetFileError) fail(err.message, 1);
     fail((err as Error).message ?? String(err), 1);

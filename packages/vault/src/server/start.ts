@@ -9,7 +9,7 @@ import { EtcdRecordStore } from '../store/etcd.js';
 import { SqliteRecordStore } from '../store/sqlite.js';
 import type { RecordStore } from '../store/store.js';
 import { buildApp } from './app.js';
-import type { VaultConfig } from './config.js';
+import { checkLinkAuth, NO_LINK_AUTH_WARNING, type VaultConfig } from './config.js';
 import { ensureFleetFile, loadFleet, type LoadedFleet } from './fleet.js';
 import { createMetrics, type VaultMetrics } from './metrics.js';
 import { installNodeCrypto } from './node-crypto.js';
@@ -38,8 +38,10 @@ export interface AssembleOptions {
 
 export async function assembleVault(config: VaultConfig, options: AssembleOptions = {}): Promise<RunningVault> {
   installNodeCrypto();
+  const warn = options.warn ?? ((m: string) => process.stderr.write(`coffer-vault: WARNING: ${m}\n`));
+  if (checkLinkAuth(config) === 'insecure-off') warn(NO_LINK_AUTH_WARNING);
   if (config.platform.kind === 'software') {
-    (options.warn ?? ((m: string) => process.stderr.write(`coffer-vault: WARNING: ${m}\n`)))(SOFTWARE_PLATFORM_WARNING);
+    warn(SOFTWARE_PLATFORM_WARNING);
     if (options.createIfMissing) await provisionVaultKeys(config.platform);
   }
   const platform = await openPlatform(config.platform);

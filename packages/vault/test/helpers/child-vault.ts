@@ -15,8 +15,14 @@ export interface ChildVault {
   stop(): Promise<void>;
 }
 
+/**
+ * Without COFFER_VAULT_LINK_KEY_FILE in `env` the vault serves with link authentication
+ * off (COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING): tests talk to it directly, with
+ * no relay in front (see `httpClient`).
+ */
 export async function startChildVault(env: Record<string, string>): Promise<ChildVault> {
-  const child = spawn(process.execPath, [MAIN, 'serve'], { env: { ...process.env, COFFER_VAULT_PORT: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const noLinkAuth = env.COFFER_VAULT_LINK_KEY_FILE ? {} : { COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1' };
+  const child = spawn(process.execPath, [MAIN, 'serve'], { env: { ...process.env, COFFER_VAULT_PORT: '0', ...noLinkAuth, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   let out = '';
   child.stdout!.on('data', (d) => (out += d));

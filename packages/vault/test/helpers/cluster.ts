@@ -183,6 +183,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           COFFER_VAULT_ETCD_TIMEOUT_MS: String(options.etcdTimeoutMs ?? 1500),
           COFFER_VAULT_LOG_LEVEL: 'warn',
           ...(options.insecureFastKsf ? { COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1' } : {}),
+          // Tests and the benchmark talk to the nodes directly; scripts/cluster.mjs puts
+          // relays in front and passes COFFER_VAULT_LINK_KEY_FILE.
+          ...(options.vaultEnv?.COFFER_VAULT_LINK_KEY_FILE ? {} : { COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1' }),
           ...options.vaultEnv,
         });
         const child = vault;

@@ -44,6 +44,9 @@ export function testConfig(dir: string, options: HarnessOptions = {}): VaultConf
     fleetFile: join(dir, 'fleet.json'),
     policy: { ...DEFAULT_POLICY, insecureAllowWeakKsfForTesting: true, ...options.policy },
     logLevel: 'silent',
+    // Driven through app.inject() with no relay in front; tests of link authentication
+    // set `linkKeyFile`, which takes precedence.
+    insecureNoLinkAuthForTesting: true,
     insecureCrashAfterCommitForTesting: false,
   };
 }

@@ -1,9 +1,12 @@
 // An HSM that fails during the request's HPKE DH is the vault's failure (503
 // `platform-failure`, retry safe, so the relay fails over), never the client's
-// (400 `undecryptable`). Only a bad point stays `undecryptable`.
+// (400 `undecryptable`). Only a bad point stays `undecryptable`. Error bodies carry the
+// catalogue's message only, never the HSM's or the store's details.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { PlatformError } from '../src/core/platform.js';
+import { ERRORS } from '../src/server/errors.js';
+import { StoreError } from '../src/store/store.js';
 import { KEY_K, startHarness, type Harness } from './helpers/vault-harness.js';
 import { raw } from './helpers/raw-requests.js';
 
@@ -21,7 +24,7 @@ describe('platform failures during the request DH', () => {
       const platform = h.vault.platform.platform;
       const original = platform.ecdh;
       platform.ecdh = async () => {
-        throw new PlatformError(`simulated ${code}`, code);
+        throw new PlatformError(`simulated ${code} on slot 7 (CKR_DEVICE_ERROR)`, code);
       };
       let res;
       try {
@@ -30,13 +33,36 @@ describe('platform failures during the request DH', () => {
         platform.ecdh = original;
       }
       assert.equal(res.status, 503);
-      const body = JSON.parse(res.body.toString()) as { error: { code: string; retry: boolean } };
+      const body = JSON.parse(res.body.toString()) as { error: { code: string; message: string; retry: boolean } };
       assert.equal(body.error.code, 'platform-failure');
       assert.equal(body.error.retry, true);
+      // The HSM's message is logged, never sent (S9).
+      assert.equal(body.error.message, ERRORS['platform-failure'].message);
+      assert.doesNotMatch(res.body.toString(), /simulated|slot 7|CKR_/);
       // Once the platform is back, the vault answers again.
       assert.equal((await h.post('alice', (await raw(h, 'alice', { op: 'status' })).sealed.bytes)).status, 200);
     });
   }
+
+  it('a store failure is 503 store-unavailable; the etcd detail is logged, not sent (S9)', async () => {
+    const request = (await raw(h, 'alice', { op: 'status' })).sealed.bytes;
+    const store = h.vault.store;
+    const original = store.get;
+    store.get = async () => {
+      throw new StoreError('etcd http://10.20.30.40:2379: connect ECONNREFUSED');
+    };
+    let res;
+    try {
+      res = await h.post('alice', request);
+    } finally {
+      store.get = original;
+    }
+    assert.equal(res.status, 503);
+    const body = JSON.parse(res.body.toString()) as { error: { code: string; message: string; retry: boolean } };
+    assert.equal(body.error.code, 'store-unavailable');
+    assert.equal(body.error.message, ERRORS['store-unavailable'].message);
+    assert.doesNotMatch(res.body.toString(), /10\.20\.30\.40|ECONNREFUSED|etcd/);
+  });
 
   it('ecdh rejecting the point (bad-argument) is still 400 undecryptable', async () => {
     const request = Buffer.from((await raw(h, 'alice', { op: 'status' })).sealed.bytes);

@@ -81,7 +81,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
       metrics.requests.inc({ op: result.op, outcome: `error:${result.code}` });
       const level = ERRORS[result.code].status >= 500 ? 'error' : 'info';
       req.log[level]({ account: typeof account === 'string' ? account.slice(0, 128) : null, op: result.op, error: result.code, detail: result.detail, bodyBytes: body.length }, 'vault request refused');
-      return reply.code(ERRORS[result.code].status).send(errorBody(result.code, result.code === 'record-integrity' ? undefined : result.detail));
+      // `detail` (etcd URLs, HSM messages) is for the log only: the body is the catalogue's.
+      return reply.code(ERRORS[result.code].status).send(errorBody(result.code));
     }
     const d = result.decision;
     metrics.requests.inc({ op: d.op, outcome: d.outcome });

@@ -24,7 +24,11 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS;
 
-export function errorBody(code: ErrorCode, detail?: string): { error: { code: ErrorCode; message: string; retry: boolean } } {
+/**
+ * The HTTP error body: the catalogue's fixed message only. Details (etcd URLs, HSM
+ * messages, parser diagnostics) go to the log, never to the caller.
+ */
+export function errorBody(code: ErrorCode): { error: { code: ErrorCode; message: string; retry: boolean } } {
   const e = ERRORS[code];
-  return { error: { code, message: detail ?? e.message, retry: e.retry } };
+  return { error: { code, message: e.message, retry: e.retry } };
 }

@@ -13,7 +13,7 @@ import type { JwtVerifier } from './auth/jwt.js';
 import type { BlobStore } from './blobs/store.js';
 import { errorBody, ERRORS, RelayError, type ErrorCode } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
-import { TokenBuckets, type BucketRule } from './rate-limit.js';
+import { FailureLimit, TokenBuckets, type BucketRule } from './rate-limit.js';
 import { accountRoutes } from './routes/accounts.js';
 import { blobRoutes } from './routes/blobs.js';
 import { vaultRoutes, VAULT_BODY_LIMIT } from './routes/vault.js';
@@ -26,10 +26,18 @@ export interface RateLimits {
   readonly perAccount: BucketRule;
   /** POST /v1/accounts per address. */
   readonly accountCreation: BucketRule;
-  /** Sign-in (challenge and session) per address, and per account. */
+  /** Sign-in (challenge, session, password) per address, every attempt. */
   readonly signInByAddress: BucketRule;
+  /**
+   * Failed device-key sign-ins (and device-key proofs) per (account, address), and per
+   * account from every address. Only failures are counted, so someone who knows an
+   * account ID can lock out their own address, not the owner's — until the per-account
+   * cap is spent (the accepted trade-off: it bounds what all addresses together get).
+   */
+  readonly signInByAccountAddress: BucketRule;
   readonly signInByAccount: BucketRule;
-  /** Account-password sign-in per account (on top of signInByAddress). */
+  /** Failed account-password attempts (sign-in, proofs) per (account, address) and per account. */
+  readonly passwordSignInByAccountAddress: BucketRule;
   readonly passwordSignInByAccount: BucketRule;
 }
 
@@ -38,9 +46,13 @@ export const DEFAULT_LIMITS: RateLimits = {
   perAccount: { perSecond: 20, burst: 100 },
   accountCreation: { perSecond: 1 / 60, burst: 10 },
   signInByAddress: { perSecond: 1, burst: 20 },
-  signInByAccount: { perSecond: 0.2, burst: 10 },
-  // 10 tries, then one a minute: ~1,440 guesses a day at most against one account.
-  passwordSignInByAccount: { perSecond: 1 / 60, burst: 10 },
+  signInByAccountAddress: { perSecond: 0.2, burst: 10 },
+  // Device-key signatures cannot be guessed: this cap only bounds the work.
+  signInByAccount: { perSecond: 1, burst: 60 },
+  passwordSignInByAccountAddress: { perSecond: 1 / 300, burst: 5 },
+  // 30 wrong passwords, then one a minute: ~1,440 guesses a day at most against one
+  // account, from all addresses together.
+  passwordSignInByAccount: { perSecond: 1 / 60, burst: 30 },
 };
 
 export const DEFAULT_MAX_OBJECT_BYTES = 64 * 1024 * 1024;
@@ -150,8 +162,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
     authenticate,
     accountCreation: new TokenBuckets(limits.accountCreation, now),
     signInByAddress: new TokenBuckets(limits.signInByAddress, now),
-    signInByAccount: new TokenBuckets(limits.signInByAccount, now),
-    passwordSignInByAccount: new TokenBuckets(limits.passwordSignInByAccount, now),
+    signInFailures: new FailureLimit(new TokenBuckets(limits.signInByAccountAddress, now), new TokenBuckets(limits.signInByAccount, now)),
+    passwordFailures: new FailureLimit(new TokenBuckets(limits.passwordSignInByAccountAddress, now), new TokenBuckets(limits.passwordSignInByAccount, now)),
   });
   void app.register(vaultRoutes, { forwarder: options.forwarder, authenticate });
   void app.register(blobRoutes, { store: options.blobs, authenticate, maxObjectBytes: options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, quotaBytes: options.quotaBytes ?? 0, metrics });

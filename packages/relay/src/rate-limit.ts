@@ -54,6 +54,12 @@ export class TokenBuckets {
     return Math.max(1, Math.ceil((1 - b.tokens) / perSecond));
   }
 
+  /** Gives back a token taken by `take` (an attempt that turned out not to count). */
+  refund(key: string): void {
+    const b = this.#buckets.get(key);
+    if (b) b.tokens = Math.min(this.#rule.burst, b.tokens + 1);
+  }
+
   /** Drops the buckets that have refilled; if none could go, sets #fullUntil (O(n), at most once per refill wait). */
   #sweep(now: number): void {
     const { perSecond, burst } = this.#rule;
@@ -69,5 +75,44 @@ export class TokenBuckets {
   /** How many keys are tracked (tests, metrics). */
   get size(): number {
     return this.#buckets.size;
+  }
+}
+
+/**
+ * Failed attempts at a credential, counted per (account, address) and per account.
+ * Each attempt reserves a token from both buckets (so concurrent attempts cannot all
+ * slip past) and gives them back unless the credential was wrong: a correct sign-in
+ * costs nothing, and a third party who fails from its own address spends its own
+ * (account, address) bucket and the per-account cap, never the owner's address's.
+ */
+export class FailureLimit {
+  constructor(
+    readonly byAccountAddress: TokenBuckets,
+    readonly byAccount: TokenBuckets,
+  ) {}
+
+  /**
+   * Runs `check` unless either bucket is empty; the seconds to wait otherwise (> 0).
+   * @returns 0 when `check` said yes, -1 when it said no (counted), else the wait
+   */
+  async attempt(account: string, address: string, check: () => Promise<boolean> | boolean): Promise<number> {
+    const pair = `${account} ${address}`;
+    const w1 = this.byAccountAddress.take(pair);
+    if (w1 > 0) return w1;
+    const w2 = this.byAccount.take(account);
+    if (w2 > 0) {
+      this.byAccountAddress.refund(pair);
+      return w2;
+    }
+    let ok: boolean | undefined;
+    try {
+      ok = await check();
+    } finally {
+      if (ok !== false) {
+        this.byAccountAddress.refund(pair);
+        this.byAccount.refund(account);
+      }
+    }
+    return ok ? 0 : -1;
   }
 }

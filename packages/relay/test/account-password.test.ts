@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { hashPassword, verifyPassword } from '../src/auth/password.js';
-import { keyProof, newDeviceKey, startRelay, tempDir, testConfig } from './helpers.js';
+import { keyProof, newDeviceKey, signChallenge, startRelay, tempDir, testConfig } from './helpers.js';
 
 const PW = 'correct horse battery';
 const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
@@ -117,6 +117,41 @@ test('account password sign-in is rate-limited per account and per address', asy
   assert.equal((await attempt(PW, 'b'.repeat(26))).statusCode, 401);
   assert.equal((await attempt(PW, 'c'.repeat(26))).statusCode, 401);
   assert.equal((await attempt(PW, 'd'.repeat(26))).statusCode, 429);
+});
+
+test('failed password attempts count per (account, address) and per account; the owner signs in from another address, and right answers cost nothing', async (t) => {
+  const base = testConfig(tempDir(t));
+  const limits = { ...base.limits, passwordSignInByAccountAddress: { perSecond: 0.001, burst: 2 }, passwordSignInByAccount: { perSecond: 0.001, burst: 5 } };
+  const r = await startRelay(t, { ...base, limits });
+  const account = (await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: newDeviceKey().publicKey, password: PW } })).json<{ account: string }>().account;
+  const attempt = (password: string, ip: string) => r.inject({ method: 'POST', url: '/v1/sessions/password', remoteAddress: ip, payload: { account, password } });
+  // The attacker locks out its own address…
+  assert.equal((await attempt('wrong guess 1xx', '10.0.0.66')).statusCode, 401);
+  assert.equal((await attempt('wrong guess 2xx', '10.0.0.66')).statusCode, 401);
+  assert.equal((await attempt(PW, '10.0.0.66')).statusCode, 429);
+  // …not the owner's; and the owner's right answers are free (more than the caps).
+  for (let i = 0; i < 6; i++) assert.equal((await attempt(PW, '10.0.0.1')).statusCode, 200, `owner sign-in ${i}`);
+  // The per-account cap counts failures from every address: once spent, everyone waits.
+  assert.equal((await attempt('wrong guess 3xx', '10.0.0.67')).statusCode, 401);
+  assert.equal((await attempt('wrong guess 4xx', '10.0.0.68')).statusCode, 401);
+  assert.equal((await attempt('wrong guess 5xx', '10.0.0.68')).statusCode, 401);
+  assert.equal((await attempt(PW, '10.0.0.1')).statusCode, 429);
+});
+
+test('device-key sign-in: a third party cannot spend the owner\'s limits with challenges or bad signatures', async (t) => {
+  const base = testConfig(tempDir(t));
+  const limits = { ...base.limits, signInByAccountAddress: { perSecond: 0.001, burst: 2 }, signInByAccount: { perSecond: 0.001, burst: 4 } };
+  const r = await startRelay(t, { ...base, limits });
+  const owner = await r.signUp();
+  const stranger = newDeviceKey();
+  const signIn = async (key: typeof stranger.key, ip: string) => {
+    const { challenge } = (await r.inject({ method: 'POST', url: '/v1/sessions/challenge', remoteAddress: ip, payload: { account: owner.account } })).json<{ challenge: string }>();
+    return (await r.inject({ method: 'POST', url: '/v1/sessions', remoteAddress: ip, payload: { account: owner.account, challenge, signature: signChallenge(key, challenge) } })).statusCode;
+  };
+  assert.equal(await signIn(stranger.key, '10.0.0.66'), 401);
+  assert.equal(await signIn(stranger.key, '10.0.0.66'), 401);
+  assert.equal(await signIn(stranger.key, '10.0.0.66'), 429);
+  for (let i = 0; i < 6; i++) assert.equal(await signIn(owner.key, '10.0.0.1'), 200);
 });
 
 test('password hashing: stored parameters are honoured; garbage never matches', async () => {

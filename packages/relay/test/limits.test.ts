@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startRelay, tempDir, testConfig } from './helpers.js';
+import { signChallenge, startRelay, tempDir, testConfig } from './helpers.js';
 
 const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
 
@@ -36,17 +36,21 @@ test('per-account rate limit: one account flooding does not stop another on the 
   assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs', headers: bob.auth() })).statusCode, 200);
 });
 
-test('account creation and sign-in are rate-limited per address and per account', async (t) => {
+test('account creation and sign-in are rate-limited per address; challenges are not limited per account', async (t) => {
   const base = testConfig(tempDir(t));
-  const r = await startRelay(t, { ...base, limits: { ...base.limits, accountCreation: { perSecond: 0.001, burst: 2 }, signInByAccount: { perSecond: 0.001, burst: 4 } } });
+  const r = await startRelay(t, { ...base, limits: { ...base.limits, accountCreation: { perSecond: 0.001, burst: 2 }, signInByAddress: { perSecond: 0.001, burst: 4 }, signInByAccount: { perSecond: 0.001, burst: 2 } } });
   const alice = await r.signUp('10.1.0.1'); // 1 creation, 2 sign-in calls
   await r.signUp('10.1.0.1');
   const third = await r.inject({ method: 'POST', url: '/v1/accounts', remoteAddress: '10.1.0.1', payload: { publicKey: 'A'.repeat(43) } });
   assert.equal(code(third), 'rate-limited');
-  await r.inject({ method: 'POST', url: '/v1/sessions/challenge', remoteAddress: '10.1.0.2', payload: { account: alice.account } });
-  await r.inject({ method: 'POST', url: '/v1/sessions/challenge', remoteAddress: '10.1.0.3', payload: { account: alice.account } });
-  const flood = await r.inject({ method: 'POST', url: '/v1/sessions/challenge', remoteAddress: '10.1.0.4', payload: { account: alice.account } });
-  assert.equal(code(flood), 'rate-limited', 'per account, whatever the address');
+  // Anyone who knows the ID may ask for challenges from many addresses: that spends
+  // their addresses' buckets, never a per-account one the owner needs.
+  for (let i = 2; i < 8; i++) assert.equal((await r.inject({ method: 'POST', url: '/v1/sessions/challenge', remoteAddress: `10.1.0.${i}`, payload: { account: alice.account } })).statusCode, 200);
+  for (let i = 0; i < 4; i++) await r.inject({ method: 'POST', url: '/v1/sessions/challenge', remoteAddress: '10.1.0.9', payload: { account: alice.account } });
+  const flood = await r.inject({ method: 'POST', url: '/v1/sessions/challenge', remoteAddress: '10.1.0.9', payload: { account: alice.account } });
+  assert.equal(code(flood), 'rate-limited', 'per address');
+  const ch = (await r.inject({ method: 'POST', url: '/v1/sessions/challenge', remoteAddress: '10.1.0.10', payload: { account: alice.account } })).json<{ challenge: string }>().challenge;
+  assert.equal((await r.inject({ method: 'POST', url: '/v1/sessions', remoteAddress: '10.1.0.10', payload: { account: alice.account, challenge: ch, signature: signChallenge(alice.key, ch) } })).statusCode, 200);
 });
 
 test('oversized, malformed and wrongly typed requests are 4xx', async (t) => {

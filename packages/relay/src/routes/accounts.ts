@@ -4,7 +4,7 @@ import { decodeB64u, ed25519PublicKey, type AccountStore } from '../auth/account
 import { LOCAL_PREFIX, type Authenticator } from '../auth/authenticate.js';
 import { accountPasswordProblem, hashPassword, verifyPassword } from '../auth/password.js';
 import { RelayError } from '../errors.js';
-import type { TokenBuckets } from '../rate-limit.js';
+import type { FailureLimit, TokenBuckets } from '../rate-limit.js';
 
 const ACCOUNT_ID = /^[a-z0-9]{26}$/;
 
@@ -12,15 +12,24 @@ export interface AccountRoutesOptions {
   readonly accounts: AccountStore | null;
   readonly authenticate: Authenticator;
   readonly accountCreation: TokenBuckets;
+  /** Every sign-in attempt per address. */
   readonly signInByAddress: TokenBuckets;
-  readonly signInByAccount: TokenBuckets;
-  /** POST /v1/sessions/password per account (stricter than device-key sign-in). */
-  readonly passwordSignInByAccount: TokenBuckets;
+  /** Failed device-key signatures per (account, address) and per account. */
+  readonly signInFailures: FailureLimit;
+  /** Failed account passwords per (account, address) and per account (stricter). */
+  readonly passwordFailures: FailureLimit;
 }
 
 function limit(buckets: TokenBuckets, key: string): void {
   const wait = buckets.take(key);
   if (wait > 0) throw new RelayError('rate-limited', { retryAfter: wait });
+}
+
+/** Runs a credential check under a failure limit: true/false, or 429 when limited. */
+async function counted(failures: FailureLimit, account: string, address: string, check: () => Promise<boolean> | boolean): Promise<boolean> {
+  const r = await failures.attempt(account, address, check);
+  if (r > 0) throw new RelayError('rate-limited', { retryAfter: r });
+  return r === 0;
 }
 
 function object(body: unknown): Record<string, unknown> {
@@ -63,8 +72,8 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     const accounts = store();
     const body = object(req.body);
     if (typeof body.account !== 'string' || !ACCOUNT_ID.test(body.account)) throw new RelayError('bad-request', { message: 'account: expected a 26-character account ID' });
+    // Per address only: a per-account limit here could be spent by anyone who knows the ID.
     limit(o.signInByAddress, req.ip);
-    limit(o.signInByAccount, body.account);
     const { challenge, expiresAt } = accounts.challenge(body.account);
     return { challenge: Buffer.from(challenge).toString('base64url'), expiresAt };
   });
@@ -74,10 +83,11 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     const body = object(req.body);
     if (typeof body.account !== 'string' || !ACCOUNT_ID.test(body.account)) throw new RelayError('bad-request', { message: 'account: expected a 26-character account ID' });
     limit(o.signInByAddress, req.ip);
-    limit(o.signInByAccount, body.account);
     const challenge = decodeB64u(body.challenge, 32);
     const signature = decodeB64u(body.signature, 64);
-    const session = challenge && signature ? accounts.signIn(body.account, challenge, signature) : null;
+    const account = body.account;
+    const ok = await counted(o.signInFailures, account, req.ip, () => challenge !== null && signature !== null && accounts.proveKey(account, challenge, signature));
+    const session = ok ? accounts.openSession(account) : null;
     if (!session) {
       req.log.info({ account: LOCAL_PREFIX + body.account }, 'sign-in refused');
       throw new RelayError('invalid-credentials');
@@ -94,8 +104,8 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     if (typeof body.account !== 'string' || !ACCOUNT_ID.test(body.account)) throw new RelayError('bad-request', { message: 'account: expected a 26-character account ID' });
     if (typeof body.password !== 'string' || body.password.length > 4096) throw new RelayError('bad-request', { message: 'password: expected a string' });
     limit(o.signInByAddress, req.ip);
-    limit(o.passwordSignInByAccount, body.account);
-    if (!(await verifyPassword(body.password, accounts.passwordHash(body.account)))) {
+    const { account, password: given } = body as { account: string; password: string };
+    if (!(await counted(o.passwordFailures, account, req.ip, () => verifyPassword(given, accounts.passwordHash(account))))) {
       req.log.info({ account: LOCAL_PREFIX + body.account }, 'password sign-in refused');
       throw new RelayError('invalid-credentials');
     }
@@ -115,17 +125,16 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     if (body.currentPassword !== undefined) {
       if (typeof body.currentPassword !== 'string' || body.currentPassword.length > 4096) throw new RelayError('bad-request', { message: 'currentPassword: expected a string' });
       limit(o.signInByAddress, req.ip);
-      limit(o.passwordSignInByAccount, id);
-      if (await verifyPassword(body.currentPassword, accounts.passwordHash(id))) return;
+      const given = body.currentPassword;
+      if (await counted(o.passwordFailures, id, req.ip, () => verifyPassword(given, accounts.passwordHash(id)))) return;
       req.log.info({ account: req.account }, 'account change refused: wrong current password');
       throw new RelayError('invalid-credentials', { message: 'the current account password is wrong' });
     }
     if (body.challenge !== undefined || body.signature !== undefined) {
       limit(o.signInByAddress, req.ip);
-      limit(o.signInByAccount, id);
       const challenge = decodeB64u(body.challenge, 32);
       const signature = decodeB64u(body.signature, 64);
-      if (challenge && signature && accounts.proveKey(id, challenge, signature)) return;
+      if (await counted(o.signInFailures, id, req.ip, () => challenge !== null && signature !== null && accounts.proveKey(id, challenge, signature))) return;
       req.log.info({ account: req.account }, 'account change refused: bad device-key proof');
       throw new RelayError('invalid-credentials', { message: 'the device-key proof is wrong or its challenge was used or expired' });
     }

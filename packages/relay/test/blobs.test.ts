@@ -116,6 +116,18 @@ for (const [name, backend] of Object.entries(backends)) {
       const b = (await r.signUp()).auth();
       assert.equal((await r.inject({ method: 'PUT', url: '/v1/blobs/a', headers: { ...b, ...octet }, payload: Buffer.alloc(1000) })).statusCode, 201);
     });
+
+    test('concurrent deletes of one object release its size once', async (t) => {
+      const r = await setup(t, { COFFER_RELAY_MAX_OBJECT_BYTES: '1000', COFFER_RELAY_QUOTA_BYTES: '2000' });
+      const a = (await r.signUp()).auth();
+      const put = (n: string) => r.inject({ method: 'PUT', url: `/v1/blobs/${n}`, headers: { ...a, ...octet }, payload: Buffer.alloc(1000) });
+      assert.equal((await put('a')).statusCode, 201);
+      assert.equal((await put('b')).statusCode, 201);
+      const deletes = await Promise.all(Array.from({ length: 6 }, () => r.inject({ method: 'DELETE', url: '/v1/blobs/a', headers: a })));
+      for (const d of deletes) assert.equal(d.statusCode, 204);
+      assert.equal((await put('c')).statusCode, 201, 'the deleted object\'s 1000 bytes are free');
+      assert.equal(code(await put('d')), 'quota-exceeded', 'and only those');
+    });
   });
 }
 

@@ -104,12 +104,14 @@ export class LocalBlobStore implements BlobStore {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  async delete(ns: string, name: string): Promise<void> {
+  /** unlink is atomic: of concurrent deletes exactly one sees the file. */
+  async delete(ns: string, name: string): Promise<boolean> {
     try {
       await fs.unlink(this.#path(ns, name));
+      return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
       throw wrap(err, 'deleting an object');
     }
   }

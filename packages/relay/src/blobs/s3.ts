@@ -95,11 +95,18 @@ export class S3BlobStore implements BlobStore {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  async delete(ns: string, name: string): Promise<void> {
+  /**
+   * S3's DeleteObject does not say whether anything was there: a HEAD first tells. Not
+   * atomic across processes; the blob routes serialize deletes of one name in-process.
+   */
+  async delete(ns: string, name: string): Promise<boolean> {
+    const existed = (await this.size(ns, name)) !== null;
+    if (!existed) return false;
     try {
       await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name) }));
+      return true;
     } catch (err) {
-      if (status(err) === 404) return;
+      if (status(err) === 404) return false;
       throw wrap(err, 'deleting an object');
     }
   }

@@ -39,7 +39,11 @@ export interface BlobStore {
   read(ns: string, name: string, range?: ByteRange): Promise<Readable | null>;
   /** Objects whose names start with `prefix`, sorted by name. */
   list(ns: string, prefix: string): Promise<BlobInfo[]>;
-  delete(ns: string, name: string): Promise<void>;
+  /**
+   * Removes the object; true when this call removed it, false when it was absent (the
+   * caller releases quota only on true, so concurrent deletes release it once).
+   */
+  delete(ns: string, name: string): Promise<boolean>;
   close(): Promise<void>;
 }
 

@@ -152,12 +152,25 @@ export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Pr
     return { blobs };
   });
 
+  // Deletes of one name run one after another, and quota is released only by the one
+  // that removed the object: concurrent deletes must not each give its size back.
+  const deleting = new Map<string, Promise<unknown>>();
   app.delete('/v1/blobs/*', async (req, reply) => {
     const name = blobName(req);
     const ns = namespaceOf(req.account);
-    const size = await o.store.size(ns, name).catch(storeFailure);
-    await o.store.delete(ns, name).catch(storeFailure);
-    if (size !== null) usage.release(ns, size);
+    const key = `${ns}/${name}`;
+    const previous = deleting.get(key) ?? Promise.resolve();
+    const run = previous.then(async () => {
+      const size = await o.store.size(ns, name);
+      const removed = await o.store.delete(ns, name);
+      if (removed && size !== null) usage.release(ns, size);
+    });
+    const settled = run.catch(() => {});
+    deleting.set(key, settled);
+    void settled.then(() => {
+      if (deleting.get(key) === settled) deleting.delete(key);
+    });
+    await run.catch(storeFailure);
     return reply.code(204).send();
   });
 }

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
-import { fleetClient, fleetMetric, startCluster, waitCaughtUp, type Cluster } from './helpers/cluster.js';
+import { fleetClient, fleetMetric, fleetTransport, startCluster, waitCaughtUp, type Cluster } from './helpers/cluster.js';
 
 const LIMIT = 10;
 const K = new Uint8Array(32).fill(9);
@@ -33,20 +33,49 @@ describe('fleet: quorum', () => {
     assert.notEqual(leader, null);
     let wrong = 0;
     let released = 0;
+    // The kill happens once KILL_AFTER answers have arrived (not at a fixed time, which a
+    // loaded machine can make before the first or after the last answer). Every 4th
+    // attempt holds its login-finish until the kill is done, so those logins are in
+    // flight across it by construction: login-start before, login-finish after.
+    const KILL_AFTER = 8;
+    let answered = 0;
+    let reachedKillPoint!: () => void;
+    const killPoint = new Promise<void>((r) => (reachedKillPoint = r));
+    let killDone!: () => void;
+    const afterKill = new Promise<void>((r) => (killDone = r));
+    let acrossKill = 0;
     const attempts = Array.from({ length: 60 }, (_, i) => async () => {
-      const client = fleetClient(cluster, 'target', { prefer: i % 3 });
+      const transport = fleetTransport(cluster, 'target', { prefer: i % 3 });
+      let sent = 0;
+      const client = new VaultClient({
+        fleetKey: cluster.fleetKey,
+        account: 'target',
+        ksf: INSECURE_FAST_KSF_FOR_TESTING,
+        transport: async (bytes) => {
+          if (i % 4 === 0 && sent++ === 1) {
+            acrossKill++;
+            await afterKill;
+          }
+          return transport(bytes);
+        },
+      });
       const r = await client.recover(`guess ${i}`);
       if (r.outcome === 'wrong-password') wrong++;
       if (r.outcome === 'ok') released++;
       else assert.ok(['wrong-password', 'locked', 'stale', 'rate-limited'].includes(r.outcome), r.outcome);
+      if (++answered === KILL_AFTER) reachedKillPoint();
     });
     const running = attempts.map(async (run, i) => {
       await new Promise((r) => setTimeout(r, i * 15));
       await run();
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await killPoint;
+    const answeredBeforeKill = answered;
     await cluster.dcs[leader!]!.killEtcd();
+    killDone();
     await Promise.all(running);
+    assert.ok(answeredBeforeKill >= KILL_AFTER && answeredBeforeKill < attempts.length, `${answeredBeforeKill} answers before the kill`);
+    assert.ok(acrossKill >= 1, 'some logins were in flight across the kill (login-start before it, login-finish after)');
     assert.equal(released, 0, 'a wrong password never releases the key');
     assert.ok(wrong <= LIMIT, `${wrong} wrong guesses answered, limit ${LIMIT}`);
     // Counted commits across the nodes (none restarted, so their counters are complete).

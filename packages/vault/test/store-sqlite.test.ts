@@ -1,10 +1,13 @@
-// The SQLite record store: compare-and-swap semantics, no ABA, durability across reopen.
+// The SQLite record store: compare-and-swap semantics, no ABA, durability across reopen,
+// and no write resolving before the fsync of the WAL that holds it.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { fstatSync, fsync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { SqliteRecordStore } from '../src/store/sqlite.js';
+import { StoreError } from '../src/store/store.js';
 
 const b = (s: string) => new TextEncoder().encode(s);
 const text = (u: Uint8Array | undefined) => (u ? new TextDecoder().decode(u) : undefined);
@@ -68,5 +71,95 @@ describe('SqliteRecordStore', () => {
     const again = new SqliteRecordStore(path);
     assert.equal(text((await again.get('durable'))?.value), 'kept');
     await again.close();
+  });
+});
+
+/** An fsync the test releases by hand; it records the descriptor it was given. */
+function heldFsync() {
+  const pending: { fd: number; done: (err: NodeJS.ErrnoException | null) => void }[] = [];
+  return {
+    pending,
+    fsync: (fd: number, done: (err: NodeJS.ErrnoException | null) => void) => void pending.push({ fd, done }),
+    /** Runs the real fsync for everything held (or fails it with `err`). */
+    release(err?: NodeJS.ErrnoException) {
+      for (const p of pending.splice(0)) {
+        if (err) p.done(err);
+        else fsync(p.fd, p.done);
+      }
+    },
+  };
+}
+
+/** Lets every queued callback and a few loop turns run (no timing involved). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
+
+describe('SqliteRecordStore durability: a write resolves only after its WAL fsync', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'coffer-store-sync-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('holds the answer while the fsync is held, and fsyncs the -wal file itself (also after a checkpoint restarts the WAL)', async () => {
+    const path = join(dir, 'held.sqlite');
+    const held = heldFsync();
+    const store = new SqliteRecordStore(path, { fsync: held.fsync });
+    try {
+      let state = 'pending';
+      const write = store.compareAndPut('a', b('1'), null).then((r) => ((state = 'resolved'), r), (e: unknown) => ((state = 'rejected'), Promise.reject(e)));
+      await settle();
+      assert.equal(held.pending.length, 1, 'an fsync was started after the commit');
+      assert.equal(state, 'pending', 'the write did not resolve before its fsync finished');
+      assert.equal(fstatSync(held.pending[0]!.fd).ino, statSync(`${path}-wal`).ino, 'the fsynced descriptor is the WAL file');
+      // A commit made while that fsync runs waits for the next one, not this one.
+      let second = 'pending';
+      const write2 = store.compareAndPut('b', b('2'), null).then(() => (second = 'resolved'));
+      await settle();
+      assert.equal(held.pending.length, 1, 'one fsync at a time');
+      held.release();
+      assert.ok((await write).ok);
+      await settle();
+      assert.equal(second, 'pending', 'a commit made during an fsync is not covered by it');
+      assert.equal(held.pending.length, 1);
+      held.release();
+      await write2;
+
+      // Force checkpoints that restart the WAL from its beginning (another connection,
+      // as another process would): the descriptor still names the live -wal file.
+      const other = new Database(path);
+      try {
+        for (let i = 0; i < 3; i++) {
+          other.pragma('wal_checkpoint(RESTART)');
+          const w = store.compareAndPut(`c${i}`, b('3'), null);
+          await settle();
+          assert.equal(held.pending.length, 1);
+          assert.equal(fstatSync(held.pending[0]!.fd).ino, statSync(`${path}-wal`).ino);
+          held.release();
+          assert.ok((await w).ok);
+        }
+      } finally {
+        other.close();
+      }
+    } finally {
+      const closing = store.close();
+      held.release();
+      await closing;
+    }
+  });
+
+  it('a failed fsync rejects the write (never resolves it), and the store refuses everything after', async () => {
+    const path = join(dir, 'failing.sqlite');
+    const held = heldFsync();
+    const store = new SqliteRecordStore(path, { fsync: held.fsync });
+    try {
+      const write = store.compareAndPut('a', b('1'), null);
+      await settle();
+      const eio = Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }) as NodeJS.ErrnoException;
+      held.release(eio);
+      await assert.rejects(write, (e: unknown) => e instanceof StoreError && /fsync/.test(e.message));
+      await assert.rejects(store.get('a'), StoreError);
+      await assert.rejects(store.compareAndPut('b', b('2'), null), StoreError);
+    } finally {
+      await store.close();
+    }
   });
 });

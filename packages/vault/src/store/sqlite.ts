@@ -24,6 +24,11 @@ type Op =
   | { kind: 'put'; account: string; value: Uint8Array; expected: RecordVersion | null; resolve: (r: CasResult) => void; reject: (e: Error) => void }
   | { kind: 'delete'; account: string; expected: RecordVersion; resolve: (ok: boolean) => void; reject: (e: Error) => void };
 
+export interface SqliteStoreOptions {
+  /** TEST ONLY: the fsync of the WAL file descriptor (default `node:fs` `fsync`, on the thread pool). */
+  readonly fsync?: (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
+}
+
 /** A committed op and its result, waiting for the fsync that makes it durable. */
 type Committed = { op: Op; result: CasResult | boolean };
 
@@ -31,6 +36,7 @@ export class SqliteRecordStore implements RecordStore {
   readonly name: string;
   readonly #db: Database.Database;
   readonly #walFd: number;
+  readonly #fsync: NonNullable<SqliteStoreOptions['fsync']>;
   readonly #select: Database.Statement<[string], { value: Buffer; revision: number }>;
   readonly #insert: Database.Statement<[string, Buffer, number]>;
   readonly #update: Database.Statement<[Buffer, number, string, number]>;
@@ -46,8 +52,12 @@ export class SqliteRecordStore implements RecordStore {
   #idle: (() => void) | null = null;
 
   /** Opens (creating if needed) the database file at `path`. */
-  constructor(readonly path: string) {
+  constructor(
+    readonly path: string,
+    options: SqliteStoreOptions = {},
+  ) {
     this.name = `sqlite:${path}`;
+    this.#fsync = options.fsync ?? fsync;
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     this.#db = new Database(path);
     this.#db.pragma('journal_mode = WAL');
@@ -92,12 +102,13 @@ export class SqliteRecordStore implements RecordStore {
     return row ? { value: new Uint8Array(row.value), version: String(row.revision) } : null;
   }
 
-  compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null): Promise<CasResult> {
+  // async: a closed or failed store rejects, never throws synchronously.
+  async compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null): Promise<CasResult> {
     this.#check();
     return new Promise((resolve, reject) => this.#enqueue({ kind: 'put', account, value, expected, resolve, reject }));
   }
 
-  compareAndDelete(account: string, expected: RecordVersion): Promise<boolean> {
+  async compareAndDelete(account: string, expected: RecordVersion): Promise<boolean> {
     this.#check();
     return new Promise((resolve, reject) => this.#enqueue({ kind: 'delete', account, expected, resolve, reject }));
   }
@@ -147,7 +158,7 @@ export class SqliteRecordStore implements RecordStore {
     const covered = this.#unsynced;
     this.#unsynced = [];
     this.#syncing = true;
-    fsync(this.#walFd, (err) => {
+    this.#fsync(this.#walFd, (err) => {
       this.#syncing = false;
       if (err && !this.#failed) this.#failed = new StoreError(`sqlite: fsync of the WAL failed: ${err.message}`);
       if (this.#failed) {

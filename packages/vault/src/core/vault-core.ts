@@ -158,7 +158,7 @@ export class VaultCore {
     const now = this.platform.now();
     const loaded = stored ? (known ?? (await unsealRecord(this.platform, req.account, stored, this.recordKeys))) : null;
     const { record, erased } = normalize(loaded, now);
-    const step = req.body === null ? this.#answer(req.op, { outcome: 'invalid', op: req.op, reason: 'bad-body' }) : await this.#step(req, req.body, record, now);
+    const step = req.body === null ? this.#answer({ outcome: 'invalid', op: req.op, reason: 'bad-body' }) : await this.#step(req, req.body, record, now);
     // Normalization may have erased an exhausted record; that must reach the store even
     // when the operation itself writes nothing.
     let write = step.write;
@@ -174,7 +174,7 @@ export class VaultCore {
     };
   }
 
-  #answer(_op: Operation, response: VaultResponse, extra: Partial<Step> = {}): Step {
+  #answer(response: VaultResponse, extra: Partial<Step> = {}): Step {
     return { response, write: null, ...extra };
   }
 
@@ -186,9 +186,9 @@ export class VaultCore {
     const account = req.account;
     switch (body.op) {
       case 'status':
-        if (!rec || rec.state === 'pending-registration') return this.#answer(body.op, { outcome: 'not-registered', op: body.op });
-        if (rec.state === 'erased') return this.#answer(body.op, { outcome: 'locked', op: body.op });
-        return this.#answer(body.op, { outcome: 'ok', op: 'status', guessesRemaining: rec.guessLimit - rec.guessesUsed, guessLimit: rec.guessLimit, ksf: rec.ksf });
+        if (!rec || rec.state === 'pending-registration') return this.#answer({ outcome: 'not-registered', op: body.op });
+        if (rec.state === 'erased') return this.#answer({ outcome: 'locked', op: body.op });
+        return this.#answer({ outcome: 'ok', op: 'status', guessesRemaining: rec.guessLimit - rec.guessesUsed, guessLimit: rec.guessLimit, ksf: rec.ksf });
 
       case 'register-start':
         return this.#registerStart(account, body, rec, now);
@@ -203,7 +203,7 @@ export class VaultCore {
         return this.#loginFinish(account, body, rec, now);
 
       case 'delete':
-        if (!rec) return this.#answer(body.op, { outcome: 'not-registered', op: body.op });
+        if (!rec) return this.#answer({ outcome: 'not-registered', op: body.op });
         return { response: { outcome: 'ok', op: 'delete' }, write: { kind: 'delete' } };
     }
   }
@@ -214,7 +214,7 @@ export class VaultCore {
     try {
       response = opaque.server.createRegistrationResponse({ serverSetup: this.opaqueSetup.expose(), userIdentifier: account, registrationRequest: toBase64Url(body.registrationRequest) }).registrationResponse;
     } catch {
-      return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-body' });
+      return this.#answer({ outcome: 'invalid', op, reason: 'bad-body' });
     }
     const nonce = this.platform.randomBytes(SIZES.nonce);
     const registration = { nonce, expiresAt: now + this.policy.registrationTtlMs };
@@ -222,8 +222,8 @@ export class VaultCore {
     if (rec?.state === 'active') {
       // Replacing a live record needs the grant of a login that just succeeded (change
       // password). Without it, registering again could reset the guess counter.
-      if (!body.grant) return this.#answer(op, { outcome: 'already-registered', op });
-      if (!rec.changeGrant || !equalBytes(rec.changeGrant.nonce, body.grant)) return this.#answer(op, { outcome: 'stale', op });
+      if (!body.grant) return this.#answer({ outcome: 'already-registered', op });
+      if (!rec.changeGrant || !equalBytes(rec.changeGrant.nonce, body.grant)) return this.#answer({ outcome: 'stale', op });
       next = { ...rec, pendingRegistration: registration, changeGrant: null };
     } else {
       next = { state: 'pending-registration', registration };
@@ -236,14 +236,14 @@ export class VaultCore {
 
   async #registerFinish(account: string, body: Extract<VaultRequest, { op: 'register-finish' }>, rec: AccountRecord | null, now: number): Promise<Step> {
     const op = body.op;
-    if (!this.policy.insecureAllowWeakKsfForTesting && !ksfAtLeast(body.ksf, this.policy.minimumKsf)) return this.#answer(op, { outcome: 'invalid', op, reason: 'weak-ksf' });
+    if (!this.policy.insecureAllowWeakKsfForTesting && !ksfAtLeast(body.ksf, this.policy.minimumKsf)) return this.#answer({ outcome: 'invalid', op, reason: 'weak-ksf' });
     const guessLimit = body.guessLimit === 0 ? this.policy.guessLimit : body.guessLimit;
-    if (guessLimit > this.policy.guessLimit) return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-guess-limit' });
-    if (body.wrappedKey.length === 0) return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-body' });
+    if (guessLimit > this.policy.guessLimit) return this.#answer({ outcome: 'invalid', op, reason: 'bad-guess-limit' });
+    if (body.wrappedKey.length === 0) return this.#answer({ outcome: 'invalid', op, reason: 'bad-body' });
     const pending = rec?.state === 'pending-registration' ? rec.registration : rec?.state === 'active' ? rec.pendingRegistration : null;
     // The nonce is single-use: it came from register-start and is consumed here, so a
     // captured or retried register-finish cannot recreate (and so reset) a record.
-    if (!pending || pending.expiresAt < now || !equalBytes(pending.nonce, body.nonce)) return this.#answer(op, { outcome: 'stale', op });
+    if (!pending || pending.expiresAt < now || !equalBytes(pending.nonce, body.nonce)) return this.#answer({ outcome: 'stale', op });
     const next: ActiveRecord = {
       state: 'active',
       guessLimit,
@@ -261,19 +261,19 @@ export class VaultCore {
 
   async #loginStart(req: OpenedVaultRequest, body: Extract<VaultRequest, { op: 'login-start' }>, rec: AccountRecord | null, now: number): Promise<Step> {
     const op = body.op;
-    if (Math.abs(now - body.timestampMs) > this.policy.freshnessWindowMs) return this.#answer(op, { outcome: 'stale', op });
+    if (Math.abs(now - body.timestampMs) > this.policy.freshnessWindowMs) return this.#answer({ outcome: 'stale', op });
     if (!rec || rec.state === 'pending-registration') return this.#fakeLogin(req, body);
-    if (rec.state === 'erased') return this.#answer(op, { outcome: 'locked', op });
+    if (rec.state === 'erased') return this.#answer({ outcome: 'locked', op });
 
     const digest = (await sha256(concat(utf8(LABELS.loginReplayDigest), new Uint8Array([0]), req.envelope.enc))).slice(0, 16);
     const seen = rec.seenLogins.filter((s) => s.expiresAt >= now);
-    if (seen.some((s) => equalBytes(s.digest, digest))) return this.#answer(op, { outcome: 'stale', op });
+    if (seen.some((s) => equalBytes(s.digest, digest))) return this.#answer({ outcome: 'stale', op });
     if (seen.length >= this.policy.loginsPerWindow) {
-      return this.#answer(op, { outcome: 'rate-limited', op, retryAfterSeconds: retryAfter(Math.min(...seen.map((s) => s.expiresAt)), now) });
+      return this.#answer({ outcome: 'rate-limited', op, retryAfterSeconds: retryAfter(Math.min(...seen.map((s) => s.expiresAt)), now) });
     }
     if (rec.guessesUsed >= rec.guessLimit) {
       // The last guess is out and its login is still open: nothing to give until it ends.
-      return this.#answer(op, { outcome: 'rate-limited', op, retryAfterSeconds: retryAfter(rec.pendingLogin?.expiresAt ?? now, now) });
+      return this.#answer({ outcome: 'rate-limited', op, retryAfterSeconds: retryAfter(rec.pendingLogin?.expiresAt ?? now, now) });
     }
     let started: { serverLoginState: string; loginResponse: string };
     try {
@@ -284,7 +284,7 @@ export class VaultCore {
         startLoginRequest: toBase64Url(body.ke1),
       });
     } catch {
-      return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-body' });
+      return this.#answer({ outcome: 'invalid', op, reason: 'bad-body' });
     }
     const nonce = this.platform.randomBytes(SIZES.nonce);
     // The guess is counted in the record written here; the server commits this write
@@ -312,19 +312,19 @@ export class VaultCore {
     try {
       started = opaque.server.startLogin({ serverSetup: this.opaqueSetup.expose(), userIdentifier: req.account, registrationRecord: null, startLoginRequest: toBase64Url(body.ke1) });
     } catch {
-      return this.#answer(op, { outcome: 'invalid', op, reason: 'bad-body' });
+      return this.#answer({ outcome: 'invalid', op, reason: 'bad-body' });
     }
-    return this.#answer(op, { outcome: 'ok', op: 'login-start', nonce: this.platform.randomBytes(SIZES.nonce), ke2: fromBase64Url(started.loginResponse), ksf: DEFAULT_KSF });
+    return this.#answer({ outcome: 'ok', op: 'login-start', nonce: this.platform.randomBytes(SIZES.nonce), ke2: fromBase64Url(started.loginResponse), ksf: DEFAULT_KSF });
   }
 
   async #loginFinish(account: string, body: Extract<VaultRequest, { op: 'login-finish' }>, rec: AccountRecord | null, now: number): Promise<Step> {
     const op = body.op;
-    if (!rec || rec.state === 'pending-registration') return this.#answer(op, { outcome: 'not-registered', op });
-    if (rec.state === 'erased') return this.#answer(op, { outcome: 'locked', op });
+    if (!rec || rec.state === 'pending-registration') return this.#answer({ outcome: 'not-registered', op });
+    if (rec.state === 'erased') return this.#answer({ outcome: 'locked', op });
     const pending = rec.pendingLogin;
     // Single use: the login state lives in the record and is cleared by the first
     // login-finish that names it, right or wrong; a replayed KE3 finds nothing.
-    if (!pending || pending.expiresAt < now || !equalBytes(pending.nonce, body.nonce)) return this.#answer(op, { outcome: 'stale', op });
+    if (!pending || pending.expiresAt < now || !equalBytes(pending.nonce, body.nonce)) return this.#answer({ outcome: 'stale', op });
     const consumed: ActiveRecord = { ...rec, pendingLogin: null };
 
     let sessionKey: Uint8Array | null = null;

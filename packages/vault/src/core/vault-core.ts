@@ -12,6 +12,7 @@
  */
 import { opaque } from '@coffer/protocol';
 import {
+  ACCOUNT_ID_PATTERN,
   concat,
   decodeRequestBody,
   DecodeError,
@@ -77,8 +78,6 @@ export interface Decision {
   readonly recordErased: boolean;
 }
 
-const ACCOUNT = /^[\x21-\x7e]{1,128}$/;
-
 export class VaultCore {
   private constructor(
     private readonly platform: Platform,
@@ -101,7 +100,7 @@ export class VaultCore {
 
   /** Parses and decrypts one request. Never touches a record. */
   async open(account: string, bytes: Uint8Array): Promise<OpenResult> {
-    if (!ACCOUNT.test(account)) return refuse('bad-account', 'account: must be 1..128 printable ASCII characters');
+    if (!ACCOUNT_ID_PATTERN.test(account)) return refuse('bad-account', 'account: must be 1..128 printable ASCII characters');
     let header;
     try {
       header = parseRequest(bytes);

@@ -21,6 +21,7 @@
  * case is a guess counted whose KE2 never left (the user loses one guess) — never a
  * guess answered but not counted.
  */
+import { equalBytes } from '@coffer/protocol';
 import { StoreError, type CasResult, type RecordStore, type RecordVersion, type StoredRecord } from './store.js';
 
 export interface EtcdStoreOptions {
@@ -56,10 +57,6 @@ class NotSent extends Error {}
 
 function b64(s: string | Uint8Array): string {
   return Buffer.from(s).toString('base64');
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
 export class EtcdRecordStore implements RecordStore {
@@ -194,7 +191,7 @@ export class EtcdRecordStore implements RecordStore {
     const key = this.#key(account);
     if (expected !== null && !/^[1-9]\d*$/.test(expected)) return { ok: false };
     const compare = expected === null ? { key, target: 'CREATE', result: 'EQUAL', create_revision: '0' } : { key, target: 'MOD', result: 'EQUAL', mod_revision: expected };
-    const r = await this.#txn(account, compare, { request_put: { key, value: b64(value) } }, (cur) => cur !== null && sameBytes(cur.value, value));
+    const r = await this.#txn(account, compare, { request_put: { key, value: b64(value) } }, (cur) => cur !== null && equalBytes(cur.value, value));
     // A txn's header revision is the revision its put created: the new mod_revision.
     return r.ok ? { ok: true, version: r.revision } : { ok: false };
   }

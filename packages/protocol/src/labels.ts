@@ -25,6 +25,10 @@ export const LABELS = {
   opaqueSetupSeal: 'coffer/vault/v1/opaque-server-setup',
   /** Digest of a login request's HPKE `enc`, remembered to refuse replayed KE1s. */
   loginReplayDigest: 'coffer/vault/v1/login-replay',
+  /** Fleet ceremony: a node's ID, first 8 bytes of SHA-256(label || 0x00 || transport public key). */
+  fleetNodeId: 'coffer/vault/v1/fleet-node-id',
+  /** Fleet ceremony: HKDF info and AAD prefix of the fleet keys wrapped to a joining node. */
+  fleetTransfer: 'coffer/vault/v1/fleet-transfer',
 } as const;
 
 export type LabelName = keyof typeof LABELS;

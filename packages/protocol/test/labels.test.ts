@@ -15,6 +15,8 @@ const GOLDEN: Record<string, string> = {
   recordSeal: 'coffer/vault/v1/record',
   opaqueSetupSeal: 'coffer/vault/v1/opaque-server-setup',
   loginReplayDigest: 'coffer/vault/v1/login-replay',
+  fleetNodeId: 'coffer/vault/v1/fleet-node-id',
+  fleetTransfer: 'coffer/vault/v1/fleet-transfer',
 };
 
 test('the label table equals the golden list', () => {

@@ -20,19 +20,13 @@
  */
 import { createCipheriv, createDecipheriv, createECDH, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { existsSync, renameSync } from 'node:fs';
-import { equalBytes, fleetKeyFromPublicKey, fromHex, HPKE_SUITE_NAME, toHex, type FleetKeyBundle } from '@coffer/protocol';
+import { equalBytes, fleetKeyFromPublicKey, fromHex, HPKE_SUITE_NAME, LABELS, toHex, type FleetKeyBundle } from '@coffer/protocol';
 import { KEY_LABELS, rotatedRecordSealLabel } from '../core/key-labels.js';
 import { PlatformError } from '../core/platform.js';
 import { openPlatform, provisionVaultKeys, type PlatformConfig } from '../platform/index.js';
 import { exportSoftwareKeys, importSoftwareKeys, provisionSoftwareKeys, removeSoftwareKeys } from '../platform/software.js';
 import type { VaultConfig } from './config.js';
 import { ensureFleetFile, fleetBundle, FleetFileError, loadFleet, readFleetFile, writeFleetFile, type FleetFile } from './fleet.js';
-
-/** Domain-separation labels of the ceremony (versioned; a change is a new label). */
-export const CEREMONY_LABELS = {
-  nodeId: 'coffer/vault/v1/fleet-node-id',
-  transfer: 'coffer/vault/v1/fleet-transfer',
-} as const;
 
 export const PKCS11_WRAP_MISSING =
   'fleet key transfer between PKCS#11 HSMs needs C_WrapKey/C_UnwrapKey (CKM_ECDH1_DERIVE to an AES key, then CKM_AES_KEY_WRAP_PAD of the fleet keys, created CKA_EXTRACTABLE with CKA_WRAP_WITH_TRUSTED), ' +
@@ -68,7 +62,7 @@ function sha256(...parts: (Uint8Array | string)[]): Buffer {
 }
 
 export function nodeIdOf(publicKey: Uint8Array): string {
-  return sha256(CEREMONY_LABELS.nodeId, new Uint8Array([0]), publicKey).subarray(0, 8).toString('hex');
+  return sha256(LABELS.fleetNodeId, new Uint8Array([0]), publicKey).subarray(0, 8).toString('hex');
 }
 
 function refusePkcs11(platform: PlatformConfig, what: string): asserts platform is Extract<PlatformConfig, { kind: 'software' }> {
@@ -81,11 +75,11 @@ function fleetLabels(file: FleetFile): string[] {
 
 /** AAD: label || 0 || recipient public key || enc || fleet key ID || SHA-256(fleet file JSON). */
 function transferAad(recipient: Uint8Array, enc: Uint8Array, fleetKeyId: Uint8Array, fleet: FleetFile): Buffer {
-  return Buffer.concat([Buffer.from(CEREMONY_LABELS.transfer), Buffer.from([0]), recipient, enc, fleetKeyId, sha256(JSON.stringify(fleet))]);
+  return Buffer.concat([Buffer.from(LABELS.fleetTransfer), Buffer.from([0]), recipient, enc, fleetKeyId, sha256(JSON.stringify(fleet))]);
 }
 
 function transferKey(shared: Uint8Array, recipient: Uint8Array, enc: Uint8Array): Buffer {
-  return Buffer.from(hkdfSync('sha256', shared, Buffer.concat([enc, recipient]), CEREMONY_LABELS.transfer, 32));
+  return Buffer.from(hkdfSync('sha256', shared, Buffer.concat([enc, recipient]), LABELS.fleetTransfer, 32));
 }
 
 /** Creates this node's transport key pair if missing (idempotent) and returns its identity. */

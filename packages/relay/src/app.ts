@@ -56,6 +56,8 @@ export const DEFAULT_LIMITS: RateLimits = {
 };
 
 export const DEFAULT_MAX_OBJECT_BYTES = 64 * 1024 * 1024;
+/** Blob upload bodies buffered at once, across the relay (they are held in memory). */
+export const DEFAULT_MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024;
 
 /** Redacted from every log line. */
 export const LOG_REDACT = ['req.headers.authorization', 'req.headers["coffer-relay-auth"]', 'req.headers.cookie', 'res.headers["set-cookie"]'];
@@ -70,6 +72,8 @@ export interface AppOptions {
   readonly maxObjectBytes?: number;
   /** Per-account blob quota in bytes; 0 = unlimited. */
   readonly quotaBytes?: number;
+  /** Upload bytes buffered at once across the relay; more waits as 503 uploads-busy. */
+  readonly maxInFlightBytes?: number;
   /** pino options (redaction is added), or false for silence. */
   readonly logger?: FastifyServerOptions['logger'];
   /** Whole-request timeout (ms) for slow clients; 0 = none. */
@@ -166,7 +170,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     passwordFailures: new FailureLimit(new TokenBuckets(limits.passwordSignInByAccountAddress, now), new TokenBuckets(limits.passwordSignInByAccount, now)),
   });
   void app.register(vaultRoutes, { forwarder: options.forwarder, authenticate });
-  void app.register(blobRoutes, { store: options.blobs, authenticate, maxObjectBytes: options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, quotaBytes: options.quotaBytes ?? 0, metrics });
+  void app.register(blobRoutes, { store: options.blobs, authenticate, maxObjectBytes: options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, quotaBytes: options.quotaBytes ?? 0, maxInFlightBytes: options.maxInFlightBytes ?? Math.max(DEFAULT_MAX_IN_FLIGHT_BYTES, options.maxObjectBytes ?? 0), metrics });
 
   app.get('/v1/fleet-bundle', async (req, reply) => {
     if (!options.fleetBundleFile) throw new RelayError('not-found');

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import { DEFAULT_LIMITS, DEFAULT_MAX_OBJECT_BYTES, type RateLimits } from './app.js';
+import { DEFAULT_LIMITS, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_OBJECT_BYTES, type RateLimits } from './app.js';
 import type { JwtConfig } from './auth/jwt.js';
 import type { S3Config } from './blobs/s3.js';
 import type { BucketRule } from './rate-limit.js';
@@ -27,7 +27,7 @@ export interface RelayConfig {
   readonly accounts: boolean;
   readonly sessionTtlMs: number;
   readonly jwt: JwtConfig | null;
-  readonly blobs: ({ readonly backend: 'local'; readonly dir: string } | ({ readonly backend: 's3' } & S3Config)) & { readonly maxObjectBytes: number; readonly quotaBytes: number };
+  readonly blobs: ({ readonly backend: 'local'; readonly dir: string } | ({ readonly backend: 's3' } & S3Config)) & { readonly maxObjectBytes: number; readonly quotaBytes: number; readonly maxInFlightBytes: number };
   readonly limits: RateLimits;
   readonly tls: { readonly cert: string; readonly key: string } | null;
   readonly requestTimeoutMs: number;
@@ -43,7 +43,7 @@ interface FileConfig {
   linkKeyFile?: string;
   vault?: { nodes?: string[]; attemptTimeoutMs?: number; deadlineMs?: number };
   auth?: { accounts?: boolean; sessionTtlMs?: number; jwt?: Partial<JwtConfig> | null };
-  blobs?: { backend?: 'local' | 's3'; dir?: string; s3?: Partial<S3Config>; maxObjectBytes?: number; quotaBytes?: number };
+  blobs?: { backend?: 'local' | 's3'; dir?: string; s3?: Partial<S3Config>; maxObjectBytes?: number; quotaBytes?: number; maxInFlightBytes?: number };
   limits?: Partial<RateLimits>;
   tls?: { cert?: string; key?: string } | null;
   requestTimeoutMs?: number;
@@ -120,10 +120,12 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
 
   const maxObjectBytes = positive('blobs.maxObjectBytes', int('COFFER_RELAY_MAX_OBJECT_BYTES', env.COFFER_RELAY_MAX_OBJECT_BYTES) ?? f.blobs?.maxObjectBytes, DEFAULT_MAX_OBJECT_BYTES);
   const quotaBytes = positive('blobs.quotaBytes', int('COFFER_RELAY_QUOTA_BYTES', env.COFFER_RELAY_QUOTA_BYTES) ?? f.blobs?.quotaBytes, 0);
+  const maxInFlightBytes = positive('blobs.maxInFlightBytes', int('COFFER_RELAY_MAX_IN_FLIGHT_BYTES', env.COFFER_RELAY_MAX_IN_FLIGHT_BYTES) ?? f.blobs?.maxInFlightBytes, Math.max(DEFAULT_MAX_IN_FLIGHT_BYTES, maxObjectBytes));
+  if (maxInFlightBytes < maxObjectBytes) throw new ConfigError(`blobs.maxInFlightBytes (${maxInFlightBytes}) must be at least blobs.maxObjectBytes (${maxObjectBytes})`);
   const backend = env.COFFER_RELAY_BLOB_BACKEND || f.blobs?.backend || 'local';
   let blobs: RelayConfig['blobs'];
   if (backend === 'local') {
-    blobs = { backend, dir: abs(env.COFFER_RELAY_BLOB_DIR || f.blobs?.dir || join(dataDir, 'blobs')), maxObjectBytes, quotaBytes };
+    blobs = { backend, dir: abs(env.COFFER_RELAY_BLOB_DIR || f.blobs?.dir || join(dataDir, 'blobs')), maxObjectBytes, quotaBytes, maxInFlightBytes };
   } else if (backend === 's3') {
     const s3 = f.blobs?.s3 ?? {};
     const bucket = env.COFFER_RELAY_S3_BUCKET || s3.bucket;
@@ -144,6 +146,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
       forcePathStyle: s3.forcePathStyle ?? true,
       maxObjectBytes,
       quotaBytes,
+      maxInFlightBytes,
     };
   } else {
     throw new ConfigError(`blobs.backend: must be "local" or "s3", got "${backend}"`);

@@ -28,6 +28,8 @@ export const ERRORS = {
   'blob-store-full': { status: 507, message: 'the blob store is out of space' },
   'rate-limited': { status: 429, message: 'too many requests; retry later' },
   'vault-unavailable': { status: 503, message: 'no vault node answered in time; retry' },
+  /** Too many upload bytes in flight across the relay right now (memory bound). */
+  'uploads-busy': { status: 503, message: 'the server is receiving too many uploads; retry shortly' },
   'blob-store-unavailable': { status: 503, message: 'the blob store failed; retry' },
   'request-timeout': { status: 408, message: 'the request took too long to arrive' },
   'not-found': { status: 404, message: 'no such endpoint' },

@@ -48,6 +48,7 @@ export function assembleRelay(config: RelayConfig, options: AssembleOptions = {}
     limits: config.limits,
     maxObjectBytes: config.blobs.maxObjectBytes,
     quotaBytes: config.blobs.quotaBytes,
+    maxInFlightBytes: config.blobs.maxInFlightBytes,
     logger: options.logger ?? false,
     requestTimeoutMs: config.requestTimeoutMs,
     fleetBundleFile: config.fleetBundleFile,

@@ -4,12 +4,13 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import S3rver from 's3rver';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { BlobStoreError, type BlobStore } from '../src/blobs/store.js';
 import { LocalBlobStore } from '../src/blobs/local.js';
-import { startRelay, tempDir, testConfig, type TestRelay } from './helpers.js';
+import { S3BlobStore } from '../src/blobs/s3.js';
+import { standIn, startRelay, tempDir, testConfig, type TestRelay } from './helpers.js';
 
 process.env.AWS_SDK_JS_SUPPRESS_NODE_VERSION_WARNING = '1';
 const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
@@ -184,4 +185,29 @@ test('a failing or full blob store gives a clean 503/507, and nothing half-writt
   mode.fail = 'none';
   assert.deepEqual((await r.inject({ method: 'GET', url: '/v1/blobs', headers: a })).json(), { blobs: [{ name: 'one', size: 100 }] });
   assert.equal((await put('two')).statusCode, 201, 'works again once the store recovers');
+});
+
+test('upload bodies in flight are bounded across the relay: 503 uploads-busy with retryAfter, then accepted', async (t) => {
+  const dir = tempDir(t);
+  const r = await startRelay(t, testConfig(dir, { COFFER_RELAY_MAX_OBJECT_BYTES: '1000', COFFER_RELAY_MAX_IN_FLIGHT_BYTES: '1500' }));
+  const a = (await r.signUp()).auth();
+  const slow = new PassThrough();
+  const first = r.inject({ method: 'PUT', url: '/v1/blobs/slow', headers: { ...a, ...octet, 'content-length': '1000' }, payload: slow });
+  slow.write(Buffer.alloc(500, 1));
+  await new Promise((resolve) => setImmediate(resolve));
+  const busy = await r.inject({ method: 'PUT', url: '/v1/blobs/other', headers: { ...a, ...octet }, payload: Buffer.alloc(600) });
+  assert.equal(busy.statusCode, 503);
+  assert.equal(code(busy), 'uploads-busy');
+  assert.ok(busy.json<{ error: { retryAfter: number } }>().error.retryAfter > 0);
+  assert.equal((await r.inject({ method: 'PUT', url: '/v1/blobs/small', headers: { ...a, ...octet }, payload: Buffer.alloc(400) })).statusCode, 201, 'what fits still goes');
+  slow.end(Buffer.alloc(500, 1));
+  assert.equal((await first).statusCode, 201);
+  assert.equal((await r.inject({ method: 'PUT', url: '/v1/blobs/other', headers: { ...a, ...octet }, payload: Buffer.alloc(600) })).statusCode, 201, 'released once answered');
+});
+
+test('the S3 client gives up on an endpoint that accepts and never answers', async (t) => {
+  const silent = await standIn(t, () => {}); // reads the request, never answers
+  const store = new S3BlobStore({ endpoint: silent.url, bucket: 'b', accessKeyId: 'x', secretAccessKey: 'y', requestTimeoutMs: 200, connectionTimeoutMs: 200 });
+  t.after(() => store.close());
+  await assert.rejects(store.size('ns', 'name'), BlobStoreError);
 });

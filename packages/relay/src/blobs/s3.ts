@@ -16,6 +16,9 @@ export interface S3Config {
   readonly accessKeyId?: string;
   readonly secretAccessKey?: string;
   readonly forcePathStyle?: boolean;
+  /** TCP connect timeout (default 5 s) and per-request socket idle timeout (default 60 s). */
+  readonly connectionTimeoutMs?: number;
+  readonly requestTimeoutMs?: number;
 }
 
 const status = (err: unknown): number | undefined => (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
@@ -39,6 +42,8 @@ export class S3BlobStore implements BlobStore {
       region: config.region ?? 'us-east-1',
       forcePathStyle: config.forcePathStyle ?? true,
       maxAttempts: 2,
+      // Without these a stalled S3 endpoint holds a request (and its buffered body) forever.
+      requestHandler: { connectionTimeout: config.connectionTimeoutMs ?? 5_000, requestTimeout: config.requestTimeoutMs ?? 60_000, throwOnRequestTimeout: true },
       ...(config.endpoint ? { endpoint: config.endpoint } : {}),
       ...(config.accessKeyId && config.secretAccessKey ? { credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey } } : {}),
     });

@@ -14,8 +14,12 @@ export interface BlobRoutesOptions {
   readonly maxObjectBytes: number;
   /** Per-account total; 0 = unlimited. */
   readonly quotaBytes: number;
+  /** Upload body bytes buffered at once across these routes (≥ maxObjectBytes). */
+  readonly maxInFlightBytes: number;
   readonly metrics: RelayMetrics;
 }
+
+const IN_FLIGHT = Symbol('coffer.inFlightBytes');
 
 /**
  * Bytes used per namespace: computed from a listing on first use, then kept up to date
@@ -88,6 +92,14 @@ function storeFailure(err: unknown): never {
 
 export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Promise<void> {
   const usage = new Usage(o.store);
+  let inFlight = 0;
+  const release = (req: FastifyRequest): void => {
+    const r = req as unknown as Record<symbol, number | undefined>;
+    const bytes = r[IN_FLIGHT];
+    if (bytes === undefined) return;
+    r[IN_FLIGHT] = undefined;
+    inFlight -= bytes;
+  };
   app.addHook('preHandler', o.authenticate);
 
   app.put('/v1/blobs/*', {
@@ -96,7 +108,15 @@ export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Pr
     preParsing: async (req) => {
       const declared = Number(req.headers['content-length']);
       if (Number.isFinite(declared) && declared > o.maxObjectBytes) throw new RelayError('blob-too-large');
+      // Bodies are buffered in memory: bound the total across the relay (a chunked body
+      // without a length counts as the largest allowed object).
+      const bytes = Number.isFinite(declared) && declared >= 0 ? declared : o.maxObjectBytes;
+      if (inFlight + bytes > o.maxInFlightBytes) throw new RelayError('uploads-busy', { retryAfter: 1 });
+      inFlight += bytes;
+      (req as unknown as Record<symbol, number>)[IN_FLIGHT] = bytes;
     },
+    onResponse: async (req) => release(req),
+    onRequestAbort: async (req) => release(req),
   }, async (req, reply) => {
     const name = blobName(req);
     const body = req.body;

@@ -103,6 +103,20 @@ test('vault 4xx errors are passed through, not retried elsewhere', async (t) => 
   assert.equal(b.hits(), 0);
 });
 
+test('vault error details never reach the client: the code, under the relay\'s own message', async (t) => {
+  const upstream = '{"error":{"code":"undecryptable","message":"HPKE open failed for key 0011","detail":"stack: at open (/srv/vault/hpke.js:12)","retry":false,"retryAfter":2}}';
+  const a = await standIn(t, (_q, res) => void res.writeHead(400, { 'content-type': 'application/json' }).end(upstream));
+  const { send } = await relayTo(t, [a.url]);
+  const res = await send();
+  assert.equal(res.statusCode, 400);
+  assert.deepEqual(res.json(), { error: { code: 'undecryptable', message: 'the vault refused the request (undecryptable)', retryAfter: 2 } });
+  const garbage = await standIn(t, (_q, res) => void res.writeHead(400, { 'content-type': 'text/html' }).end('<html>internal path /srv/vault</html>'));
+  const other = await relayTo(t, [garbage.url]);
+  const g = await other.send();
+  assert.equal(code(g), 'vault-unavailable');
+  assert.doesNotMatch(g.body, /srv/);
+});
+
 test('a node refusing our link MAC (wrong key) is skipped; if all do, 503 (not a client 401)', async (t) => {
   const seen: { account?: string; ok?: string }[] = [];
   const wrongKey = await standIn(t, (req, res, body) => void goodVault(() => new Uint8Array(32).fill(1), seen)(req, res, body));

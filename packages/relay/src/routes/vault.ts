@@ -17,6 +17,23 @@ export async function vaultRoutes(app: FastifyInstance, o: { forwarder: VaultFor
     }
     // Lengths and status only: the bytes are sealed to the vault and never logged.
     req.log.info({ account: req.account, bodyBytes: body.length, status: r.status, responseBytes: r.body.length, node: r.node }, 'vault message');
-    return reply.code(r.status).type(r.contentType).send(r.body);
+    if (r.status >= 200 && r.status < 300) return reply.code(r.status).type(r.contentType).send(r.body);
+    // A vault error: only its code (and retryAfter) reaches the client, under the relay's
+    // own message — never the upstream body, whose details are for the vault's logs.
+    const e = vaultError(r.body);
+    if (!e) throw new RelayError('vault-unavailable', { retryAfter: 1 });
+    return reply.code(r.status).type('application/json').send({ error: { code: e.code, message: `the vault refused the request (${e.code})`, ...(e.retryAfter !== undefined ? { retryAfter: e.retryAfter } : {}) } });
   });
+}
+
+/** The code and retryAfter of a vault error body, or null when it is not one. */
+function vaultError(body: Buffer): { code: string; retryAfter?: number } | null {
+  try {
+    const e = (JSON.parse(body.toString('utf8')) as { error?: { code?: unknown; retryAfter?: unknown } }).error;
+    if (typeof e?.code !== 'string' || !/^[a-z0-9-]{1,64}$/.test(e.code)) return null;
+    const retryAfter = typeof e.retryAfter === 'number' && Number.isFinite(e.retryAfter) && e.retryAfter >= 0 ? Math.ceil(e.retryAfter) : undefined;
+    return { code: e.code, ...(retryAfter !== undefined ? { retryAfter } : {}) };
+  } catch {
+    return null;
+  }
 }

@@ -15,6 +15,7 @@ import { errorBody, ERRORS, RelayError, type ErrorCode } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
 import { FailureLimit, TokenBuckets, type BucketRule } from './rate-limit.js';
 import { accountRoutes } from './routes/accounts.js';
+import { prepareDummyPasswordHash } from './auth/password.js';
 import { blobRoutes } from './routes/blobs.js';
 import { vaultRoutes, VAULT_BODY_LIMIT } from './routes/vault.js';
 import type { VaultForwarder } from './vault-forwarder.js';
@@ -161,6 +162,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
     metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });
 
+  // The dummy scrypt record for unknown accounts, before the first request (auth/password.ts).
+  if (options.accounts) app.addHook('onReady', async () => void (await prepareDummyPasswordHash()));
   void app.register(accountRoutes, {
     accounts: options.accounts,
     authenticate,

@@ -113,7 +113,14 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     const audience = env.COFFER_RELAY_JWT_AUDIENCE || f.auth?.jwt?.audience;
     if (!issuer) throw new ConfigError('auth.jwt.issuer (or COFFER_RELAY_JWT_ISSUER) is required with a JWKS');
     if (!audience) throw new ConfigError('auth.jwt.audience (or COFFER_RELAY_JWT_AUDIENCE) is required with a JWKS');
-    jwt = { issuer, audience, ...(jwtFile ? { jwksFile: abs(jwtFile) } : { jwksUrl: jwtUrl! }), ...(f.auth?.jwt?.algorithms ? { algorithms: f.auth.jwt.algorithms } : {}) };
+    const algorithms: unknown = f.auth?.jwt?.algorithms;
+    if (algorithms !== undefined) {
+      if (!Array.isArray(algorithms) || algorithms.length === 0 || !algorithms.every((a) => typeof a === 'string')) throw new ConfigError('auth.jwt.algorithms: a non-empty array of JWS algorithm names');
+      // Symmetric (HS*) keys in a JWKS would let anyone holding the JWKS mint tokens, and
+      // "none" is no signature at all.
+      for (const a of algorithms as string[]) if (/^hs/i.test(a) || a.toLowerCase() === 'none') throw new ConfigError(`auth.jwt.algorithms: "${a}" is not allowed (asymmetric algorithms only: RS*, PS*, ES*, EdDSA)`);
+    }
+    jwt = { issuer, audience, ...(jwtFile ? { jwksFile: abs(jwtFile) } : { jwksUrl: jwtUrl! }), ...(algorithms !== undefined ? { algorithms: algorithms as string[] } : {}) };
   }
   const accounts = flag('COFFER_RELAY_ACCOUNTS', env.COFFER_RELAY_ACCOUNTS) ?? f.auth?.accounts ?? true;
   if (!accounts && !jwt) throw new ConfigError('auth: neither built-in accounts nor JWT are enabled: no client could sign in');

@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { AccountStore, CHALLENGE_TTL_MS } from '../src/auth/account-store.js';
+import { ConfigError, loadConfig } from '../src/config.js';
 import { newDeviceKey, signChallenge, startRelay, tempDir, testConfig } from './helpers.js';
 
 const json = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>();
@@ -173,4 +174,15 @@ test("one account cannot see, read, overwrite or delete another's blobs (local a
   // An app user whose subject equals alice's local id is still a different account.
   const app = { authorization: `Bearer ${await token({ sub: alice.account })}` };
   assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs/config', headers: app })).statusCode, 404);
+});
+
+test('config: symmetric (HS*) and "none" JWT algorithms are refused at load', (t) => {
+  const dir = tempDir(t);
+  const load = (algorithms: unknown) => {
+    const file = join(dir, 'relay.json');
+    writeFileSync(file, JSON.stringify({ auth: { jwt: { jwksFile: join(dir, 'jwks.json'), issuer: 'https://app.example', audience: 'coffer', algorithms } } }));
+    return loadConfig({ file, env: { COFFER_RELAY_DATA_DIR: dir }, cwd: dir });
+  };
+  for (const bad of [['HS256'], ['RS256', 'hs512'], ['none'], ['ES256', 'NONE'], [], 'RS256']) assert.throws(() => load(bad), ConfigError, JSON.stringify(bad));
+  assert.deepEqual(load(['ES256', 'EdDSA']).jwt?.algorithms, ['ES256', 'EdDSA']);
 });

@@ -43,14 +43,22 @@ export async function hashPassword(password: string): Promise<string> {
 let dummy: Promise<string> | undefined;
 
 /**
+ * Computes the dummy record now (at start-up), so the first probe for an unknown
+ * account costs one scrypt like every other, not two.
+ */
+export function prepareDummyPasswordHash(): Promise<string> {
+  dummy ??= hashPassword(randomBytes(16).toString('hex'));
+  return dummy;
+}
+
+/**
  * Whether `password` matches `stored`. With `stored` null (unknown account, or no
  * password set) the same scrypt runs against a dummy record and the answer is false.
  */
 export async function verifyPassword(password: string, stored: string | null): Promise<boolean> {
   const m = stored ? STORED.exec(stored) : null;
   if (!m) {
-    dummy ??= hashPassword(randomBytes(16).toString('hex'));
-    await verifyPassword(password, await dummy);
+    await verifyPassword(password, await prepareDummyPasswordHash());
     return false;
   }
   const [N, r, p] = [Number(m[1]), Number(m[2]), Number(m[3])];

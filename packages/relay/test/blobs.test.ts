@@ -211,3 +211,18 @@ test('the S3 client gives up on an endpoint that accepts and never answers', asy
   t.after(() => store.close());
   await assert.rejects(store.size('ns', 'name'), BlobStoreError);
 });
+
+test('local store: 201 only after the new link and every directory the put created are fsynced', async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, 'blobs');
+  const synced: string[] = [];
+  const store = new LocalBlobStore(root, { syncDir: async (p) => void synced.push(p) });
+  assert.equal(await store.put('ns1', 'data/ab/cd', Buffer.from('x')), 'created');
+  assert.deepEqual(synced, [dir, root, join(root, 'ns1'), join(root, 'ns1', 'data'), join(root, 'ns1', 'data', 'ab')]);
+  synced.length = 0;
+  assert.equal(await store.put('ns1', 'data/ab/ef', Buffer.from('y')), 'created');
+  assert.deepEqual(synced, [join(root, 'ns1', 'data', 'ab')], 'an existing directory: only the link is synced');
+  synced.length = 0;
+  assert.equal(await store.put('ns1', 'data/ab/ef', Buffer.from('y')), 'exists');
+  assert.deepEqual(synced, []);
+});

@@ -2,7 +2,9 @@
  * Blob store in a local directory: <root>/<namespace>/<name>. A put writes a temporary
  * file, fsyncs it and hard-links it into place: link fails if the name exists (which is
  * what makes objects immutable) and a crash never leaves a half-written object under its
- * real name (as packages/backup/src/storage/local.ts).
+ * real name (as packages/backup/src/storage/local.ts). A 201 means durable: after the
+ * link the object's directory is fsynced, and so are the parents of every directory the
+ * put created, before put resolves.
  */
 import { constants as fsc, promises as fs, type Dirent } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -17,11 +19,26 @@ function wrap(err: unknown, what: string): BlobStoreError {
   return new BlobStoreError(`${what}: ${code || (err as Error).message}`, FULL.has(code), { cause: err });
 }
 
+async function fsyncDir(path: string): Promise<void> {
+  const fh = await fs.open(path, fsc.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 export class LocalBlobStore implements BlobStore {
   readonly name: string;
+  readonly #syncDir: (path: string) => Promise<void>;
 
-  constructor(readonly root: string) {
+  /** `syncDir` (tests): how a directory is fsynced. */
+  constructor(
+    readonly root: string,
+    options: { syncDir?: (path: string) => Promise<void> } = {},
+  ) {
     this.name = `local:${root}`;
+    this.#syncDir = options.syncDir ?? fsyncDir;
   }
 
   #path(ns: string, name: string): string {
@@ -34,7 +51,15 @@ export class LocalBlobStore implements BlobStore {
     const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
     let fh: fs.FileHandle | undefined;
     try {
-      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      const created = await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      if (created !== undefined) {
+        // New directories exist durably only once their parents are synced: from the
+        // parent of the first one created down to the parent of `dir`.
+        const chain: string[] = [];
+        for (let d = dir; d !== created && dirname(d) !== d; d = dirname(d)) chain.push(dirname(d));
+        chain.push(dirname(created));
+        for (const d of chain.reverse()) await this.#syncDir(d);
+      }
       fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
       await fh.writeFile(data);
       await fh.datasync();
@@ -46,6 +71,9 @@ export class LocalBlobStore implements BlobStore {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
         throw err;
       }
+      await fs.unlink(tmp);
+      // The link is durable once its directory is: only then may the client hear 201.
+      await this.#syncDir(dir);
       return 'created';
     } catch (err) {
       throw wrap(err, 'writing an object');

@@ -226,3 +226,17 @@ test('local store: 201 only after the new link and every directory the put creat
   assert.equal(await store.put('ns1', 'data/ab/ef', Buffer.from('y')), 'exists');
   assert.deepEqual(synced, []);
 });
+
+test('local store: names that collide on disk ("a" and "a/b") are 409 blob-exists, not 503', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const a = (await r.signUp()).auth();
+  const put = (n: string) => r.inject({ method: 'PUT', url: `/v1/blobs/${n}`, headers: { ...a, ...octet }, payload: Buffer.from('x') });
+  assert.equal((await put('a')).statusCode, 201);
+  const below = await put('a/b');
+  assert.equal(below.statusCode, 409);
+  assert.equal(code(below), 'blob-exists');
+  assert.equal((await put('c/d')).statusCode, 201);
+  const above = await put('c');
+  assert.equal(above.statusCode, 409);
+  assert.equal(code(above), 'blob-exists');
+});

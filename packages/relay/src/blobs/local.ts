@@ -51,7 +51,16 @@ export class LocalBlobStore implements BlobStore {
     const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
     let fh: fs.FileHandle | undefined;
     try {
-      const created = await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      let created: string | undefined;
+      try {
+        created = await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      } catch (err) {
+        // A prefix of the name is an object ("a" when writing "a/b"): on disk the two
+        // cannot both exist, so the name is taken (409 blob-exists), not a store failure.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOTDIR' || code === 'EEXIST') return 'exists';
+        throw err;
+      }
       if (created !== undefined) {
         // New directories exist durably only once their parents are synced: from the
         // parent of the first one created down to the parent of `dir`.

@@ -46,20 +46,38 @@ export async function readPassword(src: PasswordSource, io: Io): Promise<Secret<
   return new Secret(first);
 }
 
-/** Reads one line from the terminal with echo off; the prompt goes to stderr. */
-function promptHidden(prompt: string): Promise<string> {
-  const stdin = process.stdin;
-  process.stderr.write(prompt);
+/** What promptHidden needs of the terminal (process.stdin; a fake in tests). */
+export interface HiddenInput extends NodeJS.EventEmitter {
+  setRawMode?(mode: boolean): unknown;
+  resume(): unknown;
+  pause(): unknown;
+  setEncoding(encoding: BufferEncoding): unknown;
+}
+
+/**
+ * Reads one line from the terminal with echo off; the prompt goes to stderr. Rejects
+ * (UsageError) when the terminal goes away — stdin ends, closes or fails — instead of
+ * waiting forever.
+ */
+export function promptHidden(prompt: string, stdin: HiddenInput = process.stdin, stderr: { write(s: string): unknown } = process.stderr): Promise<string> {
+  stderr.write(prompt);
   return new Promise((resolve, reject) => {
     let line = '';
-    stdin.setRawMode(true);
-    stdin.resume();
-    stdin.setEncoding('utf8');
+    let finished = false;
     const done = (err?: Error): void => {
-      stdin.setRawMode(false);
+      if (finished) return;
+      finished = true;
+      try {
+        stdin.setRawMode?.(false);
+      } catch {
+        /* the terminal is gone */
+      }
       stdin.pause();
       stdin.off('data', onData);
-      process.stderr.write('\n');
+      stdin.off('end', onEnd);
+      stdin.off('close', onEnd);
+      stdin.off('error', onError);
+      stderr.write('\n');
       if (err) reject(err);
       else resolve(line);
     };
@@ -72,6 +90,14 @@ function promptHidden(prompt: string): Promise<string> {
         else if (ch >= ' ') line += ch;
       }
     };
+    const onEnd = (): void => done(new UsageError('the terminal closed before a password was entered'));
+    const onError = (e: Error): void => done(new UsageError(`cannot read the password from the terminal: ${e.message}`));
     stdin.on('data', onData);
+    stdin.on('end', onEnd);
+    stdin.on('close', onEnd);
+    stdin.on('error', onError);
+    stdin.setRawMode?.(true);
+    stdin.resume();
+    stdin.setEncoding('utf8');
   });
 }

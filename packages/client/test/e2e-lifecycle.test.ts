@@ -1,7 +1,7 @@
 /**
  * The whole password-protected backup lifecycle with real processes — coffer-vault,
- * coffer-relay (the spec-only stand-in of helpers/spec-relay.ts until @coffer/relay is
- * built), and the real `coffer` binary for every step — followed by the blindness test
+ * coffer-relay (the real one: `npm test` builds it, and a missing build is a failure,
+ * never a silent fallback to a stand-in), and the real `coffer` binary for every step — followed by the blindness test
  * over everything recorded meanwhile (TESTING.md, "Front end"):
  *
  *   device A: login → vault enable → init + backup to the relay
@@ -24,7 +24,6 @@ import { promises as fs, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { startSpecRelay } from './helpers/spec-relay.js';
 import { COFFER_MAIN, RELAY_MAIN, appTokenIssuer, relayBuilt, startService, startVault, type Service } from './helpers/processes.js';
 import { findSecret, startRecordingProxy, type RecordingProxy } from './helpers/recording-proxy.js';
 
@@ -37,7 +36,7 @@ const NEW_PASSWORD = 'seven Quiet lanterns 42';
 
 let dir: string;
 let vault: Service & { bundle: string };
-let relay: { url: string; output: () => { stdout: Buffer; stderr: Buffer }; stop: () => Promise<void>; dataDir: string | null; real: boolean };
+let relay: { url: string; output: () => { stdout: Buffer; stderr: Buffer }; stop: () => Promise<void>; dataDir: string };
 let clientSide: RecordingProxy;
 let vaultSide: RecordingProxy;
 const issuer = appTokenIssuer();
@@ -49,25 +48,20 @@ before(async () => {
   vaultSide = await startRecordingProxy(vault.url);
   const jwks = join(dir, 'jwks.json');
   await fs.writeFile(jwks, JSON.stringify({ keys: [issuer.jwk] }));
-  if (relayBuilt()) {
-    const dataDir = join(dir, 'relay');
-    const s = await startService('coffer-relay', RELAY_MAIN, ['serve'], {
-      COFFER_RELAY_HOST: '127.0.0.1',
-      COFFER_RELAY_PORT: '0',
-      COFFER_RELAY_DATA_DIR: dataDir,
-      COFFER_RELAY_VAULT_NODES: vaultSide.url,
-      COFFER_RELAY_LINK_KEY_FILE: join(dir, 'link.key'),
-      COFFER_RELAY_JWT_JWKS_FILE: jwks,
-      COFFER_RELAY_JWT_ISSUER: 'coffer-test-app',
-      COFFER_RELAY_JWT_AUDIENCE: 'coffer-relay',
-      COFFER_RELAY_LOG_LEVEL: 'debug',
-    });
-    relay = { url: s.url, output: s.output, stop: () => s.stop(), dataDir, real: true };
-  } else {
-    const linkKey = new Uint8Array(Buffer.from((await fs.readFile(join(dir, 'link.key'), 'utf8')).trim(), 'hex'));
-    const s = await startSpecRelay({ vaultUrl: vaultSide.url, linkKey, appTokenKey: issuer.publicKey });
-    relay = { url: s.url, output: () => ({ stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) }), stop: () => s.close(), dataDir: null, real: false };
-  }
+  assert.ok(relayBuilt(), `coffer-relay is not built (${RELAY_MAIN}): run \`npx tsc -b\` (npm test builds it)`);
+  const dataDir = join(dir, 'relay');
+  const s = await startService('coffer-relay', RELAY_MAIN, ['serve'], {
+    COFFER_RELAY_HOST: '127.0.0.1',
+    COFFER_RELAY_PORT: '0',
+    COFFER_RELAY_DATA_DIR: dataDir,
+    COFFER_RELAY_VAULT_NODES: vaultSide.url,
+    COFFER_RELAY_LINK_KEY_FILE: join(dir, 'link.key'),
+    COFFER_RELAY_JWT_JWKS_FILE: jwks,
+    COFFER_RELAY_JWT_ISSUER: 'coffer-test-app',
+    COFFER_RELAY_JWT_AUDIENCE: 'coffer-relay',
+    COFFER_RELAY_LOG_LEVEL: 'debug',
+  });
+  relay = { url: s.url, output: s.output, stop: () => s.stop(), dataDir };
   clientSide = await startRecordingProxy(relay.url);
   files.bundle = join(dir, 'fleet.json');
   await fs.writeFile(files.bundle, vault.bundle);
@@ -274,7 +268,7 @@ test('blindness: no password, K, export key or session key in anything the relay
   assert.ok(places[0]![1].length > 5 << 20, 'the backup crossed the client link');
   assert.ok(places[2]![1].includes(Buffer.from('POST /v1/request')), 'vault requests crossed the vault link');
   assert.ok(places[0]![1].includes(Buffer.from('PUT /v1/blobs/config')));
-  if (relay.real) assert.ok(out.stdout.length > 0, 'the relay logged');
+  assert.ok(out.stdout.length > 0, 'the relay logged');
   // And the search itself finds a secret planted in each form.
   assert.deepEqual(findSecret(Buffer.from(`x"${Buffer.concat([Buffer.from([7]), keys[0]!]).toString('base64url')}"`), keys[0]!).length > 0, true);
 
@@ -289,13 +283,11 @@ test('blindness: no password, K, export key or session key in anything the relay
   // design (account create, password login), and the relay stores only its scrypt
   // verifier. It must appear nowhere else: not on the vault link, not in the relay's
   // answers, logs or data directory.
-  if (relay.real) {
-    assert.ok(findSecret(places[0]![1], Buffer.from(ACCOUNT_PASSWORD)).length > 0, 'the account password did cross the client link (the search works)');
-    for (const [where, bytes] of places.slice(1)) {
-      const forms = findSecret(bytes, Buffer.from(ACCOUNT_PASSWORD));
-      if (forms.length > 0) leaks.push(`account password in ${where} (${forms.join(', ')})`);
-    }
+  assert.ok(findSecret(places[0]![1], Buffer.from(ACCOUNT_PASSWORD)).length > 0, 'the account password did cross the client link (the search works)');
+  for (const [where, bytes] of places.slice(1)) {
+    const forms = findSecret(bytes, Buffer.from(ACCOUNT_PASSWORD));
+    if (forms.length > 0) leaks.push(`account password in ${where} (${forms.join(', ')})`);
   }
   assert.deepEqual(leaks, [], `secrets leaked:\n${leaks.join('\n')}`);
-  process.stderr.write(`# blindness: ${secrets.length} secrets × ${places.length} places, ${places.reduce((n, [, b]) => n + b.length, 0)} bytes searched, relay: ${relay.real ? 'coffer-relay' : 'spec stand-in'}\n`);
+  process.stderr.write(`# blindness: ${secrets.length} secrets × ${places.length} places, ${places.reduce((n, [, b]) => n + b.length, 0)} bytes searched, relay: coffer-relay\n`);
 });

@@ -15,7 +15,7 @@ import { errorBody, ERRORS, RelayError, type ErrorCode } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
 import { FailureLimit, TokenBuckets, type BucketRule } from './rate-limit.js';
 import { accountRoutes } from './routes/accounts.js';
-import { prepareDummyPasswordHash } from './auth/password.js';
+import { prepareDummyPasswordHash, type PasswordKdf } from './auth/password.js';
 import { blobRoutes } from './routes/blobs.js';
 import { vaultRoutes, VAULT_BODY_LIMIT } from './routes/vault.js';
 import type { VaultForwarder } from './vault-forwarder.js';
@@ -73,6 +73,8 @@ export interface AppOptions {
   readonly maxObjectBytes?: number;
   /** Per-account blob quota in bytes; 0 = unlimited. */
   readonly quotaBytes?: number;
+  /** The account-password KDF (tests count calls through it); default scrypt. */
+  readonly passwordKdf?: PasswordKdf;
   /** Upload bytes buffered at once across the relay; more waits as 503 uploads-busy. */
   readonly maxInFlightBytes?: number;
   /** pino options (redaction is added), or false for silence. */
@@ -171,6 +173,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     signInByAddress: new TokenBuckets(limits.signInByAddress, now),
     signInFailures: new FailureLimit(new TokenBuckets(limits.signInByAccountAddress, now), new TokenBuckets(limits.signInByAccount, now)),
     passwordFailures: new FailureLimit(new TokenBuckets(limits.passwordSignInByAccountAddress, now), new TokenBuckets(limits.passwordSignInByAccount, now)),
+    ...(options.passwordKdf ? { passwordKdf: options.passwordKdf } : {}),
   });
   void app.register(vaultRoutes, { forwarder: options.forwarder, authenticate });
   void app.register(blobRoutes, { store: options.blobs, authenticate, maxObjectBytes: options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, quotaBytes: options.quotaBytes ?? 0, maxInFlightBytes: options.maxInFlightBytes ?? Math.max(DEFAULT_MAX_IN_FLIGHT_BYTES, options.maxObjectBytes ?? 0), metrics });

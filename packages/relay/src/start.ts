@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { buildApp } from './app.js';
 import { AccountStore } from './auth/account-store.js';
 import { JwtVerifier } from './auth/jwt.js';
+import type { PasswordKdf } from './auth/password.js';
 import { LocalBlobStore } from './blobs/local.js';
 import { S3BlobStore } from './blobs/s3.js';
 import type { BlobStore } from './blobs/store.js';
@@ -30,6 +31,8 @@ export interface AssembleOptions {
   readonly defaultMetrics?: boolean;
   /** Replace the configured blob store (tests of a failing store). */
   readonly blobStore?: BlobStore;
+  /** Replace the account-password KDF (tests count its calls). */
+  readonly passwordKdf?: PasswordKdf;
 }
 
 export function assembleRelay(config: RelayConfig, options: AssembleOptions = {}): RunningRelay {
@@ -49,6 +52,7 @@ export function assembleRelay(config: RelayConfig, options: AssembleOptions = {}
     maxObjectBytes: config.blobs.maxObjectBytes,
     quotaBytes: config.blobs.quotaBytes,
     maxInFlightBytes: config.blobs.maxInFlightBytes,
+    ...(options.passwordKdf ? { passwordKdf: options.passwordKdf } : {}),
     logger: options.logger ?? false,
     requestTimeoutMs: config.requestTimeoutMs,
     fleetBundleFile: config.fleetBundleFile,

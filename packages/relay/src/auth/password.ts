@@ -16,9 +16,11 @@ export const MAX_ACCOUNT_PASSWORD_LENGTH = 1024;
 
 const STORED = /^scrypt\$(\d+)\$(\d+)\$(\d+)\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/;
 
-function scryptAsync(password: string, salt: Buffer, keylen: number, o: ScryptOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) => scrypt(password.normalize('NFC'), salt, keylen, o, (err, key) => (err ? reject(err) : resolve(key))));
-}
+/** The key-derivation step (scrypt); injectable so tests can count calls instead of timing them. */
+export type PasswordKdf = (password: string, salt: Buffer, keylen: number, o: ScryptOptions) => Promise<Buffer>;
+
+export const scryptKdf: PasswordKdf = (password, salt, keylen, o) =>
+  new Promise((resolve, reject) => scrypt(password.normalize('NFC'), salt, keylen, o, (err, key) => (err ? reject(err) : resolve(key))));
 
 function options(N: number, r: number, p: number): ScryptOptions {
   return { N, r, p, maxmem: 256 * N * r + (1 << 20) };
@@ -33,10 +35,10 @@ export function accountPasswordProblem(password: unknown): string | null {
   return null;
 }
 
-export async function hashPassword(password: string): Promise<string> {
+export async function hashPassword(password: string, kdf: PasswordKdf = scryptKdf): Promise<string> {
   const { N, r, p } = SCRYPT_PARAMS;
   const salt = randomBytes(SALT_BYTES);
-  const hash = await scryptAsync(password, salt, HASH_BYTES, options(N, r, p));
+  const hash = await kdf(password, salt, HASH_BYTES, options(N, r, p));
   return `scrypt$${N}$${r}$${p}$${salt.toString('base64url')}$${hash.toString('base64url')}`;
 }
 
@@ -55,10 +57,10 @@ export function prepareDummyPasswordHash(): Promise<string> {
  * Whether `password` matches `stored`. With `stored` null (unknown account, or no
  * password set) the same scrypt runs against a dummy record and the answer is false.
  */
-export async function verifyPassword(password: string, stored: string | null): Promise<boolean> {
+export async function verifyPassword(password: string, stored: string | null, kdf: PasswordKdf = scryptKdf): Promise<boolean> {
   const m = stored ? STORED.exec(stored) : null;
   if (!m) {
-    await verifyPassword(password, await prepareDummyPasswordHash());
+    await verifyPassword(password, await prepareDummyPasswordHash(), kdf);
     return false;
   }
   const [N, r, p] = [Number(m[1]), Number(m[2]), Number(m[3])];
@@ -67,6 +69,6 @@ export async function verifyPassword(password: string, stored: string | null): P
   const salt = Buffer.from(m[4]!, 'base64url');
   const want = Buffer.from(m[5]!, 'base64url');
   if (want.length < 16) return false;
-  const got = await scryptAsync(password, salt, want.length, options(N, r, p));
+  const got = await kdf(password, salt, want.length, options(N, r, p));
   return timingSafeEqual(got, want);
 }

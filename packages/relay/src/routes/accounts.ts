@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { decodeB64u, ed25519PublicKey, type AccountStore } from '../auth/account-store.js';
 import { LOCAL_PREFIX, type Authenticator } from '../auth/authenticate.js';
-import { accountPasswordProblem, hashPassword, verifyPassword } from '../auth/password.js';
+import { accountPasswordProblem, hashPassword, scryptKdf, verifyPassword, type PasswordKdf } from '../auth/password.js';
 import { RelayError } from '../errors.js';
 import type { FailureLimit, TokenBuckets } from '../rate-limit.js';
 
@@ -18,6 +18,8 @@ export interface AccountRoutesOptions {
   readonly signInFailures: FailureLimit;
   /** Failed account passwords per (account, address) and per account (stricter). */
   readonly passwordFailures: FailureLimit;
+  /** The account-password KDF (default scrypt; tests count calls through it). */
+  readonly passwordKdf?: PasswordKdf;
 }
 
 function limit(buckets: TokenBuckets, key: string): void {
@@ -51,6 +53,7 @@ function publicKey(body: Record<string, unknown>): Buffer {
 }
 
 export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOptions): Promise<void> {
+  const kdf = o.passwordKdf ?? scryptKdf;
   const store = (): AccountStore => {
     if (!o.accounts) throw new RelayError('accounts-disabled');
     return o.accounts;
@@ -61,7 +64,7 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     limit(o.accountCreation, req.ip);
     const body = object(req.body);
     const key = publicKey(body);
-    const hash = body.password !== undefined ? await hashPassword(password(body)) : undefined;
+    const hash = body.password !== undefined ? await hashPassword(password(body), kdf) : undefined;
     const id = accounts.createAccount(key, hash);
     if (!id) throw new RelayError('key-exists');
     req.log.info({ account: LOCAL_PREFIX + id, accountPassword: hash !== undefined }, 'account created');
@@ -105,7 +108,7 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     if (typeof body.password !== 'string' || body.password.length > 4096) throw new RelayError('bad-request', { message: 'password: expected a string' });
     limit(o.signInByAddress, req.ip);
     const { account, password: given } = body as { account: string; password: string };
-    if (!(await counted(o.passwordFailures, account, req.ip, () => verifyPassword(given, accounts.passwordHash(account))))) {
+    if (!(await counted(o.passwordFailures, account, req.ip, () => verifyPassword(given, accounts.passwordHash(account), kdf)))) {
       req.log.info({ account: LOCAL_PREFIX + body.account }, 'password sign-in refused');
       throw new RelayError('invalid-credentials');
     }
@@ -126,7 +129,7 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
       if (typeof body.currentPassword !== 'string' || body.currentPassword.length > 4096) throw new RelayError('bad-request', { message: 'currentPassword: expected a string' });
       limit(o.signInByAddress, req.ip);
       const given = body.currentPassword;
-      if (await counted(o.passwordFailures, id, req.ip, () => verifyPassword(given, accounts.passwordHash(id)))) return;
+      if (await counted(o.passwordFailures, id, req.ip, () => verifyPassword(given, accounts.passwordHash(id), kdf))) return;
       req.log.info({ account: req.account }, 'account change refused: wrong current password');
       throw new RelayError('invalid-credentials', { message: 'the current account password is wrong' });
     }
@@ -148,7 +151,7 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     const body = object(req.body);
     const next = password(body);
     await requireProof(req, id, body);
-    const hash = await hashPassword(next);
+    const hash = await hashPassword(next, kdf);
     accounts.setPasswordHash(id, hash);
     // Whoever held another session (a stolen token) loses it with the old password.
     const revoked = accounts.revokeOtherSessions(id, bearerToken(req));

@@ -33,12 +33,14 @@ export interface AssembleOptions {
   readonly blobStore?: BlobStore;
   /** Replace the account-password KDF (tests count its calls). */
   readonly passwordKdf?: PasswordKdf;
+  /** The clock of sessions, challenges and rate limits (tests); default Date.now. */
+  readonly now?: () => number;
 }
 
 export function assembleRelay(config: RelayConfig, options: AssembleOptions = {}): RunningRelay {
   const linkKey = loadLinkKey(config.linkKeyFile, { create: options.createLinkKey ?? false });
   const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
-  const accounts = config.accounts ? new AccountStore(config.dbPath, { sessionTtlMs: config.sessionTtlMs }) : null;
+  const accounts = config.accounts ? new AccountStore(config.dbPath, { sessionTtlMs: config.sessionTtlMs, ...(options.now ? { now: options.now } : {}) }) : null;
   const jwt = config.jwt ? new JwtVerifier(config.jwt) : null;
   const forwarder = new VaultForwarder({ nodes: config.vault.nodes, linkKey, attemptTimeoutMs: config.vault.attemptTimeoutMs, deadlineMs: config.vault.deadlineMs, metrics });
   const blobs = options.blobStore ?? (config.blobs.backend === 'local' ? new LocalBlobStore(config.blobs.dir) : new S3BlobStore(config.blobs));
@@ -53,6 +55,7 @@ export function assembleRelay(config: RelayConfig, options: AssembleOptions = {}
     quotaBytes: config.blobs.quotaBytes,
     maxInFlightBytes: config.blobs.maxInFlightBytes,
     ...(options.passwordKdf ? { passwordKdf: options.passwordKdf } : {}),
+    ...(options.now ? { now: options.now } : {}),
     logger: options.logger ?? false,
     requestTimeoutMs: config.requestTimeoutMs,
     fleetBundleFile: config.fleetBundleFile,

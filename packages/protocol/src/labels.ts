@@ -29,6 +29,8 @@ export const LABELS = {
   fleetNodeId: 'coffer/vault/v1/fleet-node-id',
   /** Fleet ceremony: HKDF info and AAD prefix of the fleet keys wrapped to a joining node. */
   fleetTransfer: 'coffer/vault/v1/fleet-transfer',
+  /** Relay (spec/relay-api.md §1): what a device key signs to open a session, label || 0x00 || challenge. */
+  relaySession: 'coffer-relay/v1/session',
 } as const;
 
 export type LabelName = keyof typeof LABELS;

@@ -17,6 +17,7 @@ const GOLDEN: Record<string, string> = {
   loginReplayDigest: 'coffer/vault/v1/login-replay',
   fleetNodeId: 'coffer/vault/v1/fleet-node-id',
   fleetTransfer: 'coffer/vault/v1/fleet-transfer',
+  relaySession: 'coffer-relay/v1/session',
 };
 
 test('the label table equals the golden list', () => {

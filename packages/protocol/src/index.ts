@@ -3,6 +3,7 @@
  * by clients and the vault. Isomorphic: WebCrypto only, no `node:*`.
  */
 export { LABELS, type LabelName } from './labels.js';
+export { formatScryptVerifier, parseScryptVerifier, scryptMaxmem, SCRYPT_VERIFIER_PARAMS, type ScryptVerifier } from './scrypt-verifier.js';
 export { ProtocolError, DecodeError, DecryptionError, InvalidPeerKeyError, ClientUsageError, type DecodeErrorCode } from './errors.js';
 export { Secret } from './secret.js';
 export { ByteReader, ByteWriter, concat, equalBytes, toHex, fromHex, toBase64Url, fromBase64Url, utf8 } from './bytes.js';

@@ -4,11 +4,12 @@
  * network failure, a timeout or a 5xx becomes `UnavailableError`, 401 becomes
  * `InvalidCredentialsError`, 429 `RateLimitedError`. Bodies are never logged.
  */
-import { fromBase64Url, toBase64Url, utf8, concat } from '@coffer/protocol';
+import { LABELS, fromBase64Url, toBase64Url, utf8, concat } from '@coffer/protocol';
 import { CofferClientError, InvalidCredentialsError, RateLimitedError, UnavailableError } from './errors.js';
 
 /** spec/relay-api.md §1: what a device signs to open a session. */
-export const SESSION_SIGNATURE_LABEL = 'coffer-relay/v1/session';
+/** spec/relay-api.md §1; the one definition is @coffer/protocol's LABELS.relaySession. */
+export const SESSION_SIGNATURE_LABEL = LABELS.relaySession;
 
 /** `'coffer-relay/v1/session' || 0x00 || challenge` (spec/relay-api.md §1). */
 /** The current account password, or a device key that signs a fresh challenge. */

@@ -7,10 +7,12 @@ import Database from 'better-sqlite3';
 import { createHash, createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { LABELS } from '@coffer/protocol';
 
 export const CHALLENGE_TTL_MS = 2 * 60_000;
 export const DEFAULT_SESSION_TTL_MS = 24 * 3_600_000;
-export const SESSION_SIGNING_LABEL = 'coffer-relay/v1/session';
+/** spec/relay-api.md §1; the one definition is @coffer/protocol's LABELS.relaySession. */
+export const SESSION_SIGNING_LABEL = LABELS.relaySession;
 const ACCOUNT_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
 const sha = (b: Uint8Array | string): Buffer => createHash('sha256').update(b).digest();

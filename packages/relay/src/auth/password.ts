@@ -6,15 +6,14 @@
  * record, so the work (and the time) is the same whether or not the account exists.
  */
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { formatScryptVerifier, parseScryptVerifier, scryptMaxmem, SCRYPT_VERIFIER_PARAMS } from '@coffer/protocol';
 
-export const SCRYPT_PARAMS = { N: 1 << 15, r: 8, p: 1 } as const;
-export const SALT_BYTES = 16;
-export const HASH_BYTES = 32;
+export const SCRYPT_PARAMS = { N: SCRYPT_VERIFIER_PARAMS.N, r: SCRYPT_VERIFIER_PARAMS.r, p: SCRYPT_VERIFIER_PARAMS.p } as const;
+export const SALT_BYTES = SCRYPT_VERIFIER_PARAMS.saltBytes;
+export const HASH_BYTES = SCRYPT_VERIFIER_PARAMS.hashBytes;
 /** Server-side rule (the client's rules are stricter): at least 10, at most 1024 code points. */
 export const MIN_ACCOUNT_PASSWORD_LENGTH = 10;
 export const MAX_ACCOUNT_PASSWORD_LENGTH = 1024;
-
-const STORED = /^scrypt\$(\d+)\$(\d+)\$(\d+)\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/;
 
 /** The key-derivation step (scrypt); injectable so tests can count calls instead of timing them. */
 export type PasswordKdf = (password: string, salt: Buffer, keylen: number, o: ScryptOptions) => Promise<Buffer>;
@@ -23,7 +22,7 @@ export const scryptKdf: PasswordKdf = (password, salt, keylen, o) =>
   new Promise((resolve, reject) => scrypt(password.normalize('NFC'), salt, keylen, o, (err, key) => (err ? reject(err) : resolve(key))));
 
 function options(N: number, r: number, p: number): ScryptOptions {
-  return { N, r, p, maxmem: 256 * N * r + (1 << 20) };
+  return { N, r, p, maxmem: scryptMaxmem(N, r) };
 }
 
 /** Why `password` is refused by the relay, or null. */
@@ -39,7 +38,7 @@ export async function hashPassword(password: string, kdf: PasswordKdf = scryptKd
   const { N, r, p } = SCRYPT_PARAMS;
   const salt = randomBytes(SALT_BYTES);
   const hash = await kdf(password, salt, HASH_BYTES, options(N, r, p));
-  return `scrypt$${N}$${r}$${p}$${salt.toString('base64url')}$${hash.toString('base64url')}`;
+  return formatScryptVerifier({ N, r, p, salt, hash });
 }
 
 let dummy: Promise<string> | undefined;
@@ -58,17 +57,14 @@ export function prepareDummyPasswordHash(): Promise<string> {
  * password set) the same scrypt runs against a dummy record and the answer is false.
  */
 export async function verifyPassword(password: string, stored: string | null, kdf: PasswordKdf = scryptKdf): Promise<boolean> {
-  const m = stored ? STORED.exec(stored) : null;
-  if (!m) {
+  const v = stored ? parseScryptVerifier(stored) : null;
+  if (!v) {
     await verifyPassword(password, await prepareDummyPasswordHash(), kdf);
     return false;
   }
-  const [N, r, p] = [Number(m[1]), Number(m[2]), Number(m[3])];
-  // Parameters from our own database, but bounded all the same.
-  if (N < 2 || N > 1 << 20 || (N & (N - 1)) !== 0 || r < 1 || r > 32 || p < 1 || p > 16) return false;
-  const salt = Buffer.from(m[4]!, 'base64url');
-  const want = Buffer.from(m[5]!, 'base64url');
-  if (want.length < 16) return false;
+  const { N, r, p } = v;
+  const salt = Buffer.from(v.salt);
+  const want = Buffer.from(v.hash);
   const got = await kdf(password, salt, want.length, options(N, r, p));
   return timingSafeEqual(got, want);
 }

@@ -8,6 +8,7 @@
 // (blob-backup: throughput ratio). With --rss-scale N it also runs Coffer's first backup
 // and restore at scale N to show that peak memory stays flat.
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { root } from './ensure-setup.mjs';
@@ -131,6 +132,8 @@ async function blobApiBackup() {
   const profile = join(work, 'profile');
   rmSync(relayDir, { recursive: true, force: true });
   rmSync(profile, { recursive: true, force: true });
+  mkdirSync(relayDir, { recursive: true });
+  writeFileSync(join(relayDir, 'link.key'), randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
   const port = 27600 + Math.floor(Math.random() * 300);
   const url = `http://127.0.0.1:${port}`;
   const relay = spawn(process.execPath, [join(root, 'packages/relay/dist/src/main.js')], {
@@ -141,12 +144,15 @@ async function blobApiBackup() {
       COFFER_RELAY_LINK_KEY_FILE: join(relayDir, 'link.key'),
       COFFER_RELAY_LOG_LEVEL: 'warn',
     },
-    stdio: 'ignore',
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
+  let relayErr = '';
+  relay.stderr.on('data', (d) => (relayErr += d));
+  const exited = new Promise((r) => relay.once('exit', r));
   try {
     for (let i = 0; ; i++) {
       if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) break;
-      if (i > 100) throw new Error('coffer-relay did not start');
+      if (i > 100 || relay.exitCode !== null) throw new Error(`coffer-relay did not start: ${relayErr.trim()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
     const cli = (args, extra = {}) => sh(process.execPath, [coffer, ...args, '--profile', profile, '--server', url], { env: { ...process.env, ...cofferEnv, COFFER_ACCOUNT_PASSWORD: 'bench account password 42', ...extra } });
@@ -161,7 +167,7 @@ async function blobApiBackup() {
     return { relay: t, local: l };
   } finally {
     relay.kill('SIGTERM');
-    await new Promise((r) => relay.once('exit', r));
+    await exited;
     rmSync(relayDir, { recursive: true, force: true });
     rmSync(profile, { recursive: true, force: true });
   }

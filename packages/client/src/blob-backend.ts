@@ -56,8 +56,8 @@ export class RelayBlobBackend implements StorageBackend {
     let parts: Uint8Array[] = [];
     return {
       write: async (more) => {
-        // Copy: the engine recycles its buffers once write resolves.
-        for (const p of more) if (p.length > 0) parts.push(Uint8Array.from(p));
+        // Kept as they are: callers hand over the pieces (StorageBackend's contract).
+        for (const p of more) if (p.length > 0) parts.push(p);
       },
       commit: async () => {
         const all = parts;

@@ -18,6 +18,7 @@ export interface ByteRange {
 
 /** A new object being written piece by piece; it appears under its name only on commit. */
 export interface ObjectWriter {
+  /** Appends `parts`. The caller hands them over: it never changes them afterwards, so a writer may keep them until commit. */
   write(parts: readonly Uint8Array[]): Promise<void>;
   /** Makes the object durable and visible. Fails if the name exists meanwhile. */
   commit(): Promise<void>;

@@ -42,12 +42,7 @@ export class ChunkPool {
 
   constructor(setup: WorkerSetup, threads = Math.max(1, Math.min(2, availableParallelism()))) {
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), {
-        workerData: setup,
-        // The workers allocate little on the JS heap; a small young generation keeps
-        // each isolate's footprint to a few MB instead of up to 32.
-        resourceLimits: { maxYoungGenerationSizeMb: 4 },
-      });
+      const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: setup });
       const pw: PoolWorker = { worker, load: 0, chain: Promise.resolve() };
       // Messages of one worker are handled strictly in order: a job's chunks, then its end.
       worker.on('message', (m: FromWorker) => {

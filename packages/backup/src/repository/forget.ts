@@ -5,7 +5,7 @@
  * machine's policy never removes another's snapshots.
  */
 import { CofferError } from '../errors.js';
-import { hex, snapshotName } from './blob.js';
+import { snapshotName } from './blob.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 
 export interface RetentionPolicy {
@@ -75,4 +75,3 @@ export async function forgetSnapshots(repo: Repository, remove: SnapshotRecord[]
   await repo.backend.sync();
 }
 
-export { hex };

@@ -17,7 +17,7 @@ import {
 import { DEFAULT_CHUNKER, type ChunkerParams } from '../chunker/fastcdc.js';
 import { CofferError, DecryptionError } from '../errors.js';
 import type { StorageBackend } from '../storage/backend.js';
-import { hex, idFromName, indexName, packName, snapshotName, type BlobLocation } from './blob.js';
+import { hex, idFromName, packName, type BlobLocation } from './blob.js';
 import { decompressBlob } from './compress.js';
 import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, type RepositoryConfig } from './config.js';
 import { BlobIndex, decodeIndex } from './index-file.js';
@@ -199,8 +199,6 @@ export class Repository {
     if (carry !== '') throw new CofferError('corrupt', 'tree listing ends in the middle of an entry');
   }
 }
-
-export { indexName, packName, snapshotName };
 
 /**
  * Runs `fn` over `items` with at most `limit` in flight. On a failure no new item is

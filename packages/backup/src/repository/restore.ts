@@ -13,7 +13,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
 import { decompressBlob } from './compress.js';
-import { hex, packName, type BlobLocation } from './blob.js';
+import { packName, type BlobLocation } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
 import type { DirEntry, FileEntry, SymlinkEntry } from './tree.js';
@@ -254,4 +254,3 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   return { files: files.length, dirs: dirs.length, symlinks: links.length, bytes: progress.totalBytes };
 }
 
-export { hex };

@@ -23,6 +23,12 @@ export default tseslint.config(
     },
   },
   {
+    // @coffer/protocol runs in browsers too: only its node/ entry may use Node's modules.
+    files: ['packages/protocol/src/**/*.ts'],
+    ignores: ['packages/protocol/src/node/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: ['node:*'] }] },
+  },
+  {
     // The vault core runs inside the HSM boundary: bytes in, bytes out, no I/O.
     files: ['packages/vault/src/core/**/*.ts'],
     rules: {

@@ -10,4 +10,4 @@ export { S3BlobStore, type S3Config } from './blobs/s3.js';
 export { BlobStoreError, type BlobStore, type BlobInfo, type ByteRange } from './blobs/store.js';
 export { VaultForwarder, type ForwardResult } from './vault-forwarder.js';
 export { TokenBuckets, type BucketRule } from './rate-limit.js';
-export { loadLinkKey } from './link-key.js';
+export { loadLinkKey } from '@coffer/protocol/node';

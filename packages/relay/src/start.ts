@@ -12,7 +12,7 @@ import { LocalBlobStore } from './blobs/local.js';
 import { S3BlobStore } from './blobs/s3.js';
 import type { BlobStore } from './blobs/store.js';
 import type { RelayConfig } from './config.js';
-import { loadLinkKey } from './link-key.js';
+import { loadLinkKey } from '@coffer/protocol/node';
 import { createMetrics, type RelayMetrics } from './metrics.js';
 import { VaultForwarder } from './vault-forwarder.js';
 

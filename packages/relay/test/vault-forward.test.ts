@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RELAY_AUTH_HEADER, verifyRelayAuth } from '@coffer/protocol';
-import { loadLinkKey } from '../src/link-key.js';
+import { loadLinkKey } from '@coffer/protocol/node';
 import { deadUrl, standIn, startRelay, tempDir, testConfig } from './helpers.js';
 
 const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;

@@ -1,0 +1,2 @@
+/** @coffer/protocol/node: the few pieces that only Node services need (files). */
+export { loadLinkKey, LinkKeyError } from './link-key-file.js';

@@ -76,6 +76,12 @@ export interface Decision {
   /** For metrics: a guess was counted / a record was erased by this decision. */
   readonly guessCounted: boolean;
   readonly recordErased: boolean;
+  /**
+   * When set, the committed record has spent its last guess: at this time (the end of
+   * its open login) it must be erased even if nobody calls again. The server remembers
+   * it (RecordStore sweep index) and then calls `sweep`.
+   */
+  readonly eraseAt: number | null;
 }
 
 export class VaultCore {
@@ -170,7 +176,21 @@ export class VaultCore {
       write,
       guessCounted: step.guessCounted ?? false,
       recordErased: erased || (step.erased ?? false),
+      eraseAt: write?.kind === 'put' ? exhaustedUntil(write.record) : null,
     };
+  }
+
+  /**
+   * The background half of the guess limit: for a record whose last guess is spent,
+   * the erasure once its open login has ended — without waiting for anyone to call.
+   * Returns the write to commit (compare-and-swap on `stored`'s version), or null when
+   * there is nothing to erase (yet, or any more).
+   * @throws RecordIntegrityError when the stored record does not authenticate
+   */
+  async sweep(account: string, stored: Uint8Array): Promise<RecordWrite | null> {
+    const now = this.platform.now();
+    const { record, erased } = normalize(await unsealRecord(this.platform, account, stored, this.recordKeys), now);
+    return erased && record ? this.#put(account, record) : null;
   }
 
   #answer(response: VaultResponse, extra: Partial<Step> = {}): Step {
@@ -360,6 +380,12 @@ function refuse(code: RefusalCode, message: string): OpenResult {
 
 function retryAfter(until: number, now: number): number {
   return Math.min(0xffff, Math.max(1, Math.ceil((until - now) / 1000)));
+}
+
+/** For a record whose guesses are all spent: when its open login ends (then it is erased). */
+export function exhaustedUntil(rec: AccountRecord): number | null {
+  if (rec.state !== 'active' || rec.guessesUsed < rec.guessLimit) return null;
+  return rec.pendingLogin?.expiresAt ?? 0;
 }
 
 function erasedNow(now: number): AccountRecord {

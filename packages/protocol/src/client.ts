@@ -11,8 +11,9 @@ import { ProtocolError } from './errors.js';
 import { sealRequest, type SealedRequest } from './envelope.js';
 import type { FleetKey } from './fleet-key.js';
 import { DEFAULT_KSF, toSerenityKeyStretching, type KsfParams } from './ksf.js';
-import { openRelease, unwrapBackupKey, wrapBackupKey } from './key-wrap.js';
-import { decodeResponseBody, encodeRequestBody, pad, unpad, type VaultRequest, type VaultResponse } from './messages.js';
+import { deleteToken, openRelease, unwrapBackupKey, wrapBackupKey } from './key-wrap.js';
+import { sha256 } from './primitives.js';
+import { decodeResponseBody, encodeRequestBody, pad, unpad, type DeleteProof, type VaultRequest, type VaultResponse } from './messages.js';
 import { webRandom, type RandomSource } from './primitives.js';
 import { Secret } from './secret.js';
 
@@ -36,13 +37,13 @@ export interface VaultClientOptions {
 
 type NotOk = Exclude<VaultResponse, { outcome: 'ok' }>;
 /** Outcomes a flow can end in besides success; `invalid` and friends are bugs and throw. */
-export type FlowFailure = Extract<NotOk, { outcome: 'wrong-password' | 'locked' | 'not-registered' | 'rate-limited' | 'stale' | 'already-registered' }>;
+export type FlowFailure = Extract<NotOk, { outcome: 'wrong-password' | 'locked' | 'not-registered' | 'rate-limited' | 'stale' | 'superseded' | 'proof-required' | 'already-registered' }>;
 
 export type RecoverResult = { readonly outcome: 'ok'; readonly backupKey: Secret<Uint8Array>; readonly grant: Secret<Uint8Array> } | FlowFailure;
 export type RegisterResult = { readonly outcome: 'ok' } | FlowFailure;
 export type StatusResult = { readonly outcome: 'ok'; readonly guessesRemaining: number; readonly guessLimit: number; readonly ksf: KsfParams } | FlowFailure;
 
-const FLOW_FAILURES = new Set(['wrong-password', 'locked', 'not-registered', 'rate-limited', 'stale', 'already-registered']);
+const FLOW_FAILURES = new Set(['wrong-password', 'locked', 'not-registered', 'rate-limited', 'stale', 'superseded', 'proof-required', 'already-registered']);
 
 /** Thrown when the vault answers something a correct vault never would for this flow. */
 export class UnexpectedResponseError extends ProtocolError {
@@ -112,6 +113,7 @@ export class VaultClient {
       ksf,
       guessLimit: options.guessLimit ?? 0,
       wrappedKey,
+      deleteTokenHash: await sha256(await deleteToken(k, this.#o.account)),
     });
     if (r2.outcome === 'ok') return { outcome: 'ok' };
     return this.#failure(r2);
@@ -151,9 +153,17 @@ export class VaultClient {
     return recovered;
   }
 
-  /** Disable password mode: the vault deletes the record. */
-  async delete(): Promise<RegisterResult> {
-    const res = await this.send({ op: 'delete' });
+  /**
+   * Disable password mode: the vault deletes the record. Proof that the caller may: K
+   * itself (its delete token is derived here and never leaves the HPKE envelope), or the
+   * grant of a login that just succeeded. Without either the vault answers
+   * `proof-required` for an active record.
+   */
+  async delete(proof: Uint8Array | Secret<Uint8Array> | { readonly grant: Secret<Uint8Array> } | null): Promise<RegisterResult> {
+    let p: DeleteProof | null = null;
+    if (proof && 'grant' in proof) p = { kind: 'grant', grant: proof.grant.expose() };
+    else if (proof) p = { kind: 'token', token: await deleteToken(proof instanceof Secret ? proof.expose() : proof, this.#o.account) };
+    const res = await this.send({ op: 'delete', proof: p });
     if (res.outcome === 'ok') return { outcome: 'ok' };
     return this.#failure(res);
   }

@@ -25,6 +25,10 @@ export const SIZES = {
   wrappedKeyMax: 128,
   /** AES-256-GCM nonce + wrapped key + tag. */
   releasedKeyMax: 12 + 128 + 16,
+  deleteToken: 32,
+  deleteTokenHash: 32,
+  /** A registration's random ID, part of its OPAQUE credential identifier (spec §5.1). */
+  registrationId: 32,
 } as const;
 
 export const OPERATIONS = {
@@ -57,11 +61,17 @@ export type VaultRequest =
       /** 0 asks for the deployment's limit; otherwise 1..limit. */
       readonly guessLimit: number;
       readonly wrappedKey: Uint8Array;
+      /** SHA-256 of the delete token derived from K (key-wrap.ts `deleteToken`). */
+      readonly deleteTokenHash: Uint8Array;
     }
   | { readonly op: 'login-start'; readonly timestampMs: number; readonly ke1: Uint8Array }
   /** `ke3 === null`: the client could not open the envelope (wrong password) and abandons. */
   | { readonly op: 'login-finish'; readonly nonce: Uint8Array; readonly ke3: Uint8Array | null }
-  | { readonly op: 'delete' };
+  /** Deleting an active record needs proof: a fresh login's grant, or the delete token from K. */
+  | { readonly op: 'delete'; readonly proof: DeleteProof | null };
+
+export type DeleteProof = { readonly kind: 'grant'; readonly grant: Uint8Array } | { readonly kind: 'token'; readonly token: Uint8Array };
+const DELETE_PROOF_KINDS = { grant: 1, token: 2 } as const;
 
 export const OUTCOMES = {
   ok: 1,
@@ -72,6 +82,10 @@ export const OUTCOMES = {
   stale: 6,
   'already-registered': 7,
   invalid: 8,
+  /** login-finish: another login for this account started after this one and replaced it. */
+  superseded: 9,
+  /** delete: an active record is deleted only with a valid grant or delete token. */
+  'proof-required': 10,
 } as const;
 export type OutcomeName = keyof typeof OUTCOMES;
 
@@ -94,6 +108,8 @@ export type VaultResponse =
   | { readonly outcome: 'not-registered'; readonly op: Operation }
   | { readonly outcome: 'rate-limited'; readonly op: Operation; readonly retryAfterSeconds: number }
   | { readonly outcome: 'stale'; readonly op: Operation }
+  | { readonly outcome: 'superseded'; readonly op: Operation }
+  | { readonly outcome: 'proof-required'; readonly op: Operation }
   | { readonly outcome: 'already-registered'; readonly op: Operation }
   | { readonly outcome: 'invalid'; readonly op: Operation; readonly reason: InvalidReason };
 
@@ -113,7 +129,16 @@ export function encodeRequestBody(req: VaultRequest): Uint8Array {
   const w = new ByteWriter();
   switch (req.op) {
     case 'status':
+      break;
     case 'delete':
+      if (!req.proof) w.u8(0);
+      else if (req.proof.kind === 'grant') {
+        checkLength(req.proof.grant, SIZES.nonce, 'proof.grant');
+        w.u8(DELETE_PROOF_KINDS.grant).bytes(req.proof.grant);
+      } else {
+        checkLength(req.proof.token, SIZES.deleteToken, 'proof.token');
+        w.u8(DELETE_PROOF_KINDS.token).bytes(req.proof.token);
+      }
       break;
     case 'register-start':
       if (req.grant) checkLength(req.grant, SIZES.nonce, 'grant');
@@ -124,8 +149,9 @@ export function encodeRequestBody(req: VaultRequest): Uint8Array {
       checkLength(req.nonce, SIZES.nonce, 'nonce');
       checkLength(req.registrationRecord, SIZES.registrationRecord, 'registrationRecord');
       if (req.wrappedKey.length > SIZES.wrappedKeyMax) throw new RangeError(`wrappedKey: more than ${SIZES.wrappedKeyMax} bytes`);
+      checkLength(req.deleteTokenHash, SIZES.deleteTokenHash, 'deleteTokenHash');
       w.bytes(req.nonce).bytes(req.registrationRecord);
-      encodeKsf(w, req.ksf).u8(req.guessLimit).vec16(req.wrappedKey);
+      encodeKsf(w, req.ksf).u8(req.guessLimit).vec16(req.wrappedKey).bytes(req.deleteTokenHash);
       break;
     case 'login-start':
       checkLength(req.ke1, SIZES.ke1, 'ke1');
@@ -146,9 +172,16 @@ export function decodeRequestBody(op: Operation, body: Uint8Array): VaultRequest
   let req: VaultRequest;
   switch (op) {
     case 'status':
-    case 'delete':
       req = { op };
       break;
+    case 'delete': {
+      const kind = r.u8('proof.kind');
+      if (kind === 0) req = { op, proof: null };
+      else if (kind === DELETE_PROOF_KINDS.grant) req = { op, proof: { kind: 'grant', grant: fixed(r, SIZES.nonce, 'proof.grant') } };
+      else if (kind === DELETE_PROOF_KINDS.token) req = { op, proof: { kind: 'token', token: fixed(r, SIZES.deleteToken, 'proof.token') } };
+      else throw new DecodeError(`proof.kind: unknown ${kind}`, 'bad-field');
+      break;
+    }
     case 'register-start': {
       const hasGrant = flag(r, 'hasGrant');
       const grant = fixed(r, SIZES.nonce, 'grant');
@@ -164,6 +197,7 @@ export function decodeRequestBody(op: Operation, body: Uint8Array): VaultRequest
         ksf: decodeKsf(r),
         guessLimit: r.u8('guessLimit'),
         wrappedKey: r.vec16('wrappedKey', SIZES.wrappedKeyMax),
+        deleteTokenHash: fixed(r, SIZES.deleteTokenHash, 'deleteTokenHash'),
       };
       break;
     case 'login-start':
@@ -207,6 +241,8 @@ export function encodeResponseBody(res: VaultResponse): Uint8Array {
     case 'locked':
     case 'not-registered':
     case 'stale':
+    case 'superseded':
+    case 'proof-required':
     case 'already-registered':
       break;
   }
@@ -267,6 +303,12 @@ export function decodeResponseBody(body: Uint8Array): VaultResponse {
       break;
     case OUTCOMES.stale:
       res = { outcome: 'stale', op };
+      break;
+    case OUTCOMES.superseded:
+      res = { outcome: 'superseded', op };
+      break;
+    case OUTCOMES['proof-required']:
+      res = { outcome: 'proof-required', op };
       break;
     case OUTCOMES['already-registered']:
       res = { outcome: 'already-registered', op };

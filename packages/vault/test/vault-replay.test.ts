@@ -67,7 +67,7 @@ describe('replays and retries', () => {
     assert.equal(await remaining(h, 'r2'), 5);
   });
 
-  it('an older login cannot be finished once a newer one started', async () => {
+  it('an older login cannot be finished once a newer one started, and is told it was superseded', async () => {
     const a = await freshKe1('pw');
     const b = await freshKe1('pw');
     const ra = (await (await raw(h, 'r2', { op: 'login-start', timestampMs: Date.now(), ke1: a.ke1 })).send()).response;
@@ -75,7 +75,7 @@ describe('replays and retries', () => {
     assert.ok(ra?.outcome === 'ok' && ra.op === 'login-start' && rb?.outcome === 'ok');
     const fin = opaque.client.finishLogin({ clientLoginState: a.state, loginResponse: toBase64Url(ra.ke2), password: 'pw', keyStretching: toSerenityKeyStretching(ra.ksf) });
     assert.ok(fin);
-    assert.equal((await (await raw(h, 'r2', { op: 'login-finish', nonce: ra.nonce, ke3: fromBase64Url(fin.finishLoginRequest) })).send()).response?.outcome, 'stale');
+    assert.equal((await (await raw(h, 'r2', { op: 'login-finish', nonce: ra.nonce, ke3: fromBase64Url(fin.finishLoginRequest) })).send()).response?.outcome, 'superseded');
   });
 
   it('an expired login state is refused', async () => {

@@ -68,10 +68,14 @@ export async function vaultChangePassword(flags: VaultFlags, io: Io): Promise<nu
   return 0;
 }
 
-/** `coffer vault disable`: the vault erases the record. */
+/**
+ * `coffer vault disable`: the vault erases the record. It needs proof: this device's
+ * backup key, or else the vault password (asked for, or --password-file).
+ */
 export async function vaultDisable(flags: VaultFlags, io: Io): Promise<number> {
   const client = await openClient(flags, io);
-  await client.disable();
+  if (client.backupKey()) await client.disable();
+  else await client.disable(await readPassword({ ...PASSWORD, file: flags['password-file'], prompt: 'vault password (this device holds no backup key)' }, io));
   if (flags.json) io.stdout.write(JSON.stringify({ account: client.account, mode: 'off' }) + '\n');
   else if (!flags.quiet) {
     io.stderr.write(`password backups disabled for ${client.account}: the vault erased the record\n`);

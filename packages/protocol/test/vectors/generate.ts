@@ -8,6 +8,8 @@ import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   DEFAULT_KSF,
+  deleteToken,
+  sha256,
   encodeRequestBody,
   encodeResponseBody,
   fleetKeyFromPublicKey,
@@ -40,11 +42,13 @@ async function main(): Promise<void> {
     ['status', { op: 'status' }],
     ['register-start', { op: 'register-start', grant: null, registrationRequest: seq(32, 1) }],
     ['register-start-with-grant', { op: 'register-start', grant: seq(16, 200), registrationRequest: seq(32, 1) }],
-    ['register-finish', { op: 'register-finish', nonce: seq(16, 50), registrationRecord: seq(192, 60), ksf: DEFAULT_KSF, guessLimit: 0, wrappedKey: seq(60, 7) }],
+    ['register-finish', { op: 'register-finish', nonce: seq(16, 50), registrationRecord: seq(192, 60), ksf: DEFAULT_KSF, guessLimit: 0, wrappedKey: seq(60, 7), deleteTokenHash: seq(32, 90) }],
     ['login-start', { op: 'login-start', timestampMs: 1_767_225_600_000, ke1: seq(96, 9) }],
     ['login-finish', { op: 'login-finish', nonce: seq(16, 30), ke3: seq(64, 40) }],
     ['login-finish-abandon', { op: 'login-finish', nonce: seq(16, 30), ke3: null }],
-    ['delete', { op: 'delete' }],
+    ['delete-no-proof', { op: 'delete', proof: null }],
+    ['delete-grant', { op: 'delete', proof: { kind: 'grant', grant: seq(16, 70) } }],
+    ['delete-token', { op: 'delete', proof: { kind: 'token', token: seq(32, 80) } }],
   ];
   for (const [name, req] of requests) {
     const encoded = encodeRequestBody(req);
@@ -56,6 +60,8 @@ async function main(): Promise<void> {
     ['request-body-abandon-nonzero-ke3', 'login-finish', hex(new Uint8Array([...seq(16, 30), 0, ...seq(64, 1)])), 'abandon flag with a non-zero KE3 field is not canonical'],
     ['request-body-ksf-unknown-algorithm', 'register-finish', hex(encodeRequestBody(requests[3]![1])).replace(/^(.{416})01/, '$102'), 'KSF algorithm 2 is unknown'],
     ['request-body-flag-two', 'register-start', hex(new Uint8Array([2, ...new Uint8Array(48)])), 'the grant flag is 0 or 1'],
+    ['request-body-delete-unknown-proof', 'delete', hex(new Uint8Array([3, ...new Uint8Array(32)])), 'delete proof kind 3 is unknown'],
+    ['request-body-delete-no-proof-trailing', 'delete', '0000', 'a delete without proof has nothing after its kind byte'],
   ];
   for (const [name, op, encoded, comment] of badBodies) vectors.push({ name, kind: 'request-body', expect: 'decode-error', comment, op, encoded });
 
@@ -69,6 +75,8 @@ async function main(): Promise<void> {
     ['not-registered', { outcome: 'not-registered', op: 'status' }],
     ['rate-limited', { outcome: 'rate-limited', op: 'login-start', retryAfterSeconds: 42 }],
     ['stale', { outcome: 'stale', op: 'login-finish' }],
+    ['superseded', { outcome: 'superseded', op: 'login-finish' }],
+    ['proof-required', { outcome: 'proof-required', op: 'delete' }],
     ['already-registered', { outcome: 'already-registered', op: 'register-start' }],
     ['invalid', { outcome: 'invalid', op: 'register-finish', reason: 'weak-ksf' }],
   ];
@@ -117,6 +125,9 @@ async function main(): Promise<void> {
   const sessionKey = seq(64, 33);
   const relNonce = seq(12, 0xd0);
   vectors.push({ name: 'release', kind: 'release', expect: 'success', comment: 'the wrapped key released under the OPAQUE session key (spec §5.3)', sessionKey: hex(sessionKey), account: 'alice@example.org', nonce: hex(relNonce), wrappedKey: hex(wrapped), released: hex(await sealRelease(sessionKey, 'alice@example.org', wrapped, relNonce)) });
+
+  const token = await deleteToken(K, 'alice@example.org');
+  vectors.push({ name: 'delete-token', kind: 'delete-token', expect: 'success', comment: 'the delete token from K and its SHA-256, which register-finish sends (spec §5.5)', backupKey: hex(K), account: 'alice@example.org', token: hex(token), tokenHash: hex(await sha256(token)) });
 
   mkdirSync(VECTOR_DIR, { recursive: true });
   for (const f of readdirSync(VECTOR_DIR)) if (f.endsWith('.json')) rmSync(join(VECTOR_DIR, f));

@@ -163,7 +163,7 @@ export class VaultClient {
     let p: DeleteProof | null = null;
     if (proof && 'grant' in proof) p = { kind: 'grant', grant: proof.grant.expose() };
     else if (proof) p = { kind: 'token', token: await deleteToken(proof instanceof Secret ? proof.expose() : proof, this.#o.account) };
-    const res = await this.send({ op: 'delete', proof: p });
+    const res = await this.send({ op: 'delete', timestampMs: this.#o.now(), proof: p });
     if (res.outcome === 'ok') return { outcome: 'ok' };
     return this.#failure(res);
   }

@@ -68,7 +68,12 @@ export type VaultRequest =
   /** `ke3 === null`: the client could not open the envelope (wrong password) and abandons. */
   | { readonly op: 'login-finish'; readonly nonce: Uint8Array; readonly ke3: Uint8Array | null }
   /** Deleting an active record needs proof: a fresh login's grant, or the delete token from K. */
-  | { readonly op: 'delete'; readonly proof: DeleteProof | null };
+  /**
+   * `timestampMs`: the client's clock; the vault refuses it outside its freshness window
+   * and deletes only records registered before it, so a captured delete replayed later
+   * cannot erase a record the user registered again with the same K.
+   */
+  | { readonly op: 'delete'; readonly timestampMs: number; readonly proof: DeleteProof | null };
 
 export type DeleteProof = { readonly kind: 'grant'; readonly grant: Uint8Array } | { readonly kind: 'token'; readonly token: Uint8Array };
 const DELETE_PROOF_KINDS = { grant: 1, token: 2 } as const;
@@ -131,6 +136,7 @@ export function encodeRequestBody(req: VaultRequest): Uint8Array {
     case 'status':
       break;
     case 'delete':
+      w.u64(req.timestampMs);
       if (!req.proof) w.u8(0);
       else if (req.proof.kind === 'grant') {
         checkLength(req.proof.grant, SIZES.nonce, 'proof.grant');
@@ -175,10 +181,11 @@ export function decodeRequestBody(op: Operation, body: Uint8Array): VaultRequest
       req = { op };
       break;
     case 'delete': {
+      const timestampMs = r.u64('timestampMs');
       const kind = r.u8('proof.kind');
-      if (kind === 0) req = { op, proof: null };
-      else if (kind === DELETE_PROOF_KINDS.grant) req = { op, proof: { kind: 'grant', grant: fixed(r, SIZES.nonce, 'proof.grant') } };
-      else if (kind === DELETE_PROOF_KINDS.token) req = { op, proof: { kind: 'token', token: fixed(r, SIZES.deleteToken, 'proof.token') } };
+      if (kind === 0) req = { op, timestampMs, proof: null };
+      else if (kind === DELETE_PROOF_KINDS.grant) req = { op, timestampMs, proof: { kind: 'grant', grant: fixed(r, SIZES.nonce, 'proof.grant') } };
+      else if (kind === DELETE_PROOF_KINDS.token) req = { op, timestampMs, proof: { kind: 'token', token: fixed(r, SIZES.deleteToken, 'proof.token') } };
       else throw new DecodeError(`proof.kind: unknown ${kind}`, 'bad-field');
       break;
     }

@@ -34,7 +34,7 @@ describe('fuzz: vault core decoders', () => {
   let fleet: LoadedFleet;
   let core: VaultCore;
   const active: AccountRecord = {
-    state: 'active', guessLimit: 10, guessesUsed: 2, ksf: DEFAULT_KSF, registrationRecord: new Uint8Array(192).fill(1), registrationId: new Uint8Array(32).fill(8), deleteTokenHash: new Uint8Array(32).fill(9), registerStarts: [11, 12], wrappedKey: new Uint8Array(60).fill(2),
+    state: 'active', guessLimit: 10, guessesUsed: 2, ksf: DEFAULT_KSF, registrationRecord: new Uint8Array(192).fill(1), registrationId: new Uint8Array(32).fill(8), deleteTokenHash: new Uint8Array(32).fill(9), registeredAt: 13, registerStarts: [11, 12], wrappedKey: new Uint8Array(60).fill(2),
     pendingLogin: { nonce: new Uint8Array(16), expiresAt: 5, serverLoginState: new Uint8Array(128).fill(3) }, pendingRegistration: null,
     changeGrant: { nonce: new Uint8Array(16).fill(4), expiresAt: 6 }, seenLogins: [{ digest: new Uint8Array(16).fill(5), expiresAt: 7 }],
   };

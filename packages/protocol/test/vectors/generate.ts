@@ -46,9 +46,9 @@ async function main(): Promise<void> {
     ['login-start', { op: 'login-start', timestampMs: 1_767_225_600_000, ke1: seq(96, 9) }],
     ['login-finish', { op: 'login-finish', nonce: seq(16, 30), ke3: seq(64, 40) }],
     ['login-finish-abandon', { op: 'login-finish', nonce: seq(16, 30), ke3: null }],
-    ['delete-no-proof', { op: 'delete', proof: null }],
-    ['delete-grant', { op: 'delete', proof: { kind: 'grant', grant: seq(16, 70) } }],
-    ['delete-token', { op: 'delete', proof: { kind: 'token', token: seq(32, 80) } }],
+    ['delete-no-proof', { op: 'delete', timestampMs: 1_767_225_600_000, proof: null }],
+    ['delete-grant', { op: 'delete', timestampMs: 1_767_225_600_000, proof: { kind: 'grant', grant: seq(16, 70) } }],
+    ['delete-token', { op: 'delete', timestampMs: 1_767_225_600_000, proof: { kind: 'token', token: seq(32, 80) } }],
   ];
   for (const [name, req] of requests) {
     const encoded = encodeRequestBody(req);
@@ -60,8 +60,8 @@ async function main(): Promise<void> {
     ['request-body-abandon-nonzero-ke3', 'login-finish', hex(new Uint8Array([...seq(16, 30), 0, ...seq(64, 1)])), 'abandon flag with a non-zero KE3 field is not canonical'],
     ['request-body-ksf-unknown-algorithm', 'register-finish', hex(encodeRequestBody(requests[3]![1])).replace(/^(.{416})01/, '$102'), 'KSF algorithm 2 is unknown'],
     ['request-body-flag-two', 'register-start', hex(new Uint8Array([2, ...new Uint8Array(48)])), 'the grant flag is 0 or 1'],
-    ['request-body-delete-unknown-proof', 'delete', hex(new Uint8Array([3, ...new Uint8Array(32)])), 'delete proof kind 3 is unknown'],
-    ['request-body-delete-no-proof-trailing', 'delete', '0000', 'a delete without proof has nothing after its kind byte'],
+    ['request-body-delete-unknown-proof', 'delete', hex(new Uint8Array([...new Uint8Array(8), 3, ...new Uint8Array(32)])), 'delete proof kind 3 is unknown'],
+    ['request-body-delete-no-proof-trailing', 'delete', '00000000000000000000', 'a delete without proof has nothing after its kind byte'],
   ];
   for (const [name, op, encoded, comment] of badBodies) vectors.push({ name, kind: 'request-body', expect: 'decode-error', comment, op, encoded });
 

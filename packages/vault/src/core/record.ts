@@ -54,6 +54,8 @@ export interface ActiveRecord {
   readonly registrationId: Uint8Array | null;
   /** SHA-256 of the delete token derived from K; `null` for a format-1 record (grant only). */
   readonly deleteTokenHash: Uint8Array | null;
+  /** When register-finish made it (vault clock; 0 for a format-1 record): older deletes don't apply. */
+  readonly registeredAt: number;
   /** Vault-clock expiry times of recent register-starts (the per-account rate window). */
   readonly registerStarts: readonly number[];
   /** K wrapped by the client under its OPAQUE export key; opaque to the vault. */
@@ -140,7 +142,7 @@ export function encodeRecord(rec: AccountRecord): Uint8Array {
       w.bytes(rec.registrationRecord).vec16(rec.wrappedKey);
       // Format 2 never writes a legacy record back without its ID: a format-1 record keeps
       // working (registrationId null → zero-length) until its next registration.
-      w.vec16(rec.registrationId ?? new Uint8Array(0)).vec16(rec.deleteTokenHash ?? new Uint8Array(0));
+      w.vec16(rec.registrationId ?? new Uint8Array(0)).vec16(rec.deleteTokenHash ?? new Uint8Array(0)).u64(rec.registeredAt);
       writeStarts(w, rec.registerStarts);
       if (!rec.pendingLogin) w.u8(0);
       else w.u8(1).bytes(rec.pendingLogin.nonce).u64(rec.pendingLogin.expiresAt).vec16(rec.pendingLogin.serverLoginState);
@@ -183,6 +185,7 @@ export function decodeRecord(bytes: Uint8Array, formatVersion: number = RECORD_F
     let registrationId: Uint8Array | null = null;
     let deleteTokenHash: Uint8Array | null = null;
     let registerStarts: number[] = [];
+    let registeredAt = 0;
     if (!legacy) {
       const id = r.vec16('registrationId', SIZES.registrationId);
       const dth = r.vec16('deleteTokenHash', SIZES.deleteTokenHash);
@@ -190,6 +193,7 @@ export function decodeRecord(bytes: Uint8Array, formatVersion: number = RECORD_F
       if (dth.length !== 0 && dth.length !== SIZES.deleteTokenHash) throw new DecodeError('deleteTokenHash: bad length', 'bad-field');
       registrationId = id.length ? id : null;
       deleteTokenHash = dth.length ? dth : null;
+      registeredAt = r.u64('registeredAt');
       registerStarts = readStarts(r);
     }
     const hasLogin = r.u8('pendingLogin.present');
@@ -207,7 +211,7 @@ export function decodeRecord(bytes: Uint8Array, formatVersion: number = RECORD_F
     const seenLogins: SeenLogin[] = [];
     for (let i = 0; i < n; i++) seenLogins.push({ digest: r.bytes(16, 'seenLogins.digest'), expiresAt: r.u64('seenLogins.expiresAt') });
     if (guessLimit < 1 || guessesUsed > guessLimit) throw new DecodeError('guess counter out of range', 'bad-field');
-    rec = { state: 'active', guessLimit, guessesUsed, ksf, registrationRecord, registrationId, deleteTokenHash, registerStarts, wrappedKey, pendingLogin, pendingRegistration, changeGrant, seenLogins };
+    rec = { state: 'active', guessLimit, guessesUsed, ksf, registrationRecord, registrationId, deleteTokenHash, registeredAt, registerStarts, wrappedKey, pendingLogin, pendingRegistration, changeGrant, seenLogins };
   } else {
     throw new DecodeError(`record.state: unknown ${state}`, 'bad-field');
   }

@@ -222,7 +222,7 @@ export class VaultCore {
         return this.#loginFinish(account, body, rec, now);
 
       case 'delete':
-        return this.#delete(account, body, rec);
+        return this.#delete(account, body, rec, now);
     }
   }
 
@@ -232,10 +232,14 @@ export class VaultCore {
    * cannot erase records — which would also let it reset what a registration may do.
    * What remains after a delete is the register-start rate window, if it holds any.
    */
-  async #delete(account: string, body: Extract<VaultRequest, { op: 'delete' }>, rec: AccountRecord | null): Promise<Step> {
+  async #delete(account: string, body: Extract<VaultRequest, { op: 'delete' }>, rec: AccountRecord | null, now: number): Promise<Step> {
     const op = body.op;
+    if (Math.abs(now - body.timestampMs) > this.policy.freshnessWindowMs) return this.#answer({ outcome: 'stale', op });
     if (!rec || (rec.state === 'pending-registration' && !rec.registration)) return this.#answer({ outcome: 'not-registered', op });
     if (rec.state === 'active') {
+      // A delete stamped before this registration (a captured one, replayed after the user
+      // registered again with the same K) does not apply to it.
+      if (body.timestampMs < rec.registeredAt) return this.#answer({ outcome: 'stale', op });
       const p = body.proof;
       let proven = false;
       if (p?.kind === 'grant') proven = rec.changeGrant !== null && equalBytes(rec.changeGrant.nonce, p.grant);
@@ -304,6 +308,7 @@ export class VaultCore {
       registrationRecord: body.registrationRecord,
       registrationId: pending.registrationId,
       deleteTokenHash: body.deleteTokenHash,
+      registeredAt: now,
       registerStarts: rec?.registerStarts ?? [],
       wrappedKey: body.wrappedKey,
       pendingLogin: null,

@@ -2,7 +2,7 @@
  * coffer-vault configuration: defaults, then a JSON file (`--config FILE` or
  * COFFER_VAULT_CONFIG), then environment variables. With nothing set, the vault runs
  * the embedded default: software platform, SQLite under ./.coffer-data/vault,
- * listening on 127.0.0.1:7441.
+ * listening on 127.0.0.1:7441, metrics on the admin listener 127.0.0.1:7442.
  */
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
@@ -12,6 +12,13 @@ import type { PlatformConfig } from '../platform/index.js';
 export interface VaultConfig {
   readonly host: string;
   readonly port: number;
+  /**
+   * The admin listener (/metrics, /healthz): never the request listener's address.
+   * Default 127.0.0.1 and the request port + 1 (ephemeral when the request port is 0).
+   */
+  readonly admin?: { readonly host: string; readonly port: number };
+  /** How often the sweeper looks for exhausted records to erase (default 1000 ms). */
+  readonly sweepIntervalMs?: number;
   readonly dataDir: string;
   readonly platform: PlatformConfig;
   readonly storePath: string;
@@ -38,11 +45,15 @@ export interface VaultConfig {
 }
 
 export const DEFAULT_PORT = 7441;
+export const DEFAULT_ADMIN_HOST = '127.0.0.1';
+export const DEFAULT_SWEEP_INTERVAL_MS = 1000;
 export const DEFAULT_DATA_DIR = '.coffer-data/vault';
 export const DEFAULT_LINK_KEY_FILE = '.coffer-data/link.key';
 
 interface FileConfig {
   listen?: { host?: string; port?: number };
+  admin?: { host?: string; port?: number };
+  sweepIntervalMs?: number;
   dataDir?: string;
   platform?: 'software' | 'pkcs11';
   software?: { keyFile?: string };
@@ -122,6 +133,15 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   }
   const port = int('COFFER_VAULT_PORT', env.COFFER_VAULT_PORT) ?? f.listen?.port ?? DEFAULT_PORT;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`listen.port: must be 0..65535, got ${port}`);
+  const host = env.COFFER_VAULT_HOST || f.listen?.host || '127.0.0.1';
+  const adminHost = env.COFFER_VAULT_ADMIN_HOST || f.admin?.host || DEFAULT_ADMIN_HOST;
+  const adminPort = int('COFFER_VAULT_ADMIN_PORT', env.COFFER_VAULT_ADMIN_PORT) ?? f.admin?.port ?? (port === 0 ? 0 : port + 1);
+  if (!Number.isInteger(adminPort) || adminPort < 0 || adminPort > 65535) throw new ConfigError(`admin.port: must be 0..65535, got ${adminPort}`);
+  if (adminPort !== 0 && adminPort === port && (adminHost === host || adminHost === '0.0.0.0' || host === '0.0.0.0' || adminHost === '::' || host === '::')) {
+    throw new ConfigError(`admin.port: the admin listener (metrics) must not share the request listener's address ${host}:${port}`);
+  }
+  const sweepIntervalMs = int('COFFER_VAULT_SWEEP_INTERVAL_MS', env.COFFER_VAULT_SWEEP_INTERVAL_MS) ?? f.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
+  if (!Number.isInteger(sweepIntervalMs) || sweepIntervalMs < 50 || sweepIntervalMs > 60_000) throw new ConfigError(`sweepIntervalMs: must be 50..60000, got ${sweepIntervalMs}`);
   const weak = flag('COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING', env.COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING);
   let policy: CorePolicy;
   try {
@@ -141,8 +161,10 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   return {
     ...(linkKeyFile ? { linkKeyFile: abs(linkKeyFile) } : {}),
     ...(noLinkAuth ? { insecureNoLinkAuthForTesting: true } : {}),
-    host: env.COFFER_VAULT_HOST || f.listen?.host || '127.0.0.1',
+    host,
     port,
+    admin: { host: adminHost, port: adminPort },
+    sweepIntervalMs,
     dataDir,
     platform,
     storePath: abs(env.COFFER_VAULT_STORE_PATH || f.storePath || join(dataDir, 'records.sqlite')),

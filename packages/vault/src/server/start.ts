@@ -8,7 +8,7 @@ import { openPlatform, provisionVaultKeys, SOFTWARE_PLATFORM_WARNING, type Opene
 import { EtcdRecordStore } from '../store/etcd.js';
 import { SqliteRecordStore } from '../store/sqlite.js';
 import type { RecordStore } from '../store/store.js';
-import { buildApp } from './app.js';
+import { buildAdminApp, buildApp } from './app.js';
 import { checkLinkAuth, NO_LINK_AUTH_WARNING, type VaultConfig } from './config.js';
 import { ensureFleetFile, loadFleet, type LoadedFleet } from './fleet.js';
 import { createMetrics, type VaultMetrics } from './metrics.js';
@@ -17,7 +17,10 @@ import { VaultService } from './vault-service.js';
 import { loadLinkKey } from './relay-auth.js';
 
 export interface RunningVault {
+  /** The request listener's app (the front end talks to it): no /metrics. */
   readonly app: FastifyInstance;
+  /** The admin listener's app: /metrics and /healthz (config `admin`). */
+  readonly admin: FastifyInstance;
   readonly fleet: LoadedFleet;
   readonly metrics: VaultMetrics;
   readonly store: RecordStore;
@@ -53,16 +56,20 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
     const service = new VaultService({ core, store, metrics, insecureCrashAfterCommitForTesting: config.insecureCrashAfterCommitForTesting });
     const linkKey = config.linkKeyFile ? loadLinkKey(config.linkKeyFile, { create: options.createIfMissing ?? false }) : undefined;
-    const app = buildApp({ service, metrics, describe: { platform: platform.platform.name, store: store.name }, logger: options.logger ?? false, ...(linkKey ? { linkKey } : {}) });
+    const describe = { platform: platform.platform.name, store: store.name };
+    const app = buildApp({ service, metrics, describe, logger: options.logger ?? false, ...(linkKey ? { linkKey } : {}) });
+    const admin = buildAdminApp({ metrics, describe, log: app.log });
     const s = store;
     return {
       app,
+      admin,
       fleet,
       metrics,
       store: s,
       platform,
       async close() {
         await app.close();
+        await admin.close();
         await s.close();
         await platform.close();
       },

@@ -5,7 +5,8 @@
  * Used by `npm run cluster`, the fleet fault tests and `npm run bench:fleet`.
  *
  * Ports are the same on every address (each DC has its own IP): etcd client
- * `ports.etcdClient`, peer `ports.etcdPeer`, vault `ports.vault`.
+ * `ports.etcdClient`, peer `ports.etcdPeer`, vault `ports.vault`, the vault's admin
+ * listener (metrics) `ports.vault + 1`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -43,6 +44,8 @@ export interface DataCentre {
   readonly etcdUrl: string;
   readonly peerUrl: string;
   readonly vaultUrl: string;
+  /** The vault node's admin listener (/metrics). */
+  readonly adminUrl: string;
   readonly dir: string;
   etcdPid(): number | null;
   vaultPid(): number | null;
@@ -123,6 +126,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     const etcdUrl = etcdUrls[i]!;
     const peerUrl = `http://${host}:${ports.etcdPeer}`;
     const vaultUrl = `http://${host}:${ports.vault}`;
+    const adminUrl = `http://${host}:${ports.vault + 1}`;
     let etcd: ChildProcess | null = null;
     let vault: ChildProcess | null = null;
     const spawnLogged = (cmd: string, args: string[], log: string, env?: NodeJS.ProcessEnv): ChildProcess => {
@@ -140,6 +144,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       etcdUrl,
       peerUrl,
       vaultUrl,
+      adminUrl,
       dir,
       etcdPid: () => (etcd && etcd.exitCode === null && etcd.signalCode === null ? etcd.pid! : null),
       vaultPid: () => (vault && vault.exitCode === null && vault.signalCode === null ? vault.pid! : null),
@@ -178,6 +183,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           COFFER_VAULT_DATA_DIR: join(dir, 'vault'),
           COFFER_VAULT_HOST: host,
           COFFER_VAULT_PORT: String(ports.vault),
+          COFFER_VAULT_ADMIN_HOST: host,
+          COFFER_VAULT_ADMIN_PORT: String(ports.vault + 1),
           COFFER_VAULT_STORE: 'etcd',
           COFFER_VAULT_ETCD_ENDPOINTS: endpoints,
           COFFER_VAULT_ETCD_TIMEOUT_MS: String(options.etcdTimeoutMs ?? 1500),
@@ -246,7 +253,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
 
   // Something left listening on these ports would silently stand in for a member.
   for (const dc of dcs) {
-    for (const url of [dc.etcdUrl, dc.vaultUrl]) {
+    for (const url of [dc.etcdUrl, dc.vaultUrl, dc.adminUrl]) {
       const busy = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(500) }).then(() => true, () => false);
       if (busy) throw new Error(`${url} is already in use: stop what listens there or pick other ports`);
     }
@@ -348,7 +355,7 @@ export async function fleetMetric(cluster: Cluster, name: string): Promise<numbe
   let total = 0;
   for (const dc of cluster.dcs) {
     try {
-      const text = await (await fetch(`${dc.vaultUrl}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
+      const text = await (await fetch(`${dc.adminUrl}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
       for (const line of text.split('\n')) if (line.startsWith(name)) total += Number(line.split(' ').pop());
     } catch {
       /* node down */

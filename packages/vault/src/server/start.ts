@@ -9,7 +9,7 @@ import { EtcdRecordStore } from '../store/etcd.js';
 import { SqliteRecordStore } from '../store/sqlite.js';
 import type { RecordStore } from '../store/store.js';
 import { buildAdminApp, buildApp } from './app.js';
-import { checkLinkAuth, NO_LINK_AUTH_WARNING, type VaultConfig } from './config.js';
+import { checkLinkAuth, DEFAULT_SWEEP_INTERVAL_MS, NO_LINK_AUTH_WARNING, type VaultConfig } from './config.js';
 import { ensureFleetFile, loadFleet, type LoadedFleet } from './fleet.js';
 import { createMetrics, type VaultMetrics } from './metrics.js';
 import { installNodeCrypto } from './node-crypto.js';
@@ -54,11 +54,21 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup, fleet.recordKeys);
     store = config.store?.kind === 'etcd' ? new EtcdRecordStore(config.store) : new SqliteRecordStore(config.storePath);
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
-    const service = new VaultService({ core, store, metrics, insecureCrashAfterCommitForTesting: config.insecureCrashAfterCommitForTesting });
+    let log: FastifyInstance['log'] | null = null;
+    const service = new VaultService({
+      core,
+      store,
+      metrics,
+      insecureCrashAfterCommitForTesting: config.insecureCrashAfterCommitForTesting,
+      sweepIntervalMs: config.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS,
+      log: { info: (o, m) => log?.info(o, m), warn: (o, m) => log?.warn(o, m), error: (o, m) => log?.error(o, m) },
+    });
     const linkKey = config.linkKeyFile ? loadLinkKey(config.linkKeyFile, { create: options.createIfMissing ?? false }) : undefined;
     const describe = { platform: platform.platform.name, store: store.name };
     const app = buildApp({ service, metrics, describe, logger: options.logger ?? false, ...(linkKey ? { linkKey } : {}) });
     const admin = buildAdminApp({ metrics, describe, log: app.log });
+    log = app.log;
+    service.startSweeper();
     const s = store;
     return {
       app,
@@ -70,6 +80,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
       async close() {
         await app.close();
         await admin.close();
+        await service.close();
         await s.close();
         await platform.close();
       },

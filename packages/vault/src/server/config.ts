@@ -60,7 +60,17 @@ interface FileConfig {
   pkcs11?: { module?: string; tokenLabel?: string; pin?: string; poolSize?: number };
   storePath?: string;
   store?: 'sqlite' | 'etcd';
-  etcd?: { endpoints?: string[]; prefix?: string; timeoutMs?: number };
+  etcd?: {
+    endpoints?: string[];
+    prefix?: string;
+    timeoutMs?: number;
+    caFile?: string;
+    certFile?: string;
+    keyFile?: string;
+    user?: string;
+    passwordFile?: string;
+    compactIntervalMs?: number;
+  };
   fleetFile?: string;
   policy?: Partial<Omit<CorePolicy, 'minimumKsf'>>;
   logLevel?: string;
@@ -168,7 +178,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     dataDir,
     platform,
     storePath: abs(env.COFFER_VAULT_STORE_PATH || f.storePath || join(dataDir, 'records.sqlite')),
-    ...storeConfig(env, f),
+    ...storeConfig(env, f, abs),
     fleetFile: abs(env.COFFER_VAULT_FLEET_FILE || f.fleetFile || join(dataDir, 'fleet.json')),
     policy,
     logLevel: env.COFFER_VAULT_LOG_LEVEL || f.logLevel || 'info',
@@ -176,10 +186,30 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   };
 }
 
-export type StoreConfig = { readonly kind: 'sqlite' } | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly prefix: string; readonly timeoutMs: number };
+export type StoreConfig =
+  | { readonly kind: 'sqlite' }
+  | {
+      readonly kind: 'etcd';
+      readonly endpoints: readonly string[];
+      readonly prefix: string;
+      readonly timeoutMs: number;
+      /** PEM files for https:// endpoints: etcd's CA, this node's client certificate and key. */
+      readonly caFile?: string;
+      readonly certFile?: string;
+      readonly keyFile?: string;
+      /** etcd RBAC user; its password comes from `passwordFile` or COFFER_VAULT_ETCD_PASSWORD. */
+      readonly user?: string;
+      readonly password?: string;
+      readonly compactIntervalMs?: number;
+    };
 
-/** `store` / COFFER_VAULT_STORE, and for etcd its endpoints (COFFER_VAULT_ETCD_ENDPOINTS, comma-separated). */
-function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig): { store?: StoreConfig } {
+/**
+ * `store` / COFFER_VAULT_STORE, and for etcd its endpoints (COFFER_VAULT_ETCD_ENDPOINTS,
+ * comma-separated), TLS files (COFFER_VAULT_ETCD_CA_FILE, _CERT_FILE, _KEY_FILE) and
+ * RBAC user (COFFER_VAULT_ETCD_USER with COFFER_VAULT_ETCD_PASSWORD_FILE, or
+ * COFFER_VAULT_ETCD_PASSWORD). The password is never read from the JSON file itself.
+ */
+function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig, abs: (p: string) => string): { store?: StoreConfig } {
   const kind = env.COFFER_VAULT_STORE || f.store || 'sqlite';
   if (kind === 'sqlite') return {};
   if (kind !== 'etcd') throw new ConfigError(`store: must be "sqlite" or "etcd", got "${kind}"`);
@@ -190,6 +220,40 @@ function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig): { store?: StoreConf
   }
   const timeoutMs = int('COFFER_VAULT_ETCD_TIMEOUT_MS', env.COFFER_VAULT_ETCD_TIMEOUT_MS) ?? f.etcd?.timeoutMs ?? 2000;
   if (!Number.isInteger(timeoutMs) || timeoutMs < 50 || timeoutMs > 60_000) throw new ConfigError(`etcd.timeoutMs: must be 50..60000, got ${timeoutMs}`);
+  const compactIntervalMs = int('COFFER_VAULT_ETCD_COMPACT_INTERVAL_MS', env.COFFER_VAULT_ETCD_COMPACT_INTERVAL_MS) ?? f.etcd?.compactIntervalMs ?? 5000;
+  if (!Number.isInteger(compactIntervalMs) || compactIntervalMs < 0 || compactIntervalMs > 3_600_000) throw new ConfigError(`etcd.compactIntervalMs: must be 0..3600000, got ${compactIntervalMs}`);
   const prefix = env.COFFER_VAULT_ETCD_PREFIX || f.etcd?.prefix || 'coffer/vault/';
-  return { store: { kind: 'etcd', endpoints, prefix, timeoutMs } };
+  const file = (envName: string, v: string | undefined): string | undefined => {
+    const p = env[envName] || v;
+    return p ? abs(p) : undefined;
+  };
+  const caFile = file('COFFER_VAULT_ETCD_CA_FILE', f.etcd?.caFile);
+  const certFile = file('COFFER_VAULT_ETCD_CERT_FILE', f.etcd?.certFile);
+  const keyFile = file('COFFER_VAULT_ETCD_KEY_FILE', f.etcd?.keyFile);
+  if (!certFile !== !keyFile) throw new ConfigError('etcd.certFile and etcd.keyFile (COFFER_VAULT_ETCD_CERT_FILE, COFFER_VAULT_ETCD_KEY_FILE) go together');
+  if ((caFile || certFile) && !endpoints.every((e) => e.startsWith('https://'))) throw new ConfigError('etcd.caFile/certFile are set but not every etcd endpoint is https://');
+  const user = env.COFFER_VAULT_ETCD_USER || f.etcd?.user;
+  const passwordFile = file('COFFER_VAULT_ETCD_PASSWORD_FILE', f.etcd?.passwordFile);
+  let password = env.COFFER_VAULT_ETCD_PASSWORD;
+  if (!password && passwordFile) {
+    try {
+      password = readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new ConfigError(`etcd.passwordFile ${passwordFile}: ${(err as Error).message}`);
+    }
+  }
+  if (user && !password) throw new ConfigError('etcd.user is set: its password is required (etcd.passwordFile, COFFER_VAULT_ETCD_PASSWORD_FILE or COFFER_VAULT_ETCD_PASSWORD)');
+  if (!user && password) throw new ConfigError('an etcd password is set without etcd.user (COFFER_VAULT_ETCD_USER)');
+  return {
+    store: {
+      kind: 'etcd',
+      endpoints,
+      prefix,
+      timeoutMs,
+      compactIntervalMs,
+      ...(caFile ? { caFile } : {}),
+      ...(certFile && keyFile ? { certFile, keyFile } : {}),
+      ...(user && password ? { user, password } : {}),
+    },
+  };
 }

@@ -9,7 +9,8 @@ import { EtcdRecordStore } from '../store/etcd.js';
 import { SqliteRecordStore } from '../store/sqlite.js';
 import type { RecordStore } from '../store/store.js';
 import { buildAdminApp, buildApp } from './app.js';
-import { checkLinkAuth, DEFAULT_SWEEP_INTERVAL_MS, NO_LINK_AUTH_WARNING, type VaultConfig } from './config.js';
+import { checkLinkAuth, ConfigError, DEFAULT_SWEEP_INTERVAL_MS, NO_LINK_AUTH_WARNING, type StoreConfig, type VaultConfig } from './config.js';
+import { readFileSync } from 'node:fs';
 import { ensureFleetFile, loadFleet, type LoadedFleet } from './fleet.js';
 import { createMetrics, type VaultMetrics } from './metrics.js';
 import { installNodeCrypto } from './node-crypto.js';
@@ -39,6 +40,29 @@ export interface AssembleOptions {
   readonly warn?: (message: string) => void;
 }
 
+/** The etcd store from its config: TLS files read here, once. @throws ConfigError for an unreadable file */
+export function openEtcdStore(c: Extract<StoreConfig, { kind: 'etcd' }>): EtcdRecordStore {
+  const read = (what: string, path: string | undefined): Buffer | undefined => {
+    if (!path) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new ConfigError(`etcd.${what} ${path}: ${(err as Error).message}`);
+    }
+  };
+  const ca = read('caFile', c.caFile);
+  const cert = read('certFile', c.certFile);
+  const key = read('keyFile', c.keyFile);
+  return new EtcdRecordStore({
+    endpoints: c.endpoints,
+    prefix: c.prefix,
+    timeoutMs: c.timeoutMs,
+    ...(c.compactIntervalMs !== undefined ? { compactIntervalMs: c.compactIntervalMs } : {}),
+    ...(ca || cert ? { tls: { ...(ca ? { ca } : {}), ...(cert && key ? { cert, key } : {}) } } : {}),
+    ...(c.user && c.password ? { auth: { user: c.user, password: c.password } } : {}),
+  });
+}
+
 export async function assembleVault(config: VaultConfig, options: AssembleOptions = {}): Promise<RunningVault> {
   installNodeCrypto();
   const warn = options.warn ?? ((m: string) => process.stderr.write(`coffer-vault: WARNING: ${m}\n`));
@@ -52,7 +76,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
   try {
     const fleet = options.createIfMissing ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
     const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup, fleet.recordKeys);
-    store = config.store?.kind === 'etcd' ? new EtcdRecordStore(config.store) : new SqliteRecordStore(config.storePath);
+    store = config.store?.kind === 'etcd' ? openEtcdStore(config.store) : new SqliteRecordStore(config.storePath);
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
     let log: FastifyInstance['log'] | null = null;
     const service = new VaultService({

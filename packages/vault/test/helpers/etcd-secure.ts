@@ -110,7 +110,7 @@ export interface TlsClient {
 }
 
 /** One JSON POST to etcd over TLS with `client`'s certificate; `token` as Authorization. */
-export function etcdPost(url: string, path: string, body: unknown, client: TlsClient, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
+export function etcdPost(url: string, path: string, body: unknown, client: TlsClient, token?: string, timeoutMs = 5000): Promise<{ status: number; json: Record<string, unknown> }> {
   const payload = Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = https.request(new URL(path, url), {
@@ -118,7 +118,7 @@ export function etcdPost(url: string, path: string, body: unknown, client: TlsCl
       ...(client.ca ? { ca: readFileSync(client.ca) } : {}),
       ...(client.cert ? { cert: readFileSync(client.cert), key: readFileSync(client.key!) } : {}),
       agent: false,
-      timeout: 5000,
+      timeout: timeoutMs,
       headers: { 'content-type': 'application/json', 'content-length': payload.length, ...(token ? { authorization: token } : {}) },
     });
     req.once('timeout', () => req.destroy(new Error(`${url}${path}: timed out`)));

@@ -92,6 +92,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     const app = buildApp({ service, metrics, describe, logger: options.logger ?? false, ...(linkKey ? { linkKey } : {}) });
     const admin = buildAdminApp({ metrics, describe, log: app.log });
     log = app.log;
+    if (store instanceof EtcdRecordStore) store.onCompactionError = (err) => log?.warn({ err: err.message }, 'etcd: compaction after an erasure failed; retrying');
     service.startSweeper();
     const s = store;
     return {

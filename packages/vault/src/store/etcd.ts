@@ -92,6 +92,12 @@ interface TxnResponse {
 
 /** A call failed before the request could have reached etcd (safe to retry anywhere). */
 class NotSent extends Error {}
+/**
+ * A kept-alive connection broke under the request (etcd or a proxy closed it while
+ * idle): it may have been sent, so it is ambiguous, but the endpoint is not suspect —
+ * one more try on the same endpoint (after the ambiguity check) is in order.
+ */
+class StaleConnection extends Error {}
 /** etcd answered with an error: the request was not applied. */
 class Refused extends Error {
   constructor(
@@ -199,6 +205,7 @@ export class EtcdRecordStore implements RecordStore {
     const mod = secure ? https : http;
     return new Promise((resolve, reject) => {
       let sent = false;
+      let reused = false;
       const req = mod.request(url, {
         method: 'POST',
         agent: secure ? this.#httpsAgent! : this.#httpAgent,
@@ -210,7 +217,10 @@ export class EtcdRecordStore implements RecordStore {
           sent = true;
         };
         // A reused keep-alive socket is connected already: what we write may arrive.
-        if (!socket.connecting) mark();
+        if (!socket.connecting) {
+          reused = true;
+          mark();
+        }
         else socket.once(secure ? 'secureConnect' : 'connect', mark);
       });
       req.once('error', (err: NodeJS.ErrnoException) => {
@@ -218,6 +228,7 @@ export class EtcdRecordStore implements RecordStore {
         const code = err.code ?? '';
         const what = `${endpoint}: ${err.message}${code && !err.message.includes(code) ? ` (${code})` : ''}`;
         if (!sent || HANDSHAKE_ERRORS.has(code)) reject(new NotSent(what));
+        else if (reused && (code === 'ECONNRESET' || code === 'EPIPE')) reject(new StaleConnection(what, { cause: err }));
         else reject(new Error(what, { cause: err }));
       });
       req.once('response', (res) => {
@@ -292,14 +303,20 @@ export class EtcdRecordStore implements RecordStore {
   /** An idempotent call (read, plain put or delete) on the first endpoint that answers. */
   async #any<T>(path: string, body: unknown): Promise<T> {
     const errors: string[] = [];
-    for (const endpoint of this.#order()) {
+    const order = this.#order();
+    for (let i = 0; i < order.length; i++) {
+      const endpoint = order[i]!;
       try {
         const r = await this.#post<T>(endpoint, path, body);
         this.#succeeded(endpoint);
         return r;
       } catch (err) {
-        this.#suspectUntil.set(endpoint, Date.now() + SUSPECT_MS);
         errors.push((err as Error).message);
+        if (err instanceof StaleConnection && order.indexOf(endpoint) === i) {
+          order.splice(i + 1, 0, endpoint); // once more, on a fresh connection
+          continue;
+        }
+        this.#suspectUntil.set(endpoint, Date.now() + SUSPECT_MS);
       }
     }
     throw new StoreError(`etcd unavailable (no quorum, no endpoint answered, or access refused): ${errors.join('; ')}`);
@@ -324,14 +341,18 @@ export class EtcdRecordStore implements RecordStore {
   async #txn(account: string, compare: unknown, success: unknown, committed: (current: StoredRecord | null) => boolean): Promise<{ ok: boolean; revision: string }> {
     const errors: string[] = [];
     const body = { compare: [compare], success: [success] };
-    for (const endpoint of this.#order()) {
+    const order = this.#order();
+    for (let i = 0; i < order.length; i++) {
+      const endpoint = order[i]!;
       try {
         const r = await this.#post<TxnResponse>(endpoint, '/v3/kv/txn', body);
         this.#succeeded(endpoint);
         return { ok: r.succeeded === true, revision: String(r.header?.revision) };
       } catch (err) {
-        this.#suspectUntil.set(endpoint, Date.now() + SUSPECT_MS);
         errors.push((err as Error).message);
+        // A broken kept-alive connection: once more on this endpoint (after the check below).
+        if (err instanceof StaleConnection && order.indexOf(endpoint) === i) order.splice(i + 1, 0, endpoint);
+        else this.#suspectUntil.set(endpoint, Date.now() + SUSPECT_MS);
         // Not sent, or refused by etcd (no permission, bad token): it did not apply.
         if (err instanceof NotSent || (err instanceof Refused && err.status >= 400 && err.status < 500)) continue;
         // It may have committed: look before trying again elsewhere.

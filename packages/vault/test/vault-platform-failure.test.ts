@@ -20,7 +20,7 @@ describe('platform failures during the request DH', () => {
 
   for (const code of ['hsm-failure', 'token-missing', 'key-missing'] as const) {
     it(`ecdh throwing PlatformError ${code} → 503 platform-failure, retry: true`, async () => {
-      const request = (await raw(h, 'alice', { op: 'status' })).sealed.bytes;
+      const request = (await raw(h, 'alice', { op: 'status', proof: null })).sealed.bytes;
       const platform = h.vault.platform.platform;
       const original = platform.ecdh;
       platform.ecdh = async () => {
@@ -40,12 +40,12 @@ describe('platform failures during the request DH', () => {
       assert.equal(body.error.message, ERRORS['platform-failure'].message);
       assert.doesNotMatch(res.body.toString(), /simulated|slot 7|CKR_/);
       // Once the platform is back, the vault answers again.
-      assert.equal((await h.post('alice', (await raw(h, 'alice', { op: 'status' })).sealed.bytes)).status, 200);
+      assert.equal((await h.post('alice', (await raw(h, 'alice', { op: 'status', proof: null })).sealed.bytes)).status, 200);
     });
   }
 
   it('a store failure is 503 store-unavailable; the etcd detail is logged, not sent (S9)', async () => {
-    const request = (await raw(h, 'alice', { op: 'status' })).sealed.bytes;
+    const request = (await raw(h, 'alice', { op: 'status', proof: null })).sealed.bytes;
     const store = h.vault.store;
     const original = store.get;
     store.get = async () => {
@@ -65,7 +65,7 @@ describe('platform failures during the request DH', () => {
   });
 
   it('ecdh rejecting the point (bad-argument) is still 400 undecryptable', async () => {
-    const request = Buffer.from((await raw(h, 'alice', { op: 'status' })).sealed.bytes);
+    const request = Buffer.from((await raw(h, 'alice', { op: 'status', proof: null })).sealed.bytes);
     request[10 + 64]! ^= 1;
     const res = await h.post('alice', request);
     assert.equal(res.status, 400);

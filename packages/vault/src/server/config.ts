@@ -42,6 +42,17 @@ export interface VaultConfig {
   readonly insecureNoLinkAuthForTesting?: boolean;
   /** TEST ONLY (COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING=1). */
   readonly insecureCrashAfterCommitForTesting: boolean;
+  /**
+   * Rollback protection (spec §13) with no anchor on this node's platform and a log in
+   * the store: adopt the store's head once instead of refusing (COFFER_VAULT_ADOPT_LOG_HEAD=1).
+   * An operator decision after a lost anchor (docs/operations.md, "A lost anchor").
+   */
+  readonly adoptLogHead?: boolean;
+  /**
+   * TEST ONLY (COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING=1): no log, no
+   * anchor; the store is trusted not to roll back (what an etcd fleet still does).
+   */
+  readonly insecureNoRollbackProtectionForTesting?: boolean;
 }
 
 export const DEFAULT_PORT = 7441;
@@ -184,6 +195,8 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     policy,
     logLevel: env.COFFER_VAULT_LOG_LEVEL || f.logLevel || 'info',
     insecureCrashAfterCommitForTesting: flag('COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING),
+    ...(flag('COFFER_VAULT_ADOPT_LOG_HEAD', env.COFFER_VAULT_ADOPT_LOG_HEAD) ? { adoptLogHead: true } : {}),
+    ...(flag('COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING', env.COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING) ? { insecureNoRollbackProtectionForTesting: true } : {}),
   };
 }
 

@@ -32,7 +32,7 @@ function client(vault: RunningVault, fleetKey: FleetKey, account: string): Vault
 
 describe('fleet key ceremony (software platform)', () => {
   const root = mkdtempSync(join(tmpdir(), 'coffer-ceremony-'));
-  const envOf = (n: string): Record<string, string> => ({ COFFER_VAULT_DATA_DIR: join(root, n), COFFER_VAULT_STORE_PATH: join(root, 'shared.sqlite'), COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1' });
+  const envOf = (n: string): Record<string, string> => ({ COFFER_VAULT_DATA_DIR: join(root, n), COFFER_VAULT_STORE_PATH: join(root, 'shared.sqlite'), COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', /* two nodes, one SQLite file, in turn: not a one-node group (spec §13) */ COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING: '1' });
   const open = (n: string): Promise<RunningVault> => assembleVault(loadConfig({ env: envOf(n) }), { warn: () => {} });
   const cli = (n: string, ...args: string[]) => runVaultCli(args, envOf(n));
 

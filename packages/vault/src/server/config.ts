@@ -53,6 +53,12 @@ export interface VaultConfig {
    * anchor; the store is trusted not to roll back (what an etcd fleet still does).
    */
   readonly insecureNoRollbackProtectionForTesting?: boolean;
+  /**
+   * TEST ONLY (COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING=1): SIGKILL right
+   * after a guess-counting batch and its log entry commit in the store, before the anchor
+   * write (the "killed between append and commit" case of spec §13.4).
+   */
+  readonly insecureCrashBeforeCaptureForTesting?: boolean;
 }
 
 export const DEFAULT_PORT = 7441;
@@ -195,6 +201,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     policy,
     logLevel: env.COFFER_VAULT_LOG_LEVEL || f.logLevel || 'info',
     insecureCrashAfterCommitForTesting: flag('COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING),
+    ...(flag('COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING) ? { insecureCrashBeforeCaptureForTesting: true } : {}),
     ...(flag('COFFER_VAULT_ADOPT_LOG_HEAD', env.COFFER_VAULT_ADOPT_LOG_HEAD) ? { adoptLogHead: true } : {}),
     ...(flag('COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING', env.COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING) ? { insecureNoRollbackProtectionForTesting: true } : {}),
   };

@@ -34,10 +34,13 @@ export interface LogCommitterOptions {
   readonly log?: ServiceLog;
   /** With no anchor and a non-empty store: adopt the store's head (operator decision, spec §13.6). */
   readonly adoptWithoutAnchor?: boolean;
+  /** TEST ONLY: SIGKILL after a batch marked `crashBeforeCapture` commits in the store, before its anchor write. */
+  readonly insecureCrashBeforeCaptureForTesting?: boolean;
 }
 
 interface Waiting {
   readonly changes: readonly BatchChange[];
+  readonly crashBeforeCapture: boolean;
   readonly resolve: (versions: Map<string, RecordVersion>) => void;
   readonly reject: (err: Error) => void;
 }
@@ -103,9 +106,9 @@ export class LogCommitter {
   }
 
   /** Commits `changes` in the next batch; resolves once its entry is captured. */
-  commit(changes: readonly BatchChange[]): Promise<Map<string, RecordVersion>> {
+  commit(changes: readonly BatchChange[], options: { countsGuess?: boolean } = {}): Promise<Map<string, RecordVersion>> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ changes, resolve, reject });
+      this.#queue.push({ changes, crashBeforeCapture: options.countsGuess === true, resolve, reject });
       if (!this.#running) void this.#loop();
     });
   }
@@ -125,6 +128,7 @@ export class LogCommitter {
           try {
             const entry = await guard.append(changes);
             versions = await this.o.store.commitBatch(changes, entry.index, encodeEntry(entry));
+            if (this.o.insecureCrashBeforeCaptureForTesting && batch.some((w) => w.crashBeforeCapture)) process.kill(process.pid, 'SIGKILL');
             await guard.capture(entry);
           } catch (err) {
             this.#guard = null; // resumed from the anchor and the store before the next batch

@@ -96,7 +96,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     let committer: LogCommitter | null = null;
     if (config.store?.kind !== 'etcd' && config.platform.kind === 'software' && !config.insecureNoRollbackProtectionForTesting && isLogStore(store)) {
       const group = (await sha256(concat(utf8('coffer/vault/v1/embedded-group'), new Uint8Array([0]), fleet.fleetKey.keyId))).slice(0, 16);
-      committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false });
+      committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false, insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
     } else warn(NO_ROLLBACK_PROTECTION_WARNING);
     const service = new VaultService({
       core,

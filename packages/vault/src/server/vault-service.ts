@@ -252,7 +252,7 @@ export class VaultService {
       }
       const w = decision.write;
       if (w.kind === 'delete' && !stored) return this.#committed(decision);
-      const versions = await committer.commit([{ account, value: w.kind === 'put' ? w.value : null, erasure: decision.recordErased || w.kind === 'delete' }]);
+      const versions = await committer.commit([{ account, value: w.kind === 'put' ? w.value : null, erasure: decision.recordErased || w.kind === 'delete' }], { countsGuess: decision.guessCounted });
       const version = versions.get(account);
       if (w.kind === 'put' && version !== undefined && w.record.state === 'active' && w.record.pendingLogin) this.#hold(account, { version, bytes: w.value, record: w.record });
       return this.#committed(decision);

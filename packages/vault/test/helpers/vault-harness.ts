@@ -32,6 +32,8 @@ export interface HarnessOptions {
   platform?: PlatformConfig;
   /** Receives the service's pino log lines (JSON), at info level. */
   logLines?: string[];
+  /** Further config (e.g. `adoptLogHead`). */
+  config?: Partial<VaultConfig>;
 }
 
 export function testConfig(dir: string, options: HarnessOptions = {}): VaultConfig {
@@ -48,6 +50,7 @@ export function testConfig(dir: string, options: HarnessOptions = {}): VaultConf
     // set `linkKeyFile`, which takes precedence.
     insecureNoLinkAuthForTesting: true,
     insecureCrashAfterCommitForTesting: false,
+    ...options.config,
   };
 }
 

@@ -62,7 +62,7 @@ describe('fleet: quorum', () => {
       const r = await client.recover(`guess ${i}`);
       if (r.outcome === 'wrong-password') wrong++;
       if (r.outcome === 'ok') released++;
-      else assert.ok(['wrong-password', 'locked', 'stale', 'rate-limited'].includes(r.outcome), r.outcome);
+      else assert.ok(['wrong-password', 'locked', 'stale', 'rate-limited', 'superseded'].includes(r.outcome), r.outcome); // superseded: a concurrent login-start replaced this one (issue 8)
       if (++answered === KILL_AFTER) reachedKillPoint();
     });
     const running = attempts.map(async (run, i) => {

@@ -59,6 +59,13 @@ export interface VaultConfig {
    * write (the "killed between append and commit" case of spec §13.4).
    */
   readonly insecureCrashBeforeCaptureForTesting?: boolean;
+  /**
+   * Rollback protection on an etcd store (COFFER_VAULT_ROLLBACK_PROTECTION=1, or
+   * `rollbackProtection: true`): this node is a one-node group, the ONLY vault writing
+   * the prefix (others would fail their commits). Fleet groups with quorum commit (spec
+   * §13.5) are not built yet. On SQLite it is always on (software platform).
+   */
+  readonly rollbackProtection?: boolean;
 }
 
 export const DEFAULT_PORT = 7441;
@@ -94,6 +101,7 @@ interface FileConfig {
   logLevel?: string;
   linkKeyFile?: string;
   insecureNoLinkAuthForTesting?: boolean;
+  rollbackProtection?: boolean;
 }
 
 export class ConfigError extends Error {
@@ -202,6 +210,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     logLevel: env.COFFER_VAULT_LOG_LEVEL || f.logLevel || 'info',
     insecureCrashAfterCommitForTesting: flag('COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING),
     ...(flag('COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING) ? { insecureCrashBeforeCaptureForTesting: true } : {}),
+    ...(flag('COFFER_VAULT_ROLLBACK_PROTECTION', env.COFFER_VAULT_ROLLBACK_PROTECTION) || f.rollbackProtection === true ? { rollbackProtection: true } : {}),
     ...(flag('COFFER_VAULT_ADOPT_LOG_HEAD', env.COFFER_VAULT_ADOPT_LOG_HEAD) ? { adoptLogHead: true } : {}),
     ...(flag('COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING', env.COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING) ? { insecureNoRollbackProtectionForTesting: true } : {}),
   };

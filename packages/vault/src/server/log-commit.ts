@@ -119,8 +119,11 @@ export class LogCommitter {
       while (this.#queue.length > 0) {
         // Let the requests decided in this turn join the batch.
         await new Promise((r) => setImmediate(r));
-        const batch = this.#queue;
-        this.#queue = [];
+        const max = this.o.store.maxBatchChanges ?? Infinity;
+        let n = 0;
+        let count = 0;
+        while (n < this.#queue.length && (n === 0 || count + this.#queue[n]!.changes.length <= max)) count += this.#queue[n++]!.changes.length;
+        const batch = this.#queue.splice(0, n);
         const changes = batch.flatMap((w) => w.changes);
         try {
           const guard = await this.ready();

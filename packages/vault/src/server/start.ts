@@ -94,8 +94,11 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     // leader/witness protocol) and the PKCS#11 anchor object (being built on wip-hsm;
     // its platform refuses readAnchor in this build).
     let committer: LogCommitter | null = null;
-    if (config.store?.kind !== 'etcd' && config.platform.kind === 'software' && !config.insecureNoRollbackProtectionForTesting && isLogStore(store)) {
-      const group = (await sha256(concat(utf8('coffer/vault/v1/embedded-group'), new Uint8Array([0]), fleet.fleetKey.keyId))).slice(0, 16);
+    const wanted = config.store?.kind === 'etcd' ? config.rollbackProtection === true : !config.insecureNoRollbackProtectionForTesting;
+    if (wanted && config.platform.kind !== 'software') warn('rollback protection needs the platform anchor, which PKCS#11 does not provide in this build (wip-hsm)');
+    if (wanted && config.platform.kind === 'software' && isLogStore(store)) {
+      const scope = config.store?.kind === 'etcd' ? utf8(`\u0000etcd:${config.store.prefix}`) : new Uint8Array(0);
+      const group = (await sha256(concat(utf8('coffer/vault/v1/embedded-group'), new Uint8Array([0]), fleet.fleetKey.keyId, scope))).slice(0, 16);
       committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false, insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
     } else warn(NO_ROLLBACK_PROTECTION_WARNING);
     const service = new VaultService({

@@ -83,6 +83,8 @@ export interface BatchChange {
  * ONE transaction, fenced on the log's head.
  */
 export interface LogStore {
+  /** The most record changes one batch may hold (a store's transaction limit); none: unlimited. */
+  readonly maxBatchChanges?: number;
   /** The stored log entries with index ≥ `fromIndex`, in index order (whatever the store holds: verified by the caller). */
   readLog(fromIndex: number): Promise<Uint8Array[]>;
   /** Every stored record. */

@@ -192,6 +192,14 @@ describe('rollback protection, one-node group on SQLite', () => {
     await h.close();
   });
 
+  it('a SQLite store is served by exactly one vault: a second one on the same file is refused at start', async () => {
+    const dir = fresh();
+    const h = await start(dir);
+    await assert.rejects(start(dir), /in use by another process.*exactly one vault/);
+    assert.equal((await h.client('hana').register('right', KEY_K)).outcome, 'ok');
+    await h.close();
+  });
+
   it('200 concurrent wrong guesses are batched into few log entries and counted exactly to the limit', async () => {
     const dir = fresh();
     const h = await start(dir, { policy: { guessLimit: 10, loginsPerWindow: 64 } });

@@ -86,7 +86,8 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
   try {
     const fleet = options.createIfMissing ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
     const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup, fleet.recordKeys);
-    store = config.store?.kind === 'etcd' ? openEtcdStore(config.store) : new SqliteRecordStore(config.storePath);
+    const wanted = config.store?.kind === 'etcd' ? config.rollbackProtection === true : !config.insecureNoRollbackProtectionForTesting;
+    store = config.store?.kind === 'etcd' ? openEtcdStore(config.store) : new SqliteRecordStore(config.storePath, { exclusive: wanted && config.platform.kind === 'software' });
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
     let log: FastifyInstance['log'] | null = null;
     const serviceLog = { info: (o: object, m: string) => log?.info(o, m), warn: (o: object, m: string) => log?.warn(o, m), error: (o: object, m: string) => log?.error(o, m) };
@@ -94,7 +95,6 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     // leader/witness protocol) and the PKCS#11 anchor object (being built on wip-hsm;
     // its platform refuses readAnchor in this build).
     let committer: LogCommitter | null = null;
-    const wanted = config.store?.kind === 'etcd' ? config.rollbackProtection === true : !config.insecureNoRollbackProtectionForTesting;
     if (wanted && config.platform.kind !== 'software') warn('rollback protection needs the platform anchor, which PKCS#11 does not provide in this build (wip-hsm)');
     if (wanted && config.platform.kind === 'software' && isLogStore(store)) {
       const scope = config.store?.kind === 'etcd' ? utf8(`\u0000etcd:${config.store.prefix}`) : new Uint8Array(0);

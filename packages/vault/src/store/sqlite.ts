@@ -39,6 +39,12 @@ type OpResult = CasResult | boolean | undefined | Map<string, RecordVersion> | L
 const LOG_KEEP = 64;
 
 export interface SqliteStoreOptions {
+  /**
+   * Hold SQLite's lock for the life of this store (`locking_mode = EXCLUSIVE`, set before
+   * WAL is used, so no shared memory either): no other process can read or write the
+   * file while it is open. Rollback protection (spec §13) needs a one-writer store.
+   */
+  readonly exclusive?: boolean;
   /** TEST ONLY: the fsync of the WAL file descriptor (default `node:fs` `fsync`, on the thread pool). */
   readonly fsync?: (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
 }
@@ -86,6 +92,16 @@ export class SqliteRecordStore implements RecordStore, LogStore {
     this.#fsync = options.fsync ?? fsync;
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     this.#db = new Database(path);
+    if (options.exclusive) {
+      this.#db.pragma('locking_mode = EXCLUSIVE');
+      this.#db.pragma('busy_timeout = 1000');
+      try {
+        this.#db.exec('BEGIN EXCLUSIVE; COMMIT;'); // takes the lock now, and keeps it
+      } catch (err) {
+        this.#db.close();
+        throw new StoreError(`sqlite: ${path} is in use by another process (${(err as Error).message}): a SQLite store is served by exactly one vault`);
+      }
+    }
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = FULL'); // while the schema is created
     this.#db.pragma('busy_timeout = 5000');

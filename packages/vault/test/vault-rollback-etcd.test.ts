@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { KEY_K, startHarness, type Harness } from './helpers/vault-harness.js';
 
 const HOST = '127.0.0.1';
-const CLIENT_PORT = 24890;
+const CLIENT_PORT = 25890;
 const URL_ = `http://${HOST}:${CLIENT_PORT}`;
 const PREFIX = 'coffer/vault/';
 const ROLLED_BACK = /HTTP 500.*store-rolled-back/;

@@ -74,6 +74,7 @@ export class LogCommitter {
       const [entries, records] = await Promise.all([this.o.store.readLog(from), this.o.store.listRecords()]);
       const r = await RollbackGuard.resume(this.o.platform, this.o.group, entries, records, { adoptWithoutAnchor: this.o.adoptWithoutAnchor ?? false });
       if (r.adopted) this.o.log?.warn({ index: r.guard.captured.index }, 'rollback protection: this node had no anchor and ADOPTED the store\'s log head (operator decision: adoptLogHead)');
+      this.o.log?.info({ index: r.guard.captured.index }, 'rollback protection: on; resumed from the anchor (spec §13)');
       if (r.caughtUp > 0) this.o.log?.info({ index: r.guard.captured.index, caughtUp: r.caughtUp }, 'rollback protection: captured log entries committed before a crash');
       this.#guard = r.guard;
       this.#failure = null;

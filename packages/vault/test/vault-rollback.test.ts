@@ -192,6 +192,28 @@ describe('rollback protection, one-node group on SQLite', () => {
     await h.close();
   });
 
+  it('a store written without rollback protection (an upgrade) is refused until adopted once; then protected', async () => {
+    const dir = fresh();
+    let h = await start(dir, { config: { insecureNoRollbackProtectionForTesting: true } });
+    assert.equal((await h.client('ivan').register('right', KEY_K)).outcome, 'ok');
+    assert.equal((await h.client('ivan').recover('wrong')).outcome, 'wrong-password');
+    await h.close();
+    h = await start(dir);
+    await assert.rejects(h.client('ivan').status(KEY_K), ROLLED_BACK);
+    await h.close();
+    h = await start(dir, { config: { adoptLogHead: true } });
+    assert.equal(await guessesLeft(h, 'ivan'), 9);
+    await h.close();
+    snapshot(dir, 'adopted');
+    h = await start(dir);
+    assert.equal((await h.client('ivan').recover('wrong again')).outcome, 'wrong-password');
+    await h.close();
+    restore(dir, 'adopted');
+    h = await start(dir);
+    await assert.rejects(h.client('ivan').status(KEY_K), ROLLED_BACK, 'protected from the adoption on');
+    await h.close();
+  });
+
   it('a SQLite store is served by exactly one vault: a second one on the same file is refused at start', async () => {
     const dir = fresh();
     const h = await start(dir);

@@ -297,6 +297,12 @@ export class RollbackGuard {
       return { guard, adopted: false, caughtUp: 0 };
     }
     if (anchor === null && !options.adoptWithoutAnchor) throw new AnchorMissingError('this node has no anchor but the store holds a log or records: refusing to trust it (see docs/operations.md, "A lost anchor")');
+    if (anchor === null && decoded.length === 0) {
+      // Adopting records with no log at all (a store written before rollback protection):
+      // the caller commits an entry covering them right away (LogCommitter does).
+      const guard = new RollbackGuard(platform, group, tree, { index: 0, mac: GENESIS_MAC, root: await tree.root() });
+      return { guard, adopted: true, caughtUp: 0 };
+    }
     if (anchor !== null && anchor.index === 0) {
       if (!equalBytes(anchor.mac, GENESIS_MAC)) throw new StoreRolledBackError('anchor: genesis with a MAC');
       start = { index: 0, mac: GENESIS_MAC, root: tree.empty[TREE_DEPTH]! };

@@ -78,6 +78,8 @@ export class LogCommitter {
       if (r.caughtUp > 0) this.o.log?.info({ index: r.guard.captured.index, caughtUp: r.caughtUp }, 'rollback protection: captured log entries committed before a crash');
       this.#guard = r.guard;
       this.#failure = null;
+      // Adopted records with no log: the first entry covers them, now (not at the first write).
+      if (r.adopted && r.guard.captured.index === 0) await this.commit([]);
       return r.guard;
     } catch (err) {
       if (err instanceof StoreRolledBackError || err instanceof AnchorMissingError) {

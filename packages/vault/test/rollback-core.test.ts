@@ -22,6 +22,7 @@ import {
   GENESIS_MAC,
   RecordTree,
   recordDigest,
+  nodeIdOf,
   RollbackGuard,
   StoreRolledBackError,
   type LogEntry,
@@ -31,7 +32,7 @@ const LOG_KEY = new Uint8Array(32).fill(0x42);
 const GROUP = fromHex('000102030405060708090a0b0c0d0e0f');
 
 /** A platform with a known log-MAC key and an in-memory anchor (only what the guard uses). */
-function fakePlatform(key = LOG_KEY): Platform & { anchor: Uint8Array | null; anchorWrites: number } {
+function fakePlatform(key = LOG_KEY, transportKey = new Uint8Array(65).fill(4)): Platform & { anchor: Uint8Array | null; anchorWrites: number } {
   const p = {
     name: 'fake',
     anchor: null as Uint8Array | null,
@@ -41,7 +42,10 @@ function fakePlatform(key = LOG_KEY): Platform & { anchor: Uint8Array | null; an
     seal: () => Promise.reject(new Error('unused')),
     unseal: () => Promise.reject(new Error('unused')),
     ecdh: () => Promise.reject(new Error('unused')),
-    publicKey: () => Promise.reject(new Error('unused')),
+    publicKey: async (label: string) => {
+      assert.equal(label, 'coffer-node-transport-v1');
+      return transportKey;
+    },
     async mac(label: string, data: Uint8Array) {
       assert.equal(label, 'coffer-log-mac-v1');
       return new Uint8Array(createHmac('sha256', key).update(data).digest());
@@ -194,27 +198,34 @@ describe('RollbackGuard', () => {
     await assert.rejects(RollbackGuard.resume(foreign, GROUP, s.store.log, [...s.store.records]), StoreRolledBackError);
   });
 
-  it('witness: a follower captures in order only, idempotently; acks count toward a majority', async () => {
+  it('witness: a follower captures in order only, idempotently; acks (under each HSM\'s own node ID) count toward a majority', async () => {
     const leader = await scenario();
-    const follower = fakePlatform();
+    const follower = fakePlatform(LOG_KEY, new Uint8Array(65).fill(5));
+    const [a, b] = [await nodeIdOf(leader.p), await nodeIdOf(follower)];
+    assert.notEqual(a, b);
     const { guard: f } = await RollbackGuard.resume(follower, GROUP, [], []);
     const e1 = await leader.commit(leader.guard, 'alice', utf8('v1'));
     const e2 = await leader.commit(leader.guard, 'alice', utf8('v2'));
-    await assert.rejects(f.witness(e2, [{ account: 'alice', value: utf8('v2') }], 'b'), StoreRolledBackError, 'out of order');
-    const ack1 = await f.witness(e1, [{ account: 'alice', value: utf8('v1') }], 'b');
-    assert.deepEqual(await f.witness(e1, [], 'b'), ack1, 'idempotent');
-    await assert.rejects(f.witness({ ...e2, root: e1.root }, [], 'b'), StoreRolledBackError, 'edited entry');
-    const ack2 = await f.witness(e2, [{ account: 'alice', value: utf8('v2') }], 'b');
+    await assert.rejects(f.witness(e2, [{ account: 'alice', value: utf8('v2') }]), StoreRolledBackError, 'out of order');
+    const ack1 = await f.witness(e1, [{ account: 'alice', value: utf8('v1') }]);
+    assert.deepEqual(await f.witness(e1, []), ack1, 'idempotent');
+    await assert.rejects(f.witness({ ...e2, root: e1.root }, []), StoreRolledBackError, 'edited entry');
+    await assert.rejects(f.witness(e2, [{ account: 'alice', value: utf8('v3') }]), StoreRolledBackError, 'changes that do not give the root');
+    const { guard: f2 } = await RollbackGuard.resume(fakePlatform(LOG_KEY, new Uint8Array(65).fill(5)), GROUP, [], []);
+    await f2.witness(e1, [{ account: 'alice', value: utf8('v1') }]);
+    const ack2 = await f2.witness(e2, [{ account: 'alice', value: utf8('v2') }]);
     const chain = (i: number) => (i === 1 ? e1.mac : i === 2 ? e2.mac : null);
-    const leaderAck = await leader.guard.ack('a');
+    const leaderAck = await leader.guard.ack();
+    const members = [a, b, 'ffffffffffffffff'];
     const acks = new Map([
-      ['a', { index: 2, mac: e2.mac, ack: leaderAck }],
-      ['b', { index: 2, mac: e2.mac, ack: ack2 }],
+      [a, { index: 2, mac: e2.mac, ack: leaderAck }],
+      [b, { index: 2, mac: e2.mac, ack: ack2 }],
     ]);
-    assert.equal(await committed(leader.p, GROUP, e2, acks, ['a', 'b', 'c'], chain), true);
-    assert.equal(await committed(leader.p, GROUP, e1, acks, ['a', 'b', 'c'], chain), true, 'a later entry of the chain counts');
-    assert.equal(await committed(leader.p, GROUP, e2, new Map([['a', acks.get('a')!]]), ['a', 'b', 'c'], chain), false, 'one of three');
-    assert.equal(await committed(leader.p, GROUP, e2, new Map([['a', acks.get('a')!], ['b', { ...acks.get('b')!, ack: ack1 }]]), ['a', 'b', 'c'], chain), false, "b's ack is for another entry");
+    assert.equal(await committed(leader.p, GROUP, e2, acks, members, chain), true);
+    assert.equal(await committed(leader.p, GROUP, e1, acks, members, chain), true, 'a later entry of the chain counts');
+    assert.equal(await committed(leader.p, GROUP, e2, new Map([[a, acks.get(a)!]]), members, chain), false, 'one of three');
+    assert.equal(await committed(leader.p, GROUP, e2, new Map([[a, acks.get(a)!], [b, { ...acks.get(b)!, ack: ack1 }]]), members, chain), false, "b's ack is for another entry");
+    assert.equal(await committed(leader.p, GROUP, e2, new Map([[a, acks.get(a)!], ['ffffffffffffffff', { ...acks.get(a)! }]]), members, chain), false, "a's ack under another member's name");
   });
 });
 

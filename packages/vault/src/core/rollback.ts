@@ -19,7 +19,7 @@
  * Pure: everything outside comes through the Platform (mac, anchor, sha256 through the
  * protocol package's crypto provider).
  */
-import { concat, equalBytes, sha256, utf8 } from '@coffer/protocol';
+import { concat, equalBytes, LABELS, sha256, toHex, utf8 } from '@coffer/protocol';
 import { KEY_LABELS, LOG_LABELS } from './key-labels.js';
 import type { Platform } from './platform.js';
 
@@ -118,6 +118,16 @@ export function decodeAnchor(bytes: Uint8Array): { group: Uint8Array; index: num
 export function ackMacInput(group: Uint8Array, nodeId: string, index: number, entryMac: Uint8Array): Uint8Array {
   const id = utf8(nodeId);
   return concat(utf8(LOG_LABELS.ack), new Uint8Array([0]), group, new Uint8Array([id.length]), id, u64(index), entryMac);
+}
+
+/**
+ * This node's ID, derived inside the trust boundary from its transport key (the key
+ * ceremony's node ID: hex of SHA-256("coffer/vault/v1/fleet-node-id" ‖ 0x00 ‖ public key)[0..8]).
+ * Acks carry it, so one HSM cannot ack under several members' names.
+ */
+export async function nodeIdOf(platform: Platform): Promise<string> {
+  const pub = await platform.publicKey(KEY_LABELS.nodeTransport);
+  return toHex((await sha256(concat(utf8(LABELS.fleetNodeId), new Uint8Array([0]), pub))).slice(0, 8));
 }
 
 /** The tree bucket of an account: the first TREE_DEPTH bits of SHA-256(label ‖ 0x00 ‖ account). */
@@ -388,8 +398,8 @@ export class RollbackGuard {
    * already. Returns the ack MAC for this node.
    * @throws StoreRolledBackError for an entry out of order or not authentic
    */
-  async witness(entry: LogEntry, changes: readonly RecordChange[], nodeId: string): Promise<Uint8Array> {
-    if (entry.index === this.#captured.index && equalBytes(entry.mac, this.#captured.mac)) return this.ack(nodeId);
+  async witness(entry: LogEntry, changes: readonly RecordChange[]): Promise<Uint8Array> {
+    if (entry.index === this.#captured.index && equalBytes(entry.mac, this.#captured.mac)) return this.ack();
     if (this.#pending) throw new Error('RollbackGuard: witness while an entry is appended');
     if (!equalBytes(entry.group, this.group) || entry.index !== this.#captured.index + 1 || !equalBytes(entry.prevMac, this.#captured.mac)) {
       throw new StoreRolledBackError(`log: entry ${entry.index} does not follow the captured entry ${this.#captured.index}`);
@@ -399,12 +409,12 @@ export class RollbackGuard {
     if (!equalBytes(await this.tree.root(), entry.root)) throw new StoreRolledBackError(`log: the changes of entry ${entry.index} do not give its root`);
     this.#pending = entry;
     await this.capture(entry);
-    return this.ack(nodeId);
+    return this.ack();
   }
 
-  /** This node's ack of what it captured. */
-  ack(nodeId: string): Promise<Uint8Array> {
-    return this.platform.mac(KEY_LABELS.logMac, ackMacInput(this.group, nodeId, this.#captured.index, this.#captured.mac));
+  /** This node's ack of what it captured, under its own node ID (nodeIdOf). */
+  async ack(): Promise<Uint8Array> {
+    return this.platform.mac(KEY_LABELS.logMac, ackMacInput(this.group, await nodeIdOf(this.platform), this.#captured.index, this.#captured.mac));
   }
 }
 

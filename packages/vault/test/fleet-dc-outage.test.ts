@@ -3,11 +3,12 @@
  * -9 under a load of registrations, recoveries and wrong guesses; then brought back.
  * Real processes: three etcd members and three coffer-vault nodes on 127.0.0.1-3.
  */
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { etcdSkip, describeIf } from './helpers/requirements.js';
 import { fleetClient, startCluster, waitCaughtUp, type Cluster } from './helpers/cluster.js';
 
 const LIMIT = 10;
@@ -33,7 +34,7 @@ async function recoverOk(c: Cluster, account: string, prefer: number): Promise<v
   throw new Error(`recover ${account}: still stale`);
 }
 
-describe('fleet: a whole data centre killed under load', () => {
+describeIf('fleet: a whole data centre killed under load', etcdSkip(), () => {
   let cluster: Cluster;
   let dir: string;
   before(async () => {

@@ -3,18 +3,19 @@
  * restarted member that catches up, and a vault node killed and restarted between a
  * client's login-start and login-finish (the login state lives in etcd, not the node).
  */
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fromBase64Url, INSECURE_FAST_KSF_FOR_TESTING, opaque, toBase64Url, toSerenityKeyStretching, VaultClient, type VaultRequest } from '@coffer/protocol';
+import { etcdSkip, describeIf } from './helpers/requirements.js';
 import { fleetClient, fleetMetric, fleetTransport, startCluster, waitCaughtUp, type Cluster } from './helpers/cluster.js';
 
 const LIMIT = 10;
 const K = new Uint8Array(32).fill(5);
 
-describe('fleet: slow, restarted and killed members', () => {
+describeIf('fleet: slow, restarted and killed members', etcdSkip(), () => {
   let cluster: Cluster;
   let dir: string;
   before(async () => {

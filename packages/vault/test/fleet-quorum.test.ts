@@ -4,18 +4,19 @@
  * three data centres down (a clean 503 store-unavailable, never an answer from a
  * minority), then service back once a second member returns.
  */
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
+import { etcdSkip, describeIf } from './helpers/requirements.js';
 import { fleetClient, fleetMetric, fleetTransport, startCluster, waitCaughtUp, type Cluster } from './helpers/cluster.js';
 
 const LIMIT = 10;
 const K = new Uint8Array(32).fill(9);
 
-describe('fleet: quorum', () => {
+describeIf('fleet: quorum', etcdSkip(), () => {
   let cluster: Cluster;
   let dir: string;
   before(async () => {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { EtcdRecordStore } from '../src/store/etcd.js';
 import { StoreError } from '../src/store/store.js';
-import { describeIf, etcdSkip } from './helpers/requirements.js';
+import { closedPort, describeIf, etcdSkip } from './helpers/requirements.js';
 
 const b = (s: string): Uint8Array => new TextEncoder().encode(s);
 const text = (u: Uint8Array | undefined): string | undefined => (u ? new TextDecoder().decode(u) : undefined);
@@ -213,9 +213,8 @@ describeIf('EtcdRecordStore on a real etcd', etcdSkip(), () => {
   });
 
   it('with no endpoint answering, every call is a StoreError; a closed store refuses', async () => {
-    // A port nothing listens on: the proxy's, once closed, is not reused here.
-    const dead = new EtcdRecordStore({ endpoints: ['http://127.0.0.1:9'], timeoutMs: 1000 });
-    await assert.rejects(dead.get('a'), (e: unknown) => e instanceof StoreError && /etcd unavailable/.test(e.message));
+    const dead = new EtcdRecordStore({ endpoints: [`http://127.0.0.1:${await closedPort()}`], timeoutMs: 1000 });
+    await assert.rejects(dead.get('a'), (e: unknown) => e instanceof StoreError && /etcd unavailable.*connection refused/.test(e.message));
     await assert.rejects(dead.compareAndPut('a', b('x'), null), StoreError);
     const s = open([etcdUrl]);
     await s.close();

@@ -35,3 +35,13 @@ export function describeIf(title: string, skip: string | false, fn: () => void):
   if (skip) test(title, { skip }, () => {});
   else describe(title, fn);
 }
+
+/** A loopback port that nothing listens on now (bound, then closed): connections are refused. */
+export async function closedPort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}

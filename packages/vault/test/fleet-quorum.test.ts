@@ -91,7 +91,9 @@ describeIf('fleet: quorum', etcdSkip(), () => {
     assert.equal((await fleetClient(cluster, 'quorum-user').register('pw', K)).outcome, 'ok');
     await Promise.all([cluster.dcs[1]!.kill(), cluster.dcs[2]!.kill()]);
     const statuses: (number | null)[] = [];
-    const refused = await fleetClient(cluster, 'quorum-user', { prefer: 0, deadlineMs: 2500, onAttempt: ({ status }) => statuses.push(status) })
+    // The client gives up after its deadline (generous: each refusal waits out the
+    // survivor's 1 s etcd timeout, longer on a loaded machine); what it saw is the point.
+    const refused = await fleetClient(cluster, 'quorum-user', { prefer: 0, deadlineMs: 10_000, onAttempt: ({ status }) => statuses.push(status) })
       .recover('pw')
       .then(() => 'answered', (err: Error) => err.message);
     assert.match(refused, /fleet unavailable/);
@@ -104,7 +106,7 @@ describeIf('fleet: quorum', etcdSkip(), () => {
     const body = (await res.json()) as { error: { code: string; retry: boolean } };
     assert.equal(body.error.code, 'store-unavailable');
     assert.equal(body.error.retry, true);
-    assert.ok(Date.now() - started < 10_000, 'refused within the deadlines, no hang');
+    assert.ok(Date.now() - started < 30_000, 'refused within the deadlines, no hang');
 
     await cluster.dcs[1]!.restart();
     const r = await fleetClient(cluster, 'quorum-user', { prefer: 0, deadlineMs: 30_000 }).recover('pw');

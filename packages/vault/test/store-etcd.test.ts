@@ -26,32 +26,59 @@ const PEER_PORT = 24591;
 
 type Mode = 'pass' | 'lose-response' | 'lose-request';
 
-/** An HTTP proxy to etcd that loses the next txn's response or request when told to. */
-async function lossyProxy(target: string): Promise<{ url: string; mode: Mode; txns: number; server: Server }> {
-  const state = { url: '', mode: 'pass' as Mode, txns: 0, server: undefined as unknown as Server };
+interface Proxy {
+  url: string;
+  /** What happens to the next txn: passed on, its response lost, or its request lost. */
+  mode: Mode;
+  txns: number;
+  server: Server;
+  /** Takes the next txn: gets a function that sends it on to etcd (its answer is dropped). */
+  hold?: (forward: () => Promise<void>) => Promise<void>;
+  /** Called once etcd has answered a range (read) request, before the answer is passed on. */
+  onRange?: () => void;
+  /** Awaited before each txn is passed on. */
+  beforeTxn?: () => Promise<void>;
+}
+
+/** An HTTP proxy to etcd that loses, holds or delays requests and responses when told to. */
+async function lossyProxy(target: string): Promise<Proxy> {
+  const state = { url: '', mode: 'pass' as Mode, txns: 0, server: undefined as unknown as Server } as Proxy;
+  const upstream = (path: string, body: Buffer) => fetch(`${target}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
   state.server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const isTxn = req.url === '/v3/kv/txn';
-      if (isTxn) state.txns++;
-      const mode = isTxn ? state.mode : 'pass';
-      if (isTxn) state.mode = 'pass'; // once
-      if (mode === 'lose-request') {
-        req.socket.destroy(); // never forwarded
-        return;
-      }
-      fetch(`${target}${req.url}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: Buffer.concat(chunks) }).then(
-        async (up) => {
-          const body = Buffer.from(await up.arrayBuffer());
+      void (async () => {
+        const body = Buffer.concat(chunks);
+        const isTxn = req.url === '/v3/kv/txn';
+        if (isTxn) state.txns++;
+        if (isTxn && state.hold) {
+          const h = state.hold;
+          state.hold = undefined;
+          await h(async () => void (await (await upstream(req.url!, body)).arrayBuffer()));
+          req.socket.destroy(); // the store gave up on this one long ago
+          return;
+        }
+        if (isTxn && state.beforeTxn) await state.beforeTxn();
+        const mode = isTxn ? state.mode : 'pass';
+        if (isTxn) state.mode = 'pass'; // once
+        if (mode === 'lose-request') {
+          req.socket.destroy(); // never forwarded
+          return;
+        }
+        try {
+          const up = await upstream(req.url!, body);
+          const answer = Buffer.from(await up.arrayBuffer());
+          if (req.url === '/v3/kv/range') state.onRange?.();
           if (mode === 'lose-response') {
             req.socket.destroy(); // etcd applied it; the answer is lost
             return;
           }
-          res.writeHead(up.status, { 'content-type': 'application/json' }).end(body);
-        },
-        () => req.socket.destroy(),
-      );
+          res.writeHead(up.status, { 'content-type': 'application/json' }).end(answer);
+        } catch {
+          req.socket.destroy();
+        }
+      })();
     });
   });
   state.server.listen(0, '127.0.0.1');
@@ -64,7 +91,7 @@ describeIf('EtcdRecordStore on a real etcd', etcdSkip(), () => {
   const dir = mkdtempSync(join(tmpdir(), 'coffer-store-etcd-'));
   const etcdUrl = `http://127.0.0.1:${CLIENT_PORT}`;
   let etcd: ChildProcess;
-  let proxy: Awaited<ReturnType<typeof lossyProxy>>;
+  let proxy: Proxy;
   const stores: EtcdRecordStore[] = [];
   const open = (endpoints: string[], prefix = `t${stores.length}/`): EtcdRecordStore => {
     const s = new EtcdRecordStore({ endpoints, prefix, timeoutMs: 5000 });
@@ -210,6 +237,43 @@ describeIf('EtcdRecordStore on a real etcd', etcdSkip(), () => {
     proxy.mode = 'lose-response';
     assert.equal(await s.compareAndDelete('gone', v.version), true);
     assert.equal(await s.get('gone'), null);
+  });
+
+  // A late commit: the txn times out at the first endpoint while still on its way to etcd,
+  // the store re-reads (old value) and retries the CAS at the old version on the next
+  // endpoint, and the first txn commits between the re-read and the retry. The retry then
+  // fails, and the store reports { ok: false } for a write of ours that was applied.
+  // Recorded as a todo (src/store/etcd.ts is not this test's to change): the module
+  // comment's "the retry ... cannot apply twice" holds, but "ok: false" is wrong here.
+  it('a txn that commits late, after the re-read and before the retry, is still reported committed', { todo: 'EtcdRecordStore reports { ok: false } for a write it made (see the comment above)' }, async () => {
+    const first = await lossyProxy(etcdUrl);
+    const second = await lossyProxy(etcdUrl);
+    const s = new EtcdRecordStore({ endpoints: [first.url, second.url], prefix: 'late/', timeoutMs: 1000 });
+    stores.push(s);
+    const v1 = await s.compareAndPut('late', b('first'), null);
+    assert.ok(v1.ok);
+    // The first endpoint holds our next txn; it is sent on once the store has re-read
+    // through the second endpoint, and the second endpoint's txn waits for that commit.
+    let releaseHeld!: () => void;
+    const held = new Promise<void>((r) => (releaseHeld = r));
+    let lateCommitted!: () => void;
+    const committed = new Promise<void>((r) => (lateCommitted = r));
+    first.hold = async (forward) => {
+      await held;
+      await forward();
+      lateCommitted();
+    };
+    second.onRange = () => releaseHeld();
+    second.beforeTxn = () => committed;
+    let r;
+    try {
+      r = await s.compareAndPut('late', b('second'), v1.version);
+    } finally {
+      first.server.close();
+      second.server.close();
+    }
+    assert.equal(text((await open([etcdUrl], 'late/').get('late'))?.value), 'second', 'our write was applied');
+    assert.ok(r.ok, 'and is reported as committed');
   });
 
   it('with no endpoint answering, every call is a StoreError; a closed store refuses', async () => {

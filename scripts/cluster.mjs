@@ -10,6 +10,13 @@
 // State lives in .coffer-data/cluster/ (etcd data, node key files, relay data, logs)
 // unless --dir.
 //
+// etcd runs with mutual TLS for clients and peers and with RBAC (auth enabled): a CA
+// and certificates are made with openssl in DIR/pki; a root user (password in
+// DIR/pki/root.password, used only to set up) and a coffer-vault user whose role can
+// read and write coffer/vault/ and nothing else (DIR/pki/vault.password). The vault
+// nodes connect with the client certificate DIR/pki/client-vault.pem and that user;
+// anything without both is refused (docs/operations.md §2, "Securing etcd").
+//
 // The three relays share one accounts database and one blob directory under
 // DIR/relay-shared (SQLite across processes on one machine), so an account made through
 // one DC's relay signs in through another's. A real multi-site deployment would use
@@ -63,7 +70,7 @@ process.on('SIGINT', () => void stop());
 process.on('SIGTERM', () => void stop());
 
 try {
-  cluster = await startCluster({ dir, dcs: 3, ports: DEFAULT_CLUSTER_PORTS, vaultEnv: { COFFER_VAULT_LINK_KEY_FILE: linkKeyFile } });
+  cluster = await startCluster({ dir, dcs: 3, ports: DEFAULT_CLUSTER_PORTS, secure: true, vaultEnv: { COFFER_VAULT_LINK_KEY_FILE: linkKeyFile } });
 } catch (err) {
   process.stderr.write(`cluster: error: ${err.message}\n`);
   process.exit(1);
@@ -122,13 +129,21 @@ if (haveRelay) {
 for (const dc of cluster.dcs) {
   const r = relays.find((x) => x.dc === dc);
   process.stdout.write(
-    `${dc.name}  etcd ${dc.etcdUrl} (pid ${dc.etcdPid()})  vault ${dc.vaultUrl} (pid ${dc.vaultPid()})` +
+    `${dc.name}  etcd ${dc.etcdUrl} (pid ${dc.etcdPid()})  vault ${dc.vaultUrl} (pid ${dc.vaultPid()}, metrics ${dc.adminUrl}/metrics)` +
       (r ? `  relay ${r.url} (pid ${r.child.pid})` : '') +
       `  logs ${dc.dir}\n`,
   );
 }
 process.stdout.write(`\nvault endpoints: ${cluster.dcs.map((d) => d.vaultUrl).join(',')}\n`);
 process.stdout.write(`etcd endpoints: ${cluster.dcs.map((d) => d.etcdUrl).join(',')}\n`);
+if (cluster.pki) {
+  const p = cluster.pki;
+  process.stdout.write(
+    `etcd security: mutual TLS (clients and peers), auth enabled; CA ${p.caFile}\n` +
+      `  vault nodes: client cert ${p.vaultCertFile}, user coffer-vault (role: readwrite on coffer/vault/ only), password ${cluster.vaultPasswordFile}\n` +
+      `  etcdctl as admin: ETCDCTL_API=3 etcdctl --endpoints=${cluster.dcs[0].etcdUrl} --cacert=${p.caFile} --cert=${p.adminCertFile} --key=${p.adminKeyFile} --user=root:$(cat ${join(p.dir, 'root.password')}) endpoint status\n`,
+  );
+}
 process.stdout.write(`link key (vaults and relays): ${linkKeyFile}\nfleet key bundle (served by every relay at /v1/fleet-bundle): ${bundleFile}\n`);
 if (haveRelay) {
   process.stdout.write(`\nfront ends: ${relays.map((r) => r.url).join('  ')}\n`);

@@ -11,6 +11,7 @@ import { ensureSetup, root } from './ensure-setup.mjs';
 ensureSetup();
 const RELAY_URL = 'http://127.0.0.1:7440';
 const VAULT_URL = 'http://127.0.0.1:7441';
+const VAULT_METRICS_URL = 'http://127.0.0.1:7442/metrics';
 
 const children = new Map();
 let stopping = false;
@@ -92,7 +93,8 @@ Back up a folder with the coffer command (key mode):
 
 The front end (coffer-relay) listens on ${RELAY_URL}: accounts, vault messages, blob API.
 The Backup Key Vault listens on ${VAULT_URL} (internal: only the front end talks to it,
-authenticated with the link key .coffer-data/link.key).
+authenticated with the link key .coffer-data/link.key); its metrics are on a separate
+admin listener, ${VAULT_METRICS_URL} (not reachable through the front end).
 Stop with Ctrl-C.
 `);
 }

@@ -51,6 +51,8 @@ const exitForClient: Record<CofferClientErrorCode, ExitCode> = {
   'weak-password': ExitCode.Usage,
   'no-backup-key': ExitCode.Usage,
   stale: ExitCode.Failure,
+  superseded: ExitCode.Failure,
+  'proof-required': ExitCode.Usage,
   protocol: ExitCode.Failure,
   'bad-config': ExitCode.Usage,
 };

@@ -27,11 +27,12 @@ export interface CofferClientOptions {
    * The fleet key bundle JSON to pin, from a source the user trusts (e.g. `coffer-vault
    * bundle`'s output). Without it the profile's pinned bundle is used, or the relay's
    * `GET /v1/fleet-bundle` is fetched and pinned as `fetched-unverified`: good enough
-   * for `recover()` and `status()` (a fake vault learns nothing from a login), never
-   * for `enablePassword()` / `changePassword()`, which refuse with
-   * UntrustedFleetBundleError — registering with a relay-chosen key would let the relay
-   * play the vault and guess the password offline. A configured bundle that differs
-   * from the pinned one is refused (bad-config).
+   * for `status()` only. Every flow that runs OPAQUE — `enablePassword()`,
+   * `changePassword()`, `recover()`, and `disable()` with a password — refuses with
+   * UntrustedFleetBundleError: with a relay-chosen key the relay plays the vault;
+   * registering would let it guess the password offline, and a login would tell it,
+   * uncounted, whether the password equals its guess (issue 8; docs/threat-model.md).
+   * A configured bundle that differs from the pinned one is refused (bad-config).
    */
   readonly fleetBundle?: string;
   /** KSF for new registrations (default: the protocol's DEFAULT_KSF). */
@@ -316,7 +317,7 @@ export class CofferClient {
     const k = await this.#ensureBackupKey();
     if (this.profile.state.mode === 'password') {
       try {
-        await (await this.#vault()).remove();
+        await (await this.#vault()).remove({ backupKey: new Secret(k.exportBytes()) });
       } catch (e) {
         if (!CofferClientError.is(e, 'not-registered')) throw e;
       }
@@ -330,6 +331,9 @@ export class CofferClient {
    * @throws WrongPasswordError{guessesRemaining}, LockedError, NotRegisteredError, RateLimitedError, UnavailableError
    */
   async recover(password: string | Secret<string>): Promise<BackupKey> {
+    // A relay-served bundle would let the relay play the vault: run the login itself and
+    // learn, per attempt, whether the password equals its guess, with nothing counted.
+    await this.#requireTrustedFleetKey();
     const secret = await (await this.#vault()).recover(asSecret(password));
     const k = BackupKey.fromBytes(secret.expose());
     await this.profile.update({ backupKey: hexOf(secret.expose()), mode: 'password' });
@@ -358,11 +362,19 @@ export class CofferClient {
    * Turns password mode off: the vault erases the record. K stays on this device (its
    * backups stay readable here); `enableKey()` shows it, `enablePassword()` protects it
    * again.
-   * @throws NotRegisteredError when the vault has no record (the profile is set to off anyway)
+   * The vault needs proof (spec §5.5): this device's K, or else `password` (a recovery,
+   * which costs a guess only if the password is wrong).
+   * @throws NotRegisteredError when the vault has no record (the profile is set to off anyway),
+   *   CofferClientError('no-backup-key') when the device holds no K and no password was given
    */
-  async disable(): Promise<void> {
+  async disable(password?: string | Secret<string>): Promise<void> {
+    const k = this.backupKey();
+    if (!k && password === undefined) {
+      throw new CofferClientError('no-backup-key', 'this device holds no backup key: give the backup password (the vault deletes a record only for its key or right after a recovery)');
+    }
+    if (!k) await this.#requireTrustedFleetKey();
     try {
-      await (await this.#vault()).remove();
+      await (await this.#vault()).remove(k ? { backupKey: new Secret(k.exportBytes()) } : { password: asSecret(password!) });
     } catch (e) {
       if (e instanceof NotRegisteredError) await this.profile.update({ mode: 'off' });
       throw e;
@@ -375,7 +387,7 @@ export class CofferClient {
     const s = this.profile.state;
     const k = this.backupKey();
     let vault: VaultStatus | null = null;
-    if (s.account && s.token && s.server) vault = await (await this.#vault()).status();
+    if (s.account && s.token && s.server) vault = await (await this.#vault()).status(k ? new Secret(k.exportBytes()) : null);
     return {
       profile: this.profile.dir,
       server: s.server ?? null,

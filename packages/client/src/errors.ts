@@ -15,7 +15,9 @@
  * | not-logged-in | no | the profile has no account/session: run account create or login |
  * | weak-password | no | the new password does not meet the rules (`reason`) |
  * | no-backup-key | no | the profile holds no backup key yet: enable or recover first |
- * | stale | yes | the vault refused a replayed, superseded or too-slow message (clock skew) |
+ * | stale | yes | the vault refused a replayed or too-slow message (clock skew) |
+ * | superseded | yes (after the other recovery ends) | another recovery for this account started after this one and ended it (the guess it spent stays counted) |
+ * | proof-required | no | disabling password mode needs this device's backup key or a recovery with the password first |
  * | protocol | no | the server answered something a correct server never would (bug or attack) |
  * | bad-config | no | a configuration value (server URL, fleet bundle, profile) is wrong; also UntrustedFleetBundleError |
  */
@@ -31,6 +33,8 @@ export type CofferClientErrorCode =
   | 'weak-password'
   | 'no-backup-key'
   | 'stale'
+  | 'superseded'
+  | 'proof-required'
   | 'protocol'
   | 'bad-config';
 
@@ -47,6 +51,8 @@ export const RETRY_SAFE: Readonly<Record<CofferClientErrorCode, boolean>> = {
   'weak-password': false,
   'no-backup-key': false,
   stale: true,
+  superseded: true,
+  'proof-required': false,
   protocol: false,
   'bad-config': false,
 };
@@ -146,7 +152,7 @@ export class UntrustedFleetBundleError extends CofferClientError {
   constructor() {
     super(
       'bad-config',
-      'setting a password needs the vault fleet\'s key bundle from a source you trust, not from the relay: ' +
+      'setting, using or removing a backup password needs the vault fleet\'s key bundle from a source you trust, not from the relay (a relay-served bundle would let the relay pose as the vault and test your password): ' +
         'get it from the operator (`coffer-vault bundle` prints it; with `npm start` it is .coffer-data/fleet-bundle.json) ' +
         'and pass it with --fleet-bundle FILE or COFFER_FLEET_BUNDLE=FILE (SDK: the fleetBundle option)',
     );

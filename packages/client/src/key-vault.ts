@@ -19,7 +19,8 @@ export interface KeyVaultOptions {
 }
 
 export type VaultStatus =
-  | { readonly state: 'active'; readonly guessesRemaining: number; readonly guessLimit: number; readonly ksf: KsfParams }
+  /** `guessesRemaining` is null when this device could not prove it holds K (the vault tells only the owner). */
+  | { readonly state: 'active'; readonly guessesRemaining: number | null; readonly guessLimit: number; readonly ksf: KsfParams }
   | { readonly state: 'locked' }
   | { readonly state: 'not-registered' };
 
@@ -35,7 +36,14 @@ export function failureError(f: FlowFailure): CofferClientError {
     case 'rate-limited':
       return new RateLimitedError(f.retryAfterSeconds, 'the vault is limiting attempts for this account');
     case 'stale':
-      return new CofferClientError('stale', 'the vault refused a stale message (check this device\'s clock); try again');
+      return new CofferClientError('stale', 'the vault refused a stale message: too slow, replayed, or this device\'s clock is off; check the clock and try again');
+    case 'superseded':
+      return new CofferClientError(
+        'superseded',
+        'another recovery for this account started (on another device or in another window) after this one, which ended this attempt; the guess it used stays counted. Let the other one finish, then try again. If no other recovery was yours, check `coffer vault status` and consider changing the password',
+      );
+    case 'proof-required':
+      return new CofferClientError('proof-required', 'the vault deletes a password backup only for a device that holds the backup key, or right after a recovery with the password: recover first (`coffer vault recover`), then disable');
     case 'already-registered':
       return new CofferClientError('already-registered', 'password backups are already enabled for this account: change the password, or disable first');
   }
@@ -97,15 +105,29 @@ export class KeyVault {
     return r.backupKey;
   }
 
-  /** Erases the vault record. @throws NotRegisteredError when there is none */
-  async remove(): Promise<void> {
-    const r = await guard(() => this.#client.delete());
+  /**
+   * Erases the vault record, proving the right to: with K (its owner token), or with the
+   * password (a recovery first, whose grant authorizes the delete; it spends a guess only
+   * if the password is wrong).
+   * @throws NotRegisteredError when there is none, CofferClientError('proof-required')
+   */
+  async remove(proof: { readonly backupKey: Secret<Uint8Array> } | { readonly password: Secret<string> }): Promise<void> {
+    let grant: Secret<Uint8Array> | null = null;
+    if ('password' in proof) {
+      const rec = await guard(() => this.#client.recover(proof.password));
+      if (rec.outcome !== 'ok') throw failureError(rec);
+      grant = rec.grant;
+    }
+    const r = await guard(() => this.#client.delete(grant ? { grant } : 'backupKey' in proof ? proof.backupKey : null));
     if (r.outcome !== 'ok') throw failureError(r);
   }
 
-  /** The record's state; `locked` and `not-registered` are states here, not errors. */
-  async status(): Promise<VaultStatus> {
-    const r = await guard(() => this.#client.status());
+  /**
+   * The record's state; `locked` and `not-registered` are states here, not errors. With K
+   * (its owner token proves ownership) the answer includes the guesses left.
+   */
+  async status(backupKey: Secret<Uint8Array> | null = null): Promise<VaultStatus> {
+    const r = await guard(() => this.#client.status(backupKey));
     if (r.outcome === 'ok') return { state: 'active', guessesRemaining: r.guessesRemaining, guessLimit: r.guessLimit, ksf: r.ksf };
     if (r.outcome === 'locked') return { state: 'locked' };
     if (r.outcome === 'not-registered') return { state: 'not-registered' };

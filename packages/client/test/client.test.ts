@@ -186,15 +186,19 @@ describe('password mode', () => {
     assert.equal(trusted.profile.state.fleetBundleSource, 'configured');
   });
 
-  test('recover works with a bundle fetched from the relay', async () => {
+  test('recover refuses a bundle fetched from the relay (the relay could play the vault) and works with a configured one', async () => {
     const sub = `fetched-${n}`;
     const a = await device();
     await a.useAppToken(issuer.token(sub));
     const k = await a.enablePassword(PASSWORD);
     const b = await CofferClient.open(join(dir, `profile-${++n}`), { server: relay.url });
     await b.useAppToken(issuer.token(sub));
-    assert.ok((await b.recover(PASSWORD)).equals(k));
+    await assert.rejects(b.recover(PASSWORD), (e) => e instanceof UntrustedFleetBundleError);
     assert.equal(b.profile.state.fleetBundleSource, 'fetched-unverified');
+    assert.equal(b.backupKey(), undefined, 'nothing was recovered');
+    const c = await CofferClient.open(join(dir, `profile-${++n}`), { server: relay.url, fleetBundle: vault.bundle });
+    await c.useAppToken(issuer.token(sub));
+    assert.ok((await c.recover(PASSWORD)).equals(k));
   });
 
   test('a configured bundle that differs from the pinned one is refused', async () => {

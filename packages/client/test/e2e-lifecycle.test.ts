@@ -291,3 +291,18 @@ test('blindness: no password, K, export key or session key in anything the relay
   assert.deepEqual(leaks, [], `secrets leaked:\n${leaks.join('\n')}`);
   process.stderr.write(`# blindness: ${secrets.length} secrets × ${places.length} places, ${places.reduce((n, [, b]) => n + b.length, 0)} bytes searched, relay: coffer-relay\n`);
 });
+
+test('disable on a device without the backup key needs the backup password (a recovery first); a wrong one deletes nothing', { timeout: 60_000 }, async () => {
+  for (const [name, text] of Object.entries({ tokDa: issuer.token('dora'), tokDb: issuer.token('dora') })) {
+    files[name] = join(dir, `${name}.txt`);
+    await fs.writeFile(files[name]!, text + '\n', { mode: 0o600 });
+  }
+  await ok('dis-a', ['login', '--token-file', files.tokDa!]);
+  await ok('dis-a', ['vault', 'enable', '--password-file', files.pw!]);
+  await ok('dis-b', ['login', '--token-file', files.tokDb!]);
+  // dis-b holds no K: its disable recovers first; a wrong password is a counted guess and deletes nothing.
+  await fails('dis-b', ['vault', 'disable', '--password-file', files.wrong!], 20, /wrong password/);
+  assert.equal(JSON.parse((await ok('dis-a', ['vault', 'status', '--json'])).stdout).vault.state, 'active');
+  await ok('dis-b', ['vault', 'disable', '--password-file', files.pw!]);
+  assert.deepEqual(JSON.parse((await ok('dis-a', ['vault', 'status', '--json'])).stdout).vault, { state: 'not-registered' });
+});

@@ -43,6 +43,7 @@ export {
   type VaultRequest,
   type VaultResponse,
   type OkResponse,
+  type OwnerProof,
 } from './messages.js';
 export {
   FLEET_KEY_ID_LENGTH,
@@ -70,11 +71,11 @@ export {
   type OpenedRequest,
   type SealRequestOptions,
 } from './envelope.js';
-export { BACKUP_KEY_LENGTH, WRAPPED_BACKUP_KEY_LENGTH, wrapBackupKey, unwrapBackupKey, sealRelease, openRelease } from './key-wrap.js';
+export { BACKUP_KEY_LENGTH, WRAPPED_BACKUP_KEY_LENGTH, OWNER_TOKEN_LENGTH, ownerToken, wrapBackupKey, unwrapBackupKey, sealRelease, openRelease } from './key-wrap.js';
 export { VaultClient, UnexpectedResponseError, type VaultTransport, type VaultClientOptions, type RecoverResult, type RegisterResult, type StatusResult, type FlowFailure } from './client.js';
 /**
  * The OPAQUE implementation both sides use (RFC 9807, ristretto255; Meta's opaque-ke
  * in WASM), re-exported so the vault pins the very same build as its clients.
  */
 export * as opaque from '@serenity-kit/opaque';
-export { RELAY_AUTH_HEADER, RELAY_LINK_LABEL, RELAY_LINK_KEY_LENGTH, RELAY_LINK_MAX_SKEW_MS, relayLinkMac, relayAuthHeader, verifyRelayAuth, type RelayLinkRequest, type RelayAuthCheck } from './relay-link.js';
+export { RELAY_AUTH_HEADER, RELAY_LINK_LABEL, RELAY_LINK_KEY_LENGTH, RELAY_LINK_MAX_SKEW_MS, relayLinkMac, relayAuthHeader, verifyRelayAuth, RelayLinkReplayCache, type RelayLinkRequest, type RelayAuthCheck } from './relay-link.js';

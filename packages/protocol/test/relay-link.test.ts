@@ -1,17 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
-import { relayAuthHeader, verifyRelayAuth, RELAY_LINK_MAX_SKEW_MS } from '../src/index.js';
+import { relayAuthHeader, verifyRelayAuth, RelayLinkReplayCache, RELAY_LINK_MAX_SKEW_MS } from '../src/index.js';
 
 const key = new Uint8Array(32).map((_, i) => i);
 const req = { method: 'POST', path: '/v1/request', account: 'local:abc', body: new Uint8Array([1, 2, 3]) };
 
 test('relay link MAC matches the spec formula computed independently', async () => {
-  const header = await relayAuthHeader(key, req, 1_700_000_000_123);
+  const header = await relayAuthHeader(key, req, 1_700_000_000_123, (n) => new Uint8Array(n).fill(0xab));
   const bodyHash = createHash('sha256').update(req.body).digest();
-  const input = Buffer.concat([Buffer.from('coffer-relay-link/v1\0POST\0/v1/request\0local:abc\x001700000000123\0'), bodyHash]);
+  const nonce = 'ab'.repeat(16);
+  const input = Buffer.concat([Buffer.from(`coffer-relay-link/v2\0POST\0/v1/request\0local:abc\x001700000000123\0${nonce}\0`), bodyHash]);
   const mac = createHmac('sha256', key).update(input).digest('hex');
-  assert.equal(header, `v1,t=1700000000123,mac=${mac}`);
+  assert.equal(header, `v2,t=1700000000123,n=${nonce},mac=${mac}`);
 });
 
 test('relay link verification: ok, stale, tampered, malformed, missing', async () => {
@@ -22,6 +23,32 @@ test('relay link verification: ok, stale, tampered, malformed, missing', async (
   assert.equal(await verifyRelayAuth(key, h, { ...req, account: 'local:abd' }, now), 'bad-mac');
   assert.equal(await verifyRelayAuth(key, h, { ...req, body: new Uint8Array([1, 2, 4]) }, now), 'bad-mac');
   assert.equal(await verifyRelayAuth(new Uint8Array(32), h, req, now), 'bad-mac');
-  assert.equal(await verifyRelayAuth(key, h.replace('v1', 'v2'), req, now), 'malformed');
+  assert.equal(await verifyRelayAuth(key, h.replace('v2', 'v1'), req, now), 'malformed');
+  assert.equal(await verifyRelayAuth(key, h.replace(/,n=[0-9a-f]+/, ''), req, now), 'malformed');
+  assert.equal(await verifyRelayAuth(key, h.replace(/n=([0-9a-f])/, (_m, c: string) => `n=${c === '0' ? '1' : '0'}`), req, now), 'bad-mac');
   assert.equal(await verifyRelayAuth(key, undefined, req, now), 'missing');
+});
+
+test('relay link replay: a nonce is accepted once inside the window', async () => {
+  const now = 1_700_000_000_000;
+  const cache = new RelayLinkReplayCache();
+  const h = await relayAuthHeader(key, req, now);
+  assert.equal(await verifyRelayAuth(key, h, req, now, cache), 'ok');
+  assert.equal(await verifyRelayAuth(key, h, req, now + 1000, cache), 'replayed');
+  assert.equal(await verifyRelayAuth(key, h, req, now + RELAY_LINK_MAX_SKEW_MS + 1, cache), 'stale');
+  const other = await relayAuthHeader(key, req, now);
+  assert.notEqual(other, h, 'every header has its own nonce');
+  assert.equal(await verifyRelayAuth(key, other, req, now, cache), 'ok');
+  // A forged header (bad MAC) never reaches the cache.
+  const forged = other.replace(/n=[0-9a-f]{32}/, `n=${'0'.repeat(32)}`);
+  assert.equal(await verifyRelayAuth(key, forged, req, now, cache), 'bad-mac');
+  assert.equal(cache.size, 2);
+});
+
+test('relay link replay cache: when full it refuses rather than forgets early', () => {
+  const cache = new RelayLinkReplayCache(2);
+  assert.ok(cache.admit('a', 100, 0));
+  assert.ok(cache.admit('b', 100, 0));
+  assert.equal(cache.admit('c', 100, 50), false);
+  assert.ok(cache.admit('c', 200, 101), 'expired entries make room');
 });

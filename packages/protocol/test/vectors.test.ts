@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import {
   DecodeError,
+  ownerToken,
+  sha256,
   DecryptionError,
   decodeRequestBody,
   decodeResponseBody,
@@ -87,6 +89,12 @@ async function check(v: Vector): Promise<void> {
         v.expect,
       );
       return;
+    case 'owner-token': {
+      const token = await ownerToken(fromHex(v.backupKey), v.account);
+      assert.equal(toHex(token), v.token);
+      assert.equal(toHex(await sha256(token)), v.tokenHash);
+      return;
+    }
     case 'release':
       assert.equal(toHex(await sealRelease(fromHex(v.sessionKey), v.account, fromHex(v.wrappedKey), fromHex(v.nonce))), v.released);
       assert.equal(toHex(await openRelease(fromHex(v.sessionKey), v.account, fromHex(v.released))), v.wrappedKey);

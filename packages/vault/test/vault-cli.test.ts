@@ -22,7 +22,7 @@ describe('coffer-vault (software platform)', () => {
     await new Promise<void>((resolve, reject) => {
       child.stderr!.on('data', (d) => {
         err += d;
-        if (/listening on http:\/\/127\.0\.0\.1:\d+/.test(err)) resolve();
+        if (/metrics \(admin listener\) at http:\/\/127\.0\.0\.1:\d+/.test(err)) resolve();
       });
       child.once('exit', () => reject(new Error(err)));
     });
@@ -30,7 +30,10 @@ describe('coffer-vault (software platform)', () => {
     const url = /listening on (\S+)/.exec(err)![1]!;
     const health = (await (await fetch(`${url}/healthz`)).json()) as { platform: string };
     assert.equal(health.platform, 'software');
-    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const adminUrl = /metrics \(admin listener\) at (\S+)\/metrics/.exec(err)![1]!;
+    assert.notEqual(adminUrl, url);
+    assert.equal((await fetch(`${url}/metrics`)).status, 404, 'the request listener serves no metrics');
+    const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
     assert.match(metrics, /coffer_vault_guesses_counted_total 0/);
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));

@@ -1,5 +1,6 @@
 // Relay→vault link authentication (spec/relay-api.md §2): with a link key configured,
-// /v1/request refuses a missing, wrong, stale or replayed-for-another-account MAC; and a
+// /v1/request refuses a missing, wrong, stale or replayed-for-another-account MAC, and a
+// request replayed with its own header; and a
 // vault with a data directory refuses to serve without a link key unless the test-only
 // opt-out is set.
 import { test } from 'node:test';
@@ -68,6 +69,14 @@ test('with a link key, /v1/request needs a valid coffer-relay-auth', async () =>
       assert.equal(res.statusCode, 401, what);
       assert.equal(res.json().error.code, 'relay-auth', what);
     }
+    // A request captured on the link (headers and body), sent again: refused, whatever
+    // it carries (here a register-start whose replay would make the user's finish stale).
+    const captured = await sign('local:alice');
+    const first = await post('local:alice', body, captured);
+    assert.equal(first.statusCode, 200);
+    const again = await post('local:alice', body, captured);
+    assert.equal(again.statusCode, 401, 'replayed link request');
+    assert.equal(again.json().error.code, 'relay-auth');
   } finally {
     await vault.close();
     rmSync(dir, { recursive: true, force: true });

@@ -5,8 +5,8 @@ import { DEFAULT_KSF, fromBase64Url, INSECURE_FAST_KSF_FOR_TESTING, opaque, toBa
 import { KEY_K, startHarness, type Harness } from './helpers/vault-harness.js';
 import { freshKe1, raw } from './helpers/raw-requests.js';
 
-async function remaining(h: Harness, account: string): Promise<number | string> {
-  const s = await h.client(account).status();
+async function remaining(h: Harness, account: string): Promise<number | string | null> {
+  const s = await h.client(account).status(KEY_K);
   return s.outcome === 'ok' ? s.guessesRemaining : s.outcome;
 }
 
@@ -67,7 +67,7 @@ describe('replays and retries', () => {
     assert.equal(await remaining(h, 'r2'), 5);
   });
 
-  it('an older login cannot be finished once a newer one started', async () => {
+  it('an older login cannot be finished once a newer one started, and is told it was superseded', async () => {
     const a = await freshKe1('pw');
     const b = await freshKe1('pw');
     const ra = (await (await raw(h, 'r2', { op: 'login-start', timestampMs: Date.now(), ke1: a.ke1 })).send()).response;
@@ -75,7 +75,7 @@ describe('replays and retries', () => {
     assert.ok(ra?.outcome === 'ok' && ra.op === 'login-start' && rb?.outcome === 'ok');
     const fin = opaque.client.finishLogin({ clientLoginState: a.state, loginResponse: toBase64Url(ra.ke2), password: 'pw', keyStretching: toSerenityKeyStretching(ra.ksf) });
     assert.ok(fin);
-    assert.equal((await (await raw(h, 'r2', { op: 'login-finish', nonce: ra.nonce, ke3: fromBase64Url(fin.finishLoginRequest) })).send()).response?.outcome, 'stale');
+    assert.equal((await (await raw(h, 'r2', { op: 'login-finish', nonce: ra.nonce, ke3: fromBase64Url(fin.finishLoginRequest) })).send()).response?.outcome, 'superseded');
   });
 
   it('an expired login state is refused', async () => {
@@ -140,7 +140,7 @@ describe('replays and retries', () => {
     const strict = await startHarness({ policy: { insecureAllowWeakKsfForTesting: false } });
     try {
       await assert.rejects(strict.client('k1').register('pw', KEY_K), /weak-ksf/);
-      assert.equal((await strict.client('k1').status()).outcome, 'not-registered');
+      assert.equal((await strict.client('k1').status(KEY_K)).outcome, 'not-registered');
       assert.equal((await strict.client('k2', { ksf: DEFAULT_KSF }).register('pw', KEY_K)).outcome, 'ok');
     } finally {
       await strict.close();

@@ -30,7 +30,7 @@ describe('fixed response length', () => {
     });
   }
 
-  it('is RESPONSE_LENGTH for ok, wrong-password, locked, not-registered, stale, already-registered, rate-limited and invalid', async () => {
+  it('is RESPONSE_LENGTH for every outcome: ok, wrong-password, locked, not-registered, stale, superseded, proof-required, already-registered, rate-limited and invalid', async () => {
     const outcomes = new Set<string>();
     const note = (r: { outcome: string }) => outcomes.add(r.outcome);
     const a = client('len-a');
@@ -48,9 +48,18 @@ describe('fixed response length', () => {
     note(await b.send({ op: 'login-finish', nonce: new Uint8Array(16), ke3: null })); // stale
     note(await client('len-c').send({ op: 'login-start', timestampMs: Date.now(), ke1: new Uint8Array(96) })); // invalid
     await opaque.ready;
-    note(await client('len-c').send({ op: 'login-start', timestampMs: Date.now(), ke1: fromBase64Url(opaque.client.startLogin({ password: 'x' }).startLoginRequest) })); // fake KE2
-    note(await client('len-c').delete()); // not-registered
-    assert.deepEqual([...outcomes].sort(), ['already-registered', 'invalid', 'locked', 'not-registered', 'ok', 'rate-limited', 'stale', 'wrong-password']);
+    note(await client('len-c').send({ op: 'login-start', timestampMs: Date.now(), ke1: fromBase64Url(opaque.client.startLogin({ password: 'x' }).startLoginRequest) })); // not-registered
+    note(await client('len-c').delete(null)); // not-registered
+    const d = client('len-e');
+    await d.register('pw', KEY_K);
+    note(await d.delete(null)); // proof-required
+    note(await d.send({ op: 'login-start', timestampMs: Date.now(), ke1: new Uint8Array(96) })); // invalid
+    const s1 = opaque.client.startLogin({ password: 'pw' });
+    const first = await d.send({ op: 'login-start', timestampMs: Date.now(), ke1: fromBase64Url(s1.startLoginRequest) });
+    await d.send({ op: 'login-start', timestampMs: Date.now(), ke1: fromBase64Url(opaque.client.startLogin({ password: 'pw' }).startLoginRequest) });
+    assert.ok(first.outcome === 'ok' && first.op === 'login-start');
+    note(await d.send({ op: 'login-finish', nonce: first.nonce, ke3: null })); // superseded
+    assert.deepEqual([...outcomes].sort(), ['already-registered', 'invalid', 'locked', 'not-registered', 'ok', 'proof-required', 'rate-limited', 'stale', 'superseded', 'wrong-password']);
     assert.deepEqual([...seen.get('all')!], [RESPONSE_LENGTH]);
   });
 

@@ -68,10 +68,14 @@ export async function vaultChangePassword(flags: VaultFlags, io: Io): Promise<nu
   return 0;
 }
 
-/** `coffer vault disable`: the vault erases the record. */
+/**
+ * `coffer vault disable`: the vault erases the record. It needs proof: this device's
+ * backup key, or else the vault password (asked for, or --password-file).
+ */
 export async function vaultDisable(flags: VaultFlags, io: Io): Promise<number> {
   const client = await openClient(flags, io);
-  await client.disable();
+  if (client.backupKey()) await client.disable();
+  else await client.disable(await readPassword({ ...PASSWORD, file: flags['password-file'], prompt: 'vault password (this device holds no backup key)' }, io));
   if (flags.json) io.stdout.write(JSON.stringify({ account: client.account, mode: 'off' }) + '\n');
   else if (!flags.quiet) {
     io.stderr.write(`password backups disabled for ${client.account}: the vault erased the record\n`);
@@ -88,7 +92,7 @@ export async function vaultStatus(flags: VaultFlags, io: Io): Promise<number> {
     io.stdout.write(JSON.stringify(s) + '\n');
     return 0;
   }
-  const vault = s.vault === null ? 'unknown (not logged in)' : s.vault.state === 'active' ? `enabled, ${s.vault.guessesRemaining} of ${s.vault.guessLimit} guesses left` : s.vault.state === 'locked' ? 'locked: the key was erased after too many wrong guesses' : 'not enabled';
+  const vault = s.vault === null ? 'unknown (not logged in)' : s.vault.state === 'active' ? (s.vault.guessesRemaining === null ? `enabled (limit ${s.vault.guessLimit} guesses; how many are left is shown only to a device holding the backup key)` : `enabled, ${s.vault.guessesRemaining} of ${s.vault.guessLimit} guesses left`) : s.vault.state === 'locked' ? 'locked: the key was erased after too many wrong guesses' : 'not enabled';
   io.stdout.write(
     [
       `profile   ${s.profile}`,

@@ -13,6 +13,11 @@ export const KEY_LABELS = {
    * node's identity in the key ceremony.
    */
   nodeTransport: 'coffer-node-transport-v1',
+  /**
+   * HMAC-SHA256 secret shared by the fleet: MACs the rollback-protection log's entries
+   * and the nodes' capture statements (spec §13). Transferred in the key ceremony.
+   */
+  logMac: 'coffer-log-mac-v1',
 } as const;
 
 /** Label of the record-sealing key made by the n-th rotation (n ≥ 2): `coffer-record-seal-v1-r2`, … */

@@ -51,7 +51,23 @@ export interface Platform {
 
   /** The SEC1 uncompressed public key (65 bytes) of the P-256 key pair `keyLabel`. */
   publicKey(keyLabel: string): Promise<Uint8Array>;
+
+  /**
+   * The node's trusted anchor (spec/vault-protocol.md §13, rollback protection): a small
+   * value (≤ ANCHOR_MAX_BYTES) that only the core reads and writes, kept inside the
+   * platform's trust boundary — on PKCS#11 a private, non-modifiable-by-others token
+   * object (CKO_DATA, label `coffer-anchor-v1`); on the software platform a file written
+   * with fsync, which is NOT tamper-resistant. `null` before the first write.
+   * @throws PlatformError for HSM/storage failures
+   */
+  readAnchor(): Promise<Uint8Array | null>;
+
+  /** Replaces the anchor; resolves only once it is durable. @throws PlatformError */
+  writeAnchor(value: Uint8Array): Promise<void>;
 }
+
+/** The largest anchor a platform must hold. */
+export const ANCHOR_MAX_BYTES = 256;
 
 /** An HSM or key-store failure (missing key, wrong PIN, token gone). Never bad input. */
 export class PlatformError extends Error {

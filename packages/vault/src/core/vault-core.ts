@@ -17,7 +17,6 @@ import {
   decodeRequestBody,
   DecodeError,
   DecryptionError,
-  DEFAULT_KSF,
 
   encodeResponseBody,
   equalBytes,
@@ -33,10 +32,12 @@ import {
   sha256,
   SIZES,
   toBase64Url,
+  toHex,
   unpad,
   utf8,
   type FleetKey,
   type OpenedRequest,
+  type OwnerProof,
   type Operation,
   type OutcomeName,
   type Secret,
@@ -76,6 +77,12 @@ export interface Decision {
   /** For metrics: a guess was counted / a record was erased by this decision. */
   readonly guessCounted: boolean;
   readonly recordErased: boolean;
+  /**
+   * When set, the committed record has spent its last guess: at this time (the end of
+   * its open login) it must be erased even if nobody calls again. The server remembers
+   * it (RecordStore sweep index) and then calls `sweep`.
+   */
+  readonly eraseAt: number | null;
 }
 
 export class VaultCore {
@@ -170,7 +177,21 @@ export class VaultCore {
       write,
       guessCounted: step.guessCounted ?? false,
       recordErased: erased || (step.erased ?? false),
+      eraseAt: write?.kind === 'put' ? exhaustedUntil(write.record) : null,
     };
+  }
+
+  /**
+   * The background half of the guess limit: for a record whose last guess is spent,
+   * the erasure once its open login has ended — without waiting for anyone to call.
+   * Returns the write to commit (compare-and-swap on `stored`'s version), or null when
+   * there is nothing to erase (yet, or any more).
+   * @throws RecordIntegrityError when the stored record does not authenticate
+   */
+  async sweep(account: string, stored: Uint8Array): Promise<RecordWrite | null> {
+    const now = this.platform.now();
+    const { record, erased } = normalize(await unsealRecord(this.platform, account, stored, this.recordKeys), now);
+    return erased && record ? this.#put(account, record) : null;
   }
 
   #answer(response: VaultResponse, extra: Partial<Step> = {}): Step {
@@ -187,7 +208,9 @@ export class VaultCore {
       case 'status':
         if (!rec || rec.state === 'pending-registration') return this.#answer({ outcome: 'not-registered', op: body.op });
         if (rec.state === 'erased') return this.#answer({ outcome: 'locked', op: body.op });
-        return this.#answer({ outcome: 'ok', op: 'status', guessesRemaining: rec.guessLimit - rec.guessesUsed, guessLimit: rec.guessLimit, ksf: rec.ksf });
+        // The guesses left only for the owner: from them the front end (which may ask
+        // status for any account) would learn whether a user's login just succeeded.
+        return this.#answer({ outcome: 'ok', op: 'status', guessesRemaining: (await ownerProven(rec, body.proof)) ? rec.guessLimit - rec.guessesUsed : null, guessLimit: rec.guessLimit, ksf: rec.ksf });
 
       case 'register-start':
         return this.#registerStart(account, body, rec, now);
@@ -202,30 +225,63 @@ export class VaultCore {
         return this.#loginFinish(account, body, rec, now);
 
       case 'delete':
-        if (!rec) return this.#answer({ outcome: 'not-registered', op: body.op });
-        return { response: { outcome: 'ok', op: 'delete' }, write: { kind: 'delete' } };
+        return this.#delete(account, body, rec, now);
     }
+  }
+
+  /**
+   * Deleting an active record needs proof (spec §5.5): the grant of a login that just
+   * succeeded, or the owner token derived from K. The front end has neither, so it
+   * cannot erase records — which would also let it reset what a registration may do.
+   * What remains after a delete is the register-start rate window, if it holds any.
+   */
+  async #delete(account: string, body: Extract<VaultRequest, { op: 'delete' }>, rec: AccountRecord | null, now: number): Promise<Step> {
+    const op = body.op;
+    if (Math.abs(now - body.timestampMs) > this.policy.freshnessWindowMs) return this.#answer({ outcome: 'stale', op });
+    if (!rec || (rec.state === 'pending-registration' && !rec.registration)) return this.#answer({ outcome: 'not-registered', op });
+    if (rec.state === 'active') {
+      // A delete stamped before this registration (a captured one, replayed after the user
+      // registered again with the same K) does not apply to it.
+      if (body.timestampMs < rec.registeredAt) return this.#answer({ outcome: 'stale', op });
+      if (!(await ownerProven(rec, body.proof))) return this.#answer({ outcome: 'proof-required', op });
+    }
+    const starts = rec.registerStarts;
+    const write: RecordWrite = starts.length > 0 ? await this.#put(account, { state: 'pending-registration', registration: null, registerStarts: starts }) : { kind: 'delete' };
+    return { response: { outcome: 'ok', op }, write, erased: rec.state === 'active' };
   }
 
   async #registerStart(account: string, body: Extract<VaultRequest, { op: 'register-start' }>, rec: AccountRecord | null, now: number): Promise<Step> {
     const op = body.op;
-    let response: string;
-    try {
-      response = opaque.server.createRegistrationResponse({ serverSetup: this.opaqueSetup.expose(), userIdentifier: account, registrationRequest: toBase64Url(body.registrationRequest) }).registrationResponse;
-    } catch {
-      return this.#answer({ outcome: 'invalid', op, reason: 'bad-body' });
-    }
-    const nonce = this.platform.randomBytes(SIZES.nonce);
-    const registration = { nonce, expiresAt: now + this.policy.registrationTtlMs };
-    let next: AccountRecord;
     if (rec?.state === 'active') {
       // Replacing a live record needs the grant of a login that just succeeded (change
       // password). Without it, registering again could reset the guess counter.
       if (!body.grant) return this.#answer({ outcome: 'already-registered', op });
       if (!rec.changeGrant || !equalBytes(rec.changeGrant.nonce, body.grant)) return this.#answer({ outcome: 'stale', op });
-      next = { ...rec, pendingRegistration: registration, changeGrant: null };
+    }
+    // Every register-start evaluates the OPRF, so each counts against a per-account
+    // window kept in the record (its expiry times on the vault's clock).
+    const starts = rec?.registerStarts ?? [];
+    if (starts.length >= this.policy.registerStartsPerWindow) {
+      return this.#answer({ outcome: 'rate-limited', op, retryAfterSeconds: retryAfter(Math.min(...starts), now) });
+    }
+    // A fresh registration ID, so a fresh OPRF key: an evaluation made here is under a
+    // key that only this registration can ever use (spec §5.1). Evaluations collected
+    // before it, or for any other registration, say nothing about its password.
+    const registrationId = this.platform.randomBytes(SIZES.registrationId);
+    let response: string;
+    try {
+      response = opaque.server.createRegistrationResponse({ serverSetup: this.opaqueSetup.expose(), userIdentifier: credentialIdentifier(account, registrationId), registrationRequest: toBase64Url(body.registrationRequest) }).registrationResponse;
+    } catch {
+      return this.#answer({ outcome: 'invalid', op, reason: 'bad-body' });
+    }
+    const nonce = this.platform.randomBytes(SIZES.nonce);
+    const registration = { nonce, expiresAt: now + this.policy.registrationTtlMs, registrationId };
+    const registerStarts = [...starts, now + this.policy.registerWindowMs];
+    let next: AccountRecord;
+    if (rec?.state === 'active') {
+      next = { ...rec, pendingRegistration: registration, changeGrant: null, registerStarts };
     } else {
-      next = { state: 'pending-registration', registration };
+      next = { state: 'pending-registration', registration, registerStarts };
     }
     return {
       response: { outcome: 'ok', op: 'register-start', nonce, registrationResponse: fromBase64Url(response), guessLimit: this.policy.guessLimit },
@@ -249,6 +305,10 @@ export class VaultCore {
       guessesUsed: 0,
       ksf: body.ksf,
       registrationRecord: body.registrationRecord,
+      registrationId: pending.registrationId,
+      ownerTokenHash: body.ownerTokenHash,
+      registeredAt: now,
+      registerStarts: rec?.registerStarts ?? [],
       wrappedKey: body.wrappedKey,
       pendingLogin: null,
       pendingRegistration: null,
@@ -261,7 +321,10 @@ export class VaultCore {
   async #loginStart(req: OpenedVaultRequest, body: Extract<VaultRequest, { op: 'login-start' }>, rec: AccountRecord | null, now: number): Promise<Step> {
     const op = body.op;
     if (Math.abs(now - body.timestampMs) > this.policy.freshnessWindowMs) return this.#answer({ outcome: 'stale', op });
-    if (!rec || rec.state === 'pending-registration') return this.#fakeLogin(req, body);
+    // No fake record for an unknown account (RFC 9807 §10.9 enumeration defence): `status`
+    // tells the front end whether a record exists anyway, and a fake KE2 is an OPRF
+    // evaluation nobody counts. No active record, no evaluation (spec §5.2).
+    if (!rec || rec.state === 'pending-registration') return this.#answer({ outcome: 'not-registered', op });
     if (rec.state === 'erased') return this.#answer({ outcome: 'locked', op });
 
     const digest = (await sha256(concat(utf8(LABELS.loginReplayDigest), new Uint8Array([0]), req.envelope.enc))).slice(0, 16);
@@ -278,7 +341,7 @@ export class VaultCore {
     try {
       started = opaque.server.startLogin({
         serverSetup: this.opaqueSetup.expose(),
-        userIdentifier: req.account,
+        userIdentifier: credentialIdentifier(req.account, rec.registrationId),
         registrationRecord: toBase64Url(rec.registrationRecord),
         startLoginRequest: toBase64Url(body.ke1),
       });
@@ -292,28 +355,15 @@ export class VaultCore {
       ...rec,
       guessesUsed: rec.guessesUsed + 1,
       pendingLogin: { nonce, expiresAt: now + this.policy.loginTtlMs, serverLoginState: fromBase64Url(started.serverLoginState) },
-      seenLogins: [...seen, { digest, expiresAt: body.timestampMs + this.policy.freshnessWindowMs }],
+      // Remembered on the vault's clock, not the request's: a timestamp from the edge of
+      // the window must not make the entry (and the rate limit it feeds) expire early.
+      seenLogins: [...seen, { digest, expiresAt: now + this.policy.freshnessWindowMs }],
     };
     return {
       response: { outcome: 'ok', op: 'login-start', nonce, ke2: fromBase64Url(started.loginResponse), ksf: rec.ksf },
       write: await this.#put(req.account, next),
       guessCounted: true,
     };
-  }
-
-  /**
-   * RFC 9807 §10.9 (client enumeration): an unknown account gets a KE2 from a fake
-   * record, indistinguishable from a real one to the client until its envelope fails.
-   */
-  #fakeLogin(req: OpenedVaultRequest, body: Extract<VaultRequest, { op: 'login-start' }>): Step {
-    const op = body.op;
-    let started;
-    try {
-      started = opaque.server.startLogin({ serverSetup: this.opaqueSetup.expose(), userIdentifier: req.account, registrationRecord: null, startLoginRequest: toBase64Url(body.ke1) });
-    } catch {
-      return this.#answer({ outcome: 'invalid', op, reason: 'bad-body' });
-    }
-    return this.#answer({ outcome: 'ok', op: 'login-start', nonce: this.platform.randomBytes(SIZES.nonce), ke2: fromBase64Url(started.loginResponse), ksf: DEFAULT_KSF });
   }
 
   async #loginFinish(account: string, body: Extract<VaultRequest, { op: 'login-finish' }>, rec: AccountRecord | null, now: number): Promise<Step> {
@@ -323,6 +373,10 @@ export class VaultCore {
     const pending = rec.pendingLogin;
     // Single use: the login state lives in the record and is cleared by the first
     // login-finish that names it, right or wrong; a replayed KE3 finds nothing.
+    if (pending && pending.expiresAt >= now && !equalBytes(pending.nonce, body.nonce)) {
+      // Another login-start for this account came after this one and replaced it.
+      return this.#answer({ outcome: 'superseded', op });
+    }
     if (!pending || pending.expiresAt < now || !equalBytes(pending.nonce, body.nonce)) return this.#answer({ outcome: 'stale', op });
     const consumed: ActiveRecord = { ...rec, pendingLogin: null };
 
@@ -336,7 +390,7 @@ export class VaultCore {
     }
     if (!sessionKey) {
       if (consumed.guessesUsed >= consumed.guessLimit) {
-        return { response: { outcome: 'locked', op }, write: await this.#put(account, erasedNow(now)), erased: true };
+        return { response: { outcome: 'locked', op }, write: await this.#put(account, erasedNow(now, consumed.registerStarts)), erased: true };
       }
       return { response: { outcome: 'wrong-password', op, guessesRemaining: consumed.guessLimit - consumed.guessesUsed }, write: await this.#put(account, consumed) };
     }
@@ -362,8 +416,32 @@ function retryAfter(until: number, now: number): number {
   return Math.min(0xffff, Math.max(1, Math.ceil((until - now) / 1000)));
 }
 
-function erasedNow(now: number): AccountRecord {
-  return { state: 'erased', erasedAt: now };
+/** Whether `proof` is the record's owner token (from K) or its unexpired login grant; constant-time compares. */
+async function ownerProven(rec: ActiveRecord, proof: OwnerProof | null): Promise<boolean> {
+  if (proof?.kind === 'grant') return rec.changeGrant !== null && equalBytes(rec.changeGrant.nonce, proof.grant);
+  if (proof?.kind === 'token') return rec.ownerTokenHash !== null && equalBytes(await sha256(proof.token), rec.ownerTokenHash);
+  return false;
+}
+
+/** For a record whose guesses are all spent: when its open login ends (then it is erased). */
+export function exhaustedUntil(rec: AccountRecord): number | null {
+  if (rec.state !== 'active' || rec.guessesUsed < rec.guessLimit) return null;
+  return rec.pendingLogin?.expiresAt ?? 0;
+}
+
+function erasedNow(now: number, registerStarts: readonly number[]): AccountRecord {
+  return { state: 'erased', erasedAt: now, registerStarts };
+}
+
+/**
+ * The OPAQUE credential identifier, from which the OPRF key is derived (RFC 9807 §4.1.1:
+ * oprf_key = DeriveKeyPair(oprf_seed, credential_identifier)). Per registration:
+ * label || 0x00 || account || 0x00 || hex(registration ID). A format-1 record (no ID)
+ * keeps the bare account it was registered under; account IDs are printable ASCII, so
+ * no account equals a per-registration identifier.
+ */
+export function credentialIdentifier(account: string, registrationId: Uint8Array | null): string {
+  return registrationId === null ? account : `${LABELS.credentialIdentifier}\u0000${account}\u0000${toHex(registrationId)}`;
 }
 
 /**
@@ -372,13 +450,18 @@ function erasedNow(now: number): AccountRecord {
  */
 function normalize(rec: AccountRecord | null, now: number): { record: AccountRecord | null; erased: boolean } {
   if (!rec) return { record: null, erased: false };
-  if (rec.state === 'pending-registration') return { record: rec.registration.expiresAt < now ? null : rec, erased: false };
-  if (rec.state === 'erased') return { record: rec, erased: false };
+  const registerStarts = rec.registerStarts.filter((t) => t > now);
+  if (rec.state === 'pending-registration') {
+    const registration = rec.registration && rec.registration.expiresAt >= now ? rec.registration : null;
+    return { record: registration || registerStarts.length > 0 ? { state: 'pending-registration', registration, registerStarts } : null, erased: false };
+  }
+  if (rec.state === 'erased') return { record: { ...rec, registerStarts }, erased: false };
   const pendingLogin = rec.pendingLogin && rec.pendingLogin.expiresAt >= now ? rec.pendingLogin : null;
-  if (rec.guessesUsed >= rec.guessLimit && !pendingLogin) return { record: erasedNow(now), erased: true };
+  if (rec.guessesUsed >= rec.guessLimit && !pendingLogin) return { record: erasedNow(now, registerStarts), erased: true };
   return {
     record: {
       ...rec,
+      registerStarts,
       pendingLogin,
       pendingRegistration: rec.pendingRegistration && rec.pendingRegistration.expiresAt >= now ? rec.pendingRegistration : null,
       changeGrant: rec.changeGrant && rec.changeGrant.expiresAt >= now ? rec.changeGrant : null,

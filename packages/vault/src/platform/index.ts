@@ -24,7 +24,7 @@ export interface OpenedPlatform {
 }
 
 /** The vault's keys, by kind, as both provisioning functions take them. */
-export const VAULT_KEYS = { seal: [KEY_LABELS.recordSeal], ecdh: [KEY_LABELS.fleetHpke] } as const;
+export const VAULT_KEYS = { seal: [KEY_LABELS.recordSeal], ecdh: [KEY_LABELS.fleetHpke], mac: [KEY_LABELS.logMac] } as const;
 
 /** @throws PlatformError (token-missing, login-failed, …) */
 export async function openPlatform(config: PlatformConfig): Promise<OpenedPlatform> {

@@ -7,9 +7,9 @@
  * uses the PKCS#11 platform. docs/threat-model.md §"Software platform".
  */
 import { createCipheriv, createDecipheriv, createECDH, createHmac, randomBytes, type ECDH } from 'node:crypto';
-import { chmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync, closeSync, renameSync } from 'node:fs';
+import { chmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync, closeSync, renameSync, fsyncSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { PlatformError, type Platform } from '../core/platform.js';
+import { ANCHOR_MAX_BYTES, PlatformError, type Platform } from '../core/platform.js';
 
 export const SOFTWARE_PLATFORM_WARNING =
   'coffer-vault is using the SOFTWARE platform: this is NOT an HSM. Its keys sit in a file on disk; ' +
@@ -259,6 +259,47 @@ class SoftwarePlatformImpl implements SoftwarePlatform {
 
   async publicKey(keyLabel: string): Promise<Uint8Array> {
     return this.#pair(keyLabel).publicKey.slice();
+  }
+
+  /** `<keyFile>.anchor`: NOT tamper-resistant (whoever can write the key file's folder can roll it back). */
+  get anchorFile(): string {
+    return `${this.keyFile}.anchor`;
+  }
+
+  async readAnchor(): Promise<Uint8Array | null> {
+    this.#open();
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(this.anchorFile);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw new PlatformError(`software anchor ${this.anchorFile} cannot be read: ${(err as Error).message}`, 'hsm-failure');
+    }
+    return new Uint8Array(bytes);
+  }
+
+  async writeAnchor(value: Uint8Array): Promise<void> {
+    this.#open();
+    if (value.length > ANCHOR_MAX_BYTES) throw new PlatformError(`anchor: ${value.length} bytes exceeds ${ANCHOR_MAX_BYTES}`, 'bad-argument');
+    const tmp = `${this.anchorFile}.tmp`;
+    try {
+      const fd = openSync(tmp, 'w', 0o600);
+      try {
+        writeSync(fd, value);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, this.anchorFile);
+      const dir = openSync(dirname(this.anchorFile), 'r');
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    } catch (err) {
+      throw new PlatformError(`software anchor ${this.anchorFile} cannot be written: ${(err as Error).message}`, 'hsm-failure');
+    }
   }
 
   async close(): Promise<void> {

@@ -6,14 +6,24 @@
  *                      → 200 with the sealed response (560 bytes) for every outcome,
  *                        or a 4xx/5xx JSON error from the catalogue (errors.ts)
  *   GET  /healthz      liveness and what the vault runs on
- *   GET  /metrics      Prometheus
+ *
+ * The admin listener (`buildAdminApp`, its own address and port: config `admin`) serves
+ *
+ *   GET  /metrics      Prometheus (metrics.ts: coarse labels only)
+ *   GET  /healthz      the same as above
+ *
+ * and nothing else; the request listener has no /metrics (404), so whoever holds the
+ * relay link key sees no metrics at all.
  *
  * `buildApp` returns an app that is not listening, for `app.inject()` tests.
- * Logs never carry secrets: request bodies appear as their length only.
+ * Logs never carry secrets: request bodies appear as their length only. The per-request
+ * line names the account but never the sealed outcome (wrong password, ok, locked, …):
+ * whoever reads the logs must not learn whether a given user's guess was right. It
+ * carries the operation, sizes, timing and, for a refused or failed request, the error.
  */
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { errorBody, ERRORS, type ErrorCode } from './errors.js';
-import type { VaultMetrics } from './metrics.js';
+import { requestClass, type VaultMetrics } from './metrics.js';
 import type { VaultService } from './vault-service.js';
 import { checkRelayAuth } from './relay-auth.js';
 import { RELAY_AUTH_HEADER } from '@coffer/protocol';
@@ -55,7 +65,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
     else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) code = 'bad-length';
     if (code === 'internal') req.log.error({ err }, 'unhandled error');
     else req.log.info({ url: req.url.slice(0, 256), error: code }, 'vault request refused');
-    metrics.requests.inc({ op: 'unknown', outcome: `error:${code}` });
+    metrics.requests.inc({ op: 'unknown', result: requestClass(ERRORS[code].status) });
+    metrics.errors.inc({ code });
     void reply.code(ERRORS[code].status).send(errorBody(code));
   });
   app.setNotFoundHandler((req, reply) => {
@@ -70,7 +81,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
     if (options.linkKey) {
       const check = await checkRelayAuth(options.linkKey, 'POST', '/v1/request', typeof account === 'string' ? account : '', body, req.headers[RELAY_AUTH_HEADER]);
       if (check !== 'ok') {
-        metrics.requests.inc({ op: 'unknown', outcome: 'error:relay-auth' });
+        metrics.requests.inc({ op: 'unknown', result: 'refused' });
+        metrics.errors.inc({ code: 'relay-auth' });
         req.log.warn({ check, bodyBytes: body.length }, 'vault request refused: relay link authentication');
         return reply.code(401).send(errorBody('relay-auth'));
       }
@@ -78,24 +90,39 @@ export function buildApp(options: AppOptions): FastifyInstance {
     const result = await service.handle(typeof account === 'string' ? account : '', new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     if (result.kind === 'error') {
-      metrics.requests.inc({ op: result.op, outcome: `error:${result.code}` });
+      metrics.requests.inc({ op: result.op, result: requestClass(ERRORS[result.code].status) });
+      metrics.errors.inc({ code: result.code });
       const level = ERRORS[result.code].status >= 500 ? 'error' : 'info';
       req.log[level]({ account: typeof account === 'string' ? account.slice(0, 128) : null, op: result.op, error: result.code, detail: result.detail, bodyBytes: body.length }, 'vault request refused');
       // `detail` (etcd URLs, HSM messages) is for the log only: the body is the catalogue's.
       return reply.code(ERRORS[result.code].status).send(errorBody(result.code));
     }
     const d = result.decision;
-    metrics.requests.inc({ op: d.op, outcome: d.outcome });
+    metrics.requests.inc({ op: d.op, result: 'answered' });
     metrics.duration.observe({ op: d.op }, seconds);
-    req.log.info({ account, op: d.op, outcome: d.outcome, bodyBytes: body.length, responseBytes: d.response.length, guessCounted: d.guessCounted, erased: d.recordErased, ms: Math.round(seconds * 1e4) / 10 }, 'vault request');
+    // No outcome, no guessCounted/erased flags: they would tell the log's reader whether
+    // this account's guess was right (issue 8 §2). Aggregates are in the metrics.
+    req.log.info({ account, op: d.op, bodyBytes: body.length, responseBytes: d.response.length, ms: Math.round(seconds * 1e4) / 10 }, 'vault request');
     return reply.code(200).type('application/octet-stream').send(Buffer.from(d.response.buffer, d.response.byteOffset, d.response.byteLength));
   });
 
   app.get('/healthz', async () => ({ status: 'ok', platform: options.describe.platform, store: options.describe.store }));
 
-  app.get('/metrics', async (_req, reply) => {
-    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
-  });
+  return app;
+}
 
+export interface AdminAppOptions {
+  readonly metrics: VaultMetrics;
+  readonly describe: { readonly platform: string; readonly store: string };
+  /** The request app's logger (`app.log`), shared; default silent. */
+  readonly log?: FastifyBaseLogger;
+}
+
+/** The admin listener: /metrics and /healthz, nothing that touches a record. */
+export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
+  const app = Fastify({ ...(options.log ? { loggerInstance: options.log } : { logger: false }), requestIdHeader: false, logController: new LogController({ disableRequestLogging: true }) });
+  app.setNotFoundHandler((_req, reply) => void reply.code(404).send(errorBody('not-found')));
+  app.get('/healthz', async () => ({ status: 'ok', platform: options.describe.platform, store: options.describe.store }));
+  app.get('/metrics', async (_req, reply) => reply.type(options.metrics.registry.contentType).send(await options.metrics.registry.metrics()));
   return app;
 }

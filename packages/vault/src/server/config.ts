@@ -2,7 +2,7 @@
  * coffer-vault configuration: defaults, then a JSON file (`--config FILE` or
  * COFFER_VAULT_CONFIG), then environment variables. With nothing set, the vault runs
  * the embedded default: software platform, SQLite under ./.coffer-data/vault,
- * listening on 127.0.0.1:7441.
+ * listening on 127.0.0.1:7441, metrics on the admin listener 127.0.0.1:7442.
  */
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
@@ -12,6 +12,13 @@ import type { PlatformConfig } from '../platform/index.js';
 export interface VaultConfig {
   readonly host: string;
   readonly port: number;
+  /**
+   * The admin listener (/metrics, /healthz): never the request listener's address.
+   * Default 127.0.0.1 and the request port + 1 (ephemeral when the request port is 0).
+   */
+  readonly admin?: { readonly host: string; readonly port: number };
+  /** How often the sweeper looks for exhausted records to erase (default 1000 ms). */
+  readonly sweepIntervalMs?: number;
   readonly dataDir: string;
   readonly platform: PlatformConfig;
   readonly storePath: string;
@@ -38,20 +45,35 @@ export interface VaultConfig {
 }
 
 export const DEFAULT_PORT = 7441;
+export const DEFAULT_ADMIN_HOST = '127.0.0.1';
+export const DEFAULT_SWEEP_INTERVAL_MS = 1000;
 export const DEFAULT_DATA_DIR = '.coffer-data/vault';
 export const DEFAULT_LINK_KEY_FILE = '.coffer-data/link.key';
 
 interface FileConfig {
   listen?: { host?: string; port?: number };
+  admin?: { host?: string; port?: number };
+  sweepIntervalMs?: number;
   dataDir?: string;
   platform?: 'software' | 'pkcs11';
   software?: { keyFile?: string };
   pkcs11?: { module?: string; tokenLabel?: string; pin?: string; poolSize?: number };
   storePath?: string;
   store?: 'sqlite' | 'etcd';
-  etcd?: { endpoints?: string[]; prefix?: string; timeoutMs?: number };
+  etcd?: {
+    endpoints?: string[];
+    prefix?: string;
+    timeoutMs?: number;
+    caFile?: string;
+    certFile?: string;
+    keyFile?: string;
+    user?: string;
+    passwordFile?: string;
+    compactIntervalMs?: number;
+  };
   fleetFile?: string;
-  policy?: Partial<Omit<CorePolicy, 'minimumKsf'>>;
+  /** Only the keys of POLICY_FILE_KEYS; `minimumKsf` may only raise the floor (memoryKiB, iterations). */
+  policy?: Record<string, unknown>;
   logLevel?: string;
   linkKeyFile?: string;
   insecureNoLinkAuthForTesting?: boolean;
@@ -122,12 +144,21 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   }
   const port = int('COFFER_VAULT_PORT', env.COFFER_VAULT_PORT) ?? f.listen?.port ?? DEFAULT_PORT;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`listen.port: must be 0..65535, got ${port}`);
+  const host = env.COFFER_VAULT_HOST || f.listen?.host || '127.0.0.1';
+  const adminHost = env.COFFER_VAULT_ADMIN_HOST || f.admin?.host || DEFAULT_ADMIN_HOST;
+  const adminPort = int('COFFER_VAULT_ADMIN_PORT', env.COFFER_VAULT_ADMIN_PORT) ?? f.admin?.port ?? (port === 0 ? 0 : port + 1);
+  if (!Number.isInteger(adminPort) || adminPort < 0 || adminPort > 65535) throw new ConfigError(`admin.port: must be 0..65535, got ${adminPort}`);
+  if (adminPort !== 0 && adminPort === port && (adminHost === host || adminHost === '0.0.0.0' || host === '0.0.0.0' || adminHost === '::' || host === '::')) {
+    throw new ConfigError(`admin.port: the admin listener (metrics) must not share the request listener's address ${host}:${port}`);
+  }
+  const sweepIntervalMs = int('COFFER_VAULT_SWEEP_INTERVAL_MS', env.COFFER_VAULT_SWEEP_INTERVAL_MS) ?? f.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
+  if (!Number.isInteger(sweepIntervalMs) || sweepIntervalMs < 50 || sweepIntervalMs > 60_000) throw new ConfigError(`sweepIntervalMs: must be 50..60000, got ${sweepIntervalMs}`);
   const weak = flag('COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING', env.COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING);
   let policy: CorePolicy;
   try {
     policy = checkPolicy({
       ...DEFAULT_POLICY,
-      ...(f.policy ?? {}),
+      ...policyFromFile(f.policy),
       ...(int('COFFER_VAULT_GUESS_LIMIT', env.COFFER_VAULT_GUESS_LIMIT) !== undefined ? { guessLimit: Number(env.COFFER_VAULT_GUESS_LIMIT) } : {}),
       ...(int('COFFER_VAULT_LOGINS_PER_WINDOW', env.COFFER_VAULT_LOGINS_PER_WINDOW) !== undefined ? { loginsPerWindow: Number(env.COFFER_VAULT_LOGINS_PER_WINDOW) } : {}),
       ...(weak ? { insecureAllowWeakKsfForTesting: true } : {}),
@@ -141,12 +172,14 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   return {
     ...(linkKeyFile ? { linkKeyFile: abs(linkKeyFile) } : {}),
     ...(noLinkAuth ? { insecureNoLinkAuthForTesting: true } : {}),
-    host: env.COFFER_VAULT_HOST || f.listen?.host || '127.0.0.1',
+    host,
     port,
+    admin: { host: adminHost, port: adminPort },
+    sweepIntervalMs,
     dataDir,
     platform,
     storePath: abs(env.COFFER_VAULT_STORE_PATH || f.storePath || join(dataDir, 'records.sqlite')),
-    ...storeConfig(env, f),
+    ...storeConfig(env, f, abs),
     fleetFile: abs(env.COFFER_VAULT_FLEET_FILE || f.fleetFile || join(dataDir, 'fleet.json')),
     policy,
     logLevel: env.COFFER_VAULT_LOG_LEVEL || f.logLevel || 'info',
@@ -154,10 +187,30 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   };
 }
 
-export type StoreConfig = { readonly kind: 'sqlite' } | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly prefix: string; readonly timeoutMs: number };
+export type StoreConfig =
+  | { readonly kind: 'sqlite' }
+  | {
+      readonly kind: 'etcd';
+      readonly endpoints: readonly string[];
+      readonly prefix: string;
+      readonly timeoutMs: number;
+      /** PEM files for https:// endpoints: etcd's CA, this node's client certificate and key. */
+      readonly caFile?: string;
+      readonly certFile?: string;
+      readonly keyFile?: string;
+      /** etcd RBAC user; its password comes from `passwordFile` or COFFER_VAULT_ETCD_PASSWORD. */
+      readonly user?: string;
+      readonly password?: string;
+      readonly compactIntervalMs?: number;
+    };
 
-/** `store` / COFFER_VAULT_STORE, and for etcd its endpoints (COFFER_VAULT_ETCD_ENDPOINTS, comma-separated). */
-function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig): { store?: StoreConfig } {
+/**
+ * `store` / COFFER_VAULT_STORE, and for etcd its endpoints (COFFER_VAULT_ETCD_ENDPOINTS,
+ * comma-separated), TLS files (COFFER_VAULT_ETCD_CA_FILE, _CERT_FILE, _KEY_FILE) and
+ * RBAC user (COFFER_VAULT_ETCD_USER with COFFER_VAULT_ETCD_PASSWORD_FILE, or
+ * COFFER_VAULT_ETCD_PASSWORD). The password is never read from the JSON file itself.
+ */
+function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig, abs: (p: string) => string): { store?: StoreConfig } {
   const kind = env.COFFER_VAULT_STORE || f.store || 'sqlite';
   if (kind === 'sqlite') return {};
   if (kind !== 'etcd') throw new ConfigError(`store: must be "sqlite" or "etcd", got "${kind}"`);
@@ -168,6 +221,61 @@ function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig): { store?: StoreConf
   }
   const timeoutMs = int('COFFER_VAULT_ETCD_TIMEOUT_MS', env.COFFER_VAULT_ETCD_TIMEOUT_MS) ?? f.etcd?.timeoutMs ?? 2000;
   if (!Number.isInteger(timeoutMs) || timeoutMs < 50 || timeoutMs > 60_000) throw new ConfigError(`etcd.timeoutMs: must be 50..60000, got ${timeoutMs}`);
+  const compactIntervalMs = int('COFFER_VAULT_ETCD_COMPACT_INTERVAL_MS', env.COFFER_VAULT_ETCD_COMPACT_INTERVAL_MS) ?? f.etcd?.compactIntervalMs ?? 5000;
+  if (!Number.isInteger(compactIntervalMs) || compactIntervalMs < 0 || compactIntervalMs > 3_600_000) throw new ConfigError(`etcd.compactIntervalMs: must be 0..3600000, got ${compactIntervalMs}`);
   const prefix = env.COFFER_VAULT_ETCD_PREFIX || f.etcd?.prefix || 'coffer/vault/';
-  return { store: { kind: 'etcd', endpoints, prefix, timeoutMs } };
+  const file = (envName: string, v: string | undefined): string | undefined => {
+    const p = env[envName] || v;
+    return p ? abs(p) : undefined;
+  };
+  const caFile = file('COFFER_VAULT_ETCD_CA_FILE', f.etcd?.caFile);
+  const certFile = file('COFFER_VAULT_ETCD_CERT_FILE', f.etcd?.certFile);
+  const keyFile = file('COFFER_VAULT_ETCD_KEY_FILE', f.etcd?.keyFile);
+  if (!certFile !== !keyFile) throw new ConfigError('etcd.certFile and etcd.keyFile (COFFER_VAULT_ETCD_CERT_FILE, COFFER_VAULT_ETCD_KEY_FILE) go together');
+  if ((caFile || certFile) && !endpoints.every((e) => e.startsWith('https://'))) throw new ConfigError('etcd.caFile/certFile are set but not every etcd endpoint is https://');
+  const user = env.COFFER_VAULT_ETCD_USER || f.etcd?.user;
+  const passwordFile = file('COFFER_VAULT_ETCD_PASSWORD_FILE', f.etcd?.passwordFile);
+  let password = env.COFFER_VAULT_ETCD_PASSWORD;
+  if (!password && passwordFile) {
+    try {
+      password = readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new ConfigError(`etcd.passwordFile ${passwordFile}: ${(err as Error).message}`);
+    }
+  }
+  if (user && !password) throw new ConfigError('etcd.user is set: its password is required (etcd.passwordFile, COFFER_VAULT_ETCD_PASSWORD_FILE or COFFER_VAULT_ETCD_PASSWORD)');
+  if (!user && password) throw new ConfigError('an etcd password is set without etcd.user (COFFER_VAULT_ETCD_USER)');
+  return {
+    store: {
+      kind: 'etcd',
+      endpoints,
+      prefix,
+      timeoutMs,
+      compactIntervalMs,
+      ...(caFile ? { caFile } : {}),
+      ...(certFile && keyFile ? { certFile, keyFile } : {}),
+      ...(user && password ? { user, password } : {}),
+    },
+  };
+}
+
+/** The policy settings a config file may set; anything else is refused (never silently ignored or spread). */
+export const POLICY_FILE_KEYS = ['guessLimit', 'loginTtlMs', 'registrationTtlMs', 'grantTtlMs', 'freshnessWindowMs', 'loginsPerWindow', 'registerStartsPerWindow', 'registerWindowMs', 'minimumKsf'] as const;
+
+function policyFromFile(p: Record<string, unknown> | undefined): Partial<CorePolicy> {
+  if (p === undefined) return {};
+  if (typeof p !== 'object' || p === null || Array.isArray(p)) throw new RangeError('must be an object');
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(p)) {
+    if (!(POLICY_FILE_KEYS as readonly string[]).includes(k)) {
+      throw new RangeError(`${k}: not a policy setting (allowed: ${POLICY_FILE_KEYS.join(', ')}; the test-only weak-KSF switch is COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING=1)`);
+    }
+    if (k === 'minimumKsf') {
+      const m = v as Record<string, unknown> | null;
+      if (typeof m !== 'object' || m === null) throw new RangeError('minimumKsf: must be { memoryKiB, iterations }');
+      for (const mk of Object.keys(m)) if (mk !== 'memoryKiB' && mk !== 'iterations') throw new RangeError(`minimumKsf.${mk}: not settable (memoryKiB and iterations only; lanes are not a cost to an attacker)`);
+      out.minimumKsf = { ...DEFAULT_POLICY.minimumKsf, ...m };
+    } else out[k] = v;
+  }
+  return out as Partial<CorePolicy>;
 }

@@ -10,7 +10,7 @@ import { bundleToJson } from '@coffer/protocol';
 import { pino } from 'pino';
 import { PlatformError } from '../core/platform.js';
 import { openPlatform, provisionVaultKeys } from '../platform/index.js';
-import { ConfigError, loadConfig, type VaultConfig } from './config.js';
+import { ConfigError, DEFAULT_ADMIN_HOST, loadConfig, type VaultConfig } from './config.js';
 import { ensureFleetFile, fleetBundle, FleetFileError, loadFleet } from './fleet.js';
 import { fleetCommand, FLEET_USAGE } from './fleet-cli.js';
 import { assembleVault } from './start.js';
@@ -20,7 +20,8 @@ const USAGE = `usage: coffer-vault [serve] [--config FILE]
        coffer-vault bundle [--config FILE]        print the fleet key bundle JSON that clients pin
 ${FLEET_USAGE}
 With no configuration, serve runs the embedded default: software platform (NOT an HSM),
-SQLite in ./.coffer-data/vault, listening on 127.0.0.1:7441. Settings: a JSON file
+SQLite in ./.coffer-data/vault, listening on 127.0.0.1:7441, metrics (admin listener)
+on 127.0.0.1:7442. Settings: a JSON file
 (--config or COFFER_VAULT_CONFIG) and COFFER_VAULT_* environment variables
 (see spec/vault-protocol.md and docs/threat-model.md).
 `;
@@ -68,9 +69,22 @@ async function serve(config: VaultConfig): Promise<void> {
   if (config.host !== '127.0.0.1' && config.host !== '::1' && config.host !== 'localhost') {
     process.stderr.write(`coffer-vault: WARNING: listening on ${config.host}: only the front end should reach this service\n`);
   }
-  const url = await vault.app.listen({ host: config.host, port: config.port });
-  vault.app.log.info({ url, platform: vault.platform.platform.name, store: vault.store.name, guessLimit: config.policy.guessLimit }, 'coffer-vault listening');
+  const admin = config.admin ?? { host: DEFAULT_ADMIN_HOST, port: config.port === 0 ? 0 : config.port + 1 };
+  if (admin.host !== '127.0.0.1' && admin.host !== '::1' && admin.host !== 'localhost') {
+    process.stderr.write(`coffer-vault: WARNING: admin listener (metrics) on ${admin.host}: only monitoring should reach it, never the front end\n`);
+  }
+  let url: string;
+  let adminUrl: string;
+  try {
+    url = await vault.app.listen({ host: config.host, port: config.port });
+    adminUrl = await vault.admin.listen({ host: admin.host, port: admin.port });
+  } catch (err) {
+    await vault.close().catch(() => {});
+    throw err;
+  }
+  vault.app.log.info({ url, adminUrl, platform: vault.platform.platform.name, store: vault.store.name, guessLimit: config.policy.guessLimit }, 'coffer-vault listening');
   process.stderr.write(`coffer-vault: listening on ${url}\n`);
+  process.stderr.write(`coffer-vault: metrics (admin listener) at ${adminUrl}/metrics\n`);
   let closing = false;
   const shutdown = (signal: string): void => {
     if (closing) return;

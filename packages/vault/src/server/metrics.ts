@@ -1,13 +1,27 @@
-/** Prometheus metrics of one vault service (own registry, so tests can run several). */
+/**
+ * Prometheus metrics of one vault service (own registry, so tests can run several).
+ *
+ * Served only on the admin listener (app.ts `buildAdminApp`), never on the listener the
+ * front end talks to. Labels are deliberately coarse: a request is counted by its
+ * operation (which travels in the clear anyway) and a class — `answered` (a sealed 200,
+ * whatever the business outcome inside it), `refused` (a 4xx) or `error` (a 5xx) — and
+ * never by its sealed outcome, so a scrape taken around one user's login cannot tell a
+ * right password from a wrong one. The error catalogue code of a refusal or failure is
+ * counted apart, without the operation: no code depends on a password.
+ */
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type RequestClass = 'answered' | 'refused' | 'error';
 
 export interface VaultMetrics {
   readonly registry: Registry;
-  readonly requests: Counter<'op' | 'outcome'>;
+  readonly requests: Counter<'op' | 'result'>;
+  readonly errors: Counter<'code'>;
   readonly duration: Histogram<'op'>;
   readonly guessesCounted: Counter;
   readonly recordsErased: Counter;
   readonly storeConflicts: Counter;
+  readonly sweeps: Counter<'result'>;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): VaultMetrics {
@@ -15,7 +29,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Vault
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'coffer_vault_' });
   return {
     registry,
-    requests: new Counter({ name: 'coffer_vault_requests_total', help: 'Vault requests by operation and outcome (or error:<code>)', labelNames: ['op', 'outcome'], registers: [registry] }),
+    requests: new Counter({
+      name: 'coffer_vault_requests_total',
+      help: 'Vault requests by operation and class: answered (sealed 200, any outcome), refused (4xx), error (5xx). Sealed outcomes are never labelled.',
+      labelNames: ['op', 'result'],
+      registers: [registry],
+    }),
+    errors: new Counter({ name: 'coffer_vault_request_errors_total', help: 'Refused (4xx) and failed (5xx) requests by error code (spec/vault-protocol.md §8)', labelNames: ['code'], registers: [registry] }),
     duration: new Histogram({
       name: 'coffer_vault_request_duration_seconds',
       help: 'Time from receiving a vault request to releasing its answer',
@@ -24,7 +44,18 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Vault
       registers: [registry],
     }),
     guessesCounted: new Counter({ name: 'coffer_vault_guesses_counted_total', help: 'Password guesses counted durably (each before its KE2 left)', registers: [registry] }),
-    recordsErased: new Counter({ name: 'coffer_vault_records_erased_total', help: 'Records erased after reaching the guess limit', registers: [registry] }),
+    recordsErased: new Counter({ name: 'coffer_vault_records_erased_total', help: 'Records erased after reaching the guess limit (by a request or by the sweeper)', registers: [registry] }),
     storeConflicts: new Counter({ name: 'coffer_vault_store_conflicts_total', help: 'Compare-and-swap conflicts (the request was decided again)', registers: [registry] }),
+    sweeps: new Counter({
+      name: 'coffer_vault_sweeps_total',
+      help: 'Sweep index entries handled: erased (the sweeper erased the record), nothing (nothing left to erase), failed (store or HSM error; retried)',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
   };
+}
+
+/** The class of an HTTP status, for `coffer_vault_requests_total{result}`. */
+export function requestClass(status: number): RequestClass {
+  return status < 400 ? 'answered' : status < 500 ? 'refused' : 'error';
 }

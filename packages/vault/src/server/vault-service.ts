@@ -2,6 +2,17 @@
  * Glue between the pure core and the store: open the request, then decide and
  * compare-and-swap until the write commits, and only then release the answer
  * (spec §5.5: "the guess is durable before KE2 leaves").
+ *
+ * The sweeper (issue 8 §3): a record whose last guess is spent must lose its key
+ * material when its open login ends, even if nobody calls again. A decision that
+ * commits such a record carries `eraseAt`; the sweep index entry for it is written
+ * *before* the record (so a record can never be exhausted without an entry; an entry
+ * whose record write then lost a race is harmless: its sweep finds nothing to erase).
+ * Failing to write the entry fails the request (503 store-unavailable, logged with the
+ * detail) before anything is committed or answered. Every `sweepIntervalMs` the sweeper
+ * takes the due entries and, under the account's queue like a request, reads the
+ * record, asks `core.sweep` for the erasure, compare-and-swaps it (re-reading on a
+ * conflict) and clears the entry.
  */
 import { equalBytes } from '@coffer/protocol';
 import { RecordIntegrityError, type AccountRecord } from '../core/record.js';
@@ -11,9 +22,19 @@ import { StoreError, type RecordStore } from '../store/store.js';
 import { AccountQueue } from './account-queue.js';
 import type { ErrorCode } from './errors.js';
 import type { VaultMetrics } from './metrics.js';
+import type { SweepEntry } from '../store/store.js';
 
 /** Attempts before giving up on an account under heavy cross-node contention. */
 const MAX_CAS_ATTEMPTS = 32;
+/** Due entries taken per sweeper pass. */
+const SWEEP_BATCH = 64;
+/**
+ * An entry whose record has nothing to erase is kept this long past its time (in case
+ * this node's clock is behind the one that wrote it), then cleared.
+ */
+const SWEEP_GRACE_MS = 10_000;
+/** After a failed sweep (store or HSM trouble), the account is left alone this long. */
+const SWEEP_BACKOFF_MS = 10_000;
 /** Records awaiting their login-finish kept decoded (bounded; oldest dropped first). */
 const MAX_PENDING_LOGINS = 4096;
 
@@ -30,6 +51,18 @@ export interface VaultServiceOptions {
    * before the answer leaves, to prove the count survives a crash.
    */
   readonly insecureCrashAfterCommitForTesting?: boolean;
+  /** How often the sweeper runs (default 1000 ms); it starts with `startSweeper()`. */
+  readonly sweepIntervalMs?: number;
+  /** Where the sweeper reports (pino-like); default silent. */
+  readonly log?: ServiceLog;
+  /** The clock the sweep index is read with (default Date.now; the core's platform clock in production is the same). */
+  readonly now?: () => number;
+}
+
+export interface ServiceLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
 }
 
 export class VaultService {
@@ -43,7 +76,87 @@ export class VaultService {
    * its entry.
    */
   readonly #pendingLogins = new Map<string, { version: string; bytes: Uint8Array; record: AccountRecord }>();
+  #sweepTimer: NodeJS.Timeout | null = null;
+  #sweeping: Promise<unknown> | null = null;
+  #closed = false;
+  readonly #sweepBackoff = new Map<string, number>();
   constructor(private readonly o: VaultServiceOptions) {}
+
+  /** Starts the sweeper loop (every `sweepIntervalMs`); `close()` stops it. */
+  startSweeper(): void {
+    if (this.#sweepTimer || this.#closed) return;
+    const interval = this.o.sweepIntervalMs ?? 1000;
+    const next = (): void => {
+      if (this.#closed) return;
+      this.#sweepTimer = setTimeout(() => {
+        this.#sweeping = this.sweepOnce().finally(() => {
+          this.#sweeping = null;
+          next();
+        });
+      }, interval);
+      this.#sweepTimer.unref();
+    };
+    next();
+  }
+
+  /** Stops the sweeper and waits for a pass in progress. The store stays open. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#sweepTimer) clearTimeout(this.#sweepTimer);
+    this.#sweepTimer = null;
+    await this.#sweeping;
+  }
+
+  /** One sweeper pass over the due entries; returns how many records it erased. */
+  async sweepOnce(): Promise<number> {
+    const now = (this.o.now ?? Date.now)();
+    let due: SweepEntry[];
+    try {
+      due = await this.o.store.dueSweeps(now, SWEEP_BATCH);
+    } catch (err) {
+      this.o.log?.warn({ err: (err as Error).message }, 'sweeper: cannot read the sweep index; retrying');
+      return 0;
+    }
+    for (const [account, until] of this.#sweepBackoff) if (until <= now) this.#sweepBackoff.delete(account);
+    const results = await Promise.all(due.filter((e) => !this.#sweepBackoff.has(e.account)).map((e) => this.#queue.run(e.account, () => this.#sweepEntry(e, now))));
+    return results.filter(Boolean).length;
+  }
+
+  async #sweepEntry(entry: SweepEntry, now: number): Promise<boolean> {
+    const { account } = entry;
+    try {
+      for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+        const stored = await this.o.store.get(account);
+        const write = stored ? await this.o.core.sweep(account, stored.value) : null;
+        if (!stored || !write) {
+          // Nothing (left) to erase: a right password reset it, a request erased it, or
+          // it was deleted. Kept a little past its time in case our clock is behind.
+          if (!stored || now - entry.atMs >= SWEEP_GRACE_MS) {
+            await this.o.store.clearSweep(entry);
+            this.o.metrics.sweeps.inc({ result: 'nothing' });
+          }
+          return false;
+        }
+        this.#pendingLogins.delete(account);
+        const ok = write.kind === 'put' ? (await this.o.store.compareAndPut(account, write.value, stored.version, { erasure: true })).ok : await this.o.store.compareAndDelete(account, stored.version);
+        if (ok) {
+          this.o.metrics.recordsErased.inc();
+          this.o.metrics.sweeps.inc({ result: 'erased' });
+          this.o.log?.info({ account: account.slice(0, 128), dueMs: entry.atMs, lateMs: now - entry.atMs }, 'sweeper: erased a record whose guesses were spent');
+          await this.o.store.clearSweep(entry);
+          return true;
+        }
+        this.o.metrics.storeConflicts.inc();
+      }
+      throw new StoreError(`sweeper: ${MAX_CAS_ATTEMPTS} compare-and-swap conflicts`);
+    } catch (err) {
+      this.o.metrics.sweeps.inc({ result: 'failed' });
+      this.#sweepBackoff.set(account, now + SWEEP_BACKOFF_MS);
+      const detail = err instanceof RecordIntegrityError ? 'the stored record failed authentication; left untouched' : (err as Error).message;
+      this.o.log?.[err instanceof RecordIntegrityError ? 'error' : 'warn']({ account: account.slice(0, 128), err: detail }, 'sweeper: could not erase; retrying later');
+      return false;
+    }
+  }
 
   async handle(account: string, bytes: Uint8Array): Promise<ServiceResult> {
     let opened;
@@ -64,8 +177,18 @@ export class VaultService {
           if (!decision.write) return { kind: 'answer', decision };
           let committed: boolean;
           this.#pendingLogins.delete(account);
+          // The sweep index entry first (see the file comment): a failure here answers
+          // 503 store-unavailable with nothing committed.
+          if (decision.eraseAt !== null) {
+            try {
+              await this.o.store.scheduleSweep(account, decision.eraseAt);
+            } catch (err) {
+              if (err instanceof StoreError) return { kind: 'error', code: 'store-unavailable', op: req.op, detail: `sweep index: ${err.message}` };
+              throw err;
+            }
+          }
           if (decision.write.kind === 'put') {
-            const put = await this.o.store.compareAndPut(account, decision.write.value, stored?.version ?? null);
+            const put = await this.o.store.compareAndPut(account, decision.write.value, stored?.version ?? null, { erasure: decision.recordErased });
             committed = put.ok;
             const rec = decision.write.record;
             if (put.ok && rec.state === 'active' && rec.pendingLogin) this.#hold(account, { version: put.version, bytes: decision.write.value, record: rec });

@@ -1,7 +1,26 @@
 /**
- * The fleet's record store on etcd (3.4+), through etcd's v3 JSON gateway over HTTP
- * (`POST /v3/kv/range`, `/v3/kv/txn`): no client library, `fetch` with a deadline on
- * every call, several endpoints with failover.
+ * The fleet's record store on etcd (3.4+), through etcd's v3 JSON gateway over HTTP(S)
+ * (`POST /v3/kv/range`, `/v3/kv/txn`): no client library, `node:http(s)` with a
+ * keep-alive agent and a deadline on every call, several endpoints with failover.
+ *
+ * Access control (issue 8 §4). `https://` endpoints verify etcd's certificate against
+ * `tls.ca` and present `tls.cert`/`tls.key` (etcd `--client-cert-auth`), and `auth`
+ * logs in as an etcd RBAC user (`/v3/auth/authenticate`; the token goes in the
+ * `Authorization` header, per endpoint since etcd's simple tokens are per member, and is
+ * renewed when etcd says it is invalid or expired). Give that user a role limited to
+ * the vault's prefix (docs/operations.md): then nobody without the client key and the
+ * password can write, roll back or delete records.
+ *
+ * Erasure at rest (issue 8 §5). etcd keeps every old revision of a key until it is
+ * compacted. After an erasure commits at revision R, the store compacts the keyspace
+ * to R (`/v3/kv/compaction`, physical) right away, or — if it compacted less than
+ * `compactIntervalMs` ago — as soon as that interval has passed, so the erased record's
+ * older versions are unreadable within `compactIntervalMs` (default 5 s) of the erasure.
+ * What compaction does not remove from disk (bbolt free pages until a defrag, the raft
+ * WAL and snapshots) is in docs/operations.md.
+ *
+ * Sweep index: keys `<prefix>sweeps/<atMs, 15 digits>/<account>`, so due entries are
+ * one range read in time order.
  *
  * Versions. A record's version is its key's `mod_revision`. etcd revisions are one
  * store-wide counter that only grows, so a key deleted and created again gets a larger
@@ -22,21 +41,40 @@
  * guess answered but not counted.
  */
 import { equalBytes } from '@coffer/protocol';
-import { StoreError, type CasResult, type RecordStore, type RecordVersion, type StoredRecord } from './store.js';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { StoreError, type CasResult, type PutOptions, type RecordStore, type RecordVersion, type StoredRecord, type SweepEntry } from './store.js';
+
+export interface EtcdTlsOptions {
+  /** PEM: the CA(s) that sign etcd's server certificates (default: the system's). */
+  readonly ca?: string | Uint8Array;
+  /** PEM: this vault node's client certificate and key (etcd `--client-cert-auth`). */
+  readonly cert?: string | Uint8Array;
+  readonly key?: string | Uint8Array;
+}
 
 export interface EtcdStoreOptions {
-  /** Client URLs, e.g. `http://127.0.0.1:2379`. Tried in order of health. */
+  /** Client URLs, e.g. `https://127.0.0.1:2379`. Tried in order of health. */
   readonly endpoints: readonly string[];
   /** Key prefix for this fleet's records (default `coffer/vault/`). */
   readonly prefix?: string;
   /** Deadline of one HTTP call to one endpoint (default 2000 ms). */
   readonly timeoutMs?: number;
+  /** For `https://` endpoints. */
+  readonly tls?: EtcdTlsOptions;
+  /** etcd RBAC user (etcd `auth enable`). */
+  readonly auth?: { readonly user: string; readonly password: string };
+  /** Longest time from an erasure to the compaction past it (default 5000 ms; 0: at once). */
+  readonly compactIntervalMs?: number;
 }
 
 export const DEFAULT_ETCD_PREFIX = 'coffer/vault/';
 export const DEFAULT_ETCD_TIMEOUT_MS = 2000;
+export const DEFAULT_ETCD_COMPACT_INTERVAL_MS = 5000;
 /** After a failure, an endpoint is tried last for this long. */
 const SUSPECT_MS = 3000;
+/** Width of the zero-padded time in sweep index keys (ms until the year 33658). */
+const AT_DIGITS = 15;
 
 interface KeyValue {
   key?: string;
@@ -54,10 +92,44 @@ interface TxnResponse {
 
 /** A call failed before the request could have reached etcd (safe to retry anywhere). */
 class NotSent extends Error {}
+/**
+ * A kept-alive connection broke under the request (etcd or a proxy closed it while
+ * idle): it may have been sent, so it is ambiguous, but the endpoint is not suspect —
+ * one more try on the same endpoint (after the ambiguity check) is in order.
+ */
+class StaleConnection extends Error {}
+/** etcd answered with an error: the request was not applied. */
+class Refused extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly etcdMessage: string,
+  ) {
+    super(message);
+  }
+}
 
 function b64(s: string | Uint8Array): string {
   return Buffer.from(s).toString('base64');
 }
+
+/** etcd's messages for a token that is missing, expired or from an older auth state. */
+const TOKEN_INVALID = /invalid auth token|auth token is not provided|user name is empty|revision of auth store is old/;
+
+/** TLS errors that happen during the handshake, before any request byte is sent. */
+const HANDSHAKE_ERRORS = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EPROTO',
+  'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+  'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_HAS_EXPIRED',
+]);
 
 export class EtcdRecordStore implements RecordStore {
   readonly name: string;
@@ -65,6 +137,16 @@ export class EtcdRecordStore implements RecordStore {
   readonly #prefix: string;
   readonly #timeoutMs: number;
   readonly #suspectUntil = new Map<string, number>();
+  readonly #httpAgent: http.Agent;
+  readonly #httpsAgent: https.Agent | null;
+  readonly #auth: { readonly user: string; readonly password: string } | null;
+  /** Per endpoint: etcd's simple tokens are valid on the member that issued them only. */
+  readonly #tokens = new Map<string, Promise<string>>();
+  readonly #compactIntervalMs: number;
+  #compactWanted = 0;
+  #compactedAt = 0;
+  #compactTimer: NodeJS.Timeout | null = null;
+  #compacting: Promise<void> | null = null;
   #preferred = 0;
   #closed = false;
 
@@ -76,13 +158,29 @@ export class EtcdRecordStore implements RecordStore {
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new RangeError(`endpoints: ${e} is not an http(s) URL`);
       return u.origin;
     });
+    if ((options.tls?.cert === undefined) !== (options.tls?.key === undefined)) throw new RangeError('tls: cert and key go together');
     this.#prefix = options.prefix ?? DEFAULT_ETCD_PREFIX;
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_ETCD_TIMEOUT_MS;
+    this.#compactIntervalMs = options.compactIntervalMs ?? DEFAULT_ETCD_COMPACT_INTERVAL_MS;
+    this.#auth = options.auth ?? null;
+    this.#httpAgent = new http.Agent({ keepAlive: true });
+    const pem = (v: string | Uint8Array | undefined): string | Buffer | undefined => (v === undefined ? undefined : typeof v === 'string' ? v : Buffer.from(v));
+    this.#httpsAgent = this.#endpoints.some((e) => e.startsWith('https:'))
+      ? new https.Agent({
+          keepAlive: true,
+          ...(options.tls?.ca !== undefined ? { ca: pem(options.tls.ca) } : {}),
+          ...(options.tls?.cert !== undefined ? { cert: pem(options.tls.cert), key: pem(options.tls.key) } : {}),
+        })
+      : null;
     this.name = `etcd:${this.#endpoints.join(',')}/${this.#prefix}`;
   }
 
   #key(account: string): string {
     return b64(`${this.#prefix}records/${account}`);
+  }
+
+  #sweepKey(e: SweepEntry): string {
+    return `${this.#prefix}sweeps/${String(e.atMs).padStart(AT_DIGITS, '0')}/${e.account}`;
   }
 
   /** Endpoints to try, healthy ones first starting from the last that worked. */
@@ -99,57 +197,136 @@ export class EtcdRecordStore implements RecordStore {
     this.#preferred = this.#endpoints.indexOf(endpoint);
   }
 
-  async #post<T>(endpoint: string, path: string, body: unknown): Promise<T> {
-    let res: Response;
-    try {
-      res = await fetch(`${endpoint}${path}`, {
+  /** One HTTP POST with a deadline. @throws NotSent, Refused (etcd's error answer) or Error (outcome unknown) */
+  #request(endpoint: string, path: string, body: unknown, token: string | null): Promise<unknown> {
+    const url = new URL(path, endpoint);
+    const payload = Buffer.from(JSON.stringify(body));
+    const secure = url.protocol === 'https:';
+    const mod = secure ? https : http;
+    return new Promise((resolve, reject) => {
+      let sent = false;
+      let reused = false;
+      const req = mod.request(url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(this.#timeoutMs),
+        agent: secure ? this.#httpsAgent! : this.#httpAgent,
+        headers: { 'content-type': 'application/json', 'content-length': payload.length, ...(token ? { authorization: token } : {}) },
       });
-    } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause;
-      if (cause?.code === 'ECONNREFUSED' || cause?.code === 'EHOSTUNREACH') throw new NotSent(`${endpoint}: connection refused`);
-      throw new Error(`${endpoint}: ${(err as Error).name === 'TimeoutError' ? `no answer within ${this.#timeoutMs} ms` : (err as Error).message}`, { cause: err });
-    }
-    let text: string;
-    try {
-      text = await res.text();
-    } catch (err) {
-      throw new Error(`${endpoint}: ${(err as Error).message}`, { cause: err });
-    }
-    if (res.status !== 200) {
-      let detail = text.slice(0, 200);
-      try {
-        detail = (JSON.parse(text) as { error?: string; message?: string }).message ?? detail;
-      } catch {
-        /* not JSON */
+      const timer = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${this.#timeoutMs} ms`), { code: 'ETIMEDOUT' })), this.#timeoutMs);
+      req.once('socket', (socket) => {
+        const mark = (): void => {
+          sent = true;
+        };
+        // A reused keep-alive socket is connected already: what we write may arrive.
+        if (!socket.connecting) {
+          reused = true;
+          mark();
+        }
+        else socket.once(secure ? 'secureConnect' : 'connect', mark);
+      });
+      req.once('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        const code = err.code ?? '';
+        const what = `${endpoint}: ${err.message}${code && !err.message.includes(code) ? ` (${code})` : ''}`;
+        if (!sent || HANDSHAKE_ERRORS.has(code)) reject(new NotSent(what));
+        else if (reused && (code === 'ECONNRESET' || code === 'EPIPE')) reject(new StaleConnection(what, { cause: err }));
+        else reject(new Error(what, { cause: err }));
+      });
+      req.once('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.once('error', (err) => {
+          clearTimeout(timer);
+          reject(new Error(`${endpoint}: ${err.message}`, { cause: err }));
+        });
+        res.once('end', () => {
+          clearTimeout(timer);
+          const text = Buffer.concat(chunks).toString('utf8');
+          if (res.statusCode !== 200) {
+            let detail = text.slice(0, 200);
+            try {
+              const j = JSON.parse(text) as { error?: string; message?: string };
+              detail = j.message ?? j.error ?? detail;
+            } catch {
+              /* not JSON */
+            }
+            reject(new Refused(`${endpoint}: HTTP ${res.statusCode} ${detail}`, res.statusCode ?? 0, detail));
+            return;
+          }
+          try {
+            resolve(JSON.parse(text));
+          } catch (err) {
+            reject(new Error(`${endpoint}: bad JSON from etcd: ${(err as Error).message}`));
+          }
+        });
+      });
+      req.end(payload);
+    });
+  }
+
+  /** This endpoint's token, logging in when there is none or it is `stale` (refused by etcd). */
+  async #token(endpoint: string, stale: string | null): Promise<string | null> {
+    if (!this.#auth) return null;
+    for (;;) {
+      const held = this.#tokens.get(endpoint);
+      if (!held) break;
+      const t = await held.catch(() => null);
+      if (t !== null && t !== stale) return t;
+      if (this.#tokens.get(endpoint) === held) {
+        this.#tokens.delete(endpoint);
+        break;
       }
-      throw new Error(`${endpoint}: HTTP ${res.status} ${detail}`);
     }
-    return JSON.parse(text) as T;
+    const login = (this.#request(endpoint, '/v3/auth/authenticate', { name: this.#auth.user, password: this.#auth.password }, null) as Promise<{ token?: string }>).then((r) => {
+      if (!r.token) throw new Refused(`${endpoint}: etcd auth returned no token (is auth enabled on this member?)`, 200, 'no token');
+      return r.token;
+    });
+    this.#tokens.set(endpoint, login);
+    return login;
+  }
+
+  /** A call with this endpoint's auth token; logs in again once if etcd says the token is invalid. */
+  async #post<T>(endpoint: string, path: string, body: unknown): Promise<T> {
+    const token = await this.#token(endpoint, null);
+    try {
+      return (await this.#request(endpoint, path, body, token)) as T;
+    } catch (err) {
+      if (!(err instanceof Refused) || !this.#auth || !TOKEN_INVALID.test(err.etcdMessage)) throw err;
+      const renewed = await this.#token(endpoint, token);
+      return (await this.#request(endpoint, path, body, renewed)) as T;
+    }
   }
 
   #check(): void {
     if (this.#closed) throw new StoreError('store is closed');
   }
 
-  async #read(account: string): Promise<StoredRecord | null> {
+  /** An idempotent call (read, plain put or delete) on the first endpoint that answers. */
+  async #any<T>(path: string, body: unknown): Promise<T> {
     const errors: string[] = [];
-    for (const endpoint of this.#order()) {
+    const order = this.#order();
+    for (let i = 0; i < order.length; i++) {
+      const endpoint = order[i]!;
       try {
-        const r = await this.#post<RangeResponse>(endpoint, '/v3/kv/range', { key: this.#key(account) });
+        const r = await this.#post<T>(endpoint, path, body);
         this.#succeeded(endpoint);
-        const kv = r.kvs?.[0];
-        if (!kv) return null;
-        return { value: new Uint8Array(Buffer.from(kv.value ?? '', 'base64')), version: String(kv.mod_revision) };
+        return r;
       } catch (err) {
-        this.#suspectUntil.set(endpoint, Date.now() + SUSPECT_MS);
         errors.push((err as Error).message);
+        if (err instanceof StaleConnection && order.indexOf(endpoint) === i) {
+          order.splice(i + 1, 0, endpoint); // once more, on a fresh connection
+          continue;
+        }
+        this.#suspectUntil.set(endpoint, Date.now() + SUSPECT_MS);
       }
     }
-    throw new StoreError(`etcd unavailable (no quorum or no endpoint answered): ${errors.join('; ')}`);
+    throw new StoreError(`etcd unavailable (no quorum, no endpoint answered, or access refused): ${errors.join('; ')}`);
+  }
+
+  async #read(account: string): Promise<StoredRecord | null> {
+    const r = await this.#any<RangeResponse>('/v3/kv/range', { key: this.#key(account) });
+    const kv = r.kvs?.[0];
+    if (!kv) return null;
+    return { value: new Uint8Array(Buffer.from(kv.value ?? '', 'base64')), version: String(kv.mod_revision) };
   }
 
   async get(account: string): Promise<StoredRecord | null> {
@@ -164,15 +341,20 @@ export class EtcdRecordStore implements RecordStore {
   async #txn(account: string, compare: unknown, success: unknown, committed: (current: StoredRecord | null) => boolean): Promise<{ ok: boolean; revision: string }> {
     const errors: string[] = [];
     const body = { compare: [compare], success: [success] };
-    for (const endpoint of this.#order()) {
+    const order = this.#order();
+    for (let i = 0; i < order.length; i++) {
+      const endpoint = order[i]!;
       try {
         const r = await this.#post<TxnResponse>(endpoint, '/v3/kv/txn', body);
         this.#succeeded(endpoint);
         return { ok: r.succeeded === true, revision: String(r.header?.revision) };
       } catch (err) {
-        this.#suspectUntil.set(endpoint, Date.now() + SUSPECT_MS);
         errors.push((err as Error).message);
-        if (err instanceof NotSent) continue;
+        // A broken kept-alive connection: once more on this endpoint (after the check below).
+        if (err instanceof StaleConnection && order.indexOf(endpoint) === i) order.splice(i + 1, 0, endpoint);
+        else this.#suspectUntil.set(endpoint, Date.now() + SUSPECT_MS);
+        // Not sent, or refused by etcd (no permission, bad token): it did not apply.
+        if (err instanceof NotSent || (err instanceof Refused && err.status >= 400 && err.status < 500)) continue;
         // It may have committed: look before trying again elsewhere.
         let current: StoredRecord | null;
         try {
@@ -183,15 +365,16 @@ export class EtcdRecordStore implements RecordStore {
         if (committed(current)) return { ok: true, revision: current?.version ?? '0' };
       }
     }
-    throw new StoreError(`etcd unavailable (no quorum or no endpoint answered): ${errors.join('; ')}`);
+    throw new StoreError(`etcd unavailable (no quorum, no endpoint answered, or access refused): ${errors.join('; ')}`);
   }
 
-  async compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null): Promise<CasResult> {
+  async compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null, options: PutOptions = {}): Promise<CasResult> {
     this.#check();
     const key = this.#key(account);
     if (expected !== null && !/^[1-9]\d*$/.test(expected)) return { ok: false };
     const compare = expected === null ? { key, target: 'CREATE', result: 'EQUAL', create_revision: '0' } : { key, target: 'MOD', result: 'EQUAL', mod_revision: expected };
     const r = await this.#txn(account, compare, { request_put: { key, value: b64(value) } }, (cur) => cur !== null && equalBytes(cur.value, value));
+    if (r.ok && options.erasure) this.#erased(r.revision);
     // A txn's header revision is the revision its put created: the new mod_revision.
     return r.ok ? { ok: true, version: r.revision } : { ok: false };
   }
@@ -201,10 +384,93 @@ export class EtcdRecordStore implements RecordStore {
     const key = this.#key(account);
     if (!/^[1-9]\d*$/.test(expected)) return false;
     const r = await this.#txn(account, { key, target: 'MOD', result: 'EQUAL', mod_revision: expected }, { request_delete_range: { key } }, (cur) => cur === null);
+    if (r.ok) this.#erased(r.revision);
     return r.ok;
+  }
+
+  async scheduleSweep(account: string, atMs: number): Promise<void> {
+    this.#check();
+    if (!Number.isSafeInteger(atMs) || atMs < 0) throw new RangeError(`atMs: not a non-negative integer: ${atMs}`);
+    await this.#any('/v3/kv/put', { key: b64(this.#sweepKey({ account, atMs })), value: '' });
+  }
+
+  async dueSweeps(nowMs: number, limit: number): Promise<SweepEntry[]> {
+    this.#check();
+    const base = `${this.#prefix}sweeps/`;
+    const end = `${base}${String(Math.max(0, Math.floor(nowMs) + 1)).padStart(AT_DIGITS, '0')}`;
+    const r = await this.#any<RangeResponse>('/v3/kv/range', { key: b64(base), range_end: b64(end), limit: String(limit), keys_only: true });
+    const out: SweepEntry[] = [];
+    for (const kv of r.kvs ?? []) {
+      const rest = Buffer.from(kv.key ?? '', 'base64').toString('utf8').slice(base.length);
+      const slash = rest.indexOf('/');
+      const atMs = Number(rest.slice(0, slash));
+      if (slash !== AT_DIGITS || !Number.isSafeInteger(atMs)) continue; // not ours
+      out.push({ account: rest.slice(slash + 1), atMs });
+    }
+    return out;
+  }
+
+  async clearSweep(entry: SweepEntry): Promise<void> {
+    this.#check();
+    await this.#any('/v3/kv/deleterange', { key: b64(this.#sweepKey(entry)) });
+  }
+
+  /** An erasure committed at `revision`: compact past it within compactIntervalMs. */
+  #erased(revision: string): void {
+    const rev = Number(revision);
+    if (!Number.isSafeInteger(rev) || rev <= 0) return;
+    this.#compactWanted = Math.max(this.#compactWanted, rev);
+    this.#scheduleCompaction();
+  }
+
+  #scheduleCompaction(): void {
+    if (this.#compactTimer || this.#compacting || this.#closed || this.#compactWanted === 0) return;
+    const delay = Math.max(0, this.#compactedAt + this.#compactIntervalMs - Date.now());
+    this.#compactTimer = setTimeout(() => {
+      this.#compactTimer = null;
+      this.#compacting = this.#compact().finally(() => {
+        this.#compacting = null;
+        this.#scheduleCompaction();
+      });
+    }, delay);
+    this.#compactTimer.unref();
+  }
+
+  async #compact(): Promise<void> {
+    const rev = this.#compactWanted;
+    this.#compactedAt = Date.now();
+    try {
+      // physical: etcd answers once the compaction has been applied to its backend.
+      await this.#any('/v3/kv/compaction', { revision: String(rev), physical: true });
+      if (this.#compactWanted === rev) this.#compactWanted = 0;
+    } catch (err) {
+      // Another node compacted further already: done. Anything else: tried again.
+      if (/required revision has been compacted/.test((err as Error).message) && this.#compactWanted === rev) this.#compactWanted = 0;
+      this.onCompactionError?.(err as Error);
+    }
+  }
+
+  /** Called when a compaction fails (it is retried after compactIntervalMs). */
+  onCompactionError: ((err: Error) => void) | null = null;
+
+  /** TEST/OPS: resolves once no compaction is owed or running (or the store closed). */
+  async compacted(): Promise<void> {
+    while (!this.#closed && (this.#compactWanted !== 0 || this.#compacting)) {
+      if (this.#compacting) await this.#compacting;
+      else await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#compactTimer) {
+      clearTimeout(this.#compactTimer);
+      this.#compactTimer = null;
+      // An erasure's compaction is owed: do it now rather than leave the history.
+      if (this.#compactWanted !== 0) this.#compacting = this.#compact();
+    }
+    await this.#compacting;
+    this.#httpAgent.destroy();
+    this.#httpsAgent?.destroy();
   }
 }

@@ -14,15 +14,25 @@
  * the store fails: nothing more resolves (the state on disk is unknown). Reads see
  * committed transactions; a write not yet fsynced could only be read by a request of
  * the same account, and the server runs each account's requests one after another.
+ *
+ * Erasure at rest: `secure_delete` is on, so SQLite overwrites deleted content (a
+ * replaced record's old cell, freed pages) with zeros. After an erasure (a put with
+ * `erasure`, or a delete) is fsynced, the WAL — which still holds the old pages — is
+ * checkpointed into the database and truncated to zero bytes before the write resolves.
+ *
+ * The sweep index is a table (`sweeps`) written through the same group commit.
  */
 import Database from 'better-sqlite3';
 import { closeSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { StoreError, type CasResult, type RecordStore, type RecordVersion, type StoredRecord } from './store.js';
+import { StoreError, type CasResult, type PutOptions, type RecordStore, type RecordVersion, type StoredRecord, type SweepEntry } from './store.js';
 
 type Op =
-  | { kind: 'put'; account: string; value: Uint8Array; expected: RecordVersion | null; resolve: (r: CasResult) => void; reject: (e: Error) => void }
-  | { kind: 'delete'; account: string; expected: RecordVersion; resolve: (ok: boolean) => void; reject: (e: Error) => void };
+  | { kind: 'put'; account: string; value: Uint8Array; expected: RecordVersion | null; erasure: boolean; resolve: (r: CasResult) => void; reject: (e: Error) => void }
+  | { kind: 'delete'; account: string; expected: RecordVersion; resolve: (ok: boolean) => void; reject: (e: Error) => void }
+  | { kind: 'schedule'; account: string; atMs: number; resolve: (r: undefined) => void; reject: (e: Error) => void }
+  | { kind: 'clear'; account: string; atMs: number; resolve: (r: undefined) => void; reject: (e: Error) => void };
+type OpResult = CasResult | boolean | undefined;
 
 export interface SqliteStoreOptions {
   /** TEST ONLY: the fsync of the WAL file descriptor (default `node:fs` `fsync`, on the thread pool). */
@@ -30,7 +40,7 @@ export interface SqliteStoreOptions {
 }
 
 /** A committed op and its result, waiting for the fsync that makes it durable. */
-type Committed = { op: Op; result: CasResult | boolean };
+type Committed = { op: Op; result: OpResult };
 
 export class SqliteRecordStore implements RecordStore {
   readonly name: string;
@@ -42,6 +52,11 @@ export class SqliteRecordStore implements RecordStore {
   readonly #update: Database.Statement<[Buffer, number, string, number]>;
   readonly #delete: Database.Statement<[string, number]>;
   readonly #bump: Database.Statement<[], { revision: number }>;
+  readonly #schedule: Database.Statement<[string, number]>;
+  readonly #clear: Database.Statement<[string, number]>;
+  readonly #due: Database.Statement<[number, number], { account: string; at_ms: number }>;
+  /** An erasure committed since the last complete WAL checkpoint. */
+  #checkpointOwed = false;
   #queue: Op[] = [];
   #scheduled = false;
   /** Committed, not yet covered by a finished fsync. */
@@ -63,6 +78,8 @@ export class SqliteRecordStore implements RecordStore {
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = FULL'); // while the schema is created
     this.#db.pragma('busy_timeout = 5000');
+    // Deleted and overwritten content is zeroed in the file, not left in free space.
+    this.#db.pragma('secure_delete = ON');
     this.#db.exec(`
       CREATE TABLE IF NOT EXISTS records (
         account  TEXT PRIMARY KEY,
@@ -73,6 +90,13 @@ export class SqliteRecordStore implements RecordStore {
       -- even after delete and re-create, so compare-and-swap has no ABA problem.
       CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL) STRICT;
       INSERT OR IGNORE INTO meta (id, revision) VALUES (1, 0);
+      -- The sweep index (store.ts SweepEntry): due entries are read in at_ms order.
+      CREATE TABLE IF NOT EXISTS sweeps (
+        account TEXT NOT NULL,
+        at_ms   INTEGER NOT NULL,
+        PRIMARY KEY (account, at_ms)
+      ) STRICT;
+      CREATE INDEX IF NOT EXISTS sweeps_due ON sweeps (at_ms);
     `);
     // The WAL file exists once the connection has used the database in WAL mode; it
     // keeps its inode while this connection is open (SQLite rewinds it, never replaces it).
@@ -89,6 +113,9 @@ export class SqliteRecordStore implements RecordStore {
     this.#update = this.#db.prepare('UPDATE records SET value = ?, revision = ? WHERE account = ? AND revision = ?');
     this.#delete = this.#db.prepare('DELETE FROM records WHERE account = ? AND revision = ?');
     this.#bump = this.#db.prepare('UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision');
+    this.#schedule = this.#db.prepare('INSERT OR IGNORE INTO sweeps (account, at_ms) VALUES (?, ?)');
+    this.#clear = this.#db.prepare('DELETE FROM sweeps WHERE account = ? AND at_ms = ?');
+    this.#due = this.#db.prepare('SELECT account, at_ms FROM sweeps WHERE at_ms <= ? ORDER BY at_ms LIMIT ?');
   }
 
   #check(): void {
@@ -103,14 +130,30 @@ export class SqliteRecordStore implements RecordStore {
   }
 
   // async: a closed or failed store rejects, never throws synchronously.
-  async compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null): Promise<CasResult> {
+  async compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null, options: PutOptions = {}): Promise<CasResult> {
     this.#check();
-    return new Promise((resolve, reject) => this.#enqueue({ kind: 'put', account, value, expected, resolve, reject }));
+    return new Promise((resolve, reject) => this.#enqueue({ kind: 'put', account, value, expected, erasure: options.erasure === true, resolve, reject }));
   }
 
   async compareAndDelete(account: string, expected: RecordVersion): Promise<boolean> {
     this.#check();
     return new Promise((resolve, reject) => this.#enqueue({ kind: 'delete', account, expected, resolve, reject }));
+  }
+
+  async scheduleSweep(account: string, atMs: number): Promise<void> {
+    this.#check();
+    if (!Number.isSafeInteger(atMs)) throw new RangeError(`atMs: not an integer: ${atMs}`);
+    return new Promise((resolve, reject) => this.#enqueue({ kind: 'schedule', account, atMs, resolve, reject }));
+  }
+
+  async dueSweeps(nowMs: number, limit: number): Promise<SweepEntry[]> {
+    this.#check();
+    return this.#due.all(Math.floor(nowMs), limit).map((r) => ({ account: r.account, atMs: r.at_ms }));
+  }
+
+  async clearSweep(entry: SweepEntry): Promise<void> {
+    this.#check();
+    return new Promise((resolve, reject) => this.#enqueue({ kind: 'clear', account: entry.account, atMs: entry.atMs, resolve, reject }));
   }
 
   #enqueue(op: Op): void {
@@ -121,7 +164,15 @@ export class SqliteRecordStore implements RecordStore {
     }
   }
 
-  #apply(op: Op): CasResult | boolean {
+  #apply(op: Op): OpResult {
+    if (op.kind === 'schedule') {
+      this.#schedule.run(op.account, op.atMs);
+      return undefined;
+    }
+    if (op.kind === 'clear') {
+      this.#clear.run(op.account, op.atMs);
+      return undefined;
+    }
     const expected = op.expected === null ? null : Number(op.expected);
     if (expected !== null && !Number.isSafeInteger(expected)) return op.kind === 'put' ? { ok: false } : false;
     if (op.kind === 'delete') return this.#delete.run(op.account, expected!).changes === 1;
@@ -140,7 +191,7 @@ export class SqliteRecordStore implements RecordStore {
       for (const op of batch) op.reject(this.#failed);
       return;
     }
-    let results: (CasResult | boolean)[];
+    let results: OpResult[];
     try {
       results = this.#db.transaction(() => batch.map((op) => this.#apply(op)))();
     } catch (err) {
@@ -148,7 +199,11 @@ export class SqliteRecordStore implements RecordStore {
       for (const op of batch) op.reject(e);
       return;
     }
-    batch.forEach((op, i) => this.#unsynced.push({ op, result: results[i]! }));
+    batch.forEach((op, i) => {
+      const result = results[i];
+      if ((op.kind === 'put' && op.erasure && (result as CasResult).ok) || (op.kind === 'delete' && result === true)) this.#checkpointOwed = true;
+      this.#unsynced.push({ op, result });
+    });
     this.#sync();
   }
 
@@ -164,14 +219,38 @@ export class SqliteRecordStore implements RecordStore {
       if (this.#failed) {
         for (const c of [...covered, ...this.#unsynced.splice(0)]) c.op.reject(this.#failed);
       } else {
+        if (this.#checkpointOwed) this.#checkpoint();
         for (const { op, result } of covered) {
           if (op.kind === 'put') op.resolve(result as CasResult);
-          else op.resolve(result as boolean);
+          else if (op.kind === 'delete') op.resolve(result as boolean);
+          else op.resolve(undefined);
         }
       }
       this.#sync();
       if (!this.#syncing && this.#queue.length === 0 && !this.#scheduled) this.#idle?.();
     });
+  }
+
+  /**
+   * Copies the WAL into the database and truncates it to zero bytes, so the pages an
+   * erasure replaced are gone from the WAL (and, zeroed by secure_delete, from the
+   * database). Runs after the erasure's commit is fsynced; everything committed so far
+   * is in the database afterwards (SQLite syncs it during the checkpoint). If another
+   * connection (an operator's sqlite3 shell) holds a read, the checkpoint cannot finish:
+   * it is tried again after the next commit.
+   */
+  #checkpoint(): void {
+    try {
+      const r = this.#db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+      if (r[0]?.busy === 0) this.#checkpointOwed = false;
+    } catch {
+      /* SQLITE_BUSY and the like: owed, retried after the next commit */
+    }
+  }
+
+  /** TEST/OPS: whether an erasure still waits for its WAL checkpoint. */
+  get checkpointOwed(): boolean {
+    return this.#checkpointOwed;
   }
 
   async close(): Promise<void> {

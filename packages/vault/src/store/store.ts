@@ -22,6 +22,28 @@ export interface StoredRecord {
 
 export type CasResult = { readonly ok: true; readonly version: RecordVersion } | { readonly ok: false };
 
+export interface PutOptions {
+  /**
+   * This write erases key material (the erased tombstone replaces a record). After it
+   * commits, the store also removes the older versions it keeps around, within a bounded
+   * time: SQLite checkpoints and truncates its WAL (old pages are zeroed by
+   * `secure_delete`); etcd compacts its history past this revision. A delete is always
+   * treated as an erasure. See docs/operations.md, "Erasure at rest".
+   */
+  readonly erasure?: boolean;
+}
+
+/**
+ * One entry of the sweep index: at `atMs` (the vault's clock) the record of `account`
+ * may hold a spent guess limit whose login has ended, and must then be erased even if
+ * nobody calls again (VaultCore.sweep). Entries are never overwritten: scheduling again
+ * adds one, and clearing names the exact entry, so two nodes cannot lose each other's.
+ */
+export interface SweepEntry {
+  readonly account: string;
+  readonly atMs: number;
+}
+
 export interface RecordStore {
   /** For logs and metrics, e.g. `sqlite:/var/lib/coffer/vault.db`. */
   readonly name: string;
@@ -30,9 +52,15 @@ export interface RecordStore {
    * Writes `value` if the record's current version is `expected` (`null`: only if there
    * is no record). Durable when the promise resolves `ok`.
    */
-  compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null): Promise<CasResult>;
+  compareAndPut(account: string, value: Uint8Array, expected: RecordVersion | null, options?: PutOptions): Promise<CasResult>;
   /** Deletes the record if its current version is `expected`. Durable when it resolves `true`. */
   compareAndDelete(account: string, expected: RecordVersion): Promise<boolean>;
+  /** Adds a durable sweep index entry (durable when the promise resolves). */
+  scheduleSweep(account: string, atMs: number): Promise<void>;
+  /** Entries due at `nowMs` (atMs <= nowMs), oldest first, at most `limit`. */
+  dueSweeps(nowMs: number, limit: number): Promise<SweepEntry[]>;
+  /** Removes exactly this entry (not a later one for the same account). */
+  clearSweep(entry: SweepEntry): Promise<void>;
   close(): Promise<void>;
 }
 

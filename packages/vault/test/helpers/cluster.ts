@@ -5,7 +5,8 @@
  * Used by `npm run cluster`, the fleet fault tests and `npm run bench:fleet`.
  *
  * Ports are the same on every address (each DC has its own IP): etcd client
- * `ports.etcdClient`, peer `ports.etcdPeer`, vault `ports.vault`.
+ * `ports.etcdClient`, peer `ports.etcdPeer`, vault `ports.vault`, the vault's admin
+ * listener (metrics) `ports.vault + 1`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -18,6 +19,25 @@ import { exportFor, fleetInit, join as joinFleet, nodeKey } from '../../src/serv
 import { bundleToJson } from '@coffer/protocol';
 import { MAIN } from './child-vault.js';
 import { etcdInstalled } from './requirements.js';
+import { connect } from 'node:net';
+import { etcdPost, etcdTlsArgs, makeEtcdPki, passwordFile, setupEtcdAuth, type EtcdPki } from './etcd-secure.js';
+
+export const ETCD_VAULT_USER = 'coffer-vault';
+export const ETCD_VAULT_PREFIX = 'coffer/vault/';
+
+/** Whether something accepts TCP connections on host:port. */
+function portBusy(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host, port });
+    const done = (busy: boolean): void => {
+      sock.destroy();
+      resolve(busy);
+    };
+    sock.setTimeout(500, () => done(false));
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
+}
 
 export interface ClusterPorts {
   readonly etcdClient: number;
@@ -35,6 +55,13 @@ export interface ClusterOptions {
   /** Accept the fast test KSF (tests and the benchmark only). */
   readonly insecureFastKsf?: boolean;
   readonly etcdTimeoutMs?: number;
+  /**
+   * etcd with mutual TLS (clients and peers) and RBAC: a CA and certificates in
+   * DIR/pki (openssl), a root user and a `coffer-vault` user whose role reaches only
+   * `coffer/vault/` (passwords in DIR/pki/*.password, 0600). Vault nodes connect with
+   * their client certificate and the vault user. Used by `npm run cluster`.
+   */
+  readonly secure?: boolean;
 }
 
 export interface DataCentre {
@@ -44,6 +71,8 @@ export interface DataCentre {
   readonly etcdUrl: string;
   readonly peerUrl: string;
   readonly vaultUrl: string;
+  /** The vault node's admin listener (/metrics). */
+  readonly adminUrl: string;
   readonly dir: string;
   etcdPid(): number | null;
   vaultPid(): number | null;
@@ -62,6 +91,11 @@ export interface DataCentre {
 
 export interface Cluster {
   readonly dcs: readonly DataCentre[];
+  /** With `secure`: the PKI and the vault user's password file. */
+  readonly pki: EtcdPki | null;
+  readonly vaultPasswordFile: string | null;
+  /** A JSON call to an etcd member as its administrator (root, admin client certificate when secure). */
+  etcd(url: string, path: string, body: unknown, timeoutMs?: number): Promise<unknown>;
   readonly bundleJson: string;
   readonly fleetKey: FleetKey;
   /** Index (0-based) of the DC whose etcd member leads, or null when none answers. */
@@ -111,9 +145,32 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const ports = options.ports ?? DEFAULT_CLUSTER_PORTS;
   const token = `coffer-${randomBytes(4).toString('hex')}`;
   const hosts = Array.from({ length: n }, (_, i) => `127.0.0.${i + 1}`);
-  const initialCluster = hosts.map((h, i) => `dc${i + 1}=http://${h}:${ports.etcdPeer}`).join(',');
-  const etcdUrls = hosts.map((h) => `http://${h}:${ports.etcdClient}`);
+  const secure = options.secure === true;
+  const scheme = secure ? 'https' : 'http';
+  const initialCluster = hosts.map((h, i) => `dc${i + 1}=${scheme}://${h}:${ports.etcdPeer}`).join(',');
+  const etcdUrls = hosts.map((h) => `${scheme}://${h}:${ports.etcdClient}`);
   const children = new Set<ChildProcess>();
+  mkdirSync(options.dir, { recursive: true, mode: 0o700 });
+  const pki = secure ? makeEtcdPki(options.dir, hosts) : null;
+  const rootPassword = pki ? passwordFile(join(pki.dir, 'root.password')) : '';
+  const vaultPasswordFile = pki ? join(pki.dir, 'vault.password') : null;
+  const vaultPassword = vaultPasswordFile ? passwordFile(vaultPasswordFile) : '';
+  const adminTokens = new Map<string, string>();
+  /** An administrator's call: plain JSON, or over mTLS as root when secure. */
+  const etcdCall = async (url: string, path: string, body: unknown, timeoutMs = 1000): Promise<unknown> => {
+    if (!pki) return postJson(`${url}${path}`, body, timeoutMs);
+    const admin = { ca: pki.caFile, cert: pki.adminCertFile, key: pki.adminKeyFile };
+    let r = await etcdPost(url, path, body, admin, adminTokens.get(url), timeoutMs);
+    if (r.status === 401 || r.status === 403) {
+      const login = await etcdPost(url, '/v3/auth/authenticate', { name: 'root', password: rootPassword }, admin, undefined, timeoutMs);
+      if (login.status === 200 && typeof login.json.token === 'string') {
+        adminTokens.set(url, login.json.token);
+        r = await etcdPost(url, path, body, admin, login.json.token, timeoutMs);
+      }
+    }
+    if (r.status !== 200) throw new Error(`${url}${path}: HTTP ${r.status} ${JSON.stringify(r.json).slice(0, 200)}`);
+    return r.json;
+  };
 
   const dcs: DataCentre[] = [];
   const vaultDirs: string[] = [];
@@ -124,8 +181,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     mkdirSync(dir, { recursive: true });
     vaultDirs.push(join(dir, 'vault'));
     const etcdUrl = etcdUrls[i]!;
-    const peerUrl = `http://${host}:${ports.etcdPeer}`;
+    const peerUrl = `${scheme}://${host}:${ports.etcdPeer}`;
     const vaultUrl = `http://${host}:${ports.vault}`;
+    const adminUrl = `http://${host}:${ports.vault + 1}`;
     let etcd: ChildProcess | null = null;
     let vault: ChildProcess | null = null;
     const spawnLogged = (cmd: string, args: string[], log: string, env?: NodeJS.ProcessEnv): ChildProcess => {
@@ -143,6 +201,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       etcdUrl,
       peerUrl,
       vaultUrl,
+      adminUrl,
       dir,
       etcdPid: () => (etcd && etcd.exitCode === null && etcd.signalCode === null ? etcd.pid! : null),
       vaultPid: () => (vault && vault.exitCode === null && vault.signalCode === null ? vault.pid! : null),
@@ -170,6 +229,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           '--logger', 'zap',
           '--log-outputs', 'stderr',
           '--log-level', 'warn',
+          ...(pki ? etcdTlsArgs(pki, host) : []),
         ], 'etcd.log');
       },
       async startVault() {
@@ -181,11 +241,23 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           COFFER_VAULT_DATA_DIR: join(dir, 'vault'),
           COFFER_VAULT_HOST: host,
           COFFER_VAULT_PORT: String(ports.vault),
+          COFFER_VAULT_ADMIN_HOST: host,
+          COFFER_VAULT_ADMIN_PORT: String(ports.vault + 1),
           COFFER_VAULT_STORE: 'etcd',
           COFFER_VAULT_ETCD_ENDPOINTS: endpoints,
           COFFER_VAULT_ETCD_TIMEOUT_MS: String(options.etcdTimeoutMs ?? 1500),
           COFFER_VAULT_LOG_LEVEL: 'warn',
           ...(options.insecureFastKsf ? { COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1' } : {}),
+          ...(pki
+            ? {
+                COFFER_VAULT_ETCD_CA_FILE: pki.caFile,
+                COFFER_VAULT_ETCD_CERT_FILE: pki.vaultCertFile,
+                COFFER_VAULT_ETCD_KEY_FILE: pki.vaultKeyFile,
+                COFFER_VAULT_ETCD_USER: ETCD_VAULT_USER,
+                COFFER_VAULT_ETCD_PASSWORD_FILE: vaultPasswordFile!,
+                COFFER_VAULT_ETCD_PREFIX: ETCD_VAULT_PREFIX,
+              }
+            : {}),
           // Tests and the benchmark talk to the nodes directly; scripts/cluster.mjs puts
           // relays in front and passes COFFER_VAULT_LINK_KEY_FILE.
           ...(options.vaultEnv?.COFFER_VAULT_LINK_KEY_FILE ? {} : { COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1' }),
@@ -222,17 +294,20 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
 
   const cluster: Cluster = {
     dcs,
+    pki,
+    vaultPasswordFile,
+    etcd: etcdCall,
     bundleJson: '',
     fleetKey: undefined as unknown as FleetKey,
     async leader() {
       for (const dc of dcs) {
         if (!dc.etcdPid()) continue;
         try {
-          const s = (await postJson(`${dc.etcdUrl}/v3/maintenance/status`, {}, 500)) as { header?: { member_id?: string }; leader?: string };
+          const s = (await etcdCall(dc.etcdUrl, '/v3/maintenance/status', {}, 500)) as { header?: { member_id?: string }; leader?: string };
           if (s.leader && s.leader !== '0') {
             for (const other of dcs) {
               if (!other.etcdPid()) continue;
-              const o = (await postJson(`${other.etcdUrl}/v3/maintenance/status`, {}, 500).catch(() => null)) as { header?: { member_id?: string } } | null;
+              const o = (await etcdCall(other.etcdUrl, '/v3/maintenance/status', {}, 500).catch(() => null)) as { header?: { member_id?: string } } | null;
               if (o?.header?.member_id === s.leader) return other.index;
             }
           }
@@ -249,9 +324,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
 
   // Something left listening on these ports would silently stand in for a member.
   for (const dc of dcs) {
-    for (const url of [dc.etcdUrl, dc.vaultUrl]) {
-      const busy = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(500) }).then(() => true, () => false);
-      if (busy) throw new Error(`${url} is already in use: stop what listens there or pick other ports`);
+    for (const url of [dc.etcdUrl, dc.peerUrl, dc.vaultUrl, dc.adminUrl]) {
+      const u = new URL(url);
+      if (await portBusy(u.hostname, Number(u.port))) throw new Error(`${url} is already in use: stop what listens there or pick other ports`);
     }
   }
   try {
@@ -259,11 +334,18 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     for (const dc of dcs) await dc.startEtcd();
     await until('etcd quorum', 30_000, async () => {
       for (const dc of dcs) {
+        if (pki) {
+          const st = (await etcdCall(dc.etcdUrl, '/v3/maintenance/status', {}, 1000)) as { leader?: string };
+          if (!st.leader || st.leader === '0') return false;
+          continue;
+        }
         const h = (await (await fetch(`${dc.etcdUrl}/health`, { signal: AbortSignal.timeout(1000) })).json()) as { health?: string };
         if (h.health !== 'true') return false;
       }
       return true;
     });
+    // Users and roles, then auth on (idempotent when restarting in the same directory).
+    if (pki) await setupEtcdAuth(dcs[0]!.etcdUrl, pki, { rootPassword, vaultUser: ETCD_VAULT_USER, vaultPassword }, ETCD_VAULT_PREFIX);
 
     // 2. The key ceremony: DC 1 creates the fleet keys, every other DC's node makes its
     // transport key and joins with a package wrapped to it.
@@ -351,7 +433,7 @@ export async function fleetMetric(cluster: Cluster, name: string): Promise<numbe
   let total = 0;
   for (const dc of cluster.dcs) {
     try {
-      const text = await (await fetch(`${dc.vaultUrl}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
+      const text = await (await fetch(`${dc.adminUrl}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
       for (const line of text.split('\n')) if (line.startsWith(name)) total += Number(line.split(' ').pop());
     } catch {
       /* node down */
@@ -366,7 +448,7 @@ export async function waitCaughtUp(cluster: Cluster, deadlineMs = 20_000): Promi
     const revs: number[] = [];
     for (const dc of cluster.dcs) {
       if (!dc.etcdPid()) continue;
-      const r = (await postJson(`${dc.etcdUrl}/v3/kv/range`, { key: Buffer.from('\0').toString('base64'), serializable: true }, 1000)) as { header?: { revision?: string } };
+      const r = (await cluster.etcd(dc.etcdUrl, '/v3/kv/range', { key: Buffer.from('\0').toString('base64'), serializable: true }, 1000)) as { header?: { revision?: string } };
       revs.push(Number(r.header?.revision));
     }
     return revs.length > 0 && revs.every((r) => r === revs[0]);

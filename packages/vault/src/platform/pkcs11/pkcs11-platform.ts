@@ -213,6 +213,16 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
     });
   }
 
+  // The anchor object (CKO_DATA `coffer-anchor-v1`) is being built on branch wip-hsm
+  // (issue 9/15); until it lands, rollback protection is unavailable on PKCS#11.
+  async readAnchor(): Promise<Uint8Array | null> {
+    throw new PlatformError('PKCS#11 anchor: not available in this build', 'hsm-failure');
+  }
+
+  async writeAnchor(): Promise<void> {
+    throw new PlatformError('PKCS#11 anchor: not available in this build', 'hsm-failure');
+  }
+
   async publicKey(keyLabel: string): Promise<Uint8Array> {
     checkLabel(keyLabel);
     const cached = this.#publicKeys.get(keyLabel);

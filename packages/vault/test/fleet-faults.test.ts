@@ -45,29 +45,30 @@ describeIf('fleet: slow, restarted and killed members', etcdSkip(), () => {
       await Promise.all([
         ...Array.from({ length: 6 }, async (_, i) => {
           for (let n = 0; n < 3; n++) {
-            // `stale` (an answer lost after its commit) is not success: like a real client,
-            // try the flow again, and it must succeed within a bounded number of tries.
+            // `stale` (an answer lost after its commit) and `superseded` (a transport retry
+            // of login-start replaced this login) are not success: like a real client, try
+            // the flow again, and it must succeed within a bounded number of tries.
             let outcome = '';
             for (let attempt = 0; attempt < 3 && outcome !== 'ok'; attempt++) {
               outcome = (await fleetClient(cluster, right(i, n), { prefer: (i + n + attempt) % 3 }).recover('pw')).outcome;
-              if (outcome === 'stale') stale++;
+              if (outcome === 'stale' || outcome === 'superseded') stale++;
               else assert.equal(outcome, 'ok', right(i, n));
             }
-            assert.equal(outcome, 'ok', `${right(i, n)}: still stale after 3 tries`);
+            assert.equal(outcome, 'ok', `${right(i, n)}: still ${outcome} after 3 tries`);
           }
         }),
         ...Array.from({ length: 24 }, async (_, i) => {
           const r = await fleetClient(cluster, 'slow-wrong', { prefer: i % 3 }).recover(`no ${i}`);
           if (r.outcome === 'wrong-password') wrong++;
-          else assert.ok(['locked', 'stale', 'rate-limited'].includes(r.outcome), r.outcome);
+          else assert.ok(['locked', 'stale', 'superseded', 'rate-limited'].includes(r.outcome), r.outcome);
         }),
       ]);
     } finally {
       cluster.dcs[leader]!.resumeEtcd();
     }
     assert.ok(wrong <= LIMIT, `${wrong} wrong guesses answered`);
-    // At most one lost answer per right-password recovery in this hang (18 recoveries).
-    assert.ok(stale <= rights.length, `${stale} stale answers to ${rights.length} recoveries`);
+    // At most one lost or replaced login per right-password recovery in this hang.
+    assert.ok(stale <= rights.length, `${stale} stale or superseded answers to ${rights.length} recoveries`);
     const counted = (await fleetMetric(cluster, 'coffer_vault_guesses_counted_total')) - before;
     assert.ok(counted >= 1, 'guesses were counted while the leader hung');
     // The right-password recoveries succeed; the account keeps working afterwards.

@@ -63,7 +63,7 @@ describeIf('fleet: quorum', etcdSkip(), () => {
       const r = await client.recover(`guess ${i}`);
       if (r.outcome === 'wrong-password') wrong++;
       if (r.outcome === 'ok') released++;
-      else assert.ok(['wrong-password', 'locked', 'stale', 'rate-limited'].includes(r.outcome), r.outcome);
+      else assert.ok(['wrong-password', 'locked', 'stale', 'superseded', 'rate-limited'].includes(r.outcome), r.outcome);
       if (++answered === KILL_AFTER) reachedKillPoint();
     });
     const running = attempts.map(async (run, i) => {

@@ -30,10 +30,10 @@ export const softHsmSkip = (): string | false =>
 /** The skip reason for tests that start real etcd members. */
 export const etcdSkip = (): string | false => required('etcd', etcdInstalled(), 'apt-get install etcd-server');
 
-/** `describe(title, fn)`, or, when `skip` is a reason, one skipped test with that title. */
-export function describeIf(title: string, skip: string | false, fn: () => void): void {
+/** `describe(title, options, fn)`, or, when `skip` is a reason, one skipped test with that title. */
+export function describeIf(title: string, skip: string | false, fn: () => void, options: { timeout?: number } = {}): void {
   if (skip) test(title, { skip }, () => {});
-  else describe(title, fn);
+  else describe(title, options, fn);
 }
 
 /** A loopback port that nothing listens on now (bound, then closed): connections are refused. */

@@ -2,6 +2,7 @@
 /**
  * The `coffer` command. Rules for output and exit codes are at the top of tui.ts.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { accountCreate, accountPassword, login } from './commands/account.js';
 import { backupCmd, restoreCmd } from './commands/backup.js';
@@ -57,8 +58,40 @@ Options:
                     COFFER_ACCOUNT_PASSWORD; default: ask); never the vault password
   --json            machine-readable output on stdout
   -q, --quiet       no progress or summaries
-  -h, --help        this help
+  -h, --help        this help (\`coffer COMMAND --help\`: that command's)
+  --version         print coffer's version
 `;
+
+/**
+ * `coffer COMMAND --help`: that command's lines of USAGE (with their continuation lines)
+ * and the options it takes, nothing else.
+ */
+function commandHelp(command: string, accepted: readonly string[]): string {
+  const lines = USAGE.split('\n');
+  const out: string[] = [];
+  let inCommand = false;
+  for (const line of lines) {
+    if (/^ {2}coffer /.test(line)) inCommand = line.startsWith(`  coffer ${command} `) || line === `  coffer ${command}`;
+    else if (!/^ {5,}/.test(line)) inCommand = false;
+    if (inCommand) out.push(line);
+  }
+  const optStart = lines.indexOf('Options:');
+  const opts: string[] = [];
+  let keep = false;
+  for (const line of lines.slice(optStart + 1)) {
+    const m = /^ {2}(?:-\w, )?--([\w-]+)/.exec(line);
+    if (m) keep = (globalOptions.includes(m[1]!) || accepted.includes(m[1]!)) && m[1] !== 'version';
+    else if (!/^ {5,}/.test(line)) keep = false;
+    if (keep) opts.push(line);
+  }
+  return `usage:\n${out.join('\n')}\n\nOptions:\n${opts.join('\n')}\n`;
+}
+
+function version(): string {
+  // dist/src/main.js → the package's package.json
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
 
 const options = {
   repo: { type: 'string' },
@@ -66,6 +99,7 @@ const options = {
   json: { type: 'boolean' },
   quiet: { type: 'boolean', short: 'q' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
   tag: { type: 'string', multiple: true },
   target: { type: 'string' },
   overwrite: { type: 'boolean' },
@@ -118,6 +152,20 @@ export async function run(argv: string[], io: Io): Promise<number> {
     }
     const { values: flags, positionals } = parsed;
     const [command, ...rest] = positionals;
+    if (flags.version) {
+      io.stdout.write(`coffer ${version()}\n`);
+      return ExitCode.Ok;
+    }
+    if (flags.help && command !== undefined && command !== 'help') {
+      const acceptedHere = allowed[command];
+      if (!acceptedHere) throw new UsageError(`unknown command '${command}' (see coffer --help)`);
+      io.stdout.write(commandHelp(command, acceptedHere));
+      return ExitCode.Ok;
+    }
+    if (command === 'help' && rest[0] !== undefined && allowed[rest[0]]) {
+      io.stdout.write(commandHelp(rest[0], allowed[rest[0]]!));
+      return ExitCode.Ok;
+    }
     if (flags.help || command === undefined || command === 'help') {
       (command === undefined && !flags.help ? io.stderr : io.stdout).write(USAGE);
       return command === undefined && !flags.help ? ExitCode.Usage : ExitCode.Ok;
@@ -177,8 +225,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
   }
 }
 
-const invokedDirectly = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (invokedDirectly || process.argv[1]?.endsWith('/coffer')) {
+/** Runs `coffer` with this process's arguments and streams (bin/coffer.js calls it). */
+export function runMain(): void {
   run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env }).then(
     (code) => {
       process.exitCode = code;
@@ -189,3 +237,6 @@ if (invokedDirectly || process.argv[1]?.endsWith('/coffer')) {
     },
   );
 }
+
+const invokedDirectly = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (invokedDirectly) runMain();

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createECDH } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient, type FleetKey } from '@coffer/protocol';
 import { loadConfig } from '../src/server/config.js';
 import { assembleVault, type RunningVault } from '../src/server/start.js';
@@ -113,6 +113,16 @@ describe('fleet key ceremony (software platform)', () => {
     peer.generateKeys();
     const r = runVaultCli(['fleet', 'export-for', peer.getPublicKey('hex', 'uncompressed')], env);
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /C_WrapKey\/C_UnwrapKey/);
+    assert.match(r.stderr, /^coffer-vault: error: fleet export-for.*C_WrapKey\/C_UnwrapKey/);
+    assert.equal(r.stdout, '', 'no package printed');
+    // join refuses the same way (the package it is given is read first; any will do).
+    const pkgFile = join(mkdtempSync(join(tmpdir(), 'coffer-ceremony-pkg-')), 'package.json');
+    writeFileSync(pkgFile, '{}');
+    const j = runVaultCli(['fleet', 'join', pkgFile, '--fleet-key-id', 'ab'.repeat(16)], env);
+    rmSync(dirname(pkgFile), { recursive: true, force: true });
+    assert.equal(j.status, 1, j.stderr);
+    assert.match(j.stderr, /^coffer-vault: error: fleet join.*C_WrapKey\/C_UnwrapKey/);
+    assert.match(j.stderr, /vendor's backup\/cloning tool/, 'says what to do instead');
+    assert.equal(j.stdout, '');
   });
 });

@@ -58,6 +58,12 @@ export interface BackupResult {
   id: Buffer;
   snapshot: Snapshot;
   warnings: BackupWarning[];
+  /**
+   * What this backup read of file contents (not stored in the snapshot): files whose
+   * content the chunk workers read, and the bytes they read. An unchanged file taken
+   * from the parent snapshot is not read.
+   */
+  read: { files: number; bytes: number };
 }
 
 
@@ -156,6 +162,7 @@ async function runBackup(
   };
   const progress: BackupProgress = { files: 0, bytes: 0, addedBytes: 0, path: '' };
   const stats = { files: 0, dirs: 0, bytes: 0 };
+  const read = { files: 0, bytes: 0 };
   let lastReport = 0;
   const report = (force = false) => {
     if (!opts.onProgress) return;
@@ -187,6 +194,8 @@ async function runBackup(
         regions.push(pool.chunkFile(abs, onChunk, start, last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES));
       }
       const parts = await Promise.all(regions);
+      read.files++;
+      for (const r of parts) read.bytes += r.size;
       return { chunks: parts.flatMap((r) => r.ids.map((id) => id.toString('hex'))), size: parts.reduce((a, r) => a + r.size, 0) };
     } catch (e) {
       if (!(e instanceof FileReadError)) throw e;
@@ -292,7 +301,7 @@ async function runBackup(
     const id = await repo.writeObject(ObjectKind.Snapshot, encodeSnapshot(snapshot), snapshotName);
     await repo.backend.sync();
     report(true);
-    return { id, snapshot, warnings };
+    return { id, snapshot, warnings, read };
   } catch (e) {
     await Promise.allSettled(queue);
     await writer.abort();

@@ -18,6 +18,7 @@ import { loadConfig } from '../../src/server/config.js';
 import { exportFor, fleetInit, join as joinFleet, nodeKey } from '../../src/server/fleet-ceremony.js';
 import { bundleToJson } from '@coffer/protocol';
 import { MAIN } from './child-vault.js';
+import { etcdInstalled } from './requirements.js';
 import { connect } from 'node:net';
 import { etcdPost, etcdTlsArgs, makeEtcdPki, passwordFile, setupEtcdAuth, type EtcdPki } from './etcd-secure.js';
 
@@ -138,6 +139,8 @@ async function killHard(child: ChildProcess | null): Promise<void> {
 }
 
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  // Without this, a missing etcd shows up 30 s later as "timed out waiting for etcd quorum".
+  if (!etcdInstalled()) throw new Error('etcd not installed (apt-get install etcd-server): the fleet tests start real etcd members');
   const n = options.dcs ?? 3;
   const ports = options.ports ?? DEFAULT_CLUSTER_PORTS;
   const token = `coffer-${randomBytes(4).toString('hex')}`;
@@ -213,7 +216,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       },
       async startEtcd() {
         if (dc.etcdPid()) return;
-        etcd = spawnLogged('etcd', [
+        etcd = spawnLogged(process.env.COFFER_ETCD_BIN ?? 'etcd', [
           '--name', name,
           '--data-dir', join(dir, 'etcd'),
           '--listen-client-urls', etcdUrl,

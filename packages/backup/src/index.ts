@@ -30,7 +30,7 @@ export { Repository, type SnapshotRecord, type InitOptions } from './repository/
 export { Compression } from './repository/config.js';
 export { backup, type BackupOptions, type BackupProgress, type BackupResult, type BackupWarning } from './repository/backup.js';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './repository/restore.js';
-export { RepositoryLock, removeLocks } from './repository/lock.js';
+export { LOCK_EXPIRY_MS, RepositoryLock, removeLocks, type LockBody } from './repository/lock.js';
 export type { Snapshot, SnapshotStats } from './repository/snapshot.js';
 export type { TreeEntry, FileEntry, DirEntry, SymlinkEntry } from './repository/tree.js';
 export { hex, packName, indexName, snapshotName } from './repository/blob.js';

@@ -119,7 +119,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 
   const lock = await RepositoryLock.acquire(repo, false);
   try {
-    return await runBackup(repo, opts, roots);
+    return await runBackup(repo, lock, opts, roots);
   } finally {
     await lock.release().catch(() => {});
   }
@@ -127,6 +127,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 
 async function runBackup(
   repo: Repository,
+  lock: RepositoryLock,
   opts: BackupOptions,
   roots: Array<{ abs: string; name: string; st: Stats }>,
 ): Promise<BackupResult> {
@@ -276,7 +277,9 @@ async function runBackup(
     while (queue.length > 0) await writeHead();
     parentFiles = new Map(); // let the parent's listing go before the final flush
     const treeIds = await tree.finish();
-    await writer.finish();
+    // The lock is re-checked before the index and the snapshot: if it was removed (a
+    // prune that took this process for dead), packs written here may be gone.
+    await writer.finish(() => lock.ensureHeld());
     const snapshot: Snapshot = {
       version: 1,
       time: (opts.now?.() ?? new Date()).toISOString(),
@@ -289,6 +292,7 @@ async function runBackup(
     };
     if (warnings.length > 0) snapshot.stats.warnings = warnings.length;
     // Written last: only now does the snapshot exist (spec §12).
+    await lock.ensureHeld();
     const id = await repo.writeObject(ObjectKind.Snapshot, encodeSnapshot(snapshot), snapshotName);
     await repo.backend.sync();
     report(true);

@@ -37,3 +37,12 @@ export { hex, packName, indexName, snapshotName } from './repository/blob.js';
 export { check, type CheckResult, type CheckProblem, type CheckOptions } from './repository/check.js';
 export { prune, type PruneResult, type PruneOptions } from './repository/prune.js';
 export { applyPolicy, forgetSnapshots, isEmptyPolicy, type RetentionPolicy } from './repository/forget.js';
+export {
+  repairIndex,
+  repairSnapshots,
+  type RepairIndexOptions,
+  type RepairIndexResult,
+  type RepairSnapshotsOptions,
+  type RepairSnapshotsResult,
+  type SnapshotRepair,
+} from './repository/repair.js';

@@ -70,7 +70,7 @@ function errnoMessage(e: unknown): string {
 }
 
 /** Splits a growing text stream into content-defined Tree blobs. */
-class TreeWriter {
+export class TreeWriter {
   #buf = Buffer.alloc(0);
   readonly ids: string[] = [];
   constructor(

@@ -124,11 +124,13 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
   // One home per needed blob: the first pack that has it and is stored intact.
   const home = new Map<string, string>();
   const indexedAnywhere = new Set<string>();
+  const inIntactPack = new Set<string>();
   for (const [pk, p] of packs) {
     const ok = state(p) === 'ok';
     for (const b of p.blobs) {
       const k = idKey(b.id);
       indexedAnywhere.add(k);
+      if (ok) inIntactPack.add(k);
       if (ok && used.has(k) && !home.has(k)) home.set(k, pk);
     }
   }
@@ -165,8 +167,9 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
   }
 
   // Packs no index names. Young ones may be a running backup's. Old ones are deleted
-  // only when every blob in them is indexed elsewhere (a duplicate, or what a crashed
-  // prune copied); anything else may be the data of a lost index.
+  // only when every blob in them is indexed in an intact stored pack (a duplicate, or
+  // what a crashed prune copied); anything else may be the data of a lost index (or
+  // the only copy, behind an old index a server replays).
   const indexed = new Set([...packs.values()].map((p) => packName(p.packId)));
   const duplicates: ObjectInfo[] = [];
   const unknown: string[] = [];
@@ -187,7 +190,7 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
       unknown.push(`${o.name} is in no index and can't be read (${(e as Error).message}); if it is not yours, delete it by hand`);
       continue;
     }
-    if (entries.every((b) => indexedAnywhere.has(idKey(b.id)) && (!used.has(idKey(b.id)) || home.has(idKey(b.id))))) duplicates.push(o);
+    if (entries.every((b) => inIntactPack.has(idKey(b.id)))) duplicates.push(o);
     else unknown.push(`${o.name} is in no index and holds blobs no index describes`);
   }
   if (unknown.length > 0) {

@@ -138,7 +138,14 @@ async function runBackup(
   if (opts.parent !== 'none') {
     const parent = await findParent(repo, host, absPaths);
     if (parent) {
-      for await (const e of repo.tree(parent.snapshot)) if (e.type === 'file') parentFiles.set(e.path, e);
+      try {
+        for await (const e of repo.tree(parent.snapshot)) if (e.type === 'file') parentFiles.set(e.path, e);
+      } catch (e) {
+        // A damaged parent must not stop new backups: read every file instead.
+        if (!(e instanceof CofferError) || e.code === 'storage') throw e;
+        parentFiles = new Map();
+        repo.onWarning(`the previous snapshot's file list can't be read (${e.message}); every file is read again`);
+      }
     }
   }
 

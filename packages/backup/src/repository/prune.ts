@@ -1,5 +1,5 @@
 /**
- * `coffer prune`: removes data no snapshot needs, under the exclusive lock (spec §12.3).
+ * `coffer prune`: removes data no snapshot needs, under the exclusive lock (spec §12.1).
  *
  * The index is a claim; the pack listing is what is there. Prune keeps, for every blob
  * a snapshot needs, a copy in a pack it has seen in the listing with the indexed size,

@@ -1,5 +1,5 @@
 /**
- * `coffer repair index` and `coffer repair snapshots` (spec §12.4): what to do when
+ * `coffer repair index` and `coffer repair snapshots` (spec §12.2): what to do when
  * `check` finds an index lost or damaged, or snapshots whose data is gone.
  *
  * - repairIndex rebuilds the index from the packs themselves: every pack carries a

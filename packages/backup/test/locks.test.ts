@@ -16,6 +16,8 @@ import {
   CofferError,
   LOCK_EXPIRY_MS,
   LocalBackend,
+  RepositoryLock,
+  forgetSnapshots,
   ObjectKind,
   backup,
   hex,
@@ -149,4 +151,17 @@ test('unshare -pf: a lock held in another PID namespace stops prune; prune runs 
   child.stdin.end();
   await new Promise<void>((r) => child.once('exit', () => r()));
   await prune(tr.repo);
+});
+
+test('forget takes the exclusive lock: it waits for no one and refuses while a backup holds its lock', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'lk-src'), 'd');
+  await writeTree(src, dir({ 'a.txt': file('a') }));
+  const s = await backup(tr.repo, { paths: [src] });
+  const held = await RepositoryLock.acquire(tr.repo, false);
+  await assert.rejects(forgetSnapshots(tr.repo, [s]), isLocked);
+  assert.equal((await tr.repo.snapshots()).length, 1);
+  await held.release();
+  await forgetSnapshots(tr.repo, [s]);
+  assert.equal((await tr.repo.snapshots()).length, 0);
 });

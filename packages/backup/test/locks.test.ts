@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +18,7 @@ import {
   LOCK_EXPIRY_MS,
   LocalBackend,
   RepositoryLock,
+  removeLocks,
   forgetSnapshots,
   ObjectKind,
   backup,
@@ -164,4 +166,17 @@ test('forget takes the exclusive lock: it waits for no one and refuses while a b
   await held.release();
   await forgetSnapshots(tr.repo, [s]);
   assert.equal((await tr.repo.snapshots()).length, 0);
+});
+
+test('a lock object that fails authentication (copied in, or damaged) locks nobody out, and unlock removes it', async (t) => {
+  const tr = await newRepo(t);
+  await fs.mkdir(join(tr.dir, 'locks'), { recursive: true });
+  const bogus = join(tr.dir, 'locks', 'ab'.repeat(32));
+  await fs.writeFile(bogus, randomBytes(200));
+  const warnings: string[] = [];
+  tr.repo.onWarning = (m) => warnings.push(m);
+  await prune(tr.repo);
+  assert.match(warnings.join('\n'), /ignoring locks\/abab.*coffer unlock/);
+  assert.equal(await removeLocks(tr.repo, false), 1);
+  assert.equal(await fs.stat(bogus).then(() => true, () => false), false);
 });

@@ -130,6 +130,12 @@ export async function liveLocks(repo: Repository, now: number): Promise<Array<{ 
       body = JSON.parse((await repo.readObject(name, ObjectKind.Lock)).toString('utf8')) as LockBody;
     } catch (e) {
       if (CofferError.is(e, 'missing-object')) continue; // released meanwhile
+      // A lock that fails authentication was not written with this repository's key
+      // (copied in, or damaged): it locks nobody out; `coffer unlock` removes it.
+      if (CofferError.is(e, 'corrupt')) {
+        repo.onWarning(`ignoring ${name}: ${(e as Error).message}; \`coffer unlock\` removes it`);
+        continue;
+      }
       throw e;
     }
     if (typeof body.expires === 'number' && body.expires > now && !deadHere(body)) out.push({ id, body });

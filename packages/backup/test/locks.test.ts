@@ -22,6 +22,8 @@ import {
   forgetSnapshots,
   ObjectKind,
   backup,
+  check,
+  restore,
   hex,
   prune,
   type LockBody,
@@ -179,4 +181,49 @@ test('a lock object that fails authentication (copied in, or damaged) locks nobo
   assert.match(warnings.join('\n'), /ignoring locks\/abab.*coffer unlock/);
   assert.equal(await removeLocks(tr.repo, false), 1);
   assert.equal(await fs.stat(bogus).then(() => true, () => false), false);
+});
+
+test('unshare -pf: a backup running in another PID namespace races prune; prune refuses, and the backup restores', async (t) => {
+  if (!canUnshare()) return t.skip('needs root and unshare -pf --mount-proc');
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'lk-src'), 'd');
+  await writeTree(src, dir({ 'big.bin': file(prng(7, 24 << 20)), 'small.txt': file('small') }));
+  const crashChild = fileURLToPath(new URL('./fixtures/crash-child.js', import.meta.url));
+  const child = spawn('unshare', ['-pf', '--mount-proc', 'bash', '-c', `for i in $(seq 300); do /bin/true; done; "${process.execPath}" "${crashChild}"; exit $?`], {
+    env: { ...process.env, COFFER_TEST_REPO: tr.dir, COFFER_TEST_KEY: tr.key.toDigits(), COFFER_TEST_MODE: 'backup', COFFER_TEST_SRC: src },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  let finished = false;
+  const exited = new Promise<number | null>((r) =>
+    child.once('exit', (code) => {
+      finished = true;
+      r(code);
+    }),
+  );
+  // Wait until the backup holds its lock, then prune from this namespace.
+  const deadline = Date.now() + 60_000;
+  let sawLock = false;
+  while (!finished && !out.includes('done') && Date.now() < deadline) {
+    if ((await fs.readdir(join(tr.dir, 'locks')).catch(() => [])).length > 0) {
+      sawLock = true;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  if (!sawLock) return t.skip('the backup finished before prune could race it');
+  await assert.rejects(prune(await tr.reopen()), isLocked, 'prune sees the backup in the other namespace');
+  assert.equal(await exited, 0, `backup in the namespace failed: ${err}`);
+  const repo = await tr.reopen();
+  const [snap] = await repo.snapshots();
+  assert.ok(snap, 'the backup wrote its snapshot');
+  const target = await tempDir(t, 'lk-dst');
+  await restore(repo, snap, { target });
+  assert.deepEqual(await fs.readFile(join(target, 'd', 'small.txt'), 'utf8'), 'small');
+  await prune(repo);
+  assert.deepEqual((await check(await tr.reopen(), { readData: true })).problems, []);
 });

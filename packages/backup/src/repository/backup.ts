@@ -72,16 +72,24 @@ function errnoMessage(e: unknown): string {
 /** Splits a growing text stream into content-defined Tree blobs. */
 export class TreeWriter {
   #buf = Buffer.alloc(0);
+  /** Entries not yet joined to #buf: joining once per drain, not once per entry (that was quadratic). */
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
   readonly ids: string[] = [];
   constructor(
     private readonly cdc: FastCdc,
     private readonly store: (raw: Buffer) => Promise<string>,
   ) {}
   async write(e: TreeEntry): Promise<void> {
-    this.#buf = Buffer.concat([this.#buf, Buffer.from(encodeEntry(e), 'utf8')]);
-    if (this.#buf.length >= 2 * this.cdc.maxSize) await this.#drain(false);
+    const line = Buffer.from(encodeEntry(e), 'utf8');
+    this.#pending.push(line);
+    this.#pendingBytes += line.length;
+    if (this.#buf.length + this.#pendingBytes >= 2 * this.cdc.maxSize) await this.#drain(false);
   }
   async #drain(eof: boolean): Promise<void> {
+    this.#buf = Buffer.concat([this.#buf, ...this.#pending]);
+    this.#pending = [];
+    this.#pendingBytes = 0;
     let start = 0;
     while (start < this.#buf.length) {
       const n = this.cdc.cut(this.#buf, start, this.#buf.length, eof);

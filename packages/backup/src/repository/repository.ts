@@ -45,7 +45,6 @@ export class Repository {
    */
   onWarning: (message: string) => void = () => {};
   #index: BlobIndex | undefined;
-  #unreadableIndexes: string[] = [];
 
   private constructor(backend: StorageBackend, config: RepositoryConfig, keys: RepositoryKeys) {
     this.backend = backend;
@@ -110,32 +109,24 @@ export class Repository {
   /**
    * The union of all readable index objects, loaded once, checked against the pack
    * listing (BlobIndex.preferStored). An index that can't be read is skipped and
-   * reported (`unreadableIndexes`); prune refuses to run while there is one.
+   * reported through `onWarning` (prune, which reads the indexes itself, refuses).
    */
   async index(): Promise<BlobIndex> {
     if (this.#index) return this.#index;
     const idx = new BlobIndex();
     const [names, stored] = await Promise.all([this.backend.list('index/'), this.storedPacks()]);
-    const unreadable: string[] = [];
     await mapLimit(validObjects(names), 8, async ({ name }) => {
       const packs = await this.#readIndex(name);
       if (packs === 'missing') return;
       if (packs instanceof CofferError) {
-        unreadable.push(name);
         this.onWarning(`skipping ${packs.message}; \`coffer repair index\` rebuilds the index from the packs`);
         return;
       }
       for (const p of packs) idx.add(p);
     });
     idx.preferStored((packId) => stored.has(packName(packId)));
-    this.#unreadableIndexes = unreadable.sort();
     this.#index = idx;
     return idx;
-  }
-
-  /** Index objects the last `index()` skipped because they could not be read. */
-  get unreadableIndexes(): readonly string[] {
-    return this.#unreadableIndexes;
   }
 
   /** One index object's packs; 'missing' when deleted meanwhile; the error when unreadable. */

@@ -325,7 +325,7 @@ test('forget + prune: the remaining snapshots restore byte-identical, check --re
 
   const steps: string[] = [];
   const pr = await prune(tr.repo, { onStep: (s) => void steps.push(s) });
-  assert.deepEqual(steps, ['repacked', 'index-written', 'old-index-deleted']);
+  assert.deepEqual(steps, ['dropped', 'repacked', 'index-written', 'repacked-deleted', 'old-index-deleted']);
   assert.ok(pr.packsDeleted + pr.packsRepacked > 0);
   const sizeAfter = await repoBytes(tr.dir);
   assert.ok(sizeAfter < sizeBefore - 200_000, `repository shrank from ${sizeBefore} to ${sizeAfter}`);

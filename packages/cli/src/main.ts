@@ -7,7 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { accountCreate, accountPassword, login } from './commands/account.js';
 import { backupCmd, restoreCmd } from './commands/backup.js';
 import { keyGenerate, keyShow } from './commands/key.js';
-import { checkCmd, forget, init, pruneCmd, snapshots, unlock } from './commands/repository.js';
+import { checkCmd, forget, init, pruneCmd, repairIndexCmd, repairSnapshotsCmd, snapshots, unlock } from './commands/repository.js';
 import { vaultChangePassword, vaultDisable, vaultEnable, vaultRecover, vaultStatus } from './commands/vault.js';
 import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
 
@@ -17,10 +17,13 @@ Backups (key mode):
   coffer init                          create a repository (makes a key if none is given)
   coffer backup PATH… [--tag T]        back up files and directories
   coffer snapshots                     list snapshots
-  coffer restore ID|latest --target DIR [--overwrite]
-  coffer check [--read-data]           verify structure (and with --read-data, every byte)
+  coffer restore ID|latest --target DIR [--overwrite] [--no-lock]
+  coffer check [--read-data] [--no-lock]  verify structure (and with --read-data, every byte)
   coffer forget [ID…] [--keep-last N] [--keep-hourly|daily|weekly|monthly|yearly N] [--prune] [--dry-run]
-  coffer prune [--dry-run]             delete data no snapshot needs
+  coffer prune [--dry-run]             delete data no snapshot needs (refuses when that could lose data)
+  coffer repair index [--read-all]     rebuild the index from the packs (after a lost or damaged index)
+  coffer repair snapshots [--forget] [--dry-run]
+                                       rewrite snapshots without the files whose data is gone
   coffer unlock [--remove-all]         remove stale locks
   coffer key generate                  print a new random key
   coffer key show                      print the key given and its key ID
@@ -56,6 +59,8 @@ Options:
   --new-password-file F  for change-password (or COFFER_NEW_PASSWORD)
   --account-password-file F  first line is the account password (or
                     COFFER_ACCOUNT_PASSWORD; default: ask); never the vault password
+  --no-lock         restore/check: read without writing a lock (a full disk, read-only
+                    storage); a prune running meanwhile could make the read fail
   --json            machine-readable output on stdout
   -q, --quiet       no progress or summaries
   -h, --help        this help (\`coffer COMMAND --help\`: that command's)
@@ -123,6 +128,9 @@ const options = {
   'password-file': { type: 'string' },
   'new-password-file': { type: 'string' },
   'guess-limit': { type: 'string' },
+  'no-lock': { type: 'boolean' },
+  'read-all': { type: 'boolean' },
+  forget: { type: 'boolean' },
 } satisfies ParseArgsConfig['options'];
 
 /** Which options each command accepts (besides the global ones). */
@@ -130,11 +138,12 @@ const allowed: Record<string, string[]> = {
   init: [],
   backup: ['tag'],
   snapshots: [],
-  restore: ['target', 'overwrite'],
-  check: ['read-data'],
+  restore: ['target', 'overwrite', 'no-lock'],
+  check: ['read-data', 'no-lock'],
   forget: ['keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly', 'prune', 'dry-run'],
   prune: ['dry-run'],
   unlock: ['remove-all'],
+  repair: ['read-all', 'forget', 'dry-run'],
   key: [],
   account: ['account-password-file'],
   login: ['account', 'token-file', 'account-password-file'],
@@ -193,6 +202,13 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await pruneCmd(flags, io);
       case 'unlock':
         return await unlock(flags, io);
+      case 'repair': {
+        const sub = rest.length === 1 ? rest[0] : undefined;
+        if (sub === 'index' && flags.forget === undefined && flags['dry-run'] === undefined) return await repairIndexCmd(flags, io);
+        if (sub === 'snapshots' && flags['read-all'] === undefined) return await repairSnapshotsCmd(flags, io);
+        if (sub === 'index' || sub === 'snapshots') throw new UsageError(`repair ${sub}: options --read-all (index) and --forget, --dry-run (snapshots) don't mix`);
+        throw new UsageError('repair: use `coffer repair index` or `coffer repair snapshots`');
+      }
       case 'key':
         if (rest[0] === 'generate' && rest.length === 1) return await keyGenerate(flags, io);
         if (rest[0] === 'show' && rest.length === 1) return await keyShow(flags, io);

@@ -76,18 +76,26 @@ function errnoMessage(e: unknown): string {
 }
 
 /** Splits a growing text stream into content-defined Tree blobs. */
-class TreeWriter {
+export class TreeWriter {
   #buf = Buffer.alloc(0);
+  /** Entries not yet joined to #buf: joining once per drain, not once per entry (that was quadratic). */
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
   readonly ids: string[] = [];
   constructor(
     private readonly cdc: FastCdc,
     private readonly store: (raw: Buffer) => Promise<string>,
   ) {}
   async write(e: TreeEntry): Promise<void> {
-    this.#buf = Buffer.concat([this.#buf, Buffer.from(encodeEntry(e), 'utf8')]);
-    if (this.#buf.length >= 2 * this.cdc.maxSize) await this.#drain(false);
+    const line = Buffer.from(encodeEntry(e), 'utf8');
+    this.#pending.push(line);
+    this.#pendingBytes += line.length;
+    if (this.#buf.length + this.#pendingBytes >= 2 * this.cdc.maxSize) await this.#drain(false);
   }
   async #drain(eof: boolean): Promise<void> {
+    this.#buf = Buffer.concat([this.#buf, ...this.#pending]);
+    this.#pending = [];
+    this.#pendingBytes = 0;
     let start = 0;
     while (start < this.#buf.length) {
       const n = this.cdc.cut(this.#buf, start, this.#buf.length, eof);
@@ -125,7 +133,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 
   const lock = await RepositoryLock.acquire(repo, false);
   try {
-    return await runBackup(repo, opts, roots);
+    return await runBackup(repo, lock, opts, roots);
   } finally {
     await lock.release().catch(() => {});
   }
@@ -133,6 +141,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 
 async function runBackup(
   repo: Repository,
+  lock: RepositoryLock,
   opts: BackupOptions,
   roots: Array<{ abs: string; name: string; st: Stats }>,
 ): Promise<BackupResult> {
@@ -143,7 +152,14 @@ async function runBackup(
   if (opts.parent !== 'none') {
     const parent = await findParent(repo, host, absPaths);
     if (parent) {
-      for await (const e of repo.tree(parent.snapshot)) if (e.type === 'file') parentFiles.set(e.path, e);
+      try {
+        for await (const e of repo.tree(parent.snapshot)) if (e.type === 'file') parentFiles.set(e.path, e);
+      } catch (e) {
+        // A damaged parent must not stop new backups: read every file instead.
+        if (!(e instanceof CofferError) || e.code === 'storage') throw e;
+        parentFiles = new Map();
+        repo.onWarning(`the previous snapshot's file list can't be read (${e.message}); every file is read again`);
+      }
     }
   }
 
@@ -285,7 +301,9 @@ async function runBackup(
     while (queue.length > 0) await writeHead();
     parentFiles = new Map(); // let the parent's listing go before the final flush
     const treeIds = await tree.finish();
-    await writer.finish();
+    // The lock is re-checked before the index and the snapshot: if it was removed (a
+    // prune that took this process for dead), packs written here may be gone.
+    await writer.finish(() => lock.ensureHeld());
     const snapshot: Snapshot = {
       version: 1,
       time: (opts.now?.() ?? new Date()).toISOString(),
@@ -298,6 +316,7 @@ async function runBackup(
     };
     if (warnings.length > 0) snapshot.stats.warnings = warnings.length;
     // Written last: only now does the snapshot exist (spec §12).
+    await lock.ensureHeld();
     const id = await repo.writeObject(ObjectKind.Snapshot, encodeSnapshot(snapshot), snapshotName);
     await repo.backend.sync();
     report(true);

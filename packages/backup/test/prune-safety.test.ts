@@ -22,6 +22,7 @@ import {
   prune,
   repairIndex,
   restore,
+  type StorageBackend,
 } from '../src/index.js';
 import { allPaths, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree, type TestRepo } from './fixtures/trees.js';
 
@@ -308,4 +309,53 @@ test('fault injection: lose each pack, index and snapshot, replay old indexes; p
     }
   }
   t.diagnostic(`${faults.length} faults × 2 clocks: ${tally.done} commands ran, ${tally.refused} refused`);
+});
+
+test('a full disk: prune deletes what nothing needs before it writes, so it can run; restore and check need no lock', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'ps-src'), 'd');
+  await writeTree(src, dir({ 'a.bin': file(prng(20, 100_000)) }));
+  const s1 = await backup(tr.repo, { paths: [src] });
+  await fs.rm(join(src, 'a.bin'));
+  await writeTree(join(src, 'b.bin'), file(prng(21, 100_000)));
+  const copy2 = await snapshotCopy(t, src);
+  const s2 = await backup(tr.repo, { paths: [src] });
+  await forgetSnapshots(tr.repo, [s1]);
+
+  // Storage with no room: every write fails until something has been deleted (a lock,
+  // a few hundred bytes, still fits: a disk is rarely full to the last block).
+  const inner = new LocalBackend(tr.dir);
+  let freed = false;
+  const full = (name: string) => {
+    if (!freed && !name.startsWith('locks/')) throw new CofferError('storage', `writing ${name} failed: no space left on device`);
+  };
+  const disk: StorageBackend = {
+    location: inner.location,
+    put: async (n, p) => (full(n), inner.put(n, p)),
+    create: async (n) => (full(n), inner.create(n)),
+    get: (n, r) => inner.get(n, r),
+    stat: (n) => inner.stat(n),
+    list: (p) => inner.list(p),
+    delete: async (n) => {
+      if (n.startsWith('data/')) freed = true;
+      return inner.delete(n);
+    },
+    sync: () => inner.sync(),
+  };
+  const r = await prune(await tr.reopen(disk));
+  assert.equal(r.packsDeleted, 1);
+  assert.ok(await restores(await tr.reopen(), hex(s2.id), copy2));
+  assert.deepEqual((await check(await tr.reopen(), { readData: true })).problems, []);
+
+  // With no room even for a lock, reads still work without one.
+  freed = false;
+  const noRoom = async (n: string): Promise<never> => {
+    throw new CofferError('storage', `writing ${n} failed: no space left on device`);
+  };
+  const noLocks: StorageBackend = { ...disk, put: noRoom, create: noRoom };
+  const repo = await tr.reopen(noLocks);
+  const target = await tempDir(t, 'ps-dst');
+  await assert.rejects(restore(repo, (await repo.snapshots())[0]!, { target }), (e: unknown) => CofferError.is(e, 'storage'));
+  await restore(repo, (await repo.snapshots())[0]!, { target, noLock: true });
+  assert.deepEqual((await check(repo, { noLock: true })).problems, []);
 });

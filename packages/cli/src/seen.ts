@@ -41,8 +41,8 @@ async function readState(path: string): Promise<SeenState | undefined> {
 
 /**
  * Compares what the repository shows (`current`: every readable snapshot) with what
- * this device saw last time, warns on stderr about snapshots that vanished or a newest
- * snapshot that went back in time, and records the new view. `forgottenHere`: IDs this
+ * this device saw last time, warns on stderr about snapshots that vanished (a
+ * rollback makes the newest ones vanish), and records the new view. `forgottenHere`: IDs this
  * command removed itself.
  */
 export async function checkSeenSnapshots(flags: GlobalFlags, io: Io, repo: Repository, current: readonly SnapshotRecord[], forgottenHere: readonly string[] = []): Promise<void> {
@@ -57,15 +57,11 @@ export async function checkSeenSnapshots(flags: GlobalFlags, io: Io, repo: Repos
   if (before) {
     const ids = new Set(now.map((s) => s.id));
     const gone = before.snapshots.filter((s) => !ids.has(s.id) && !forgottenHere.includes(s.id));
-    const newest = (l: Array<{ time: string }>) => l.reduce((a, s) => Math.max(a, Date.parse(s.time) || 0), 0);
+    // (A newest snapshot older than before is covered: the newer ones are then gone.)
     if (gone.length > 0) {
       const eg = gone.slice(0, 3).map((s) => `${s.id.slice(0, 8)} of ${s.time}`).join(', ');
       io.stderr.write(
         `coffer: warning: ${gone.length} snapshot(s) this device saw in ${repo.location} are gone (${eg}): forgotten on another device, or the storage was rolled back or tampered with\n`,
-      );
-    } else if (newest(now) < newest(before.snapshots)) {
-      io.stderr.write(
-        `coffer: warning: the newest snapshot in ${repo.location} (${new Date(newest(now)).toISOString()}) is older than one this device saw (${new Date(newest(before.snapshots)).toISOString()}): the storage may have been rolled back\n`,
       );
     }
   }

@@ -240,7 +240,7 @@ test('--no-lock: restore and check read a repository where no lock can be taken'
   assert.equal((await coffer(['check'], s.env)).code, 14);
 });
 
-test('rollback tripwire: snapshots that vanish, or a newest snapshot that goes back in time, are warned about once', async (t) => {
+test('rollback tripwire: snapshots this device saw that vanish (the newest, after a rollback) are warned about once; its own forgets are not', async (t) => {
   const s = await setup(t);
   const first = (await coffer(['backup', '-q', s.src], s.env)).stdout.trim();
   await fs.writeFile(join(s.src, 'c.txt'), 'more\n');

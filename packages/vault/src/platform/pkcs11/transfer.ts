@@ -37,7 +37,7 @@
  * CKA_NEVER_EXTRACTABLE false and CKA_ALWAYS_SENSITIVE false (it has been outside the
  * token, wrapped); only keys generated on the token itself can be NEVER_EXTRACTABLE.
  */
-import { createECDH, createHash, randomBytes } from 'node:crypto';
+import { createECDH, createHash, ECDH, randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { AesCBC, AesGCM, ECDH1, Handle, Mechanism, PKCS11, Template } from 'pkcs11js';
 import { PlatformError } from '../../core/platform.js';
@@ -165,7 +165,7 @@ function checkItems(items: readonly TransferItem[]): void {
 function checkPoint(point: Uint8Array, what: string): void {
   try {
     if (point.length !== 65 || point[0] !== 0x04) throw new Error('length');
-    createECDH('prime256v1').computeSecret(point); // throws for points off the curve
+    ECDH.convertKey(Buffer.from(point), 'prime256v1', undefined, undefined, 'uncompressed'); // throws for points off the curve
   } catch {
     throw new KeyTransferError(`${what}: not an uncompressed P-256 point`);
   }

@@ -17,7 +17,7 @@ import { openPlatform } from '../src/platform/index.js';
 import { inspectKey } from '../src/platform/pkcs11/index.js';
 import type { KeyAttributes, TransferKind } from '../src/platform/pkcs11/index.js';
 import { loadConfig, type VaultConfig } from '../src/server/config.js';
-import { activate, CeremonyError, exportFor, fleetInit, join as joinFleet, nodeKey, rotate, type TransferPackage } from '../src/server/fleet-ceremony.js';
+import { activate, CeremonyError, exportFor, fleetInit, join as joinFleet, leave, nodeKey, rotate, type TransferPackage } from '../src/server/fleet-ceremony.js';
 import { readFleetFile } from '../src/server/fleet.js';
 import { assembleVault, type RunningVault } from '../src/server/start.js';
 import { createSoftHsmToken, softHsmAvailable, type SoftHsmToken } from './helpers/softhsm.js';
@@ -251,5 +251,18 @@ describe('fleet key ceremony on PKCS#11 (SoftHSM2 tokens)', { skip }, () => {
     const other = structuredClone(pkg);
     other.fleet.publicKey = ids.d!.publicKey; // some other P-256 key
     await rejectsCeremony(joinFleet(cfg.d!, JSON.stringify(other), keyId), /does not match its fleet key ID/);
+  });
+
+  it('fleet leave on PKCS#11 destroys the fleet key objects on that token only; the transport key stays', async () => {
+    const removed = await leave(cfg.d!);
+    assert.deepEqual([...removed].sort(), [KEY_LABELS.fleetHpke, KEY_LABELS.logMac, KEY_LABELS.recordSeal].sort());
+    for (const [label, kind] of [[KEY_LABELS.fleetHpke, 'ecdh'], [KEY_LABELS.recordSeal, 'seal'], [KEY_LABELS.logMac, 'mac']] as const) {
+      await assert.rejects(attrs('d', label, kind), (e: unknown) => e instanceof PlatformError && e.code === 'key-missing');
+      assert.equal((await attrs('c', label, kind)).sensitive, true, 'other tokens keep theirs');
+    }
+    assert.equal((await attrs('d', KEY_LABELS.nodeTransport, 'ecdh')).extractable, false);
+    // D can join again from C (the second ceremony token).
+    const back = await joinFleet(cfg.d!, JSON.stringify(await exportFor(cfg.c!, Buffer.from(ids.d!.publicKey, 'hex'))), keyId);
+    assert.equal(back.imported.length, 3);
   });
 });

@@ -371,12 +371,18 @@ export async function activate(config: VaultConfig, label: string): Promise<void
 
 /** `fleet leave`: this node drops the fleet keys and its fleet file (retiring it). */
 export async function leave(config: VaultConfig): Promise<string[]> {
-  if (config.platform.kind !== 'software') {
-    throw new CeremonyError(`fleet leave on PKCS#11: destroy the objects labelled ${KEY_LABELS.fleetHpke} and ${KEY_LABELS.recordSeal}* on the token with the vendor tool (pkcs11-tool --delete-object), then remove ${config.fleetFile}`);
-  }
   if (!existsSync(config.fleetFile)) throw new FleetFileError(`fleet file ${config.fleetFile}: missing: this node is not in a fleet`);
   const file = readFleetFile(config.fleetFile);
-  const removed = removeSoftwareKeys(config.platform.keyFile, fleetLabels(file));
+  let removed: string[];
+  if (config.platform.kind === 'pkcs11') {
+    // Destroys the token objects; whether the HSM also erases them from its storage is
+    // the vendor's business (docs/operations.md §7: rotate if the HSM is not trusted).
+    const { destroyKeys } = await import('../platform/pkcs11/index.js');
+    removed = await destroyKeys(pkcs11Options(config.platform), fleetLabels(file).map((label) => ({ label, kind: fleetKeyKind(label)! })));
+  } else {
+    removed = removeSoftwareKeys(config.platform.keyFile, fleetLabels(file));
+  }
   renameSync(config.fleetFile, `${config.fleetFile}.retired-${Date.now()}`);
+  logCeremony(config, { step: 'leave', fleetKeyId: file.keyId, removed });
   return removed;
 }

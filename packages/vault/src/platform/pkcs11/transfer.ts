@@ -406,3 +406,36 @@ export async function inspectKey(opts: Pkcs11Options, label: string, kind: Trans
     await token.close();
   }
 }
+
+/**
+ * Destroys the token objects of `items` (both halves of a P-256 key pair): `fleet leave`.
+ * @returns the labels that were present
+ */
+export async function destroyKeys(opts: Pkcs11Options, items: readonly TransferItem[]): Promise<string[]> {
+  checkItems(items);
+  const token = openToken({ ...opts, poolSize: 1 });
+  try {
+    return await token.pool.use((s) => {
+      const p = token.pkcs11;
+      const removed: string[] = [];
+      for (const item of items) {
+        const kinds: KeyKind[] = item.kind === 'ecdh' ? ['ecdh-private', 'ecdh-public'] : [KIND[item.kind]];
+        let any = false;
+        for (const k of kinds) {
+          for (const h of findByLabel(p, s, k, item.label)) {
+            try {
+              p.C_DestroyObject(s, h);
+            } catch (err) {
+              throw toPlatformError(err, `destroying ${item.label}`);
+            }
+            any = true;
+          }
+        }
+        if (any) removed.push(item.label);
+      }
+      return removed;
+    });
+  } finally {
+    await token.close();
+  }
+}

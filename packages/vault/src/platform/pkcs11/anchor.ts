@@ -9,9 +9,10 @@
  * (CKR_ATTRIBUTE_READ_ONLY), so a write creates a new object with the next generation
  * and only then destroys the older ones. A crash between the two leaves two objects; a
  * read takes the highest generation (the newest complete write) and a later write clears
- * the rest. C_CreateObject of a token object returns once the module has stored it (on
- * SoftHSM2: written to its object file; whether that file is fsynced is the module's
- * business — a real HSM keeps it in its own NVRAM).
+ * the rest. C_CreateObject of a token object returns once the module has stored it: an
+ * HSM writes its NVRAM; SoftHSM2 writes its object file WITHOUT fsync (survives a crash
+ * of this process, not of the machine) and takes ~36 ms per write here (docs/pkcs11.md):
+ * callers batch anchor writes.
  */
 import pkcs11js from 'pkcs11js';
 import type { Handle, PKCS11 } from 'pkcs11js';

@@ -369,6 +369,27 @@ export async function activate(config: VaultConfig, label: string): Promise<void
   logCeremony(config, { step: 'activate', fleetKeyId: file.keyId, label });
 }
 
+/**
+ * PKCS#11: the security attributes of this token's fleet keys and transport key, for
+ * `fleet status` (the ceremony record: check them before and after a join). Software: null.
+ */
+export async function keyAttributes(config: VaultConfig): Promise<Record<string, unknown>[] | null> {
+  if (config.platform.kind !== 'pkcs11') return null;
+  const { inspectKey } = await import('../platform/pkcs11/index.js');
+  const file = existsSync(config.fleetFile) ? readFleetFile(config.fleetFile) : null;
+  const labels = [KEY_LABELS.nodeTransport, ...(file ? fleetLabels(file) : [])];
+  const out: Record<string, unknown>[] = [];
+  for (const label of labels) {
+    try {
+      out.push({ ...(await inspectKey(pkcs11Options(config.platform), label, label === KEY_LABELS.nodeTransport ? 'ecdh' : fleetKeyKind(label)!)) });
+    } catch (err) {
+      if (err instanceof PlatformError && err.code === 'key-missing') out.push({ label, missing: true });
+      else throw err;
+    }
+  }
+  return out;
+}
+
 /** `fleet leave`: this node drops the fleet keys and its fleet file (retiring it). */
 export async function leave(config: VaultConfig): Promise<string[]> {
   if (!existsSync(config.fleetFile)) throw new FleetFileError(`fleet file ${config.fleetFile}: missing: this node is not in a fleet`);

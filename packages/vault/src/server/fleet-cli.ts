@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { bundleToJson } from '@coffer/protocol';
 import type { VaultConfig } from './config.js';
-import { activate, CeremonyError, exportFor, fleetInit, join, leave, nodeKey, parseRecipient, rotate } from './fleet-ceremony.js';
+import { activate, CeremonyError, exportFor, fleetInit, join, keyAttributes, leave, nodeKey, parseRecipient, rotate } from './fleet-ceremony.js';
 import { readFleetFile, recordKeyring } from './fleet.js';
 
 export const FLEET_USAGE = `       coffer-vault fleet init                     create the fleet keys once, on the first node; prints the bundle
@@ -17,6 +17,7 @@ export const FLEET_USAGE = `       coffer-vault fleet init                     c
        coffer-vault fleet rotate                   stage a new record-sealing key (then export-for/join it to every node)
        coffer-vault fleet activate LABEL           seal new records under LABEL (after every node holds it)
        coffer-vault fleet status                   this node's fleet key ID, record keys, node ID
+                                                   (PKCS#11: and each key's CKA_EXTRACTABLE, CKA_SENSITIVE, …)
        coffer-vault fleet leave                    retire this node: drop the fleet keys and fleet.json
 `;
 
@@ -70,7 +71,8 @@ export async function fleetCommand(config: VaultConfig, args: readonly string[],
     case 'status': {
       const file = readFleetFile(config.fleetFile);
       const node = await nodeKey(config);
-      out(JSON.stringify({ fleetKeyId: file.keyId, node, recordKeys: recordKeyring(file) }, null, 2) + '\n');
+      const keys = await keyAttributes(config);
+      out(JSON.stringify({ fleetKeyId: file.keyId, node, recordKeys: recordKeyring(file), ...(keys ? { tokenKeys: keys } : {}) }, null, 2) + '\n');
       return true;
     }
     case 'leave': {

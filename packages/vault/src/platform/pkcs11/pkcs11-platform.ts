@@ -3,7 +3,9 @@
  *
  * Every key stays on the token: sealing is CKM_AES_GCM, MACs are CKM_SHA256_HMAC and
  * ECDH is CKM_ECDH1_DERIVE, all inside the token. Only ECDH outputs (the 32-byte shared
- * x-coordinate) and public keys leave it. Time and randomness come from this process.
+ * x-coordinate) and public keys leave it. The trusted anchor is a private CKO_DATA
+ * object on the token (anchor.ts). Key transfer between tokens (the fleet ceremony) is
+ * transfer.ts. Time and randomness come from this process.
  */
 import { ECDH, randomBytes as nodeRandomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';

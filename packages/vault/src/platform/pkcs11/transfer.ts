@@ -209,7 +209,8 @@ export async function wrapKeysFor(opts: Pkcs11Options, recipient: Uint8Array, co
             const rv = ckrOf(err);
             if (rv === pkcs11js.CKR_KEY_UNEXTRACTABLE || rv === pkcs11js.CKR_KEY_NOT_WRAPPABLE) {
               throw new KeyTransferError(
-                `key ${item.label} on token ${opts.tokenLabel} is not exportable (CKA_EXTRACTABLE false): export from the token that created the fleet (fleet init / fleet rotate) or one that joined with keep-exportable`,
+                `key ${item.label} on token ${opts.tokenLabel} is not exportable (CKA_EXTRACTABLE false: a token that joined the fleet, or keys made by \`keys create\`): ` +
+                  'export from the ceremony source (the token that ran fleet init / fleet rotate, or one that joined with keep-exportable)',
               );
             }
             throw toPlatformError(err, `C_WrapKey of ${item.label}`);

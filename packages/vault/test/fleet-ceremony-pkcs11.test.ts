@@ -152,6 +152,8 @@ describe('fleet key ceremony on PKCS#11 (SoftHSM2 tokens)', { skip }, () => {
     assert.deepEqual((await joinFleet(cfg.b!, JSON.stringify(await exportFor(cfg.a!, Buffer.from(ids.b!.publicKey, 'hex'))), keyId)).imported, []);
     // B cannot export: its copies are not extractable.
     await rejectsCeremony(exportFor(cfg.b!, Buffer.from(ids.d!.publicKey, 'hex')), /not exportable/);
+    // B's log MAC key is still the received, non-extractable copy.
+    assert.equal((await attrs('b', KEY_LABELS.logMac, 'mac')).extractable, false);
 
     pkgs.c = await exportFor(cfg.a!, Buffer.from(ids.c!.publicKey, 'hex'));
     await joinFleet(cfg.c!, JSON.stringify(pkgs.c), keyId, { exportable: true });

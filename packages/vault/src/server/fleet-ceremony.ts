@@ -188,10 +188,13 @@ export async function exportFor(config: VaultConfig, recipient: Uint8Array): Pro
   const fleet = readFleetFile(config.fleetFile);
   // The log MAC key joined the fleet keys after the first fleets were made: create it on
   // the source if an older fleet lacks it (then every node gets it through this package).
+  // On PKCS#11 only on a ceremony source (its fleet HPKE key is exportable): a joined
+  // token must never make a MAC key of its own, which would differ from the fleet's.
   if (config.platform.kind === 'software') provisionSoftwareKeys(config.platform.keyFile, { mac: [KEY_LABELS.logMac] });
   else {
-    const { provisionPkcs11Keys } = await import('../platform/pkcs11/index.js');
-    await provisionPkcs11Keys(pkcs11Options(config.platform), { mac: [KEY_LABELS.logMac] }, { exportable: true });
+    const { inspectKey, provisionPkcs11Keys } = await import('../platform/pkcs11/index.js');
+    const opts = pkcs11Options(config.platform);
+    if ((await inspectKey(opts, KEY_LABELS.fleetHpke, 'ecdh')).extractable) await provisionPkcs11Keys(opts, { mac: [KEY_LABELS.logMac] }, { exportable: true });
   }
   const opened = await openPlatform(config.platform);
   try {

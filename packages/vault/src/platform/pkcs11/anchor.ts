@@ -11,7 +11,7 @@
  * read takes the highest generation (the newest complete write) and a later write clears
  * the rest. C_CreateObject of a token object returns once the module has stored it: an
  * HSM writes its NVRAM; SoftHSM2 writes its object file WITHOUT fsync (survives a crash
- * of this process, not of the machine) and takes ~36 ms per write here (docs/pkcs11.md):
+ * of this process, not of the machine) and takes 8–36 ms per write here (docs/pkcs11.md):
  * callers batch anchor writes.
  */
 import pkcs11js from 'pkcs11js';

@@ -387,7 +387,7 @@ export class CofferClient {
     const s = this.profile.state;
     const k = this.backupKey();
     let vault: VaultStatus | null = null;
-    if (s.account && s.token && s.server) vault = await (await this.#vault()).status();
+    if (s.account && s.token && s.server) vault = await (await this.#vault()).status(k ? new Secret(k.exportBytes()) : null);
     return {
       profile: this.profile.dir,
       server: s.server ?? null,

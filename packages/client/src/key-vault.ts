@@ -19,7 +19,8 @@ export interface KeyVaultOptions {
 }
 
 export type VaultStatus =
-  | { readonly state: 'active'; readonly guessesRemaining: number; readonly guessLimit: number; readonly ksf: KsfParams }
+  /** `guessesRemaining` is null when this device could not prove it holds K (the vault tells only the owner). */
+  | { readonly state: 'active'; readonly guessesRemaining: number | null; readonly guessLimit: number; readonly ksf: KsfParams }
   | { readonly state: 'locked' }
   | { readonly state: 'not-registered' };
 
@@ -105,7 +106,7 @@ export class KeyVault {
   }
 
   /**
-   * Erases the vault record, proving the right to: with K (its delete token), or with the
+   * Erases the vault record, proving the right to: with K (its owner token), or with the
    * password (a recovery first, whose grant authorizes the delete; it spends a guess only
    * if the password is wrong).
    * @throws NotRegisteredError when there is none, CofferClientError('proof-required')
@@ -121,9 +122,12 @@ export class KeyVault {
     if (r.outcome !== 'ok') throw failureError(r);
   }
 
-  /** The record's state; `locked` and `not-registered` are states here, not errors. */
-  async status(): Promise<VaultStatus> {
-    const r = await guard(() => this.#client.status());
+  /**
+   * The record's state; `locked` and `not-registered` are states here, not errors. With K
+   * (its owner token proves ownership) the answer includes the guesses left.
+   */
+  async status(backupKey: Secret<Uint8Array> | null = null): Promise<VaultStatus> {
+    const r = await guard(() => this.#client.status(backupKey));
     if (r.outcome === 'ok') return { state: 'active', guessesRemaining: r.guessesRemaining, guessLimit: r.guessLimit, ksf: r.ksf };
     if (r.outcome === 'locked') return { state: 'locked' };
     if (r.outcome === 'not-registered') return { state: 'not-registered' };

@@ -11,9 +11,9 @@ import { ProtocolError } from './errors.js';
 import { sealRequest, type SealedRequest } from './envelope.js';
 import type { FleetKey } from './fleet-key.js';
 import { DEFAULT_KSF, toSerenityKeyStretching, type KsfParams } from './ksf.js';
-import { deleteToken, openRelease, unwrapBackupKey, wrapBackupKey } from './key-wrap.js';
+import { ownerToken, openRelease, unwrapBackupKey, wrapBackupKey } from './key-wrap.js';
 import { sha256 } from './primitives.js';
-import { decodeResponseBody, encodeRequestBody, pad, unpad, type DeleteProof, type VaultRequest, type VaultResponse } from './messages.js';
+import { decodeResponseBody, encodeRequestBody, pad, unpad, type OwnerProof, type VaultRequest, type VaultResponse } from './messages.js';
 import { webRandom, type RandomSource } from './primitives.js';
 import { Secret } from './secret.js';
 
@@ -41,7 +41,7 @@ export type FlowFailure = Extract<NotOk, { outcome: 'wrong-password' | 'locked' 
 
 export type RecoverResult = { readonly outcome: 'ok'; readonly backupKey: Secret<Uint8Array>; readonly grant: Secret<Uint8Array> } | FlowFailure;
 export type RegisterResult = { readonly outcome: 'ok' } | FlowFailure;
-export type StatusResult = { readonly outcome: 'ok'; readonly guessesRemaining: number; readonly guessLimit: number; readonly ksf: KsfParams } | FlowFailure;
+export type StatusResult = { readonly outcome: 'ok'; readonly guessesRemaining: number | null; readonly guessLimit: number; readonly ksf: KsfParams } | FlowFailure;
 
 const FLOW_FAILURES = new Set(['wrong-password', 'locked', 'not-registered', 'rate-limited', 'stale', 'superseded', 'proof-required', 'already-registered']);
 
@@ -76,13 +76,24 @@ export class VaultClient {
     return res;
   }
 
+  async #proof(proof: Uint8Array | Secret<Uint8Array> | { readonly grant: Secret<Uint8Array> } | null): Promise<OwnerProof | null> {
+    if (!proof) return null;
+    if ('grant' in proof) return { kind: 'grant', grant: proof.grant.expose() };
+    return { kind: 'token', token: await ownerToken(proof instanceof Secret ? proof.expose() : proof, this.#o.account) };
+  }
+
   #failure(res: VaultResponse): FlowFailure {
     if (FLOW_FAILURES.has(res.outcome)) return res as FlowFailure;
     throw new UnexpectedResponseError(res);
   }
 
-  async status(): Promise<StatusResult> {
-    const res = await this.send({ op: 'status' });
+  /**
+   * The record's state. With K (its owner token) or a fresh grant as proof, the answer
+   * includes the guesses left; without, `guessesRemaining` is null (the front end, which
+   * could ask too, must not learn from it whether a login succeeded).
+   */
+  async status(proof: Uint8Array | Secret<Uint8Array> | { readonly grant: Secret<Uint8Array> } | null = null): Promise<StatusResult> {
+    const res = await this.send({ op: 'status', proof: await this.#proof(proof) });
     if (res.outcome === 'ok' && res.op === 'status') return { outcome: 'ok', guessesRemaining: res.guessesRemaining, guessLimit: res.guessLimit, ksf: res.ksf };
     return this.#failure(res);
   }
@@ -113,7 +124,7 @@ export class VaultClient {
       ksf,
       guessLimit: options.guessLimit ?? 0,
       wrappedKey,
-      deleteTokenHash: await sha256(await deleteToken(k, this.#o.account)),
+      ownerTokenHash: await sha256(await ownerToken(k, this.#o.account)),
     });
     if (r2.outcome === 'ok') return { outcome: 'ok' };
     return this.#failure(r2);
@@ -155,15 +166,12 @@ export class VaultClient {
 
   /**
    * Disable password mode: the vault deletes the record. Proof that the caller may: K
-   * itself (its delete token is derived here and never leaves the HPKE envelope), or the
+   * itself (its owner token is derived here and never leaves the HPKE envelope), or the
    * grant of a login that just succeeded. Without either the vault answers
    * `proof-required` for an active record.
    */
   async delete(proof: Uint8Array | Secret<Uint8Array> | { readonly grant: Secret<Uint8Array> } | null): Promise<RegisterResult> {
-    let p: DeleteProof | null = null;
-    if (proof && 'grant' in proof) p = { kind: 'grant', grant: proof.grant.expose() };
-    else if (proof) p = { kind: 'token', token: await deleteToken(proof instanceof Secret ? proof.expose() : proof, this.#o.account) };
-    const res = await this.send({ op: 'delete', timestampMs: this.#o.now(), proof: p });
+    const res = await this.send({ op: 'delete', timestampMs: this.#o.now(), proof: await this.#proof(proof) });
     if (res.outcome === 'ok') return { outcome: 'ok' };
     return this.#failure(res);
   }

@@ -43,7 +43,7 @@ export {
   type VaultRequest,
   type VaultResponse,
   type OkResponse,
-  type DeleteProof,
+  type OwnerProof,
 } from './messages.js';
 export {
   FLEET_KEY_ID_LENGTH,
@@ -71,7 +71,7 @@ export {
   type OpenedRequest,
   type SealRequestOptions,
 } from './envelope.js';
-export { BACKUP_KEY_LENGTH, WRAPPED_BACKUP_KEY_LENGTH, DELETE_TOKEN_LENGTH, deleteToken, wrapBackupKey, unwrapBackupKey, sealRelease, openRelease } from './key-wrap.js';
+export { BACKUP_KEY_LENGTH, WRAPPED_BACKUP_KEY_LENGTH, OWNER_TOKEN_LENGTH, ownerToken, wrapBackupKey, unwrapBackupKey, sealRelease, openRelease } from './key-wrap.js';
 export { VaultClient, UnexpectedResponseError, type VaultTransport, type VaultClientOptions, type RecoverResult, type RegisterResult, type StatusResult, type FlowFailure } from './client.js';
 /**
  * The OPAQUE implementation both sides use (RFC 9807, ristretto255; Meta's opaque-ke

@@ -34,18 +34,18 @@ export async function unwrapBackupKey(exportKey: Uint8Array, account: string, wr
   return aesGcmOpen(key, wrapped.subarray(0, 12), ctx, wrapped.subarray(12));
 }
 
-export const DELETE_TOKEN_LENGTH = 32;
+export const OWNER_TOKEN_LENGTH = 32;
 
 /**
  * The token that proves, to the vault, that a delete request comes from someone who holds
  * K (spec §5.5). The vault stores only SHA-256 of it (sent inside the HPKE envelope, so
  * the front end sees neither):
  *
- *   token = HKDF-SHA256(ikm = K, salt = "", info = "coffer/vault/v1/delete-token" || 0x00 || account, 32)
+ *   token = HKDF-SHA256(ikm = K, salt = "", info = "coffer/vault/v1/owner-token" || 0x00 || account, 32)
  */
-export async function deleteToken(backupKey: Uint8Array, account: string): Promise<Uint8Array> {
+export async function ownerToken(backupKey: Uint8Array, account: string): Promise<Uint8Array> {
   if (backupKey.length !== BACKUP_KEY_LENGTH) throw new RangeError(`backupKey: expected ${BACKUP_KEY_LENGTH} bytes`);
-  return hkdf(backupKey, new Uint8Array(0), context(LABELS.vaultDeleteToken, account), DELETE_TOKEN_LENGTH);
+  return hkdf(backupKey, new Uint8Array(0), context(LABELS.vaultOwnerToken, account), OWNER_TOKEN_LENGTH);
 }
 
 /**

@@ -30,11 +30,11 @@ export const LABELS = {
   /** Fleet ceremony: HKDF info and AAD prefix of the fleet keys wrapped to a joining node. */
   fleetTransfer: 'coffer/vault/v1/fleet-transfer',
   /**
-   * Client: HKDF info for the vault delete token, derived from K (spec §5.5). The vault
+   * Client: HKDF info for the vault owner token, derived from K (spec §5.5). The vault
    * keeps SHA-256(token) with the record and deletes it only for the token (or a fresh
    * login's grant), so the front end cannot erase records at will.
    */
-  vaultDeleteToken: 'coffer/vault/v1/delete-token',
+  vaultOwnerToken: 'coffer/vault/v1/owner-token',
   /** Core: the OPAQUE credential identifier of one registration, label || 0x00 || account || 0x00 || registration ID (spec §5.1). */
   credentialIdentifier: 'coffer/vault/v1/credential',
   /** Relay (spec/relay-api.md §1): what a device key signs to open a session, label || 0x00 || challenge. */

@@ -25,8 +25,8 @@ export const SIZES = {
   wrappedKeyMax: 128,
   /** AES-256-GCM nonce + wrapped key + tag. */
   releasedKeyMax: 12 + 128 + 16,
-  deleteToken: 32,
-  deleteTokenHash: 32,
+  ownerToken: 32,
+  ownerTokenHash: 32,
   /** A registration's random ID, part of its OPAQUE credential identifier (spec §5.1). */
   registrationId: 32,
 } as const;
@@ -51,7 +51,8 @@ export function operationFromCode(code: number): Operation {
 }
 
 export type VaultRequest =
-  | { readonly op: 'status' }
+  /** With proof (K's owner token or a fresh grant) the answer includes the guesses left. */
+  | { readonly op: 'status'; readonly proof: OwnerProof | null }
   | { readonly op: 'register-start'; readonly grant: Uint8Array | null; readonly registrationRequest: Uint8Array }
   | {
       readonly op: 'register-finish';
@@ -61,22 +62,22 @@ export type VaultRequest =
       /** 0 asks for the deployment's limit; otherwise 1..limit. */
       readonly guessLimit: number;
       readonly wrappedKey: Uint8Array;
-      /** SHA-256 of the delete token derived from K (key-wrap.ts `deleteToken`). */
-      readonly deleteTokenHash: Uint8Array;
+      /** SHA-256 of the owner token derived from K (key-wrap.ts `ownerToken`). */
+      readonly ownerTokenHash: Uint8Array;
     }
   | { readonly op: 'login-start'; readonly timestampMs: number; readonly ke1: Uint8Array }
   /** `ke3 === null`: the client could not open the envelope (wrong password) and abandons. */
   | { readonly op: 'login-finish'; readonly nonce: Uint8Array; readonly ke3: Uint8Array | null }
-  /** Deleting an active record needs proof: a fresh login's grant, or the delete token from K. */
+  /** Deleting an active record needs proof: a fresh login's grant, or the owner token from K. */
   /**
    * `timestampMs`: the client's clock; the vault refuses it outside its freshness window
    * and deletes only records registered before it, so a captured delete replayed later
    * cannot erase a record the user registered again with the same K.
    */
-  | { readonly op: 'delete'; readonly timestampMs: number; readonly proof: DeleteProof | null };
+  | { readonly op: 'delete'; readonly timestampMs: number; readonly proof: OwnerProof | null };
 
-export type DeleteProof = { readonly kind: 'grant'; readonly grant: Uint8Array } | { readonly kind: 'token'; readonly token: Uint8Array };
-const DELETE_PROOF_KINDS = { grant: 1, token: 2 } as const;
+export type OwnerProof = { readonly kind: 'grant'; readonly grant: Uint8Array } | { readonly kind: 'token'; readonly token: Uint8Array };
+const OWNER_PROOF_KINDS = { grant: 1, token: 2 } as const;
 
 export const OUTCOMES = {
   ok: 1,
@@ -89,7 +90,7 @@ export const OUTCOMES = {
   invalid: 8,
   /** login-finish: another login for this account started after this one and replaced it. */
   superseded: 9,
-  /** delete: an active record is deleted only with a valid grant or delete token. */
+  /** delete: an active record is deleted only with a valid grant or owner token. */
   'proof-required': 10,
 } as const;
 export type OutcomeName = keyof typeof OUTCOMES;
@@ -99,7 +100,8 @@ export const INVALID_REASONS = { 'bad-body': 1, 'weak-ksf': 2, 'bad-guess-limit'
 export type InvalidReason = keyof typeof INVALID_REASONS;
 
 export type OkResponse =
-  | { readonly op: 'status'; readonly guessesRemaining: number; readonly guessLimit: number; readonly ksf: KsfParams }
+  /** `guessesRemaining` is null unless the request proved ownership (spec §5.5). */
+  | { readonly op: 'status'; readonly guessesRemaining: number | null; readonly guessLimit: number; readonly ksf: KsfParams }
   | { readonly op: 'register-start'; readonly nonce: Uint8Array; readonly registrationResponse: Uint8Array; readonly guessLimit: number }
   | { readonly op: 'register-finish' }
   | { readonly op: 'login-start'; readonly nonce: Uint8Array; readonly ke2: Uint8Array; readonly ksf: KsfParams }
@@ -134,17 +136,11 @@ export function encodeRequestBody(req: VaultRequest): Uint8Array {
   const w = new ByteWriter();
   switch (req.op) {
     case 'status':
+      encodeProof(w, req.proof);
       break;
     case 'delete':
       w.u64(req.timestampMs);
-      if (!req.proof) w.u8(0);
-      else if (req.proof.kind === 'grant') {
-        checkLength(req.proof.grant, SIZES.nonce, 'proof.grant');
-        w.u8(DELETE_PROOF_KINDS.grant).bytes(req.proof.grant);
-      } else {
-        checkLength(req.proof.token, SIZES.deleteToken, 'proof.token');
-        w.u8(DELETE_PROOF_KINDS.token).bytes(req.proof.token);
-      }
+      encodeProof(w, req.proof);
       break;
     case 'register-start':
       if (req.grant) checkLength(req.grant, SIZES.nonce, 'grant');
@@ -155,9 +151,9 @@ export function encodeRequestBody(req: VaultRequest): Uint8Array {
       checkLength(req.nonce, SIZES.nonce, 'nonce');
       checkLength(req.registrationRecord, SIZES.registrationRecord, 'registrationRecord');
       if (req.wrappedKey.length > SIZES.wrappedKeyMax) throw new RangeError(`wrappedKey: more than ${SIZES.wrappedKeyMax} bytes`);
-      checkLength(req.deleteTokenHash, SIZES.deleteTokenHash, 'deleteTokenHash');
+      checkLength(req.ownerTokenHash, SIZES.ownerTokenHash, 'ownerTokenHash');
       w.bytes(req.nonce).bytes(req.registrationRecord);
-      encodeKsf(w, req.ksf).u8(req.guessLimit).vec16(req.wrappedKey).bytes(req.deleteTokenHash);
+      encodeKsf(w, req.ksf).u8(req.guessLimit).vec16(req.wrappedKey).bytes(req.ownerTokenHash);
       break;
     case 'login-start':
       checkLength(req.ke1, SIZES.ke1, 'ke1');
@@ -178,15 +174,11 @@ export function decodeRequestBody(op: Operation, body: Uint8Array): VaultRequest
   let req: VaultRequest;
   switch (op) {
     case 'status':
-      req = { op };
+      req = { op, proof: decodeProof(r) };
       break;
     case 'delete': {
       const timestampMs = r.u64('timestampMs');
-      const kind = r.u8('proof.kind');
-      if (kind === 0) req = { op, timestampMs, proof: null };
-      else if (kind === DELETE_PROOF_KINDS.grant) req = { op, timestampMs, proof: { kind: 'grant', grant: fixed(r, SIZES.nonce, 'proof.grant') } };
-      else if (kind === DELETE_PROOF_KINDS.token) req = { op, timestampMs, proof: { kind: 'token', token: fixed(r, SIZES.deleteToken, 'proof.token') } };
-      else throw new DecodeError(`proof.kind: unknown ${kind}`, 'bad-field');
+      req = { op, timestampMs, proof: decodeProof(r) };
       break;
     }
     case 'register-start': {
@@ -204,7 +196,7 @@ export function decodeRequestBody(op: Operation, body: Uint8Array): VaultRequest
         ksf: decodeKsf(r),
         guessLimit: r.u8('guessLimit'),
         wrappedKey: r.vec16('wrappedKey', SIZES.wrappedKeyMax),
-        deleteTokenHash: fixed(r, SIZES.deleteTokenHash, 'deleteTokenHash'),
+        ownerTokenHash: fixed(r, SIZES.ownerTokenHash, 'ownerTokenHash'),
       };
       break;
     case 'login-start':
@@ -221,6 +213,25 @@ export function decodeRequestBody(op: Operation, body: Uint8Array): VaultRequest
   }
   r.end('request body');
   return req;
+}
+
+function encodeProof(w: ByteWriter, proof: OwnerProof | null): void {
+  if (!proof) w.u8(0);
+  else if (proof.kind === 'grant') {
+    checkLength(proof.grant, SIZES.nonce, 'proof.grant');
+    w.u8(OWNER_PROOF_KINDS.grant).bytes(proof.grant);
+  } else {
+    checkLength(proof.token, SIZES.ownerToken, 'proof.token');
+    w.u8(OWNER_PROOF_KINDS.token).bytes(proof.token);
+  }
+}
+
+function decodeProof(r: ByteReader): OwnerProof | null {
+  const kind = r.u8('proof.kind');
+  if (kind === 0) return null;
+  if (kind === OWNER_PROOF_KINDS.grant) return { kind: 'grant', grant: fixed(r, SIZES.nonce, 'proof.grant') };
+  if (kind === OWNER_PROOF_KINDS.token) return { kind: 'token', token: fixed(r, SIZES.ownerToken, 'proof.token') };
+  throw new DecodeError(`proof.kind: unknown ${kind}`, 'bad-field');
 }
 
 function flag(r: ByteReader, field: string): boolean {
@@ -259,7 +270,7 @@ export function encodeResponseBody(res: VaultResponse): Uint8Array {
 function encodeOk(w: ByteWriter, res: OkResponse): void {
   switch (res.op) {
     case 'status':
-      w.u8(res.guessesRemaining).u8(res.guessLimit);
+      w.u8(res.guessesRemaining === null ? 0 : 1).u8(res.guessesRemaining ?? 0).u8(res.guessLimit);
       encodeKsf(w, res.ksf);
       break;
     case 'register-start':
@@ -336,8 +347,12 @@ export function decodeResponseBody(body: Uint8Array): VaultResponse {
 
 function decodeOk(op: Operation, r: ByteReader): OkResponse {
   switch (op) {
-    case 'status':
-      return { op, guessesRemaining: r.u8('guessesRemaining'), guessLimit: r.u8('guessLimit'), ksf: decodeKsf(r) };
+    case 'status': {
+      const disclosed = flag(r, 'disclosed');
+      const remaining = r.u8('guessesRemaining');
+      if (!disclosed && remaining !== 0) throw new DecodeError('guessesRemaining: must be zero when not disclosed', 'bad-field');
+      return { op, guessesRemaining: disclosed ? remaining : null, guessLimit: r.u8('guessLimit'), ksf: decodeKsf(r) };
+    }
     case 'register-start':
       return { op, nonce: fixed(r, SIZES.nonce, 'nonce'), registrationResponse: fixed(r, SIZES.registrationResponse, 'registrationResponse'), guessLimit: r.u8('guessLimit') };
     case 'login-start':

@@ -40,13 +40,13 @@ function clean(fn: () => unknown): void {
 const ops = Object.keys(OPERATIONS) as Operation[];
 const z = (n: number, v = 0) => new Uint8Array(n).fill(v);
 const SAMPLE_REQUESTS: VaultRequest[] = [
-  { op: 'status' },
+  { op: 'status', proof: null },
   { op: 'delete', timestampMs: 1_700_000_000_000, proof: null },
   { op: 'delete', timestampMs: 1_700_000_000_000, proof: { kind: 'grant', grant: z(16, 8) } },
   { op: 'delete', timestampMs: 1_700_000_000_000, proof: { kind: 'token', token: z(32, 9) } },
   { op: 'register-start', grant: null, registrationRequest: z(32, 1) },
   { op: 'register-start', grant: z(16, 9), registrationRequest: z(32, 1) },
-  { op: 'register-finish', nonce: z(16, 2), registrationRecord: z(192, 3), ksf: DEFAULT_KSF, guessLimit: 0, wrappedKey: z(60, 4), deleteTokenHash: z(32, 10) },
+  { op: 'register-finish', nonce: z(16, 2), registrationRecord: z(192, 3), ksf: DEFAULT_KSF, guessLimit: 0, wrappedKey: z(60, 4), ownerTokenHash: z(32, 10) },
   { op: 'login-start', timestampMs: 1_700_000_000_000, ke1: z(96, 5) },
   { op: 'login-finish', nonce: z(16, 6), ke3: z(64, 7) },
   { op: 'login-finish', nonce: z(16, 6), ke3: null },

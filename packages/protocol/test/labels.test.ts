@@ -17,7 +17,7 @@ const GOLDEN: Record<string, string> = {
   loginReplayDigest: 'coffer/vault/v1/login-replay',
   fleetNodeId: 'coffer/vault/v1/fleet-node-id',
   fleetTransfer: 'coffer/vault/v1/fleet-transfer',
-  vaultDeleteToken: 'coffer/vault/v1/delete-token',
+  vaultOwnerToken: 'coffer/vault/v1/owner-token',
   credentialIdentifier: 'coffer/vault/v1/credential',
   relaySession: 'coffer-relay/v1/session',
 };

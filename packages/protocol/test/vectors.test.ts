@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import {
   DecodeError,
-  deleteToken,
+  ownerToken,
   sha256,
   DecryptionError,
   decodeRequestBody,
@@ -89,8 +89,8 @@ async function check(v: Vector): Promise<void> {
         v.expect,
       );
       return;
-    case 'delete-token': {
-      const token = await deleteToken(fromHex(v.backupKey), v.account);
+    case 'owner-token': {
+      const token = await ownerToken(fromHex(v.backupKey), v.account);
       assert.equal(toHex(token), v.token);
       assert.equal(toHex(await sha256(token)), v.tokenHash);
       return;

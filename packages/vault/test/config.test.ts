@@ -39,3 +39,24 @@ test('bad settings are ConfigErrors that name the setting', () => {
   assert.throws(() => loadConfig({ file: '/nonexistent.json', env: {} }), /nonexistent/);
   assert.throws(() => loadConfig({ env: { COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING: 'yes' } }), /expected 1 or 0/);
 });
+
+test('a config file cannot lower the KSF floor or switch on test-only policy: unknown keys are refused, the floor only rises', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'coffer-config-'));
+  try {
+    const file = join(dir, 'vault.json');
+    const load = (policy: unknown) => {
+      writeFileSync(file, JSON.stringify({ policy }));
+      return loadConfig({ file, env: {} });
+    };
+    assert.throws(() => load({ minimumKsf: { memoryKiB: 8, iterations: 1 } }), (e: unknown) => e instanceof ConfigError && /below the default floor/.test(e.message));
+    assert.throws(() => load({ minimumKsf: { memoryKiB: 65536, iterations: 3, parallelism: 1 } }), /minimumKsf.parallelism: not settable/);
+    assert.throws(() => load({ insecureAllowWeakKsfForTesting: true }), /insecureAllowWeakKsfForTesting: not a policy setting/);
+    assert.throws(() => load({ guessLimt: 3 }), /guessLimt: not a policy setting/);
+    const raised = load({ minimumKsf: { memoryKiB: 131072, iterations: 4 }, guessLimit: 5 });
+    assert.deepEqual(raised.policy.minimumKsf, { algorithm: 'argon2id', memoryKiB: 131072, iterations: 4, parallelism: 4 });
+    assert.equal(raised.policy.guessLimit, 5);
+    assert.equal(raised.policy.insecureAllowWeakKsfForTesting, false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

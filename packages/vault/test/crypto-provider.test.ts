@@ -35,7 +35,7 @@ test('a WebCrypto client and a node:crypto vault exchange sealed messages both w
   try {
     for (const [client, vault] of [[webCryptoProvider, nodeCryptoProvider], [nodeCryptoProvider, webCryptoProvider]] as [CryptoProvider, CryptoProvider][]) {
       useCryptoProvider(client);
-      const sealed = await sealRequest(fleetKey, 'acct', 'status', pad(encodeRequestBody({ op: 'status' })));
+      const sealed = await sealRequest(fleetKey, 'acct', 'status', pad(encodeRequestBody({ op: 'status', proof: null })));
       useCryptoProvider(vault);
       const opened = await openRequest(parseRequest(sealed.bytes), 'acct', fleetKey.publicKey, dh);
       const response = await opened.sealResponse(pad(encodeResponseBody({ outcome: 'locked', op: 'status' })), randomBytes(32));

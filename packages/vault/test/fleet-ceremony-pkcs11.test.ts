@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { INSECURE_FAST_KSF_FOR_TESTING, parseFleetKeyBundle, toHex, VaultClient, bundleToJson, type FleetKey } from '@coffer/protocol';
 import { KEY_LABELS } from '../src/core/key-labels.js';
 import { PlatformError } from '../src/core/platform.js';
@@ -20,9 +20,10 @@ import { loadConfig, type VaultConfig } from '../src/server/config.js';
 import { activate, CeremonyError, exportFor, fleetInit, join as joinFleet, leave, nodeKey, rotate, type TransferPackage } from '../src/server/fleet-ceremony.js';
 import { readFleetFile } from '../src/server/fleet.js';
 import { assembleVault, type RunningVault } from '../src/server/start.js';
-import { createSoftHsmToken, softHsmAvailable, type SoftHsmToken } from './helpers/softhsm.js';
+import { createSoftHsmToken, type SoftHsmToken } from './helpers/softhsm.js';
+import { describeIf, softHsmSkip } from './helpers/requirements.js';
 
-const skip = softHsmAvailable() ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
+const skip = softHsmSkip();
 const tokens: Record<string, SoftHsmToken> = {};
 if (!skip) for (const n of ['a', 'b', 'c', 'd']) tokens[n] = createSoftHsmToken({ label: `coffer-ceremony-${n}-${process.pid}` });
 
@@ -46,7 +47,7 @@ async function rejectsCeremony(p: Promise<unknown>, re: RegExp): Promise<void> {
   });
 }
 
-describe('fleet key ceremony on PKCS#11 (SoftHSM2 tokens)', { skip }, () => {
+describeIf('fleet key ceremony on PKCS#11 (SoftHSM2 tokens)', skip, () => {
   const root = mkdtempSync(join(tmpdir(), 'coffer-ceremony-pkcs11-'));
   const env = (n: string): Record<string, string> => ({
     COFFER_VAULT_DATA_DIR: join(root, n),

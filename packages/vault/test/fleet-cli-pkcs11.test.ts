@@ -3,19 +3,20 @@
  * tokens (child processes, as an operator runs them): init, node-key, export-for, join,
  * status with the tokens' key attributes, and the ceremony log.
  */
-import { after, describe, it } from 'node:test';
+import { after, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runVaultCli } from './helpers/child-vault.js';
-import { createSoftHsmToken, softHsmAvailable, type SoftHsmToken } from './helpers/softhsm.js';
+import { createSoftHsmToken, type SoftHsmToken } from './helpers/softhsm.js';
+import { describeIf, softHsmSkip } from './helpers/requirements.js';
 
-const skip = softHsmAvailable() ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
+const skip = softHsmSkip();
 const tokens: Record<string, SoftHsmToken> = {};
 if (!skip) for (const n of ['a', 'b']) tokens[n] = createSoftHsmToken({ pin: `user-pin-${n}-not-in-logs` });
 
-describe('coffer-vault fleet on PKCS#11 (CLI)', { skip }, () => {
+describeIf('coffer-vault fleet on PKCS#11 (CLI)', skip, () => {
   const root = mkdtempSync(join(tmpdir(), 'coffer-fleet-cli-pkcs11-'));
   after(() => {
     rmSync(root, { recursive: true, force: true });

@@ -4,19 +4,19 @@
  * cluster starter, the fleet keys moved between the tokens by the PKCS#11 ceremony.
  * Register through one DC, recover through the others, kill a DC, the other two serve.
  */
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { toHex } from '@coffer/protocol';
 import { fleetClient, startCluster, type Cluster } from './helpers/cluster.js';
-import { softHsmAvailable } from './helpers/softhsm.js';
+import { describeIf, etcdSkip, softHsmSkip } from './helpers/requirements.js';
 
-const skip = softHsmAvailable() ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
+const skip = softHsmSkip() || etcdSkip();
 const K = new Uint8Array(32).fill(9);
 
-describe('fleet on three SoftHSM2 tokens (startCluster platform pkcs11)', { skip }, () => {
+describeIf('fleet on three SoftHSM2 tokens (startCluster platform pkcs11)', skip, () => {
   let cluster: Cluster;
   let dir: string;
   before(async () => {

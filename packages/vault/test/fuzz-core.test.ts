@@ -34,7 +34,7 @@ describe('fuzz: vault core decoders', () => {
   let fleet: LoadedFleet;
   let core: VaultCore;
   const active: AccountRecord = {
-    state: 'active', guessLimit: 10, guessesUsed: 2, ksf: DEFAULT_KSF, registrationRecord: new Uint8Array(192).fill(1), registrationId: new Uint8Array(32).fill(8), deleteTokenHash: new Uint8Array(32).fill(9), registeredAt: 13, registerStarts: [11, 12], wrappedKey: new Uint8Array(60).fill(2),
+    state: 'active', guessLimit: 10, guessesUsed: 2, ksf: DEFAULT_KSF, registrationRecord: new Uint8Array(192).fill(1), registrationId: new Uint8Array(32).fill(8), ownerTokenHash: new Uint8Array(32).fill(9), registeredAt: 13, registerStarts: [11, 12], wrappedKey: new Uint8Array(60).fill(2),
     pendingLogin: { nonce: new Uint8Array(16), expiresAt: 5, serverLoginState: new Uint8Array(128).fill(3) }, pendingRegistration: null,
     changeGrant: { nonce: new Uint8Array(16).fill(4), expiresAt: 6 }, seenLogins: [{ digest: new Uint8Array(16).fill(5), expiresAt: 7 }],
   };
@@ -62,7 +62,7 @@ describe('fuzz: vault core decoders', () => {
   });
 
   it('open: random and mutated requests are refused with a code or opened, never thrown', async () => {
-    const seed = (await sealRequest(fleet.fleetKey, 'fuzz', 'status', pad(encodeRequestBody({ op: 'status' })))).bytes;
+    const seed = (await sealRequest(fleet.fleetKey, 'fuzz', 'status', pad(encodeRequestBody({ op: 'status', proof: null })))).bytes;
     await fc.assert(fc.asyncProperty(fc.oneof(fc.uint8Array({ maxLength: 700 }), mutate(seed)), fc.constantFrom('fuzz', 'other', '', 'bad account'), async (b, account) => {
       const r = await core.open(account, b);
       if (r.kind === 'opened') assert.equal(account, 'fuzz');
@@ -71,7 +71,7 @@ describe('fuzz: vault core decoders', () => {
 
   it('decide: a mutated stored record is a RecordIntegrityError and yields no write', async () => {
     const stored = await sealRecord(platform, 'fuzz', active);
-    const seed = (await sealRequest(fleet.fleetKey, 'fuzz', 'status', pad(encodeRequestBody({ op: 'status' })))).bytes;
+    const seed = (await sealRequest(fleet.fleetKey, 'fuzz', 'status', pad(encodeRequestBody({ op: 'status', proof: null })))).bytes;
     await fc.assert(fc.asyncProperty(mutate(stored), async (b) => {
       const opened = await core.open('fuzz', seed);
       assert.equal(opened.kind, 'opened');

@@ -1,14 +1,15 @@
 // Issue 9: the trusted anchor on a real SoftHSM2 token (a private CKO_DATA object).
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { after, it } from 'node:test';
 import pkcs11js from 'pkcs11js';
 import { ANCHOR_MAX_BYTES } from '../src/core/platform.js';
 import { openPkcs11Platform } from '../src/platform/pkcs11/index.js';
 import { ANCHOR_LABEL } from '../src/platform/pkcs11/anchor.js';
-import { createSoftHsmToken, softHsmAvailable, type SoftHsmToken } from './helpers/softhsm.js';
+import { createSoftHsmToken, type SoftHsmToken } from './helpers/softhsm.js';
+import { describeIf, softHsmSkip } from './helpers/requirements.js';
 import { rejectsWithCode } from './helpers/platform-conformance.js';
 
-const skip = softHsmAvailable() ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
+const skip = softHsmSkip();
 let token: SoftHsmToken;
 if (!skip) token = createSoftHsmToken();
 
@@ -34,7 +35,7 @@ function visibleWithoutLogin(tok: SoftHsmToken): { count: number; value: Buffer 
   }
 }
 
-describe('PKCS#11 anchor (coffer-anchor-v1 on SoftHSM2)', { skip }, () => {
+describeIf('PKCS#11 anchor (coffer-anchor-v1 on SoftHSM2)', skip, () => {
   after(() => token?.cleanup());
 
   it('is null before the first write, round-trips, refuses more than 256 bytes, and survives reopening the token', async () => {

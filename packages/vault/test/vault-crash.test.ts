@@ -36,7 +36,7 @@ describe('crash between counting a guess and answering', () => {
 
     vault = await startChildVault(env);
     const c = httpClient(vault.url, fleetKey, 'alice');
-    const s = await c.status();
+    const s = await c.status(K);
     assert.deepEqual(s.outcome === 'ok' && [s.guessesRemaining, s.guessLimit], [4, 5]);
     const r = await c.recover('right');
     assert.ok(r.outcome === 'ok');

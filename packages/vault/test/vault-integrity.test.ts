@@ -14,7 +14,7 @@ async function overwrite(h: Harness, account: string, value: Uint8Array): Promis
 
 async function refusedWithoutChange(h: Harness, account: string): Promise<void> {
   const before = toHex((await h.stored(account))!);
-  for (const req of [{ op: 'status' } as const, { op: 'login-start', timestampMs: Date.now(), ke1: (await freshKe1('pw')).ke1 } as const, { op: 'delete', timestampMs: Date.now(), proof: null } as const]) {
+  for (const req of [{ op: 'status', proof: null } as const, { op: 'login-start', timestampMs: Date.now(), ke1: (await freshKe1('pw')).ke1 } as const, { op: 'delete', timestampMs: Date.now(), proof: null } as const]) {
     const res = await (await raw(h, account, req)).send();
     assert.equal(res.status, 500, req.op);
     assert.equal(JSON.parse(res.bytes.toString()).error.code, 'record-integrity');

@@ -38,7 +38,7 @@ describe('deleting a record needs proof', () => {
     assert.equal((await victim.status()).outcome, 'ok');
   });
 
-  it('K\'s delete token deletes it; so does the grant of a login that just succeeded, but not an expired one', async () => {
+  it('K\'s owner token deletes it; so does the grant of a login that just succeeded, but not an expired one', async () => {
     const a = h.client('del-b');
     assert.equal((await a.register('pw', KEY_K)).outcome, 'ok');
     assert.equal((await a.delete(KEY_K)).outcome, 'ok');
@@ -139,10 +139,10 @@ describe('a captured delete cannot be replayed', () => {
   after(() => h.close());
 
   it('replayed after the user registered again with the same K, it is stale and deletes nothing', async () => {
-    const { deleteToken } = await import('@coffer/protocol');
+    const { ownerToken } = await import('@coffer/protocol');
     const c = h.client('replay-del');
     assert.equal((await c.register('pw', KEY_K)).outcome, 'ok');
-    const captured = await raw(h, 'replay-del', { op: 'delete', timestampMs: Date.now(), proof: { kind: 'token', token: await deleteToken(KEY_K, 'replay-del') } });
+    const captured = await raw(h, 'replay-del', { op: 'delete', timestampMs: Date.now(), proof: { kind: 'token', token: await ownerToken(KEY_K, 'replay-del') } });
     assert.equal((await captured.send()).response?.outcome, 'ok');
     await new Promise((r) => setTimeout(r, 5));
     assert.equal((await c.register('pw', KEY_K)).outcome, 'ok');
@@ -150,5 +150,64 @@ describe('a captured delete cannot be replayed', () => {
     assert.equal((await captured.send()).response?.outcome, 'stale');
     assert.equal(toHex((await h.stored('replay-del'))!), before);
     assert.equal((await c.status()).outcome, 'ok');
+  });
+});
+
+describe('status tells the guesses left only to the owner', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness();
+  });
+  after(() => h.close());
+
+  it('the front end, asking status before and after a user\'s login, cannot tell a right password from a wrong one', async () => {
+    const user = h.client('st-a');
+    assert.equal((await user.register('pw', KEY_K)).outcome, 'ok');
+    assert.equal((await user.recover('wrong')).outcome, 'wrong-password');
+    const operator = async () => (await (await raw(h, 'st-a', { op: 'status', proof: null })).send()).response;
+    const before = await operator();
+    assert.deepEqual(before && before.outcome === 'ok' && before.op === 'status' ? before.guessesRemaining : 'x', null);
+    assert.equal((await user.recover('pw')).outcome, 'ok'); // resets the count
+    assert.deepEqual(await operator(), before, 'the same answer after a right login');
+    assert.equal((await user.recover('wrong again')).outcome, 'wrong-password');
+    assert.deepEqual(await operator(), before, 'and after a wrong one');
+    // The owner (K's token) sees the count.
+    const owned = await user.status(KEY_K);
+    assert.ok(owned.outcome === 'ok' && owned.guessesRemaining === 9);
+    const notOwner = await user.status(new Uint8Array(32).fill(3));
+    assert.ok(notOwner.outcome === 'ok' && notOwner.guessesRemaining === null);
+  });
+});
+
+describe('the store\'s reader learns nothing from record sizes', () => {
+  it('every stored record has one size: after a right login, a wrong one, a registration, an erasure; the largest record fits', async () => {
+    const { encodeRecord, RECORD_PADDED_SIZE } = await import('../src/core/record.js');
+    const h = await startHarness({ policy: { guessLimit: 3 } });
+    try {
+      const sizes = new Set<number>();
+      const note = async () => sizes.add((await h.stored('sz'))!.length);
+      const c = h.client('sz');
+      assert.equal((await c.register('pw', KEY_K)).outcome, 'ok');
+      await note();
+      await c.recover('pw');
+      await note();
+      await c.recover('wrong');
+      await note();
+      for (let i = 0; i < 3; i++) await c.recover('wrong');
+      assert.equal((await c.status()).outcome, 'locked');
+      await note();
+      assert.equal(sizes.size, 1, `sizes seen: ${[...sizes].join(', ')}`);
+      const big = encodeRecord({
+        state: 'active', guessLimit: 255, guessesUsed: 0, ksf: DEFAULT_KSF, registrationRecord: new Uint8Array(192), registrationId: new Uint8Array(32), ownerTokenHash: new Uint8Array(32), registeredAt: 1,
+        registerStarts: new Array(64).fill(1), wrappedKey: new Uint8Array(128),
+        pendingLogin: { nonce: new Uint8Array(16), expiresAt: 1, serverLoginState: new Uint8Array(256) },
+        pendingRegistration: { nonce: new Uint8Array(16), expiresAt: 1, registrationId: new Uint8Array(32) },
+        changeGrant: { nonce: new Uint8Array(16), expiresAt: 1 },
+        seenLogins: new Array(64).fill({ digest: new Uint8Array(16), expiresAt: 1 }),
+      });
+      assert.ok(big.length <= RECORD_PADDED_SIZE - 2, `largest record ${big.length} bytes`);
+    } finally {
+      await h.close();
+    }
   });
 });

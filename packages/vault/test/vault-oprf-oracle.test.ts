@@ -127,7 +127,7 @@ describe('the operator cannot turn uncounted OPRF evaluations into an offline at
     assert.ok(r1?.outcome === 'ok' && r1.op === 'register-start');
     const fin = opaque.client.finishRegistration({ password: PASSWORD, clientRegistrationState: reg.clientRegistrationState, registrationResponse: toBase64Url(r1.registrationResponse), keyStretching: toSerenityKeyStretching(ksf) });
     const record = fromBase64Url(fin.registrationRecord);
-    const done = (await (await raw(h, account, { op: 'register-finish', nonce: r1.nonce, registrationRecord: record, ksf, guessLimit: 0, wrappedKey: new Uint8Array(60), deleteTokenHash: new Uint8Array(32) })).send()).response;
+    const done = (await (await raw(h, account, { op: 'register-finish', nonce: r1.nonce, registrationRecord: record, ksf, guessLimit: 0, wrappedKey: new Uint8Array(60), ownerTokenHash: new Uint8Array(32) })).send()).response;
     assert.equal(done?.outcome, 'ok');
     const harvested: Harvested[] = [{ word: PASSWORD, maskingKey: record.subarray(32, 96), evaluation: r1.registrationResponse.subarray(0, 32), blinded: fromBase64Url(reg.registrationRequest), path: 'register-start' }];
     const { found, counted } = await countedLoginAndSearch(h, account, harvested, r1.registrationResponse.subarray(32, 64));

@@ -1,5 +1,5 @@
 // Records written by the previous version (record format 1: no registration ID, the bare
-// account as OPAQUE credential identifier, no delete token) still open and recover after
+// account as OPAQUE credential identifier, no owner token) still open and recover after
 // the upgrade; every write is format 2; the next registration moves the record to a
 // per-registration OPRF key (spec/vault-protocol.md §5, §7).
 import assert from 'node:assert/strict';
@@ -41,22 +41,26 @@ describe('record format 1 after the upgrade', () => {
     const put = await h.vault.store.compareAndPut(account, await legacyRecord(h, account, 'old password'), null);
     assert.ok(put.ok);
     const c = h.client(account);
-    const s = await c.status();
-    assert.ok(s.outcome === 'ok' && s.guessesRemaining === 10);
+    // No owner token was registered in format 1: K proves nothing; the count is shown
+    // only with a fresh grant.
+    const s = await c.status(KEY_K);
+    assert.ok(s.outcome === 'ok' && s.guessesRemaining === null);
     assert.equal((await c.recover('wrong')).outcome, 'wrong-password');
     const r = await c.recover('old password');
     assert.ok(r.outcome === 'ok');
+    const withGrant = await c.status({ grant: r.grant });
+    assert.ok(withGrant.outcome === 'ok' && withGrant.guessesRemaining === 10);
     assert.equal(toHex(r.backupKey.expose()), toHex(KEY_K));
     const stored = (await h.stored(account))!;
     assert.equal(stored[0], 2, 'rewritten as format 2');
     const rec = await unsealRecord(h.vault.platform.platform, account, stored);
-    assert.ok(rec.state === 'active' && rec.registrationId === null && rec.deleteTokenHash === null);
-    // Only a grant deletes it (no delete token was registered): K's token is refused.
+    assert.ok(rec.state === 'active' && rec.registrationId === null && rec.ownerTokenHash === null);
+    // Only a grant deletes it (no owner token was registered): K's token is refused.
     assert.equal((await c.delete(KEY_K)).outcome, 'proof-required');
     const changed = await c.changePassword('old password', 'new password');
     assert.equal(changed.outcome, 'ok');
     const after = await unsealRecord(h.vault.platform.platform, account, (await h.stored(account))!);
-    assert.ok(after.state === 'active' && after.registrationId?.length === 32 && after.deleteTokenHash?.length === 32);
+    assert.ok(after.state === 'active' && after.registrationId?.length === 32 && after.ownerTokenHash?.length === 32);
     assert.equal((await c.recover('new password')).outcome, 'ok');
     assert.equal((await c.delete(KEY_K)).outcome, 'ok');
   });

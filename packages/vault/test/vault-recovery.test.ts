@@ -19,7 +19,7 @@ describe('registration and recovery', () => {
     assert.equal(r.outcome, 'ok');
     assert.ok(r.outcome === 'ok');
     assert.equal(toHex(r.backupKey.expose()), toHex(KEY_K));
-    const s = await c.status();
+    const s = await c.status(KEY_K);
     assert.deepEqual(s.outcome === 'ok' && [s.guessesRemaining, s.guessLimit], [5, 5]);
   });
 
@@ -29,7 +29,7 @@ describe('registration and recovery', () => {
     const r = await c.recover('pw');
     assert.ok(r.outcome === 'ok');
     assert.equal(toHex(r.backupKey.expose()), toHex(KEY_K));
-    const s = await c.status();
+    const s = await c.status(KEY_K);
     assert.ok(s.outcome === 'ok');
     assert.deepEqual(s.ksf, DEFAULT_KSF, 'the record keeps the KSF parameters it was made with');
   });
@@ -43,7 +43,7 @@ describe('registration and recovery', () => {
     assert.deepEqual(await c.recover('wrong-3'), { outcome: 'locked', op: 'login-finish' });
     assert.equal(await h.metric('coffer_vault_records_erased_total'), erasedBefore + 1);
     assert.equal((await c.recover('right')).outcome, 'locked');
-    assert.equal((await c.status()).outcome, 'locked');
+    assert.equal((await c.status(KEY_K)).outcome, 'locked');
   });
 
   it('a correct login resets the guess count', async () => {
@@ -51,10 +51,10 @@ describe('registration and recovery', () => {
     await c.register('pw', KEY_K);
     await c.recover('nope');
     await c.recover('nope');
-    const s1 = await c.status();
+    const s1 = await c.status(KEY_K);
     assert.equal(s1.outcome === 'ok' && s1.guessesRemaining, 3);
     assert.equal((await c.recover('pw')).outcome, 'ok');
-    const s2 = await c.status();
+    const s2 = await c.status(KEY_K);
     assert.equal(s2.outcome === 'ok' && s2.guessesRemaining, 5);
   });
 
@@ -69,7 +69,7 @@ describe('registration and recovery', () => {
     const ke1 = fromBase64Url(opaque.client.startLogin({ password: 'guess' }).startLoginRequest);
     const r2 = await c.send({ op: 'login-start', timestampMs: Date.now(), ke1 });
     assert.equal(r2.outcome, 'ok');
-    const s = await c.status();
+    const s = await c.status(KEY_K);
     assert.equal(s.outcome === 'ok' && s.guessesRemaining, 4);
   });
 
@@ -104,7 +104,7 @@ describe('registration and recovery', () => {
     assert.deepEqual(await c.delete(KEY_K), { outcome: 'ok' });
     // What may stay is the register-start rate window (no key material: the stored
     // record is no longer an active one).
-    assert.equal((await c.status()).outcome, 'not-registered');
+    assert.equal((await c.status(KEY_K)).outcome, 'not-registered');
     assert.deepEqual(await c.delete(KEY_K), { outcome: 'not-registered', op: 'delete' });
     assert.equal((await c.register('again', KEY_K)).outcome, 'ok', 'password mode can be enabled again');
   });
@@ -112,6 +112,6 @@ describe('registration and recovery', () => {
   it('refuses a registration asking for more guesses than the deployment allows', async () => {
     const c = h.client('gina');
     await assert.rejects(c.register('pw', KEY_K, { guessLimit: 6 }), /bad-guess-limit/);
-    assert.equal((await c.status()).outcome, 'not-registered');
+    assert.equal((await c.status(KEY_K)).outcome, 'not-registered');
   });
 });

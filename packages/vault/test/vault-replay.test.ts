@@ -5,8 +5,8 @@ import { DEFAULT_KSF, fromBase64Url, INSECURE_FAST_KSF_FOR_TESTING, opaque, toBa
 import { KEY_K, startHarness, type Harness } from './helpers/vault-harness.js';
 import { freshKe1, raw } from './helpers/raw-requests.js';
 
-async function remaining(h: Harness, account: string): Promise<number | string> {
-  const s = await h.client(account).status();
+async function remaining(h: Harness, account: string): Promise<number | string | null> {
+  const s = await h.client(account).status(KEY_K);
   return s.outcome === 'ok' ? s.guessesRemaining : s.outcome;
 }
 
@@ -140,7 +140,7 @@ describe('replays and retries', () => {
     const strict = await startHarness({ policy: { insecureAllowWeakKsfForTesting: false } });
     try {
       await assert.rejects(strict.client('k1').register('pw', KEY_K), /weak-ksf/);
-      assert.equal((await strict.client('k1').status()).outcome, 'not-registered');
+      assert.equal((await strict.client('k1').status(KEY_K)).outcome, 'not-registered');
       assert.equal((await strict.client('k2', { ksf: DEFAULT_KSF }).register('pw', KEY_K)).outcome, 'ok');
     } finally {
       await strict.close();

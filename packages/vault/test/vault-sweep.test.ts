@@ -75,7 +75,7 @@ test('the last KE2 taken and never finished: the record is erased within the log
   assert.ok(late >= LOGIN_TTL_MS - 50, `erased ${late} ms after the last KE2: before its login ended`);
   assert.ok(late <= LOGIN_TTL_MS + 1000 + 500, `erased ${late} ms after the last KE2`);
   const rec = await record(h, account);
-  assert.deepEqual(Object.keys(rec!).sort(), ['erasedAt', 'state'], 'the tombstone keeps no wrapped key, envelope or login state');
+  assert.deepEqual(Object.keys(rec!).sort(), ['erasedAt', 'registerStarts', 'state'], 'the tombstone keeps no wrapped key, envelope or login state');
   assert.deepEqual(await h.vault.store.dueSweeps(Date.now() + 3_600_000, 10), [], 'the sweep index entry is cleared');
   assert.equal(await h.metric('coffer_vault_records_erased_total'), 1);
   assert.equal(await h.metric('coffer_vault_sweeps_total'), 1);

@@ -92,7 +92,7 @@ export async function vaultStatus(flags: VaultFlags, io: Io): Promise<number> {
     io.stdout.write(JSON.stringify(s) + '\n');
     return 0;
   }
-  const vault = s.vault === null ? 'unknown (not logged in)' : s.vault.state === 'active' ? `enabled, ${s.vault.guessesRemaining} of ${s.vault.guessLimit} guesses left` : s.vault.state === 'locked' ? 'locked: the key was erased after too many wrong guesses' : 'not enabled';
+  const vault = s.vault === null ? 'unknown (not logged in)' : s.vault.state === 'active' ? (s.vault.guessesRemaining === null ? `enabled (limit ${s.vault.guessLimit} guesses; how many are left is shown only to a device holding the backup key)` : `enabled, ${s.vault.guessesRemaining} of ${s.vault.guessLimit} guesses left`) : s.vault.state === 'locked' ? 'locked: the key was erased after too many wrong guesses' : 'not enabled';
   io.stdout.write(
     [
       `profile   ${s.profile}`,

@@ -45,7 +45,7 @@ export type Vector =
   | { name: string; kind: 'response-body'; expect: Expect; comment: string; encoded: string; decoded?: unknown }
   | { name: string; kind: 'key-wrap'; expect: Expect; comment: string; exportKey: string; account: string; nonce: string; backupKey: string; wrapped: string }
   | { name: string; kind: 'release'; expect: Expect; comment: string; sessionKey: string; account: string; nonce: string; wrappedKey: string; released: string }
-  | { name: string; kind: 'delete-token'; expect: Expect; comment: string; backupKey: string; account: string; token: string; tokenHash: string }
+  | { name: string; kind: 'owner-token'; expect: Expect; comment: string; backupKey: string; account: string; token: string; tokenHash: string }
   | { name: string; kind: 'fleet-key-id'; expect: Expect; comment: string; publicKey: string; keyId: string };
 
 /** JSON form of decoded messages: bytes as hex. */

@@ -8,7 +8,7 @@ import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   DEFAULT_KSF,
-  deleteToken,
+  ownerToken,
   sha256,
   encodeRequestBody,
   encodeResponseBody,
@@ -39,16 +39,16 @@ async function main(): Promise<void> {
   vectors.push({ name: 'fleet-key-id', kind: 'fleet-key-id', expect: 'success', comment: 'keyId = SHA-256("coffer/vault/v1/fleet-key-id" || 0x00 || publicKey)[0..8]', publicKey: hex(pkR), keyId: hex(fleetKey.keyId) });
 
   const requests: [string, VaultRequest][] = [
-    ['status', { op: 'status' }],
+    ['status', { op: 'status', proof: null }],
     ['register-start', { op: 'register-start', grant: null, registrationRequest: seq(32, 1) }],
     ['register-start-with-grant', { op: 'register-start', grant: seq(16, 200), registrationRequest: seq(32, 1) }],
-    ['register-finish', { op: 'register-finish', nonce: seq(16, 50), registrationRecord: seq(192, 60), ksf: DEFAULT_KSF, guessLimit: 0, wrappedKey: seq(60, 7), deleteTokenHash: seq(32, 90) }],
+    ['register-finish', { op: 'register-finish', nonce: seq(16, 50), registrationRecord: seq(192, 60), ksf: DEFAULT_KSF, guessLimit: 0, wrappedKey: seq(60, 7), ownerTokenHash: seq(32, 90) }],
     ['login-start', { op: 'login-start', timestampMs: 1_767_225_600_000, ke1: seq(96, 9) }],
     ['login-finish', { op: 'login-finish', nonce: seq(16, 30), ke3: seq(64, 40) }],
     ['login-finish-abandon', { op: 'login-finish', nonce: seq(16, 30), ke3: null }],
     ['delete-no-proof', { op: 'delete', timestampMs: 1_767_225_600_000, proof: null }],
     ['delete-grant', { op: 'delete', timestampMs: 1_767_225_600_000, proof: { kind: 'grant', grant: seq(16, 70) } }],
-    ['delete-token', { op: 'delete', timestampMs: 1_767_225_600_000, proof: { kind: 'token', token: seq(32, 80) } }],
+    ['delete-with-owner-token', { op: 'delete', timestampMs: 1_767_225_600_000, proof: { kind: 'token', token: seq(32, 80) } }],
   ];
   for (const [name, req] of requests) {
     const encoded = encodeRequestBody(req);
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   }
   const badBodies: [string, Operation, string, string][] = [
     ['request-body-login-start-truncated', 'login-start', hex(encodeRequestBody(requests[4]![1]).subarray(0, 100)), 'KE1 one byte short'],
-    ['request-body-status-trailing', 'status', '00', 'status takes no body'],
+    ['request-body-status-trailing', 'status', '0000', 'a status without proof has nothing after its proof kind'],
     ['request-body-abandon-nonzero-ke3', 'login-finish', hex(new Uint8Array([...seq(16, 30), 0, ...seq(64, 1)])), 'abandon flag with a non-zero KE3 field is not canonical'],
     ['request-body-ksf-unknown-algorithm', 'register-finish', hex(encodeRequestBody(requests[3]![1])).replace(/^(.{416})01/, '$102'), 'KSF algorithm 2 is unknown'],
     ['request-body-flag-two', 'register-start', hex(new Uint8Array([2, ...new Uint8Array(48)])), 'the grant flag is 0 or 1'],
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
 
   // Full envelopes: request sealed with a fixed ephemeral key, response with a fixed nonce.
   const envelopes: [string, string, VaultRequest, VaultResponse][] = [
-    ['status', 'alice@example.org', { op: 'status' }, { outcome: 'ok', op: 'status', guessesRemaining: 10, guessLimit: 10, ksf: DEFAULT_KSF }],
+    ['status', 'alice@example.org', { op: 'status', proof: null }, { outcome: 'ok', op: 'status', guessesRemaining: 10, guessLimit: 10, ksf: DEFAULT_KSF }],
     ['login-start', 'alice@example.org', requests[4]![1], { outcome: 'ok', op: 'login-start', nonce: seq(16, 3), ke2: seq(320, 5), ksf: DEFAULT_KSF }],
     ['login-finish', 'user-42', requests[5]![1], { outcome: 'wrong-password', op: 'login-finish', guessesRemaining: 9 }],
   ];
@@ -126,8 +126,8 @@ async function main(): Promise<void> {
   const relNonce = seq(12, 0xd0);
   vectors.push({ name: 'release', kind: 'release', expect: 'success', comment: 'the wrapped key released under the OPAQUE session key (spec §5.3)', sessionKey: hex(sessionKey), account: 'alice@example.org', nonce: hex(relNonce), wrappedKey: hex(wrapped), released: hex(await sealRelease(sessionKey, 'alice@example.org', wrapped, relNonce)) });
 
-  const token = await deleteToken(K, 'alice@example.org');
-  vectors.push({ name: 'delete-token', kind: 'delete-token', expect: 'success', comment: 'the delete token from K and its SHA-256, which register-finish sends (spec §5.5)', backupKey: hex(K), account: 'alice@example.org', token: hex(token), tokenHash: hex(await sha256(token)) });
+  const token = await ownerToken(K, 'alice@example.org');
+  vectors.push({ name: 'owner-token', kind: 'owner-token', expect: 'success', comment: 'the owner token from K and its SHA-256, which register-finish sends (spec §5.5)', backupKey: hex(K), account: 'alice@example.org', token: hex(token), tokenHash: hex(await sha256(token)) });
 
   mkdirSync(VECTOR_DIR, { recursive: true });
   for (const f of readdirSync(VECTOR_DIR)) if (f.endsWith('.json')) rmSync(join(VECTOR_DIR, f));

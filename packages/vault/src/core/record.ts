@@ -7,9 +7,9 @@
  * not open (spec §7).
  *
  * Format 2 (this code writes it) adds the registration ID that keys the record's OPRF
- * (spec §5.1), the delete-token hash (§5.5) and the register-start rate window. Format 1
+ * (spec §5.1), the owner-token hash (§5.5) and the register-start rate window. Format 1
  * records still open: they read as registration ID `null` (the legacy credential
- * identifier, the bare account), no delete token, an empty window.
+ * identifier, the bare account), no owner token, an empty window.
  */
 import { ByteReader, ByteWriter, DecodeError, decodeKsf, encodeKsf, LABELS, SIZES, utf8, type KsfParams } from '@coffer/protocol';
 import { KEY_LABELS } from './key-labels.js';
@@ -52,8 +52,8 @@ export interface ActiveRecord {
   readonly registrationRecord: Uint8Array;
   /** The registration ID its OPRF key is derived from; `null` for a format-1 record (bare account). */
   readonly registrationId: Uint8Array | null;
-  /** SHA-256 of the delete token derived from K; `null` for a format-1 record (grant only). */
-  readonly deleteTokenHash: Uint8Array | null;
+  /** SHA-256 of the owner token derived from K; `null` for a format-1 record (grant only). */
+  readonly ownerTokenHash: Uint8Array | null;
   /** When register-finish made it (vault clock; 0 for a format-1 record): older deletes don't apply. */
   readonly registeredAt: number;
   /** Vault-clock expiry times of recent register-starts (the per-account rate window). */
@@ -88,6 +88,12 @@ const STATES = { 'pending-registration': 1, active: 2, erased: 3 } as const;
 const MAX_SERVER_LOGIN_STATE = 256;
 const MAX_SEEN_LOGINS = 64;
 export const MAX_REGISTER_STARTS = 64;
+/**
+ * Format 2 pads every record's plaintext to this size (u16 length || record || zeros)
+ * before sealing, so the store's reader learns nothing from sizes — e.g. whether a login
+ * succeeded (which adds a grant) or failed. The largest record is 2826 bytes.
+ */
+export const RECORD_PADDED_SIZE = 3072;
 
 function writeExpiring(w: ByteWriter, e: Expiring | null): void {
   if (!e) w.u8(0);
@@ -142,7 +148,7 @@ export function encodeRecord(rec: AccountRecord): Uint8Array {
       w.bytes(rec.registrationRecord).vec16(rec.wrappedKey);
       // Format 2 never writes a legacy record back without its ID: a format-1 record keeps
       // working (registrationId null → zero-length) until its next registration.
-      w.vec16(rec.registrationId ?? new Uint8Array(0)).vec16(rec.deleteTokenHash ?? new Uint8Array(0)).u64(rec.registeredAt);
+      w.vec16(rec.registrationId ?? new Uint8Array(0)).vec16(rec.ownerTokenHash ?? new Uint8Array(0)).u64(rec.registeredAt);
       writeStarts(w, rec.registerStarts);
       if (!rec.pendingLogin) w.u8(0);
       else w.u8(1).bytes(rec.pendingLogin.nonce).u64(rec.pendingLogin.expiresAt).vec16(rec.pendingLogin.serverLoginState);
@@ -183,16 +189,16 @@ export function decodeRecord(bytes: Uint8Array, formatVersion: number = RECORD_F
     const registrationRecord = r.bytes(SIZES.registrationRecord, 'registrationRecord');
     const wrappedKey = r.vec16('wrappedKey', SIZES.wrappedKeyMax);
     let registrationId: Uint8Array | null = null;
-    let deleteTokenHash: Uint8Array | null = null;
+    let ownerTokenHash: Uint8Array | null = null;
     let registerStarts: number[] = [];
     let registeredAt = 0;
     if (!legacy) {
       const id = r.vec16('registrationId', SIZES.registrationId);
-      const dth = r.vec16('deleteTokenHash', SIZES.deleteTokenHash);
+      const dth = r.vec16('ownerTokenHash', SIZES.ownerTokenHash);
       if (id.length !== 0 && id.length !== SIZES.registrationId) throw new DecodeError('registrationId: bad length', 'bad-field');
-      if (dth.length !== 0 && dth.length !== SIZES.deleteTokenHash) throw new DecodeError('deleteTokenHash: bad length', 'bad-field');
+      if (dth.length !== 0 && dth.length !== SIZES.ownerTokenHash) throw new DecodeError('ownerTokenHash: bad length', 'bad-field');
       registrationId = id.length ? id : null;
-      deleteTokenHash = dth.length ? dth : null;
+      ownerTokenHash = dth.length ? dth : null;
       registeredAt = r.u64('registeredAt');
       registerStarts = readStarts(r);
     }
@@ -211,7 +217,7 @@ export function decodeRecord(bytes: Uint8Array, formatVersion: number = RECORD_F
     const seenLogins: SeenLogin[] = [];
     for (let i = 0; i < n; i++) seenLogins.push({ digest: r.bytes(16, 'seenLogins.digest'), expiresAt: r.u64('seenLogins.expiresAt') });
     if (guessLimit < 1 || guessesUsed > guessLimit) throw new DecodeError('guess counter out of range', 'bad-field');
-    rec = { state: 'active', guessLimit, guessesUsed, ksf, registrationRecord, registrationId, deleteTokenHash, registeredAt, registerStarts, wrappedKey, pendingLogin, pendingRegistration, changeGrant, seenLogins };
+    rec = { state: 'active', guessLimit, guessesUsed, ksf, registrationRecord, registrationId, ownerTokenHash, registeredAt, registerStarts, wrappedKey, pendingLogin, pendingRegistration, changeGrant, seenLogins };
   } else {
     throw new DecodeError(`record.state: unknown ${state}`, 'bad-field');
   }
@@ -236,8 +242,27 @@ export interface RecordKeyring {
 
 export const DEFAULT_RECORD_KEYRING: RecordKeyring = { current: KEY_LABELS.recordSeal, all: [KEY_LABELS.recordSeal] };
 
+/** u16 length || body || zeros, RECORD_PADDED_SIZE bytes. */
+export function padRecord(body: Uint8Array): Uint8Array {
+  if (body.length > RECORD_PADDED_SIZE - 2) throw new RangeError(`record: ${body.length} bytes exceeds ${RECORD_PADDED_SIZE - 2}`);
+  const out = new Uint8Array(RECORD_PADDED_SIZE);
+  out[0] = body.length >> 8;
+  out[1] = body.length & 0xff;
+  out.set(body, 2);
+  return out;
+}
+
+/** @throws DecodeError unless canonical */
+export function unpadRecord(padded: Uint8Array): Uint8Array {
+  if (padded.length !== RECORD_PADDED_SIZE) throw new DecodeError('record: not padded to the fixed size', 'bad-length');
+  const len = (padded[0]! << 8) | padded[1]!;
+  if (len > RECORD_PADDED_SIZE - 2) throw new DecodeError('record: length field too large', 'bad-padding');
+  for (let i = 2 + len; i < padded.length; i++) if (padded[i] !== 0) throw new DecodeError('record: non-zero padding', 'bad-padding');
+  return padded.subarray(2, 2 + len);
+}
+
 export async function sealRecord(platform: Platform, account: string, rec: AccountRecord, keys: RecordKeyring = DEFAULT_RECORD_KEYRING): Promise<Uint8Array> {
-  const sealed = await platform.seal(keys.current, recordAad(account, RECORD_FORMAT_VERSION), encodeRecord(rec));
+  const sealed = await platform.seal(keys.current, recordAad(account, RECORD_FORMAT_VERSION), padRecord(encodeRecord(rec)));
   const out = new Uint8Array(1 + sealed.length);
   out[0] = RECORD_FORMAT_VERSION;
   out.set(sealed, 1);
@@ -264,7 +289,7 @@ export async function unsealRecord(platform: Platform, account: string, stored: 
   }
   if (!plain) throw new RecordIntegrityError(account);
   try {
-    return decodeRecord(plain, version);
+    return decodeRecord(version === RECORD_FORMAT_VERSION ? unpadRecord(plain) : plain, version);
   } catch {
     throw new RecordIntegrityError(account);
   }

@@ -37,6 +37,7 @@ import {
   utf8,
   type FleetKey,
   type OpenedRequest,
+  type OwnerProof,
   type Operation,
   type OutcomeName,
   type Secret,
@@ -207,7 +208,9 @@ export class VaultCore {
       case 'status':
         if (!rec || rec.state === 'pending-registration') return this.#answer({ outcome: 'not-registered', op: body.op });
         if (rec.state === 'erased') return this.#answer({ outcome: 'locked', op: body.op });
-        return this.#answer({ outcome: 'ok', op: 'status', guessesRemaining: rec.guessLimit - rec.guessesUsed, guessLimit: rec.guessLimit, ksf: rec.ksf });
+        // The guesses left only for the owner: from them the front end (which may ask
+        // status for any account) would learn whether a user's login just succeeded.
+        return this.#answer({ outcome: 'ok', op: 'status', guessesRemaining: (await ownerProven(rec, body.proof)) ? rec.guessLimit - rec.guessesUsed : null, guessLimit: rec.guessLimit, ksf: rec.ksf });
 
       case 'register-start':
         return this.#registerStart(account, body, rec, now);
@@ -228,7 +231,7 @@ export class VaultCore {
 
   /**
    * Deleting an active record needs proof (spec §5.5): the grant of a login that just
-   * succeeded, or the delete token derived from K. The front end has neither, so it
+   * succeeded, or the owner token derived from K. The front end has neither, so it
    * cannot erase records — which would also let it reset what a registration may do.
    * What remains after a delete is the register-start rate window, if it holds any.
    */
@@ -240,11 +243,7 @@ export class VaultCore {
       // A delete stamped before this registration (a captured one, replayed after the user
       // registered again with the same K) does not apply to it.
       if (body.timestampMs < rec.registeredAt) return this.#answer({ outcome: 'stale', op });
-      const p = body.proof;
-      let proven = false;
-      if (p?.kind === 'grant') proven = rec.changeGrant !== null && equalBytes(rec.changeGrant.nonce, p.grant);
-      else if (p?.kind === 'token') proven = rec.deleteTokenHash !== null && equalBytes(await sha256(p.token), rec.deleteTokenHash);
-      if (!proven) return this.#answer({ outcome: 'proof-required', op });
+      if (!(await ownerProven(rec, body.proof))) return this.#answer({ outcome: 'proof-required', op });
     }
     const starts = rec.registerStarts;
     const write: RecordWrite = starts.length > 0 ? await this.#put(account, { state: 'pending-registration', registration: null, registerStarts: starts }) : { kind: 'delete' };
@@ -307,7 +306,7 @@ export class VaultCore {
       ksf: body.ksf,
       registrationRecord: body.registrationRecord,
       registrationId: pending.registrationId,
-      deleteTokenHash: body.deleteTokenHash,
+      ownerTokenHash: body.ownerTokenHash,
       registeredAt: now,
       registerStarts: rec?.registerStarts ?? [],
       wrappedKey: body.wrappedKey,
@@ -415,6 +414,13 @@ function refuse(code: RefusalCode, message: string): OpenResult {
 
 function retryAfter(until: number, now: number): number {
   return Math.min(0xffff, Math.max(1, Math.ceil((until - now) / 1000)));
+}
+
+/** Whether `proof` is the record's owner token (from K) or its unexpired login grant; constant-time compares. */
+async function ownerProven(rec: ActiveRecord, proof: OwnerProof | null): Promise<boolean> {
+  if (proof?.kind === 'grant') return rec.changeGrant !== null && equalBytes(rec.changeGrant.nonce, proof.grant);
+  if (proof?.kind === 'token') return rec.ownerTokenHash !== null && equalBytes(await sha256(proof.token), rec.ownerTokenHash);
+  return false;
 }
 
 /** For a record whose guesses are all spent: when its open login ends (then it is erased). */

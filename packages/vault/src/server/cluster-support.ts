@@ -17,7 +17,7 @@
  * listener (metrics) `ports.vault + 1`.
  */
 import { once } from 'node:events';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -197,7 +197,14 @@ async function killHard(child: ChildProcess | null): Promise<void> {
   await exited;
 }
 
+/** Whether the etcd binary (COFFER_ETCD_BIN, default `etcd`) runs. */
+export function etcdInstalled(): boolean {
+  return spawnSync(process.env.COFFER_ETCD_BIN ?? 'etcd', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  // Without this, a missing etcd shows up 30 s later as "timed out waiting for etcd quorum".
+  if (!etcdInstalled()) throw new Error('etcd not installed (apt-get install etcd-server): the cluster starts real etcd members');
   const n = options.dcs ?? 3;
   const ports = options.ports ?? DEFAULT_CLUSTER_PORTS;
   const token = `coffer-${randomBytes(4).toString('hex')}`;
@@ -288,7 +295,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       },
       async startEtcd() {
         if (dc.etcdPid()) return;
-        etcd = spawnLogged('etcd', [
+        etcd = spawnLogged(process.env.COFFER_ETCD_BIN ?? 'etcd', [
           '--name', name,
           '--data-dir', join(dir, 'etcd'),
           '--listen-client-urls', etcdUrl,

@@ -72,7 +72,8 @@ interface FileConfig {
     compactIntervalMs?: number;
   };
   fleetFile?: string;
-  policy?: Partial<Omit<CorePolicy, 'minimumKsf'>>;
+  /** Only the keys of POLICY_FILE_KEYS; `minimumKsf` may only raise the floor (memoryKiB, iterations). */
+  policy?: Record<string, unknown>;
   logLevel?: string;
   linkKeyFile?: string;
   insecureNoLinkAuthForTesting?: boolean;
@@ -157,7 +158,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   try {
     policy = checkPolicy({
       ...DEFAULT_POLICY,
-      ...(f.policy ?? {}),
+      ...policyFromFile(f.policy),
       ...(int('COFFER_VAULT_GUESS_LIMIT', env.COFFER_VAULT_GUESS_LIMIT) !== undefined ? { guessLimit: Number(env.COFFER_VAULT_GUESS_LIMIT) } : {}),
       ...(int('COFFER_VAULT_LOGINS_PER_WINDOW', env.COFFER_VAULT_LOGINS_PER_WINDOW) !== undefined ? { loginsPerWindow: Number(env.COFFER_VAULT_LOGINS_PER_WINDOW) } : {}),
       ...(weak ? { insecureAllowWeakKsfForTesting: true } : {}),
@@ -256,4 +257,25 @@ function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig, abs: (p: string) => 
       ...(user && password ? { user, password } : {}),
     },
   };
+}
+
+/** The policy settings a config file may set; anything else is refused (never silently ignored or spread). */
+export const POLICY_FILE_KEYS = ['guessLimit', 'loginTtlMs', 'registrationTtlMs', 'grantTtlMs', 'freshnessWindowMs', 'loginsPerWindow', 'registerStartsPerWindow', 'registerWindowMs', 'minimumKsf'] as const;
+
+function policyFromFile(p: Record<string, unknown> | undefined): Partial<CorePolicy> {
+  if (p === undefined) return {};
+  if (typeof p !== 'object' || p === null || Array.isArray(p)) throw new RangeError('must be an object');
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(p)) {
+    if (!(POLICY_FILE_KEYS as readonly string[]).includes(k)) {
+      throw new RangeError(`${k}: not a policy setting (allowed: ${POLICY_FILE_KEYS.join(', ')}; the test-only weak-KSF switch is COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING=1)`);
+    }
+    if (k === 'minimumKsf') {
+      const m = v as Record<string, unknown> | null;
+      if (typeof m !== 'object' || m === null) throw new RangeError('minimumKsf: must be { memoryKiB, iterations }');
+      for (const mk of Object.keys(m)) if (mk !== 'memoryKiB' && mk !== 'iterations') throw new RangeError(`minimumKsf.${mk}: not settable (memoryKiB and iterations only; lanes are not a cost to an attacker)`);
+      out.minimumKsf = { ...DEFAULT_POLICY.minimumKsf, ...m };
+    } else out[k] = v;
+  }
+  return out as Partial<CorePolicy>;
 }

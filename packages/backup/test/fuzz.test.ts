@@ -70,12 +70,15 @@ function mutate(b: Buffer, r: () => number): Buffer {
   return c;
 }
 
+// A run count, not a time budget: the same inputs on a loaded machine as on an idle one
+// (COFFER_FUZZ_RUNS for a longer session).
+const RUNS = Number(process.env.COFFER_FUZZ_RUNS ?? 3000);
+
 for (const [name, [seed, decode]] of Object.entries(decoders)) {
-  test(`fuzz ${name}: only clean errors`, () => {
+  test(`fuzz ${name}: only clean errors (${RUNS} inputs)`, () => {
     const r = prng(name.length * 7919 + 1);
-    const deadline = Date.now() + 400;
     let runs = 0;
-    while (Date.now() < deadline && runs < 20000) {
+    while (runs < RUNS) {
       const input = runs % 4 === 0 ? bytes(r() % 200, r()) : mutate(seeds[seed]!, r);
       const t0 = Date.now();
       try {
@@ -85,9 +88,9 @@ for (const [name, [seed, decode]] of Object.entries(decoders)) {
           assert.fail(`${name} threw ${String(e)} on ${input.toString('hex').slice(0, 400)}`);
         }
       }
-      assert.ok(Date.now() - t0 < 1000, `${name} took ${Date.now() - t0} ms on one input`);
+      // Time is the property here (no input makes a decoder hang), with a wide margin.
+      assert.ok(Date.now() - t0 < 5000, `${name} took ${Date.now() - t0} ms on one input`);
       runs++;
     }
-    assert.ok(runs > 100, `only ${runs} runs`);
   });
 }

@@ -58,6 +58,12 @@ export interface BackupResult {
   id: Buffer;
   snapshot: Snapshot;
   warnings: BackupWarning[];
+  /**
+   * What this backup read of file contents (not stored in the snapshot): files whose
+   * content the chunk workers read, and the bytes they read. An unchanged file taken
+   * from the parent snapshot is not read.
+   */
+  read: { files: number; bytes: number };
 }
 
 
@@ -70,18 +76,26 @@ function errnoMessage(e: unknown): string {
 }
 
 /** Splits a growing text stream into content-defined Tree blobs. */
-class TreeWriter {
+export class TreeWriter {
   #buf = Buffer.alloc(0);
+  /** Entries not yet joined to #buf: joining once per drain, not once per entry (that was quadratic). */
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
   readonly ids: string[] = [];
   constructor(
     private readonly cdc: FastCdc,
     private readonly store: (raw: Buffer) => Promise<string>,
   ) {}
   async write(e: TreeEntry): Promise<void> {
-    this.#buf = Buffer.concat([this.#buf, Buffer.from(encodeEntry(e), 'utf8')]);
-    if (this.#buf.length >= 2 * this.cdc.maxSize) await this.#drain(false);
+    const line = Buffer.from(encodeEntry(e), 'utf8');
+    this.#pending.push(line);
+    this.#pendingBytes += line.length;
+    if (this.#buf.length + this.#pendingBytes >= 2 * this.cdc.maxSize) await this.#drain(false);
   }
   async #drain(eof: boolean): Promise<void> {
+    this.#buf = Buffer.concat([this.#buf, ...this.#pending]);
+    this.#pending = [];
+    this.#pendingBytes = 0;
     let start = 0;
     while (start < this.#buf.length) {
       const n = this.cdc.cut(this.#buf, start, this.#buf.length, eof);
@@ -119,7 +133,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 
   const lock = await RepositoryLock.acquire(repo, false);
   try {
-    return await runBackup(repo, opts, roots);
+    return await runBackup(repo, lock, opts, roots);
   } finally {
     await lock.release().catch(() => {});
   }
@@ -127,6 +141,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 
 async function runBackup(
   repo: Repository,
+  lock: RepositoryLock,
   opts: BackupOptions,
   roots: Array<{ abs: string; name: string; st: Stats }>,
 ): Promise<BackupResult> {
@@ -137,7 +152,14 @@ async function runBackup(
   if (opts.parent !== 'none') {
     const parent = await findParent(repo, host, absPaths);
     if (parent) {
-      for await (const e of repo.tree(parent.snapshot)) if (e.type === 'file') parentFiles.set(e.path, e);
+      try {
+        for await (const e of repo.tree(parent.snapshot)) if (e.type === 'file') parentFiles.set(e.path, e);
+      } catch (e) {
+        // A damaged parent must not stop new backups: read every file instead.
+        if (!(e instanceof CofferError) || e.code === 'storage') throw e;
+        parentFiles = new Map();
+        repo.onWarning(`the previous snapshot's file list can't be read (${e.message}); every file is read again`);
+      }
     }
   }
 
@@ -156,6 +178,7 @@ async function runBackup(
   };
   const progress: BackupProgress = { files: 0, bytes: 0, addedBytes: 0, path: '' };
   const stats = { files: 0, dirs: 0, bytes: 0 };
+  const read = { files: 0, bytes: 0 };
   let lastReport = 0;
   const report = (force = false) => {
     if (!opts.onProgress) return;
@@ -187,6 +210,8 @@ async function runBackup(
         regions.push(pool.chunkFile(abs, onChunk, start, last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES));
       }
       const parts = await Promise.all(regions);
+      read.files++;
+      for (const r of parts) read.bytes += r.size;
       return { chunks: parts.flatMap((r) => r.ids.map((id) => id.toString('hex'))), size: parts.reduce((a, r) => a + r.size, 0) };
     } catch (e) {
       if (!(e instanceof FileReadError)) throw e;
@@ -276,7 +301,9 @@ async function runBackup(
     while (queue.length > 0) await writeHead();
     parentFiles = new Map(); // let the parent's listing go before the final flush
     const treeIds = await tree.finish();
-    await writer.finish();
+    // The lock is re-checked before the index and the snapshot: if it was removed (a
+    // prune that took this process for dead), packs written here may be gone.
+    await writer.finish(() => lock.ensureHeld());
     const snapshot: Snapshot = {
       version: 1,
       time: (opts.now?.() ?? new Date()).toISOString(),
@@ -289,10 +316,11 @@ async function runBackup(
     };
     if (warnings.length > 0) snapshot.stats.warnings = warnings.length;
     // Written last: only now does the snapshot exist (spec §12).
+    await lock.ensureHeld();
     const id = await repo.writeObject(ObjectKind.Snapshot, encodeSnapshot(snapshot), snapshotName);
     await repo.backend.sync();
     report(true);
-    return { id, snapshot, warnings };
+    return { id, snapshot, warnings, read };
   } catch (e) {
     await Promise.allSettled(queue);
     await writer.abort();

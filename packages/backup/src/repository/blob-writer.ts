@@ -13,31 +13,12 @@ import { encodeIndex, type IndexedPack } from './index-file.js';
 import { PackBuilder } from './pack.js';
 import type { Repository } from './repository.js';
 import type { ObjectWriter } from '../storage/backend.js';
+import { Semaphore } from './semaphore.js';
 
 /** Target pack size: packs are sealed and uploaded once they hold this much. */
 export const PACK_TARGET_BYTES = 8 * 1024 * 1024;
 const COMPRESS_WINDOW = 4; // chunks being compressed at once (≤ 4 × max chunk size in memory)
 const UPLOAD_WINDOW = 2; // finished packs being committed (synced) at once
-
-class Semaphore {
-  #free: number;
-  #waiters: Array<() => void> = [];
-  constructor(n: number) {
-    this.#free = n;
-  }
-  async take(): Promise<void> {
-    if (this.#free > 0) {
-      this.#free--;
-      return;
-    }
-    await new Promise<void>((r) => this.#waiters.push(r));
-  }
-  give(): void {
-    const w = this.#waiters.shift();
-    if (w) w();
-    else this.#free++;
-  }
-}
 
 /** A pack being filled: its sealed pieces stream to storage as they are produced. */
 interface OpenPack {
@@ -154,14 +135,18 @@ export class BlobWriter {
     return this.#packs;
   }
 
-  /** Waits for every blob to be stored, writes their index, and makes it all durable. */
-  async finish(): Promise<void> {
+  /**
+   * Waits for every blob to be stored, writes their index, and makes it all durable.
+   * `beforeIndex` runs just before the index is written (the caller re-checks its lock).
+   */
+  async finish(beforeIndex?: () => Promise<void>): Promise<void> {
     await this.finishPacks();
     // Packs durable (their directory entries too) before an index names them: otherwise
     // a crash could leave an index that the next backup deduplicates against while its
     // packs are gone (spec §12).
     await this.#repo.backend.sync();
     if (this.#packs.length > 0) {
+      await beforeIndex?.();
       await this.#repo.writeObject(ObjectKind.Index, encodeIndex(this.#packs), indexName);
       this.#repo.invalidateIndex();
     }

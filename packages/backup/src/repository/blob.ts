@@ -42,8 +42,20 @@ export function lockName(id: Uint8Array): string {
   return `locks/${hex(id)}`;
 }
 
-/** The ID in an object name, or null when the name is not one of ours. */
+/**
+ * The ID in an object name, or null when the name is not one of ours. Only the exact
+ * spec §2 patterns count (`snapshots/<64 hex>`, `data/<xx>/<64 hex>` with xx its first
+ * two digits, …): readers ignore every other name under these prefixes.
+ */
 export function idFromName(name: string): Buffer | null {
-  const m = /([0-9a-f]{64})$/.exec(name);
-  return m ? Buffer.from(m[1]!, 'hex') : null;
+  const m = /^(?:(?:index|snapshots|locks)\/([0-9a-f]{64})|data\/([0-9a-f]{2})\/([0-9a-f]{64}))$/.exec(name);
+  if (!m) return null;
+  if (m[1] !== undefined) return Buffer.from(m[1], 'hex');
+  if (!m[3]!.startsWith(m[2]!)) return null;
+  return Buffer.from(m[3]!, 'hex');
+}
+
+/** Keeps the names of `list` that are valid object names (spec §2); the others are ignored. */
+export function validObjects<T extends { name: string }>(list: readonly T[]): T[] {
+  return list.filter((o) => idFromName(o.name) !== null);
 }

@@ -82,30 +82,76 @@ export function decodeIndex(plain: Uint8Array, where: string): IndexedPack[] {
   return packs;
 }
 
-/** The in-memory union of all index objects: blob ID → location. */
+/**
+ * The in-memory union of all index objects: blob ID → location. A blob stored twice
+ * (two backups racing) keeps every copy, so a reader can fall back to one whose pack
+ * exists (`locations`).
+ */
 export class BlobIndex {
   readonly #blobs = new Map<string, BlobLocation>();
+  readonly #copies = new Map<string, BlobLocation[]>();
+  readonly #unstored = new Set<string>();
   readonly packs = new Map<string, { packId: Buffer; sealedLength: number }>();
 
   add(p: IndexedPack): void {
     this.packs.set(idKey(p.packId), { packId: p.packId, sealedLength: p.sealedLength });
     for (const e of p.blobs) {
-      this.#blobs.set(idKey(e.id), {
+      const loc: BlobLocation = {
         packId: p.packId,
         type: e.type,
         flags: e.flags,
         offset: e.offset,
         storedLength: e.storedLength,
         rawLength: e.rawLength,
-      });
+      };
+      const k = idKey(e.id);
+      const first = this.#blobs.get(k);
+      if (!first) this.#blobs.set(k, loc);
+      else if (!first.packId.equals(p.packId)) {
+        const more = this.#copies.get(k);
+        if (!more) this.#copies.set(k, [loc]);
+        else if (!more.some((m) => m.packId.equals(p.packId))) more.push(loc);
+      }
+    }
+  }
+
+  /** Every indexed copy of a blob (in different packs), the first one first. */
+  locations(id: Uint8Array): BlobLocation[] {
+    const k = idKey(id);
+    const first = this.#blobs.get(k);
+    return first ? [first, ...(this.#copies.get(k) ?? [])] : [];
+  }
+
+  /**
+   * Checks the index's claims against the pack listing: a copy in a pack that `exists`
+   * rejects is no copy. Blobs are then read from a copy that exists, and `has` is false
+   * for a blob with none (so a backup stores it again instead of deduplicating against
+   * data that is gone); `get` still returns the missing copy, so errors name its pack.
+   */
+  preferStored(exists: (packId: Buffer) => boolean): void {
+    this.#unstored.clear();
+    for (const [k, first] of this.#blobs) {
+      if (exists(first.packId)) continue;
+      const more = this.#copies.get(k) ?? [];
+      const i = more.findIndex((l) => exists(l.packId));
+      if (i < 0) {
+        this.#unstored.add(k);
+        continue;
+      }
+      const [found] = more.splice(i, 1);
+      more.unshift(first);
+      this.#blobs.set(k, found!);
+      this.#copies.set(k, more);
     }
   }
 
   get(id: Uint8Array): BlobLocation | undefined {
     return this.#blobs.get(idKey(id));
   }
+  /** True when the blob is indexed in a pack that exists (after `preferStored`). */
   has(id: Uint8Array): boolean {
-    return this.#blobs.has(idKey(id));
+    const k = idKey(id);
+    return this.#blobs.has(k) && !this.#unstored.has(k);
   }
   get size(): number {
     return this.#blobs.size;

@@ -16,8 +16,8 @@ import {
 } from '../crypto/sealed-object.js';
 import { DEFAULT_CHUNKER, type ChunkerParams } from '../chunker/fastcdc.js';
 import { CofferError, DecryptionError } from '../errors.js';
-import type { StorageBackend } from '../storage/backend.js';
-import { hex, idFromName, packName, type BlobLocation } from './blob.js';
+import type { ObjectInfo, StorageBackend } from '../storage/backend.js';
+import { hex, idFromName, packName, snapshotName, validObjects, type BlobLocation } from './blob.js';
 import { decompressBlob } from './compress.js';
 import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, type RepositoryConfig } from './config.js';
 import { BlobIndex, decodeIndex } from './index-file.js';
@@ -38,6 +38,12 @@ export class Repository {
   readonly backend: StorageBackend;
   readonly config: RepositoryConfig;
   readonly keys: RepositoryKeys;
+  /**
+   * Told about objects that are skipped because they can't be read (a foreign or
+   * damaged snapshot, a damaged index): one bad object must not lock the user out of
+   * the others. The CLI prints these as warnings.
+   */
+  onWarning: (message: string) => void = () => {};
   #index: BlobIndex | undefined;
 
   private constructor(backend: StorageBackend, config: RepositoryConfig, keys: RepositoryKeys) {
@@ -100,17 +106,43 @@ export class Repository {
     return id;
   }
 
-  /** The union of all index objects, loaded once. */
+  /**
+   * The union of all readable index objects, loaded once, checked against the pack
+   * listing (BlobIndex.preferStored). An index that can't be read is skipped and
+   * reported through `onWarning` (prune, which reads the indexes itself, refuses).
+   */
   async index(): Promise<BlobIndex> {
     if (this.#index) return this.#index;
     const idx = new BlobIndex();
-    const names = await this.backend.list('index/');
-    await mapLimit(names, 8, async ({ name }) => {
-      const plain = await this.readObject(name, ObjectKind.Index);
-      for (const p of decodeIndex(plain, name)) idx.add(p);
+    const [names, stored] = await Promise.all([this.backend.list('index/'), this.storedPacks()]);
+    await mapLimit(validObjects(names), 8, async ({ name }) => {
+      const packs = await this.#readIndex(name);
+      if (packs === 'missing') return;
+      if (packs instanceof CofferError) {
+        this.onWarning(`skipping ${packs.message}; \`coffer repair index\` rebuilds the index from the packs`);
+        return;
+      }
+      for (const p of packs) idx.add(p);
     });
+    idx.preferStored((packId) => stored.has(packName(packId)));
     this.#index = idx;
     return idx;
+  }
+
+  /** One index object's packs; 'missing' when deleted meanwhile; the error when unreadable. */
+  async #readIndex(name: string): Promise<ReturnType<typeof decodeIndex> | 'missing' | CofferError> {
+    try {
+      return decodeIndex(await this.readObject(name, ObjectKind.Index), name);
+    } catch (e) {
+      if (CofferError.is(e, 'missing-object')) return 'missing';
+      if (isUnreadable(e)) return e;
+      throw e;
+    }
+  }
+
+  /** The packs in storage, by object name. */
+  async storedPacks(): Promise<Map<string, ObjectInfo>> {
+    return new Map(validObjects(await this.backend.list('data/')).map((o) => [o.name, o]));
   }
 
   /** Forget the cached index (after prune rewrote it). */
@@ -118,15 +150,37 @@ export class Repository {
     this.#index = undefined;
   }
 
+  /**
+   * Every readable snapshot, oldest first. A manifest that can't be read (damaged, or
+   * sealed for another repository) is skipped and reported through `onWarning`.
+   */
   async snapshots(): Promise<SnapshotRecord[]> {
-    const names = await this.backend.list('snapshots/');
+    const names = validObjects(await this.backend.list('snapshots/'));
     const out: SnapshotRecord[] = [];
     await mapLimit(names, 8, async ({ name }) => {
       const id = idFromName(name)!;
-      const plain = await this.readObject(name, ObjectKind.Snapshot);
-      out.push({ id, snapshot: decodeSnapshot(plain, name) });
+      try {
+        const plain = await this.readObject(name, ObjectKind.Snapshot);
+        out.push({ id, snapshot: decodeSnapshot(plain, name) });
+      } catch (e) {
+        if (CofferError.is(e, 'missing-object')) return; // forgotten meanwhile
+        if (!isUnreadable(e)) throw e;
+        this.onWarning(`skipping snapshot ${hex(id).slice(0, 8)}: ${(e as Error).message}`);
+      }
     });
     return out.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || Buffer.compare(a.id, b.id));
+  }
+
+  /**
+   * The full ID of the one snapshot whose hex ID starts with `ref`, from the listing
+   * alone: nothing is decrypted (so `forget` works on a snapshot that can't be read).
+   */
+  async resolveSnapshotId(ref: string): Promise<Buffer> {
+    if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (hex digits)`);
+    const hits = validObjects(await this.backend.list('snapshots/')).filter(({ name }) => hex(idFromName(name)!).startsWith(ref.toLowerCase()));
+    if (hits.length === 0) throw new CofferError('not-found', `no snapshot ${ref} in ${this.location}`);
+    if (hits.length > 1) throw new CofferError('invalid-argument', `snapshot ID ${ref} is ambiguous: give more digits`);
+    return idFromName(hits[0]!.name)!;
   }
 
   /** Finds a snapshot by "latest" or by a unique prefix of its hex ID. */
@@ -140,14 +194,9 @@ export class Repository {
     if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (hex digits, or "latest")`);
     // Only the manifests whose name matches are read: a damaged one elsewhere must not
     // make the intact snapshots unreachable.
-    const hits = (await this.backend.list('snapshots/')).filter(({ name }) => {
-      const id = idFromName(name);
-      return id !== null && hex(id).startsWith(ref.toLowerCase());
-    });
-    if (hits.length === 0) throw new CofferError('not-found', `no snapshot ${ref} in ${this.location}`);
-    if (hits.length > 1) throw new CofferError('invalid-argument', `snapshot ID ${ref} is ambiguous: give more digits`);
-    const { name } = hits[0]!;
-    return { id: idFromName(name)!, snapshot: decodeSnapshot(await this.readObject(name, ObjectKind.Snapshot), name) };
+    const id = await this.resolveSnapshotId(ref);
+    const name = snapshotName(id);
+    return { id, snapshot: decodeSnapshot(await this.readObject(name, ObjectKind.Snapshot), name) };
   }
 
   /** Reads one blob from its pack with a ranged read, and decompresses it. */
@@ -198,6 +247,11 @@ export class Repository {
     }
     if (carry !== '') throw new CofferError('corrupt', 'tree listing ends in the middle of an entry');
   }
+}
+
+/** Errors that make one object unreadable without saying anything about the others. */
+function isUnreadable(e: unknown): e is CofferError {
+  return e instanceof CofferError && (e.code === 'corrupt' || e.code === 'unsupported-version' || e.code === 'wrong-key');
 }
 
 /**

@@ -6,6 +6,10 @@
  * or the whole restored file, never half of one. Existing files are not overwritten
  * unless asked. Blobs are read pack by pack, each pack once, in the order the backup
  * wrote them. On failure every temporary file is removed.
+ *
+ * Open descriptors are bounded whatever the number of files (RESTORE_OPEN_FILES): a
+ * file is opened for each write and closed after it, never held open between packs.
+ * Every blob's ID (the keyed hash of its plaintext) is checked before it is written.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -13,9 +17,10 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
 import { decompressBlob } from './compress.js';
-import { packName, type BlobLocation } from './blob.js';
+import { hex, packName, type BlobLocation } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
+import { Semaphore } from './semaphore.js';
 import type { DirEntry, FileEntry, SymlinkEntry } from './tree.js';
 
 export interface RestoreProgress {
@@ -28,6 +33,8 @@ export interface RestoreProgress {
 export interface RestoreOptions {
   target: string;
   overwrite?: boolean;
+  /** Read without taking a lock (e.g. the repository's disk is full); see spec §11. */
+  noLock?: boolean;
   onProgress?: (p: RestoreProgress) => void;
 }
 
@@ -39,6 +46,8 @@ export interface RestoreResult {
 }
 
 const PACK_READ_WINDOW = 2;
+/** At most this many restored files are open at once (a 256-descriptor limit is plenty). */
+export const RESTORE_OPEN_FILES = 32;
 /** Packs are read in pieces of this size. */
 const PACK_READ_PIECE = 1024 * 1024;
 
@@ -47,11 +56,14 @@ interface PendingFile {
   dest: string;
   tmp: string;
   remaining: number;
-  fh?: fs.FileHandle;
-  opening?: Promise<fs.FileHandle>;
+  /** The temporary file exists (was created by us). */
+  created: boolean;
+  /** Writes to one file run one after another (the first creates it). */
+  chain: Promise<void>;
 }
 
 export async function restore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
+  if (opts.noLock) return runRestore(repo, rec, opts);
   const lock = await RepositoryLock.acquire(repo, false);
   try {
     return await runRestore(repo, rec, opts);
@@ -90,23 +102,32 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
 
   // Every blob must be indexed before we start: a missing one names its file.
   const index = await repo.index();
-  const byPack = new Map<string, { packId: Buffer; blobs: Array<{ loc: BlobLocation; uses: Array<{ file: PendingFile; offset: number }> }> }>();
-  const blobUses = new Map<string, { loc: BlobLocation; uses: Array<{ file: PendingFile; offset: number }> }>();
+  type BlobUse = { id: Buffer; loc: BlobLocation; uses: Array<{ file: PendingFile; offset: number }> };
+  const byPack = new Map<string, { packId: Buffer; blobs: BlobUse[] }>();
+  const blobUses = new Map<string, BlobUse>();
   const pending: PendingFile[] = [];
   const suffix = randomBytes(6).toString('hex');
   for (const entry of files) {
     const d = dest(entry.path);
-    const file: PendingFile = { entry, dest: d, tmp: join(dirname(d), `.coffer-restore-${suffix}-${pending.length}`), remaining: entry.chunks.length };
+    const file: PendingFile = {
+      entry,
+      dest: d,
+      tmp: join(dirname(d), `.coffer-restore-${suffix}-${pending.length}`),
+      remaining: entry.chunks.length,
+      created: false,
+      chain: Promise.resolve(),
+    };
     pending.push(file);
     let offset = 0;
     for (const c of entry.chunks) {
       let use = blobUses.get(c);
       if (!use) {
-        const loc = index.get(Buffer.from(c, 'hex'));
+        const id = Buffer.from(c, 'hex');
+        const loc = index.get(id);
         if (!loc) {
           throw new CofferError('missing-object', `${entry.path}: its data (blob ${c.slice(0, 16)}) is missing from the repository; \`coffer check\` tells which snapshots are affected`);
         }
-        use = { loc, uses: [] };
+        use = { id, loc, uses: [] };
         blobUses.set(c, use);
         const pk = loc.packId.toString('latin1');
         let group = byPack.get(pk);
@@ -130,20 +151,42 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   };
 
   const createdTmp = new Set<string>();
-  const openTmp = (f: PendingFile): Promise<fs.FileHandle> => {
-    f.opening ??= fs.open(f.tmp, 'wx', 0o600).then((fh) => {
-      createdTmp.add(f.tmp);
-      f.fh = fh;
-      return fh;
-    });
-    return f.opening;
+  const replaced: string[] = [];
+  const fds = new Semaphore(RESTORE_OPEN_FILES);
+  /**
+   * Writes `data` at `offset` of f's temporary file (creating it on the first write);
+   * true when that was the file's last piece (its mode and times are then set).
+   */
+  const writeTo = (f: PendingFile, data: Buffer | null, offset: number): Promise<boolean> => {
+    const run = () =>
+      fds.with(async () => {
+        const fh = await fs.open(f.tmp, f.created ? 'r+' : 'wx', 0o600);
+        if (!f.created) createdTmp.add(f.tmp);
+        f.created = true;
+        try {
+          let written = 0;
+          while (data && written < data.length) {
+            const { bytesWritten } = await fh.write(data, written, data.length - written, offset + written);
+            written += bytesWritten;
+          }
+          if (data) progress.bytes += data.length;
+          const last = data === null || --f.remaining === 0;
+          if (last) {
+            await fh.chmod(f.entry.mode);
+            // Seconds as a float keep the sub-millisecond part a Date would drop.
+            await fh.utimes(f.entry.mtime / 1000, f.entry.mtime / 1000);
+          }
+          return last;
+        } finally {
+          await fh.close();
+        }
+      });
+    const p = f.chain.then(run);
+    f.chain = p.then(() => {}, () => {});
+    return p;
   };
   const complete = async (f: PendingFile) => {
-    const fh = await openTmp(f);
-    await fh.chmod(f.entry.mode);
-    // Seconds as a float keep the sub-millisecond part a Date would drop.
-    await fh.utimes(f.entry.mtime / 1000, f.entry.mtime / 1000);
-    await fh.close();
+    if (opts.overwrite && (await fs.lstat(f.dest).then(() => true, () => false))) replaced.push(f.dest);
     await fs.rename(f.tmp, f.dest);
     createdTmp.delete(f.tmp);
     progress.files++;
@@ -153,7 +196,11 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   try {
     await fs.mkdir(target, { recursive: true });
     for (const d of dirs) await fs.mkdir(dest(d.path), { recursive: true, mode: 0o700 });
-    for (const f of pending) if (f.remaining === 0) await complete(f);
+    for (const f of pending) {
+      if (f.remaining !== 0) continue;
+      await writeTo(f, null, 0);
+      await complete(f);
+    }
 
     await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
       const name = packName(group.packId);
@@ -163,15 +210,13 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
       const deliver = (b: (typeof blobs)[number], stored: Buffer) =>
         (async () => {
           const raw = await decompressBlob(stored, b.loc.flags, b.loc.rawLength, `${name} (blob at ${b.loc.offset})`);
+          // The pack authenticated, but is this the blob the file list names? (An index
+          // pointing at the wrong blob would otherwise restore the wrong bytes.)
+          if (!repo.keys.chunkId(raw).equals(b.id)) {
+            throw new CofferError('corrupt', `blob at ${b.loc.offset} is not ${hex(b.id).slice(0, 16)}, which the index places there`);
+          }
           for (const u of b.uses) {
-            const fh = await openTmp(u.file);
-            let written = 0;
-            while (written < raw.length) {
-              const { bytesWritten } = await fh.write(raw, written, raw.length - written, u.offset + written);
-              written += bytesWritten;
-            }
-            progress.bytes += raw.length;
-            if (--u.file.remaining === 0) await complete(u.file);
+            if (await writeTo(u.file, raw, u.offset)) await complete(u.file);
           }
           report();
         })();
@@ -244,12 +289,18 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
     }
     report(true);
   } catch (e) {
-    for (const f of pending) await f.fh?.close().catch(() => {});
+    await Promise.allSettled(pending.map((f) => f.chain));
     for (const t of createdTmp) await fs.unlink(t).catch(() => {});
-    if (e instanceof CofferError) throw e;
+    // Say truthfully what already happened: with --overwrite, completed files replaced
+    // the user's files before the failure.
+    const already =
+      replaced.length === 0
+        ? ''
+        : `; ${replaced.length} existing file(s) had already been replaced by their restored version (e.g. ${replaced.slice(0, 3).join(', ')})`;
+    if (e instanceof CofferError) throw already ? new CofferError(e.code, `${e.message}${already}`, { cause: e }) : e;
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
-    throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place`, { cause: e });
+    const why = code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : code === 'EMFILE' ? 'too many open files' : (e as Error).message;
+    throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place${already}`, { cause: e });
   }
   return { files: files.length, dirs: dirs.length, symlinks: links.length, bytes: progress.totalBytes };
 }

@@ -1,5 +1,6 @@
-import { backup, hex, restore } from '@coffer/backup';
+import { CofferError, backup, hex, restore } from '@coffer/backup';
 import { openRepo, type GlobalFlags } from '../context.js';
+import { checkSeenSnapshots } from '../seen.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** `coffer backup PATH… [--tag T]…`. */
@@ -18,6 +19,7 @@ export async function backupCmd(flags: GlobalFlags & { tag?: string[] }, paths: 
     },
   });
   bar.done();
+  await checkSeenSnapshots(flags, io, repo, await repo.snapshots());
   const secs = (Date.now() - started) / 1000;
   const s = r.snapshot.stats;
   if (flags.json) {
@@ -37,17 +39,27 @@ export async function backupCmd(flags: GlobalFlags & { tag?: string[] }, paths: 
   return ExitCode.Ok;
 }
 
-/** `coffer restore SNAPSHOT|latest --target DIR [--overwrite]`. */
-export async function restoreCmd(flags: GlobalFlags & { target?: string; overwrite?: boolean }, args: string[], io: Io): Promise<number> {
+/** `coffer restore SNAPSHOT|latest --target DIR [--overwrite] [--no-lock]`. */
+export async function restoreCmd(flags: GlobalFlags & { target?: string; overwrite?: boolean; 'no-lock'?: boolean }, args: string[], io: Io): Promise<number> {
   if (args.length !== 1) throw new UsageError('restore: give one snapshot ID (or "latest") and --target DIR');
   if (!flags.target) throw new UsageError('restore: --target DIR is required (where to put the restored files)');
   const repo = await openRepo(flags, io);
-  const rec = await repo.findSnapshot(args[0]!);
+  let rec;
+  if (args[0] === 'latest') {
+    // "latest" is where a rollback would bite: compare with what this device saw.
+    const all = await repo.snapshots();
+    await checkSeenSnapshots(flags, io, repo, all);
+    rec = all[all.length - 1];
+    if (!rec) throw new CofferError('not-found', `the repository at ${repo.location} has no snapshots yet`);
+  } else {
+    rec = await repo.findSnapshot(args[0]!);
+  }
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
   const r = await restore(repo, rec, {
     target: flags.target,
     overwrite: flags.overwrite === true,
+    noLock: flags['no-lock'] === true,
     onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
   });
   bar.done();

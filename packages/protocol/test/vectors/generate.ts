@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   }
   const badBodies: [string, Operation, string, string][] = [
     ['request-body-login-start-truncated', 'login-start', hex(encodeRequestBody(requests[4]![1]).subarray(0, 100)), 'KE1 one byte short'],
-    ['request-body-status-trailing', 'status', '00', 'status takes no body'],
+    ['request-body-status-trailing', 'status', '0000', 'a status without proof has nothing after its proof kind'],
     ['request-body-abandon-nonzero-ke3', 'login-finish', hex(new Uint8Array([...seq(16, 30), 0, ...seq(64, 1)])), 'abandon flag with a non-zero KE3 field is not canonical'],
     ['request-body-ksf-unknown-algorithm', 'register-finish', hex(encodeRequestBody(requests[3]![1])).replace(/^(.{416})01/, '$102'), 'KSF algorithm 2 is unknown'],
     ['request-body-flag-two', 'register-start', hex(new Uint8Array([2, ...new Uint8Array(48)])), 'the grant flag is 0 or 1'],

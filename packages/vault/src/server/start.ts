@@ -87,16 +87,14 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     const fleet = options.createIfMissing ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
     const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup, fleet.recordKeys);
     const wanted = config.store?.kind === 'etcd' ? config.rollbackProtection === true : !config.insecureNoRollbackProtectionForTesting;
-    store = config.store?.kind === 'etcd' ? openEtcdStore(config.store) : new SqliteRecordStore(config.storePath, { exclusive: wanted && config.platform.kind === 'software' });
+    store = config.store?.kind === 'etcd' ? openEtcdStore(config.store) : new SqliteRecordStore(config.storePath, { exclusive: wanted });
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
     let log: FastifyInstance['log'] | null = null;
     const serviceLog = { info: (o: object, m: string) => log?.info(o, m), warn: (o: object, m: string) => log?.warn(o, m), error: (o: object, m: string) => log?.error(o, m) };
-    // A one-node group over SQLite (spec §13.4). Not yet: etcd fleets (§13.5, the
-    // leader/witness protocol) and the PKCS#11 anchor object (being built on wip-hsm;
-    // its platform refuses readAnchor in this build).
+    // A one-node group over SQLite (spec §13.4), on either platform's anchor (software:
+    // an fsynced file; PKCS#11: the token object). Not yet: etcd fleets (§13.5).
     let committer: LogCommitter | null = null;
-    if (wanted && config.platform.kind !== 'software') warn('rollback protection needs the platform anchor, which PKCS#11 does not provide in this build (wip-hsm)');
-    if (wanted && config.platform.kind === 'software' && isLogStore(store)) {
+    if (wanted && isLogStore(store)) {
       const scope = config.store?.kind === 'etcd' ? utf8(`\u0000etcd:${config.store.prefix}`) : new Uint8Array(0);
       const group = (await sha256(concat(utf8('coffer/vault/v1/embedded-group'), new Uint8Array([0]), fleet.fleetKey.keyId, scope))).slice(0, 16);
       committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false, insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });

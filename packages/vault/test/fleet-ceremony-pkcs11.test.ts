@@ -52,6 +52,8 @@ describeIf('fleet key ceremony on PKCS#11 (SoftHSM2 tokens)', skip, () => {
   const env = (n: string): Record<string, string> => ({
     COFFER_VAULT_DATA_DIR: join(root, n),
     COFFER_VAULT_STORE_PATH: join(root, 'shared.sqlite'),
+    // Several nodes on one SQLite file at once: not a one-node group (spec §13).
+    COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING: '1',
     COFFER_VAULT_PLATFORM: 'pkcs11',
     COFFER_VAULT_PKCS11_MODULE: tokens[n]!.module,
     COFFER_VAULT_PKCS11_TOKEN_LABEL: tokens[n]!.tokenLabel,

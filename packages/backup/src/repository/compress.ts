@@ -6,7 +6,8 @@
  */
 import { compress as zstdCompress, decompress as zstdDecompress } from '@mongodb-js/zstd';
 import { CofferError } from '../errors.js';
-import { BLOB_COMPRESSED } from './blob.js';
+import { BLOB_COMPRESSED, BLOB_PADDED } from './blob.js';
+import { unpadBlob } from './padding.js';
 
 const LEVEL = 3;
 const SAMPLE = 64 * 1024;
@@ -23,6 +24,7 @@ export async function maybeCompress(raw: Buffer): Promise<{ stored: Buffer; flag
 }
 
 export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string): Promise<Buffer> {
+  if ((flags & BLOB_PADDED) !== 0) stored = unpadBlob(stored, where);
   if ((flags & BLOB_COMPRESSED) === 0) {
     if (stored.length !== rawLength) throw new CofferError('corrupt', `${where}: blob has the wrong length`);
     return stored;

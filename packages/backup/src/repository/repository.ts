@@ -22,11 +22,15 @@ import { decompressBlob } from './compress.js';
 import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, type RepositoryConfig } from './config.js';
 import { BlobIndex, decodeIndex } from './index-file.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
-import { decodeEntry, type TreeEntry } from './tree.js';
+import { decodeEntry, decodeEntryV1, TreeValidator, type TreeEntry } from './tree.js';
+import { PadMode } from './padding.js';
+import { padJson } from './snapshot.js';
 
 export interface InitOptions {
   chunker?: ChunkerParams;
   compression?: Compression;
+  /** The repository's default padding (spec §7.3); 'auto' unless given. */
+  padding?: PadMode;
 }
 
 export interface SnapshotRecord {
@@ -51,7 +55,7 @@ export class Repository {
     if (await backend.stat(CONFIG_NAME)) {
       throw new CofferError('repository-exists', `there is already a repository at ${backend.location}`);
     }
-    const config = newConfig(key, opts.chunker ?? DEFAULT_CHUNKER, opts.compression ?? Compression.Zstd);
+    const config = newConfig(key, opts.chunker ?? DEFAULT_CHUNKER, opts.compression ?? Compression.Zstd, undefined, opts.padding ?? PadMode.Auto);
     await backend.put(CONFIG_NAME, [encodeConfig(key, config)]);
     await backend.sync();
     return new Repository(backend, config, new RepositoryKeys(key, config.repositoryId));
@@ -96,6 +100,8 @@ export class Repository {
   /** Seals and stores `plaintext` as a new object with a random ID; returns the ID. */
   async writeObject(kind: ObjectKind, plaintext: Uint8Array, name: (id: Uint8Array) => string): Promise<Buffer> {
     const id = randomBytes(32);
+    // Locks are JSON: version 2 pads them like snapshots (spec §11).
+    if (kind === ObjectKind.Lock && this.config.version >= 2) plaintext = padJson(Buffer.from(plaintext), this.config.padding);
     await this.backend.put(name(id), [sealObject(this.keys.objectMaster, { kind, id }, plaintext)]);
     return id;
   }
@@ -188,13 +194,28 @@ export class Repository {
   async *tree(s: Snapshot): AsyncGenerator<TreeEntry> {
     let carry = '';
     // Tree blobs are cut by content, so a UTF-8 sequence may straddle two of them.
-    const utf8 = new TextDecoder('utf-8', { fatal: false });
+    // Version 2 listings must be valid UTF-8 (spec §9.2); version 1 ones were decoded
+    // leniently, and stay so.
+    const utf8 = new TextDecoder('utf-8', { fatal: s.version === 2 });
+    const decode = s.version === 2 ? decodeEntry : decodeEntryV1;
+    const rules = new TreeValidator(s.version === 2);
     for (const h of s.tree) {
+      const where = `tree of snapshot at ${h.slice(0, 16)}`;
       const blob = await this.readBlob(Buffer.from(h, 'hex'));
-      const text = carry + utf8.decode(blob, { stream: true });
+      let text: string;
+      try {
+        text = carry + utf8.decode(blob, { stream: true });
+      } catch {
+        throw new CofferError('corrupt', `${where}: tree listing is not valid UTF-8`);
+      }
+      // Lines end at 0x0A only (U+2028 and U+2029 are ordinary characters in JSON).
       const lines = text.split('\n');
       carry = lines.pop()!;
-      for (const line of lines) yield decodeEntry(line, `tree of snapshot at ${h.slice(0, 16)}`);
+      for (const line of lines) {
+        const e = decode(line, where);
+        rules.check(e, where);
+        yield e;
+      }
     }
     if (carry !== '') throw new CofferError('corrupt', 'tree listing ends in the middle of an entry');
   }

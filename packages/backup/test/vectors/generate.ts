@@ -322,7 +322,7 @@ export function generateVectors(): Vector[] {
   }
 
   // --- §4 config -------------------------------------------------------------------
-  const cfg: RepositoryConfig = { version: 1, repositoryId: R1, keyId: key1.keyId(), chunker: { minSize: 512 * 1024, avgSize: 1 << 20, maxSize: 8 << 20 }, compression: Compression.Zstd };
+  const cfg: RepositoryConfig = { version: 1, repositoryId: R1, keyId: key1.keyId(), chunker: { minSize: 512 * 1024, avgSize: 1 << 20, maxSize: 8 << 20 }, compression: Compression.Zstd, padding: 0 };
   const good = Buffer.from(encodeConfig(key1, cfg));
   const decoded = (c: RepositoryConfig) => ({ version: c.version, repositoryId: hex(c.repositoryId), keyId: hex(c.keyId), chunker: c.chunker, compression: c.compression });
   const cfgVec = (name: string, expect: Expect, description: string, bytes: Uint8Array, key = K1, c = cfg) =>

@@ -111,6 +111,8 @@ export function devMinor(rdev: bigint): number {
 
 /** Makes a FIFO or a device node at `path` (an ASCII path: the caller renames it into place). */
 export async function makeNode(path: string, type: 'fifo' | 'chardev' | 'blockdev', major = 0, minor = 0): Promise<void> {
+  // The child has none of our descriptors: /proc/self/fd/N must name ours, by PID.
+  path = path.replace(/^\/proc\/self\//, `/proc/${process.pid}/`);
   if (type === 'fifo') await run('mkfifo', ['-m', '600', '--', path]);
   else await run('mknod', ['-m', '600', '--', path, type === 'chardev' ? 'c' : 'b', String(major), String(minor)]);
 }

@@ -181,6 +181,9 @@ export class Repository {
       throw e;
     }
     const raw = await decompressBlob(stored, where.flags, where.rawLength, label);
+    // Spec §8.1: the plaintext must be what the ID names (an index entry pointing at the
+    // wrong bytes, or a damaged blob that still decompresses, is caught here).
+    if (!this.keys.chunkId(raw).equals(Buffer.from(id))) throw new CofferError('corrupt', `${label}: the blob does not match its ID`);
     return raw;
   }
 

@@ -13,10 +13,13 @@ import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
 const USAGE = `usage: coffer COMMAND [options]
 
 Backups (key mode):
-  coffer init                          create a repository (makes a key if none is given)
-  coffer backup PATH… [--tag T]        back up files and directories
+  coffer init [--pad off|auto|max]     create a repository (makes a key if none is given);
+                                       --pad sets its default size padding (auto)
+  coffer backup PATH… [--tag T] [--pad off|auto|max]
+                                       back up files and directories
   coffer snapshots                     list snapshots
-  coffer restore ID|latest --target DIR [--overwrite]
+  coffer restore ID|latest --target DIR [--overwrite] [--no-owners]
+                                       owners are restored when run as root
   coffer check [--read-data]           verify structure (and with --read-data, every byte)
   coffer forget [ID…] [--keep-last N] [--keep-hourly|daily|weekly|monthly|yearly N] [--prune] [--dry-run]
   coffer prune [--dry-run]             delete data no snapshot needs
@@ -69,6 +72,8 @@ const options = {
   tag: { type: 'string', multiple: true },
   target: { type: 'string' },
   overwrite: { type: 'boolean' },
+  pad: { type: 'string' },
+  'no-owners': { type: 'boolean' },
   'read-data': { type: 'boolean' },
   'keep-last': { type: 'string' },
   'keep-hourly': { type: 'string' },
@@ -93,10 +98,10 @@ const options = {
 
 /** Which options each command accepts (besides the global ones). */
 const allowed: Record<string, string[]> = {
-  init: [],
-  backup: ['tag'],
+  init: ['pad'],
+  backup: ['tag', 'pad'],
   snapshots: [],
-  restore: ['target', 'overwrite'],
+  restore: ['target', 'overwrite', 'no-owners'],
   check: ['read-data'],
   forget: ['keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly', 'prune', 'dry-run'],
   prune: ['dry-run'],

@@ -220,6 +220,11 @@ export class Repository {
         yield e;
       }
     }
+    try {
+      carry += utf8.decode(); // a UTF-8 sequence cut off at the end
+    } catch {
+      throw new CofferError('corrupt', 'tree listing is not valid UTF-8');
+    }
     if (carry !== '') throw new CofferError('corrupt', 'tree listing ends in the middle of an entry');
   }
 }

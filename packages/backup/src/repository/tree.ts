@@ -161,8 +161,10 @@ export function decodeEntryV1(line: string, where: string): TreeEntry {
   if (!validPathBytes(rawPath, Infinity)) throw bad('bad path');
   if (!isUint(e.mode, 0o7777)) throw bad('bad mode');
   if (typeof e.mtime !== 'number' || !Number.isFinite(e.mtime)) throw bad('bad mtime');
-  // Fractional milliseconds to nanoseconds; rounding to the nearest nanosecond.
-  const mtimeNs = BigInt(Math.round(e.mtime * 1e6));
+  // Fractional milliseconds to nanoseconds (spec §9.1): the whole milliseconds exactly,
+  // the fraction (exact in a double) rounded to the nearest nanosecond.
+  const whole = Math.floor(e.mtime);
+  const mtimeNs = BigInt(whole) * 1_000_000n + BigInt(Math.round((e.mtime - whole) * 1e6));
   const common = { path: e.path, rawPath, mode: e.mode, mtimeNs };
   switch (e.type) {
     case 'dir':
@@ -295,4 +297,28 @@ export class TreeValidator {
     if (e.type === 'file') this.#files.add(key);
     if (e.type === 'hardlink' && !this.#files.has(e.link.toString('latin1'))) throw bad('hard link to no earlier file entry');
   }
+}
+
+/**
+ * Decodes a whole listing (the concatenation of a snapshot's tree blobs) and checks
+ * its structure: what `Repository.tree` does blob by blob, for whole byte strings.
+ */
+export function decodeListing(bytes: Uint8Array, version: 1 | 2, where = 'tree listing'): TreeEntry[] {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: version === 2 }).decode(bytes);
+  } catch {
+    throw new CofferError('corrupt', `${where}: tree listing is not valid UTF-8`);
+  }
+  if (text !== '' && !text.endsWith('\n')) throw new CofferError('corrupt', `${where}: tree listing ends in the middle of an entry`);
+  const rules = new TreeValidator(version === 2);
+  const decode = version === 2 ? decodeEntry : decodeEntryV1;
+  return text
+    .split('\n')
+    .slice(0, -1)
+    .map((line) => {
+      const e = decode(line, where);
+      rules.check(e, where);
+      return e;
+    });
 }

@@ -164,3 +164,35 @@ test('restore checks each blob against its ID: an index entry pointing at anothe
   await assert.rejects(restore(repo, rec!, { target }), (e: unknown) => CofferError.is(e, 'corrupt') && /does not match its ID/.test((e as Error).message));
   assert.deepEqual(await fs.readdir(target).then((n) => n.filter((x) => x !== 'two')), []);
 });
+
+test('the committed format-2 repository vector restores exactly: byte names, owners, xattrs, hard links, sparse file, FIFO, ns times', async (t) => {
+  interface Entry { path: string; type: string; mode: number; mtimeNs: string; uid: number; gid: number; size?: number; sha256?: string; target?: string; nlink?: number; xattrs?: Array<[string, string]> }
+  const v = JSON.parse(readFileSync(join(REPOS, 'v2.json'), 'utf8')) as { key: string; directory: string; snapshot: string; entries: Entry[] };
+  const dir = join(await tempDir(t, 'v2'), 'repo');
+  await copyDir(join(REPOS, v.directory), dir);
+  const repo = await Repository.open(new LocalBackend(dir), BackupKey.fromBytes(Buffer.from(v.key, 'hex')));
+  assert.equal(repo.config.version, 2);
+  assert.deepEqual((await check(repo, { readData: true })).problems, []);
+  const rec = await repo.findSnapshot(v.snapshot);
+  assert.equal(rec.snapshot.version, 2);
+  const target = await tempDir(t, 'dst');
+  const res = await restore(repo, rec, { target });
+  assert.deepEqual(res.warnings, []);
+  const root = process.getuid?.() === 0;
+  for (const e of v.entries) {
+    const p = Buffer.concat([Buffer.from(target + '/'), Buffer.from(e.path, 'hex')]);
+    const st = await fs.lstat(p, { bigint: true });
+    const what = Buffer.from(e.path, 'hex').toString('utf8');
+    assert.equal(Number(st.mode & 0o7777n), e.type === 'symlink' ? Number(st.mode & 0o7777n) : e.mode, `${what}: mode`);
+    const d = st.mtimeNs - BigInt(e.mtimeNs);
+    assert.ok(d > -1000n && d < 1000n, `${what}: mtime ${st.mtimeNs} for ${e.mtimeNs}`);
+    if (root) assert.deepEqual([Number(st.uid), Number(st.gid)], [e.uid, e.gid], `${what}: owner`);
+    if (e.type === 'file') {
+      const data = await fs.readFile(p);
+      assert.equal(createHash('sha256').update(data).digest('hex'), e.sha256, `${what}: content`);
+      assert.equal(Number(st.nlink), e.nlink, `${what}: links`);
+    }
+    if (e.type === 'symlink') assert.equal((await fs.readlink(p, { encoding: 'buffer' })).toString('hex'), e.target);
+    if (e.type === 'fifo') assert.ok(st.isFIFO());
+  }
+});

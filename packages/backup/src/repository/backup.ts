@@ -72,6 +72,8 @@ export interface BackupResult {
   id: Buffer;
   snapshot: Snapshot;
   warnings: BackupWarning[];
+  /** Limitations worth knowing that need not mean anything is missing (no exit 3). */
+  notes: string[];
 }
 
 
@@ -385,8 +387,10 @@ async function runBackup(
       const abs = Buffer.from(r.abs, 'utf8');
       await visit(abs, Buffer.from(r.name, 'utf8'), await fs.lstat(abs, { bigint: true }));
     }
+    const notes: string[] = [];
     if (xattrNameWarnings > 0) {
-      warn(absPaths.join(' '), `${xattrNameWarnings} item(s) whose names are not UTF-8 were backed up without their extended attributes (the xattr binding takes text paths)`);
+      // Not a warning: most files have no xattrs, and we cannot tell whether these do.
+      notes.push(`${xattrNameWarnings} item(s) whose names are not UTF-8 were backed up without extended attributes, if they had any (the xattr binding takes text paths)`);
     }
     while (queue.length > 0) await writeHead();
     parentFiles = new Map(); // let the parent's listing go before the final flush
@@ -407,7 +411,7 @@ async function runBackup(
     const id = await repo.writeObject(ObjectKind.Snapshot, encodeSnapshot(snapshot, padding), snapshotName);
     await repo.backend.sync();
     report(true);
-    return { id, snapshot, warnings };
+    return { id, snapshot, warnings, notes };
   } catch (e) {
     await Promise.allSettled(queue);
     await writer.abort();

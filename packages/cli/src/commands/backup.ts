@@ -20,6 +20,7 @@ export async function backupCmd(flags: GlobalFlags & { tag?: string[]; pad?: str
     },
   });
   bar.done();
+  for (const n of r.notes) if (!flags.quiet) io.stderr.write(`coffer: note: ${n}\n`);
   const secs = (Date.now() - started) / 1000;
   const s = r.snapshot.stats;
   if (flags.json) {

@@ -15,7 +15,7 @@ import { decodeConfig } from '../src/repository/config.js';
 import { decompressBlob } from '../src/repository/compress.js';
 import { decodeIndex } from '../src/repository/index-file.js';
 import { decodePackTrailer } from '../src/repository/pack.js';
-import { PadMode, paddedLength, padme, unpadBlob } from '../src/repository/padding.js';
+import { PadMode, paddedLength, paddedPackLength, padme, unpadBlob } from '../src/repository/padding.js';
 import { decodeSnapshot } from '../src/repository/snapshot.js';
 import { decodeListing, type TreeEntry } from '../src/repository/tree.js';
 import { ObjectKind } from '../src/crypto/sealed-object.js';
@@ -163,6 +163,13 @@ const check: Record<string, (v: Vector) => void | Promise<void>> = {
     );
   },
   padding(v) {
+    if (v.packLengths) {
+      for (const [L, auto, max] of v.packLengths as Array<[number, number, number]>) {
+        assert.equal(paddedPackLength(L, PadMode.Auto), auto, `pack auto(${L})`);
+        assert.equal(paddedPackLength(L, PadMode.Max), max, `pack max(${L})`);
+      }
+      return;
+    }
     if (v.lengths) {
       for (const [L, auto, max] of v.lengths as Array<[number, number, number]>) {
         assert.equal(padme(L), auto, `padme(${L})`);

@@ -7,11 +7,11 @@
 import { randomBytes } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { BLOB_PADDED, type BlobType, idKey, indexName, packName } from './blob.js';
-import { PadMode, padBlob } from './padding.js';
+import { PACK_BYTES_MAX, PadMode, blobPadMode, padBlob } from './padding.js';
 import { maybeCompress } from './compress.js';
 import { Compression } from './config.js';
 import { encodeIndex, type IndexedPack } from './index-file.js';
-import { PackBuilder } from './pack.js';
+import { PackBuilder, packTrailerBytes } from './pack.js';
 import type { Repository } from './repository.js';
 import type { ObjectWriter } from '../storage/backend.js';
 
@@ -101,8 +101,12 @@ export class BlobWriter {
           const compressed = this.#repo.config.compression === Compression.Zstd ? await maybeCompress(raw) : { stored: raw, flags: 0 };
           let { stored, flags } = compressed;
           if (this.#padding !== PadMode.Off) {
-            stored = padBlob(stored, this.#padding);
+            stored = padBlob(stored, blobPadMode(this.#padding));
             flags |= BLOB_PADDED;
+          }
+          // Padding max: every pack is PACK_BYTES_MAX; close the open one rather than overflow it.
+          while (this.#padding === PadMode.Max && this.#pack && this.#pack.builder.count > 0 && this.#pack.builder.plainBytes + stored.length + packTrailerBytes(this.#pack.builder.count + 1) > PACK_BYTES_MAX) {
+            await this.#flushPack();
           }
           const pack = (this.#pack ??= this.#openPack());
           pack.builder.add({ id, type, flags, storedLength: stored.length, rawLength: raw.length }, stored);

@@ -12,12 +12,16 @@
 import { ObjectKind, ObjectSealer, sealedLength } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
 import { BlobType, ID_BYTES, blobEntryProblem } from './blob.js';
-import type { PadMode} from './padding.js';
-import { paddedLength } from './padding.js';
+import { type PadMode, paddedPackLength } from './padding.js';
 
 export const PACK_TRAILER_MAGIC = 'CFPK';
 export const PACK_TRAILER_MAGIC_V2 = 'CFP2';
 const ENTRY_BYTES = 42;
+
+/** Plaintext bytes of a version 2 pack trailer with `count` entries. */
+export function packTrailerBytes(count: number): number {
+  return count * ENTRY_BYTES + 12;
+}
 
 export interface PackEntry {
   id: Buffer;
@@ -79,7 +83,7 @@ export class PackBuilder {
   finish(padding?: PadMode): FinishedPack {
     const v2 = padding !== undefined;
     const bare = this.#plainBytes + this.#entries.length * ENTRY_BYTES + (v2 ? 12 : 8);
-    const padLen = v2 ? paddedLength(bare, padding) - bare : 0;
+    const padLen = v2 ? paddedPackLength(bare, padding) - bare : 0;
     if (padLen > 0) {
       for (const p of this.#sealer.update(Buffer.alloc(padLen))) this.#parts.push(p);
     }

@@ -9,7 +9,10 @@
  *   only its top ~log2(log2 L) + 1 significant bits remain; at most 12 % more for tiny
  *   lengths, ≈ 1/(2·log2 L) for large ones (≤ 3.1 % at 512 KiB, ≤ 2.8 % at 8 MiB). A
  *   Padmé length leaks O(log log L) bits.
- * - `max`: the next power of two (O(log L) possible lengths; up to 2× the size).
+ * - `max`: blobs as with auto (packs hide them); every pack exactly PACK_BYTES_MAX of
+ *   plaintext (the writer closes a pack before a blob would overflow it; a pack of one
+ *   larger blob: the next power of two), so the storage server sees only how many packs
+ *   there are; indexes, snapshots and locks the next power of two.
  */
 import { CofferError } from '../errors.js';
 
@@ -36,6 +39,20 @@ export function padme(L: number): number {
   const lastBits = e - s;
   const unit = 2 ** lastBits;
   return Math.ceil(L / unit) * unit;
+}
+
+/** The fixed plaintext size of packs with padding `max` (spec §7.3). */
+export const PACK_BYTES_MAX = 8 * 1024 * 1024;
+
+/** A pack's padded plaintext length (spec §7.3). */
+export function paddedPackLength(L: number, mode: PadMode): number {
+  if (mode === PadMode.Max) return L <= PACK_BYTES_MAX ? PACK_BYTES_MAX : paddedLength(L, PadMode.Max);
+  return paddedLength(L, mode);
+}
+
+/** Blob padding: Padmé in both auto and max (spec §7.3); none when off. */
+export function blobPadMode(mode: PadMode): PadMode {
+  return mode === PadMode.Off ? PadMode.Off : PadMode.Auto;
 }
 
 export function paddedLength(L: number, mode: PadMode): number {

@@ -10,7 +10,7 @@ import { ObjectKind, openObject, sealObject } from '../../src/crypto/sealed-obje
 import { BLOB_COMPRESSED, BLOB_PADDED, BlobType } from '../../src/repository/blob.js';
 import { encodeIndex, type IndexedPack } from '../../src/repository/index-file.js';
 import { PackBuilder } from '../../src/repository/pack.js';
-import { PadMode, padBlob, paddedLength, padme } from '../../src/repository/padding.js';
+import { PadMode, padBlob, paddedLength, paddedPackLength, padme } from '../../src/repository/padding.js';
 import { encodeEntry, type TreeEntry } from '../../src/repository/tree.js';
 
 type Expect = 'success' | 'corrupt' | 'unsupported-version';
@@ -44,6 +44,13 @@ export function formatV2Vectors(add: (v: V) => void): void {
     description: 'padded lengths: [L, auto (Padmé), max (next power of two)]',
     expect: 'success',
     lengths: lengths.map((L) => [L, padme(L), paddedLength(L, PadMode.Max)]),
+  });
+  add({
+    name: 'padding-pack-lengths',
+    kind: 'padding',
+    description: 'padded pack plaintext lengths: [L, auto, max]; max makes every pack 8 MiB unless one blob is larger',
+    expect: 'success',
+    packLengths: [100, 8_388_607, 8_388_608, 8_388_609, 20_000_000].map((L) => [L, paddedPackLength(L, PadMode.Auto), paddedPackLength(L, PadMode.Max)]),
   });
   const padded = padBlob(Buffer.from('abc'), PadMode.Auto);
   add({ name: 'padding-blob', kind: 'padding', description: 'a 3-byte payload padded with auto: 3 + 4 → Padmé(7) = 7; trailer counts padding and itself', expect: 'success', payload: '616263', stored: hex(padded) });

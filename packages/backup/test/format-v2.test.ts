@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
-import { BackupKey, CofferError, LocalBackend, ObjectKind, PadMode, Repository, backup, check, indexName, padme, paddedLength, plainLength, restore } from '../src/index.js';
+import { type StorageBackend, BackupKey, CofferError, LocalBackend, ObjectKind, PadMode, Repository, backup, check, indexName, padme, paddedLength, plainLength, restore } from '../src/index.js';
 import { decodeIndex, encodeIndex } from '../src/repository/index-file.js';
 import { decodePackTrailer } from '../src/repository/pack.js';
 import { padBlob, unpadBlob } from '../src/repository/padding.js';
@@ -195,4 +195,36 @@ test('the committed format-2 repository vector restores exactly: byte names, own
     if (e.type === 'symlink') assert.equal((await fs.readlink(p, { encoding: 'buffer' })).toString('hex'), e.target);
     if (e.type === 'fifo') assert.ok(st.isFIFO());
   }
+});
+
+test('one damaged snapshot does not hide the others; names the spec does not define are ignored; a read-only repository still restores', async (t) => {
+  const tr = await newRepo(t);
+  const src = await tempDir(t, 'src');
+  await fs.writeFile(join(src, 'f'), 'one');
+  await backup(tr.repo, { paths: [src], now: () => new Date('2026-01-01T00:00:00Z') });
+  await fs.writeFile(join(src, 'f'), 'two');
+  const second = await backup(tr.repo, { paths: [src], now: () => new Date('2026-01-02T00:00:00Z') });
+  // A damaged newest snapshot and a stray object whose name merely ends in an ID.
+  const bad = 'snapshots/' + 'f'.repeat(64);
+  await tr.backend.put(bad, [randomBytes(200)]);
+  await tr.backend.put('snapshots/x' + 'e'.repeat(64), [randomBytes(10)]);
+  const repo = await tr.reopen();
+  const { good, bad: unreadable } = await repo.readableSnapshots();
+  assert.equal(good.length, 2);
+  assert.deepEqual(unreadable.map((b) => b.name), [bad]);
+  assert.deepEqual((await repo.findSnapshot('latest')).id, second.id, '"latest" is the newest readable snapshot');
+  await assert.rejects(repo.snapshots(), (e: unknown) => CofferError.is(e, 'corrupt'), 'the strict list (prune, forget) still refuses');
+  await tr.backend.delete(bad);
+
+  // Storage that refuses writes: restore reads without a lock and says so.
+  const refuse = async (): Promise<never> => {
+    throw new CofferError('storage', 'read-only file system');
+  };
+  const b = tr.backend;
+  const ro: StorageBackend = { location: b.location, put: refuse, create: refuse, delete: refuse, get: (n, r) => b.get(n, r), stat: (n) => b.stat(n), list: (p) => b.list(p), sync: () => b.sync() };
+  const roRepo = await Repository.open(ro, tr.key);
+  const target = await tempDir(t, 'dst');
+  const res = await restore(roRepo, await roRepo.findSnapshot('latest'), { target });
+  assert.ok(res.warnings.some((w) => /without a lock/.test(w.message)));
+  assert.equal(await fs.readFile(join(target, src.split('/').pop()!, 'f'), 'utf8'), 'two');
 });

@@ -431,7 +431,8 @@ function safeUser(): string {
 
 async function findParent(repo: Repository, host: string, paths: string[]): Promise<SnapshotRecord | undefined> {
   const key = [...paths].sort().join('\0');
-  const all = await repo.snapshots();
+  // A damaged snapshot only means it can't be the parent (spec §10).
+  const all = (await repo.readableSnapshots()).good;
   for (let i = all.length - 1; i >= 0; i--) {
     const s = all[i]!;
     if (s.snapshot.hostname === host && [...s.snapshot.paths].sort().join('\0') === key) return s;

@@ -38,6 +38,9 @@ export interface SnapshotRecord {
   snapshot: Snapshot;
 }
 
+const INDEX_NAME = /^index\/[0-9a-f]{64}$/;
+const SNAPSHOT_NAME = /^snapshots\/[0-9a-f]{64}$/;
+
 export class Repository {
   readonly backend: StorageBackend;
   readonly config: RepositoryConfig;
@@ -110,7 +113,8 @@ export class Repository {
   async index(): Promise<BlobIndex> {
     if (this.#index) return this.#index;
     const idx = new BlobIndex();
-    const names = await this.backend.list('index/');
+    // Spec §2: only names of exactly this form are indexes; anything else is ignored.
+    const names = (await this.backend.list('index/')).filter(({ name }) => INDEX_NAME.test(name));
     await mapLimit(names, 8, async ({ name }) => {
       const plain = await this.readObject(name, ObjectKind.Index);
       for (const p of decodeIndex(plain, name)) idx.add(p);
@@ -124,21 +128,48 @@ export class Repository {
     this.#index = undefined;
   }
 
+  /**
+   * Every snapshot, oldest first (by `time`, then by ID bytes: spec §10). Strict: one
+   * that can't be read fails the call, which is what prune and forget need (they must
+   * not treat an unreadable snapshot's data as unreferenced).
+   */
   async snapshots(): Promise<SnapshotRecord[]> {
-    const names = await this.backend.list('snapshots/');
-    const out: SnapshotRecord[] = [];
+    const { good, bad } = await this.#readSnapshots();
+    if (bad.length > 0) throw bad[0]!.error;
+    return good;
+  }
+
+  /**
+   * The snapshots that can be read, and the ones that can't (spec §10: one damaged or
+   * foreign snapshot must not hide the others). For listing and for "latest".
+   */
+  async readableSnapshots(): Promise<{ good: SnapshotRecord[]; bad: Array<{ name: string; error: unknown }> }> {
+    return this.#readSnapshots();
+  }
+
+  async #readSnapshots(): Promise<{ good: SnapshotRecord[]; bad: Array<{ name: string; error: unknown }> }> {
+    const names = (await this.backend.list('snapshots/')).filter(({ name }) => SNAPSHOT_NAME.test(name));
+    const good: SnapshotRecord[] = [];
+    const bad: Array<{ name: string; error: unknown }> = [];
     await mapLimit(names, 8, async ({ name }) => {
       const id = idFromName(name)!;
-      const plain = await this.readObject(name, ObjectKind.Snapshot);
-      out.push({ id, snapshot: decodeSnapshot(plain, name) });
+      try {
+        const plain = await this.readObject(name, ObjectKind.Snapshot);
+        good.push({ id, snapshot: decodeSnapshot(plain, name) });
+      } catch (e) {
+        if (!CofferError.is(e, 'corrupt') && !CofferError.is(e, 'unsupported-version')) throw e;
+        bad.push({ name, error: e });
+      }
     });
-    return out.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || Buffer.compare(a.id, b.id));
+    good.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || Buffer.compare(a.id, b.id));
+    bad.sort((a, b) => (a.name < b.name ? -1 : 1));
+    return { good, bad };
   }
 
   /** Finds a snapshot by "latest" or by a unique prefix of its hex ID. */
   async findSnapshot(ref: string): Promise<SnapshotRecord> {
     if (ref === 'latest') {
-      const all = await this.snapshots();
+      const all = (await this.readableSnapshots()).good;
       const last = all[all.length - 1];
       if (!last) throw new CofferError('not-found', `the repository at ${this.location} has no snapshots yet`);
       return last;
@@ -147,6 +178,7 @@ export class Repository {
     // Only the manifests whose name matches are read: a damaged one elsewhere must not
     // make the intact snapshots unreachable.
     const hits = (await this.backend.list('snapshots/')).filter(({ name }) => {
+      if (!SNAPSHOT_NAME.test(name)) return false;
       const id = idFromName(name);
       return id !== null && hex(id).startsWith(ref.toLowerCase());
     });

@@ -73,11 +73,24 @@ interface PendingFile {
 }
 
 export async function restore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
-  const lock = await RepositoryLock.acquire(repo, false);
+  let lock: RepositoryLock | undefined;
+  let noLock: RestoreWarning | undefined;
   try {
-    return await runRestore(repo, rec, opts);
+    lock = await RepositoryLock.acquire(repo, false);
+  } catch (e) {
+    // Spec §11: a reader that cannot write (read-only storage, a full disk) reads
+    // without a lock. A prune running meanwhile can then only make it fail with a
+    // missing object, never restore wrong data (every blob is checked against its ID).
+    if (!CofferError.is(e, 'storage')) throw e;
+    noLock = { path: repo.location, message: `reading without a lock (the repository can't be written: ${(e as Error).message})` };
+    opts.onWarning?.(noLock);
+  }
+  try {
+    const r = await runRestore(repo, rec, opts);
+    if (noLock) r.warnings.unshift(noLock);
+    return r;
   } finally {
-    await lock.release().catch(() => {});
+    await lock?.release().catch(() => {});
   }
 }
 

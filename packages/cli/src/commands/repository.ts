@@ -45,14 +45,17 @@ export async function init(flags: GlobalFlags & { pad?: string }, io: Io): Promi
 /** `coffer snapshots`: one line per snapshot, oldest first. */
 export async function snapshots(flags: GlobalFlags, io: Io): Promise<number> {
   const repo = await openRepo(flags, io);
-  const all = await repo.snapshots();
+  const { good: all, bad } = await repo.readableSnapshots();
+  // One damaged or foreign snapshot must not hide the others (spec §10): list the rest.
+  for (const b of bad) io.stderr.write(`coffer: warning: ${b.name} cannot be read: ${(b.error as Error).message}\n`);
+  const done = bad.length > 0 ? ExitCode.Incomplete : ExitCode.Ok;
   if (flags.json) {
     io.stdout.write(JSON.stringify(all.map((s) => ({ id: hex(s.id), ...s.snapshot, tree: undefined }))) + '\n');
-    return 0;
+    return done;
   }
   if (all.length === 0) {
     if (!flags.quiet) io.stderr.write('no snapshots yet\n');
-    return 0;
+    return done;
   }
   io.stdout.write('ID        Time                  Host              Files    Size        Paths\n');
   for (const s of all) {
@@ -61,7 +64,7 @@ export async function snapshots(flags: GlobalFlags, io: Io): Promise<number> {
       `${hex(s.id).slice(0, 8)}  ${t}   ${s.snapshot.hostname.slice(0, 16).padEnd(16)}  ${String(s.snapshot.stats.files).padStart(6)}   ${fmtBytes(s.snapshot.stats.bytes).padEnd(10)}  ${s.snapshot.paths.join(' ')}\n`,
     );
   }
-  return 0;
+  return done;
 }
 
 /** `coffer check [--read-data]`. */

@@ -54,7 +54,7 @@ export async function readXattrs(path: string): Promise<Xattr[]> {
     throw e;
   }
   const out: Xattr[] = [];
-  for (const name of names.sort()) {
+  for (const name of names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))) {
     const value = await api.getAttribute(path, name).catch((e: unknown) => {
       if (unsupported(e)) return null;
       throw e;

@@ -220,6 +220,10 @@ export function decodeEntry(line: string, where: string): TreeEntry {
       }
       return { name: x[0], value: Buffer.from(x[1], 'base64') };
     });
+    // Sorted by the bytes of their names, each name once (spec §9.2).
+    for (let i = 1; i < common.xattrs.length; i++) {
+      if (Buffer.compare(Buffer.from(common.xattrs[i - 1]!.name), Buffer.from(common.xattrs[i]!.name)) >= 0) throw bad('xattrs not sorted by name, or a name twice');
+    }
   }
   switch (e.type) {
     case 'dir':

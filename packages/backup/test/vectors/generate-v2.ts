@@ -208,6 +208,7 @@ export function formatV2Vectors(add: (v: V) => void): void {
   tv('v2-path64-utf8', 2, 'corrupt', 'path64 holding UTF-8 bytes (must be written as path)', Buffer.from(line({ path64: 'cg==', type: 'dir', mode: 493, mtime: 0, mtimeNs: 0 })));
   tv('v2-mtimens-range', 2, 'corrupt', 'mtimeNs 1000000000', Buffer.from(dirLine('r', { mtimeNs: 1_000_000_000 })));
   tv('v2-mtime-fraction', 2, 'corrupt', 'mtime 1.5 (version 2 seconds are integers)', Buffer.from(dirLine('r', { mtime: 1.5 })));
+  tv('v2-xattrs-unsorted', 2, 'corrupt', 'xattrs not sorted by name', Buffer.from(dirLine('r', { xattrs: [['user.b', ''], ['user.a', '']] })));
   tv('v2-nan', 2, 'corrupt', 'NaN is not JSON', Buffer.from('{"path":"r","type":"dir","mode":493,"mtime":NaN,"mtimeNs":0}\n'));
   tv('v2-invalid-utf8', 2, 'corrupt', 'a byte FF inside a JSON string', Buffer.concat([Buffer.from('{"path":"r'), Buffer.from([0xff]), Buffer.from('","type":"dir","mode":493,"mtime":0,"mtimeNs":0}\n')]));
   tv('v2-no-final-newline', 2, 'corrupt', 'the last line lacks its 0x0A', Buffer.from(dirLine('r').trimEnd()));

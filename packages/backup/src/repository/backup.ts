@@ -267,7 +267,8 @@ async function runBackup(
   };
 
   const owners = new OwnerNames();
-  const hardlinks = new Map<string, Buffer>(); // "dev:ino" → path of the first name seen
+  /** "dev:ino" → the first name's path and its (future) entry: null if it could not be read. */
+  const hardlinks = new Map<string, { path: Buffer; entry: Promise<TreeEntry | null> }>();
   let xattrNameWarnings = 0;
   const meta = async (abs: Buffer, rel: Buffer, st: BigIntStats, type: TreeEntry['type']) => {
     const uid = Number(st.uid);
@@ -333,14 +334,21 @@ async function runBackup(
       }
     } else if (st.isFile()) {
       const key = `${st.dev}:${st.ino}`;
-      if (st.nlink > 1n) {
-        const first = hardlinks.get(key);
-        if (first) {
-          await emit(Promise.resolve({ ...(await meta(abs, rel, st, 'hardlink')), type: 'hardlink' as const, link: first }));
-          return;
-        }
-        hardlinks.set(key, rel);
+      const first = st.nlink > 1n ? hardlinks.get(key) : undefined;
+      if (first) {
+        const m = await meta(abs, rel, st, 'hardlink');
+        // A link only to a file entry that made it into the listing (spec §9.3).
+        const link = first.entry.then((f): TreeEntry | null => {
+          if (f) return { ...m, type: 'hardlink', link: first.path };
+          warn(show(abs), 'skipped: a hard link to a file that could not be read');
+          return null;
+        });
+        link.catch(() => {});
+        await emit(link);
+        return;
       }
+      let settle!: (e: Promise<TreeEntry | null>) => void;
+      if (st.nlink > 1n) hardlinks.set(key, { path: rel, entry: new Promise((r) => (settle = r)) });
       const m = await meta(abs, rel, st, 'file');
       const sparse = st.blocks * 512n < st.size;
       const prev = parentFiles.get(rel.toString('latin1'));
@@ -353,7 +361,9 @@ async function runBackup(
         prev.chunks.every((c) => index.has(Buffer.from(c, 'hex')))
       ) {
         progress.bytes += Number(st.size);
-        await emit(Promise.resolve({ ...m, type: 'file' as const, size: prev.size, chunks: prev.chunks, ...(sparse ? { sparse } : {}), inode: prev.inode, ctime: prev.ctime }));
+        const same = Promise.resolve({ ...m, type: 'file' as const, size: prev.size, chunks: prev.chunks, ...(sparse ? { sparse } : {}), inode: prev.inode, ctime: prev.ctime });
+        settle?.(same);
+        await emit(same);
       } else {
         const done = readStable(abs, st).then((got): FileEntry | null =>
           got
@@ -370,6 +380,7 @@ async function runBackup(
             : null,
         );
         done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile
+        settle?.(done);
         await emit(done);
       }
     } else if (st.isFIFO() || st.isSocket()) {

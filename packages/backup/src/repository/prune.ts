@@ -101,7 +101,7 @@ async function runPrune(repo: Repository, opts: PruneOptions): Promise<PruneResu
   await opts.onStep?.('repacked');
 
   // 2. The new index, durable before anything is deleted.
-  await repo.writeObject(ObjectKind.Index, encodeIndex([...keep, ...fresh]), indexName);
+  await repo.writeObject(ObjectKind.Index, encodeIndex([...keep, ...fresh], repo.config.version === 1 ? 1 : 2, repo.config.padding), indexName);
   await repo.backend.sync();
   await opts.onStep?.('index-written');
 

@@ -130,8 +130,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
     return i < 0 ? { dir: Buffer.alloc(0), name: raw } : { dir: raw.subarray(0, i), name: raw.subarray(i + 1) };
   };
   const shown = (raw: Buffer) => `${target}/${raw.toString('utf8')}`;
-  const dirs0 = await RestoreTarget.open(target);
-  const tgt = dirs0;
+  const tgt = await RestoreTarget.open(target);
 
   try {
     // Refuse before writing anything: which files would be replaced?

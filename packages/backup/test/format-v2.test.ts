@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
-import { type StorageBackend, BackupKey, CofferError, LocalBackend, ObjectKind, PadMode, Repository, backup, check, indexName, padme, paddedLength, plainLength, restore } from '../src/index.js';
+import { type StorageBackend, BackupKey, CofferError, LocalBackend, ObjectKind, PadMode, Repository, backup, check, indexName, padme, paddedLength, plainLength, prune, restore } from '../src/index.js';
 import { decodeIndex, encodeIndex } from '../src/repository/index-file.js';
 import { decodePackTrailer } from '../src/repository/pack.js';
 import { padBlob, unpadBlob } from '../src/repository/padding.js';
@@ -213,7 +213,11 @@ test('one damaged snapshot does not hide the others; names the spec does not def
   assert.equal(good.length, 2);
   assert.deepEqual(unreadable.map((b) => b.name), [bad]);
   assert.deepEqual((await repo.findSnapshot('latest')).id, second.id, '"latest" is the newest readable snapshot');
-  await assert.rejects(repo.snapshots(), (e: unknown) => CofferError.is(e, 'corrupt'), 'the strict list (prune, forget) still refuses');
+  const warnings: string[] = [];
+  repo.onWarning = (m) => warnings.push(m);
+  assert.equal((await repo.snapshots()).length, 2, 'snapshots() skips it too...');
+  assert.equal(warnings.length, 1, '...with a warning');
+  await assert.rejects(prune(repo), (e: unknown) => CofferError.is(e, 'needs-repair'), 'prune refuses: it cannot tell what the damaged one needs');
   await tr.backend.delete(bad);
 
   // Storage that refuses writes: restore reads without a lock and says so.

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
-import { type StorageBackend, BackupKey, CofferError, LocalBackend, ObjectKind, PadMode, Repository, backup, check, indexName, padme, paddedLength, plainLength, prune, restore } from '../src/index.js';
+import { type StorageBackend, BackupKey, CofferError, LocalBackend, ObjectKind, PadMode, Repository, backup, check, indexName, padme, paddedLength, plainLength, prune, repairIndex, restore } from '../src/index.js';
 import { decodeIndex, encodeIndex } from '../src/repository/index-file.js';
 import { decodePackTrailer } from '../src/repository/pack.js';
 import { padBlob, unpadBlob } from '../src/repository/padding.js';
@@ -72,6 +72,21 @@ test('backup refuses to write into a version 1 repository and leaves it untouche
   await assert.rejects(backup(repo, { paths: [src] }), (e: unknown) => CofferError.is(e, 'unsupported-version') && /version 1/.test((e as Error).message));
   assert.equal((await repo.backend.list('snapshots/')).length, 1);
   assert.equal((await repo.backend.list('data/')).length, 1);
+});
+
+test('repair index in a version 1 repository writes a version 1 index, and the repository still checks and restores', async (t) => {
+  const v = JSON.parse(readFileSync(join(REPOS, 'v1.json'), 'utf8')) as RepoVector;
+  const dir = join(await tempDir(t, 'v1'), 'repo');
+  await copyDir(join(REPOS, v.directory), dir);
+  const repo = await Repository.open(new LocalBackend(dir), BackupKey.fromBytes(Buffer.from(v.key, 'hex')));
+  const r = await repairIndex(repo, { readAll: true });
+  assert.deepEqual(r.unreadablePacks, []);
+  assert.equal(r.indexesReplaced, 1);
+  const [idx] = await repo.backend.list('index/');
+  assert.equal((await repo.readObject(idx!.name, ObjectKind.Index))[4], 1, 'index version byte');
+  assert.deepEqual((await check(await Repository.open(new LocalBackend(dir), BackupKey.fromBytes(Buffer.from(v.key, 'hex'))), { readData: true })).problems, []);
+  const [rec] = await repo.snapshots();
+  await restore(repo, rec!, { target: await tempDir(t, 'dst') });
 });
 
 test('Padmé: never shorter, at most 12 % longer, few distinct lengths; max pads to powers of two', () => {

@@ -284,11 +284,15 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
   };
   const complete = async (f: PendingFile) => {
-    await inDir(f.dir, async (prefix) => {
-      const dest = Buffer.concat([prefix, f.name]);
-      if (opts.overwrite && (await fs.lstat(dest).then(() => true, () => false))) replaced.push(shown(f.entry.rawPath));
-      await fs.rename(Buffer.concat([prefix, f.tmp]), dest);
-    });
+    // Under the descriptor bound too: the directory handle it needs stays open meanwhile,
+    // and many files of one pack may complete at once.
+    await fds.with(() =>
+      inDir(f.dir, async (prefix) => {
+        const dest = Buffer.concat([prefix, f.name]);
+        if (opts.overwrite && (await fs.lstat(dest).then(() => true, () => false))) replaced.push(shown(f.entry.rawPath));
+        await fs.rename(Buffer.concat([prefix, f.tmp]), dest);
+      }),
+    );
     createdTmp.delete(tmpKey(f.dir, f.tmp));
     progress.files++;
     report();

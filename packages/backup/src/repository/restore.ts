@@ -57,6 +57,11 @@ export interface RestoreOptions {
 export interface RestoreWarning {
   path: string;
   message: string;
+  /**
+   * Set on the one warning that says the repository was read without a lock (storage
+   * refused the lock's write): about how it was read, not about a restored item.
+   */
+  noLock?: true;
 }
 
 export interface RestoreResult {
@@ -100,7 +105,7 @@ export async function restore(repo: Repository, rec: SnapshotRecord, opts: Resto
     // without a lock. A prune running meanwhile can then only make it fail with a
     // missing object, never restore wrong data (every blob is checked against its ID).
     if (!CofferError.is(e, 'storage')) throw e;
-    noLock = { path: repo.location, message: `reading without a lock (the repository can't be written: ${(e as Error).message})` };
+    noLock = { path: repo.location, message: `reading without a lock (the repository can't be written: ${(e as Error).message})`, noLock: true };
     opts.onWarning?.(noLock);
   }
   try {

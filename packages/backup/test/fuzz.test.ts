@@ -33,7 +33,7 @@ const seeds: Record<string, Buffer> = {
   config: Buffer.from(encodeConfig(key, newConfig(key, { minSize: 4096, avgSize: 16384, maxSize: 65536 }, Compression.Zstd))),
   index: encodeIndex([{ packId: id(0), sealedLength: 1234, blobs: [{ id: id(1), type: BlobType.Data, flags: 0, offset: 0, storedLength: 10, rawLength: 10 }, { id: id(2), type: BlobType.Tree, flags: 1, offset: 10, storedLength: 5, rawLength: 50 }] }]),
   pack: packPlain,
-  entry: Buffer.from(encodeEntry({ path: 'root/a', type: 'file', mode: 0o644, mtime: 1.5, size: 3, chunks: [id(1).toString('hex')], inode: 7, ctime: 2 })),
+  entry: Buffer.from(encodeEntry({ path: 'root/a', rawPath: Buffer.from('root/a'), type: 'file', mode: 0o644, mtimeNs: 1_500_000n, owner: { uid: 1, gid: 2, user: 'u' }, xattrs: [{ name: 'user.a', value: Buffer.from('v') }], size: 3, chunks: [id(1).toString('hex')], inode: '7', ctime: '2' })),
   snapshot: encodeSnapshot({ version: 1, time: '2024-01-01T00:00:00.000Z', hostname: 'h', username: 'u', paths: ['/a'], tags: [], tree: [id(3).toString('hex')], stats: { files: 1, dirs: 0, bytes: 3, addedBytes: 3, newChunks: 1 } }),
 };
 

@@ -14,10 +14,13 @@ import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
 const USAGE = `usage: coffer COMMAND [options]
 
 Backups (key mode):
-  coffer init                          create a repository (makes a key if none is given)
-  coffer backup PATH… [--tag T]        back up files and directories
+  coffer init [--pad off|auto|max]     create a repository (makes a key if none is given);
+                                       --pad sets its default size padding (auto)
+  coffer backup PATH… [--tag T] [--pad off|auto|max]
+                                       back up files and directories
   coffer snapshots                     list snapshots
-  coffer restore ID|latest --target DIR [--overwrite] [--no-lock]
+  coffer restore ID|latest --target DIR [--overwrite] [--no-owners] [--no-lock]
+                                       owners are restored when run as root
   coffer check [--read-data] [--no-lock]  verify structure (and with --read-data, every byte)
   coffer forget [ID…] [--keep-last N] [--keep-hourly|daily|weekly|monthly|yearly N] [--prune] [--dry-run]
   coffer prune [--dry-run]             delete data no snapshot needs (refuses when that could lose data)
@@ -60,7 +63,9 @@ Options:
   --account-password-file F  first line is the account password (or
                     COFFER_ACCOUNT_PASSWORD; default: ask); never the vault password
   --no-lock         restore/check: read without writing a lock (a full disk, read-only
-                    storage); a prune running meanwhile could make the read fail
+                    storage); a prune running meanwhile could make the read fail.
+                    restore also does this by itself, with a warning, when storage
+                    refuses to write the lock
   --json            machine-readable output on stdout
   -q, --quiet       no progress or summaries
   -h, --help        this help (\`coffer COMMAND --help\`: that command's)
@@ -108,6 +113,8 @@ const options = {
   tag: { type: 'string', multiple: true },
   target: { type: 'string' },
   overwrite: { type: 'boolean' },
+  pad: { type: 'string' },
+  'no-owners': { type: 'boolean' },
   'read-data': { type: 'boolean' },
   'keep-last': { type: 'string' },
   'keep-hourly': { type: 'string' },
@@ -135,10 +142,10 @@ const options = {
 
 /** Which options each command accepts (besides the global ones). */
 const allowed: Record<string, string[]> = {
-  init: [],
-  backup: ['tag'],
+  init: ['pad'],
+  backup: ['tag', 'pad'],
   snapshots: [],
-  restore: ['target', 'overwrite', 'no-lock'],
+  restore: ['target', 'overwrite', 'no-owners', 'no-lock'],
   check: ['read-data', 'no-lock'],
   forget: ['keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly', 'prune', 'dry-run'],
   prune: ['dry-run'],

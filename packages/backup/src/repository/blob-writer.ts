@@ -6,11 +6,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
-import { type BlobType, idKey, indexName, packName } from './blob.js';
+import { BLOB_PADDED, type BlobType, idKey, indexName, packName } from './blob.js';
+import { PACK_BYTES_MAX, PadMode, blobPadMode, padBlob } from './padding.js';
 import { maybeCompress } from './compress.js';
 import { Compression } from './config.js';
 import { encodeIndex, type IndexedPack } from './index-file.js';
-import { PackBuilder } from './pack.js';
+import { PackBuilder, packTrailerBytes } from './pack.js';
 import type { Repository } from './repository.js';
 import type { ObjectWriter } from '../storage/backend.js';
 import { Semaphore } from './semaphore.js';
@@ -41,9 +42,13 @@ export class BlobWriter {
   addedBytes = 0;
   newBlobs = 0;
 
-  constructor(repo: Repository, known: (id: Uint8Array) => boolean) {
+  readonly #padding: PadMode;
+
+  /** `padding`: how blobs, packs and the index are padded (spec §7.3). */
+  constructor(repo: Repository, known: (id: Uint8Array) => boolean, padding: PadMode = repo.config.padding) {
     this.#repo = repo;
     this.#known = known;
+    this.#padding = padding;
   }
 
   #track(p: Promise<void>): void {
@@ -74,8 +79,16 @@ export class BlobWriter {
     this.#track(
       (async () => {
         try {
-          const { stored, flags } =
-            this.#repo.config.compression === Compression.Zstd ? await maybeCompress(raw) : { stored: raw, flags: 0 };
+          const compressed = this.#repo.config.compression === Compression.Zstd ? await maybeCompress(raw) : { stored: raw, flags: 0 };
+          let { stored, flags } = compressed;
+          if (this.#padding !== PadMode.Off) {
+            stored = padBlob(stored, blobPadMode(this.#padding));
+            flags |= BLOB_PADDED;
+          }
+          // Padding max: every pack is PACK_BYTES_MAX; close the open one rather than overflow it.
+          while (this.#padding === PadMode.Max && this.#pack && this.#pack.builder.count > 0 && this.#pack.builder.plainBytes + stored.length + packTrailerBytes(this.#pack.builder.count + 1) > PACK_BYTES_MAX) {
+            await this.#flushPack();
+          }
           const pack = (this.#pack ??= this.#openPack());
           pack.builder.add({ id, type, flags, storedLength: stored.length, rawLength: raw.length }, stored);
           consumed();
@@ -105,7 +118,7 @@ export class BlobWriter {
     const pack = this.#pack;
     if (!pack) return;
     this.#pack = undefined;
-    const done = pack.builder.finish();
+    const done = pack.builder.finish(this.#padding);
     this.#packs.push({ packId: done.packId, sealedLength: done.sealedLength, blobs: done.entries });
     await this.#upload.take();
     this.#track(
@@ -147,7 +160,7 @@ export class BlobWriter {
     await this.#repo.backend.sync();
     if (this.#packs.length > 0) {
       await beforeIndex?.();
-      await this.#repo.writeObject(ObjectKind.Index, encodeIndex(this.#packs), indexName);
+      await this.#repo.writeObject(ObjectKind.Index, encodeIndex(this.#packs, 2, this.#padding), indexName);
       this.#repo.invalidateIndex();
     }
     await this.#repo.backend.sync();

@@ -6,6 +6,20 @@ export enum BlobType {
 
 /** Flags of a stored blob (spec §7.1). */
 export const BLOB_COMPRESSED = 1;
+/** Version 2: the stored bytes are padded (spec §7.1, §7.3). */
+export const BLOB_PADDED = 2;
+
+/** Checks a blob's flags and lengths as packs and indexes state them; returns why not, or null. */
+export function blobEntryProblem(flags: number, storedLength: number, rawLength: number, allowPadded: boolean): string | null {
+  const known = allowPadded ? BLOB_COMPRESSED | BLOB_PADDED : BLOB_COMPRESSED;
+  if ((flags & ~known) !== 0) return `unknown blob flags ${flags}`;
+  const padded = (flags & BLOB_PADDED) !== 0;
+  if ((flags & BLOB_COMPRESSED) === 0) {
+    if (!padded && storedLength !== rawLength) return 'uncompressed blob with two lengths';
+    if (padded && storedLength < rawLength + 4) return 'padded blob shorter than its content';
+  }
+  return null;
+}
 
 /** Where a blob lives: which pack, and where in that pack's plaintext. */
 export interface BlobLocation {

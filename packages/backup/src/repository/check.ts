@@ -151,7 +151,7 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
         const inPack = new Map(trailer.map((t) => [idKey(t.id), t]));
         for (const b of p.blobs) {
           const t = inPack.get(idKey(b.id));
-          if (!t || t.offset !== b.offset || t.storedLength !== b.storedLength) {
+          if (!t || t.offset !== b.offset || t.storedLength !== b.storedLength || t.rawLength !== b.rawLength || t.flags !== b.flags || t.type !== b.type) {
             throw new CofferError('corrupt', `blob ${hex(b.id).slice(0, 16)} is not where the index says`);
           }
           const raw = await decompressBlob(plain.subarray(b.offset, b.offset + b.storedLength), b.flags, b.rawLength, name);

@@ -237,7 +237,7 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
 
   // 3. The new index, durable before anything it replaces is deleted.
   await lock.ensureHeld();
-  await repo.writeObject(ObjectKind.Index, encodeIndex([...keep, ...fresh]), indexName);
+  await repo.writeObject(ObjectKind.Index, encodeIndex([...keep, ...fresh], repo.config.version === 1 ? 1 : 2, repo.config.padding), indexName);
   await repo.backend.sync();
   await opts.onStep?.('index-written');
 

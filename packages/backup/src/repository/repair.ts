@@ -84,7 +84,9 @@ export async function repairIndex(repo: Repository, opts: RepairIndexOptions = {
     }
     const missingPacksDropped = [...known.values()].filter((p) => !storedNames.has(packName(p.packId))).length;
     await lock.ensureHeld();
-    if (packs.length > 0) await repo.writeObject(ObjectKind.Index, encodeIndex(packs), indexName);
+    // The repository's own index version (a version 1 repository stays readable by the
+    // coffer that wrote it) and padding (spec §7.3, §8).
+    if (packs.length > 0) await repo.writeObject(ObjectKind.Index, encodeIndex(packs, repo.config.version === 1 ? 1 : 2, repo.config.padding), indexName);
     await repo.backend.sync(); // the new index durable before the old ones go
     for (const name of oldIndexes) await repo.backend.delete(name);
     await repo.backend.sync();
@@ -144,10 +146,17 @@ export async function repairSnapshots(repo: Repository, opts: RepairSnapshotsOpt
       }
       const entries: TreeEntry[] = [];
       const removedFiles: string[] = [];
+      // Hard links to a removed file go too: their data is the same (spec §9.2 also
+      // requires a hard link to name an earlier file entry).
+      const removedRaw = new Set<string>();
       try {
         for await (const e of repo.tree(snap)) {
-          if (e.type === 'file' && !e.chunks.every(present)) removedFiles.push(e.path);
-          else entries.push(e);
+          if (e.type === 'file' && !e.chunks.every(present)) {
+            removedFiles.push(e.path);
+            removedRaw.add(e.rawPath.toString('latin1'));
+          } else if (e.type === 'hardlink' && removedRaw.has(e.link.toString('latin1'))) {
+            removedFiles.push(e.path);
+          } else entries.push(e);
         }
       } catch (e) {
         if (!(e instanceof CofferError) || e.code === 'storage') throw e;
@@ -155,6 +164,12 @@ export async function repairSnapshots(repo: Repository, opts: RepairSnapshotsOpt
         continue;
       }
       if (removedFiles.length === 0) continue;
+      if (repo.config.version < 2) {
+        // This coffer writes only format version 2 (like backup): a version 1
+        // repository's snapshot is reported, and removed with --forget.
+        repairs.push({ id: sid, status: 'unrepairable', message: `${removedFiles.length} file(s) lost their data, and a format version 1 repository can't be rewritten (e.g. ${removedFiles.slice(0, 3).join(', ')})`, forgotten: false });
+        continue;
+      }
       const rep: SnapshotRepair = { id: sid, status: 'rewritten', removedFiles, forgotten: false };
       if (!opts.dryRun) rep.newId = hex(await writeRepaired(repo, lock, snap, sid, entries, removedFiles.length));
       repairs.push(rep);
@@ -192,15 +207,17 @@ async function writeRepaired(repo: Repository, lock: RepositoryLock, snap: Snaps
   }
   const treeIds = await tree.finish();
   await writer.finish(() => lock.ensureHeld());
+  // The listing was written in the version 2 form (encodeEntry), whatever it was read from.
   const fixed: Snapshot & { repairedFrom: string } = {
     ...snap,
+    version: 2,
     tags: [...snap.tags.filter((t) => t !== 'repaired'), 'repaired'],
     tree: treeIds,
     stats: { ...snap.stats, files, bytes, addedBytes: writer.addedBytes, newChunks: writer.newBlobs, warnings: (snap.stats.warnings ?? 0) + removed },
     repairedFrom: sid,
   };
   await lock.ensureHeld();
-  const id = await repo.writeObject(ObjectKind.Snapshot, encodeSnapshot(fixed), snapshotName);
+  const id = await repo.writeObject(ObjectKind.Snapshot, encodeSnapshot(fixed, repo.config.padding), snapshotName);
   await repo.backend.sync();
   repo.invalidateIndex();
   return id;

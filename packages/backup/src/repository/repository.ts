@@ -22,11 +22,15 @@ import { decompressBlob } from './compress.js';
 import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, type RepositoryConfig } from './config.js';
 import { BlobIndex, decodeIndex } from './index-file.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
-import { decodeEntry, type TreeEntry } from './tree.js';
+import { decodeEntry, decodeEntryV1, TreeValidator, type TreeEntry } from './tree.js';
+import { PadMode } from './padding.js';
+import { padJson } from './snapshot.js';
 
 export interface InitOptions {
   chunker?: ChunkerParams;
   compression?: Compression;
+  /** The repository's default padding (spec §7.3); 'auto' unless given. */
+  padding?: PadMode;
 }
 
 export interface SnapshotRecord {
@@ -57,7 +61,7 @@ export class Repository {
     if (await backend.stat(CONFIG_NAME)) {
       throw new CofferError('repository-exists', `there is already a repository at ${backend.location}`);
     }
-    const config = newConfig(key, opts.chunker ?? DEFAULT_CHUNKER, opts.compression ?? Compression.Zstd);
+    const config = newConfig(key, opts.chunker ?? DEFAULT_CHUNKER, opts.compression ?? Compression.Zstd, undefined, opts.padding ?? PadMode.Auto);
     await backend.put(CONFIG_NAME, [encodeConfig(key, config)]);
     await backend.sync();
     return new Repository(backend, config, new RepositoryKeys(key, config.repositoryId));
@@ -102,6 +106,8 @@ export class Repository {
   /** Seals and stores `plaintext` as a new object with a random ID; returns the ID. */
   async writeObject(kind: ObjectKind, plaintext: Uint8Array, name: (id: Uint8Array) => string): Promise<Buffer> {
     const id = randomBytes(32);
+    // Locks are JSON: version 2 pads them like snapshots (spec §11).
+    if (kind === ObjectKind.Lock && this.config.version >= 2) plaintext = padJson(Buffer.from(plaintext), this.config.padding);
     await this.backend.put(name(id), [sealObject(this.keys.objectMaster, { kind, id }, plaintext)]);
     return id;
   }
@@ -114,6 +120,7 @@ export class Repository {
   async index(): Promise<BlobIndex> {
     if (this.#index) return this.#index;
     const idx = new BlobIndex();
+    // Spec §2: only names of exactly this form are indexes (validObjects); others are ignored.
     const [names, stored] = await Promise.all([this.backend.list('index/'), this.storedPacks()]);
     await mapLimit(validObjects(names), 8, async ({ name }) => {
       const packs = await this.#readIndex(name);
@@ -151,24 +158,44 @@ export class Repository {
   }
 
   /**
-   * Every readable snapshot, oldest first. A manifest that can't be read (damaged, or
-   * sealed for another repository) is skipped and reported through `onWarning`.
+   * Every readable snapshot, oldest first (by `time`, then by ID bytes: spec §10). A
+   * manifest that can't be read (damaged, or sealed for another repository) is skipped
+   * and reported through `onWarning`: one bad snapshot must not hide the others. Prune
+   * reads the snapshots itself and refuses on an unreadable one (it can't know what
+   * that snapshot needs).
    */
   async snapshots(): Promise<SnapshotRecord[]> {
+    const { good, bad } = await this.#readSnapshots();
+    for (const b of bad) this.onWarning(`skipping snapshot ${hex(idFromName(b.name)!).slice(0, 8)}: ${(b.error as Error).message}`);
+    return good;
+  }
+
+  /**
+   * The snapshots that can be read, and the ones that can't (spec §10), without
+   * warning: for callers that report the unreadable ones themselves (`coffer snapshots`).
+   */
+  async readableSnapshots(): Promise<{ good: SnapshotRecord[]; bad: Array<{ name: string; error: unknown }> }> {
+    return this.#readSnapshots();
+  }
+
+  async #readSnapshots(): Promise<{ good: SnapshotRecord[]; bad: Array<{ name: string; error: unknown }> }> {
     const names = validObjects(await this.backend.list('snapshots/'));
-    const out: SnapshotRecord[] = [];
+    const good: SnapshotRecord[] = [];
+    const bad: Array<{ name: string; error: unknown }> = [];
     await mapLimit(names, 8, async ({ name }) => {
       const id = idFromName(name)!;
       try {
         const plain = await this.readObject(name, ObjectKind.Snapshot);
-        out.push({ id, snapshot: decodeSnapshot(plain, name) });
+        good.push({ id, snapshot: decodeSnapshot(plain, name) });
       } catch (e) {
         if (CofferError.is(e, 'missing-object')) return; // forgotten meanwhile
         if (!isUnreadable(e)) throw e;
-        this.onWarning(`skipping snapshot ${hex(id).slice(0, 8)}: ${(e as Error).message}`);
+        bad.push({ name, error: e });
       }
     });
-    return out.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || Buffer.compare(a.id, b.id));
+    good.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || Buffer.compare(a.id, b.id));
+    bad.sort((a, b) => (a.name < b.name ? -1 : 1));
+    return { good, bad };
   }
 
   /**
@@ -224,6 +251,9 @@ export class Repository {
       throw e;
     }
     const raw = await decompressBlob(stored, where.flags, where.rawLength, label);
+    // Spec §8.1: the plaintext must be what the ID names (an index entry pointing at the
+    // wrong bytes, or a damaged blob that still decompresses, is caught here).
+    if (!this.keys.chunkId(raw).equals(Buffer.from(id))) throw new CofferError('corrupt', `${label}: the blob does not match its ID`);
     return raw;
   }
 
@@ -237,13 +267,33 @@ export class Repository {
   async *tree(s: Snapshot): AsyncGenerator<TreeEntry> {
     let carry = '';
     // Tree blobs are cut by content, so a UTF-8 sequence may straddle two of them.
-    const utf8 = new TextDecoder('utf-8', { fatal: false });
+    // Version 2 listings must be valid UTF-8 (spec §9.2); version 1 ones were decoded
+    // leniently, and stay so.
+    const utf8 = new TextDecoder('utf-8', { fatal: s.version === 2 });
+    const decode = s.version === 2 ? decodeEntry : decodeEntryV1;
+    const rules = new TreeValidator(s.version === 2);
     for (const h of s.tree) {
+      const where = `tree of snapshot at ${h.slice(0, 16)}`;
       const blob = await this.readBlob(Buffer.from(h, 'hex'));
-      const text = carry + utf8.decode(blob, { stream: true });
+      let text: string;
+      try {
+        text = carry + utf8.decode(blob, { stream: true });
+      } catch {
+        throw new CofferError('corrupt', `${where}: tree listing is not valid UTF-8`);
+      }
+      // Lines end at 0x0A only (U+2028 and U+2029 are ordinary characters in JSON).
       const lines = text.split('\n');
       carry = lines.pop()!;
-      for (const line of lines) yield decodeEntry(line, `tree of snapshot at ${h.slice(0, 16)}`);
+      for (const line of lines) {
+        const e = decode(line, where);
+        rules.check(e, where);
+        yield e;
+      }
+    }
+    try {
+      carry += utf8.decode(); // a UTF-8 sequence cut off at the end
+    } catch {
+      throw new CofferError('corrupt', 'tree listing is not valid UTF-8');
     }
     if (carry !== '') throw new CofferError('corrupt', 'tree listing ends in the middle of an entry');
   }

@@ -1,3 +1,4 @@
+import { parsePad } from './backup.js';
 import {
   BackupKey,
   Repository,
@@ -17,14 +18,15 @@ import { backendFor, isRelayRepository, loadKeyIfGiven, openRepo, repoLocation, 
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** `coffer init`: creates a repository; without a key, makes one and shows it once. */
-export async function init(flags: GlobalFlags, io: Io): Promise<number> {
+export async function init(flags: GlobalFlags & { pad?: string }, io: Io): Promise<number> {
   const location = repoLocation(flags, io);
   const given = await loadKeyIfGiven(flags, io);
   if (!given && isRelayRepository(location)) {
     throw new UsageError('no key for the relay repository: run `coffer vault enable` (or `coffer vault recover` on a new device) first, or give --key-file');
   }
   const key = given ?? BackupKey.generate();
-  const repo = await Repository.init(await backendFor(location, flags, io), key);
+  const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
+  const repo = await Repository.init(await backendFor(location, flags, io), key, { ...(padding !== undefined ? { padding } : {}) });
   if (flags.json) {
     io.stdout.write(
       JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(key.keyId()), ...(given ? {} : { key: key.toDigits() }) }) + '\n',
@@ -46,6 +48,8 @@ export async function init(flags: GlobalFlags, io: Io): Promise<number> {
 /** `coffer snapshots`: one line per snapshot, oldest first. */
 export async function snapshots(flags: GlobalFlags, io: Io): Promise<number> {
   const repo = await openRepo(flags, io);
+  // A damaged or foreign snapshot is skipped with a warning (repo.onWarning): one bad
+  // snapshot must not hide the others (spec §10).
   const all = await repo.snapshots();
   await checkSeenSnapshots(flags, io, repo, all);
   if (flags.json) {

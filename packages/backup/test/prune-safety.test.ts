@@ -355,7 +355,11 @@ test('a full disk: prune deletes what nothing needs before it writes, so it can 
   const noLocks: StorageBackend = { ...disk, put: noRoom, create: noRoom };
   const repo = await tr.reopen(noLocks);
   const target = await tempDir(t, 'ps-dst');
-  await assert.rejects(restore(repo, (await repo.snapshots())[0]!, { target }), (e: unknown) => CofferError.is(e, 'storage'));
-  await restore(repo, (await repo.snapshots())[0]!, { target, noLock: true });
+  // Restore falls back to reading without a lock by itself, and says so (spec §11).
+  const warned = await restore(repo, (await repo.snapshots())[0]!, { target });
+  assert.ok(warned.warnings.some((w) => 'noLock' in w && w.noLock), 'the fallback is reported as a warning');
+  await restore(repo, (await repo.snapshots())[0]!, { target: await tempDir(t, 'ps-dst2'), noLock: true });
+  // check needs the explicit --no-lock.
+  await assert.rejects(check(repo), (e: unknown) => CofferError.is(e, 'storage'));
   assert.deepEqual((await check(repo, { noLock: true })).problems, []);
 });

@@ -61,8 +61,8 @@ function fakePlatform(key = LOG_KEY, transportKey = new Uint8Array(65).fill(4)):
   return p;
 }
 
-const VECTORS = new URL('../../../../spec/vectors/vault/log-entry.json', import.meta.url);
-const TREE_VECTORS = new URL('../../../../spec/vectors/vault/log-tree.json', import.meta.url);
+const VECTORS = new URL('../../../../spec/vectors/vault-log/log-entry.json', import.meta.url);
+const TREE_VECTORS = new URL('../../../../spec/vectors/vault-log/log-tree.json', import.meta.url);
 
 describe('log entry and tree (spec §13.2, §13.3) against the vectors', () => {
   it('entry MAC input, MAC, encoding', async () => {

@@ -114,14 +114,20 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_REQ_TIMEOUT: 'request-timeout',
 };
 
+function hopCount(hops: number): (address: string, i: number) => boolean {
+  return (_address, i) => i < hops;
+}
+
 export function buildApp(options: AppOptions): FastifyInstance {
   const logger = options.logger === undefined || options.logger === false ? false : { ...(typeof options.logger === 'object' ? options.logger : {}), redact: LOG_REDACT };
   const app = Fastify({
     logger,
     bodyLimit: VAULT_BODY_LIMIT,
     requestIdHeader: false,
-    // A hop count is supported by Fastify (proxy-addr) though its types name only the other forms.
-    ...(options.trustProxy !== undefined ? { trustProxy: (typeof options.trustProxy === 'number' ? options.trustProxy : [...options.trustProxy]) as unknown as string[] } : {}),
+    // A list: only those peers' X-Forwarded-For is believed (proxy-addr), hop by hop. A hop
+    // count trusts that many hops whoever the peer is (Fastify itself refuses numbers):
+    // only for a relay that nothing can reach except through its proxies.
+    ...(options.trustProxy !== undefined ? { trustProxy: typeof options.trustProxy === 'number' ? hopCount(options.trustProxy) : [...options.trustProxy] } : {}),
     // Errors before a request exists (header overflow, a malformed request line, a
     // header timeout) get the catalogue's body shape too.
     clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -136,7 +142,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
     connectionTimeout: 0,
     keepAliveTimeout: 65_000,
     // The /v1/blobs/* names are checked by the routes; no trailing-slash magic.
-    ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
+    // Request/header timeouts are checked every second (Node's default is every 30 s).
+    ...(options.https ? { https: { cert: options.https.cert, key: options.https.key, connectionsCheckingInterval: 1000 } as never } : { http: { connectionsCheckingInterval: 1000 } }),
   }) as unknown as FastifyInstance;
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const now = options.now ? { now: options.now } : {};

@@ -192,10 +192,14 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     throw new ConfigError('trustProxy: a number of proxy hops, or a list of proxy addresses/CIDRs');
   }
 
-  const adminPort = int('COFFER_RELAY_ADMIN_PORT', env.COFFER_RELAY_ADMIN_PORT) ?? f.admin?.port ?? DEFAULT_ADMIN_PORT;
+  // Default: 7443 on the listen host when that is loopback (so relays on 127.0.0.1/.2/.3
+  // don't collide), else on 127.0.0.1; any free port when the relay's own port is 0.
+  const adminPort = int('COFFER_RELAY_ADMIN_PORT', env.COFFER_RELAY_ADMIN_PORT) ?? f.admin?.port ?? (port === 0 ? 0 : DEFAULT_ADMIN_PORT);
   if (!Number.isInteger(adminPort) || adminPort < 0 || adminPort > 65535) throw new ConfigError(`admin.port: must be 0..65535, got ${adminPort}`);
   const adminOff = f.admin === null || env.COFFER_RELAY_ADMIN === '0';
-  const admin = adminOff ? null : { host: env.COFFER_RELAY_ADMIN_HOST || f.admin?.host || '127.0.0.1', port: adminPort };
+  const listenHost = env.COFFER_RELAY_HOST || f.listen?.host || '127.0.0.1';
+  const loopbackListen = /^127\.\d+\.\d+\.\d+$/.test(listenHost) || listenHost === '::1' || listenHost === 'localhost';
+  const admin = adminOff ? null : { host: env.COFFER_RELAY_ADMIN_HOST || f.admin?.host || (loopbackListen ? listenHost : '127.0.0.1'), port: adminPort };
 
   const storeBackend = env.COFFER_RELAY_ACCOUNT_STORE || f.auth?.store?.backend || 'sqlite';
   let accountStore: RelayConfig['accountStore'];

@@ -1,5 +1,5 @@
 /* global fetch */
-// `npm run bench:backup [-- --scale N] [-- --rss-scale N]`
+// `npm run bench:backup [-- --scale N] [-- --rss-scale N] [-- --pad off|auto|max]`
 // Coffer against restic on the standard chat-app data set (../shared/bench/make-dataset),
 // in one run on the same data: first backup, backup after a day of changes, full restore.
 // Prints wall time, peak RSS and repository size per step, the ratio Coffer/restic, and
@@ -19,6 +19,8 @@ const arg = (name, dflt) => {
 };
 const scale = arg('scale', '1');
 const rssScale = arg('rss-scale', undefined);
+// The repository's size padding (spec §7.3); the size ratio depends on it.
+const pad = arg('pad', 'auto');
 const work = process.env.COFFER_BENCH_DIR ?? join(root, 'bench-work');
 const makeDataset = join(root, '..', 'shared', 'bench', 'make-dataset');
 const coffer = join(root, 'packages', 'cli', 'dist', 'src', 'main.js');
@@ -85,7 +87,7 @@ sh('sync', []);
 // see exactly the same bytes at each step.
 const cofferRepo = join(work, 'coffer-repo');
 rmSync(cofferRepo, { recursive: true, force: true });
-sh(process.execPath, [coffer, 'init', '--repo', cofferRepo, '--key-file', keyFile, '-q']);
+sh(process.execPath, [coffer, 'init', '--repo', cofferRepo, '--key-file', keyFile, '--pad', pad, '-q']);
 const backupArgs = ['backup', '-q', '--repo', cofferRepo, '--key-file', keyFile, data];
 rows.coffer = { backup1: measure(process.execPath, [coffer, ...backupArgs], cofferEnv) };
 rows.coffer.backup1.size = duBytes(cofferRepo);
@@ -208,5 +210,6 @@ console.log(`bench: backup1 ratio=${ratio(c.backup1.wall, r.backup1.wall)} targe
 console.log(`bench: backup2 ratio=${ratio(c.backup2.wall, r.backup2.wall)} target=0.5`);
 console.log(`bench: restore ratio=${ratio(c.restore.wall, r.restore.wall)} target=0.5`);
 console.log(`bench: rss ratio=${ratio(peak(c), peak(r))} target=1.0`);
+console.log(`coffer repository padding: --pad ${pad}`);
 console.log(`bench: size ratio=${ratio(c.backup2.size, r.backup2.size)} target=1.05`);
 if (blobLine) console.log(blobLine);

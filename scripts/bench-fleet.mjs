@@ -1,15 +1,20 @@
 /* global fetch, AbortSignal */
-// `npm run bench:fleet [-- --seconds N] [-- --lanes N]`
+// `npm run bench:fleet [-- --seconds N] [-- --lanes N] [-- --platform software|pkcs11]`
 // Recoveries/s and latency on the three-data-centre fleet (3 etcd members + 3 vault
 // nodes on 127.0.0.1-3, etcd store) against one coffer-vault on SQLite, in the same run,
 // with the same in-process load generator (VaultClient, INSECURE_FAST_KSF_FOR_TESTING,
 // both round trips over HTTP). Then a fleet run with one data centre (the etcd leader's)
 // killed -9 halfway, printing recoveries per second across the kill.
 //
+// --platform pkcs11: every vault node (the single node and each of the three DCs) keeps
+// its keys on its own SoftHSM2 token; the fleet's tokens share the fleet keys through
+// the PKCS#11 key ceremony (C_WrapKey/C_UnwrapKey). Default: the software platform.
+//
 // Everything shares this machine's cores: the fleet runs 6 server processes where the
 // single node runs 1, plus the load generator, so the fleet pays for its replication
 // (3 fsyncs per write, raft messages, 3x the JSON/HTTP hops) on the same CPUs.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -19,12 +24,15 @@ const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
 };
+const platformArg = process.argv.indexOf('--platform');
+const PLATFORM = platformArg >= 0 ? process.argv[platformArg + 1] : 'software';
+if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform must be software or pkcs11, got ${PLATFORM}`);
 const SECONDS = arg('seconds', 8);
 const LANES = arg('lanes', 12);
 const ACCOUNTS_PER_LANE = 8;
 const dist = (p) => join(root, 'packages', 'vault', 'dist', p);
-const { startCluster } = await import(dist('test/helpers/cluster.js'));
-const { startChildVault, bundleKey } = await import(dist('test/helpers/child-vault.js'));
+const { startCluster, SOFTHSM_MODULE } = await import(dist('src/server/cluster-support.js'));
+const { startChildVault, bundleKey, runVaultCli } = await import(dist('test/helpers/child-vault.js'));
 const { VaultClient, INSECURE_FAST_KSF_FOR_TESTING } = await import(join(root, 'packages', 'protocol', 'dist', 'src', 'index.js'));
 const K = new Uint8Array(32).fill(1);
 const pct = (s, p) => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
@@ -88,19 +96,30 @@ async function load(fleetKey, urls, label, seconds, onSecond) {
 const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-fleet-'));
 let single, cluster;
 try {
-  // 1. single node, SQLite
-  single = await startChildVault({ COFFER_VAULT_DATA_DIR: join(dir, 'single'), COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', COFFER_VAULT_LOG_LEVEL: 'warn' });
-  const singleKey = await bundleKey({ COFFER_VAULT_DATA_DIR: join(dir, 'single') });
+  // 1. single node, SQLite (on its own SoftHSM2 token with --platform pkcs11)
+  const singleEnv = { COFFER_VAULT_DATA_DIR: join(dir, 'single') };
+  if (PLATFORM === 'pkcs11') {
+    const hsm = join(dir, 'single-softhsm');
+    mkdirSync(join(hsm, 'tokens'), { recursive: true });
+    writeFileSync(join(hsm, 'softhsm2.conf'), `directories.tokendir = ${join(hsm, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+    Object.assign(singleEnv, { SOFTHSM2_CONF: join(hsm, 'softhsm2.conf'), COFFER_VAULT_PLATFORM: 'pkcs11', COFFER_VAULT_PKCS11_MODULE: SOFTHSM_MODULE, COFFER_VAULT_PKCS11_TOKEN_LABEL: 'coffer-single', COFFER_VAULT_PKCS11_PIN: '1234' });
+    execFileSync('softhsm2-util', ['--init-token', '--free', '--label', 'coffer-single', '--pin', '1234', '--so-pin', '123456'], { env: { ...process.env, ...singleEnv }, stdio: 'ignore' });
+    const made = runVaultCli(['keys', 'create'], singleEnv);
+    if (made.status !== 0) throw new Error(`keys create on the single node's token: ${made.stderr}`);
+  }
+  single = await startChildVault({ ...singleEnv, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', COFFER_VAULT_LOG_LEVEL: 'warn' });
+  const singleKey = await bundleKey(singleEnv);
   const s = await load(singleKey, [single.url], 'single', SECONDS);
   await single.stop();
   single = null;
+  console.log(`platform: ${PLATFORM}`);
   console.log(`single node (SQLite): ${fmt(s.rps)} recoveries/s, p50 ${fmt(s.p50)} ms, p99 ${fmt(s.p99)} ms (${s.n} recoveries, ${LANES} lanes)`);
 
   // 2. three data centres
-  cluster = await startCluster({ dir: join(dir, 'fleet'), insecureFastKsf: true, ports: { etcdClient: 24890, etcdPeer: 24891, vault: 24892 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+  cluster = await startCluster({ dir: join(dir, 'fleet'), insecureFastKsf: true, platform: PLATFORM, ports: { etcdClient: 24890, etcdPeer: 24891, vault: 24892 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
   const urls = cluster.dcs.map((d) => d.vaultUrl);
   const f = await load(cluster.fleetKey, urls, 'fleet', SECONDS);
-  console.log(`fleet (3 DCs, etcd):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes)`);
+  console.log(`fleet (3 DCs, etcd${PLATFORM === 'pkcs11' ? ', 3 SoftHSM2 tokens' : ''}):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes)`);
 
   // 3. one DC killed halfway
   const leader = (await cluster.leader()) ?? 0;

@@ -6,9 +6,15 @@
 // key (created here, mode 0600); each relay serves the fleet bundle at
 // GET /v1/fleet-bundle. Prints the endpoints and the COFFER_SERVER hint; Ctrl-C stops
 // every process it started (by PID).
-//   npm run cluster [-- --dir DIR] [-- --fresh]
+//   npm run cluster [-- --dir DIR] [-- --fresh] [-- --platform software|pkcs11]
 // State lives in .coffer-data/cluster/ (etcd data, node key files, relay data, logs)
 // unless --dir.
+//
+// --platform pkcs11: each data centre's vault node keeps its keys on its own SoftHSM2
+// token (coffer-dc1..3, made here in DIR/softhsm; user PIN in DIR/dcN/hsm-user.pin, SO
+// PIN in DIR/softhsm/dcN-so.pin), and the key ceremony moves the fleet keys between the
+// tokens with C_WrapKey/C_UnwrapKey (docs/pkcs11.md). The default is the software
+// platform.
 //
 // etcd runs with mutual TLS for clients and peers and with RBAC (auth enabled): a CA
 // and certificates are made with openssl in DIR/pki; a root user (password in
@@ -30,6 +36,12 @@ import { root } from './ensure-setup.mjs';
 const argv = process.argv.slice(2);
 const dirArg = argv.indexOf('--dir');
 const dir = resolve(dirArg >= 0 ? argv[dirArg + 1] : join(root, '.coffer-data', 'cluster'));
+const platformArg = argv.indexOf('--platform');
+const platform = platformArg >= 0 ? argv[platformArg + 1] : 'software';
+if (platform !== 'software' && platform !== 'pkcs11') {
+  process.stderr.write(`cluster: --platform must be software or pkcs11, got ${platform}\n`);
+  process.exit(2);
+}
 if (argv.includes('--fresh') && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true, mode: 0o700 });
 
@@ -39,8 +51,8 @@ const linkKeyFile = join(dir, 'link.key');
 if (!existsSync(linkKeyFile)) writeFileSync(linkKeyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
 const bundleFile = join(dir, 'fleet-bundle.json');
 
-const { startCluster, DEFAULT_CLUSTER_PORTS } = await import(join(root, 'packages', 'vault', 'dist', 'test', 'helpers', 'cluster.js'));
-process.stderr.write(`cluster: starting 3 data centres in ${dir} …\n`);
+const { startCluster, DEFAULT_CLUSTER_PORTS } = await import(join(root, 'packages', 'vault', 'dist', 'src', 'server', 'cluster-support.js'));
+process.stderr.write(`cluster: starting 3 data centres in ${dir} (platform ${platform}) …\n`);
 let cluster;
 const relays = [];
 let stopping = false;
@@ -70,7 +82,7 @@ process.on('SIGINT', () => void stop());
 process.on('SIGTERM', () => void stop());
 
 try {
-  cluster = await startCluster({ dir, dcs: 3, ports: DEFAULT_CLUSTER_PORTS, secure: true, vaultEnv: { COFFER_VAULT_LINK_KEY_FILE: linkKeyFile } });
+  cluster = await startCluster({ dir, dcs: 3, ports: DEFAULT_CLUSTER_PORTS, secure: true, platform, vaultEnv: { COFFER_VAULT_LINK_KEY_FILE: linkKeyFile } });
 } catch (err) {
   process.stderr.write(`cluster: error: ${err.message}\n`);
   process.exit(1);
@@ -131,6 +143,7 @@ for (const dc of cluster.dcs) {
   process.stdout.write(
     `${dc.name}  etcd ${dc.etcdUrl} (pid ${dc.etcdPid()})  vault ${dc.vaultUrl} (pid ${dc.vaultPid()}, metrics ${dc.adminUrl}/metrics)` +
       (r ? `  relay ${r.url} (pid ${r.child.pid})` : '') +
+      (cluster.tokens ? `  HSM token ${cluster.tokens[dc.index].tokenLabel}` : '') +
       `  logs ${dc.dir}\n`,
   );
 }
@@ -143,6 +156,14 @@ if (cluster.pki) {
       `  vault nodes: client cert ${p.vaultCertFile}, user coffer-vault (role: readwrite on coffer/vault/ only), password ${cluster.vaultPasswordFile}\n` +
       `  etcdctl as admin: ETCDCTL_API=3 etcdctl --endpoints=${cluster.dcs[0].etcdUrl} --cacert=${p.caFile} --cert=${p.adminCertFile} --key=${p.adminKeyFile} --user=root:$(cat ${join(p.dir, 'root.password')}) endpoint status\n`,
   );
+}
+if (cluster.tokens) {
+  process.stdout.write(
+    `vault keys: PKCS#11 (SoftHSM2, ${cluster.softhsmConf}); fleet keys moved between the tokens by the key ceremony (C_WrapKey/C_UnwrapKey); ceremony log in each DC's vault/ceremony.log\n` +
+      `  user PINs: ${cluster.tokens.map((t) => t.pinFile).join(', ')}\n  SO PINs: ${cluster.tokens.map((t) => t.soPinFile).join(', ')}\n`,
+  );
+} else {
+  process.stdout.write('vault keys: software platform (key files, not an HSM; --platform pkcs11 for SoftHSM2 tokens)\n');
 }
 process.stdout.write(`link key (vaults and relays): ${linkKeyFile}\nfleet key bundle (served by every relay at /v1/fleet-bundle): ${bundleFile}\n`);
 if (haveRelay) {

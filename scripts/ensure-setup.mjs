@@ -1,7 +1,7 @@
 // Makes a fresh clone runnable: installs npm dependencies when they are missing and
 // compiles the TypeScript. Used by `npm start` and `npm test` so that a newcomer needs
 // exactly those two commands.
-import { chmodSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -21,9 +21,7 @@ export function ensureSetup({ quiet = false } = {}) {
     if (!quiet) process.stderr.write('coffer: installing npm dependencies (first run)…\n');
     run('npm', ['ci', '--no-audit', '--no-fund']);
   }
+  // The workspace bins (packages/*/bin/*.js) are committed, so npm ci linked them into
+  // node_modules/.bin before dist/ existed; they run the code built here.
   run('npx', ['tsc', '-b']);
-  // npm links workspace bins at install time, before dist/ exists: make them executable.
-  for (const bin of ['packages/cli/dist/src/main.js', 'packages/vault/dist/src/server/main.js', 'packages/relay/dist/src/main.js']) {
-    if (existsSync(join(root, bin))) chmodSync(join(root, bin), 0o755);
-  }
 }

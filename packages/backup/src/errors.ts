@@ -14,6 +14,7 @@ export type CofferErrorCode =
   | 'locked'
   | 'not-found' // a snapshot or source path that does not exist
   | 'exists' // restore target would overwrite
+  | 'needs-repair' // prune refused: deleting now could lose data; the message says which repair to run
   | 'invalid-argument';
 
 export class CofferError extends Error {

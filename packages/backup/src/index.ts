@@ -29,11 +29,21 @@ export { LocalBackend } from './storage/local.js';
 export { Repository, type SnapshotRecord, type InitOptions } from './repository/repository.js';
 export { Compression } from './repository/config.js';
 export { backup, type BackupOptions, type BackupProgress, type BackupResult, type BackupWarning } from './repository/backup.js';
-export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './repository/restore.js';
-export { RepositoryLock, removeLocks } from './repository/lock.js';
+export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult, type RestoreWarning } from './repository/restore.js';
+export { PadMode, padme, paddedLength, parsePadMode } from './repository/padding.js';
+export { LOCK_EXPIRY_MS, RepositoryLock, removeLocks, type LockBody } from './repository/lock.js';
 export type { Snapshot, SnapshotStats } from './repository/snapshot.js';
-export type { TreeEntry, FileEntry, DirEntry, SymlinkEntry } from './repository/tree.js';
+export type { TreeEntry, FileEntry, DirEntry, SymlinkEntry, HardlinkEntry, SpecialEntry, Owner, Xattr } from './repository/tree.js';
 export { hex, packName, indexName, snapshotName } from './repository/blob.js';
 export { check, type CheckResult, type CheckProblem, type CheckOptions } from './repository/check.js';
 export { prune, type PruneResult, type PruneOptions } from './repository/prune.js';
 export { applyPolicy, forgetSnapshots, isEmptyPolicy, type RetentionPolicy } from './repository/forget.js';
+export {
+  repairIndex,
+  repairSnapshots,
+  type RepairIndexOptions,
+  type RepairIndexResult,
+  type RepairSnapshotsOptions,
+  type RepairSnapshotsResult,
+  type SnapshotRepair,
+} from './repository/repair.js';

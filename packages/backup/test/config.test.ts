@@ -64,11 +64,11 @@ test('a damaged key ID with the right key is corrupt, not "wrong key"', () => {
   assert.equal(code(other, c), 'wrong-key');
 });
 
-test('version 2 (of any size) → unsupported-version; wrong size → corrupt', () => {
-  const v2 = Buffer.from(good);
-  v2[4] = 2;
-  assert.equal(code(key, v2), 'unsupported-version');
-  assert.equal(code(key, Buffer.concat([v2, Buffer.alloc(40)])), 'unsupported-version');
+test('version 3 (of any size) → unsupported-version; wrong size → corrupt', () => {
+  const v3 = Buffer.from(good);
+  v3[4] = 3;
+  assert.equal(code(key, v3), 'unsupported-version');
+  assert.equal(code(key, Buffer.concat([v3, Buffer.alloc(40)])), 'unsupported-version');
   assert.equal(code(key, good.subarray(0, 87)), 'corrupt');
   assert.equal(code(key, Buffer.concat([good, Buffer.of(0)])), 'corrupt');
 });

@@ -1,10 +1,12 @@
 /**
  * kill -9 at random moments during backup and prune (TESTING.md, "Sealed objects and
- * repositories"): a child process (fixtures/crash-child.ts) runs the operation and is
- * SIGKILLed after a random delay, or kills itself at each prune step. Afterwards every
- * earlier snapshot restores byte-identical, `check` passes (unindexed packs allowed),
- * and the next backup (and prune) succeeds. Random delays are seeded per run and
- * printed, so a failure can be replayed with COFFER_CRASH_SEED.
+ * repositories"): a child process (fixtures/crash-child.ts) runs the operation and
+ * SIGKILLs itself at a random storage operation (before, during or after it), or at each
+ * prune step. Afterwards every earlier snapshot restores byte-identical, `check` passes
+ * (unindexed packs allowed), and the next backup (and prune) succeeds. Kill points are
+ * counted in storage operations, not milliseconds, so they fall inside the operation on a
+ * loaded machine as on an idle one; they are seeded per run and printed, so a failure can
+ * be replayed with COFFER_CRASH_SEED.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,11 +14,12 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { applyPolicy, backup, check, forgetSnapshots, hex, prune, restore, type Repository } from '../src/index.js';
+import { LOCK_EXPIRY_MS, applyPolicy, backup, check, forgetSnapshots, hex, prune, restore, type Repository } from '../src/index.js';
 import { assertSameTree, dir, file, newRepo, prng, tempDir, writeTree, type TestRepo } from './fixtures/trees.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/crash-child.js', import.meta.url));
-const BUDGET_MS = 6_000; // per test; each test runs at least its minimum iterations
+const ROUNDS = 6; // kills per random-kill test
+const WHEN = ['before', 'during', 'after'] as const;
 
 /** A small seeded generator (mulberry32), so a failing run can be replayed. */
 function rng(seed: number): () => number {
@@ -33,31 +36,37 @@ function rng(seed: number): () => number {
 interface ChildResult {
   killed: boolean;
   finished: boolean;
+  /** Storage operations a finished child made. */
+  ops: number;
   stderr: string;
 }
 
-/** Runs the child; kills it `killAfterMs` after it reports "go" (never, when undefined). */
-function runChild(tr: TestRepo, env: Record<string, string>, killAfterMs?: number): Promise<ChildResult> {
+interface KillPoint {
+  op: number;
+  when: (typeof WHEN)[number];
+}
+
+/** Runs the child; it kills itself at storage operation `kill.op` (never, when undefined). */
+function runChild(tr: TestRepo, env: Record<string, string>, kill?: KillPoint): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CHILD], {
-      env: { ...process.env, COFFER_TEST_REPO: tr.dir, COFFER_TEST_KEY: tr.key.toDigits(), ...env },
+      env: {
+        ...process.env,
+        COFFER_TEST_REPO: tr.dir,
+        COFFER_TEST_KEY: tr.key.toDigits(),
+        ...(kill ? { COFFER_TEST_KILL_AT_OP: String(kill.op), COFFER_TEST_KILL_WHEN: kill.when } : {}),
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     let err = '';
-    let timer: NodeJS.Timeout | undefined;
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (killAfterMs !== undefined && timer === undefined && out.includes('go\n')) {
-        timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-      }
-    });
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('error', reject);
     child.on('close', (code, signal) => {
-      clearTimeout(timer);
       if (signal !== 'SIGKILL' && code !== 0) reject(new Error(`child failed (${code}): ${err}`));
-      else resolve({ killed: signal === 'SIGKILL', finished: out.includes('done\n'), stderr: err });
+      else resolve({ killed: signal === 'SIGKILL', finished: out.includes('done\n'), ops: Number(/ops (\d+)/.exec(out)?.[1] ?? 0), stderr: err });
     });
   });
 }
@@ -104,29 +113,28 @@ test('kill -9 at random moments during a backup: earlier snapshots restore, chec
   const expected = new Map<string, string>();
   await parentBackup(t, tr, src, expected);
 
-  // How long does an uninterrupted child backup take (after "go")?
-  await writeTree(join(src, 'calib.bin'), file(prng(seed + 1, 2_000_000)));
-  const t0 = Date.now();
+  // How many storage operations does an uninterrupted child backup of a round's new data make?
+  await writeTree(join(src, 'calib.bin'), file(prng(seed + 1, 1_500_000)));
   const calib = await runChild(tr, { COFFER_TEST_MODE: 'backup', COFFER_TEST_SRC: src });
-  assert.ok(calib.finished);
-  const span = Math.max(50, Date.now() - t0);
-  t.diagnostic(`uninterrupted child backup: ${span} ms`);
+  assert.ok(calib.finished && calib.ops > 1, `calibration: ${calib.ops} storage operations`);
+  t.diagnostic(`uninterrupted child backup: ${calib.ops} storage operations`);
 
-  const start = Date.now();
   let kills = 0;
-  for (let i = 0; i < 30 && (i < 4 || Date.now() - start < BUDGET_MS); i++) {
-    // New data each round (so there is something to write), and a file removed.
+  for (let i = 0; i < ROUNDS; i++) {
+    // New data each round (at least the calibration's, so there is something to write), and a file removed.
     await writeTree(join(src, `new${i}.bin`), file(prng(seed + 100 + i, 1_500_000 + Math.floor(rand() * 500_000))));
     if (i > 1) await fs.rm(join(src, `new${i - 2}.bin`));
-    const r = await runChild(tr, { COFFER_TEST_MODE: 'backup', COFFER_TEST_SRC: src }, Math.floor(rand() * span));
+    const kill = { op: 1 + Math.floor(rand() * calib.ops), when: WHEN[Math.floor(rand() * 3)]! };
+    const r = await runChild(tr, { COFFER_TEST_MODE: 'backup', COFFER_TEST_SRC: src }, kill);
+    t.diagnostic(`round ${i}: kill at op ${kill.op} (${kill.when}): ${r.killed ? 'killed' : `finished after ${r.ops} ops`}`);
     if (r.killed) kills++;
     await assertCheckClean(tr);
     await assertAllRestore(t, await tr.reopen(), expected);
     // The next backup succeeds and restores.
     await parentBackup(t, tr, src, expected);
   }
-  t.diagnostic(`${kills} kills`);
-  assert.ok(kills > 0, 'at least one child was killed mid-way');
+  t.diagnostic(`${kills} kills in ${ROUNDS} rounds`);
+  assert.ok(kills >= ROUNDS / 2, `most children were killed mid-way (${kills} of ${ROUNDS})`);
   await assertCheckClean(tr, true);
   await assertAllRestore(t, await tr.reopen(), expected);
 });
@@ -160,14 +168,17 @@ test('kill -9 at each prune step: every kept snapshot restores, check passes, th
   const expected = new Map<string, string>();
   await parentBackup(t, tr, src, expected);
   let round = 0;
-  for (const step of ['repacked', 'index-written', 'old-index-deleted']) {
+  for (const step of ['dropped', 'repacked', 'index-written', 'repacked-deleted', 'old-index-deleted']) {
     await pruneFixture(t, tr, src, expected, round++);
     const r = await runChild(tr, { COFFER_TEST_MODE: 'prune', COFFER_TEST_STOP_AT: step });
     assert.ok(r.killed && !r.finished, `the child died at ${step}`);
     await afterPruneCrash(t, tr, src, expected, `a kill at ${step}`);
   }
   // A full prune now finishes what the killed ones left, and everything is still whole.
-  await prune(await tr.reopen());
+  // (Packs a killed prune wrote but never indexed are left alone until they are older
+  // than the lock expiry: the clock moves past it. Every blob in them is indexed
+  // elsewhere, so they go.)
+  await prune(await tr.reopen(), { now: () => Date.now() + LOCK_EXPIRY_MS + 1000 });
   await assertCheckClean(tr, true);
   const c = await check(await tr.reopen());
   assert.equal(c.unreferencedPacks, 0);
@@ -183,16 +194,23 @@ test('kill -9 at random moments during a prune', async (t) => {
   await writeTree(src, dir({ 'base.bin': file(prng(seed, 500_000)) }));
   const expected = new Map<string, string>();
   await parentBackup(t, tr, src, expected);
-  const start = Date.now();
+  // How many storage operations does an uninterrupted prune of such a fixture make?
+  await pruneFixture(t, tr, src, expected, 0);
+  const calib = await runChild(tr, { COFFER_TEST_MODE: 'prune' });
+  assert.ok(calib.finished && calib.ops > 1, `calibration: ${calib.ops} storage operations`);
+  t.diagnostic(`uninterrupted child prune: ${calib.ops} storage operations`);
   let kills = 0;
-  for (let round = 0; round < 30 && (round < 4 || Date.now() - start < BUDGET_MS / 2); round++) {
+  for (let round = 1; round <= ROUNDS; round++) {
     await pruneFixture(t, tr, src, expected, round);
-    const r = await runChild(tr, { COFFER_TEST_MODE: 'prune' }, Math.floor(rand() * 120));
+    const kill = { op: 1 + Math.floor(rand() * calib.ops), when: WHEN[Math.floor(rand() * 3)]! };
+    const r = await runChild(tr, { COFFER_TEST_MODE: 'prune' }, kill);
+    t.diagnostic(`round ${round}: kill at op ${kill.op} (${kill.when}): ${r.killed ? 'killed' : `finished after ${r.ops} ops`}`);
     if (r.killed) kills++;
-    await afterPruneCrash(t, tr, src, expected, `a random kill (round ${round})`);
+    await afterPruneCrash(t, tr, src, expected, `a kill at op ${kill.op} ${kill.when} it (round ${round})`);
   }
-  t.diagnostic(`${kills} kills`);
-  await prune(await tr.reopen());
+  t.diagnostic(`${kills} kills in ${ROUNDS} rounds`);
+  assert.ok(kills >= ROUNDS / 2, `most prunes were killed mid-way (${kills} of ${ROUNDS})`);
+  await prune(await tr.reopen(), { now: () => Date.now() + LOCK_EXPIRY_MS + 1000 });
   await assertCheckClean(tr, true);
   await assertAllRestore(t, await tr.reopen(), expected);
   // The policy machinery agrees with what is left.

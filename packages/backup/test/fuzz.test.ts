@@ -33,7 +33,7 @@ const seeds: Record<string, Buffer> = {
   config: Buffer.from(encodeConfig(key, newConfig(key, { minSize: 4096, avgSize: 16384, maxSize: 65536 }, Compression.Zstd))),
   index: encodeIndex([{ packId: id(0), sealedLength: 1234, blobs: [{ id: id(1), type: BlobType.Data, flags: 0, offset: 0, storedLength: 10, rawLength: 10 }, { id: id(2), type: BlobType.Tree, flags: 1, offset: 10, storedLength: 5, rawLength: 50 }] }]),
   pack: packPlain,
-  entry: Buffer.from(encodeEntry({ path: 'root/a', type: 'file', mode: 0o644, mtime: 1.5, size: 3, chunks: [id(1).toString('hex')], inode: 7, ctime: 2 })),
+  entry: Buffer.from(encodeEntry({ path: 'root/a', rawPath: Buffer.from('root/a'), type: 'file', mode: 0o644, mtimeNs: 1_500_000n, owner: { uid: 1, gid: 2, user: 'u' }, xattrs: [{ name: 'user.a', value: Buffer.from('v') }], size: 3, chunks: [id(1).toString('hex')], inode: '7', ctime: '2' })),
   snapshot: encodeSnapshot({ version: 1, time: '2024-01-01T00:00:00.000Z', hostname: 'h', username: 'u', paths: ['/a'], tags: [], tree: [id(3).toString('hex')], stats: { files: 1, dirs: 0, bytes: 3, addedBytes: 3, newChunks: 1 } }),
 };
 
@@ -70,12 +70,15 @@ function mutate(b: Buffer, r: () => number): Buffer {
   return c;
 }
 
+// A run count, not a time budget: the same inputs on a loaded machine as on an idle one
+// (COFFER_FUZZ_RUNS for a longer session).
+const RUNS = Number(process.env.COFFER_FUZZ_RUNS ?? 3000);
+
 for (const [name, [seed, decode]] of Object.entries(decoders)) {
-  test(`fuzz ${name}: only clean errors`, () => {
+  test(`fuzz ${name}: only clean errors (${RUNS} inputs)`, () => {
     const r = prng(name.length * 7919 + 1);
-    const deadline = Date.now() + 400;
     let runs = 0;
-    while (Date.now() < deadline && runs < 20000) {
+    while (runs < RUNS) {
       const input = runs % 4 === 0 ? bytes(r() % 200, r()) : mutate(seeds[seed]!, r);
       const t0 = Date.now();
       try {
@@ -85,9 +88,9 @@ for (const [name, [seed, decode]] of Object.entries(decoders)) {
           assert.fail(`${name} threw ${String(e)} on ${input.toString('hex').slice(0, 400)}`);
         }
       }
-      assert.ok(Date.now() - t0 < 1000, `${name} took ${Date.now() - t0} ms on one input`);
+      // Time is the property here (no input makes a decoder hang), with a wide margin.
+      assert.ok(Date.now() - t0 < 5000, `${name} took ${Date.now() - t0} ms on one input`);
       runs++;
     }
-    assert.ok(runs > 100, `only ${runs} runs`);
   });
 }

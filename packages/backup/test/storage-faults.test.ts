@@ -19,6 +19,7 @@ import {
   forgetSnapshots,
   hex,
   prune,
+  LOCK_EXPIRY_MS,
   restore,
   type ByteRange,
   type CheckResult,
@@ -209,7 +210,7 @@ test('a pack copied under another pack\'s name, and two packs swapped: detected'
   await restoreFails(t, repo, f.s1, 'corrupt');
 });
 
-test('a pack duplicated under a new name is an unreferenced pack: check passes, prune removes it', async (t) => {
+test('a pack duplicated under a new name is an unreferenced pack: check passes, prune keeps it while young and removes it once older than the lock expiry', async (t) => {
   const f = await twoSnapshots(t);
   const dup = `data/ab/${'ab'.repeat(32)}`;
   await fs.mkdir(path(f.dir, 'data/ab'), { recursive: true });
@@ -218,21 +219,32 @@ test('a pack duplicated under a new name is an unreferenced pack: check passes, 
   const r = await check(repo, { readData: true });
   assert.deepEqual(r.problems, []);
   assert.equal(r.unreferencedPacks, 1);
-  await prune(repo);
+  // Young: it could be a running backup's pack.
+  assert.equal((await prune(repo)).youngPacksKept, 1);
+  assert.ok((await packs(f.dir)).includes(dup));
+  // Old, and every blob in it is indexed elsewhere: a duplicate, deleted.
+  await prune(repo, { now: () => Date.now() + LOCK_EXPIRY_MS + 1000 });
   assert.ok(!(await packs(f.dir)).includes(dup));
 });
 
-test('snapshot A\'s manifest under snapshot B\'s name is refused', async (t) => {
+test('snapshot A\'s manifest under snapshot B\'s name is refused: skipped with a warning when listing, an error when asked for', async (t) => {
   const f = await twoSnapshots(t);
   await fs.copyFile(path(f.dir, `snapshots/${f.s1}`), path(f.dir, `snapshots/${f.s2}`));
   const repo = await f.reopen();
-  await assert.rejects(repo.snapshots(), (e: unknown) => CofferError.is(e, 'corrupt') && e.message.includes(f.s2));
+  const warnings: string[] = [];
+  repo.onWarning = (m) => warnings.push(m);
+  assert.deepEqual((await repo.snapshots()).map((s) => hex(s.id)), [f.s1]);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, new RegExp(`skipping snapshot ${f.s2.slice(0, 8)}: .*(different object|failed authentication)`));
+  await assert.rejects(repo.findSnapshot(f.s2), (e: unknown) => CofferError.is(e, 'corrupt') && e.message.includes(f.s2));
   const r = await check(repo);
   assert.deepEqual(affected(r), [f.s2]);
   // Index and lock objects are sealed the same way: an index under a snapshot's name fails too.
   const [idx] = await fs.readdir(path(f.dir, 'index'));
   await fs.copyFile(path(f.dir, `index/${idx}`), path(f.dir, `snapshots/${f.s2}`));
-  await assert.rejects((await f.reopen()).snapshots(), (e: unknown) => CofferError.is(e, 'corrupt'));
+  await assert.rejects((await f.reopen()).findSnapshot(f.s2), (e: unknown) => CofferError.is(e, 'corrupt'));
+  // And prune refuses: it can't know what an unreadable snapshot needs.
+  await assert.rejects(prune(await f.reopen()), (e: unknown) => CofferError.is(e, 'needs-repair') && /forget/.test(e.message));
 });
 
 test(
@@ -352,10 +364,10 @@ test('wrong key: wrong-key before anything but the config is read', async (t) =>
 test('a repository config of another version: unsupported-version (also for a wrong key)', async (t) => {
   const f = await twoSnapshots(t);
   const cfg = await fs.readFile(path(f.dir, 'config'));
-  cfg[4] = 2;
+  cfg[4] = 3;
   await fs.writeFile(path(f.dir, 'config'), cfg);
   const fb = new FaultyBackend(new LocalBackend(f.dir));
-  await assert.rejects(Repository.open(fb, f.key), (e: unknown) => CofferError.is(e, 'unsupported-version') && /version 2/.test(e.message));
+  await assert.rejects(Repository.open(fb, f.key), (e: unknown) => CofferError.is(e, 'unsupported-version') && /version 3/.test(e.message));
   await assert.rejects(Repository.open(fb, BackupKey.generate()), (e: unknown) => CofferError.is(e, 'unsupported-version'));
   assert.deepEqual([...new Set(fb.calls)], ['get config']);
 });

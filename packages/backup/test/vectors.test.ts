@@ -12,6 +12,13 @@ import { RepositoryKeys } from '../src/crypto/repository-keys.js';
 import { ObjectOpener, decodeHeader, openObject, sealObject, type ObjectHeader } from '../src/crypto/sealed-object.js';
 import { FastCdc } from '../src/chunker/fastcdc.js';
 import { decodeConfig } from '../src/repository/config.js';
+import { decompressBlob } from '../src/repository/compress.js';
+import { decodeIndex } from '../src/repository/index-file.js';
+import { decodePackTrailer } from '../src/repository/pack.js';
+import { PadMode, paddedLength, paddedPackLength, padme, unpadBlob } from '../src/repository/padding.js';
+import { decodeSnapshot } from '../src/repository/snapshot.js';
+import { decodeListing, type TreeEntry } from '../src/repository/tree.js';
+import { ObjectKind } from '../src/crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../src/errors.js';
 import { digestOf, patternBytes, type Digest, type Expect, type Pattern } from './vectors/generate.js';
 
@@ -51,6 +58,28 @@ function outcome(fn: () => unknown): Expect | 'other' {
   }
 }
 
+/** What a throwing async call threw, as one of the closed set of outcomes. */
+async function outcomeAsync(fn: () => Promise<unknown>): Promise<Expect | 'other'> {
+  try {
+    await fn();
+    return 'success';
+  } catch (e) {
+    if (e instanceof CofferError && ['unsupported-version', 'corrupt'].includes(e.code)) return e.code as Expect;
+    return 'other';
+  }
+}
+
+function describeEntry(t: TreeEntry): Record<string, unknown> {
+  const o: Record<string, unknown> = { path: t.rawPath.toString('hex'), type: t.type, mode: t.mode, mtimeNs: String(t.mtimeNs) };
+  if (t.owner) o.owner = t.owner;
+  if (t.xattrs) o.xattrs = t.xattrs.map((x) => [x.name, x.value.toString('hex')]);
+  if (t.type === 'file') Object.assign(o, { size: t.size, chunks: t.chunks, sparse: t.sparse === true });
+  if (t.type === 'symlink') o.target = t.target.toString('hex');
+  if (t.type === 'hardlink') o.link = t.link.toString('hex');
+  if (t.type === 'chardev' || t.type === 'blockdev') Object.assign(o, { major: t.major, minor: t.minor });
+  return o;
+}
+
 function streamOpen(master: Uint8Array, expected: ObjectHeader, sealed: Uint8Array): Buffer {
   const o = new ObjectOpener(master, expected);
   const out: Buffer[] = [];
@@ -59,7 +88,7 @@ function streamOpen(master: Uint8Array, expected: ObjectHeader, sealed: Uint8Arr
   return Buffer.concat(out);
 }
 
-const check: Record<string, (v: Vector) => void> = {
+const check: Record<string, (v: Vector) => void | Promise<void>> = {
   'key-parse'(v) {
     if (v.expect === 'success') {
       const k = BackupKey.parse(v.input as string);
@@ -129,9 +158,86 @@ const check: Record<string, (v: Vector) => void> = {
     }
     const c = decodeConfig(key, bytes, 'vector');
     assert.deepEqual(
-      { version: c.version, repositoryId: Buffer.from(c.repositoryId).toString('hex'), keyId: Buffer.from(c.keyId).toString('hex'), chunker: c.chunker, compression: c.compression },
+      { version: c.version, repositoryId: Buffer.from(c.repositoryId).toString('hex'), keyId: Buffer.from(c.keyId).toString('hex'), chunker: c.chunker, compression: c.compression, padding: c.padding },
       v.decoded,
     );
+  },
+  padding(v) {
+    if (v.packLengths) {
+      for (const [L, auto, max] of v.packLengths as Array<[number, number, number]>) {
+        assert.equal(paddedPackLength(L, PadMode.Auto), auto, `pack auto(${L})`);
+        assert.equal(paddedPackLength(L, PadMode.Max), max, `pack max(${L})`);
+      }
+      return;
+    }
+    if (v.lengths) {
+      for (const [L, auto, max] of v.lengths as Array<[number, number, number]>) {
+        assert.equal(padme(L), auto, `padme(${L})`);
+        assert.equal(paddedLength(L, PadMode.Max), max, `max(${L})`);
+      }
+      return;
+    }
+    const stored = unhex(v.stored as string);
+    if (v.expect === 'success') assert.equal(unpadBlob(stored, 'vector').toString('hex'), v.payload);
+    else assert.equal(outcome(() => unpadBlob(stored, 'vector')), v.expect);
+  },
+  async zstd(v) {
+    const run = () => decompressBlob(unhex(v.stored as string), v.flags as number, v.rawLength as number, 'vector');
+    if (v.expect === 'success') assert.equal((await run()).toString('hex'), v.raw);
+    else assert.equal(await outcomeAsync(run), v.expect);
+  },
+  async pack(v) {
+    const plain = unhex(v.plaintext as string);
+    if (v.sealed) {
+      const keys = new RepositoryKeys(BackupKey.fromBytes(unhex(v.key as string)), unhex(v.repositoryId as string));
+      const opened = openObject(keys.objectMaster, { kind: ObjectKind.Pack, id: unhex(v.packId as string) }, unhex(v.sealed as string));
+      assert.ok(opened.equals(plain), 'the sealed pack opens to the plaintext');
+    }
+    if (v.expect !== 'success') {
+      assert.equal(outcome(() => decodePackTrailer(plain, 'vector')), v.expect);
+      return;
+    }
+    const keys = new RepositoryKeys(BackupKey.fromBytes(unhex(v.key as string)), unhex(v.repositoryId as string));
+    const entries = decodePackTrailer(plain, 'vector');
+    const want = v.entries as Array<Record<string, unknown>> | undefined;
+    if (want) assert.deepEqual(entries.map((e) => ({ id: e.id.toString('hex'), type: e.type, flags: e.flags, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength })), want.map(({ raw: _raw, ...rest }) => rest));
+    for (const [i, e] of entries.entries()) {
+      const raw = await decompressBlob(plain.subarray(e.offset, e.offset + e.storedLength), e.flags, e.rawLength, 'vector');
+      assert.ok(keys.chunkId(raw).equals(e.id), 'each blob matches its ID');
+      if (want) assert.equal(raw.toString('hex'), want[i]!.raw);
+    }
+  },
+  index(v) {
+    const plain = unhex(v.plaintext as string);
+    if (v.expect !== 'success') {
+      assert.equal(outcome(() => decodeIndex(plain, 'vector')), v.expect);
+      return;
+    }
+    const got = decodeIndex(plain, 'vector').map((p) => ({ packId: p.packId.toString('hex'), sealedLength: p.sealedLength, blobs: p.blobs.map((b) => ({ id: b.id.toString('hex'), type: b.type, flags: b.flags, offset: b.offset, storedLength: b.storedLength, rawLength: b.rawLength })) }));
+    assert.deepEqual(got, v.decoded);
+  },
+  tree(v) {
+    const bytes = unhex(v.listing as string);
+    const version = v.version as 1 | 2;
+    if (v.expect !== 'success') {
+      assert.equal(outcome(() => decodeListing(bytes, version, 'vector')), v.expect);
+      return;
+    }
+    assert.deepEqual(decodeListing(bytes, version, 'vector').map(describeEntry), v.entries);
+  },
+  snapshot(v) {
+    const bytes = unhex(v.plaintext as string);
+    if (v.expect !== 'success') {
+      assert.equal(outcome(() => decodeSnapshot(bytes, 'vector')), v.expect);
+      return;
+    }
+    assert.deepEqual(decodeSnapshot(bytes, 'vector'), v.decoded);
+  },
+  lock(v) {
+    const keys = new RepositoryKeys(BackupKey.fromBytes(unhex(v.key as string)), unhex(v.repositoryId as string));
+    const plain = openObject(keys.objectMaster, { kind: ObjectKind.Lock, id: unhex(v.objectId as string) }, unhex(v.sealed as string));
+    assert.equal(plain.toString('hex'), v.plaintext);
+    assert.deepEqual(JSON.parse(plain.toString('utf8')), v.decoded);
   },
   'gear-table'(v) {
     const g = new RepositoryKeys(BackupKey.fromBytes(unhex(v.key as string)), unhex(v.repositoryId as string)).gearTable;
@@ -177,9 +283,9 @@ test('the vectors directory is complete and well-formed', () => {
 });
 
 for (const f of files) {
-  test(`vector ${f}`, () => {
+  test(`vector ${f}`, async () => {
     const v = JSON.parse(readFileSync(DIR + f, 'utf8')) as Vector;
-    check[v.kind]!(v);
+    await check[v.kind]!(v);
     passed++;
   });
 }

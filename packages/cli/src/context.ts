@@ -69,8 +69,13 @@ export function repoLocation(flags: GlobalFlags, io: Io): string {
 
 export async function backendFor(location: string, flags: GlobalFlags, io: Io): Promise<StorageBackend> {
   if (isRelayRepository(location)) return (await openClient(flags, io)).blobBackend();
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
-    throw new UsageError(`repository '${location}': only local directories and coffer: (the relay's blob API) are supported by this version`);
+  // Any `scheme:` prefix (sftp:host:/path, s3:…, https://…) is a backend this version
+  // does not have: refuse rather than make a local directory named after it. (A
+  // directory whose name has a colon can be given as ./name.)
+  const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(location);
+  if (scheme) {
+    const dirHint = location.includes('//') ? '' : ` (a directory whose name has a colon: write ./${location})`;
+    throw new UsageError(`repository '${location}': unknown storage '${scheme[1]}:'; this version supports only local directories and coffer: (the relay's blob API)${dirHint}`);
   }
   return new LocalBackend(location);
 }
@@ -121,5 +126,8 @@ export async function loadKey(flags: GlobalFlags, io: Io): Promise<BackupKey> {
 export async function openRepo(flags: GlobalFlags, io: Io): Promise<Repository> {
   const location = repoLocation(flags, io);
   const key = await loadKey(flags, io);
-  return Repository.open(await backendFor(location, flags, io), key);
+  const repo = await Repository.open(await backendFor(location, flags, io), key);
+  // Objects that can't be read are skipped, and the person is told.
+  repo.onWarning = (m) => io.stderr.write(`coffer: warning: ${m}\n`);
+  return repo;
 }

@@ -2,24 +2,31 @@
 /**
  * The `coffer` command. Rules for output and exit codes are at the top of tui.ts.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { accountCreate, accountDevices, accountPassword, accountRevoke, login } from './commands/account.js';
 import { backupCmd, restoreCmd } from './commands/backup.js';
 import { keyGenerate, keyShow } from './commands/key.js';
-import { checkCmd, forget, init, pruneCmd, snapshots, unlock } from './commands/repository.js';
+import { checkCmd, forget, init, pruneCmd, repairIndexCmd, repairSnapshotsCmd, snapshots, unlock } from './commands/repository.js';
 import { vaultChangePassword, vaultDisable, vaultEnable, vaultRecover, vaultStatus } from './commands/vault.js';
 import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
 
 const USAGE = `usage: coffer COMMAND [options]
 
 Backups (key mode):
-  coffer init                          create a repository (makes a key if none is given)
-  coffer backup PATH… [--tag T]        back up files and directories
+  coffer init [--pad off|auto|max]     create a repository (makes a key if none is given);
+                                       --pad sets its default size padding (auto)
+  coffer backup PATH… [--tag T] [--pad off|auto|max]
+                                       back up files and directories
   coffer snapshots                     list snapshots
-  coffer restore ID|latest --target DIR [--overwrite]
-  coffer check [--read-data]           verify structure (and with --read-data, every byte)
+  coffer restore ID|latest --target DIR [--overwrite] [--no-owners] [--no-lock]
+                                       owners are restored when run as root
+  coffer check [--read-data] [--no-lock]  verify structure (and with --read-data, every byte)
   coffer forget [ID…] [--keep-last N] [--keep-hourly|daily|weekly|monthly|yearly N] [--prune] [--dry-run]
-  coffer prune [--dry-run]             delete data no snapshot needs
+  coffer prune [--dry-run]             delete data no snapshot needs (refuses when that could lose data)
+  coffer repair index [--read-all]     rebuild the index from the packs (after a lost or damaged index)
+  coffer repair snapshots [--forget] [--dry-run]
+                                       rewrite snapshots without the files whose data is gone
   coffer unlock [--remove-all]         remove stale locks
   coffer key generate                  print a new random key
   coffer key show                      print the key given and its key ID
@@ -63,10 +70,46 @@ Options:
   --new-password-file F  for change-password (or COFFER_NEW_PASSWORD)
   --account-password-file F  first line is the account password (or
                     COFFER_ACCOUNT_PASSWORD; default: ask); never the vault password
+  --no-lock         restore/check: read without writing a lock (a full disk, read-only
+                    storage); a prune running meanwhile could make the read fail.
+                    restore also does this by itself, with a warning, when storage
+                    refuses to write the lock
   --json            machine-readable output on stdout
   -q, --quiet       no progress or summaries
-  -h, --help        this help
+  -h, --help        this help (\`coffer COMMAND --help\`: that command's)
+  --version         print coffer's version
 `;
+
+/**
+ * `coffer COMMAND --help`: that command's lines of USAGE (with their continuation lines)
+ * and the options it takes, nothing else.
+ */
+function commandHelp(command: string, accepted: readonly string[]): string {
+  const lines = USAGE.split('\n');
+  const out: string[] = [];
+  let inCommand = false;
+  for (const line of lines) {
+    if (/^ {2}coffer /.test(line)) inCommand = line.startsWith(`  coffer ${command} `) || line === `  coffer ${command}`;
+    else if (!/^ {5,}/.test(line)) inCommand = false;
+    if (inCommand) out.push(line);
+  }
+  const optStart = lines.indexOf('Options:');
+  const opts: string[] = [];
+  let keep = false;
+  for (const line of lines.slice(optStart + 1)) {
+    const m = /^ {2}(?:-\w, )?--([\w-]+)/.exec(line);
+    if (m) keep = (globalOptions.includes(m[1]!) || accepted.includes(m[1]!)) && m[1] !== 'version';
+    else if (!/^ {5,}/.test(line)) keep = false;
+    if (keep) opts.push(line);
+  }
+  return `usage:\n${out.join('\n')}\n\nOptions:\n${opts.join('\n')}\n`;
+}
+
+function version(): string {
+  // dist/src/main.js → the package's package.json
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
 
 const options = {
   repo: { type: 'string' },
@@ -74,9 +117,12 @@ const options = {
   json: { type: 'boolean' },
   quiet: { type: 'boolean', short: 'q' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
   tag: { type: 'string', multiple: true },
   target: { type: 'string' },
   overwrite: { type: 'boolean' },
+  pad: { type: 'string' },
+  'no-owners': { type: 'boolean' },
   'read-data': { type: 'boolean' },
   'keep-last': { type: 'string' },
   'keep-hourly': { type: 'string' },
@@ -100,18 +146,22 @@ const options = {
   insecure: { type: 'boolean' },
   'revoke-other-devices': { type: 'boolean' },
   sessions: { type: 'boolean' },
+  'no-lock': { type: 'boolean' },
+  'read-all': { type: 'boolean' },
+  forget: { type: 'boolean' },
 } satisfies ParseArgsConfig['options'];
 
 /** Which options each command accepts (besides the global ones). */
 const allowed: Record<string, string[]> = {
-  init: [],
-  backup: ['tag'],
+  init: ['pad'],
+  backup: ['tag', 'pad'],
   snapshots: [],
-  restore: ['target', 'overwrite'],
-  check: ['read-data'],
+  restore: ['target', 'overwrite', 'no-owners', 'no-lock'],
+  check: ['read-data', 'no-lock'],
   forget: ['keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly', 'prune', 'dry-run'],
   prune: ['dry-run'],
   unlock: ['remove-all'],
+  repair: ['read-all', 'forget', 'dry-run'],
   key: [],
   account: ['account-password-file', 'revoke-other-devices', 'sessions'],
   login: ['account', 'token-file', 'account-password-file'],
@@ -129,6 +179,20 @@ export async function run(argv: string[], io: Io): Promise<number> {
     }
     const { values: flags, positionals } = parsed;
     const [command, ...rest] = positionals;
+    if (flags.version) {
+      io.stdout.write(`coffer ${version()}\n`);
+      return ExitCode.Ok;
+    }
+    if (flags.help && command !== undefined && command !== 'help') {
+      const acceptedHere = allowed[command];
+      if (!acceptedHere) throw new UsageError(`unknown command '${command}' (see coffer --help)`);
+      io.stdout.write(commandHelp(command, acceptedHere));
+      return ExitCode.Ok;
+    }
+    if (command === 'help' && rest[0] !== undefined && allowed[rest[0]]) {
+      io.stdout.write(commandHelp(rest[0], allowed[rest[0]]!));
+      return ExitCode.Ok;
+    }
     if (flags.help || command === undefined || command === 'help') {
       (command === undefined && !flags.help ? io.stderr : io.stdout).write(USAGE);
       return command === undefined && !flags.help ? ExitCode.Usage : ExitCode.Ok;
@@ -156,6 +220,13 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await pruneCmd(flags, io);
       case 'unlock':
         return await unlock(flags, io);
+      case 'repair': {
+        const sub = rest.length === 1 ? rest[0] : undefined;
+        if (sub === 'index' && flags.forget === undefined && flags['dry-run'] === undefined) return await repairIndexCmd(flags, io);
+        if (sub === 'snapshots' && flags['read-all'] === undefined) return await repairSnapshotsCmd(flags, io);
+        if (sub === 'index' || sub === 'snapshots') throw new UsageError(`repair ${sub}: options --read-all (index) and --forget, --dry-run (snapshots) don't mix`);
+        throw new UsageError('repair: use `coffer repair index` or `coffer repair snapshots`');
+      }
       case 'key':
         if (rest[0] === 'generate' && rest.length === 1) return await keyGenerate(flags, io);
         if (rest[0] === 'show' && rest.length === 1) return await keyShow(flags, io);
@@ -190,8 +261,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
   }
 }
 
-const invokedDirectly = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (invokedDirectly || process.argv[1]?.endsWith('/coffer')) {
+/** Runs `coffer` with this process's arguments and streams (bin/coffer.js calls it). */
+export function runMain(): void {
   run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env }).then(
     (code) => {
       process.exitCode = code;
@@ -202,3 +273,6 @@ if (invokedDirectly || process.argv[1]?.endsWith('/coffer')) {
     },
   );
 }
+
+const invokedDirectly = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (invokedDirectly) runMain();

@@ -70,6 +70,7 @@ const exitFor: Record<CofferErrorCode, ExitCode> = {
   'not-found': ExitCode.Failure,
   exists: ExitCode.Failure,
   'invalid-argument': ExitCode.Usage,
+  'needs-repair': ExitCode.Corrupt,
 };
 
 export class UsageError extends Error {}

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import * as nodeFs from 'node:fs';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,8 +25,12 @@ interface Result {
   stderr: string;
 }
 
+/** The tests' own config directory: what the CLI remembers per device (seen snapshots) stays out of ~/.config. */
+const CONFIG_HOME = await fs.mkdtemp(join(tmpdir(), 'coffer-cli-config-'));
+process.on('exit', () => nodeFs.rmSync(CONFIG_HOME, { recursive: true, force: true }));
+
 function coffer(args: string[], env: Record<string, string | undefined> = {}): Promise<Result> {
-  const base = { ...process.env };
+  const base: NodeJS.ProcessEnv = { ...process.env, XDG_CONFIG_HOME: CONFIG_HOME };
   delete base.COFFER_KEY;
   delete base.COFFER_REPOSITORY;
   return new Promise((resolve) => {
@@ -93,7 +98,7 @@ async function setup(t: TestContext): Promise<Setup> {
   await fs.writeFile(join(src, 'sub', 'b.bin'), Buffer.alloc(300_000, 7));
   await fs.chmod(join(src, 'a.txt'), 0o600);
   await fs.symlink('a.txt', join(src, 'link'));
-  return { repo, keyFile, src, env: { COFFER_REPOSITORY: repo, COFFER_KEY: gen.stdout.trim() } };
+  return { repo, keyFile, src, env: { COFFER_REPOSITORY: repo, COFFER_KEY: gen.stdout.trim(), XDG_CONFIG_HOME: CONFIG_HOME } };
 }
 
 test('coffer init without a key prints exactly one key on stdout and warnings on stderr', async (t) => {

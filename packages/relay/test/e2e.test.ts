@@ -15,7 +15,7 @@ test('full OPAQUE register + recover through a real coffer-relay to a real coffe
   const linkKeyFile = writeLinkKey(dir, 'cd'.repeat(32));
   const vault = await startVault(join(dir, 'vault'), linkKeyFile);
   t.after(() => vault.stop());
-  const relay = await startChild(RELAY_MAIN, { COFFER_RELAY_DATA_DIR: join(dir, 'relay'), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vault.url, COFFER_RELAY_LOG_LEVEL: 'info', COFFER_RELAY_VAULT_ATTEMPT_TIMEOUT_MS: '1000', COFFER_RELAY_VAULT_DEADLINE_MS: '3000' }, 'coffer-relay');
+  const relay = await startChild(RELAY_MAIN, { COFFER_RELAY_DATA_DIR: join(dir, 'relay'), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vault.url, COFFER_RELAY_LOG_LEVEL: 'info', COFFER_RELAY_VAULT_ATTEMPT_TIMEOUT_MS: '10000', COFFER_RELAY_VAULT_DEADLINE_MS: '30000' }, 'coffer-relay');
   t.after(() => relay.stop());
 
   const post = (path: string, body: unknown) => fetch(`${relay.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -57,13 +57,13 @@ test('full OPAQUE register + recover through a real coffer-relay to a real coffe
   for (const s of [token, 'correct horse', challenge]) assert.ok(!relay.stdout().includes(s));
   assert.match(relay.stdout(), /"bodyBytes":603/);
 
-  // The vault goes away: a clean, fast 503.
+  // The vault goes away: a clean 503, at once (a refused connection waits for no timeout).
   await vault.stop();
   const started = Date.now();
   const res = await fetch(`${relay.url}/v1/vault`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(603) });
   assert.equal(res.status, 503);
   assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'vault-unavailable');
-  assert.ok(Date.now() - started < 5000);
+  assert.ok(Date.now() - started < 8000, 'well inside one attempt timeout (10 s)');
   const health = await fetch(`${relay.url}/healthz`);
   assert.equal(health.status, 200);
 });
@@ -77,7 +77,7 @@ test('failover between two real vault nodes sharing one fleet', { timeout: 60_00
   t.after(() => a.stop());
   const b = await startVault(join(dir, 'vault'), linkKeyFile);
   t.after(() => b.stop());
-  const relay = await startChild(RELAY_MAIN, { COFFER_RELAY_DATA_DIR: join(dir, 'relay'), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: `${a.url},${b.url}`, COFFER_RELAY_LOG_LEVEL: 'warn', COFFER_RELAY_VAULT_ATTEMPT_TIMEOUT_MS: '1000' }, 'coffer-relay');
+  const relay = await startChild(RELAY_MAIN, { COFFER_RELAY_DATA_DIR: join(dir, 'relay'), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: `${a.url},${b.url}`, COFFER_RELAY_LOG_LEVEL: 'warn', COFFER_RELAY_VAULT_ATTEMPT_TIMEOUT_MS: '10000', COFFER_RELAY_VAULT_DEADLINE_MS: '30000' }, 'coffer-relay');
   t.after(() => relay.stop());
   const post = (path: string, body: unknown) => fetch(`${relay.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const device = newDeviceKey();

@@ -178,6 +178,9 @@ export async function startChild(main: string, env: Record<string, string>, name
 /** A real coffer-vault (software platform, SQLite in `dir`, weak KSF allowed for speed). */
 export async function startVault(dir: string, linkKeyFile: string | null): Promise<Child & { fleetKey: FleetKey }> {
   const env: Record<string, string> = { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_PORT: '0', COFFER_VAULT_LOG_LEVEL: 'warn', COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', ...(linkKeyFile ? { COFFER_VAULT_LINK_KEY_FILE: linkKeyFile } : {}) };
+  // Relay tests start two real vaults on one `dir` (one SQLite file): not a one-node
+  // group, so without the vault's rollback protection (spec/vault-protocol.md §13).
+  env.COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING = '1';
   const vault = await startChild(VAULT_MAIN, env, 'coffer-vault');
   const r = spawnSync(process.execPath, [VAULT_MAIN, 'bundle'], { env: { ...process.env, ...env }, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`coffer-vault bundle: ${r.stderr}`);

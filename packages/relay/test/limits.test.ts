@@ -61,21 +61,24 @@ test('oversized, malformed and wrongly typed requests are 4xx', async (t) => {
   assert.equal(code(big), 'body-too-large');
   const json = await r.inject({ method: 'POST', url: '/v1/vault', headers: { ...a, 'content-type': 'application/json' }, payload: '{}' });
   assert.equal(json.statusCode, 415);
-  const cases: [string, string, string, string | Buffer][] = [
-    ['POST', '/v1/accounts', 'application/json', '{"publicKey":'],
-    ['POST', '/v1/accounts', 'application/json', 'null'],
-    ['POST', '/v1/accounts', 'text/plain', 'hello'],
-    ['POST', '/v1/accounts', 'application/json', '{"publicKey":"' + 'A'.repeat(5000) + '"}'],
-    ['POST', '/v1/sessions', 'application/json', '"str"'],
-    ['POST', '/v1/sessions/challenge', 'application/json', '{"account":{"$gt":""}}'],
-    ['POST', '/v1/vault', 'application/octet-stream', Buffer.alloc(0)],
-    ['PUT', '/v1/blobs/x', 'application/x-www-form-urlencoded', 'a=b'],
-    ['GET', '/v1/nothing', 'application/json', ''],
+  // Exact answers: each is refused by the relay itself (no vault is configured here, and
+  // none is needed: a wrongly sized vault message is never forwarded).
+  const cases: [string, string, string, string | Buffer, number, string][] = [
+    ['POST', '/v1/accounts', 'application/json', '{"publicKey":', 400, 'bad-request'],
+    ['POST', '/v1/accounts', 'application/json', 'null', 400, 'bad-request'],
+    ['POST', '/v1/accounts', 'text/plain', 'hello', 415, 'unsupported-media-type'],
+    ['POST', '/v1/accounts', 'application/json', '{"publicKey":"' + 'A'.repeat(5000) + '"}', 413, 'body-too-large'],
+    ['POST', '/v1/sessions', 'application/json', '"str"', 400, 'bad-request'],
+    ['POST', '/v1/sessions/challenge', 'application/json', '{"account":{"$gt":""}}', 400, 'bad-request'],
+    ['POST', '/v1/vault', 'application/octet-stream', Buffer.alloc(0), 400, 'bad-request'],
+    ['POST', '/v1/vault', 'application/octet-stream', Buffer.alloc(602), 400, 'bad-request'],
+    ['POST', '/v1/vault', 'application/octet-stream', Buffer.alloc(604), 400, 'bad-request'],
+    ['PUT', '/v1/blobs/x', 'application/x-www-form-urlencoded', 'a=b', 415, 'unsupported-media-type'],
+    ['GET', '/v1/nothing', 'application/json', '', 404, 'not-found'],
   ];
-  for (const [method, url, ct, payload] of cases) {
+  for (const [method, url, ct, payload, status, errorCode] of cases) {
     const res = await r.inject({ method: method as 'POST', url, headers: { ...a, 'content-type': ct }, payload });
-    assert.ok(res.statusCode >= 400 && res.statusCode < 500 || res.statusCode === 503, `${method} ${url} ${ct}: ${res.statusCode}`);
-    assert.equal(typeof code(res), 'string');
+    assert.deepEqual([res.statusCode, code(res)], [status, errorCode], `${method} ${url} ${ct} (${payload.length} bytes)`);
   }
   assert.equal((await r.inject({ method: 'GET', url: '/healthz' })).json<{ status: string }>().status, 'ok');
 });
@@ -91,18 +94,18 @@ test('truncated and abandoned requests over a real socket: no crash, the relay k
     s.on('data', (d) => (got += d));
     s.write(raw);
     if (endEarly) s.end();
-    await Promise.race([once(s, 'close'), new Promise((res) => setTimeout(res, 5000))]);
-    s.destroy();
+    // The relay closes each of these (a hang would fail the test by its own timeout).
+    await once(s, 'close');
     return got;
   };
-  // Declares 603 bytes, sends 100, closes.
+  // Declares 603 bytes, sends 100, closes: nothing to answer, the relay just goes on.
   await send(`POST /v1/vault HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 603\r\n\r\n${'x'.repeat(100)}`, true);
-  // Declares 603 bytes, sends 100 and stalls: the request timeout ends it.
+  // Declares 603 bytes, sends 100 and stalls: the request timeout (2 s) ends it with a 408.
   const stalled = await send(`PUT /v1/blobs/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 603\r\n\r\n${'x'.repeat(100)}`, false);
-  assert.ok(stalled === '' || /^HTTP\/1\.1 4\d\d/.test(stalled), stalled.slice(0, 80));
-  // Garbage instead of HTTP.
+  assert.match(stalled, /^HTTP\/1\.1 408 /, stalled.slice(0, 80));
+  // Garbage instead of HTTP: 400 from the HTTP parser, then the connection is closed.
   const garbage = await send('\x00\x01\x02 not http at all\r\n\r\n', false);
-  assert.ok(garbage === '' || /^HTTP\/1\.1 400/.test(garbage), garbage.slice(0, 80));
+  assert.match(garbage, /^HTTP\/1\.1 400 /, garbage.slice(0, 80));
   const health = await fetch(`${url.origin}/healthz`);
   assert.equal(health.status, 200);
   // Nothing half-written became an object.

@@ -2,11 +2,10 @@
  * The fleet key ceremony through the real `coffer-vault fleet …` commands (software
  * platform): a node that joined opens what the first node sealed and serves the same
  * bundle; rotation (old records still open, new ones sealed under the new key); retiring
- * a node; and every refusal (another fleet, another node, a tampered package, PKCS#11).
+ * a node; and every refusal (another fleet, another node, a tampered package, a PKCS#11 package).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createECDH } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +31,7 @@ function client(vault: RunningVault, fleetKey: FleetKey, account: string): Vault
 
 describe('fleet key ceremony (software platform)', () => {
   const root = mkdtempSync(join(tmpdir(), 'coffer-ceremony-'));
-  const envOf = (n: string): Record<string, string> => ({ COFFER_VAULT_DATA_DIR: join(root, n), COFFER_VAULT_STORE_PATH: join(root, 'shared.sqlite'), COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1' });
+  const envOf = (n: string): Record<string, string> => ({ COFFER_VAULT_DATA_DIR: join(root, n), COFFER_VAULT_STORE_PATH: join(root, 'shared.sqlite'), COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', /* two nodes, one SQLite file, in turn: not a one-node group (spec §13) */ COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING: '1' });
   const open = (n: string): Promise<RunningVault> => assembleVault(loadConfig({ env: envOf(n) }), { warn: () => {} });
   const cli = (n: string, ...args: string[]) => runVaultCli(args, envOf(n));
 
@@ -107,12 +106,18 @@ describe('fleet key ceremony (software platform)', () => {
     assert.equal(cli('b', 'bundle').status, 1);
   });
 
-  it('PKCS#11: export-for and join refuse and say what is missing', () => {
-    const env = { COFFER_VAULT_PLATFORM: 'pkcs11', COFFER_VAULT_PKCS11_MODULE: '/nonexistent.so', COFFER_VAULT_PKCS11_TOKEN_LABEL: 't', COFFER_VAULT_PKCS11_PIN: '1', COFFER_VAULT_DATA_DIR: join(tmpdir(), 'coffer-ceremony-pkcs11') };
-    const peer = createECDH('prime256v1');
-    peer.generateKeys();
-    const r = runVaultCli(['fleet', 'export-for', peer.getPublicKey('hex', 'uncompressed')], env);
-    assert.equal(r.status, 1);
-    assert.match(r.stderr, /C_WrapKey\/C_UnwrapKey/);
+  it('a software node refuses a package made by a PKCS#11 token (a fleet is all-software or all-PKCS#11)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'coffer-ceremony-mixed-'));
+    try {
+      const env = { COFFER_VAULT_DATA_DIR: join(dir, 'n') };
+      const keyId = '00112233445566778899aabbccddeeff';
+      const pkg = { version: 1, kind: 'coffer-fleet-transfer', suite: 'PKCS#11: ECDH-ES(P-256, CKD_NULL) + CKM_AES_CBC_ENCRYPT_DATA, CKM_AES_KEY_WRAP_PAD', fleetKeyId: keyId, to: {}, enc: '', keys: [], fleet: { version: 1, suite: 'DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-256-GCM', keyId } };
+      writeFileSync(join(dir, 'p.json'), JSON.stringify(pkg));
+      const r = runVaultCli(['fleet', 'join', join(dir, 'p.json'), '--fleet-key-id', keyId], env);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /made by a PKCS#11 token/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -4,18 +4,19 @@
  * three data centres down (a clean 503 store-unavailable, never an answer from a
  * minority), then service back once a second member returns.
  */
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
+import { etcdSkip, describeIf } from './helpers/requirements.js';
 import { fleetClient, fleetMetric, fleetTransport, startCluster, waitCaughtUp, type Cluster } from './helpers/cluster.js';
 
 const LIMIT = 10;
 const K = new Uint8Array(32).fill(9);
 
-describe('fleet: quorum', () => {
+describeIf('fleet: quorum', etcdSkip(), () => {
   let cluster: Cluster;
   let dir: string;
   before(async () => {
@@ -62,7 +63,7 @@ describe('fleet: quorum', () => {
       const r = await client.recover(`guess ${i}`);
       if (r.outcome === 'wrong-password') wrong++;
       if (r.outcome === 'ok') released++;
-      else assert.ok(['wrong-password', 'locked', 'stale', 'rate-limited'].includes(r.outcome), r.outcome);
+      else assert.ok(['wrong-password', 'locked', 'stale', 'superseded', 'rate-limited'].includes(r.outcome), r.outcome);
       if (++answered === KILL_AFTER) reachedKillPoint();
     });
     const running = attempts.map(async (run, i) => {
@@ -90,7 +91,9 @@ describe('fleet: quorum', () => {
     assert.equal((await fleetClient(cluster, 'quorum-user').register('pw', K)).outcome, 'ok');
     await Promise.all([cluster.dcs[1]!.kill(), cluster.dcs[2]!.kill()]);
     const statuses: (number | null)[] = [];
-    const refused = await fleetClient(cluster, 'quorum-user', { prefer: 0, deadlineMs: 2500, onAttempt: ({ status }) => statuses.push(status) })
+    // The client gives up after its deadline (generous: each refusal waits out the
+    // survivor's 1 s etcd timeout, longer on a loaded machine); what it saw is the point.
+    const refused = await fleetClient(cluster, 'quorum-user', { prefer: 0, deadlineMs: 10_000, onAttempt: ({ status }) => statuses.push(status) })
       .recover('pw')
       .then(() => 'answered', (err: Error) => err.message);
     assert.match(refused, /fleet unavailable/);
@@ -103,7 +106,7 @@ describe('fleet: quorum', () => {
     const body = (await res.json()) as { error: { code: string; retry: boolean } };
     assert.equal(body.error.code, 'store-unavailable');
     assert.equal(body.error.retry, true);
-    assert.ok(Date.now() - started < 10_000, 'refused within the deadlines, no hang');
+    assert.ok(Date.now() - started < 30_000, 'refused within the deadlines, no hang');
 
     await cluster.dcs[1]!.restart();
     const r = await fleetClient(cluster, 'quorum-user', { prefer: 0, deadlineMs: 30_000 }).recover('pw');

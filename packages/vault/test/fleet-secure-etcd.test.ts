@@ -2,7 +2,8 @@
 // and peers and RBAC — serves recoveries, while a client with a valid certificate but
 // no vault credentials can neither read old revisions nor write the vault's keys on any
 // member, and the vault user cannot reach outside its prefix.
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
+import { describeIf, etcdSkip } from './helpers/requirements.js';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +14,7 @@ import { KEY_K } from './helpers/vault-harness.js';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
-describe('fleet on etcd with mTLS and RBAC (npm run cluster)', { timeout: 180_000 }, () => {
+describeIf('fleet on etcd with mTLS and RBAC (npm run cluster)', etcdSkip(), () => {
   let dir: string;
   let cluster: Cluster;
 
@@ -53,4 +54,4 @@ describe('fleet on etcd with mTLS and RBAC (npm run cluster)', { timeout: 180_00
     }
     assert.equal((await fleetClient(cluster, 'local:alice').recover('correct horse battery')).outcome, 'ok', 'nothing was changed');
   });
-});
+}, { timeout: 180_000 });

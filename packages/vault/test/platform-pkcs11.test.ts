@@ -6,7 +6,8 @@ import pkcs11js from 'pkcs11js';
 import type { Handle, PKCS11 } from 'pkcs11js';
 import { openPkcs11Platform, provisionPkcs11Keys } from '../src/platform/pkcs11/index.js';
 import type { Pkcs11KeyLabels, Pkcs11Options } from '../src/platform/pkcs11/index.js';
-import { createSoftHsmToken, softHsmAvailable } from './helpers/softhsm.js';
+import { createSoftHsmToken } from './helpers/softhsm.js';
+import { describeIf, softHsmSkip } from './helpers/requirements.js';
 import type { SoftHsmToken } from './helpers/softhsm.js';
 import { platformConformance, rejectsWithCode } from './helpers/platform-conformance.js';
 
@@ -24,7 +25,7 @@ const KEYS = {
 };
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
-const skip = softHsmAvailable() ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
+const skip = softHsmSkip();
 
 // Tokens must exist before the module is first initialized in this process.
 let token: SoftHsmToken;
@@ -76,7 +77,7 @@ function findOne(p: PKCS11, s: Handle, cls: number, label: string): Handle[] {
   return found;
 }
 
-describe('PKCS#11 platform on SoftHSM2', { skip }, () => {
+describeIf('PKCS#11 platform on SoftHSM2', skip, () => {
   before(async () => {
     await provisionPkcs11Keys(token.options, LABELS);
   });

@@ -4,7 +4,8 @@
 // the vault's keys; tokens are renewed when etcd drops them; after an erasure the
 // store compacts etcd's history past it, so the old record cannot be read back at an
 // older revision. Also the sweep index (§3) on etcd, through a whole vault.
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
+import { describeIf, etcdSkip } from './helpers/requirements.js';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -33,7 +34,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 
-describe('etcd store with mTLS and RBAC (real etcd)', { timeout: 120_000 }, () => {
+describeIf('etcd store with mTLS and RBAC (real etcd)', etcdSkip(), () => {
   let dir: string;
   let pki: EtcdPki;
   let etcd: ChildProcess | null = null;
@@ -228,4 +229,4 @@ describe('etcd store with mTLS and RBAC (real etcd)', { timeout: 120_000 }, () =
       rmSync(vdir, { recursive: true, force: true });
     }
   });
-});
+}, { timeout: 120_000 });

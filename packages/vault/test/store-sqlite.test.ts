@@ -58,6 +58,24 @@ describe('SqliteRecordStore', () => {
     assert.equal(results.filter((r) => r.ok).length, 1);
     const others = await Promise.all(Array.from({ length: 20 }, (_, i) => store.compareAndPut(`acct-${i}`, b('v'), null)));
     assert.ok(others.every((r) => r.ok), 'independent accounts all commit');
+
+    // One group commit: a store whose fsyncs are counted sees 70 concurrent writes
+    // (the race and the independent accounts together) made durable by ONE fsync.
+    let fsyncs = 0;
+    const counted = new SqliteRecordStore(join(dir, 'group.sqlite'), { fsync: (fd, done) => (fsyncs++, fsync(fd, done)) });
+    try {
+      const seed = await counted.compareAndPut('race', b('0'), null);
+      assert.ok(seed.ok);
+      fsyncs = 0;
+      const all = await Promise.all([
+        ...Array.from({ length: 50 }, (_, i) => counted.compareAndPut('race', b(`w${i}`), seed.version)),
+        ...Array.from({ length: 20 }, (_, i) => counted.compareAndPut(`acct-${i}`, b('v'), null)),
+      ]);
+      assert.equal(all.filter((r) => r.ok).length, 1 + 20);
+      assert.equal(fsyncs, 1, 'all 70 writes were committed together and covered by one fsync');
+    } finally {
+      await counted.close();
+    }
   });
 
   it('rejects a malformed version without writing', async () => {
@@ -66,11 +84,23 @@ describe('SqliteRecordStore', () => {
   });
 
   it('keeps committed records across close and reopen', async () => {
-    const v = await store.compareAndPut('durable', b('kept'), null);
+    const own = join(dir, 'reopen.sqlite');
+    const first = new SqliteRecordStore(own);
+    const v = await first.compareAndPut('durable', b('kept'), null);
     assert.ok(v.ok);
-    const again = new SqliteRecordStore(path);
-    assert.equal(text((await again.get('durable'))?.value), 'kept');
-    await again.close();
+    await first.close();
+    await assert.rejects(first.get('durable'), StoreError, 'the first store is closed');
+    const again = new SqliteRecordStore(own);
+    try {
+      const got = await again.get('durable');
+      assert.equal(text(got?.value), 'kept');
+      assert.equal(got?.version, v.version, 'same version after reopen');
+      // Versions keep growing after a reopen (no reuse).
+      const next = await again.compareAndPut('other', b('x'), null);
+      assert.ok(next.ok && Number(next.version) > Number(v.version));
+    } finally {
+      await again.close();
+    }
   });
 });
 

@@ -1,12 +1,12 @@
 // The coffer-vault command on the software platform: zero-config start, admin
 // commands, exit codes and stderr conventions.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseFleetKeyBundle } from '@coffer/protocol';
-import { runVaultCli, startChildVault } from './helpers/child-vault.js';
+import { httpClient, runVaultCli, startChildVault } from './helpers/child-vault.js';
 
 describe('coffer-vault (software platform)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'coffer-vault-cli-'));
@@ -51,9 +51,21 @@ describe('coffer-vault (software platform)', () => {
   });
 
   it('the service uses the keys that keys create made', async () => {
-    const v = await startChildVault({ COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_LOG_LEVEL: 'silent' });
+    // The fleet key as `keys create` printed it, before the service ever ran.
+    const created = await parseFleetKeyBundle(runVaultCli(['bundle'], { COFFER_VAULT_DATA_DIR: dir }).stdout);
+    const keysFile = readFileSync(join(dir, 'software-keys.json'));
+    const v = await startChildVault({ COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_LOG_LEVEL: 'silent', COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1' });
     try {
-      assert.equal(((await (await fetch(`${v.url}/healthz`)).json()) as { status: string }).status, 'ok');
+      // A client that pins that key registers and recovers: requests sealed to it are
+      // opened by the service, so the service holds its private half.
+      const key = new Uint8Array(32).fill(7);
+      const client = httpClient(v.url, created.keys[0]!, 'cli-keys');
+      assert.equal((await client.register('right', key)).outcome, 'ok');
+      const r = await client.recover('right');
+      assert.equal(r.outcome, 'ok');
+      assert.deepEqual(r.outcome === 'ok' ? [...r.backupKey.expose()] : null, [...key]);
+      // And it did not make keys of its own.
+      assert.ok(readFileSync(join(dir, 'software-keys.json')).equals(keysFile), 'the key file is unchanged');
     } finally {
       await v.stop();
     }

@@ -5,15 +5,16 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { parseFleetKeyBundle, toHex } from '@coffer/protocol';
 import { openPlatform, provisionVaultKeys, type PlatformConfig } from '../src/platform/index.js';
 import { PlatformError } from '../src/core/platform.js';
-import { createSoftHsmToken, softHsmAvailable, type SoftHsmToken } from './helpers/softhsm.js';
+import { createSoftHsmToken, type SoftHsmToken } from './helpers/softhsm.js';
+import { describeIf, softHsmSkip } from './helpers/requirements.js';
 import { KEY_K, startHarness, type Harness } from './helpers/vault-harness.js';
 import { runVaultCli } from './helpers/child-vault.js';
 
-const skip = softHsmAvailable() ? false : 'SoftHSM2 is not installed (apt-get install softhsm2)';
+const skip = softHsmSkip();
 // Tokens must exist before this process first initializes the module.
 let token: SoftHsmToken;
 let cliToken: SoftHsmToken;
@@ -22,12 +23,12 @@ if (!skip) {
   cliToken = createSoftHsmToken();
 }
 
-describe('vault on PKCS#11 (SoftHSM2)', { skip }, () => {
+describeIf('vault on PKCS#11 (SoftHSM2)', skip, () => {
   let h: Harness;
   let cfg: PlatformConfig;
   before(async () => {
     cfg = { kind: 'pkcs11', module: token.module, tokenLabel: token.tokenLabel, pin: token.pin };
-    assert.deepEqual([...(await provisionVaultKeys(cfg))].sort(), ['coffer-fleet-hpke-v1', 'coffer-record-seal-v1']);
+    assert.deepEqual([...(await provisionVaultKeys(cfg))].sort(), ['coffer-fleet-hpke-v1', 'coffer-log-mac-v1', 'coffer-record-seal-v1']);
     assert.deepEqual(await provisionVaultKeys(cfg), [], 'creating keys twice is harmless');
     h = await startHarness({ platform: cfg, policy: { guessLimit: 3 } });
   });
@@ -55,7 +56,7 @@ describe('vault on PKCS#11 (SoftHSM2)', { skip }, () => {
   });
 });
 
-describe('coffer-vault admin command on PKCS#11', { skip }, () => {
+describeIf('coffer-vault admin command on PKCS#11', skip, () => {
   const dir = mkdtempSync(join(tmpdir(), 'coffer-vault-cli-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
   const env = () => ({ ...cliToken.env, COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_PLATFORM: 'pkcs11', COFFER_VAULT_PKCS11_MODULE: cliToken.module, COFFER_VAULT_PKCS11_TOKEN_LABEL: cliToken.tokenLabel, COFFER_VAULT_PKCS11_PIN: cliToken.pin });
@@ -63,7 +64,7 @@ describe('coffer-vault admin command on PKCS#11', { skip }, () => {
   it('keys create makes the keys and prints the bundle that bundle prints again', async () => {
     const created = runVaultCli(['keys', 'create'], env());
     assert.equal(created.status, 0, created.stderr);
-    assert.match(created.stderr, /created coffer-record-seal-v1, coffer-fleet-hpke-v1|created coffer-fleet-hpke-v1/);
+    assert.match(created.stderr, /created coffer-record-seal-v1, coffer-log-mac-v1, coffer-fleet-hpke-v1/);
     const bundle = await parseFleetKeyBundle(created.stdout);
     const printed = runVaultCli(['bundle'], env());
     assert.equal(printed.status, 0, printed.stderr);

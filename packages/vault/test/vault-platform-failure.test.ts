@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { PlatformError } from '../src/core/platform.js';
 import { ERRORS } from '../src/server/errors.js';
-import { StoreError } from '../src/store/store.js';
 import { KEY_K, startHarness, type Harness } from './helpers/vault-harness.js';
 import { raw } from './helpers/raw-requests.js';
+import { closedPort } from './helpers/requirements.js';
 
 describe('platform failures during the request DH', () => {
   let h: Harness;
@@ -45,23 +45,27 @@ describe('platform failures during the request DH', () => {
   }
 
   it('a store failure is 503 store-unavailable; the etcd detail is logged, not sent (S9)', async () => {
-    const request = (await raw(h, 'alice', { op: 'status', proof: null })).sealed.bytes;
-    const store = h.vault.store;
-    const original = store.get;
-    store.get = async () => {
-      throw new StoreError('etcd http://10.20.30.40:2379: connect ECONNREFUSED');
-    };
+    // A real EtcdRecordStore whose only endpoint refuses connections, and logging on: the
+    // store's own error (endpoint URL, "connection refused") must reach the log, not the client.
+    const logLines: string[] = [];
+    const dead = `http://127.0.0.1:${await closedPort()}`;
+    const e = await startHarness({ logLines, store: { kind: 'etcd', endpoints: [dead], prefix: 'coffer/vault/', timeoutMs: 1000 } });
     let res;
     try {
-      res = await h.post('alice', request);
+      res = await e.post('alice', (await raw(e, 'alice', { op: 'status', proof: null })).sealed.bytes);
     } finally {
-      store.get = original;
+      await e.close();
     }
     assert.equal(res.status, 503);
     const body = JSON.parse(res.body.toString()) as { error: { code: string; message: string; retry: boolean } };
     assert.equal(body.error.code, 'store-unavailable');
+    assert.equal(body.error.retry, true);
     assert.equal(body.error.message, ERRORS['store-unavailable'].message);
-    assert.doesNotMatch(res.body.toString(), /10\.20\.30\.40|ECONNREFUSED|etcd/);
+    assert.doesNotMatch(res.body.toString(), /127\.0\.0\.1|ECONNREFUSED|refused|etcd/);
+    const logged = logLines.join('');
+    assert.match(logged, /etcd unavailable/, 'the store error is logged');
+    assert.ok(logged.includes(`${dead}: `), 'with the endpoint');
+    assert.match(logged, /ECONNREFUSED|connection refused/, 'and what went wrong there');
   });
 
   it('ecdh rejecting the point (bad-argument) is still 400 undecryptable', async () => {

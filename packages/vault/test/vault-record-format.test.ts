@@ -38,8 +38,11 @@ describe('record format 1 after the upgrade', () => {
 
   it('recovers K with the password it was registered with; writes format 2; a password change moves it to a per-registration key', async () => {
     const account = 'legacy-1';
-    const put = await h.vault.store.compareAndPut(account, await legacyRecord(h, account, 'old password'), null);
-    assert.ok(put.ok);
+    // Written as the upgrade found it: through the log when rollback protection is on
+    // (a record the log does not hold would be refused as rolled back).
+    const legacy = await legacyRecord(h, account, 'old password');
+    if (h.vault.committer) await h.vault.committer.commit([{ account, value: legacy }]);
+    else assert.ok((await h.vault.store.compareAndPut(account, legacy, null)).ok);
     const c = h.client(account);
     // No owner token was registered in format 1: K proves nothing; the count is shown
     // only with a fresh grant.

@@ -73,9 +73,16 @@ test('the last KE2 taken and never finished: the record is erased within the log
   t.diagnostic(`erased ${late} ms after the last KE2 (login lifetime ${LOGIN_TTL_MS} ms, sweep interval 1000 ms)`);
   // The login ends LOGIN_TTL_MS after the last KE2; the sweeper runs every second.
   assert.ok(late >= LOGIN_TTL_MS - 50, `erased ${late} ms after the last KE2: before its login ended`);
-  assert.ok(late <= LOGIN_TTL_MS + 1000 + 500, `erased ${late} ms after the last KE2`);
+  // Time is the property here: a margin for a loaded 2-core machine on top of one sweep interval.
+  assert.ok(late <= LOGIN_TTL_MS + 1000 + 2500, `erased ${late} ms after the last KE2`);
   const rec = await record(h, account);
+  // registerStarts: the register-start rate window's expiry times (no key material).
   assert.deepEqual(Object.keys(rec!).sort(), ['erasedAt', 'registerStarts', 'state'], 'the tombstone keeps no wrapped key, envelope or login state');
+  // The sweeper clears the index entry after the tombstone's write commits (and, with
+  // rollback protection, is captured): wait for that condition, rather than read it in
+  // the moment between the two.
+  const clearedBy = Date.now() + 5000;
+  while ((await h.vault.store.dueSweeps(Date.now() + 3_600_000, 10)).length > 0 && Date.now() < clearedBy) await sleep(20);
   assert.deepEqual(await h.vault.store.dueSweeps(Date.now() + 3_600_000, 10), [], 'the sweep index entry is cleared');
   assert.equal(await h.metric('coffer_vault_records_erased_total'), 1);
   assert.equal(await h.metric('coffer_vault_sweeps_total'), 1);

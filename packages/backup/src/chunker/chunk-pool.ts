@@ -90,7 +90,7 @@ export class ChunkPool {
    * Chunks bytes [start, end) of a file on the least busy worker (the whole file by
    * default). Chunking restarts at `start`: see CHUNK_REGION_BYTES in backup.ts.
    */
-  chunkFile(path: string, onChunk: (id: Buffer, data: Buffer) => Promise<void>, start = 0, end = Number.MAX_SAFE_INTEGER): Promise<ChunkedFile> {
+  chunkFile(path: string | Uint8Array, onChunk: (id: Buffer, data: Buffer) => Promise<void>, start = 0, end = Number.MAX_SAFE_INTEGER): Promise<ChunkedFile> {
     if (this.#failure) return Promise.reject(this.#failure);
     const pw = this.#workers.reduce((a, b) => (b.load < a.load ? b : a));
     pw.load++;

@@ -6,7 +6,7 @@
  * memory stays bounded however fast the disk is.
  */
 import { createHmac } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
 
@@ -18,7 +18,8 @@ export interface WorkerSetup {
   chunkIdKey: Uint8Array;
   params: ChunkerParams;
 }
-export type ToWorker = { type: 'file'; job: number; path: string; start: number; end: number } | { type: 'ack'; buffer: ArrayBuffer };
+/** `path` is bytes when the file name is not UTF-8 (a Buffer arrives as a Uint8Array). */
+export type ToWorker = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number } | { type: 'ack'; buffer: ArrayBuffer };
 export type FromWorker =
   | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number }
   | { type: 'done'; job: number; size: number }
@@ -34,7 +35,7 @@ if (parentPort) {
   const free: ArrayBuffer[] = [];
   let allocated = 0;
   let creditWaiter: (() => void) | undefined;
-  const queue: Array<{ job: number; path: string; start: number; end: number }> = [];
+  const queue: Array<{ job: number; path: string | Uint8Array; start: number; end: number }> = [];
   let busy = false;
 
   const takeBuffer = async (): Promise<ArrayBuffer> => {
@@ -47,8 +48,9 @@ if (parentPort) {
   };
 
   /** Chunks bytes [start, end) of a file (end = Infinity: to its end). */
-  const chunkFile = async (job: number, path: string, start0: number, end0: number) => {
-    const fh = await fs.open(path, 'r');
+  const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number) => {
+    // O_NOFOLLOW: a file replaced by a symlink since the walk saw it is not followed.
+    const fh = await fs.open(path as string, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     let size = 0;
     let pos = start0;
     try {

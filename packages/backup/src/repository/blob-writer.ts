@@ -6,38 +6,20 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
-import { type BlobType, idKey, indexName, packName } from './blob.js';
+import { BLOB_PADDED, type BlobType, idKey, indexName, packName } from './blob.js';
+import { PACK_BYTES_MAX, PadMode, blobPadMode, padBlob } from './padding.js';
 import { maybeCompress } from './compress.js';
 import { Compression } from './config.js';
 import { encodeIndex, type IndexedPack } from './index-file.js';
-import { PackBuilder } from './pack.js';
+import { PackBuilder, packTrailerBytes } from './pack.js';
 import type { Repository } from './repository.js';
 import type { ObjectWriter } from '../storage/backend.js';
+import { Semaphore } from './semaphore.js';
 
 /** Target pack size: packs are sealed and uploaded once they hold this much. */
 export const PACK_TARGET_BYTES = 8 * 1024 * 1024;
 const COMPRESS_WINDOW = 4; // chunks being compressed at once (≤ 4 × max chunk size in memory)
 const UPLOAD_WINDOW = 2; // finished packs being committed (synced) at once
-
-class Semaphore {
-  #free: number;
-  #waiters: Array<() => void> = [];
-  constructor(n: number) {
-    this.#free = n;
-  }
-  async take(): Promise<void> {
-    if (this.#free > 0) {
-      this.#free--;
-      return;
-    }
-    await new Promise<void>((r) => this.#waiters.push(r));
-  }
-  give(): void {
-    const w = this.#waiters.shift();
-    if (w) w();
-    else this.#free++;
-  }
-}
 
 /** A pack being filled: its sealed pieces stream to storage as they are produced. */
 interface OpenPack {
@@ -60,9 +42,13 @@ export class BlobWriter {
   addedBytes = 0;
   newBlobs = 0;
 
-  constructor(repo: Repository, known: (id: Uint8Array) => boolean) {
+  readonly #padding: PadMode;
+
+  /** `padding`: how blobs, packs and the index are padded (spec §7.3). */
+  constructor(repo: Repository, known: (id: Uint8Array) => boolean, padding: PadMode = repo.config.padding) {
     this.#repo = repo;
     this.#known = known;
+    this.#padding = padding;
   }
 
   #track(p: Promise<void>): void {
@@ -93,8 +79,16 @@ export class BlobWriter {
     this.#track(
       (async () => {
         try {
-          const { stored, flags } =
-            this.#repo.config.compression === Compression.Zstd ? await maybeCompress(raw) : { stored: raw, flags: 0 };
+          const compressed = this.#repo.config.compression === Compression.Zstd ? await maybeCompress(raw) : { stored: raw, flags: 0 };
+          let { stored, flags } = compressed;
+          if (this.#padding !== PadMode.Off) {
+            stored = padBlob(stored, blobPadMode(this.#padding));
+            flags |= BLOB_PADDED;
+          }
+          // Padding max: every pack is PACK_BYTES_MAX; close the open one rather than overflow it.
+          while (this.#padding === PadMode.Max && this.#pack && this.#pack.builder.count > 0 && this.#pack.builder.plainBytes + stored.length + packTrailerBytes(this.#pack.builder.count + 1) > PACK_BYTES_MAX) {
+            await this.#flushPack();
+          }
           const pack = (this.#pack ??= this.#openPack());
           pack.builder.add({ id, type, flags, storedLength: stored.length, rawLength: raw.length }, stored);
           consumed();
@@ -124,7 +118,7 @@ export class BlobWriter {
     const pack = this.#pack;
     if (!pack) return;
     this.#pack = undefined;
-    const done = pack.builder.finish();
+    const done = pack.builder.finish(this.#padding);
     this.#packs.push({ packId: done.packId, sealedLength: done.sealedLength, blobs: done.entries });
     await this.#upload.take();
     this.#track(
@@ -154,15 +148,19 @@ export class BlobWriter {
     return this.#packs;
   }
 
-  /** Waits for every blob to be stored, writes their index, and makes it all durable. */
-  async finish(): Promise<void> {
+  /**
+   * Waits for every blob to be stored, writes their index, and makes it all durable.
+   * `beforeIndex` runs just before the index is written (the caller re-checks its lock).
+   */
+  async finish(beforeIndex?: () => Promise<void>): Promise<void> {
     await this.finishPacks();
     // Packs durable (their directory entries too) before an index names them: otherwise
     // a crash could leave an index that the next backup deduplicates against while its
     // packs are gone (spec §12).
     await this.#repo.backend.sync();
     if (this.#packs.length > 0) {
-      await this.#repo.writeObject(ObjectKind.Index, encodeIndex(this.#packs), indexName);
+      await beforeIndex?.();
+      await this.#repo.writeObject(ObjectKind.Index, encodeIndex(this.#packs, 2, this.#padding), indexName);
       this.#repo.invalidateIndex();
     }
     await this.#repo.backend.sync();

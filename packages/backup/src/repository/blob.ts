@@ -6,6 +6,20 @@ export enum BlobType {
 
 /** Flags of a stored blob (spec §7.1). */
 export const BLOB_COMPRESSED = 1;
+/** Version 2: the stored bytes are padded (spec §7.1, §7.3). */
+export const BLOB_PADDED = 2;
+
+/** Checks a blob's flags and lengths as packs and indexes state them; returns why not, or null. */
+export function blobEntryProblem(flags: number, storedLength: number, rawLength: number, allowPadded: boolean): string | null {
+  const known = allowPadded ? BLOB_COMPRESSED | BLOB_PADDED : BLOB_COMPRESSED;
+  if ((flags & ~known) !== 0) return `unknown blob flags ${flags}`;
+  const padded = (flags & BLOB_PADDED) !== 0;
+  if ((flags & BLOB_COMPRESSED) === 0) {
+    if (!padded && storedLength !== rawLength) return 'uncompressed blob with two lengths';
+    if (padded && storedLength < rawLength + 4) return 'padded blob shorter than its content';
+  }
+  return null;
+}
 
 /** Where a blob lives: which pack, and where in that pack's plaintext. */
 export interface BlobLocation {
@@ -42,8 +56,20 @@ export function lockName(id: Uint8Array): string {
   return `locks/${hex(id)}`;
 }
 
-/** The ID in an object name, or null when the name is not one of ours. */
+/**
+ * The ID in an object name, or null when the name is not one of ours. Only the exact
+ * spec §2 patterns count (`snapshots/<64 hex>`, `data/<xx>/<64 hex>` with xx its first
+ * two digits, …): readers ignore every other name under these prefixes.
+ */
 export function idFromName(name: string): Buffer | null {
-  const m = /([0-9a-f]{64})$/.exec(name);
-  return m ? Buffer.from(m[1]!, 'hex') : null;
+  const m = /^(?:(?:index|snapshots|locks)\/([0-9a-f]{64})|data\/([0-9a-f]{2})\/([0-9a-f]{64}))$/.exec(name);
+  if (!m) return null;
+  if (m[1] !== undefined) return Buffer.from(m[1], 'hex');
+  if (!m[3]!.startsWith(m[2]!)) return null;
+  return Buffer.from(m[3]!, 'hex');
+}
+
+/** Keeps the names of `list` that are valid object names (spec §2); the others are ignored. */
+export function validObjects<T extends { name: string }>(list: readonly T[]): T[] {
+  return list.filter((o) => idFromName(o.name) !== null);
 }

@@ -5,7 +5,7 @@
  */
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
-import { hex, idFromName, idKey, packName } from './blob.js';
+import { hex, idFromName, idKey, packName, validObjects } from './blob.js';
 import { decompressBlob } from './compress.js';
 import { decodeIndex, type IndexedPack } from './index-file.js';
 import { RepositoryLock } from './lock.js';
@@ -23,14 +23,22 @@ export interface CheckResult {
   snapshots: number;
   packs: number;
   blobs: number;
-  /** Packs that no index mentions: left by an interrupted backup; prune removes them. */
+  /**
+   * Packs that no index mentions: left by an interrupted backup, or described by an
+   * index that was lost. `coffer repair index` indexes them; prune leaves them alone
+   * until then (unless every blob in them is indexed elsewhere).
+   */
   unreferencedPacks: number;
+  /** Indexed packs that are gone but that no snapshot needs (a copy exists elsewhere, or nothing uses them); prune drops them from the index. */
+  missingUnneededPacks: number;
   bytesRead: number;
   problems: CheckProblem[];
 }
 
 export interface CheckOptions {
   readData?: boolean;
+  /** Read without taking a lock (e.g. the repository's disk is full); see spec §11. */
+  noLock?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -39,6 +47,7 @@ function describe(e: unknown): string {
 }
 
 export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
+  if (opts.noLock) return runCheck(repo, opts);
   const lock = await RepositoryLock.acquire(repo, false);
   try {
     return await runCheck(repo, opts);
@@ -49,40 +58,55 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
 
 async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResult> {
   const problems: CheckProblem[] = [];
-  const stored = new Map((await repo.backend.list('data/')).map((o) => [o.name, o.size]));
+  const stored = new Map(validObjects(await repo.backend.list('data/')).map((o) => [o.name, o.size]));
 
   // 1. Every index object, on its own, so one bad index doesn't hide the rest.
-  const blobPack = new Map<string, IndexedPack['blobs'][number] & { packId: Buffer }>();
+  const copies = new Map<string, string[]>(); // blob → packs (keys) that list it
   const packs = new Map<string, IndexedPack>();
-  for (const { name } of await repo.backend.list('index/')) {
+  for (const { name } of validObjects(await repo.backend.list('index/'))) {
     try {
       for (const p of decodeIndex(await repo.readObject(name, ObjectKind.Index), name)) {
-        packs.set(idKey(p.packId), p);
-        for (const b of p.blobs) blobPack.set(idKey(b.id), { ...b, packId: p.packId });
+        const pk = idKey(p.packId);
+        packs.set(pk, p);
+        for (const b of p.blobs) {
+          const k = idKey(b.id);
+          const list = copies.get(k);
+          if (!list) copies.set(k, [pk]);
+          else if (!list.includes(pk)) list.push(pk);
+        }
       }
     } catch (e) {
-      problems.push({ message: `index ${name}: ${describe(e)}`, snapshots: [] });
+      problems.push({ message: `index ${name}: ${describe(e)} (\`coffer repair index\` rebuilds the index from the packs)`, snapshots: [] });
     }
   }
+  const intact = (pk: string) => {
+    const p = packs.get(pk)!;
+    return stored.get(packName(p.packId)) === p.sealedLength;
+  };
 
-  // 2. Snapshots and their trees: which packs does each need?
-  const packUsers = new Map<string, Set<string>>();
+  // 2. Snapshots and their trees. A needed blob is fine when some copy of it is in an
+  // intact pack; otherwise each pack that lists it is charged with the snapshot.
+  const packUsers = new Map<string, Set<string>>(); // pack → snapshots with no other copy
+  const packNeeders = new Map<string, Set<string>>(); // pack → snapshots needing a blob in it
+  const add = (m: Map<string, Set<string>>, pk: string, sid: string) => {
+    let set = m.get(pk);
+    if (!set) m.set(pk, (set = new Set()));
+    set.add(sid);
+  };
   const snapshotIds: string[] = [];
-  for (const { name } of await repo.backend.list('snapshots/')) {
-    const sid = hex(idFromName(name) ?? Buffer.alloc(0));
+  for (const { name } of validObjects(await repo.backend.list('snapshots/'))) {
+    const sid = hex(idFromName(name)!);
     snapshotIds.push(sid);
     try {
       const snap = decodeSnapshot(await repo.readObject(name, ObjectKind.Snapshot), name);
       const need = (id: string, what: string) => {
-        const loc = blobPack.get(idKey(Buffer.from(id, 'hex')));
-        if (!loc) {
+        const where = copies.get(idKey(Buffer.from(id, 'hex')));
+        if (!where) {
           problems.push({ message: `${what}: blob ${id.slice(0, 16)} is not in any index`, snapshots: [sid] });
           return;
         }
-        const pk = idKey(loc.packId);
-        let users = packUsers.get(pk);
-        if (!users) packUsers.set(pk, (users = new Set()));
-        users.add(sid);
+        for (const pk of where) add(packNeeders, pk, sid);
+        if (!where.some(intact)) for (const pk of where) add(packUsers, pk, sid);
       };
       for (const t of snap.tree) need(t, `snapshot ${sid.slice(0, 8)} tree`);
       for await (const e of repo.tree(snap)) {
@@ -93,13 +117,19 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
     }
   }
   const users = (pk: string) => [...(packUsers.get(pk) ?? [])].sort();
+  const needers = (pk: string) => [...(packNeeders.get(pk) ?? [])].sort();
 
-  // 3. Every indexed pack is stored, with the size the index says.
+  // 3. Every indexed pack is stored, with the size the index says. A missing pack whose
+  // blobs no snapshot needs from it (another copy exists, or nothing uses them) is not
+  // damage: prune drops it from the index.
+  let missingUnneededPacks = 0;
   for (const [pk, p] of packs) {
     const name = packName(p.packId);
     const size = stored.get(name);
-    if (size === undefined) problems.push({ message: `pack ${name} is missing`, snapshots: users(pk) });
-    else if (size !== p.sealedLength) {
+    if (size === undefined) {
+      if (users(pk).length > 0) problems.push({ message: `pack ${name} is missing`, snapshots: users(pk) });
+      else missingUnneededPacks++;
+    } else if (size !== p.sealedLength) {
       problems.push({ message: `pack ${name} has ${size} bytes, the index says ${p.sealedLength} (truncated or extended)`, snapshots: users(pk) });
     }
   }
@@ -121,14 +151,14 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
         const inPack = new Map(trailer.map((t) => [idKey(t.id), t]));
         for (const b of p.blobs) {
           const t = inPack.get(idKey(b.id));
-          if (!t || t.offset !== b.offset || t.storedLength !== b.storedLength) {
+          if (!t || t.offset !== b.offset || t.storedLength !== b.storedLength || t.rawLength !== b.rawLength || t.flags !== b.flags || t.type !== b.type) {
             throw new CofferError('corrupt', `blob ${hex(b.id).slice(0, 16)} is not where the index says`);
           }
           const raw = await decompressBlob(plain.subarray(b.offset, b.offset + b.storedLength), b.flags, b.rawLength, name);
           if (!repo.keys.chunkId(raw).equals(b.id)) throw new CofferError('corrupt', `blob ${hex(b.id).slice(0, 16)} does not match its ID`);
         }
       } catch (e) {
-        problems.push({ message: `pack ${name}: ${describe(e)}`, snapshots: users(pk) });
+        problems.push({ message: `pack ${name}: ${describe(e)}`, snapshots: needers(pk) });
       }
       opts.onProgress?.(++done, all.length);
     }
@@ -137,8 +167,9 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
   return {
     snapshots: snapshotIds.length,
     packs: packs.size,
-    blobs: blobPack.size,
+    blobs: copies.size,
     unreferencedPacks: unreferenced,
+    missingUnneededPacks,
     bytesRead,
     problems,
   };

@@ -6,7 +6,8 @@
  */
 import { compress as zstdCompress, decompress as zstdDecompress } from '@mongodb-js/zstd';
 import { CofferError } from '../errors.js';
-import { BLOB_COMPRESSED } from './blob.js';
+import { BLOB_COMPRESSED, BLOB_PADDED } from './blob.js';
+import { unpadBlob } from './padding.js';
 
 const LEVEL = 3;
 const SAMPLE = 64 * 1024;
@@ -23,9 +24,13 @@ export async function maybeCompress(raw: Buffer): Promise<{ stored: Buffer; flag
 }
 
 export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string): Promise<Buffer> {
+  if ((flags & BLOB_PADDED) !== 0) stored = unpadBlob(stored, where);
   if ((flags & BLOB_COMPRESSED) === 0) {
     if (stored.length !== rawLength) throw new CofferError('corrupt', `${where}: blob has the wrong length`);
     return stored;
+  }
+  if (zstdFrameEnd(stored) !== stored.length) {
+    throw new CofferError('corrupt', `${where}: compressed blob is not exactly one zstd frame`);
   }
   let out: Buffer;
   try {
@@ -35,4 +40,36 @@ export async function decompressBlob(stored: Buffer, flags: number, rawLength: n
   }
   if (out.length !== rawLength) throw new CofferError('corrupt', `${where}: blob has the wrong length after decompression`);
   return out;
+}
+
+const ZSTD_MAGIC = 0xfd2fb528;
+
+/**
+ * Where the zstd frame (RFC 8878 §3.1.1) at the start of `b` ends, or -1 when `b` does
+ * not start with a well-formed frame header and block sequence. Spec §7.2: a compressed
+ * blob is exactly one frame: no skippable frames, no second frame, no trailing bytes
+ * (libzstd alone would accept the first two).
+ */
+export function zstdFrameEnd(b: Buffer): number {
+  if (b.length < 6 || b.readUInt32LE(0) !== ZSTD_MAGIC) return -1;
+  const fhd = b[4]!;
+  const fcsFlag = fhd >> 6;
+  const singleSegment = (fhd >> 5) & 1;
+  const checksum = (fhd >> 2) & 1;
+  const dictFlag = fhd & 3;
+  if ((fhd >> 3) & 1) return -1; // reserved bit
+  let o = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictFlag]! + [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
+  for (;;) {
+    if (o + 3 > b.length) return -1;
+    const h = b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16);
+    const last = h & 1;
+    const type = (h >> 1) & 3;
+    const size = h >>> 3;
+    if (type === 3) return -1; // reserved block type
+    o += 3 + (type === 1 ? 1 : size); // an RLE block stores one byte
+    if (o > b.length) return -1;
+    if (last) break;
+  }
+  o += checksum ? 4 : 0;
+  return o > b.length ? -1 : o;
 }

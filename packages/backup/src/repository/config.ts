@@ -9,10 +9,13 @@ import { type BackupKey, formatKeyId } from '../crypto/backup-key.js';
 import { BackupLabel } from '../crypto/labels.js';
 import { type ChunkerParams, validateChunkerParams } from '../chunker/fastcdc.js';
 import { CofferError } from '../errors.js';
+import { PadMode } from './padding.js';
 
 export const CONFIG_NAME = 'config';
 export const CONFIG_MAGIC = 'CFRP';
-export const REPOSITORY_VERSION = 1;
+/** The version this coffer writes; it reads version 1 too (spec §4). */
+export const REPOSITORY_VERSION = 2;
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
 export const CONFIG_BYTES = 88;
 
 export enum Compression {
@@ -26,6 +29,8 @@ export interface RepositoryConfig {
   keyId: Uint8Array; // 16 bytes
   chunker: ChunkerParams;
   compression: Compression;
+  /** The default padding of backups (version 2; version 1 repositories have none). */
+  padding: PadMode;
 }
 
 function configMac(key: BackupKey, repositoryId: Uint8Array, body: Uint8Array): Buffer {
@@ -33,9 +38,9 @@ function configMac(key: BackupKey, repositoryId: Uint8Array, body: Uint8Array): 
   return createHmac('sha256', macKey).update(body).digest();
 }
 
-export function newConfig(key: BackupKey, chunker: ChunkerParams, compression: Compression, rng = randomBytes): RepositoryConfig {
+export function newConfig(key: BackupKey, chunker: ChunkerParams, compression: Compression, rng = randomBytes, padding = PadMode.Auto): RepositoryConfig {
   validateChunkerParams(chunker);
-  return { version: REPOSITORY_VERSION, repositoryId: rng(16), keyId: key.keyId(), chunker, compression };
+  return { version: REPOSITORY_VERSION, repositoryId: rng(16), keyId: key.keyId(), chunker, compression, padding };
 }
 
 export function encodeConfig(key: BackupKey, c: RepositoryConfig): Uint8Array {
@@ -48,6 +53,7 @@ export function encodeConfig(key: BackupKey, c: RepositoryConfig): Uint8Array {
   out.writeUInt32BE(c.chunker.avgSize, 44);
   out.writeUInt32BE(c.chunker.maxSize, 48);
   out[52] = c.compression;
+  if (c.version >= 2) out[53] = c.padding;
   out.set(configMac(key, c.repositoryId, out.subarray(0, 56)), 56);
   return out;
 }
@@ -62,10 +68,11 @@ export function decodeConfig(key: BackupKey, bytes: Uint8Array, where: string): 
   if (b.length < 8 || !b.subarray(0, 4).equals(Buffer.from(CONFIG_MAGIC, 'latin1'))) {
     throw new CofferError('not-a-repository', `${where} is not a Coffer repository (its config is not recognised)`);
   }
-  if (b[4] !== REPOSITORY_VERSION) {
+  const version = b[4]!;
+  if (!READABLE_VERSIONS.includes(version)) {
     throw new CofferError(
       'unsupported-version',
-      `${where} is a version ${b[4]} repository; this coffer reads version ${REPOSITORY_VERSION}`,
+      `${where} is a version ${version} repository; this coffer reads versions ${READABLE_VERSIONS.join(' and ')}`,
     );
   }
   if (b.length !== CONFIG_BYTES) throw new CofferError('corrupt', `the config of ${where} has the wrong size (${b.length} bytes)`);
@@ -86,7 +93,7 @@ export function decodeConfig(key: BackupKey, bytes: Uint8Array, where: string): 
     );
   }
   const expected = configMac(key, repositoryId, b.subarray(0, 56));
-  if (!timingSafeEqual(expected, b.subarray(56, 88)) || b.readUInt8(5) + b.readUInt16BE(6) !== 0 || b.readUInt8(53) + b.readUInt16BE(54) !== 0) {
+  if (!timingSafeEqual(expected, b.subarray(56, 88)) || b.readUInt8(5) + b.readUInt16BE(6) !== 0 || (version === 1 && b[53] !== 0) || b.readUInt16BE(54) !== 0) {
     throw new CofferError('corrupt', `the config of ${where} is corrupt (its MAC does not verify)`);
   }
   const chunker = { minSize: b.readUInt32BE(40), avgSize: b.readUInt32BE(44), maxSize: b.readUInt32BE(48) };
@@ -99,5 +106,7 @@ export function decodeConfig(key: BackupKey, bytes: Uint8Array, where: string): 
   if (compression !== Compression.None && compression !== Compression.Zstd) {
     throw new CofferError('unsupported-version', `${where} uses compression ${compression}, unknown to this coffer`);
   }
-  return { version: REPOSITORY_VERSION, repositoryId, keyId: Uint8Array.from(keyId), chunker, compression };
+  const padding = b[53]!;
+  if (padding > PadMode.Max) throw new CofferError('unsupported-version', `${where} uses padding mode ${padding}, unknown to this coffer`);
+  return { version, repositoryId, keyId: Uint8Array.from(keyId), chunker, compression, padding };
 }

@@ -6,6 +6,7 @@
  */
 import { CofferError } from '../errors.js';
 import { snapshotName } from './blob.js';
+import { RepositoryLock } from './lock.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 
 export interface RetentionPolicy {
@@ -69,9 +70,19 @@ export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy): { k
   return { keep: all.filter((s) => kept.has(s)), remove: all.filter((s) => !kept.has(s)) };
 }
 
-/** Removes snapshot objects. Their data stays until `prune`. */
-export async function forgetSnapshots(repo: Repository, remove: SnapshotRecord[]): Promise<void> {
-  for (const s of remove) await repo.backend.delete(snapshotName(s.id));
-  await repo.backend.sync();
+/**
+ * Removes snapshot objects, under the exclusive lock (a prune or another forget must not
+ * run meanwhile). Only IDs are needed: a snapshot that can't be decrypted (a foreign or
+ * damaged one) can be forgotten. Their data stays until `prune`.
+ */
+export async function forgetSnapshots(repo: Repository, remove: ReadonlyArray<{ id: Buffer }>): Promise<void> {
+  const lock = await RepositoryLock.acquire(repo, true);
+  try {
+    await lock.ensureHeld();
+    for (const s of remove) await repo.backend.delete(snapshotName(s.id));
+    await repo.backend.sync();
+  } finally {
+    await lock.release().catch(() => {});
+  }
 }
 

@@ -1,11 +1,13 @@
 /**
  * Repository locks (spec §11). Backups, restores and checks take a shared lock; prune
- * takes an exclusive one. A lock is a sealed object that expires unless refreshed, so
- * a crashed process blocks nobody for longer than the expiry. Acquiring is
- * write-then-look: write our lock, list the others, and back out on a conflict. Two
- * racing writers may both back out, never both proceed (given a list that shows
- * completed puts; on an eventually consistent store the window is the store's lag).
+ * and forget take an exclusive one. A lock is a sealed object that expires unless
+ * refreshed (its heartbeat), so a crashed process blocks nobody for longer than the
+ * expiry. Acquiring is write-then-look: write our lock, list the others, and back out on
+ * a conflict. Two racing writers may both back out, never both proceed (given a list
+ * that shows completed puts; on an eventually consistent store the window is the
+ * store's lag).
  */
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
@@ -15,29 +17,52 @@ import type { Repository } from './repository.js';
 export const LOCK_EXPIRY_MS = 30 * 60 * 1000;
 const REFRESH_MS = 5 * 60 * 1000;
 
-interface LockBody {
+export interface LockBody {
   exclusive: boolean;
   hostname: string;
   pid: number;
+  /** When this lock object was written: its heartbeat (refreshed every REFRESH_MS). */
   time: number;
   expires: number;
+  /** The kernel's boot ID (/proc/sys/kernel/random/boot_id), where there is one. */
+  bootId?: string;
+  /** The PID namespace (`readlink /proc/self/ns/pid`, e.g. "pid:[4026531836]"). */
+  pidNamespace?: string;
 }
+
+function readProc(read: () => string): string | undefined {
+  try {
+    return read().trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where this process runs, as locks record it (absent off Linux). */
+export const thisProcess = {
+  bootId: readProc(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8')),
+  pidNamespace: readProc(() => readlinkSync('/proc/self/ns/pid')),
+};
 
 export class RepositoryLock {
   #id: Buffer;
   #timer: NodeJS.Timeout | undefined;
   #repo: Repository;
   #exclusive: boolean;
+  #heartbeat: number;
 
   private constructor(repo: Repository, id: Buffer, exclusive: boolean) {
     this.#repo = repo;
     this.#id = id;
     this.#exclusive = exclusive;
+    this.#heartbeat = Date.now();
   }
 
   static async acquire(repo: Repository, exclusive: boolean, now = Date.now): Promise<RepositoryLock> {
-    const id = await writeLock(repo, exclusive, now());
+    const t = now();
+    const id = await writeLock(repo, exclusive, t);
     const lock = new RepositoryLock(repo, id, exclusive);
+    lock.#heartbeat = t;
     try {
       const holders = await liveLocks(repo, now());
       const conflict = holders.find((h) => Buffer.compare(h.id, id) !== 0 && (exclusive || h.body.exclusive));
@@ -59,13 +84,28 @@ export class RepositoryLock {
 
   async #refresh(now: () => number): Promise<void> {
     try {
-      const next = await writeLock(this.#repo, this.#exclusive, now());
+      const t = now();
+      const next = await writeLock(this.#repo, this.#exclusive, t);
       const old = this.#id;
       this.#id = next;
+      this.#heartbeat = t;
       await this.#repo.backend.delete(lockName(old));
     } catch {
       // A failed refresh is retried at the next tick; the lock stays valid until expiry.
     }
+  }
+
+  /**
+   * Throws unless our lock object is still in the repository and unexpired. A writer
+   * calls this before it writes an index or a snapshot: if someone removed the lock
+   * (`coffer unlock --remove-all`, or a prune that took it for dead), a prune may have
+   * deleted packs this writer wrote, and the index or snapshot would name them.
+   */
+  async ensureHeld(now = Date.now()): Promise<void> {
+    const gone = (why: string) =>
+      new CofferError('locked', `this process's repository lock ${why}; stopping before writing anything that could name deleted data (run the command again)`);
+    if (now > this.#heartbeat + LOCK_EXPIRY_MS) throw gone('expired (it could not be refreshed)');
+    if (!(await this.#repo.backend.stat(lockName(this.#id)))) throw gone('was removed by another process');
   }
 
   async release(): Promise<void> {
@@ -76,7 +116,7 @@ export class RepositoryLock {
 }
 
 async function writeLock(repo: Repository, exclusive: boolean, time: number): Promise<Buffer> {
-  const body: LockBody = { exclusive, hostname: hostname(), pid: process.pid, time, expires: time + LOCK_EXPIRY_MS };
+  const body: LockBody = { exclusive, hostname: hostname(), pid: process.pid, time, expires: time + LOCK_EXPIRY_MS, ...thisProcess };
   return repo.writeObject(ObjectKind.Lock, Buffer.from(JSON.stringify(body)), lockName);
 }
 
@@ -90,6 +130,12 @@ export async function liveLocks(repo: Repository, now: number): Promise<Array<{ 
       body = JSON.parse((await repo.readObject(name, ObjectKind.Lock)).toString('utf8')) as LockBody;
     } catch (e) {
       if (CofferError.is(e, 'missing-object')) continue; // released meanwhile
+      // A lock that fails authentication was not written with this repository's key
+      // (copied in, or damaged): it locks nobody out; `coffer unlock` removes it.
+      if (CofferError.is(e, 'corrupt')) {
+        repo.onWarning(`ignoring ${name}: ${(e as Error).message}; \`coffer unlock\` removes it`);
+        continue;
+      }
       throw e;
     }
     if (typeof body.expires === 'number' && body.expires > now && !deadHere(body)) out.push({ id, body });
@@ -98,13 +144,19 @@ export async function liveLocks(repo: Repository, now: number): Promise<Array<{ 
 }
 
 /**
- * A lock taken on this host by a process that no longer exists is stale before it
- * expires (as restic does): otherwise a prune killed with -9 would block every backup
- * for LOCK_EXPIRY_MS. (Caveat: a process in another PID namespace under the same host
- * name looks dead from here.)
+ * A lock taken by a process that no longer exists is stale before it expires (as restic
+ * does): otherwise a prune killed with -9 would block every backup for LOCK_EXPIRY_MS.
+ * Only a process we can see can be declared dead: same host name, same boot ID and same
+ * PID namespace. A backup in a container has a PID we can't look up, and another
+ * machine may share our host name (a different boot ID could be a reboot or another
+ * machine: we can't tell), so anything else stays live while its heartbeat (`time`,
+ * rewritten every REFRESH_MS) is fresh, i.e. until it expires. A lock written by an
+ * older coffer (no boot ID, no namespace) is live until it expires.
  */
-function deadHere(body: LockBody): boolean {
+export function deadHere(body: LockBody, here: { bootId?: string; pidNamespace?: string } = thisProcess): boolean {
   if (body.hostname !== hostname() || !Number.isInteger(body.pid) || body.pid <= 0) return false;
+  if (here.bootId === undefined || here.pidNamespace === undefined) return false;
+  if (body.bootId !== here.bootId || body.pidNamespace !== here.pidNamespace) return false;
   if (body.pid === process.pid) return false;
   try {
     process.kill(body.pid, 0);

@@ -3,14 +3,25 @@
  * objects rather than one per chunk. The plaintext is the blobs back to back, then a
  * trailer describing them, so an index can be rebuilt from the packs alone:
  *
- *   blob* | entry* (42 bytes: id 32 | type 1 | flags 1 | stored length u32 | raw length u32) | count u32 | "CFPK"
+ *   version 1: blob* | entry* | count u32 | "CFPK"
+ *   version 2: blob* | zero padding | entry* | padding length u32 | count u32 | "CFP2"
+ *   entry (42 bytes): id 32 | type 1 | flags 1 | stored length u32 | raw length u32
+ *
+ * Version 2 pads the plaintext (spec §7.3) so that the sealed pack's size is bucketed.
  */
 import { ObjectKind, ObjectSealer, sealedLength } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
-import { BLOB_COMPRESSED, BlobType, ID_BYTES } from './blob.js';
+import { BlobType, ID_BYTES, blobEntryProblem } from './blob.js';
+import { type PadMode, paddedPackLength } from './padding.js';
 
 export const PACK_TRAILER_MAGIC = 'CFPK';
+export const PACK_TRAILER_MAGIC_V2 = 'CFP2';
 const ENTRY_BYTES = 42;
+
+/** Plaintext bytes of a version 2 pack trailer with `count` entries. */
+export function packTrailerBytes(count: number): number {
+  return count * ENTRY_BYTES + 12;
+}
 
 export interface PackEntry {
   id: Buffer;
@@ -65,8 +76,18 @@ export class PackBuilder {
     return offset;
   }
 
-  finish(): FinishedPack {
-    const trailer = Buffer.alloc(this.#entries.length * ENTRY_BYTES + 8);
+  /**
+   * Seals the trailer. Version 2 (`padding` given) writes a "CFP2" trailer with zero
+   * padding before the entries so that the whole plaintext has a padded length.
+   */
+  finish(padding?: PadMode): FinishedPack {
+    const v2 = padding !== undefined;
+    const bare = this.#plainBytes + this.#entries.length * ENTRY_BYTES + (v2 ? 12 : 8);
+    const padLen = v2 ? paddedPackLength(bare, padding) - bare : 0;
+    if (padLen > 0) {
+      for (const p of this.#sealer.update(Buffer.alloc(padLen))) this.#parts.push(p);
+    }
+    const trailer = Buffer.alloc(this.#entries.length * ENTRY_BYTES + (v2 ? 12 : 8));
     let o = 0;
     for (const e of this.#entries) {
       e.id.copy(trailer, o);
@@ -76,11 +97,15 @@ export class PackBuilder {
       trailer.writeUInt32BE(e.rawLength, o + 38);
       o += ENTRY_BYTES;
     }
+    if (v2) {
+      trailer.writeUInt32BE(padLen, o);
+      o += 4;
+    }
     trailer.writeUInt32BE(this.#entries.length, o);
-    trailer.write(PACK_TRAILER_MAGIC, o + 4, 'ascii');
+    trailer.write(v2 ? PACK_TRAILER_MAGIC_V2 : PACK_TRAILER_MAGIC, o + 4, 'ascii');
     for (const p of this.#sealer.update(trailer)) this.#parts.push(p);
     for (const p of this.#sealer.final()) this.#parts.push(p);
-    const total = this.#plainBytes + trailer.length;
+    const total = this.#plainBytes + padLen + trailer.length;
     return { packId: this.packId, parts: this.#parts, sealedLength: sealedLength(total), entries: this.#entries };
   }
 }
@@ -89,10 +114,15 @@ export class PackBuilder {
 export function decodePackTrailer(plain: Uint8Array, where: string): Array<PackEntry & { offset: number }> {
   const b = Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
   const bad = (why: string) => new CofferError('corrupt', `${where}: pack trailer is invalid (${why})`);
-  if (b.length < 8 || !b.subarray(b.length - 4).equals(Buffer.from(PACK_TRAILER_MAGIC, 'latin1'))) throw bad('no trailer');
+  if (b.length < 8) throw bad('no trailer');
+  const magic = b.subarray(b.length - 4);
+  const v2 = magic.equals(Buffer.from(PACK_TRAILER_MAGIC_V2, 'latin1'));
+  if (!v2 && !magic.equals(Buffer.from(PACK_TRAILER_MAGIC, 'latin1'))) throw bad('no trailer');
+  if (v2 && b.length < 12) throw bad('no trailer');
   const count = b.readUInt32BE(b.length - 8);
-  const start = b.length - 8 - count * ENTRY_BYTES;
+  const start = b.length - (v2 ? 12 : 8) - count * ENTRY_BYTES;
   if (start < 0) throw bad('entry count too large');
+  const padLen = v2 ? b.readUInt32BE(b.length - 12) : 0;
   const out: Array<PackEntry & { offset: number }> = [];
   let offset = 0;
   for (let i = 0; i < count; i++) {
@@ -103,11 +133,12 @@ export function decodePackTrailer(plain: Uint8Array, where: string): Array<PackE
     const storedLength = b.readUInt32BE(o + 34);
     const rawLength = b.readUInt32BE(o + 38);
     // Spec §7.1: unknown flags are rejected, never ignored; a raw blob is stored as is.
-    if ((flags & ~BLOB_COMPRESSED) !== 0) throw bad(`unknown blob flags ${flags}`);
-    if ((flags & BLOB_COMPRESSED) === 0 && storedLength !== rawLength) throw bad('uncompressed blob with two lengths');
+    const problem = blobEntryProblem(flags, storedLength, rawLength, v2);
+    if (problem) throw bad(problem);
     out.push({ id: Buffer.from(b.subarray(o, o + ID_BYTES)), type, flags, offset, storedLength, rawLength });
     offset += storedLength;
   }
-  if (offset !== start) throw bad('blob lengths do not add up');
+  if (offset + padLen !== start) throw bad('blob lengths do not add up');
+  for (let i = offset; i < start; i++) if (b[i] !== 0) throw bad('padding is not zero');
   return out;
 }

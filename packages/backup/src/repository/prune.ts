@@ -1,71 +1,163 @@
 /**
- * `coffer prune`: removes data no snapshot needs. Under the exclusive lock, in an order
- * that keeps every snapshot restorable if the process dies at any point (spec §12.3):
- *   1. copy the still-used blobs of mostly-unused packs into new packs;
- *   2. write a new index describing every pack that stays, and sync;
- *   3. delete the old index objects, and sync;
- *   4. delete packs that no index mentions any more.
- * A crash after 2 leaves two indexes describing existing packs; after 3, unreferenced
- * packs, which the next prune removes.
+ * `coffer prune`: removes data no snapshot needs, under the exclusive lock (spec §12.1).
+ *
+ * The index is a claim; the pack listing is what is there. Prune keeps, for every blob
+ * a snapshot needs, a copy in a pack it has seen in the listing with the indexed size,
+ * and never deletes the last such copy. It refuses, deleting nothing, when:
+ *   - a snapshot can't be read (it can't know what that snapshot needs);
+ *   - an index can't be read (`coffer repair index`);
+ *   - a needed blob has no copy in a stored pack (its pack is missing, or it is in no
+ *     index): `coffer repair index`, then `coffer repair snapshots`;
+ *   - a pack older than the lock expiry is in no index and holds blobs no index
+ *     describes: it may be what a lost index described (`coffer repair index`).
+ * Unindexed packs younger than the lock expiry are left alone: a backup may be writing
+ * them. Index entries of packs that are gone are dropped when nothing needs them.
+ *
+ * Order, so that a crash at any point leaves every snapshot restorable and the next
+ * prune able to finish (readers check index claims against the listing):
+ *   0. remove stale partial writes;
+ *   1. delete packs holding nothing needed (frees space before anything is written);
+ *   2. copy the still-used blobs of mostly-unused packs into new packs, and sync;
+ *   3. write a new index describing every pack that stays, and sync;
+ *   4. delete the packs just repacked, and sync;
+ *   5. delete the old index objects, and sync.
  */
-import { ObjectKind } from '../crypto/sealed-object.js';
-import { BlobType, idKey, indexName, packName } from './blob.js';
+import { ObjectKind, decodeHeader } from '../crypto/sealed-object.js';
+import { CofferError } from '../errors.js';
+import type { ObjectInfo } from '../storage/backend.js';
+import { BlobType, hex, idFromName, idKey, indexName, packName, validObjects } from './blob.js';
 import { BlobWriter } from './blob-writer.js';
 import { decodeIndex, encodeIndex, type IndexedPack } from './index-file.js';
-import { RepositoryLock } from './lock.js';
+import { LOCK_EXPIRY_MS, RepositoryLock } from './lock.js';
+import { decodePackTrailer } from './pack.js';
 import type { Repository } from './repository.js';
+import { decodeSnapshot } from './snapshot.js';
 
 export interface PruneResult {
   packsDeleted: number;
   packsRepacked: number;
   bytesFreed: number;
   blobsKept: number;
+  /** Unindexed packs left alone because they are younger than the lock expiry. */
+  youngPacksKept: number;
+  /** Index entries dropped because their pack is gone (and nothing needed only it). */
+  missingPacksDropped: number;
+  /** Partial writes (interrupted uploads) removed. */
+  partialsRemoved: number;
 }
 
 export interface PruneOptions {
   /** Repack a pack when more than this fraction of it is unused (default 0.1). */
   maxUnused?: number;
   dryRun?: boolean;
+  /** The clock (ms), for the age of unindexed packs; tests move it forward. */
+  now?: () => number;
   /** Test hook: called between the steps above, to simulate a crash. */
-  onStep?: (step: 'repacked' | 'index-written' | 'old-index-deleted') => Promise<void> | void;
+  onStep?: (step: 'dropped' | 'repacked' | 'index-written' | 'repacked-deleted' | 'old-index-deleted') => Promise<void> | void;
 }
 
 export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
   const lock = await RepositoryLock.acquire(repo, true);
   try {
-    return await runPrune(repo, opts);
+    return await runPrune(repo, lock, opts);
   } finally {
     await lock.release().catch(() => {});
   }
 }
 
-async function runPrune(repo: Repository, opts: PruneOptions): Promise<PruneResult> {
-  const maxUnused = opts.maxUnused ?? 0.1;
-  repo.invalidateIndex();
-  const indexNames = (await repo.backend.list('index/')).map((o) => o.name);
-  const packs = new Map<string, IndexedPack>();
-  for (const name of indexNames) {
-    for (const p of decodeIndex(await repo.readObject(name, ObjectKind.Index), name)) packs.set(idKey(p.packId), p);
-  }
+const refuse = (what: string[], fix: string) => {
+  const more = what.length > 5 ? `; and ${what.length - 5} more` : '';
+  return new CofferError('needs-repair', `prune refused, nothing was deleted: ${what.slice(0, 5).join('; ')}${more}. ${fix}`);
+};
 
-  // Which blobs are used by some snapshot? (A snapshot that can't be read aborts the
-  // prune: better to keep garbage than to delete what an unreadable snapshot needs.)
-  const used = new Set<string>();
-  for (const s of await repo.snapshots()) {
-    for (const t of s.snapshot.tree) used.add(idKey(Buffer.from(t, 'hex')));
-    for await (const e of repo.tree(s.snapshot)) {
-      if (e.type === 'file') for (const c of e.chunks) used.add(idKey(Buffer.from(c, 'hex')));
+async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptions): Promise<PruneResult> {
+  const maxUnused = opts.maxUnused ?? 0.1;
+  const now = opts.now?.() ?? Date.now();
+  repo.invalidateIndex();
+
+  // What the indexes claim. Every index must be readable: one that isn't may describe
+  // the only copy of something.
+  const indexNames = validObjects(await repo.backend.list('index/')).map((o) => o.name);
+  const packs = new Map<string, IndexedPack>();
+  const unreadable: string[] = [];
+  for (const name of indexNames) {
+    try {
+      for (const p of decodeIndex(await repo.readObject(name, ObjectKind.Index), name)) packs.set(idKey(p.packId), p);
+    } catch (e) {
+      if (CofferError.is(e, 'missing-object')) throw new CofferError('locked', `${name} vanished while prune was reading it: is another prune running?`);
+      unreadable.push(`${name}: ${(e as Error).message}`);
+    }
+  }
+  if (unreadable.length > 0) throw refuse(unreadable, 'Run `coffer repair index` to rebuild the index from the packs.');
+
+  // What is there. A pack counts as a copy only if it is listed with the indexed size.
+  const stored = await repo.storedPacks();
+  const state = (p: IndexedPack): 'ok' | 'missing' | 'damaged' => {
+    const o = stored.get(packName(p.packId));
+    return !o ? 'missing' : o.size === p.sealedLength ? 'ok' : 'damaged';
+  };
+
+  // What the snapshots need (blob → first snapshot needing it, for messages). Every
+  // snapshot must be readable: prune can't keep what it can't see is needed.
+  const used = new Map<string, string>();
+  for (const { name } of validObjects(await repo.backend.list('snapshots/'))) {
+    const sid = hex(idFromName(name)!).slice(0, 8);
+    let snap;
+    try {
+      snap = decodeSnapshot(await repo.readObject(name, ObjectKind.Snapshot), name);
+    } catch (e) {
+      if (CofferError.is(e, 'missing-object')) continue; // forgotten meanwhile
+      throw refuse([`snapshot ${sid} can't be read (${(e as Error).message})`], `Remove it with \`coffer forget ${sid}\` if it is not yours, or run \`coffer check\`.`);
+    }
+    const need = (id: string) => {
+      const k = idKey(Buffer.from(id, 'hex'));
+      if (!used.has(k)) used.set(k, sid);
+    };
+    for (const t of snap.tree) need(t);
+    try {
+      for await (const e of repo.tree(snap)) if (e.type === 'file') for (const c of e.chunks) need(c);
+    } catch (e) {
+      throw refuse([`the file list of snapshot ${sid} can't be read (${(e as Error).message})`], 'Run `coffer repair index`, then `coffer repair snapshots`.');
     }
   }
 
-  // One home per used blob: the first pack that has it.
+  // One home per needed blob: the first pack that has it and is stored intact.
   const home = new Map<string, string>();
-  for (const [pk, p] of packs) for (const b of p.blobs) if (used.has(idKey(b.id)) && !home.has(idKey(b.id))) home.set(idKey(b.id), pk);
+  const indexedAnywhere = new Set<string>();
+  const inIntactPack = new Set<string>();
+  for (const [pk, p] of packs) {
+    const ok = state(p) === 'ok';
+    for (const b of p.blobs) {
+      const k = idKey(b.id);
+      indexedAnywhere.add(k);
+      if (ok) inIntactPack.add(k);
+      if (ok && used.has(k) && !home.has(k)) home.set(k, pk);
+    }
+  }
+  const lost: string[] = [];
+  for (const [k, sid] of used) {
+    if (home.has(k)) continue;
+    const where = indexedAnywhere.has(k) ? 'only in packs that are missing or damaged' : 'in no index';
+    lost.push(`snapshot ${sid} needs blob ${hex(Buffer.from(k, 'latin1')).slice(0, 16)}, which is ${where}`);
+  }
+  if (lost.length > 0) {
+    throw refuse(lost, 'Run `coffer check`; `coffer repair index` finds data in packs no index names, and `coffer repair snapshots` removes what stays lost.');
+  }
 
   const keep: IndexedPack[] = [];
   const repack: IndexedPack[] = [];
   const drop: IndexedPack[] = [];
+  let missingPacksDropped = 0;
   for (const [pk, p] of packs) {
+    const s = state(p);
+    if (s === 'missing') {
+      missingPacksDropped++;
+      continue;
+    }
+    if (s === 'damaged') {
+      keep.push(p); // not ours to fix: check reports it; its needed blobs have homes elsewhere
+      continue;
+    }
     const live = p.blobs.filter((b) => home.get(idKey(b.id)) === pk);
     const total = p.blobs.reduce((a, b) => a + b.storedLength, 0);
     const liveBytes = live.reduce((a, b) => a + b.storedLength, 0);
@@ -73,18 +165,61 @@ async function runPrune(repo: Repository, opts: PruneOptions): Promise<PruneResu
     else if (total - liveBytes > maxUnused * total) repack.push(p);
     else keep.push({ ...p, blobs: live });
   }
-  const stored = await repo.backend.list('data/');
-  const indexed = new Set([...packs.values()].map((p) => packName(p.packId)));
-  const orphans = stored.filter((o) => !indexed.has(o.name));
-  const result: PruneResult = {
-    packsDeleted: drop.length + orphans.length,
-    packsRepacked: repack.length,
-    bytesFreed: [...drop, ...repack].reduce((a, p) => a + p.sealedLength, 0) + orphans.reduce((a, o) => a + o.size, 0),
-    blobsKept: home.size,
-  };
-  if (opts.dryRun || (repack.length === 0 && drop.length === 0 && orphans.length === 0 && indexNames.length <= 1)) return result;
 
-  // 1. Repack: the new packs' index comes from the writer, written with the others below.
+  // Packs no index names. Young ones may be a running backup's. Old ones are deleted
+  // only when every blob in them is indexed in an intact stored pack (a duplicate, or
+  // what a crashed prune copied); anything else may be the data of a lost index (or
+  // the only copy, behind an old index a server replays).
+  const indexed = new Set([...packs.values()].map((p) => packName(p.packId)));
+  const duplicates: ObjectInfo[] = [];
+  const unknown: string[] = [];
+  let youngPacksKept = 0;
+  for (const o of stored.values()) {
+    if (indexed.has(o.name)) continue;
+    if (o.mtime === undefined || o.mtime > now - LOCK_EXPIRY_MS) {
+      youngPacksKept++;
+      continue;
+    }
+    let entries;
+    try {
+      // Opened under the ID its header claims: a pack stored under another name is
+      // still our data, and still deletable only if it is a duplicate.
+      const sealed = await repo.backend.get(o.name);
+      entries = decodePackTrailer(repo.openSealed(o.name, ObjectKind.Pack, decodeHeader(sealed).id, sealed), o.name);
+    } catch (e) {
+      unknown.push(`${o.name} is in no index and can't be read (${(e as Error).message}); if it is not yours, delete it by hand`);
+      continue;
+    }
+    if (entries.every((b) => inIntactPack.has(idKey(b.id)))) duplicates.push(o);
+    else unknown.push(`${o.name} is in no index and holds blobs no index describes`);
+  }
+  if (unknown.length > 0) {
+    throw refuse(unknown, 'It may hold what a lost index described: run `coffer repair index` to index it (a later prune removes what no snapshot needs).');
+  }
+
+  const result: PruneResult = {
+    packsDeleted: drop.length + duplicates.length,
+    packsRepacked: repack.length,
+    bytesFreed: [...drop, ...repack].reduce((a, p) => a + p.sealedLength, 0) + duplicates.reduce((a, o) => a + o.size, 0),
+    blobsKept: home.size,
+    youngPacksKept,
+    missingPacksDropped,
+    partialsRemoved: 0,
+  };
+  if (opts.dryRun) return result;
+  // 0. Partial writes are never objects: always safe to remove, and they free space.
+  result.partialsRemoved = (await repo.backend.removeStalePartials?.(now - LOCK_EXPIRY_MS)) ?? 0;
+  if (repack.length === 0 && drop.length === 0 && duplicates.length === 0 && missingPacksDropped === 0 && indexNames.length <= 1) return result;
+
+  // 1. Packs holding nothing needed go first, so a full disk gets room. The old indexes
+  // still name them until step 5: readers skip copies in packs that are not listed.
+  await lock.ensureHeld();
+  for (const p of drop) await repo.backend.delete(packName(p.packId));
+  for (const o of duplicates) await repo.backend.delete(o.name);
+  await repo.backend.sync();
+  await opts.onStep?.('dropped');
+
+  // 2. Repack: the new packs' index comes from the writer, written with the others below.
   const keptIds = new Set(keep.flatMap((p) => p.blobs.map((b) => idKey(b.id))));
   const writer = new BlobWriter(repo, (id) => keptIds.has(idKey(id)));
   for (const p of repack) {
@@ -100,20 +235,21 @@ async function runPrune(repo: Repository, opts: PruneOptions): Promise<PruneResu
   await repo.backend.sync(); // the new packs durable before the index that names them
   await opts.onStep?.('repacked');
 
-  // 2. The new index, durable before anything is deleted.
-  await repo.writeObject(ObjectKind.Index, encodeIndex([...keep, ...fresh]), indexName);
+  // 3. The new index, durable before anything it replaces is deleted.
+  await lock.ensureHeld();
+  await repo.writeObject(ObjectKind.Index, encodeIndex([...keep, ...fresh], repo.config.version === 1 ? 1 : 2, repo.config.padding), indexName);
   await repo.backend.sync();
   await opts.onStep?.('index-written');
 
-  // 3. Old indexes.
+  // 4. The repacked packs: their needed blobs are in the new packs now.
+  for (const p of repack) await repo.backend.delete(packName(p.packId));
+  await repo.backend.sync();
+  await opts.onStep?.('repacked-deleted');
+
+  // 5. Old indexes last: until now they describe packs that exist or that nothing needs.
   for (const name of indexNames) await repo.backend.delete(name);
   await repo.backend.sync();
   await opts.onStep?.('old-index-deleted');
-
-  // 4. Packs nobody indexes any more.
-  for (const p of [...drop, ...repack]) await repo.backend.delete(packName(p.packId));
-  for (const o of orphans) await repo.backend.delete(o.name);
-  await repo.backend.sync();
   repo.invalidateIndex();
   return result;
 }

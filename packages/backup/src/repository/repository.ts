@@ -16,17 +16,21 @@ import {
 } from '../crypto/sealed-object.js';
 import { DEFAULT_CHUNKER, type ChunkerParams } from '../chunker/fastcdc.js';
 import { CofferError, DecryptionError } from '../errors.js';
-import type { StorageBackend } from '../storage/backend.js';
-import { hex, idFromName, packName, type BlobLocation } from './blob.js';
+import type { ObjectInfo, StorageBackend } from '../storage/backend.js';
+import { hex, idFromName, packName, snapshotName, validObjects, type BlobLocation } from './blob.js';
 import { decompressBlob } from './compress.js';
 import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, type RepositoryConfig } from './config.js';
 import { BlobIndex, decodeIndex } from './index-file.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
-import { decodeEntry, type TreeEntry } from './tree.js';
+import { decodeEntry, decodeEntryV1, TreeValidator, type TreeEntry } from './tree.js';
+import { PadMode } from './padding.js';
+import { padJson } from './snapshot.js';
 
 export interface InitOptions {
   chunker?: ChunkerParams;
   compression?: Compression;
+  /** The repository's default padding (spec §7.3); 'auto' unless given. */
+  padding?: PadMode;
 }
 
 export interface SnapshotRecord {
@@ -38,6 +42,12 @@ export class Repository {
   readonly backend: StorageBackend;
   readonly config: RepositoryConfig;
   readonly keys: RepositoryKeys;
+  /**
+   * Told about objects that are skipped because they can't be read (a foreign or
+   * damaged snapshot, a damaged index): one bad object must not lock the user out of
+   * the others. The CLI prints these as warnings.
+   */
+  onWarning: (message: string) => void = () => {};
   #index: BlobIndex | undefined;
 
   private constructor(backend: StorageBackend, config: RepositoryConfig, keys: RepositoryKeys) {
@@ -51,7 +61,7 @@ export class Repository {
     if (await backend.stat(CONFIG_NAME)) {
       throw new CofferError('repository-exists', `there is already a repository at ${backend.location}`);
     }
-    const config = newConfig(key, opts.chunker ?? DEFAULT_CHUNKER, opts.compression ?? Compression.Zstd);
+    const config = newConfig(key, opts.chunker ?? DEFAULT_CHUNKER, opts.compression ?? Compression.Zstd, undefined, opts.padding ?? PadMode.Auto);
     await backend.put(CONFIG_NAME, [encodeConfig(key, config)]);
     await backend.sync();
     return new Repository(backend, config, new RepositoryKeys(key, config.repositoryId));
@@ -96,21 +106,50 @@ export class Repository {
   /** Seals and stores `plaintext` as a new object with a random ID; returns the ID. */
   async writeObject(kind: ObjectKind, plaintext: Uint8Array, name: (id: Uint8Array) => string): Promise<Buffer> {
     const id = randomBytes(32);
+    // Locks are JSON: version 2 pads them like snapshots (spec §11).
+    if (kind === ObjectKind.Lock && this.config.version >= 2) plaintext = padJson(Buffer.from(plaintext), this.config.padding);
     await this.backend.put(name(id), [sealObject(this.keys.objectMaster, { kind, id }, plaintext)]);
     return id;
   }
 
-  /** The union of all index objects, loaded once. */
+  /**
+   * The union of all readable index objects, loaded once, checked against the pack
+   * listing (BlobIndex.preferStored). An index that can't be read is skipped and
+   * reported through `onWarning` (prune, which reads the indexes itself, refuses).
+   */
   async index(): Promise<BlobIndex> {
     if (this.#index) return this.#index;
     const idx = new BlobIndex();
-    const names = await this.backend.list('index/');
-    await mapLimit(names, 8, async ({ name }) => {
-      const plain = await this.readObject(name, ObjectKind.Index);
-      for (const p of decodeIndex(plain, name)) idx.add(p);
+    // Spec §2: only names of exactly this form are indexes (validObjects); others are ignored.
+    const [names, stored] = await Promise.all([this.backend.list('index/'), this.storedPacks()]);
+    await mapLimit(validObjects(names), 8, async ({ name }) => {
+      const packs = await this.#readIndex(name);
+      if (packs === 'missing') return;
+      if (packs instanceof CofferError) {
+        this.onWarning(`skipping ${packs.message}; \`coffer repair index\` rebuilds the index from the packs`);
+        return;
+      }
+      for (const p of packs) idx.add(p);
     });
+    idx.preferStored((packId) => stored.has(packName(packId)));
     this.#index = idx;
     return idx;
+  }
+
+  /** One index object's packs; 'missing' when deleted meanwhile; the error when unreadable. */
+  async #readIndex(name: string): Promise<ReturnType<typeof decodeIndex> | 'missing' | CofferError> {
+    try {
+      return decodeIndex(await this.readObject(name, ObjectKind.Index), name);
+    } catch (e) {
+      if (CofferError.is(e, 'missing-object')) return 'missing';
+      if (isUnreadable(e)) return e;
+      throw e;
+    }
+  }
+
+  /** The packs in storage, by object name. */
+  async storedPacks(): Promise<Map<string, ObjectInfo>> {
+    return new Map(validObjects(await this.backend.list('data/')).map((o) => [o.name, o]));
   }
 
   /** Forget the cached index (after prune rewrote it). */
@@ -118,15 +157,57 @@ export class Repository {
     this.#index = undefined;
   }
 
+  /**
+   * Every readable snapshot, oldest first (by `time`, then by ID bytes: spec §10). A
+   * manifest that can't be read (damaged, or sealed for another repository) is skipped
+   * and reported through `onWarning`: one bad snapshot must not hide the others. Prune
+   * reads the snapshots itself and refuses on an unreadable one (it can't know what
+   * that snapshot needs).
+   */
   async snapshots(): Promise<SnapshotRecord[]> {
-    const names = await this.backend.list('snapshots/');
-    const out: SnapshotRecord[] = [];
+    const { good, bad } = await this.#readSnapshots();
+    for (const b of bad) this.onWarning(`skipping snapshot ${hex(idFromName(b.name)!).slice(0, 8)}: ${(b.error as Error).message}`);
+    return good;
+  }
+
+  /**
+   * The snapshots that can be read, and the ones that can't (spec §10), without
+   * warning: for callers that report the unreadable ones themselves (`coffer snapshots`).
+   */
+  async readableSnapshots(): Promise<{ good: SnapshotRecord[]; bad: Array<{ name: string; error: unknown }> }> {
+    return this.#readSnapshots();
+  }
+
+  async #readSnapshots(): Promise<{ good: SnapshotRecord[]; bad: Array<{ name: string; error: unknown }> }> {
+    const names = validObjects(await this.backend.list('snapshots/'));
+    const good: SnapshotRecord[] = [];
+    const bad: Array<{ name: string; error: unknown }> = [];
     await mapLimit(names, 8, async ({ name }) => {
       const id = idFromName(name)!;
-      const plain = await this.readObject(name, ObjectKind.Snapshot);
-      out.push({ id, snapshot: decodeSnapshot(plain, name) });
+      try {
+        const plain = await this.readObject(name, ObjectKind.Snapshot);
+        good.push({ id, snapshot: decodeSnapshot(plain, name) });
+      } catch (e) {
+        if (CofferError.is(e, 'missing-object')) return; // forgotten meanwhile
+        if (!isUnreadable(e)) throw e;
+        bad.push({ name, error: e });
+      }
     });
-    return out.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || Buffer.compare(a.id, b.id));
+    good.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || Buffer.compare(a.id, b.id));
+    bad.sort((a, b) => (a.name < b.name ? -1 : 1));
+    return { good, bad };
+  }
+
+  /**
+   * The full ID of the one snapshot whose hex ID starts with `ref`, from the listing
+   * alone: nothing is decrypted (so `forget` works on a snapshot that can't be read).
+   */
+  async resolveSnapshotId(ref: string): Promise<Buffer> {
+    if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (hex digits)`);
+    const hits = validObjects(await this.backend.list('snapshots/')).filter(({ name }) => hex(idFromName(name)!).startsWith(ref.toLowerCase()));
+    if (hits.length === 0) throw new CofferError('not-found', `no snapshot ${ref} in ${this.location}`);
+    if (hits.length > 1) throw new CofferError('invalid-argument', `snapshot ID ${ref} is ambiguous: give more digits`);
+    return idFromName(hits[0]!.name)!;
   }
 
   /** Finds a snapshot by "latest" or by a unique prefix of its hex ID. */
@@ -140,14 +221,9 @@ export class Repository {
     if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (hex digits, or "latest")`);
     // Only the manifests whose name matches are read: a damaged one elsewhere must not
     // make the intact snapshots unreachable.
-    const hits = (await this.backend.list('snapshots/')).filter(({ name }) => {
-      const id = idFromName(name);
-      return id !== null && hex(id).startsWith(ref.toLowerCase());
-    });
-    if (hits.length === 0) throw new CofferError('not-found', `no snapshot ${ref} in ${this.location}`);
-    if (hits.length > 1) throw new CofferError('invalid-argument', `snapshot ID ${ref} is ambiguous: give more digits`);
-    const { name } = hits[0]!;
-    return { id: idFromName(name)!, snapshot: decodeSnapshot(await this.readObject(name, ObjectKind.Snapshot), name) };
+    const id = await this.resolveSnapshotId(ref);
+    const name = snapshotName(id);
+    return { id, snapshot: decodeSnapshot(await this.readObject(name, ObjectKind.Snapshot), name) };
   }
 
   /** Reads one blob from its pack with a ranged read, and decompresses it. */
@@ -175,6 +251,9 @@ export class Repository {
       throw e;
     }
     const raw = await decompressBlob(stored, where.flags, where.rawLength, label);
+    // Spec §8.1: the plaintext must be what the ID names (an index entry pointing at the
+    // wrong bytes, or a damaged blob that still decompresses, is caught here).
+    if (!this.keys.chunkId(raw).equals(Buffer.from(id))) throw new CofferError('corrupt', `${label}: the blob does not match its ID`);
     return raw;
   }
 
@@ -188,16 +267,41 @@ export class Repository {
   async *tree(s: Snapshot): AsyncGenerator<TreeEntry> {
     let carry = '';
     // Tree blobs are cut by content, so a UTF-8 sequence may straddle two of them.
-    const utf8 = new TextDecoder('utf-8', { fatal: false });
+    // Version 2 listings must be valid UTF-8 (spec §9.2); version 1 ones were decoded
+    // leniently, and stay so.
+    const utf8 = new TextDecoder('utf-8', { fatal: s.version === 2 });
+    const decode = s.version === 2 ? decodeEntry : decodeEntryV1;
+    const rules = new TreeValidator(s.version === 2);
     for (const h of s.tree) {
+      const where = `tree of snapshot at ${h.slice(0, 16)}`;
       const blob = await this.readBlob(Buffer.from(h, 'hex'));
-      const text = carry + utf8.decode(blob, { stream: true });
+      let text: string;
+      try {
+        text = carry + utf8.decode(blob, { stream: true });
+      } catch {
+        throw new CofferError('corrupt', `${where}: tree listing is not valid UTF-8`);
+      }
+      // Lines end at 0x0A only (U+2028 and U+2029 are ordinary characters in JSON).
       const lines = text.split('\n');
       carry = lines.pop()!;
-      for (const line of lines) yield decodeEntry(line, `tree of snapshot at ${h.slice(0, 16)}`);
+      for (const line of lines) {
+        const e = decode(line, where);
+        rules.check(e, where);
+        yield e;
+      }
+    }
+    try {
+      carry += utf8.decode(); // a UTF-8 sequence cut off at the end
+    } catch {
+      throw new CofferError('corrupt', 'tree listing is not valid UTF-8');
     }
     if (carry !== '') throw new CofferError('corrupt', 'tree listing ends in the middle of an entry');
   }
+}
+
+/** Errors that make one object unreadable without saying anything about the others. */
+function isUnreadable(e: unknown): e is CofferError {
+  return e instanceof CofferError && (e.code === 'corrupt' || e.code === 'unsupported-version' || e.code === 'wrong-key');
 }
 
 /**

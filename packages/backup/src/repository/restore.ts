@@ -6,17 +6,31 @@
  * or the whole restored file, never half of one. Existing files are not overwritten
  * unless asked. Blobs are read pack by pack, each pack once, in the order the backup
  * wrote them. On failure every temporary file is removed.
+ *
+ * Paths are bytes (names need not be UTF-8) and every directory is reached through a
+ * handle that never follows a symlink (restore-target.ts). Metadata (owners when root,
+ * xattrs, modes, nanosecond times, hard links, sparse files, FIFOs and devices) is set
+ * as spec §9.4 says; what cannot be set is reported as a warning, not a failure.
+ *
+ * Open descriptors are bounded whatever the number of files: at most
+ * RESTORE_OPEN_FILES restored files are open at once (a file is opened for each write
+ * through its directory handle and closed after it, never held open between packs),
+ * plus at most 32 directory handles (restore-target.ts). Every blob's ID (the keyed
+ * hash of its plaintext) is checked before it is written.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
-import { dirname, join, resolve, sep } from 'node:path';
+import { constants as fsc, promises as fs } from 'node:fs';
+import { resolve } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
 import { decompressBlob } from './compress.js';
-import { packName, type BlobLocation } from './blob.js';
+import { hex, packName, type BlobLocation } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
-import type { DirEntry, FileEntry, SymlinkEntry } from './tree.js';
+import { Semaphore } from './semaphore.js';
+import type { DirEntry, FileEntry, TreeEntry } from './tree.js';
+import { RestoreTarget } from './restore-target.js';
+import { isRoot, makeNode, writeXattrs } from './fs-meta.js';
 
 export interface RestoreProgress {
   files: number;
@@ -28,35 +42,78 @@ export interface RestoreProgress {
 export interface RestoreOptions {
   target: string;
   overwrite?: boolean;
+  /**
+   * Read without taking a lock (e.g. the repository's disk is full); see spec §11.
+   * Without it, restore still reads without a lock, with a warning, when storage
+   * refuses the lock's write.
+   */
+  noLock?: boolean;
   onProgress?: (p: RestoreProgress) => void;
+  onWarning?: (w: RestoreWarning) => void;
+  /** Set owners from the snapshot: default when running as root (spec §9.4). */
+  owners?: boolean;
+}
+
+export interface RestoreWarning {
+  path: string;
+  message: string;
+  /**
+   * Set on the one warning that says the repository was read without a lock (storage
+   * refused the lock's write): about how it was read, not about a restored item.
+   */
+  noLock?: true;
 }
 
 export interface RestoreResult {
   files: number;
   dirs: number;
   symlinks: number;
+  /** Hard links, FIFOs and device nodes made. */
+  others: number;
   bytes: number;
+  /** What could not be restored exactly (exit 3 in the CLI). */
+  warnings: RestoreWarning[];
 }
 
 const PACK_READ_WINDOW = 2;
+/** At most this many restored files are open at once (a 256-descriptor limit is plenty). */
+export const RESTORE_OPEN_FILES = 32;
 /** Packs are read in pieces of this size. */
 const PACK_READ_PIECE = 1024 * 1024;
 
 interface PendingFile {
   entry: FileEntry;
-  dest: string;
-  tmp: string;
+  /** The parent directory (relative path bytes) and the final name. */
+  dir: Buffer;
+  name: Buffer;
+  tmp: Buffer;
   remaining: number;
-  fh?: fs.FileHandle;
-  opening?: Promise<fs.FileHandle>;
+  /** The temporary file exists (was created by us). */
+  created: boolean;
+  /** Writes to one file run one after another (the first creates it). */
+  chain: Promise<void>;
 }
 
 export async function restore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
-  const lock = await RepositoryLock.acquire(repo, false);
+  if (opts.noLock) return runRestore(repo, rec, opts);
+  let lock: RepositoryLock | undefined;
+  let noLock: RestoreWarning | undefined;
   try {
-    return await runRestore(repo, rec, opts);
+    lock = await RepositoryLock.acquire(repo, false);
+  } catch (e) {
+    // Spec §11: a reader that cannot write (read-only storage, a full disk) reads
+    // without a lock. A prune running meanwhile can then only make it fail with a
+    // missing object, never restore wrong data (every blob is checked against its ID).
+    if (!CofferError.is(e, 'storage')) throw e;
+    noLock = { path: repo.location, message: `reading without a lock (the repository can't be written: ${(e as Error).message})`, noLock: true };
+    opts.onWarning?.(noLock);
+  }
+  try {
+    const r = await runRestore(repo, rec, opts);
+    if (noLock) r.warnings.unshift(noLock);
+    return r;
   } finally {
-    await lock.release().catch(() => {});
+    await lock?.release().catch(() => {});
   }
 }
 
@@ -64,49 +121,112 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   const target = resolve(opts.target);
   const dirs: DirEntry[] = [];
   const files: FileEntry[] = [];
-  const links: SymlinkEntry[] = [];
+  const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
   for await (const e of repo.tree(rec.snapshot)) {
     if (e.type === 'dir') dirs.push(e);
     else if (e.type === 'file') files.push(e);
-    else links.push(e);
+    else others.push(e);
   }
-  const dest = (p: string) => {
-    const d = join(target, ...p.split('/'));
-    if (d !== target && !d.startsWith(target + sep)) throw new CofferError('corrupt', `tree entry ${p} escapes the target`);
-    return d;
+  const warnings: RestoreWarning[] = [];
+  const warn = (path: string, message: string) => {
+    const w = { path, message };
+    warnings.push(w);
+    opts.onWarning?.(w);
   };
+  const owners = opts.owners ?? isRoot();
+  const uid = typeof process.getuid === 'function' ? process.getuid() : -1;
+  const gids = new Set(typeof process.getgroups === 'function' ? [process.getgid!(), ...process.getgroups()] : []);
+  /**
+   * The mode to set (spec §9.4): setuid is kept only when the file gets its recorded
+   * owner (restoring as root, or the recorded owner is the restoring user), setgid only
+   * when it gets its recorded group; an entry without a recorded owner loses both.
+   */
+  const modeFor = (e: TreeEntry) => {
+    let m = e.mode;
+    const o = e.owner;
+    if (!o || !(owners || o.uid === uid)) m &= ~0o4000;
+    if (!o || !(owners || gids.has(o.gid))) m &= ~0o2000;
+    return m;
+  };
+  const split = (raw: Buffer) => {
+    const i = raw.lastIndexOf(0x2f);
+    return i < 0 ? { dir: Buffer.alloc(0), name: raw } : { dir: raw.subarray(0, i), name: raw.subarray(i + 1) };
+  };
+  const shown = (raw: Buffer) => `${target}/${raw.toString('utf8')}`;
+  const tgt = await RestoreTarget.open(target);
 
-  // Refuse before writing anything: which files would be replaced?
-  if (!opts.overwrite) {
-    const clashes: string[] = [];
-    for (const e of [...files, ...links]) {
-      if (await fs.lstat(dest(e.path)).then(() => true, () => false)) clashes.push(dest(e.path));
-      if (clashes.length >= 5) break;
+  try {
+    // Refuse before writing anything: which files would be replaced?
+    if (!opts.overwrite) {
+      const clashes: string[] = [];
+      for (const e of [...files, ...others]) {
+        const { dir, name } = split(e.rawPath);
+        const there = await tgt.withDir(dir, false, (prefix) => fs.lstat(Buffer.concat([prefix, name])).then(() => true, () => false));
+        if (there) clashes.push(shown(e.rawPath));
+        if (clashes.length >= 5) break;
+      }
+      if (clashes.length > 0) {
+        throw new CofferError('exists', `restore would overwrite existing files (e.g. ${clashes.join(', ')}); use --overwrite to replace them`);
+      }
     }
-    if (clashes.length > 0) {
-      throw new CofferError('exists', `restore would overwrite existing files (e.g. ${clashes.join(', ')}); use --overwrite to replace them`);
-    }
+    return await restoreInto(repo, tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts });
+  } finally {
+    await tgt.close();
   }
+}
 
+interface Plan {
+  target: string;
+  dirs: DirEntry[];
+  files: FileEntry[];
+  others: Array<Exclude<TreeEntry, DirEntry | FileEntry>>;
+  warn: (path: string, message: string) => void;
+  warnings: RestoreWarning[];
+  owners: boolean;
+  modeFor: (e: TreeEntry) => number;
+  split: (raw: Buffer) => { dir: Buffer; name: Buffer };
+  shown: (raw: Buffer) => string;
+  opts: RestoreOptions;
+}
+
+/** Seconds as a decimal string: node's utimes turns a negative *number* into "now". */
+function timeArg(ns: bigint): string {
+  const NS = 1_000_000_000n;
+  const neg = ns < 0n;
+  const a = neg ? -ns : ns;
+  return `${neg ? '-' : ''}${a / NS}.${String(a % NS).padStart(9, '0')}`;
+}
+
+async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Promise<RestoreResult> {
+  const { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts } = plan;
   // Every blob must be indexed before we start: a missing one names its file.
   const index = await repo.index();
-  const byPack = new Map<string, { packId: Buffer; blobs: Array<{ loc: BlobLocation; uses: Array<{ file: PendingFile; offset: number }> }> }>();
-  const blobUses = new Map<string, { loc: BlobLocation; uses: Array<{ file: PendingFile; offset: number }> }>();
+  const byPack = new Map<string, { packId: Buffer; blobs: Array<{ loc: BlobLocation; id: Buffer; uses: Array<{ file: PendingFile; offset: number }> }> }>();
+  const blobUses = new Map<string, { loc: BlobLocation; id: Buffer; uses: Array<{ file: PendingFile; offset: number }> }>();
   const pending: PendingFile[] = [];
   const suffix = randomBytes(6).toString('hex');
   for (const entry of files) {
-    const d = dest(entry.path);
-    const file: PendingFile = { entry, dest: d, tmp: join(dirname(d), `.coffer-restore-${suffix}-${pending.length}`), remaining: entry.chunks.length };
+    const { dir, name } = split(entry.rawPath);
+    const file: PendingFile = {
+      entry,
+      dir,
+      name,
+      tmp: Buffer.from(`.coffer-restore-${suffix}-${pending.length}`),
+      remaining: entry.chunks.length,
+      created: false,
+      chain: Promise.resolve(),
+    };
     pending.push(file);
     let offset = 0;
     for (const c of entry.chunks) {
       let use = blobUses.get(c);
       if (!use) {
-        const loc = index.get(Buffer.from(c, 'hex'));
+        const id = Buffer.from(c, 'hex');
+        const loc = index.get(id);
         if (!loc) {
           throw new CofferError('missing-object', `${entry.path}: its data (blob ${c.slice(0, 16)}) is missing from the repository; \`coffer check\` tells which snapshots are affected`);
         }
-        use = { loc, uses: [] };
+        use = { loc, id, uses: [] };
         blobUses.set(c, use);
         const pk = loc.packId.toString('latin1');
         let group = byPack.get(pk);
@@ -129,31 +249,127 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
     }
   };
 
-  const createdTmp = new Set<string>();
-  const openTmp = (f: PendingFile): Promise<fs.FileHandle> => {
-    f.opening ??= fs.open(f.tmp, 'wx', 0o600).then((fh) => {
-      createdTmp.add(f.tmp);
-      f.fh = fh;
-      return fh;
-    });
-    return f.opening;
+  /** Temporary entries made and not yet renamed into place: removed on failure. */
+  const createdTmp = new Map<string, { dir: Buffer; name: Buffer }>();
+  const tmpKey = (dir: Buffer, name: Buffer) => `${dir.toString('latin1')}\0${name.toString('latin1')}`;
+  const inDir = async <T>(dir: Buffer, fn: (prefix: Buffer) => Promise<T>): Promise<T> => (await tgt.withDir(dir, true, fn)) as T;
+  /** Files an --overwrite restore has already replaced (named if it then fails). */
+  const replaced: string[] = [];
+  const fds = new Semaphore(RESTORE_OPEN_FILES);
+  /** Owner, xattrs, mode, times, in that order (chown clears setuid and capabilities). */
+  const setMeta = async (e: TreeEntry, path: Buffer, fh?: fs.FileHandle) => {
+    const where = shown(e.rawPath);
+    if (owners && e.owner) {
+      try {
+        if (fh) await fh.chown(e.owner.uid, e.owner.gid);
+        else await fs.lchown(path, e.owner.uid, e.owner.gid);
+      } catch (err) {
+        warn(where, `cannot set owner ${e.owner.uid}:${e.owner.gid}: ${errText(err)}`);
+      }
+    }
+    if (e.xattrs && e.xattrs.length > 0) {
+      try {
+        await writeXattrs(path.toString('utf8'), e.xattrs);
+      } catch (err) {
+        warn(where, `cannot set extended attributes: ${errText(err)}`);
+      }
+    }
+    if (e.type !== 'symlink') {
+      const mode = modeFor(e);
+      if (mode !== e.mode && e.owner) warn(where, `setuid/setgid bits dropped: the owner ${e.owner.uid}:${e.owner.gid} was not restored`);
+      if (fh) await fh.chmod(mode);
+      else await fs.chmod(path, mode);
+    }
+    const t = timeArg(e.mtimeNs);
+    try {
+      if (fh) await fh.utimes(t, t);
+      else await fs.lutimes(path, t, t);
+    } catch (err) {
+      warn(where, `cannot set its modification time: ${errText(err)}`);
+    }
   };
   const complete = async (f: PendingFile) => {
-    const fh = await openTmp(f);
-    await fh.chmod(f.entry.mode);
-    // Seconds as a float keep the sub-millisecond part a Date would drop.
-    await fh.utimes(f.entry.mtime / 1000, f.entry.mtime / 1000);
-    await fh.close();
-    await fs.rename(f.tmp, f.dest);
-    createdTmp.delete(f.tmp);
+    // Under the descriptor bound too: the directory handle it needs stays open meanwhile,
+    // and many files of one pack may complete at once.
+    await fds.with(() =>
+      inDir(f.dir, async (prefix) => {
+        const dest = Buffer.concat([prefix, f.name]);
+        if (opts.overwrite && (await fs.lstat(dest).then(() => true, () => false))) replaced.push(shown(f.entry.rawPath));
+        await fs.rename(Buffer.concat([prefix, f.tmp]), dest);
+      }),
+    );
+    createdTmp.delete(tmpKey(f.dir, f.tmp));
     progress.files++;
     report();
   };
+  const SPARSE_BLOCK = 4096;
+  /** Writes `raw` at `pos`; in a sparse file, 4 KiB-aligned blocks of zeros are skipped (left as holes). */
+  const writeAt = async (fh: fs.FileHandle, raw: Buffer, pos: number, sparse: boolean) => {
+    const put = async (from: number, to: number) => {
+      let written = from;
+      while (written < to) {
+        const { bytesWritten } = await fh.write(raw, written, to - written, pos + written);
+        written += bytesWritten;
+      }
+    };
+    if (!sparse) return put(0, raw.length);
+    let runStart = -1;
+    for (let i = 0; i < raw.length; ) {
+      const blockEnd = Math.min(raw.length, i + SPARSE_BLOCK - ((pos + i) % SPARSE_BLOCK));
+      const zero = blockEnd - i === SPARSE_BLOCK && isZero(raw, i, blockEnd);
+      if (!zero && runStart < 0) runStart = i;
+      if (zero && runStart >= 0) {
+        await put(runStart, i);
+        runStart = -1;
+      }
+      i = blockEnd;
+    }
+    if (runStart >= 0) await put(runStart, raw.length);
+  };
+  /**
+   * Writes `raw` at `offset` of f's temporary file (creating it, O_EXCL, on the first
+   * write), opened through its directory handle without following symlinks and closed
+   * again; true when that was the file's last piece (its metadata is then set).
+   */
+  const writeTo = (f: PendingFile, raw: Buffer | null, offset: number): Promise<boolean> => {
+    const run = () =>
+      fds.with(async () => {
+        const flags = f.created ? fsc.O_WRONLY | fsc.O_NOFOLLOW : fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+        const fh = await inDir(f.dir, (prefix) => fs.open(Buffer.concat([prefix, f.tmp]), flags, 0o600));
+        if (!f.created) createdTmp.set(tmpKey(f.dir, f.tmp), { dir: f.dir, name: f.tmp });
+        f.created = true;
+        try {
+          if (raw) {
+            await writeAt(fh, raw, offset, f.entry.sparse === true);
+            progress.bytes += raw.length;
+          }
+          const last = raw === null || --f.remaining === 0;
+          if (last) {
+            // A sparse file's zero blocks were skipped: the size makes them holes.
+            if (f.entry.sparse) await fh.truncate(f.entry.size);
+            await inDir(f.dir, (prefix) => setMeta(f.entry, Buffer.concat([prefix, f.tmp]), fh));
+          }
+          return last;
+        } finally {
+          await fh.close();
+        }
+      });
+    const p = f.chain.then(run);
+    f.chain = p.then(
+      () => {},
+      () => {},
+    );
+    return p;
+  };
 
+  let madeOthers = 0;
   try {
-    await fs.mkdir(target, { recursive: true });
-    for (const d of dirs) await fs.mkdir(dest(d.path), { recursive: true, mode: 0o700 });
-    for (const f of pending) if (f.remaining === 0) await complete(f);
+    for (const d of dirs) await inDir(d.rawPath, async () => undefined);
+    for (const f of pending) {
+      if (f.remaining !== 0) continue;
+      await writeTo(f, null, 0);
+      await complete(f);
+    }
 
     await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
       const name = packName(group.packId);
@@ -163,15 +379,14 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
       const deliver = (b: (typeof blobs)[number], stored: Buffer) =>
         (async () => {
           const raw = await decompressBlob(stored, b.loc.flags, b.loc.rawLength, `${name} (blob at ${b.loc.offset})`);
+          // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
+          // authenticated, but an index pointing at the wrong blob would otherwise
+          // restore the wrong bytes.
+          if (!repo.keys.chunkId(raw).equals(b.id)) {
+            throw new CofferError('corrupt', `${name}: the blob at ${b.loc.offset} does not match its ID: it is not ${hex(b.id).slice(0, 16)}, which the index places there`);
+          }
           for (const u of b.uses) {
-            const fh = await openTmp(u.file);
-            let written = 0;
-            while (written < raw.length) {
-              const { bytesWritten } = await fh.write(raw, written, raw.length - written, u.offset + written);
-              written += bytesWritten;
-            }
-            progress.bytes += raw.length;
-            if (--u.file.remaining === 0) await complete(u.file);
+            if (await writeTo(u.file, raw, u.offset)) await complete(u.file);
           }
           report();
         })();
@@ -230,27 +445,75 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
       await Promise.all(writes);
     });
 
-    for (const l of links) {
-      const tmp = join(dirname(dest(l.path)), `.coffer-restore-${suffix}-l${createdTmp.size}`);
-      await fs.symlink(l.target, tmp);
-      createdTmp.add(tmp);
-      await fs.rename(tmp, dest(l.path));
-      createdTmp.delete(tmp);
+    // Symlinks, hard links and special files, each made under a temporary name and
+    // renamed into place; hard links come after every file, so their targets exist.
+    let n = 0;
+    for (const e of others) {
+      const { dir, name } = split(e.rawPath);
+      const where = shown(e.rawPath);
+      if (e.type === 'socket') {
+        warn(where, 'socket not restored (a socket is made by the program that listens on it)');
+        continue;
+      }
+      if ((e.type === 'chardev' || e.type === 'blockdev') && !isRoot()) {
+        warn(where, `device node ${e.major}:${e.minor} not restored: making device nodes needs root`);
+        continue;
+      }
+      const tmp = Buffer.from(`.coffer-restore-${suffix}-o${n++}`);
+      try {
+        await inDir(dir, async (prefix) => {
+          const tmpPath = Buffer.concat([prefix, tmp]);
+          if (e.type === 'symlink') await fs.symlink(e.target, tmpPath);
+          else if (e.type === 'hardlink') {
+            const to = split(e.link);
+            await inDir(to.dir, (p2) => fs.link(Buffer.concat([p2, to.name]), tmpPath));
+          } else await makeNode(tmpPath.toString('latin1'), e.type as 'fifo' | 'chardev' | 'blockdev', e.major, e.minor);
+          createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
+          // A hard link shares its inode (and metadata) with the file already restored.
+          if (e.type !== 'hardlink') await setMeta(e, tmpPath);
+          await fs.rename(tmpPath, Buffer.concat([prefix, name]));
+          createdTmp.delete(tmpKey(dir, tmp));
+        });
+        madeOthers++;
+      } catch (err) {
+        if (err instanceof CofferError) throw err;
+        await inDir(dir, (prefix) => fs.unlink(Buffer.concat([prefix, tmp]))).catch(() => {});
+        createdTmp.delete(tmpKey(dir, tmp));
+        warn(where, `cannot restore this ${e.type}: ${errText(err)}`);
+      }
     }
-    // Directory times last, deepest first, since writing into a directory changes them.
+    // Directory metadata last, deepest first, since writing into a directory changes its times.
     for (const d of [...dirs].reverse()) {
-      await fs.chmod(dest(d.path), d.mode);
-      await fs.utimes(dest(d.path), d.mtime / 1000, d.mtime / 1000);
+      const { dir, name } = split(d.rawPath);
+      await inDir(dir, (prefix) => tgt.withDir(d.rawPath, false, (_p, fh) => setMeta(d, Buffer.concat([prefix, name]), fh)));
     }
     report(true);
   } catch (e) {
-    for (const f of pending) await f.fh?.close().catch(() => {});
-    for (const t of createdTmp) await fs.unlink(t).catch(() => {});
-    if (e instanceof CofferError) throw e;
+    await Promise.allSettled(pending.map((f) => f.chain));
+    for (const t of createdTmp.values()) await tgt.withDir(t.dir, false, (prefix) => fs.unlink(Buffer.concat([prefix, t.name]))).catch(() => {});
+    // Say truthfully what already happened: with --overwrite, completed files replaced
+    // the user's files before the failure.
+    const already =
+      replaced.length === 0
+        ? ''
+        : `; ${replaced.length} existing file(s) had already been replaced by their restored version (e.g. ${replaced.slice(0, 3).join(', ')})`;
+    if (e instanceof CofferError) throw already ? new CofferError(e.code, `${e.message}${already}`, { cause: e }) : e;
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
-    throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place`, { cause: e });
+    const why = code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : code === 'EMFILE' ? 'too many open files' : (e as Error).message;
+    throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place${already}`, { cause: e });
   }
-  return { files: files.length, dirs: dirs.length, symlinks: links.length, bytes: progress.totalBytes };
+  const symlinks = others.filter((e) => e.type === 'symlink').length;
+  return { files: files.length, dirs: dirs.length, symlinks, others: madeOthers - symlinks, bytes: progress.totalBytes, warnings };
 }
 
+function isZero(b: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+function errText(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'EPERM' || code === 'EACCES') return 'permission denied';
+  if (code === 'ENOTSUP' || code === 'EOPNOTSUPP') return 'not supported by the target file system';
+  return (e as Error)?.message ?? String(e);
+}

@@ -1,9 +1,11 @@
 /**
  * Snapshot manifests (spec §10): written last, so a snapshot exists only once every
  * pack and index it needs is durable. Plaintext is UTF-8 JSON inside a sealed Snapshot
- * object whose ID is random.
+ * object whose ID is random. Version 2 (spec §10) may be followed by 0x20 bytes that pad
+ * its length, and its tree listing uses the version 2 entries (§9.2).
  */
 import { CofferError } from '../errors.js';
+import { PadMode, paddedLength } from './padding.js';
 
 export interface SnapshotStats {
   files: number;
@@ -17,7 +19,8 @@ export interface SnapshotStats {
 }
 
 export interface Snapshot {
-  version: 1;
+  /** 1: tree listing version 1 (§9.1); 2: version 2 (§9.2). */
+  version: 1 | 2;
   time: string; // ISO 8601
   hostname: string;
   username: string;
@@ -29,22 +32,29 @@ export interface Snapshot {
   stats: SnapshotStats;
 }
 
-export function encodeSnapshot(s: Snapshot): Buffer {
-  return Buffer.from(JSON.stringify(s), 'utf8');
+/** JSON text; padded with 0x20 bytes to the padded length (JSON allows trailing white space). */
+export function encodeSnapshot(s: Snapshot, padding: PadMode = PadMode.Off): Buffer {
+  return padJson(Buffer.from(JSON.stringify(s), 'utf8'), padding);
+}
+
+export function padJson(json: Buffer, padding: PadMode): Buffer {
+  const n = paddedLength(json.length, padding);
+  return n === json.length ? json : Buffer.concat([json, Buffer.alloc(n - json.length, 0x20)]);
 }
 
 export function decodeSnapshot(bytes: Uint8Array, where: string): Snapshot {
   const bad = (why: string) => new CofferError('corrupt', `${where} is not a valid snapshot (${why})`);
   let v: Record<string, unknown>;
   try {
-    v = JSON.parse(Buffer.from(bytes).toString('utf8'));
+    // Strict UTF-8 (spec §10): invalid sequences are corrupt, not replaced.
+    v = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch {
     throw bad('not JSON');
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('not an object');
   // Only a numeric version other than 1 is "another version"; anything else is damage.
   if (typeof v.version !== 'number') throw bad('no version');
-  if (v.version !== 1) throw new CofferError('unsupported-version', `${where} has snapshot version ${String(v.version)}`);
+  if (v.version !== 1 && v.version !== 2) throw new CofferError('unsupported-version', `${where} has snapshot version ${String(v.version)}`);
   const strings = (x: unknown) => Array.isArray(x) && x.every((s) => typeof s === 'string');
   if (typeof v.time !== 'string' || Number.isNaN(Date.parse(v.time))) throw bad('bad time');
   if (typeof v.hostname !== 'string' || typeof v.username !== 'string') throw bad('bad host');

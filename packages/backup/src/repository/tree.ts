@@ -1,16 +1,42 @@
 /**
  * Tree listings (spec §9): a snapshot's files as a stream of JSON lines, one entry per
- * file, directory or symlink, parents before children, siblings sorted by name. The
- * stream is chunked and stored as Tree blobs like file contents, so an unchanged part
- * of a large listing deduplicates between snapshots.
+ * file system object, parents before children, siblings sorted by the bytes of their
+ * names. The stream is chunked and stored as Tree blobs like file contents, so an
+ * unchanged part of a large listing deduplicates between snapshots.
+ *
+ * Two encodings exist. Version 1 (snapshot version 1) kept names as JSON strings,
+ * millisecond mtimes, and only dirs, files and symlinks. Version 2 (snapshot version 2,
+ * spec §9.2) keeps names as bytes (`path` when they are UTF-8, else `path64`), times to
+ * the nanosecond, owners, xattrs, hard links, sparse files and special files. Both
+ * decode to the same in-memory entries.
  */
 import { CofferError } from '../errors.js';
 
+/** An extended attribute: its name and value bytes. */
+export interface Xattr {
+  name: string;
+  value: Buffer;
+}
+
+export interface Owner {
+  uid: number;
+  gid: number;
+  /** Names at backup time, for information: restore sets the numeric IDs. */
+  user?: string;
+  group?: string;
+}
+
 interface Common {
-  /** Relative path with '/' separators; the first segment is the backed-up root's name. */
+  /** The path for messages: `rawPath` decoded as UTF-8 (invalid bytes shown as U+FFFD). */
   path: string;
+  /** The exact path bytes; '/'-separated, the first segment the backed-up root's name. */
+  rawPath: Buffer;
   mode: number; // permission bits (mode & 0o7777)
-  mtime: number; // milliseconds since the epoch, fractional
+  /** Nanoseconds since the epoch (version 1 entries: from fractional milliseconds). */
+  mtimeNs: bigint;
+  /** Absent in version 1 entries: the owner was not recorded. */
+  owner?: Owner;
+  xattrs?: Xattr[];
 }
 export interface DirEntry extends Common {
   type: 'dir';
@@ -19,62 +45,284 @@ export interface FileEntry extends Common {
   type: 'file';
   size: number;
   chunks: string[]; // hex blob IDs, in order
-  /** Change-detection hints for the next backup; never restored. */
-  inode: number;
-  ctime: number;
+  /** The file had holes when backed up: restore leaves zero blocks unwritten. */
+  sparse?: boolean;
+  /** Change-detection hints for the next backup; never restored ('' when unknown). */
+  inode: string;
+  ctime: string;
 }
 export interface SymlinkEntry extends Common {
   type: 'symlink';
-  target: string;
+  target: Buffer;
 }
-export type TreeEntry = DirEntry | FileEntry | SymlinkEntry;
+/** Another name of an earlier `file` entry of the same listing (a hard link). */
+export interface HardlinkEntry extends Common {
+  type: 'hardlink';
+  link: Buffer;
+}
+export interface SpecialEntry extends Common {
+  type: 'fifo' | 'socket' | 'chardev' | 'blockdev';
+  /** Device numbers of chardev/blockdev entries. */
+  major?: number;
+  minor?: number;
+}
+export type TreeEntry = DirEntry | FileEntry | SymlinkEntry | HardlinkEntry | SpecialEntry;
 
+export const MAX_PATH_BYTES = 4096;
+const NS = 1_000_000_000n;
+
+/** Is `b` well-formed UTF-8 (so that a JSON string carries it exactly)? */
+export function isUtf8(b: Buffer): boolean {
+  try {
+    new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(b);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes a byte string as `key` (UTF-8 text) when it is UTF-8, else as `key64` (base64). */
+function putBytes(o: Record<string, unknown>, key: string, b: Buffer): void {
+  if (isUtf8(b)) o[key] = b.toString('utf8');
+  else o[`${key}64`] = b.toString('base64');
+}
+
+/** The version 2 JSON line of an entry (spec §9.2). Member order is fixed, so equal entries encode equally. */
 export function encodeEntry(e: TreeEntry): string {
-  return JSON.stringify(e) + '\n';
+  const o: Record<string, unknown> = {};
+  putBytes(o, 'path', e.rawPath);
+  o.type = e.type;
+  o.mode = e.mode;
+  const sec = e.mtimeNs >= 0n ? e.mtimeNs / NS : -((-e.mtimeNs + NS - 1n) / NS);
+  o.mtime = Number(sec);
+  o.mtimeNs = Number(e.mtimeNs - sec * NS);
+  if (e.owner) {
+    o.uid = e.owner.uid;
+    o.gid = e.owner.gid;
+    if (e.owner.user !== undefined) o.user = e.owner.user;
+    if (e.owner.group !== undefined) o.group = e.owner.group;
+  }
+  if (e.xattrs && e.xattrs.length > 0) o.xattrs = e.xattrs.map((x) => [x.name, x.value.toString('base64')]);
+  switch (e.type) {
+    case 'file':
+      o.size = e.size;
+      o.chunks = e.chunks;
+      if (e.sparse) o.sparse = true;
+      o.inode = e.inode;
+      o.ctime = e.ctime;
+      break;
+    case 'symlink':
+      putBytes(o, 'target', e.target);
+      break;
+    case 'hardlink':
+      putBytes(o, 'link', e.link);
+      break;
+    case 'chardev':
+    case 'blockdev':
+      o.major = e.major;
+      o.minor = e.minor;
+      break;
+    default:
+      break;
+  }
+  return JSON.stringify(o) + '\n';
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-function validPath(p: unknown): p is string {
-  if (typeof p !== 'string' || p.length === 0 || p.length > 4096 || p.includes('\0')) return false;
-  return p.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
+/** A relative path: non-empty, no NUL, no empty, `.` or `..` segment (spec §9). */
+export function validPathBytes(p: Buffer, max = MAX_PATH_BYTES): boolean {
+  if (p.length === 0 || p.length > max || p.includes(0)) return false;
+  for (const s of p.toString('latin1').split('/')) if (s === '' || s === '.' || s === '..') return false;
+  return true;
 }
 
-/** Validates one decoded line: a tree from a repository is input like any other. */
-export function decodeEntry(line: string, where: string): TreeEntry {
+function parseLine(line: string, where: string): Record<string, unknown> {
   let v: unknown;
   try {
     v = JSON.parse(line);
   } catch {
     throw new CofferError('corrupt', `${where}: tree entry is not JSON`);
   }
-  const e = v as Record<string, unknown>;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new CofferError('corrupt', `${where}: invalid tree entry (not an object)`);
+  return v as Record<string, unknown>;
+}
+
+const isUint = (x: unknown, max: number): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= max;
+
+/** Decodes one line of a version 1 listing (snapshot version 1, spec §9.1). */
+export function decodeEntryV1(line: string, where: string): TreeEntry {
+  const e = parseLine(line, where);
   const bad = (why: string) => new CofferError('corrupt', `${where}: invalid tree entry (${why})`);
-  if (typeof e !== 'object' || e === null) throw bad('not an object');
-  if (!validPath(e.path)) throw bad('bad path');
-  if (typeof e.mode !== 'number' || !Number.isInteger(e.mode) || e.mode < 0 || e.mode > 0o7777) throw bad('bad mode');
+  // Version 1 limited paths to 4096 UTF-16 code units and stored them as strings.
+  if (typeof e.path !== 'string' || e.path.length > MAX_PATH_BYTES) throw bad('bad path');
+  const rawPath = Buffer.from(e.path, 'utf8');
+  if (!validPathBytes(rawPath, Infinity)) throw bad('bad path');
+  if (!isUint(e.mode, 0o7777)) throw bad('bad mode');
   if (typeof e.mtime !== 'number' || !Number.isFinite(e.mtime)) throw bad('bad mtime');
+  // Fractional milliseconds to nanoseconds (spec §9.1): the whole milliseconds exactly,
+  // the fraction (exact in a double) rounded to the nearest nanosecond.
+  const whole = Math.floor(e.mtime);
+  const mtimeNs = BigInt(whole) * 1_000_000n + BigInt(Math.round((e.mtime - whole) * 1e6));
+  const common = { path: e.path, rawPath, mode: e.mode, mtimeNs };
   switch (e.type) {
     case 'dir':
-      return { path: e.path, type: 'dir', mode: e.mode, mtime: e.mtime };
+      return { ...common, type: 'dir' };
     case 'symlink':
       if (typeof e.target !== 'string' || e.target.length === 0 || e.target.includes('\0')) throw bad('bad symlink target');
-      return { path: e.path, type: 'symlink', mode: e.mode, mtime: e.mtime, target: e.target };
+      return { ...common, type: 'symlink', target: Buffer.from(e.target, 'utf8') };
     case 'file': {
       if (typeof e.size !== 'number' || !Number.isSafeInteger(e.size) || e.size < 0) throw bad('bad size');
       if (!Array.isArray(e.chunks) || !e.chunks.every((c) => typeof c === 'string' && HEX64.test(c))) throw bad('bad chunk list');
+      return { ...common, type: 'file', size: e.size, chunks: e.chunks as string[], inode: '', ctime: '' };
+    }
+    default:
+      throw bad('unknown type');
+  }
+}
+
+/** Decodes one line of a version 2 listing (snapshot version 2, spec §9.2). */
+export function decodeEntry(line: string, where: string): TreeEntry {
+  const e = parseLine(line, where);
+  const bad = (why: string) => new CofferError('corrupt', `${where}: invalid tree entry (${why})`);
+  const bytes = (key: string, required: boolean): Buffer | undefined => {
+    const s = e[key];
+    const b = e[`${key}64`];
+    if (s !== undefined && b !== undefined) throw bad(`both ${key} and ${key}64`);
+    if (typeof s === 'string') return Buffer.from(s, 'utf8');
+    if (typeof b === 'string') {
+      if (!BASE64.test(b)) throw bad(`${key}64 is not base64`);
+      const out = Buffer.from(b, 'base64');
+      // Canonical: bytes that are UTF-8 are written as text, never as base64.
+      if (isUtf8(out)) throw bad(`${key}64 holds UTF-8 (must be ${key})`);
+      return out;
+    }
+    if (s !== undefined || b !== undefined || required) throw bad(`bad ${key}`);
+    return undefined;
+  };
+  const rawPath = bytes('path', true)!;
+  if (!validPathBytes(rawPath)) throw bad('bad path');
+  if (!isUint(e.mode, 0o7777)) throw bad('bad mode');
+  if (typeof e.mtime !== 'number' || !Number.isSafeInteger(e.mtime)) throw bad('bad mtime');
+  if (!isUint(e.mtimeNs, 999_999_999)) throw bad('bad mtimeNs');
+  const common: Common = { path: rawPath.toString('utf8'), rawPath, mode: e.mode, mtimeNs: BigInt(e.mtime) * NS + BigInt(e.mtimeNs) };
+  if (e.uid !== undefined || e.gid !== undefined) {
+    if (!isUint(e.uid, 0xffffffff) || !isUint(e.gid, 0xffffffff)) throw bad('bad owner');
+    if ((e.user !== undefined && typeof e.user !== 'string') || (e.group !== undefined && typeof e.group !== 'string')) throw bad('bad owner name');
+    common.owner = { uid: e.uid, gid: e.gid, ...(e.user !== undefined ? { user: e.user as string } : {}), ...(e.group !== undefined ? { group: e.group as string } : {}) };
+  }
+  if (e.xattrs !== undefined) {
+    if (!Array.isArray(e.xattrs)) throw bad('bad xattrs');
+    common.xattrs = e.xattrs.map((x: unknown) => {
+      if (!Array.isArray(x) || x.length !== 2 || typeof x[0] !== 'string' || x[0] === '' || x[0].includes('\0') || typeof x[1] !== 'string' || !BASE64.test(x[1])) {
+        throw bad('bad xattr');
+      }
+      return { name: x[0], value: Buffer.from(x[1], 'base64') };
+    });
+    // Sorted by the bytes of their names, each name once (spec §9.2).
+    for (let i = 1; i < common.xattrs.length; i++) {
+      if (Buffer.compare(Buffer.from(common.xattrs[i - 1]!.name), Buffer.from(common.xattrs[i]!.name)) >= 0) throw bad('xattrs not sorted by name, or a name twice');
+    }
+  }
+  switch (e.type) {
+    case 'dir':
+    case 'fifo':
+    case 'socket':
+      return { ...common, type: e.type };
+    case 'chardev':
+    case 'blockdev':
+      if (!isUint(e.major, 0xffffffff) || !isUint(e.minor, 0xffffffff)) throw bad('bad device numbers');
+      return { ...common, type: e.type, major: e.major, minor: e.minor };
+    case 'symlink': {
+      const target = bytes('target', true)!;
+      if (target.length === 0 || target.includes(0)) throw bad('bad symlink target');
+      return { ...common, type: 'symlink', target };
+    }
+    case 'hardlink': {
+      const link = bytes('link', true)!;
+      if (!validPathBytes(link)) throw bad('bad hard link');
+      return { ...common, type: 'hardlink', link };
+    }
+    case 'file': {
+      if (typeof e.size !== 'number' || !Number.isSafeInteger(e.size) || e.size < 0) throw bad('bad size');
+      if (!Array.isArray(e.chunks) || !e.chunks.every((c) => typeof c === 'string' && HEX64.test(c))) throw bad('bad chunk list');
+      if (e.sparse !== undefined && typeof e.sparse !== 'boolean') throw bad('bad sparse flag');
       return {
-        path: e.path,
+        ...common,
         type: 'file',
-        mode: e.mode,
-        mtime: e.mtime,
         size: e.size,
         chunks: e.chunks as string[],
-        inode: typeof e.inode === 'number' ? e.inode : 0,
-        ctime: typeof e.ctime === 'number' ? e.ctime : 0,
+        ...(e.sparse === true ? { sparse: true } : {}),
+        inode: typeof e.inode === 'string' ? e.inode : '',
+        ctime: typeof e.ctime === 'string' ? e.ctime : '',
       };
     }
     default:
       throw bad('unknown type');
   }
+}
+
+/**
+ * Checks the structure rules of a whole listing, entry by entry (spec §9.3): every
+ * non-root entry's parent is an earlier `dir` entry; no path appears twice; siblings
+ * appear in strictly increasing byte order of their names; a hard link names an earlier
+ * `file` entry.
+ */
+export class TreeValidator {
+  readonly #dirs = new Set<string>();
+  readonly #files = new Set<string>();
+  readonly #seen = new Set<string>();
+  /** Last child name seen under each directory still open (by path). */
+  readonly #lastChild = new Map<string, Buffer>();
+  readonly #strictOrder: boolean;
+
+  /** `strictOrder` false for version 1 listings, which sorted by UTF-16 code units. */
+  constructor(strictOrder = true) {
+    this.#strictOrder = strictOrder;
+  }
+
+  check(e: TreeEntry, where: string): void {
+    const bad = (why: string) => new CofferError('corrupt', `${where}: invalid tree (${e.path}: ${why})`);
+    const key = e.rawPath.toString('latin1');
+    // In version 2 strict sibling order already rules out duplicates.
+    if (!this.#strictOrder) {
+      if (this.#seen.has(key)) throw bad('path appears twice');
+      this.#seen.add(key);
+    }
+    const slash = e.rawPath.lastIndexOf(0x2f);
+    const parent = slash < 0 ? '' : key.slice(0, slash);
+    const name = slash < 0 ? e.rawPath : e.rawPath.subarray(slash + 1);
+    if (slash >= 0 && !this.#dirs.has(parent)) throw bad('its parent is not an earlier dir entry');
+    const prev = this.#lastChild.get(parent);
+    if (this.#strictOrder && prev && Buffer.compare(prev, name) >= 0) throw bad(Buffer.compare(prev, name) === 0 ? 'path appears twice' : 'siblings out of order');
+    this.#lastChild.set(parent, name);
+    if (e.type === 'dir') this.#dirs.add(key);
+    if (e.type === 'file') this.#files.add(key);
+    if (e.type === 'hardlink' && !this.#files.has(e.link.toString('latin1'))) throw bad('hard link to no earlier file entry');
+  }
+}
+
+/**
+ * Decodes a whole listing (the concatenation of a snapshot's tree blobs) and checks
+ * its structure: what `Repository.tree` does blob by blob, for whole byte strings.
+ */
+export function decodeListing(bytes: Uint8Array, version: 1 | 2, where = 'tree listing'): TreeEntry[] {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: version === 2 }).decode(bytes);
+  } catch {
+    throw new CofferError('corrupt', `${where}: tree listing is not valid UTF-8`);
+  }
+  if (text !== '' && !text.endsWith('\n')) throw new CofferError('corrupt', `${where}: tree listing ends in the middle of an entry`);
+  const rules = new TreeValidator(version === 2);
+  const decode = version === 2 ? decodeEntry : decodeEntryV1;
+  return text
+    .split('\n')
+    .slice(0, -1)
+    .map((line) => {
+      const e = decode(line, where);
+      rules.check(e, where);
+      return e;
+    });
 }

@@ -9,6 +9,12 @@
 export interface ObjectInfo {
   name: string;
   size: number;
+  /**
+   * When the object was written (ms since the epoch), where the backend knows it. Prune
+   * keeps unindexed packs younger than the lock expiry: a backup may still be writing
+   * them. Without a time, such a pack always counts as young.
+   */
+  mtime?: number;
 }
 
 export interface ByteRange {
@@ -46,6 +52,12 @@ export interface StorageBackend {
   delete(name: string): Promise<void>;
   /** Makes every completed `put` durable before returning (a write barrier). */
   sync(): Promise<void>;
+  /**
+   * Removes what interrupted writes left behind (partial objects never committed) that
+   * is older than `olderThan` (ms since the epoch); returns how many went. Optional:
+   * backends whose writes are atomic have nothing to remove.
+   */
+  removeStalePartials?(olderThan: number): Promise<number>;
 }
 
 /** Object names are ASCII paths of [a-z0-9] segments: no dots, no escaping the root. */

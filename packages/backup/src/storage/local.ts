@@ -152,7 +152,7 @@ export class LocalBackend implements StorageBackend {
   async stat(name: string): Promise<ObjectInfo | null> {
     try {
       const st = await fs.stat(this.#path(name));
-      return { name, size: st.size };
+      return { name, size: st.size, mtime: st.mtimeMs };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw new CofferError('storage', `reading ${name} from ${this.location} failed: ${describe(e)}`, { cause: e });
@@ -176,7 +176,7 @@ export class LocalBackend implements StorageBackend {
           if (prefix.startsWith(name + '/') || (name + '/').startsWith(prefix)) await walk(name);
         } else if (name.startsWith(prefix)) {
           const st = await fs.stat(join(this.location, name)).catch(() => null);
-          if (st) out.push({ name, size: st.size });
+          if (st) out.push({ name, size: st.size, mtime: st.mtimeMs });
         }
       }
     };
@@ -193,6 +193,33 @@ export class LocalBackend implements StorageBackend {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw new CofferError('storage', `deleting ${name} from ${this.location} failed: ${describe(e)}`, { cause: e });
     }
+  }
+
+  /** Unlinks `.tmp-*` files (puts interrupted by a crash) last modified before `olderThan`. */
+  async removeStalePartials(olderThan: number): Promise<number> {
+    let n = 0;
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await fs.readdir(dir, { withFileTypes: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw new CofferError('storage', `listing ${dir} failed: ${describe(e)}`, { cause: e });
+      }
+      for (const ent of entries) {
+        const p = join(dir, ent.name);
+        if (ent.isDirectory() && !ent.name.startsWith('.')) await walk(p);
+        else if (ent.isFile() && ent.name.startsWith('.tmp-')) {
+          const st = await fs.stat(p).catch(() => null);
+          if (!st || st.mtimeMs >= olderThan) continue;
+          await fs.unlink(p).catch(() => {});
+          this.#dirtyDirs.add(dir);
+          n++;
+        }
+      }
+    };
+    await walk(this.location);
+    return n;
   }
 
   async sync(): Promise<void> {

@@ -17,6 +17,7 @@ import { RepositoryKeys } from '../../src/crypto/repository-keys.js';
 import { ObjectKind, SEGMENT_BYTES, TAG_BYTES, encodeHeader, sealObject } from '../../src/crypto/sealed-object.js';
 import { FastCdc, type ChunkerParams } from '../../src/chunker/fastcdc.js';
 import { Compression, encodeConfig, type RepositoryConfig } from '../../src/repository/config.js';
+import { formatV2Vectors } from './generate-v2.js';
 
 /** The closed set of outcomes a vector may expect (spec/vectors/backup/README.md). */
 export type Expect =
@@ -257,6 +258,7 @@ export function generateVectors(): Vector[] {
   fail('sealed-header-reserved-flags', 'header-failure', 'reserved flags byte is 1', withByte(sealedSmall, 7, 1));
   fail('sealed-header-reserved-flags-high', 'header-failure', 'reserved flags byte is 0x80', withByte(sealedSmall, 7, 0x80));
   fail('sealed-header-short', 'header-failure', '39 bytes: shorter than a header', sealedSmall.subarray(0, 39));
+  fail('sealed-header-short-version-2', 'header-failure', '18 bytes with a good magic and version 2: the length is checked first, so this is "shorter than a header", not "unsupported version"', withByte(sealedSmall, 4, 2).subarray(0, 18));
   fail('sealed-header-empty', 'header-failure', 'zero bytes', new Uint8Array(0));
   fail('sealed-header-other-id', 'header-failure', 'a valid object whose header names another object ID than the expected one', sealObject(M, { kind: ObjectKind.Pack, id: objectId(1) }, small));
   fail('sealed-header-other-kind', 'header-failure', 'a valid Index object where a Pack is expected (same ID)', sealObject(M, { kind: ObjectKind.Index, id: idPack }, small));
@@ -322,9 +324,9 @@ export function generateVectors(): Vector[] {
   }
 
   // --- §4 config -------------------------------------------------------------------
-  const cfg: RepositoryConfig = { version: 1, repositoryId: R1, keyId: key1.keyId(), chunker: { minSize: 512 * 1024, avgSize: 1 << 20, maxSize: 8 << 20 }, compression: Compression.Zstd };
+  const cfg: RepositoryConfig = { version: 1, repositoryId: R1, keyId: key1.keyId(), chunker: { minSize: 512 * 1024, avgSize: 1 << 20, maxSize: 8 << 20 }, compression: Compression.Zstd, padding: 0 };
   const good = Buffer.from(encodeConfig(key1, cfg));
-  const decoded = (c: RepositoryConfig) => ({ version: c.version, repositoryId: hex(c.repositoryId), keyId: hex(c.keyId), chunker: c.chunker, compression: c.compression });
+  const decoded = (c: RepositoryConfig) => ({ version: c.version, repositoryId: hex(c.repositoryId), keyId: hex(c.keyId), chunker: c.chunker, compression: c.compression, padding: c.padding });
   const cfgVec = (name: string, expect: Expect, description: string, bytes: Uint8Array, key = K1, c = cfg) =>
     add({ name: `config-${name}`, kind: 'config', description, expect, key: hex(key), config: hex(bytes), ...(expect === 'success' ? { decoded: decoded(c) } : {}) });
   /** A config with `edit` applied to its first 56 bytes and a MAC recomputed under K1. */
@@ -346,8 +348,17 @@ export function generateVectors(): Vector[] {
   cfgVec('corrupt-reserved-tail', 'corrupt', 'a reserved byte (55) set, MAC recomputed', remac((b) => (b[55] = 1)));
   cfgVec('corrupt-chunker-params', 'corrupt', 'average size not a power of two, MAC recomputed', remac((b) => b.writeUInt32BE(1000 * 1000, 44)));
   cfgVec('unknown-compression', 'unsupported-version', 'compression 2 (unknown), MAC recomputed', remac((b) => (b[52] = 2)));
-  cfgVec('version-2', 'unsupported-version', 'repository version 2', withByte(good, 4, 2));
-  cfgVec('version-2-longer', 'unsupported-version', 'repository version 2 of another size: the version is read before the size', Buffer.concat([withByte(good, 4, 2), Buffer.alloc(16)]));
+  cfgVec('version-3', 'unsupported-version', 'repository version 3', withByte(good, 4, 3));
+  cfgVec('version-3-longer', 'unsupported-version', 'repository version 3 of another size: the version is read before the size', Buffer.concat([withByte(good, 4, 3), Buffer.alloc(16)]));
+  const cfg2: RepositoryConfig = { ...cfg, version: 2, padding: 1 };
+  const good2 = Buffer.from(encodeConfig(key1, cfg2));
+  cfgVec('good-v2', 'success', 'a version 2 config: byte 53 is the default padding (1 = auto)', good2, K1, cfg2);
+  cfgVec('good-v2-pad-max', 'success', 'a version 2 config with padding 2 (max)', encodeConfig(key1, { ...cfg2, padding: 2 }), K1, { ...cfg2, padding: 2 });
+  cfgVec('v2-unknown-padding', 'unsupported-version', 'version 2 with padding 3 (unknown), MAC recomputed', remac((b) => {
+    b[4] = 2;
+    b[53] = 3;
+  }));
+  cfgVec('v1-byte-53-set', 'corrupt', 'version 1 with byte 53 (reserved in version 1) set, MAC recomputed', remac((b) => (b[53] = 1)));
   cfgVec('too-long', 'corrupt', 'a version 1 config with one byte appended', Buffer.concat([good, Buffer.alloc(1)]));
   cfgVec('too-short', 'corrupt', 'a version 1 config missing its last byte', good.subarray(0, 87));
   cfgVec('not-a-repository', 'not-a-repository', 'a text file', Buffer.from('hello, world\n'));
@@ -410,6 +421,7 @@ export function generateVectors(): Vector[] {
   for (const [n, chunk, desc] of ids) {
     add({ name: `chunk-id-${n}`, kind: 'chunk-id', description: 'HMAC-SHA256 under the chunk-ID key of K1, R1', expect: 'success', key: hex(K1), repositoryId: hex(R1), chunk: desc, chunkId: hex(keys11.chunkId(chunk)) });
   }
+  formatV2Vectors(add as Parameters<typeof formatV2Vectors>[0]);
   add({ name: 'chunk-id-abc-other-repository', kind: 'chunk-id', description: 'the same chunk in repository R2 under the same key has another ID', expect: 'success', key: hex(K1), repositoryId: hex(R2), chunk: { hex: hex(Buffer.from('abc')) }, chunkId: hex(keys12.chunkId(Buffer.from('abc'))) });
   return out;
 }

@@ -1,15 +1,18 @@
-import { backup, hex, restore } from '@coffer/backup';
+import { CofferError, backup, hex, parsePadMode, restore } from '@coffer/backup';
 import { openRepo, type GlobalFlags } from '../context.js';
+import { checkSeenSnapshots } from '../seen.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** `coffer backup PATH… [--tag T]…`. */
-export async function backupCmd(flags: GlobalFlags & { tag?: string[] }, paths: string[], io: Io): Promise<number> {
+export async function backupCmd(flags: GlobalFlags & { tag?: string[]; pad?: string }, paths: string[], io: Io): Promise<number> {
   if (paths.length === 0) throw new UsageError('backup: give the paths to back up, e.g. `coffer backup ~/Documents`');
+  const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
   const r = await backup(repo, {
     paths,
+    ...(padding !== undefined ? { padding } : {}),
     tags: flags.tag ?? [],
     onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
     onWarning: (w) => {
@@ -18,6 +21,8 @@ export async function backupCmd(flags: GlobalFlags & { tag?: string[] }, paths: 
     },
   });
   bar.done();
+  for (const n of r.notes) if (!flags.quiet) io.stderr.write(`coffer: note: ${n}\n`);
+  await checkSeenSnapshots(flags, io, repo, await repo.snapshots());
   const secs = (Date.now() - started) / 1000;
   const s = r.snapshot.stats;
   if (flags.json) {
@@ -31,24 +36,43 @@ export async function backupCmd(flags: GlobalFlags & { tag?: string[] }, paths: 
     }
   }
   if (r.warnings.length > 0) {
-    io.stderr.write(`coffer: warning: ${r.warnings.length} item(s) could not be read and are not in this snapshot\n`);
+    io.stderr.write(`coffer: warning: ${r.warnings.length} item(s) could not be read whole or at all; this snapshot may lack them (see the warnings above)\n`);
     return ExitCode.Incomplete;
   }
   return ExitCode.Ok;
 }
 
-/** `coffer restore SNAPSHOT|latest --target DIR [--overwrite]`. */
-export async function restoreCmd(flags: GlobalFlags & { target?: string; overwrite?: boolean }, args: string[], io: Io): Promise<number> {
+/** `coffer restore SNAPSHOT|latest --target DIR [--overwrite] [--no-owners] [--no-lock]`. */
+export async function restoreCmd(
+  flags: GlobalFlags & { target?: string; overwrite?: boolean; 'no-owners'?: boolean; 'no-lock'?: boolean },
+  args: string[],
+  io: Io,
+): Promise<number> {
   if (args.length !== 1) throw new UsageError('restore: give one snapshot ID (or "latest") and --target DIR');
   if (!flags.target) throw new UsageError('restore: --target DIR is required (where to put the restored files)');
   const repo = await openRepo(flags, io);
-  const rec = await repo.findSnapshot(args[0]!);
+  let rec;
+  if (args[0] === 'latest') {
+    // "latest" is where a rollback would bite: compare with what this device saw.
+    const all = await repo.snapshots();
+    await checkSeenSnapshots(flags, io, repo, all);
+    rec = all[all.length - 1];
+    if (!rec) throw new CofferError('not-found', `the repository at ${repo.location} has no snapshots yet`);
+  } else {
+    rec = await repo.findSnapshot(args[0]!);
+  }
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
   const r = await restore(repo, rec, {
     target: flags.target,
     overwrite: flags.overwrite === true,
+    noLock: flags['no-lock'] === true,
+    ...(flags['no-owners'] ? { owners: false } : {}),
     onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
+    onWarning: (w) => {
+      bar.done();
+      io.stderr.write(`coffer: warning: ${w.path}: ${w.message}\n`);
+    },
   });
   bar.done();
   const secs = (Date.now() - started) / 1000;
@@ -56,5 +80,21 @@ export async function restoreCmd(flags: GlobalFlags & { target?: string; overwri
   else if (!flags.quiet) {
     io.stderr.write(`restored snapshot ${hex(rec.id).slice(0, 8)} to ${flags.target}: ${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks, ${fmtBytes(r.bytes)} in ${secs.toFixed(1)} s\n`);
   }
+  // Reading without a lock (storage refused it) was warned about above; it is not an
+  // item restored inexactly, so on its own it does not make the exit code 3.
+  const inexact = r.warnings.filter((w) => !w.noLock);
+  if (inexact.length > 0) {
+    io.stderr.write(`coffer: warning: ${inexact.length} item(s) were not restored exactly (see the warnings above)\n`);
+    return ExitCode.Incomplete;
+  }
   return ExitCode.Ok;
+}
+
+/** `--pad off|auto|max` (spec §7.3); a usage error otherwise. */
+export function parsePad(s: string): number {
+  try {
+    return parsePadMode(s);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }

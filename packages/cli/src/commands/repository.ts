@@ -1,3 +1,4 @@
+import { parsePad } from './backup.js';
 import {
   BackupKey,
   Repository,
@@ -8,20 +9,24 @@ import {
   hex,
   prune,
   removeLocks,
+  repairIndex,
+  repairSnapshots,
   type RetentionPolicy,
 } from '@coffer/backup';
+import { checkSeenSnapshots } from '../seen.js';
 import { backendFor, isRelayRepository, loadKeyIfGiven, openRepo, repoLocation, type GlobalFlags } from '../context.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** `coffer init`: creates a repository; without a key, makes one and shows it once. */
-export async function init(flags: GlobalFlags, io: Io): Promise<number> {
+export async function init(flags: GlobalFlags & { pad?: string }, io: Io): Promise<number> {
   const location = repoLocation(flags, io);
   const given = await loadKeyIfGiven(flags, io);
   if (!given && isRelayRepository(location)) {
     throw new UsageError('no key for the relay repository: run `coffer vault enable` (or `coffer vault recover` on a new device) first, or give --key-file');
   }
   const key = given ?? BackupKey.generate();
-  const repo = await Repository.init(await backendFor(location, flags, io), key);
+  const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
+  const repo = await Repository.init(await backendFor(location, flags, io), key, { ...(padding !== undefined ? { padding } : {}) });
   if (flags.json) {
     io.stdout.write(
       JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(key.keyId()), ...(given ? {} : { key: key.toDigits() }) }) + '\n',
@@ -43,7 +48,10 @@ export async function init(flags: GlobalFlags, io: Io): Promise<number> {
 /** `coffer snapshots`: one line per snapshot, oldest first. */
 export async function snapshots(flags: GlobalFlags, io: Io): Promise<number> {
   const repo = await openRepo(flags, io);
+  // A damaged or foreign snapshot is skipped with a warning (repo.onWarning): one bad
+  // snapshot must not hide the others (spec §10).
   const all = await repo.snapshots();
+  await checkSeenSnapshots(flags, io, repo, all);
   if (flags.json) {
     io.stdout.write(JSON.stringify(all.map((s) => ({ id: hex(s.id), ...s.snapshot, tree: undefined }))) + '\n');
     return 0;
@@ -62,11 +70,11 @@ export async function snapshots(flags: GlobalFlags, io: Io): Promise<number> {
   return 0;
 }
 
-/** `coffer check [--read-data]`. */
-export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean }, io: Io): Promise<number> {
+/** `coffer check [--read-data] [--no-lock]`. */
+export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 'no-lock'?: boolean }, io: Io): Promise<number> {
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
-  const r = await check(repo, { readData: flags['read-data'] === true, onProgress: (d, t) => bar.update(d, t, d, t) });
+  const r = await check(repo, { readData: flags['read-data'] === true, noLock: flags['no-lock'] === true, onProgress: (d, t) => bar.update(d, t, d, t) });
   bar.done();
   if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
   else {
@@ -78,7 +86,15 @@ export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean }, i
       io.stderr.write(
         `checked ${r.snapshots} snapshots, ${r.packs} packs, ${r.blobs} blobs${flags['read-data'] ? `, read ${fmtBytes(r.bytesRead)}` : ''}: ${r.problems.length === 0 ? 'no problems' : `${r.problems.length} problem(s)`}\n`,
       );
-      if (r.unreferencedPacks > 0) io.stderr.write(`${r.unreferencedPacks} pack(s) are not indexed (left by an interrupted backup); \`coffer prune\` removes them\n`);
+      if (r.unreferencedPacks > 0) {
+        // Never "prune": if the index was lost, these packs are the only copy of the data.
+        io.stderr.write(
+          `${r.unreferencedPacks} pack(s) are in no index: left by an interrupted backup, or described by an index that was lost; \`coffer repair index\` indexes them (prune leaves them alone until then)\n`,
+        );
+      }
+      if (r.missingUnneededPacks > 0) {
+        io.stderr.write(`${r.missingUnneededPacks} indexed pack(s) are gone, but no snapshot needs them (another copy exists, or nothing uses them); \`coffer prune\` drops them from the index\n`);
+      }
     }
   }
   return r.problems.length === 0 ? ExitCode.Ok : ExitCode.Corrupt;
@@ -104,11 +120,12 @@ function num(v: string | undefined, name: string): number | undefined {
 /** `coffer forget [SNAPSHOT…] [--keep-… N] [--prune] [--dry-run]`. */
 export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise<number> {
   const repo = await openRepo(flags, io);
-  let remove;
+  let remove: Array<{ id: Buffer; time?: string }>;
   let keepCount = 0;
   if (ids.length > 0) {
+    // By ID: from the listing alone, so a snapshot that can't be decrypted can go too.
     remove = [];
-    for (const id of ids) remove.push(await repo.findSnapshot(id));
+    for (const id of ids) remove.push({ id: await repo.resolveSnapshotId(id) });
   } else {
     const policy: RetentionPolicy = {
       last: num(flags['keep-last'], 'keep-last'),
@@ -119,19 +136,31 @@ export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise
       yearly: num(flags['keep-yearly'], 'keep-yearly'),
     };
     for (const k of Object.keys(policy) as Array<keyof RetentionPolicy>) if (policy[k] === undefined) delete policy[k];
-    const plan = applyPolicy(await repo.snapshots(), policy);
-    remove = plan.remove;
+    const all = await repo.snapshots();
+    await checkSeenSnapshots(flags, io, repo, all);
+    const plan = applyPolicy(all, policy);
+    remove = plan.remove.map((s) => ({ id: s.id, time: s.snapshot.time }));
     keepCount = plan.keep.length;
   }
-  if (!flags['dry-run']) await forgetSnapshots(repo, remove);
+  if (!flags['dry-run']) {
+    await forgetSnapshots(repo, remove);
+    await checkSeenSnapshots(flags, io, repo, await repo.snapshots(), remove.map((s) => hex(s.id)));
+  }
   let pruned;
   if (flags.prune && !flags['dry-run']) pruned = await prune(repo);
   if (flags.json) io.stdout.write(JSON.stringify({ removed: remove.map((s) => hex(s.id)), kept: keepCount, dryRun: !!flags['dry-run'], prune: pruned }) + '\n');
   else if (!flags.quiet) {
-    for (const s of remove) io.stderr.write(`${flags['dry-run'] ? 'would remove' : 'removed'} snapshot ${hex(s.id).slice(0, 8)} (${s.snapshot.time})\n`);
-    if (pruned) io.stderr.write(`pruned: ${pruned.packsDeleted} packs deleted, ${pruned.packsRepacked} repacked, ${fmtBytes(pruned.bytesFreed)} freed\n`);
+    for (const s of remove) io.stderr.write(`${flags['dry-run'] ? 'would remove' : 'removed'} snapshot ${hex(s.id).slice(0, 8)}${s.time ? ` (${s.time})` : ''}\n`);
+    if (pruned) printPrune(io, pruned, false);
   }
   return 0;
+}
+
+function printPrune(io: Io, r: Awaited<ReturnType<typeof prune>>, dry: boolean): void {
+  io.stderr.write(`${dry ? 'would delete' : 'deleted'} ${r.packsDeleted} packs, ${dry ? 'would repack' : 'repacked'} ${r.packsRepacked}, ${fmtBytes(r.bytesFreed)} ${dry ? 'to free' : 'freed'}\n`);
+  if (r.youngPacksKept > 0) io.stderr.write(`kept ${r.youngPacksKept} unindexed pack(s) younger than the lock expiry (a backup may be writing them)\n`);
+  if (r.missingPacksDropped > 0) io.stderr.write(`${dry ? 'would drop' : 'dropped'} ${r.missingPacksDropped} missing pack(s) from the index (no snapshot needed them)\n`);
+  if (r.partialsRemoved > 0) io.stderr.write(`removed ${r.partialsRemoved} partial upload(s) left by interrupted writes\n`);
 }
 
 /** `coffer prune [--dry-run]`. */
@@ -139,10 +168,46 @@ export async function pruneCmd(flags: GlobalFlags & { 'dry-run'?: boolean }, io:
   const repo = await openRepo(flags, io);
   const r = await prune(repo, { dryRun: flags['dry-run'] === true });
   if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
-  else if (!flags.quiet) {
-    io.stderr.write(`${flags['dry-run'] ? 'would delete' : 'deleted'} ${r.packsDeleted} packs, ${flags['dry-run'] ? 'would repack' : 'repacked'} ${r.packsRepacked}, ${fmtBytes(r.bytesFreed)} ${flags['dry-run'] ? 'to free' : 'freed'}\n`);
-  }
+  else if (!flags.quiet) printPrune(io, r, flags['dry-run'] === true);
   return 0;
+}
+
+/** `coffer repair index [--read-all]`: rebuilds the index from the packs' trailers. */
+export async function repairIndexCmd(flags: GlobalFlags & { 'read-all'?: boolean }, io: Io): Promise<number> {
+  const repo = await openRepo(flags, io);
+  const bar = new ProgressBar(io, !flags.json && !flags.quiet);
+  const r = await repairIndex(repo, { readAll: flags['read-all'] === true, onProgress: (d, t) => bar.update(d, t, d, t) });
+  bar.done();
+  if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
+  else {
+    for (const u of r.unreadablePacks) io.stderr.write(`coffer: warning: ${u.name} can't be read and is not indexed: ${u.message}\n`);
+    if (!flags.quiet) {
+      io.stderr.write(`indexed ${r.blobs} blobs in ${r.packs} packs (${r.packsRead} read from their trailers); replaced ${r.indexesReplaced} index object(s)${r.missingPacksDropped > 0 ? `; ${r.missingPacksDropped} pack(s) the old index named are gone` : ''}\n`);
+    }
+  }
+  return r.unreadablePacks.length > 0 ? ExitCode.Corrupt : ExitCode.Ok;
+}
+
+/** `coffer repair snapshots [--forget] [--dry-run]`. */
+export async function repairSnapshotsCmd(flags: GlobalFlags & { forget?: boolean; 'dry-run'?: boolean }, io: Io): Promise<number> {
+  const repo = await openRepo(flags, io);
+  const r = await repairSnapshots(repo, { forget: flags.forget === true, dryRun: flags['dry-run'] === true });
+  if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
+  else {
+    const dry = flags['dry-run'] === true;
+    for (const x of r.repairs) {
+      const gone = x.forgotten ? '; the original was removed' : '';
+      if (x.status === 'rewritten') {
+        const files = `${x.removedFiles.length} file(s) whose data is gone (e.g. ${x.removedFiles.slice(0, 3).join(', ')})`;
+        io.stderr.write(dry ? `snapshot ${x.id.slice(0, 8)}: would be rewritten without ${files}\n` : `snapshot ${x.id.slice(0, 8)}: rewritten as ${x.newId!.slice(0, 8)} without ${files}${gone}\n`);
+      } else {
+        const what = x.forgotten ? 'removed' : dry || !flags.forget ? 'can only be removed (--forget)' : 'left';
+        io.stderr.write(`snapshot ${x.id.slice(0, 8)}: ${x.status === 'unreadable' ? "can't be read" : 'can\'t be repaired'} (${x.message}); ${what}\n`);
+      }
+    }
+    if (!flags.quiet) io.stderr.write(`checked ${r.checked} snapshots: ${r.repairs.length === 0 ? 'all whole' : `${r.repairs.length} damaged`}\n`);
+  }
+  return ExitCode.Ok;
 }
 
 /** `coffer unlock [--remove-all]`: removes stale locks (all locks with --remove-all). */

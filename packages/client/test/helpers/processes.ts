@@ -1,4 +1,4 @@
-/** Real service processes for the client's tests: coffer-vault (and coffer-relay once built). */
+/** Real service processes for the client's tests: coffer-vault and coffer-relay. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { generateKeyPairSync, sign, randomBytes, type KeyObject } from 'node:crypto';

@@ -1,5 +1,6 @@
 /** POST /v1/vault: forward one sealed vault message (spec/relay-api.md §2). */
 import type { FastifyInstance } from 'fastify';
+import { REQUEST_LENGTH } from '@coffer/protocol';
 import type { Authenticator } from '../auth/authenticate.js';
 import { RelayError } from '../errors.js';
 import type { VaultForwarder } from '../vault-forwarder.js';
@@ -10,6 +11,9 @@ export async function vaultRoutes(app: FastifyInstance, o: { forwarder: VaultFor
   app.post('/v1/vault', { preHandler: o.authenticate, bodyLimit: VAULT_BODY_LIMIT }, async (req, reply) => {
     const body = req.body;
     if (!Buffer.isBuffer(body)) throw new RelayError('unsupported-media-type', { message: 'the body must be application/octet-stream' });
+    // Every vault request is exactly REQUEST_LENGTH bytes (spec/vault-protocol.md): refuse
+    // any other length here rather than make a vault node parse it.
+    if (body.length !== REQUEST_LENGTH) throw new RelayError('bad-request', { message: `a vault message is exactly ${REQUEST_LENGTH} bytes, not ${body.length}` });
     const r = await o.forwarder.forward(req.account, body);
     if (r.kind === 'unavailable') {
       req.log.warn({ account: req.account, bodyBytes: body.length, tried: r.attempts }, 'vault unavailable');

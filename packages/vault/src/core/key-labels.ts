@@ -24,3 +24,17 @@ export const KEY_LABELS = {
 export function rotatedRecordSealLabel(n: number): string {
   return `${KEY_LABELS.recordSeal}-r${n}`;
 }
+
+/**
+ * Domain-separation labels of the rollback-protection log (spec/vault-protocol.md §13).
+ * Vault-internal (no client computes them), so they live here rather than in the
+ * protocol package's LABELS table.
+ */
+export const LOG_LABELS = {
+  /** Input of an entry's MAC: label ‖ 0x00 ‖ group ‖ index ‖ prevMac ‖ root. */
+  entry: 'coffer/vault/v1/log-entry',
+  /** Which bucket of the record tree an account falls in. */
+  bucket: 'coffer/vault/v1/log-bucket',
+  /** A group member's statement that it captured an entry (fleet). */
+  ack: 'coffer/vault/v1/log-ack',
+} as const;

@@ -47,7 +47,7 @@ import {
 import { checkPolicy, type CorePolicy } from './config.js';
 import { KEY_LABELS } from './key-labels.js';
 import { PlatformError, type Platform } from './platform.js';
-import { DEFAULT_RECORD_KEYRING, sealRecord, unsealRecord, type AccountRecord, type ActiveRecord, type RecordKeyring } from './record.js';
+import { DEFAULT_RECORD_KEYRING, RecordIntegrityError, sealRecord, unsealRecord, type AccountRecord, type ActiveRecord, type RecordKeyring } from './record.js';
 
 /** Why a request could not even be opened. The server maps each to an HTTP 4xx. */
 export type RefusalCode = 'bad-account' | 'bad-length' | 'bad-version' | 'unknown-operation' | 'unknown-fleet-key' | 'undecryptable';
@@ -192,6 +192,21 @@ export class VaultCore {
     const now = this.platform.now();
     const { record, erased } = normalize(await unsealRecord(this.platform, account, stored, this.recordKeys), now);
     return erased && record ? this.#put(account, record) : null;
+  }
+
+  /**
+   * Whether `stored` is a record this fleet sealed for `account` (any version of it):
+   * tells a forged or corrupted record (`record-integrity`) from a genuine but old one
+   * written back (`store-rolled-back`).
+   */
+  async authentic(account: string, stored: Uint8Array): Promise<boolean> {
+    try {
+      await unsealRecord(this.platform, account, stored, this.recordKeys);
+      return true;
+    } catch (err) {
+      if (err instanceof RecordIntegrityError) return false;
+      throw err;
+    }
   }
 
   #answer(response: VaultResponse, extra: Partial<Step> = {}): Step {

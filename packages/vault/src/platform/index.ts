@@ -39,12 +39,14 @@ export async function openPlatform(config: PlatformConfig): Promise<OpenedPlatfo
 
 /**
  * Creates the vault's keys on the platform where missing (idempotent).
+ * @param options.exportable PKCS#11: create them CKA_EXTRACTABLE (still sensitive) so the
+ *   key ceremony can wrap them to other tokens (`fleet init` on the first node)
  * @returns the labels created
  */
-export async function provisionVaultKeys(config: PlatformConfig): Promise<readonly string[]> {
+export async function provisionVaultKeys(config: PlatformConfig, options: { exportable?: boolean } = {}): Promise<readonly string[]> {
   if (config.kind === 'software') return provisionSoftwareKeys(config.keyFile, VAULT_KEYS);
   const { provisionPkcs11Keys } = await import('./pkcs11/index.js');
-  const report = await provisionPkcs11Keys({ module: config.module, tokenLabel: config.tokenLabel, pin: config.pin }, VAULT_KEYS);
+  const report = await provisionPkcs11Keys({ module: config.module, tokenLabel: config.tokenLabel, pin: config.pin }, VAULT_KEYS, options);
   return report.created;
 }
 

@@ -7,7 +7,8 @@
  * uses the PKCS#11 platform. docs/threat-model.md §"Software platform".
  */
 import { createCipheriv, createDecipheriv, createECDH, createHmac, randomBytes, type ECDH } from 'node:crypto';
-import { chmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync, closeSync, renameSync, fsyncSync } from 'node:fs';
+import { chmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync, closeSync, renameSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { dirname } from 'node:path';
 import { ANCHOR_MAX_BYTES, PlatformError, type Platform } from '../core/platform.js';
 
@@ -281,26 +282,29 @@ class SoftwarePlatformImpl implements SoftwarePlatform {
   async writeAnchor(value: Uint8Array): Promise<void> {
     this.#open();
     if (value.length > ANCHOR_MAX_BYTES) throw new PlatformError(`anchor: ${value.length} bytes exceeds ${ANCHOR_MAX_BYTES}`, 'bad-argument');
+    // Asynchronous (libuv's thread pool): the fsyncs must not block the event loop, which
+    // keeps deciding the next batch meanwhile.
     const tmp = `${this.anchorFile}.tmp`;
     try {
-      const fd = openSync(tmp, 'w', 0o600);
+      const f = await fsp.open(tmp, 'w', 0o600);
       try {
-        writeSync(fd, value);
-        fsyncSync(fd);
+        await f.writeFile(value);
+        await f.sync();
       } finally {
-        closeSync(fd);
+        await f.close();
       }
-      renameSync(tmp, this.anchorFile);
-      const dir = openSync(dirname(this.anchorFile), 'r');
+      await fsp.rename(tmp, this.anchorFile);
+      const dir = await fsp.open(dirname(this.anchorFile), 'r');
       try {
-        fsyncSync(dir);
+        await dir.sync();
       } finally {
-        closeSync(dir);
+        await dir.close();
       }
     } catch (err) {
       throw new PlatformError(`software anchor ${this.anchorFile} cannot be written: ${(err as Error).message}`, 'hsm-failure');
     }
   }
+
 
   async close(): Promise<void> {
     this.#closed = true;

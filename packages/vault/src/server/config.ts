@@ -42,6 +42,30 @@ export interface VaultConfig {
   readonly insecureNoLinkAuthForTesting?: boolean;
   /** TEST ONLY (COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING=1). */
   readonly insecureCrashAfterCommitForTesting: boolean;
+  /**
+   * Rollback protection (spec §13) with no anchor on this node's platform and a log in
+   * the store: adopt the store's head once instead of refusing (COFFER_VAULT_ADOPT_LOG_HEAD=1).
+   * An operator decision after a lost anchor (docs/operations.md, "A lost anchor").
+   */
+  readonly adoptLogHead?: boolean;
+  /**
+   * TEST ONLY (COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING=1): no log, no
+   * anchor; the store is trusted not to roll back (what an etcd fleet still does).
+   */
+  readonly insecureNoRollbackProtectionForTesting?: boolean;
+  /**
+   * TEST ONLY (COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING=1): SIGKILL right
+   * after a guess-counting batch and its log entry commit in the store, before the anchor
+   * write (the "killed between append and commit" case of spec §13.4).
+   */
+  readonly insecureCrashBeforeCaptureForTesting?: boolean;
+  /**
+   * Rollback protection on an etcd store (COFFER_VAULT_ROLLBACK_PROTECTION=1, or
+   * `rollbackProtection: true`): this node is a one-node group, the ONLY vault writing
+   * the prefix (others would fail their commits). Fleet groups with quorum commit (spec
+   * §13.5) are not built yet. On SQLite it is always on (software platform).
+   */
+  readonly rollbackProtection?: boolean;
 }
 
 export const DEFAULT_PORT = 7441;
@@ -77,6 +101,7 @@ interface FileConfig {
   logLevel?: string;
   linkKeyFile?: string;
   insecureNoLinkAuthForTesting?: boolean;
+  rollbackProtection?: boolean;
 }
 
 export class ConfigError extends Error {
@@ -184,6 +209,10 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     policy,
     logLevel: env.COFFER_VAULT_LOG_LEVEL || f.logLevel || 'info',
     insecureCrashAfterCommitForTesting: flag('COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING),
+    ...(flag('COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING) ? { insecureCrashBeforeCaptureForTesting: true } : {}),
+    ...(flag('COFFER_VAULT_ROLLBACK_PROTECTION', env.COFFER_VAULT_ROLLBACK_PROTECTION) || f.rollbackProtection === true ? { rollbackProtection: true } : {}),
+    ...(flag('COFFER_VAULT_ADOPT_LOG_HEAD', env.COFFER_VAULT_ADOPT_LOG_HEAD) ? { adoptLogHead: true } : {}),
+    ...(flag('COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING', env.COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING) ? { insecureNoRollbackProtectionForTesting: true } : {}),
   };
 }
 

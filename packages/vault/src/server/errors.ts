@@ -16,6 +16,7 @@ export const ERRORS = {
   'unsupported-media-type': { status: 415, retry: false, message: 'the request body must be application/octet-stream' },
   'not-found': { status: 404, retry: false, message: 'no such endpoint' },
   'record-integrity': { status: 500, retry: false, message: 'the stored record failed authentication; it was left untouched' },
+  'store-rolled-back': { status: 500, retry: false, message: 'the record store does not match what this vault captured (rolled back or edited); refused' },
   'store-contention': { status: 503, retry: true, message: 'too many concurrent changes to this account; retry' },
   'store-unavailable': { status: 503, retry: true, message: 'the record store is unavailable; retry' },
   'platform-failure': { status: 503, retry: true, message: 'the HSM platform failed; retry' },

@@ -5,16 +5,19 @@
 import { readFileSync } from 'node:fs';
 import { bundleToJson } from '@coffer/protocol';
 import type { VaultConfig } from './config.js';
-import { activate, CeremonyError, exportFor, fleetInit, join, leave, nodeKey, parseRecipient, rotate } from './fleet-ceremony.js';
+import { activate, CeremonyError, exportFor, fleetInit, join, keyAttributes, leave, nodeKey, parseRecipient, rotate } from './fleet-ceremony.js';
 import { readFleetFile, recordKeyring } from './fleet.js';
 
 export const FLEET_USAGE = `       coffer-vault fleet init                     create the fleet keys once, on the first node; prints the bundle
        coffer-vault fleet node-key                 this node's transport key (created if missing): {"nodeId","publicKey"}
        coffer-vault fleet export-for KEY|FILE      the fleet keys wrapped to that node's transport key (JSON on stdout)
        coffer-vault fleet join FILE --fleet-key-id ID   import a transfer package (ID: the pinned bundle's keyId)
+       coffer-vault fleet join FILE keep-exportable --fleet-key-id ID
+                                                   PKCS#11: keep the received keys exportable (a second ceremony token)
        coffer-vault fleet rotate                   stage a new record-sealing key (then export-for/join it to every node)
        coffer-vault fleet activate LABEL           seal new records under LABEL (after every node holds it)
        coffer-vault fleet status                   this node's fleet key ID, record keys, node ID
+                                                   (PKCS#11: and each key's CKA_EXTRACTABLE, CKA_SENSITIVE, …)
        coffer-vault fleet leave                    retire this node: drop the fleet keys and fleet.json
 `;
 
@@ -30,7 +33,7 @@ function readArg(arg: string | undefined, what: string): string {
 }
 
 export async function fleetCommand(config: VaultConfig, args: readonly string[], options: { fleetKeyId?: string }, out: (s: string) => void, note: (s: string) => void): Promise<boolean> {
-  const [sub, arg] = args;
+  const [sub, arg, extra] = args;
   switch (sub) {
     case 'init': {
       const { bundle, node } = await fleetInit(config);
@@ -49,7 +52,8 @@ export async function fleetCommand(config: VaultConfig, args: readonly string[],
     }
     case 'join': {
       if (!options.fleetKeyId) throw new CeremonyError('fleet join needs --fleet-key-id (the keyId of the bundle clients pin)');
-      const r = await join(config, readArg(arg, 'the transfer package file'), options.fleetKeyId);
+      if (extra !== undefined && extra !== 'keep-exportable') throw new CeremonyError(`fleet join: unexpected ${extra} (only keep-exportable may follow the file)`);
+      const r = await join(config, readArg(arg, 'the transfer package file'), options.fleetKeyId, { exportable: extra === 'keep-exportable' });
       note(`joined fleet ${r.fleetKeyId}: ${r.imported.length ? `imported ${r.imported.join(', ')}` : 'keys already held'}`);
       return true;
     }
@@ -67,7 +71,8 @@ export async function fleetCommand(config: VaultConfig, args: readonly string[],
     case 'status': {
       const file = readFleetFile(config.fleetFile);
       const node = await nodeKey(config);
-      out(JSON.stringify({ fleetKeyId: file.keyId, node, recordKeys: recordKeyring(file) }, null, 2) + '\n');
+      const keys = await keyAttributes(config);
+      out(JSON.stringify({ fleetKeyId: file.keyId, node, recordKeys: recordKeyring(file), ...(keys ? { tokenKeys: keys } : {}) }, null, 2) + '\n');
       return true;
     }
     case 'leave': {

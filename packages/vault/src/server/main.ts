@@ -65,6 +65,7 @@ async function serve(config: VaultConfig): Promise<void> {
     },
   });
   if (config.insecureCrashAfterCommitForTesting) process.stderr.write('coffer-vault: WARNING: COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING is set: this process kills itself after counting a guess\n');
+  if (config.insecureCrashBeforeCaptureForTesting) process.stderr.write('coffer-vault: WARNING: COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING is set: this process kills itself after committing a guess to the store and before capturing it in its anchor\n');
   if (config.policy.insecureAllowWeakKsfForTesting) process.stderr.write('coffer-vault: WARNING: weak KSF parameters are accepted (COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING)\n');
   if (config.host !== '127.0.0.1' && config.host !== '::1' && config.host !== 'localhost') {
     process.stderr.write(`coffer-vault: WARNING: listening on ${config.host}: only the front end should reach this service\n`);

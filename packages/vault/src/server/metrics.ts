@@ -22,6 +22,9 @@ export interface VaultMetrics {
   readonly recordsErased: Counter;
   readonly storeConflicts: Counter;
   readonly sweeps: Counter<'result'>;
+  readonly rollbacksDetected: Counter;
+  readonly logEntries: Counter;
+  readonly logBatchSize: Histogram;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): VaultMetrics {
@@ -52,6 +55,9 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Vault
       labelNames: ['result'],
       registers: [registry],
     }),
+    rollbacksDetected: new Counter({ name: 'coffer_vault_rollbacks_detected_total', help: 'Requests and start-ups refused because the store does not continue what this vault captured (rolled back or edited; spec §13): an alarm', registers: [registry] }),
+    logEntries: new Counter({ name: 'coffer_vault_log_entries_total', help: 'Rollback-protection log entries committed and captured by this node', registers: [registry] }),
+    logBatchSize: new Histogram({ name: 'coffer_vault_log_batch_records', help: 'Record changes per log entry (group commit)', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers: [registry] }),
   };
 }
 

@@ -15,6 +15,9 @@ import { ensureFleetFile, loadFleet, type LoadedFleet } from './fleet.js';
 import { createMetrics, type VaultMetrics } from './metrics.js';
 import { installNodeCrypto } from './node-crypto.js';
 import { VaultService } from './vault-service.js';
+import { LogCommitter } from './log-commit.js';
+import { isLogStore } from '../store/store.js';
+import { concat, sha256, utf8 } from '@coffer/protocol';
 import { loadLinkKey } from './relay-auth.js';
 
 export interface RunningVault {
@@ -26,8 +29,15 @@ export interface RunningVault {
   readonly metrics: VaultMetrics;
   readonly store: RecordStore;
   readonly platform: OpenedPlatform;
+  readonly service: VaultService;
+  /** Rollback protection (spec §13), when on: a one-node group over the SQLite store. */
+  readonly committer: LogCommitter | null;
   close(): Promise<void>;
 }
+
+/** Rollback protection needs the platform's anchor; ROLLBACK_WARNING when it is off. */
+export const NO_ROLLBACK_PROTECTION_WARNING =
+  'rollback protection is OFF: the record store is trusted not to be rolled back (restoring an old copy of it gives accounts fresh guesses). See docs/threat-model.md';
 
 export interface AssembleOptions {
   readonly logger?: FastifyServerOptions['logger'];
@@ -76,16 +86,27 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
   try {
     const fleet = options.createIfMissing ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
     const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup, fleet.recordKeys);
-    store = config.store?.kind === 'etcd' ? openEtcdStore(config.store) : new SqliteRecordStore(config.storePath);
+    const wanted = config.store?.kind === 'etcd' ? config.rollbackProtection === true : !config.insecureNoRollbackProtectionForTesting;
+    store = config.store?.kind === 'etcd' ? openEtcdStore(config.store) : new SqliteRecordStore(config.storePath, { exclusive: wanted });
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
     let log: FastifyInstance['log'] | null = null;
+    const serviceLog = { info: (o: object, m: string) => log?.info(o, m), warn: (o: object, m: string) => log?.warn(o, m), error: (o: object, m: string) => log?.error(o, m) };
+    // A one-node group over SQLite (spec §13.4), on either platform's anchor (software:
+    // an fsynced file; PKCS#11: the token object). Not yet: etcd fleets (§13.5).
+    let committer: LogCommitter | null = null;
+    if (wanted && isLogStore(store)) {
+      const scope = config.store?.kind === 'etcd' ? utf8(`\u0000etcd:${config.store.prefix}`) : new Uint8Array(0);
+      const group = (await sha256(concat(utf8('coffer/vault/v1/embedded-group'), new Uint8Array([0]), fleet.fleetKey.keyId, scope))).slice(0, 16);
+      committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false, insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
+    } else warn(NO_ROLLBACK_PROTECTION_WARNING);
     const service = new VaultService({
       core,
       store,
       metrics,
       insecureCrashAfterCommitForTesting: config.insecureCrashAfterCommitForTesting,
       sweepIntervalMs: config.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS,
-      log: { info: (o, m) => log?.info(o, m), warn: (o, m) => log?.warn(o, m), error: (o, m) => log?.error(o, m) },
+      log: serviceLog,
+      ...(committer ? { committer } : {}),
     });
     const linkKey = config.linkKeyFile ? loadLinkKey(config.linkKeyFile, { create: options.createIfMissing ?? false }) : undefined;
     const describe = { platform: platform.platform.name, store: store.name };
@@ -94,6 +115,9 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     log = app.log;
     if (store instanceof EtcdRecordStore) store.onCompactionError = (err) => log?.warn({ err: err.message }, 'etcd: compaction after an erasure failed; retrying');
     service.startSweeper();
+    // Resume now (anchor, log, records), so a rolled-back store is reported at start-up;
+    // the vault still starts and refuses requests (store-rolled-back) while it lasts.
+    if (committer) await committer.ready().catch(() => undefined);
     const s = store;
     return {
       app,
@@ -102,6 +126,8 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
       metrics,
       store: s,
       platform,
+      service,
+      committer,
       async close() {
         await app.close();
         await admin.close();

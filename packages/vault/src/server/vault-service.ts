@@ -17,12 +17,14 @@
 import { equalBytes } from '@coffer/protocol';
 import { RecordIntegrityError, type AccountRecord } from '../core/record.js';
 import { PlatformError } from '../core/platform.js';
-import type { Decision, VaultCore } from '../core/vault-core.js';
+import type { Decision, OpenedVaultRequest, VaultCore } from '../core/vault-core.js';
 import { StoreError, type RecordStore } from '../store/store.js';
 import { AccountQueue } from './account-queue.js';
 import type { ErrorCode } from './errors.js';
 import type { VaultMetrics } from './metrics.js';
 import type { SweepEntry } from '../store/store.js';
+import { AnchorMissingError, StoreRolledBackError } from '../core/rollback.js';
+import type { LogCommitter } from './log-commit.js';
 
 /** Attempts before giving up on an account under heavy cross-node contention. */
 const MAX_CAS_ATTEMPTS = 32;
@@ -57,6 +59,13 @@ export interface VaultServiceOptions {
   readonly log?: ServiceLog;
   /** The clock the sweep index is read with (default Date.now; the core's platform clock in production is the same). */
   readonly now?: () => number;
+  /**
+   * Rollback protection (spec §13): every record read is checked against the captured
+   * log root, every write goes through the group commit with a log entry and is
+   * captured before the answer leaves. Without it (etcd fleets, until §13.5 is built)
+   * the store is trusted not to roll back, and writes are compare-and-swaps.
+   */
+  readonly committer?: LogCommitter;
 }
 
 export interface ServiceLog {
@@ -127,6 +136,7 @@ export class VaultService {
     try {
       for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
         const stored = await this.o.store.get(account);
+        await this.o.committer?.check(account, stored?.value ?? null);
         const write = stored ? await this.o.core.sweep(account, stored.value) : null;
         if (!stored || !write) {
           // Nothing (left) to erase: a right password reset it, a request erased it, or
@@ -138,7 +148,8 @@ export class VaultService {
           return false;
         }
         this.#pendingLogins.delete(account);
-        const ok = write.kind === 'put' ? (await this.o.store.compareAndPut(account, write.value, stored.version, { erasure: true })).ok : await this.o.store.compareAndDelete(account, stored.version);
+        if (this.o.committer) await this.o.committer.commit([{ account, value: write.kind === 'put' ? write.value : null, erasure: true }]);
+        const ok = this.o.committer ? true : write.kind === 'put' ? (await this.o.store.compareAndPut(account, write.value, stored.version, { erasure: true })).ok : await this.o.store.compareAndDelete(account, stored.version);
         if (ok) {
           this.o.metrics.recordsErased.inc();
           this.o.metrics.sweeps.inc({ result: 'erased' });
@@ -152,7 +163,7 @@ export class VaultService {
     } catch (err) {
       this.o.metrics.sweeps.inc({ result: 'failed' });
       this.#sweepBackoff.set(account, now + SWEEP_BACKOFF_MS);
-      const detail = err instanceof RecordIntegrityError ? 'the stored record failed authentication; left untouched' : (err as Error).message;
+      const detail = err instanceof RecordIntegrityError ? 'the stored record failed authentication; left untouched' : err instanceof StoreRolledBackError ? `store rolled back: ${err.message}` : (err as Error).message;
       this.o.log?.[err instanceof RecordIntegrityError ? 'error' : 'warn']({ account: account.slice(0, 128), err: detail }, 'sweeper: could not erase; retrying later');
       return false;
     }
@@ -167,6 +178,10 @@ export class VaultService {
     }
     if (opened.kind === 'refused') return { kind: 'error', code: opened.code, op: 'unknown', detail: opened.message };
     const req = opened.request;
+    if (this.o.committer) {
+      const committer = this.o.committer;
+      return this.#queue.run(account, () => this.#handleLogged(committer, account, req));
+    }
     return this.#queue.run(account, async () => {
       try {
         for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
@@ -210,6 +225,51 @@ export class VaultService {
     });
   }
 
+  /** The rollback-protected path: check, decide, commit with a log entry, capture, answer. */
+  async #handleLogged(committer: LogCommitter, account: string, req: OpenedVaultRequest): Promise<ServiceResult> {
+    try {
+      const stored = await this.o.store.get(account);
+      try {
+        await committer.check(account, stored?.value ?? null);
+      } catch (err) {
+        // A forged or corrupted record is `record-integrity` (as without the log); a genuine
+        // one that is not the current version is a rollback.
+        if (err instanceof StoreRolledBackError && err.account !== null && stored && !(await this.o.core.authentic(account, stored.value))) throw new RecordIntegrityError('the stored record failed authentication');
+        throw err;
+      }
+      const held = this.#pendingLogins.get(account);
+      const known = held && stored && held.version === stored.version && equalBytes(held.bytes, stored.value) ? held.record : undefined;
+      const decision = await this.o.core.decide(req, stored?.value ?? null, known);
+      if (!decision.write) return { kind: 'answer', decision };
+      this.#pendingLogins.delete(account);
+      if (decision.eraseAt !== null) {
+        try {
+          await this.o.store.scheduleSweep(account, decision.eraseAt);
+        } catch (err) {
+          if (err instanceof StoreError) return { kind: 'error', code: 'store-unavailable', op: req.op, detail: `sweep index: ${err.message}` };
+          throw err;
+        }
+      }
+      const w = decision.write;
+      if (w.kind === 'delete' && !stored) return this.#committed(decision);
+      const versions = await committer.commit([{ account, value: w.kind === 'put' ? w.value : null, erasure: decision.recordErased || w.kind === 'delete' }], { countsGuess: decision.guessCounted });
+      const version = versions.get(account);
+      if (w.kind === 'put' && version !== undefined && w.record.state === 'active' && w.record.pendingLogin) this.#hold(account, { version, bytes: w.value, record: w.record });
+      return this.#committed(decision);
+    } catch (err) {
+      return this.#failure(err, req.op);
+    }
+  }
+
+  #committed(decision: Decision): ServiceResult {
+    if (decision.guessCounted) {
+      this.o.metrics.guessesCounted.inc();
+      if (this.o.insecureCrashAfterCommitForTesting) process.kill(process.pid, 'SIGKILL');
+    }
+    if (decision.recordErased) this.o.metrics.recordsErased.inc();
+    return { kind: 'answer', decision };
+  }
+
   #hold(account: string, entry: { version: string; bytes: Uint8Array; record: AccountRecord }): void {
     if (this.#pendingLogins.size >= MAX_PENDING_LOGINS) {
       const oldest = this.#pendingLogins.keys().next();
@@ -220,6 +280,7 @@ export class VaultService {
 
   #failure(err: unknown, op: string): ServiceResult {
     if (err instanceof RecordIntegrityError) return { kind: 'error', code: 'record-integrity', op };
+    if (err instanceof StoreRolledBackError || err instanceof AnchorMissingError) return { kind: 'error', code: 'store-rolled-back', op, detail: err.message };
     if (err instanceof StoreError) return { kind: 'error', code: 'store-unavailable', op, detail: err.message };
     if (err instanceof PlatformError) return { kind: 'error', code: 'platform-failure', op, detail: `${err.code}: ${err.message}` };
     throw err;

@@ -43,7 +43,7 @@
 import { equalBytes } from '@coffer/protocol';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { StoreError, type CasResult, type PutOptions, type RecordStore, type RecordVersion, type StoredRecord, type SweepEntry } from './store.js';
+import { LogConflictError, StoreError, type BatchChange, type CasResult, type LogStore, type PutOptions, type RecordStore, type RecordVersion, type StoredRecord, type SweepEntry } from './store.js';
 
 export interface EtcdTlsOptions {
   /** PEM: the CA(s) that sign etcd's server certificates (default: the system's). */
@@ -75,6 +75,15 @@ export const DEFAULT_ETCD_COMPACT_INTERVAL_MS = 5000;
 const SUSPECT_MS = 3000;
 /** Width of the zero-padded time in sweep index keys (ms until the year 33658). */
 const AT_DIGITS = 15;
+/** Width of the zero-padded index in log keys (u64). */
+const INDEX_DIGITS = 20;
+/** Log entries kept behind the head. */
+const LOG_KEEP = 64;
+/**
+ * Record changes per logged batch: etcd refuses a txn of more than --max-txn-ops (default
+ * 128) operations; a batch adds the entry, the head and maybe a prune.
+ */
+export const ETCD_MAX_BATCH_CHANGES = 120;
 
 interface KeyValue {
   key?: string;
@@ -131,7 +140,8 @@ const HANDSHAKE_ERRORS = new Set([
   'CERT_HAS_EXPIRED',
 ]);
 
-export class EtcdRecordStore implements RecordStore {
+export class EtcdRecordStore implements RecordStore, LogStore {
+  readonly maxBatchChanges = ETCD_MAX_BATCH_CHANGES;
   readonly name: string;
   readonly #endpoints: readonly string[];
   readonly #prefix: string;
@@ -459,6 +469,80 @@ export class EtcdRecordStore implements RecordStore {
       if (this.#compacting) await this.#compacting;
       else await new Promise((r) => setTimeout(r, 20));
     }
+  }
+
+  // --- The rollback-protection log (spec §13): `<prefix>log/<index, 20 digits>` and
+  // `<prefix>loghead` (the newest index, decimal), written in the records' txn.
+
+  #logKey(index: number): string {
+    return `${this.#prefix}log/${String(index).padStart(INDEX_DIGITS, '0')}`;
+  }
+
+  async readLog(fromIndex: number): Promise<Uint8Array[]> {
+    this.#check();
+    const r = await this.#any<RangeResponse>('/v3/kv/range', { key: b64(this.#logKey(fromIndex)), range_end: b64(`${this.#prefix}log0`) });
+    return (r.kvs ?? []).map((kv) => new Uint8Array(Buffer.from(kv.value ?? '', 'base64')));
+  }
+
+  async listRecords(): Promise<Array<readonly [string, Uint8Array]>> {
+    this.#check();
+    const base = `${this.#prefix}records/`;
+    const out: Array<readonly [string, Uint8Array]> = [];
+    let from = base;
+    for (;;) {
+      const r = await this.#any<RangeResponse & { more?: boolean }>('/v3/kv/range', { key: b64(from), range_end: b64(`${this.#prefix}records0`), limit: '1000' });
+      const kvs = r.kvs ?? [];
+      for (const kv of kvs) out.push([Buffer.from(kv.key ?? '', 'base64').toString('utf8').slice(base.length), new Uint8Array(Buffer.from(kv.value ?? '', 'base64'))]);
+      if (!r.more || kvs.length === 0) return out;
+      from = `${Buffer.from(kvs.at(-1)!.key ?? '', 'base64').toString('utf8')}\0`;
+    }
+  }
+
+  /**
+   * One txn: if `<prefix>loghead` is `index - 1` (absent for index 1), put/delete the
+   * records, put the entry and the head (and prune old entries). An ambiguous failure is
+   * resolved by reading the entry back (entries carry a MAC over a fresh chain: equal
+   * bytes mean our txn applied).
+   */
+  async commitBatch(changes: readonly BatchChange[], index: number, entry: Uint8Array): Promise<Map<string, RecordVersion>> {
+    this.#check();
+    if (changes.length > ETCD_MAX_BATCH_CHANGES) throw new RangeError(`commitBatch: at most ${ETCD_MAX_BATCH_CHANGES} changes`);
+    const head = b64(`${this.#prefix}loghead`);
+    const compare = index === 1 ? { key: head, target: 'CREATE', result: 'EQUAL', create_revision: '0' } : { key: head, target: 'VALUE', result: 'EQUAL', value: b64(String(index - 1)) };
+    const success: unknown[] = changes.map((c) => (c.value === null ? { request_delete_range: { key: this.#key(c.account) } } : { request_put: { key: this.#key(c.account), value: b64(c.value) } }));
+    success.push({ request_put: { key: b64(this.#logKey(index)), value: b64(entry) } }, { request_put: { key: head, value: b64(String(index)) } });
+    if (index > LOG_KEEP && index % LOG_KEEP === 0) success.push({ request_delete_range: { key: b64(this.#logKey(0)), range_end: b64(this.#logKey(index - LOG_KEEP)) } });
+    const body = { compare: [compare], success };
+    const errors: string[] = [];
+    const order = this.#order();
+    let revision: string | null = null;
+    for (let i = 0; i < order.length && revision === null; i++) {
+      const endpoint = order[i]!;
+      try {
+        const r = await this.#post<TxnResponse>(endpoint, '/v3/kv/txn', body);
+        this.#succeeded(endpoint);
+        if (r.succeeded !== true) throw new LogConflictError(`etcd: the log's head is not ${index - 1}: another writer, or the store changed under this vault`);
+        revision = String(r.header?.revision);
+      } catch (err) {
+        if (err instanceof LogConflictError) throw err;
+        errors.push((err as Error).message);
+        if (err instanceof StaleConnection && order.indexOf(endpoint) === i) order.splice(i + 1, 0, endpoint);
+        else this.#suspectUntil.set(endpoint, Date.now() + SUSPECT_MS);
+        if (err instanceof NotSent || (err instanceof Refused && err.status >= 400 && err.status < 500)) continue;
+        let kv: KeyValue | undefined;
+        try {
+          kv = (await this.#any<RangeResponse>('/v3/kv/range', { key: b64(this.#logKey(index)) })).kvs?.[0];
+        } catch (readErr) {
+          throw new StoreError(`etcd commit outcome unknown and store unavailable: ${errors.join('; ')}; ${(readErr as Error).message}`);
+        }
+        if (kv && equalBytes(new Uint8Array(Buffer.from(kv.value ?? '', 'base64')), entry)) revision = String(kv.mod_revision);
+      }
+    }
+    if (revision === null) throw new StoreError(`etcd unavailable (no quorum, no endpoint answered, or access refused): ${errors.join('; ')}`);
+    if (changes.some((c) => c.erasure || c.value === null)) this.#erased(revision);
+    const versions = new Map<string, RecordVersion>();
+    for (const c of changes) if (c.value !== null) versions.set(c.account, revision);
+    return versions;
   }
 
   async close(): Promise<void> {

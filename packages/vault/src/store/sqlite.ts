@@ -25,16 +25,26 @@
 import Database from 'better-sqlite3';
 import { closeSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { StoreError, type CasResult, type PutOptions, type RecordStore, type RecordVersion, type StoredRecord, type SweepEntry } from './store.js';
+import { LogConflictError, StoreError, type BatchChange, type CasResult, type LogStore, type PutOptions, type RecordStore, type RecordVersion, type StoredRecord, type SweepEntry } from './store.js';
 
 type Op =
   | { kind: 'put'; account: string; value: Uint8Array; expected: RecordVersion | null; erasure: boolean; resolve: (r: CasResult) => void; reject: (e: Error) => void }
   | { kind: 'delete'; account: string; expected: RecordVersion; resolve: (ok: boolean) => void; reject: (e: Error) => void }
   | { kind: 'schedule'; account: string; atMs: number; resolve: (r: undefined) => void; reject: (e: Error) => void }
-  | { kind: 'clear'; account: string; atMs: number; resolve: (r: undefined) => void; reject: (e: Error) => void };
-type OpResult = CasResult | boolean | undefined;
+  | { kind: 'clear'; account: string; atMs: number; resolve: (r: undefined) => void; reject: (e: Error) => void }
+  | { kind: 'batch'; changes: readonly BatchChange[]; index: number; entry: Uint8Array; resolve: (r: Map<string, RecordVersion>) => void; reject: (e: Error) => void };
+type OpResult = CasResult | boolean | undefined | Map<string, RecordVersion> | LogConflictError;
+
+/** Log entries kept behind the head (older ones are pruned in the batch that passes them). */
+const LOG_KEEP = 64;
 
 export interface SqliteStoreOptions {
+  /**
+   * Hold SQLite's lock for the life of this store (`locking_mode = EXCLUSIVE`, set before
+   * WAL is used, so no shared memory either): no other process can read or write the
+   * file while it is open. Rollback protection (spec §13) needs a one-writer store.
+   */
+  readonly exclusive?: boolean;
   /** TEST ONLY: the fsync of the WAL file descriptor (default `node:fs` `fsync`, on the thread pool). */
   readonly fsync?: (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
 }
@@ -42,7 +52,7 @@ export interface SqliteStoreOptions {
 /** A committed op and its result, waiting for the fsync that makes it durable. */
 type Committed = { op: Op; result: OpResult };
 
-export class SqliteRecordStore implements RecordStore {
+export class SqliteRecordStore implements RecordStore, LogStore {
   readonly name: string;
   readonly #db: Database.Database;
   readonly #walFd: number;
@@ -55,6 +65,13 @@ export class SqliteRecordStore implements RecordStore {
   readonly #schedule: Database.Statement<[string, number]>;
   readonly #clear: Database.Statement<[string, number]>;
   readonly #due: Database.Statement<[number, number], { account: string; at_ms: number }>;
+  readonly #logHead: Database.Statement<[], { idx: number | null }>;
+  readonly #logInsert: Database.Statement<[number, Buffer]>;
+  readonly #logPrune: Database.Statement<[number]>;
+  readonly #logRead: Database.Statement<[number], { entry: Buffer }>;
+  readonly #upsert: Database.Statement<[string, Buffer, number]>;
+  readonly #deleteAny: Database.Statement<[string]>;
+  readonly #all: Database.Statement<[], { account: string; value: Buffer }>;
   /** An erasure committed since the last complete WAL checkpoint. */
   #checkpointOwed = false;
   #queue: Op[] = [];
@@ -75,6 +92,16 @@ export class SqliteRecordStore implements RecordStore {
     this.#fsync = options.fsync ?? fsync;
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     this.#db = new Database(path);
+    if (options.exclusive) {
+      this.#db.pragma('locking_mode = EXCLUSIVE');
+      this.#db.pragma('busy_timeout = 1000');
+      try {
+        this.#db.exec('BEGIN EXCLUSIVE; COMMIT;'); // takes the lock now, and keeps it
+      } catch (err) {
+        this.#db.close();
+        throw new StoreError(`sqlite: ${path} is in use by another process (${(err as Error).message}): a SQLite store is served by exactly one vault`);
+      }
+    }
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = FULL'); // while the schema is created
     this.#db.pragma('busy_timeout = 5000');
@@ -97,6 +124,8 @@ export class SqliteRecordStore implements RecordStore {
         PRIMARY KEY (account, at_ms)
       ) STRICT;
       CREATE INDEX IF NOT EXISTS sweeps_due ON sweeps (at_ms);
+      -- The rollback-protection log (spec §13): committed with the records it covers.
+      CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL) STRICT;
     `);
     // The WAL file exists once the connection has used the database in WAL mode; it
     // keeps its inode while this connection is open (SQLite rewinds it, never replaces it).
@@ -116,6 +145,13 @@ export class SqliteRecordStore implements RecordStore {
     this.#schedule = this.#db.prepare('INSERT OR IGNORE INTO sweeps (account, at_ms) VALUES (?, ?)');
     this.#clear = this.#db.prepare('DELETE FROM sweeps WHERE account = ? AND at_ms = ?');
     this.#due = this.#db.prepare('SELECT account, at_ms FROM sweeps WHERE at_ms <= ? ORDER BY at_ms LIMIT ?');
+    this.#logHead = this.#db.prepare('SELECT max(idx) AS idx FROM log');
+    this.#logInsert = this.#db.prepare('INSERT INTO log (idx, entry) VALUES (?, ?)');
+    this.#logPrune = this.#db.prepare('DELETE FROM log WHERE idx < ?');
+    this.#logRead = this.#db.prepare('SELECT entry FROM log WHERE idx >= ? ORDER BY idx');
+    this.#upsert = this.#db.prepare('INSERT INTO records (account, value, revision) VALUES (?, ?, ?) ON CONFLICT (account) DO UPDATE SET value = excluded.value, revision = excluded.revision');
+    this.#deleteAny = this.#db.prepare('DELETE FROM records WHERE account = ?');
+    this.#all = this.#db.prepare('SELECT account, value FROM records');
   }
 
   #check(): void {
@@ -156,6 +192,21 @@ export class SqliteRecordStore implements RecordStore {
     return new Promise((resolve, reject) => this.#enqueue({ kind: 'clear', account: entry.account, atMs: entry.atMs, resolve, reject }));
   }
 
+  async readLog(fromIndex: number): Promise<Uint8Array[]> {
+    this.#check();
+    return this.#logRead.all(fromIndex).map((r) => new Uint8Array(r.entry));
+  }
+
+  async listRecords(): Promise<Array<readonly [string, Uint8Array]>> {
+    this.#check();
+    return this.#all.all().map((r) => [r.account, new Uint8Array(r.value)] as const);
+  }
+
+  async commitBatch(changes: readonly BatchChange[], index: number, entry: Uint8Array): Promise<Map<string, RecordVersion>> {
+    this.#check();
+    return new Promise((resolve, reject) => this.#enqueue({ kind: 'batch', changes, index, entry, resolve, reject }));
+  }
+
   #enqueue(op: Op): void {
     this.#queue.push(op);
     if (!this.#scheduled) {
@@ -165,6 +216,23 @@ export class SqliteRecordStore implements RecordStore {
   }
 
   #apply(op: Op): OpResult {
+    if (op.kind === 'batch') {
+      const head = this.#logHead.get()?.idx ?? 0;
+      if (head !== op.index - 1) return new LogConflictError(`sqlite: the log's head is ${head}, not ${op.index - 1}: another writer, or the store changed under this vault`);
+      const versions = new Map<string, RecordVersion>();
+      for (const c of op.changes) {
+        if (c.value === null) {
+          this.#deleteAny.run(c.account);
+          continue;
+        }
+        const revision = this.#bump.get()!.revision;
+        this.#upsert.run(c.account, Buffer.from(c.value.buffer, c.value.byteOffset, c.value.byteLength), revision);
+        versions.set(c.account, String(revision));
+      }
+      this.#logInsert.run(op.index, Buffer.from(op.entry.buffer, op.entry.byteOffset, op.entry.byteLength));
+      if (op.index > LOG_KEEP && op.index % LOG_KEEP === 0) this.#logPrune.run(op.index - LOG_KEEP);
+      return versions;
+    }
     if (op.kind === 'schedule') {
       this.#schedule.run(op.account, op.atMs);
       return undefined;
@@ -202,6 +270,7 @@ export class SqliteRecordStore implements RecordStore {
     batch.forEach((op, i) => {
       const result = results[i];
       if ((op.kind === 'put' && op.erasure && (result as CasResult).ok) || (op.kind === 'delete' && result === true)) this.#checkpointOwed = true;
+      if (op.kind === 'batch' && result instanceof Map && op.changes.some((c) => c.erasure || c.value === null)) this.#checkpointOwed = true;
       this.#unsynced.push({ op, result });
     });
     this.#sync();
@@ -221,7 +290,10 @@ export class SqliteRecordStore implements RecordStore {
       } else {
         if (this.#checkpointOwed) this.#checkpoint();
         for (const { op, result } of covered) {
-          if (op.kind === 'put') op.resolve(result as CasResult);
+          if (op.kind === 'batch') {
+            if (result instanceof LogConflictError) op.reject(result);
+            else op.resolve(result as Map<string, RecordVersion>);
+          } else if (op.kind === 'put') op.resolve(result as CasResult);
           else if (op.kind === 'delete') op.resolve(result as boolean);
           else op.resolve(undefined);
         }

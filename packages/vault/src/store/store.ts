@@ -66,5 +66,44 @@ export interface RecordStore {
 
 /** The store cannot be reached or failed to commit: the request fails, nothing is answered. */
 export class StoreError extends Error {
-  override readonly name = 'StoreError';
+  override readonly name: string = 'StoreError';
+}
+
+/** One record change of a logged batch (spec §13.3): `value` null deletes the record. */
+export interface BatchChange {
+  readonly account: string;
+  readonly value: Uint8Array | null;
+  /** As PutOptions.erasure (a delete always is one). */
+  readonly erasure?: boolean;
+}
+
+/**
+ * A store that keeps the rollback-protection log next to the records (spec §13): a
+ * batch of record changes and the log entry that authenticates them are committed in
+ * ONE transaction, fenced on the log's head.
+ */
+export interface LogStore {
+  /** The most record changes one batch may hold (a store's transaction limit); none: unlimited. */
+  readonly maxBatchChanges?: number;
+  /** The stored log entries with index ≥ `fromIndex`, in index order (whatever the store holds: verified by the caller). */
+  readLog(fromIndex: number): Promise<Uint8Array[]>;
+  /** Every stored record. */
+  listRecords(): Promise<Array<readonly [string, Uint8Array]>>;
+  /**
+   * Commits `changes` and the entry at `index` atomically, if the log's newest entry is
+   * `index - 1` (none for index 1); else nothing and LogConflictError. Writes records
+   * unconditionally (the log's head is the fence). Durable when it resolves; returns the
+   * new version of each record put.
+   */
+  commitBatch(changes: readonly BatchChange[], index: number, entry: Uint8Array): Promise<Map<string, RecordVersion>>;
+}
+
+export function isLogStore(s: RecordStore): s is RecordStore & LogStore {
+  const l = s as Partial<LogStore>;
+  return typeof l.readLog === 'function' && typeof l.commitBatch === 'function' && typeof l.listRecords === 'function';
+}
+
+/** The log's head was not where the appender expected: another writer, or a store rolled back under it. */
+export class LogConflictError extends StoreError {
+  override readonly name = 'LogConflictError';
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient, type KsfParams } from '@coffer/protocol';
 import { DEFAULT_POLICY, type CorePolicy } from '../../src/core/config.js';
-import type { VaultConfig } from '../../src/server/config.js';
+import type { StoreConfig, VaultConfig } from '../../src/server/config.js';
 import { assembleVault, type RunningVault } from '../../src/server/start.js';
 import type { PlatformConfig } from '../../src/platform/index.js';
 import { ACCOUNT_HEADER } from '../../src/server/app.js';
@@ -32,6 +32,10 @@ export interface HarnessOptions {
   platform?: PlatformConfig;
   /** Receives the service's pino log lines (JSON), at info level. */
   logLines?: string[];
+  /** The record store (default: SQLite in the temp dir). */
+  store?: StoreConfig;
+  /** Further config (e.g. `adoptLogHead`). */
+  config?: Partial<VaultConfig>;
 }
 
 export function testConfig(dir: string, options: HarnessOptions = {}): VaultConfig {
@@ -41,6 +45,7 @@ export function testConfig(dir: string, options: HarnessOptions = {}): VaultConf
     dataDir: dir,
     platform: options.platform ?? { kind: 'software', keyFile: join(dir, 'software-keys.json') },
     storePath: join(dir, 'records.sqlite'),
+    ...(options.store ? { store: options.store } : {}),
     fleetFile: join(dir, 'fleet.json'),
     policy: { ...DEFAULT_POLICY, insecureAllowWeakKsfForTesting: true, ...options.policy },
     logLevel: 'silent',
@@ -48,6 +53,7 @@ export function testConfig(dir: string, options: HarnessOptions = {}): VaultConf
     // set `linkKeyFile`, which takes precedence.
     insecureNoLinkAuthForTesting: true,
     insecureCrashAfterCommitForTesting: false,
+    ...options.config,
   };
 }
 

@@ -104,25 +104,29 @@ function readUlong(pkcs11: PKCS11, session: Handle, object: Handle, type: number
  * Attributes every provisioned key shares: a token object, private (needs login),
  * sensitive, never extractable, and not modifiable (so nobody can flip CKA_EXTRACTABLE
  * or widen its usage later without destroying and recreating it).
+ *
+ * `exportable` (the fleet keys on the token that runs `fleet init`/`fleet rotate`):
+ * CKA_EXTRACTABLE true, so that C_WrapKey can wrap them to a joining node's token (the
+ * key ceremony, transfer.ts); still CKA_SENSITIVE, so their value is never readable.
  */
-function hardened(label: string): Template {
+function hardened(label: string, exportable = false): Template {
   return [
     { type: pkcs11js.CKA_LABEL, value: label },
     { type: pkcs11js.CKA_TOKEN, value: true },
     { type: pkcs11js.CKA_PRIVATE, value: true },
     { type: pkcs11js.CKA_SENSITIVE, value: true },
-    { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+    { type: pkcs11js.CKA_EXTRACTABLE, value: exportable },
     { type: pkcs11js.CKA_MODIFIABLE, value: false },
   ];
 }
 
 /** AES-256 for AES-GCM sealing and AES key wrap. */
-export function sealKeyTemplate(label: string): Template {
+export function sealKeyTemplate(label: string, exportable = false): Template {
   return [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
     { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
     { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
-    ...hardened(label),
+    ...hardened(label, exportable),
     { type: pkcs11js.CKA_ENCRYPT, value: true },
     { type: pkcs11js.CKA_DECRYPT, value: true },
     { type: pkcs11js.CKA_WRAP, value: true },
@@ -133,12 +137,12 @@ export function sealKeyTemplate(label: string): Template {
 }
 
 /** A 256-bit generic secret for CKM_SHA256_HMAC. */
-export function macKeyTemplate(label: string): Template {
+export function macKeyTemplate(label: string, exportable = false): Template {
   return [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
     { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_GENERIC_SECRET },
     { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
-    ...hardened(label),
+    ...hardened(label, exportable),
     { type: pkcs11js.CKA_SIGN, value: true },
     { type: pkcs11js.CKA_VERIFY, value: true },
     { type: pkcs11js.CKA_ENCRYPT, value: false },
@@ -148,7 +152,7 @@ export function macKeyTemplate(label: string): Template {
 }
 
 /** The public and private templates of a P-256 key pair for ECDH (CKA_DERIVE only). */
-export function ecdhKeyPairTemplates(label: string): { publicKey: Template; privateKey: Template } {
+export function ecdhKeyPairTemplates(label: string, exportable = false): { publicKey: Template; privateKey: Template } {
   return {
     publicKey: [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
@@ -166,7 +170,7 @@ export function ecdhKeyPairTemplates(label: string): { publicKey: Template; priv
     privateKey: [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
       { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC },
-      ...hardened(label),
+      ...hardened(label, exportable),
       { type: pkcs11js.CKA_DERIVE, value: true },
       { type: pkcs11js.CKA_SIGN, value: false },
       { type: pkcs11js.CKA_DECRYPT, value: false },

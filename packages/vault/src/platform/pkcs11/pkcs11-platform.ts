@@ -3,12 +3,15 @@
  *
  * Every key stays on the token: sealing is CKM_AES_GCM, MACs are CKM_SHA256_HMAC and
  * ECDH is CKM_ECDH1_DERIVE, all inside the token. Only ECDH outputs (the 32-byte shared
- * x-coordinate) and public keys leave it. Time and randomness come from this process.
+ * x-coordinate) and public keys leave it. The trusted anchor is a private CKO_DATA
+ * object on the token (anchor.ts). Key transfer between tokens (the fleet ceremony) is
+ * transfer.ts. Time and randomness come from this process.
  */
 import { ECDH, randomBytes as nodeRandomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { AesGCM, ECDH1, Handle, Mechanism, PKCS11 } from 'pkcs11js';
-import { PlatformError } from '../../core/platform.js';
+import { ANCHOR_MAX_BYTES, PlatformError } from '../../core/platform.js';
+import { readAnchorObject, writeAnchorObject } from './anchor.js';
 import type { Platform } from '../../core/platform.js';
 import { isKeyHandleError, mayBeAuthFailure, toPlatformError } from './errors.js';
 import { ECDH_SECRET_TEMPLATE, ecPointToRaw, findKey, readAttribute } from './keys.js';
@@ -213,14 +216,29 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
     });
   }
 
-  // The anchor object (CKO_DATA `coffer-anchor-v1`) is being built on branch wip-hsm
-  // (issue 9/15); until it lands, rollback protection is unavailable on PKCS#11.
+  /**
+   * The private CKO_DATA object `coffer-anchor-v1` (anchor.ts). Both calls run their
+   * PKCS#11 calls synchronously on one pooled session, so two writes from this process
+   * never interleave.
+   */
   async readAnchor(): Promise<Uint8Array | null> {
-    throw new PlatformError('PKCS#11 anchor: not available in this build', 'hsm-failure');
+    this.#assertOpen();
+    try {
+      return await this.#token.pool.use((s) => readAnchorObject(this.#p, s));
+    } catch (err) {
+      throw toPlatformError(err, 'readAnchor');
+    }
   }
 
-  async writeAnchor(): Promise<void> {
-    throw new PlatformError('PKCS#11 anchor: not available in this build', 'hsm-failure');
+  async writeAnchor(value: Uint8Array): Promise<void> {
+    const v = Buffer.from(view(value, 'value')); // a copy: the caller may reuse its buffer
+    if (v.length > ANCHOR_MAX_BYTES) throw new PlatformError(`anchor: ${v.length} bytes, at most ${ANCHOR_MAX_BYTES}`, 'bad-argument');
+    this.#assertOpen();
+    try {
+      await this.#token.pool.use((s) => writeAnchorObject(this.#p, s, v));
+    } catch (err) {
+      throw toPlatformError(err, 'writeAnchor');
+    }
   }
 
   async publicKey(keyLabel: string): Promise<Uint8Array> {

@@ -35,10 +35,14 @@ export interface ProvisionReport {
  * error rather than something to overwrite.
  * @throws PlatformError token-missing, login-failed; key-missing when a label is taken
  *   by an unusable object; hsm-failure when the token refuses to generate a key
+ * With `exportable`, the keys it creates are CKA_EXTRACTABLE (still sensitive): only the
+ * fleet's keys on a ceremony source token (`fleet init`, `fleet rotate`), so that they can
+ * be wrapped to other tokens.
  * @example
  * await provisionPkcs11Keys(opts, { seal: ['coffer-record-seal-v1'], mac: ['coffer-log-mac-v1'], ecdh: ['coffer-fleet-hpke-v1'] });
  */
-export async function provisionPkcs11Keys(opts: Pkcs11Options, labels: Pkcs11KeyLabels): Promise<ProvisionReport> {
+export async function provisionPkcs11Keys(opts: Pkcs11Options, labels: Pkcs11KeyLabels, options: { exportable?: boolean } = {}): Promise<ProvisionReport> {
+  const exportable = options.exportable === true;
   const wanted: [KeyKind, string][] = [
     ...(labels.seal ?? []).map((l): [KeyKind, string] => ['seal', l]),
     ...(labels.mac ?? []).map((l): [KeyKind, string] => ['mac', l]),
@@ -53,7 +57,7 @@ export async function provisionPkcs11Keys(opts: Pkcs11Options, labels: Pkcs11Key
       const created: string[] = [];
       const existing: string[] = [];
       for (const [kind, label] of wanted) {
-        (ensure(token.pkcs11, s, kind, label) ? created : existing).push(label);
+        (ensure(token.pkcs11, s, kind, label, exportable) ? created : existing).push(label);
       }
       return { created, existing };
     });
@@ -63,7 +67,7 @@ export async function provisionPkcs11Keys(opts: Pkcs11Options, labels: Pkcs11Key
 }
 
 /** Creates the key unless present; true if it created it. */
-function ensure(p: PKCS11, s: Handle, kind: KeyKind, label: string): boolean {
+function ensure(p: PKCS11, s: Handle, kind: KeyKind, label: string, exportable: boolean): boolean {
   if (kind === 'ecdh-private') {
     const priv = findByLabel(p, s, 'ecdh-private', label).length;
     const pub = findByLabel(p, s, 'ecdh-public', label).length;
@@ -75,7 +79,7 @@ function ensure(p: PKCS11, s: Handle, kind: KeyKind, label: string): boolean {
       findKey(p, s, 'ecdh-public', label);
       return false;
     }
-    const t = ecdhKeyPairTemplates(label);
+    const t = ecdhKeyPairTemplates(label, exportable);
     try {
       p.C_GenerateKeyPair(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, t.publicKey, t.privateKey);
     } catch (err) {
@@ -88,8 +92,8 @@ function ensure(p: PKCS11, s: Handle, kind: KeyKind, label: string): boolean {
     return false;
   }
   try {
-    if (kind === 'seal') p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, sealKeyTemplate(label));
-    else p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, macKeyTemplate(label));
+    if (kind === 'seal') p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, sealKeyTemplate(label, exportable));
+    else p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, macKeyTemplate(label, exportable));
   } catch (err) {
     throw toPlatformError(err, `generating ${kind} key ${JSON.stringify(label)}`);
   }

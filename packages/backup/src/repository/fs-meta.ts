@@ -1,0 +1,122 @@
+/**
+ * File metadata beyond what node:fs offers directly (spec §9.2, §9.4): owner names,
+ * extended attributes (and with them POSIX ACLs, which Linux keeps in the
+ * `system.posix_acl_access` / `system.posix_acl_default` attributes), device numbers,
+ * FIFOs and device nodes.
+ *
+ * Node has no xattr API. We use `@napi-rs/xattr` (an optional dependency: N-API, so one
+ * binary works on every Node version; prebuilt for Linux x64/arm64 glibc and musl, macOS
+ * and FreeBSD). Its calls take the path as a string and do not follow a symlink at the
+ * last component (l*xattr); names that are not UTF-8 cannot be expressed to it, so such
+ * files are backed up without their xattrs, with a warning. Without the package, xattrs
+ * are neither read nor written and the user is told once.
+ *
+ * Node cannot make FIFOs or device nodes either: restore runs coreutils' `mkfifo` and
+ * `mknod` on a temporary ASCII name and renames the result into place.
+ */
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { createRequire } from 'node:module';
+import { promisify } from 'node:util';
+import type { Xattr } from './tree.js';
+
+const run = promisify(execFile);
+
+interface XattrApi {
+  listAttributes(path: string): Promise<string[]>;
+  getAttribute(path: string, name: string): Promise<Buffer | null>;
+  setAttribute(path: string, name: string, value: Buffer): Promise<void>;
+}
+
+let xattrApi: XattrApi | null | undefined;
+
+/** The xattr binding, or null when it is not installed for this platform. */
+export function xattrs(): XattrApi | null {
+  if (xattrApi === undefined) {
+    try {
+      xattrApi = createRequire(import.meta.url)('@napi-rs/xattr') as XattrApi;
+    } catch {
+      xattrApi = null;
+    }
+  }
+  return xattrApi;
+}
+
+/** The attributes of `path` (not following a final symlink), sorted by name; [] when the file system has none. */
+export async function readXattrs(path: string): Promise<Xattr[]> {
+  const api = xattrs();
+  if (!api) return [];
+  let names: string[];
+  try {
+    names = await api.listAttributes(path);
+  } catch (e) {
+    if (unsupported(e)) return [];
+    throw e;
+  }
+  const out: Xattr[] = [];
+  for (const name of names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))) {
+    const value = await api.getAttribute(path, name).catch((e: unknown) => {
+      if (unsupported(e)) return null;
+      throw e;
+    });
+    if (value) out.push({ name, value: Buffer.from(value) });
+  }
+  return out;
+}
+
+export async function writeXattrs(path: string, list: readonly Xattr[]): Promise<void> {
+  const api = xattrs();
+  if (!api) throw new Error('extended attributes are not supported here (the @napi-rs/xattr package is not installed)');
+  for (const x of list) await api.setAttribute(path, x.name, x.value);
+}
+
+function unsupported(e: unknown): boolean {
+  const m = String((e as Error)?.message ?? e);
+  return /ENOTSUP|EOPNOTSUPP|not supported|ENODATA/i.test(m);
+}
+
+/** uid → user name and gid → group name from /etc/passwd and /etc/group, read once. */
+export class OwnerNames {
+  #users: Map<number, string> | undefined;
+  #groups: Map<number, string> | undefined;
+
+  static async #read(file: string): Promise<Map<number, string>> {
+    const out = new Map<number, string>();
+    const text = await fs.readFile(file, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      const f = line.split(':');
+      const id = Number(f[2]);
+      if (f.length >= 3 && f[0] && Number.isInteger(id) && !out.has(id)) out.set(id, f[0]);
+    }
+    return out;
+  }
+
+  async user(uid: number): Promise<string | undefined> {
+    this.#users ??= await OwnerNames.#read('/etc/passwd');
+    return this.#users.get(uid);
+  }
+  async group(gid: number): Promise<string | undefined> {
+    this.#groups ??= await OwnerNames.#read('/etc/group');
+    return this.#groups.get(gid);
+  }
+}
+
+/** Linux's encoding of dev_t (glibc gnu_dev_major / gnu_dev_minor). */
+export function devMajor(rdev: bigint): number {
+  return Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+}
+export function devMinor(rdev: bigint): number {
+  return Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+}
+
+/** Makes a FIFO or a device node at `path` (an ASCII path: the caller renames it into place). */
+export async function makeNode(path: string, type: 'fifo' | 'chardev' | 'blockdev', major = 0, minor = 0): Promise<void> {
+  // The child has none of our descriptors: /proc/self/fd/N must name ours, by PID.
+  path = path.replace(/^\/proc\/self\//, `/proc/${process.pid}/`);
+  if (type === 'fifo') await run('mkfifo', ['-m', '600', '--', path]);
+  else await run('mknod', ['-m', '600', '--', path, type === 'chardev' ? 'c' : 'b', String(major), String(minor)]);
+}
+
+export function isRoot(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}

@@ -1,0 +1,155 @@
+/**
+ * The restore target, addressed through directory handles (spec §9.4 "restore safety").
+ *
+ * Every directory restore writes into is opened component by component with
+ * O_DIRECTORY | O_NOFOLLOW, starting from the target itself, so a symlink planted in the
+ * target (or a file where a directory belongs) is refused rather than followed, and
+ * nothing lands outside the target. Entries inside a directory are then named as
+ * `/proc/self/fd/<dir fd>/<name>`: the kernel resolves that to the open directory, so
+ * the path handed to each system call is short however deep the tree is (no
+ * ENAMETOOLONG near PATH_MAX), and the final component is created with calls that never
+ * follow it (open with O_CREAT|O_EXCL|O_NOFOLLOW, mkdir, symlink, link, rename, lchown,
+ * lutimes, l*xattr).
+ *
+ * Directory handles are cached (at most MAX_OPEN_DIRS open at once, least recently used
+ * closed first), so the number of open descriptors stays bounded on any tree. Where
+ * /proc is not mounted (not Linux), paths are built from the target's absolute path
+ * instead: each directory is still opened with O_NOFOLLOW once when it is first reached,
+ * but a symlink swapped in later could be followed, and deep trees can hit PATH_MAX.
+ */
+import { constants as fsc, promises as fs, existsSync } from 'node:fs';
+import { CofferError } from '../errors.js';
+
+const MAX_OPEN_DIRS = 32;
+const PROC_FD = existsSync('/proc/self/fd');
+
+interface OpenDir {
+  fh: fs.FileHandle;
+  refs: number;
+  prefix: Buffer;
+  closed: boolean;
+}
+
+export class RestoreTarget {
+  readonly #root: string;
+  readonly #open = new Map<string, OpenDir>(); // key: relative path bytes as latin1; '' = the target
+  readonly #opening = new Map<string, Promise<OpenDir | null>>();
+
+  private constructor(root: string) {
+    this.#root = root;
+  }
+
+  /** Creates the target directory if needed (the user's own path: followed as given). */
+  static async open(target: string): Promise<RestoreTarget> {
+    await fs.mkdir(target, { recursive: true });
+    return new RestoreTarget(target);
+  }
+
+  /**
+   * Runs `fn` with a prefix naming entries inside directory `rel` (relative path bytes,
+   * empty for the target itself). With `create`, missing directories are made (mode 0700
+   * until their metadata is set). Without it, a missing directory resolves to null.
+   */
+  async withDir<T>(rel: Buffer, create: boolean, fn: (prefix: Buffer, dir: fs.FileHandle) => Promise<T>): Promise<T | null> {
+    const d = await this.#acquire(rel, create);
+    if (!d) return null;
+    try {
+      return await fn(d.prefix, d.fh);
+    } finally {
+      d.refs--;
+      this.#evict();
+    }
+  }
+
+  async #acquire(rel: Buffer, create: boolean): Promise<OpenDir | null> {
+    const key = rel.toString('latin1');
+    const hit = this.#open.get(key);
+    if (hit) {
+      hit.refs++;
+      // Map order is recency order: move to the end.
+      this.#open.delete(key);
+      this.#open.set(key, hit);
+      return hit;
+    }
+    let pending = this.#opening.get(key);
+    if (!pending) {
+      pending = this.#openDir(rel, create);
+      this.#opening.set(key, pending);
+      const forget = () => this.#opening.delete(key);
+      pending.then(forget, forget);
+    }
+    const d = await pending;
+    if (!d) return null;
+    // Closed by eviction between being opened and this waiter resuming: open it again.
+    if (d.closed) return this.#acquire(rel, create);
+    if (!this.#open.has(key)) this.#open.set(key, d);
+    d.refs++;
+    return d;
+  }
+
+  async #openDir(rel: Buffer, create: boolean): Promise<OpenDir | null> {
+    if (rel.length === 0) {
+      const fh = await fs.open(this.#root, fsc.O_RDONLY | fsc.O_DIRECTORY);
+      return { fh, refs: 0, closed: false, prefix: this.#prefixFor(fh, Buffer.from(this.#root, 'utf8')) };
+    }
+    const slash = rel.lastIndexOf(0x2f);
+    const parent = slash < 0 ? Buffer.alloc(0) : rel.subarray(0, slash);
+    const name = slash < 0 ? rel : rel.subarray(slash + 1);
+    const r = await this.withDir(parent, create, async (prefix) => {
+      const path = Buffer.concat([prefix, name]);
+      const open = () => fs.open(path, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+      let fh: fs.FileHandle;
+      try {
+        fh = await open();
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' && create) {
+          await fs.mkdir(path, 0o700).catch((err: NodeJS.ErrnoException) => {
+            if (err.code !== 'EEXIST') throw err;
+          });
+          fh = await open().catch((err: unknown) => {
+            throw this.#inTheWay(rel, err);
+          });
+        } else if (code === 'ENOENT') {
+          return null;
+        } else {
+          throw this.#inTheWay(rel, e);
+        }
+      }
+      return { fh, refs: 0, closed: false, prefix: this.#prefixFor(fh, Buffer.concat([prefix, name])) };
+    });
+    return r ?? null;
+  }
+
+  #inTheWay(rel: Buffer, e: unknown): Error {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOTDIR') {
+      return new CofferError(
+        'exists',
+        `${rel.toString('utf8')}: the restore target holds a ${code === 'ELOOP' ? 'symlink' : 'non-directory'} where the snapshot has a directory; restore never follows symlinks in the target (move it away and restore again)`,
+      );
+    }
+    return e as Error;
+  }
+
+  #prefixFor(fh: fs.FileHandle, absPath: Buffer): Buffer {
+    return PROC_FD ? Buffer.from(`/proc/self/fd/${fh.fd}/`) : Buffer.concat([absPath, Buffer.from('/')]);
+  }
+
+  #evict(): void {
+    if (this.#open.size <= MAX_OPEN_DIRS) return;
+    for (const [key, d] of this.#open) {
+      if (this.#open.size <= MAX_OPEN_DIRS) break;
+      if (d.refs > 0) continue;
+      this.#open.delete(key);
+      d.closed = true;
+      void d.fh.close().catch(() => {});
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#opening.values()]);
+    for (const d of this.#open.values()) await d.fh.close().catch(() => {});
+    this.#open.clear();
+  }
+}

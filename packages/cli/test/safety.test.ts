@@ -1,0 +1,271 @@
+/**
+ * The data-safety behaviour of issue 10 as a person sees it, through the real binary:
+ * descriptor limits, repositories with a bad object in them, lost indexes and repair,
+ * lock-free reads, unknown storage schemes, and the rollback tripwire.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const BIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs coffer with `ulimit -n` set first when `nofile` is given. */
+function coffer(args: string[], env: Record<string, string>, opts: { nofile?: number; cwd?: string } = {}): Promise<Result> {
+  const base = { ...process.env };
+  delete base.COFFER_KEY;
+  delete base.COFFER_REPOSITORY;
+  const [file, argv] =
+    opts.nofile === undefined
+      ? [process.execPath, [BIN, ...args]]
+      : ['bash', ['-c', `ulimit -n ${opts.nofile} && exec "$0" "$@"`, process.execPath, BIN, ...args]];
+  return new Promise((resolve) => {
+    execFile(file, argv, { env: { ...base, ...env }, cwd: opts.cwd, maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+      assert.doesNotMatch(stderr, /\n {4}at |internal error/, `coffer ${args.join(' ')}:\n${stderr}`);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function tempDir(t: TestContext, prefix: string): Promise<string> {
+  const d = await fs.mkdtemp(join(tmpdir(), `coffer-safety-${prefix}-`));
+  t.after(() => fs.rm(d, { recursive: true, force: true }));
+  return d;
+}
+
+async function digest(root: string): Promise<string> {
+  const h = createHash('sha256');
+  const walk = async (p: string, rel: string) => {
+    const st = await fs.lstat(p);
+    h.update(`${rel}\0${st.isDirectory() ? 'd' : st.mode & 0o7777}\0`);
+    if (st.isDirectory()) for (const n of (await fs.readdir(p)).sort()) await walk(join(p, n), `${rel}/${n}`);
+    else h.update(await fs.readFile(p));
+  };
+  await walk(root, '');
+  return h.digest('hex');
+}
+
+interface Setup {
+  base: string;
+  repo: string;
+  src: string;
+  env: Record<string, string>;
+}
+
+/** A repository (its own config dir, so the rollback state is the test's) and a source folder. */
+async function setup(t: TestContext, files: Record<string, string> = { 'a.txt': 'hello\n', 'b.txt': 'world\n' }): Promise<Setup> {
+  const base = await tempDir(t, 'base');
+  const repo = join(base, 'repo');
+  const gen = await coffer(['key', 'generate', '-q'], {});
+  const env = { COFFER_REPOSITORY: repo, COFFER_KEY: gen.stdout.trim(), XDG_CONFIG_HOME: join(base, 'config') };
+  assert.equal((await coffer(['init', '-q'], env)).code, 0);
+  const src = join(base, 'src');
+  await fs.mkdir(src);
+  for (const [name, text] of Object.entries(files)) await fs.writeFile(join(src, name), text);
+  return { base, repo, src, env };
+}
+
+async function names(root: string, under: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string) => {
+    for (const e of await fs.readdir(join(root, rel), { withFileTypes: true }).catch(() => [])) {
+      if (e.isDirectory()) await walk(`${rel}/${e.name}`);
+      else if (!e.name.startsWith('.')) out.push(`${rel}/${e.name}`);
+    }
+  };
+  await walk(under);
+  return out.sort();
+}
+
+const FD_FILES = Number(process.env.COFFER_TEST_FD_FILES ?? 3000);
+
+test(`ulimit -n 256: backup, restore, check and prune of ${FD_FILES} small files`, async (t) => {
+  const files: Record<string, string> = {};
+  const s = await setup(t, files);
+  // Many files in few directories: a restore used to keep one descriptor per file open.
+  for (let d = 0; d < 6; d++) {
+    await fs.mkdir(join(s.src, `dir${d}`));
+    const writes: Array<Promise<void>> = [];
+    for (let i = d; i < FD_FILES; i += 6) writes.push(fs.writeFile(join(s.src, `dir${d}`, `f${i}.txt`), `file ${i}\n`.repeat(1 + (i % 50))));
+    await Promise.all(writes);
+  }
+  const started = Date.now();
+  const b = await coffer(['backup', '-q', s.src], s.env, { nofile: 256 });
+  assert.equal(b.code, 0, b.stderr);
+  const target = join(s.base, 'out');
+  const r = await coffer(['restore', 'latest', '-q', '--target', target], s.env, { nofile: 256 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(await digest(join(target, 'src')), await digest(s.src));
+  // --overwrite rewrites every file through the same bounded path.
+  const o = await coffer(['restore', 'latest', '-q', '--overwrite', '--target', target], s.env, { nofile: 256 });
+  assert.equal(o.code, 0, o.stderr);
+  const c = await coffer(['check', '-q', '--read-data'], s.env, { nofile: 256 });
+  assert.equal(c.code, 0, c.stderr);
+  const p = await coffer(['prune', '-q'], s.env, { nofile: 256 });
+  assert.equal(p.code, 0, p.stderr);
+  t.diagnostic(`${FD_FILES} files under ulimit -n 256: ${((Date.now() - started) / 1000).toFixed(1)} s for backup, 2 restores, check, prune`);
+});
+
+test('--repo with an unknown scheme: prefix is refused and makes no directory', async (t) => {
+  const cwd = await tempDir(t, 'cwd');
+  for (const repo of ['sftp:host:/backups', 's3:bucket/x', 'rclone:remote:x']) {
+    const r = await coffer(['init', '--repo', repo], {}, { cwd });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^coffer: error: repository '.*': unknown storage '[a-z0-9]+:'/);
+  }
+  assert.deepEqual(await fs.readdir(cwd), [], 'nothing made in the working directory');
+  // The way out for a directory named with a colon.
+  const ok = await coffer(['init', '-q', '--repo', './sftp:host:'], {}, { cwd });
+  assert.equal(ok.code, 0, ok.stderr);
+});
+
+test('a foreign snapshot (same key, sibling repository) is skipped with a warning; forget ID removes it without decrypting', async (t) => {
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
+  // A sibling repository with the same key, and one of its snapshots copied in.
+  const sibling = join(s.base, 'sibling');
+  assert.equal((await coffer(['init', '-q', '--repo', sibling], s.env)).code, 0);
+  const sb = await coffer(['backup', '-q', '--repo', sibling, s.src], s.env);
+  const foreign = sb.stdout.trim();
+  await fs.copyFile(join(sibling, 'snapshots', foreign), join(s.repo, 'snapshots', foreign));
+
+  const list = await coffer(['snapshots', '--json'], s.env);
+  assert.equal(list.code, 0, list.stderr);
+  assert.equal((JSON.parse(list.stdout) as unknown[]).length, 1);
+  assert.match(list.stderr, new RegExp(`^coffer: warning: skipping snapshot ${foreign.slice(0, 8)}: .*(failed authentication|wrong key)`, 'm'));
+  const b = await coffer(['backup', '-q', s.src], s.env);
+  assert.equal(b.code, 0, b.stderr);
+  const r = await coffer(['restore', 'latest', '-q', '--target', join(s.base, 'out')], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  // Prune refuses to guess what an unreadable snapshot needs, and says what to do.
+  const p = await coffer(['prune'], s.env);
+  assert.equal(p.code, 12);
+  assert.match(p.stderr, new RegExp(`coffer forget ${foreign.slice(0, 8)}`));
+  const f = await coffer(['forget', foreign.slice(0, 12)], s.env);
+  assert.equal(f.code, 0, f.stderr);
+  assert.match(f.stderr, new RegExp(`removed snapshot ${foreign.slice(0, 8)}`));
+  const again = await coffer(['snapshots'], s.env);
+  assert.doesNotMatch(again.stderr, /warning/);
+  assert.equal((await coffer(['prune', '-q'], s.env)).code, 0);
+});
+
+test('one flipped byte in an index: backup and restore go on with a warning, prune refuses, repair index fixes it', async (t) => {
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
+  const [idx] = await names(s.repo, 'index');
+  const path = join(s.repo, idx!);
+  const bytes = await fs.readFile(path);
+  bytes[bytes.length - 20]! ^= 1;
+  await fs.writeFile(path, bytes);
+
+  const b = await coffer(['backup', '-q', s.src], s.env);
+  assert.equal(b.code, 0, b.stderr);
+  assert.match(b.stderr, /coffer: warning: skipping index\/[0-9a-f]+ .*repair index/);
+  const r = await coffer(['restore', 'latest', '-q', '--target', join(s.base, 'out')], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(await digest(join(s.base, 'out', 'src')), await digest(s.src));
+  const before = await names(s.repo, 'data');
+  const p = await coffer(['prune'], s.env);
+  assert.equal(p.code, 12);
+  assert.match(p.stderr, /^coffer: error: prune refused, nothing was deleted: .*repair index/);
+  assert.deepEqual(await names(s.repo, 'data'), before);
+  const c = await coffer(['check'], s.env);
+  assert.equal(c.code, 12);
+  assert.match(c.stderr, /repair index/);
+  assert.doesNotMatch(c.stderr, /coffer prune/);
+
+  const rep = await coffer(['repair', 'index'], s.env);
+  assert.equal(rep.code, 0, rep.stderr);
+  assert.match(rep.stderr, /^indexed \d+ blobs in \d+ packs/m);
+  assert.equal((await coffer(['check', '-q', '--read-data'], s.env)).code, 0);
+  assert.equal((await coffer(['prune', '-q'], s.env)).code, 0);
+});
+
+test('a lost pack: check names the snapshot, prune refuses, repair snapshots rewrites it without the lost file', async (t) => {
+  const s = await setup(t, { 'keep.txt': 'kept\n' });
+  assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
+  const packsBefore = await names(s.repo, 'data');
+  // Larger than a pack (8 MiB), so its first pack holds only its data, not the file list.
+  await fs.writeFile(join(s.src, 'lost.bin'), randomBytes(9 << 20));
+  const id = (await coffer(['backup', '-q', s.src], s.env)).stdout.trim();
+  const newPacks = (await names(s.repo, 'data')).filter((p) => !packsBefore.includes(p));
+  assert.equal(newPacks.length, 2);
+  const sizes = await Promise.all(newPacks.map(async (p) => (await fs.stat(join(s.repo, p))).size));
+  await fs.rm(join(s.repo, newPacks[sizes[0]! > sizes[1]! ? 0 : 1]!));
+
+  const c = await coffer(['check'], s.env);
+  assert.equal(c.code, 12);
+  assert.match(c.stderr, new RegExp(`affects snapshot ${id.slice(0, 8)}`));
+  const p = await coffer(['prune'], s.env);
+  assert.equal(p.code, 12);
+  assert.match(p.stderr, /prune refused, nothing was deleted/);
+
+  const dry = await coffer(['repair', 'snapshots', '--dry-run'], s.env);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.match(dry.stderr, new RegExp(`snapshot ${id.slice(0, 8)}: would be rewritten without 1 file.*lost\\.bin`));
+  const rep = await coffer(['repair', 'snapshots', '--forget'], s.env);
+  assert.equal(rep.code, 0, rep.stderr);
+  assert.match(rep.stderr, new RegExp(`snapshot ${id.slice(0, 8)}: rewritten as [0-9a-f]{8} without 1 file.*; the original was removed`));
+  assert.equal((await coffer(['check', '-q', '--read-data'], s.env)).code, 0);
+  assert.equal((await coffer(['prune', '-q'], s.env)).code, 0);
+  const out = join(s.base, 'out');
+  assert.equal((await coffer(['restore', 'latest', '-q', '--target', out], s.env)).code, 0);
+  assert.deepEqual((await fs.readdir(join(out, 'src'))).sort(), ['keep.txt']);
+});
+
+test('--no-lock: restore and check read a repository where no lock can be taken; restore also does so by itself, with a warning', async (t) => {
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
+  // No room for a lock: locks/ is a file, so writing a lock fails like a full disk does.
+  await fs.rm(join(s.repo, 'locks'), { recursive: true, force: true });
+  await fs.writeFile(join(s.repo, 'locks'), '');
+  // Without --no-lock, restore reads without a lock by itself, and says so.
+  const auto = join(s.base, 'auto');
+  const unlocked = await coffer(['restore', 'latest', '--target', auto], s.env);
+  assert.equal(unlocked.code, 0, unlocked.stderr);
+  assert.match(unlocked.stderr, /^coffer: warning: .*reading without a lock \(the repository can't be written/m);
+  assert.doesNotMatch(unlocked.stderr, /not restored exactly/);
+  assert.equal(await digest(join(auto, 'src')), await digest(s.src));
+  // Asked for: no warning.
+  const out = join(s.base, 'out');
+  const r = await coffer(['restore', 'latest', '-q', '--no-lock', '--target', out], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /without a lock/);
+  assert.equal(await digest(join(out, 'src')), await digest(s.src));
+  assert.equal((await coffer(['check', '-q', '--no-lock'], s.env)).code, 0);
+  assert.equal((await coffer(['check'], s.env)).code, 14);
+});
+
+test('rollback tripwire: snapshots this device saw that vanish (the newest, after a rollback) are warned about once; its own forgets are not', async (t) => {
+  const s = await setup(t);
+  const first = (await coffer(['backup', '-q', s.src], s.env)).stdout.trim();
+  await fs.writeFile(join(s.src, 'c.txt'), 'more\n');
+  const second = (await coffer(['backup', '-q', s.src], s.env)).stdout.trim();
+  const quiet = await coffer(['snapshots'], s.env);
+  assert.doesNotMatch(quiet.stderr, /warning/);
+  // The storage is rolled back: the newest snapshot disappears.
+  const saved = await fs.readFile(join(s.repo, 'snapshots', second));
+  await fs.rm(join(s.repo, 'snapshots', second));
+  const out = join(s.base, 'out');
+  const r = await coffer(['restore', 'latest', '-q', '--target', out], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`^coffer: warning: 1 snapshot\\(s\\) this device saw .* are gone \\(${second.slice(0, 8)} of .*rolled back`, 'm'));
+  assert.doesNotMatch((await coffer(['snapshots'], s.env)).stderr, /warning/, 'warned once');
+  // A forget on this device is not a rollback.
+  await fs.writeFile(join(s.repo, 'snapshots', second), saved);
+  assert.equal((await coffer(['snapshots', '-q'], s.env)).code, 0);
+  const f = await coffer(['forget', '-q', first], s.env);
+  assert.equal(f.code, 0, f.stderr);
+  assert.doesNotMatch(f.stderr + (await coffer(['snapshots'], s.env)).stderr, /warning/);
+});

@@ -1,0 +1,437 @@
+/**
+ * Rollback protection (spec/vault-protocol.md §13): the store is trusted for
+ * availability only.
+ *
+ * Every batch of record changes is committed together with one entry of a MAC-chained
+ * log, in the same store transaction:
+ *
+ *   entry = group (16) ‖ index (u64 BE) ‖ prevMac (32) ‖ root (32) ‖ mac (32)
+ *   mac   = HMAC(logMac, "coffer/vault/v1/log-entry" ‖ 0x00 ‖ group ‖ index ‖ prevMac ‖ root)
+ *
+ * `root` authenticates every stored record: the root of a fixed-depth (16) binary Merkle
+ * tree whose leaves are buckets of (account, SHA-256(stored record bytes)). The node's
+ * platform keeps a tiny trusted anchor = group ‖ index ‖ mac of the newest entry it has
+ * captured; an entry is captured (anchor written) before any answer that depends on it
+ * leaves. So whatever the store returns later must continue the chain from the anchor
+ * and match its root — a store restored from a snapshot, an old record value written
+ * back, an entry deleted or edited: each is refused (StoreRolledBackError).
+ *
+ * Pure: everything outside comes through the Platform (mac, anchor, sha256 through the
+ * protocol package's crypto provider).
+ */
+import { concat, equalBytes, LABELS, sha256, toHex, utf8 } from '@coffer/protocol';
+import { KEY_LABELS, LOG_LABELS } from './key-labels.js';
+import type { Platform } from './platform.js';
+
+export const GROUP_ID_LENGTH = 16;
+export const MAC_LENGTH = 32;
+export const LOG_ENTRY_LENGTH = GROUP_ID_LENGTH + 8 + MAC_LENGTH * 3;
+export const ANCHOR_LENGTH = GROUP_ID_LENGTH + 8 + MAC_LENGTH;
+/** Depth of the record tree: 2^16 buckets. */
+export const TREE_DEPTH = 16;
+/** The "previous MAC" of entry 1 (and the MAC of the empty genesis, index 0). */
+export const GENESIS_MAC = new Uint8Array(MAC_LENGTH);
+
+export interface LogEntry {
+  readonly group: Uint8Array;
+  readonly index: number;
+  readonly prevMac: Uint8Array;
+  readonly root: Uint8Array;
+  readonly mac: Uint8Array;
+}
+
+/** What the node has captured: the newest entry it vouches for. */
+export interface Captured {
+  readonly index: number;
+  readonly mac: Uint8Array;
+  readonly root: Uint8Array;
+}
+
+/** One record change of a batch: `value` null deletes the record. */
+export interface RecordChange {
+  readonly account: string;
+  readonly value: Uint8Array | null;
+}
+
+/**
+ * The store does not continue what this node captured: it was rolled back, edited, or
+ * lost entries. `account` names the record refused (null: the whole store).
+ */
+export class StoreRolledBackError extends Error {
+  override readonly name = 'StoreRolledBackError';
+  constructor(
+    message: string,
+    readonly account: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+/** The node has no anchor but the store has a log: adopting it needs an explicit decision (spec §13.6). */
+export class AnchorMissingError extends Error {
+  override readonly name = 'AnchorMissingError';
+}
+
+function u64(n: number): Uint8Array {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`log index: not a non-negative safe integer: ${n}`);
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n));
+  return out;
+}
+
+function readU64(bytes: Uint8Array, at: number): number {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(at);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new StoreRolledBackError('log: index out of range');
+  return Number(v);
+}
+
+/** The bytes an entry's MAC covers (spec §13.2). */
+export function entryMacInput(group: Uint8Array, index: number, prevMac: Uint8Array, root: Uint8Array): Uint8Array {
+  return concat(utf8(LOG_LABELS.entry), new Uint8Array([0]), group, u64(index), prevMac, root);
+}
+
+export function encodeEntry(e: LogEntry): Uint8Array {
+  return concat(e.group, u64(e.index), e.prevMac, e.root, e.mac);
+}
+
+/** @throws StoreRolledBackError for bytes that are not an entry (the store returned garbage) */
+export function decodeEntry(bytes: Uint8Array): LogEntry {
+  if (bytes.length !== LOG_ENTRY_LENGTH) throw new StoreRolledBackError(`log: an entry of ${bytes.length} bytes (expected ${LOG_ENTRY_LENGTH})`);
+  let at = 0;
+  const take = (n: number): Uint8Array => bytes.slice(at, (at += n));
+  const group = take(GROUP_ID_LENGTH);
+  const index = readU64(bytes, at);
+  at += 8;
+  return { group, index, prevMac: take(MAC_LENGTH), root: take(MAC_LENGTH), mac: take(MAC_LENGTH) };
+}
+
+export function encodeAnchor(group: Uint8Array, index: number, mac: Uint8Array): Uint8Array {
+  return concat(group, u64(index), mac);
+}
+
+export function decodeAnchor(bytes: Uint8Array): { group: Uint8Array; index: number; mac: Uint8Array } {
+  if (bytes.length !== ANCHOR_LENGTH) throw new StoreRolledBackError(`anchor: ${bytes.length} bytes (expected ${ANCHOR_LENGTH})`);
+  return { group: bytes.slice(0, GROUP_ID_LENGTH), index: readU64(bytes, GROUP_ID_LENGTH), mac: bytes.slice(GROUP_ID_LENGTH + 8) };
+}
+
+/** A member's statement that it captured `entryMac` at `index` (fleet, spec §13.5). */
+export function ackMacInput(group: Uint8Array, nodeId: string, index: number, entryMac: Uint8Array): Uint8Array {
+  const id = utf8(nodeId);
+  return concat(utf8(LOG_LABELS.ack), new Uint8Array([0]), group, new Uint8Array([id.length]), id, u64(index), entryMac);
+}
+
+/**
+ * This node's ID, derived inside the trust boundary from its transport key (the key
+ * ceremony's node ID: hex of SHA-256("coffer/vault/v1/fleet-node-id" ‖ 0x00 ‖ public key)[0..8]).
+ * Acks carry it, so one HSM cannot ack under several members' names.
+ */
+export async function nodeIdOf(platform: Platform): Promise<string> {
+  const pub = await platform.publicKey(KEY_LABELS.nodeTransport);
+  return toHex((await sha256(concat(utf8(LABELS.fleetNodeId), new Uint8Array([0]), pub))).slice(0, 8));
+}
+
+/** The tree bucket of an account: the first TREE_DEPTH bits of SHA-256(label ‖ 0x00 ‖ account). */
+export async function bucketOf(account: string): Promise<number> {
+  const h = await sha256(concat(utf8(LOG_LABELS.bucket), new Uint8Array([0]), utf8(account)));
+  return ((h[0]! << 8) | h[1]!) >>> (16 - TREE_DEPTH);
+}
+
+/** SHA-256 of the stored record bytes: what the tree holds per account. */
+export function recordDigest(bytes: Uint8Array): Promise<Uint8Array> {
+  return sha256(bytes);
+}
+
+/** H(0x00 ‖ for each (account, digest), sorted by account: u16 len ‖ account ‖ digest). */
+export async function bucketHash(entries: Iterable<readonly [string, Uint8Array]>): Promise<Uint8Array> {
+  const sorted = [...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const parts: Uint8Array[] = [new Uint8Array([0])];
+  for (const [account, digest] of sorted) {
+    const a = utf8(account);
+    parts.push(new Uint8Array([a.length >> 8, a.length & 0xff]), a, digest);
+  }
+  return sha256(concat(...parts));
+}
+
+export function nodeHash(left: Uint8Array, right: Uint8Array): Promise<Uint8Array> {
+  return sha256(concat(new Uint8Array([1]), left, right));
+}
+
+let emptyHashes: Promise<Uint8Array[]> | null = null;
+/** EMPTY[0] = hash of an empty bucket; EMPTY[l+1] = H(0x01 ‖ EMPTY[l] ‖ EMPTY[l]); EMPTY[16] = the empty root. */
+export function emptyTreeHashes(): Promise<Uint8Array[]> {
+  emptyHashes ??= (async () => {
+    const out = [await bucketHash([])];
+    for (let l = 0; l < TREE_DEPTH; l++) out.push(await nodeHash(out[l]!, out[l]!));
+    return out;
+  })();
+  return emptyHashes;
+}
+
+/** The authenticated map account → record digest, with its Merkle root. */
+export class RecordTree {
+  readonly #digests = new Map<string, Uint8Array>();
+  readonly #bucketOf = new Map<string, number>();
+  readonly #buckets = new Map<number, Map<string, Uint8Array>>();
+  /** levels[l]: node index → hash, for non-empty nodes; levels[TREE_DEPTH] holds the root. */
+  readonly #levels: Map<number, Uint8Array>[] = Array.from({ length: TREE_DEPTH + 1 }, () => new Map());
+  readonly #dirty = new Set<number>();
+
+  private constructor(readonly empty: Uint8Array[]) {}
+
+  static async create(): Promise<RecordTree> {
+    return new RecordTree(await emptyTreeHashes());
+  }
+
+  static async of(records: Iterable<readonly [string, Uint8Array]>): Promise<RecordTree> {
+    const t = await RecordTree.create();
+    for (const [account, bytes] of records) await t.set(account, await recordDigest(bytes));
+    return t;
+  }
+
+  get size(): number {
+    return this.#digests.size;
+  }
+
+  digest(account: string): Uint8Array | null {
+    return this.#digests.get(account) ?? null;
+  }
+
+  async set(account: string, digest: Uint8Array | null): Promise<void> {
+    let b = this.#bucketOf.get(account);
+    if (b === undefined) {
+      if (digest === null) return;
+      b = await bucketOf(account);
+    }
+    let bucket = this.#buckets.get(b);
+    if (digest === null) {
+      this.#digests.delete(account);
+      this.#bucketOf.delete(account);
+      bucket?.delete(account);
+      if (bucket?.size === 0) this.#buckets.delete(b);
+    } else {
+      this.#digests.set(account, digest);
+      this.#bucketOf.set(account, b);
+      if (!bucket) this.#buckets.set(b, (bucket = new Map()));
+      bucket.set(account, digest);
+    }
+    this.#dirty.add(b);
+  }
+
+  async root(): Promise<Uint8Array> {
+    let dirty = [...this.#dirty];
+    this.#dirty.clear();
+    for (const b of dirty) {
+      const bucket = this.#buckets.get(b);
+      if (bucket) this.#levels[0]!.set(b, await bucketHash(bucket));
+      else this.#levels[0]!.delete(b);
+    }
+    for (let l = 0; l < TREE_DEPTH; l++) {
+      const parents = new Set(dirty.map((i) => i >>> 1));
+      const level = this.#levels[l]!;
+      for (const p of parents) {
+        const left = level.get(2 * p);
+        const right = level.get(2 * p + 1);
+        if (!left && !right) this.#levels[l + 1]!.delete(p);
+        else this.#levels[l + 1]!.set(p, await nodeHash(left ?? this.empty[l]!, right ?? this.empty[l]!));
+      }
+      dirty = [...parents];
+    }
+    return this.#levels[TREE_DEPTH]!.get(0) ?? this.empty[TREE_DEPTH]!;
+  }
+}
+
+export interface ResumeOptions {
+  /**
+   * With no anchor on this platform and a non-empty log in the store: adopt the store's
+   * head (verify the whole chain from entry 1 and the root) instead of refusing. An
+   * explicit operator decision (spec §13.6) — it trusts the store once.
+   */
+  readonly adoptWithoutAnchor?: boolean;
+}
+
+export interface ResumeResult {
+  readonly guard: RollbackGuard;
+  /** The anchor was missing and the store's head was adopted. */
+  readonly adopted: boolean;
+  /** Entries past the anchor that were valid and are now captured (a crash between append and capture). */
+  readonly caughtUp: number;
+}
+
+/**
+ * One node's view of the log: what it captured, and the record tree at that point.
+ * Not re-entrant: one `append` at a time, each followed by `capture` (or by `resume`
+ * again after a failure). `check` may run at any time.
+ */
+export class RollbackGuard {
+  #captured: Captured;
+  #head: LogEntry | null;
+  #pending: LogEntry | null = null;
+
+  private constructor(
+    private readonly platform: Platform,
+    readonly group: Uint8Array,
+    private readonly tree: RecordTree,
+    captured: Captured,
+  ) {
+    this.#captured = captured;
+    this.#head = null;
+  }
+
+  get captured(): Captured {
+    return this.#captured;
+  }
+
+  /** Computes an entry's MAC under the log key. */
+  static async entryMac(platform: Platform, group: Uint8Array, index: number, prevMac: Uint8Array, root: Uint8Array): Promise<Uint8Array> {
+    return platform.mac(KEY_LABELS.logMac, entryMacInput(group, index, prevMac, root));
+  }
+
+  /**
+   * Rebuilds the guard from the platform's anchor and the store: `entries` are the
+   * store's log entries from the anchor's index on (from index 1 if there is no anchor),
+   * in the order the store returns them; `records` every stored record.
+   * @throws StoreRolledBackError when the store does not continue the anchor
+   * @throws AnchorMissingError with no anchor, a non-empty store and no `adoptWithoutAnchor`
+   */
+  static async resume(platform: Platform, group: Uint8Array, entries: readonly Uint8Array[], records: Iterable<readonly [string, Uint8Array]>, options: ResumeOptions = {}): Promise<ResumeResult> {
+    if (group.length !== GROUP_ID_LENGTH) throw new RangeError(`group: ${GROUP_ID_LENGTH} bytes`);
+    const raw = await platform.readAnchor();
+    const anchor = raw === null ? null : decodeAnchor(raw);
+    if (anchor && !equalBytes(anchor.group, group)) throw new StoreRolledBackError('anchor: this node is anchored in another group');
+    const tree = await RecordTree.of(records);
+    const decoded = entries.map(decodeEntry);
+    let start: { index: number; mac: Uint8Array; root: Uint8Array };
+    let i = 0;
+    if (anchor === null && decoded.length === 0 && tree.size === 0) {
+      const guard = new RollbackGuard(platform, group, tree, { index: 0, mac: GENESIS_MAC, root: await tree.root() });
+      return { guard, adopted: false, caughtUp: 0 };
+    }
+    if (anchor === null && !options.adoptWithoutAnchor) throw new AnchorMissingError('this node has no anchor but the store holds a log or records: refusing to trust it (see docs/operations.md, "A lost anchor")');
+    if (anchor === null && decoded.length === 0) {
+      // Adopting records with no log at all (a store written before rollback protection):
+      // the caller commits an entry covering them right away (LogCommitter does).
+      const guard = new RollbackGuard(platform, group, tree, { index: 0, mac: GENESIS_MAC, root: await tree.root() });
+      return { guard, adopted: true, caughtUp: 0 };
+    }
+    if (anchor !== null && anchor.index === 0) {
+      if (!equalBytes(anchor.mac, GENESIS_MAC)) throw new StoreRolledBackError('anchor: genesis with a MAC');
+      start = { index: 0, mac: GENESIS_MAC, root: tree.empty[TREE_DEPTH]! };
+    } else {
+      // From the anchored entry; when adopting (no anchor), from the oldest entry the store kept.
+      const first = decoded[0];
+      if (!first || (anchor !== null && (first.index !== anchor.index || !equalBytes(first.mac, anchor.mac)))) {
+        throw new StoreRolledBackError(`store rolled back: the log does not hold the captured entry ${anchor?.index ?? '(any)'}${first ? ` (it starts at ${first.index})` : ' (it holds no entry from there)'}`);
+      }
+      if (!equalBytes(first.group, group) || !equalBytes(await RollbackGuard.entryMac(platform, group, first.index, first.prevMac, first.root), first.mac)) {
+        throw new StoreRolledBackError(`store rolled back: entry ${first.index} does not authenticate`);
+      }
+      start = { index: first.index, mac: first.mac, root: first.root };
+      i = 1;
+    }
+    let prev = start;
+    let root = start.root;
+    for (; i < decoded.length; i++) {
+      const e = decoded[i]!;
+      if (e.index !== prev.index + 1 || !equalBytes(e.prevMac, prev.mac) || !equalBytes(e.group, group)) {
+        throw new StoreRolledBackError(`store rolled back: log entry ${e.index} does not follow entry ${prev.index}`);
+      }
+      if (!equalBytes(await RollbackGuard.entryMac(platform, group, e.index, e.prevMac, e.root), e.mac)) throw new StoreRolledBackError(`store rolled back: log entry ${e.index} does not authenticate`);
+      prev = { index: e.index, mac: e.mac, root: e.root };
+      root = e.root;
+    }
+    if (!equalBytes(await tree.root(), root)) throw new StoreRolledBackError(`store rolled back: the records do not match the root of log entry ${prev.index}`);
+    const guard = new RollbackGuard(platform, group, tree, { index: prev.index, mac: prev.mac, root });
+    const caughtUp = prev.index - (anchor?.index ?? 0);
+    if (anchor === null || caughtUp > 0) await platform.writeAnchor(encodeAnchor(group, prev.index, prev.mac));
+    return { guard, adopted: anchor === null, caughtUp: anchor === null ? 0 : caughtUp };
+  }
+
+  /**
+   * Before every decision: the stored bytes of `account` (null: no record) must be what
+   * the captured root says.
+   * @throws StoreRolledBackError naming the account
+   */
+  async check(account: string, stored: Uint8Array | null): Promise<void> {
+    const want = this.tree.digest(account);
+    if (stored === null && want === null) return;
+    if (stored !== null && want !== null && equalBytes(await recordDigest(stored), want)) return;
+    throw new StoreRolledBackError(
+      want === null ? 'store rolled back or edited: a record exists that the log does not hold' : stored === null ? 'store rolled back or edited: the log holds a record the store lost' : 'store rolled back or edited: the record is not the one the log holds',
+      account,
+    );
+  }
+
+  /**
+   * The entry for the next batch: applies `changes` to the tree and MACs the new root.
+   * The caller commits the entry atomically with the changes, then calls `capture`; on
+   * any failure in between, this guard must be discarded (resume again from the store).
+   */
+  async append(changes: readonly RecordChange[]): Promise<LogEntry> {
+    if (this.#pending) throw new Error('RollbackGuard: an entry is appended and not captured');
+    for (const c of changes) await this.tree.set(c.account, c.value === null ? null : await recordDigest(c.value));
+    const root = await this.tree.root();
+    const index = this.#captured.index + 1;
+    const prevMac = this.#captured.mac;
+    const mac = await RollbackGuard.entryMac(this.platform, this.group, index, prevMac, root);
+    const entry = { group: this.group, index, prevMac, root, mac };
+    this.#pending = entry;
+    return entry;
+  }
+
+  /** After the store committed `entry`: writes the anchor (durable when this resolves). */
+  async capture(entry: LogEntry): Promise<void> {
+    if (this.#pending !== entry) throw new Error('RollbackGuard: capture of an entry that is not the one appended');
+    await this.platform.writeAnchor(encodeAnchor(this.group, entry.index, entry.mac));
+    this.#captured = { index: entry.index, mac: entry.mac, root: entry.root };
+    this.#head = entry;
+    this.#pending = null;
+  }
+
+  /** The entry captured last by this guard (null right after resume). */
+  get head(): LogEntry | null {
+    return this.#head;
+  }
+
+  /**
+   * Witnessing (fleet followers): captures `entry` if it is the next one in order, MAC
+   * valid, and the tree after `changes` has its root; idempotent for the entry captured
+   * already. Returns the ack MAC for this node.
+   * @throws StoreRolledBackError for an entry out of order or not authentic
+   */
+  async witness(entry: LogEntry, changes: readonly RecordChange[]): Promise<Uint8Array> {
+    if (entry.index === this.#captured.index && equalBytes(entry.mac, this.#captured.mac)) return this.ack();
+    if (this.#pending) throw new Error('RollbackGuard: witness while an entry is appended');
+    if (!equalBytes(entry.group, this.group) || entry.index !== this.#captured.index + 1 || !equalBytes(entry.prevMac, this.#captured.mac)) {
+      throw new StoreRolledBackError(`log: entry ${entry.index} does not follow the captured entry ${this.#captured.index}`);
+    }
+    if (!equalBytes(await RollbackGuard.entryMac(this.platform, this.group, entry.index, entry.prevMac, entry.root), entry.mac)) throw new StoreRolledBackError(`log: entry ${entry.index} does not authenticate`);
+    for (const c of changes) await this.tree.set(c.account, c.value === null ? null : await recordDigest(c.value));
+    if (!equalBytes(await this.tree.root(), entry.root)) throw new StoreRolledBackError(`log: the changes of entry ${entry.index} do not give its root`);
+    this.#pending = entry;
+    await this.capture(entry);
+    return this.ack();
+  }
+
+  /** This node's ack of what it captured, under its own node ID (nodeIdOf). */
+  async ack(): Promise<Uint8Array> {
+    return this.platform.mac(KEY_LABELS.logMac, ackMacInput(this.group, await nodeIdOf(this.platform), this.#captured.index, this.#captured.mac));
+  }
+}
+
+/**
+ * Whether `entry` is committed: a majority of `members` (by node ID) acked it or a later
+ * entry of the same chain (`acks`: node → {index, mac, ack}; a later index counts only if
+ * the caller vouches the chain, e.g. the leader that appended both). Acks are verified.
+ */
+export async function committed(platform: Platform, group: Uint8Array, entry: LogEntry, acks: ReadonlyMap<string, { index: number; mac: Uint8Array; ack: Uint8Array }>, members: readonly string[], chain: (index: number) => Uint8Array | null): Promise<boolean> {
+  let count = 0;
+  for (const id of new Set(members)) {
+    const a = acks.get(id);
+    if (!a || a.index < entry.index) continue;
+    const mac = chain(a.index);
+    if (!mac || !equalBytes(mac, a.mac)) continue;
+    if (!equalBytes(await platform.mac(KEY_LABELS.logMac, ackMacInput(group, id, a.index, a.mac)), a.ack)) continue;
+    count++;
+  }
+  return count * 2 > new Set(members).size;
+}

@@ -1,0 +1,344 @@
+// Rollback protection in the core (spec §13): the entry format and its MAC, the record
+// tree, resume/check/append/capture/witness, and a model test (fast-check) over the
+// guard with an adversarial store that can return ANY earlier state, lose writes, and be
+// restored from any snapshot: never more than the limit of guesses answered per account.
+// COFFER_WRITE_VECTORS=1 rewrites spec/vectors/vault/log-*.json from this implementation.
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { fromHex, sha256, toHex, utf8 } from '@coffer/protocol';
+import type { Platform } from '../src/core/platform.js';
+import {
+  AnchorMissingError,
+  bucketHash,
+  bucketOf,
+  committed,
+  decodeEntry,
+  emptyTreeHashes,
+  encodeEntry,
+  entryMacInput,
+  GENESIS_MAC,
+  RecordTree,
+  recordDigest,
+  nodeIdOf,
+  RollbackGuard,
+  StoreRolledBackError,
+  type LogEntry,
+} from '../src/core/rollback.js';
+
+const LOG_KEY = new Uint8Array(32).fill(0x42);
+const GROUP = fromHex('000102030405060708090a0b0c0d0e0f');
+
+/** A platform with a known log-MAC key and an in-memory anchor (only what the guard uses). */
+function fakePlatform(key = LOG_KEY, transportKey = new Uint8Array(65).fill(4)): Platform & { anchor: Uint8Array | null; anchorWrites: number } {
+  const p = {
+    name: 'fake',
+    anchor: null as Uint8Array | null,
+    anchorWrites: 0,
+    now: () => Date.now(),
+    randomBytes: (n: number) => new Uint8Array(n),
+    seal: () => Promise.reject(new Error('unused')),
+    unseal: () => Promise.reject(new Error('unused')),
+    ecdh: () => Promise.reject(new Error('unused')),
+    publicKey: async (label: string) => {
+      assert.equal(label, 'coffer-node-transport-v1');
+      return transportKey;
+    },
+    async mac(label: string, data: Uint8Array) {
+      assert.equal(label, 'coffer-log-mac-v1');
+      return new Uint8Array(createHmac('sha256', key).update(data).digest());
+    },
+    async readAnchor() {
+      return p.anchor?.slice() ?? null;
+    },
+    async writeAnchor(v: Uint8Array) {
+      p.anchor = v.slice();
+      p.anchorWrites++;
+    },
+  };
+  return p;
+}
+
+const VECTORS = new URL('../../../../spec/vectors/vault/log-entry.json', import.meta.url);
+const TREE_VECTORS = new URL('../../../../spec/vectors/vault/log-tree.json', import.meta.url);
+
+describe('log entry and tree (spec §13.2, §13.3) against the vectors', () => {
+  it('entry MAC input, MAC, encoding', async () => {
+    const p = fakePlatform();
+    const root1 = await sha256(utf8('root 1'));
+    const mac1 = await RollbackGuard.entryMac(p, GROUP, 1, GENESIS_MAC, root1);
+    const e1: LogEntry = { group: GROUP, index: 1, prevMac: GENESIS_MAC, root: root1, mac: mac1 };
+    const root2 = await sha256(utf8('root 2'));
+    const mac2 = await RollbackGuard.entryMac(p, GROUP, 2, mac1, root2);
+    const e2: LogEntry = { group: GROUP, index: 2, prevMac: mac1, root: root2, mac: mac2 };
+    const got = {
+      description: 'spec/vault-protocol.md §13.2: log entries. mac = HMAC-SHA256(logMacKey, macInput); entry = group ‖ index (u64 BE) ‖ prevMac ‖ root ‖ mac',
+      logMacKey: toHex(LOG_KEY),
+      group: toHex(GROUP),
+      entries: [e1, e2].map((e) => ({ index: e.index, prevMac: toHex(e.prevMac), root: toHex(e.root), macInput: toHex(entryMacInput(e.group, e.index, e.prevMac, e.root)), mac: toHex(e.mac), entry: toHex(encodeEntry(e)) })),
+    };
+    if (process.env.COFFER_WRITE_VECTORS === '1') writeFileSync(VECTORS, `${JSON.stringify(got, null, 2)}\n`);
+    assert.deepEqual(got, JSON.parse(readFileSync(VECTORS, 'utf8')));
+    assert.deepEqual(decodeEntry(encodeEntry(e2)), e2);
+    assert.throws(() => decodeEntry(encodeEntry(e2).subarray(1)), StoreRolledBackError);
+  });
+
+  it('buckets, empty hashes and roots', async () => {
+    const empty = await emptyTreeHashes();
+    const records: Array<[string, Uint8Array]> = [
+      ['alice', utf8('sealed record of alice')],
+      ['bob', utf8('sealed record of bob')],
+      ['carol', utf8('sealed record of carol')],
+    ];
+    const tree = await RecordTree.create();
+    const roots: string[] = [toHex(await tree.root())];
+    for (const [a, v] of records) {
+      await tree.set(a, await recordDigest(v));
+      roots.push(toHex(await tree.root()));
+    }
+    await tree.set('bob', null);
+    roots.push(toHex(await tree.root()));
+    const got = {
+      description: 'spec/vault-protocol.md §13.3: the record tree. bucket = first 16 bits of SHA-256("coffer/vault/v1/log-bucket" ‖ 0x00 ‖ account); digest = SHA-256(record bytes); bucket hash = SHA-256(0x00 ‖ sorted (u16 len ‖ account ‖ digest)…); node = SHA-256(0x01 ‖ left ‖ right); roots after inserting alice, bob, carol, then deleting bob',
+      emptyBucket: toHex(empty[0]!),
+      emptyRoot: toHex(empty[16]!),
+      records: await Promise.all(records.map(async ([a, v]) => ({ account: a, record: toHex(v), bucket: await bucketOf(a), digest: toHex(await recordDigest(v)), bucketHash: toHex(await bucketHash([[a, await recordDigest(v)]])) }))),
+      roots,
+    };
+    if (process.env.COFFER_WRITE_VECTORS === '1') writeFileSync(TREE_VECTORS, `${JSON.stringify(got, null, 2)}\n`);
+    assert.deepEqual(got, JSON.parse(readFileSync(TREE_VECTORS, 'utf8')));
+    // Order of insertion does not matter; deleting bob gives the tree without bob.
+    const other = await RecordTree.of([records[2]!, records[0]!]);
+    assert.equal(toHex(await other.root()), roots[4]);
+  });
+});
+
+/** A guard over an in-memory "store" that the tests then damage. */
+async function scenario() {
+  const p = fakePlatform();
+  const store = { records: new Map<string, Uint8Array>(), log: [] as Uint8Array[] };
+  const { guard } = await RollbackGuard.resume(p, GROUP, [], []);
+  const commit = async (g: RollbackGuard, account: string, value: Uint8Array | null) => {
+    const e = await g.append([{ account, value }]);
+    if (value) store.records.set(account, value);
+    else store.records.delete(account);
+    store.log.push(encodeEntry(e));
+    await g.capture(e);
+    return e;
+  };
+  const resume = (s = store, options = {}) => {
+    const from = p.anchor ? Number(new DataView(p.anchor.buffer, 16, 8).getBigUint64(0)) : 0;
+    return RollbackGuard.resume(p, GROUP, s.log.filter((b) => decodeEntry(b).index >= from), [...s.records], options);
+  };
+  const snapshot = () => ({ records: new Map(store.records), log: [...store.log] });
+  return { p, store, guard, commit, resume, snapshot };
+}
+
+describe('RollbackGuard', () => {
+  it('check: the captured record passes; an older value, a lost or an extra record is refused naming the account', async () => {
+    const s = await scenario();
+    await s.commit(s.guard, 'alice', utf8('v1'));
+    await s.commit(s.guard, 'alice', utf8('v2'));
+    await s.guard.check('alice', utf8('v2'));
+    await s.guard.check('nobody', null);
+    for (const [account, bytes] of [['alice', utf8('v1')], ['alice', null], ['nobody', utf8('v1')]] as const) {
+      await assert.rejects(s.guard.check(account, bytes), (e: unknown) => e instanceof StoreRolledBackError && e.account === account);
+    }
+  });
+
+  it('resume: the same store resumes; a crash between append and capture is caught up', async () => {
+    const s = await scenario();
+    await s.commit(s.guard, 'alice', utf8('v1'));
+    const r = await s.resume();
+    assert.equal(r.guard.captured.index, 1);
+    await r.guard.check('alice', utf8('v1'));
+    // Appended and committed, never captured (the node died before the anchor write).
+    const e = await r.guard.append([{ account: 'alice', value: utf8('v2') }]);
+    s.store.records.set('alice', utf8('v2'));
+    s.store.log.push(encodeEntry(e));
+    const r2 = await s.resume();
+    assert.equal(r2.caughtUp, 1);
+    assert.equal(r2.guard.captured.index, 2);
+    await r2.guard.check('alice', utf8('v2'));
+  });
+
+  it('resume refuses a snapshot, a truncated log, an edited or reordered entry, records not matching the root', async () => {
+    const s = await scenario();
+    await s.commit(s.guard, 'alice', utf8('v1'));
+    const old = s.snapshot();
+    await s.commit(s.guard, 'alice', utf8('v2'));
+    await s.commit(s.guard, 'bob', utf8('b1'));
+    const good = s.snapshot();
+    const cases: Array<[string, { records: Map<string, Uint8Array>; log: Uint8Array[] }]> = [
+      ['snapshot restored', old],
+      ['log truncated', { records: good.records, log: good.log.slice(0, 2) }],
+      ['log emptied', { records: good.records, log: [] }],
+      ['record written back', { records: new Map([...good.records, ['alice', utf8('v1')]]), log: good.log }],
+      ['record deleted', { records: new Map([['bob', utf8('b1')]]), log: good.log }],
+      ['entry edited', { records: good.records, log: [...good.log.slice(0, 2), good.log[2]!.map((b, i) => (i === 60 ? b ^ 1 : b))] }],
+    ];
+    for (const [what, store] of cases) await assert.rejects(s.resume(store), StoreRolledBackError, what);
+    // An entry deleted from the middle when the anchor is behind (resume from index 1).
+    s.p.anchor = null; // a lost anchor
+    await assert.rejects(s.resume({ records: good.records, log: [good.log[0]!, good.log[2]!] }), AnchorMissingError, 'no anchor: refused without adopt');
+    await assert.rejects(s.resume({ records: good.records, log: [good.log[0]!, good.log[2]!] }, { adoptWithoutAnchor: true }), StoreRolledBackError, 'a gap');
+    await assert.rejects(s.resume({ records: good.records, log: [good.log[0]!, good.log[2]!, good.log[1]!] }, { adoptWithoutAnchor: true }), StoreRolledBackError, 'reordered');
+    const adopted = await s.resume(good, { adoptWithoutAnchor: true });
+    assert.equal(adopted.adopted, true);
+    assert.equal(adopted.guard.captured.index, 3);
+  });
+
+  it('an entry MACed under another key (another fleet) is refused', async () => {
+    const s = await scenario();
+    await s.commit(s.guard, 'alice', utf8('v1'));
+    const foreign = fakePlatform(new Uint8Array(32).fill(7));
+    foreign.anchor = s.p.anchor;
+    await assert.rejects(RollbackGuard.resume(foreign, GROUP, s.store.log, [...s.store.records]), StoreRolledBackError);
+  });
+
+  it('witness: a follower captures in order only, idempotently; acks (under each HSM\'s own node ID) count toward a majority', async () => {
+    const leader = await scenario();
+    const follower = fakePlatform(LOG_KEY, new Uint8Array(65).fill(5));
+    const [a, b] = [await nodeIdOf(leader.p), await nodeIdOf(follower)];
+    assert.notEqual(a, b);
+    const { guard: f } = await RollbackGuard.resume(follower, GROUP, [], []);
+    const e1 = await leader.commit(leader.guard, 'alice', utf8('v1'));
+    const e2 = await leader.commit(leader.guard, 'alice', utf8('v2'));
+    await assert.rejects(f.witness(e2, [{ account: 'alice', value: utf8('v2') }]), StoreRolledBackError, 'out of order');
+    const ack1 = await f.witness(e1, [{ account: 'alice', value: utf8('v1') }]);
+    assert.deepEqual(await f.witness(e1, []), ack1, 'idempotent');
+    await assert.rejects(f.witness({ ...e2, root: e1.root }, []), StoreRolledBackError, 'edited entry');
+    await assert.rejects(f.witness(e2, [{ account: 'alice', value: utf8('v3') }]), StoreRolledBackError, 'changes that do not give the root');
+    const { guard: f2 } = await RollbackGuard.resume(fakePlatform(LOG_KEY, new Uint8Array(65).fill(5)), GROUP, [], []);
+    await f2.witness(e1, [{ account: 'alice', value: utf8('v1') }]);
+    const ack2 = await f2.witness(e2, [{ account: 'alice', value: utf8('v2') }]);
+    const chain = (i: number) => (i === 1 ? e1.mac : i === 2 ? e2.mac : null);
+    const leaderAck = await leader.guard.ack();
+    const members = [a, b, 'ffffffffffffffff'];
+    const acks = new Map([
+      [a, { index: 2, mac: e2.mac, ack: leaderAck }],
+      [b, { index: 2, mac: e2.mac, ack: ack2 }],
+    ]);
+    assert.equal(await committed(leader.p, GROUP, e2, acks, members, chain), true);
+    assert.equal(await committed(leader.p, GROUP, e1, acks, members, chain), true, 'a later entry of the chain counts');
+    assert.equal(await committed(leader.p, GROUP, e2, new Map([[a, acks.get(a)!]]), members, chain), false, 'one of three');
+    assert.equal(await committed(leader.p, GROUP, e2, new Map([[a, acks.get(a)!], [b, { ...acks.get(b)!, ack: ack1 }]]), members, chain), false, "b's ack is for another entry");
+    assert.equal(await committed(leader.p, GROUP, e2, new Map([[a, acks.get(a)!], ['ffffffffffffffff', { ...acks.get(a)! }]]), members, chain), false, "a's ack under another member's name");
+  });
+});
+
+/**
+ * The model: each account's record is (guesses used, nonce). A guess reads the record
+ * from whatever state the adversary picks, is checked, counted, committed on top of the
+ * store's current state (fenced on its log head like the real stores), captured, and
+ * only then answered. The adversary may also lose a commit (crash before capture),
+ * restart the node from any state, and restore the store to any earlier snapshot.
+ */
+type Cmd =
+  | { kind: 'guess'; account: number; readFrom: number; crash: boolean }
+  | { kind: 'restart'; from: number }
+  | { kind: 'rollback'; to: number };
+
+const LIMIT = 3;
+const ACCOUNTS = ['a', 'b'];
+
+async function runModel(cmds: readonly Cmd[], protect: boolean): Promise<Map<string, number>> {
+  const p = fakePlatform();
+  type State = { records: Map<string, Uint8Array>; log: Uint8Array[] };
+  const history: State[] = [{ records: new Map(), log: [] }];
+  let current = 0;
+  let guard: RollbackGuard | null = (await RollbackGuard.resume(p, GROUP, [], [])).guard;
+  const answered = new Map<string, number>();
+  let nonce = 0;
+  const pick = (n: number) => history[n % history.length]!;
+  const resumeFrom = async (s: State) => {
+    try {
+      const from = p.anchor ? Number(new DataView(p.anchor.buffer, 16, 8).getBigUint64(0)) : 0;
+      guard = (await RollbackGuard.resume(p, GROUP, s.log.filter((b) => decodeEntry(b).index >= from), [...s.records])).guard;
+    } catch (err) {
+      assert.ok(err instanceof StoreRolledBackError || err instanceof AnchorMissingError, String(err));
+      guard = null;
+    }
+  };
+  for (const c of cmds) {
+    if (c.kind === 'rollback') {
+      current = c.to % history.length;
+      continue;
+    }
+    if (c.kind === 'restart') {
+      if (protect) await resumeFrom(pick(c.from));
+      continue;
+    }
+    const account = ACCOUNTS[c.account % ACCOUNTS.length]!;
+    const read = pick(c.readFrom).records.get(account) ?? null;
+    if (protect) {
+      if (!guard) continue; // refusing everything until a resume succeeds
+      try {
+        await guard.check(account, read);
+      } catch (err) {
+        assert.ok(err instanceof StoreRolledBackError);
+        continue;
+      }
+    }
+    const used = read ? read[0]! : 0;
+    if (used >= LIMIT) continue; // locked
+    const value = new Uint8Array([used + 1, nonce++ & 0xff, nonce >> 8]);
+    const base = history[current]!;
+    const next: State = { records: new Map([...base.records, [account, value]]), log: base.log };
+    if (protect) {
+      const g: RollbackGuard = guard!;
+      const e = await g.append([{ account, value }]);
+      const head = base.log.length ? decodeEntry(base.log.at(-1)!).index : 0;
+      if (head !== e.index - 1) {
+        guard = null; // LogConflictError: resumed before the next request
+        continue;
+      }
+      next.log = [...base.log, encodeEntry(e)];
+      history.push(next);
+      current = history.length - 1;
+      if (c.crash) {
+        guard = null; // died between append and capture: nothing answered
+        continue;
+      }
+      await g.capture(e);
+    } else {
+      history.push(next);
+      current = history.length - 1;
+      if (c.crash) continue;
+    }
+    answered.set(account, (answered.get(account) ?? 0) + 1);
+  }
+  return answered;
+}
+
+const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
+  { weight: 6, arbitrary: fc.record({ kind: fc.constant('guess' as const), account: fc.nat(1), readFrom: fc.nat(), crash: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('restart' as const), from: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('rollback' as const), to: fc.nat() }) },
+);
+
+describe('model: an adversarial store that returns any earlier state', () => {
+  it('never answers more than the limit of guesses for any account (with the guard)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(cmdArb, { maxLength: 60 }), async (cmds) => {
+        const answered = await runModel(cmds, true);
+        for (const [account, n] of answered) assert.ok(n <= LIMIT, `${account}: ${n} guesses answered`);
+      }),
+      { numRuns: Number(process.env.COFFER_FUZZ_RUNS ?? 300) },
+    );
+  });
+
+  it('without the guard the same adversary gets more (the model has teeth)', async () => {
+    const found = await fc.check(
+      fc.asyncProperty(fc.array(cmdArb, { maxLength: 60 }), async (cmds) => {
+        const answered = await runModel(cmds, false);
+        for (const n of answered.values()) if (n > LIMIT) return false;
+        return true;
+      }),
+      { numRuns: 300 },
+    );
+    assert.equal(found.failed, true);
+  });
+});

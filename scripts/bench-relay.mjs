@@ -22,6 +22,34 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 
+// Account store of the relay: `--store sqlite|postgres`; by default the bench runs once
+// with each (PostgreSQL: a throwaway cluster initdb'd in a temp dir, as the tests do)
+// and reports both, SQLite's ratio on the `bench: relay-recover` line.
+const storeArg = process.argv.indexOf('--store');
+const STORE = storeArg >= 0 ? process.argv[storeArg + 1] : 'both';
+if (STORE === 'both') {
+  const passOn = process.argv.slice(2);
+  const ratios = {};
+  for (const store of ['sqlite', 'postgres']) {
+    process.stderr.write(`bench:relay: account store ${store}\n`);
+    const r = spawnSync(process.execPath, [process.argv[1], ...passOn, '--store', store], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+    process.stdout.write(r.stdout.split('\n').filter((l) => l && !l.startsWith('bench: relay-recover')).map((l) => `[${store}] ${l}\n`).join(''));
+    const m = /bench: relay-recover ratio=([\d.]+)/.exec(r.stdout);
+    if (r.status !== 0 || !m) {
+      process.stderr.write(`bench:relay: the ${store} run failed (exit ${r.status})\n`);
+      process.exit(1);
+    }
+    ratios[store] = m[1];
+  }
+  console.log(`bench: relay-recover-postgres ratio=${ratios.postgres} target=0.8`);
+  console.log(`bench: relay-recover ratio=${ratios.sqlite} target=0.8`);
+  process.exit(0);
+}
+if (STORE !== 'sqlite' && STORE !== 'postgres') {
+  process.stderr.write('bench:relay: --store sqlite|postgres\n');
+  process.exit(2);
+}
+
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
@@ -48,6 +76,7 @@ const linkKeyHex = 'be'.repeat(32);
 const linkKeyFile = join(dir, 'link.key');
 writeFileSync(linkKeyFile, linkKeyHex + '\n', { mode: 0o600 });
 const children = [];
+let stopPostgres = async () => {};
 
 function startService(main, env, cpu) {
   const node = [process.execPath, main, 'serve'];
@@ -104,7 +133,14 @@ try {
   const relayConfig = join(dir, 'relay.json');
   writeFileSync(relayConfig, JSON.stringify({ limits: { perAddress: big, perAccount: big, accountCreation: big, signInByAddress: big, signInByAccount: big, passwordSignInByAccount: big } }));
   // The relay logs at its production default (info: one line per request, to /dev/null here).
-  const relay = await startService(RELAY_MAIN, { COFFER_RELAY_CONFIG: relayConfig, COFFER_RELAY_DATA_DIR: join(dir, 'relay'), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vault.url, COFFER_RELAY_LOG_LEVEL: 'info' }, LOAD_CPU);
+  let pgEnv = {};
+  if (STORE === 'postgres') {
+    const { startPostgres } = await import(join(root, 'packages', 'relay', 'dist', 'test', 'postgres.js'));
+    const server = await startPostgres();
+    stopPostgres = () => server.stop();
+    pgEnv = { COFFER_RELAY_ACCOUNT_STORE: 'postgres', COFFER_RELAY_PG_URL: await server.database('bench') };
+  }
+  const relay = await startService(RELAY_MAIN, { ...pgEnv, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: relayConfig, COFFER_RELAY_DATA_DIR: join(dir, 'relay'), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vault.url, COFFER_RELAY_LOG_LEVEL: 'info' }, LOAD_CPU);
 
   process.stderr.write(`bench:relay: ${WORKERS} load-generator processes × ${LANES} lanes, ${ACCOUNTS} accounts per path; vault on CPU ${TASKSET ? VAULT_CPU : '-'}, relay and load generators on CPU ${TASKSET ? LOAD_CPU : '-'}${TASKSET ? '' : ' (taskset missing: nothing pinned)'}\n`);
   const workers = Array.from({ length: WORKERS }, startWorker);
@@ -171,5 +207,6 @@ try {
 } finally {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
   await new Promise((res) => setTimeout(res, 300));
+  await stopPostgres().catch(() => {});
   rmSync(dir, { recursive: true, force: true });
 }

@@ -4,7 +4,7 @@
 // ./.coffer-data/relay), which shares the link key ./.coffer-data/link.key with the
 // vault. Installs and builds on first run. Ctrl-C stops both.
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureSetup, root } from './ensure-setup.mjs';
 
@@ -16,8 +16,14 @@ const VAULT_METRICS_URL = 'http://127.0.0.1:7442/metrics';
 const children = new Map();
 let stopping = false;
 
+// Each service's JSON log (stdout) goes to .coffer-data/logs/<name>.log (appended, mode
+// 0600); its diagnostics (stderr) to this terminal. `tail -f` the files to follow them.
+const LOG_DIR = join(root, '.coffer-data', 'logs');
+mkdirSync(LOG_DIR, { recursive: true, mode: 0o700 });
+
 function start(name, main, env) {
-  const child = spawn(process.execPath, [main, 'serve'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
+  const log = openSync(join(LOG_DIR, `${name}.log`), 'a', 0o600);
+  const child = spawn(process.execPath, [main, 'serve'], { cwd: root, stdio: ['ignore', log, 'inherit'], env: { ...process.env, ...env } });
   children.set(name, child);
   child.on('exit', (code, signal) => {
     children.delete(name);
@@ -67,13 +73,13 @@ const VAULT_MAIN = join(root, 'packages/vault/dist/src/server/main.js');
 // The relay serves the fleet's key bundle at GET /v1/fleet-bundle (clients pin it, unverified,
 // for recovery); setting a password needs the file itself (COFFER_FLEET_BUNDLE).
 const BUNDLE_FILE = join(root, '.coffer-data', 'fleet-bundle.json');
-start('coffer-vault', VAULT_MAIN, { COFFER_VAULT_LOG_LEVEL: process.env.COFFER_VAULT_LOG_LEVEL ?? 'warn' });
+start('coffer-vault', VAULT_MAIN, { COFFER_VAULT_LOG_LEVEL: process.env.COFFER_VAULT_LOG_LEVEL ?? 'info' });
 let up = await healthy(VAULT_URL, 'coffer-vault');
 if (up) {
   const bundle = spawnSync(process.execPath, [VAULT_MAIN, 'bundle'], { cwd: root, encoding: 'utf8' });
   if (bundle.status === 0) writeFileSync(BUNDLE_FILE, bundle.stdout);
   else process.stderr.write(`coffer: could not read the fleet bundle: ${bundle.stderr}\n`);
-  start('coffer-relay', join(root, 'packages/relay/dist/src/main.js'), { COFFER_RELAY_LOG_LEVEL: process.env.COFFER_RELAY_LOG_LEVEL ?? 'warn', COFFER_RELAY_FLEET_BUNDLE_FILE: BUNDLE_FILE });
+  start('coffer-relay', join(root, 'packages/relay/dist/src/main.js'), { COFFER_RELAY_LOG_LEVEL: process.env.COFFER_RELAY_LOG_LEVEL ?? 'info', COFFER_RELAY_FLEET_BUNDLE_FILE: BUNDLE_FILE });
   up = await healthy(RELAY_URL, 'coffer-relay');
 }
 if (up) {
@@ -94,7 +100,10 @@ Back up a folder with the coffer command (key mode):
 The front end (coffer-relay) listens on ${RELAY_URL}: accounts, vault messages, blob API.
 The Backup Key Vault listens on ${VAULT_URL} (internal: only the front end talks to it,
 authenticated with the link key .coffer-data/link.key); its metrics are on a separate
-admin listener, ${VAULT_METRICS_URL} (not reachable through the front end).
+admin listener, ${VAULT_METRICS_URL} (not reachable through the front end); the front
+end's are on http://127.0.0.1:7443/metrics.
+Logs (JSON, one line per event): ${join(LOG_DIR, 'coffer-relay.log')} and
+${join(LOG_DIR, 'coffer-vault.log')} — follow them with tail -f.
 Stop with Ctrl-C.
 `);
 }

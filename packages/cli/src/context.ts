@@ -14,6 +14,7 @@ export interface GlobalFlags {
   profile?: string;
   server?: string;
   'fleet-bundle'?: string;
+  insecure?: boolean;
 }
 
 /**
@@ -44,6 +45,8 @@ export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClie
   const fast = io.env.COFFER_INSECURE_FAST_KSF_FOR_TESTING === '1';
   if (fast) io.stderr.write('coffer: warning: COFFER_INSECURE_FAST_KSF_FOR_TESTING is set: new passwords get a cheap key-stretching function (tests only)\n');
   const server = flags.server ?? (io.env.COFFER_SERVER || undefined);
+  const insecureHttp = flags.insecure === true || io.env.COFFER_INSECURE_HTTP === '1';
+  if (insecureHttp) io.stderr.write('coffer: warning: --insecure: a plain http:// server off this machine is allowed: account passwords and tokens cross the network in clear text\n');
   // TEST ONLY: the blindness test needs the OPAQUE export and session keys to look for them.
   const dump = io.env.COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING;
   if (dump) io.stderr.write('coffer: warning: COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING is set: protocol secrets are written to a file (tests only)\n');
@@ -52,6 +55,7 @@ export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClie
       ? { onSecretsForTesting: (s: { exportKey: Uint8Array; sessionKey?: Uint8Array }) => appendFileSync(dump, JSON.stringify({ exportKey: Buffer.from(s.exportKey).toString('hex'), sessionKey: s.sessionKey ? Buffer.from(s.sessionKey).toString('hex') : null }) + '\n', { mode: 0o600 }) }
       : {}),
     ...(server ? { server } : {}),
+    ...(insecureHttp ? { insecureHttp } : {}),
     ...(fleetBundle !== undefined ? { fleetBundle } : {}),
     ...(fast ? { ksf: INSECURE_FAST_KSF_FOR_TESTING } : {}),
   });

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { accountCreate, accountPassword, login } from './commands/account.js';
+import { accountCreate, accountDevices, accountPassword, accountRevoke, login } from './commands/account.js';
 import { backupCmd, restoreCmd } from './commands/backup.js';
 import { keyGenerate, keyShow } from './commands/key.js';
 import { checkCmd, forget, init, pruneCmd, repairIndexCmd, repairSnapshotsCmd, snapshots, unlock } from './commands/repository.js';
@@ -35,8 +35,14 @@ Accounts and password backups (through a Coffer relay):
   coffer account create --server URL [--account-password-file F]
                                        create an account for this device (profile) and log in;
                                        asks for an account password (for a new device); prints the ID
-  coffer account password              set or change the account password (proved with
-                                       this profile's device key; other sessions end)
+  coffer account password [--revoke-other-devices]
+                                       set or change the account password (proved with
+                                       this profile's device key; other sessions end; with
+                                       --revoke-other-devices every other device key goes too)
+  coffer account devices               list the account's device keys (* = this device)
+  coffer account revoke KEY            remove a device key (a unique prefix will do): it can no
+                                       longer sign in and its sessions end
+  coffer account revoke --sessions     end every other session of the account
   coffer login [--server URL] [--account ID] [--token-file FILE] [--account-password-file F]
                                        new session: this profile's device key, an app token (JWT),
                                        or on a new profile the account password (--account ID)
@@ -54,6 +60,8 @@ Options:
   --profile P       this device's state: a directory (with a /) or a name under
                     ~/.config/coffer (or COFFER_PROFILE; default: default)
   --server URL      the relay (or COFFER_SERVER)
+  --insecure        allow a plain http:// server that is not on this machine (or
+                    COFFER_INSECURE_HTTP=1): passwords and tokens in clear text
   --fleet-bundle F  the vault fleet's key bundle to pin (or COFFER_FLEET_BUNDLE),
                     from a trusted source (coffer-vault bundle); needed by vault
                     enable/change-password. Without it, the relay's is pinned
@@ -135,6 +143,9 @@ const options = {
   'password-file': { type: 'string' },
   'new-password-file': { type: 'string' },
   'guess-limit': { type: 'string' },
+  insecure: { type: 'boolean' },
+  'revoke-other-devices': { type: 'boolean' },
+  sessions: { type: 'boolean' },
   'no-lock': { type: 'boolean' },
   'read-all': { type: 'boolean' },
   forget: { type: 'boolean' },
@@ -152,11 +163,11 @@ const allowed: Record<string, string[]> = {
   unlock: ['remove-all'],
   repair: ['read-all', 'forget', 'dry-run'],
   key: [],
-  account: ['account-password-file'],
+  account: ['account-password-file', 'revoke-other-devices', 'sessions'],
   login: ['account', 'token-file', 'account-password-file'],
   vault: ['key', 'password-file', 'new-password-file', 'guess-limit'],
 };
-const globalOptions = ['repo', 'key-file', 'json', 'quiet', 'help', 'profile', 'server', 'fleet-bundle'];
+const globalOptions = ['repo', 'key-file', 'json', 'quiet', 'help', 'profile', 'server', 'fleet-bundle', 'insecure'];
 
 export async function run(argv: string[], io: Io): Promise<number> {
   try {
@@ -223,7 +234,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
       case 'account':
         if (rest[0] === 'create' && rest.length === 1) return await accountCreate(flags, io);
         if (rest[0] === 'password' && rest.length === 1) return await accountPassword(flags, io);
-        throw new UsageError('account: use `coffer account create` or `coffer account password`');
+        if (rest[0] === 'devices' && rest.length === 1) return await accountDevices(flags, io);
+        if (rest[0] === 'revoke' && rest.length <= 2) return await accountRevoke(flags, rest[1], io);
+        throw new UsageError('account: use `coffer account create|password|devices|revoke`');
       case 'login':
         if (rest.length > 0) throw new UsageError('login takes no arguments');
         return await login(flags, io);

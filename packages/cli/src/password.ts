@@ -3,7 +3,7 @@
  * environment (COFFER_PASSWORD / COFFER_NEW_PASSWORD), or the terminal without echo.
  * Never from a command-line argument (it would show in `ps` and shell history).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { Secret } from '@coffer/protocol';
 import { UsageError, type Io } from './tui.js';
 
@@ -32,6 +32,11 @@ export async function readPassword(src: PasswordSource, io: Io): Promise<Secret<
     }
     const first = text.split(/\r?\n/)[0] ?? '';
     if (first === '') throw new UsageError(`password file ${src.file} is empty`);
+    // As for --key-file: a password others can read is a password others have.
+    const mode = (await stat(src.file).catch(() => null))?.mode;
+    if (mode !== undefined && (mode & 0o077) !== 0) {
+      io.stderr.write(`coffer: warning: password file ${src.file} (${src.flagName}) can be read by other users (mode ${(mode & 0o777).toString(8)}): anyone who reads it has the password; run chmod 600 on it\n`);
+    }
     return new Secret(first);
   }
   const env = io.env[src.envName];

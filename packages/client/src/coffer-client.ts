@@ -10,7 +10,7 @@
  * - `key`: the user keeps K as 64 digits; there is no vault record.
  */
 import { BackupKey } from '@coffer/backup';
-import { bundleToJson, parseFleetKeyBundle, ProtocolError, Secret, type FleetKey, type KsfParams } from '@coffer/protocol';
+import { bundleToJson, parseFleetKeyBundle, ProtocolError, Secret, toBase64Url, type FleetKey, type KsfParams } from '@coffer/protocol';
 import { RelayBlobBackend } from './blob-backend.js';
 import { DeviceKey } from './device-key.js';
 import { accountPasswordVerifier, checkNotAccountPassword } from './account-password-check.js';
@@ -39,6 +39,8 @@ export interface CofferClientOptions {
   readonly ksf?: KsfParams;
   readonly timeoutMs?: number;
   readonly fetch?: typeof fetch;
+  /** Allow a plain `http://` relay off loopback (clear-text passwords and tokens); refused otherwise. */
+  readonly insecureHttp?: boolean;
   /**
    * TEST ONLY: receives the OPAQUE export key and session key of every flow, so the
    * blindness test can look for them in captured traffic. Never set outside tests.
@@ -78,7 +80,7 @@ export class CofferClient {
     const profile = await Profile.open(profileDir);
     const client = new CofferClient(profile, options);
     if (options.server && options.server !== profile.state.server) {
-      await profile.update({ server: new RelayHttp({ server: options.server }).server });
+      await profile.update({ server: new RelayHttp({ server: options.server, ...(options.insecureHttp ? { insecure: true } : {}) }).server });
     }
     return client;
   }
@@ -107,6 +109,7 @@ export class CofferClient {
       },
       ...(this.#o.timeoutMs ? { timeoutMs: this.#o.timeoutMs } : {}),
       ...(this.#o.fetch ? { fetch: this.#o.fetch } : {}),
+      ...(this.#o.insecureHttp ? { insecure: true } : {}),
     });
     return this.#relay;
   }
@@ -170,19 +173,53 @@ export class CofferClient {
    * given, else with this profile's device key. The account's other sessions end.
    * @throws WeakPasswordError, InvalidCredentialsError (wrong current password / key), RateLimitedError
    */
-  async setAccountPassword(password: string | Secret<string>, options: { currentPassword?: string | Secret<string> } = {}): Promise<void> {
+  async setAccountPassword(password: string | Secret<string>, options: { currentPassword?: string | Secret<string>; revokeOtherDevices?: boolean } = {}): Promise<void> {
     if (!this.account.startsWith(LOCAL_PREFIX)) throw new CofferClientError('bad-config', 'account passwords belong to built-in accounts; this profile uses an app token');
     const pw = asSecret(password);
     checkPassword(pw.expose());
-    const pem = this.profile.state.deviceKey;
-    let proof: AccountProof;
-    if (options.currentPassword !== undefined) proof = { currentPassword: asSecret(options.currentPassword).expose() };
-    else if (pem) {
-      const key = DeviceKey.fromPem(new Secret(pem));
-      proof = { sign: (m) => key.sign(m) };
-    } else throw new CofferClientError('not-logged-in', 'changing the account password needs the current account password or this profile\'s device key');
-    await this.relay().setAccountPassword(this.account.slice(LOCAL_PREFIX.length), pw.expose(), proof);
+    const proof = this.#proof(options.currentPassword, 'changing the account password');
+    await this.relay().setAccountPassword(this.account.slice(LOCAL_PREFIX.length), pw.expose(), proof, options.revokeOtherDevices ? { revokeOtherDevices: true } : {});
     await this.profile.update({ accountPasswordCheck: await accountPasswordVerifier(pw.expose()) });
+  }
+
+  #proof(currentPassword: string | Secret<string> | undefined, what: string): AccountProof {
+    if (currentPassword !== undefined) return { currentPassword: asSecret(currentPassword).expose() };
+    const pem = this.profile.state.deviceKey;
+    if (!pem) throw new CofferClientError('not-logged-in', `${what} needs the current account password or this profile's device key`);
+    const key = DeviceKey.fromPem(new Secret(pem));
+    return { sign: (m) => key.sign(m) };
+  }
+
+  #localId(what: string): string {
+    if (!this.account.startsWith(LOCAL_PREFIX)) throw new CofferClientError('bad-config', `${what} belong to built-in accounts; this profile uses an app token`);
+    return this.account.slice(LOCAL_PREFIX.length);
+  }
+
+  /** The account's device keys (base64url public keys), marking this profile's. */
+  async devices(): Promise<{ publicKey: string; createdAt: number; lastUsedAt: number | null; current: boolean }[]> {
+    this.#localId('device keys');
+    const { keys, current } = await this.relay().listDeviceKeys();
+    const mine = this.profile.state.deviceKey ? toBase64Url(DeviceKey.fromPem(new Secret(this.profile.state.deviceKey)).publicKey) : current;
+    return keys.map((k) => ({ ...k, current: k.publicKey === mine }));
+  }
+
+  /**
+   * Removes a device key of the account (its sessions end, it can no longer sign in),
+   * proven with this profile's device key or `currentPassword`. A unique prefix of the
+   * key is enough.
+   */
+  async revokeDevice(publicKeyOrPrefix: string, options: { currentPassword?: string | Secret<string> } = {}): Promise<string> {
+    const id = this.#localId('device keys');
+    const keys = (await this.relay().listDeviceKeys()).keys.filter((k) => k.publicKey.startsWith(publicKeyOrPrefix));
+    if (keys.length !== 1) throw new CofferClientError('bad-config', keys.length === 0 ? `no device key of this account starts with "${publicKeyOrPrefix}"` : `"${publicKeyOrPrefix}" matches ${keys.length} device keys: give more of it`);
+    await this.relay().removeDeviceKey(id, keys[0]!.publicKey, this.#proof(options.currentPassword, 'removing a device key'));
+    return keys[0]!.publicKey;
+  }
+
+  /** Ends every other session of the account (this one stays); how many ended. */
+  async revokeOtherSessions(): Promise<number> {
+    this.#localId('sessions');
+    return this.relay().revokeOtherSessions();
   }
 
   /**

@@ -4,7 +4,7 @@
  * network failure, a timeout or a 5xx becomes `UnavailableError`, 401 becomes
  * `InvalidCredentialsError`, 429 `RateLimitedError`. Bodies are never logged.
  */
-import { LABELS, fromBase64Url, toBase64Url, utf8, concat } from '@coffer/protocol';
+import { LABELS, fromBase64Url, toBase64Url, utf8, concat, sha256 } from '@coffer/protocol';
 import { CofferClientError, InvalidCredentialsError, RateLimitedError, UnavailableError } from './errors.js';
 
 /** spec/relay-api.md §1: what a device signs to open a session. */
@@ -34,6 +34,43 @@ export interface RelayHttpOptions {
   /** Deadline for blob transfers (default 5 min). */
   readonly blobTimeoutMs?: number;
   readonly fetch?: typeof fetch;
+  /**
+   * Allow `http://` to a relay that is not on loopback (account passwords and tokens
+   * then cross the network in clear text). Off by default: such a URL is refused.
+   */
+  readonly insecure?: boolean;
+}
+
+/** Whether `host` (a URL's hostname) is this machine: 127.0.0.0/8, ::1, localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** The leading zero bits of a digest. */
+function zeroBits(d: Uint8Array): number {
+  let n = 0;
+  for (const byte of d) {
+    if (byte === 0) {
+      n += 8;
+      continue;
+    }
+    return n + Math.clz32(byte) - 24;
+  }
+  return n;
+}
+
+/** Solves the relay's proof-of-work puzzle (spec/relay-api.md §1): SHA-256(label || 0 || challenge || nonce) with `bits` leading zero bits. */
+export async function solveRelayPow(pow: { challenge: string; bits: number }): Promise<{ challenge: string; bits: number; nonce: string }> {
+  const prefix = concat(new TextEncoder().encode('coffer-relay/v1/pow'), new Uint8Array([0]), fromBase64Url(pow.challenge));
+  const input = new Uint8Array(prefix.length + 8);
+  input.set(prefix);
+  const view = new DataView(input.buffer, prefix.length, 8);
+  for (let i = 0; ; i++) {
+    view.setUint32(0, Math.floor(i / 2 ** 32));
+    view.setUint32(4, i >>> 0);
+    if (zeroBits(await sha256(input)) >= pow.bits) return { challenge: pow.challenge, bits: pow.bits, nonce: toBase64Url(input.subarray(prefix.length)) };
+  }
 }
 
 export interface RelayErrorBody {
@@ -75,6 +112,9 @@ export class RelayHttp {
       throw new CofferClientError('bad-config', `server: not a URL: ${options.server}`);
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new CofferClientError('bad-config', `server: must be an http(s) URL, got ${options.server}`);
+    if (url.protocol === 'http:' && !isLoopbackHost(url.hostname) && !options.insecure) {
+      throw new CofferClientError('bad-config', `server: ${url.origin} is plain http on another machine: account passwords and tokens would cross the network in clear text; use https:// (or --insecure / COFFER_INSECURE_HTTP=1 if you really mean it)`);
+    }
     this.server = url.href.replace(/\/+$/, '');
     this.#o = options;
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
@@ -108,7 +148,8 @@ export class RelayHttp {
     const timeout = c.timeoutMs ?? this.#o.timeoutMs ?? 30_000;
     const signal = AbortSignal.timeout(timeout);
     try {
-      return await this.#fetch(`${this.server}${c.path}`, { method: c.method, headers, ...(body !== undefined ? { body } : {}), signal });
+      // Never follow a redirect: it would carry the bearer token (and passwords) elsewhere.
+      return await this.#fetch(`${this.server}${c.path}`, { method: c.method, headers, redirect: 'error', ...(body !== undefined ? { body } : {}), signal });
     } catch (e) {
       const name = (e as Error)?.name;
       if (name === 'TimeoutError' || name === 'AbortError') throw new UnavailableError(`${this.server} did not answer within ${Math.round(timeout / 1000)} s`, e);
@@ -164,7 +205,15 @@ export class RelayHttp {
    * account, no password set, or a wrong one (InvalidCredentialsError), 429 when limited.
    */
   async loginWithPassword(account: string, password: string): Promise<{ token: string; expiresAt: number }> {
-    const res = await this.call({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password }, pass: [401] });
+    let res = await this.call({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password }, pass: [401, 428] });
+    // The account is being tried by others beyond its limit: the relay asks for a proof-of-work (not a lockout).
+    if (res.status === 428) {
+      const j = (await res.json().catch(() => ({}))) as { error?: { pow?: { challenge?: unknown; bits?: unknown } } };
+      const p = j.error?.pow;
+      if (typeof p?.challenge !== 'string' || typeof p.bits !== 'number' || p.bits > 32) throw new CofferClientError('protocol', 'POST /v1/sessions/password: a proof-of-work request without a usable puzzle');
+      const pow = await solveRelayPow({ challenge: p.challenge, bits: p.bits });
+      res = await this.call({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password, pow }, pass: [401] });
+    }
     if (res.status === 401) {
       await res.body?.cancel().catch(() => {});
       throw new InvalidCredentialsError('the server refused the account password: wrong password, unknown account, or the account has no account password');
@@ -194,9 +243,32 @@ export class RelayHttp {
   }
 
   /** Sets or replaces the signed-in built-in account's password (spec §1); other sessions end. */
-  async setAccountPassword(account: string, password: string, proof: AccountProof): Promise<void> {
-    const body = { password, ...(await this.credentialProof(account, proof)) };
+  async setAccountPassword(account: string, password: string, proof: AccountProof, options: { revokeOtherDevices?: boolean } = {}): Promise<void> {
+    const body = { password, ...(options.revokeOtherDevices ? { revokeOtherDevices: true } : {}), ...(await this.credentialProof(account, proof)) };
     await this.#proofCall({ method: 'PUT', path: '/v1/accounts/password', auth: true, body });
+  }
+
+  /** The signed-in account's device keys; `current` is the key of this session (null when it came from the password). */
+  async listDeviceKeys(): Promise<{ keys: { publicKey: string; createdAt: number; lastUsedAt: number | null }[]; current: string | null }> {
+    return this.json({ method: 'GET', path: '/v1/accounts/keys', auth: true });
+  }
+
+  /** Removes a device key (and ends its sessions); needs a proof like every credential change. */
+  async removeDeviceKey(account: string, publicKey: string, proof: AccountProof): Promise<void> {
+    const body = await this.credentialProof(account, proof);
+    await this.#proofCall({ method: 'DELETE', path: `/v1/accounts/keys/${encodeURIComponent(publicKey)}`, auth: true, body });
+  }
+
+  /** Ends every other session of the account; how many. */
+  async revokeOtherSessions(): Promise<number> {
+    const r = await this.json<{ revoked?: unknown }>({ method: 'DELETE', path: '/v1/sessions', auth: true });
+    return typeof r.revoked === 'number' ? r.revoked : 0;
+  }
+
+  /** Signs this session out. */
+  async signOut(): Promise<void> {
+    const res = await this.call({ method: 'DELETE', path: '/v1/sessions/current', auth: true });
+    await res.body?.cancel().catch(() => {});
   }
 
   /** Registers another device key for the signed-in built-in account (spec §1). */

@@ -6,15 +6,16 @@
  * listens. Logs never carry request bodies or the authorization header.
  */
 import { readFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { AccountStore } from './auth/account-store.js';
 import { makeAuthenticator } from './auth/authenticate.js';
 import type { JwtVerifier } from './auth/jwt.js';
 import type { BlobStore } from './blobs/store.js';
-import { errorBody, ERRORS, RelayError, type ErrorCode } from './errors.js';
+import { errorBody, ERRORS, rawErrorResponse, RelayError, type ErrorCode } from './errors.js';
 import type { RelayMetrics } from './metrics.js';
-import { FailureLimit, TokenBuckets, type BucketRule } from './rate-limit.js';
-import { accountRoutes } from './routes/accounts.js';
+import { addressKey, TokenBuckets, type BucketRule } from './rate-limit.js';
+import { accountRoutes, DEFAULT_POW, type PowRule } from './routes/accounts.js';
 import { prepareDummyPasswordHash, type PasswordKdf } from './auth/password.js';
 import { blobRoutes } from './routes/blobs.js';
 import { vaultRoutes, VAULT_BODY_LIMIT } from './routes/vault.js';
@@ -30,16 +31,19 @@ export interface RateLimits {
   /** Sign-in (challenge, session, password) per address, every attempt. */
   readonly signInByAddress: BucketRule;
   /**
-   * Failed device-key sign-ins (and device-key proofs) per (account, address), and per
-   * account from every address. Only failures are counted, so someone who knows an
-   * account ID can lock out their own address, not the owner's — until the per-account
-   * cap is spent (the accepted trade-off: it bounds what all addresses together get).
+   * Failed device-key sign-ins (and device-key proofs) per (account, address), counted
+   * only for a wrong signature over a live challenge issued for that account. There is
+   * no per-account device-key bucket: a signature cannot be guessed, so strangers have
+   * nothing to gain and must not be able to spend the owner's budget.
    */
   readonly signInByAccountAddress: BucketRule;
+  /** Accepted for older configs; no longer used (see signInByAccountAddress). */
   readonly signInByAccount: BucketRule;
   /** Failed account-password attempts (sign-in, proofs) per (account, address) and per account. */
   readonly passwordSignInByAccountAddress: BucketRule;
+  /** Beyond it, attempts need a proof-of-work of growing difficulty (`passwordPow`), not a lockout. */
   readonly passwordSignInByAccount: BucketRule;
+  readonly passwordPow: PowRule;
 }
 
 export const DEFAULT_LIMITS: RateLimits = {
@@ -54,11 +58,14 @@ export const DEFAULT_LIMITS: RateLimits = {
   // 30 wrong passwords, then one a minute: ~1,440 guesses a day at most against one
   // account, from all addresses together.
   passwordSignInByAccount: { perSecond: 1 / 60, burst: 30 },
+  passwordPow: DEFAULT_POW,
 };
 
 export const DEFAULT_MAX_OBJECT_BYTES = 64 * 1024 * 1024;
 /** Blob upload bodies buffered at once, across the relay (they are held in memory). */
 export const DEFAULT_MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024;
+/** An upload body that sends nothing for this long is ended (408). */
+export const DEFAULT_BODY_IDLE_TIMEOUT_MS = 15_000;
 
 /** Redacted from every log line. */
 export const LOG_REDACT = ['req.headers.authorization', 'req.headers["coffer-relay-auth"]', 'req.headers.cookie', 'res.headers["set-cookie"]'];
@@ -77,6 +84,15 @@ export interface AppOptions {
   readonly passwordKdf?: PasswordKdf;
   /** Upload bytes buffered at once across the relay; more waits as 503 uploads-busy. */
   readonly maxInFlightBytes?: number;
+  /** Upload bytes buffered at once for one account; more is 429 account-uploads-busy. Default: maxObjectBytes. */
+  readonly maxInFlightBytesPerAccount?: number;
+  /** An upload body idle this long is ended with 408 (ms); default 15 s. */
+  readonly bodyIdleTimeoutMs?: number;
+  /**
+   * Proxies in front whose X-Forwarded-For is believed: a hop count or a list of
+   * addresses/CIDRs (Fastify's trustProxy). Unset: the socket's address is the client.
+   */
+  readonly trustProxy?: number | readonly string[];
   /** pino options (redaction is added), or false for silence. */
   readonly logger?: FastifyServerOptions['logger'];
   /** Whole-request timeout (ms) for slow clients; 0 = none. */
@@ -98,17 +114,36 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_REQ_TIMEOUT: 'request-timeout',
 };
 
+function hopCount(hops: number): (address: string, i: number) => boolean {
+  return (_address, i) => i < hops;
+}
+
 export function buildApp(options: AppOptions): FastifyInstance {
   const logger = options.logger === undefined || options.logger === false ? false : { ...(typeof options.logger === 'object' ? options.logger : {}), redact: LOG_REDACT };
   const app = Fastify({
     logger,
     bodyLimit: VAULT_BODY_LIMIT,
     requestIdHeader: false,
+    // A list: only those peers' X-Forwarded-For is believed (proxy-addr), hop by hop. A hop
+    // count trusts that many hops whoever the peer is (Fastify itself refuses numbers):
+    // only for a relay that nothing can reach except through its proxies.
+    ...(options.trustProxy !== undefined ? { trustProxy: typeof options.trustProxy === 'number' ? hopCount(options.trustProxy) : [...options.trustProxy] } : {}),
+    // Errors before a request exists (header overflow, a malformed request line, a
+    // header timeout) get the catalogue's body shape too.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (!socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
+        socket.destroy();
+        return;
+      }
+      const c = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers-too-large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request-timeout' : 'bad-request';
+      socket.end(rawErrorResponse(c));
+    },
     requestTimeout: options.requestTimeoutMs ?? 120_000,
     connectionTimeout: 0,
     keepAliveTimeout: 65_000,
     // The /v1/blobs/* names are checked by the routes; no trailing-slash magic.
-    ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
+    // Request/header timeouts are checked every second (Node's default is every 30 s).
+    ...(options.https ? { https: { cert: options.https.cert, key: options.https.key, connectionsCheckingInterval: 1000 } as never } : { http: { connectionsCheckingInterval: 1000 } }),
   }) as unknown as FastifyInstance;
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const now = options.now ? { now: options.now } : {};
@@ -116,6 +151,15 @@ export function buildApp(options: AppOptions): FastifyInstance {
   const perAccount = new TokenBuckets(limits.perAccount, now);
   const authenticate = makeAuthenticator({ accounts: options.accounts, jwt: options.jwt, perAccount });
   const { metrics } = options;
+  const addressOf = (req: { ip: string }): string => addressKey(req.ip);
+
+  // Expect: 100-continue is answered only once the request may send its body: after
+  // authentication (and, for uploads, after the byte budget is reserved), never by
+  // Node before any hook ran.
+  app.server.on('checkContinue', (req, res) => app.server.emit('request', req, res));
+  app.addHook('preParsing', async (req, reply) => {
+    if (req.headers.expect?.toLowerCase() === '100-continue' && !(req.method === 'PUT' && req.url.startsWith('/v1/blobs/'))) reply.raw.writeContinue();
+  });
 
   app.decorateRequest('account', '');
 
@@ -148,7 +192,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
       req.log.error({ err }, 'unhandled error');
     }
     if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
-    const body = errorBody(code, { ...(message !== undefined ? { message } : {}), ...(retryAfter !== undefined ? { retryAfter } : {}) });
+    // Refused before its body was read (e.g. an unauthenticated upload): close rather
+    // than read and discard what the client still sends.
+    if (!req.raw.complete && Number(req.headers['content-length'] ?? 0) > 0) void reply.header('connection', 'close');
+    const pow = err instanceof RelayError ? err.options.pow : undefined;
+    const body = errorBody(code, { ...(message !== undefined ? { message } : {}), ...(retryAfter !== undefined ? { retryAfter } : {}), ...(pow ? { pow } : {}) });
     void reply.code(ERRORS[code].status).send(body);
   });
   app.setNotFoundHandler((_req, reply) => {
@@ -156,8 +204,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
   });
 
   app.addHook('onRequest', async (req) => {
-    if (req.url === '/healthz' || req.url === '/metrics') return;
-    const wait = perAddress.take(req.ip);
+    if (req.url === '/healthz') return;
+    const wait = perAddress.take(addressOf(req));
     if (wait > 0) throw new RelayError('rate-limited', { retryAfter: wait });
   });
   app.addHook('onResponse', async (req, reply) => {
@@ -171,12 +219,12 @@ export function buildApp(options: AppOptions): FastifyInstance {
     authenticate,
     accountCreation: new TokenBuckets(limits.accountCreation, now),
     signInByAddress: new TokenBuckets(limits.signInByAddress, now),
-    signInFailures: new FailureLimit(new TokenBuckets(limits.signInByAccountAddress, now), new TokenBuckets(limits.signInByAccount, now)),
-    passwordFailures: new FailureLimit(new TokenBuckets(limits.passwordSignInByAccountAddress, now), new TokenBuckets(limits.passwordSignInByAccount, now)),
+    addressOf,
+    rules: { keyFailuresByAccountAddress: limits.signInByAccountAddress, passwordFailuresByAccountAddress: limits.passwordSignInByAccountAddress, passwordFailuresByAccount: limits.passwordSignInByAccount, pow: limits.passwordPow },
     ...(options.passwordKdf ? { passwordKdf: options.passwordKdf } : {}),
   });
   void app.register(vaultRoutes, { forwarder: options.forwarder, authenticate });
-  void app.register(blobRoutes, { store: options.blobs, authenticate, maxObjectBytes: options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, quotaBytes: options.quotaBytes ?? 0, maxInFlightBytes: options.maxInFlightBytes ?? Math.max(DEFAULT_MAX_IN_FLIGHT_BYTES, options.maxObjectBytes ?? 0), metrics });
+  void app.register(blobRoutes, { store: options.blobs, authenticate, maxObjectBytes: options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, quotaBytes: options.quotaBytes ?? 0, maxInFlightBytes: options.maxInFlightBytes ?? Math.max(DEFAULT_MAX_IN_FLIGHT_BYTES, options.maxObjectBytes ?? 0), maxInFlightBytesPerAccount: options.maxInFlightBytesPerAccount ?? options.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES, bodyIdleTimeoutMs: options.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS, metrics });
 
   app.get('/v1/fleet-bundle', async (req, reply) => {
     if (!options.fleetBundleFile) throw new RelayError('not-found');
@@ -190,7 +238,18 @@ export function buildApp(options: AppOptions): FastifyInstance {
     return reply.type('application/json').send(text);
   });
   app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 
   return app;
+}
+
+/**
+ * The admin listener: /metrics (counts by route and status are for the operator, not
+ * the public) and /healthz. Bind it to loopback or a private network.
+ */
+export function buildAdminApp(metrics: RelayMetrics): FastifyInstance {
+  const admin = Fastify({ logger: false, requestIdHeader: false }) as unknown as FastifyInstance;
+  admin.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+  admin.get('/healthz', async () => ({ status: 'ok' }));
+  admin.setNotFoundHandler((_req, reply) => void reply.code(404).send(errorBody('not-found')));
+  return admin;
 }

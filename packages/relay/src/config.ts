@@ -16,6 +16,17 @@ export const DEFAULT_PORT = 7440;
 export const DEFAULT_DATA_DIR = '.coffer-data/relay';
 export const DEFAULT_LINK_KEY_FILE = '.coffer-data/link.key';
 export const DEFAULT_VAULT_NODES = ['http://127.0.0.1:7441'];
+export const DEFAULT_ADMIN_PORT = 7443;
+
+/** The PostgreSQL account store (auth/pg-store.ts). */
+export interface PostgresConfig {
+  /** libpq-style URL, e.g. postgres://coffer@db.internal:5432/coffer (password from PGPASSWORD or the URL). */
+  readonly url: string;
+  readonly poolSize: number;
+  /** Per-statement timeout (ms). */
+  readonly statementTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+}
 
 export interface RelayConfig {
   readonly host: string;
@@ -25,9 +36,15 @@ export interface RelayConfig {
   readonly linkKeyFile: string;
   readonly vault: { readonly nodes: readonly string[]; readonly attemptTimeoutMs: number; readonly deadlineMs: number };
   readonly accounts: boolean;
+  /** Where built-in accounts live: the SQLite file `dbPath` (default) or PostgreSQL. */
+  readonly accountStore: { readonly backend: 'sqlite' } | ({ readonly backend: 'postgres' } & PostgresConfig);
   readonly sessionTtlMs: number;
   readonly jwt: JwtConfig | null;
-  readonly blobs: ({ readonly backend: 'local'; readonly dir: string } | ({ readonly backend: 's3' } & S3Config)) & { readonly maxObjectBytes: number; readonly quotaBytes: number; readonly maxInFlightBytes: number };
+  readonly blobs: ({ readonly backend: 'local'; readonly dir: string } | ({ readonly backend: 's3' } & S3Config)) & { readonly maxObjectBytes: number; readonly quotaBytes: number; readonly maxInFlightBytes: number; readonly maxInFlightBytesPerAccount: number; readonly bodyIdleTimeoutMs: number };
+  /** Proxies whose X-Forwarded-For is believed: a hop count or addresses/CIDRs; null = none. */
+  readonly trustProxy: number | readonly string[] | null;
+  /** The admin listener (/metrics, /healthz); null = off. */
+  readonly admin: { readonly host: string; readonly port: number } | null;
   readonly limits: RateLimits;
   readonly tls: { readonly cert: string; readonly key: string } | null;
   readonly requestTimeoutMs: number;
@@ -42,8 +59,10 @@ interface FileConfig {
   dbPath?: string;
   linkKeyFile?: string;
   vault?: { nodes?: string[]; attemptTimeoutMs?: number; deadlineMs?: number };
-  auth?: { accounts?: boolean; sessionTtlMs?: number; jwt?: Partial<JwtConfig> | null };
-  blobs?: { backend?: 'local' | 's3'; dir?: string; s3?: Partial<S3Config>; maxObjectBytes?: number; quotaBytes?: number; maxInFlightBytes?: number };
+  auth?: { accounts?: boolean; sessionTtlMs?: number; jwt?: Partial<JwtConfig> | null; store?: { backend?: 'sqlite' | 'postgres'; postgres?: Partial<PostgresConfig> } };
+  blobs?: { backend?: 'local' | 's3'; dir?: string; s3?: Partial<S3Config>; maxObjectBytes?: number; quotaBytes?: number; maxInFlightBytes?: number; maxInFlightBytesPerAccount?: number; bodyIdleTimeoutMs?: number };
+  trustProxy?: number | string[] | null;
+  admin?: { host?: string; port?: number } | null;
   limits?: Partial<RateLimits>;
   tls?: { cert?: string; key?: string } | null;
   requestTimeoutMs?: number;
@@ -120,7 +139,9 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
       // "none" is no signature at all.
       for (const a of algorithms as string[]) if (/^hs/i.test(a) || a.toLowerCase() === 'none') throw new ConfigError(`auth.jwt.algorithms: "${a}" is not allowed (asymmetric algorithms only: RS*, PS*, ES*, EdDSA)`);
     }
-    jwt = { issuer, audience, ...(jwtFile ? { jwksFile: abs(jwtFile) } : { jwksUrl: jwtUrl! }), ...(algorithms !== undefined ? { algorithms: algorithms as string[] } : {}) };
+    const maxTokenAgeSeconds = positive('auth.jwt.maxTokenAgeSeconds', int('COFFER_RELAY_JWT_MAX_AGE_SECONDS', env.COFFER_RELAY_JWT_MAX_AGE_SECONDS) ?? f.auth?.jwt?.maxTokenAgeSeconds, 24 * 3600);
+    if (maxTokenAgeSeconds < 1) throw new ConfigError('auth.jwt.maxTokenAgeSeconds: must be at least 1');
+    jwt = { issuer, audience, maxTokenAgeSeconds, ...(jwtFile ? { jwksFile: abs(jwtFile) } : { jwksUrl: jwtUrl! }), ...(algorithms !== undefined ? { algorithms: algorithms as string[] } : {}) };
   }
   const accounts = flag('COFFER_RELAY_ACCOUNTS', env.COFFER_RELAY_ACCOUNTS) ?? f.auth?.accounts ?? true;
   if (!accounts && !jwt) throw new ConfigError('auth: neither built-in accounts nor JWT are enabled: no client could sign in');
@@ -129,10 +150,14 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   const quotaBytes = positive('blobs.quotaBytes', int('COFFER_RELAY_QUOTA_BYTES', env.COFFER_RELAY_QUOTA_BYTES) ?? f.blobs?.quotaBytes, 0);
   const maxInFlightBytes = positive('blobs.maxInFlightBytes', int('COFFER_RELAY_MAX_IN_FLIGHT_BYTES', env.COFFER_RELAY_MAX_IN_FLIGHT_BYTES) ?? f.blobs?.maxInFlightBytes, Math.max(DEFAULT_MAX_IN_FLIGHT_BYTES, maxObjectBytes));
   if (maxInFlightBytes < maxObjectBytes) throw new ConfigError(`blobs.maxInFlightBytes (${maxInFlightBytes}) must be at least blobs.maxObjectBytes (${maxObjectBytes})`);
+  const maxInFlightBytesPerAccount = positive('blobs.maxInFlightBytesPerAccount', int('COFFER_RELAY_MAX_IN_FLIGHT_BYTES_PER_ACCOUNT', env.COFFER_RELAY_MAX_IN_FLIGHT_BYTES_PER_ACCOUNT) ?? f.blobs?.maxInFlightBytesPerAccount, maxObjectBytes);
+  if (maxInFlightBytesPerAccount < maxObjectBytes || maxInFlightBytesPerAccount > maxInFlightBytes) throw new ConfigError(`blobs.maxInFlightBytesPerAccount (${maxInFlightBytesPerAccount}) must be between blobs.maxObjectBytes and blobs.maxInFlightBytes`);
+  const bodyIdleTimeoutMs = positive('blobs.bodyIdleTimeoutMs', int('COFFER_RELAY_BODY_IDLE_TIMEOUT_MS', env.COFFER_RELAY_BODY_IDLE_TIMEOUT_MS) ?? f.blobs?.bodyIdleTimeoutMs, 15_000);
+  const sizes = { maxObjectBytes, quotaBytes, maxInFlightBytes, maxInFlightBytesPerAccount, bodyIdleTimeoutMs };
   const backend = env.COFFER_RELAY_BLOB_BACKEND || f.blobs?.backend || 'local';
   let blobs: RelayConfig['blobs'];
   if (backend === 'local') {
-    blobs = { backend, dir: abs(env.COFFER_RELAY_BLOB_DIR || f.blobs?.dir || join(dataDir, 'blobs')), maxObjectBytes, quotaBytes, maxInFlightBytes };
+    blobs = { backend, dir: abs(env.COFFER_RELAY_BLOB_DIR || f.blobs?.dir || join(dataDir, 'blobs')), ...sizes };
   } else if (backend === 's3') {
     const s3 = f.blobs?.s3 ?? {};
     const bucket = env.COFFER_RELAY_S3_BUCKET || s3.bucket;
@@ -151,9 +176,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
       ...(accessKeyId ? { accessKeyId } : {}),
       ...(secretAccessKey ? { secretAccessKey } : {}),
       forcePathStyle: s3.forcePathStyle ?? true,
-      maxObjectBytes,
-      quotaBytes,
-      maxInFlightBytes,
+      ...sizes,
     };
   } else {
     throw new ConfigError(`blobs.backend: must be "local" or "s3", got "${backend}"`);
@@ -163,8 +186,44 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
   const key = env.COFFER_RELAY_TLS_KEY || f.tls?.key;
   if (!!cert !== !!key) throw new ConfigError('tls: both cert and key are needed');
 
+  let trustProxy: number | string[] | null = f.trustProxy ?? null;
+  if (env.COFFER_RELAY_TRUST_PROXY) trustProxy = /^\d+$/.test(env.COFFER_RELAY_TRUST_PROXY) ? Number(env.COFFER_RELAY_TRUST_PROXY) : env.COFFER_RELAY_TRUST_PROXY.split(',').map((x) => x.trim()).filter(Boolean);
+  if (trustProxy !== null && !(typeof trustProxy === 'number' && Number.isInteger(trustProxy) && trustProxy >= 0) && !(Array.isArray(trustProxy) && trustProxy.every((x) => typeof x === 'string' && /^[0-9a-fA-F.:/]+$/.test(x)))) {
+    throw new ConfigError('trustProxy: a number of proxy hops, or a list of proxy addresses/CIDRs');
+  }
+
+  // Default: 7443 on the listen host when that is loopback (so relays on 127.0.0.1/.2/.3
+  // don't collide), else on 127.0.0.1; any free port when the relay's own port is 0.
+  const adminPort = int('COFFER_RELAY_ADMIN_PORT', env.COFFER_RELAY_ADMIN_PORT) ?? f.admin?.port ?? (port === 0 ? 0 : DEFAULT_ADMIN_PORT);
+  if (!Number.isInteger(adminPort) || adminPort < 0 || adminPort > 65535) throw new ConfigError(`admin.port: must be 0..65535, got ${adminPort}`);
+  const adminOff = f.admin === null || env.COFFER_RELAY_ADMIN === '0';
+  const listenHost = env.COFFER_RELAY_HOST || f.listen?.host || '127.0.0.1';
+  const loopbackListen = /^127\.\d+\.\d+\.\d+$/.test(listenHost) || listenHost === '::1' || listenHost === 'localhost';
+  const admin = adminOff ? null : { host: env.COFFER_RELAY_ADMIN_HOST || f.admin?.host || (loopbackListen ? listenHost : '127.0.0.1'), port: adminPort };
+
+  const storeBackend = env.COFFER_RELAY_ACCOUNT_STORE || f.auth?.store?.backend || 'sqlite';
+  let accountStore: RelayConfig['accountStore'];
+  if (storeBackend === 'sqlite') accountStore = { backend: 'sqlite' };
+  else if (storeBackend === 'postgres') {
+    const pg = f.auth?.store?.postgres ?? {};
+    const url = env.COFFER_RELAY_PG_URL || pg.url;
+    if (!url || !/^postgres(ql)?:\/\//.test(url)) throw new ConfigError('auth.store.postgres.url (or COFFER_RELAY_PG_URL): a postgres:// URL is required for the "postgres" account store');
+    accountStore = {
+      backend: 'postgres',
+      url,
+      poolSize: positive('auth.store.postgres.poolSize', int('COFFER_RELAY_PG_POOL_SIZE', env.COFFER_RELAY_PG_POOL_SIZE) ?? pg.poolSize, 10),
+      statementTimeoutMs: positive('auth.store.postgres.statementTimeoutMs', pg.statementTimeoutMs, 5000),
+      connectTimeoutMs: positive('auth.store.postgres.connectTimeoutMs', pg.connectTimeoutMs, 5000),
+    };
+  } else throw new ConfigError(`auth.store.backend: must be "sqlite" or "postgres", got "${storeBackend}"`);
+
   const l = f.limits ?? {};
+  const pow = { ...DEFAULT_LIMITS.passwordPow, ...(l.passwordPow ?? {}) };
+  if (!Number.isInteger(pow.baseBits) || !Number.isInteger(pow.maxBits) || pow.baseBits < 0 || pow.maxBits < pow.baseBits || pow.maxBits > 32) throw new ConfigError('limits.passwordPow: integers with 0 ≤ baseBits ≤ maxBits ≤ 32');
   return {
+    trustProxy,
+    admin,
+    accountStore,
     host: env.COFFER_RELAY_HOST || f.listen?.host || '127.0.0.1',
     port,
     dataDir,
@@ -188,6 +247,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
       signInByAccount: rule('signInByAccount', l.signInByAccount, DEFAULT_LIMITS.signInByAccount),
       passwordSignInByAccountAddress: rule('passwordSignInByAccountAddress', l.passwordSignInByAccountAddress, DEFAULT_LIMITS.passwordSignInByAccountAddress),
       passwordSignInByAccount: rule('passwordSignInByAccount', l.passwordSignInByAccount, DEFAULT_LIMITS.passwordSignInByAccount),
+      passwordPow: pow,
     },
     tls: cert && key ? { cert: abs(cert), key: abs(key) } : null,
     requestTimeoutMs: positive('requestTimeoutMs', int('COFFER_RELAY_REQUEST_TIMEOUT_MS', env.COFFER_RELAY_REQUEST_TIMEOUT_MS) ?? f.requestTimeoutMs, 120_000),

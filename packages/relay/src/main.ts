@@ -41,12 +41,30 @@ function parseArgs(argv: string[]): { command: string[]; configFile?: string } {
 }
 
 async function serve(config: RelayConfig, embeddedLinkKey: boolean): Promise<void> {
-  const relay = assembleRelay(config, { createLinkKey: embeddedLinkKey, defaultMetrics: true, logger: { level: config.logLevel, base: { service: 'coffer-relay' }, redact: LOG_REDACT } });
+  const relay = await assembleRelay(config, { createLinkKey: embeddedLinkKey, defaultMetrics: true, logger: { level: config.logLevel, base: { service: 'coffer-relay' }, redact: LOG_REDACT } });
   const loopback = config.host === '127.0.0.1' || config.host === '::1' || config.host === 'localhost';
   if (!config.tls && !loopback) process.stderr.write(`coffer-relay: WARNING: listening on ${config.host} without TLS: put a TLS terminator in front or configure tls.cert/tls.key\n`);
   const url = await relay.app.listen({ host: config.host, port: config.port });
-  relay.app.log.info({ url, vaultNodes: config.vault.nodes, accounts: config.accounts, jwt: !!config.jwt, blobs: relay.blobs.name }, 'coffer-relay listening');
+  relay.app.log.info({ url, vaultNodes: config.vault.nodes, accounts: config.accounts, accountStore: relay.accounts?.kind ?? null, jwt: !!config.jwt, blobs: relay.blobs.name }, 'coffer-relay listening');
   process.stderr.write(`coffer-relay: listening on ${url}\n`);
+  if (config.admin) {
+    const adminUrl = await relay.admin.listen({ host: config.admin.host, port: config.admin.port });
+    process.stderr.write(`coffer-relay: admin (metrics) on ${adminUrl}\n`);
+  }
+  // The JWKS file is read again on SIGHUP and whenever it changes (key rotation without a restart).
+  if (relay.jwt) {
+    relay.jwt.watch((err) => relay.app.log.error({ err: err.message }, 'JWKS file unreadable; keeping the keys in use'));
+    process.on('SIGHUP', () => {
+      try {
+        relay.jwt!.reload();
+        relay.app.log.info('JWKS reloaded (SIGHUP)');
+      } catch (err) {
+        relay.app.log.error({ err: (err as Error).message }, 'JWKS file unreadable; keeping the keys in use');
+      }
+    });
+  } else {
+    process.on('SIGHUP', () => relay.app.log.info('SIGHUP: nothing to reload'));
+  }
   let closing = false;
   const shutdown = (signal: string): void => {
     if (closing) return;

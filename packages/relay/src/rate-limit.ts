@@ -78,41 +78,17 @@ export class TokenBuckets {
   }
 }
 
-/**
- * Failed attempts at a credential, counted per (account, address) and per account.
- * Each attempt reserves a token from both buckets (so concurrent attempts cannot all
- * slip past) and gives them back unless the credential was wrong: a correct sign-in
- * costs nothing, and a third party who fails from its own address spends its own
- * (account, address) bucket and the per-account cap, never the owner's address's.
- */
-export class FailureLimit {
-  constructor(
-    readonly byAccountAddress: TokenBuckets,
-    readonly byAccount: TokenBuckets,
-  ) {}
-
-  /**
-   * Runs `check` unless either bucket is empty; the seconds to wait otherwise (> 0).
-   * @returns 0 when `check` said yes, -1 when it said no (counted), else the wait
-   */
-  async attempt(account: string, address: string, check: () => Promise<boolean> | boolean): Promise<number> {
-    const pair = `${account} ${address}`;
-    const w1 = this.byAccountAddress.take(pair);
-    if (w1 > 0) return w1;
-    const w2 = this.byAccount.take(account);
-    if (w2 > 0) {
-      this.byAccountAddress.refund(pair);
-      return w2;
-    }
-    let ok: boolean | undefined;
-    try {
-      ok = await check();
-    } finally {
-      if (ok !== false) {
-        this.byAccountAddress.refund(pair);
-        this.byAccount.refund(account);
-      }
-    }
-    return ok ? 0 : -1;
-  }
+/** The key of a client address for the limits: an IPv4 address as is, an IPv6 address by its /64 (one customer site or host usually gets a whole /64: keying by full address would give it 2^64 buckets). */
+export function addressKey(ip: string): string {
+  let a = ip;
+  if (a.startsWith('::ffff:') && a.includes('.')) return a.slice(7);
+  if (!a.includes(':')) return a;
+  const zone = a.indexOf('%');
+  if (zone >= 0) a = a.slice(0, zone);
+  const [head, tail] = a.split('::') as [string, string | undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
+  // An embedded IPv4 tail (a::1.2.3.4) counts as two groups; only the first four matter here.
+  const groups = tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
 }

@@ -4,8 +4,9 @@
  */
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
-import { buildApp } from './app.js';
-import { AccountStore } from './auth/account-store.js';
+import { buildAdminApp, buildApp } from './app.js';
+import { SqliteAccountStore, type AccountStore } from './auth/account-store.js';
+import { PgAccountStore } from './auth/pg-store.js';
 import { JwtVerifier } from './auth/jwt.js';
 import type { PasswordKdf } from './auth/password.js';
 import { LocalBlobStore } from './blobs/local.js';
@@ -18,6 +19,9 @@ import { VaultForwarder } from './vault-forwarder.js';
 
 export interface RunningRelay {
   readonly app: FastifyInstance;
+  /** /metrics and /healthz, for the admin listener. */
+  readonly admin: FastifyInstance;
+  readonly jwt: JwtVerifier | null;
   readonly metrics: RelayMetrics;
   readonly accounts: AccountStore | null;
   readonly blobs: BlobStore;
@@ -37,10 +41,15 @@ export interface AssembleOptions {
   readonly now?: () => number;
 }
 
-export function assembleRelay(config: RelayConfig, options: AssembleOptions = {}): RunningRelay {
+export async function openAccountStore(config: RelayConfig, options: { now?: () => number } = {}): Promise<AccountStore> {
+  const o = { sessionTtlMs: config.sessionTtlMs, ...(options.now ? { now: options.now } : {}) };
+  return config.accountStore.backend === 'postgres' ? PgAccountStore.open(config.accountStore, o) : new SqliteAccountStore(config.dbPath, o);
+}
+
+export async function assembleRelay(config: RelayConfig, options: AssembleOptions = {}): Promise<RunningRelay> {
   const linkKey = loadLinkKey(config.linkKeyFile, { create: options.createLinkKey ?? false });
   const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
-  const accounts = config.accounts ? new AccountStore(config.dbPath, { sessionTtlMs: config.sessionTtlMs, ...(options.now ? { now: options.now } : {}) }) : null;
+  const accounts = config.accounts ? await openAccountStore(config, options.now ? { now: options.now } : {}) : null;
   const jwt = config.jwt ? new JwtVerifier(config.jwt) : null;
   const forwarder = new VaultForwarder({ nodes: config.vault.nodes, linkKey, attemptTimeoutMs: config.vault.attemptTimeoutMs, deadlineMs: config.vault.deadlineMs, metrics });
   const blobs = options.blobStore ?? (config.blobs.backend === 'local' ? new LocalBlobStore(config.blobs.dir) : new S3BlobStore(config.blobs));
@@ -54,6 +63,9 @@ export function assembleRelay(config: RelayConfig, options: AssembleOptions = {}
     maxObjectBytes: config.blobs.maxObjectBytes,
     quotaBytes: config.blobs.quotaBytes,
     maxInFlightBytes: config.blobs.maxInFlightBytes,
+    maxInFlightBytesPerAccount: config.blobs.maxInFlightBytesPerAccount,
+    bodyIdleTimeoutMs: config.blobs.bodyIdleTimeoutMs,
+    ...(config.trustProxy !== null ? { trustProxy: config.trustProxy } : {}),
     ...(options.passwordKdf ? { passwordKdf: options.passwordKdf } : {}),
     ...(options.now ? { now: options.now } : {}),
     logger: options.logger ?? false,
@@ -61,15 +73,20 @@ export function assembleRelay(config: RelayConfig, options: AssembleOptions = {}
     fleetBundleFile: config.fleetBundleFile,
     https: config.tls ? { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) } : null,
   });
+  const admin = buildAdminApp(metrics);
   return {
     app,
+    admin,
+    jwt,
     metrics,
     accounts,
     blobs,
     async close() {
       await app.close();
+      await admin.close();
+      jwt?.close();
       forwarder.close();
-      accounts?.close();
+      await accounts?.close();
       await blobs.close();
     },
   };

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { hashPassword, SCRYPT_PARAMS, scryptKdf, verifyPassword, type PasswordKdf } from '../src/auth/password.js';
-import { keyProof, newDeviceKey, signChallenge, startRelay, tempDir, testConfig } from './helpers.js';
+import { keyProof, solvePow, newDeviceKey, signChallenge, startRelay, tempDir, testConfig } from './helpers.js';
 
 const PW = 'correct horse battery';
 const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
@@ -112,13 +112,16 @@ test('account password sign-in is rate-limited per account and per address', asy
   const account = (await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: newDeviceKey().publicKey, password: PW } })).json<{ account: string }>().account;
   const attempt = (password: string, acct = account, ip = '10.0.0.1') => r.inject({ method: 'POST', url: '/v1/sessions/password', remoteAddress: ip, payload: { account: acct, password } });
   for (let i = 0; i < 3; i++) assert.equal(code(await attempt(`wrong guess ${i}xx`)), 'invalid-credentials');
+  // Beyond the per-account limit every attempt, the right one too, needs a proof-of-work
+  // (not a lockout): 428 with the puzzle.
   const limited = await attempt(PW);
-  assert.equal(limited.statusCode, 429, 'even the right password waits once the account is limited');
-  assert.equal(code(limited), 'rate-limited');
-  assert.ok(Number(limited.headers['retry-after']) >= 1);
-  // Another address is limited per account all the same.
-  assert.equal((await attempt(PW, account, '10.0.0.2')).statusCode, 429);
-  // Per address: the first address has 2 tokens left, spent on other accounts, then refused.
+  assert.equal(limited.statusCode, 428, 'beyond the account limit: a proof-of-work, not a lockout');
+  assert.equal(code(limited), 'proof-of-work-required');
+  const pow = limited.json<{ error: { pow: { challenge: string; bits: number } } }>().error.pow;
+  assert.ok(pow.bits >= 16);
+  // Per account: another address is asked for one all the same.
+  assert.equal((await attempt(PW, account, '10.0.0.2')).statusCode, 428);
+  // Per address: the first address has 3 sign-in tokens left, spent on other accounts, then refused.
   assert.equal((await attempt(PW, 'b'.repeat(26))).statusCode, 401);
   assert.equal((await attempt(PW, 'c'.repeat(26))).statusCode, 401);
   assert.equal((await attempt(PW, 'd'.repeat(26))).statusCode, 429);
@@ -140,7 +143,14 @@ test('failed password attempts count per (account, address) and per account; the
   assert.equal((await attempt('wrong guess 3xx', '10.0.0.67')).statusCode, 401);
   assert.equal((await attempt('wrong guess 4xx', '10.0.0.68')).statusCode, 401);
   assert.equal((await attempt('wrong guess 5xx', '10.0.0.68')).statusCode, 401);
-  assert.equal((await attempt(PW, '10.0.0.1')).statusCode, 429);
+  // Then the right password is not refused: it costs the owner a proof-of-work.
+  const asked = await attempt(PW, '10.0.0.1');
+  assert.equal(asked.statusCode, 428);
+  const pow = solvePow(asked.json<{ error: { pow: { challenge: string; bits: number } } }>().error.pow);
+  const solved = await r.inject({ method: 'POST', url: '/v1/sessions/password', remoteAddress: '10.0.0.1', payload: { account, password: PW, pow } });
+  assert.equal(solved.statusCode, 200);
+  // A puzzle is single use.
+  assert.equal((await r.inject({ method: 'POST', url: '/v1/sessions/password', remoteAddress: '10.0.0.1', payload: { account, password: PW, pow } })).statusCode, 428);
 });
 
 test('device-key sign-in: a third party cannot spend the owner\'s limits with challenges or bad signatures', async (t) => {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
-import { AccountStore, CHALLENGE_TTL_MS } from '../src/auth/account-store.js';
+import { SqliteAccountStore, CHALLENGE_TTL_MS } from '../src/auth/account-store.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { newDeviceKey, signChallenge, startRelay, tempDir, testConfig } from './helpers.js';
 
@@ -96,22 +96,23 @@ test('sign-in: wrong signature, unknown account, replayed and expired challenges
   }
 });
 
-test('expired challenges and sessions are refused (injected clock)', (t) => {
+test('expired challenges and sessions are refused (injected clock)', async (t) => {
   let now = 1_000_000;
-  const store = new AccountStore(':memory:', { now: () => now, sessionTtlMs: 60_000 });
+  const store = new SqliteAccountStore(':memory:', { now: () => now, sessionTtlMs: 60_000 });
   t.after(() => store.close());
   const { key, publicKey } = newDeviceKey();
-  const id = store.createAccount(Buffer.from(publicKey, 'base64url'))!;
-  let ch = store.challenge(id);
+  const id = (await store.createAccount(Buffer.from(publicKey, 'base64url')))!;
+  let ch = await store.challenge(id);
   now += CHALLENGE_TTL_MS + 1;
   const b64 = Buffer.from(ch.challenge).toString('base64url');
-  assert.equal(store.signIn(id, ch.challenge, Buffer.from(signChallenge(key, b64), 'base64url')), null, 'expired challenge');
-  ch = store.challenge(id);
-  const s = store.signIn(id, ch.challenge, Buffer.from(signChallenge(key, Buffer.from(ch.challenge).toString('base64url')), 'base64url'))!;
-  assert.ok(s);
-  assert.equal(store.session(s.token), id);
+  assert.equal((await store.proveKey(id, ch.challenge, Buffer.from(signChallenge(key, b64), 'base64url'))).result, 'no-challenge', 'expired challenge');
+  ch = await store.challenge(id);
+  const proof = await store.proveKey(id, ch.challenge, Buffer.from(signChallenge(key, Buffer.from(ch.challenge).toString('base64url')), 'base64url'));
+  assert.equal(proof.result, 'ok');
+  const s = await store.openSession(id, { key: Buffer.from(publicKey, 'base64url') });
+  assert.equal(await store.session(s.token), id);
   now += 60_001;
-  assert.equal(store.session(s.token), null, 'expired session');
+  assert.equal(await store.session(s.token), null, 'expired session');
 });
 
 test('an expired session token is 401 at the HTTP layer', async (t) => {

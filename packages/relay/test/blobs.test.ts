@@ -194,15 +194,17 @@ test('upload bodies in flight are bounded across the relay: 503 uploads-busy wit
   const dir = tempDir(t);
   const r = await startRelay(t, testConfig(dir, { COFFER_RELAY_MAX_OBJECT_BYTES: '1000', COFFER_RELAY_MAX_IN_FLIGHT_BYTES: '1500' }));
   const a = (await r.signUp()).auth();
+  const b = (await r.signUp()).auth();
   const slow = new PassThrough();
   const first = r.inject({ method: 'PUT', url: '/v1/blobs/slow', headers: { ...a, ...octet, 'content-length': '1000' }, payload: slow });
   slow.write(Buffer.alloc(500, 1));
   await new Promise((resolve) => setImmediate(resolve));
-  const busy = await r.inject({ method: 'PUT', url: '/v1/blobs/other', headers: { ...a, ...octet }, payload: Buffer.alloc(600) });
+  // Another account (the first holds its own per-account budget of 1000).
+  const busy = await r.inject({ method: 'PUT', url: '/v1/blobs/other', headers: { ...b, ...octet }, payload: Buffer.alloc(600) });
   assert.equal(busy.statusCode, 503);
   assert.equal(code(busy), 'uploads-busy');
   assert.ok(busy.json<{ error: { retryAfter: number } }>().error.retryAfter > 0);
-  assert.equal((await r.inject({ method: 'PUT', url: '/v1/blobs/small', headers: { ...a, ...octet }, payload: Buffer.alloc(400) })).statusCode, 201, 'what fits still goes');
+  assert.equal((await r.inject({ method: 'PUT', url: '/v1/blobs/small', headers: { ...b, ...octet }, payload: Buffer.alloc(400) })).statusCode, 201, 'what fits still goes');
   slow.end(Buffer.alloc(500, 1));
   assert.equal((await first).statusCode, 201);
   assert.equal((await r.inject({ method: 'PUT', url: '/v1/blobs/other', headers: { ...a, ...octet }, payload: Buffer.alloc(600) })).statusCode, 201, 'released once answered');

@@ -13,6 +13,18 @@ import { parseFleetKeyBundle, type FleetKey } from '@coffer/protocol';
 import { loadConfig, type RelayConfig } from '../src/config.js';
 import { assembleRelay, type AssembleOptions, type RunningRelay } from '../src/start.js';
 import { sessionSigningInput } from '../src/auth/account-store.js';
+import { powSolves } from '../src/routes/accounts.js';
+
+/** Solves a proof-of-work puzzle from a 428 proof-of-work-required answer. */
+export function solvePow(pow: { challenge: string; bits: number }): { challenge: string; bits: number; nonce: string } {
+  const ch = Buffer.from(pow.challenge, 'base64url');
+  const nonce = Buffer.alloc(8);
+  for (let i = 0; ; i++) {
+    nonce.writeUInt32BE(i >>> 0, 4);
+    nonce.writeUInt32BE(Math.floor(i / 2 ** 32), 0);
+    if (powSolves(ch, nonce, pow.bits)) return { challenge: pow.challenge, bits: pow.bits, nonce: nonce.toString('base64url') };
+  }
+}
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const RELAY_MAIN = join(here, '..', 'src', 'main.js');
@@ -70,7 +82,7 @@ export async function keyProof(inject: (o: InjectOptions) => Promise<LightMyRequ
 }
 
 export async function startRelay(t: { after: (fn: () => Promise<void> | void) => void }, config: RelayConfig, options: AssembleOptions = {}): Promise<TestRelay> {
-  const relay = assembleRelay(config, options);
+  const relay = await assembleRelay(config, options);
   await relay.app.ready();
   t.after(() => relay.close());
   const inject = (o: InjectOptions): Promise<LightMyRequestResponse> => relay.app.inject(o);

@@ -122,7 +122,8 @@ test('/metrics counts requests by route and status; logs carry no authorization 
   await r.inject({ method: 'PUT', url: '/v1/blobs/config', headers: { ...a.auth(), 'content-type': 'application/octet-stream' }, payload: secretBody });
   await r.inject({ method: 'GET', url: '/v1/blobs/config', headers: a.auth() });
   await r.inject({ method: 'GET', url: '/v1/blobs', headers: { authorization: 'Bearer cs1.wrong-token-value' } });
-  const m = await r.inject({ method: 'GET', url: '/metrics' });
+  assert.equal((await r.inject({ method: 'GET', url: '/metrics' })).statusCode, 404, 'not on the public listener');
+  const m = await r.relay.admin.inject({ method: 'GET', url: '/metrics' });
   assert.equal(m.statusCode, 200);
   assert.match(m.body, /coffer_relay_requests_total\{route="\/v1\/blobs\/\*",status="201"\} 1/);
   assert.match(m.body, /coffer_relay_requests_total\{route="\/v1\/blobs",status="401"\} 1/);

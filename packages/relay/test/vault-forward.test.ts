@@ -172,7 +172,7 @@ test('real vaults: a node stopped with SIGSTOP costs one attempt; the other real
   t.after(() => void (a.child.exitCode === null && process.kill(a.child.pid!, 'SIGCONT')));
   const recovered = await c.recover('pw');
   assert.equal(recovered.outcome, 'ok', 'recovered through the running node');
-  const metrics = (await r.inject({ method: 'GET', url: '/metrics' })).body;
+  const metrics = (await r.relay.admin.inject({ method: 'GET', url: '/metrics' })).body;
   assert.match(metrics, /coffer_relay_vault_attempts_total\{node="[^"]*",outcome="timeout"\} [1-9]/, 'the stopped node timed out');
   process.kill(a.child.pid!, 'SIGCONT');
 });
@@ -187,7 +187,7 @@ test('real vaults: a node holding another link key refuses (relay-auth) and is s
   t.after(() => good.stop());
   const both = await relayTo(t, [wrong.url, good.url], undefined, dir);
   assert.equal((await clientThrough(both.r, both.dev, good.fleetKey).register('pw', K)).outcome, 'ok', 'answered by the node with our key');
-  const metrics = (await both.r.inject({ method: 'GET', url: '/metrics' })).body;
+  const metrics = (await both.r.relay.admin.inject({ method: 'GET', url: '/metrics' })).body;
   assert.match(metrics, /coffer_relay_vault_attempts_total\{node="[^"]*",outcome="relay-auth"\} 1/, 'the wrong-key node was tried and refused our link MAC');
   // Only the wrong-key node: the client gets 503 vault-unavailable, never that node's 401.
   const only = await relayTo(t, [wrong.url], undefined, tempDir(t));

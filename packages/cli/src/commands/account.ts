@@ -5,6 +5,8 @@ import { UsageError, type Io } from '../tui.js';
 
 export interface AccountFlags extends GlobalFlags {
   account?: string;
+  'revoke-other-devices'?: boolean;
+  sessions?: boolean;
   'token-file'?: string;
   'account-password-file'?: string;
 }
@@ -42,9 +44,46 @@ export async function accountPassword(flags: AccountFlags, io: Io): Promise<numb
   const client = await openClient(flags, io);
   void client.account;
   const pw = await readPassword({ ...ACCOUNT_PASSWORD, file: flags['account-password-file'], prompt: 'new account password', confirm: true }, io);
-  await client.setAccountPassword(pw);
-  if (flags.json) io.stdout.write(JSON.stringify({ account: client.account, accountPassword: true }) + '\n');
-  else if (!flags.quiet) io.stderr.write(`account password set for ${client.account}\n`);
+  const revokeOtherDevices = flags['revoke-other-devices'] === true;
+  await client.setAccountPassword(pw, revokeOtherDevices ? { revokeOtherDevices } : {});
+  if (flags.json) io.stdout.write(JSON.stringify({ account: client.account, accountPassword: true, revokedOtherDevices: revokeOtherDevices }) + '\n');
+  else if (!flags.quiet) io.stderr.write(`account password set for ${client.account}${revokeOtherDevices ? '; every other device key was removed and its sessions ended' : ''}\n`);
+  return 0;
+}
+
+/** `coffer account devices`: the account's device keys, this profile's marked. */
+export async function accountDevices(flags: AccountFlags, io: Io): Promise<number> {
+  const client = await openClient(flags, io);
+  const devices = await client.devices();
+  if (flags.json) {
+    io.stdout.write(JSON.stringify({ account: client.account, devices }) + '\n');
+    return 0;
+  }
+  const when = (ms: number | null): string => (ms === null ? 'never' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z'));
+  for (const d of devices) io.stdout.write(`${d.current ? '*' : ' '} ${d.publicKey}  added ${when(d.createdAt)}  last used ${when(d.lastUsedAt)}\n`);
+  if (!flags.quiet) io.stderr.write(`${devices.length} device key(s) on ${client.account}; remove one with \`coffer account revoke KEY\`\n`);
+  return 0;
+}
+
+/**
+ * `coffer account revoke KEY` removes a device key (proved with this profile's device
+ * key); `coffer account revoke --sessions` ends every other session of the account.
+ */
+export async function accountRevoke(flags: AccountFlags, key: string | undefined, io: Io): Promise<number> {
+  const client = await openClient(flags, io);
+  if (flags.sessions) {
+    if (key !== undefined) throw new UsageError('account revoke: give a KEY or --sessions, not both');
+    const n = await client.revokeOtherSessions();
+    if (flags.json) io.stdout.write(JSON.stringify({ account: client.account, revokedSessions: n }) + '\n');
+    else if (!flags.quiet) io.stderr.write(`ended ${n} other session(s) of ${client.account}\n`);
+    return 0;
+  }
+  if (key === undefined || !/^[A-Za-z0-9_-]{4,43}$/.test(key)) throw new UsageError('account revoke: give the device key to remove (at least 4 characters of it, from `coffer account devices`), or --sessions');
+  const mine = (await client.devices()).find((d) => d.current)?.publicKey;
+  if (mine !== undefined && mine.startsWith(key)) throw new UsageError('account revoke: that is this device\'s own key; revoke it from another device');
+  const removed = await client.revokeDevice(key);
+  if (flags.json) io.stdout.write(JSON.stringify({ account: client.account, revoked: removed }) + '\n');
+  else if (!flags.quiet) io.stderr.write(`removed device key ${removed} from ${client.account}: it can no longer sign in, and its sessions ended\n`);
   return 0;
 }
 

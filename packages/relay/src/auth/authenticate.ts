@@ -32,7 +32,7 @@ export function makeAuthenticator(options: { accounts: AccountStore | null; jwt:
     const token = m[1]!;
     let account: string | null = null;
     if (token.startsWith('cs1.')) {
-      const id = accounts?.session(token);
+      const id = accounts ? await accounts.session(token) : null;
       if (id) account = LOCAL_PREFIX + id;
     } else if (jwt && token.split('.').length === 3) {
       const sub = await jwt.subject(token);

@@ -46,6 +46,16 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async put(ns: string, name: string, data: Buffer): Promise<'created' | 'exists'> {
+    try {
+      return await this.#put(ns, name, data);
+    } catch (err) {
+      // A delete pruned the directory between our mkdir and open: once more.
+      if (err instanceof BlobStoreError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return this.#put(ns, name, data);
+      throw err;
+    }
+  }
+
+  async #put(ns: string, name: string, data: Buffer): Promise<'created' | 'exists'> {
     const path = this.#path(ns, name);
     const dir = dirname(path);
     const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
@@ -77,8 +87,22 @@ export class LocalBlobStore implements BlobStore {
       try {
         await fs.link(tmp, path);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
-        throw err;
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        // An empty directory left by objects below this name (now deleted) does not
+        // take the name: remove it and link again. A non-empty one does (409).
+        const st = await fs.lstat(path).catch(() => null);
+        if (!st?.isDirectory()) return 'exists';
+        try {
+          await fs.rmdir(path);
+        } catch {
+          return 'exists';
+        }
+        try {
+          await fs.link(tmp, path);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
+          throw e;
+        }
       }
       await fs.unlink(tmp);
       // The link is durable once its directory is: only then may the client hear 201.
@@ -141,16 +165,29 @@ export class LocalBlobStore implements BlobStore {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  /** unlink is atomic: of concurrent deletes exactly one sees the file. */
+  /**
+   * unlink is atomic: of concurrent deletes exactly one sees the file. A name that is
+   * only a directory (objects exist below it) is no object: false. Directories the
+   * delete leaves empty are removed, so the names stay free.
+   */
   async delete(ns: string, name: string): Promise<boolean> {
+    const path = this.#path(ns, name);
     try {
-      await fs.unlink(this.#path(ns, name));
-      return true;
+      await fs.unlink(path);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR' || code === 'EPERM') return false;
       throw wrap(err, 'deleting an object');
     }
+    const base = join(this.root, ns);
+    for (let d = dirname(path); d.length > base.length && d.startsWith(base); d = dirname(d)) {
+      try {
+        await fs.rmdir(d);
+      } catch {
+        break; // not empty (or already gone): the rest above is in use
+      }
+    }
+    return true;
   }
 
   async close(): Promise<void> {}

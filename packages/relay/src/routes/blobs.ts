@@ -2,6 +2,7 @@
  * The blob API (spec/relay-api.md §3): per-account namespaces of immutable objects,
  * ranges, list by prefix, delete, per-object size limit and per-account quota.
  */
+import { Transform } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticate.js';
 import { RelayError } from '../errors.js';
@@ -16,10 +17,42 @@ export interface BlobRoutesOptions {
   readonly quotaBytes: number;
   /** Upload body bytes buffered at once across these routes (≥ maxObjectBytes). */
   readonly maxInFlightBytes: number;
+  /** Upload body bytes buffered at once for one account. */
+  readonly maxInFlightBytesPerAccount: number;
+  /** An upload body that sends nothing for this long is ended with 408 (ms; 0 = never). */
+  readonly bodyIdleTimeoutMs: number;
   readonly metrics: RelayMetrics;
 }
 
 const IN_FLIGHT = Symbol('coffer.inFlightBytes');
+
+/** Passes the body through, failing it with 408 request-timeout when it stalls for `ms`. */
+function idleTimeout(source: NodeJS.ReadableStream, ms: number): Transform {
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => out.destroy(new RelayError('request-timeout', { message: `no body bytes for ${Math.round(ms / 1000)} s` })), ms);
+  };
+  const out = new Transform({
+    transform(chunk, _enc, cb) {
+      arm();
+      cb(null, chunk);
+    },
+    flush(cb) {
+      clearTimeout(timer);
+      cb();
+    },
+    destroy(err, cb) {
+      clearTimeout(timer);
+      cb(err);
+    },
+  });
+  // Fastify reads the length check (receivedEncodedLength) from the stream it is given.
+  arm();
+  source.on('error', (e) => out.destroy(e));
+  source.pipe(out);
+  return out;
+}
 
 /**
  * Bytes used per namespace: computed from a listing on first use, then kept up to date
@@ -93,27 +126,39 @@ function storeFailure(err: unknown): never {
 export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Promise<void> {
   const usage = new Usage(o.store);
   let inFlight = 0;
+  const perAccount = new Map<string, number>();
   const release = (req: FastifyRequest): void => {
     const r = req as unknown as Record<symbol, number | undefined>;
     const bytes = r[IN_FLIGHT];
     if (bytes === undefined) return;
     r[IN_FLIGHT] = undefined;
     inFlight -= bytes;
+    const left = (perAccount.get(req.account) ?? 0) - bytes;
+    if (left > 0) perAccount.set(req.account, left);
+    else perAccount.delete(req.account);
   };
-  app.addHook('preHandler', o.authenticate);
+  // Authenticate before anything else happens: no budget reserved, no byte read, no
+  // 100-continue sent for a request without valid credentials.
+  app.addHook('onRequest', o.authenticate);
 
   app.put('/v1/blobs/*', {
     bodyLimit: o.maxObjectBytes,
     // Refuse before reading the body when the declared length is already too much.
-    preParsing: async (req) => {
+    preParsing: async (req, reply, payload) => {
       const declared = Number(req.headers['content-length']);
       if (Number.isFinite(declared) && declared > o.maxObjectBytes) throw new RelayError('blob-too-large');
       // Bodies are buffered in memory: bound the total across the relay (a chunked body
       // without a length counts as the largest allowed object).
       const bytes = Number.isFinite(declared) && declared >= 0 ? declared : o.maxObjectBytes;
+      // One account cannot hold the relay's budget: its own uploads are capped first.
+      const mine = perAccount.get(req.account) ?? 0;
+      if (mine + bytes > o.maxInFlightBytesPerAccount) throw new RelayError('account-uploads-busy', { retryAfter: 1 });
       if (inFlight + bytes > o.maxInFlightBytes) throw new RelayError('uploads-busy', { retryAfter: 1 });
       inFlight += bytes;
+      perAccount.set(req.account, mine + bytes);
       (req as unknown as Record<symbol, number>)[IN_FLIGHT] = bytes;
+      if (req.headers.expect?.toLowerCase() === '100-continue') reply.raw.writeContinue();
+      return o.bodyIdleTimeoutMs > 0 ? idleTimeout(payload, o.bodyIdleTimeoutMs) : payload;
     },
     onResponse: async (req) => release(req),
     onRequestAbort: async (req) => release(req),

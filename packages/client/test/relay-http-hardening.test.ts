@@ -1,0 +1,69 @@
+// Issue 11, client side of the relay: https required off loopback unless insecure,
+// redirects never followed (the bearer token must not travel on), proof-of-work solved.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { RelayHttp, isLoopbackHost } from '../src/relay-http.js';
+
+async function serve(t: { after: (f: () => Promise<void>) => void }, handler: Parameters<typeof createServer>[1]): Promise<{ url: string; server: Server }> {
+  const server = createServer(handler);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+test('plain http:// is refused off loopback unless insecure; loopback and https are fine', () => {
+  for (const h of ['127.0.0.1', '127.1.2.3', 'localhost', '[::1]']) assert.doesNotThrow(() => new RelayHttp({ server: `http://${h}:7440` }), h);
+  assert.throws(() => new RelayHttp({ server: 'http://relay.example:7440' }), /clear text/);
+  assert.throws(() => new RelayHttp({ server: 'http://10.0.0.5:7440' }), /clear text/);
+  assert.doesNotThrow(() => new RelayHttp({ server: 'http://relay.example:7440', insecure: true }));
+  assert.doesNotThrow(() => new RelayHttp({ server: 'https://relay.example' }));
+  assert.equal(isLoopbackHost('128.0.0.1'), false);
+});
+
+test('a redirect is an error: the bearer token never reaches the other server', async (t) => {
+  let stolen = 0;
+  const elsewhere = await serve(t, (req, res) => {
+    if (req.headers.authorization) stolen++;
+    res.end('{}');
+  });
+  const relay = await serve(t, (_req, res) => {
+    res.writeHead(307, { location: `${elsewhere.url}/v1/vault` });
+    res.end();
+  });
+  const http = new RelayHttp({ server: relay.url, token: () => 'cs1.secret-token' });
+  await assert.rejects(http.vault(new Uint8Array(603)));
+  assert.equal(stolen, 0);
+});
+
+test('password sign-in solves the relay\'s proof-of-work when asked (428) and retries once', async (t) => {
+  const challenge = Buffer.alloc(32, 9).toString('base64url');
+  let calls = 0;
+  const relay = await serve(t, (req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      calls++;
+      const j = JSON.parse(body) as { pow?: { challenge: string; bits: number; nonce: string } };
+      if (!j.pow) {
+        res.writeHead(428, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { code: 'proof-of-work-required', message: 'm', pow: { challenge, bits: 10 } } }));
+        return;
+      }
+      const d = createHash('sha256').update('coffer-relay/v1/pow').update(Buffer.from([0])).update(Buffer.from(j.pow.challenge, 'base64url')).update(Buffer.from(j.pow.nonce, 'base64url')).digest();
+      const ok = j.pow.challenge === challenge && j.pow.bits === 10 && d[0] === 0 && (d[1]! & 0xc0) === 0;
+      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(ok ? { token: 'cs1.t', expiresAt: 1 } : { error: { code: 'invalid-credentials', message: 'm' } }));
+    });
+  });
+  const s = await new RelayHttp({ server: relay.url }).loginWithPassword('a'.repeat(26), 'pw');
+  assert.equal(s.token, 'cs1.t');
+  assert.equal(calls, 2);
+});

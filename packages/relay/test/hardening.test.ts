@@ -1,0 +1,332 @@
+// Issue 11: the penetration test's findings, each as a test that failed before the fix.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { statSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { JwtVerifier } from '../src/auth/jwt.js';
+import { addressKey } from '../src/rate-limit.js';
+import { keyProof, newDeviceKey, signChallenge, solvePow, startRelay, tempDir, testConfig, type TestRelay } from './helpers.js';
+
+const octet = { 'content-type': 'application/octet-stream' };
+const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
+const PW = 'correct horse battery staple';
+
+async function listen(r: TestRelay): Promise<URL> {
+  return new URL(await r.relay.app.listen({ host: '127.0.0.1', port: 0 }));
+}
+
+/** A raw socket: writes `head`, collects what comes back. */
+async function raw(url: URL, head: string): Promise<{ s: Socket; got: () => string; closed: Promise<unknown> }> {
+  const s = connect(Number(url.port), '127.0.0.1');
+  await once(s, 'connect');
+  let got = '';
+  s.on('data', (d) => (got += d));
+  s.on('error', () => {});
+  const closed = once(s, 'close');
+  s.write(head);
+  return { s, got: () => got, closed };
+}
+
+const waitFor = async (pred: () => boolean, ms = 5000): Promise<void> => {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+// ---- High: uploads ----
+
+test('strangers cannot block uploads: unauthenticated PUTs declaring 64 MiB reserve nothing and are refused before their body', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t), { COFFER_RELAY_MAX_IN_FLIGHT_BYTES: String(64 * 1024 * 1024) }));
+  const owner = await r.signUp();
+  const url = await listen(r);
+  const strangers = await Promise.all(
+    Array.from({ length: 4 }, () => raw(url, `PUT /v1/blobs/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\nabc`)),
+  );
+  await waitFor(() => strangers.every((c) => c.got().length > 0));
+  for (const c of strangers) assert.match(c.got(), /^HTTP\/1\.1 401 /, 'refused at once, before the body');
+  const res = await fetch(`${url.origin}/v1/blobs/mine`, { method: 'PUT', headers: { ...owner.auth(), ...octet }, body: 'hello' });
+  assert.equal(res.status, 201, 'the real account is not blocked');
+  for (const c of strangers) c.s.destroy();
+});
+
+test('an unauthenticated 50 MiB PUT is answered 401 without reading the body, and the connection is closed', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const url = await listen(r);
+  const c = await raw(url, `PUT /v1/blobs/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer cs1.nope\r\nContent-Type: application/octet-stream\r\nContent-Length: ${50 * 1024 * 1024}\r\n\r\n`);
+  c.s.write(Buffer.alloc(1024));
+  await waitFor(() => c.got().includes('\r\n\r\n'));
+  assert.match(c.got(), /^HTTP\/1\.1 401 /);
+  assert.match(c.got(), /connection: close/i);
+  await Promise.race([c.closed, new Promise((_, rej) => setTimeout(() => rej(new Error('not closed')), 5000))]);
+});
+
+test('per-account in-flight bytes: one account cannot hold the relay\'s upload budget', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t), { COFFER_RELAY_MAX_OBJECT_BYTES: '1000', COFFER_RELAY_MAX_IN_FLIGHT_BYTES: '4000', COFFER_RELAY_MAX_IN_FLIGHT_BYTES_PER_ACCOUNT: '1000' }));
+  const a = await r.signUp();
+  const b = await r.signUp();
+  const url = await listen(r);
+  const slow = await raw(url, `PUT /v1/blobs/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\nxx`);
+  await new Promise((res) => setTimeout(res, 100));
+  const again = await fetch(`${url.origin}/v1/blobs/second`, { method: 'PUT', headers: { ...a.auth(), ...octet }, body: 'hello' });
+  assert.equal(again.status, 429);
+  assert.equal(((await again.json()) as { error: { code: string } }).error.code, 'account-uploads-busy');
+  assert.equal((await fetch(`${url.origin}/v1/blobs/theirs`, { method: 'PUT', headers: { ...b.auth(), ...octet }, body: 'hello' })).status, 201, 'another account goes ahead');
+  slow.s.destroy();
+});
+
+test('an upload body that stalls is ended by the body idle timeout with a catalogue 408', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t), { COFFER_RELAY_BODY_IDLE_TIMEOUT_MS: '300' }, { requestTimeoutMs: 60_000 }));
+  const a = await r.signUp();
+  const url = await listen(r);
+  const started = Date.now();
+  const c = await raw(url, `PUT /v1/blobs/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n0123456789`);
+  await waitFor(() => c.got().includes('}'), 5000);
+  assert.ok(Date.now() - started < 3000, 'well before the request timeout');
+  assert.match(c.got(), /^HTTP\/1\.1 408 /);
+  assert.match(c.got(), /"code":"request-timeout"/);
+  c.s.destroy();
+});
+
+test('Expect: 100-continue is answered only after authentication', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const a = await r.signUp();
+  const url = await listen(r);
+  const stranger = await raw(url, 'PUT /v1/blobs/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
+  await waitFor(() => stranger.got().includes('\r\n\r\n'));
+  assert.match(stranger.got(), /^HTTP\/1\.1 401 /, 'no 100 Continue for a stranger');
+  stranger.s.destroy();
+  const owner = await raw(url, `PUT /v1/blobs/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n`);
+  await waitFor(() => owner.got().includes('\r\n\r\n'));
+  assert.match(owner.got(), /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+  owner.s.write('hello');
+  await waitFor(() => /HTTP\/1\.1 201/.test(owner.got()));
+  owner.s.destroy();
+});
+
+// ---- High: device keys and sessions ----
+
+test('device keys: listed, removed with a proof (its sessions end, it no longer signs in); sign-out and ending other sessions', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const owner = await r.signUp();
+  const second = newDeviceKey();
+  assert.equal((await r.inject({ method: 'POST', url: '/v1/accounts/keys', headers: owner.auth(), payload: { publicKey: second.publicKey, ...(await owner.proof()) } })).statusCode, 201);
+  const signIn = async (key: typeof second.key) => {
+    const p = await keyProof(r.inject, owner.account, key);
+    return r.inject({ method: 'POST', url: '/v1/sessions', payload: { account: owner.account, ...p } });
+  };
+  const secondSession = (await signIn(second.key)).json<{ token: string }>().token;
+  const listed = await r.inject({ method: 'GET', url: '/v1/accounts/keys', headers: owner.auth() });
+  assert.equal(listed.statusCode, 200);
+  const body = listed.json<{ keys: { publicKey: string; createdAt: number; lastUsedAt: number | null }[]; current: string }>();
+  assert.deepEqual(body.keys.map((k) => k.publicKey).sort(), [owner.publicKey, second.publicKey].sort());
+  assert.equal(body.current, owner.publicKey);
+  // A bare session cannot remove a key.
+  const bare = await r.inject({ method: 'DELETE', url: `/v1/accounts/keys/${second.publicKey}`, headers: owner.auth() });
+  assert.equal(bare.statusCode, 403);
+  assert.equal(code(bare), 'proof-required');
+  const removed = await r.inject({ method: 'DELETE', url: `/v1/accounts/keys/${second.publicKey}`, headers: owner.auth(), payload: await owner.proof() });
+  assert.equal(removed.statusCode, 204);
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs', headers: { authorization: `Bearer ${secondSession}` } })).statusCode, 401, 'its session ended');
+  assert.equal((await signIn(second.key)).statusCode, 401, 'it no longer signs in');
+  assert.equal(code(await r.inject({ method: 'DELETE', url: `/v1/accounts/keys/${second.publicKey}`, headers: owner.auth(), payload: await owner.proof() })), 'key-not-found');
+  // Sessions: end the others, then sign out.
+  const other = (await signIn(owner.key)).json<{ token: string }>().token;
+  const ended = await r.inject({ method: 'DELETE', url: '/v1/sessions', headers: owner.auth() });
+  assert.deepEqual(ended.json(), { revoked: 1 });
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs', headers: { authorization: `Bearer ${other}` } })).statusCode, 401);
+  assert.equal((await r.inject({ method: 'DELETE', url: '/v1/sessions/current', headers: owner.auth() })).statusCode, 204);
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs', headers: owner.auth() })).statusCode, 401, 'signed out');
+});
+
+test('a phished password: the thief\'s device key stops working once the owner changes the password with revokeOtherDevices', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const { key, publicKey } = newDeviceKey();
+  const account = (await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey, password: PW } })).json<{ account: string }>().account;
+  const ownerToken = (await r.inject({ method: 'POST', url: '/v1/sessions', payload: { account, ...(await keyProof(r.inject, account, key)) } })).json<{ token: string }>().token;
+  // The thief signs in with the password and registers a key of its own.
+  const thiefToken = (await r.inject({ method: 'POST', url: '/v1/sessions/password', remoteAddress: '10.6.6.6', payload: { account, password: PW } })).json<{ token: string }>().token;
+  const thief = newDeviceKey();
+  assert.equal((await r.inject({ method: 'POST', url: '/v1/accounts/keys', remoteAddress: '10.6.6.6', headers: { authorization: `Bearer ${thiefToken}` }, payload: { publicKey: thief.publicKey, currentPassword: PW } })).statusCode, 201);
+  // The owner changes the password and revokes the other devices.
+  const changed = await r.inject({ method: 'PUT', url: '/v1/accounts/password', headers: { authorization: `Bearer ${ownerToken}` }, payload: { password: 'a brand new password', currentPassword: PW, revokeOtherDevices: true } });
+  assert.equal(changed.statusCode, 204);
+  const thiefSignIn = await r.inject({ method: 'POST', url: '/v1/sessions', remoteAddress: '10.6.6.6', payload: { account, ...(await keyProof(r.inject, account, thief.key)) } });
+  assert.equal(thiefSignIn.statusCode, 401, 'the thief\'s key is gone');
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs', headers: { authorization: `Bearer ${thiefToken}` } })).statusCode, 401);
+  const keys = (await r.inject({ method: 'GET', url: '/v1/accounts/keys', headers: { authorization: `Bearer ${ownerToken}` } })).json<{ keys: { publicKey: string }[] }>().keys;
+  assert.deepEqual(keys.map((k) => k.publicKey), [publicKey], 'the owner\'s device stays');
+});
+
+// ---- Medium: lockouts ----
+
+test('70 junk device-key sign-ins from 7 addresses, and bad signatures over real challenges, never stop the owner\'s sign-in', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const owner = await r.signUp('10.7.0.1');
+  const stranger = newDeviceKey();
+  await Promise.all(
+    Array.from({ length: 70 }, (_, i) =>
+      r.inject({ method: 'POST', url: '/v1/sessions', remoteAddress: `10.7.1.${i % 7}`, payload: { account: owner.account, challenge: Buffer.alloc(32, i).toString('base64url'), signature: Buffer.alloc(64, i).toString('base64url') } }),
+    ),
+  );
+  for (let a = 0; a < 7; a++) {
+    for (let i = 0; i < 12; i++) {
+      const { challenge } = (await r.inject({ method: 'POST', url: '/v1/sessions/challenge', remoteAddress: `10.7.2.${a}`, payload: { account: owner.account } })).json<{ challenge: string }>();
+      if (!challenge) break;
+      await r.inject({ method: 'POST', url: '/v1/sessions', remoteAddress: `10.7.2.${a}`, payload: { account: owner.account, challenge, signature: signChallenge(stranger.key, challenge) } });
+    }
+  }
+  for (const ip of ['10.7.0.1', '10.7.9.9']) {
+    const p = await keyProof((o) => r.inject({ ...o, remoteAddress: ip }), owner.account, owner.key);
+    const res = await r.inject({ method: 'POST', url: '/v1/sessions', remoteAddress: ip, payload: { account: owner.account, ...p } });
+    assert.equal(res.statusCode, 200, `owner from ${ip}`);
+  }
+});
+
+// A cheap stand-in for scrypt (these tests count attempts, not work).
+const fastKdf = async (pw: string, salt: Buffer, keylen: number) => createHash('sha256').update(salt).update(pw).digest().subarray(0, keylen);
+
+test('5 wrong passwords from each of 6 addresses: the right password from a fresh address is not refused (a proof-of-work, then in)', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)), { passwordKdf: fastKdf });
+  const { publicKey } = newDeviceKey();
+  const account = (await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey, password: PW } })).json<{ account: string }>().account;
+  for (let a = 0; a < 6; a++) for (let i = 0; i < 5; i++) await r.inject({ method: 'POST', url: '/v1/sessions/password', remoteAddress: `10.8.0.${a}`, payload: { account, password: `wrong guess ${a} ${i}` } });
+  let res = await r.inject({ method: 'POST', url: '/v1/sessions/password', remoteAddress: '10.8.9.9', payload: { account, password: PW } });
+  if (res.statusCode === 428) {
+    const pow = solvePow(res.json<{ error: { pow: { challenge: string; bits: number } } }>().error.pow);
+    res = await r.inject({ method: 'POST', url: '/v1/sessions/password', remoteAddress: '10.8.9.9', payload: { account, password: PW, pow } });
+  }
+  assert.equal(res.statusCode, 200);
+  // The puzzles grow harder the further beyond the limit the account is tried.
+  const base = testConfig(tempDir(t));
+  const r2 = await startRelay(t, { ...base, limits: { ...base.limits, passwordSignInByAccount: { perSecond: 0.0001, burst: 1 }, passwordSignInByAccountAddress: { perSecond: 1, burst: 1000 }, signInByAddress: { perSecond: 1, burst: 1000 }, passwordPow: { baseBits: 4, maxBits: 12 } } }, { passwordKdf: fastKdf });
+  const acct2 = (await r2.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: newDeviceKey().publicKey, password: PW } })).json<{ account: string }>().account;
+  const bitsSeen: number[] = [];
+  await r2.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account: acct2, password: 'wrong guess 00' } });
+  for (let i = 0; i < 4; i++) {
+    const ask = await r2.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account: acct2, password: `wrong guess ${i}x` } });
+    assert.equal(ask.statusCode, 428);
+    const puzzle = ask.json<{ error: { pow: { challenge: string; bits: number } } }>().error.pow;
+    bitsSeen.push(puzzle.bits);
+    assert.equal((await r2.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account: acct2, password: `wrong guess ${i}x`, pow: solvePow(puzzle) } })).statusCode, 401);
+  }
+  assert.ok(bitsSeen[3]! > bitsSeen[0]!, `difficulty grows: ${bitsSeen.join(',')}`);
+});
+
+test('trustProxy: behind a trusted proxy each client has its own bucket; without it X-Forwarded-For is ignored', async (t) => {
+  const mk = async (trust: boolean) => {
+    const base = testConfig(tempDir(t), trust ? { COFFER_RELAY_TRUST_PROXY: '1' } : {});
+    return startRelay(t, { ...base, limits: { ...base.limits, perAddress: { perSecond: 0.01, burst: 2 } } });
+  };
+  const get = (r: TestRelay, client: string) => r.inject({ method: 'GET', url: '/v1/blobs', remoteAddress: '127.0.0.1', headers: { 'x-forwarded-for': client } });
+  const trusted = await mk(true);
+  for (let i = 0; i < 2; i++) assert.equal((await get(trusted, '198.51.100.1')).statusCode, 401);
+  assert.equal((await get(trusted, '198.51.100.1')).statusCode, 429);
+  assert.equal((await get(trusted, '198.51.100.2')).statusCode, 401, 'another client behind the same proxy is not limited');
+  const untrusted = await mk(false);
+  for (let i = 0; i < 2; i++) await get(untrusted, `198.51.100.${i}`);
+  assert.equal((await get(untrusted, '198.51.100.9')).statusCode, 429, 'a forged header buys nothing');
+});
+
+test('IPv6 clients are keyed by /64', async (t) => {
+  assert.equal(addressKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+  assert.equal(addressKey('2001:db8:1:2:ffff:ffff:ffff:ffff'), '2001:db8:1:2::/64');
+  assert.equal(addressKey('2001:db8::1'), '2001:db8:0:0::/64');
+  assert.equal(addressKey('::ffff:192.0.2.7'), '192.0.2.7');
+  assert.equal(addressKey('192.0.2.7'), '192.0.2.7');
+  assert.equal(addressKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+  const base = testConfig(tempDir(t));
+  const r = await startRelay(t, { ...base, limits: { ...base.limits, perAddress: { perSecond: 0.01, burst: 2 } } });
+  const get = (ip: string) => r.inject({ method: 'GET', url: '/v1/blobs', remoteAddress: ip });
+  await get('2001:db8:1:2::1');
+  await get('2001:db8:1:2::2');
+  assert.equal((await get('2001:db8:1:2::3')).statusCode, 429, 'the same /64');
+  assert.equal((await get('2001:db8:1:3::1')).statusCode, 401, 'another /64');
+});
+
+// ---- Low ----
+
+test('a blob name that is also a directory: DELETE is no 503, and the name is free again once the objects below are gone', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const a = (await r.signUp()).auth();
+  const put = (name: string) => r.inject({ method: 'PUT', url: `/v1/blobs/${name}`, headers: { ...a, ...octet }, payload: Buffer.from(name) });
+  assert.equal((await put('a/b')).statusCode, 201);
+  assert.equal((await r.inject({ method: 'DELETE', url: '/v1/blobs/a', headers: a })).statusCode, 204);
+  assert.equal((await put('a')).statusCode, 409, 'taken while a/b exists (a directory on disk)');
+  assert.equal((await r.inject({ method: 'DELETE', url: '/v1/blobs/a/b', headers: a })).statusCode, 204);
+  assert.equal((await put('a')).statusCode, 201, 'free again');
+  assert.equal((await r.inject({ method: 'GET', url: '/v1/blobs/a', headers: a })).body, 'a');
+});
+
+test('JWTs: a maximum lifetime, no future iat, iat required; the JWKS file reloads', async (t) => {
+  const dir = tempDir(t);
+  const k1 = await generateKeyPair('ES256');
+  const k2 = await generateKeyPair('ES256');
+  type Key = Awaited<ReturnType<typeof generateKeyPair>>['publicKey'];
+  const jwk = async (k: Key, kid: string) => ({ ...(await exportJWK(k)), kid, alg: 'ES256', use: 'sig' });
+  const file = join(dir, 'jwks.json');
+  writeFileSync(file, JSON.stringify({ keys: [await jwk(k1.publicKey, 'k1')] }));
+  const v = new JwtVerifier({ jwksFile: file, issuer: 'iss', audience: 'aud', maxTokenAgeSeconds: 3600 });
+  t.after(() => v.close());
+  const now = Math.floor(Date.now() / 1000);
+  const tok = (o: { iat?: number | null; exp?: number; key?: Key; kid?: string } = {}) => {
+    const j = new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: o.kid ?? 'k1' }).setIssuer('iss').setAudience('aud').setSubject('u1').setExpirationTime(o.exp ?? now + 600);
+    if (o.iat !== null) j.setIssuedAt(o.iat ?? now);
+    return j.sign(o.key ?? k1.privateKey);
+  };
+  assert.equal(await v.subject(await tok()), 'u1');
+  assert.equal(await v.subject(await tok({ iat: now + 600 })), null, 'iat in the future');
+  assert.equal(await v.subject(await tok({ iat: now - 7200, exp: now + 600 })), null, 'older than the maximum age');
+  assert.equal(await v.subject(await tok({ exp: now + 30 * 24 * 3600 })), null, 'a lifetime beyond the maximum');
+  assert.equal(await v.subject(await tok({ iat: null })), null, 'no iat');
+  // Rotation: the new key works after a reload (SIGHUP calls reload; a change is picked up by watch).
+  const rotated = await tok({ key: k2.privateKey, kid: 'k2' });
+  assert.equal(await v.subject(rotated), null);
+  writeFileSync(file, JSON.stringify({ keys: [await jwk(k2.publicKey, 'k2')] }));
+  v.reload();
+  assert.equal(await v.subject(rotated), 'u1');
+  writeFileSync(file, '{ half-written');
+  assert.throws(() => v.reload());
+  assert.equal(await v.subject(rotated), 'u1', 'a bad file keeps the keys in use');
+  v.watch(() => {}, 50);
+  writeFileSync(file, JSON.stringify({ keys: [await jwk(k1.publicKey, 'k1')] }));
+  const fresh = await tok();
+  const end = Date.now() + 5000;
+  while ((await v.subject(fresh)) !== 'u1' && Date.now() < end) await new Promise((res) => setTimeout(res, 50));
+  assert.equal(await v.subject(fresh), 'u1', 'picked up on change');
+});
+
+test('errors before routing (431, malformed request, request timeout) have the catalogue body shape', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t), {}, { requestTimeoutMs: 1000 }));
+  const url = await listen(r);
+  const big = await raw(url, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+  await waitFor(() => big.got().includes('}'));
+  assert.match(big.got(), /^HTTP\/1\.1 431 /);
+  assert.deepEqual(JSON.parse(big.got().split('\r\n\r\n')[1]!).error.code, 'headers-too-large');
+  const bad = await raw(url, 'NOT HTTP AT ALL\r\n\r\n');
+  await waitFor(() => bad.got().includes('}'));
+  assert.match(bad.got(), /^HTTP\/1\.1 400 /);
+  assert.equal(JSON.parse(bad.got().split('\r\n\r\n')[1]!).error.code, 'bad-request');
+  const slow = await raw(url, 'GET /healthz HTTP/1.1\r\nHost: x\r\n');
+  await waitFor(() => slow.got().includes('}'), 8000);
+  assert.match(slow.got(), /^HTTP\/1\.1 408 /);
+  assert.equal(JSON.parse(slow.got().split('\r\n\r\n')[1]!).error.code, 'request-timeout');
+  for (const c of [big, bad, slow]) c.s.destroy();
+});
+
+test('/metrics is on the admin listener only; the relay database files are 0600', async (t) => {
+  const dir = tempDir(t);
+  const r = await startRelay(t, testConfig(dir));
+  await r.signUp();
+  assert.equal((await r.inject({ method: 'GET', url: '/metrics' })).statusCode, 404);
+  assert.equal((await r.relay.admin.inject({ method: 'GET', url: '/metrics' })).statusCode, 200);
+  for (const f of ['relay.db', 'relay.db-wal', 'relay.db-shm']) {
+    const mode = statSync(join(dir, f)).mode & 0o777;
+    assert.equal(mode & 0o077, 0, `${f} is ${mode.toString(8)}`);
+  }
+});

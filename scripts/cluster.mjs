@@ -23,10 +23,12 @@
 // nodes connect with the client certificate DIR/pki/client-vault.pem and that user;
 // anything without both is refused (docs/operations.md §2, "Securing etcd").
 //
-// The three relays share one accounts database and one blob directory under
-// DIR/relay-shared (SQLite across processes on one machine), so an account made through
-// one DC's relay signs in through another's. A real multi-site deployment would use
-// app tokens (JWT) or a replicated account store, and S3-compatible blob storage.
+// The three relays share their accounts through one PostgreSQL server (started here under
+// DIR/pg: a development server, trust auth on 127.0.0.1, fsync off; falls back to one
+// shared SQLite file when PostgreSQL is not installed), so an account made through one
+// DC's relay signs in through another's and is limited consistently; and one blob
+// directory under DIR/relay-shared. A real multi-site deployment runs its own PostgreSQL
+// and S3-compatible blob storage (docs/relay.md).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
@@ -76,6 +78,7 @@ async function stop(code = 0) {
     ),
   );
   await cluster?.stop();
+  await accountStore?.stop();
   process.exit(code);
 }
 process.on('SIGINT', () => void stop());
@@ -90,9 +93,21 @@ try {
 writeFileSync(bundleFile, cluster.bundleJson);
 
 const haveRelay = existsSync(RELAY_MAIN);
+let accountStore = null;
 if (haveRelay) {
   const shared = join(dir, 'relay-shared');
   mkdirSync(shared, { recursive: true, mode: 0o700 });
+  // The relays share their accounts through PostgreSQL (docs/relay.md), so a device signs
+  // in through any relay and is limited consistently. Without PostgreSQL installed, they
+  // share one SQLite file instead (works on one machine only).
+  const { startPostgres, postgresMissing } = await import(join(root, 'packages', 'relay', 'dist', 'src', 'dev-postgres.js'));
+  const missing = postgresMissing();
+  let pgUrl = null;
+  if (missing) process.stderr.write(`cluster: warning: ${missing}; the relays share one SQLite account store instead\n`);
+  else {
+    accountStore = await startPostgres({ dir: join(dir, 'pg') });
+    pgUrl = await accountStore.database('coffer_relay');
+  }
   const vaultNodes = cluster.dcs.map((d) => d.vaultUrl);
   for (const dc of cluster.dcs) {
     // This DC's vault node first; the others are the failover.
@@ -107,7 +122,7 @@ if (haveRelay) {
         COFFER_RELAY_HOST: dc.host,
         COFFER_RELAY_PORT: String(RELAY_PORT),
         COFFER_RELAY_DATA_DIR: join(dc.dir, 'relay'),
-        COFFER_RELAY_DB_PATH: join(shared, 'relay.db'),
+        ...(pgUrl ? { COFFER_RELAY_ACCOUNT_STORE: 'postgres', COFFER_RELAY_PG_URL: pgUrl } : { COFFER_RELAY_DB_PATH: join(shared, 'relay.db') }),
         COFFER_RELAY_BLOB_DIR: join(shared, 'blobs'),
         COFFER_RELAY_VAULT_NODES: nodes,
         COFFER_RELAY_LINK_KEY_FILE: linkKeyFile,
@@ -148,6 +163,7 @@ for (const dc of cluster.dcs) {
   );
 }
 process.stdout.write(`\nvault endpoints: ${cluster.dcs.map((d) => d.vaultUrl).join(',')}\n`);
+if (accountStore) process.stdout.write(`relay accounts: PostgreSQL ${accountStore.url} (pid ${accountStore.pid}, data under ${join(dir, 'pg')})\n`);
 process.stdout.write(`etcd endpoints: ${cluster.dcs.map((d) => d.etcdUrl).join(',')}\n`);
 if (cluster.pki) {
   const p = cluster.pki;

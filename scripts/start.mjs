@@ -87,7 +87,7 @@ if (up) {
 Coffer is running on embedded defaults (data in ${join(root, '.coffer-data')}).
 
 Point the coffer command at the front end, and give it the vault fleet's key bundle
-from this machine (not from the front end) — setting a backup password needs it:
+from this machine (not from the front end) — every backup-password step needs it:
   export COFFER_SERVER=${RELAY_URL}        (or pass --server ${RELAY_URL})
   export COFFER_FLEET_BUNDLE=${BUNDLE_FILE}
 

@@ -23,8 +23,9 @@
 // nodes connect with the client certificate DIR/pki/client-vault.pem and that user;
 // anything without both is refused (docs/operations.md §2, "Securing etcd").
 //
-// The three relays share their accounts through one PostgreSQL server (started here under
-// DIR/pg: a development server, trust auth on 127.0.0.1, fsync off; falls back to one
+// The three relays share their accounts through one PostgreSQL server (started here in a
+// temporary directory: a throwaway development server, trust auth on 127.0.0.1, fsync
+// off, removed when the cluster stops; falls back to one
 // shared SQLite file when PostgreSQL is not installed), so an account made through one
 // DC's relay signs in through another's and is limited consistently; and one blob
 // directory under DIR/relay-shared. A real multi-site deployment runs its own PostgreSQL
@@ -105,8 +106,16 @@ if (haveRelay) {
   let pgUrl = null;
   if (missing) process.stderr.write(`cluster: warning: ${missing}; the relays share one SQLite account store instead\n`);
   else {
-    accountStore = await startPostgres({ dir: join(dir, 'pg') });
-    pgUrl = await accountStore.database('coffer_relay');
+    // A throwaway server in a temporary directory (PostgreSQL refuses to run as root, so
+    // as root it runs as the postgres user, which must be able to reach its data
+    // directory): the cluster's accounts last until it stops.
+    try {
+      accountStore = await startPostgres();
+      pgUrl = await accountStore.database('coffer_relay');
+    } catch (err) {
+      process.stderr.write(`cluster: error: PostgreSQL for the relays' accounts: ${err.message}\n`);
+      await stop(1);
+    }
   }
   const vaultNodes = cluster.dcs.map((d) => d.vaultUrl);
   for (const dc of cluster.dcs) {
@@ -163,7 +172,7 @@ for (const dc of cluster.dcs) {
   );
 }
 process.stdout.write(`\nvault endpoints: ${cluster.dcs.map((d) => d.vaultUrl).join(',')}\n`);
-if (accountStore) process.stdout.write(`relay accounts: PostgreSQL ${accountStore.url} (pid ${accountStore.pid}, data under ${join(dir, 'pg')})\n`);
+if (accountStore) process.stdout.write(`relay accounts: PostgreSQL ${accountStore.url} (pid ${accountStore.pid}; a throwaway server, removed when the cluster stops)\n`);
 process.stdout.write(`etcd endpoints: ${cluster.dcs.map((d) => d.etcdUrl).join(',')}\n`);
 if (cluster.pki) {
   const p = cluster.pki;
@@ -184,7 +193,7 @@ if (cluster.tokens) {
 process.stdout.write(`link key (vaults and relays): ${linkKeyFile}\nfleet key bundle (served by every relay at /v1/fleet-bundle): ${bundleFile}\n`);
 if (haveRelay) {
   process.stdout.write(`\nfront ends: ${relays.map((r) => r.url).join('  ')}\n`);
-  process.stdout.write(`point coffer at one of them, with the fleet bundle from this machine (needed to set a password):\n  export COFFER_SERVER=${relays[0].url}\n  export COFFER_FLEET_BUNDLE=${bundleFile}\n  (any DC's relay works for the same account: they share ${join(dir, 'relay-shared')})\n`);
+  process.stdout.write(`point coffer at one of them, with the fleet bundle from this machine (needed for every backup-password step):\n  export COFFER_SERVER=${relays[0].url}\n  export COFFER_FLEET_BUNDLE=${bundleFile}\n  (any DC's relay works for the same account: they share ${accountStore ? 'one PostgreSQL account store' : 'one SQLite account file'} and the blobs in ${join(dir, 'relay-shared')})\n`);
 } else {
   process.stdout.write('\nnote: coffer-relay is not built (packages/relay), so no front ends were started: point relays at the vault endpoints above\n');
 }

@@ -172,7 +172,8 @@ async function postJson(url: string, body: unknown, timeoutMs = 1000): Promise<u
   return res.json();
 }
 
-async function until(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
+/** Polls `check` every 100 ms until it is true (errors count as not yet), or throws after `deadlineMs`. */
+export async function until(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
   const end = Date.now() + deadlineMs;
   for (;;) {
     try {

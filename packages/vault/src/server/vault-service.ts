@@ -194,14 +194,8 @@ export class VaultService {
           this.#pendingLogins.delete(account);
           // The sweep index entry first (see the file comment): a failure here answers
           // 503 store-unavailable with nothing committed.
-          if (decision.eraseAt !== null) {
-            try {
-              await this.o.store.scheduleSweep(account, decision.eraseAt);
-            } catch (err) {
-              if (err instanceof StoreError) return { kind: 'error', code: 'store-unavailable', op: req.op, detail: `sweep index: ${err.message}` };
-              throw err;
-            }
-          }
+          const unscheduled = await this.#scheduleSweep(account, decision.eraseAt, req.op);
+          if (unscheduled) return unscheduled;
           if (decision.write.kind === 'put') {
             const put = await this.o.store.compareAndPut(account, decision.write.value, stored?.version ?? null, { erasure: decision.recordErased });
             committed = put.ok;
@@ -242,14 +236,8 @@ export class VaultService {
       const decision = await this.o.core.decide(req, stored?.value ?? null, known);
       if (!decision.write) return { kind: 'answer', decision };
       this.#pendingLogins.delete(account);
-      if (decision.eraseAt !== null) {
-        try {
-          await this.o.store.scheduleSweep(account, decision.eraseAt);
-        } catch (err) {
-          if (err instanceof StoreError) return { kind: 'error', code: 'store-unavailable', op: req.op, detail: `sweep index: ${err.message}` };
-          throw err;
-        }
-      }
+      const unscheduled = await this.#scheduleSweep(account, decision.eraseAt, req.op);
+      if (unscheduled) return unscheduled;
       const w = decision.write;
       if (w.kind === 'delete' && !stored) return this.#committed(decision);
       const versions = await committer.commit([{ account, value: w.kind === 'put' ? w.value : null, erasure: decision.recordErased || w.kind === 'delete' }], { countsGuess: decision.guessCounted });
@@ -268,6 +256,21 @@ export class VaultService {
     }
     if (decision.recordErased) this.o.metrics.recordsErased.inc();
     return { kind: 'answer', decision };
+  }
+
+  /**
+   * The sweep index entry for a record that will have spent its last guess, written before
+   * the record itself: a failure answers 503 store-unavailable with nothing committed.
+   */
+  async #scheduleSweep(account: string, eraseAt: number | null, op: string): Promise<ServiceResult | null> {
+    if (eraseAt === null) return null;
+    try {
+      await this.o.store.scheduleSweep(account, eraseAt);
+      return null;
+    } catch (err) {
+      if (err instanceof StoreError) return { kind: 'error', code: 'store-unavailable', op, detail: `sweep index: ${err.message}` };
+      throw err;
+    }
   }
 
   #hold(account: string, entry: { version: string; bytes: Uint8Array; record: AccountRecord }): void {

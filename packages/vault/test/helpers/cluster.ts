@@ -4,22 +4,9 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
-import type { Cluster } from '../../src/server/cluster-support.js';
+import { until, type Cluster } from '../../src/server/cluster-support.js';
 
 export * from '../../src/server/cluster-support.js';
-
-async function until(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
-  const end = Date.now() + deadlineMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 export interface FleetTransportOptions {
   /** DC index tried first (round-robin through the others on failure). */

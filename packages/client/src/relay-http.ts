@@ -4,7 +4,7 @@
  * network failure, a timeout or a 5xx becomes `UnavailableError`, 401 becomes
  * `InvalidCredentialsError`, 429 `RateLimitedError`. Bodies are never logged.
  */
-import { LABELS, fromBase64Url, toBase64Url, utf8, concat, sha256 } from '@coffer/protocol';
+import { LABELS, fromBase64Url, toBase64Url, utf8, concat, sha256, POW_LABEL, leadingZeroBits } from '@coffer/protocol';
 import { CofferClientError, InvalidCredentialsError, RateLimitedError, UnavailableError } from './errors.js';
 
 /** spec/relay-api.md §1: what a device signs to open a session. */
@@ -47,29 +47,16 @@ export function isLoopbackHost(host: string): boolean {
   return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
-/** The leading zero bits of a digest. */
-function zeroBits(d: Uint8Array): number {
-  let n = 0;
-  for (const byte of d) {
-    if (byte === 0) {
-      n += 8;
-      continue;
-    }
-    return n + Math.clz32(byte) - 24;
-  }
-  return n;
-}
-
 /** Solves the relay's proof-of-work puzzle (spec/relay-api.md §1): SHA-256(label || 0 || challenge || nonce) with `bits` leading zero bits. */
 export async function solveRelayPow(pow: { challenge: string; bits: number }): Promise<{ challenge: string; bits: number; nonce: string }> {
-  const prefix = concat(new TextEncoder().encode('coffer-relay/v1/pow'), new Uint8Array([0]), fromBase64Url(pow.challenge));
+  const prefix = concat(new TextEncoder().encode(POW_LABEL), new Uint8Array([0]), fromBase64Url(pow.challenge));
   const input = new Uint8Array(prefix.length + 8);
   input.set(prefix);
   const view = new DataView(input.buffer, prefix.length, 8);
   for (let i = 0; ; i++) {
     view.setUint32(0, Math.floor(i / 2 ** 32));
     view.setUint32(4, i >>> 0);
-    if (zeroBits(await sha256(input)) >= pow.bits) return { challenge: pow.challenge, bits: pow.bits, nonce: toBase64Url(input.subarray(prefix.length)) };
+    if (leadingZeroBits(await sha256(input)) >= pow.bits) return { challenge: pow.challenge, bits: pow.bits, nonce: toBase64Url(input.subarray(prefix.length)) };
   }
 }
 

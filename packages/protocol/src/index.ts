@@ -78,4 +78,5 @@ export { VaultClient, UnexpectedResponseError, type VaultTransport, type VaultCl
  * in WASM), re-exported so the vault pins the very same build as its clients.
  */
 export * as opaque from '@serenity-kit/opaque';
+export { POW_LABEL, leadingZeroBits } from './pow.js';
 export { RELAY_AUTH_HEADER, RELAY_LINK_LABEL, RELAY_LINK_KEY_LENGTH, RELAY_LINK_MAX_SKEW_MS, relayLinkMac, relayAuthHeader, verifyRelayAuth, RelayLinkReplayCache, type RelayLinkRequest, type RelayAuthCheck } from './relay-link.js';

@@ -1,5 +1,6 @@
 /** Built-in accounts (device keys, account passwords) and sessions (spec/relay-api.md §1). */
 import { createHash } from 'node:crypto';
+import { POW_LABEL, leadingZeroBits } from '@coffer/protocol';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { decodeB64u, ed25519PublicKey, type AccountStore } from '../auth/account-store.js';
 import { LOCAL_PREFIX, type Authenticator } from '../auth/authenticate.js';
@@ -8,7 +9,7 @@ import { RelayError } from '../errors.js';
 import type { BucketRule, TokenBuckets } from '../rate-limit.js';
 
 const ACCOUNT_ID = /^[a-z0-9]{26}$/;
-export const POW_LABEL = 'coffer-relay/v1/pow';
+export { POW_LABEL };
 
 export interface PowRule {
   /** Leading zero bits asked of the first attempt beyond the per-account limit. */
@@ -65,26 +66,13 @@ function publicKey(value: unknown, field = 'publicKey'): Buffer {
   return raw;
 }
 
-/** Leading zero bits of a SHA-256 digest. */
-function zeroBits(d: Buffer): number {
-  let n = 0;
-  for (const byte of d) {
-    if (byte === 0) {
-      n += 8;
-      continue;
-    }
-    return n + Math.clz32(byte) - 24;
-  }
-  return n;
-}
-
 /** SHA-256(label || 0x00 || challenge || nonce): the work a proof-of-work asks for. */
 export function powDigest(challenge: Uint8Array, nonce: Uint8Array): Buffer {
   return createHash('sha256').update(POW_LABEL).update(Buffer.from([0])).update(challenge).update(nonce).digest();
 }
 
 export function powSolves(challenge: Uint8Array, nonce: Uint8Array, bits: number): boolean {
-  return zeroBits(powDigest(challenge, nonce)) >= bits;
+  return leadingZeroBits(powDigest(challenge, nonce)) >= bits;
 }
 
 export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOptions): Promise<void> {

@@ -66,6 +66,13 @@ export interface BackupOptions {
    * to change a file while it is being backed up).
    */
   afterFileRead?: (path: Buffer) => Promise<void> | void;
+  /**
+   * File selection (filter.ts `backupExcluder`): true leaves the entry out; an excluded
+   * directory is not read. Called for the roots and for every entry below them.
+   */
+  exclude?: (abs: Buffer, st: BigIntStats) => Promise<boolean> | boolean;
+  /** Don't descend into directories on other file systems than the roots' (st_dev); the mount point itself is kept, empty. */
+  oneFileSystem?: boolean;
 }
 
 export interface BackupResult {
@@ -326,12 +333,15 @@ async function runBackup(
     };
   };
 
+  const rootDevs = new Set<bigint>();
   const visit = async (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> => {
     progress.path = rel.toString('utf8');
+    if (opts.exclude && (await opts.exclude(abs, st))) return;
     if (st.isDirectory()) {
       let names: Buffer[];
       try {
-        names = await fs.readdir(abs, { encoding: 'buffer' });
+        // --one-file-system: a mount point is kept as an empty directory (as restic does).
+        names = opts.oneFileSystem && !rootDevs.has(st.dev) ? [] : await fs.readdir(abs, { encoding: 'buffer' });
       } catch (e) {
         warn(show(abs), `cannot list directory: ${errnoMessage(e)}`);
         return;
@@ -419,6 +429,10 @@ async function runBackup(
   };
 
   try {
+    for (const r of roots) {
+      const abs = Buffer.from(r.abs, 'utf8');
+      rootDevs.add((await fs.lstat(abs, { bigint: true })).dev);
+    }
     for (const r of roots) {
       const abs = Buffer.from(r.abs, 'utf8');
       await visit(abs, Buffer.from(r.name, 'utf8'), await fs.lstat(abs, { bigint: true }));

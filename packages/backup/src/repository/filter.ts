@@ -15,8 +15,11 @@
  *   `{a,b}` as in shells (picomatch's glob syntax);
  * - a trailing '/' restricts the pattern to directories;
  * - a leading '!' negates: the last pattern that matches a path decides, so
- *   `--exclude '/home/*' --exclude '!/home/me'` keeps /home/me. As in gitignore, a path
- *   inside an excluded directory can't be re-included (the directory isn't read);
+ *   `--exclude '/home/*' --exclude '!/home/me'` keeps /home/me. Case-sensitive and
+ *   case-insensitive patterns are two lists, as in restic: a path is excluded when
+ *   either list excludes it, and '!' re-includes only against its own list. As in
+ *   gitignore, a path inside an excluded directory can't be re-included (the directory
+ *   isn't read);
  * - a pattern matching a directory selects everything below it.
  *
  * Names need not be UTF-8. Each path component is matched as text: decoded as UTF-8
@@ -106,21 +109,35 @@ function compile(rule: PatternRule): Compiled {
  * directory; `inSubtree` handles flat lists).
  */
 export class PatternList {
-  readonly #rules: Compiled[];
+  readonly #exact: Compiled[];
+  readonly #folded: Compiled[];
+  /**
+   * As restic does, case-sensitive and case-insensitive patterns are two lists, each
+   * with its own "last match wins": `!` re-includes only against its own kind.
+   */
   constructor(rules: readonly PatternRule[]) {
-    this.#rules = rules.map(compile);
+    const all = rules.map(compile);
+    this.#exact = all.filter((r) => !r.ignoreCase);
+    this.#folded = all.filter((r) => r.ignoreCase);
   }
   get size(): number {
-    return this.#rules.length;
+    return this.#exact.length + this.#folded.length;
   }
-  /** `abs`: an absolute path (bytes, '/'-separated). */
+  /** `abs`: an absolute path (bytes, '/'-separated). Selected by either list: true. */
   test(abs: Buffer, isDir: boolean): boolean | undefined {
-    if (this.#rules.length === 0) return undefined;
+    if (this.size === 0) return undefined;
     const full = pathText(abs);
+    const a = PatternList.#last(this.#exact, full, isDir);
+    const b = PatternList.#last(this.#folded, full, isDir);
+    if (a === true || b === true) return true;
+    return a ?? b;
+  }
+  static #last(rules: Compiled[], full: string, isDir: boolean): boolean | undefined {
+    if (rules.length === 0) return undefined;
     let lower: string | undefined;
     const slash = full.lastIndexOf('/');
     let verdict: boolean | undefined;
-    for (const r of this.#rules) {
+    for (const r of rules) {
       if (r.dirOnly && !isDir) continue;
       const s = r.ignoreCase ? (lower ??= full.toLowerCase()) : full;
       let hit: boolean;

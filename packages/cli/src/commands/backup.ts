@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import {
   CofferError,
   RestoreSelection,
@@ -159,17 +159,22 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
     const [cmd, ...cmdArgs] = args;
     const child = spawn(cmd!, cmdArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
     const exited = new Promise<void>((resolve, reject) => {
-      child.on('error', (e: NodeJS.ErrnoException) => reject(new CofferError('invalid-argument', `cannot run ${cmd}: ${e.code === 'ENOENT' ? 'no such command' : e.message}`)));
+      // Exit 1 (not a usage error): the command ran, or was looked for, and failed.
+      child.on('error', (e: NodeJS.ErrnoException) => reject(new CofferError('not-found', `cannot run ${cmd}: ${e.code === 'ENOENT' ? 'no such command' : e.message}; no snapshot was saved`)));
       child.on('close', (code, signal) => {
         if (code === 0) resolve();
-        else reject(new CofferError('invalid-argument', `${cmd} failed (${signal ? `signal ${signal}` : `exit code ${code}`}): no snapshot was saved`));
+        else reject(new CofferError('not-found', `${cmd} failed (${signal ? `signal ${signal}` : `exit code ${code}`}): no snapshot was saved`));
       });
     });
     exited.catch(() => {});
-    input = child.stdout;
+    // Consumed at once: node discards a child's unread stdout when the child exits
+    // (a fast command's whole output would be lost while the repository opens).
+    const pass = new PassThrough();
+    child.stdout.pipe(pass);
+    input = pass;
     beforeCommit = () => exited;
     // A command that can't start never ends its stdout: fail at once.
-    child.on('error', () => child.stdout.destroy());
+    child.on('error', () => pass.destroy());
   }
   let r;
   try {

@@ -44,7 +44,8 @@ Backups (key mode):
                                        rewrite snapshots without the files whose data is gone
   coffer unlock [--remove-all]         remove stale locks
   coffer key generate                  print a new random key
-  coffer key show                      print the key given and its key ID
+  coffer key show [--repo R]           print the key given and its key ID (with --repo: its
+                                       key ID in that repository, which differs per repository)
 
 Accounts and password backups (through a Coffer relay):
   coffer account create --server URL [--account-password-file F]

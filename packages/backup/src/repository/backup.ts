@@ -227,7 +227,7 @@ async function runBackup(
     opts.onProgress(progress);
   };
   if (opts.onProgress) {
-    void prescan(roots.map((r) => r.abs)).then((t) => {
+    void prescan(roots.map((r) => r.abs), opts.exclude).then((t) => {
       progress.totalFiles = t.files;
       progress.totalBytes = t.bytes;
     });
@@ -493,15 +493,17 @@ async function findParent(repo: Repository, host: string, paths: string[]): Prom
   return undefined;
 }
 
-async function prescan(paths: string[]): Promise<{ files: number; bytes: number }> {
+async function prescan(paths: string[], exclude?: BackupOptions['exclude']): Promise<{ files: number; bytes: number }> {
   let files = 0;
   let bytes = 0;
   const walk = async (p: string): Promise<void> => {
-    const st = await fs.lstat(p).catch(() => null);
+    const st = await fs.lstat(p, { bigint: true }).catch(() => null);
     if (!st) return;
+    // The same selection as the backup, so the totals are what it will store.
+    if (exclude && (await Promise.resolve(exclude(Buffer.from(p), st)).catch(() => false))) return;
     if (st.isFile()) {
       files++;
-      bytes += st.size;
+      bytes += Number(st.size);
     } else if (st.isDirectory()) {
       const names = await fs.readdir(p).catch(() => [] as string[]);
       for (const n of names) await walk(join(p, n));

@@ -62,6 +62,9 @@ test('"!" re-includes: the last matching pattern decides', () => {
   assert.ok(!matches(['*.log', '!keep.log'], '/x/keep.log'));
   assert.ok(matches(['!keep.log', '*.log'], '/x/keep.log'), 'order matters');
   assert.ok(matches(['\\!bang'], '/x/!bang'), '"\\!" is a literal "!"');
+  assert.ok(!matches(['\\!bang'], '/x/other'), 'not a negation');
+  assert.ok(!matches(['!!bang'], '/x/!bang'), '"!!x" re-includes the name "!x"');
+  assert.ok(!matches(['!!bang'], '/x/other'));
   // Case-sensitive and case-insensitive patterns are separate lists (restic): '!' re-includes within its own.
   assert.ok(matches([{ pattern: '*.JPG', ignoreCase: true }, { pattern: '!a.jpg' }], '/x/a.jpg'));
   assert.ok(!matches([{ pattern: '*.JPG', ignoreCase: true }, { pattern: '!A.JPG', ignoreCase: true }], '/x/a.jpg'));

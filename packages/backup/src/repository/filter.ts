@@ -82,8 +82,9 @@ function compile(rule: PatternRule): Compiled {
   const text = p;
   const negate = p.startsWith('!');
   if (negate) p = p.slice(1);
-  // "\!x" is a pattern for names starting with '!' (gitignore).
-  if (p.startsWith('\\!')) p = p.slice(1);
+  // "\!x" is a pattern for names starting with '!' (gitignore); picomatch reads the
+  // escape itself. Any other leading '!' left is literal too, never picomatch's negation.
+  if (p.startsWith('!')) p = `\\${p}`;
   const dirOnly = p.length > 1 && p.endsWith('/');
   if (dirOnly) p = p.replace(/\/+$/, '');
   if (p === '' || p === '/') throw new CofferError('invalid-argument', `empty pattern '${text}'`);

@@ -227,7 +227,7 @@ async function runBackup(
     opts.onProgress(progress);
   };
   if (opts.onProgress) {
-    void prescan(roots.map((r) => r.abs), opts.exclude).then((t) => {
+    void prescan(roots.map((r) => r.abs), opts.exclude, opts.oneFileSystem === true).then((t) => {
       progress.totalFiles = t.files;
       progress.totalBytes = t.bytes;
     });
@@ -493,9 +493,14 @@ async function findParent(repo: Repository, host: string, paths: string[]): Prom
   return undefined;
 }
 
-async function prescan(paths: string[], exclude?: BackupOptions['exclude']): Promise<{ files: number; bytes: number }> {
+async function prescan(paths: string[], exclude?: BackupOptions['exclude'], oneFileSystem = false): Promise<{ files: number; bytes: number }> {
   let files = 0;
   let bytes = 0;
+  const devs = new Set<bigint>();
+  for (const p of paths) {
+    const st = await fs.lstat(p, { bigint: true }).catch(() => null);
+    if (st) devs.add(st.dev);
+  }
   const walk = async (p: string): Promise<void> => {
     const st = await fs.lstat(p, { bigint: true }).catch(() => null);
     if (!st) return;
@@ -504,7 +509,7 @@ async function prescan(paths: string[], exclude?: BackupOptions['exclude']): Pro
     if (st.isFile()) {
       files++;
       bytes += Number(st.size);
-    } else if (st.isDirectory()) {
+    } else if (st.isDirectory() && !(oneFileSystem && !devs.has(st.dev))) {
       const names = await fs.readdir(p).catch(() => [] as string[]);
       for (const n of names) await walk(join(p, n));
     }

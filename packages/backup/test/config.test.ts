@@ -1,7 +1,12 @@
 /** The repository config (spec §4): errors in the order that helps the user most. */
 import assert from 'node:assert/strict';
 import type { randomBytes } from 'node:crypto';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { LocalBackend, Repository, backup, restore } from '../src/index.js';
 import { BackupKey } from '../src/crypto/backup-key.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
 import { CONFIG_BYTES, CONFIG_V3_BYTES, Compression, decodeConfig, encodeConfig, newConfig, type RepositoryConfig } from '../src/repository/config.js';
@@ -107,4 +112,24 @@ test('garbage → not-a-repository', () => {
   for (const b of [Buffer.alloc(0), Buffer.from('CFR'), Buffer.from('{"version":1}'), bytes(88, 9), Buffer.from('CFOB\x01\x01\x10\x00')]) {
     assert.equal(code(key, b), 'not-a-repository', b.toString('hex').slice(0, 20));
   }
+});
+
+test('a whole version 2 repository (spec vector) still opens, takes a backup and restores it; its config stays version 2', async (t) => {
+  const repos = fileURLToPath(new URL('../../../../spec/vectors/backup/repositories/', import.meta.url));
+  const v = JSON.parse(await readFile(join(repos, 'v2.json'), 'utf8')) as { key: string; directory: string };
+  const work = await mkdtemp(join(tmpdir(), 'coffer-v2-still-'));
+  t.after(() => rm(work, { recursive: true, force: true }));
+  const dir = join(work, 'repo');
+  await cp(join(repos, v.directory), dir, { recursive: true });
+  const before = await readFile(join(dir, 'config'));
+  const k = BackupKey.fromBytes(Buffer.from(v.key, 'hex'));
+  const repo = await Repository.open(new LocalBackend(dir), k);
+  assert.equal(repo.config.version, 2);
+  assert.deepEqual(repo.config.keyId, Uint8Array.from(k.keyId()), 'a version 2 repository shows the unsalted key ID');
+  await writeFile(join(work, 'new.txt'), 'written by a version 3 coffer');
+  const r = await backup(repo, { paths: [join(work, 'new.txt')] });
+  await restore(repo, { id: r.id, snapshot: r.snapshot } as never, { target: join(work, 'out') });
+  assert.equal(await readFile(join(work, 'out', 'new.txt'), 'utf8'), 'written by a version 3 coffer');
+  assert.ok((await readFile(join(dir, 'config'))).equals(before), 'the config is not rewritten');
+  assert.equal(code(other, before), 'wrong-key');
 });

@@ -47,3 +47,19 @@ export {
   type RepairSnapshotsResult,
   type SnapshotRepair,
 } from './repository/repair.js';
+export {
+  PatternList,
+  RestoreSelection,
+  backupExcluder,
+  eitherExcludes,
+  listedSelection,
+  pathText,
+  readFilesFrom,
+  readPatternFile,
+  snapshotPathOf,
+  type BackupSelectionOptions,
+  type PatternRule,
+  type RestoreSelectionOptions,
+} from './repository/filter.js';
+export { backupStdin, checkStdinFilename, type StdinBackupOptions, type StdinBackupResult } from './repository/stdin.js';
+export { backupDryRun, type DryRunOptions, type DryRunResult } from './repository/dry-run.js';

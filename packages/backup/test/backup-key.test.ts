@@ -56,7 +56,8 @@ test('a well-formed key that is not the repository\'s is "wrong key", never "inv
   const config = encodeConfig(mine, newConfig(mine, DEFAULT_CHUNKER, Compression.Zstd, () => Buffer.alloc(16, 7)));
   assert.throws(
     () => decodeConfig(BackupKey.parse(other.toDigits()), config, '/repo'),
-    (e) => CofferError.is(e, 'wrong-key') && e.message.includes(formatKeyId(mine.keyId())) && e.message.includes(formatKeyId(other.keyId())),
+    // Version 3: both key IDs as they are in this repository (salted with its ID, spec §3.2).
+    (e) => CofferError.is(e, 'wrong-key') && e.message.includes(formatKeyId(mine.repositoryKeyId(Buffer.alloc(16, 7)))) && e.message.includes(formatKeyId(other.repositoryKeyId(Buffer.alloc(16, 7)))),
   );
 });
 

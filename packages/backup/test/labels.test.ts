@@ -10,6 +10,8 @@ const GOLDEN = {
   objectKey: 'coffer/backup/v1/object-key',
   chunkId: 'coffer/backup/v1/chunk-id',
   gearTable: 'coffer/backup/v1/gear-table',
+  repositoryKeyId: 'coffer/backup/v3/repository-key-id',
+  keyCheck: 'coffer/backup/v3/key-check',
 };
 
 test('every label matches the golden list exactly', () => {
@@ -20,7 +22,7 @@ test('labels are distinct, ASCII, versioned, and none is a prefix of another', (
   const all = Object.values(BackupLabel) as string[];
   assert.equal(new Set(all).size, all.length);
   for (const l of all) {
-    assert.match(l, /^coffer\/backup\/v1\/[a-z-]+$/);
+    assert.match(l, /^coffer\/backup\/v[13]\/[a-z-]+$/);
     for (const m of all) if (m !== l) assert.ok(!m.startsWith(l), `${l} is a prefix of ${m}`);
   }
 });

@@ -101,6 +101,15 @@ const check: Record<string, (v: Vector) => void | Promise<void>> = {
   'key-id'(v) {
     assert.equal(Buffer.from(BackupKey.fromBytes(unhex(v.key as string)).keyId()).toString('hex'), v.keyId);
   },
+  'repository-key-id'(v) {
+    const k = BackupKey.fromBytes(unhex(v.key as string));
+    assert.equal(Buffer.from(k.repositoryKeyId(unhex(v.repositoryId as string))).toString('hex'), v.keyId);
+    assert.equal(Buffer.from(k.keyCheck(unhex(v.nonce as string))).toString('hex'), v.keyCheck);
+    // Spec §3.2 and §4, independently of the code.
+    assert.equal(Buffer.from(hkdfSync('sha256', unhex(v.key as string), unhex(v.repositoryId as string), 'coffer/backup/v3/repository-key-id', 16)).toString('hex'), v.keyId);
+    const checkKey = Buffer.from(hkdfSync('sha256', unhex(v.key as string), Buffer.alloc(0), 'coffer/backup/v3/key-check', 32));
+    assert.equal(createHmac('sha256', checkKey).update(unhex(v.nonce as string)).digest().subarray(0, 16).toString('hex'), v.keyCheck);
+  },
   hkdf(v) {
     // Spec §3: plain RFC 5869 HKDF-SHA256; checked both directly and through the code.
     const out = Buffer.from(hkdfSync('sha256', unhex(v.ikm as string), unhex(v.salt as string), unhex(v.info as string), v.length as number));

@@ -18,9 +18,24 @@ Backups (key mode):
                                        --pad sets its default size padding (auto)
   coffer backup PATH… [--tag T] [--pad off|auto|max]
                                        back up files and directories
+  coffer backup PATH… [--exclude P] [--iexclude P] [--exclude-file F] [--iexclude-file F]
+         [--exclude-caches] [--exclude-if-present NAME] [--one-file-system] [--dry-run]
+                                       choose what is stored: P is a gitignore-style pattern
+                                       (restic's: no '/' = any name, leading '/' = absolute
+                                       path, '**', '!' re-includes); --dry-run writes nothing
+  coffer backup --files-from F | --files-from-raw F
+                                       back up the paths listed in F (one per line; -raw:
+                                       NUL-separated, for names that are not UTF-8)
+  coffer backup --stdin [--stdin-filename NAME]
+                                       store standard input as one file (a database dump)
+  coffer backup --stdin-from-command [--stdin-filename NAME] -- CMD ARG…
+                                       store CMD's output; no snapshot if CMD fails
   coffer snapshots                     list snapshots
   coffer restore ID|latest --target DIR [--overwrite] [--no-owners] [--no-lock]
                                        owners are restored when run as root
+  coffer restore ID|latest --target DIR --include P [--exclude P] [--iinclude P] [--iexclude P]
+                                       restore only what matches (patterns as for backup,
+                                       against the paths at backup time); parents are made
   coffer check [--read-data] [--no-lock]  verify structure (and with --read-data, every byte)
   coffer forget [ID…] [--keep-last N] [--keep-hourly|daily|weekly|monthly|yearly N] [--prune] [--dry-run]
   coffer prune [--dry-run]             delete data no snapshot needs (refuses when that could lose data)
@@ -29,7 +44,8 @@ Backups (key mode):
                                        rewrite snapshots without the files whose data is gone
   coffer unlock [--remove-all]         remove stale locks
   coffer key generate                  print a new random key
-  coffer key show                      print the key given and its key ID
+  coffer key show [--repo R]           print the key given and its key ID (with --repo: its
+                                       key ID in that repository, which differs per repository)
 
 Accounts and password backups (through a Coffer relay):
   coffer account create --server URL [--account-password-file F]
@@ -149,14 +165,44 @@ const options = {
   'no-lock': { type: 'boolean' },
   'read-all': { type: 'boolean' },
   forget: { type: 'boolean' },
+  exclude: { type: 'string', multiple: true },
+  iexclude: { type: 'string', multiple: true },
+  'exclude-file': { type: 'string', multiple: true },
+  'iexclude-file': { type: 'string', multiple: true },
+  'exclude-caches': { type: 'boolean' },
+  'exclude-if-present': { type: 'string', multiple: true },
+  'one-file-system': { type: 'boolean' },
+  'files-from': { type: 'string', multiple: true },
+  'files-from-raw': { type: 'string', multiple: true },
+  stdin: { type: 'boolean' },
+  'stdin-filename': { type: 'string' },
+  'stdin-from-command': { type: 'boolean' },
+  include: { type: 'string', multiple: true },
+  iinclude: { type: 'string', multiple: true },
 } satisfies ParseArgsConfig['options'];
 
 /** Which options each command accepts (besides the global ones). */
 const allowed: Record<string, string[]> = {
   init: ['pad'],
-  backup: ['tag', 'pad'],
+  backup: [
+    'tag',
+    'pad',
+    'exclude',
+    'iexclude',
+    'exclude-file',
+    'iexclude-file',
+    'exclude-caches',
+    'exclude-if-present',
+    'one-file-system',
+    'files-from',
+    'files-from-raw',
+    'dry-run',
+    'stdin',
+    'stdin-filename',
+    'stdin-from-command',
+  ],
   snapshots: [],
-  restore: ['target', 'overwrite', 'no-owners', 'no-lock'],
+  restore: ['target', 'overwrite', 'no-owners', 'no-lock', 'include', 'iinclude', 'exclude', 'iexclude'],
   check: ['read-data', 'no-lock'],
   forget: ['keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly', 'prune', 'dry-run'],
   prune: ['dry-run'],

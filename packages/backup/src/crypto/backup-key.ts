@@ -1,4 +1,4 @@
-import { hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';
 import { CofferError } from '../errors.js';
 import { BackupLabel } from './labels.js';
@@ -72,11 +72,30 @@ export class BackupKey {
 
   /**
    * A 16-byte identifier of this key that reveals nothing about it (an HKDF output).
-   * Repository-independent, so `coffer key show` can print it and a person can match a
-   * key to a repository.
+   * Repository-independent: `coffer key show` prints it, and version 1 and 2
+   * repositories store it (spec §3.2), which links every repository of one key.
    */
   keyId(): Uint8Array {
     return this.derive(BackupLabel.keyId, KEY_ID_BYTES);
+  }
+
+  /**
+   * This key's ID in one repository (format version 3, spec §3.2): salted with the
+   * repository ID, so repositories of one key show unrelated IDs.
+   */
+  repositoryKeyId(repositoryId: Uint8Array): Uint8Array {
+    return this.derive(BackupLabel.repositoryKeyId, KEY_ID_BYTES, repositoryId);
+  }
+
+  /**
+   * The config's key check (format version 3, spec §4): an HMAC under a key derived
+   * from K alone over the config's random `nonce`. It does not depend on the repository
+   * ID, so a damaged repository ID is not taken for a wrong key, and it differs between
+   * repositories (the nonce is random), so it links nothing.
+   */
+  keyCheck(nonce: Uint8Array): Uint8Array {
+    const k = this.derive(BackupLabel.keyCheck, 32);
+    return new Uint8Array(createHmac('sha256', k).update(nonce).digest().subarray(0, KEY_ID_BYTES));
   }
 
   /** Constant-time comparison. */

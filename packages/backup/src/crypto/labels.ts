@@ -17,6 +17,10 @@ export const BackupLabel = {
   chunkId: 'coffer/backup/v1/chunk-id',
   /** HKDF info for the FastCDC gear table (spec §6.1). */
   gearTable: 'coffer/backup/v1/gear-table',
+  /** HKDF info for the repository key ID, salt R (spec §3.2, format version 3). */
+  repositoryKeyId: 'coffer/backup/v3/repository-key-id',
+  /** HKDF info for the HMAC key of the config's key check (spec §4, format version 3). */
+  keyCheck: 'coffer/backup/v3/key-check',
 } as const;
 
 export type BackupLabelName = keyof typeof BackupLabel;

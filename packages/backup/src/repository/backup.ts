@@ -66,6 +66,13 @@ export interface BackupOptions {
    * to change a file while it is being backed up).
    */
   afterFileRead?: (path: Buffer) => Promise<void> | void;
+  /**
+   * File selection (filter.ts `backupExcluder`): true leaves the entry out; an excluded
+   * directory is not read. Called for the roots and for every entry below them.
+   */
+  exclude?: (abs: Buffer, st: BigIntStats) => Promise<boolean> | boolean;
+  /** Don't descend into directories on other file systems than the roots' (st_dev); the mount point itself is kept, empty. */
+  oneFileSystem?: boolean;
 }
 
 export interface BackupResult {
@@ -220,7 +227,7 @@ async function runBackup(
     opts.onProgress(progress);
   };
   if (opts.onProgress) {
-    void prescan(roots.map((r) => r.abs)).then((t) => {
+    void prescan(roots.map((r) => r.abs), opts.exclude, opts.oneFileSystem === true).then((t) => {
       progress.totalFiles = t.files;
       progress.totalBytes = t.bytes;
     });
@@ -326,12 +333,15 @@ async function runBackup(
     };
   };
 
+  const rootDevs = new Set<bigint>();
   const visit = async (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> => {
     progress.path = rel.toString('utf8');
+    if (opts.exclude && (await opts.exclude(abs, st))) return;
     if (st.isDirectory()) {
       let names: Buffer[];
       try {
-        names = await fs.readdir(abs, { encoding: 'buffer' });
+        // --one-file-system: a mount point is kept as an empty directory (as restic does).
+        names = opts.oneFileSystem && !rootDevs.has(st.dev) ? [] : await fs.readdir(abs, { encoding: 'buffer' });
       } catch (e) {
         warn(show(abs), `cannot list directory: ${errnoMessage(e)}`);
         return;
@@ -421,6 +431,10 @@ async function runBackup(
   try {
     for (const r of roots) {
       const abs = Buffer.from(r.abs, 'utf8');
+      rootDevs.add((await fs.lstat(abs, { bigint: true })).dev);
+    }
+    for (const r of roots) {
+      const abs = Buffer.from(r.abs, 'utf8');
       await visit(abs, Buffer.from(r.name, 'utf8'), await fs.lstat(abs, { bigint: true }));
     }
     const notes: string[] = [];
@@ -479,16 +493,23 @@ async function findParent(repo: Repository, host: string, paths: string[]): Prom
   return undefined;
 }
 
-async function prescan(paths: string[]): Promise<{ files: number; bytes: number }> {
+async function prescan(paths: string[], exclude?: BackupOptions['exclude'], oneFileSystem = false): Promise<{ files: number; bytes: number }> {
   let files = 0;
   let bytes = 0;
+  const devs = new Set<bigint>();
+  for (const p of paths) {
+    const st = await fs.lstat(p, { bigint: true }).catch(() => null);
+    if (st) devs.add(st.dev);
+  }
   const walk = async (p: string): Promise<void> => {
-    const st = await fs.lstat(p).catch(() => null);
+    const st = await fs.lstat(p, { bigint: true }).catch(() => null);
     if (!st) return;
+    // The same selection as the backup, so the totals are what it will store.
+    if (exclude && (await Promise.resolve(exclude(Buffer.from(p), st)).catch(() => false))) return;
     if (st.isFile()) {
       files++;
-      bytes += st.size;
-    } else if (st.isDirectory()) {
+      bytes += Number(st.size);
+    } else if (st.isDirectory() && !(oneFileSystem && !devs.has(st.dev))) {
       const names = await fs.readdir(p).catch(() => [] as string[]);
       for (const n of names) await walk(join(p, n));
     }

@@ -31,6 +31,7 @@ import { Semaphore } from './semaphore.js';
 import type { DirEntry, FileEntry, TreeEntry } from './tree.js';
 import { RestoreTarget } from './restore-target.js';
 import { isRoot, makeNode, writeXattrs } from './fs-meta.js';
+import { snapshotPathOf, type RestoreSelection } from './filter.js';
 
 export interface RestoreProgress {
   files: number;
@@ -52,6 +53,8 @@ export interface RestoreOptions {
   onWarning?: (w: RestoreWarning) => void;
   /** Set owners from the snapshot: default when running as root (spec §9.4). */
   owners?: boolean;
+  /** `--include`/`--exclude` (filter.ts): only these entries, and the directories above them. */
+  select?: RestoreSelection;
 }
 
 export interface RestoreWarning {
@@ -122,7 +125,13 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   const dirs: DirEntry[] = [];
   const files: FileEntry[] = [];
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
-  for await (const e of repo.tree(rec.snapshot)) {
+  let listing: AsyncIterable<TreeEntry> | TreeEntry[] = repo.tree(rec.snapshot);
+  if (opts.select?.active) {
+    const all: TreeEntry[] = [];
+    for await (const e of listing) all.push(e);
+    listing = opts.select.select(all, snapshotPathOf(rec.snapshot.paths));
+  }
+  for await (const e of listing) {
     if (e.type === 'dir') dirs.push(e);
     else if (e.type === 'file') files.push(e);
     else others.push(e);

@@ -162,6 +162,23 @@ export function generateVectors(): Vector[] {
     add({ name: `key-id-${n}`, kind: 'key-id', description: 'HKDF-SHA256(K, salt = empty, info = key-id label), 16 bytes', expect: 'success', key: hex(k), keyId: hex(BackupKey.fromBytes(k).keyId()) });
   }
 
+  // --- §3.2 version 3: the repository key ID and the key check ----------------------------
+  for (const [n, k, r] of [['k1-r1', K1, R1], ['k1-r2', K1, R2], ['k2-r1', K2, R1]] as const) {
+    const key = BackupKey.fromBytes(k);
+    const nonce = Buffer.from(r).reverse();
+    add({
+      name: `repository-key-id-${n}`,
+      kind: 'repository-key-id',
+      description: 'version 3: keyId = HKDF-SHA256(K, salt = R, info = repository-key-id label, 16); keyCheck = HMAC-SHA256(HKDF-SHA256(K, salt = empty, info = key-check label, 32), nonce)[0..15]',
+      expect: 'success',
+      key: hex(k),
+      repositoryId: hex(r),
+      keyId: hex(key.repositoryKeyId(r)),
+      nonce: hex(nonce),
+      keyCheck: hex(key.keyCheck(nonce)),
+    });
+  }
+
   // --- §3.3, §4, §5.2, §6: every HKDF derivation --------------------------------------------
   const derivations: Array<[string, string, Uint8Array, Uint8Array, number]> = [
     ['key-id', BackupLabel.keyId, K1, new Uint8Array(0), 16],
@@ -170,6 +187,8 @@ export function generateVectors(): Vector[] {
     ['object-master-other-repository', BackupLabel.objectMaster, K1, R2, 32],
     ['chunk-id', BackupLabel.chunkId, K1, R1, 32],
     ['gear-table', BackupLabel.gearTable, K1, R1, 1024],
+    ['repository-key-id', BackupLabel.repositoryKeyId, K1, R1, 16],
+    ['key-check', BackupLabel.keyCheck, K1, new Uint8Array(0), 32],
   ];
   for (const [n, label, ikm, salt, length] of derivations) {
     add({
@@ -348,8 +367,8 @@ export function generateVectors(): Vector[] {
   cfgVec('corrupt-reserved-tail', 'corrupt', 'a reserved byte (55) set, MAC recomputed', remac((b) => (b[55] = 1)));
   cfgVec('corrupt-chunker-params', 'corrupt', 'average size not a power of two, MAC recomputed', remac((b) => b.writeUInt32BE(1000 * 1000, 44)));
   cfgVec('unknown-compression', 'unsupported-version', 'compression 2 (unknown), MAC recomputed', remac((b) => (b[52] = 2)));
-  cfgVec('version-3', 'unsupported-version', 'repository version 3', withByte(good, 4, 3));
-  cfgVec('version-3-longer', 'unsupported-version', 'repository version 3 of another size: the version is read before the size', Buffer.concat([withByte(good, 4, 3), Buffer.alloc(16)]));
+  cfgVec('version-4', 'unsupported-version', 'repository version 4', withByte(good, 4, 4));
+  cfgVec('version-4-longer', 'unsupported-version', 'repository version 4 of another size: the version is read before the size', Buffer.concat([withByte(good, 4, 4), Buffer.alloc(16)]));
   const cfg2: RepositoryConfig = { ...cfg, version: 2, padding: 1 };
   const good2 = Buffer.from(encodeConfig(key1, cfg2));
   cfgVec('good-v2', 'success', 'a version 2 config: byte 53 is the default padding (1 = auto)', good2, K1, cfg2);
@@ -359,6 +378,26 @@ export function generateVectors(): Vector[] {
     b[53] = 3;
   }));
   cfgVec('v1-byte-53-set', 'corrupt', 'version 1 with byte 53 (reserved in version 1) set, MAC recomputed', remac((b) => (b[53] = 1)));
+  // Version 3 (§4): 120 bytes, the key ID salted with R, a key check over a nonce.
+  const N1 = Buffer.from(R2).reverse();
+  const cfg3: RepositoryConfig = { ...cfg2, version: 3, keyId: key1.repositoryKeyId(R1), keyCheckNonce: N1 };
+  const good3 = Buffer.from(encodeConfig(key1, cfg3));
+  cfgVec('good-v3', 'success', 'a version 3 config: key ID salted with R1 (bytes 24..39), key-check nonce (56..71) and tag (72..87), MAC over 0..87 (88..119)', good3, K1, cfg3);
+  cfgVec('v3-wrong-key', 'wrong-key', 'the K1 version 3 config opened with K2: neither the key ID nor the key check verifies', good3, K2);
+  cfgVec('v3-wrong-key-damaged-repository-id', 'wrong-key', 'opened with K2 and a repository ID bit flipped: still wrong key', withByte(good3, 8, good3[8]! ^ 0x01), K2);
+  cfgVec('v3-corrupt-repository-id', 'corrupt', 'a repository ID bit flipped: the salted key ID no longer matches, but the key check proves the key right', withByte(good3, 8, good3[8]! ^ 0x01));
+  cfgVec('v3-corrupt-key-id', 'corrupt', 'a key ID bit flipped: the key check proves the key right', withByte(good3, 39, good3[39]! ^ 0x80));
+  cfgVec('v3-corrupt-nonce', 'corrupt', 'a key-check nonce bit flipped: the key ID proves the key right, the MAC fails', withByte(good3, 56, good3[56]! ^ 0x01));
+  cfgVec('v3-corrupt-key-check', 'corrupt', 'a key-check tag bit flipped', withByte(good3, 87, good3[87]! ^ 0x01));
+  cfgVec('v3-corrupt-mac', 'corrupt', 'last MAC bit flipped', withByte(good3, 119, good3[119]! ^ 0x01));
+  cfgVec('v3-too-short', 'corrupt', 'a version 3 config of 88 bytes (the version 2 size)', good3.subarray(0, 88));
+  cfgVec('v3-unsalted-key-id', 'corrupt', 'a version 3 config storing the unsalted key ID (as version 2 does), MACs recomputed: the key check proves the key right', (() => {
+    const b = Buffer.from(good3);
+    Buffer.from(key1.keyId()).copy(b, 24);
+    const macKey = hkdfSync('sha256', K1, b.subarray(8, 24), BackupLabel.configMac, 32);
+    createHmac('sha256', Buffer.from(macKey)).update(b.subarray(0, 88)).digest().copy(b, 88);
+    return b;
+  })());
   cfgVec('too-long', 'corrupt', 'a version 1 config with one byte appended', Buffer.concat([good, Buffer.alloc(1)]));
   cfgVec('too-short', 'corrupt', 'a version 1 config missing its last byte', good.subarray(0, 87));
   cfgVec('not-a-repository', 'not-a-repository', 'a text file', Buffer.from('hello, world\n'));

@@ -1,18 +1,108 @@
-import { CofferError, backup, hex, parsePadMode, restore } from '@coffer/backup';
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { PassThrough, type Readable } from 'node:stream';
+import {
+  CofferError,
+  RestoreSelection,
+  backup,
+  backupDryRun,
+  backupExcluder,
+  backupStdin,
+  checkStdinFilename,
+  eitherExcludes,
+  hex,
+  listedSelection,
+  parsePadMode,
+  readFilesFrom,
+  readPatternFile,
+  restore,
+  type PatternRule,
+} from '@coffer/backup';
 import { openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
-/** `coffer backup PATH… [--tag T]…`. */
-export async function backupCmd(flags: GlobalFlags & { tag?: string[]; pad?: string }, paths: string[], io: Io): Promise<number> {
-  if (paths.length === 0) throw new UsageError('backup: give the paths to back up, e.g. `coffer backup ~/Documents`');
+/** The file selection flags of `coffer backup` (issue 12). */
+export interface SelectFlags {
+  exclude?: string[];
+  iexclude?: string[];
+  'exclude-file'?: string[];
+  'iexclude-file'?: string[];
+  'exclude-caches'?: boolean;
+  'exclude-if-present'?: string[];
+  'one-file-system'?: boolean;
+  'files-from'?: string[];
+  'files-from-raw'?: string[];
+  'dry-run'?: boolean;
+  stdin?: boolean;
+  'stdin-filename'?: string;
+  'stdin-from-command'?: boolean;
+}
+
+/** `--exclude`/`--iexclude` values and the patterns of `--exclude-file`/`--iexclude-file`, in that order. */
+async function excludeRules(flags: SelectFlags): Promise<PatternRule[]> {
+  const rules: PatternRule[] = [];
+  for (const f of flags['exclude-file'] ?? []) rules.push(...(await readPatternFile(f)));
+  for (const f of flags['iexclude-file'] ?? []) rules.push(...(await readPatternFile(f, true)));
+  for (const p of flags.exclude ?? []) rules.push({ pattern: p });
+  for (const p of flags.iexclude ?? []) rules.push({ pattern: p, ignoreCase: true });
+  return rules;
+}
+
+/** `coffer backup PATH… [--tag T]… [selection]`, `--stdin`, `--dry-run`. */
+export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string }, paths: string[], io: Io): Promise<number> {
+  if (flags.stdin || flags['stdin-from-command']) return backupStdinCmd(flags, paths, io);
+  if (flags['stdin-filename'] !== undefined) throw new UsageError('backup: --stdin-filename goes with --stdin or --stdin-from-command');
+  const listFiles = [...(flags['files-from'] ?? []).map((f) => ({ f, raw: false })), ...(flags['files-from-raw'] ?? []).map((f) => ({ f, raw: true }))];
+  if (paths.length === 0 && listFiles.length === 0) throw new UsageError('backup: give the paths to back up, e.g. `coffer backup ~/Documents`');
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
+  // Every flag is checked (pattern files read, lists parsed) before the repository is opened.
+  const rules = await excludeRules(flags);
+  let exclude = backupExcluder({
+    exclude: rules,
+    excludeCaches: flags['exclude-caches'] === true,
+    excludeIfPresent: flags['exclude-if-present'] ?? [],
+  });
+  if (listFiles.length > 0) {
+    const listed: Buffer[] = paths.map((p) => Buffer.from(p, 'utf8'));
+    for (const { f, raw } of listFiles) listed.push(...(await readFilesFrom(f, raw)));
+    if (listed.length === 0) throw new UsageError(`backup: ${listFiles.map((x) => x.f).join(', ')} lists no files`);
+    for (const p of listed) {
+      await fs.lstat(p).catch((e: NodeJS.ErrnoException) => {
+        throw new CofferError('not-found', `${p.toString('utf8')} (listed in ${listFiles.map((x) => x.f).join(', ')}): ${e.code === 'ENOENT' ? 'no such file or directory' : e.message}`);
+      });
+    }
+    const sel = listedSelection(listed);
+    paths = [sel.root];
+    exclude = eitherExcludes(sel.exclude, exclude);
+  }
   const repo = await openRepo(flags, io);
+  if (flags['dry-run']) {
+    const d = await backupDryRun(repo, {
+      paths,
+      ...(exclude ? { exclude } : {}),
+      ...(flags['one-file-system'] ? { oneFileSystem: true } : {}),
+      onEntry: (rel, kind, size) => {
+        // The files that would be read: new or changed since the parent snapshot.
+        if (!flags.json && !flags.quiet && (kind === 'new' || kind === 'changed')) io.stderr.write(`would read ${kind} file ${rel.toString('utf8')} (${fmtBytes(size)})\n`);
+      },
+    });
+    for (const w of d.warnings) io.stderr.write(`coffer: warning: ${w.path}: ${w.message}\n`);
+    if (flags.json) io.stdout.write(JSON.stringify({ dryRun: true, ...d }) + '\n');
+    else if (!flags.quiet) {
+      io.stderr.write(
+        `dry run: would store ${d.files} files, ${d.dirs} dirs${d.others ? `, ${d.others} other items` : ''}, ${fmtBytes(d.bytes)}; ${d.readFiles} new or changed files to read (${fmtBytes(d.readBytes)}, at most that much new data)${d.parent ? ` against snapshot ${d.parent.slice(0, 8)}` : ''}; nothing was written\n`,
+      );
+    }
+    return d.warnings.length > 0 ? ExitCode.Incomplete : ExitCode.Ok;
+  }
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
   const r = await backup(repo, {
     paths,
     ...(padding !== undefined ? { padding } : {}),
+    ...(exclude ? { exclude } : {}),
+    ...(flags['one-file-system'] ? { oneFileSystem: true } : {}),
     tags: flags.tag ?? [],
     onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
     onWarning: (w) => {
@@ -42,14 +132,97 @@ export async function backupCmd(flags: GlobalFlags & { tag?: string[]; pad?: str
   return ExitCode.Ok;
 }
 
-/** `coffer restore SNAPSHOT|latest --target DIR [--overwrite] [--no-owners] [--no-lock]`. */
+/** `coffer backup --stdin --stdin-filename NAME` / `--stdin-from-command -- CMD ARGS…`. */
+async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string }, args: string[], io: Io): Promise<number> {
+  const fromCommand = flags['stdin-from-command'] === true;
+  if (flags.stdin && fromCommand) throw new UsageError('backup: --stdin and --stdin-from-command don\'t mix');
+  const selection = ['exclude', 'iexclude', 'exclude-file', 'iexclude-file', 'exclude-caches', 'exclude-if-present', 'one-file-system', 'files-from', 'files-from-raw', 'dry-run'] as const;
+  for (const k of selection) if (flags[k] !== undefined) throw new UsageError(`backup: --${k} does not apply to a backup of standard input`);
+  if (fromCommand && args.length === 0) throw new UsageError('backup: --stdin-from-command needs the command, e.g. `coffer backup --stdin-from-command -- pg_dump mydb`');
+  if (!fromCommand && args.length > 0) throw new UsageError('backup: --stdin takes no paths (the data comes from standard input)');
+  const filename = flags['stdin-filename'] ?? 'stdin';
+  try {
+    checkStdinFilename(filename);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (!fromCommand && process.stdin.isTTY) {
+    throw new UsageError('backup: --stdin reads standard input, which is a terminal: pipe the data in, e.g. `pg_dump mydb | coffer backup --stdin --stdin-filename mydb.sql`');
+  }
+  const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
+  const repo = await openRepo(flags, io);
+  const bar = new ProgressBar(io, !flags.json && !flags.quiet);
+  const started = Date.now();
+  let input: NodeJS.ReadableStream = process.stdin;
+  let beforeCommit: (() => Promise<void>) | undefined;
+  if (fromCommand) {
+    const [cmd, ...cmdArgs] = args;
+    const child = spawn(cmd!, cmdArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise<void>((resolve, reject) => {
+      // Exit 1 (not a usage error): the command ran, or was looked for, and failed.
+      child.on('error', (e: NodeJS.ErrnoException) => reject(new CofferError('not-found', `cannot run ${cmd}: ${e.code === 'ENOENT' ? 'no such command' : e.message}; no snapshot was saved`)));
+      child.on('close', (code, signal) => {
+        if (code === 0) resolve();
+        else reject(new CofferError('not-found', `${cmd} failed (${signal ? `signal ${signal}` : `exit code ${code}`}): no snapshot was saved`));
+      });
+    });
+    exited.catch(() => {});
+    // Consumed at once: node discards a child's unread stdout when the child exits
+    // (a fast command's whole output would be lost while the repository opens).
+    const pass = new PassThrough();
+    child.stdout.pipe(pass);
+    input = pass;
+    beforeCommit = () => exited;
+    // A command that can't start never ends its stdout: fail at once.
+    child.on('error', () => pass.destroy());
+  }
+  let r;
+  try {
+    r = await backupStdin(repo, {
+      input: input as Readable,
+      filename,
+      tags: flags.tag ?? [],
+      ...(padding !== undefined ? { padding } : {}),
+      ...(beforeCommit ? { beforeCommit } : {}),
+      onProgress: (bytes) => bar.update(bytes, undefined, 0, undefined),
+    });
+  } catch (e) {
+    if (beforeCommit) await beforeCommit(); // the command's own failure is the clearer message
+    throw e;
+  } finally {
+    bar.done();
+  }
+  const secs = (Date.now() - started) / 1000;
+  const s = r.snapshot.stats;
+  if (flags.json) io.stdout.write(JSON.stringify({ id: hex(r.id), ...s, seconds: secs, warnings: [] }) + '\n');
+  else {
+    io.stdout.write(hex(r.id) + '\n');
+    if (!flags.quiet) io.stderr.write(`snapshot ${hex(r.id).slice(0, 8)} saved: ${filename}, ${fmtBytes(s.bytes)} from ${fromCommand ? args[0] : 'standard input'} in ${secs.toFixed(1)} s; ${fmtBytes(s.addedBytes)} added to the repository\n`);
+  }
+  return ExitCode.Ok;
+}
+
+/** `coffer restore SNAPSHOT|latest --target DIR [--overwrite] [--no-owners] [--no-lock] [--include P] [--exclude P]`. */
 export async function restoreCmd(
-  flags: GlobalFlags & { target?: string; overwrite?: boolean; 'no-owners'?: boolean; 'no-lock'?: boolean },
+  flags: GlobalFlags & {
+    target?: string;
+    overwrite?: boolean;
+    'no-owners'?: boolean;
+    'no-lock'?: boolean;
+    include?: string[];
+    iinclude?: string[];
+    exclude?: string[];
+    iexclude?: string[];
+  },
   args: string[],
   io: Io,
 ): Promise<number> {
   if (args.length !== 1) throw new UsageError('restore: give one snapshot ID (or "latest") and --target DIR');
   if (!flags.target) throw new UsageError('restore: --target DIR is required (where to put the restored files)');
+  const select = new RestoreSelection({
+    include: [...(flags.include ?? []).map((pattern) => ({ pattern })), ...(flags.iinclude ?? []).map((pattern) => ({ pattern, ignoreCase: true }))],
+    exclude: [...(flags.exclude ?? []).map((pattern) => ({ pattern })), ...(flags.iexclude ?? []).map((pattern) => ({ pattern, ignoreCase: true }))],
+  });
   const repo = await openRepo(flags, io);
   let rec;
   if (args[0] === 'latest') {
@@ -67,6 +240,7 @@ export async function restoreCmd(
     target: flags.target,
     overwrite: flags.overwrite === true,
     noLock: flags['no-lock'] === true,
+    ...(select.active ? { select } : {}),
     ...(flags['no-owners'] ? { owners: false } : {}),
     onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
     onWarning: (w) => {
@@ -75,6 +249,9 @@ export async function restoreCmd(
     },
   });
   bar.done();
+  if (select.active && r.files + r.dirs + r.symlinks + r.others === 0) {
+    throw new CofferError('not-found', `nothing in snapshot ${hex(rec.id).slice(0, 8)} matches the --include/--exclude patterns; nothing was restored`);
+  }
   const secs = (Date.now() - started) / 1000;
   if (flags.json) io.stdout.write(JSON.stringify({ snapshot: hex(rec.id), target: flags.target, ...r, seconds: secs }) + '\n');
   else if (!flags.quiet) {

@@ -29,7 +29,7 @@ export async function init(flags: GlobalFlags & { pad?: string }, io: Io): Promi
   const repo = await Repository.init(await backendFor(location, flags, io), key, { ...(padding !== undefined ? { padding } : {}) });
   if (flags.json) {
     io.stdout.write(
-      JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(key.keyId()), ...(given ? {} : { key: key.toDigits() }) }) + '\n',
+      JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(repo.config.keyId), ...(given ? {} : { key: key.toDigits() }) }) + '\n',
     );
   } else if (!given) {
     io.stdout.write(key.toDigits() + '\n');
@@ -41,7 +41,8 @@ export async function init(flags: GlobalFlags & { pad?: string }, io: Io): Promi
         'coffer: warning: pass it to later commands with --key-file FILE or COFFER_KEY\n',
     );
   }
-  if (!flags.json && !flags.quiet) io.stderr.write(`created repository ${location} (key ID ${formatKeyId(key.keyId())})\n`);
+  // The repository's key ID (salted with its ID from format version 3, spec §3.2).
+  if (!flags.json && !flags.quiet) io.stderr.write(`created repository ${location} (key ID ${formatKeyId(repo.config.keyId)})\n`);
   return 0;
 }
 

@@ -1,0 +1,293 @@
+/**
+ * Choosing what is stored and what comes back (issue 12), as transcripts of the real
+ * `coffer` binary on real temporary directories: backup --exclude/--iexclude/
+ * --exclude-file/--iexclude-file/--exclude-caches/--exclude-if-present/--one-file-system/
+ * --files-from/--files-from-raw/--dry-run, backup --stdin/--stdin-from-command, and
+ * restore --include/--exclude/--iinclude/--iexclude. Garbage gets one clear error line
+ * and its documented exit code.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as nodeFs from 'node:fs';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const BIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+const CONFIG_HOME = await fs.mkdtemp(join(tmpdir(), 'coffer-select-config-'));
+process.on('exit', () => nodeFs.rmSync(CONFIG_HOME, { recursive: true, force: true }));
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function coffer(args: string[], env: Record<string, string>, stdin?: Buffer): Promise<Result> {
+  const base: NodeJS.ProcessEnv = { ...process.env, XDG_CONFIG_HOME: CONFIG_HOME };
+  delete base.COFFER_KEY;
+  delete base.COFFER_REPOSITORY;
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [BIN, ...args], { env: { ...base, ...env }, maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+      assert.doesNotMatch(stderr, /\n {4}at |internal error/, `coffer ${args.join(' ')}:\n${stderr}`);
+      resolve({ code, stdout, stderr });
+    });
+    if (stdin) child.stdin!.end(stdin);
+    else child.stdin!.end();
+  });
+}
+
+function assertError(r: Result, code: number, message: RegExp): void {
+  assert.equal(r.code, code, `exit code (stderr: ${r.stderr})`);
+  assert.equal(r.stdout, '', 'nothing on stdout');
+  assert.match(r.stderr.split('\n')[0]!, /^coffer: error: /);
+  assert.match(r.stderr.split('\n')[0]!, message);
+}
+
+async function tempDir(t: TestContext, prefix: string): Promise<string> {
+  const d = await fs.mkdtemp(join(tmpdir(), `coffer-select-${prefix}-`));
+  t.after(() => fs.rm(d, { recursive: true, force: true }));
+  return d;
+}
+
+/** Every path below `root`, relative, sorted. */
+async function listing(root: string | Buffer): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (abs: Buffer, rel: string) => {
+    for (const n of await fs.readdir(abs, { encoding: 'buffer' })) {
+      const r = rel ? `${rel}/${n.toString('latin1')}` : n.toString('latin1');
+      out.push(r);
+      const c = Buffer.concat([abs, Buffer.from('/'), n]);
+      if ((await fs.lstat(c)).isDirectory()) await walk(c, r);
+    }
+  };
+  await walk(Buffer.from(root), '');
+  return out.sort();
+}
+
+interface Setup {
+  base: string;
+  repo: string;
+  src: string;
+  env: Record<string, string>;
+}
+
+async function setup(t: TestContext): Promise<Setup> {
+  const base = await tempDir(t, 'base');
+  const repo = join(base, 'repo');
+  const gen = await coffer(['key', 'generate', '-q'], {});
+  const env = { COFFER_REPOSITORY: repo, COFFER_KEY: gen.stdout.trim() };
+  assert.equal((await coffer(['init', '-q'], env)).code, 0);
+  const src = join(base, 'src');
+  const w = async (p: string, data: string | Buffer = p) => {
+    await fs.mkdir(join(src, p, '..'), { recursive: true });
+    await fs.writeFile(join(src, p), data);
+  };
+  await w('notes.txt');
+  await w('Photo.JPG');
+  await w('photo2.jpg');
+  await w('app/main.o');
+  await w('app/main.c');
+  await w('app/node_modules/dep/index.js');
+  await w('cache/CACHEDIR.TAG', 'Signature: 8a477f597d28d172789f06886806bc55\n');
+  await w('cache/blob');
+  await w('private/.nobackup', '');
+  await w('private/diary.txt');
+  return { base, repo, src, env };
+}
+
+/** Backs up with `flags`, restores the latest snapshot, returns what came back under src/. */
+async function storedWith(t: TestContext, s: Setup, flags: string[]): Promise<string[]> {
+  const b = await coffer(['backup', s.src, ...flags], s.env);
+  assert.equal(b.code, 0, b.stderr);
+  assert.match(b.stdout, /^[0-9a-f]{64}\n$/);
+  const out = await tempDir(t, 'out');
+  const r = await coffer(['restore', 'latest', '--target', out, '-q'], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  return listing(join(out, 'src'));
+}
+
+test('backup --exclude and --iexclude: restic patterns, "!" re-includes', async (t) => {
+  const s = await setup(t);
+  const got = await storedWith(t, s, ['--exclude', '*.o', '--exclude', 'node_modules', '--iexclude', '*.JPG', '--exclude', `${s.src}/cache`, '--iexclude', '!PHOTO2.jpg', '--exclude', '!Photo.JPG']);
+  // Case-sensitive and case-insensitive patterns are two lists (as in restic): '!' works within its own.
+  assert.deepEqual(got, ['app', 'app/main.c', 'notes.txt', 'photo2.jpg', 'private', 'private/.nobackup', 'private/diary.txt']);
+});
+
+test('backup --exclude-file and --iexclude-file: one pattern a line, comments ignored', async (t) => {
+  const s = await setup(t);
+  await fs.writeFile(join(s.base, 'ex'), '# build output\n*.o\n\napp/node_modules\n');
+  await fs.writeFile(join(s.base, 'iex'), 'PRIVATE\n*.jpg\n');
+  const got = await storedWith(t, s, ['--exclude-file', join(s.base, 'ex'), '--iexclude-file', join(s.base, 'iex')]);
+  assert.deepEqual(got, ['app', 'app/main.c', 'cache', 'cache/CACHEDIR.TAG', 'cache/blob', 'notes.txt']);
+});
+
+test('backup --exclude-caches keeps the tag file only; --exclude-if-present leaves the directory out', async (t) => {
+  const s = await setup(t);
+  const got = await storedWith(t, s, ['--exclude-caches', '--exclude-if-present', '.nobackup']);
+  assert.ok(got.includes('cache/CACHEDIR.TAG'));
+  assert.ok(!got.includes('cache/blob'));
+  assert.ok(!got.some((p) => p.startsWith('private')), got.join(' '));
+  assert.ok(got.includes('app/node_modules/dep/index.js'));
+});
+
+test('backup --one-file-system: a mount point below the source is stored empty', async (t) => {
+  const s = await setup(t);
+  const mnt = join(s.src, 'mnt');
+  await fs.mkdir(mnt);
+  // A real tmpfs in a private mount namespace (root only; skipped elsewhere).
+  const probe = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs none ${mnt}`]);
+  if (probe.status !== 0) return t.skip('needs unshare -m and mount (root)');
+  const script = (flags: string) =>
+    `mount -t tmpfs none ${mnt} && echo other-fs > ${mnt}/f && ${process.execPath} ${BIN} backup ${s.src} -q ${flags}`;
+  const run = (flags: string) => spawnSync('unshare', ['-m', 'sh', '-c', script(flags)], { env: { ...process.env, ...s.env, XDG_CONFIG_HOME: CONFIG_HOME }, encoding: 'utf8' });
+  const one = run('--one-file-system');
+  assert.equal(one.status, 0, one.stderr);
+  const out = await tempDir(t, 'out');
+  assert.equal((await coffer(['restore', one.stdout.trim(), '--target', out, '-q'], s.env)).code, 0);
+  const got = await listing(join(out, 'src'));
+  assert.ok(got.includes('mnt') && !got.includes('mnt/f'), got.join(' '));
+  const all = run('');
+  assert.equal(all.status, 0, all.stderr);
+  const out2 = await tempDir(t, 'out2');
+  assert.equal((await coffer(['restore', all.stdout.trim(), '--target', out2, '-q'], s.env)).code, 0);
+  assert.ok((await listing(join(out2, 'src'))).includes('mnt/f'), 'without the flag the tmpfs is read');
+});
+
+test('backup --files-from: the listed paths under their common directory; --files-from-raw: names that are not UTF-8', async (t) => {
+  const s = await setup(t);
+  const latin1 = Buffer.concat([Buffer.from(join(s.src, 'app') + '/caf'), Buffer.of(0xe9)]);
+  await fs.writeFile(latin1, 'latin-1');
+  await fs.writeFile(join(s.base, 'list'), `# what to keep\n${s.src}/notes.txt\n${s.src}/app/main.c\n${s.src}/cache\n`);
+  const b = await coffer(['backup', '--files-from', join(s.base, 'list'), '-q', '--json'], s.env);
+  assert.equal(b.code, 0, b.stderr);
+  const out = await tempDir(t, 'out');
+  assert.equal((await coffer(['restore', 'latest', '--target', out, '-q'], s.env)).code, 0);
+  assert.deepEqual(await listing(join(out, 'src')), ['app', 'app/main.c', 'cache', 'cache/CACHEDIR.TAG', 'cache/blob', 'notes.txt']);
+
+  await fs.writeFile(join(s.base, 'raw'), Buffer.concat([latin1, Buffer.of(0), Buffer.from(`${s.src}/Photo.JPG`), Buffer.of(0)]));
+  const r = await coffer(['backup', '--files-from-raw', join(s.base, 'raw'), '-q'], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  const out2 = await tempDir(t, 'out2');
+  assert.equal((await coffer(['restore', r.stdout.trim(), '--target', out2, '-q'], s.env)).code, 0);
+  assert.deepEqual(await listing(join(out2, 'src')), ['Photo.JPG', 'app', 'app/caf\xe9']);
+});
+
+test('backup --dry-run: says what would be stored, writes nothing', async (t) => {
+  const s = await setup(t);
+  const names = async () => (await Promise.all(['snapshots', 'index', 'data', 'locks'].map((d) => listing(join(s.repo, d)).catch(() => [])))).flat();
+  const before = await names();
+  const r = await coffer(['backup', s.src, '--dry-run', '--exclude', 'node_modules', '--exclude-caches'], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, '', 'no snapshot ID: none was saved');
+  assert.match(r.stderr, /would read new file src\/notes\.txt \(\d+ B\)/);
+  assert.doesNotMatch(r.stderr, /node_modules|cache\/blob/);
+  assert.match(r.stderr, /dry run: would store 8 files, 4 dirs, .*nothing was written/);
+  const j = await coffer(['backup', s.src, '--dry-run', '--json'], s.env);
+  assert.equal(j.code, 0, j.stderr);
+  const d = JSON.parse(j.stdout) as { dryRun: boolean; files: number; readFiles: number };
+  assert.deepEqual([d.dryRun, d.files, d.readFiles], [true, 10, 10]);
+  assert.deepEqual(await names(), before, 'the repository is unchanged');
+});
+
+test('backup --stdin --stdin-filename: a few MB piped in, restored byte-identical; --json', async (t) => {
+  const s = await setup(t);
+  const data = randomBytes(3 * 1024 * 1024 + 5);
+  const b = await coffer(['backup', '--stdin', '--stdin-filename', 'dump.sql', '--json', '--tag', 'db'], s.env, data);
+  assert.equal(b.code, 0, b.stderr);
+  const j = JSON.parse(b.stdout) as { id: string; files: number; bytes: number };
+  assert.deepEqual([j.files, j.bytes], [1, data.length]);
+  const out = await tempDir(t, 'out');
+  const r = await coffer(['restore', j.id, '--target', out, '-q'], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok((await fs.readFile(join(out, 'dump.sql'))).equals(data));
+  assert.deepEqual(await listing(out), ['dump.sql']);
+});
+
+test('backup --stdin-from-command: the command\'s output; a failing command saves no snapshot (exit 1)', async (t) => {
+  const s = await setup(t);
+  const ok = await coffer(['backup', '--stdin-from-command', '--stdin-filename', 'ls.txt', '--', 'sh', '-c', 'printf "from a command"'], s.env);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stderr, /saved: ls\.txt, 14 B from sh/);
+  const out = await tempDir(t, 'out');
+  assert.equal((await coffer(['restore', ok.stdout.trim(), '--target', out, '-q'], s.env)).code, 0);
+  assert.equal(await fs.readFile(join(out, 'ls.txt'), 'utf8'), 'from a command');
+  const fail = await coffer(['backup', '--stdin-from-command', '--', 'sh', '-c', 'echo partial; exit 7'], s.env);
+  assertError(fail, 1, /sh failed \(exit code 7\): no snapshot was saved/);
+  const missing = await coffer(['backup', '--stdin-from-command', '--', 'no-such-command-coffer'], s.env);
+  assertError(missing, 1, /cannot run no-such-command-coffer: no such command/);
+  const snaps = await coffer(['snapshots', '--json'], s.env);
+  assert.equal((JSON.parse(snaps.stdout) as unknown[]).length, 1, 'only the good one');
+});
+
+test('backup --stdin refuses a terminal on standard input', async (t) => {
+  const s = await setup(t);
+  // `script` gives the command a pseudo-terminal as stdin.
+  const cmd = `${process.execPath} ${BIN} backup --stdin`;
+  const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, ...s.env, XDG_CONFIG_HOME: CONFIG_HOME }, encoding: 'utf8', input: '' });
+  if (r.error) return t.skip('needs script(1)');
+  assert.equal(r.status, 2, r.stdout);
+  assert.match(r.stdout, /coffer: error: backup: --stdin reads standard input, which is a terminal: pipe the data in/);
+});
+
+test('restore --include one file: that file and its parents only', async (t) => {
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', s.src, '-q'], s.env)).code, 0);
+  const out = await tempDir(t, 'out');
+  const r = await coffer(['restore', 'latest', '--target', out, '--include', 'index.js', '--json'], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { files: number }).files, 1);
+  assert.deepEqual(await listing(out), ['src', 'src/app', 'src/app/node_modules', 'src/app/node_modules/dep', 'src/app/node_modules/dep/index.js']);
+  assert.equal(await fs.readFile(join(out, 'src/app/node_modules/dep/index.js'), 'utf8'), 'app/node_modules/dep/index.js');
+});
+
+test('restore --include a directory with --exclude inside it; --iinclude/--iexclude; anchored to the backed-up path', async (t) => {
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', s.src, '-q'], s.env)).code, 0);
+  const out = await tempDir(t, 'out');
+  const r = await coffer(['restore', 'latest', '--target', out, '-q', '--include', `${s.src}/app`, '--exclude', 'node_modules', '--iinclude', '*.jpg', '--iexclude', 'PHOTO2.JPG'], s.env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(await listing(join(out, 'src')), ['Photo.JPG', 'app', 'app/main.c', 'app/main.o']);
+  const none = await coffer(['restore', 'latest', '--target', join(out, 'none'), '--include', 'nothing-like-this'], s.env);
+  assertError(none, 1, /nothing in snapshot [0-9a-f]{8} matches the --include\/--exclude patterns/);
+});
+
+test('garbage: bad pattern files, unreadable lists, bad names, flags that do not mix', async (t) => {
+  const s = await setup(t);
+  await fs.writeFile(join(s.base, 'bin'), Buffer.of(0xff, 0xfe, 0x2a, 0x0a));
+  await fs.writeFile(join(s.base, 'bad'), '*.o\n!\n');
+  const cases: Array<[string[], number, RegExp]> = [
+    [['backup', s.src, '--exclude-file', join(s.base, 'missing')], 2, /cannot read pattern file .*missing: no such file/],
+    [['backup', s.src, '--exclude-file', join(s.base, 'bin')], 2, /pattern file .*bin is not UTF-8 text/],
+    [['backup', s.src, '--iexclude-file', join(s.base, 'bad')], 2, /bad:2: empty pattern '!'/],
+    [['backup', s.src, '--exclude', ''], 2, /empty pattern/],
+    [['backup', s.src, '--exclude-if-present', 'a/b'], 2, /--exclude-if-present takes a file name/],
+    [['backup', '--files-from', join(s.base, 'missing')], 2, /cannot read the list of files .*missing: no such file/],
+    [['backup', '--files-from', s.base], 2, /it is a directory/],
+    [['backup', '--files-from', join(s.base, 'bin')], 2, /not UTF-8 text: for names that are not UTF-8 use --files-from-raw/],
+    [['backup', '--stdin', '--stdin-filename', 'a/b'], 2, /--stdin-filename must be a plain file name/],
+    [['backup', '--stdin', s.src], 2, /--stdin takes no paths/],
+    [['backup', '--stdin', '--exclude', 'x'], 2, /--exclude does not apply to a backup of standard input/],
+    [['backup', s.src, '--stdin-filename', 'x'], 2, /--stdin-filename goes with --stdin/],
+    [['backup', '--stdin-from-command'], 2, /needs the command/],
+    [['restore', 'latest', '--target', s.base, '--include', '!'], 2, /empty pattern/],
+    [['restore', 'latest', '--target', s.base, '--exclude-caches'], 2, /option --exclude-caches does not apply here/],
+  ];
+  for (const [args, code, msg] of cases) assertError(await coffer(args, s.env), code, msg);
+  await fs.writeFile(join(s.base, 'gone'), `${s.src}/notes.txt\n${s.src}/not-there\n`);
+  assertError(await coffer(['backup', '--files-from', join(s.base, 'gone')], s.env), 1, /not-there \(listed in .*gone\): no such file or directory/);
+  const snaps = await coffer(['snapshots', '--json'], s.env);
+  assert.deepEqual(JSON.parse(snaps.stdout), [], 'no snapshot was made by any of them');
+});
+
+test('coffer backup --help lists the selection flags', async () => {
+  const r = await coffer(['backup', '--help'], {});
+  assert.equal(r.code, 0);
+  for (const f of ['--exclude P', '--iexclude-file F', '--exclude-caches', '--one-file-system', '--files-from-raw', '--dry-run', '--stdin-filename', '--stdin-from-command']) assert.ok(r.stdout.includes(f), f);
+  const rr = await coffer(['restore', '--help'], {});
+  for (const f of ['--include P', '--iinclude P', '--iexclude P']) assert.ok(rr.stdout.includes(f), f);
+});

@@ -95,6 +95,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       const level = ERRORS[result.code].status >= 500 ? 'error' : 'info';
       req.log[level]({ account: typeof account === 'string' ? account.slice(0, 128) : null, op: result.op, error: result.code, detail: result.detail, bodyBytes: body.length }, 'vault request refused');
       // `detail` (etcd URLs, HSM messages) is for the log only: the body is the catalogue's.
+      if (result.leader) void reply.header('coffer-vault-leader', result.leader);
       return reply.code(ERRORS[result.code].status).send(errorBody(result.code));
     }
     const d = result.decision;

@@ -45,7 +45,17 @@ interface Waiting {
   readonly reject: (err: Error) => void;
 }
 
-export class LogCommitter {
+/** What the vault service needs from rollback protection (one-node LogCommitter, fleet FleetCommitter). */
+export interface Committer {
+  /** Ready to decide (resumed; in a fleet: leading). @throws StoreRolledBackError, AnchorMissingError, NotLeaderError, StoreError */
+  ready(): Promise<unknown>;
+  /** The stored bytes must be what the captured root says. */
+  check(account: string, stored: Uint8Array | null): Promise<void>;
+  /** Commits `changes` in the next batch; resolves once its entry is committed (captured; in a fleet: by a majority). */
+  commit(changes: readonly BatchChange[], options?: { countsGuess?: boolean }): Promise<Map<string, RecordVersion>>;
+}
+
+export class LogCommitter implements Committer {
   #guard: RollbackGuard | null = null;
   #resuming: Promise<RollbackGuard> | null = null;
   #failure: { err: Error; at: number } | null = null;

@@ -86,12 +86,18 @@ interface Waiting {
 
 interface Pending {
   readonly index: number;
+  readonly since: number;
   readonly versions: Map<string, RecordVersion>;
   readonly batch: readonly Waiting[];
 }
 
 type Role = 'follower' | 'preparing' | 'leader';
 
+/**
+ * A batch not confirmed by a majority within this long is failed (503, nothing answered;
+ * its entry may still commit later, counting the guess): members refusing the store, or down.
+ */
+const COMMIT_TIMEOUT_MS = 5000;
 /** How long a request waits for this node to finish taking over before `not-leader`. */
 const TAKEOVER_WAIT_MS = 4000;
 /** The follow loop's pace without wake-ups (the etcd watch normally wakes it at once). */
@@ -271,6 +277,9 @@ export class FleetCommitter implements Committer {
         if (!(err instanceof StoreRolledBackError || err instanceof AnchorMissingError)) throw err;
         if (this.o.groupSize === 1) throw err;
         this.o.log?.warn({ err: err.message, anchorIndex: anchor?.index ?? null }, 'fleet group: cannot resume from this node\'s anchor; asking the group for fresh evidence (spec §13.9)');
+        // Until the evidence says otherwise, requests are refused with this error (a store
+        // that does not continue the anchor is treated as rolled back).
+        if (err instanceof StoreRolledBackError) this.#fail(err);
         this.#challenge = { nonce: p.randomBytes(32), purpose: 'rejoin', countSelf: anchor !== null };
         await this.o.store.groupPut(`challenge/${this.#me}`, this.#challenge.nonce);
         return;
@@ -326,6 +335,15 @@ export class FleetCommitter implements Committer {
       const at = guard.captured.index;
       const values = await this.o.store.readLogValues(Math.max(at, 1), 256);
       const items = values.map(decodeLogValue);
+      // The store's answer must be the captured entry and then consecutive entries: an
+      // older entry written back under a newer key, a gap or a missing entry is refused.
+      items.forEach((it, k) => {
+        const want = (at > 0 ? at : 1) + k;
+        if (it.entry.index !== want && (at > 0 || k > 0 || it.entry.index < 1)) {
+          this.#guard = null;
+          throw new StoreRolledBackError(`store rolled back or edited: the log holds entry ${it.entry.index} where entry ${want} belongs`);
+        }
+      });
       if (at > 0) {
         const first = items[0];
         if (!first || first.entry.index > at) {
@@ -433,6 +451,12 @@ export class FleetCommitter implements Committer {
       const p = this.#pending.shift()!;
       for (const w of p.batch) w.resolve(p.versions);
     }
+    const now = Date.now();
+    while (this.#pending.length > 0 && now - this.#pending[0]!.since > COMMIT_TIMEOUT_MS) {
+      const p = this.#pending.shift()!;
+      const err = new StoreError(`no majority of the group confirmed log entry ${p.index} within ${COMMIT_TIMEOUT_MS} ms (members down, or refusing the store)`);
+      for (const w of p.batch) w.reject(err);
+    }
   }
 
   #stepDown(why: string): void {
@@ -529,7 +553,7 @@ export class FleetCommitter implements Committer {
           }
           this.o.metrics.logEntries.inc();
           this.o.metrics.logBatchSize.observe(changes.length);
-          this.#pending.push({ index: entry.index, versions, batch });
+          this.#pending.push({ index: entry.index, since: Date.now(), versions, batch });
           this.#release();
           this.#wake();
         } catch (err) {

@@ -668,6 +668,8 @@ export class EtcdRecordStore implements RecordStore, LogStore {
     if (changes.length > ETCD_MAX_BATCH_CHANGES) throw new RangeError(`commitBatch: at most ${ETCD_MAX_BATCH_CHANGES} changes`);
     const head = b64(`${this.#prefix}loghead`);
     const compare: unknown[] = [index === 1 ? { key: head, target: 'CREATE', result: 'EQUAL', create_revision: '0' } : { key: head, target: 'VALUE', result: 'EQUAL', value: b64(String(index - 1)) }];
+    // The previous entry must still be there: a deleted head is a truncated log (spec §13.7).
+    if (index > 1) compare.push({ key: b64(this.#logKey(index - 1)), target: 'CREATE', result: 'GREATER', create_revision: '0' });
     // Fleet (spec §13.6): only while this node's leader key (its term) still exists.
     if (options.leaderTerm !== undefined) compare.push({ key: b64(this.#groupKey('leader')), target: 'CREATE', result: 'EQUAL', create_revision: options.leaderTerm });
     const success: unknown[] = changes.map((c) => (c.value === null ? { request_delete_range: { key: this.#key(c.account) } } : { request_put: { key: this.#key(c.account), value: b64(c.value) } }));

@@ -606,4 +606,3 @@ describe('fleet model: three members, leader changes, rollbacks, replayed acks (
     assert.ok((withRule.get('a') ?? 0) <= LIMIT, `with it: ${withRule.get('a')}`);
   });
 });
-});

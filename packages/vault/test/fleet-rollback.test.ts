@@ -70,7 +70,7 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
   async function answeredGuess(account: string): Promise<number> {
     let r: number | string = '';
     await until(`an answer for ${account}`, 30_000, async () => typeof (r = await wrongGuess(account)) === 'number');
-    return r as number;
+    return Number(r);
   }
 
   it('one node leads; the others answer 503 not-leader naming it, and a front end\'s retry reaches the leader', async () => {

@@ -5,8 +5,10 @@
  * a per-attempt timeout and an overall deadline, so a dead or slow node costs at most
  * one attempt and the client always gets an answer.
  *
- * Tried again on the next node: connection errors, timeouts, 5xx answers and a vault
- * that refuses our link MAC (a misconfigured node). A replayed request is safe for the
+ * Tried again on the next node: connection errors, timeouts, 5xx answers — among them a
+ * fleet member's 503 `not-leader` (only its group's leader decides, vault spec §13.6) —
+ * and a vault that refuses our link MAC (a misconfigured node). The node that answers
+ * is tried first next time, so the leader is found once and then kept. A replayed request is safe for the
  * vault: guesses are counted fleet-wide and login starts are replay-checked.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';

@@ -151,6 +151,9 @@ export class FleetCommitter implements Committer {
   #keepAlive: NodeJS.Timeout | null = null;
   #watch: { close(): void } | null = null;
   #servingWaiters: Array<() => void> = [];
+  /** Resolves after the first pass of the loop (resumed, or failed with the reason requests then get). */
+  #firstPass: Promise<void> = Promise.resolve();
+  #firstPassDone: (() => void) | null = null;
 
   constructor(private readonly o: FleetCommitterOptions) {
     if (!Number.isInteger(o.groupSize) || o.groupSize < 1) throw new RangeError('groupSize: a positive integer');
@@ -171,7 +174,12 @@ export class FleetCommitter implements Committer {
 
   /** Starts following, acking, answering challenges and campaigning. */
   async start(): Promise<void> {
-    this.#me = await nodeIdOf(this.o.platform);
+    try {
+      this.#me = await nodeIdOf(this.o.platform);
+    } catch (err) {
+      throw new Error(`fleet group: this node has no transport key (${KEY_LABELS.nodeTransport}), so it cannot ack or answer challenges under its own node ID: set it up through the key ceremony (\`coffer-vault fleet node-key\`, \`fleet join\`), or run a one-node group (group.size 1). ${(err as Error).message}`, { cause: err });
+    }
+    this.#firstPass = new Promise((r) => (this.#firstPassDone = r));
     this.#watch = this.o.store.watchGroup(() => this.#wake());
     this.#loop = this.#run();
   }
@@ -215,8 +223,11 @@ export class FleetCommitter implements Committer {
       } catch (err) {
         if (err instanceof StoreError) this.#storeError = err;
         this.#fail(err as Error);
+        this.#firstPassDone?.();
         await new Promise((r) => setTimeout(r, 300));
       }
+      this.#firstPassDone?.();
+      this.#firstPassDone = null;
       await this.#sleep(IDLE_MS);
     }
   }
@@ -480,6 +491,7 @@ export class FleetCommitter implements Committer {
 
   /** The guard, when this node leads and serves; waits briefly while it takes over. */
   async ready(): Promise<RollbackGuard> {
+    await this.#firstPass;
     if (this.#role === 'preparing') {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, TAKEOVER_WAIT_MS);
@@ -493,7 +505,8 @@ export class FleetCommitter implements Committer {
       this.o.metrics.rollbacksDetected.inc();
       throw this.#failure;
     }
-    if (!this.#guard && this.#storeError) throw this.#storeError;
+    // etcd unreachable (the last pass failed on it): that, not leadership, is the answer.
+    if (this.#storeError) throw this.#storeError;
     if (this.#role !== 'leader' || !this.#guard) throw new NotLeaderError(this.#leader ? `the group's leader is ${this.#leader}` : 'the group has no leader yet', this.#leader === this.#me ? null : this.#leader);
     return this.#guard;
   }

@@ -8,7 +8,7 @@ import { createHmac } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { fromHex, sha256, toHex, utf8 } from '@coffer/protocol';
+import { concat, fromHex, sha256, toHex, utf8 } from '@coffer/protocol';
 import type { Platform } from '../src/core/platform.js';
 import {
   AnchorMissingError,
@@ -25,6 +25,8 @@ import {
   nodeIdOf,
   quorumIndex,
   majority,
+  ackMacInput,
+  challengeMacInput,
   verifyAck,
   verifyChallengeAnswer,
   decodeLogValue,
@@ -120,6 +122,52 @@ describe('log entry and tree (spec §13.2, §13.3) against the vectors', () => {
     // Order of insertion does not matter; deleting bob gives the tree without bob.
     const other = await RecordTree.of([records[2]!, records[0]!]);
     assert.equal(toHex(await other.root()), roots[4]);
+  });
+});
+
+const FLEET_VECTORS = new URL('../../../../spec/vectors/vault-log/log-fleet.json', import.meta.url);
+
+describe('fleet statements (spec §13.5, §13.7, §13.8) against the vectors', () => {
+  it('ack, challenge answer, log value, commit rule', async () => {
+    const p = fakePlatform();
+    const hmac = (data: Uint8Array) => toHex(new Uint8Array(createHmac('sha256', LOG_KEY).update(data).digest()));
+    const root1 = await sha256(utf8('root 1'));
+    const mac1 = await RollbackGuard.entryMac(p, GROUP, 1, GENESIS_MAC, root1);
+    const entry: LogEntry = { group: GROUP, index: 1, prevMac: GENESIS_MAC, root: root1, mac: mac1 };
+    const changes = await digestChanges([{ account: 'alice', value: utf8('sealed record of alice') }, { account: 'bob', value: null }]);
+    const nonce = fromHex('0f'.repeat(32));
+    const ackIn = ackMacInput(GROUP, '00112233aabbccdd', 1, mac1);
+    const ansIn = challengeMacInput(GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1);
+    const got = {
+      description: 'spec/vault-protocol.md §13.5 log value = entry ‖ u32 count ‖ (u16 len ‖ account ‖ u8 flag ‖ [digest]); §13.7 ack = HMAC(logMacKey, ackInput); §13.8 answer = HMAC(logMacKey, answerInput); commit index = the (floor(N/2)+1)-th highest captured index',
+      logMacKey: toHex(LOG_KEY),
+      group: toHex(GROUP),
+      entry: toHex(encodeEntry(entry)),
+      changes: changes.map((c) => ({ account: c.account, digest: c.digest ? toHex(c.digest) : null })),
+      logValue: toHex(encodeLogValue(entry, changes)),
+      ack: { node: '00112233aabbccdd', index: 1, entryMac: toHex(mac1), input: toHex(ackIn), mac: hmac(ackIn) },
+      answer: { nonce: toHex(nonce), asker: '00112233aabbccdd', responder: '8899aabbccddeeff', index: 1, entryMac: toHex(mac1), input: toHex(ansIn), mac: hmac(ansIn) },
+      commitIndex: [
+        { size: 3, captured: [7, 5, 3], commit: 5 },
+        { size: 3, captured: [7], commit: 0 },
+        { size: 5, captured: [9, 9, 2, 1], commit: 2 },
+        { size: 1, captured: [4], commit: 4 },
+      ],
+    };
+    if (process.env.COFFER_WRITE_VECTORS === '1') writeFileSync(FLEET_VECTORS, `${JSON.stringify(got, null, 2)}\n`);
+    assert.deepEqual(got, JSON.parse(readFileSync(FLEET_VECTORS, 'utf8')));
+    for (const v of got.commitIndex) assert.equal(quorumIndex(new Map(v.captured.map((c, i) => [`n${i}`, c])), v.size), v.commit);
+    const back = decodeLogValue(encodeLogValue(entry, changes));
+    assert.deepEqual(back.entry, entry);
+    assert.deepEqual(back.changes, changes);
+    assert.equal(decodeLogValue(encodeEntry(entry)).changes, null, 'a bare entry is the one-node format');
+    const value = encodeLogValue(entry, changes);
+    for (const bad of [value.subarray(0, value.length - 1), concat(value, new Uint8Array([0]))]) assert.throws(() => decodeLogValue(bad), StoreRolledBackError);
+    assert.equal(await verifyAck(p, GROUP, '00112233aabbccdd', 1, mac1, fromHex(got.ack.mac)), true);
+    assert.equal(await verifyAck(p, GROUP, '8899aabbccddeeff', 1, mac1, fromHex(got.ack.mac)), false, 'under another member\'s name');
+    assert.equal(await verifyAck(p, GROUP, '00112233aabbccdd', 2, mac1, fromHex(got.ack.mac)), false, 'for another index');
+    assert.equal(await verifyChallengeAnswer(p, GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, fromHex(got.answer.mac)), true);
+    assert.equal(await verifyChallengeAnswer(p, GROUP, new Uint8Array(32), '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, fromHex(got.answer.mac)), false, 'an answer to an older challenge');
   });
 });
 

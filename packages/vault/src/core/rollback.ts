@@ -76,7 +76,7 @@ export class StoreRolledBackError extends Error {
   }
 }
 
-/** The node has no anchor but the store has a log: adopting it needs an explicit decision (spec §13.6). */
+/** The node has no anchor but the store has a log: adopting it needs an explicit decision (spec §13.9). */
 export class AnchorMissingError extends Error {
   override readonly name = 'AnchorMissingError';
 }
@@ -123,7 +123,7 @@ export function decodeAnchor(bytes: Uint8Array): { group: Uint8Array; index: num
   return { group: bytes.slice(0, GROUP_ID_LENGTH), index: readU64(bytes, GROUP_ID_LENGTH), mac: bytes.slice(GROUP_ID_LENGTH + 8) };
 }
 
-/** A member's statement that it captured `entryMac` at `index` (fleet, spec §13.5). */
+/** A member's statement that it captured `entryMac` at `index` (fleet, spec §13.7). */
 export function ackMacInput(group: Uint8Array, nodeId: string, index: number, entryMac: Uint8Array): Uint8Array {
   const id = utf8(nodeId);
   return concat(utf8(LOG_LABELS.ack), new Uint8Array([0]), group, new Uint8Array([id.length]), id, u64(index), entryMac);
@@ -253,7 +253,7 @@ export interface ResumeOptions {
   /**
    * With no anchor on this platform and a non-empty log in the store: adopt the store's
    * head (verify the whole chain from entry 1 and the root) instead of refusing. An
-   * explicit operator decision (spec §13.6) — it trusts the store once.
+   * explicit operator decision (spec §13.9) — it trusts the store once.
    */
   readonly adoptWithoutAnchor?: boolean;
   /**

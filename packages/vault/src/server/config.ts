@@ -63,13 +63,13 @@ export interface VaultConfig {
    * COFFER_VAULT_ROLLBACK_PROTECTION=1 / `rollbackProtection: true` on an etcd store:
    * a one-node group (group size 1 unless `groupSize` says otherwise), the ONLY vault
    * writing the prefix. Without it an etcd store runs a fleet group (`groupSize`,
-   * default 3, spec §13.6). Rollback protection is on everywhere unless the test-only
+   * default 3, spec §13.5). Rollback protection is on everywhere unless the test-only
    * `insecureNoRollbackProtectionForTesting` is set.
    */
   readonly rollbackProtection?: boolean;
   /**
    * Members of this node's rollback-protection group on an etcd store (`group.size`,
-   * COFFER_VAULT_GROUP_SIZE; spec §13.6): a batch is answered once floor(N/2)+1 of them
+   * COFFER_VAULT_GROUP_SIZE; spec §13.5): a batch is answered once floor(N/2)+1 of them
    * captured it. Default 3 (the three-data-centre fleet); 1 with `rollbackProtection`
    * (the one-node etcd group of before). Bound into the group ID: nodes configured with
    * another size are another group and cannot count for this one.

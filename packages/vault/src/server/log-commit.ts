@@ -32,7 +32,7 @@ export interface LogCommitterOptions {
   readonly group: Uint8Array;
   readonly metrics: VaultMetrics;
   readonly log?: ServiceLog;
-  /** With no anchor and a non-empty store: adopt the store's head (operator decision, spec §13.6). */
+  /** With no anchor and a non-empty store: adopt the store's head (operator decision, spec §13.9). */
   readonly adoptWithoutAnchor?: boolean;
   /** TEST ONLY: SIGKILL after a batch marked `crashBeforeCapture` commits in the store, before its anchor write. */
   readonly insecureCrashBeforeCaptureForTesting?: boolean;

@@ -96,11 +96,12 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     let log: FastifyInstance['log'] | null = null;
     const serviceLog = { info: (o: object, m: string) => log?.info(o, m), warn: (o: object, m: string) => log?.warn(o, m), error: (o: object, m: string) => log?.error(o, m) };
     // A one-node group over SQLite (spec §13.4), on either platform's anchor (software:
-    // an fsynced file; PKCS#11: the token object). Not yet: etcd fleets (§13.5).
+    // an fsynced file; PKCS#11: the token object); an etcd fleet is a group of
+    // groupSize members (§13.5–§13.9).
     let committer: LogCommitter | null = null;
     let fleetGroup: FleetCommitter | null = null;
     if (wanted && isLogStore(store)) {
-      // The group ID binds the fleet key, the etcd prefix and the group's size (spec §13.6):
+      // The group ID binds the fleet key, the etcd prefix and the group's size (spec §13.5):
       // a node configured with another size is another group and cannot count for this one.
       const scope = config.store?.kind === 'etcd' ? utf8(`\u0000etcd:${config.store.prefix}${groupSize > 1 ? `\u0000size:${groupSize}` : ''}`) : new Uint8Array(0);
       const group = (await sha256(concat(utf8('coffer/vault/v1/embedded-group'), new Uint8Array([0]), fleet.fleetKey.keyId, scope))).slice(0, 16);

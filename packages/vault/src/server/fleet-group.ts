@@ -489,6 +489,11 @@ export class FleetCommitter implements Committer {
     for (const w of this.#queue.splice(0)) w.reject(err);
   }
 
+  refuseEarly(): Error | null {
+    if (this.#role !== 'follower' || this.#firstPassDone || this.#storeError || (this.#failure && !this.#guard)) return null; // ready() says why
+    return new NotLeaderError(this.#leader ? `the group's leader is ${this.#leader}` : 'the group has no leader yet', this.#leader === this.#me ? null : this.#leader);
+  }
+
   /** The guard, when this node leads and serves; waits briefly while it takes over. */
   async ready(): Promise<RollbackGuard> {
     await this.#firstPass;

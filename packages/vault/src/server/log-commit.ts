@@ -53,6 +53,8 @@ export interface Committer {
   check(account: string, stored: Uint8Array | null): Promise<void>;
   /** Commits `changes` in the next batch; resolves once its entry is committed (captured; in a fleet: by a majority). */
   commit(changes: readonly BatchChange[], options?: { countsGuess?: boolean }): Promise<Map<string, RecordVersion>>;
+  /** Fleet: the refusal to give before any work (decrypting the request) when this node does not lead; null: go on. */
+  refuseEarly?(): Error | null;
 }
 
 export class LogCommitter implements Committer {

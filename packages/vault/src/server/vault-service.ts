@@ -172,6 +172,8 @@ export class VaultService {
   }
 
   async handle(account: string, bytes: Uint8Array): Promise<ServiceResult> {
+    const early = this.o.committer?.refuseEarly?.();
+    if (early) return this.#failure(early, 'unknown');
     let opened;
     try {
       opened = await this.o.core.open(account, bytes);

@@ -534,19 +534,28 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
         if (guards.some((g, i) => i !== n && g === null)) break;
         platforms[n]!.anchor = null;
         guards[n] = null;
-        if (leader === n) (leader = null), (pending = []);
+        if (leader === n) {
+          leader = null;
+          pending = [];
+        }
         break;
       }
       case 'restart': {
         const n = c.node % N;
-        if (leader === n) (leader = null), (pending = []);
+        if (leader === n) {
+          leader = null;
+          pending = [];
+        }
         guards[n] = null;
         await resume(n, c.answering);
         break;
       }
       case 'elect': {
         const n = c.node % N;
-        if (leader !== null) (guards[leader] = null), (pending = []); // the old leader's lease is gone; it resumes later
+        if (leader !== null) {
+          guards[leader] = null; // the old leader's lease is gone; it resumes later
+          pending = [];
+        }
         leader = null;
         if (!guards[n]) break;
         const ev = await evidence(n, c.answering, true);

@@ -304,9 +304,6 @@ function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig, abs: (p: string) => 
 function groupConfig(env: NodeJS.ProcessEnv, f: FileConfig): { groupSize?: number; logBatchMax?: number } {
   const size = int('COFFER_VAULT_GROUP_SIZE', env.COFFER_VAULT_GROUP_SIZE) ?? f.group?.size;
   if (size !== undefined && (!Number.isInteger(size) || size < 1 || size > 15)) throw new ConfigError(`group.size: must be 1..15, got ${size}`);
-  if (size !== undefined && size > 1 && flag('COFFER_VAULT_ADOPT_LOG_HEAD', env.COFFER_VAULT_ADOPT_LOG_HEAD)) {
-    throw new ConfigError('COFFER_VAULT_ADOPT_LOG_HEAD is for a one-node group only: a fleet member with a lost anchor rejoins from the group\'s evidence (docs/operations.md, "A lost anchor")');
-  }
   const batch = int('COFFER_VAULT_LOG_BATCH_MAX', env.COFFER_VAULT_LOG_BATCH_MAX);
   if (batch !== undefined && batch < 1) throw new ConfigError(`COFFER_VAULT_LOG_BATCH_MAX: must be ≥ 1, got ${batch}`);
   return { ...(size !== undefined ? { groupSize: size } : {}), ...(batch !== undefined ? { logBatchMax: batch } : {}) };

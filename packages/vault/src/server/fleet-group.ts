@@ -73,6 +73,13 @@ export interface FleetCommitterOptions {
   readonly leaseSeconds?: number;
   /** At most this many requests per log entry (default: the store's limit); 1 measures what batching buys. */
   readonly maxBatchRequests?: number;
+  /**
+   * Upgrading a fleet whose etcd holds records but NO log (written before rollback
+   * protection): with no anchor, take the records as they are (an operator decision,
+   * COFFER_VAULT_ADOPT_LOG_HEAD=1 on every node for that one start). Never used once a
+   * log exists: a member with a lost anchor rejoins from the group's evidence (§13.9).
+   */
+  readonly adoptUnloggedStore?: boolean;
   /** TEST ONLY: SIGKILL after a guess-counting batch commits in etcd, before this leader's anchor write and any ack. */
   readonly insecureCrashBeforeCaptureForTesting?: boolean;
 }
@@ -262,11 +269,17 @@ export class FleetCommitter implements Committer {
     if (!this.#guard) return;
     if (this.#role !== 'leader') await this.#follow();
     await this.#answerChallenges(group);
-    if (this.#role !== 'leader' && this.#guard.captured.index !== this.#lastAckPut) {
+    if (this.#role !== 'leader') {
+      // Publish (again) when we captured more, or when what etcd shows is not our latest
+      // ack (an operator replaying an older one only delays until this pass).
       const g = this.#guard;
-      const ack = await g.ack();
-      await this.o.store.groupPut(`acks/${this.#me}`, encodeStatement(g.captured.index, g.captured.mac, ack));
-      this.#lastAckPut = g.captured.index;
+      const shown = byKey.get(`acks/${this.#me}`)?.value;
+      const shownIndex = shown && shown.length === 8 + MAC_LENGTH * 2 ? readU64(shown) : -1;
+      if (g.captured.index !== this.#lastAckPut || shownIndex !== g.captured.index) {
+        const ack = await g.ack();
+        await this.o.store.groupPut(`acks/${this.#me}`, encodeStatement(g.captured.index, g.captured.mac, ack));
+        this.#lastAckPut = g.captured.index;
+      }
     }
     if (!leaderKv && this.#role === 'follower') await this.#campaign();
     if (this.#role === 'preparing') await this.#prepare(group);
@@ -281,7 +294,9 @@ export class FleetCommitter implements Committer {
     if (!this.#challenge || this.#challenge.purpose !== 'rejoin') {
       try {
         const [entries, records] = await Promise.all([this.o.store.readLog(anchor?.index ?? 0), this.o.store.listRecords()]);
-        const r = await RollbackGuard.resume(p, this.o.group, entries, records);
+        const adopt = this.o.adoptUnloggedStore === true && anchor === null && entries.length === 0;
+        const r = await RollbackGuard.resume(p, this.o.group, entries, records, { adoptWithoutAnchor: adopt });
+        if (r.adopted) this.o.log?.warn({ records: records.length }, 'rollback protection: this node had no anchor and ADOPTED the records of a store with no log (upgrade to a protected fleet; operator decision: adoptLogHead)');
         this.#installGuard(r.guard, `resumed from the anchor at ${r.guard.captured.index}`);
         return;
       } catch (err) {
@@ -381,7 +396,9 @@ export class FleetCommitter implements Committer {
       if (!kv.key.startsWith('challenge/')) continue;
       const asker = kv.key.slice('challenge/'.length);
       if (asker === this.#me || !/^[0-9a-f]{16}$/.test(asker) || kv.value.length !== 32) continue;
-      const tag = `${toHex(kv.value)}@${guard.captured.index}`;
+      // Once per challenge: any answer a majority gives after the nonce was written is
+      // fresh enough (the asker takes the highest); a challenge left by a dead asker costs nothing more.
+      const tag = toHex(kv.value);
       if (this.#answered.get(asker) === tag) continue;
       const a = await guard.answerChallenge(kv.value, asker);
       await this.o.store.groupPut(`answers/${asker}/${this.#me}`, encodeStatement(a.index, a.mac, a.answer));

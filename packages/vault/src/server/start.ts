@@ -106,8 +106,8 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
       const scope = config.store?.kind === 'etcd' ? utf8(`\u0000etcd:${config.store.prefix}${groupSize > 1 ? `\u0000size:${groupSize}` : ''}`) : new Uint8Array(0);
       const group = (await sha256(concat(utf8('coffer/vault/v1/embedded-group'), new Uint8Array([0]), fleet.fleetKey.keyId, scope))).slice(0, 16);
       if (store instanceof EtcdRecordStore && groupSize > 1) {
-        if (config.adoptLogHead) throw new ConfigError('adoptLogHead is for a one-node group only (docs/operations.md, "A lost anchor")');
-        fleetGroup = new FleetCommitter({ platform: platform.platform, store, group, groupSize, metrics, log: serviceLog, ...(config.logBatchMax ? { maxBatchRequests: config.logBatchMax } : {}), insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
+        fleetGroup = new FleetCommitter({
+          ...(config.adoptLogHead ? { adoptUnloggedStore: true } : {}), platform: platform.platform, store, group, groupSize, metrics, log: serviceLog, ...(config.logBatchMax ? { maxBatchRequests: config.logBatchMax } : {}), insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
       } else committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false, insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
     } else warn(NO_ROLLBACK_PROTECTION_WARNING);
     const service = new VaultService({

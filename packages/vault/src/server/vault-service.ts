@@ -120,6 +120,7 @@ export class VaultService {
 
   /** One sweeper pass over the due entries; returns how many records it erased. */
   async sweepOnce(): Promise<number> {
+    if (this.o.committer?.refuseEarly?.()) return 0; // a fleet member that does not lead: the leader sweeps
     const now = (this.o.now ?? Date.now)();
     let due: SweepEntry[];
     try {

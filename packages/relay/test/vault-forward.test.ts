@@ -104,6 +104,19 @@ test('a fleet member that does not lead (503 not-leader) is skipped for the lead
   assert.equal(seen.length, 4);
 });
 
+test('a fleet between leaders (every node 503 not-leader for a while): passes again until one leads, within the deadline', async (t) => {
+  let key: Uint8Array = new Uint8Array(32);
+  const seen: { account?: string; ok?: string }[] = [];
+  const notLeader = (_q: IncomingMessage, res: ServerResponse) => void res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":{"code":"not-leader","message":"x","retry":true}}');
+  const leadsFrom = Date.now() + 800;
+  const a = await standIn(t, notLeader);
+  const b = await standIn(t, (req, res, body) => (Date.now() < leadsFrom ? notLeader(req, res) : void goodVault(() => key, seen)(req, res, body)));
+  const { send, linkKey } = await relayTo(t, [a.url, b.url]);
+  key = linkKey;
+  assert.equal((await send()).statusCode, 200);
+  assert.ok(a.hits() >= 2 && b.hits() >= 2, `passed over both nodes more than once (${a.hits()}, ${b.hits()})`);
+});
+
 test('every node answering a retryable vault error: that error is passed through', async (t) => {
   const body = '{"error":{"code":"store-unavailable","message":"the record store is unavailable; retry","retry":true}}';
   const a = await standIn(t, (_q, res) => void res.writeHead(503, { 'content-type': 'application/json' }).end(body));

@@ -16,6 +16,13 @@
  * and match its root — a store restored from a snapshot, an old record value written
  * back, an entry deleted or edited: each is refused (StoreRolledBackError).
  *
+ * Fleet groups (§13.5–§13.9) add: the log value with change digests (`encodeLogValue`),
+ * witnessing runs of entries with one anchor write (`witnessAll`), acks bound to the
+ * index and entry they name (`ack`, `verifyAck`), the commit rule (`quorumIndex`),
+ * answers to fresh challenges (`answerChallenge`, `verifyChallengeAnswer`) and resuming
+ * from a majority's evidence instead of the anchor (`ResumeOptions.evidence`). The I/O
+ * around them is server/fleet-group.ts.
+ *
  * Pure: everything outside comes through the Platform (mac, anchor, sha256 through the
  * protocol package's crypto provider).
  */

@@ -227,7 +227,6 @@ export class VaultService {
   /** The rollback-protected path: check, decide, commit with a log entry, capture, answer. */
   async #handleLogged(committer: Committer, account: string, req: OpenedVaultRequest): Promise<ServiceResult> {
     try {
-      await committer.ready(); // a fleet follower answers not-leader before reading anything
       const stored = await this.o.store.get(account);
       try {
         await committer.check(account, stored?.value ?? null);

@@ -1,5 +1,5 @@
 /* global fetch, AbortSignal */
-// `npm run bench:fleet [-- --seconds N] [-- --lanes N] [-- --platform software|pkcs11]`
+// `npm run bench:fleet [-- --seconds N] [-- --lanes N] [-- --platform software|pkcs11] [-- --log-batch-max N]`
 // Recoveries/s and latency on the three-data-centre fleet (3 etcd members + 3 vault
 // nodes on 127.0.0.1-3, etcd store) against one coffer-vault on SQLite, in the same run,
 // with the same in-process load generator (VaultClient, INSECURE_FAST_KSF_FOR_TESTING,
@@ -28,6 +28,8 @@ const platformArg = process.argv.indexOf('--platform');
 const PLATFORM = platformArg >= 0 ? process.argv[platformArg + 1] : 'software';
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform must be software or pkcs11, got ${PLATFORM}`);
 const SECONDS = arg('seconds', 8);
+// --log-batch-max N: at most N requests per rollback-protection log entry (1: what batching buys).
+const BATCH_MAX = arg('log-batch-max', 0);
 const LANES = arg('lanes', 12);
 const ACCOUNTS_PER_LANE = 8;
 const dist = (p) => join(root, 'packages', 'vault', 'dist', p);
@@ -38,8 +40,11 @@ const K = new Uint8Array(32).fill(1);
 const pct = (s, p) => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 const fmt = (x, d = 1) => x.toFixed(d);
 
+// Like the relay's forwarder: the node that answered last is tried first (with rollback
+// protection only the group's leader answers; the others say 503 not-leader at once).
+let preferred = null;
 function client(fleetKey, urls, account, prefer) {
-  let i = prefer;
+  let i = preferred ?? prefer;
   return new VaultClient({
     fleetKey,
     account,
@@ -50,8 +55,15 @@ function client(fleetKey, urls, account, prefer) {
         const url = urls[i % urls.length];
         try {
           const res = await fetch(`${url}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, body: bytes, signal: AbortSignal.timeout(10_000) });
-          if (res.status === 200) return new Uint8Array(await res.arrayBuffer());
+          if (res.status === 200) {
+            preferred = i % urls.length;
+            return new Uint8Array(await res.arrayBuffer());
+          }
           if (res.status !== 503) throw new Error(`HTTP ${res.status} ${await res.text()}`);
+          if (/"not-leader"/.test(await res.text())) {
+            i++;
+            continue; // another node leads: no back-off
+          }
         } catch (err) {
           if (String(err.message).startsWith('HTTP')) throw err;
         }
@@ -116,10 +128,10 @@ try {
   console.log(`single node (SQLite): ${fmt(s.rps)} recoveries/s, p50 ${fmt(s.p50)} ms, p99 ${fmt(s.p99)} ms (${s.n} recoveries, ${LANES} lanes)`);
 
   // 2. three data centres
-  cluster = await startCluster({ dir: join(dir, 'fleet'), insecureFastKsf: true, platform: PLATFORM, ports: { etcdClient: 24890, etcdPeer: 24891, vault: 24892 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+  cluster = await startCluster({ dir: join(dir, 'fleet'), insecureFastKsf: true, platform: PLATFORM, ports: { etcdClient: 24890, etcdPeer: 24891, vault: 24892 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...(BATCH_MAX > 0 ? { COFFER_VAULT_LOG_BATCH_MAX: String(BATCH_MAX) } : {}) } });
   const urls = cluster.dcs.map((d) => d.vaultUrl);
   const f = await load(cluster.fleetKey, urls, 'fleet', SECONDS);
-  console.log(`fleet (3 DCs, etcd${PLATFORM === 'pkcs11' ? ', 3 SoftHSM2 tokens' : ''}):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes)`);
+  console.log(`fleet (3 DCs, etcd, rollback protection on: majority commit${BATCH_MAX > 0 ? `, at most ${BATCH_MAX} request(s) per log entry` : ', batched'}${PLATFORM === 'pkcs11' ? ', 3 SoftHSM2 tokens' : ''}):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes)`);
 
   // 3. one DC killed halfway
   const leader = (await cluster.leader()) ?? 0;

@@ -190,6 +190,7 @@ if (cluster.tokens) {
 } else {
   process.stdout.write('vault keys: software platform (key files, not an HSM; --platform pkcs11 for SoftHSM2 tokens)\n');
 }
+process.stdout.write(`rollback protection: on (a group of ${cluster.dcs.length}, spec/vault-protocol.md §13.5–§13.10): one vault node leads and answers, the others say 503 not-leader and the relays move on; a majority of the nodes' anchors capture every change before its answer leaves\n`);
 process.stdout.write(`link key (vaults and relays): ${linkKeyFile}\nfleet key bundle (served by every relay at /v1/fleet-bundle): ${bundleFile}\n`);
 if (haveRelay) {
   process.stdout.write(`\nfront ends: ${relays.map((r) => r.url).join('  ')}\n`);

@@ -5,8 +5,10 @@
  * a per-attempt timeout and an overall deadline, so a dead or slow node costs at most
  * one attempt and the client always gets an answer.
  *
- * Tried again on the next node: connection errors, timeouts, 5xx answers and a vault
- * that refuses our link MAC (a misconfigured node). A replayed request is safe for the
+ * Tried again on the next node: connection errors, timeouts, 5xx answers — among them a
+ * fleet member's 503 `not-leader` (only its group's leader decides, vault spec §13.6) —
+ * and a vault that refuses our link MAC (a misconfigured node). The node that answers
+ * is tried first next time, so the leader is found once and then kept. A replayed request is safe for the
  * vault: guesses are counted fleet-wide and login starts are replay-checked.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
@@ -16,6 +18,8 @@ import type { RelayMetrics } from './metrics.js';
 
 export const VAULT_PATH = '/v1/request';
 const MAX_RESPONSE_BYTES = 64 * 1024;
+/** Between passes over the nodes while the fleet has no leader. */
+const NOT_LEADER_PAUSE_MS = 250;
 
 export interface ForwarderOptions {
   readonly nodes: readonly string[];
@@ -67,31 +71,39 @@ export class VaultForwarder {
     const tried: string[] = [];
     let lastAnswer: (Attempt & { node: string }) | null = null;
     const n = this.#nodes.length;
-    const first = this.#preferred;
-    for (let i = 0; i < n; i++) {
-      const idx = (first + i) % n;
-      const node = this.#nodes[idx]!;
-      const left = deadline - Date.now();
-      if (left <= 0) break;
-      tried.push(node.label);
-      let outcome: string;
-      try {
-        const auth = await relayAuthHeader(this.#key, { method: 'POST', path: VAULT_PATH, account, body }, this.#now());
-        const res = await this.#attempt(node.url, account, auth, body, Math.min(this.#attemptMs, left));
-        outcome = String(res.status);
-        const relayAuthRefused = res.status === 401 && /"relay-auth"/.test(res.body.toString('utf8', 0, 200));
-        if (res.status < 500 && !relayAuthRefused) {
-          this.#preferred = idx;
-          this.#observe(started, 'answered', node.label, outcome);
-          return { kind: 'answer', ...res, node: node.label };
+    // Passes over the nodes: one, and more only while some node answers `not-leader` (a
+    // fleet between two leaders, vault spec §13.8: seconds), until the deadline.
+    for (;;) {
+      let notLeader = false;
+      const first = this.#preferred;
+      for (let i = 0; i < n; i++) {
+        const idx = (first + i) % n;
+        const node = this.#nodes[idx]!;
+        const left = deadline - Date.now();
+        if (left <= 0) break;
+        tried.push(node.label);
+        let outcome: string;
+        try {
+          const auth = await relayAuthHeader(this.#key, { method: 'POST', path: VAULT_PATH, account, body }, this.#now());
+          const res = await this.#attempt(node.url, account, auth, body, Math.min(this.#attemptMs, left));
+          outcome = String(res.status);
+          const relayAuthRefused = res.status === 401 && /"relay-auth"/.test(res.body.toString('utf8', 0, 200));
+          if (res.status < 500 && !relayAuthRefused) {
+            this.#preferred = idx;
+            this.#observe(started, 'answered', node.label, outcome);
+            return { kind: 'answer', ...res, node: node.label };
+          }
+          if (!relayAuthRefused) lastAnswer = { ...res, node: node.label };
+          if (res.status === 503 && /"not-leader"/.test(res.body.toString('utf8', 0, 200))) notLeader = true;
+          outcome = relayAuthRefused ? 'relay-auth' : outcome;
+        } catch (err) {
+          outcome = (err as Error).name === 'TimeoutError' ? 'timeout' : 'error';
         }
-        if (!relayAuthRefused) lastAnswer = { ...res, node: node.label };
-        outcome = relayAuthRefused ? 'relay-auth' : outcome;
-      } catch (err) {
-        outcome = (err as Error).name === 'TimeoutError' ? 'timeout' : 'error';
+        this.#metrics?.vaultAttempts.inc({ node: node.label, outcome });
+        this.#preferred = (idx + 1) % n;
       }
-      this.#metrics?.vaultAttempts.inc({ node: node.label, outcome });
-      this.#preferred = (idx + 1) % n;
+      if (!notLeader || deadline - Date.now() <= NOT_LEADER_PAUSE_MS) break;
+      await new Promise((r) => setTimeout(r, NOT_LEADER_PAUSE_MS));
     }
     if (lastAnswer) {
       // Every node answered or failed, and one answered with a (retryable) vault error:

@@ -92,6 +92,31 @@ test('failover: down, slow and 503 nodes are skipped for a working one', async (
   assert.equal(seen.length, 6);
 });
 
+test('a fleet member that does not lead (503 not-leader) is skipped for the leader, which is then kept', async (t) => {
+  let key: Uint8Array = new Uint8Array(32);
+  const seen: { account?: string; ok?: string }[] = [];
+  const follower = await standIn(t, (_q, res) => void res.writeHead(503, { 'content-type': 'application/json', 'coffer-vault-leader': '0123456789abcdef' }).end('{"error":{"code":"not-leader","message":"x","retry":true}}'));
+  const leader = await standIn(t, (req, res, body) => void goodVault(() => key, seen)(req, res, body));
+  const { send, linkKey } = await relayTo(t, [follower.url, leader.url]);
+  key = linkKey;
+  for (let i = 0; i < 4; i++) assert.equal((await send()).statusCode, 200);
+  assert.equal(follower.hits(), 1, 'asked once, then the leader is preferred');
+  assert.equal(seen.length, 4);
+});
+
+test('a fleet between leaders (every node 503 not-leader for a while): passes again until one leads, within the deadline', async (t) => {
+  let key: Uint8Array = new Uint8Array(32);
+  const seen: { account?: string; ok?: string }[] = [];
+  const notLeader = (_q: IncomingMessage, res: ServerResponse) => void res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":{"code":"not-leader","message":"x","retry":true}}');
+  const leadsFrom = Date.now() + 800;
+  const a = await standIn(t, notLeader);
+  const b = await standIn(t, (req, res, body) => (Date.now() < leadsFrom ? notLeader(req, res) : void goodVault(() => key, seen)(req, res, body)));
+  const { send, linkKey } = await relayTo(t, [a.url, b.url]);
+  key = linkKey;
+  assert.equal((await send()).statusCode, 200);
+  assert.ok(a.hits() >= 2 && b.hits() >= 2, `passed over both nodes more than once (${a.hits()}, ${b.hits()})`);
+});
+
 test('every node answering a retryable vault error: that error is passed through', async (t) => {
   const body = '{"error":{"code":"store-unavailable","message":"the record store is unavailable; retry","retry":true}}';
   const a = await standIn(t, (_q, res) => void res.writeHead(503, { 'content-type': 'application/json' }).end(body));
@@ -214,6 +239,7 @@ test('real vault: its 503 store-unavailable is passed through with the code only
       COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1',
       COFFER_VAULT_STORE: 'etcd',
       COFFER_VAULT_ETCD_ENDPOINTS: `http://127.0.0.1:${port}`,
+      COFFER_VAULT_GROUP_SIZE: '1', // one vault on etcd: a one-node rollback-protection group
     },
     'coffer-vault',
   );

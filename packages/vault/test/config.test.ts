@@ -60,3 +60,20 @@ test('a config file cannot lower the KSF floor or switch on test-only policy: un
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the rollback-protection group: size from the file or COFFER_VAULT_GROUP_SIZE (env wins), bad sizes refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'coffer-vault-config-group-'));
+  try {
+    const file = join(dir, 'vault.json');
+    writeFileSync(file, JSON.stringify({ store: 'etcd', etcd: { endpoints: ['http://127.0.0.1:2379'] }, group: { size: 5 } }));
+    assert.equal(loadConfig({ file, env: {} }).groupSize, 5);
+    assert.equal(loadConfig({ file, env: { COFFER_VAULT_GROUP_SIZE: '3' } }).groupSize, 3);
+    assert.equal(loadConfig({ env: {} }).groupSize, undefined, 'unset: 3 on etcd, decided at start');
+    assert.equal(loadConfig({ env: { COFFER_VAULT_LOG_BATCH_MAX: '1' } }).logBatchMax, 1);
+    for (const bad of ['0', '16', 'three']) assert.throws(() => loadConfig({ env: { COFFER_VAULT_GROUP_SIZE: bad } }), (e: Error) => e instanceof ConfigError && /GROUP_SIZE|group\.size/.test(e.message), bad);
+    writeFileSync(file, JSON.stringify({ group: { size: '3' } }));
+    assert.throws(() => loadConfig({ file, env: {} }), /group\.size/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

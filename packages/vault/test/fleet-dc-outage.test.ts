@@ -9,7 +9,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { etcdSkip, describeIf } from './helpers/requirements.js';
-import { fleetClient, startCluster, waitCaughtUp, type Cluster } from './helpers/cluster.js';
+import { fleetClient, startCluster, until, waitCaughtUp, type Cluster } from './helpers/cluster.js';
+import { loadConfig } from '../src/server/config.js';
+import { nodeKey } from '../src/server/fleet-ceremony.js';
 
 const LIMIT = 10;
 const key = (i: number): Uint8Array => new Uint8Array(32).fill(i % 251);
@@ -134,15 +136,22 @@ describeIf('fleet: a whole data centre killed under load', etcdSkip(), () => {
     // The DC comes back and catches up; every registered account recovers through it.
     await cluster.dcs[victim]!.restart();
     await waitCaughtUp(cluster);
+    // Its vault node catches up: it follows the log, captures it in its anchor and acks
+    // the head (spec §13.7). (With rollback protection only the group's leader answers;
+    // the restarted node is a follower that counts toward every commit from now on.)
+    const victimId = (await nodeKey(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(cluster.dcs[victim]!.dir, 'vault') } }))).nodeId;
+    const get = async (key: string): Promise<Buffer | null> => {
+      const r = (await cluster.etcd(cluster.dcs[victim]!.etcdUrl, '/v3/kv/range', { key: Buffer.from(key).toString('base64') }, 5000)) as { kvs?: Array<{ value?: string }> };
+      return r.kvs?.[0] ? Buffer.from(r.kvs[0].value ?? '', 'base64') : null;
+    };
+    await until('the restarted node acked the log head', 30_000, async () => {
+      const head = Number((await get('coffer/vault/loghead'))?.toString() ?? '0');
+      const ack = await get(`coffer/vault/group/acks/${victimId}`);
+      return ack !== null && head > 0 && Number(ack.readBigUInt64BE(0)) === head;
+    });
     const all = [...registered];
     for (let i = 0; i < all.length; i += 8) {
-      await Promise.all(
-        all.slice(i, i + 8).map(async (a) => {
-          const answeredBy = await recoverOk(cluster, a, victim);
-          // Through the restarted DC: its node answered, not a survivor after a failover.
-          assert.deepEqual([...new Set(answeredBy)], [victim], `${a}: answered by DC ${answeredBy.join(',')}, not the restarted DC ${victim}`);
-        }),
-      );
+      await Promise.all(all.slice(i, i + 8).map(async (a) => void (await recoverOk(cluster, a, victim))));
     }
     assert.ok(all.length > early.length, 'registrations continued during the outage');
   });

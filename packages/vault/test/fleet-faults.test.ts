@@ -92,12 +92,14 @@ describeIf('fleet: slow, restarted and killed members', etcdSkip(), () => {
       const body = (await res.json()) as { kvs?: unknown[] };
       assert.equal(body.kvs?.length, 1, `the restarted member has while-down-${i}`);
     }
-    // And the follower's vault node (whose first etcd endpoint is that member) recovers them.
+    // And they recover through the fleet, starting at that DC's vault node. With rollback
+    // protection (spec §13.6) one vault node answers: the group's leader; the others say
+    // 503 not-leader and the transport moves on.
     for (let i = 0; i < 5; i++) {
       const answered: number[] = [];
       const r = await fleetClient(cluster, `while-down-${i}`, { prefer: follower, onAttempt: ({ dc, status }) => void (status === 200 && answered.push(dc)) }).recover('pw');
       assert.equal(r.outcome, 'ok');
-      assert.deepEqual([...new Set(answered)], [follower], `while-down-${i} answered by DC ${follower}`);
+      assert.equal(new Set(answered).size, 1, `while-down-${i} answered by one node, the leader`);
     }
   });
 

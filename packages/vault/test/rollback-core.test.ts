@@ -8,7 +8,7 @@ import { createHmac } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { fromHex, sha256, toHex, utf8 } from '@coffer/protocol';
+import { concat, fromHex, sha256, toHex, utf8 } from '@coffer/protocol';
 import type { Platform } from '../src/core/platform.js';
 import {
   AnchorMissingError,
@@ -23,6 +23,16 @@ import {
   RecordTree,
   recordDigest,
   nodeIdOf,
+  quorumIndex,
+  majority,
+  ackMacInput,
+  challengeMacInput,
+  verifyAck,
+  verifyChallengeAnswer,
+  decodeLogValue,
+  encodeLogValue,
+  digestChanges,
+  type DigestChange,
   RollbackGuard,
   StoreRolledBackError,
   type LogEntry,
@@ -112,6 +122,52 @@ describe('log entry and tree (spec §13.2, §13.3) against the vectors', () => {
     // Order of insertion does not matter; deleting bob gives the tree without bob.
     const other = await RecordTree.of([records[2]!, records[0]!]);
     assert.equal(toHex(await other.root()), roots[4]);
+  });
+});
+
+const FLEET_VECTORS = new URL('../../../../spec/vectors/vault-log/log-fleet.json', import.meta.url);
+
+describe('fleet statements (spec §13.5, §13.7, §13.8) against the vectors', () => {
+  it('ack, challenge answer, log value, commit rule', async () => {
+    const p = fakePlatform();
+    const hmac = (data: Uint8Array) => toHex(new Uint8Array(createHmac('sha256', LOG_KEY).update(data).digest()));
+    const root1 = await sha256(utf8('root 1'));
+    const mac1 = await RollbackGuard.entryMac(p, GROUP, 1, GENESIS_MAC, root1);
+    const entry: LogEntry = { group: GROUP, index: 1, prevMac: GENESIS_MAC, root: root1, mac: mac1 };
+    const changes = await digestChanges([{ account: 'alice', value: utf8('sealed record of alice') }, { account: 'bob', value: null }]);
+    const nonce = fromHex('0f'.repeat(32));
+    const ackIn = ackMacInput(GROUP, '00112233aabbccdd', 1, mac1);
+    const ansIn = challengeMacInput(GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1);
+    const got = {
+      description: 'spec/vault-protocol.md §13.5 log value = entry ‖ u32 count ‖ (u16 len ‖ account ‖ u8 flag ‖ [digest]); §13.7 ack = HMAC(logMacKey, ackInput); §13.8 answer = HMAC(logMacKey, answerInput); commit index = the (floor(N/2)+1)-th highest captured index',
+      logMacKey: toHex(LOG_KEY),
+      group: toHex(GROUP),
+      entry: toHex(encodeEntry(entry)),
+      changes: changes.map((c) => ({ account: c.account, digest: c.digest ? toHex(c.digest) : null })),
+      logValue: toHex(encodeLogValue(entry, changes)),
+      ack: { node: '00112233aabbccdd', index: 1, entryMac: toHex(mac1), input: toHex(ackIn), mac: hmac(ackIn) },
+      answer: { nonce: toHex(nonce), asker: '00112233aabbccdd', responder: '8899aabbccddeeff', index: 1, entryMac: toHex(mac1), input: toHex(ansIn), mac: hmac(ansIn) },
+      commitIndex: [
+        { size: 3, captured: [7, 5, 3], commit: 5 },
+        { size: 3, captured: [7], commit: 0 },
+        { size: 5, captured: [9, 9, 2, 1], commit: 2 },
+        { size: 1, captured: [4], commit: 4 },
+      ],
+    };
+    if (process.env.COFFER_WRITE_VECTORS === '1') writeFileSync(FLEET_VECTORS, `${JSON.stringify(got, null, 2)}\n`);
+    assert.deepEqual(got, JSON.parse(readFileSync(FLEET_VECTORS, 'utf8')));
+    for (const v of got.commitIndex) assert.equal(quorumIndex(new Map(v.captured.map((c, i) => [`n${i}`, c])), v.size), v.commit);
+    const back = decodeLogValue(encodeLogValue(entry, changes));
+    assert.deepEqual(back.entry, entry);
+    assert.deepEqual(back.changes, changes);
+    assert.equal(decodeLogValue(encodeEntry(entry)).changes, null, 'a bare entry is the one-node format');
+    const value = encodeLogValue(entry, changes);
+    for (const bad of [value.subarray(0, value.length - 1), concat(value, new Uint8Array([0]))]) assert.throws(() => decodeLogValue(bad), StoreRolledBackError);
+    assert.equal(await verifyAck(p, GROUP, '00112233aabbccdd', 1, mac1, fromHex(got.ack.mac)), true);
+    assert.equal(await verifyAck(p, GROUP, '8899aabbccddeeff', 1, mac1, fromHex(got.ack.mac)), false, 'under another member\'s name');
+    assert.equal(await verifyAck(p, GROUP, '00112233aabbccdd', 2, mac1, fromHex(got.ack.mac)), false, 'for another index');
+    assert.equal(await verifyChallengeAnswer(p, GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, fromHex(got.answer.mac)), true);
+    assert.equal(await verifyChallengeAnswer(p, GROUP, new Uint8Array(32), '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, fromHex(got.answer.mac)), false, 'an answer to an older challenge');
   });
 });
 
@@ -340,5 +396,270 @@ describe('model: an adversarial store that returns any earlier state', () => {
       { numRuns: 300 },
     );
     assert.equal(found.failed, true);
+  });
+});
+
+/**
+ * The fleet model (spec §13.6–§13.9): three members, each with its own anchor and node
+ * ID, over one adversarial store. The adversary (the operator of etcd) may restore the
+ * store to ANY earlier state, hand the leader a record from any earlier state, replay any
+ * ack a member ever published, withhold challenge answers, crash the leader between
+ * append and commit, restart members, make any member leader, and wipe ONE member's
+ * anchor at a time (a new machine; a majority lost for good is the documented disaster).
+ * Members follow the log strictly in order (witnessAll), publish acks, answer
+ * challenges; the leader releases a guess only when a majority acked its entry
+ * (quorumIndex over verified, chain-matched acks) and serves only after a fresh
+ * challenge showed it the majority's newest capture. Asserted: never more than the limit
+ * of guesses answered for any account.
+ */
+type FleetCmd =
+  | { kind: 'guess'; account: number; readFrom: number }
+  | { kind: 'follow'; node: number }
+  | { kind: 'release' }
+  | { kind: 'crash' }
+  | { kind: 'elect'; node: number; answering: number }
+  | { kind: 'restart'; node: number; answering: number }
+  | { kind: 'lose-anchor'; node: number }
+  | { kind: 'rollback'; to: number }
+  | { kind: 'replay-ack'; node: number; which: number };
+
+const N = 3;
+
+async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Promise<Map<string, number>> {
+  type Log = Map<number, Uint8Array>;
+  type State = { records: Map<string, Uint8Array>; log: Log; head: number };
+  const platforms = Array.from({ length: N }, (_, i) => fakePlatform(LOG_KEY, new Uint8Array(65).fill(10 + i)));
+  const ids = await Promise.all(platforms.map((p) => nodeIdOf(p)));
+  const history: State[] = [{ records: new Map(), log: new Map(), head: 0 }];
+  let current = 0;
+  const guards: Array<RollbackGuard | null> = await Promise.all(platforms.map(async (p) => (await RollbackGuard.resume(p, GROUP, [], [])).guard));
+  const board = new Map<string, Uint8Array[]>(); // node → [index, mac, ack] as published, newest last
+  const published = new Map<string, Array<{ index: number; mac: Uint8Array; ack: Uint8Array }>>();
+  let leader: number | null = null;
+  let pending: Array<{ index: number; account: string }> = [];
+  const answered = new Map<string, number>();
+  let nonce = 0;
+  const store = () => history[current]!;
+  const entriesFrom = (s: State, from: number) => [...s.log.entries()].filter(([i]) => i >= from).sort(([a], [b]) => a - b).map(([, v]) => v);
+  const anchorIndex = (p: Platform & { anchor: Uint8Array | null }) => (p.anchor ? Number(new DataView(p.anchor.buffer, 16, 8).getBigUint64(0)) : null);
+
+  const publishAck = async (n: number) => {
+    const g = guards[n]!;
+    const a = { index: g.captured.index, mac: g.captured.mac, ack: await g.ack() };
+    const list = published.get(ids[n]!) ?? [];
+    list.push(a);
+    published.set(ids[n]!, list);
+    board.set(ids[n]!, [new Uint8Array([0]), a.mac, a.ack, new Uint8Array([a.index])]);
+  };
+  const boardAck = (id: string) => {
+    const list = published.get(id);
+    const b = board.get(id);
+    if (!list || !b) return null;
+    return list.find((a) => a.ack === b[2]) ?? null;
+  };
+  /** A fresh challenge by `asker`, answered by the members in `answering` (bitmask) that have a guard. */
+  const evidence = async (asker: number, answering: number, countSelf: boolean) => {
+    const challenge = platforms[asker]!.randomBytes(32);
+    challenge[0] = nonce++ & 0xff;
+    const found = new Map<string, { index: number; mac: Uint8Array }>();
+    if (countSelf && guards[asker]) found.set(ids[asker]!, { index: guards[asker]!.captured.index, mac: guards[asker]!.captured.mac });
+    for (let n = 0; n < N; n++) {
+      if (n === asker || !guards[n] || !(answering & (1 << n))) continue;
+      const a = await guards[n]!.answerChallenge(challenge, ids[asker]!);
+      if (await verifyChallengeAnswer(platforms[asker]!, GROUP, challenge, ids[asker]!, ids[n]!, a.index, a.mac, a.answer)) found.set(ids[n]!, { index: a.index, mac: a.mac });
+    }
+    if (found.size < majority(N)) return null;
+    return [...found.values()].reduce((a, b) => (b.index > a.index ? b : a));
+  };
+  const follow = async (n: number) => {
+    const g = guards[n];
+    if (!g) return;
+    const s = store();
+    const at = g.captured.index;
+    const values = entriesFrom(s, Math.max(at, 1));
+    try {
+      if (at > 0 && (values.length === 0 || decodeLogValue(values[0]!).entry.index !== at)) throw new StoreRolledBackError('captured entry gone');
+      await g.witnessAll(values.map((v) => { const d = decodeLogValue(v); return { entry: d.entry, changes: d.changes ?? [] }; }));
+      await publishAck(n);
+    } catch (err) {
+      assert.ok(err instanceof StoreRolledBackError, String(err));
+      guards[n] = null;
+    }
+  };
+  const resume = async (n: number, answering: number) => {
+    const p = platforms[n]!;
+    const s = store();
+    const from = anchorIndex(p) ?? 0;
+    try {
+      guards[n] = (await RollbackGuard.resume(p, GROUP, entriesFrom(s, from).map((v) => decodeLogValue(v).entry).map(encodeEntry), [...s.records])).guard;
+      return;
+    } catch (err) {
+      assert.ok(err instanceof StoreRolledBackError || err instanceof AnchorMissingError, String(err));
+    }
+    const ev = await evidence(n, answering, anchorIndex(p) !== null);
+    if (!ev) return;
+    try {
+      guards[n] = (await RollbackGuard.resume(p, GROUP, entriesFrom(s, ev.index).map((v) => decodeLogValue(v).entry).map(encodeEntry), [...s.records], { evidence: ev })).guard;
+    } catch (err) {
+      assert.ok(err instanceof StoreRolledBackError, String(err));
+    }
+  };
+
+  for (const c of cmds) {
+    switch (c.kind) {
+      case 'rollback':
+        current = c.to % history.length;
+        break;
+      case 'replay-ack': {
+        const id = ids[c.node % N]!;
+        const list = published.get(id);
+        if (list?.length) {
+          const a = list[c.which % list.length]!;
+          board.set(id, [new Uint8Array([0]), a.mac, a.ack, new Uint8Array([a.index])]);
+        }
+        break;
+      }
+      case 'follow':
+        if (c.node % N !== leader) await follow(c.node % N);
+        break;
+      case 'crash':
+        if (leader !== null) guards[leader] = null;
+        leader = null;
+        pending = [];
+        break;
+      case 'lose-anchor': {
+        const n = c.node % N;
+        // One anchor lost at a time: the others hold theirs (a majority lost is the disaster of §13.9).
+        if (platforms.some((p, i) => i !== n && p.anchor === null)) break;
+        if (guards.some((g, i) => i !== n && g === null)) break;
+        platforms[n]!.anchor = null;
+        guards[n] = null;
+        if (leader === n) {
+          leader = null;
+          pending = [];
+        }
+        break;
+      }
+      case 'restart': {
+        const n = c.node % N;
+        if (leader === n) {
+          leader = null;
+          pending = [];
+        }
+        guards[n] = null;
+        await resume(n, c.answering);
+        break;
+      }
+      case 'elect': {
+        const n = c.node % N;
+        if (leader !== null) {
+          guards[leader] = null; // the old leader's lease is gone; it resumes later
+          pending = [];
+        }
+        leader = null;
+        if (!guards[n]) break;
+        const ev = await evidence(n, c.answering, true);
+        if (!ev) break;
+        await follow(n);
+        const g = guards[n];
+        if (!g || g.captured.index < ev.index) break;
+        const mine = g.macAt(ev.index);
+        if (mine && !equalBytesT(mine, ev.mac)) break;
+        leader = n;
+        break;
+      }
+      case 'guess': {
+        if (leader === null || !guards[leader]) break;
+        const g = guards[leader]!;
+        const account = ACCOUNTS[c.account % ACCOUNTS.length]!;
+        if (pending.some((p) => p.account === account)) break; // the per-account queue
+        const read = (c.readFrom < 0 ? store() : history[c.readFrom % history.length]!).records.get(account) ?? null;
+        try {
+          await g.check(account, read);
+        } catch (err) {
+          assert.ok(err instanceof StoreRolledBackError);
+          break;
+        }
+        const used = read ? read[0]! : 0;
+        if (used >= LIMIT) break;
+        const value = new Uint8Array([used + 1, nonce & 0xff, (nonce++ >> 8) & 0xff]);
+        const base = store();
+        const e = await g.append([{ account, value }]);
+        if (base.head !== e.index - 1 || (e.index > 1 && !base.log.has(e.index - 1))) {
+          guards[leader] = null; // LogConflictError: steps down
+          leader = null;
+          pending = [];
+          break;
+        }
+        const digests: DigestChange[] = await digestChanges([{ account, value }]);
+        const next: State = { records: new Map([...base.records, [account, value]]), log: new Map([...base.log, [e.index, encodeLogValue(e, digests)]]), head: e.index };
+        history.push(next);
+        current = history.length - 1;
+        await g.capture(e);
+        if (commitRule) pending.push({ index: e.index, account });
+        else answered.set(account, (answered.get(account) ?? 0) + 1);
+        break;
+      }
+      case 'release': {
+        if (leader === null || !guards[leader]) break;
+        const g = guards[leader]!;
+        const captured = new Map<string, number>([[ids[leader]!, g.captured.index]]);
+        for (let n = 0; n < N; n++) {
+          if (n === leader) continue;
+          const a = boardAck(ids[n]!);
+          if (!a) continue;
+          const chain = g.macAt(a.index);
+          if (!chain || !equalBytesT(chain, a.mac)) continue;
+          if (!(await verifyAck(platforms[leader]!, GROUP, ids[n]!, a.index, a.mac, a.ack))) continue;
+          captured.set(ids[n]!, a.index);
+        }
+        const commit = quorumIndex(captured, N);
+        for (const p of pending.filter((p) => p.index <= commit)) answered.set(p.account, (answered.get(p.account) ?? 0) + 1);
+        pending = pending.filter((p) => p.index > commit);
+        break;
+      }
+    }
+  }
+  return answered;
+}
+
+function equalBytesT(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+const fleetCmdArb: fc.Arbitrary<FleetCmd> = fc.oneof(
+  { weight: 8, arbitrary: fc.record({ kind: fc.constant('guess' as const), account: fc.nat(1), readFrom: fc.oneof(fc.constant(-1), fc.nat()) }) },
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant('follow' as const), node: fc.nat(2) }) },
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant('release' as const) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('crash' as const) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('elect' as const), node: fc.nat(2), answering: fc.nat(7) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('restart' as const), node: fc.nat(2), answering: fc.nat(7) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('lose-anchor' as const), node: fc.nat(2) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('rollback' as const), to: fc.nat() }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('replay-ack' as const), node: fc.nat(2), which: fc.nat() }) },
+);
+
+describe('fleet model: three members, leader changes, rollbacks, replayed acks (spec §13.6–§13.9)', () => {
+  it('never answers more than the limit of guesses for any account', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fleetCmdArb, { maxLength: 80 }), async (cmds) => {
+        const answered = await runFleetModel(cmds, true);
+        for (const [account, n] of answered) assert.ok(n <= LIMIT, `${account}: ${n} guesses answered`);
+      }),
+      { numRuns: Number(process.env.COFFER_FUZZ_RUNS ?? 200) },
+    );
+  });
+
+  it('the attack the commit rule stops: guesses answered on the leader alone, the store rolled back, another leader elected', async () => {
+    const attack: FleetCmd[] = [
+      { kind: 'elect', node: 0, answering: 7 },
+      ...Array.from({ length: LIMIT }, () => ({ kind: 'guess' as const, account: 0, readFrom: -1 })),
+      { kind: 'rollback', to: 0 },
+      { kind: 'elect', node: 1, answering: 4 },
+      ...Array.from({ length: LIMIT }, () => ({ kind: 'guess' as const, account: 0, readFrom: -1 })),
+    ];
+    assert.equal((await runFleetModel(attack, false)).get('a'), 2 * LIMIT, 'without the commit rule');
+    const withRule = await runFleetModel(attack.flatMap((c): FleetCmd[] => (c.kind === 'guess' ? [c, { kind: 'follow', node: 1 }, { kind: 'follow', node: 2 }, { kind: 'release' }] : [c])), true);
+    assert.ok((withRule.get('a') ?? 0) <= LIMIT, `with it: ${withRule.get('a')}`);
   });
 });

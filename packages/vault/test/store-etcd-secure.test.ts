@@ -192,10 +192,14 @@ describeIf('etcd store with mTLS and RBAC (real etcd)', etcdSkip(), () => {
       COFFER_VAULT_ETCD_USER: VAULT_USER,
       COFFER_VAULT_ETCD_PASSWORD_FILE: pwFile,
       COFFER_VAULT_ETCD_COMPACT_INTERVAL_MS: '0',
+      // Its own prefix (inside the role's): the store tests above left records with no
+      // rollback-protection log under PREFIX, which a protected vault rightly refuses.
+      COFFER_VAULT_ETCD_PREFIX: `${PREFIX}whole-vault/`,
     };
     const loaded = loadConfig({ env });
     assert.equal(loaded.store?.kind === 'etcd' && loaded.store.password, VAULT_PASSWORD);
-    const vault = await assembleVault({ ...testConfig(vdir, { policy: { loginTtlMs: 1000, guessLimit: 2 } }), store: loaded.store! }, { createIfMissing: true, warn: () => {} });
+    // One vault on this etcd: a one-node rollback-protection group (spec §13.4).
+    const vault = await assembleVault({ ...testConfig(vdir, { policy: { loginTtlMs: 1000, guessLimit: 2 } }), store: loaded.store!, groupSize: 1 }, { createIfMissing: true, warn: () => {} });
     try {
       const account = 'local:victim';
       const post = async (b: Uint8Array, dropFinish: boolean): Promise<Uint8Array> => {
@@ -220,7 +224,7 @@ describeIf('etcd store with mTLS and RBAC (real etcd)', etcdSkip(), () => {
       const vaultCert = { ca: pki.caFile, cert: pki.vaultCertFile, key: pki.vaultKeyFile };
       const token = String((await etcdPost(URL_, '/v3/auth/authenticate', { name: VAULT_USER, password: VAULT_PASSWORD }, vaultCert)).json.token);
       for (const old of [live!, exhausted!]) {
-        const r = await etcdPost(URL_, '/v3/kv/range', { key: b64(`${PREFIX}records/${account}`), revision: old.version }, vaultCert, token);
+        const r = await etcdPost(URL_, '/v3/kv/range', { key: b64(`${PREFIX}whole-vault/records/${account}`), revision: old.version }, vaultCert, token);
         assert.match(String(r.json.message), /compacted/, `revision ${old.version}`);
       }
       assert.deepEqual(await vault.store.dueSweeps(Date.now() + 3_600_000, 10), []);

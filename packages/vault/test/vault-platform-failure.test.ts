@@ -49,7 +49,7 @@ describe('platform failures during the request DH', () => {
     // store's own error (endpoint URL, "connection refused") must reach the log, not the client.
     const logLines: string[] = [];
     const dead = `http://127.0.0.1:${await closedPort()}`;
-    const e = await startHarness({ logLines, store: { kind: 'etcd', endpoints: [dead], prefix: 'coffer/vault/', timeoutMs: 1000 } });
+    const e = await startHarness({ logLines, store: { kind: 'etcd', endpoints: [dead], prefix: 'coffer/vault/', timeoutMs: 1000 }, config: { groupSize: 1 } });
     let res;
     try {
       res = await e.post('alice', (await raw(e, 'alice', { op: 'status', proof: null })).sealed.bytes);

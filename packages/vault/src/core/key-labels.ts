@@ -37,4 +37,6 @@ export const LOG_LABELS = {
   bucket: 'coffer/vault/v1/log-bucket',
   /** A group member's statement that it captured an entry (fleet). */
   ack: 'coffer/vault/v1/log-ack',
+  /** A member's answer to a fresh challenge: what it has captured, bound to the challenge (fleet takeover and rejoin). */
+  challenge: 'coffer/vault/v1/log-challenge',
 } as const;

@@ -16,6 +16,13 @@
  * and match its root — a store restored from a snapshot, an old record value written
  * back, an entry deleted or edited: each is refused (StoreRolledBackError).
  *
+ * Fleet groups (§13.5–§13.9) add: the log value with change digests (`encodeLogValue`),
+ * witnessing runs of entries with one anchor write (`witnessAll`), acks bound to the
+ * index and entry they name (`ack`, `verifyAck`), the commit rule (`quorumIndex`),
+ * answers to fresh challenges (`answerChallenge`, `verifyChallengeAnswer`) and resuming
+ * from a majority's evidence instead of the anchor (`ResumeOptions.evidence`). The I/O
+ * around them is server/fleet-group.ts.
+ *
  * Pure: everything outside comes through the Platform (mac, anchor, sha256 through the
  * protocol package's crypto provider).
  */
@@ -47,6 +54,15 @@ export interface Captured {
   readonly root: Uint8Array;
 }
 
+/** How many of the newest entries' MACs a guard remembers (acks for older ones are not counted). */
+const CHAIN_MEMORY = 8192;
+
+/** One record change as a follower sees it: the new record's digest (null: deleted). */
+export interface DigestChange {
+  readonly account: string;
+  readonly digest: Uint8Array | null;
+}
+
 /** One record change of a batch: `value` null deletes the record. */
 export interface RecordChange {
   readonly account: string;
@@ -67,7 +83,7 @@ export class StoreRolledBackError extends Error {
   }
 }
 
-/** The node has no anchor but the store has a log: adopting it needs an explicit decision (spec §13.6). */
+/** The node has no anchor but the store has a log: adopting it needs an explicit decision (spec §13.9). */
 export class AnchorMissingError extends Error {
   override readonly name = 'AnchorMissingError';
 }
@@ -114,7 +130,7 @@ export function decodeAnchor(bytes: Uint8Array): { group: Uint8Array; index: num
   return { group: bytes.slice(0, GROUP_ID_LENGTH), index: readU64(bytes, GROUP_ID_LENGTH), mac: bytes.slice(GROUP_ID_LENGTH + 8) };
 }
 
-/** A member's statement that it captured `entryMac` at `index` (fleet, spec §13.5). */
+/** A member's statement that it captured `entryMac` at `index` (fleet, spec §13.7). */
 export function ackMacInput(group: Uint8Array, nodeId: string, index: number, entryMac: Uint8Array): Uint8Array {
   const id = utf8(nodeId);
   return concat(utf8(LOG_LABELS.ack), new Uint8Array([0]), group, new Uint8Array([id.length]), id, u64(index), entryMac);
@@ -244,9 +260,17 @@ export interface ResumeOptions {
   /**
    * With no anchor on this platform and a non-empty log in the store: adopt the store's
    * head (verify the whole chain from entry 1 and the root) instead of refusing. An
-   * explicit operator decision (spec §13.6) — it trusts the store once.
+   * explicit operator decision (spec §13.9) — it trusts the store once.
    */
   readonly adoptWithoutAnchor?: boolean;
+  /**
+   * Fleet (spec §13.8, §13.9): an entry that a majority of the group answered a fresh
+   * challenge with (verified by the caller, `verifyChallengeAnswer`). When it is newer
+   * than this node's anchor (a node that lagged past the store's kept log, or lost its
+   * anchor), the chain is verified from it instead of from the anchor: the majority
+   * vouches for everything up to it. Never the store's word alone.
+   */
+  readonly evidence?: { readonly index: number; readonly mac: Uint8Array };
 }
 
 export interface ResumeResult {
@@ -255,6 +279,8 @@ export interface ResumeResult {
   readonly adopted: boolean;
   /** Entries past the anchor that were valid and are now captured (a crash between append and capture). */
   readonly caughtUp: number;
+  /** The chain was verified from the majority's evidence, not from this node's anchor. */
+  readonly fromEvidence?: boolean;
 }
 
 /**
@@ -266,6 +292,8 @@ export class RollbackGuard {
   #captured: Captured;
   #head: LogEntry | null;
   #pending: LogEntry | null = null;
+  /** MACs of the newest entries this guard appended, captured or verified: the chain acks are checked against. */
+  readonly #chain = new Map<number, Uint8Array>();
 
   private constructor(
     private readonly platform: Platform,
@@ -302,6 +330,18 @@ export class RollbackGuard {
     const decoded = entries.map(decodeEntry);
     let start: { index: number; mac: Uint8Array; root: Uint8Array };
     let i = 0;
+    const ev = options.evidence;
+    if (ev && ev.index > 0 && (anchor === null || ev.index > anchor.index)) {
+      // Majority evidence past the anchor: the chain starts at the evidenced entry.
+      const first = decoded[0];
+      if (!first || first.index !== ev.index || !equalBytes(first.mac, ev.mac)) {
+        throw new StoreRolledBackError(`store rolled back: the log does not hold entry ${ev.index} that a majority of the group captured${first ? ` (it starts at ${first.index})` : ''}`);
+      }
+      if (!equalBytes(first.group, group) || !equalBytes(await RollbackGuard.entryMac(platform, group, first.index, first.prevMac, first.root), first.mac)) {
+        throw new StoreRolledBackError(`store rolled back: entry ${first.index} does not authenticate`);
+      }
+      return RollbackGuard.#finish(platform, group, tree, decoded, { index: first.index, mac: first.mac, root: first.root }, 1, anchor, true);
+    }
     if (anchor === null && decoded.length === 0 && tree.size === 0) {
       const guard = new RollbackGuard(platform, group, tree, { index: 0, mac: GENESIS_MAC, root: await tree.root() });
       return { guard, adopted: false, caughtUp: 0 };
@@ -328,6 +368,11 @@ export class RollbackGuard {
       start = { index: first.index, mac: first.mac, root: first.root };
       i = 1;
     }
+    return RollbackGuard.#finish(platform, group, tree, decoded, start, i, anchor, false);
+  }
+
+  static async #finish(platform: Platform, group: Uint8Array, tree: RecordTree, decoded: readonly LogEntry[], start: { index: number; mac: Uint8Array; root: Uint8Array }, from: number, anchor: { index: number } | null, fromEvidence: boolean): Promise<ResumeResult> {
+    let i = from;
     let prev = start;
     let root = start.root;
     for (; i < decoded.length; i++) {
@@ -341,9 +386,10 @@ export class RollbackGuard {
     }
     if (!equalBytes(await tree.root(), root)) throw new StoreRolledBackError(`store rolled back: the records do not match the root of log entry ${prev.index}`);
     const guard = new RollbackGuard(platform, group, tree, { index: prev.index, mac: prev.mac, root });
+    for (let j = Math.max(0, from - 1); j < decoded.length; j++) guard.#remember(decoded[j]!.index, decoded[j]!.mac);
     const caughtUp = prev.index - (anchor?.index ?? 0);
     if (anchor === null || caughtUp > 0) await platform.writeAnchor(encodeAnchor(group, prev.index, prev.mac));
-    return { guard, adopted: anchor === null, caughtUp: anchor === null ? 0 : caughtUp };
+    return { guard, adopted: anchor === null && !fromEvidence, caughtUp: anchor === null ? 0 : caughtUp, fromEvidence };
   }
 
   /**
@@ -385,6 +431,59 @@ export class RollbackGuard {
     this.#captured = { index: entry.index, mac: entry.mac, root: entry.root };
     this.#head = entry;
     this.#pending = null;
+    this.#remember(entry.index, entry.mac);
+  }
+
+  #remember(index: number, mac: Uint8Array): void {
+    this.#chain.set(index, mac);
+    if (this.#chain.size > CHAIN_MEMORY) this.#chain.delete(this.#chain.keys().next().value!);
+  }
+
+  /** The MAC of entry `index` of this node's chain, if it is among the newest it knows (null: unknown). */
+  macAt(index: number): Uint8Array | null {
+    if (index === 0) return GENESIS_MAC;
+    return this.#chain.get(index) ?? null;
+  }
+
+  /**
+   * Witnessing a run of entries (fleet followers, and a leader catching up): each must be
+   * the next in order, authentic, and its digest changes must give its root; ONE anchor
+   * write for the whole run (batched capture, spec §13.7). Entries at or below the
+   * captured index are skipped (the one at the captured index must be the captured one).
+   * On a StoreRolledBackError the guard is unusable: resume again.
+   * @throws StoreRolledBackError for an entry out of order, not authentic, or whose changes do not give its root
+   */
+  async witnessAll(items: readonly { readonly entry: LogEntry; readonly changes: readonly DigestChange[] }[]): Promise<number> {
+    if (this.#pending) throw new Error('RollbackGuard: witness while an entry is appended');
+    let prev = this.#captured;
+    let n = 0;
+    for (const { entry, changes } of items) {
+      if (entry.index < prev.index) continue;
+      if (entry.index === prev.index) {
+        if (!equalBytes(entry.mac, prev.mac)) throw new StoreRolledBackError(`log: entry ${entry.index} is not the one this node captured`);
+        continue;
+      }
+      if (!equalBytes(entry.group, this.group) || entry.index !== prev.index + 1 || !equalBytes(entry.prevMac, prev.mac)) {
+        throw new StoreRolledBackError(`log: entry ${entry.index} does not follow entry ${prev.index}`);
+      }
+      if (!equalBytes(await RollbackGuard.entryMac(this.platform, this.group, entry.index, entry.prevMac, entry.root), entry.mac)) throw new StoreRolledBackError(`log: entry ${entry.index} does not authenticate`);
+      for (const c of changes) await this.tree.set(c.account, c.digest);
+      if (!equalBytes(await this.tree.root(), entry.root)) throw new StoreRolledBackError(`log: the changes of entry ${entry.index} do not give its root`);
+      prev = { index: entry.index, mac: entry.mac, root: entry.root };
+      this.#remember(entry.index, entry.mac);
+      n++;
+    }
+    if (n > 0) {
+      await this.platform.writeAnchor(encodeAnchor(this.group, prev.index, prev.mac));
+      this.#captured = prev;
+    }
+    return n;
+  }
+
+  /** This node's answer to a fresh challenge (spec §13.8): what it captured, bound to the challenge and the asker. */
+  async answerChallenge(nonce: Uint8Array, asker: string): Promise<{ index: number; mac: Uint8Array; answer: Uint8Array }> {
+    const { index, mac } = this.#captured;
+    return { index, mac, answer: await this.platform.mac(KEY_LABELS.logMac, challengeMacInput(this.group, nonce, asker, await nodeIdOf(this.platform), index, mac)) };
   }
 
   /** The entry captured last by this guard (null right after resume). */
@@ -434,4 +533,95 @@ export async function committed(platform: Platform, group: Uint8Array, entry: Lo
     count++;
   }
   return count * 2 > new Set(members).size;
+}
+
+/** The digest form of a batch's changes (what the fleet's log value carries, spec §13.7). */
+export async function digestChanges(changes: readonly RecordChange[]): Promise<DigestChange[]> {
+  return Promise.all(changes.map(async (c) => ({ account: c.account, digest: c.value === null ? null : await recordDigest(c.value) })));
+}
+
+/**
+ * The fleet's stored log value (spec §13.7): entry ‖ u32 count ‖ per change: u16 len ‖
+ * account ‖ u8 (0: deleted, 1: digest follows) ‖ [digest]. A bare entry (the one-node
+ * format) decodes with `changes` null.
+ */
+export function encodeLogValue(entry: LogEntry, changes: readonly DigestChange[]): Uint8Array {
+  const parts: Uint8Array[] = [encodeEntry(entry), new Uint8Array(4)];
+  new DataView(parts[1]!.buffer).setUint32(0, changes.length);
+  for (const c of changes) {
+    const a = utf8(c.account);
+    if (a.length > 0xffff) throw new RangeError('account: too long');
+    parts.push(new Uint8Array([a.length >> 8, a.length & 0xff]), a, new Uint8Array([c.digest ? 1 : 0]));
+    if (c.digest) parts.push(c.digest);
+  }
+  return concat(...parts);
+}
+
+/** @throws StoreRolledBackError for bytes that are not a log value */
+export function decodeLogValue(bytes: Uint8Array): { entry: LogEntry; changes: DigestChange[] | null } {
+  const entry = decodeEntry(bytes.subarray(0, Math.min(bytes.length, LOG_ENTRY_LENGTH)));
+  if (bytes.length === LOG_ENTRY_LENGTH) return { entry, changes: null };
+  const bad = (): never => {
+    throw new StoreRolledBackError(`log: entry ${entry.index}: a malformed change list`);
+  };
+  if (bytes.length < LOG_ENTRY_LENGTH + 4) bad();
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const count = view.getUint32(LOG_ENTRY_LENGTH);
+  let at = LOG_ENTRY_LENGTH + 4;
+  const changes: DigestChange[] = [];
+  const dec = new TextDecoder('utf-8', { fatal: true });
+  for (let i = 0; i < count; i++) {
+    if (at + 3 > bytes.length) bad();
+    const len = view.getUint16(at);
+    at += 2;
+    if (at + len + 1 > bytes.length) bad();
+    let account = '';
+    try {
+      account = dec.decode(bytes.subarray(at, at + len));
+    } catch {
+      bad();
+    }
+    at += len;
+    const flag = bytes[at++];
+    if (flag === 0) changes.push({ account, digest: null });
+    else if (flag === 1 && at + 32 <= bytes.length) {
+      changes.push({ account, digest: bytes.slice(at, at + 32) });
+      at += 32;
+    } else bad();
+  }
+  if (at !== bytes.length) bad();
+  return { entry, changes };
+}
+
+/** The bytes a challenge answer's MAC covers (spec §13.8). */
+export function challengeMacInput(group: Uint8Array, nonce: Uint8Array, asker: string, responder: string, index: number, entryMac: Uint8Array): Uint8Array {
+  const a = utf8(asker);
+  const r = utf8(responder);
+  return concat(utf8(LOG_LABELS.challenge), new Uint8Array([0]), group, nonce, new Uint8Array([a.length]), a, new Uint8Array([r.length]), r, u64(index), entryMac);
+}
+
+/** Whether `answer` is `responder`'s answer to `nonce` asked by `asker`, for (index, entryMac). */
+export async function verifyChallengeAnswer(platform: Platform, group: Uint8Array, nonce: Uint8Array, asker: string, responder: string, index: number, entryMac: Uint8Array, answer: Uint8Array): Promise<boolean> {
+  return equalBytes(await platform.mac(KEY_LABELS.logMac, challengeMacInput(group, nonce, asker, responder, index, entryMac)), answer);
+}
+
+/** Whether `ack` is `nodeId`'s statement that it captured (index, entryMac). */
+export async function verifyAck(platform: Platform, group: Uint8Array, nodeId: string, index: number, entryMac: Uint8Array, ack: Uint8Array): Promise<boolean> {
+  return equalBytes(await platform.mac(KEY_LABELS.logMac, ackMacInput(group, nodeId, index, entryMac)), ack);
+}
+
+/** A strict majority of a group of `size` members. */
+export function majority(size: number): number {
+  return Math.floor(size / 2) + 1;
+}
+
+/**
+ * The commit rule (spec §13.7): the highest index that a majority of distinct members
+ * captured, given each member's highest verified capture (the appender's own included).
+ * 0 when fewer than a majority have spoken.
+ */
+export function quorumIndex(captured: ReadonlyMap<string, number>, size: number): number {
+  const sorted = [...captured.values()].sort((a, b) => b - a);
+  const m = majority(size);
+  return sorted.length >= m ? sorted[m - 1]! : 0;
 }

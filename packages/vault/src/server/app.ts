@@ -92,9 +92,10 @@ export function buildApp(options: AppOptions): FastifyInstance {
     if (result.kind === 'error') {
       metrics.requests.inc({ op: result.op, result: requestClass(ERRORS[result.code].status) });
       metrics.errors.inc({ code: result.code });
-      const level = ERRORS[result.code].status >= 500 ? 'error' : 'info';
+      const level = ERRORS[result.code].status >= 500 && result.code !== 'not-leader' ? 'error' : 'info';
       req.log[level]({ account: typeof account === 'string' ? account.slice(0, 128) : null, op: result.op, error: result.code, detail: result.detail, bodyBytes: body.length }, 'vault request refused');
       // `detail` (etcd URLs, HSM messages) is for the log only: the body is the catalogue's.
+      if (result.leader) void reply.header('coffer-vault-leader', result.leader);
       return reply.code(ERRORS[result.code].status).send(errorBody(result.code));
     }
     const d = result.decision;

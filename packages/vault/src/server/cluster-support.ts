@@ -137,7 +137,8 @@ export interface DataCentre {
   killEtcd(): Promise<void>;
   killVault(): Promise<void>;
   startEtcd(): Promise<void>;
-  startVault(): Promise<void>;
+  /** Starts the vault node; `env` adds COFFER_VAULT_* settings for this start only (e.g. a test's crash switch). */
+  startVault(env?: Record<string, string>): Promise<void>;
   /** Both back (etcd first); waits until the vault answers /healthz. */
   restart(): Promise<void>;
   /** SIGSTOP / SIGCONT the etcd member (a slow or hung member). */
@@ -312,7 +313,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           ...(pki ? etcdTlsArgs(pki, host) : []),
         ], 'etcd.log');
       },
-      async startVault() {
+      async startVault(extraEnv?: Record<string, string>) {
         if (dc.vaultPid()) return;
         // The local member first: a node reads and writes through its own DC while it can.
         const endpoints = [etcdUrl, ...etcdUrls.filter((u) => u !== etcdUrl)].join(',');
@@ -343,6 +344,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           // relays in front and passes COFFER_VAULT_LINK_KEY_FILE.
           ...(options.vaultEnv?.COFFER_VAULT_LINK_KEY_FILE ? {} : { COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1' }),
           ...options.vaultEnv,
+          ...extraEnv,
         });
         const child = vault;
         await until(`${name} vault on ${vaultUrl}`, 20_000, async () => {

@@ -60,12 +60,23 @@ export interface VaultConfig {
    */
   readonly insecureCrashBeforeCaptureForTesting?: boolean;
   /**
-   * Rollback protection on an etcd store (COFFER_VAULT_ROLLBACK_PROTECTION=1, or
-   * `rollbackProtection: true`): this node is a one-node group, the ONLY vault writing
-   * the prefix (others would fail their commits). Fleet groups with quorum commit (spec
-   * §13.5) are not built yet. On SQLite it is always on (software platform).
+   * COFFER_VAULT_ROLLBACK_PROTECTION=1 / `rollbackProtection: true` on an etcd store:
+   * a one-node group (group size 1 unless `groupSize` says otherwise), the ONLY vault
+   * writing the prefix. Without it an etcd store runs a fleet group (`groupSize`,
+   * default 3, spec §13.5). Rollback protection is on everywhere unless the test-only
+   * `insecureNoRollbackProtectionForTesting` is set.
    */
   readonly rollbackProtection?: boolean;
+  /**
+   * Members of this node's rollback-protection group on an etcd store (`group.size`,
+   * COFFER_VAULT_GROUP_SIZE; spec §13.5): a batch is answered once floor(N/2)+1 of them
+   * captured it. Default 3 (the three-data-centre fleet); 1 with `rollbackProtection`
+   * (the one-node etcd group of before). Bound into the group ID: nodes configured with
+   * another size are another group and cannot count for this one.
+   */
+  readonly groupSize?: number;
+  /** At most this many requests per log entry (COFFER_VAULT_LOG_BATCH_MAX; benchmarks: 1 shows what batching buys). */
+  readonly logBatchMax?: number;
 }
 
 export const DEFAULT_PORT = 7441;
@@ -102,6 +113,7 @@ interface FileConfig {
   linkKeyFile?: string;
   insecureNoLinkAuthForTesting?: boolean;
   rollbackProtection?: boolean;
+  group?: { size?: number };
 }
 
 export class ConfigError extends Error {
@@ -212,6 +224,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     ...(flag('COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING) ? { insecureCrashBeforeCaptureForTesting: true } : {}),
     ...(flag('COFFER_VAULT_ROLLBACK_PROTECTION', env.COFFER_VAULT_ROLLBACK_PROTECTION) || f.rollbackProtection === true ? { rollbackProtection: true } : {}),
     ...(flag('COFFER_VAULT_ADOPT_LOG_HEAD', env.COFFER_VAULT_ADOPT_LOG_HEAD) ? { adoptLogHead: true } : {}),
+    ...groupConfig(env, f),
     ...(flag('COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING', env.COFFER_VAULT_INSECURE_NO_ROLLBACK_PROTECTION_FOR_TESTING) ? { insecureNoRollbackProtectionForTesting: true } : {}),
   };
 }
@@ -286,6 +299,14 @@ function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig, abs: (p: string) => 
       ...(user && password ? { user, password } : {}),
     },
   };
+}
+
+function groupConfig(env: NodeJS.ProcessEnv, f: FileConfig): { groupSize?: number; logBatchMax?: number } {
+  const size = int('COFFER_VAULT_GROUP_SIZE', env.COFFER_VAULT_GROUP_SIZE) ?? f.group?.size;
+  if (size !== undefined && (!Number.isInteger(size) || size < 1 || size > 15)) throw new ConfigError(`group.size: must be 1..15, got ${size}`);
+  const batch = int('COFFER_VAULT_LOG_BATCH_MAX', env.COFFER_VAULT_LOG_BATCH_MAX);
+  if (batch !== undefined && batch < 1) throw new ConfigError(`COFFER_VAULT_LOG_BATCH_MAX: must be ≥ 1, got ${batch}`);
+  return { ...(size !== undefined ? { groupSize: size } : {}), ...(batch !== undefined ? { logBatchMax: batch } : {}) };
 }
 
 /** The policy settings a config file may set; anything else is refused (never silently ignored or spread). */

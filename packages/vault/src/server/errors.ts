@@ -19,6 +19,7 @@ export const ERRORS = {
   'store-rolled-back': { status: 500, retry: false, message: 'the record store does not match what this vault captured (rolled back or edited); refused' },
   'store-contention': { status: 503, retry: true, message: 'too many concurrent changes to this account; retry' },
   'store-unavailable': { status: 503, retry: true, message: 'the record store is unavailable; retry' },
+  'not-leader': { status: 503, retry: true, message: 'this vault node does not lead its group now; send the request to another node (header coffer-vault-leader names the leader when known)' },
   'platform-failure': { status: 503, retry: true, message: 'the HSM platform failed; retry' },
   internal: { status: 500, retry: false, message: 'internal error' },
 } as const;

@@ -32,7 +32,7 @@ export interface LogCommitterOptions {
   readonly group: Uint8Array;
   readonly metrics: VaultMetrics;
   readonly log?: ServiceLog;
-  /** With no anchor and a non-empty store: adopt the store's head (operator decision, spec §13.6). */
+  /** With no anchor and a non-empty store: adopt the store's head (operator decision, spec §13.9). */
   readonly adoptWithoutAnchor?: boolean;
   /** TEST ONLY: SIGKILL after a batch marked `crashBeforeCapture` commits in the store, before its anchor write. */
   readonly insecureCrashBeforeCaptureForTesting?: boolean;
@@ -45,7 +45,19 @@ interface Waiting {
   readonly reject: (err: Error) => void;
 }
 
-export class LogCommitter {
+/** What the vault service needs from rollback protection (one-node LogCommitter, fleet FleetCommitter). */
+export interface Committer {
+  /** Ready to decide (resumed; in a fleet: leading). @throws StoreRolledBackError, AnchorMissingError, NotLeaderError, StoreError */
+  ready(): Promise<unknown>;
+  /** The stored bytes must be what the captured root says. */
+  check(account: string, stored: Uint8Array | null): Promise<void>;
+  /** Commits `changes` in the next batch; resolves once its entry is committed (captured; in a fleet: by a majority). */
+  commit(changes: readonly BatchChange[], options?: { countsGuess?: boolean }): Promise<Map<string, RecordVersion>>;
+  /** Fleet: the refusal to give before any work (decrypting the request) when this node does not lead; null: go on. */
+  refuseEarly?(): Error | null;
+}
+
+export class LogCommitter implements Committer {
   #guard: RollbackGuard | null = null;
   #resuming: Promise<RollbackGuard> | null = null;
   #failure: { err: Error; at: number } | null = null;

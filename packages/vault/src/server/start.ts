@@ -16,6 +16,7 @@ import { createMetrics, type VaultMetrics } from './metrics.js';
 import { installNodeCrypto } from './node-crypto.js';
 import { VaultService } from './vault-service.js';
 import { LogCommitter } from './log-commit.js';
+import { FleetCommitter } from './fleet-group.js';
 import { isLogStore } from '../store/store.js';
 import { concat, sha256, utf8 } from '@coffer/protocol';
 import { loadLinkKey } from './relay-auth.js';
@@ -32,6 +33,8 @@ export interface RunningVault {
   readonly service: VaultService;
   /** Rollback protection (spec §13), when on: a one-node group over the SQLite store. */
   readonly committer: LogCommitter | null;
+  /** Rollback protection of an etcd fleet (spec §13.6–§13.9), when on. */
+  readonly fleetGroup: FleetCommitter | null;
   close(): Promise<void>;
 }
 
@@ -86,18 +89,26 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
   try {
     const fleet = options.createIfMissing ? (await ensureFleetFile(platform.platform, config.fleetFile)).fleet : await loadFleet(platform.platform, config.fleetFile);
     const core = await VaultCore.create(platform.platform, config.policy, fleet.fleetKey, fleet.opaqueSetup, fleet.recordKeys);
-    const wanted = config.store?.kind === 'etcd' ? config.rollbackProtection === true : !config.insecureNoRollbackProtectionForTesting;
+    const wanted = !config.insecureNoRollbackProtectionForTesting;
+    const groupSize = config.groupSize ?? (config.rollbackProtection ? 1 : 3);
     store = config.store?.kind === 'etcd' ? openEtcdStore(config.store) : new SqliteRecordStore(config.storePath, { exclusive: wanted });
     const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
     let log: FastifyInstance['log'] | null = null;
     const serviceLog = { info: (o: object, m: string) => log?.info(o, m), warn: (o: object, m: string) => log?.warn(o, m), error: (o: object, m: string) => log?.error(o, m) };
     // A one-node group over SQLite (spec §13.4), on either platform's anchor (software:
-    // an fsynced file; PKCS#11: the token object). Not yet: etcd fleets (§13.5).
+    // an fsynced file; PKCS#11: the token object); an etcd fleet is a group of
+    // groupSize members (§13.5–§13.9).
     let committer: LogCommitter | null = null;
+    let fleetGroup: FleetCommitter | null = null;
     if (wanted && isLogStore(store)) {
-      const scope = config.store?.kind === 'etcd' ? utf8(`\u0000etcd:${config.store.prefix}`) : new Uint8Array(0);
+      // The group ID binds the fleet key, the etcd prefix and the group's size (spec §13.5):
+      // a node configured with another size is another group and cannot count for this one.
+      const scope = config.store?.kind === 'etcd' ? utf8(`\u0000etcd:${config.store.prefix}${groupSize > 1 ? `\u0000size:${groupSize}` : ''}`) : new Uint8Array(0);
       const group = (await sha256(concat(utf8('coffer/vault/v1/embedded-group'), new Uint8Array([0]), fleet.fleetKey.keyId, scope))).slice(0, 16);
-      committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false, insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
+      if (store instanceof EtcdRecordStore && groupSize > 1) {
+        fleetGroup = new FleetCommitter({
+          ...(config.adoptLogHead ? { adoptUnloggedStore: true } : {}), platform: platform.platform, store, group, groupSize, metrics, log: serviceLog, ...(config.logBatchMax ? { maxBatchRequests: config.logBatchMax } : {}), insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
+      } else committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false, insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
     } else warn(NO_ROLLBACK_PROTECTION_WARNING);
     const service = new VaultService({
       core,
@@ -106,7 +117,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
       insecureCrashAfterCommitForTesting: config.insecureCrashAfterCommitForTesting,
       sweepIntervalMs: config.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS,
       log: serviceLog,
-      ...(committer ? { committer } : {}),
+      ...(committer ? { committer } : fleetGroup ? { committer: fleetGroup } : {}),
     });
     const linkKey = config.linkKeyFile ? loadLinkKey(config.linkKeyFile, { create: options.createIfMissing ?? false }) : undefined;
     const describe = { platform: platform.platform.name, store: store.name };
@@ -118,6 +129,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     // Resume now (anchor, log, records), so a rolled-back store is reported at start-up;
     // the vault still starts and refuses requests (store-rolled-back) while it lasts.
     if (committer) await committer.ready().catch(() => undefined);
+    if (fleetGroup) await fleetGroup.start();
     const s = store;
     return {
       app,
@@ -128,10 +140,12 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
       platform,
       service,
       committer,
+      fleetGroup,
       async close() {
         await app.close();
         await admin.close();
         await service.close();
+        await fleetGroup?.close();
         await s.close();
         await platform.close();
       },

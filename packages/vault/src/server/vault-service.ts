@@ -24,7 +24,8 @@ import type { ErrorCode } from './errors.js';
 import type { VaultMetrics } from './metrics.js';
 import type { SweepEntry } from '../store/store.js';
 import { AnchorMissingError, StoreRolledBackError } from '../core/rollback.js';
-import type { LogCommitter } from './log-commit.js';
+import type { Committer } from './log-commit.js';
+import { NotLeaderError } from './fleet-group.js';
 
 /** Attempts before giving up on an account under heavy cross-node contention. */
 const MAX_CAS_ATTEMPTS = 32;
@@ -42,7 +43,7 @@ const MAX_PENDING_LOGINS = 4096;
 
 export type ServiceResult =
   | { readonly kind: 'answer'; readonly decision: Decision }
-  | { readonly kind: 'error'; readonly code: ErrorCode; readonly op: string; readonly detail?: string };
+  | { readonly kind: 'error'; readonly code: ErrorCode; readonly op: string; readonly detail?: string; readonly leader?: string };
 
 export interface VaultServiceOptions {
   readonly core: VaultCore;
@@ -62,10 +63,11 @@ export interface VaultServiceOptions {
   /**
    * Rollback protection (spec §13): every record read is checked against the captured
    * log root, every write goes through the group commit with a log entry and is
-   * captured before the answer leaves. Without it (etcd fleets, until §13.5 is built)
-   * the store is trusted not to roll back, and writes are compare-and-swaps.
+   * committed (captured; in a fleet by a majority) before the answer leaves. Without it
+   * (a test-only switch) the store is trusted not to roll back, and writes are
+   * compare-and-swaps.
    */
-  readonly committer?: LogCommitter;
+  readonly committer?: Committer;
 }
 
 export interface ServiceLog {
@@ -118,6 +120,7 @@ export class VaultService {
 
   /** One sweeper pass over the due entries; returns how many records it erased. */
   async sweepOnce(): Promise<number> {
+    if (this.o.committer?.refuseEarly?.()) return 0; // a fleet member that does not lead: the leader sweeps
     const now = (this.o.now ?? Date.now)();
     let due: SweepEntry[];
     try {
@@ -170,6 +173,8 @@ export class VaultService {
   }
 
   async handle(account: string, bytes: Uint8Array): Promise<ServiceResult> {
+    const early = this.o.committer?.refuseEarly?.();
+    if (early) return this.#failure(early, 'unknown');
     let opened;
     try {
       opened = await this.o.core.open(account, bytes);
@@ -220,7 +225,7 @@ export class VaultService {
   }
 
   /** The rollback-protected path: check, decide, commit with a log entry, capture, answer. */
-  async #handleLogged(committer: LogCommitter, account: string, req: OpenedVaultRequest): Promise<ServiceResult> {
+  async #handleLogged(committer: Committer, account: string, req: OpenedVaultRequest): Promise<ServiceResult> {
     try {
       const stored = await this.o.store.get(account);
       try {
@@ -282,6 +287,7 @@ export class VaultService {
   }
 
   #failure(err: unknown, op: string): ServiceResult {
+    if (err instanceof NotLeaderError) return { kind: 'error', code: 'not-leader', op, detail: err.message, ...(err.leader ? { leader: err.leader } : {}) };
     if (err instanceof RecordIntegrityError) return { kind: 'error', code: 'record-integrity', op };
     if (err instanceof StoreRolledBackError || err instanceof AnchorMissingError) return { kind: 'error', code: 'store-rolled-back', op, detail: err.message };
     if (err instanceof StoreError) return { kind: 'error', code: 'store-unavailable', op, detail: err.message };

@@ -77,8 +77,13 @@ const SUSPECT_MS = 3000;
 const AT_DIGITS = 15;
 /** Width of the zero-padded index in log keys (u64). */
 const INDEX_DIGITS = 20;
-/** Log entries kept behind the head. */
-const LOG_KEEP = 64;
+/**
+ * Log entries kept behind the head: a fleet member that falls further behind (or lost its
+ * anchor) resumes from the majority's challenge answers (spec §13.9), not from the log.
+ */
+const LOG_KEEP = 1024;
+/** Log values read per range call (each holds up to ETCD_MAX_BATCH_CHANGES digests). */
+const LOG_READ_LIMIT = 256;
 /**
  * Record changes per logged batch: etcd refuses a txn of more than --max-txn-ops (default
  * 128) operations; a batch adds the entry, the head and maybe a prune.
@@ -139,6 +144,20 @@ const HANDSHAKE_ERRORS = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
   'CERT_HAS_EXPIRED',
 ]);
+
+/** The end of the key range of every key starting with `p` (etcd's prefix range_end). */
+function prefixEnd(p: string): string {
+  const b = Buffer.from(p);
+  b[b.length - 1]! += 1;
+  return b.toString('latin1');
+}
+
+export interface CommitBatchOptions {
+  /** What the log key holds (default: the entry alone); the fleet stores entry ‖ change digests. */
+  readonly logValue?: Uint8Array;
+  /** Fleet: the txn also requires `group/leader` to have this create_revision (this leader's term). */
+  readonly leaderTerm?: string;
+}
 
 export class EtcdRecordStore implements RecordStore, LogStore {
   readonly maxBatchChanges = ETCD_MAX_BATCH_CHANGES;
@@ -480,8 +499,148 @@ export class EtcdRecordStore implements RecordStore, LogStore {
 
   async readLog(fromIndex: number): Promise<Uint8Array[]> {
     this.#check();
-    const r = await this.#any<RangeResponse>('/v3/kv/range', { key: b64(this.#logKey(fromIndex)), range_end: b64(`${this.#prefix}log0`) });
+    const out: Uint8Array[] = [];
+    for (let from = fromIndex; ; ) {
+      const page = await this.readLogValues(from, LOG_READ_LIMIT);
+      // The entry only (a fleet's value also carries its change digests, spec §13.7).
+      for (const v of page) out.push(v.subarray(0, Math.min(v.length, 120)));
+      if (page.length < LOG_READ_LIMIT) return out;
+      from = Number(new DataView(page.at(-1)!.buffer, page.at(-1)!.byteOffset + 16, 8).getBigUint64(0)) + 1;
+    }
+  }
+
+  /** The stored log values (entry ‖ change digests) with index ≥ `fromIndex`, in index order, at most `limit`. */
+  async readLogValues(fromIndex: number, limit: number): Promise<Uint8Array[]> {
+    this.#check();
+    const r = await this.#any<RangeResponse>('/v3/kv/range', { key: b64(this.#logKey(fromIndex)), range_end: b64(`${this.#prefix}log0`), limit: String(limit) });
     return (r.kvs ?? []).map((kv) => new Uint8Array(Buffer.from(kv.value ?? '', 'base64')));
+  }
+
+  /** The log's head index as the store says (0: none). */
+  async logHead(): Promise<number> {
+    this.#check();
+    const kv = (await this.#any<RangeResponse>('/v3/kv/range', { key: b64(`${this.#prefix}loghead`) })).kvs?.[0];
+    const n = kv ? Number(Buffer.from(kv.value ?? '', 'base64').toString('utf8')) : 0;
+    return Number.isSafeInteger(n) && n >= 0 ? n : 0;
+  }
+
+  // --- Group coordination (spec §13.6–§13.9): `<prefix>group/…`. Everything here is
+  // untrusted input to the core (acks and answers are MACed); the leader key only
+  // decides who appends (liveness), the log head and anchors decide safety.
+
+  #groupKey(sub: string): string {
+    return `${this.#prefix}group/${sub}`;
+  }
+
+  /** Keys under `group/<sub>` with their values (key relative to `group/`). */
+  async groupRange(sub: string): Promise<Array<{ key: string; value: Uint8Array; createRevision: string; lease: string }>> {
+    this.#check();
+    const base = this.#groupKey(sub);
+    const r = await this.#any<RangeResponse>('/v3/kv/range', { key: b64(base), range_end: b64(prefixEnd(base)) });
+    const start = this.#groupKey('').length;
+    return (r.kvs ?? []).map((kv) => ({
+      key: Buffer.from(kv.key ?? '', 'base64').toString('utf8').slice(start),
+      value: new Uint8Array(Buffer.from(kv.value ?? '', 'base64')),
+      createRevision: String(kv.create_revision ?? '0'),
+      lease: String((kv as { lease?: string }).lease ?? '0'),
+    }));
+  }
+
+  async groupPut(sub: string, value: Uint8Array): Promise<void> {
+    this.#check();
+    await this.#any('/v3/kv/put', { key: b64(this.#groupKey(sub)), value: b64(value) });
+  }
+
+  async groupDelete(sub: string): Promise<void> {
+    this.#check();
+    const k = this.#groupKey(sub);
+    await this.#any('/v3/kv/deleterange', { key: b64(k), range_end: b64(prefixEnd(k)) });
+  }
+
+  /**
+   * Tries to become the group's leader: a lease of `ttlSeconds`, and `group/leader` =
+   * nodeId created under it if absent. Returns the leader key as it then is (ours or not).
+   */
+  async campaign(nodeId: string, ttlSeconds: number): Promise<{ leader: string; term: string; lease: string } | null> {
+    this.#check();
+    const key = b64(this.#groupKey('leader'));
+    const grant = await this.#any<{ ID?: string }>('/v3/lease/grant', { TTL: String(ttlSeconds) });
+    if (!grant.ID) throw new StoreError('etcd: lease grant returned no ID');
+    const r = await this.#any<TxnResponse & { responses?: Array<{ response_range?: RangeResponse }> }>('/v3/kv/txn', {
+      compare: [{ key, target: 'CREATE', result: 'EQUAL', create_revision: '0' }],
+      success: [{ request_put: { key, value: b64(nodeId), lease: grant.ID } }, { request_range: { key } }],
+      failure: [{ request_range: { key } }],
+    });
+    if (r.succeeded !== true) await this.revoke(grant.ID).catch(() => undefined);
+    const kv = r.responses?.at(-1)?.response_range?.kvs?.[0];
+    if (!kv) return null;
+    return { leader: Buffer.from(kv.value ?? '', 'base64').toString('utf8'), term: String(kv.create_revision), lease: String((kv as { lease?: string }).lease ?? '0') };
+  }
+
+  /** Renews a lease once; false when etcd says it is gone (TTL ≤ 0). */
+  async keepAlive(lease: string): Promise<boolean> {
+    this.#check();
+    const r = await this.#any<{ result?: { TTL?: string } }>('/v3/lease/keepalive', { ID: lease });
+    return Number(r.result?.TTL ?? 0) > 0;
+  }
+
+  async revoke(lease: string): Promise<void> {
+    await this.#any('/v3/lease/revoke', { ID: lease });
+  }
+
+  /**
+   * Calls `onChange` whenever something under `log/` or `group/` changes (etcd watch over
+   * the JSON gateway, re-established on failure). Only a wake-up: callers read what they
+   * need (the watch's payload is not trusted or parsed).
+   */
+  watchGroup(onChange: () => void): { close(): void } {
+    let closed = false;
+    const live = new Set<http.ClientRequest>();
+    const ranges = [`${this.#prefix}log/`, this.#groupKey('')];
+    const open = (range: string, attempt: number): void => {
+      if (closed || this.#closed) return;
+      const endpoint = this.#order()[attempt % this.#endpoints.length]!;
+      const url = new URL('/v3/watch', endpoint);
+      const secure = url.protocol === 'https:';
+      const retry = (): void => {
+        if (!closed) setTimeout(() => open(range, attempt + 1), 200).unref();
+      };
+      void this.#token(endpoint, null)
+        .catch(() => null)
+        .then((token) => {
+          if (closed) return;
+          const body = Buffer.from(JSON.stringify({ create_request: { key: b64(range), range_end: b64(prefixEnd(range)) } }));
+          const req = (secure ? https : http).request(url, {
+            method: 'POST',
+            agent: secure ? this.#httpsAgent! : new http.Agent({ keepAlive: false }),
+            headers: { 'content-type': 'application/json', 'content-length': body.length, ...(token ? { authorization: token } : {}) },
+          });
+          live.add(req);
+          req.once('close', () => live.delete(req));
+          let retried = false;
+          const again = (): void => {
+            if (!retried) {
+              retried = true;
+              retry();
+            }
+          };
+          req.once('error', again);
+          req.once('response', (res) => {
+            res.on('data', () => onChange());
+            res.once('end', again);
+            res.once('error', again);
+          });
+          req.end(body);
+          onChange();
+        });
+    };
+    for (const r of ranges) open(r, 0);
+    return {
+      close() {
+        closed = true;
+        for (const req of live) req.destroy();
+      },
+    };
   }
 
   async listRecords(): Promise<Array<readonly [string, Uint8Array]>> {
@@ -504,15 +663,21 @@ export class EtcdRecordStore implements RecordStore, LogStore {
    * resolved by reading the entry back (entries carry a MAC over a fresh chain: equal
    * bytes mean our txn applied).
    */
-  async commitBatch(changes: readonly BatchChange[], index: number, entry: Uint8Array): Promise<Map<string, RecordVersion>> {
+  async commitBatch(changes: readonly BatchChange[], index: number, entry: Uint8Array, options: CommitBatchOptions = {}): Promise<Map<string, RecordVersion>> {
     this.#check();
     if (changes.length > ETCD_MAX_BATCH_CHANGES) throw new RangeError(`commitBatch: at most ${ETCD_MAX_BATCH_CHANGES} changes`);
     const head = b64(`${this.#prefix}loghead`);
-    const compare = index === 1 ? { key: head, target: 'CREATE', result: 'EQUAL', create_revision: '0' } : { key: head, target: 'VALUE', result: 'EQUAL', value: b64(String(index - 1)) };
+    const compare: unknown[] = [index === 1 ? { key: head, target: 'CREATE', result: 'EQUAL', create_revision: '0' } : { key: head, target: 'VALUE', result: 'EQUAL', value: b64(String(index - 1)) }];
+    // The previous entry must still be there: a deleted head is a truncated log (spec §13.7).
+    if (index > 1) compare.push({ key: b64(this.#logKey(index - 1)), target: 'CREATE', result: 'GREATER', create_revision: '0' });
+    // Fleet (spec §13.6): only while this node's leader key (its term) still exists.
+    if (options.leaderTerm !== undefined) compare.push({ key: b64(this.#groupKey('leader')), target: 'CREATE', result: 'EQUAL', create_revision: options.leaderTerm });
     const success: unknown[] = changes.map((c) => (c.value === null ? { request_delete_range: { key: this.#key(c.account) } } : { request_put: { key: this.#key(c.account), value: b64(c.value) } }));
-    success.push({ request_put: { key: b64(this.#logKey(index)), value: b64(entry) } }, { request_put: { key: head, value: b64(String(index)) } });
-    if (index > LOG_KEEP && index % LOG_KEEP === 0) success.push({ request_delete_range: { key: b64(this.#logKey(0)), range_end: b64(this.#logKey(index - LOG_KEEP)) } });
-    const body = { compare: [compare], success };
+    const stored = options.logValue ?? entry;
+    entry = stored;
+    success.push({ request_put: { key: b64(this.#logKey(index)), value: b64(stored) } }, { request_put: { key: head, value: b64(String(index)) } });
+    if (index > LOG_KEEP && index % 64 === 0) success.push({ request_delete_range: { key: b64(this.#logKey(0)), range_end: b64(this.#logKey(index - LOG_KEEP)) } });
+    const body = { compare, success };
     const errors: string[] = [];
     const order = this.#order();
     let revision: string | null = null;
@@ -521,7 +686,7 @@ export class EtcdRecordStore implements RecordStore, LogStore {
       try {
         const r = await this.#post<TxnResponse>(endpoint, '/v3/kv/txn', body);
         this.#succeeded(endpoint);
-        if (r.succeeded !== true) throw new LogConflictError(`etcd: the log's head is not ${index - 1}: another writer, or the store changed under this vault`);
+        if (r.succeeded !== true) throw new LogConflictError(`etcd: the log's head is not ${index - 1}${options.leaderTerm !== undefined ? ' or this node is no longer the leader' : ''}: another writer, or the store changed under this vault`);
         revision = String(r.header?.revision);
       } catch (err) {
         if (err instanceof LogConflictError) throw err;

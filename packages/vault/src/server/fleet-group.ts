@@ -1,0 +1,612 @@
+/**
+ * Rollback protection for an etcd fleet (spec §13.6–§13.9): a group of N vault nodes
+ * over one etcd prefix, the store trusted for availability only.
+ *
+ * - Leader (§13.6). One node appends: it holds `group/leader` under an etcd lease, and
+ *   every append txn compares that key's create_revision (its term) and the log head.
+ *   Others answer 503 `not-leader`.
+ * - Witnesses and acks (§13.7). Every node follows the log in etcd, verifies each entry
+ *   strictly in order (MAC chain, root over the change digests it carries), captures the
+ *   run in its anchor with one write, and publishes `group/acks/<node>` = index ‖ mac ‖
+ *   ack (a MAC under the log key over group, node, index, mac). Acks in etcd are
+ *   untrusted: the leader counts a node only for the index its ack names, and only if
+ *   that is the MAC of its own chain at that index, so an ack replayed by the operator
+ *   can only be older (delay), never make an uncaptured entry count.
+ * - Commit before answer (§13.7). The leader resolves a batch's requests only once a
+ *   majority (itself included) captured an index ≥ the batch's entry. Batches pipeline:
+ *   the next batch is appended while the previous one waits for its acks.
+ * - Takeover (§13.8). A new leader writes a fresh random challenge; members answer with
+ *   a MAC over (challenge, asker, responder, captured index, mac). With a majority of
+ *   answers it knows an index M ≥ every committed entry; it must have followed the log
+ *   in etcd to at least M, on M's MAC, before it serves — else it refuses (the store
+ *   hides committed entries: deny service, never serve older state).
+ * - Rejoin (§13.9). A node whose anchor is gone (new machine, after the key ceremony) or
+ *   behind the log etcd still keeps resumes from the same kind of majority evidence
+ *   (without counting itself when it has no anchor), never from etcd's word alone.
+ */
+import { toHex } from '@coffer/protocol';
+import type { Platform } from '../core/platform.js';
+import {
+  AnchorMissingError,
+  decodeAnchor,
+  decodeLogValue,
+  digestChanges,
+  encodeEntry,
+  encodeLogValue,
+  majority,
+  nodeIdOf,
+  quorumIndex,
+  RollbackGuard,
+  StoreRolledBackError,
+  verifyAck,
+  verifyChallengeAnswer,
+  ackMacInput,
+  MAC_LENGTH,
+} from '../core/rollback.js';
+import { KEY_LABELS } from '../core/key-labels.js';
+import type { EtcdRecordStore } from '../store/etcd.js';
+import { LogConflictError, StoreError, type BatchChange, type RecordVersion } from '../store/store.js';
+import type { Committer } from './log-commit.js';
+import type { VaultMetrics } from './metrics.js';
+import type { ServiceLog } from './vault-service.js';
+
+/** This node does not append for the group now: 503 `not-leader`, the front end tries another node. */
+export class NotLeaderError extends Error {
+  override readonly name = 'NotLeaderError';
+  constructor(
+    message: string,
+    readonly leader: string | null,
+  ) {
+    super(message);
+  }
+}
+
+export interface FleetCommitterOptions {
+  readonly platform: Platform;
+  readonly store: EtcdRecordStore;
+  readonly group: Uint8Array;
+  /** Members of the group (N): a batch commits when floor(N/2)+1 of them captured it. */
+  readonly groupSize: number;
+  readonly metrics: VaultMetrics;
+  readonly log?: ServiceLog;
+  /** The leader key's lease (seconds; default 2). */
+  readonly leaseSeconds?: number;
+  /** At most this many requests per log entry (default: the store's limit); 1 measures what batching buys. */
+  readonly maxBatchRequests?: number;
+  /**
+   * Upgrading a fleet whose etcd holds records but NO log (written before rollback
+   * protection): with no anchor, take the records as they are (an operator decision,
+   * COFFER_VAULT_ADOPT_LOG_HEAD=1 on every node for that one start). Never used once a
+   * log exists: a member with a lost anchor rejoins from the group's evidence (§13.9).
+   */
+  readonly adoptUnloggedStore?: boolean;
+  /** TEST ONLY: SIGKILL after a guess-counting batch commits in etcd, before this leader's anchor write and any ack. */
+  readonly insecureCrashBeforeCaptureForTesting?: boolean;
+}
+
+interface Waiting {
+  readonly changes: readonly BatchChange[];
+  readonly crashBeforeCapture: boolean;
+  readonly resolve: (versions: Map<string, RecordVersion>) => void;
+  readonly reject: (err: Error) => void;
+}
+
+interface Pending {
+  readonly index: number;
+  readonly since: number;
+  readonly versions: Map<string, RecordVersion>;
+  readonly batch: readonly Waiting[];
+}
+
+type Role = 'follower' | 'preparing' | 'leader';
+
+/**
+ * A batch not confirmed by a majority within this long is failed (503, nothing answered;
+ * its entry may still commit later, counting the guess): members refusing the store, or down.
+ */
+const COMMIT_TIMEOUT_MS = 5000;
+/** How long a request waits for this node to finish taking over before `not-leader`. */
+const TAKEOVER_WAIT_MS = 4000;
+/** The follow loop's pace without wake-ups (the etcd watch normally wakes it at once). */
+const IDLE_MS = 100;
+
+function u64(n: number): Uint8Array {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n));
+  return out;
+}
+function readU64(b: Uint8Array): number {
+  return Number(new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0));
+}
+/** index (u64) ‖ mac (32) ‖ proof (32): an ack or a challenge answer as stored in etcd. */
+function encodeStatement(index: number, mac: Uint8Array, proof: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + MAC_LENGTH * 2);
+  out.set(u64(index), 0);
+  out.set(mac, 8);
+  out.set(proof, 8 + MAC_LENGTH);
+  return out;
+}
+function decodeStatement(b: Uint8Array): { index: number; mac: Uint8Array; proof: Uint8Array } | null {
+  if (b.length !== 8 + MAC_LENGTH * 2) return null;
+  const index = readU64(b);
+  if (!Number.isSafeInteger(index)) return null;
+  return { index, mac: b.slice(8, 8 + MAC_LENGTH), proof: b.slice(8 + MAC_LENGTH) };
+}
+
+export class FleetCommitter implements Committer {
+  #me = '';
+  #guard: RollbackGuard | null = null;
+  #role: Role = 'follower';
+  #term: string | null = null;
+  #lease: string | null = null;
+  #leader: string | null = null;
+  #failure: Error | null = null;
+  /** The last etcd failure of the follow loop (cleared by a good pass): what a node without a guard reports. */
+  #storeError: StoreError | null = null;
+  /** This node's open challenge (takeover or rejoin) and the answers' required count. */
+  #challenge: { nonce: Uint8Array; purpose: 'takeover' | 'rejoin'; countSelf: boolean } | null = null;
+  #answered = new Map<string, string>();
+  #acked = new Map<string, number>();
+  #lastAckPut = -1;
+  #queue: Waiting[] = [];
+  #pending: Pending[] = [];
+  #appending = false;
+  #closed = false;
+  #wakeFlag = false;
+  #wakeResolve: (() => void) | null = null;
+  #loop: Promise<void> | null = null;
+  #keepAlive: NodeJS.Timeout | null = null;
+  #watch: { close(): void } | null = null;
+  #servingWaiters: Array<() => void> = [];
+  /** Resolves after the first pass of the loop (resumed, or failed with the reason requests then get). */
+  #firstPass: Promise<void> = Promise.resolve();
+  #firstPassDone: (() => void) | null = null;
+
+  constructor(private readonly o: FleetCommitterOptions) {
+    if (!Number.isInteger(o.groupSize) || o.groupSize < 1) throw new RangeError('groupSize: a positive integer');
+  }
+
+  /** The node ID acks and answers carry (derived from this node's transport key). */
+  get nodeId(): string {
+    return this.#me;
+  }
+
+  get role(): Role {
+    return this.#role;
+  }
+
+  get captured(): number {
+    return this.#guard?.captured.index ?? -1;
+  }
+
+  /** Starts following, acking, answering challenges and campaigning. */
+  async start(): Promise<void> {
+    try {
+      this.#me = await nodeIdOf(this.o.platform);
+    } catch (err) {
+      throw new Error(`fleet group: this node has no transport key (${KEY_LABELS.nodeTransport}), so it cannot ack or answer challenges under its own node ID: set it up through the key ceremony (\`coffer-vault fleet node-key\`, \`fleet join\`), or run a one-node group (group.size 1). ${(err as Error).message}`, { cause: err });
+    }
+    this.#firstPass = new Promise((r) => (this.#firstPassDone = r));
+    this.#watch = this.o.store.watchGroup(() => this.#wake());
+    this.#loop = this.#run();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake();
+    this.#watch?.close();
+    if (this.#keepAlive) clearInterval(this.#keepAlive);
+    this.#stepDown('this vault node is shutting down');
+    await this.#loop;
+    if (this.#lease) await this.o.store.revoke(this.#lease).catch(() => undefined);
+  }
+
+  #wake(): void {
+    this.#wakeFlag = true;
+    this.#wakeResolve?.();
+  }
+
+  async #sleep(ms: number): Promise<void> {
+    if (this.#wakeFlag) {
+      this.#wakeFlag = false;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.#wakeResolve = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.#wakeResolve = null;
+    this.#wakeFlag = false;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#closed) {
+      try {
+        await this.#step();
+        this.#storeError = null;
+      } catch (err) {
+        if (err instanceof StoreError) this.#storeError = err;
+        this.#fail(err as Error);
+        this.#firstPassDone?.();
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      this.#firstPassDone?.();
+      this.#firstPassDone = null;
+      await this.#sleep(IDLE_MS);
+    }
+  }
+
+  #fail(err: Error): void {
+    const rolledBack = err instanceof StoreRolledBackError || err instanceof AnchorMissingError;
+    if (rolledBack) {
+      if (this.#failure?.message !== err.message) {
+        this.o.metrics.rollbacksDetected.inc();
+        this.o.log?.error({ err: err.message, node: this.#me }, 'ALARM: rollback protection refuses the store; this node serves nothing until it is restored (docs/operations.md, "Store rolled back")');
+      }
+      this.#failure = err;
+      this.#guard = null;
+      this.#stepDown(err.message);
+    } else if (!(err instanceof StoreError)) {
+      this.o.log?.error({ err: err.message }, 'fleet group: unexpected failure; retrying');
+      this.#guard = null;
+      this.#stepDown(err.message);
+    }
+    // A StoreError (etcd unreachable for a moment): the lease decides whether we still lead.
+  }
+
+  /** One pass: resume or follow, answer challenges, ack, campaign or lead. */
+  async #step(): Promise<void> {
+    const group = await this.o.store.groupRange('');
+    const byKey = new Map(group.map((kv) => [kv.key, kv]));
+    const leaderKv = byKey.get('leader');
+    this.#leader = leaderKv ? new TextDecoder().decode(leaderKv.value) : null;
+    if (this.#role !== 'follower' && (!leaderKv || leaderKv.createRevision !== this.#term)) this.#stepDown('lost the leader key (lease expired or deleted)');
+
+    if (!this.#guard) await this.#resume(byKey);
+    if (!this.#guard) return;
+    if (this.#role !== 'leader') await this.#follow();
+    await this.#answerChallenges(group);
+    if (this.#role !== 'leader') {
+      // Publish (again) when we captured more, or when what etcd shows is not our latest
+      // ack (an operator replaying an older one only delays until this pass).
+      const g = this.#guard;
+      const shown = byKey.get(`acks/${this.#me}`)?.value;
+      const shownIndex = shown && shown.length === 8 + MAC_LENGTH * 2 ? readU64(shown) : -1;
+      if (g.captured.index !== this.#lastAckPut || shownIndex !== g.captured.index) {
+        const ack = await g.ack();
+        await this.o.store.groupPut(`acks/${this.#me}`, encodeStatement(g.captured.index, g.captured.mac, ack));
+        this.#lastAckPut = g.captured.index;
+      }
+    }
+    if (!leaderKv && this.#role === 'follower') await this.#campaign();
+    if (this.#role === 'preparing') await this.#prepare(group);
+    if (this.#role === 'leader') await this.#countAcks(group);
+  }
+
+  /** Resume from the anchor and etcd; else from a majority's fresh evidence (§13.9). */
+  async #resume(byKey: Map<string, { value: Uint8Array }>): Promise<void> {
+    const p = this.o.platform;
+    const raw = await p.readAnchor();
+    const anchor = raw === null ? null : decodeAnchor(raw);
+    if (!this.#challenge || this.#challenge.purpose !== 'rejoin') {
+      try {
+        const [entries, records] = await Promise.all([this.o.store.readLog(anchor?.index ?? 0), this.o.store.listRecords()]);
+        const adopt = this.o.adoptUnloggedStore === true && anchor === null && entries.length === 0;
+        const r = await RollbackGuard.resume(p, this.o.group, entries, records, { adoptWithoutAnchor: adopt });
+        if (r.adopted) this.o.log?.warn({ records: records.length }, 'rollback protection: this node had no anchor and ADOPTED the records of a store with no log (upgrade to a protected fleet; operator decision: adoptLogHead)');
+        this.#installGuard(r.guard, `resumed from the anchor at ${r.guard.captured.index}`);
+        return;
+      } catch (err) {
+        if (!(err instanceof StoreRolledBackError || err instanceof AnchorMissingError)) throw err;
+        if (this.o.groupSize === 1) throw err;
+        this.o.log?.warn({ err: err.message, anchorIndex: anchor?.index ?? null }, 'fleet group: cannot resume from this node\'s anchor; asking the group for fresh evidence (spec §13.9)');
+        // Until the evidence says otherwise, requests are refused with this error (a store
+        // that does not continue the anchor is treated as rolled back).
+        if (err instanceof StoreRolledBackError) this.#fail(err);
+        this.#challenge = { nonce: p.randomBytes(32), purpose: 'rejoin', countSelf: anchor !== null };
+        await this.o.store.groupPut(`challenge/${this.#me}`, this.#challenge.nonce);
+        return;
+      }
+    }
+    // Collect answers to our rejoin challenge.
+    const c = this.#challenge;
+    const ev = await this.#evidence(byKey, c.nonce, c.countSelf ? anchor : null);
+    if (!ev) return; // not yet a majority: the next pass looks again
+    const from = Math.max(ev.index, anchor?.index ?? 0);
+    const [entries, records] = await Promise.all([this.o.store.readLog(ev.index > (anchor?.index ?? -1) ? ev.index : from), this.o.store.listRecords()]);
+    const r = await RollbackGuard.resume(p, this.o.group, entries, records, { evidence: ev });
+    this.#challenge = null;
+    await this.o.store.groupDelete(`challenge/${this.#me}`).catch(() => undefined);
+    this.o.log?.warn({ index: r.guard.captured.index, evidence: ev.index, hadAnchor: anchor !== null }, 'fleet group: this node caught up from a majority\'s fresh evidence (rejoin, spec §13.9)');
+    this.#installGuard(r.guard, 'rejoined');
+  }
+
+  #installGuard(guard: RollbackGuard, how: string): void {
+    this.#guard = guard;
+    this.#failure = null;
+    this.#lastAckPut = -1;
+    this.o.log?.info({ index: guard.captured.index, node: this.#me }, `rollback protection: on (fleet group of ${this.o.groupSize}); ${how}`);
+  }
+
+  /**
+   * The highest (index, mac) among fresh answers of a majority (distinct members, MACs
+   * verified), this node's own captured state counted when `self` is given. null: not yet.
+   */
+  async #evidence(byKey: Map<string, { value: Uint8Array }>, nonce: Uint8Array, self: { index: number; mac: Uint8Array } | null): Promise<{ index: number; mac: Uint8Array } | null> {
+    const prefix = `answers/${this.#me}/`;
+    const found = new Map<string, { index: number; mac: Uint8Array }>();
+    if (self) found.set(this.#me, self);
+    for (const [key, kv] of byKey) {
+      if (!key.startsWith(prefix)) continue;
+      const responder = key.slice(prefix.length);
+      if (responder === this.#me || !/^[0-9a-f]{16}$/.test(responder)) continue;
+      const st = decodeStatement(kv.value);
+      if (!st) continue;
+      if (!(await verifyChallengeAnswer(this.o.platform, this.o.group, nonce, this.#me, responder, st.index, st.mac, st.proof))) continue;
+      found.set(responder, { index: st.index, mac: st.mac });
+    }
+    if (found.size < majority(this.o.groupSize)) return null;
+    let best: { index: number; mac: Uint8Array } = { index: 0, mac: new Uint8Array(MAC_LENGTH) };
+    for (const v of found.values()) if (v.index > best.index) best = v;
+    return best;
+  }
+
+  /** Follow the log from the captured entry (which etcd must still hold) to its head. */
+  async #follow(): Promise<void> {
+    const guard = this.#guard!;
+    for (;;) {
+      const at = guard.captured.index;
+      const values = await this.o.store.readLogValues(Math.max(at, 1), 256);
+      const items = values.map(decodeLogValue);
+      // The store's answer must be the captured entry and then consecutive entries: an
+      // older entry written back under a newer key, a gap or a missing entry is refused.
+      items.forEach((it, k) => {
+        const want = (at > 0 ? at : 1) + k;
+        if (it.entry.index !== want && (at > 0 || k > 0 || it.entry.index < 1)) {
+          this.#guard = null;
+          throw new StoreRolledBackError(`store rolled back or edited: the log holds entry ${it.entry.index} where entry ${want} belongs`);
+        }
+      });
+      if (at > 0) {
+        const first = items[0];
+        if (!first || first.entry.index > at) {
+          // The captured entry is gone: truncated/rolled back (empty or starts later).
+          this.#guard = null;
+          throw new StoreRolledBackError(`store rolled back: the log no longer holds entry ${at} that this node captured${first ? ` (it starts at ${first.entry.index})` : ''}`);
+        }
+      }
+      const run = items.filter((i) => i.entry.index > at);
+      if (run.some((i) => i.changes === null)) throw new StoreRolledBackError('log: a fleet entry without its change list');
+      try {
+        await guard.witnessAll([...items.filter((i) => i.entry.index === at), ...run].map((i) => ({ entry: i.entry, changes: i.changes ?? [] })));
+      } catch (err) {
+        this.#guard = null;
+        throw err;
+      }
+      if (values.length < 256) return;
+    }
+  }
+
+  async #answerChallenges(group: ReadonlyArray<{ key: string; value: Uint8Array }>): Promise<void> {
+    const guard = this.#guard!;
+    for (const kv of group) {
+      if (!kv.key.startsWith('challenge/')) continue;
+      const asker = kv.key.slice('challenge/'.length);
+      if (asker === this.#me || !/^[0-9a-f]{16}$/.test(asker) || kv.value.length !== 32) continue;
+      // Once per challenge: any answer a majority gives after the nonce was written is
+      // fresh enough (the asker takes the highest); a challenge left by a dead asker costs nothing more.
+      const tag = toHex(kv.value);
+      if (this.#answered.get(asker) === tag) continue;
+      const a = await guard.answerChallenge(kv.value, asker);
+      await this.o.store.groupPut(`answers/${asker}/${this.#me}`, encodeStatement(a.index, a.mac, a.answer));
+      this.#answered.set(asker, tag);
+    }
+  }
+
+  async #campaign(): Promise<void> {
+    const won = await this.o.store.campaign(this.#me, this.o.leaseSeconds ?? 2);
+    if (!won || won.leader !== this.#me) return;
+    this.#term = won.term;
+    this.#lease = won.lease;
+    this.#role = 'preparing';
+    this.#acked.clear();
+    this.#challenge = { nonce: this.o.platform.randomBytes(32), purpose: 'takeover', countSelf: true };
+    await this.o.store.groupPut(`challenge/${this.#me}`, this.#challenge.nonce);
+    const lease = won.lease;
+    this.#keepAlive = setInterval(() => {
+      this.o.store.keepAlive(lease).then(
+        (alive) => {
+          if (!alive && this.#lease === lease) this.#stepDown('the leader lease expired');
+        },
+        () => undefined,
+      );
+    }, Math.max(200, ((this.o.leaseSeconds ?? 2) * 1000) / 4));
+    this.#keepAlive.unref();
+    this.o.log?.info({ node: this.#me, term: won.term }, 'fleet group: won the leader key; collecting fresh evidence before serving (spec §13.8)');
+    this.#wake();
+  }
+
+  /** Takeover: serve only once the log reaches what a majority captured (fresh answers). */
+  async #prepare(group: ReadonlyArray<{ key: string; value: Uint8Array }>): Promise<void> {
+    const c = this.#challenge;
+    const guard = this.#guard!;
+    if (!c || c.purpose !== 'takeover') return;
+    const ev = await this.#evidence(new Map(group.map((kv) => [kv.key, kv])), c.nonce, { index: guard.captured.index, mac: guard.captured.mac });
+    if (!ev) return;
+    const head = await this.o.store.logHead();
+    if (head < ev.index) {
+      throw new StoreRolledBackError(`store rolled back: a majority of the group captured entry ${ev.index}, the log in etcd reaches ${Math.max(head, guard.captured.index)} (etcd hides committed entries; refusing to serve)`);
+    }
+    if (guard.captured.index < ev.index) return; // more to follow first
+    const mine = guard.macAt(ev.index);
+    if (mine && toHex(mine) !== toHex(ev.mac)) throw new StoreRolledBackError(`store rolled back: entry ${ev.index} in etcd is not the one a majority captured`);
+    if (head !== guard.captured.index) return; // more to follow first
+    this.#challenge = null;
+    await this.o.store.groupDelete(`challenge/${this.#me}`).catch(() => undefined);
+    this.#role = 'leader';
+    this.o.log?.info({ node: this.#me, term: this.#term, index: guard.captured.index, evidence: ev.index }, 'fleet group: leading (spec §13.8)');
+    for (const w of this.#servingWaiters.splice(0)) w();
+    if (this.#queue.length > 0 && !this.#appending) void this.#appendLoop();
+  }
+
+  /** Verified acks → the commit index → release the batches it covers. */
+  async #countAcks(group: ReadonlyArray<{ key: string; value: Uint8Array }>): Promise<void> {
+    const guard = this.#guard!;
+    for (const kv of group) {
+      if (!kv.key.startsWith('acks/')) continue;
+      const node = kv.key.slice('acks/'.length);
+      if (node === this.#me || !/^[0-9a-f]{16}$/.test(node)) continue;
+      const st = decodeStatement(kv.value);
+      if (!st || st.index <= (this.#acked.get(node) ?? -1)) continue;
+      const chain = guard.macAt(st.index);
+      if (!chain || toHex(chain) !== toHex(st.mac)) continue; // not our chain (or too old to tell): not counted
+      if (!(await verifyAck(this.o.platform, this.o.group, node, st.index, st.mac, st.proof))) continue;
+      this.#acked.set(node, st.index);
+    }
+    this.#release();
+  }
+
+  #release(): void {
+    const guard = this.#guard;
+    if (!guard || this.#role !== 'leader') return;
+    const captured = new Map(this.#acked);
+    captured.set(this.#me, guard.captured.index);
+    const commit = quorumIndex(captured, this.o.groupSize);
+    while (this.#pending.length > 0 && this.#pending[0]!.index <= commit) {
+      const p = this.#pending.shift()!;
+      for (const w of p.batch) w.resolve(p.versions);
+    }
+    const now = Date.now();
+    while (this.#pending.length > 0 && now - this.#pending[0]!.since > COMMIT_TIMEOUT_MS) {
+      const p = this.#pending.shift()!;
+      const err = new StoreError(`no majority of the group confirmed log entry ${p.index} within ${COMMIT_TIMEOUT_MS} ms (members down, or refusing the store)`);
+      for (const w of p.batch) w.reject(err);
+    }
+  }
+
+  #stepDown(why: string): void {
+    if (this.#role !== 'follower') this.o.log?.warn({ node: this.#me, why }, 'fleet group: no longer leading');
+    const wasLeader = this.#role !== 'follower';
+    this.#role = 'follower';
+    this.#term = null;
+    if (this.#keepAlive) clearInterval(this.#keepAlive);
+    this.#keepAlive = null;
+    if (wasLeader && this.#lease) {
+      const lease = this.#lease;
+      void this.o.store.revoke(lease).catch(() => undefined);
+    }
+    this.#lease = null;
+    if (this.#challenge?.purpose === 'takeover') this.#challenge = null;
+    const err = new NotLeaderError(`not the leader: ${why}`, this.#leader === this.#me ? null : this.#leader);
+    // Appended but not committed: never answered (the entry may still commit later: the guess counts, unanswered).
+    for (const p of this.#pending.splice(0)) for (const w of p.batch) w.reject(err);
+    for (const w of this.#queue.splice(0)) w.reject(err);
+  }
+
+  refuseEarly(): Error | null {
+    if (this.#role !== 'follower' || this.#firstPassDone || this.#storeError || (this.#failure && !this.#guard)) return null; // ready() says why
+    return new NotLeaderError(this.#leader ? `the group's leader is ${this.#leader}` : 'the group has no leader yet', this.#leader === this.#me ? null : this.#leader);
+  }
+
+  /** The guard, when this node leads and serves; waits briefly while it takes over. */
+  async ready(): Promise<RollbackGuard> {
+    await this.#firstPass;
+    if (this.#role === 'preparing') {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, TAKEOVER_WAIT_MS);
+        this.#servingWaiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    if (this.#failure && !this.#guard) {
+      this.o.metrics.rollbacksDetected.inc();
+      throw this.#failure;
+    }
+    // etcd unreachable (the last pass failed on it): that, not leadership, is the answer.
+    if (this.#storeError) throw this.#storeError;
+    if (this.#role !== 'leader' || !this.#guard) throw new NotLeaderError(this.#leader ? `the group's leader is ${this.#leader}` : 'the group has no leader yet', this.#leader === this.#me ? null : this.#leader);
+    return this.#guard;
+  }
+
+  async check(account: string, stored: Uint8Array | null): Promise<void> {
+    const guard = await this.ready();
+    try {
+      await guard.check(account, stored);
+    } catch (err) {
+      if (err instanceof StoreRolledBackError) {
+        this.o.metrics.rollbacksDetected.inc();
+        this.o.log?.error({ account: account.slice(0, 128), err: err.message }, 'ALARM: a record does not match the captured log root (store rolled back or edited); refused');
+      }
+      throw err;
+    }
+  }
+
+  commit(changes: readonly BatchChange[], options: { countsGuess?: boolean } = {}): Promise<Map<string, RecordVersion>> {
+    if (this.#role !== 'leader') return Promise.reject(new NotLeaderError('not the leader', this.#leader));
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ changes, crashBeforeCapture: options.countsGuess === true, resolve, reject });
+      if (!this.#appending) void this.#appendLoop();
+    });
+  }
+
+  /** Group commit: one entry per batch, fenced on the head and this leader's term; released by #release. */
+  async #appendLoop(): Promise<void> {
+    this.#appending = true;
+    try {
+      while (this.#queue.length > 0 && this.#role === 'leader') {
+        await new Promise((r) => setImmediate(r));
+        const max = this.o.store.maxBatchChanges;
+        const maxReq = this.o.maxBatchRequests ?? Infinity;
+        let n = 0;
+        let count = 0;
+        while (n < this.#queue.length && n < maxReq && (n === 0 || count + this.#queue[n]!.changes.length <= max)) count += this.#queue[n++]!.changes.length;
+        const batch = this.#queue.splice(0, n);
+        const changes = batch.flatMap((w) => w.changes);
+        const guard = this.#guard;
+        const term = this.#term;
+        if (!guard || term === null) {
+          for (const w of batch) w.reject(new NotLeaderError('not the leader', this.#leader));
+          continue;
+        }
+        try {
+          const entry = await guard.append(changes);
+          const digests = await digestChanges(changes);
+          let versions: Map<string, RecordVersion>;
+          try {
+            versions = await this.o.store.commitBatch(changes, entry.index, encodeEntry(entry), { logValue: encodeLogValue(entry, digests), leaderTerm: term });
+            if (this.o.insecureCrashBeforeCaptureForTesting && batch.some((w) => w.crashBeforeCapture)) process.kill(process.pid, 'SIGKILL');
+            await guard.capture(entry);
+          } catch (err) {
+            this.#guard = null; // resumed (and followed) from the anchor and etcd
+            if (err instanceof LogConflictError) this.#stepDown(err.message);
+            throw err;
+          }
+          this.o.metrics.logEntries.inc();
+          this.o.metrics.logBatchSize.observe(changes.length);
+          this.#pending.push({ index: entry.index, since: Date.now(), versions, batch });
+          this.#release();
+          this.#wake();
+        } catch (err) {
+          const e = err instanceof LogConflictError ? new NotLeaderError(err.message, null) : (err as Error);
+          for (const w of batch) w.reject(e);
+        }
+      }
+    } finally {
+      this.#appending = false;
+    }
+  }
+}
+
+/** The ack bytes a member publishes (for tests that replay or forge them). */
+export function ackStatement(index: number, mac: Uint8Array, ack: Uint8Array): Uint8Array {
+  return encodeStatement(index, mac, ack);
+}
+
+/** For tests: what a member's ack MAC covers. */
+export const ackInput = ackMacInput;
+export const LOG_MAC_LABEL = KEY_LABELS.logMac;

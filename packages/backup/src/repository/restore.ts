@@ -28,6 +28,7 @@ import { hex, packName, type BlobLocation } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
 import { Semaphore } from './semaphore.js';
+import { SubtreePicker, type Selection } from './browse.js';
 import type { DirEntry, FileEntry, TreeEntry } from './tree.js';
 import { RestoreTarget } from './restore-target.js';
 import { isRoot, makeNode, writeXattrs } from './fs-meta.js';
@@ -52,6 +53,8 @@ export interface RestoreOptions {
   onWarning?: (w: RestoreWarning) => void;
   /** Set owners from the snapshot: default when running as root (spec §9.4). */
   owners?: boolean;
+  /** Only this part of the snapshot, its contents at the top of the target (`SNAPSHOT:PATH`, browse.ts). */
+  subtree?: Selection;
 }
 
 export interface RestoreWarning {
@@ -122,11 +125,15 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   const dirs: DirEntry[] = [];
   const files: FileEntry[] = [];
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
-  for await (const e of repo.tree(rec.snapshot)) {
+  const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false }) : undefined;
+  for await (const listed of repo.tree(rec.snapshot)) {
+    const e = picker ? picker.pick(listed) : listed;
+    if (!e) continue;
     if (e.type === 'dir') dirs.push(e);
     else if (e.type === 'file') files.push(e);
     else others.push(e);
   }
+  picker?.finish(rec.id);
   const warnings: RestoreWarning[] = [];
   const warn = (path: string, message: string) => {
     const w = { path, message };

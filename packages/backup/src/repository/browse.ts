@@ -225,7 +225,9 @@ export class SubtreePicker {
 /** Finds a snapshot by `latest` (the newest one the filter lets through) or a unique ID prefix. */
 export async function findSnapshotFiltered(repo: Repository, ref: string, filter: SnapshotFilter = {}): Promise<SnapshotRecord> {
   if (ref === 'latest') {
-    const all = (await repo.snapshots()).filter((s) => matchesFilter(s.snapshot, filter));
+    const every = await repo.snapshots();
+    if (every.length === 0) throw new CofferError('not-found', `the repository at ${repo.location} has no snapshots yet`);
+    const all = every.filter((s) => matchesFilter(s.snapshot, filter));
     const last = all[all.length - 1];
     if (!last) throw new CofferError('not-found', `no snapshot in ${repo.location} matches${describeFilter(filter)}`);
     return last;
@@ -241,7 +243,7 @@ function describeFilter(f: SnapshotFilter): string {
     ...(f.tags?.length ? [`tags ${f.tags.map((t) => t.join(',') || "''").join(' or ')}`] : []),
     ...(f.paths?.length ? [`paths ${f.paths.join(' and ')}`] : []),
   ];
-  return parts.length > 0 ? ` (${parts.join('; ')})` : ' (no snapshots yet)';
+  return parts.length > 0 ? ` (${parts.join('; ')})` : '';
 }
 
 /**
@@ -597,7 +599,12 @@ export async function dumpSnapshot(
   rec: SnapshotRecord,
   path: Buffer,
   out: NodeJS.WritableStream,
-  opts: { archive?: 'tar'; onProgress?: (p: { entries: number; bytes: number }) => void } = {},
+  opts: {
+    archive?: 'tar';
+    onProgress?: (p: { entries: number; bytes: number }) => void;
+    /** Called once before the first byte of a tar stream (the CLI refuses to write one to a terminal). */
+    beforeTar?: () => void;
+  } = {},
 ): Promise<DumpResult> {
   const map = new SnapshotPaths(rec.snapshot);
   const sel = map.select(path);
@@ -618,6 +625,7 @@ export async function dumpSnapshot(
       });
       return result;
     }
+    if (first) opts.beforeTar?.();
     first = false;
     if (p.type === 'socket') continue;
     await put(
@@ -646,6 +654,7 @@ export async function dumpSnapshot(
     report();
   }
   picker.finish(rec.id);
+  if (first) opts.beforeTar?.();
   await put(out, TAR_END);
   return result;
 }

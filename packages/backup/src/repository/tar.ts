@@ -95,10 +95,13 @@ export function tarHeader(h: TarHeader): Buffer {
   const name = h.type === 'dir' ? Buffer.concat([h.name, Buffer.from('/')]) : h.name;
   const size = h.type === 'file' ? (h.size ?? 0) : 0;
   const records: Buffer[] = [];
-  const binary = !isUtf8(name) || (h.link !== undefined && !isUtf8(h.link));
-  if (binary) records.push(paxRecord('hdrcharset', Buffer.from('BINARY')));
-  if (name.length > 100 || !isAscii(name)) records.push(paxRecord('path', name));
-  if (h.link && (h.link.length > 100 || !isAscii(h.link))) records.push(paxRecord('linkpath', h.link));
+  // A name that fits is kept in the ustar field as raw bytes, which tar programs take
+  // as they are; pax carries it (UTF-8, or BINARY when it is not) only when it is longer.
+  const paxName = name.length > 100 || (!isAscii(name) && isUtf8(name));
+  const paxLink = h.link !== undefined && (h.link.length > 100 || (!isAscii(h.link) && isUtf8(h.link)));
+  if ((paxName && !isUtf8(name)) || (paxLink && !isUtf8(h.link!))) records.push(paxRecord('hdrcharset', Buffer.from('BINARY')));
+  if (paxName) records.push(paxRecord('path', name));
+  if (paxLink) records.push(paxRecord('linkpath', h.link!));
   if (size >= 8 ** 11) records.push(paxRecord('size', Buffer.from(String(size))));
   if (h.uid !== undefined && h.uid >= 0o7777777) records.push(paxRecord('uid', Buffer.from(String(h.uid))));
   if (h.gid !== undefined && h.gid >= 0o7777777) records.push(paxRecord('gid', Buffer.from(String(h.gid))));
@@ -116,7 +119,7 @@ export function tarHeader(h: TarHeader): Buffer {
   const main = ustar(h, name, size, typeflag[h.type]);
   if (records.length === 0) return main;
   const pax = Buffer.concat(records);
-  const paxName = Buffer.from(`PaxHeaders/${name.subarray(0, 80).toString('latin1').replace(/[^\x20-\x7e]/g, '_')}`, 'latin1');
-  const paxHeader = ustar({ name: paxName, type: 'file', mode: 0o644, mtimeNs: 0n }, paxName, pax.length, 'x');
+  const headerName = Buffer.from(`PaxHeaders/${name.subarray(0, 80).toString('latin1').replace(/[^\x20-\x7e]/g, '_')}`, 'latin1');
+  const paxHeader = ustar({ name: headerName, type: 'file', mode: 0o644, mtimeNs: 0n }, headerName, pax.length, 'x');
   return Buffer.concat([paxHeader, pax, tarPadding(pax.length), main]);
 }

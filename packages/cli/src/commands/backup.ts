@@ -1,6 +1,7 @@
-import { CofferError, backup, hex, parsePadMode, restore } from '@coffer/backup';
+import { SnapshotPaths, backup, hex, parsePadMode, restore } from '@coffer/backup';
 import { openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
+import { resolveSnapshotArg, type FilterFlags } from './browse.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** `coffer backup PATH… [--tag T]…`. */
@@ -42,25 +43,17 @@ export async function backupCmd(flags: GlobalFlags & { tag?: string[]; pad?: str
   return ExitCode.Ok;
 }
 
-/** `coffer restore SNAPSHOT|latest --target DIR [--overwrite] [--no-owners] [--no-lock]`. */
+/** `coffer restore SNAPSHOT|latest[:PATH] --target DIR [--overwrite] [--no-owners] [--no-lock]`. */
 export async function restoreCmd(
-  flags: GlobalFlags & { target?: string; overwrite?: boolean; 'no-owners'?: boolean; 'no-lock'?: boolean },
+  flags: GlobalFlags & FilterFlags & { target?: string; overwrite?: boolean; 'no-owners'?: boolean; 'no-lock'?: boolean },
   args: string[],
   io: Io,
 ): Promise<number> {
   if (args.length !== 1) throw new UsageError('restore: give one snapshot ID (or "latest") and --target DIR');
   if (!flags.target) throw new UsageError('restore: --target DIR is required (where to put the restored files)');
   const repo = await openRepo(flags, io);
-  let rec;
-  if (args[0] === 'latest') {
-    // "latest" is where a rollback would bite: compare with what this device saw.
-    const all = await repo.snapshots();
-    await checkSeenSnapshots(flags, io, repo, all);
-    rec = all[all.length - 1];
-    if (!rec) throw new CofferError('not-found', `the repository at ${repo.location} has no snapshots yet`);
-  } else {
-    rec = await repo.findSnapshot(args[0]!);
-  }
+  // `latest` (as --tag/--host/--path allow) or an ID, with `:PATH` for part of it (browse.ts).
+  const { rec, path } = await resolveSnapshotArg(flags, io, repo, args[0]!);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
   const r = await restore(repo, rec, {
@@ -68,6 +61,7 @@ export async function restoreCmd(
     overwrite: flags.overwrite === true,
     noLock: flags['no-lock'] === true,
     ...(flags['no-owners'] ? { owners: false } : {}),
+    ...(path !== undefined ? { subtree: new SnapshotPaths(rec.snapshot).select(path) } : {}),
     onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
     onWarning: (w) => {
       bar.done();

@@ -94,8 +94,9 @@ export function subtractDuration(t: Date, d: Duration): Date {
   return new Date(r.getTime() - d.hours * 3_600_000);
 }
 
+/** True when no rule is given (an empty tag list is no rule): such a "policy" would remove everything. */
 export function isEmptyPolicy(p: RetentionPolicy): boolean {
-  return Object.values(p).every((v) => v === undefined);
+  return Object.entries(p).every(([k, v]) => v === undefined || (k === 'tags' && (v as string[][]).every((set) => set.length === 0)));
 }
 
 type Period = 'hourly' | 'daily' | 'weekly' | 'monthly' | 'yearly';

@@ -109,8 +109,8 @@ export function tarHeader(h: TarHeader): Buffer {
   if (h.gname && !(Buffer.byteLength(h.gname) < 32 && isAscii(Buffer.from(h.gname)))) records.push(paxRecord('gname', Buffer.from(h.gname)));
   for (const x of h.xattrs ?? []) records.push(paxRecord(`SCHILY.xattr.${x.name}`, x.value));
   const sec = h.mtimeNs / 1_000_000_000n;
-  if (records.length > 0 || h.mtimeNs < 0n || sec >= 8n ** 11n) {
-    // The exact time, to the nanosecond, whenever a pax header is written anyway.
+  if (records.length > 0 || h.mtimeNs < 0n || sec >= 8n ** 11n || h.mtimeNs % 1_000_000_000n !== 0n) {
+    // The exact time, to the nanosecond (ustar holds whole seconds only).
     const neg = h.mtimeNs < 0n;
     const a = neg ? -h.mtimeNs : h.mtimeNs;
     const frac = String(a % 1_000_000_000n).padStart(9, '0').replace(/0+$/, '');

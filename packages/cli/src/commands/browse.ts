@@ -159,11 +159,14 @@ export async function lsCmd(flags: LsFlags, args: string[], io: Io): Promise<num
   const repo = await openRepo(flags, io);
   const { rec, path } = await resolveSnapshotArg(flags, io, repo, args[0]!);
   const paths = [...(path !== undefined ? [path] : []), ...args.slice(1).map(unescapePath)];
-  if (!flags.json && !flags.quiet) io.stderr.write(`${describe(rec)}:\n`);
+  // Said once the first entry is found, so that an error comes alone.
+  let header = !flags.json && !flags.quiet;
   // As restic: the whole snapshot without a path; a path's entry and children, or all below it with --recursive.
   const targets = paths.length > 0 ? paths : [undefined];
   for (const p of targets) {
     for await (const l of listSnapshot(repo, rec, p, { recursive: p === undefined || flags.recursive === true })) {
+      if (header) io.stderr.write(`${describe(rec)}:\n`);
+      header = false;
       if (flags.json) await emit(io, JSON.stringify({ snapshot: hex(rec.id), ...entryJson(l.path, l.entry) }) + '\n');
       else if (flags.long) await emit(io, longLine(l.path, l.entry));
       else await emit(io, `${escapePath(l.path)}${l.entry.type === 'dir' ? '/' : ''}\n`);

@@ -29,19 +29,52 @@ interface Result {
   raw: Buffer;
 }
 
-function coffer(args: string[], env: Record<string, string>): Promise<Result> {
+/** The real binary in its own process: exit codes, pipes, binary stdout. */
+function spawned(args: string[], env: Record<string, string>): Promise<Result> {
   const base: NodeJS.ProcessEnv = { ...process.env, XDG_CONFIG_HOME: CONFIG_HOME };
   delete base.COFFER_KEY;
   delete base.COFFER_REPOSITORY;
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, ...args], { env: { ...base, ...env }, maxBuffer: 1 << 26, encoding: 'buffer' }, (err, stdout, stderrBuf) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      const stderr = stderrBuf.toString();
-      assert.doesNotMatch(stderr, /\n {4}at /, `stack trace from coffer ${args.join(' ')}:\n${stderr}`);
-      assert.doesNotMatch(stderr, /internal error/, `coffer ${args.join(' ')}: ${stderr}`);
-      resolve({ code, stdout: stdout.toString(), stderr, raw: stdout });
+      resolve(checked(args, { code, stdout: stdout.toString(), stderr: stderrBuf.toString(), raw: stdout }));
     });
   });
+}
+
+function checked(args: string[], r: Result): Result {
+  assert.doesNotMatch(r.stderr, /\n {4}at /, `stack trace from coffer ${args.join(' ')}:\n${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /internal error/, `coffer ${args.join(' ')}: ${r.stderr}`);
+  return r;
+}
+
+class Capture extends Writable {
+  readonly parts: Buffer[] = [];
+  constructor(readonly isTTY: boolean) {
+    super();
+  }
+  get raw(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+  get text(): string {
+    return this.raw.toString();
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.parts.push(Buffer.from(chunk));
+    cb();
+  }
+}
+
+/**
+ * The same CLI entry point (main.ts's run) in this process, with its own stdout and
+ * stderr: most transcripts run this way, as the machine is shared and a node start-up
+ * costs a second or two under load. `spawned` covers the process boundary.
+ */
+async function coffer(args: string[], env: Record<string, string>, tty = false): Promise<Result> {
+  const out = new Capture(tty);
+  const err = new Capture(false);
+  const code = await run(args, { stdout: out, stderr: err, env: { PATH: process.env.PATH ?? '', XDG_CONFIG_HOME: CONFIG_HOME, ...env } });
+  return checked(args, { code, stdout: out.text, stderr: err.text, raw: out.raw });
 }
 
 function assertError(r: Result, code: number, message: RegExp): void {
@@ -73,8 +106,9 @@ interface Setup {
  * A repository with two backups of `home/` (tags `daily`, then `weekly,keep`): the
  * second changes a.txt, removes deep/, adds new.txt.
  */
-async function setup(t: TestContext): Promise<Setup> {
-  const base = await tempDir(t, 'base');
+async function setup(t: TestContext | undefined): Promise<Setup> {
+  const base = t ? await tempDir(t, 'base') : await fs.mkdtemp(join(tmpdir(), 'coffer-browse-shared-'));
+  if (!t) process.on('exit', () => nodeFs.rmSync(base, { recursive: true, force: true }));
   const repo = join(base, 'repo');
   const key = BackupKey.generate().toDigits();
   const env = { COFFER_REPOSITORY: repo, COFFER_KEY: key };
@@ -96,6 +130,13 @@ async function setup(t: TestContext): Promise<Setup> {
   return { base, repo, src, key, env, ids: [b1.stdout.trim(), b2.stdout.trim()] };
 }
 
+let sharedSetup: Promise<Setup> | undefined;
+/** One repository for the tests that only read it. */
+function shared(): Promise<Setup> {
+  sharedSetup ??= setup(undefined);
+  return sharedSetup;
+}
+
 /** Adds a copy of snapshot `from` as another host's (or another time's) snapshot, with a chosen ID. */
 async function addSnapshot(s: Setup, from: string, over: Partial<Snapshot>, id?: Buffer): Promise<string> {
   const repo = await Repository.open(new LocalBackend(s.repo), BackupKey.parse(s.key));
@@ -106,9 +147,9 @@ async function addSnapshot(s: Setup, from: string, over: Partial<Snapshot>, id?:
   return newId.toString('hex');
 }
 
-test('coffer ls: paths, -l, a directory and its children, --recursive, --json with the exact bytes of a non-UTF-8 name', async (t) => {
-  const s = await setup(t);
-  const all = await coffer(['ls', 'latest'], s.env);
+test('coffer ls: paths, -l, a directory and its children, --recursive, --json with the exact bytes of a non-UTF-8 name', async () => {
+  const s = await shared();
+  const all = await spawned(['ls', 'latest'], s.env);
   assert.equal(all.code, 0, all.stderr);
   assert.match(all.stderr, /^snapshot [0-9a-f]{8} of .*home at .*:\n$/);
   assert.deepEqual(all.stdout.split('\n'), [
@@ -150,7 +191,7 @@ test('coffer ls errors: no snapshot argument, unknown ID, ambiguous prefix, a pa
   await addSnapshot(s, 'latest', { time: '2020-01-02T00:00:00.000Z' }, Buffer.from('abcd11' + '00'.repeat(29), 'hex'));
   assertError(await coffer(['ls'], s.env), 2, /ls: give a snapshot ID/);
   assertError(await coffer(['ls', 'ffff0000'], s.env), 1, /no snapshot ffff0000 in /);
-  assertError(await coffer(['ls', 'abcd'], s.env), 2, /snapshot ID abcd is ambiguous: give more digits/);
+  assertError(await spawned(['ls', 'abcd'], s.env), 2, /snapshot ID abcd is ambiguous: give more digits/);
   assertError(await coffer(['ls', 'not-an-id'], s.env), 2, /'not-an-id' is not a snapshot ID/);
   assertError(await coffer(['ls', 'latest', '/etc/passwd'], s.env), 1, /\/etc\/passwd is not in this snapshot \(it holds .*home\)/);
   assertError(await coffer(['ls', 'latest', `${s.src}/nope`], s.env), 1, /home\/nope is not in snapshot [0-9a-f]{8}$/);
@@ -161,8 +202,8 @@ test('coffer ls errors: no snapshot argument, unknown ID, ambiguous prefix, a pa
   assert.doesNotMatch(help.stdout, /coffer forget/);
 });
 
-test('coffer find: which snapshots hold a pattern; -i; --snapshot; a pattern with / on whole paths; --newest; --json', async (t) => {
-  const s = await setup(t);
+test('coffer find: which snapshots hold a pattern; -i; --snapshot; a pattern with / on whole paths; --newest; --json', async () => {
+  const s = await shared();
   const r = await coffer(['find', 'x.md'], s.env);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, `Found matching entries in snapshot ${s.ids[0]!.slice(0, 8)} of ${s.src} at ${r.stdout.split(' at ')[1]!.split('\n')[0]}\n${s.src}/docs/deep/x.md\n\n`);
@@ -181,9 +222,9 @@ test('coffer find: which snapshots hold a pattern; -i; --snapshot; a pattern wit
   assertError(await coffer(['find'], s.env), 2, /find: give a pattern/);
 });
 
-test('coffer diff: + - M U lines and totals, like restic; --json', async (t) => {
-  const s = await setup(t);
-  const r = await coffer(['diff', s.ids[0]!.slice(0, 8), 'latest'], s.env);
+test('coffer diff: + - M U lines and totals, like restic; --json', async () => {
+  const s = await shared();
+  const r = await spawned(['diff', s.ids[0]!.slice(0, 8), 'latest'], s.env);
   assert.equal(r.code, 0, r.stderr);
   const [changes, summary] = r.stdout.split('\n\n');
   assert.deepEqual(changes!.split('\n').filter((l) => !l.startsWith('U')), [
@@ -208,11 +249,11 @@ test('coffer dump: a file to stdout byte for byte; a directory as tar that the s
   for (let i = 0; i < big.length; i++) big[i] = (i * 7919) >>> 8;
   await fs.writeFile(join(s.src, 'big.bin'), big);
   assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
-  const file = await coffer(['dump', 'latest', `${s.src}/big.bin`], s.env);
+  const file = await spawned(['dump', 'latest', `${s.src}/big.bin`], s.env);
   assert.equal(file.code, 0, file.stderr);
   assert.ok(file.raw.equals(big), 'the same bytes');
   assert.match(file.stderr, /dumped a file: 2\.9 MiB/);
-  const tar = await coffer(['dump', `latest:${s.src}/docs`, '--json'], s.env);
+  const tar = await spawned(['dump', `latest:${s.src}/docs`, '--json'], s.env);
   assert.equal(tar.code, 0, tar.stderr);
   assert.deepEqual(JSON.parse(tar.stderr), { snapshot: JSON.parse(tar.stderr).snapshot, format: 'tar', entries: 3, bytes: 20 });
   const out = await tempDir(t, 'untar');
@@ -228,32 +269,15 @@ test('coffer dump: a file to stdout byte for byte; a directory as tar that the s
   assertError(await coffer(['dump', 'latest', `${s.src}/notes.txt`, '--archive', 'zip'], s.env), 2, /--archive zip is not supported/);
 });
 
-class Capture extends Writable {
-  text = '';
-  constructor(readonly isTTY: boolean) {
-    super();
-  }
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
-    this.text += chunk.toString('latin1');
-    cb();
-  }
-}
-
-test('coffer dump refuses to write a tar stream to a terminal (a file is fine)', async (t) => {
-  const s = await setup(t);
-  const out = new Capture(true);
-  const err = new Capture(false);
-  const code = await run(['dump', 'latest', s.src], { stdout: out, stderr: err, env: { ...s.env, XDG_CONFIG_HOME: CONFIG_HOME } });
-  assert.equal(code, 2);
-  assert.equal(out.text, '');
-  assert.match(err.text, /^coffer: error: dump: this is a directory, written as a tar stream: redirect it/);
-  const fileOut = new Capture(true);
-  assert.equal(await run(['dump', 'latest', `${s.src}/notes.txt`], { stdout: fileOut, stderr: new Capture(false), env: { ...s.env, XDG_CONFIG_HOME: CONFIG_HOME } }), 0);
-  assert.equal(fileOut.text, 'my notes\n');
+test('coffer dump refuses to write a tar stream to a terminal (a file is fine)', async () => {
+  const s = await shared();
+  assertError(await coffer(['dump', 'latest', s.src], s.env, true), 2, /^coffer: error: dump: this is a directory, written as a tar stream: redirect it/);
+  const file = await coffer(['dump', 'latest', `${s.src}/notes.txt`], s.env, true);
+  assert.deepEqual([file.code, file.stdout], [0, 'my notes\n']);
 });
 
-test('coffer stats: restore-size and raw-data, text and --json, over chosen snapshots', async (t) => {
-  const s = await setup(t);
+test('coffer stats: restore-size and raw-data, text and --json, over chosen snapshots', async () => {
+  const s = await shared();
   const r = await coffer(['stats', 'latest'], s.env);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^Stats in restore-size mode:\n +Snapshots processed: +1\n +Total file count: +4\n +Directories: +2\n +Other entries: +1\n +Total size: +32 B\n$/);
@@ -267,10 +291,10 @@ test('coffer stats: restore-size and raw-data, text and --json, over chosen snap
   assertError(await coffer(['stats', '--mode', 'everything'], s.env), 2, /stats: unknown --mode 'everything'/);
 });
 
-test('coffer restore SNAPSHOT:PATH: one file (latest:…/notes.txt), a directory contents, filters on latest', async (t) => {
-  const s = await setup(t);
+test('coffer restore SNAPSHOT:PATH: one file (latest:…/notes.txt), a directory contents, filters on latest', async () => {
+  const s = await shared();
   const one = join(s.base, 'one');
-  const r = await coffer(['restore', `latest:${s.src}/notes.txt`, '--target', one], s.env);
+  const r = await spawned(['restore', `latest:${s.src}/notes.txt`, '--target', one], s.env);
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(await fs.readdir(one), ['notes.txt']);
   assert.equal(await fs.readFile(join(one, 'notes.txt'), 'utf8'), 'my notes\n');
@@ -323,7 +347,7 @@ test('coffer forget: --keep-within, --keep-tag, --group-by, filters, --dry-run s
   const old2 = await addSnapshot(s, s.ids[0]!, { time: new Date(now - 400 * 86_400_000).toISOString(), tags: ['keep'] });
   const other = await addSnapshot(s, s.ids[0]!, { time: new Date(now - 500 * 86_400_000).toISOString(), hostname: `not-${host}`, tags: [] });
 
-  const dry = await coffer(['forget', '--keep-within', '30d', '--dry-run'], s.env);
+  const dry = await spawned(['forget', '--keep-within', '30d', '--dry-run'], s.env);
   assert.equal(dry.code, 0, dry.stderr);
   assert.match(dry.stderr, /host .*: keeping 2, would remove 2\n/);
   assert.match(dry.stderr, /host not-.*: keeping 1, would remove 0\n/, 'another host is its own group: its newest is within 30d of itself');

@@ -375,6 +375,7 @@ test('find, diff and stats across snapshots; latest with filters', async (t) => 
   assert.deepEqual(line('+'), ['/new.txt']);
   assert.deepEqual(line('-'), ['/docs/deep', '/docs/deep/x.md']);
   assert.deepEqual(line('M'), ['/docs/a.txt']);
+  assert.ok(line('U').includes('/docs/notes-link'), 'a hard link whose file only changed its mode');
   assert.ok(line('U').includes('/notes.txt'), 'a mode change is metadata only');
   assert.equal(d.added.files, 1);
   assert.equal(d.removed.files, 1);
@@ -393,4 +394,19 @@ test('find, diff and stats across snapshots; latest with filters', async (t) => 
   assert.deepEqual((await findSnapshotFiltered(repo, 'latest')).id, b.id);
   await assert.rejects(findSnapshotFiltered(repo, 'latest', { hosts: ['elsewhere'] }), (e: unknown) => CofferError.is(e, 'not-found') && /host elsewhere/.test((e as Error).message));
   await assert.rejects(findSnapshotFiltered(repo, a.id.toString('hex').slice(0, 8), { tags: [['weekly']] }), (e: unknown) => CofferError.is(e, 'not-found'));
+});
+
+test('diff: a hard link is modified when the file it shares changed content', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'hl'), 'd');
+  await writeTree(src, dir({ f: file('one') }));
+  await fs.link(join(src, 'f'), join(src, 'h'));
+  const a = await backup(tr.repo, { paths: [src], now: () => new Date('2024-01-01T00:00:00Z') });
+  await fs.writeFile(join(src, 'f'), 'two!'); // the same inode: both names change
+  const b = await backup(tr.repo, { paths: [src], now: () => new Date('2024-01-02T00:00:00Z') });
+  const d = await diffSnapshots(tr.repo, { id: a.id, snapshot: a.snapshot }, { id: b.id, snapshot: b.snapshot });
+  assert.deepEqual(
+    d.changes.filter((c) => c.kind !== 'U').map((c) => `${c.kind} ${c.path.toString().slice(src.length)}`),
+    ['M /f', 'M /h'],
+  );
 });

@@ -406,6 +406,12 @@ function sameContent(a: TreeEntry, b: TreeEntry): boolean {
   }
 }
 
+/** The file a hard link names (its content is the link's content), or the link itself if that is missing. */
+function linked(m: Map<string, TreeEntry>, rec: SnapshotRecord, e: TreeEntry): TreeEntry {
+  if (e.type !== 'hardlink') return e;
+  return m.get(new SnapshotPaths(rec.snapshot).absolute(e.link).toString('latin1')) ?? e;
+}
+
 async function entriesByPath(repo: Repository, rec: SnapshotRecord): Promise<Map<string, TreeEntry & { abs: Buffer }>> {
   const map = new SnapshotPaths(rec.snapshot);
   const out = new Map<string, TreeEntry & { abs: Buffer }>();
@@ -442,7 +448,7 @@ export async function diffSnapshots(repo: Repository, a: SnapshotRecord, b: Snap
       if (x.type !== y.type) {
         r.changes.push({ kind: 'T', path: y.abs, type: y.type });
         r.typeChanged++;
-      } else if (!sameContent(x, y)) {
+      } else if (!sameContent(x, y) || (x.type === 'hardlink' && !sameContent(linked(ea, a, x), linked(eb, b, y)))) {
         r.changes.push({ kind: 'M', path: y.abs, type: y.type });
         r.modified++;
       } else if (!sameMeta(x, y)) {

@@ -70,9 +70,9 @@ class Capture extends Writable {
  * stderr: most transcripts run this way, as the machine is shared and a node start-up
  * costs a second or two under load. `spawned` covers the process boundary.
  */
-async function coffer(args: string[], env: Record<string, string>, tty = false): Promise<Result> {
+async function coffer(args: string[], env: Record<string, string>, tty = false, errTty = false): Promise<Result> {
   const out = new Capture(tty);
-  const err = new Capture(false);
+  const err = new Capture(errTty);
   const code = await run(args, { stdout: out, stderr: err, env: { PATH: process.env.PATH ?? '', XDG_CONFIG_HOME: CONFIG_HOME, ...env } });
   return checked(args, { code, stdout: out.text, stderr: err.text, raw: out.raw });
 }
@@ -289,6 +289,10 @@ test('coffer stats: restore-size and raw-data, text and --json, over chosen snap
   assert.ok(raw.blobs! >= 5 && raw.rawBytes! > 0 && raw.storedBytes! > 0);
   assert.match((await coffer(['stats', '--mode', 'raw-data'], s.env)).stdout, /Total uncompressed size:/);
   assertError(await coffer(['stats', '--mode', 'everything'], s.env), 2, /stats: unknown --mode 'everything'/);
+  // Progress on a terminal's stderr only, never with --json.
+  assert.match((await coffer(['stats'], s.env, false, true)).stderr, /\rscanning snapshots: 2\/2/);
+  assert.equal((await coffer(['stats', '--json'], s.env, false, true)).stderr, '');
+  assert.match((await coffer(['find', 'zzz'], s.env, false, true)).stderr, /\rscanning snapshots: 1\/2\rscanning snapshots: 2\/2/);
 });
 
 test('coffer restore SNAPSHOT:PATH: one file (latest:…/notes.txt), a directory contents, filters on latest', async () => {

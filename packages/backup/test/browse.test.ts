@@ -10,9 +10,13 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, type Writable } from 'node:stream';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import {
+  BackupKey,
   CofferError,
+  LocalBackend,
+  Repository,
   SnapshotPaths,
   applyPolicy,
   backup,
@@ -32,7 +36,6 @@ import {
   splitSnapshotRef,
   subtractDuration,
   unescapePath,
-  type Repository,
   type Snapshot,
   type SnapshotRecord,
 } from '../src/index.js';
@@ -409,4 +412,23 @@ test('diff: a hard link is modified when the file it shares changed content', as
     d.changes.filter((c) => c.kind !== 'U').map((c) => `${c.kind} ${c.path.toString().slice(src.length)}`),
     ['M /f', 'M /h'],
   );
+});
+
+test('a format version 1 repository (spec vectors) lists, dumps and restores part of its snapshot', async (t) => {
+  const vectors = fileURLToPath(new URL('../../../../spec/vectors/backup/repositories/', import.meta.url));
+  const v = JSON.parse(await fs.readFile(join(vectors, 'v1.json'), 'utf8')) as { key: string };
+  const copy = join(await tempDir(t, 'v1'), 'repo');
+  await fs.cp(join(vectors, 'v1'), copy, { recursive: true });
+  const repo = await Repository.open(new LocalBackend(copy), BackupKey.parse(v.key));
+  const rec = await findSnapshotFiltered(repo, 'latest');
+  assert.equal(rec.snapshot.version, 1);
+  const root = rec.snapshot.paths[0]!;
+  const listed = await collect(repo, rec, undefined, true);
+  assert.ok(listed.includes(`${root}/hello.txt`), listed.join('\n'));
+  const hello = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${root}/hello.txt`), o));
+  assert.equal(hello.length, 14);
+  const out = await tempDir(t, 'v1-out');
+  const r = await restore(repo, rec, { target: out, subtree: new SnapshotPaths(rec.snapshot).select(Buffer.from(`${root}/docs/deeper`)) });
+  assert.equal(r.files, 2);
+  assert.deepEqual((await fs.readdir(out)).sort(), ['random.bin', 'zeros.bin']);
 });

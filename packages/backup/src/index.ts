@@ -32,12 +32,53 @@ export { backup, type BackupOptions, type BackupProgress, type BackupResult, typ
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult, type RestoreWarning } from './repository/restore.js';
 export { PadMode, padme, paddedLength, parsePadMode } from './repository/padding.js';
 export { LOCK_EXPIRY_MS, RepositoryLock, removeLocks, type LockBody } from './repository/lock.js';
-export type { Snapshot, SnapshotStats } from './repository/snapshot.js';
+export { isEmptyFilter, matchesFilter, parseTagList, type Snapshot, type SnapshotFilter, type SnapshotStats } from './repository/snapshot.js';
 export type { TreeEntry, FileEntry, DirEntry, SymlinkEntry, HardlinkEntry, SpecialEntry, Owner, Xattr } from './repository/tree.js';
 export { hex, packName, indexName, snapshotName } from './repository/blob.js';
 export { check, type CheckResult, type CheckProblem, type CheckOptions } from './repository/check.js';
 export { prune, type PruneResult, type PruneOptions } from './repository/prune.js';
-export { applyPolicy, forgetSnapshots, isEmptyPolicy, type RetentionPolicy } from './repository/forget.js';
+export {
+  applyPolicy,
+  forgetSnapshots,
+  isEmptyPolicy,
+  parseDuration,
+  parseGroupBy,
+  formatDuration,
+  subtractDuration,
+  DEFAULT_GROUP_BY,
+  type Duration,
+  type GroupBy,
+  type PolicyGroup,
+  type PolicyResult,
+  type RetentionPolicy,
+} from './repository/forget.js';
+export {
+  SnapshotPaths,
+  SubtreePicker,
+  compileGlob,
+  diffSnapshots,
+  dumpFile,
+  dumpSnapshot,
+  escapePath,
+  findInSnapshots,
+  findSnapshotFiltered,
+  listSnapshot,
+  snapshotStats,
+  splitSnapshotRef,
+  unescapePath,
+  type Change,
+  type ChangeKind,
+  type DiffCounts,
+  type DiffResult,
+  type DumpResult,
+  type FindHit,
+  type FindOptions,
+  type ListedEntry,
+  type Selection,
+  type StatsMode,
+  type StatsResult,
+} from './repository/browse.js';
+export { TAR_END, tarHeader, tarPadding, type TarHeader } from './repository/tar.js';
 export {
   repairIndex,
   repairSnapshots,

@@ -7,6 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { accountCreate, accountDevices, accountPassword, accountRevoke, login } from './commands/account.js';
 import { backupCmd, restoreCmd } from './commands/backup.js';
 import { keyGenerate, keyShow } from './commands/key.js';
+import { diffCmd, dumpCmd, findCmd, lsCmd, statsCmd } from './commands/browse.js';
 import { checkCmd, forget, init, pruneCmd, repairIndexCmd, repairSnapshotsCmd, snapshots, unlock } from './commands/repository.js';
 import { vaultChangePassword, vaultDisable, vaultEnable, vaultRecover, vaultStatus } from './commands/vault.js';
 import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
@@ -30,14 +31,31 @@ Backups (key mode):
                                        store standard input as one file (a database dump)
   coffer backup --stdin-from-command [--stdin-filename NAME] -- CMD ARG…
                                        store CMD's output; no snapshot if CMD fails
-  coffer snapshots                     list snapshots
-  coffer restore ID|latest --target DIR [--overwrite] [--no-owners] [--no-lock]
-                                       owners are restored when run as root
+  coffer snapshots [--tag T] [--host H] [--path P]
+                                       list snapshots (filters: see Choosing snapshots)
+  coffer restore ID|latest[:PATH] --target DIR [--overwrite] [--no-owners] [--no-lock]
+                                       owners are restored when run as root; with :PATH only
+                                       that file or directory (its contents go into DIR)
   coffer restore ID|latest --target DIR --include P [--exclude P] [--iinclude P] [--iexclude P]
                                        restore only what matches (patterns as for backup,
                                        against the paths at backup time); parents are made
+  coffer ls ID|latest [PATH…] [-l] [--recursive]
+                                       list a snapshot's files (a PATH: it and its children)
+  coffer find PATTERN… [--snapshot ID…] [-i] [--newest T] [--oldest T] [-l]
+                                       which snapshots hold paths matching a glob (on the name,
+                                       or with a / on the whole path; -i ignores case)
+  coffer diff ID1 ID2                  added (+), removed (-), modified (M), type changed (T),
+                                       metadata-only (U) paths, and the data added and removed
+  coffer dump ID|latest PATH [--archive tar]
+                                       a file to stdout; a directory as a tar stream
+  coffer stats [ID…] [--mode restore-size|raw-data]
+                                       sizes and counts (restore size, or the stored data)
   coffer check [--read-data] [--no-lock]  verify structure (and with --read-data, every byte)
   coffer forget [ID…] [--keep-last N] [--keep-hourly|daily|weekly|monthly|yearly N] [--prune] [--dry-run]
+                [--keep-within[-hourly|-daily|-weekly|-monthly|-yearly] DURATION] [--keep-tag T]
+                [--group-by host,paths,tags]
+                                       DURATION is like 1y2m3d4h, counted back from the group's
+                                       newest snapshot; groups default to host,paths
   coffer prune [--dry-run]             delete data no snapshot needs (refuses when that could lose data)
   coffer repair index [--read-all]     rebuild the index from the packs (after a lost or damaged index)
   coffer repair snapshots [--forget] [--dry-run]
@@ -86,6 +104,11 @@ Options:
   --new-password-file F  for change-password (or COFFER_NEW_PASSWORD)
   --account-password-file F  first line is the account password (or
                     COFFER_ACCOUNT_PASSWORD; default: ask); never the vault password
+  --tag T           snapshots, forget, restore, ls, find, dump, stats: only snapshots
+                    with tag T (--tag a,b: both; --tag a --tag b: either); for backup:
+                    the tags to give the new snapshot
+  --host H          only snapshots from host H (repeat for either)
+  --path P          only snapshots whose backed-up paths include P (repeat: all of them)
   --no-lock         restore/check: read without writing a lock (a full disk, read-only
                     storage); a prune running meanwhile could make the read fail.
                     restore also does this by itself, with a warning, when storage
@@ -179,6 +202,24 @@ const options = {
   'stdin-from-command': { type: 'boolean' },
   include: { type: 'string', multiple: true },
   iinclude: { type: 'string', multiple: true },
+  host: { type: 'string', multiple: true },
+  path: { type: 'string', multiple: true },
+  long: { type: 'boolean', short: 'l' },
+  recursive: { type: 'boolean' },
+  'ignore-case': { type: 'boolean', short: 'i' },
+  snapshot: { type: 'string', multiple: true },
+  newest: { type: 'string' },
+  oldest: { type: 'string' },
+  archive: { type: 'string' },
+  mode: { type: 'string' },
+  'keep-within': { type: 'string' },
+  'keep-within-hourly': { type: 'string' },
+  'keep-within-daily': { type: 'string' },
+  'keep-within-weekly': { type: 'string' },
+  'keep-within-monthly': { type: 'string' },
+  'keep-within-yearly': { type: 'string' },
+  'keep-tag': { type: 'string', multiple: true },
+  'group-by': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 /** Which options each command accepts (besides the global ones). */
@@ -201,10 +242,35 @@ const allowed: Record<string, string[]> = {
     'stdin-filename',
     'stdin-from-command',
   ],
-  snapshots: [],
-  restore: ['target', 'overwrite', 'no-owners', 'no-lock', 'include', 'iinclude', 'exclude', 'iexclude'],
+  snapshots: ['tag', 'host', 'path'],
+  restore: ['target', 'overwrite', 'no-owners', 'no-lock', 'include', 'iinclude', 'exclude', 'iexclude', 'tag', 'host', 'path'],
+  ls: ['long', 'recursive', 'tag', 'host', 'path'],
+  find: ['ignore-case', 'snapshot', 'newest', 'oldest', 'long', 'tag', 'host', 'path'],
+  diff: [],
+  dump: ['archive', 'tag', 'host', 'path'],
+  stats: ['mode', 'tag', 'host', 'path'],
   check: ['read-data', 'no-lock'],
-  forget: ['keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly', 'prune', 'dry-run'],
+  forget: [
+    'keep-last',
+    'keep-hourly',
+    'keep-daily',
+    'keep-weekly',
+    'keep-monthly',
+    'keep-yearly',
+    'keep-within',
+    'keep-within-hourly',
+    'keep-within-daily',
+    'keep-within-weekly',
+    'keep-within-monthly',
+    'keep-within-yearly',
+    'keep-tag',
+    'group-by',
+    'tag',
+    'host',
+    'path',
+    'prune',
+    'dry-run',
+  ],
   prune: ['dry-run'],
   unlock: ['remove-all'],
   repair: ['read-all', 'forget', 'dry-run'],
@@ -255,7 +321,18 @@ export async function run(argv: string[], io: Io): Promise<number> {
       case 'backup':
         return await backupCmd(flags, rest, io);
       case 'snapshots':
+        if (rest.length > 0) throw new UsageError('snapshots takes no arguments (choose with --tag, --host, --path)');
         return await snapshots(flags, io);
+      case 'ls':
+        return await lsCmd(flags, rest, io);
+      case 'find':
+        return await findCmd(flags, rest, io);
+      case 'diff':
+        return await diffCmd(flags, rest, io);
+      case 'dump':
+        return await dumpCmd(flags, rest, io);
+      case 'stats':
+        return await statsCmd(flags, rest, io);
       case 'restore':
         return await restoreCmd(flags, rest, io);
       case 'check':
@@ -309,6 +386,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
 
 /** Runs `coffer` with this process's arguments and streams (bin/coffer.js calls it). */
 export function runMain(): void {
+  // A reader that stops early (`coffer ls latest | head`) closes the pipe: stop quietly.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(process.exitCode ?? ExitCode.Ok);
+  });
   run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env }).then(
     (code) => {
       process.exitCode = code;

@@ -1,13 +1,27 @@
 /**
  * Retention policies for `coffer forget` (restic's semantics): for each `keep-X N`, the
  * newest snapshot in each of the N most recent X-periods that have one is kept; a
- * snapshot kept by any rule stays. Snapshots are grouped by host and paths, so one
- * machine's policy never removes another's snapshots.
+ * snapshot kept by any rule stays. Snapshots are grouped (by host and paths unless
+ * `groupBy` says otherwise), so one machine's policy never removes another's snapshots.
+ *
+ * `within` keeps every snapshot newer than the group's newest minus the duration;
+ * `withinHourly` … `withinYearly` keep the newest snapshot of each period within such a
+ * duration; `tags` keeps snapshots carrying every tag of any one listed set. Durations
+ * count back from the group's newest snapshot, not from now (as restic), so a machine
+ * that stopped backing up does not lose its last snapshots to the calendar.
  */
 import { CofferError } from '../errors.js';
 import { snapshotName } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import type { Repository, SnapshotRecord } from './repository.js';
+
+/** A calendar duration, restic's `1y2m3d4h` (years, months, days, hours). */
+export interface Duration {
+  years: number;
+  months: number;
+  days: number;
+  hours: number;
+}
 
 export interface RetentionPolicy {
   last?: number;
@@ -16,13 +30,77 @@ export interface RetentionPolicy {
   weekly?: number;
   monthly?: number;
   yearly?: number;
+  within?: Duration;
+  withinHourly?: Duration;
+  withinDaily?: Duration;
+  withinWeekly?: Duration;
+  withinMonthly?: Duration;
+  withinYearly?: Duration;
+  /** Keep snapshots that have every tag of at least one of these sets. */
+  tags?: string[][];
 }
 
+/** How snapshots are grouped before the policy applies to each group (default host and paths). */
+export interface GroupBy {
+  host: boolean;
+  paths: boolean;
+  tags: boolean;
+}
+
+export const DEFAULT_GROUP_BY: GroupBy = { host: true, paths: true, tags: false };
+
+/** `--group-by host,paths,tags` (any subset, '' for one group of everything). */
+export function parseGroupBy(s: string): GroupBy {
+  const g: GroupBy = { host: false, paths: false, tags: false };
+  for (const part of s.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+    if (part === 'host' || part === 'paths' || part === 'tags') g[part] = true;
+    else throw new CofferError('invalid-argument', `--group-by: unknown field '${part}' (use host, paths, tags, separated by commas, or '' for no grouping)`);
+  }
+  return g;
+}
+
+/**
+ * Parses restic's duration syntax: one or more `<number><unit>` with units y (years),
+ * m (months), d (days), h (hours), e.g. `1y2m3d4h`, `30d`, `12h`.
+ * @throws CofferError('invalid-argument') for anything else.
+ */
+export function parseDuration(s: string): Duration {
+  const d: Duration = { years: 0, months: 0, days: 0, hours: 0 };
+  const bad = () => new CofferError('invalid-argument', `'${s}' is not a duration: use numbers with units y, m, d, h (e.g. 1y2m3d4h, 30d, 12h)`);
+  if (!/^(\d+[ymdh])+$/.test(s)) throw bad();
+  const seen = new Set<string>();
+  for (const [, n, u] of s.matchAll(/(\d+)([ymdh])/g)) {
+    if (seen.has(u!)) throw bad();
+    seen.add(u!);
+    const v = Number(n);
+    if (!Number.isSafeInteger(v) || v > 1_000_000) throw bad();
+    if (u === 'y') d.years = v;
+    else if (u === 'm') d.months = v;
+    else if (u === 'd') d.days = v;
+    else d.hours = v;
+  }
+  return d;
+}
+
+export function formatDuration(d: Duration): string {
+  const s = `${d.years ? `${d.years}y` : ''}${d.months ? `${d.months}m` : ''}${d.days ? `${d.days}d` : ''}${d.hours ? `${d.hours}h` : ''}`;
+  return s === '' ? '0h' : s;
+}
+
+/** `t` minus `d`, on the UTC calendar (month ends roll over as Go's AddDate, which restic uses). */
+export function subtractDuration(t: Date, d: Duration): Date {
+  const r = new Date(t.getTime());
+  r.setUTCFullYear(r.getUTCFullYear() - d.years, r.getUTCMonth() - d.months, r.getUTCDate() - d.days);
+  return new Date(r.getTime() - d.hours * 3_600_000);
+}
+
+/** True when no rule is given (an empty tag list is no rule): such a "policy" would remove everything. */
 export function isEmptyPolicy(p: RetentionPolicy): boolean {
-  return Object.values(p).every((v) => v === undefined);
+  return Object.entries(p).every(([k, v]) => v === undefined || (k === 'tags' && (v as string[][]).every((set) => set.length === 0)));
 }
 
-const periods: Array<[keyof RetentionPolicy, (d: Date) => string]> = [
+type Period = 'hourly' | 'daily' | 'weekly' | 'monthly' | 'yearly';
+const periods: Array<[Period, (d: Date) => string]> = [
   ['hourly', (d) => d.toISOString().slice(0, 13)],
   ['daily', (d) => d.toISOString().slice(0, 10)],
   ['weekly', (d) => {
@@ -37,22 +115,64 @@ const periods: Array<[keyof RetentionPolicy, (d: Date) => string]> = [
   ['yearly', (d) => d.toISOString().slice(0, 4)],
 ];
 
-/** Splits snapshots into those the policy keeps and those it removes. */
-export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy): { keep: SnapshotRecord[]; remove: SnapshotRecord[] } {
-  for (const [k, v] of Object.entries(policy)) {
+
+const withinKey: Record<Period, keyof RetentionPolicy> = {
+  hourly: 'withinHourly',
+  daily: 'withinDaily',
+  weekly: 'withinWeekly',
+  monthly: 'withinMonthly',
+  yearly: 'withinYearly',
+};
+
+/** One group's outcome: which snapshots stay (and why) and which go. */
+export interface PolicyGroup {
+  host?: string;
+  paths?: string[];
+  tags?: string[];
+  keep: Array<{ snapshot: SnapshotRecord; reasons: string[] }>;
+  remove: SnapshotRecord[];
+}
+
+export interface PolicyResult {
+  keep: SnapshotRecord[];
+  remove: SnapshotRecord[];
+  groups: PolicyGroup[];
+}
+
+/** Splits snapshots into those the policy keeps and those it removes, group by group. */
+export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, groupBy: GroupBy = DEFAULT_GROUP_BY): PolicyResult {
+  for (const k of ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const) {
+    const v = policy[k];
     if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new CofferError('invalid-argument', `--keep-${k} needs a whole number ≥ 0`);
   }
   if (isEmptyPolicy(policy)) throw new CofferError('invalid-argument', 'no retention policy given (e.g. --keep-last 7 --keep-daily 14); refusing to remove everything');
-  const groups = new Map<string, SnapshotRecord[]>();
+  const groups = new Map<string, { host?: string; paths?: string[]; tags?: string[]; list: SnapshotRecord[] }>();
   for (const s of all) {
-    const g = `${s.snapshot.hostname}\0${[...s.snapshot.paths].sort().join('\0')}`;
-    if (!groups.has(g)) groups.set(g, []);
-    groups.get(g)!.push(s);
+    const paths = [...s.snapshot.paths].sort();
+    const tags = [...new Set(s.snapshot.tags)].sort();
+    const g = JSON.stringify([groupBy.host ? s.snapshot.hostname : null, groupBy.paths ? paths : null, groupBy.tags ? tags : null]);
+    if (!groups.has(g)) {
+      groups.set(g, {
+        ...(groupBy.host ? { host: s.snapshot.hostname } : {}),
+        ...(groupBy.paths ? { paths } : {}),
+        ...(groupBy.tags ? { tags } : {}),
+        list: [],
+      });
+    }
+    groups.get(g)!.list.push(s);
   }
-  const kept = new Set<SnapshotRecord>();
-  for (const list of groups.values()) {
-    const newestFirst = [...list].sort((a, b) => Date.parse(b.snapshot.time) - Date.parse(a.snapshot.time));
-    newestFirst.slice(0, policy.last ?? 0).forEach((s) => kept.add(s));
+  const reasons = new Map<SnapshotRecord, string[]>();
+  const keep = (s: SnapshotRecord, why: string) => {
+    const r = reasons.get(s);
+    if (r) r.push(why);
+    else reasons.set(s, [why]);
+  };
+  const out: PolicyGroup[] = [];
+  for (const g of groups.values()) {
+    // Newest first; equal times by ID, as "latest" (spec §10).
+    const newestFirst = [...g.list].sort((a, b) => Date.parse(b.snapshot.time) - Date.parse(a.snapshot.time) || Buffer.compare(b.id, a.id));
+    const latest = new Date(newestFirst[0]!.snapshot.time);
+    newestFirst.slice(0, policy.last ?? 0).forEach((s) => keep(s, 'last snapshot'));
     for (const [name, bucket] of periods) {
       let n = policy[name] ?? 0;
       let lastBucket: string | undefined;
@@ -60,14 +180,44 @@ export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy): { k
         if (n <= 0) break;
         const b = bucket(new Date(s.snapshot.time));
         if (b !== lastBucket) {
-          kept.add(s);
+          keep(s, `${name} snapshot`);
           lastBucket = b;
           n--;
         }
       }
+      const within = policy[withinKey[name]] as Duration | undefined;
+      if (within) {
+        const since = subtractDuration(latest, within).getTime();
+        let lastWithin: string | undefined;
+        for (const s of newestFirst) {
+          if (Date.parse(s.snapshot.time) <= since) break;
+          const b = bucket(new Date(s.snapshot.time));
+          if (b !== lastWithin) {
+            keep(s, `${name} within ${formatDuration(within)}`);
+            lastWithin = b;
+          }
+        }
+      }
     }
+    if (policy.within) {
+      const since = subtractDuration(latest, policy.within).getTime();
+      for (const s of newestFirst) if (Date.parse(s.snapshot.time) > since) keep(s, `within ${formatDuration(policy.within)}`);
+    }
+    if (policy.tags?.length) {
+      for (const s of newestFirst) {
+        const set = policy.tags.find((ts) => ts.length > 0 && ts.every((t) => s.snapshot.tags.includes(t)));
+        if (set) keep(s, `has tag ${set.join(',')}`);
+      }
+    }
+    out.push({
+      ...(g.host !== undefined ? { host: g.host } : {}),
+      ...(g.paths !== undefined ? { paths: g.paths } : {}),
+      ...(g.tags !== undefined ? { tags: g.tags } : {}),
+      keep: g.list.filter((s) => reasons.has(s)).map((s) => ({ snapshot: s, reasons: reasons.get(s)! })),
+      remove: g.list.filter((s) => !reasons.has(s)),
+    });
   }
-  return { keep: all.filter((s) => kept.has(s)), remove: all.filter((s) => !kept.has(s)) };
+  return { keep: all.filter((s) => reasons.has(s)), remove: all.filter((s) => !reasons.has(s)), groups: out };
 }
 
 /**

@@ -28,6 +28,7 @@ import { hex, packName, type BlobLocation } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
 import { Semaphore } from './semaphore.js';
+import { SubtreePicker, type Selection } from './browse.js';
 import type { DirEntry, FileEntry, TreeEntry } from './tree.js';
 import { RestoreTarget } from './restore-target.js';
 import { isRoot, makeNode, writeXattrs } from './fs-meta.js';
@@ -55,6 +56,8 @@ export interface RestoreOptions {
   owners?: boolean;
   /** `--include`/`--exclude` (filter.ts): only these entries, and the directories above them. */
   select?: RestoreSelection;
+  /** Only this part of the snapshot, its contents at the top of the target (`SNAPSHOT:PATH`, browse.ts). */
+  subtree?: Selection;
 }
 
 export interface RestoreWarning {
@@ -125,17 +128,23 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   const dirs: DirEntry[] = [];
   const files: FileEntry[] = [];
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
+  // --include/--exclude match the snapshot's own paths, so they are applied before
+  // SNAPSHOT:PATH moves the chosen part to the top of the target.
   let listing: AsyncIterable<TreeEntry> | TreeEntry[] = repo.tree(rec.snapshot);
   if (opts.select?.active) {
     const all: TreeEntry[] = [];
     for await (const e of listing) all.push(e);
     listing = opts.select.select(all, snapshotPathOf(rec.snapshot.paths));
   }
-  for await (const e of listing) {
+  const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false }) : undefined;
+  for await (const listed of listing) {
+    const e = picker ? picker.pick(listed) : listed;
+    if (!e) continue;
     if (e.type === 'dir') dirs.push(e);
     else if (e.type === 'file') files.push(e);
     else others.push(e);
   }
+  picker?.finish(rec.id);
   const warnings: RestoreWarning[] = [];
   const warn = (path: string, message: string) => {
     const w = { path, message };

@@ -67,3 +67,48 @@ export function decodeSnapshot(bytes: Uint8Array, where: string): Snapshot {
   }
   return v as unknown as Snapshot;
 }
+
+/**
+ * Which snapshots a command considers (`--tag`, `--host`, `--path`), with restic's
+ * semantics: `tags` is a list of tag sets, and a snapshot matches when it has every tag
+ * of at least one set (`--tag a,b` is one set: both; `--tag a --tag b` two: either);
+ * `hosts` matches when the snapshot's host is any of them; `paths` when every given
+ * path is one of the snapshot's source paths. An empty or absent list matches all.
+ */
+export interface SnapshotFilter {
+  tags?: string[][];
+  hosts?: string[];
+  paths?: string[];
+}
+
+/** `--tag a,b` → ['a','b']: the tags of one set; empty parts dropped ('' matches a snapshot without tags). */
+export function parseTagList(s: string): string[] {
+  return s
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
+}
+
+export function isEmptyFilter(f: SnapshotFilter): boolean {
+  return !f.tags?.length && !f.hosts?.length && !f.paths?.length;
+}
+
+/** Removes trailing slashes (not the root's), so `/home/me/` names `/home/me`. */
+function normalizeSourcePath(p: string): string {
+  const t = p.replace(/\/+$/, '');
+  return t === '' && p.startsWith('/') ? '/' : t;
+}
+
+export function matchesFilter(s: Snapshot, f: SnapshotFilter): boolean {
+  if (f.hosts?.length && !f.hosts.includes(s.hostname)) return false;
+  if (f.tags?.length) {
+    // An empty set (`--tag ''`) matches snapshots without any tag, as in restic.
+    const ok = f.tags.some((set) => (set.length === 0 ? s.tags.length === 0 : set.every((t) => s.tags.includes(t))));
+    if (!ok) return false;
+  }
+  if (f.paths?.length) {
+    const have = new Set(s.paths.map(normalizeSourcePath));
+    if (!f.paths.every((p) => have.has(normalizeSourcePath(p)))) return false;
+  }
+  return true;
+}

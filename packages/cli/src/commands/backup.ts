@@ -4,6 +4,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import {
   CofferError,
   RestoreSelection,
+  SnapshotPaths,
   backup,
   backupDryRun,
   backupExcluder,
@@ -20,6 +21,7 @@ import {
 } from '@coffer/backup';
 import { openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
+import { resolveSnapshotArg, type FilterFlags } from './browse.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** The file selection flags of `coffer backup` (issue 12). */
@@ -202,9 +204,10 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
   return ExitCode.Ok;
 }
 
-/** `coffer restore SNAPSHOT|latest --target DIR [--overwrite] [--no-owners] [--no-lock] [--include P] [--exclude P]`. */
+/** `coffer restore SNAPSHOT|latest[:PATH] --target DIR [--overwrite] [--no-owners] [--no-lock] [--include P] [--exclude P]`. */
 export async function restoreCmd(
-  flags: GlobalFlags & {
+  flags: GlobalFlags &
+    FilterFlags & {
     target?: string;
     overwrite?: boolean;
     'no-owners'?: boolean;
@@ -224,16 +227,8 @@ export async function restoreCmd(
     exclude: [...(flags.exclude ?? []).map((pattern) => ({ pattern })), ...(flags.iexclude ?? []).map((pattern) => ({ pattern, ignoreCase: true }))],
   });
   const repo = await openRepo(flags, io);
-  let rec;
-  if (args[0] === 'latest') {
-    // "latest" is where a rollback would bite: compare with what this device saw.
-    const all = await repo.snapshots();
-    await checkSeenSnapshots(flags, io, repo, all);
-    rec = all[all.length - 1];
-    if (!rec) throw new CofferError('not-found', `the repository at ${repo.location} has no snapshots yet`);
-  } else {
-    rec = await repo.findSnapshot(args[0]!);
-  }
+  // `latest` (as --tag/--host/--path allow) or an ID, with `:PATH` for part of it (browse.ts).
+  const { rec, path } = await resolveSnapshotArg(flags, io, repo, args[0]!);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
   const r = await restore(repo, rec, {
@@ -242,6 +237,7 @@ export async function restoreCmd(
     noLock: flags['no-lock'] === true,
     ...(select.active ? { select } : {}),
     ...(flags['no-owners'] ? { owners: false } : {}),
+    ...(path !== undefined ? { subtree: new SnapshotPaths(rec.snapshot).select(path) } : {}),
     onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
     onWarning: (w) => {
       bar.done();

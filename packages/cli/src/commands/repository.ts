@@ -7,6 +7,11 @@ import {
   forgetSnapshots,
   formatKeyId,
   hex,
+  isEmptyFilter,
+  matchesFilter,
+  parseDuration,
+  parseGroupBy,
+  parseTagList,
   prune,
   removeLocks,
   repairIndex,
@@ -14,6 +19,7 @@ import {
   type RetentionPolicy,
 } from '@coffer/backup';
 import { checkSeenSnapshots } from '../seen.js';
+import { snapshotFilter, type FilterFlags } from './browse.js';
 import { backendFor, isRelayRepository, loadKeyIfGiven, openRepo, repoLocation, type GlobalFlags } from '../context.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
@@ -46,26 +52,29 @@ export async function init(flags: GlobalFlags & { pad?: string }, io: Io): Promi
   return 0;
 }
 
-/** `coffer snapshots`: one line per snapshot, oldest first. */
-export async function snapshots(flags: GlobalFlags, io: Io): Promise<number> {
+/** `coffer snapshots [--tag T] [--host H] [--path P]`: one line per snapshot, oldest first. */
+export async function snapshots(flags: GlobalFlags & FilterFlags, io: Io): Promise<number> {
   const repo = await openRepo(flags, io);
   // A damaged or foreign snapshot is skipped with a warning (repo.onWarning): one bad
   // snapshot must not hide the others (spec §10).
-  const all = await repo.snapshots();
-  await checkSeenSnapshots(flags, io, repo, all);
+  const every = await repo.snapshots();
+  // The rollback check sees every snapshot, not only those the filters show.
+  await checkSeenSnapshots(flags, io, repo, every);
+  const filter = snapshotFilter(flags);
+  const all = isEmptyFilter(filter) ? every : every.filter((s) => matchesFilter(s.snapshot, filter));
   if (flags.json) {
     io.stdout.write(JSON.stringify(all.map((s) => ({ id: hex(s.id), ...s.snapshot, tree: undefined }))) + '\n');
     return 0;
   }
   if (all.length === 0) {
-    if (!flags.quiet) io.stderr.write('no snapshots yet\n');
+    if (!flags.quiet) io.stderr.write(every.length === 0 ? 'no snapshots yet\n' : `no snapshot matches (of ${every.length})\n`);
     return 0;
   }
-  io.stdout.write('ID        Time                  Host              Files    Size        Paths\n');
+  io.stdout.write('ID        Time                  Host              Files    Size        Paths  [Tags]\n');
   for (const s of all) {
     const t = new Date(s.snapshot.time).toISOString().replace('T', ' ').slice(0, 19);
     io.stdout.write(
-      `${hex(s.id).slice(0, 8)}  ${t}   ${s.snapshot.hostname.slice(0, 16).padEnd(16)}  ${String(s.snapshot.stats.files).padStart(6)}   ${fmtBytes(s.snapshot.stats.bytes).padEnd(10)}  ${s.snapshot.paths.join(' ')}\n`,
+      `${hex(s.id).slice(0, 8)}  ${t}   ${s.snapshot.hostname.slice(0, 16).padEnd(16)}  ${String(s.snapshot.stats.files).padStart(6)}   ${fmtBytes(s.snapshot.stats.bytes).padEnd(10)}  ${s.snapshot.paths.join(' ')}${s.snapshot.tags.length > 0 ? `  [${s.snapshot.tags.join(',')}]` : ''}\n`,
     );
   }
   return 0;
@@ -101,7 +110,16 @@ export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 'no
   return r.problems.length === 0 ? ExitCode.Ok : ExitCode.Corrupt;
 }
 
-export type ForgetFlags = GlobalFlags & {
+export type ForgetFlags = GlobalFlags &
+  FilterFlags & {
+  'keep-within'?: string;
+  'keep-within-hourly'?: string;
+  'keep-within-daily'?: string;
+  'keep-within-weekly'?: string;
+  'keep-within-monthly'?: string;
+  'keep-within-yearly'?: string;
+  'keep-tag'?: string[];
+  'group-by'?: string;
   'keep-last'?: string;
   'keep-hourly'?: string;
   'keep-daily'?: string;
@@ -118,11 +136,26 @@ function num(v: string | undefined, name: string): number | undefined {
   return Number(v);
 }
 
-/** `coffer forget [SNAPSHOT…] [--keep-… N] [--prune] [--dry-run]`. */
+function duration(v: string | undefined, name: string) {
+  if (v === undefined) return undefined;
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    throw new UsageError(`--${name}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * `coffer forget [SNAPSHOT…] [--keep-… N] [--keep-within… DURATION] [--keep-tag T]
+ * [--group-by host,paths,tags] [--tag/--host/--path …] [--prune] [--dry-run]`.
+ */
 export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise<number> {
+  const policyFlags = Object.keys(flags).filter((k) => k.startsWith('keep-') || k === 'group-by');
+  if (ids.length > 0 && policyFlags.length > 0) throw new UsageError(`forget: give snapshot IDs or a policy (--${policyFlags[0]}), not both`);
   const repo = await openRepo(flags, io);
   let remove: Array<{ id: Buffer; time?: string }>;
   let keepCount = 0;
+  let groups: ReturnType<typeof applyPolicy>['groups'] = [];
   if (ids.length > 0) {
     // By ID: from the listing alone, so a snapshot that can't be decrypted can go too.
     remove = [];
@@ -135,13 +168,25 @@ export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise
       weekly: num(flags['keep-weekly'], 'keep-weekly'),
       monthly: num(flags['keep-monthly'], 'keep-monthly'),
       yearly: num(flags['keep-yearly'], 'keep-yearly'),
+      within: duration(flags['keep-within'], 'keep-within'),
+      withinHourly: duration(flags['keep-within-hourly'], 'keep-within-hourly'),
+      withinDaily: duration(flags['keep-within-daily'], 'keep-within-daily'),
+      withinWeekly: duration(flags['keep-within-weekly'], 'keep-within-weekly'),
+      withinMonthly: duration(flags['keep-within-monthly'], 'keep-within-monthly'),
+      withinYearly: duration(flags['keep-within-yearly'], 'keep-within-yearly'),
+      tags: flags['keep-tag']?.map(parseTagList).filter((t) => t.length > 0),
     };
-    for (const k of Object.keys(policy) as Array<keyof RetentionPolicy>) if (policy[k] === undefined) delete policy[k];
-    const all = await repo.snapshots();
-    await checkSeenSnapshots(flags, io, repo, all);
-    const plan = applyPolicy(all, policy);
+    for (const k of Object.keys(policy) as Array<keyof RetentionPolicy>) if (policy[k] === undefined || (k === 'tags' && policy.tags!.length === 0)) delete policy[k];
+    const groupBy = flags['group-by'] === undefined ? undefined : parseGroupBy(flags['group-by']);
+    const every = await repo.snapshots();
+    await checkSeenSnapshots(flags, io, repo, every);
+    // Only the snapshots the filters let through are considered (and can be removed).
+    const filter = snapshotFilter(flags);
+    const all = isEmptyFilter(filter) ? every : every.filter((s) => matchesFilter(s.snapshot, filter));
+    const plan = applyPolicy(all, policy, groupBy);
     remove = plan.remove.map((s) => ({ id: s.id, time: s.snapshot.time }));
     keepCount = plan.keep.length;
+    groups = plan.groups;
   }
   if (!flags['dry-run']) {
     await forgetSnapshots(repo, remove);
@@ -149,8 +194,31 @@ export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise
   }
   let pruned;
   if (flags.prune && !flags['dry-run']) pruned = await prune(repo);
-  if (flags.json) io.stdout.write(JSON.stringify({ removed: remove.map((s) => hex(s.id)), kept: keepCount, dryRun: !!flags['dry-run'], prune: pruned }) + '\n');
-  else if (!flags.quiet) {
+  if (flags.json) {
+    const json = {
+      removed: remove.map((s) => hex(s.id)),
+      kept: keepCount,
+      dryRun: !!flags['dry-run'],
+      ...(ids.length === 0
+        ? {
+            groups: groups.map((g) => ({
+              ...(g.host !== undefined ? { host: g.host } : {}),
+              ...(g.paths !== undefined ? { paths: g.paths } : {}),
+              ...(g.tags !== undefined ? { tags: g.tags } : {}),
+              keep: g.keep.map((k) => ({ id: hex(k.snapshot.id), time: k.snapshot.snapshot.time, reasons: k.reasons })),
+              remove: g.remove.map((r) => ({ id: hex(r.id), time: r.snapshot.time })),
+            })),
+          }
+        : {}),
+      prune: pruned,
+    };
+    io.stdout.write(JSON.stringify(json) + '\n');
+  } else if (!flags.quiet) {
+    for (const g of groups) {
+      const what = [g.host !== undefined ? `host ${g.host}` : '', g.paths !== undefined ? `paths ${g.paths.join(' ')}` : '', g.tags !== undefined ? `tags [${g.tags.join(',')}]` : ''].filter((x) => x);
+      io.stderr.write(`${what.length > 0 ? what.join(', ') : 'all snapshots'}: keeping ${g.keep.length}, ${flags['dry-run'] ? 'would remove' : 'removing'} ${g.remove.length}\n`);
+      for (const k of g.keep) io.stderr.write(`  keep   ${hex(k.snapshot.id).slice(0, 8)} (${k.snapshot.snapshot.time}): ${k.reasons.join(', ')}\n`);
+    }
     for (const s of remove) io.stderr.write(`${flags['dry-run'] ? 'would remove' : 'removed'} snapshot ${hex(s.id).slice(0, 8)}${s.time ? ` (${s.time})` : ''}\n`);
     if (pruned) printPrune(io, pruned, false);
   }

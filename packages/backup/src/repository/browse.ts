@@ -1,0 +1,666 @@
+/**
+ * Browsing a snapshot without restoring it: paths as the user knows them, choosing a
+ * part of a snapshot (`ls`, `dump`, `restore SNAPSHOT:PATH`), finding snapshots,
+ * comparing two snapshots and counting sizes.
+ *
+ * Inside a snapshot, paths are relative and start with the backed-up root's name
+ * (spec §9). People know them by their absolute source paths: `/home/me/notes.txt` in a
+ * snapshot of `/home/me` is the listing's `me/notes.txt`. Every path shown here is the
+ * absolute one, and every path given is read as one (a leading `/` is optional).
+ * Names are bytes: they are shown with bytes that are not UTF-8 (and control
+ * characters and `\`) escaped as `\xNN` / `\\`, and an escaped path given back names
+ * the same bytes.
+ */
+import { CofferError } from '../errors.js';
+import { hex, type BlobLocation } from './blob.js';
+import type { Repository, SnapshotRecord } from './repository.js';
+import { matchesFilter, type Snapshot, type SnapshotFilter } from './snapshot.js';
+import type { FileEntry, TreeEntry } from './tree.js';
+import { TAR_END, tarHeader, tarPadding } from './tar.js';
+
+const SLASH = 0x2f;
+
+/** A path for people: bytes that are not UTF-8, control characters and `\` escaped (`\xNN`, `\\`). */
+export function escapePath(raw: Buffer): string {
+  let out = '';
+  let i = 0;
+  while (i < raw.length) {
+    const b = raw[i]!;
+    const len = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (len === 1) {
+      out += b === 0x5c ? '\\\\' : b < 0x20 || b === 0x7f ? `\\x${b.toString(16).padStart(2, '0')}` : String.fromCharCode(b);
+      i++;
+      continue;
+    }
+    if (len > 1 && i + len <= raw.length) {
+      const seq = raw.subarray(i, i + len);
+      try {
+        const ch = new TextDecoder('utf-8', { fatal: true }).decode(seq);
+        // C1 controls are escaped too: they can move a terminal's cursor.
+        const cp = ch.codePointAt(0)!;
+        out += cp >= 0x80 && cp < 0xa0 ? [...seq].map((x) => `\\x${x.toString(16)}`).join('') : ch;
+        i += len;
+        continue;
+      } catch {
+        // not a valid sequence: escape its first byte
+      }
+    }
+    out += `\\x${b.toString(16).padStart(2, '0')}`;
+    i++;
+  }
+  return out;
+}
+
+/** The bytes an escaped path names (`\xNN` a byte, `\\` a backslash; anything else as UTF-8). */
+export function unescapePath(s: string): Buffer {
+  const parts: Buffer[] = [];
+  let text = '';
+  const flush = () => {
+    if (text) parts.push(Buffer.from(text, 'utf8'));
+    text = '';
+  };
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (c === '\\' && s[i + 1] === '\\') {
+      text += '\\';
+      i++;
+    } else if (c === '\\' && s[i + 1] === 'x' && /^[0-9a-fA-F]{2}$/.test(s.slice(i + 2, i + 4))) {
+      flush();
+      parts.push(Buffer.from([parseInt(s.slice(i + 2, i + 4), 16)]));
+      i += 3;
+    } else text += c;
+  }
+  flush();
+  return Buffer.concat(parts);
+}
+
+/** Splits a path into its non-empty segments, dropping `.`; `..` is refused. */
+function segments(p: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= p.length; i++) {
+    if (i === p.length || p[i] === SLASH) {
+      const seg = p.subarray(start, i);
+      if (seg.length > 0 && !(seg.length === 1 && seg[0] === 0x2e)) {
+        if (seg.length === 2 && seg[0] === 0x2e && seg[1] === 0x2e) throw new CofferError('invalid-argument', `'${escapePath(p)}': '..' is not allowed in a path inside a snapshot`);
+        out.push(seg);
+      }
+      start = i + 1;
+    }
+  }
+  return out;
+}
+
+const join = (segs: Buffer[]) => Buffer.concat(segs.flatMap((s, i) => (i === 0 ? [s] : [Buffer.from('/'), s])));
+
+/** A snapshot's backed-up roots: each listing root name with its absolute source path. */
+export class SnapshotPaths {
+  readonly #roots: Array<{ name: Buffer; abs: Buffer; segs: Buffer[] }>;
+
+  constructor(readonly snapshot: Snapshot) {
+    this.#roots = snapshot.paths.map((p) => {
+      const abs = Buffer.from(p, 'utf8');
+      const segs = segments(abs);
+      // The root's name in the listing is the source path's last segment (`root` for `/`), as backup names it.
+      return { name: segs.length > 0 ? segs[segs.length - 1]! : Buffer.from('root'), abs: segs.length > 0 ? Buffer.concat([Buffer.from('/'), join(segs)]) : Buffer.from('/'), segs };
+    });
+  }
+
+  /** The absolute path of a listing path (`me/notes.txt` → `/home/me/notes.txt`). */
+  absolute(raw: Buffer): Buffer {
+    const slash = raw.indexOf(SLASH);
+    const name = slash < 0 ? raw : raw.subarray(0, slash);
+    const root = this.#roots.find((r) => r.name.equals(name));
+    if (!root) return Buffer.concat([Buffer.from('/'), raw]);
+    if (slash < 0) return root.abs;
+    const rest = raw.subarray(slash + 1);
+    return root.segs.length === 0 ? Buffer.concat([Buffer.from('/'), rest]) : Buffer.concat([root.abs, Buffer.from('/'), rest]);
+  }
+
+  /**
+   * What an absolute path names in this snapshot: a listing path (an entry that may or
+   * may not exist), or, for `/` and the directories above the source paths, the roots
+   * below it.
+   * @throws CofferError('not-found') when the path is outside every source path.
+   */
+  select(path: Buffer): Selection {
+    const segs = segments(path);
+    // The most specific source path wins (`/a` and `/a/b` may both have been backed up).
+    let best: { name: Buffer; segs: Buffer[] } | undefined;
+    for (const r of this.#roots) {
+      if (r.segs.length <= segs.length && r.segs.every((s, i) => s.equals(segs[i]!)) && (!best || r.segs.length > best.segs.length)) best = r;
+    }
+    if (best) return { shown: this.#shown(segs), entry: join([best.name, ...segs.slice(best.segs.length)]) };
+    const below = this.#roots.filter((r) => r.segs.length > segs.length && segs.every((s, i) => s.equals(r.segs[i]!)));
+    if (below.length === 0) {
+      throw new CofferError('not-found', `${escapePath(this.#shown(segs))} is not in this snapshot (it holds ${this.snapshot.paths.join(', ')})`);
+    }
+    return { shown: this.#shown(segs), roots: below.map((r) => r.name) };
+  }
+
+  #shown(segs: Buffer[]): Buffer {
+    return Buffer.concat([Buffer.from('/'), join(segs)]);
+  }
+}
+
+/**
+ * A part of a snapshot: one listing path and what is under it (`entry`), or, for `/`
+ * and directories above the source paths, whole roots (`roots`).
+ */
+export type Selection = { shown: Buffer; entry: Buffer; roots?: undefined } | { shown: Buffer; roots: Buffer[]; entry?: undefined };
+
+/** Is `raw` the listing path `p` or below it? */
+function within(raw: Buffer, p: Buffer): boolean {
+  return raw.length >= p.length && raw.subarray(0, p.length).equals(p) && (raw.length === p.length || raw[p.length] === SLASH);
+}
+
+function rootName(raw: Buffer): Buffer {
+  const slash = raw.indexOf(SLASH);
+  return slash < 0 ? raw : raw.subarray(0, slash);
+}
+
+/**
+ * Picks the entries of a selection out of a listing, entry by entry, renaming them
+ * under a new base: with `keepName` (dump), the selected entry keeps its own name
+ * (`docs/a.txt` for `/home/me/docs`); without (restore), a selected directory's contents
+ * come out at the top (`a.txt`) and a selected file under its own name. A hard link to
+ * a file outside the selection becomes a copy of that file. `finish()` says whether the
+ * selected path was there.
+ */
+export class SubtreePicker {
+  readonly #sel: Selection;
+  readonly #keepName: boolean;
+  readonly #outside = new Map<string, FileEntry>();
+  #found = false;
+  #base: Buffer | undefined;
+
+  constructor(sel: Selection, opts: { keepName: boolean }) {
+    this.#sel = sel;
+    this.#keepName = opts.keepName;
+  }
+
+  #rename(raw: Buffer): Buffer | undefined {
+    const sel = this.#sel;
+    if (sel.roots) return sel.roots.some((r) => r.equals(rootName(raw))) ? raw : undefined;
+    if (!within(raw, sel.entry)) return undefined;
+    const slash = sel.entry.lastIndexOf(SLASH);
+    const name = slash < 0 ? sel.entry : sel.entry.subarray(slash + 1);
+    const rest = raw.subarray(sel.entry.length + 1);
+    if (raw.length === sel.entry.length) return name;
+    return this.#keepName || this.#base === undefined ? Buffer.concat([name, Buffer.from('/'), rest]) : rest;
+  }
+
+  /** The entry as it is to be written, or undefined when it is outside the selection. */
+  pick(e: TreeEntry): TreeEntry | undefined {
+    const raw = this.#rename(e.rawPath);
+    if (!raw) {
+      if (e.type === 'file') this.#outside.set(e.rawPath.toString('latin1'), e);
+      return undefined;
+    }
+    if (this.#sel.entry && e.rawPath.length === this.#sel.entry.length) {
+      this.#found = true;
+      // Restoring a directory's contents: the directory itself is the target.
+      if (e.type === 'dir' && !this.#keepName) {
+        this.#base = e.rawPath;
+        return undefined;
+      }
+    }
+    this.#found = true;
+    if (e.type === 'hardlink') {
+      const link = this.#rename(e.link);
+      if (link) return { ...e, path: raw.toString('utf8'), rawPath: raw, link };
+      const file = this.#outside.get(e.link.toString('latin1'));
+      if (!file) throw new CofferError('corrupt', `${e.path}: hard link to no earlier file`);
+      return { ...file, path: raw.toString('utf8'), rawPath: raw };
+    }
+    return { ...e, path: raw.toString('utf8'), rawPath: raw };
+  }
+
+  /** @throws CofferError('not-found') when the selected path was not in the listing. */
+  finish(snapshotId: Buffer): void {
+    if (!this.#found) throw new CofferError('not-found', `${escapePath(this.#sel.shown)} is not in snapshot ${hex(snapshotId).slice(0, 8)}`);
+  }
+}
+
+/** Finds a snapshot by `latest` (the newest one the filter lets through) or a unique ID prefix. */
+export async function findSnapshotFiltered(repo: Repository, ref: string, filter: SnapshotFilter = {}): Promise<SnapshotRecord> {
+  if (ref === 'latest') {
+    const every = await repo.snapshots();
+    if (every.length === 0) throw new CofferError('not-found', `the repository at ${repo.location} has no snapshots yet`);
+    const all = every.filter((s) => matchesFilter(s.snapshot, filter));
+    const last = all[all.length - 1];
+    if (!last) throw new CofferError('not-found', `no snapshot in ${repo.location} matches${describeFilter(filter)}`);
+    return last;
+  }
+  const rec = await repo.findSnapshot(ref);
+  if (!matchesFilter(rec.snapshot, filter)) throw new CofferError('not-found', `snapshot ${ref} does not match${describeFilter(filter)}`);
+  return rec;
+}
+
+function describeFilter(f: SnapshotFilter): string {
+  const parts = [
+    ...(f.hosts?.length ? [`host ${f.hosts.join(' or ')}`] : []),
+    ...(f.tags?.length ? [`tags ${f.tags.map((t) => t.join(',') || "''").join(' or ')}`] : []),
+    ...(f.paths?.length ? [`paths ${f.paths.join(' and ')}`] : []),
+  ];
+  return parts.length > 0 ? ` (${parts.join('; ')})` : '';
+}
+
+/**
+ * `SNAPSHOT:PATH` (restic's syntax for part of a snapshot): the snapshot reference and
+ * the path, or no path. A colon is only a separator after `latest` or a hex ID.
+ */
+export function splitSnapshotRef(arg: string): { ref: string; path?: string } {
+  const m = /^(latest|[0-9a-fA-F]{4,64}):(.*)$/s.exec(arg);
+  return m ? { ref: m[1]!, path: m[2]! } : { ref: arg };
+}
+
+/** One entry as `ls` and `find` show it. */
+export interface ListedEntry {
+  /** The absolute path's bytes. */
+  path: Buffer;
+  entry: TreeEntry;
+}
+
+/**
+ * The entries of a selection in listing order, with absolute paths. Without
+ * `recursive`, a selected directory's direct children only (as restic's `ls` with a path).
+ */
+export async function* listSnapshot(repo: Repository, rec: SnapshotRecord, path: Buffer | undefined, opts: { recursive: boolean }): AsyncGenerator<ListedEntry> {
+  const map = new SnapshotPaths(rec.snapshot);
+  const sel = path === undefined ? undefined : map.select(path);
+  let found = sel === undefined || sel.roots !== undefined;
+  for await (const e of repo.tree(rec.snapshot)) {
+    if (sel?.entry) {
+      if (!within(e.rawPath, sel.entry)) continue;
+      if (e.rawPath.length === sel.entry.length) found = true;
+      else if (!opts.recursive && e.rawPath.indexOf(SLASH, sel.entry.length + 1) >= 0) continue;
+    } else if (sel?.roots) {
+      const root = rootName(e.rawPath);
+      if (!sel.roots.some((r) => r.equals(root))) continue;
+      if (!opts.recursive && root.length !== e.rawPath.length) continue;
+    }
+    yield { path: map.absolute(e.rawPath), entry: e };
+  }
+  if (!found && sel) throw new CofferError('not-found', `${escapePath(sel.shown)} is not in snapshot ${hex(rec.id).slice(0, 8)}`);
+}
+
+/** A compiled glob: `*` and `?` within a name, `**` across `/`, `[…]` classes. */
+export function compileGlob(pattern: string, ignoreCase: boolean): RegExp {
+  let re = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '*') {
+      if (pattern[i + 1] === '*') {
+        re += '.*';
+        i++;
+      } else re += '[^/]*';
+    } else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const end = pattern.indexOf(']', i + 2);
+      if (end < 0) throw new CofferError('invalid-argument', `pattern '${pattern}': '[' without ']'`);
+      let cls = pattern.slice(i + 1, end);
+      const neg = cls.startsWith('!') || cls.startsWith('^');
+      if (neg) cls = cls.slice(1);
+      re += `[${neg ? '^' : ''}${cls.replace(/[\\\]]/g, '\\$&')}]`;
+      i = end;
+    } else if (c === '\\' && i + 1 < pattern.length) {
+      re += pattern[++i]!.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+    } else re += c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`, ignoreCase ? 'si' : 's');
+}
+
+export interface FindOptions {
+  patterns: string[];
+  ignoreCase?: boolean;
+  /** Only entries modified at or after / at or before this instant (milliseconds). */
+  oldest?: number;
+  newest?: number;
+}
+
+export interface FindHit {
+  snapshot: SnapshotRecord;
+  matches: ListedEntry[];
+}
+
+/**
+ * Which snapshots hold paths matching any pattern. A pattern without `/` is matched
+ * against each name, one with `/` against the whole absolute path (a leading `/`
+ * optional), as restic's `find` does.
+ */
+export async function findInSnapshots(repo: Repository, snapshots: SnapshotRecord[], opts: FindOptions, onSnapshot?: (done: number) => void): Promise<FindHit[]> {
+  const globs = opts.patterns.map((p) => ({ re: compileGlob(p.includes('/') ? p.replace(/^\/+/, '') : p, opts.ignoreCase === true), whole: p.includes('/') }));
+  const hits: FindHit[] = [];
+  let done = 0;
+  for (const rec of snapshots) {
+    const matches: ListedEntry[] = [];
+    for await (const l of listSnapshot(repo, rec, undefined, { recursive: true })) {
+      const ms = Number(l.entry.mtimeNs / 1_000_000n);
+      if (opts.oldest !== undefined && ms < opts.oldest) continue;
+      if (opts.newest !== undefined && ms > opts.newest) continue;
+      const abs = l.path.toString('utf8').slice(1);
+      const slash = l.path.lastIndexOf(SLASH);
+      const name = l.path.subarray(slash + 1).toString('utf8');
+      if (globs.some((g) => g.re.test(g.whole ? abs : name))) matches.push(l);
+    }
+    if (matches.length > 0) hits.push({ snapshot: rec, matches });
+    onSnapshot?.(++done);
+  }
+  return hits;
+}
+
+export type ChangeKind = '+' | '-' | 'M' | 'T' | 'U';
+
+export interface Change {
+  kind: ChangeKind;
+  /** The absolute path's bytes. */
+  path: Buffer;
+  type: TreeEntry['type'];
+}
+
+export interface DiffCounts {
+  files: number;
+  dirs: number;
+  others: number;
+  /** Bytes of file contents (whole files, as restore would write them). */
+  bytes: number;
+}
+
+export interface DiffResult {
+  changes: Change[];
+  added: DiffCounts;
+  removed: DiffCounts;
+  /** Files whose content changed; entries whose metadata alone changed; type changes. */
+  modified: number;
+  metadataOnly: number;
+  typeChanged: number;
+  /** Data blobs B needs and A does not (and the other way), and their bytes (uncompressed). */
+  blobsAdded: number;
+  blobsRemoved: number;
+  bytesAdded: number;
+  bytesRemoved: number;
+}
+
+function sameMeta(a: TreeEntry, b: TreeEntry): boolean {
+  if (a.mode !== b.mode || a.mtimeNs !== b.mtimeNs) return false;
+  if ((a.owner?.uid ?? -1) !== (b.owner?.uid ?? -1) || (a.owner?.gid ?? -1) !== (b.owner?.gid ?? -1)) return false;
+  const xa = a.xattrs ?? [];
+  const xb = b.xattrs ?? [];
+  return xa.length === xb.length && xa.every((x, i) => x.name === xb[i]!.name && x.value.equals(xb[i]!.value));
+}
+
+function sameContent(a: TreeEntry, b: TreeEntry): boolean {
+  switch (a.type) {
+    case 'file':
+      return b.type === 'file' && a.size === b.size && a.chunks.length === b.chunks.length && a.chunks.every((c, i) => c === b.chunks[i]);
+    case 'symlink':
+      return b.type === 'symlink' && a.target.equals(b.target);
+    case 'hardlink':
+      return b.type === 'hardlink' && a.link.equals(b.link);
+    case 'chardev':
+    case 'blockdev':
+      return b.type === a.type && a.major === b.major && a.minor === b.minor;
+    default:
+      return true;
+  }
+}
+
+/** The file a hard link names (its content is the link's content), or the link itself if that is missing. */
+function linked(m: Map<string, TreeEntry>, rec: SnapshotRecord, e: TreeEntry): TreeEntry {
+  if (e.type !== 'hardlink') return e;
+  return m.get(new SnapshotPaths(rec.snapshot).absolute(e.link).toString('latin1')) ?? e;
+}
+
+async function entriesByPath(repo: Repository, rec: SnapshotRecord): Promise<Map<string, TreeEntry & { abs: Buffer }>> {
+  const map = new SnapshotPaths(rec.snapshot);
+  const out = new Map<string, TreeEntry & { abs: Buffer }>();
+  for await (const e of repo.tree(rec.snapshot)) {
+    const abs = map.absolute(e.rawPath);
+    out.set(abs.toString('latin1'), { ...e, abs });
+  }
+  return out;
+}
+
+/** What changed from snapshot A to snapshot B, by absolute path (restic's `diff`). */
+export async function diffSnapshots(repo: Repository, a: SnapshotRecord, b: SnapshotRecord): Promise<DiffResult> {
+  const [ea, eb] = await Promise.all([entriesByPath(repo, a), entriesByPath(repo, b)]);
+  const zero = (): DiffCounts => ({ files: 0, dirs: 0, others: 0, bytes: 0 });
+  const r: DiffResult = { changes: [], added: zero(), removed: zero(), modified: 0, metadataOnly: 0, typeChanged: 0, blobsAdded: 0, blobsRemoved: 0, bytesAdded: 0, bytesRemoved: 0 };
+  const count = (c: DiffCounts, e: TreeEntry) => {
+    if (e.type === 'file') {
+      c.files++;
+      c.bytes += e.size;
+    } else if (e.type === 'dir') c.dirs++;
+    else c.others++;
+  };
+  const keys = [...new Set([...ea.keys(), ...eb.keys()])].sort((x, y) => Buffer.compare(Buffer.from(x, 'latin1'), Buffer.from(y, 'latin1')));
+  for (const k of keys) {
+    const x = ea.get(k);
+    const y = eb.get(k);
+    if (x && !y) {
+      r.changes.push({ kind: '-', path: x.abs, type: x.type });
+      count(r.removed, x);
+    } else if (!x && y) {
+      r.changes.push({ kind: '+', path: y.abs, type: y.type });
+      count(r.added, y);
+    } else if (x && y) {
+      if (x.type !== y.type) {
+        r.changes.push({ kind: 'T', path: y.abs, type: y.type });
+        r.typeChanged++;
+      } else if (!sameContent(x, y) || (x.type === 'hardlink' && !sameContent(linked(ea, a, x), linked(eb, b, y)))) {
+        r.changes.push({ kind: 'M', path: y.abs, type: y.type });
+        r.modified++;
+      } else if (!sameMeta(x, y)) {
+        r.changes.push({ kind: 'U', path: y.abs, type: y.type });
+        r.metadataOnly++;
+      }
+    }
+  }
+  const blobs = (m: Map<string, TreeEntry>) => {
+    const s = new Set<string>();
+    for (const e of m.values()) if (e.type === 'file') for (const c of e.chunks) s.add(c);
+    return s;
+  };
+  const ba = blobs(ea);
+  const bb = blobs(eb);
+  const index = await repo.index();
+  const size = (id: string) => index.get(Buffer.from(id, 'hex'))?.rawLength ?? 0;
+  for (const id of bb) {
+    if (!ba.has(id)) {
+      r.blobsAdded++;
+      r.bytesAdded += size(id);
+    }
+  }
+  for (const id of ba) {
+    if (!bb.has(id)) {
+      r.blobsRemoved++;
+      r.bytesRemoved += size(id);
+    }
+  }
+  return r;
+}
+
+export type StatsMode = 'restore-size' | 'raw-data';
+
+export interface StatsResult {
+  mode: StatsMode;
+  snapshots: number;
+  /** restore-size: what restoring every chosen snapshot would write (summed over them). */
+  files?: number;
+  dirs?: number;
+  others?: number;
+  bytes?: number;
+  /** raw-data: the distinct blobs the snapshots need (contents and listings). */
+  blobs?: number;
+  /** Uncompressed bytes of those blobs, and what they take in the packs (compressed, padded). */
+  rawBytes?: number;
+  storedBytes?: number;
+  /** Blobs the snapshots name that are in no index (`coffer check` says more). */
+  missingBlobs?: number;
+}
+
+/** Sizes and counts over snapshots, as restic's `stats` (`restore-size`, `raw-data`). */
+export async function snapshotStats(repo: Repository, snapshots: SnapshotRecord[], mode: StatsMode, onSnapshot?: (done: number) => void): Promise<StatsResult> {
+  if (mode !== 'restore-size' && mode !== 'raw-data') throw new CofferError('invalid-argument', `unknown stats mode '${String(mode)}' (use restore-size or raw-data)`);
+  let done = 0;
+  if (mode === 'restore-size') {
+    const r = { mode, snapshots: snapshots.length, files: 0, dirs: 0, others: 0, bytes: 0 };
+    for (const rec of snapshots) {
+      for await (const e of repo.tree(rec.snapshot)) {
+        if (e.type === 'file') {
+          r.files++;
+          r.bytes += e.size;
+        } else if (e.type === 'dir') r.dirs++;
+        else r.others++;
+      }
+      onSnapshot?.(++done);
+    }
+    return r;
+  }
+  const ids = new Set<string>();
+  for (const rec of snapshots) {
+    for (const t of rec.snapshot.tree) ids.add(t);
+    for await (const e of repo.tree(rec.snapshot)) if (e.type === 'file') for (const c of e.chunks) ids.add(c);
+    onSnapshot?.(++done);
+  }
+  const index = await repo.index();
+  let rawBytes = 0;
+  let storedBytes = 0;
+  let missing = 0;
+  for (const id of ids) {
+    const loc: BlobLocation | undefined = index.get(Buffer.from(id, 'hex'));
+    if (!loc) missing++;
+    else {
+      rawBytes += loc.rawLength;
+      storedBytes += loc.storedLength;
+    }
+  }
+  return { mode, snapshots: snapshots.length, blobs: ids.size, rawBytes, storedBytes, missingBlobs: missing };
+}
+
+/** Writes to a stream, waiting when it asks to (flat memory whatever the reader's speed). */
+async function put(out: NodeJS.WritableStream, b: Buffer): Promise<void> {
+  if (b.length === 0) return;
+  if (!out.write(b)) {
+    await new Promise<void>((resolve, reject) => {
+      const done = (e?: Error) => {
+        out.off('drain', ok);
+        out.off('error', done);
+        out.off('close', closed);
+        if (e) reject(e);
+        else resolve();
+      };
+      const ok = () => done();
+      const closed = () => done(Object.assign(new Error('output closed'), { code: 'EPIPE' }));
+      out.once('drain', ok);
+      out.once('error', done);
+      out.once('close', closed);
+    });
+  }
+}
+
+/** Blobs fetched ahead of the one being written: enough to overlap reads, few enough to keep memory flat. */
+const DUMP_READ_AHEAD = 4;
+
+/** Streams a file's contents, blob by blob (each checked against its ID), in order. */
+export async function dumpFile(repo: Repository, file: FileEntry, out: NodeJS.WritableStream, onBytes?: (n: number) => void): Promise<void> {
+  const ids = file.chunks.map((c) => Buffer.from(c, 'hex'));
+  const ahead: Array<Promise<Buffer>> = [];
+  let next = 0;
+  const fill = () => {
+    while (ahead.length < DUMP_READ_AHEAD && next < ids.length) {
+      const p = repo.readBlob(ids[next++]!);
+      p.catch(() => {}); // awaited in order below
+      ahead.push(p);
+    }
+  };
+  let written = 0;
+  fill();
+  while (ahead.length > 0) {
+    const raw = await ahead.shift()!;
+    fill();
+    await put(out, raw);
+    written += raw.length;
+    onBytes?.(raw.length);
+  }
+  if (written !== file.size) throw new CofferError('corrupt', `${file.path}: its chunks add up to ${written} bytes, not its size ${file.size}`);
+}
+
+export interface DumpResult {
+  /** 'file': the file's bytes; 'tar': a tar stream of the selection. */
+  format: 'file' | 'tar';
+  entries: number;
+  bytes: number;
+}
+
+/**
+ * `coffer dump`: a file's contents, or (a directory, or `archive: 'tar'`) a tar stream
+ * of the selection, entries named from the selected directory's own name (`docs/…`),
+ * or by their absolute path without the leading `/` for `/` and directories above the
+ * backed-up paths. Sockets are left out (tar has no type for them).
+ */
+export async function dumpSnapshot(
+  repo: Repository,
+  rec: SnapshotRecord,
+  path: Buffer,
+  out: NodeJS.WritableStream,
+  opts: {
+    archive?: 'tar';
+    onProgress?: (p: { entries: number; bytes: number }) => void;
+    /** Called once before the first byte of a tar stream (the CLI refuses to write one to a terminal). */
+    beforeTar?: () => void;
+  } = {},
+): Promise<DumpResult> {
+  const map = new SnapshotPaths(rec.snapshot);
+  const sel = map.select(path);
+  const picker = new SubtreePicker(sel, { keepName: true });
+  const result: DumpResult = { format: 'tar', entries: 0, bytes: 0 };
+  const report = () => opts.onProgress?.({ entries: result.entries, bytes: result.bytes });
+  const archiveName = (raw: Buffer) => (sel.roots ? map.absolute(raw).subarray(1) : raw);
+  let first = true;
+  for await (const e of repo.tree(rec.snapshot)) {
+    const p = picker.pick(e);
+    if (!p) continue;
+    if (first && sel.entry && p.type === 'file' && opts.archive !== 'tar') {
+      result.format = 'file';
+      result.entries = 1;
+      await dumpFile(repo, p, out, (n) => {
+        result.bytes += n;
+        report();
+      });
+      return result;
+    }
+    if (first) opts.beforeTar?.();
+    first = false;
+    if (p.type === 'socket') continue;
+    await put(
+      out,
+      tarHeader({
+        name: archiveName(p.rawPath),
+        type: p.type,
+        mode: p.mode,
+        mtimeNs: p.mtimeNs,
+        ...(p.owner ? { uid: p.owner.uid, gid: p.owner.gid, ...(p.owner.user ? { uname: p.owner.user } : {}), ...(p.owner.group ? { gname: p.owner.group } : {}) } : {}),
+        ...(p.type === 'file' ? { size: p.size } : {}),
+        ...(p.type === 'symlink' ? { link: p.target } : {}),
+        ...(p.type === 'hardlink' ? { link: archiveName(p.link) } : {}),
+        ...(p.type === 'chardev' || p.type === 'blockdev' ? { major: p.major ?? 0, minor: p.minor ?? 0 } : {}),
+        ...(p.xattrs?.length ? { xattrs: p.xattrs } : {}),
+      }),
+    );
+    result.entries++;
+    if (p.type === 'file') {
+      await dumpFile(repo, p, out, (n) => {
+        result.bytes += n;
+        report();
+      });
+      await put(out, tarPadding(p.size));
+    }
+    report();
+  }
+  picker.finish(rec.id);
+  if (first) opts.beforeTar?.();
+  await put(out, TAR_END);
+  return result;
+}

@@ -1,0 +1,434 @@
+/**
+ * Browsing snapshots (issue 12): paths as people know them, parts of a snapshot
+ * (ls, dump, restore SNAPSHOT:PATH), find, diff, stats, snapshot filters and the
+ * retention policy (keep-within, keep-tag, group-by), on real repositories in temporary
+ * directories, with property tests of the policy.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough, type Writable } from 'node:stream';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
+import {
+  BackupKey,
+  CofferError,
+  LocalBackend,
+  Repository,
+  SnapshotPaths,
+  applyPolicy,
+  backup,
+  compileGlob,
+  diffSnapshots,
+  dumpSnapshot,
+  escapePath,
+  findInSnapshots,
+  findSnapshotFiltered,
+  listSnapshot,
+  matchesFilter,
+  parseDuration,
+  parseGroupBy,
+  parseTagList,
+  restore,
+  snapshotStats,
+  splitSnapshotRef,
+  subtractDuration,
+  unescapePath,
+  type Snapshot,
+  type SnapshotRecord,
+} from '../src/index.js';
+import { dir, file, link, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
+
+const T0 = 1_700_000_000_000;
+
+function snap(over: Partial<Snapshot> = {}): Snapshot {
+  return { version: 2, time: '2024-01-01T00:00:00.000Z', hostname: 'h', username: 'u', paths: ['/p'], tags: [], tree: [], stats: { files: 0, dirs: 0, bytes: 0, addedBytes: 0, newChunks: 0 }, ...over };
+}
+
+// --- paths --------------------------------------------------------------------------
+
+test('escapePath shows non-UTF-8 bytes, control characters and backslashes escaped, and unescapePath gives the same bytes back', () => {
+  assert.equal(escapePath(Buffer.from('/home/me/über.txt')), '/home/me/über.txt');
+  assert.equal(escapePath(Buffer.from([0x61, 0xff, 0x62])), 'a\\xffb');
+  assert.equal(escapePath(Buffer.from('a\nb\\c')), 'a\\x0ab\\\\c');
+  assert.equal(escapePath(Buffer.from([0xc3])), '\\xc3', 'a cut-off sequence');
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 40 }), (bytes) => {
+      const b = Buffer.from(bytes);
+      const shown = escapePath(b);
+      assert.ok(![...shown].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f), 'no control characters reach the terminal');
+      assert.deepEqual(unescapePath(shown), b);
+    }),
+  );
+});
+
+test('SnapshotPaths: listing paths are shown absolute, and absolute paths name listing paths (the most specific source wins)', () => {
+  const m = new SnapshotPaths(snap({ paths: ['/home/me', '/etc'] }));
+  assert.equal(m.absolute(Buffer.from('me/notes.txt')).toString(), '/home/me/notes.txt');
+  assert.equal(m.absolute(Buffer.from('me')).toString(), '/home/me');
+  assert.equal(m.absolute(Buffer.from('etc/hosts')).toString(), '/etc/hosts');
+  assert.equal(m.select(Buffer.from('/home/me/notes.txt')).entry?.toString(), 'me/notes.txt');
+  assert.equal(m.select(Buffer.from('home/me/notes.txt/')).entry?.toString(), 'me/notes.txt', 'leading / optional, trailing / ignored');
+  assert.equal(m.select(Buffer.from('/home/./me')).entry?.toString(), 'me');
+  assert.deepEqual(m.select(Buffer.from('/home')).roots?.map(String), ['me'], 'a directory above a source path selects its roots');
+  assert.deepEqual(m.select(Buffer.from('/')).roots?.map(String), ['me', 'etc']);
+  assert.throws(() => m.select(Buffer.from('/var/log')), (e: unknown) => CofferError.is(e, 'not-found') && /not in this snapshot.*\/home\/me/.test((e as Error).message));
+  assert.throws(() => m.select(Buffer.from('/home/me/../x')), (e: unknown) => CofferError.is(e, 'invalid-argument'));
+  const nested = new SnapshotPaths(snap({ paths: ['/a', '/a/b'] }));
+  assert.equal(nested.select(Buffer.from('/a/b/x')).entry?.toString(), 'b/x');
+  const root = new SnapshotPaths(snap({ paths: ['/'] }));
+  assert.equal(root.select(Buffer.from('/etc/hosts')).entry?.toString(), 'root/etc/hosts');
+  assert.equal(root.absolute(Buffer.from('root/etc/hosts')).toString(), '/etc/hosts');
+});
+
+test('SNAPSHOT:PATH splits only after latest or a hex ID', () => {
+  assert.deepEqual(splitSnapshotRef('latest:/home/me/a.txt'), { ref: 'latest', path: '/home/me/a.txt' });
+  assert.deepEqual(splitSnapshotRef('1a2b3c4d:home/x:y'), { ref: '1a2b3c4d', path: 'home/x:y' });
+  assert.deepEqual(splitSnapshotRef('1a2b3c4d'), { ref: '1a2b3c4d' });
+  assert.deepEqual(splitSnapshotRef('nothex:/x'), { ref: 'nothex:/x' });
+});
+
+test('globs: * and ? stay within a name, ** crosses /, classes, -i', () => {
+  assert.ok(compileGlob('*.txt', false).test('notes.txt'));
+  assert.ok(!compileGlob('*.txt', false).test('a/notes.txt'));
+  assert.ok(compileGlob('home/**/*.txt', false).test('home/me/deep/notes.txt'));
+  assert.ok(compileGlob('n?tes.[tx]xt', false).test('notes.txt'));
+  assert.ok(!compileGlob('[!n]otes.txt', false).test('notes.txt'));
+  assert.ok(compileGlob('NOTES.*', true).test('notes.txt'));
+  assert.ok(!compileGlob('NOTES.*', false).test('notes.txt'));
+  assert.ok(compileGlob('a+b(1).txt', false).test('a+b(1).txt'), 'regular expression characters are literal');
+  assert.throws(() => compileGlob('[abc', false), (e: unknown) => CofferError.is(e, 'invalid-argument'));
+});
+
+// --- filters ----------------------------------------------------------------------
+
+test('filters: --tag a,b needs both, repeated --tag either, hosts any, paths all', () => {
+  const s = snap({ tags: ['a', 'b'], hostname: 'laptop', paths: ['/home/me', '/etc'] });
+  assert.ok(matchesFilter(s, {}));
+  assert.ok(matchesFilter(s, { tags: [parseTagList('a,b')] }));
+  assert.ok(!matchesFilter(s, { tags: [parseTagList('a,c')] }));
+  assert.ok(matchesFilter(s, { tags: [['c'], ['b']] }), 'either set');
+  assert.ok(!matchesFilter(snap({ tags: ['x'] }), { tags: [[]] }), "'' matches only untagged snapshots");
+  assert.ok(matchesFilter(snap(), { tags: [[]] }));
+  assert.ok(matchesFilter(s, { hosts: ['server', 'laptop'] }));
+  assert.ok(!matchesFilter(s, { hosts: ['server'] }));
+  assert.ok(matchesFilter(s, { paths: ['/home/me/'] }));
+  assert.ok(matchesFilter(s, { paths: ['/etc', '/home/me'] }));
+  assert.ok(!matchesFilter(s, { paths: ['/home/me', '/var'] }));
+});
+
+// --- retention policy ---------------------------------------------------------------
+
+function rec(time: string, over: Partial<Snapshot> = {}, n = 0): SnapshotRecord {
+  const id = Buffer.alloc(32);
+  id.write(`${time}|${over.hostname ?? 'h'}|${n}`.slice(0, 32));
+  return { id, snapshot: snap({ time, ...over }) };
+}
+const times = (rs: SnapshotRecord[]) => rs.map((r) => r.snapshot.time).sort();
+
+test('durations: restic syntax, calendar arithmetic, clear errors', () => {
+  assert.deepEqual(parseDuration('1y2m3d4h'), { years: 1, months: 2, days: 3, hours: 4 });
+  assert.deepEqual(parseDuration('30d'), { years: 0, months: 0, days: 30, hours: 0 });
+  for (const bad of ['', '1', 'd', '1w', '1d1d', '-1d', '1.5d', '1 d', '99999999999d']) {
+    assert.throws(() => parseDuration(bad), (e: unknown) => CofferError.is(e, 'invalid-argument') && /not a duration/.test((e as Error).message), bad);
+  }
+  const t = new Date('2024-03-31T12:00:00.000Z');
+  assert.equal(subtractDuration(t, parseDuration('1m')).toISOString(), '2024-03-02T12:00:00.000Z', 'Feb 31 rolls over as Go AddDate does');
+  assert.equal(subtractDuration(t, parseDuration('1y2d5h')).toISOString(), '2023-03-29T07:00:00.000Z');
+});
+
+test('keep-within counts back from the group newest snapshot, not from now; keep-within-daily keeps one a day within it', () => {
+  const all: SnapshotRecord[] = [];
+  for (let d = 1; d <= 10; d++) for (const h of ['06', '18']) all.push(rec(`2020-01-${String(d).padStart(2, '0')}T${h}:00:00.000Z`));
+  const within = applyPolicy(all, { within: parseDuration('2d') });
+  // Newest is 01-10 18:00; strictly after 01-08 18:00.
+  assert.deepEqual(times(within.keep), ['2020-01-09T06:00:00.000Z', '2020-01-09T18:00:00.000Z', '2020-01-10T06:00:00.000Z', '2020-01-10T18:00:00.000Z']);
+  assert.deepEqual(within.groups[0]!.keep[0]!.reasons, ['within 2d']);
+  const daily = applyPolicy(all, { withinDaily: parseDuration('3d') });
+  assert.deepEqual(times(daily.keep), ['2020-01-08T18:00:00.000Z', '2020-01-09T18:00:00.000Z', '2020-01-10T18:00:00.000Z']);
+  // Exactly 12 h before the newest is not within 12h (strictly after, as restic).
+  assert.deepEqual(times(applyPolicy(all, { within: parseDuration('12h') }).keep), ['2020-01-10T18:00:00.000Z']);
+  const both = applyPolicy(all, { last: 1, within: parseDuration('13h') });
+  assert.deepEqual(both.keep.map((k) => both.groups[0]!.keep.find((g) => g.snapshot === k)!.reasons), [['within 13h'], ['last snapshot', 'within 13h']]);
+});
+
+test('keep-tag keeps tagged snapshots whatever their age; group-by host,paths,tags and no grouping', () => {
+  const all = [
+    rec('2020-01-01T00:00:00.000Z', { tags: ['keep', 'x'] }),
+    rec('2020-02-01T00:00:00.000Z', { tags: ['x'] }),
+    rec('2020-03-01T00:00:00.000Z'),
+    rec('2020-03-02T00:00:00.000Z', { hostname: 'other' }),
+  ];
+  const tagged = applyPolicy(all, { tags: [['keep']], last: 1 });
+  assert.deepEqual(times(tagged.keep), ['2020-01-01T00:00:00.000Z', '2020-03-01T00:00:00.000Z', '2020-03-02T00:00:00.000Z']);
+  assert.deepEqual(times(applyPolicy(all, { tags: [['keep', 'nope']] }).keep), [], 'a tag set needs all its tags');
+  assert.equal(applyPolicy(all, { last: 1 }).groups.length, 2, 'default: host and paths');
+  assert.equal(applyPolicy(all, { last: 1 }, parseGroupBy('host,paths,tags')).groups.length, 4);
+  const none = applyPolicy(all, { last: 1 }, parseGroupBy(''));
+  assert.equal(none.groups.length, 1);
+  assert.deepEqual(times(none.keep), ['2020-03-02T00:00:00.000Z']);
+  assert.throws(() => parseGroupBy('host,colour'), (e: unknown) => CofferError.is(e, 'invalid-argument'));
+  assert.throws(() => applyPolicy(all, { tags: [] }), (e: unknown) => CofferError.is(e, 'invalid-argument'), 'an empty tag list is no policy');
+  assert.throws(() => applyPolicy(all, { tags: [[]] }), (e: unknown) => CofferError.is(e, 'invalid-argument'));
+});
+
+const arbSnapshots = fc
+  .array(
+    fc.record({
+      t: fc.integer({ min: Date.UTC(2020, 0, 1), max: Date.UTC(2023, 0, 1) }),
+      host: fc.constantFrom('a', 'b'),
+      path: fc.constantFrom('/p', '/q'),
+      tag: fc.constantFrom<string | undefined>(undefined, 'keep', 'other'),
+    }),
+    { minLength: 1, maxLength: 40 },
+  )
+  .map((xs) => xs.map((x, i) => rec(new Date(x.t).toISOString(), { hostname: x.host, paths: [x.path], tags: x.tag ? [x.tag] : [] }, i)));
+
+const arbPolicy = fc.record(
+  {
+    last: fc.nat(5),
+    daily: fc.nat(5),
+    monthly: fc.nat(3),
+    within: fc.record({ years: fc.constant(0), months: fc.nat(2), days: fc.nat(40), hours: fc.nat(30) }),
+    withinWeekly: fc.record({ years: fc.nat(1), months: fc.nat(2), days: fc.nat(10), hours: fc.constant(0) }),
+    tags: fc.constant(null).map(() => [['keep']]),
+  },
+  { requiredKeys: [] },
+);
+
+test('policy properties: keep and remove split the snapshots; each rule keeps exactly what it says, per group; never another group', () => {
+  fc.assert(
+    fc.property(arbSnapshots, arbPolicy, fc.constantFrom('host,paths', 'host', ''), (all, policy, by) => {
+      fc.pre(Object.keys(policy).length > 0);
+      const groupBy = parseGroupBy(by);
+      const r = applyPolicy(all, policy, groupBy);
+      assert.equal(r.keep.length + r.remove.length, all.length);
+      assert.ok(r.keep.every((s) => !r.remove.includes(s)));
+      const key = (s: SnapshotRecord) => `${groupBy.host ? s.snapshot.hostname : ''}|${groupBy.paths ? s.snapshot.paths.join() : ''}`;
+      for (const g of r.groups) {
+        const members = [...g.keep.map((k) => k.snapshot), ...g.remove];
+        assert.equal(new Set(members.map(key)).size, 1, 'a group is one host/paths');
+        const newestFirst = [...members].sort((a, b) => Date.parse(b.snapshot.time) - Date.parse(a.snapshot.time) || Buffer.compare(b.id, a.id));
+        const kept = new Set(g.keep.map((k) => k.snapshot));
+        // keep-last N: the N newest of the group.
+        for (const s of newestFirst.slice(0, policy.last ?? 0)) assert.ok(kept.has(s));
+        // keep-within D: exactly those after newest − D are kept for that reason.
+        if (policy.within) {
+          const since = subtractDuration(new Date(newestFirst[0]!.snapshot.time), policy.within).getTime();
+          for (const k of g.keep) assert.equal(k.reasons.some((x) => x.startsWith('within ')), Date.parse(k.snapshot.snapshot.time) > since);
+          for (const s of g.remove) assert.ok(Date.parse(s.snapshot.time) <= since);
+        }
+        // keep-tag: every tagged snapshot stays.
+        for (const s of members) if (s.snapshot.tags.includes('keep') && policy.tags) assert.ok(kept.has(s));
+        // keep-daily N: at most N kept for it, and they are on distinct days.
+        const days = g.keep.filter((k) => k.reasons.includes('daily snapshot')).map((k) => k.snapshot.snapshot.time.slice(0, 10));
+        assert.ok(days.length <= (policy.daily ?? 0));
+        assert.equal(new Set(days).size, days.length);
+        // A removed snapshot matched no rule.
+        for (const s of g.remove) assert.ok(!(policy.tags && s.snapshot.tags.includes('keep')));
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
+// --- on a real repository ------------------------------------------------------------
+
+async function fixture(t: Parameters<typeof newRepo>[0]) {
+  const tr = await newRepo(t);
+  const base = await tempDir(t, 'browse-src');
+  const src = join(base, 'home');
+  await writeTree(
+    src,
+    dir(
+      {
+        'notes.txt': file('my notes\n', 0o600, T0),
+        docs: dir({ 'a.txt': file('aaa', 0o644, T0 + 1000), 'big.bin': file(prng(7, 100_000), 0o644, T0 + 2), deep: dir({ 'x.md': file('# x', 0o644, T0 + 3) }) }, 0o755, T0 + 4),
+        'link': link('notes.txt'),
+      },
+      0o755,
+      T0 + 5,
+    ),
+  );
+  // A hard link whose first name is outside docs/, and a name that is not UTF-8.
+  await fs.link(join(src, 'notes.txt'), join(src, 'docs', 'notes-link'));
+  await fs.writeFile(Buffer.concat([Buffer.from(join(src, 'docs') + '/'), Buffer.from([0x62, 0xe9, 0x2e, 0x74])]), 'latin-1 name');
+  const first = await backup(tr.repo, { paths: [src], tags: ['daily'], now: () => new Date('2024-05-01T10:00:00Z') });
+  return { ...tr, src, first };
+}
+
+async function collect(repo: Repository, rec: SnapshotRecord, path: string | undefined, recursive: boolean): Promise<string[]> {
+  const out: string[] = [];
+  for await (const l of listSnapshot(repo, rec, path === undefined ? undefined : Buffer.from(path), { recursive })) out.push(escapePath(l.path));
+  return out;
+}
+
+test('ls: the whole snapshot by absolute paths; a directory with its children, or all below with recursive; a missing path is an error', async (t) => {
+  const { repo, src, first } = await fixture(t);
+  const rec = { id: first.id, snapshot: first.snapshot };
+  const all = await collect(repo, rec, undefined, true);
+  assert.equal(all[0], src);
+  assert.ok(all.includes(`${src}/docs/b\\xe9.t`), 'non-UTF-8 name escaped');
+  assert.ok(all.includes(`${src}/docs/deep/x.md`));
+  assert.deepEqual(await collect(repo, rec, `${src}/docs`, false), [
+    `${src}/docs`,
+    `${src}/docs/a.txt`,
+    `${src}/docs/big.bin`,
+    `${src}/docs/b\\xe9.t`,
+    `${src}/docs/deep`,
+    `${src}/docs/notes-link`,
+  ]);
+  assert.ok((await collect(repo, rec, `${src}/docs`, true)).includes(`${src}/docs/deep/x.md`));
+  assert.deepEqual(await collect(repo, rec, `${src}/notes.txt`, false), [`${src}/notes.txt`]);
+  await assert.rejects(collect(repo, rec, `${src}/nope`, false), (e: unknown) => CofferError.is(e, 'not-found') && /nope is not in snapshot/.test((e as Error).message));
+});
+
+test('restore SNAPSHOT:PATH: one file into the target, a directory contents, a hard link to a file outside becomes a copy; a missing path restores nothing', async (t) => {
+  const { repo, src, first } = await fixture(t);
+  const rec = { id: first.id, snapshot: first.snapshot };
+  const sel = (p: string) => new SnapshotPaths(rec.snapshot).select(Buffer.from(p));
+  const one = await tempDir(t, 'one');
+  const r1 = await restore(repo, rec, { target: one, subtree: sel(`${src}/notes.txt`) });
+  assert.equal(r1.files, 1);
+  assert.deepEqual(await fs.readdir(one), ['notes.txt']);
+  assert.equal(await fs.readFile(join(one, 'notes.txt'), 'utf8'), 'my notes\n');
+  assert.equal((await fs.stat(join(one, 'notes.txt'))).mode & 0o777, 0o600);
+
+  const docs = await tempDir(t, 'docs');
+  await restore(repo, rec, { target: docs, subtree: sel(`${src}/docs`) });
+  assert.deepEqual((await fs.readdir(docs)).sort(), ['a.txt', 'b\ufffd.t', 'big.bin', 'deep', 'notes-link'].sort());
+  assert.equal(await fs.readFile(join(docs, 'notes-link'), 'utf8'), 'my notes\n', 'the hard link came back as a copy of its file');
+  assert.deepEqual(await fs.readFile(join(docs, 'big.bin')), prng(7, 100_000));
+  assert.equal(await fs.readFile(join(docs, 'deep', 'x.md'), 'utf8'), '# x');
+
+  const none = await tempDir(t, 'none');
+  await assert.rejects(restore(repo, rec, { target: none, subtree: sel(`${src}/docs/nope`) }), (e: unknown) => CofferError.is(e, 'not-found'));
+  assert.deepEqual(await fs.readdir(none), []);
+});
+
+async function drain(run: (out: Writable) => Promise<unknown>): Promise<Buffer> {
+  const out = new PassThrough();
+  const parts: Buffer[] = [];
+  out.on('data', (b: Buffer) => parts.push(b));
+  await run(out);
+  out.end();
+  return Buffer.concat(parts);
+}
+
+test('dump: a file byte for byte; a directory as a tar that the system tar extracts exactly (non-UTF-8 names, links)', async (t) => {
+  const { repo, src, first } = await fixture(t);
+  const rec = { id: first.id, snapshot: first.snapshot };
+  assert.deepEqual(await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/docs/big.bin`), o)), prng(7, 100_000));
+  const tarBytes = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(src), o));
+  assert.equal(tarBytes.length % 512, 0);
+  const out = await tempDir(t, 'untar');
+  execFileSync('tar', ['-xf', '-', '-C', out], { input: tarBytes, stdio: ['pipe', 'ignore', 'ignore'] });
+  assert.equal(await fs.readFile(join(out, 'home', 'notes.txt'), 'utf8'), 'my notes\n');
+  assert.equal(await fs.readlink(join(out, 'home', 'link')), 'notes.txt');
+  assert.equal((await fs.stat(join(out, 'home', 'docs', 'notes-link'))).ino, (await fs.stat(join(out, 'home', 'notes.txt'))).ino, 'hard link kept');
+  const names = await fs.readdir(Buffer.from(join(out, 'home', 'docs')), { encoding: 'buffer' });
+  assert.ok(names.some((n) => n.equals(Buffer.from([0x62, 0xe9, 0x2e, 0x74]))), 'the exact name bytes');
+  assert.equal(Math.floor((await fs.stat(join(out, 'home', 'docs', 'a.txt'))).mtimeMs), T0 + 1000);
+  // A directory below: names start with its own name; --archive tar for a file too.
+  const sub = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/docs/deep`), o));
+  const listing = execFileSync('tar', ['-tf', '-'], { input: sub }).toString().split('\n').filter(Boolean);
+  assert.deepEqual(listing, ['deep/', 'deep/x.md']);
+  const asTar = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/notes.txt`), o, { archive: 'tar' }));
+  assert.deepEqual(execFileSync('tar', ['-tf', '-'], { input: asTar }).toString(), 'notes.txt\n');
+  await assert.rejects(drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/gone`), o)), (e: unknown) => CofferError.is(e, 'not-found'));
+});
+
+test('tar: names over 100 bytes and times before 1970 go through pax headers', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'long'), 'd');
+  const long = `${'n'.repeat(120)}.txt`;
+  await writeTree(src, dir({ [long]: file('long', 0o644, -86_400_000), ['ü'.repeat(60)]: file('u') }));
+  const b = await backup(tr.repo, { paths: [src] });
+  const tarBytes = await drain((o) => dumpSnapshot(tr.repo, { id: b.id, snapshot: b.snapshot }, Buffer.from(src), o));
+  const out = await tempDir(t, 'long-out');
+  execFileSync('tar', ['-xf', '-', '-C', out], { input: tarBytes, stdio: ['pipe', 'ignore', 'ignore'] });
+  assert.equal(await fs.readFile(join(out, 'd', long), 'utf8'), 'long');
+  assert.equal((await fs.stat(join(out, 'd', long))).mtimeMs, -86_400_000);
+  assert.equal(await fs.readFile(join(out, 'd', 'ü'.repeat(60)), 'utf8'), 'u');
+});
+
+test('find, diff and stats across snapshots; latest with filters', async (t) => {
+  const { repo, src, first } = await fixture(t);
+  await fs.writeFile(join(src, 'docs', 'a.txt'), 'changed!');
+  await fs.utimes(join(src, 'docs', 'a.txt'), new Date(T0 + 1000), new Date(T0 + 1000));
+  await fs.rm(join(src, 'docs', 'deep'), { recursive: true });
+  await fs.writeFile(join(src, 'new.txt'), 'new');
+  await fs.chmod(join(src, 'notes.txt'), 0o640);
+  const second = await backup(repo, { paths: [src], tags: ['weekly'], now: () => new Date('2024-05-02T10:00:00Z') });
+  const a = { id: first.id, snapshot: first.snapshot };
+  const b = { id: second.id, snapshot: second.snapshot };
+
+  const hits = await findInSnapshots(repo, [a, b], { patterns: ['X.MD'], ignoreCase: true });
+  assert.deepEqual(hits.map((h) => h.snapshot.id), [a.id]);
+  assert.equal(hits[0]!.matches[0]!.path.toString(), `${src}/docs/deep/x.md`);
+  assert.equal((await findInSnapshots(repo, [a, b], { patterns: ['X.MD'] })).length, 0, 'case matters without -i');
+  assert.equal((await findInSnapshots(repo, [a, b], { patterns: [`${src.slice(1)}/*.txt`] }))[1]!.matches.length, 2, 'a pattern with / matches whole paths');
+  const old = await findInSnapshots(repo, [a, b], { patterns: ['*.txt'], newest: T0 });
+  assert.deepEqual(old.flatMap((h) => h.matches.map((m) => m.path.toString().slice(src.length))), ['/notes.txt', '/notes.txt'], 'only notes.txt (mtime T0) in each');
+
+  const d = await diffSnapshots(repo, a, b);
+  const line = (kind: string) => d.changes.filter((c) => c.kind === kind).map((c) => c.path.toString().slice(src.length));
+  assert.deepEqual(line('+'), ['/new.txt']);
+  assert.deepEqual(line('-'), ['/docs/deep', '/docs/deep/x.md']);
+  assert.deepEqual(line('M'), ['/docs/a.txt']);
+  assert.ok(line('U').includes('/docs/notes-link'), 'a hard link whose file only changed its mode');
+  assert.ok(line('U').includes('/notes.txt'), 'a mode change is metadata only');
+  assert.equal(d.added.files, 1);
+  assert.equal(d.removed.files, 1);
+  assert.equal(d.removed.dirs, 1);
+  assert.equal(d.bytesAdded, 'changed!'.length + 'new'.length);
+  assert.equal(d.bytesRemoved, 'aaa'.length + '# x'.length);
+
+  const size = await snapshotStats(repo, [b], 'restore-size');
+  assert.equal(size.files, b.snapshot.stats.files);
+  assert.equal(size.bytes, b.snapshot.stats.bytes);
+  const raw = await snapshotStats(repo, [a, b], 'raw-data');
+  assert.equal(raw.missingBlobs, 0);
+  assert.ok(raw.rawBytes! >= 100_000 && raw.storedBytes! > 0);
+
+  assert.deepEqual((await findSnapshotFiltered(repo, 'latest', { tags: [['daily']] })).id, a.id);
+  assert.deepEqual((await findSnapshotFiltered(repo, 'latest')).id, b.id);
+  await assert.rejects(findSnapshotFiltered(repo, 'latest', { hosts: ['elsewhere'] }), (e: unknown) => CofferError.is(e, 'not-found') && /host elsewhere/.test((e as Error).message));
+  await assert.rejects(findSnapshotFiltered(repo, a.id.toString('hex').slice(0, 8), { tags: [['weekly']] }), (e: unknown) => CofferError.is(e, 'not-found'));
+});
+
+test('diff: a hard link is modified when the file it shares changed content', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'hl'), 'd');
+  await writeTree(src, dir({ f: file('one') }));
+  await fs.link(join(src, 'f'), join(src, 'h'));
+  const a = await backup(tr.repo, { paths: [src], now: () => new Date('2024-01-01T00:00:00Z') });
+  await fs.writeFile(join(src, 'f'), 'two!'); // the same inode: both names change
+  const b = await backup(tr.repo, { paths: [src], now: () => new Date('2024-01-02T00:00:00Z') });
+  const d = await diffSnapshots(tr.repo, { id: a.id, snapshot: a.snapshot }, { id: b.id, snapshot: b.snapshot });
+  assert.deepEqual(
+    d.changes.filter((c) => c.kind !== 'U').map((c) => `${c.kind} ${c.path.toString().slice(src.length)}`),
+    ['M /f', 'M /h'],
+  );
+});
+
+test('a format version 1 repository (spec vectors) lists, dumps and restores part of its snapshot', async (t) => {
+  const vectors = fileURLToPath(new URL('../../../../spec/vectors/backup/repositories/', import.meta.url));
+  const v = JSON.parse(await fs.readFile(join(vectors, 'v1.json'), 'utf8')) as { key: string };
+  const copy = join(await tempDir(t, 'v1'), 'repo');
+  await fs.cp(join(vectors, 'v1'), copy, { recursive: true });
+  const repo = await Repository.open(new LocalBackend(copy), BackupKey.parse(v.key));
+  const rec = await findSnapshotFiltered(repo, 'latest');
+  assert.equal(rec.snapshot.version, 1);
+  const root = rec.snapshot.paths[0]!;
+  const listed = await collect(repo, rec, undefined, true);
+  assert.ok(listed.includes(`${root}/hello.txt`), listed.join('\n'));
+  const hello = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${root}/hello.txt`), o));
+  assert.equal(hello.length, 14);
+  const out = await tempDir(t, 'v1-out');
+  const r = await restore(repo, rec, { target: out, subtree: new SnapshotPaths(rec.snapshot).select(Buffer.from(`${root}/docs/deeper`)) });
+  assert.equal(r.files, 2);
+  assert.deepEqual((await fs.readdir(out)).sort(), ['random.bin', 'zeros.bin']);
+});

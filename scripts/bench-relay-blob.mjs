@@ -1,4 +1,3 @@
-/* global fetch */
 // The blob half of `npm run bench:relay` (issue 13): the same data backed up with the
 // `coffer` CLI to a local directory and to `coffer:` through a local relay (loopback,
 // local blob store), in one run, alternating `rounds` times; then a restore of each.
@@ -37,9 +36,15 @@ function dataset(root, work, scale) {
 /** Wall seconds and peak RSS (KiB) of one command, under /usr/bin/time. */
 function measure(work, cmd, args, env) {
   const t = join(work, '.time-blob');
-  sh('/usr/bin/time', ['-f', '%e %M', '-o', t, cmd, ...args], { env: { ...process.env, ...env } });
-  const [wall, rss] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
-  return { wall, rss };
+  sh('/usr/bin/time', ['-f', '%e %M %U %S', '-o', t, cmd, ...args], { env: { ...process.env, ...env } });
+  const [wall, rss, user, sys] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
+  return { wall, rss, cpu: user + sys };
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 const rssKiB = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
@@ -123,11 +128,13 @@ export async function benchBlob({ root, scale = 0.25, rounds = 2, objectMiB = 25
       cli(['account', 'create', '-q']);
       cli(['init', '-q', '--repo', 'coffer:', '--key-file', keyFile]);
       const flags = ['--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', relay.url];
-      runs.relay.push(measure(work, process.execPath, [coffer, 'backup', '-q', ...flags, data], env));
+      const relayCpu0 = cpuSeconds(relay.child.pid);
+      runs.relay.push({ ...measure(work, process.execPath, [coffer, 'backup', '-q', ...flags, data], env), relayCpu: cpuSeconds(relay.child.pid) - relayCpu0 });
       const target2 = join(base, 'restore-relay');
       rmSync(target2, { recursive: true, force: true });
       try {
-        runs.relayRestore.push(measure(work, process.execPath, [coffer, 'restore', '-q', 'latest', '--target', target2, ...flags], env));
+        const relayCpu1 = cpuSeconds(relay.child.pid);
+        runs.relayRestore.push({ ...measure(work, process.execPath, [coffer, 'restore', '-q', 'latest', '--target', target2, ...flags], env), relayCpu: cpuSeconds(relay.child.pid) - relayCpu1 });
         if (round === 0) sh('diff', ['-r', '-q', data, join(target2, basename(data))]);
       } catch (e) {
         restoreFailed = /coffer: error: .*/.exec(e.message)?.[0] ?? e.message.split('\n')[0];
@@ -138,10 +145,10 @@ export async function benchBlob({ root, scale = 0.25, rounds = 2, objectMiB = 25
     const f = (x) => x.toFixed(2);
     const mib = (kib) => (kib / 1024).toFixed(0);
     const [l, r, lr] = [best(runs.local), best(runs.relay), best(runs.localRestore)];
-    const rr = runs.relayRestore.length ? best(runs.relayRestore) : { wall: NaN, rss: NaN };
+    const rr = runs.relayRestore.length ? best(runs.relayRestore) : { wall: NaN, rss: NaN, cpu: NaN, relayCpu: NaN };
     console.log(`blob: data set scale ${scale} (${(Number(sh('du', ['-sb', data]).split('\t')[0]) / 2 ** 20).toFixed(0)} MiB), ${rounds} rounds, best of each`);
-    console.log(`blob: backup to a local directory ${f(l.wall)} s (rounds ${runs.local.map((x) => f(x.wall)).join(', ')}); to coffer: through the relay ${f(r.wall)} s (rounds ${runs.relay.map((x) => f(x.wall)).join(', ')}), client peak RSS ${mib(r.rss)} MiB (local ${mib(l.rss)} MiB)`);
-    console.log(`blob: restore from the local directory ${f(lr.wall)} s; from coffer: ${f(rr.wall)} s, client peak RSS ${mib(rr.rss)} MiB (local ${mib(lr.rss)} MiB)${restoreFailed ? `; a restore from coffer: FAILED: ${restoreFailed}` : ''}`);
+    console.log(`blob: backup to a local directory ${f(l.wall)} s (rounds ${runs.local.map((x) => f(x.wall)).join(', ')}; CPU ${f(l.cpu)} s); to coffer: through the relay ${f(r.wall)} s (rounds ${runs.relay.map((x) => f(x.wall)).join(', ')}; CPU client ${f(r.cpu)} s + relay ${f(r.relayCpu)} s), client peak RSS ${mib(r.rss)} MiB (local ${mib(l.rss)} MiB)`);
+    console.log(`blob: restore from the local directory ${f(lr.wall)} s (CPU ${f(lr.cpu)} s); from coffer: ${f(rr.wall)} s (CPU client ${f(rr.cpu)} s + relay ${f(rr.relayCpu)} s), client peak RSS ${mib(rr.rss)} MiB (local ${mib(lr.rss)} MiB)${restoreFailed ? `; a restore from coffer: FAILED: ${restoreFailed}` : ''}`);
     console.log(`blob: relay peak RSS over the backups and restores ${mib(rssKiB(relay.child.pid, 'VmHWM'))} MiB`);
     lines.push(`bench: blob-backup ratio=${(l.wall / r.wall).toFixed(2)} target=0.9`);
     lines.push(`bench: blob-restore ratio=${(lr.wall / rr.wall).toFixed(2)} target=-`);

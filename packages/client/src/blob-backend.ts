@@ -17,14 +17,21 @@ import { CofferClientError } from './errors.js';
 import type { RelayHttp } from './relay-http.js';
 import { UnavailableError } from './errors.js';
 
-/** Bytes written but not yet taken by the connection, beyond which `write` waits. */
-const UNSENT_MAX = 2 * 1024 * 1024;
+/**
+ * Bytes written but not yet taken by the connection, beyond which `write` waits. The
+ * parts are kept until commit anyway, so this is above a pack (8 MiB): the engine is
+ * not held to the network's pace within a pack (its upload window bounds packs), only
+ * an object much larger than a pack is.
+ */
+const UNSENT_MAX = 16 * 1024 * 1024;
 /** A ranged read at least this long is expected to be followed by the next piece. */
 const READ_AHEAD_MIN = 256 * 1024;
 /** An open read-ahead GET not continued for this long is closed. */
 const READ_AHEAD_IDLE_MS = 2_000;
 /** Open read-ahead GETs at most (the oldest is closed first). */
 const READ_AHEAD_MAX = 4;
+/** Bytes an open read-ahead GET reads before they are asked for (then back-pressure). */
+const READ_AHEAD_BYTES = 4 * 1024 * 1024;
 /** Tries of an idempotent request answered 429/503 (honouring Retry-After up to 5 s). */
 const BUSY_TRIES = 5;
 
@@ -127,14 +134,14 @@ export class RelayBlobBackend implements StorageBackend {
   }
 
   /** Open read-ahead GETs by object name: where the next sequential piece starts. */
-  readonly #ahead = new Map<string, { pos: number; reader: ReadableStreamDefaultReader<Uint8Array>; held: Uint8Array | undefined; busy: boolean; timer: ReturnType<typeof setTimeout> | undefined }>();
+  readonly #ahead = new Map<string, { pos: number; pre: Prefetch; busy: boolean; timer: ReturnType<typeof setTimeout> | undefined }>();
 
   #closeAhead(name: string): void {
     const s = this.#ahead.get(name);
     if (!s) return;
     this.#ahead.delete(name);
     clearTimeout(s.timer);
-    void s.reader.cancel().catch(() => {});
+    s.pre.cancel();
   }
 
   /**
@@ -163,7 +170,7 @@ export class RelayBlobBackend implements StorageBackend {
           await reader.cancel().catch(() => {});
         }
       }
-      s = { pos: range.offset, reader, held: undefined, busy: false, timer: undefined };
+      s = { pos: range.offset, pre: new Prefetch(reader, READ_AHEAD_BYTES), busy: false, timer: undefined };
       if (!this.#ahead.has(name)) {
         if (this.#ahead.size >= READ_AHEAD_MAX) this.#closeAhead(this.#ahead.keys().next().value!);
         this.#ahead.set(name, s);
@@ -176,27 +183,20 @@ export class RelayBlobBackend implements StorageBackend {
       const out = new Uint8Array(range.length);
       let n = 0;
       while (n < out.length) {
-        let chunk = mine.held;
-        mine.held = undefined;
-        if (!chunk) {
-          const r = await mine.reader.read();
-          if (r.done) break;
-          chunk = r.value;
-        }
-        const take = Math.min(chunk.length, out.length - n);
-        out.set(chunk.subarray(0, take), n);
-        n += take;
-        if (take < chunk.length) mine.held = chunk.subarray(take);
+        const chunk = await mine.pre.take(out.length - n);
+        if (!chunk) break;
+        out.set(chunk, n);
+        n += chunk.length;
       }
       mine.pos += n;
       if (n < out.length) {
         // The object ended: nothing more to continue.
         if (this.#ahead.get(name) === mine) this.#closeAhead(name);
-        else await mine.reader.cancel().catch(() => {});
+        else mine.pre.cancel();
         return out.subarray(0, n);
       }
       if (this.#ahead.get(name) === mine) mine.timer = setTimeout(() => this.#ahead.get(name) === mine && this.#closeAhead(name), READ_AHEAD_IDLE_MS);
-      else await mine.reader.cancel().catch(() => {});
+      else mine.pre.cancel();
       return out;
     } catch (e) {
       if (this.#ahead.get(name) === mine) this.#closeAhead(name);
@@ -489,4 +489,75 @@ async function readInto(reader: ReadableStreamDefaultReader<Uint8Array>, skip: n
     return out;
   }
   return n < out.length ? out.subarray(0, n) : out;
+}
+
+/**
+ * Reads a response body ahead of the caller, up to `limit` bytes, so the next sequential
+ * piece is usually there when asked for; beyond `limit` it stops reading and TCP holds
+ * the sender back.
+ */
+class Prefetch {
+  readonly #queue: Uint8Array[] = [];
+  #bytes = 0;
+  #done = false;
+  #error: unknown;
+  #pumping = false;
+  #wake: (() => void) | undefined;
+
+  constructor(
+    readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    readonly limit: number,
+  ) {
+    void this.#pump();
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (!this.#done && this.#bytes < this.limit) {
+        const r = await this.reader.read();
+        if (r.done) {
+          this.#done = true;
+          break;
+        }
+        this.#queue.push(r.value);
+        this.#bytes += r.value.length;
+        this.#wake?.();
+      }
+    } catch (e) {
+      this.#error ??= e;
+      this.#done = true;
+    } finally {
+      this.#pumping = false;
+      this.#wake?.();
+    }
+  }
+
+  /** The next bytes, at most `max`; undefined at the end of the body. */
+  async take(max: number): Promise<Uint8Array | undefined> {
+    for (;;) {
+      const head = this.#queue[0];
+      if (head) {
+        let c = head;
+        if (c.length > max) {
+          this.#queue[0] = c.subarray(max);
+          c = c.subarray(0, max);
+        } else this.#queue.shift();
+        this.#bytes -= c.length;
+        if (!this.#done) void this.#pump();
+        return c;
+      }
+      if (this.#error !== undefined) throw this.#error;
+      if (this.#done) return undefined;
+      await new Promise<void>((r) => (this.#wake = r));
+      this.#wake = undefined;
+    }
+  }
+
+  cancel(): void {
+    this.#done = true;
+    this.#queue.length = 0;
+    void this.reader.cancel().catch(() => {});
+  }
 }

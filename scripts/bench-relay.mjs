@@ -1,4 +1,4 @@
-// `npm run bench:relay [-- --seconds N] [-- --workers N] [-- --lanes N] [-- --rounds N]`
+// `npm run bench:relay [-- --seconds N] [-- --workers N] [-- --lanes N] [-- --rounds N] [-- --no-blob | --blob-only]`
 // Password recoveries (both OPAQUE round trips, HPKE, SQLite) through the front end
 // (client → coffer-relay → coffer-vault) against the same recoveries sent straight to
 // the vault, in one run, on one vault process, driven by the same load generator.
@@ -21,6 +21,23 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { benchBlob } from './bench-relay-blob.mjs';
+
+// Blob API backups (issue 13, scripts/bench-relay-blob.mjs): after the recoveries, unless
+// `--no-blob`; `--blob-only` runs just them. `--blob-scale S` (data set scale, default
+// 0.25), `--blob-rounds N` (default 2), `--blob-object-mib M` (the large upload, default 256).
+const blobArg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const runBlob = async () => {
+  const lines = await benchBlob({ root, scale: blobArg('blob-scale', 0.25), rounds: blobArg('blob-rounds', 2), objectMiB: blobArg('blob-object-mib', 256) });
+  for (const l of lines) console.log(l);
+};
+if (process.argv.includes('--blob-only')) {
+  await runBlob();
+  process.exit(0);
+}
 
 // Account store of the relay: `--store sqlite|postgres`; by default the bench runs once
 // with each (PostgreSQL: a throwaway cluster initdb'd in a temp dir, as the tests do)
@@ -43,6 +60,7 @@ if (STORE === 'both') {
   }
   console.log(`bench: relay-recover-postgres ratio=${ratios.postgres} target=0.8`);
   console.log(`bench: relay-recover ratio=${ratios.sqlite} target=0.8`);
+  if (!process.argv.includes('--no-blob')) await runBlob();
   process.exit(0);
 }
 if (STORE !== 'sqlite' && STORE !== 'postgres') {

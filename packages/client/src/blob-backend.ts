@@ -3,6 +3,11 @@
  * encrypted objects live in the account's namespace on the front end. Objects are
  * already sealed by the backup engine; this layer only moves bytes.
  *
+ * Uploads stream: an object written piece by piece (a pack) goes to the relay as it is
+ * produced, in one chunked PUT, with back-pressure. Sequential reads of large ranges (a
+ * restore reading a pack piece by piece) are served from one open-ended ranged GET that
+ * later pieces continue, instead of one request per piece.
+ *
  * Errors follow the StorageBackend contract: CofferError('missing-object') for 404,
  * CofferError('storage') for everything else (unreachable, timeout, quota, conflict,
  * refused credentials), each message naming the object and the cause.
@@ -10,6 +15,25 @@
 import { CofferError, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from '@coffer/backup';
 import { CofferClientError } from './errors.js';
 import type { RelayHttp } from './relay-http.js';
+import { UnavailableError } from './errors.js';
+
+/**
+ * Bytes written but not yet taken by the connection, beyond which `write` waits. The
+ * parts are kept until commit anyway, so this is above a pack (8 MiB): the engine is
+ * not held to the network's pace within a pack (its upload window bounds packs), only
+ * an object much larger than a pack is.
+ */
+const UNSENT_MAX = 16 * 1024 * 1024;
+/** A ranged read at least this long is expected to be followed by the next piece. */
+const READ_AHEAD_MIN = 256 * 1024;
+/** An open read-ahead GET not continued for this long is closed. */
+const READ_AHEAD_IDLE_MS = 2_000;
+/** Open read-ahead GETs at most (the oldest is closed first). */
+const READ_AHEAD_MAX = 4;
+/** Bytes an open read-ahead GET reads before they are asked for (then back-pressure). */
+const READ_AHEAD_BYTES = 4 * 1024 * 1024;
+/** Tries of an idempotent request answered 429/503 (honouring Retry-After up to 5 s). */
+const BUSY_TRIES = 5;
 
 const NAME_RE = /^[a-z0-9]+(\/[a-z0-9]+)*$/;
 
@@ -50,47 +74,167 @@ export class RelayBlobBackend implements StorageBackend {
     if (res.status === 507) throw new CofferError('storage', `writing ${name} at ${this.location} failed: the account's storage quota is exceeded`);
   }
 
-  /** The relay takes whole objects, so a writer buffers until commit, then PUTs. */
+  /**
+   * A writer that streams: the PUT starts with the first write and each write's parts
+   * go out as the connection takes them (`write` waits while more than UNSENT_MAX bytes
+   * are queued); commit ends the body and waits for the relay's 201 (durable). The
+   * parts, handed over by the engine, are kept without copying until commit, so that
+   * when the relay cut the stream off for a reason that a second try can cure (a pause
+   * longer than its body idle timeout while the engine produced nothing, an expired
+   * session, a busy relay, a dropped connection), commit sends the object once more.
+   */
   async create(name: string): Promise<ObjectWriter> {
     checkName(name);
-    let parts: Uint8Array[] = [];
-    return {
-      write: async (more) => {
-        // Kept as they are: callers hand over the pieces (StorageBackend's contract).
-        for (const p of more) if (p.length > 0) parts.push(p);
-      },
-      commit: async () => {
-        const all = parts;
-        parts = [];
-        await this.put(name, all);
-      },
-      abort: async () => {
-        parts = [];
-      },
-    };
+    return new StreamedUpload(this, name);
+  }
+
+  /** One streamed PUT of `body`; the raw answer for the statuses the writer handles. */
+  putStream(name: string, body: ReadableStream<Uint8Array>, signal: AbortSignal): Promise<Response> {
+    return this.#relay.call({ method: 'PUT', path: `/v1/blobs/${name}`, auth: true, body, signal, pass: [401, 408, 409, 413, 429, 503, 507] });
+  }
+
+  refreshSession(): Promise<boolean> {
+    return this.#relay.refreshSession();
+  }
+
+  get timeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
+  /** The StorageBackend error for a PUT answered `status` (not 2xx). */
+  putError(name: string, status: number, bytes: number): CofferError {
+    if (status === 409) return new CofferError('storage', `object ${name} already exists at ${this.location}: objects are immutable`);
+    if (status === 413) return new CofferError('storage', `writing ${name} at ${this.location} failed: the object (${bytes} bytes) is above the server's size limit`);
+    if (status === 507) return new CofferError('storage', `writing ${name} at ${this.location} failed: the account's storage quota is exceeded`);
+    if (status === 401) return new CofferError('storage', `writing ${name} at ${this.location} failed: the server refused this device's credentials (run \`coffer login\`)`);
+    return new CofferError('storage', `writing ${name} at ${this.location} failed: the server answered ${status}`);
+  }
+
+  failure(action: string, name: string, e: unknown): CofferError {
+    return this.#fail(action, name, e);
   }
 
   async get(name: string, range?: ByteRange): Promise<Uint8Array> {
     checkName(name);
     if (range && range.length === 0) return new Uint8Array(0);
-    const headers: Record<string, string> = range ? { range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {};
-    let res: Response;
     try {
-      res = await this.#relay.call({ method: 'GET', path: `/v1/blobs/${name}`, auth: true, headers, timeoutMs: this.#timeoutMs, pass: [404, 416] });
+      if (range && range.length >= READ_AHEAD_MIN) return await this.#readAhead(name, range);
+      const res = await this.#open(name, range ? `bytes=${range.offset}-${range.offset + range.length - 1}` : undefined);
+      if (!res) return new Uint8Array(0);
+      const skip = range && res.status === 200 ? range.offset : 0; // the server ignored Range
+      const reader = res.body!.getReader();
+      try {
+        return await readInto(reader, skip, range ? range.length : contentLength(res));
+      } finally {
+        await reader.cancel().catch(() => {});
+      }
+    } catch (e) {
+      throw this.#fail('reading', name, e);
+    }
+  }
+
+  /** Open read-ahead GETs by object name: where the next sequential piece starts. */
+  readonly #ahead = new Map<string, { pos: number; pre: Prefetch; busy: boolean; timer: ReturnType<typeof setTimeout> | undefined }>();
+
+  #closeAhead(name: string): void {
+    const s = this.#ahead.get(name);
+    if (!s) return;
+    this.#ahead.delete(name);
+    clearTimeout(s.timer);
+    s.pre.cancel();
+  }
+
+  /**
+   * `range` from the open GET of `name` when it stands at `range.offset`; else a new GET
+   * from `range.offset` to the end, kept open for the next piece. Bytes beyond what was
+   * asked stay in the connection (back-pressure), not in memory.
+   */
+  async #readAhead(name: string, range: ByteRange): Promise<Uint8Array> {
+    let s = this.#ahead.get(name);
+    if (s && (s.busy || s.pos !== range.offset)) {
+      if (s.busy) s = undefined;
+      else {
+        this.#closeAhead(name);
+        s = undefined;
+      }
+    }
+    if (!s) {
+      const res = await this.#open(name, `bytes=${range.offset}-`);
+      if (!res) return new Uint8Array(0);
+      const reader = res.body!.getReader();
+      if (res.status === 200) {
+        // The server ignored Range: read what was asked from the whole object, once.
+        try {
+          return await readInto(reader, range.offset, range.length);
+        } finally {
+          await reader.cancel().catch(() => {});
+        }
+      }
+      s = { pos: range.offset, pre: new Prefetch(reader, READ_AHEAD_BYTES), busy: false, timer: undefined };
+      if (!this.#ahead.has(name)) {
+        if (this.#ahead.size >= READ_AHEAD_MAX) this.#closeAhead(this.#ahead.keys().next().value!);
+        this.#ahead.set(name, s);
+      }
+    }
+    const mine = s;
+    mine.busy = true;
+    clearTimeout(mine.timer);
+    try {
+      const out = new Uint8Array(range.length);
+      let n = 0;
+      while (n < out.length) {
+        const chunk = await mine.pre.take(out.length - n);
+        if (!chunk) break;
+        out.set(chunk, n);
+        n += chunk.length;
+      }
+      mine.pos += n;
+      if (n < out.length) {
+        // The object ended: nothing more to continue.
+        if (this.#ahead.get(name) === mine) this.#closeAhead(name);
+        else mine.pre.cancel();
+        return out.subarray(0, n);
+      }
+      if (this.#ahead.get(name) === mine) mine.timer = setTimeout(() => this.#ahead.get(name) === mine && this.#closeAhead(name), READ_AHEAD_IDLE_MS);
+      else mine.pre.cancel();
+      return out;
+    } catch (e) {
+      if (this.#ahead.get(name) === mine) this.#closeAhead(name);
+      throw e;
+    } finally {
+      mine.busy = false;
+    }
+  }
+
+  /**
+   * A GET (ranged when `range` is given), tried again when the relay is busy (429/503,
+   * within Retry-After up to 5 s; reads are idempotent). Null for an unsatisfiable range
+   * (like a short read of a local file: nothing at that offset).
+   */
+  async #open(name: string, range: string | undefined): Promise<Response | null> {
+    for (let tries = 1; ; tries++) {
+      let res: Response;
+      try {
+        res = await this.#relay.call({ method: 'GET', path: `/v1/blobs/${name}`, auth: true, headers: range ? { range } : {}, timeoutMs: this.#timeoutMs, pass: [404, 416, 429, 503] });
+      } catch (e) {
+        throw this.#fail('reading', name, e);
+      }
       if (res.status === 404) {
         await res.body?.cancel().catch(() => {});
         throw new CofferError('missing-object', `${name} is missing from the repository at ${this.location}`);
       }
       if (res.status === 416) {
-        // Like a short read of a local file: nothing at that offset.
         await res.body?.cancel().catch(() => {});
-        return new Uint8Array(0);
+        return null;
       }
-      const bytes = new Uint8Array(await res.arrayBuffer());
-      if (range && res.status === 200) return bytes.subarray(range.offset, range.offset + range.length); // server ignored Range
-      return bytes;
-    } catch (e) {
-      throw this.#fail('reading', name, e);
+      if (res.status === 429 || res.status === 503) {
+        await res.body?.cancel().catch(() => {});
+        const wait = Math.min(5, Number(res.headers.get('retry-after')) || 1);
+        if (tries >= BUSY_TRIES) throw new CofferError('storage', `reading ${name} at ${this.location} failed: the server stayed busy (${res.status}) after ${tries} tries`);
+        await new Promise((r) => setTimeout(r, wait * 1000));
+        continue;
+      }
+      return res;
     }
   }
 
@@ -153,4 +297,267 @@ function concatParts(parts: readonly Uint8Array[]): Uint8Array {
     o += p.length;
   }
   return out;
+}
+
+/** Statuses after which the same PUT may go again (see `create`). */
+const RETRYABLE = new Set([401, 408, 429, 503]);
+
+/** One attempt at sending the object: a chunked PUT fed from the kept parts. */
+interface Attempt {
+  readonly abort: AbortController;
+  /** Index of the next part to hand to the connection. */
+  next: number;
+  /** The relay's answer (or the failure to get one), once it came. */
+  settled: { status: number; retryAfter?: number } | { error: unknown } | undefined;
+  readonly answer: Promise<void>;
+  wakePull: (() => void) | undefined;
+}
+
+class StreamedUpload implements ObjectWriter {
+  readonly #backend: RelayBlobBackend;
+  readonly #name: string;
+  #parts: Uint8Array[] = [];
+  #bytes = 0;
+  #ended = false;
+  #aborted = false;
+  #attempt: Attempt | undefined;
+  #wakeWriter: (() => void) | undefined;
+
+  constructor(backend: RelayBlobBackend, name: string) {
+    this.#backend = backend;
+    this.#name = name;
+  }
+
+  #start(): Attempt {
+    const attempt: Attempt = { abort: new AbortController(), next: 0, settled: undefined, answer: Promise.resolve(), wakePull: undefined };
+    const body = new ReadableStream<Uint8Array>(
+      {
+        pull: async (ctl) => {
+          for (;;) {
+            if (attempt.next < this.#parts.length) {
+              ctl.enqueue(this.#parts[attempt.next++]!);
+              this.#wakeWriter?.();
+              return;
+            }
+            if (this.#ended) return ctl.close();
+            if (attempt.settled || this.#aborted) return;
+            await new Promise<void>((r) => (attempt.wakePull = r));
+            attempt.wakePull = undefined;
+          }
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    (attempt as { answer: Promise<void> }).answer = this.#backend.putStream(this.#name, body, attempt.abort.signal).then(
+      async (res) => {
+        const retryAfter = Number(res.headers.get('retry-after'));
+        attempt.settled = { status: res.status, ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfter } : {}) };
+        await res.body?.cancel().catch(() => {});
+      },
+      (error: unknown) => {
+        attempt.settled = { error };
+      },
+    );
+    void attempt.answer.then(() => {
+      this.#wakeWriter?.();
+      attempt.wakePull?.();
+    });
+    return attempt;
+  }
+
+  /** A refusal no second try cures, if the relay answered one (409, 413, 507, …). */
+  #final(a: Attempt): CofferError | undefined {
+    const s = a.settled;
+    if (!s || 'error' in s) return undefined;
+    if (s.status >= 200 && s.status < 300) return undefined;
+    if (RETRYABLE.has(s.status)) return undefined;
+    return this.#backend.putError(this.#name, s.status, this.#bytes);
+  }
+
+  async write(more: readonly Uint8Array[]): Promise<void> {
+    if (this.#aborted || this.#ended) throw new CofferError('storage', `writing ${this.#name}: the writer is closed`);
+    for (const p of more) {
+      if (p.length === 0) continue;
+      this.#parts.push(p);
+      this.#bytes += p.length;
+    }
+    const a = (this.#attempt ??= this.#start());
+    const refused = this.#final(a);
+    if (refused) throw refused;
+    a.wakePull?.();
+    // Back-pressure: wait while the connection is behind, unless this attempt is over
+    // (a retryable end: the parts are kept for commit).
+    while (!a.settled && this.#unsent(a) > UNSENT_MAX) {
+      await new Promise<void>((r) => (this.#wakeWriter = r));
+      this.#wakeWriter = undefined;
+    }
+    const late = this.#final(a);
+    if (late) throw late;
+  }
+
+  #unsent(a: Attempt): number {
+    let n = 0;
+    for (let i = a.next; i < this.#parts.length; i++) n += this.#parts[i]!.length;
+    return n;
+  }
+
+  async commit(): Promise<void> {
+    if (this.#aborted) throw new CofferError('storage', `writing ${this.#name}: the writer was aborted`);
+    this.#ended = true;
+    try {
+      let a = (this.#attempt ??= this.#start());
+      for (let tries = 0; ; tries++) {
+        a.wakePull?.();
+        // The body is complete: the relay owes an answer within the deadline.
+        const timer = setTimeout(() => a.abort.abort(new UnavailableError(`${this.#backend.location} did not answer within ${Math.round(this.#backend.timeoutMs / 1000)} s`)), this.#backend.timeoutMs);
+        try {
+          await a.answer;
+        } finally {
+          clearTimeout(timer);
+        }
+        const s = a.settled!;
+        if (!('error' in s) && s.status >= 200 && s.status < 300) return;
+        const refused = this.#final(a);
+        if (refused) throw refused;
+        if (tries >= 1) {
+          if ('error' in s) throw this.#backend.failure('writing', this.#name, s.error);
+          throw this.#backend.putError(this.#name, s.status, this.#bytes);
+        }
+        // Once more, from the kept parts: a fresh session after a 401, a pause after busy.
+        if (!('error' in s) && s.status === 401 && !(await this.#backend.refreshSession())) throw this.#backend.putError(this.#name, 401, this.#bytes);
+        if (!('error' in s) && (s.status === 429 || s.status === 503)) await new Promise((r) => setTimeout(r, Math.min(5, s.retryAfter ?? 1) * 1000));
+        a = this.#attempt = this.#start();
+      }
+    } finally {
+      this.#parts = [];
+    }
+  }
+
+  async abort(): Promise<void> {
+    this.#aborted = true;
+    this.#parts = [];
+    const a = this.#attempt;
+    if (a && !a.settled) {
+      // The relay sees the connection end mid-body and keeps nothing.
+      a.abort.abort(new CofferError('storage', 'aborted'));
+      a.wakePull?.();
+      await a.answer;
+    }
+    this.#wakeWriter?.();
+  }
+}
+
+function contentLength(res: Response): number | undefined {
+  const n = Number(res.headers.get('content-length') ?? NaN);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/**
+ * Skips `skip` bytes, then reads `length` bytes (or to the end when undefined) into one
+ * buffer allocated once: a known length costs one copy, not the chunks plus a concat.
+ */
+async function readInto(reader: ReadableStreamDefaultReader<Uint8Array>, skip: number, length: number | undefined): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let out = length !== undefined ? new Uint8Array(length) : undefined;
+  let n = 0;
+  while (out === undefined || n < out.length) {
+    const r = await reader.read();
+    if (r.done) break;
+    let c = r.value;
+    if (skip > 0) {
+      const drop = Math.min(skip, c.length);
+      skip -= drop;
+      c = c.subarray(drop);
+      if (c.length === 0) continue;
+    }
+    if (out) {
+      const take = Math.min(c.length, out.length - n);
+      out.set(c.subarray(0, take), n);
+      n += take;
+    } else {
+      chunks.push(c);
+      n += c.length;
+    }
+  }
+  if (!out) {
+    out = new Uint8Array(n);
+    let o = 0;
+    for (const c of chunks) {
+      out.set(c, o);
+      o += c.length;
+    }
+    return out;
+  }
+  return n < out.length ? out.subarray(0, n) : out;
+}
+
+/**
+ * Reads a response body ahead of the caller, up to `limit` bytes, so the next sequential
+ * piece is usually there when asked for; beyond `limit` it stops reading and TCP holds
+ * the sender back.
+ */
+class Prefetch {
+  readonly #queue: Uint8Array[] = [];
+  #bytes = 0;
+  #done = false;
+  #error: unknown;
+  #pumping = false;
+  #wake: (() => void) | undefined;
+
+  constructor(
+    readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    readonly limit: number,
+  ) {
+    void this.#pump();
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (!this.#done && this.#bytes < this.limit) {
+        const r = await this.reader.read();
+        if (r.done) {
+          this.#done = true;
+          break;
+        }
+        this.#queue.push(r.value);
+        this.#bytes += r.value.length;
+        this.#wake?.();
+      }
+    } catch (e) {
+      this.#error ??= e;
+      this.#done = true;
+    } finally {
+      this.#pumping = false;
+      this.#wake?.();
+    }
+  }
+
+  /** The next bytes, at most `max`; undefined at the end of the body. */
+  async take(max: number): Promise<Uint8Array | undefined> {
+    for (;;) {
+      const head = this.#queue[0];
+      if (head) {
+        let c = head;
+        if (c.length > max) {
+          this.#queue[0] = c.subarray(max);
+          c = c.subarray(0, max);
+        } else this.#queue.shift();
+        this.#bytes -= c.length;
+        if (!this.#done) void this.#pump();
+        return c;
+      }
+      if (this.#error !== undefined) throw this.#error;
+      if (this.#done) return undefined;
+      await new Promise<void>((r) => (this.#wake = r));
+      this.#wake = undefined;
+    }
+  }
+
+  cancel(): void {
+    this.#done = true;
+    this.#queue.length = 0;
+    void this.reader.cancel().catch(() => {});
+  }
 }

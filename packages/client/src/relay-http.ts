@@ -79,9 +79,15 @@ interface Call {
   readonly method: string;
   readonly path: string;
   readonly auth: boolean;
-  readonly body?: Uint8Array | object;
+  /**
+   * A stream is sent as it is read (chunked, no content-length) and, being consumed,
+   * is never sent twice: a 401 comes back to the caller (see `refreshSession`).
+   */
+  readonly body?: Uint8Array | object | ReadableStream<Uint8Array>;
   readonly headers?: Record<string, string>;
   readonly timeoutMs?: number;
+  /** Ends the request instead of the deadline (the caller keeps its own). */
+  readonly signal?: AbortSignal;
   /** Statuses returned to the caller instead of thrown. */
   readonly pass?: readonly number[];
 }
@@ -110,11 +116,17 @@ export class RelayHttp {
   /** One HTTP exchange with deadline and error mapping. */
   async call(c: Call): Promise<Response> {
     const first = await this.#once(c);
+    if (first.status === 401 && c.body instanceof ReadableStream) return this.#check({ ...c, pass: [...(c.pass ?? []), 401] }, first);
     if (first.status === 401 && c.auth && this.#o.refreshToken && !(c.pass ?? []).includes(401)) {
       await first.body?.cancel().catch(() => {});
       if (await this.#o.refreshToken()) return this.#check(c, await this.#once(c));
     }
     return this.#check(c, first);
+  }
+
+  /** Gets a fresh session when the SDK can (a device key); true if it did. */
+  async refreshSession(): Promise<boolean> {
+    return (await this.#o.refreshToken?.()) ?? false;
   }
 
   async #once(c: Call): Promise<Response> {
@@ -124,8 +136,11 @@ export class RelayHttp {
       if (!token) throw new CofferClientError('not-logged-in', 'not logged in: run `coffer account create` or `coffer login` first');
       headers.authorization = `Bearer ${token}`;
     }
-    let body: Uint8Array | string | undefined;
-    if (c.body instanceof Uint8Array) {
+    let body: Uint8Array | string | ReadableStream<Uint8Array> | undefined;
+    if (c.body instanceof ReadableStream) {
+      body = c.body;
+      headers['content-type'] ??= 'application/octet-stream';
+    } else if (c.body instanceof Uint8Array) {
       body = c.body;
       headers['content-type'] ??= 'application/octet-stream';
     } else if (c.body !== undefined) {
@@ -133,12 +148,15 @@ export class RelayHttp {
       headers['content-type'] = 'application/json';
     }
     const timeout = c.timeoutMs ?? this.#o.timeoutMs ?? 30_000;
-    const signal = AbortSignal.timeout(timeout);
+    const signal = c.signal ?? AbortSignal.timeout(timeout);
     try {
       // Never follow a redirect: it would carry the bearer token (and passwords) elsewhere.
-      return await this.#fetch(`${this.server}${c.path}`, { method: c.method, headers, redirect: 'error', ...(body !== undefined ? { body } : {}), signal });
+      // A stream body needs `duplex: 'half'` (Fetch standard; Node's fetch requires it).
+      const init = { method: c.method, headers, redirect: 'error', ...(body !== undefined ? { body } : {}), ...(body instanceof ReadableStream ? { duplex: 'half' } : {}), signal } as RequestInit;
+      return await this.#fetch(`${this.server}${c.path}`, init);
     } catch (e) {
       const name = (e as Error)?.name;
+      if (c.signal?.aborted) throw new UnavailableError(`${c.method} ${c.path} was ended: ${describeFetchError(c.signal.reason ?? e)}`, e);
       if (name === 'TimeoutError' || name === 'AbortError') throw new UnavailableError(`${this.server} did not answer within ${Math.round(timeout / 1000)} s`, e);
       throw new UnavailableError(`cannot reach ${this.server}: ${describeFetchError(e)}`, e);
     }

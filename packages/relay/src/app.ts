@@ -62,7 +62,7 @@ export const DEFAULT_LIMITS: RateLimits = {
 };
 
 export const DEFAULT_MAX_OBJECT_BYTES = 64 * 1024 * 1024;
-/** Blob upload bodies buffered at once, across the relay (they are held in memory). */
+/** Blob upload bytes in flight (announced or received, not yet stored), across the relay. */
 export const DEFAULT_MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024;
 /** An upload body that sends nothing for this long is ended (408). */
 export const DEFAULT_BODY_IDLE_TIMEOUT_MS = 15_000;
@@ -82,9 +82,9 @@ export interface AppOptions {
   readonly quotaBytes?: number;
   /** The account-password KDF (tests count calls through it); default scrypt. */
   readonly passwordKdf?: PasswordKdf;
-  /** Upload bytes buffered at once across the relay; more waits as 503 uploads-busy. */
+  /** Upload bytes in flight across the relay; more is 503 uploads-busy. */
   readonly maxInFlightBytes?: number;
-  /** Upload bytes buffered at once for one account; more is 429 account-uploads-busy. Default: maxObjectBytes. */
+  /** Upload bytes in flight for one account; more is 429 account-uploads-busy. Default: maxObjectBytes. */
   readonly maxInFlightBytesPerAccount?: number;
   /** An upload body idle this long is ended with 408 (ms); default 15 s. */
   readonly bodyIdleTimeoutMs?: number;
@@ -194,7 +194,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
     // Refused before its body was read (e.g. an unauthenticated upload): close rather
     // than read and discard what the client still sends.
-    if (!req.raw.complete && Number(req.headers['content-length'] ?? 0) > 0) void reply.header('connection', 'close');
+    if (!req.raw.complete && (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined)) void reply.header('connection', 'close');
     const pow = err instanceof RelayError ? err.options.pow : undefined;
     const body = errorBody(code, { ...(message !== undefined ? { message } : {}), ...(retryAfter !== undefined ? { retryAfter } : {}), ...(pow ? { pow } : {}) });
     void reply.code(ERRORS[code].status).send(body);

@@ -10,9 +10,22 @@ import { constants as fsc, promises as fs, type Dirent } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { BlobStoreError, type BlobInfo, type BlobStore, type ByteRange } from './store.js';
+import { BlobStoreError, type BlobBody, type BlobInfo, type BlobStore, type ByteRange } from './store.js';
 
 const FULL = new Set(['ENOSPC', 'EDQUOT']);
+
+/** Writes go to the temporary file in batches of up to this many bytes. */
+const WRITE_BATCH = 1024 * 1024;
+
+/**
+ * A failure of the body being stored (the client went away, a limit cut it off), not
+ * of the file system: passed on as it is, never as a store failure.
+ */
+class BodyFailure extends Error {
+  constructor(readonly original: unknown) {
+    super('the body failed');
+  }
+}
 
 function wrap(err: unknown, what: string): BlobStoreError {
   const code = (err as NodeJS.ErrnoException).code ?? '';
@@ -45,23 +58,42 @@ export class LocalBlobStore implements BlobStore {
     return join(this.root, ns, ...name.split('/'));
   }
 
-  async put(ns: string, name: string, data: Buffer): Promise<'created' | 'exists'> {
+  async put(ns: string, name: string, data: BlobBody): Promise<'created' | 'exists'> {
     try {
       return await this.#put(ns, name, data);
     } catch (err) {
-      // A delete pruned the directory between our mkdir and open: once more.
-      if (err instanceof BlobStoreError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return this.#put(ns, name, data);
+      if (err instanceof BodyFailure) throw err.original;
+      // A delete pruned the directory between our mkdir and open: once more (a stream
+      // only if nothing of it was read yet).
+      const retry = Buffer.isBuffer(data) || (data.readableDidRead === false && !data.destroyed);
+      if (retry && err instanceof BlobStoreError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+        try {
+          return await this.#put(ns, name, data);
+        } catch (again) {
+          if (again instanceof BodyFailure) throw again.original;
+          throw again;
+        }
+      }
       throw err;
     }
   }
 
-  async #put(ns: string, name: string, data: Buffer): Promise<'created' | 'exists'> {
+  /**
+   * The body streams into `.tmp-<random>` next to the object (one batch in memory at a
+   * time), is fdatasynced, then linked into place. Whatever fails on the way, the
+   * temporary file is removed, and so are the directories this put created.
+   */
+  async #put(ns: string, name: string, data: BlobBody): Promise<'created' | 'exists'> {
     const path = this.#path(ns, name);
     const dir = dirname(path);
     const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
     let fh: fs.FileHandle | undefined;
+    let created: string | undefined;
+    let linked = false;
     try {
-      let created: string | undefined;
+      // Taken already: say so before reading a byte of the body (the link below still
+      // decides, atomically, when two puts race).
+      if (await fs.lstat(path).then((st) => st.isFile(), () => false)) return 'exists';
       try {
         created = await fs.mkdir(dir, { recursive: true, mode: 0o700 });
       } catch (err) {
@@ -80,7 +112,8 @@ export class LocalBlobStore implements BlobStore {
         for (const d of chain.reverse()) await this.#syncDir(d);
       }
       fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-      await fh.writeFile(data);
+      if (Buffer.isBuffer(data)) await fh.writeFile(data);
+      else await writeStream(fh, data);
       await fh.datasync();
       await fh.close();
       fh = undefined;
@@ -104,15 +137,23 @@ export class LocalBlobStore implements BlobStore {
           throw e;
         }
       }
+      linked = true;
       await fs.unlink(tmp);
       // The link is durable once its directory is: only then may the client hear 201.
       await this.#syncDir(dir);
       return 'created';
     } catch (err) {
+      if (err instanceof BodyFailure) throw err;
       throw wrap(err, 'writing an object');
     } finally {
       await fh?.close().catch(() => {});
       await fs.unlink(tmp).catch(() => {});
+      if (!linked && created !== undefined) {
+        // Directories made for an object that never came: gone again (empty ones only).
+        for (let d = dir; d.length >= created.length && d.startsWith(created); d = dirname(d)) {
+          if (!(await fs.rmdir(d).then(() => true, () => false))) break;
+        }
+      }
     }
   }
 
@@ -135,7 +176,8 @@ export class LocalBlobStore implements BlobStore {
       if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return null;
       throw wrap(err, 'reading an object');
     }
-    return fh.createReadStream(range ? { start: range.start, end: range.end } : {});
+    // 1 MiB reads: a pack goes out in a few large writes rather than many 64 KiB ones.
+    return fh.createReadStream({ highWaterMark: 1024 * 1024, ...(range ? { start: range.start, end: range.end } : {}) });
   }
 
   async list(ns: string, prefix: string): Promise<BlobInfo[]> {
@@ -191,4 +233,57 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async close(): Promise<void> {}
+}
+
+/** The stream into the file, in batches (writev); a failure of the stream is a BodyFailure. */
+async function writeStream(fh: fs.FileHandle, body: Readable): Promise<void> {
+  let batch: Buffer[] = [];
+  let bytes = 0;
+  const flush = async (): Promise<void> => {
+    if (bytes === 0) return;
+    const b = batch;
+    batch = [];
+    bytes = 0;
+    const total = b.reduce((s, x) => s + x.length, 0);
+    let done = 0;
+    // writev may write less than asked (large batches, signals): go on from there.
+    while (done < total) {
+      const { bytesWritten } = await fh.writev(done === 0 ? b : sliceFrom(b, done));
+      done += bytesWritten;
+    }
+  };
+  const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer | Uint8Array>;
+  try {
+    for (;;) {
+      let next: IteratorResult<Buffer | Uint8Array>;
+      try {
+        next = await it.next();
+      } catch (err) {
+        throw new BodyFailure(err);
+      }
+      if (next.done) break;
+      const c = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+      batch.push(c);
+      bytes += c.length;
+      if (bytes >= WRITE_BATCH) await flush();
+    }
+    await flush();
+  } finally {
+    // Stops reading a body we no longer want (a failed write): the route answers the error.
+    await it.return?.().catch(() => {});
+  }
+}
+
+function sliceFrom(parts: Buffer[], from: number): Buffer[] {
+  const out: Buffer[] = [];
+  let skip = from;
+  for (const p of parts) {
+    if (skip >= p.length) {
+      skip -= p.length;
+      continue;
+    }
+    out.push(skip > 0 ? p.subarray(skip) : p);
+    skip = 0;
+  }
+  return out;
 }

@@ -4,9 +4,27 @@
  * Immutability: the put carries `If-None-Match: *` (S3 refuses an existing key with
  * 412) and, for servers that ignore it, the relay checks with HEAD first.
  */
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
-import { BlobStoreError, type BlobInfo, type BlobStore, type ByteRange } from './store.js';
+import { BlobStoreError, type BlobBody, type BlobInfo, type BlobStore, type ByteRange } from './store.js';
+
+/**
+ * A streamed body goes up in multipart parts of this size (S3's minimum is 5 MiB,
+ * except the last): one part in memory per upload (the relay's in-flight budget bounds
+ * how many). A body shorter than one part is a single PutObject.
+ */
+export const S3_PART_BYTES = 8 * 1024 * 1024;
 
 export interface S3Config {
   readonly endpoint?: string;
@@ -53,14 +71,60 @@ export class S3BlobStore implements BlobStore {
     return `${this.#prefix}${ns}/${name}`;
   }
 
-  async put(ns: string, name: string, data: Buffer): Promise<'created' | 'exists'> {
+  /**
+   * A buffer: one PutObject. A stream: read up to one part; if it ended there, one
+   * PutObject, else a multipart upload of whole parts, aborted if anything fails. A
+   * part goes to S3 only once it is complete, so a body cut off mid-stream never
+   * reaches S3 as a short object (on servers that, unlike S3, would keep one).
+   */
+  async put(ns: string, name: string, data: BlobBody): Promise<'created' | 'exists'> {
     if ((await this.size(ns, name)) !== null) return 'exists';
+    if (Buffer.isBuffer(data)) return this.#putOne(ns, name, data, data.length);
+    const it = data[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const reader = new PartReader(it);
     try {
-      await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name), Body: data, ContentLength: data.length, ContentType: 'application/octet-stream', IfNoneMatch: '*' }));
+      const first = await reader.next();
+      if (first.ended) return await this.#putOne(ns, name, first.bytes, first.bytes.length);
+      return await this.#putMultipart(ns, name, first.bytes, reader);
+    } finally {
+      await it.return?.().catch(() => {});
+    }
+  }
+
+  async #putOne(ns: string, name: string, body: Buffer, length: number): Promise<'created' | 'exists'> {
+    try {
+      await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name), Body: body, ContentLength: length, ContentType: 'application/octet-stream', IfNoneMatch: '*' }));
       return 'created';
     } catch (err) {
       if (status(err) === 412 || status(err) === 409) return 'exists';
       throw wrap(err, 'writing an object');
+    }
+  }
+
+  async #putMultipart(ns: string, name: string, first: Buffer, reader: PartReader): Promise<'created' | 'exists'> {
+    const Key = this.#key(ns, name);
+    let uploadId: string | undefined;
+    try {
+      const created = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key, ContentType: 'application/octet-stream' }));
+      uploadId = created.UploadId;
+      if (!uploadId) throw new Error('CreateMultipartUpload gave no UploadId');
+      const parts: { ETag: string; PartNumber: number }[] = [];
+      let part = { bytes: first, ended: false };
+      for (let n = 1; part.bytes.length > 0; n++) {
+        const r = await this.#client.send(new UploadPartCommand({ Bucket: this.#bucket, Key, UploadId: uploadId, PartNumber: n, Body: part.bytes, ContentLength: part.bytes.length }));
+        parts.push({ ETag: r.ETag ?? '', PartNumber: n });
+        if (part.ended) break;
+        part = await reader.next();
+      }
+      await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: parts }, IfNoneMatch: '*' }));
+      uploadId = undefined;
+      return 'created';
+    } catch (err) {
+      if (status(err) === 412 || status(err) === 409) return 'exists';
+      if (err instanceof BlobStoreError || status(err) !== undefined || (err as Error).name === 'TimeoutError') throw wrap(err, 'writing an object');
+      throw err; // the body failed: the route says why
+    } finally {
+      if (uploadId) await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId })).catch(() => {});
     }
   }
 
@@ -118,5 +182,38 @@ export class S3BlobStore implements BlobStore {
 
   async close(): Promise<void> {
     this.#client.destroy();
+  }
+}
+
+/** Reads a stream in parts of S3_PART_BYTES (the last may be shorter). */
+class PartReader {
+  #carry: Buffer | undefined;
+  #ended = false;
+  constructor(readonly it: AsyncIterator<Buffer>) {}
+
+  /** The next part, and whether the stream ended with it. */
+  async next(): Promise<{ bytes: Buffer; ended: boolean }> {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const take = (c: Buffer): void => {
+      const room = S3_PART_BYTES - n;
+      if (c.length > room) {
+        this.#carry = c.subarray(room);
+        c = c.subarray(0, room);
+      }
+      chunks.push(c);
+      n += c.length;
+    };
+    if (this.#carry) {
+      const c = this.#carry;
+      this.#carry = undefined;
+      take(c);
+    }
+    while (n < S3_PART_BYTES && !this.#ended) {
+      const r = await this.it.next();
+      if (r.done) this.#ended = true;
+      else take(Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value as Uint8Array));
+    }
+    return { bytes: Buffer.concat(chunks, n), ended: this.#ended && !this.#carry };
   }
 }

@@ -29,10 +29,21 @@ export interface ByteRange {
   readonly end: number;
 }
 
+/**
+ * The bytes of a new object: a buffer, or a stream that the store reads to its end
+ * (request bodies stream through; a stream that fails makes the put fail with that
+ * error and leaves nothing behind). `length`, when known, is the stream's exact length.
+ */
+export type BlobBody = Buffer | Readable;
+
 export interface BlobStore {
   readonly name: string;
-  /** 'exists' if the object is already there (nothing written). */
-  put(ns: string, name: string, data: Buffer): Promise<'created' | 'exists'>;
+  /**
+   * 'exists' if the object is already there (nothing kept). The object becomes visible
+   * only once complete and durable; a failed or aborted put leaves no object and no
+   * temporary data.
+   */
+  put(ns: string, name: string, data: BlobBody, options?: { readonly length?: number }): Promise<'created' | 'exists'>;
   /** Size in bytes, or null when absent. */
   size(ns: string, name: string): Promise<number | null>;
   /** The bytes (or a range of them); null when absent. */

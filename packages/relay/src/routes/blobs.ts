@@ -2,12 +2,12 @@
  * The blob API (spec/relay-api.md §3): per-account namespaces of immutable objects,
  * ranges, list by prefix, delete, per-object size limit and per-account quota.
  */
-import { Transform } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticate.js';
 import { RelayError } from '../errors.js';
 import type { RelayMetrics } from '../metrics.js';
 import { BLOB_PREFIX, BlobStoreError, isBlobName, namespaceOf, type BlobStore, type ByteRange } from '../blobs/store.js';
+import { UploadMeter } from '../blobs/upload-meter.js';
 
 export interface BlobRoutesOptions {
   readonly store: BlobStore;
@@ -15,44 +15,32 @@ export interface BlobRoutesOptions {
   readonly maxObjectBytes: number;
   /** Per-account total; 0 = unlimited. */
   readonly quotaBytes: number;
-  /** Upload body bytes buffered at once across these routes (≥ maxObjectBytes). */
+  /**
+   * Upload body bytes in flight (received or announced, not yet stored) across these
+   * routes (≥ maxObjectBytes). Bodies stream to the store, so this bounds unfinished
+   * uploads, not memory.
+   */
   readonly maxInFlightBytes: number;
-  /** Upload body bytes buffered at once for one account. */
+  /** Upload body bytes in flight for one account. */
   readonly maxInFlightBytesPerAccount: number;
   /** An upload body that sends nothing for this long is ended with 408 (ms; 0 = never). */
   readonly bodyIdleTimeoutMs: number;
   readonly metrics: RelayMetrics;
 }
 
-const IN_FLIGHT = Symbol('coffer.inFlightBytes');
-
-/** Passes the body through, failing it with 408 request-timeout when it stalls for `ms`. */
-function idleTimeout(source: NodeJS.ReadableStream, ms: number): Transform {
-  let timer: NodeJS.Timeout | undefined;
-  const arm = (): void => {
-    clearTimeout(timer);
-    timer = setTimeout(() => out.destroy(new RelayError('request-timeout', { message: `no body bytes for ${Math.round(ms / 1000)} s` })), ms);
-  };
-  const out = new Transform({
-    transform(chunk, _enc, cb) {
-      arm();
-      cb(null, chunk);
-    },
-    flush(cb) {
-      clearTimeout(timer);
-      cb();
-    },
-    destroy(err, cb) {
-      clearTimeout(timer);
-      cb(err);
-    },
-  });
-  // Fastify reads the length check (receivedEncodedLength) from the stream it is given.
-  arm();
-  source.on('error', (e) => out.destroy(e));
-  source.pipe(out);
-  return out;
+/** What an upload holds while it runs: bytes in flight and quota, released once. */
+interface UploadBudget {
+  readonly ns: string;
+  /** The declared Content-Length, if any. */
+  readonly declared: number | undefined;
+  inFlight: number;
+  quota: number;
+  /** Released (answered or aborted): nothing more may be reserved. */
+  closed: boolean;
 }
+
+const UPLOAD = Symbol('coffer.upload');
+type WithUpload = { [UPLOAD]?: UploadBudget };
 
 /**
  * Bytes used per namespace: computed from a listing on first use, then kept up to date
@@ -84,7 +72,12 @@ class Usage {
   /** Check and reserve in one synchronous step after loading, so concurrent puts cannot both pass. */
   async reserve(ns: string, size: number, quota: number): Promise<boolean> {
     await this.#load(ns);
-    const used = this.#bytes.get(ns)!;
+    return this.grow(ns, size, quota);
+  }
+
+  /** Reserves more for a namespace already loaded (a streaming body, buffer by buffer). */
+  grow(ns: string, size: number, quota: number): boolean {
+    const used = this.#bytes.get(ns) ?? 0;
     if (quota > 0 && used + size > quota) return false;
     this.#bytes.set(ns, used + size);
     return true;
@@ -127,60 +120,105 @@ export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Pr
   const usage = new Usage(o.store);
   let inFlight = 0;
   const perAccount = new Map<string, number>();
-  const release = (req: FastifyRequest): void => {
-    const r = req as unknown as Record<symbol, number | undefined>;
-    const bytes = r[IN_FLIGHT];
-    if (bytes === undefined) return;
-    r[IN_FLIGHT] = undefined;
-    inFlight -= bytes;
-    const left = (perAccount.get(req.account) ?? 0) - bytes;
+  /** Takes `bytes` more of the in-flight budgets for `account`, or says which is full. */
+  const takeInFlight = (account: string, bytes: number): RelayError | undefined => {
+    // One account cannot hold the relay's budget: its own uploads are capped first.
+    const mine = perAccount.get(account) ?? 0;
+    if (mine + bytes > o.maxInFlightBytesPerAccount) return new RelayError('account-uploads-busy', { retryAfter: 1 });
+    if (inFlight + bytes > o.maxInFlightBytes) return new RelayError('uploads-busy', { retryAfter: 1 });
+    inFlight += bytes;
+    perAccount.set(account, mine + bytes);
+    return undefined;
+  };
+  /** Gives back the in-flight bytes, and the quota unless the object was stored. */
+  const settle = (req: FastifyRequest, stored: boolean): void => {
+    const u = (req as WithUpload)[UPLOAD];
+    if (!u || u.closed) return;
+    u.closed = true;
+    inFlight -= u.inFlight;
+    const left = (perAccount.get(req.account) ?? 0) - u.inFlight;
     if (left > 0) perAccount.set(req.account, left);
     else perAccount.delete(req.account);
+    if (!stored) usage.release(u.ns, u.quota);
   };
   // Authenticate before anything else happens: no budget reserved, no byte read, no
   // 100-continue sent for a request without valid credentials.
   app.addHook('onRequest', o.authenticate);
 
+  // Upload bodies are not buffered: the handler gets the body as a stream (an
+  // UploadMeter) and the store reads it into place.
+  app.removeContentTypeParser('application/octet-stream');
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+
   app.put('/v1/blobs/*', {
-    bodyLimit: o.maxObjectBytes,
-    // Refuse before reading the body when the declared length is already too much.
+    // Refuse before reading the body (and before 100-continue) what can be refused
+    // from the headers: a bad name, a declared length above the limit, budgets.
     preParsing: async (req, reply, payload) => {
-      const declared = Number(req.headers['content-length']);
-      if (Number.isFinite(declared) && declared > o.maxObjectBytes) throw new RelayError('blob-too-large');
-      // Bodies are buffered in memory: bound the total across the relay (a chunked body
-      // without a length counts as the largest allowed object).
-      const bytes = Number.isFinite(declared) && declared >= 0 ? declared : o.maxObjectBytes;
-      // One account cannot hold the relay's budget: its own uploads are capped first.
-      const mine = perAccount.get(req.account) ?? 0;
-      if (mine + bytes > o.maxInFlightBytesPerAccount) throw new RelayError('account-uploads-busy', { retryAfter: 1 });
-      if (inFlight + bytes > o.maxInFlightBytes) throw new RelayError('uploads-busy', { retryAfter: 1 });
-      inFlight += bytes;
-      perAccount.set(req.account, mine + bytes);
-      (req as unknown as Record<symbol, number>)[IN_FLIGHT] = bytes;
+      blobName(req);
+      const header = req.headers['content-length'];
+      const declared = header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
+      if (declared !== undefined && declared > o.maxObjectBytes) throw new RelayError('blob-too-large');
+      const ns = namespaceOf(req.account);
+      // A declared length is reserved whole, up front; a body without one (chunked)
+      // reserves buffer by buffer as it arrives, and is cut off when a budget is spent.
+      const upfront = declared ?? 0;
+      const busy = takeInFlight(req.account, upfront);
+      if (busy) throw busy;
+      const u: UploadBudget = { ns, declared, inFlight: upfront, quota: 0, closed: false };
+      (req as WithUpload)[UPLOAD] = u;
+      if (!(await usage.reserve(ns, upfront, o.quotaBytes).catch(storeFailure))) throw new RelayError('quota-exceeded');
+      u.quota = upfront;
       if (req.headers.expect?.toLowerCase() === '100-continue') reply.raw.writeContinue();
-      return o.bodyIdleTimeoutMs > 0 ? idleTimeout(payload, o.bodyIdleTimeoutMs) : payload;
+      const reserve =
+        declared !== undefined
+          ? undefined
+          : (bytes: number): RelayError | undefined => {
+              if (u.closed) return new RelayError('bad-request', { message: 'the upload was cut off before its end' });
+              const refused = takeInFlight(req.account, bytes);
+              if (refused) return refused;
+              u.inFlight += bytes;
+              if (!usage.grow(ns, bytes, o.quotaBytes)) return new RelayError('quota-exceeded');
+              u.quota += bytes;
+              return undefined;
+            };
+      return new UploadMeter(payload, { maxBytes: o.maxObjectBytes, idleMs: o.bodyIdleTimeoutMs, ...(declared !== undefined ? { declared } : {}), ...(reserve ? { reserve } : {}) });
     },
-    onResponse: async (req) => release(req),
-    onRequestAbort: async (req) => release(req),
+    onResponse: async (req) => settle(req, false),
+    onRequestAbort: async (req) => {
+      // Only the in-flight bytes: a put still running settles its quota when it ends.
+      const u = (req as WithUpload)[UPLOAD];
+      if (u && !u.closed) {
+        inFlight -= u.inFlight;
+        const left = (perAccount.get(req.account) ?? 0) - u.inFlight;
+        if (left > 0) perAccount.set(req.account, left);
+        else perAccount.delete(req.account);
+        u.inFlight = 0;
+      }
+    },
   }, async (req, reply) => {
     const name = blobName(req);
-    const body = req.body;
-    if (!Buffer.isBuffer(body)) throw new RelayError('unsupported-media-type', { message: 'the body must be application/octet-stream' });
-    const ns = namespaceOf(req.account);
-    if (!(await usage.reserve(ns, body.length, o.quotaBytes).catch(storeFailure))) throw new RelayError('quota-exceeded');
+    const u = (req as WithUpload)[UPLOAD]!;
+    let body = req.body as UploadMeter | Buffer | undefined;
+    if (body === undefined && u.declared === 0) body = Buffer.alloc(0); // an empty object
+    if (!(body instanceof UploadMeter) && !Buffer.isBuffer(body)) throw new RelayError('unsupported-media-type', { message: 'the body must be application/octet-stream' });
     let result: 'created' | 'exists';
     try {
-      result = await o.store.put(ns, name, body);
+      result = await o.store.put(u.ns, name, body, u.declared !== undefined ? { length: u.declared } : {});
     } catch (err) {
-      usage.release(ns, body.length);
+      settle(req, false);
+      // The body was cut off (a limit, a stall, the client gone): that is the answer.
+      if (body instanceof UploadMeter && body.failure) throw body.failure;
       storeFailure(err);
     }
     if (result === 'exists') {
-      usage.release(ns, body.length);
+      settle(req, false);
+      if (body instanceof UploadMeter && !body.readableEnded) body.destroy();
       throw new RelayError('blob-exists');
     }
-    o.metrics.blobBytes.inc({ direction: 'in' }, body.length);
-    req.log.info({ account: req.account, blobBytes: body.length }, 'blob stored');
+    const size = body instanceof UploadMeter ? body.bytes : body.length;
+    settle(req, true);
+    o.metrics.blobBytes.inc({ direction: 'in' }, size);
+    req.log.info({ account: req.account, blobBytes: size }, 'blob stored');
     return reply.code(201).send();
   });
 

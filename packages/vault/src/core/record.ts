@@ -132,7 +132,8 @@ function readExpiring(r: ByteReader, field: string): Expiring | null {
 }
 
 export function encodeRecord(rec: AccountRecord): Uint8Array {
-  const w = new ByteWriter().u8(STATES[rec.state]);
+  // Sized for the largest record, so the writer never grows (it would copy each time).
+  const w = new ByteWriter(RECORD_PADDED_SIZE).u8(STATES[rec.state]);
   switch (rec.state) {
     case 'pending-registration':
       writePendingRegistration(w, rec.registration);

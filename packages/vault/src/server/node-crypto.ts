@@ -5,6 +5,7 @@
  * `bench:vault` notes in spec/vault-protocol.md §11). Outputs are identical
  * (test/crypto-provider.test.ts).
  */
+import * as nodeCrypto from 'node:crypto';
 import { createCipheriv, createDecipheriv, createECDH, createHash, createHmac } from 'node:crypto';
 import { useCryptoProvider, type CryptoProvider } from '@coffer/protocol';
 
@@ -16,9 +17,12 @@ function gcm(key: Uint8Array): 'aes-128-gcm' | 'aes-256-gcm' {
   throw new RangeError(`AES-GCM key: expected 16 or 32 bytes, got ${key.length}`);
 }
 
+/** `crypto.hash` (Node ≥ 20.12): one-shot, about half the cost of createHash for small inputs. */
+const oneShot = (nodeCrypto as { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Buffer }).hash;
+
 export const nodeCryptoProvider: CryptoProvider = {
   name: 'node:crypto',
-  sha256: (data) => u8(createHash('sha256').update(data).digest()),
+  sha256: oneShot ? (data) => u8(oneShot('sha256', data, 'buffer')) : (data) => u8(createHash('sha256').update(data).digest()),
   hmacSha256: (key, data) => u8(createHmac('sha256', key).update(data).digest()),
   aesGcmSeal(key, nonce, aad, plaintext) {
     const c = createCipheriv(gcm(key), key, nonce);

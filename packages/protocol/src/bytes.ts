@@ -102,11 +102,11 @@ export function fromBase64Url(text: string, field = 'value'): Uint8Array {
   }
   const left = text.length - i;
   if (left === 2) {
-    out[o++] = ((v(i) << 18) | (v(i + 1) << 12)) >>> 16;
+    out[o] = ((v(i) << 18) | (v(i + 1) << 12)) >>> 16;
   } else if (left === 3) {
     const n = (v(i) << 18) | (v(i + 1) << 12) | (v(i + 2) << 6);
-    out[o++] = n >>> 16;
-    out[o++] = (n >>> 8) & 0xff;
+    out[o] = n >>> 16;
+    out[o + 1] = (n >>> 8) & 0xff;
   }
   return out;
 }

@@ -20,10 +20,32 @@ function gcm(key: Uint8Array): 'aes-128-gcm' | 'aes-256-gcm' {
 /** `crypto.hash` (Node ≥ 20.12): one-shot, about half the cost of createHash for small inputs. */
 const oneShot = (nodeCrypto as { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Buffer }).hash;
 
+/**
+ * HMAC-SHA256 (RFC 2104) as two one-shot hashes: H((K ⊕ opad) ‖ H((K ⊕ ipad) ‖ m)), K
+ * hashed first when longer than the 64-byte block. About a third cheaper than
+ * createHmac for the short inputs of HKDF (no Hmac object and key setup per call).
+ * Checked against createHmac for keys of 0–200 bytes in test/crypto-provider.test.ts.
+ */
+function hmacOneShot(hash: NonNullable<typeof oneShot>, key: Uint8Array, data: Uint8Array): Uint8Array {
+  const k = key.length > 64 ? hash('sha256', key, 'buffer') : key;
+  const inner = new Uint8Array(64 + data.length);
+  inner.set(k, 0);
+  for (let i = 0; i < 64; i++) inner[i]! ^= 0x36;
+  inner.set(data, 64);
+  const outer = new Uint8Array(96);
+  outer.set(k, 0);
+  for (let i = 0; i < 64; i++) outer[i]! ^= 0x5c;
+  outer.set(hash('sha256', inner, 'buffer'), 64);
+  const tag = u8(hash('sha256', outer, 'buffer'));
+  inner.fill(0, 0, 64); // the padded keys: HKDF's keys are secrets
+  outer.fill(0, 0, 64);
+  return tag;
+}
+
 export const nodeCryptoProvider: CryptoProvider = {
   name: 'node:crypto',
   sha256: oneShot ? (data) => u8(oneShot('sha256', data, 'buffer')) : (data) => u8(createHash('sha256').update(data).digest()),
-  hmacSha256: (key, data) => u8(createHmac('sha256', key).update(data).digest()),
+  hmacSha256: oneShot ? (key, data) => hmacOneShot(oneShot, key, data) : (key, data) => u8(createHmac('sha256', key).update(data).digest()),
   aesGcmSeal(key, nonce, aad, plaintext) {
     const c = createCipheriv(gcm(key), key, nonce);
     c.setAAD(aad);

@@ -164,6 +164,18 @@ export class ByteWriter {
   finish(): Uint8Array {
     return this.#buf.slice(0, this.#len);
   }
+  /**
+   * The bytes written followed by zeros, `size` bytes in all: the writer's own buffer when
+   * it was made with exactly that capacity and never grew (no copy). Use the writer no more.
+   * @throws RangeError when more than `size` bytes were written
+   */
+  finishPadded(size: number): Uint8Array {
+    if (this.#len > size) throw new RangeError(`ByteWriter: ${this.#len} bytes written, more than ${size}`);
+    if (this.#buf.length === size) return this.#buf;
+    const out = new Uint8Array(size);
+    out.set(this.#buf.subarray(0, this.#len));
+    return out;
+  }
 }
 
 /** Sequential reader: every read is bounds-checked and throws DecodeError naming the field. */

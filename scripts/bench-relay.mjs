@@ -96,8 +96,10 @@ writeFileSync(linkKeyFile, linkKeyHex + '\n', { mode: 0o600 });
 const children = [];
 let stopPostgres = async () => {};
 
+// Profile the relay: COFFER_BENCH_RELAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
 function startService(main, env, cpu) {
-  const node = [process.execPath, main, 'serve'];
+  const extra = main === RELAY_MAIN ? (process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? []) : [];
+  const node = [process.execPath, ...extra, main, 'serve'];
   const [cmd, args] = TASKSET ? [TASKSET, ['-c', String(cpu), ...node]] : [node[0], node.slice(1)];
   const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(child);

@@ -1,4 +1,4 @@
-// `npm run bench:vault [-- --seconds N] [-- --workers N] [-- --lanes N]`
+// `npm run bench:vault [-- --seconds N] [-- --workers N] [-- --lanes N] [-- --only software|pkcs11]`
 // Profile the vault: COFFER_BENCH_VAULT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
 // The Backup Key Vault's recovery throughput against the bare OPAQUE library, in one run:
 //   1. ceiling: @serenity-kit/opaque server startLogin + finishLogin, one core, in a loop
@@ -37,6 +37,8 @@ const WORKERS = arg('workers', 2); // load-generator processes
 const LANES = arg('lanes', 16); // concurrent recoveries per worker
 const VAULT_CPU = arg('vault-cpu', 0);
 const LOAD_CPU = arg('load-cpu', 1);
+const onlyAt = process.argv.indexOf('--only');
+const ONLY = onlyAt >= 0 ? process.argv[onlyAt + 1] : null; // one platform's run (before/after comparisons)
 // Enough accounts that no account reaches the per-account login rate limit
 // (loginsPerWindow, at most 64 per 5 minutes) during a run; each lane owns a disjoint
 // slice, so no two recoveries of one account overlap.
@@ -221,16 +223,16 @@ try {
   console.log(`ceiling         @serenity-kit/opaque server startLogin+finishLogin, one core: ${fmt(ceil)} logins per CPU-second (${fmt(c.perWall)}/s by wall clock)`);
   const results = [];
   const swDir = join(work, 'software');
-  results.push(await run('vault-software', { COFFER_VAULT_DATA_DIR: swDir }, { COFFER_VAULT_DATA_DIR: swDir }, ceil));
+  if (ONLY !== 'pkcs11') results.push(await run('vault-software', { COFFER_VAULT_DATA_DIR: swDir }, { COFFER_VAULT_DATA_DIR: swDir }, ceil));
   const hsmDir = join(work, 'pkcs11');
   mkdirSync(hsmDir);
-  const hsm = softhsmToken(hsmDir);
+  const hsm = ONLY === 'software' ? null : softhsmToken(hsmDir);
   if (hsm) {
     const env = { ...hsm, COFFER_VAULT_DATA_DIR: hsmDir };
     const made = spawnSync(process.execPath, [MAIN, 'keys', 'create'], { env: { ...process.env, ...env }, encoding: 'utf8' });
     if (made.status !== 0) throw new Error(made.stderr);
     results.push(await run('vault-pkcs11', env, env, ceil));
-  } else {
+  } else if (ONLY !== 'software') {
     console.log('SoftHSM2 not installed: skipping the PKCS#11 run');
   }
   const targets = { 'vault-software': 0.6, 'vault-pkcs11': 0.5 };
@@ -254,7 +256,7 @@ try {
   );
   for (const r of results) console.log(`${r.name}: ratio per vault core-second ${fmt(r.perCpu / ceil, 2)}; by wall clock ${fmt(r.rate / ceil, 2)} (vault core ${fmt(r.vaultBusy * 100)}% busy)`);
   for (const r of results) console.log(`bench: ${r.name} ratio=${(r.perCpu / ceil).toFixed(2)} target=${targets[r.name]}`);
-  if (!hsm) console.log('bench: vault-pkcs11 ratio=n/a target=0.5');
+  if (!hsm && ONLY !== 'software') console.log('bench: vault-pkcs11 ratio=n/a target=0.5');
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

@@ -64,27 +64,62 @@ export function fromHex(hex: string): Uint8Array {
 }
 
 const B64URL = /^[A-Za-z0-9_-]*$/;
+const B64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+const B64URL_VALUE = new Int16Array(128).fill(-1);
+for (let i = 0; i < 64; i++) B64URL_VALUE[B64URL_ALPHABET.charCodeAt(i)] = i;
 
-/** base64url without padding (how @serenity-kit/opaque exchanges bytes). */
+/** base64url without padding (how @serenity-kit/opaque exchanges bytes); RFC 4648 §5. */
 export function toBase64Url(bytes: Uint8Array): string {
-  let bin = '';
-  for (const b of bytes) bin += String.fromCharCode(b);
-  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  const a = B64URL_ALPHABET;
+  let s = '';
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
+    s += a[n >>> 18]! + a[(n >>> 12) & 63]! + a[(n >>> 6) & 63]! + a[n & 63]!;
+  }
+  if (i + 1 === bytes.length) {
+    const n = bytes[i]! << 16;
+    s += a[n >>> 18]! + a[(n >>> 12) & 63]!;
+  } else if (i + 2 === bytes.length) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8);
+    s += a[n >>> 18]! + a[(n >>> 12) & 63]! + a[(n >>> 6) & 63]!;
+  }
+  return s;
 }
 
+/** @throws DecodeError for anything but canonical-length unpadded base64url */
 export function fromBase64Url(text: string, field = 'value'): Uint8Array {
   if (!B64URL.test(text) || text.length % 4 === 1) throw new DecodeError(`${field}: not base64url`, 'bad-field');
-  const b64 = text.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (text.length % 4)) % 4);
-  const bin = atob(b64);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  const out = new Uint8Array(Math.floor((text.length * 3) / 4));
+  let o = 0;
+  let i = 0;
+  const v = (k: number): number => B64URL_VALUE[text.charCodeAt(k)]!;
+  for (; i + 3 < text.length; i += 4) {
+    const n = (v(i) << 18) | (v(i + 1) << 12) | (v(i + 2) << 6) | v(i + 3);
+    out[o++] = n >>> 16;
+    out[o++] = (n >>> 8) & 0xff;
+    out[o++] = n & 0xff;
+  }
+  const left = text.length - i;
+  if (left === 2) {
+    out[o] = ((v(i) << 18) | (v(i + 1) << 12)) >>> 16;
+  } else if (left === 3) {
+    const n = (v(i) << 18) | (v(i + 1) << 12) | (v(i + 2) << 6);
+    out[o] = n >>> 16;
+    out[o + 1] = (n >>> 8) & 0xff;
+  }
   return out;
 }
 
 /** Sequential writer; `finish()` returns exactly the bytes written. */
 export class ByteWriter {
-  #buf = new Uint8Array(256);
+  #buf: Uint8Array;
   #len = 0;
+
+  /** @param capacity the expected length (it grows past it when needed) */
+  constructor(capacity = 256) {
+    this.#buf = new Uint8Array(Math.max(16, capacity));
+  }
 
   #reserve(n: number): void {
     if (this.#len + n <= this.#buf.length) return;
@@ -128,6 +163,18 @@ export class ByteWriter {
   }
   finish(): Uint8Array {
     return this.#buf.slice(0, this.#len);
+  }
+  /**
+   * The bytes written followed by zeros, `size` bytes in all: the writer's own buffer when
+   * it was made with exactly that capacity and never grew (no copy). Use the writer no more.
+   * @throws RangeError when more than `size` bytes were written
+   */
+  finishPadded(size: number): Uint8Array {
+    if (this.#len > size) throw new RangeError(`ByteWriter: ${this.#len} bytes written, more than ${size}`);
+    if (this.#buf.length === size) return this.#buf;
+    const out = new Uint8Array(size);
+    out.set(this.#buf.subarray(0, this.#len));
+    return out;
   }
 }
 

@@ -63,13 +63,18 @@ export function parseRequest(bytes: Uint8Array): RequestHeader {
   return { version, op, keyId, enc, ciphertext: r.rest() };
 }
 
+const RESPONSE_EXPORT = utf8(LABELS.responseExport);
+const RESPONSE_KEY = utf8(LABELS.responseKey);
+const RESPONSE_NONCE = utf8(LABELS.responseNonce);
+const EMPTY = new Uint8Array(0);
+
 /** RFC 9458 §4.4: derive the response AEAD key and nonce from the request context. */
 async function responseKeys(context: HpkeContext, enc: Uint8Array, responseNonce: Uint8Array): Promise<{ key: Uint8Array; nonce: Uint8Array }> {
-  const secret = await context.export(utf8(LABELS.responseExport), 32);
+  const secret = await context.export(RESPONSE_EXPORT, 32);
   const prk = await hkdfExtract(concat(enc, responseNonce), secret);
   return {
-    key: await hkdfExpand(prk, utf8(LABELS.responseKey), 32),
-    nonce: await hkdfExpand(prk, utf8(LABELS.responseNonce), 12),
+    key: await hkdfExpand(prk, RESPONSE_KEY, 32),
+    nonce: await hkdfExpand(prk, RESPONSE_NONCE, 12),
   };
 }
 
@@ -127,7 +132,7 @@ export async function openRequest(
 ): Promise<OpenedRequest> {
   const info = requestInfo(header.version, header.op, header.keyId, account);
   const context = await setupBaseRecipient(AEAD_AES_256_GCM, header.enc, fleetPublicKey, dh, info);
-  const paddedBody = await context.open(new Uint8Array(0), header.ciphertext);
+  const paddedBody = await context.open(EMPTY, header.ciphertext);
   if (paddedBody.length !== BODY_SIZE) throw new DecryptionError();
   return {
     op: header.op,
@@ -137,7 +142,7 @@ export async function openRequest(
       if (body.length !== BODY_SIZE) throw new RangeError(`response body: expected ${BODY_SIZE} bytes`);
       if (responseNonce.length !== RESPONSE_NONCE_LENGTH) throw new RangeError('responseNonce: expected 32 bytes');
       const { key, nonce } = await responseKeys(context, header.enc, responseNonce);
-      return concat(responseNonce, await aesGcmSeal(key, nonce, new Uint8Array(0), body));
+      return concat(responseNonce, await aesGcmSeal(key, nonce, EMPTY, body));
     },
   };
 }

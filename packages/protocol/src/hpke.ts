@@ -30,18 +30,50 @@ function keyLength(aead: AeadId): number {
 }
 
 const KEM_SUITE_ID = concat(utf8('KEM'), i2osp(KEM_P256_HKDF_SHA256, 2));
+const SUITE_IDS = new Map<AeadId, Uint8Array>();
 function hpkeSuiteId(aead: AeadId): Uint8Array {
-  return concat(utf8('HPKE'), i2osp(KEM_P256_HKDF_SHA256, 2), i2osp(KDF_HKDF_SHA256, 2), i2osp(aead, 2));
+  let id = SUITE_IDS.get(aead);
+  if (!id) SUITE_IDS.set(aead, (id = concat(utf8('HPKE'), i2osp(KEM_P256_HKDF_SHA256, 2), i2osp(KDF_HKDF_SHA256, 2), i2osp(aead, 2))));
+  return id;
+}
+
+/** psk_id_hash of mode_base: LabeledExtract("", "psk_id_hash", "") — the same for every message of a suite. */
+const PSK_ID_HASHES = new Map<AeadId, Promise<Uint8Array>>();
+function emptyPskIdHash(aead: AeadId): Promise<Uint8Array> {
+  let h = PSK_ID_HASHES.get(aead);
+  if (!h) {
+    h = labeledExtract(hpkeSuiteId(aead), new Uint8Array(0), 'psk_id_hash', new Uint8Array(0));
+    PSK_ID_HASHES.set(aead, h);
+    h.catch(() => PSK_ID_HASHES.delete(aead));
+  }
+  return h;
+}
+
+/**
+ * The constant front of a labeled input, `[I2OSP(L, 2) ||] "HPKE-v1" || suite_id || label`,
+ * encoded once per (suite, label, length): every message uses the same dozen.
+ */
+const prefixes = new WeakMap<Uint8Array, Map<string, Uint8Array>>();
+function labelPrefix(suiteId: Uint8Array, label: string, length: number | null): Uint8Array {
+  let bySuite = prefixes.get(suiteId);
+  if (!bySuite) prefixes.set(suiteId, (bySuite = new Map()));
+  const k = length === null ? label : `${label}/${length}`;
+  let p = bySuite.get(k);
+  if (!p) {
+    p = length === null ? concat(HPKE_V1, suiteId, utf8(label)) : concat(i2osp(length, 2), HPKE_V1, suiteId, utf8(label));
+    bySuite.set(k, p);
+  }
+  return p;
 }
 
 /** RFC 9180 §4: LabeledExtract. */
 function labeledExtract(suiteId: Uint8Array, salt: Uint8Array, label: string, ikm: Uint8Array): Promise<Uint8Array> {
-  return hkdfExtract(salt, concat(HPKE_V1, suiteId, utf8(label), ikm));
+  return hkdfExtract(salt, concat(labelPrefix(suiteId, label, null), ikm));
 }
 
 /** RFC 9180 §4: LabeledExpand. */
 function labeledExpand(suiteId: Uint8Array, prk: Uint8Array, label: string, info: Uint8Array, length: number): Promise<Uint8Array> {
-  return hkdfExpand(prk, concat(i2osp(length, 2), HPKE_V1, suiteId, utf8(label), info), length);
+  return hkdfExpand(prk, concat(labelPrefix(suiteId, label, length), info), length);
 }
 
 /** RFC 9180 §4.1: ExtractAndExpand, the DHKEM shared secret from the DH output. */
@@ -88,7 +120,7 @@ export class HpkeContext {
 async function keyScheduleBase(aead: AeadId, sharedSecret: Uint8Array, info: Uint8Array): Promise<HpkeContext> {
   const suiteId = hpkeSuiteId(aead);
   const empty = new Uint8Array(0);
-  const pskIdHash = await labeledExtract(suiteId, empty, 'psk_id_hash', empty);
+  const pskIdHash = await emptyPskIdHash(aead);
   const infoHash = await labeledExtract(suiteId, empty, 'info_hash', info);
   const context = concat(new Uint8Array([0x00]), pskIdHash, infoHash);
   const secret = await labeledExtract(suiteId, sharedSecret, 'secret', empty);

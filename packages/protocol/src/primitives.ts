@@ -111,6 +111,14 @@ export function hkdfExtract(salt: Uint8Array, ikm: Uint8Array): Promise<Uint8Arr
 /** RFC 5869 §2.3 (L ≤ 255·32). */
 export async function hkdfExpand(prk: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array> {
   if (length > 255 * 32) throw new RangeError(`hkdfExpand: length ${length} too large`);
+  if (length <= 32) {
+    // One block, T(1) = HMAC(PRK, info || 0x01): every use in the protocol.
+    const block = new Uint8Array(info.length + 1);
+    block.set(info, 0);
+    block[info.length] = 1;
+    const t = await hmacSha256(prk, block);
+    return length === 32 ? t : t.slice(0, length);
+  }
   const out = new Uint8Array(length);
   let prev: Uint8Array = new Uint8Array(0);
   for (let i = 0, at = 0; at < length; i++) {

@@ -13,7 +13,7 @@ import { LocalBlobStore } from './blobs/local.js';
 import { S3BlobStore } from './blobs/s3.js';
 import type { BlobStore } from './blobs/store.js';
 import type { RelayConfig } from './config.js';
-import { loadLinkKey } from '@coffer/protocol/node';
+import { installNodeCrypto, loadLinkKey } from '@coffer/protocol/node';
 import { createMetrics, type RelayMetrics } from './metrics.js';
 import { VaultForwarder } from './vault-forwarder.js';
 
@@ -47,6 +47,8 @@ export async function openAccountStore(config: RelayConfig, options: { now?: () 
 }
 
 export async function assembleRelay(config: RelayConfig, options: AssembleOptions = {}): Promise<RunningRelay> {
+  // The link MAC of every forwarded request on node:crypto (synchronous), not WebCrypto.
+  installNodeCrypto();
   const linkKey = loadLinkKey(config.linkKeyFile, { create: options.createLinkKey ?? false });
   const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? false });
   const accounts = config.accounts ? await openAccountStore(config, options.now ? { now: options.now } : {}) : null;

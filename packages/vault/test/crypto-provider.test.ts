@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { cryptoProvider, decodeResponseBody, encodeRequestBody, encodeResponseBody, fleetKeyFromPublicKey, openRequest, pad, parseRequest, sealRequest, toHex, unpad, useCryptoProvider, webCryptoProvider, type CryptoProvider } from '@coffer/protocol';
 import { nodeCryptoProvider } from '../src/server/node-crypto.js';
-import { createECDH } from 'node:crypto';
+import { createECDH, createHmac } from 'node:crypto';
 
 const hex = async (p: Uint8Array | null | Promise<Uint8Array | null>) => { const v = await p; return v ? toHex(v) : null; };
 
@@ -24,6 +24,16 @@ test('node:crypto and WebCrypto providers agree on SHA-256, HMAC and AES-GCM', a
     bad[0]! ^= 1;
     assert.equal(await nodeCryptoProvider.aesGcmOpen(key, nonce, aad, bad), null);
   }
+});
+
+test('the node:crypto HMAC-SHA256 is RFC 2104 for keys shorter than, equal to and longer than the block', async () => {
+  for (let n = 0; n <= 200; n++) {
+    const key = randomBytes(n);
+    const data = randomBytes((n * 13) % 300);
+    assert.equal(await hex(nodeCryptoProvider.hmacSha256(key, data)), createHmac('sha256', key).update(data).digest('hex'), `key of ${n} bytes`);
+  }
+  // RFC 4231 test case 2
+  assert.equal(await hex(nodeCryptoProvider.hmacSha256(new TextEncoder().encode('Jefe'), new TextEncoder().encode('what do ya want for nothing?'))), '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
 });
 
 test('a WebCrypto client and a node:crypto vault exchange sealed messages both ways', async () => {

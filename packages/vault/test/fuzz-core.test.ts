@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { DecodeError, DEFAULT_KSF, encodeRequestBody, pad, sealRequest } from '@coffer/protocol';
 import { VaultCore } from '../src/core/vault-core.js';
 import { DEFAULT_POLICY } from '../src/core/config.js';
-import { decodeRecord, encodeRecord, RecordIntegrityError, sealRecord, type AccountRecord } from '../src/core/record.js';
+import { decodeRecord, encodePaddedRecord, encodeRecord, padRecord, RecordIntegrityError, sealRecord, type AccountRecord } from '../src/core/record.js';
 import { openSoftwarePlatform, provisionSoftwareKeys, type SoftwarePlatform } from '../src/platform/software.js';
 import { VAULT_KEYS } from '../src/platform/index.js';
 import { ensureFleetFile, type LoadedFleet } from '../src/server/fleet.js';
@@ -59,6 +59,15 @@ describe('fuzz: vault core decoders', () => {
         if (!(err instanceof DecodeError)) throw err;
       }
     }), { numRuns: RUNS });
+  });
+
+  it('encodePaddedRecord writes exactly padRecord(encodeRecord(record)), and refuses a record past the padded size', () => {
+    const big: AccountRecord = { ...active, registerStarts: Array.from({ length: 64 }, (_, i) => i), seenLogins: Array.from({ length: 64 }, (_, i) => ({ digest: new Uint8Array(16).fill(i), expiresAt: i })) };
+    const records: AccountRecord[] = [active, big, { state: 'erased', erasedAt: 1, registerStarts: [3] }, { state: 'pending-registration', registration: null, registerStarts: [] }];
+    for (const r of records) assert.deepEqual(encodePaddedRecord(r), padRecord(encodeRecord(r)));
+    const tooBig: AccountRecord = { ...big, wrappedKey: new Uint8Array(3072) };
+    assert.throws(() => encodePaddedRecord(tooBig), RangeError);
+    assert.throws(() => padRecord(encodeRecord(tooBig)), RangeError);
   });
 
   it('open: random and mutated requests are refused with a code or opened, never thrown', async () => {

@@ -132,7 +132,11 @@ function readExpiring(r: ByteReader, field: string): Expiring | null {
 }
 
 export function encodeRecord(rec: AccountRecord): Uint8Array {
-  const w = new ByteWriter().u8(STATES[rec.state]);
+  return writeRecord(new ByteWriter(RECORD_PADDED_SIZE), rec).finish();
+}
+
+function writeRecord(w: ByteWriter, rec: AccountRecord): ByteWriter {
+  w.u8(STATES[rec.state]);
   switch (rec.state) {
     case 'pending-registration':
       writePendingRegistration(w, rec.registration);
@@ -158,7 +162,18 @@ export function encodeRecord(rec: AccountRecord): Uint8Array {
       for (const s of rec.seenLogins) w.bytes(s.digest).u64(s.expiresAt);
       break;
   }
-  return w.finish();
+  return w;
+}
+
+/** padRecord(encodeRecord(rec)), written in place: u16 length || record || zeros. */
+export function encodePaddedRecord(rec: AccountRecord): Uint8Array {
+  const w = writeRecord(new ByteWriter(RECORD_PADDED_SIZE).u16(0), rec);
+  const length = w.length - 2;
+  if (length > RECORD_PADDED_SIZE - 2) throw new RangeError(`record: ${length} bytes exceeds ${RECORD_PADDED_SIZE - 2}`);
+  const out = w.finishPadded(RECORD_PADDED_SIZE);
+  out[0] = length >> 8;
+  out[1] = length & 0xff;
+  return out;
 }
 
 /**
@@ -262,7 +277,7 @@ export function unpadRecord(padded: Uint8Array): Uint8Array {
 }
 
 export async function sealRecord(platform: Platform, account: string, rec: AccountRecord, keys: RecordKeyring = DEFAULT_RECORD_KEYRING): Promise<Uint8Array> {
-  const sealed = await platform.seal(keys.current, recordAad(account, RECORD_FORMAT_VERSION), padRecord(encodeRecord(rec)));
+  const sealed = await platform.seal(keys.current, recordAad(account, RECORD_FORMAT_VERSION), encodePaddedRecord(rec));
   const out = new Uint8Array(1 + sealed.length);
   out[0] = RECORD_FORMAT_VERSION;
   out.set(sealed, 1);

@@ -11,6 +11,7 @@ import { chmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync, clos
 import { promises as fsp } from 'node:fs';
 import { dirname } from 'node:path';
 import { ANCHOR_MAX_BYTES, PlatformError, type Platform } from '../core/platform.js';
+import { RandomPool } from './random-pool.js';
 
 export const SOFTWARE_PLATFORM_WARNING =
   'coffer-vault is using the SOFTWARE platform: this is NOT an HSM. Its keys sit in a file on disk; ' +
@@ -177,6 +178,7 @@ class SoftwarePlatformImpl implements SoftwarePlatform {
   readonly name = 'software';
   readonly #secret = new Map<string, { type: 'aes-256-gcm' | 'hmac-sha256'; key: Buffer }>();
   readonly #ecdh = new Map<string, { ecdh: ECDH; publicKey: Uint8Array }>();
+  readonly #random = new RandomPool();
   #closed = false;
 
   constructor(
@@ -219,15 +221,23 @@ class SoftwarePlatformImpl implements SoftwarePlatform {
   }
 
   randomBytes(length: number): Uint8Array {
-    return new Uint8Array(randomBytes(length));
+    return this.#random.take(length);
   }
 
   async seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
     const key = this.#key(keyLabel, 'aes-256-gcm');
-    const nonce = randomBytes(12);
+    const nonce = this.#random.take(12);
     const c = createCipheriv('aes-256-gcm', key, nonce);
     c.setAAD(aad);
-    return new Uint8Array(Buffer.concat([nonce, c.update(plaintext), c.final(), c.getAuthTag()]));
+    // nonce || ciphertext || tag, written once into the result (GCM's final() is empty).
+    const body = c.update(plaintext);
+    const tail = c.final();
+    const out = new Uint8Array(12 + body.length + tail.length + 16);
+    out.set(nonce, 0);
+    out.set(body, 12);
+    out.set(tail, 12 + body.length);
+    out.set(c.getAuthTag(), 12 + body.length + tail.length);
+    return out;
   }
 
   async unseal(keyLabel: string, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array | null> {
@@ -237,7 +247,10 @@ class SoftwarePlatformImpl implements SoftwarePlatform {
       const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12));
       d.setAAD(aad);
       d.setAuthTag(sealed.subarray(sealed.length - 16));
-      return new Uint8Array(Buffer.concat([d.update(sealed.subarray(12, sealed.length - 16)), d.final()]));
+      const body = d.update(sealed.subarray(12, sealed.length - 16));
+      const tail = d.final(); // throws when the tag does not verify
+      // A view of the fresh Buffer (not pooled: GCM's update allocates its own): no copy.
+      return tail.length === 0 ? new Uint8Array(body.buffer, body.byteOffset, body.byteLength) : new Uint8Array(Buffer.concat([body, tail]));
     } catch {
       return null;
     }
@@ -308,6 +321,7 @@ class SoftwarePlatformImpl implements SoftwarePlatform {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#random.clear();
     this.#secret.clear();
     this.#ecdh.clear();
   }

@@ -162,7 +162,8 @@ export class SqliteRecordStore implements RecordStore, LogStore {
   async get(account: string): Promise<StoredRecord | null> {
     this.#check();
     const row = this.#select.get(account);
-    return row ? { value: new Uint8Array(row.value), version: String(row.revision) } : null;
+    // better-sqlite3 returns a fresh Buffer per row (its own memory): a view, not a copy.
+    return row ? { value: new Uint8Array(row.value.buffer, row.value.byteOffset, row.value.byteLength), version: String(row.revision) } : null;
   }
 
   // async: a closed or failed store rejects, never throws synchronously.

@@ -12,6 +12,7 @@ import pkcs11js from 'pkcs11js';
 import type { AesGCM, ECDH1, Handle, Mechanism, PKCS11 } from 'pkcs11js';
 import { ANCHOR_MAX_BYTES, PlatformError } from '../../core/platform.js';
 import { readAnchorObject, writeAnchorObject } from './anchor.js';
+import { RandomPool } from '../random-pool.js';
 import type { Platform } from '../../core/platform.js';
 import { isKeyHandleError, mayBeAuthFailure, toPlatformError } from './errors.js';
 import { ECDH_SECRET_TEMPLATE, ecPointToRaw, findKey, readAttribute } from './keys.js';
@@ -110,6 +111,7 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
   /** Key handles by kind and label. Token object handles are valid in every session. */
   readonly #handles = new Map<string, Handle>();
   readonly #publicKeys = new Map<string, Uint8Array>();
+  readonly #random = new RandomPool();
   #closed = false;
 
   constructor(token: OpenToken, mode: 'blocking' | 'threaded') {
@@ -124,15 +126,15 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
   }
 
   randomBytes(length: number): Uint8Array {
-    if (!Number.isInteger(length) || length < 0) throw new RangeError(`length must be a non-negative integer, got ${length}`);
-    return plain(nodeRandomBytes(length));
+    return this.#random.take(length);
   }
 
   async seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
     checkLabel(keyLabel);
     const a = view(aad, 'aad');
     const pt = view(plaintext, 'plaintext');
-    const nonce = nodeRandomBytes(NONCE_BYTES);
+    const n = this.#random.take(NONCE_BYTES);
+    const nonce = Buffer.from(n.buffer, n.byteOffset, n.byteLength);
     return this.#op('seal', keyLabel, 'seal', async (s, key) => {
       const out = Buffer.alloc(NONCE_BYTES + pt.length + TAG_BYTES);
       nonce.copy(out, 0);
@@ -258,6 +260,7 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#random.clear();
     await this.#token.close();
   }
 

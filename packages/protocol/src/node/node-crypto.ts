@@ -1,0 +1,81 @@
+/**
+ * A synchronous node:crypto provider for this package's primitives, for Node services
+ * (the vault, the relay). WebCrypto's asynchronous calls cost tens of microseconds each
+ * in Node and HPKE makes about a dozen per message; this provider cuts the envelope's
+ * cost several-fold (see the `bench:vault` notes in spec/vault-protocol.md §11). The
+ * relay signs every forwarded request (relay-link.ts: a SHA-256 and an HMAC), which on
+ * WebCrypto took a fifth of its CPU per recovery. Outputs are identical
+ * (packages/vault/test/crypto-provider.test.ts).
+ */
+import * as nodeCrypto from 'node:crypto';
+import { createCipheriv, createDecipheriv, createECDH, createHash, createHmac } from 'node:crypto';
+import { useCryptoProvider, type CryptoProvider } from '../primitives.js';
+
+const u8 = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+
+function gcm(key: Uint8Array): 'aes-128-gcm' | 'aes-256-gcm' {
+  if (key.length === 16) return 'aes-128-gcm';
+  if (key.length === 32) return 'aes-256-gcm';
+  throw new RangeError(`AES-GCM key: expected 16 or 32 bytes, got ${key.length}`);
+}
+
+/** `crypto.hash` (Node ≥ 20.12): one-shot, about half the cost of createHash for small inputs. */
+const oneShot = (nodeCrypto as { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Buffer }).hash;
+
+/**
+ * HMAC-SHA256 (RFC 2104) as two one-shot hashes: H((K ⊕ opad) ‖ H((K ⊕ ipad) ‖ m)), K
+ * hashed first when longer than the 64-byte block. About a third cheaper than
+ * createHmac for the short inputs of HKDF (no Hmac object and key setup per call).
+ * Checked against createHmac for keys of 0–200 bytes in test/crypto-provider.test.ts.
+ */
+function hmacOneShot(hash: NonNullable<typeof oneShot>, key: Uint8Array, data: Uint8Array): Uint8Array {
+  const k = key.length > 64 ? hash('sha256', key, 'buffer') : key;
+  const inner = new Uint8Array(64 + data.length);
+  inner.set(k, 0);
+  for (let i = 0; i < 64; i++) inner[i]! ^= 0x36;
+  inner.set(data, 64);
+  const outer = new Uint8Array(96);
+  outer.set(k, 0);
+  for (let i = 0; i < 64; i++) outer[i]! ^= 0x5c;
+  outer.set(hash('sha256', inner, 'buffer'), 64);
+  const tag = u8(hash('sha256', outer, 'buffer'));
+  inner.fill(0, 0, 64); // the padded keys: HKDF's keys are secrets
+  outer.fill(0, 0, 64);
+  return tag;
+}
+
+export const nodeCryptoProvider: CryptoProvider = {
+  name: 'node:crypto',
+  sha256: oneShot ? (data) => u8(oneShot('sha256', data, 'buffer')) : (data) => u8(createHash('sha256').update(data).digest()),
+  hmacSha256: oneShot ? (key, data) => hmacOneShot(oneShot, key, data) : (key, data) => u8(createHmac('sha256', key).update(data).digest()),
+  aesGcmSeal(key, nonce, aad, plaintext) {
+    const c = createCipheriv(gcm(key), key, nonce);
+    c.setAAD(aad);
+    return u8(Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]));
+  },
+  aesGcmOpen(key, nonce, aad, ciphertext) {
+    if (ciphertext.length < 16) return null;
+    try {
+      const d = createDecipheriv(gcm(key), key, nonce);
+      d.setAAD(aad);
+      d.setAuthTag(ciphertext.subarray(ciphertext.length - 16));
+      return u8(Buffer.concat([d.update(ciphertext.subarray(0, ciphertext.length - 16)), d.final()]));
+    } catch {
+      return null;
+    }
+  },
+  generateP256() {
+    const ecdh = createECDH('prime256v1');
+    ecdh.generateKeys();
+    return {
+      publicKey: u8(ecdh.getPublicKey()),
+      // computeSecret throws for points not on the curve (RFC 9180 §7.1.4).
+      dh: async (peer: Uint8Array) => u8(ecdh.computeSecret(peer)),
+    };
+  },
+};
+
+/** Makes this process's protocol primitives use node:crypto. */
+export function installNodeCrypto(): void {
+  useCryptoProvider(nodeCryptoProvider);
+}

@@ -1,0 +1,117 @@
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N]` (after `npx tsc -b`)
+// Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
+// of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
+//
+// Why: on a shared machine `npm run bench:vault`'s figures move by ±30% from run to run
+// (its vault core waits for the CPU most of the window), far more than one change saves.
+// Here each build's vault runs in this process (its own module graph: its protocol
+// package, crypto provider and OPAQUE instance) and is driven through `app.inject`
+// (Fastify routing, parsing, logging at info to /dev/null; no sockets). A round sends
+// every account's login-start, 32 at a time, then every login-finish; the client work
+// (OPAQUE, sealing, opening) is done between the timed windows, so process CPU inside a
+// window (all threads: SQLite and anchor fsyncs included) is the vault's alone. Rounds
+// of the builds alternate, so load from other processes falls on all of them alike;
+// the minimum and median over rounds are printed (after one uncounted warm-up round each).
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { root } from './ensure-setup.mjs';
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const ROUNDS = arg('rounds', 5);
+const ACCOUNTS = arg('accounts', 256);
+const LANES = 32;
+const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
+const PASSWORD = 'bench password';
+const K = new Uint8Array(32).fill(7);
+
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+async function pool(items, n, fn) {
+  let next = 0;
+  const out = new Array(items.length);
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (next < items.length) {
+      const k = next++;
+      out[k] = await fn(items[k]);
+    }
+  }));
+  return out;
+}
+
+async function open(buildRoot) {
+  const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-vault-ab-'));
+  const { loadConfig } = await import(join(buildRoot, 'packages/vault/dist/src/server/config.js'));
+  const { assembleVault } = await import(join(buildRoot, 'packages/vault/dist/src/server/start.js'));
+  const P = await import(join(buildRoot, 'packages/protocol/dist/src/index.js'));
+  await P.opaque.ready;
+  const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+  const vault = await assembleVault(config, { createIfMissing: true, logger: { level: 'info', stream: createWriteStream('/dev/null') }, warn: () => {} });
+  const send = (account, body) =>
+    vault.app.inject({ method: 'POST', url: '/v1/request', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, payload: Buffer.from(body) }).then((r) => {
+      if (r.statusCode !== 200) throw new Error(`${buildRoot}: HTTP ${r.statusCode} ${r.body}`);
+      return new Uint8Array(r.rawPayload);
+    });
+  const fleetKey = vault.fleet.fleetKey;
+  const accounts = Array.from({ length: ACCOUNTS }, (_, i) => `bench-${i}`);
+  await pool(accounts, 16, async (account) => {
+    const c = new P.VaultClient({ fleetKey, account, ksf: P.INSECURE_FAST_KSF_FOR_TESTING, transport: (b) => send(account, b) });
+    const r = await c.register(PASSWORD, K);
+    if (r.outcome !== 'ok') throw new Error(`register ${account}: ${r.outcome}`);
+  });
+  return { buildRoot, dir, vault, P, send, fleetKey, accounts, rounds: [] };
+}
+
+async function round(b) {
+  const { P, fleetKey, send } = b;
+  const starts = await pool(b.accounts, 8, async (account) => {
+    const start = P.opaque.client.startLogin({ password: PASSWORD });
+    const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })));
+    return { account, start, sealed };
+  });
+  let c = cpuMs();
+  const answers1 = await pool(starts, LANES, async (s) => ({ s, bytes: await send(s.account, s.sealed.bytes) }));
+  const startMs = cpuMs() - c;
+  const finishes = await pool(answers1, 8, async ({ s, bytes }) => {
+    const r = P.decodeResponseBody(P.unpad(await s.sealed.openResponse(bytes)));
+    if (r.outcome !== 'ok') throw new Error(`login-start: ${r.outcome}`);
+    const f = P.opaque.client.finishLogin({ password: PASSWORD, clientLoginState: s.start.clientLoginState, loginResponse: P.toBase64Url(r.ke2), keyStretching: P.toSerenityKeyStretching(r.ksf) });
+    const sealed = await P.sealRequest(fleetKey, s.account, 'login-finish', P.pad(P.encodeRequestBody({ op: 'login-finish', nonce: r.nonce, ke3: P.fromBase64Url(f.finishLoginRequest) })));
+    return { account: s.account, sealed };
+  });
+  c = cpuMs();
+  const answers2 = await pool(finishes, LANES, async (f) => ({ f, bytes: await send(f.account, f.sealed.bytes) }));
+  const finishMs = cpuMs() - c;
+  for (const { f, bytes } of answers2) {
+    const r = P.decodeResponseBody(P.unpad(await f.sealed.openResponse(bytes)));
+    if (r.outcome !== 'ok') throw new Error(`login-finish: ${r.outcome}`);
+  }
+  b.rounds.push({ start: startMs / b.accounts.length, finish: finishMs / b.accounts.length });
+}
+
+const builds = [];
+try {
+  for (const r of roots) builds.push(await open(r));
+  for (const b of builds) {
+    await round(b); // warm-up (JIT, caches): not counted
+    b.rounds.length = 0;
+  }
+  for (let i = 0; i < ROUNDS; i++) for (const b of builds) await round(b);
+  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  const fmt = (x) => x.toFixed(2);
+  console.log(`vault CPU per recovery (login-start + login-finish via app.inject, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
+  for (const b of builds) {
+    const total = b.rounds.map((r) => r.start + r.finish);
+    console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))})  rounds ${total.map(fmt).join(' ')}`);
+  }
+} finally {
+  for (const b of builds) {
+    await b.vault.close();
+    rmSync(b.dir, { recursive: true, force: true });
+  }
+}

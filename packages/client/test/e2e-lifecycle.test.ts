@@ -135,7 +135,7 @@ async function treeDigest(root: string): Promise<string> {
 
 const keys: Buffer[] = [];
 
-test('lifecycle: enable, back up, lose the device, recover with the password, restore byte-identical, change password, count down, disable', { timeout: 60_000 }, async () => {
+test('lifecycle: enable, back up, lose the device, recover with the password, restore byte-identical, change password, count down, disable', { timeout: 180_000 }, async () => {
   // Device A: the app's login names the account; enable password backups; back up.
   await ok('device-a', ['login', '--token-file', files.tokA!]);
   const enabled = JSON.parse((await ok('device-a', ['vault', 'enable', '--password-file', files.pw!, '--guess-limit', '5', '--json'])).stdout);
@@ -185,7 +185,7 @@ test('lifecycle: enable, back up, lose the device, recover with the password, re
   assert.ok(gone.code === 23 || gone.code === 20, `recover after disable: ${gone.code} ${gone.stderr}`);
 });
 
-test('newcomer, built-in account: account create (account password), enable, back up, lose the device, log in on a new profile with the account password, recover, restore byte-identical', { timeout: 60_000 }, async () => {
+test('newcomer, built-in account: account create (account password), enable, back up, lose the device, log in on a new profile with the account password, recover, restore byte-identical', { timeout: 180_000 }, async () => {
   // Device A: a built-in account with an account password; the ID is the one line on stdout.
   const created = await ok('nc-a', ['account', 'create', '--account-password-file', files.acctPw!]);
   const account = created.stdout.trim();
@@ -224,7 +224,7 @@ test('newcomer, built-in account: account create (account password), enable, bac
   await fails('nc-b', ['vault', 'change-password', '--password-file', files.builtinPw!, '--new-password-file', files.acctPw!], 2, /must differ from your account password/);
 });
 
-test('blindness: no password, K, export key or session key in anything the relay sent, received, logged or stored', { timeout: 30_000 }, async () => {
+test('blindness: no password, K, export key or session key in anything the relay sent, received, logged or stored', { timeout: 120_000 }, async () => {
   const dumped = (await fs.readFile(files.secrets!, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { exportKey: string; sessionKey: string | null });
   const exportKeys = [...new Set(dumped.map((d) => d.exportKey))].map((h) => Buffer.from(h, 'hex'));
   const sessionKeys = [...new Set(dumped.map((d) => d.sessionKey).filter((s): s is string => s !== null))].map((h) => Buffer.from(h, 'hex'));
@@ -292,7 +292,7 @@ test('blindness: no password, K, export key or session key in anything the relay
   process.stderr.write(`# blindness: ${secrets.length} secrets × ${places.length} places, ${places.reduce((n, [, b]) => n + b.length, 0)} bytes searched, relay: coffer-relay\n`);
 });
 
-test('disable on a device without the backup key needs the backup password (a recovery first); a wrong one deletes nothing', { timeout: 60_000 }, async () => {
+test('disable on a device without the backup key needs the backup password (a recovery first); a wrong one deletes nothing', { timeout: 180_000 }, async () => {
   for (const [name, text] of Object.entries({ tokDa: issuer.token('dora'), tokDb: issuer.token('dora') })) {
     files[name] = join(dir, `${name}.txt`);
     await fs.writeFile(files[name]!, text + '\n', { mode: 0o600 });

@@ -8,7 +8,7 @@
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,7 +16,7 @@ import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
 import { etcdSkip, describeIf } from './helpers/requirements.js';
 import { fleetClient, fleetMetric, startCluster, until, type Cluster, type DataCentre } from './helpers/cluster.js';
 import { loadConfig } from '../src/server/config.js';
-import { nodeKey } from '../src/server/fleet-ceremony.js';
+import { exportFor, join as joinFleet, nodeKey } from '../src/server/fleet-ceremony.js';
 
 const LIMIT = 10;
 const K = new Uint8Array(32).fill(7);
@@ -173,6 +173,34 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
     await leader.killVault();
     assert.equal(await wrongGuess('kill'), LIMIT - 9);
     await leader.startVault();
+  });
+
+  it('a new machine (vault directory wiped: no keys, no anchor, no fleet file) joins through the key ceremony, catches up from the majority and counts toward commits', async () => {
+    assert.equal((await fleetClient(cluster, 'newmachine').register('pw', K)).outcome, 'ok');
+    assert.equal(await wrongGuess('newmachine'), LIMIT - 1);
+    const leader = await vaultLeader();
+    const fresh = cluster.dcs[(leader.index + 1) % 3]!;
+    const third = cluster.dcs[(leader.index + 2) % 3]!;
+    await fresh.killVault();
+    const freshDir = join(fresh.dir, 'vault');
+    rmSync(freshDir, { recursive: true, force: true });
+    mkdirSync(freshDir, { recursive: true });
+    assert.equal(await wrongGuess('newmachine'), LIMIT - 2, 'served by the other two meanwhile');
+    // The ceremony (fleet-ceremony.ts): the new machine makes its transport key, the
+    // leader's node exports the fleet keys wrapped to it, the new machine imports them.
+    const freshConfig = loadConfig({ env: { COFFER_VAULT_DATA_DIR: freshDir } });
+    const node = await nodeKey(freshConfig);
+    const pkg = await exportFor(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(leader.dir, 'vault') } }), Buffer.from(node.publicKey, 'hex'));
+    await joinFleet(freshConfig, JSON.stringify(pkg), Buffer.from(cluster.fleetKey.keyId).toString('hex'));
+    ids.set(node.nodeId, fresh.index);
+    await fresh.startVault();
+    await until('the new machine caught up', 20_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(join(fresh.dir, 'vault.log'), 'utf8')));
+    // With the third node down, every commit needs the new machine: counts go on from
+    // where the group was, never back to a fresh 10.
+    await third.killVault();
+    assert.equal(await wrongGuess('newmachine'), LIMIT - 3);
+    await third.startVault();
+    assert.equal((await fleetClient(cluster, 'newmachine').recover('pw')).outcome, 'ok');
   });
 
   it('an old record value, an older log entry written over the newest, a deleted entry: refused; the real state serves again', async () => {

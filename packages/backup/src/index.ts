@@ -28,6 +28,7 @@ export type { StorageBackend, ObjectInfo, ObjectWriter, ByteRange } from './stor
 export { LocalBackend } from './storage/local.js';
 export { Repository, type SnapshotRecord, type InitOptions } from './repository/repository.js';
 export { Compression } from './repository/config.js';
+export { COMPRESSION_LEVEL, COMPRESSION_MODES, defaultCompression, parseCompressionMode, type CompressionMode } from './repository/compress.js';
 export { backup, type BackupOptions, type BackupProgress, type BackupResult, type BackupWarning } from './repository/backup.js';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult, type RestoreWarning } from './repository/restore.js';
 export { PadMode, padme, paddedLength, parsePadMode } from './repository/padding.js';

@@ -14,9 +14,11 @@ import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
 const USAGE = `usage: coffer COMMAND [options]
 
 Backups (key mode):
-  coffer init [--pad off|auto|max]     create a repository (makes a key if none is given);
-                                       --pad sets its default size padding (auto)
-  coffer backup PATH… [--tag T] [--pad off|auto|max]
+  coffer init [--pad off|auto|max] [--compression auto|off]
+                                       create a repository (makes a key if none is given);
+                                       --pad sets its default size padding (auto),
+                                       --compression its default compression (auto)
+  coffer backup PATH… [--tag T] [--pad off|auto|max] [--compression auto|off|max]
                                        back up files and directories
   coffer snapshots                     list snapshots
   coffer restore ID|latest --target DIR [--overwrite] [--no-owners] [--no-lock]
@@ -122,6 +124,7 @@ const options = {
   target: { type: 'string' },
   overwrite: { type: 'boolean' },
   pad: { type: 'string' },
+  compression: { type: 'string' },
   'no-owners': { type: 'boolean' },
   'read-data': { type: 'boolean' },
   'keep-last': { type: 'string' },
@@ -153,8 +156,8 @@ const options = {
 
 /** Which options each command accepts (besides the global ones). */
 const allowed: Record<string, string[]> = {
-  init: ['pad'],
-  backup: ['tag', 'pad'],
+  init: ['pad', 'compression'],
+  backup: ['tag', 'pad', 'compression'],
   snapshots: [],
   restore: ['target', 'overwrite', 'no-owners', 'no-lock'],
   check: ['read-data', 'no-lock'],

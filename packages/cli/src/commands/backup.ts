@@ -1,18 +1,20 @@
-import { CofferError, backup, hex, parsePadMode, restore } from '@coffer/backup';
+import { CofferError, backup, hex, parseCompressionMode, parsePadMode, restore, type CompressionMode } from '@coffer/backup';
 import { openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** `coffer backup PATH… [--tag T]…`. */
-export async function backupCmd(flags: GlobalFlags & { tag?: string[]; pad?: string }, paths: string[], io: Io): Promise<number> {
+export async function backupCmd(flags: GlobalFlags & { tag?: string[]; pad?: string; compression?: string }, paths: string[], io: Io): Promise<number> {
   if (paths.length === 0) throw new UsageError('backup: give the paths to back up, e.g. `coffer backup ~/Documents`');
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
+  const compression = flags.compression === undefined ? undefined : parseCompression(flags.compression);
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
   const r = await backup(repo, {
     paths,
     ...(padding !== undefined ? { padding } : {}),
+    ...(compression !== undefined ? { compression } : {}),
     tags: flags.tag ?? [],
     onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
     onWarning: (w) => {
@@ -96,5 +98,14 @@ export function parsePad(s: string): number {
     return parsePadMode(s);
   } catch (e) {
     throw new UsageError((e as Error).message);
+  }
+}
+
+/** `--compression auto|off|max`; a usage error otherwise. */
+export function parseCompression(s: string): CompressionMode {
+  try {
+    return parseCompressionMode(s);
+  } catch (e) {
+    throw new UsageError(`--compression: ${(e as Error).message.replace(/^compression: /, '')}`);
   }
 }

@@ -1,6 +1,7 @@
-import { parsePad } from './backup.js';
+import { parseCompression, parsePad } from './backup.js';
 import {
   BackupKey,
+  Compression,
   Repository,
   applyPolicy,
   check,
@@ -18,18 +19,26 @@ import { backendFor, isRelayRepository, loadKeyIfGiven, openRepo, repoLocation, 
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** `coffer init`: creates a repository; without a key, makes one and shows it once. */
-export async function init(flags: GlobalFlags & { pad?: string }, io: Io): Promise<number> {
+export async function init(flags: GlobalFlags & { pad?: string; compression?: string }, io: Io): Promise<number> {
   const location = repoLocation(flags, io);
+  // The config's byte (spec §4) holds the default: zstd (auto) or none (off). `max` is
+  // chosen per backup: a new config value would make older coffers refuse the repository.
+  let compression: Compression | undefined;
+  if (flags.compression !== undefined) {
+    const mode = parseCompression(flags.compression);
+    if (mode === 'max') throw new UsageError('init: --compression max is chosen per backup (`coffer backup --compression max`); a repository\'s default is auto or off');
+    compression = mode === 'off' ? Compression.None : Compression.Zstd;
+  }
   const given = await loadKeyIfGiven(flags, io);
   if (!given && isRelayRepository(location)) {
     throw new UsageError('no key for the relay repository: run `coffer vault enable` (or `coffer vault recover` on a new device) first, or give --key-file');
   }
   const key = given ?? BackupKey.generate();
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
-  const repo = await Repository.init(await backendFor(location, flags, io), key, { ...(padding !== undefined ? { padding } : {}) });
+  const repo = await Repository.init(await backendFor(location, flags, io), key, { ...(padding !== undefined ? { padding } : {}), ...(compression !== undefined ? { compression } : {}) });
   if (flags.json) {
     io.stdout.write(
-      JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(key.keyId()), ...(given ? {} : { key: key.toDigits() }) }) + '\n',
+      JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(key.keyId()), compression: repo.config.compression === Compression.None ? 'off' : 'auto', ...(given ? {} : { key: key.toDigits() }) }) + '\n',
     );
   } else if (!given) {
     io.stdout.write(key.toDigits() + '\n');

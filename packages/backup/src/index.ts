@@ -26,6 +26,7 @@ export { FastCdc, DEFAULT_CHUNKER, type ChunkerParams } from './chunker/fastcdc.
 export { CofferError, DecryptionError, type CofferErrorCode } from './errors.js';
 export type { StorageBackend, ObjectInfo, ObjectWriter, ByteRange } from './storage/backend.js';
 export { LocalBackend } from './storage/local.js';
+export { S3Backend, isLoopbackEndpoint, parseS3Location, type S3BackendOptions, type S3Credentials, type S3Location } from './storage/s3.js';
 export { Repository, type SnapshotRecord, type InitOptions } from './repository/repository.js';
 export { Compression } from './repository/config.js';
 export { COMPRESSION_LEVEL, COMPRESSION_MODES, defaultCompression, parseCompressionMode, type CompressionMode } from './repository/compress.js';

@@ -1,7 +1,7 @@
 /** Where the repository and the key come from: flags first, then the environment. */
 import { appendFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { BackupKey, CofferError, LocalBackend, Repository, type StorageBackend } from '@coffer/backup';
+import { BackupKey, CofferError, LocalBackend, Repository, S3Backend, isLoopbackEndpoint, parseS3Location, type S3Credentials, type StorageBackend } from '@coffer/backup';
 import { CofferClient, profileDir } from '@coffer/client';
 import { INSECURE_FAST_KSF_FOR_TESTING } from '@coffer/protocol';
 import { UsageError, type Io } from './tui.js';
@@ -69,15 +69,54 @@ export function repoLocation(flags: GlobalFlags, io: Io): string {
 
 export async function backendFor(location: string, flags: GlobalFlags, io: Io): Promise<StorageBackend> {
   if (isRelayRepository(location)) return (await openClient(flags, io)).blobBackend();
-  // Any `scheme:` prefix (sftp:host:/path, s3:…, https://…) is a backend this version
+  if (location.startsWith('s3:')) return s3Backend(location, flags, io);
+  // Any other `scheme:` prefix (sftp:host:/path, https://…) is a backend this version
   // does not have: refuse rather than make a local directory named after it. (A
   // directory whose name has a colon can be given as ./name.)
   const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(location);
   if (scheme) {
     const dirHint = location.includes('//') ? '' : ` (a directory whose name has a colon: write ./${location})`;
-    throw new UsageError(`repository '${location}': unknown storage '${scheme[1]}:'; this version supports only local directories and coffer: (the relay's blob API)${dirHint}`);
+    throw new UsageError(`repository '${location}': unknown storage '${scheme[1]}:'; this version supports local directories, coffer: (the relay's blob API) and s3:https://host/bucket/prefix${dirHint}`);
   }
   return new LocalBackend(location);
+}
+
+/**
+ * `--repo s3:https://host[:port]/bucket/prefix`, with the standard AWS variables:
+ * AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), or AWS_PROFILE;
+ * AWS_REGION / AWS_DEFAULT_REGION (default us-east-1). Plain http:// only to this
+ * machine, or with --insecure (objects are sealed either way, but the request
+ * signatures, names and sizes cross the network in the clear).
+ */
+function s3Backend(location: string, flags: GlobalFlags, io: Io): S3Backend {
+  let where;
+  try {
+    where = parseS3Location(location.slice(3));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (where.endpoint.startsWith('http:') && !isLoopbackEndpoint(where.endpoint)) {
+    if (flags.insecure !== true && io.env.COFFER_INSECURE_HTTP !== '1') {
+      throw new UsageError(`repository '${location}': plain http:// to another machine: use https://, or --insecure to accept it (request signatures, object names and sizes cross the network in clear text)`);
+    }
+    io.stderr.write('coffer: warning: --insecure: the S3 endpoint is plain http://: request signatures, object names and sizes cross the network in clear text\n');
+  }
+  const env = io.env;
+  const id = env.AWS_ACCESS_KEY_ID || undefined;
+  const secret = env.AWS_SECRET_ACCESS_KEY || undefined;
+  if ((id === undefined) !== (secret === undefined)) {
+    throw new UsageError(`${id ? 'AWS_SECRET_ACCESS_KEY' : 'AWS_ACCESS_KEY_ID'} is not set: S3 credentials need both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
+  }
+  const credentials: S3Credentials | undefined = id && secret ? { accessKeyId: id, secretAccessKey: secret, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) } : undefined;
+  const region = env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined;
+  // The SDK's notice that its 2027 releases need Node 22 would be printed on every
+  // command: it says nothing about this run (tui.ts: stderr is for diagnostics).
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  return new S3Backend(where, {
+    ...(credentials ? { credentials } : {}),
+    ...(region ? { region } : {}),
+    ...(env.AWS_PROFILE ? { profile: env.AWS_PROFILE } : {}),
+  });
 }
 
 /** The key from --key-file or COFFER_KEY, or undefined when neither is set. */

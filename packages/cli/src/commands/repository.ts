@@ -3,6 +3,7 @@ import {
   BackupKey,
   Compression,
   Repository,
+  S3Backend,
   applyPolicy,
   check,
   forgetSnapshots,
@@ -35,7 +36,10 @@ export async function init(flags: GlobalFlags & { pad?: string; compression?: st
   }
   const key = given ?? BackupKey.generate();
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
-  const repo = await Repository.init(await backendFor(location, flags, io), key, { ...(padding !== undefined ? { padding } : {}), ...(compression !== undefined ? { compression } : {}) });
+  const backend = await backendFor(location, flags, io);
+  // Like restic: a new s3: repository may name a bucket that does not exist yet.
+  if (backend instanceof S3Backend && (await backend.ensureBucket()) && !flags.json && !flags.quiet) io.stderr.write(`created bucket for ${location}\n`);
+  const repo = await Repository.init(backend, key, { ...(padding !== undefined ? { padding } : {}), ...(compression !== undefined ? { compression } : {}) });
   if (flags.json) {
     io.stdout.write(
       JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(key.keyId()), compression: repo.config.compression === Compression.None ? 'off' : 'auto', ...(given ? {} : { key: key.toDigits() }) }) + '\n',

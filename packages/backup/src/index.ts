@@ -37,7 +37,7 @@ export { LOCK_EXPIRY_MS, RepositoryLock, removeLocks, type LockBody } from './re
 export type { Snapshot, SnapshotStats } from './repository/snapshot.js';
 export type { TreeEntry, FileEntry, DirEntry, SymlinkEntry, HardlinkEntry, SpecialEntry, Owner, Xattr } from './repository/tree.js';
 export { hex, packName, indexName, snapshotName } from './repository/blob.js';
-export { check, type CheckResult, type CheckProblem, type CheckOptions } from './repository/check.js';
+export { check, parseReadDataSubset, selectSubset, type CheckResult, type CheckProblem, type CheckOptions, type ReadDataSubset } from './repository/check.js';
 export { prune, type PruneResult, type PruneOptions } from './repository/prune.js';
 export { applyPolicy, forgetSnapshots, isEmptyPolicy, type RetentionPolicy } from './repository/forget.js';
 export {

@@ -24,6 +24,10 @@ Backups (key mode):
   coffer restore ID|latest --target DIR [--overwrite] [--no-owners] [--no-lock]
                                        owners are restored when run as root
   coffer check [--read-data] [--no-lock]  verify structure (and with --read-data, every byte)
+  coffer check --read-data-subset n/m|x%|SIZE
+                                       verify structure and the bytes of some packs: group n
+                                       of m (n = 1…m reads each pack once), a random x%, or
+                                       random packs up to SIZE (e.g. 500M)
   coffer forget [ID…] [--keep-last N] [--keep-hourly|daily|weekly|monthly|yearly N] [--prune] [--dry-run]
   coffer prune [--dry-run]             delete data no snapshot needs (refuses when that could lose data)
   coffer repair index [--read-all]     rebuild the index from the packs (after a lost or damaged index)
@@ -127,6 +131,7 @@ const options = {
   compression: { type: 'string' },
   'no-owners': { type: 'boolean' },
   'read-data': { type: 'boolean' },
+  'read-data-subset': { type: 'string' },
   'keep-last': { type: 'string' },
   'keep-hourly': { type: 'string' },
   'keep-daily': { type: 'string' },
@@ -160,7 +165,7 @@ const allowed: Record<string, string[]> = {
   backup: ['tag', 'pad', 'compression'],
   snapshots: [],
   restore: ['target', 'overwrite', 'no-owners', 'no-lock'],
-  check: ['read-data', 'no-lock'],
+  check: ['read-data', 'read-data-subset', 'no-lock'],
   forget: ['keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly', 'prune', 'dry-run'],
   prune: ['dry-run'],
   unlock: ['remove-all'],

@@ -9,10 +9,12 @@ import {
   forgetSnapshots,
   formatKeyId,
   hex,
+  parseReadDataSubset,
   prune,
   removeLocks,
   repairIndex,
   repairSnapshots,
+  type ReadDataSubset,
   type RetentionPolicy,
 } from '@coffer/backup';
 import { checkSeenSnapshots } from '../seen.js';
@@ -83,11 +85,25 @@ export async function snapshots(flags: GlobalFlags, io: Io): Promise<number> {
   return 0;
 }
 
-/** `coffer check [--read-data] [--no-lock]`. */
-export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 'no-lock'?: boolean }, io: Io): Promise<number> {
+/** `coffer check [--read-data | --read-data-subset n/m|x%|SIZE] [--no-lock]`. */
+export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 'read-data-subset'?: string; 'no-lock'?: boolean }, io: Io): Promise<number> {
+  let subset: ReadDataSubset | undefined;
+  if (flags['read-data-subset'] !== undefined) {
+    if (flags['read-data']) throw new UsageError('check: give --read-data (every pack) or --read-data-subset (some), not both');
+    try {
+      subset = parseReadDataSubset(flags['read-data-subset']);
+    } catch (e) {
+      throw new UsageError(`--${(e as Error).message}`);
+    }
+  }
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
-  const r = await check(repo, { readData: flags['read-data'] === true, noLock: flags['no-lock'] === true, onProgress: (d, t) => bar.update(d, t, d, t) });
+  const r = await check(repo, {
+    readData: flags['read-data'] === true,
+    ...(subset ? { readDataSubset: subset } : {}),
+    noLock: flags['no-lock'] === true,
+    onProgress: (d, t) => bar.update(d, t, d, t),
+  });
   bar.done();
   if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
   else {
@@ -97,7 +113,7 @@ export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 'no
     }
     if (!flags.quiet) {
       io.stderr.write(
-        `checked ${r.snapshots} snapshots, ${r.packs} packs, ${r.blobs} blobs${flags['read-data'] ? `, read ${fmtBytes(r.bytesRead)}` : ''}: ${r.problems.length === 0 ? 'no problems' : `${r.problems.length} problem(s)`}\n`,
+        `checked ${r.snapshots} snapshots, ${r.packs} packs, ${r.blobs} blobs${flags['read-data'] ? `, read ${fmtBytes(r.bytesRead)}` : ''}${subset ? `, read ${r.packsRead} pack(s) of subset ${flags['read-data-subset']} (${fmtBytes(r.bytesRead)})` : ''}: ${r.problems.length === 0 ? 'no problems' : `${r.problems.length} problem(s)`}\n`,
       );
       if (r.unreferencedPacks > 0) {
         // Never "prune": if the index was lost, these packs are the only copy of the data.

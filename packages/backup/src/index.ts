@@ -49,3 +49,4 @@ export {
   type RepairSnapshotsResult,
   type SnapshotRepair,
 } from './repository/repair.js';
+export { copySnapshots, type CopyOptions, type CopyProgress, type CopyResult, type CopiedSnapshot } from './repository/copy.js';

@@ -121,21 +121,7 @@ function s3Backend(location: string, flags: GlobalFlags, io: Io): S3Backend {
 
 /** The key from --key-file or COFFER_KEY, or undefined when neither is set. */
 export async function loadKeyIfGiven(flags: GlobalFlags, io: Io): Promise<BackupKey | undefined> {
-  if (flags['key-file'] !== undefined) {
-    let text: string;
-    try {
-      text = await readFile(flags['key-file'], 'utf8');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new CofferError('invalid-argument', `cannot read key file ${flags['key-file']}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
-    }
-    const key = parseKey(text, `key file ${flags['key-file']}`);
-    const mode = (await stat(flags['key-file'])).mode;
-    if ((mode & 0o077) !== 0) {
-      io.stderr.write(`coffer: warning: key file ${flags['key-file']} can be read by other users (mode ${(mode & 0o777).toString(8)}): anyone who reads it can decrypt your backups; run chmod 600 on it\n`);
-    }
-    return key;
-  }
+  if (flags['key-file'] !== undefined) return readKeyFile(flags['key-file'], io);
   const env = io.env.COFFER_KEY;
   if (env !== undefined && env !== '') return parseKey(env, 'COFFER_KEY');
   // The relay's repository, or an explicitly chosen profile: the key this device got
@@ -145,6 +131,23 @@ export async function loadKeyIfGiven(flags: GlobalFlags, io: Io): Promise<Backup
     return (await openClient(flags, io)).backupKey();
   }
   return undefined;
+}
+
+/** A key file: the 64-digit key; warns when other users can read it. */
+async function readKeyFile(file: string, io: Io): Promise<BackupKey> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CofferError('invalid-argument', `cannot read key file ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
+  }
+  const key = parseKey(text, `key file ${file}`);
+  const mode = (await stat(file)).mode;
+  if ((mode & 0o077) !== 0) {
+    io.stderr.write(`coffer: warning: key file ${file} can be read by other users (mode ${(mode & 0o777).toString(8)}): anyone who reads it can decrypt your backups; run chmod 600 on it\n`);
+  }
+  return key;
 }
 
 function parseKey(text: string, where: string): BackupKey {
@@ -168,5 +171,27 @@ export async function openRepo(flags: GlobalFlags, io: Io): Promise<Repository> 
   const repo = await Repository.open(await backendFor(location, flags, io), key);
   // Objects that can't be read are skipped, and the person is told.
   repo.onWarning = (m) => io.stderr.write(`coffer: warning: ${m}\n`);
+  return repo;
+}
+
+export interface SourceFlags {
+  'from-repo'?: string;
+  'from-key-file'?: string;
+}
+
+/**
+ * The repository `coffer copy` reads from: --from-repo (or COFFER_FROM_REPOSITORY) with
+ * --from-key-file (or COFFER_FROM_KEY); a coffer: source takes the profile's key.
+ */
+export async function openSourceRepo(flags: GlobalFlags & SourceFlags, io: Io): Promise<Repository> {
+  const location = flags['from-repo'] ?? (io.env.COFFER_FROM_REPOSITORY || undefined);
+  if (!location) throw new UsageError('no source repository given: use --from-repo LOCATION or set COFFER_FROM_REPOSITORY');
+  let key: BackupKey | undefined;
+  if (flags['from-key-file'] !== undefined) key = await readKeyFile(flags['from-key-file'], io);
+  else if (io.env.COFFER_FROM_KEY) key = parseKey(io.env.COFFER_FROM_KEY, 'COFFER_FROM_KEY');
+  else if (isRelayRepository(location)) key = await (await openClient(flags, io)).backupKey();
+  if (!key) throw new UsageError('no key for the source repository: use --from-key-file FILE or set COFFER_FROM_KEY');
+  const repo = await Repository.open(await backendFor(location, flags, io), key);
+  repo.onWarning = (m) => io.stderr.write(`coffer: warning: source: ${m}\n`);
   return repo;
 }

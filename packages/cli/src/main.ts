@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { accountCreate, accountDevices, accountPassword, accountRevoke, login } from './commands/account.js';
 import { backupCmd, restoreCmd } from './commands/backup.js';
+import { copyCmd } from './commands/extras.js';
 import { keyGenerate, keyShow } from './commands/key.js';
 import { checkCmd, forget, init, pruneCmd, repairIndexCmd, repairSnapshotsCmd, snapshots, unlock } from './commands/repository.js';
 import { vaultChangePassword, vaultDisable, vaultEnable, vaultRecover, vaultStatus } from './commands/vault.js';
@@ -34,6 +35,10 @@ Backups (key mode):
   coffer repair snapshots [--forget] [--dry-run]
                                        rewrite snapshots without the files whose data is gone
   coffer unlock [--remove-all]         remove stale locks
+  coffer copy [ID…] --from-repo R [--from-key-file F]
+                                       copy snapshots (all, or those given) from repository R
+                                       into --repo; keys may differ; already copied ones are
+                                       skipped (or COFFER_FROM_REPOSITORY, COFFER_FROM_KEY)
   coffer key generate                  print a new random key
   coffer key show                      print the key given and its key ID
 
@@ -63,6 +68,11 @@ Options:
   --repo DIR        repository (or COFFER_REPOSITORY); \`coffer:\` is the relay's blob API
                     for the logged-in account, with the key from the profile
   --key-file FILE   file holding the 64-digit key (or COFFER_KEY)
+  --compression M   init: the default auto|off; backup: auto|off|max for this backup
+                    (max: zstd level 19, smallest and slowest)
+  --read-data-subset S  check: read the bytes of n/m, x% or SIZE of the packs
+  --from-repo R     copy: the repository to copy from (or COFFER_FROM_REPOSITORY)
+  --from-key-file F copy: the source repository's key (or COFFER_FROM_KEY)
   --profile P       this device's state: a directory (with a /) or a name under
                     ~/.config/coffer (or COFFER_PROFILE; default: default)
   --server URL      the relay (or COFFER_SERVER)
@@ -157,6 +167,8 @@ const options = {
   'no-lock': { type: 'boolean' },
   'read-all': { type: 'boolean' },
   forget: { type: 'boolean' },
+  'from-repo': { type: 'string' },
+  'from-key-file': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 /** Which options each command accepts (besides the global ones). */
@@ -169,6 +181,7 @@ const allowed: Record<string, string[]> = {
   forget: ['keep-last', 'keep-hourly', 'keep-daily', 'keep-weekly', 'keep-monthly', 'keep-yearly', 'prune', 'dry-run'],
   prune: ['dry-run'],
   unlock: ['remove-all'],
+  copy: ['from-repo', 'from-key-file'],
   repair: ['read-all', 'forget', 'dry-run'],
   key: [],
   account: ['account-password-file', 'revoke-other-devices', 'sessions'],
@@ -228,6 +241,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await pruneCmd(flags, io);
       case 'unlock':
         return await unlock(flags, io);
+      case 'copy':
+        return await copyCmd(flags, rest, io);
       case 'repair': {
         const sub = rest.length === 1 ? rest[0] : undefined;
         if (sub === 'index' && flags.forget === undefined && flags['dry-run'] === undefined) return await repairIndexCmd(flags, io);

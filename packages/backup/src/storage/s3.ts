@@ -16,16 +16,8 @@
  * A writer holds a pack in memory until commit (a PUT needs its length): at most
  * PACK_BYTES_MAX per pack in flight, a few packs at once.
  */
-import {
-  CreateBucketCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import type * as S3Sdk from '@aws-sdk/client-s3';
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { CofferError } from '../errors.js';
 import { checkObjectName, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from './backend.js';
 
@@ -92,21 +84,28 @@ export function isLoopbackEndpoint(endpoint: string): boolean {
   return h === 'localhost' || h === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }
 
+type Sdk = typeof S3Sdk;
+let sdkLoading: Promise<Sdk> | undefined;
+/** The SDK takes over a second to load: only commands on an s3: repository pay for it. */
+const loadSdk = (): Promise<Sdk> => (sdkLoading ??= import('@aws-sdk/client-s3'));
+
 const statusOf = (err: unknown): number | undefined => (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
 const nameOf = (err: unknown): string => (err as Error)?.name ?? '';
 
 export class S3Backend implements StorageBackend {
   readonly location: string;
   readonly #where: S3Location;
-  readonly #client: S3Client;
+  readonly #config: S3ClientConfig;
   readonly #region: string;
+  #connection: Promise<{ sdk: Sdk; client: S3Client }> | undefined;
+  #client: S3Client | undefined;
 
   constructor(where: S3Location, opts: S3BackendOptions = {}) {
     this.#where = where;
     this.#region = opts.region ?? 'us-east-1';
     this.location = `s3:${where.endpoint}/${where.bucket}${where.prefix ? '/' + where.prefix.slice(0, -1) : ''}`;
     const amazon = /\.amazonaws\.com(\.cn)?$/i.test(new URL(where.endpoint).hostname);
-    this.#client = new S3Client({
+    this.#config = {
       endpoint: where.endpoint,
       region: this.#region,
       // MinIO, Ceph, s3rver and most others want path-style; AWS prefers virtual hosts.
@@ -116,7 +115,15 @@ export class S3Backend implements StorageBackend {
       requestHandler: { connectionTimeout: opts.connectionTimeoutMs ?? 5_000, requestTimeout: opts.requestTimeoutMs ?? 60_000, throwOnRequestTimeout: true },
       ...(opts.credentials ? { credentials: opts.credentials } : {}),
       ...(!opts.credentials && opts.profile ? { profile: opts.profile } : {}),
-    });
+    };
+  }
+
+  /** The SDK and a client, made on first use. */
+  #s3(): Promise<{ sdk: Sdk; client: S3Client }> {
+    return (this.#connection ??= loadSdk().then((sdk) => {
+      this.#client = new sdk.S3Client(this.#config);
+      return { sdk, client: this.#client };
+    }));
   }
 
   #key(name: string): string {
@@ -147,9 +154,10 @@ export class S3Backend implements StorageBackend {
     const exists = () => new CofferError('storage', `object ${name} already exists in ${this.location}: objects are immutable`);
     if ((await this.stat(name)) !== null) throw exists();
     const body = Buffer.concat(parts);
+    const s3 = await this.#s3();
     const send = (conditional: boolean) =>
-      this.#client.send(
-        new PutObjectCommand({ Bucket: this.#where.bucket, Key: key, Body: body, ContentLength: body.length, ContentType: 'application/octet-stream', ...(conditional ? { IfNoneMatch: '*' } : {}) }),
+      s3.client.send(
+        new s3.sdk.PutObjectCommand({ Bucket: this.#where.bucket, Key: key, Body: body, ContentLength: body.length, ContentType: 'application/octet-stream', ...(conditional ? { IfNoneMatch: '*' } : {}) }),
       );
     try {
       await send(true);
@@ -194,9 +202,10 @@ export class S3Backend implements StorageBackend {
   async get(name: string, range?: ByteRange): Promise<Uint8Array> {
     const key = this.#key(name);
     if (range && range.length === 0) return new Uint8Array(0);
+    const s3 = await this.#s3();
     try {
-      const r = await this.#client.send(
-        new GetObjectCommand({ Bucket: this.#where.bucket, Key: key, ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}) }),
+      const r = await s3.client.send(
+        new s3.sdk.GetObjectCommand({ Bucket: this.#where.bucket, Key: key, ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}) }),
       );
       const bytes = await r.Body!.transformToByteArray();
       const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -215,8 +224,9 @@ export class S3Backend implements StorageBackend {
 
   async stat(name: string): Promise<ObjectInfo | null> {
     const key = this.#key(name);
+    const s3 = await this.#s3();
     try {
-      const r = await this.#client.send(new HeadObjectCommand({ Bucket: this.#where.bucket, Key: key }));
+      const r = await s3.client.send(new s3.sdk.HeadObjectCommand({ Bucket: this.#where.bucket, Key: key }));
       return { name, size: r.ContentLength ?? 0, ...(r.LastModified ? { mtime: r.LastModified.getTime() } : {}) };
     } catch (err) {
       if (statusOf(err) === 404) return null;
@@ -225,12 +235,13 @@ export class S3Backend implements StorageBackend {
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {
+    const s3 = await this.#s3();
     const base = this.#where.prefix;
     const out: ObjectInfo[] = [];
     let token: string | undefined;
     try {
       do {
-        const r = await this.#client.send(new ListObjectsV2Command({ Bucket: this.#where.bucket, Prefix: base + prefix, ...(token ? { ContinuationToken: token } : {}) }));
+        const r = await s3.client.send(new s3.sdk.ListObjectsV2Command({ Bucket: this.#where.bucket, Prefix: base + prefix, ...(token ? { ContinuationToken: token } : {}) }));
         for (const o of r.Contents ?? []) {
           if (!o.Key) continue;
           out.push({ name: o.Key.slice(base.length), size: o.Size ?? 0, ...(o.LastModified ? { mtime: o.LastModified.getTime() } : {}) });
@@ -245,8 +256,9 @@ export class S3Backend implements StorageBackend {
 
   async delete(name: string): Promise<void> {
     const key = this.#key(name);
+    const s3 = await this.#s3();
     try {
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#where.bucket, Key: key }));
+      await s3.client.send(new s3.sdk.DeleteObjectCommand({ Bucket: this.#where.bucket, Key: key }));
     } catch (err) {
       if (statusOf(err) === 404 && nameOf(err) !== 'NoSuchBucket') return;
       throw this.#fail(err, `deleting ${name} from`);
@@ -258,8 +270,9 @@ export class S3Backend implements StorageBackend {
 
   /** Creates the bucket when it does not exist (`coffer init`); returns whether it did. */
   async ensureBucket(): Promise<boolean> {
+    const s3 = await this.#s3();
     try {
-      await this.#client.send(new HeadBucketCommand({ Bucket: this.#where.bucket }));
+      await s3.client.send(new s3.sdk.HeadBucketCommand({ Bucket: this.#where.bucket }));
       return false;
     } catch (err) {
       if (statusOf(err) !== 404) throw this.#fail(err, 'opening');
@@ -267,7 +280,7 @@ export class S3Backend implements StorageBackend {
     try {
       // Outside us-east-1, S3 wants the region named again in the request.
       const where = this.#region === 'us-east-1' ? {} : { CreateBucketConfiguration: { LocationConstraint: this.#region as never } };
-      await this.#client.send(new CreateBucketCommand({ Bucket: this.#where.bucket, ...where }));
+      await s3.client.send(new s3.sdk.CreateBucketCommand({ Bucket: this.#where.bucket, ...where }));
       return true;
     } catch (err) {
       if (nameOf(err) === 'BucketAlreadyOwnedByYou') return false;
@@ -277,6 +290,6 @@ export class S3Backend implements StorageBackend {
 
   /** Closes the client's connections. */
   close(): void {
-    this.#client.destroy();
+    this.#client?.destroy();
   }
 }

@@ -44,6 +44,7 @@ test('parseS3Location: endpoint, bucket and prefix; garbage is refused with the 
   for (const [bad, why] of [
     ['', /no host|not a URL/],
     ['https://host', /no bucket/],
+    ['bucket/prefix', /'bucket' is not a host name/],
     ['https://host/', /no bucket/],
     ['ftp://host/b', /scheme ftp:/],
     ['https://key:secret@host/bucket', /credentials do not go in the URL/],

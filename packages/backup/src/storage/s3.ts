@@ -67,6 +67,9 @@ export function parseS3Location(spec: string): S3Location {
   if (url.username || url.password) throw bad('credentials do not go in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY');
   if (url.search || url.hash) throw bad('no query or fragment allowed');
   if (!url.hostname) throw bad('no host');
+  // Without a scheme the first segment must look like a host (s3.amazonaws.com, minio:9000):
+  // `s3:bucket/prefix` is a bucket mistaken for one.
+  if (withScheme !== spec && !url.hostname.includes('.') && !url.port && url.hostname !== 'localhost') throw bad(`'${url.hostname}' is not a host name`);
   const segments = url.pathname.split('/').filter((s, i, all) => !(s === '' && (i === 0 || i === all.length - 1)));
   const bucket = segments.shift();
   if (!bucket) throw bad('no bucket');

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { HEADER_BYTES, LocalBackend, Repository, backup, check, packName, parseReadDataSubset, selectSubset, type ByteRange, type StorageBackend } from '../src/index.js';
+import { HEADER_BYTES, LocalBackend, SEGMENT_BYTES, TAG_BYTES, Repository, backup, check, packName, parseReadDataSubset, selectSubset, type ByteRange, type StorageBackend } from '../src/index.js';
 import { dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 /** A LocalBackend that records the whole-object reads of packs (what --read-data does). */
@@ -91,8 +91,18 @@ test('a damaged pack is found by the subset that holds it, and by no other', asy
   const victim = packs[3]!;
   const path = join(repoDir, victim);
   const bytes = await fs.readFile(path);
-  // In the first segment, among the file's data (tree blobs come last in a backup's pack, segments later).
-  bytes[HEADER_BYTES + 100]! ^= 0x01;
+  // Damage a segment that holds file data only: tree blobs (read by the structural check
+  // too) may come first or last in a pack, whichever finished compressing first.
+  const victimKey = victim.split('/').pop()!;
+  const treeSegments = new Set<number>();
+  const dataSegments = new Set<number>();
+  for (const [, b] of (await repo.index()).entries()) {
+    if (b.packId.toString('hex') !== victimKey) continue;
+    for (let seg = Math.floor(b.offset / SEGMENT_BYTES); seg <= Math.floor((b.offset + b.storedLength - 1) / SEGMENT_BYTES); seg++) (b.type === 0 ? dataSegments : treeSegments).add(seg);
+  }
+  const seg = [...dataSegments].find((x) => !treeSegments.has(x));
+  assert.ok(seg !== undefined, 'a segment with file data only');
+  bytes[HEADER_BYTES + seg * (SEGMENT_BYTES + TAG_BYTES) + 10]! ^= 0x01;
   await fs.chmod(path, 0o600).catch(() => {});
   await fs.writeFile(path, bytes);
   const m = 4;

@@ -45,6 +45,7 @@ test('parseS3Location: endpoint, bucket and prefix; garbage is refused with the 
     ['', /no host|not a URL/],
     ['https://host', /no bucket/],
     ['bucket/prefix', /'bucket' is not a host name/],
+    ['//bucket/prefix', /names no endpoint/],
     ['https://host/', /no bucket/],
     ['ftp://host/b', /scheme ftp:/],
     ['https://key:secret@host/bucket', /credentials do not go in the URL/],

@@ -54,6 +54,8 @@ const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
  */
 export function parseS3Location(spec: string): S3Location {
   const bad = (why: string) => new CofferError('invalid-argument', `repository 's3:${spec}': ${why} (expected s3:https://host[:port]/bucket[/prefix])`);
+  // `s3://bucket/x` (the AWS CLI's form) names no endpoint.
+  if (spec.startsWith('//')) throw bad('s3://bucket names no endpoint');
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(spec) ? spec : `https://${spec}`;
   // URL() would resolve them away: a typo must not silently name another prefix.
   if (/\/\.\.?(\/|$)/.test(withScheme.replace(/^[a-z0-9+.-]*:\/\//i, ''))) throw bad('the prefix has an empty, "." or ".." segment');

@@ -103,7 +103,8 @@ export interface CheckOptions {
   random?: (n: number) => number;
   /** Read without taking a lock (e.g. the repository's disk is full); see spec §11. */
   noLock?: boolean;
-  onProgress?: (done: number, total: number) => void;
+  /** Packs read of those to read, and their bytes (sealed sizes). */
+  onProgress?: (done: number, total: number, bytes: number, totalBytes: number) => void;
 }
 
 function describe(e: unknown): string {
@@ -211,6 +212,8 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
       const chosen = new Set(selectSubset(all.map(([, p]) => p), opts.readDataSubset, opts.random).map((p) => idKey(p.packId)));
       all = all.filter(([pk]) => chosen.has(pk));
     }
+    const totalBytes = all.reduce((a, [, p]) => a + p.sealedLength, 0);
+    let doneBytes = 0;
     for (const [pk, p] of all) {
       packsRead++;
       const name = packName(p.packId);
@@ -231,7 +234,8 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
       } catch (e) {
         problems.push({ message: `pack ${name}: ${describe(e)}`, snapshots: needers(pk) });
       }
-      opts.onProgress?.(++done, all.length);
+      doneBytes += p.sealedLength;
+      opts.onProgress?.(++done, all.length, doneBytes, totalBytes);
     }
   }
 

@@ -102,7 +102,8 @@ export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 're
     readData: flags['read-data'] === true,
     ...(subset ? { readDataSubset: subset } : {}),
     noLock: flags['no-lock'] === true,
-    onProgress: (d, t) => bar.update(d, t, d, t),
+    // Bytes of the packs read, and packs read of those to read.
+    onProgress: (d, t, bytes, totalBytes) => bar.update(bytes, totalBytes, d, t),
   });
   bar.done();
   if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');

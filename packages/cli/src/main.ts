@@ -69,7 +69,7 @@ Options:
                     for the logged-in account, with the key from the profile
   --key-file FILE   file holding the 64-digit key (or COFFER_KEY)
   --compression M   init: the default auto|off; backup: auto|off|max for this backup
-                    (max: zstd level 19, smallest and slowest)
+                    (max: zstd level 9, 19 for chunks from 1 MiB: smallest, slowest)
   --read-data-subset S  check: read the bytes of n/m, x% or SIZE of the packs
   --from-repo R     copy: the repository to copy from (or COFFER_FROM_REPOSITORY)
   --from-key-file F copy: the source repository's key (or COFFER_FROM_KEY)

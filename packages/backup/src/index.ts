@@ -26,8 +26,10 @@ export { FastCdc, DEFAULT_CHUNKER, type ChunkerParams } from './chunker/fastcdc.
 export { CofferError, DecryptionError, type CofferErrorCode } from './errors.js';
 export type { StorageBackend, ObjectInfo, ObjectWriter, ByteRange } from './storage/backend.js';
 export { LocalBackend } from './storage/local.js';
+export { S3Backend, isLoopbackEndpoint, parseS3Location, type S3BackendOptions, type S3Credentials, type S3Location } from './storage/s3.js';
 export { Repository, type SnapshotRecord, type InitOptions } from './repository/repository.js';
 export { Compression } from './repository/config.js';
+export { COMPRESSION_LEVEL, COMPRESSION_MODES, defaultCompression, parseCompressionMode, type CompressionMode } from './repository/compress.js';
 export { backup, type BackupOptions, type BackupProgress, type BackupResult, type BackupWarning } from './repository/backup.js';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult, type RestoreWarning } from './repository/restore.js';
 export { PadMode, padme, paddedLength, parsePadMode } from './repository/padding.js';
@@ -35,7 +37,7 @@ export { LOCK_EXPIRY_MS, RepositoryLock, removeLocks, type LockBody } from './re
 export { isEmptyFilter, matchesFilter, parseTagList, type Snapshot, type SnapshotFilter, type SnapshotStats } from './repository/snapshot.js';
 export type { TreeEntry, FileEntry, DirEntry, SymlinkEntry, HardlinkEntry, SpecialEntry, Owner, Xattr } from './repository/tree.js';
 export { hex, packName, indexName, snapshotName } from './repository/blob.js';
-export { check, type CheckResult, type CheckProblem, type CheckOptions } from './repository/check.js';
+export { check, parseReadDataSubset, selectSubset, type CheckResult, type CheckProblem, type CheckOptions, type ReadDataSubset } from './repository/check.js';
 export { prune, type PruneResult, type PruneOptions } from './repository/prune.js';
 export {
   applyPolicy,
@@ -104,3 +106,4 @@ export {
 } from './repository/filter.js';
 export { backupStdin, checkStdinFilename, type StdinBackupOptions, type StdinBackupResult } from './repository/stdin.js';
 export { backupDryRun, type DryRunOptions, type DryRunResult } from './repository/dry-run.js';
+export { copySnapshots, type CopyOptions, type CopyProgress, type CopyResult, type CopiedSnapshot } from './repository/copy.js';

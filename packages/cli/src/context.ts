@@ -1,7 +1,7 @@
 /** Where the repository and the key come from: flags first, then the environment. */
 import { appendFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { BackupKey, CofferError, LocalBackend, Repository, type StorageBackend } from '@coffer/backup';
+import { BackupKey, CofferError, LocalBackend, Repository, S3Backend, isLoopbackEndpoint, parseS3Location, type S3Credentials, type StorageBackend } from '@coffer/backup';
 import { CofferClient, profileDir } from '@coffer/client';
 import { INSECURE_FAST_KSF_FOR_TESTING } from '@coffer/protocol';
 import { UsageError, type Io } from './tui.js';
@@ -69,34 +69,59 @@ export function repoLocation(flags: GlobalFlags, io: Io): string {
 
 export async function backendFor(location: string, flags: GlobalFlags, io: Io): Promise<StorageBackend> {
   if (isRelayRepository(location)) return (await openClient(flags, io)).blobBackend();
-  // Any `scheme:` prefix (sftp:host:/path, s3:…, https://…) is a backend this version
+  if (location.startsWith('s3:')) return s3Backend(location, flags, io);
+  // Any other `scheme:` prefix (sftp:host:/path, https://…) is a backend this version
   // does not have: refuse rather than make a local directory named after it. (A
   // directory whose name has a colon can be given as ./name.)
   const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(location);
   if (scheme) {
     const dirHint = location.includes('//') ? '' : ` (a directory whose name has a colon: write ./${location})`;
-    throw new UsageError(`repository '${location}': unknown storage '${scheme[1]}:'; this version supports only local directories and coffer: (the relay's blob API)${dirHint}`);
+    throw new UsageError(`repository '${location}': unknown storage '${scheme[1]}:'; this version supports local directories, coffer: (the relay's blob API) and s3:https://host/bucket/prefix${dirHint}`);
   }
   return new LocalBackend(location);
 }
 
+/**
+ * `--repo s3:https://host[:port]/bucket/prefix`, with the standard AWS variables:
+ * AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), or AWS_PROFILE;
+ * AWS_REGION / AWS_DEFAULT_REGION (default us-east-1). Plain http:// only to this
+ * machine, or with --insecure (objects are sealed either way, but the request
+ * signatures, names and sizes cross the network in the clear).
+ */
+function s3Backend(location: string, flags: GlobalFlags, io: Io): S3Backend {
+  let where;
+  try {
+    where = parseS3Location(location.slice(3));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (where.endpoint.startsWith('http:') && !isLoopbackEndpoint(where.endpoint)) {
+    if (flags.insecure !== true && io.env.COFFER_INSECURE_HTTP !== '1') {
+      throw new UsageError(`repository '${location}': plain http:// to another machine: use https://, or --insecure to accept it (request signatures, object names and sizes cross the network in clear text)`);
+    }
+    io.stderr.write('coffer: warning: --insecure: the S3 endpoint is plain http://: request signatures, object names and sizes cross the network in clear text\n');
+  }
+  const env = io.env;
+  const id = env.AWS_ACCESS_KEY_ID || undefined;
+  const secret = env.AWS_SECRET_ACCESS_KEY || undefined;
+  if ((id === undefined) !== (secret === undefined)) {
+    throw new UsageError(`${id ? 'AWS_SECRET_ACCESS_KEY' : 'AWS_ACCESS_KEY_ID'} is not set: S3 credentials need both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
+  }
+  const credentials: S3Credentials | undefined = id && secret ? { accessKeyId: id, secretAccessKey: secret, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) } : undefined;
+  const region = env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined;
+  // The SDK's notice that its 2027 releases need Node 22 would be printed on every
+  // command: it says nothing about this run (tui.ts: stderr is for diagnostics).
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  return new S3Backend(where, {
+    ...(credentials ? { credentials } : {}),
+    ...(region ? { region } : {}),
+    ...(env.AWS_PROFILE ? { profile: env.AWS_PROFILE } : {}),
+  });
+}
+
 /** The key from --key-file or COFFER_KEY, or undefined when neither is set. */
 export async function loadKeyIfGiven(flags: GlobalFlags, io: Io): Promise<BackupKey | undefined> {
-  if (flags['key-file'] !== undefined) {
-    let text: string;
-    try {
-      text = await readFile(flags['key-file'], 'utf8');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new CofferError('invalid-argument', `cannot read key file ${flags['key-file']}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
-    }
-    const key = parseKey(text, `key file ${flags['key-file']}`);
-    const mode = (await stat(flags['key-file'])).mode;
-    if ((mode & 0o077) !== 0) {
-      io.stderr.write(`coffer: warning: key file ${flags['key-file']} can be read by other users (mode ${(mode & 0o777).toString(8)}): anyone who reads it can decrypt your backups; run chmod 600 on it\n`);
-    }
-    return key;
-  }
+  if (flags['key-file'] !== undefined) return readKeyFile(flags['key-file'], io);
   const env = io.env.COFFER_KEY;
   if (env !== undefined && env !== '') return parseKey(env, 'COFFER_KEY');
   // The relay's repository, or an explicitly chosen profile: the key this device got
@@ -106,6 +131,23 @@ export async function loadKeyIfGiven(flags: GlobalFlags, io: Io): Promise<Backup
     return (await openClient(flags, io)).backupKey();
   }
   return undefined;
+}
+
+/** A key file: the 64-digit key; warns when other users can read it. */
+async function readKeyFile(file: string, io: Io): Promise<BackupKey> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CofferError('invalid-argument', `cannot read key file ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
+  }
+  const key = parseKey(text, `key file ${file}`);
+  const mode = (await stat(file)).mode;
+  if ((mode & 0o077) !== 0) {
+    io.stderr.write(`coffer: warning: key file ${file} can be read by other users (mode ${(mode & 0o777).toString(8)}): anyone who reads it can decrypt your backups; run chmod 600 on it\n`);
+  }
+  return key;
 }
 
 function parseKey(text: string, where: string): BackupKey {
@@ -129,5 +171,27 @@ export async function openRepo(flags: GlobalFlags, io: Io): Promise<Repository> 
   const repo = await Repository.open(await backendFor(location, flags, io), key);
   // Objects that can't be read are skipped, and the person is told.
   repo.onWarning = (m) => io.stderr.write(`coffer: warning: ${m}\n`);
+  return repo;
+}
+
+export interface SourceFlags {
+  'from-repo'?: string;
+  'from-key-file'?: string;
+}
+
+/**
+ * The repository `coffer copy` reads from: --from-repo (or COFFER_FROM_REPOSITORY) with
+ * --from-key-file (or COFFER_FROM_KEY); a coffer: source takes the profile's key.
+ */
+export async function openSourceRepo(flags: GlobalFlags & SourceFlags, io: Io): Promise<Repository> {
+  const location = flags['from-repo'] ?? (io.env.COFFER_FROM_REPOSITORY || undefined);
+  if (!location) throw new UsageError('no source repository given: use --from-repo LOCATION or set COFFER_FROM_REPOSITORY');
+  let key: BackupKey | undefined;
+  if (flags['from-key-file'] !== undefined) key = await readKeyFile(flags['from-key-file'], io);
+  else if (io.env.COFFER_FROM_KEY) key = parseKey(io.env.COFFER_FROM_KEY, 'COFFER_FROM_KEY');
+  else if (isRelayRepository(location)) key = await (await openClient(flags, io)).backupKey();
+  if (!key) throw new UsageError('no key for the source repository: use --from-key-file FILE or set COFFER_FROM_KEY');
+  const repo = await Repository.open(await backendFor(location, flags, io), key);
+  repo.onWarning = (m) => io.stderr.write(`coffer: warning: source: ${m}\n`);
   return repo;
 }

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { accountCreate, accountDevices, accountPassword, accountRevoke, login } from './commands/account.js';
 import { backupCmd, restoreCmd } from './commands/backup.js';
+import { copyCmd } from './commands/extras.js';
 import { keyGenerate, keyShow } from './commands/key.js';
 import { diffCmd, dumpCmd, findCmd, lsCmd, statsCmd } from './commands/browse.js';
 import { checkCmd, forget, init, pruneCmd, repairIndexCmd, repairSnapshotsCmd, snapshots, unlock } from './commands/repository.js';
@@ -15,9 +16,11 @@ import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
 const USAGE = `usage: coffer COMMAND [options]
 
 Backups (key mode):
-  coffer init [--pad off|auto|max]     create a repository (makes a key if none is given);
-                                       --pad sets its default size padding (auto)
-  coffer backup PATH… [--tag T] [--pad off|auto|max]
+  coffer init [--pad off|auto|max] [--compression auto|off]
+                                       create a repository (makes a key if none is given);
+                                       --pad sets its default size padding (auto),
+                                       --compression its default compression (auto)
+  coffer backup PATH… [--tag T] [--pad off|auto|max] [--compression auto|off|max]
                                        back up files and directories
   coffer backup PATH… [--exclude P] [--iexclude P] [--exclude-file F] [--iexclude-file F]
          [--exclude-caches] [--exclude-if-present NAME] [--one-file-system] [--dry-run]
@@ -51,6 +54,10 @@ Backups (key mode):
   coffer stats [ID…] [--mode restore-size|raw-data]
                                        sizes and counts (restore size, or the stored data)
   coffer check [--read-data] [--no-lock]  verify structure (and with --read-data, every byte)
+  coffer check --read-data-subset n/m|x%|SIZE
+                                       verify structure and the bytes of some packs: group n
+                                       of m (n = 1…m reads each pack once), a random x%, or
+                                       random packs up to SIZE (e.g. 500M)
   coffer forget [ID…] [--keep-last N] [--keep-hourly|daily|weekly|monthly|yearly N] [--prune] [--dry-run]
                 [--keep-within[-hourly|-daily|-weekly|-monthly|-yearly] DURATION] [--keep-tag T]
                 [--group-by host,paths,tags]
@@ -61,6 +68,10 @@ Backups (key mode):
   coffer repair snapshots [--forget] [--dry-run]
                                        rewrite snapshots without the files whose data is gone
   coffer unlock [--remove-all]         remove stale locks
+  coffer copy [ID…] --from-repo R [--from-key-file F]
+                                       copy snapshots (all, or those given) from repository R
+                                       into --repo; keys may differ; already copied ones are
+                                       skipped (or COFFER_FROM_REPOSITORY, COFFER_FROM_KEY)
   coffer key generate                  print a new random key
   coffer key show [--repo R]           print the key given and its key ID (with --repo: its
                                        key ID in that repository, which differs per repository)
@@ -91,6 +102,11 @@ Options:
   --repo DIR        repository (or COFFER_REPOSITORY); \`coffer:\` is the relay's blob API
                     for the logged-in account, with the key from the profile
   --key-file FILE   file holding the 64-digit key (or COFFER_KEY)
+  --compression M   init: the default auto|off; backup: auto|off|max for this backup
+                    (max: zstd level 9, 19 for chunks from 1 MiB: smallest, slowest)
+  --read-data-subset S  check: read the bytes of n/m, x% or SIZE of the packs
+  --from-repo R     copy: the repository to copy from (or COFFER_FROM_REPOSITORY)
+  --from-key-file F copy: the source repository's key (or COFFER_FROM_KEY)
   --profile P       this device's state: a directory (with a /) or a name under
                     ~/.config/coffer (or COFFER_PROFILE; default: default)
   --server URL      the relay (or COFFER_SERVER)
@@ -161,8 +177,10 @@ const options = {
   target: { type: 'string' },
   overwrite: { type: 'boolean' },
   pad: { type: 'string' },
+  compression: { type: 'string' },
   'no-owners': { type: 'boolean' },
   'read-data': { type: 'boolean' },
+  'read-data-subset': { type: 'string' },
   'keep-last': { type: 'string' },
   'keep-hourly': { type: 'string' },
   'keep-daily': { type: 'string' },
@@ -220,14 +238,17 @@ const options = {
   'keep-within-yearly': { type: 'string' },
   'keep-tag': { type: 'string', multiple: true },
   'group-by': { type: 'string' },
+  'from-repo': { type: 'string' },
+  'from-key-file': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 /** Which options each command accepts (besides the global ones). */
 const allowed: Record<string, string[]> = {
-  init: ['pad'],
+  init: ['pad', 'compression'],
   backup: [
     'tag',
     'pad',
+    'compression',
     'exclude',
     'iexclude',
     'exclude-file',
@@ -249,7 +270,7 @@ const allowed: Record<string, string[]> = {
   diff: [],
   dump: ['archive', 'tag', 'host', 'path'],
   stats: ['mode', 'tag', 'host', 'path'],
-  check: ['read-data', 'no-lock'],
+  check: ['read-data', 'read-data-subset', 'no-lock'],
   forget: [
     'keep-last',
     'keep-hourly',
@@ -273,6 +294,7 @@ const allowed: Record<string, string[]> = {
   ],
   prune: ['dry-run'],
   unlock: ['remove-all'],
+  copy: ['from-repo', 'from-key-file'],
   repair: ['read-all', 'forget', 'dry-run'],
   key: [],
   account: ['account-password-file', 'revoke-other-devices', 'sessions'],
@@ -343,6 +365,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await pruneCmd(flags, io);
       case 'unlock':
         return await unlock(flags, io);
+      case 'copy':
+        return await copyCmd(flags, rest, io);
       case 'repair': {
         const sub = rest.length === 1 ? rest[0] : undefined;
         if (sub === 'index' && flags.forget === undefined && flags['dry-run'] === undefined) return await repairIndexCmd(flags, io);

@@ -180,7 +180,7 @@ test('errors: one `coffer: error:` line on stderr and the documented exit code',
     ['backup without paths', ['backup'], s.env, 2, /give the paths/],
     ['a bad --keep-last', ['forget', '--keep-last', 'many'], s.env, 2, /whole number/],
     ['forget without a policy', ['forget'], s.env, 2, /no retention policy/],
-    ['a remote repository URL', ['snapshots', '--repo', 's3://bucket/x'], { COFFER_KEY: other }, 2, /only local directories/],
+    ['a remote repository URL', ['snapshots', '--repo', 's3://bucket/x'], { COFFER_KEY: other }, 2, /s3:\/\/bucket names no endpoint \(expected s3:https:\/\/host/],
     ['key with an unknown subcommand', ['key', 'rotate'], {}, 2, /key generate/],
   ];
   for (const [what, args, env, code, msg] of cases) {

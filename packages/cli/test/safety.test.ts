@@ -119,7 +119,7 @@ test(`ulimit -n 256: backup, restore, check and prune of ${FD_FILES} small files
 
 test('--repo with an unknown scheme: prefix is refused and makes no directory', async (t) => {
   const cwd = await tempDir(t, 'cwd');
-  for (const repo of ['sftp:host:/backups', 's3:bucket/x', 'rclone:remote:x']) {
+  for (const repo of ['sftp:host:/backups', 'gs:bucket/x', 'rclone:remote:x']) {
     const r = await coffer(['init', '--repo', repo], {}, { cwd });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /^coffer: error: repository '.*': unknown storage '[a-z0-9]+:'/);

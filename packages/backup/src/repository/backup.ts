@@ -26,6 +26,7 @@ import { encodeSnapshot, type Snapshot } from './snapshot.js';
 import { encodeEntry, isUtf8, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
 import { OwnerNames, devMajor, devMinor, readXattrs, xattrs } from './fs-meta.js';
 import type { PadMode } from './padding.js';
+import type { CompressionMode } from './compress.js';
 
 /**
  * Files are chunked in independent regions of this size: FastCDC restarts at every
@@ -61,6 +62,8 @@ export interface BackupOptions {
   now?: () => Date;
   /** Padding of this backup's objects (spec §7.3); the repository's default if absent. */
   padding?: PadMode;
+  /** Compression of this backup's blobs: auto|off|max; the repository's default if absent. */
+  compression?: CompressionMode;
   /**
    * Called after a file was read and before it is checked for changes (tests use it
    * to change a file while it is being backed up).
@@ -201,7 +204,7 @@ async function runBackup(
   }
 
   const padding = opts.padding ?? repo.config.padding;
-  const writer = new BlobWriter(repo, (id) => index.has(id), padding);
+  const writer = new BlobWriter(repo, (id) => index.has(id), padding, opts.compression);
   const cdc = new FastCdc(repo.keys.gearTable, repo.config.chunker);
   const tree = new TreeWriter(cdc, async (raw) => {
     const id = repo.keys.chunkId(raw);

@@ -8,8 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { BLOB_PADDED, type BlobType, idKey, indexName, packName } from './blob.js';
 import { PACK_BYTES_MAX, PadMode, blobPadMode, padBlob } from './padding.js';
-import { maybeCompress } from './compress.js';
-import { Compression } from './config.js';
+import { type CompressionMode, defaultCompression, maybeCompress } from './compress.js';
 import { encodeIndex, type IndexedPack } from './index-file.js';
 import { PackBuilder, packTrailerBytes } from './pack.js';
 import type { Repository } from './repository.js';
@@ -43,12 +42,17 @@ export class BlobWriter {
   newBlobs = 0;
 
   readonly #padding: PadMode;
+  readonly #compression: CompressionMode;
 
-  /** `padding`: how blobs, packs and the index are padded (spec §7.3). */
-  constructor(repo: Repository, known: (id: Uint8Array) => boolean, padding: PadMode = repo.config.padding) {
+  /**
+   * `padding`: how blobs, packs and the index are padded (spec §7.3); `compression`:
+   * auto|off|max (the repository's default: auto, or off when its config says none).
+   */
+  constructor(repo: Repository, known: (id: Uint8Array) => boolean, padding: PadMode = repo.config.padding, compression: CompressionMode = defaultCompression(repo.config)) {
     this.#repo = repo;
     this.#known = known;
     this.#padding = padding;
+    this.#compression = compression;
   }
 
   #track(p: Promise<void>): void {
@@ -79,7 +83,7 @@ export class BlobWriter {
     this.#track(
       (async () => {
         try {
-          const compressed = this.#repo.config.compression === Compression.Zstd ? await maybeCompress(raw) : { stored: raw, flags: 0 };
+          const compressed = await maybeCompress(raw, this.#compression);
           let { stored, flags } = compressed;
           if (this.#padding !== PadMode.Off) {
             stored = padBlob(stored, blobPadMode(this.#padding));

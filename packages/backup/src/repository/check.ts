@@ -3,6 +3,7 @@
  * Problems are collected, not thrown, and each names the snapshots it affects, so a
  * person knows which restores would fail.
  */
+import { randomInt } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
 import { hex, idFromName, idKey, packName, validObjects } from './blob.js';
@@ -32,14 +33,78 @@ export interface CheckResult {
   /** Indexed packs that are gone but that no snapshot needs (a copy exists elsewhere, or nothing uses them); prune drops them from the index. */
   missingUnneededPacks: number;
   bytesRead: number;
+  /** Packs whose bytes were read and verified (all of them with readData, a share with readDataSubset). */
+  packsRead: number;
   problems: CheckProblem[];
+}
+
+/**
+ * Which packs `check` reads (restic's --read-data-subset): group `n` of `m` (a fixed
+ * share: over n = 1…m every pack is read exactly once), a random `percent` of the packs,
+ * or random packs up to `bytes` in total (at least one).
+ */
+export type ReadDataSubset = { group: number; of: number } | { percent: number } | { bytes: number };
+
+const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/**
+ * `n/m`, `x%` or a size (`500M`, `2G`, `1.5GiB`, `4096`).
+ * @throws {RangeError} naming the accepted forms
+ */
+export function parseReadDataSubset(s: string): ReadDataSubset {
+  const bad = (why: string) => new RangeError(`read-data-subset: '${s}' ${why} (use n/m, x% or a size such as 500M)`);
+  let m = /^(\d{1,9})\/(\d{1,9})$/.exec(s);
+  if (m) {
+    const group = Number(m[1]);
+    const of = Number(m[2]);
+    if (of < 1 || group < 1 || group > of) throw bad('needs 1 <= n <= m');
+    return { group, of };
+  }
+  m = /^(\d{1,3}(?:\.\d+)?)%$/.exec(s);
+  if (m) {
+    const percent = Number(m[1]);
+    if (!(percent > 0 && percent <= 100)) throw bad('needs a percentage above 0 and at most 100');
+    return { percent };
+  }
+  m = /^(\d{1,15}(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(s);
+  if (m) {
+    const bytes = Math.floor(Number(m[1]) * UNITS[m[2]!.toUpperCase()]!);
+    if (!(bytes > 0) || !Number.isSafeInteger(bytes)) throw bad('needs a size above 0');
+    return { bytes };
+  }
+  throw bad('is not a subset');
+}
+
+/** The packs (sorted by ID) a subset selects; `random(n)` is an integer in [0, n). */
+export function selectSubset<P extends { packId: Buffer; sealedLength: number }>(packs: readonly P[], subset: ReadDataSubset, random: (n: number) => number = randomInt): P[] {
+  const sorted = [...packs].sort((a, b) => Buffer.compare(a.packId, b.packId));
+  // The first 32 bits of a pack's random ID decide its group: stable between runs.
+  if ('group' in subset) return sorted.filter((p) => p.packId.readUInt32BE(0) % subset.of === subset.group - 1);
+  for (let i = sorted.length - 1; i > 0; i--) {
+    const j = random(i + 1);
+    [sorted[i], sorted[j]] = [sorted[j]!, sorted[i]!];
+  }
+  if ('percent' in subset) return sorted.slice(0, Math.ceil((sorted.length * subset.percent) / 100));
+  const out: P[] = [];
+  let total = 0;
+  for (const p of sorted) {
+    if (out.length > 0 && total + p.sealedLength > subset.bytes) continue;
+    out.push(p);
+    total += p.sealedLength;
+  }
+  return out;
 }
 
 export interface CheckOptions {
   readData?: boolean;
+  /** Read only these packs' bytes (implies reading data). */
+  readDataSubset?: ReadDataSubset;
+  /** For the random subsets: an integer in [0, n) (tests pass a seeded one). */
+  random?: (n: number) => number;
   /** Read without taking a lock (e.g. the repository's disk is full); see spec §11. */
   noLock?: boolean;
-  onProgress?: (done: number, total: number) => void;
+  /** Packs read of those to read, and their bytes (sealed sizes). */
+  onProgress?: (done: number, total: number, bytes: number, totalBytes: number) => void;
 }
 
 function describe(e: unknown): string {
@@ -136,12 +201,21 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
   const indexedNames = new Set([...packs.values()].map((p) => packName(p.packId)));
   const unreferenced = [...stored.keys()].filter((n) => !indexedNames.has(n)).length;
 
-  // 4. With --read-data: decrypt every pack, compare with the index, verify every blob ID.
+  // 4. With --read-data: decrypt every pack, compare with the index, verify every blob ID
+  // (with --read-data-subset, only the packs the subset selects).
   let bytesRead = 0;
-  if (opts.readData) {
+  let packsRead = 0;
+  if (opts.readData || opts.readDataSubset) {
     let done = 0;
-    const all = [...packs.entries()].filter(([, p]) => stored.has(packName(p.packId)));
+    let all = [...packs.entries()].filter(([, p]) => stored.has(packName(p.packId)));
+    if (opts.readDataSubset) {
+      const chosen = new Set(selectSubset(all.map(([, p]) => p), opts.readDataSubset, opts.random).map((p) => idKey(p.packId)));
+      all = all.filter(([pk]) => chosen.has(pk));
+    }
+    const totalBytes = all.reduce((a, [, p]) => a + p.sealedLength, 0);
+    let doneBytes = 0;
     for (const [pk, p] of all) {
+      packsRead++;
       const name = packName(p.packId);
       try {
         const sealed = await repo.backend.get(name);
@@ -160,7 +234,8 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
       } catch (e) {
         problems.push({ message: `pack ${name}: ${describe(e)}`, snapshots: needers(pk) });
       }
-      opts.onProgress?.(++done, all.length);
+      doneBytes += p.sealedLength;
+      opts.onProgress?.(++done, all.length, doneBytes, totalBytes);
     }
   }
 
@@ -171,6 +246,7 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
     unreferencedPacks: unreferenced,
     missingUnneededPacks,
     bytesRead,
+    packsRead,
     problems,
   };
 }

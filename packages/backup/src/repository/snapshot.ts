@@ -30,6 +30,11 @@ export interface Snapshot {
   /** Tree blob IDs (hex), in order: concatenated they are the tree listing. */
   tree: string[];
   stats: SnapshotStats;
+  /**
+   * Set by `coffer copy`: the hex ID of the snapshot this one is a copy of (the first
+   * one's, when that was itself a copy), so a second copy run skips it (spec §10).
+   */
+  original?: string;
 }
 
 /** JSON text; padded with 0x20 bytes to the padded length (JSON allows trailing white space). */
@@ -60,6 +65,7 @@ export function decodeSnapshot(bytes: Uint8Array, where: string): Snapshot {
   if (typeof v.hostname !== 'string' || typeof v.username !== 'string') throw bad('bad host');
   if (!strings(v.paths) || !strings(v.tags) || !strings(v.tree)) throw bad('bad lists');
   if (!(v.tree as string[]).every((t) => /^[0-9a-f]{64}$/.test(t))) throw bad('bad tree IDs');
+  if (v.original !== undefined && (typeof v.original !== 'string' || !/^[0-9a-f]{64}$/.test(v.original))) throw bad('bad original');
   const st = v.stats as Record<string, unknown> | undefined;
   if (typeof st !== 'object' || st === null) throw bad('no stats');
   for (const k of ['files', 'dirs', 'bytes', 'addedBytes', 'newChunks']) {

@@ -15,6 +15,7 @@ import { BlobWriter } from './blob-writer.js';
 import { TreeWriter } from './backup.js';
 import { RepositoryLock } from './lock.js';
 import type { PadMode } from './padding.js';
+import type { CompressionMode } from './compress.js';
 import type { Repository } from './repository.js';
 import { encodeSnapshot, type Snapshot } from './snapshot.js';
 import type { FileEntry } from './tree.js';
@@ -26,6 +27,8 @@ export interface StdinBackupOptions {
   filename: string;
   tags?: string[];
   padding?: PadMode;
+  /** `--compression auto|off|max` (compress.ts); default: the repository's. */
+  compression?: CompressionMode;
   now?: () => Date;
   onProgress?: (bytes: number, addedBytes: number) => void;
   /**
@@ -56,7 +59,7 @@ export async function backupStdin(repo: Repository, opts: StdinBackupOptions): P
   try {
     const index = await repo.index();
     const padding = opts.padding ?? repo.config.padding;
-    const writer = new BlobWriter(repo, (id) => index.has(id), padding);
+    const writer = new BlobWriter(repo, (id) => index.has(id), padding, opts.compression);
     const cdc = new FastCdc(repo.keys.gearTable, repo.config.chunker);
     try {
       const chunks: string[] = [];

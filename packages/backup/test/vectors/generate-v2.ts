@@ -232,6 +232,10 @@ export function formatV2Vectors(add: (v: V) => void): void {
   sv('version-string', 'corrupt', 'version "2" (a string)', Buffer.from(JSON.stringify({ ...snap, version: '2' })));
   sv('padded-with-nul', 'corrupt', 'padding of 0x00 bytes instead of 0x20', Buffer.concat([json, Buffer.alloc(8)]));
   sv('invalid-utf8', 'corrupt', 'a byte FF in the host name', Buffer.from(JSON.stringify(snap).replace('"host"', '"ho\u00ffst"'), 'latin1'));
+  // Written by `coffer copy`: `original` names the snapshot it was copied from.
+  const copied = { ...snap, original: 'a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf' };
+  add({ name: 'snapshot-copied', kind: 'snapshot', description: 'a copied snapshot: "original" is the 64-hex ID of the snapshot it was copied from', expect: 'success', plaintext: hex(Buffer.from(JSON.stringify(copied))), decoded: copied });
+  sv('original-not-hex', 'corrupt', '"original" that is not a 64-hex snapshot ID', Buffer.from(JSON.stringify({ ...snap, original: 'A0A1' })));
   const lock = { exclusive: false, hostname: 'host', pid: 4242, time: 1_800_000_000_000, expires: 1_800_001_800_000 };
   const lj = Buffer.from(JSON.stringify(lock));
   add({ name: 'lock-v2-padded', kind: 'lock', description: 'a lock body padded like a snapshot; sealed as kind 4 with object ID 90 91 … af', expect: 'success', ...base, objectId: hex(packId), plaintext: hex(Buffer.concat([lj, Buffer.alloc(padme(lj.length) - lj.length, 0x20)])), sealed: hex(sealObject(keys.objectMaster, { kind: ObjectKind.Lock, id: packId }, Buffer.concat([lj, Buffer.alloc(padme(lj.length) - lj.length, 0x20)]))), decoded: lock });

@@ -13,10 +13,12 @@ import {
   eitherExcludes,
   hex,
   listedSelection,
+  parseCompressionMode,
   parsePadMode,
   readFilesFrom,
   readPatternFile,
   restore,
+  type CompressionMode,
   type PatternRule,
 } from '@coffer/backup';
 import { openRepo, type GlobalFlags } from '../context.js';
@@ -52,12 +54,13 @@ async function excludeRules(flags: SelectFlags): Promise<PatternRule[]> {
 }
 
 /** `coffer backup PATH… [--tag T]… [selection]`, `--stdin`, `--dry-run`. */
-export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string }, paths: string[], io: Io): Promise<number> {
+export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string }, paths: string[], io: Io): Promise<number> {
   if (flags.stdin || flags['stdin-from-command']) return backupStdinCmd(flags, paths, io);
   if (flags['stdin-filename'] !== undefined) throw new UsageError('backup: --stdin-filename goes with --stdin or --stdin-from-command');
   const listFiles = [...(flags['files-from'] ?? []).map((f) => ({ f, raw: false })), ...(flags['files-from-raw'] ?? []).map((f) => ({ f, raw: true }))];
   if (paths.length === 0 && listFiles.length === 0) throw new UsageError('backup: give the paths to back up, e.g. `coffer backup ~/Documents`');
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
+  const compression = flags.compression === undefined ? undefined : parseCompression(flags.compression);
   // Every flag is checked (pattern files read, lists parsed) before the repository is opened.
   const rules = await excludeRules(flags);
   let exclude = backupExcluder({
@@ -103,6 +106,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   const r = await backup(repo, {
     paths,
     ...(padding !== undefined ? { padding } : {}),
+    ...(compression !== undefined ? { compression } : {}),
     ...(exclude ? { exclude } : {}),
     ...(flags['one-file-system'] ? { oneFileSystem: true } : {}),
     tags: flags.tag ?? [],
@@ -135,7 +139,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
 }
 
 /** `coffer backup --stdin --stdin-filename NAME` / `--stdin-from-command -- CMD ARGS…`. */
-async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string }, args: string[], io: Io): Promise<number> {
+async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string }, args: string[], io: Io): Promise<number> {
   const fromCommand = flags['stdin-from-command'] === true;
   if (flags.stdin && fromCommand) throw new UsageError('backup: --stdin and --stdin-from-command don\'t mix');
   const selection = ['exclude', 'iexclude', 'exclude-file', 'iexclude-file', 'exclude-caches', 'exclude-if-present', 'one-file-system', 'files-from', 'files-from-raw', 'dry-run'] as const;
@@ -152,6 +156,7 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
     throw new UsageError('backup: --stdin reads standard input, which is a terminal: pipe the data in, e.g. `pg_dump mydb | coffer backup --stdin --stdin-filename mydb.sql`');
   }
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
+  const compression = flags.compression === undefined ? undefined : parseCompression(flags.compression);
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
@@ -185,6 +190,7 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
       filename,
       tags: flags.tag ?? [],
       ...(padding !== undefined ? { padding } : {}),
+      ...(compression !== undefined ? { compression } : {}),
       ...(beforeCommit ? { beforeCommit } : {}),
       onProgress: (bytes) => bar.update(bytes, undefined, 0, undefined),
     });
@@ -269,5 +275,14 @@ export function parsePad(s: string): number {
     return parsePadMode(s);
   } catch (e) {
     throw new UsageError((e as Error).message);
+  }
+}
+
+/** `--compression auto|off|max`; a usage error otherwise. */
+export function parseCompression(s: string): CompressionMode {
+  try {
+    return parseCompressionMode(s);
+  } catch (e) {
+    throw new UsageError(`--compression: ${(e as Error).message.replace(/^compression: /, '')}`);
   }
 }

@@ -1,7 +1,9 @@
-import { parsePad } from './backup.js';
+import { parseCompression, parsePad } from './backup.js';
 import {
   BackupKey,
+  Compression,
   Repository,
+  S3Backend,
   applyPolicy,
   check,
   forgetSnapshots,
@@ -11,11 +13,13 @@ import {
   matchesFilter,
   parseDuration,
   parseGroupBy,
+  parseReadDataSubset,
   parseTagList,
   prune,
   removeLocks,
   repairIndex,
   repairSnapshots,
+  type ReadDataSubset,
   type RetentionPolicy,
 } from '@coffer/backup';
 import { checkSeenSnapshots } from '../seen.js';
@@ -24,18 +28,29 @@ import { backendFor, isRelayRepository, loadKeyIfGiven, openRepo, repoLocation, 
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 /** `coffer init`: creates a repository; without a key, makes one and shows it once. */
-export async function init(flags: GlobalFlags & { pad?: string }, io: Io): Promise<number> {
+export async function init(flags: GlobalFlags & { pad?: string; compression?: string }, io: Io): Promise<number> {
   const location = repoLocation(flags, io);
+  // The config's byte (spec §4) holds the default: zstd (auto) or none (off). `max` is
+  // chosen per backup: a new config value would make older coffers refuse the repository.
+  let compression: Compression | undefined;
+  if (flags.compression !== undefined) {
+    const mode = parseCompression(flags.compression);
+    if (mode === 'max') throw new UsageError('init: --compression max is chosen per backup (`coffer backup --compression max`); a repository\'s default is auto or off');
+    compression = mode === 'off' ? Compression.None : Compression.Zstd;
+  }
   const given = await loadKeyIfGiven(flags, io);
   if (!given && isRelayRepository(location)) {
     throw new UsageError('no key for the relay repository: run `coffer vault enable` (or `coffer vault recover` on a new device) first, or give --key-file');
   }
   const key = given ?? BackupKey.generate();
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
-  const repo = await Repository.init(await backendFor(location, flags, io), key, { ...(padding !== undefined ? { padding } : {}) });
+  const backend = await backendFor(location, flags, io);
+  // Like restic: a new s3: repository may name a bucket that does not exist yet.
+  if (backend instanceof S3Backend && (await backend.ensureBucket()) && !flags.json && !flags.quiet) io.stderr.write(`created bucket for ${location}\n`);
+  const repo = await Repository.init(backend, key, { ...(padding !== undefined ? { padding } : {}), ...(compression !== undefined ? { compression } : {}) });
   if (flags.json) {
     io.stdout.write(
-      JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(repo.config.keyId), ...(given ? {} : { key: key.toDigits() }) }) + '\n',
+      JSON.stringify({ repository: location, repositoryId: hex(repo.config.repositoryId), keyId: formatKeyId(repo.config.keyId), compression: repo.config.compression === Compression.None ? 'off' : 'auto', ...(given ? {} : { key: key.toDigits() }) }) + '\n',
     );
   } else if (!given) {
     io.stdout.write(key.toDigits() + '\n');
@@ -80,11 +95,26 @@ export async function snapshots(flags: GlobalFlags & FilterFlags, io: Io): Promi
   return 0;
 }
 
-/** `coffer check [--read-data] [--no-lock]`. */
-export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 'no-lock'?: boolean }, io: Io): Promise<number> {
+/** `coffer check [--read-data | --read-data-subset n/m|x%|SIZE] [--no-lock]`. */
+export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 'read-data-subset'?: string; 'no-lock'?: boolean }, io: Io): Promise<number> {
+  let subset: ReadDataSubset | undefined;
+  if (flags['read-data-subset'] !== undefined) {
+    if (flags['read-data']) throw new UsageError('check: give --read-data (every pack) or --read-data-subset (some), not both');
+    try {
+      subset = parseReadDataSubset(flags['read-data-subset']);
+    } catch (e) {
+      throw new UsageError(`--${(e as Error).message}`);
+    }
+  }
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
-  const r = await check(repo, { readData: flags['read-data'] === true, noLock: flags['no-lock'] === true, onProgress: (d, t) => bar.update(d, t, d, t) });
+  const r = await check(repo, {
+    readData: flags['read-data'] === true,
+    ...(subset ? { readDataSubset: subset } : {}),
+    noLock: flags['no-lock'] === true,
+    // Bytes of the packs read, and packs read of those to read.
+    onProgress: (d, t, bytes, totalBytes) => bar.update(bytes, totalBytes, d, t),
+  });
   bar.done();
   if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
   else {
@@ -94,7 +124,7 @@ export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 'no
     }
     if (!flags.quiet) {
       io.stderr.write(
-        `checked ${r.snapshots} snapshots, ${r.packs} packs, ${r.blobs} blobs${flags['read-data'] ? `, read ${fmtBytes(r.bytesRead)}` : ''}: ${r.problems.length === 0 ? 'no problems' : `${r.problems.length} problem(s)`}\n`,
+        `checked ${r.snapshots} snapshots, ${r.packs} packs, ${r.blobs} blobs${flags['read-data'] ? `, read ${fmtBytes(r.bytesRead)}` : ''}${subset ? `, read ${r.packsRead} pack(s) of subset ${flags['read-data-subset']} (${fmtBytes(r.bytesRead)})` : ''}: ${r.problems.length === 0 ? 'no problems' : `${r.problems.length} problem(s)`}\n`,
       );
       if (r.unreferencedPacks > 0) {
         // Never "prune": if the index was lost, these packs are the only copy of the data.

@@ -1,0 +1,101 @@
+/**
+ * `--compression auto|off|max` (spec §7.2): each mode round-trips, `off` stores every
+ * blob raw, `max` stores compressible data smaller than `auto`, and every frame written
+ * stays within what spec §7.2 lets readers refuse (one frame, window ≤ 8 MiB).
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { BackupKey, Compression, LocalBackend, Repository, backup, check, parseCompressionMode, restore, type CompressionMode } from '../src/index.js';
+import { BLOB_COMPRESSED } from '../src/repository/blob.js';
+import { maybeCompress, zstdFrameEnd } from '../src/repository/compress.js';
+import { SMALL_CHUNKER, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
+
+/** Compressible but not trivially so: words drawn from a small vocabulary by a PRNG. */
+function prose(bytes: number, seed: number): string {
+  const words = ['coffer', 'backup', 'key', 'vault', 'snapshot', 'pack', 'index', 'tree', 'chunk', 'restore', 'relay', 'zstd', 'segment', 'blob'];
+  const r = prng(seed, bytes);
+  let s = '';
+  for (let i = 0; s.length < bytes; i++) s += words[r[i % r.length]! % words.length] + (r[(i * 7) % r.length]! % 11 === 0 ? '.\n' : ' ');
+  return s.slice(0, bytes);
+}
+
+async function packBytes(repo: Repository): Promise<number> {
+  let n = 0;
+  for (const o of await repo.backend.list('data/')) n += o.size;
+  return n;
+}
+
+const tree = () =>
+  dir({
+    'prose.txt': file(prose(400_000, 1)),
+    'more.md': file(prose(120_000, 2)),
+    'random.bin': file(prng(3, 60_000)),
+    sub: dir({ 'tiny.txt': file('x') }),
+  });
+
+test('parseCompressionMode: auto, off, max; anything else is a RangeError naming the choices', () => {
+  for (const m of ['auto', 'off', 'max']) assert.equal(parseCompressionMode(m), m);
+  for (const bad of ['', 'AUTO', 'zstd', 'on', '19', 'max ']) assert.throws(() => parseCompressionMode(bad), (e: Error) => e instanceof RangeError && /auto, off, max/.test(e.message));
+});
+
+test('each mode round-trips, check --read-data passes, and off > auto > max in stored bytes on compressible data', async (t) => {
+  const src = join(await tempDir(t, 'src'), 'data');
+  await writeTree(src, tree());
+  const sizes: Partial<Record<CompressionMode, number>> = {};
+  for (const mode of ['off', 'auto', 'max'] as const) {
+    const tr = await newRepo(t, { minSize: 64 * 1024, avgSize: 128 * 1024, maxSize: 512 * 1024 });
+    const r = await backup(tr.repo, { paths: [src], compression: mode });
+    sizes[mode] = await packBytes(tr.repo);
+    const idx = await tr.repo.index();
+    const flags = [...idx.entries()].map(([, b]) => b.flags & BLOB_COMPRESSED);
+    if (mode === 'off') assert.ok(flags.every((f) => f === 0), 'off: no blob is compressed');
+    else assert.ok(flags.some((f) => f !== 0), `${mode}: the prose is stored compressed`);
+    const out = await tempDir(t, `out-${mode}`);
+    const reopened = await tr.reopen();
+    await restore(reopened, { id: r.id, snapshot: r.snapshot }, { target: out });
+    await assertSameTree(src, join(out, 'data'));
+    const c = await check(reopened, { readData: true });
+    assert.deepEqual(c.problems, [], mode);
+  }
+  assert.ok(sizes.off! > sizes.auto!, `off (${sizes.off}) stores more than auto (${sizes.auto})`);
+  assert.ok(sizes.auto! > sizes.max!, `auto (${sizes.auto}) stores more than max (${sizes.max})`);
+  // The raw data is > 580 kB; off stores at least that much (sealed, padded).
+  assert.ok(sizes.off! >= 580_000);
+});
+
+test("a repository made with compression none backs up raw by default; --compression on the backup overrides the config's default", async (t) => {
+  const dirPath = await tempDir(t, 'repo');
+  const key = BackupKey.generate();
+  const repo = await Repository.init(new LocalBackend(dirPath), key, { chunker: SMALL_CHUNKER, compression: Compression.None });
+  const src = join(await tempDir(t, 'src'), 'data');
+  await writeTree(src, dir({ 'a.txt': file(prose(50_000, 9)) }));
+  await backup(repo, { paths: [src] });
+  const compressedBlobs = async () => [...(await repo.index()).entries()].filter(([, b]) => (b.flags & BLOB_COMPRESSED) !== 0).length;
+  assert.equal(await compressedBlobs(), 0, 'config none: nothing compressed');
+  await writeTree(join(src, 'b'), file(prose(50_000, 10)));
+  repo.invalidateIndex();
+  await backup(repo, { paths: [src], compression: 'auto' });
+  repo.invalidateIndex();
+  assert.ok((await compressedBlobs()) > 0, 'an explicit auto compresses');
+  const reopened = await Repository.open(new LocalBackend(dirPath), key);
+  assert.equal(reopened.config.compression, Compression.None, 'the default stays in the config');
+});
+
+test('max writes one zstd frame with a window of at most 8 MiB (spec §7.2), and never stores an incompressible chunk compressed', async () => {
+  const text = Buffer.from(prose(1 << 20, 4));
+  for (const mode of ['auto', 'max'] as const) {
+    const { stored, flags } = await maybeCompress(text, mode);
+    assert.equal(flags & BLOB_COMPRESSED, BLOB_COMPRESSED);
+    assert.equal(zstdFrameEnd(stored), stored.length, 'exactly one frame');
+    assert.equal(stored[4], 0, 'no content size, no checksum (frame header descriptor 0x00)');
+    const windowLog = 10 + (stored[5]! >> 3);
+    assert.ok(windowLog <= 23, `${mode}: window 2^${windowLog}`);
+  }
+  const a = await maybeCompress(text, 'auto');
+  const m = await maybeCompress(text, 'max');
+  assert.ok(m.stored.length < a.stored.length, `max (${m.stored.length}) < auto (${a.stored.length}): the level reaches the library`);
+  const noise = prng(5, 300_000);
+  for (const mode of ['off', 'auto', 'max'] as const) assert.deepEqual(await maybeCompress(noise, mode), { stored: noise, flags: 0 });
+  assert.deepEqual(await maybeCompress(text, 'off'), { stored: text, flags: 0 });
+});

@@ -11,10 +11,10 @@
  * that are not UTF-8 are backed up exactly. Owners, xattrs, hard links, sparseness,
  * nanosecond times and special files are recorded (format version 2).
  */
-import { promises as fs, type BigIntStats, type Stats } from 'node:fs';
+import { promises as fs, lstatSync, opendirSync, readdirSync, type BigIntStats, type Stats } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
-import { basename, join, resolve } from 'node:path';
-import { ChunkPool, FileReadError, type ChunkedFile } from '../chunker/chunk-pool.js';
+import { basename, resolve } from 'node:path';
+import { ChunkPool, FileReadError, type ChunkedFile, type SmallFileBatch, type SmallFileResult } from '../chunker/chunk-pool.js';
 import { FastCdc } from '../chunker/fastcdc.js';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
@@ -24,7 +24,9 @@ import { RepositoryLock } from './lock.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 import { encodeSnapshot, type Snapshot } from './snapshot.js';
 import { encodeEntry, isUtf8, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
-import { OwnerNames, devMajor, devMinor, readXattrs, xattrs } from './fs-meta.js';
+import { OwnerNames, devMajor, devMinor, readXattrsSync, xattrs } from './fs-meta.js';
+import { Compression } from './config.js';
+import { Semaphore } from './semaphore.js';
 import type { PadMode } from './padding.js';
 
 /**
@@ -35,6 +37,20 @@ import type { PadMode } from './padding.js';
  * data shifts across a boundary.
  */
 export const CHUNK_REGION_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Files up to this size (and up to the chunker's minimum chunk size, so always exactly
+ * one chunk: no cutting needed) take the small-file path: the workers read, hash and
+ * compress them in batches of up to SMALL_BATCH_FILES files or SMALL_BATCH_BYTES bytes,
+ * one message each way per batch, at most SMALL_BATCHES_IN_FLIGHT batches at once.
+ * Larger files are chunked one by one, in regions, on both workers.
+ */
+export const SMALL_FILE_BYTES = 256 * 1024;
+const SMALL_BATCH_FILES = 256;
+const SMALL_BATCH_BYTES = 2 * 1024 * 1024;
+const SMALL_BATCHES_IN_FLIGHT = 4;
+/** Tree entries waiting for their files to be read before they are written in order. */
+const LOOKAHEAD = 2048;
 
 export interface BackupProgress {
   files: number;
@@ -85,9 +101,133 @@ export interface BackupResult {
 
 const SLASH = Buffer.from('/');
 
+/** A file as read: its chunk IDs, the bytes read, and its stat when it was read. */
+interface ReadFile {
+  chunks: string[];
+  size: number;
+  st: BigIntStats;
+}
+
 /** A path for messages (bytes that are not UTF-8 shown as U+FFFD). */
 function show(p: Buffer): string {
   return p.toString('utf8');
+}
+
+/**
+ * Listing order (spec §9.3): depth first, a directory before its contents, siblings
+ * ordered by the bytes of their names. Paths are compared component by component.
+ */
+export function compareTreePaths(a: Buffer, b: Buffer): number {
+  let i = 0;
+  let j = 0;
+  for (;;) {
+    const ae = a.indexOf(0x2f, i);
+    const be = b.indexOf(0x2f, j);
+    const c = a.compare(b, j, be < 0 ? b.length : be, i, ae < 0 ? a.length : ae);
+    if (c !== 0) return c;
+    if (ae < 0 || be < 0) return (ae < 0 ? 0 : 1) - (be < 0 ? 0 : 1);
+    i = ae + 1;
+    j = be + 1;
+  }
+}
+
+/**
+ * The parent snapshot's files, read along with the walk: its listing is in the order
+ * the walk visits paths, so one pass over it finds every file's previous entry and the
+ * listing is never held in memory (a snapshot of any size costs one tree blob at a time).
+ */
+class ParentFiles {
+  readonly #it: AsyncIterator<TreeEntry>;
+  #head: TreeEntry | undefined;
+  #done = false;
+  constructor(
+    entries: AsyncIterable<TreeEntry>,
+    private readonly onDamage: (e: CofferError) => void,
+  ) {
+    this.#it = entries[Symbol.asyncIterator]();
+  }
+  /** The parent's entry for file `rel`, if it had one; call in walk order. */
+  async find(rel: Buffer): Promise<FileEntry | undefined> {
+    for (;;) {
+      if (this.#head === undefined) {
+        if (this.#done) return undefined;
+        try {
+          const n = await this.#it.next();
+          if (n.done) {
+            this.#done = true;
+            return undefined;
+          }
+          this.#head = n.value;
+        } catch (e) {
+          // A damaged parent must not stop new backups: the rest is read again.
+          if (!(e instanceof CofferError) || e.code === 'storage') throw e;
+          this.#done = true;
+          this.onDamage(e);
+          return undefined;
+        }
+      }
+      const h = this.#head;
+      const c = compareTreePaths(h.rawPath, rel);
+      if (c > 0) return undefined;
+      this.#head = undefined;
+      if (c === 0) return h.type === 'file' ? h : undefined;
+    }
+  }
+  async close(): Promise<void> {
+    this.#done = true;
+    await this.#it.return?.();
+  }
+}
+
+/**
+ * One directory's names, sorted by their bytes. Read in a stream (opendir) and kept
+ * packed in one buffer (name bytes + 8 bytes each), not one object per name: the
+ * format orders siblings by name, so a directory's names are all needed before the
+ * first is visited, but nothing else of them is kept.
+ */
+class NameList {
+  readonly #bytes: Buffer;
+  readonly #offs: Uint32Array;
+  readonly #order: Uint32Array;
+  constructor(dir: Buffer) {
+    let bytes = Buffer.allocUnsafe(4096);
+    let offs = new Uint32Array(64);
+    let n = 0;
+    let used = 0;
+    const d = opendirSync(dir as unknown as string, { encoding: 'buffer' as BufferEncoding, bufferSize: 128 });
+    try {
+      for (let e = d.readSync(); e !== null; e = d.readSync()) {
+        const name = e.name as unknown as Buffer;
+        if (used + name.length > bytes.length) {
+          const b = Buffer.allocUnsafe(Math.max(bytes.length * 2, used + name.length));
+          bytes.copy(b, 0, 0, used);
+          bytes = b;
+        }
+        if (n + 2 > offs.length) {
+          const o = new Uint32Array(offs.length * 2);
+          o.set(offs);
+          offs = o;
+        }
+        name.copy(bytes, used);
+        used += name.length;
+        offs[++n] = used;
+      }
+    } finally {
+      d.closeSync();
+    }
+    this.#bytes = bytes;
+    this.#offs = offs;
+    const b = bytes;
+    this.#order = new Uint32Array(n).map((_, i) => i).sort((x, y) => b.compare(b, offs[y]!, offs[y + 1]!, offs[x]!, offs[x + 1]!));
+  }
+  get length(): number {
+    return this.#order.length;
+  }
+  /** The k-th name in sorted order (a view into the list: copy before keeping). */
+  name(k: number): Buffer {
+    const i = this.#order[k]!;
+    return this.#bytes.subarray(this.#offs[i]!, this.#offs[i + 1]!);
+  }
 }
 
 function errnoMessage(e: unknown): string {
@@ -178,18 +318,13 @@ async function runBackup(
   const index = await repo.index();
   const absPaths = roots.map((r) => r.abs);
   const host = hostname();
-  let parentFiles = new Map<string, FileEntry>();
+  let parentFiles: ParentFiles | undefined;
   if (opts.parent !== 'none') {
     const parent = await findParent(repo, host, absPaths);
     if (parent) {
-      try {
-        for await (const e of repo.tree(parent.snapshot)) if (e.type === 'file') parentFiles.set(e.rawPath.toString('latin1'), e);
-      } catch (e) {
-        // A damaged parent must not stop new backups: read every file instead.
-        if (!(e instanceof CofferError) || e.code === 'storage') throw e;
-        parentFiles = new Map();
-        repo.onWarning(`the previous snapshot's file list can't be read (${e.message}); every file is read again`);
-      }
+      parentFiles = new ParentFiles(repo.tree(parent.snapshot), (e) =>
+        repo.onWarning(`the previous snapshot's file list can't be read (${e.message}); the files after that point are read again`),
+      );
     }
   }
 
@@ -219,14 +354,17 @@ async function runBackup(
     progress.addedBytes = writer.addedBytes;
     opts.onProgress(progress);
   };
-  if (opts.onProgress) {
-    void prescan(roots.map((r) => r.abs)).then((t) => {
-      progress.totalFiles = t.files;
-      progress.totalBytes = t.bytes;
-    });
-  }
+  // Totals for the progress display, counted beside the backup; not at all when the
+  // backup is over within a second (most second backups), which then costs nothing.
+  const stopPrescan = opts.onProgress
+    ? prescan(roots.map((r) => Buffer.from(r.abs, 'utf8')), (t) => {
+        progress.totalFiles = t.files;
+        progress.totalBytes = t.bytes;
+      })
+    : () => {};
 
-  const pool = new ChunkPool(ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdKey, repo.config.chunker));
+  const pool = new ChunkPool(ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdKey, repo.config.chunker, repo.config.compression === Compression.Zstd));
+  const smallLimit = Math.min(SMALL_FILE_BYTES, repo.config.chunker.minSize);
   const onChunk = async (id: Buffer, data: Buffer) => {
     progress.bytes += data.length;
     await writer.add(BlobType.Data, id, data);
@@ -255,8 +393,8 @@ async function runBackup(
    * read differ from its size, it changed while being read. It is read once more; if it
    * changes again, what was read is kept and a warning says it may be inconsistent.
    */
-  const readStable = async (abs: Buffer, st: BigIntStats): Promise<{ chunks: string[]; size: number; st: BigIntStats } | null> => {
-    for (let attempt = 1; ; attempt++) {
+  const readStable = async (abs: Buffer, st: BigIntStats, first = 1): Promise<ReadFile | null> => {
+    for (let attempt = first; ; attempt++) {
       const got = await chunkFile(abs, Number(st.size));
       if (!got) return null;
       await opts.afterFileRead?.(abs);
@@ -271,15 +409,101 @@ async function runBackup(
     }
   };
 
-  // Files are chunked by the workers a few at a time; their tree entries are written
+  /**
+   * The small-file path: files wait in `batch` until it is full, then go to a worker
+   * together. Each file's result is then checked as readStable does (stat again; a
+   * file that moved is read again the ordinary way) and its blob stored.
+   */
+  interface SmallItem {
+    abs: Buffer;
+    st: BigIntStats;
+    resolve: (r: ReadFile | null) => void;
+    reject: (e: unknown) => void;
+  }
+  let batch: SmallItem[] = [];
+  let batchBytes = 0;
+  /** Entries emitted and written so far, and the first entry that waits in `batch`. */
+  let emitted = 0;
+  let written = 0;
+  let batchFirst = Infinity;
+  const batchSlots = new Semaphore(SMALL_BATCHES_IN_FLIGHT);
+  const readSmall = (abs: Buffer, st: BigIntStats): Promise<ReadFile | null> =>
+    new Promise((resolve, reject) => {
+      if (batch.length === 0) batchFirst = emitted;
+      batch.push({ abs, st, resolve, reject });
+      batchBytes += Number(st.size);
+    });
+  const finishSmall = async (it: SmallItem, r: SmallFileResult, b: SmallFileBatch, k: number): Promise<ReadFile | null> => {
+    if (!r.ok) {
+      warn(show(it.abs), `cannot read: ${errnoMessage({ code: r.code, message: r.message })}`);
+      return null;
+    }
+    await opts.afterFileRead?.(it.abs);
+    let after: BigIntStats | null;
+    try {
+      after = lstatSync(it.abs, { bigint: true });
+    } catch {
+      after = null;
+    }
+    const st = it.st;
+    const same = after !== null && after.size === st.size && after.mtimeNs === st.mtimeNs && after.ctimeNs === st.ctimeNs && BigInt(r.size) === st.size;
+    if (!same) {
+      // Changed while read: a second, ordinary read (it may have grown past the small size).
+      if (after !== null && after.isFile()) return readStable(it.abs, after, 2);
+      warn(show(it.abs), 'changed while it was being read (twice): stored as read, which may mix old and new contents');
+    }
+    read.files++;
+    read.bytes += r.size;
+    progress.bytes += r.size;
+    if (r.size === 0) return { chunks: [], size: 0, st: same || !after ? st : after };
+    const id = Buffer.from(b.ids.subarray(32 * k, 32 * k + 32));
+    await writer.addStored(BlobType.Data, id, r.size, b.data.subarray(r.offset, r.offset + r.length), r.flags);
+    report();
+    return { chunks: [id.toString('hex')], size: r.size, st };
+  };
+  const submitBatch = async () => {
+    if (batch.length === 0) return;
+    const items = batch;
+    batch = [];
+    batchBytes = 0;
+    batchFirst = Infinity;
+    await batchSlots.take();
+    void (async () => {
+      try {
+        const b = await pool.chunkBatch(
+          items.map((i) => (isUtf8(i.abs) ? i.abs.toString('utf8') : i.abs)),
+          items.map((i) => Number(i.st.size)),
+        );
+        for (let k = 0; k < items.length; k++) {
+          const it = items[k]!;
+          try {
+            it.resolve(await finishSmall(it, b.results[k]!, b, k));
+          } catch (e) {
+            it.reject(e);
+          }
+        }
+      } catch (e) {
+        for (const it of items) it.reject(e);
+      } finally {
+        batchSlots.give();
+      }
+    })();
+  };
+
+  // Files are read by the workers ahead of the listing; their tree entries are written
   // in walk order, so the listing is the same whatever finishes first.
-  const LOOKAHEAD = 8;
   const queue: Array<Promise<TreeEntry | null>> = [];
   const emit = async (e: Promise<TreeEntry | null>) => {
     queue.push(e);
-    while (queue.length > LOOKAHEAD) await writeHead();
+    emitted++;
+    if (batch.length >= SMALL_BATCH_FILES || batchBytes >= SMALL_BATCH_BYTES) await submitBatch();
+    while (queue.length > LOOKAHEAD) {
+      if (written >= batchFirst) await submitBatch(); // the head waits in the batch being filled
+      await writeHead();
+    }
   };
   const writeHead = async () => {
+    written++;
     const e = await queue.shift()!;
     if (!e) return;
     if (e.type === 'file') {
@@ -295,12 +519,16 @@ async function runBackup(
   /** "dev:ino" → the first name's path and its (future) entry: null if it could not be read. */
   const hardlinks = new Map<string, { path: Buffer; entry: Promise<TreeEntry | null> }>();
   let xattrNameWarnings = 0;
+  const users = new Map<number, string | undefined>();
+  const groups = new Map<number, string | undefined>();
   const meta = async (abs: Buffer, rel: Buffer, st: BigIntStats, type: TreeEntry['type']) => {
     const uid = Number(st.uid);
     const gid = Number(st.gid);
     const owner: Owner = { uid, gid };
-    const user = await owners.user(uid);
-    const group = await owners.group(gid);
+    if (!users.has(uid)) users.set(uid, await owners.user(uid));
+    if (!groups.has(gid)) groups.set(gid, await owners.group(gid));
+    const user = users.get(uid);
+    const group = groups.get(gid);
     if (user !== undefined) owner.user = user;
     if (group !== undefined) owner.group = group;
     let list: Xattr[] = [];
@@ -310,7 +538,7 @@ async function runBackup(
         if (xattrs()) xattrNameWarnings++;
       } else {
         try {
-          list = await readXattrs(abs.toString('utf8'));
+          list = readXattrsSync(abs.toString('utf8'));
         } catch (e) {
           warn(show(abs), `cannot read extended attributes: ${errnoMessage(e)}`);
         }
@@ -329,25 +557,28 @@ async function runBackup(
   const visit = async (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> => {
     progress.path = rel.toString('utf8');
     if (st.isDirectory()) {
-      let names: Buffer[];
+      let names: NameList;
       try {
-        names = await fs.readdir(abs, { encoding: 'buffer' });
+        names = new NameList(abs);
       } catch (e) {
         warn(show(abs), `cannot list directory: ${errnoMessage(e)}`);
         return;
       }
       stats.dirs++;
       await emit(Promise.resolve({ ...(await meta(abs, rel, st, 'dir')), type: 'dir' as const }));
-      names.sort(Buffer.compare);
-      for (const name of names) {
+      for (let k = 0; k < names.length; k++) {
+        const name = names.name(k);
         const childAbs = Buffer.concat([abs, SLASH, name]);
         let cst: BigIntStats;
         try {
-          cst = await fs.lstat(childAbs, { bigint: true });
+          // Synchronous: a stat from the page cache costs less than a round trip to libuv's pool.
+          cst = lstatSync(childAbs, { bigint: true });
         } catch (e) {
           warn(show(childAbs), `cannot stat: ${errnoMessage(e)}`);
           continue;
         }
+        // Whether a path is included (--exclude, --one-file-system) is decided here,
+        // with its name and stat, before anything of it is read.
         await visit(childAbs, Buffer.concat([rel, SLASH, name]), cst);
       }
     } else if (st.isSymbolicLink()) {
@@ -376,7 +607,7 @@ async function runBackup(
       if (st.nlink > 1n) hardlinks.set(key, { path: rel, entry: new Promise((r) => (settle = r)) });
       const m = await meta(abs, rel, st, 'file');
       const sparse = st.blocks * 512n < st.size;
-      const prev = parentFiles.get(rel.toString('latin1'));
+      const prev = await parentFiles?.find(rel);
       if (
         prev &&
         prev.size === Number(st.size) &&
@@ -390,7 +621,8 @@ async function runBackup(
         settle?.(same);
         await emit(same);
       } else {
-        const done = readStable(abs, st).then((got): FileEntry | null =>
+        const got = st.size <= BigInt(smallLimit) ? readSmall(abs, st) : readStable(abs, st);
+        const done = got.then((got): FileEntry | null =>
           got
             ? {
                 ...m,
@@ -428,8 +660,10 @@ async function runBackup(
       // Not a warning: most files have no xattrs, and we cannot tell whether these do.
       notes.push(`${xattrNameWarnings} item(s) whose names are not UTF-8 were backed up without extended attributes, if they had any (the xattr binding takes text paths)`);
     }
+    await submitBatch();
     while (queue.length > 0) await writeHead();
-    parentFiles = new Map(); // let the parent's listing go before the final flush
+    stopPrescan();
+    await parentFiles?.close();
     const treeIds = await tree.finish();
     // The lock is re-checked before the index and the snapshot: if it was removed (a
     // prune that took this process for dead), packs written here may be gone.
@@ -452,8 +686,11 @@ async function runBackup(
     report(true);
     return { id, snapshot, warnings, read, notes };
   } catch (e) {
+    stopPrescan();
+    await submitBatch().catch(() => {});
     await Promise.allSettled(queue);
     await writer.abort();
+    await parentFiles?.close().catch(() => {});
     throw e;
   } finally {
     await pool.close();
@@ -479,20 +716,49 @@ async function findParent(repo: Repository, host: string, paths: string[]): Prom
   return undefined;
 }
 
-async function prescan(paths: string[]): Promise<{ files: number; bytes: number }> {
+/**
+ * Counts files and bytes for the progress display, starting after a second, in slices of
+ * a few milliseconds of synchronous stats between the backup's own work. Returns a
+ * function that stops it.
+ */
+function prescan(paths: Buffer[], done: (t: { files: number; bytes: number }) => void): () => void {
+  const stack = [...paths];
   let files = 0;
   let bytes = 0;
-  const walk = async (p: string): Promise<void> => {
-    const st = await fs.lstat(p).catch(() => null);
-    if (!st) return;
-    if (st.isFile()) {
-      files++;
-      bytes += st.size;
-    } else if (st.isDirectory()) {
-      const names = await fs.readdir(p).catch(() => [] as string[]);
-      for (const n of names) await walk(join(p, n));
+  let stopped = false;
+  let next: NodeJS.Immediate | undefined;
+  const step = () => {
+    if (stopped) return;
+    const until = Date.now() + 4;
+    while (stack.length > 0 && Date.now() < until) {
+      const p = stack.pop()!;
+      let st: Stats;
+      try {
+        st = lstatSync(p);
+      } catch {
+        continue;
+      }
+      if (st.isFile()) {
+        files++;
+        bytes += st.size;
+      } else if (st.isDirectory()) {
+        let names: Buffer[] = [];
+        try {
+          names = readdirSync(p, { encoding: 'buffer' });
+        } catch {
+          // unlistable: the backup itself reports it
+        }
+        for (const n of names) stack.push(Buffer.concat([p, SLASH, n]));
+      }
     }
+    if (stack.length > 0) next = setImmediate(step);
+    else done({ files, bytes });
   };
-  for (const p of paths) await walk(p);
-  return { files, bytes };
+  const start = setTimeout(step, 1000);
+  start.unref();
+  return () => {
+    stopped = true;
+    clearTimeout(start);
+    if (next) clearImmediate(next);
+  };
 }

@@ -24,7 +24,9 @@ const run = promisify(execFile);
 
 interface XattrApi {
   listAttributes(path: string): Promise<string[]>;
+  listAttributesSync(path: string): string[];
   getAttribute(path: string, name: string): Promise<Buffer | null>;
+  getAttributeSync(path: string, name: string): Buffer | null;
   setAttribute(path: string, name: string, value: Buffer): Promise<void>;
 }
 
@@ -59,6 +61,35 @@ export async function readXattrs(path: string): Promise<Xattr[]> {
       if (unsupported(e)) return null;
       throw e;
     });
+    if (value) out.push({ name, value: Buffer.from(value) });
+  }
+  return out;
+}
+
+/**
+ * readXattrs with synchronous calls: one llistxattr for a file without attributes, far
+ * cheaper than a thread-pool round trip when walking many small files.
+ */
+export function readXattrsSync(path: string): Xattr[] {
+  const api = xattrs();
+  if (!api) return [];
+  let names: string[];
+  try {
+    names = api.listAttributesSync(path);
+  } catch (e) {
+    if (unsupported(e)) return [];
+    throw e;
+  }
+  if (names.length === 0) return [];
+  const out: Xattr[] = [];
+  for (const name of names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))) {
+    let value: Buffer | null;
+    try {
+      value = api.getAttributeSync(path, name);
+    } catch (e) {
+      if (unsupported(e)) continue;
+      throw e;
+    }
     if (value) out.push({ name, value: Buffer.from(value) });
   }
   return out;

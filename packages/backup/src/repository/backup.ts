@@ -521,7 +521,8 @@ async function runBackup(
   let xattrNameWarnings = 0;
   const users = new Map<number, string | undefined>();
   const groups = new Map<number, string | undefined>();
-  const meta = async (abs: Buffer, rel: Buffer, st: BigIntStats, type: TreeEntry['type']) => {
+  /** `known`: the xattrs when they are known already (an unchanged file's, from the parent). */
+  const meta = async (abs: Buffer, rel: Buffer, st: BigIntStats, type: TreeEntry['type'], known?: Xattr[]) => {
     const uid = Number(st.uid);
     const gid = Number(st.gid);
     const owner: Owner = { uid, gid };
@@ -531,9 +532,9 @@ async function runBackup(
     const group = groups.get(gid);
     if (user !== undefined) owner.user = user;
     if (group !== undefined) owner.group = group;
-    let list: Xattr[] = [];
+    let list: Xattr[] = known ?? [];
     // Sockets, FIFOs and devices: their xattrs would be those of the node, rarely set; skipped.
-    if (type === 'file' || type === 'dir' || type === 'symlink') {
+    if (!known && (type === 'file' || type === 'dir' || type === 'symlink')) {
       if (!isUtf8(abs)) {
         if (xattrs()) xattrNameWarnings++;
       } else {
@@ -605,7 +606,6 @@ async function runBackup(
       }
       let settle!: (e: Promise<TreeEntry | null>) => void;
       if (st.nlink > 1n) hardlinks.set(key, { path: rel, entry: new Promise((r) => (settle = r)) });
-      const m = await meta(abs, rel, st, 'file');
       const sparse = st.blocks * 512n < st.size;
       const prev = await parentFiles?.find(rel);
       if (
@@ -616,11 +616,15 @@ async function runBackup(
         prev.ctime === String(st.ctimeNs) &&
         prev.chunks.every((c) => index.has(Buffer.from(c, 'hex')))
       ) {
+        // Unchanged, ctime included: setting an xattr changes the ctime, so the parent's
+        // xattrs still hold and are not listed again (one system call less per file).
+        const m = isUtf8(abs) ? await meta(abs, rel, st, 'file', prev.xattrs ?? []) : await meta(abs, rel, st, 'file');
         progress.bytes += Number(st.size);
         const same = Promise.resolve({ ...m, type: 'file' as const, size: prev.size, chunks: prev.chunks, ...(sparse ? { sparse } : {}), inode: prev.inode, ctime: prev.ctime });
         settle?.(same);
         await emit(same);
       } else {
+        const m = await meta(abs, rel, st, 'file');
         const got = st.size <= BigInt(smallLimit) ? readSmall(abs, st) : readStable(abs, st);
         const done = got.then((got): FileEntry | null =>
           got

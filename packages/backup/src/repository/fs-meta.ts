@@ -28,6 +28,7 @@ interface XattrApi {
   getAttribute(path: string, name: string): Promise<Buffer | null>;
   getAttributeSync(path: string, name: string): Buffer | null;
   setAttribute(path: string, name: string, value: Buffer): Promise<void>;
+  setAttributeSync(path: string, name: string, value: Uint8Array): void;
 }
 
 let xattrApi: XattrApi | null | undefined;
@@ -99,6 +100,13 @@ export async function writeXattrs(path: string, list: readonly Xattr[]): Promise
   const api = xattrs();
   if (!api) throw new Error('extended attributes are not supported here (the @napi-rs/xattr package is not installed)');
   for (const x of list) await api.setAttribute(path, x.name, x.value);
+}
+
+/** writeXattrs with synchronous calls (restore's small-file path). */
+export function writeXattrsSync(path: string, list: readonly Xattr[]): void {
+  const api = xattrs();
+  if (!api) throw new Error('extended attributes are not supported here (the @napi-rs/xattr package is not installed)');
+  for (const x of list) api.setAttributeSync(path, x.name, x.value);
 }
 
 function unsupported(e: unknown): boolean {

@@ -319,9 +319,11 @@ async function runBackup(
   const absPaths = roots.map((r) => r.abs);
   const host = hostname();
   let parentFiles: ParentFiles | undefined;
+  let parentTotals: { files: number; bytes: number } | undefined;
   if (opts.parent !== 'none') {
     const parent = await findParent(repo, host, absPaths);
     if (parent) {
+      parentTotals = { files: parent.snapshot.stats.files, bytes: parent.snapshot.stats.bytes };
       parentFiles = new ParentFiles(repo.tree(parent.snapshot), (e) =>
         repo.onWarning(`the previous snapshot's file list can't be read (${e.message}); the files after that point are read again`),
       );
@@ -352,11 +354,18 @@ async function runBackup(
     if (!force && t - lastReport < 100) return;
     lastReport = t;
     progress.addedBytes = writer.addedBytes;
+    // The parent's totals are an estimate: never show more done than the total.
+    if (progress.totalBytes !== undefined && progress.bytes > progress.totalBytes) progress.totalBytes = progress.bytes;
+    if (progress.totalFiles !== undefined && progress.files > progress.totalFiles) progress.totalFiles = progress.files;
     opts.onProgress(progress);
   };
-  // Totals for the progress display, counted beside the backup; not at all when the
-  // backup is over within a second (most second backups), which then costs nothing.
-  const stopPrescan = opts.onProgress
+  // Totals for the progress display: the parent snapshot's (a good guess that costs
+  // nothing), or else counted beside the backup, not at all when it is over within a second.
+  if (parentTotals) {
+    progress.totalFiles = parentTotals.files;
+    progress.totalBytes = parentTotals.bytes;
+  }
+  const stopPrescan = opts.onProgress && !parentTotals
     ? prescan(roots.map((r) => Buffer.from(r.abs, 'utf8')), (t) => {
         progress.totalFiles = t.files;
         progress.totalBytes = t.bytes;

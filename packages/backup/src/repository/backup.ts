@@ -47,10 +47,10 @@ export const CHUNK_REGION_BYTES = 64 * 1024 * 1024;
  */
 export const SMALL_FILE_BYTES = 256 * 1024;
 const SMALL_BATCH_FILES = 256;
-const SMALL_BATCH_BYTES = 2 * 1024 * 1024;
-const SMALL_BATCHES_IN_FLIGHT = 4;
+const SMALL_BATCH_BYTES = 1024 * 1024;
+const SMALL_BATCHES_IN_FLIGHT = 3;
 /** Tree entries waiting for their files to be read before they are written in order. */
-const LOOKAHEAD = 2048;
+const LOOKAHEAD = 1024;
 
 export interface BackupProgress {
   files: number;

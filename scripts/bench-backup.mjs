@@ -1,5 +1,8 @@
 /* global fetch */
 // `npm run bench:backup [-- --scale N] [-- --rss-scale N] [-- --pad off|auto|max]`
+// `npm run bench:backup -- --tree [--tree-files N] [--tree-growth M]` (the many-small-files tree only)
+// `npm run bench:backup -- --all` (both)
+// `npm run bench:backup -- --costs` (what each stage of a backup costs per GiB on the chat set's bytes)
 // Coffer against restic on the standard chat-app data set (../shared/bench/make-dataset),
 // in one run on the same data: first backup, backup after a day of changes, full restore.
 // Prints wall time, peak RSS and repository size per step, the ratio Coffer/restic, and
@@ -23,6 +26,11 @@ const rssScale = arg('rss-scale', undefined);
 const pad = arg('pad', 'auto');
 const work = process.env.COFFER_BENCH_DIR ?? join(root, 'bench-work');
 const makeDataset = join(root, '..', 'shared', 'bench', 'make-dataset');
+const makeTree = process.env.COFFER_MAKE_TREE ?? join(root, '..', 'shared', 'bench', 'make-tree');
+const treeMode = process.argv.includes('--tree') || process.argv.includes('--all');
+const chatMode = !process.argv.includes('--tree') || process.argv.includes('--all');
+const treeFiles = Number(arg('tree-files', '50000'));
+const treeGrowth = process.argv.includes('--tree-growth') ? Number(arg('tree-growth', '200000')) || 200000 : undefined;
 const coffer = join(root, 'packages', 'cli', 'dist', 'src', 'main.js');
 
 function sh(cmd, args, opts = {}) {
@@ -40,7 +48,7 @@ function measure(cmd, args, env = {}) {
   const [wall, rss] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
   return { wall, rss };
 }
-function dataset(dir, s) {
+function pristineSet(s) {
   const pristine = join(work, `data0-scale${s}`);
   if (!existsSync(join(pristine, '.complete'))) {
     rmSync(pristine, { recursive: true, force: true });
@@ -48,6 +56,10 @@ function dataset(dir, s) {
     sh(makeDataset, [pristine, s, '0']);
     writeFileSync(join(pristine, '.complete'), '');
   }
+  return pristine;
+}
+function dataset(dir, s) {
+  const pristine = pristineSet(s);
   rmSync(dir, { recursive: true, force: true });
   sh('cp', ['-a', pristine, dir]);
   rmSync(join(dir, '.complete'));
@@ -76,12 +88,31 @@ function runCoffer(data, repo, restoreDir, withChanges) {
   return out;
 }
 
+/** `cp -r` of `src` to a fresh directory on the same disk: the machine's floor for reading and writing it. */
+function copyFloor(src) {
+  const dst = join(work, 'floor-copy');
+  rmSync(dst, { recursive: true, force: true });
+  sh('sync', []);
+  const m = measure('cp', ['-r', src, dst]);
+  rmSync(dst, { recursive: true, force: true });
+  return m;
+}
+
+if (process.argv.includes('--costs')) {
+  await costs();
+  process.exit(0);
+}
+const haveRestic = spawnSync('restic', ['version']).status === 0;
+const resticEnv = { RESTIC_PASSWORD: 'bench-password', RESTIC_CACHE_DIR: join(work, 'restic-cache') };
+if (treeMode && !haveRestic) throw new Error('--tree needs restic (apt-get install restic)');
+if (treeMode) await treeBench();
+if (!chatMode) process.exit(0);
+
 const data = join(work, 'data');
 dataset(data, scale);
-const haveRestic = spawnSync('restic', ['version']).status === 0;
 const resticRepo = join(work, 'restic');
-const resticEnv = { RESTIC_PASSWORD: 'bench-password', RESTIC_CACHE_DIR: join(work, 'restic-cache') };
 sh('sync', []);
+const floor = copyFloor(data);
 
 // First backups, then a day of changes, then second backups, then restores: both tools
 // see exactly the same bytes at each step.
@@ -126,6 +157,8 @@ for (const [tool, steps] of Object.entries(rows)) {
     console.log(`${tool.padEnd(7)} ${step.padEnd(9)} ${m.wall.toFixed(2).padStart(6)}  ${mb(m.rss).padStart(12)}  ${m.size ?? ''}`);
   }
 }
+
+console.log(`floor: cp -r of the set ${floor.wall.toFixed(2)} s; coffer first backup / cp -r = ${(rows.coffer.backup1.wall / floor.wall).toFixed(2)}, restore / cp -r = ${(rows.coffer.restore.wall / floor.wall).toFixed(2)}`);
 
 // A first backup to the front end's blob API over loopback, against the same backup to
 // a local directory, both in this run on the same (current) data.
@@ -213,3 +246,185 @@ console.log(`bench: rss ratio=${ratio(peak(c), peak(r))} target=1.0`);
 console.log(`coffer repository padding: --pad ${pad}`);
 console.log(`bench: size ratio=${ratio(c.backup2.size, r.backup2.size)} target=1.05`);
 if (blobLine) console.log(blobLine);
+
+/**
+ * Many small files: the make-tree set (default 50,000 files), first backup, a day of
+ * changes (STEP 1), second backup, full restore, for Coffer and restic in this run, and
+ * `cp -r` of the tree as the floor. With --tree-growth M, Coffer's backup and restore
+ * again at M files, to show how peak memory grows with the number of files.
+ */
+async function treeBench() {
+  const pristineTree = (n) => {
+    const p = join(work, `tree0-${n}`);
+    if (!existsSync(join(p, '.complete'))) {
+      rmSync(p, { recursive: true, force: true });
+      process.stderr.write(`building the ${n}-file tree in ${p} (once)…\n`);
+      sh(makeTree, [join(p, 'tree'), String(n)]);
+      writeFileSync(join(p, '.complete'), '');
+    }
+    return join(p, 'tree');
+  };
+  const fresh = (n, dir) => {
+    rmSync(dir, { recursive: true, force: true });
+    sh('cp', ['-a', pristineTree(n), dir]);
+    return dir;
+  };
+  const tree = fresh(treeFiles, join(work, 'tree'));
+  sh('sync', []);
+  const floor = copyFloor(tree);
+  const t = { coffer: {}, restic: {} };
+  const repo = join(work, 'coffer-tree-repo');
+  rmSync(repo, { recursive: true, force: true });
+  sh(process.execPath, [coffer, 'init', '--repo', repo, '--key-file', keyFile, '--pad', pad, '-q']);
+  const args = ['backup', '-q', '--repo', repo, '--key-file', keyFile, tree];
+  const rrepo = join(work, 'restic-tree');
+  rmSync(rrepo, { recursive: true, force: true });
+  rmSync(resticEnv.RESTIC_CACHE_DIR, { recursive: true, force: true });
+  sh('restic', ['init', '-q', '--repo', rrepo], { env: { ...process.env, ...resticEnv } });
+  t.coffer.backup1 = measure(process.execPath, [coffer, ...args], cofferEnv);
+  t.restic.backup1 = measure('restic', ['--repo', rrepo, 'backup', '-q', tree], resticEnv);
+  sh(makeTree, [tree, String(treeFiles), '1']);
+  sh('sync', []);
+  t.coffer.backup2 = measure(process.execPath, [coffer, ...args], cofferEnv);
+  t.restic.backup2 = measure('restic', ['--repo', rrepo, 'backup', '-q', tree], resticEnv);
+  const out = join(work, 'tree-restore-coffer');
+  rmSync(out, { recursive: true, force: true });
+  t.coffer.restore = measure(process.execPath, [coffer, 'restore', '-q', 'latest', '--target', out, '--repo', repo, '--key-file', keyFile], cofferEnv);
+  sh('diff', ['-r', '--no-dereference', tree, join(out, 'tree')]);
+  rmSync(out, { recursive: true, force: true });
+  const rout = join(work, 'tree-restore-restic');
+  rmSync(rout, { recursive: true, force: true });
+  t.restic.restore = measure('restic', ['--repo', rrepo, 'restore', '-q', 'latest', '--target', rout], resticEnv);
+  rmSync(rout, { recursive: true, force: true });
+  const mb = (kib) => (kib / 1024).toFixed(0);
+  console.log(`tree: ${treeFiles} files, ${(duBytes(tree) / 2 ** 20).toFixed(0)} MiB; 2 cores; warm page cache for both tools`);
+  console.log('tool    step      wall_s  peak_rss_MiB');
+  for (const [tool, steps] of Object.entries(t)) {
+    for (const [step, m] of Object.entries(steps)) console.log(`${tool.padEnd(7)} ${step.padEnd(9)} ${m.wall.toFixed(2).padStart(6)}  ${mb(m.rss).padStart(12)}`);
+  }
+  console.log(`floor: cp -r of the tree ${floor.wall.toFixed(2)} s; coffer first backup / cp -r = ${(t.coffer.backup1.wall / floor.wall).toFixed(2)}, restore / cp -r = ${(t.coffer.restore.wall / floor.wall).toFixed(2)}`);
+  const peak = (s) => Math.max(s.backup1.rss, s.backup2.rss, s.restore.rss);
+  let growthLine = '';
+  if (treeGrowth) {
+    const big = fresh(treeGrowth, join(work, 'tree-growth'));
+    const grepo = join(work, 'coffer-growth-repo');
+    rmSync(grepo, { recursive: true, force: true });
+    sh(process.execPath, [coffer, 'init', '--repo', grepo, '--key-file', keyFile, '-q']);
+    const b = measure(process.execPath, [coffer, 'backup', '-q', '--repo', grepo, '--key-file', keyFile, big], cofferEnv);
+    const b2 = measure(process.execPath, [coffer, 'backup', '-q', '--repo', grepo, '--key-file', keyFile, big], cofferEnv);
+    const gout = join(work, 'tree-growth-restore');
+    rmSync(gout, { recursive: true, force: true });
+    const r = measure(process.execPath, [coffer, 'restore', '-q', 'latest', '--target', gout, '--repo', grepo, '--key-file', keyFile], cofferEnv);
+    sh('diff', ['-r', '--no-dereference', big, join(gout, 'tree-growth')]);
+    for (const p of [gout, grepo, big]) rmSync(p, { recursive: true, force: true });
+    console.log(`coffer at ${treeGrowth} files: backup ${b.wall.toFixed(2)} s, ${mb(b.rss)} MiB; unchanged backup ${b2.wall.toFixed(2)} s, ${mb(b2.rss)} MiB; restore ${r.wall.toFixed(2)} s, ${mb(r.rss)} MiB`);
+    growthLine = `bench: tree-rss-growth ratio=${(Math.max(b.rss, b2.rss, r.rss) / peak(t.coffer)).toFixed(2)} (peak RSS at ${treeGrowth} files / at ${treeFiles}; flat = 1.0, files x${(treeGrowth / treeFiles).toFixed(0)})`;
+  }
+  const ratio = (a, b) => (a / b).toFixed(2);
+  console.log(`bench: tree-backup1 ratio=${ratio(t.coffer.backup1.wall, t.restic.backup1.wall)} target=0.5`);
+  console.log(`bench: tree-backup2 ratio=${ratio(t.coffer.backup2.wall, t.restic.backup2.wall)} target=0.5`);
+  console.log(`bench: tree-restore ratio=${ratio(t.coffer.restore.wall, t.restic.restore.wall)} target=0.5`);
+  console.log(`bench: tree-rss ratio=${ratio(peak(t.coffer), peak(t.restic))} target=1.0`);
+  console.log(`bench: tree-floor ratio=${ratio(t.coffer.backup1.wall, floor.wall)} (coffer first backup / cp -r)`);
+  if (growthLine) console.log(growthLine);
+  rmSync(tree, { recursive: true, force: true });
+}
+
+/**
+ * Per-stage costs on the chat set's own bytes (the SQLite database and the media files),
+ * one thread, this run: the figures behind the choices in compress.ts, fastcdc.ts and
+ * blob-writer.ts. Prints seconds per GiB for each stage.
+ */
+async function costs() {
+  const { createCipheriv, createHmac } = await import('node:crypto');
+  const { openSync, readSync, closeSync, readdirSync, statSync, fdatasyncSync, writeSync, unlinkSync } = await import('node:fs');
+  const { FastCdc, DEFAULT_CHUNKER } = await import(join(root, 'packages/backup/dist/src/chunker/fastcdc.js'));
+  const { compress } = await import('@mongodb-js/zstd');
+  const pristine = pristineSet('1');
+  const files = [];
+  const walk = (d) => {
+    for (const n of readdirSync(d, { withFileTypes: true })) {
+      if (n.isDirectory()) walk(join(d, n.name));
+      else if (n.isFile() && n.name !== '.complete') files.push(join(d, n.name));
+    }
+  };
+  walk(pristine);
+  files.sort((a, b) => statSync(b).size - statSync(a).size);
+  const SAMPLE = 64 * 1024 * 1024;
+  const take = (list) => {
+    const out = Buffer.allocUnsafe(SAMPLE);
+    let got = 0;
+    for (const f of list) {
+      const fd = openSync(f, 'r');
+      try {
+        for (let n; got < SAMPLE && (n = readSync(fd, out, got, SAMPLE - got, null)) > 0; ) got += n;
+      } finally {
+        closeSync(fd);
+      }
+      if (got >= SAMPLE) break;
+    }
+    return out.subarray(0, got);
+  };
+  const db = take(files.slice(0, 1));
+  const media = take(files.filter((f) => /\.(jpe?g|mp4|png|webp|ogg|opus|bin)$/i.test(f)));
+  const gear = createHmac('sha256', 'bench').update('gear').digest();
+  const gearBytes = Buffer.alloc(1024);
+  for (let i = 0; i < 32; i++) createHmac('sha256', gear).update(String(i)).digest().copy(gearBytes, i * 32);
+  const cdc = new FastCdc(gearBytes, DEFAULT_CHUNKER);
+  const chunksOf = (b) => {
+    const out = [];
+    for (let s = 0; s < b.length; ) {
+      const n = cdc.cut(b, s, b.length, true);
+      out.push(b.subarray(s, s + n));
+      s += n;
+    }
+    return out;
+  };
+  const perGiB = (secs, bytes) => ((secs * 2 ** 30) / bytes).toFixed(2);
+  const time = async (fn) => {
+    const t = process.hrtime.bigint();
+    await fn();
+    return Number(process.hrtime.bigint() - t) / 1e9;
+  };
+  const rows = [];
+  for (const [name, b] of [['db', db], ['media', media]]) {
+    const chunks = chunksOf(b);
+    rows.push([`fastcdc cut (${name})`, perGiB(await time(() => chunksOf(b)), b.length), '']);
+    const key = Buffer.alloc(32, 7);
+    rows.push([`HMAC-SHA256 chunk IDs (${name})`, perGiB(await time(() => chunks.forEach((c) => createHmac('sha256', key).update(c).digest())), b.length), '']);
+    for (const level of [1, 3]) {
+      let out = 0;
+      const secs = await time(async () => {
+        for (const c of chunks) out += (await compress(c, level)).length;
+      });
+      rows.push([`zstd level ${level} (${name})`, perGiB(secs, b.length), `ratio ${(out / b.length).toFixed(3)}`]);
+    }
+    let skipped = 0;
+    const secs = await time(async () => {
+      for (const c of chunks) if ((await compress(c.subarray(0, 65536), 1)).length > 65536 - 2048) skipped++;
+    });
+    rows.push([`64 KiB zstd-1 sample test (${name})`, perGiB(secs, b.length), `${skipped}/${chunks.length} chunks judged incompressible`]);
+    rows.push([`AES-256-GCM, 64 KiB segments (${name})`, perGiB(await time(() => {
+      for (let o = 0; o < b.length; o += 65536) {
+        const c = createCipheriv('aes-256-gcm', key, Buffer.alloc(12));
+        c.update(b.subarray(o, o + 65536));
+        c.final();
+        c.getAuthTag();
+      }
+    }), b.length), '']);
+  }
+  // One fdatasync per 8 MiB pack, as blob-writer.ts commits them.
+  const pack = db.subarray(0, 8 * 1024 * 1024);
+  const tmp = join(work, '.fsync-probe');
+  let syncSecs = 0;
+  for (let i = 0; i < 5; i++) {
+    const fd = openSync(tmp, 'w');
+    writeSync(fd, pack);
+    syncSecs += await time(() => fdatasyncSync(fd));
+    closeSync(fd);
+    unlinkSync(tmp);
+  }
+  rows.push(['fdatasync of an 8 MiB pack', perGiB(syncSecs / 5, pack.length), `${((syncSecs / 5) * 1000).toFixed(1)} ms each`]);
+  console.log('stage                                      s/GiB (one thread)');
+  for (const [n, v, note] of rows) console.log(`${n.padEnd(42)} ${String(v).padStart(6)}  ${note}`);
+}

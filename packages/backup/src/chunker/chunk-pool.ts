@@ -5,7 +5,19 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { ChunkerParams } from './fastcdc.js';
-import type { FromWorker, ToWorker, WorkerSetup } from './chunk-worker.js';
+import type { FromWorker, SmallFileResult, ToWorker, WorkerSetup } from './chunk-worker.js';
+import type { CompressionMode } from '../repository/compress.js';
+
+export type { SmallFileResult } from './chunk-worker.js';
+
+/** What a worker made of a batch of small files (see chunkBatch). */
+export interface SmallFileBatch {
+  results: SmallFileResult[];
+  /** 32 bytes per file: the keyed chunk ID of what was read. */
+  ids: Buffer;
+  /** The stored (compressed or raw) bytes of every file, back to back. */
+  data: Buffer;
+}
 
 export interface ChunkedFile {
   ids: Buffer[];
@@ -26,6 +38,7 @@ interface Job {
   ids: Buffer[];
   resolve: (r: ChunkedFile) => void;
   reject: (e: unknown) => void;
+  batch?: (b: SmallFileBatch) => void;
 }
 
 interface PoolWorker {
@@ -53,8 +66,8 @@ export class ChunkPool {
     }
   }
 
-  static setupFor(gearTable: Uint8Array, chunkIdKey: Uint8Array, params: ChunkerParams): WorkerSetup {
-    return { gearTable, chunkIdKey, params };
+  static setupFor(gearTable: Uint8Array, chunkIdKey: Uint8Array, params: ChunkerParams, compression: CompressionMode = 'off'): WorkerSetup {
+    return { gearTable, chunkIdKey, params, compression };
   }
 
   #fail(e: unknown): void {
@@ -82,7 +95,8 @@ export class ChunkPool {
     this.#jobs.delete(m.job);
     pw.load--;
     if (!job) return;
-    if (m.type === 'done') job.resolve({ ids: job.ids, size: m.size });
+    if (m.type === 'batch') job.batch?.({ results: m.results, ids: Buffer.from(m.ids), data: Buffer.from(m.data) });
+    else if (m.type === 'done') job.resolve({ ids: job.ids, size: m.size });
     else job.reject(new FileReadError(m.code, m.message));
   }
 
@@ -98,6 +112,22 @@ export class ChunkPool {
     return new Promise<ChunkedFile>((resolve, reject) => {
       this.#jobs.set(job, { onChunk, ids: [], resolve, reject });
       pw.worker.postMessage({ type: 'file', job, path, start, end } satisfies ToWorker);
+    });
+  }
+
+  /**
+   * Reads, hashes and compresses many small files (each at most the chunker's minimum
+   * size, so one chunk) on the least busy worker, in one message each way. A file that
+   * cannot be read comes back as `ok: false`; it does not fail the batch.
+   */
+  chunkBatch(paths: Array<string | Uint8Array>, sizes: number[]): Promise<SmallFileBatch> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    const pw = this.#workers.reduce((a, b) => (b.load < a.load ? b : a));
+    pw.load++;
+    const job = this.#next++;
+    return new Promise<SmallFileBatch>((resolve, reject) => {
+      this.#jobs.set(job, { onChunk: async () => {}, ids: [], resolve: () => {}, reject, batch: resolve });
+      pw.worker.postMessage({ type: 'batch', job, paths, sizes } satisfies ToWorker);
     });
   }
 

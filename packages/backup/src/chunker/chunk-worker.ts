@@ -4,10 +4,16 @@
  * seals and stores. Chunks travel to the main thread in transferred ArrayBuffers that
  * come back when consumed. Flow control: at most CREDITS chunks per worker are out, so
  * memory stays bounded however fast the disk is.
+ *
+ * Small files (one chunk each, see SmallFileBatch) come in batches of many files per
+ * message: each is read with plain synchronous calls (a worker has nothing else to do
+ * meanwhile), hashed and compressed here, and the whole batch goes back in one message
+ * with one transferred buffer, so a small file costs no thread round trip of its own.
  */
 import { createHmac } from 'node:crypto';
-import { constants as fsConstants, promises as fs } from 'node:fs';
+import { closeSync, constants as fsConstants, promises as fs, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { maybeCompress, type CompressionMode } from '../repository/compress.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
 
 export const CREDITS = 4;
@@ -17,13 +23,30 @@ export interface WorkerSetup {
   gearTable: Uint8Array;
   chunkIdKey: Uint8Array;
   params: ChunkerParams;
+  /** How small files' blobs are compressed (`--compression`, or the repository's default). */
+  compression: CompressionMode;
 }
+
+/**
+ * One small file's outcome in a batch. `size` is what was read: a file that grew past
+ * its expected size reads as expected + 1 (the caller reads it again the ordinary way).
+ * The stored bytes are `data[offset, offset + length)` of the batch's buffer.
+ */
+export type SmallFileResult =
+  | { ok: true; size: number; flags: number; offset: number; length: number }
+  | { ok: false; code: string; message: string };
+
 /** `path` is bytes when the file name is not UTF-8 (a Buffer arrives as a Uint8Array). */
-export type ToWorker = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number } | { type: 'ack'; buffer: ArrayBuffer };
+export type ToWorker =
+  | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number }
+  | { type: 'batch'; job: number; paths: Array<string | Uint8Array>; sizes: number[] }
+  | { type: 'ack'; buffer: ArrayBuffer };
 export type FromWorker =
   | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number }
   | { type: 'done'; job: number; size: number }
-  | { type: 'error'; job: number; code: string; message: string };
+  | { type: 'error'; job: number; code: string; message: string }
+  /** `ids`: 32 bytes per file, in order (zeros for a file that failed). */
+  | { type: 'batch'; job: number; results: SmallFileResult[]; ids: ArrayBuffer; data: ArrayBuffer };
 
 if (parentPort) {
   const port = parentPort;
@@ -35,7 +58,8 @@ if (parentPort) {
   const free: ArrayBuffer[] = [];
   let allocated = 0;
   let creditWaiter: (() => void) | undefined;
-  const queue: Array<{ job: number; path: string | Uint8Array; start: number; end: number }> = [];
+  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number } | { type: 'batch'; job: number; paths: Array<string | Uint8Array>; sizes: number[] };
+  const queue: Queued[] = [];
   let busy = false;
 
   const takeBuffer = async (): Promise<ArrayBuffer> => {
@@ -90,11 +114,72 @@ if (parentPort) {
     return size;
   };
 
+  /** Reads up to `size` + 1 bytes (one more shows the file grew); O_NOFOLLOW as above. */
+  const readSmall = (path: string | Uint8Array, size: number): Buffer => {
+    const fd = openSync(path as string, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    try {
+      const buf = Buffer.allocUnsafe(size + 1);
+      let got = 0;
+      while (got < buf.length) {
+        const n = readSync(fd, buf, got, buf.length - got, null);
+        if (n === 0) break;
+        got += n;
+      }
+      return buf.subarray(0, got);
+    } finally {
+      closeSync(fd);
+    }
+  };
+
+  const chunkBatch = async (job: number, paths: Array<string | Uint8Array>, sizes: number[]) => {
+    const ids = new Uint8Array(32 * paths.length);
+    const raws: Array<Buffer | null> = [];
+    const results: SmallFileResult[] = [];
+    for (let i = 0; i < paths.length; i++) {
+      try {
+        const raw = readSmall(paths[i]!, sizes[i]!);
+        ids.set(createHmac('sha256', setup.chunkIdKey).update(raw).digest(), 32 * i);
+        raws.push(raw);
+        results.push({ ok: true, size: raw.length, flags: 0, offset: 0, length: 0 });
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        raws.push(null);
+        results.push({ ok: false, code: err.code ?? 'EUNKNOWN', message: err.message });
+      }
+    }
+    // Compressed side by side on libuv's pool; one buffer carries the whole batch back.
+    const stored = await Promise.all(raws.map((r) => (r && setup.compression !== 'off' ? maybeCompress(r, setup.compression) : { stored: r, flags: 0 })));
+    const total = stored.reduce((a, s) => a + (s.stored?.length ?? 0), 0);
+    const data = new Uint8Array(total);
+    let o = 0;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!;
+      const s = stored[i]!;
+      if (!r.ok || !s.stored) continue;
+      data.set(s.stored, o);
+      r.flags = s.flags;
+      r.offset = o;
+      r.length = s.stored.length;
+      o += s.stored.length;
+    }
+    port.postMessage({ type: 'batch', job, results, ids: ids.buffer, data: data.buffer } satisfies FromWorker, [ids.buffer, data.buffer]);
+  };
+
   const pump = async () => {
     if (busy) return;
     busy = true;
     while (queue.length > 0) {
-      const { job, path, start, end } = queue.shift()!;
+      const q = queue.shift()!;
+      if (q.type === 'batch') {
+        try {
+          await chunkBatch(q.job, q.paths, q.sizes);
+        } catch (e) {
+          const err = e as NodeJS.ErrnoException;
+          port.postMessage({ type: 'error', job: q.job, code: err.code ?? 'EUNKNOWN', message: err.message } satisfies FromWorker);
+        }
+        continue;
+      }
+      const { job, path, start, end } = q;
       try {
         const size = await chunkFile(job, path, start, end);
         port.postMessage({ type: 'done', job, size } satisfies FromWorker);
@@ -113,7 +198,7 @@ if (parentPort) {
       creditWaiter = undefined;
       w?.();
     } else {
-      queue.push({ job: m.job, path: m.path, start: m.start, end: m.end });
+      queue.push(m);
       void pump();
     }
   });

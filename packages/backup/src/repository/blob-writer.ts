@@ -19,6 +19,7 @@ import { Semaphore } from './semaphore.js';
 export const PACK_TARGET_BYTES = 8 * 1024 * 1024;
 const COMPRESS_WINDOW = 4; // chunks being compressed at once (≤ 4 × max chunk size in memory)
 const UPLOAD_WINDOW = 2; // finished packs being committed (synced) at once
+const WRITE_GROUP_BYTES = 1024 * 1024; // small blobs' sealed pieces are written in groups of this size
 
 /** A pack being filled: its sealed pieces stream to storage as they are produced. */
 interface OpenPack {
@@ -26,6 +27,8 @@ interface OpenPack {
   writer: Promise<ObjectWriter>;
   /** Writes in order; awaited by producers for back-pressure. */
   chain: Promise<void>;
+  /** Stored bytes added since the sealed pieces were last queued for writing. */
+  unwritten: number;
 }
 
 export class BlobWriter {
@@ -83,23 +86,9 @@ export class BlobWriter {
     this.#track(
       (async () => {
         try {
-          const compressed = await maybeCompress(raw, this.#compression);
-          let { stored, flags } = compressed;
-          if (this.#padding !== PadMode.Off) {
-            stored = padBlob(stored, blobPadMode(this.#padding));
-            flags |= BLOB_PADDED;
-          }
-          // Padding max: every pack is PACK_BYTES_MAX; close the open one rather than overflow it.
-          while (this.#padding === PadMode.Max && this.#pack && this.#pack.builder.count > 0 && this.#pack.builder.plainBytes + stored.length + packTrailerBytes(this.#pack.builder.count + 1) > PACK_BYTES_MAX) {
-            await this.#flushPack();
-          }
-          const pack = (this.#pack ??= this.#openPack());
-          pack.builder.add({ id, type, flags, storedLength: stored.length, rawLength: raw.length }, stored);
+          const { stored, flags } = await maybeCompress(raw, this.#compression);
+          const pack = await this.#place(type, id, raw.length, stored, flags);
           consumed();
-          const parts = pack.builder.takeParts();
-          pack.chain = pack.chain.then(async () => (await pack.writer).write(parts));
-          this.addedBytes += stored.length;
-          this.newBlobs++;
           await pack.chain; // back-pressure: hold the compression slot until written
           if (pack.builder.plainBytes >= PACK_TARGET_BYTES && this.#pack === pack) await this.#flushPack();
         } finally {
@@ -111,11 +100,58 @@ export class BlobWriter {
     await done;
   }
 
+  /**
+   * Stores a blob already compressed (or not) by the caller, e.g. a small file's whole
+   * content from a chunk worker, unless the repository has it. Pack writes are grouped
+   * (WRITE_GROUP_BYTES), so many small blobs cost few write calls.
+   */
+  async addStored(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number): Promise<void> {
+    this.#check();
+    const key = idKey(id);
+    if (this.#inFlight.has(key) || this.#known(id)) return;
+    this.#inFlight.add(key);
+    let pack: OpenPack;
+    try {
+      pack = await this.#place(type, id, rawLength, stored, flags, WRITE_GROUP_BYTES);
+    } catch (e) {
+      this.#error ??= e;
+      throw e;
+    }
+    if (pack.builder.plainBytes >= PACK_TARGET_BYTES && this.#pack === pack) await this.#flushPack();
+    else if (pack.unwritten === 0) await pack.chain; // back-pressure once per group written
+  }
+
+  /**
+   * Pads `stored` and appends it to the open pack; its sealed pieces are queued for
+   * writing once at least `group` bytes are waiting (0: at once).
+   */
+  async #place(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number, group = 0): Promise<OpenPack> {
+    if (this.#padding !== PadMode.Off) {
+      stored = padBlob(stored, blobPadMode(this.#padding));
+      flags |= BLOB_PADDED;
+    }
+    // Padding max: every pack is PACK_BYTES_MAX; close the open one rather than overflow it.
+    while (this.#padding === PadMode.Max && this.#pack && this.#pack.builder.count > 0 && this.#pack.builder.plainBytes + stored.length + packTrailerBytes(this.#pack.builder.count + 1) > PACK_BYTES_MAX) {
+      await this.#flushPack();
+    }
+    const pack = (this.#pack ??= this.#openPack());
+    pack.builder.add({ id, type, flags, storedLength: stored.length, rawLength }, stored);
+    pack.unwritten += stored.length;
+    this.addedBytes += stored.length;
+    this.newBlobs++;
+    if (pack.unwritten >= group) {
+      const parts = pack.builder.takeParts();
+      pack.unwritten = 0;
+      if (parts.length > 0) pack.chain = pack.chain.then(async () => (await pack.writer).write(parts));
+    }
+    return pack;
+  }
+
   #openPack(): OpenPack {
     const builder = new PackBuilder(this.#repo.keys.objectMaster, randomBytes(32));
     const writer = this.#repo.backend.create(packName(builder.packId));
     writer.catch(() => {}); // surfaces through `chain`
-    return { builder, writer, chain: Promise.resolve() };
+    return { builder, writer, chain: Promise.resolve(), unwritten: 0 };
   }
 
   async #flushPack(): Promise<void> {

@@ -24,8 +24,11 @@ const run = promisify(execFile);
 
 interface XattrApi {
   listAttributes(path: string): Promise<string[]>;
+  listAttributesSync(path: string): string[];
   getAttribute(path: string, name: string): Promise<Buffer | null>;
+  getAttributeSync(path: string, name: string): Buffer | null;
   setAttribute(path: string, name: string, value: Buffer): Promise<void>;
+  setAttributeSync(path: string, name: string, value: Uint8Array): void;
 }
 
 let xattrApi: XattrApi | null | undefined;
@@ -64,10 +67,46 @@ export async function readXattrs(path: string): Promise<Xattr[]> {
   return out;
 }
 
+/**
+ * readXattrs with synchronous calls: one llistxattr for a file without attributes, far
+ * cheaper than a thread-pool round trip when walking many small files.
+ */
+export function readXattrsSync(path: string): Xattr[] {
+  const api = xattrs();
+  if (!api) return [];
+  let names: string[];
+  try {
+    names = api.listAttributesSync(path);
+  } catch (e) {
+    if (unsupported(e)) return [];
+    throw e;
+  }
+  if (names.length === 0) return [];
+  const out: Xattr[] = [];
+  for (const name of names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))) {
+    let value: Buffer | null;
+    try {
+      value = api.getAttributeSync(path, name);
+    } catch (e) {
+      if (unsupported(e)) continue;
+      throw e;
+    }
+    if (value) out.push({ name, value: Buffer.from(value) });
+  }
+  return out;
+}
+
 export async function writeXattrs(path: string, list: readonly Xattr[]): Promise<void> {
   const api = xattrs();
   if (!api) throw new Error('extended attributes are not supported here (the @napi-rs/xattr package is not installed)');
   for (const x of list) await api.setAttribute(path, x.name, x.value);
+}
+
+/** writeXattrs with synchronous calls (restore's small-file path). */
+export function writeXattrsSync(path: string, list: readonly Xattr[]): void {
+  const api = xattrs();
+  if (!api) throw new Error('extended attributes are not supported here (the @napi-rs/xattr package is not installed)');
+  for (const x of list) api.setAttributeSync(path, x.name, x.value);
 }
 
 function unsupported(e: unknown): boolean {

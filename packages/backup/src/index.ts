@@ -38,7 +38,7 @@ export { isEmptyFilter, matchesFilter, parseTagList, type Snapshot, type Snapsho
 export type { TreeEntry, FileEntry, DirEntry, SymlinkEntry, HardlinkEntry, SpecialEntry, Owner, Xattr } from './repository/tree.js';
 export { hex, packName, indexName, snapshotName } from './repository/blob.js';
 export { check, parseReadDataSubset, selectSubset, type CheckResult, type CheckProblem, type CheckOptions, type ReadDataSubset } from './repository/check.js';
-export { prune, type PruneResult, type PruneOptions } from './repository/prune.js';
+export { prune, type PruneResult, type PruneOptions, type PruneProgress } from './repository/prune.js';
 export {
   applyPolicy,
   forgetSnapshots,

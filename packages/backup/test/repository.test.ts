@@ -278,9 +278,10 @@ test('applyPolicy properties: keep and remove partition the input; keep-last n k
       assert.equal(keep.length + remove.length, all.length);
       assert.ok(keep.every((k) => !remove.includes(k)));
       for (const host of ['a', 'b']) {
-        const mine = all.filter((r) => r.snapshot.hostname === host).sort((x, y) => Date.parse(y.snapshot.time) - Date.parse(x.snapshot.time));
+        const mine = all.filter((r) => r.snapshot.hostname === host).sort((x, y) => Date.parse(y.snapshot.time) - Date.parse(x.snapshot.time) || Buffer.compare(y.id, x.id));
         const k = keep.filter((r) => r.snapshot.hostname === host);
-        // The newest snapshot of a group is kept by any rule with n ≥ 1.
+        // The newest snapshot of a group is kept by any rule with n ≥ 1 (equal times: the
+        // higher ID counts as newer, as in applyPolicy).
         if (mine.length > 0 && Object.values(policy).some((v) => v > 0)) assert.ok(k.includes(mine[0]!));
         if (policy.last !== undefined) {
           for (const s of mine.slice(0, policy.last)) assert.ok(k.includes(s), 'keep-last keeps the newest');

@@ -113,6 +113,7 @@ export class ProgressBar {
   readonly #enabled: boolean;
   readonly #start = Date.now();
   #drawn = false;
+  #lastStatus = 0;
 
   constructor(io: Io, enabled: boolean) {
     this.#io = io;
@@ -137,6 +138,18 @@ export class ProgressBar {
     const filesPart = totalFiles !== undefined ? `${files}/${totalFiles} files` : `${files} files`;
     const total = totalBytes !== undefined ? ` / ${fmtBytes(totalBytes)}` : '';
     const line = `${bar}${pct}${fmtBytes(bytes)}${total}  ${filesPart}  ${fmtBytes(speed)}/s${eta}`;
+    const cols = this.#io.stderr.columns ?? 100;
+    this.#io.stderr.write(`\r${line.slice(0, cols - 1).padEnd(Math.min(cols - 1, line.length + 2))}`);
+    this.#drawn = true;
+  }
+
+  /** A progress line of counts for work measured in steps, not bytes: `prune: repacking 3/10`. */
+  status(text: string, done: number, total: number): void {
+    if (!this.#enabled) return;
+    const now = Date.now();
+    if (done !== 0 && done !== total && now - this.#lastStatus < 100) return;
+    this.#lastStatus = now;
+    const line = `${text} ${done}/${total}`;
     const cols = this.#io.stderr.columns ?? 100;
     this.#io.stderr.write(`\r${line.slice(0, cols - 1).padEnd(Math.min(cols - 1, line.length + 2))}`);
     this.#drawn = true;

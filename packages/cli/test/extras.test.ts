@@ -263,7 +263,7 @@ test('coffer copy: between keys, --json, skips what was copied, env variables, r
   assertError(await coffer(['copy', '--from-repo', r1, '--from-key-file', join(base, 'none')], dst), 2, /cannot read key file/);
 });
 
-test('progress: copy and check --read-data-subset draw on a terminal, never with --json or when piped', async (t) => {
+test('progress: copy, check --read-data-subset and prune draw on a terminal, never with --json or when piped', async (t) => {
   const base = await tempDir(t, 'progress');
   const k1 = await newKey(base, 'k1');
   const k2 = await newKey(base, 'k2');
@@ -285,6 +285,7 @@ test('progress: copy and check --read-data-subset draw on a terminal, never with
     for (const args of [
       ['copy', '--repo', dst, '--key-file', k2.file, '--from-repo', r1, '--from-key-file', k1.file],
       ['check', '--repo', dst, '--key-file', k2.file, '--read-data-subset', '100%'],
+      ['prune', '--repo', dst, '--key-file', k2.file],
     ]) {
       const out = new Capture(false);
       const err = new Capture(tty);

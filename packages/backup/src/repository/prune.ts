@@ -46,12 +46,20 @@ export interface PruneResult {
   partialsRemoved: number;
 }
 
+export interface PruneProgress {
+  stage: 'reading snapshots' | 'repacking' | 'deleting';
+  done: number;
+  total: number;
+}
+
 export interface PruneOptions {
   /** Repack a pack when more than this fraction of it is unused (default 0.1). */
   maxUnused?: number;
   dryRun?: boolean;
   /** The clock (ms), for the age of unindexed packs; tests move it forward. */
   now?: () => number;
+  /** Progress for a display: which stage, and how far through it (snapshots read, packs repacked, objects deleted). */
+  onProgress?: (p: PruneProgress) => void;
   /** Test hook: called between the steps above, to simulate a crash. */
   onStep?: (step: 'dropped' | 'repacked' | 'index-written' | 'repacked-deleted' | 'old-index-deleted') => Promise<void> | void;
 }
@@ -100,7 +108,10 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
   // What the snapshots need (blob → first snapshot needing it, for messages). Every
   // snapshot must be readable: prune can't keep what it can't see is needed.
   const used = new Map<string, string>();
-  for (const { name } of validObjects(await repo.backend.list('snapshots/'))) {
+  const snapshotObjects = validObjects(await repo.backend.list('snapshots/'));
+  let snapshotsRead = 0;
+  for (const { name } of snapshotObjects) {
+    opts.onProgress?.({ stage: 'reading snapshots', done: snapshotsRead++, total: snapshotObjects.length });
     const sid = hex(idFromName(name)!).slice(0, 8);
     let snap;
     try {
@@ -214,15 +225,26 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
   // 1. Packs holding nothing needed go first, so a full disk gets room. The old indexes
   // still name them until step 5: readers skip copies in packs that are not listed.
   await lock.ensureHeld();
-  for (const p of drop) await repo.backend.delete(packName(p.packId));
-  for (const o of duplicates) await repo.backend.delete(o.name);
+  const deletions = drop.length + duplicates.length + repack.length + indexNames.length;
+  let deleted = 0;
+  const deletedOne = () => opts.onProgress?.({ stage: 'deleting', done: ++deleted, total: deletions });
+  for (const p of drop) {
+    await repo.backend.delete(packName(p.packId));
+    deletedOne();
+  }
+  for (const o of duplicates) {
+    await repo.backend.delete(o.name);
+    deletedOne();
+  }
   await repo.backend.sync();
   await opts.onStep?.('dropped');
 
   // 2. Repack: the new packs' index comes from the writer, written with the others below.
   const keptIds = new Set(keep.flatMap((p) => p.blobs.map((b) => idKey(b.id))));
   const writer = new BlobWriter(repo, (id) => keptIds.has(idKey(id)));
+  let repacked = 0;
   for (const p of repack) {
+    opts.onProgress?.({ stage: 'repacking', done: repacked++, total: repack.length });
     const name = packName(p.packId);
     const plain = repo.openSealed(name, ObjectKind.Pack, p.packId, await repo.backend.get(name));
     for (const b of p.blobs) {
@@ -242,12 +264,18 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
   await opts.onStep?.('index-written');
 
   // 4. The repacked packs: their needed blobs are in the new packs now.
-  for (const p of repack) await repo.backend.delete(packName(p.packId));
+  for (const p of repack) {
+    await repo.backend.delete(packName(p.packId));
+    deletedOne();
+  }
   await repo.backend.sync();
   await opts.onStep?.('repacked-deleted');
 
   // 5. Old indexes last: until now they describe packs that exist or that nothing needs.
-  for (const name of indexNames) await repo.backend.delete(name);
+  for (const name of indexNames) {
+    await repo.backend.delete(name);
+    deletedOne();
+  }
   await repo.backend.sync();
   await opts.onStep?.('old-index-deleted');
   repo.invalidateIndex();

@@ -265,7 +265,8 @@ function printPrune(io: Io, r: Awaited<ReturnType<typeof prune>>, dry: boolean):
 /** `coffer prune [--dry-run]`. */
 export async function pruneCmd(flags: GlobalFlags & { 'dry-run'?: boolean }, io: Io): Promise<number> {
   const repo = await openRepo(flags, io);
-  const r = await prune(repo, { dryRun: flags['dry-run'] === true });
+  const bar = new ProgressBar(io, !flags.json && !flags.quiet);
+  const r = await prune(repo, { dryRun: flags['dry-run'] === true, onProgress: (p) => bar.status(`prune: ${p.stage}`, p.done, p.total) }).finally(() => bar.done());
   if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
   else if (!flags.quiet) printPrune(io, r, flags['dry-run'] === true);
   return 0;

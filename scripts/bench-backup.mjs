@@ -227,7 +227,7 @@ if (rssScale) {
   rmSync(join(work, 'coffer-rss'), { recursive: true, force: true });
 }
 
-const blobLine = blob ? `bench: blob-backup ratio=${(blob.local.wall / blob.relay.wall).toFixed(2)} target=0.7` : '';
+const blobLine = blob ? `bench: blob-backup ratio=${(blob.local.wall / blob.relay.wall).toFixed(2)} target=0.9` : '';
 if (!haveRestic) {
   console.log('restic is not installed (apt-get install restic): no ratios against restic');
   if (blobLine) console.log(blobLine);

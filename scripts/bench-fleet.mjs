@@ -51,7 +51,8 @@ function client(fleetKey, urls, account, prefer) {
     ksf: INSECURE_FAST_KSF_FOR_TESTING,
     transport: async (bytes) => {
       // A front end's retry: next node on a network error or a 503.
-      for (let attempt = 0; attempt < 200; attempt++) {
+      // Up to ~30 s: a fleet just started may still be electing its first leader.
+      for (let attempt = 0; attempt < 1500; attempt++) {
         const url = urls[i % urls.length];
         try {
           const res = await fetch(`${url}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, body: bytes, signal: AbortSignal.timeout(10_000) });

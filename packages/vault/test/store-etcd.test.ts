@@ -242,10 +242,9 @@ describeIf('EtcdRecordStore on a real etcd', etcdSkip(), () => {
   // A late commit: the txn times out at the first endpoint while still on its way to etcd,
   // the store re-reads (old value) and retries the CAS at the old version on the next
   // endpoint, and the first txn commits between the re-read and the retry. The retry then
-  // fails, and the store reports { ok: false } for a write of ours that was applied.
-  // Recorded as a todo (src/store/etcd.ts is not this test's to change): the module
-  // comment's "the retry ... cannot apply twice" holds, but "ok: false" is wrong here.
-  it('a txn that commits late, after the re-read and before the retry, is still reported committed', { todo: 'EtcdRecordStore reports { ok: false } for a write it made (see the comment above)' }, async () => {
+  // fails; the store must look once more and report the write as ours (ok: true), not as
+  // a conflict.
+  it('a txn that commits late, after the re-read and before the retry, is still reported committed', async () => {
     const first = await lossyProxy(etcdUrl);
     const second = await lossyProxy(etcdUrl);
     const s = new EtcdRecordStore({ endpoints: [first.url, second.url], prefix: 'late/', timeoutMs: 1000 });

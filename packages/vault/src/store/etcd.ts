@@ -36,7 +36,9 @@
  * Ambiguous writes. A txn that times out or loses its connection may still commit.
  * Before retrying on another endpoint we re-read the key: sealed records carry a fresh
  * random nonce, so byte-equality with what we wrote means it was our write. Otherwise
- * the retry is a compare-and-swap on the old version and cannot apply twice. The worst
+ * the retry is a compare-and-swap on the old version and cannot apply twice; if that
+ * retry's compare fails, the key is read once more, since the first txn may have committed
+ * after our look (then it is reported as ours, not as a conflict). The worst
  * case is a guess counted whose KE2 never left (the user loses one guess) — never a
  * guess answered but not counted.
  */
@@ -371,11 +373,18 @@ export class EtcdRecordStore implements RecordStore, LogStore {
     const errors: string[] = [];
     const body = { compare: [compare], success: [success] };
     const order = this.#order();
+    let ambiguous = false;
     for (let i = 0; i < order.length; i++) {
       const endpoint = order[i]!;
       try {
         const r = await this.#post<TxnResponse>(endpoint, '/v3/kv/txn', body);
         this.#succeeded(endpoint);
+        if (r.succeeded !== true && ambiguous) {
+          // The retry's compare failed: perhaps because the earlier, ambiguous txn did
+          // commit after our re-read. Look once more: a write of ours is reported as ours.
+          const current = await this.#read(account);
+          if (committed(current)) return { ok: true, revision: current?.version ?? '0' };
+        }
         return { ok: r.succeeded === true, revision: String(r.header?.revision) };
       } catch (err) {
         errors.push((err as Error).message);
@@ -385,6 +394,7 @@ export class EtcdRecordStore implements RecordStore, LogStore {
         // Not sent, or refused by etcd (no permission, bad token): it did not apply.
         if (err instanceof NotSent || (err instanceof Refused && err.status >= 400 && err.status < 500)) continue;
         // It may have committed: look before trying again elsewhere.
+        ambiguous = true;
         let current: StoredRecord | null;
         try {
           current = await this.#read(account);

@@ -17,6 +17,7 @@ import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { BackupKey, LocalBackend, ObjectKind, Repository, sealObject, snapshotName, type Snapshot } from '@coffer/backup';
 import { run } from '../src/main.js';
+import { assertError, tempDir } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 const CONFIG_HOME = await fs.mkdtemp(join(tmpdir(), 'coffer-browse-config-'));
@@ -77,19 +78,6 @@ async function coffer(args: string[], env: Record<string, string>, tty = false, 
   return checked(args, { code, stdout: out.text, stderr: err.text, raw: out.raw });
 }
 
-function assertError(r: Result, code: number, message: RegExp): void {
-  assert.equal(r.code, code, `exit code (stderr: ${r.stderr})`);
-  assert.equal(r.stdout, '', 'nothing on stdout');
-  assert.match(r.stderr, /^coffer: error: /);
-  assert.match(r.stderr.split('\n')[0]!, message);
-}
-
-async function tempDir(t: TestContext, prefix: string): Promise<string> {
-  const d = await fs.mkdtemp(join(tmpdir(), `coffer-browse-${prefix}-`));
-  t.after(() => fs.rm(d, { recursive: true, force: true }));
-  return d;
-}
-
 const BAD_NAME = Buffer.from([0x62, 0xe9, 0x2e, 0x74]); // "bé.t" in Latin-1: not UTF-8
 
 interface Setup {
@@ -107,7 +95,7 @@ interface Setup {
  * second changes a.txt, removes deep/, adds new.txt.
  */
 async function setup(t: TestContext | undefined): Promise<Setup> {
-  const base = t ? await tempDir(t, 'base') : await fs.mkdtemp(join(tmpdir(), 'coffer-browse-shared-'));
+  const base = t ? await tempDir(t, 'browse-base') : await fs.mkdtemp(join(tmpdir(), 'coffer-browse-shared-'));
   if (!t) process.on('exit', () => nodeFs.rmSync(base, { recursive: true, force: true }));
   const repo = join(base, 'repo');
   const key = BackupKey.generate().toDigits();
@@ -256,7 +244,7 @@ test('coffer dump: a file to stdout byte for byte; a directory as tar that the s
   const tar = await spawned(['dump', `latest:${s.src}/docs`, '--json'], s.env);
   assert.equal(tar.code, 0, tar.stderr);
   assert.deepEqual(JSON.parse(tar.stderr), { snapshot: JSON.parse(tar.stderr).snapshot, format: 'tar', entries: 3, bytes: 20 });
-  const out = await tempDir(t, 'untar');
+  const out = await tempDir(t, 'browse-untar');
   execFileSync('tar', ['-xf', '-', '-C', out], { input: tar.raw, stdio: ['pipe', 'ignore', 'ignore'] });
   assert.equal(await fs.readFile(join(out, 'docs', 'a.txt'), 'utf8'), 'changed!');
   assert.equal(await fs.readFile(Buffer.concat([Buffer.from(`${out}/docs/`), BAD_NAME]), 'utf8'), 'latin-1 name');

@@ -15,6 +15,7 @@ import { Writable } from 'node:stream';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { run } from '../src/main.js';
+import { assertError, tempDir } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 const KEY_RE = /^[0-9a-f]{4}([- ][0-9a-f]{4}){15}$/i;
@@ -45,18 +46,6 @@ function coffer(args: string[], env: Record<string, string | undefined> = {}): P
 }
 
 /** Asserts an error transcript: exit code, nothing on stdout, one `coffer: error:` line. */
-function assertError(r: Result, code: number, message: RegExp): void {
-  assert.equal(r.code, code, `exit code (stderr: ${r.stderr})`);
-  assert.equal(r.stdout, '', 'nothing on stdout');
-  assert.match(r.stderr, /^coffer: error: /);
-  assert.match(r.stderr.split('\n')[0]!, message);
-}
-
-async function tempDir(t: TestContext, prefix: string): Promise<string> {
-  const d = await fs.mkdtemp(join(tmpdir(), `coffer-cli-${prefix}-`));
-  t.after(() => fs.rm(d, { recursive: true, force: true }));
-  return d;
-}
 
 async function digest(root: string): Promise<string> {
   const h = createHash('sha256');
@@ -82,7 +71,7 @@ interface Setup {
 
 /** A repository made with --key-file, and a small source folder. */
 async function setup(t: TestContext): Promise<Setup> {
-  const base = await tempDir(t, 'base');
+  const base = await tempDir(t, 'cli-base');
   const repo = join(base, 'repo');
   const keyFile = join(base, 'key.txt');
   const gen = await coffer(['key', 'generate', '-q']);
@@ -102,7 +91,7 @@ async function setup(t: TestContext): Promise<Setup> {
 }
 
 test('coffer init without a key prints exactly one key on stdout and warnings on stderr', async (t) => {
-  const repo = join(await tempDir(t, 'init'), 'repo');
+  const repo = join(await tempDir(t, 'cli-init'), 'repo');
   const r = await coffer(['init', '--repo', repo]);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.split('\n');
@@ -136,7 +125,7 @@ test('backup → snapshots → restore latest is byte-identical; restore refuses
   const json = JSON.parse((await coffer(['snapshots', '--json'], s.env)).stdout) as Array<{ id: string; paths: string[] }>;
   assert.deepEqual(json.map((x) => [x.id, x.paths]), [[id, [s.src]]]);
 
-  const target = join(await tempDir(t, 'dst'), 'out');
+  const target = join(await tempDir(t, 'cli-dst'), 'out');
   const r = await coffer(['restore', 'latest', '--target', target], s.env);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, '');
@@ -152,7 +141,7 @@ test('backup → snapshots → restore latest is byte-identical; restore refuses
 
 test('errors: one `coffer: error:` line on stderr and the documented exit code', async (t) => {
   const s = await setup(t);
-  const empty = await tempDir(t, 'empty');
+  const empty = await tempDir(t, 'cli-empty');
   const junk = join(empty, 'junk.key');
   await fs.writeFile(junk, Buffer.from([0, 1, 2, 0xff, 0xfe, 0x80, 10, 13, 0x1b]));
   const other = (await coffer(['key', 'generate', '-q'])).stdout.trim();
@@ -207,7 +196,7 @@ test('an unreadable source file: exit 3, a warning naming it, and the snapshot i
   assert.match(r.stderr, /1 item\(s\) could not be read/);
   const list = JSON.parse((await coffer(['snapshots', '--json'], s.env)).stdout) as Array<{ id: string }>;
   assert.deepEqual(list.map((x) => x.id), [r.stdout.trim()]);
-  const target = await tempDir(t, 'dst');
+  const target = await tempDir(t, 'cli-dst');
   assert.equal((await coffer(['restore', 'latest', '--target', target, '-q'], s.env)).code, 0);
   assert.equal(await digest(join(target, 'docs')), await digest(s.src));
 
@@ -240,7 +229,7 @@ test('check on a damaged repository exits 12 and names the snapshot', async (t) 
   assert.equal(cj.code, 12);
   const parsed = JSON.parse(cj.stdout) as { problems: Array<{ snapshots: string[] }> };
   assert.deepEqual(parsed.problems[0]!.snapshots, [id]);
-  const target = await tempDir(t, 'dst');
+  const target = await tempDir(t, 'cli-dst');
   const r = await coffer(['restore', 'latest', '--target', target], s.env);
   assertError(r, 12, /corrupt/);
   assert.deepEqual((await fs.readdir(target, { recursive: true })).filter((n) => String(n).includes('.coffer-restore-')), []);
@@ -248,7 +237,7 @@ test('check on a damaged repository exits 12 and names the snapshot', async (t) 
 
 test('--json output of every data command is one valid JSON document; -q leaves only data', async (t) => {
   const s = await setup(t);
-  const base = await tempDir(t, 'json');
+  const base = await tempDir(t, 'cli-json');
   const json = async (args: string[], env = s.env, code = 0) => {
     const r = await coffer([...args, '--json'], env);
     assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);

@@ -12,10 +12,11 @@ import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import S3rver from 's3rver';
 import { run } from '../src/main.js';
+import { assertError, tempDir } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 const CONFIG_HOME = await fs.mkdtemp(join(tmpdir(), 'coffer-extras-config-'));
@@ -38,19 +39,6 @@ function coffer(args: string[], env: Record<string, string | undefined> = {}): P
       resolve({ code, stdout, stderr });
     });
   });
-}
-
-function assertError(r: Result, code: number, message: RegExp): void {
-  assert.equal(r.code, code, `exit code (stderr: ${r.stderr})`);
-  assert.equal(r.stdout, '', 'nothing on stdout');
-  assert.match(r.stderr.split('\n')[0]!, /^coffer: error: /);
-  assert.match(r.stderr.split('\n')[0]!, message);
-}
-
-async function tempDir(t: TestContext, prefix: string): Promise<string> {
-  const d = await fs.mkdtemp(join(tmpdir(), `coffer-extras-${prefix}-`));
-  t.after(() => fs.rm(d, { recursive: true, force: true }));
-  return d;
 }
 
 async function digest(root: string): Promise<string> {
@@ -110,7 +98,7 @@ class Capture extends Writable {
 }
 
 test('coffer backup --compression off|auto|max: each restores exactly; off stores the most, max the least; init sets the default', async (t) => {
-  const base = await tempDir(t, 'compression');
+  const base = await tempDir(t, 'extras-compression');
   const key = await newKey(base, 'key');
   const src = join(base, 'src');
   await fs.mkdir(src);
@@ -150,7 +138,7 @@ test('coffer backup --compression off|auto|max: each restores exactly; off store
 });
 
 test('coffer check --read-data-subset: groups 1…m read every pack once; a damaged pack fails only its group (exit 12); bad subsets are usage errors', async (t) => {
-  const base = await tempDir(t, 'subset');
+  const base = await tempDir(t, 'extras-subset');
   const key = await newKey(base, 'key');
   const repo = join(base, 'repo');
   assert.equal((await coffer(['init', '--repo', repo, '--key-file', key.file, '-q'])).code, 0);
@@ -207,7 +195,7 @@ test('coffer check --read-data-subset: groups 1…m read every pack once; a dama
 });
 
 test('coffer copy: between keys, --json, skips what was copied, env variables, restore from the copy; errors', async (t) => {
-  const base = await tempDir(t, 'copy');
+  const base = await tempDir(t, 'extras-copy');
   const k1 = await newKey(base, 'k1');
   const k2 = await newKey(base, 'k2');
   const r1 = join(base, 'r1');
@@ -264,7 +252,7 @@ test('coffer copy: between keys, --json, skips what was copied, env variables, r
 });
 
 test('progress: copy, check --read-data-subset and prune draw on a terminal, never with --json or when piped', async (t) => {
-  const base = await tempDir(t, 'progress');
+  const base = await tempDir(t, 'extras-progress');
   const k1 = await newKey(base, 'k1');
   const k2 = await newKey(base, 'k2');
   const r1 = join(base, 'r1');
@@ -298,7 +286,7 @@ test('progress: copy, check --read-data-subset and prune draw on a terminal, nev
 });
 
 test('repositories directly on S3 (s3:http://127.0.0.1…): every repository command, copy both ways, and clear errors', async (t) => {
-  const base = await tempDir(t, 's3');
+  const base = await tempDir(t, 'extras-s3');
   const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: join(base, 's3rver') });
   const { port } = (await server.run()) as unknown as { port: number };
   let running = true;

@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { tempDir } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
@@ -38,12 +38,6 @@ function coffer(args: string[], env: Record<string, string>, opts: { nofile?: nu
   });
 }
 
-async function tempDir(t: TestContext, prefix: string): Promise<string> {
-  const d = await fs.mkdtemp(join(tmpdir(), `coffer-safety-${prefix}-`));
-  t.after(() => fs.rm(d, { recursive: true, force: true }));
-  return d;
-}
-
 async function digest(root: string): Promise<string> {
   const h = createHash('sha256');
   const walk = async (p: string, rel: string) => {
@@ -65,7 +59,7 @@ interface Setup {
 
 /** A repository (its own config dir, so the rollback state is the test's) and a source folder. */
 async function setup(t: TestContext, files: Record<string, string> = { 'a.txt': 'hello\n', 'b.txt': 'world\n' }): Promise<Setup> {
-  const base = await tempDir(t, 'base');
+  const base = await tempDir(t, 'safety-base');
   const repo = join(base, 'repo');
   const gen = await coffer(['key', 'generate', '-q'], {});
   const env = { COFFER_REPOSITORY: repo, COFFER_KEY: gen.stdout.trim(), XDG_CONFIG_HOME: join(base, 'config') };
@@ -118,7 +112,7 @@ test(`ulimit -n 256: backup, restore, check and prune of ${FD_FILES} small files
 });
 
 test('--repo with an unknown scheme: prefix is refused and makes no directory', async (t) => {
-  const cwd = await tempDir(t, 'cwd');
+  const cwd = await tempDir(t, 'safety-cwd');
   for (const repo of ['sftp:host:/backups', 'gs:bucket/x', 'rclone:remote:x']) {
     const r = await coffer(['init', '--repo', repo], {}, { cwd });
     assert.equal(r.code, 2);

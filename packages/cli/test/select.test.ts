@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { assertError, tempDir } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 const CONFIG_HOME = await fs.mkdtemp(join(tmpdir(), 'coffer-select-config-'));
@@ -41,19 +42,6 @@ function coffer(args: string[], env: Record<string, string>, stdin?: Buffer): Pr
   });
 }
 
-function assertError(r: Result, code: number, message: RegExp): void {
-  assert.equal(r.code, code, `exit code (stderr: ${r.stderr})`);
-  assert.equal(r.stdout, '', 'nothing on stdout');
-  assert.match(r.stderr.split('\n')[0]!, /^coffer: error: /);
-  assert.match(r.stderr.split('\n')[0]!, message);
-}
-
-async function tempDir(t: TestContext, prefix: string): Promise<string> {
-  const d = await fs.mkdtemp(join(tmpdir(), `coffer-select-${prefix}-`));
-  t.after(() => fs.rm(d, { recursive: true, force: true }));
-  return d;
-}
-
 /** Every path below `root`, relative, sorted. */
 async function listing(root: string | Buffer): Promise<string[]> {
   const out: string[] = [];
@@ -77,7 +65,7 @@ interface Setup {
 }
 
 async function setup(t: TestContext): Promise<Setup> {
-  const base = await tempDir(t, 'base');
+  const base = await tempDir(t, 'select-base');
   const repo = join(base, 'repo');
   const gen = await coffer(['key', 'generate', '-q'], {});
   const env = { COFFER_REPOSITORY: repo, COFFER_KEY: gen.stdout.trim() };
@@ -105,7 +93,7 @@ async function storedWith(t: TestContext, s: Setup, flags: string[]): Promise<st
   const b = await coffer(['backup', s.src, ...flags], s.env);
   assert.equal(b.code, 0, b.stderr);
   assert.match(b.stdout, /^[0-9a-f]{64}\n$/);
-  const out = await tempDir(t, 'out');
+  const out = await tempDir(t, 'select-out');
   const r = await coffer(['restore', 'latest', '--target', out, '-q'], s.env);
   assert.equal(r.code, 0, r.stderr);
   return listing(join(out, 'src'));
@@ -147,13 +135,13 @@ test('backup --one-file-system: a mount point below the source is stored empty',
   const run = (flags: string) => spawnSync('unshare', ['-m', 'sh', '-c', script(flags)], { env: { ...process.env, ...s.env, XDG_CONFIG_HOME: CONFIG_HOME }, encoding: 'utf8' });
   const one = run('--one-file-system');
   assert.equal(one.status, 0, one.stderr);
-  const out = await tempDir(t, 'out');
+  const out = await tempDir(t, 'select-out');
   assert.equal((await coffer(['restore', one.stdout.trim(), '--target', out, '-q'], s.env)).code, 0);
   const got = await listing(join(out, 'src'));
   assert.ok(got.includes('mnt') && !got.includes('mnt/f'), got.join(' '));
   const all = run('');
   assert.equal(all.status, 0, all.stderr);
-  const out2 = await tempDir(t, 'out2');
+  const out2 = await tempDir(t, 'select-out2');
   assert.equal((await coffer(['restore', all.stdout.trim(), '--target', out2, '-q'], s.env)).code, 0);
   assert.ok((await listing(join(out2, 'src'))).includes('mnt/f'), 'without the flag the tmpfs is read');
 });
@@ -165,14 +153,14 @@ test('backup --files-from: the listed paths under their common directory; --file
   await fs.writeFile(join(s.base, 'list'), `# what to keep\n${s.src}/notes.txt\n${s.src}/app/main.c\n${s.src}/cache\n`);
   const b = await coffer(['backup', '--files-from', join(s.base, 'list'), '-q', '--json'], s.env);
   assert.equal(b.code, 0, b.stderr);
-  const out = await tempDir(t, 'out');
+  const out = await tempDir(t, 'select-out');
   assert.equal((await coffer(['restore', 'latest', '--target', out, '-q'], s.env)).code, 0);
   assert.deepEqual(await listing(join(out, 'src')), ['app', 'app/main.c', 'cache', 'cache/CACHEDIR.TAG', 'cache/blob', 'notes.txt']);
 
   await fs.writeFile(join(s.base, 'raw'), Buffer.concat([latin1, Buffer.of(0), Buffer.from(`${s.src}/Photo.JPG`), Buffer.of(0)]));
   const r = await coffer(['backup', '--files-from-raw', join(s.base, 'raw'), '-q'], s.env);
   assert.equal(r.code, 0, r.stderr);
-  const out2 = await tempDir(t, 'out2');
+  const out2 = await tempDir(t, 'select-out2');
   assert.equal((await coffer(['restore', r.stdout.trim(), '--target', out2, '-q'], s.env)).code, 0);
   assert.deepEqual(await listing(join(out2, 'src')), ['Photo.JPG', 'app', 'app/caf\xe9']);
 });
@@ -201,7 +189,7 @@ test('backup --stdin --stdin-filename: a few MB piped in, restored byte-identica
   assert.equal(b.code, 0, b.stderr);
   const j = JSON.parse(b.stdout) as { id: string; files: number; bytes: number };
   assert.deepEqual([j.files, j.bytes], [1, data.length]);
-  const out = await tempDir(t, 'out');
+  const out = await tempDir(t, 'select-out');
   const r = await coffer(['restore', j.id, '--target', out, '-q'], s.env);
   assert.equal(r.code, 0, r.stderr);
   assert.ok((await fs.readFile(join(out, 'dump.sql'))).equals(data));
@@ -213,7 +201,7 @@ test('backup --stdin-from-command: the command\'s output; a failing command save
   const ok = await coffer(['backup', '--stdin-from-command', '--stdin-filename', 'ls.txt', '--', 'sh', '-c', 'printf "from a command"'], s.env);
   assert.equal(ok.code, 0, ok.stderr);
   assert.match(ok.stderr, /saved: ls\.txt, 14 B from sh/);
-  const out = await tempDir(t, 'out');
+  const out = await tempDir(t, 'select-out');
   assert.equal((await coffer(['restore', ok.stdout.trim(), '--target', out, '-q'], s.env)).code, 0);
   assert.equal(await fs.readFile(join(out, 'ls.txt'), 'utf8'), 'from a command');
   const fail = await coffer(['backup', '--stdin-from-command', '--', 'sh', '-c', 'echo partial; exit 7'], s.env);
@@ -237,7 +225,7 @@ test('backup --stdin refuses a terminal on standard input', async (t) => {
 test('restore --include one file: that file and its parents only', async (t) => {
   const s = await setup(t);
   assert.equal((await coffer(['backup', s.src, '-q'], s.env)).code, 0);
-  const out = await tempDir(t, 'out');
+  const out = await tempDir(t, 'select-out');
   const r = await coffer(['restore', 'latest', '--target', out, '--include', 'index.js', '--json'], s.env);
   assert.equal(r.code, 0, r.stderr);
   assert.equal((JSON.parse(r.stdout) as { files: number }).files, 1);
@@ -248,7 +236,7 @@ test('restore --include one file: that file and its parents only', async (t) => 
 test('restore --include a directory with --exclude inside it; --iinclude/--iexclude; anchored to the backed-up path', async (t) => {
   const s = await setup(t);
   assert.equal((await coffer(['backup', s.src, '-q'], s.env)).code, 0);
-  const out = await tempDir(t, 'out');
+  const out = await tempDir(t, 'select-out');
   const r = await coffer(['restore', 'latest', '--target', out, '-q', '--include', `${s.src}/app`, '--exclude', 'node_modules', '--iinclude', '*.jpg', '--iexclude', 'PHOTO2.JPG'], s.env);
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(await listing(join(out, 'src')), ['Photo.JPG', 'app', 'app/main.c', 'app/main.o']);

@@ -46,7 +46,7 @@ import {
 import { KEY_LABELS } from '../core/key-labels.js';
 import type { EtcdRecordStore } from '../store/etcd.js';
 import { LogConflictError, StoreError, type BatchChange, type RecordVersion } from '../store/store.js';
-import type { Committer } from './log-commit.js';
+import { checkRecord, type Committer } from './log-commit.js';
 import type { VaultMetrics } from './metrics.js';
 import type { ServiceLog } from './vault-service.js';
 
@@ -534,16 +534,7 @@ export class FleetCommitter implements Committer {
   }
 
   async check(account: string, stored: Uint8Array | null): Promise<void> {
-    const guard = await this.ready();
-    try {
-      await guard.check(account, stored);
-    } catch (err) {
-      if (err instanceof StoreRolledBackError) {
-        this.o.metrics.rollbacksDetected.inc();
-        this.o.log?.error({ account: account.slice(0, 128), err: err.message }, 'ALARM: a record does not match the captured log root (store rolled back or edited); refused');
-      }
-      throw err;
-    }
+    await checkRecord(await this.ready(), account, stored, this.o.metrics, this.o.log);
   }
 
   commit(changes: readonly BatchChange[], options: { countsGuess?: boolean } = {}): Promise<Map<string, RecordVersion>> {

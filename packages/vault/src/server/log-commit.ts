@@ -108,16 +108,7 @@ export class LogCommitter implements Committer {
    * @throws StoreRolledBackError (metric and log line done here), or what resuming throws
    */
   async check(account: string, stored: Uint8Array | null): Promise<void> {
-    const guard = await this.ready();
-    try {
-      await guard.check(account, stored);
-    } catch (err) {
-      if (err instanceof StoreRolledBackError) {
-        this.o.metrics.rollbacksDetected.inc();
-        this.o.log?.error({ account: account.slice(0, 128), err: err.message }, 'ALARM: a record does not match the captured log root (store rolled back or edited); refused');
-      }
-      throw err;
-    }
+    await checkRecord(await this.ready(), account, stored, this.o.metrics, this.o.log);
   }
 
   /** Commits `changes` in the next batch; resolves once its entry is captured. */
@@ -163,5 +154,21 @@ export class LogCommitter implements Committer {
     } finally {
       this.#running = false;
     }
+  }
+}
+
+/**
+ * The record check both committers make before a decision (one node and fleet): a record
+ * that does not give the captured root raises the rollback metric and an ALARM line.
+ */
+export async function checkRecord(guard: RollbackGuard, account: string, stored: Uint8Array | null, metrics: VaultMetrics, log: ServiceLog | undefined): Promise<void> {
+  try {
+    await guard.check(account, stored);
+  } catch (err) {
+    if (err instanceof StoreRolledBackError) {
+      metrics.rollbacksDetected.inc();
+      log?.error({ account: account.slice(0, 128), err: err.message }, 'ALARM: a record does not match the captured log root (store rolled back or edited); refused');
+    }
+    throw err;
   }
 }

@@ -21,7 +21,7 @@ describeIf('fleet on three SoftHSM2 tokens (startCluster platform pkcs11)', skip
   let dir: string;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'coffer-fleet-pkcs11-'));
-    cluster = await startCluster({ dir, insecureFastKsf: true, platform: 'pkcs11', ports: { etcdClient: 24590, etcdPeer: 24591, vault: 24592 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+    cluster = await startCluster({ dir, insecureFastKsf: true, platform: 'pkcs11', ports: { etcdClient: 25190, etcdPeer: 25191, vault: 25192 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
   });
   after(async () => {
     await cluster?.stop();

@@ -23,7 +23,7 @@ describeIf('fleet rollback protection on three SoftHSM2 tokens', skip, () => {
   let dir: string;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'coffer-fleet-rollback-pkcs11-'));
-    cluster = await startCluster({ dir, insecureFastKsf: true, platform: 'pkcs11', etcdTimeoutMs: 1000, ports: { etcdClient: 24690, etcdPeer: 24691, vault: 24692 }, vaultEnv: { COFFER_VAULT_GUESS_LIMIT: String(LIMIT), COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+    cluster = await startCluster({ dir, insecureFastKsf: true, platform: 'pkcs11', etcdTimeoutMs: 1000, ports: { etcdClient: 25090, etcdPeer: 25091, vault: 25092 }, vaultEnv: { COFFER_VAULT_GUESS_LIMIT: String(LIMIT), COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
   });
   after(async () => {
     await cluster?.stop();

@@ -30,7 +30,7 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'coffer-fleet-rollback-'));
-    cluster = await startCluster({ dir, insecureFastKsf: true, etcdTimeoutMs: 1000, ports: { etcdClient: 24490, etcdPeer: 24491, vault: 24492 }, vaultEnv: { COFFER_VAULT_GUESS_LIMIT: String(LIMIT), COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+    cluster = await startCluster({ dir, insecureFastKsf: true, etcdTimeoutMs: 1000, ports: { etcdClient: 24990, etcdPeer: 24991, vault: 24992 }, vaultEnv: { COFFER_VAULT_GUESS_LIMIT: String(LIMIT), COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
     for (const dc of cluster.dcs) ids.set((await nodeKey(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(dc.dir, 'vault') } }))).nodeId, dc.index);
   });
   after(async () => {

@@ -108,4 +108,34 @@ describeIf('PKCS#11 anchor (coffer-anchor-v1 on SoftHSM2)', skip, () => {
     assert.deepEqual(await q.readAnchor(), new Uint8Array([3]));
     await q.close();
   });
+
+  it('is written on the anchor thread: the event loop keeps turning while the token stores it, and the write resolves only once stored', async () => {
+    const p = await openPkcs11Platform(token.options);
+    await p.readAnchor(); // the thread is up
+    let turns = 0;
+    let stop = false;
+    const spin = (): void => {
+      if (stop) return;
+      turns++;
+      setImmediate(spin);
+    };
+    setImmediate(spin);
+    const before = turns;
+    await p.writeAnchor(new Uint8Array([0x42]));
+    const during = turns - before;
+    stop = true;
+    // The reply comes back through the event loop, after the thread's C_CreateObject:
+    // loop turns ran meanwhile (with a blocking call the loop would not have turned).
+    assert.ok(during > 0, `the event loop turned ${during} times during the write`);
+    assert.deepEqual(await p.readAnchor(), new Uint8Array([0x42]));
+    // Writes queued back to back are stored in call order; close() waits for them.
+    const writes = [p.writeAnchor(new Uint8Array([1])), p.writeAnchor(new Uint8Array([2])), p.writeAnchor(new Uint8Array([3]))];
+    const closed = p.close();
+    await Promise.all(writes);
+    await closed;
+    await rejectsWithCode(p.writeAnchor(new Uint8Array([4])), 'hsm-failure');
+    const q = await openPkcs11Platform(token.options);
+    assert.deepEqual(await q.readAnchor(), new Uint8Array([3]));
+    await q.close();
+  });
 });

@@ -11,7 +11,7 @@ import { ECDH, randomBytes as nodeRandomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { AesGCM, ECDH1, Handle, Mechanism, PKCS11 } from 'pkcs11js';
 import { ANCHOR_MAX_BYTES, PlatformError } from '../../core/platform.js';
-import { readAnchorObject, writeAnchorObject } from './anchor.js';
+import { AnchorWorker } from './anchor-worker.js';
 import { RandomPool } from '../random-pool.js';
 import type { Platform } from '../../core/platform.js';
 import { isKeyHandleError, mayBeAuthFailure, toPlatformError } from './errors.js';
@@ -112,10 +112,12 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
   readonly #handles = new Map<string, Handle>();
   readonly #publicKeys = new Map<string, Uint8Array>();
   readonly #random = new RandomPool();
+  readonly #anchor: AnchorWorker;
   #closed = false;
 
   constructor(token: OpenToken, mode: 'blocking' | 'threaded') {
     this.#token = token;
+    this.#anchor = new AnchorWorker(token.module, token.slot);
     this.#p = token.pkcs11;
     this.#calls = callsFor(token.pkcs11, mode);
     this.name = `pkcs11:${token.label}`;
@@ -219,14 +221,15 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
   }
 
   /**
-   * The private CKO_DATA object `coffer-anchor-v1` (anchor.ts). Both calls run their
-   * PKCS#11 calls synchronously on one pooled session, so two writes from this process
-   * never interleave.
+   * The private CKO_DATA object `coffer-anchor-v1` (anchor.ts). Both calls run on the
+   * anchor thread (anchor-worker.ts), one at a time in call order, so two writes from
+   * this process never interleave and the event loop keeps serving while the token
+   * stores the object; `writeAnchor` resolves once the object is stored.
    */
   async readAnchor(): Promise<Uint8Array | null> {
     this.#assertOpen();
     try {
-      return await this.#token.pool.use((s) => readAnchorObject(this.#p, s));
+      return await this.#anchor.read();
     } catch (err) {
       throw toPlatformError(err, 'readAnchor');
     }
@@ -237,7 +240,7 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
     if (v.length > ANCHOR_MAX_BYTES) throw new PlatformError(`anchor: ${v.length} bytes, at most ${ANCHOR_MAX_BYTES}`, 'bad-argument');
     this.#assertOpen();
     try {
-      await this.#token.pool.use((s) => writeAnchorObject(this.#p, s, v));
+      await this.#anchor.write(v);
     } catch (err) {
       throw toPlatformError(err, 'writeAnchor');
     }
@@ -261,6 +264,7 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
     if (this.#closed) return;
     this.#closed = true;
     this.#random.clear();
+    await this.#anchor.close(); // before the token: the thread's session uses its login
     await this.#token.close();
   }
 

@@ -41,6 +41,9 @@ export interface OpenToken {
   readonly info: TokenInfo;
   readonly pool: SessionPool;
   readonly label: string;
+  /** The module's path and the token's slot (for a worker thread opening its own session). */
+  readonly module: string;
+  readonly slot: Handle;
   /** Releases the pool, the login (last user logs out) and the module (last user finalizes). */
   close(): Promise<void>;
 }
@@ -235,6 +238,8 @@ export function openToken(opts: Pkcs11Options): OpenToken {
     info,
     pool,
     label: opts.tokenLabel,
+    module: opts.module,
+    slot,
     async close() {
       if (closed) return;
       closed = true;

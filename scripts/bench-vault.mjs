@@ -125,11 +125,19 @@ async function startVault(env) {
     child.stderr.on('data', (d) => {
       err += d;
       const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(err);
-      if (m) resolve(m[1]);
+      if (m && /metrics \(admin listener\) at/.test(err)) resolve(m[1]);
     });
     child.once('exit', (c) => reject(new Error(`coffer-vault exited ${c}: ${err}`)));
   });
-  return { child, url, stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }) };
+  const adminUrl = /metrics \(admin listener\) at (http:\/\/[\d.]+:\d+)/.exec(err)?.[1];
+  /** Group commit: log entries and record changes so far (the admin listener's metrics). */
+  const commits = async () => {
+    if (!adminUrl) return null;
+    const text = await (await fetch(`${adminUrl}/metrics`)).text();
+    const num = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    return { entries: num('coffer_vault_log_batch_records_count'), changes: num('coffer_vault_log_batch_records_sum') };
+  };
+  return { child, url, commits, stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }) };
 }
 
 function startWorker() {
@@ -165,6 +173,7 @@ async function run(name, env, bundleEnv, ceil) {
     const perWorker = Math.ceil((ceil * SECONDS * 1.05) / WORKERS);
     const pre = await Promise.all(workers.map((w) => w.call('precompute', { perWorker })));
     for (const w of workers) pin(w.w.pid, LOAD_CPU);
+    const commits0 = await vault.commits();
     const cpu0 = cpuSeconds(vault.child.pid);
     const wait0 = waitSeconds(vault.child.pid);
     const t0 = Date.now() + 200;
@@ -172,6 +181,7 @@ async function run(name, env, bundleEnv, ceil) {
     const wall = (Date.now() - t0) / 1000;
     const cpu = cpuSeconds(vault.child.pid) - cpu0;
     const waited = waitSeconds(vault.child.pid) - wait0;
+    const commits1 = await vault.commits();
     const latencies = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
     const failures = {};
     for (const r of results) for (const [k, v] of Object.entries(r.failures)) failures[k] = (failures[k] ?? 0) + v;
@@ -190,6 +200,8 @@ async function run(name, env, bundleEnv, ceil) {
       vaultWaited: waited / wall,
       loadMs: loadMs / n,
       loadBusy: loadMs / 1000 / wall,
+      batch: commits0 && commits1 ? (commits1.changes - commits0.changes) / (commits1.entries - commits0.entries) : NaN,
+      entriesPerRecovery: commits0 && commits1 ? (commits1.entries - commits0.entries) / n : NaN,
       p50: pct(latencies, 50),
       p99: pct(latencies, 99),
     };
@@ -248,6 +260,7 @@ try {
       `${''.padEnd(15)} load generator: ${fmt(r.loadMs, 2)} ms CPU/recovery live (load core ${fmt(r.loadBusy * 100)}% busy), ${fmt(r.preMsPerItem, 2)} ms/recovery precomputed before the window` +
         (r.live ? `, ${r.live} recoveries precomputed live (pool ran out)` : ''),
     );
+    console.log(`${''.padEnd(15)} group commit: ${fmt(r.batch, 1)} record changes per log entry, ${fmt(r.entriesPerRecovery, 2)} log entries (store commit + anchor write) per recovery`);
   }
   console.log(
     'ratio = full recoveries (both round trips over HTTP, HPKE, sealing, SQLite fsync) per second of vault CPU (one core) / ceiling (bare OPAQUE server ' +

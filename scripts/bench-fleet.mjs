@@ -115,6 +115,7 @@ async function load(fleetKey, urls, label, seconds, onSecond, pids = () => []) {
   const lat = [];
   const perSecond = [];
   const cpu0 = cpuSeconds(pids());
+  const each0 = pids().map((p) => cpuSeconds([p]));
   const self0 = process.cpuUsage();
   const start = performance.now();
   const end = start + seconds * 1000;
@@ -133,12 +134,13 @@ async function load(fleetKey, urls, label, seconds, onSecond, pids = () => []) {
   }));
   const wall = (performance.now() - start) / 1000;
   const cpu1 = cpuSeconds(pids());
+  const each = pids().map((p, i) => ((cpuSeconds([p]) ?? 0) - (each0[i] ?? 0)) * 1000 / Math.max(1, lat.length));
   const self = process.cpuUsage(self0);
   lat.sort((a, b) => a - b);
   // ms of CPU per recovery: the servers (vault nodes, etcd members), and this load generator.
   const cpuMs = cpu0 === null || cpu1 === null ? null : ((cpu1 - cpu0) * 1000) / Math.max(1, lat.length);
   const clientMs = (self.user + self.system) / 1000 / Math.max(1, lat.length);
-  return { rps: lat.length / wall, p50: pct(lat, 50), p99: pct(lat, 99), n: lat.length, failures, perSecond, cpuMs, clientMs };
+  return { rps: lat.length / wall, p50: pct(lat, 50), p99: pct(lat, 99), n: lat.length, failures, perSecond, cpuMs, clientMs, each };
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-fleet-'));
@@ -169,8 +171,24 @@ try {
   cluster = await startCluster({ dir: join(dir, 'fleet'), insecureFastKsf: true, platform: PLATFORM, ports: { etcdClient: PORT_BASE, etcdPeer: PORT_BASE + 1, vault: PORT_BASE + 2 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...(BATCH_MAX > 0 ? { COFFER_VAULT_LOG_BATCH_MAX: String(BATCH_MAX) } : {}) } });
   const urls = cluster.dcs.map((d) => d.vaultUrl);
   const fleetPids = () => cluster.dcs.flatMap((d) => [d.etcdPid(), d.vaultPid()]);
+  // --cpu-detail: also the gRPC calls the etcd members handled (the JSON gateway's included), per recovery.
+  const etcdCalls = async () => {
+    const by = new Map();
+    for (const d of cluster.dcs) {
+      const text = await (await fetch(`${d.etcdUrl}/metrics`)).text();
+      for (const m of text.matchAll(/^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\d+)/gm)) by.set(m[1], (by.get(m[1]) ?? 0) + Number(m[2]));
+    }
+    return by;
+  };
+  const detail = process.argv.includes('--cpu-detail');
+  const calls0 = detail ? await etcdCalls() : null;
   const f = await load(cluster.fleetKey, urls, 'fleet', SECONDS, undefined, fleetPids);
+  const calls1 = detail ? await etcdCalls() : null;
   console.log(`fleet (3 DCs, etcd, rollback protection on: majority commit${BATCH_MAX > 0 ? `, at most ${BATCH_MAX} request(s) per log entry` : ', batched'}${PLATFORM === 'pkcs11' ? ', 3 SoftHSM2 tokens' : ''}):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes)${cpuText(f)}`);
+  if (detail) {
+    console.log(`  CPU ms/recovery per process: ${cluster.dcs.map((d, i) => `${d.name} etcd ${fmt(f.each[2 * i], 2)} vault ${fmt(f.each[2 * i + 1], 2)}`).join(', ')}`);
+    console.log(`  etcd calls/recovery (registrations excluded): ${[...calls1].map(([k, v]) => [k, (v - (calls0.get(k) ?? 0)) / f.n]).filter(([, v]) => v > 0.005).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')}`);
+  }
 
   // 3. one DC killed halfway
   const leader = KILL ? ((await cluster.leader()) ?? 0) : 0;

@@ -110,12 +110,15 @@ const COMMIT_TIMEOUT_MS = 5000;
 /** How long a request waits for this node to finish taking over before `not-leader`. */
 const TAKEOVER_WAIT_MS = 4000;
 /**
- * A full pass (read the group's keys and the log from etcd) at least this often; between
- * full passes the watch's events drive the common case (§13.7: a follower witnesses the
- * entries the events carry, the leader counts the acks they carry). Anything else in the
- * events (the leader key, a challenge, a gap in the log) asks for a full pass at once.
+ * A full pass (read the group's keys and the log from etcd) every FULL_PASS_MS while
+ * either watch stream was quiet for FULL_PASS_BUSY_MS (idle, or a stalled watch on a
+ * hung member), else every FULL_PASS_BUSY_MS. Between full passes the watch's events
+ * drive the common case (§13.7: a follower witnesses the entries the events carry, the
+ * leader counts the acks they carry). Anything else in the events (the leader key, a
+ * challenge, a gap in the log) asks for a full pass at once.
  */
 const FULL_PASS_MS = 100;
+const FULL_PASS_BUSY_MS = 1000;
 
 function u64(n: number): Uint8Array {
   const out = new Uint8Array(8);
@@ -165,6 +168,9 @@ export class FleetCommitter implements Committer {
   /** The watch may have missed something, or an event needs the full pass. */
   #resync = true;
   #lastFullPass = 0;
+  /** When each watch stream (log/, group/) last delivered events. */
+  #lastLogEvent = 0;
+  #lastGroupEvent = 0;
   #wakeResolve: (() => void) | null = null;
   #loop: Promise<void> | null = null;
   #keepAlive: NodeJS.Timeout | null = null;
@@ -201,7 +207,14 @@ export class FleetCommitter implements Committer {
     this.#firstPass = new Promise((r) => (this.#firstPassDone = r));
     this.#watch = this.o.store.watchGroup((events) => {
       if (events === null) this.#resync = true;
-      else for (const e of events) this.#events.push(e);
+      else {
+        const now = Date.now();
+        for (const e of events) {
+          this.#events.push(e);
+          if (e.key.startsWith('log/')) this.#lastLogEvent = now;
+          else this.#lastGroupEvent = now;
+        }
+      }
       this.#wake();
     });
     this.#loop = this.#run();
@@ -240,7 +253,7 @@ export class FleetCommitter implements Committer {
 
   async #run(): Promise<void> {
     while (!this.#closed) {
-      const full = this.#resync || !this.#guard || this.#role === 'preparing' || this.#challenge !== null || Date.now() - this.#lastFullPass >= FULL_PASS_MS;
+      const full = this.#resync || !this.#guard || this.#role === 'preparing' || this.#challenge !== null || this.#fullPassDue() <= 0;
       const events = this.#events.splice(0);
       try {
         if (full) {
@@ -258,8 +271,15 @@ export class FleetCommitter implements Committer {
       }
       this.#firstPassDone?.();
       this.#firstPassDone = null;
-      await this.#sleep(Math.max(1, this.#lastFullPass + FULL_PASS_MS - Date.now()));
+      await this.#sleep(Math.max(1, Math.min(FULL_PASS_MS, this.#fullPassDue())));
     }
+  }
+
+  /** ms until the next full pass is due (≤ 0: now). */
+  #fullPassDue(): number {
+    const now = Date.now();
+    const busy = now - this.#lastLogEvent < FULL_PASS_BUSY_MS && now - this.#lastGroupEvent < FULL_PASS_BUSY_MS;
+    return this.#lastFullPass + (busy ? FULL_PASS_BUSY_MS : FULL_PASS_MS) - now;
   }
 
   #fail(err: Error): void {

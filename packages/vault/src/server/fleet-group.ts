@@ -271,7 +271,8 @@ export class FleetCommitter implements Committer {
       }
       this.#firstPassDone?.();
       this.#firstPassDone = null;
-      await this.#sleep(Math.max(1, Math.min(FULL_PASS_MS, this.#fullPassDue())));
+      // An event that asked for a full pass (a challenge, the leader key) gets it at once.
+      if (!this.#resync) await this.#sleep(Math.max(1, Math.min(FULL_PASS_MS, this.#fullPassDue())));
     }
   }
 

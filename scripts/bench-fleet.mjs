@@ -1,5 +1,5 @@
 /* global fetch, AbortSignal */
-// `npm run bench:fleet [-- --seconds N] [-- --lanes N] [-- --platform software|pkcs11] [-- --log-batch-max N]`
+// `npm run bench:fleet [-- --seconds N] [-- --lanes N] [-- --platform software|pkcs11] [-- --log-batch-max N] [-- --port-base N] [-- --no-kill]`
 // Recoveries/s and latency on the three-data-centre fleet (3 etcd members + 3 vault
 // nodes on 127.0.0.1-3, etcd store) against one coffer-vault on SQLite, in the same run,
 // with the same in-process load generator (VaultClient, INSECURE_FAST_KSF_FOR_TESTING,
@@ -14,7 +14,7 @@
 // single node runs 1, plus the load generator, so the fleet pays for its replication
 // (3 fsyncs per write, raft messages, 3x the JSON/HTTP hops) on the same CPUs.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -28,17 +28,45 @@ const platformArg = process.argv.indexOf('--platform');
 const PLATFORM = platformArg >= 0 ? process.argv[platformArg + 1] : 'software';
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform must be software or pkcs11, got ${PLATFORM}`);
 const SECONDS = arg('seconds', 8);
+// --no-kill: skip the run with a data centre killed (quicker A/B of throughput and latency).
+const KILL = !process.argv.includes('--no-kill');
 // --log-batch-max N: at most N requests per rollback-protection log entry (1: what batching buys).
 const BATCH_MAX = arg('log-batch-max', 0);
 const LANES = arg('lanes', 12);
+// --port-base N (or COFFER_BENCH_PORT_BASE): etcd client N, peer N+1, vault N+2 (+3 admin) on 127.0.0.1-3.
+const PORT_BASE = arg('port-base', Number(process.env.COFFER_BENCH_PORT_BASE ?? 24890));
 const ACCOUNTS_PER_LANE = 8;
-const dist = (p) => join(root, 'packages', 'vault', 'dist', p);
+// COFFER_BENCH_VAULT_DIST=dist-A: run a copy of the vault's build kept next to dist/ (A/B of two builds in one session).
+const dist = (p) => join(root, 'packages', 'vault', process.env.COFFER_BENCH_VAULT_DIST ?? 'dist', p);
 const { startCluster, SOFTHSM_MODULE } = await import(dist('src/server/cluster-support.js'));
 const { startChildVault, bundleKey, runVaultCli } = await import(dist('test/helpers/child-vault.js'));
 const { VaultClient, INSECURE_FAST_KSF_FOR_TESTING } = await import(join(root, 'packages', 'protocol', 'dist', 'src', 'index.js'));
 const K = new Uint8Array(32).fill(1);
 const pct = (s, p) => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 const fmt = (x, d = 1) => x.toFixed(d);
+// CPU seconds (user + system) a process has used, from /proc (Linux); null elsewhere.
+// CPU per recovery is the figure a shared machine disturbs least: the others' load
+// stretches wall time, not the work each recovery costs.
+const TICK = (() => {
+  try {
+    return 1 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  } catch {
+    return 0.01;
+  }
+})();
+function cpuSeconds(pids) {
+  let sum = 0;
+  for (const pid of pids) {
+    if (!pid) continue;
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      sum += (Number(f[11]) + Number(f[12])) * TICK;
+    } catch {
+      return null;
+    }
+  }
+  return sum;
+}
 
 // Like the relay's forwarder: the node that answered last is tried first (with rollback
 // protection only the group's leader answers; the others say 503 not-leader at once).
@@ -76,7 +104,7 @@ function client(fleetKey, urls, account, prefer) {
   });
 }
 
-async function load(fleetKey, urls, label, seconds, onSecond) {
+async function load(fleetKey, urls, label, seconds, onSecond, pids = () => []) {
   const accounts = Array.from({ length: LANES }, (_, l) => Array.from({ length: ACCOUNTS_PER_LANE }, (_, a) => `${label}-${l}-${a}`));
   await Promise.all(accounts.map(async (lane, l) => {
     for (const a of lane) {
@@ -86,6 +114,9 @@ async function load(fleetKey, urls, label, seconds, onSecond) {
   }));
   const lat = [];
   const perSecond = [];
+  const cpu0 = cpuSeconds(pids());
+  const each0 = pids().map((p) => cpuSeconds([p]));
+  const self0 = process.cpuUsage();
   const start = performance.now();
   const end = start + seconds * 1000;
   let failures = 0;
@@ -102,8 +133,14 @@ async function load(fleetKey, urls, label, seconds, onSecond) {
     }
   }));
   const wall = (performance.now() - start) / 1000;
+  const cpu1 = cpuSeconds(pids());
+  const each = pids().map((p, i) => ((cpuSeconds([p]) ?? 0) - (each0[i] ?? 0)) * 1000 / Math.max(1, lat.length));
+  const self = process.cpuUsage(self0);
   lat.sort((a, b) => a - b);
-  return { rps: lat.length / wall, p50: pct(lat, 50), p99: pct(lat, 99), n: lat.length, failures, perSecond };
+  // ms of CPU per recovery: the servers (vault nodes, etcd members), and this load generator.
+  const cpuMs = cpu0 === null || cpu1 === null ? null : ((cpu1 - cpu0) * 1000) / Math.max(1, lat.length);
+  const clientMs = (self.user + self.system) / 1000 / Math.max(1, lat.length);
+  return { rps: lat.length / wall, p50: pct(lat, 50), p99: pct(lat, 99), n: lat.length, failures, perSecond, cpuMs, clientMs, each };
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-fleet-'));
@@ -122,31 +159,53 @@ try {
   }
   single = await startChildVault({ ...singleEnv, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', COFFER_VAULT_LOG_LEVEL: 'warn' });
   const singleKey = await bundleKey(singleEnv);
-  const s = await load(singleKey, [single.url], 'single', SECONDS);
+  const singlePid = single.child.pid;
+  const s = await load(singleKey, [single.url], 'single', SECONDS, undefined, () => [singlePid]);
   await single.stop();
   single = null;
   console.log(`platform: ${PLATFORM}`);
-  console.log(`single node (SQLite): ${fmt(s.rps)} recoveries/s, p50 ${fmt(s.p50)} ms, p99 ${fmt(s.p99)} ms (${s.n} recoveries, ${LANES} lanes)`);
+  const cpuText = (r) => `, CPU/recovery ${r.cpuMs === null ? '?' : fmt(r.cpuMs, 2)} ms servers + ${fmt(r.clientMs, 2)} ms load generator`;
+  console.log(`single node (SQLite): ${fmt(s.rps)} recoveries/s, p50 ${fmt(s.p50)} ms, p99 ${fmt(s.p99)} ms (${s.n} recoveries, ${LANES} lanes)${cpuText(s)}`);
 
   // 2. three data centres
-  cluster = await startCluster({ dir: join(dir, 'fleet'), insecureFastKsf: true, platform: PLATFORM, ports: { etcdClient: 24890, etcdPeer: 24891, vault: 24892 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...(BATCH_MAX > 0 ? { COFFER_VAULT_LOG_BATCH_MAX: String(BATCH_MAX) } : {}) } });
+  cluster = await startCluster({ dir: join(dir, 'fleet'), insecureFastKsf: true, platform: PLATFORM, ports: { etcdClient: PORT_BASE, etcdPeer: PORT_BASE + 1, vault: PORT_BASE + 2 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...(BATCH_MAX > 0 ? { COFFER_VAULT_LOG_BATCH_MAX: String(BATCH_MAX) } : {}) } });
   const urls = cluster.dcs.map((d) => d.vaultUrl);
-  const f = await load(cluster.fleetKey, urls, 'fleet', SECONDS);
-  console.log(`fleet (3 DCs, etcd, rollback protection on: majority commit${BATCH_MAX > 0 ? `, at most ${BATCH_MAX} request(s) per log entry` : ', batched'}${PLATFORM === 'pkcs11' ? ', 3 SoftHSM2 tokens' : ''}):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes)`);
+  const fleetPids = () => cluster.dcs.flatMap((d) => [d.etcdPid(), d.vaultPid()]);
+  // --cpu-detail: also the gRPC calls the etcd members handled (the JSON gateway's included), per recovery.
+  const etcdCalls = async () => {
+    const by = new Map();
+    for (const d of cluster.dcs) {
+      const text = await (await fetch(`${d.etcdUrl}/metrics`)).text();
+      for (const m of text.matchAll(/^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\d+)/gm)) by.set(m[1], (by.get(m[1]) ?? 0) + Number(m[2]));
+    }
+    return by;
+  };
+  const detail = process.argv.includes('--cpu-detail');
+  const calls0 = detail ? await etcdCalls() : null;
+  const f = await load(cluster.fleetKey, urls, 'fleet', SECONDS, undefined, fleetPids);
+  const calls1 = detail ? await etcdCalls() : null;
+  console.log(`fleet (3 DCs, etcd, rollback protection on: majority commit${BATCH_MAX > 0 ? `, at most ${BATCH_MAX} request(s) per log entry` : ', batched'}${PLATFORM === 'pkcs11' ? ', 3 SoftHSM2 tokens' : ''}):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes)${cpuText(f)}`);
+  if (detail) {
+    console.log(`  CPU ms/recovery per process: ${cluster.dcs.map((d, i) => `${d.name} etcd ${fmt(f.each[2 * i], 2)} vault ${fmt(f.each[2 * i + 1], 2)}`).join(', ')}`);
+    console.log(`  etcd calls/recovery (registrations excluded): ${[...calls1].map(([k, v]) => [k, (v - (calls0.get(k) ?? 0)) / f.n]).filter(([, v]) => v > 0.005).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')}`);
+  }
 
   // 3. one DC killed halfway
-  const leader = (await cluster.leader()) ?? 0;
-  let killed = false;
-  const k = await load(cluster.fleetKey, urls, 'kill', SECONDS, (sec) => {
-    if (!killed && sec >= SECONDS / 2) {
-      killed = true;
-      void cluster.dcs[leader].kill();
-    }
-  });
-  console.log(`fleet with ${cluster.dcs[leader].name} (the etcd leader's DC) killed -9 at ~${SECONDS / 2}s: ${fmt(k.rps)} recoveries/s overall, p99 ${fmt(k.p99)} ms, ${k.failures} flows not ok`);
-  console.log(`  per second: ${Array.from({ length: SECONDS + 1 }, (_, i) => `${i}s:${k.perSecond[i] ?? 0}`).join(' ')}`);
+  const leader = KILL ? ((await cluster.leader()) ?? 0) : 0;
+  if (KILL) {
+    let killed = false;
+    const k = await load(cluster.fleetKey, urls, 'kill', SECONDS, (sec) => {
+      if (!killed && sec >= SECONDS / 2) {
+        killed = true;
+        void cluster.dcs[leader].kill();
+      }
+    });
+    console.log(`fleet with ${cluster.dcs[leader].name} (the etcd leader's DC) killed -9 at ~${SECONDS / 2}s: ${fmt(k.rps)} recoveries/s overall, p99 ${fmt(k.p99)} ms, ${k.failures} flows not ok`);
+    console.log(`  per second: ${Array.from({ length: SECONDS + 1 }, (_, i) => `${i}s:${k.perSecond[i] ?? 0}`).join(' ')}`);
+  }
   console.log(`bench: fleet-throughput ratio=${(f.rps / s.rps).toFixed(2)} target=0.5`);
   console.log(`bench: fleet-p99 ratio=${(f.p99 / s.p99).toFixed(2)} target=3`);
+  if (f.cpuMs !== null && s.cpuMs !== null) console.log(`bench: fleet-cpu-per-recovery ratio=${((f.cpuMs + f.clientMs) / (s.cpuMs + s.clientMs)).toFixed(2)} (servers + load generator; the machine's load disturbs this least)`);
 } finally {
   await single?.stop();
   await cluster?.stop();

@@ -99,6 +99,56 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
     assert.equal((await fleetClient(cluster, 'alice', { prefer: follower.index }).recover('pw')).outcome, 'ok');
   });
 
+  it('followers stalled (SIGSTOP): the leader appends the guess to etcd but answers nothing; acks forged by the operator do not release it; the guess stays counted', async () => {
+    assert.equal((await fleetClient(cluster, 'stall').register('pw', K)).outcome, 'ok');
+    assert.equal(await wrongGuess('stall'), LIMIT - 1);
+    const leader = await vaultLeader();
+    const [a, b] = cluster.dcs.filter((d) => d !== leader) as [DataCentre, DataCentre];
+    const idOf = (d: DataCentre): string => [...ids].find(([, i]) => i === d.index)![0];
+    const head = async (): Promise<number> => Number(Buffer.from((await range(`${PREFIX}loghead`))[0]?.value ?? '', 'base64').toString('utf8'));
+    const before = await head();
+    const statuses: number[] = [];
+    const direct = new VaultClient({
+      fleetKey: cluster.fleetKey,
+      account: 'stall',
+      ksf: INSECURE_FAST_KSF_FOR_TESTING,
+      transport: async (bytes) => {
+        const res = await fetch(`${leader.vaultUrl}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': 'stall' }, body: bytes });
+        statuses.push(res.status);
+        if (res.status !== 200) throw new Error(`HTTP ${res.status} ${await res.text()}`);
+        return new Uint8Array(await res.arrayBuffer());
+      },
+    });
+    for (const d of [a, b]) process.kill(d.vaultPid()!, 'SIGSTOP');
+    try {
+      let outcome: string | null = null;
+      const guess = direct.recover('not the password').then(
+        (r) => (outcome = `answered: ${r.outcome}`),
+        (err: Error) => (outcome = err.message),
+      );
+      await until('the guess\'s entry is in etcd', 10_000, async () => (await head()) > before);
+      // The operator (who holds etcd) writes acks: A's real (older) ack under B's name, and
+      // for A a statement naming the new entry, index and MAC copied from the log in etcd,
+      // with A's old proof (the proof MAC, under the HSMs' log key, does not cover them).
+      const ackA = Buffer.from((await range(`${PREFIX}group/acks/${idOf(a)}`))[0]!.value, 'base64');
+      const newest = await head();
+      const entry = Buffer.from((await range(`${PREFIX}log/${String(newest).padStart(20, '0')}`))[0]!.value, 'base64');
+      const bumped = Buffer.from(ackA);
+      bumped.writeBigUInt64BE(BigInt(newest), 0);
+      entry.copy(bumped, 8, 88, 120);
+      await etcd('/v3/kv/put', { key: b64(`${PREFIX}group/acks/${idOf(b)}`), value: ackA.toString('base64') });
+      await etcd('/v3/kv/put', { key: b64(`${PREFIX}group/acks/${idOf(a)}`), value: bumped.toString('base64') });
+      await guess;
+      // One request, refused: KE2 never left (with a released KE2 the client would have sent KE3).
+      assert.deepEqual(statuses, [503], 'the leader gave up on the batch (no majority)');
+      assert.match(String(outcome), /HTTP 503 .*store-unavailable/, 'no answer was released for an entry a majority had not captured');
+    } finally {
+      for (const d of [a, b]) process.kill(d.vaultPid()!, 'SIGCONT');
+    }
+    // The entry was committed in etcd: once the followers capture it, the guess counts (never answered).
+    assert.equal(await answeredGuess('stall'), LIMIT - 3);
+  });
+
   it('the leader killed -9 between append and commit: no guess answered twice, none lost', async () => {
     assert.equal((await fleetClient(cluster, 'kill').register('pw', K)).outcome, 'ok');
     const seen: number[] = [];

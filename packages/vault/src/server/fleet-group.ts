@@ -42,9 +42,11 @@ import {
   verifyChallengeAnswer,
   ackMacInput,
   MAC_LENGTH,
+  type DigestChange,
+  type LogEntry,
 } from '../core/rollback.js';
 import { KEY_LABELS } from '../core/key-labels.js';
-import type { EtcdRecordStore } from '../store/etcd.js';
+import type { EtcdRecordStore, GroupEvent } from '../store/etcd.js';
 import { LogConflictError, StoreError, type BatchChange, type RecordVersion } from '../store/store.js';
 import { checkRecord, type Committer } from './log-commit.js';
 import type { VaultMetrics } from './metrics.js';
@@ -107,8 +109,16 @@ type Role = 'follower' | 'preparing' | 'leader';
 const COMMIT_TIMEOUT_MS = 5000;
 /** How long a request waits for this node to finish taking over before `not-leader`. */
 const TAKEOVER_WAIT_MS = 4000;
-/** The follow loop's pace without wake-ups (the etcd watch normally wakes it at once). */
-const IDLE_MS = 100;
+/**
+ * A full pass (read the group's keys and the log from etcd) every FULL_PASS_MS while
+ * either watch stream was quiet for FULL_PASS_BUSY_MS (idle, or a stalled watch on a
+ * hung member), else every FULL_PASS_BUSY_MS. Between full passes the watch's events
+ * drive the common case (§13.7: a follower witnesses the entries the events carry, the
+ * leader counts the acks they carry). Anything else in the events (the leader key, a
+ * challenge, a gap in the log) asks for a full pass at once.
+ */
+const FULL_PASS_MS = 100;
+const FULL_PASS_BUSY_MS = 1000;
 
 function u64(n: number): Uint8Array {
   const out = new Uint8Array(8);
@@ -153,6 +163,14 @@ export class FleetCommitter implements Committer {
   #appending = false;
   #closed = false;
   #wakeFlag = false;
+  /** What the watch delivered since the last pass (dropped by a full pass, which reads everything). */
+  #events: GroupEvent[] = [];
+  /** The watch may have missed something, or an event needs the full pass. */
+  #resync = true;
+  #lastFullPass = 0;
+  /** When each watch stream (log/, group/) last delivered events. */
+  #lastLogEvent = 0;
+  #lastGroupEvent = 0;
   #wakeResolve: (() => void) | null = null;
   #loop: Promise<void> | null = null;
   #keepAlive: NodeJS.Timeout | null = null;
@@ -187,7 +205,18 @@ export class FleetCommitter implements Committer {
       throw new Error(`fleet group: this node has no transport key (${KEY_LABELS.nodeTransport}), so it cannot ack or answer challenges under its own node ID: set it up through the key ceremony (\`coffer-vault fleet node-key\`, \`fleet join\`), or run a one-node group (group.size 1). ${(err as Error).message}`, { cause: err });
     }
     this.#firstPass = new Promise((r) => (this.#firstPassDone = r));
-    this.#watch = this.o.store.watchGroup(() => this.#wake());
+    this.#watch = this.o.store.watchGroup((events) => {
+      if (events === null) this.#resync = true;
+      else {
+        const now = Date.now();
+        for (const e of events) {
+          this.#events.push(e);
+          if (e.key.startsWith('log/')) this.#lastLogEvent = now;
+          else this.#lastGroupEvent = now;
+        }
+      }
+      this.#wake();
+    });
     this.#loop = this.#run();
   }
 
@@ -224,8 +253,15 @@ export class FleetCommitter implements Committer {
 
   async #run(): Promise<void> {
     while (!this.#closed) {
+      const full = this.#resync || !this.#guard || this.#role === 'preparing' || this.#challenge !== null || this.#fullPassDue() <= 0;
+      const events = this.#events.splice(0);
       try {
-        await this.#step();
+        if (full) {
+          // Reads everything: the events queued so far are covered (etcd reads are linearizable).
+          this.#resync = false;
+          this.#lastFullPass = Date.now();
+          await this.#step();
+        } else if (events.length > 0) await this.#fast(events);
         this.#storeError = null;
       } catch (err) {
         if (err instanceof StoreError) this.#storeError = err;
@@ -235,8 +271,16 @@ export class FleetCommitter implements Committer {
       }
       this.#firstPassDone?.();
       this.#firstPassDone = null;
-      await this.#sleep(IDLE_MS);
+      // An event that asked for a full pass (a challenge, the leader key) gets it at once.
+      if (!this.#resync) await this.#sleep(Math.max(1, Math.min(FULL_PASS_MS, this.#fullPassDue())));
     }
+  }
+
+  /** ms until the next full pass is due (≤ 0: now). */
+  #fullPassDue(): number {
+    const now = Date.now();
+    const busy = now - this.#lastLogEvent < FULL_PASS_BUSY_MS && now - this.#lastGroupEvent < FULL_PASS_BUSY_MS;
+    return this.#lastFullPass + (busy ? FULL_PASS_BUSY_MS : FULL_PASS_MS) - now;
   }
 
   #fail(err: Error): void {
@@ -275,15 +319,70 @@ export class FleetCommitter implements Committer {
       const g = this.#guard;
       const shown = byKey.get(`acks/${this.#me}`)?.value;
       const shownIndex = shown && shown.length === 8 + MAC_LENGTH * 2 ? readU64(shown) : -1;
-      if (g.captured.index !== this.#lastAckPut || shownIndex !== g.captured.index) {
-        const ack = await g.ack();
-        await this.o.store.groupPut(`acks/${this.#me}`, encodeStatement(g.captured.index, g.captured.mac, ack));
-        this.#lastAckPut = g.captured.index;
-      }
+      await this.#publishAck(g, shownIndex !== g.captured.index);
     }
     if (!leaderKv && this.#role === 'follower') await this.#campaign();
     if (this.#role === 'preparing') await this.#prepare(group);
     if (this.#role === 'leader') await this.#countAcks(group);
+  }
+
+  /**
+   * Between full passes, from the watch's events alone (the common case under load): a
+   * follower witnesses the log entries they carry and acks; the leader counts the acks
+   * they carry. The same checks as the full pass (witnessAll, #countAcks); whatever is
+   * not the plain next step (a gap, an entry that does not decode, the leader key, a
+   * challenge) is left to a full pass, at once.
+   */
+  async #fast(events: readonly GroupEvent[]): Promise<void> {
+    const guard = this.#guard!;
+    const acks: GroupEvent[] = [];
+    const entries = new Map<number, { entry: LogEntry; changes: DigestChange[] }>();
+    for (const e of events) {
+      if (e.key.startsWith('log/')) {
+        // Deletions are the leader's pruning (a full pass checks what the log still holds);
+        // the leader's own entries it knows.
+        if (e.value === null || this.#role === 'leader') continue;
+        let item: ReturnType<typeof decodeLogValue>;
+        try {
+          item = decodeLogValue(e.value);
+        } catch {
+          this.#resync = true;
+          continue;
+        }
+        if (item.changes === null) this.#resync = true;
+        else if (item.entry.index > guard.captured.index) entries.set(item.entry.index, { entry: item.entry, changes: item.changes });
+      } else if (e.key.startsWith('group/acks/')) {
+        if (this.#role === 'leader') acks.push({ key: e.key.slice('group/'.length), value: e.value });
+        // A follower's own ack shown older than it put (a replay): repaired by the full pass.
+      } else this.#resync = true;
+    }
+    if (this.#role === 'leader') {
+      if (acks.length > 0) await this.#countAcks(acks);
+      else this.#release();
+      return;
+    }
+    if (this.#role !== 'follower' || entries.size === 0) return;
+    const run: Array<{ entry: LogEntry; changes: DigestChange[] }> = [];
+    for (let i = guard.captured.index + 1; entries.has(i); i++) run.push(entries.get(i)!);
+    // A gap (events missed, or the store skipping an index): the full pass reads the log.
+    if (run.length < entries.size) this.#resync = true;
+    if (run.length === 0) return;
+    try {
+      await guard.witnessAll(run);
+    } catch (err) {
+      this.#guard = null;
+      throw err;
+    }
+    await this.#publishAck(guard);
+  }
+
+  /** Puts this node's ack of what it captured (when it captured more than it last put). */
+  async #publishAck(guard: RollbackGuard, force = false): Promise<void> {
+    if (!force && guard.captured.index === this.#lastAckPut) return;
+    const { index, mac } = guard.captured;
+    const ack = await guard.ack();
+    await this.o.store.groupPut(`acks/${this.#me}`, encodeStatement(index, mac, ack));
+    this.#lastAckPut = index;
   }
 
   /** Resume from the anchor and etcd; else from a majority's fresh evidence (§13.9). */
@@ -453,18 +552,18 @@ export class FleetCommitter implements Committer {
   }
 
   /** Verified acks → the commit index → release the batches it covers. */
-  async #countAcks(group: ReadonlyArray<{ key: string; value: Uint8Array }>): Promise<void> {
+  async #countAcks(group: Iterable<{ readonly key: string; readonly value: Uint8Array | null }>): Promise<void> {
     const guard = this.#guard!;
     for (const kv of group) {
       if (!kv.key.startsWith('acks/')) continue;
       const node = kv.key.slice('acks/'.length);
       if (node === this.#me || !/^[0-9a-f]{16}$/.test(node)) continue;
-      const st = decodeStatement(kv.value);
+      const st = kv.value && decodeStatement(kv.value);
       if (!st || st.index <= (this.#acked.get(node) ?? -1)) continue;
       const chain = guard.macAt(st.index);
       if (!chain || toHex(chain) !== toHex(st.mac)) continue; // not our chain (or too old to tell): not counted
       if (!(await verifyAck(this.o.platform, this.o.group, node, st.index, st.mac, st.proof))) continue;
-      this.#acked.set(node, st.index);
+      this.#acked.set(node, Math.max(st.index, this.#acked.get(node) ?? -1));
     }
     this.#release();
   }

@@ -161,6 +161,28 @@ export interface CommitBatchOptions {
   readonly leaderTerm?: string;
 }
 
+/** One change seen by the group watch: `key` relative to the prefix (`log/…`, `group/…`); `value` null: deleted. */
+export interface GroupEvent {
+  readonly key: string;
+  readonly value: Uint8Array | null;
+}
+
+/** A watch stream message → its events; null for anything but a plain event batch (created, canceled, compacted, error, not JSON). */
+function parseWatchMessage(line: string, prefixLength: number): GroupEvent[] | null {
+  let msg: { result?: { events?: Array<{ type?: string; kv?: KeyValue }>; created?: boolean; canceled?: boolean; compact_revision?: string } };
+  try {
+    msg = JSON.parse(line) as typeof msg;
+  } catch {
+    return null;
+  }
+  const r = msg.result;
+  if (!r || r.created || r.canceled || !Array.isArray(r.events)) return null;
+  return r.events.map((e) => ({
+    key: Buffer.from(e.kv?.key ?? '', 'base64').subarray(prefixLength).toString('utf8'),
+    value: e.type === 'DELETE' ? null : new Uint8Array(Buffer.from(e.kv?.value ?? '', 'base64')),
+  }));
+}
+
 export class EtcdRecordStore implements RecordStore, LogStore {
   readonly maxBatchChanges = ETCD_MAX_BATCH_CHANGES;
   readonly name: string;
@@ -599,14 +621,17 @@ export class EtcdRecordStore implements RecordStore, LogStore {
   }
 
   /**
-   * Calls `onChange` whenever something under `log/` or `group/` changes (etcd watch over
-   * the JSON gateway, re-established on failure). Only a wake-up: callers read what they
-   * need (the watch's payload is not trusted or parsed).
+   * Calls `onChange` with what changed under `log/` and `group/` (etcd watch over the JSON
+   * gateway, re-established on failure), in revision order per prefix. `null` means
+   * "events may have been missed" (the watch was (re)created, or its stream was not
+   * understood): the caller must read what it needs. The payload is as untrusted as a
+   * range read (it is etcd's word either way): the fleet verifies what counts (spec §13.7).
    */
-  watchGroup(onChange: () => void): { close(): void } {
+  watchGroup(onChange: (events: readonly GroupEvent[] | null) => void): { close(): void } {
     let closed = false;
     const live = new Set<http.ClientRequest>();
     const ranges = [`${this.#prefix}log/`, this.#groupKey('')];
+    const prefixLength = Buffer.byteLength(this.#prefix);
     const open = (range: string, attempt: number): void => {
       if (closed || this.#closed) return;
       const endpoint = this.#order()[attempt % this.#endpoints.length]!;
@@ -629,6 +654,7 @@ export class EtcdRecordStore implements RecordStore, LogStore {
           req.once('close', () => live.delete(req));
           let retried = false;
           const again = (): void => {
+            onChange(null);
             if (!retried) {
               retried = true;
               retry();
@@ -636,12 +662,24 @@ export class EtcdRecordStore implements RecordStore, LogStore {
           };
           req.once('error', again);
           req.once('response', (res) => {
-            res.on('data', () => onChange());
+            // The gateway streams one JSON message per line: {"result":{"created":true,…}}
+            // once the watch is in place, then {"result":{"events":[…]}} per revision.
+            let buffered = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => {
+              buffered += chunk;
+              let nl: number;
+              while ((nl = buffered.indexOf('\n')) >= 0) {
+                const line = buffered.slice(0, nl).trim();
+                buffered = buffered.slice(nl + 1);
+                if (line.length > 0) onChange(res.statusCode === 200 ? parseWatchMessage(line, prefixLength) : null);
+              }
+            });
             res.once('end', again);
             res.once('error', again);
           });
           req.end(body);
-          onChange();
+          onChange(null);
         });
     };
     for (const r of ranges) open(r, 0);

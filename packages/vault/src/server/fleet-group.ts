@@ -48,7 +48,7 @@ import {
 import { KEY_LABELS } from '../core/key-labels.js';
 import type { EtcdRecordStore, GroupEvent } from '../store/etcd.js';
 import { LogConflictError, StoreError, type BatchChange, type RecordVersion } from '../store/store.js';
-import { checkRecord, type Committer } from './log-commit.js';
+import { checkRecord, recordMatches, type Committer } from './log-commit.js';
 import type { VaultMetrics } from './metrics.js';
 import type { ServiceLog } from './vault-service.js';
 
@@ -634,6 +634,10 @@ export class FleetCommitter implements Committer {
 
   async check(account: string, stored: Uint8Array | null): Promise<void> {
     await checkRecord(await this.ready(), account, stored, this.o.metrics, this.o.log);
+  }
+
+  async matches(account: string, stored: Uint8Array | null): Promise<boolean> {
+    return recordMatches(await this.ready(), account, stored);
   }
 
   commit(changes: readonly BatchChange[], options: { countsGuess?: boolean } = {}): Promise<Map<string, RecordVersion>> {

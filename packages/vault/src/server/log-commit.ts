@@ -51,6 +51,8 @@ export interface Committer {
   ready(): Promise<unknown>;
   /** The stored bytes must be what the captured root says. */
   check(account: string, stored: Uint8Array | null): Promise<void>;
+  /** Whether `stored` is what the captured root says, quietly (no metric, no ALARM): for a possibly stale read that is re-read on false. */
+  matches(account: string, stored: Uint8Array | null): Promise<boolean>;
   /** Commits `changes` in the next batch; resolves once its entry is committed (captured; in a fleet: by a majority). */
   commit(changes: readonly BatchChange[], options?: { countsGuess?: boolean }): Promise<Map<string, RecordVersion>>;
   /** Fleet: the refusal to give before any work (decrypting the request) when this node does not lead; null: go on. */
@@ -111,6 +113,10 @@ export class LogCommitter implements Committer {
     await checkRecord(await this.ready(), account, stored, this.o.metrics, this.o.log);
   }
 
+  async matches(account: string, stored: Uint8Array | null): Promise<boolean> {
+    return recordMatches(await this.ready(), account, stored);
+  }
+
   /** Commits `changes` in the next batch; resolves once its entry is captured. */
   commit(changes: readonly BatchChange[], options: { countsGuess?: boolean } = {}): Promise<Map<string, RecordVersion>> {
     return new Promise((resolve, reject) => {
@@ -154,6 +160,17 @@ export class LogCommitter implements Committer {
     } finally {
       this.#running = false;
     }
+  }
+}
+
+/** The record check without its alarm: false when `stored` does not give the captured root. */
+export async function recordMatches(guard: RollbackGuard, account: string, stored: Uint8Array | null): Promise<boolean> {
+  try {
+    await guard.check(account, stored);
+    return true;
+  } catch (err) {
+    if (err instanceof StoreRolledBackError) return false;
+    throw err;
   }
 }
 

@@ -18,7 +18,7 @@ import { equalBytes } from '@coffer/protocol';
 import { RecordIntegrityError, type AccountRecord } from '../core/record.js';
 import { PlatformError } from '../core/platform.js';
 import type { Decision, OpenedVaultRequest, VaultCore } from '../core/vault-core.js';
-import { StoreError, type RecordStore } from '../store/store.js';
+import { StoreError, type RecordStore, type StoredRecord } from '../store/store.js';
 import { AccountQueue } from './account-queue.js';
 import type { ErrorCode } from './errors.js';
 import type { VaultMetrics } from './metrics.js';
@@ -224,18 +224,34 @@ export class VaultService {
     });
   }
 
+  /**
+   * The record, checked against the log root. A store with a cheaper, possibly stale read
+   * (etcd `serializable`: no quorum round) is read that way first; a stale record cannot
+   * give the root (sealed records carry fresh nonces), so one that does is the current one.
+   * Otherwise the record is read again linearizably and checked, with the rollback metric
+   * and ALARM on that read alone.
+   */
+  async #readChecked(committer: Committer, account: string): Promise<StoredRecord | null> {
+    if (this.o.store.getMaybeStale) {
+      const quick = await this.o.store.getMaybeStale(account);
+      if (await committer.matches(account, quick?.value ?? null)) return quick;
+    }
+    const stored = await this.o.store.get(account);
+    try {
+      await committer.check(account, stored?.value ?? null);
+    } catch (err) {
+      // A forged or corrupted record is `record-integrity` (as without the log); a genuine
+      // one that is not the current version is a rollback.
+      if (err instanceof StoreRolledBackError && err.account !== null && stored && !(await this.o.core.authentic(account, stored.value))) throw new RecordIntegrityError('the stored record failed authentication');
+      throw err;
+    }
+    return stored;
+  }
+
   /** The rollback-protected path: check, decide, commit with a log entry, capture, answer. */
   async #handleLogged(committer: Committer, account: string, req: OpenedVaultRequest): Promise<ServiceResult> {
     try {
-      const stored = await this.o.store.get(account);
-      try {
-        await committer.check(account, stored?.value ?? null);
-      } catch (err) {
-        // A forged or corrupted record is `record-integrity` (as without the log); a genuine
-        // one that is not the current version is a rollback.
-        if (err instanceof StoreRolledBackError && err.account !== null && stored && !(await this.o.core.authentic(account, stored.value))) throw new RecordIntegrityError('the stored record failed authentication');
-        throw err;
-      }
+      const stored = await this.#readChecked(committer, account);
       const held = this.#pendingLogins.get(account);
       const known = held && stored && held.version === stored.version && equalBytes(held.bytes, stored.value) ? held.record : undefined;
       const decision = await this.o.core.decide(req, stored?.value ?? null, known);

@@ -30,6 +30,8 @@
  * Consistency. Reads are linearizable (etcd's default, not `serializable`): they go
  * through the leader's read index, so a member cut off from the quorum cannot answer
  * from stale state; it times out and we fail over, or report the store unavailable.
+ * The one exception, `getMaybeStale`, is for the fleet leader, which checks what it
+ * reads against its own log root (a stale record cannot match it) and then re-reads.
  * A txn resolves only after the quorum committed it, so the vault's "commit the guess,
  * then release KE2" holds across the fleet.
  *
@@ -375,8 +377,8 @@ export class EtcdRecordStore implements RecordStore, LogStore {
     throw new StoreError(`etcd unavailable (no quorum, no endpoint answered, or access refused): ${errors.join('; ')}`);
   }
 
-  async #read(account: string): Promise<StoredRecord | null> {
-    const r = await this.#any<RangeResponse>('/v3/kv/range', { key: this.#key(account) });
+  async #read(account: string, serializable = false): Promise<StoredRecord | null> {
+    const r = await this.#any<RangeResponse>('/v3/kv/range', serializable ? { key: this.#key(account), serializable: true } : { key: this.#key(account) });
     const kv = r.kvs?.[0];
     if (!kv) return null;
     return { value: new Uint8Array(Buffer.from(kv.value ?? '', 'base64')), version: String(kv.mod_revision) };
@@ -385,6 +387,16 @@ export class EtcdRecordStore implements RecordStore, LogStore {
   async get(account: string): Promise<StoredRecord | null> {
     this.#check();
     return this.#read(account);
+  }
+
+  /**
+   * A serializable read: the member answers from its own state, without the leader's read
+   * index (one raft round trip fewer), so it may be behind. The fleet leader checks it
+   * against its log root and re-reads with `get` when it does not match (VaultService).
+   */
+  async getMaybeStale(account: string): Promise<StoredRecord | null> {
+    this.#check();
+    return this.#read(account, true);
   }
 
   /**

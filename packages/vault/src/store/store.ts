@@ -49,6 +49,12 @@ export interface RecordStore {
   readonly name: string;
   get(account: string): Promise<StoredRecord | null>;
   /**
+   * A cheaper read that may be stale (etcd: `serializable`, answered by one member from
+   * its own state, no quorum round). Only for callers that verify what they read against
+   * the log root and fall back to `get` when it does not match (VaultService, rollback path).
+   */
+  getMaybeStale?(account: string): Promise<StoredRecord | null>;
+  /**
    * Writes `value` if the record's current version is `expected` (`null`: only if there
    * is no record). Durable when the promise resolves `ok`.
    */

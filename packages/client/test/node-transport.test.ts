@@ -8,7 +8,7 @@
  * naming the object), never a hang or a crash.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -223,7 +223,7 @@ test('an answer before the body is whole (a refusal) comes back, and the half-se
   assert.equal(connections, 2);
 });
 
-test('https: a certificate the system does not trust is refused with a clear error', async (t) => {
+test('https: a certificate the system does not trust is refused with a clear error; one trusted through NODE_EXTRA_CA_CERTS (as fetch trusts it) is used', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'coffer-transport-tls-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { encoding: 'utf8' });
@@ -242,4 +242,22 @@ test('https: a certificate the system does not trust is refused with a clear err
     return true;
   });
   assert.equal(reached, 0, 'no request (and no token) reached the server');
+  // The same CA trusted the way fetch trusts extra CAs: a process started with
+  // NODE_EXTRA_CA_CERTS uploads through it.
+  const script = `
+    const { NodeUploadTransport } = await import(${JSON.stringify(new URL('../src/node-transport.js', import.meta.url).href)});
+    const { RelayHttp } = await import(${JSON.stringify(new URL('../src/relay-http.js', import.meta.url).href)});
+    const uploads = new NodeUploadTransport();
+    async function* body() { yield [new Uint8Array(100)]; }
+    const a = await new RelayHttp({ server: process.argv[1], token: () => 't', uploads }).upload({ path: '/v1/blobs/x', body: body(), signal: new AbortController().signal, pass: [] });
+    uploads.close();
+    process.stdout.write(String(a.status));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, `https://127.0.0.1:${port}`], { env: { ...process.env, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') } });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  await once(child, 'exit');
+  assert.equal(out, '201', err);
+  assert.equal(reached, 1);
 });

@@ -150,6 +150,11 @@ export async function benchBlob({ root, scale = 0.25, rounds = 2, objectMiB = 25
     console.log(`blob: backup to a local directory ${f(l.wall)} s (rounds ${runs.local.map((x) => f(x.wall)).join(', ')}; CPU ${f(l.cpu)} s); to coffer: through the relay ${f(r.wall)} s (rounds ${runs.relay.map((x) => f(x.wall)).join(', ')}; CPU client ${f(r.cpu)} s + relay ${f(r.relayCpu)} s), client peak RSS ${mib(r.rss)} MiB (local ${mib(l.rss)} MiB)`);
     console.log(`blob: restore from the local directory ${f(lr.wall)} s (CPU ${f(lr.cpu)} s); from coffer: ${f(rr.wall)} s (CPU client ${f(rr.cpu)} s + relay ${f(rr.relayCpu)} s), client peak RSS ${mib(rr.rss)} MiB (local ${mib(lr.rss)} MiB)${restoreFailed ? `; a restore from coffer: FAILED: ${restoreFailed}` : ''}`);
     console.log(`blob: relay peak RSS over the backups and restores ${mib(rssKiB(relay.child.pid, 'VmHWM'))} MiB`);
+    // Rounds alternate local and relay, so each pair ran under about the same load: the
+    // median of the pairs' ratios says more than the best rounds on a shared machine.
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+    const pairs = (a, b) => a.slice(0, b.length).map((x, i) => x.wall / b[i].wall);
+    console.log(`blob: per-round ratios (local/relay) backup ${pairs(runs.local, runs.relay).map(f).join(', ')} (median ${f(median(pairs(runs.local, runs.relay)))}); restore ${runs.relayRestore.length === runs.localRestore.length ? pairs(runs.localRestore, runs.relayRestore).map(f).join(', ') : '-'}`);
     lines.push(`bench: blob-backup ratio=${(l.wall / r.wall).toFixed(2)} target=0.9`);
     lines.push(`bench: blob-restore ratio=${(lr.wall / rr.wall).toFixed(2)} target=-`);
 

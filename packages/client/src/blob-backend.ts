@@ -14,7 +14,7 @@
  */
 import { CofferError, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from '@coffer/backup';
 import { CofferClientError } from './errors.js';
-import type { RelayHttp } from './relay-http.js';
+import type { RelayHttp, StreamedBody, TransportAnswer } from './relay-http.js';
 import { UnavailableError } from './errors.js';
 
 /**
@@ -88,9 +88,9 @@ export class RelayBlobBackend implements StorageBackend {
     return new StreamedUpload(this, name);
   }
 
-  /** One streamed PUT of `body`; the raw answer for the statuses the writer handles. */
-  putStream(name: string, body: ReadableStream<Uint8Array>, signal: AbortSignal): Promise<Response> {
-    return this.#relay.call({ method: 'PUT', path: `/v1/blobs/${name}`, auth: true, body, signal, pass: [401, 408, 409, 413, 429, 503, 507] });
+  /** One streamed PUT of `body`; the answer for the statuses the writer handles. */
+  putStream(name: string, body: StreamedBody, signal: AbortSignal): Promise<TransportAnswer> {
+    return this.#relay.upload({ path: `/v1/blobs/${name}`, body, signal, pass: [401, 408, 409, 413, 429, 503, 507] });
   }
 
   refreshSession(): Promise<boolean> {
@@ -330,29 +330,10 @@ class StreamedUpload implements ObjectWriter {
 
   #start(): Attempt {
     const attempt: Attempt = { abort: new AbortController(), next: 0, settled: undefined, answer: Promise.resolve(), wakePull: undefined };
-    const body = new ReadableStream<Uint8Array>(
-      {
-        pull: async (ctl) => {
-          for (;;) {
-            if (attempt.next < this.#parts.length) {
-              ctl.enqueue(this.#parts[attempt.next++]!);
-              this.#wakeWriter?.();
-              return;
-            }
-            if (this.#ended) return ctl.close();
-            if (attempt.settled || this.#aborted) return;
-            await new Promise<void>((r) => (attempt.wakePull = r));
-            attempt.wakePull = undefined;
-          }
-        },
-      },
-      { highWaterMark: 0 },
-    );
-    (attempt as { answer: Promise<void> }).answer = this.#backend.putStream(this.#name, body, attempt.abort.signal).then(
-      async (res) => {
-        const retryAfter = Number(res.headers.get('retry-after'));
+    (attempt as { answer: Promise<void> }).answer = this.#backend.putStream(this.#name, this.#batches(attempt), attempt.abort.signal).then(
+      (res) => {
+        const retryAfter = Number(res.header('retry-after'));
         attempt.settled = { status: res.status, ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfter } : {}) };
-        await res.body?.cancel().catch(() => {});
       },
       (error: unknown) => {
         attempt.settled = { error };
@@ -363,6 +344,25 @@ class StreamedUpload implements ObjectWriter {
       attempt.wakePull?.();
     });
     return attempt;
+  }
+
+  /**
+   * The body of one attempt: every part not yet handed to the connection, as one batch
+   * (the transport writes a batch at once), until commit ends it.
+   */
+  async *#batches(attempt: Attempt): AsyncGenerator<readonly Uint8Array[]> {
+    for (;;) {
+      if (attempt.next < this.#parts.length) {
+        const batch = this.#parts.slice(attempt.next);
+        attempt.next = this.#parts.length;
+        this.#wakeWriter?.();
+        yield batch;
+        continue;
+      }
+      if (this.#ended || attempt.settled || this.#aborted) return;
+      await new Promise<void>((r) => (attempt.wakePull = r));
+      attempt.wakePull = undefined;
+    }
   }
 
   /** A refusal no second try cures, if the relay answered one (409, 413, 507, …). */

@@ -19,6 +19,7 @@ import { KeyVault, type VaultStatus } from './key-vault.js';
 import { checkPassword } from './password-policy.js';
 import { Profile, type KeyMode } from './profile.js';
 import { RelayHttp, type AccountProof } from './relay-http.js';
+import { nodeUploadTransport } from './node-transport.js';
 
 export interface CofferClientOptions {
   /** The relay URL; overrides (and is saved over) the profile's. */
@@ -108,7 +109,8 @@ export class CofferClient {
         return true;
       },
       ...(this.#o.timeoutMs ? { timeoutMs: this.#o.timeoutMs } : {}),
-      ...(this.#o.fetch ? { fetch: this.#o.fetch } : {}),
+      // Uploads over node:http (few large writes) unless the caller brought its own fetch.
+      ...(this.#o.fetch ? { fetch: this.#o.fetch } : { uploads: nodeUploadTransport() }),
       ...(this.#o.insecureHttp ? { insecure: true } : {}),
     });
     return this.#relay;

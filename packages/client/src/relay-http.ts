@@ -35,6 +35,12 @@ export interface RelayHttpOptions {
   readonly blobTimeoutMs?: number;
   readonly fetch?: typeof fetch;
   /**
+   * Sends streamed uploads (`upload`) instead of `fetch`: on Node, `NodeUploadTransport`
+   * (node-transport.ts), which writes a pack in a few large writes. Without it uploads go
+   * through `fetch` as a ReadableStream.
+   */
+  readonly uploads?: UploadTransport;
+  /**
    * Allow `http://` to a relay that is not on loopback (account passwords and tokens
    * then cross the network in clear text). Off by default: such a URL is refused.
    */
@@ -74,6 +80,55 @@ export class RelayResponseError extends CofferClientError {
     super('protocol', `the server answered ${relay.status} ${relay.code}: ${relay.message}`);
   }
 }
+
+/** A request body sent as it is produced: batches of bytes, each batch in one write. */
+export type StreamedBody = AsyncIterable<readonly Uint8Array[]>;
+
+/** One request with a streamed (chunked) body, as a transport sends it. */
+export interface StreamedRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: StreamedBody;
+  /** Ends the exchange (the transport rejects with the signal's reason). */
+  readonly signal: AbortSignal;
+}
+
+/** An answer read whole: the status, headers, and the (small, bounded) body. */
+export interface TransportAnswer {
+  readonly status: number;
+  readonly statusText: string;
+  header(name: string): string | null;
+  readonly body: Uint8Array;
+}
+
+/**
+ * Sends streamed uploads. Resolves once the answer has been read whole (it may come
+ * before the body was sent whole: a refusal); rejects when there is no usable answer,
+ * with an error whose `code` says why (ECONNRESET, ECONNREFUSED, BAD_ANSWER, …).
+ */
+export interface UploadTransport {
+  send(request: StreamedRequest): Promise<TransportAnswer>;
+}
+
+/** What the error mapping reads from an answer, whichever way it came. */
+interface Answer {
+  readonly status: number;
+  readonly statusText: string;
+  header(name: string): string | null;
+  json(): Promise<unknown>;
+}
+
+function responseAnswer(res: Response): Answer {
+  return { status: res.status, statusText: res.statusText, header: (n) => res.headers.get(n), json: () => res.json() };
+}
+
+function transportAnswer(a: TransportAnswer): Answer {
+  return { status: a.status, statusText: a.statusText, header: (n) => a.header(n), json: async () => JSON.parse(new TextDecoder().decode(a.body)) as unknown };
+}
+
+/** The body of an answer to an upload through `fetch`, read whole up to this many bytes. */
+const UPLOAD_ANSWER_MAX = 64 * 1024;
 
 interface Call {
   readonly method: string;
@@ -164,11 +219,87 @@ export class RelayHttp {
 
   async #check(c: Call, res: Response): Promise<Response> {
     if (res.ok || (c.pass ?? []).includes(res.status)) return res;
+    return this.#refuse(responseAnswer(res));
+  }
+
+  /** The error for an answer that is neither a success nor one the caller handles. */
+  async #refuse(res: Answer): Promise<never> {
     const err = await readError(res);
     if (res.status === 401) throw new InvalidCredentialsError();
     if (res.status === 429) throw new RateLimitedError(err.retryAfter ?? retryAfterHeader(res) ?? 1, `the server is limiting requests (${err.code})`);
     if (res.status >= 500) throw new UnavailableError(`the server failed: ${res.status} ${err.code}: ${err.message}`);
     throw new RelayResponseError(err);
+  }
+
+  /**
+   * One authenticated upload whose body is sent as it is produced (chunked), through the
+   * `uploads` transport when there is one, else `fetch`. The body is consumed, so it is
+   * never sent twice: 401 comes back to the caller like the `pass` statuses; other
+   * failures map as in `call`. Ended by `signal` only (the caller keeps its deadline).
+   */
+  async upload(u: { readonly path: string; readonly body: StreamedBody; readonly signal: AbortSignal; readonly pass: readonly number[] }): Promise<TransportAnswer> {
+    const token = await this.#o.token?.();
+    if (!token) throw new CofferClientError('not-logged-in', 'not logged in: run `coffer account create` or `coffer login` first');
+    const request: StreamedRequest = {
+      method: 'PUT',
+      url: `${this.server}${u.path}`,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' },
+      body: u.body,
+      signal: u.signal,
+    };
+    let answer: TransportAnswer;
+    try {
+      answer = this.#o.uploads ? await this.#o.uploads.send(request) : await this.#fetchUpload(request);
+    } catch (e) {
+      if (e instanceof CofferClientError) throw e;
+      if (u.signal.aborted) throw new UnavailableError(`PUT ${u.path} was ended: ${describeFetchError(u.signal.reason ?? e)}`, e);
+      if ((e as { code?: unknown })?.code === 'BAD_ANSWER') throw new CofferClientError('protocol', `PUT ${u.path}: ${(e as Error).message}`, { cause: e });
+      throw new UnavailableError(`cannot reach ${this.server}: ${describeFetchError(e)}`, e);
+    }
+    if ((answer.status >= 200 && answer.status < 300) || answer.status === 401 || u.pass.includes(answer.status)) return answer;
+    return this.#refuse(transportAnswer(answer));
+  }
+
+  /** `upload` through `fetch`: the batches as a ReadableStream, the answer read whole. */
+  async #fetchUpload(r: StreamedRequest): Promise<TransportAnswer> {
+    const it = r.body[Symbol.asyncIterator]();
+    let pending: Uint8Array[] = [];
+    const body = new ReadableStream<Uint8Array>(
+      {
+        pull: async (ctl) => {
+          while (pending.length === 0) {
+            const n = await it.next();
+            if (n.done) return ctl.close();
+            pending = n.value.filter((p) => p.length > 0);
+          }
+          ctl.enqueue(pending.shift()!);
+        },
+        cancel: async () => {
+          await it.return?.();
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    // Never follow a redirect (the bearer token); a stream body needs `duplex: 'half'`.
+    const init = { method: r.method, headers: r.headers, redirect: 'error', body, duplex: 'half', signal: r.signal } as RequestInit;
+    const res = await this.#fetch(r.url, init);
+    const chunks: Uint8Array[] = [];
+    let n = 0;
+    if (res.body) {
+      const reader = res.body.getReader();
+      try {
+        for (;;) {
+          const x = await reader.read();
+          if (x.done) break;
+          n += x.value.length;
+          if (n > UPLOAD_ANSWER_MAX) throw new CofferClientError('protocol', `PUT ${r.url}: the answer's body is over ${UPLOAD_ANSWER_MAX} bytes`);
+          chunks.push(x.value);
+        }
+      } finally {
+        await reader.cancel().catch(() => {});
+      }
+    }
+    return { status: res.status, statusText: res.statusText, header: (h) => res.headers.get(h), body: concat(...chunks) };
   }
 
   async json<T>(c: Call): Promise<T> {
@@ -285,7 +416,7 @@ export class RelayHttp {
   async #proofCall(c: Call): Promise<void> {
     const res = await this.call({ ...c, pass: [401] });
     if (res.status === 401) {
-      const err = await readError(res);
+      const err = await readError(responseAnswer(res));
       if (err.code === 'invalid-credentials') throw new InvalidCredentialsError(`the server refused the proof: ${err.message}`);
       throw new InvalidCredentialsError();
     }
@@ -307,7 +438,7 @@ export class RelayHttp {
   }
 }
 
-async function readError(res: Response): Promise<RelayErrorBody> {
+async function readError(res: Answer): Promise<RelayErrorBody> {
   let code = `http-${res.status}`;
   let message = res.statusText || 'no message';
   let retryAfter: number | undefined;
@@ -322,12 +453,14 @@ async function readError(res: Response): Promise<RelayErrorBody> {
   return { status: res.status, code, message, ...(retryAfter !== undefined ? { retryAfter } : {}) };
 }
 
-function retryAfterHeader(res: Response): number | undefined {
-  const h = res.headers.get('retry-after');
+function retryAfterHeader(res: Answer): number | undefined {
+  const h = res.header('retry-after');
   return h && /^\d+$/.test(h) ? Number(h) : undefined;
 }
 
 function describeFetchError(e: unknown): string {
+  // A transport's own error (node-transport.ts) says what happened in its message.
+  if ((e as Error)?.name === 'TransportError') return (e as Error).message;
   const cause = (e as { cause?: { code?: string; message?: string } })?.cause;
   if (cause?.code === 'ECONNREFUSED') return 'connection refused';
   if (cause?.code === 'ENOTFOUND') return 'host not found';

@@ -4,6 +4,7 @@
  * (whole, sequential pieces, random ranges); an aborted writer leaves nothing; a writer
  * cut off by the relay's body idle timeout while the engine paused still commits; a
  * refusal (exists, too large) is the StorageBackend's storage error.
+ * Uploads go once through fetch and once through node:http (node-transport.ts).
  */
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
@@ -13,7 +14,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CofferError } from '@coffer/backup';
 import { RelayBlobBackend } from '../src/blob-backend.js';
-import { RelayHttp } from '../src/relay-http.js';
+import { RelayHttp, type UploadTransport } from '../src/relay-http.js';
+import { NodeUploadTransport } from '../src/node-transport.js';
 import { RELAY_MAIN, relayBuilt, startService, type Service } from './helpers/processes.js';
 
 let dir: string;
@@ -22,11 +24,13 @@ let relay: Service;
 const MAX_OBJECT = 40 * 1024 * 1024;
 
 /** A new built-in account on the relay, signed in: a blob backend for its namespace. */
+let uploads: UploadTransport | undefined;
+
 async function backend(): Promise<RelayBlobBackend> {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
   const session: { token?: string } = {};
-  const http = new RelayHttp({ server: relay.url, token: () => session.token });
+  const http = new RelayHttp({ server: relay.url, token: () => session.token, ...(uploads ? { uploads } : {}) });
   const account = await http.createAccount(raw);
   session.token = (await http.login(account, (m) => sign(null, m, privateKey))).token;
   return new RelayBlobBackend(http, { timeoutMs: 20_000 });
@@ -47,8 +51,11 @@ function filesUnder(d: string): string[] {
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe('blob backend streaming against coffer-relay', { skip: !relayBuilt() && 'coffer-relay is not built' }, () => {
+// Every test once with uploads through fetch (the isomorphic path) and once through
+// node:http (what the CLI uses).
+for (const transport of ['fetch', 'node:http'] as const) describe(`blob backend streaming against coffer-relay (uploads through ${transport})`, { skip: !relayBuilt() && 'coffer-relay is not built' }, () => {
   before(async () => {
+    uploads = transport === 'node:http' ? new NodeUploadTransport() : undefined;
     dir = mkdtempSync(join(tmpdir(), 'coffer-blob-stream-'));
     writeFileSync(join(dir, 'link.key'), 'cd'.repeat(32) + '\n', { mode: 0o600 });
     relay = await startService('coffer-relay', RELAY_MAIN, ['serve'], {
@@ -62,6 +69,7 @@ describe('blob backend streaming against coffer-relay', { skip: !relayBuilt() &&
     });
   });
   after(async () => {
+    (uploads as NodeUploadTransport | undefined)?.close();
     await relay?.stop();
     rmSync(dir, { recursive: true, force: true });
   });

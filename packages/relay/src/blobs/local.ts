@@ -9,7 +9,7 @@
 import { constants as fsc, promises as fs, type Dirent } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { finished, type Readable } from 'node:stream';
 import { BlobStoreError, type BlobBody, type BlobInfo, type BlobStore, type ByteRange } from './store.js';
 
 const FULL = new Set(['ENOSPC', 'EDQUOT']);
@@ -235,43 +235,85 @@ export class LocalBlobStore implements BlobStore {
   async close(): Promise<void> {}
 }
 
-/** The stream into the file, in batches (writev); a failure of the stream is a BodyFailure. */
-async function writeStream(fh: fs.FileHandle, body: Readable): Promise<void> {
-  let batch: Buffer[] = [];
-  let bytes = 0;
-  const flush = async (): Promise<void> => {
-    if (bytes === 0) return;
-    const b = batch;
-    batch = [];
-    bytes = 0;
-    const total = b.reduce((s, x) => s + x.length, 0);
-    let done = 0;
-    // writev may write less than asked (large batches, signals): go on from there.
-    while (done < total) {
-      const { bytesWritten } = await fh.writev(done === 0 ? b : sliceFrom(b, done));
-      done += bytesWritten;
-    }
-  };
-  const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer | Uint8Array>;
-  try {
-    for (;;) {
-      let next: IteratorResult<Buffer | Uint8Array>;
-      try {
-        next = await it.next();
-      } catch (err) {
-        throw new BodyFailure(err);
+/**
+ * The stream into the file, in batches (writev); a failure of the stream is a BodyFailure.
+ *
+ * Read in flowing mode, buffer by buffer, pausing while a batch is written: an async
+ * iterator (or `read()`) would hand over everything buffered as one new buffer, a copy
+ * of every byte of the body (measured: a third of the relay's CPU on a backup).
+ */
+function writeStream(fh: fs.FileHandle, body: Readable): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let batch: Buffer[] = [];
+    let bytes = 0;
+    let writing: Promise<void> | undefined;
+    let ended = false;
+    let settled = false;
+    const flush = async (): Promise<void> => {
+      const b = batch;
+      const total = bytes;
+      batch = [];
+      bytes = 0;
+      let done = 0;
+      // writev may write less than asked (large batches, signals): go on from there.
+      while (done < total) {
+        const { bytesWritten } = await fh.writev(done === 0 ? b : sliceFrom(b, done));
+        done += bytesWritten;
       }
-      if (next.done) break;
-      const c = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
-      batch.push(c);
-      bytes += c.length;
-      if (bytes >= WRITE_BATCH) await flush();
-    }
-    await flush();
-  } finally {
-    // Stops reading a body we no longer want (a failed write): the route answers the error.
-    await it.return?.().catch(() => {});
-  }
+    };
+    const settle = (err?: unknown): void => {
+      if (settled) return;
+      settled = true;
+      body.off('data', onData);
+      stopWatching();
+      // A write in progress finishes before the caller closes the file.
+      void (writing ?? Promise.resolve()).catch(() => {}).then(() => (err === undefined ? resolve() : reject(err)));
+    };
+    const write = (): void => {
+      body.pause();
+      writing = flush();
+      writing.then(
+        () => {
+          writing = undefined;
+          if (settled) return;
+          if (ended) end();
+          else body.resume();
+        },
+        (err: unknown) => {
+          writing = undefined;
+          // Stops reading a body we no longer want: the route answers the error.
+          body.destroy();
+          settle(err);
+        },
+      );
+    };
+    const end = (): void => {
+      if (bytes === 0) return settle();
+      writing = flush();
+      writing.then(
+        () => {
+          writing = undefined;
+          settle();
+        },
+        (err: unknown) => {
+          writing = undefined;
+          settle(err);
+        },
+      );
+    };
+    const onData = (c: Buffer | Uint8Array): void => {
+      const buf = Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+      batch.push(buf);
+      bytes += buf.length;
+      if (bytes >= WRITE_BATCH && !writing) write();
+    };
+    const stopWatching = finished(body, { writable: false }, (err) => {
+      if (err) return settle(new BodyFailure(err));
+      ended = true;
+      if (!writing && !settled) end();
+    });
+    body.on('data', onData);
+  });
 }
 
 function sliceFrom(parts: Buffer[], from: number): Buffer[] {

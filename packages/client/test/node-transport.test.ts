@@ -1,0 +1,263 @@
+/**
+ * Issue 13: streamed uploads over node:http (node-transport.ts) when the server
+ * misbehaves, against real sockets: an answer cut off mid-body, a kept-alive socket
+ * reset between requests (retried once, then a clear error), a server that takes the
+ * body and never answers or trickles its answer (the deadline holds), garbage status
+ * lines and headers, an oversized answer, an untrusted TLS certificate. Each ends in a
+ * clear error of the SDK's catalogue (or a CofferError('storage') from the blob backend
+ * naming the object), never a hang or a crash.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { CofferError } from '@coffer/backup';
+import { RelayBlobBackend } from '../src/blob-backend.js';
+import { CofferClientError, UnavailableError } from '../src/errors.js';
+import { NodeUploadTransport } from '../src/node-transport.js';
+import { RelayHttp, type StreamedBody } from '../src/relay-http.js';
+
+const NAME = 'data/ab/' + 'ab'.repeat(32);
+
+async function listen(t: TestContext, server: Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const sockets = new Set<Socket>();
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  t.after(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+/** An HTTP server whose handler sees every request (bodies read by the handler). */
+async function httpServer(t: TestContext, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
+  return `http://127.0.0.1:${await listen(t, createServer(handler))}`;
+}
+
+/** A TCP server that reads a request head and its chunked body's end, then does `answer`. */
+async function rawServer(t: TestContext, answer: (socket: Socket) => void): Promise<string> {
+  const server = createNetServer((socket) => {
+    let seen = '';
+    socket.on('error', () => {});
+    socket.on('data', (d: Buffer) => {
+      seen = (seen + d.toString('latin1')).slice(-16);
+      if (seen.endsWith('\r\n0\r\n\r\n')) answer(socket);
+    });
+  });
+  return `http://127.0.0.1:${await listen(t, server)}`;
+}
+
+function setup(t: TestContext, server: string, timeoutMs = 20_000): { http: RelayHttp; blobs: RelayBlobBackend } {
+  const uploads = new NodeUploadTransport();
+  t.after(() => uploads.close());
+  const http = new RelayHttp({ server, token: () => 'cs1.test-token', uploads });
+  return { http, blobs: new RelayBlobBackend(http, { timeoutMs }) };
+}
+
+async function* body(...batches: Uint8Array[][]): StreamedBody {
+  for (const b of batches) yield b;
+}
+
+/** Reads a request body whole. */
+async function drain(req: IncomingMessage): Promise<number> {
+  let n = 0;
+  for await (const c of req) n += (c as Buffer).length;
+  return n;
+}
+
+async function writeObject(blobs: RelayBlobBackend, name: string, bytes: number): Promise<void> {
+  const w = await blobs.create(name);
+  await w.write([Buffer.alloc(bytes, 7), Buffer.alloc(16, 1)]);
+  await w.commit();
+}
+
+test('an upload is one chunked PUT with the bearer token, its batches arriving whole', async (t) => {
+  let got: { method?: string; url?: string; auth?: string; te?: string; bytes: number } = { bytes: 0 };
+  const server = await httpServer(t, (req, res) => {
+    void drain(req).then((bytes) => {
+      got = { method: req.method!, url: req.url!, auth: req.headers.authorization!, te: req.headers['transfer-encoding']!, bytes };
+      res.writeHead(201).end();
+    });
+  });
+  const { http } = setup(t, server);
+  const a = await http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(70_000, 1), Buffer.alloc(16, 2)], [Buffer.alloc(5, 3)]), signal: new AbortController().signal, pass: [] });
+  assert.equal(a.status, 201);
+  assert.deepEqual(got, { method: 'PUT', url: `/v1/blobs/${NAME}`, auth: 'Bearer cs1.test-token', te: 'chunked', bytes: 70_021 });
+});
+
+test('the server closing the connection in the middle of its answer is a clear error', async (t) => {
+  const server = await rawServer(t, (socket) => {
+    socket.write('HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"par');
+    setTimeout(() => socket.destroy(), 20);
+  });
+  const { http, blobs } = setup(t, server);
+  await assert.rejects(http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(10)]), signal: new AbortController().signal, pass: [] }), (e: unknown) => {
+    assert.ok(e instanceof UnavailableError, String(e));
+    assert.match((e as Error).message, /in the middle of the answer|connection reset/);
+    return true;
+  });
+  // Through the blob backend: tried once more, then a storage error naming the object.
+  await assert.rejects(writeObject(blobs, NAME, 1000), (e: unknown) => {
+    assert.ok(CofferError.is(e, 'storage'), String(e));
+    assert.match((e as Error).message, new RegExp(`writing ${NAME} .*(in the middle of the answer|connection reset)`));
+    return true;
+  });
+});
+
+test('a kept-alive connection reset between requests: the upload goes once more, on a new connection', async (t) => {
+  const attempts: string[] = [];
+  let connections = 0;
+  const server = createServer((req, res) => {
+    attempts.push(req.url!);
+    // The second request on a connection finds it reset (as a server that dropped an idle socket).
+    if ((req.socket as Socket & { served?: number }).served) {
+      req.socket.resetAndDestroy();
+      return;
+    }
+    (req.socket as Socket & { served?: number }).served = 1;
+    void drain(req).then(() => res.writeHead(201).end());
+  });
+  server.on('connection', () => connections++);
+  const { blobs } = setup(t, `http://127.0.0.1:${await listen(t, server)}`);
+  await writeObject(blobs, 'data/aa/1', 200_000);
+  await writeObject(blobs, 'data/aa/2', 200_000);
+  assert.deepEqual(attempts, ['/v1/blobs/data/aa/1', '/v1/blobs/data/aa/2', '/v1/blobs/data/aa/2']);
+  assert.equal(connections, 2);
+});
+
+test('a connection reset on every try is a clear storage error, after one more try', async (t) => {
+  let tries = 0;
+  const server = createServer((req) => {
+    tries++;
+    req.socket.resetAndDestroy();
+  });
+  const { blobs } = setup(t, `http://127.0.0.1:${await listen(t, server)}`);
+  await assert.rejects(writeObject(blobs, NAME, 50_000), (e: unknown) => {
+    assert.ok(CofferError.is(e, 'storage'), String(e));
+    assert.match((e as Error).message, /connection reset/);
+    return true;
+  });
+  assert.equal(tries, 2);
+});
+
+test('a server that takes the body and never answers, or trickles its answer, is ended by the deadline', async (t) => {
+  const silent = await rawServer(t, () => {});
+  const trickle = await rawServer(t, (socket) => {
+    socket.write('HTTP/1.1 201 Created\r\ncontent-length: 1000\r\n\r\n');
+    const timer = setInterval(() => socket.write('x'), 100);
+    socket.on('close', () => clearInterval(timer));
+  });
+  for (const server of [silent, trickle]) {
+    const { blobs } = setup(t, server, 700);
+    const t0 = Date.now();
+    await assert.rejects(writeObject(blobs, NAME, 10_000), (e: unknown) => {
+      assert.ok(CofferError.is(e, 'storage'), String(e));
+      assert.match((e as Error).message, /did not answer within 1 s/);
+      return true;
+    });
+    // Two tries, each ended by its deadline (not by the server, which never ends).
+    assert.ok(Date.now() - t0 >= 1400);
+  }
+});
+
+test('garbage status lines and headers are a clear protocol error; odd statuses map like any other', async (t) => {
+  const answers = ['HTTP/1.1 2x1 Created\r\n\r\n', 'garbage\r\n\r\n', 'HTTP/1.1 201 Created\r\nbad header line\r\n\r\n', 'HTTP/1.1 201 Created\r\ncontent-length: -5\r\n\r\n'];
+  for (const raw of answers) {
+    const server = await rawServer(t, (socket) => socket.end(raw));
+    const { http } = setup(t, server);
+    await assert.rejects(http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(10)]), signal: new AbortController().signal, pass: [] }), (e: unknown) => {
+      assert.ok(e instanceof CofferClientError && e.code === 'protocol', `${JSON.stringify(raw)}: ${String(e)}`);
+      assert.match((e as Error).message, /not valid HTTP \(HPE_/);
+      return true;
+    });
+  }
+  // A status no relay sends: the server failed (retry later), with its code.
+  const odd = await rawServer(t, (socket) => socket.end('HTTP/1.1 599 Odd\r\ncontent-length: 8\r\n\r\nnot json'));
+  await assert.rejects(setup(t, odd).http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(1)]), signal: new AbortController().signal, pass: [] }), (e: unknown) => {
+    assert.ok(e instanceof UnavailableError && /599 http-599: Odd/.test(e.message), String(e));
+    return true;
+  });
+  // An answer far larger than any relay's: refused, not read into memory.
+  const huge = await rawServer(t, (socket) => {
+    socket.write('HTTP/1.1 201 Created\r\ncontent-length: 10000000\r\n\r\n');
+    socket.end(Buffer.alloc(10_000_000));
+  });
+  await assert.rejects(setup(t, huge).http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(1)]), signal: new AbortController().signal, pass: [] }), /over 65536 bytes/);
+});
+
+test('an answer before the body is whole (a refusal) comes back, and the half-sent connection is not reused', async (t) => {
+  let connections = 0;
+  const server = createServer((req, res) => {
+    if (req.url!.endsWith('/refused')) {
+      res.writeHead(413, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'blob-too-large', message: 'too large' } }));
+      return;
+    }
+    void drain(req).then(() => res.writeHead(201).end());
+  });
+  server.on('connection', () => connections++);
+  const { http, blobs } = setup(t, `http://127.0.0.1:${await listen(t, server)}`);
+  // The body never ends by itself: only the answer can end this exchange.
+  let stop = false;
+  async function* endless(): StreamedBody {
+    while (!stop) {
+      yield [Buffer.alloc(64 * 1024)];
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  const a = await http.upload({ path: '/v1/blobs/refused', body: endless(), signal: new AbortController().signal, pass: [413] });
+  stop = true;
+  assert.equal(a.status, 413);
+  assert.match(new TextDecoder().decode(a.body), /blob-too-large/);
+  await writeObject(blobs, 'data/aa/3', 1000);
+  assert.equal(connections, 2);
+});
+
+test('https: a certificate the system does not trust is refused with a clear error; one trusted through NODE_EXTRA_CA_CERTS (as fetch trusts it) is used', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'coffer-transport-tls-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { encoding: 'utf8' });
+  if (r.status !== 0) return t.skip(`openssl unavailable: ${r.stderr}`);
+  let reached = 0;
+  const server = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (_req, res) => {
+    reached++;
+    res.writeHead(201).end();
+  });
+  server.on('tlsClientError', () => {});
+  const port = await listen(t, server);
+  const { http } = setup(t, `https://127.0.0.1:${port}`);
+  await assert.rejects(http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(10)]), signal: new AbortController().signal, pass: [] }), (e: unknown) => {
+    assert.ok(e instanceof UnavailableError, String(e));
+    assert.match((e as Error).message, /cannot reach https:\/\/127\.0\.0\.1:\d+: self[- ]signed certificate/);
+    return true;
+  });
+  assert.equal(reached, 0, 'no request (and no token) reached the server');
+  // The same CA trusted the way fetch trusts extra CAs: a process started with
+  // NODE_EXTRA_CA_CERTS uploads through it.
+  const script = `
+    const { NodeUploadTransport } = await import(${JSON.stringify(new URL('../src/node-transport.js', import.meta.url).href)});
+    const { RelayHttp } = await import(${JSON.stringify(new URL('../src/relay-http.js', import.meta.url).href)});
+    const uploads = new NodeUploadTransport();
+    async function* body() { yield [new Uint8Array(100)]; }
+    const a = await new RelayHttp({ server: process.argv[1], token: () => 't', uploads }).upload({ path: '/v1/blobs/x', body: body(), signal: new AbortController().signal, pass: [] });
+    uploads.close();
+    process.stdout.write(String(a.status));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, `https://127.0.0.1:${port}`], { env: { ...process.env, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') } });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  await once(child, 'exit');
+  assert.equal(out, '201', err);
+  assert.equal(reached, 1);
+});

@@ -67,8 +67,15 @@ async function open(buildRoot) {
   return { buildRoot, dir, vault, P, send, fleetKey, accounts, rounds: [] };
 }
 
+/** Log entries committed so far (each: a store transaction + WAL fsync, an anchor write). */
+async function logEntries(b) {
+  const m = (await b.vault.metrics.registry.getSingleMetric('coffer_vault_log_entries_total')?.get())?.values?.[0]?.value;
+  return typeof m === 'number' ? m : NaN;
+}
+
 async function round(b) {
   const { P, fleetKey, send } = b;
+  const entries0 = await logEntries(b);
   const starts = await pool(b.accounts, 8, async (account) => {
     const start = P.opaque.client.startLogin({ password: PASSWORD });
     const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })));
@@ -91,7 +98,7 @@ async function round(b) {
     const r = P.decodeResponseBody(P.unpad(await f.sealed.openResponse(bytes)));
     if (r.outcome !== 'ok') throw new Error(`login-finish: ${r.outcome}`);
   }
-  b.rounds.push({ start: startMs / b.accounts.length, finish: finishMs / b.accounts.length });
+  b.rounds.push({ start: startMs / b.accounts.length, finish: finishMs / b.accounts.length, entries: ((await logEntries(b)) - entries0) / b.accounts.length });
 }
 
 const builds = [];
@@ -107,7 +114,7 @@ try {
   console.log(`vault CPU per recovery (login-start + login-finish via app.inject, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
   for (const b of builds) {
     const total = b.rounds.map((r) => r.start + r.finish);
-    console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))})  rounds ${total.map(fmt).join(' ')}`);
+    console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))}; log entries per recovery ${fmt(median(b.rounds.map((r) => r.entries)))})  rounds ${total.map(fmt).join(' ')}`);
   }
 } finally {
   for (const b of builds) {

@@ -1,4 +1,4 @@
-// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N]` (after `npx tsc -b`)
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N]` (after `npx tsc -b`)
 // Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
 // of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
 //
@@ -23,7 +23,7 @@ const arg = (name, dflt) => {
 };
 const ROUNDS = arg('rounds', 5);
 const ACCOUNTS = arg('accounts', 256);
-const LANES = 32;
+const LANES = arg('lanes', 32);
 const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
 const PASSWORD = 'bench password';
 const K = new Uint8Array(32).fill(7);

@@ -1,4 +1,4 @@
-// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N]` (after `npx tsc -b`)
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11]` (after `npx tsc -b`)
 // Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
 // of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
 //
@@ -12,7 +12,11 @@
 // window (all threads: SQLite and anchor fsyncs included) is the vault's alone. Rounds
 // of the builds alternate, so load from other processes falls on all of them alike;
 // the minimum and median over rounds are printed (after one uncounted warm-up round each).
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+// --platform pkcs11: each build on its own SoftHSM2 token (one token directory, one
+// SOFTHSM2_CONF for the process; the library is initialized once and shared), keys made
+// by that build's `coffer-vault keys create`.
+import { spawnSync } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
@@ -23,7 +27,10 @@ const arg = (name, dflt) => {
 };
 const ROUNDS = arg('rounds', 5);
 const ACCOUNTS = arg('accounts', 256);
-const LANES = 32;
+const LANES = arg('lanes', 32);
+const platformAt = process.argv.indexOf('--platform');
+const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
+if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
 const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
 const PASSWORD = 'bench password';
 const K = new Uint8Array(32).fill(7);
@@ -44,13 +51,33 @@ async function pool(items, n, fn) {
   return out;
 }
 
-async function open(buildRoot) {
-  const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-vault-ab-'));
+/** SoftHSM2: one token directory and configuration for this process; a token per build. */
+let hsmDir = null;
+function softhsmEnv(buildRoot, dir, n) {
+  const util = process.env.COFFER_SOFTHSM_UTIL ?? '/usr/bin/softhsm2-util';
+  const module = process.env.COFFER_SOFTHSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
+  if (!existsSync(util) || !existsSync(module)) throw new Error('--platform pkcs11: SoftHSM2 is not installed');
+  if (!hsmDir) {
+    hsmDir = mkdtempSync(join(tmpdir(), 'coffer-bench-vault-ab-hsm-'));
+    mkdirSync(join(hsmDir, 'tokens'));
+    writeFileSync(join(hsmDir, 'softhsm2.conf'), `directories.tokendir = ${join(hsmDir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+    process.env.SOFTHSM2_CONF = join(hsmDir, 'softhsm2.conf'); // read by the library when first initialized
+  }
+  const label = `coffer-ab-${n}`;
+  const init = spawnSync(util, ['--init-token', '--free', '--label', label, '--pin', '1234', '--so-pin', '123456'], { env: process.env, encoding: 'utf8' });
+  if (init.status !== 0) throw new Error(`softhsm2-util: ${init.stderr}`);
+  const env = { COFFER_VAULT_PLATFORM: 'pkcs11', COFFER_VAULT_PKCS11_MODULE: module, COFFER_VAULT_PKCS11_TOKEN_LABEL: label, COFFER_VAULT_PKCS11_PIN: '1234', COFFER_VAULT_DATA_DIR: dir };
+  const made = spawnSync(process.execPath, [join(buildRoot, 'packages/vault/dist/src/server/main.js'), 'keys', 'create'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+  if (made.status !== 0) throw new Error(`${buildRoot}: keys create: ${made.stderr}`);
+  return env;
+}
+
+async function open({ buildRoot, dir, platformEnv }) {
   const { loadConfig } = await import(join(buildRoot, 'packages/vault/dist/src/server/config.js'));
   const { assembleVault } = await import(join(buildRoot, 'packages/vault/dist/src/server/start.js'));
   const P = await import(join(buildRoot, 'packages/protocol/dist/src/index.js'));
   await P.opaque.ready;
-  const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+  const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...platformEnv } });
   const vault = await assembleVault(config, { createIfMissing: true, logger: { level: 'info', stream: createWriteStream('/dev/null') }, warn: () => {} });
   const send = (account, body) =>
     vault.app.inject({ method: 'POST', url: '/v1/request', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, payload: Buffer.from(body) }).then((r) => {
@@ -67,8 +94,15 @@ async function open(buildRoot) {
   return { buildRoot, dir, vault, P, send, fleetKey, accounts, rounds: [] };
 }
 
+/** Log entries committed so far (each: a store transaction + WAL fsync, an anchor write). */
+async function logEntries(b) {
+  const m = (await b.vault.metrics.registry.getSingleMetric('coffer_vault_log_entries_total')?.get())?.values?.[0]?.value;
+  return typeof m === 'number' ? m : NaN;
+}
+
 async function round(b) {
   const { P, fleetKey, send } = b;
+  const entries0 = await logEntries(b);
   const starts = await pool(b.accounts, 8, async (account) => {
     const start = P.opaque.client.startLogin({ password: PASSWORD });
     const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })));
@@ -91,12 +125,18 @@ async function round(b) {
     const r = P.decodeResponseBody(P.unpad(await f.sealed.openResponse(bytes)));
     if (r.outcome !== 'ok') throw new Error(`login-finish: ${r.outcome}`);
   }
-  b.rounds.push({ start: startMs / b.accounts.length, finish: finishMs / b.accounts.length });
+  b.rounds.push({ start: startMs / b.accounts.length, finish: finishMs / b.accounts.length, entries: ((await logEntries(b)) - entries0) / b.accounts.length });
 }
 
 const builds = [];
+let prepared = [];
 try {
-  for (const r of roots) builds.push(await open(r));
+  // Every token exists before the first build initializes the library (its slot list is fixed then).
+  prepared = roots.map((buildRoot, n) => {
+    const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-vault-ab-'));
+    return { buildRoot, dir, platformEnv: PLATFORM === 'pkcs11' ? softhsmEnv(buildRoot, dir, n) : {} };
+  });
+  for (const p of prepared) builds.push(await open(p));
   for (const b of builds) {
     await round(b); // warm-up (JIT, caches): not counted
     b.rounds.length = 0;
@@ -104,14 +144,13 @@ try {
   for (let i = 0; i < ROUNDS; i++) for (const b of builds) await round(b);
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   const fmt = (x) => x.toFixed(2);
-  console.log(`vault CPU per recovery (login-start + login-finish via app.inject, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
+  console.log(`vault CPU per recovery (login-start + login-finish via app.inject, ${PLATFORM} platform, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
   for (const b of builds) {
     const total = b.rounds.map((r) => r.start + r.finish);
-    console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))})  rounds ${total.map(fmt).join(' ')}`);
+    console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))}; log entries per recovery ${fmt(median(b.rounds.map((r) => r.entries)))})  rounds ${total.map(fmt).join(' ')}`);
   }
 } finally {
-  for (const b of builds) {
-    await b.vault.close();
-    rmSync(b.dir, { recursive: true, force: true });
-  }
+  for (const b of builds) await b.vault.close();
+  for (const p of prepared) rmSync(p.dir, { recursive: true, force: true });
+  if (hsmDir) rmSync(hsmDir, { recursive: true, force: true });
 }

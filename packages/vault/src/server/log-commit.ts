@@ -24,6 +24,13 @@ import type { ServiceLog } from './vault-service.js';
 
 /** After a failed resume, requests are refused with the same error this long before trying again. */
 const RESUME_RETRY_MS = 1000;
+/**
+ * Commit delay (like PostgreSQL's commit_delay with commit_siblings = 1): a batch is held
+ * open at most this long while other requests are still deciding (they announced
+ * themselves with `expect()`), so one log entry, one store transaction + WAL fsync and
+ * one anchor write cover them too. With no other request in progress there is no delay.
+ */
+const DEFAULT_COMMIT_DELAY_MS = 4;
 
 export interface LogCommitterOptions {
   readonly platform: Platform;
@@ -34,6 +41,8 @@ export interface LogCommitterOptions {
   readonly log?: ServiceLog;
   /** With no anchor and a non-empty store: adopt the store's head (operator decision, spec §13.9). */
   readonly adoptWithoutAnchor?: boolean;
+  /** The longest a batch waits for requests still deciding (default 4 ms; 0: never waits). */
+  readonly commitDelayMs?: number;
   /** TEST ONLY: SIGKILL after a batch marked `crashBeforeCapture` commits in the store, before its anchor write. */
   readonly insecureCrashBeforeCaptureForTesting?: boolean;
 }
@@ -55,6 +64,12 @@ export interface Committer {
   matches(account: string, stored: Uint8Array | null): Promise<boolean>;
   /** Commits `changes` in the next batch; resolves once its entry is committed (captured; in a fleet: by a majority). */
   commit(changes: readonly BatchChange[], options?: { countsGuess?: boolean }): Promise<Map<string, RecordVersion>>;
+  /**
+   * A request is deciding and will probably commit soon: the batch forming may wait for it
+   * (commit delay). The returned function says it has queued its change or will not
+   * commit; calling it more than once is harmless.
+   */
+  expect?(): () => void;
   /** Fleet: the refusal to give before any work (decrypting the request) when this node does not lead; null: go on. */
   refuseEarly?(): Error | null;
 }
@@ -65,8 +80,42 @@ export class LogCommitter implements Committer {
   #failure: { err: Error; at: number } | null = null;
   #queue: Waiting[] = [];
   #running = false;
+  /** Requests that announced a commit (expect()) and have not queued it yet. */
+  #expected = 0;
+  /** Wakes a batch held open by the commit delay. */
+  #wake: (() => void) | null = null;
 
   constructor(private readonly o: LogCommitterOptions) {}
+
+  expect(): () => void {
+    this.#expected++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      if (--this.#expected === 0) this.#wake?.();
+    };
+  }
+
+  /** Holds the forming batch open until no announced request is left deciding, the batch is full, or the delay ends. */
+  async #gather(max: number): Promise<void> {
+    const delay = this.o.commitDelayMs ?? DEFAULT_COMMIT_DELAY_MS;
+    if (delay <= 0 || this.#expected === 0 || this.#queued() >= max) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.#wake?.(), delay);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = null;
+        resolve();
+      };
+    });
+  }
+
+  #queued(): number {
+    let count = 0;
+    for (const w of this.#queue) count += w.changes.length;
+    return count;
+  }
 
   /** The guard, resuming from the anchor and the store when there is none. */
   ready(): Promise<RollbackGuard> {
@@ -122,6 +171,7 @@ export class LogCommitter implements Committer {
     return new Promise((resolve, reject) => {
       this.#queue.push({ changes, crashBeforeCapture: options.countsGuess === true, resolve, reject });
       if (!this.#running) void this.#loop();
+      else if (this.#wake && this.#queued() >= (this.o.store.maxBatchChanges ?? Infinity)) this.#wake();
     });
   }
 
@@ -132,6 +182,7 @@ export class LogCommitter implements Committer {
         // Let the requests decided in this turn join the batch.
         await new Promise((r) => setImmediate(r));
         const max = this.o.store.maxBatchChanges ?? Infinity;
+        await this.#gather(max);
         let n = 0;
         let count = 0;
         while (n < this.#queue.length && (n === 0 || count + this.#queue[n]!.changes.length <= max)) count += this.#queue[n++]!.changes.length;

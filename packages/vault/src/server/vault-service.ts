@@ -250,6 +250,7 @@ export class VaultService {
 
   /** The rollback-protected path: check, decide, commit with a log entry, capture, answer. */
   async #handleLogged(committer: Committer, account: string, req: OpenedVaultRequest): Promise<ServiceResult> {
+    const release = committer.expect?.();
     try {
       const stored = await this.#readChecked(committer, account);
       const held = this.#pendingLogins.get(account);
@@ -261,12 +262,16 @@ export class VaultService {
       if (unscheduled) return unscheduled;
       const w = decision.write;
       if (w.kind === 'delete' && !stored) return this.#committed(decision);
-      const versions = await committer.commit([{ account, value: w.kind === 'put' ? w.value : null, erasure: decision.recordErased || w.kind === 'delete' }], { countsGuess: decision.guessCounted });
+      const committing = committer.commit([{ account, value: w.kind === 'put' ? w.value : null, erasure: decision.recordErased || w.kind === 'delete' }], { countsGuess: decision.guessCounted });
+      release?.(); // queued: the forming batch need not wait for this request any more
+      const versions = await committing;
       const version = versions.get(account);
       if (w.kind === 'put' && version !== undefined && w.record.state === 'active' && w.record.pendingLogin) this.#hold(account, { version, bytes: w.value, record: w.record });
       return this.#committed(decision);
     } catch (err) {
       return this.#failure(err, req.op);
+    } finally {
+      release?.();
     }
   }
 

@@ -8,7 +8,7 @@ import type { ChunkerParams } from './fastcdc.js';
 import type { FromWorker, SmallFileResult, ToWorker, WorkerSetup } from './chunk-worker.js';
 import type { CompressionMode } from '../repository/compress.js';
 
-export type { SmallFileResult } from './chunk-worker.js';
+export type { SmallFileResult, SmallFileStat } from './chunk-worker.js';
 
 /** What a worker made of a batch of small files (see chunkBatch). */
 export interface SmallFileBatch {
@@ -118,16 +118,17 @@ export class ChunkPool {
   /**
    * Reads, hashes and compresses many small files (each at most the chunker's minimum
    * size, so one chunk) on the least busy worker, in one message each way. A file that
-   * cannot be read comes back as `ok: false`; it does not fail the batch.
+   * cannot be read comes back as `ok: false`; it does not fail the batch. Each file is
+   * stat'ed again after its read there, and with `xattrs` its extended attributes read.
    */
-  chunkBatch(paths: Array<string | Uint8Array>, sizes: number[]): Promise<SmallFileBatch> {
+  chunkBatch(paths: Array<string | Uint8Array>, sizes: number[], xattrs = false): Promise<SmallFileBatch> {
     if (this.#failure) return Promise.reject(this.#failure);
     const pw = this.#workers.reduce((a, b) => (b.load < a.load ? b : a));
     pw.load++;
     const job = this.#next++;
     return new Promise<SmallFileBatch>((resolve, reject) => {
       this.#jobs.set(job, { onChunk: async () => {}, ids: [], resolve: () => {}, reject, batch: resolve });
-      pw.worker.postMessage({ type: 'batch', job, paths, sizes } satisfies ToWorker);
+      pw.worker.postMessage({ type: 'batch', job, paths, sizes, xattrs } satisfies ToWorker);
     });
   }
 

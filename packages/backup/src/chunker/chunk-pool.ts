@@ -10,6 +10,9 @@ import type { CompressionMode } from '../repository/compress.js';
 
 export type { SmallFileResult, SmallFileStat } from './chunk-worker.js';
 
+/** Young-generation limit of each chunk worker's heap (see the constructor). */
+const WORKER_YOUNG_MB = 8;
+
 /** What a worker made of a batch of small files (see chunkBatch). */
 export interface SmallFileBatch {
   results: SmallFileResult[];
@@ -55,7 +58,9 @@ export class ChunkPool {
 
   constructor(setup: WorkerSetup, threads = Math.max(1, Math.min(2, availableParallelism()))) {
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: setup });
+      // A small young generation: a worker's objects live for one batch or chunk, and the
+      // default (up to 3 × 16 MiB per isolate) mostly held garbage, counted in peak RSS.
+      const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: setup, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB } });
       const pw: PoolWorker = { worker, load: 0, chain: Promise.resolve() };
       // Messages of one worker are handled strictly in order: a job's chunks, then its end.
       worker.on('message', (m: FromWorker) => {

@@ -295,6 +295,9 @@ function errnoMessage(e: unknown): string {
   return (e as Error)?.message ?? String(e);
 }
 
+/** Listing text gathered beyond a maximal blob before tree blobs are cut. */
+const TREE_DRAIN_BYTES = 1024 * 1024;
+
 /** Splits a growing text stream into content-defined Tree blobs. */
 export class TreeWriter {
   #buf = Buffer.alloc(0);
@@ -312,7 +315,9 @@ export class TreeWriter {
     const line = encodeEntry(e);
     this.#pending.push(line);
     this.#pendingChars += line.length;
-    if (this.#buf.length + this.#pendingChars >= 2 * this.cdc.maxSize) return this.#drain(false);
+    // Cut as soon as a whole maximal blob could be: the cut points depend on the bytes
+    // only (cut waits for more when it must), and less text waits in memory.
+    if (this.#buf.length + this.#pendingChars >= this.cdc.maxSize + TREE_DRAIN_BYTES) return this.#drain(false);
     return undefined;
   }
   async #drain(eof: boolean): Promise<void> {
@@ -874,10 +879,12 @@ async function findParent(repo: Repository, host: string, paths: string[]): Prom
 function prescan(paths: Buffer[], exclude: BackupOptions['exclude'], oneFileSystem: boolean, done: (t: { files: number; bytes: number }) => void): () => void {
   let stopped = false;
   const run = async (): Promise<void> => {
-    const devs = new Set<bigint>();
+    // Counting needs no nanoseconds: plain stats (no BigInts) unless an exclude hook wants them.
+    const stat = (p: Buffer): Stats | BigIntStats => (exclude ? lstatSync(p, { bigint: true }) : lstatSync(p));
+    const devs = new Set<string>();
     for (const p of paths) {
       try {
-        devs.add(lstatSync(p, { bigint: true }).dev);
+        devs.add(String(stat(p).dev));
       } catch {
         // missing: the backup itself reports it
       }
@@ -888,17 +895,17 @@ function prescan(paths: Buffer[], exclude: BackupOptions['exclude'], oneFileSyst
     let slice = Date.now();
     while (stack.length > 0 && !stopped) {
       const p = stack.pop()!;
-      let st: BigIntStats;
+      let st: Stats | BigIntStats;
       try {
-        st = lstatSync(p, { bigint: true });
+        st = stat(p);
       } catch {
         continue;
       }
-      if (exclude && (await Promise.resolve(exclude(p, st)).catch(() => false))) continue;
+      if (exclude && (await Promise.resolve(exclude(p, st as BigIntStats)).catch(() => false))) continue;
       if (st.isFile()) {
         files++;
         bytes += Number(st.size);
-      } else if (st.isDirectory() && !(oneFileSystem && !devs.has(st.dev))) {
+      } else if (st.isDirectory() && !(oneFileSystem && !devs.has(String(st.dev)))) {
         let names: Buffer[] = [];
         try {
           names = readdirSync(p, { encoding: 'buffer' });

@@ -15,6 +15,7 @@ import { closeSync, constants as fsConstants, promises as fs, lstatSync, openSyn
 import { parentPort, workerData } from 'node:worker_threads';
 import { maybeCompress, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
+import { isUtf8 } from '../repository/tree.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
 
 export const CREDITS = 4;
@@ -61,7 +62,8 @@ export interface SmallFileStat {
 export type ToWorker =
   | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number }
   /** `xattrs`: also read each file's extended attributes (paths given as strings only). */
-  | { type: 'batch'; job: number; paths: Array<string | Uint8Array>; sizes: number[]; xattrs: boolean }
+  /** `paths`: each path's bytes followed by a NUL; `sizes`: each file's expected size. */
+  | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean }
   | { type: 'ack'; buffer: ArrayBuffer };
 export type FromWorker =
   | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number }
@@ -80,7 +82,7 @@ if (parentPort) {
   const free: ArrayBuffer[] = [];
   let allocated = 0;
   let creditWaiter: (() => void) | undefined;
-  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number } | { type: 'batch'; job: number; paths: Array<string | Uint8Array>; sizes: number[]; xattrs: boolean };
+  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number } | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean };
   const queue: Queued[] = [];
   let busy = false;
 
@@ -137,8 +139,8 @@ if (parentPort) {
   };
 
   /** Reads up to `size` + 1 bytes (one more shows the file grew); O_NOFOLLOW as above. */
-  const readSmall = (path: string | Uint8Array, size: number): Buffer => {
-    const fd = openSync(path as string, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  const readSmall = (path: Buffer, size: number): Buffer => {
+    const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     try {
       const buf = Buffer.allocUnsafe(size + 1);
       let got = 0;
@@ -154,16 +156,23 @@ if (parentPort) {
   };
 
   /** lstat after the read, on this thread: the main thread then needs no second stat per file. */
-  const statAfter = (path: string | Uint8Array): SmallFileStat | null => {
+  const statAfter = (path: Buffer): SmallFileStat | null => {
     try {
-      const st = lstatSync(path as string, { bigint: true });
+      const st = lstatSync(path, { bigint: true });
       return st.isFile() ? { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino } : null;
     } catch {
       return null;
     }
   };
 
-  const chunkBatch = async (job: number, paths: Array<string | Uint8Array>, sizes: number[], withXattrs: boolean) => {
+  const chunkBatch = async (job: number, joined: Uint8Array, sizes: Float64Array, withXattrs: boolean) => {
+    const all = Buffer.from(joined.buffer, joined.byteOffset, joined.byteLength);
+    const paths: Buffer[] = [];
+    for (let o = 0; o < all.length; ) {
+      const end = all.indexOf(0, o);
+      paths.push(all.subarray(o, end));
+      o = end + 1;
+    }
     const ids = new Uint8Array(32 * paths.length);
     const raws: Array<Buffer | null> = [];
     const results: SmallFileResult[] = [];
@@ -175,9 +184,10 @@ if (parentPort) {
         ids.set(createHmac('sha256', setup.chunkIdKey).update(raw).digest(), 32 * i);
         raws.push(raw);
         const r: SmallFileResult = { ok: true, size: raw.length, flags: 0, offset: 0, length: 0, after };
-        if (withXattrs && typeof path === 'string') {
+        // The xattr binding takes text paths: names that are not UTF-8 are left to the caller.
+        if (withXattrs && isUtf8(path)) {
           try {
-            const x = readXattrsSync(path);
+            const x = readXattrsSync(path.toString('utf8'));
             if (x.length > 0) r.xattrs = x;
           } catch (e) {
             const err = e as NodeJS.ErrnoException;

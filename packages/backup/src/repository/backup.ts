@@ -442,6 +442,7 @@ async function runBackup(
 
   const pool = new ChunkPool(ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdKey, repo.config.chunker, opts.compression ?? defaultCompression(repo.config)));
   const smallLimit = Math.min(SMALL_FILE_BYTES, repo.config.chunker.minSize);
+  const smallLimitBig = BigInt(smallLimit);
   const onChunk = async (id: Buffer, data: Buffer) => {
     progress.bytes += data.length;
     await writer.add(BlobType.Data, id, data);
@@ -557,7 +558,7 @@ async function runBackup(
     void (async () => {
       try {
         const b = await pool.chunkBatch(
-          items.map((i) => (isUtf8(i.abs) ? i.abs.toString('utf8') : i.abs)),
+          items.map((i) => i.abs),
           items.map((i) => Number(i.st.size)),
           xattrsInWorkers,
         );
@@ -774,7 +775,7 @@ async function runBackup(
       settle?.(Promise.resolve(same));
       return emit(same);
     }
-    const small = st.size <= BigInt(smallLimit);
+    const small = st.size <= smallLimitBig;
     // Small files with UTF-8 names have their xattrs read by the worker that reads them.
     const workerXattrs = small && xattrsInWorkers && isUtf8(abs);
     const m = meta(abs, rel, st, 'file', workerXattrs ? [] : undefined);

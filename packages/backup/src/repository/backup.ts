@@ -13,7 +13,6 @@
  */
 import { promises as fs, lstatSync, opendirSync, readdirSync, readlinkSync, type BigIntStats, type Stats } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
-import { TextDecoder } from 'node:util';
 import { basename, resolve } from 'node:path';
 import { ChunkPool, FileReadError, type ChunkedFile, type SmallFileBatch, type SmallFileResult, type SmallFileStat } from '../chunker/chunk-pool.js';
 import { FastCdc } from '../chunker/fastcdc.js';
@@ -156,10 +155,11 @@ export function compareTreePaths(a: Buffer, b: Buffer): number {
  */
 class ParentFiles {
   readonly #blobs: string[];
-  readonly #utf8: TextDecoder;
+  readonly #strict: boolean;
   readonly #decode: (line: string, where: string) => TreeEntry;
   #next = 0;
-  #carry = '';
+  /** The bytes after the last line end read so far (an entry split between two blobs). */
+  #carry: Buffer = Buffer.alloc(0);
   #lines: string[] = [];
   #pos = 0;
   #head: TreeEntry | undefined;
@@ -170,7 +170,7 @@ class ParentFiles {
     private readonly onDamage: (e: CofferError) => void,
   ) {
     this.#blobs = snapshot.tree;
-    this.#utf8 = new TextDecoder('utf-8', { fatal: snapshot.version === 2 });
+    this.#strict = snapshot.version === 2;
     this.#decode = snapshot.version === 2 ? decodeEntry : decodeEntryV1;
   }
   /** The parent's entry for file `rel`, if it had one; call in walk order. */
@@ -206,14 +206,15 @@ class ParentFiles {
     }
     try {
       const blob = await this.repo.readBlob(Buffer.from(this.#blobs[this.#next++]!, 'hex'));
-      let text: string;
-      try {
-        text = this.#carry + this.#utf8.decode(blob, { stream: true });
-      } catch {
-        throw new CofferError('corrupt', 'tree listing is not valid UTF-8');
-      }
-      const lines = text.split('\n');
-      this.#carry = lines.pop()!;
+      // Split at the last line end (0x0A is never inside a UTF-8 sequence), then decode:
+      // one validation and one conversion per blob, no streaming decoder.
+      const bytes = this.#carry.length > 0 ? Buffer.concat([this.#carry, blob]) : blob;
+      const end = bytes.lastIndexOf(0x0a) + 1;
+      this.#carry = Buffer.from(bytes.subarray(end));
+      const whole = bytes.subarray(0, end);
+      if (this.#strict && !isUtf8(whole)) throw new CofferError('corrupt', 'tree listing is not valid UTF-8');
+      const lines = whole.toString('utf8').split('\n');
+      lines.pop();
       this.#lines = lines;
     } catch (e) {
       this.#damaged(e);

@@ -91,3 +91,21 @@ test('a small file\'s xattrs are read with its contents (in the chunk worker), a
     { name: 'user.two', value: Buffer.from('2') },
   ]);
 });
+
+test('a parent whose listing cannot be read does not stop the next backup: a warning, and the files are read again', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'many');
+  await manySmallFiles(src);
+  await backup(tr.repo, { paths: [src] });
+  // The listing's blobs and the files' blobs share the packs: remove them all.
+  for (const o of await tr.backend.list('data/')) await tr.backend.delete(o.name);
+  const repo = await tr.reopen();
+  const warnings: string[] = [];
+  repo.onWarning = (m) => warnings.push(m);
+  const second = await backup(repo, { paths: [src] });
+  assert.deepEqual(second.warnings, []);
+  assert.equal(second.read.files, 1800, 'every file read again');
+  assert.ok(warnings.some((w) => w.includes("the previous snapshot's file list can't be read")), warnings.join('\n'));
+  const full = await backup(repo, { paths: [src], parent: 'none' });
+  assert.deepEqual(second.snapshot.tree, full.snapshot.tree);
+});

@@ -120,6 +120,11 @@ export class ProgressBar {
     this.#enabled = enabled && io.stderr.isTTY === true;
   }
 
+  /** Whether anything is drawn (a terminal, not --quiet or --json): else progress need not be computed. */
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
   update(bytes: number, totalBytes: number | undefined, files: number, totalFiles: number | undefined): void {
     if (!this.#enabled) return;
     const secs = (Date.now() - this.#start) / 1000;

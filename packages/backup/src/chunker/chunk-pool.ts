@@ -8,7 +8,10 @@ import type { ChunkerParams } from './fastcdc.js';
 import type { FromWorker, SmallFileResult, ToWorker, WorkerSetup } from './chunk-worker.js';
 import type { CompressionMode } from '../repository/compress.js';
 
-export type { SmallFileResult } from './chunk-worker.js';
+export type { SmallFileResult, SmallFileStat } from './chunk-worker.js';
+
+/** Young-generation limit of each chunk worker's heap (see the constructor). */
+const WORKER_YOUNG_MB = 8;
 
 /** What a worker made of a batch of small files (see chunkBatch). */
 export interface SmallFileBatch {
@@ -55,7 +58,9 @@ export class ChunkPool {
 
   constructor(setup: WorkerSetup, threads = Math.max(1, Math.min(2, availableParallelism()))) {
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: setup });
+      // A small young generation: a worker's objects live for one batch or chunk, and the
+      // default (up to 3 × 16 MiB per isolate) mostly held garbage, counted in peak RSS.
+      const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: setup, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB } });
       const pw: PoolWorker = { worker, load: 0, chain: Promise.resolve() };
       // Messages of one worker are handled strictly in order: a job's chunks, then its end.
       worker.on('message', (m: FromWorker) => {
@@ -118,16 +123,28 @@ export class ChunkPool {
   /**
    * Reads, hashes and compresses many small files (each at most the chunker's minimum
    * size, so one chunk) on the least busy worker, in one message each way. A file that
-   * cannot be read comes back as `ok: false`; it does not fail the batch.
+   * cannot be read comes back as `ok: false`; it does not fail the batch. Each file is
+   * stat'ed again after its read there, and with `xattrs` its extended attributes read.
    */
-  chunkBatch(paths: Array<string | Uint8Array>, sizes: number[]): Promise<SmallFileBatch> {
+  chunkBatch(paths: Uint8Array[], sizes: number[], xattrs = false): Promise<SmallFileBatch> {
     if (this.#failure) return Promise.reject(this.#failure);
     const pw = this.#workers.reduce((a, b) => (b.load < a.load ? b : a));
     pw.load++;
     const job = this.#next++;
+    // The paths travel as one transferred buffer, each followed by a NUL (which no path
+    // holds): cloning hundreds of strings per message cost more than the rest of the batch.
+    let total = 0;
+    for (const p of paths) total += p.length + 1;
+    const joined = new Uint8Array(total);
+    let o = 0;
+    for (const p of paths) {
+      joined.set(p, o);
+      o += p.length + 1;
+    }
+    const sizeArray = Float64Array.from(sizes);
     return new Promise<SmallFileBatch>((resolve, reject) => {
       this.#jobs.set(job, { onChunk: async () => {}, ids: [], resolve: () => {}, reject, batch: resolve });
-      pw.worker.postMessage({ type: 'batch', job, paths, sizes } satisfies ToWorker);
+      pw.worker.postMessage({ type: 'batch', job, paths: joined, sizes: sizeArray, xattrs } satisfies ToWorker, [joined.buffer, sizeArray.buffer]);
     });
   }
 

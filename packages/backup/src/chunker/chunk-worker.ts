@@ -11,9 +11,11 @@
  * with one transferred buffer, so a small file costs no thread round trip of its own.
  */
 import { createHmac } from 'node:crypto';
-import { closeSync, constants as fsConstants, promises as fs, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, promises as fs, lstatSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { maybeCompress, type CompressionMode } from '../repository/compress.js';
+import { readXattrsSync } from '../repository/fs-meta.js';
+import { isUtf8 } from '../repository/tree.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
 
 export const CREDITS = 4;
@@ -33,13 +35,35 @@ export interface WorkerSetup {
  * The stored bytes are `data[offset, offset + length)` of the batch's buffer.
  */
 export type SmallFileResult =
-  | { ok: true; size: number; flags: number; offset: number; length: number }
+  | {
+      ok: true;
+      size: number;
+      flags: number;
+      offset: number;
+      length: number;
+      /** The file's lstat just after it was read (null: gone, or no longer a regular file). */
+      after: SmallFileStat | null;
+      /** Its extended attributes (read after the contents; absent when not asked for). */
+      xattrs?: Array<{ name: string; value: Uint8Array }>;
+      /** Why its xattrs could not be read (the contents were). */
+      xattrError?: { code?: string; message: string };
+    }
   | { ok: false; code: string; message: string };
+
+/** The fields of a file's stat that show whether it changed while it was read. */
+export interface SmallFileStat {
+  size: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  ino: bigint;
+}
 
 /** `path` is bytes when the file name is not UTF-8 (a Buffer arrives as a Uint8Array). */
 export type ToWorker =
   | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number }
-  | { type: 'batch'; job: number; paths: Array<string | Uint8Array>; sizes: number[] }
+  /** `xattrs`: also read each file's extended attributes (paths given as strings only). */
+  /** `paths`: each path's bytes followed by a NUL; `sizes`: each file's expected size. */
+  | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean }
   | { type: 'ack'; buffer: ArrayBuffer };
 export type FromWorker =
   | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number }
@@ -58,7 +82,7 @@ if (parentPort) {
   const free: ArrayBuffer[] = [];
   let allocated = 0;
   let creditWaiter: (() => void) | undefined;
-  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number } | { type: 'batch'; job: number; paths: Array<string | Uint8Array>; sizes: number[] };
+  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number } | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean };
   const queue: Queued[] = [];
   let busy = false;
 
@@ -115,8 +139,8 @@ if (parentPort) {
   };
 
   /** Reads up to `size` + 1 bytes (one more shows the file grew); O_NOFOLLOW as above. */
-  const readSmall = (path: string | Uint8Array, size: number): Buffer => {
-    const fd = openSync(path as string, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  const readSmall = (path: Buffer, size: number): Buffer => {
+    const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     try {
       const buf = Buffer.allocUnsafe(size + 1);
       let got = 0;
@@ -131,16 +155,46 @@ if (parentPort) {
     }
   };
 
-  const chunkBatch = async (job: number, paths: Array<string | Uint8Array>, sizes: number[]) => {
+  /** lstat after the read, on this thread: the main thread then needs no second stat per file. */
+  const statAfter = (path: Buffer): SmallFileStat | null => {
+    try {
+      const st = lstatSync(path, { bigint: true });
+      return st.isFile() ? { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino } : null;
+    } catch {
+      return null;
+    }
+  };
+
+  const chunkBatch = async (job: number, joined: Uint8Array, sizes: Float64Array, withXattrs: boolean) => {
+    const all = Buffer.from(joined.buffer, joined.byteOffset, joined.byteLength);
+    const paths: Buffer[] = [];
+    for (let o = 0; o < all.length; ) {
+      const end = all.indexOf(0, o);
+      paths.push(all.subarray(o, end));
+      o = end + 1;
+    }
     const ids = new Uint8Array(32 * paths.length);
     const raws: Array<Buffer | null> = [];
     const results: SmallFileResult[] = [];
     for (let i = 0; i < paths.length; i++) {
       try {
-        const raw = readSmall(paths[i]!, sizes[i]!);
+        const path = paths[i]!;
+        const raw = readSmall(path, sizes[i]!);
+        const after = statAfter(path);
         ids.set(createHmac('sha256', setup.chunkIdKey).update(raw).digest(), 32 * i);
         raws.push(raw);
-        results.push({ ok: true, size: raw.length, flags: 0, offset: 0, length: 0 });
+        const r: SmallFileResult = { ok: true, size: raw.length, flags: 0, offset: 0, length: 0, after };
+        // The xattr binding takes text paths: names that are not UTF-8 are left to the caller.
+        if (withXattrs && isUtf8(path)) {
+          try {
+            const x = readXattrsSync(path.toString('utf8'));
+            if (x.length > 0) r.xattrs = x;
+          } catch (e) {
+            const err = e as NodeJS.ErrnoException;
+            r.xattrError = { ...(err.code !== undefined ? { code: err.code } : {}), message: String(err.message ?? err) };
+          }
+        }
+        results.push(r);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         raws.push(null);
@@ -172,7 +226,7 @@ if (parentPort) {
       const q = queue.shift()!;
       if (q.type === 'batch') {
         try {
-          await chunkBatch(q.job, q.paths, q.sizes);
+          await chunkBatch(q.job, q.paths, q.sizes, q.xattrs);
         } catch (e) {
           const err = e as NodeJS.ErrnoException;
           port.postMessage({ type: 'error', job: q.job, code: err.code ?? 'EUNKNOWN', message: err.message } satisfies FromWorker);

@@ -11,10 +11,10 @@
  * that are not UTF-8 are backed up exactly. Owners, xattrs, hard links, sparseness,
  * nanosecond times and special files are recorded (format version 2).
  */
-import { promises as fs, lstatSync, opendirSync, readdirSync, type BigIntStats, type Stats } from 'node:fs';
+import { promises as fs, lstatSync, opendirSync, readdirSync, readlinkSync, type BigIntStats, type Stats } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { basename, resolve } from 'node:path';
-import { ChunkPool, FileReadError, type ChunkedFile, type SmallFileBatch, type SmallFileResult } from '../chunker/chunk-pool.js';
+import { ChunkPool, FileReadError, type ChunkedFile, type SmallFileBatch, type SmallFileResult, type SmallFileStat } from '../chunker/chunk-pool.js';
 import { FastCdc } from '../chunker/fastcdc.js';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
@@ -23,7 +23,7 @@ import { BlobWriter } from './blob-writer.js';
 import { RepositoryLock } from './lock.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 import { encodeSnapshot, type Snapshot } from './snapshot.js';
-import { encodeEntry, isUtf8, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
+import { decodeEntry, decodeEntryV1, encodeEntry, isUtf8, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
 import { OwnerNames, devMajor, devMinor, readXattrsSync, xattrs } from './fs-meta.js';
 import { Semaphore } from './semaphore.js';
 import type { PadMode } from './padding.js';
@@ -114,7 +114,9 @@ const SLASH = Buffer.from('/');
 interface ReadFile {
   chunks: string[];
   size: number;
-  st: BigIntStats;
+  st: SmallFileStat;
+  /** Its xattrs when a chunk worker read them (the small-file path). */
+  xattrs?: Xattr[];
 }
 
 /** A path for messages (bytes that are not UTF-8 shown as U+FFFD). */
@@ -144,47 +146,91 @@ export function compareTreePaths(a: Buffer, b: Buffer): number {
  * The parent snapshot's files, read along with the walk: its listing is in the order
  * the walk visits paths, so one pass over it finds every file's previous entry and the
  * listing is never held in memory (a snapshot of any size costs one tree blob at a time).
+ *
+ * Read blob by blob, not entry by entry: `find` answers without waiting unless it has
+ * to load the next blob, so an unchanged file costs no promise of its own. The entries
+ * are decoded as strictly as `Repository.tree` does, but the listing's structure rules
+ * (§9.3) are not checked here: the parent only gives hints, each checked against the
+ * file system and the index, and checking them would keep a set of every path.
  */
 class ParentFiles {
-  readonly #it: AsyncIterator<TreeEntry>;
+  readonly #blobs: string[];
+  readonly #strict: boolean;
+  readonly #decode: (line: string, where: string) => TreeEntry;
+  #next = 0;
+  /** The bytes after the last line end read so far (an entry split between two blobs). */
+  #carry: Buffer = Buffer.alloc(0);
+  #lines: string[] = [];
+  #pos = 0;
   #head: TreeEntry | undefined;
   #done = false;
   constructor(
-    entries: AsyncIterable<TreeEntry>,
+    private readonly repo: Repository,
+    snapshot: Snapshot,
     private readonly onDamage: (e: CofferError) => void,
   ) {
-    this.#it = entries[Symbol.asyncIterator]();
+    this.#blobs = snapshot.tree;
+    this.#strict = snapshot.version === 2;
+    this.#decode = snapshot.version === 2 ? decodeEntry : decodeEntryV1;
   }
   /** The parent's entry for file `rel`, if it had one; call in walk order. */
-  async find(rel: Buffer): Promise<FileEntry | undefined> {
+  find(rel: Buffer): FileEntry | undefined | Promise<FileEntry | undefined> {
     for (;;) {
-      if (this.#head === undefined) {
-        if (this.#done) return undefined;
+      let h = this.#head;
+      if (h === undefined) {
+        if (this.#pos >= this.#lines.length) {
+          if (this.#done) return undefined;
+          return this.#load().then(() => this.find(rel));
+        }
         try {
-          const n = await this.#it.next();
-          if (n.done) {
-            this.#done = true;
-            return undefined;
-          }
-          this.#head = n.value;
+          h = this.#decode(this.#lines[this.#pos]!, 'tree of the parent snapshot');
         } catch (e) {
-          // A damaged parent must not stop new backups: the rest is read again.
-          if (!(e instanceof CofferError) || e.code === 'storage') throw e;
-          this.#done = true;
-          this.onDamage(e);
+          this.#damaged(e);
           return undefined;
         }
+        this.#head = h;
       }
-      const h = this.#head;
       const c = compareTreePaths(h.rawPath, rel);
       if (c > 0) return undefined;
       this.#head = undefined;
+      this.#pos++;
       if (c === 0) return h.type === 'file' ? h : undefined;
     }
   }
-  async close(): Promise<void> {
+  async #load(): Promise<void> {
+    this.#lines = [];
+    this.#pos = 0;
+    if (this.#next >= this.#blobs.length) {
+      this.#done = true;
+      return;
+    }
+    try {
+      const blob = await this.repo.readBlob(Buffer.from(this.#blobs[this.#next++]!, 'hex'));
+      // Split at the last line end (0x0A is never inside a UTF-8 sequence), then decode:
+      // one validation and one conversion per blob, no streaming decoder.
+      const bytes = this.#carry.length > 0 ? Buffer.concat([this.#carry, blob]) : blob;
+      const end = bytes.lastIndexOf(0x0a) + 1;
+      this.#carry = Buffer.from(bytes.subarray(end));
+      const whole = bytes.subarray(0, end);
+      if (this.#strict && !isUtf8(whole)) throw new CofferError('corrupt', 'tree listing is not valid UTF-8');
+      const lines = whole.toString('utf8').split('\n');
+      lines.pop();
+      this.#lines = lines;
+    } catch (e) {
+      this.#damaged(e);
+    }
+  }
+  #damaged(e: unknown): void {
+    // A damaged parent must not stop new backups: the rest is read again.
+    if (!(e instanceof CofferError) || e.code === 'storage') throw e;
     this.#done = true;
-    await this.#it.return?.();
+    this.#lines = [];
+    this.#head = undefined;
+    this.onDamage(e);
+  }
+  close(): void {
+    this.#done = true;
+    this.#lines = [];
   }
 }
 
@@ -250,27 +296,35 @@ function errnoMessage(e: unknown): string {
   return (e as Error)?.message ?? String(e);
 }
 
+/** Listing text gathered beyond a maximal blob before tree blobs are cut. */
+const TREE_DRAIN_BYTES = 1024 * 1024;
+
 /** Splits a growing text stream into content-defined Tree blobs. */
 export class TreeWriter {
   #buf = Buffer.alloc(0);
   /** Entries not yet joined to #buf: joining once per drain, not once per entry (that was quadratic). */
-  #pending: Buffer[] = [];
-  #pendingBytes = 0;
+  #pending: string[] = [];
+  /** Their length in UTF-16 units: at most their length in bytes, enough to know when to drain. */
+  #pendingChars = 0;
   readonly ids: string[] = [];
   constructor(
     private readonly cdc: FastCdc,
     private readonly store: (raw: Buffer) => Promise<string>,
   ) {}
-  async write(e: TreeEntry): Promise<void> {
-    const line = Buffer.from(encodeEntry(e), 'utf8');
+  /** Adds an entry; returns a promise only when tree blobs were cut and are being stored. */
+  write(e: TreeEntry): Promise<void> | undefined {
+    const line = encodeEntry(e);
     this.#pending.push(line);
-    this.#pendingBytes += line.length;
-    if (this.#buf.length + this.#pendingBytes >= 2 * this.cdc.maxSize) await this.#drain(false);
+    this.#pendingChars += line.length;
+    // Cut as soon as a whole maximal blob could be: the cut points depend on the bytes
+    // only (cut waits for more when it must), and less text waits in memory.
+    if (this.#buf.length + this.#pendingChars >= this.cdc.maxSize + TREE_DRAIN_BYTES) return this.#drain(false);
+    return undefined;
   }
   async #drain(eof: boolean): Promise<void> {
-    this.#buf = Buffer.concat([this.#buf, ...this.#pending]);
+    this.#buf = Buffer.concat([this.#buf, Buffer.from(this.#pending.join(''), 'utf8')]);
     this.#pending = [];
-    this.#pendingBytes = 0;
+    this.#pendingChars = 0;
     let start = 0;
     while (start < this.#buf.length) {
       const n = this.cdc.cut(this.#buf, start, this.#buf.length, eof);
@@ -336,7 +390,7 @@ async function runBackup(
     const parent = await findParent(repo, host, absPaths);
     if (parent) {
       parentTotals = { files: parent.snapshot.stats.files, bytes: parent.snapshot.stats.bytes };
-      parentFiles = new ParentFiles(repo.tree(parent.snapshot), (e) =>
+      parentFiles = new ParentFiles(repo, parent.snapshot, (e) =>
         repo.onWarning(`the previous snapshot's file list can't be read (${e.message}); the files after that point are read again`),
       );
     }
@@ -357,6 +411,8 @@ async function runBackup(
     opts.onWarning?.(w);
   };
   const progress: BackupProgress = { files: 0, bytes: 0, addedBytes: 0, path: '' };
+  /** The current path, turned into text only when progress is reported. */
+  let current: Buffer = Buffer.alloc(0);
   const stats = { files: 0, dirs: 0, bytes: 0 };
   const read = { files: 0, bytes: 0 };
   let lastReport = 0;
@@ -365,6 +421,7 @@ async function runBackup(
     const t = Date.now();
     if (!force && t - lastReport < 100) return;
     lastReport = t;
+    progress.path = current.toString('utf8');
     progress.addedBytes = writer.addedBytes;
     // The parent's totals are an estimate: never show more done than the total.
     if (progress.totalBytes !== undefined && progress.bytes > progress.totalBytes) progress.totalBytes = progress.bytes;
@@ -386,6 +443,7 @@ async function runBackup(
 
   const pool = new ChunkPool(ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdKey, repo.config.chunker, opts.compression ?? defaultCompression(repo.config)));
   const smallLimit = Math.min(SMALL_FILE_BYTES, repo.config.chunker.minSize);
+  const smallLimitBig = BigInt(smallLimit);
   const onChunk = async (id: Buffer, data: Buffer) => {
     progress.bytes += data.length;
     await writer.add(BlobType.Data, id, data);
@@ -414,7 +472,7 @@ async function runBackup(
    * read differ from its size, it changed while being read. It is read once more; if it
    * changes again, what was read is kept and a warning says it may be inconsistent.
    */
-  const readStable = async (abs: Buffer, st: BigIntStats, first = 1): Promise<ReadFile | null> => {
+  const readStable = async (abs: Buffer, st: SmallFileStat, first = 1): Promise<ReadFile | null> => {
     for (let attempt = first; ; attempt++) {
       const got = await chunkFile(abs, Number(st.size));
       if (!got) return null;
@@ -432,8 +490,9 @@ async function runBackup(
 
   /**
    * The small-file path: files wait in `batch` until it is full, then go to a worker
-   * together. Each file's result is then checked as readStable does (stat again; a
-   * file that moved is read again the ordinary way) and its blob stored.
+   * together. The worker reads each, stats it again and reads its xattrs; each file's
+   * result is then checked as readStable does (a file that moved is read again the
+   * ordinary way) and its blob stored.
    */
   interface SmallItem {
     abs: Buffer;
@@ -459,29 +518,37 @@ async function runBackup(
       warn(show(it.abs), `cannot read: ${errnoMessage({ code: r.code, message: r.message })}`);
       return null;
     }
-    await opts.afterFileRead?.(it.abs);
-    let after: BigIntStats | null;
-    try {
-      after = lstatSync(it.abs, { bigint: true });
-    } catch {
-      after = null;
+    let after: SmallFileStat | null = r.after;
+    if (opts.afterFileRead) {
+      // The test hook runs between the read and the second stat, so that stat is taken here.
+      await opts.afterFileRead(it.abs);
+      try {
+        after = lstatSync(it.abs, { bigint: true });
+        if (!(after as BigIntStats).isFile()) after = null;
+      } catch {
+        after = null;
+      }
     }
     const st = it.st;
     const same = after !== null && after.size === st.size && after.mtimeNs === st.mtimeNs && after.ctimeNs === st.ctimeNs && BigInt(r.size) === st.size;
     if (!same) {
       // Changed while read: a second, ordinary read (it may have grown past the small size).
-      if (after !== null && after.isFile()) return readStable(it.abs, after, 2);
+      if (after !== null) return readStable(it.abs, after, 2);
       warn(show(it.abs), 'changed while it was being read (twice): stored as read, which may mix old and new contents');
     }
+    if (r.xattrError) warn(show(it.abs), `cannot read extended attributes: ${errnoMessage(r.xattrError)}`);
+    const xattrs = r.xattrs?.map((x) => ({ name: x.name, value: Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength) })) ?? [];
     read.files++;
     read.bytes += r.size;
     progress.bytes += r.size;
-    if (r.size === 0) return { chunks: [], size: 0, st: same || !after ? st : after };
+    if (r.size === 0) return { chunks: [], size: 0, st, xattrs };
     const id = Buffer.from(b.ids.subarray(32 * k, 32 * k + 32));
     await writer.addStored(BlobType.Data, id, r.size, b.data.subarray(r.offset, r.offset + r.length), r.flags);
     report();
-    return { chunks: [id.toString('hex')], size: r.size, st };
+    return { chunks: [id.toString('hex')], size: r.size, st, xattrs };
   };
+  /** Whether the workers read small files' xattrs (else `meta` does, on this thread). */
+  const xattrsInWorkers = xattrs() !== null;
   const submitBatch = async () => {
     if (batch.length === 0) return;
     const items = batch;
@@ -492,8 +559,9 @@ async function runBackup(
     void (async () => {
       try {
         const b = await pool.chunkBatch(
-          items.map((i) => (isUtf8(i.abs) ? i.abs.toString('utf8') : i.abs)),
+          items.map((i) => i.abs),
           items.map((i) => Number(i.st.size)),
+          xattrsInWorkers,
         );
         for (let k = 0; k < items.length; k++) {
           const it = items[k]!;
@@ -512,45 +580,76 @@ async function runBackup(
   };
 
   // Files are read by the workers ahead of the listing; their tree entries are written
-  // in walk order, so the listing is the same whatever finishes first.
-  const queue: Array<Promise<TreeEntry | null>> = [];
-  const emit = async (e: Promise<TreeEntry | null>) => {
-    queue.push(e);
-    emitted++;
-    if (batch.length >= SMALL_BATCH_FILES || batchBytes >= SMALL_BATCH_BYTES) await submitBatch();
-    while (queue.length > LOOKAHEAD) {
-      if (written >= batchFirst) await submitBatch(); // the head waits in the batch being filled
-      await writeHead();
-    }
-  };
-  const writeHead = async () => {
-    written++;
-    const e = await queue.shift()!;
-    if (!e) return;
+  // in walk order, so the listing is the same whatever finishes first. An entry known at
+  // once (a directory, an unchanged file) is queued as itself, not as a promise, and the
+  // queue is drained without waiting unless something in it is not ready: no promise
+  // and no await per unchanged file.
+  type Pending = TreeEntry | null | Promise<TreeEntry | null>;
+  let queue: Pending[] = [];
+  let qHead = 0;
+  const queued = () => queue.length - qHead;
+  const writeEntry = (e: TreeEntry | null): Promise<void> | undefined => {
+    if (!e) return undefined;
     if (e.type === 'file') {
       stats.files++;
       stats.bytes += e.size;
       progress.files++;
       report();
     }
-    await tree.write(e);
+    return tree.write(e);
+  };
+  const writeHead = (): Promise<void> | undefined => {
+    written++;
+    const q = queue[qHead];
+    queue[qHead++] = null;
+    if (qHead >= 4096 && qHead * 2 >= queue.length) {
+      queue = queue.slice(qHead);
+      qHead = 0;
+    }
+    return q instanceof Promise ? q.then(writeEntry) : writeEntry(q!);
+  };
+  /** Writes entries until at most LOOKAHEAD wait; a promise only when it had to wait. */
+  const drainQueue = (): Promise<void> | undefined => {
+    while (queued() > LOOKAHEAD) {
+      if (written >= batchFirst) return submitBatch().then(drainQueueAsync); // the head waits in the batch being filled
+      const w = writeHead();
+      if (w) return w.then(drainQueueAsync);
+    }
+    return undefined;
+  };
+  const drainQueueAsync = async (): Promise<void> => {
+    for (let w = drainQueue(); w; w = drainQueue()) await w;
+  };
+  const emit = (e: Pending): Promise<void> | undefined => {
+    queue.push(e);
+    emitted++;
+    if (batch.length >= SMALL_BATCH_FILES || batchBytes >= SMALL_BATCH_BYTES) return submitBatch().then(drainQueueAsync);
+    return drainQueue();
   };
 
   const owners = new OwnerNames();
+  await owners.load();
   /** "dev:ino" → the first name's path and its (future) entry: null if it could not be read. */
   const hardlinks = new Map<string, { path: Buffer; entry: Promise<TreeEntry | null> }>();
   let xattrNameWarnings = 0;
-  const users = new Map<number, string | undefined>();
-  const groups = new Map<number, string | undefined>();
-  /** `known`: the xattrs when they are known already (an unchanged file's, from the parent). */
-  const meta = async (abs: Buffer, rel: Buffer, st: BigIntStats, type: TreeEntry['type'], known?: Xattr[]) => {
+  const readXattrs = (abs: Buffer): Xattr[] => {
+    try {
+      return readXattrsSync(abs.toString('utf8'));
+    } catch (e) {
+      warn(show(abs), `cannot read extended attributes: ${errnoMessage(e)}`);
+      return [];
+    }
+  };
+  /**
+   * The metadata of an entry. `known`: its xattrs when they are known already (an
+   * unchanged file's, from the parent) or will be read elsewhere (by a chunk worker).
+   */
+  const meta = (abs: Buffer, rel: Buffer, st: BigIntStats, type: TreeEntry['type'], known?: Xattr[]) => {
     const uid = Number(st.uid);
     const gid = Number(st.gid);
     const owner: Owner = { uid, gid };
-    if (!users.has(uid)) users.set(uid, await owners.user(uid));
-    if (!groups.has(gid)) groups.set(gid, await owners.group(gid));
-    const user = users.get(uid);
-    const group = groups.get(gid);
+    const user = owners.userOf(uid);
+    const group = owners.groupOf(gid);
     if (user !== undefined) owner.user = user;
     if (group !== undefined) owner.group = group;
     let list: Xattr[] = known ?? [];
@@ -559,11 +658,7 @@ async function runBackup(
       if (!isUtf8(abs)) {
         if (xattrs()) xattrNameWarnings++;
       } else {
-        try {
-          list = readXattrsSync(abs.toString('utf8'));
-        } catch (e) {
-          warn(show(abs), `cannot read extended attributes: ${errnoMessage(e)}`);
-        }
+        list = readXattrs(abs);
       }
     }
     return {
@@ -577,105 +672,134 @@ async function runBackup(
   };
 
   const rootDevs = new Set<bigint>();
-  const visit = async (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> => {
-    progress.path = rel.toString('utf8');
-    if (opts.exclude && (await opts.exclude(abs, st))) return;
-    if (st.isDirectory()) {
-      let names: NameList;
+  /** Visits one entry: a promise only when something had to be waited for. */
+  const visit = (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> | undefined => {
+    current = rel;
+    if (opts.exclude) {
+      const x = opts.exclude(abs, st);
+      if (x instanceof Promise) return x.then((out) => (out ? undefined : visitIncluded(abs, rel, st)));
+      if (x) return undefined;
+    }
+    return visitIncluded(abs, rel, st);
+  };
+  const visitDir = async (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> => {
+    let names: NameList;
+    try {
+      // --one-file-system: a mount point is kept as an empty directory (as restic does).
+      names = new NameList(opts.oneFileSystem && !rootDevs.has(st.dev) ? null : abs);
+    } catch (e) {
+      warn(show(abs), `cannot list directory: ${errnoMessage(e)}`);
+      return;
+    }
+    stats.dirs++;
+    const w = emit({ ...meta(abs, rel, st, 'dir'), type: 'dir' as const });
+    if (w) await w;
+    for (let k = 0; k < names.length; k++) {
+      const name = names.name(k);
+      const childAbs = Buffer.concat([abs, SLASH, name]);
+      let cst: BigIntStats;
       try {
-        // --one-file-system: a mount point is kept as an empty directory (as restic does).
-        names = new NameList(opts.oneFileSystem && !rootDevs.has(st.dev) ? null : abs);
+        // Synchronous: a stat from the page cache costs less than a round trip to libuv's pool.
+        cst = lstatSync(childAbs, { bigint: true });
       } catch (e) {
-        warn(show(abs), `cannot list directory: ${errnoMessage(e)}`);
-        return;
+        warn(show(childAbs), `cannot stat: ${errnoMessage(e)}`);
+        continue;
       }
-      stats.dirs++;
-      await emit(Promise.resolve({ ...(await meta(abs, rel, st, 'dir')), type: 'dir' as const }));
-      for (let k = 0; k < names.length; k++) {
-        const name = names.name(k);
-        const childAbs = Buffer.concat([abs, SLASH, name]);
-        let cst: BigIntStats;
-        try {
-          // Synchronous: a stat from the page cache costs less than a round trip to libuv's pool.
-          cst = lstatSync(childAbs, { bigint: true });
-        } catch (e) {
-          warn(show(childAbs), `cannot stat: ${errnoMessage(e)}`);
-          continue;
-        }
-        // Whether a path is included (--exclude, --one-file-system) is decided here,
-        // with its name and stat, before anything of it is read.
-        await visit(childAbs, Buffer.concat([rel, SLASH, name]), cst);
-      }
-    } else if (st.isSymbolicLink()) {
+      // Whether a path is included (--exclude, --one-file-system) is decided here,
+      // with its name and stat, before anything of it is read.
+      const v = visit(childAbs, Buffer.concat([rel, SLASH, name]), cst);
+      if (v) await v;
+    }
+  };
+  const visitIncluded = (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> | undefined => {
+    if (st.isDirectory()) return visitDir(abs, rel, st);
+    if (st.isFile()) return visitFile(abs, rel, st);
+    if (st.isSymbolicLink()) {
+      let target: Buffer;
       try {
-        const target = await fs.readlink(abs, { encoding: 'buffer' });
-        await emit(Promise.resolve({ ...(await meta(abs, rel, st, 'symlink')), type: 'symlink' as const, target }));
+        target = readlinkSync(abs, { encoding: 'buffer' });
       } catch (e) {
         warn(show(abs), `cannot read link: ${errnoMessage(e)}`);
+        return undefined;
       }
-    } else if (st.isFile()) {
-      const key = `${st.dev}:${st.ino}`;
-      const first = st.nlink > 1n ? hardlinks.get(key) : undefined;
-      if (first) {
-        const m = await meta(abs, rel, st, 'hardlink');
-        // A link only to a file entry that made it into the listing (spec §9.3).
-        const link = first.entry.then((f): TreeEntry | null => {
-          if (f) return { ...m, type: 'hardlink', link: first.path };
-          warn(show(abs), 'skipped: a hard link to a file that could not be read');
-          return null;
-        });
-        link.catch(() => {});
-        await emit(link);
-        return;
-      }
-      let settle!: (e: Promise<TreeEntry | null>) => void;
-      if (st.nlink > 1n) hardlinks.set(key, { path: rel, entry: new Promise((r) => (settle = r)) });
-      const sparse = st.blocks * 512n < st.size;
-      const prev = await parentFiles?.find(rel);
-      if (
-        prev &&
-        prev.size === Number(st.size) &&
-        prev.mtimeNs === st.mtimeNs &&
-        prev.inode === String(st.ino) &&
-        prev.ctime === String(st.ctimeNs) &&
-        prev.chunks.every((c) => index.has(Buffer.from(c, 'hex')))
-      ) {
-        // Unchanged, ctime included: setting an xattr changes the ctime, so the parent's
-        // xattrs still hold and are not listed again (one system call less per file).
-        const m = isUtf8(abs) ? await meta(abs, rel, st, 'file', prev.xattrs ?? []) : await meta(abs, rel, st, 'file');
-        progress.bytes += Number(st.size);
-        const same = Promise.resolve({ ...m, type: 'file' as const, size: prev.size, chunks: prev.chunks, ...(sparse ? { sparse } : {}), inode: prev.inode, ctime: prev.ctime });
-        settle?.(same);
-        await emit(same);
-      } else {
-        const m = await meta(abs, rel, st, 'file');
-        const got = st.size <= BigInt(smallLimit) ? readSmall(abs, st) : readStable(abs, st);
-        const done = got.then((got): FileEntry | null =>
-          got
-            ? {
-                ...m,
-                mtimeNs: got.st.mtimeNs,
-                type: 'file',
-                size: got.size,
-                chunks: got.chunks,
-                ...(sparse ? { sparse } : {}),
-                inode: String(got.st.ino),
-                ctime: String(got.st.ctimeNs),
-              }
-            : null,
-        );
-        done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile
-        settle?.(done);
-        await emit(done);
-      }
-    } else if (st.isFIFO() || st.isSocket()) {
-      await emit(Promise.resolve({ ...(await meta(abs, rel, st, 'fifo')), type: st.isFIFO() ? ('fifo' as const) : ('socket' as const) }));
-    } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-      const type = st.isCharacterDevice() ? ('chardev' as const) : ('blockdev' as const);
-      await emit(Promise.resolve({ ...(await meta(abs, rel, st, type)), type, major: devMajor(st.rdev), minor: devMinor(st.rdev) }));
-    } else {
-      warn(show(abs), 'skipped: unknown kind of file');
+      return emit({ ...meta(abs, rel, st, 'symlink'), type: 'symlink' as const, target });
     }
+    if (st.isFIFO() || st.isSocket()) return emit({ ...meta(abs, rel, st, 'fifo'), type: st.isFIFO() ? ('fifo' as const) : ('socket' as const) });
+    if (st.isCharacterDevice() || st.isBlockDevice()) {
+      const type = st.isCharacterDevice() ? ('chardev' as const) : ('blockdev' as const);
+      return emit({ ...meta(abs, rel, st, type), type, major: devMajor(st.rdev), minor: devMinor(st.rdev) });
+    }
+    warn(show(abs), 'skipped: unknown kind of file');
+    return undefined;
+  };
+  const visitFile = (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> | undefined => {
+    const key = st.nlink > 1n ? `${st.dev}:${st.ino}` : '';
+    const first = key ? hardlinks.get(key) : undefined;
+    if (first) {
+      const m = meta(abs, rel, st, 'hardlink');
+      // A link only to a file entry that made it into the listing (spec §9.3).
+      const link = first.entry.then((f): TreeEntry | null => {
+        if (f) return { ...m, type: 'hardlink', link: first.path };
+        warn(show(abs), 'skipped: a hard link to a file that could not be read');
+        return null;
+      });
+      link.catch(() => {});
+      return emit(link);
+    }
+    let settle: ((e: Promise<TreeEntry | null>) => void) | undefined;
+    if (key) hardlinks.set(key, { path: rel, entry: new Promise((r) => (settle = r)) });
+    const prev = parentFiles?.find(rel);
+    if (prev instanceof Promise) return prev.then((p) => fileWithParent(abs, rel, st, p, settle));
+    return fileWithParent(abs, rel, st, prev, settle);
+  };
+  const fileWithParent = (
+    abs: Buffer,
+    rel: Buffer,
+    st: BigIntStats,
+    prev: FileEntry | undefined,
+    settle: ((e: Promise<TreeEntry | null>) => void) | undefined,
+  ): Promise<void> | undefined => {
+    const sparse = st.blocks * 512n < st.size;
+    if (
+      prev &&
+      prev.size === Number(st.size) &&
+      prev.mtimeNs === st.mtimeNs &&
+      prev.inode === String(st.ino) &&
+      prev.ctime === String(st.ctimeNs) &&
+      prev.chunks.every((c) => index.has(Buffer.from(c, 'hex')))
+    ) {
+      // Unchanged, ctime included: setting an xattr changes the ctime, so the parent's
+      // xattrs still hold and are not listed again (one system call less per file).
+      const m = isUtf8(abs) ? meta(abs, rel, st, 'file', prev.xattrs ?? []) : meta(abs, rel, st, 'file');
+      progress.bytes += Number(st.size);
+      const same: FileEntry = { ...m, type: 'file' as const, size: prev.size, chunks: prev.chunks, ...(sparse ? { sparse } : {}), inode: prev.inode, ctime: prev.ctime };
+      settle?.(Promise.resolve(same));
+      return emit(same);
+    }
+    const small = st.size <= smallLimitBig;
+    // Small files with UTF-8 names have their xattrs read by the worker that reads them.
+    const workerXattrs = small && xattrsInWorkers && isUtf8(abs);
+    const m = meta(abs, rel, st, 'file', workerXattrs ? [] : undefined);
+    const got = small ? readSmall(abs, st) : readStable(abs, st);
+    const done = got.then((got): FileEntry | null => {
+      if (!got) return null;
+      // A small file read again the ordinary way (it changed meanwhile) has no xattrs from a worker.
+      const list = workerXattrs ? (got.xattrs ?? readXattrs(abs)) : (m.xattrs ?? []);
+      return {
+        ...m,
+        ...(list.length > 0 ? { xattrs: list } : {}),
+        mtimeNs: got.st.mtimeNs,
+        type: 'file',
+        size: got.size,
+        chunks: got.chunks,
+        ...(sparse ? { sparse } : {}),
+        inode: String(got.st.ino),
+        ctime: String(got.st.ctimeNs),
+      };
+    });
+    done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile
+    settle?.(done);
+    return emit(done);
   };
 
   try {
@@ -693,9 +817,9 @@ async function runBackup(
       notes.push(`${xattrNameWarnings} item(s) whose names are not UTF-8 were backed up without extended attributes, if they had any (the xattr binding takes text paths)`);
     }
     await submitBatch();
-    while (queue.length > 0) await writeHead();
+    while (queued() > 0) await writeHead();
     stopPrescan();
-    await parentFiles?.close();
+    parentFiles?.close();
     const treeIds = await tree.finish();
     // The lock is re-checked before the index and the snapshot: if it was removed (a
     // prune that took this process for dead), packs written here may be gone.
@@ -722,7 +846,7 @@ async function runBackup(
     await submitBatch().catch(() => {});
     await Promise.allSettled(queue);
     await writer.abort();
-    await parentFiles?.close().catch(() => {});
+    parentFiles?.close();
     throw e;
   } finally {
     await pool.close();
@@ -757,10 +881,12 @@ async function findParent(repo: Repository, host: string, paths: string[]): Prom
 function prescan(paths: Buffer[], exclude: BackupOptions['exclude'], oneFileSystem: boolean, done: (t: { files: number; bytes: number }) => void): () => void {
   let stopped = false;
   const run = async (): Promise<void> => {
-    const devs = new Set<bigint>();
+    // Counting needs no nanoseconds: plain stats (no BigInts) unless an exclude hook wants them.
+    const stat = (p: Buffer): Stats | BigIntStats => (exclude ? lstatSync(p, { bigint: true }) : lstatSync(p));
+    const devs = new Set<string>();
     for (const p of paths) {
       try {
-        devs.add(lstatSync(p, { bigint: true }).dev);
+        devs.add(String(stat(p).dev));
       } catch {
         // missing: the backup itself reports it
       }
@@ -771,17 +897,17 @@ function prescan(paths: Buffer[], exclude: BackupOptions['exclude'], oneFileSyst
     let slice = Date.now();
     while (stack.length > 0 && !stopped) {
       const p = stack.pop()!;
-      let st: BigIntStats;
+      let st: Stats | BigIntStats;
       try {
-        st = lstatSync(p, { bigint: true });
+        st = stat(p);
       } catch {
         continue;
       }
-      if (exclude && (await Promise.resolve(exclude(p, st)).catch(() => false))) continue;
+      if (exclude && (await Promise.resolve(exclude(p, st as BigIntStats)).catch(() => false))) continue;
       if (st.isFile()) {
         files++;
         bytes += Number(st.size);
-      } else if (st.isDirectory() && !(oneFileSystem && !devs.has(st.dev))) {
+      } else if (st.isDirectory() && !(oneFileSystem && !devs.has(String(st.dev)))) {
         let names: Buffer[] = [];
         try {
           names = readdirSync(p, { encoding: 'buffer' });

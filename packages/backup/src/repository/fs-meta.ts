@@ -130,6 +130,20 @@ export class OwnerNames {
     return out;
   }
 
+  /** Reads both files now, so that userOf and groupOf answer without waiting. */
+  async load(): Promise<void> {
+    this.#users ??= await OwnerNames.#read('/etc/passwd');
+    this.#groups ??= await OwnerNames.#read('/etc/group');
+  }
+  /** The user name of `uid` (after `load`). */
+  userOf(uid: number): string | undefined {
+    return this.#users?.get(uid);
+  }
+  /** The group name of `gid` (after `load`). */
+  groupOf(gid: number): string | undefined {
+    return this.#groups?.get(gid);
+  }
+
   async user(uid: number): Promise<string | undefined> {
     this.#users ??= await OwnerNames.#read('/etc/passwd');
     return this.#users.get(uid);

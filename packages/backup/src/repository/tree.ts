@@ -10,6 +10,7 @@
  * the nanosecond, owners, xattrs, hard links, sparse files and special files. Both
  * decode to the same in-memory entries.
  */
+import { isUtf8 as nodeIsUtf8 } from 'node:buffer';
 import { CofferError } from '../errors.js';
 
 /** An extended attribute: its name and value bytes. */
@@ -73,12 +74,9 @@ const NS = 1_000_000_000n;
 
 /** Is `b` well-formed UTF-8 (so that a JSON string carries it exactly)? */
 export function isUtf8(b: Buffer): boolean {
-  try {
-    new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(b);
-    return true;
-  } catch {
-    return false;
-  }
+  // node:buffer's validator (simdutf): no decoder object per call, which the walk paid
+  // for several times per file.
+  return nodeIsUtf8(b);
 }
 
 /** Writes a byte string as `key` (UTF-8 text) when it is UTF-8, else as `key64` (base64). */

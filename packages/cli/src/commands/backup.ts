@@ -18,6 +18,7 @@ import {
   readFilesFrom,
   readPatternFile,
   restore,
+  type BackupProgress,
   type CompressionMode,
   type PatternRule,
 } from '@coffer/backup';
@@ -110,7 +111,8 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
     ...(exclude ? { exclude } : {}),
     ...(flags['one-file-system'] ? { oneFileSystem: true } : {}),
     tags: flags.tag ?? [],
-    onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
+    // Without a bar, no progress: the backup then skips its pre-scan for totals.
+    ...(bar.enabled ? { onProgress: (p: BackupProgress) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles) } : {}),
     onWarning: (w) => {
       bar.done();
       io.stderr.write(`coffer: warning: ${w.path}: ${w.message}\n`);

@@ -1,0 +1,111 @@
+/**
+ * The unchanged-file path of a second backup (issue 13): the parent's listing is read
+ * blob by blob beside the walk, unchanged files are taken from it without being read,
+ * and the listing written is exactly what a backup that read everything writes.
+ * The small-file path: the chunk workers stat each file again after reading it and
+ * read its xattrs.
+ */
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { backup, type TreeEntry } from '../src/index.js';
+import { xattrs } from '../src/repository/fs-meta.js';
+import { newRepo, tempDir } from './fixtures/trees.js';
+
+/** 3 directories × 600 small files (more than the walk's look-ahead), names sorting differently as bytes and as text. */
+async function manySmallFiles(root: string): Promise<void> {
+  for (const d of ['a', 'a.b', 'a-c']) {
+    await fs.mkdir(join(root, d), { recursive: true });
+    for (let i = 0; i < 600; i++) await fs.writeFile(join(root, d, `f${i}${i % 7 === 0 ? '\u00e9' : ''}`), `file ${d}/${i}\n`.repeat(1 + (i % 20)));
+  }
+  await fs.symlink('a/f1', join(root, 'link'));
+}
+
+async function listing(repo: Awaited<ReturnType<typeof newRepo>>['repo'], snap: Parameters<typeof repo.tree>[0]): Promise<TreeEntry[]> {
+  const out: TreeEntry[] = [];
+  for await (const e of repo.tree(snap)) out.push(e);
+  return out;
+}
+
+test('a second backup reads only the changed files and writes the same listing (same tree blobs) as a backup that reads everything', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'many');
+  await manySmallFiles(src);
+  const first = await backup(tr.repo, { paths: [src] });
+  assert.equal(first.read.files, 1800);
+  assert.ok(first.snapshot.tree.length > 3, 'the listing spans several tree blobs');
+
+  await fs.writeFile(join(src, 'a.b', 'f10'), 'changed\n');
+  await fs.appendFile(join(src, 'a-c', 'f599'), 'grown\n');
+  await fs.writeFile(join(src, 'a', 'new'), 'new file\n');
+  const second = await backup(tr.repo, { paths: [src] });
+  assert.deepEqual(second.warnings, []);
+  assert.equal(second.read.files, 3, 'two changed files and a new one are read, nothing else');
+  assert.equal(second.snapshot.stats.files, 1801);
+
+  const full = await backup(tr.repo, { paths: [src], parent: 'none' });
+  assert.equal(full.read.files, 1801);
+  assert.deepEqual(second.snapshot.tree, full.snapshot.tree, 'same listing bytes whether files were read or taken from the parent');
+  const got = await listing(tr.repo, second.snapshot);
+  const f10 = got.find((e) => e.path === 'many/a.b/f10');
+  assert.equal(f10?.type === 'file' && f10.size, 8);
+});
+
+test('a second backup whose parent listing is read in pieces finds every file, whatever the tree blob boundaries', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'many');
+  await manySmallFiles(src);
+  const first = await backup(tr.repo, { paths: [src] });
+  const again = await backup(tr.repo, { paths: [src] });
+  assert.equal(again.read.files, 0, 'nothing changed: nothing read');
+  assert.deepEqual(again.snapshot.tree, first.snapshot.tree);
+});
+
+test('a small file\'s xattrs are read with its contents (in the chunk worker), and read again when they change', { skip: !xattrs() && '@napi-rs/xattr is not installed' }, async (t) => {
+  const api = xattrs()!;
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'x');
+  await fs.mkdir(src);
+  await fs.writeFile(join(src, 'small'), 'tiny');
+  await fs.writeFile(join(src, 'plain'), 'no attributes');
+  try {
+    await api.setAttribute(join(src, 'small'), 'user.one', Buffer.from([1, 0, 0xff]));
+  } catch {
+    t.skip('this file system does not keep user xattrs');
+    return;
+  }
+  const first = await backup(tr.repo, { paths: [src] });
+  assert.deepEqual(first.warnings, []);
+  const one = (await listing(tr.repo, first.snapshot)).find((e) => e.path === 'x/small')!;
+  assert.deepEqual(one.xattrs, [{ name: 'user.one', value: Buffer.from([1, 0, 0xff]) }]);
+  const plain = (await listing(tr.repo, first.snapshot)).find((e) => e.path === 'x/plain')!;
+  assert.equal(plain.xattrs, undefined);
+
+  await api.setAttribute(join(src, 'small'), 'user.two', Buffer.from('2'));
+  const second = await backup(tr.repo, { paths: [src] });
+  assert.equal(second.read.files, 1, 'the xattr change moved the ctime: the file is read again');
+  const two = (await listing(tr.repo, second.snapshot)).find((e) => e.path === 'x/small')!;
+  assert.deepEqual(two.xattrs, [
+    { name: 'user.one', value: Buffer.from([1, 0, 0xff]) },
+    { name: 'user.two', value: Buffer.from('2') },
+  ]);
+});
+
+test('a parent whose listing cannot be read does not stop the next backup: a warning, and the files are read again', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'many');
+  await manySmallFiles(src);
+  await backup(tr.repo, { paths: [src] });
+  // The listing's blobs and the files' blobs share the packs: remove them all.
+  for (const o of await tr.backend.list('data/')) await tr.backend.delete(o.name);
+  const repo = await tr.reopen();
+  const warnings: string[] = [];
+  repo.onWarning = (m) => warnings.push(m);
+  const second = await backup(repo, { paths: [src] });
+  assert.deepEqual(second.warnings, []);
+  assert.equal(second.read.files, 1800, 'every file read again');
+  assert.ok(warnings.some((w) => w.includes("the previous snapshot's file list can't be read")), warnings.join('\n'));
+  const full = await backup(repo, { paths: [src], parent: 'none' });
+  assert.deepEqual(second.snapshot.tree, full.snapshot.tree);
+});

@@ -57,6 +57,16 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
   }
 
   /** A wrong guess through the fleet: its guessesRemaining, or the failure's text. */
+  /** A client of one node alone (no front end, no retry); `answer` turns each HTTP response into the reply or throws. */
+  function nodeClient(dc: DataCentre, account: string, answer: (res: Response) => Promise<Uint8Array>): VaultClient {
+    return new VaultClient({
+      fleetKey: cluster.fleetKey,
+      account,
+      ksf: INSECURE_FAST_KSF_FOR_TESTING,
+      transport: async (bytes) => answer(await fetch(`${dc.vaultUrl}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, body: bytes })),
+    });
+  }
+
   async function wrongGuess(account: string, prefer = 0): Promise<number | string> {
     try {
       const r = await fleetClient(cluster, account, { prefer, deadlineMs: 8000 }).recover('not the password');
@@ -80,17 +90,11 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
     let status = 0;
     let body = '';
     let named: string | null = null;
-    const direct = new VaultClient({
-      fleetKey: cluster.fleetKey,
-      account: 'alice',
-      ksf: INSECURE_FAST_KSF_FOR_TESTING,
-      transport: async (bytes) => {
-        const res = await fetch(`${follower.vaultUrl}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': 'alice' }, body: bytes });
-        status = res.status;
-        named = res.headers.get('coffer-vault-leader');
-        body = await res.text();
-        throw new Error('refused');
-      },
+    const direct = nodeClient(follower, 'alice', async (res) => {
+      status = res.status;
+      named = res.headers.get('coffer-vault-leader');
+      body = await res.text();
+      throw new Error('refused');
     });
     await assert.rejects(direct.recover('pw'));
     assert.equal(status, 503);
@@ -108,16 +112,10 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
     const head = async (): Promise<number> => Number(Buffer.from((await range(`${PREFIX}loghead`))[0]?.value ?? '', 'base64').toString('utf8'));
     const before = await head();
     const statuses: number[] = [];
-    const direct = new VaultClient({
-      fleetKey: cluster.fleetKey,
-      account: 'stall',
-      ksf: INSECURE_FAST_KSF_FOR_TESTING,
-      transport: async (bytes) => {
-        const res = await fetch(`${leader.vaultUrl}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': 'stall' }, body: bytes });
-        statuses.push(res.status);
-        if (res.status !== 200) throw new Error(`HTTP ${res.status} ${await res.text()}`);
-        return new Uint8Array(await res.arrayBuffer());
-      },
+    const direct = nodeClient(leader, 'stall', async (res) => {
+      statuses.push(res.status);
+      if (res.status !== 200) throw new Error(`HTTP ${res.status} ${await res.text()}`);
+      return new Uint8Array(await res.arrayBuffer());
     });
     for (const d of [a, b]) process.kill(d.vaultPid()!, 'SIGSTOP');
     try {

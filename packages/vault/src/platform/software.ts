@@ -279,7 +279,7 @@ class SoftwarePlatformImpl implements SoftwarePlatform {
 
   /** `<keyFile>.anchor`: NOT tamper-resistant (whoever can write the key file's folder can roll it back). */
   get anchorFile(): string {
-    return `${this.keyFile}.anchor`;
+    return this.#anchor.path;
   }
 
   async readAnchor(): Promise<Uint8Array | null> {

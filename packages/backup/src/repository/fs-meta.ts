@@ -143,15 +143,6 @@ export class OwnerNames {
   groupOf(gid: number): string | undefined {
     return this.#groups?.get(gid);
   }
-
-  async user(uid: number): Promise<string | undefined> {
-    this.#users ??= await OwnerNames.#read('/etc/passwd');
-    return this.#users.get(uid);
-  }
-  async group(gid: number): Promise<string | undefined> {
-    this.#groups ??= await OwnerNames.#read('/etc/group');
-    return this.#groups.get(gid);
-  }
 }
 
 /** Linux's encoding of dev_t (glibc gnu_dev_major / gnu_dev_minor). */

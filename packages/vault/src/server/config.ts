@@ -60,6 +60,14 @@ export interface VaultConfig {
    */
   readonly insecureCrashBeforeCaptureForTesting?: boolean;
   /**
+   * TEST ONLY (COFFER_VAULT_ACKS_BEFORE_CAPTURE_FOR_TESTING=1, fleet leader): wait for a
+   * majority's acks of each entry before this node's own anchor write, so acks always
+   * arrive early (the race a fleet leader must not lose time on, spec §13.7).
+   */
+  readonly acksBeforeCaptureForTesting?: boolean;
+  /** TEST ONLY (COFFER_VAULT_FULL_PASS_MS_FOR_TESTING): one interval for a fleet node's full passes, so tests see what the watch events alone drive. */
+  readonly fullPassMsForTesting?: number;
+  /**
    * COFFER_VAULT_ROLLBACK_PROTECTION=1 / `rollbackProtection: true` on an etcd store:
    * a one-node group (group size 1 unless `groupSize` says otherwise), the ONLY vault
    * writing the prefix. Without it an etcd store runs a fleet group (`groupSize`,
@@ -222,6 +230,8 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     logLevel: env.COFFER_VAULT_LOG_LEVEL || f.logLevel || 'info',
     insecureCrashAfterCommitForTesting: flag('COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_AFTER_COMMIT_FOR_TESTING),
     ...(flag('COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING', env.COFFER_VAULT_INSECURE_CRASH_BEFORE_CAPTURE_FOR_TESTING) ? { insecureCrashBeforeCaptureForTesting: true } : {}),
+    ...(flag('COFFER_VAULT_ACKS_BEFORE_CAPTURE_FOR_TESTING', env.COFFER_VAULT_ACKS_BEFORE_CAPTURE_FOR_TESTING) ? { acksBeforeCaptureForTesting: true } : {}),
+    ...fullPassConfig(env),
     ...(flag('COFFER_VAULT_ROLLBACK_PROTECTION', env.COFFER_VAULT_ROLLBACK_PROTECTION) || f.rollbackProtection === true ? { rollbackProtection: true } : {}),
     ...(flag('COFFER_VAULT_ADOPT_LOG_HEAD', env.COFFER_VAULT_ADOPT_LOG_HEAD) ? { adoptLogHead: true } : {}),
     ...groupConfig(env, f),
@@ -299,6 +309,13 @@ function storeConfig(env: NodeJS.ProcessEnv, f: FileConfig, abs: (p: string) => 
       ...(user && password ? { user, password } : {}),
     },
   };
+}
+
+function fullPassConfig(env: NodeJS.ProcessEnv): { fullPassMsForTesting?: number } {
+  const ms = int('COFFER_VAULT_FULL_PASS_MS_FOR_TESTING', env.COFFER_VAULT_FULL_PASS_MS_FOR_TESTING);
+  if (ms === undefined) return {};
+  if (ms < 1) throw new ConfigError(`COFFER_VAULT_FULL_PASS_MS_FOR_TESTING: must be ≥ 1, got ${ms}`);
+  return { fullPassMsForTesting: ms };
 }
 
 function groupConfig(env: NodeJS.ProcessEnv, f: FileConfig): { groupSize?: number; logBatchMax?: number } {

@@ -84,6 +84,14 @@ export interface FleetCommitterOptions {
   readonly adoptUnloggedStore?: boolean;
   /** TEST ONLY: SIGKILL after a guess-counting batch commits in etcd, before this leader's anchor write and any ack. */
   readonly insecureCrashBeforeCaptureForTesting?: boolean;
+  /**
+   * TEST ONLY: after a batch commits in etcd, the leader waits (up to 3 s) until a
+   * majority's acks of its entry are in etcd before its own anchor write, so followers'
+   * acks always arrive before the leader captured what they ack.
+   */
+  readonly acksBeforeCaptureForTesting?: boolean;
+  /** TEST ONLY: one interval (ms) for every full pass, busy or quiet (default: FULL_PASS_MS / FULL_PASS_BUSY_MS). */
+  readonly fullPassMsForTesting?: number;
 }
 
 interface Waiting {
@@ -157,6 +165,13 @@ export class FleetCommitter implements Committer {
   #challenge: { nonce: Uint8Array; purpose: 'takeover' | 'rejoin'; countSelf: boolean } | null = null;
   #answered = new Map<string, string>();
   #acked = new Map<string, number>();
+  /**
+   * Acks of entries this leader appended but has not captured yet (a follower witnessed
+   * the entry from etcd before the leader's own anchor write finished): checked again
+   * right after the capture, not dropped until the next full pass. One per member, at
+   * most MAX_EARLY_ACKS members (etcd may hold any number of forged ack keys).
+   */
+  #early = new Map<string, Uint8Array>();
   #lastAckPut = -1;
   #queue: Waiting[] = [];
   #pending: Pending[] = [];
@@ -279,6 +294,8 @@ export class FleetCommitter implements Committer {
   /** ms until the next full pass is due (≤ 0: now). */
   #fullPassDue(): number {
     const now = Date.now();
+    const forced = this.o.fullPassMsForTesting;
+    if (forced !== undefined) return this.#lastFullPass + forced - now;
     const busy = now - this.#lastLogEvent < FULL_PASS_BUSY_MS && now - this.#lastGroupEvent < FULL_PASS_BUSY_MS;
     return this.#lastFullPass + (busy ? FULL_PASS_BUSY_MS : FULL_PASS_MS) - now;
   }
@@ -512,6 +529,7 @@ export class FleetCommitter implements Committer {
     this.#lease = won.lease;
     this.#role = 'preparing';
     this.#acked.clear();
+    this.#early.clear();
     this.#challenge = { nonce: this.o.platform.randomBytes(32), purpose: 'takeover', countSelf: true };
     await this.o.store.groupPut(`challenge/${this.#me}`, this.#challenge.nonce);
     const lease = won.lease;
@@ -561,6 +579,11 @@ export class FleetCommitter implements Committer {
       const st = kv.value && decodeStatement(kv.value);
       if (!st || st.index <= (this.#acked.get(node) ?? -1)) continue;
       const chain = guard.macAt(st.index);
+      if (!chain && st.index > guard.captured.index) {
+        // Ahead of what this leader captured: its own anchor write is still under way.
+        if (this.#early.has(node) || this.#early.size < MAX_EARLY_ACKS) this.#early.set(node, kv.value!);
+        continue;
+      }
       if (!chain || toHex(chain) !== toHex(st.mac)) continue; // not our chain (or too old to tell): not counted
       if (!(await verifyAck(this.o.platform, this.o.group, node, st.index, st.mac, st.proof))) continue;
       this.#acked.set(node, Math.max(st.index, this.#acked.get(node) ?? -1));
@@ -648,6 +671,16 @@ export class FleetCommitter implements Committer {
     });
   }
 
+  async #awaitAcksForTesting(index: number): Promise<void> {
+    const end = Date.now() + 3000;
+    while (Date.now() < end) {
+      const acks = await this.o.store.groupRange('acks/');
+      const n = acks.filter((kv) => kv.key !== `acks/${this.#me}` && (decodeStatement(kv.value)?.index ?? -1) >= index).length;
+      if (n + 1 >= majority(this.o.groupSize)) return;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
   /** Group commit: one entry per batch, fenced on the head and this leader's term; released by #release. */
   async #appendLoop(): Promise<void> {
     this.#appending = true;
@@ -674,6 +707,7 @@ export class FleetCommitter implements Committer {
           try {
             versions = await this.o.store.commitBatch(changes, entry.index, encodeEntry(entry), { logValue: encodeLogValue(entry, digests), leaderTerm: term });
             if (this.o.insecureCrashBeforeCaptureForTesting && batch.some((w) => w.crashBeforeCapture)) process.kill(process.pid, 'SIGKILL');
+            if (this.o.acksBeforeCaptureForTesting) await this.#awaitAcksForTesting(entry.index);
             await guard.capture(entry);
           } catch (err) {
             this.#guard = null; // resumed (and followed) from the anchor and etcd
@@ -683,7 +717,11 @@ export class FleetCommitter implements Committer {
           this.o.metrics.logEntries.inc();
           this.o.metrics.logBatchSize.observe(changes.length);
           this.#pending.push({ index: entry.index, since: Date.now(), versions, batch });
-          this.#release();
+          if (this.#early.size > 0) {
+            const early = [...this.#early].map(([node, value]) => ({ key: `acks/${node}`, value }));
+            this.#early.clear();
+            await this.#countAcks(early); // releases what they cover
+          } else this.#release();
           this.#wake();
         } catch (err) {
           const e = err instanceof LogConflictError ? new NotLeaderError(err.message, null) : (err as Error);
@@ -695,6 +733,9 @@ export class FleetCommitter implements Committer {
     }
   }
 }
+
+/** Members whose early acks a leader keeps (more than any group has: etcd may hold forged ack keys). */
+const MAX_EARLY_ACKS = 16;
 
 /** The ack bytes a member publishes (for tests that replay or forge them). */
 export function ackStatement(index: number, mac: Uint8Array, ack: Uint8Array): Uint8Array {

@@ -107,7 +107,8 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
       const group = (await sha256(concat(utf8('coffer/vault/v1/embedded-group'), new Uint8Array([0]), fleet.fleetKey.keyId, scope))).slice(0, 16);
       if (store instanceof EtcdRecordStore && groupSize > 1) {
         fleetGroup = new FleetCommitter({
-          ...(config.adoptLogHead ? { adoptUnloggedStore: true } : {}), platform: platform.platform, store, group, groupSize, metrics, log: serviceLog, ...(config.logBatchMax ? { maxBatchRequests: config.logBatchMax } : {}), insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
+          ...(config.adoptLogHead ? { adoptUnloggedStore: true } : {}), platform: platform.platform, store, group, groupSize, metrics, log: serviceLog, ...(config.logBatchMax ? { maxBatchRequests: config.logBatchMax } : {}), insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false,
+          ...(config.acksBeforeCaptureForTesting ? { acksBeforeCaptureForTesting: true } : {}), ...(config.fullPassMsForTesting ? { fullPassMsForTesting: config.fullPassMsForTesting } : {}) });
       } else committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false, insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
     } else warn(NO_ROLLBACK_PROTECTION_WARNING);
     const service = new VaultService({

@@ -1,5 +1,5 @@
 /* global fetch, AbortSignal */
-// `npm run bench:fleet [-- --seconds N] [-- --lanes N] [-- --platform software|pkcs11] [-- --log-batch-max N] [-- --port-base N] [-- --no-kill]`
+// `npm run bench:fleet [-- --seconds N] [-- --rounds N] [-- --lanes N] [-- --platform software|pkcs11] [-- --log-batch-max N] [-- --port-base N] [-- --no-kill]`
 // Recoveries/s and latency on the three-data-centre fleet (3 etcd members + 3 vault
 // nodes on 127.0.0.1-3, etcd store) against one coffer-vault on SQLite, in the same run,
 // with the same in-process load generator (VaultClient, INSECURE_FAST_KSF_FOR_TESTING,
@@ -13,6 +13,13 @@
 // Everything shares this machine's cores: the fleet runs 6 server processes where the
 // single node runs 1, plus the load generator, so the fleet pays for its replication
 // (3 fsyncs per write, raft messages, 3x the JSON/HTTP hops) on the same CPUs.
+//
+// --rounds N (default 3): the single node and the fleet run N alternating phases of
+// --seconds each (single, fleet, single, fleet, …), both kept up, the one not measured
+// stopped with SIGSTOP (so it costs no CPU) and resumed with SIGCONT before its next phase
+// (each phase registers its own accounts first, which absorbs a leader change the pause may
+// cause). The ratios pool every phase: a machine whose speed drifts during the run
+// disturbs both sides alike. Per-round ratios are printed too.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,6 +40,7 @@ const KILL = !process.argv.includes('--no-kill');
 // --log-batch-max N: at most N requests per rollback-protection log entry (1: what batching buys).
 const BATCH_MAX = arg('log-batch-max', 0);
 const LANES = arg('lanes', 12);
+const ROUNDS = Math.max(1, arg('rounds', 3));
 // --port-base N (or COFFER_BENCH_PORT_BASE): etcd client N, peer N+1, vault N+2 (+3 admin) on 127.0.0.1-3.
 const PORT_BASE = arg('port-base', Number(process.env.COFFER_BENCH_PORT_BASE ?? 24890));
 const ACCOUNTS_PER_LANE = 8;
@@ -104,7 +112,21 @@ function client(fleetKey, urls, account, prefer) {
   });
 }
 
-async function load(fleetKey, urls, label, seconds, onSecond, pids = () => []) {
+/** Pools several phases' results: recoveries over total wall time, percentiles over all latencies. */
+function pool(runs) {
+  const lat = runs.flatMap((r) => r.lat).sort((a, b) => a - b);
+  const wall = runs.reduce((a, r) => a + r.wall, 0);
+  const sum = (f) => runs.reduce((a, r) => a + f(r), 0);
+  const n = lat.length;
+  const cpuMs = runs.some((r) => r.cpuMs === null) ? null : sum((r) => r.cpuMs * r.n) / Math.max(1, n);
+  const each = runs[0].each.map((_, i) => sum((r) => (r.each[i] ?? 0) * r.n) / Math.max(1, n));
+  return { rps: n / wall, p50: pct(lat, 50), p99: pct(lat, 99), n, failures: sum((r) => r.failures), cpuMs, clientMs: sum((r) => r.clientMs * r.n) / Math.max(1, n), each };
+}
+function signal(pids, sig) {
+  for (const pid of pids) if (pid) try { process.kill(pid, sig); } catch { /* gone */ }
+}
+
+async function load(fleetKey, urls, label, seconds, onSecond, pids = () => [], onStart = async () => undefined) {
   const accounts = Array.from({ length: LANES }, (_, l) => Array.from({ length: ACCOUNTS_PER_LANE }, (_, a) => `${label}-${l}-${a}`));
   await Promise.all(accounts.map(async (lane, l) => {
     for (const a of lane) {
@@ -112,6 +134,7 @@ async function load(fleetKey, urls, label, seconds, onSecond, pids = () => []) {
       if (r.outcome !== 'ok') throw new Error(`register ${a}: ${r.outcome}`);
     }
   }));
+  await onStart();
   const lat = [];
   const perSecond = [];
   const cpu0 = cpuSeconds(pids());
@@ -140,7 +163,7 @@ async function load(fleetKey, urls, label, seconds, onSecond, pids = () => []) {
   // ms of CPU per recovery: the servers (vault nodes, etcd members), and this load generator.
   const cpuMs = cpu0 === null || cpu1 === null ? null : ((cpu1 - cpu0) * 1000) / Math.max(1, lat.length);
   const clientMs = (self.user + self.system) / 1000 / Math.max(1, lat.length);
-  return { rps: lat.length / wall, p50: pct(lat, 50), p99: pct(lat, 99), n: lat.length, failures, perSecond, cpuMs, clientMs, each };
+  return { rps: lat.length / wall, p50: pct(lat, 50), p99: pct(lat, 99), n: lat.length, failures, perSecond, cpuMs, clientMs, each, lat, wall };
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-fleet-'));
@@ -160,14 +183,8 @@ try {
   single = await startChildVault({ ...singleEnv, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', COFFER_VAULT_LOG_LEVEL: 'warn' });
   const singleKey = await bundleKey(singleEnv);
   const singlePid = single.child.pid;
-  const s = await load(singleKey, [single.url], 'single', SECONDS, undefined, () => [singlePid]);
-  await single.stop();
-  single = null;
-  console.log(`platform: ${PLATFORM}`);
-  const cpuText = (r) => `, CPU/recovery ${r.cpuMs === null ? '?' : fmt(r.cpuMs, 2)} ms servers + ${fmt(r.clientMs, 2)} ms load generator`;
-  console.log(`single node (SQLite): ${fmt(s.rps)} recoveries/s, p50 ${fmt(s.p50)} ms, p99 ${fmt(s.p99)} ms (${s.n} recoveries, ${LANES} lanes)${cpuText(s)}`);
 
-  // 2. three data centres
+  // 2. three data centres (kept up alongside; each side is stopped while the other is measured)
   cluster = await startCluster({ dir: join(dir, 'fleet'), insecureFastKsf: true, platform: PLATFORM, ports: { etcdClient: PORT_BASE, etcdPeer: PORT_BASE + 1, vault: PORT_BASE + 2 }, vaultEnv: { COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...(BATCH_MAX > 0 ? { COFFER_VAULT_LOG_BATCH_MAX: String(BATCH_MAX) } : {}) } });
   const urls = cluster.dcs.map((d) => d.vaultUrl);
   const fleetPids = () => cluster.dcs.flatMap((d) => [d.etcdPid(), d.vaultPid()]);
@@ -181,13 +198,36 @@ try {
     return by;
   };
   const detail = process.argv.includes('--cpu-detail');
-  const calls0 = detail ? await etcdCalls() : null;
-  const f = await load(cluster.fleetKey, urls, 'fleet', SECONDS, undefined, fleetPids);
-  const calls1 = detail ? await etcdCalls() : null;
-  console.log(`fleet (3 DCs, etcd, rollback protection on: majority commit${BATCH_MAX > 0 ? `, at most ${BATCH_MAX} request(s) per log entry` : ', batched'}${PLATFORM === 'pkcs11' ? ', 3 SoftHSM2 tokens' : ''}):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes)${cpuText(f)}`);
+  const singles = [];
+  const fleets = [];
+  const callTotals = new Map();
+  for (let round = 0; round < ROUNDS; round++) {
+    signal(fleetPids(), 'SIGSTOP');
+    signal([singlePid], 'SIGCONT');
+    singles.push(await load(singleKey, [single.url], `single${round}`, SECONDS, undefined, () => [singlePid]));
+    signal([singlePid], 'SIGSTOP');
+    signal(fleetPids(), 'SIGCONT');
+    let calls0 = null;
+    fleets.push(await load(cluster.fleetKey, urls, `fleet${round}`, SECONDS, undefined, fleetPids, async () => {
+      if (detail) calls0 = await etcdCalls();
+    }));
+    if (detail) for (const [k, v] of await etcdCalls()) callTotals.set(k, (callTotals.get(k) ?? 0) + v - (calls0.get(k) ?? 0));
+    const a = singles[round];
+    const b = fleets[round];
+    console.log(`  round ${round + 1}/${ROUNDS}: single ${fmt(a.rps)}/s p99 ${fmt(a.p99)} ms, fleet ${fmt(b.rps)}/s p99 ${fmt(b.p99)} ms: throughput ${fmt(b.rps / a.rps, 2)}, p99 ${fmt(b.p99 / a.p99, 2)}`);
+  }
+  signal([singlePid], 'SIGCONT');
+  await single.stop();
+  single = null;
+  const s = pool(singles);
+  const f = pool(fleets);
+  console.log(`platform: ${PLATFORM}`);
+  const cpuText = (r) => `, CPU/recovery ${r.cpuMs === null ? '?' : fmt(r.cpuMs, 2)} ms servers + ${fmt(r.clientMs, 2)} ms load generator`;
+  console.log(`single node (SQLite): ${fmt(s.rps)} recoveries/s, p50 ${fmt(s.p50)} ms, p99 ${fmt(s.p99)} ms (${s.n} recoveries, ${LANES} lanes, ${ROUNDS} × ${SECONDS} s)${cpuText(s)}`);
+  console.log(`fleet (3 DCs, etcd, rollback protection on: majority commit${BATCH_MAX > 0 ? `, at most ${BATCH_MAX} request(s) per log entry` : ', batched'}${PLATFORM === 'pkcs11' ? ', 3 SoftHSM2 tokens' : ''}):  ${fmt(f.rps)} recoveries/s, p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms (${f.n} recoveries, ${LANES} lanes over 3 nodes, ${ROUNDS} × ${SECONDS} s)${cpuText(f)}`);
   if (detail) {
     console.log(`  CPU ms/recovery per process: ${cluster.dcs.map((d, i) => `${d.name} etcd ${fmt(f.each[2 * i], 2)} vault ${fmt(f.each[2 * i + 1], 2)}`).join(', ')}`);
-    console.log(`  etcd calls/recovery (registrations excluded): ${[...calls1].map(([k, v]) => [k, (v - (calls0.get(k) ?? 0)) / f.n]).filter(([, v]) => v > 0.005).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')}`);
+    console.log(`  etcd calls/recovery (registrations excluded): ${[...callTotals].map(([k, v]) => [k, v / f.n]).filter(([, v]) => v > 0.005).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')}`);
   }
 
   // 3. one DC killed halfway
@@ -207,6 +247,8 @@ try {
   console.log(`bench: fleet-p99 ratio=${(f.p99 / s.p99).toFixed(2)} target=3`);
   if (f.cpuMs !== null && s.cpuMs !== null) console.log(`bench: fleet-cpu-per-recovery ratio=${((f.cpuMs + f.clientMs) / (s.cpuMs + s.clientMs)).toFixed(2)} (servers + load generator; the machine's load disturbs this least)`);
 } finally {
+  if (single) signal([single.child.pid], 'SIGCONT');
+  if (cluster) signal(cluster.dcs.flatMap((d) => [d.etcdPid(), d.vaultPid()]), 'SIGCONT');
   await single?.stop();
   await cluster?.stop();
   rmSync(dir, { recursive: true, force: true });

@@ -1,4 +1,4 @@
-// `npm run bench:vault [-- --rounds N] [-- --seconds N] [-- --only software|pkcs11] [-- --mode phased|live]`
+// `npm run bench:vault [-- --rounds N] [-- --seconds N] [-- --only software|pkcs11] [-- --mode phased|live] [-- --variant-node-args '--flag …']`
 // Profile the vault: COFFER_BENCH_VAULT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
 //
 // The Backup Key Vault's CPU per recovery against the bare OPAQUE library, measured in the
@@ -36,7 +36,7 @@
 // The client KSF is INSECURE_FAST_KSF_FOR_TESTING: argon2id runs on the client, never on
 // the vault, so it is no part of the vault's cost.
 import { fork, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -79,6 +79,27 @@ function cpuSeconds(pid) {
   return (Number(f[11]) + Number(f[12])) / 100; // utime + stime (all threads), ticks of 10 ms
 }
 
+/** CPU seconds split: the main thread (event loop) user/system, all other threads (libuv pool: fsyncs, anchor writes; GC helpers; PKCS#11 anchor worker) user/system. */
+function cpuSplit(pid) {
+  const out = { mainUser: 0, mainSys: 0, otherUser: 0, otherSys: 0 };
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let f;
+    try {
+      f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ');
+    } catch {
+      continue; // a thread that just ended
+    }
+    const main = Number(tid) === pid;
+    out[main ? 'mainUser' : 'otherUser'] += Number(f[11]) / 100;
+    out[main ? 'mainSys' : 'otherSys'] += Number(f[12]) / 100;
+  }
+  return out;
+}
+const splitDelta = (a, b) => Object.fromEntries(Object.keys(a).map((k) => [k, b[k] - a[k]]));
+const splitAdd = (into, d) => {
+  for (const [k, x] of Object.entries(d)) into[k] = (into[k] ?? 0) + x;
+};
+
 /** Seconds the process's main thread (its event loop) spent runnable but waiting for a CPU (schedstat run delay). */
 function waitSeconds(pid) {
   try {
@@ -94,8 +115,8 @@ function pin(pid, cpu) {
   if (r.status !== 0) throw new Error(`taskset: ${r.stderr}`);
 }
 
-async function startVault(env) {
-  const node = [process.execPath, ...(process.env.COFFER_BENCH_VAULT_NODE_ARGS?.split(' ').filter(Boolean) ?? []), MAIN, 'serve'];
+async function startVault(env, nodeArgs = process.env.COFFER_BENCH_VAULT_NODE_ARGS?.split(' ').filter(Boolean) ?? []) {
+  const node = [process.execPath, ...nodeArgs, MAIN, 'serve'];
   const cmd = TASKSET ? [TASKSET, ['-c', String(VAULT_CPU), ...node]] : [node[0], node.slice(1)];
   // The vault runs with its default log level (one JSON line per request at info, to
   // /dev/null here): the per-request logging is part of what a recovery costs.
@@ -139,8 +160,8 @@ function startWorker() {
 }
 
 /** A vault process with its load generators, set up (accounts registered), idle. */
-async function openVault(name, env, bundleEnv) {
-  const vault = await startVault(env);
+async function openVault(name, env, bundleEnv, nodeArgs) {
+  const vault = await startVault(env, nodeArgs);
   const workers = [];
   const v = { name, vault, workers, windows: [] };
   try {
@@ -175,16 +196,18 @@ async function windowPhased(v) {
   const { vault, workers } = v;
   const pid = vault.child.pid;
   const perLane = Math.ceil(ACCOUNTS / WORKERS / LANES);
-  const w = { n: 0, ok: 0, failures: {}, wall: 0, cpu: 0, waited: 0, loadTimedMs: 0, loadUntimedMs: 0 };
+  const w = { n: 0, ok: 0, failures: {}, wall: 0, cpu: 0, waited: 0, loadTimedMs: 0, loadUntimedMs: 0, split: {} };
   const commits0 = await vault.commits();
   const phase = async (type) => {
     for (const x of workers) pin(x.w.pid, LOAD_CPU);
     const c0 = cpuSeconds(pid);
+    const s0 = cpuSplit(pid);
     const q0 = waitSeconds(pid);
     const t0 = performance.now();
     const r = await Promise.all(workers.map((x) => x.call(type)));
     w.wall += (performance.now() - t0) / 1000;
     w.cpu += cpuSeconds(pid) - c0;
+    splitAdd(w.split, splitDelta(s0, cpuSplit(pid)));
     w.waited += waitSeconds(pid) - q0;
     for (const x of workers) pin(x.w.pid, ALL_CPUS);
     w.loadTimedMs += r.reduce((s, x) => s + x.cpuMs, 0);
@@ -296,6 +319,12 @@ try {
   ceilingProc = await startCeiling();
   const swDir = join(work, 'software');
   if (ONLY !== 'pkcs11') vaults.push(await openVault('vault-software', { COFFER_VAULT_DATA_DIR: swDir }, { COFFER_VAULT_DATA_DIR: swDir }));
+  // --variant-node-args '…': a second software vault started with these node flags, in the same rounds (e.g. GC sizing).
+  const variantAt = process.argv.indexOf('--variant-node-args');
+  if (variantAt >= 0 && ONLY !== 'pkcs11') {
+    const dir = join(work, 'software-variant');
+    vaults.push(await openVault(`vault-software ${process.argv[variantAt + 1]}`, { COFFER_VAULT_DATA_DIR: dir }, { COFFER_VAULT_DATA_DIR: dir }, process.argv[variantAt + 1].split(' ').filter(Boolean)));
+  }
   const hsmDir = join(work, 'pkcs11');
   mkdirSync(hsmDir);
   const hsm = ONLY === 'software' ? null : softhsmToken(hsmDir);
@@ -351,13 +380,17 @@ try {
       `${''.padEnd(15)} load generator: ${fmt(m((r) => r.loadMs), 2)} ms CPU per recovery while timed (load core ${fmt(m((r) => r.loadBusy) * 100)}% busy), ` +
         (MODE === 'phased' ? `${fmt(m((r) => r.loadUntimedMsPer), 2)} ms per recovery of client OPAQUE/HPKE work untimed between phases` : `${fmt(m((r) => r.loadUntimedMsPer), 2)} ms wall per recovery precomputed before the window${W.some((r) => r.live) ? `, ${W.reduce((s, r) => s + r.live, 0)} recoveries precomputed live (pool ran out)` : ''}`),
     );
+    if (MODE === 'phased') {
+      const per = (k) => fmt(m((r) => (r.split[k] * 1000) / r.ok), 2);
+      console.log(`${''.padEnd(15)} vault CPU per recovery by thread: event loop ${per('mainUser')} ms user + ${per('mainSys')} ms system; other threads (fsyncs, anchor, GC helpers) ${per('otherUser')} ms user + ${per('otherSys')} ms system`);
+    }
     console.log(`${''.padEnd(15)} group commit: ${fmt(m((r) => r.batch), 1)} record changes per log entry, ${fmt(m((r) => r.entriesPerRecovery), 2)} log entries (store commit + anchor write) per recovery`);
   }
   console.log(
     'ratio = recoveries (both round trips over HTTP, HPKE, sealing, SQLite fsync, anchor) per second of vault CPU (one core) / ceiling (bare OPAQUE server ' +
       'startLogin+finishLogin per CPU-second, one process on the same core), per round; median over rounds. The share of its CPU the vault spends on the OPAQUE math.',
   );
-  for (const v of vaults) console.log(`bench: ${v.name} ratio=${median(v.windows.map((r) => r.ratio)).toFixed(2)} target=${targets[v.name]}`);
+  for (const v of vaults) if (targets[v.name]) console.log(`bench: ${v.name} ratio=${median(v.windows.map((r) => r.ratio)).toFixed(2)} target=${targets[v.name]}`);
   if (!hsm && ONLY !== 'software') console.log('bench: vault-pkcs11 ratio=n/a target=0.5');
 } finally {
   ceilingProc?.stop();

@@ -33,6 +33,9 @@
 //     vault window, in an order that rotates per round. Per round, ratio = vault recoveries
 //     per vault CPU-second / the ceiling of the same round. Printed: the median ratio over
 //     rounds and its spread (min–max), with the ceiling's own spread.
+//   - accounts: --accounts (768) registered per vault; a phased cycle logs each in once, and
+//     the vault allows 64 logins per account per 5 minutes, so on a fast machine many more
+//     rounds need more accounts (a `rate-limited` count in the output says so).
 // The client KSF is INSECURE_FAST_KSF_FOR_TESTING: argon2id runs on the client, never on
 // the vault, so it is no part of the vault's cost.
 import { fork, spawn, spawnSync } from 'node:child_process';

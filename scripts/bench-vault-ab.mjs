@@ -1,4 +1,4 @@
-// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11]` (after `npx tsc -b`)
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--profile DIR]` (after `npx tsc -b`)
 // Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
 // of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
 //
@@ -17,6 +17,7 @@
 // by that build's `coffer-vault keys create`.
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
@@ -28,6 +29,9 @@ const arg = (name, dflt) => {
 const ROUNDS = arg('rounds', 5);
 const ACCOUNTS = arg('accounts', 256);
 const LANES = arg('lanes', 32);
+// --profile DIR: a CPU profile (node:inspector) of this build's timed windows only (no client work), one file per window.
+const profileAt = process.argv.indexOf('--profile');
+const PROFILE_DIR = profileAt >= 0 ? process.argv[profileAt + 1] : null;
 const platformAt = process.argv.indexOf('--platform');
 const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
@@ -108,9 +112,11 @@ async function round(b) {
     const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })));
     return { account, start, sealed };
   });
+  await profiling(b, true);
   let c = cpuMs();
   const answers1 = await pool(starts, LANES, async (s) => ({ s, bytes: await send(s.account, s.sealed.bytes) }));
   const startMs = cpuMs() - c;
+  await profiling(b, false, 'start');
   const finishes = await pool(answers1, 8, async ({ s, bytes }) => {
     const r = P.decodeResponseBody(P.unpad(await s.sealed.openResponse(bytes)));
     if (r.outcome !== 'ok') throw new Error(`login-start: ${r.outcome}`);
@@ -118,15 +124,35 @@ async function round(b) {
     const sealed = await P.sealRequest(fleetKey, s.account, 'login-finish', P.pad(P.encodeRequestBody({ op: 'login-finish', nonce: r.nonce, ke3: P.fromBase64Url(f.finishLoginRequest) })));
     return { account: s.account, sealed };
   });
+  await profiling(b, true);
   c = cpuMs();
   const answers2 = await pool(finishes, LANES, async (f) => ({ f, bytes: await send(f.account, f.sealed.bytes) }));
   const finishMs = cpuMs() - c;
+  await profiling(b, false, 'finish');
   for (const { f, bytes } of answers2) {
     const r = P.decodeResponseBody(P.unpad(await f.sealed.openResponse(bytes)));
     if (r.outcome !== 'ok') throw new Error(`login-finish: ${r.outcome}`);
   }
   b.rounds.push({ start: startMs / b.accounts.length, finish: finishMs / b.accounts.length, entries: ((await logEntries(b)) - entries0) / b.accounts.length });
 }
+
+let session = null;
+let profiles = 0;
+/** Starts or stops the CPU profiler around one of this build's (the first root's) timed windows. */
+async function profiling(b, start, name) {
+  if (!PROFILE_DIR || b !== builds[0] || !counting) return;
+  if (!session) {
+    session = new Session();
+    session.connect();
+    mkdirSync(PROFILE_DIR, { recursive: true });
+    await post('Profiler.enable');
+  }
+  if (start) return post('Profiler.start');
+  const { profile } = await post('Profiler.stop');
+  writeFileSync(join(PROFILE_DIR, `${name}-${++profiles}.cpuprofile`), JSON.stringify(profile));
+}
+const post = (method, params) => new Promise((resolve, reject) => session.post(method, params, (err, r) => (err ? reject(err) : resolve(r))));
+let counting = false;
 
 const builds = [];
 let prepared = [];
@@ -141,6 +167,7 @@ try {
     await round(b); // warm-up (JIT, caches): not counted
     b.rounds.length = 0;
   }
+  counting = true;
   for (let i = 0; i < ROUNDS; i++) for (const b of builds) await round(b);
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   const fmt = (x) => x.toFixed(2);

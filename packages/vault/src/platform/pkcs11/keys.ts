@@ -182,13 +182,19 @@ export function ecdhKeyPairTemplates(label: string, exportable = false): { publi
 /**
  * The ECDH output object: a session-only generic secret that may leave the token.
  * Only the 32-byte x-coordinate leaves (RFC 9180 §7.1.1 `DH()`), never the private key.
+ * Not CKA_PRIVATE: the value is read out at once (the host needs it for HPKE) and the
+ * object destroyed, so hiding it from unauthenticated sessions of this application for
+ * those microseconds protects nothing, while SoftHSM2 encrypts a private object's value
+ * on creation and decrypts it on read: ~20% of its C_DeriveKey + read (issue 13,
+ * scripts/bench-vault-hsm-ops.mjs). The private key itself stays CKA_PRIVATE, sensitive
+ * and non-extractable (ecdhKeyPairTemplates).
  */
 export const ECDH_SECRET_TEMPLATE: Template = [
   { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
   { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_GENERIC_SECRET },
   { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
   { type: pkcs11js.CKA_TOKEN, value: false },
-  { type: pkcs11js.CKA_PRIVATE, value: true },
+  { type: pkcs11js.CKA_PRIVATE, value: false },
   { type: pkcs11js.CKA_SENSITIVE, value: false },
   { type: pkcs11js.CKA_EXTRACTABLE, value: true },
 ];

@@ -1,0 +1,106 @@
+// `node scripts/bench-vault-hsm-ops.mjs [--rounds N] [--ops N]` (after `npx tsc -b`; needs SoftHSM2)
+// CPU per SoftHSM2 operation of the vault's PKCS#11 hot path, on a throwaway token, rounds
+// interleaved so load from other processes falls on every variant alike (median over rounds):
+//   - ecdh: C_DeriveKey (CKM_ECDH1_DERIVE) + read CKA_VALUE + C_DestroyObject, the derived
+//     object made with the vault's ECDH_SECRET_TEMPLATE and with CKA_PRIVATE = true (the
+//     template before issue 13's third round), same private key, same peers;
+//   - seal: C_EncryptInit + C_Encrypt, AES-256-GCM of a 1 KiB record; mac: HMAC-SHA256 of 100 B.
+import { spawnSync } from 'node:child_process';
+import { createECDH } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { root } from './ensure-setup.mjs';
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const ROUNDS = arg('rounds', 5);
+const OPS = arg('ops', 400);
+const require = createRequire(join(root, 'packages', 'vault', 'package.json'));
+const pkcs11js = require('pkcs11js');
+const { ECDH_SECRET_TEMPLATE, ecdhKeyPairTemplates } = await import(join(root, 'packages/vault/dist/src/platform/pkcs11/keys.js'));
+
+const util = process.env.COFFER_SOFTHSM_UTIL ?? '/usr/bin/softhsm2-util';
+const module = process.env.COFFER_SOFTHSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
+const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-hsm-ops-'));
+try {
+  mkdirSync(join(dir, 'tokens'));
+  writeFileSync(join(dir, 'softhsm2.conf'), `directories.tokendir = ${join(dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+  process.env.SOFTHSM2_CONF = join(dir, 'softhsm2.conf');
+  const init = spawnSync(util, ['--init-token', '--free', '--label', 'ops', '--pin', '1234', '--so-pin', '123456'], { encoding: 'utf8' });
+  if (init.status !== 0) throw new Error(`softhsm2-util: ${init.stderr}`);
+  const p = new pkcs11js.PKCS11();
+  p.load(module);
+  p.C_Initialize();
+  try {
+    const slot = p.C_GetSlotList(true).find((sl) => p.C_GetTokenInfo(sl).label.trim() === 'ops');
+    const s = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+    p.C_Login(s, pkcs11js.CKU_USER, '1234');
+    const t = ecdhKeyPairTemplates('ops-ecdh');
+    const pair = p.C_GenerateKeyPair(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, t.publicKey, t.privateKey);
+    const aes = p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES }, { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
+      { type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: true }, { type: pkcs11js.CKA_ENCRYPT, value: true },
+    ]);
+    const hmac = p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_GENERIC_SECRET }, { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
+      { type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: true }, { type: pkcs11js.CKA_SIGN, value: true },
+    ]);
+    const peers = Array.from({ length: OPS }, () => {
+      const e = createECDH('prime256v1');
+      e.generateKeys();
+      return e.getPublicKey();
+    });
+    const privateTemplate = ECDH_SECRET_TEMPLATE.map((a) => (a.type === pkcs11js.CKA_PRIVATE ? { ...a, value: true } : a));
+    const ecdh = (template) => () => {
+      for (const publicData of peers) {
+        const k = p.C_DeriveKey(s, { mechanism: pkcs11js.CKM_ECDH1_DERIVE, parameter: { type: pkcs11js.CK_PARAMS_EC_DH, kdf: pkcs11js.CKD_NULL, publicData } }, pair.privateKey, template);
+        const v = p.C_GetAttributeValue(s, k, [{ type: pkcs11js.CKA_VALUE }])[0].value;
+        p.C_DestroyObject(s, k);
+        if (v.length !== 32) throw new Error('ecdh: not 32 bytes');
+      }
+    };
+    const record = Buffer.alloc(1024, 7);
+    const aad = Buffer.alloc(40, 1);
+    const seal = () => {
+      for (let i = 0; i < OPS; i++) {
+        const iv = Buffer.alloc(12);
+        iv.writeUInt32BE(i);
+        p.C_EncryptInit(s, { mechanism: pkcs11js.CKM_AES_GCM, parameter: { type: pkcs11js.CK_PARAMS_AES_GCM, iv, aad, ivBits: 96, tagBits: 128 } }, aes);
+        p.C_Encrypt(s, record, Buffer.alloc(record.length + 16));
+      }
+    };
+    const mac = () => {
+      for (let i = 0; i < OPS; i++) {
+        p.C_SignInit(s, { mechanism: pkcs11js.CKM_SHA256_HMAC }, hmac);
+        p.C_Sign(s, record.subarray(0, 100), Buffer.alloc(32));
+      }
+    };
+    const cases = { 'ecdh (derived object CKA_PRIVATE=false, the vault now)': ecdh(ECDH_SECRET_TEMPLATE), 'ecdh (derived object CKA_PRIVATE=true, before)': ecdh(privateTemplate), 'seal 1 KiB AES-GCM': seal, 'mac HMAC-SHA256 100 B': mac };
+    const results = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+    const cpuUs = () => {
+      const u = process.cpuUsage();
+      return u.user + u.system;
+    };
+    for (const fn of Object.values(cases)) fn(); // warm-up
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const [name, fn] of Object.entries(cases)) {
+        const c0 = cpuUs();
+        fn();
+        results[name].push((cpuUs() - c0) / OPS);
+      }
+    }
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    console.log(`SoftHSM2 CPU per operation (µs; ${OPS} ops per case per round, ${ROUNDS} interleaved rounds; median [min–max]):`);
+    for (const [name, xs] of Object.entries(results)) console.log(`  ${name.padEnd(56)} ${median(xs).toFixed(0).padStart(5)}  [${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}]`);
+    p.C_Logout(s);
+    p.C_CloseSession(s);
+  } finally {
+    p.C_Finalize();
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -13,6 +13,7 @@
  */
 import { promises as fs, lstatSync, opendirSync, readdirSync, readlinkSync, type BigIntStats, type Stats } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
 import { basename, resolve } from 'node:path';
 import { ChunkPool, FileReadError, type ChunkedFile, type SmallFileBatch, type SmallFileResult, type SmallFileStat } from '../chunker/chunk-pool.js';
 import { FastCdc } from '../chunker/fastcdc.js';
@@ -375,12 +376,30 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   }
 }
 
+/**
+ * A backup allocates fast and keeps little (a window of entries, packed indexes): with
+ * V8's defaults the young generation grows to 3 × 16 MiB and the old generation to
+ * several times what survives, so peak RSS was mostly garbage (issue 13: 100 MiB of
+ * heap for 15 MiB live at 50,000 files). A young generation that stays at its initial
+ * size and an old generation that grows by 20% per collection cost no measurable CPU on
+ * the 50,000-file tree and cut its peak RSS by about a third. Process-wide V8 settings,
+ * set once; only the growth policy changes, never a limit.
+ */
+let heapTuned = false;
+function tuneHeapForBackup(): void {
+  if (heapTuned || process.env.COFFER_V8_DEFAULT_HEAP === '1') return;
+  heapTuned = true;
+  setFlagsFromString('--semi-space-growth-factor=1');
+  setFlagsFromString('--heap-growing-percent=20');
+}
+
 async function runBackup(
   repo: Repository,
   lock: RepositoryLock,
   opts: BackupOptions,
   roots: Array<{ abs: string; name: string; st: Stats }>,
 ): Promise<BackupResult> {
+  tuneHeapForBackup();
   const index = await repo.index();
   const absPaths = roots.map((r) => r.abs);
   const host = hostname();

@@ -13,6 +13,7 @@
  */
 import { promises as fs, lstatSync, opendirSync, readdirSync, readlinkSync, type BigIntStats, type Stats } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
 import { basename, resolve } from 'node:path';
 import { ChunkPool, FileReadError, type ChunkedFile, type SmallFileBatch, type SmallFileResult, type SmallFileStat } from '../chunker/chunk-pool.js';
 import { FastCdc } from '../chunker/fastcdc.js';
@@ -117,6 +118,16 @@ interface ReadFile {
   st: SmallFileStat;
   /** Its xattrs when a chunk worker read them (the small-file path). */
   xattrs?: Xattr[];
+}
+
+/** What every entry of the walk has (spec §9.2), in one shape. */
+interface Meta {
+  path: string;
+  rawPath: Buffer;
+  mode: number;
+  mtimeNs: bigint;
+  owner: Owner;
+  xattrs: Xattr[] | undefined;
 }
 
 /** A path for messages (bytes that are not UTF-8 shown as U+FFFD). */
@@ -375,12 +386,30 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   }
 }
 
+/**
+ * A backup allocates fast and keeps little (a window of entries, packed indexes): with
+ * V8's defaults the young generation grows to 3 × 16 MiB and the old generation to
+ * several times what survives, so peak RSS was mostly garbage (issue 13: 100 MiB of
+ * heap for 15 MiB live at 50,000 files). A young generation that stays at its initial
+ * size and an old generation that grows by 20% per collection cost no measurable CPU on
+ * the 50,000-file tree and cut its peak RSS by about a third. Process-wide V8 settings,
+ * set once; only the growth policy changes, never a limit.
+ */
+let heapTuned = false;
+function tuneHeapForBackup(): void {
+  if (heapTuned || process.env.COFFER_V8_DEFAULT_HEAP === '1') return;
+  heapTuned = true;
+  setFlagsFromString('--semi-space-growth-factor=1');
+  setFlagsFromString('--heap-growing-percent=20');
+}
+
 async function runBackup(
   repo: Repository,
   lock: RepositoryLock,
   opts: BackupOptions,
   roots: Array<{ abs: string; name: string; st: Stats }>,
 ): Promise<BackupResult> {
+  tuneHeapForBackup();
   const index = await repo.index();
   const absPaths = roots.map((r) => r.abs);
   const host = hostname();
@@ -661,15 +690,28 @@ async function runBackup(
         list = readXattrs(abs);
       }
     }
-    return {
-      path: rel.toString('utf8'),
-      rawPath: rel,
-      mode: Number(st.mode) & 0o7777,
-      mtimeNs: st.mtimeNs,
-      owner,
-      ...(list.length > 0 ? { xattrs: list } : {}),
-    };
+    const m: Meta = { path: rel.toString('utf8'), rawPath: rel, mode: Number(st.mode) & 0o7777, mtimeNs: st.mtimeNs, owner, xattrs: list.length > 0 ? list : undefined };
+    return m;
   };
+  /**
+   * A file's entry, built in one literal of one shape: spreading `meta`'s object with
+   * optional members made objects of many shapes (a hidden class each), the costliest
+   * line of a small-file backup's main thread (issue 13).
+   */
+  const fileEntry = (m: Meta, xattrs: Xattr[] | undefined, mtimeNs: bigint, size: number, chunks: string[], sparse: boolean, inode: string, ctime: string): FileEntry => ({
+    path: m.path,
+    rawPath: m.rawPath,
+    type: 'file',
+    mode: m.mode,
+    mtimeNs,
+    owner: m.owner,
+    xattrs: xattrs !== undefined && xattrs.length > 0 ? xattrs : undefined,
+    size,
+    chunks,
+    sparse: sparse || undefined,
+    inode,
+    ctime,
+  });
 
   const rootDevs = new Set<bigint>();
   /** Visits one entry: a promise only when something had to be waited for. */
@@ -692,7 +734,8 @@ async function runBackup(
       return;
     }
     stats.dirs++;
-    const w = emit({ ...meta(abs, rel, st, 'dir'), type: 'dir' as const });
+    const m = meta(abs, rel, st, 'dir');
+    const w = emit({ path: m.path, rawPath: m.rawPath, type: 'dir', mode: m.mode, mtimeNs: m.mtimeNs, owner: m.owner, xattrs: m.xattrs });
     if (w) await w;
     for (let k = 0; k < names.length; k++) {
       const name = names.name(k);
@@ -772,7 +815,7 @@ async function runBackup(
       // xattrs still hold and are not listed again (one system call less per file).
       const m = isUtf8(abs) ? meta(abs, rel, st, 'file', prev.xattrs ?? []) : meta(abs, rel, st, 'file');
       progress.bytes += Number(st.size);
-      const same: FileEntry = { ...m, type: 'file' as const, size: prev.size, chunks: prev.chunks, ...(sparse ? { sparse } : {}), inode: prev.inode, ctime: prev.ctime };
+      const same = fileEntry(m, m.xattrs, st.mtimeNs, prev.size, prev.chunks, sparse, prev.inode, prev.ctime);
       settle?.(Promise.resolve(same));
       return emit(same);
     }
@@ -784,18 +827,8 @@ async function runBackup(
     const done = got.then((got): FileEntry | null => {
       if (!got) return null;
       // A small file read again the ordinary way (it changed meanwhile) has no xattrs from a worker.
-      const list = workerXattrs ? (got.xattrs ?? readXattrs(abs)) : (m.xattrs ?? []);
-      return {
-        ...m,
-        ...(list.length > 0 ? { xattrs: list } : {}),
-        mtimeNs: got.st.mtimeNs,
-        type: 'file',
-        size: got.size,
-        chunks: got.chunks,
-        ...(sparse ? { sparse } : {}),
-        inode: String(got.st.ino),
-        ctime: String(got.st.ctimeNs),
-      };
+      const list = workerXattrs ? (got.xattrs ?? readXattrs(abs)) : m.xattrs;
+      return fileEntry(m, list, got.st.mtimeNs, got.size, got.chunks, sparse, String(got.st.ino), String(got.st.ctimeNs));
     });
     done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile
     settle?.(done);

@@ -6,10 +6,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
-import { BLOB_PADDED, type BlobType, idKey, indexName, packName } from './blob.js';
+import { BLOB_PADDED, type BlobType, indexName, packName } from './blob.js';
 import { PACK_BYTES_MAX, PadMode, blobPadMode, padBlob } from './padding.js';
 import { type CompressionMode, defaultCompression, maybeCompress } from './compress.js';
-import { encodeIndex, type IndexedPack } from './index-file.js';
+import { IdSet, decodeIndex, encodeIndexRecords, encodePackRecord, type IndexedPack } from './index-file.js';
 import { PackBuilder, packTrailerBytes } from './pack.js';
 import type { Repository } from './repository.js';
 import type { ObjectWriter } from '../storage/backend.js';
@@ -34,11 +34,13 @@ interface OpenPack {
 export class BlobWriter {
   readonly #repo: Repository;
   readonly #known: (id: Uint8Array) => boolean;
-  readonly #inFlight = new Set<string>();
+  /** Every blob stored or being stored by this writer (packed: no string per blob). */
+  readonly #inFlight = new IdSet();
   readonly #compress = new Semaphore(COMPRESS_WINDOW);
   readonly #upload = new Semaphore(UPLOAD_WINDOW);
   readonly #tasks = new Set<Promise<void>>();
-  readonly #packs: IndexedPack[] = [];
+  /** Each finished pack's index record (encodePackRecord): 46 bytes per blob, no object per blob. */
+  readonly #packs: Buffer[] = [];
   #pack: OpenPack | undefined;
   #error: unknown;
   addedBytes = 0;
@@ -77,9 +79,8 @@ export class BlobWriter {
    */
   async add(type: BlobType, id: Buffer, raw: Buffer): Promise<void> {
     this.#check();
-    const key = idKey(id);
-    if (this.#inFlight.has(key) || this.#known(id)) return;
-    this.#inFlight.add(key);
+    if (this.#inFlight.has(id) || this.#known(id)) return;
+    this.#inFlight.add(id);
     await this.#compress.take();
     let consumed!: () => void;
     const done = new Promise<void>((r) => (consumed = r));
@@ -107,9 +108,8 @@ export class BlobWriter {
    */
   async addStored(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number): Promise<void> {
     this.#check();
-    const key = idKey(id);
-    if (this.#inFlight.has(key) || this.#known(id)) return;
-    this.#inFlight.add(key);
+    if (this.#inFlight.has(id) || this.#known(id)) return;
+    this.#inFlight.add(id);
     let pack: OpenPack;
     try {
       pack = await this.#place(type, id, rawLength, stored, flags, WRITE_GROUP_BYTES);
@@ -159,7 +159,7 @@ export class BlobWriter {
     if (!pack) return;
     this.#pack = undefined;
     const done = pack.builder.finish(this.#padding);
-    this.#packs.push({ packId: done.packId, sealedLength: done.sealedLength, blobs: done.entries });
+    this.#packs.push(encodePackRecord(done.packId, done.sealedLength, done.entries));
     await this.#upload.take();
     this.#track(
       (async () => {
@@ -178,14 +178,18 @@ export class BlobWriter {
     );
   }
 
-  /** Waits for every blob to be stored; returns the packs written, for an index. */
-  async finishPacks(): Promise<IndexedPack[]> {
+  async #finishPacks(): Promise<void> {
     while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
     this.#check();
     await this.#flushPack();
     while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
     this.#check();
-    return this.#packs;
+  }
+
+  /** Waits for every blob to be stored; returns the packs written, for an index. */
+  async finishPacks(): Promise<IndexedPack[]> {
+    await this.#finishPacks();
+    return decodeIndex(encodeIndexRecords(this.#packs, 2, PadMode.Off), 'the new packs');
   }
 
   /**
@@ -193,14 +197,14 @@ export class BlobWriter {
    * `beforeIndex` runs just before the index is written (the caller re-checks its lock).
    */
   async finish(beforeIndex?: () => Promise<void>): Promise<void> {
-    await this.finishPacks();
+    await this.#finishPacks();
     // Packs durable (their directory entries too) before an index names them: otherwise
     // a crash could leave an index that the next backup deduplicates against while its
     // packs are gone (spec §12).
     await this.#repo.backend.sync();
     if (this.#packs.length > 0) {
       await beforeIndex?.();
-      await this.#repo.writeObject(ObjectKind.Index, encodeIndex(this.#packs, 2, this.#padding), indexName);
+      await this.#repo.writeObject(ObjectKind.Index, encodeIndexRecords(this.#packs, 2, this.#padding), indexName);
       this.#repo.invalidateIndex();
     }
     await this.#repo.backend.sync();

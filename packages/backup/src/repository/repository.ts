@@ -20,7 +20,7 @@ import type { ObjectInfo, StorageBackend } from '../storage/backend.js';
 import { hex, idFromName, packName, snapshotName, validObjects, type BlobLocation } from './blob.js';
 import { decompressBlob } from './compress.js';
 import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, type RepositoryConfig } from './config.js';
-import { BlobIndex, decodeIndex } from './index-file.js';
+import { BlobIndex, scanIndex } from './index-file.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
 import { decodeEntry, decodeEntryV1, TreeValidator, type TreeEntry } from './tree.js';
 import { PadMode } from './padding.js';
@@ -123,23 +123,24 @@ export class Repository {
     // Spec §2: only names of exactly this form are indexes (validObjects); others are ignored.
     const [names, stored] = await Promise.all([this.backend.list('index/'), this.storedPacks()]);
     await mapLimit(validObjects(names), 8, async ({ name }) => {
-      const packs = await this.#readIndex(name);
-      if (packs === 'missing') return;
-      if (packs instanceof CofferError) {
-        this.onWarning(`skipping ${packs.message}; \`coffer repair index\` rebuilds the index from the packs`);
+      const read = await this.#readIndex(name);
+      if (read === 'missing') return;
+      if (read instanceof CofferError) {
+        this.onWarning(`skipping ${read.message}; \`coffer repair index\` rebuilds the index from the packs`);
         return;
       }
-      for (const p of packs) idx.add(p);
+      idx.addScanned(read.plain, read.packs);
     });
     idx.preferStored((packId) => stored.has(packName(packId)));
     this.#index = idx;
     return idx;
   }
 
-  /** One index object's packs; 'missing' when deleted meanwhile; the error when unreadable. */
-  async #readIndex(name: string): Promise<ReturnType<typeof decodeIndex> | 'missing' | CofferError> {
+  /** One index object, checked (scanIndex); 'missing' when deleted meanwhile; the error when unreadable. */
+  async #readIndex(name: string): Promise<{ plain: Uint8Array; packs: ReturnType<typeof scanIndex> } | 'missing' | CofferError> {
     try {
-      return decodeIndex(await this.readObject(name, ObjectKind.Index), name);
+      const plain = await this.readObject(name, ObjectKind.Index);
+      return { plain, packs: scanIndex(plain, name) };
     } catch (e) {
       if (CofferError.is(e, 'missing-object')) return 'missing';
       if (isUnreadable(e)) return e;

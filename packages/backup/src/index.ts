@@ -30,7 +30,7 @@ export { S3Backend, isLoopbackEndpoint, parseS3Location, type S3BackendOptions, 
 export { Repository, type SnapshotRecord, type InitOptions } from './repository/repository.js';
 export { Compression } from './repository/config.js';
 export { COMPRESSION_LEVEL, COMPRESSION_MODES, defaultCompression, parseCompressionMode, type CompressionMode } from './repository/compress.js';
-export { backup, type BackupOptions, type BackupProgress, type BackupResult, type BackupWarning } from './repository/backup.js';
+export { backup, tuneHeapForBackup, type BackupOptions, type BackupProgress, type BackupResult, type BackupWarning } from './repository/backup.js';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult, type RestoreWarning } from './repository/restore.js';
 export { PadMode, padme, paddedLength, parsePadMode } from './repository/padding.js';
 export { LOCK_EXPIRY_MS, RepositoryLock, removeLocks, type LockBody } from './repository/lock.js';

@@ -396,7 +396,8 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
  * set once; only the growth policy changes, never a limit.
  */
 let heapTuned = false;
-function tuneHeapForBackup(): void {
+/** For a process that runs backups (the CLI calls it): the library itself never changes process-wide settings. */
+export function tuneHeapForBackup(): void {
   if (heapTuned || process.env.COFFER_V8_DEFAULT_HEAP === '1') return;
   heapTuned = true;
   setFlagsFromString('--semi-space-growth-factor=1');
@@ -409,7 +410,6 @@ async function runBackup(
   opts: BackupOptions,
   roots: Array<{ abs: string; name: string; st: Stats }>,
 ): Promise<BackupResult> {
-  tuneHeapForBackup();
   const index = await repo.index();
   const absPaths = roots.map((r) => r.abs);
   const host = hostname();

@@ -18,6 +18,7 @@ import {
   readFilesFrom,
   readPatternFile,
   restore,
+  tuneHeapForBackup,
   type BackupProgress,
   type CompressionMode,
   type PatternRule,
@@ -104,6 +105,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   }
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
+  tuneHeapForBackup(); // this process runs the backup: a heap that grows less (see its comment)
   const r = await backup(repo, {
     paths,
     ...(padding !== undefined ? { padding } : {}),

@@ -109,8 +109,17 @@ export class VaultForwarder {
         tried.push(node.label);
         let outcome: string;
         try {
-          const auth = await relayAuthHeader(this.#key, { method: 'POST', path: VAULT_PATH, account, body }, this.#now(), this.#nonces);
-          const res = await this.#attempt(node.target, account, auth, body, Math.min(this.#attemptMs, left));
+          const sign = (): Promise<string> => relayAuthHeader(this.#key, { method: 'POST', path: VAULT_PATH, account, body }, this.#now(), this.#nonces);
+          let res: Attempt;
+          try {
+            res = await this.#attempt(node.target, account, await sign(), body, Math.min(this.#attemptMs, left));
+          } catch (err) {
+            // A kept-alive connection the node closed while idle (its keep-alive timeout
+            // raced our reuse): once more on a fresh connection to the same node, with a
+            // fresh nonce, rather than fail over or answer 503 over a stale socket.
+            if (!(err as { staleSocket?: boolean }).staleSocket || deadline - Date.now() <= 0) throw err;
+            res = await this.#attempt(node.target, account, await sign(), body, Math.min(this.#attemptMs, deadline - Date.now()));
+          }
           outcome = String(res.status);
           const relayAuthRefused = res.status === 401 && /"relay-auth"/.test(res.body.toString('utf8', 0, 200));
           if (res.status < 500 && !relayAuthRefused) {
@@ -164,8 +173,15 @@ export class VaultForwarder {
         clearTimeout(timer);
         reject(err);
       };
-      req.on('error', fail);
+      let answered = false;
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        // Reset or closed before any answer on a socket that served an earlier request.
+        const code = err.code ?? '';
+        if (req.reusedSocket && !answered && (code === 'ECONNRESET' || code === 'EPIPE')) Object.assign(err, { staleSocket: true });
+        fail(err);
+      });
       req.on('response', (res: IncomingMessage) => {
+        answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {

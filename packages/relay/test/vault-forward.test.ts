@@ -102,6 +102,47 @@ test('a vault node given by an IPv6 address ([::1]) is reached', async (t) => {
   assert.deepEqual(seen, [{ account: `local:${dev.account}`, ok: 'ok' }]);
 });
 
+test('a kept-alive connection the vault node closed while idle: the message goes once more on a fresh connection, not a 503', async (t) => {
+  // The stand-in takes one request per connection and drops the connection at the next
+  // one without answering: what a node's keep-alive timeout racing our reuse looks like.
+  const served = new WeakMap<object, number>();
+  let dropped = 0;
+  const v = await standIn(t, (req, res) => {
+    const n = (served.get(req.socket) ?? 0) + 1;
+    served.set(req.socket, n);
+    if (n > 1) {
+      dropped++;
+      req.socket.destroy();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(Buffer.alloc(560, 9));
+  });
+  const { send } = await relayTo(t, [v.url]);
+  for (let i = 0; i < 3; i++) {
+    const res = await send();
+    assert.equal(res.statusCode, 200, `message ${i}: ${res.body}`);
+    assert.deepEqual(res.rawPayload, Buffer.alloc(560, 9));
+  }
+  assert.equal(dropped, 2, 'messages 2 and 3 first met a dropped connection');
+});
+
+test('a vault node closing the connection in the middle of its answer: the next node answers; alone, 503 vault-unavailable', async (t) => {
+  const cut = await standIn(t, (_q, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 560 });
+    res.write(Buffer.alloc(100, 1));
+    setTimeout(() => res.socket?.destroy(), 20);
+  });
+  const good = await standIn(t, (_q, res) => void res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(Buffer.alloc(560, 9)));
+  const both = await relayTo(t, [cut.url, good.url]);
+  const res = await both.send();
+  assert.equal(res.statusCode, 200);
+  assert.deepEqual(res.rawPayload, Buffer.alloc(560, 9), 'the whole answer of the good node, nothing of the cut one');
+  const alone = await relayTo(t, [cut.url]);
+  const refused = await alone.send();
+  assert.equal(refused.statusCode, 503);
+  assert.equal(code(refused), 'vault-unavailable');
+});
+
 test('a vault node that is down: 503 vault-unavailable quickly', async (t) => {
   const { send } = await relayTo(t, [await deadUrl(), await deadUrl()]);
   const started = Date.now();

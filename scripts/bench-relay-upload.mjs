@@ -7,7 +7,8 @@
 //
 // `--client-dist A,B` (two builds of packages/client/dist, e.g. a saved copy and the
 // current one) runs both in alternation, `--rounds` times each, against the same relay,
-// so an A/B is measured in one run under the same load.
+// so an A/B is measured in one run under the same load. Profiles: COFFER_BENCH_RELAY_NODE_ARGS
+// and COFFER_BENCH_CLIENT_NODE_ARGS (e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof').
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -109,7 +110,7 @@ try {
     for (const [i, dist] of dists.entries()) {
       const r0 = stat(relay.pid);
       const t0 = Date.now();
-      const child = spawn(process.execPath, [process.argv[1]], { env: { ...process.env, COFFER_BENCH_UPLOAD_CHILD: JSON.stringify({ dist, url, token, mib: MIB, objectMib: OBJECT_MIB, prefix: `r${n++}` }) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const child = spawn(process.execPath, [...(process.env.COFFER_BENCH_CLIENT_NODE_ARGS?.split(' ').filter(Boolean) ?? []), process.argv[1]], { env: { ...process.env, COFFER_BENCH_UPLOAD_CHILD: JSON.stringify({ dist, url, token, mib: MIB, objectMib: OBJECT_MIB, prefix: `r${n++}` }) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       const cpu = await new Promise((resolve, reject) => {
         child.once('message', resolve);
         child.once('exit', (c) => c !== 0 && reject(new Error(`upload client exited ${c}`)));

@@ -38,7 +38,7 @@ function measure(work, cmd, args, env) {
   const t = join(work, '.time-blob');
   sh('/usr/bin/time', ['-f', '%e %M %U %S', '-o', t, cmd, ...args], { env: { ...process.env, ...env } });
   const [wall, rss, user, sys] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
-  return { wall, rss, cpu: user + sys };
+  return { wall, rss, cpu: user + sys, user, sys };
 }
 
 /** CPU seconds (user + system) a process has used so far. */
@@ -47,12 +47,19 @@ function cpuSeconds(pid) {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
+/** System CPU seconds of a process so far. */
+function sysSeconds(pid) {
+  return Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[12]) / 100;
+}
+
 const rssKiB = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 
 async function startRelay(root, dir, env) {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'link.key'), randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
-  const child = spawn(process.execPath, [join(root, 'packages/relay/dist/src/main.js'), 'serve'], {
+  // COFFER_BENCH_RELAY_MAIN: another build of the relay (A/B); COFFER_BENCH_RELAY_NODE_ARGS: e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'.
+  const extra = process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...extra, process.env.COFFER_BENCH_RELAY_MAIN || join(root, 'packages/relay/dist/src/main.js'), 'serve'], {
     env: { ...process.env, COFFER_RELAY_DATA_DIR: dir, COFFER_RELAY_PORT: '0', COFFER_RELAY_ADMIN: '0', COFFER_RELAY_LINK_KEY_FILE: join(dir, 'link.key'), COFFER_RELAY_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -129,7 +136,8 @@ export async function benchBlob({ root, scale = 0.25, rounds = 2, objectMiB = 25
       cli(['init', '-q', '--repo', 'coffer:', '--key-file', keyFile]);
       const flags = ['--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', relay.url];
       const relayCpu0 = cpuSeconds(relay.child.pid);
-      runs.relay.push({ ...measure(work, process.execPath, [coffer, 'backup', '-q', ...flags, data], env), relayCpu: cpuSeconds(relay.child.pid) - relayCpu0 });
+      const relaySys0 = sysSeconds(relay.child.pid);
+      runs.relay.push({ ...measure(work, process.execPath, [coffer, 'backup', '-q', ...flags, data], env), relayCpu: cpuSeconds(relay.child.pid) - relayCpu0, relaySys: sysSeconds(relay.child.pid) - relaySys0 });
       const target2 = join(base, 'restore-relay');
       rmSync(target2, { recursive: true, force: true });
       try {
@@ -147,7 +155,7 @@ export async function benchBlob({ root, scale = 0.25, rounds = 2, objectMiB = 25
     const [l, r, lr] = [best(runs.local), best(runs.relay), best(runs.localRestore)];
     const rr = runs.relayRestore.length ? best(runs.relayRestore) : { wall: NaN, rss: NaN, cpu: NaN, relayCpu: NaN };
     console.log(`blob: data set scale ${scale} (${(Number(sh('du', ['-sb', data]).split('\t')[0]) / 2 ** 20).toFixed(0)} MiB), ${rounds} rounds, best of each`);
-    console.log(`blob: backup to a local directory ${f(l.wall)} s (rounds ${runs.local.map((x) => f(x.wall)).join(', ')}; CPU ${f(l.cpu)} s); to coffer: through the relay ${f(r.wall)} s (rounds ${runs.relay.map((x) => f(x.wall)).join(', ')}; CPU client ${f(r.cpu)} s + relay ${f(r.relayCpu)} s), client peak RSS ${mib(r.rss)} MiB (local ${mib(l.rss)} MiB)`);
+    console.log(`blob: backup to a local directory ${f(l.wall)} s (rounds ${runs.local.map((x) => f(x.wall)).join(', ')}; CPU ${f(l.cpu)} s, of it system ${f(l.sys)} s); to coffer: through the relay ${f(r.wall)} s (rounds ${runs.relay.map((x) => f(x.wall)).join(', ')}; CPU client ${f(r.cpu)} s (system ${f(r.sys)} s) + relay ${f(r.relayCpu)} s (system ${f(r.relaySys)} s)), client peak RSS ${mib(r.rss)} MiB (local ${mib(l.rss)} MiB)`);
     console.log(`blob: restore from the local directory ${f(lr.wall)} s (CPU ${f(lr.cpu)} s); from coffer: ${f(rr.wall)} s (CPU client ${f(rr.cpu)} s + relay ${f(rr.relayCpu)} s), client peak RSS ${mib(rr.rss)} MiB (local ${mib(lr.rss)} MiB)${restoreFailed ? `; a restore from coffer: FAILED: ${restoreFailed}` : ''}`);
     console.log(`blob: relay peak RSS over the backups and restores ${mib(rssKiB(relay.child.pid, 'VmHWM'))} MiB`);
     // Rounds alternate local and relay, so each pair ran under about the same load: the

@@ -81,7 +81,8 @@ const LOAD_CPU = arg('load-cpu', 1);
 // Enough accounts per path that none reaches the vault's per-account login limit (64 per 5 minutes).
 const ACCOUNTS = arg('accounts', 384);
 const VAULT_MAIN = join(root, 'packages/vault/dist/src/server/main.js');
-const RELAY_MAIN = join(root, 'packages/relay/dist/src/main.js');
+// COFFER_BENCH_RELAY_MAIN: another build of the relay (an A/B against a saved copy of dist/).
+const RELAY_MAIN = process.env.COFFER_BENCH_RELAY_MAIN || join(root, 'packages/relay/dist/src/main.js');
 const WORKER = join(root, 'scripts', 'bench-relay-worker.mjs');
 const PROTOCOL = join(root, 'packages', 'protocol', 'dist', 'src', 'index.js');
 const NODE_CRYPTO = join(root, 'packages', 'vault', 'dist', 'src', 'server', 'node-crypto.js');

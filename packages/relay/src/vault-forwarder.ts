@@ -13,7 +13,8 @@
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { RELAY_AUTH_HEADER, relayAuthHeader } from '@coffer/protocol';
+import { randomBytes } from 'node:crypto';
+import { RELAY_AUTH_HEADER, relayAuthHeader, type RandomSource } from '@coffer/protocol';
 import type { RelayMetrics } from './metrics.js';
 
 export const VAULT_PATH = '/v1/request';
@@ -30,6 +31,28 @@ export interface ForwarderOptions {
   readonly now?: () => number;
 }
 
+/**
+ * Link-MAC nonces (spec/relay-api.md §2: 16 random bytes per request) cut from a pool
+ * that one `randomBytes` call refills 256 nonces at a time: `crypto.getRandomValues` per
+ * request was ~5% of the relay's CPU per forwarded message (bench:relay-overhead
+ * profile). Each nonce is its own copy and no byte of the pool is handed out twice.
+ */
+export function nonceSource(poolBytes = 4096): RandomSource {
+  let pool = Buffer.alloc(0);
+  let at = 0;
+  return (length: number): Uint8Array => {
+    if (length > poolBytes) return new Uint8Array(randomBytes(length));
+    if (at + length > pool.length) {
+      pool = randomBytes(poolBytes);
+      at = 0;
+    }
+    const out = new Uint8Array(pool.subarray(at, at + length));
+    pool.fill(0, at, at + length);
+    at += length;
+    return out;
+  };
+}
+
 export type ForwardResult =
   | { readonly kind: 'answer'; readonly status: number; readonly contentType: string; readonly body: Buffer; readonly node: string }
   | { readonly kind: 'unavailable'; readonly attempts: readonly string[] };
@@ -41,7 +64,8 @@ interface Attempt {
 }
 
 export class VaultForwarder {
-  readonly #nodes: { url: URL; label: string }[];
+  /** Per node: the request options built once (no URL parsing per message). */
+  readonly #nodes: { url: URL; label: string; target: { protocol: string; hostname: string; port: string; path: string } }[];
   readonly #key: Uint8Array;
   readonly #attemptMs: number;
   readonly #deadlineMs: number;
@@ -50,13 +74,14 @@ export class VaultForwarder {
   readonly #http = new HttpAgent({ keepAlive: true, maxSockets: 256 });
   readonly #https = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
   #preferred = 0;
+  readonly #nonces = nonceSource();
 
   constructor(options: ForwarderOptions) {
     if (options.nodes.length === 0) throw new Error('vault.nodes: at least one vault node is required');
     this.#nodes = options.nodes.map((n, i) => {
       const url = new URL(VAULT_PATH, n.endsWith('/') ? n : `${n}/`);
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`vault.nodes[${i}]: not an http(s) URL: ${n}`);
-      return { url, label: url.host };
+      return { url, label: url.host, target: { protocol: url.protocol, hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, path: url.pathname } };
     });
     this.#key = options.linkKey;
     this.#attemptMs = options.attemptTimeoutMs ?? 5000;
@@ -84,8 +109,17 @@ export class VaultForwarder {
         tried.push(node.label);
         let outcome: string;
         try {
-          const auth = await relayAuthHeader(this.#key, { method: 'POST', path: VAULT_PATH, account, body }, this.#now());
-          const res = await this.#attempt(node.url, account, auth, body, Math.min(this.#attemptMs, left));
+          const sign = (): Promise<string> => relayAuthHeader(this.#key, { method: 'POST', path: VAULT_PATH, account, body }, this.#now(), this.#nonces);
+          let res: Attempt;
+          try {
+            res = await this.#attempt(node.target, account, await sign(), body, Math.min(this.#attemptMs, left));
+          } catch (err) {
+            // A kept-alive connection the node closed while idle (its keep-alive timeout
+            // raced our reuse): once more on a fresh connection to the same node, with a
+            // fresh nonce, rather than fail over or answer 503 over a stale socket.
+            if (!(err as { staleSocket?: boolean }).staleSocket || deadline - Date.now() <= 0) throw err;
+            res = await this.#attempt(node.target, account, await sign(), body, Math.min(this.#attemptMs, deadline - Date.now()));
+          }
           outcome = String(res.status);
           const relayAuthRefused = res.status === 401 && /"relay-auth"/.test(res.body.toString('utf8', 0, 200));
           if (res.status < 500 && !relayAuthRefused) {
@@ -121,10 +155,11 @@ export class VaultForwarder {
     if (node && status) this.#metrics.vaultAttempts.inc({ node, outcome: status });
   }
 
-  #attempt(url: URL, account: string, auth: string, body: Buffer, timeoutMs: number): Promise<Attempt> {
+  #attempt(target: { protocol: string; hostname: string; port: string; path: string }, account: string, auth: string, body: Buffer, timeoutMs: number): Promise<Attempt> {
     return new Promise<Attempt>((resolve, reject) => {
-      const https = url.protocol === 'https:';
-      const req = (https ? httpsRequest : httpRequest)(url, {
+      const https = target.protocol === 'https:';
+      const req = (https ? httpsRequest : httpRequest)({
+        ...target,
         method: 'POST',
         agent: https ? this.#https : this.#http,
         headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'coffer-account': account, [RELAY_AUTH_HEADER]: auth },
@@ -138,8 +173,15 @@ export class VaultForwarder {
         clearTimeout(timer);
         reject(err);
       };
-      req.on('error', fail);
+      let answered = false;
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        // Reset or closed before any answer on a socket that served an earlier request.
+        const code = err.code ?? '';
+        if (req.reusedSocket && !answered && (code === 'ECONNRESET' || code === 'EPIPE')) Object.assign(err, { staleSocket: true });
+        fail(err);
+      });
       req.on('response', (res: IncomingMessage) => {
+        answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {

@@ -51,6 +51,98 @@ test('forwards the bytes with the account and a valid link MAC; answers unchange
   assert.deepEqual(seen, [{ account: `local:${dev.account}`, ok: 'ok' }]);
 });
 
+test('one log line per vault message: route, status, lengths and node; no bytes, no token, no second line', async (t) => {
+  let key: Uint8Array = new Uint8Array(32);
+  const seen: { account?: string; ok?: string }[] = [];
+  const v = await standIn(t, (req, res, body) => void goodVault(() => key, seen)(req, res, body));
+  const lines: string[] = [];
+  const config = testConfig(tempDir(t), { COFFER_RELAY_VAULT_NODES: v.url });
+  const r = await startRelay(t, config, { logger: { level: 'info', stream: { write: (l: string) => void lines.push(l) } } });
+  key = loadLinkKey(config.linkKeyFile);
+  const dev = await r.signUp();
+  lines.length = 0;
+  const body = Buffer.alloc(603, 0x5a);
+  const res = await r.inject({ method: 'POST', url: '/v1/vault', headers: { ...dev.auth(), 'content-type': 'application/octet-stream' }, payload: body });
+  assert.equal(res.statusCode, 200);
+  const entries = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.equal(entries.length, 1, `one line, got: ${lines.join('')}`);
+  const e = entries[0]!;
+  assert.equal(e.msg, 'request');
+  assert.equal(e.method, 'POST');
+  assert.equal(e.route, '/v1/vault');
+  assert.equal(e.statusCode, 200);
+  assert.equal(e.account, `local:${dev.account}`);
+  assert.equal(e.bodyBytes, 603);
+  assert.equal(e.responseBytes, 560);
+  assert.equal(e.vaultStatus, 200);
+  assert.equal(e.node, new URL(v.url).host);
+  assert.equal(typeof e.ms, 'number');
+  const log = lines.join('');
+  for (const secret of [dev.token, dev.token.slice(4), body.toString('base64'), Buffer.alloc(560, 9).toString('base64'), body.toString('hex').slice(0, 64)]) assert.ok(!log.includes(secret), `log leaks ${secret.slice(0, 12)}…`);
+});
+
+test('a vault node given by an IPv6 address ([::1]) is reached', async (t) => {
+  let key: Uint8Array = new Uint8Array(32);
+  const seen: { account?: string; ok?: string }[] = [];
+  const v = await standIn(t, (req, res, body) => void goodVault(() => key, seen)(req, res, body));
+  // The same stand-in, listening on ::1 too (skipped where the machine has no IPv6 loopback).
+  const { createServer: createHttpServer } = await import('node:http');
+  const six = createHttpServer((req, res) => v.server.emit('request', req, res));
+  const up = await new Promise<boolean>((resolve) => {
+    six.once('error', () => resolve(false));
+    six.listen(0, '::1', () => resolve(true));
+  });
+  if (!up) return t.skip('no IPv6 loopback here');
+  t.after(() => new Promise<void>((r) => six.close(() => r())));
+  const port = (six.address() as { port: number }).port;
+  const { send, dev, linkKey } = await relayTo(t, [`http://[::1]:${port}`]);
+  key = linkKey;
+  const res = await send();
+  assert.equal(res.statusCode, 200);
+  assert.deepEqual(seen, [{ account: `local:${dev.account}`, ok: 'ok' }]);
+});
+
+test('a kept-alive connection the vault node closed while idle: the message goes once more on a fresh connection, not a 503', async (t) => {
+  // The stand-in takes one request per connection and drops the connection at the next
+  // one without answering: what a node's keep-alive timeout racing our reuse looks like.
+  const served = new WeakMap<object, number>();
+  let dropped = 0;
+  const v = await standIn(t, (req, res) => {
+    const n = (served.get(req.socket) ?? 0) + 1;
+    served.set(req.socket, n);
+    if (n > 1) {
+      dropped++;
+      req.socket.destroy();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(Buffer.alloc(560, 9));
+  });
+  const { send } = await relayTo(t, [v.url]);
+  for (let i = 0; i < 3; i++) {
+    const res = await send();
+    assert.equal(res.statusCode, 200, `message ${i}: ${res.body}`);
+    assert.deepEqual(res.rawPayload, Buffer.alloc(560, 9));
+  }
+  assert.equal(dropped, 2, 'messages 2 and 3 first met a dropped connection');
+});
+
+test('a vault node closing the connection in the middle of its answer: the next node answers; alone, 503 vault-unavailable', async (t) => {
+  const cut = await standIn(t, (_q, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 560 });
+    res.write(Buffer.alloc(100, 1));
+    setTimeout(() => res.socket?.destroy(), 20);
+  });
+  const good = await standIn(t, (_q, res) => void res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(Buffer.alloc(560, 9)));
+  const both = await relayTo(t, [cut.url, good.url]);
+  const res = await both.send();
+  assert.equal(res.statusCode, 200);
+  assert.deepEqual(res.rawPayload, Buffer.alloc(560, 9), 'the whole answer of the good node, nothing of the cut one');
+  const alone = await relayTo(t, [cut.url]);
+  const refused = await alone.send();
+  assert.equal(refused.statusCode, 503);
+  assert.equal(code(refused), 'vault-unavailable');
+});
+
 test('a vault node that is down: 503 vault-unavailable quickly', async (t) => {
   const { send } = await relayTo(t, [await deadUrl(), await deadUrl()]);
   const started = Date.now();

@@ -13,6 +13,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The authenticated account (`local:…` or `app:…`); '' before authentication. */
     account: string;
+    /** What the route adds to the request's log line (lengths, statuses: never bytes or secrets); null for none. */
+    logFields: Record<string, unknown> | null;
   }
 }
 

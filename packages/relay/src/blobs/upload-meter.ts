@@ -59,7 +59,11 @@ export class UploadMeter extends Transform {
 
   #arm(): void {
     if (this.#o.idleMs <= 0) return;
-    clearTimeout(this.#timer);
+    // Once per buffer (thousands per upload): restart the one timer rather than make a new one.
+    if (this.#timer) {
+      this.#timer.refresh();
+      return;
+    }
     this.#timer = setTimeout(() => this.fail(new RelayError('request-timeout', { message: `no body bytes for ${Math.round(this.#o.idleMs / 1000)} s` })), this.#o.idleMs);
     this.#timer.unref?.();
   }

@@ -218,7 +218,7 @@ export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Pr
     const size = body instanceof UploadMeter ? body.bytes : body.length;
     settle(req, true);
     o.metrics.blobBytes.inc({ direction: 'in' }, size);
-    req.log.info({ account: req.account, blobBytes: size }, 'blob stored');
+    req.logFields = { blobBytes: size };
     return reply.code(201).send();
   });
 

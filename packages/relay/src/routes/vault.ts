@@ -20,7 +20,7 @@ export async function vaultRoutes(app: FastifyInstance, o: { forwarder: VaultFor
       throw new RelayError('vault-unavailable', { retryAfter: 1 });
     }
     // Lengths and status only: the bytes are sealed to the vault and never logged.
-    req.log.info({ account: req.account, bodyBytes: body.length, status: r.status, responseBytes: r.body.length, node: r.node }, 'vault message');
+    req.logFields = { bodyBytes: body.length, vaultStatus: r.status, responseBytes: r.body.length, node: r.node };
     if (r.status >= 200 && r.status < 300) return reply.code(r.status).type(r.contentType).send(r.body);
     // A vault error: only its code (and retryAfter) reaches the client, under the relay's
     // own message — never the upstream body, whose details are for the vault's logs.

@@ -1,0 +1,142 @@
+// `node scripts/bench-relay-overhead.mjs [--requests N] [--concurrency C] [--rounds R] [--relay-main A.js,B.js]`
+// The relay's own CPU per forwarded vault message (issue 13), without OPAQUE, HPKE or a
+// vault: a stand-in vault on loopback answers every sealed request with RESPONSE_LENGTH
+// bytes at once, a keep-alive load generator sends POST /v1/vault with a session token,
+// and the relay (a child process, logging at its production default `info` to /dev/null)
+// is measured from /proc: CPU ms per message, user and system apart.
+//
+// With `--relay-main A,B` two relay builds (e.g. a saved copy of dist/ and the current
+// one) run in alternation, `--rounds` times each, against the same stand-in, so an A/B
+// is measured in one run under the same load. CPU per message is what the relay costs;
+// a loaded machine moves it less than it moves throughput. Profile a build with
+// COFFER_BENCH_RELAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, createServer, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { root } from './ensure-setup.mjs';
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+};
+const REQUESTS = Number(arg('requests', 4000));
+const CONCURRENCY = Number(arg('concurrency', 16));
+const ROUNDS = Number(arg('rounds', 3));
+const mains = String(arg('relay-main', join(root, 'packages/relay/dist/src/main.js'))).split(',');
+const { REQUEST_LENGTH, RESPONSE_LENGTH } = await import(join(root, 'packages/protocol/dist/src/index.js'));
+const SESSION_LABEL = Buffer.from('coffer-relay/v1/session\0');
+
+function stat(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-relay-overhead-'));
+const linkKeyFile = join(dir, 'link.key');
+writeFileSync(linkKeyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
+const big = { perSecond: 1e6, burst: 1e6 };
+const configFile = join(dir, 'relay.json');
+writeFileSync(configFile, JSON.stringify({ limits: { perAddress: big, perAccount: big, accountCreation: big, signInByAddress: big, signInByAccount: big, passwordSignInByAccount: big } }));
+
+// The stand-in vault: reads the sealed request, answers a response-sized body.
+const answer = randomBytes(RESPONSE_LENGTH);
+const vault = createServer((req, res) => {
+  req.resume();
+  req.on('end', () => res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': answer.length }).end(answer));
+});
+vault.keepAliveTimeout = 65_000;
+await new Promise((r) => vault.listen(0, '127.0.0.1', r));
+const vaultUrl = `http://127.0.0.1:${vault.address().port}`;
+
+const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+function post(url, headers, body) {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', agent, headers: { ...headers, 'content-length': body.length } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+const json = async (url, body) => {
+  const r = await post(url, { 'content-type': 'application/json' }, Buffer.from(JSON.stringify(body)));
+  if (r.status >= 300) throw new Error(`${url}: ${r.status} ${r.body}`);
+  return JSON.parse(r.body.toString());
+};
+
+async function startRelay(main, n) {
+  const extra = process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...extra, main, 'serve'], {
+    env: { ...process.env, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: configFile, COFFER_RELAY_DATA_DIR: join(dir, `relay-${n}`), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vaultUrl, COFFER_RELAY_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  const url = await new Promise((resolve, reject) => {
+    child.stderr.on('data', (d) => {
+      err += d;
+      const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(err);
+      if (m) resolve(m[1]);
+    });
+    child.once('exit', (c) => reject(new Error(`${main} exited ${c}: ${err}`)));
+  });
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const { account } = await json(`${url}/v1/accounts`, { publicKey: publicKey.export({ format: 'jwk' }).x });
+  const { challenge } = await json(`${url}/v1/sessions/challenge`, { account });
+  const signature = sign(null, Buffer.concat([SESSION_LABEL, Buffer.from(challenge, 'base64url')]), privateKey).toString('base64url');
+  const { token } = await json(`${url}/v1/sessions`, { account, challenge, signature });
+  const exited = new Promise((r) => child.once('exit', r));
+  return { child, url, token, stop: async () => (child.kill('SIGTERM'), await exited) };
+}
+
+async function run(relay, count) {
+  const body = randomBytes(REQUEST_LENGTH);
+  const headers = { 'content-type': 'application/octet-stream', authorization: `Bearer ${relay.token}` };
+  let left = count;
+  const lane = async () => {
+    while (left-- > 0) {
+      const r = await post(`${relay.url}/v1/vault`, headers, body);
+      if (r.status !== 200 || r.body.length !== RESPONSE_LENGTH) throw new Error(`relay answered ${r.status} (${r.body.length} bytes)`);
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, lane));
+}
+
+const relays = [];
+try {
+  for (const [i, main] of mains.entries()) relays.push(await startRelay(main, i));
+  // Warm-up (JIT, keep-alive sockets both sides), not counted.
+  for (const r of relays) await run(r, Math.min(1000, REQUESTS));
+  const results = relays.map(() => ({ user: 0, sys: 0, wall: 0, n: 0 }));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [i, r] of relays.entries()) {
+      const c0 = stat(r.child.pid);
+      const t0 = process.hrtime.bigint();
+      await run(r, REQUESTS);
+      const c1 = stat(r.child.pid);
+      results[i].wall += Number(process.hrtime.bigint() - t0) / 1e9;
+      results[i].user += c1.user - c0.user;
+      results[i].sys += c1.sys - c0.sys;
+      results[i].n += REQUESTS;
+    }
+  }
+  const f = (x) => x.toFixed(3);
+  for (const [i, x] of results.entries()) {
+    console.log(`relay ${mains[i]}: ${x.n} vault messages, ${f((1000 * (x.user + x.sys)) / x.n)} ms CPU/message (user ${f((1000 * x.user) / x.n)}, system ${f((1000 * x.sys) / x.n)}), ${(x.n / x.wall).toFixed(0)} messages/s`);
+  }
+  if (results.length === 2) {
+    const cpu = (x) => (x.user + x.sys) / x.n;
+    console.log(`bench: relay-overhead cpu-ratio=${(cpu(results[1]) / cpu(results[0])).toFixed(2)} (second build / first; < 1: the second costs less)`);
+  }
+} finally {
+  for (const r of relays) await r.stop();
+  agent.destroy();
+  vault.closeAllConnections();
+  vault.close();
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -33,12 +33,12 @@
  * times, close, rename. Each is a system call on a cached directory handle, far cheaper
  * than the thread-pool round trips of the general path, and no descriptor outlives it.
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, constants as fsc, fchmodSync, fchownSync, ftruncateSync, futimesSync, lstatSync, promises as fs, openSync, renameSync, writeSync } from 'node:fs';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { closeSync, constants as fsc, fchmodSync, fchownSync, ftruncateSync, futimesSync, lstatSync, promises as fs, openSync, renameSync, writeSync, writevSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
-import { decompressBlob } from './compress.js';
+import { decompressBlobSync } from './decompress.js';
 import { hex, packName, type BlobLocation } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
@@ -394,17 +394,20 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
   };
   /** A file with at most one chunk, written, finished and renamed into place in one go. */
-  const writeWhole = async (f: PendingFile, raw: Buffer) => {
+  const writeWhole = async (f: PendingFile, parts: readonly Buffer[]) => {
     await inDir(f.dir, async (prefix) => {
       const tmpPath = Buffer.concat([prefix, f.tmp]);
       const fd = openSync(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
       createdTmp.set(tmpKey(f.dir, f.tmp), { dir: f.dir, name: f.tmp });
       f.created = true;
       try {
-        for (const [from, to] of dataRuns(raw, 0, f.entry.sparse === true)) {
-          for (let w = from; w < to; ) w += writeSync(fd, raw, w, to - w, w);
-        }
-        if (f.entry.sparse) ftruncateSync(fd, f.entry.size);
+        if (f.entry.sparse) {
+          const raw = joined(parts);
+          for (const [from, to] of dataRuns(raw, 0, true)) {
+            for (let w = from; w < to; ) w += writeSync(fd, raw, w, to - w, w);
+          }
+          ftruncateSync(fd, f.entry.size);
+        } else writeAllSync(fd, parts, 0);
         setMetaSync(f.entry, tmpPath, fd);
       } finally {
         closeSync(fd);
@@ -415,7 +418,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     });
     createdTmp.delete(tmpKey(f.dir, f.tmp));
     f.remaining = 0;
-    progress.bytes += raw.length;
+    progress.bytes += lengthOf(parts);
     progress.files++;
     report();
   };
@@ -433,8 +436,16 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     progress.files++;
     report();
   };
-  /** Writes `raw` at `pos`; in a sparse file, 4 KiB-aligned blocks of zeros are skipped (left as holes). */
-  const writeAt = async (fh: fs.FileHandle, raw: Buffer, pos: number, sparse: boolean) => {
+  /** Writes `parts` back to back at `pos`; in a sparse file, 4 KiB-aligned blocks of zeros are skipped (left as holes). */
+  const writeAt = async (fh: fs.FileHandle, parts: readonly Buffer[], pos: number, sparse: boolean) => {
+    if (!sparse) {
+      const total = lengthOf(parts);
+      const { bytesWritten } = await fh.writev(parts as Buffer[], pos);
+      if (bytesWritten === total) return;
+      parts = [joined(parts).subarray(bytesWritten)];
+      pos += bytesWritten;
+    }
+    const raw = joined(parts);
     for (const [from, to] of dataRuns(raw, pos, sparse)) {
       let written = from;
       while (written < to) {
@@ -448,7 +459,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
    * write), opened through its directory handle without following symlinks and closed
    * again; true when that was the file's last piece (its metadata is then set).
    */
-  const writeTo = (f: PendingFile, raw: Buffer | null, offset: number): Promise<boolean> => {
+  const writeTo = (f: PendingFile, raw: readonly Buffer[] | null, offset: number): Promise<boolean> => {
     const run = () =>
       fds.with(async () => {
         const flags = f.created ? fsc.O_WRONLY | fsc.O_NOFOLLOW : fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
@@ -458,7 +469,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         try {
           if (raw) {
             await writeAt(fh, raw, offset, f.entry.sparse === true);
-            progress.bytes += raw.length;
+            progress.bytes += lengthOf(raw);
           }
           const last = raw === null || --f.remaining === 0;
           if (last) {
@@ -532,7 +543,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
     for (const f of pending) {
       if (f.remaining !== 0) continue;
-      await writeWhole(f, Buffer.alloc(0));
+      await writeWhole(f, []);
     }
     let tailKey: string | undefined;
     for (let i = files.length - 1; i >= 0 && tailKey === undefined; i--) {
@@ -547,13 +558,20 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         const sealedLength = index.packs.get(group.packId.toString('latin1'))?.sealedLength ?? 0;
         const blobs = [...group.blobs].sort((a, b) => a.loc.offset - b.loc.offset);
         const writes: Array<Promise<void>> = [];
-        const deliver = (b: (typeof blobs)[number], stored: Buffer) =>
+        /** `stored`: a raw blob's pieces as they lie in the segments, or a compressed or padded blob joined. */
+        const deliver = (b: (typeof blobs)[number], stored: Buffer[]) =>
           (async () => {
-            const raw = await decompressBlob(stored, b.loc.flags, b.loc.rawLength, `${name} (blob at ${b.loc.offset})`);
+            const where = `${name} (blob at ${b.loc.offset})`;
+            let raw: Buffer[];
+            if (b.loc.flags === 0) {
+              if (lengthOf(stored) !== b.loc.rawLength) throw new CofferError('corrupt', `${where}: blob has the wrong length`);
+              raw = stored;
+            } else raw = [decompressBlobSync(stored[0]!, b.loc.flags, b.loc.rawLength, where)];
             // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
             // authenticated, but an index pointing at the wrong blob would otherwise
             // restore the wrong bytes.
-            if (!repo.keys.chunkId(raw).equals(b.id)) {
+            const id = repo.keys.chunkIdOf(raw);
+            if (id.length !== b.id.length || !timingSafeEqual(id, b.id)) {
               throw new CofferError('corrupt', `${name}: the blob at ${b.loc.offset} does not match its ID: it is not ${hex(b.id).slice(0, 16)}, which the index places there`);
             }
             for (const u of b.uses) {
@@ -570,22 +588,29 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         const opener = new ObjectOpener(repo.keys.objectMaster, { kind: ObjectKind.Pack, id: group.packId });
         let next = 0; // first blob not yet complete
         let plainPos = 0;
+        // A compressed or padded blob is joined (zstd wants it whole); a raw one, most of
+        // the bytes of media, is hashed and written from the segments as they are.
         let current: Buffer | undefined;
+        let currentParts: Buffer[] = [];
         const feed = (seg: Buffer) => {
           const segEnd = plainPos + seg.length;
           while (next < blobs.length) {
             const b = blobs[next]!;
             const bEnd = b.loc.offset + b.loc.storedLength;
             if (b.loc.offset >= segEnd) break;
-            current ??= Buffer.allocUnsafe(b.loc.storedLength);
             const from = Math.max(b.loc.offset, plainPos);
             const to = Math.min(bEnd, segEnd);
-            seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
+            if (b.loc.flags === 0) currentParts.push(seg.subarray(from - plainPos, to - plainPos));
+            else {
+              current ??= Buffer.allocUnsafe(b.loc.storedLength);
+              seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
+            }
             if (to < bEnd) break;
-            const p = deliver(b, current);
+            const p = deliver(b, current ? [current] : currentParts);
             p.catch(() => {}); // awaited below
             writes.push(p);
             current = undefined;
+            currentParts = [];
             next++;
           }
           plainPos = segEnd;
@@ -735,6 +760,26 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
 }
 
 const SPARSE_BLOCK = 4096;
+
+function lengthOf(parts: readonly Buffer[]): number {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  return n;
+}
+
+function joined(parts: readonly Buffer[]): Buffer {
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
+
+/** Writes `parts` back to back at `pos` of `fd`, in one call when the kernel takes them all. */
+function writeAllSync(fd: number, parts: readonly Buffer[], pos: number): void {
+  if (parts.length === 0) return;
+  const total = lengthOf(parts);
+  let w = writevSync(fd, parts as Buffer[], pos);
+  if (w === total) return;
+  const raw = joined(parts);
+  while (w < total) w += writeSync(fd, raw, w, total - w, pos + w);
+}
 
 /**
  * The ranges of `raw` (to be written at file offset `pos`) that hold data: all of it, or

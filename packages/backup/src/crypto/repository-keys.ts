@@ -29,13 +29,6 @@ export class RepositoryKeys {
     return createHmac('sha256', this.#chunkIdKey).update(chunk).digest();
   }
 
-  /** The chunk ID of the chunk made of `parts` back to back, without joining them first. */
-  chunkIdOf(parts: readonly Uint8Array[]): Buffer {
-    const h = createHmac('sha256', this.#chunkIdKey);
-    for (const p of parts) h.update(p);
-    return h.digest();
-  }
-
   // Secret material: never printed, whether by JSON, String() or console.log (STYLE.md §7).
   toString(): string {
     return 'RepositoryKeys([redacted])';

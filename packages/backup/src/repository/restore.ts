@@ -4,18 +4,8 @@
  * Every file is written to a temporary name beside its destination and renamed into
  * place only once complete, so the user's path holds either nothing (or the old file)
  * or the whole restored file, never half of one. Existing files are not overwritten
- * unless asked. On failure every temporary file is removed.
- *
- * Memory does not grow with the snapshot: the listing streams, and its files are restored
- * in windows (RESTORE_WINDOW_ENTRIES files or RESTORE_WINDOW_CHUNKS chunks), each planned
- * and written before the next is read. Within a window blobs are read pack by pack, each
- * pack once, in the order the backup wrote them; the pack a window ends in is kept
- * (authenticated plaintext, one pack) for the next window, which most likely starts in
- * it. Only what the directories' metadata needs (set last, deepest first) and the hard
- * links (made last, once their targets exist) are kept for the whole restore. Existing
- * files are looked for before anything is written, in a first pass over the listing,
- * unless the target is missing or empty. A blob missing from the index fails the restore
- * when its window is reached: files of earlier windows are then complete and in place.
+ * unless asked. Blobs are read pack by pack, each pack once, in the order the backup
+ * wrote them. On failure every temporary file is removed.
  *
  * Paths are bytes (names need not be UTF-8) and every directory is reached through a
  * handle that never follows a symlink (restore-target.ts). Metadata (owners when root,
@@ -33,12 +23,12 @@
  * times, close, rename. Each is a system call on a cached directory handle, far cheaper
  * than the thread-pool round trips of the general path, and no descriptor outlives it.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { closeSync, constants as fsc, fchmodSync, fchownSync, ftruncateSync, futimesSync, lstatSync, promises as fs, openSync, renameSync, writeSync, writevSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsc, fchmodSync, fchownSync, ftruncateSync, futimesSync, lstatSync, promises as fs, openSync, renameSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
-import { decompressBlobSync } from './decompress.js';
+import { decompressBlob } from './compress.js';
 import { hex, packName, type BlobLocation } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
@@ -52,9 +42,8 @@ import { snapshotPathOf, type RestoreSelection } from './filter.js';
 export interface RestoreProgress {
   files: number;
   bytes: number;
-  /** What the whole restore writes, when known up front (from the snapshot's stats; not for SNAPSHOT:PATH). */
-  totalFiles?: number;
-  totalBytes?: number;
+  totalFiles: number;
+  totalBytes: number;
 }
 
 export interface RestoreOptions {
@@ -98,30 +87,10 @@ export interface RestoreResult {
 }
 
 const PACK_READ_WINDOW = 2;
-/**
- * The listing is restored in windows of at most this many entries (files, symlinks,
- * special files) or file chunks, each planned and written before the next is read, so
- * that memory does not grow with the snapshot (issue 13).
- */
-export const RESTORE_WINDOW_ENTRIES = 4096;
-export const RESTORE_WINDOW_CHUNKS = 16384;
 /** At most this many restored files are open at once (a 256-descriptor limit is plenty). */
 export const RESTORE_OPEN_FILES = 32;
 /** Packs are read in pieces of this size. */
 const PACK_READ_PIECE = 1024 * 1024;
-
-/** A blob a window needs, and where each of its files wants it. */
-interface BlobUse {
-  loc: BlobLocation;
-  id: Buffer;
-  uses: Array<{ file: PendingFile; offset: number }>;
-}
-
-/** The blobs a window needs from one pack. */
-interface PackGroup {
-  packId: Buffer;
-  blobs: BlobUse[];
-}
 
 interface PendingFile {
   entry: FileEntry;
@@ -161,24 +130,26 @@ export async function restore(repo: Repository, rec: SnapshotRecord, opts: Resto
 
 async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
   const target = resolve(opts.target);
+  const dirs: DirEntry[] = [];
+  const files: FileEntry[] = [];
+  const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
   // --include/--exclude match the snapshot's own paths, so they are applied before
-  // SNAPSHOT:PATH moves the chosen part to the top of the target. They need the whole
-  // listing (a match keeps the directories above it); otherwise the listing streams.
-  let selected: TreeEntry[] | undefined;
+  // SNAPSHOT:PATH moves the chosen part to the top of the target.
+  let listing: AsyncIterable<TreeEntry> | TreeEntry[] = repo.tree(rec.snapshot);
   if (opts.select?.active) {
     const all: TreeEntry[] = [];
-    for await (const e of repo.tree(rec.snapshot)) all.push(e);
-    selected = opts.select.select(all, snapshotPathOf(rec.snapshot.paths));
+    for await (const e of listing) all.push(e);
+    listing = opts.select.select(all, snapshotPathOf(rec.snapshot.paths));
   }
-  /** The entries to restore, in listing order (parents before their contents); read again for each pass. */
-  async function* entries(): AsyncGenerator<TreeEntry> {
-    const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false }) : undefined;
-    for await (const listed of selected ?? repo.tree(rec.snapshot)) {
-      const e = picker ? picker.pick(listed) : listed;
-      if (e) yield e;
-    }
-    picker?.finish(rec.id);
+  const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false }) : undefined;
+  for await (const listed of listing) {
+    const e = picker ? picker.pick(listed) : listed;
+    if (!e) continue;
+    if (e.type === 'dir') dirs.push(e);
+    else if (e.type === 'file') files.push(e);
+    else others.push(e);
   }
+  picker?.finish(rec.id);
   const warnings: RestoreWarning[] = [];
   const warn = (path: string, message: string) => {
     const w = { path, message };
@@ -205,88 +176,44 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
     return i < 0 ? { dir: Buffer.alloc(0), name: raw } : { dir: raw.subarray(0, i), name: raw.subarray(i + 1) };
   };
   const shown = (raw: Buffer) => `${target}/${raw.toString('utf8')}`;
-  // Refuse before writing anything: which files would be replaced? Nothing can clash in
-  // a target that is missing or empty, the usual case, so the listing is then read once.
-  if (!opts.overwrite && !(await emptyOrMissing(target))) {
-    const tgt = await RestoreTarget.open(target);
-    try {
-      await refuseClashes(tgt, entries(), split, shown);
-    } finally {
-      await tgt.close();
-    }
-  }
-  const it = entries();
-  // The first entry before the target is made: a SNAPSHOT:PATH that is not there fails
-  // (picker.finish) without leaving a new directory behind.
-  const first = await it.next();
   const tgt = await RestoreTarget.open(target);
+
   try {
-    let totals: { files: number; bytes: number } | undefined;
-    if (selected) {
-      totals = { files: 0, bytes: 0 };
-      for (const e of selected) {
-        if (e.type !== 'file') continue;
-        totals.files++;
-        totals.bytes += e.size;
+    // Refuse before writing anything: which files would be replaced?
+    if (!opts.overwrite) {
+      const clashes: string[] = [];
+      // Directories found missing: nothing under them can clash (and isn't looked up again).
+      const missing = new Set<string>();
+      const underMissing = (dir: Buffer) => {
+        for (let i = dir.length; i > 0; i = dir.lastIndexOf(0x2f, i - 1)) {
+          if (missing.has(dir.subarray(0, i).toString('latin1'))) return true;
+          if (i === 0) break;
+        }
+        return false;
+      };
+      for (const e of [...files, ...others]) {
+        const { dir, name } = split(e.rawPath);
+        if (underMissing(dir)) continue;
+        const there = await tgt.withDir(dir, false, async (prefix) => lstatSync(Buffer.concat([prefix, name]), { throwIfNoEntry: false }) !== undefined);
+        if (there === null) missing.add(dir.toString('latin1'));
+        if (there) clashes.push(shown(e.rawPath));
+        if (clashes.length >= 5) break;
       }
-    } else if (!opts.subtree) totals = { files: rec.snapshot.stats.files, bytes: rec.snapshot.stats.bytes };
-    return await restoreInto(repo, tgt, { target, first, rest: it, totals, warn, warnings, owners, modeFor, split, shown, opts });
+      if (clashes.length > 0) {
+        throw new CofferError('exists', `restore would overwrite existing files (e.g. ${clashes.join(', ')}); use --overwrite to replace them`);
+      }
+    }
+    return await restoreInto(repo, tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts });
   } finally {
     await tgt.close();
   }
 }
 
-/** True when `dir` does not exist or holds nothing. */
-async function emptyOrMissing(dir: string): Promise<boolean> {
-  let d: Awaited<ReturnType<typeof fs.opendir>>;
-  try {
-    d = await fs.opendir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
-    return false; // not a directory, or unreadable: the restore pass says why
-  }
-  try {
-    return (await d.read()) === null;
-  } finally {
-    await d.close().catch(() => {});
-  }
-}
-
-/** Throws CofferError('exists') naming up to five entries of the listing that exist in the target already. */
-async function refuseClashes(tgt: RestoreTarget, listing: AsyncIterable<TreeEntry>, split: (raw: Buffer) => { dir: Buffer; name: Buffer }, shown: (raw: Buffer) => string): Promise<void> {
-  const clashes: string[] = [];
-  // Directories found missing: nothing under them can clash (and isn't looked up again).
-  const missing = new Set<string>();
-  const underMissing = (dir: Buffer) => {
-    for (let i = dir.length; i > 0; i = dir.lastIndexOf(0x2f, i - 1)) {
-      if (missing.has(dir.subarray(0, i).toString('latin1'))) return true;
-      if (i === 0) break;
-    }
-    return false;
-  };
-  for await (const e of listing) {
-    if (e.type === 'dir') continue;
-    const { dir, name } = split(e.rawPath);
-    if (underMissing(dir)) continue;
-    const there = await tgt.withDir(dir, false, async (prefix) => lstatSync(Buffer.concat([prefix, name]), { throwIfNoEntry: false }) !== undefined);
-    if (there === null) missing.add(dir.toString('latin1'));
-    if (there) clashes.push(shown(e.rawPath));
-    if (clashes.length >= 5) break;
-  }
-  if (clashes.length > 0) {
-    throw new CofferError('exists', `restore would overwrite existing files (e.g. ${clashes.join(', ')}); use --overwrite to replace them`);
-  }
-}
-
-type OtherEntry = Exclude<TreeEntry, DirEntry | FileEntry>;
-
 interface Plan {
   target: string;
-  /** The listing: its first entry (already read) and the rest. */
-  first: IteratorResult<TreeEntry>;
-  rest: AsyncIterator<TreeEntry>;
-  /** What the whole restore writes, when known up front (progress). */
-  totals: { files: number; bytes: number } | undefined;
+  dirs: DirEntry[];
+  files: FileEntry[];
+  others: Array<Exclude<TreeEntry, DirEntry | FileEntry>>;
   warn: (path: string, message: string) => void;
   warnings: RestoreWarning[];
   owners: boolean;
@@ -305,24 +232,53 @@ function timeArg(ns: bigint): string {
 }
 
 async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Promise<RestoreResult> {
-  const { target, warn, warnings, owners, modeFor, split, shown, opts } = plan;
+  const { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts } = plan;
+  // Every blob must be indexed before we start: a missing one names its file.
   const index = await repo.index();
+  const byPack = new Map<string, { packId: Buffer; blobs: Array<{ loc: BlobLocation; id: Buffer; uses: Array<{ file: PendingFile; offset: number }> }> }>();
+  const blobUses = new Map<string, { loc: BlobLocation; id: Buffer; uses: Array<{ file: PendingFile; offset: number }> }>();
+  const pending: PendingFile[] = [];
   const suffix = randomBytes(6).toString('hex');
-  let tmpCount = 0;
-
-  const progress: RestoreProgress = { files: 0, bytes: 0 };
-  if (plan.totals) {
-    progress.totalFiles = plan.totals.files;
-    progress.totalBytes = plan.totals.bytes;
+  for (const entry of files) {
+    const { dir, name } = split(entry.rawPath);
+    const file: PendingFile = {
+      entry,
+      dir,
+      name,
+      tmp: Buffer.from(`.coffer-restore-${suffix}-${pending.length}`),
+      remaining: entry.chunks.length,
+      created: false,
+      chain: Promise.resolve(),
+    };
+    pending.push(file);
+    let offset = 0;
+    for (const c of entry.chunks) {
+      let use = blobUses.get(c);
+      if (!use) {
+        const id = Buffer.from(c, 'hex');
+        const loc = index.get(id);
+        if (!loc) {
+          throw new CofferError('missing-object', `${entry.path}: its data (blob ${c.slice(0, 16)}) is missing from the repository; \`coffer check\` tells which snapshots are affected`);
+        }
+        use = { loc, id, uses: [] };
+        blobUses.set(c, use);
+        const pk = loc.packId.toString('latin1');
+        let group = byPack.get(pk);
+        if (!group) byPack.set(pk, (group = { packId: loc.packId, blobs: [] }));
+        group.blobs.push(use);
+      }
+      use.uses.push({ file, offset });
+      offset += use.loc.rawLength;
+    }
+    if (offset !== entry.size) throw new CofferError('corrupt', `${entry.path}: its chunk list does not add up to its size`);
   }
+
+  const progress: RestoreProgress = { files: 0, bytes: 0, totalFiles: files.length, totalBytes: files.reduce((a, f) => a + f.size, 0) };
   let lastReport = 0;
   const report = (force = false) => {
     const t = Date.now();
     if (opts.onProgress && (force || t - lastReport > 100)) {
       lastReport = t;
-      // Totals from the snapshot's stats are what the backup counted; never show less than done.
-      if (progress.totalFiles !== undefined && progress.files > progress.totalFiles) progress.totalFiles = progress.files;
-      if (progress.totalBytes !== undefined && progress.bytes > progress.totalBytes) progress.totalBytes = progress.bytes;
       opts.onProgress(progress);
     }
   };
@@ -394,20 +350,17 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
   };
   /** A file with at most one chunk, written, finished and renamed into place in one go. */
-  const writeWhole = async (f: PendingFile, parts: readonly Buffer[]) => {
+  const writeWhole = async (f: PendingFile, raw: Buffer) => {
     await inDir(f.dir, async (prefix) => {
       const tmpPath = Buffer.concat([prefix, f.tmp]);
       const fd = openSync(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
       createdTmp.set(tmpKey(f.dir, f.tmp), { dir: f.dir, name: f.tmp });
       f.created = true;
       try {
-        if (f.entry.sparse) {
-          const raw = joined(parts);
-          for (const [from, to] of dataRuns(raw, 0, true)) {
-            for (let w = from; w < to; ) w += writeSync(fd, raw, w, to - w, w);
-          }
-          ftruncateSync(fd, f.entry.size);
-        } else writeAllSync(fd, parts, 0);
+        for (const [from, to] of dataRuns(raw, 0, f.entry.sparse === true)) {
+          for (let w = from; w < to; ) w += writeSync(fd, raw, w, to - w, w);
+        }
+        if (f.entry.sparse) ftruncateSync(fd, f.entry.size);
         setMetaSync(f.entry, tmpPath, fd);
       } finally {
         closeSync(fd);
@@ -418,7 +371,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     });
     createdTmp.delete(tmpKey(f.dir, f.tmp));
     f.remaining = 0;
-    progress.bytes += lengthOf(parts);
+    progress.bytes += raw.length;
     progress.files++;
     report();
   };
@@ -436,16 +389,8 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     progress.files++;
     report();
   };
-  /** Writes `parts` back to back at `pos`; in a sparse file, 4 KiB-aligned blocks of zeros are skipped (left as holes). */
-  const writeAt = async (fh: fs.FileHandle, parts: readonly Buffer[], pos: number, sparse: boolean) => {
-    if (!sparse) {
-      const total = lengthOf(parts);
-      const { bytesWritten } = await fh.writev(parts as Buffer[], pos);
-      if (bytesWritten === total) return;
-      parts = [joined(parts).subarray(bytesWritten)];
-      pos += bytesWritten;
-    }
-    const raw = joined(parts);
+  /** Writes `raw` at `pos`; in a sparse file, 4 KiB-aligned blocks of zeros are skipped (left as holes). */
+  const writeAt = async (fh: fs.FileHandle, raw: Buffer, pos: number, sparse: boolean) => {
     for (const [from, to] of dataRuns(raw, pos, sparse)) {
       let written = from;
       while (written < to) {
@@ -459,7 +404,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
    * write), opened through its directory handle without following symlinks and closed
    * again; true when that was the file's last piece (its metadata is then set).
    */
-  const writeTo = (f: PendingFile, raw: readonly Buffer[] | null, offset: number): Promise<boolean> => {
+  const writeTo = (f: PendingFile, raw: Buffer | null, offset: number): Promise<boolean> => {
     const run = () =>
       fds.with(async () => {
         const flags = f.created ? fsc.O_WRONLY | fsc.O_NOFOLLOW : fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
@@ -469,7 +414,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         try {
           if (raw) {
             await writeAt(fh, raw, offset, f.entry.sparse === true);
-            progress.bytes += lengthOf(raw);
+            progress.bytes += raw.length;
           }
           const last = raw === null || --f.remaining === 0;
           if (last) {
@@ -491,253 +436,127 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   };
 
   let madeOthers = 0;
-  let filesDone = 0;
-  let bytesDone = 0;
-  let symlinks = 0;
-  /** The files of the window being restored (their writes are awaited on failure). */
-  let pending: PendingFile[] = [];
-  /**
-   * The pack the previous window's last file ended in: the next window most likely
-   * starts in it, so its plaintext (authenticated whole, final segment included) is kept
-   * rather than read and decrypted again. One pack at most.
-   */
-  let tail: { key: string; segments: Buffer[] } | undefined;
-
-  /** Restores one window of files: plans which blobs of which packs they need, then reads each pack once. */
-  const restoreFiles = async (files: FileEntry[]) => {
-    const byPack = new Map<string, PackGroup>();
-    const blobUses = new Map<string, BlobUse>();
-    pending = [];
-    for (const entry of files) {
-      const { dir, name } = split(entry.rawPath);
-      const file: PendingFile = {
-        entry,
-        dir,
-        name,
-        tmp: Buffer.from(`.coffer-restore-${suffix}-${tmpCount++}`),
-        remaining: entry.chunks.length,
-        created: false,
-        chain: Promise.resolve(),
-      };
-      pending.push(file);
-      let offset = 0;
-      for (const c of entry.chunks) {
-        let use = blobUses.get(c);
-        if (!use) {
-          const id = Buffer.from(c, 'hex');
-          const loc = index.get(id);
-          if (!loc) {
-            throw new CofferError('missing-object', `${entry.path}: its data (blob ${c.slice(0, 16)}) is missing from the repository; \`coffer check\` tells which snapshots are affected`);
-          }
-          use = { loc, id, uses: [] };
-          blobUses.set(c, use);
-          const pk = loc.packId.toString('latin1');
-          let group = byPack.get(pk);
-          if (!group) byPack.set(pk, (group = { packId: loc.packId, blobs: [] }));
-          group.blobs.push(use);
-        }
-        use.uses.push({ file, offset });
-        offset += use.loc.rawLength;
-      }
-      if (offset !== entry.size) throw new CofferError('corrupt', `${entry.path}: its chunk list does not add up to its size`);
-    }
+  try {
+    for (const d of dirs) await inDir(d.rawPath, async () => undefined);
     for (const f of pending) {
       if (f.remaining !== 0) continue;
-      await writeWhole(f, []);
-    }
-    let tailKey: string | undefined;
-    for (let i = files.length - 1; i >= 0 && tailKey === undefined; i--) {
-      const last = files[i]!.chunks.at(-1);
-      if (last !== undefined) tailKey = blobUses.get(last)!.loc.packId.toString('latin1');
+      await writeWhole(f, Buffer.alloc(0));
     }
 
-      const cached = tail;
-      tail = undefined;
-      await mapLimit([...byPack.entries()], PACK_READ_WINDOW, async ([pk, group]) => {
-        const name = packName(group.packId);
-        const sealedLength = index.packs.get(group.packId.toString('latin1'))?.sealedLength ?? 0;
-        const blobs = [...group.blobs].sort((a, b) => a.loc.offset - b.loc.offset);
-        const writes: Array<Promise<void>> = [];
-        /** `stored`: a raw blob's pieces as they lie in the segments, or a compressed or padded blob joined. */
-        const deliver = (b: (typeof blobs)[number], stored: Buffer[]) =>
-          (async () => {
-            const where = `${name} (blob at ${b.loc.offset})`;
-            let raw: Buffer[];
-            if (b.loc.flags === 0) {
-              if (lengthOf(stored) !== b.loc.rawLength) throw new CofferError('corrupt', `${where}: blob has the wrong length`);
-              raw = stored;
-            } else raw = [decompressBlobSync(stored[0]!, b.loc.flags, b.loc.rawLength, where)];
-            // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
-            // authenticated, but an index pointing at the wrong blob would otherwise
-            // restore the wrong bytes.
-            const id = repo.keys.chunkIdOf(raw);
-            if (id.length !== b.id.length || !timingSafeEqual(id, b.id)) {
-              throw new CofferError('corrupt', `${name}: the blob at ${b.loc.offset} does not match its ID: it is not ${hex(b.id).slice(0, 16)}, which the index places there`);
-            }
-            for (const u of b.uses) {
-              if (u.file.entry.chunks.length === 1) await writeWhole(u.file, raw);
-              else if (await writeTo(u.file, raw, u.offset)) await complete(u.file);
-            }
-            report();
-          })();
+    await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
+      const name = packName(group.packId);
+      const sealedLength = index.packs.get(group.packId.toString('latin1'))?.sealedLength ?? 0;
+      const blobs = [...group.blobs].sort((a, b) => a.loc.offset - b.loc.offset);
+      const writes: Array<Promise<void>> = [];
+      const deliver = (b: (typeof blobs)[number], stored: Buffer) =>
+        (async () => {
+          const raw = await decompressBlob(stored, b.loc.flags, b.loc.rawLength, `${name} (blob at ${b.loc.offset})`);
+          // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
+          // authenticated, but an index pointing at the wrong blob would otherwise
+          // restore the wrong bytes.
+          if (!repo.keys.chunkId(raw).equals(b.id)) {
+            throw new CofferError('corrupt', `${name}: the blob at ${b.loc.offset} does not match its ID: it is not ${hex(b.id).slice(0, 16)}, which the index places there`);
+          }
+          for (const u of b.uses) {
+            if (u.file.entry.chunks.length === 1) await writeWhole(u.file, raw);
+            else if (await writeTo(u.file, raw, u.offset)) await complete(u.file);
+          }
+          report();
+        })();
 
-        // The pack streams through in pieces: each segment's plaintext is released only
-        // once it authenticated, copied into the blobs it holds, and each complete blob
-        // is decompressed and written while the next piece is read. Memory per pack: one
-        // piece and the blobs in progress, not the whole pack twice over.
-        const opener = new ObjectOpener(repo.keys.objectMaster, { kind: ObjectKind.Pack, id: group.packId });
-        let next = 0; // first blob not yet complete
-        let plainPos = 0;
-        // A compressed or padded blob is joined (zstd wants it whole); a raw one, most of
-        // the bytes of media, is hashed and written from the segments as they are.
-        let current: Buffer | undefined;
-        let currentParts: Buffer[] = [];
-        const feed = (seg: Buffer) => {
-          const segEnd = plainPos + seg.length;
-          while (next < blobs.length) {
-            const b = blobs[next]!;
-            const bEnd = b.loc.offset + b.loc.storedLength;
-            if (b.loc.offset >= segEnd) break;
-            const from = Math.max(b.loc.offset, plainPos);
-            const to = Math.min(bEnd, segEnd);
-            if (b.loc.flags === 0) currentParts.push(seg.subarray(from - plainPos, to - plainPos));
-            else {
-              current ??= Buffer.allocUnsafe(b.loc.storedLength);
-              seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
-            }
-            if (to < bEnd) break;
-            const p = deliver(b, current ? [current] : currentParts);
-            p.catch(() => {}); // awaited below
-            writes.push(p);
-            current = undefined;
-            currentParts = [];
-            next++;
-          }
-          plainPos = segEnd;
-        };
-        // The tail pack's plaintext is kept for the next window (see `tail`).
-        const fromCache = cached?.key === pk ? cached.segments : undefined;
-        const keep = pk === tailKey ? (fromCache ?? []) : undefined;
-        try {
-          if (fromCache) {
-            for (const seg of fromCache) feed(seg);
-            if (next < blobs.length) throw new CofferError('corrupt', 'index points outside the pack');
-            await Promise.all(writes);
-            if (keep) tail = { key: pk, segments: keep };
-            return;
-          }
-          for (let off = 0; off < sealedLength; off += PACK_READ_PIECE) {
-            const want = Math.min(PACK_READ_PIECE, sealedLength - off);
-            const last = off + want === sealedLength;
-            // The last read asks for one byte more: a pack longer than indexed is damaged
-            // (extended), even if the indexed part authenticates.
-            const piece = await repo.backend.get(name, { offset: off, length: last ? want + 1 : want });
-            if (piece.length > want) throw new CofferError('corrupt', 'it is longer than the index says (extended)');
-            for (const seg of opener.update(piece)) {
-              keep?.push(seg);
-              feed(seg);
-            }
-            if (piece.length < want) break; // shorter than indexed: final() says so
-          }
-          for (const seg of opener.final()) {
-            keep?.push(seg);
-            feed(seg);
-          }
-          if (next < blobs.length) throw new CofferError('corrupt', 'index points outside the pack');
-        } catch (e) {
-          await Promise.allSettled(writes);
-          if (CofferError.is(e, 'missing-object')) {
-            const needs = [...new Set(group.blobs.flatMap((b) => b.uses.map((u) => u.file.entry.path)))];
-            const more = needs.length > 3 ? ` and ${needs.length - 3} more` : '';
-            throw new CofferError('missing-object', `${needs.slice(0, 3).join(', ')}${more}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
-          }
-          if (e instanceof DecryptionError) throw new CofferError('corrupt', `${name} is corrupt: it failed authentication`);
-          if (e instanceof CofferError && e.code === 'corrupt') throw new CofferError('corrupt', `${name}: ${e.message}`);
-          throw e;
+      // The pack streams through in pieces: each segment's plaintext is released only
+      // once it authenticated, copied into the blobs it holds, and each complete blob
+      // is decompressed and written while the next piece is read. Memory per pack: one
+      // piece and the blobs in progress, not the whole pack twice over.
+      const opener = new ObjectOpener(repo.keys.objectMaster, { kind: ObjectKind.Pack, id: group.packId });
+      let next = 0; // first blob not yet complete
+      let plainPos = 0;
+      let current: Buffer | undefined;
+      const feed = (seg: Buffer) => {
+        const segEnd = plainPos + seg.length;
+        while (next < blobs.length) {
+          const b = blobs[next]!;
+          const bEnd = b.loc.offset + b.loc.storedLength;
+          if (b.loc.offset >= segEnd) break;
+          current ??= Buffer.allocUnsafe(b.loc.storedLength);
+          const from = Math.max(b.loc.offset, plainPos);
+          const to = Math.min(bEnd, segEnd);
+          seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
+          if (to < bEnd) break;
+          const p = deliver(b, current);
+          p.catch(() => {}); // awaited below
+          writes.push(p);
+          current = undefined;
+          next++;
         }
-        await Promise.all(writes);
-        if (keep) tail = { key: pk, segments: keep };
-      });
+        plainPos = segEnd;
+      };
+      try {
+        for (let off = 0; off < sealedLength; off += PACK_READ_PIECE) {
+          const want = Math.min(PACK_READ_PIECE, sealedLength - off);
+          const last = off + want === sealedLength;
+          // The last read asks for one byte more: a pack longer than indexed is damaged
+          // (extended), even if the indexed part authenticates.
+          const piece = await repo.backend.get(name, { offset: off, length: last ? want + 1 : want });
+          if (piece.length > want) throw new CofferError('corrupt', 'it is longer than the index says (extended)');
+          for (const seg of opener.update(piece)) feed(seg);
+          if (piece.length < want) break; // shorter than indexed: final() says so
+        }
+        for (const seg of opener.final()) feed(seg);
+        if (next < blobs.length) throw new CofferError('corrupt', 'index points outside the pack');
+      } catch (e) {
+        await Promise.allSettled(writes);
+        if (CofferError.is(e, 'missing-object')) {
+          const needs = [...new Set(group.blobs.flatMap((b) => b.uses.map((u) => u.file.entry.path)))];
+          const more = needs.length > 3 ? ` and ${needs.length - 3} more` : '';
+          throw new CofferError('missing-object', `${needs.slice(0, 3).join(', ')}${more}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
+        }
+        if (e instanceof DecryptionError) throw new CofferError('corrupt', `${name} is corrupt: it failed authentication`);
+        if (e instanceof CofferError && e.code === 'corrupt') throw new CofferError('corrupt', `${name}: ${e.message}`);
+        throw e;
+      }
+      await Promise.all(writes);
+    });
 
-  };
-
-  /** A symlink, FIFO, device node or hard link, made under a temporary name and renamed into place. */
-  const makeOther = async (e: OtherEntry) => {
-    const { dir, name } = split(e.rawPath);
-    const where = shown(e.rawPath);
-    if (e.type === 'socket') {
-      warn(where, 'socket not restored (a socket is made by the program that listens on it)');
-      return;
-    }
-    if ((e.type === 'chardev' || e.type === 'blockdev') && !isRoot()) {
-      warn(where, `device node ${e.major}:${e.minor} not restored: making device nodes needs root`);
-      return;
-    }
-    const tmp = Buffer.from(`.coffer-restore-${suffix}-o${tmpCount++}`);
-    try {
-      await inDir(dir, async (prefix) => {
-        const tmpPath = Buffer.concat([prefix, tmp]);
-        if (e.type === 'symlink') await fs.symlink(e.target, tmpPath);
-        else if (e.type === 'hardlink') {
-          const to = split(e.link);
-          await inDir(to.dir, (p2) => fs.link(Buffer.concat([p2, to.name]), tmpPath));
-        } else await makeNode(tmpPath.toString('latin1'), e.type as 'fifo' | 'chardev' | 'blockdev', e.major, e.minor);
-        createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
-        // A hard link shares its inode (and metadata) with the file already restored.
-        if (e.type !== 'hardlink') await setMeta(e, tmpPath);
-        await fs.rename(tmpPath, Buffer.concat([prefix, name]));
-        createdTmp.delete(tmpKey(dir, tmp));
-      });
-      madeOthers++;
-    } catch (err) {
-      if (err instanceof CofferError) throw err;
-      await inDir(dir, (prefix) => fs.unlink(Buffer.concat([prefix, tmp]))).catch(() => {});
-      createdTmp.delete(tmpKey(dir, tmp));
-      warn(where, `cannot restore this ${e.type}: ${errText(err)}`);
-    }
-  };
-
-  const dirs: DirEntry[] = [];
-  const hardlinks: OtherEntry[] = [];
-  let window: FileEntry[] = [];
-  let windowOthers: OtherEntry[] = [];
-  let windowChunks = 0;
-  /** The window's files, then its symlinks and special files (hard links wait for the end: their targets must exist). */
-  const flush = async () => {
-    const files = window;
-    const others = windowOthers;
-    window = [];
-    windowOthers = [];
-    windowChunks = 0;
-    await restoreFiles(files);
-    for (const f of files) {
-      filesDone++;
-      bytesDone += f.size;
-    }
-    for (const e of others) await makeOther(e);
-  };
-  try {
-    for (let r = plan.first; !r.done; r = await plan.rest.next()) {
-      const e = r.value;
-      if (e.type === 'dir') {
-        await inDir(e.rawPath, async () => undefined);
-        dirs.push(e);
+    // Symlinks, hard links and special files, each made under a temporary name and
+    // renamed into place; hard links come after every file, so their targets exist.
+    let n = 0;
+    for (const e of others) {
+      const { dir, name } = split(e.rawPath);
+      const where = shown(e.rawPath);
+      if (e.type === 'socket') {
+        warn(where, 'socket not restored (a socket is made by the program that listens on it)');
         continue;
       }
-      if (e.type === 'file') {
-        window.push(e);
-        windowChunks += e.chunks.length;
-      } else {
-        if (e.type === 'symlink') symlinks++;
-        if (e.type === 'hardlink') hardlinks.push(e);
-        else windowOthers.push(e);
+      if ((e.type === 'chardev' || e.type === 'blockdev') && !isRoot()) {
+        warn(where, `device node ${e.major}:${e.minor} not restored: making device nodes needs root`);
+        continue;
       }
-      if (window.length + windowOthers.length >= RESTORE_WINDOW_ENTRIES || windowChunks >= RESTORE_WINDOW_CHUNKS) await flush();
+      const tmp = Buffer.from(`.coffer-restore-${suffix}-o${n++}`);
+      try {
+        await inDir(dir, async (prefix) => {
+          const tmpPath = Buffer.concat([prefix, tmp]);
+          if (e.type === 'symlink') await fs.symlink(e.target, tmpPath);
+          else if (e.type === 'hardlink') {
+            const to = split(e.link);
+            await inDir(to.dir, (p2) => fs.link(Buffer.concat([p2, to.name]), tmpPath));
+          } else await makeNode(tmpPath.toString('latin1'), e.type as 'fifo' | 'chardev' | 'blockdev', e.major, e.minor);
+          createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
+          // A hard link shares its inode (and metadata) with the file already restored.
+          if (e.type !== 'hardlink') await setMeta(e, tmpPath);
+          await fs.rename(tmpPath, Buffer.concat([prefix, name]));
+          createdTmp.delete(tmpKey(dir, tmp));
+        });
+        madeOthers++;
+      } catch (err) {
+        if (err instanceof CofferError) throw err;
+        await inDir(dir, (prefix) => fs.unlink(Buffer.concat([prefix, tmp]))).catch(() => {});
+        createdTmp.delete(tmpKey(dir, tmp));
+        warn(where, `cannot restore this ${e.type}: ${errText(err)}`);
+      }
     }
-    await flush();
-    for (const e of hardlinks) await makeOther(e);
     // Directory metadata last, deepest first, since writing into a directory changes its times.
-    for (const d of dirs.reverse()) {
+    for (const d of [...dirs].reverse()) {
       const { dir, name } = split(d.rawPath);
       await inDir(dir, (prefix) => tgt.withDir(d.rawPath, false, (_p, fh) => setMeta(d, Buffer.concat([prefix, name]), fh)));
     }
@@ -756,30 +575,11 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     const why = code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : code === 'EMFILE' ? 'too many open files' : (e as Error).message;
     throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place${already}`, { cause: e });
   }
-  return { files: filesDone, dirs: dirs.length, symlinks, others: madeOthers - symlinks, bytes: bytesDone, warnings };
+  const symlinks = others.filter((e) => e.type === 'symlink').length;
+  return { files: files.length, dirs: dirs.length, symlinks, others: madeOthers - symlinks, bytes: progress.totalBytes, warnings };
 }
 
 const SPARSE_BLOCK = 4096;
-
-function lengthOf(parts: readonly Buffer[]): number {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  return n;
-}
-
-function joined(parts: readonly Buffer[]): Buffer {
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-}
-
-/** Writes `parts` back to back at `pos` of `fd`, in one call when the kernel takes them all. */
-function writeAllSync(fd: number, parts: readonly Buffer[], pos: number): void {
-  if (parts.length === 0) return;
-  const total = lengthOf(parts);
-  let w = writevSync(fd, parts as Buffer[], pos);
-  if (w === total) return;
-  const raw = joined(parts);
-  while (w < total) w += writeSync(fd, raw, w, total - w, pos + w);
-}
 
 /**
  * The ranges of `raw` (to be written at file offset `pos`) that hold data: all of it, or

@@ -223,12 +223,20 @@ interface Plan {
   opts: RestoreOptions;
 }
 
-/** Seconds as a decimal string: node's utimes turns a negative *number* into "now". */
-function timeArg(ns: bigint): string {
-  const NS = 1_000_000_000n;
-  const neg = ns < 0n;
-  const a = neg ? -ns : ns;
-  return `${neg ? '-' : ''}${a / NS}.${String(a % NS).padStart(9, '0')}`;
+/**
+ * A time for node's utimes, exact to the microsecond: the stored nanoseconds truncated
+ * (toward zero) to microseconds. Node hands utimes a double of seconds, and libuv keeps
+ * only whole microseconds of it (it truncates), so the decimal of the time itself comes
+ * back a microsecond off about one time in twenty (a double of ~1.7e9 s is only good to
+ * ~0.1 us either way). Half a microsecond past the wanted one (before it, for a time before 1970,
+ * as libuv truncates toward zero) lands inside it whatever the double's rounding. A
+ * decimal string, not a number: node turns a negative *number* into "now".
+ */
+export function timeArg(ns: bigint): string {
+  const us = ns / 1000n;
+  const neg = us < 0n;
+  const a = neg ? -us : us;
+  return `${neg ? '-' : ''}${a / 1_000_000n}.${String(a % 1_000_000n).padStart(6, '0')}5`;
 }
 
 async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Promise<RestoreResult> {
@@ -583,7 +591,12 @@ const SPARSE_BLOCK = 4096;
 
 /**
  * The ranges of `raw` (to be written at file offset `pos`) that hold data: all of it, or
- * in a sparse file everything but the 4 KiB-aligned blocks of zeros (left as holes).
+ * in a sparse file everything but its all-zero pieces, cut at the file's 4 KiB block
+ * boundaries. Pieces at either edge of `raw` may be shorter than a block (a chunk rarely
+ * starts or ends on one); they are skipped too when all zero. The file is new (created
+ * O_EXCL) and its size is set at the end, so whatever is never written reads as zeros:
+ * a block whose data pieces all were zeros stays a hole, and one that a neighbouring
+ * chunk writes is zero-filled around it by the file system.
  */
 function dataRuns(raw: Buffer, pos: number, sparse: boolean): Array<[number, number]> {
   if (!sparse) return raw.length > 0 ? [[0, raw.length]] : [];
@@ -591,7 +604,7 @@ function dataRuns(raw: Buffer, pos: number, sparse: boolean): Array<[number, num
   let runStart = -1;
   for (let i = 0; i < raw.length; ) {
     const blockEnd = Math.min(raw.length, i + SPARSE_BLOCK - ((pos + i) % SPARSE_BLOCK));
-    const zero = blockEnd - i === SPARSE_BLOCK && isZero(raw, i, blockEnd);
+    const zero = isZero(raw, i, blockEnd);
     if (!zero && runStart < 0) runStart = i;
     if (zero && runStart >= 0) {
       runs.push([runStart, i]);

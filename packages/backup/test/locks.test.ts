@@ -227,3 +227,44 @@ test('unshare -pf: a backup running in another PID namespace races prune; prune 
   await prune(repo);
   assert.deepEqual((await check(await tr.reopen(), { readData: true })).problems, []);
 });
+
+test('racing acquirers: the newer lock backs out, the older one waits for it and proceeds; never both', async (t) => {
+  const tr = await newRepo(t);
+  // An exclusive lock newer than ours (a prune that started while we took our lock):
+  // we wait for it to back out, and proceed once it is gone.
+  const future = Date.now() + 60_000;
+  await plantLock(tr.repo, { exclusive: true, time: future, expires: future + LOCK_EXPIRY_MS, pid: process.pid });
+  const [racer] = (await tr.backend.list('locks/')).map((o) => o.name);
+  setTimeout(() => void tr.backend.delete(racer!), 300);
+  const started = Date.now();
+  const held = await RepositoryLock.acquire(tr.repo, false);
+  assert.ok(Date.now() - started >= 250, 'it waited for the racer');
+  await held.release();
+
+  // One that does not go away: after the wait, we back out (our lock removed).
+  await plantLock(tr.repo, { exclusive: true, time: future, expires: future + LOCK_EXPIRY_MS, pid: process.pid });
+  await assert.rejects(RepositoryLock.acquire(tr.repo, false, Date.now, 300), isLocked);
+  assert.equal((await tr.backend.list('locks/')).length, 1, 'only the other lock is left');
+  await removeLocks(tr.repo, true);
+
+  // An older conflicting lock: we back out at once, without waiting.
+  await plantLock(tr.repo, { exclusive: true, time: Date.now() - 1000, pid: process.pid });
+  const t0 = Date.now();
+  await assert.rejects(RepositoryLock.acquire(tr.repo, false, Date.now, 10_000), isLocked);
+  assert.ok(Date.now() - t0 < 5_000, 'no wait behind an older lock');
+  await removeLocks(tr.repo, true);
+
+  // Two real acquirers racing, many times: never both hold; the older one mostly wins.
+  let both = 0;
+  let none = 0;
+  for (let i = 0; i < 20; i++) {
+    const got = await Promise.allSettled([RepositoryLock.acquire(tr.repo, true), RepositoryLock.acquire(tr.repo, false)]);
+    const ok = got.filter((g) => g.status === 'fulfilled') as Array<PromiseFulfilledResult<RepositoryLock>>;
+    if (ok.length === 2) both++;
+    if (ok.length === 0) none++;
+    for (const g of ok) await g.value.release();
+    for (const g of got) if (g.status === 'rejected') assert.ok(isLocked(g.reason), String(g.reason));
+  }
+  assert.equal(both, 0, 'two conflicting locks held at once');
+  assert.equal(none, 0, 'both racers backed out');
+});

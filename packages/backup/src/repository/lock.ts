@@ -2,10 +2,10 @@
  * Repository locks (spec §11). Backups, restores and checks take a shared lock; prune
  * and forget take an exclusive one. A lock is a sealed object that expires unless
  * refreshed (its heartbeat), so a crashed process blocks nobody for longer than the
- * expiry. Acquiring is write-then-look: write our lock, list the others, and back out on
- * a conflict. Two racing writers may both back out, never both proceed (given a list
- * that shows completed puts; on an eventually consistent store the window is the
- * store's lag).
+ * expiry. Acquiring is write-then-look: write our lock, list the others; on a conflict
+ * the newer lock backs out and the older one waits for it to go. Two racing writers
+ * never both proceed (given a list that shows completed puts; on an eventually
+ * consistent store the window is the store's lag).
  */
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -16,6 +16,8 @@ import type { Repository } from './repository.js';
 
 export const LOCK_EXPIRY_MS = 30 * 60 * 1000;
 const REFRESH_MS = 5 * 60 * 1000;
+/** How long an acquirer waits for a newer conflicting lock (a racer) to back out. */
+export const LOCK_RACE_WAIT_MS = 5_000;
 
 export interface LockBody {
   exclusive: boolean;
@@ -58,20 +60,35 @@ export class RepositoryLock {
     this.#heartbeat = Date.now();
   }
 
-  static async acquire(repo: Repository, exclusive: boolean, now = Date.now): Promise<RepositoryLock> {
+  /**
+   * Write-then-look, with an order between racing acquirers: every lock is ordered by
+   * (`time`, ID). A conflicting lock older than ours wins: we back out at once. One
+   * newer than ours is a racer that, having written before it looked, sees ours and backs
+   * out itself (or one whose list missed our lock and now holds): we look again every
+   * 100 ms for up to `waitMs`, and proceed only once no conflict is left. Before, both
+   * racers backed out: a prune started while a backup was taking its lock failed the
+   * backup too. Never both proceed: we proceed only on a list without the other's lock.
+   */
+  static async acquire(repo: Repository, exclusive: boolean, now = Date.now, waitMs = LOCK_RACE_WAIT_MS): Promise<RepositoryLock> {
     const t = now();
     const id = await writeLock(repo, exclusive, t);
     const lock = new RepositoryLock(repo, id, exclusive);
     lock.#heartbeat = t;
+    const olderThanOurs = (h: { id: Buffer; body: LockBody }) => h.body.time < t || (h.body.time === t && Buffer.compare(h.id, id) < 0);
     try {
-      const holders = await liveLocks(repo, now());
-      const conflict = holders.find((h) => Buffer.compare(h.id, id) !== 0 && (exclusive || h.body.exclusive));
-      if (conflict) {
-        const what = conflict.body.exclusive ? 'an exclusive lock (prune)' : 'a lock';
-        throw new CofferError(
-          'locked',
-          `the repository is in use: ${what} held by pid ${conflict.body.pid} on ${conflict.body.hostname} since ${new Date(conflict.body.time).toISOString()}; if that process is gone, the lock expires at ${new Date(conflict.body.expires).toISOString()} (or run \`coffer unlock\`)`,
-        );
+      const giveUp = Date.now() + waitMs;
+      for (;;) {
+        const conflicts = (await liveLocks(repo, now())).filter((h) => Buffer.compare(h.id, id) !== 0 && (exclusive || h.body.exclusive));
+        if (conflicts.length === 0) break;
+        const conflict = conflicts.find(olderThanOurs) ?? conflicts[0]!;
+        if (olderThanOurs(conflict) || Date.now() >= giveUp) {
+          const what = conflict.body.exclusive ? 'an exclusive lock (prune)' : 'a lock';
+          throw new CofferError(
+            'locked',
+            `the repository is in use: ${what} held by pid ${conflict.body.pid} on ${conflict.body.hostname} since ${new Date(conflict.body.time).toISOString()}; if that process is gone, the lock expires at ${new Date(conflict.body.expires).toISOString()} (or run \`coffer unlock\`)`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 100));
       }
     } catch (e) {
       await repo.backend.delete(lockName(id)).catch(() => {});

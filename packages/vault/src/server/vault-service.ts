@@ -252,7 +252,13 @@ export class VaultService {
   async #handleLogged(committer: Committer, account: string, req: OpenedVaultRequest): Promise<ServiceResult> {
     const release = committer.expect?.();
     try {
-      const stored = await this.#readChecked(committer, account);
+      // A login's finish (KE3) usually finds the record its start (KE2) committed, held
+      // here. If the captured root says those bytes are the account's record, they are
+      // the current one (what the store holds can only be that, or be rolled back):
+      // decide on them without reading the store. Anything else is read and checked.
+      // Every decision is still made on a record the root vouches for (spec §13.4).
+      const mine = this.#pendingLogins.get(account);
+      const stored = mine && (await committer.matches(account, mine.bytes)) ? { value: mine.bytes, version: mine.version } : await this.#readChecked(committer, account);
       const held = this.#pendingLogins.get(account);
       const known = held && stored && held.version === stored.version && equalBytes(held.bytes, stored.value) ? held.record : undefined;
       const decision = await this.o.core.decide(req, stored?.value ?? null, known);

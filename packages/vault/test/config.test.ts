@@ -73,6 +73,14 @@ test('the rollback-protection group: size from the file or COFFER_VAULT_GROUP_SI
     for (const bad of ['0', '16', 'three']) assert.throws(() => loadConfig({ env: { COFFER_VAULT_GROUP_SIZE: bad } }), (e: Error) => e instanceof ConfigError && /GROUP_SIZE|group\.size/.test(e.message), bad);
     writeFileSync(file, JSON.stringify({ group: { size: '3' } }));
     assert.throws(() => loadConfig({ file, env: {} }), /group\.size/);
+    // The peer URL followers send acks to (spec §13.7): an http(s) origin, nothing else.
+    writeFileSync(file, JSON.stringify({ group: { peerUrl: 'https://10.0.0.2:7441' } }));
+    assert.equal(loadConfig({ file, env: {} }).peerUrl, 'https://10.0.0.2:7441');
+    assert.equal(loadConfig({ file, env: { COFFER_VAULT_GROUP_PEER_URL: 'http://127.0.0.2:7441' } }).peerUrl, 'http://127.0.0.2:7441');
+    assert.equal(loadConfig({ env: {} }).peerUrl, undefined);
+    for (const bad of ['127.0.0.2:7441', 'ftp://h:1', 'http://h:1/v1', 'http://h:1/?x=1', 'http://u:p@h:1', 'not a url']) {
+      assert.throws(() => loadConfig({ env: { COFFER_VAULT_GROUP_PEER_URL: bad } }), (e: Error) => e instanceof ConfigError && /group\.peerUrl/.test(e.message), bad);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

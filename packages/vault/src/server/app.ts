@@ -6,6 +6,8 @@
  *                      → 200 with the sealed response (560 bytes) for every outcome,
  *                        or a 4xx/5xx JSON error from the catalogue (errors.ts)
  *   GET  /healthz      liveness and what the vault runs on
+ *   POST /v1/group/ack a fleet member's ack, sent straight to the leader (spec §13.7;
+ *                      body: node ID ‖ ack statement, 80 bytes) → 204, or 503 not-leader
  *
  * The admin listener (`buildAdminApp`, its own address and port: config `admin`) serves
  *
@@ -40,6 +42,10 @@ export interface AppOptions {
   readonly logger?: FastifyServerOptions['logger'];
   /** The relay link key: when set, /v1/request needs a valid coffer-relay-auth (relay-auth.ts). */
   readonly linkKey?: Uint8Array;
+  /** A fleet member: takes acks other members send straight to it while it leads (POST /v1/group/ack). */
+  readonly group?: { receiveAck(body: Uint8Array): Promise<boolean> };
+  /** The exact length of an ack body (fleet-group.ts ACK_BODY_LENGTH). */
+  readonly ackBodyLength?: number;
 }
 
 export function buildApp(options: AppOptions): FastifyInstance {
@@ -106,6 +112,20 @@ export function buildApp(options: AppOptions): FastifyInstance {
     req.log.info({ account, op: d.op, bodyBytes: body.length, responseBytes: d.response.length, ms: Math.round(seconds * 1e4) / 10 }, 'vault request');
     return reply.code(200).type('application/octet-stream').send(Buffer.from(d.response.buffer, d.response.byteOffset, d.response.byteLength));
   });
+
+  // Fleet members' acks, straight to the leader (spec §13.7). No relay link auth: the
+  // other members send these, and an ack proves itself (its MACs under the group's log
+  // key are checked exactly like one read from etcd; a replayed one is older, so it is
+  // dropped before any MAC is computed). Not leading: 503 not-leader (put it in etcd).
+  const group = options.group;
+  if (group) {
+    app.post('/v1/group/ack', async (req, reply) => {
+      const body = req.body as Buffer;
+      if (body.length !== options.ackBodyLength) return reply.code(400).send(errorBody('bad-length'));
+      const taken = await group.receiveAck(new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
+      return taken ? reply.code(204).send() : reply.code(503).send(errorBody('not-leader'));
+    });
+  }
 
   app.get('/healthz', async () => ({ status: 'ok', platform: options.describe.platform, store: options.describe.store }));
 

@@ -328,6 +328,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           COFFER_VAULT_ETCD_ENDPOINTS: endpoints,
           COFFER_VAULT_ETCD_TIMEOUT_MS: String(options.etcdTimeoutMs ?? 1500),
           COFFER_VAULT_LOG_LEVEL: 'warn',
+          // Followers send acks straight to the leader's request listener (spec §13.7).
+          COFFER_VAULT_GROUP_PEER_URL: vaultUrl,
           ...platformEnv(i),
           ...(options.insecureFastKsf ? { COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1' } : {}),
           ...(pki

@@ -85,6 +85,12 @@ export interface VaultConfig {
   readonly groupSize?: number;
   /** At most this many requests per log entry (COFFER_VAULT_LOG_BATCH_MAX; benchmarks: 1 shows what batching buys). */
   readonly logBatchMax?: number;
+  /**
+   * Fleet: the http(s) URL at which the other members reach this node's request listener
+   * (COFFER_VAULT_GROUP_PEER_URL / `group.peerUrl`). Followers then send acks straight to
+   * the leader instead of one etcd write each (spec §13.7). Unset: acks through etcd only.
+   */
+  readonly peerUrl?: string;
 }
 
 export const DEFAULT_PORT = 7441;
@@ -121,7 +127,7 @@ interface FileConfig {
   linkKeyFile?: string;
   insecureNoLinkAuthForTesting?: boolean;
   rollbackProtection?: boolean;
-  group?: { size?: number };
+  group?: { size?: number; peerUrl?: string };
 }
 
 export class ConfigError extends Error {
@@ -318,12 +324,22 @@ function fullPassConfig(env: NodeJS.ProcessEnv): { fullPassMsForTesting?: number
   return { fullPassMsForTesting: ms };
 }
 
-function groupConfig(env: NodeJS.ProcessEnv, f: FileConfig): { groupSize?: number; logBatchMax?: number } {
+function groupConfig(env: NodeJS.ProcessEnv, f: FileConfig): { groupSize?: number; logBatchMax?: number; peerUrl?: string } {
   const size = int('COFFER_VAULT_GROUP_SIZE', env.COFFER_VAULT_GROUP_SIZE) ?? f.group?.size;
   if (size !== undefined && (!Number.isInteger(size) || size < 1 || size > 15)) throw new ConfigError(`group.size: must be 1..15, got ${size}`);
   const batch = int('COFFER_VAULT_LOG_BATCH_MAX', env.COFFER_VAULT_LOG_BATCH_MAX);
   if (batch !== undefined && batch < 1) throw new ConfigError(`COFFER_VAULT_LOG_BATCH_MAX: must be ≥ 1, got ${batch}`);
-  return { ...(size !== undefined ? { groupSize: size } : {}), ...(batch !== undefined ? { logBatchMax: batch } : {}) };
+  const peerUrl = env.COFFER_VAULT_GROUP_PEER_URL || f.group?.peerUrl;
+  if (peerUrl !== undefined) {
+    let u: URL | null = null;
+    try {
+      u = new URL(peerUrl);
+    } catch {
+      u = null;
+    }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || u.pathname !== '/' || u.search || u.hash || u.username) throw new ConfigError(`group.peerUrl: must be an http(s) URL with no path, e.g. http://10.0.0.2:7441, got ${JSON.stringify(peerUrl)}`);
+  }
+  return { ...(size !== undefined ? { groupSize: size } : {}), ...(batch !== undefined ? { logBatchMax: batch } : {}), ...(peerUrl ? { peerUrl } : {}) };
 }
 
 /** The policy settings a config file may set; anything else is refused (never silently ignored or spread). */

@@ -25,6 +25,8 @@
  *   (without counting itself when it has no anchor), never from etcd's word alone.
  */
 import { toHex } from '@coffer/protocol';
+import * as http from 'node:http';
+import * as https from 'node:https';
 import type { Platform } from '../core/platform.js';
 import {
   AnchorMissingError,
@@ -82,6 +84,13 @@ export interface FleetCommitterOptions {
    * log exists: a member with a lost anchor rejoins from the group's evidence (§13.9).
    */
   readonly adoptUnloggedStore?: boolean;
+  /**
+   * Where the other members reach this node's request listener (config `group.peerUrl`),
+   * published as `group/peers/<node>`: followers then send their acks straight to the
+   * leader (`POST /v1/group/ack`) and put them in etcd at most every ACK_STORE_MS
+   * (spec §13.7). Without it, acks go through etcd only.
+   */
+  readonly peerUrl?: string;
   /** TEST ONLY: SIGKILL after a guess-counting batch commits in etcd, before this leader's anchor write and any ack. */
   readonly insecureCrashBeforeCaptureForTesting?: boolean;
   /**
@@ -173,6 +182,10 @@ export class FleetCommitter implements Committer {
    */
   #early = new Map<string, Uint8Array>();
   #lastAckPut = -1;
+  /** When this node last put its ack in etcd (direct acks are put there at most every ACK_STORE_MS). */
+  #lastAckStored = 0;
+  /** Members' peer URLs as etcd shows them (`group/peers/<node>`; untrusted: a wrong one only delays). */
+  #peerUrls = new Map<string, string>();
   #queue: Waiting[] = [];
   #pending: Pending[] = [];
   #appending = false;
@@ -324,6 +337,9 @@ export class FleetCommitter implements Committer {
     const byKey = new Map(group.map((kv) => [kv.key, kv]));
     const leaderKv = byKey.get('leader');
     this.#leader = leaderKv ? new TextDecoder().decode(leaderKv.value) : null;
+    this.#peerUrls.clear();
+    for (const [key, kv] of byKey) if (key.startsWith('peers/')) this.#peerUrls.set(key.slice('peers/'.length), new TextDecoder().decode(kv.value));
+    if (this.o.peerUrl && this.#peerUrls.get(this.#me) !== this.o.peerUrl) await this.o.store.groupPut(`peers/${this.#me}`, new TextEncoder().encode(this.o.peerUrl));
     if (this.#role !== 'follower' && (!leaderKv || leaderKv.createRevision !== this.#term)) this.#stepDown('lost the leader key (lease expired or deleted)');
 
     if (!this.#guard) await this.#resume(byKey);
@@ -393,13 +409,44 @@ export class FleetCommitter implements Committer {
     await this.#publishAck(guard);
   }
 
-  /** Puts this node's ack of what it captured (when it captured more than it last put). */
+  /**
+   * Publishes this node's ack of what it captured (when it captured more than it last
+   * published). With the leader's peer URL known, the ack goes straight to the leader and
+   * into etcd at most every ACK_STORE_MS (or at once if the leader did not take it): one
+   * raft write per log entry instead of one per member. etcd's copy is what a full pass,
+   * a new leader or a leader without a direct path counts (spec §13.7).
+   */
   async #publishAck(guard: RollbackGuard, force = false): Promise<void> {
     if (!force && guard.captured.index === this.#lastAckPut) return;
     const { index, mac } = guard.captured;
     const ack = await guard.ack();
-    await this.o.store.groupPut(`acks/${this.#me}`, encodeStatement(index, mac, ack));
+    const statement = encodeStatement(index, mac, ack);
     this.#lastAckPut = index;
+    const url = this.#role === 'follower' && this.#leader && this.#leader !== this.#me ? this.#peerUrls.get(this.#leader) : undefined;
+    const store = async () => {
+      this.#lastAckStored = Date.now();
+      await this.o.store.groupPut(`acks/${this.#me}`, statement);
+    };
+    if (!url) return store();
+    const sent = sendAck(url, this.#me, statement);
+    if (force || Date.now() - this.#lastAckStored >= ACK_STORE_MS) return store();
+    void sent.then(
+      (ok) => (ok ? undefined : store()),
+      () => undefined,
+    ).catch(() => undefined); // a failed put: the next full pass puts it again
+  }
+
+  /**
+   * An ack a member sent straight to this node (POST /v1/group/ack: node ID ‖ statement).
+   * Counted only while leading, with every check an ack from etcd gets (#countAcks): the
+   * MAC of our chain at its index and the member's ack MAC. false: not leading (the
+   * member then puts it in etcd).
+   */
+  async receiveAck(body: Uint8Array): Promise<boolean> {
+    if (body.length !== ACK_BODY_LENGTH) throw new RangeError(`an ack is ${ACK_BODY_LENGTH} bytes`);
+    if (this.#role !== 'leader' || !this.#guard) return false;
+    await this.#countAcks([{ key: `acks/${toHex(body.subarray(0, 8))}`, value: body.slice(8) }]);
+    return true;
   }
 
   /** Resume from the anchor and etcd; else from a majority's fresh evidence (§13.9). */
@@ -675,7 +722,9 @@ export class FleetCommitter implements Committer {
     const end = Date.now() + 3000;
     while (Date.now() < end) {
       const acks = await this.o.store.groupRange('acks/');
-      const n = acks.filter((kv) => kv.key !== `acks/${this.#me}` && (decodeStatement(kv.value)?.index ?? -1) >= index).length;
+      const seen = new Set(acks.filter((kv) => kv.key !== `acks/${this.#me}` && (decodeStatement(kv.value)?.index ?? -1) >= index).map((kv) => kv.key.slice('acks/'.length)));
+      for (const [node, value] of this.#early) if ((decodeStatement(value)?.index ?? -1) >= index) seen.add(node);
+      const n = seen.size;
       if (n + 1 >= majority(this.o.groupSize)) return;
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -732,6 +781,36 @@ export class FleetCommitter implements Committer {
       this.#appending = false;
     }
   }
+}
+
+/** A follower with a direct path to the leader puts its ack in etcd at most this often. */
+const ACK_STORE_MS = 250;
+/** POST /v1/group/ack's body: node ID (8 bytes) ‖ index (u64) ‖ chain MAC ‖ ack MAC. */
+export const ACK_BODY_LENGTH = 8 + 8 + MAC_LENGTH * 2;
+/** A direct ack not taken within this long is put in etcd instead. */
+const ACK_SEND_TIMEOUT_MS = 500;
+const ackAgents = { http: new http.Agent({ keepAlive: true, maxSockets: 4 }), https: new https.Agent({ keepAlive: true, maxSockets: 4 }) };
+
+/** POSTs an ack to a member's request listener; true when it took it (204). */
+function sendAck(peerUrl: string, node: string, statement: Uint8Array): Promise<boolean> {
+  return new Promise((resolve) => {
+    let url: URL;
+    try {
+      url = new URL('/v1/group/ack', peerUrl);
+    } catch {
+      return resolve(false);
+    }
+    const secure = url.protocol === 'https:';
+    if (!secure && url.protocol !== 'http:') return resolve(false);
+    const body = Buffer.concat([Buffer.from(node, 'hex'), statement]);
+    const req = (secure ? https : http).request(url, { method: 'POST', agent: secure ? ackAgents.https : ackAgents.http, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length }, timeout: ACK_SEND_TIMEOUT_MS }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 204);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end(body);
+  });
 }
 
 /** Members whose early acks a leader keeps (more than any group has: etcd may hold forged ack keys). */

@@ -16,7 +16,7 @@ import { createMetrics, type VaultMetrics } from './metrics.js';
 import { installNodeCrypto } from './node-crypto.js';
 import { VaultService } from './vault-service.js';
 import { LogCommitter } from './log-commit.js';
-import { FleetCommitter } from './fleet-group.js';
+import { ACK_BODY_LENGTH, FleetCommitter } from './fleet-group.js';
 import { isLogStore } from '../store/store.js';
 import { concat, sha256, utf8 } from '@coffer/protocol';
 import { loadLinkKey } from './relay-auth.js';
@@ -108,7 +108,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
       if (store instanceof EtcdRecordStore && groupSize > 1) {
         fleetGroup = new FleetCommitter({
           ...(config.adoptLogHead ? { adoptUnloggedStore: true } : {}), platform: platform.platform, store, group, groupSize, metrics, log: serviceLog, ...(config.logBatchMax ? { maxBatchRequests: config.logBatchMax } : {}), insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false,
-          ...(config.acksBeforeCaptureForTesting ? { acksBeforeCaptureForTesting: true } : {}), ...(config.fullPassMsForTesting ? { fullPassMsForTesting: config.fullPassMsForTesting } : {}) });
+          ...(config.acksBeforeCaptureForTesting ? { acksBeforeCaptureForTesting: true } : {}), ...(config.fullPassMsForTesting ? { fullPassMsForTesting: config.fullPassMsForTesting } : {}), ...(config.peerUrl ? { peerUrl: config.peerUrl } : {}) });
       } else committer = new LogCommitter({ platform: platform.platform, store, group, metrics, log: serviceLog, adoptWithoutAnchor: config.adoptLogHead ?? false, insecureCrashBeforeCaptureForTesting: config.insecureCrashBeforeCaptureForTesting ?? false });
     } else warn(NO_ROLLBACK_PROTECTION_WARNING);
     const service = new VaultService({
@@ -122,7 +122,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     });
     const linkKey = config.linkKeyFile ? loadLinkKey(config.linkKeyFile, { create: options.createIfMissing ?? false }) : undefined;
     const describe = { platform: platform.platform.name, store: store.name };
-    const app = buildApp({ service, metrics, describe, logger: options.logger ?? false, ...(linkKey ? { linkKey } : {}) });
+    const app = buildApp({ service, metrics, describe, logger: options.logger ?? false, ...(linkKey ? { linkKey } : {}), ...(fleetGroup ? { group: fleetGroup, ackBodyLength: ACK_BODY_LENGTH } : {}) });
     const admin = buildAdminApp({ metrics, describe, log: app.log });
     log = app.log;
     if (store instanceof EtcdRecordStore) store.onCompactionError = (err) => log?.warn({ err: err.message }, 'etcd: compaction after an erasure failed; retrying');

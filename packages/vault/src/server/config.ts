@@ -331,7 +331,7 @@ function groupConfig(env: NodeJS.ProcessEnv, f: FileConfig): { groupSize?: numbe
   if (batch !== undefined && batch < 1) throw new ConfigError(`COFFER_VAULT_LOG_BATCH_MAX: must be ≥ 1, got ${batch}`);
   const peerUrl = env.COFFER_VAULT_GROUP_PEER_URL || f.group?.peerUrl;
   if (peerUrl !== undefined) {
-    let u: URL | null = null;
+    let u: URL | null;
     try {
       u = new URL(peerUrl);
     } catch {

@@ -10,6 +10,7 @@ import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeLogValue } from '../src/core/rollback.js';
@@ -128,5 +129,43 @@ describeIf('fleet: acks straight to the leader', etcdSkip(), () => {
     await waitCaughtUp(cluster);
     const r = await fleetClient(cluster, 'forged').recover('pw');
     assert.equal(r.outcome, 'ok', 'service is back once the followers run again');
+  });
+
+  it('the operator points the leader\'s peer URL at a server that never answers: acks fall back to etcd, logins still complete', async () => {
+    assert.equal((await fleetClient(cluster, 'blackhole').register('pw', K)).outcome, 'ok');
+    await waitCaughtUp(cluster);
+    const { leader, ids } = await members();
+    const sockets: Socket[] = [];
+    let open = 0;
+    let maxOpen = 0;
+    const hole = createServer((sock) => {
+      // Accepts and reads (so a close is seen), never answers.
+      sockets.push(sock);
+      sock.resume();
+      maxOpen = Math.max(maxOpen, ++open);
+      sock.on('close', () => open--);
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+    const holeUrl = `http://127.0.0.1:${(hole.address() as { port: number }).port}`;
+    // The leader repairs its own peer key every full pass: keep rewriting it.
+    let rewriting = true;
+    const rewrite = (async () => {
+      while (rewriting) {
+        await fetch(`${cluster.dcs[0]!.etcdUrl}/v3/kv/put`, { method: 'POST', body: JSON.stringify({ key: b64(`${GROUP}peers/${ids[leader]}`), value: b64(holeUrl) }) });
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // followers' next full pass reads it
+      for (let i = 0; i < 5; i++) assert.equal((await fleetClient(cluster, 'blackhole', { prefer: leader, deadlineMs: 20_000 }).recover('pw')).outcome, 'ok');
+      assert.ok(sockets.length >= 1, 'the followers did send to the black hole');
+      assert.ok(maxOpen <= 2, `at most one connection per follower at a time, however many acks (${maxOpen} open at once, ${sockets.length} in all)`);
+    } finally {
+      rewriting = false;
+      await rewrite;
+      for (const sock of sockets) sock.destroy();
+      hole.close();
+    }
   });
 });

@@ -184,6 +184,8 @@ export class FleetCommitter implements Committer {
   #lastAckPut = -1;
   /** When this node last put its ack in etcd (direct acks are put there at most every ACK_STORE_MS). */
   #lastAckStored = 0;
+  #directBusy = false;
+  #directNext: { url: string; statement: Uint8Array; onNotTaken: (() => void) | null } | null = null;
   /** Members' peer URLs as etcd shows them (`group/peers/<node>`; untrusted: a wrong one only delays). */
   #peerUrls = new Map<string, string>();
   #queue: Waiting[] = [];
@@ -428,12 +430,31 @@ export class FleetCommitter implements Committer {
       await this.o.store.groupPut(`acks/${this.#me}`, statement);
     };
     if (!url) return store();
-    const sent = sendAck(url, this.#me, statement);
-    if (force || Date.now() - this.#lastAckStored >= ACK_STORE_MS) return store();
-    void sent.then(
-      (ok) => (ok ? undefined : store()),
-      () => undefined,
-    ).catch(() => undefined); // a failed put: the next full pass puts it again
+    const throttled = !force && Date.now() - this.#lastAckStored < ACK_STORE_MS;
+    // A throttled ack the leader does not take goes to etcd after all (a failed put: the
+    // next full pass puts it again).
+    this.#sendDirect(url, statement, throttled ? () => void store().catch(() => undefined) : null);
+    if (!throttled) await store();
+  }
+
+  /**
+   * One direct ack in flight at a time; while it is, only the newest next one waits (an
+   * ack supersedes every older one), so a leader URL that never answers (etcd's word,
+   * the operator's to set) costs one socket and one pending ack, not a queue.
+   */
+  #sendDirect(url: string, statement: Uint8Array, onNotTaken: (() => void) | null): void {
+    if (this.#directBusy) {
+      this.#directNext = { url, statement, onNotTaken };
+      return;
+    }
+    this.#directBusy = true;
+    void sendAck(url, this.#me, statement).then((taken) => {
+      this.#directBusy = false;
+      if (!taken) onNotTaken?.();
+      const next = this.#directNext;
+      this.#directNext = null;
+      if (next) this.#sendDirect(next.url, next.statement, next.onNotTaken);
+    });
   }
 
   /**
@@ -789,9 +810,9 @@ const ACK_STORE_MS = 250;
 export const ACK_BODY_LENGTH = 8 + 8 + MAC_LENGTH * 2;
 /** A direct ack not taken within this long is put in etcd instead. */
 const ACK_SEND_TIMEOUT_MS = 500;
-const ackAgents = { http: new http.Agent({ keepAlive: true, maxSockets: 4 }), https: new https.Agent({ keepAlive: true, maxSockets: 4 }) };
+const ackAgents = { http: new http.Agent({ keepAlive: true, maxSockets: 1 }), https: new https.Agent({ keepAlive: true, maxSockets: 1 }) };
 
-/** POSTs an ack to a member's request listener; true when it took it (204). */
+/** POSTs an ack to a member's request listener; true when it took it (204). Never rejects. */
 function sendAck(peerUrl: string, node: string, statement: Uint8Array): Promise<boolean> {
   return new Promise((resolve) => {
     let url: URL;

@@ -1,4 +1,4 @@
-// `node scripts/bench-relay-overhead.mjs [--requests N] [--concurrency C] [--rounds R] [--relay-main A.js,B.js]`
+// `node scripts/bench-relay-overhead.mjs [--requests N] [--concurrency C] [--rounds R] [--relay-main A.js,B.js] [--store sqlite|postgres]`
 // The relay's own CPU per forwarded vault message (issue 13), without OPAQUE, HPKE or a
 // vault: a stand-in vault on loopback answers every sealed request with RESPONSE_LENGTH
 // bytes at once, a keep-alive load generator sends POST /v1/vault with a session token,
@@ -9,7 +9,9 @@
 // one) run in alternation, `--rounds` times each, against the same stand-in, so an A/B
 // is measured in one run under the same load. CPU per message is what the relay costs;
 // a loaded machine moves it less than it moves throughput. Profile a build with
-// COFFER_BENCH_RELAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+// COFFER_BENCH_RELAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'. `--store postgres`: the
+// relays' account store on a throwaway PostgreSQL cluster (initdb'd in a temp dir, as the
+// tests do; one database per relay build); its server's CPU is not counted here.
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +27,8 @@ const arg = (name, dflt) => {
 const REQUESTS = Number(arg('requests', 4000));
 const CONCURRENCY = Number(arg('concurrency', 16));
 const ROUNDS = Number(arg('rounds', 3));
+const STORE = String(arg('store', 'sqlite'));
+if (STORE !== 'sqlite' && STORE !== 'postgres') throw new Error('--store sqlite|postgres');
 const mains = String(arg('relay-main', join(root, 'packages/relay/dist/src/main.js'))).split(',');
 const { REQUEST_LENGTH, RESPONSE_LENGTH } = await import(join(root, 'packages/protocol/dist/src/index.js'));
 const SESSION_LABEL = Buffer.from('coffer-relay/v1/session\0');
@@ -70,10 +74,12 @@ const json = async (url, body) => {
   return JSON.parse(r.body.toString());
 };
 
+let postgres = null;
 async function startRelay(main, n) {
+  const pgEnv = postgres ? { COFFER_RELAY_ACCOUNT_STORE: 'postgres', COFFER_RELAY_PG_URL: await postgres.database(`bench${n}`) } : {};
   const extra = process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const child = spawn(process.execPath, [...extra, main, 'serve'], {
-    env: { ...process.env, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: configFile, COFFER_RELAY_DATA_DIR: join(dir, `relay-${n}`), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vaultUrl, COFFER_RELAY_LOG_LEVEL: 'info' },
+    env: { ...process.env, ...pgEnv, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: configFile, COFFER_RELAY_DATA_DIR: join(dir, `relay-${n}`), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vaultUrl, COFFER_RELAY_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let err = '';
@@ -109,6 +115,7 @@ async function run(relay, count) {
 
 const relays = [];
 try {
+  if (STORE === 'postgres') postgres = await (await import(join(root, 'packages', 'relay', 'dist', 'test', 'postgres.js'))).startPostgres();
   for (const [i, main] of mains.entries()) relays.push(await startRelay(main, i));
   // Warm-up (JIT, keep-alive sockets both sides), not counted.
   for (const r of relays) await run(r, Math.min(1000, REQUESTS));
@@ -127,7 +134,7 @@ try {
   }
   const f = (x) => x.toFixed(3);
   for (const [i, x] of results.entries()) {
-    console.log(`relay ${mains[i]}: ${x.n} vault messages, ${f((1000 * (x.user + x.sys)) / x.n)} ms CPU/message (user ${f((1000 * x.user) / x.n)}, system ${f((1000 * x.sys) / x.n)}), ${(x.n / x.wall).toFixed(0)} messages/s`);
+    console.log(`relay [${STORE}] ${mains[i]}: ${x.n} vault messages, ${f((1000 * (x.user + x.sys)) / x.n)} ms CPU/message (user ${f((1000 * x.user) / x.n)}, system ${f((1000 * x.sys) / x.n)}), ${(x.n / x.wall).toFixed(0)} messages/s`);
   }
   if (results.length === 2) {
     const cpu = (x) => (x.user + x.sys) / x.n;
@@ -138,5 +145,6 @@ try {
   agent.destroy();
   vault.closeAllConnections();
   vault.close();
+  await postgres?.stop().catch(() => {});
   rmSync(dir, { recursive: true, force: true });
 }

@@ -11,7 +11,8 @@
 // a loaded machine moves it less than it moves throughput. Profile a build with
 // COFFER_BENCH_RELAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'. `--store postgres`: the
 // relays' account store on a throwaway PostgreSQL cluster (initdb'd in a temp dir, as the
-// tests do; one database per relay build); its server's CPU is not counted here.
+// tests do; one database per relay build); the PostgreSQL server's CPU per message (all
+// its processes, both builds' backends together) is printed apart from the relay's.
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,6 +37,24 @@ const SESSION_LABEL = Buffer.from('coffer-relay/v1/session\0');
 function stat(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+}
+
+// CPU seconds of the PostgreSQL postmaster and its children (backends, background workers).
+function postgresCpu(pid) {
+  let kids;
+  try {
+    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return 0;
+  }
+  return [pid, ...kids].reduce((sum, p) => {
+    try {
+      const c = stat(p);
+      return sum + c.user + c.sys;
+    } catch {
+      return sum; // exited meanwhile
+    }
+  }, 0);
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-relay-overhead-'));
@@ -119,13 +138,15 @@ try {
   for (const [i, main] of mains.entries()) relays.push(await startRelay(main, i));
   // Warm-up (JIT, keep-alive sockets both sides), not counted.
   for (const r of relays) await run(r, Math.min(1000, REQUESTS));
-  const results = relays.map(() => ({ user: 0, sys: 0, wall: 0, n: 0 }));
+  const results = relays.map(() => ({ user: 0, sys: 0, wall: 0, n: 0, pg: 0 }));
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, r] of relays.entries()) {
       const c0 = stat(r.child.pid);
+      const pg0 = postgres ? postgresCpu(postgres.pid) : 0;
       const t0 = process.hrtime.bigint();
       await run(r, REQUESTS);
       const c1 = stat(r.child.pid);
+      if (postgres) results[i].pg += postgresCpu(postgres.pid) - pg0;
       results[i].wall += Number(process.hrtime.bigint() - t0) / 1e9;
       results[i].user += c1.user - c0.user;
       results[i].sys += c1.sys - c0.sys;
@@ -134,7 +155,7 @@ try {
   }
   const f = (x) => x.toFixed(3);
   for (const [i, x] of results.entries()) {
-    console.log(`relay [${STORE}] ${mains[i]}: ${x.n} vault messages, ${f((1000 * (x.user + x.sys)) / x.n)} ms CPU/message (user ${f((1000 * x.user) / x.n)}, system ${f((1000 * x.sys) / x.n)}), ${(x.n / x.wall).toFixed(0)} messages/s`);
+    console.log(`relay [${STORE}] ${mains[i]}: ${x.n} vault messages, ${f((1000 * (x.user + x.sys)) / x.n)} ms CPU/message (user ${f((1000 * x.user) / x.n)}, system ${f((1000 * x.sys) / x.n)}), ${(x.n / x.wall).toFixed(0)} messages/s${postgres ? `; PostgreSQL server ${f((1000 * x.pg) / x.n)} ms CPU/message` : ''}`);
   }
   if (results.length === 2) {
     const cpu = (x) => (x.user + x.sys) / x.n;

@@ -1,4 +1,4 @@
-// `node scripts/bench-relay-overhead.mjs [--requests N] [--concurrency C] [--rounds R] [--relay-main A.js,B.js]`
+// `node scripts/bench-relay-overhead.mjs [--requests N] [--concurrency C] [--rounds R] [--relay-main A.js,B.js] [--store sqlite|postgres]`
 // The relay's own CPU per forwarded vault message (issue 13), without OPAQUE, HPKE or a
 // vault: a stand-in vault on loopback answers every sealed request with RESPONSE_LENGTH
 // bytes at once, a keep-alive load generator sends POST /v1/vault with a session token,
@@ -9,7 +9,10 @@
 // one) run in alternation, `--rounds` times each, against the same stand-in, so an A/B
 // is measured in one run under the same load. CPU per message is what the relay costs;
 // a loaded machine moves it less than it moves throughput. Profile a build with
-// COFFER_BENCH_RELAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+// COFFER_BENCH_RELAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'. `--store postgres`: the
+// relays' account store on a throwaway PostgreSQL cluster (initdb'd in a temp dir, as the
+// tests do; one database per relay build); the PostgreSQL server's CPU per message (all
+// its processes, both builds' backends together) is printed apart from the relay's.
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +28,8 @@ const arg = (name, dflt) => {
 const REQUESTS = Number(arg('requests', 4000));
 const CONCURRENCY = Number(arg('concurrency', 16));
 const ROUNDS = Number(arg('rounds', 3));
+const STORE = String(arg('store', 'sqlite'));
+if (STORE !== 'sqlite' && STORE !== 'postgres') throw new Error('--store sqlite|postgres');
 const mains = String(arg('relay-main', join(root, 'packages/relay/dist/src/main.js'))).split(',');
 const { REQUEST_LENGTH, RESPONSE_LENGTH } = await import(join(root, 'packages/protocol/dist/src/index.js'));
 const SESSION_LABEL = Buffer.from('coffer-relay/v1/session\0');
@@ -32,6 +37,24 @@ const SESSION_LABEL = Buffer.from('coffer-relay/v1/session\0');
 function stat(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+}
+
+// CPU seconds of the PostgreSQL postmaster and its children (backends, background workers).
+function postgresCpu(pid) {
+  let kids;
+  try {
+    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return 0;
+  }
+  return [pid, ...kids].reduce((sum, p) => {
+    try {
+      const c = stat(p);
+      return sum + c.user + c.sys;
+    } catch {
+      return sum; // exited meanwhile
+    }
+  }, 0);
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-relay-overhead-'));
@@ -70,10 +93,12 @@ const json = async (url, body) => {
   return JSON.parse(r.body.toString());
 };
 
+let postgres = null;
 async function startRelay(main, n) {
+  const pgEnv = postgres ? { COFFER_RELAY_ACCOUNT_STORE: 'postgres', COFFER_RELAY_PG_URL: await postgres.database(`bench${n}`) } : {};
   const extra = process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const child = spawn(process.execPath, [...extra, main, 'serve'], {
-    env: { ...process.env, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: configFile, COFFER_RELAY_DATA_DIR: join(dir, `relay-${n}`), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vaultUrl, COFFER_RELAY_LOG_LEVEL: 'info' },
+    env: { ...process.env, ...pgEnv, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: configFile, COFFER_RELAY_DATA_DIR: join(dir, `relay-${n}`), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vaultUrl, COFFER_RELAY_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let err = '';
@@ -109,16 +134,19 @@ async function run(relay, count) {
 
 const relays = [];
 try {
+  if (STORE === 'postgres') postgres = await (await import(join(root, 'packages', 'relay', 'dist', 'test', 'postgres.js'))).startPostgres();
   for (const [i, main] of mains.entries()) relays.push(await startRelay(main, i));
   // Warm-up (JIT, keep-alive sockets both sides), not counted.
   for (const r of relays) await run(r, Math.min(1000, REQUESTS));
-  const results = relays.map(() => ({ user: 0, sys: 0, wall: 0, n: 0 }));
+  const results = relays.map(() => ({ user: 0, sys: 0, wall: 0, n: 0, pg: 0 }));
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, r] of relays.entries()) {
       const c0 = stat(r.child.pid);
+      const pg0 = postgres ? postgresCpu(postgres.pid) : 0;
       const t0 = process.hrtime.bigint();
       await run(r, REQUESTS);
       const c1 = stat(r.child.pid);
+      if (postgres) results[i].pg += postgresCpu(postgres.pid) - pg0;
       results[i].wall += Number(process.hrtime.bigint() - t0) / 1e9;
       results[i].user += c1.user - c0.user;
       results[i].sys += c1.sys - c0.sys;
@@ -127,7 +155,7 @@ try {
   }
   const f = (x) => x.toFixed(3);
   for (const [i, x] of results.entries()) {
-    console.log(`relay ${mains[i]}: ${x.n} vault messages, ${f((1000 * (x.user + x.sys)) / x.n)} ms CPU/message (user ${f((1000 * x.user) / x.n)}, system ${f((1000 * x.sys) / x.n)}), ${(x.n / x.wall).toFixed(0)} messages/s`);
+    console.log(`relay [${STORE}] ${mains[i]}: ${x.n} vault messages, ${f((1000 * (x.user + x.sys)) / x.n)} ms CPU/message (user ${f((1000 * x.user) / x.n)}, system ${f((1000 * x.sys) / x.n)}), ${(x.n / x.wall).toFixed(0)} messages/s${postgres ? `; PostgreSQL server ${f((1000 * x.pg) / x.n)} ms CPU/message` : ''}`);
   }
   if (results.length === 2) {
     const cpu = (x) => (x.user + x.sys) / x.n;
@@ -138,5 +166,6 @@ try {
   agent.destroy();
   vault.closeAllConnections();
   vault.close();
+  await postgres?.stop().catch(() => {});
   rmSync(dir, { recursive: true, force: true });
 }

@@ -4,6 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SqliteAccountStore, type AccountStore } from '../src/auth/account-store.js';
+import pg from 'pg';
 import { PgAccountStore } from '../src/auth/pg-store.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { newDeviceKey, signChallenge, startRelay, tempDir, testConfig } from './helpers.js';
@@ -142,4 +143,24 @@ test('config: the postgres store needs a postgres:// URL; SQLite stays the defau
   assert.throws(() => loadConfig({ env: { COFFER_RELAY_ACCOUNT_STORE: 'mysql' } }), ConfigError);
   const c = loadConfig({ env: { COFFER_RELAY_ACCOUNT_STORE: 'postgres', COFFER_RELAY_PG_URL: 'postgres://u@db:5432/coffer', COFFER_RELAY_PG_POOL_SIZE: '4' } });
   assert.deepEqual(c.accountStore, { backend: 'postgres', url: 'postgres://u@db:5432/coffer', poolSize: 4, statementTimeoutMs: 5000, connectTimeoutMs: 5000 });
+});
+
+test('PostgreSQL: a session check (every forwarded vault message) is one statement, named so each connection prepares it once; revocation still takes effect at once', { skip }, async (t) => {
+  const store = await PgAccountStore.open({ url: await freshDb() });
+  t.after(() => store.close());
+  const key = Buffer.from(newDeviceKey().publicKey, 'base64url');
+  const id = (await store.createAccount(key))!;
+  const { token } = await store.openSession(id, { key });
+  const seen: unknown[] = [];
+  const query = pg.Pool.prototype.query;
+  pg.Pool.prototype.query = function (this: pg.Pool, ...args: unknown[]) {
+    seen.push(args[0]);
+    return (query as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof query;
+  t.after(() => void (pg.Pool.prototype.query = query));
+  for (let i = 0; i < 5; i++) assert.equal(await store.session(token), id);
+  assert.equal(seen.length, 5, 'one statement per session check');
+  for (const q of seen) assert.equal((q as { name?: string }).name, 'coffer-relay-session');
+  assert.equal(await store.revokeSession(token), true);
+  assert.equal(await store.session(token), null, 'a revoked session fails at the next check');
 });

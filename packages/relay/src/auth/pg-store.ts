@@ -215,7 +215,9 @@ export class PgAccountStore implements AccountStore {
   }
 
   async session(token: string): Promise<string | null> {
-    const { rows } = await this.#pool.query<{ account: string; expires_at: string }>('SELECT account, expires_at FROM sessions WHERE digest = $1', [sha(token)]);
+    // A named (prepared once per connection) statement: every forwarded vault message
+    // checks its session, and an unnamed one is parsed and planned again each time.
+    const { rows } = await this.#pool.query<{ account: string; expires_at: string }>({ name: 'coffer-relay-session', text: 'SELECT account, expires_at FROM sessions WHERE digest = $1', values: [sha(token)] });
     const row = rows[0];
     if (!row || num(row.expires_at) <= this.#now()) return null;
     return row.account;

@@ -11,8 +11,9 @@
  * is tried first next time, so the leader is found once and then kept. A replayed request is safe for the
  * vault: guesses are counted fleet-wide and login starts are replay-checked.
  */
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { randomBytes } from 'node:crypto';
-import { Pool, type Dispatcher } from 'undici';
 import { RELAY_AUTH_HEADER, relayAuthHeader, type RandomSource } from '@coffer/protocol';
 import type { RelayMetrics } from './metrics.js';
 
@@ -63,16 +64,15 @@ interface Attempt {
 }
 
 export class VaultForwarder {
-  /**
-   * Per node: a keep-alive connection pool (undici: a third less CPU per forwarded
-   * message than node:http's client and agent, issue 13) and the label for metrics.
-   */
-  readonly #nodes: { label: string; pool: Pool }[];
+  /** Per node: the request options built once (no URL parsing per message). */
+  readonly #nodes: { url: URL; label: string; target: { protocol: string; hostname: string; port: string; path: string } }[];
   readonly #key: Uint8Array;
   readonly #attemptMs: number;
   readonly #deadlineMs: number;
   readonly #metrics: RelayMetrics | undefined;
   readonly #now: () => number;
+  readonly #http = new HttpAgent({ keepAlive: true, maxSockets: 256 });
+  readonly #https = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
   #preferred = 0;
   readonly #nonces = nonceSource();
 
@@ -81,7 +81,7 @@ export class VaultForwarder {
     this.#nodes = options.nodes.map((n, i) => {
       const url = new URL(VAULT_PATH, n.endsWith('/') ? n : `${n}/`);
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`vault.nodes[${i}]: not an http(s) URL: ${n}`);
-      return { label: url.host, pool: new Pool(url.origin, { connections: 256 }) };
+      return { url, label: url.host, target: { protocol: url.protocol, hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, path: url.pathname } };
     });
     this.#key = options.linkKey;
     this.#attemptMs = options.attemptTimeoutMs ?? 5000;
@@ -112,13 +112,13 @@ export class VaultForwarder {
           const sign = (): Promise<string> => relayAuthHeader(this.#key, { method: 'POST', path: VAULT_PATH, account, body }, this.#now(), this.#nonces);
           let res: Attempt;
           try {
-            res = await this.#attempt(node.pool, account, await sign(), body, Math.min(this.#attemptMs, left));
+            res = await this.#attempt(node.target, account, await sign(), body, Math.min(this.#attemptMs, left));
           } catch (err) {
             // A kept-alive connection the node closed while idle (its keep-alive timeout
             // raced our reuse): once more on a fresh connection to the same node, with a
             // fresh nonce, rather than fail over or answer 503 over a stale socket.
             if (!(err as { staleSocket?: boolean }).staleSocket || deadline - Date.now() <= 0) throw err;
-            res = await this.#attempt(node.pool, account, await sign(), body, Math.min(this.#attemptMs, deadline - Date.now()));
+            res = await this.#attempt(node.target, account, await sign(), body, Math.min(this.#attemptMs, deadline - Date.now()));
           }
           outcome = String(res.status);
           const relayAuthRefused = res.status === 401 && /"relay-auth"/.test(res.body.toString('utf8', 0, 200));
@@ -155,60 +155,52 @@ export class VaultForwarder {
     if (node && status) this.#metrics.vaultAttempts.inc({ node, outcome: status });
   }
 
-  #attempt(pool: Pool, account: string, auth: string, body: Buffer, timeoutMs: number): Promise<Attempt> {
+  #attempt(target: { protocol: string; hostname: string; port: string; path: string }, account: string, auth: string, body: Buffer, timeoutMs: number): Promise<Attempt> {
     return new Promise<Attempt>((resolve, reject) => {
-      let controller: Dispatcher.DispatchController | null = null;
-      let timedOut: Error | null = null;
-      let answered = false;
-      let status = 502;
-      let contentType = 'application/octet-stream';
-      const chunks: Buffer[] = [];
-      let size = 0;
+      const https = target.protocol === 'https:';
+      const req = (https ? httpsRequest : httpRequest)({
+        ...target,
+        method: 'POST',
+        agent: https ? this.#https : this.#http,
+        headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'coffer-account': account, [RELAY_AUTH_HEADER]: auth },
+      });
       const timer = setTimeout(() => {
-        timedOut = new Error(`vault attempt timed out after ${timeoutMs} ms`);
-        timedOut.name = 'TimeoutError';
-        // Settled now, even while the request still waits for a connection (undici's
-        // own connect timeout is longer); aborted as soon as it has a controller.
-        reject(timedOut);
-        controller?.abort(timedOut);
+        const e = new Error(`vault attempt timed out after ${timeoutMs} ms`);
+        e.name = 'TimeoutError';
+        req.destroy(e);
       }, timeoutMs);
-      pool.dispatch(
-        { path: VAULT_PATH, method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account, [RELAY_AUTH_HEADER]: auth }, body },
-        {
-          onRequestStart(c) {
-            controller = c;
-            if (timedOut) c.abort(timedOut);
-          },
-          onResponseStart(_c, statusCode, headers) {
-            answered = true;
-            status = statusCode;
-            const type = headers['content-type'];
-            if (type !== undefined) contentType = String(type);
-          },
-          onResponseData(c, chunk) {
-            size += chunk.length;
-            if (size > MAX_RESPONSE_BYTES) c.abort(new Error('vault response too large'));
-            else chunks.push(chunk);
-          },
-          onResponseEnd() {
-            clearTimeout(timer);
-            resolve({ status, contentType, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
-          },
-          onResponseError(_c, err) {
-            clearTimeout(timer);
-            // The connection closed before any answer (a kept-alive socket the node
-            // closed while idle, its keep-alive timeout racing our reuse): worth one
-            // more try on a fresh connection.
-            const code = (err as { code?: string }).code ?? '';
-            if (!answered && !timedOut && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE')) Object.assign(err, { staleSocket: true });
-            reject(timedOut ?? err);
-          },
-        },
-      );
+      const fail = (err: Error): void => {
+        clearTimeout(timer);
+        reject(err);
+      };
+      let answered = false;
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        // Reset or closed before any answer on a socket that served an earlier request.
+        const code = err.code ?? '';
+        if (req.reusedSocket && !answered && (code === 'ECONNRESET' || code === 'EPIPE')) Object.assign(err, { staleSocket: true });
+        fail(err);
+      });
+      req.on('response', (res: IncomingMessage) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_RESPONSE_BYTES) req.destroy(new Error('vault response too large'));
+          else chunks.push(c);
+        });
+        res.on('error', fail);
+        res.on('end', () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 502, contentType: String(res.headers['content-type'] ?? 'application/octet-stream'), body: Buffer.concat(chunks) });
+        });
+      });
+      req.end(body);
     });
   }
 
   close(): void {
-    for (const n of this.#nodes) void n.pool.destroy().catch(() => {});
+    this.#http.destroy();
+    this.#https.destroy();
   }
 }

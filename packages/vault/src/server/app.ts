@@ -43,9 +43,7 @@ export interface AppOptions {
   /** The relay link key: when set, /v1/request needs a valid coffer-relay-auth (relay-auth.ts). */
   readonly linkKey?: Uint8Array;
   /** A fleet member: takes acks other members send straight to it while it leads (POST /v1/group/ack). */
-  readonly group?: { receiveAck(body: Uint8Array): Promise<boolean> };
-  /** The exact length of an ack body (fleet-group.ts ACK_BODY_LENGTH). */
-  readonly ackBodyLength?: number;
+  readonly group?: { readonly ackBodyLength: number; receiveAck(body: Uint8Array): Promise<boolean> };
 }
 
 export function buildApp(options: AppOptions): FastifyInstance {
@@ -121,7 +119,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   if (group) {
     app.post('/v1/group/ack', async (req, reply) => {
       const body = req.body as Buffer;
-      if (body.length !== options.ackBodyLength) return reply.code(400).send(errorBody('bad-length'));
+      if (body.length !== group.ackBodyLength) return reply.code(400).send(errorBody('bad-length'));
       const taken = await group.receiveAck(new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
       return taken ? reply.code(204).send() : reply.code(503).send(errorBody('not-leader'));
     });

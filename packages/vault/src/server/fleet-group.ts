@@ -463,6 +463,9 @@ export class FleetCommitter implements Committer {
    * MAC of our chain at its index and the member's ack MAC. false: not leading (the
    * member then puts it in etcd).
    */
+  /** POST /v1/group/ack's exact body length. */
+  readonly ackBodyLength = ACK_BODY_LENGTH;
+
   async receiveAck(body: Uint8Array): Promise<boolean> {
     if (body.length !== ACK_BODY_LENGTH) throw new RangeError(`an ack is ${ACK_BODY_LENGTH} bytes`);
     if (this.#role !== 'leader' || !this.#guard) return false;
@@ -807,7 +810,7 @@ export class FleetCommitter implements Committer {
 /** A follower with a direct path to the leader puts its ack in etcd at most this often. */
 const ACK_STORE_MS = 250;
 /** POST /v1/group/ack's body: node ID (8 bytes) ‖ index (u64) ‖ chain MAC ‖ ack MAC. */
-export const ACK_BODY_LENGTH = 8 + 8 + MAC_LENGTH * 2;
+const ACK_BODY_LENGTH = 8 + 8 + MAC_LENGTH * 2;
 /** A direct ack not taken within this long is put in etcd instead. */
 const ACK_SEND_TIMEOUT_MS = 500;
 const ackAgents = { http: new http.Agent({ keepAlive: true, maxSockets: 1 }), https: new https.Agent({ keepAlive: true, maxSockets: 1 }) };

@@ -16,7 +16,7 @@ import { createMetrics, type VaultMetrics } from './metrics.js';
 import { installNodeCrypto } from './node-crypto.js';
 import { VaultService } from './vault-service.js';
 import { LogCommitter } from './log-commit.js';
-import { ACK_BODY_LENGTH, FleetCommitter } from './fleet-group.js';
+import { FleetCommitter } from './fleet-group.js';
 import { isLogStore } from '../store/store.js';
 import { concat, sha256, utf8 } from '@coffer/protocol';
 import { loadLinkKey } from './relay-auth.js';
@@ -122,7 +122,7 @@ export async function assembleVault(config: VaultConfig, options: AssembleOption
     });
     const linkKey = config.linkKeyFile ? loadLinkKey(config.linkKeyFile, { create: options.createIfMissing ?? false }) : undefined;
     const describe = { platform: platform.platform.name, store: store.name };
-    const app = buildApp({ service, metrics, describe, logger: options.logger ?? false, ...(linkKey ? { linkKey } : {}), ...(fleetGroup ? { group: fleetGroup, ackBodyLength: ACK_BODY_LENGTH } : {}) });
+    const app = buildApp({ service, metrics, describe, logger: options.logger ?? false, ...(linkKey ? { linkKey } : {}), ...(fleetGroup ? { group: fleetGroup } : {}) });
     const admin = buildAdminApp({ metrics, describe, log: app.log });
     log = app.log;
     if (store instanceof EtcdRecordStore) store.onCompactionError = (err) => log?.warn({ err: err.message }, 'etcd: compaction after an erasure failed; retrying');

@@ -232,7 +232,7 @@ interface Plan {
  * as libuv truncates toward zero) lands inside it whatever the double's rounding. A
  * decimal string, not a number: node turns a negative *number* into "now".
  */
-export function timeArg(ns: bigint): string {
+function timeArg(ns: bigint): string {
   const us = ns / 1000n;
   const neg = us < 0n;
   const a = neg ? -us : us;

@@ -257,9 +257,8 @@ export class VaultService {
       // the current one (what the store holds can only be that, or be rolled back):
       // decide on them without reading the store. Anything else is read and checked.
       // Every decision is still made on a record the root vouches for (spec §13.4).
-      const mine = this.#pendingLogins.get(account);
-      const stored = mine && (await committer.matches(account, mine.bytes)) ? { value: mine.bytes, version: mine.version } : await this.#readChecked(committer, account);
       const held = this.#pendingLogins.get(account);
+      const stored = held && (await committer.matches(account, held.bytes)) ? { value: held.bytes, version: held.version } : await this.#readChecked(committer, account);
       const known = held && stored && held.version === stored.version && equalBytes(held.bytes, stored.value) ? held.record : undefined;
       const decision = await this.o.core.decide(req, stored?.value ?? null, known);
       if (!decision.write) return { kind: 'answer', decision };

@@ -85,8 +85,9 @@ Accounts and password backups (through a Coffer relay):
                                        this profile's device key; other sessions end; with
                                        --revoke-other-devices every other device key goes too)
   coffer account devices               list the account's device keys (* = this device)
-  coffer account revoke KEY            remove a device key (a unique prefix will do): it can no
-                                       longer sign in and its sessions end
+  coffer account revoke [--] KEY       remove a device key (a unique prefix will do): it can no
+                                       longer sign in and its sessions end (a key that starts
+                                       with '-' goes after --)
   coffer account revoke --sessions     end every other session of the account
   coffer login [--server URL] [--account ID] [--token-file FILE] [--account-password-file F]
                                        new session: this profile's device key, an app token (JWT),
@@ -303,13 +304,27 @@ const allowed: Record<string, string[]> = {
 };
 const globalOptions = ['repo', 'key-file', 'json', 'quiet', 'help', 'profile', 'server', 'fleet-bundle', 'insecure'];
 
+/**
+ * parseArgs' error, in our words. A value the user copied (a device key is base64url
+ * and may start with '-') reads as a cluster of short options: say which argument it
+ * was and that it goes after `--`.
+ */
+function parseErrorText(message: string, argv: string[]): string {
+  const text = message.replace(/\. To specify.*$/s, '').replace(/^Unknown option/, 'unknown option');
+  const short = /^unknown option '(-[^-])'$/.exec(text)?.[1];
+  const end = argv.indexOf('--');
+  const arg = short === undefined ? undefined : argv.slice(0, end < 0 ? argv.length : end).find((a) => a.startsWith(short) && a.length > 2);
+  if (arg === undefined) return text;
+  return `${text} in '${arg}' (an argument that starts with '-' goes after '--', as in: coffer ${argv.filter((a) => a !== arg).join(' ')} -- ${arg})`;
+}
+
 export async function run(argv: string[], io: Io): Promise<number> {
   try {
     let parsed;
     try {
       parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
     } catch (e) {
-      throw new UsageError((e as Error).message.replace(/\. To specify.*$/s, '').replace(/^Unknown option/, 'unknown option'));
+      throw new UsageError(parseErrorText((e as Error).message, argv));
     }
     const { values: flags, positionals } = parsed;
     const [command, ...rest] = positionals;

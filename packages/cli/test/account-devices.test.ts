@@ -77,8 +77,13 @@ test('coffer account devices / revoke; a world-readable password file is warned 
   assert.equal(devices.length, 2);
   const other = devices.find((d) => !d.current)!;
   const own = devices.find((d) => d.current)!;
-  assert.equal((await coffer(['account', 'revoke', own.publicKey.slice(0, 8), ...p1])).code !== 0, true, 'not its own key');
-  const revoked = await coffer(['account', 'revoke', other.publicKey.slice(0, 10), ...p1]);
+  // Keys are base64url: one in 32 starts with '-'. After `--` any key is taken; before it,
+  // such a key is a clear usage error that shows the `--` form.
+  assert.equal((await coffer(['account', 'revoke', ...p1, '--', own.publicKey.slice(0, 8)])).code !== 0, true, 'not its own key');
+  const dashed = await coffer(['account', 'revoke', '-zAbc123', ...p1]);
+  assert.equal(dashed.code, 2);
+  assert.match(dashed.stderr, /unknown option '-z' in '-zAbc123' \(an argument that starts with '-' goes after '--', as in: coffer account revoke --profile \S+ -- -zAbc123\)/);
+  const revoked = await coffer(['account', 'revoke', ...p1, '--', other.publicKey.slice(0, 10)]);
   assert.equal(revoked.code, 0, revoked.stderr);
   assert.match(revoked.stderr, /removed device key/);
   // The revoked device can no longer sign in with its key.

@@ -61,7 +61,7 @@ export async function accountDevices(flags: AccountFlags, io: Io): Promise<numbe
   }
   const when = (ms: number | null): string => (ms === null ? 'never' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z'));
   for (const d of devices) io.stdout.write(`${d.current ? '*' : ' '} ${d.publicKey}  added ${when(d.createdAt)}  last used ${when(d.lastUsedAt)}\n`);
-  if (!flags.quiet) io.stderr.write(`${devices.length} device key(s) on ${client.account}; remove one with \`coffer account revoke KEY\`\n`);
+  if (!flags.quiet) io.stderr.write(`${devices.length} device key(s) on ${client.account}; remove one with \`coffer account revoke -- KEY\`\n`);
   return 0;
 }
 

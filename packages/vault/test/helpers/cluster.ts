@@ -2,11 +2,23 @@
  * Test helpers over the cluster starter (which is product code, used by
  * `npm run cluster`): src/server/cluster-support.ts.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
 import { until, type Cluster } from '../../src/server/cluster-support.js';
 
 export * from '../../src/server/cluster-support.js';
+
+/** The last warnings and errors of a node's log (its JSON lines), for a failure's message. */
+function logWarnings(dir: string): string {
+  try {
+    const lines = readFileSync(join(dir, 'vault.log'), 'utf8').split('\n').filter((l) => /"level":(40|50|60)/.test(l));
+    return lines.length > 0 ? `\n  its log's last warnings:\n  ${lines.slice(-6).join('\n  ')}` : '';
+  } catch {
+    return '';
+  }
+}
 
 export interface FleetTransportOptions {
   /** DC index tried first (round-robin through the others on failure). */
@@ -34,7 +46,7 @@ export function fleetTransport(cluster: Cluster, account: string, o: FleetTransp
         o.onAttempt?.({ dc: dc.index, status: res.status });
         if (res.status === 200) return new Uint8Array(await res.arrayBuffer());
         last = `HTTP ${res.status}: ${await res.text()}`;
-        if (res.status !== 503) throw new Error(`vault ${dc.name} answered ${last}`);
+        if (res.status !== 503) throw new Error(`vault ${dc.name} answered ${last}${res.status >= 500 ? logWarnings(dc.dir) : ''}`);
       } catch (err) {
         if ((err as Error).message.startsWith('vault ')) throw err;
         o.onAttempt?.({ dc: dc.index, status: null });

@@ -5,17 +5,23 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { ChunkerParams } from './fastcdc.js';
-import type { FromWorker, SmallFileResult, ToWorker, WorkerSetup } from './chunk-worker.js';
+import type { FromWorker, ToWorker, WorkerSetup } from './chunk-worker.js';
+import type { SmallFileExtra } from './small-batch.js';
 import type { CompressionMode } from '../repository/compress.js';
 
-export type { SmallFileResult, SmallFileStat } from './chunk-worker.js';
+export { SMALL_STATUS, SmallStatus, type SmallFileExtra, type SmallFileStat } from './small-batch.js';
 
 /** Young-generation limit of each chunk worker's heap (see the constructor). */
 const WORKER_YOUNG_MB = 8;
 
 /** What a worker made of a batch of small files (see chunkBatch). */
 export interface SmallFileBatch {
-  results: SmallFileResult[];
+  /** Per file: SMALL_STATUS ints (SmallStatus offsets). */
+  status: Int32Array;
+  /** Per file: its lstat after the read (size, mtimeNs, ctimeNs, ino as unsigned 64-bit). */
+  after: BigUint64Array;
+  /** Errors and xattrs, by position. */
+  extras: Map<number, SmallFileExtra>;
   /** 32 bytes per file: the keyed chunk ID of what was read. */
   ids: Buffer;
   /** The stored (compressed or raw) bytes of every file, back to back. */
@@ -100,7 +106,7 @@ export class ChunkPool {
     this.#jobs.delete(m.job);
     pw.load--;
     if (!job) return;
-    if (m.type === 'batch') job.batch?.({ results: m.results, ids: Buffer.from(m.ids), data: Buffer.from(m.data) });
+    if (m.type === 'batch') job.batch?.({ status: m.status, after: m.after, extras: new Map(m.extras.map((x) => [x.k, x])), ids: Buffer.from(m.ids), data: Buffer.from(m.data) });
     else if (m.type === 'done') job.resolve({ ids: job.ids, size: m.size });
     else job.reject(new FileReadError(m.code, m.message));
   }

@@ -17,9 +17,12 @@ import { maybeCompress, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
 import { isUtf8 } from '../repository/tree.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
+import { SMALL_STATUS, SmallStatus, type SmallFileExtra } from './small-batch.js';
 
 export const CREDITS = 4;
 const READ_WINDOW = 4 * 1024 * 1024;
+/** Batches of small files whose compression may still run while the next is read. */
+const BATCHES_COMPRESSING = 2;
 
 export interface WorkerSetup {
   gearTable: Uint8Array;
@@ -29,34 +32,6 @@ export interface WorkerSetup {
   compression: CompressionMode;
 }
 
-/**
- * One small file's outcome in a batch. `size` is what was read: a file that grew past
- * its expected size reads as expected + 1 (the caller reads it again the ordinary way).
- * The stored bytes are `data[offset, offset + length)` of the batch's buffer.
- */
-export type SmallFileResult =
-  | {
-      ok: true;
-      size: number;
-      flags: number;
-      offset: number;
-      length: number;
-      /** The file's lstat just after it was read (null: gone, or no longer a regular file). */
-      after: SmallFileStat | null;
-      /** Its extended attributes (read after the contents; absent when not asked for). */
-      xattrs?: Array<{ name: string; value: Uint8Array }>;
-      /** Why its xattrs could not be read (the contents were). */
-      xattrError?: { code?: string; message: string };
-    }
-  | { ok: false; code: string; message: string };
-
-/** The fields of a file's stat that show whether it changed while it was read. */
-export interface SmallFileStat {
-  size: bigint;
-  mtimeNs: bigint;
-  ctimeNs: bigint;
-  ino: bigint;
-}
 
 /** `path` is bytes when the file name is not UTF-8 (a Buffer arrives as a Uint8Array). */
 export type ToWorker =
@@ -69,8 +44,8 @@ export type FromWorker =
   | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number }
   | { type: 'done'; job: number; size: number }
   | { type: 'error'; job: number; code: string; message: string }
-  /** `ids`: 32 bytes per file, in order (zeros for a file that failed). */
-  | { type: 'batch'; job: number; results: SmallFileResult[]; ids: ArrayBuffer; data: ArrayBuffer };
+  /** `ids`: 32 bytes per file, in order (zeros for a file that failed); the rest: see SMALL_STATUS. */
+  | { type: 'batch'; job: number; status: Int32Array; after: BigUint64Array; extras: SmallFileExtra[]; ids: ArrayBuffer; data: ArrayBuffer };
 
 if (parentPort) {
   const port = parentPort;
@@ -138,30 +113,23 @@ if (parentPort) {
     return size;
   };
 
-  /** Reads up to `size` + 1 bytes (one more shows the file grew); O_NOFOLLOW as above. */
-  const readSmall = (path: Buffer, size: number): Buffer => {
+  /**
+   * Reads up to `want` bytes (the expected size + 1: one more shows the file grew) into
+   * `buf` at `at`; O_NOFOLLOW as above. A short read is the end of a regular file (one
+   * read call per file, not two); were it not, the size check after it sees a change.
+   */
+  const readSmallInto = (path: Buffer, buf: Buffer, at: number, want: number): number => {
     const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     try {
-      const buf = Buffer.allocUnsafe(size + 1);
       let got = 0;
-      while (got < buf.length) {
-        const n = readSync(fd, buf, got, buf.length - got, null);
-        if (n === 0) break;
+      while (got < want) {
+        const n = readSync(fd, buf, at + got, want - got, null);
         got += n;
+        if (n === 0 || got < want) break;
       }
-      return buf.subarray(0, got);
+      return got;
     } finally {
       closeSync(fd);
-    }
-  };
-
-  /** lstat after the read, on this thread: the main thread then needs no second stat per file. */
-  const statAfter = (path: Buffer): SmallFileStat | null => {
-    try {
-      const st = lstatSync(path, { bigint: true });
-      return st.isFile() ? { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino } : null;
-    } catch {
-      return null;
     }
   };
 
@@ -173,64 +141,95 @@ if (parentPort) {
       paths.push(all.subarray(o, end));
       o = end + 1;
     }
-    const ids = new Uint8Array(32 * paths.length);
-    const raws: Array<Buffer | null> = [];
-    const results: SmallFileResult[] = [];
-    for (let i = 0; i < paths.length; i++) {
+    const n = paths.length;
+    let room = 0;
+    for (let i = 0; i < n; i++) room += sizes[i]! + 1;
+    // Every file's bytes back to back in one buffer: no allocation per file.
+    const raw = Buffer.allocUnsafe(room);
+    const ids = new Uint8Array(32 * n);
+    const status = new Int32Array(SMALL_STATUS * n);
+    const after = new BigUint64Array(4 * n);
+    const extras: SmallFileExtra[] = [];
+    const views: Array<Buffer | null> = [];
+    let pos = 0;
+    for (let i = 0; i < n; i++) {
+      const path = paths[i]!;
+      const s = SMALL_STATUS * i;
+      let got: number;
       try {
-        const path = paths[i]!;
-        const raw = readSmall(path, sizes[i]!);
-        const after = statAfter(path);
-        ids.set(createHmac('sha256', setup.chunkIdKey).update(raw).digest(), 32 * i);
-        raws.push(raw);
-        const r: SmallFileResult = { ok: true, size: raw.length, flags: 0, offset: 0, length: 0, after };
-        // The xattr binding takes text paths: names that are not UTF-8 are left to the caller.
-        if (withXattrs && isUtf8(path)) {
-          try {
-            const x = readXattrsSync(path.toString('utf8'));
-            if (x.length > 0) r.xattrs = x;
-          } catch (e) {
-            const err = e as NodeJS.ErrnoException;
-            r.xattrError = { ...(err.code !== undefined ? { code: err.code } : {}), message: String(err.message ?? err) };
-          }
-        }
-        results.push(r);
+        got = readSmallInto(path, raw, pos, sizes[i]! + 1);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
-        raws.push(null);
-        results.push({ ok: false, code: err.code ?? 'EUNKNOWN', message: err.message });
+        views.push(null);
+        extras.push({ k: i, error: { code: err.code ?? 'EUNKNOWN', message: err.message } });
+        continue;
+      }
+      const view = raw.subarray(pos, pos + got);
+      pos += got;
+      // lstat after the read, on this thread: the main thread needs no second stat per file.
+      try {
+        const st = lstatSync(path, { bigint: true });
+        if (st.isFile()) {
+          after[4 * i] = st.size;
+          after[4 * i + 1] = BigInt.asUintN(64, st.mtimeNs);
+          after[4 * i + 2] = BigInt.asUintN(64, st.ctimeNs);
+          after[4 * i + 3] = st.ino;
+          status[s + SmallStatus.HasAfter] = 1;
+        }
+      } catch {
+        // gone: HasAfter stays 0
+      }
+      ids.set(createHmac('sha256', setup.chunkIdKey).update(view).digest(), 32 * i);
+      views.push(view);
+      status[s + SmallStatus.Ok] = 1;
+      status[s + SmallStatus.Size] = got;
+      // The xattr binding takes text paths: names that are not UTF-8 are left to the caller.
+      if (withXattrs && isUtf8(path)) {
+        try {
+          const x = readXattrsSync(path.toString('utf8'));
+          if (x.length > 0) extras.push({ k: i, xattrs: x });
+        } catch (e) {
+          const err = e as NodeJS.ErrnoException;
+          extras.push({ k: i, xattrError: { ...(err.code !== undefined ? { code: err.code } : {}), message: String(err.message ?? err) } });
+        }
       }
     }
     // Compressed side by side on libuv's pool; one buffer carries the whole batch back.
-    const stored = await Promise.all(raws.map((r) => (r && setup.compression !== 'off' ? maybeCompress(r, setup.compression) : { stored: r, flags: 0 })));
-    const total = stored.reduce((a, s) => a + (s.stored?.length ?? 0), 0);
+    const stored = await Promise.all(views.map((r) => (r && setup.compression !== 'off' ? maybeCompress(r, setup.compression) : { stored: r, flags: 0 })));
+    let total = 0;
+    for (const x of stored) total += x.stored?.length ?? 0;
     const data = new Uint8Array(total);
     let o = 0;
-    for (let i = 0; i < results.length; i++) {
-      const r = results[i]!;
-      const s = stored[i]!;
-      if (!r.ok || !s.stored) continue;
-      data.set(s.stored, o);
-      r.flags = s.flags;
-      r.offset = o;
-      r.length = s.stored.length;
-      o += s.stored.length;
+    for (let i = 0; i < n; i++) {
+      const x = stored[i]!;
+      if (!x.stored) continue;
+      const s = SMALL_STATUS * i;
+      data.set(x.stored, o);
+      status[s + SmallStatus.Flags] = x.flags;
+      status[s + SmallStatus.Offset] = o;
+      status[s + SmallStatus.Length] = x.stored.length;
+      o += x.stored.length;
     }
-    port.postMessage({ type: 'batch', job, results, ids: ids.buffer, data: data.buffer } satisfies FromWorker, [ids.buffer, data.buffer]);
+    port.postMessage({ type: 'batch', job, status, after, extras, ids: ids.buffer, data: data.buffer } satisfies FromWorker, [ids.buffer, data.buffer, status.buffer, after.buffer]);
   };
 
+  const compressing = new Set<Promise<void>>();
   const pump = async () => {
     if (busy) return;
     busy = true;
     while (queue.length > 0) {
       const q = queue.shift()!;
       if (q.type === 'batch') {
-        try {
-          await chunkBatch(q.job, q.paths, q.sizes, q.xattrs);
-        } catch (e) {
+        // The reads run now (synchronously); the compression on libuv's pool finishes in
+        // the background while the next batch is read, up to BATCHES_COMPRESSING at once.
+        const job = q.job;
+        const p = chunkBatch(job, q.paths, q.sizes, q.xattrs).catch((e: unknown) => {
           const err = e as NodeJS.ErrnoException;
-          port.postMessage({ type: 'error', job: q.job, code: err.code ?? 'EUNKNOWN', message: err.message } satisfies FromWorker);
-        }
+          port.postMessage({ type: 'error', job, code: err.code ?? 'EUNKNOWN', message: err.message } satisfies FromWorker);
+        });
+        compressing.add(p);
+        void p.finally(() => compressing.delete(p));
+        if (compressing.size >= BATCHES_COMPRESSING) await Promise.race(compressing);
         continue;
       }
       const { job, path, start, end } = q;

@@ -15,7 +15,7 @@ import { promises as fs, lstatSync, opendirSync, readdirSync, readlinkSync, type
 import { hostname, userInfo } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { basename, resolve } from 'node:path';
-import { ChunkPool, FileReadError, type ChunkedFile, type SmallFileBatch, type SmallFileResult, type SmallFileStat } from '../chunker/chunk-pool.js';
+import { ChunkPool, FileReadError, SMALL_STATUS, SmallStatus, type ChunkedFile, type SmallFileBatch, type SmallFileExtra, type SmallFileStat } from '../chunker/chunk-pool.js';
 import { FastCdc } from '../chunker/fastcdc.js';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
@@ -43,13 +43,14 @@ export const CHUNK_REGION_BYTES = 64 * 1024 * 1024;
  * Files up to this size (and up to the chunker's minimum chunk size, so always exactly
  * one chunk: no cutting needed) take the small-file path: the workers read, hash and
  * compress them in batches of up to SMALL_BATCH_FILES files or SMALL_BATCH_BYTES bytes,
- * one message each way per batch, at most SMALL_BATCHES_IN_FLIGHT batches at once.
+ * one message each way per batch, at most SMALL_BATCHES_IN_FLIGHT batches at once (two
+ * per worker: one being read while the other's answer is taken here).
  * Larger files are chunked one by one, in regions, on both workers.
  */
 export const SMALL_FILE_BYTES = 256 * 1024;
 const SMALL_BATCH_FILES = 256;
 const SMALL_BATCH_BYTES = 1024 * 1024;
-const SMALL_BATCHES_IN_FLIGHT = 3;
+const SMALL_BATCHES_IN_FLIGHT = 4;
 /** Tree entries waiting for their files to be read before they are written in order. */
 const LOOKAHEAD = 1024;
 
@@ -128,6 +129,50 @@ interface Meta {
   mtimeNs: bigint;
   owner: Owner;
   xattrs: Xattr[] | undefined;
+}
+
+/** Small files gathered for one worker message; `finished` once its answer was taken. */
+class SmallBatch {
+  readonly items: SmallSlot[] = [];
+  readonly done: Promise<void>;
+  finished!: () => void;
+  constructor() {
+    this.done = new Promise((r) => (this.finished = r));
+  }
+}
+
+/**
+ * A small file's place in the listing queue: its entry arrives with its batch's answer
+ * (or later, when the file changed and is read again). `ready()` gives it without a
+ * promise once it is there.
+ */
+class SmallSlot {
+  /** undefined: not yet; null: left out (it could not be read). */
+  entry: FileEntry | null | undefined = undefined;
+  /** Set instead of `entry` when the file is being read again. */
+  later: Promise<FileEntry | null> | undefined = undefined;
+  error: unknown = undefined;
+  constructor(
+    readonly abs: Buffer,
+    readonly st: BigIntStats,
+    readonly meta: Meta,
+    readonly sparse: boolean,
+    readonly workerXattrs: boolean,
+    readonly batch: SmallBatch,
+  ) {}
+  ready(): FileEntry | null | Promise<FileEntry | null> {
+    if (this.error !== undefined) throw this.error;
+    if (this.later) return this.later;
+    if (this.entry !== undefined) return this.entry;
+    return this.settled();
+  }
+  /** The entry as a promise, once the batch's answer has been taken. */
+  async settled(): Promise<FileEntry | null> {
+    await this.batch.done;
+    if (this.error !== undefined) throw this.error;
+    if (this.later) return this.later;
+    return this.entry ?? null;
+  }
 }
 
 /** A path for messages (bytes that are not UTF-8 shown as U+FFFD). */
@@ -519,74 +564,100 @@ async function runBackup(
 
   /**
    * The small-file path: files wait in `batch` until it is full, then go to a worker
-   * together. The worker reads each, stats it again and reads its xattrs; each file's
-   * result is then checked as readStable does (a file that moved is read again the
-   * ordinary way) and its blob stored.
+   * together. The worker reads each, stats it again and reads its xattrs. The batch's
+   * answer is then taken in one synchronous pass: each file is checked as readStable
+   * does (a file that moved is read again the ordinary way), its blob stored and its
+   * entry put in its slot in the listing queue. No promise per file.
    */
-  interface SmallItem {
-    abs: Buffer;
-    st: BigIntStats;
-    resolve: (r: ReadFile | null) => void;
-    reject: (e: unknown) => void;
-  }
-  let batch: SmallItem[] = [];
+  let batch: SmallBatch = new SmallBatch();
   let batchBytes = 0;
   /** Entries emitted and written so far, and the first entry that waits in `batch`. */
   let emitted = 0;
   let written = 0;
   let batchFirst = Infinity;
   const batchSlots = new Semaphore(SMALL_BATCHES_IN_FLIGHT);
-  const readSmall = (abs: Buffer, st: BigIntStats): Promise<ReadFile | null> =>
-    new Promise((resolve, reject) => {
-      if (batch.length === 0) batchFirst = emitted;
-      batch.push({ abs, st, resolve, reject });
-      batchBytes += Number(st.size);
-    });
-  const finishSmall = async (it: SmallItem, r: SmallFileResult, b: SmallFileBatch, k: number): Promise<ReadFile | null> => {
-    if (!r.ok) {
-      warn(show(it.abs), `cannot read: ${errnoMessage({ code: r.code, message: r.message })}`);
+  const batchesOut = new Set<Promise<void>>();
+  /** A file's entry once read (null: it could not be read). */
+  const entryOfRead = (slot: SmallSlot, got: ReadFile | null): FileEntry | null => {
+    if (!got) return null;
+    // A small file read again the ordinary way (it changed meanwhile) has no xattrs from a worker.
+    const list = slot.workerXattrs ? (got.xattrs ?? readXattrs(slot.abs)) : slot.meta.xattrs;
+    return fileEntry(slot.meta, list, got.st.mtimeNs, got.size, got.chunks, slot.sparse, String(got.st.ino), String(got.st.ctimeNs));
+  };
+  /** Back-pressure from the blob writer, awaited before the next file of a batch is stored. */
+  let pressure: Promise<void> | undefined;
+  /** One file of a batch's answer: its entry, or a promise when it must be read again. */
+  const finishSmall = (it: SmallSlot, b: SmallFileBatch, k: number): FileEntry | null | Promise<FileEntry | null> => {
+    const s = SMALL_STATUS * k;
+    const extra = b.extras.get(k);
+    if (b.status[s + SmallStatus.Ok] !== 1) {
+      warn(show(it.abs), `cannot read: ${errnoMessage(extra?.error ?? { message: 'no answer for it' })}`);
       return null;
     }
-    let after: SmallFileStat | null = r.after;
-    if (opts.afterFileRead) {
-      // The test hook runs between the read and the second stat, so that stat is taken here.
-      await opts.afterFileRead(it.abs);
-      try {
-        after = lstatSync(it.abs, { bigint: true });
-        if (!(after as BigIntStats).isFile()) after = null;
-      } catch {
-        after = null;
-      }
-    }
+    const size = b.status[s + SmallStatus.Size]!;
     const st = it.st;
-    const same = after !== null && after.size === st.size && after.mtimeNs === st.mtimeNs && after.ctimeNs === st.ctimeNs && BigInt(r.size) === st.size;
+    let after: SmallFileStat | null = null;
+    if (b.status[s + SmallStatus.HasAfter] === 1) {
+      const a = 4 * k;
+      after = { size: b.after[a]!, mtimeNs: BigInt.asIntN(64, b.after[a + 1]!), ctimeNs: BigInt.asIntN(64, b.after[a + 2]!), ino: b.after[a + 3]! };
+    }
+    if (opts.afterFileRead) return finishHooked(it, b, k, size);
+    const same = after !== null && after.size === st.size && after.mtimeNs === st.mtimeNs && after.ctimeNs === st.ctimeNs && BigInt(size) === st.size;
     if (!same) {
       // Changed while read: a second, ordinary read (it may have grown past the small size).
-      if (after !== null) return readStable(it.abs, after, 2);
+      if (after !== null) return readStable(it.abs, after, 2).then((got) => entryOfRead(it, got));
       warn(show(it.abs), 'changed while it was being read (twice): stored as read, which may mix old and new contents');
     }
-    if (r.xattrError) warn(show(it.abs), `cannot read extended attributes: ${errnoMessage(r.xattrError)}`);
-    const xattrs = r.xattrs?.map((x) => ({ name: x.name, value: Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength) })) ?? [];
+    return entryOfRead(it, stored(it, b, k, size, extra));
+  };
+  /** Counts a small file read as it was and stores its blob (sets `pressure`). */
+  const stored = (it: SmallSlot, b: SmallFileBatch, k: number, size: number, extra: SmallFileExtra | undefined): ReadFile => {
+    if (extra?.xattrError) warn(show(it.abs), `cannot read extended attributes: ${errnoMessage(extra.xattrError)}`);
+    const xattrs = extra?.xattrs?.map((x) => ({ name: x.name, value: Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength) })) ?? [];
     read.files++;
-    read.bytes += r.size;
-    progress.bytes += r.size;
-    if (r.size === 0) return { chunks: [], size: 0, st, xattrs };
+    read.bytes += size;
+    progress.bytes += size;
+    if (size === 0) return { chunks: [], size: 0, st: it.st, xattrs };
+    const s = SMALL_STATUS * k;
     const id = Buffer.from(b.ids.subarray(32 * k, 32 * k + 32));
-    await writer.addStored(BlobType.Data, id, r.size, b.data.subarray(r.offset, r.offset + r.length), r.flags);
+    const off = b.status[s + SmallStatus.Offset]!;
+    pressure = writer.addStoredNow(BlobType.Data, id, size, b.data.subarray(off, off + b.status[s + SmallStatus.Length]!), b.status[s + SmallStatus.Flags]!);
     report();
-    return { chunks: [id.toString('hex')], size: r.size, st, xattrs };
+    return { chunks: [id.toString('hex')], size, st: it.st, xattrs };
+  };
+  /** With the test hook, which runs between the read and the second stat: that stat is taken here. */
+  const finishHooked = async (it: SmallSlot, b: SmallFileBatch, k: number, size: number): Promise<FileEntry | null> => {
+    await opts.afterFileRead!(it.abs);
+    let after: BigIntStats | null;
+    try {
+      after = lstatSync(it.abs, { bigint: true });
+      if (!after.isFile()) after = null;
+    } catch {
+      after = null;
+    }
+    const st = it.st;
+    const same = after !== null && after.size === st.size && after.mtimeNs === st.mtimeNs && after.ctimeNs === st.ctimeNs && BigInt(size) === st.size;
+    if (!same) {
+      if (after !== null) return entryOfRead(it, await readStable(it.abs, after, 2));
+      warn(show(it.abs), 'changed while it was being read (twice): stored as read, which may mix old and new contents');
+    }
+    const got = stored(it, b, k, size, b.extras.get(k));
+    if (pressure) await pressure;
+    pressure = undefined;
+    return entryOfRead(it, got);
   };
   /** Whether the workers read small files' xattrs (else `meta` does, on this thread). */
   const xattrsInWorkers = xattrs() !== null;
   const submitBatch = async () => {
-    if (batch.length === 0) return;
-    const items = batch;
-    batch = [];
+    if (batch.items.length === 0) return;
+    const sent = batch;
+    batch = new SmallBatch();
     batchBytes = 0;
     batchFirst = Infinity;
     await batchSlots.take();
-    void (async () => {
+    const out = (async () => {
       try {
+        const items = sent.items;
         const b = await pool.chunkBatch(
           items.map((i) => i.abs),
           items.map((i) => Number(i.st.size)),
@@ -595,17 +666,27 @@ async function runBackup(
         for (let k = 0; k < items.length; k++) {
           const it = items[k]!;
           try {
-            it.resolve(await finishSmall(it, b.results[k]!, b, k));
+            const e = finishSmall(it, b, k);
+            if (e instanceof Promise) it.later = e;
+            else it.entry = e;
+            if (pressure) {
+              const p = pressure;
+              pressure = undefined;
+              await p;
+            }
           } catch (e) {
-            it.reject(e);
+            it.error = e;
           }
         }
       } catch (e) {
-        for (const it of items) it.reject(e);
+        for (const it of sent.items) it.error ??= e;
       } finally {
         batchSlots.give();
+        sent.finished();
       }
     })();
+    batchesOut.add(out);
+    void out.finally(() => batchesOut.delete(out));
   };
 
   // Files are read by the workers ahead of the listing; their tree entries are written
@@ -613,7 +694,7 @@ async function runBackup(
   // once (a directory, an unchanged file) is queued as itself, not as a promise, and the
   // queue is drained without waiting unless something in it is not ready: no promise
   // and no await per unchanged file.
-  type Pending = TreeEntry | null | Promise<TreeEntry | null>;
+  type Pending = TreeEntry | null | Promise<TreeEntry | null> | SmallSlot;
   let queue: Pending[] = [];
   let qHead = 0;
   const queued = () => queue.length - qHead;
@@ -635,6 +716,10 @@ async function runBackup(
       queue = queue.slice(qHead);
       qHead = 0;
     }
+    if (q instanceof SmallSlot) {
+      const e = q.ready();
+      return e instanceof Promise ? e.then(writeEntry) : writeEntry(e);
+    }
     return q instanceof Promise ? q.then(writeEntry) : writeEntry(q!);
   };
   /** Writes entries until at most LOOKAHEAD wait; a promise only when it had to wait. */
@@ -652,7 +737,7 @@ async function runBackup(
   const emit = (e: Pending): Promise<void> | undefined => {
     queue.push(e);
     emitted++;
-    if (batch.length >= SMALL_BATCH_FILES || batchBytes >= SMALL_BATCH_BYTES) return submitBatch().then(drainQueueAsync);
+    if (batch.items.length >= SMALL_BATCH_FILES || batchBytes >= SMALL_BATCH_BYTES) return submitBatch().then(drainQueueAsync);
     return drainQueue();
   };
 
@@ -823,13 +908,19 @@ async function runBackup(
     // Small files with UTF-8 names have their xattrs read by the worker that reads them.
     const workerXattrs = small && xattrsInWorkers && isUtf8(abs);
     const m = meta(abs, rel, st, 'file', workerXattrs ? [] : undefined);
-    const got = small ? readSmall(abs, st) : readStable(abs, st);
-    const done = got.then((got): FileEntry | null => {
-      if (!got) return null;
-      // A small file read again the ordinary way (it changed meanwhile) has no xattrs from a worker.
-      const list = workerXattrs ? (got.xattrs ?? readXattrs(abs)) : m.xattrs;
-      return fileEntry(m, list, got.st.mtimeNs, got.size, got.chunks, sparse, String(got.st.ino), String(got.st.ctimeNs));
-    });
+    const slot = new SmallSlot(abs, st, m, sparse, workerXattrs, batch);
+    if (small) {
+      if (batch.items.length === 0) batchFirst = emitted;
+      batch.items.push(slot);
+      batchBytes += Number(st.size);
+      if (settle) {
+        const done = slot.settled();
+        done.catch(() => {}); // awaited through the link entries; don't report it unhandled meanwhile
+        settle(done);
+      }
+      return emit(slot);
+    }
+    const done = readStable(abs, st).then((got) => entryOfRead(slot, got));
     done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile
     settle?.(done);
     return emit(done);
@@ -877,7 +968,8 @@ async function runBackup(
   } catch (e) {
     stopPrescan();
     await submitBatch().catch(() => {});
-    await Promise.allSettled(queue);
+    while (batchesOut.size > 0) await Promise.allSettled([...batchesOut]);
+    await Promise.allSettled(queue.map((q) => (q instanceof SmallSlot ? q.later : q)));
     await writer.abort();
     parentFiles?.close();
     throw e;

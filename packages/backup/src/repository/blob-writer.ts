@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { BLOB_PADDED, type BlobType, indexName, packName } from './blob.js';
-import { PACK_BYTES_MAX, PadMode, blobPadMode, padBlob } from './padding.js';
+import { BLOB_PAD_TRAILER, PACK_BYTES_MAX, PadMode, blobPadMode, paddedLength } from './padding.js';
 import { type CompressionMode, defaultCompression, maybeCompress } from './compress.js';
 import { IdSet, decodeIndex, encodeIndexRecords, encodePackRecord, type IndexedPack } from './index-file.js';
 import { PackBuilder, packTrailerBytes } from './pack.js';
@@ -107,18 +107,42 @@ export class BlobWriter {
    * (WRITE_GROUP_BYTES), so many small blobs cost few write calls.
    */
   async addStored(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number): Promise<void> {
+    await this.addStoredNow(type, id, rawLength, stored, flags);
+  }
+
+  /**
+   * addStored without a promise when nothing must be waited for: `stored` has been
+   * consumed when it returns. A promise only for back-pressure (a pack being sealed, a
+   * write group queued behind the previous one), which the caller awaits before adding
+   * more. Throws what an earlier write failed with.
+   */
+  addStoredNow(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number): Promise<void> | undefined {
     this.#check();
-    if (this.#inFlight.has(id) || this.#known(id)) return;
+    if (this.#inFlight.has(id) || this.#known(id)) return undefined;
     this.#inFlight.add(id);
+    if (this.#padding === PadMode.Max) {
+      return this.#place(type, id, rawLength, stored, flags, WRITE_GROUP_BYTES).then(
+        (pack) => this.#afterStored(pack),
+        (e: unknown) => {
+          this.#error ??= e;
+          throw e;
+        },
+      );
+    }
     let pack: OpenPack;
     try {
-      pack = await this.#place(type, id, rawLength, stored, flags, WRITE_GROUP_BYTES);
+      pack = this.#placeNow(type, id, rawLength, stored, flags, WRITE_GROUP_BYTES);
     } catch (e) {
       this.#error ??= e;
       throw e;
     }
-    if (pack.builder.plainBytes >= PACK_TARGET_BYTES && this.#pack === pack) await this.#flushPack();
-    else if (pack.unwritten === 0) await pack.chain; // back-pressure once per group written
+    return this.#afterStored(pack);
+  }
+
+  #afterStored(pack: OpenPack): Promise<void> | undefined {
+    if (pack.builder.plainBytes >= PACK_TARGET_BYTES && this.#pack === pack) return this.#flushPack();
+    if (pack.unwritten === 0) return pack.chain; // back-pressure once per group written
+    return undefined;
   }
 
   /**
@@ -126,18 +150,26 @@ export class BlobWriter {
    * writing once at least `group` bytes are waiting (0: at once).
    */
   async #place(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number, group = 0): Promise<OpenPack> {
-    if (this.#padding !== PadMode.Off) {
-      stored = padBlob(stored, blobPadMode(this.#padding));
-      flags |= BLOB_PADDED;
-    }
     // Padding max: every pack is PACK_BYTES_MAX; close the open one rather than overflow it.
-    while (this.#padding === PadMode.Max && this.#pack && this.#pack.builder.count > 0 && this.#pack.builder.plainBytes + stored.length + packTrailerBytes(this.#pack.builder.count + 1) > PACK_BYTES_MAX) {
+    const length = this.#storedLength(stored.length);
+    while (this.#padding === PadMode.Max && this.#pack && this.#pack.builder.count > 0 && this.#pack.builder.plainBytes + length + packTrailerBytes(this.#pack.builder.count + 1) > PACK_BYTES_MAX) {
       await this.#flushPack();
     }
+    return this.#placeNow(type, id, rawLength, stored, flags, group);
+  }
+
+  /** The stored length of a blob of `n` bytes as this writer pads it (spec §7.1). */
+  #storedLength(n: number): number {
+    return this.#padding === PadMode.Off ? n : paddedLength(n + BLOB_PAD_TRAILER, blobPadMode(this.#padding));
+  }
+
+  #placeNow(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number, group: number): OpenPack {
+    const length = this.#storedLength(stored.length);
+    if (this.#padding !== PadMode.Off) flags |= BLOB_PADDED;
     const pack = (this.#pack ??= this.#openPack());
-    pack.builder.add({ id, type, flags, storedLength: stored.length, rawLength }, stored);
-    pack.unwritten += stored.length;
-    this.addedBytes += stored.length;
+    pack.builder.addPadded({ id, type, flags, storedLength: length, rawLength }, stored, length);
+    pack.unwritten += length;
+    this.addedBytes += length;
     this.newBlobs++;
     if (pack.unwritten >= group) {
       const parts = pack.builder.takeParts();

@@ -12,7 +12,10 @@
 import { ObjectKind, ObjectSealer, sealedLength } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
 import { BlobType, ID_BYTES, blobEntryProblem } from './blob.js';
-import { type PadMode, paddedPackLength } from './padding.js';
+import { BLOB_PAD_TRAILER, type PadMode, paddedPackLength } from './padding.js';
+
+/** Zeros for padding (never written to). */
+const ZEROS = Buffer.alloc(64 * 1024);
 
 export const PACK_TRAILER_MAGIC = 'CFPK';
 export const PACK_TRAILER_MAGIC_V2 = 'CFP2';
@@ -69,11 +72,31 @@ export class PackBuilder {
   }
 
   add(entry: PackEntry, stored: Uint8Array): number {
+    return this.addPadded(entry, stored, stored.length);
+  }
+
+  /**
+   * Adds a blob of `storedLength` bytes given as its payload only: the rest is zeros and,
+   * when longer than the payload, the padding trailer (spec §7.1, as padBlob makes it),
+   * sealed straight from a shared zero buffer, not copied into a padded one first.
+   */
+  addPadded(entry: PackEntry, payload: Uint8Array, storedLength: number): number {
     const offset = this.#plainBytes;
-    this.#entries.push({ ...entry, offset });
-    for (const p of this.#sealer.update(stored)) this.#parts.push(p);
-    this.#plainBytes += stored.length;
+    this.#entries.push({ id: entry.id, type: entry.type, flags: entry.flags, storedLength, rawLength: entry.rawLength, offset });
+    this.#seal(payload);
+    const pad = storedLength - payload.length;
+    if (pad > 0) {
+      for (let left = pad - BLOB_PAD_TRAILER; left > 0; left -= ZEROS.length) this.#seal(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
+      const trailer = Buffer.allocUnsafe(BLOB_PAD_TRAILER);
+      trailer.writeUInt32BE(pad, 0);
+      this.#seal(trailer);
+    }
+    this.#plainBytes += storedLength;
     return offset;
+  }
+
+  #seal(data: Uint8Array): void {
+    for (const p of this.#sealer.update(data)) this.#parts.push(p);
   }
 
   /**

@@ -79,51 +79,51 @@ export function isUtf8(b: Buffer): boolean {
   return nodeIsUtf8(b);
 }
 
-/** Writes a byte string as `key` (UTF-8 text) when it is UTF-8, else as `key64` (base64). */
-function putBytes(o: Record<string, unknown>, key: string, b: Buffer): void {
-  if (isUtf8(b)) o[key] = b.toString('utf8');
-  else o[`${key}64`] = b.toString('base64');
+/** `"key":"text"` when the bytes are UTF-8, else `"key64":"base64"` (after a comma). */
+function bytesMember(key: string, b: Buffer): string {
+  return isUtf8(b) ? `,"${key}":${JSON.stringify(b.toString('utf8'))}` : `,"${key}64":"${b.toString('base64')}"`;
 }
 
-/** The version 2 JSON line of an entry (spec §9.2). Member order is fixed, so equal entries encode equally. */
+/**
+ * The version 2 JSON line of an entry (spec §9.2). Member order is fixed, so equal
+ * entries encode equally. Built as text, member by member, exactly as JSON.stringify
+ * would write the object (the vectors and a test check that): strings through
+ * JSON.stringify, numbers as JSON writes them, chunk IDs checked as hex.
+ */
 export function encodeEntry(e: TreeEntry): string {
-  const o: Record<string, unknown> = {};
-  putBytes(o, 'path', e.rawPath);
-  o.type = e.type;
-  o.mode = e.mode;
+  const path = bytesMember('path', e.rawPath);
   const sec = e.mtimeNs >= 0n ? e.mtimeNs / NS : -((-e.mtimeNs + NS - 1n) / NS);
-  o.mtime = Number(sec);
-  o.mtimeNs = Number(e.mtimeNs - sec * NS);
+  let s = `{${path.slice(1)},"type":${JSON.stringify(e.type)},"mode":${JSON.stringify(e.mode)},"mtime":${JSON.stringify(Number(sec))},"mtimeNs":${Number(e.mtimeNs - sec * NS)}`;
   if (e.owner) {
-    o.uid = e.owner.uid;
-    o.gid = e.owner.gid;
-    if (e.owner.user !== undefined) o.user = e.owner.user;
-    if (e.owner.group !== undefined) o.group = e.owner.group;
+    s += `,"uid":${JSON.stringify(e.owner.uid)},"gid":${JSON.stringify(e.owner.gid)}`;
+    if (e.owner.user !== undefined) s += `,"user":${JSON.stringify(e.owner.user)}`;
+    if (e.owner.group !== undefined) s += `,"group":${JSON.stringify(e.owner.group)}`;
   }
-  if (e.xattrs && e.xattrs.length > 0) o.xattrs = e.xattrs.map((x) => [x.name, x.value.toString('base64')]);
+  if (e.xattrs && e.xattrs.length > 0) s += `,"xattrs":${JSON.stringify(e.xattrs.map((x) => [x.name, x.value.toString('base64')]))}`;
   switch (e.type) {
-    case 'file':
-      o.size = e.size;
-      o.chunks = e.chunks;
-      if (e.sparse) o.sparse = true;
-      o.inode = e.inode;
-      o.ctime = e.ctime;
+    case 'file': {
+      const hex = e.chunks.every((c) => typeof c === 'string' && HEX64.test(c));
+      s += `,"size":${JSON.stringify(e.size)},"chunks":${hex ? (e.chunks.length > 0 ? `["${e.chunks.join('","')}"]` : '[]') : JSON.stringify(e.chunks)}`;
+      if (e.sparse) s += ',"sparse":true';
+      if (e.inode !== undefined) s += `,"inode":${JSON.stringify(e.inode)}`;
+      if (e.ctime !== undefined) s += `,"ctime":${JSON.stringify(e.ctime)}`;
       break;
+    }
     case 'symlink':
-      putBytes(o, 'target', e.target);
+      s += bytesMember('target', e.target);
       break;
     case 'hardlink':
-      putBytes(o, 'link', e.link);
+      s += bytesMember('link', e.link);
       break;
     case 'chardev':
     case 'blockdev':
-      o.major = e.major;
-      o.minor = e.minor;
+      if (e.major !== undefined) s += `,"major":${JSON.stringify(e.major)}`;
+      if (e.minor !== undefined) s += `,"minor":${JSON.stringify(e.minor)}`;
       break;
     default:
       break;
   }
-  return JSON.stringify(o) + '\n';
+  return s + '}\n';
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;

@@ -131,6 +131,14 @@ interface Meta {
   xattrs: Xattr[] | undefined;
 }
 
+/** An unchanged file's entry with its line from the parent listing (written as it is). */
+class SameLine {
+  constructor(
+    readonly entry: FileEntry,
+    readonly line: string,
+  ) {}
+}
+
 /** Small files gathered for one worker message; `finished` once its answer was taken. */
 class SmallBatch {
   readonly items: SmallSlot[] = [];
@@ -219,6 +227,8 @@ class ParentFiles {
   #lines: string[] = [];
   #pos = 0;
   #head: TreeEntry | undefined;
+  /** The listing line of the entry `find` last returned, with its line end ('' for a version 1 listing: not the form written now). */
+  line = '';
   #done = false;
   constructor(
     private readonly repo: Repository,
@@ -249,6 +259,7 @@ class ParentFiles {
       const c = compareTreePaths(h.rawPath, rel);
       if (c > 0) return undefined;
       this.#head = undefined;
+      if (c === 0) this.line = this.#strict ? this.#lines[this.#pos]! + '\n' : '';
       this.#pos++;
       if (c === 0) return h.type === 'file' ? h : undefined;
     }
@@ -367,9 +378,12 @@ export class TreeWriter {
     private readonly cdc: FastCdc,
     private readonly store: (raw: Buffer) => Promise<string>,
   ) {}
-  /** Adds an entry; returns a promise only when tree blobs were cut and are being stored. */
-  write(e: TreeEntry): Promise<void> | undefined {
-    const line = encodeEntry(e);
+  /**
+   * Adds an entry (`known`: its line, when the caller has it already); returns a promise
+   * only when tree blobs were cut and are being stored.
+   */
+  write(e: TreeEntry, known?: string): Promise<void> | undefined {
+    const line = known ?? encodeEntry(e);
     this.#pending.push(line);
     this.#pendingChars += line.length;
     // Cut as soon as a whole maximal blob could be: the cut points depend on the bytes
@@ -694,11 +708,11 @@ async function runBackup(
   // once (a directory, an unchanged file) is queued as itself, not as a promise, and the
   // queue is drained without waiting unless something in it is not ready: no promise
   // and no await per unchanged file.
-  type Pending = TreeEntry | null | Promise<TreeEntry | null> | SmallSlot;
+  type Pending = TreeEntry | null | Promise<TreeEntry | null> | SmallSlot | SameLine;
   let queue: Pending[] = [];
   let qHead = 0;
   const queued = () => queue.length - qHead;
-  const writeEntry = (e: TreeEntry | null): Promise<void> | undefined => {
+  const writeEntry = (e: TreeEntry | null, line?: string): Promise<void> | undefined => {
     if (!e) return undefined;
     if (e.type === 'file') {
       stats.files++;
@@ -706,7 +720,7 @@ async function runBackup(
       progress.files++;
       report();
     }
-    return tree.write(e);
+    return tree.write(e, line);
   };
   const writeHead = (): Promise<void> | undefined => {
     written++;
@@ -716,6 +730,7 @@ async function runBackup(
       queue = queue.slice(qHead);
       qHead = 0;
     }
+    if (q instanceof SameLine) return writeEntry(q.entry, q.line);
     if (q instanceof SmallSlot) {
       const e = q.ready();
       return e instanceof Promise ? e.then(writeEntry) : writeEntry(e);
@@ -902,7 +917,11 @@ async function runBackup(
       progress.bytes += Number(st.size);
       const same = fileEntry(m, m.xattrs, st.mtimeNs, prev.size, prev.chunks, sparse, prev.inode, prev.ctime);
       settle?.(Promise.resolve(same));
-      return emit(same);
+      // Its line as the parent listed it, when nothing in it differs (the usual case): not encoded again.
+      const o = prev.owner;
+      const unchanged = prev.mode === m.mode && (prev.sparse === true) === sparse && o !== undefined && o.uid === m.owner.uid && o.gid === m.owner.gid && o.user === m.owner.user && o.group === m.owner.group;
+      const line = parentFiles?.line;
+      return emit(unchanged && line ? new SameLine(same, line) : same);
     }
     const small = st.size <= smallLimitBig;
     // Small files with UTF-8 names have their xattrs read by the worker that reads them.

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { BackupKey, Compression, LocalBackend, Repository, backup, check, parseCompressionMode, restore, type CompressionMode } from '../src/index.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
-import { maybeCompress, zstdFrameEnd } from '../src/repository/compress.js';
+import { RANDOM_CHECK_FROM, looksRandom, maybeCompress, zstdFrameEnd } from '../src/repository/compress.js';
 import { SMALL_CHUNKER, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 /** Compressible but not trivially so: words drawn from a small vocabulary by a PRNG. */
@@ -98,4 +98,25 @@ test('max writes one zstd frame with a window of at most 8 MiB (spec §7.2), and
   const noise = prng(5, 300_000);
   for (const mode of ['off', 'auto', 'max'] as const) assert.deepEqual(await maybeCompress(noise, mode), { stored: noise, flags: 0 });
   assert.deepEqual(await maybeCompress(text, 'off'), { stored: text, flags: 0 });
+});
+
+test('auto stores small random-looking chunks raw without trying zstd; text of every size, and max, still compress', async () => {
+  // Random bytes of every size from the check's lower bound up: all look random.
+  for (const n of [RANDOM_CHECK_FROM, 600, 1000, 4096, 65_536, 262_143]) {
+    for (let seed = 1; seed <= 20; seed++) assert.ok(looksRandom(prng(seed * 1000 + n, n)), `random ${n} bytes (seed ${seed})`);
+  }
+  // Text, source code, structured binary (a sparse table, little-endian counters): none do.
+  const table = Buffer.alloc(8192);
+  for (let i = 0; i < 2048; i++) table.writeUInt32LE(i * 7, i * 4);
+  const samples = [Buffer.from(prose(600, 1)), Buffer.from(prose(200_000, 2)), Buffer.from('function f(x) { return x + 1; }\n'.repeat(40)), table, Buffer.from(prng(3, 1024).toString('base64'))];
+  for (const s of samples) {
+    assert.equal(looksRandom(s), false, `${s.length} bytes of structured data`);
+    const { flags } = await maybeCompress(s, 'auto');
+    assert.equal(flags & BLOB_COMPRESSED, BLOB_COMPRESSED, `${s.length} bytes compress under auto`);
+  }
+  // A random block written twice looks random but compresses: auto skips it (the
+  // trade, spec §7.2), max still finds it.
+  const twice = Buffer.concat([prng(9, 2048), prng(9, 2048)]);
+  assert.deepEqual(await maybeCompress(twice, 'auto'), { stored: twice, flags: 0 });
+  assert.equal((await maybeCompress(twice, 'max')).flags & BLOB_COMPRESSED, BLOB_COMPRESSED);
 });

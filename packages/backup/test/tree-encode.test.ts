@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { decodeEntry, encodeEntry, isUtf8, type TreeEntry } from '../src/repository/tree.js';
+import { LineBuffer, decodeEntry, encodeEntry, encodeEntryInto, isUtf8, type TreeEntry } from '../src/repository/tree.js';
 
 const NS = 1_000_000_000n;
 function reference(e: TreeEntry): string {
@@ -46,14 +46,16 @@ function reference(e: TreeEntry): string {
 }
 
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
-const names = ['a', 'dir/file.txt', 'quote"back\\slash', 'tab\there', 'nl\nline', 'ctl\u0001\u001f', 'été/日本語/😀', '\u2028sep\u2029', 'sp ace'];
+const names = [Buffer.from(Array.from({ length: 31 }, (_, i) => i + 1)).toString('latin1') + 'x\u007f', 'a', 'dir/file.txt', 'quote"back\\slash', 'tab\there', 'nl\nline', 'ctl\u0001\u001f', 'été/日本語/😀', '\u2028sep\u2029', 'sp ace'];
 function name(): Buffer {
   const r = Math.random();
   if (r < 0.2) return Buffer.concat([Buffer.from('bad-'), Buffer.from([0xff, 0xfe, 0x80]), randomBytes(3).map((b) => (b === 0 || b === 0x2f ? 0x41 : b))]);
   return Buffer.from(pick(names));
 }
 
-test('encodeEntry equals JSON.stringify of the entry object, byte for byte, and decodes back', () => {
+test('encodeEntry and encodeEntryInto equal JSON.stringify of the entry object, byte for byte, and decode back', () => {
+  const out = new LineBuffer();
+  const expected: Buffer[] = [];
   for (let i = 0; i < 5000; i++) {
     const rawPath = name();
     const mtimeNs = BigInt(Math.floor((Math.random() - 0.3) * 4e9)) * NS + BigInt(Math.floor(Math.random() * 1e9));
@@ -76,9 +78,15 @@ test('encodeEntry equals JSON.stringify of the entry object, byte for byte, and 
     else e = { ...common, type: kind };
     const line = encodeEntry(e);
     assert.equal(line, reference(e), `entry ${i} (${kind})`);
+    const before = out.used;
+    encodeEntryInto(out, e);
+    assert.deepEqual(out.buf.subarray(before, out.used), Buffer.from(line, 'utf8'), `entry ${i} (${kind}) as bytes`);
+    expected.push(Buffer.from(line, 'utf8'));
     if (kind !== 'hardlink' && !rawPath.includes(0x2f) && common.path.length > 0) {
       const back = decodeEntry(line.slice(0, -1), 'test');
       assert.deepEqual(back.rawPath, rawPath);
     }
   }
+  // The buffer grew many times over: everything written is still there, in order.
+  assert.deepEqual(out.buf.subarray(0, out.used), Buffer.concat(expected));
 });

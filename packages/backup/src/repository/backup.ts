@@ -24,7 +24,7 @@ import { BlobWriter } from './blob-writer.js';
 import { RepositoryLock } from './lock.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 import { encodeSnapshot, type Snapshot } from './snapshot.js';
-import { decodeEntry, decodeEntryV1, encodeEntry, isUtf8, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
+import { LineBuffer, decodeEntry, decodeEntryV1, encodeEntryInto, isUtf8, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
 import { OwnerNames, devMajor, devMinor, readXattrsSync, xattrs } from './fs-meta.js';
 import { Semaphore } from './semaphore.js';
 import type { PadMode } from './padding.js';
@@ -368,11 +368,8 @@ const TREE_DRAIN_BYTES = 1024 * 1024;
 
 /** Splits a growing text stream into content-defined Tree blobs. */
 export class TreeWriter {
-  #buf = Buffer.alloc(0);
-  /** Entries not yet joined to #buf: joining once per drain, not once per entry (that was quadratic). */
-  #pending: string[] = [];
-  /** Their length in UTF-16 units: at most their length in bytes, enough to know when to drain. */
-  #pendingChars = 0;
+  /** Listing bytes not yet cut into blobs: entries are encoded straight into it. */
+  readonly #out = new LineBuffer();
   readonly ids: string[] = [];
   constructor(
     private readonly cdc: FastCdc,
@@ -383,26 +380,25 @@ export class TreeWriter {
    * only when tree blobs were cut and are being stored.
    */
   write(e: TreeEntry, known?: string): Promise<void> | undefined {
-    const line = known ?? encodeEntry(e);
-    this.#pending.push(line);
-    this.#pendingChars += line.length;
+    if (known !== undefined) this.#out.text(known);
+    else encodeEntryInto(this.#out, e);
     // Cut as soon as a whole maximal blob could be: the cut points depend on the bytes
     // only (cut waits for more when it must), and less text waits in memory.
-    if (this.#buf.length + this.#pendingChars >= this.cdc.maxSize + TREE_DRAIN_BYTES) return this.#drain(false);
+    if (this.#out.used >= this.cdc.maxSize + TREE_DRAIN_BYTES) return this.#drain(false);
     return undefined;
   }
   async #drain(eof: boolean): Promise<void> {
-    this.#buf = Buffer.concat([this.#buf, Buffer.from(this.#pending.join(''), 'utf8')]);
-    this.#pending = [];
-    this.#pendingChars = 0;
+    const out = this.#out;
     let start = 0;
-    while (start < this.#buf.length) {
-      const n = this.cdc.cut(this.#buf, start, this.#buf.length, eof);
+    while (start < out.used) {
+      const n = this.cdc.cut(out.buf, start, out.used, eof);
       if (n <= 0) break;
-      this.ids.push(await this.store(Buffer.from(this.#buf.subarray(start, start + n))));
+      // Copied: the buffer is reused for the entries that follow.
+      this.ids.push(await this.store(Buffer.from(out.buf.subarray(start, start + n))));
       start += n;
     }
-    this.#buf = Buffer.from(this.#buf.subarray(start));
+    out.buf.copy(out.buf, 0, start, out.used);
+    out.used -= start;
   }
   async finish(): Promise<string[]> {
     await this.#drain(true);

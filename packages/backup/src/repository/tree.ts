@@ -126,6 +126,155 @@ export function encodeEntry(e: TreeEntry): string {
   return s + '}\n';
 }
 
+/**
+ * A growing byte buffer that entries are encoded into (TreeWriter): the bytes of
+ * encodeEntry's line, without making the line as a string first.
+ */
+export class LineBuffer {
+  buf: Buffer = Buffer.allocUnsafe(64 * 1024);
+  used = 0;
+  reserve(n: number): void {
+    if (this.used + n <= this.buf.length) return;
+    const b = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.used + n));
+    this.buf.copy(b, 0, 0, this.used);
+    this.buf = b;
+  }
+  /** Bytes as they are (a constant piece of the line). */
+  raw(b: Uint8Array): void {
+    this.reserve(b.length);
+    this.buf.set(b, this.used);
+    this.used += b.length;
+  }
+  /** A safe integer as JSON writes it (digits, '-' when negative), without making a string. */
+  int(n: number): void {
+    if (!Number.isSafeInteger(n)) return this.ascii(JSON.stringify(n));
+    this.reserve(17);
+    const out = this.buf;
+    if (n < 0) {
+      out[this.used++] = 0x2d;
+      n = -n;
+    }
+    let digits = 1;
+    for (let m = n; m >= 10; m = Math.floor(m / 10)) digits++;
+    let o = this.used + digits;
+    this.used = o;
+    do {
+      out[--o] = 0x30 + (n % 10);
+      n = Math.floor(n / 10);
+    } while (n > 0);
+  }
+  /** Text of code points below U+0080 only. */
+  ascii(t: string): void {
+    this.reserve(t.length);
+    this.used += this.buf.write(t, this.used, 'latin1');
+  }
+  text(t: string): void {
+    this.reserve(3 * t.length);
+    this.used += this.buf.write(t, this.used, 'utf8');
+  }
+  /** Bytes that are well-formed UTF-8 as a JSON string, quotes included, as JSON.stringify writes it. */
+  jsonUtf8(b: Buffer): void {
+    this.reserve(2 + 6 * b.length);
+    const out = this.buf;
+    let o = this.used;
+    out[o++] = 0x22;
+    for (let i = 0; i < b.length; i++) {
+      const c = b[i]!;
+      if (c >= 0x20 && c !== 0x22 && c !== 0x5c) {
+        out[o++] = c;
+        continue;
+      }
+      out[o++] = 0x5c;
+      const short = c === 0x22 ? 0x22 : c === 0x5c ? 0x5c : c === 0x08 ? 0x62 : c === 0x0c ? 0x66 : c === 0x0a ? 0x6e : c === 0x0d ? 0x72 : c === 0x09 ? 0x74 : 0;
+      if (short !== 0) out[o++] = short;
+      else o += out.write(`u00${c < 0x10 ? '0' : ''}${c.toString(16)}`, o, 'latin1');
+    }
+    out[o++] = 0x22;
+    this.used = o;
+  }
+  bytesMember(key: string, b: Buffer): void {
+    if (isUtf8(b)) {
+      this.ascii(`,"${key}":`);
+      this.jsonUtf8(b);
+    } else this.ascii(`,"${key}64":"${b.toString('base64')}"`);
+  }
+}
+
+const K = (t: string): Buffer => Buffer.from(t, 'latin1');
+const PIECES = {
+  path: K('{"path":'),
+  type: Object.fromEntries(['dir', 'file', 'symlink', 'hardlink', 'fifo', 'socket', 'chardev', 'blockdev'].map((t) => [t, K(`,"type":"${t}","mode":`)])) as Record<string, Buffer>,
+  mtime: K(',"mtime":'),
+  mtimeNs: K(',"mtimeNs":'),
+  uid: K(',"uid":'),
+  gid: K(',"gid":'),
+  size: K(',"size":'),
+  chunks: K(',"chunks":'),
+  close: K('}\n'),
+};
+
+/** encodeEntry's line, appended to `out` as bytes (the same bytes: a test checks it). */
+export function encodeEntryInto(out: LineBuffer, e: TreeEntry): void {
+  if (isUtf8(e.rawPath)) {
+    out.raw(PIECES.path);
+    out.jsonUtf8(e.rawPath);
+  } else out.ascii(`{"path64":"${e.rawPath.toString('base64')}"`);
+  const typed = PIECES.type[e.type];
+  if (typed) out.raw(typed);
+  else out.ascii(`,"type":${JSON.stringify(e.type)},"mode":`);
+  out.int(e.mode);
+  // Whole seconds (floored) and the nanoseconds past them.
+  let sec = Number(e.mtimeNs / NS);
+  let frac = Number(e.mtimeNs % NS);
+  if (frac < 0) {
+    sec -= 1;
+    frac += 1e9;
+  }
+  out.raw(PIECES.mtime);
+  out.int(sec);
+  out.raw(PIECES.mtimeNs);
+  out.int(frac);
+  if (e.owner) {
+    out.raw(PIECES.uid);
+    out.int(e.owner.uid);
+    out.raw(PIECES.gid);
+    out.int(e.owner.gid);
+    if (e.owner.user !== undefined) out.text(`,"user":${JSON.stringify(e.owner.user)}`);
+    if (e.owner.group !== undefined) out.text(`,"group":${JSON.stringify(e.owner.group)}`);
+  }
+  if (e.xattrs && e.xattrs.length > 0) out.text(`,"xattrs":${JSON.stringify(e.xattrs.map((x) => [x.name, x.value.toString('base64')]))}`);
+  switch (e.type) {
+    case 'file': {
+      out.raw(PIECES.size);
+      out.int(e.size);
+      out.raw(PIECES.chunks);
+      if (e.chunks.every((c) => typeof c === 'string' && HEX64.test(c))) {
+        out.ascii('[');
+        for (let i = 0; i < e.chunks.length; i++) out.ascii(i === 0 ? `"${e.chunks[i]}"` : `,"${e.chunks[i]}"`);
+        out.ascii(']');
+      } else out.text(JSON.stringify(e.chunks));
+      if (e.sparse) out.ascii(',"sparse":true');
+      if (e.inode !== undefined) out.text(`,"inode":${JSON.stringify(e.inode)}`);
+      if (e.ctime !== undefined) out.text(`,"ctime":${JSON.stringify(e.ctime)}`);
+      break;
+    }
+    case 'symlink':
+      out.bytesMember('target', e.target);
+      break;
+    case 'hardlink':
+      out.bytesMember('link', e.link);
+      break;
+    case 'chardev':
+    case 'blockdev':
+      if (e.major !== undefined) out.ascii(`,"major":${JSON.stringify(e.major)}`);
+      if (e.minor !== undefined) out.ascii(`,"minor":${JSON.stringify(e.minor)}`);
+      break;
+    default:
+      break;
+  }
+  out.raw(PIECES.close);
+}
+
 const HEX64 = /^[0-9a-f]{64}$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 

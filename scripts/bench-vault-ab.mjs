@@ -1,4 +1,4 @@
-// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--profile DIR]` (after `npx tsc -b`)
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--profile DIR] [--http PORT]` (after `npx tsc -b`)
 // Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
 // of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
 //
@@ -15,7 +15,12 @@
 // --platform pkcs11: each build on its own SoftHSM2 token (one token directory, one
 // SOFTHSM2_CONF for the process; the library is initialized once and shared), keys made
 // by that build's `coffer-vault keys create`.
+// --http PORT: each build listens on 127.0.0.1 (PORT, PORT+1, …) and is sent real HTTP
+// requests over kept-alive sockets instead of `app.inject` (node:http's parser and socket
+// writes included). The client side of that HTTP runs in this process too and is the same
+// for every build: compare the builds' difference, not the absolute figure.
 import { spawnSync } from 'node:child_process';
+import { Agent, request } from 'node:http';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { tmpdir } from 'node:os';
@@ -34,6 +39,7 @@ const profileAt = process.argv.indexOf('--profile');
 const PROFILE_DIR = profileAt >= 0 ? process.argv[profileAt + 1] : null;
 const platformAt = process.argv.indexOf('--platform');
 const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
+const HTTP_PORT = arg('http', 0);
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
 const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
 const PASSWORD = 'bench password';
@@ -83,7 +89,22 @@ async function open({ buildRoot, dir, platformEnv }) {
   await P.opaque.ready;
   const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...platformEnv } });
   const vault = await assembleVault(config, { createIfMissing: true, logger: { level: 'info', stream: createWriteStream('/dev/null') }, warn: () => {} });
-  const send = (account, body) =>
+  let send;
+  if (HTTP_PORT) {
+    const port = HTTP_PORT + builds.length;
+    await vault.app.listen({ host: '127.0.0.1', port });
+    const agent = new Agent({ keepAlive: true, maxSockets: LANES });
+    send = (account, body) =>
+      new Promise((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: '/v1/request', method: 'POST', agent, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'coffer-account': account } }, (res) => {
+          const chunks = [];
+          res.on('data', (c) => chunks.push(c));
+          res.on('end', () => (res.statusCode === 200 ? resolve(new Uint8Array(Buffer.concat(chunks))) : reject(new Error(`${buildRoot}: HTTP ${res.statusCode} ${Buffer.concat(chunks)}`))));
+        });
+        req.on('error', reject);
+        req.end(Buffer.from(body));
+      });
+  } else send = (account, body) =>
     vault.app.inject({ method: 'POST', url: '/v1/request', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, payload: Buffer.from(body) }).then((r) => {
       if (r.statusCode !== 200) throw new Error(`${buildRoot}: HTTP ${r.statusCode} ${r.body}`);
       return new Uint8Array(r.rawPayload);
@@ -162,7 +183,7 @@ try {
     const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-vault-ab-'));
     return { buildRoot, dir, platformEnv: PLATFORM === 'pkcs11' ? softhsmEnv(buildRoot, dir, n) : {} };
   });
-  for (const p of prepared) builds.push(await open(p));
+  for (const p of prepared) builds.push(await open(p)); // open() reads builds.length for its port
   for (const b of builds) {
     await round(b); // warm-up (JIT, caches): not counted
     b.rounds.length = 0;
@@ -171,10 +192,14 @@ try {
   for (let i = 0; i < ROUNDS; i++) for (const b of builds) await round(b);
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   const fmt = (x) => x.toFixed(2);
-  console.log(`vault CPU per recovery (login-start + login-finish via app.inject, ${PLATFORM} platform, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
+  console.log(`vault CPU per recovery (login-start + login-finish via ${HTTP_PORT ? 'HTTP on 127.0.0.1, client in this process' : 'app.inject'}, ${PLATFORM} platform, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
   for (const b of builds) {
     const total = b.rounds.map((r) => r.start + r.finish);
     console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))}; log entries per recovery ${fmt(median(b.rounds.map((r) => r.entries)))})  rounds ${total.map(fmt).join(' ')}`);
+  }
+  for (const b of builds.slice(1)) {
+    const per = builds[0].rounds.map((r, i) => (r.start + r.finish) / (b.rounds[i].start + b.rounds[i].finish));
+    console.log(`  ${builds[0].buildRoot} / ${b.buildRoot}, per round: median ${median(per).toFixed(3)} (rounds ${per.map((x) => x.toFixed(3)).join(' ')})`);
   }
 } finally {
   for (const b of builds) await b.vault.close();

@@ -1,4 +1,4 @@
-// `npm run bench:vault [-- --rounds N] [-- --seconds N] [-- --only software|pkcs11] [-- --mode phased|live] [-- --variant-node-args '--flag …']`
+// `npm run bench:vault [-- --rounds N] [-- --seconds N] [-- --only software|pkcs11] [-- --mode phased|live] [-- --variant-node-args '--flag …'] [-- --variant-main OTHER/packages/vault/dist/src/server/main.js]`
 // Profile the vault: COFFER_BENCH_VAULT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
 //
 // The Backup Key Vault's CPU per recovery against the bare OPAQUE library, measured in the
@@ -118,8 +118,8 @@ function pin(pid, cpu) {
   if (r.status !== 0) throw new Error(`taskset: ${r.stderr}`);
 }
 
-async function startVault(env, nodeArgs = process.env.COFFER_BENCH_VAULT_NODE_ARGS?.split(' ').filter(Boolean) ?? []) {
-  const node = [process.execPath, ...nodeArgs, MAIN, 'serve'];
+async function startVault(env, nodeArgs = process.env.COFFER_BENCH_VAULT_NODE_ARGS?.split(' ').filter(Boolean) ?? [], main = MAIN) {
+  const node = [process.execPath, ...nodeArgs, main, 'serve'];
   const cmd = TASKSET ? [TASKSET, ['-c', String(VAULT_CPU), ...node]] : [node[0], node.slice(1)];
   // The vault runs with its default log level (one JSON line per request at info, to
   // /dev/null here): the per-request logging is part of what a recovery costs.
@@ -163,12 +163,12 @@ function startWorker() {
 }
 
 /** A vault process with its load generators, set up (accounts registered), idle. */
-async function openVault(name, env, bundleEnv, nodeArgs) {
-  const vault = await startVault(env, nodeArgs);
+async function openVault(name, env, bundleEnv, nodeArgs, main = MAIN) {
+  const vault = await startVault(env, nodeArgs, main);
   const workers = [];
   const v = { name, vault, workers, windows: [] };
   try {
-    const out = spawnSync(process.execPath, [MAIN, 'bundle'], { env: { ...process.env, ...bundleEnv }, encoding: 'utf8' });
+    const out = spawnSync(process.execPath, [main, 'bundle'], { env: { ...process.env, ...bundleEnv }, encoding: 'utf8' });
     if (out.status !== 0) throw new Error(out.stderr);
     for (let i = 0; i < WORKERS; i++) workers.push(startWorker());
     await Promise.all(workers.map((w) => w.ready));
@@ -328,16 +328,27 @@ try {
     const dir = join(work, 'software-variant');
     vaults.push(await openVault(`vault-software ${process.argv[variantAt + 1]}`, { COFFER_VAULT_DATA_DIR: dir }, { COFFER_VAULT_DATA_DIR: dir }, process.argv[variantAt + 1].split(' ').filter(Boolean)));
   }
-  const hsmDir = join(work, 'pkcs11');
-  mkdirSync(hsmDir);
-  const hsm = ONLY === 'software' ? null : softhsmToken(hsmDir);
-  if (hsm) {
+  // --variant-main PATH: the same platforms once more from another build's main.js (A/B of
+  // two builds in the same rounds; e.g. /work/main/packages/vault/dist/src/server/main.js).
+  const variantMainAt = process.argv.indexOf('--variant-main');
+  const VARIANT_MAIN = variantMainAt >= 0 ? process.argv[variantMainAt + 1] : null;
+  if (VARIANT_MAIN && ONLY !== 'pkcs11') {
+    const dir = join(work, 'software-variant-main');
+    vaults.push(await openVault('vault-software (variant build)', { COFFER_VAULT_DATA_DIR: dir }, { COFFER_VAULT_DATA_DIR: dir }, undefined, VARIANT_MAIN));
+  }
+  const hsmVaults = [['vault-pkcs11', MAIN, 'pkcs11'], ...(VARIANT_MAIN ? [['vault-pkcs11 (variant build)', VARIANT_MAIN, 'pkcs11-variant-main']] : [])];
+  for (const [name, main, sub] of ONLY === 'software' ? [] : hsmVaults) {
+    const hsmDir = join(work, sub);
+    mkdirSync(hsmDir);
+    const hsm = softhsmToken(hsmDir);
+    if (!hsm) {
+      console.log('SoftHSM2 not installed: skipping the PKCS#11 run');
+      break;
+    }
     const env = { ...hsm, COFFER_VAULT_DATA_DIR: hsmDir };
-    const made = spawnSync(process.execPath, [MAIN, 'keys', 'create'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    const made = spawnSync(process.execPath, [main, 'keys', 'create'], { env: { ...process.env, ...env }, encoding: 'utf8' });
     if (made.status !== 0) throw new Error(made.stderr);
-    vaults.push(await openVault('vault-pkcs11', env, env));
-  } else if (ONLY !== 'software') {
-    console.log('SoftHSM2 not installed: skipping the PKCS#11 run');
+    vaults.push(await openVault(name, env, env, undefined, main));
   }
   for (const v of vaults) await (MODE === 'phased' ? windowPhased(v) : windowLive(v, 1000)); // warm-up window each: not counted
   const ceilings = [];
@@ -398,7 +409,14 @@ try {
       'startLogin+finishLogin per CPU-second, one process on the same core), per round; median over rounds. The share of its CPU the vault spends on the OPAQUE math.',
   );
   for (const v of vaults) if (targets[v.name]) console.log(`bench: ${v.name} ratio=${median(v.windows.map((r) => r.ratio)).toFixed(2)} target=${targets[v.name]}`);
-  if (!hsm && ONLY !== 'software') console.log('bench: vault-pkcs11 ratio=n/a target=0.5');
+  if (!vaults.some((v) => v.name === 'vault-pkcs11') && ONLY !== 'software') console.log('bench: vault-pkcs11 ratio=n/a target=0.5');
+  // --variant-main: this build's CPU per recovery over the variant build's, per round (same round: same load).
+  for (const v of vaults) {
+    const other = vaults.find((o) => o.name === `${v.name} (variant build)`);
+    if (!other) continue;
+    const per = v.windows.map((r, i) => r.cpuMs / other.windows[i].cpuMs);
+    console.log(`A/B ${v.name}: this build's CPU per recovery / the variant build's, per round: median ${median(per).toFixed(3)} (rounds ${per.map((x) => x.toFixed(3)).join(' ')})`);
+  }
 } finally {
   ceilingProc?.stop();
   for (const v of vaults) await closeVault(v);

@@ -135,18 +135,35 @@ export class ByteWriter {
     this.#buf[this.#len++] = v;
     return this;
   }
+  // Integers are written in place (no I2OSP array per field: the record and message
+  // codecs write dozens per request).
   u16(v: number): this {
     if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new RangeError(`u16 out of range: ${v}`);
-    return this.bytes(i2osp(v, 2));
+    this.#reserve(2);
+    this.#buf[this.#len++] = v >>> 8;
+    this.#buf[this.#len++] = v & 0xff;
+    return this;
   }
   u32(v: number): this {
     if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new RangeError(`u32 out of range: ${v}`);
-    return this.bytes(i2osp(v, 4));
+    this.#reserve(4);
+    this.#u32(v);
+    return this;
   }
   /** Unsigned 64-bit; only safe integers (timestamps in ms) are used. */
   u64(v: number): this {
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`u64 out of range: ${v}`);
-    return this.bytes(i2osp(v, 8));
+    this.#reserve(8);
+    this.#u32(Math.floor(v / 0x100000000));
+    this.#u32(v % 0x100000000);
+    return this;
+  }
+  #u32(v: number): void {
+    const b = this.#buf;
+    b[this.#len++] = v >>> 24;
+    b[this.#len++] = (v >>> 16) & 0xff;
+    b[this.#len++] = (v >>> 8) & 0xff;
+    b[this.#len++] = v & 0xff;
   }
   bytes(b: Uint8Array): this {
     this.#reserve(b.length);
@@ -189,16 +206,24 @@ export class ByteReader {
     this.#at += n;
     return out;
   }
+  // Integers are read in place (no subarray view per field).
+  #skip(n: number, field: string): number {
+    const at = this.#at;
+    if (at + n > this.buf.length) throw new DecodeError(`${field}: truncated`, 'bad-length');
+    this.#at = at + n;
+    return at;
+  }
   u8(field: string): number {
-    return this.#take(1, field)[0]!;
+    return this.buf[this.#skip(1, field)]!;
   }
   u16(field: string): number {
-    const b = this.#take(2, field);
-    return (b[0]! << 8) | b[1]!;
+    const at = this.#skip(2, field);
+    return (this.buf[at]! << 8) | this.buf[at + 1]!;
   }
   u32(field: string): number {
-    const b = this.#take(4, field);
-    return ((b[0]! << 24) >>> 0) + (b[1]! << 16) + (b[2]! << 8) + b[3]!;
+    const at = this.#skip(4, field);
+    const b = this.buf;
+    return ((b[at]! << 24) >>> 0) + (b[at + 1]! << 16) + (b[at + 2]! << 8) + b[at + 3]!;
   }
   u64(field: string): number {
     const hi = this.u32(field);

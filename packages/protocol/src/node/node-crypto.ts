@@ -24,24 +24,34 @@ const oneShot = (nodeCrypto as { hash?: (alg: string, data: Uint8Array, enc: 'bu
 
 /**
  * HMAC-SHA256 (RFC 2104) as two one-shot hashes: H((K ⊕ opad) ‖ H((K ⊕ ipad) ‖ m)), K
- * hashed first when longer than the 64-byte block. About a third cheaper than
- * createHmac for the short inputs of HKDF (no Hmac object and key setup per call).
- * Checked against createHmac for keys of 0–200 bytes in test/crypto-provider.test.ts.
+ * hashed first when longer than the 64-byte block. Both hash inputs are built in two
+ * scratch buffers kept by this module (hashing is synchronous: no call can interleave),
+ * so a call allocates only its result: cheaper than createHmac (no Hmac object and key
+ * setup) and than allocating the padded inputs per call. The padded keys are zeroed
+ * before returning (HKDF's keys are secrets). Checked against createHmac for keys of
+ * 0–200 bytes in test/crypto-provider.test.ts.
  */
+let scratchInner = new Uint8Array(64 + 256);
+const scratchOuter = new Uint8Array(96);
 function hmacOneShot(hash: NonNullable<typeof oneShot>, key: Uint8Array, data: Uint8Array): Uint8Array {
   const k = key.length > 64 ? hash('sha256', key, 'buffer') : key;
-  const inner = new Uint8Array(64 + data.length);
-  inner.set(k, 0);
-  for (let i = 0; i < 64; i++) inner[i]! ^= 0x36;
-  inner.set(data, 64);
-  const outer = new Uint8Array(96);
-  outer.set(k, 0);
-  for (let i = 0; i < 64; i++) outer[i]! ^= 0x5c;
-  outer.set(hash('sha256', inner, 'buffer'), 64);
-  const tag = u8(hash('sha256', outer, 'buffer'));
-  inner.fill(0, 0, 64); // the padded keys: HKDF's keys are secrets
-  outer.fill(0, 0, 64);
-  return tag;
+  if (scratchInner.length < 64 + data.length) scratchInner = new Uint8Array(64 + data.length);
+  const inner = scratchInner;
+  const outer = scratchOuter;
+  try {
+    inner.fill(0, 0, 64);
+    inner.set(k, 0);
+    for (let i = 0; i < 64; i++) inner[i]! ^= 0x36;
+    inner.set(data, 64);
+    outer.fill(0, 0, 64);
+    outer.set(k, 0);
+    for (let i = 0; i < 64; i++) outer[i]! ^= 0x5c;
+    outer.set(hash('sha256', inner.subarray(0, 64 + data.length), 'buffer'), 64);
+    return u8(hash('sha256', outer, 'buffer'));
+  } finally {
+    inner.fill(0, 0, 64 + data.length); // the padded key, and the message (an HKDF input may be a secret)
+    outer.fill(0);
+  }
 }
 
 export const nodeCryptoProvider: CryptoProvider = {

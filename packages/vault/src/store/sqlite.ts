@@ -62,6 +62,7 @@ export class SqliteRecordStore implements RecordStore, LogStore {
   readonly #update: Database.Statement<[Buffer, number, string, number]>;
   readonly #delete: Database.Statement<[string, number]>;
   readonly #bump: Database.Statement<[], { revision: number }>;
+  readonly #bumpBy: Database.Statement<[number], { revision: number }>;
   readonly #schedule: Database.Statement<[string, number]>;
   readonly #clear: Database.Statement<[string, number]>;
   readonly #due: Database.Statement<[number, number], { account: string; at_ms: number }>;
@@ -142,6 +143,7 @@ export class SqliteRecordStore implements RecordStore, LogStore {
     this.#update = this.#db.prepare('UPDATE records SET value = ?, revision = ? WHERE account = ? AND revision = ?');
     this.#delete = this.#db.prepare('DELETE FROM records WHERE account = ? AND revision = ?');
     this.#bump = this.#db.prepare('UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision');
+    this.#bumpBy = this.#db.prepare('UPDATE meta SET revision = revision + ? WHERE id = 1 RETURNING revision');
     this.#schedule = this.#db.prepare('INSERT OR IGNORE INTO sweeps (account, at_ms) VALUES (?, ?)');
     this.#clear = this.#db.prepare('DELETE FROM sweeps WHERE account = ? AND at_ms = ?');
     this.#due = this.#db.prepare('SELECT account, at_ms FROM sweeps WHERE at_ms <= ? ORDER BY at_ms LIMIT ?');
@@ -221,12 +223,17 @@ export class SqliteRecordStore implements RecordStore, LogStore {
       const head = this.#logHead.get()?.idx ?? 0;
       if (head !== op.index - 1) return new LogConflictError(`sqlite: the log's head is ${head}, not ${op.index - 1}: another writer, or the store changed under this vault`);
       const versions = new Map<string, RecordVersion>();
+      // One revision bump for the whole entry (its puts take consecutive revisions), not one
+      // statement per record.
+      let puts = 0;
+      for (const c of op.changes) if (c.value !== null) puts++;
+      let revision = puts > 0 ? this.#bumpBy.get(puts)!.revision - puts : 0;
       for (const c of op.changes) {
         if (c.value === null) {
           this.#deleteAny.run(c.account);
           continue;
         }
-        const revision = this.#bump.get()!.revision;
+        revision++;
         this.#upsert.run(c.account, Buffer.from(c.value.buffer, c.value.byteOffset, c.value.byteLength), revision);
         versions.set(c.account, String(revision));
       }

@@ -141,7 +141,7 @@ class SameLine {
 
 /** Small files gathered for one worker message; `finished` once its answer was taken. */
 class SmallBatch {
-  readonly items: SmallSlot[] = [];
+  readonly items: FileSlot[] = [];
   readonly done: Promise<void>;
   finished!: () => void;
   constructor() {
@@ -150,11 +150,12 @@ class SmallBatch {
 }
 
 /**
- * A small file's place in the listing queue: its entry arrives with its batch's answer
- * (or later, when the file changed and is read again). `ready()` gives it without a
- * promise once it is there.
+ * A changed file's place in the listing queue. A small file's entry arrives with its
+ * batch's answer (or later, when the file changed and is read again); `ready()` gives it
+ * without a promise once it is there. A large file's slot only carries what its entry
+ * is made from (it is queued as the promise of its read).
  */
-class SmallSlot {
+class FileSlot {
   /** undefined: not yet; null: left out (it could not be read). */
   entry: FileEntry | null | undefined = undefined;
   /** Set instead of `entry` when the file is being read again. */
@@ -588,7 +589,7 @@ async function runBackup(
   const batchSlots = new Semaphore(SMALL_BATCHES_IN_FLIGHT);
   const batchesOut = new Set<Promise<void>>();
   /** A file's entry once read (null: it could not be read). */
-  const entryOfRead = (slot: SmallSlot, got: ReadFile | null): FileEntry | null => {
+  const entryOfRead = (slot: FileSlot, got: ReadFile | null): FileEntry | null => {
     if (!got) return null;
     // A small file read again the ordinary way (it changed meanwhile) has no xattrs from a worker.
     const list = slot.workerXattrs ? (got.xattrs ?? readXattrs(slot.abs)) : slot.meta.xattrs;
@@ -597,7 +598,7 @@ async function runBackup(
   /** Back-pressure from the blob writer, awaited before the next file of a batch is stored. */
   let pressure: Promise<void> | undefined;
   /** One file of a batch's answer: its entry, or a promise when it must be read again. */
-  const finishSmall = (it: SmallSlot, b: SmallFileBatch, k: number): FileEntry | null | Promise<FileEntry | null> => {
+  const finishSmall = (it: FileSlot, b: SmallFileBatch, k: number): FileEntry | null | Promise<FileEntry | null> => {
     const s = SMALL_STATUS * k;
     const extra = b.extras.get(k);
     if (b.status[s + SmallStatus.Ok] !== 1) {
@@ -621,7 +622,7 @@ async function runBackup(
     return entryOfRead(it, stored(it, b, k, size, extra));
   };
   /** Counts a small file read as it was and stores its blob (sets `pressure`). */
-  const stored = (it: SmallSlot, b: SmallFileBatch, k: number, size: number, extra: SmallFileExtra | undefined): ReadFile => {
+  const stored = (it: FileSlot, b: SmallFileBatch, k: number, size: number, extra: SmallFileExtra | undefined): ReadFile => {
     if (extra?.xattrError) warn(show(it.abs), `cannot read extended attributes: ${errnoMessage(extra.xattrError)}`);
     const xattrs = extra?.xattrs?.map((x) => ({ name: x.name, value: Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength) })) ?? [];
     read.files++;
@@ -636,7 +637,7 @@ async function runBackup(
     return { chunks: [id.toString('hex')], size, st: it.st, xattrs };
   };
   /** With the test hook, which runs between the read and the second stat: that stat is taken here. */
-  const finishHooked = async (it: SmallSlot, b: SmallFileBatch, k: number, size: number): Promise<FileEntry | null> => {
+  const finishHooked = async (it: FileSlot, b: SmallFileBatch, k: number, size: number): Promise<FileEntry | null> => {
     await opts.afterFileRead!(it.abs);
     let after: BigIntStats | null;
     try {
@@ -704,7 +705,7 @@ async function runBackup(
   // once (a directory, an unchanged file) is queued as itself, not as a promise, and the
   // queue is drained without waiting unless something in it is not ready: no promise
   // and no await per unchanged file.
-  type Pending = TreeEntry | null | Promise<TreeEntry | null> | SmallSlot | SameLine;
+  type Pending = TreeEntry | null | Promise<TreeEntry | null> | FileSlot | SameLine;
   let queue: Pending[] = [];
   let qHead = 0;
   const queued = () => queue.length - qHead;
@@ -727,7 +728,7 @@ async function runBackup(
       qHead = 0;
     }
     if (q instanceof SameLine) return writeEntry(q.entry, q.line);
-    if (q instanceof SmallSlot) {
+    if (q instanceof FileSlot) {
       const e = q.ready();
       return e instanceof Promise ? e.then(writeEntry) : writeEntry(e);
     }
@@ -923,7 +924,7 @@ async function runBackup(
     // Small files with UTF-8 names have their xattrs read by the worker that reads them.
     const workerXattrs = small && xattrsInWorkers && isUtf8(abs);
     const m = meta(abs, rel, st, 'file', workerXattrs ? [] : undefined);
-    const slot = new SmallSlot(abs, st, m, sparse, workerXattrs, batch);
+    const slot = new FileSlot(abs, st, m, sparse, workerXattrs, batch);
     if (small) {
       if (batch.items.length === 0) batchFirst = emitted;
       batch.items.push(slot);
@@ -984,7 +985,7 @@ async function runBackup(
     stopPrescan();
     await submitBatch().catch(() => {});
     while (batchesOut.size > 0) await Promise.allSettled([...batchesOut]);
-    await Promise.allSettled(queue.map((q) => (q instanceof SmallSlot ? q.later : q)));
+    await Promise.allSettled(queue.map((q) => (q instanceof FileSlot ? q.later : q)));
     await writer.abort();
     parentFiles?.close();
     throw e;

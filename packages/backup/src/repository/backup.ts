@@ -606,13 +606,13 @@ async function runBackup(
       return null;
     }
     const size = b.status[s + SmallStatus.Size]!;
+    if (opts.afterFileRead) return finishHooked(it, b, k, size);
     const st = it.st;
     let after: SmallFileStat | null = null;
     if (b.status[s + SmallStatus.HasAfter] === 1) {
       const a = 4 * k;
       after = { size: b.after[a]!, mtimeNs: BigInt.asIntN(64, b.after[a + 1]!), ctimeNs: BigInt.asIntN(64, b.after[a + 2]!), ino: b.after[a + 3]! };
     }
-    if (opts.afterFileRead) return finishHooked(it, b, k, size);
     const same = after !== null && after.size === st.size && after.mtimeNs === st.mtimeNs && after.ctimeNs === st.ctimeNs && BigInt(size) === st.size;
     if (!same) {
       // Changed while read: a second, ordinary read (it may have grown past the small size).

@@ -104,15 +104,8 @@ export class BlobWriter {
   /**
    * Stores a blob already compressed (or not) by the caller, e.g. a small file's whole
    * content from a chunk worker, unless the repository has it. Pack writes are grouped
-   * (WRITE_GROUP_BYTES), so many small blobs cost few write calls.
-   */
-  async addStored(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number): Promise<void> {
-    await this.addStoredNow(type, id, rawLength, stored, flags);
-  }
-
-  /**
-   * addStored without a promise when nothing must be waited for: `stored` has been
-   * consumed when it returns. A promise only for back-pressure (a pack being sealed, a
+   * (WRITE_GROUP_BYTES), so many small blobs cost few write calls. No promise when
+   * nothing must be waited for: `stored` has been consumed when it returns. A promise only for back-pressure (a pack being sealed, a
    * write group queued behind the previous one), which the caller awaits before adding
    * more. Throws what an earlier write failed with.
    */

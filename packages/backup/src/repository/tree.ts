@@ -79,51 +79,14 @@ export function isUtf8(b: Buffer): boolean {
   return nodeIsUtf8(b);
 }
 
-/** `"key":"text"` when the bytes are UTF-8, else `"key64":"base64"` (after a comma). */
-function bytesMember(key: string, b: Buffer): string {
-  return isUtf8(b) ? `,"${key}":${JSON.stringify(b.toString('utf8'))}` : `,"${key}64":"${b.toString('base64')}"`;
-}
-
 /**
- * The version 2 JSON line of an entry (spec §9.2). Member order is fixed, so equal
- * entries encode equally. Built as text, member by member, exactly as JSON.stringify
- * would write the object (the vectors and a test check that): strings through
- * JSON.stringify, numbers as JSON writes them, chunk IDs checked as hex.
+ * The version 2 JSON line of an entry (spec §9.2), as text. Member order is fixed, so
+ * equal entries encode equally. The bytes are encodeEntryInto's (what a backup writes).
  */
 export function encodeEntry(e: TreeEntry): string {
-  const path = bytesMember('path', e.rawPath);
-  const sec = e.mtimeNs >= 0n ? e.mtimeNs / NS : -((-e.mtimeNs + NS - 1n) / NS);
-  let s = `{${path.slice(1)},"type":${JSON.stringify(e.type)},"mode":${JSON.stringify(e.mode)},"mtime":${JSON.stringify(Number(sec))},"mtimeNs":${Number(e.mtimeNs - sec * NS)}`;
-  if (e.owner) {
-    s += `,"uid":${JSON.stringify(e.owner.uid)},"gid":${JSON.stringify(e.owner.gid)}`;
-    if (e.owner.user !== undefined) s += `,"user":${JSON.stringify(e.owner.user)}`;
-    if (e.owner.group !== undefined) s += `,"group":${JSON.stringify(e.owner.group)}`;
-  }
-  if (e.xattrs && e.xattrs.length > 0) s += `,"xattrs":${JSON.stringify(e.xattrs.map((x) => [x.name, x.value.toString('base64')]))}`;
-  switch (e.type) {
-    case 'file': {
-      const hex = e.chunks.every((c) => typeof c === 'string' && HEX64.test(c));
-      s += `,"size":${JSON.stringify(e.size)},"chunks":${hex ? (e.chunks.length > 0 ? `["${e.chunks.join('","')}"]` : '[]') : JSON.stringify(e.chunks)}`;
-      if (e.sparse) s += ',"sparse":true';
-      if (e.inode !== undefined) s += `,"inode":${JSON.stringify(e.inode)}`;
-      if (e.ctime !== undefined) s += `,"ctime":${JSON.stringify(e.ctime)}`;
-      break;
-    }
-    case 'symlink':
-      s += bytesMember('target', e.target);
-      break;
-    case 'hardlink':
-      s += bytesMember('link', e.link);
-      break;
-    case 'chardev':
-    case 'blockdev':
-      if (e.major !== undefined) s += `,"major":${JSON.stringify(e.major)}`;
-      if (e.minor !== undefined) s += `,"minor":${JSON.stringify(e.minor)}`;
-      break;
-    default:
-      break;
-  }
-  return s + '}\n';
+  const out = new LineBuffer(256);
+  encodeEntryInto(out, e);
+  return out.buf.toString('utf8', 0, out.used);
 }
 
 /**
@@ -131,8 +94,11 @@ export function encodeEntry(e: TreeEntry): string {
  * encodeEntry's line, without making the line as a string first.
  */
 export class LineBuffer {
-  buf: Buffer = Buffer.allocUnsafe(64 * 1024);
+  buf: Buffer;
   used = 0;
+  constructor(initial = 64 * 1024) {
+    this.buf = Buffer.allocUnsafe(initial);
+  }
   reserve(n: number): void {
     if (this.used + n <= this.buf.length) return;
     const b = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.used + n));
@@ -213,7 +179,11 @@ const PIECES = {
   close: K('}\n'),
 };
 
-/** encodeEntry's line, appended to `out` as bytes (the same bytes: a test checks it). */
+/**
+ * An entry's version 2 line (spec §9.2), appended to `out` as bytes: exactly what
+ * JSON.stringify writes for the entry as an object with its members in this order (a
+ * test checks it against that form), without making the line as a string first.
+ */
 export function encodeEntryInto(out: LineBuffer, e: TreeEntry): void {
   if (isUtf8(e.rawPath)) {
     out.raw(PIECES.path);

@@ -109,3 +109,38 @@ test('a parent whose listing cannot be read does not stop the next backup: a war
   const full = await backup(repo, { paths: [src], parent: 'none' });
   assert.deepEqual(second.snapshot.tree, full.snapshot.tree);
 });
+
+test('unchanged files are recognised from their parent line whatever their names and kinds; a change of any kind is listed anew', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'odd');
+  await fs.mkdir(join(src, 'd'), { recursive: true });
+  // Names JSON escapes (the path is then read by decoding the line), and one that is not UTF-8.
+  const names = ['plain', 'quote"d', 'back\\slash', 'tab\there', 'ctl\u0001', 'été 日本', 'z'];
+  for (const [i, n] of names.entries()) await fs.writeFile(join(src, 'd', n), `${n} ${i}\n`.repeat(i + 1));
+  const bad = Buffer.concat([Buffer.from(join(src, 'd') + '/bad-'), Buffer.from([0xff, 0xfe])]);
+  await fs.writeFile(bad, 'not utf-8 name\n');
+  await fs.writeFile(join(src, 'linked'), 'two names\n');
+  await fs.link(join(src, 'linked'), join(src, 'linked2'));
+  await fs.writeFile(join(src, 'mode'), 'mode changes\n');
+  await fs.writeFile(join(src, 'time'), 'time changes\n');
+  const first = await backup(tr.repo, { paths: [src] });
+  assert.deepEqual(first.warnings, []);
+
+  const again = await backup(tr.repo, { paths: [src] });
+  assert.equal(again.read.files, 0, 'nothing changed: nothing read');
+  assert.deepEqual(again.snapshot.tree, first.snapshot.tree, 'the same listing bytes');
+
+  await fs.chmod(join(src, 'mode'), 0o600);
+  await fs.utimes(join(src, 'time'), new Date(2001, 1, 1), new Date(2001, 1, 1));
+  const second = await backup(tr.repo, { paths: [src] });
+  assert.equal(second.read.files, 2, 'the two changed files (their ctimes moved) are read, nothing else');
+  const full = await backup(tr.repo, { paths: [src], parent: 'none' });
+  assert.deepEqual(second.snapshot.tree, full.snapshot.tree, 'same listing bytes whether files were read or taken from the parent');
+  const got = await listing(tr.repo, second.snapshot);
+  const mode = got.find((e) => e.path === 'odd/mode');
+  assert.equal(mode?.mode, 0o600);
+  const time = got.find((e) => e.path === 'odd/time');
+  assert.equal(time?.mtimeNs, BigInt(new Date(2001, 1, 1).getTime()) * 1_000_000n);
+  assert.equal(got.find((e) => e.path === 'odd/linked2')?.type, 'hardlink');
+  assert.equal(got.filter((e) => e.type === 'file').length, names.length + 4);
+});

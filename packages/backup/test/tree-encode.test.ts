@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { LineBuffer, decodeEntry, encodeEntry, encodeEntryInto, isUtf8, type TreeEntry } from '../src/repository/tree.js';
+import { LineBuffer, decodeEntry, encodeEntry, encodeEntryInto, encodeFileLineParts, isUtf8, matchFileLine, type FileEntry, type TreeEntry } from '../src/repository/tree.js';
 
 const NS = 1_000_000_000n;
 function reference(e: TreeEntry): string {
@@ -89,4 +89,77 @@ test('encodeEntry and encodeEntryInto equal JSON.stringify of the entry object, 
   }
   // The buffer grew many times over: everything written is still there, in order.
   assert.deepEqual(out.buf.subarray(0, out.used), Buffer.concat(expected));
+});
+
+/**
+ * An unchanged file's line is recognised from its bytes (backup's parent listing): it
+ * matches exactly when it is the line encodeEntryInto writes for the file as stat and
+ * the owner names give it, with the parent's chunks, every one of them in the index.
+ */
+test('matchFileLine: the line of exactly this file with these chunks, every chunk in the index; nothing else', () => {
+  const head = new LineBuffer(16);
+  const tail = new LineBuffer(16);
+  const id = Buffer.alloc(32);
+  for (let i = 0; i < 2000; i++) {
+    let rawPath = name();
+    if (!isUtf8(rawPath)) rawPath = Buffer.from('plain/name');
+    const mtimeNs = BigInt(Math.floor((Math.random() - 0.3) * 4e9)) * NS + BigInt(Math.floor(Math.random() * 1e9));
+    const owner = { uid: Math.floor(Math.random() * 70000), gid: 7, user: Math.random() < 0.5 ? pick(names) : undefined, group: Math.random() < 0.5 ? 'wheel' : undefined };
+    const n = Math.floor(Math.random() * 4);
+    const f: FileEntry = {
+      path: rawPath.toString('utf8'),
+      rawPath,
+      type: 'file',
+      mode: Math.floor(Math.random() * 0o7777),
+      mtimeNs,
+      owner: { uid: owner.uid, gid: owner.gid, ...(owner.user !== undefined ? { user: owner.user } : {}), ...(owner.group !== undefined ? { group: owner.group } : {}) },
+      size: Math.floor(Math.random() * 1e9),
+      chunks: Array.from({ length: n }, () => randomBytes(32).toString('hex')),
+      inode: String(Math.floor(Math.random() * 1e12)),
+      ctime: String(mtimeNs + 5n),
+      ...(Math.random() < 0.2 ? { sparse: true } : {}),
+    };
+    const line = Buffer.from(encodeEntry(f), 'utf8');
+    const parts = (g: FileEntry, o = owner) => encodeFileLineParts(head, tail, g.rawPath, g.mode, g.mtimeNs, o, g.size, g.sparse === true, g.inode, g.ctime);
+    const seen: string[] = [];
+    parts(f);
+    assert.equal(matchFileLine(line, head, tail, id, (c) => (seen.push(c.toString('hex')), true)), true, `entry ${i}: ${line.toString()}`);
+    assert.deepEqual(seen, f.chunks, 'every chunk ID, in order, decoded from its hex');
+    if (n > 0) {
+      const missing = pick(f.chunks);
+      assert.equal(matchFileLine(line, head, tail, id, (c) => c.toString('hex') !== missing), false, 'a chunk not in the index');
+    }
+    // Any one field different: no match.
+    const changed: FileEntry[] = [
+      { ...f, mode: f.mode ^ 1 },
+      { ...f, mtimeNs: f.mtimeNs + 1n },
+      { ...f, size: f.size + 1 },
+      { ...f, inode: f.inode + '1' },
+      { ...f, ctime: String(BigInt(f.ctime) - 1n) },
+      { ...f, sparse: f.sparse ? undefined : true },
+      { ...f, rawPath: Buffer.concat([f.rawPath, Buffer.from('x')]) },
+    ];
+    for (const g of changed) {
+      parts(g);
+      assert.equal(matchFileLine(line, head, tail, id, () => true), false, `a changed field matched: ${line.toString()}`);
+    }
+    parts(f, { ...owner, uid: owner.uid + 1 });
+    assert.equal(matchFileLine(line, head, tail, id, () => true), false, 'another owner');
+    parts(f, { ...owner, user: owner.user === undefined ? 'someone' : undefined });
+    assert.equal(matchFileLine(line, head, tail, id, () => true), false, 'another owner name');
+    // The same entry in another form JSON allows (not what is written now): decoded instead.
+    parts(f);
+    const text = line.toString('utf8');
+    const variants = [
+      text.replace('"chunks":[', '"chunks": ['),
+      text.replace(/"chunks":\["[0-9a-f]{64}/, (m) => '"chunks":["' + m.slice(11).toUpperCase()),
+      text.replace(/("[0-9a-f]{64}")\]/, '$1,]'),
+      text.replace('"chunks":[]', '"chunks":[,]'),
+      text.replace('}\n', ' }\n'),
+    ].filter((v) => v !== text);
+    for (const v of variants) assert.equal(matchFileLine(Buffer.from(v, 'utf8'), head, tail, id, () => true), false, `another form matched: ${v}`);
+    // A line cut short anywhere: no match, no read past its end.
+    const cut = line.subarray(0, Math.floor(Math.random() * line.length));
+    assert.equal(matchFileLine(cut, head, tail, id, () => true), false);
+  }
 });

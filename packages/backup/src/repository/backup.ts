@@ -24,7 +24,7 @@ import { BlobWriter } from './blob-writer.js';
 import { RepositoryLock } from './lock.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 import { encodeSnapshot, type Snapshot } from './snapshot.js';
-import { LineBuffer, decodeEntry, decodeEntryV1, encodeEntryInto, isUtf8, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
+import { LineBuffer, decodeEntry, decodeEntryV1, encodeEntryInto, encodeFileLineParts, isUtf8, matchFileLine, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
 import { OwnerNames, devMajor, devMinor, readXattrsSync, xattrs } from './fs-meta.js';
 import { Semaphore } from './semaphore.js';
 import type { PadMode } from './padding.js';
@@ -131,11 +131,11 @@ interface Meta {
   xattrs: Xattr[] | undefined;
 }
 
-/** An unchanged file's entry with its line from the parent listing (written as it is). */
+/** An unchanged file: its size and its line from the parent listing (written as it is). */
 class SameLine {
   constructor(
-    readonly entry: FileEntry,
-    readonly line: string,
+    readonly size: number,
+    readonly line: Buffer,
   ) {}
 }
 
@@ -212,24 +212,29 @@ export function compareTreePaths(a: Buffer, b: Buffer): number {
  * the walk visits paths, so one pass over it finds every file's previous entry and the
  * listing is never held in memory (a snapshot of any size costs one tree blob at a time).
  *
- * Read blob by blob, not entry by entry: `find` answers without waiting unless it has
- * to load the next blob, so an unchanged file costs no promise of its own. The entries
- * are decoded as strictly as `Repository.tree` does, but the listing's structure rules
- * (§9.3) are not checked here: the parent only gives hints, each checked against the
- * file system and the index, and checking them would keep a set of every path.
+ * Read blob by blob and kept as bytes: `find` answers without waiting unless it has to
+ * load the next blob, and reads only a line's path (no JSON decoding) when the path is
+ * a plain JSON string. An unchanged file's line is then recognised by its bytes
+ * (`line`, matchFileLine); any other line is decoded (`entry`) as strictly as
+ * `Repository.tree` does. The listing's structure rules (§9.3) are not checked here:
+ * the parent only gives hints, each checked against the file system and the index, and
+ * checking them would keep a set of every path.
  */
 class ParentFiles {
   readonly #blobs: string[];
-  readonly #strict: boolean;
+  /** A version 2 listing: lines in the form written now (version 1's are only decoded). */
+  readonly strict: boolean;
   readonly #decode: (line: string, where: string) => TreeEntry;
   #next = 0;
   /** The bytes after the last line end read so far (an entry split between two blobs). */
   #carry: Buffer = Buffer.alloc(0);
-  #lines: string[] = [];
+  /** Whole lines of the blob being read; the current line starts at `#pos`. */
+  #buf: Buffer = Buffer.alloc(0);
   #pos = 0;
-  #head: TreeEntry | undefined;
-  /** The listing line of the entry `find` last returned, with its line end ('' for a version 1 listing: not the form written now). */
-  line = '';
+  /** The current line's end ('\n'; -1: not looked for yet), path and decoded entry, once known. */
+  #end = -1;
+  #path: Buffer | undefined;
+  #entry: TreeEntry | null | undefined;
   #done = false;
   constructor(
     private readonly repo: Repository,
@@ -237,53 +242,83 @@ class ParentFiles {
     private readonly onDamage: (e: CofferError) => void,
   ) {
     this.#blobs = snapshot.tree;
-    this.#strict = snapshot.version === 2;
+    this.strict = snapshot.version === 2;
     this.#decode = snapshot.version === 2 ? decodeEntry : decodeEntryV1;
   }
-  /** The parent's entry for file `rel`, if it had one; call in walk order. */
-  find(rel: Buffer): FileEntry | undefined | Promise<FileEntry | undefined> {
+  /**
+   * Whether the parent listed `rel` (of any type): then `line` and `entry` give its
+   * line and entry until the next call. Call in walk order.
+   */
+  find(rel: Buffer): boolean | Promise<boolean> {
     for (;;) {
-      let h = this.#head;
-      if (h === undefined) {
-        if (this.#pos >= this.#lines.length) {
-          if (this.#done) return undefined;
-          return this.#load().then(() => this.find(rel));
-        }
-        try {
-          h = this.#decode(this.#lines[this.#pos]!, 'tree of the parent snapshot');
-        } catch (e) {
-          this.#damaged(e);
-          return undefined;
-        }
-        this.#head = h;
+      if (this.#pos >= this.#buf.length) {
+        if (this.#done) return false;
+        return this.#load().then(() => this.find(rel));
       }
-      const c = compareTreePaths(h.rawPath, rel);
-      if (c > 0) return undefined;
-      this.#head = undefined;
-      if (c === 0) this.line = this.#strict ? this.#lines[this.#pos]! + '\n' : '';
-      this.#pos++;
-      if (c === 0) return h.type === 'file' ? h : undefined;
+      const p = this.#path ?? this.#pathOfLine();
+      if (p === undefined) return false; // damaged: the parent is no longer used
+      const c = compareTreePaths(p, rel);
+      if (c > 0) return false;
+      if (c === 0) return true;
+      this.#pos = this.#end + 1;
+      this.#end = -1;
+      this.#path = undefined;
+      this.#entry = undefined;
     }
   }
+  /** The line `find` found, its '\n' included. */
+  line(): Buffer {
+    return this.#buf.subarray(this.#pos, this.#end + 1);
+  }
+  /** The entry `find` found, if it is a file and decodes. */
+  entry(): FileEntry | undefined {
+    const e = this.#entry === undefined ? this.#decodeLine() : this.#entry;
+    return e && e.type === 'file' ? e : undefined;
+  }
+  #pathOfLine(): Buffer | undefined {
+    const b = this.#buf;
+    const s = this.#pos;
+    this.#end = b.indexOf(0x0a, s);
+    // {"path":" then bytes up to the closing quote, when no escape comes first: the path's bytes.
+    if (this.strict && b[s] === 0x7b && b[s + 1] === 0x22 && b[s + 2] === 0x70 && b[s + 6] === 0x22 && b[s + 7] === 0x3a && b[s + 8] === 0x22 && b[s + 3] === 0x61 && b[s + 4] === 0x74 && b[s + 5] === 0x68) {
+      for (let i = s + 9; i < this.#end; i++) {
+        const c = b[i];
+        if (c === 0x22) return (this.#path = b.subarray(s + 9, i));
+        if (c === 0x5c) break;
+      }
+    }
+    const e = this.#decodeLine();
+    return e ? (this.#path = e.rawPath) : undefined;
+  }
+  #decodeLine(): TreeEntry | null {
+    try {
+      this.#entry = this.#decode(this.#buf.toString('utf8', this.#pos, this.#end), 'tree of the parent snapshot');
+    } catch (e) {
+      this.#damaged(e);
+      this.#entry = null;
+    }
+    return this.#entry;
+  }
   async #load(): Promise<void> {
-    this.#lines = [];
+    this.#buf = Buffer.alloc(0);
     this.#pos = 0;
+    this.#end = -1;
+    this.#path = undefined;
+    this.#entry = undefined;
     if (this.#next >= this.#blobs.length) {
       this.#done = true;
       return;
     }
     try {
       const blob = await this.repo.readBlob(Buffer.from(this.#blobs[this.#next++]!, 'hex'));
-      // Split at the last line end (0x0A is never inside a UTF-8 sequence), then decode:
-      // one validation and one conversion per blob, no streaming decoder.
+      // Split at the last line end (0x0A is never inside a UTF-8 sequence); one
+      // validation per blob, no streaming decoder.
       const bytes = this.#carry.length > 0 ? Buffer.concat([this.#carry, blob]) : blob;
       const end = bytes.lastIndexOf(0x0a) + 1;
       this.#carry = Buffer.from(bytes.subarray(end));
       const whole = bytes.subarray(0, end);
-      if (this.#strict && !isUtf8(whole)) throw new CofferError('corrupt', 'tree listing is not valid UTF-8');
-      const lines = whole.toString('utf8').split('\n');
-      lines.pop();
-      this.#lines = lines;
+      if (this.strict && !isUtf8(whole)) throw new CofferError('corrupt', 'tree listing is not valid UTF-8');
+      this.#buf = whole;
     } catch (e) {
       this.#damaged(e);
     }
@@ -292,13 +327,15 @@ class ParentFiles {
     // A damaged parent must not stop new backups: the rest is read again.
     if (!(e instanceof CofferError) || e.code === 'storage') throw e;
     this.#done = true;
-    this.#lines = [];
-    this.#head = undefined;
+    this.#buf = Buffer.alloc(0);
+    this.#pos = 0;
+    this.#path = undefined;
     this.onDamage(e);
   }
   close(): void {
     this.#done = true;
-    this.#lines = [];
+    this.#buf = Buffer.alloc(0);
+    this.#pos = 0;
   }
 }
 
@@ -376,13 +413,17 @@ export class TreeWriter {
     private readonly cdc: FastCdc,
     private readonly store: (raw: Buffer) => Promise<string>,
   ) {}
-  /**
-   * Adds an entry (`known`: its line, when the caller has it already); returns a promise
-   * only when tree blobs were cut and are being stored.
-   */
-  write(e: TreeEntry, known?: string): Promise<void> | undefined {
-    if (known !== undefined) this.#out.text(known);
-    else encodeEntryInto(this.#out, e);
+  /** Adds an entry; returns a promise only when tree blobs were cut and are being stored. */
+  write(e: TreeEntry): Promise<void> | undefined {
+    encodeEntryInto(this.#out, e);
+    return this.#written();
+  }
+  /** Adds an entry's line as bytes (an unchanged file's, from the parent listing). */
+  writeLine(line: Buffer): Promise<void> | undefined {
+    this.#out.raw(line);
+    return this.#written();
+  }
+  #written(): Promise<void> | undefined {
     // Cut as soon as a whole maximal blob could be: the cut points depend on the bytes
     // only (cut waits for more when it must), and less text waits in memory.
     if (this.#out.used >= this.cdc.maxSize + TREE_DRAIN_BYTES) return this.#drain(false);
@@ -709,15 +750,16 @@ async function runBackup(
   let queue: Pending[] = [];
   let qHead = 0;
   const queued = () => queue.length - qHead;
-  const writeEntry = (e: TreeEntry | null, line?: string): Promise<void> | undefined => {
+  const countFile = (size: number) => {
+    stats.files++;
+    stats.bytes += size;
+    progress.files++;
+    report();
+  };
+  const writeEntry = (e: TreeEntry | null): Promise<void> | undefined => {
     if (!e) return undefined;
-    if (e.type === 'file') {
-      stats.files++;
-      stats.bytes += e.size;
-      progress.files++;
-      report();
-    }
-    return tree.write(e, line);
+    if (e.type === 'file') countFile(e.size);
+    return tree.write(e);
   };
   const writeHead = (): Promise<void> | undefined => {
     written++;
@@ -727,7 +769,10 @@ async function runBackup(
       queue = queue.slice(qHead);
       qHead = 0;
     }
-    if (q instanceof SameLine) return writeEntry(q.entry, q.line);
+    if (q instanceof SameLine) {
+      countFile(q.size);
+      return tree.writeLine(q.line);
+    }
     if (q instanceof FileSlot) {
       const e = q.ready();
       return e instanceof Promise ? e.then(writeEntry) : writeEntry(e);
@@ -888,18 +933,50 @@ async function runBackup(
     }
     let settle: ((e: Promise<TreeEntry | null>) => void) | undefined;
     if (key) hardlinks.set(key, { path: rel, entry: new Promise((r) => (settle = r)) });
-    const prev = parentFiles?.find(rel);
-    if (prev instanceof Promise) return prev.then((p) => fileWithParent(abs, rel, st, p, settle));
-    return fileWithParent(abs, rel, st, prev, settle);
+    const listed = parentFiles?.find(rel) ?? false;
+    if (listed instanceof Promise) return listed.then((p) => fileWithParent(abs, rel, st, p, settle));
+    return fileWithParent(abs, rel, st, listed, settle);
+  };
+  /** Scratch for sameAsParent: the expected line around its chunk list, and a chunk ID. */
+  const head = new LineBuffer(512);
+  const tail = new LineBuffer(128);
+  const chunkId = Buffer.alloc(32);
+  const inIndex = (id: Buffer) => index.has(id);
+  const ownerOf: { uid: number; gid: number; user: string | undefined; group: string | undefined } = { uid: 0, gid: 0, user: undefined, group: undefined };
+  /**
+   * Whether the parent's line for this file is, byte for byte, the line this backup
+   * would write for it with the parent's chunks, all of them in the index: the file is
+   * unchanged (size, mtime, inode and ctime; setting an xattr changes the ctime, so a
+   * line without xattrs still holds) and nothing else of its entry differs. No entry
+   * is decoded or made. Files with xattrs, hard links and names that are not UTF-8 take
+   * the decoding path.
+   */
+  const sameAsParent = (abs: Buffer, rel: Buffer, st: BigIntStats, sparse: boolean): Buffer | undefined => {
+    if (!parentFiles!.strict || !isUtf8(abs)) return undefined;
+    ownerOf.uid = Number(st.uid);
+    ownerOf.gid = Number(st.gid);
+    ownerOf.user = owners.userOf(ownerOf.uid);
+    ownerOf.group = owners.groupOf(ownerOf.gid);
+    encodeFileLineParts(head, tail, rel, Number(st.mode) & 0o7777, st.mtimeNs, ownerOf, Number(st.size), sparse, String(st.ino), String(st.ctimeNs));
+    const line = parentFiles!.line();
+    return matchFileLine(line, head, tail, chunkId, inIndex) ? line : undefined;
   };
   const fileWithParent = (
     abs: Buffer,
     rel: Buffer,
     st: BigIntStats,
-    prev: FileEntry | undefined,
+    listed: boolean,
     settle: ((e: Promise<TreeEntry | null>) => void) | undefined,
   ): Promise<void> | undefined => {
     const sparse = st.blocks * 512n < st.size;
+    if (listed && !settle) {
+      const line = sameAsParent(abs, rel, st, sparse);
+      if (line) {
+        progress.bytes += Number(st.size);
+        return emit(new SameLine(Number(st.size), line));
+      }
+    }
+    const prev = listed ? parentFiles!.entry() : undefined;
     if (
       prev &&
       prev.size === Number(st.size) &&
@@ -914,11 +991,7 @@ async function runBackup(
       progress.bytes += Number(st.size);
       const same = fileEntry(m, m.xattrs, st.mtimeNs, prev.size, prev.chunks, sparse, prev.inode, prev.ctime);
       settle?.(Promise.resolve(same));
-      // Its line as the parent listed it, when nothing in it differs (the usual case): not encoded again.
-      const o = prev.owner;
-      const unchanged = prev.mode === m.mode && (prev.sparse === true) === sparse && o !== undefined && o.uid === m.owner.uid && o.gid === m.owner.gid && o.user === m.owner.user && o.group === m.owner.group;
-      const line = parentFiles?.line;
-      return emit(unchanged && line ? new SameLine(same, line) : same);
+      return emit(same);
     }
     const small = st.size <= smallLimitBig;
     // Small files with UTF-8 names have their xattrs read by the worker that reads them.

@@ -185,33 +185,7 @@ const PIECES = {
  * test checks it against that form), without making the line as a string first.
  */
 export function encodeEntryInto(out: LineBuffer, e: TreeEntry): void {
-  if (isUtf8(e.rawPath)) {
-    out.raw(PIECES.path);
-    out.jsonUtf8(e.rawPath);
-  } else out.ascii(`{"path64":"${e.rawPath.toString('base64')}"`);
-  const typed = PIECES.type[e.type];
-  if (typed) out.raw(typed);
-  else out.ascii(`,"type":${JSON.stringify(e.type)},"mode":`);
-  out.int(e.mode);
-  // Whole seconds (floored) and the nanoseconds past them.
-  let sec = Number(e.mtimeNs / NS);
-  let frac = Number(e.mtimeNs % NS);
-  if (frac < 0) {
-    sec -= 1;
-    frac += 1e9;
-  }
-  out.raw(PIECES.mtime);
-  out.int(sec);
-  out.raw(PIECES.mtimeNs);
-  out.int(frac);
-  if (e.owner) {
-    out.raw(PIECES.uid);
-    out.int(e.owner.uid);
-    out.raw(PIECES.gid);
-    out.int(e.owner.gid);
-    if (e.owner.user !== undefined) out.text(`,"user":${JSON.stringify(e.owner.user)}`);
-    if (e.owner.group !== undefined) out.text(`,"group":${JSON.stringify(e.owner.group)}`);
-  }
+  encodeCommonInto(out, e.rawPath, e.type, e.mode, e.mtimeNs, e.owner);
   if (e.xattrs && e.xattrs.length > 0) out.text(`,"xattrs":${JSON.stringify(e.xattrs.map((x) => [x.name, x.value.toString('base64')]))}`);
   switch (e.type) {
     case 'file': {
@@ -223,10 +197,8 @@ export function encodeEntryInto(out: LineBuffer, e: TreeEntry): void {
         for (let i = 0; i < e.chunks.length; i++) out.ascii(i === 0 ? `"${e.chunks[i]}"` : `,"${e.chunks[i]}"`);
         out.ascii(']');
       } else out.text(JSON.stringify(e.chunks));
-      if (e.sparse) out.ascii(',"sparse":true');
-      if (e.inode !== undefined) out.text(`,"inode":${JSON.stringify(e.inode)}`);
-      if (e.ctime !== undefined) out.text(`,"ctime":${JSON.stringify(e.ctime)}`);
-      break;
+      encodeFileTailInto(out, e.sparse === true, e.inode, e.ctime);
+      return;
     }
     case 'symlink':
       out.bytesMember('target', e.target);
@@ -243,6 +215,113 @@ export function encodeEntryInto(out: LineBuffer, e: TreeEntry): void {
       break;
   }
   out.raw(PIECES.close);
+}
+
+/** The members every entry has: path, type, mode, mtime, mtimeNs and the owner's. */
+function encodeCommonInto(out: LineBuffer, rawPath: Buffer, type: TreeEntry['type'], mode: number, mtimeNs: bigint, owner: Owner | undefined): void {
+  if (isUtf8(rawPath)) {
+    out.raw(PIECES.path);
+    out.jsonUtf8(rawPath);
+  } else out.ascii(`{"path64":"${rawPath.toString('base64')}"`);
+  const typed = PIECES.type[type];
+  if (typed) out.raw(typed);
+  else out.ascii(`,"type":${JSON.stringify(type)},"mode":`);
+  out.int(mode);
+  // Whole seconds (floored) and the nanoseconds past them.
+  let sec = Number(mtimeNs / NS);
+  let frac = Number(mtimeNs % NS);
+  if (frac < 0) {
+    sec -= 1;
+    frac += 1e9;
+  }
+  out.raw(PIECES.mtime);
+  out.int(sec);
+  out.raw(PIECES.mtimeNs);
+  out.int(frac);
+  if (owner) out.raw(ownerPiece(owner.uid, owner.gid, owner.user, owner.group));
+}
+
+/** The owner's members as bytes; the last one made is kept (a tree's files mostly share one owner). */
+let lastOwner: { uid: number; gid: number; user: string | undefined; group: string | undefined; bytes: Buffer } | undefined;
+function ownerPiece(uid: number, gid: number, user: string | undefined, group: string | undefined): Buffer {
+  const o = lastOwner;
+  if (o && o.uid === uid && o.gid === gid && o.user === user && o.group === group) return o.bytes;
+  let t = `,"uid":${JSON.stringify(uid)},"gid":${JSON.stringify(gid)}`;
+  if (user !== undefined) t += `,"user":${JSON.stringify(user)}`;
+  if (group !== undefined) t += `,"group":${JSON.stringify(group)}`;
+  const bytes = Buffer.from(t, 'utf8');
+  lastOwner = { uid, gid, user, group, bytes };
+  return bytes;
+}
+
+/** A file entry's members after its chunk list, and the line's end. */
+function encodeFileTailInto(out: LineBuffer, sparse: boolean, inode: string | undefined, ctime: string | undefined): void {
+  if (sparse) out.ascii(',"sparse":true');
+  if (inode !== undefined) out.text(`,"inode":${JSON.stringify(inode)}`);
+  if (ctime !== undefined) out.text(`,"ctime":${JSON.stringify(ctime)}`);
+  out.raw(PIECES.close);
+}
+
+/**
+ * What an unchanged file's line must be, around its chunk list: `head` gets the bytes
+ * up to the list (path to size, no xattrs), `tail` those after it, line end included.
+ * The same code encodeEntryInto runs, so a line that is `head`, a list and `tail` is
+ * exactly the line of that file with those chunks.
+ */
+export function encodeFileLineParts(
+  head: LineBuffer,
+  tail: LineBuffer,
+  rawPath: Buffer,
+  mode: number,
+  mtimeNs: bigint,
+  owner: { uid: number; gid: number; user: string | undefined; group: string | undefined },
+  size: number,
+  sparse: boolean,
+  inode: string,
+  ctime: string,
+): void {
+  head.used = 0;
+  encodeCommonInto(head, rawPath, 'file', mode, mtimeNs, undefined);
+  head.raw(ownerPiece(owner.uid, owner.gid, owner.user, owner.group));
+  head.raw(PIECES.size);
+  head.int(size);
+  head.raw(PIECES.chunks);
+  tail.used = 0;
+  encodeFileTailInto(tail, sparse, inode, ctime);
+}
+
+const hexValue = (c: number): number => (c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1);
+
+/**
+ * Whether `line` (one listing line, its '\n' included) is `head`, then a chunk list in
+ * the form encodeEntryInto writes (`[`, `"64 lowercase hex"` joined by `,`, `]`), then
+ * `tail`, with `has` true for every chunk ID (given in `id`, 32 bytes, reused). Nothing
+ * is allocated: this is how an unchanged file's line from the parent is recognised
+ * without decoding it.
+ */
+export function matchFileLine(line: Buffer, head: LineBuffer, tail: LineBuffer, id: Buffer, has: (id: Buffer) => boolean): boolean {
+  const h = head.used;
+  const t = tail.used;
+  if (line.length < h + 2 + t || line.compare(head.buf, 0, h, 0, h) !== 0) return false;
+  const end = line.length - t;
+  if (line.compare(tail.buf, 0, t, end, line.length) !== 0) return false;
+  let i = h;
+  if (line[i++] !== 0x5b) return false;
+  if (line[i] === 0x5d) return i + 1 === end;
+  for (;;) {
+    if (i + 66 > end || line[i] !== 0x22 || line[i + 65] !== 0x22) return false;
+    for (let k = 0; k < 32; k++) {
+      const hi = hexValue(line[i + 1 + 2 * k]!);
+      const lo = hexValue(line[i + 2 + 2 * k]!);
+      if (hi < 0 || lo < 0) return false;
+      id[k] = (hi << 4) | lo;
+    }
+    if (!has(id)) return false;
+    i += 66;
+    const c = line[i++];
+    if (c === 0x5d) return i === end;
+    if (c !== 0x2c) return false;
+  }
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;

@@ -567,7 +567,10 @@ async function runBackup(
       })
     : () => {};
 
-  const pool = new ChunkPool(ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdKey, repo.config.chunker, opts.compression ?? defaultCompression(repo.config)));
+  const poolSetup = ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdKey, repo.config.chunker, opts.compression ?? defaultCompression(repo.config));
+  let pool: ChunkPool | undefined;
+  /** The chunking workers, started for the first file that must be read: a backup where nothing changed starts none. */
+  const workers = (): ChunkPool => (pool ??= new ChunkPool(poolSetup));
   const smallLimit = Math.min(SMALL_FILE_BYTES, repo.config.chunker.minSize);
   const smallLimitBig = BigInt(smallLimit);
   const onChunk = async (id: Buffer, data: Buffer) => {
@@ -581,7 +584,7 @@ async function runBackup(
       const regions: Array<Promise<ChunkedFile>> = [];
       for (let start = 0; start === 0 || start < size; start += CHUNK_REGION_BYTES) {
         const last = start + CHUNK_REGION_BYTES >= size;
-        regions.push(pool.chunkFile(abs, onChunk, start, last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES));
+        regions.push(workers().chunkFile(abs, onChunk, start, last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES));
       }
       const parts = await Promise.all(regions);
       read.files++;
@@ -710,7 +713,7 @@ async function runBackup(
     const out = (async () => {
       try {
         const items = sent.items;
-        const b = await pool.chunkBatch(
+        const b = await workers().chunkBatch(
           items.map((i) => i.abs),
           items.map((i) => Number(i.st.size)),
           xattrsInWorkers,
@@ -1063,7 +1066,7 @@ async function runBackup(
     parentFiles?.close();
     throw e;
   } finally {
-    await pool.close();
+    await pool?.close();
   }
 }
 

@@ -11,7 +11,9 @@ import type { CompressionMode } from '../repository/compress.js';
 
 export { SMALL_STATUS, SmallStatus, type SmallFileExtra, type SmallFileStat } from './small-batch.js';
 
-/** Young-generation limit of each chunk worker's heap (see the constructor). */
+/** Jobs every running worker has before the next worker starts (see the constructor). */
+const SPAWN_AT_LOAD = 2;
+/** Young-generation limit of each chunk worker's heap (see #spawn). */
 const WORKER_YOUNG_MB = 8;
 
 /** What a worker made of a batch of small files (see chunkBatch). */
@@ -62,19 +64,46 @@ export class ChunkPool {
   #next = 0;
   #failure: unknown;
 
+  readonly #setup: WorkerSetup;
+  readonly #threads: number;
+
+  /**
+   * Up to `threads` workers, started as work arrives: the first with the first job, each
+   * next one only when a job comes while every worker has SPAWN_AT_LOAD jobs already. A
+   * backup that reads a few files here and there starts one (a worker costs ~0.1 s of
+   * CPU to start, and its own heap); one that reads many starts the next at once.
+   */
   constructor(setup: WorkerSetup, threads = Math.max(1, Math.min(2, availableParallelism()))) {
-    for (let i = 0; i < threads; i++) {
-      // A small young generation: a worker's objects live for one batch or chunk, and the
-      // default (up to 3 × 16 MiB per isolate) mostly held garbage, counted in peak RSS.
-      const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: setup, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB } });
-      const pw: PoolWorker = { worker, load: 0, chain: Promise.resolve() };
-      // Messages of one worker are handled strictly in order: a job's chunks, then its end.
-      worker.on('message', (m: FromWorker) => {
-        pw.chain = pw.chain.then(() => this.#handle(pw, m)).catch((e) => this.#fail(e));
-      });
-      worker.on('error', (e) => this.#fail(e));
-      this.#workers.push(pw);
-    }
+    this.#setup = setup;
+    this.#threads = threads;
+  }
+
+  /** How many workers have been started. */
+  get started(): number {
+    return this.#workers.length;
+  }
+
+  #spawn(): PoolWorker {
+    // A small young generation: a worker's objects live for one batch or chunk, and the
+    // default (up to 3 × 16 MiB per isolate) mostly held garbage, counted in peak RSS.
+    const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: this.#setup, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB } });
+    const pw: PoolWorker = { worker, load: 0, chain: Promise.resolve() };
+    // Messages of one worker are handled strictly in order: a job's chunks, then its end.
+    worker.on('message', (m: FromWorker) => {
+      pw.chain = pw.chain.then(() => this.#handle(pw, m)).catch((e) => this.#fail(e));
+    });
+    worker.on('error', (e) => this.#fail(e));
+    this.#workers.push(pw);
+    return pw;
+  }
+
+  /** The least busy worker, or a new one when every worker is that busy and fewer than `threads` run. */
+  #pick(): PoolWorker {
+    let pw: PoolWorker | undefined;
+    for (const w of this.#workers) if (!pw || w.load < pw.load) pw = w;
+    if (!pw || (pw.load >= SPAWN_AT_LOAD && this.#workers.length < this.#threads)) pw = this.#spawn();
+    pw.load++;
+    return pw;
   }
 
   static setupFor(gearTable: Uint8Array, chunkIdKey: Uint8Array, params: ChunkerParams, compression: CompressionMode = 'off'): WorkerSetup {
@@ -117,8 +146,7 @@ export class ChunkPool {
    */
   chunkFile(path: string | Uint8Array, onChunk: (id: Buffer, data: Buffer) => Promise<void>, start = 0, end = Number.MAX_SAFE_INTEGER): Promise<ChunkedFile> {
     if (this.#failure) return Promise.reject(this.#failure);
-    const pw = this.#workers.reduce((a, b) => (b.load < a.load ? b : a));
-    pw.load++;
+    const pw = this.#pick();
     const job = this.#next++;
     return new Promise<ChunkedFile>((resolve, reject) => {
       this.#jobs.set(job, { onChunk, ids: [], resolve, reject });
@@ -134,8 +162,7 @@ export class ChunkPool {
    */
   chunkBatch(paths: Uint8Array[], sizes: number[], xattrs = false): Promise<SmallFileBatch> {
     if (this.#failure) return Promise.reject(this.#failure);
-    const pw = this.#workers.reduce((a, b) => (b.load < a.load ? b : a));
-    pw.load++;
+    const pw = this.#pick();
     const job = this.#next++;
     // The paths travel as one transferred buffer, each followed by a NUL (which no path
     // holds): cloning hundreds of strings per message cost more than the rest of the batch.

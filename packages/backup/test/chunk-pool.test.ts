@@ -1,0 +1,52 @@
+/**
+ * The chunking workers start as work arrives (issue 13): none before the first job, one
+ * for work that one worker keeps up with, the next only when a job comes while every
+ * worker has two jobs already, never more than asked for. Each job's result is the same whichever
+ * worker took it.
+ */
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { BackupKey, DEFAULT_CHUNKER, RepositoryKeys } from '../src/index.js';
+import { ChunkPool } from '../src/chunker/chunk-pool.js';
+import { tempDir } from './fixtures/trees.js';
+
+test('workers start with the work: none idle, one for one job at a time, a second when a job finds the first with two, at most the limit', async (t) => {
+  const dir = await tempDir(t, 'pool');
+  const files: Buffer[] = [];
+  const contents: Buffer[] = [];
+  for (let i = 0; i < 40; i++) {
+    const p = join(dir, `f${i}`);
+    const c = randomBytes(100 + i * 37);
+    await fs.writeFile(p, c);
+    files.push(Buffer.from(p));
+    contents.push(c);
+  }
+  const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  t.after(() => pool.close());
+  assert.equal(pool.started, 0, 'no worker before the first job');
+
+  const check = (b: Awaited<ReturnType<ChunkPool['chunkBatch']>>, from: number, n: number) => {
+    for (let k = 0; k < n; k++) {
+      const want = createHmac('sha256', keys.chunkIdKey).update(contents[from + k]!).digest();
+      assert.deepEqual(b.ids.subarray(32 * k, 32 * k + 32), want, `file ${from + k}`);
+    }
+  };
+  // One job at a time: the first worker takes them all.
+  for (let i = 0; i < 10; i += 5) check(await pool.chunkBatch(files.slice(i, i + 5), contents.slice(i, i + 5).map((c) => c.length)), i, 5);
+  assert.equal(pool.started, 1, 'jobs one after another: one worker');
+
+  // Two jobs at once: the first worker takes both.
+  const two = [10, 15].map((i) => pool.chunkBatch(files.slice(i, i + 5), contents.slice(i, i + 5).map((c) => c.length)));
+  assert.equal(pool.started, 1, 'a second job in flight does not start a worker');
+  (await Promise.all(two)).forEach((b, j) => check(b, 10 + 5 * j, 5));
+  // Three sent together: the third finds the first worker with two and starts another; no third worker.
+  const together = [10, 20, 30].map((i) => pool.chunkBatch(files.slice(i, i + 10), contents.slice(i, i + 10).map((c) => c.length)));
+  assert.equal(pool.started, 2, 'a job while every worker has two starts the next one, up to the limit');
+  const got = await Promise.all(together);
+  got.forEach((b, j) => check(b, 10 + 10 * j, 10));
+  assert.equal(pool.started, 2);
+});

@@ -11,7 +11,8 @@
 // (OPAQUE, sealing, opening) is done between the timed windows, so process CPU inside a
 // window (all threads: SQLite and anchor fsyncs included) is the vault's alone. Rounds
 // of the builds alternate, so load from other processes falls on all of them alike;
-// the minimum and median over rounds are printed (after one uncounted warm-up round each).
+// the minimum and median over rounds are printed (after one uncounted warm-up round each),
+// and per other build the per-round ratio's median and geometric mean with a ~95% interval.
 // --platform pkcs11: each build on its own SoftHSM2 token (one token directory, one
 // SOFTHSM2_CONF for the process; the library is initialized once and shared), keys made
 // by that build's `coffer-vault keys create`.
@@ -204,7 +205,15 @@ try {
   }
   for (const b of builds.slice(1)) {
     const per = builds[0].rounds.map((r, i) => (r.start + r.finish) / (b.rounds[i].start + b.rounds[i].finish));
-    console.log(`  ${builds[0].buildRoot} / ${b.buildRoot}, per round: median ${median(per).toFixed(3)} (rounds ${per.map((x) => x.toFixed(3)).join(' ')})`);
+    // Geometric mean of the per-round ratios with a ~95% interval (mean of logs ± 2 standard
+    // errors): on the loaded shared machine a round's ratio moves ±20–30%, so a change of a
+    // few percent is real only when the interval excludes 1 (more rounds narrow it).
+    const logs = per.map(Math.log);
+    const mean = logs.reduce((x, y) => x + y, 0) / logs.length;
+    const se = logs.length > 1 ? Math.sqrt(logs.reduce((x, y) => x + (y - mean) ** 2, 0) / (logs.length - 1) / logs.length) : NaN;
+    console.log(
+      `  ${builds[0].buildRoot} / ${b.buildRoot}, per round: median ${median(per).toFixed(3)}, geometric mean ${Math.exp(mean).toFixed(3)} (95% ${Math.exp(mean - 2 * se).toFixed(3)}–${Math.exp(mean + 2 * se).toFixed(3)}) (rounds ${per.map((x) => x.toFixed(3)).join(' ')})`,
+    );
   }
 } finally {
   for (const b of builds) await b.vault.close();

@@ -11,7 +11,8 @@
 // (OPAQUE, sealing, opening) is done between the timed windows, so process CPU inside a
 // window (all threads: SQLite and anchor fsyncs included) is the vault's alone. Rounds
 // of the builds alternate, so load from other processes falls on all of them alike;
-// the minimum and median over rounds are printed (after one uncounted warm-up round each).
+// the minimum and median over rounds are printed (after one uncounted warm-up round each),
+// and per other build the per-round ratio's median and geometric mean with a ~95% interval.
 // --platform pkcs11: each build on its own SoftHSM2 token (one token directory, one
 // SOFTHSM2_CONF for the process; the library is initialized once and shared), keys made
 // by that build's `coffer-vault keys create`.
@@ -119,15 +120,20 @@ async function open({ buildRoot, dir, platformEnv }) {
   return { buildRoot, dir, vault, P, send, fleetKey, accounts, rounds: [] };
 }
 
-/** Log entries committed so far (each: a store transaction + WAL fsync, an anchor write). */
-async function logEntries(b) {
-  const m = (await b.vault.metrics.registry.getSingleMetric('coffer_vault_log_entries_total')?.get())?.values?.[0]?.value;
+/** A counter of the build's registry so far (NaN when that build has no such metric). */
+async function counter(b, name) {
+  const m = (await b.vault.metrics.registry.getSingleMetric(name)?.get())?.values?.[0]?.value;
   return typeof m === 'number' ? m : NaN;
 }
+/** Log entries committed so far (each: a store transaction + WAL fsync, an anchor write). */
+const logEntries = (b) => counter(b, 'coffer_vault_log_entries_total');
+/** Batches that waited the whole commit delay (the vault idle, waiting on its own timer). */
+const delayExpired = (b) => counter(b, 'coffer_vault_commit_delay_expired_total');
 
 async function round(b) {
   const { P, fleetKey, send } = b;
   const entries0 = await logEntries(b);
+  const expired0 = await delayExpired(b);
   const starts = await pool(b.accounts, 8, async (account) => {
     const start = P.opaque.client.startLogin({ password: PASSWORD });
     const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })));
@@ -154,7 +160,7 @@ async function round(b) {
     const r = P.decodeResponseBody(P.unpad(await f.sealed.openResponse(bytes)));
     if (r.outcome !== 'ok') throw new Error(`login-finish: ${r.outcome}`);
   }
-  b.rounds.push({ start: startMs / b.accounts.length, finish: finishMs / b.accounts.length, entries: ((await logEntries(b)) - entries0) / b.accounts.length });
+  b.rounds.push({ start: startMs / b.accounts.length, finish: finishMs / b.accounts.length, entries: ((await logEntries(b)) - entries0) / b.accounts.length, expired: ((await delayExpired(b)) - expired0) / b.accounts.length });
 }
 
 let session = null;
@@ -195,11 +201,19 @@ try {
   console.log(`vault CPU per recovery (login-start + login-finish via ${HTTP_PORT ? 'HTTP on 127.0.0.1, client in this process' : 'app.inject'}, ${PLATFORM} platform, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
   for (const b of builds) {
     const total = b.rounds.map((r) => r.start + r.finish);
-    console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))}; log entries per recovery ${fmt(median(b.rounds.map((r) => r.entries)))})  rounds ${total.map(fmt).join(' ')}`);
+    console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))}; log entries per recovery ${fmt(median(b.rounds.map((r) => r.entries)))}, commit delays run out per recovery ${fmt(median(b.rounds.map((r) => r.expired)))})  rounds ${total.map(fmt).join(' ')}`);
   }
   for (const b of builds.slice(1)) {
     const per = builds[0].rounds.map((r, i) => (r.start + r.finish) / (b.rounds[i].start + b.rounds[i].finish));
-    console.log(`  ${builds[0].buildRoot} / ${b.buildRoot}, per round: median ${median(per).toFixed(3)} (rounds ${per.map((x) => x.toFixed(3)).join(' ')})`);
+    // Geometric mean of the per-round ratios with a ~95% interval (mean of logs ± 2 standard
+    // errors): on the loaded shared machine a round's ratio moves ±20–30%, so a change of a
+    // few percent is real only when the interval excludes 1 (more rounds narrow it).
+    const logs = per.map(Math.log);
+    const mean = logs.reduce((x, y) => x + y, 0) / logs.length;
+    const se = logs.length > 1 ? Math.sqrt(logs.reduce((x, y) => x + (y - mean) ** 2, 0) / (logs.length - 1) / logs.length) : NaN;
+    console.log(
+      `  ${builds[0].buildRoot} / ${b.buildRoot}, per round: median ${median(per).toFixed(3)}, geometric mean ${Math.exp(mean).toFixed(3)} (95% ${Math.exp(mean - 2 * se).toFixed(3)}–${Math.exp(mean + 2 * se).toFixed(3)}) (rounds ${per.map((x) => x.toFixed(3)).join(' ')})`,
+    );
   }
 } finally {
   for (const b of builds) await b.vault.close();

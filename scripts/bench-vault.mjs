@@ -139,7 +139,7 @@ async function startVault(env, nodeArgs = process.env.COFFER_BENCH_VAULT_NODE_AR
     if (!adminUrl) return null;
     const text = await (await fetch(`${adminUrl}/metrics`)).text();
     const num = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
-    return { entries: num('coffer_vault_log_batch_records_count'), changes: num('coffer_vault_log_batch_records_sum') };
+    return { entries: num('coffer_vault_log_batch_records_count'), changes: num('coffer_vault_log_batch_records_sum'), expired: num('coffer_vault_commit_delay_expired_total') };
   };
   return { child, url, commits, stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }) };
 }
@@ -268,6 +268,7 @@ function finishWindow(w, commits0, commits1) {
     loadBusy: w.loadTimedMs / 1000 / w.wall,
     batch: commits0 && commits1 ? (commits1.changes - commits0.changes) / (commits1.entries - commits0.entries) : NaN,
     entriesPerRecovery: commits0 && commits1 ? (commits1.entries - commits0.entries) / w.ok : NaN,
+    expiredPerRecovery: commits0 && commits1 ? (commits1.expired - commits0.expired) / w.ok : NaN,
   };
 }
 
@@ -402,7 +403,7 @@ try {
       const per = (k) => fmt(m((r) => (r.split[k] * 1000) / r.ok), 2);
       console.log(`${''.padEnd(15)} vault CPU per recovery by thread: event loop ${per('mainUser')} ms user + ${per('mainSys')} ms system; other threads (fsyncs, anchor, GC helpers) ${per('otherUser')} ms user + ${per('otherSys')} ms system`);
     }
-    console.log(`${''.padEnd(15)} group commit: ${fmt(m((r) => r.batch), 1)} record changes per log entry, ${fmt(m((r) => r.entriesPerRecovery), 2)} log entries (store commit + anchor write) per recovery`);
+    console.log(`${''.padEnd(15)} group commit: ${fmt(m((r) => r.batch), 1)} record changes per log entry, ${fmt(m((r) => r.entriesPerRecovery), 2)} log entries (store commit + anchor write) per recovery; ${fmt(m((r) => r.expiredPerRecovery), 3)} commit delays run out per recovery (batches held the whole 4 ms for a request still deciding)`);
   }
   console.log(
     'ratio = recoveries (both round trips over HTTP, HPKE, sealing, SQLite fsync, anchor) per second of vault CPU (one core) / ceiling (bare OPAQUE server ' +

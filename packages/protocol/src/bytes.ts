@@ -68,8 +68,36 @@ const B64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 const B64URL_VALUE = new Int16Array(128).fill(-1);
 for (let i = 0; i < 64; i++) B64URL_VALUE[B64URL_ALPHABET.charCodeAt(i)] = i;
 
+/**
+ * Node's Buffer when this runs in Node (a global there; this package imports no
+ * `node:*`): its native base64url codec is ~5x cheaper than the loops below and builds
+ * no intermediate strings. The vault converts every OPAQUE message and record field
+ * to and from the library's base64url strings, several per request. Browsers use the
+ * portable code; both give the same output (test/rfc4648-base64url.test.ts).
+ */
+interface NativeBase64 {
+  from(buffer: ArrayBufferLike, byteOffset: number, length: number): { toString(encoding: 'base64url'): string; write(text: string, encoding: 'base64url'): number };
+}
+const nativeBuffer = (globalThis as { Buffer?: NativeBase64 }).Buffer;
+
 /** base64url without padding (how @serenity-kit/opaque exchanges bytes); RFC 4648 §5. */
 export function toBase64Url(bytes: Uint8Array): string {
+  if (nativeBuffer) return nativeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
+  return toBase64UrlPortable(bytes);
+}
+
+/** @throws DecodeError for anything but canonical-length unpadded base64url */
+export function fromBase64Url(text: string, field = 'value'): Uint8Array {
+  if (!nativeBuffer) return fromBase64UrlPortable(text, field);
+  if (!B64URL.test(text) || text.length % 4 === 1) throw new DecodeError(`${field}: not base64url`, 'bad-field');
+  // Decoded into an array of its own (not Buffer's shared pool: a value may be a secret).
+  const out = new Uint8Array(Math.floor((text.length * 3) / 4));
+  if (nativeBuffer.from(out.buffer, out.byteOffset, out.byteLength).write(text, 'base64url') !== out.length) throw new DecodeError(`${field}: not base64url`, 'bad-field');
+  return out;
+}
+
+/** `toBase64Url` without Node's Buffer (browsers; tests compare the two). */
+export function toBase64UrlPortable(bytes: Uint8Array): string {
   const a = B64URL_ALPHABET;
   let s = '';
   let i = 0;
@@ -87,8 +115,8 @@ export function toBase64Url(bytes: Uint8Array): string {
   return s;
 }
 
-/** @throws DecodeError for anything but canonical-length unpadded base64url */
-export function fromBase64Url(text: string, field = 'value'): Uint8Array {
+/** `fromBase64Url` without Node's Buffer (browsers; tests compare the two). */
+export function fromBase64UrlPortable(text: string, field = 'value'): Uint8Array {
   if (!B64URL.test(text) || text.length % 4 === 1) throw new DecodeError(`${field}: not base64url`, 'bad-field');
   const out = new Uint8Array(Math.floor((text.length * 3) / 4));
   let o = 0;

@@ -48,15 +48,17 @@ describe('group commit: commit delay', () => {
     const committer = new LogCommitter({ platform: platform(), store, group: GROUP, metrics, commitDelayMs });
     await committer.ready();
     const entries = async () => (await metrics.registry.getSingleMetric('coffer_vault_log_entries_total')!.get()).values[0]!.value;
-    return { store, committer, entries };
+    const expired = async () => (await metrics.registry.getSingleMetric('coffer_vault_commit_delay_expired_total')!.get()).values[0]!.value;
+    return { store, committer, entries, expired };
   }
   const put = (account: string) => [{ account, value: new Uint8Array([1, 2, 3]), erasure: false }];
 
   it('with nobody else deciding, a commit does not wait for the delay', async () => {
-    const { store, committer, entries } = await open(600_000); // a wait would outlast the test's timeout
+    const { store, committer, entries, expired } = await open(600_000); // a wait would outlast the test's timeout
     const versions = await committer.commit(put('alone'));
     assert.ok(versions.has('alone'));
     assert.equal(await entries(), 1);
+    assert.equal(await expired(), 0);
     assert.deepEqual((await store.get('alone'))?.value, new Uint8Array([1, 2, 3]));
     await store.close();
   });
@@ -90,11 +92,12 @@ describe('group commit: commit delay', () => {
   });
 
   it('the delay ends: a request that never commits holds the batch no longer than the delay', async () => {
-    const { store, committer, entries } = await open(5);
+    const { store, committer, entries, expired } = await open(5);
     committer.expect(); // never released
     assert.ok((await committer.commit(put('a'))).has('a'));
     assert.ok((await committer.commit(put('b'))).has('b'));
     assert.equal(await entries(), 2);
+    assert.equal(await expired(), 2, 'each batch waited the whole delay: counted');
     await store.close();
   });
 

@@ -123,6 +123,50 @@ describe('log entry and tree (spec §13.2, §13.3) against the vectors', () => {
     const other = await RecordTree.of([records[2]!, records[0]!]);
     assert.equal(toHex(await other.root()), roots[4]);
   });
+
+  it('a root after many changes at once (shared paths, same buckets, deletes) is the root of the final map, computed afresh', async () => {
+    const empty = await emptyTreeHashes();
+    // The tree by definition: every non-empty bucket, then each level from the nodes present.
+    const reference = async (map: ReadonlyMap<string, Uint8Array>): Promise<string> => {
+      const buckets = new Map<number, Array<[string, Uint8Array]>>();
+      for (const [a, d] of map) {
+        const b = await bucketOf(a);
+        buckets.set(b, [...(buckets.get(b) ?? []), [a, d]]);
+      }
+      let level = new Map<number, Uint8Array>();
+      for (const [b, entries] of buckets) level.set(b, await bucketHash(entries));
+      for (let l = 0; l < 16; l++) {
+        const up = new Map<number, Uint8Array>();
+        for (const i of level.keys()) {
+          const p = i >>> 1;
+          if (up.has(p)) continue;
+          up.set(p, await sha256(concat(new Uint8Array([1]), level.get(2 * p) ?? empty[l]!, level.get(2 * p + 1) ?? empty[l]!)));
+        }
+        level = up;
+      }
+      return toHex(level.get(0) ?? empty[16]!);
+    };
+    // Accounts from a small alphabet: batches share upper paths, and over 300 accounts
+    // some share a bucket.
+    const account = fc.integer({ min: 0, max: 399 }).map((i) => `acct-${i}`);
+    const change = fc.tuple(account, fc.option(fc.integer({ min: 0, max: 1e6 }), { nil: null }));
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.array(change, { minLength: 1, maxLength: 60 }), { minLength: 1, maxLength: 6 }), async (batches) => {
+        const tree = await RecordTree.create();
+        const map = new Map<string, Uint8Array>();
+        for (const batch of batches) {
+          for (const [a, v] of batch) {
+            const d = v === null ? null : await sha256(utf8(`record ${v}`));
+            if (d) map.set(a, d);
+            else map.delete(a);
+            await tree.set(a, d);
+          }
+          assert.equal(toHex(await tree.root()), await reference(map));
+        }
+      }),
+      { numRuns: 25 },
+    );
+  });
 });
 
 const FLEET_VECTORS = new URL('../../../../spec/vectors/vault-log/log-fleet.json', import.meta.url);

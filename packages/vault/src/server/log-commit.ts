@@ -102,7 +102,10 @@ export class LogCommitter implements Committer {
     const delay = this.o.commitDelayMs ?? DEFAULT_COMMIT_DELAY_MS;
     if (delay <= 0 || this.#expected === 0 || this.#queued() >= max) return;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => this.#wake?.(), delay);
+      const timer = setTimeout(() => {
+        this.o.metrics.commitDelayExpired.inc();
+        this.#wake?.();
+      }, delay);
       this.#wake = () => {
         clearTimeout(timer);
         this.#wake = null;

@@ -25,6 +25,7 @@ export interface VaultMetrics {
   readonly rollbacksDetected: Counter;
   readonly logEntries: Counter;
   readonly logBatchSize: Histogram;
+  readonly commitDelayExpired: Counter;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): VaultMetrics {
@@ -58,6 +59,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Vault
     rollbacksDetected: new Counter({ name: 'coffer_vault_rollbacks_detected_total', help: 'Requests and start-ups refused because the store does not continue what this vault captured (rolled back or edited; spec §13): an alarm', registers: [registry] }),
     logEntries: new Counter({ name: 'coffer_vault_log_entries_total', help: 'Rollback-protection log entries committed and captured by this node', registers: [registry] }),
     logBatchSize: new Histogram({ name: 'coffer_vault_log_batch_records', help: 'Record changes per log entry (group commit)', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers: [registry] }),
+    commitDelayExpired: new Counter({
+      name: 'coffer_vault_commit_delay_expired_total',
+      help: 'Group commits held open the whole commit delay by a request still deciding (latency, not CPU: a request that decides slowly, or a load so light that batches wait for nothing)',
+      registers: [registry],
+    }),
   };
 }
 

@@ -261,6 +261,43 @@ test('garbage status lines and headers are a clear protocol error; odd statuses 
   await assert.rejects(setup(t, huge).http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(1)]), signal: new AbortController().signal, pass: [] }), /over 65536 bytes/);
 });
 
+test('through fetch too: garbage, a cut-off answer and an early refusal are clear errors or the refusal itself', async (t) => {
+  const viaFetch = (server: string): RelayHttp => new RelayHttp({ server, token: () => 'cs1.test-token' });
+  for (const raw of ['HTTP/1.1 2x1 Created\r\n\r\n', 'garbage\r\n\r\n', 'HTTP/1.1 201 Created\r\nbad header line\r\n\r\n']) {
+    const http = viaFetch(await rawServer(t, (socket) => socket.end(raw)));
+    await assert.rejects(http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(10)]), signal: new AbortController().signal, pass: [] }), (e: unknown) => {
+      assert.ok(e instanceof UnavailableError, `${JSON.stringify(raw)}: ${String(e)}`);
+      assert.match((e as Error).message, /^cannot reach http:\/\/127\.0\.0\.1:\d+: \S/);
+      return true;
+    });
+  }
+  const cut = viaFetch(
+    await rawServer(t, (socket) => {
+      socket.write('HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"par');
+      setTimeout(() => socket.destroy(), 20);
+    }),
+  );
+  await assert.rejects(cut.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(10)]), signal: new AbortController().signal, pass: [] }), (e: unknown) => {
+    assert.ok(e instanceof UnavailableError, String(e));
+    assert.match((e as Error).message, /cannot reach .*: (terminated|other side closed|connection reset)/);
+    return true;
+  });
+  // A refusal while the body is still being sent: the refusal, not a write error.
+  const early = createServer((_req, res) => void res.writeHead(413, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'blob-too-large', message: 'too large' } })));
+  const http = viaFetch(`http://127.0.0.1:${await listen(t, early)}`);
+  let stop = false;
+  async function* endless(): StreamedBody {
+    while (!stop) {
+      yield [Buffer.alloc(64 * 1024)];
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  const a = await http.upload({ path: `/v1/blobs/${NAME}`, body: endless(), signal: new AbortController().signal, pass: [413] });
+  stop = true;
+  assert.equal(a.status, 413);
+  assert.match(new TextDecoder().decode(a.body), /blob-too-large/);
+});
+
 test('an answer before the body is whole (a refusal) comes back, and the half-sent connection is not reused', async (t) => {
   let connections = 0;
   const server = createServer((req, res) => {

@@ -42,8 +42,10 @@ export function lingerAfterAnswer(req: IncomingMessage, limits: { maxBytes?: num
       clearTimeout(timer);
       if (!this.destroyed) this.destroy();
     };
+    // Not unref'd: once reading has stopped (the byte bound), this timer is what ends the
+    // socket, and a server closing (it waits for its connections) must not be left
+    // waiting on a socket nothing will close.
     const timer = setTimeout(close, maxMs);
-    timer.unref?.();
     this.once('close', () => clearTimeout(timer));
     // The client closed its side, or its body is complete: nothing more will come that
     // could reset the connection.

@@ -96,6 +96,71 @@ test('an upload is one chunked PUT with the bearer token, its batches arriving w
   assert.deepEqual(got, { method: 'PUT', url: `/v1/blobs/${NAME}`, auth: 'Bearer cs1.test-token', te: 'chunked', bytes: 70_021 });
 });
 
+/** A TCP server that decodes each chunked request body: its chunks' lengths and bytes, then 201. */
+async function chunkCountingServer(t: TestContext, seen: { chunks: number[]; bytes: Buffer }[]): Promise<string> {
+  const server = createNetServer((socket) => {
+    let buf = Buffer.alloc(0);
+    let head = true;
+    const mine = { chunks: [] as number[], bytes: Buffer.alloc(0) };
+    const parts: Buffer[] = [];
+    socket.on('error', () => {});
+    socket.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      for (;;) {
+        if (head) {
+          const end = buf.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          buf = buf.subarray(end + 4);
+          head = false;
+        }
+        const line = buf.indexOf('\r\n');
+        if (line < 0) return;
+        const size = parseInt(buf.subarray(0, line).toString('latin1'), 16);
+        if (buf.length < line + 2 + size + 2) return;
+        if (size === 0) {
+          mine.bytes = Buffer.concat(parts);
+          seen.push(mine);
+          socket.end('HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+          return;
+        }
+        mine.chunks.push(size);
+        parts.push(Buffer.from(buf.subarray(line + 2, line + 2 + size)));
+        buf = buf.subarray(line + 2 + size + 2);
+      }
+    });
+  });
+  return `http://127.0.0.1:${await listen(t, server)}`;
+}
+
+test('a batch of small parts (sealed segments and their tags) goes as few chunks, byte-exact, even with uploads in parallel', async (t) => {
+  const seen: { chunks: number[]; bytes: Buffer }[] = [];
+  const { http } = setup(t, await chunkCountingServer(t, seen));
+  // Like the engine's batches: 64 KiB segments and 16-byte tags, 40 pairs a batch (2.5
+  // MiB), an empty part, and a part large enough to go as it is; each upload has its
+  // own byte pattern, so a gather buffer reused while still being written would show.
+  const batches = (k: number): Uint8Array[][] => {
+    const out: Uint8Array[][] = [];
+    for (let b = 0; b < 4; b++) {
+      const batch: Uint8Array[] = [];
+      for (let i = 0; i < 40; i++) batch.push(Buffer.alloc(65536, (k * 31 + b * 7 + i) & 0xff), Buffer.alloc(16, (k + i) & 0xff));
+      batch.push(new Uint8Array(0), Buffer.alloc(300_000, k));
+      out.push(batch);
+    }
+    return out;
+  };
+  const want = [1, 2, 3].map((k) => Buffer.concat(batches(k).flat()));
+  const answers = await Promise.all([1, 2, 3].map((k) => http.upload({ path: `/v1/blobs/data/aa/${k}`, body: body(...batches(k)), signal: new AbortController().signal, pass: [] })));
+  assert.deepEqual(answers.map((a) => a.status), [201, 201, 201]);
+  assert.equal(seen.length, 3);
+  for (const got of seen) {
+    const k = want.findIndex((w) => w.equals(got.bytes));
+    assert.ok(k >= 0, 'an upload arrived byte-exact');
+    // Per batch: 40 pairs (2,622,080 bytes) in 1 MiB gathers (3 chunks) and the large part (1).
+    assert.equal(got.chunks.length, 4 * 4, `chunks: ${got.chunks.join(',')}`);
+    assert.ok(got.chunks.every((c) => c <= 1024 * 1024 || c === 300_000));
+  }
+});
+
 test('the server closing the connection in the middle of its answer is a clear error', async (t) => {
   const server = await rawServer(t, (socket) => {
     socket.write('HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"par');
@@ -194,6 +259,43 @@ test('garbage status lines and headers are a clear protocol error; odd statuses 
     socket.end(Buffer.alloc(10_000_000));
   });
   await assert.rejects(setup(t, huge).http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(1)]), signal: new AbortController().signal, pass: [] }), /over 65536 bytes/);
+});
+
+test('through fetch too: garbage, a cut-off answer and an early refusal are clear errors or the refusal itself', async (t) => {
+  const viaFetch = (server: string): RelayHttp => new RelayHttp({ server, token: () => 'cs1.test-token' });
+  for (const raw of ['HTTP/1.1 2x1 Created\r\n\r\n', 'garbage\r\n\r\n', 'HTTP/1.1 201 Created\r\nbad header line\r\n\r\n']) {
+    const http = viaFetch(await rawServer(t, (socket) => socket.end(raw)));
+    await assert.rejects(http.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(10)]), signal: new AbortController().signal, pass: [] }), (e: unknown) => {
+      assert.ok(e instanceof UnavailableError, `${JSON.stringify(raw)}: ${String(e)}`);
+      assert.match((e as Error).message, /^cannot reach http:\/\/127\.0\.0\.1:\d+: \S/);
+      return true;
+    });
+  }
+  const cut = viaFetch(
+    await rawServer(t, (socket) => {
+      socket.write('HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"par');
+      setTimeout(() => socket.destroy(), 20);
+    }),
+  );
+  await assert.rejects(cut.upload({ path: `/v1/blobs/${NAME}`, body: body([Buffer.alloc(10)]), signal: new AbortController().signal, pass: [] }), (e: unknown) => {
+    assert.ok(e instanceof UnavailableError, String(e));
+    assert.match((e as Error).message, /cannot reach .*: (terminated|other side closed|connection reset)/);
+    return true;
+  });
+  // A refusal while the body is still being sent: the refusal, not a write error.
+  const early = createServer((_req, res) => void res.writeHead(413, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'blob-too-large', message: 'too large' } })));
+  const http = viaFetch(`http://127.0.0.1:${await listen(t, early)}`);
+  let stop = false;
+  async function* endless(): StreamedBody {
+    while (!stop) {
+      yield [Buffer.alloc(64 * 1024)];
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  const a = await http.upload({ path: `/v1/blobs/${NAME}`, body: endless(), signal: new AbortController().signal, pass: [413] });
+  stop = true;
+  assert.equal(a.status, 413);
+  assert.match(new TextDecoder().decode(a.body), /blob-too-large/);
 });
 
 test('an answer before the body is whole (a refusal) comes back, and the half-sent connection is not reused', async (t) => {

@@ -18,6 +18,7 @@ import { addressKey, TokenBuckets, type BucketRule } from './rate-limit.js';
 import { accountRoutes, DEFAULT_POW, type PowRule } from './routes/accounts.js';
 import { prepareDummyPasswordHash, type PasswordKdf } from './auth/password.js';
 import { blobRoutes } from './routes/blobs.js';
+import { lingerAfterAnswer } from './lingering-close.js';
 import { vaultRoutes, VAULT_BODY_LIMIT } from './routes/vault.js';
 import type { VaultForwarder } from './vault-forwarder.js';
 
@@ -202,9 +203,13 @@ export function buildApp(options: AppOptions): FastifyInstance {
       req.log.error({ err }, 'unhandled error');
     }
     if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
-    // Refused before its body was read (e.g. an unauthenticated upload): close rather
-    // than read and discard what the client still sends.
-    if (!req.raw.complete && (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined)) void reply.header('connection', 'close');
+    // Refused while its body is still arriving (an unauthenticated upload, one above the
+    // size limit): close rather than read the whole body, but linger (read and discard a
+    // bounded amount first) so the client sees this answer, not a reset connection.
+    if (!req.raw.complete && (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined)) {
+      void reply.header('connection', 'close');
+      lingerAfterAnswer(req.raw);
+    }
     const pow = err instanceof RelayError ? err.options.pow : undefined;
     const body = errorBody(code, { ...(message !== undefined ? { message } : {}), ...(retryAfter !== undefined ? { retryAfter } : {}), ...(pow ? { pow } : {}) });
     void reply.code(ERRORS[code].status).send(body);

@@ -174,8 +174,9 @@ for (const [backend, setup] of Object.entries(backends)) {
     test('a chunked body above the per-object limit is refused mid-stream with 413 blob-too-large; nothing is kept', async (t) => {
       const s = await setup(t, { COFFER_RELAY_MAX_OBJECT_BYTES: String(1024 * 1024) });
       const res = await put(s.url, s.owner.token, NAME, pieces(randomBytes(3 * 1024 * 1024), 64 * 1024)).catch((e: Error) => ({ status: 0, code: e.message }));
-      // The relay answers and closes while the client still sends: either it read the 413 or the connection was reset under it.
-      if (res.status !== 0) assert.deepEqual(res, { status: 413, code: 'blob-too-large' });
+      // The relay answers while the client still sends, and lingers (reads and discards
+      // the rest, bounded) so the client reads the 413 rather than a reset connection.
+      assert.deepEqual(res, { status: 413, code: 'blob-too-large' });
       await waitFor(async () => (await s.leftovers()).length === 0);
       assert.equal((await get(s.url, s.owner.token, NAME)).status, 404);
       // Exactly at the limit is fine.
@@ -186,7 +187,7 @@ for (const [backend, setup] of Object.entries(backends)) {
       const s = await setup(t, { COFFER_RELAY_QUOTA_BYTES: String(300_000) });
       assert.equal((await put(s.url, s.owner.token, 'index/1', pieces(randomBytes(200_000), 10_000))).status, 201);
       const over = await put(s.url, s.owner.token, 'index/2', pieces(randomBytes(200_000), 10_000)).catch((e: Error) => ({ status: 0, code: e.message }));
-      if (over.status !== 0) assert.deepEqual(over, { status: 507, code: 'quota-exceeded' });
+      assert.deepEqual(over, { status: 507, code: 'quota-exceeded' });
       const declared = await put(s.url, s.owner.token, 'index/3', [randomBytes(200_000)], 200_000);
       assert.deepEqual(declared, { status: 507, code: 'quota-exceeded' }, 'a declared length is refused before its body');
       // What the refused bodies had reserved is free again: exactly the rest fits.
@@ -223,6 +224,38 @@ describe('streamed uploads: framing and stalls', () => {
     assert.equal((await fetch(`${url.origin}/healthz`)).status, 200);
     assert.deepEqual(await (await fetch(`${url.origin}/v1/blobs`, { headers: a.auth() })).json(), { blobs: [] });
     assert.deepEqual(filesUnder(join(dir, 'blobs')), [], 'no temporary file left');
+  });
+
+  test('a refusal mid-body reaches a client that still sends and reads the answer late (lingering close); nothing is kept', async (t) => {
+    const dir = tempDir(t);
+    const r = await startRelay(t, testConfig(dir, { COFFER_RELAY_MAX_OBJECT_BYTES: String(1024 * 1024) }));
+    const a = await r.signUp();
+    const url = new URL(await r.relay.app.listen({ host: '127.0.0.1', port: 0 }));
+    for (const [what, auth] of [['above the size limit', `Bearer ${a.token}`], ['unauthenticated', 'Bearer nope']] as const) {
+      const s = connect(Number(url.port), '127.0.0.1');
+      const closed = new Promise((res) => s.once('close', res));
+      await once(s, 'connect');
+      let failed = false;
+      s.on('error', () => (failed = true));
+      s.write(`PUT /v1/blobs/${NAME} HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      // The body goes on, 64 KiB at a time, while the client does not look at the answer
+      // for 300 ms (a loaded client), and until it has read it.
+      const chunk = Buffer.concat([Buffer.from('10000\r\n'), randomBytes(0x10000), Buffer.from('\r\n')]);
+      let got = '';
+      const pump = (): void => {
+        while (!s.destroyed && !got.includes('}')) if (!s.write(chunk)) return void s.once('drain', pump);
+      };
+      pump();
+      await new Promise((res) => setTimeout(res, 300));
+      s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      await waitFor(() => got.includes('}') || s.destroyed);
+      assert.equal(failed, false, `${what}: the connection was reset under the client`);
+      assert.match(got, what === 'unauthenticated' ? /^HTTP\/1\.1 401 [\s\S]*"code":"unauthenticated"/ : /^HTTP\/1\.1 413 [\s\S]*connection: close[\s\S]*"code":"blob-too-large"/i, what);
+      s.destroy();
+      await closed;
+    }
+    await waitFor(() => filesUnder(join(dir, 'blobs')).length === 0);
+    assert.equal((await get(url, a.token, NAME)).status, 404);
   });
 
   test('a chunked upload announces nothing, so it holds only the in-flight bytes it has sent', async (t) => {

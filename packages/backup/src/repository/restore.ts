@@ -91,6 +91,8 @@ const PACK_READ_WINDOW = 2;
 export const RESTORE_OPEN_FILES = 32;
 /** Packs are read in pieces of this size. */
 const PACK_READ_PIECE = 1024 * 1024;
+/** Per pack being read: the next piece waits while blobs of more than this many bytes (stored + raw) are being decompressed and written. */
+const RESTORE_IN_FLIGHT_BYTES = 4 * 1024 * 1024;
 
 /** What setMeta needs of an entry (a file's is made from the FileTable when it is finished). */
 type MetaEntry = Pick<TreeEntry, 'type' | 'path' | 'rawPath' | 'mode' | 'mtimeNs' | 'owner' | 'xattrs'>;
@@ -620,6 +622,9 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       const name = packName(packId);
       const sealedLength = index.packs.get(packId.toString('latin1'))?.sealedLength ?? 0;
       const writes: Array<Promise<void>> = [];
+      /** Bytes (stored + raw) of this pack's blobs handed to `deliver` and not yet written; `writes[oldest]`: the first maybe not settled. */
+      let inFlight = 0;
+      let oldest = 0;
       const deliver = (bl: (typeof blobs)[number], stored: Buffer) =>
         (async () => {
           const { b, loc } = bl;
@@ -658,7 +663,9 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           const to = Math.min(bEnd, segEnd);
           seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
           if (to < bEnd) break;
-          const p = deliver(b, current);
+          const bytes = b.loc.storedLength + b.loc.rawLength;
+          inFlight += bytes;
+          const p = deliver(b, current).finally(() => (inFlight -= bytes));
           p.catch(() => {}); // awaited below
           writes.push(p);
           current = undefined;
@@ -675,6 +682,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           const piece = await repo.backend.get(name, { offset: off, length: last ? want + 1 : want });
           if (piece.length > want) throw new CofferError('corrupt', 'it is longer than the index says (extended)');
           for (const seg of opener.update(piece)) feed(seg);
+          // Blobs being decompressed and written hold their bytes (stored, raw and zstd's
+          // buffers): the next piece is read once few are left (issue 13: otherwise a
+          // pack's blobs all wait for the disk at once, 100 MiB and more on media files).
+          while (inFlight > RESTORE_IN_FLIGHT_BYTES && oldest < writes.length) await writes[oldest++]!.catch(() => {});
           if (piece.length < want) break; // shorter than indexed: final() says so
         }
         for (const seg of opener.final()) feed(seg);

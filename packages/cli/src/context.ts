@@ -2,8 +2,8 @@
 import { appendFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { BackupKey, CofferError, LocalBackend, Repository, S3Backend, isLoopbackEndpoint, parseS3Location, type S3Credentials, type StorageBackend } from '@coffer/backup';
-import { CofferClient, profileDir } from '@coffer/client';
-import { INSECURE_FAST_KSF_FOR_TESTING } from '@coffer/protocol';
+import type { CofferClient } from '@coffer/client';
+import { loadClient } from './client.js';
 import { UsageError, type Io } from './tui.js';
 
 export interface GlobalFlags {
@@ -50,6 +50,9 @@ export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClie
   // TEST ONLY: the blindness test needs the OPAQUE export and session keys to look for them.
   const dump = io.env.COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING;
   if (dump) io.stderr.write('coffer: warning: COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING is set: protocol secrets are written to a file (tests only)\n');
+  // Loaded here, not at start: only the commands that reach the relay or vault need it.
+  const { CofferClient, profileDir } = await loadClient();
+  const ksf = fast ? (await import('@coffer/protocol')).INSECURE_FAST_KSF_FOR_TESTING : undefined;
   return CofferClient.open(profileDir(flags.profile, io.env), {
     ...(dump
       ? { onSecretsForTesting: (s: { exportKey: Uint8Array; sessionKey?: Uint8Array }) => appendFileSync(dump, JSON.stringify({ exportKey: Buffer.from(s.exportKey).toString('hex'), sessionKey: s.sessionKey ? Buffer.from(s.sessionKey).toString('hex') : null }) + '\n', { mode: 0o600 }) }
@@ -57,7 +60,7 @@ export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClie
     ...(server ? { server } : {}),
     ...(insecureHttp ? { insecureHttp } : {}),
     ...(fleetBundle !== undefined ? { fleetBundle } : {}),
-    ...(fast ? { ksf: INSECURE_FAST_KSF_FOR_TESTING } : {}),
+    ...(ksf ? { ksf } : {}),
   });
 }
 

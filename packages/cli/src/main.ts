@@ -4,14 +4,17 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { accountCreate, accountDevices, accountPassword, accountRevoke, login } from './commands/account.js';
-import { backupCmd, restoreCmd } from './commands/backup.js';
-import { copyCmd } from './commands/extras.js';
-import { keyGenerate, keyShow } from './commands/key.js';
-import { diffCmd, dumpCmd, findCmd, lsCmd, statsCmd } from './commands/browse.js';
-import { checkCmd, forget, init, pruneCmd, repairIndexCmd, repairSnapshotsCmd, snapshots, unlock } from './commands/repository.js';
-import { vaultChangePassword, vaultDisable, vaultEnable, vaultRecover, vaultStatus } from './commands/vault.js';
 import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
+
+// Each command's module is imported when that command runs (issue 13): a backup or a
+// restore then loads neither the relay client nor OPAQUE's WASM (about 16 MiB resident).
+const accountCommands = () => import('./commands/account.js');
+const backupCommands = () => import('./commands/backup.js');
+const extraCommands = () => import('./commands/extras.js');
+const keyCommands = () => import('./commands/key.js');
+const browseCommands = () => import('./commands/browse.js');
+const repositoryCommands = () => import('./commands/repository.js');
+const vaultCommands = () => import('./commands/vault.js');
 
 const USAGE = `usage: coffer COMMAND [options]
 
@@ -354,63 +357,63 @@ export async function run(argv: string[], io: Io): Promise<number> {
     switch (command) {
       case 'init':
         if (rest.length > 0) throw new UsageError('init takes no arguments (the repository comes from --repo)');
-        return await init(flags, io);
+        return await (await repositoryCommands()).init(flags, io);
       case 'backup':
-        return await backupCmd(flags, rest, io);
+        return await (await backupCommands()).backupCmd(flags, rest, io);
       case 'snapshots':
         if (rest.length > 0) throw new UsageError('snapshots takes no arguments (choose with --tag, --host, --path)');
-        return await snapshots(flags, io);
+        return await (await repositoryCommands()).snapshots(flags, io);
       case 'ls':
-        return await lsCmd(flags, rest, io);
+        return await (await browseCommands()).lsCmd(flags, rest, io);
       case 'find':
-        return await findCmd(flags, rest, io);
+        return await (await browseCommands()).findCmd(flags, rest, io);
       case 'diff':
-        return await diffCmd(flags, rest, io);
+        return await (await browseCommands()).diffCmd(flags, rest, io);
       case 'dump':
-        return await dumpCmd(flags, rest, io);
+        return await (await browseCommands()).dumpCmd(flags, rest, io);
       case 'stats':
-        return await statsCmd(flags, rest, io);
+        return await (await browseCommands()).statsCmd(flags, rest, io);
       case 'restore':
-        return await restoreCmd(flags, rest, io);
+        return await (await backupCommands()).restoreCmd(flags, rest, io);
       case 'check':
-        return await checkCmd(flags, io);
+        return await (await repositoryCommands()).checkCmd(flags, io);
       case 'forget':
-        return await forget(flags, rest, io);
+        return await (await repositoryCommands()).forget(flags, rest, io);
       case 'prune':
-        return await pruneCmd(flags, io);
+        return await (await repositoryCommands()).pruneCmd(flags, io);
       case 'unlock':
-        return await unlock(flags, io);
+        return await (await repositoryCommands()).unlock(flags, io);
       case 'copy':
-        return await copyCmd(flags, rest, io);
+        return await (await extraCommands()).copyCmd(flags, rest, io);
       case 'repair': {
         const sub = rest.length === 1 ? rest[0] : undefined;
-        if (sub === 'index' && flags.forget === undefined && flags['dry-run'] === undefined) return await repairIndexCmd(flags, io);
-        if (sub === 'snapshots' && flags['read-all'] === undefined) return await repairSnapshotsCmd(flags, io);
+        if (sub === 'index' && flags.forget === undefined && flags['dry-run'] === undefined) return await (await repositoryCommands()).repairIndexCmd(flags, io);
+        if (sub === 'snapshots' && flags['read-all'] === undefined) return await (await repositoryCommands()).repairSnapshotsCmd(flags, io);
         if (sub === 'index' || sub === 'snapshots') throw new UsageError(`repair ${sub}: options --read-all (index) and --forget, --dry-run (snapshots) don't mix`);
         throw new UsageError('repair: use `coffer repair index` or `coffer repair snapshots`');
       }
       case 'key':
-        if (rest[0] === 'generate' && rest.length === 1) return await keyGenerate(flags, io);
-        if (rest[0] === 'show' && rest.length === 1) return await keyShow(flags, io);
+        if (rest[0] === 'generate' && rest.length === 1) return await (await keyCommands()).keyGenerate(flags, io);
+        if (rest[0] === 'show' && rest.length === 1) return await (await keyCommands()).keyShow(flags, io);
         throw new UsageError('key: use `coffer key generate` or `coffer key show`');
       case 'account':
-        if (rest[0] === 'create' && rest.length === 1) return await accountCreate(flags, io);
-        if (rest[0] === 'password' && rest.length === 1) return await accountPassword(flags, io);
-        if (rest[0] === 'devices' && rest.length === 1) return await accountDevices(flags, io);
-        if (rest[0] === 'revoke' && rest.length <= 2) return await accountRevoke(flags, rest[1], io);
+        if (rest[0] === 'create' && rest.length === 1) return await (await accountCommands()).accountCreate(flags, io);
+        if (rest[0] === 'password' && rest.length === 1) return await (await accountCommands()).accountPassword(flags, io);
+        if (rest[0] === 'devices' && rest.length === 1) return await (await accountCommands()).accountDevices(flags, io);
+        if (rest[0] === 'revoke' && rest.length <= 2) return await (await accountCommands()).accountRevoke(flags, rest[1], io);
         throw new UsageError('account: use `coffer account create|password|devices|revoke`');
       case 'login':
         if (rest.length > 0) throw new UsageError('login takes no arguments');
-        return await login(flags, io);
+        return await (await accountCommands()).login(flags, io);
       case 'vault': {
         const sub = rest.length === 1 ? rest[0] : undefined;
         if (sub !== 'enable' && flags.key) throw new UsageError(`vault ${sub ?? ''}: option --key applies to \`vault enable\` only`);
         if (sub !== 'change-password' && flags['new-password-file'] !== undefined) throw new UsageError('option --new-password-file applies to `vault change-password` only');
-        if (sub === 'enable') return await vaultEnable(flags, io);
-        if (sub === 'recover') return await vaultRecover(flags, io);
-        if (sub === 'change-password') return await vaultChangePassword(flags, io);
-        if (sub === 'disable') return await vaultDisable(flags, io);
-        if (sub === 'status') return await vaultStatus(flags, io);
+        if (sub === 'enable') return await (await vaultCommands()).vaultEnable(flags, io);
+        if (sub === 'recover') return await (await vaultCommands()).vaultRecover(flags, io);
+        if (sub === 'change-password') return await (await vaultCommands()).vaultChangePassword(flags, io);
+        if (sub === 'disable') return await (await vaultCommands()).vaultDisable(flags, io);
+        if (sub === 'status') return await (await vaultCommands()).vaultStatus(flags, io);
         throw new UsageError('vault: use `coffer vault enable|recover|change-password|disable|status`');
       }
     }

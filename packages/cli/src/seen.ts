@@ -13,7 +13,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hex, type Repository, type SnapshotRecord } from '@coffer/backup';
-import { profileDir } from '@coffer/client';
+import { profileDirOf } from './profile-dir.js';
 import type { GlobalFlags } from './context.js';
 import type { Io } from './tui.js';
 
@@ -26,7 +26,7 @@ interface SeenState {
 }
 
 function statePath(flags: GlobalFlags, io: Io, repo: Repository): string {
-  return join(profileDir(flags.profile, io.env), 'seen', `${hex(repo.config.repositoryId)}.json`);
+  return join(profileDirOf(flags.profile, io.env), 'seen', `${hex(repo.config.repositoryId)}.json`);
 }
 
 async function readState(path: string): Promise<SeenState | undefined> {

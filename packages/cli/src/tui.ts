@@ -7,7 +7,9 @@
  * - secrets are printed only where the user asked for them (`key generate`, `init`).
  */
 import { CofferError, type CofferErrorCode } from '@coffer/backup';
-import { CofferClientError, type CofferClientErrorCode } from '@coffer/client';
+// Types only: @coffer/client (with OPAQUE's WASM) is loaded by the commands that use it
+// (client.ts), not by every command (issue 13: a backup or restore doesn't need its memory).
+import type { CofferClientError, CofferClientErrorCode } from '@coffer/client';
 
 export enum ExitCode {
   Ok = 0,
@@ -81,10 +83,19 @@ export interface Io {
   env: NodeJS.ProcessEnv;
 }
 
+/**
+ * @coffer/client's error class, once client.ts has loaded that package (a client error
+ * can't exist before: nothing else in the CLI loads it).
+ */
+let clientErrorClass: typeof CofferClientError | undefined;
+export function knowClientErrors(cls: typeof CofferClientError): void {
+  clientErrorClass = cls;
+}
+
 export function errorLine(e: unknown): { line: string; code: ExitCode } {
   if (e instanceof UsageError) return { line: e.message, code: ExitCode.Usage };
   if (e instanceof CofferError) return { line: e.message, code: exitFor[e.code] };
-  if (e instanceof CofferClientError) return { line: e.message, code: exitForClient[e.code] };
+  if (clientErrorClass !== undefined && e instanceof clientErrorClass) return { line: e.message, code: exitForClient[e.code] };
   const err = e as NodeJS.ErrnoException;
   if (err?.code === 'ENOSPC') return { line: 'no space left on device', code: ExitCode.Storage };
   return { line: `internal error: ${err?.stack ?? String(e)}`, code: ExitCode.Failure };

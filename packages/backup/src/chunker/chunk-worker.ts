@@ -23,6 +23,9 @@ export const CREDITS = 4;
 const READ_WINDOW = 4 * 1024 * 1024;
 /** Batches of small files whose compression may still run while the next is read. */
 const BATCHES_COMPRESSING = 2;
+/** A batch read buffer is at least this large (so later batches fit) and kept for reuse up to this size. */
+const BATCH_BUFFER_MIN = 1024 * 1024;
+const BATCH_BUFFER_MAX = 8 * 1024 * 1024;
 
 export interface WorkerSetup {
   gearTable: Uint8Array;
@@ -60,6 +63,15 @@ if (parentPort) {
   type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number } | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean };
   const queue: Queued[] = [];
   let busy = false;
+  // One read buffer per worker, reused for every file (files are chunked one at a time
+  // here; each chunk is copied out before the next read): a buffer per file left 4 MiB of
+  // garbage per file for the collector, 20-30 MiB per worker on media files (issue 13).
+  let readBuffer: Buffer | undefined;
+  /**
+   * Batch read buffers given back once the batch's compression is done (at most
+   * BATCHES_COMPRESSING are in use), reused when large enough: no allocation per batch.
+   */
+  const batchBuffers: Buffer[] = [];
 
   const takeBuffer = async (): Promise<ArrayBuffer> => {
     if (free.length === 0 && allocated < CREDITS) {
@@ -77,7 +89,7 @@ if (parentPort) {
     let size = 0;
     let pos = start0;
     try {
-      const buf = Buffer.allocUnsafe(READ_WINDOW);
+      const buf = (readBuffer ??= Buffer.allocUnsafeSlow(READ_WINDOW));
       let start = 0;
       let end = 0;
       let eof = false;
@@ -144,8 +156,10 @@ if (parentPort) {
     const n = paths.length;
     let room = 0;
     for (let i = 0; i < n; i++) room += sizes[i]! + 1;
-    // Every file's bytes back to back in one buffer: no allocation per file.
-    const raw = Buffer.allocUnsafe(room);
+    // Every file's bytes back to back in one buffer: no allocation per file (nor per
+    // batch, when a buffer given back by an earlier batch is large enough).
+    const reuse = batchBuffers.findIndex((b) => b.length >= room);
+    const raw = reuse >= 0 ? batchBuffers.splice(reuse, 1)[0]! : Buffer.allocUnsafeSlow(Math.max(room, BATCH_BUFFER_MIN));
     const ids = new Uint8Array(32 * n);
     const status = new Int32Array(SMALL_STATUS * n);
     const after = new BigUint64Array(4 * n);
@@ -210,6 +224,8 @@ if (parentPort) {
       status[s + SmallStatus.Length] = x.stored.length;
       o += x.stored.length;
     }
+    // `raw` (and every view of it) is done with: compressed output and copies only from here.
+    if (raw.length <= BATCH_BUFFER_MAX && batchBuffers.length < BATCHES_COMPRESSING) batchBuffers.push(raw);
     port.postMessage({ type: 'batch', job, status, after, extras, ids: ids.buffer, data: data.buffer } satisfies FromWorker, [ids.buffer, data.buffer, status.buffer, after.buffer]);
   };
 

@@ -397,6 +397,32 @@ export class BlobIndex {
     const r = this.#first(id);
     return r < 0 ? undefined : this.#location(r);
   }
+
+  /**
+   * The record number of the copy `get` returns for the ID at `id[o…o+32)`, or -1: a
+   * number in [0, recordCount) that stands for the blob without an object per blob
+   * (restore plans with it, issue 13). Valid until the next add.
+   */
+  recordOf(id: Uint8Array, o = 0): number {
+    if (id.length < o + ID_BYTES) return -1;
+    return this.#slots[this.#slot(id, o)]! - 1;
+  }
+  /** Records held (every copy counted): the bound of `recordOf`. */
+  get recordCount(): number {
+    return this.#records;
+  }
+  /** The location of record `r` (from `recordOf`). */
+  locationAt(r: number): BlobLocation {
+    return this.#location(r);
+  }
+  /** A copy of record `r`'s blob ID. */
+  idAt(r: number): Buffer {
+    return Buffer.from(this.#rec.subarray(r * REC, r * REC + ID_BYTES));
+  }
+  /** Record `r`'s pack as a small number (the same for every record of that pack), without making its location. */
+  packNoAt(r: number): number {
+    return this.#rec.readUInt32LE(r * REC + R_PACK);
+  }
   /** True when the blob is indexed in a pack that exists (after `preferStored`). */
   has(id: Uint8Array): boolean {
     const r = this.#first(id);

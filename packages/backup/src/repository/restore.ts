@@ -29,12 +29,12 @@ import { resolve } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
 import { decompressBlob } from './compress.js';
-import { hex, packName, type BlobLocation } from './blob.js';
+import { hex, packName } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
 import { Semaphore } from './semaphore.js';
 import { SubtreePicker, type Selection } from './browse.js';
-import type { DirEntry, FileEntry, TreeEntry } from './tree.js';
+import type { DirEntry, FileEntry, Owner, TreeEntry, Xattr } from './tree.js';
 import { RestoreTarget } from './restore-target.js';
 import { isRoot, makeNode, writeXattrs, writeXattrsSync } from './fs-meta.js';
 import { snapshotPathOf, type RestoreSelection } from './filter.js';
@@ -91,18 +91,146 @@ const PACK_READ_WINDOW = 2;
 export const RESTORE_OPEN_FILES = 32;
 /** Packs are read in pieces of this size. */
 const PACK_READ_PIECE = 1024 * 1024;
+/** Per pack being read: the next piece waits while blobs of more than this many bytes (stored + raw) are being decompressed and written. */
+const RESTORE_IN_FLIGHT_BYTES = 4 * 1024 * 1024;
 
-interface PendingFile {
-  entry: FileEntry;
-  /** The parent directory (relative path bytes) and the final name. */
-  dir: Buffer;
-  name: Buffer;
-  tmp: Buffer;
-  remaining: number;
-  /** The temporary file exists (was created by us). */
-  created: boolean;
-  /** Writes to one file run one after another (the first creates it). */
-  chain: Promise<void>;
+/** What setMeta needs of an entry (a file's is made from the FileTable when it is finished). */
+type MetaEntry = Pick<TreeEntry, 'type' | 'path' | 'rawPath' | 'mode' | 'mtimeNs' | 'owner' | 'xattrs'>;
+
+const NS = 1_000_000_000n;
+const F_OWNER = 1;
+const F_SPARSE = 2;
+/** The temporary file exists (was created by us). */
+const F_CREATED = 4;
+
+/**
+ * The files to restore, packed (issue 13): columns of typed arrays, one buffer of path
+ * bytes and one of chunk IDs (32 bytes per chunk), about 90 bytes per file besides its
+ * path, in place of the decoded entries and a plan of objects pointing at them (about
+ * 2 KB per file: a Buffer, strings, arrays, a bigint, a promise each). A file's entry is
+ * made again only while it is finished (`meta`).
+ */
+class FileTable {
+  count = 0;
+  totalBytes = 0;
+  #cap = 0;
+  #paths: Buffer = Buffer.alloc(0);
+  #pathEnd = 0;
+  /** Every file's chunk IDs, in file order (32 bytes each). */
+  ids: Buffer = Buffer.alloc(0);
+  #idEnd = 0;
+  pathOff = new Float64Array(0);
+  pathLen = new Uint32Array(0);
+  size = new Float64Array(0);
+  mode = new Uint16Array(0);
+  /** mtimeNs as whole seconds (toward zero) and the nanoseconds left (same sign). */
+  mtimeS = new Float64Array(0);
+  mtimeRest = new Int32Array(0);
+  uid = new Uint32Array(0);
+  gid = new Uint32Array(0);
+  flags = new Uint8Array(0);
+  /** The file's first chunk: its number in `ids`. */
+  chunkStart = new Float64Array(0);
+  chunks = new Uint32Array(0);
+  /** Chunks not yet written (a file is complete at 0). */
+  remaining = new Uint32Array(0);
+  readonly xattrs = new Map<number, Xattr[]>();
+  /** Writes to one file run one after another (the first creates it): files being written only. */
+  readonly chains = new Map<number, Promise<void>>();
+
+  #grow(): void {
+    const cap = Math.max(1024, this.#cap * 2);
+    const more = <T extends { length: number; set(a: T): void }>(a: T, make: (n: number) => T): T => {
+      const b = make(cap);
+      b.set(a);
+      return b;
+    };
+    this.pathOff = more(this.pathOff, (n) => new Float64Array(n));
+    this.pathLen = more(this.pathLen, (n) => new Uint32Array(n));
+    this.size = more(this.size, (n) => new Float64Array(n));
+    this.mode = more(this.mode, (n) => new Uint16Array(n));
+    this.mtimeS = more(this.mtimeS, (n) => new Float64Array(n));
+    this.mtimeRest = more(this.mtimeRest, (n) => new Int32Array(n));
+    this.uid = more(this.uid, (n) => new Uint32Array(n));
+    this.gid = more(this.gid, (n) => new Uint32Array(n));
+    this.flags = more(this.flags, (n) => new Uint8Array(n));
+    this.chunkStart = more(this.chunkStart, (n) => new Float64Array(n));
+    this.chunks = more(this.chunks, (n) => new Uint32Array(n));
+    this.remaining = more(this.remaining, (n) => new Uint32Array(n));
+    this.#cap = cap;
+  }
+
+  static #append(buf: Buffer, end: number, add: number): Buffer {
+    if (end + add <= buf.length) return buf;
+    const b = Buffer.allocUnsafe(Math.max(end + add, buf.length * 2, 64 * 1024));
+    buf.copy(b, 0, 0, end);
+    return b;
+  }
+
+  add(e: FileEntry): void {
+    if (this.count === this.#cap) this.#grow();
+    const i = this.count++;
+    this.#paths = FileTable.#append(this.#paths, this.#pathEnd, e.rawPath.length);
+    e.rawPath.copy(this.#paths, this.#pathEnd);
+    this.pathOff[i] = this.#pathEnd;
+    this.pathLen[i] = e.rawPath.length;
+    this.#pathEnd += e.rawPath.length;
+    this.size[i] = e.size;
+    this.totalBytes += e.size;
+    this.mode[i] = e.mode;
+    this.mtimeS[i] = Number(e.mtimeNs / NS);
+    this.mtimeRest[i] = Number(e.mtimeNs % NS);
+    let f = e.sparse ? F_SPARSE : 0;
+    if (e.owner) {
+      f |= F_OWNER;
+      this.uid[i] = e.owner.uid;
+      this.gid[i] = e.owner.gid;
+    }
+    this.flags[i] = f;
+    if (e.xattrs) this.xattrs.set(i, e.xattrs);
+    this.ids = FileTable.#append(this.ids, this.#idEnd, 32 * e.chunks.length);
+    this.chunkStart[i] = this.#idEnd / 32;
+    for (const c of e.chunks) {
+      this.ids.write(c, this.#idEnd, 32, 'hex');
+      this.#idEnd += 32;
+    }
+    this.chunks[i] = e.chunks.length;
+    this.remaining[i] = e.chunks.length;
+  }
+
+  rawPath(i: number): Buffer {
+    return this.#paths.subarray(this.pathOff[i]!, this.pathOff[i]! + this.pathLen[i]!);
+  }
+  path(i: number): string {
+    return this.rawPath(i).toString('utf8');
+  }
+  sparse(i: number): boolean {
+    return (this.flags[i]! & F_SPARSE) !== 0;
+  }
+  created(i: number): boolean {
+    return (this.flags[i]! & F_CREATED) !== 0;
+  }
+  setCreated(i: number): void {
+    this.flags[i] = this.flags[i]! | F_CREATED;
+  }
+  owner(i: number): Owner | undefined {
+    return (this.flags[i]! & F_OWNER) !== 0 ? { uid: this.uid[i]!, gid: this.gid[i]! } : undefined;
+  }
+  /** File i's entry as setMeta reads it. */
+  meta(i: number): MetaEntry {
+    const rawPath = this.rawPath(i);
+    const owner = this.owner(i);
+    const xattrs = this.xattrs.get(i);
+    return {
+      type: 'file',
+      path: rawPath.toString('utf8'),
+      rawPath,
+      mode: this.mode[i]!,
+      mtimeNs: BigInt(this.mtimeS[i]!) * NS + BigInt(this.mtimeRest[i]!),
+      ...(owner ? { owner } : {}),
+      ...(xattrs ? { xattrs } : {}),
+    };
+  }
 }
 
 export async function restore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
@@ -131,7 +259,7 @@ export async function restore(repo: Repository, rec: SnapshotRecord, opts: Resto
 async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
   const target = resolve(opts.target);
   const dirs: DirEntry[] = [];
-  const files: FileEntry[] = [];
+  const files = new FileTable();
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
   // --include/--exclude match the snapshot's own paths, so they are applied before
   // SNAPSHOT:PATH moves the chosen part to the top of the target.
@@ -146,7 +274,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
     const e = picker ? picker.pick(listed) : listed;
     if (!e) continue;
     if (e.type === 'dir') dirs.push(e);
-    else if (e.type === 'file') files.push(e);
+    else if (e.type === 'file') files.add(e);
     else others.push(e);
   }
   picker?.finish(rec.id);
@@ -164,7 +292,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
    * owner (restoring as root, or the recorded owner is the restoring user), setgid only
    * when it gets its recorded group; an entry without a recorded owner loses both.
    */
-  const modeFor = (e: TreeEntry) => {
+  const modeFor = (e: { mode: number; owner?: Owner | undefined }) => {
     let m = e.mode;
     const o = e.owner;
     if (!o || !(owners || o.uid === uid)) m &= ~0o4000;
@@ -191,13 +319,13 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
         }
         return false;
       };
-      for (const e of [...files, ...others]) {
-        const { dir, name } = split(e.rawPath);
+      for (let i = 0; i < files.count + others.length && clashes.length < 5; i++) {
+        const rawPath = i < files.count ? files.rawPath(i) : others[i - files.count]!.rawPath;
+        const { dir, name } = split(rawPath);
         if (underMissing(dir)) continue;
         const there = await tgt.withDir(dir, false, async (prefix) => lstatSync(Buffer.concat([prefix, name]), { throwIfNoEntry: false }) !== undefined);
         if (there === null) missing.add(dir.toString('latin1'));
-        if (there) clashes.push(shown(e.rawPath));
-        if (clashes.length >= 5) break;
+        if (there) clashes.push(shown(rawPath));
       }
       if (clashes.length > 0) {
         throw new CofferError('exists', `restore would overwrite existing files (e.g. ${clashes.join(', ')}); use --overwrite to replace them`);
@@ -212,12 +340,12 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
 interface Plan {
   target: string;
   dirs: DirEntry[];
-  files: FileEntry[];
+  files: FileTable;
   others: Array<Exclude<TreeEntry, DirEntry | FileEntry>>;
   warn: (path: string, message: string) => void;
   warnings: RestoreWarning[];
   owners: boolean;
-  modeFor: (e: TreeEntry) => number;
+  modeFor: (e: { mode: number; owner?: Owner | undefined }) => number;
   split: (raw: Buffer) => { dir: Buffer; name: Buffer };
   shown: (raw: Buffer) => string;
   opts: RestoreOptions;
@@ -243,45 +371,65 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts } = plan;
   // Every blob must be indexed before we start: a missing one names its file.
   const index = await repo.index();
-  const byPack = new Map<string, { packId: Buffer; blobs: Array<{ loc: BlobLocation; id: Buffer; uses: Array<{ file: PendingFile; offset: number }> }> }>();
-  const blobUses = new Map<string, { loc: BlobLocation; id: Buffer; uses: Array<{ file: PendingFile; offset: number }> }>();
-  const pending: PendingFile[] = [];
+  // The plan, packed like the files (issue 13): each distinct blob is a number, its
+  // location the index record `blobRec` names; its uses (file, offset) a linked list.
+  const blobOfRec = new Int32Array(index.recordCount).fill(-1);
+  let blobRec = new Uint32Array(1024);
+  let blobFirstUse = new Int32Array(1024);
+  let blobLastUse = new Int32Array(1024);
+  let blobs = 0;
+  let useFile = new Uint32Array(1024);
+  let useOffset = new Float64Array(1024);
+  let useNext = new Int32Array(1024);
+  let uses = 0;
+  /** Blob numbers by pack (index pack number), packs in the order first needed. */
+  const byPack = new Map<number, number[]>();
   const suffix = randomBytes(6).toString('hex');
-  for (const entry of files) {
-    const { dir, name } = split(entry.rawPath);
-    const file: PendingFile = {
-      entry,
-      dir,
-      name,
-      tmp: Buffer.from(`.coffer-restore-${suffix}-${pending.length}`),
-      remaining: entry.chunks.length,
-      created: false,
-      chain: Promise.resolve(),
-    };
-    pending.push(file);
+  const tmpName = (f: number) => Buffer.from(`.coffer-restore-${suffix}-${f}`);
+  const grown = <T extends Uint32Array | Int32Array | Float64Array>(a: T, n: number): T => {
+    if (n < a.length) return a;
+    const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+    b.set(a);
+    return b;
+  };
+  for (let f = 0; f < files.count; f++) {
     let offset = 0;
-    for (const c of entry.chunks) {
-      let use = blobUses.get(c);
-      if (!use) {
-        const id = Buffer.from(c, 'hex');
-        const loc = index.get(id);
-        if (!loc) {
-          throw new CofferError('missing-object', `${entry.path}: its data (blob ${c.slice(0, 16)}) is missing from the repository; \`coffer check\` tells which snapshots are affected`);
-        }
-        use = { loc, id, uses: [] };
-        blobUses.set(c, use);
-        const pk = loc.packId.toString('latin1');
-        let group = byPack.get(pk);
-        if (!group) byPack.set(pk, (group = { packId: loc.packId, blobs: [] }));
-        group.blobs.push(use);
+    const first = files.chunkStart[f]!;
+    for (let k = 0; k < files.chunks[f]!; k++) {
+      const r = index.recordOf(files.ids, (first + k) * 32);
+      if (r < 0) {
+        const c = files.ids.toString('hex', (first + k) * 32, (first + k) * 32 + 8);
+        throw new CofferError('missing-object', `${files.path(f)}: its data (blob ${c}) is missing from the repository; \`coffer check\` tells which snapshots are affected`);
       }
-      use.uses.push({ file, offset });
-      offset += use.loc.rawLength;
+      let blob = blobOfRec[r]!;
+      if (blob < 0) {
+        blob = blobOfRec[r] = blobs++;
+        blobRec = grown(blobRec, blob);
+        blobFirstUse = grown(blobFirstUse, blob);
+        blobLastUse = grown(blobLastUse, blob);
+        blobRec[blob] = r;
+        blobFirstUse[blob] = -1;
+        const pk = index.packNoAt(r);
+        let group = byPack.get(pk);
+        if (!group) byPack.set(pk, (group = []));
+        group.push(blob);
+      }
+      const u = uses++;
+      useFile = grown(useFile, u);
+      useOffset = grown(useOffset, u);
+      useNext = grown(useNext, u);
+      useFile[u] = f;
+      useOffset[u] = offset;
+      useNext[u] = -1;
+      if (blobFirstUse[blob] === -1) blobFirstUse[blob] = u;
+      else useNext[blobLastUse[blob]!] = u;
+      blobLastUse[blob] = u;
+      offset += index.locationAt(r).rawLength;
     }
-    if (offset !== entry.size) throw new CofferError('corrupt', `${entry.path}: its chunk list does not add up to its size`);
+    if (offset !== files.size[f]) throw new CofferError('corrupt', `${files.path(f)}: its chunk list does not add up to its size`);
   }
 
-  const progress: RestoreProgress = { files: 0, bytes: 0, totalFiles: files.length, totalBytes: files.reduce((a, f) => a + f.size, 0) };
+  const progress: RestoreProgress = { files: 0, bytes: 0, totalFiles: files.count, totalBytes: files.totalBytes };
   let lastReport = 0;
   const report = (force = false) => {
     const t = Date.now();
@@ -299,7 +447,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const replaced: string[] = [];
   const fds = new Semaphore(RESTORE_OPEN_FILES);
   /** Owner, xattrs, mode, times, in that order (chown clears setuid and capabilities). */
-  const setMeta = async (e: TreeEntry, path: Buffer, fh?: fs.FileHandle) => {
+  const setMeta = async (e: MetaEntry, path: Buffer, fh?: fs.FileHandle) => {
     const where = shown(e.rawPath);
     if (owners && e.owner) {
       try {
@@ -331,7 +479,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
   };
   /** setMeta with synchronous calls on an open descriptor (keep the two in step). */
-  const setMetaSync = (e: FileEntry, path: Buffer, fd: number) => {
+  const setMetaSync = (e: MetaEntry, path: Buffer, fd: number) => {
     const where = shown(e.rawPath);
     if (owners && e.owner) {
       try {
@@ -358,42 +506,49 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
   };
   /** A file with at most one chunk, written, finished and renamed into place in one go. */
-  const writeWhole = async (f: PendingFile, raw: Buffer) => {
-    await inDir(f.dir, async (prefix) => {
-      const tmpPath = Buffer.concat([prefix, f.tmp]);
+  const writeWhole = async (f: number, raw: Buffer) => {
+    const rawPath = files.rawPath(f);
+    const { dir, name } = split(rawPath);
+    const tmp = tmpName(f);
+    const sparse = files.sparse(f);
+    await inDir(dir, async (prefix) => {
+      const tmpPath = Buffer.concat([prefix, tmp]);
       const fd = openSync(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-      createdTmp.set(tmpKey(f.dir, f.tmp), { dir: f.dir, name: f.tmp });
-      f.created = true;
+      createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
+      files.setCreated(f);
       try {
-        for (const [from, to] of dataRuns(raw, 0, f.entry.sparse === true)) {
+        for (const [from, to] of dataRuns(raw, 0, sparse)) {
           for (let w = from; w < to; ) w += writeSync(fd, raw, w, to - w, w);
         }
-        if (f.entry.sparse) ftruncateSync(fd, f.entry.size);
-        setMetaSync(f.entry, tmpPath, fd);
+        if (sparse) ftruncateSync(fd, files.size[f]!);
+        setMetaSync(files.meta(f), tmpPath, fd);
       } finally {
         closeSync(fd);
       }
-      const dest = Buffer.concat([prefix, f.name]);
-      if (opts.overwrite && lstatSync(dest, { throwIfNoEntry: false }) !== undefined) replaced.push(shown(f.entry.rawPath));
+      const dest = Buffer.concat([prefix, name]);
+      if (opts.overwrite && lstatSync(dest, { throwIfNoEntry: false }) !== undefined) replaced.push(shown(rawPath));
       renameSync(tmpPath, dest);
     });
-    createdTmp.delete(tmpKey(f.dir, f.tmp));
-    f.remaining = 0;
+    createdTmp.delete(tmpKey(dir, tmp));
+    files.remaining[f] = 0;
     progress.bytes += raw.length;
     progress.files++;
     report();
   };
-  const complete = async (f: PendingFile) => {
+  const complete = async (f: number) => {
+    const rawPath = files.rawPath(f);
+    const { dir, name } = split(rawPath);
+    const tmp = tmpName(f);
     // Under the descriptor bound too: the directory handle it needs stays open meanwhile,
     // and many files of one pack may complete at once.
     await fds.with(() =>
-      inDir(f.dir, async (prefix) => {
-        const dest = Buffer.concat([prefix, f.name]);
-        if (opts.overwrite && (await fs.lstat(dest).then(() => true, () => false))) replaced.push(shown(f.entry.rawPath));
-        await fs.rename(Buffer.concat([prefix, f.tmp]), dest);
+      inDir(dir, async (prefix) => {
+        const dest = Buffer.concat([prefix, name]);
+        if (opts.overwrite && (await fs.lstat(dest).then(() => true, () => false))) replaced.push(shown(rawPath));
+        await fs.rename(Buffer.concat([prefix, tmp]), dest);
       }),
     );
-    createdTmp.delete(tmpKey(f.dir, f.tmp));
+    createdTmp.delete(tmpKey(dir, tmp));
     progress.files++;
     report();
   };
@@ -412,62 +567,79 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
    * write), opened through its directory handle without following symlinks and closed
    * again; true when that was the file's last piece (its metadata is then set).
    */
-  const writeTo = (f: PendingFile, raw: Buffer | null, offset: number): Promise<boolean> => {
+  const writeTo = (f: number, raw: Buffer | null, offset: number): Promise<boolean> => {
     const run = () =>
       fds.with(async () => {
-        const flags = f.created ? fsc.O_WRONLY | fsc.O_NOFOLLOW : fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
-        const fh = await inDir(f.dir, (prefix) => fs.open(Buffer.concat([prefix, f.tmp]), flags, 0o600));
-        if (!f.created) createdTmp.set(tmpKey(f.dir, f.tmp), { dir: f.dir, name: f.tmp });
-        f.created = true;
+        const { dir } = split(files.rawPath(f));
+        const tmp = tmpName(f);
+        const sparse = files.sparse(f);
+        const created = files.created(f);
+        const flags = created ? fsc.O_WRONLY | fsc.O_NOFOLLOW : fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+        const fh = await inDir(dir, (prefix) => fs.open(Buffer.concat([prefix, tmp]), flags, 0o600));
+        if (!created) createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
+        files.setCreated(f);
         try {
           if (raw) {
-            await writeAt(fh, raw, offset, f.entry.sparse === true);
+            await writeAt(fh, raw, offset, sparse);
             progress.bytes += raw.length;
           }
-          const last = raw === null || --f.remaining === 0;
+          const last = raw === null || --files.remaining[f]! === 0;
           if (last) {
             // A sparse file's zero blocks were skipped: the size makes them holes.
-            if (f.entry.sparse) await fh.truncate(f.entry.size);
-            await inDir(f.dir, (prefix) => setMeta(f.entry, Buffer.concat([prefix, f.tmp]), fh));
+            if (sparse) await fh.truncate(files.size[f]!);
+            await inDir(dir, (prefix) => setMeta(files.meta(f), Buffer.concat([prefix, tmp]), fh));
           }
           return last;
         } finally {
           await fh.close();
         }
       });
-    const p = f.chain.then(run);
-    f.chain = p.then(
+    const p = (files.chains.get(f) ?? Promise.resolve()).then(run);
+    const chain = p.then(
       () => {},
       () => {},
     );
+    files.chains.set(f, chain);
+    // The chain is dropped once its last write settles (the file's plan entry stays packed).
+    void chain.then(() => {
+      if (files.chains.get(f) === chain) files.chains.delete(f);
+    });
     return p;
   };
 
   let madeOthers = 0;
   try {
     for (const d of dirs) await inDir(d.rawPath, async () => undefined);
-    for (const f of pending) {
-      if (f.remaining !== 0) continue;
+    for (let f = 0; f < files.count; f++) {
+      if (files.remaining[f] !== 0) continue;
       await writeWhole(f, Buffer.alloc(0));
     }
 
     await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
-      const name = packName(group.packId);
-      const sealedLength = index.packs.get(group.packId.toString('latin1'))?.sealedLength ?? 0;
-      const blobs = [...group.blobs].sort((a, b) => a.loc.offset - b.loc.offset);
+      // Locations made for this pack's blobs only, while it is read.
+      const blobs = group.map((b) => ({ b, loc: index.locationAt(blobRec[b]!) })).sort((x, y) => x.loc.offset - y.loc.offset);
+      const packId = blobs[0]!.loc.packId;
+      const name = packName(packId);
+      const sealedLength = index.packs.get(packId.toString('latin1'))?.sealedLength ?? 0;
       const writes: Array<Promise<void>> = [];
-      const deliver = (b: (typeof blobs)[number], stored: Buffer) =>
+      /** Bytes (stored + raw) of this pack's blobs handed to `deliver` and not yet written; `writes[oldest]`: the first maybe not settled. */
+      let inFlight = 0;
+      let oldest = 0;
+      const deliver = (bl: (typeof blobs)[number], stored: Buffer) =>
         (async () => {
-          const raw = await decompressBlob(stored, b.loc.flags, b.loc.rawLength, `${name} (blob at ${b.loc.offset})`);
+          const { b, loc } = bl;
+          const raw = await decompressBlob(stored, loc.flags, loc.rawLength, `${name} (blob at ${loc.offset})`);
           // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
           // authenticated, but an index pointing at the wrong blob would otherwise
           // restore the wrong bytes.
-          if (!repo.keys.chunkId(raw).equals(b.id)) {
-            throw new CofferError('corrupt', `${name}: the blob at ${b.loc.offset} does not match its ID: it is not ${hex(b.id).slice(0, 16)}, which the index places there`);
+          const id = index.idAt(blobRec[b]!);
+          if (!repo.keys.chunkId(raw).equals(id)) {
+            throw new CofferError('corrupt', `${name}: the blob at ${loc.offset} does not match its ID: it is not ${hex(id).slice(0, 16)}, which the index places there`);
           }
-          for (const u of b.uses) {
-            if (u.file.entry.chunks.length === 1) await writeWhole(u.file, raw);
-            else if (await writeTo(u.file, raw, u.offset)) await complete(u.file);
+          for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) {
+            const f = useFile[u]!;
+            if (files.chunks[f] === 1) await writeWhole(f, raw);
+            else if (await writeTo(f, raw, useOffset[u]!)) await complete(f);
           }
           report();
         })();
@@ -476,7 +648,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       // once it authenticated, copied into the blobs it holds, and each complete blob
       // is decompressed and written while the next piece is read. Memory per pack: one
       // piece and the blobs in progress, not the whole pack twice over.
-      const opener = new ObjectOpener(repo.keys.objectMaster, { kind: ObjectKind.Pack, id: group.packId });
+      const opener = new ObjectOpener(repo.keys.objectMaster, { kind: ObjectKind.Pack, id: packId });
       let next = 0; // first blob not yet complete
       let plainPos = 0;
       let current: Buffer | undefined;
@@ -491,7 +663,9 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           const to = Math.min(bEnd, segEnd);
           seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
           if (to < bEnd) break;
-          const p = deliver(b, current);
+          const bytes = b.loc.storedLength + b.loc.rawLength;
+          inFlight += bytes;
+          const p = deliver(b, current).finally(() => (inFlight -= bytes));
           p.catch(() => {}); // awaited below
           writes.push(p);
           current = undefined;
@@ -508,6 +682,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           const piece = await repo.backend.get(name, { offset: off, length: last ? want + 1 : want });
           if (piece.length > want) throw new CofferError('corrupt', 'it is longer than the index says (extended)');
           for (const seg of opener.update(piece)) feed(seg);
+          // Blobs being decompressed and written hold their bytes (stored, raw and zstd's
+          // buffers): the next piece is read once few are left (issue 13: otherwise a
+          // pack's blobs all wait for the disk at once, 100 MiB and more on media files).
+          while (inFlight > RESTORE_IN_FLIGHT_BYTES && oldest < writes.length) await writes[oldest++]!.catch(() => {});
           if (piece.length < want) break; // shorter than indexed: final() says so
         }
         for (const seg of opener.final()) feed(seg);
@@ -515,7 +693,9 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       } catch (e) {
         await Promise.allSettled(writes);
         if (CofferError.is(e, 'missing-object')) {
-          const needs = [...new Set(group.blobs.flatMap((b) => b.uses.map((u) => u.file.entry.path)))];
+          const needs: string[] = [];
+          for (const b of group) for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) needs.push(files.path(useFile[u]!));
+          needs.splice(0, needs.length, ...new Set(needs));
           const more = needs.length > 3 ? ` and ${needs.length - 3} more` : '';
           throw new CofferError('missing-object', `${needs.slice(0, 3).join(', ')}${more}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
         }
@@ -570,7 +750,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
     report(true);
   } catch (e) {
-    await Promise.allSettled(pending.map((f) => f.chain));
+    await Promise.allSettled([...files.chains.values()]);
     for (const t of createdTmp.values()) await tgt.withDir(t.dir, false, (prefix) => fs.unlink(Buffer.concat([prefix, t.name]))).catch(() => {});
     // Say truthfully what already happened: with --overwrite, completed files replaced
     // the user's files before the failure.
@@ -584,7 +764,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place${already}`, { cause: e });
   }
   const symlinks = others.filter((e) => e.type === 'symlink').length;
-  return { files: files.length, dirs: dirs.length, symlinks, others: madeOthers - symlinks, bytes: progress.totalBytes, warnings };
+  return { files: files.count, dirs: dirs.length, symlinks, others: madeOthers - symlinks, bytes: progress.totalBytes, warnings };
 }
 
 const SPARSE_BLOCK = 4096;

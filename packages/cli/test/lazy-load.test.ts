@@ -1,0 +1,99 @@
+/**
+ * Issue 13: a backup or a restore loads only what it uses. The relay client (with
+ * @coffer/protocol and OPAQUE's WASM, about 16 MiB resident) is loaded by the commands
+ * that reach the relay or the vault, never by key-mode commands; the CLI's copy of the
+ * profile location (profile-dir.ts) stays what @coffer/client computes.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as nodeFs from 'node:fs';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { profileDir } from '@coffer/client';
+import { profileDirOf } from '../src/profile-dir.js';
+
+const BIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+const HOME = await fs.mkdtemp(join(tmpdir(), 'coffer-lazy-'));
+process.on('exit', () => nodeFs.rmSync(HOME, { recursive: true, force: true }));
+
+/**
+ * Runs the CLI with a preload that reports, at exit, whether any module of
+ * @coffer/client or @coffer/protocol was loaded (ESM loader hook on resolve).
+ */
+function cofferLoads(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stderr: string; loaded: string[] }> {
+  const hook = join(HOME, 'hook.mjs');
+  const out = join(HOME, `loaded-${Math.random().toString(36).slice(2)}.txt`);
+  return new Promise((done) => {
+    execFile(process.execPath, ['--import', hook, BIN, ...args], { env: { HOME, PATH: process.env.PATH ?? '', MEM5_LOADED: out, ...env } }, (err, _o, stderr) => {
+      const loaded = nodeFs.existsSync(out) ? nodeFs.readFileSync(out, 'utf8').split('\n').filter(Boolean) : [];
+      done({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr, loaded });
+    });
+  });
+}
+
+test.before(async () => {
+  await fs.writeFile(
+    join(HOME, 'hook.mjs'),
+    `import { register } from 'node:module';
+import { appendFileSync } from 'node:fs';
+register('data:text/javascript,' + encodeURIComponent(\`
+export async function resolve(spec, ctx, next) {
+  const r = await next(spec, ctx);
+  if (/packages\\\\/(client|protocol)\\\\/dist\\\\//.test(r.url)) (await import('node:fs')).appendFileSync(process.env.MEM5_LOADED, r.url + '\\\\n');
+  return r;
+}\`));
+`,
+  );
+});
+
+test('backup, restore, snapshots and check do not load the relay client', async () => {
+  const repo = join(HOME, 'repo');
+  const data = join(HOME, 'data');
+  await fs.mkdir(data);
+  await fs.writeFile(join(data, 'a.txt'), 'hello');
+  const keyFile = join(HOME, 'key');
+  await fs.writeFile(keyFile, '42'.repeat(32), { mode: 0o600 });
+  const common = ['--repo', repo, '--key-file', keyFile, '-q'];
+  for (const args of [['init', ...common], ['backup', ...common, data], ['snapshots', ...common], ['restore', 'latest', '--target', join(HOME, 'out'), ...common], ['check', ...common], ['--help']]) {
+    const r = await cofferLoads(args);
+    assert.equal(r.code, 0, `${args[0]}: ${r.stderr}`);
+    assert.deepEqual(r.loaded, [], `${args[0]} loaded ${r.loaded.join(', ')}`);
+  }
+  assert.equal(await fs.readFile(join(HOME, 'out', 'data', 'a.txt'), 'utf8'), 'hello');
+});
+
+test('a relay command loads the client, and its errors keep their exit codes', async () => {
+  // A profile never logged in: the client's own error (CofferClientError 'not-logged-in'), exit 24.
+  const r = await cofferLoads(['vault', 'recover', '--profile', join(HOME, 'profile') + '/']);
+  assert.ok(r.loaded.some((u) => u.includes('/client/dist/')), 'the client was loaded');
+  assert.equal(r.code, 24, r.stderr);
+  assert.match(r.stderr, /^coffer: error: not logged in/);
+});
+
+test('profileDirOf is @coffer/client profileDir', () => {
+  const envs: NodeJS.ProcessEnv[] = [{ HOME: '/home/u' }, { HOME: '/home/u', XDG_CONFIG_HOME: '/x/cfg' }, { HOME: '/home/u', COFFER_PROFILE: 'work' }, { HOME: '/h', COFFER_PROFILE: './rel/p' }];
+  const givens = [undefined, '', 'default', 'a-b_C9', '/abs/dir', 'rel/dir', '.hidden', 'x'.repeat(64), 'x'.repeat(65), 'bad name', 'é'];
+  for (const env of envs) {
+    for (const given of givens) {
+      let want: string | Error;
+      let got: string | Error;
+      try {
+        want = profileDir(given, env);
+      } catch (e) {
+        want = e as Error;
+      }
+      try {
+        got = profileDirOf(given, env);
+      } catch (e) {
+        got = e as Error;
+      }
+      if (want instanceof Error) {
+        assert.ok(got instanceof Error, `${String(given)}: client refuses, CLI gave ${String(got)}`);
+        assert.equal(got.message, want.message);
+      } else assert.equal(got, want, `${String(given)} with ${JSON.stringify(env)}`);
+    }
+  }
+});

@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { backup, type TreeEntry } from '../src/index.js';
+import { backup, check, restore, type TreeEntry } from '../src/index.js';
 import { xattrs } from '../src/repository/fs-meta.js';
-import { newRepo, tempDir } from './fixtures/trees.js';
+import { newRepo, prng, tempDir } from './fixtures/trees.js';
 
 /** 3 directories × 600 small files (more than the walk's look-ahead), names sorting differently as bytes and as text. */
 async function manySmallFiles(root: string): Promise<void> {
@@ -143,4 +143,33 @@ test('unchanged files are recognised from their parent line whatever their names
   assert.equal(time?.mtimeNs, BigInt(new Date(2001, 1, 1).getTime()) * 1_000_000n);
   assert.equal(got.find((e) => e.path === 'odd/linked2')?.type, 'hardlink');
   assert.equal(got.filter((e) => e.type === 'file').length, names.length + 4);
+});
+
+test('a backup with many new blobs writes index objects as it goes, each after its packs are durable; the repository reads and checks whole', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'big');
+  await fs.mkdir(src);
+  // ~20 MiB of random data in small chunks: three packs, thousands of blobs.
+  for (let i = 0; i < 20; i++) await fs.writeFile(join(src, `f${i}`), prng(100 + i, 1 << 20));
+  const repo = tr.repo;
+  // An index object once the committed packs' records reach 1 byte: one per committed pack.
+  const first = await backup(repo, { paths: [src], indexFlushBytes: 1 });
+  const packs = (await tr.backend.list('data/')).length;
+  const indexes = (await tr.backend.list('index/')).length;
+  assert.ok(packs >= 3, `${packs} packs`);
+  assert.ok(indexes >= 2 && indexes <= packs, `${indexes} index objects for ${packs} packs`);
+  const c = await check(await tr.reopen(), { readData: true });
+  assert.deepEqual(c.problems, []);
+  assert.equal(c.unreferencedPacks, 0, 'every pack is in an index');
+  // The blobs indexed along the way deduplicate the next backup.
+  const again = await backup(await tr.reopen(), { paths: [src], parent: 'none' });
+  assert.equal(again.snapshot.stats.newChunks, 0);
+  assert.deepEqual(again.snapshot.tree, first.snapshot.tree);
+  const out = await tempDir(t, 'out');
+  await restore(await tr.reopen(), { id: first.id, snapshot: first.snapshot }, { target: out });
+  for (let i = 0; i < 20; i++) assert.ok((await fs.readFile(join(out, 'big', `f${i}`))).equals(prng(100 + i, 1 << 20)), `f${i}`);
+  // Without the test threshold, this backup's few thousand blobs make one index object.
+  const tr2 = await newRepo(t);
+  await backup(tr2.repo, { paths: [src] });
+  assert.equal((await tr2.backend.list('index/')).length, 1);
 });

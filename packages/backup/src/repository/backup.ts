@@ -86,6 +86,8 @@ export interface BackupOptions {
    * to change a file while it is being backed up).
    */
   afterFileRead?: (path: Buffer) => Promise<void> | void;
+  /** Tests: index records of committed packs that make an index object before the end (BlobWriter's INDEX_FLUSH_BYTES). */
+  indexFlushBytes?: number;
   /**
    * File selection (filter.ts `backupExcluder`): true leaves the entry out; an excluded
    * directory is not read. Called for the roots and for every entry below them.
@@ -524,6 +526,9 @@ async function runBackup(
 
   const padding = opts.padding ?? repo.config.padding;
   const writer = new BlobWriter(repo, (id) => index.has(id), padding, opts.compression);
+  // Index objects go out as the backup goes once there are many new blobs, each after the lock is checked.
+  writer.beforeIndex = () => lock.ensureHeld();
+  if (opts.indexFlushBytes !== undefined) writer.indexFlushBytes = opts.indexFlushBytes;
   const cdc = new FastCdc(repo.keys.gearTable, repo.config.chunker);
   const tree = new TreeWriter(cdc, async (raw) => {
     const id = repo.keys.chunkId(raw);

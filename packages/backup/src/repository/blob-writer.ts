@@ -1,8 +1,10 @@
 /**
  * Stores new blobs: deduplicates against the index and against blobs in flight,
- * compresses where it pays, fills packs, uploads them, and at the end writes one index
- * object for everything it stored. Memory is bounded by the compression and upload
- * windows, not by the data size.
+ * compresses where it pays, fills packs, uploads them, and writes index objects for
+ * what it stored: at the end, and before that whenever the committed packs not yet
+ * indexed describe INDEX_FLUSH_BYTES of records (when the caller allows it, `beforeIndex`).
+ * Memory is bounded by the compression and upload windows and that index size, not by
+ * the data size or the number of blobs.
  */
 import { randomBytes } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
@@ -20,6 +22,8 @@ export const PACK_TARGET_BYTES = 8 * 1024 * 1024;
 const COMPRESS_WINDOW = 4; // chunks being compressed at once (≤ 4 × max chunk size in memory)
 const UPLOAD_WINDOW = 2; // finished packs being committed (synced) at once
 const WRITE_GROUP_BYTES = 1024 * 1024; // small blobs' sealed pieces are written in groups of this size
+/** Index records (46 bytes a blob) of committed packs that make an index object during a backup (~91,000 blobs). */
+export const INDEX_FLUSH_BYTES = 4 * 1024 * 1024;
 
 /** A pack being filled: its sealed pieces stream to storage as they are produced. */
 interface OpenPack {
@@ -39,8 +43,26 @@ export class BlobWriter {
   readonly #compress = new Semaphore(COMPRESS_WINDOW);
   readonly #upload = new Semaphore(UPLOAD_WINDOW);
   readonly #tasks = new Set<Promise<void>>();
-  /** Each finished pack's index record (encodePackRecord): 46 bytes per blob, no object per blob. */
+  /**
+   * Each finished pack's index record (encodePackRecord): 46 bytes per blob, no object
+   * per blob. Kept for finishPacks (prune) only, not by a writer that writes its own
+   * index objects (`beforeIndex` set).
+   */
   readonly #packs: Buffer[] = [];
+  /** Records of committed packs that no index object written yet describes, and their bytes. */
+  #unindexed: Buffer[] = [];
+  #unindexedBytes = 0;
+  /** Index objects written before `finish` (one at a time). */
+  #indexing: Promise<void> = Promise.resolve();
+  indexesWritten = 0;
+  /**
+   * Set by a caller that holds a lock: run just before each index object this writer
+   * writes (the caller re-checks its lock there, spec §11). Without it, the one index is
+   * written by `finish` alone.
+   */
+  beforeIndex: (() => Promise<void>) | undefined;
+  /** INDEX_FLUSH_BYTES, unless a test says otherwise. */
+  indexFlushBytes = INDEX_FLUSH_BYTES;
   #pack: OpenPack | undefined;
   #error: unknown;
   addedBytes = 0;
@@ -184,7 +206,8 @@ export class BlobWriter {
     if (!pack) return;
     this.#pack = undefined;
     const done = pack.builder.finish(this.#padding);
-    this.#packs.push(encodePackRecord(done.packId, done.sealedLength, done.entries));
+    const record = encodePackRecord(done.packId, done.sealedLength, done.entries);
+    if (!this.beforeIndex) this.#packs.push(record);
     await this.#upload.take();
     this.#track(
       (async () => {
@@ -193,6 +216,7 @@ export class BlobWriter {
           const w = await pack.writer;
           await w.write(done.parts);
           await w.commit();
+          this.#committed(record);
         } catch (e) {
           await (await pack.writer.catch(() => undefined))?.abort();
           throw e;
@@ -201,6 +225,36 @@ export class BlobWriter {
         }
       })(),
     );
+  }
+
+  /**
+   * A pack was committed: once the committed packs not yet indexed reach
+   * INDEX_FLUSH_BYTES of records, they get an index object now (after a barrier, spec
+   * §12), so the index this backup holds in memory and writes at the end stays bounded.
+   */
+  #committed(record: Buffer): void {
+    this.#unindexed.push(record);
+    this.#unindexedBytes += record.length;
+    if (!this.beforeIndex || this.#unindexedBytes < this.indexFlushBytes) return;
+    const records = this.#takeUnindexed();
+    const write = this.#indexing.then(() => this.#writeIndex(records));
+    this.#indexing = write.catch(() => {});
+    this.#track(write);
+  }
+
+  #takeUnindexed(): Buffer[] {
+    const records = this.#unindexed;
+    this.#unindexed = [];
+    this.#unindexedBytes = 0;
+    return records;
+  }
+
+  /** An index object for committed packs: durable first (their names too), the lock re-checked. */
+  async #writeIndex(records: Buffer[]): Promise<void> {
+    await this.#repo.backend.sync();
+    await this.beforeIndex?.();
+    await this.#repo.writeObject(ObjectKind.Index, encodeIndexRecords(records, 2, this.#padding), indexName);
+    this.indexesWritten++;
   }
 
   async #finishPacks(): Promise<void> {
@@ -213,6 +267,7 @@ export class BlobWriter {
 
   /** Waits for every blob to be stored; returns the packs written, for an index. */
   async finishPacks(): Promise<IndexedPack[]> {
+    if (this.beforeIndex) throw new Error('BlobWriter.finishPacks: this writer writes its own index objects');
     await this.#finishPacks();
     return decodeIndex(encodeIndexRecords(this.#packs, 2, PadMode.Off), 'the new packs');
   }
@@ -223,15 +278,19 @@ export class BlobWriter {
    */
   async finish(beforeIndex?: () => Promise<void>): Promise<void> {
     await this.#finishPacks();
+    await this.#indexing;
+    this.#check();
     // Packs durable (their directory entries too) before an index names them: otherwise
     // a crash could leave an index that the next backup deduplicates against while its
     // packs are gone (spec §12).
     await this.#repo.backend.sync();
-    if (this.#packs.length > 0) {
-      await beforeIndex?.();
-      await this.#repo.writeObject(ObjectKind.Index, encodeIndexRecords(this.#packs, 2, this.#padding), indexName);
-      this.#repo.invalidateIndex();
+    const records = this.#takeUnindexed();
+    if (records.length > 0) {
+      await (beforeIndex ?? this.beforeIndex)?.();
+      await this.#repo.writeObject(ObjectKind.Index, encodeIndexRecords(records, 2, this.#padding), indexName);
+      this.indexesWritten++;
     }
+    if (this.indexesWritten > 0) this.#repo.invalidateIndex();
     await this.#repo.backend.sync();
   }
 

@@ -113,6 +113,8 @@ export interface BackupResult {
 
 
 const SLASH = Buffer.from('/');
+/** How a version 2 line whose path is a JSON string starts. */
+const PATH_OPEN = Buffer.from('{"path":"');
 
 /** A file as read: its chunk IDs, the bytes read, and its stat when it was read. */
 interface ReadFile {
@@ -282,10 +284,10 @@ class ParentFiles {
     const s = this.#pos;
     this.#end = b.indexOf(0x0a, s);
     // {"path":" then bytes up to the closing quote, when no escape comes first: the path's bytes.
-    if (this.strict && b[s] === 0x7b && b[s + 1] === 0x22 && b[s + 2] === 0x70 && b[s + 6] === 0x22 && b[s + 7] === 0x3a && b[s + 8] === 0x22 && b[s + 3] === 0x61 && b[s + 4] === 0x74 && b[s + 5] === 0x68) {
-      for (let i = s + 9; i < this.#end; i++) {
+    if (this.strict && b.compare(PATH_OPEN, 0, PATH_OPEN.length, s, s + PATH_OPEN.length) === 0) {
+      for (let i = s + PATH_OPEN.length; i < this.#end; i++) {
         const c = b[i];
-        if (c === 0x22) return (this.#path = b.subarray(s + 9, i));
+        if (c === 0x22) return (this.#path = b.subarray(s + PATH_OPEN.length, i));
         if (c === 0x5c) break;
       }
     }

@@ -54,7 +54,7 @@ export class BlobWriter {
   #unindexedBytes = 0;
   /** Index objects written before `finish` (one at a time). */
   #indexing: Promise<void> = Promise.resolve();
-  indexesWritten = 0;
+  #indexesWritten = 0;
   /**
    * Set by a caller that holds a lock: run just before each index object this writer
    * writes (the caller re-checks its lock there, spec §11). Without it, the one index is
@@ -254,7 +254,7 @@ export class BlobWriter {
     await this.#repo.backend.sync();
     await this.beforeIndex?.();
     await this.#repo.writeObject(ObjectKind.Index, encodeIndexRecords(records, 2, this.#padding), indexName);
-    this.indexesWritten++;
+    this.#indexesWritten++;
   }
 
   async #finishPacks(): Promise<void> {
@@ -288,9 +288,9 @@ export class BlobWriter {
     if (records.length > 0) {
       await (beforeIndex ?? this.beforeIndex)?.();
       await this.#repo.writeObject(ObjectKind.Index, encodeIndexRecords(records, 2, this.#padding), indexName);
-      this.indexesWritten++;
+      this.#indexesWritten++;
     }
-    if (this.indexesWritten > 0) this.#repo.invalidateIndex();
+    if (this.#indexesWritten > 0) this.#repo.invalidateIndex();
     await this.#repo.backend.sync();
   }
 

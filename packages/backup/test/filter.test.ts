@@ -27,6 +27,7 @@ import {
   type TreeEntry,
 } from '../src/index.js';
 import { allPaths, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
+import type { EntryStat } from '../src/repository/scan-ahead.js';
 
 const b = (s: string) => Buffer.from(s, 'utf8');
 const matches = (rules: Array<string | PatternRule>, path: string | Buffer, isDir = false) =>
@@ -218,7 +219,7 @@ test('backup --one-file-system keeps a mount point as an empty directory (st_dev
   const real = await fs.lstat(src, { bigint: true });
   const mnt = join(src, 'mnt');
   const seen: string[] = [];
-  const exclude = (abs: Buffer, st: BigIntStats) => {
+  const exclude = (abs: Buffer, st: EntryStat) => {
     seen.push(abs.toString());
     if (abs.toString() === mnt) Object.defineProperty(st, 'dev', { value: real.dev + 1n });
     return false;

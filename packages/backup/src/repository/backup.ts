@@ -11,7 +11,7 @@
  * that are not UTF-8 are backed up exactly. Owners, xattrs, hard links, sparseness,
  * nanosecond times and special files are recorded (format version 2).
  */
-import { promises as fs, lstatSync, opendirSync, readdirSync, readlinkSync, type BigIntStats, type Stats } from 'node:fs';
+import { promises as fs, lstatSync, readdirSync, readlinkSync, type BigIntStats, type Stats } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { basename, resolve } from 'node:path';
@@ -26,6 +26,8 @@ import type { Repository, SnapshotRecord } from './repository.js';
 import { encodeSnapshot, type Snapshot } from './snapshot.js';
 import { LineBuffer, decodeEntry, decodeEntryV1, encodeEntryInto, encodeFileLineParts, isUtf8, matchFileLine, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
 import { OwnerNames, devMajor, devMinor, readXattrsSync, xattrs } from './fs-meta.js';
+import { NameList } from './name-list.js';
+import { ScanAhead, ScannedDir, type EntryStat } from './scan-ahead.js';
 import { Semaphore } from './semaphore.js';
 import type { PadMode } from './padding.js';
 import { defaultCompression, type CompressionMode } from './compress.js';
@@ -88,11 +90,13 @@ export interface BackupOptions {
   afterFileRead?: (path: Buffer) => Promise<void> | void;
   /** Tests: index records of committed packs that make an index object before the end (BlobWriter's INDEX_FLUSH_BYTES). */
   indexFlushBytes?: number;
+  /** Tests: false stats every entry on the walk's thread even with a parent (scan-ahead.ts). */
+  scanAhead?: boolean;
   /**
    * File selection (filter.ts `backupExcluder`): true leaves the entry out; an excluded
    * directory is not read. Called for the roots and for every entry below them.
    */
-  exclude?: (abs: Buffer, st: BigIntStats) => Promise<boolean> | boolean;
+  exclude?: (abs: Buffer, st: EntryStat) => Promise<boolean> | boolean;
   /** Don't descend into directories on other file systems than the roots' (st_dev); the mount point itself is kept, empty. */
   oneFileSystem?: boolean;
 }
@@ -167,7 +171,7 @@ class FileSlot {
   error: unknown = undefined;
   constructor(
     readonly abs: Buffer,
-    readonly st: BigIntStats,
+    readonly st: EntryStat,
     readonly meta: Meta,
     readonly sparse: boolean,
     readonly workerXattrs: boolean,
@@ -340,60 +344,6 @@ class ParentFiles {
     this.#done = true;
     this.#buf = Buffer.alloc(0);
     this.#pos = 0;
-  }
-}
-
-/**
- * One directory's names, sorted by their bytes. Read in a stream (opendir) and kept
- * packed in one buffer (name bytes + 8 bytes each), not one object per name: the
- * format orders siblings by name, so a directory's names are all needed before the
- * first is visited, but nothing else of them is kept.
- */
-class NameList {
-  readonly #bytes: Buffer;
-  readonly #offs: Uint32Array;
-  readonly #order: Uint32Array;
-  /** `dir`'s names, sorted; `null`: none (a mount point left empty by --one-file-system). */
-  constructor(dir: Buffer | null) {
-    let bytes = Buffer.allocUnsafe(dir === null ? 0 : 4096);
-    let offs = new Uint32Array(64);
-    let n = 0;
-    let used = 0;
-    const d = dir === null ? null : opendirSync(dir as unknown as string, { encoding: 'buffer' as BufferEncoding, bufferSize: 128 });
-    if (d) {
-      try {
-        for (let e = d.readSync(); e !== null; e = d.readSync()) {
-          const name = e.name as unknown as Buffer;
-          if (used + name.length > bytes.length) {
-            const b = Buffer.allocUnsafe(Math.max(bytes.length * 2, used + name.length));
-            bytes.copy(b, 0, 0, used);
-            bytes = b;
-          }
-          if (n + 2 > offs.length) {
-            const o = new Uint32Array(offs.length * 2);
-            o.set(offs);
-            offs = o;
-          }
-          name.copy(bytes, used);
-          used += name.length;
-          offs[++n] = used;
-        }
-      } finally {
-        d.closeSync();
-      }
-    }
-    this.#bytes = bytes;
-    this.#offs = offs;
-    const b = bytes;
-    this.#order = new Uint32Array(n).map((_, i) => i).sort((x, y) => b.compare(b, offs[y]!, offs[y + 1]!, offs[x]!, offs[x + 1]!));
-  }
-  get length(): number {
-    return this.#order.length;
-  }
-  /** The k-th name in sorted order (a view into the list: copy before keeping). */
-  name(k: number): Buffer {
-    const i = this.#order[k]!;
-    return this.#bytes.subarray(this.#offs[i]!, this.#offs[i + 1]!);
   }
 }
 
@@ -825,7 +775,7 @@ async function runBackup(
    * The metadata of an entry. `known`: its xattrs when they are known already (an
    * unchanged file's, from the parent) or will be read elsewhere (by a chunk worker).
    */
-  const meta = (abs: Buffer, rel: Buffer, st: BigIntStats, type: TreeEntry['type'], known?: Xattr[]) => {
+  const meta = (abs: Buffer, rel: Buffer, st: EntryStat, type: TreeEntry['type'], known?: Xattr[]) => {
     const uid = Number(st.uid);
     const gid = Number(st.gid);
     const owner: Owner = { uid, gid };
@@ -866,8 +816,14 @@ async function runBackup(
   });
 
   const rootDevs = new Set<bigint>();
+  /**
+   * With a parent, most files are unchanged and the walk's lstat per entry is most of
+   * this thread's work: a thread scans directories ahead of the walk. A first backup's
+   * both cores are busy reading files, so it stats here.
+   */
+  const scanner = parentFiles && opts.scanAhead !== false ? new ScanAhead((_dir, st) => opts.oneFileSystem !== true || rootDevs.has(st.dev)) : undefined;
   /** Visits one entry: a promise only when something had to be waited for. */
-  const visit = (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> | undefined => {
+  const visit = (abs: Buffer, rel: Buffer, st: EntryStat): Promise<void> | undefined => {
     current = rel;
     if (opts.exclude) {
       const x = opts.exclude(abs, st);
@@ -876,11 +832,14 @@ async function runBackup(
     }
     return visitIncluded(abs, rel, st);
   };
-  const visitDir = async (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> => {
-    let names: NameList;
+  const visitDir = async (abs: Buffer, rel: Buffer, st: EntryStat): Promise<void> => {
+    // --one-file-system: a mount point is kept as an empty directory (as restic does).
+    const mountPoint = opts.oneFileSystem === true && !rootDevs.has(st.dev);
+    const scanned = scanner && !mountPoint ? await scanner.take(abs) : null;
+    let names: NameList | ScannedDir;
     try {
-      // --one-file-system: a mount point is kept as an empty directory (as restic does).
-      names = new NameList(opts.oneFileSystem && !rootDevs.has(st.dev) ? null : abs);
+      if (scanned instanceof Error) throw scanned;
+      names = scanned ?? new NameList(mountPoint ? null : abs);
     } catch (e) {
       warn(show(abs), `cannot list directory: ${errnoMessage(e)}`);
       return;
@@ -892,10 +851,10 @@ async function runBackup(
     for (let k = 0; k < names.length; k++) {
       const name = names.name(k);
       const childAbs = Buffer.concat([abs, SLASH, name]);
-      let cst: BigIntStats;
+      let cst: EntryStat;
       try {
         // Synchronous: a stat from the page cache costs less than a round trip to libuv's pool.
-        cst = lstatSync(childAbs, { bigint: true });
+        cst = names instanceof ScannedDir ? names.stat(k) : lstatSync(childAbs, { bigint: true });
       } catch (e) {
         warn(show(childAbs), `cannot stat: ${errnoMessage(e)}`);
         continue;
@@ -904,9 +863,11 @@ async function runBackup(
       // with its name and stat, before anything of it is read.
       const v = visit(childAbs, Buffer.concat([rel, SLASH, name]), cst);
       if (v) await v;
+      // Scanned ahead but left out (excluded): dropped.
+      if (scanner && cst.isDirectory()) scanner.forget(childAbs);
     }
   };
-  const visitIncluded = (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> | undefined => {
+  const visitIncluded = (abs: Buffer, rel: Buffer, st: EntryStat): Promise<void> | undefined => {
     if (st.isDirectory()) return visitDir(abs, rel, st);
     if (st.isFile()) return visitFile(abs, rel, st);
     if (st.isSymbolicLink()) {
@@ -927,7 +888,7 @@ async function runBackup(
     warn(show(abs), 'skipped: unknown kind of file');
     return undefined;
   };
-  const visitFile = (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> | undefined => {
+  const visitFile = (abs: Buffer, rel: Buffer, st: EntryStat): Promise<void> | undefined => {
     const key = st.nlink > 1n ? `${st.dev}:${st.ino}` : '';
     const first = key ? hardlinks.get(key) : undefined;
     if (first) {
@@ -961,7 +922,7 @@ async function runBackup(
    * is decoded or made. Files with xattrs, hard links and names that are not UTF-8 take
    * the decoding path.
    */
-  const sameAsParent = (abs: Buffer, rel: Buffer, st: BigIntStats, sparse: boolean): Buffer | undefined => {
+  const sameAsParent = (abs: Buffer, rel: Buffer, st: EntryStat, sparse: boolean): Buffer | undefined => {
     if (!parentFiles!.strict || !isUtf8(abs)) return undefined;
     ownerOf.uid = Number(st.uid);
     ownerOf.gid = Number(st.gid);
@@ -974,7 +935,7 @@ async function runBackup(
   const fileWithParent = (
     abs: Buffer,
     rel: Buffer,
-    st: BigIntStats,
+    st: EntryStat,
     listed: boolean,
     settle: ((e: Promise<TreeEntry | null>) => void) | undefined,
   ): Promise<void> | undefined => {
@@ -1073,6 +1034,7 @@ async function runBackup(
     parentFiles?.close();
     throw e;
   } finally {
+    scanner?.close();
     await pool?.close();
   }
 }

@@ -6,7 +6,8 @@
  * not computed). Nothing is written to the repository and no lock is taken: it only
  * reads the snapshot list and the parent's listing, as any lock-free reader (spec §11).
  */
-import { promises as fs, type BigIntStats } from 'node:fs';
+import { promises as fs } from 'node:fs';
+import type { EntryStat } from './scan-ahead.js';
 import { hostname } from 'node:os';
 import { basename, resolve } from 'node:path';
 import { CofferError } from '../errors.js';
@@ -15,7 +16,7 @@ import type { FileEntry } from './tree.js';
 
 export interface DryRunOptions {
   paths: string[];
-  exclude?: (abs: Buffer, st: BigIntStats) => Promise<boolean> | boolean;
+  exclude?: (abs: Buffer, st: EntryStat) => Promise<boolean> | boolean;
   oneFileSystem?: boolean;
   parent?: 'auto' | 'none';
   /** Every entry that would be stored, by its path in the listing (for `--dry-run -v`-style output). */
@@ -71,7 +72,7 @@ export async function backupDryRun(repo: Repository, opts: DryRunOptions): Promi
   for (const root of roots) devs.add((await fs.lstat(root.abs, { bigint: true })).dev);
   const warn = (p: Buffer, message: string) => r.warnings.push({ path: p.toString('utf8'), message });
 
-  const visit = async (abs: Buffer, rel: Buffer, st: BigIntStats): Promise<void> => {
+  const visit = async (abs: Buffer, rel: Buffer, st: EntryStat): Promise<void> => {
     if (opts.exclude && (await opts.exclude(abs, st))) return;
     if (st.isDirectory()) {
       r.dirs++;

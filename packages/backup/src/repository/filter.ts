@@ -31,7 +31,8 @@
  * regular expression); the restic semantics around it (components, anchoring,
  * negation, directories) are here.
  */
-import { promises as fs, type BigIntStats } from 'node:fs';
+import { promises as fs } from 'node:fs';
+import type { EntryStat } from './scan-ahead.js';
 import picomatch from 'picomatch';
 import { CofferError } from '../errors.js';
 import { isUtf8 } from './tree.js';
@@ -167,7 +168,7 @@ export interface BackupSelectionOptions {
  * What `backup` leaves out: returns the function backup.ts calls for every entry it
  * meets (roots included). An excluded directory is not read at all.
  */
-export function backupExcluder(opts: BackupSelectionOptions): ((abs: Buffer, st: BigIntStats) => Promise<boolean>) | undefined {
+export function backupExcluder(opts: BackupSelectionOptions): ((abs: Buffer, st: EntryStat) => Promise<boolean>) | undefined {
   const patterns = new PatternList(opts.exclude ?? []);
   const present = (opts.excludeIfPresent ?? []).map((n) => {
     if (n === '' || n.includes('/') || n.includes('\0')) throw new CofferError('invalid-argument', `--exclude-if-present takes a file name, not '${n}'`);
@@ -242,7 +243,7 @@ function normalKey(abs: Buffer): string {
 export function listedSelection(
   paths: readonly Buffer[],
   cwd = process.cwd(),
-): { root: string; exclude?: (abs: Buffer, st: BigIntStats) => boolean } {
+): { root: string; exclude?: (abs: Buffer, st: EntryStat) => boolean } {
   if (paths.length === 0) throw new CofferError('invalid-argument', 'the list of files is empty');
   const absKeys = paths.map((p) => {
     const k = p[0] === 0x2f ? p.toString('latin1') : `${Buffer.from(cwd, 'utf8').toString('latin1')}/${p.toString('latin1')}`;
@@ -281,9 +282,9 @@ export function listedSelection(
 
 /** Both hooks in one: excluded when either says so. */
 export function eitherExcludes(
-  a: ((abs: Buffer, st: BigIntStats) => Promise<boolean> | boolean) | undefined,
-  b: ((abs: Buffer, st: BigIntStats) => Promise<boolean> | boolean) | undefined,
-): ((abs: Buffer, st: BigIntStats) => Promise<boolean>) | undefined {
+  a: ((abs: Buffer, st: EntryStat) => Promise<boolean> | boolean) | undefined,
+  b: ((abs: Buffer, st: EntryStat) => Promise<boolean> | boolean) | undefined,
+): ((abs: Buffer, st: EntryStat) => Promise<boolean>) | undefined {
   if (!a && !b) return undefined;
   return async (abs, st) => ((await a?.(abs, st)) ?? false) || ((await b?.(abs, st)) ?? false);
 }

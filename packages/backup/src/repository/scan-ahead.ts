@@ -1,0 +1,314 @@
+/**
+ * Scan-ahead for the backup walk (issue 13). A backup with a parent spends most of its
+ * main thread on one lstat per entry: the walk compares every file's stat with the
+ * parent's line, and on this kind of machine a system call costs 5–12 µs. Here a thread
+ * (scan-worker.ts) lists the directories the walk will visit next and lstat's their
+ * entries, ahead of the walk, in the walk's own order (depth first, names sorted); the
+ * walk takes each directory's names and stats when it reaches it.
+ *
+ * Bounded: at most SCAN_AHEAD_DIRS directories and about SCAN_AHEAD_ENTRIES entries are
+ * scanned and not yet taken. A directory the walk leaves out (--exclude, another file
+ * system) is `forget`-ten. If the thread fails, `take` answers null and the walk lists and
+ * stats on its own thread, as without scan-ahead.
+ */
+import type { BigIntStats } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+
+/** What the walk uses of an entry's stat: node's BigIntStats or a scanned one. */
+export type EntryStat = Pick<
+  BigIntStats,
+  'dev' | 'ino' | 'mode' | 'nlink' | 'uid' | 'gid' | 'rdev' | 'size' | 'blocks' | 'mtimeNs' | 'ctimeNs' | 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isFIFO' | 'isSocket' | 'isCharacterDevice' | 'isBlockDevice'
+>;
+
+/** Stat fields per entry in a reply: dev, ino, mode, nlink, uid, gid, rdev, size, blocks, mtimeNs, ctimeNs. */
+export const STAT_FIELDS = 11;
+export const SCAN_AHEAD_DIRS = 32;
+export const SCAN_AHEAD_ENTRIES = 65536;
+
+export interface ScanRequest {
+  id: number;
+  dir: Uint8Array;
+}
+export interface ScanReply {
+  id: number;
+  /** The directory could not be listed. */
+  error?: { code?: string; message: string };
+  bytes?: Uint8Array;
+  offs?: Uint32Array;
+  stats?: BigInt64Array;
+  /** Entries whose lstat failed. */
+  failed?: Array<{ k: number; code?: string; message: string }>;
+}
+
+const S_IFMT = 0o170000n;
+
+/** A stat from a scan reply: the fields the walk uses, in the types node's BigIntStats has. */
+class ScannedStat implements EntryStat {
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly mode: bigint;
+  readonly nlink: bigint;
+  readonly uid: bigint;
+  readonly gid: bigint;
+  readonly rdev: bigint;
+  readonly size: bigint;
+  readonly blocks: bigint;
+  readonly mtimeNs: bigint;
+  readonly ctimeNs: bigint;
+  constructor(s: BigInt64Array, o: number) {
+    this.dev = s[o]!;
+    this.ino = s[o + 1]!;
+    this.mode = s[o + 2]!;
+    this.nlink = s[o + 3]!;
+    this.uid = s[o + 4]!;
+    this.gid = s[o + 5]!;
+    this.rdev = s[o + 6]!;
+    this.size = s[o + 7]!;
+    this.blocks = s[o + 8]!;
+    this.mtimeNs = s[o + 9]!;
+    this.ctimeNs = s[o + 10]!;
+  }
+  #type(): bigint {
+    return this.mode & S_IFMT;
+  }
+  isFile(): boolean {
+    return this.#type() === 0o100000n;
+  }
+  isDirectory(): boolean {
+    return this.#type() === 0o040000n;
+  }
+  isSymbolicLink(): boolean {
+    return this.#type() === 0o120000n;
+  }
+  isFIFO(): boolean {
+    return this.#type() === 0o010000n;
+  }
+  isSocket(): boolean {
+    return this.#type() === 0o140000n;
+  }
+  isCharacterDevice(): boolean {
+    return this.#type() === 0o020000n;
+  }
+  isBlockDevice(): boolean {
+    return this.#type() === 0o060000n;
+  }
+}
+
+/** An error as node:fs would have thrown it (code and message), for the walk's warnings. */
+function fsError(e: { code?: string; message: string }): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(e.message);
+  if (e.code !== undefined) err.code = e.code;
+  return err;
+}
+
+/** One directory as scanned: its names in the walk's order, each with its stat or the error lstat gave. */
+export class ScannedDir {
+  readonly #bytes: Buffer;
+  readonly #offs: Uint32Array;
+  readonly #stats: BigInt64Array;
+  readonly #failed: Map<number, { code?: string; message: string }> | undefined;
+  constructor(r: ScanReply) {
+    this.#bytes = Buffer.from(r.bytes!.buffer, r.bytes!.byteOffset, r.bytes!.byteLength);
+    this.#offs = r.offs!;
+    this.#stats = r.stats!;
+    this.#failed = r.failed ? new Map(r.failed.map((f) => [f.k, f])) : undefined;
+    if (this.#offs.length < 1 || this.#stats.length !== (this.#offs.length - 1) * STAT_FIELDS || this.#offs[this.#offs.length - 1] !== this.#bytes.length) {
+      throw new Error('scan-ahead: a malformed reply');
+    }
+  }
+  get length(): number {
+    return this.#offs.length - 1;
+  }
+  /** The k-th name (a view: copy before keeping). */
+  name(k: number): Buffer {
+    return this.#bytes.subarray(this.#offs[k]!, this.#offs[k + 1]!);
+  }
+  /** The k-th entry's stat; throws what lstat threw for it. */
+  stat(k: number): EntryStat {
+    const f = this.#failed?.get(k);
+    if (f) throw fsError(f);
+    return new ScannedStat(this.#stats, k * STAT_FIELDS);
+  }
+}
+
+type Outcome = ScannedDir | NodeJS.ErrnoException;
+
+interface Ahead {
+  path: Buffer;
+  /** Set once requested; null when the walk took or forgot it before it was requested. */
+  result?: Promise<Outcome | null> | null;
+  /** Its reply came while the walk still wanted it: counted in `held`. */
+  held: boolean;
+  entries: number;
+}
+
+export class ScanAhead {
+  #worker: Worker | undefined;
+  #broken = false;
+  #nextId = 1;
+  readonly #waiting = new Map<number, (r: ScanReply | null) => void>();
+  /** Directories found and not yet taken, by path (latin1). */
+  readonly #ahead = new Map<string, Ahead>();
+  /** Directories not yet requested, the next to visit last (a stack: depth first). */
+  readonly #stack: Ahead[] = [];
+  /** Requests sent and not answered: one at a time, so that requests go in the walk's order (depth first). */
+  #inFlight = 0;
+  #heldDirs = 0;
+  #heldEntries = 0;
+  readonly #wanted: (dir: Buffer, st: EntryStat) => boolean;
+
+  /** `wanted`: whether a subdirectory found by a scan should be scanned ahead (--one-file-system says no to other devices). */
+  constructor(wanted: (dir: Buffer, st: EntryStat) => boolean = () => true) {
+    this.#wanted = wanted;
+  }
+
+  #start(): Worker | undefined {
+    if (this.#worker || this.#broken) return this.#worker;
+    try {
+      const w = new Worker(new URL('./scan-worker.js', import.meta.url), { resourceLimits: { maxYoungGenerationSizeMb: 1 } });
+      w.on('message', (r: ScanReply) => {
+        const done = this.#waiting.get(r?.id);
+        if (done) {
+          this.#waiting.delete(r.id);
+          done(r);
+        }
+      });
+      const fail = () => this.#fail();
+      w.on('error', fail);
+      w.on('exit', fail);
+      this.#worker = w;
+    } catch {
+      this.#broken = true;
+    }
+    return this.#worker;
+  }
+
+  #fail(): void {
+    this.#broken = true;
+    this.#worker = undefined;
+    for (const done of this.#waiting.values()) done(null);
+    this.#waiting.clear();
+  }
+
+  #request(a: Ahead): void {
+    const w = this.#start();
+    if (!w) {
+      a.result = Promise.resolve(null);
+      return;
+    }
+    const id = this.#nextId++;
+    this.#inFlight++;
+    a.result = new Promise<ScanReply | null>((resolve) => this.#waiting.set(id, resolve)).then((r): Outcome | null => {
+      this.#inFlight--;
+      let out: Outcome | null = null;
+      if (r?.error) out = fsError(r.error);
+      else if (r) {
+        try {
+          out = new ScannedDir(r);
+        } catch {
+          this.#fail();
+        }
+      }
+      if (out instanceof ScannedDir && this.#ahead.get(a.path.toString('latin1')) === a) {
+        a.held = true;
+        a.entries = out.length;
+        this.#heldDirs++;
+        this.#heldEntries += out.length;
+        this.#found(a.path, out);
+      }
+      this.#fill();
+      return out;
+    });
+    // A copy with its own memory: a pooled Buffer's view would send the whole pool.
+    const req: ScanRequest = { id, dir: new Uint8Array(a.path) };
+    w.postMessage(req);
+  }
+
+  /** A scanned directory's subdirectories go on the stack, the first on top (visited first, depth first). */
+  #found(dir: Buffer, d: ScannedDir): void {
+    const subs: Ahead[] = [];
+    for (let k = 0; k < d.length; k++) {
+      let st: EntryStat;
+      try {
+        st = d.stat(k);
+      } catch {
+        continue;
+      }
+      if (!st.isDirectory()) continue;
+      const path = Buffer.concat([dir, SLASH, d.name(k)]);
+      if (!this.#wanted(path, st)) continue;
+      const key = path.toString('latin1');
+      if (this.#ahead.has(key)) continue;
+      const a: Ahead = { path, held: false, entries: 0 };
+      this.#ahead.set(key, a);
+      subs.push(a);
+    }
+    for (let i = subs.length - 1; i >= 0; i--) this.#stack.push(subs[i]!);
+  }
+
+  #fill(): void {
+    while (!this.#broken && this.#inFlight < 1 && this.#heldDirs < SCAN_AHEAD_DIRS && this.#heldEntries < SCAN_AHEAD_ENTRIES && this.#stack.length > 0) {
+      const a = this.#stack.pop()!;
+      if (a.result !== undefined) continue; // taken or forgotten meanwhile
+      this.#request(a);
+    }
+  }
+
+  /** The walk is done with `a` (took it or left it out). */
+  #drop(key: string, a: Ahead): void {
+    this.#ahead.delete(key);
+    if (a.result === undefined) a.result = null; // never requested: the stack skips it
+    if (a.held) {
+      a.held = false;
+      this.#heldDirs--;
+      this.#heldEntries -= a.entries;
+      this.#fill();
+    }
+  }
+
+  /**
+   * `dir`'s names and stats (scanned ahead, or now), an error as listing it threw, or
+   * null when the scan thread is not working (the walk then lists it itself).
+   */
+  async take(dir: Buffer): Promise<ScannedDir | NodeJS.ErrnoException | null> {
+    if (this.#broken) return null;
+    const key = dir.toString('latin1');
+    let a = this.#ahead.get(key);
+    if (!a) {
+      a = { path: dir, held: false, entries: 0 };
+      this.#ahead.set(key, a);
+    }
+    // Not yet requested: now, out of the stack's order (the stack then skips it).
+    if (a.result === undefined) this.#request(a);
+    const r = await a.result!;
+    if (this.#ahead.get(key) === a) this.#drop(key, a);
+    return r;
+  }
+
+  /** The walk will not visit `dir` (excluded, another file system, or done). */
+  forget(dir: Buffer): void {
+    const key = dir.toString('latin1');
+    const a = this.#ahead.get(key);
+    if (a) this.#drop(key, a);
+  }
+
+  /** Tests: directories scanned and not yet taken or forgotten. */
+  get held(): number {
+    return this.#heldDirs;
+  }
+  /** Tests: their paths (latin1). */
+  heldPaths(): string[] {
+    return [...this.#ahead.entries()].filter(([, a]) => a.held).map(([k]) => k);
+  }
+
+  close(): void {
+    const w = this.#worker;
+    this.#broken = true;
+    this.#worker = undefined;
+    for (const done of this.#waiting.values()) done(null);
+    this.#waiting.clear();
+    void w?.terminate();
+  }
+}
+
+const SLASH = Buffer.from('/');

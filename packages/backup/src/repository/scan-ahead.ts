@@ -4,15 +4,19 @@
  * parent's line, and on this kind of machine a system call costs 5–12 µs. Here a thread
  * (scan-worker.ts) lists the directories the walk will visit next and lstat's their
  * entries, ahead of the walk, in the walk's own order (depth first, names sorted); the
- * walk takes each directory's names and stats when it reaches it.
+ * walk takes each directory's names and stats when it reaches it. One request is out at a
+ * time (so requests follow the walk's order); a directory the thread has not reached yet
+ * when the walk does (while the thread starts, or where it falls behind) the walk scans
+ * itself, and the thread goes on with that directory's subdirectories.
  *
  * Bounded: at most SCAN_AHEAD_DIRS directories and about SCAN_AHEAD_ENTRIES entries are
  * scanned and not yet taken. A directory the walk leaves out (--exclude, another file
  * system) is `forget`-ten. If the thread fails, `take` answers null and the walk lists and
  * stats on its own thread, as without scan-ahead.
  */
-import type { BigIntStats } from 'node:fs';
+import { lstatSync, type BigIntStats } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { NameList } from './name-list.js';
 
 /** What the walk uses of an entry's stat: node's BigIntStats or a scanned one. */
 export type EntryStat = Pick<
@@ -38,6 +42,59 @@ export interface ScanReply {
   stats?: BigInt64Array;
   /** Entries whose lstat failed. */
   failed?: Array<{ k: number; code?: string; message: string }>;
+}
+
+function errorOf(e: unknown): { code?: string; message: string } {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return { ...(typeof code === 'string' ? { code } : {}), message: String((e as Error)?.message ?? e) };
+}
+
+/** Lists `dir` (NameList: the walk's order) and lstat's each entry: a reply as the scan thread sends it. */
+export function scanDir(dir: Buffer, id: number): ScanReply {
+  let names: NameList;
+  try {
+    names = new NameList(dir);
+  } catch (e) {
+    return { id: id, error: errorOf(e) };
+  }
+  const n = names.length;
+  let size = 0;
+  for (let k = 0; k < n; k++) size += names.name(k).length;
+  const bytes = new Uint8Array(size);
+  const offs = new Uint32Array(n + 1);
+  const stats = new BigInt64Array(n * STAT_FIELDS);
+  const failed: Array<{ k: number; code?: string; message: string }> = [];
+  const path = Buffer.allocUnsafe(dir.length + 1 + 256);
+  dir.copy(path, 0);
+  path[dir.length] = 0x2f; // '/'
+  let at = 0;
+  for (let k = 0; k < n; k++) {
+    const name = names.name(k);
+    bytes.set(name, at);
+    at += name.length;
+    offs[k + 1] = at;
+    const p = dir.length + 1 + name.length <= path.length ? path : Buffer.allocUnsafe(dir.length + 1 + name.length);
+    if (p !== path) path.copy(p, 0, 0, dir.length + 1);
+    name.copy(p, dir.length + 1);
+    try {
+      const st = lstatSync(p.subarray(0, dir.length + 1 + name.length), { bigint: true });
+      const o = k * STAT_FIELDS;
+      stats[o] = st.dev;
+      stats[o + 1] = st.ino;
+      stats[o + 2] = st.mode;
+      stats[o + 3] = st.nlink;
+      stats[o + 4] = st.uid;
+      stats[o + 5] = st.gid;
+      stats[o + 6] = st.rdev;
+      stats[o + 7] = st.size;
+      stats[o + 8] = st.blocks;
+      stats[o + 9] = st.mtimeNs;
+      stats[o + 10] = st.ctimeNs;
+    } catch (e) {
+      failed.push({ k, ...errorOf(e) });
+    }
+  }
+  return { id: id, bytes, offs, stats, ...(failed.length > 0 ? { failed } : {}) };
 }
 
 const S_IFMT = 0o170000n;
@@ -267,22 +324,27 @@ export class ScanAhead {
   }
 
   /**
-   * `dir`'s names and stats (scanned ahead, or now), an error as listing it threw, or
-   * null when the scan thread is not working (the walk then lists it itself).
+   * `dir`'s names and stats (scanned ahead, or here and now), an error as listing it
+   * threw, or null when the scan thread failed (the walk then lists it itself).
    */
   async take(dir: Buffer): Promise<ScannedDir | NodeJS.ErrnoException | null> {
     if (this.#broken) return null;
     const key = dir.toString('latin1');
-    let a = this.#ahead.get(key);
-    if (!a) {
-      a = { path: dir, held: false, entries: 0 };
-      this.#ahead.set(key, a);
+    const a = this.#ahead.get(key);
+    if (a?.result) {
+      const r = await a.result;
+      if (this.#ahead.get(key) === a) this.#drop(key, a);
+      return r;
     }
-    // Not yet requested: now, out of the stack's order (the stack then skips it).
-    if (a.result === undefined) this.#request(a);
-    const r = await a.result!;
-    if (this.#ahead.get(key) === a) this.#drop(key, a);
-    return r;
+    // Not requested yet: the thread is behind the walk (or still starting). This thread
+    // scans it, and its subdirectories go on top of the stack for the thread.
+    if (a) this.#drop(key, a);
+    const r = scanDir(dir, 0);
+    if (r.error) return fsError(r.error);
+    const d = new ScannedDir(r);
+    this.#found(dir, d);
+    this.#fill();
+    return d;
   }
 
   /** The walk will not visit `dir` (excluded, another file system, or done). */

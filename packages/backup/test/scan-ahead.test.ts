@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { backup } from '../src/index.js';
 import { NameList } from '../src/repository/name-list.js';
-import { SCAN_AHEAD_DIRS, ScanAhead, ScannedDir, STAT_FIELDS, type EntryStat } from '../src/repository/scan-ahead.js';
+import { SCAN_AHEAD_DIRS, SCAN_AHEAD_FROM_ENTRIES, ScanAhead, ScannedDir, STAT_FIELDS, type EntryStat } from '../src/repository/scan-ahead.js';
 import { newRepo, tempDir } from './fixtures/trees.js';
 
 const FIELDS = ['dev', 'ino', 'mode', 'nlink', 'uid', 'gid', 'rdev', 'size', 'blocks', 'mtimeNs', 'ctimeNs'] as const;
@@ -38,7 +38,7 @@ function expectSame(got: EntryStat, want: EntryStat, where: string): void {
 test('a scanned directory has the names NameList gives, in its order, each with what lstat gives', async (t) => {
   const root = await tempDir(t, 'scan');
   await tree(root);
-  const s = new ScanAhead();
+  const s = new ScanAhead(undefined, 0);
   t.after(() => s.close());
   const walk = async (dir: Buffer): Promise<number> => {
     const d = await s.take(dir);
@@ -65,7 +65,7 @@ test('a scanned directory has the names NameList gives, in its order, each with 
 test('scan-ahead: errors as node:fs gives them; at most SCAN_AHEAD_DIRS directories held; nothing after close', async (t) => {
   const root = await tempDir(t, 'scan');
   await tree(root, 3 * SCAN_AHEAD_DIRS);
-  const s = new ScanAhead();
+  const s = new ScanAhead(undefined, 0);
   const missing = await s.take(Buffer.from(join(root, 'nope')));
   assert.ok(missing instanceof Error && (missing as NodeJS.ErrnoException).code === 'ENOENT', 'a missing directory: ENOENT');
   const notDir = await s.take(Buffer.from(join(root, 'd0', 'f0')));
@@ -114,11 +114,28 @@ test('a backup with a parent writes the listing a walk without scan-ahead writes
   await fs.rm(join(src, 'd9'), { recursive: true });
   await fs.mkdir(join(src, 'new', 'sub'), { recursive: true });
   await fs.writeFile(join(src, 'new', 'sub', 'n'), 'new\n');
-  const ahead = await backup(tr.repo, { paths: [src], exclude });
+  const ahead = await backup(tr.repo, { paths: [src], exclude, scanAheadFrom: 0 });
   assert.deepEqual(ahead.warnings, []);
   const alone = await backup(tr.repo, { paths: [src], exclude, scanAhead: false });
   assert.deepEqual(alone.warnings, []);
   assert.deepEqual(ahead.snapshot.tree, alone.snapshot.tree, 'same listing bytes with and without scan-ahead');
   assert.equal(ahead.read.files, 2, 'the changed and the new file are read, nothing else');
   assert.equal(ahead.snapshot.stats.files, alone.snapshot.stats.files);
+});
+
+test('the thread starts only once the walk has scanned SCAN_AHEAD_FROM_ENTRIES entries itself', async (t) => {
+  const root = await tempDir(t, 'scan');
+  for (const d of ['a', 'b', 'c']) {
+    await fs.mkdir(join(root, d));
+    for (let i = 0; i < SCAN_AHEAD_FROM_ENTRIES / 2; i++) await fs.writeFile(join(root, d, `f${i}`), '');
+  }
+  const s = new ScanAhead();
+  t.after(() => s.close());
+  assert.ok((await s.take(Buffer.from(root))) instanceof ScannedDir);
+  assert.ok((await s.take(Buffer.from(join(root, 'a')))) instanceof ScannedDir);
+  assert.equal(s.started, false, `${SCAN_AHEAD_FROM_ENTRIES / 2 + 3} entries: not yet`);
+  assert.ok((await s.take(Buffer.from(join(root, 'b')))) instanceof ScannedDir);
+  assert.equal(s.started, true, 'the next directory (c) is scanned ahead');
+  const c = await s.take(Buffer.from(join(root, 'c')));
+  assert.ok(c instanceof ScannedDir && c.length === SCAN_AHEAD_FROM_ENTRIES / 2);
 });

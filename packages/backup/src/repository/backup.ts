@@ -92,6 +92,8 @@ export interface BackupOptions {
   indexFlushBytes?: number;
   /** Tests: false stats every entry on the walk's thread even with a parent (scan-ahead.ts). */
   scanAhead?: boolean;
+  /** Tests: entries the walk scans itself before the scan-ahead thread starts (SCAN_AHEAD_FROM_ENTRIES). */
+  scanAheadFrom?: number;
   /**
    * File selection (filter.ts `backupExcluder`): true leaves the entry out; an excluded
    * directory is not read. Called for the roots and for every entry below them.
@@ -821,7 +823,7 @@ async function runBackup(
    * this thread's work: a thread scans directories ahead of the walk. A first backup's
    * both cores are busy reading files, so it stats here.
    */
-  const scanner = parentFiles && opts.scanAhead !== false ? new ScanAhead((_dir, st) => opts.oneFileSystem !== true || rootDevs.has(st.dev)) : undefined;
+  const scanner = parentFiles && opts.scanAhead !== false ? new ScanAhead((_dir, st) => opts.oneFileSystem !== true || rootDevs.has(st.dev), opts.scanAheadFrom) : undefined;
   /** Visits one entry: a promise only when something had to be waited for. */
   const visit = (abs: Buffer, rel: Buffer, st: EntryStat): Promise<void> | undefined => {
     current = rel;

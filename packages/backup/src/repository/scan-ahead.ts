@@ -28,6 +28,8 @@ export type EntryStat = Pick<
 export const STAT_FIELDS = 11;
 export const SCAN_AHEAD_DIRS = 32;
 export const SCAN_AHEAD_ENTRIES = 65536;
+/** The thread starts once the walk has scanned this many entries itself: a backup of a few directories (large files) never starts it. */
+export const SCAN_AHEAD_FROM_ENTRIES = 4096;
 
 export interface ScanRequest {
   id: number;
@@ -212,11 +214,18 @@ export class ScanAhead {
   #inFlight = 0;
   #heldDirs = 0;
   #heldEntries = 0;
+  /** Entries the walk scanned itself. */
+  #localEntries = 0;
+  readonly #startAfter: number;
   readonly #wanted: (dir: Buffer, st: EntryStat) => boolean;
 
-  /** `wanted`: whether a subdirectory found by a scan should be scanned ahead (--one-file-system says no to other devices). */
-  constructor(wanted: (dir: Buffer, st: EntryStat) => boolean = () => true) {
+  /**
+   * `wanted`: whether a subdirectory found by a scan should be scanned ahead
+   * (--one-file-system says no to other devices); `startAfter`: SCAN_AHEAD_FROM_ENTRIES.
+   */
+  constructor(wanted: (dir: Buffer, st: EntryStat) => boolean = () => true, startAfter = SCAN_AHEAD_FROM_ENTRIES) {
     this.#wanted = wanted;
+    this.#startAfter = startAfter;
   }
 
   #start(): Worker | undefined {
@@ -304,6 +313,7 @@ export class ScanAhead {
   }
 
   #fill(): void {
+    if (this.#localEntries < this.#startAfter) return;
     while (!this.#broken && this.#inFlight < 1 && this.#heldDirs < SCAN_AHEAD_DIRS && this.#heldEntries < SCAN_AHEAD_ENTRIES && this.#stack.length > 0) {
       const a = this.#stack.pop()!;
       if (a.result !== undefined) continue; // taken or forgotten meanwhile
@@ -342,6 +352,7 @@ export class ScanAhead {
     const r = scanDir(dir, 0);
     if (r.error) return fsError(r.error);
     const d = new ScannedDir(r);
+    this.#localEntries += d.length;
     this.#found(dir, d);
     this.#fill();
     return d;
@@ -354,6 +365,10 @@ export class ScanAhead {
     if (a) this.#drop(key, a);
   }
 
+  /** Tests: whether the thread was started. */
+  get started(): boolean {
+    return this.#nextId > 1;
+  }
   /** Tests: directories scanned and not yet taken or forgotten. */
   get held(): number {
     return this.#heldDirs;

@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import { buildAdminApp, buildApp } from './app.js';
 import { SqliteAccountStore, type AccountStore } from './auth/account-store.js';
 import { PgAccountStore } from './auth/pg-store.js';
+import { SessionCachingStore } from './auth/session-cache.js';
 import { JwtVerifier } from './auth/jwt.js';
 import type { PasswordKdf } from './auth/password.js';
 import { LocalBlobStore } from './blobs/local.js';
@@ -43,7 +44,16 @@ export interface AssembleOptions {
 
 export async function openAccountStore(config: RelayConfig, options: { now?: () => number } = {}): Promise<AccountStore> {
   const o = { sessionTtlMs: config.sessionTtlMs, ...(options.now ? { now: options.now } : {}) };
-  return config.accountStore.backend === 'postgres' ? PgAccountStore.open(config.accountStore, o) : new SqliteAccountStore(config.dbPath, o);
+  let store: AccountStore;
+  if (config.accountStore.backend === 'postgres') {
+    const pgStore = await PgAccountStore.open(config.accountStore, o);
+    // Hearing other relays' revocations before serving (the cache believes nothing until then).
+    if (config.sessionCacheMs > 0) await pgStore.listening();
+    store = pgStore;
+  } else store = new SqliteAccountStore(config.dbPath, o);
+  // Verified sessions believed for a few seconds (auth/session-cache.ts): on PostgreSQL a
+  // session check per forwarded message was a round trip to the server on the hot path.
+  return config.sessionCacheMs > 0 ? new SessionCachingStore(store, { ttlMs: config.sessionCacheMs, ...(options.now ? { now: options.now } : {}) }) : store;
 }
 
 export async function assembleRelay(config: RelayConfig, options: AssembleOptions = {}): Promise<RunningRelay> {

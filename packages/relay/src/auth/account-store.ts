@@ -111,8 +111,16 @@ export interface AccountStore {
   openSession(account: string, origin: SessionOrigin): Promise<{ token: string; expiresAt: number }>;
   /** The account of a live session token, or null. */
   session(token: string): Promise<string | null>;
+  /** The account and expiry (ms) of a live session token, or null (the session cache's lookup). */
+  sessionRecord(token: string): Promise<{ account: string; expiresAt: number } | null>;
   /** The device key that opened the session `token` (null: the password, or no such session). */
   sessionKey(token: string): Promise<Buffer | null>;
+  /**
+   * Stores shared by several relays (PostgreSQL): `fn(account)` whenever any relay ends
+   * sessions of `account`, `fn(null)` when some may have been missed (the watch broke);
+   * `live()` tells whether revocations are being heard now. Absent: single-process stores.
+   */
+  watchRevocations?(fn: (account: string | null) => void): { live(): boolean };
   /** Ends one session; true when it was live. */
   revokeSession(token: string): Promise<boolean>;
   /** Ends every session of `account` except the one with token `keep` (null: all). */
@@ -322,9 +330,13 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async session(token: string): Promise<string | null> {
+    return (await this.sessionRecord(token))?.account ?? null;
+  }
+
+  async sessionRecord(token: string): Promise<{ account: string; expiresAt: number } | null> {
     const row = this.#st.session.get(sha(token));
     if (!row || row.expires_at <= this.#now()) return null;
-    return row.account;
+    return { account: row.account, expiresAt: row.expires_at };
   }
 
   async sessionKey(token: string): Promise<Buffer | null> {

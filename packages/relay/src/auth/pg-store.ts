@@ -48,17 +48,84 @@ const MIGRATION_LOCK = 0x636f6666; // 'coff'
 
 const num = (v: unknown): number => (typeof v === 'string' ? Number(v) : (v as number));
 
+/**
+ * Every revocation of sessions (sign-out, ending other sessions, removing device keys)
+ * notifies this channel with the account, in the same transaction: relays caching
+ * verified sessions (auth/session-cache.ts) drop that account's entries when it commits.
+ */
+export const REVOCATIONS_CHANNEL = 'coffer_relay_sessions';
+/** Between attempts to listen again after the listening connection broke. */
+const RELISTEN_MS = 1000;
+
 export class PgAccountStore implements AccountStore {
   readonly kind = 'postgres' as const;
   readonly #pool: pg.Pool;
   readonly #now: () => number;
   readonly #sessionTtlMs: number;
+  readonly #url: string;
+  readonly #connectTimeoutMs: number;
   #sweptAt = 0;
+  /** The connection that LISTENs for revocations, once someone watches; null while down. */
+  #listener: pg.Client | null = null;
+  #listening = false;
+  #closed = false;
+  #relisten: NodeJS.Timeout | null = null;
+  readonly #watchers = new Set<(account: string | null) => void>();
 
-  private constructor(pool: pg.Pool, options: { now?: () => number; sessionTtlMs?: number }) {
+  private constructor(pool: pg.Pool, config: Pick<PostgresConfig, 'url'> & Partial<PostgresConfig>, options: { now?: () => number; sessionTtlMs?: number }) {
     this.#pool = pool;
+    this.#url = config.url;
+    this.#connectTimeoutMs = config.connectTimeoutMs ?? 5000;
     this.#now = options.now ?? Date.now;
     this.#sessionTtlMs = options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
+  }
+
+  /**
+   * Hears every relay's revocations (LISTEN on REVOCATIONS_CHANNEL) from a connection of
+   * its own. While it is down nothing may be believed without asking: `fn(null)` at the
+   * break, `live()` false until LISTEN succeeds again (retried every second).
+   */
+  watchRevocations(fn: (account: string | null) => void): { live(): boolean } {
+    this.#watchers.add(fn);
+    if (!this.#listener && !this.#relisten) void this.#listen();
+    return { live: () => this.#listening };
+  }
+
+  /** Starts listening (for a caller that wants the watch live before it serves). */
+  async listening(): Promise<boolean> {
+    if (!this.#listener && !this.#relisten && !this.#closed) await this.#listen();
+    return this.#listening;
+  }
+
+  async #listen(): Promise<void> {
+    if (this.#closed) return;
+    const client = new pg.Client({ connectionString: this.#url, connectionTimeoutMillis: this.#connectTimeoutMs, application_name: 'coffer-relay-revocations' });
+    this.#listener = client;
+    const broke = (): void => {
+      if (this.#listener !== client) return;
+      this.#listener = null;
+      this.#listening = false;
+      for (const w of this.#watchers) w(null);
+      client.end().catch(() => {});
+      if (!this.#closed) this.#relisten = setTimeout(() => {
+        this.#relisten = null;
+        void this.#listen();
+      }, RELISTEN_MS).unref();
+    };
+    client.on('error', broke);
+    client.on('end', broke);
+    client.on('notification', (m) => {
+      if (m.channel !== REVOCATIONS_CHANNEL || this.#listener !== client) return;
+      for (const w of this.#watchers) w(m.payload ?? null);
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${REVOCATIONS_CHANNEL}`);
+      if (this.#listener === client && !this.#closed) this.#listening = true;
+      else await client.end().catch(() => {});
+    } catch {
+      broke();
+    }
   }
 
   /** Connects, applies pending migrations and returns the store. */
@@ -74,7 +141,7 @@ export class PgAccountStore implements AccountStore {
     });
     // An idle client's error (the server restarted) must not crash the relay; the pool replaces it.
     pool.on('error', () => {});
-    const store = new PgAccountStore(pool, options);
+    const store = new PgAccountStore(pool, config, options);
     try {
       await store.#migrate();
     } catch (err) {
@@ -171,6 +238,7 @@ export class PgAccountStore implements AccountStore {
       const r = await c.query('DELETE FROM device_keys WHERE account = $1 AND public_key = $2', [account, key]);
       if (r.rowCount === 0) return false;
       await c.query('DELETE FROM sessions WHERE account = $1 AND device_key = $2', [account, key]);
+      await c.query('SELECT pg_notify($1, $2)', [REVOCATIONS_CHANNEL, account]);
       return true;
     });
   }
@@ -180,6 +248,7 @@ export class PgAccountStore implements AccountStore {
     return this.#tx(async (c) => {
       const r = await c.query('DELETE FROM device_keys WHERE account = $1 AND public_key <> $2', [account, k]);
       await c.query('DELETE FROM sessions WHERE account = $1 AND device_key IS NOT NULL AND device_key <> $2', [account, k]);
+      await c.query('SELECT pg_notify($1, $2)', [REVOCATIONS_CHANNEL, account]);
       return r.rowCount ?? 0;
     });
   }
@@ -215,12 +284,17 @@ export class PgAccountStore implements AccountStore {
   }
 
   async session(token: string): Promise<string | null> {
+    return (await this.sessionRecord(token))?.account ?? null;
+  }
+
+  async sessionRecord(token: string): Promise<{ account: string; expiresAt: number } | null> {
     // A named (prepared once per connection) statement: every forwarded vault message
     // checks its session, and an unnamed one is parsed and planned again each time.
     const { rows } = await this.#pool.query<{ account: string; expires_at: string }>({ name: 'coffer-relay-session', text: 'SELECT account, expires_at FROM sessions WHERE digest = $1', values: [sha(token)] });
     const row = rows[0];
-    if (!row || num(row.expires_at) <= this.#now()) return null;
-    return row.account;
+    const expiresAt = row ? num(row.expires_at) : 0;
+    if (!row || expiresAt <= this.#now()) return null;
+    return { account: row.account, expiresAt };
   }
 
   async sessionKey(token: string): Promise<Buffer | null> {
@@ -229,12 +303,14 @@ export class PgAccountStore implements AccountStore {
   }
 
   async revokeSession(token: string): Promise<boolean> {
-    const r = await this.#pool.query('DELETE FROM sessions WHERE digest = $1', [sha(token)]);
+    // One statement: the delete and its notification (delivered at commit) together.
+    const r = await this.#pool.query(`WITH d AS (DELETE FROM sessions WHERE digest = $1 RETURNING account) SELECT pg_notify('${REVOCATIONS_CHANNEL}', account) FROM d`, [sha(token)]);
     return (r.rowCount ?? 0) > 0;
   }
 
   async revokeOtherSessions(account: string, keep: string | null): Promise<number> {
-    const r = await this.#pool.query('DELETE FROM sessions WHERE account = $1 AND digest <> $2', [account, keep === null ? Buffer.alloc(0) : sha(keep)]);
+    // A row per session ended; PostgreSQL folds the identical notifications into one.
+    const r = await this.#pool.query(`WITH d AS (DELETE FROM sessions WHERE account = $1 AND digest <> $2 RETURNING account) SELECT pg_notify('${REVOCATIONS_CHANNEL}', account) FROM d`, [account, keep === null ? Buffer.alloc(0) : sha(keep)]);
     return r.rowCount ?? 0;
   }
 
@@ -269,6 +345,12 @@ export class PgAccountStore implements AccountStore {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    this.#listening = false;
+    if (this.#relisten) clearTimeout(this.#relisten);
+    const l = this.#listener;
+    this.#listener = null;
+    await l?.end().catch(() => {});
     await this.#pool.end();
   }
 }

@@ -26,12 +26,8 @@ export class UnsealFailure extends Error {
 /** Codes a worker may report (the errors opening and decompressing can raise). */
 const REPORTABLE: ReadonlySet<string> = new Set<CofferErrorCode>(['corrupt', 'unsupported-version']);
 
-/**
- * `data`: blobs first..first+count-1, back to back; `consumed`: sealed bytes handed over
- * that the worker is done with. Returns what settles once `data` is no longer used (its
- * buffer then goes back to the worker).
- */
-export type OnBlobs = (first: number, count: number, data: Buffer, consumed: number) => Promise<unknown>;
+/** `data`: blobs first..first+count-1, back to back; `consumed`: sealed bytes handed over that the worker is done with. */
+export type OnBlobs = (first: number, count: number, data: Buffer, consumed: number) => void;
 
 export interface UnsealJob {
   /** Hands the pack's next sealed bytes over (the buffer is transferred when it can be: don't use it after). */
@@ -70,7 +66,7 @@ export class RestoreWorkers {
   #failure: Error | undefined;
   #closing = false;
 
-  constructor(setup: RestoreWorkerSetup, threads = Number(process.env.TMP_RT ?? 0) || Math.max(1, Math.min(2, availableParallelism()))) {
+  constructor(setup: RestoreWorkerSetup, threads = Math.max(1, Math.min(2, availableParallelism()))) {
     this.#setup = setup;
     this.#threads = threads;
   }
@@ -187,14 +183,7 @@ export class RestoreWorkers {
     if (total !== b.data.byteLength) throw bad('blob lengths');
     job.next += b.count;
     job.outstanding -= b.consumed;
-    const used = job.onBlobs(b.first, b.count, Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength), b.consumed);
-    if (b.data.byteLength > 0 && b.data.buffer instanceof ArrayBuffer) {
-      const buffer = b.data.buffer;
-      const pw = job.worker;
-      void used.finally(() => {
-        if (!this.#closing && !this.#failure) this.#post(pw, { t: 'spare', buffer }, [buffer]);
-      });
-    }
+    job.onBlobs(b.first, b.count, Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength), b.consumed);
     if (b.done) {
       this.#end(m.job);
       job.resolve();

@@ -669,7 +669,6 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       // opens the next piece. Memory per pack: a few pieces and the blobs in progress.
       const job = workers.open(name, packId, cols, (first, count, data, consumed) => {
         let at = 0;
-        const mine: Array<Promise<void>> = [];
         for (let i = first; i < first + count; i++) {
           const len = cols.rawLength[i]!;
           const raw = data.subarray(at, at + len);
@@ -678,10 +677,8 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           const p = deliver(blobs[i]!.b, raw).finally(() => release(len));
           p.catch(() => {}); // awaited below
           writes.push(p);
-          mine.push(p);
         }
         release(consumed);
-        return Promise.allSettled(mine);
       });
       try {
         for (let off = 0; off < sealedLength; off += PACK_READ_PIECE) {

@@ -11,8 +11,6 @@
  * with a `fail` message instead of data.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
@@ -39,9 +37,7 @@ export type ToRestoreWorker =
   | { t: 'open'; job: number; name: string; packId: Uint8Array; blobs: PackBlobs }
   | { t: 'piece'; job: number; data: Uint8Array }
   | { t: 'end'; job: number }
-  | { t: 'drop'; job: number }
-  /** A `blobs` message's buffer, written out and given back for the next answer. */
-  | { t: 'spare'; buffer: ArrayBuffer };
+  | { t: 'drop'; job: number };
 
 export type FromRestoreWorker =
   /**
@@ -52,12 +48,6 @@ export type FromRestoreWorker =
   | { t: 'blobs'; job: number; consumed: number; first: number; count: number; data: Uint8Array; done: boolean }
   /** `decrypt`: a segment failed authentication; `error`: a CofferError (`code`, `message`: whole, naming the pack). */
   | { t: 'fail'; job: number; kind: 'decrypt' | 'error'; code: string; message: string };
-
-/** Buffers kept for answers: how many, and of what sizes. */
-const SPARES = 4;
-const SPARE_MIN = 1024 * 1024;
-const SPARE_MAX = 16 * 1024 * 1024;
-const GC_EVERY = 8 * 1024 * 1024;
 
 interface Job {
   name: string;
@@ -77,34 +67,6 @@ if (parentPort) {
   const setup = workerData as RestoreWorkerSetup;
   const jobs = new Map<number, Job>();
   let replies = 0;
-  /**
-   * A young-generation collection every GC_EVERY bytes of pieces. Nearly all this thread
-   * allocates is buffers (pieces, segments' plaintext, blobs): few JS objects, so V8
-   * would collect only once 64 MiB of them had piled up outside its heap, all counted
-   * in the process's peak memory. Scavenging a heap this small takes about 0.1 ms.
-   */
-  setFlagsFromString('--expose-gc');
-  const collect = runInNewContext('gc') as (o: { type: 'minor' }) => void;
-  setFlagsFromString('--no-expose-gc');
-  let sinceGc = 0;
-  /**
-   * Buffers to answer in: those the main thread gave back and the pieces done with. The
-   * same few buffers carry every blob, so nothing is allocated per answer (and peak
-   * memory does not depend on when either thread's garbage collector runs).
-   */
-  const spares: ArrayBuffer[] = [];
-  const spare = (b: ArrayBuffer) => {
-    if (b.byteLength < SPARE_MIN || b.byteLength > SPARE_MAX) return;
-    spares.push(b);
-    if (spares.length > SPARES) spares.sort((x, y) => y.byteLength - x.byteLength).pop();
-  };
-  /** The smallest spare buffer that holds `n` bytes, or a new one. */
-  const bufferFor = (n: number): ArrayBuffer => {
-    let best = -1;
-    for (let k = 0; k < spares.length; k++) if (spares[k]!.byteLength >= n && (best < 0 || spares[k]!.byteLength < spares[best]!.byteLength)) best = k;
-    if (best >= 0) return spares.splice(best, 1)[0]!;
-    return new ArrayBuffer(Math.max(n, SPARE_MIN));
-  };
 
   const chunkId = (raw: Uint8Array) => createHmac('sha256', setup.chunkIdKey).update(raw).digest();
 
@@ -147,7 +109,7 @@ if (parentPort) {
       }
       total += raws[k]!.length;
     }
-    const data = total === 0 ? new Uint8Array(0) : new Uint8Array(bufferFor(total), 0, total);
+    const data = new Uint8Array(total);
     let at = 0;
     for (const r of raws) {
       data.set(r, at);
@@ -158,7 +120,7 @@ if (parentPort) {
       return;
     }
     const msg: FromRestoreWorker = { t: 'blobs', job: id, consumed, first: done[0]?.i ?? job.next, count: done.length, data, done: last };
-    port.postMessage(msg, total === 0 ? [] : [data.buffer]);
+    port.postMessage(msg, [data.buffer]);
     if (setup.faultForTesting === 'exit' && replies > 0) process.exit(70);
     replies++;
   };
@@ -185,10 +147,6 @@ if (parentPort) {
       });
       return;
     }
-    if (m.t === 'spare') {
-      spare(m.buffer);
-      return;
-    }
     if (m.t === 'drop') {
       jobs.delete(m.job);
       return;
@@ -211,12 +169,6 @@ if (parentPort) {
         if (m.t === 'piece') {
           feed(job, open(() => job.opener.update(m.data)), done);
           await deliver(m.job, job, done, m.data.length, false);
-          spare(m.data.buffer as ArrayBuffer);
-          sinceGc += m.data.length;
-          if (sinceGc >= GC_EVERY) {
-            sinceGc = 0;
-            collect({ type: 'minor' });
-          }
         } else {
           feed(job, open(() => job.opener.final()), done);
           if (job.next < job.blobs.offset.length) throw new CofferError('corrupt', `${job.name}: index points outside the pack`);

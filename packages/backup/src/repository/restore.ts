@@ -688,11 +688,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           // (extended), even if the indexed part authenticates.
           const piece = await repo.backend.get(name, { offset: off, length: last ? want + 1 : want });
           if (piece.length > want) throw new CofferError('corrupt', 'it is longer than the index says (extended)');
-          const got = piece.length; // the piece is handed over (transferred): its length is read first
-          inFlight += got;
+          inFlight += piece.length;
           job.piece(piece);
           while (inFlight > RESTORE_IN_FLIGHT_BYTES) await Promise.race([new Promise<void>((r) => (wake = r)), job.done]);
-          if (got < want) break; // shorter than indexed: the worker's end says so
+          if (piece.length < want) break; // shorter than indexed: the worker's end says so
         }
         job.end();
         await job.done;

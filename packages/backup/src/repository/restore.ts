@@ -26,15 +26,16 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsc, fchmodSync, fchownSync, ftruncateSync, futimesSync, lstatSync, promises as fs, openSync, renameSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
-import { packName } from './blob.js';
+import { decompressBlob } from './compress.js';
+import { hex, packName } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
 import { Semaphore } from './semaphore.js';
 import { SubtreePicker, type Selection } from './browse.js';
 import type { DirEntry, FileEntry, Owner, TreeEntry, Xattr } from './tree.js';
 import { RestoreTarget } from './restore-target.js';
-import { RestoreWorkers, UnsealFailure, type PackBlobs } from './restore-unseal.js';
 import { isRoot, makeNode, writeXattrs, writeXattrsSync } from './fs-meta.js';
 import { snapshotPathOf, type RestoreSelection } from './filter.js';
 
@@ -62,8 +63,6 @@ export interface RestoreOptions {
   select?: RestoreSelection;
   /** Only this part of the snapshot, its contents at the top of the target (`SNAPSHOT:PATH`, browse.ts). */
   subtree?: Selection;
-  /** Tests only: the restore worker thread dies ('exit') or sends a malformed message ('garbage') after its first answer. */
-  restoreWorkerFaultForTesting?: 'exit' | 'garbage';
 }
 
 export interface RestoreWarning {
@@ -608,11 +607,6 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     return p;
   };
 
-  const workers = new RestoreWorkers({
-    objectMaster: repo.keys.objectMaster,
-    chunkIdKey: repo.keys.chunkIdKey,
-    ...(opts.restoreWorkerFaultForTesting ? { faultForTesting: opts.restoreWorkerFaultForTesting } : {}),
-  });
   let madeOthers = 0;
   try {
     for (const d of dirs) await inDir(d.rawPath, async () => undefined);
@@ -628,58 +622,57 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       const name = packName(packId);
       const sealedLength = index.packs.get(packId.toString('latin1'))?.sealedLength ?? 0;
       const writes: Array<Promise<void>> = [];
-      const n = blobs.length;
-      const cols: PackBlobs = { offset: new Float64Array(n), storedLength: new Float64Array(n), rawLength: new Float64Array(n), flags: new Uint8Array(n), ids: new Uint8Array(32 * n) };
-      for (let i = 0; i < n; i++) {
-        const { b, loc } = blobs[i]!;
-        cols.offset[i] = loc.offset;
-        cols.storedLength[i] = loc.storedLength;
-        cols.rawLength[i] = loc.rawLength;
-        cols.flags[i] = loc.flags;
-        cols.ids.set(index.idAt(blobRec[b]!), 32 * i);
-      }
-      /**
-       * Bytes of this pack held: sealed pieces handed to the worker and not yet done with,
-       * and verified blobs not yet written. The next piece is read once they are few
-       * (issue 13: otherwise a pack's blobs all wait for the disk at once, 100 MiB and
-       * more on media files).
-       */
+      /** Bytes (stored + raw) of this pack's blobs handed to `deliver` and not yet written; `writes[oldest]`: the first maybe not settled. */
       let inFlight = 0;
-      let wake: (() => void) | undefined;
-      const release = (bytes: number) => {
-        inFlight -= bytes;
-        if (wake && inFlight <= RESTORE_IN_FLIGHT_BYTES) {
-          const w = wake;
-          wake = undefined;
-          w();
-        }
-      };
-      const deliver = async (b: number, raw: Buffer) => {
-        for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) {
-          const f = useFile[u]!;
-          if (files.chunks[f] === 1) await writeWhole(f, raw);
-          else if (await writeTo(f, raw, useOffset[u]!)) await complete(f);
-        }
-        report();
-      };
+      let oldest = 0;
+      const deliver = (bl: (typeof blobs)[number], stored: Buffer) =>
+        (async () => {
+          const { b, loc } = bl;
+          const raw = await decompressBlob(stored, loc.flags, loc.rawLength, `${name} (blob at ${loc.offset})`);
+          // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
+          // authenticated, but an index pointing at the wrong blob would otherwise
+          // restore the wrong bytes.
+          const id = index.idAt(blobRec[b]!);
+          if (!repo.keys.chunkId(raw).equals(id)) {
+            throw new CofferError('corrupt', `${name}: the blob at ${loc.offset} does not match its ID: it is not ${hex(id).slice(0, 16)}, which the index places there`);
+          }
+          for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) {
+            const f = useFile[u]!;
+            if (files.chunks[f] === 1) await writeWhole(f, raw);
+            else if (await writeTo(f, raw, useOffset[u]!)) await complete(f);
+          }
+          report();
+        })();
 
-      // The pack streams through in pieces to a worker thread (restore-unseal.ts), which
-      // releases each segment's plaintext only once it authenticated, and each blob only
-      // once it matches its ID (spec §6.2); the blobs are written here while the worker
-      // opens the next piece. Memory per pack: a few pieces and the blobs in progress.
-      const job = workers.open(name, packId, cols, (first, count, data, consumed) => {
-        let at = 0;
-        for (let i = first; i < first + count; i++) {
-          const len = cols.rawLength[i]!;
-          const raw = data.subarray(at, at + len);
-          at += len;
-          inFlight += len;
-          const p = deliver(blobs[i]!.b, raw).finally(() => release(len));
+      // The pack streams through in pieces: each segment's plaintext is released only
+      // once it authenticated, copied into the blobs it holds, and each complete blob
+      // is decompressed and written while the next piece is read. Memory per pack: one
+      // piece and the blobs in progress, not the whole pack twice over.
+      const opener = new ObjectOpener(repo.keys.objectMaster, { kind: ObjectKind.Pack, id: packId });
+      let next = 0; // first blob not yet complete
+      let plainPos = 0;
+      let current: Buffer | undefined;
+      const feed = (seg: Buffer) => {
+        const segEnd = plainPos + seg.length;
+        while (next < blobs.length) {
+          const b = blobs[next]!;
+          const bEnd = b.loc.offset + b.loc.storedLength;
+          if (b.loc.offset >= segEnd) break;
+          current ??= Buffer.allocUnsafe(b.loc.storedLength);
+          const from = Math.max(b.loc.offset, plainPos);
+          const to = Math.min(bEnd, segEnd);
+          seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
+          if (to < bEnd) break;
+          const bytes = b.loc.storedLength + b.loc.rawLength;
+          inFlight += bytes;
+          const p = deliver(b, current).finally(() => (inFlight -= bytes));
           p.catch(() => {}); // awaited below
           writes.push(p);
+          current = undefined;
+          next++;
         }
-        release(consumed);
-      });
+        plainPos = segEnd;
+      };
       try {
         for (let off = 0; off < sealedLength; off += PACK_READ_PIECE) {
           const want = Math.min(PACK_READ_PIECE, sealedLength - off);
@@ -688,17 +681,17 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           // (extended), even if the indexed part authenticates.
           const piece = await repo.backend.get(name, { offset: off, length: last ? want + 1 : want });
           if (piece.length > want) throw new CofferError('corrupt', 'it is longer than the index says (extended)');
-          inFlight += piece.length;
-          job.piece(piece);
-          while (inFlight > RESTORE_IN_FLIGHT_BYTES) await Promise.race([new Promise<void>((r) => (wake = r)), job.done]);
-          if (piece.length < want) break; // shorter than indexed: the worker's end says so
+          for (const seg of opener.update(piece)) feed(seg);
+          // Blobs being decompressed and written hold their bytes (stored, raw and zstd's
+          // buffers): the next piece is read once few are left (issue 13: otherwise a
+          // pack's blobs all wait for the disk at once, 100 MiB and more on media files).
+          while (inFlight > RESTORE_IN_FLIGHT_BYTES && oldest < writes.length) await writes[oldest++]!.catch(() => {});
+          if (piece.length < want) break; // shorter than indexed: final() says so
         }
-        job.end();
-        await job.done;
+        for (const seg of opener.final()) feed(seg);
+        if (next < blobs.length) throw new CofferError('corrupt', 'index points outside the pack');
       } catch (e) {
-        job.drop();
         await Promise.allSettled(writes);
-        if (e instanceof UnsealFailure) throw e.error;
         if (CofferError.is(e, 'missing-object')) {
           const needs: string[] = [];
           for (const b of group) for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) needs.push(files.path(useFile[u]!));
@@ -712,7 +705,6 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       }
       await Promise.all(writes);
     });
-    await workers.close();
 
     // Symlinks, hard links and special files, each made under a temporary name and
     // renamed into place; hard links come after every file, so their targets exist.
@@ -758,7 +750,6 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
     report(true);
   } catch (e) {
-    await workers.close();
     await Promise.allSettled([...files.chains.values()]);
     for (const t of createdTmp.values()) await tgt.withDir(t.dir, false, (prefix) => fs.unlink(Buffer.concat([prefix, t.name]))).catch(() => {});
     // Say truthfully what already happened: with --overwrite, completed files replaced

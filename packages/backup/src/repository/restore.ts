@@ -703,7 +703,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         if (e instanceof CofferError && e.code === 'corrupt') throw new CofferError('corrupt', `${name}: ${e.message}`);
         throw e;
       }
-      await Promise.all(writes);
+      // Every write settles before the pack is done, failed or not: none may still be
+      // creating a temporary file when a failure's clean-up runs.
+      const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
     });
 
     // Symlinks, hard links and special files, each made under a temporary name and

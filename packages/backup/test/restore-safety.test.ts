@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { CofferError, ObjectKind, backup, indexName, restore } from '../src/index.js';
 import { decodeIndex, encodeIndex } from '../src/repository/index-file.js';
-import { dir, file, newRepo, tempDir, writeTree } from './fixtures/trees.js';
+import { allPaths, dir, file, newRepo, tempDir, writeTree } from './fixtures/trees.js';
 
 test('an index that places one blob where another is: restore refuses instead of writing the wrong bytes', async (t) => {
   const tr = await newRepo(t);
@@ -64,4 +64,29 @@ test('a failed --overwrite restore says which files it had already replaced', as
   assert.equal(await fs.readFile(join(target, 'd', 'a.txt'), 'utf8'), '', 'as the message says');
   assert.equal(await fs.readFile(join(target, 'd', 'big.bin'), 'utf8'), 'the user\'s big\n', 'the failed file is untouched');
   assert.deepEqual((await fs.readdir(join(target, 'd'))).sort(), ['a.txt', 'big.bin'], 'no temporary files left');
+});
+
+test('a file that cannot be put in place fails the restore naming it, and leaves no temporary file while the pack\'s other files were being written', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'rs-src'), 'd');
+  // Many one-chunk files in one pack, written as their blobs come, and one multi-chunk file.
+  const entries: Record<string, ReturnType<typeof file>> = { 'big.bin': file(randomBytes(3 << 20)) };
+  for (let i = 0; i < 300; i++) entries[`f${String(i).padStart(3, '0')}.txt`] = file(`small file ${i}\n`.repeat(1 + (i % 7)));
+  await writeTree(src, dir(entries));
+  const r = await backup(tr.repo, { paths: [src] });
+  const target = await tempDir(t, 'rs-dst');
+  // A non-empty directory where f150.txt belongs: renaming the restored file onto it fails.
+  await fs.mkdir(join(target, 'd', 'f150.txt'), { recursive: true });
+  await fs.writeFile(join(target, 'd', 'f150.txt', 'keep'), 'the user\'s\n');
+  const repo = await tr.reopen();
+  await assert.rejects(restore(repo, { id: r.id, snapshot: r.snapshot }, { target, overwrite: true }), (e: unknown) => {
+    assert.ok(CofferError.is(e, 'storage'), String(e));
+    assert.doesNotMatch((e as Error).message, /already been replaced/, 'nothing was replaced');
+    assert.match((e as Error).message, /d\/f150\.txt: a directory is in the way/, 'names the file and what happened');
+    assert.match((e as Error).message, /no partially written file was left in place/);
+    return true;
+  });
+  const left = await allPaths(target);
+  assert.deepEqual(left.filter((p) => p.includes('.coffer-restore-')), [], 'no temporary files left');
+  assert.equal(await fs.readFile(join(target, 'd', 'f150.txt', 'keep'), 'utf8'), 'the user\'s\n', 'what was in the way is untouched');
 });

@@ -526,8 +526,9 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         closeSync(fd);
       }
       const dest = Buffer.concat([prefix, name]);
-      if (opts.overwrite && lstatSync(dest, { throwIfNoEntry: false }) !== undefined) replaced.push(shown(rawPath));
+      const existed = opts.overwrite === true && lstatSync(dest, { throwIfNoEntry: false }) !== undefined;
       renameSync(tmpPath, dest);
+      if (existed) replaced.push(shown(rawPath));
     });
     createdTmp.delete(tmpKey(dir, tmp));
     files.remaining[f] = 0;
@@ -544,8 +545,9 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     await fds.with(() =>
       inDir(dir, async (prefix) => {
         const dest = Buffer.concat([prefix, name]);
-        if (opts.overwrite && (await fs.lstat(dest).then(() => true, () => false))) replaced.push(shown(rawPath));
+        const existed = opts.overwrite === true && (await fs.lstat(dest).then(() => true, () => false));
         await fs.rename(Buffer.concat([prefix, tmp]), dest);
+        if (existed) replaced.push(shown(rawPath));
       }),
     );
     createdTmp.delete(tmpKey(dir, tmp));
@@ -607,12 +609,22 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     return p;
   };
 
+  /** Runs fn, which writes file f: a system call's failure names the file (the paths it holds are /proc/self/fd ones). */
+  const naming = async (f: number, fn: () => Promise<void>) => {
+    try {
+      await fn();
+    } catch (e) {
+      if (e instanceof CofferError || e instanceof FileWriteError) throw e;
+      throw new FileWriteError(shown(files.rawPath(f)), e);
+    }
+  };
+
   let madeOthers = 0;
   try {
     for (const d of dirs) await inDir(d.rawPath, async () => undefined);
     for (let f = 0; f < files.count; f++) {
       if (files.remaining[f] !== 0) continue;
-      await writeWhole(f, Buffer.alloc(0));
+      await naming(f, () => writeWhole(f, Buffer.alloc(0)));
     }
 
     await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
@@ -638,8 +650,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           }
           for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) {
             const f = useFile[u]!;
-            if (files.chunks[f] === 1) await writeWhole(f, raw);
-            else if (await writeTo(f, raw, useOffset[u]!)) await complete(f);
+            await naming(f, async () => {
+              if (files.chunks[f] === 1) await writeWhole(f, raw);
+              else if (await writeTo(f, raw, useOffset[u]!)) await complete(f);
+            });
           }
           report();
         })();
@@ -703,7 +717,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         if (e instanceof CofferError && e.code === 'corrupt') throw new CofferError('corrupt', `${name}: ${e.message}`);
         throw e;
       }
-      await Promise.all(writes);
+      // Every write settles before the pack is done, failed or not: none may still be
+      // creating a temporary file when a failure's clean-up runs.
+      const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
     });
 
     // Symlinks, hard links and special files, each made under a temporary name and
@@ -759,8 +776,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         ? ''
         : `; ${replaced.length} existing file(s) had already been replaced by their restored version (e.g. ${replaced.slice(0, 3).join(', ')})`;
     if (e instanceof CofferError) throw already ? new CofferError(e.code, `${e.message}${already}`, { cause: e }) : e;
-    const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : code === 'EMFILE' ? 'too many open files' : (e as Error).message;
+    const file = e instanceof FileWriteError ? e.file : undefined;
+    const err = (file ? (e as FileWriteError).cause : e) as NodeJS.ErrnoException;
+    const code = err?.code;
+    const why = `${file ? `${file}: ` : ''}${code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : code === 'EMFILE' ? 'too many open files' : code === 'EISDIR' ? 'a directory is in the way' : code && err.syscall ? `${code} in ${err.syscall}` : errText(err)}`;
     throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place${already}`, { cause: e });
   }
   const symlinks = others.filter((e) => e.type === 'symlink').length;
@@ -768,6 +787,16 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
 }
 
 const SPARSE_BLOCK = 4096;
+
+/** A restored file's write failed: `file` names it as the user sees it (its system call named a /proc/self/fd path). */
+class FileWriteError extends Error {
+  constructor(
+    readonly file: string,
+    cause: unknown,
+  ) {
+    super(`${file}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+  }
+}
 
 /**
  * The ranges of `raw` (to be written at file offset `pos`) that hold data: all of it, or

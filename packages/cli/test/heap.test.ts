@@ -1,0 +1,94 @@
+/**
+ * Issue 13: a `coffer backup` process keeps V8's young generation at its starting size
+ * (heap.ts). Starting a worker thread sets --semi-space-growth-factor back to 2 for the
+ * whole process, so the policy must be set again once each worker is up. Each case runs
+ * in a child process (the flags are process-wide) and reports the main thread's new
+ * space after allocating enough, with enough survivors, to make V8's default policy grow
+ * it to its maximum.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const HEAP = fileURLToPath(new URL('../src/heap.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+const MiB = 1024 * 1024;
+
+// Allocation with survivors: under V8's default policy the new space grows to its
+// maximum (2 × 16 MiB committed on 64-bit).
+const CHURN = `
+let keep = [];
+for (let i = 0; i < 6e5; i++) { keep.push({ a: i }); if (keep.length > 200000) keep = []; }
+`;
+const NEW_SPACE = `(await import('node:v8')).getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size`;
+
+function runScript(body: string, env: Record<string, string> = {}): Promise<number> {
+  return new Promise((done, fail) => {
+    execFile(process.execPath, ['--input-type=module', '-e', body], { env: { PATH: process.env.PATH ?? '', ...env } }, (err, stdout, stderr) => {
+      if (err) return fail(new Error(`${err.message}\n${stderr}`));
+      done(Number(stdout.trim()));
+    });
+  });
+}
+
+const withWorker = (tune: boolean) => `
+${tune ? `(await import(${JSON.stringify(HEAP)})).tuneHeapEarly();` : ''}
+const { Worker } = await import('node:worker_threads');
+const w = new Worker('setTimeout(() => {}, 60000)', { eval: true });
+await new Promise((r) => w.once('online', r));
+${CHURN}
+console.log(${NEW_SPACE});
+await w.terminate();
+`;
+
+test('the heap policy outlives a worker thread start: the young generation stays small', async () => {
+  const tuned = await runScript(withWorker(true));
+  assert.ok(tuned <= 4 * MiB, `new space ${tuned / MiB} MiB with the backup's policy after a worker started`);
+  // Without it (what happened before: the flag set once, then a worker started) the same
+  // allocation grows the new space well past that: the check above can fail.
+  const untuned = await runScript(withWorker(false));
+  assert.ok(untuned >= 16 * MiB, `new space ${untuned / MiB} MiB under V8's defaults`);
+});
+
+test('COFFER_V8_DEFAULT_HEAP=1 keeps V8 defaults', async () => {
+  const size = await runScript(withWorker(true), { COFFER_V8_DEFAULT_HEAP: '1' });
+  assert.ok(size >= 16 * MiB, `new space ${size / MiB} MiB`);
+});
+
+test('`coffer backup` sets the policy before its work; other commands do not', async () => {
+  const dir = await fs.mkdtemp(join(tmpdir(), 'coffer-heap-'));
+  try {
+    // A preload that reports, at exit, the new space and whether the policy was set.
+    const hook = join(dir, 'hook.mjs');
+    await fs.writeFile(
+      hook,
+      `import v8 from 'node:v8';
+import { writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+const seen = [];
+const orig = v8.setFlagsFromString;
+v8.setFlagsFromString = (f) => { seen.push(f); return orig(f); };
+syncBuiltinESMExports();
+process.on('exit', () => writeFileSync(process.env.HEAP_OUT, JSON.stringify(seen)));
+`,
+    );
+    const run = (args: string[]) =>
+      new Promise<string[]>((done) => {
+        const out = join(dir, `flags-${args[0]}.json`);
+        execFile(process.execPath, ['--import', hook, BIN, ...args], { env: { PATH: process.env.PATH ?? '', HOME: dir, HEAP_OUT: out } }, async () => {
+          done(JSON.parse(await fs.readFile(out, 'utf8')) as string[]);
+        });
+      });
+    // backup with a missing repository: fails early, after the policy was set at start.
+    const backup = await run(['backup', '--repo', join(dir, 'none'), '--key-file', join(dir, 'none'), dir]);
+    assert.ok(backup.includes('--semi-space-growth-factor=1'), `backup set: ${backup.join(' ')}`);
+    const ls = await run(['snapshots', '--repo', join(dir, 'none'), '--key-file', join(dir, 'none')]);
+    assert.deepEqual(ls, []);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { backup } from '../src/index.js';
 import { NameList } from '../src/repository/name-list.js';
-import { SCAN_AHEAD_DIRS, SCAN_AHEAD_FROM_ENTRIES, ScanAhead, ScannedDir, STAT_FIELDS, type EntryStat } from '../src/repository/scan-ahead.js';
+import { SCAN_AHEAD_DIRS, SCAN_AHEAD_FROM_ENTRIES, SCAN_STATS_MAX, ScanAhead, ScannedDir, STAT_FIELDS, type EntryStat } from '../src/repository/scan-ahead.js';
 import { newRepo, tempDir } from './fixtures/trees.js';
 
 const FIELDS = ['dev', 'ino', 'mode', 'nlink', 'uid', 'gid', 'rdev', 'size', 'blocks', 'mtimeNs', 'ctimeNs'] as const;
@@ -35,14 +35,17 @@ function expectSame(got: EntryStat, want: EntryStat, where: string): void {
   for (const k of KINDS) assert.equal(got[k](), want[k](), `${where}: ${k}`);
 }
 
-test('a scanned directory has the names NameList gives, in its order, each with what lstat gives', async (t) => {
+for (const statsMax of [SCAN_STATS_MAX, 2]) test(`a scanned directory has the names NameList gives, in its order, each with what lstat gives (stats sent for up to ${statsMax} entries)`, async (t) => {
   const root = await tempDir(t, 'scan');
   await tree(root);
-  const s = new ScanAhead(undefined, 0);
+  const s = new ScanAhead(undefined, 0, statsMax);
   t.after(() => s.close());
+  let namesOnly = 0;
   const walk = async (dir: Buffer): Promise<number> => {
     const d = await s.take(dir);
     assert.ok(d instanceof ScannedDir, `${dir.toString()}: scanned`);
+    assert.equal(d.hasStats, d.length <= statsMax, 'a directory of more entries comes back with its names only');
+    if (!d.hasStats) namesOnly++;
     const names = new NameList(dir);
     assert.equal(d.length, names.length);
     let n = 1;
@@ -60,6 +63,7 @@ test('a scanned directory has the names NameList gives, in its order, each with 
   };
   const dirs = (await fs.readdir(root, { recursive: true, withFileTypes: true })).filter((e) => e.isDirectory()).length;
   assert.equal(await walk(Buffer.from(root)), 1 + dirs);
+  assert.ok(statsMax > 100 ? namesOnly === 0 : namesOnly > 10, `${namesOnly} directories with names only`);
 });
 
 test('scan-ahead: errors as node:fs gives them; at most SCAN_AHEAD_DIRS directories held; nothing after close', async (t) => {
@@ -99,14 +103,14 @@ test('scan-ahead: errors as node:fs gives them; at most SCAN_AHEAD_DIRS director
 
 test('a reply that does not add up is refused (the walk then lists on its own)', () => {
   const ok = { id: 1, bytes: new Uint8Array([0x61]), offs: new Uint32Array([0, 1]), stats: new BigInt64Array(STAT_FIELDS) };
-  assert.equal(new ScannedDir(ok).length, 1);
+  assert.equal(new ScannedDir(ok, Buffer.from('/x')).length, 1);
   for (const bad of [
     { ...ok, offs: new Uint32Array([0, 2]) },
     { ...ok, stats: new BigInt64Array(STAT_FIELDS - 1) },
     { ...ok, offs: new Uint32Array([]) },
     { id: 1 },
   ]) {
-    assert.throws(() => new ScannedDir(bad as never), /malformed|undefined|length/);
+    assert.throws(() => new ScannedDir(bad as never, Buffer.from('/x')), /malformed|undefined|length/);
   }
 });
 
@@ -146,4 +150,20 @@ test('the thread starts only once the walk has scanned SCAN_AHEAD_FROM_ENTRIES e
   assert.equal(s.started, true, 'the next directory (c) is scanned ahead');
   const c = await s.take(Buffer.from(join(root, 'c')));
   assert.ok(c instanceof ScannedDir && c.length === SCAN_AHEAD_FROM_ENTRIES / 2);
+});
+
+test('a directory of more than SCAN_STATS_MAX entries comes from the thread with its names only; each stat is then taken on demand', async (t) => {
+  const root = await tempDir(t, 'scan');
+  await fs.mkdir(join(root, 'big'));
+  for (let i = 0; i < 5; i++) await fs.writeFile(join(root, 'big', `f${i}`), 'x'.repeat(i));
+  const s = new ScanAhead(undefined, 0, 2);
+  t.after(() => s.close());
+  const top = await s.take(Buffer.from(root));
+  assert.ok(top instanceof ScannedDir && top.hasStats, 'one entry: with stats, and big/ is scanned ahead by the thread');
+  assert.equal(s.started, true);
+  const big = await s.take(Buffer.from(join(root, 'big')));
+  assert.ok(big instanceof ScannedDir && !big.hasStats && big.length === 5);
+  for (let k = 0; k < big.length; k++) expectSame(big.stat(k), lstatSync(join(root, 'big', big.name(k).toString()), { bigint: true }), `big/${big.name(k).toString()}`);
+  await fs.rm(join(root, 'big', 'f3'));
+  assert.throws(() => big.stat(3), { code: 'ENOENT' }, 'a stat taken on demand throws as lstat does');
 });

@@ -28,12 +28,20 @@ export type EntryStat = Pick<
 export const STAT_FIELDS = 11;
 export const SCAN_AHEAD_DIRS = 32;
 export const SCAN_AHEAD_ENTRIES = 65536;
+/**
+ * A directory with more entries comes back with its names only, and the walk stats its
+ * entries one at a time as before: a scan's memory stays what the names take (issue 13:
+ * memory must not grow ~100 bytes per entry of one huge directory).
+ */
+export const SCAN_STATS_MAX = 16384;
 /** The thread starts once the walk has scanned this many entries itself: a backup of a few directories (large files) never starts it. */
 export const SCAN_AHEAD_FROM_ENTRIES = 4096;
 
 export interface ScanRequest {
   id: number;
   dir: Uint8Array;
+  /** SCAN_STATS_MAX (tests set another). */
+  statsMax: number;
 }
 export interface ScanReply {
   id: number;
@@ -41,6 +49,7 @@ export interface ScanReply {
   error?: { code?: string; message: string };
   bytes?: Uint8Array;
   offs?: Uint32Array;
+  /** Absent for a directory of more than SCAN_STATS_MAX entries. */
   stats?: BigInt64Array;
   /** Entries whose lstat failed. */
   failed?: Array<{ k: number; code?: string; message: string }>;
@@ -52,7 +61,7 @@ function errorOf(e: unknown): { code?: string; message: string } {
 }
 
 /** Lists `dir` (NameList: the walk's order) and lstat's each entry: a reply as the scan thread sends it. */
-export function scanDir(dir: Buffer, id: number): ScanReply {
+export function scanDir(dir: Buffer, id: number, statsMax = SCAN_STATS_MAX): ScanReply {
   let names: NameList;
   try {
     names = new NameList(dir);
@@ -64,7 +73,8 @@ export function scanDir(dir: Buffer, id: number): ScanReply {
   for (let k = 0; k < n; k++) size += names.name(k).length;
   const bytes = new Uint8Array(size);
   const offs = new Uint32Array(n + 1);
-  const stats = new BigInt64Array(n * STAT_FIELDS);
+  const withStats = n <= statsMax;
+  const stats = new BigInt64Array(withStats ? n * STAT_FIELDS : 0);
   const failed: Array<{ k: number; code?: string; message: string }> = [];
   const path = Buffer.allocUnsafe(dir.length + 1 + 256);
   dir.copy(path, 0);
@@ -75,6 +85,7 @@ export function scanDir(dir: Buffer, id: number): ScanReply {
     bytes.set(name, at);
     at += name.length;
     offs[k + 1] = at;
+    if (!withStats) continue;
     const p = dir.length + 1 + name.length <= path.length ? path : Buffer.allocUnsafe(dir.length + 1 + name.length);
     if (p !== path) path.copy(p, 0, 0, dir.length + 1);
     name.copy(p, dir.length + 1);
@@ -96,7 +107,7 @@ export function scanDir(dir: Buffer, id: number): ScanReply {
       failed.push({ k, ...errorOf(e) });
     }
   }
-  return { id: id, bytes, offs, stats, ...(failed.length > 0 ? { failed } : {}) };
+  return { id: id, bytes, offs, ...(withStats ? { stats } : {}), ...(failed.length > 0 ? { failed } : {}) };
 }
 
 const S_IFMT = 0o170000n;
@@ -162,18 +173,25 @@ function fsError(e: { code?: string; message: string }): NodeJS.ErrnoException {
 
 /** One directory as scanned: its names in the walk's order, each with its stat or the error lstat gave. */
 export class ScannedDir {
+  readonly #dir: Buffer;
   readonly #bytes: Buffer;
   readonly #offs: Uint32Array;
-  readonly #stats: BigInt64Array;
+  /** Undefined: names only (a directory of more than SCAN_STATS_MAX entries): `stat` lstat's. */
+  readonly #stats: BigInt64Array | undefined;
   readonly #failed: Map<number, { code?: string; message: string }> | undefined;
-  constructor(r: ScanReply) {
+  constructor(r: ScanReply, dir: Buffer) {
+    this.#dir = dir;
     this.#bytes = Buffer.from(r.bytes!.buffer, r.bytes!.byteOffset, r.bytes!.byteLength);
     this.#offs = r.offs!;
-    this.#stats = r.stats!;
+    this.#stats = r.stats;
     this.#failed = r.failed ? new Map(r.failed.map((f) => [f.k, f])) : undefined;
-    if (this.#offs.length < 1 || this.#stats.length !== (this.#offs.length - 1) * STAT_FIELDS || this.#offs[this.#offs.length - 1] !== this.#bytes.length) {
+    if (this.#offs.length < 1 || (this.#stats !== undefined && this.#stats.length !== (this.#offs.length - 1) * STAT_FIELDS) || this.#offs[this.#offs.length - 1] !== this.#bytes.length) {
       throw new Error('scan-ahead: a malformed reply');
     }
+  }
+  /** Whether the stats came with the names (else `stat` lstat's each entry). */
+  get hasStats(): boolean {
+    return this.#stats !== undefined;
   }
   get length(): number {
     return this.#offs.length - 1;
@@ -186,6 +204,7 @@ export class ScannedDir {
   stat(k: number): EntryStat {
     const f = this.#failed?.get(k);
     if (f) throw fsError(f);
+    if (this.#stats === undefined) return lstatSync(Buffer.concat([this.#dir, SLASH, this.name(k)]), { bigint: true });
     return new ScannedStat(this.#stats, k * STAT_FIELDS);
   }
 }
@@ -217,15 +236,18 @@ export class ScanAhead {
   /** Entries the walk scanned itself. */
   #localEntries = 0;
   readonly #startAfter: number;
+  readonly #statsMax: number;
   readonly #wanted: (dir: Buffer, st: EntryStat) => boolean;
 
   /**
    * `wanted`: whether a subdirectory found by a scan should be scanned ahead
-   * (--one-file-system says no to other devices); `startAfter`: SCAN_AHEAD_FROM_ENTRIES.
+   * (--one-file-system says no to other devices); `startAfter`: SCAN_AHEAD_FROM_ENTRIES;
+   * `statsMax`: SCAN_STATS_MAX.
    */
-  constructor(wanted: (dir: Buffer, st: EntryStat) => boolean = () => true, startAfter = SCAN_AHEAD_FROM_ENTRIES) {
+  constructor(wanted: (dir: Buffer, st: EntryStat) => boolean = () => true, startAfter = SCAN_AHEAD_FROM_ENTRIES, statsMax = SCAN_STATS_MAX) {
     this.#wanted = wanted;
     this.#startAfter = startAfter;
+    this.#statsMax = statsMax;
   }
 
   #start(): Worker | undefined {
@@ -270,7 +292,7 @@ export class ScanAhead {
       if (r?.error) out = fsError(r.error);
       else if (r) {
         try {
-          out = new ScannedDir(r);
+          out = new ScannedDir(r, a.path);
         } catch {
           this.#fail();
         }
@@ -286,12 +308,15 @@ export class ScanAhead {
       return out;
     });
     // A copy with its own memory: a pooled Buffer's view would send the whole pool.
-    const req: ScanRequest = { id, dir: new Uint8Array(a.path) };
+    const req: ScanRequest = { id, dir: new Uint8Array(a.path), statsMax: this.#statsMax };
     w.postMessage(req);
   }
 
   /** A scanned directory's subdirectories go on the stack, the first on top (visited first, depth first). */
   #found(dir: Buffer, d: ScannedDir): void {
+    // Names only: which of them are directories is not known without a stat each; the
+    // walk scans those subdirectories itself when it reaches them, and the thread goes on below.
+    if (!d.hasStats) return;
     const subs: Ahead[] = [];
     for (let k = 0; k < d.length; k++) {
       let st: EntryStat;
@@ -349,9 +374,9 @@ export class ScanAhead {
     // Not requested yet: the thread is behind the walk (or still starting). This thread
     // scans it, and its subdirectories go on top of the stack for the thread.
     if (a) this.#drop(key, a);
-    const r = scanDir(dir, 0);
+    const r = scanDir(dir, 0, this.#statsMax);
     if (r.error) return fsError(r.error);
-    const d = new ScannedDir(r);
+    const d = new ScannedDir(r, dir);
     this.#localEntries += d.length;
     this.#found(dir, d);
     this.#fill();

@@ -7,6 +7,7 @@ import { parentPort } from 'node:worker_threads';
 import { scanDir, type ScanRequest } from './scan-ahead.js';
 
 parentPort!.on('message', (req: ScanRequest) => {
-  const reply = scanDir(Buffer.from(req.dir.buffer, req.dir.byteOffset, req.dir.byteLength), req.id);
-  parentPort!.postMessage(reply, reply.error ? [] : [reply.bytes!.buffer as ArrayBuffer, reply.offs!.buffer as ArrayBuffer, reply.stats!.buffer as ArrayBuffer]);
+  const reply = scanDir(Buffer.from(req.dir.buffer, req.dir.byteOffset, req.dir.byteLength), req.id, req.statsMax);
+  const move = reply.error ? [] : [reply.bytes!.buffer as ArrayBuffer, reply.offs!.buffer as ArrayBuffer, ...(reply.stats ? [reply.stats.buffer as ArrayBuffer] : [])];
+  parentPort!.postMessage(reply, move);
 });

@@ -405,10 +405,7 @@ export class ScanAhead {
 
   close(): void {
     const w = this.#worker;
-    this.#broken = true;
-    this.#worker = undefined;
-    for (const done of this.#waiting.values()) done(null);
-    this.#waiting.clear();
+    this.#fail();
     void w?.terminate();
   }
 }

@@ -96,7 +96,8 @@ test('interop with @hpke/core for DHKEM(P-256), HKDF-SHA256, AES-256-GCM in both
   ecdh.generateKeys();
   const pkR = new Uint8Array(ecdh.getPublicKey());
   const info = utf8('coffer interop');
-  const recipientKey = await suite.kem.importKey('raw', ecdh.getPrivateKey(), false);
+  // getPrivateKey() drops leading zero bytes (one key in 256); RFC 9180's SerializePrivateKey is 32 bytes.
+  const recipientKey = await suite.kem.importKey('raw', Buffer.from(ecdh.getPrivateKey('hex').padStart(64, '0'), 'hex'), false);
   const pubKey = await suite.kem.importKey('raw', pkR, true);
   // ours → theirs
   const ours = await setupBaseSender(AEAD_AES_256_GCM, pkR, info);

@@ -37,6 +37,18 @@ export interface SoftwarePlatform extends Platform {
   close(): Promise<void>;
 }
 
+/**
+ * A P-256 private scalar as 64 hex digits. node:crypto's `getPrivateKey()` drops leading
+ * zero bytes (one key in 256 has one), and key files written before this fix may hold
+ * such a short value; every reader and writer goes through here, so the file always
+ * holds the fixed-length form that `checkEntry` and other implementations expect.
+ */
+export function p256ScalarHex(value: string | Buffer): string {
+  const hex = typeof value === 'string' ? value : value.toString('hex');
+  if (!/^[0-9a-f]{1,64}$/.test(hex)) throw new PlatformError('p256 private key: expected at most 32 bytes in hex', 'bad-argument');
+  return hex.padStart(64, '0');
+}
+
 function readKeyFile(path: string): KeyFile {
   let text: string;
   try {
@@ -45,7 +57,10 @@ function readKeyFile(path: string): KeyFile {
     throw new PlatformError(`software key file ${path} cannot be read: ${(err as Error).message}`, 'token-missing');
   }
   const parsed = JSON.parse(text) as KeyFile;
-  if (parsed?.version !== 1 || typeof parsed.keys !== 'object') throw new PlatformError(`software key file ${path}: not a version 1 key file`, 'hsm-failure');
+  if (parsed?.version !== 1 || typeof parsed.keys !== 'object' || parsed.keys === null) throw new PlatformError(`software key file ${path}: not a version 1 key file`, 'hsm-failure');
+  for (const entry of Object.values(parsed.keys)) {
+    if (entry?.type === 'p256' && typeof entry.privateKey === 'string' && /^[0-9a-f]{1,63}$/.test(entry.privateKey)) entry.privateKey = p256ScalarHex(entry.privateKey);
+  }
   return parsed;
 }
 
@@ -92,7 +107,7 @@ export function provisionSoftwareKeys(path: string, spec: SoftwareKeySpec): stri
     if (file.keys[label]) continue;
     const ecdh = createECDH('prime256v1');
     ecdh.generateKeys();
-    file.keys[label] = { type: 'p256', privateKey: ecdh.getPrivateKey('hex'), publicKey: ecdh.getPublicKey('hex', 'uncompressed') };
+    file.keys[label] = { type: 'p256', privateKey: p256ScalarHex(ecdh.getPrivateKey()), publicKey: ecdh.getPublicKey('hex', 'uncompressed') };
     created.push(label);
   }
   if (created.length > 0) writeKeyFile(path, file);
@@ -119,11 +134,13 @@ function checkEntry(label: string, e: unknown): KeyEntry {
   const x = e as Partial<{ type: string; key: string; privateKey: string; publicKey: string }>;
   const hex32 = (v: unknown): boolean => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v);
   if ((x?.type === 'aes-256-gcm' || x?.type === 'hmac-sha256') && hex32(x.key)) return { type: x.type, key: x.key! };
-  if (x?.type === 'p256' && hex32(x.privateKey) && typeof x.publicKey === 'string') {
+  if (x?.type === 'p256' && typeof x.privateKey === 'string' && /^[0-9a-f]{1,64}$/.test(x.privateKey) && typeof x.publicKey === 'string') {
+    // A package from a node before p256ScalarHex may hold a scalar without its leading zero bytes.
+    const privateKey = p256ScalarHex(x.privateKey);
     const ecdh = createECDH('prime256v1');
-    ecdh.setPrivateKey(Buffer.from(x.privateKey!, 'hex'));
+    ecdh.setPrivateKey(Buffer.from(privateKey, 'hex'));
     if (ecdh.getPublicKey('hex', 'uncompressed') !== x.publicKey) throw new PlatformError(`imported key ${label}: public key does not match`, 'bad-argument');
-    return { type: 'p256', privateKey: x.privateKey!, publicKey: x.publicKey };
+    return { type: 'p256', privateKey, publicKey: x.publicKey };
   }
   throw new PlatformError(`imported key ${label}: not a key this platform holds`, 'bad-argument');
 }

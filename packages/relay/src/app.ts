@@ -19,6 +19,7 @@ import { accountRoutes, DEFAULT_POW, type PowRule } from './routes/accounts.js';
 import { prepareDummyPasswordHash, type PasswordKdf } from './auth/password.js';
 import { blobRoutes } from './routes/blobs.js';
 import { lingerAfterAnswer } from './lingering-close.js';
+import { closeIdleWhileClosing } from './graceful-close.js';
 import { vaultRoutes, VAULT_BODY_LIMIT } from './routes/vault.js';
 import type { VaultForwarder } from './vault-forwarder.js';
 
@@ -158,6 +159,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   const perAccount = new TokenBuckets(limits.perAccount, now);
   const authenticate = makeAuthenticator({ accounts: options.accounts, jwt: options.jwt, perAccount });
   const { metrics } = options;
+  closeIdleWhileClosing(app);
   const addressOf = (req: { ip: string }): string => addressKey(req.ip);
 
   // Expect: 100-continue is answered only once the request may send its body: after
@@ -273,5 +275,6 @@ export function buildAdminApp(metrics: RelayMetrics): FastifyInstance {
   admin.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   admin.get('/healthz', async () => ({ status: 'ok' }));
   admin.setNotFoundHandler((_req, reply) => void reply.code(404).send(errorBody('not-found')));
+  closeIdleWhileClosing(admin);
   return admin;
 }

@@ -24,6 +24,7 @@
  * carries the operation, sizes, timing and, for a refused or failed request, the error.
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { closeIdleWhileClosing } from './graceful-close.js';
 import { errorBody, ERRORS, type ErrorCode } from './errors.js';
 import { requestClass, type VaultMetrics } from './metrics.js';
 import type { VaultService } from './vault-service.js';
@@ -56,6 +57,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     // each handler below writes, and cost ~0.1 ms per request at the vault's rates.
     logController: new LogController({ disableRequestLogging: true }),
   });
+  closeIdleWhileClosing(app);
   const { metrics, service } = options;
 
   // Only octet-stream bodies exist in this API; every other type is a 415.
@@ -143,5 +145,6 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
   app.setNotFoundHandler((_req, reply) => void reply.code(404).send(errorBody('not-found')));
   app.get('/healthz', async () => ({ status: 'ok', platform: options.describe.platform, store: options.describe.store }));
   app.get('/metrics', async (_req, reply) => reply.type(options.metrics.registry.contentType).send(await options.metrics.registry.metrics()));
+  closeIdleWhileClosing(app);
   return app;
 }

@@ -1,4 +1,4 @@
-// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--profile DIR] [--http PORT]` (after `npx tsc -b`)
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--profile DIR] [--heap-profile DIR] [--http PORT]` (after `npx tsc -b`)
 // Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
 // of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
 //
@@ -16,6 +16,9 @@
 // --platform pkcs11: each build on its own SoftHSM2 token (one token directory, one
 // SOFTHSM2_CONF for the process; the library is initialized once and shared), keys made
 // by that build's `coffer-vault keys create`.
+// --heap-profile DIR: a sampling heap profile (node:inspector, every 4 KiB allocated on
+// average) of this build's timed windows only, one .heapprofile per window (open it in
+// Chrome DevTools' Memory tab): which code allocates, the source of the GC's work.
 // --http PORT: each build listens on 127.0.0.1 (PORT, PORT+1, …) and is sent real HTTP
 // requests over kept-alive sockets instead of `app.inject` (node:http's parser and socket
 // writes included). The client side of that HTTP runs in this process too and is the same
@@ -38,6 +41,8 @@ const LANES = arg('lanes', 32);
 // --profile DIR: a CPU profile (node:inspector) of this build's timed windows only (no client work), one file per window.
 const profileAt = process.argv.indexOf('--profile');
 const PROFILE_DIR = profileAt >= 0 ? process.argv[profileAt + 1] : null;
+const heapAt = process.argv.indexOf('--heap-profile');
+const HEAP_DIR = heapAt >= 0 ? process.argv[heapAt + 1] : null;
 const platformAt = process.argv.indexOf('--platform');
 const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
 const HTTP_PORT = arg('http', 0);
@@ -165,18 +170,25 @@ async function round(b) {
 
 let session = null;
 let profiles = 0;
-/** Starts or stops the CPU profiler around one of this build's (the first root's) timed windows. */
+/** Starts or stops the CPU profiler (or the sampling heap profiler) around one of this build's (the first root's) timed windows. */
 async function profiling(b, start, name) {
-  if (!PROFILE_DIR || b !== builds[0] || !counting) return;
+  const dir = PROFILE_DIR ?? HEAP_DIR;
+  if (!dir || b !== builds[0] || !counting) return;
   if (!session) {
     session = new Session();
     session.connect();
-    mkdirSync(PROFILE_DIR, { recursive: true });
-    await post('Profiler.enable');
+    mkdirSync(dir, { recursive: true });
+    await post(PROFILE_DIR ? 'Profiler.enable' : 'HeapProfiler.enable');
+  }
+  if (!PROFILE_DIR) {
+    if (start) return post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    const { profile } = await post('HeapProfiler.stopSampling');
+    writeFileSync(join(dir, `${name}-${++profiles}.heapprofile`), JSON.stringify(profile));
+    return;
   }
   if (start) return post('Profiler.start');
   const { profile } = await post('Profiler.stop');
-  writeFileSync(join(PROFILE_DIR, `${name}-${++profiles}.cpuprofile`), JSON.stringify(profile));
+  writeFileSync(join(dir, `${name}-${++profiles}.cpuprofile`), JSON.stringify(profile));
 }
 const post = (method, params) => new Promise((resolve, reject) => session.post(method, params, (err, r) => (err ? reject(err) : resolve(r))));
 let counting = false;

@@ -1,10 +1,13 @@
-// `node scripts/bench-vault-hsm-ops.mjs [--rounds N] [--ops N]` (after `npx tsc -b`; needs SoftHSM2)
+// `node scripts/bench-vault-hsm-ops.mjs [--rounds N] [--ops N] [--anchor-ops N]` (after `npx tsc -b`; needs SoftHSM2)
 // CPU per SoftHSM2 operation of the vault's PKCS#11 hot path, on a throwaway token, rounds
 // interleaved so load from other processes falls on every variant alike (median over rounds):
 //   - ecdh: C_DeriveKey (CKM_ECDH1_DERIVE) + read CKA_VALUE + C_DestroyObject, the derived
 //     object made with the vault's ECDH_SECRET_TEMPLATE and with CKA_PRIVATE = true (the
 //     template before issue 13's third round), same private key, same peers;
-//   - seal: C_EncryptInit + C_Encrypt, AES-256-GCM of a 1 KiB record; mac: HMAC-SHA256 of 100 B.
+//   - seal: C_EncryptInit + C_Encrypt, AES-256-GCM of a 1 KiB record; mac: HMAC-SHA256 of 100 B;
+//   - anchor: the vault's anchor write (platform/pkcs11/anchor.ts writeAnchorObject: find the
+//     anchor objects and read them, C_CreateObject of the next generation, C_DestroyObject of
+//     the old one), --anchor-ops per round (default 20): one per group commit in the vault.
 import { spawnSync } from 'node:child_process';
 import { createECDH } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +25,8 @@ const OPS = arg('ops', 400);
 const require = createRequire(join(root, 'packages', 'vault', 'package.json'));
 const pkcs11js = require('pkcs11js');
 const { ECDH_SECRET_TEMPLATE, ecdhKeyPairTemplates } = await import(join(root, 'packages/vault/dist/src/platform/pkcs11/keys.js'));
+const { writeAnchorObject } = await import(join(root, 'packages/vault/dist/src/platform/pkcs11/anchor.js'));
+const ANCHOR_OPS = arg('anchor-ops', 20);
 
 const util = process.env.COFFER_SOFTHSM_UTIL ?? '/usr/bin/softhsm2-util';
 const module = process.env.COFFER_SOFTHSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
@@ -79,7 +84,12 @@ try {
         p.C_Sign(s, record.subarray(0, 100), Buffer.alloc(32));
       }
     };
-    const cases = { 'ecdh (derived object CKA_PRIVATE=false, the vault now)': ecdh(ECDH_SECRET_TEMPLATE), 'ecdh (derived object CKA_PRIVATE=true, before)': ecdh(privateTemplate), 'seal 1 KiB AES-GCM': seal, 'mac HMAC-SHA256 100 B': mac };
+    const anchorValue = Buffer.alloc(56, 5);
+    const anchor = () => {
+      for (let i = 0; i < ANCHOR_OPS; i++) writeAnchorObject(p, s, anchorValue);
+    };
+    const cases = { 'ecdh (derived object CKA_PRIVATE=false, the vault now)': ecdh(ECDH_SECRET_TEMPLATE), 'ecdh (derived object CKA_PRIVATE=true, before)': ecdh(privateTemplate), 'seal 1 KiB AES-GCM': seal, 'mac HMAC-SHA256 100 B': mac, 'anchor write (per group commit)': anchor };
+    const opsOf = (name) => (name.startsWith('anchor') ? ANCHOR_OPS : OPS);
     const results = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
     const cpuUs = () => {
       const u = process.cpuUsage();
@@ -90,11 +100,11 @@ try {
       for (const [name, fn] of Object.entries(cases)) {
         const c0 = cpuUs();
         fn();
-        results[name].push((cpuUs() - c0) / OPS);
+        results[name].push((cpuUs() - c0) / opsOf(name));
       }
     }
     const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-    console.log(`SoftHSM2 CPU per operation (µs; ${OPS} ops per case per round, ${ROUNDS} interleaved rounds; median [min–max]):`);
+    console.log(`SoftHSM2 CPU per operation (µs; ${OPS} ops per case per round (anchor: ${ANCHOR_OPS}), ${ROUNDS} interleaved rounds; median [min–max]):`);
     for (const [name, xs] of Object.entries(results)) console.log(`  ${name.padEnd(56)} ${median(xs).toFixed(0).padStart(5)}  [${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}]`);
     p.C_Logout(s);
     p.C_CloseSession(s);

@@ -16,7 +16,7 @@ import { FLEET_KEY_ID_LENGTH } from './fleet-key.js';
 import { AEAD_AES_256_GCM, P256_PUBLIC_KEY_LENGTH, setupBaseRecipient, setupBaseSender, type EphemeralKeyPair, type HpkeContext } from './hpke.js';
 import { LABELS } from './labels.js';
 import { BODY_SIZE, operationCode, operationFromCode, PROTOCOL_VERSION, type Operation } from './messages.js';
-import { aesGcmOpen, aesGcmSeal, hkdfExpand, hkdfExtract, webRandom, type RandomSource } from './primitives.js';
+import { aesGcmOpen, aesGcmSeal, hkdfExpand, hkdfExpandOneBlock, hkdfExtract, hmacSha256Sync, webRandom, type RandomSource } from './primitives.js';
 
 const TAG = 16;
 export const REQUEST_HEADER_LENGTH = 1 + 1 + FLEET_KEY_ID_LENGTH + P256_PUBLIC_KEY_LENGTH;
@@ -70,6 +70,12 @@ const EMPTY = new Uint8Array(0);
 
 /** RFC 9458 §4.4: derive the response AEAD key and nonce from the request context. */
 async function responseKeys(context: HpkeContext, enc: Uint8Array, responseNonce: Uint8Array): Promise<{ key: Uint8Array; nonce: Uint8Array }> {
+  const hmac = hmacSha256Sync();
+  if (hmac) {
+    // The same derivation without a promise per HMAC (a synchronous node:crypto provider).
+    const prk = hmac(concat(enc, responseNonce), context.exportSync(hmac, RESPONSE_EXPORT, 32));
+    return { key: hkdfExpandOneBlock(hmac, prk, RESPONSE_KEY, 32), nonce: hkdfExpandOneBlock(hmac, prk, RESPONSE_NONCE, 12) };
+  }
   const secret = await context.export(RESPONSE_EXPORT, 32);
   const prk = await hkdfExtract(concat(enc, responseNonce), secret);
   return {

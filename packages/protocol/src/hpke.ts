@@ -9,7 +9,9 @@
  */
 import { concat, equalBytes, i2osp, utf8 } from './bytes.js';
 import { DecryptionError, InvalidPeerKeyError } from './errors.js';
-import { aesGcmOpen, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExtract, type EphemeralKeyPair } from './primitives.js';
+import { aesGcmOpen, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExpandOneBlock, hkdfExtract, hmacSha256Sync, type EphemeralKeyPair } from './primitives.js';
+
+type SyncHmac = (key: Uint8Array, data: Uint8Array) => Uint8Array;
 
 export const KEM_P256_HKDF_SHA256 = 0x0010;
 export const KDF_HKDF_SHA256 = 0x0001;
@@ -39,6 +41,8 @@ function hpkeSuiteId(aead: AeadId): Uint8Array {
 
 /** psk_id_hash of mode_base: LabeledExtract("", "psk_id_hash", "") — the same for every message of a suite. */
 const PSK_ID_HASHES = new Map<AeadId, Promise<Uint8Array>>();
+/** The same, computed with a synchronous HMAC (a public value: it hashes only labels). */
+const PSK_ID_HASHES_SYNC = new Map<AeadId, Uint8Array>();
 function emptyPskIdHash(aead: AeadId): Promise<Uint8Array> {
   let h = PSK_ID_HASHES.get(aead);
   if (!h) {
@@ -76,8 +80,25 @@ function labeledExpand(suiteId: Uint8Array, prk: Uint8Array, label: string, info
   return hkdfExpand(prk, concat(labelPrefix(suiteId, label, length), info), length);
 }
 
+/*
+ * The same two functions with a synchronous HMAC (a node:crypto provider): the key
+ * schedule of one message is a dozen HMACs, and through the async path each costs a few
+ * promises and microtasks more than the HMAC itself (issue 13). Lengths are at most one
+ * block (every length HPKE asks for here: Nsecret, Nk, Nn, Nh, the 32-byte export);
+ * outputs are the async path's (the vectors and test/rfc9180-hpke.test.ts run both).
+ */
+function labeledExtractSync(hmac: SyncHmac, suiteId: Uint8Array, salt: Uint8Array, label: string, ikm: Uint8Array): Uint8Array {
+  return hmac(salt, concat(labelPrefix(suiteId, label, null), ikm));
+}
+
+function labeledExpandSync(hmac: SyncHmac, suiteId: Uint8Array, prk: Uint8Array, label: string, info: Uint8Array, length: number): Uint8Array {
+  return hkdfExpandOneBlock(hmac, prk, concat(labelPrefix(suiteId, label, length), info), length);
+}
+
 /** RFC 9180 §4.1: ExtractAndExpand, the DHKEM shared secret from the DH output. */
 async function extractAndExpand(dh: Uint8Array, kemContext: Uint8Array): Promise<Uint8Array> {
+  const hmac = hmacSha256Sync();
+  if (hmac) return labeledExpandSync(hmac, KEM_SUITE_ID, labeledExtractSync(hmac, KEM_SUITE_ID, new Uint8Array(0), 'eae_prk', dh), 'shared_secret', kemContext, N_SECRET);
   const eaePrk = await labeledExtract(KEM_SUITE_ID, new Uint8Array(0), 'eae_prk', dh);
   return labeledExpand(KEM_SUITE_ID, eaePrk, 'shared_secret', kemContext, N_SECRET);
 }
@@ -112,7 +133,14 @@ export class HpkeContext {
 
   /** RFC 9180 §5.3 secret export. */
   export(exporterContext: Uint8Array, length: number): Promise<Uint8Array> {
+    const hmac = hmacSha256Sync();
+    if (hmac && length <= N_H) return Promise.resolve(this.exportSync(hmac, exporterContext, length));
     return labeledExpand(hpkeSuiteId(this.aead), this.exporterSecret, 'sec', exporterContext, length);
+  }
+
+  /** `export` with a synchronous HMAC, for at most one block (32 bytes). */
+  exportSync(hmac: SyncHmac, exporterContext: Uint8Array, length: number): Uint8Array {
+    return labeledExpandSync(hmac, hpkeSuiteId(this.aead), this.exporterSecret, 'sec', exporterContext, length);
   }
 }
 
@@ -120,6 +148,20 @@ export class HpkeContext {
 async function keyScheduleBase(aead: AeadId, sharedSecret: Uint8Array, info: Uint8Array): Promise<HpkeContext> {
   const suiteId = hpkeSuiteId(aead);
   const empty = new Uint8Array(0);
+  const hmac = hmacSha256Sync();
+  if (hmac) {
+    let pskIdHash = PSK_ID_HASHES_SYNC.get(aead);
+    if (!pskIdHash) PSK_ID_HASHES_SYNC.set(aead, (pskIdHash = labeledExtractSync(hmac, suiteId, empty, 'psk_id_hash', empty)));
+    const infoHash = labeledExtractSync(hmac, suiteId, empty, 'info_hash', info);
+    const context = concat(new Uint8Array([0x00]), pskIdHash, infoHash);
+    const secret = labeledExtractSync(hmac, suiteId, sharedSecret, 'secret', empty);
+    return new HpkeContext(
+      aead,
+      labeledExpandSync(hmac, suiteId, secret, 'key', context, keyLength(aead)),
+      labeledExpandSync(hmac, suiteId, secret, 'base_nonce', context, N_N),
+      labeledExpandSync(hmac, suiteId, secret, 'exp', context, N_H),
+    );
+  }
   const pskIdHash = await emptyPskIdHash(aead);
   const infoHash = await labeledExtract(suiteId, empty, 'info_hash', info);
   const context = concat(new Uint8Array([0x00]), pskIdHash, infoHash);

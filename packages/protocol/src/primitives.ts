@@ -28,6 +28,11 @@ export interface EphemeralKeyPair {
 
 export interface CryptoProvider {
   readonly name: string;
+  /**
+   * Every method above and below returns its value, never a Promise (node:crypto): HPKE
+   * then runs its key schedule without a promise per HMAC (hpke.ts, envelope.ts).
+   */
+  readonly synchronous?: boolean;
   sha256(data: Uint8Array): MaybePromise<Uint8Array>;
   hmacSha256(key: Uint8Array, data: Uint8Array): MaybePromise<Uint8Array>;
   /** AES-GCM with a 16- or 32-byte key, 12-byte nonce; returns ciphertext || tag. */
@@ -94,6 +99,22 @@ export const webRandom: RandomSource = (length) => {
   globalThis.crypto.getRandomValues(out);
   return out;
 };
+
+/** The provider's HMAC-SHA256 when it is synchronous (`synchronous`), else null. */
+export function hmacSha256Sync(): ((key: Uint8Array, data: Uint8Array) => Uint8Array) | null {
+  const p = provider;
+  return p.synchronous ? (p.hmacSha256 as (key: Uint8Array, data: Uint8Array) => Uint8Array) : null;
+}
+
+/** One-block HKDF-Expand (RFC 5869 §2.3, L ≤ 32) with a synchronous HMAC: T(1) = HMAC(PRK, info ‖ 0x01), first L bytes. */
+export function hkdfExpandOneBlock(hmac: (key: Uint8Array, data: Uint8Array) => Uint8Array, prk: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  if (length > 32) throw new RangeError(`hkdfExpandOneBlock: length ${length} exceeds one block`);
+  const block = new Uint8Array(info.length + 1);
+  block.set(info, 0);
+  block[info.length] = 1;
+  const t = hmac(prk, block);
+  return length === 32 ? t : t.slice(0, length);
+}
 
 export async function sha256(data: Uint8Array): Promise<Uint8Array> {
   return provider.sha256(data);

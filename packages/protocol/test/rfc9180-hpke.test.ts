@@ -5,7 +5,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createECDH } from 'node:crypto';
 import { AeadId, CipherSuite, DhkemP256HkdfSha256, HkdfSha256 } from '@hpke/core';
+import { nodeCryptoProvider } from '../src/node/node-crypto.js';
+import { hmacSha256Sync } from '../src/primitives.js';
 import {
+  cryptoProvider,
+  useCryptoProvider,
+  webCryptoProvider,
   AEAD_AES_128_GCM,
   AEAD_AES_256_GCM,
   DecryptionError,
@@ -42,6 +47,25 @@ function ephemeralFrom(skHex: string, pkHex: string): EphemeralKeyPair {
   return { publicKey: fromHex(pkHex), dh: async (peer) => new Uint8Array(ecdh.computeSecret(peer)) };
 }
 
+/**
+ * Each test runs twice: with the WebCrypto provider (the async key schedule) and with
+ * node:crypto (synchronous: hpke.ts computes the key schedule without promises).
+ */
+function both(name: string, fn: () => Promise<void>): void {
+  for (const provider of [webCryptoProvider, nodeCryptoProvider]) {
+    test(`${name} (${provider.name})`, async () => {
+      const before = cryptoProvider();
+      useCryptoProvider(provider);
+      try {
+        assert.equal(hmacSha256Sync() !== null, provider === nodeCryptoProvider, 'the synchronous path is taken with node:crypto only');
+        await fn();
+      } finally {
+        useCryptoProvider(before);
+      }
+    });
+  }
+}
+
 /** An external DH as the vault's HSM adapter does it: a bad point is InvalidPeerKeyError. */
 function dhWith(skHex: string) {
   const ecdh = createECDH('prime256v1');
@@ -55,7 +79,7 @@ function dhWith(skHex: string) {
   };
 }
 
-test('RFC 9180 A.3.1: sender with the vector ephemeral key produces enc and ciphertext', async () => {
+both('RFC 9180 A.3.1: sender with the vector ephemeral key produces enc and ciphertext', async () => {
   const pkR = fromHex(A31.pkRm);
   const { enc, context } = await setupBaseSender(AEAD_AES_128_GCM, pkR, fromHex(A31.info), ephemeralFrom(A31.skEm, A31.pkEm));
   assert.equal(toHex(enc), A31.pkEm);
@@ -63,13 +87,13 @@ test('RFC 9180 A.3.1: sender with the vector ephemeral key produces enc and ciph
   for (const [ctx, value] of A31.exports) assert.equal(toHex(await context.export(fromHex(ctx), 32)), value);
 });
 
-test('RFC 9180 A.3.1: recipient with an external DH opens the vector and exports the same secrets', async () => {
+both('RFC 9180 A.3.1: recipient with an external DH opens the vector and exports the same secrets', async () => {
   const context = await setupBaseRecipient(AEAD_AES_128_GCM, fromHex(A31.pkEm), fromHex(A31.pkRm), dhWith(A31.skRm), fromHex(A31.info));
   for (const [ctx, value] of A31.exports) assert.equal(toHex(await context.export(fromHex(ctx), 32)), value);
   assert.equal(toHex(await context.open(fromHex(A31.aad), fromHex(A31.ct))), A31.pt);
 });
 
-test('RFC 9180 A.3.1: a flipped ciphertext bit, wrong info or wrong enc is one DecryptionError', async () => {
+both('RFC 9180 A.3.1: a flipped ciphertext bit, wrong info or wrong enc is one DecryptionError', async () => {
   const ct = fromHex(A31.ct);
   ct[3]! ^= 1;
   const ctx1 = await setupBaseRecipient(AEAD_AES_128_GCM, fromHex(A31.pkEm), fromHex(A31.pkRm), dhWith(A31.skRm), fromHex(A31.info));
@@ -81,7 +105,7 @@ test('RFC 9180 A.3.1: a flipped ciphertext bit, wrong info or wrong enc is one D
   await assert.rejects(setupBaseRecipient(AEAD_AES_128_GCM, badPoint, fromHex(A31.pkRm), dhWith(A31.skRm), fromHex(A31.info)), DecryptionError);
 });
 
-test('a DH failure that is not InvalidPeerKeyError (an HSM failure) propagates, never DecryptionError', async () => {
+both('a DH failure that is not InvalidPeerKeyError (an HSM failure) propagates, never DecryptionError', async () => {
   class HsmDown extends Error {}
   const failing = async (): Promise<Uint8Array> => {
     throw new HsmDown('token gone');
@@ -89,7 +113,7 @@ test('a DH failure that is not InvalidPeerKeyError (an HSM failure) propagates, 
   await assert.rejects(setupBaseRecipient(AEAD_AES_128_GCM, fromHex(A31.pkEm), fromHex(A31.pkRm), failing, fromHex(A31.info)), HsmDown);
 });
 
-test('interop with @hpke/core for DHKEM(P-256), HKDF-SHA256, AES-256-GCM in both directions', async () => {
+both('interop with @hpke/core for DHKEM(P-256), HKDF-SHA256, AES-256-GCM in both directions', async () => {
   const suite = new CipherSuite({ kem: new DhkemP256HkdfSha256(), kdf: new HkdfSha256(), aead: new (await import('@hpke/core')).Aes256Gcm() });
   assert.equal(suite.aead.id, AeadId.Aes256Gcm);
   const ecdh = createECDH('prime256v1');

@@ -56,6 +56,7 @@ function hmacOneShot(hash: NonNullable<typeof oneShot>, key: Uint8Array, data: U
 
 export const nodeCryptoProvider: CryptoProvider = {
   name: 'node:crypto',
+  synchronous: true,
   sha256: oneShot ? (data) => u8(oneShot('sha256', data, 'buffer')) : (data) => u8(createHash('sha256').update(data).digest()),
   hmacSha256: oneShot ? (key, data) => hmacOneShot(oneShot, key, data) : (key, data) => u8(createHmac('sha256', key).update(data).digest()),
   aesGcmSeal(key, nonce, aad, plaintext) {

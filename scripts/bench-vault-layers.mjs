@@ -1,0 +1,144 @@
+// `node scripts/bench-vault-layers.mjs [--rounds N] [--accounts N] [--lanes N]` (after `npx tsc -b`)
+// Where the vault's CPU per recovery goes, layer by layer, in ONE process with rounds
+// interleaved (load from other processes falls on every layer alike; medians printed):
+//   - opaque:   @serenity-kit/opaque server startLogin + finishLogin alone (the ceiling's work),
+//               the same registered record shape, the setup passed as a string;
+//   - envelope: the vault's two HPKE opens (DH with the fleet key on the vault's platform,
+//               key schedule, AES-GCM) and two response seals, nothing else;
+//   - service:  VaultService.handle for login-start and login-finish — envelope, OPAQUE,
+//               record open/seal, the rollback tree, the group commit (SQLite with its WAL
+//               sync, the anchor write), metrics; no HTTP, no logging;
+//   - inject:   the same through the Fastify app (`app.inject`: routing, body parsing, the
+//               per-request log line at info to /dev/null, the reply) — light-my-request's
+//               fake sockets cost more than node:http's, so inject − service bounds HTTP from above.
+// A round of a layer: every account's login-start, LANES at a time, then every login-finish;
+// client work (OPAQUE, sealing, opening) is done between the timed windows. Process CPU of
+// all threads. The vault is the software platform on SQLite in a temporary directory.
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { root } from './ensure-setup.mjs';
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const ROUNDS = arg('rounds', 7);
+const ACCOUNTS = arg('accounts', 256);
+const LANES = arg('lanes', 32);
+const PASSWORD = 'bench password';
+const K = new Uint8Array(32).fill(7);
+const cpuUs = () => {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+};
+async function pool(items, n, fn) {
+  let next = 0;
+  const out = new Array(items.length);
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (next < items.length) {
+      const k = next++;
+      out[k] = await fn(items[k]);
+    }
+  }));
+  return out;
+}
+
+const { loadConfig } = await import(join(root, 'packages/vault/dist/src/server/config.js'));
+const { assembleVault } = await import(join(root, 'packages/vault/dist/src/server/start.js'));
+const P = await import(join(root, 'packages/protocol/dist/src/index.js'));
+await P.opaque.ready;
+const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-vault-layers-'));
+const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+const vault = await assembleVault(config, { createIfMissing: true, logger: { level: 'info', stream: createWriteStream('/dev/null') }, warn: () => {} });
+try {
+  const fleetKey = vault.fleet.fleetKey;
+  const inject = (account, body) =>
+    vault.app.inject({ method: 'POST', url: '/v1/request', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, payload: Buffer.from(body) }).then((r) => {
+      if (r.statusCode !== 200) throw new Error(`HTTP ${r.statusCode} ${r.body}`);
+      return new Uint8Array(r.rawPayload);
+    });
+  const direct = async (account, body) => {
+    const r = await vault.service.handle(account, body);
+    if (r.kind !== 'answer') throw new Error(`service: ${r.code}`);
+    return r.decision.response;
+  };
+  const accounts = Array.from({ length: ACCOUNTS }, (_, i) => `bench-${i}`);
+  await pool(accounts, 16, async (account) => {
+    const c = new P.VaultClient({ fleetKey, account, ksf: P.INSECURE_FAST_KSF_FOR_TESTING, transport: (b) => inject(account, b) });
+    const r = await c.register(PASSWORD, K);
+    if (r.outcome !== 'ok') throw new Error(`register ${account}: ${r.outcome}`);
+  });
+
+  /** One recovery per account through `send`; the vault's CPU (µs per recovery) of both timed phases. */
+  async function recoveries(send) {
+    const starts = await pool(accounts, 8, async (account) => {
+      const start = P.opaque.client.startLogin({ password: PASSWORD });
+      const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })));
+      return { account, start, sealed };
+    });
+    let c = cpuUs();
+    const answers1 = await pool(starts, LANES, async (s) => ({ s, bytes: await send(s.account, s.sealed.bytes) }));
+    let cpu = cpuUs() - c;
+    const finishes = await pool(answers1, 8, async ({ s, bytes }) => {
+      const r = P.decodeResponseBody(P.unpad(await s.sealed.openResponse(bytes)));
+      if (r.outcome !== 'ok') throw new Error(`login-start: ${r.outcome}`);
+      const f = P.opaque.client.finishLogin({ password: PASSWORD, clientLoginState: s.start.clientLoginState, loginResponse: P.toBase64Url(r.ke2), keyStretching: P.toSerenityKeyStretching(r.ksf) });
+      return { account: s.account, sealed: await P.sealRequest(fleetKey, s.account, 'login-finish', P.pad(P.encodeRequestBody({ op: 'login-finish', nonce: r.nonce, ke3: P.fromBase64Url(f.finishLoginRequest) }))) };
+    });
+    c = cpuUs();
+    const answers2 = await pool(finishes, LANES, async (f) => ({ f, bytes: await send(f.account, f.sealed.bytes) }));
+    cpu += cpuUs() - c;
+    for (const { f, bytes } of answers2) {
+      const r = P.decodeResponseBody(P.unpad(await f.sealed.openResponse(bytes)));
+      if (r.outcome !== 'ok') throw new Error(`login-finish: ${r.outcome}`);
+    }
+    return cpu / accounts.length;
+  }
+
+  // opaque: the ceiling's calls on a record registered here.
+  const setup = P.opaque.server.createSetup();
+  const ks = P.toSerenityKeyStretching(P.INSECURE_FAST_KSF_FOR_TESTING);
+  const rs = P.opaque.client.startRegistration({ password: 'pw' });
+  const { registrationResponse } = P.opaque.server.createRegistrationResponse({ serverSetup: setup, userIdentifier: 'u', registrationRequest: rs.registrationRequest });
+  const { registrationRecord } = P.opaque.client.finishRegistration({ clientRegistrationState: rs.clientRegistrationState, registrationResponse, password: 'pw', keyStretching: ks });
+  function opaqueOnly() {
+    const cs = accounts.map(() => P.opaque.client.startLogin({ password: 'pw' }));
+    let c = cpuUs();
+    const ss = cs.map((x) => P.opaque.server.startLogin({ serverSetup: setup, userIdentifier: 'u', registrationRecord, startLoginRequest: x.startLoginRequest }));
+    let cpu = cpuUs() - c;
+    const fs = ss.map((x, i) => P.opaque.client.finishLogin({ clientLoginState: cs[i].clientLoginState, loginResponse: x.loginResponse, password: 'pw', keyStretching: ks }));
+    c = cpuUs();
+    for (const [i, x] of ss.entries()) P.opaque.server.finishLogin({ serverLoginState: x.serverLoginState, finishLoginRequest: fs[i].finishLoginRequest });
+    cpu += cpuUs() - c;
+    return cpu / accounts.length;
+  }
+
+  // envelope: two opens and two seals per recovery, DH on the vault's own platform.
+  const body = P.pad(P.encodeRequestBody({ op: 'login-finish', nonce: new Uint8Array(16), ke3: new Uint8Array(64) }));
+  const platform = vault.platform.platform;
+  async function envelopeOnly() {
+    const sealed = await Promise.all(accounts.flatMap((a) => [P.sealRequest(fleetKey, a, 'login-finish', body), P.sealRequest(fleetKey, a, 'login-finish', body)]));
+    const responseBody = P.pad(new Uint8Array(10));
+    const c = cpuUs();
+    await pool(sealed.map((s, i) => ({ s, account: accounts[i >> 1] })), LANES, async ({ s, account }) => {
+      const opened = await P.openRequest(P.parseRequest(s.bytes), account, fleetKey.publicKey, (enc) => platform.ecdh('coffer-fleet-hpke-v1', enc));
+      await opened.sealResponse(responseBody, platform.randomBytes(32));
+    });
+    return (cpuUs() - c) / accounts.length;
+  }
+
+  const layers = { opaque: opaqueOnly, envelope: envelopeOnly, service: () => recoveries(direct), inject: () => recoveries(inject) };
+  const results = Object.fromEntries(Object.keys(layers).map((k) => [k, []]));
+  for (const f of Object.values(layers)) await f(); // warm-up
+  for (let r = 0; r < ROUNDS; r++) for (const [k, f] of Object.entries(layers)) results[k].push(await f());
+  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  console.log(`vault CPU per recovery by layer (software platform, SQLite, ${ACCOUNTS} accounts, ${LANES} concurrent, ${ROUNDS} interleaved rounds; µs, median [min–max]):`);
+  for (const [k, xs] of Object.entries(results)) console.log(`  ${k.padEnd(9)} ${median(xs).toFixed(0).padStart(5)}  [${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}]`);
+  const m = Object.fromEntries(Object.entries(results).map(([k, xs]) => [k, median(xs)]));
+  console.log(`  service − opaque − envelope (record open/seal, rollback tree, SQLite and its sync, anchor, queues, metrics, GC): ${(m.service - m.opaque - m.envelope).toFixed(0)}`);
+  console.log(`  inject − service (Fastify, body parsing, the log line, light-my-request): ${(m.inject - m.service).toFixed(0)}`);
+} finally {
+  await vault.close();
+  rmSync(dir, { recursive: true, force: true });
+}

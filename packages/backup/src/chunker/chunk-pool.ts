@@ -28,7 +28,17 @@ export interface SmallFileBatch {
   ids: Buffer;
   /** The stored (compressed or raw) bytes of every file, back to back. */
   data: Buffer;
+  /**
+   * Gives `data` back to its worker for a later batch (idempotent). Call it only when
+   * nothing refers to `data` or a view of it any more: the buffer is transferred, so every
+   * view of it on this thread reads as empty from then on, and the worker overwrites it.
+   * Not calling it is safe (the buffer is then garbage, as any other).
+   */
+  release(): void;
 }
+
+/** Tests only (issue 13): poison batch buffers when they come back, and count them. */
+export const batchBuffersForTesting = { poison: false, returned: 0 };
 
 export interface ChunkedFile {
   ids: Buffer[];
@@ -107,7 +117,7 @@ export class ChunkPool {
   }
 
   static setupFor(gearTable: Uint8Array, chunkIdKey: Uint8Array, params: ChunkerParams, compression: CompressionMode = 'off'): WorkerSetup {
-    return { gearTable, chunkIdKey, params, compression };
+    return { gearTable, chunkIdKey, params, compression, ...(batchBuffersForTesting.poison ? { poisonReturned: true } : {}) };
   }
 
   #fail(e: unknown): void {
@@ -135,7 +145,21 @@ export class ChunkPool {
     this.#jobs.delete(m.job);
     pw.load--;
     if (!job) return;
-    if (m.type === 'batch') job.batch?.({ status: m.status, after: m.after, extras: new Map(m.extras.map((x) => [x.k, x])), ids: Buffer.from(m.ids), data: Buffer.from(m.data) });
+    if (m.type === 'batch') {
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        batchBuffersForTesting.returned++;
+        try {
+          pw.worker.postMessage({ type: 'batch-data', buffer: m.data } satisfies ToWorker, [m.data]);
+        } catch {
+          // the worker is gone (closed): the buffer is garbage
+        }
+      };
+      if (!job.batch) return release();
+      job.batch({ status: m.status, after: m.after, extras: new Map(m.extras.map((x) => [x.k, x])), ids: Buffer.from(m.ids), data: Buffer.from(m.data, 0, m.length), release });
+    }
     else if (m.type === 'done') job.resolve({ ids: job.ids, size: m.size });
     else job.reject(new FileReadError(m.code, m.message));
   }

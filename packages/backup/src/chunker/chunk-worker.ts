@@ -24,7 +24,7 @@ const READ_WINDOW = 4 * 1024 * 1024;
 /** Batches of small files whose compression may still run while the next is read. */
 const BATCHES_COMPRESSING = 2;
 /** A batch read buffer is at least this large (so later batches fit) and kept for reuse up to this size. */
-const BATCH_BUFFER_MIN = 1024 * 1024;
+const BATCH_BUFFER_MIN = 512 * 1024;
 const BATCH_BUFFER_MAX = 8 * 1024 * 1024;
 /** Batch output buffers given back by the main thread and kept for the next batches (see dataBuffers). */
 const DATA_BUFFERS_KEPT = 4;

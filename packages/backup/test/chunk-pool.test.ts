@@ -1,7 +1,7 @@
 /**
  * The chunking workers start as work arrives (issue 13): none before the first job, one
  * for work that one worker keeps up with, the next only when a job comes while every
- * worker has two jobs already, never more than asked for. Each job's result is the same whichever
+ * worker has two jobs already (a batch of small files counts as two thirds of a job), never more than asked for. Each job's result is the same whichever
  * worker took it.
  */
 import assert from 'node:assert/strict';
@@ -39,14 +39,20 @@ test('workers start with the work: none idle, one for one job at a time, a secon
   for (let i = 0; i < 10; i += 5) check(await pool.chunkBatch(files.slice(i, i + 5), contents.slice(i, i + 5).map((c) => c.length)), i, 5);
   assert.equal(pool.started, 1, 'jobs one after another: one worker');
 
-  // Two jobs at once: the first worker takes both.
-  const two = [10, 15].map((i) => pool.chunkBatch(files.slice(i, i + 5), contents.slice(i, i + 5).map((c) => c.length)));
-  assert.equal(pool.started, 1, 'a second job in flight does not start a worker');
-  (await Promise.all(two)).forEach((b, j) => check(b, 10 + 5 * j, 5));
-  // Three sent together: the third finds the first worker with two and starts another; no third worker.
-  const together = [10, 20, 30].map((i) => pool.chunkBatch(files.slice(i, i + 10), contents.slice(i, i + 10).map((c) => c.length)));
+  // Two jobs at once (three batches): the first worker takes them all.
+  const three = [10, 15, 20].map((i) => pool.chunkBatch(files.slice(i, i + 5), contents.slice(i, i + 5).map((c) => c.length)));
+  assert.equal(pool.started, 1, 'a second job (second and third batch) in flight does not start a worker');
+  (await Promise.all(three)).forEach((b, j) => check(b, 10 + 5 * j, 5));
+  // Five batches sent together: the fourth finds the first worker with two jobs' worth and starts another; no third worker.
+  const together = [0, 8, 16, 24, 32].map((i) => pool.chunkBatch(files.slice(i, i + 8), contents.slice(i, i + 8).map((c) => c.length)));
   assert.equal(pool.started, 2, 'a job while every worker has two starts the next one, up to the limit');
   const got = await Promise.all(together);
-  got.forEach((b, j) => check(b, 10 + 10 * j, 10));
+  got.forEach((b, j) => check(b, 8 * j, 8));
+  // A whole file counts as a job: with both workers busy, still no third.
+  const more = [0, 8, 16, 24, 32].map((i) => pool.chunkBatch(files.slice(i, i + 8), contents.slice(i, i + 8).map((c) => c.length)));
+  const whole = pool.chunkFile(files[0]!, async () => {});
+  assert.equal(pool.started, 2);
+  (await Promise.all(more)).forEach((b, j) => check(b, 8 * j, 8));
+  assert.equal((await whole).size, contents[0]!.length);
   assert.equal(pool.started, 2);
 });

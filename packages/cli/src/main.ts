@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
-import { tuneHeapEarly } from './heap.js';
+import { tuneHeapEarly, tuneHeapForRestore } from './heap.js';
 
 // Each command's module is imported when that command runs (issue 13): a backup or a
 // restore then loads neither the relay client nor OPAQUE's WASM (about 16 MiB resident).
@@ -429,11 +429,13 @@ export async function run(argv: string[], io: Io): Promise<number> {
 
 /** Runs `coffer` with this process's arguments and streams (bin/coffer.js calls it). */
 export function runMain(): void {
-  // A backup's heap settings before any of its work (see heap.ts); a command line that
+  // A backup's (a restore's) heap settings before any of its work (see heap.ts); a command line that
   // does not parse is left to run() to report.
   const argv = process.argv.slice(2);
   try {
-    if (parseArgs({ args: argv, options, allowPositionals: true, strict: false }).positionals[0] === 'backup') tuneHeapEarly();
+    const command = parseArgs({ args: argv, options, allowPositionals: true, strict: false }).positionals[0];
+    if (command === 'backup') tuneHeapEarly();
+    else if (command === 'restore') tuneHeapForRestore();
   } catch {
     // run() says what is wrong with the arguments
   }

@@ -13,6 +13,16 @@ export { SMALL_STATUS, SmallStatus, type SmallFileExtra, type SmallFileStat } fr
 
 /** Jobs every running worker has before the next worker starts (see the constructor). */
 const SPAWN_AT_LOAD = 2;
+/**
+ * What a batch of small files counts for in SPAWN_AT_LOAD: two thirds of a job, so the
+ * next worker starts when a batch comes while the others have three each. Batches are
+ * of 512 KiB (SMALL_BATCH_BYTES in backup.ts), half what they were; counted as a whole
+ * job each, a second backup of the 50,000-file tree (a day of changes) started a second
+ * worker for a few MiB of changed files, +10 MiB peak RSS for no gain in time. Counted as
+ * half a job, a first backup never started a second worker (at most four batches are
+ * out), 20% slower. Measured in one session: neither happens at two thirds.
+ */
+const BATCH_LOAD = 2 / 3;
 /** Young-generation limit of each chunk worker's heap (see #spawn). */
 const WORKER_YOUNG_MB = 8;
 
@@ -28,7 +38,17 @@ export interface SmallFileBatch {
   ids: Buffer;
   /** The stored (compressed or raw) bytes of every file, back to back. */
   data: Buffer;
+  /**
+   * Gives `data` back to its worker for a later batch (idempotent). Call it only when
+   * nothing refers to `data` or a view of it any more: the buffer is transferred, so every
+   * view of it on this thread reads as empty from then on, and the worker overwrites it.
+   * Not calling it is safe (the buffer is then garbage, as any other).
+   */
+  release(): void;
 }
+
+/** Tests only (issue 13): poison batch buffers when they come back, and count them. */
+export const batchBuffersForTesting = { poison: false, returned: 0 };
 
 export interface ChunkedFile {
   ids: Buffer[];
@@ -50,6 +70,8 @@ interface Job {
   resolve: (r: ChunkedFile) => void;
   reject: (e: unknown) => void;
   batch?: (b: SmallFileBatch) => void;
+  /** What it adds to its worker's load. */
+  load: number;
 }
 
 interface PoolWorker {
@@ -98,16 +120,16 @@ export class ChunkPool {
   }
 
   /** The least busy worker, or a new one when every worker is that busy and fewer than `threads` run. */
-  #pick(): PoolWorker {
+  #pick(load: number): PoolWorker {
     let pw: PoolWorker | undefined;
     for (const w of this.#workers) if (!pw || w.load < pw.load) pw = w;
     if (!pw || (pw.load >= SPAWN_AT_LOAD && this.#workers.length < this.#threads)) pw = this.#spawn();
-    pw.load++;
+    pw.load += load;
     return pw;
   }
 
   static setupFor(gearTable: Uint8Array, chunkIdKey: Uint8Array, params: ChunkerParams, compression: CompressionMode = 'off'): WorkerSetup {
-    return { gearTable, chunkIdKey, params, compression };
+    return { gearTable, chunkIdKey, params, compression, ...(batchBuffersForTesting.poison ? { poisonReturned: true } : {}) };
   }
 
   #fail(e: unknown): void {
@@ -133,9 +155,23 @@ export class ChunkPool {
       return;
     }
     this.#jobs.delete(m.job);
-    pw.load--;
     if (!job) return;
-    if (m.type === 'batch') job.batch?.({ status: m.status, after: m.after, extras: new Map(m.extras.map((x) => [x.k, x])), ids: Buffer.from(m.ids), data: Buffer.from(m.data) });
+    pw.load -= job.load;
+    if (m.type === 'batch') {
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        batchBuffersForTesting.returned++;
+        try {
+          pw.worker.postMessage({ type: 'batch-data', buffer: m.data } satisfies ToWorker, [m.data]);
+        } catch {
+          // the worker is gone (closed): the buffer is garbage
+        }
+      };
+      if (!job.batch) return release();
+      job.batch({ status: m.status, after: m.after, extras: new Map(m.extras.map((x) => [x.k, x])), ids: Buffer.from(m.ids), data: Buffer.from(m.data, 0, m.length), release });
+    }
     else if (m.type === 'done') job.resolve({ ids: job.ids, size: m.size });
     else job.reject(new FileReadError(m.code, m.message));
   }
@@ -146,10 +182,10 @@ export class ChunkPool {
    */
   chunkFile(path: string | Uint8Array, onChunk: (id: Buffer, data: Buffer) => Promise<void>, start = 0, end = Number.MAX_SAFE_INTEGER): Promise<ChunkedFile> {
     if (this.#failure) return Promise.reject(this.#failure);
-    const pw = this.#pick();
+    const pw = this.#pick(1);
     const job = this.#next++;
     return new Promise<ChunkedFile>((resolve, reject) => {
-      this.#jobs.set(job, { onChunk, ids: [], resolve, reject });
+      this.#jobs.set(job, { onChunk, ids: [], resolve, reject, load: 1 });
       pw.worker.postMessage({ type: 'file', job, path, start, end } satisfies ToWorker);
     });
   }
@@ -162,7 +198,7 @@ export class ChunkPool {
    */
   chunkBatch(paths: Uint8Array[], sizes: number[], xattrs = false): Promise<SmallFileBatch> {
     if (this.#failure) return Promise.reject(this.#failure);
-    const pw = this.#pick();
+    const pw = this.#pick(BATCH_LOAD);
     const job = this.#next++;
     // The paths travel as one transferred buffer, each followed by a NUL (which no path
     // holds): cloning hundreds of strings per message cost more than the rest of the batch.
@@ -176,7 +212,7 @@ export class ChunkPool {
     }
     const sizeArray = Float64Array.from(sizes);
     return new Promise<SmallFileBatch>((resolve, reject) => {
-      this.#jobs.set(job, { onChunk: async () => {}, ids: [], resolve: () => {}, reject, batch: resolve });
+      this.#jobs.set(job, { onChunk: async () => {}, ids: [], resolve: () => {}, reject, batch: resolve, load: BATCH_LOAD });
       pw.worker.postMessage({ type: 'batch', job, paths: joined, sizes: sizeArray, xattrs } satisfies ToWorker, [joined.buffer, sizeArray.buffer]);
     });
   }

@@ -51,7 +51,12 @@ export const CHUNK_REGION_BYTES = 64 * 1024 * 1024;
  */
 export const SMALL_FILE_BYTES = 256 * 1024;
 const SMALL_BATCH_FILES = 256;
-const SMALL_BATCH_BYTES = 1024 * 1024;
+/**
+ * Batches of 512 KiB, not 1 MiB: each batch's bytes are held twice (read and stored) by
+ * up to SMALL_BATCHES_IN_FLIGHT batches; measured on the 50,000-file tree in one session,
+ * peak RSS of a first backup 150–160 → 142–148 MiB, wall and CPU the same within noise.
+ */
+const SMALL_BATCH_BYTES = 512 * 1024;
 const SMALL_BATCHES_IN_FLIGHT = 4;
 /** Tree entries waiting for their files to be read before they are written in order. */
 const LOOKAHEAD = 1024;
@@ -692,6 +697,14 @@ async function runBackup(
             it.error = e;
           }
         }
+        // b.data goes back to its worker once no blob refers to it. The blob writer copies
+        // what it is given (sealed into the pack's pieces) by the time addStoredNow returns,
+        // or by the time its promise does (padding max), and that promise (`pressure`) was
+        // awaited above for every file stored by this loop. A file read again (readStable)
+        // does not use b; one under the test hook (finishHooked) stores from b later, so
+        // the buffer waits for those.
+        if (opts.afterFileRead) void Promise.allSettled(items.map((it) => it.later)).then(b.release);
+        else b.release();
       } catch (e) {
         for (const it of sent.items) it.error ??= e;
       } finally {

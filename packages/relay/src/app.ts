@@ -19,7 +19,7 @@ import { accountRoutes, DEFAULT_POW, type PowRule } from './routes/accounts.js';
 import { prepareDummyPasswordHash, type PasswordKdf } from './auth/password.js';
 import { blobRoutes } from './routes/blobs.js';
 import { lingerAfterAnswer } from './lingering-close.js';
-import { closeIdleWhileClosing } from './graceful-close.js';
+import { closeIdleUntilClosed } from '@coffer/protocol/node';
 import { vaultRoutes, VAULT_BODY_LIMIT } from './routes/vault.js';
 import type { VaultForwarder } from './vault-forwarder.js';
 
@@ -159,7 +159,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
   const perAccount = new TokenBuckets(limits.perAccount, now);
   const authenticate = makeAuthenticator({ accounts: options.accounts, jwt: options.jwt, perAccount });
   const { metrics } = options;
-  closeIdleWhileClosing(app);
+  // Kept-alive connections that turn idle while closing are closed at once (@coffer/protocol/node graceful-close.ts).
+  app.addHook('preClose', (done) => {
+    closeIdleUntilClosed(app.server);
+    done();
+  });
   const addressOf = (req: { ip: string }): string => addressKey(req.ip);
 
   // Expect: 100-continue is answered only once the request may send its body: after
@@ -275,6 +279,10 @@ export function buildAdminApp(metrics: RelayMetrics): FastifyInstance {
   admin.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   admin.get('/healthz', async () => ({ status: 'ok' }));
   admin.setNotFoundHandler((_req, reply) => void reply.code(404).send(errorBody('not-found')));
-  closeIdleWhileClosing(admin);
+  // Kept-alive connections that turn idle while closing are closed at once (@coffer/protocol/node graceful-close.ts).
+  admin.addHook('preClose', (done) => {
+    closeIdleUntilClosed(admin.server);
+    done();
+  });
   return admin;
 }

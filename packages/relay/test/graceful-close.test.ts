@@ -1,6 +1,6 @@
 // A closing relay does not wait for the keep-alive timeout (65 s) on a connection whose
 // request was still running when close() began: once its answer is sent, the connection
-// is idle and closed (src/graceful-close.ts). Without the sweep, this close took ~65 s.
+// is idle and closed (@coffer/protocol/node, graceful-close.ts). Without the sweep, this close took ~65 s.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';

@@ -1,6 +1,6 @@
 // A closing vault does not wait for the keep-alive timeout on a connection whose request
 // was still arriving when close() began: once it is answered, the connection is idle and
-// closed (src/server/graceful-close.ts). Without the sweep this close took over a minute.
+// closed (@coffer/protocol/node, graceful-close.ts). Without the sweep this close took over a minute.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';

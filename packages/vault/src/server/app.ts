@@ -24,7 +24,7 @@
  * carries the operation, sizes, timing and, for a refused or failed request, the error.
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import { closeIdleWhileClosing } from './graceful-close.js';
+import { closeIdleUntilClosed } from '@coffer/protocol/node';
 import { errorBody, ERRORS, type ErrorCode } from './errors.js';
 import { requestClass, type VaultMetrics } from './metrics.js';
 import type { VaultService } from './vault-service.js';
@@ -57,7 +57,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
     // each handler below writes, and cost ~0.1 ms per request at the vault's rates.
     logController: new LogController({ disableRequestLogging: true }),
   });
-  closeIdleWhileClosing(app);
+  // Kept-alive connections that turn idle while closing are closed at once (@coffer/protocol/node graceful-close.ts).
+  app.addHook('preClose', (done) => {
+    closeIdleUntilClosed(app.server);
+    done();
+  });
   const { metrics, service } = options;
 
   // Only octet-stream bodies exist in this API; every other type is a 415.
@@ -145,6 +149,10 @@ export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
   app.setNotFoundHandler((_req, reply) => void reply.code(404).send(errorBody('not-found')));
   app.get('/healthz', async () => ({ status: 'ok', platform: options.describe.platform, store: options.describe.store }));
   app.get('/metrics', async (_req, reply) => reply.type(options.metrics.registry.contentType).send(await options.metrics.registry.metrics()));
-  closeIdleWhileClosing(app);
+  // Kept-alive connections that turn idle while closing are closed at once (@coffer/protocol/node graceful-close.ts).
+  app.addHook('preClose', (done) => {
+    closeIdleUntilClosed(app.server);
+    done();
+  });
   return app;
 }

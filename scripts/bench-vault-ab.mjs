@@ -30,6 +30,7 @@ import { Session } from 'node:inspector';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { recoverAll, registerAll } from './vault-load.mjs';
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -48,24 +49,11 @@ const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
 const HTTP_PORT = arg('http', 0);
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
 const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
-const PASSWORD = 'bench password';
-const K = new Uint8Array(32).fill(7);
 
 const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
-async function pool(items, n, fn) {
-  let next = 0;
-  const out = new Array(items.length);
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next < items.length) {
-      const k = next++;
-      out[k] = await fn(items[k]);
-    }
-  }));
-  return out;
-}
 
 /** SoftHSM2: one token directory and configuration for this process; a token per build. */
 let hsmDir = null;
@@ -117,11 +105,7 @@ async function open({ buildRoot, dir, platformEnv }) {
     });
   const fleetKey = vault.fleet.fleetKey;
   const accounts = Array.from({ length: ACCOUNTS }, (_, i) => `bench-${i}`);
-  await pool(accounts, 16, async (account) => {
-    const c = new P.VaultClient({ fleetKey, account, ksf: P.INSECURE_FAST_KSF_FOR_TESTING, transport: (b) => send(account, b) });
-    const r = await c.register(PASSWORD, K);
-    if (r.outcome !== 'ok') throw new Error(`register ${account}: ${r.outcome}`);
-  });
+  await registerAll(P, fleetKey, accounts, send);
   return { buildRoot, dir, vault, P, send, fleetKey, accounts, rounds: [] };
 }
 
@@ -139,33 +123,16 @@ async function round(b) {
   const { P, fleetKey, send } = b;
   const entries0 = await logEntries(b);
   const expired0 = await delayExpired(b);
-  const starts = await pool(b.accounts, 8, async (account) => {
-    const start = P.opaque.client.startLogin({ password: PASSWORD });
-    const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })));
-    return { account, start, sealed };
+  const ms = {};
+  await recoverAll(P, fleetKey, b.accounts, LANES, send, async (phase, run) => {
+    await profiling(b, true);
+    const c = cpuMs();
+    const r = await run();
+    ms[phase] = cpuMs() - c;
+    await profiling(b, false, phase);
+    return r;
   });
-  await profiling(b, true);
-  let c = cpuMs();
-  const answers1 = await pool(starts, LANES, async (s) => ({ s, bytes: await send(s.account, s.sealed.bytes) }));
-  const startMs = cpuMs() - c;
-  await profiling(b, false, 'start');
-  const finishes = await pool(answers1, 8, async ({ s, bytes }) => {
-    const r = P.decodeResponseBody(P.unpad(await s.sealed.openResponse(bytes)));
-    if (r.outcome !== 'ok') throw new Error(`login-start: ${r.outcome}`);
-    const f = P.opaque.client.finishLogin({ password: PASSWORD, clientLoginState: s.start.clientLoginState, loginResponse: P.toBase64Url(r.ke2), keyStretching: P.toSerenityKeyStretching(r.ksf) });
-    const sealed = await P.sealRequest(fleetKey, s.account, 'login-finish', P.pad(P.encodeRequestBody({ op: 'login-finish', nonce: r.nonce, ke3: P.fromBase64Url(f.finishLoginRequest) })));
-    return { account: s.account, sealed };
-  });
-  await profiling(b, true);
-  c = cpuMs();
-  const answers2 = await pool(finishes, LANES, async (f) => ({ f, bytes: await send(f.account, f.sealed.bytes) }));
-  const finishMs = cpuMs() - c;
-  await profiling(b, false, 'finish');
-  for (const { f, bytes } of answers2) {
-    const r = P.decodeResponseBody(P.unpad(await f.sealed.openResponse(bytes)));
-    if (r.outcome !== 'ok') throw new Error(`login-finish: ${r.outcome}`);
-  }
-  b.rounds.push({ start: startMs / b.accounts.length, finish: finishMs / b.accounts.length, entries: ((await logEntries(b)) - entries0) / b.accounts.length, expired: ((await delayExpired(b)) - expired0) / b.accounts.length });
+  b.rounds.push({ start: ms.start / b.accounts.length, finish: ms.finish / b.accounts.length, entries: ((await logEntries(b)) - entries0) / b.accounts.length, expired: ((await delayExpired(b)) - expired0) / b.accounts.length });
 }
 
 let session = null;

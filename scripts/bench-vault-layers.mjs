@@ -18,6 +18,7 @@ import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { pool, recoverAll, registerAll } from './vault-load.mjs';
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -26,23 +27,10 @@ const arg = (name, dflt) => {
 const ROUNDS = arg('rounds', 7);
 const ACCOUNTS = arg('accounts', 256);
 const LANES = arg('lanes', 32);
-const PASSWORD = 'bench password';
-const K = new Uint8Array(32).fill(7);
 const cpuUs = () => {
   const u = process.cpuUsage();
   return u.user + u.system;
 };
-async function pool(items, n, fn) {
-  let next = 0;
-  const out = new Array(items.length);
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next < items.length) {
-      const k = next++;
-      out[k] = await fn(items[k]);
-    }
-  }));
-  return out;
-}
 
 const { loadConfig } = await import(join(root, 'packages/vault/dist/src/server/config.js'));
 const { assembleVault } = await import(join(root, 'packages/vault/dist/src/server/start.js'));
@@ -64,35 +52,17 @@ try {
     return r.decision.response;
   };
   const accounts = Array.from({ length: ACCOUNTS }, (_, i) => `bench-${i}`);
-  await pool(accounts, 16, async (account) => {
-    const c = new P.VaultClient({ fleetKey, account, ksf: P.INSECURE_FAST_KSF_FOR_TESTING, transport: (b) => inject(account, b) });
-    const r = await c.register(PASSWORD, K);
-    if (r.outcome !== 'ok') throw new Error(`register ${account}: ${r.outcome}`);
-  });
+  await registerAll(P, fleetKey, accounts, inject);
 
   /** One recovery per account through `send`; the vault's CPU (µs per recovery) of both timed phases. */
   async function recoveries(send) {
-    const starts = await pool(accounts, 8, async (account) => {
-      const start = P.opaque.client.startLogin({ password: PASSWORD });
-      const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })));
-      return { account, start, sealed };
+    let cpu = 0;
+    await recoverAll(P, fleetKey, accounts, LANES, send, async (_phase, run) => {
+      const c = cpuUs();
+      const r = await run();
+      cpu += cpuUs() - c;
+      return r;
     });
-    let c = cpuUs();
-    const answers1 = await pool(starts, LANES, async (s) => ({ s, bytes: await send(s.account, s.sealed.bytes) }));
-    let cpu = cpuUs() - c;
-    const finishes = await pool(answers1, 8, async ({ s, bytes }) => {
-      const r = P.decodeResponseBody(P.unpad(await s.sealed.openResponse(bytes)));
-      if (r.outcome !== 'ok') throw new Error(`login-start: ${r.outcome}`);
-      const f = P.opaque.client.finishLogin({ password: PASSWORD, clientLoginState: s.start.clientLoginState, loginResponse: P.toBase64Url(r.ke2), keyStretching: P.toSerenityKeyStretching(r.ksf) });
-      return { account: s.account, sealed: await P.sealRequest(fleetKey, s.account, 'login-finish', P.pad(P.encodeRequestBody({ op: 'login-finish', nonce: r.nonce, ke3: P.fromBase64Url(f.finishLoginRequest) }))) };
-    });
-    c = cpuUs();
-    const answers2 = await pool(finishes, LANES, async (f) => ({ f, bytes: await send(f.account, f.sealed.bytes) }));
-    cpu += cpuUs() - c;
-    for (const { f, bytes } of answers2) {
-      const r = P.decodeResponseBody(P.unpad(await f.sealed.openResponse(bytes)));
-      if (r.outcome !== 'ok') throw new Error(`login-finish: ${r.outcome}`);
-    }
     return cpu / accounts.length;
   }
 

@@ -12,7 +12,7 @@
 // and restore at scale N to show that peak memory stays flat.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 
@@ -60,19 +60,39 @@ function pristineSet(s) {
 }
 function dataset(dir, s) {
   const pristine = pristineSet(s);
-  rmSync(dir, { recursive: true, force: true });
+  trash(dir);
   sh('cp', ['-a', pristine, dir]);
   rmSync(join(dir, '.complete'));
 }
 
 mkdirSync(work, { recursive: true });
+/**
+ * Nothing is deleted while the bench runs: directories go to a trash directory, emptied
+ * when the bench ends. On ext4 without a journal (this machine's disk) creating a file
+ * skips every inode freed in the last 1–6 minutes, reading each one's table block: a
+ * restore right after deleting 50,000 files spent half its time there, so every
+ * restore's figure depended on what had been deleted just before it (and restic's, which
+ * ran after Coffer's output was deleted, most).
+ */
+const trashDir = join(work, 'trash');
+let trashed = 0;
+function trash(p) {
+  if (!existsSync(p)) return;
+  mkdirSync(trashDir, { recursive: true });
+  renameSync(p, join(trashDir, `${process.pid}-${trashed++}`));
+}
+function emptyTrash() {
+  rmSync(trashDir, { recursive: true, force: true });
+}
+emptyTrash(); // a run that stopped early left it
+process.on('exit', emptyTrash);
 const keyFile = join(work, 'key');
 writeFileSync(keyFile, '42'.repeat(32), { mode: 0o600 });
 const cofferEnv = { COFFER_KEY: '', COFFER_REPOSITORY: '' };
 const rows = {};
 
 function runCoffer(data, repo, restoreDir, withChanges) {
-  rmSync(repo, { recursive: true, force: true });
+  trash(repo);
   sh(process.execPath, [coffer, 'init', '--repo', repo, '--key-file', keyFile, '-q']);
   const out = {};
   out.backup1 = measure(process.execPath, [coffer, 'backup', '-q', '--repo', repo, '--key-file', keyFile, data], cofferEnv);
@@ -82,7 +102,7 @@ function runCoffer(data, repo, restoreDir, withChanges) {
     out.backup2 = measure(process.execPath, [coffer, 'backup', '-q', '--repo', repo, '--key-file', keyFile, data], cofferEnv);
     out.backup2.size = duBytes(repo);
   }
-  rmSync(restoreDir, { recursive: true, force: true });
+  trash(restoreDir);
   out.restore = measure(process.execPath, [coffer, 'restore', '-q', 'latest', '--target', restoreDir, '--repo', repo, '--key-file', keyFile], cofferEnv);
   sh('diff', ['-r', data, join(restoreDir, basename(data))]);
   return out;
@@ -91,10 +111,10 @@ function runCoffer(data, repo, restoreDir, withChanges) {
 /** `cp -r` of `src` to a fresh directory on the same disk: the machine's floor for reading and writing it. */
 function copyFloor(src) {
   const dst = join(work, 'floor-copy');
-  rmSync(dst, { recursive: true, force: true });
+  trash(dst);
   sh('sync', []);
   const m = measure('cp', ['-r', src, dst]);
-  rmSync(dst, { recursive: true, force: true });
+  trash(dst);
   return m;
 }
 
@@ -117,14 +137,14 @@ const floor = copyFloor(data);
 // First backups, then a day of changes, then second backups, then restores: both tools
 // see exactly the same bytes at each step.
 const cofferRepo = join(work, 'coffer-repo');
-rmSync(cofferRepo, { recursive: true, force: true });
+trash(cofferRepo);
 sh(process.execPath, [coffer, 'init', '--repo', cofferRepo, '--key-file', keyFile, '--pad', pad, '-q']);
 const backupArgs = ['backup', '-q', '--repo', cofferRepo, '--key-file', keyFile, data];
 rows.coffer = { backup1: measure(process.execPath, [coffer, ...backupArgs], cofferEnv) };
 rows.coffer.backup1.size = duBytes(cofferRepo);
 if (haveRestic) {
-  rmSync(resticRepo, { recursive: true, force: true });
-  rmSync(resticEnv.RESTIC_CACHE_DIR, { recursive: true, force: true });
+  trash(resticRepo);
+  trash(resticEnv.RESTIC_CACHE_DIR);
   sh('restic', ['init', '-q', '--repo', resticRepo], { env: { ...process.env, ...resticEnv } });
   rows.restic = { backup1: measure('restic', ['--repo', resticRepo, 'backup', '-q', data], resticEnv) };
   rows.restic.backup1.size = duBytes(resticRepo);
@@ -138,16 +158,16 @@ if (haveRestic) {
   rows.restic.backup2.size = duBytes(resticRepo);
 }
 const cofferOut = join(work, 'restore-coffer');
-rmSync(cofferOut, { recursive: true, force: true });
+trash(cofferOut);
 rows.coffer.restore = measure(process.execPath, [coffer, 'restore', '-q', 'latest', '--target', cofferOut, '--repo', cofferRepo, '--key-file', keyFile], cofferEnv);
 sh('diff', ['-r', data, join(cofferOut, 'data')]);
 if (haveRestic) {
   const resticOut = join(work, 'restore-restic');
-  rmSync(resticOut, { recursive: true, force: true });
+  trash(resticOut);
   rows.restic.restore = measure('restic', ['--repo', resticRepo, 'restore', '-q', 'latest', '--target', resticOut], resticEnv);
-  rmSync(resticOut, { recursive: true, force: true });
+  trash(resticOut);
 }
-rmSync(cofferOut, { recursive: true, force: true });
+trash(cofferOut);
 
 const mb = (kib) => (kib / 1024).toFixed(0);
 console.log(`data set: scale ${scale}, ${(duBytes(data) / 2 ** 30).toFixed(2)} GiB; 2 cores; warm page cache for both tools`);
@@ -165,8 +185,8 @@ console.log(`floor: cp -r of the set ${floor.wall.toFixed(2)} s; coffer first ba
 async function blobApiBackup() {
   const relayDir = join(work, 'relay');
   const profile = join(work, 'profile');
-  rmSync(relayDir, { recursive: true, force: true });
-  rmSync(profile, { recursive: true, force: true });
+  trash(relayDir);
+  trash(profile);
   mkdirSync(relayDir, { recursive: true });
   writeFileSync(join(relayDir, 'link.key'), randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
   const port = 27600 + Math.floor(Math.random() * 300);
@@ -195,16 +215,16 @@ async function blobApiBackup() {
     cli(['init', '-q', '--repo', 'coffer:', '--key-file', keyFile]);
     const t = measure(process.execPath, [coffer, 'backup', '-q', '--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', url, data], cofferEnv);
     const localRepo = join(work, 'coffer-local2');
-    rmSync(localRepo, { recursive: true, force: true });
+    trash(localRepo);
     sh(process.execPath, [coffer, 'init', '--repo', localRepo, '--key-file', keyFile, '-q']);
     const l = measure(process.execPath, [coffer, 'backup', '-q', '--repo', localRepo, '--key-file', keyFile, data], cofferEnv);
-    rmSync(localRepo, { recursive: true, force: true });
+    trash(localRepo);
     return { relay: t, local: l };
   } finally {
     relay.kill('SIGTERM');
     await exited;
-    rmSync(relayDir, { recursive: true, force: true });
-    rmSync(profile, { recursive: true, force: true });
+    trash(relayDir);
+    trash(profile);
   }
 }
 let blob;
@@ -222,9 +242,9 @@ if (rssScale) {
   const r = runCoffer(d, join(work, 'coffer-rss'), join(work, 'restore-rss'), false);
   console.log(`coffer at scale ${rssScale}: backup ${r.backup1.wall.toFixed(2)} s, peak RSS ${mb(r.backup1.rss)} MiB; restore ${r.restore.wall.toFixed(2)} s, peak RSS ${mb(r.restore.rss)} MiB`);
   rssScaleLine = ` (scale ${rssScale}: ${mb(Math.max(r.backup1.rss, r.restore.rss))} MiB)`;
-  rmSync(d, { recursive: true, force: true });
-  rmSync(join(work, 'restore-rss'), { recursive: true, force: true });
-  rmSync(join(work, 'coffer-rss'), { recursive: true, force: true });
+  trash(d);
+  trash(join(work, 'restore-rss'));
+  trash(join(work, 'coffer-rss'));
 }
 
 const blobLine = blob ? `bench: blob-backup ratio=${(blob.local.wall / blob.relay.wall).toFixed(2)} target=0.9` : '';
@@ -265,7 +285,7 @@ async function treeBench() {
     return join(p, 'tree');
   };
   const fresh = (n, dir) => {
-    rmSync(dir, { recursive: true, force: true });
+    trash(dir);
     sh('cp', ['-a', pristineTree(n), dir]);
     return dir;
   };
@@ -274,12 +294,12 @@ async function treeBench() {
   const floor = copyFloor(tree);
   const t = { coffer: {}, restic: {} };
   const repo = join(work, 'coffer-tree-repo');
-  rmSync(repo, { recursive: true, force: true });
+  trash(repo);
   sh(process.execPath, [coffer, 'init', '--repo', repo, '--key-file', keyFile, '--pad', pad, '-q']);
   const args = ['backup', '-q', '--repo', repo, '--key-file', keyFile, tree];
   const rrepo = join(work, 'restic-tree');
-  rmSync(rrepo, { recursive: true, force: true });
-  rmSync(resticEnv.RESTIC_CACHE_DIR, { recursive: true, force: true });
+  trash(rrepo);
+  trash(resticEnv.RESTIC_CACHE_DIR);
   sh('restic', ['init', '-q', '--repo', rrepo], { env: { ...process.env, ...resticEnv } });
   t.coffer.backup1 = measure(process.execPath, [coffer, ...args], cofferEnv);
   t.restic.backup1 = measure('restic', ['--repo', rrepo, 'backup', '-q', tree], resticEnv);
@@ -288,14 +308,14 @@ async function treeBench() {
   t.coffer.backup2 = measure(process.execPath, [coffer, ...args], cofferEnv);
   t.restic.backup2 = measure('restic', ['--repo', rrepo, 'backup', '-q', tree], resticEnv);
   const out = join(work, 'tree-restore-coffer');
-  rmSync(out, { recursive: true, force: true });
+  trash(out);
   t.coffer.restore = measure(process.execPath, [coffer, 'restore', '-q', 'latest', '--target', out, '--repo', repo, '--key-file', keyFile], cofferEnv);
   sh('diff', ['-r', '--no-dereference', tree, join(out, 'tree')]);
-  rmSync(out, { recursive: true, force: true });
+  trash(out);
   const rout = join(work, 'tree-restore-restic');
-  rmSync(rout, { recursive: true, force: true });
+  trash(rout);
   t.restic.restore = measure('restic', ['--repo', rrepo, 'restore', '-q', 'latest', '--target', rout], resticEnv);
-  rmSync(rout, { recursive: true, force: true });
+  trash(rout);
   const mb = (kib) => (kib / 1024).toFixed(0);
   console.log(`tree: ${treeFiles} files, ${(duBytes(tree) / 2 ** 20).toFixed(0)} MiB; 2 cores; warm page cache for both tools`);
   console.log('tool    step      wall_s  peak_rss_MiB');
@@ -308,15 +328,15 @@ async function treeBench() {
   if (treeGrowth) {
     const big = fresh(treeGrowth, join(work, 'tree-growth'));
     const grepo = join(work, 'coffer-growth-repo');
-    rmSync(grepo, { recursive: true, force: true });
+    trash(grepo);
     sh(process.execPath, [coffer, 'init', '--repo', grepo, '--key-file', keyFile, '-q']);
     const b = measure(process.execPath, [coffer, 'backup', '-q', '--repo', grepo, '--key-file', keyFile, big], cofferEnv);
     const b2 = measure(process.execPath, [coffer, 'backup', '-q', '--repo', grepo, '--key-file', keyFile, big], cofferEnv);
     const gout = join(work, 'tree-growth-restore');
-    rmSync(gout, { recursive: true, force: true });
+    trash(gout);
     const r = measure(process.execPath, [coffer, 'restore', '-q', 'latest', '--target', gout, '--repo', grepo, '--key-file', keyFile], cofferEnv);
     sh('diff', ['-r', '--no-dereference', big, join(gout, 'tree-growth')]);
-    for (const p of [gout, grepo, big]) rmSync(p, { recursive: true, force: true });
+    for (const p of [gout, grepo, big]) trash(p);
     console.log(`coffer at ${treeGrowth} files: backup ${b.wall.toFixed(2)} s, ${mb(b.rss)} MiB; unchanged backup ${b2.wall.toFixed(2)} s, ${mb(b2.rss)} MiB; restore ${r.wall.toFixed(2)} s, ${mb(r.rss)} MiB`);
     growthLine = `bench: tree-rss-growth ratio=${(Math.max(b.rss, b2.rss, r.rss) / peak(t.coffer)).toFixed(2)} (peak RSS at ${treeGrowth} files / at ${treeFiles}; flat = 1.0, files x${(treeGrowth / treeFiles).toFixed(0)})`;
   }
@@ -327,7 +347,7 @@ async function treeBench() {
   console.log(`bench: tree-rss ratio=${ratio(peak(t.coffer), peak(t.restic))} target=1.0`);
   console.log(`bench: tree-floor ratio=${ratio(t.coffer.backup1.wall, floor.wall)} (coffer first backup / cp -r)`);
   if (growthLine) console.log(growthLine);
-  rmSync(tree, { recursive: true, force: true });
+  trash(tree);
 }
 
 /**

@@ -22,8 +22,13 @@
  * blob is ready, with synchronous calls in one go: create, write, owner, xattrs, mode,
  * times, close, rename. Each is a system call on a cached directory handle, far cheaper
  * than the thread-pool round trips of the general path, and no descriptor outlives it.
+ * In a restore of many such files they go, in batches, to a writer thread
+ * (restore-writer.ts), and the main thread writes one itself whenever the thread is
+ * behind: the kernel's work of creating files (most of a small-file restore) then runs
+ * on two threads, beside the main thread's reading and checking.
  */
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { closeSync, constants as fsc, fchmodSync, fchownSync, ftruncateSync, futimesSync, lstatSync, promises as fs, openSync, renameSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
@@ -36,6 +41,7 @@ import { Semaphore } from './semaphore.js';
 import { SubtreePicker, type Selection } from './browse.js';
 import type { DirEntry, FileEntry, Owner, TreeEntry, Xattr } from './tree.js';
 import { RestoreTarget } from './restore-target.js';
+import { rebuildError, RestoreWriter } from './restore-writer.js';
 import { isRoot, makeNode, writeXattrs, writeXattrsSync } from './fs-meta.js';
 import { snapshotPathOf, type RestoreSelection } from './filter.js';
 
@@ -93,6 +99,23 @@ export const RESTORE_OPEN_FILES = 32;
 const PACK_READ_PIECE = 1024 * 1024;
 /** Per pack being read: the next piece waits while blobs of more than this many bytes (stored + raw) are being decompressed and written. */
 const RESTORE_IN_FLIGHT_BYTES = 4 * 1024 * 1024;
+/**
+ * Whole small files go to writer threads (restore-writer.ts) when a restore has at least
+ * this many (a thread costs a few milliseconds and ~10 MiB to start)…
+ */
+export const RESTORE_WRITER_MIN_FILES = 64;
+/**
+ * …this many threads: the main thread has its own work (reading, decrypting, checking) and
+ * writes files itself when they are behind, so one writer per core besides it, at most two.
+ */
+const RESTORE_WRITER_THREADS = Math.max(1, Math.min(2, availableParallelism() - 1));
+/** Tests set minFiles to send every restore's small files to the threads; started: threads the last restore started. */
+export const restoreWriterForTesting = { minFiles: RESTORE_WRITER_MIN_FILES, started: 0 };
+/**
+ * …and at most this many files are handed to them and not yet written. Each holds its
+ * directory's handle open until written, so this bounds those handles too.
+ */
+const RESTORE_WRITER_IN_FLIGHT = 256;
 
 /** What setMeta needs of an entry (a file's is made from the FileTable when it is finished). */
 type MetaEntry = Pick<TreeEntry, 'type' | 'path' | 'rawPath' | 'mode' | 'mtimeNs' | 'owner' | 'xattrs'>;
@@ -505,8 +528,49 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       warn(where, `cannot set its modification time: ${errText(err)}`);
     }
   };
+  let wholeFiles = 0;
+  for (let f = 0; f < files.count; f++) if (files.chunks[f]! <= 1 && !files.sparse(f) && !files.xattrs.has(f)) wholeFiles++;
+  const writer = wholeFiles >= restoreWriterForTesting.minFiles ? new RestoreWriter(RESTORE_WRITER_THREADS) : null;
+  let writerFiles = 0;
+  const closeWriter = async () => {
+    restoreWriterForTesting.started = writer?.started ?? 0;
+    await writer?.close();
+  };
+  /**
+   * writeWhole on a writer thread: the same calls in the same order, the directory handle
+   * held until the file is in place; warnings and bookkeeping stay here.
+   */
+  const writeWholeThere = async (w: RestoreWriter, f: number, raw: Buffer) => {
+    const rawPath = files.rawPath(f);
+    const { dir, name } = split(rawPath);
+    const tmp = tmpName(f);
+    const e = files.meta(f);
+    const mode = modeFor(e);
+    const owner = owners ? e.owner : undefined;
+    writerFiles++;
+    await inDir(dir, async (prefix) => {
+        createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
+        files.setCreated(f);
+        const tmpPath = Buffer.concat([prefix, tmp]);
+        const dest = Buffer.concat([prefix, name]);
+        const r = await w.write({ tmp: tmpPath, dest, data: raw, mode, ...(owner ? { owner } : {}), time: timeArg(e.mtimeNs), overwrite: opts.overwrite === true });
+        const where = shown(rawPath);
+        if (r.ownerError) warn(where, `cannot set owner ${owner!.uid}:${owner!.gid}: ${errText(rebuildError(r.ownerError))}`);
+        if (mode !== e.mode && e.owner) warn(where, `setuid/setgid bits dropped: the owner ${e.owner.uid}:${e.owner.gid} was not restored`);
+        if (r.timeError) warn(where, `cannot set its modification time: ${errText(rebuildError(r.timeError))}`);
+        if (r.existed) replaced.push(where);
+      }).finally(() => writerFiles--);
+    createdTmp.delete(tmpKey(dir, tmp));
+    files.remaining[f] = 0;
+    progress.bytes += raw.length;
+    progress.files++;
+    report();
+  };
   /** A file with at most one chunk, written, finished and renamed into place in one go. */
   const writeWhole = async (f: number, raw: Buffer) => {
+    // The main thread writes the file itself when the threads are behind (it then works
+    // as one more writer) or too many files wait for them.
+    if (writer && !files.sparse(f) && !files.xattrs.has(f) && writerFiles < RESTORE_WRITER_IN_FLIGHT && !writer.backlogged) return writeWholeThere(writer, f, raw);
     const rawPath = files.rawPath(f);
     const { dir, name } = split(rawPath);
     const tmp = tmpName(f);
@@ -622,10 +686,9 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   let madeOthers = 0;
   try {
     for (const d of dirs) await inDir(d.rawPath, async () => undefined);
-    for (let f = 0; f < files.count; f++) {
-      if (files.remaining[f] !== 0) continue;
-      await naming(f, () => writeWhole(f, Buffer.alloc(0)));
-    }
+    const empty: number[] = [];
+    for (let f = 0; f < files.count; f++) if (files.remaining[f] === 0) empty.push(f);
+    await mapLimit(empty, writer ? RESTORE_WRITER_IN_FLIGHT : 1, (f) => naming(f, () => writeWhole(f, Buffer.alloc(0))));
 
     await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
       // Locations made for this pack's blobs only, while it is read.
@@ -768,6 +831,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     report(true);
   } catch (e) {
     await Promise.allSettled([...files.chains.values()]);
+    await closeWriter();
     for (const t of createdTmp.values()) await tgt.withDir(t.dir, false, (prefix) => fs.unlink(Buffer.concat([prefix, t.name]))).catch(() => {});
     // Say truthfully what already happened: with --overwrite, completed files replaced
     // the user's files before the failure.
@@ -782,6 +846,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     const why = `${file ? `${file}: ` : ''}${code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : code === 'EMFILE' ? 'too many open files' : code === 'EISDIR' ? 'a directory is in the way' : code && err.syscall ? `${code} in ${err.syscall}` : errText(err)}`;
     throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place${already}`, { cause: e });
   }
+  await closeWriter();
   const symlinks = others.filter((e) => e.type === 'symlink').length;
   return { files: files.count, dirs: dirs.length, symlinks, others: madeOthers - symlinks, bytes: progress.totalBytes, warnings };
 }

@@ -1,0 +1,78 @@
+/**
+ * A restore writer thread (restore-writer.ts): writes whole small files, a batch at a
+ * time, with the same synchronous calls and in the same order as restore's main-thread
+ * path (spec §9.4): exclusive no-follow create of the temporary name, write, owner,
+ * mode, times, close, rename into place. Paths arrive as bytes naming entries through
+ * the main thread's directory handles (`/proc/self/fd/N/name`): descriptors are shared
+ * by every thread of the process, and the main thread holds each handle open until the
+ * batch is answered.
+ *
+ * It touches only the paths it is given and reports, per file, what the main thread
+ * must say (a warning, a replaced file); the first failure ends the batch.
+ */
+import { closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, renameSync, writeSync } from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import { FILE_HEADER, type FileNote, type WriteBatch, type WriteBatchResult } from './restore-writer.js';
+
+const port = parentPort!;
+
+function failure(e: unknown): WriteBatchResult['error'] {
+  const err = e as NodeJS.ErrnoException;
+  return { message: err?.message ?? String(e), ...(err?.code ? { code: err.code } : {}), ...(err?.syscall ? { syscall: err.syscall } : {}), ...(err?.errno !== undefined ? { errno: err.errno } : {}) };
+}
+
+function run(batch: WriteBatch): WriteBatchResult {
+  const buf = Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength);
+  const notes: FileNote[] = [];
+  let at = 0;
+  for (let i = 0; i < batch.count; i++) {
+    const tmpLen = buf.readUInt32LE(at);
+    const destLen = buf.readUInt32LE(at + 4);
+    const dataLen = buf.readUInt32LE(at + 8);
+    const mode = buf.readUInt32LE(at + 12);
+    const uid = buf.readInt32LE(at + 16);
+    const gid = buf.readInt32LE(at + 20);
+    const overwrite = buf.readUInt32LE(at + 24) === 1;
+    const timeLen = buf.readUInt32LE(at + 28);
+    at += FILE_HEADER;
+    const tmp = buf.subarray(at, (at += tmpLen));
+    const dest = buf.subarray(at, (at += destLen));
+    const data = at;
+    at += dataLen;
+    const time = buf.toString('latin1', at, (at += timeLen));
+    let note: FileNote | undefined;
+    try {
+      const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+      try {
+        for (let w = 0; w < dataLen; ) w += writeSync(fd, buf, data + w, dataLen - w, w);
+        if (uid >= 0) {
+          try {
+            fchownSync(fd, uid, gid);
+          } catch (e) {
+            (note ??= { i }).ownerError = failure(e);
+          }
+        }
+        fchmodSync(fd, mode);
+        try {
+          futimesSync(fd, time, time);
+        } catch (e) {
+          (note ??= { i }).timeError = failure(e);
+        }
+      } finally {
+        closeSync(fd);
+      }
+      if (overwrite && lstatSync(dest, { throwIfNoEntry: false }) !== undefined) (note ??= { i }).existed = true;
+      renameSync(tmp, dest);
+    } catch (e) {
+      if (note) notes.push(note);
+      return { id: batch.id, bytes: batch.bytes, done: i, notes, error: failure(e) };
+    }
+    if (note) notes.push(note);
+  }
+  return { id: batch.id, bytes: batch.bytes, done: batch.count, notes };
+}
+
+port.on('message', (batch: WriteBatch) => {
+  const r = run(batch);
+  port.postMessage(r, [r.bytes.buffer as ArrayBuffer]);
+});

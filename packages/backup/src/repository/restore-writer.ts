@@ -1,0 +1,260 @@
+/**
+ * Restore's writer threads (issue 13): whole small files are created, written, given
+ * their metadata and renamed into place by worker threads, in batches, while the main
+ * thread goes on reading, decrypting, decompressing and checking the next blobs.
+ *
+ * On an ordinary tree most files are one chunk, and restoring one costs six or seven
+ * system calls (create, write, owner, mode, times, close, rename) whose kernel time
+ * (inode allocation, directory insertion) is most of the restore; on the main thread it
+ * came on top of the main thread's own work, one file after another. A batch goes to an
+ * idle thread at once, so batches grow only while every thread is busy: no timer, no
+ * waiting to fill one.
+ *
+ * What the main thread keeps: the plan, the directory handles (held open until the
+ * batch naming them is answered), the list of temporary names to remove on failure,
+ * warnings and progress. A thread touches only the paths it is sent.
+ */
+import { Worker } from 'node:worker_threads';
+
+/** A batch holds at most this many files… */
+const BATCH_FILES = 64;
+/** …and at most about this many bytes of data. */
+const BATCH_BYTES = 256 * 1024;
+/**
+ * A batch smaller than a full one waits this long for more files before it goes to an
+ * idle thread: blobs finish one callback at a time, and a message per file (about 30 µs
+ * of the main thread each) cost more than the thread saved.
+ */
+const BATCH_WAIT_MS = 1;
+/**
+ * Batch buffers come back with the answer and carry later batches (at most this many kept,
+ * each BATCH_BUFFER bytes): a buffer handed over is freed only at its thread's next garbage
+ * collection, so a new one per batch piled up to tens of MiB.
+ */
+const BATCH_BUFFERS_KEPT = 4;
+const BATCH_BUFFER = 2 * BATCH_BYTES;
+
+/**
+ * A batch's bytes: per file a 32-byte header (u32 tmp length, u32 dest length, u32 data
+ * length, u32 mode, i32 uid and i32 gid (-1: leave the owner), u32 overwrite, u32 time
+ * length), then the temporary path, the destination path, the data and the time. The
+ * time is futimes' string of seconds (Latin-1 digits): Node takes a negative number for
+ * "now" but a negative string as given, so times before 1970 travel as strings.
+ * Little-endian.
+ */
+export const FILE_HEADER = 32;
+
+export interface WriteBatch {
+  id: number;
+  count: number;
+  bytes: Uint8Array;
+}
+
+export interface ErrorInfo {
+  message: string;
+  code?: string;
+  syscall?: string;
+  errno?: number;
+}
+
+/** Something about one file of a batch the main thread must know. */
+export interface FileNote {
+  /** The file's number in its batch. */
+  i: number;
+  /** With overwrite: a file was at the destination and was replaced. */
+  existed?: boolean;
+  ownerError?: ErrorInfo;
+  timeError?: ErrorInfo;
+}
+
+export interface WrittenFile {
+  existed: boolean;
+  ownerError?: ErrorInfo;
+  timeError?: ErrorInfo;
+}
+
+export interface WriteBatchResult {
+  id: number;
+  /** The batch's buffer, handed back. */
+  bytes: Uint8Array;
+  /** How many files, from the first, were written. */
+  done: number;
+  notes: FileNote[];
+  /** The failure of the file after those: it ends the batch (the files after it were not started). */
+  error?: ErrorInfo;
+}
+
+export interface WholeFile {
+  /** The temporary name and the destination, as paths through a directory handle. */
+  tmp: Buffer;
+  dest: Buffer;
+  data: Buffer;
+  mode: number;
+  owner?: { uid: number; gid: number };
+  /** The modification (and access) time: seconds as a decimal string, as futimes takes it. */
+  time: string;
+  overwrite: boolean;
+}
+
+interface Pending {
+  file: WholeFile;
+  resolve: (w: WrittenFile) => void;
+  reject: (e: Error) => void;
+}
+
+interface Thread {
+  worker: Worker;
+  busy: Pending[] | null;
+}
+
+/** An error as the failing system call made it (code, syscall), rebuilt on this thread. */
+export function rebuildError(info: ErrorInfo): NodeJS.ErrnoException {
+  const e: NodeJS.ErrnoException = new Error(info.message);
+  if (info.code) e.code = info.code;
+  if (info.syscall) e.syscall = info.syscall;
+  if (info.errno !== undefined) e.errno = info.errno;
+  return e;
+}
+
+export class RestoreWriter {
+  readonly #threads: Thread[] = [];
+  readonly #max: number;
+  #queue: Pending[] = [];
+  #nextId = 0;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #buffers: Uint8Array[] = [];
+  #broken: Error | undefined;
+
+  constructor(threads: number) {
+    this.#max = Math.max(1, threads);
+  }
+
+  /**
+   * Whether a whole batch is waiting while every thread is busy: the caller had better
+   * write the file itself than queue it.
+   */
+  get backlogged(): boolean {
+    return this.#threads.length >= this.#max && this.#threads.every((t) => t.busy !== null) && this.#full();
+  }
+
+  /** How many threads have been started (they start as batches need them). */
+  get started(): number {
+    return this.#threads.length;
+  }
+
+  /** Writes one whole file; resolves once it is in place (or rejects with the system call's error). */
+  write(file: WholeFile): Promise<WrittenFile> {
+    if (this.#broken) return Promise.reject(this.#broken);
+    return new Promise<WrittenFile>((resolve, reject) => {
+      this.#queue.push({ file, resolve, reject });
+      this.#dispatch();
+    });
+  }
+
+  #dispatch(): void {
+    if (this.#full()) {
+      this.#send();
+    } else if (this.#queue.length > 0 && !this.#timer) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#send();
+      }, BATCH_WAIT_MS);
+    }
+  }
+
+  /** Whether the queue holds a whole batch. */
+  #full(): boolean {
+    if (this.#queue.length >= BATCH_FILES) return true;
+    let bytes = 0;
+    for (const { file: f } of this.#queue) if ((bytes += FILE_HEADER + f.tmp.length + f.dest.length + f.data.length + f.time.length) >= BATCH_BYTES) return true;
+    return false;
+  }
+
+  /** Hands what is queued to idle threads, starting one where none is idle. */
+  #send(): void {
+    while (this.#queue.length > 0) {
+      let t = this.#threads.find((x) => x.busy === null);
+      // Another thread only for a backlog (a whole batch waiting while every thread is
+      // busy): where the disk keeps up with one, a second would cost memory for nothing.
+      if (!t && this.#threads.length < this.#max && (this.#threads.length === 0 || this.#full())) t = this.#spawn();
+      if (!t) return; // every thread busy: the queue grows into the next batch
+      let n = 0;
+      let total = 0;
+      while (n < this.#queue.length && n < BATCH_FILES && (n === 0 || total < BATCH_BYTES)) {
+        const f = this.#queue[n]!.file;
+        total += FILE_HEADER + f.tmp.length + f.dest.length + f.data.length + f.time.length;
+        n++;
+      }
+      const batch = this.#queue.splice(0, n);
+      // A buffer of our own (never one of Buffer's shared pool), handed over, not copied again.
+      const bytes = (total <= BATCH_BUFFER ? this.#buffers.pop() : undefined) ?? new Uint8Array(Math.max(total, BATCH_BUFFER));
+      const view = new DataView(bytes.buffer);
+      let at = 0;
+      for (const { file: f } of batch) {
+        view.setUint32(at, f.tmp.length, true);
+        view.setUint32(at + 4, f.dest.length, true);
+        view.setUint32(at + 8, f.data.length, true);
+        view.setUint32(at + 12, f.mode, true);
+        view.setInt32(at + 16, f.owner ? f.owner.uid : -1, true);
+        view.setInt32(at + 20, f.owner ? f.owner.gid : -1, true);
+        view.setUint32(at + 24, f.overwrite ? 1 : 0, true);
+        view.setUint32(at + 28, f.time.length, true);
+        at += FILE_HEADER;
+        for (const b of [f.tmp, f.dest, f.data]) {
+          bytes.set(b, at);
+          at += b.length;
+        }
+        for (let i = 0; i < f.time.length; i++) bytes[at++] = f.time.charCodeAt(i);
+      }
+      t.busy = batch;
+      const msg: WriteBatch = { id: this.#nextId++, count: batch.length, bytes };
+      t.worker.postMessage(msg, [bytes.buffer as ArrayBuffer]);
+    }
+  }
+
+  #spawn(): Thread {
+    const worker = new Worker(new URL('./restore-write-worker.js', import.meta.url), { resourceLimits: { maxYoungGenerationSizeMb: 2 } });
+    const t: Thread = { worker, busy: null };
+    worker.on('message', (r: WriteBatchResult) => {
+      const batch = t.busy ?? [];
+      t.busy = null;
+      if (r.bytes.byteLength === BATCH_BUFFER && this.#buffers.length < BATCH_BUFFERS_KEPT) this.#buffers.push(r.bytes);
+      const written: WrittenFile[] = [];
+      for (let i = 0; i < r.done; i++) written.push({ existed: false });
+      for (const n of r.notes) {
+        const w = written[n.i];
+        if (!w) continue; // the file that failed
+        if (n.existed) w.existed = true;
+        if (n.ownerError) w.ownerError = n.ownerError;
+        if (n.timeError) w.timeError = n.timeError;
+      }
+      for (let i = 0; i < r.done; i++) batch[i]!.resolve(written[i]!);
+      if (r.error) {
+        batch[r.done]!.reject(rebuildError(r.error));
+        // The files after it were not started: each is tried again, for its own outcome.
+        this.#queue.unshift(...batch.slice(r.done + 1));
+      }
+      this.#dispatch();
+    });
+    worker.on('error', (e) => this.#fail(t, e));
+    worker.on('exit', (code) => {
+      if (t.busy) this.#fail(t, new Error(`a restore writer thread stopped (exit code ${code})`));
+    });
+    this.#threads.push(t);
+    return t;
+  }
+
+  #fail(t: Thread, e: Error): void {
+    this.#broken ??= e;
+    const lost = [...(t.busy ?? []), ...this.#queue];
+    t.busy = null;
+    this.#queue = [];
+    for (const p of lost) p.reject(e);
+  }
+
+  /** Stops the threads; call once every write has settled. */
+  async close(): Promise<void> {
+    await Promise.all(this.#threads.map((t) => t.worker.terminate()));
+    this.#threads.length = 0;
+  }
+}

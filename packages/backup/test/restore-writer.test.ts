@@ -1,0 +1,111 @@
+/**
+ * Restore's writer threads (restore-writer.ts, issue 13): a restore of many small files
+ * writes them on a thread, and the main thread writes some itself. Both must give what the
+ * main thread alone gave: bytes, modes, times, owners, names that are not UTF-8, replaced
+ * files, and on failure the file named and no temporary name left.
+ *
+ * Every restore in this file's process goes to the threads, whatever its size
+ * (minFiles = 0), and the metadata and restore-safety suites run again below under that
+ * setting, so each of their cases is checked on the threads' path too.
+ */
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { CofferError, backup, restore } from '../src/index.js';
+import { restoreWriterForTesting } from '../src/repository/restore.js';
+import { allPaths, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree, type Spec } from './fixtures/trees.js';
+
+const isRoot = process.getuid?.() === 0;
+restoreWriterForTesting.minFiles = 0;
+
+/** `dirs` directories of `per` small files each: modes, times (before 1970 too) and sizes vary, some empty. */
+function manySmall(dirs: number, per: number): Spec {
+  const top: Record<string, Spec> = {};
+  const modes = [0o644, 0o600, 0o755, 0o400, 0o640, 0o444, 0o700];
+  for (let d = 0; d < dirs; d++) {
+    const children: Record<string, Spec> = {};
+    for (let i = 0; i < per; i++) {
+      const n = d * per + i;
+      const size = n % 9 === 0 ? 0 : 50 + ((n * 977) % 5000);
+      const mtime = n % 13 === 0 ? -86_400_000 * (n + 1) + 123 : 1_600_000_000_000 + n * 1_001;
+      children[`f${i}.dat`] = file(prng(n, size), modes[n % modes.length], mtime);
+    }
+    top[`d${d}`] = dir(children, 0o755, 1_500_000_000_000 + d);
+  }
+  return dir(top);
+}
+
+test('many small files restore through the writer thread exactly as on the main thread alone (bytes, modes, times)', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'rw-src'), 'tree');
+  await writeTree(src, manySmall(24, 25));
+  const r = await backup(tr.repo, { paths: [src] });
+
+  const threaded = await tempDir(t, 'rw-threads');
+  const res = await restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: threaded });
+  assert.equal(res.files, 600);
+  assert.ok(restoreWriterForTesting.started >= 1, 'the writer thread was used');
+  await assertSameTree(src, join(threaded, 'tree'));
+
+  restoreWriterForTesting.minFiles = Number.MAX_SAFE_INTEGER;
+  try {
+    const alone = await tempDir(t, 'rw-main');
+    await restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: alone });
+    assert.equal(restoreWriterForTesting.started, 0, 'no thread when under the threshold');
+    await assertSameTree(join(alone, 'tree'), join(threaded, 'tree'));
+  } finally {
+    restoreWriterForTesting.minFiles = 0;
+  }
+  assert.deepEqual((await allPaths(threaded)).filter((p) => p.includes('.coffer-restore-')), []);
+});
+
+test('owners as root and names that are not UTF-8 come back from the writer thread', { skip: !isRoot && 'needs root to chown' }, async (t) => {
+  const tr = await newRepo(t);
+  const src = await tempDir(t, 'rw-own');
+  const latin1 = Buffer.concat([Buffer.from(join(src, 'caf')), Buffer.from([0xe9])]);
+  for (let i = 0; i < 80; i++) await fs.writeFile(join(src, `o${i}`), `owned ${i}\n`);
+  await fs.writeFile(latin1, 'latin-1 name\n');
+  for (let i = 0; i < 80; i++) await fs.chown(join(src, `o${i}`), 1000 + (i % 3), 2000 + (i % 5));
+  const r = await backup(tr.repo, { paths: [src] });
+  const target = await tempDir(t, 'rw-own-dst');
+  const res = await restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target });
+  assert.deepEqual(res.warnings, []);
+  assert.ok(restoreWriterForTesting.started >= 1);
+  const base = join(target, src.split('/').pop()!);
+  for (let i = 0; i < 80; i++) {
+    const st = await fs.lstat(join(base, `o${i}`));
+    assert.deepEqual([st.uid, st.gid], [1000 + (i % 3), 2000 + (i % 5)], `o${i}`);
+    assert.equal(await fs.readFile(join(base, `o${i}`), 'utf8'), `owned ${i}\n`);
+  }
+  const name = Buffer.concat([Buffer.from(join(base, 'caf')), Buffer.from([0xe9])]);
+  assert.equal(await fs.readFile(name, 'utf8'), 'latin-1 name\n');
+});
+
+test('--overwrite through the writer thread replaces files; a directory in the way fails naming the file and leaves no temporary name', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'rw-ow'), 'd');
+  await writeTree(src, manySmall(3, 40));
+  const r = await backup(tr.repo, { paths: [src] });
+
+  const target = await tempDir(t, 'rw-ow-dst');
+  await fs.mkdir(join(target, 'd', 'd1'), { recursive: true });
+  await fs.writeFile(join(target, 'd', 'd1', 'f5.dat'), 'the user\'s file\n');
+  await restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target, overwrite: true });
+  await assertSameTree(src, join(target, 'd'));
+
+  // A directory where d2/f7.dat goes: its rename fails (EISDIR); the rest of its batch is tried again, each for itself.
+  const blocked = await tempDir(t, 'rw-ow-blocked');
+  await fs.mkdir(join(blocked, 'd', 'd2', 'f7.dat', 'inside'), { recursive: true });
+  await assert.rejects(restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: blocked, overwrite: true }), (e: unknown) => {
+    assert.ok(CofferError.is(e, 'storage'), String(e));
+    assert.match((e as Error).message, /d2\/f7\.dat/);
+    return true;
+  });
+  assert.deepEqual((await allPaths(blocked)).filter((p) => p.includes('.coffer-restore-')), [], 'no temporary name left');
+  assert.deepEqual(await fs.readdir(join(blocked, 'd', 'd2', 'f7.dat')), ['inside'], 'what was in the way is untouched');
+});
+
+// The other restore suites again, every restore on the threads' path.
+await import('./metadata.test.js');
+await import('./restore-safety.test.js');

@@ -31,23 +31,31 @@ function apply(): void {
 
 let tuned = false;
 
+/**
+ * Starting a worker sets the process-wide growth factor back to 2 (above): `set` runs
+ * again every millisecond while each new worker starts, and once more when it is online.
+ */
+function reapplyWhileWorkersStart(set: () => void): void {
+  process.on('worker', (w: Worker) => {
+    // The new isolate's heap is configured on the worker's thread at some moment before
+    // it is online: set the flags again every millisecond until then, and once more after.
+    const again = setInterval(set, 1);
+    again.unref();
+    const stop = () => {
+      clearInterval(again);
+      set();
+    };
+    w.once('online', stop);
+    w.once('exit', stop);
+  });
+}
+
 /** For the process that runs `coffer backup` (runMain): never for run() inside a test process. */
 export function tuneHeapEarly(env: NodeJS.ProcessEnv = process.env): boolean {
   if (tuned || env.COFFER_V8_DEFAULT_HEAP === '1') return tuned;
   tuned = true;
   apply();
-  process.on('worker', (w: Worker) => {
-    // The new isolate's heap is configured on the worker's thread at some moment before
-    // it is online: set the flags again every millisecond until then, and once more after.
-    const again = setInterval(apply, 1);
-    again.unref();
-    const stop = () => {
-      clearInterval(again);
-      apply();
-    };
-    w.once('online', stop);
-    w.once('exit', stop);
-  });
+  reapplyWhileWorkersStart(apply);
   return true;
 }
 
@@ -77,9 +85,14 @@ export function tuneHeapForRestore(env: NodeJS.ProcessEnv = process.env): boolea
     setFlagsFromString('--semi-space-growth-factor=1');
     return true;
   };
-  if (hold()) return true;
+  // Restore's writer threads (restore-writer.ts) would otherwise let it grow on to 32 MiB.
+  let held = false;
+  reapplyWhileWorkersStart(() => {
+    if (held) setFlagsFromString('--semi-space-growth-factor=1');
+  });
+  if ((held = hold())) return true;
   const obs = new PerformanceObserver(() => {
-    if (hold()) obs.disconnect();
+    if ((held = hold())) obs.disconnect();
   });
   obs.observe({ entryTypes: ['gc'] });
   return true;

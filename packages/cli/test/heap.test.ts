@@ -113,3 +113,21 @@ console.log(${NEW_SPACE});
   const free = await runScript(body(false));
   assert.ok(free > RESTORE_NEW_SPACE_BYTES, `new space ${free / MiB} MiB under V8's defaults`);
 });
+
+test('a restore\'s young generation stays held when a worker starts after it reached RESTORE_NEW_SPACE_BYTES (restore\'s writer thread)', async () => {
+  const { RESTORE_NEW_SPACE_BYTES } = await import('../src/heap.js');
+  // Grow to the hold, then start a worker (which sets the growth factor back to 2), then allocate on.
+  const body = `
+(await import(${JSON.stringify(HEAP)})).tuneHeapForRestore();
+{ ${ASYNC_CHURN} }
+const { Worker } = await import('node:worker_threads');
+const w = new Worker('setTimeout(() => {}, 60000)', { eval: true });
+await new Promise((r) => w.once('online', r));
+{ ${ASYNC_CHURN} }
+{ ${ASYNC_CHURN} }
+console.log(${NEW_SPACE});
+await w.terminate();
+`;
+  const held = await runScript(body);
+  assert.ok(held <= RESTORE_NEW_SPACE_BYTES, `new space ${held / MiB} MiB with the restore's policy after a worker started`);
+});

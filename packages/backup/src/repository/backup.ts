@@ -27,7 +27,7 @@ import { encodeSnapshot, type Snapshot } from './snapshot.js';
 import { LineBuffer, decodeEntry, decodeEntryV1, encodeEntryInto, encodeFileLineParts, isUtf8, matchFileLine, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
 import { OwnerNames, devMajor, devMinor, readXattrsSync, xattrs } from './fs-meta.js';
 import { NameList } from './name-list.js';
-import { ScanAhead, ScannedDir, type EntryStat } from './scan-ahead.js';
+import { ScanAhead, ScannedDir, lstatEntry, type EntryStat } from './scan-ahead.js';
 import { Semaphore } from './semaphore.js';
 import type { PadMode } from './padding.js';
 import { defaultCompression, type CompressionMode } from './compress.js';
@@ -869,7 +869,7 @@ async function runBackup(
       let cst: EntryStat;
       try {
         // Synchronous: a stat from the page cache costs less than a round trip to libuv's pool.
-        cst = names instanceof ScannedDir ? names.stat(k) : lstatSync(childAbs, { bigint: true });
+        cst = names instanceof ScannedDir ? names.stat(k) : lstatEntry(childAbs);
       } catch (e) {
         warn(show(childAbs), `cannot stat: ${errnoMessage(e)}`);
         continue;

@@ -216,7 +216,7 @@ export class ScannedDir {
   stat(k: number): EntryStat {
     const f = this.#failed?.get(k);
     if (f) throw fsError(f);
-    if (this.#stats === undefined) return lstatSync(Buffer.concat([this.#dir, SLASH, this.name(k)]), { bigint: true });
+    if (this.#stats === undefined) return lstatEntry(Buffer.concat([this.#dir, SLASH, this.name(k)]));
     const s = this.#stats;
     const o = k * STAT_FIELDS;
     return new ScannedStat(s[o]!, s[o + 1]!, s[o + 2]!, s[o + 3]!, s[o + 4]!, s[o + 5]!, s[o + 6]!, s[o + 7]!, s[o + 8]!, s[o + 9]!, s[o + 10]!);

@@ -120,3 +120,29 @@ test('auto stores small random-looking chunks raw without trying zstd; text of e
   assert.deepEqual(await maybeCompress(twice, 'auto'), { stored: twice, flags: 0 });
   assert.equal((await maybeCompress(twice, 'max')).flags & BLOB_COMPRESSED, BLOB_COMPRESSED);
 });
+
+test('looksRandom counts bytes four at a time and decides exactly as the plain entropy definition, at every length and alignment', () => {
+  // The definition it must match (one histogram, one byte at a time).
+  const plain = (b: Uint8Array): boolean => {
+    const h = new Array<number>(256).fill(0);
+    for (const x of b) h[x]!++;
+    let e = 0;
+    for (const c of h) if (c !== 0) e -= c * Math.log2(c / b.length);
+    return e / b.length >= 8 - (3 * 255) / (2 * b.length * Math.LN2) - 0.02;
+  };
+  const pool = Buffer.concat([prng(11, 5000), Buffer.from(prose(5000, 4)), prng(12, 3000)]);
+  let randomSeen = 0;
+  let otherSeen = 0;
+  for (let n = 0; n <= 1030; n += n < 20 ? 1 : 37) {
+    for (let off = 0; off < 4; off++) {
+      for (const start of [0, 5000, 9000, 10_000 - n]) {
+        const v = pool.subarray(start + off, start + off + n);
+        const want = plain(v);
+        assert.equal(looksRandom(v), want, `${n} bytes at ${start + off}`);
+        if (want) randomSeen++;
+        else otherSeen++;
+      }
+    }
+  }
+  assert.ok(randomSeen > 50 && otherSeen > 50, `both outcomes checked (${randomSeen} random, ${otherSeen} not)`);
+});

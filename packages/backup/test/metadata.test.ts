@@ -361,3 +361,30 @@ test('restoring into a target whose paths exceed PATH_MAX works (directory handl
     await fd.close();
   }
 });
+
+test('owner names follow each entry\'s own uid and gid when neighbours share one of them (the walk reuses the previous owner only when both match)', { skip: !isRoot && 'needs root to chown' }, async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'mix');
+  await fs.mkdir(src);
+  const passwd = await fs.readFile('/etc/passwd', 'utf8');
+  const groupFile = await fs.readFile('/etc/group', 'utf8');
+  const nameOf = (text: string, id: number) => text.split('\n').map((l) => l.split(':')).find((f) => f.length >= 3 && Number(f[2]) === id)?.[0];
+  // Names sort in this order: each owner differs from the one before in uid, gid, both or neither.
+  const owners: Array<[number, number]> = [[0, 0], [0, 1], [1, 1], [1, 0], [1, 0], [2, 0], [0, 0], [54321, 0], [0, 54321]];
+  for (let i = 0; i < owners.length; i++) {
+    const p = join(src, `f${i}`);
+    await fs.writeFile(p, `file ${i}`);
+    await fs.chown(p, owners[i]![0], owners[i]![1]);
+  }
+  const r = await backup(tr.repo, { paths: [src] });
+  const got = await entries(tr.repo, r.snapshot);
+  for (let i = 0; i < owners.length; i++) {
+    const [uid, gid] = owners[i]!;
+    const want: Record<string, unknown> = { uid, gid };
+    const user = nameOf(passwd, uid);
+    const group = nameOf(groupFile, gid);
+    if (user !== undefined) want.user = user;
+    if (group !== undefined) want.group = group;
+    assert.deepEqual(got.get(`mix/f${i}`)!.owner, want, `f${i}`);
+  }
+});

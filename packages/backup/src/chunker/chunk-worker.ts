@@ -10,7 +10,7 @@
  * meanwhile), hashed and compressed here, and the whole batch goes back in one message
  * with one transferred buffer, so a small file costs no thread round trip of its own.
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, createSecretKey } from 'node:crypto';
 import { closeSync, constants as fsConstants, promises as fs, lstatSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { maybeCompress, type CompressionMode } from '../repository/compress.js';
@@ -63,6 +63,9 @@ if (parentPort) {
   const port = parentPort;
   const setup = workerData as WorkerSetup;
   const cdc = new FastCdc(setup.gearTable, setup.params);
+  // The chunk-ID key as a KeyObject, made once: given as bytes, every createHmac imported
+  // them anew (about 1 µs of a small file's 4.5 µs HMAC, measured on a 4 KiB input).
+  const idKey = createSecretKey(setup.chunkIdKey);
   // CREDITS chunk buffers travel to the main thread and come back with the ack, so the
   // same few buffers carry every chunk: no allocation per chunk, nothing for the
   // allocator to strand between threads.
@@ -148,7 +151,7 @@ if (parentPort) {
         if (n === -1) continue;
         if (n === 0) break;
         const chunk = buf.subarray(start, start + n);
-        const id = createHmac('sha256', setup.chunkIdKey).update(chunk).digest();
+        const id = createHmac('sha256', idKey).update(chunk).digest();
         const data = await takeBuffer();
         new Uint8Array(data).set(chunk);
         start += n;
@@ -229,7 +232,7 @@ if (parentPort) {
       } catch {
         // gone: HasAfter stays 0
       }
-      ids.set(createHmac('sha256', setup.chunkIdKey).update(view).digest(), 32 * i);
+      ids.set(createHmac('sha256', idKey).update(view).digest(), 32 * i);
       views.push(view);
       status[s + SmallStatus.Ok] = 1;
       status[s + SmallStatus.Size] = got;

@@ -27,7 +27,7 @@ import { encodeSnapshot, type Snapshot } from './snapshot.js';
 import { LineBuffer, decodeEntry, decodeEntryV1, encodeEntryInto, encodeFileLineParts, isUtf8, matchFileLine, type FileEntry, type Owner, type TreeEntry, type Xattr } from './tree.js';
 import { OwnerNames, devMajor, devMinor, readXattrsSync, xattrs } from './fs-meta.js';
 import { NameList } from './name-list.js';
-import { ScanAhead, ScannedDir, type EntryStat } from './scan-ahead.js';
+import { ScanAhead, ScannedDir, lstatEntry, type EntryStat } from './scan-ahead.js';
 import { Semaphore } from './semaphore.js';
 import type { PadMode } from './padding.js';
 import { defaultCompression, type CompressionMode } from './compress.js';
@@ -124,6 +124,8 @@ export interface BackupResult {
 
 
 const SLASH = Buffer.from('/');
+/** No xattrs (shared: never added to). */
+const NO_XATTRS: Xattr[] = Object.freeze([]) as unknown as Xattr[];
 /** How a version 2 line whose path is a JSON string starts. */
 const PATH_OPEN = Buffer.from('{"path":"');
 
@@ -616,15 +618,16 @@ async function runBackup(
     const size = b.status[s + SmallStatus.Size]!;
     if (opts.afterFileRead) return finishHooked(it, b, k, size);
     const st = it.st;
-    let after: SmallFileStat | null = null;
-    if (b.status[s + SmallStatus.HasAfter] === 1) {
-      const a = 4 * k;
-      after = { size: b.after[a]!, mtimeNs: BigInt.asIntN(64, b.after[a + 1]!), ctimeNs: BigInt.asIntN(64, b.after[a + 2]!), ino: b.after[a + 3]! };
-    }
-    const same = after !== null && after.size === st.size && after.mtimeNs === st.mtimeNs && after.ctimeNs === st.ctimeNs && BigInt(size) === st.size;
+    // Compared in place: a stat object per file only for a file that changed.
+    const hasAfter = b.status[s + SmallStatus.HasAfter] === 1;
+    const a = 4 * k;
+    const same = hasAfter && b.after[a]! === st.size && BigInt.asIntN(64, b.after[a + 1]!) === st.mtimeNs && BigInt.asIntN(64, b.after[a + 2]!) === st.ctimeNs && size === Number(st.size);
     if (!same) {
       // Changed while read: a second, ordinary read (it may have grown past the small size).
-      if (after !== null) return readStable(it.abs, after, 2).then((got) => entryOfRead(it, got));
+      if (hasAfter) {
+        const after: SmallFileStat = { size: b.after[a]!, mtimeNs: BigInt.asIntN(64, b.after[a + 1]!), ctimeNs: BigInt.asIntN(64, b.after[a + 2]!), ino: b.after[a + 3]! };
+        return readStable(it.abs, after, 2).then((got) => entryOfRead(it, got));
+      }
       warn(show(it.abs), 'changed while it was being read (twice): stored as read, which may mix old and new contents');
     }
     return entryOfRead(it, stored(it, b, k, size, extra));
@@ -632,7 +635,7 @@ async function runBackup(
   /** Counts a small file read as it was and stores its blob (sets `pressure`). */
   const stored = (it: FileSlot, b: SmallFileBatch, k: number, size: number, extra: SmallFileExtra | undefined): ReadFile => {
     if (extra?.xattrError) warn(show(it.abs), `cannot read extended attributes: ${errnoMessage(extra.xattrError)}`);
-    const xattrs = extra?.xattrs?.map((x) => ({ name: x.name, value: Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength) })) ?? [];
+    const xattrs = extra?.xattrs?.map((x) => ({ name: x.name, value: Buffer.from(x.value.buffer, x.value.byteOffset, x.value.byteLength) })) ?? NO_XATTRS;
     read.files++;
     read.bytes += size;
     progress.bytes += size;
@@ -775,6 +778,8 @@ async function runBackup(
 
   const owners = new OwnerNames();
   await owners.load();
+  /** The owner of the last entry `meta` made (uid -1: none yet). */
+  let lastOwner: Owner = { uid: -1, gid: -1 };
   /** "dev:ino" → the first name's path and its (future) entry: null if it could not be read. */
   const hardlinks = new Map<string, { path: Buffer; entry: Promise<TreeEntry | null> }>();
   let xattrNameWarnings = 0;
@@ -793,12 +798,17 @@ async function runBackup(
   const meta = (abs: Buffer, rel: Buffer, st: EntryStat, type: TreeEntry['type'], known?: Xattr[]) => {
     const uid = Number(st.uid);
     const gid = Number(st.gid);
-    const owner: Owner = { uid, gid };
-    const user = owners.userOf(uid);
-    const group = owners.groupOf(gid);
-    if (user !== undefined) owner.user = user;
-    if (group !== undefined) owner.group = group;
-    let list: Xattr[] = known ?? [];
+    // Most entries have the owner of the one before: its object is shared (never changed once made).
+    let owner = lastOwner;
+    if (owner.uid !== uid || owner.gid !== gid) {
+      owner = { uid, gid };
+      const user = owners.userOf(uid);
+      const group = owners.groupOf(gid);
+      if (user !== undefined) owner.user = user;
+      if (group !== undefined) owner.group = group;
+      lastOwner = owner;
+    }
+    let list: Xattr[] = known ?? NO_XATTRS;
     // Sockets, FIFOs and devices: their xattrs would be those of the node, rarely set; skipped.
     if (!known && (type === 'file' || type === 'dir' || type === 'symlink')) {
       if (!isUtf8(abs)) {
@@ -869,7 +879,7 @@ async function runBackup(
       let cst: EntryStat;
       try {
         // Synchronous: a stat from the page cache costs less than a round trip to libuv's pool.
-        cst = names instanceof ScannedDir ? names.stat(k) : lstatSync(childAbs, { bigint: true });
+        cst = names instanceof ScannedDir ? names.stat(k) : lstatEntry(childAbs);
       } catch (e) {
         warn(show(childAbs), `cannot stat: ${errnoMessage(e)}`);
         continue;

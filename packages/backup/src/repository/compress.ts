@@ -43,7 +43,8 @@ const SAMPLE = 64 * 1024;
 
 /** Small blobs from this size on are checked for random-looking bytes before zstd is tried (auto). */
 export const RANDOM_CHECK_FROM = 512;
-const histogram = new Uint32Array(256);
+/** Four byte histograms side by side (see looksRandom). */
+const histograms = new Uint32Array(4 * 256);
 
 /**
  * Whether `b`'s byte frequencies are those of random bytes (media, archives, encrypted
@@ -55,11 +56,24 @@ const histogram = new Uint32Array(256);
  */
 export function looksRandom(b: Uint8Array): boolean {
   const n = b.length;
-  histogram.fill(0);
-  for (let i = 0; i < n; i++) histogram[b[i]!]!++;
+  // Bytes counted four at a time into four histograms, summed per byte value after: with
+  // one, each count waited for the one before when neighbouring bytes were alike (text).
+  // The counts, and so the result, are the same; this loop was a tenth of a small-file
+  // backup's CPU (issue 13: 300 MB through it on the 50,000-file tree).
+  const h = histograms;
+  h.fill(0);
+  const whole = n & ~3;
+  let i = 0;
+  for (; i < whole; i += 4) {
+    h[b[i]!]!++;
+    h[256 + b[i + 1]!]!++;
+    h[512 + b[i + 2]!]!++;
+    h[768 + b[i + 3]!]!++;
+  }
+  for (; i < n; i++) h[b[i]!]!++;
   let e = 0;
   for (let k = 0; k < 256; k++) {
-    const c = histogram[k]!;
+    const c = h[k]! + h[256 + k]! + h[512 + k]! + h[768 + k]!;
     if (c !== 0) e -= c * Math.log2(c / n);
   }
   return e / n >= 8 - (3 * 255) / (2 * n * Math.LN2) - 0.02;

@@ -26,6 +26,10 @@ Backups (key mode):
                                        --compression its default compression (auto)
   coffer backup PATH… [--tag T] [--pad off|auto|max] [--compression auto|off|max]
                                        back up files and directories
+  coffer backup PATH… --force | --parent SNAPSHOT
+                                       --force reads every file again; --parent compares
+                                       with SNAPSHOT (ID or latest) instead of the latest
+                                       backup of the same paths from this host
   coffer backup PATH… [--exclude P] [--iexclude P] [--exclude-file F] [--iexclude-file F]
          [--exclude-caches] [--exclude-if-present NAME] [--one-file-system] [--dry-run]
                                        choose what is stored: P is a gitignore-style pattern
@@ -245,6 +249,8 @@ const options = {
   'group-by': { type: 'string' },
   'from-repo': { type: 'string' },
   'from-key-file': { type: 'string' },
+  force: { type: 'boolean' },
+  parent: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 /** Which options each command accepts (besides the global ones). */
@@ -264,6 +270,8 @@ const allowed: Record<string, string[]> = {
     'files-from',
     'files-from-raw',
     'dry-run',
+    'force',
+    'parent',
     'stdin',
     'stdin-filename',
     'stdin-from-command',

@@ -279,3 +279,45 @@ test('coffer backup --help lists the selection flags', async () => {
   const rr = await coffer(['restore', '--help'], {});
   for (const f of ['--include P', '--iinclude P', '--iexclude P']) assert.ok(rr.stdout.includes(f), f);
 });
+
+test('backup --force reads every file again; --parent SNAPSHOT compares with that snapshot; garbage is a usage error', async (t) => {
+  const s = await setup(t);
+  type Saved = { id: string; files: number; read: { files: number } };
+  const save = async (...args: string[]) => {
+    const r = await coffer(['backup', s.src, '--json', ...args], s.env);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as Saved;
+  };
+  const first = await save();
+  assert.equal(first.read.files, first.files, 'a first backup reads every file');
+  assert.equal((await save()).read.files, 0, 'unchanged: nothing read (the latest snapshot is the parent)');
+  const forced = await save('--force');
+  assert.equal(forced.read.files, first.files, '--force reads every file again');
+  const dry = JSON.parse((await coffer(['backup', s.src, '--dry-run', '--json', '--force'], s.env)).stdout) as { readFiles: number; parent?: string };
+  assert.deepEqual([dry.readFiles, dry.parent], [first.files, undefined]);
+
+  // Another set of paths (src and extra): no snapshot of that set, so no parent of its own;
+  // --parent names src's first snapshot, whose files (same names, same inodes) are not read.
+  const extra = join(s.base, 'extra');
+  await fs.mkdir(extra);
+  await fs.writeFile(join(extra, 'new.txt'), 'new\n');
+  const both = async (...args: string[]) => {
+    const r = await coffer(['backup', s.src, extra, '--json', ...args], s.env);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as Saved;
+  };
+  assert.equal((await both()).read.files, first.files + 1, 'no parent for a new set of paths: every file read');
+  assert.equal((await both('--parent', first.id.slice(0, 10))).read.files, 1, 'with --parent (an ID prefix) only the file the parent lacks is read');
+  // A copy of src (other inodes and ctimes) with src's snapshot as parent: nothing is taken on trust.
+  const copy = join(s.base, 'copy', 'src');
+  await fs.cp(s.src, copy, { recursive: true, preserveTimestamps: true });
+  const crossed = JSON.parse((await coffer(['backup', copy, '--json', '--parent', first.id], s.env)).stdout) as Saved;
+  assert.equal(crossed.read.files, first.files, 'a file whose inode or ctime differs from the parent\'s is read');
+  const dryParent = JSON.parse((await coffer(['backup', s.src, extra, '--dry-run', '--json', '--parent', first.id], s.env)).stdout) as { readFiles: number; parent?: string };
+  assert.deepEqual([dryParent.readFiles, dryParent.parent], [1, first.id]);
+
+  assertError(await coffer(['backup', s.src, '--force', '--parent', first.id], s.env), 2, /--force .* --parent|give one of them/);
+  assertError(await coffer(['backup', s.src, '--parent', 'ffffffffff'], s.env), 1, /no snapshot ffffffffff/);
+  assertError(await coffer(['backup', s.src, '--parent', 'not hex!'], s.env), 2, /snapshot|ID/i);
+  assertError(await coffer(['backup', '--stdin', '--force'], s.env), 2, /--stdin/);
+});

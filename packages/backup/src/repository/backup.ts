@@ -79,8 +79,12 @@ export interface BackupWarning {
 export interface BackupOptions {
   paths: string[];
   tags?: string[];
-  /** 'auto' (default): the latest snapshot of the same paths from this host. */
-  parent?: 'auto' | 'none';
+  /**
+   * The snapshot whose unchanged files are not read again: 'auto' (default) the latest
+   * snapshot of the same paths from this host; 'none' none (every file is read, restic's
+   * `--force`); or the snapshot given (restic's `--parent`), whatever its paths or host.
+   */
+  parent?: 'auto' | 'none' | SnapshotRecord;
   onProgress?: (p: BackupProgress) => void;
   onWarning?: (w: BackupWarning) => void;
   now?: () => Date;
@@ -476,7 +480,7 @@ async function runBackup(
   let parentFiles: ParentFiles | undefined;
   let parentTotals: { files: number; bytes: number } | undefined;
   if (opts.parent !== 'none') {
-    const parent = await findParent(repo, host, absPaths);
+    const parent = opts.parent === undefined || opts.parent === 'auto' ? await findParent(repo, host, absPaths) : opts.parent;
     if (parent) {
       parentTotals = { files: parent.snapshot.stats.files, bytes: parent.snapshot.stats.bytes };
       parentFiles = new ParentFiles(repo, parent.snapshot, (e) =>

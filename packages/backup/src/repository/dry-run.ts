@@ -11,14 +11,15 @@ import type { EntryStat } from './scan-ahead.js';
 import { hostname } from 'node:os';
 import { basename, resolve } from 'node:path';
 import { CofferError } from '../errors.js';
-import type { Repository } from './repository.js';
+import type { Repository, SnapshotRecord } from './repository.js';
 import type { FileEntry } from './tree.js';
 
 export interface DryRunOptions {
   paths: string[];
   exclude?: (abs: Buffer, st: EntryStat) => Promise<boolean> | boolean;
   oneFileSystem?: boolean;
-  parent?: 'auto' | 'none';
+  /** As BackupOptions.parent. */
+  parent?: 'auto' | 'none' | SnapshotRecord;
   /** Every entry that would be stored, by its path in the listing (for `--dry-run -v`-style output). */
   onEntry?: (rel: Buffer, kind: 'new' | 'changed' | 'unchanged' | 'dir' | 'other', size: number) => void;
 }
@@ -55,8 +56,10 @@ export async function backupDryRun(repo: Repository, opts: DryRunOptions): Promi
   if (opts.parent !== 'none') {
     const key = roots.map((x) => x.abs).sort().join('\0');
     const host = hostname();
-    const all = (await repo.readableSnapshots()).good;
-    const parent = [...all].reverse().find((s) => s.snapshot.hostname === host && [...s.snapshot.paths].sort().join('\0') === key);
+    const parent =
+      opts.parent === undefined || opts.parent === 'auto'
+        ? [...(await repo.readableSnapshots()).good].reverse().find((s) => s.snapshot.hostname === host && [...s.snapshot.paths].sort().join('\0') === key)
+        : opts.parent;
     if (parent) {
       r.parent = parent.id.toString('hex');
       try {

@@ -11,6 +11,7 @@ import {
   backupStdin,
   checkStdinFilename,
   eitherExcludes,
+  findSnapshotFiltered,
   hex,
   listedSelection,
   parseCompressionMode,
@@ -56,8 +57,13 @@ async function excludeRules(flags: SelectFlags): Promise<PatternRule[]> {
 }
 
 /** `coffer backup PATH… [--tag T]… [selection]`, `--stdin`, `--dry-run`. */
-export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string }, paths: string[], io: Io): Promise<number> {
+export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string; force?: boolean; parent?: string }, paths: string[], io: Io): Promise<number> {
+  if ((flags.stdin || flags['stdin-from-command']) && (flags.force || flags.parent !== undefined)) {
+    throw new UsageError('backup: --force and --parent are for files and directories, not --stdin (standard input is always read)');
+  }
   if (flags.stdin || flags['stdin-from-command']) return backupStdinCmd(flags, paths, io);
+  if (flags.force && flags.parent !== undefined) throw new UsageError('backup: --force reads every file and --parent names a snapshot to compare with: give one of them');
+  if (flags.parent === '') throw new UsageError('backup: --parent needs a snapshot ID (or latest)');
   if (flags['stdin-filename'] !== undefined) throw new UsageError('backup: --stdin-filename goes with --stdin or --stdin-from-command');
   const listFiles = [...(flags['files-from'] ?? []).map((f) => ({ f, raw: false })), ...(flags['files-from-raw'] ?? []).map((f) => ({ f, raw: true }))];
   if (paths.length === 0 && listFiles.length === 0) throw new UsageError('backup: give the paths to back up, e.g. `coffer backup ~/Documents`');
@@ -84,9 +90,12 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
     exclude = eitherExcludes(sel.exclude, exclude);
   }
   const repo = await openRepo(flags, io);
+  // --parent: any snapshot (not filtered by this backup's --tag, which tags the new one).
+  const parent = flags.force ? ('none' as const) : flags.parent !== undefined ? await findSnapshotFiltered(repo, flags.parent, {}) : undefined;
   if (flags['dry-run']) {
     const d = await backupDryRun(repo, {
       paths,
+      ...(parent !== undefined ? { parent } : {}),
       ...(exclude ? { exclude } : {}),
       ...(flags['one-file-system'] ? { oneFileSystem: true } : {}),
       onEntry: (rel, kind, size) => {
@@ -108,6 +117,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   tuneHeapForBackup(); // this process runs the backup: a heap that grows less (see its comment)
   const r = await backup(repo, {
     paths,
+    ...(parent !== undefined ? { parent } : {}),
     ...(padding !== undefined ? { padding } : {}),
     ...(compression !== undefined ? { compression } : {}),
     ...(exclude ? { exclude } : {}),
@@ -126,7 +136,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   const secs = (Date.now() - started) / 1000;
   const s = r.snapshot.stats;
   if (flags.json) {
-    io.stdout.write(JSON.stringify({ id: hex(r.id), ...s, seconds: secs, warnings: r.warnings }) + '\n');
+    io.stdout.write(JSON.stringify({ id: hex(r.id), ...s, seconds: secs, read: r.read, warnings: r.warnings }) + '\n');
   } else {
     io.stdout.write(hex(r.id) + '\n');
     if (!flags.quiet) {

@@ -106,6 +106,40 @@ test('--overwrite through the writer thread replaces files; a directory in the w
   assert.deepEqual(await fs.readdir(join(blocked, 'd', 'd2', 'f7.dat')), ['inside'], 'what was in the way is untouched');
 });
 
+test('a full disk: the restore fails saying so, every file in place is whole, and no temporary name is left', { skip: !isRoot && 'needs root to mount a small tmpfs' }, async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'rw-full-src'), 'tree');
+  await writeTree(src, manySmall(10, 60)); // 600 files, ~1.5 MB
+  const r = await backup(tr.repo, { paths: [src] });
+  const { spawnSync } = await import('node:child_process');
+  let mounted = '';
+  // Registered before tempDir's clean-up, so it runs first (after hooks run in order).
+  t.after(() => {
+    if (mounted) spawnSync('umount', [mounted]);
+  });
+  const mnt = await tempDir(t, 'rw-full-mnt');
+  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=640k,nr_inodes=2000', 'tmpfs', mnt]);
+  if (m.status !== 0) return t.skip(`cannot mount a tmpfs here: ${m.stderr.toString().trim()}`);
+  mounted = mnt;
+  await assert.rejects(restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: mnt }), (e: unknown) => {
+    assert.ok(CofferError.is(e, 'storage'), String(e));
+    assert.match((e as Error).message, /no space left on device/);
+    return true;
+  });
+  assert.ok(restoreWriterForTesting.started >= 1, 'the writer thread was used');
+  const left = await allPaths(mnt);
+  assert.deepEqual(left.filter((p) => p.includes('.coffer-restore-')), [], 'no temporary name left');
+  // What is in place is whole: each file restored has the bytes it had.
+  let whole = 0;
+  for (const p of left) {
+    const st = await fs.lstat(join(mnt, p));
+    if (!st.isFile()) continue;
+    assert.ok((await fs.readFile(join(mnt, p))).equals(await fs.readFile(join(src, p.slice('tree/'.length)))), p);
+    whole++;
+  }
+  assert.ok(whole > 0 && whole < 600, `${whole} files were in place when the disk filled`);
+});
+
 // The other restore suites again, every restore on the threads' path.
 await import('./metadata.test.js');
 await import('./restore-safety.test.js');

@@ -5,6 +5,8 @@ import { inspect } from 'node:util';
 import fc from 'fast-check';
 import { BackupKey, formatKeyId } from '../src/crypto/backup-key.js';
 import { CofferError } from '../src/errors.js';
+import { RepositoryKeys } from '../src/crypto/repository-keys.js';
+import { randomBytes } from 'node:crypto';
 import { decodeConfig, encodeConfig, newConfig } from '../src/repository/config.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
 import { Compression } from '../src/repository/config.js';
@@ -90,4 +92,15 @@ test('key ID: 16 bytes, stable, different per key, not a prefix of the key', () 
   assert.notDeepEqual(a.keyId(), BackupKey.generate(fixed(2)).keyId());
   assert.ok(!Buffer.from(a.exportBytes()).toString('hex').includes(formatKeyId(a.keyId()).slice(0, 8)));
   assert.match(formatKeyId(a.keyId()), /^[0-9a-f]{32}$/);
+});
+
+test('chunkIdOffThread (WebCrypto HMAC on the thread pool) gives chunkId for every size, and depends on the key', async () => {
+  const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(32));
+  for (const n of [0, 1, 63, 64, 65, 4096, 128 * 1024, 1024 * 1024 + 3]) {
+    const chunk = randomBytes(n);
+    assert.ok((await keys.chunkIdOffThread(chunk)).equals(keys.chunkId(chunk)), `size ${n}`);
+  }
+  const other = new RepositoryKeys(BackupKey.generate(), randomBytes(32));
+  const c = randomBytes(200_000);
+  assert.ok(!(await other.chunkIdOffThread(c)).equals(await keys.chunkIdOffThread(c)));
 });

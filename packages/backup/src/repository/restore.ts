@@ -119,6 +119,11 @@ export const restoreWriterForTesting = { minFiles: RESTORE_WRITER_MIN_FILES, sta
  * directory's handle open until written, so this bounds those handles too.
  */
 const RESTORE_WRITER_IN_FLIGHT = 256;
+/**
+ * Blobs from this size on have their ID checked on the thread pool (WebCrypto), the main
+ * thread going on with the next: below it the round trip costs more than the hash.
+ */
+const RESTORE_HASH_OFF_THREAD_FROM = 128 * 1024;
 
 /** What setMeta needs of an entry (a file's is made from the FileTable when it is finished). */
 type MetaEntry = Pick<TreeEntry, 'type' | 'path' | 'rawPath' | 'mode' | 'mtimeNs' | 'owner' | 'xattrs'>;
@@ -711,7 +716,8 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           // authenticated, but an index pointing at the wrong blob would otherwise
           // restore the wrong bytes.
           const id = index.idAt(blobRec[b]!);
-          if (!repo.keys.chunkId(raw).equals(id)) {
+          const got = raw.length >= RESTORE_HASH_OFF_THREAD_FROM ? await repo.keys.chunkIdOffThread(raw) : repo.keys.chunkId(raw);
+          if (!got.equals(id)) {
             throw new CofferError('corrupt', `${name}: the blob at ${loc.offset} does not match its ID: it is not ${hex(id).slice(0, 16)}, which the index places there`);
           }
           for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) {

@@ -6,9 +6,10 @@
  * On an ordinary tree most files are one chunk, and restoring one costs six or seven
  * system calls (create, write, owner, mode, times, close, rename) whose kernel time
  * (inode allocation, directory insertion) is most of the restore; on the main thread it
- * came on top of the main thread's own work, one file after another. A batch goes to an
- * idle thread at once, so batches grow only while every thread is busy: no timer, no
- * waiting to fill one.
+ * came on top of the main thread's own work, one file after another. A full batch goes
+ * to a thread at once, a partial one after a millisecond without more; a thread holds up
+ * to two, so it never waits for the main thread to read its answer. When both are
+ * taken and a whole batch waits, the main thread writes the next file itself.
  *
  * What the main thread keeps: the plan, the directory handles (held open until the
  * batch naming them is answered), the list of temporary names to remove on failure,
@@ -20,6 +21,12 @@ import { Worker } from 'node:worker_threads';
 const BATCH_FILES = 64;
 /** …and at most about this many bytes of data. */
 const BATCH_BYTES = 256 * 1024;
+/**
+ * Each thread has up to this many batches sent and not answered: it starts the next as
+ * soon as it is done with one, without waiting for the main thread (busy writing files
+ * itself, it reads the thread's answer only when it next yields).
+ */
+const BATCHES_IN_FLIGHT = 2;
 /**
  * A batch smaller than a full one waits this long for more files before it goes to an
  * idle thread: blobs finish one callback at a time, and a message per file (about 30 µs
@@ -104,7 +111,8 @@ interface Pending {
 
 interface Thread {
   worker: Worker;
-  busy: Pending[] | null;
+  /** Batches sent and not yet answered, oldest first (at most BATCHES_IN_FLIGHT). */
+  sent: Pending[][];
 }
 
 /** An error as the failing system call made it (code, syscall), rebuilt on this thread. */
@@ -134,7 +142,7 @@ export class RestoreWriter {
    * write the file itself than queue it.
    */
   get backlogged(): boolean {
-    return this.#threads.length >= this.#max && this.#threads.every((t) => t.busy !== null) && this.#full();
+    return this.#threads.length >= this.#max && this.#threads.every((t) => t.sent.length >= BATCHES_IN_FLIGHT) && this.#full();
   }
 
   /** How many threads have been started (they start as batches need them). */
@@ -173,7 +181,7 @@ export class RestoreWriter {
   /** Hands what is queued to idle threads, starting one where none is idle. */
   #send(): void {
     while (this.#queue.length > 0) {
-      let t = this.#threads.find((x) => x.busy === null);
+      let t = this.#threads.find((x) => x.sent.length < BATCHES_IN_FLIGHT);
       // Another thread only for a backlog (a whole batch waiting while every thread is
       // busy): where the disk keeps up with one, a second would cost memory for nothing.
       if (!t && this.#threads.length < this.#max && (this.#threads.length === 0 || this.#full())) t = this.#spawn();
@@ -206,7 +214,7 @@ export class RestoreWriter {
         }
         for (let i = 0; i < f.time.length; i++) bytes[at++] = f.time.charCodeAt(i);
       }
-      t.busy = batch;
+      t.sent.push(batch);
       const msg: WriteBatch = { id: this.#nextId++, count: batch.length, bytes };
       t.worker.postMessage(msg, [bytes.buffer as ArrayBuffer]);
     }
@@ -214,10 +222,9 @@ export class RestoreWriter {
 
   #spawn(): Thread {
     const worker = new Worker(new URL('./restore-write-worker.js', import.meta.url), { resourceLimits: { maxYoungGenerationSizeMb: 2 } });
-    const t: Thread = { worker, busy: null };
+    const t: Thread = { worker, sent: [] };
     worker.on('message', (r: WriteBatchResult) => {
-      const batch = t.busy ?? [];
-      t.busy = null;
+      const batch = t.sent.shift() ?? [];
       if (r.bytes.byteLength === BATCH_BUFFER && this.#buffers.length < BATCH_BUFFERS_KEPT) this.#buffers.push(r.bytes);
       const written: WrittenFile[] = [];
       for (let i = 0; i < r.done; i++) written.push({ existed: false });
@@ -238,7 +245,7 @@ export class RestoreWriter {
     });
     worker.on('error', (e) => this.#fail(t, e));
     worker.on('exit', (code) => {
-      if (t.busy) this.#fail(t, new Error(`a restore writer thread stopped (exit code ${code})`));
+      if (t.sent.length > 0) this.#fail(t, new Error(`a restore writer thread stopped (exit code ${code})`));
     });
     this.#threads.push(t);
     return t;
@@ -246,8 +253,8 @@ export class RestoreWriter {
 
   #fail(t: Thread, e: Error): void {
     this.#broken ??= e;
-    const lost = [...(t.busy ?? []), ...this.#queue];
-    t.busy = null;
+    const lost = [...t.sent.flat(), ...this.#queue];
+    t.sent = [];
     this.#queue = [];
     for (const p of lost) p.reject(e);
   }

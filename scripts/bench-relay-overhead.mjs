@@ -15,7 +15,7 @@
 // its processes, both builds' backends together) is printed apart from the relay's.
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, createServer, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,7 +105,8 @@ async function startRelay(main, n) {
   const extra = process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const child = spawn(process.execPath, [...extra, main, 'serve'], {
     env: { ...process.env, ...pgEnv, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: configFile, COFFER_RELAY_DATA_DIR: join(dir, `relay-${n}`), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vaultUrl, COFFER_RELAY_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    // COFFER_BENCH_RELAY_STDOUT: a file for the relay's stdout (its log lines, --trace-gc).
+    stdio: ['ignore', process.env.COFFER_BENCH_RELAY_STDOUT ? openSync(`${process.env.COFFER_BENCH_RELAY_STDOUT}.${n}`, 'w') : 'ignore', 'pipe'],
   });
   let err = '';
   const url = await new Promise((resolve, reject) => {

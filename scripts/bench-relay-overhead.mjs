@@ -15,7 +15,7 @@
 // its processes, both builds' backends together) is printed apart from the relay's.
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, createServer, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +37,12 @@ const SESSION_LABEL = Buffer.from('coffer-relay/v1/session\0');
 function stat(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+}
+
+/** CPU seconds (user + system) of the process's main thread. */
+function mainThread(pid) {
+  const c = stat(`${pid}/task/${pid}`);
+  return c.user + c.sys;
 }
 
 // CPU seconds of the PostgreSQL postmaster and its children (backends, background workers).
@@ -99,7 +105,8 @@ async function startRelay(main, n) {
   const extra = process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const child = spawn(process.execPath, [...extra, main, 'serve'], {
     env: { ...process.env, ...pgEnv, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: configFile, COFFER_RELAY_DATA_DIR: join(dir, `relay-${n}`), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vaultUrl, COFFER_RELAY_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    // COFFER_BENCH_RELAY_STDOUT: a file for the relay's stdout (its log lines, --trace-gc).
+    stdio: ['ignore', process.env.COFFER_BENCH_RELAY_STDOUT ? openSync(`${process.env.COFFER_BENCH_RELAY_STDOUT}.${n}`, 'w') : 'ignore', 'pipe'],
   });
   let err = '';
   const url = await new Promise((resolve, reject) => {
@@ -137,15 +144,18 @@ try {
   if (STORE === 'postgres') postgres = await (await import(join(root, 'packages', 'relay', 'dist', 'test', 'postgres.js'))).startPostgres();
   for (const [i, main] of mains.entries()) relays.push(await startRelay(main, i));
   // Warm-up (JIT, keep-alive sockets both sides), not counted.
-  for (const r of relays) await run(r, Math.min(1000, REQUESTS));
-  const results = relays.map(() => ({ user: 0, sys: 0, wall: 0, n: 0, pg: 0 }));
+  for (const r of relays) await run(r, Math.min(3000, REQUESTS));
+  const results = relays.map(() => ({ user: 0, sys: 0, main: 0, wall: 0, n: 0, pg: 0, rounds: [] }));
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, r] of relays.entries()) {
       const c0 = stat(r.child.pid);
+      const m0 = mainThread(r.child.pid);
       const pg0 = postgres ? postgresCpu(postgres.pid) : 0;
       const t0 = process.hrtime.bigint();
       await run(r, REQUESTS);
       const c1 = stat(r.child.pid);
+      results[i].main += mainThread(r.child.pid) - m0;
+      results[i].rounds.push((1000 * (c1.user - c0.user + c1.sys - c0.sys)) / REQUESTS);
       if (postgres) results[i].pg += postgresCpu(postgres.pid) - pg0;
       results[i].wall += Number(process.hrtime.bigint() - t0) / 1e9;
       results[i].user += c1.user - c0.user;
@@ -155,9 +165,14 @@ try {
   }
   const f = (x) => x.toFixed(3);
   for (const [i, x] of results.entries()) {
-    console.log(`relay [${STORE}] ${mains[i]}: ${x.n} vault messages, ${f((1000 * (x.user + x.sys)) / x.n)} ms CPU/message (user ${f((1000 * x.user) / x.n)}, system ${f((1000 * x.sys) / x.n)}), ${(x.n / x.wall).toFixed(0)} messages/s${postgres ? `; PostgreSQL server ${f((1000 * x.pg) / x.n)} ms CPU/message` : ''}`);
+    console.log(`relay [${STORE}] ${mains[i]}: ${x.n} vault messages, ${f((1000 * (x.user + x.sys)) / x.n)} ms CPU/message (user ${f((1000 * x.user) / x.n)}, system ${f((1000 * x.sys) / x.n)}; main thread ${f((1000 * x.main) / x.n)}, other threads ${f((1000 * (x.user + x.sys - x.main)) / x.n)}), ${(x.n / x.wall).toFixed(0)} messages/s${postgres ? `; PostgreSQL server ${f((1000 * x.pg) / x.n)} ms CPU/message` : ''}`);
   }
   if (results.length === 2) {
+    // Round by round (the builds ran alternately): CPU ms/message of each, and their ratio.
+    const pairs = results[0].rounds.map((a, k) => [a, results[1].rounds[k]]);
+    console.log(`per round (first/second ms CPU/message, ratio): ${pairs.map(([a, b]) => `${f(a)}/${f(b)} ${(b / a).toFixed(2)}`).join(', ')}`);
+    const sorted = pairs.map(([a, b]) => b / a).sort((x, y) => x - y);
+    console.log(`median per-round ratio ${sorted[Math.floor(sorted.length / 2)].toFixed(2)}`);
     const cpu = (x) => (x.user + x.sys) / x.n;
     console.log(`bench: relay-overhead cpu-ratio=${(cpu(results[1]) / cpu(results[0])).toFixed(2)} (second build / first; < 1: the second costs less)`);
   }

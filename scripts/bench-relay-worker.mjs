@@ -100,18 +100,22 @@ const handlers = {
     const linkKey = Uint8Array.from(Buffer.from(msg.linkKeyHex, 'hex'));
     state = { fleetKey, agent, paths: {} };
     const direct = [];
-    const relay = [];
+    // `relay`, and `relayB` when a second relay build runs beside it (an A/B in one run).
+    const relayUrls = { relay: msg.relayUrl, ...(msg.relayBUrl ? { relayB: msg.relayBUrl } : {}) };
+    const relays = Object.fromEntries(Object.keys(relayUrls).map((p) => [p, []]));
     for (let i = 0; i < msg.accountsPerPath; i++) {
       const account = `bench-direct-${msg.worker}-${i}`;
       direct.push({ account, send: directSend(agent, msg.vaultUrl, linkKey, account), pool: [] });
-      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-      const { account: id } = await json(agent, `${msg.relayUrl}/v1/accounts`, { publicKey: publicKey.export({ format: 'jwk' }).x });
-      const { challenge } = await json(agent, `${msg.relayUrl}/v1/sessions/challenge`, { account: id });
-      const signature = sign(null, Buffer.concat([SESSION_LABEL, Buffer.from(challenge, 'base64url')]), privateKey).toString('base64url');
-      const { token } = await json(agent, `${msg.relayUrl}/v1/sessions`, { account: id, challenge, signature });
-      relay.push({ account: `local:${id}`, send: relaySend(agent, msg.relayUrl, token), pool: [] });
+      for (const [path, relayUrl] of Object.entries(relayUrls)) {
+        const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+        const { account: id } = await json(agent, `${relayUrl}/v1/accounts`, { publicKey: publicKey.export({ format: 'jwk' }).x });
+        const { challenge } = await json(agent, `${relayUrl}/v1/sessions/challenge`, { account: id });
+        const signature = sign(null, Buffer.concat([SESSION_LABEL, Buffer.from(challenge, 'base64url')]), privateKey).toString('base64url');
+        const { token } = await json(agent, `${relayUrl}/v1/sessions`, { account: id, challenge, signature });
+        relays[path].push({ account: `local:${id}`, send: relaySend(agent, relayUrl, token), pool: [] });
+      }
     }
-    state.paths = { direct: toLanes(direct, msg.lanes), relay: toLanes(relay, msg.lanes) };
+    state.paths = { direct: toLanes(direct, msg.lanes), ...Object.fromEntries(Object.entries(relays).map(([p, accounts]) => [p, toLanes(accounts, msg.lanes)])) };
     for (const lanes of Object.values(state.paths)) {
       await Promise.all(
         lanes.map(async (lane) => {

@@ -83,6 +83,10 @@ const ACCOUNTS = arg('accounts', 384);
 const VAULT_MAIN = join(root, 'packages/vault/dist/src/server/main.js');
 // COFFER_BENCH_RELAY_MAIN: another build of the relay (an A/B against a saved copy of dist/).
 const RELAY_MAIN = process.env.COFFER_BENCH_RELAY_MAIN || join(root, 'packages/relay/dist/src/main.js');
+// COFFER_BENCH_RELAY_MAIN_B: a second relay build beside the first, on the same vault and
+// core, with its own accounts: each round runs direct, then both relays (in alternating
+// order), so the two builds are compared phase by phase under the same load.
+const RELAY_MAIN_B = process.env.COFFER_BENCH_RELAY_MAIN_B || null;
 const WORKER = join(root, 'scripts', 'bench-relay-worker.mjs');
 const PROTOCOL = join(root, 'packages', 'protocol', 'dist', 'src', 'index.js');
 const NODE_CRYPTO = join(root, 'packages', 'vault', 'dist', 'src', 'server', 'node-crypto.js');
@@ -99,7 +103,7 @@ let stopPostgres = async () => {};
 
 // Profile the relay: COFFER_BENCH_RELAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
 function startService(main, env, cpu) {
-  const extra = main === RELAY_MAIN ? (process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? []) : [];
+  const extra = main === RELAY_MAIN || main === RELAY_MAIN_B ? (process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? []) : [];
   const node = [process.execPath, ...extra, main, 'serve'];
   const [cmd, args] = TASKSET ? [TASKSET, ['-c', String(cpu), ...node]] : [node[0], node.slice(1)];
   const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -118,6 +122,11 @@ function startService(main, env, cpu) {
 function cpuSeconds(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** CPU seconds of the process's main thread (the rest: V8's GC and compiler threads, libuv's pool). */
+function mainThreadSeconds(pid) {
+  return cpuSeconds(`${pid}/task/${pid}`);
 }
 
 function pin(pid, cpu) {
@@ -161,22 +170,26 @@ try {
     stopPostgres = () => server.stop();
     pgEnv = { COFFER_RELAY_ACCOUNT_STORE: 'postgres', COFFER_RELAY_PG_URL: await server.database('bench') };
   }
-  const relay = await startService(RELAY_MAIN, { ...pgEnv, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: relayConfig, COFFER_RELAY_DATA_DIR: join(dir, 'relay'), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vault.url, COFFER_RELAY_LOG_LEVEL: 'info' }, LOAD_CPU);
+  const relayEnv = (name) => ({ ...pgEnv, COFFER_RELAY_ADMIN: '0', COFFER_RELAY_CONFIG: relayConfig, COFFER_RELAY_DATA_DIR: join(dir, name), COFFER_RELAY_PORT: '0', COFFER_RELAY_LINK_KEY_FILE: linkKeyFile, COFFER_RELAY_VAULT_NODES: vault.url, COFFER_RELAY_LOG_LEVEL: 'info' });
+  const relay = await startService(RELAY_MAIN, relayEnv('relay'), LOAD_CPU);
+  // The second build shares the PostgreSQL database (its accounts are its own).
+  const relayB = RELAY_MAIN_B ? await startService(RELAY_MAIN_B, relayEnv('relay-b'), LOAD_CPU) : null;
 
   process.stderr.write(`bench:relay: ${WORKERS} load-generator processes × ${LANES} lanes, ${ACCOUNTS} accounts per path; vault on CPU ${TASKSET ? VAULT_CPU : '-'}, relay and load generators on CPU ${TASKSET ? LOAD_CPU : '-'}${TASKSET ? '' : ' (taskset missing: nothing pinned)'}\n`);
   const workers = Array.from({ length: WORKERS }, startWorker);
   await Promise.all(workers.map((w) => w.ready));
   const perWorker = Math.ceil(ACCOUNTS / WORKERS);
-  await Promise.all(workers.map((w, k) => w.call('setup', { worker: k, vaultUrl: vault.url, relayUrl: relay.url, linkKeyHex, bundle: bundle.stdout, lanes: LANES, accountsPerPath: perWorker })));
+  await Promise.all(workers.map((w, k) => w.call('setup', { worker: k, vaultUrl: vault.url, relayUrl: relay.url, ...(relayB ? { relayBUrl: relayB.url } : {}), linkKeyHex, bundle: bundle.stdout, lanes: LANES, accountsPerPath: perWorker })));
   for (const w of workers) pin(w.w.pid, LOAD_CPU);
 
   let expected = 400; // recoveries/s, refined after each phase
-  async function phase(path) {
+  async function phase(path, seconds = SECONDS) {
     // Precompute while the vault idles, for the whole window (a worker that runs out computes live, counted).
-    await Promise.all(workers.map((w) => w.call('precompute', { path, perWorker: Math.ceil((expected * SECONDS * 1.2) / WORKERS) })));
-    const cpu0 = { vault: cpuSeconds(vault.child.pid), relay: cpuSeconds(relay.child.pid) };
+    await Promise.all(workers.map((w) => w.call('precompute', { path, perWorker: Math.ceil((expected * seconds * 1.2) / WORKERS) })));
+    const relayPid = (path === 'relayB' ? relayB : relay).child.pid;
+    const cpu0 = { vault: cpuSeconds(vault.child.pid), relay: cpuSeconds(relayPid), relayMain: mainThreadSeconds(relayPid) };
     const t0 = Date.now() + 200;
-    const results = await Promise.all(workers.map((w) => w.call('run', { path, deadlineEpochMs: t0 + SECONDS * 1000 })));
+    const results = await Promise.all(workers.map((w) => w.call('run', { path, deadlineEpochMs: t0 + seconds * 1000 })));
     const wall = (Date.now() - t0) / 1000;
     const latencies = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
     const failures = {};
@@ -192,15 +205,20 @@ try {
       p50: pct(latencies, 50),
       p99: pct(latencies, 99),
       vaultBusy: (cpuSeconds(vault.child.pid) - cpu0.vault) / wall,
-      relayMs: ((cpuSeconds(relay.child.pid) - cpu0.relay) * 1000) / latencies.length,
+      relayMs: ((cpuSeconds(relayPid) - cpu0.relay) * 1000) / latencies.length,
+      relayMainMs: ((mainThreadSeconds(relayPid) - cpu0.relayMain) * 1000) / latencies.length,
       loadMs: results.reduce((s, r) => s + r.cpuMs, 0) / latencies.length,
     };
   }
 
-  const results = { direct: [], relay: [] };
+  // Two untimed seconds per relay first when two builds are compared: neither's first
+  // measured phase pays for its JIT warm-up.
+  if (relayB) for (const p of ['relay', 'relayB']) await phase(p, 2);
+  const results = { direct: [], relay: [], relayB: [] };
   for (let round = 0; round < ROUNDS; round++) {
     results.direct.push(await phase('direct'));
-    results.relay.push(await phase('relay'));
+    const order = relayB && round % 2 === 1 ? ['relayB', 'relay'] : relayB ? ['relay', 'relayB'] : ['relay'];
+    for (const p of order) results[p].push(await phase(p));
   }
   for (const w of workers) w.w.send({ type: 'exit' });
   const sum = (rs) => ({
@@ -213,16 +231,26 @@ try {
     p99: Math.max(...rs.map((r) => r.p99)),
     vaultBusy: rs.reduce((s, r) => s + r.vaultBusy, 0) / rs.length,
     relayMs: rs.reduce((s, r) => s + r.relayMs, 0) / rs.length,
+    relayMainMs: rs.reduce((s, r) => s + r.relayMainMs, 0) / rs.length,
     loadMs: rs.reduce((s, r) => s + r.loadMs, 0) / rs.length,
   });
   const d = sum(results.direct);
   const r = sum(results.relay);
   const line = (name, x, relayCpu) =>
     `${name}: ${fmt(x.rate, 1)} recoveries/s  (n=${x.n}, failed=${x.failed}${x.failures ? ` ${x.failures}` : ''}, p50 ${fmt(x.p50, 1)} ms, p99 ${fmt(x.p99, 1)} ms; vault core ${fmt(x.vaultBusy * 100)}% busy; ` +
-    `load generator ${fmt(x.loadMs, 2)} ms CPU/recovery${relayCpu ? `; relay ${fmt(x.relayMs, 2)} ms CPU/recovery` : ''}${x.live ? `; ${x.live} precomputed live` : ''})`;
+    `load generator ${fmt(x.loadMs, 2)} ms CPU/recovery${relayCpu ? `; relay ${fmt(x.relayMs, 2)} ms CPU/recovery (main thread ${fmt(x.relayMainMs, 2)})` : ''}${x.live ? `; ${x.live} precomputed live` : ''})`;
   console.log(line('direct to vault', d, false));
   console.log(line('through relay  ', r, true));
   console.log(`per round (direct/relay recoveries/s): ${results.direct.map((x, i) => `${fmt(x.rate)}/${fmt(results.relay[i].rate)}`).join(', ')}`);
+  console.log(`per round relay ms CPU/recovery: ${results.relay.map((x) => fmt(x.relayMs, 3)).join(', ')}`);
+  if (relayB) {
+    const b = sum(results.relayB);
+    console.log(line('through relay B', b, true));
+    console.log(`relay A = ${RELAY_MAIN}, relay B = ${RELAY_MAIN_B}`);
+    console.log(`per round B/A recoveries/s: ${results.relay.map((x, i) => (results.relayB[i].rate / x.rate).toFixed(3)).join(', ')}`);
+    console.log(`per round B/A relay CPU/recovery: ${results.relay.map((x, i) => (results.relayB[i].relayMs / x.relayMs).toFixed(3)).join(', ')}`);
+    console.log(`bench: relay-recover-b ratio=${(b.rate / d.rate).toFixed(2)} (relay B recoveries/s / direct)`);
+  }
   console.log(`(${SECONDS} s × ${ROUNDS} rounds per path; one vault process; the relay shares the load generators' core, not the vault's)`);
   console.log(`bench: relay-recover ratio=${(r.rate / d.rate).toFixed(2)} target=0.85`);
 } finally {

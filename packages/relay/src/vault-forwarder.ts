@@ -57,6 +57,16 @@ export type ForwardResult =
   | { readonly kind: 'answer'; readonly status: number; readonly contentType: string; readonly body: Buffer; readonly node: string }
   | { readonly kind: 'unavailable'; readonly attempts: readonly string[] };
 
+/** Where one node's messages go. */
+interface Target {
+  readonly https: boolean;
+  readonly hostname: string;
+  readonly port: string;
+  readonly path: string;
+  /** The Host header: the URL's host (with its port when it has one). */
+  readonly host: string;
+}
+
 interface Attempt {
   status: number;
   contentType: string;
@@ -65,7 +75,7 @@ interface Attempt {
 
 export class VaultForwarder {
   /** Per node: the request options built once (no URL parsing per message). */
-  readonly #nodes: { url: URL; label: string; target: { protocol: string; hostname: string; port: string; path: string } }[];
+  readonly #nodes: { url: URL; label: string; target: Target }[];
   readonly #key: Uint8Array;
   readonly #attemptMs: number;
   readonly #deadlineMs: number;
@@ -81,7 +91,7 @@ export class VaultForwarder {
     this.#nodes = options.nodes.map((n, i) => {
       const url = new URL(VAULT_PATH, n.endsWith('/') ? n : `${n}/`);
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`vault.nodes[${i}]: not an http(s) URL: ${n}`);
-      return { url, label: url.host, target: { protocol: url.protocol, hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, path: url.pathname } };
+      return { url, label: url.host, target: { https: url.protocol === 'https:', hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, path: url.pathname, host: url.host } };
     });
     this.#key = options.linkKey;
     this.#attemptMs = options.attemptTimeoutMs ?? 5000;
@@ -155,14 +165,18 @@ export class VaultForwarder {
     if (node && status) this.#metrics.vaultAttempts.inc({ node, outcome: status });
   }
 
-  #attempt(target: { protocol: string; hostname: string; port: string; path: string }, account: string, auth: string, body: Buffer, timeoutMs: number): Promise<Attempt> {
+  #attempt(target: Target, account: string, auth: string, body: Buffer, timeoutMs: number): Promise<Attempt> {
     return new Promise<Attempt>((resolve, reject) => {
-      const https = target.protocol === 'https:';
+      const https = target.https;
+      // The headers as a flat list, Host included: Node writes them as given (each name
+      // and value still checked) instead of a setHeader per header (issue 13, relay CPU).
       const req = (https ? httpsRequest : httpRequest)({
-        ...target,
+        hostname: target.hostname,
+        port: target.port,
+        path: target.path,
         method: 'POST',
         agent: https ? this.#https : this.#http,
-        headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'coffer-account': account, [RELAY_AUTH_HEADER]: auth },
+        headers: ['host', target.host, 'content-type', 'application/octet-stream', 'content-length', String(body.length), 'coffer-account', account, RELAY_AUTH_HEADER, auth],
       });
       const timer = setTimeout(() => {
         const e = new Error(`vault attempt timed out after ${timeoutMs} ms`);

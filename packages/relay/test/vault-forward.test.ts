@@ -81,6 +81,33 @@ test('one log line per vault message: route, status, lengths and node; no bytes,
   for (const secret of [dev.token, dev.token.slice(4), body.toString('base64'), Buffer.alloc(560, 9).toString('base64'), body.toString('hex').slice(0, 64)]) assert.ok(!log.includes(secret), `log leaks ${secret.slice(0, 12)}…`);
 });
 
+test('the request to the vault node: one Host (the node\'s host and port), the account, the link MAC, the exact length; kept alive', async (t) => {
+  let key: Uint8Array = new Uint8Array(32);
+  const seen: { account?: string; ok?: string }[] = [];
+  const raw: string[][] = [];
+  const check = goodVault(() => key, seen);
+  const v = await standIn(t, (req, res, body) => {
+    raw.push(req.rawHeaders.map((h, i) => (i % 2 === 0 ? h.toLowerCase() : h)));
+    void check(req, res, body);
+  });
+  const { send, linkKey } = await relayTo(t, [v.url]);
+  key = linkKey;
+  assert.equal((await send()).statusCode, 200);
+  assert.equal((await send()).statusCode, 200);
+  assert.equal(raw.length, 2);
+  for (const h of raw) {
+    const names = h.filter((_, i) => i % 2 === 0);
+    const value = (n: string) => h[h.indexOf(n) + 1];
+    assert.deepEqual(names.filter((n) => n === 'host'), ['host'], `one Host header: ${names.join(', ')}`);
+    assert.equal(value('host'), new URL(v.url).host);
+    assert.equal(value('content-length'), String(BODY.length));
+    assert.equal(value('content-type'), 'application/octet-stream');
+    assert.equal(value('connection'), 'keep-alive');
+    assert.deepEqual([...new Set(names)].sort(), ['coffer-account', RELAY_AUTH_HEADER, 'connection', 'content-length', 'content-type', 'host'].sort());
+  }
+  assert.deepEqual(seen.map((s) => s.ok), ['ok', 'ok']);
+});
+
 test('a vault node given by an IPv6 address ([::1]) is reached', async (t) => {
   let key: Uint8Array = new Uint8Array(32);
   const seen: { account?: string; ok?: string }[] = [];

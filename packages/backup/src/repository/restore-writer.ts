@@ -178,7 +178,7 @@ export class RestoreWriter {
     return false;
   }
 
-  /** Hands what is queued to idle threads, starting one where none is idle. */
+  /** Hands what is queued to threads with room for a batch, starting one where none has room. */
   #send(): void {
     while (this.#queue.length > 0) {
       let t = this.#threads.find((x) => x.sent.length < BATCHES_IN_FLIGHT);

@@ -557,17 +557,17 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     const owner = owners ? e.owner : undefined;
     writerFiles++;
     await inDir(dir, async (prefix) => {
-        createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
-        files.setCreated(f);
-        const tmpPath = Buffer.concat([prefix, tmp]);
-        const dest = Buffer.concat([prefix, name]);
-        const r = await w.write({ tmp: tmpPath, dest, data: raw, mode, ...(owner ? { owner } : {}), time: timeArg(e.mtimeNs), overwrite: opts.overwrite === true });
-        const where = shown(rawPath);
-        if (r.ownerError) warn(where, `cannot set owner ${owner!.uid}:${owner!.gid}: ${errText(rebuildError(r.ownerError))}`);
-        if (mode !== e.mode && e.owner) warn(where, `setuid/setgid bits dropped: the owner ${e.owner.uid}:${e.owner.gid} was not restored`);
-        if (r.timeError) warn(where, `cannot set its modification time: ${errText(rebuildError(r.timeError))}`);
-        if (r.existed) replaced.push(where);
-      }).finally(() => writerFiles--);
+      createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
+      files.setCreated(f);
+      const tmpPath = Buffer.concat([prefix, tmp]);
+      const dest = Buffer.concat([prefix, name]);
+      const r = await w.write({ tmp: tmpPath, dest, data: raw, mode, ...(owner ? { owner } : {}), time: timeArg(e.mtimeNs), overwrite: opts.overwrite === true });
+      const where = shown(rawPath);
+      if (r.ownerError) warn(where, `cannot set owner ${owner!.uid}:${owner!.gid}: ${errText(rebuildError(r.ownerError))}`);
+      if (mode !== e.mode && e.owner) warn(where, `setuid/setgid bits dropped: the owner ${e.owner.uid}:${e.owner.gid} was not restored`);
+      if (r.timeError) warn(where, `cannot set its modification time: ${errText(rebuildError(r.timeError))}`);
+      if (r.existed) replaced.push(where);
+    }).finally(() => writerFiles--);
     createdTmp.delete(tmpKey(dir, tmp));
     files.remaining[f] = 0;
     progress.bytes += raw.length;

@@ -7,46 +7,29 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { CofferError, ObjectKind, backup, indexName, restore } from '../src/index.js';
 import { decodeIndex, encodeIndex } from '../src/repository/index-file.js';
 import { allPaths, dir, file, newRepo, tempDir, writeTree } from './fixtures/trees.js';
+import type { ChunkerParams } from '../src/chunker/fastcdc.js';
 
-test('an index that places one blob where another is: restore refuses instead of writing the wrong bytes', async (t) => {
-  const tr = await newRepo(t);
+/**
+ * Backs up two one-blob files of `size` random bytes, then swaps where the index says their
+ * blobs are (same length, so only the IDs can tell; padding gives both the same stored
+ * length too): restore must refuse rather than write the wrong bytes.
+ */
+async function swappedBlobsAreRefused(t: TestContext, size: number, chunker?: ChunkerParams): Promise<void> {
+  const tr = await newRepo(t, chunker);
   const src = join(await tempDir(t, 'rs-src'), 'd');
-  // Two one-chunk files of the same length (the chunker's minimum), stored raw.
-  await writeTree(src, dir({ 'a.bin': file(randomBytes(1024)), 'b.bin': file(randomBytes(1024)) }));
+  await writeTree(src, dir({ 'a.bin': file(randomBytes(size)), 'b.bin': file(randomBytes(size)) }));
   await backup(tr.repo, { paths: [src] });
-  const [idxName] = (await tr.backend.list('index/')).map((o) => o.name);
-  const packs = decodeIndex(await tr.repo.readObject(idxName!, ObjectKind.Index), idxName!);
-  // Swap where the two data blobs are said to be (same length, so only the IDs can tell;
-  // padding gives both the same stored length too).
-  const data = packs[0]!.blobs.filter((b) => b.type === 0 && b.rawLength === 1024);
-  assert.equal(data.length, 2);
-  assert.equal(data[0]!.storedLength, data[1]!.storedLength);
-  [data[0]!.offset, data[1]!.offset] = [data[1]!.offset, data[0]!.offset];
-  await tr.repo.writeObject(ObjectKind.Index, encodeIndex(packs), indexName);
-  await tr.backend.delete(idxName!);
-  const repo = await tr.reopen();
-  const target = await tempDir(t, 'rs-dst');
-  await assert.rejects(restore(repo, (await repo.snapshots())[0]!, { target }), (e: unknown) => CofferError.is(e, 'corrupt') && /is not [0-9a-f]{16}/.test((e as Error).message));
-  assert.deepEqual(await fs.readdir(join(target, 'd')).catch(() => []), [], 'nothing restored under the wrong name');
-});
-
-test('large blobs, whose IDs are checked on the thread pool, are refused the same way when the index swaps them', async (t) => {
-  // Chunks of 256 KiB and more: 300 KiB files are one blob each, over RESTORE_HASH_OFF_THREAD_FROM.
-  const tr = await newRepo(t, { minSize: 256 * 1024, avgSize: 512 * 1024, maxSize: 1024 * 1024 });
-  const src = join(await tempDir(t, 'rs-src'), 'd');
-  await writeTree(src, dir({ 'a.bin': file(randomBytes(300 * 1024)), 'b.bin': file(randomBytes(300 * 1024)) }));
-  await backup(tr.repo, { paths: [src] });
-  // Unswapped, both restore (the off-thread hash agrees with the chunk ID).
+  // Unswapped, both restore (the ID check agrees).
   const ok = await tempDir(t, 'rs-ok');
   await restore(tr.repo, (await tr.repo.snapshots())[0]!, { target: ok });
   assert.ok((await fs.readFile(join(ok, 'd', 'a.bin'))).equals(await fs.readFile(join(src, 'a.bin'))));
   const [idxName] = (await tr.backend.list('index/')).map((o) => o.name);
   const packs = decodeIndex(await tr.repo.readObject(idxName!, ObjectKind.Index), idxName!);
-  const data = packs[0]!.blobs.filter((b) => b.type === 0 && b.rawLength === 300 * 1024);
+  const data = packs[0]!.blobs.filter((b) => b.type === 0 && b.rawLength === size);
   assert.equal(data.length, 2);
   assert.equal(data[0]!.storedLength, data[1]!.storedLength);
   [data[0]!.offset, data[1]!.offset] = [data[1]!.offset, data[0]!.offset];
@@ -56,6 +39,16 @@ test('large blobs, whose IDs are checked on the thread pool, are refused the sam
   const target = await tempDir(t, 'rs-dst');
   await assert.rejects(restore(repo, (await repo.snapshots())[0]!, { target }), (e: unknown) => CofferError.is(e, 'corrupt') && /is not [0-9a-f]{16}/.test((e as Error).message));
   assert.deepEqual(await fs.readdir(join(target, 'd')).catch(() => []), [], 'nothing restored under the wrong name');
+}
+
+test('an index that places one blob where another is: restore refuses instead of writing the wrong bytes', async (t) => {
+  // Two one-chunk files of the same length (the chunker's minimum), stored raw.
+  await swappedBlobsAreRefused(t, 1024);
+});
+
+test('large blobs, whose IDs are checked on the thread pool, are refused the same way when the index swaps them', async (t) => {
+  // Chunks of 256 KiB and more: 300 KiB files are one blob each, over RESTORE_HASH_OFF_THREAD_FROM.
+  await swappedBlobsAreRefused(t, 300 * 1024, { minSize: 256 * 1024, avgSize: 512 * 1024, maxSize: 1024 * 1024 });
 });
 
 test('a failed --overwrite restore says which files it had already replaced', async (t) => {

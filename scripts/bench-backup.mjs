@@ -15,22 +15,19 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argString } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : dflt;
-};
-const scale = arg('scale', '1');
-const rssScale = arg('rss-scale', undefined);
+const scale = argString('scale', '1');
+const rssScale = argString('rss-scale', undefined);
 // The repository's size padding (spec §7.3); the size ratio depends on it.
-const pad = arg('pad', 'auto');
+const pad = argString('pad', 'auto');
 const work = process.env.COFFER_BENCH_DIR ?? join(root, 'bench-work');
 const makeDataset = join(root, '..', 'shared', 'bench', 'make-dataset');
 const makeTree = process.env.COFFER_MAKE_TREE ?? join(root, '..', 'shared', 'bench', 'make-tree');
 const treeMode = process.argv.includes('--tree') || process.argv.includes('--all');
 const chatMode = !process.argv.includes('--tree') || process.argv.includes('--all');
-const treeFiles = Number(arg('tree-files', '50000'));
-const treeGrowth = process.argv.includes('--tree-growth') ? Number(arg('tree-growth', '200000')) || 200000 : undefined;
+const treeFiles = Number(argString('tree-files', '50000'));
+const treeGrowth = process.argv.includes('--tree-growth') ? Number(argString('tree-growth', '200000')) || 200000 : undefined;
 const coffer = join(root, 'packages', 'cli', 'dist', 'src', 'main.js');
 
 function sh(cmd, args, opts = {}) {

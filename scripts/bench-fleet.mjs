@@ -26,23 +26,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { root } from './ensure-setup.mjs';
+import { argNumber } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
 const platformArg = process.argv.indexOf('--platform');
 const PLATFORM = platformArg >= 0 ? process.argv[platformArg + 1] : 'software';
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform must be software or pkcs11, got ${PLATFORM}`);
-const SECONDS = arg('seconds', 8);
+const SECONDS = argNumber('seconds', 8);
 // --no-kill: skip the run with a data centre killed (quicker A/B of throughput and latency).
 const KILL = !process.argv.includes('--no-kill');
 // --log-batch-max N: at most N requests per rollback-protection log entry (1: what batching buys).
-const BATCH_MAX = arg('log-batch-max', 0);
-const LANES = arg('lanes', 12);
-const ROUNDS = Math.max(1, arg('rounds', 3));
+const BATCH_MAX = argNumber('log-batch-max', 0);
+const LANES = argNumber('lanes', 12);
+const ROUNDS = Math.max(1, argNumber('rounds', 3));
 // --port-base N (or COFFER_BENCH_PORT_BASE): etcd client N, peer N+1, vault N+2 (+3 admin) on 127.0.0.1-3.
-const PORT_BASE = arg('port-base', Number(process.env.COFFER_BENCH_PORT_BASE ?? 24890));
+const PORT_BASE = argNumber('port-base', Number(process.env.COFFER_BENCH_PORT_BASE ?? 24890));
 const ACCOUNTS_PER_LANE = 8;
 // COFFER_BENCH_VAULT_DIST=dist-A: run a copy of the vault's build kept next to dist/ (A/B of two builds in one session).
 const dist = (p) => join(root, 'packages', 'vault', process.env.COFFER_BENCH_VAULT_DIST ?? 'dist', p);

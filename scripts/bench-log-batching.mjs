@@ -9,13 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { root } from './ensure-setup.mjs';
+import { argNumber } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const SECONDS = arg('seconds', 6);
-const LANES = arg('lanes', 16);
+const SECONDS = argNumber('seconds', 6);
+const LANES = argNumber('lanes', 16);
 const { startHarness, KEY_K } = await import(join(root, 'packages/vault/dist/test/helpers/vault-harness.js'));
 
 async function run(label, options, tweak) {

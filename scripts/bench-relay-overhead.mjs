@@ -20,17 +20,14 @@ import { Agent, createServer, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argString } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : dflt;
-};
-const REQUESTS = Number(arg('requests', 4000));
-const CONCURRENCY = Number(arg('concurrency', 16));
-const ROUNDS = Number(arg('rounds', 3));
-const STORE = String(arg('store', 'sqlite'));
+const REQUESTS = Number(argString('requests', 4000));
+const CONCURRENCY = Number(argString('concurrency', 16));
+const ROUNDS = Number(argString('rounds', 3));
+const STORE = String(argString('store', 'sqlite'));
 if (STORE !== 'sqlite' && STORE !== 'postgres') throw new Error('--store sqlite|postgres');
-const mains = String(arg('relay-main', join(root, 'packages/relay/dist/src/main.js'))).split(',');
+const mains = String(argString('relay-main', join(root, 'packages/relay/dist/src/main.js'))).split(',');
 const { REQUEST_LENGTH, RESPONSE_LENGTH } = await import(join(root, 'packages/protocol/dist/src/index.js'));
 const SESSION_LABEL = Buffer.from('coffer-relay/v1/session\0');
 

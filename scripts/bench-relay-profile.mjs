@@ -24,15 +24,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argString } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : dflt;
-};
-const rounds = Number(arg('rounds', '1'));
-const mode = arg('mode', 'both');
-const scale = arg('scale', '0.25');
-const clients = arg('clients', root).split(',');
+const rounds = Number(argString('rounds', '1'));
+const mode = argString('mode', 'both');
+const scale = argString('scale', '0.25');
+const clients = argString('clients', root).split(',');
 const work = process.env.COFFER_BENCH_DIR ?? join(root, 'bench-work');
 const data = join(work, `data0-scale${scale}`);
 if (!existsSync(data)) {

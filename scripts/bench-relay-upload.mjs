@@ -16,11 +16,8 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argString } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : dflt;
-};
 
 if (process.env.COFFER_BENCH_UPLOAD_CHILD) {
   // The client side: one process per round.
@@ -58,10 +55,10 @@ if (process.env.COFFER_BENCH_UPLOAD_CHILD) {
   process.exit(0);
 }
 
-const MIB = Number(arg('mib', 256));
-const OBJECT_MIB = Number(arg('object-mib', 8));
-const ROUNDS = Number(arg('rounds', 3));
-const dists = String(arg('client-dist', join(root, 'packages/client/dist'))).split(',');
+const MIB = Number(argString('mib', 256));
+const OBJECT_MIB = Number(argString('object-mib', 8));
+const ROUNDS = Number(argString('rounds', 3));
+const dists = String(argString('client-dist', join(root, 'packages/client/dist'))).split(',');
 
 function stat(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');

@@ -22,16 +22,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 import { benchBlob } from './bench-relay-blob.mjs';
+import { argNumber } from './bench-args.mjs';
 
 // Blob API backups (issue 13, scripts/bench-relay-blob.mjs): after the recoveries, unless
 // `--no-blob`; `--blob-only` runs just them. `--blob-scale S` (data set scale, default
 // 0.25), `--blob-rounds N` (default 2), `--blob-object-mib M` (the large upload, default 256).
-const blobArg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
 const runBlob = async () => {
-  const lines = await benchBlob({ root, scale: blobArg('blob-scale', 0.25), rounds: blobArg('blob-rounds', 2), objectMiB: blobArg('blob-object-mib', 256) });
+  const lines = await benchBlob({ root, scale: argNumber('blob-scale', 0.25), rounds: argNumber('blob-rounds', 2), objectMiB: argNumber('blob-object-mib', 256) });
   for (const l of lines) console.log(l);
 };
 if (process.argv.includes('--blob-only')) {
@@ -68,18 +65,14 @@ if (STORE !== 'sqlite' && STORE !== 'postgres') {
   process.exit(2);
 }
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const SECONDS = arg('seconds', 6);
-const WORKERS = arg('workers', 2);
-const LANES = arg('lanes', 8);
-const ROUNDS = arg('rounds', 2);
-const VAULT_CPU = arg('vault-cpu', 0);
-const LOAD_CPU = arg('load-cpu', 1);
+const SECONDS = argNumber('seconds', 6);
+const WORKERS = argNumber('workers', 2);
+const LANES = argNumber('lanes', 8);
+const ROUNDS = argNumber('rounds', 2);
+const VAULT_CPU = argNumber('vault-cpu', 0);
+const LOAD_CPU = argNumber('load-cpu', 1);
 // Enough accounts per path that none reaches the vault's per-account login limit (64 per 5 minutes).
-const ACCOUNTS = arg('accounts', 384);
+const ACCOUNTS = argNumber('accounts', 384);
 const VAULT_MAIN = join(root, 'packages/vault/dist/src/server/main.js');
 // COFFER_BENCH_RELAY_MAIN: another build of the relay (an A/B against a saved copy of dist/).
 const RELAY_MAIN = process.env.COFFER_BENCH_RELAY_MAIN || join(root, 'packages/relay/dist/src/main.js');

@@ -9,16 +9,13 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argString } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : dflt;
-};
 const [oldRoot, newRoot] = process.argv.slice(2, 4).map((p) => resolve(p));
 if (!oldRoot || !newRoot) throw new Error('usage: bench-tree-ab.mjs OLD_ROOT NEW_ROOT [--pairs N] [--files N] [--only backup1|backup2]');
-const pairs = Number(arg('pairs', '5'));
-const files = Number(arg('files', '50000'));
-const only = arg('only', undefined);
+const pairs = Number(argString('pairs', '5'));
+const files = Number(argString('files', '50000'));
+const only = argString('only', undefined);
 const work = process.env.COFFER_BENCH_DIR ?? join(root, 'bench-work');
 const makeTree = process.env.COFFER_MAKE_TREE ?? join(root, '..', 'shared', 'bench', 'make-tree');
 

@@ -31,14 +31,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 import { recoverAll, registerAll } from './vault-load.mjs';
+import { argNumber, positionalArgs } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const ROUNDS = arg('rounds', 5);
-const ACCOUNTS = arg('accounts', 256);
-const LANES = arg('lanes', 32);
+const ROUNDS = argNumber('rounds', 5);
+const ACCOUNTS = argNumber('accounts', 256);
+const LANES = argNumber('lanes', 32);
 // --profile DIR: a CPU profile (node:inspector) of this build's timed windows only (no client work), one file per window.
 const profileAt = process.argv.indexOf('--profile');
 const PROFILE_DIR = profileAt >= 0 ? process.argv[profileAt + 1] : null;
@@ -46,9 +43,9 @@ const heapAt = process.argv.indexOf('--heap-profile');
 const HEAP_DIR = heapAt >= 0 ? process.argv[heapAt + 1] : null;
 const platformAt = process.argv.indexOf('--platform');
 const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
-const HTTP_PORT = arg('http', 0);
+const HTTP_PORT = argNumber('http', 0);
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
-const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
+const roots = [root, ...positionalArgs()];
 
 const cpuMs = () => {
   const u = process.cpuUsage();

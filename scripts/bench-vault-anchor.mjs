@@ -7,14 +7,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argNumber, positionalArgs } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const ROUNDS = arg('rounds', 7);
-const WRITES = arg('writes', 300);
-const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
+const ROUNDS = argNumber('rounds', 7);
+const WRITES = argNumber('writes', 300);
+const roots = [root, ...positionalArgs()];
 const mods = await Promise.all(roots.map((r) => import(join(r, 'packages/vault/dist/src/platform/software-anchor.js'))));
 const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-anchor-'));
 try {

@@ -7,14 +7,11 @@
 import { createECDH } from 'node:crypto';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argNumber, positionalArgs } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const ROUNDS = arg('rounds', 9);
-const MESSAGES = arg('messages', 1500);
-const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
+const ROUNDS = argNumber('rounds', 9);
+const MESSAGES = argNumber('messages', 1500);
+const roots = [root, ...positionalArgs()];
 const fleet = createECDH('prime256v1');
 fleet.generateKeys();
 const builds = [];

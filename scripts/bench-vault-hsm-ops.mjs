@@ -15,18 +15,15 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argNumber } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const ROUNDS = arg('rounds', 5);
-const OPS = arg('ops', 400);
+const ROUNDS = argNumber('rounds', 5);
+const OPS = argNumber('ops', 400);
 const require = createRequire(join(root, 'packages', 'vault', 'package.json'));
 const pkcs11js = require('pkcs11js');
 const { ECDH_SECRET_TEMPLATE, ecdhKeyPairTemplates } = await import(join(root, 'packages/vault/dist/src/platform/pkcs11/keys.js'));
 const { writeAnchorObject } = await import(join(root, 'packages/vault/dist/src/platform/pkcs11/anchor.js'));
-const ANCHOR_OPS = arg('anchor-ops', 20);
+const ANCHOR_OPS = argNumber('anchor-ops', 20);
 
 const util = process.env.COFFER_SOFTHSM_UTIL ?? '/usr/bin/softhsm2-util';
 const module = process.env.COFFER_SOFTHSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';

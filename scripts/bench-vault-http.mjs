@@ -10,16 +10,13 @@ import { createWriteStream } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argNumber, positionalArgs } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const ROUNDS = arg('rounds', 9);
-const REQUESTS = arg('requests', 4000);
-const LANES = arg('lanes', 32);
-const PORT = arg('port', 26600);
-const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
+const ROUNDS = argNumber('rounds', 9);
+const REQUESTS = argNumber('requests', 4000);
+const LANES = argNumber('lanes', 32);
+const PORT = argNumber('port', 26600);
+const roots = [root, ...positionalArgs()];
 const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;

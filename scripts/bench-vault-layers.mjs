@@ -19,14 +19,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 import { pool, recoverAll, registerAll } from './vault-load.mjs';
+import { argNumber } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const ROUNDS = arg('rounds', 7);
-const ACCOUNTS = arg('accounts', 256);
-const LANES = arg('lanes', 32);
+const ROUNDS = argNumber('rounds', 7);
+const ACCOUNTS = argNumber('accounts', 256);
+const LANES = argNumber('lanes', 32);
 const cpuUs = () => {
   const u = process.cpuUsage();
   return u.user + u.system;

@@ -9,17 +9,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
+import { argNumber, positionalArgs } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const ROUNDS = arg('rounds', 7);
-const COMMITS = arg('commits', 200);
-const BATCH = arg('batch', 13);
+const ROUNDS = argNumber('rounds', 7);
+const COMMITS = argNumber('commits', 200);
+const BATCH = argNumber('batch', 13);
 const ACCOUNTS = 768;
 const RECORD_BYTES = 3100; // a sealed record: 12-byte nonce ‖ 3072 padded bytes ‖ 16-byte tag
-const roots = [root, ...process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))];
+const roots = [root, ...positionalArgs()];
 const dir = mkdtempSync(join(tmpdir(), 'coffer-bench-store-'));
 try {
   const stores = await Promise.all(

@@ -44,27 +44,24 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { root } from './ensure-setup.mjs';
+import { argNumber } from './bench-args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const ROUNDS = arg('rounds', 5);
-const SECONDS = arg('seconds', 5); // per vault window: timed phases (phased) or the live window
-const CEILING_SECONDS = arg('ceiling-seconds', 3);
+const ROUNDS = argNumber('rounds', 5);
+const SECONDS = argNumber('seconds', 5); // per vault window: timed phases (phased) or the live window
+const CEILING_SECONDS = argNumber('ceiling-seconds', 3);
 const modeAt = process.argv.indexOf('--mode');
 const MODE = modeAt >= 0 ? process.argv[modeAt + 1] : 'phased';
 if (MODE !== 'phased' && MODE !== 'live') throw new Error(`--mode: phased or live, not ${MODE}`);
-const WORKERS = arg('workers', 2); // load-generator processes
-const LANES = arg('lanes', 16); // concurrent recoveries per worker
-const VAULT_CPU = arg('vault-cpu', 0);
-const LOAD_CPU = arg('load-cpu', 1);
+const WORKERS = argNumber('workers', 2); // load-generator processes
+const LANES = argNumber('lanes', 16); // concurrent recoveries per worker
+const VAULT_CPU = argNumber('vault-cpu', 0);
+const LOAD_CPU = argNumber('load-cpu', 1);
 const onlyAt = process.argv.indexOf('--only');
 const ONLY = onlyAt >= 0 ? process.argv[onlyAt + 1] : null; // one platform's run (before/after comparisons)
 // Enough accounts that no account reaches the per-account login rate limit
 // (loginsPerWindow, at most 64 per 5 minutes) during a run; each lane owns a disjoint
 // slice, so no two recoveries of one account overlap.
-const ACCOUNTS = arg('accounts', 768);
+const ACCOUNTS = argNumber('accounts', 768);
 // COFFER_BENCH_VAULT_MAIN: another build's main.js, for before/after comparisons.
 const MAIN = process.env.COFFER_BENCH_VAULT_MAIN ?? join(root, 'packages', 'vault', 'dist', 'src', 'server', 'main.js');
 const WORKER = join(root, 'scripts', 'bench-vault-worker.mjs');

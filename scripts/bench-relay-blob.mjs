@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { basename, join } from 'node:path';
+import { relayListening } from './relay-listening.mjs';
 
 function sh(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, ...opts });
@@ -63,15 +64,7 @@ async function startRelay(root, dir, env) {
     env: { ...process.env, COFFER_RELAY_DATA_DIR: dir, COFFER_RELAY_PORT: '0', COFFER_RELAY_ADMIN: '0', COFFER_RELAY_LINK_KEY_FILE: join(dir, 'link.key'), COFFER_RELAY_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let err = '';
-  const url = await new Promise((resolve, reject) => {
-    child.stderr.on('data', (d) => {
-      err += d;
-      const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(err);
-      if (m) resolve(m[1]);
-    });
-    child.once('exit', (c) => reject(new Error(`coffer-relay exited ${c}: ${err.trim()}`)));
-  });
+  const url = await relayListening(child);
   const exited = new Promise((r) => child.once('exit', r));
   return { child, url, stop: async () => (child.exitCode === null ? (child.kill('SIGTERM'), await exited) : undefined) };
 }

@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 import { argString } from './bench-args.mjs';
+import { relayListening } from './relay-listening.mjs';
 
 const REQUESTS = Number(argString('requests', 4000));
 const CONCURRENCY = Number(argString('concurrency', 16));
@@ -105,15 +106,7 @@ async function startRelay(main, n) {
     // COFFER_BENCH_RELAY_STDOUT: a file for the relay's stdout (its log lines, --trace-gc).
     stdio: ['ignore', process.env.COFFER_BENCH_RELAY_STDOUT ? openSync(`${process.env.COFFER_BENCH_RELAY_STDOUT}.${n}`, 'w') : 'ignore', 'pipe'],
   });
-  let err = '';
-  const url = await new Promise((resolve, reject) => {
-    child.stderr.on('data', (d) => {
-      err += d;
-      const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(err);
-      if (m) resolve(m[1]);
-    });
-    child.once('exit', (c) => reject(new Error(`${main} exited ${c}: ${err}`)));
-  });
+  const url = await relayListening(child, main);
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const { account } = await json(`${url}/v1/accounts`, { publicKey: publicKey.export({ format: 'jwk' }).x });
   const { challenge } = await json(`${url}/v1/sessions/challenge`, { account });

@@ -25,6 +25,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, wri
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 import { argString } from './bench-args.mjs';
+import { relayListening } from './relay-listening.mjs';
 
 const rounds = Number(argString('rounds', '1'));
 const mode = argString('mode', 'both');
@@ -94,15 +95,7 @@ const relay = spawn(relayWrap[0] ?? process.execPath, relayWrap.length ? [...rel
   },
   stdio: ['ignore', 'ignore', 'pipe'],
 });
-let relayErr = '';
-const url = await new Promise((resolve, reject) => {
-  relay.stderr.on('data', (d) => {
-    relayErr += d;
-    const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(relayErr);
-    if (m) resolve(m[1]);
-  });
-  relay.once('exit', (c) => reject(new Error(`coffer-relay exited ${c}: ${relayErr.trim()}`)));
-});
+const url = await relayListening(relay);
 // With a wrapper the process we started is the wrapper; the relay is the node below it.
 const relayPid = relayWrap.length ? Number(spawnSync('pgrep', ['-n', '-P', String(relay.pid)], { encoding: 'utf8' }).stdout.trim()) || relay.pid : relay.pid;
 

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 import { argString } from './bench-args.mjs';
+import { relayListening } from './relay-listening.mjs';
 
 
 if (process.env.COFFER_BENCH_UPLOAD_CHILD) {
@@ -87,15 +88,7 @@ const relay = spawn(process.execPath, [...extra, process.env.COFFER_BENCH_RELAY_
 });
 const exited = new Promise((r) => relay.once('exit', r));
 try {
-  let err = '';
-  const url = await new Promise((resolve, reject) => {
-    relay.stderr.on('data', (d) => {
-      err += d;
-      const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(err);
-      if (m) resolve(m[1]);
-    });
-    relay.once('exit', (c) => reject(new Error(`coffer-relay exited ${c}: ${err}`)));
-  });
+  const url = await relayListening(relay);
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const { account } = await post(`${url}/v1/accounts`, { publicKey: publicKey.export({ format: 'jwk' }).x });
   const { challenge } = await post(`${url}/v1/sessions/challenge`, { account });

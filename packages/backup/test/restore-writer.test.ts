@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { CofferError, backup, restore } from '../src/index.js';
 import { restoreWriterForTesting } from '../src/repository/restore.js';
 import { allPaths, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree, type Spec } from './fixtures/trees.js';
@@ -36,11 +36,16 @@ function manySmall(dirs: number, per: number): Spec {
   return dir(top);
 }
 
-test('many small files restore through the writer thread exactly as on the main thread alone (bytes, modes, times)', async (t) => {
+/** A repository holding one backup of `spec`, written as a directory named `name`. */
+async function backedUp(t: TestContext, name: string, spec: Spec) {
   const tr = await newRepo(t);
-  const src = join(await tempDir(t, 'rw-src'), 'tree');
-  await writeTree(src, manySmall(24, 25));
-  const r = await backup(tr.repo, { paths: [src] });
+  const src = join(await tempDir(t, 'rw-src'), name);
+  await writeTree(src, spec);
+  return { tr, src, r: await backup(tr.repo, { paths: [src] }) };
+}
+
+test('many small files restore through the writer thread exactly as on the main thread alone (bytes, modes, times)', async (t) => {
+  const { tr, src, r } = await backedUp(t, 'tree', manySmall(24, 25));
 
   const threaded = await tempDir(t, 'rw-threads');
   const res = await restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: threaded });
@@ -83,10 +88,7 @@ test('owners as root and names that are not UTF-8 come back from the writer thre
 });
 
 test('--overwrite through the writer thread replaces files; a directory in the way fails naming the file and leaves no temporary name', async (t) => {
-  const tr = await newRepo(t);
-  const src = join(await tempDir(t, 'rw-ow'), 'd');
-  await writeTree(src, manySmall(3, 40));
-  const r = await backup(tr.repo, { paths: [src] });
+  const { tr, src, r } = await backedUp(t, 'd', manySmall(3, 40));
 
   const target = await tempDir(t, 'rw-ow-dst');
   await fs.mkdir(join(target, 'd', 'd1'), { recursive: true });
@@ -107,10 +109,7 @@ test('--overwrite through the writer thread replaces files; a directory in the w
 });
 
 test('a full disk: the restore fails saying so, every file in place is whole, and no temporary name is left', { skip: !isRoot && 'needs root to mount a small tmpfs' }, async (t) => {
-  const tr = await newRepo(t);
-  const src = join(await tempDir(t, 'rw-full-src'), 'tree');
-  await writeTree(src, manySmall(10, 60)); // 600 files, ~1.5 MB
-  const r = await backup(tr.repo, { paths: [src] });
+  const { tr, src, r } = await backedUp(t, 'tree', manySmall(10, 60)); // 600 files, ~1.5 MB
   const { spawnSync } = await import('node:child_process');
   let mounted = '';
   // Registered before tempDir's clean-up, so it runs first (after hooks run in order).

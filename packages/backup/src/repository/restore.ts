@@ -106,7 +106,7 @@ const RESTORE_IN_FLIGHT_BYTES = 4 * 1024 * 1024;
  * ext4), so a restore of a few hundred files, or of large media files, is better off
  * without…
  */
-export const RESTORE_WRITER_MIN_FILES = 1000;
+const RESTORE_WRITER_MIN_FILES = 1000;
 /**
  * …this many threads: the main thread has its own work (reading, decrypting, checking) and
  * writes files itself when they are behind, so one writer per core besides it, at most two.

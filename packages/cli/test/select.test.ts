@@ -308,6 +308,7 @@ test('backup --force reads every file again; --parent SNAPSHOT compares with tha
   };
   assert.equal((await both()).read.files, first.files + 1, 'no parent for a new set of paths: every file read');
   assert.equal((await both('--parent', first.id.slice(0, 10))).read.files, 1, 'with --parent (an ID prefix) only the file the parent lacks is read');
+  assert.equal((await both('--parent', 'latest')).read.files, 0, '--parent latest: the newest snapshot (the one just made) is the parent');
   // A copy of src (other inodes and ctimes) with src's snapshot as parent: nothing is taken on trust.
   const copy = join(s.base, 'copy', 'src');
   await fs.cp(s.src, copy, { recursive: true, preserveTimestamps: true });

@@ -152,6 +152,21 @@ test('the thread starts only once the walk has scanned SCAN_AHEAD_FROM_ENTRIES e
   assert.ok(c instanceof ScannedDir && c.length === SCAN_AHEAD_FROM_ENTRIES / 2);
 });
 
+test('prestart: the thread starts at once and scans ahead from the first directory on (a walk known to be large)', async (t) => {
+  const root = await tempDir(t, 'scan');
+  for (const d of ['a', 'b']) {
+    await fs.mkdir(join(root, d));
+    await fs.writeFile(join(root, d, 'f'), d);
+  }
+  const s = new ScanAhead();
+  t.after(() => s.close());
+  s.prestart();
+  assert.ok((await s.take(Buffer.from(root))) instanceof ScannedDir);
+  assert.equal(s.started, true, 'a is requested from the thread though the walk scanned 2 entries only');
+  const a = await s.take(Buffer.from(join(root, 'a')));
+  assert.ok(a instanceof ScannedDir && a.length === 1 && a.name(0).toString() === 'f');
+});
+
 test('a directory of more than SCAN_STATS_MAX entries comes from the thread with its names only; each stat is then taken on demand', async (t) => {
   const root = await tempDir(t, 'scan');
   await fs.mkdir(join(root, 'big'));

@@ -100,6 +100,11 @@ export class ChunkPool {
     this.#threads = threads;
   }
 
+  /** Starts the first worker now, before its first job: a thread takes ~0.1 s to come up. */
+  prestart(): void {
+    if (this.#workers.length === 0) this.#spawn();
+  }
+
   /** How many workers have been started. */
   get started(): number {
     return this.#workers.length;

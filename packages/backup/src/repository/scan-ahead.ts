@@ -249,7 +249,7 @@ export class ScanAhead {
   #heldEntries = 0;
   /** Entries the walk scanned itself. */
   #localEntries = 0;
-  readonly #startAfter: number;
+  #startAfter: number;
   readonly #statsMax: number;
   readonly #wanted: (dir: Buffer, st: EntryStat) => boolean;
 
@@ -283,6 +283,16 @@ export class ScanAhead {
       this.#broken = true;
     }
     return this.#worker;
+  }
+
+  /**
+   * Starts the thread now and scans ahead from the first directory on: for a walk known
+   * to be large (its parent snapshot had many entries), so the thread comes up while the
+   * backup loads its index instead of after the walk's first SCAN_AHEAD_FROM_ENTRIES.
+   */
+  prestart(): void {
+    this.#startAfter = 0;
+    this.#start();
   }
 
   #fail(): void {

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { CofferError, backup, restore } from '../src/index.js';
 import { restoreWriterForTesting } from '../src/repository/restore.js';
+import { RestoreWriter } from '../src/repository/restore-writer.js';
 import { allPaths, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree, type Spec } from './fixtures/trees.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -140,5 +141,32 @@ test('a full disk: the restore fails saying so, every file in place is whole, an
 });
 
 // The other restore suites again, every restore on the threads' path.
+test('a thread\'s answers are taken while the main thread is busy: it gets the next batch without the main thread yielding', async (t) => {
+  const dst = await tempDir(t, 'rw-poll');
+  const w = new RestoreWriter(1);
+  t.after(() => w.close());
+  const written: Array<Promise<unknown>> = [];
+  const batchOf = (k: number) => {
+    for (let i = 0; i < 64; i++) {
+      const name = `b${k}-f${i}`;
+      written.push(w.write({ tmp: Buffer.from(join(dst, `.${name}.tmp`)), dest: Buffer.from(join(dst, name)), data: Buffer.from(name), mode: 0o644, time: '1700000000', overwrite: false }));
+    }
+  };
+  // The thread starts (asynchronously) with the first batch: let it come up.
+  batchOf(0);
+  await Promise.all(written);
+  // Two whole batches: the thread's two slots. From here on this test never yields.
+  batchOf(1);
+  batchOf(2);
+  batchOf(3); // a third whole batch waits: every slot taken
+  const deadline = Date.now() + 20_000;
+  while (w.backlogged && Date.now() < deadline) {
+    // busy, as the main thread is while it decrypts and checks blobs
+  }
+  assert.equal(w.backlogged, false, 'the answers of the first two batches were taken and the third batch sent, all without yielding');
+  await Promise.all(written);
+  assert.equal((await fs.readdir(dst)).length, 4 * 64);
+});
+
 await import('./metadata.test.js');
 await import('./restore-safety.test.js');

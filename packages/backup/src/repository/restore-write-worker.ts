@@ -11,7 +11,7 @@
  * must say (a warning, a replaced file); the first failure ends the batch.
  */
 import { closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, renameSync, writeSync } from 'node:fs';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { FILE_HEADER, type FileNote, type WriteBatch, type WriteBatchResult } from './restore-writer.js';
 
 const port = parentPort!;
@@ -72,7 +72,9 @@ function run(batch: WriteBatch): WriteBatchResult {
   return { id: batch.id, bytes: batch.bytes, done: batch.count, notes };
 }
 
+/** Answers go on their own port, which the main thread can poll while it is busy (restore-writer.ts). */
+const answers = (workerData as { answers: MessagePort }).answers;
 port.on('message', (batch: WriteBatch) => {
   const r = run(batch);
-  port.postMessage(r, [r.bytes.buffer as ArrayBuffer]);
+  answers.postMessage(r, [r.bytes.buffer as ArrayBuffer]);
 });

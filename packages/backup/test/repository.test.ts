@@ -113,6 +113,25 @@ test('restore refuses to overwrite existing files unless told, and then replaces
   await assertSameTree(src, join(target, 'd'));
 });
 
+test('restore\'s clash check skips what is under a missing directory, and only that: a clash after missing directories is still found', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'd');
+  // Walk order: a/… (a exists in the target, a/new does not), b/deep/… (b missing), then z.txt.
+  await writeTree(src, dir({ a: dir({ new: dir({ f: file('1') }), x: file('2') }), b: dir({ deep: dir({ y: file('3') }) }), 'z.txt': file('4') }));
+  await backup(tr.repo, { paths: [src] });
+  const rec = await tr.repo.findSnapshot('latest');
+  const target = await tempDir(t, 'dst');
+  await fs.mkdir(join(target, 'd', 'a'), { recursive: true });
+  await fs.writeFile(join(target, 'd', 'z.txt'), 'mine');
+  await assert.rejects(restore(tr.repo, rec, { target }), (e: unknown) => CofferError.is(e, 'exists') && /z\.txt/.test(e.message));
+  await fs.rm(join(target, 'd', 'z.txt'));
+  await fs.writeFile(join(target, 'd', 'a', 'x'), 'mine');
+  await assert.rejects(restore(tr.repo, rec, { target }), (e: unknown) => CofferError.is(e, 'exists') && /a\/x/.test(e.message), 'a/new missing must not hide a/x');
+  await fs.rm(join(target, 'd', 'a', 'x'));
+  await restore(tr.repo, rec, { target });
+  await assertSameTree(src, join(target, 'd'));
+});
+
 test('snapshot lookup: latest, unique prefix, unknown, ambiguous, not hex', async (t) => {
   const tr = await newRepo(t);
   await assert.rejects(tr.repo.findSnapshot('latest'), (e: unknown) => CofferError.is(e, 'not-found'));

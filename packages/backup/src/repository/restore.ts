@@ -355,7 +355,19 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
         const { dir, name } = split(rawPath);
         if (underMissing(dir)) continue;
         const there = await tgt.withDir(dir, false, async (prefix) => lstatSync(Buffer.concat([prefix, name]), { throwIfNoEntry: false }) !== undefined);
-        if (there === null) missing.add(dir.toString('latin1'));
+        if (there === null) {
+          // The highest missing directory is noted, so that nothing under it is looked up
+          // again (issue 13: noting only this one, a restore into an empty target tried to
+          // open the snapshot's top directory again for each of its directories, ~1,000
+          // failed opens one after another before the first file was written).
+          for (let i = dir.indexOf(0x2f); ; i = dir.indexOf(0x2f, i + 1)) {
+            const up = i < 0 ? dir : dir.subarray(0, i);
+            if (i < 0 || (await tgt.withDir(up, false, async () => true)) === null) {
+              missing.add(up.toString('latin1'));
+              break;
+            }
+          }
+        }
         if (there) clashes.push(shown(rawPath));
       }
       if (clashes.length > 0) {

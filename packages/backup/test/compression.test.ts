@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { BackupKey, Compression, LocalBackend, Repository, backup, check, parseCompressionMode, restore, type CompressionMode } from '../src/index.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
-import { RANDOM_CHECK_FROM, looksRandom, maybeCompress, zstdFrameEnd } from '../src/repository/compress.js';
+import { RANDOM_CHECK_FROM, SYNC_ZSTD_MAX, decompressBlob, looksRandom, maybeCompress, maybeCompressSync, zstdFrameEnd } from '../src/repository/compress.js';
 import { SMALL_CHUNKER, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 /** Compressible but not trivially so: words drawn from a small vocabulary by a PRNG. */
@@ -33,6 +33,34 @@ const tree = () =>
     'random.bin': file(prng(3, 60_000)),
     sub: dir({ 'tiny.txt': file('x') }),
   });
+
+test('maybeCompressSync (small files, on a chunk worker, reused context) decides as maybeCompress does, and writes one frame the reader takes', async () => {
+  const inputs: Buffer[] = [
+    Buffer.alloc(0),
+    Buffer.from('x'.repeat(63)), // under 64 bytes: raw
+    Buffer.from(prose(3000, 7)),
+    Buffer.from(prose(SYNC_ZSTD_MAX, 8)), // 4 × the sample: sampled first
+    Buffer.from(prng(9, 3000)), // random-looking: raw (auto), tried (max)
+    Buffer.from(prng(10, SYNC_ZSTD_MAX)), // sampled, does not shrink: raw
+    Buffer.concat([Buffer.from(prose(1000, 11)), Buffer.from(prng(12, 1000))]),
+  ];
+  for (const mode of ['auto', 'max', 'off'] as const) {
+    // Twice over: the second pass reuses the thread's context.
+    for (let pass = 0; pass < 2; pass++) {
+      for (const raw of inputs) {
+        const a = await maybeCompress(raw, mode);
+        const b = maybeCompressSync(raw, mode);
+        assert.equal(b.flags, a.flags, `${mode}, ${raw.length} bytes: same decision`);
+        if (b.flags & BLOB_COMPRESSED) {
+          assert.equal(zstdFrameEnd(b.stored), b.stored.length, 'exactly one frame');
+          assert.ok(b.stored.length <= raw.length - raw.length / 32);
+        } else assert.ok(b.stored.equals(raw));
+        assert.ok((await decompressBlob(b.stored, b.flags, raw.length, 'test')).equals(raw), 'the reader gets the bytes back');
+      }
+    }
+  }
+  assert.throws(() => maybeCompressSync(Buffer.alloc(SYNC_ZSTD_MAX + 1)), RangeError, 'large blobs keep the thread pool');
+});
 
 test('parseCompressionMode: auto, off, max; anything else is a RangeError naming the choices', () => {
   for (const m of ['auto', 'off', 'max']) assert.equal(parseCompressionMode(m), m);

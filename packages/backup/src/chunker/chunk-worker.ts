@@ -13,7 +13,7 @@
 import { createHmac, createSecretKey } from 'node:crypto';
 import { closeSync, constants as fsConstants, promises as fs, lstatSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { maybeCompress, type CompressionMode } from '../repository/compress.js';
+import { maybeCompressSync, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
 import { isUtf8 } from '../repository/tree.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
@@ -247,8 +247,9 @@ if (parentPort) {
         }
       }
     }
-    // Compressed side by side on libuv's pool; one buffer carries the whole batch back.
-    const stored = await Promise.all(views.map((r) => (r && setup.compression !== 'off' ? maybeCompress(r, setup.compression) : { stored: r, flags: 0 })));
+    // Compressed on this thread, one file after another, with a reused zstd context
+    // (compress.ts); one buffer carries the whole batch back.
+    const stored = views.map((r) => (r && setup.compression !== 'off' ? maybeCompressSync(r, setup.compression) : { stored: r, flags: 0 }));
     let total = 0;
     for (const x of stored) total += x.stored?.length ?? 0;
     const data = new Uint8Array(takeDataBuffer(total), 0, total);

@@ -17,7 +17,9 @@
  * ~0.1 ms of CPU per write against ~1.6 ms for creating a token object and destroying the
  * old one (a new object file, i.e. an inode allocated and one freed, each time; issue 13).
  * A token that refuses the in-place change gets the next generation as a new slot
- * object, and the slot it replaces is destroyed afterwards (the earlier scheme's order).
+ * object, and the slot it replaces is destroyed afterwards (the earlier scheme's order);
+ * one that refuses a slot object itself (a label longer than it keeps: the label is ~113
+ * characters for the 56-byte anchor) keeps the version 1 form below.
  *
  * Version 1 (before issue 13's fourth round): one object per generation labelled
  * `coffer-anchor-v1`, its CKA_VALUE `generation ‖ anchor`, written by C_CreateObject of
@@ -34,7 +36,7 @@ import { createHash } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { Handle, PKCS11, Template } from 'pkcs11js';
 import { ANCHOR_MAX_BYTES, PlatformError } from '../../core/platform.js';
-import { toPlatformError } from './errors.js';
+import { ckrOf, toPlatformError } from './errors.js';
 import { readAttribute } from './keys.js';
 
 /** Version 1: one object per generation with this label (read, and cleared by the next write). */
@@ -155,7 +157,11 @@ export function readAnchorObject(p: PKCS11, s: Handle): Uint8Array | null {
   return newest === null ? null : Uint8Array.from(newest.value);
 }
 
-function createSlot(p: PKCS11, s: Handle, label: string): Handle {
+/** CK_RVs with which a token refuses a slot object's template (its label, typically): the version 1 form is written instead. */
+const SLOT_REFUSED = new Set<number>([pkcs11js.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11js.CKR_ATTRIBUTE_READ_ONLY, pkcs11js.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11js.CKR_TEMPLATE_INCONSISTENT]);
+
+/** A new slot object holding `label`; null when the token refuses the template (SLOT_REFUSED). */
+function createSlot(p: PKCS11, s: Handle, label: string): Handle | null {
   try {
     return p.C_CreateObject(s, [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
@@ -166,8 +172,31 @@ function createSlot(p: PKCS11, s: Handle, label: string): Handle {
       { type: pkcs11js.CKA_LABEL, value: label },
     ]);
   } catch (err) {
+    const rv = ckrOf(err);
+    if (rv !== undefined && SLOT_REFUSED.has(rv)) return null;
     throw toPlatformError(err, `writing the anchor (${ANCHOR_SLOT_APPLICATION})`);
   }
+}
+
+/** The version 1 form, for a token that refuses slot objects: a new object of the next generation, then the older objects destroyed. */
+function writeV1(p: PKCS11, s: Handle, generation: bigint, value: Buffer, older: readonly { handle: Handle }[]): void {
+  const body = Buffer.alloc(GENERATION_BYTES + value.length);
+  body.writeBigUInt64BE(generation, 0);
+  value.copy(body, GENERATION_BYTES);
+  try {
+    p.C_CreateObject(s, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+      { type: pkcs11js.CKA_TOKEN, value: true },
+      { type: pkcs11js.CKA_PRIVATE, value: true },
+      { type: pkcs11js.CKA_MODIFIABLE, value: true },
+      { type: pkcs11js.CKA_LABEL, value: ANCHOR_LABEL },
+      { type: pkcs11js.CKA_APPLICATION, value: 'coffer-vault' },
+      { type: pkcs11js.CKA_VALUE, value: body },
+    ]);
+  } catch (err) {
+    throw toPlatformError(err, `writing the anchor ${ANCHOR_LABEL}`);
+  }
+  for (const o of older) destroyQuietly(p, s, o.handle);
 }
 
 function destroyQuietly(p: PKCS11, s: Handle, handle: Handle): void {
@@ -236,7 +265,7 @@ export function writeAnchorObject(p: PKCS11, s: Handle, value: Buffer): KnownSlo
   const label = encodeSlotLabel(generation, value);
   // Damaged slots first, then the oldest generation: the newest intact one is never the target.
   const ordered = [...slots].sort((a, b) => (a.generation === b.generation ? 0 : a.generation === null ? -1 : b.generation === null ? 1 : a.generation < b.generation ? -1 : 1));
-  let written: Handle;
+  let written: Handle | null;
   const target = slots.length >= 2 ? ordered[0]! : null;
   if (target === null) {
     written = createSlot(p, s, label);
@@ -249,6 +278,10 @@ export function writeAnchorObject(p: PKCS11, s: Handle, value: Buffer): KnownSlo
       // generation as a new object, the replaced slot destroyed below.
       written = createSlot(p, s, label);
     }
+  }
+  if (written === null) {
+    writeV1(p, s, generation, value, [...v1, ...slots]);
+    return null;
   }
   // The new generation is stored; keep it and the newest other slot, remove the rest
   // (version 1 objects, a replaced or extra slot). A failure here leaves objects that

@@ -1,4 +1,4 @@
-// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--profile DIR] [--heap-profile DIR] [--http PORT]` (after `npx tsc -b`)
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--count-pkcs11] [--profile DIR] [--heap-profile DIR] [--http PORT]` (after `npx tsc -b`)
 // Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
 // of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
 //
@@ -16,6 +16,9 @@
 // --platform pkcs11: each build on its own SoftHSM2 token (one token directory, one
 // SOFTHSM2_CONF for the process; the library is initialized once and shared), keys made
 // by that build's `coffer-vault keys create`.
+// --count-pkcs11 (with --platform pkcs11): the PKCS#11 calls each build's event loop makes
+// per recovery in the timed windows, by function (every C_* method of that build's
+// pkcs11js counted; the anchor thread's own calls are not, its writes are the log entries).
 // --heap-profile DIR: a sampling heap profile (node:inspector, every 4 KiB allocated on
 // average) of this build's timed windows only, one .heapprofile per window (open it in
 // Chrome DevTools' Memory tab): which code allocates, the source of the GC's work.
@@ -24,6 +27,7 @@
 // writes included). The client side of that HTTP runs in this process too and is the same
 // for every build: compare the builds' difference, not the absolute figure.
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { Agent, request } from 'node:http';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
@@ -44,6 +48,7 @@ const HEAP_DIR = heapAt >= 0 ? process.argv[heapAt + 1] : null;
 const platformAt = process.argv.indexOf('--platform');
 const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
 const HTTP_PORT = argNumber('http', 0);
+const COUNT_PKCS11 = process.argv.includes('--count-pkcs11');
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
 const roots = [root, ...positionalArgs()];
 
@@ -73,7 +78,26 @@ function softhsmEnv(buildRoot, dir, n) {
   return env;
 }
 
+/** Counts every C_* call of this build's pkcs11js (its own copy of the module) into `counts`. */
+function countPkcs11Calls(buildRoot) {
+  const counts = new Map();
+  const { PKCS11 } = createRequire(join(buildRoot, 'packages/vault/package.json'))('pkcs11js');
+  // The native class's methods: each instance wraps them at construction, and the
+  // JavaScript subclass's overrides call them through `super`.
+  const native = Object.getPrototypeOf(PKCS11.prototype);
+  for (const name of Object.getOwnPropertyNames(native)) {
+    const fn = native[name];
+    if (!name.startsWith('C_') || typeof fn !== 'function') continue;
+    native[name] = function (...args) {
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+      return fn.apply(this, args);
+    };
+  }
+  return counts;
+}
+
 async function open({ buildRoot, dir, platformEnv }) {
+  const pkcs11Calls = COUNT_PKCS11 && PLATFORM === 'pkcs11' ? countPkcs11Calls(buildRoot) : null;
   const { loadConfig } = await import(join(buildRoot, 'packages/vault/dist/src/server/config.js'));
   const { assembleVault } = await import(join(buildRoot, 'packages/vault/dist/src/server/start.js'));
   const P = await import(join(buildRoot, 'packages/protocol/dist/src/index.js'));
@@ -103,7 +127,7 @@ async function open({ buildRoot, dir, platformEnv }) {
   const fleetKey = vault.fleet.fleetKey;
   const accounts = Array.from({ length: ACCOUNTS }, (_, i) => `bench-${i}`);
   await registerAll(P, fleetKey, accounts, send);
-  return { buildRoot, dir, vault, P, send, fleetKey, accounts, rounds: [] };
+  return { buildRoot, dir, vault, P, send, fleetKey, accounts, rounds: [], pkcs11Calls, pkcs11Timed: new Map() };
 }
 
 /** A counter of the build's registry so far (NaN when that build has no such metric). */
@@ -123,9 +147,11 @@ async function round(b) {
   const ms = {};
   await recoverAll(P, fleetKey, b.accounts, LANES, send, async (phase, run) => {
     await profiling(b, true);
+    const calls0 = b.pkcs11Calls ? new Map(b.pkcs11Calls) : null;
     const c = cpuMs();
     const r = await run();
     ms[phase] = cpuMs() - c;
+    if (calls0 && counting) for (const [k, n] of b.pkcs11Calls) b.pkcs11Timed.set(k, (b.pkcs11Timed.get(k) ?? 0) + n - (calls0.get(k) ?? 0));
     await profiling(b, false, phase);
     return r;
   });
@@ -178,6 +204,12 @@ try {
   for (const b of builds) {
     const total = b.rounds.map((r) => r.start + r.finish);
     console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))}; log entries per recovery ${fmt(median(b.rounds.map((r) => r.entries)))}, commit delays run out per recovery ${fmt(median(b.rounds.map((r) => r.expired)))})  rounds ${total.map(fmt).join(' ')}`);
+  }
+  for (const b of builds.filter((x) => x.pkcs11Calls)) {
+    const recoveries = ROUNDS * b.accounts.length;
+    const list = [...b.pkcs11Timed].filter(([, n]) => n > 0).sort((x, y) => y[1] - x[1]);
+    const total = list.reduce((x, [, n]) => x + n, 0);
+    console.log(`  ${b.buildRoot}: PKCS#11 calls per recovery on the event loop ${(total / recoveries).toFixed(2)}: ${list.map(([k, n]) => `${k} ${(n / recoveries).toFixed(2)}`).join(', ')}`);
   }
   for (const b of builds.slice(1)) {
     const per = builds[0].rounds.map((r, i) => (r.start + r.finish) / (b.rounds[i].start + b.rounds[i].finish));

@@ -1,6 +1,6 @@
 /**
  * Issue 9 on PKCS#11: the 3-node fleet with each node's anchor in its own SoftHSM2
- * token (CKO_DATA `coffer-anchor-v1`): all nodes restarted resume from their tokens'
+ * token (CKO_DATA slots `coffer-anchor-v2`): all nodes restarted resume from their tokens'
  * anchors; etcd restored from a copy taken before 5 wrong guesses is refused
  * (store-rolled-back, alarm), never answered with 10 guesses.
  */

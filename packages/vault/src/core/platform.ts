@@ -56,7 +56,7 @@ export interface Platform {
    * The node's trusted anchor (spec/vault-protocol.md §13, rollback protection): a small
    * value (≤ ANCHOR_MAX_BYTES) that only the core reads and writes, kept inside the
    * platform's trust boundary — on PKCS#11 a private, non-modifiable-by-others token
-   * object (CKO_DATA, label `coffer-anchor-v1`); on the software platform a file written
+   * object (two CKO_DATA slots, application `coffer-anchor-v2`); on the software platform a file written
    * with fsync, which is NOT tamper-resistant. `null` before the first write.
    * @throws PlatformError for HSM/storage failures
    */

@@ -12,7 +12,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import pkcs11js from 'pkcs11js';
 import type { Handle, PKCS11 } from 'pkcs11js';
 import { PlatformError } from '../../core/platform.js';
-import { readAnchorObject, writeAnchorObject } from './anchor.js';
+import { AnchorSlots } from './anchor.js';
 import { ckrOf, toPlatformError } from './errors.js';
 
 export interface AnchorThreadData {
@@ -36,6 +36,8 @@ if (port === null) throw new Error('anchor-thread: run as a worker thread');
 
 let p: PKCS11 | null = null;
 let session: Handle | null = null;
+/** This thread is the anchor's one writer: it remembers the slots it wrote (anchor.ts). */
+const anchor = new AnchorSlots();
 
 function open(): { p: PKCS11; s: Handle } {
   if (p === null) {
@@ -80,16 +82,18 @@ function closeSession(m: PKCS11, s: Handle): void {
 
 function handle(req: AnchorRequest): Uint8Array | null {
   if (req.op === 'close') {
+    anchor.forget();
     if (p !== null && session !== null) closeSession(p, session);
     session = null;
     return null;
   }
   const { p: m, s } = open();
   try {
-    if (req.op === 'read') return readAnchorObject(m, s);
-    writeAnchorObject(m, s, Buffer.from(req.value.buffer, req.value.byteOffset, req.value.byteLength));
+    if (req.op === 'read') return anchor.read(m, s);
+    anchor.write(m, s, Buffer.from(req.value.buffer, req.value.byteOffset, req.value.byteLength));
     return null;
   } catch (err) {
+    anchor.forget();
     // As the session pool does: a session whose operation failed is not reused.
     closeSession(m, s);
     session = null;

@@ -1,27 +1,51 @@
 /**
  * The node's trusted anchor on a PKCS#11 token (Platform.readAnchor/writeAnchor, issue 9).
  *
- * A private token object of class CKO_DATA labelled `coffer-anchor-v1` (CKA_TOKEN,
- * CKA_PRIVATE: invisible without the user PIN; CKA_MODIFIABLE). Its CKA_VALUE is
- * `generation (8 bytes, big-endian) || anchor`.
+ * Two private token objects of class CKO_DATA (CKA_TOKEN, CKA_PRIVATE: invisible without
+ * the user PIN; CKA_MODIFIABLE) with CKA_APPLICATION `coffer-anchor-v2`, the two *slots*.
+ * A slot's value is its CKA_LABEL:
  *
- * SoftHSM2 2.6 refuses C_SetAttributeValue(CKA_VALUE) on a data object
- * (CKR_ATTRIBUTE_READ_ONLY), so a write creates a new object with the next generation
- * and only then destroys the older ones. A crash between the two leaves two objects; a
- * read takes the highest generation (the newest complete write) and a later write clears
- * the rest. C_CreateObject of a token object returns once the module has stored it: an
- * HSM writes its NVRAM; SoftHSM2 writes its object file WITHOUT fsync (survives a crash
- * of this process, not of the machine) and takes 8–36 ms per write here (docs/pkcs11.md):
- * callers batch anchor writes.
+ *   `coffer-anchor-v2 ` ‖ base64url(generation (8 bytes, big-endian) ‖ anchor ‖ check)
+ *
+ * where check is the first 8 bytes of SHA-256(generation ‖ anchor). A write stores the
+ * next generation in place, with C_SetAttributeValue(CKA_LABEL), into the slot holding
+ * the older generation (or a damaged one), so the newest complete write is always in the
+ * other slot: a write cut short leaves that slot unreadable or failing its check, and a
+ * read takes the highest intact generation. CKA_LABEL is modifiable on every PKCS#11
+ * token (PKCS#11 2.40 §4.4, table 24, footnote 8), unlike a data object's CKA_VALUE,
+ * which SoftHSM2 2.6 refuses to change (CKR_ATTRIBUTE_READ_ONLY). On SoftHSM2 this is
+ * ~0.1 ms of CPU per write against ~1.6 ms for creating a token object and destroying the
+ * old one (a new object file, i.e. an inode allocated and one freed, each time; issue 13).
+ * A token that refuses the in-place change gets the next generation as a new slot
+ * object, and the slot it replaces is destroyed afterwards (the earlier scheme's order);
+ * one that refuses a slot object itself (a label longer than it keeps: the label is ~113
+ * characters for the 56-byte anchor) keeps the version 1 form below.
+ *
+ * Version 1 (before issue 13's fourth round): one object per generation labelled
+ * `coffer-anchor-v1`, its CKA_VALUE `generation ‖ anchor`, written by C_CreateObject of
+ * the next generation then C_DestroyObject of the older ones. Such objects are still
+ * read (the highest generation of both forms wins), and the first write after an upgrade
+ * continues their generation in a slot and then destroys them.
+ *
+ * C_CreateObject and C_SetAttributeValue of a token object return once the module has
+ * stored it: an HSM writes its NVRAM; SoftHSM2 writes its object file WITHOUT fsync
+ * (survives a crash of this process, not of the machine; docs/pkcs11.md): callers batch
+ * anchor writes.
  */
+import { createHash } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
-import type { Handle, PKCS11 } from 'pkcs11js';
+import type { Handle, PKCS11, Template } from 'pkcs11js';
 import { ANCHOR_MAX_BYTES, PlatformError } from '../../core/platform.js';
-import { toPlatformError } from './errors.js';
+import { ckrOf, toPlatformError } from './errors.js';
 import { readAttribute } from './keys.js';
 
+/** Version 1: one object per generation with this label (read, and cleared by the next write). */
 export const ANCHOR_LABEL = 'coffer-anchor-v1';
+/** Version 2: the two slot objects' CKA_APPLICATION (their label holds the value). */
+export const ANCHOR_SLOT_APPLICATION = 'coffer-anchor-v2';
+const SLOT_PREFIX = 'coffer-anchor-v2 ';
 const GENERATION_BYTES = 8;
+const CHECK_BYTES = 8;
 
 interface AnchorObject {
   readonly handle: Handle;
@@ -29,22 +53,57 @@ interface AnchorObject {
   readonly value: Buffer;
 }
 
-function findAnchors(p: PKCS11, s: Handle): AnchorObject[] {
-  let handles: Handle[];
+/** A v2 slot; `generation` null when its label is not an intact slot value (a write cut short). */
+interface SlotObject {
+  readonly handle: Handle;
+  readonly generation: bigint | null;
+  readonly value: Buffer | null;
+}
+
+function check(body: Buffer): Buffer {
+  return createHash('sha256').update(body).digest().subarray(0, CHECK_BYTES);
+}
+
+/** The CKA_LABEL of a slot holding `value` at `generation`. */
+export function encodeSlotLabel(generation: bigint, value: Buffer): string {
+  const body = Buffer.alloc(GENERATION_BYTES + value.length);
+  body.writeBigUInt64BE(generation, 0);
+  value.copy(body, GENERATION_BYTES);
+  return SLOT_PREFIX + Buffer.concat([body, check(body)]).toString('base64url');
+}
+
+/** The generation and value a slot's label holds, or null when it is not an intact slot value. */
+export function decodeSlotLabel(label: Buffer): { generation: bigint; value: Buffer } | null {
+  const text = label.toString('latin1');
+  if (!text.startsWith(SLOT_PREFIX)) return null;
+  const encoded = text.slice(SLOT_PREFIX.length);
+  if (!/^[A-Za-z0-9_-]*$/.test(encoded)) return null;
+  const raw = Buffer.from(encoded, 'base64url');
+  if (raw.length < GENERATION_BYTES + CHECK_BYTES || raw.length > GENERATION_BYTES + ANCHOR_MAX_BYTES + CHECK_BYTES) return null;
+  const body = raw.subarray(0, raw.length - CHECK_BYTES);
+  if (!check(body).equals(raw.subarray(raw.length - CHECK_BYTES))) return null;
+  return { generation: body.readBigUInt64BE(0), value: Buffer.from(body.subarray(GENERATION_BYTES)) };
+}
+
+function find(p: PKCS11, s: Handle, template: Template): Handle[] {
   try {
-    p.C_FindObjectsInit(s, [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
-      { type: pkcs11js.CKA_TOKEN, value: true },
-      { type: pkcs11js.CKA_LABEL, value: ANCHOR_LABEL },
-    ]);
+    p.C_FindObjectsInit(s, template);
     try {
-      handles = p.C_FindObjects(s, 16);
+      return p.C_FindObjects(s, 16);
     } finally {
       p.C_FindObjectsFinal(s);
     }
   } catch (err) {
-    throw toPlatformError(err, `finding the anchor ${ANCHOR_LABEL}`);
+    throw toPlatformError(err, 'finding the anchor objects');
   }
+}
+
+function findV1(p: PKCS11, s: Handle): AnchorObject[] {
+  const handles = find(p, s, [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_LABEL, value: ANCHOR_LABEL },
+  ]);
   const out: AnchorObject[] = [];
   for (const handle of handles) {
     let raw: Buffer;
@@ -58,21 +117,69 @@ function findAnchors(p: PKCS11, s: Handle): AnchorObject[] {
     }
     out.push({ handle, generation: raw.readBigUInt64BE(0), value: raw.subarray(GENERATION_BYTES) });
   }
-  out.sort((a, b) => (a.generation < b.generation ? 1 : a.generation > b.generation ? -1 : 0));
   return out;
+}
+
+function findSlots(p: PKCS11, s: Handle): SlotObject[] {
+  const handles = find(p, s, [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_APPLICATION, value: ANCHOR_SLOT_APPLICATION },
+  ]);
+  return handles.map((handle) => {
+    let label: Buffer;
+    try {
+      label = readAttribute(p, s, handle, pkcs11js.CKA_LABEL);
+    } catch {
+      // A slot whose object the module cannot read back (an object file cut short): damaged,
+      // written over first. A failing token fails the write that follows as well.
+      return { handle, generation: null, value: null };
+    }
+    const slot = decodeSlotLabel(label);
+    return slot ? { handle, ...slot } : { handle, generation: null, value: null };
+  });
+}
+
+/** The newest intact anchor of either form, and every anchor object found. */
+function scan(p: PKCS11, s: Handle): { newest: { generation: bigint; value: Buffer } | null; v1: AnchorObject[]; slots: SlotObject[] } {
+  const v1 = findV1(p, s);
+  const slots = findSlots(p, s);
+  let newest: { generation: bigint; value: Buffer } | null = null;
+  for (const o of [...v1, ...slots]) {
+    if (o.generation !== null && o.value !== null && (newest === null || o.generation > newest.generation)) newest = { generation: o.generation, value: o.value };
+  }
+  return { newest, v1, slots };
 }
 
 /** The newest anchor value on the token, or null before the first write. */
 export function readAnchorObject(p: PKCS11, s: Handle): Uint8Array | null {
-  const [newest] = findAnchors(p, s);
-  return newest === undefined ? null : Uint8Array.from(newest.value);
+  const { newest } = scan(p, s);
+  return newest === null ? null : Uint8Array.from(newest.value);
 }
 
-/** Stores `value` as the next generation, then removes the older objects. */
-export function writeAnchorObject(p: PKCS11, s: Handle, value: Buffer): void {
-  if (value.length > ANCHOR_MAX_BYTES) throw new PlatformError(`anchor: ${value.length} bytes, at most ${ANCHOR_MAX_BYTES}`, 'bad-argument');
-  const old = findAnchors(p, s);
-  const generation = (old[0]?.generation ?? 0n) + 1n;
+/** CK_RVs with which a token refuses a slot object's template (its label, typically): the version 1 form is written instead. */
+const SLOT_REFUSED = new Set<number>([pkcs11js.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11js.CKR_ATTRIBUTE_READ_ONLY, pkcs11js.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11js.CKR_TEMPLATE_INCONSISTENT]);
+
+/** A new slot object holding `label`; null when the token refuses the template (SLOT_REFUSED). */
+function createSlot(p: PKCS11, s: Handle, label: string): Handle | null {
+  try {
+    return p.C_CreateObject(s, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+      { type: pkcs11js.CKA_TOKEN, value: true },
+      { type: pkcs11js.CKA_PRIVATE, value: true },
+      { type: pkcs11js.CKA_MODIFIABLE, value: true },
+      { type: pkcs11js.CKA_APPLICATION, value: ANCHOR_SLOT_APPLICATION },
+      { type: pkcs11js.CKA_LABEL, value: label },
+    ]);
+  } catch (err) {
+    const rv = ckrOf(err);
+    if (rv !== undefined && SLOT_REFUSED.has(rv)) return null;
+    throw toPlatformError(err, `writing the anchor (${ANCHOR_SLOT_APPLICATION})`);
+  }
+}
+
+/** The version 1 form, for a token that refuses slot objects: a new object of the next generation, then the older objects destroyed. */
+function writeV1(p: PKCS11, s: Handle, generation: bigint, value: Buffer, older: readonly { handle: Handle }[]): void {
   const body = Buffer.alloc(GENERATION_BYTES + value.length);
   body.writeBigUInt64BE(generation, 0);
   value.copy(body, GENERATION_BYTES);
@@ -89,13 +196,98 @@ export function writeAnchorObject(p: PKCS11, s: Handle, value: Buffer): void {
   } catch (err) {
     throw toPlatformError(err, `writing the anchor ${ANCHOR_LABEL}`);
   }
-  // The new generation is stored; a failure from here on leaves stale objects that the
-  // next read ignores and the next write removes.
-  for (const o of old) {
+  for (const o of older) destroyQuietly(p, s, o.handle);
+}
+
+function destroyQuietly(p: PKCS11, s: Handle, handle: Handle): void {
+  try {
+    p.C_DestroyObject(s, handle);
+  } catch {
+    // a leftover is ignored by reads (an older generation or damaged) and removed by a later write
+  }
+}
+
+/** The two slots as this process last wrote them: the next write needs no search. */
+interface KnownSlots {
+  readonly newest: { readonly handle: Handle; readonly generation: bigint };
+  readonly older: Handle;
+}
+
+/**
+ * The anchor of one token as seen by its one writer (the anchor thread). A write first
+ * searches the token (~0.3 ms of CPU on SoftHSM2, which re-reads its object store for
+ * every search) and remembers the two slots it leaves; the following writes go straight
+ * to the older slot with the remembered generation + 1. Nothing else writes the anchor
+ * (docs/pkcs11.md); should the remembered slot be gone anyway, the write fails over to
+ * the search. `forget()` after any failure of the session.
+ */
+export class AnchorSlots {
+  #known: KnownSlots | null = null;
+
+  /** The newest anchor value on the token, or null before the first write (always searches). */
+  read(p: PKCS11, s: Handle): Uint8Array | null {
+    this.#known = null;
+    return readAnchorObject(p, s);
+  }
+
+  write(p: PKCS11, s: Handle, value: Buffer): void {
+    if (value.length > ANCHOR_MAX_BYTES) throw new PlatformError(`anchor: ${value.length} bytes, at most ${ANCHOR_MAX_BYTES}`, 'bad-argument');
+    const known = this.#known;
+    this.#known = null;
+    if (known !== null) {
+      const generation = known.newest.generation + 1n;
+      try {
+        p.C_SetAttributeValue(s, known.older, [{ type: pkcs11js.CKA_LABEL, value: encodeSlotLabel(generation, value) }]);
+        this.#known = { newest: { handle: known.older, generation }, older: known.newest.handle };
+        return;
+      } catch {
+        // the slot is gone or will not change: search the token and write as on a first write
+      }
+    }
+    this.#known = writeAnchorObject(p, s, value);
+  }
+
+  forget(): void {
+    this.#known = null;
+  }
+}
+
+/**
+ * Stores `value` as the next generation: in place into the slot holding the older (or a
+ * damaged) generation, or as a new slot while there are fewer than two; then removes
+ * what the two newest slots make redundant (version 1 objects, extra slots). Returns the
+ * two slots left (null when only one is).
+ */
+export function writeAnchorObject(p: PKCS11, s: Handle, value: Buffer): KnownSlots | null {
+  if (value.length > ANCHOR_MAX_BYTES) throw new PlatformError(`anchor: ${value.length} bytes, at most ${ANCHOR_MAX_BYTES}`, 'bad-argument');
+  const { newest, v1, slots } = scan(p, s);
+  const generation = (newest?.generation ?? 0n) + 1n;
+  const label = encodeSlotLabel(generation, value);
+  // Damaged slots first, then the oldest generation: the newest intact one is never the target.
+  const ordered = [...slots].sort((a, b) => (a.generation === b.generation ? 0 : a.generation === null ? -1 : b.generation === null ? 1 : a.generation < b.generation ? -1 : 1));
+  let written: Handle | null;
+  const target = slots.length >= 2 ? ordered[0]! : null;
+  if (target === null) {
+    written = createSlot(p, s, label);
+  } else {
     try {
-      p.C_DestroyObject(s, o.handle);
+      p.C_SetAttributeValue(s, target.handle, [{ type: pkcs11js.CKA_LABEL, value: label }]);
+      written = target.handle;
     } catch {
-      // ignored: see above
+      // A token that will not change the label (or a slot it cannot update): the next
+      // generation as a new object, the replaced slot destroyed below.
+      written = createSlot(p, s, label);
     }
   }
+  if (written === null) {
+    writeV1(p, s, generation, value, [...v1, ...slots]);
+    return null;
+  }
+  // The new generation is stored; keep it and the newest other slot, remove the rest
+  // (version 1 objects, a replaced or extra slot). A failure here leaves objects that
+  // reads ignore and the next write removes.
+  const keep = ordered.filter((o) => o.handle !== written && o.generation !== null).at(-1);
+  for (const o of ordered) if (o.handle !== written && o !== keep) destroyQuietly(p, s, o.handle);
+  for (const o of v1) destroyQuietly(p, s, o.handle);
+  return keep ? { newest: { handle: written, generation }, older: keep.handle } : null;
 }

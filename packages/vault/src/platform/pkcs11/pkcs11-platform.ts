@@ -221,8 +221,8 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
   }
 
   /**
-   * The private CKO_DATA object `coffer-anchor-v1` (anchor.ts). Both calls run on the
-   * anchor thread (anchor-worker.ts), one at a time in call order, so two writes from
+   * Two private CKO_DATA slot objects, written in place (anchor.ts). Both calls run on
+   * the anchor thread (anchor-worker.ts), one at a time in call order, so two writes from
    * this process never interleave and the event loop keeps serving while the token
    * stores the object; `writeAnchor` resolves once the object is stored.
    */

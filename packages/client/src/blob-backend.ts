@@ -14,7 +14,7 @@
  */
 import { CofferError, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from '@coffer/backup';
 import { CofferClientError } from './errors.js';
-import type { RelayHttp, StreamedBody, TransportAnswer } from './relay-http.js';
+import type { RelayHttp, RelayResponse, RelayResponseBody, StreamedBody, TransportAnswer } from './relay-http.js';
 import { UnavailableError } from './errors.js';
 
 /**
@@ -34,6 +34,8 @@ const READ_AHEAD_MAX = 4;
 const READ_AHEAD_BYTES = 4 * 1024 * 1024;
 /** Tries of an idempotent request answered 429/503 (honouring Retry-After up to 5 s). */
 const BUSY_TRIES = 5;
+
+type BodyReader = ReturnType<RelayResponseBody['getReader']>;
 
 const NAME_RE = /^[a-z0-9]+(\/[a-z0-9]+)*$/;
 
@@ -62,7 +64,7 @@ export class RelayBlobBackend implements StorageBackend {
   async put(name: string, parts: readonly Uint8Array[]): Promise<void> {
     checkName(name);
     const body = concatParts(parts);
-    let res: Response;
+    let res: RelayResponse;
     try {
       res = await this.#relay.call({ method: 'PUT', path: `/v1/blobs/${name}`, auth: true, body, timeoutMs: this.#timeoutMs, pass: [409, 413, 507] });
     } catch (e) {
@@ -211,9 +213,9 @@ export class RelayBlobBackend implements StorageBackend {
    * within Retry-After up to 5 s; reads are idempotent). Null for an unsatisfiable range
    * (like a short read of a local file: nothing at that offset).
    */
-  async #open(name: string, range: string | undefined): Promise<Response | null> {
+  async #open(name: string, range: string | undefined): Promise<RelayResponse | null> {
     for (let tries = 1; ; tries++) {
-      let res: Response;
+      let res: RelayResponse;
       try {
         res = await this.#relay.call({ method: 'GET', path: `/v1/blobs/${name}`, auth: true, headers: range ? { range } : {}, timeoutMs: this.#timeoutMs, pass: [404, 416, 429, 503] });
       } catch (e) {
@@ -447,7 +449,7 @@ class StreamedUpload implements ObjectWriter {
   }
 }
 
-function contentLength(res: Response): number | undefined {
+function contentLength(res: RelayResponse): number | undefined {
   const n = Number(res.headers.get('content-length') ?? NaN);
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
@@ -456,7 +458,7 @@ function contentLength(res: Response): number | undefined {
  * Skips `skip` bytes, then reads `length` bytes (or to the end when undefined) into one
  * buffer allocated once: a known length costs one copy, not the chunks plus a concat.
  */
-async function readInto(reader: ReadableStreamDefaultReader<Uint8Array>, skip: number, length: number | undefined): Promise<Uint8Array> {
+async function readInto(reader: BodyReader, skip: number, length: number | undefined): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let out = length !== undefined ? new Uint8Array(length) : undefined;
   let n = 0;
@@ -505,7 +507,7 @@ class Prefetch {
   #wake: (() => void) | undefined;
 
   constructor(
-    readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    readonly reader: BodyReader,
     readonly limit: number,
   ) {
     void this.#pump();

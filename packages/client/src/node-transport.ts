@@ -11,13 +11,23 @@
  * redirects are never followed (a 3xx is just an answer).
  */
 import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type * as Https from 'node:https';
+import { createRequire } from 'node:module';
 import type { PlainRequest, RelayResponse, RelayResponseBody, StreamedRequest, TransportAnswer, UploadTransport } from './relay-http.js';
 
 /** The answer to an upload is a status and perhaps a small JSON error; more is refused. */
 const ANSWER_MAX = 64 * 1024;
 /** Keep-alive sockets per origin: the engine commits two packs while filling a third. */
 const SOCKETS_PER_ORIGIN = 4;
+
+/**
+ * node:https (and node:tls under it), loaded with the first https:// request: ~0.1 MB of
+ * heap a process that talks to a loopback relay over http never needs (issue 13).
+ */
+let httpsModule: typeof Https | undefined;
+function https(): typeof Https {
+  return (httpsModule ??= createRequire(import.meta.url)('node:https') as typeof Https);
+}
 
 /** A failure of the exchange itself (no usable answer), with a code for the caller's message. */
 export class TransportError extends Error {
@@ -42,18 +52,27 @@ export interface NodeUploadTransportOptions {
 
 export class NodeUploadTransport implements UploadTransport {
   readonly #http: HttpAgent;
-  readonly #https: HttpsAgent;
+  readonly #maxSockets: number;
+  #https: Https.Agent | undefined;
 
   constructor(options: NodeUploadTransportOptions = {}) {
     const maxSockets = options.maxSockets ?? SOCKETS_PER_ORIGIN;
     this.#http = new HttpAgent({ keepAlive: true, maxSockets, scheduling: 'lifo' });
-    this.#https = new HttpsAgent({ keepAlive: true, maxSockets, scheduling: 'lifo' });
+    this.#maxSockets = maxSockets;
+  }
+
+  /** A request on this transport's agent for the URL's protocol. */
+  #open(url: URL, secure: boolean, o: { method: string; headers: Record<string, string> }): ClientRequest {
+    if (!secure) return httpRequest(url, { ...o, agent: this.#http });
+    const m = https();
+    this.#https ??= new m.Agent({ keepAlive: true, maxSockets: this.#maxSockets, scheduling: 'lifo' });
+    return m.request(url, { ...o, agent: this.#https });
   }
 
   /** Closes the kept sockets. */
   close(): void {
     this.#http.destroy();
-    this.#https.destroy();
+    this.#https?.destroy();
   }
 
   /**
@@ -85,7 +104,7 @@ export class NodeUploadTransport implements UploadTransport {
         req.destroy();
         if (!answered) reject(reason);
       };
-      const req: ClientRequest = (https ? httpsRequest : httpRequest)(url, { method: r.method, headers: r.headers, agent: https ? this.#https : this.#http });
+      const req: ClientRequest = this.#open(url, https, { method: r.method, headers: r.headers });
       if (r.signal.aborted) return onAbort();
       r.signal.addEventListener('abort', onAbort, { once: true });
       req.on('error', (e) => {
@@ -120,11 +139,7 @@ export class NodeUploadTransport implements UploadTransport {
         } else resolve(answer!);
       };
       const onAbort = (): void => finish(r.signal.reason ?? new TransportError('aborted', 'ABORT_ERR'));
-      const req: ClientRequest = (https ? httpsRequest : httpRequest)(url, {
-        method: r.method,
-        headers: { ...r.headers, 'transfer-encoding': 'chunked' },
-        agent: https ? this.#https : this.#http,
-      });
+      const req: ClientRequest = this.#open(url, https, { method: r.method, headers: { ...r.headers, 'transfer-encoding': 'chunked' } });
       if (r.signal.aborted) return onAbort();
       r.signal.addEventListener('abort', onAbort, { once: true });
       req.on('error', (e) => finish(exchangeError(e, req)));

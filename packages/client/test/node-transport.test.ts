@@ -496,3 +496,33 @@ test('through the Node transport: a redirect is not followed (the token stays), 
     return true;
   });
 });
+
+test('an upload keeps its own copy of the bytes: the parts handed over may change after write, and a second try sends the object as written', async (t) => {
+  const received: Buffer[] = [];
+  let tries = 0;
+  const server = createServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on('data', (c: Buffer) => parts.push(c));
+    req.on('end', () => {
+      received.push(Buffer.concat(parts));
+      // The first try is cut off after its body arrived: commit sends the object once more.
+      if (++tries === 1) return void req.socket.resetAndDestroy();
+      res.writeHead(201).end();
+    });
+  });
+  const { blobs } = setup(t, `http://127.0.0.1:${await listen(t, server)}`);
+  const expected: Buffer[] = [];
+  const w = await blobs.create(NAME);
+  for (let i = 0; i < 5; i++) {
+    // Parts of many sizes, across the copy's 1 MiB blocks; each overwritten once handed over.
+    const parts = [Buffer.alloc(700_000 + i * 1000, i + 1), Buffer.alloc(16, 100 + i), Buffer.alloc(300_001, 200 + i)];
+    expected.push(...parts.map((p) => Buffer.from(p)));
+    await w.write(parts);
+    for (const p of parts) p.fill(0xee);
+  }
+  await w.commit();
+  assert.equal(tries, 2);
+  const want = Buffer.concat(expected);
+  assert.ok(received[1]!.equals(want), 'the second try sent the object as written');
+  assert.ok(received[0]!.equals(want), 'so did the first');
+});

@@ -120,7 +120,9 @@ export class RelayBlobBackend implements StorageBackend {
     checkName(name);
     if (range && range.length === 0) return new Uint8Array(0);
     try {
-      if (range && range.length >= READ_AHEAD_MIN) return await this.#readAhead(name, range);
+      // A long piece opens a read-ahead GET; any piece where an open one stands (a pack's
+      // short last piece) continues it, rather than a GET of its own beside it.
+      if (range && (range.length >= READ_AHEAD_MIN || this.#continues(name, range))) return await this.#readAhead(name, range);
       const res = await this.#open(name, range ? `bytes=${range.offset}-${range.offset + range.length - 1}` : undefined);
       if (!res) return new Uint8Array(0);
       const skip = range && res.status === 200 ? range.offset : 0; // the server ignored Range
@@ -137,6 +139,12 @@ export class RelayBlobBackend implements StorageBackend {
 
   /** Open read-ahead GETs by object name: where the next sequential piece starts. */
   readonly #ahead = new Map<string, { pos: number; pre: Prefetch; busy: boolean; timer: ReturnType<typeof setTimeout> | undefined }>();
+
+  /** Whether an open read-ahead GET of `name` stands at `range.offset`, not in use. */
+  #continues(name: string, range: ByteRange): boolean {
+    const s = this.#ahead.get(name);
+    return s !== undefined && !s.busy && s.pos === range.offset;
+  }
 
   #closeAhead(name: string): void {
     const s = this.#ahead.get(name);
@@ -197,7 +205,11 @@ export class RelayBlobBackend implements StorageBackend {
         else mine.pre.cancel();
         return out.subarray(0, n);
       }
-      if (this.#ahead.get(name) === mine) mine.timer = setTimeout(() => this.#ahead.get(name) === mine && this.#closeAhead(name), READ_AHEAD_IDLE_MS);
+      if (this.#ahead.get(name) === mine) {
+        mine.timer = setTimeout(() => this.#ahead.get(name) === mine && this.#closeAhead(name), READ_AHEAD_IDLE_MS);
+        // A process done with its reads exits now, not once the timer has closed this GET.
+        (mine.timer as { unref?: () => void }).unref?.();
+      }
       else mine.pre.cancel();
       return out;
     } catch (e) {

@@ -365,9 +365,11 @@ test('https: a certificate the system does not trust is refused with a clear err
 });
 
 /** A small in-memory blob API: PUT (chunked or not), GET with ranges, HEAD, list, DELETE. */
-async function blobServer(t: TestContext): Promise<{ url: string; objects: Map<string, Buffer> }> {
+async function blobServer(t: TestContext): Promise<{ url: string; objects: Map<string, Buffer>; seen: string[] }> {
   const objects = new Map<string, Buffer>();
+  const seen: string[] = [];
   const url = await httpServer(t, (req, res) => {
+    seen.push(`${req.method} ${req.url}${req.headers.range ? ` ${req.headers.range}` : ''}`);
     const u = new URL(req.url!, 'http://x');
     const name = decodeURIComponent(u.pathname.replace(/^\/v1\/blobs\/?/, ''));
     if (req.method === 'PUT') {
@@ -397,7 +399,7 @@ async function blobServer(t: TestContext): Promise<{ url: string; objects: Map<s
     const end = m[2] ? Math.min(Number(m[2]), data.length - 1) : data.length - 1;
     res.writeHead(206, { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${data.length}` }).end(data.subarray(start, end + 1));
   });
-  return { url, objects };
+  return { url, objects, seen };
 }
 
 test('a process that only moves blobs (RelayBlobBackend over the Node transport, @coffer/client imported whole) loads neither undici nor OPAQUE', async (t) => {
@@ -525,4 +527,35 @@ test('an upload keeps its own copy of the bytes: the parts handed over may chang
   const want = Buffer.concat(expected);
   assert.ok(received[1]!.equals(want), 'the second try sent the object as written');
   assert.ok(received[0]!.equals(want), 'so did the first');
+});
+
+test('a pack read in 1 MiB pieces is one GET, its short last piece included, and the open GET keeps no process alive', async (t) => {
+  const { url, objects, seen } = await blobServer(t);
+  const pack = Buffer.alloc(3 * 1024 * 1024 + 2345);
+  for (let i = 0; i < pack.length; i++) pack[i] = (i * 7) % 253;
+  objects.set('data/aa/1', pack);
+  const { blobs } = setup(t, url);
+  // As restore reads a pack: whole pieces, then the rest and one byte more.
+  const MiB = 1024 * 1024;
+  const pieces = [];
+  for (let off = 0; off < pack.length; off += MiB) pieces.push(await blobs.get('data/aa/1', { offset: off, length: Math.min(MiB, pack.length - off) + (off + MiB >= pack.length ? 1 : 0) }));
+  assert.ok(Buffer.concat(pieces).equals(pack));
+  assert.deepEqual(seen, ['GET /v1/blobs/data/aa/1 bytes=0-']);
+  // A process whose reads are done exits at once: the timer that closes an idle open GET
+  // (here after the first piece of three) does not hold it.
+  const script = `
+    const { RelayBlobBackend } = await import(${JSON.stringify(new URL('../src/blob-backend.js', import.meta.url).href)});
+    const { RelayHttp } = await import(${JSON.stringify(new URL('../src/relay-http.js', import.meta.url).href)});
+    const { NodeUploadTransport } = await import(${JSON.stringify(new URL('../src/node-transport.js', import.meta.url).href)});
+    const blobs = new RelayBlobBackend(new RelayHttp({ server: process.argv[1], token: () => 't', uploads: new NodeUploadTransport() }));
+    const first = await blobs.get('data/aa/1', { offset: 0, length: 1024 * 1024 });
+    await new Promise((r) => setImmediate(r));
+    process.stdout.write(JSON.stringify({ bytes: first.length, timers: process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length }));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, url]);
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  await once(child, 'exit');
+  assert.deepEqual(JSON.parse(out || '{}'), { bytes: 1024 * 1024, timers: 0 }, err);
 });

@@ -104,7 +104,9 @@ export class NodeUploadTransport implements UploadTransport {
         req.destroy();
         if (!answered) reject(reason);
       };
-      const req: ClientRequest = this.#open(url, https, { method: r.method, headers: r.headers });
+      // The length always said: node:http sends a DELETE's body unframed otherwise.
+      const sent = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body;
+      const req: ClientRequest = this.#open(url, https, { method: r.method, headers: sent ? { ...r.headers, 'content-length': String(sent.length) } : r.headers });
       if (r.signal.aborted) return onAbort();
       r.signal.addEventListener('abort', onAbort, { once: true });
       req.on('error', (e) => {
@@ -120,7 +122,7 @@ export class NodeUploadTransport implements UploadTransport {
         resolve(nodeResponse(res, empty ? null : body));
         if (empty) void body.cancel();
       });
-      req.end(r.body);
+      req.end(sent);
     });
   }
 

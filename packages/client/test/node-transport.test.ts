@@ -559,3 +559,20 @@ test('a pack read in 1 MiB pieces is one GET, its short last piece included, and
   await once(child, 'exit');
   assert.deepEqual(JSON.parse(out || '{}'), { bytes: 1024 * 1024, timers: 0 }, err);
 });
+
+test('through the Node transport a request body is framed whatever the method: a DELETE with a proof arrives whole', async (t) => {
+  const got: { method: string; length: string | undefined; body: string }[] = [];
+  const url = await httpServer(t, (req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => {
+      got.push({ method: req.method!, length: req.headers['content-length'], body });
+      res.writeHead(204).end();
+    });
+  });
+  const { http } = setup(t, url);
+  await http.removeDeviceKey('acct', 'key-1', { currentPassword: 'pw é' });
+  const body = JSON.stringify({ currentPassword: 'pw é' });
+  assert.deepEqual(got, [{ method: 'DELETE', length: String(Buffer.byteLength(body)), body }]);
+});

@@ -54,6 +54,13 @@ export class NodeUploadTransport implements UploadTransport {
   readonly #http: HttpAgent;
   readonly #maxSockets: number;
   #https: Https.Agent | undefined;
+  /**
+   * Other requests have agents of their own, without a socket limit (as fetch's pool):
+   * an open read-ahead GET holds its socket while paused, and a lock check must not wait
+   * behind streaming uploads.
+   */
+  #plainHttp: HttpAgent | undefined;
+  #plainHttps: Https.Agent | undefined;
 
   constructor(options: NodeUploadTransportOptions = {}) {
     const maxSockets = options.maxSockets ?? SOCKETS_PER_ORIGIN;
@@ -62,17 +69,19 @@ export class NodeUploadTransport implements UploadTransport {
   }
 
   /** A request on this transport's agent for the URL's protocol. */
-  #open(url: URL, secure: boolean, o: { method: string; headers: Record<string, string> }): ClientRequest {
-    if (!secure) return httpRequest(url, { ...o, agent: this.#http });
+  #open(url: URL, secure: boolean, o: { method: string; headers: Record<string, string> }, plain = false): ClientRequest {
+    if (!secure) return httpRequest(url, { ...o, agent: plain ? (this.#plainHttp ??= new HttpAgent({ keepAlive: true, scheduling: 'lifo' })) : this.#http });
     const m = https();
-    this.#https ??= new m.Agent({ keepAlive: true, maxSockets: this.#maxSockets, scheduling: 'lifo' });
-    return m.request(url, { ...o, agent: this.#https });
+    const agent = plain ? (this.#plainHttps ??= new m.Agent({ keepAlive: true, scheduling: 'lifo' })) : (this.#https ??= new m.Agent({ keepAlive: true, maxSockets: this.#maxSockets, scheduling: 'lifo' }));
+    return m.request(url, { ...o, agent });
   }
 
   /** Closes the kept sockets. */
   close(): void {
     this.#http.destroy();
     this.#https?.destroy();
+    this.#plainHttp?.destroy();
+    this.#plainHttps?.destroy();
   }
 
   /**
@@ -106,7 +115,7 @@ export class NodeUploadTransport implements UploadTransport {
       };
       // The length always said: node:http sends a DELETE's body unframed otherwise.
       const sent = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body;
-      const req: ClientRequest = this.#open(url, https, { method: r.method, headers: sent ? { ...r.headers, 'content-length': String(sent.length) } : r.headers });
+      const req: ClientRequest = this.#open(url, https, { method: r.method, headers: sent ? { ...r.headers, 'content-length': String(sent.length) } : r.headers }, true);
       if (r.signal.aborted) return onAbort();
       r.signal.addEventListener('abort', onAbort, { once: true });
       req.on('error', (e) => {
@@ -118,9 +127,9 @@ export class NodeUploadTransport implements UploadTransport {
       req.on('response', (res) => {
         answered = true;
         const empty = r.method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304;
+        // An answer without a body ends at once: read to its end, its socket is reused.
         body = new NodeResponseBody(res, () => r.signal.removeEventListener('abort', onAbort));
         resolve(nodeResponse(res, empty ? null : body));
-        if (empty) void body.cancel();
       });
       req.end(sent);
     });

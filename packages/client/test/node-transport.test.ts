@@ -576,3 +576,20 @@ test('through the Node transport a request body is framed whatever the method: a
   const body = JSON.stringify({ currentPassword: 'pw é' });
   assert.deepEqual(got, [{ method: 'DELETE', length: String(Buffer.byteLength(body)), body }]);
 });
+
+test('requests do not wait for sockets that open read-ahead GETs or uploads hold', async (t) => {
+  const events: string[] = [];
+  const url = await httpServer(t, (req, res) => {
+    events.push(`${req.method} ${req.url}`);
+    req.socket.once('close', () => events.push('close'));
+    if (req.method === 'HEAD') return void res.writeHead(200, { 'content-length': 5 }).end();
+    // A large object that goes on arriving: its read-ahead GET stays open.
+    res.writeHead(206, { 'content-length': 1 << 30, 'content-range': `bytes 0-${(1 << 30) - 1}/${1 << 30}` });
+    res.write(Buffer.alloc(2 * 1024 * 1024, 1));
+  });
+  const { blobs } = setup(t, url);
+  // As many open read-aheads as the backend keeps, each holding a socket.
+  for (let i = 0; i < 4; i++) assert.equal((await blobs.get(`data/aa/${i}`, { offset: 0, length: 1024 * 1024 })).length, 1024 * 1024);
+  assert.deepEqual(await blobs.stat('locks/1'), { name: 'locks/1', size: 5 });
+  assert.equal(events.indexOf('close'), -1, `no socket had to close first: ${events.join(', ')}`);
+});

@@ -6,7 +6,12 @@
  * segment for the relay to parse. Here each batch the engine hands over (about a chunk's
  * sealed segments) goes out corked, as one writev.
  *
- * Keep-alive sockets (a few per origin) are reused between objects. TLS uses Node's
+ * Every other request goes over node:http too (`request`), so that a process that only
+ * moves blobs never loads undici (issue 13: its heap kept V8 running full collections
+ * through a backup).
+ *
+ * Keep-alive sockets (a few per origin for uploads, as many as needed for the other
+ * requests) are reused between objects. TLS uses Node's
  * default trust store, as `fetch` does (the system CAs plus NODE_EXTRA_CA_CERTS);
  * redirects are never followed (a 3xx is just an answer).
  */

@@ -1,6 +1,7 @@
 /**
- * The client side of the relay HTTP API (spec/relay-api.md), over `fetch`. Isomorphic:
- * no `node:*`, so the same code runs in a browser. Every request has a deadline; a
+ * The client side of the relay HTTP API (spec/relay-api.md), over `fetch`, or over the
+ * transport a Node caller gives (`uploads`: node-transport.ts). Isomorphic: no `node:*`,
+ * so the same code runs in a browser. Every request has a deadline; a
  * network failure, a timeout or a 5xx becomes `UnavailableError`, 401 becomes
  * `InvalidCredentialsError`, 429 `RateLimitedError`. Bodies are never logged.
  */

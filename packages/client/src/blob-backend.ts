@@ -14,7 +14,7 @@
  */
 import { CofferError, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from '@coffer/backup';
 import { CofferClientError } from './errors.js';
-import type { RelayHttp, StreamedBody, TransportAnswer } from './relay-http.js';
+import type { RelayHttp, RelayResponse, RelayResponseBody, StreamedBody, TransportAnswer } from './relay-http.js';
 import { UnavailableError } from './errors.js';
 
 /**
@@ -34,6 +34,8 @@ const READ_AHEAD_MAX = 4;
 const READ_AHEAD_BYTES = 4 * 1024 * 1024;
 /** Tries of an idempotent request answered 429/503 (honouring Retry-After up to 5 s). */
 const BUSY_TRIES = 5;
+
+type BodyReader = ReturnType<RelayResponseBody['getReader']>;
 
 const NAME_RE = /^[a-z0-9]+(\/[a-z0-9]+)*$/;
 
@@ -62,7 +64,7 @@ export class RelayBlobBackend implements StorageBackend {
   async put(name: string, parts: readonly Uint8Array[]): Promise<void> {
     checkName(name);
     const body = concatParts(parts);
-    let res: Response;
+    let res: RelayResponse;
     try {
       res = await this.#relay.call({ method: 'PUT', path: `/v1/blobs/${name}`, auth: true, body, timeoutMs: this.#timeoutMs, pass: [409, 413, 507] });
     } catch (e) {
@@ -78,7 +80,7 @@ export class RelayBlobBackend implements StorageBackend {
    * A writer that streams: the PUT starts with the first write and each write's parts
    * go out as the connection takes them (`write` waits while more than UNSENT_MAX bytes
    * are queued); commit ends the body and waits for the relay's 201 (durable). The
-   * parts, handed over by the engine, are kept without copying until commit, so that
+   * bytes are kept until commit (copied into reused blocks, see SPOOL_BLOCK), so that
    * when the relay cut the stream off for a reason that a second try can cure (a pause
    * longer than its body idle timeout while the engine produced nothing, an expired
    * session, a busy relay, a dropped connection), commit sends the object once more.
@@ -118,7 +120,9 @@ export class RelayBlobBackend implements StorageBackend {
     checkName(name);
     if (range && range.length === 0) return new Uint8Array(0);
     try {
-      if (range && range.length >= READ_AHEAD_MIN) return await this.#readAhead(name, range);
+      // A long piece opens a read-ahead GET; any piece where an open one stands (a pack's
+      // short last piece) continues it, rather than a GET of its own beside it.
+      if (range && (range.length >= READ_AHEAD_MIN || this.#continues(name, range))) return await this.#readAhead(name, range);
       const res = await this.#open(name, range ? `bytes=${range.offset}-${range.offset + range.length - 1}` : undefined);
       if (!res) return new Uint8Array(0);
       const skip = range && res.status === 200 ? range.offset : 0; // the server ignored Range
@@ -135,6 +139,12 @@ export class RelayBlobBackend implements StorageBackend {
 
   /** Open read-ahead GETs by object name: where the next sequential piece starts. */
   readonly #ahead = new Map<string, { pos: number; pre: Prefetch; busy: boolean; timer: ReturnType<typeof setTimeout> | undefined }>();
+
+  /** Whether an open read-ahead GET of `name` stands at `range.offset`, not in use. */
+  #continues(name: string, range: ByteRange): boolean {
+    const s = this.#ahead.get(name);
+    return s !== undefined && !s.busy && s.pos === range.offset;
+  }
 
   #closeAhead(name: string): void {
     const s = this.#ahead.get(name);
@@ -195,7 +205,11 @@ export class RelayBlobBackend implements StorageBackend {
         else mine.pre.cancel();
         return out.subarray(0, n);
       }
-      if (this.#ahead.get(name) === mine) mine.timer = setTimeout(() => this.#ahead.get(name) === mine && this.#closeAhead(name), READ_AHEAD_IDLE_MS);
+      if (this.#ahead.get(name) === mine) {
+        mine.timer = setTimeout(() => this.#ahead.get(name) === mine && this.#closeAhead(name), READ_AHEAD_IDLE_MS);
+        // A process done with its reads exits now, not once the timer has closed this GET.
+        (mine.timer as { unref?: () => void }).unref?.();
+      }
       else mine.pre.cancel();
       return out;
     } catch (e) {
@@ -211,9 +225,9 @@ export class RelayBlobBackend implements StorageBackend {
    * within Retry-After up to 5 s; reads are idempotent). Null for an unsatisfiable range
    * (like a short read of a local file: nothing at that offset).
    */
-  async #open(name: string, range: string | undefined): Promise<Response | null> {
+  async #open(name: string, range: string | undefined): Promise<RelayResponse | null> {
     for (let tries = 1; ; tries++) {
-      let res: Response;
+      let res: RelayResponse;
       try {
         res = await this.#relay.call({ method: 'GET', path: `/v1/blobs/${name}`, auth: true, headers: range ? { range } : {}, timeoutMs: this.#timeoutMs, pass: [404, 416, 429, 503] });
       } catch (e) {
@@ -302,10 +316,23 @@ function concatParts(parts: readonly Uint8Array[]): Uint8Array {
 /** Statuses after which the same PUT may go again (see `create`). */
 const RETRYABLE = new Set([401, 408, 429, 503]);
 
-/** One attempt at sending the object: a chunked PUT fed from the kept parts. */
+/**
+ * An upload keeps its bytes until commit (to send them once more), copied into blocks
+ * of this size rather than as the engine's parts: parts kept for the tens of
+ * milliseconds a pack takes to go out and be synced outlive a young-generation
+ * collection or two, so each pack's parts (8 MiB of array buffers) were freed only by a
+ * full collection — and that external memory made V8 start one about every pack
+ * (issue 13). Blocks are reused: the upload window's packs in flight need about 24.
+ */
+const SPOOL_BLOCK = 1024 * 1024;
+/** Blocks kept for reuse between uploads (at most this many MiB idle). */
+const SPOOL_KEPT = 32;
+const spoolPool: Uint8Array[] = [];
+
+/** One attempt at sending the object: a chunked PUT fed from the kept bytes. */
 interface Attempt {
   readonly abort: AbortController;
-  /** Index of the next part to hand to the connection. */
+  /** Offset of the next byte to hand to the connection. */
   next: number;
   /** The relay's answer (or the failure to get one), once it came. */
   settled: { status: number; retryAfter?: number } | { error: unknown } | undefined;
@@ -316,7 +343,8 @@ interface Attempt {
 class StreamedUpload implements ObjectWriter {
   readonly #backend: RelayBlobBackend;
   readonly #name: string;
-  #parts: Uint8Array[] = [];
+  /** The object's bytes so far, SPOOL_BLOCK to a block (the last one filled to #bytes). */
+  #blocks: Uint8Array[] = [];
   #bytes = 0;
   #ended = false;
   #aborted = false;
@@ -347,14 +375,14 @@ class StreamedUpload implements ObjectWriter {
   }
 
   /**
-   * The body of one attempt: every part not yet handed to the connection, as one batch
-   * (the transport writes a batch at once), until commit ends it.
+   * The body of one attempt: every byte not yet handed to the connection, as one batch
+   * (views of the blocks; the transport writes a batch at once), until commit ends it.
    */
   async *#batches(attempt: Attempt): AsyncGenerator<readonly Uint8Array[]> {
     for (;;) {
-      if (attempt.next < this.#parts.length) {
-        const batch = this.#parts.slice(attempt.next);
-        attempt.next = this.#parts.length;
+      if (attempt.next < this.#bytes) {
+        const batch = this.#views(attempt.next, this.#bytes);
+        attempt.next = this.#bytes;
         this.#wakeWriter?.();
         yield batch;
         continue;
@@ -376,11 +404,7 @@ class StreamedUpload implements ObjectWriter {
 
   async write(more: readonly Uint8Array[]): Promise<void> {
     if (this.#aborted || this.#ended) throw new CofferError('storage', `writing ${this.#name}: the writer is closed`);
-    for (const p of more) {
-      if (p.length === 0) continue;
-      this.#parts.push(p);
-      this.#bytes += p.length;
-    }
+    for (const p of more) this.#append(p);
     const a = (this.#attempt ??= this.#start());
     const refused = this.#final(a);
     if (refused) throw refused;
@@ -396,9 +420,40 @@ class StreamedUpload implements ObjectWriter {
   }
 
   #unsent(a: Attempt): number {
-    let n = 0;
-    for (let i = a.next; i < this.#parts.length; i++) n += this.#parts[i]!.length;
-    return n;
+    return this.#bytes - a.next;
+  }
+
+  /** Copies `p` after the bytes so far, into the last block and new ones from the pool. */
+  #append(p: Uint8Array): void {
+    let done = 0;
+    while (done < p.length) {
+      const at = this.#bytes % SPOOL_BLOCK;
+      if (at === 0 && this.#bytes === this.#blocks.length * SPOOL_BLOCK) this.#blocks.push(spoolPool.pop() ?? new Uint8Array(SPOOL_BLOCK));
+      const block = this.#blocks[this.#blocks.length - 1]!;
+      const n = Math.min(p.length - done, SPOOL_BLOCK - at);
+      block.set(n === p.length ? p : p.subarray(done, done + n), at);
+      done += n;
+      this.#bytes += n;
+    }
+  }
+
+  /** Views of the bytes [from, to). */
+  #views(from: number, to: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (let at = from; at < to; ) {
+      const i = Math.floor(at / SPOOL_BLOCK);
+      const start = at - i * SPOOL_BLOCK;
+      const end = Math.min(SPOOL_BLOCK, to - i * SPOOL_BLOCK);
+      out.push(this.#blocks[i]!.subarray(start, end));
+      at += end - start;
+    }
+    return out;
+  }
+
+  /** The blocks go back to the pool: no attempt sends from them any more. */
+  #release(): void {
+    for (const b of this.#blocks) if (spoolPool.length < SPOOL_KEPT) spoolPool.push(b);
+    this.#blocks = [];
   }
 
   async commit(): Promise<void> {
@@ -423,19 +478,19 @@ class StreamedUpload implements ObjectWriter {
           if ('error' in s) throw this.#backend.failure('writing', this.#name, s.error);
           throw this.#backend.putError(this.#name, s.status, this.#bytes);
         }
-        // Once more, from the kept parts: a fresh session after a 401, a pause after busy.
+        // Once more, from the kept bytes: a fresh session after a 401, a pause after busy.
         if (!('error' in s) && s.status === 401 && !(await this.#backend.refreshSession())) throw this.#backend.putError(this.#name, 401, this.#bytes);
         if (!('error' in s) && (s.status === 429 || s.status === 503)) await new Promise((r) => setTimeout(r, Math.min(5, s.retryAfter ?? 1) * 1000));
         a = this.#attempt = this.#start();
       }
     } finally {
-      this.#parts = [];
+      // Every attempt has settled (or was ended): nothing sends from the blocks now.
+      this.#release();
     }
   }
 
   async abort(): Promise<void> {
     this.#aborted = true;
-    this.#parts = [];
     const a = this.#attempt;
     if (a && !a.settled) {
       // The relay sees the connection end mid-body and keeps nothing.
@@ -443,11 +498,12 @@ class StreamedUpload implements ObjectWriter {
       a.wakePull?.();
       await a.answer;
     }
+    this.#release();
     this.#wakeWriter?.();
   }
 }
 
-function contentLength(res: Response): number | undefined {
+function contentLength(res: RelayResponse): number | undefined {
   const n = Number(res.headers.get('content-length') ?? NaN);
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
@@ -456,7 +512,7 @@ function contentLength(res: Response): number | undefined {
  * Skips `skip` bytes, then reads `length` bytes (or to the end when undefined) into one
  * buffer allocated once: a known length costs one copy, not the chunks plus a concat.
  */
-async function readInto(reader: ReadableStreamDefaultReader<Uint8Array>, skip: number, length: number | undefined): Promise<Uint8Array> {
+async function readInto(reader: BodyReader, skip: number, length: number | undefined): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let out = length !== undefined ? new Uint8Array(length) : undefined;
   let n = 0;
@@ -505,7 +561,7 @@ class Prefetch {
   #wake: (() => void) | undefined;
 
   constructor(
-    readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    readonly reader: BodyReader,
     readonly limit: number,
   ) {
     void this.#pump();

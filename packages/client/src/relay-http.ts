@@ -1,6 +1,7 @@
 /**
- * The client side of the relay HTTP API (spec/relay-api.md), over `fetch`. Isomorphic:
- * no `node:*`, so the same code runs in a browser. Every request has a deadline; a
+ * The client side of the relay HTTP API (spec/relay-api.md), over `fetch`, or over the
+ * transport a Node caller gives (`uploads`: node-transport.ts). Isomorphic: no `node:*`,
+ * so the same code runs in a browser. Every request has a deadline; a
  * network failure, a timeout or a 5xx becomes `UnavailableError`, 401 becomes
  * `InvalidCredentialsError`, 429 `RateLimitedError`. Bodies are never logged.
  */
@@ -106,9 +107,42 @@ export interface TransportAnswer {
  * Sends streamed uploads. Resolves once the answer has been read whole (it may come
  * before the body was sent whole: a refusal); rejects when there is no usable answer,
  * with an error whose `code` says why (ECONNRESET, ECONNREFUSED, BAD_ANSWER, …).
+ *
+ * `request`, when the transport has it, sends every other request too (instead of
+ * `fetch`): on Node, NodeUploadTransport over node:http, so that a process that only
+ * moves blobs never loads undici (issue 13).
  */
 export interface UploadTransport {
   send(request: StreamedRequest): Promise<TransportAnswer>;
+  request?(request: PlainRequest): Promise<RelayResponse>;
+}
+
+/** One request whose body (if any) is known whole. */
+export interface PlainRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body?: Uint8Array | string;
+  /** Ends the exchange, the body's reading included (rejects with the signal's reason). */
+  readonly signal: AbortSignal;
+}
+
+/** A response body read piece by piece (what this SDK reads of a WHATWG ReadableStream). */
+export interface RelayResponseBody {
+  getReader(): { read(): Promise<{ done: true; value?: undefined } | { done: false; value: Uint8Array }>; cancel(): Promise<void> };
+  cancel(): Promise<void>;
+}
+
+/** What this SDK reads of an answer: a WHATWG `Response` has it all (the `fetch` path). */
+export interface RelayResponse {
+  readonly status: number;
+  readonly statusText: string;
+  readonly ok: boolean;
+  readonly headers: { get(name: string): string | null };
+  readonly body: RelayResponseBody | null;
+  json(): Promise<unknown>;
+  text(): Promise<string>;
+  arrayBuffer(): Promise<ArrayBuffer>;
 }
 
 /** What the error mapping reads from an answer, whichever way it came. */
@@ -119,7 +153,7 @@ interface Answer {
   json(): Promise<unknown>;
 }
 
-function responseAnswer(res: Response): Answer {
+function responseAnswer(res: RelayResponse): Answer {
   return { status: res.status, statusText: res.statusText, header: (n) => res.headers.get(n), json: () => res.json() };
 }
 
@@ -169,7 +203,7 @@ export class RelayHttp {
   }
 
   /** One HTTP exchange with deadline and error mapping. */
-  async call(c: Call): Promise<Response> {
+  async call(c: Call): Promise<RelayResponse> {
     const first = await this.#once(c);
     if (first.status === 401 && c.body instanceof ReadableStream) return this.#check({ ...c, pass: [...(c.pass ?? []), 401] }, first);
     if (first.status === 401 && c.auth && this.#o.refreshToken && !(c.pass ?? []).includes(401)) {
@@ -184,7 +218,7 @@ export class RelayHttp {
     return (await this.#o.refreshToken?.()) ?? false;
   }
 
-  async #once(c: Call): Promise<Response> {
+  async #once(c: Call): Promise<RelayResponse> {
     const headers: Record<string, string> = { ...(c.headers ?? {}) };
     if (c.auth) {
       const token = await this.#o.token?.();
@@ -205,6 +239,10 @@ export class RelayHttp {
     const timeout = c.timeoutMs ?? this.#o.timeoutMs ?? 30_000;
     const signal = c.signal ?? AbortSignal.timeout(timeout);
     try {
+      // Through the transport when it has `request` (node:http: never follows a redirect)
+      // and the caller brought no fetch of its own; a stream body always goes to fetch.
+      const transport = this.#o.fetch ? undefined : this.#o.uploads;
+      if (transport?.request && !(body instanceof ReadableStream)) return await transport.request({ method: c.method, url: `${this.server}${c.path}`, headers, ...(body !== undefined ? { body } : {}), signal });
       // Never follow a redirect: it would carry the bearer token (and passwords) elsewhere.
       // A stream body needs `duplex: 'half'` (Fetch standard; Node's fetch requires it).
       const init = { method: c.method, headers, redirect: 'error', ...(body !== undefined ? { body } : {}), ...(body instanceof ReadableStream ? { duplex: 'half' } : {}), signal } as RequestInit;
@@ -217,7 +255,7 @@ export class RelayHttp {
     }
   }
 
-  async #check(c: Call, res: Response): Promise<Response> {
+  async #check(c: Call, res: RelayResponse): Promise<RelayResponse> {
     if (res.ok || (c.pass ?? []).includes(res.status)) return res;
     return this.#refuse(responseAnswer(res));
   }

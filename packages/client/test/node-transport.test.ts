@@ -363,3 +363,233 @@ test('https: a certificate the system does not trust is refused with a clear err
   assert.equal(out, '201', err);
   assert.equal(reached, 1);
 });
+
+/** A small in-memory blob API: PUT (chunked or not), GET with ranges, HEAD, list, DELETE. */
+async function blobServer(t: TestContext): Promise<{ url: string; objects: Map<string, Buffer>; seen: string[] }> {
+  const objects = new Map<string, Buffer>();
+  const seen: string[] = [];
+  const url = await httpServer(t, (req, res) => {
+    seen.push(`${req.method} ${req.url}${req.headers.range ? ` ${req.headers.range}` : ''}`);
+    const u = new URL(req.url!, 'http://x');
+    const name = decodeURIComponent(u.pathname.replace(/^\/v1\/blobs\/?/, ''));
+    if (req.method === 'PUT') {
+      const parts: Buffer[] = [];
+      req.on('data', (c: Buffer) => parts.push(c));
+      req.on('end', () => {
+        objects.set(name, Buffer.concat(parts));
+        res.writeHead(201).end();
+      });
+      return;
+    }
+    if (req.method === 'GET' && name === '') {
+      const prefix = u.searchParams.get('prefix') ?? '';
+      const blobs = [...objects].filter(([n]) => n.startsWith(prefix)).map(([n, b]) => ({ name: n, size: b.length }));
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ blobs }));
+    }
+    const data = objects.get(name);
+    if (!data) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"code":"blob-not-found","message":"no"}}');
+    if (req.method === 'DELETE') {
+      objects.delete(name);
+      return void res.writeHead(204).end();
+    }
+    if (req.method === 'HEAD') return void res.writeHead(200, { 'content-length': data.length }).end();
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    if (!m) return void res.writeHead(200, { 'content-length': data.length }).end(data);
+    const start = Number(m[1]);
+    const end = m[2] ? Math.min(Number(m[2]), data.length - 1) : data.length - 1;
+    res.writeHead(206, { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${data.length}` }).end(data.subarray(start, end + 1));
+  });
+  return { url, objects, seen };
+}
+
+test('a process that only moves blobs (RelayBlobBackend over the Node transport, @coffer/client imported whole) loads neither undici nor OPAQUE', async (t) => {
+  // Each costs heap that keeps V8 starting full collections through a backup to
+  // coffer: (issue 13): the blob API's every request goes over node:http, and
+  // @coffer/protocol loads @serenity-kit/opaque only for a flow that runs OPAQUE.
+  const { url, objects } = await blobServer(t);
+  const script = `
+    const client = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+    const { NodeUploadTransport } = await import(${JSON.stringify(new URL('../src/node-transport.js', import.meta.url).href)});
+    const { createRequire } = await import('node:module');
+    const uploads = new NodeUploadTransport();
+    const blobs = new client.RelayBlobBackend(new client.RelayHttp({ server: process.argv[1], token: () => 't', uploads }));
+    const big = new Uint8Array(3 * 1024 * 1024).map((_, i) => i % 251);
+    await blobs.put('config', [new Uint8Array([1, 2, 3])]);
+    const w = await blobs.create('data/aa/1');
+    await w.write([big.subarray(0, 1000000), big.subarray(1000000)]);
+    await w.commit();
+    const out = {
+      config: [...(await blobs.get('config'))],
+      whole: Buffer.from(await blobs.get('data/aa/1')).equals(big),
+      ranges: Buffer.concat([await blobs.get('data/aa/1', { offset: 5, length: 300000 }), await blobs.get('data/aa/1', { offset: 300005, length: 300000 })]).equals(big.subarray(5, 600005)),
+      stat: await blobs.stat('data/aa/1'),
+      missing: await blobs.stat('data/aa/2'),
+      list: (await blobs.list('data/')).map((b) => b.name),
+    };
+    await blobs.delete('config');
+    uploads.close();
+    const cjs = Object.keys(createRequire(import.meta.url).cache);
+    out.undici = process.moduleLoadList.some((m) => m.includes('undici'));
+    out.opaque = cjs.some((k) => k.includes('@serenity-kit'));
+    process.stdout.write(JSON.stringify(out));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, url]);
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  await once(child, 'exit');
+  const r = JSON.parse(out || '{}') as Record<string, unknown>;
+  assert.deepEqual(r.config, [1, 2, 3], err);
+  assert.equal(r.whole, true);
+  assert.equal(r.ranges, true);
+  assert.deepEqual(r.stat, { name: 'data/aa/1', size: 3 * 1024 * 1024 });
+  assert.equal(r.missing, null);
+  assert.deepEqual(r.list, ['data/aa/1']);
+  assert.deepEqual([...objects.keys()], ['data/aa/1']);
+  assert.equal(r.undici, false, 'undici was loaded');
+  assert.equal(r.opaque, false, '@serenity-kit/opaque was loaded');
+});
+
+test('a GET on a kept-alive connection the server had closed goes once more, on a new connection; a POST does not', async (t) => {
+  const seen: string[] = [];
+  let connections = 0;
+  const server = createServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`);
+    // The second request on a connection finds it reset (as a server that dropped an idle socket).
+    if ((req.socket as Socket & { served?: number }).served) {
+      req.socket.resetAndDestroy();
+      return;
+    }
+    (req.socket as Socket & { served?: number }).served = 1;
+    void drain(req).then(() => res.writeHead(200, { 'content-type': 'application/json', 'content-length': 12 }).end('{"blobs":[]}'));
+  });
+  server.on('connection', () => connections++);
+  const { http, blobs } = setup(t, `http://127.0.0.1:${await listen(t, server)}`);
+  assert.deepEqual(await blobs.list('a'), []);
+  assert.deepEqual(await blobs.list('b'), []);
+  assert.deepEqual(seen, ['GET /v1/blobs?prefix=a', 'GET /v1/blobs?prefix=b', 'GET /v1/blobs?prefix=b']);
+  assert.equal(connections, 2);
+  // Not idempotent: the reset is the caller's to see.
+  await assert.rejects(http.vault(new Uint8Array(10)), (e: unknown) => {
+    assert.ok(e instanceof UnavailableError, String(e));
+    assert.match((e as Error).message, /connection reset/);
+    return true;
+  });
+});
+
+test('through the Node transport: a redirect is not followed (the token stays), and a body that stalls is ended by the deadline', async (t) => {
+  let stolen = 0;
+  const elsewhere = await httpServer(t, (req, res) => {
+    if (req.headers.authorization) stolen++;
+    res.end('{}');
+  });
+  const redirecting = await httpServer(t, (_req, res) => void res.writeHead(307, { location: `${elsewhere}/v1/vault` }).end());
+  await assert.rejects(setup(t, redirecting).http.vault(new Uint8Array(603)));
+  await assert.rejects(setup(t, redirecting).blobs.get(NAME), (e: unknown) => CofferError.is(e, 'storage'));
+  assert.equal(stolen, 0);
+  // Headers, a few bytes of the body, then nothing: the read ends with the deadline.
+  const stalls = await httpServer(t, (_req, res) => {
+    res.writeHead(200, { 'content-length': 1000 });
+    res.write('x'.repeat(10));
+  });
+  await assert.rejects(setup(t, stalls, 300).blobs.get(NAME), (e: unknown) => {
+    assert.ok(CofferError.is(e, 'storage'), String(e));
+    assert.match((e as Error).message, new RegExp(`reading ${NAME}`));
+    return true;
+  });
+});
+
+test('an upload keeps its own copy of the bytes: the parts handed over may change after write, and a second try sends the object as written', async (t) => {
+  const received: Buffer[] = [];
+  let tries = 0;
+  const server = createServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on('data', (c: Buffer) => parts.push(c));
+    req.on('end', () => {
+      received.push(Buffer.concat(parts));
+      // The first try is cut off after its body arrived: commit sends the object once more.
+      if (++tries === 1) return void req.socket.resetAndDestroy();
+      res.writeHead(201).end();
+    });
+  });
+  const { blobs } = setup(t, `http://127.0.0.1:${await listen(t, server)}`);
+  const expected: Buffer[] = [];
+  const w = await blobs.create(NAME);
+  for (let i = 0; i < 5; i++) {
+    // Parts of many sizes, across the copy's 1 MiB blocks; each overwritten once handed over.
+    const parts = [Buffer.alloc(700_000 + i * 1000, i + 1), Buffer.alloc(16, 100 + i), Buffer.alloc(300_001, 200 + i)];
+    expected.push(...parts.map((p) => Buffer.from(p)));
+    await w.write(parts);
+    for (const p of parts) p.fill(0xee);
+  }
+  await w.commit();
+  assert.equal(tries, 2);
+  const want = Buffer.concat(expected);
+  assert.ok(received[1]!.equals(want), 'the second try sent the object as written');
+  assert.ok(received[0]!.equals(want), 'so did the first');
+});
+
+test('a pack read in 1 MiB pieces is one GET, its short last piece included, and the open GET keeps no process alive', async (t) => {
+  const { url, objects, seen } = await blobServer(t);
+  const pack = Buffer.alloc(3 * 1024 * 1024 + 2345);
+  for (let i = 0; i < pack.length; i++) pack[i] = (i * 7) % 253;
+  objects.set('data/aa/1', pack);
+  const { blobs } = setup(t, url);
+  // As restore reads a pack: whole pieces, then the rest and one byte more.
+  const MiB = 1024 * 1024;
+  const pieces = [];
+  for (let off = 0; off < pack.length; off += MiB) pieces.push(await blobs.get('data/aa/1', { offset: off, length: Math.min(MiB, pack.length - off) + (off + MiB >= pack.length ? 1 : 0) }));
+  assert.ok(Buffer.concat(pieces).equals(pack));
+  assert.deepEqual(seen, ['GET /v1/blobs/data/aa/1 bytes=0-']);
+  // A process whose reads are done exits at once: the timer that closes an idle open GET
+  // (here after the first piece of three) does not hold it.
+  const script = `
+    const { RelayBlobBackend } = await import(${JSON.stringify(new URL('../src/blob-backend.js', import.meta.url).href)});
+    const { RelayHttp } = await import(${JSON.stringify(new URL('../src/relay-http.js', import.meta.url).href)});
+    const { NodeUploadTransport } = await import(${JSON.stringify(new URL('../src/node-transport.js', import.meta.url).href)});
+    const blobs = new RelayBlobBackend(new RelayHttp({ server: process.argv[1], token: () => 't', uploads: new NodeUploadTransport() }));
+    const first = await blobs.get('data/aa/1', { offset: 0, length: 1024 * 1024 });
+    await new Promise((r) => setImmediate(r));
+    process.stdout.write(JSON.stringify({ bytes: first.length, timers: process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length }));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, url]);
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  await once(child, 'exit');
+  assert.deepEqual(JSON.parse(out || '{}'), { bytes: 1024 * 1024, timers: 0 }, err);
+});
+
+test('through the Node transport a request body is framed whatever the method: a DELETE with a proof arrives whole', async (t) => {
+  const got: { method: string; length: string | undefined; body: string }[] = [];
+  const url = await httpServer(t, (req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => {
+      got.push({ method: req.method!, length: req.headers['content-length'], body });
+      res.writeHead(204).end();
+    });
+  });
+  const { http } = setup(t, url);
+  await http.removeDeviceKey('acct', 'key-1', { currentPassword: 'pw é' });
+  const body = JSON.stringify({ currentPassword: 'pw é' });
+  assert.deepEqual(got, [{ method: 'DELETE', length: String(Buffer.byteLength(body)), body }]);
+});
+
+test('requests do not wait for sockets that open read-ahead GETs or uploads hold', async (t) => {
+  const events: string[] = [];
+  const url = await httpServer(t, (req, res) => {
+    events.push(`${req.method} ${req.url}`);
+    req.socket.once('close', () => events.push('close'));
+    if (req.method === 'HEAD') return void res.writeHead(200, { 'content-length': 5 }).end();
+    // A large object that goes on arriving: its read-ahead GET stays open.
+    res.writeHead(206, { 'content-length': 1 << 30, 'content-range': `bytes 0-${(1 << 30) - 1}/${1 << 30}` });
+    res.write(Buffer.alloc(2 * 1024 * 1024, 1));
+  });
+  const { blobs } = setup(t, url);
+  // As many open read-aheads as the backend keeps, each holding a socket.
+  for (let i = 0; i < 4; i++) assert.equal((await blobs.get(`data/aa/${i}`, { offset: 0, length: 1024 * 1024 })).length, 1024 * 1024);
+  assert.deepEqual(await blobs.stat('locks/1'), { name: 'locks/1', size: 5 });
+  assert.equal(events.indexOf('close'), -1, `no socket had to close first: ${events.join(', ')}`);
+});

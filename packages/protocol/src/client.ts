@@ -5,9 +5,9 @@
  * function that delivers request bytes to the vault (through the front end) for this
  * account and returns the response bytes.
  */
-import * as opaque from '@serenity-kit/opaque';
 import { fromBase64Url, toBase64Url } from './bytes.js';
 import { ProtocolError } from './errors.js';
+import { opaque } from './opaque.js';
 import { sealRequest, type SealedRequest } from './envelope.js';
 import type { FleetKey } from './fleet-key.js';
 import { DEFAULT_KSF, toSerenityKeyStretching, type KsfParams } from './ksf.js';

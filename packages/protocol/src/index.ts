@@ -75,8 +75,9 @@ export { BACKUP_KEY_LENGTH, WRAPPED_BACKUP_KEY_LENGTH, OWNER_TOKEN_LENGTH, owner
 export { VaultClient, UnexpectedResponseError, type VaultTransport, type VaultClientOptions, type RecoverResult, type RegisterResult, type StatusResult, type FlowFailure } from './client.js';
 /**
  * The OPAQUE implementation both sides use (RFC 9807, ristretto255; Meta's opaque-ke
- * in WASM), re-exported so the vault pins the very same build as its clients.
+ * in WASM), re-exported so the vault pins the very same build as its clients; loaded
+ * by the first `await opaque.ready` (opaque.ts).
  */
-export * as opaque from '@serenity-kit/opaque';
+export { opaque } from './opaque.js';
 export { POW_LABEL, leadingZeroBits } from './pow.js';
 export { RELAY_AUTH_HEADER, RELAY_LINK_LABEL, RELAY_LINK_KEY_LENGTH, RELAY_LINK_MAX_SKEW_MS, relayLinkMac, relayAuthHeader, verifyRelayAuth, RelayLinkReplayCache, type RelayLinkRequest, type RelayAuthCheck } from './relay-link.js';

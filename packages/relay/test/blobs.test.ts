@@ -3,6 +3,7 @@
 // quota, and a failing or full store giving a clean error.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import S3rver from 's3rver';
@@ -244,4 +245,20 @@ test('local store: names that collide on disk ("a" and "a/b") are 409 blob-exist
   const above = await put('c');
   assert.equal(above.statusCode, 409);
   assert.equal(code(above), 'blob-exists');
+});
+
+test('the S3 SDK is loaded by an S3 store\'s first request, never by a relay on a local directory', async () => {
+  // ~4 MB of heap every full collection of a relay on a local store would mark (issue 13).
+  const script = `
+    const { createRequire } = await import('node:module');
+    const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((k) => k.includes('@aws-sdk/client-s3'));
+    await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+    const { S3BlobStore } = await import(${JSON.stringify(new URL('../src/blobs/s3.js', import.meta.url).href)});
+    const store = new S3BlobStore({ endpoint: 'http://127.0.0.1:1', bucket: 'b', accessKeyId: 'a', secretAccessKey: 's', connectionTimeoutMs: 200 });
+    const before = loaded();
+    const failed = await store.size('ns', 'x').then(() => 'no', (e) => e.name);
+    await store.close();
+    process.stdout.write(JSON.stringify({ before, after: loaded(), failed, closed: await store.size('ns', 'x').then(() => 'no', (e) => e.name) }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, AWS_SDK_JS_SUPPRESS_NODE_VERSION_WARNING: '1' } });
+  assert.deepEqual(JSON.parse(r.stdout || '{}'), { before: false, after: true, failed: 'BlobStoreError', closed: 'BlobStoreError' }, r.stderr);
 });

@@ -3,19 +3,11 @@
  * default so MinIO, Ceph, s3rver and friends work). Keys: <prefix><namespace>/<name>.
  * Immutability: the put carries `If-None-Match: *` (S3 refuses an existing key with
  * 412) and, for servers that ignore it, the relay checks with HEAD first.
+ *
+ * The SDK is loaded with the first request (issue 13): ~4 MB of heap that a relay on a
+ * local blob store never needs, and that every full collection of its heap would mark.
  */
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand,
-} from '@aws-sdk/client-s3';
+import type * as S3 from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import { BlobStoreError, type BlobBody, type BlobInfo, type BlobStore, type ByteRange } from './store.js';
 
@@ -48,15 +40,28 @@ function wrap(err: unknown, what: string): BlobStoreError {
 
 export class S3BlobStore implements BlobStore {
   readonly name: string;
-  readonly #client: S3Client;
+  readonly #config: S3Config;
+  #sdk: Promise<{ readonly c: S3.S3Client; readonly sdk: typeof S3 }> | undefined;
+  #closed = false;
   readonly #bucket: string;
   readonly #prefix: string;
 
   constructor(config: S3Config) {
+    this.#config = config;
     this.#bucket = config.bucket;
     this.#prefix = config.prefix ?? '';
     this.name = `s3:${config.endpoint ?? 'aws'}/${config.bucket}/${this.#prefix}`;
-    this.#client = new S3Client({
+  }
+
+  /** The SDK and the client, made on first use. */
+  #s3(): Promise<{ readonly c: S3.S3Client; readonly sdk: typeof S3 }> {
+    if (this.#closed) return Promise.reject(new BlobStoreError('the blob store is closed'));
+    return (this.#sdk ??= import('@aws-sdk/client-s3').then((sdk) => ({ sdk, c: this.#newClient(sdk) })));
+  }
+
+  #newClient(sdk: typeof S3): S3.S3Client {
+    const config = this.#config;
+    return new sdk.S3Client({
       region: config.region ?? 'us-east-1',
       forcePathStyle: config.forcePathStyle ?? true,
       maxAttempts: 2,
@@ -92,8 +97,9 @@ export class S3BlobStore implements BlobStore {
   }
 
   async #putOne(ns: string, name: string, body: Buffer, length: number): Promise<'created' | 'exists'> {
+    const s3 = await this.#s3();
     try {
-      await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name), Body: body, ContentLength: length, ContentType: 'application/octet-stream', IfNoneMatch: '*' }));
+      await s3.c.send(new s3.sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name), Body: body, ContentLength: length, ContentType: 'application/octet-stream', IfNoneMatch: '*' }));
       return 'created';
     } catch (err) {
       if (status(err) === 412 || status(err) === 409) return 'exists';
@@ -103,20 +109,21 @@ export class S3BlobStore implements BlobStore {
 
   async #putMultipart(ns: string, name: string, first: Buffer, reader: PartReader): Promise<'created' | 'exists'> {
     const Key = this.#key(ns, name);
+    const s3 = await this.#s3();
     let uploadId: string | undefined;
     try {
-      const created = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key, ContentType: 'application/octet-stream' }));
+      const created = await s3.c.send(new s3.sdk.CreateMultipartUploadCommand({ Bucket: this.#bucket, Key, ContentType: 'application/octet-stream' }));
       uploadId = created.UploadId;
       if (!uploadId) throw new Error('CreateMultipartUpload gave no UploadId');
       const parts: { ETag: string; PartNumber: number }[] = [];
       let part = { bytes: first, ended: false };
       for (let n = 1; part.bytes.length > 0; n++) {
-        const r = await this.#client.send(new UploadPartCommand({ Bucket: this.#bucket, Key, UploadId: uploadId, PartNumber: n, Body: part.bytes, ContentLength: part.bytes.length }));
+        const r = await s3.c.send(new s3.sdk.UploadPartCommand({ Bucket: this.#bucket, Key, UploadId: uploadId, PartNumber: n, Body: part.bytes, ContentLength: part.bytes.length }));
         parts.push({ ETag: r.ETag ?? '', PartNumber: n });
         if (part.ended) break;
         part = await reader.next();
       }
-      await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: parts }, IfNoneMatch: '*' }));
+      await s3.c.send(new s3.sdk.CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: parts }, IfNoneMatch: '*' }));
       uploadId = undefined;
       return 'created';
     } catch (err) {
@@ -124,13 +131,14 @@ export class S3BlobStore implements BlobStore {
       if (err instanceof BlobStoreError || status(err) !== undefined || (err as Error).name === 'TimeoutError') throw wrap(err, 'writing an object');
       throw err; // the body failed: the route says why
     } finally {
-      if (uploadId) await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId })).catch(() => {});
+      if (uploadId) await s3.c.send(new s3.sdk.AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId })).catch(() => {});
     }
   }
 
   async size(ns: string, name: string): Promise<number | null> {
+    const s3 = await this.#s3();
     try {
-      const r = await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name) }));
+      const r = await s3.c.send(new s3.sdk.HeadObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name) }));
       return r.ContentLength ?? 0;
     } catch (err) {
       if (status(err) === 404) return null;
@@ -139,8 +147,9 @@ export class S3BlobStore implements BlobStore {
   }
 
   async read(ns: string, name: string, range?: ByteRange): Promise<Readable | null> {
+    const s3 = await this.#s3();
     try {
-      const r = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name), ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }));
+      const r = await s3.c.send(new s3.sdk.GetObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name), ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }));
       return r.Body as Readable;
     } catch (err) {
       if (status(err) === 404) return null;
@@ -152,9 +161,10 @@ export class S3BlobStore implements BlobStore {
     const base = `${this.#prefix}${ns}/`;
     const out: BlobInfo[] = [];
     let token: string | undefined;
+    const s3 = await this.#s3();
     try {
       do {
-        const r = await this.#client.send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: base + prefix, ...(token ? { ContinuationToken: token } : {}) }));
+        const r = await s3.c.send(new s3.sdk.ListObjectsV2Command({ Bucket: this.#bucket, Prefix: base + prefix, ...(token ? { ContinuationToken: token } : {}) }));
         for (const o of r.Contents ?? []) if (o.Key) out.push({ name: o.Key.slice(base.length), size: o.Size ?? 0 });
         token = r.IsTruncated ? r.NextContinuationToken : undefined;
       } while (token);
@@ -171,8 +181,9 @@ export class S3BlobStore implements BlobStore {
   async delete(ns: string, name: string): Promise<boolean> {
     const existed = (await this.size(ns, name)) !== null;
     if (!existed) return false;
+    const s3 = await this.#s3();
     try {
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name) }));
+      await s3.c.send(new s3.sdk.DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#key(ns, name) }));
       return true;
     } catch (err) {
       if (status(err) === 404) return false;
@@ -181,7 +192,10 @@ export class S3BlobStore implements BlobStore {
   }
 
   async close(): Promise<void> {
-    this.#client.destroy();
+    this.#closed = true;
+    const loaded = this.#sdk;
+    this.#sdk = undefined;
+    if (loaded) (await loaded.catch(() => undefined))?.c.destroy();
   }
 }
 

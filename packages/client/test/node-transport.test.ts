@@ -23,6 +23,17 @@ import { CofferClientError, UnavailableError } from '../src/errors.js';
 import { NodeUploadTransport } from '../src/node-transport.js';
 import { RelayHttp, type StreamedBody } from '../src/relay-http.js';
 
+/** Runs an ES module `script` in a fresh Node process with argv[1] = `arg`; its stdout and stderr once it exits. */
+async function runScript(script: string, arg: string, env: NodeJS.ProcessEnv = process.env): Promise<{ out: string; err: string }> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, arg], { env });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  await once(child, 'exit');
+  return { out, err };
+}
+
 const NAME = 'data/ab/' + 'ab'.repeat(32);
 
 async function listen(t: TestContext, server: Server): Promise<number> {
@@ -354,12 +365,7 @@ test('https: a certificate the system does not trust is refused with a clear err
     const a = await new RelayHttp({ server: process.argv[1], token: () => 't', uploads }).upload({ path: '/v1/blobs/x', body: body(), signal: new AbortController().signal, pass: [] });
     uploads.close();
     process.stdout.write(String(a.status));`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script, `https://127.0.0.1:${port}`], { env: { ...process.env, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') } });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  await once(child, 'exit');
+  const { out, err } = await runScript(script, `https://127.0.0.1:${port}`, { ...process.env, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') });
   assert.equal(out, '201', err);
   assert.equal(reached, 1);
 });
@@ -432,12 +438,7 @@ test('a process that only moves blobs (RelayBlobBackend over the Node transport,
     out.undici = process.moduleLoadList.some((m) => m.includes('undici'));
     out.opaque = cjs.some((k) => k.includes('@serenity-kit'));
     process.stdout.write(JSON.stringify(out));`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script, url]);
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  await once(child, 'exit');
+  const { out, err } = await runScript(script, url);
   const r = JSON.parse(out || '{}') as Record<string, unknown>;
   assert.deepEqual(r.config, [1, 2, 3], err);
   assert.equal(r.whole, true);
@@ -551,12 +552,7 @@ test('a pack read in 1 MiB pieces is one GET, its short last piece included, and
     const first = await blobs.get('data/aa/1', { offset: 0, length: 1024 * 1024 });
     await new Promise((r) => setImmediate(r));
     process.stdout.write(JSON.stringify({ bytes: first.length, timers: process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length }));`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script, url]);
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  await once(child, 'exit');
+  const { out, err } = await runScript(script, url);
   assert.deepEqual(JSON.parse(out || '{}'), { bytes: 1024 * 1024, timers: 0 }, err);
 });
 

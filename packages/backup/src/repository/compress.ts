@@ -124,6 +124,25 @@ export function defaultCompression(config: Pick<RepositoryConfig, 'compression'>
   return config.compression === Compression.None ? 'off' : 'auto';
 }
 
+/** What maybeCompress does with a blob: store it raw, or try zstd at `level` (after a sample, for large ones). */
+type Plan = { raw: true } | { raw: false; sampleFirst: boolean; level: number };
+
+/** The decisions of maybeCompress and maybeCompressSync, made once for both. */
+function compressionPlan(raw: Buffer, mode: CompressionMode): Plan {
+  if (mode === 'off' || raw.length < 64) return { raw: true };
+  if (mode === 'auto' && raw.length >= RANDOM_CHECK_FROM && raw.length < 4 * SAMPLE && looksRandom(raw)) return { raw: true };
+  const level = mode === 'auto' ? COMPRESSION_LEVEL.auto : raw.length >= MAX_LEVEL_FROM_BYTES ? COMPRESSION_LEVEL.max : COMPRESSION_LEVEL.maxSmall;
+  return { raw: false, sampleFirst: raw.length >= 4 * SAMPLE, level };
+}
+
+/** Whether a compressed sample or blob of `n` bytes shrank enough (by 1/32) to be worth it. */
+const shrank = (compressed: Buffer, n: number) => compressed.length <= n - n / 32;
+
+/** The blob as stored: compressed when zstd's output `c` shrank enough, else raw. */
+function storedForm(raw: Buffer, c: Buffer): { stored: Buffer; flags: number } {
+  return shrank(c, raw.length) ? { stored: c, flags: BLOB_COMPRESSED } : { stored: raw, flags: 0 };
+}
+
 /**
  * Compresses `raw` for storage under `mode`; `flags` says whether it was (§7.1). Off
  * stores raw; auto and max store raw what would not shrink by 1/32 (sampled first for
@@ -131,33 +150,19 @@ export function defaultCompression(config: Pick<RepositoryConfig, 'compression'>
  * trying, chunks of 512 bytes to 256 KiB whose bytes look random (looksRandom).
  */
 export async function maybeCompress(raw: Buffer, mode: CompressionMode = 'auto'): Promise<{ stored: Buffer; flags: number }> {
-  if (mode === 'off') return { stored: raw, flags: 0 };
-  if (raw.length >= 4 * SAMPLE) {
-    const sample = await zstdCompress(raw.subarray(0, SAMPLE), SAMPLE_LEVEL);
-    if (sample.length > SAMPLE - SAMPLE / 32) return { stored: raw, flags: 0 };
-  }
-  if (raw.length < 64) return { stored: raw, flags: 0 };
-  if (mode === 'auto' && raw.length >= RANDOM_CHECK_FROM && raw.length < 4 * SAMPLE && looksRandom(raw)) return { stored: raw, flags: 0 };
-  const level = mode === 'auto' ? COMPRESSION_LEVEL.auto : raw.length >= MAX_LEVEL_FROM_BYTES ? COMPRESSION_LEVEL.max : COMPRESSION_LEVEL.maxSmall;
-  const c = await zstdCompress(raw, level);
-  if (c.length > raw.length - raw.length / 32) return { stored: raw, flags: 0 };
-  return { stored: c, flags: BLOB_COMPRESSED };
+  const plan = compressionPlan(raw, mode);
+  if (plan.raw) return { stored: raw, flags: 0 };
+  if (plan.sampleFirst && !shrank(await zstdCompress(raw.subarray(0, SAMPLE), SAMPLE_LEVEL), SAMPLE)) return { stored: raw, flags: 0 };
+  return storedForm(raw, await zstdCompress(raw, plan.level));
 }
 
 /** maybeCompress for a blob of at most SYNC_ZSTD_MAX bytes, on this thread: the same decisions, the same frames. */
 export function maybeCompressSync(raw: Buffer, mode: CompressionMode = 'auto'): { stored: Buffer; flags: number } {
   if (raw.length > SYNC_ZSTD_MAX) throw new RangeError(`maybeCompressSync: ${raw.length} bytes is over ${SYNC_ZSTD_MAX}`);
-  if (mode === 'off') return { stored: raw, flags: 0 };
-  if (raw.length >= 4 * SAMPLE) {
-    const sample = zstdCompressSync(raw.subarray(0, SAMPLE), SAMPLE_LEVEL);
-    if (sample.length > SAMPLE - SAMPLE / 32) return { stored: raw, flags: 0 };
-  }
-  if (raw.length < 64) return { stored: raw, flags: 0 };
-  if (mode === 'auto' && raw.length >= RANDOM_CHECK_FROM && raw.length < 4 * SAMPLE && looksRandom(raw)) return { stored: raw, flags: 0 };
-  const level = mode === 'auto' ? COMPRESSION_LEVEL.auto : raw.length >= MAX_LEVEL_FROM_BYTES ? COMPRESSION_LEVEL.max : COMPRESSION_LEVEL.maxSmall;
-  const c = zstdCompressSync(raw, level);
-  if (c.length > raw.length - raw.length / 32) return { stored: raw, flags: 0 };
-  return { stored: c, flags: BLOB_COMPRESSED };
+  const plan = compressionPlan(raw, mode);
+  if (plan.raw) return { stored: raw, flags: 0 };
+  if (plan.sampleFirst && !shrank(zstdCompressSync(raw.subarray(0, SAMPLE), SAMPLE_LEVEL), SAMPLE)) return { stored: raw, flags: 0 };
+  return storedForm(raw, zstdCompressSync(raw, plan.level));
 }
 
 export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string): Promise<Buffer> {

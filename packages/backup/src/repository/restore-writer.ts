@@ -229,9 +229,11 @@ export class RestoreWriter {
 
   /** Takes every answer waiting on the threads' ports, without waiting for the event loop. */
   #poll(): void {
-    for (const t of this.#threads) {
-      for (let m = receiveMessageOnPort(t.answers); m !== undefined; m = receiveMessageOnPort(t.answers)) this.#answer(t, m.message as WriteBatchResult);
-    }
+    for (const t of this.#threads) this.#takeAnswers(t);
+  }
+
+  #takeAnswers(t: Thread): void {
+    for (let m = receiveMessageOnPort(t.answers); m !== undefined; m = receiveMessageOnPort(t.answers)) this.#answer(t, m.message as WriteBatchResult);
   }
 
   #spawn(): Thread {
@@ -246,7 +248,7 @@ export class RestoreWriter {
     worker.on('error', (e) => this.#fail(t, e));
     worker.on('exit', (code) => {
       // Answers sent before it stopped count: they may still be on the port.
-      for (let m = receiveMessageOnPort(port1); m !== undefined; m = receiveMessageOnPort(port1)) this.#answer(t, m.message as WriteBatchResult);
+      this.#takeAnswers(t);
       port1.close();
       if (t.sent.length > 0) this.#fail(t, new Error(`a restore writer thread stopped (exit code ${code})`));
     });

@@ -548,8 +548,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       warn(where, `cannot set its modification time: ${errText(err)}`);
     }
   };
+  /** Whether a whole file can go to a writer thread (a sparse file or one with xattrs is written here). */
+  const threadable = (f: number) => !files.sparse(f) && !files.xattrs.has(f);
   let wholeFiles = 0;
-  for (let f = 0; f < files.count; f++) if (files.chunks[f]! <= 1 && !files.sparse(f) && !files.xattrs.has(f)) wholeFiles++;
+  for (let f = 0; f < files.count; f++) if (files.chunks[f]! <= 1 && threadable(f)) wholeFiles++;
   const writer = wholeFiles >= restoreWriterForTesting.minFiles ? new RestoreWriter(RESTORE_WRITER_THREADS) : null;
   let writerFiles = 0;
   const closeWriter = async () => {
@@ -590,7 +592,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const writeWhole = async (f: number, raw: Buffer) => {
     // The main thread writes the file itself when the threads are behind (it then works
     // as one more writer) or too many files wait for them.
-    if (writer && !files.sparse(f) && !files.xattrs.has(f) && writerFiles < RESTORE_WRITER_IN_FLIGHT && !writer.backlogged) return writeWholeThere(writer, f, raw);
+    if (writer && threadable(f) && writerFiles < RESTORE_WRITER_IN_FLIGHT && !writer.backlogged) return writeWholeThere(writer, f, raw);
     const rawPath = files.rawPath(f);
     const { dir, name } = split(rawPath);
     const tmp = tmpName(f);

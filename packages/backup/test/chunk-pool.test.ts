@@ -56,3 +56,18 @@ test('workers start with the work: none idle, one for one job at a time, a secon
   assert.equal((await whole).size, contents[0]!.length);
   assert.equal(pool.started, 2);
 });
+
+test('prestart: the first worker starts before any job (a backup starts it while its index loads), once', async (t) => {
+  const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  t.after(() => pool.close());
+  pool.prestart();
+  pool.prestart();
+  assert.equal(pool.started, 1);
+  const dir = await tempDir(t, 'pool');
+  await fs.writeFile(join(dir, 'a'), 'abc');
+  const b = await pool.chunkBatch([Buffer.from(join(dir, 'a'))], [3], false);
+  assert.deepEqual(b.ids.subarray(0, 32), createHmac('sha256', keys.chunkIdKey).update('abc').digest());
+  b.release();
+  assert.equal(pool.started, 1, 'the job went to the worker already started');
+});

@@ -35,7 +35,10 @@ class FakeToken {
     return this.#found.map((h) => Buffer.from(h, 'hex'));
   }
   C_FindObjectsFinal(): void {}
+  /** Set: every attribute read fails with this CK_RV text (a device error, say). */
+  readFails: string | undefined;
   C_GetAttributeValue(_s: Handle, h: Handle, template: Template): { type: number; value: Buffer }[] {
+    if (this.readFails) throw new pkcs11js.Pkcs11Error(this.readFails);
     const o = this.objects.get(h.toString('hex'));
     if (!o) throw new pkcs11js.Pkcs11Error('CKR_OBJECT_HANDLE_INVALID:130');
     return template.map((a) => ({ type: a.type, value: Buffer.from(o.get(a.type) as string) }));
@@ -108,6 +111,48 @@ describe('PKCS#11 anchor slots (in-memory token)', () => {
     assert.deepEqual(readAnchorObject(p, session), Uint8Array.from([5]));
   });
 
+  it('a slot whose label cannot be read fails the write: it is not taken for damaged and written over (the newest generation stays)', () => {
+    const t = new FakeToken();
+    const p = t as unknown as PKCS11;
+    const a = new AnchorSlots();
+    for (let i = 1; i <= 3; i++) a.write(p, session, Buffer.from([i]));
+    const before = JSON.stringify([...t.objects].map(([h, o]) => [h, String(o.get(pkcs11js.CKA_LABEL))]));
+    t.readFails = 'CKR_DEVICE_ERROR:48';
+    assert.throws(() => new AnchorSlots().write(p, session, Buffer.from([4])), /anchor slot/);
+    assert.throws(() => a.write(p, session, Buffer.from([4])), /anchor slot/);
+    t.readFails = undefined;
+    assert.equal(JSON.stringify([...t.objects].map(([h, o]) => [h, String(o.get(pkcs11js.CKA_LABEL))])), before, 'nothing written');
+    assert.deepEqual(readAnchorObject(p, session), Uint8Array.from([3]));
+  });
+
+  it('a second writer on the token: the remembered slots no longer hold the newest generation, so the write searches and goes above it', () => {
+    const t = new FakeToken();
+    const p = t as unknown as PKCS11;
+    const a = new AnchorSlots();
+    const b = new AnchorSlots();
+    for (let i = 1; i <= 3; i++) a.write(p, session, Buffer.from([i]));
+    for (let i = 10; i <= 14; i++) b.write(p, session, Buffer.from([i]));
+    a.write(p, session, Buffer.from([99]));
+    assert.deepEqual(readAnchorObject(p, session), Uint8Array.from([99]), 'the last write is the one read');
+    const gens = [...t.objects.values()].map((o) => labelGeneration(o)).sort();
+    assert.deepEqual(gens, [8n, 9n], 'generation 9 follows the other writer\'s 8');
+  });
+
+  it('a token that changes no label in place but creates slots: each write makes the next generation a new slot and destroys the one it replaces', () => {
+    const t = new FakeToken();
+    const p = t as unknown as PKCS11;
+    const setLabel = t.C_SetAttributeValue.bind(t);
+    t.C_SetAttributeValue = () => {
+      throw new pkcs11js.Pkcs11Error('CKR_ATTRIBUTE_READ_ONLY:16');
+    };
+    const a = new AnchorSlots();
+    for (let i = 1; i <= 5; i++) a.write(p, session, Buffer.from([i]));
+    assert.deepEqual(readAnchorObject(p, session), Uint8Array.from([5]));
+    assert.deepEqual(t.kinds(), { slots: 2, v1: 0 });
+    assert.deepEqual([...t.objects.values()].map((o) => labelGeneration(o)).sort(), [4n, 5n]);
+    t.C_SetAttributeValue = setLabel;
+  });
+
   it('a token that refuses the slot label (too long for it) keeps the version 1 form: one object per generation, the older one destroyed', () => {
     const t = new FakeToken(32);
     const p = t as unknown as PKCS11;
@@ -127,4 +172,10 @@ function readLabelValue(o: Map<number, Value>): number {
   const label = String(o.get(pkcs11js.CKA_LABEL));
   const raw = Buffer.from(label.slice(label.indexOf(' ') + 1), 'base64url');
   return raw[8]!;
+}
+
+/** The generation a slot's label holds. */
+function labelGeneration(o: Map<number, Value>): bigint {
+  const label = String(o.get(pkcs11js.CKA_LABEL));
+  return Buffer.from(label.slice(label.indexOf(' ') + 1), 'base64url').readBigUInt64BE(0);
 }

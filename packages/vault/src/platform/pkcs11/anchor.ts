@@ -126,18 +126,23 @@ function findSlots(p: PKCS11, s: Handle): SlotObject[] {
     { type: pkcs11js.CKA_TOKEN, value: true },
     { type: pkcs11js.CKA_APPLICATION, value: ANCHOR_SLOT_APPLICATION },
   ]);
-  return handles.map((handle) => {
+  const out: SlotObject[] = [];
+  for (const handle of handles) {
     let label: Buffer;
     try {
       label = readAttribute(p, s, handle, pkcs11js.CKA_LABEL);
-    } catch {
-      // A slot whose object the module cannot read back (an object file cut short): damaged,
-      // written over first. A failing token fails the write that follows as well.
-      return { handle, generation: null, value: null };
+    } catch (err) {
+      // Gone since the search: not a slot. Any other failure fails the read or write: a slot
+      // that could not be read must not be taken for damaged and written over, which could
+      // leave only the older generation (a rollback) if that write were then cut short.
+      if (ckrOf(err) === pkcs11js.CKR_OBJECT_HANDLE_INVALID) continue;
+      throw toPlatformError(err, 'reading an anchor slot');
     }
+    // A label that is not an intact slot value (a write cut short): damaged, written over first.
     const slot = decodeSlotLabel(label);
-    return slot ? { handle, ...slot } : { handle, generation: null, value: null };
-  });
+    out.push(slot ? { handle, ...slot } : { handle, generation: null, value: null });
+  }
+  return out;
 }
 
 /** The newest intact anchor of either form, and every anchor object found. */
@@ -216,10 +221,11 @@ interface KnownSlots {
 /**
  * The anchor of one token as seen by its one writer (the anchor thread). A write first
  * searches the token (~0.3 ms of CPU on SoftHSM2, which re-reads its object store for
- * every search) and remembers the two slots it leaves; the following writes go straight
- * to the older slot with the remembered generation + 1. Nothing else writes the anchor
- * (docs/pkcs11.md); should the remembered slot be gone anyway, the write fails over to
- * the search. `forget()` after any failure of the session.
+ * every search) and remembers the two slots it leaves; the following writes read back
+ * the newest slot's label and, when it still holds the remembered generation, go
+ * straight to the older slot with that generation + 1. Nothing else should write the
+ * anchor (docs/pkcs11.md); should a slot be gone or have moved on anyway, the write
+ * falls back to the search. `forget()` after any failure of the session.
  */
 export class AnchorSlots {
   #known: KnownSlots | null = null;
@@ -237,11 +243,15 @@ export class AnchorSlots {
     if (known !== null) {
       const generation = known.newest.generation + 1n;
       try {
+        // The newest slot must still hold what this writer last put there (one attribute
+        // read, no search): were another writer on the token, the remembered generation
+        // could be behind it, and this write would go under the token's newest value.
+        if (decodeSlotLabel(readAttribute(p, s, known.newest.handle, pkcs11js.CKA_LABEL))?.generation !== known.newest.generation) throw new Error('moved');
         p.C_SetAttributeValue(s, known.older, [{ type: pkcs11js.CKA_LABEL, value: encodeSlotLabel(generation, value) }]);
         this.#known = { newest: { handle: known.older, generation }, older: known.newest.handle };
         return;
       } catch {
-        // the slot is gone or will not change: search the token and write as on a first write
+        // moved on, gone or will not change: search the token and write as on a first write
       }
     }
     this.#known = writeAnchorObject(p, s, value);

@@ -12,11 +12,16 @@ export function argString(name, dflt) {
 
 /** argString as a number (`dflt` when absent). */
 export function argNumber(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+  const v = argString(name, undefined);
+  return v === undefined ? dflt : Number(v);
 }
 
-/** The arguments that are neither an option (`--x`) nor the value right after one. */
-export function positionalArgs() {
-  return process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'));
+/**
+ * The arguments that are neither an option (`--x`) nor the value right after one;
+ * `flags` names the script's options that take no value (`--count-pkcs11`), so the
+ * argument after one of them is not taken for its value.
+ */
+export function positionalArgs(flags = []) {
+  const takesValue = (a) => a?.startsWith('--') && !flags.includes(a.slice(2));
+  return process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !takesValue(all[i - 1]));
 }

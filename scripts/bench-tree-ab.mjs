@@ -9,9 +9,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { root } from './ensure-setup.mjs';
-import { argString } from './bench-args.mjs';
+import { argString, positionalArgs } from './bench-args.mjs';
 
-const [oldRoot, newRoot] = process.argv.slice(2, 4).map((p) => resolve(p));
+const [oldRoot, newRoot] = positionalArgs().map((p) => resolve(p));
 if (!oldRoot || !newRoot) throw new Error('usage: bench-tree-ab.mjs OLD_ROOT NEW_ROOT [--pairs N] [--files N] [--only backup1|backup2]');
 const pairs = Number(argString('pairs', '5'));
 const files = Number(argString('files', '50000'));

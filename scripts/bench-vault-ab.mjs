@@ -50,7 +50,7 @@ const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
 const HTTP_PORT = argNumber('http', 0);
 const COUNT_PKCS11 = process.argv.includes('--count-pkcs11');
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
-const roots = [root, ...positionalArgs()];
+const roots = [root, ...positionalArgs(['count-pkcs11'])];
 
 const cpuMs = () => {
   const u = process.cpuUsage();

@@ -74,8 +74,8 @@ export class NodeUploadTransport implements UploadTransport {
   }
 
   /** A request on this transport's agent for the URL's protocol. */
-  #open(url: URL, secure: boolean, o: { method: string; headers: Record<string, string> }, plain = false): ClientRequest {
-    if (!secure) return httpRequest(url, { ...o, agent: plain ? (this.#plainHttp ??= new HttpAgent({ keepAlive: true, scheduling: 'lifo' })) : this.#http });
+  #open(url: URL, o: { method: string; headers: Record<string, string> }, plain = false): ClientRequest {
+    if (url.protocol !== 'https:') return httpRequest(url, { ...o, agent: plain ? (this.#plainHttp ??= new HttpAgent({ keepAlive: true, scheduling: 'lifo' })) : this.#http });
     const m = https();
     const agent = plain ? (this.#plainHttps ??= new m.Agent({ keepAlive: true, scheduling: 'lifo' })) : (this.#https ??= new m.Agent({ keepAlive: true, maxSockets: this.#maxSockets, scheduling: 'lifo' }));
     return m.request(url, { ...o, agent });
@@ -108,7 +108,6 @@ export class NodeUploadTransport implements UploadTransport {
 
   #request(r: PlainRequest): Promise<RelayResponse> {
     const url = new URL(r.url);
-    const https = url.protocol === 'https:';
     return new Promise<RelayResponse>((resolve, reject) => {
       let answered = false;
       let body: NodeResponseBody | undefined;
@@ -120,7 +119,7 @@ export class NodeUploadTransport implements UploadTransport {
       };
       // The length always said: node:http sends a DELETE's body unframed otherwise.
       const sent = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body;
-      const req: ClientRequest = this.#open(url, https, { method: r.method, headers: sent ? { ...r.headers, 'content-length': String(sent.length) } : r.headers }, true);
+      const req: ClientRequest = this.#open(url, { method: r.method, headers: sent ? { ...r.headers, 'content-length': String(sent.length) } : r.headers }, true);
       if (r.signal.aborted) return onAbort();
       r.signal.addEventListener('abort', onAbort, { once: true });
       req.on('error', (e) => {
@@ -142,7 +141,6 @@ export class NodeUploadTransport implements UploadTransport {
 
   send(r: StreamedRequest): Promise<TransportAnswer> {
     const url = new URL(r.url);
-    const https = url.protocol === 'https:';
     return new Promise<TransportAnswer>((resolve, reject) => {
       let done = false;
       const finish = (err: unknown, answer?: TransportAnswer): void => {
@@ -155,7 +153,7 @@ export class NodeUploadTransport implements UploadTransport {
         } else resolve(answer!);
       };
       const onAbort = (): void => finish(r.signal.reason ?? new TransportError('aborted', 'ABORT_ERR'));
-      const req: ClientRequest = this.#open(url, https, { method: r.method, headers: { ...r.headers, 'transfer-encoding': 'chunked' } });
+      const req: ClientRequest = this.#open(url, { method: r.method, headers: { ...r.headers, 'transfer-encoding': 'chunked' } });
       if (r.signal.aborted) return onAbort();
       r.signal.addEventListener('abort', onAbort, { once: true });
       req.on('error', (e) => finish(exchangeError(e, req)));
@@ -265,10 +263,7 @@ function readAnswer(res: IncomingMessage, req: ClientRequest, finish: (err: unkn
     finish(undefined, {
       status,
       statusText: res.statusMessage ?? '',
-      header: (name) => {
-        const v = headers[name.toLowerCase()];
-        return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
-      },
+      header: (name) => headerOf(headers, name),
       body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n),
     });
   });
@@ -379,6 +374,12 @@ class NodeResponseBody implements RelayResponseBody {
   }
 }
 
+/** A header of a Node answer as fetch's `Headers.get` gives it (repeated ones joined), or null. */
+function headerOf(headers: IncomingMessage['headers'], name: string): string | null {
+  const v = headers[name.toLowerCase()];
+  return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
+}
+
 function nodeResponse(res: IncomingMessage, body: NodeResponseBody | null): RelayResponse {
   const status = res.statusCode ?? 0;
   const headers = res.headers;
@@ -388,10 +389,7 @@ function nodeResponse(res: IncomingMessage, body: NodeResponseBody | null): Rela
     statusText: res.statusMessage ?? '',
     ok: status >= 200 && status < 300,
     headers: {
-      get: (name) => {
-        const v = headers[name.toLowerCase()];
-        return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
-      },
+      get: (name) => headerOf(headers, name),
     },
     body,
     json: async () => JSON.parse((await all()).toString('utf8')) as unknown,

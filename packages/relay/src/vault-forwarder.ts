@@ -75,7 +75,7 @@ interface Attempt {
 
 export class VaultForwarder {
   /** Per node: the request options built once (no URL parsing per message). */
-  readonly #nodes: { url: URL; label: string; target: Target }[];
+  readonly #nodes: { label: string; target: Target }[];
   readonly #key: Uint8Array;
   readonly #attemptMs: number;
   readonly #deadlineMs: number;
@@ -91,7 +91,7 @@ export class VaultForwarder {
     this.#nodes = options.nodes.map((n, i) => {
       const url = new URL(VAULT_PATH, n.endsWith('/') ? n : `${n}/`);
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`vault.nodes[${i}]: not an http(s) URL: ${n}`);
-      return { url, label: url.host, target: { https: url.protocol === 'https:', hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, path: url.pathname, host: url.host } };
+      return { label: url.host, target: { https: url.protocol === 'https:', hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, path: url.pathname, host: url.host } };
     });
     this.#key = options.linkKey;
     this.#attemptMs = options.attemptTimeoutMs ?? 5000;

@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { BackupKey, DEFAULT_CHUNKER, RepositoryKeys } from '../src/index.js';
 import { ChunkPool } from '../src/chunker/chunk-pool.js';
+import { BLOB_COMPRESSED } from '../src/repository/blob.js';
+import { decompressBlob } from '../src/repository/compress.js';
 import { tempDir } from './fixtures/trees.js';
 
 test('workers start with the work: none idle, one for one job at a time, a second when a job finds the first with two, at most the limit', async (t) => {
@@ -70,4 +72,39 @@ test('prestart: the first worker starts before any job (a backup starts it while
   assert.deepEqual(b.ids.subarray(0, 32), createHmac('sha256', keys.chunkIdKey).update('abc').digest());
   b.release();
   assert.equal(pool.started, 1, 'the job went to the worker already started');
+});
+
+test('compress: a new file\'s chunks come from the worker in their stored form (compressed where it pays); without it, raw', async (t) => {
+  const dir = await tempDir(t, 'pool');
+  // Compressible text, then random bytes: several chunks of each kind at the default sizes.
+  const text = Buffer.from('the quick brown fox jumps over the lazy dog, again and again. '.repeat(60_000));
+  const content = Buffer.concat([text, randomBytes(3 << 20)]);
+  const p = join(dir, 'big');
+  await fs.writeFile(p, content);
+  const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER, 'auto'), 1);
+  t.after(() => pool.close());
+  for (const compress of [true, false]) {
+    const pieces: Array<Promise<Buffer>> = [];
+    const flags: number[] = [];
+    const got = await pool.chunkFile(
+      Buffer.from(p),
+      async (id, data, stored) => {
+        assert.equal(stored !== undefined, compress, 'a stored form exactly when asked for');
+        const raw = stored ? decompressBlob(Buffer.from(data), stored.flags, stored.rawLength, 'test') : Promise.resolve(Buffer.from(data));
+        pieces.push(raw); // in the order the chunks come: the file's
+        flags.push(stored?.flags ?? -1);
+        assert.deepEqual(id, createHmac('sha256', keys.chunkIdKey).update(await raw).digest(), 'the ID is of the raw chunk');
+      },
+      0,
+      Number.MAX_SAFE_INTEGER,
+      compress,
+    );
+    assert.equal(got.size, content.length);
+    assert.ok(Buffer.concat(await Promise.all(pieces)).equals(content), 'the chunks make the file');
+    if (compress) {
+      assert.ok(flags.some((f) => (f & BLOB_COMPRESSED) !== 0), 'the text chunks come compressed');
+      assert.ok(flags.some((f) => f === 0), 'the random chunks come raw');
+    }
+  }
 });

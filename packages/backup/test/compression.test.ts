@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { BackupKey, Compression, LocalBackend, Repository, backup, check, parseCompressionMode, restore, type CompressionMode } from '../src/index.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
-import { RANDOM_CHECK_FROM, SYNC_ZSTD_MAX, decompressBlob, looksRandom, maybeCompress, maybeCompressSync, zstdFrameEnd } from '../src/repository/compress.js';
+import { RANDOM_CHECK_FROM, SYNC_ZSTD_MAX, decompressBlob, looksRandom, maybeCompress, maybeCompressInto, maybeCompressSync, zstdBound, zstdFrameEnd } from '../src/repository/compress.js';
 import { SMALL_CHUNKER, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 /** Compressible but not trivially so: words drawn from a small vocabulary by a PRNG. */
@@ -34,7 +34,7 @@ const tree = () =>
     sub: dir({ 'tiny.txt': file('x') }),
   });
 
-test('maybeCompressSync (small files, on a chunk worker, reused context) decides as maybeCompress does, and writes one frame the reader takes', async () => {
+test('maybeCompressSync (small files) and maybeCompressInto (large chunks), on a chunk worker with a reused context, decide as maybeCompress does, and write one frame the reader takes', async () => {
   const inputs: Buffer[] = [
     Buffer.alloc(0),
     Buffer.from('x'.repeat(63)), // under 64 bytes: raw
@@ -44,6 +44,16 @@ test('maybeCompressSync (small files, on a chunk worker, reused context) decides
     Buffer.from(prng(10, SYNC_ZSTD_MAX)), // sampled, does not shrink: raw
     Buffer.concat([Buffer.from(prose(1000, 11)), Buffer.from(prng(12, 1000))]),
   ];
+  // Large chunks, for maybeCompressInto: compressible; random (its first 64 KiB look random:
+  // no zstd call); random first 64 KiB and compressible after (raw: judged by the sample);
+  // compressible first 64 KiB and random after (tried whole, does not shrink: raw).
+  const large: Buffer[] = [
+    Buffer.from(prose(1 << 20, 13)),
+    Buffer.from(prng(14, 600_000)),
+    Buffer.concat([Buffer.from(prng(15, 64 * 1024)), Buffer.from(prose(400_000, 16))]),
+    Buffer.concat([Buffer.from(prose(64 * 1024, 17)), Buffer.from(prng(18, 2_500_000))]),
+  ];
+  const scratch = Buffer.alloc(zstdBound(Math.max(...large.map((x) => x.length))));
   for (const mode of ['auto', 'max', 'off'] as const) {
     // Twice over: the second pass reuses the thread's context.
     for (let pass = 0; pass < 2; pass++) {
@@ -60,6 +70,19 @@ test('maybeCompressSync (small files, on a chunk worker, reused context) decides
     }
   }
   assert.throws(() => maybeCompressSync(Buffer.alloc(SYNC_ZSTD_MAX + 1)), RangeError, 'large blobs keep the thread pool');
+  for (const mode of ['auto', 'max', 'off'] as const) {
+    for (const raw of [...inputs, ...large]) {
+      const a = await maybeCompress(raw, mode);
+      const b = maybeCompressInto(raw, mode, scratch);
+      assert.equal(b.flags, a.flags, `into, ${mode}, ${raw.length} bytes: same decision`);
+      // (Not byte for byte the thread pool's frame: the two bindings bundle different libzstd builds.)
+      if (b.flags & BLOB_COMPRESSED) assert.equal(zstdFrameEnd(b.stored), b.stored.length, 'exactly one frame');
+      else assert.ok(b.stored.equals(raw));
+      assert.ok((await decompressBlob(Buffer.from(b.stored), b.flags, raw.length, 'test')).equals(raw));
+    }
+  }
+  const auto = await Promise.all(large.map((raw) => maybeCompress(raw, 'auto')));
+  assert.deepEqual(auto.map((x) => (x.flags & BLOB_COMPRESSED) !== 0), [true, false, false, false], 'auto: only the compressible chunk is stored compressed');
 });
 
 test('parseCompressionMode: auto, off, max; anything else is a RangeError naming the choices', () => {

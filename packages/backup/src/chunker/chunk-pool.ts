@@ -64,8 +64,18 @@ export class FileReadError extends Error {
   }
 }
 
+/**
+ * A chunk's stored form when its worker compressed it (`compress`): `data` is then what
+ * is stored, with these blob flags (spec §7.1), and `rawLength` the chunk's own length.
+ */
+export interface StoredChunk {
+  rawLength: number;
+  flags: number;
+}
+export type OnChunk = (id: Buffer, data: Buffer, stored: StoredChunk | undefined) => Promise<void>;
+
 interface Job {
-  onChunk: (id: Buffer, data: Buffer) => Promise<void>;
+  onChunk: OnChunk;
   ids: Buffer[];
   resolve: (r: ChunkedFile) => void;
   reject: (e: unknown) => void;
@@ -154,7 +164,8 @@ export class ChunkPool {
       // Not awaited: chunks of one worker are consumed concurrently, up to its credits;
       // the buffer goes back to the worker once consumed. Failures surface through the
       // consumer (the blob writer records them).
-      job.onChunk(id, Buffer.from(m.data, 0, m.length)).then(giveBack, (e) => {
+      const stored = m.flags === undefined ? undefined : { rawLength: m.rawLength, flags: m.flags };
+      job.onChunk(id, Buffer.from(m.data, 0, m.length), stored).then(giveBack, (e) => {
         this.#fail(e);
       });
       return;
@@ -183,15 +194,17 @@ export class ChunkPool {
 
   /**
    * Chunks bytes [start, end) of a file on the least busy worker (the whole file by
-   * default). Chunking restarts at `start`: see CHUNK_REGION_BYTES in backup.ts.
+   * default). Chunking restarts at `start`: see CHUNK_REGION_BYTES in backup.ts. With
+   * `compress` the worker compresses each chunk (the setup's mode) and `onChunk` gets its
+   * stored form: for new files, whose chunks are seldom in the repository already.
    */
-  chunkFile(path: string | Uint8Array, onChunk: (id: Buffer, data: Buffer) => Promise<void>, start = 0, end = Number.MAX_SAFE_INTEGER): Promise<ChunkedFile> {
+  chunkFile(path: string | Uint8Array, onChunk: OnChunk, start = 0, end = Number.MAX_SAFE_INTEGER, compress = false): Promise<ChunkedFile> {
     if (this.#failure) return Promise.reject(this.#failure);
     const pw = this.#pick(1);
     const job = this.#next++;
     return new Promise<ChunkedFile>((resolve, reject) => {
       this.#jobs.set(job, { onChunk, ids: [], resolve, reject, load: 1 });
-      pw.worker.postMessage({ type: 'file', job, path, start, end } satisfies ToWorker);
+      pw.worker.postMessage({ type: 'file', job, path, start, end, compress } satisfies ToWorker);
     });
   }
 

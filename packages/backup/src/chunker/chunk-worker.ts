@@ -1,7 +1,8 @@
 /**
  * Worker thread: reads one file at a time, cuts it with FastCDC and computes each
- * chunk's keyed ID, so both cores chunk and hash while the main thread compresses,
- * seals and stores. Chunks travel to the main thread in transferred ArrayBuffers that
+ * chunk's keyed ID, so both cores chunk and hash while the main thread seals and
+ * stores. A new file's chunks are compressed here too; a changed file's are compressed
+ * by the main thread, for the few that dedup does not find in the repository. Chunks travel to the main thread in transferred ArrayBuffers that
  * come back when consumed. Flow control: at most CREDITS chunks per worker are out, so
  * memory stays bounded however fast the disk is.
  *
@@ -13,7 +14,7 @@
 import { createHmac, createSecretKey } from 'node:crypto';
 import { closeSync, constants as fsConstants, promises as fs, lstatSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { maybeCompressSync, type CompressionMode } from '../repository/compress.js';
+import { maybeCompressInto, maybeCompressSync, zstdBound, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
 import { isUtf8 } from '../repository/tree.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
@@ -33,7 +34,7 @@ export interface WorkerSetup {
   gearTable: Uint8Array;
   chunkIdKey: Uint8Array;
   params: ChunkerParams;
-  /** How small files' blobs are compressed (`--compression`, or the repository's default). */
+  /** How blobs compressed here are (`--compression`, or the repository's default): small files', and new files' chunks. */
   compression: CompressionMode;
   /** Tests only: overwrite each batch output buffer when it comes back (a use after its return shows). */
   poisonReturned?: boolean;
@@ -42,7 +43,11 @@ export interface WorkerSetup {
 
 /** `path` is bytes when the file name is not UTF-8 (a Buffer arrives as a Uint8Array). */
 export type ToWorker =
-  | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number }
+  /**
+   * `compress`: compress each chunk here (a new file, whose chunks are unlikely to be in
+   * the repository already); otherwise the main thread compresses the chunks it stores.
+   */
+  | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean }
   /** `xattrs`: also read each file's extended attributes (paths given as strings only). */
   /** `paths`: each path's bytes followed by a NUL; `sizes`: each file's expected size. */
   | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean }
@@ -50,7 +55,8 @@ export type ToWorker =
   /** A batch's `data` buffer, given back once the main thread no longer refers to it. */
   | { type: 'batch-data'; buffer: ArrayBuffer };
 export type FromWorker =
-  | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number }
+  /** `data`'s first `length` bytes: the chunk, or with `compress` its stored form (`flags`, spec §7.1), of `rawLength` bytes raw. */
+  | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number; rawLength: number; flags: number | undefined }
   | { type: 'done'; job: number; size: number }
   | { type: 'error'; job: number; code: string; message: string }
   /**
@@ -72,13 +78,15 @@ if (parentPort) {
   const free: ArrayBuffer[] = [];
   let allocated = 0;
   let creditWaiter: (() => void) | undefined;
-  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number } | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean };
+  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean } | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean };
   const queue: Queued[] = [];
   let busy = false;
   // One read buffer per worker, reused for every file (files are chunked one at a time
   // here; each chunk is copied out before the next read): a buffer per file left 4 MiB of
   // garbage per file for the collector, 20-30 MiB per worker on media files (issue 13).
   let readBuffer: Buffer | undefined;
+  /** zstd's output for a chunk compressed here (a file's `compress`), reused likewise. */
+  let zstdScratch: Buffer | undefined;
   /**
    * Batch read buffers given back once the batch's compression is done (at most
    * BATCHES_COMPRESSING are in use), reused when large enough: no allocation per batch.
@@ -122,7 +130,7 @@ if (parentPort) {
   };
 
   /** Chunks bytes [start, end) of a file (end = Infinity: to its end). */
-  const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number) => {
+  const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number, compress: boolean) => {
     // O_NOFOLLOW: a file replaced by a symlink since the walk saw it is not followed.
     const fh = await fs.open(path as string, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     let size = 0;
@@ -153,9 +161,16 @@ if (parentPort) {
         const chunk = buf.subarray(start, start + n);
         const id = createHmac('sha256', idKey).update(chunk).digest();
         const data = await takeBuffer();
-        new Uint8Array(data).set(chunk);
+        let out: Buffer = chunk;
+        let flags: number | undefined;
+        if (compress) {
+          // zstd here, with this thread's reused context, rather than on libuv's pool after
+          // the main thread's dedup: ~20% less CPU for the same frames, and no round trip.
+          ({ stored: out, flags } = maybeCompressInto(chunk, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize)))));
+        }
+        new Uint8Array(data).set(out);
         start += n;
-        const msg: FromWorker = { type: 'chunk', job, id, data, length: n };
+        const msg: FromWorker = { type: 'chunk', job, id, data, length: out.length, rawLength: n, flags };
         port.postMessage(msg, [data]);
       }
     } finally {
@@ -288,9 +303,9 @@ if (parentPort) {
         if (compressing.size >= BATCHES_COMPRESSING) await Promise.race(compressing);
         continue;
       }
-      const { job, path, start, end } = q;
+      const { job, path, start, end, compress } = q;
       try {
-        const size = await chunkFile(job, path, start, end);
+        const size = await chunkFile(job, path, start, end, compress);
         port.postMessage({ type: 'done', job, size } satisfies FromWorker);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;

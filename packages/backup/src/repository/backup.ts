@@ -15,7 +15,7 @@ import { promises as fs, lstatSync, readdirSync, readlinkSync, type BigIntStats,
 import { hostname, userInfo } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { basename, resolve } from 'node:path';
-import { ChunkPool, FileReadError, SMALL_STATUS, SmallStatus, type ChunkedFile, type SmallFileBatch, type SmallFileExtra, type SmallFileStat } from '../chunker/chunk-pool.js';
+import { ChunkPool, FileReadError, SMALL_STATUS, SmallStatus, type ChunkedFile, type OnChunk, type SmallFileBatch, type SmallFileExtra, type SmallFileStat } from '../chunker/chunk-pool.js';
 import { FastCdc } from '../chunker/fastcdc.js';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
@@ -621,18 +621,24 @@ async function walkAndStore(
   const workers = (): ChunkPool => threads.pool;
   const smallLimit = Math.min(SMALL_FILE_BYTES, repo.config.chunker.minSize);
   const smallLimitBig = BigInt(smallLimit);
-  const onChunk = async (id: Buffer, data: Buffer) => {
-    progress.bytes += data.length;
-    await writer.add(BlobType.Data, id, data);
+  const onChunk: OnChunk = async (id, data, stored) => {
+    if (stored) {
+      progress.bytes += stored.rawLength;
+      await writer.addStoredNow(BlobType.Data, id, stored.rawLength, data, stored.flags);
+    } else {
+      progress.bytes += data.length;
+      await writer.add(BlobType.Data, id, data);
+    }
     report();
   };
-  const chunkFile = async (abs: Buffer, size: number): Promise<{ chunks: string[]; size: number } | null> => {
+  /** `compress`: the workers compress the chunks (a new file: see ChunkPool.chunkFile). */
+  const chunkFile = async (abs: Buffer, size: number, compress: boolean): Promise<{ chunks: string[]; size: number } | null> => {
     try {
       // Large files are cut in independent regions so both workers share them (spec §6.1).
       const regions: Array<Promise<ChunkedFile>> = [];
       for (let start = 0; start === 0 || start < size; start += CHUNK_REGION_BYTES) {
         const last = start + CHUNK_REGION_BYTES >= size;
-        regions.push(workers().chunkFile(abs, onChunk, start, last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES));
+        regions.push(workers().chunkFile(abs, onChunk, start, last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES, compress));
       }
       const parts = await Promise.all(regions);
       read.files++;
@@ -649,9 +655,9 @@ async function walkAndStore(
    * read differ from its size, it changed while being read. It is read once more; if it
    * changes again, what was read is kept and a warning says it may be inconsistent.
    */
-  const readStable = async (abs: Buffer, st: SmallFileStat, first = 1): Promise<ReadFile | null> => {
+  const readStable = async (abs: Buffer, st: SmallFileStat, first = 1, compress = false): Promise<ReadFile | null> => {
     for (let attempt = first; ; attempt++) {
-      const got = await chunkFile(abs, Number(st.size));
+      const got = await chunkFile(abs, Number(st.size), compress);
       if (!got) return null;
       await opts.afterFileRead?.(abs);
       const after = await fs.lstat(abs, { bigint: true }).catch(() => null);
@@ -1080,7 +1086,9 @@ async function walkAndStore(
       }
       return emit(slot);
     }
-    const done = readStable(abs, st).then((got) => entryOfRead(slot, got));
+    // A file the parent does not have is compressed by the workers; a changed one by the
+    // blob writer, after dedup (most of a changed large file's chunks are stored already).
+    const done = readStable(abs, st, 1, prev === undefined).then((got) => entryOfRead(slot, got));
     done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile
     settle?.(done);
     return emit(done);

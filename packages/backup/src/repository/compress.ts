@@ -1,7 +1,8 @@
 /**
  * Compression where it pays (spec §7.2): zstd on libuv's thread pool, so it runs beside
- * the main thread. Incompressible chunks (photos, video) are detected by compressing a
- * 64 KiB sample first, and stored raw when the whole would not shrink by at least 1/32.
+ * the main thread, or on the chunk worker that read the blob. Incompressible chunks
+ * (photos, video) are detected by their first 64 KiB: bytes that look random, or that
+ * zstd does not shrink, and stored raw when the whole would not shrink by at least 1/32.
  *
  * Modes (`--compression`): auto (level 3, the default), off (every blob raw), max (level 9
  * for blobs under 1 MiB, 19 from 1 MiB). Level 19 is the highest whose window (8 MiB)
@@ -40,17 +41,25 @@ const zstdSync = createRequire(import.meta.url)('zstd-napi/binding') as {
 export const SYNC_ZSTD_MAX = 256 * 1024;
 let cctx: InstanceType<typeof zstdSync.CCtx> | undefined;
 
-function zstdCompressSync(data: Buffer, level: number): Buffer {
+/** zstd of `data` into `out` (at least zstdBound(data.length) bytes) with this thread's context: the compressed length. */
+function zstdCompressInto(out: Uint8Array, data: Uint8Array, level: number): number {
   cctx ??= new zstdSync.CCtx();
-  const out = Buffer.allocUnsafe(zstdSync.compressBound(data.length));
-  let n: number;
   try {
-    n = cctx.compress(out, data, level);
+    return cctx.compress(out, data, level);
   } catch (e) {
     throw new Error(`zstd: ${(e as Error).message}`, { cause: e });
   }
+}
+
+function zstdCompressSync(data: Buffer, level: number): Buffer {
+  const out = Buffer.allocUnsafe(zstdSync.compressBound(data.length));
   // A copy of the used part: the bound's slack is not kept alive with the blob.
-  return Buffer.from(out.subarray(0, n));
+  return Buffer.from(out.subarray(0, zstdCompressInto(out, data, level)));
+}
+
+/** The most bytes zstd can make of `n` bytes: the size of maybeCompressInto's scratch buffer. */
+export function zstdBound(n: number): number {
+  return zstdSync.compressBound(n);
 }
 
 async function zstdCompress(data: Buffer, level: number): Promise<Buffer> {
@@ -130,9 +139,13 @@ type Plan = { raw: true } | { raw: false; sampleFirst: boolean; level: number };
 /** The decisions of maybeCompress and maybeCompressSync, made once for both. */
 function compressionPlan(raw: Buffer, mode: CompressionMode): Plan {
   if (mode === 'off' || raw.length < 64) return { raw: true };
-  if (mode === 'auto' && raw.length >= RANDOM_CHECK_FROM && raw.length < 4 * SAMPLE && looksRandom(raw)) return { raw: true };
+  const sampleFirst = raw.length >= 4 * SAMPLE;
+  // auto: bytes that look random are not worth a zstd call, the whole blob's for small
+  // blobs, the sample's for large ones. On the 1 GiB chat set the large chunks' check
+  // agreed with the zstd sample on every chunk (1,812) at 61 ms against 146 ms of zstd.
+  if (mode === 'auto' && raw.length >= RANDOM_CHECK_FROM && looksRandom(sampleFirst ? raw.subarray(0, SAMPLE) : raw)) return { raw: true };
   const level = mode === 'auto' ? COMPRESSION_LEVEL.auto : raw.length >= MAX_LEVEL_FROM_BYTES ? COMPRESSION_LEVEL.max : COMPRESSION_LEVEL.maxSmall;
-  return { raw: false, sampleFirst: raw.length >= 4 * SAMPLE, level };
+  return { raw: false, sampleFirst, level };
 }
 
 /** Whether a compressed sample or blob of `n` bytes shrank enough (by 1/32) to be worth it. */
@@ -154,6 +167,19 @@ export async function maybeCompress(raw: Buffer, mode: CompressionMode = 'auto')
   if (plan.raw) return { stored: raw, flags: 0 };
   if (plan.sampleFirst && !shrank(await zstdCompress(raw.subarray(0, SAMPLE), SAMPLE_LEVEL), SAMPLE)) return { stored: raw, flags: 0 };
   return storedForm(raw, await zstdCompress(raw, plan.level));
+}
+
+/**
+ * maybeCompress for a large chunk on a chunk worker, on that thread with its reused
+ * context: the same decisions, the same frames. zstd writes into `scratch` (at least
+ * zstdBound(raw.length) bytes): `stored` is a view of it when compressed, else `raw`.
+ * For the main thread, whose time it would take, maybeCompress.
+ */
+export function maybeCompressInto(raw: Buffer, mode: CompressionMode, scratch: Buffer): { stored: Buffer; flags: number } {
+  const plan = compressionPlan(raw, mode);
+  if (plan.raw) return { stored: raw, flags: 0 };
+  if (plan.sampleFirst && !shrank(scratch.subarray(0, zstdCompressInto(scratch, raw.subarray(0, SAMPLE), SAMPLE_LEVEL)), SAMPLE)) return { stored: raw, flags: 0 };
+  return storedForm(raw, scratch.subarray(0, zstdCompressInto(scratch, raw, plan.level)));
 }
 
 /** maybeCompress for a blob of at most SYNC_ZSTD_MAX bytes, on this thread: the same decisions, the same frames. */

@@ -96,9 +96,7 @@ test('compress: a new file\'s chunks come from the worker in their stored form (
         flags.push(stored?.flags ?? -1);
         assert.deepEqual(id, createHmac('sha256', keys.chunkIdKey).update(await raw).digest(), 'the ID is of the raw chunk');
       },
-      0,
-      Number.MAX_SAFE_INTEGER,
-      compress,
+      { compress },
     );
     assert.equal(got.size, content.length);
     assert.ok(Buffer.concat(await Promise.all(pieces)).equals(content), 'the chunks make the file');

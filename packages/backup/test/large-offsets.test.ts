@@ -48,8 +48,7 @@ test('chunk workers read regions of a sparse file across and past the 4 GiB mark
         assert.ok(id.equals(keys.chunkId(data)), 'each chunk ID is the keyed hash of its bytes');
         parts.push(Buffer.from(data));
       },
-      start,
-      end,
+      { start, end },
     );
     const bytes = Buffer.concat(parts);
     assert.equal(r.size, bytes.length, 'the size the worker reports is what it delivered');

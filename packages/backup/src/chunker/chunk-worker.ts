@@ -12,7 +12,7 @@
  * with one transferred buffer, so a small file costs no thread round trip of its own.
  */
 import { createHmac, createSecretKey } from 'node:crypto';
-import { closeSync, constants as fsConstants, promises as fs, lstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, lstatSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { maybeCompressInto, maybeCompressSync, zstdBound, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
@@ -132,7 +132,11 @@ if (parentPort) {
   /** Chunks bytes [start, end) of a file (end = Infinity: to its end). */
   const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number, compress: boolean) => {
     // O_NOFOLLOW: a file replaced by a symlink since the walk saw it is not followed.
-    const fh = await fs.open(path as string, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    // Synchronous calls, as for small files: this thread has nothing else to do meanwhile,
+    // and libuv's pool, which every thread of the process shares, is where the main
+    // thread's zstd calls, pack writes and fdatasyncs wait; a read queued behind them left
+    // this worker idle (issue 13: both workers ~50% idle in the chat set's second backup).
+    const fd = openSync(typeof path === 'string' ? path : Buffer.from(path.buffer, path.byteOffset, path.byteLength), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     let size = 0;
     let pos = start0;
     try {
@@ -148,7 +152,7 @@ if (parentPort) {
             start = 0;
           }
           const want = Math.min(buf.length - end, end0 - pos);
-          const { bytesRead } = want > 0 ? await fh.read(buf, end, want, pos) : { bytesRead: 0 };
+          const bytesRead = want > 0 ? readSync(fd, buf, end, want, pos) : 0;
           if (bytesRead === 0) eof = true;
           end += bytesRead;
           size += bytesRead;
@@ -174,7 +178,7 @@ if (parentPort) {
         port.postMessage(msg, [data]);
       }
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     return size;
   };

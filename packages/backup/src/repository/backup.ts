@@ -638,7 +638,8 @@ async function walkAndStore(
       const regions: Array<Promise<ChunkedFile>> = [];
       for (let start = 0; start === 0 || start < size; start += CHUNK_REGION_BYTES) {
         const last = start + CHUNK_REGION_BYTES >= size;
-        regions.push(workers().chunkFile(abs, onChunk, start, last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES, compress));
+        const end = last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES;
+        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress, bytes: Math.min(size, end) - start }));
       }
       const parts = await Promise.all(regions);
       read.files++;

@@ -106,3 +106,32 @@ test('compress: a new file\'s chunks come from the worker in their stored form (
     }
   }
 });
+
+test('work is given out as workers get through it: each worker holds at most 8 MiB ahead, the rest waits for the first worker free', async (t) => {
+  const dir = await tempDir(t, 'pool');
+  const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  t.after(() => pool.close());
+  const contents: Buffer[] = [];
+  const jobs: Array<Promise<{ size: number; ids: Buffer[] }>> = [];
+  for (let i = 0; i < 6; i++) {
+    const c = randomBytes(300_000 + i);
+    const p = join(dir, `r${i}`);
+    await fs.writeFile(p, c);
+    contents.push(c);
+    // Each says it is 8 MiB (a region's worth): one per worker at a time.
+    jobs.push(pool.chunkFile(p, async () => {}, { bytes: 8 * 1024 * 1024 }));
+  }
+  assert.equal(pool.started, 2);
+  assert.equal(pool.waiting, 4, 'one job given to each worker, four waiting');
+  const got = await Promise.all(jobs);
+  assert.equal(pool.waiting, 0);
+  got.forEach((r, i) => {
+    assert.equal(r.size, contents[i]!.length);
+    assert.deepEqual(r.ids, [createHmac('sha256', keys.chunkIdKey).update(contents[i]!).digest()], `job ${i}: its own file`);
+  });
+  // Small jobs (bytes given) go out together up to the window.
+  const small = [0, 1, 2].map((i) => pool.chunkFile(join(dir, `r${i}`), async () => {}, { bytes: 300_000 }));
+  assert.equal(pool.waiting, 0, 'small jobs are all given out at once');
+  await Promise.all(small);
+});

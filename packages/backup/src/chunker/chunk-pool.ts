@@ -148,6 +148,11 @@ export class ChunkPool {
     if (this.#workers.length === 0) this.#spawn();
   }
 
+  /** Jobs not yet given to a worker (for tests). */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
   /** How many workers have been started. */
   get started(): number {
     return this.#workers.length;

@@ -115,7 +115,7 @@ test('work is given out as workers get through it: each worker holds at most 8 M
   const contents: Buffer[] = [];
   const jobs: Array<Promise<{ size: number; ids: Buffer[] }>> = [];
   for (let i = 0; i < 6; i++) {
-    const c = randomBytes(300_000 + i);
+    const c = randomBytes(200_000 + i); // under the chunker's minimum: one chunk
     const p = join(dir, `r${i}`);
     await fs.writeFile(p, c);
     contents.push(c);
@@ -131,7 +131,7 @@ test('work is given out as workers get through it: each worker holds at most 8 M
     assert.deepEqual(r.ids, [createHmac('sha256', keys.chunkIdKey).update(contents[i]!).digest()], `job ${i}: its own file`);
   });
   // Small jobs (bytes given) go out together up to the window.
-  const small = [0, 1, 2].map((i) => pool.chunkFile(join(dir, `r${i}`), async () => {}, { bytes: 300_000 }));
+  const small = [0, 1, 2].map((i) => pool.chunkFile(join(dir, `r${i}`), async () => {}, { bytes: 200_000 }));
   assert.equal(pool.waiting, 0, 'small jobs are all given out at once');
   await Promise.all(small);
 });

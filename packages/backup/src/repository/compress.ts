@@ -11,7 +11,6 @@
  * 1.6 ms at 9), so small blobs, where the gain is smallest, get level 9.
  */
 import { createRequire } from 'node:module';
-import { decompress as zstdDecompress } from '@mongodb-js/zstd';
 import { CofferError } from '../errors.js';
 import { BLOB_COMPRESSED, BLOB_PADDED } from './blob.js';
 import { Compression, type RepositoryConfig } from './config.js';
@@ -21,7 +20,17 @@ import { unpadBlob } from './padding.js';
  * The native binding itself: @mongodb-js/zstd's `compress` wrapper (index.js, 1.2.2)
  * drops its `level` argument, so through it every level is libzstd's default (3).
  */
-const zstdNative = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as { compress(data: Buffer, level?: number): Promise<Buffer> };
+interface ThreadPoolZstd {
+  compress(data: Buffer, level?: number): Promise<Buffer>;
+  decompress(data: Buffer): Promise<Buffer>;
+}
+/**
+ * Loaded at its first use, not with this module: a chunk worker compresses with zstd-napi
+ * alone, and this binding's loader costs each thread ~8 ms (its libc probe builds a whole
+ * process report, its search for a prebuilt binary throws and catches errors).
+ */
+let threadPoolZstd: ThreadPoolZstd | undefined;
+const zstdNative = (): ThreadPoolZstd => (threadPoolZstd ??= createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as ThreadPoolZstd);
 
 /**
  * Small files are compressed synchronously, on the chunk worker that read them, with one
@@ -64,7 +73,7 @@ export function zstdBound(n: number): number {
 
 async function zstdCompress(data: Buffer, level: number): Promise<Buffer> {
   try {
-    return await zstdNative.compress(data, level);
+    return await zstdNative().compress(data, level);
   } catch (e) {
     throw new Error(`zstd: ${(e as Error).message}`, { cause: e });
   }
@@ -202,7 +211,7 @@ export async function decompressBlob(stored: Buffer, flags: number, rawLength: n
   }
   let out: Buffer;
   try {
-    out = await zstdDecompress(stored);
+    out = await zstdNative().decompress(stored);
   } catch {
     throw new CofferError('corrupt', `${where}: blob does not decompress`);
   }

@@ -134,9 +134,10 @@ export class ChunkPool {
   /**
    * Up to `threads` workers, started as work arrives: the first with the first job, each
    * next one only when a job comes while the work not finished is SPAWN_AT_LOAD jobs per
-   * worker already. A
-   * backup that reads a few files here and there starts one (a worker costs ~0.1 s of
-   * CPU to start, and its own heap); one that reads many starts the next at once.
+   * worker already. A backup that reads a few files here and there starts one (a worker
+   * costs ~0.1 s of CPU to start, and its own heap); one that reads many starts the next
+   * at once. Jobs wait here and go to the workers as they get through their work
+   * (AHEAD_BYTES).
    */
   constructor(setup: WorkerSetup, threads = Math.max(1, Math.min(2, availableParallelism()))) {
     this.#setup = setup;
@@ -259,7 +260,7 @@ export class ChunkPool {
   }
 
   /**
-   * Chunks bytes [start, end) of a file on the least busy worker (the whole file by
+   * Chunks bytes [start, end) of a file on the first worker free (the whole file by
    * default). Chunking restarts at `start`: see CHUNK_REGION_BYTES in backup.ts. With
    * `compress` the worker compresses each chunk (the setup's mode) and `onChunk` gets its
    * stored form: for new files, whose chunks are seldom in the repository already.
@@ -267,7 +268,7 @@ export class ChunkPool {
   chunkFile(path: string | Uint8Array, onChunk: OnChunk, opts: ChunkFileOptions = {}): Promise<ChunkedFile> {
     if (this.#failure) return Promise.reject(this.#failure);
     const job = this.#next++;
-      const { start = 0, end = Number.MAX_SAFE_INTEGER, compress = false, bytes = AHEAD_BYTES } = opts;
+    const { start = 0, end = Number.MAX_SAFE_INTEGER, compress = false, bytes = AHEAD_BYTES } = opts;
     const message: ToWorker = { type: 'file', job, path, start, end, compress };
     return new Promise<ChunkedFile>((resolve, reject) => {
       this.#submit(job, { onChunk, ids: [], resolve, reject, load: 1, bytes, message, transfer: [] });

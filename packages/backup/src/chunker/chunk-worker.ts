@@ -3,8 +3,9 @@
  * chunk's keyed ID, so both cores chunk and hash while the main thread seals and
  * stores. A new file's chunks are compressed here too; a changed file's are compressed
  * by the main thread, for the few that dedup does not find in the repository. Chunks
- * travel to the main thread in transferred ArrayBuffers that come back when consumed. Flow control: at most CREDITS chunks per worker are out, so
- * memory stays bounded however fast the disk is.
+ * travel to the main thread in transferred ArrayBuffers that come back when consumed.
+ * Flow control: at most CREDITS chunks per worker are out, so memory stays bounded
+ * however fast the disk is.
  *
  * Small files (one chunk each, see SmallFileBatch) come in batches of many files per
  * message: each is read with plain synchronous calls (a worker has nothing else to do

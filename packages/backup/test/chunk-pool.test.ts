@@ -105,6 +105,14 @@ test('compress: a new file\'s chunks come from the worker in their stored form (
       assert.ok(flags.some((f) => f === 0), 'the random chunks come raw');
     }
   }
+  // `known`: the chunks listed (a changed file's chunks in its parent) come raw, for the
+  // main thread's dedup; the others in their stored form.
+  const all = await pool.chunkFile(Buffer.from(p), async () => {});
+  assert.ok(all.ids.length >= 3);
+  const known = Buffer.concat([all.ids[0]!, all.ids[2]!]);
+  const raw: boolean[] = [];
+  await pool.chunkFile(Buffer.from(p), async (_id, _data, stored) => void raw.push(stored === undefined), { compress: true, known });
+  assert.deepEqual(raw, all.ids.map((_, i) => i === 0 || i === 2));
 });
 
 test('work is given out as workers get through it: each worker holds at most 8 MiB ahead, the rest waits for the first worker free', async (t) => {

@@ -112,8 +112,10 @@ export interface ChunkFileOptions {
   /** Bytes [start, end) of the file: the whole file by default. */
   start?: number;
   end?: number;
-  /** The worker compresses each chunk (see ChunkPool.chunkFile). */
+  /** The worker compresses each chunk (see ChunkPool.chunkFile)... */
   compress?: boolean;
+  /** ...but those whose ID is among these (32 bytes each: the file's chunks in its parent snapshot). */
+  known?: Uint8Array;
   /** How many bytes that is, when the caller knows (for sharing work between workers). */
   bytes?: number;
 }
@@ -263,13 +265,14 @@ export class ChunkPool {
    * Chunks bytes [start, end) of a file on the first worker free (the whole file by
    * default). Chunking restarts at `start`: see CHUNK_REGION_BYTES in backup.ts. With
    * `compress` the worker compresses each chunk (the setup's mode) and `onChunk` gets its
-   * stored form: for new files, whose chunks are seldom in the repository already.
+   * stored form; chunks whose ID is in `known` (a changed file's chunks in the parent,
+   * which dedup will mostly find in the repository) come raw all the same.
    */
   chunkFile(path: string | Uint8Array, onChunk: OnChunk, opts: ChunkFileOptions = {}): Promise<ChunkedFile> {
     if (this.#failure) return Promise.reject(this.#failure);
     const job = this.#next++;
-    const { start = 0, end = Number.MAX_SAFE_INTEGER, compress = false, bytes = AHEAD_BYTES } = opts;
-    const message: ToWorker = { type: 'file', job, path, start, end, compress };
+    const { start = 0, end = Number.MAX_SAFE_INTEGER, compress = false, known, bytes = AHEAD_BYTES } = opts;
+    const message: ToWorker = { type: 'file', job, path, start, end, compress, ...(known ? { known } : {}) };
     return new Promise<ChunkedFile>((resolve, reject) => {
       this.#submit(job, { onChunk, ids: [], resolve, reject, load: 1, bytes, message, transfer: [] });
     });

@@ -45,10 +45,12 @@ export interface WorkerSetup {
 /** `path` is bytes when the file name is not UTF-8 (a Buffer arrives as a Uint8Array). */
 export type ToWorker =
   /**
-   * `compress`: compress each chunk here (a new file, whose chunks are unlikely to be in
-   * the repository already); otherwise the main thread compresses the chunks it stores.
+   * `compress`: compress each chunk here, except those whose ID is among `known` (32 bytes
+   * each: the chunks of the file's previous version, most likely in the repository
+   * already), which go raw, for the main thread to deduplicate (and compress should the
+   * repository lack one). Without `compress` every chunk goes raw.
    */
-  | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean }
+  | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean; known?: Uint8Array }
   /** `xattrs`: also read each file's extended attributes (paths given as strings only). */
   /** `paths`: each path's bytes followed by a NUL; `sizes`: each file's expected size. */
   | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean }
@@ -79,7 +81,7 @@ if (parentPort) {
   const free: ArrayBuffer[] = [];
   let allocated = 0;
   let creditWaiter: (() => void) | undefined;
-  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean } | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean };
+  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean; known?: Uint8Array } | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean };
   const queue: Queued[] = [];
   let busy = false;
   // One read buffer per worker, reused for every file (files are chunked one at a time
@@ -131,7 +133,9 @@ if (parentPort) {
   };
 
   /** Chunks bytes [start, end) of a file (end = Infinity: to its end). */
-  const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number, compress: boolean) => {
+  const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number, compress: boolean, known: Uint8Array | undefined) => {
+    const skip = new Set<string>();
+    if (known) for (let o = 0; o + 32 <= known.length; o += 32) skip.add(Buffer.from(known.buffer, known.byteOffset + o, 32).toString('latin1'));
     // O_NOFOLLOW: a file replaced by a symlink since the walk saw it is not followed.
     // Synchronous calls, as for small files: this thread has nothing else to do meanwhile,
     // and libuv's pool, which every thread of the process shares, is where the main
@@ -168,7 +172,7 @@ if (parentPort) {
         const data = await takeBuffer();
         let out: Buffer = chunk;
         let flags: number | undefined;
-        if (compress) {
+        if (compress && (skip.size === 0 || !skip.has(id.toString('latin1')))) {
           // zstd here, with this thread's reused context, rather than on libuv's pool after
           // the main thread's dedup: ~20% less CPU for the same frames, and no round trip.
           ({ stored: out, flags } = maybeCompressInto(chunk, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize)))));
@@ -308,9 +312,9 @@ if (parentPort) {
         if (compressing.size >= BATCHES_COMPRESSING) await Promise.race(compressing);
         continue;
       }
-      const { job, path, start, end, compress } = q;
+      const { job, path, start, end, compress, known } = q;
       try {
-        const size = await chunkFile(job, path, start, end, compress);
+        const size = await chunkFile(job, path, start, end, compress, known);
         port.postMessage({ type: 'done', job, size } satisfies FromWorker);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;

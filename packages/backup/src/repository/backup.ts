@@ -631,15 +631,18 @@ async function walkAndStore(
     }
     report();
   };
-  /** `compress`: the workers compress the chunks (a new file: see ChunkPool.chunkFile). */
-  const chunkFile = async (abs: Buffer, size: number, compress: boolean): Promise<{ chunks: string[]; size: number } | null> => {
+  /**
+   * The workers compress the chunks, but those of `known` (the chunk IDs of the file in
+   * the parent): those come raw, and the blob writer compresses the few it stores.
+   */
+  const chunkFile = async (abs: Buffer, size: number, known: Uint8Array | undefined): Promise<{ chunks: string[]; size: number } | null> => {
     try {
       // Large files are cut in independent regions so both workers share them (spec §6.1).
       const regions: Array<Promise<ChunkedFile>> = [];
       for (let start = 0; start === 0 || start < size; start += CHUNK_REGION_BYTES) {
         const last = start + CHUNK_REGION_BYTES >= size;
         const end = last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES;
-        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress, bytes: Math.min(size, end) - start }));
+        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress: true, ...(known ? { known } : {}), bytes: Math.min(size, end) - start }));
       }
       const parts = await Promise.all(regions);
       read.files++;
@@ -656,9 +659,9 @@ async function walkAndStore(
    * read differ from its size, it changed while being read. It is read once more; if it
    * changes again, what was read is kept and a warning says it may be inconsistent.
    */
-  const readStable = async (abs: Buffer, st: SmallFileStat, first = 1, compress = false): Promise<ReadFile | null> => {
+  const readStable = async (abs: Buffer, st: SmallFileStat, first = 1, known?: Uint8Array): Promise<ReadFile | null> => {
     for (let attempt = first; ; attempt++) {
-      const got = await chunkFile(abs, Number(st.size), compress);
+      const got = await chunkFile(abs, Number(st.size), known);
       if (!got) return null;
       await opts.afterFileRead?.(abs);
       const after = await fs.lstat(abs, { bigint: true }).catch(() => null);
@@ -1087,9 +1090,9 @@ async function walkAndStore(
       }
       return emit(slot);
     }
-    // A file the parent does not have is compressed by the workers; a changed one by the
-    // blob writer, after dedup (most of a changed large file's chunks are stored already).
-    const done = readStable(abs, st, 1, prev === undefined).then((got) => entryOfRead(slot, got));
+    // The workers compress a file's chunks, but those it had in the parent: most of a
+    // changed large file's are stored already, and dedup comes first (in the blob writer).
+    const done = readStable(abs, st, 1, prev ? Buffer.from(prev.chunks.join(''), 'hex') : undefined).then((got) => entryOfRead(slot, got));
     done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile
     settle?.(done);
     return emit(done);

@@ -36,10 +36,14 @@ test('names are bytes: a Latin-1 name and a name holding U+FFFD each restore wit
   await fs.writeFile(fffd, 'replacement-character file');
   await fs.mkdir(dirLatin1);
   await fs.writeFile(cat(dirLatin1, '/inner'), 'inside a non-UTF-8 directory');
+  // Larger than a small file: chunked on a worker, which gets its path as bytes.
+  const large = Buffer.alloc(700_000);
+  for (let i = 0; i < large.length; i++) large[i] = (i * 2654435761) >>> 24;
+  await fs.writeFile(cat(dirLatin1, '/large', Buffer.from([0xe9])), large);
   await fs.symlink(cat('caf', Buffer.from([0xe9])), cat(src, '/link'));
 
   const r = await backup(tr.repo, { paths: [src] });
-  assert.equal(r.snapshot.stats.files, 3);
+  assert.equal(r.snapshot.stats.files, 4);
   const got = await entries(tr.repo, r.snapshot);
   assert.ok(got.has(cat('names/caf', Buffer.from([0xe9])).toString('latin1')), 'the Latin-1 name is in the listing as bytes');
 
@@ -50,6 +54,7 @@ test('names are bytes: a Latin-1 name and a name holding U+FFFD each restore wit
   assert.equal(await fs.readFile(cat(out, '/caf', Buffer.from([0xe9])), 'utf8'), 'latin-1 file');
   assert.equal(await fs.readFile(cat(out, '/caf\uFFFD'), 'utf8'), 'replacement-character file');
   assert.equal(await fs.readFile(cat(out, '/d', Buffer.from([0xff, 0xfe]), '/inner'), 'utf8'), 'inside a non-UTF-8 directory');
+  assert.ok((await fs.readFile(cat(out, '/d', Buffer.from([0xff, 0xfe]), '/large', Buffer.from([0xe9])))).equals(large), 'a large file under bytes names');
   assert.deepEqual(await fs.readlink(cat(out, '/link'), { encoding: 'buffer' }), cat('caf', Buffer.from([0xe9])));
   const names = (await fs.readdir(out, { encoding: 'buffer' })).map((n) => n.toString('hex')).sort();
   assert.deepEqual(names, [cat('caf', Buffer.from([0xe9])), b('caf\uFFFD'), cat('d', Buffer.from([0xff, 0xfe])), b('link')].map((n) => n.toString('hex')).sort());

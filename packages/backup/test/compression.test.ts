@@ -63,6 +63,7 @@ test('maybeCompressSync (small files) and maybeCompressInto (large chunks), on a
         assert.equal(b.flags, a.flags, `${mode}, ${raw.length} bytes: same decision`);
         if (b.flags & BLOB_COMPRESSED) {
           assert.equal(zstdFrameEnd(b.stored), b.stored.length, 'exactly one frame');
+          assert.equal(b.stored[4], 0, 'no content size, no checksum (frame header descriptor 0x00, spec §7.2)');
           assert.ok(b.stored.length <= raw.length - raw.length / 32);
         } else assert.ok(b.stored.equals(raw));
         assert.ok((await decompressBlob(b.stored, b.flags, raw.length, 'test')).equals(raw), 'the reader gets the bytes back');
@@ -76,7 +77,11 @@ test('maybeCompressSync (small files) and maybeCompressInto (large chunks), on a
       const b = maybeCompressInto(raw, mode, scratch);
       assert.equal(b.flags, a.flags, `into, ${mode}, ${raw.length} bytes: same decision`);
       // (Not byte for byte the thread pool's frame: the two bindings bundle different libzstd builds.)
-      if (b.flags & BLOB_COMPRESSED) assert.equal(zstdFrameEnd(b.stored), b.stored.length, 'exactly one frame');
+      if (b.flags & BLOB_COMPRESSED) {
+        assert.equal(zstdFrameEnd(b.stored), b.stored.length, 'exactly one frame');
+        assert.equal(b.stored[4], 0, 'frame header descriptor 0x00');
+        assert.ok(10 + (b.stored[5]! >> 3) <= 23, 'window at most 8 MiB');
+      }
       else assert.ok(b.stored.equals(raw));
       assert.ok((await decompressBlob(Buffer.from(b.stored), b.flags, raw.length, 'test')).equals(raw));
     }

@@ -43,18 +43,32 @@ const zstdNative = (): ThreadPoolZstd => (threadPoolZstd ??= createRequire(impor
  * restore's main thread, its critical path, the synchronous form was slower overall.)
  */
 const zstdSync = createRequire(import.meta.url)('zstd-napi/binding') as {
-  CCtx: new () => { compress(dst: Uint8Array, src: Uint8Array, level: number): number };
+  CCtx: new () => { compress2(dst: Uint8Array, src: Uint8Array): number; setParameter(param: number, value: number): void };
+  DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
   compressBound(n: number): number;
+  CParameter: { compressionLevel: number; contentSizeFlag: number };
 };
 /** Blobs up to this size take the synchronous path (a small file's whole content at most). */
 export const SYNC_ZSTD_MAX = 256 * 1024;
 let cctx: InstanceType<typeof zstdSync.CCtx> | undefined;
+let cctxLevel = NaN;
 
-/** zstd of `data` into `out` (at least zstdBound(data.length) bytes) with this thread's context: the compressed length. */
+/**
+ * zstd of `data` into `out` (at least zstdBound(data.length) bytes) with this thread's
+ * context: the compressed length. The frame carries no content size (spec §7.2), as
+ * the thread pool's binding writes them: its header is the same 0x00.
+ */
 function zstdCompressInto(out: Uint8Array, data: Uint8Array, level: number): number {
-  cctx ??= new zstdSync.CCtx();
   try {
-    return cctx.compress(out, data, level);
+    if (!cctx) {
+      cctx = new zstdSync.CCtx();
+      cctx.setParameter(zstdSync.CParameter.contentSizeFlag, 0);
+    }
+    if (level !== cctxLevel) {
+      cctx.setParameter(zstdSync.CParameter.compressionLevel, level);
+      cctxLevel = level;
+    }
+    return cctx.compress2(out, data);
   } catch (e) {
     throw new Error(`zstd: ${(e as Error).message}`, { cause: e });
   }
@@ -200,6 +214,16 @@ export function maybeCompressSync(raw: Buffer, mode: CompressionMode = 'auto'): 
   return storedForm(raw, zstdCompressSync(raw, plan.level));
 }
 
+/**
+ * Blobs of this raw size or more are decompressed on the calling thread, straight into a
+ * buffer of their raw length (zstd-napi, a reused context): through the thread pool each
+ * call allocated its output as it went, and on restore's thread pool that held ~10 MiB
+ * (issue 13). Smaller ones keep the thread pool: on restore's main thread, the critical
+ * path of a restore of small files, the synchronous form was slower (see restore.ts).
+ */
+export const SYNC_DECOMPRESS_FROM = 128 * 1024;
+let dctx: InstanceType<typeof zstdSync.DCtx> | undefined;
+
 export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string): Promise<Buffer> {
   if ((flags & BLOB_PADDED) !== 0) stored = unpadBlob(stored, where);
   if ((flags & BLOB_COMPRESSED) === 0) {
@@ -211,7 +235,11 @@ export async function decompressBlob(stored: Buffer, flags: number, rawLength: n
   }
   let out: Buffer;
   try {
-    out = await zstdNative().decompress(stored);
+    if (rawLength >= SYNC_DECOMPRESS_FROM) {
+      // A frame that decodes to more than rawLength bytes fails here: it does not fit.
+      out = Buffer.allocUnsafe(rawLength);
+      out = out.subarray(0, (dctx ??= new zstdSync.DCtx()).decompress(out, stored));
+    } else out = await zstdNative().decompress(stored);
   } catch {
     throw new CofferError('corrupt', `${where}: blob does not decompress`);
   }

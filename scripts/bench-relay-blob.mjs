@@ -210,7 +210,11 @@ export async function benchBlobAB({ root, other, scale = 0.25, pairs = 6 }) {
   const keyFile = join(base, 'key');
   writeFileSync(keyFile, '42'.repeat(32), { mode: 0o600 });
   const env = { COFFER_KEY: '', COFFER_REPOSITORY: '' };
-  const limits = { COFFER_RELAY_MAX_OBJECT_BYTES: String(512 * 1024 * 1024), COFFER_RELAY_MAX_IN_FLIGHT_BYTES: String(512 * 1024 * 1024) };
+  // A fresh account (an empty namespace) per backup: more sign-ups from one address than
+  // the relay's default allows.
+  const config = join(base, 'relay.json');
+  writeFileSync(config, JSON.stringify({ limits: { accountCreation: { perSecond: 100, burst: 1000 } } }));
+  const limits = { COFFER_RELAY_CONFIG: config, COFFER_RELAY_MAX_OBJECT_BYTES: String(512 * 1024 * 1024), COFFER_RELAY_MAX_IN_FLIGHT_BYTES: String(512 * 1024 * 1024) };
   const builds = { A: root, B: other };
   const relays = {};
   for (const k of ['A', 'B']) relays[k] = await startRelay(builds[k], join(base, `relay-${k}`), limits, join(builds[k], 'packages/relay/dist/src/main.js'));

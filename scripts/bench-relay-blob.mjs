@@ -10,6 +10,14 @@
 //
 // Data: ../shared/bench/make-dataset at `scale` (default 0.25, ~260 MiB), built once
 // under COFFER_BENCH_DIR (default ./bench-work) and shared with bench:backup's cache.
+//
+// Run directly: `node scripts/bench-relay-blob.mjs [--scale S] [--rounds N]` is the same
+// measurement; `node scripts/bench-relay-blob.mjs --ab OTHER_ROOT [--pairs N] [--scale S]`
+// is an interleaved A/B of two builds (OTHER_ROOT: another checkout's root, built): per
+// pair one local backup, then a backup to coffer: with each build (client and relay of
+// that build, each its own relay), in alternating order; prints each pair's wall times,
+// relay CPU and the client's full collections (mark-compacts, from --trace-gc), and the
+// medians. The relays listen on COFFER_RELAY_HOST (default 127.0.0.1).
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -55,12 +63,12 @@ function sysSeconds(pid) {
 
 const rssKiB = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 
-async function startRelay(root, dir, env) {
+async function startRelay(root, dir, env, main = process.env.COFFER_BENCH_RELAY_MAIN || join(root, 'packages/relay/dist/src/main.js')) {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'link.key'), randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
   // COFFER_BENCH_RELAY_MAIN: another build of the relay (A/B); COFFER_BENCH_RELAY_NODE_ARGS: e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'.
   const extra = process.env.COFFER_BENCH_RELAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const child = spawn(process.execPath, [...extra, process.env.COFFER_BENCH_RELAY_MAIN || join(root, 'packages/relay/dist/src/main.js'), 'serve'], {
+  const child = spawn(process.execPath, [...extra, main, 'serve'], {
     env: { ...process.env, COFFER_RELAY_DATA_DIR: dir, COFFER_RELAY_PORT: '0', COFFER_RELAY_ADMIN: '0', COFFER_RELAY_LINK_KEY_FILE: join(dir, 'link.key'), COFFER_RELAY_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -186,4 +194,75 @@ export async function benchBlob({ root, scale = 0.25, rounds = 2, objectMiB = 25
     await relay.stop();
     rmSync(base, { recursive: true, force: true });
   }
+}
+
+/**
+ * Interleaved A/B of two builds (`root` = A, `other` = B) on backups to coffer: (see the
+ * header). Returns the `bench:` lines.
+ */
+export async function benchBlobAB({ root, other, scale = 0.25, pairs = 6 }) {
+  const work = process.env.COFFER_BENCH_DIR ?? join(root, 'bench-work');
+  mkdirSync(work, { recursive: true });
+  const data = dataset(root, work, scale);
+  const base = join(work, `relay-blob-ab-${process.pid}`);
+  rmSync(base, { recursive: true, force: true });
+  mkdirSync(base, { recursive: true });
+  const keyFile = join(base, 'key');
+  writeFileSync(keyFile, '42'.repeat(32), { mode: 0o600 });
+  const env = { COFFER_KEY: '', COFFER_REPOSITORY: '' };
+  // A fresh account (an empty namespace) per backup: more sign-ups from one address than
+  // the relay's default allows.
+  const config = join(base, 'relay.json');
+  writeFileSync(config, JSON.stringify({ limits: { accountCreation: { perSecond: 100, burst: 1000 } } }));
+  const limits = { COFFER_RELAY_CONFIG: config, COFFER_RELAY_MAX_OBJECT_BYTES: String(512 * 1024 * 1024), COFFER_RELAY_MAX_IN_FLIGHT_BYTES: String(512 * 1024 * 1024) };
+  const builds = { A: root, B: other };
+  const relays = {};
+  for (const k of ['A', 'B']) relays[k] = await startRelay(builds[k], join(base, `relay-${k}`), limits, join(builds[k], 'packages/relay/dist/src/main.js'));
+  const rows = [];
+  const f = (x, d = 2) => x.toFixed(d);
+  try {
+    for (let i = 0; i < pairs; i++) {
+      const coffer = join(root, 'packages', 'cli', 'dist', 'src', 'main.js');
+      const repo = join(base, 'local-repo');
+      rmSync(repo, { recursive: true, force: true });
+      sh(process.execPath, [coffer, 'init', '-q', '--repo', repo, '--key-file', keyFile]);
+      const row = { local: measure(work, process.execPath, [coffer, 'backup', '-q', '--repo', repo, '--key-file', keyFile, data], env).wall };
+      rmSync(repo, { recursive: true, force: true });
+      for (const k of i % 2 === 0 ? ['A', 'B'] : ['B', 'A']) {
+        const cli = join(builds[k], 'packages', 'cli', 'dist', 'src', 'main.js');
+        const relay = relays[k];
+        const profile = join(base, `profile-${k}-${i}`);
+        const run = (args) => sh(process.execPath, [cli, ...args, '--profile', profile, '--server', relay.url], { env: { ...process.env, ...env, COFFER_ACCOUNT_PASSWORD: 'bench account password 42' } });
+        run(['account', 'create', '-q']);
+        run(['init', '-q', '--repo', 'coffer:', '--key-file', keyFile]);
+        const cpu0 = cpuSeconds(relay.child.pid);
+        const t = join(work, '.time-blob');
+        const out = sh('/usr/bin/time', ['-f', '%e %U %S', '-o', t, process.execPath, '--trace-gc', cli, 'backup', '-q', '--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', relay.url, data], { env: { ...process.env, ...env } });
+        const [wall, user, sys] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
+        row[k] = { wall, cpu: user + sys, relayCpu: cpuSeconds(relay.child.pid) - cpu0, fullGcs: (out.match(/Mark-Compact/g) ?? []).length };
+      }
+      rows.push(row);
+      console.log(`blob-ab: pair ${i + 1}: local ${f(row.local)} s; A ${f(row.A.wall)} s (client CPU ${f(row.A.cpu)} s, relay CPU ${f(row.A.relayCpu)} s, ${row.A.fullGcs} mark-compacts); B ${f(row.B.wall)} s (client CPU ${f(row.B.cpu)} s, relay CPU ${f(row.B.relayCpu)} s, ${row.B.fullGcs} mark-compacts); B/A ${f(row.B.wall / row.A.wall, 3)}`);
+    }
+  } finally {
+    for (const r of Object.values(relays)) await r.stop();
+    rmSync(base, { recursive: true, force: true });
+  }
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const m = (fn) => median(rows.map(fn));
+  console.log(`blob-ab: medians over ${rows.length} pairs: wall B/A ${f(m((r) => r.B.wall / r.A.wall), 3)}; client CPU A ${f(m((r) => r.A.cpu))} s, B ${f(m((r) => r.B.cpu))} s; relay CPU A ${f(m((r) => r.A.relayCpu))} s, B ${f(m((r) => r.B.relayCpu))} s; mark-compacts A ${m((r) => r.A.fullGcs)}, B ${m((r) => r.B.fullGcs)}`);
+  return [
+    `bench: blob-backup ratio A=${f(m((r) => r.local / r.A.wall))} B=${f(m((r) => r.local / r.B.wall))} target=0.9 (medians of the pairs)`,
+    `bench: blob-backup-ab wall B/A=${f(m((r) => r.B.wall / r.A.wall), 3)}`,
+  ];
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  const { argNumber, argString } = await import('./bench-args.mjs');
+  const root = join(new URL('.', import.meta.url).pathname, '..');
+  const other = argString('ab', undefined);
+  const lines = other
+    ? await benchBlobAB({ root, other, scale: argNumber('scale', 0.25), pairs: argNumber('pairs', 6) })
+    : await benchBlob({ root, scale: argNumber('scale', 0.25), rounds: argNumber('rounds', 2), objectMiB: argNumber('object-mib', 256) });
+  for (const l of lines) console.log(l);
 }

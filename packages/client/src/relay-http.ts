@@ -181,6 +181,16 @@ interface Call {
   readonly pass?: readonly number[];
 }
 
+/**
+ * Whether a call's body is a web stream. The global `ReadableStream` is looked at only for
+ * a body that reads like one: its first use loads Node's web streams (~0.1 MB of heap that
+ * stays), which a process whose calls carry bytes or JSON never needs (issue 13: a backup's
+ * heap sits at V8's 8 MB incremental-marking threshold).
+ */
+function isWebStream(body: unknown): body is ReadableStream<Uint8Array> {
+  return typeof body === 'object' && body !== null && !(body instanceof Uint8Array) && typeof (body as { getReader?: unknown }).getReader === 'function' && body instanceof ReadableStream;
+}
+
 export class RelayHttp {
   readonly server: string;
   readonly #o: RelayHttpOptions;
@@ -205,7 +215,7 @@ export class RelayHttp {
   /** One HTTP exchange with deadline and error mapping. */
   async call(c: Call): Promise<RelayResponse> {
     const first = await this.#once(c);
-    if (first.status === 401 && c.body instanceof ReadableStream) return this.#check({ ...c, pass: [...(c.pass ?? []), 401] }, first);
+    if (first.status === 401 && isWebStream(c.body)) return this.#check({ ...c, pass: [...(c.pass ?? []), 401] }, first);
     if (first.status === 401 && c.auth && this.#o.refreshToken && !(c.pass ?? []).includes(401)) {
       await first.body?.cancel().catch(() => {});
       if (await this.#o.refreshToken()) return this.#check(c, await this.#once(c));
@@ -226,7 +236,8 @@ export class RelayHttp {
       headers.authorization = `Bearer ${token}`;
     }
     let body: Uint8Array | string | ReadableStream<Uint8Array> | undefined;
-    if (c.body instanceof ReadableStream) {
+    const streamed = isWebStream(c.body);
+    if (streamed) {
       body = c.body;
       headers['content-type'] ??= 'application/octet-stream';
     } else if (c.body instanceof Uint8Array) {
@@ -242,10 +253,10 @@ export class RelayHttp {
       // Through the transport when it has `request` (node:http: never follows a redirect)
       // and the caller brought no fetch of its own; a stream body always goes to fetch.
       const transport = this.#o.fetch ? undefined : this.#o.uploads;
-      if (transport?.request && !(body instanceof ReadableStream)) return await transport.request({ method: c.method, url: `${this.server}${c.path}`, headers, ...(body !== undefined ? { body } : {}), signal });
+      if (transport?.request && !streamed) return await transport.request({ method: c.method, url: `${this.server}${c.path}`, headers, ...(body !== undefined ? { body: body as Uint8Array | string } : {}), signal });
       // Never follow a redirect: it would carry the bearer token (and passwords) elsewhere.
       // A stream body needs `duplex: 'half'` (Fetch standard; Node's fetch requires it).
-      const init = { method: c.method, headers, redirect: 'error', ...(body !== undefined ? { body } : {}), ...(body instanceof ReadableStream ? { duplex: 'half' } : {}), signal } as RequestInit;
+      const init = { method: c.method, headers, redirect: 'error', ...(body !== undefined ? { body } : {}), ...(streamed ? { duplex: 'half' } : {}), signal } as RequestInit;
       return await this.#fetch(`${this.server}${c.path}`, init);
     } catch (e) {
       const name = (e as Error)?.name;

@@ -408,10 +408,11 @@ async function blobServer(t: TestContext): Promise<{ url: string; objects: Map<s
   return { url, objects, seen };
 }
 
-test('a process that only moves blobs (RelayBlobBackend over the Node transport, @coffer/client imported whole) loads neither undici nor OPAQUE', async (t) => {
+test('a process that only moves blobs (RelayBlobBackend over the Node transport, @coffer/client imported whole) loads neither undici nor OPAQUE nor web streams', async (t) => {
   // Each costs heap that keeps V8 starting full collections through a backup to
-  // coffer: (issue 13): the blob API's every request goes over node:http, and
-  // @coffer/protocol loads @serenity-kit/opaque only for a flow that runs OPAQUE.
+  // coffer: (issue 13): the blob API's every request goes over node:http,
+  // @coffer/protocol loads @serenity-kit/opaque only for a flow that runs OPAQUE, and
+  // RelayHttp looks at the global ReadableStream only for a body that reads like one.
   const { url, objects } = await blobServer(t);
   const script = `
     const client = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
@@ -436,6 +437,7 @@ test('a process that only moves blobs (RelayBlobBackend over the Node transport,
     uploads.close();
     const cjs = Object.keys(createRequire(import.meta.url).cache);
     out.undici = process.moduleLoadList.some((m) => m.includes('undici'));
+    out.webStreams = process.moduleLoadList.filter((m) => m.endsWith('webstreams/readablestream') || m.endsWith('webstreams/writablestream'));
     out.opaque = cjs.some((k) => k.includes('@serenity-kit'));
     process.stdout.write(JSON.stringify(out));`;
   const { out, err } = await runScript(script, url);
@@ -448,6 +450,7 @@ test('a process that only moves blobs (RelayBlobBackend over the Node transport,
   assert.deepEqual(r.list, ['data/aa/1']);
   assert.deepEqual([...objects.keys()], ['data/aa/1']);
   assert.equal(r.undici, false, 'undici was loaded');
+  assert.deepEqual(r.webStreams, [], 'web streams were loaded');
   assert.equal(r.opaque, false, '@serenity-kit/opaque was loaded');
 });
 

@@ -1,10 +1,16 @@
-// Interleaved A/B of two Coffer builds on the many-small-files tree (issue 13):
-//   node scripts/bench-tree-ab.mjs OLD_ROOT NEW_ROOT [--pairs 5] [--files 50000] [--only backup1|backup2]
+// Interleaved A/B of two Coffer builds on the many-small-files tree or the chat set (issue 13):
+//   node scripts/bench-tree-ab.mjs OLD_ROOT NEW_ROOT [--pairs 5] [--set tree|chat] [--files 50000] [--scale 1]
+//        [--only backup1|backup2|restore] [--target-dir DIR] [--rt]
 // OLD_ROOT and NEW_ROOT are built checkouts (each with packages/cli/dist/src/main.js).
-// backup1: each pair backs the step-0 tree up into a fresh repository with each build, in
-// alternating order. backup2: the tree gets make-tree's day of changes (STEP 1) once, then
-// each pair runs each build's second backup on a fresh copy of that build's first-backup
-// repository. Prints every pair's wall seconds and the median ratio NEW/OLD.
+// --set tree: make-tree's 50,000 files (--files); chat: make-dataset's 1 GiB set (--scale).
+// backup1: each pair backs the step-0 data up into a fresh repository with each build, in
+// alternating order. backup2: the data gets a day of changes (STEP 1) once, then each pair
+// runs each build's second backup on a fresh copy of that build's first-backup repository.
+// restore: each pair restores each build's first backup into a fresh directory under
+// --target-dir (default: the bench directory; a journaled file system spares this disk's
+// slow creates after deletes), removed after each restore.
+// --rt runs the builds under chrt -f 50, so other processes on the machine count less.
+// Prints every pair's wall seconds, CPU and peak RSS, and the median ratios NEW/OLD.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -12,12 +18,18 @@ import { root } from './ensure-setup.mjs';
 import { argString, positionalArgs } from './bench-args.mjs';
 
 const [oldRoot, newRoot] = positionalArgs().map((p) => resolve(p));
-if (!oldRoot || !newRoot) throw new Error('usage: bench-tree-ab.mjs OLD_ROOT NEW_ROOT [--pairs N] [--files N] [--only backup1|backup2]');
+if (!oldRoot || !newRoot) throw new Error('usage: bench-tree-ab.mjs OLD_ROOT NEW_ROOT [--pairs N] [--set tree|chat] [--files N] [--scale S] [--only backup1|backup2|restore] [--target-dir DIR] [--rt]');
 const pairs = Number(argString('pairs', '5'));
 const files = Number(argString('files', '50000'));
+const scale = argString('scale', '1');
+const set = argString('set', 'tree');
+if (set !== 'tree' && set !== 'chat') throw new Error('--set: tree or chat');
 const only = argString('only', undefined);
+const realtime = process.argv.includes('--rt');
 const work = process.env.COFFER_BENCH_DIR ?? join(root, 'bench-work');
 const makeTree = process.env.COFFER_MAKE_TREE ?? join(root, '..', 'shared', 'bench', 'make-tree');
+const makeDataset = process.env.COFFER_MAKE_DATASET ?? join(root, '..', 'shared', 'bench', 'make-dataset');
+const targetDir = argString('target-dir', work);
 
 function sh(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, ...opts });
@@ -26,22 +38,28 @@ function sh(cmd, args, opts = {}) {
 }
 function measure(cmd, args) {
   const t = join(work, '.time-ab');
-  sh('/usr/bin/time', ['-f', '%e %U %S %M', '-o', t, cmd, ...args], { env: { ...process.env, COFFER_KEY: '', COFFER_REPOSITORY: '' } });
+  const timed = ['/usr/bin/time', '-f', '%e %U %S %M', '-o', t, cmd, ...args];
+  const [c, ...a] = realtime ? ['chrt', '-f', '50', ...timed] : timed;
+  sh(c, a, { env: { ...process.env, COFFER_KEY: '', COFFER_REPOSITORY: '' } });
   const [wall, user, sys, rss] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
   return { wall, user, sys, rss };
 }
 mkdirSync(work, { recursive: true });
 const keyFile = join(work, 'key');
 writeFileSync(keyFile, '42'.repeat(32), { mode: 0o600 });
-const pristine = join(work, `tree0-${files}`);
+const pristine = join(work, set === 'tree' ? `tree0-${files}` : `data0-scale${scale}`);
+// The same layouts as bench-backup.mjs's, so either script's copy serves both.
+const pristineData = set === 'tree' ? join(pristine, 'tree') : pristine;
 if (!existsSync(join(pristine, '.complete'))) {
   rmSync(pristine, { recursive: true, force: true });
-  sh(makeTree, [join(pristine, 'tree'), String(files)]);
+  if (set === 'tree') sh(makeTree, [pristineData, String(files)]);
+  else sh(makeDataset, [pristineData, scale, '0']);
   writeFileSync(join(pristine, '.complete'), '');
 }
-const tree = join(work, 'tree');
+const tree = join(work, set === 'tree' ? 'tree' : 'data');
 rmSync(tree, { recursive: true, force: true });
-sh('cp', ['-a', join(pristine, 'tree'), tree]);
+sh('cp', ['-a', pristineData, tree]);
+rmSync(join(tree, '.complete'), { force: true });
 sh('sync', []);
 
 const builds = { old: oldRoot, new: newRoot };
@@ -52,6 +70,14 @@ const init = (b, repo) => {
   sh(process.execPath, [cli(b), 'init', '--repo', repo, '--key-file', keyFile, '-q']);
 };
 const backup = (b, repo) => measure(process.execPath, [cli(b), 'backup', '-q', '--repo', repo, '--key-file', keyFile, tree]);
+const restoreOnce = (b) => {
+  const target = join(targetDir, `ab-restore-${b}`);
+  rmSync(target, { recursive: true, force: true });
+  sh('sync', []);
+  const m = measure(process.execPath, [cli(b), 'restore', '-q', 'latest', '--target', target, '--repo', repoOf(b), '--key-file', keyFile]);
+  rmSync(target, { recursive: true, force: true });
+  return m;
+};
 const fmt = (m) => `${m.wall.toFixed(2)} s (user ${m.user.toFixed(2)} sys ${m.sys.toFixed(2)}, ${(m.rss / 1024).toFixed(0)} MiB)`;
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -59,23 +85,29 @@ const median = (xs) => {
 };
 function run(step, n, once) {
   const ratios = [];
+  const cpu = [];
+  const rss = [];
   for (let i = 0; i < n; i++) {
     const order = i % 2 === 0 ? ['old', 'new'] : ['new', 'old'];
     const got = {};
     for (const b of order) got[b] = once(b);
     const r = got.new.wall / got.old.wall;
     ratios.push(r);
+    cpu.push((got.new.user + got.new.sys) / (got.old.user + got.old.sys));
+    rss.push(got.new.rss / got.old.rss);
     console.log(`${step} pair ${i + 1} (${order.join(' first, ')} second): old ${fmt(got.old)}  new ${fmt(got.new)}  new/old ${r.toFixed(3)}`);
   }
-  console.log(`${step}: median new/old ${median(ratios).toFixed(3)} over ${n} pairs`);
+  console.log(`${step}: median new/old ${median(ratios).toFixed(3)} over ${n} pairs (CPU ${median(cpu).toFixed(3)}, peak RSS ${median(rss).toFixed(3)})`);
 }
 // First backups: the last one of each build is kept as the parent of the second backups.
-run('backup1', only === 'backup2' ? 1 : pairs, (b) => {
+run('backup1', only === 'backup2' || only === 'restore' ? 1 : pairs, (b) => {
   init(b, repoOf(b));
   return backup(b, repoOf(b));
 });
-if (only !== 'backup1') {
-  sh(makeTree, [tree, String(files), '1']);
+if (only === undefined || only === 'restore') run('restore', pairs, restoreOnce);
+if (only === undefined || only === 'backup2') {
+  if (set === 'tree') sh(makeTree, [tree, String(files), '1']);
+  else sh(makeDataset, [tree, scale, '1']);
   sh('sync', []);
   run('backup2', pairs, (b) => {
     const copy = repoOf(b, '-2');

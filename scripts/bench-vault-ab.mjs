@@ -1,4 +1,4 @@
-// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--count-pkcs11] [--profile DIR] [--heap-profile DIR] [--http PORT]` (after `npx tsc -b`)
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--count-pkcs11] [--profile DIR] [--heap-profile DIR] [--http PORT] [--host ADDR]` (after `npx tsc -b`)
 // Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
 // of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
 //
@@ -22,7 +22,7 @@
 // --heap-profile DIR: a sampling heap profile (node:inspector, every 4 KiB allocated on
 // average) of this build's timed windows only, one .heapprofile per window (open it in
 // Chrome DevTools' Memory tab): which code allocates, the source of the GC's work.
-// --http PORT: each build listens on 127.0.0.1 (PORT, PORT+1, …) and is sent real HTTP
+// --http PORT: each build listens on --host (default 127.0.0.1) (PORT, PORT+1, …) and is sent real HTTP
 // requests over kept-alive sockets instead of `app.inject` (node:http's parser and socket
 // writes included). The client side of that HTTP runs in this process too and is the same
 // for every build: compare the builds' difference, not the absolute figure.
@@ -35,7 +35,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 import { recoverAll, registerAll } from './vault-load.mjs';
-import { argNumber, positionalArgs } from './bench-args.mjs';
+import { argNumber, argString, positionalArgs } from './bench-args.mjs';
 
 const ROUNDS = argNumber('rounds', 5);
 const ACCOUNTS = argNumber('accounts', 256);
@@ -48,6 +48,7 @@ const HEAP_DIR = heapAt >= 0 ? process.argv[heapAt + 1] : null;
 const platformAt = process.argv.indexOf('--platform');
 const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
 const HTTP_PORT = argNumber('http', 0);
+const HTTP_HOST = argString('host', '127.0.0.1');
 const COUNT_PKCS11 = process.argv.includes('--count-pkcs11');
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
 const roots = [root, ...positionalArgs(['count-pkcs11'])];
@@ -107,11 +108,11 @@ async function open({ buildRoot, dir, platformEnv }) {
   let send;
   if (HTTP_PORT) {
     const port = HTTP_PORT + builds.length;
-    await vault.app.listen({ host: '127.0.0.1', port });
+    await vault.app.listen({ host: HTTP_HOST, port });
     const agent = new Agent({ keepAlive: true, maxSockets: LANES });
     send = (account, body) =>
       new Promise((resolve, reject) => {
-        const req = request({ host: '127.0.0.1', port, path: '/v1/request', method: 'POST', agent, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'coffer-account': account } }, (res) => {
+        const req = request({ host: HTTP_HOST, port, path: '/v1/request', method: 'POST', agent, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'coffer-account': account } }, (res) => {
           const chunks = [];
           res.on('data', (c) => chunks.push(c));
           res.on('end', () => (res.statusCode === 200 ? resolve(new Uint8Array(Buffer.concat(chunks))) : reject(new Error(`${buildRoot}: HTTP ${res.statusCode} ${Buffer.concat(chunks)}`))));
@@ -200,7 +201,7 @@ try {
   for (let i = 0; i < ROUNDS; i++) for (const b of builds) await round(b);
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   const fmt = (x) => x.toFixed(2);
-  console.log(`vault CPU per recovery (login-start + login-finish via ${HTTP_PORT ? 'HTTP on 127.0.0.1, client in this process' : 'app.inject'}, ${PLATFORM} platform, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
+  console.log(`vault CPU per recovery (login-start + login-finish via ${HTTP_PORT ? `HTTP on ${HTTP_HOST}, client in this process` : 'app.inject'}, ${PLATFORM} platform, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
   for (const b of builds) {
     const total = b.rounds.map((r) => r.start + r.finish);
     console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))}; log entries per recovery ${fmt(median(b.rounds.map((r) => r.entries)))}, commit delays run out per recovery ${fmt(median(b.rounds.map((r) => r.expired)))})  rounds ${total.map(fmt).join(' ')}`);

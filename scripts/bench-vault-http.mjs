@@ -1,21 +1,22 @@
-// `node scripts/bench-vault-http.mjs [OTHER_ROOT…] [--rounds N] [--requests N] [--lanes N] [--port P]` (after `npx tsc -b`)
+// `node scripts/bench-vault-http.mjs [OTHER_ROOT…] [--rounds N] [--requests N] [--lanes N] [--port P] [--host ADDR]` (after `npx tsc -b`)
 // The vault's HTTP layer alone: CPU per POST /v1/request of this build's request app and of
 // other builds' (each OTHER_ROOT a built copy of the repository), with a service that answers
 // at once (a fixed 560-byte response: no OPAQUE, HPKE, store), so the HTTP handling —
 // parsing, routing, the per-request log line (pino at info to /dev/null), metrics, the reply
-// — is what is measured. Real sockets on 127.0.0.1 (ports P, P+1, …), kept alive; the client
+// — is what is measured. Real sockets on --host (default 127.0.0.1; ports P, P+1, …), kept alive; the client
 // runs in this process and is the same for every build, so compare the builds' difference.
 // Rounds interleave the builds (load from other processes falls on all alike); medians printed.
 import { createWriteStream } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
-import { argNumber, positionalArgs } from './bench-args.mjs';
+import { argNumber, argString, positionalArgs } from './bench-args.mjs';
 
 const ROUNDS = argNumber('rounds', 9);
 const REQUESTS = argNumber('requests', 4000);
 const LANES = argNumber('lanes', 32);
 const PORT = argNumber('port', 26600);
+const HOST = argString('host', '127.0.0.1');
 const roots = [root, ...positionalArgs()];
 const cpuMs = () => {
   const u = process.cpuUsage();
@@ -29,12 +30,12 @@ async function open(buildRoot, port) {
   const response = new Uint8Array(560).fill(1);
   const service = { handle: async () => ({ kind: 'answer', decision: { op: 'login-start', outcome: 'ok', response, write: null, guessCounted: false, recordErased: false, eraseAt: null } }) };
   const app = buildApp({ service, metrics: createMetrics(), describe: { platform: 'none', store: 'none' }, logger: { level: 'info', stream: createWriteStream('/dev/null') } });
-  await app.listen({ host: '127.0.0.1', port });
+  await app.listen({ host: HOST, port });
   const agent = new Agent({ keepAlive: true, maxSockets: LANES });
   const body = Buffer.alloc(603, 2);
   const send = () =>
     new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path: '/v1/request', method: 'POST', agent, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'coffer-account': 'bench-account' } }, (res) => {
+      const req = request({ host: HOST, port, path: '/v1/request', method: 'POST', agent, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'coffer-account': 'bench-account' } }, (res) => {
         let n = 0;
         res.on('data', (c) => (n += c.length));
         res.on('end', () => (res.statusCode === 200 && n === 560 ? resolve() : reject(new Error(`${buildRoot}: HTTP ${res.statusCode}`))));

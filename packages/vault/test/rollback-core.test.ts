@@ -167,6 +167,32 @@ describe('log entry and tree (spec §13.2, §13.3) against the vectors', () => {
       { numRuns: 25 },
     );
   });
+
+  it('keeps its own copies: a digest changed by its caller afterwards, and a root returned earlier, stay as they were', async () => {
+    // The tree overwrites its inner hashes and digests in place when records change (issue 13);
+    // neither the caller's digest nor a root already handed out may be one of those arrays.
+    const tree = await RecordTree.create();
+    const reference = await RecordTree.create();
+    const accounts = Array.from({ length: 40 }, (_, i) => `acct-${i}`);
+    for (const a of accounts) {
+      const d = await sha256(utf8(`record of ${a}`));
+      await tree.set(a, d);
+      await reference.set(a, await sha256(utf8(`record of ${a}`)));
+      d.fill(0); // the caller reuses its array
+    }
+    const first = await tree.root();
+    const firstHex = toHex(first);
+    assert.equal(firstHex, toHex(await reference.root()));
+    for (const a of accounts.slice(0, 20)) {
+      await tree.set(a, await sha256(utf8(`next record of ${a}`)));
+      await reference.set(a, await sha256(utf8(`next record of ${a}`)));
+    }
+    const second = await tree.root();
+    assert.equal(toHex(first), firstHex, 'a root returned before the changes is unchanged');
+    assert.notEqual(toHex(second), firstHex);
+    assert.equal(toHex(second), toHex(await reference.root()));
+    assert.equal(toHex(tree.digest('acct-3')!), toHex(await sha256(utf8('next record of acct-3'))));
+  });
 });
 
 const FLEET_VECTORS = new URL('../../../../spec/vectors/vault-log/log-fleet.json', import.meta.url);

@@ -213,7 +213,14 @@ export class RecordTree {
   readonly #digests = new Map<string, Uint8Array>();
   readonly #bucketOf = new Map<string, number>();
   readonly #buckets = new Map<number, Map<string, Uint8Array>>();
-  /** levels[l]: node index → hash, for non-empty nodes; levels[TREE_DEPTH] holds the root. */
+  /**
+   * levels[l]: node index → hash, for non-empty nodes; levels[TREE_DEPTH] holds the root.
+   * Below the root each hash is this tree's own array, overwritten in place when the node
+   * changes (`#keep`): a changed record then leaves no new long-lived object per level
+   * (~17 per changed record, each promoted to V8's old generation and later marked and
+   * swept there: most of what a recovery promoted, issue 13). The root is a fresh array
+   * each time (callers keep it).
+   */
   readonly #levels: Map<number, Uint8Array>[] = Array.from({ length: TREE_DEPTH + 1 }, () => new Map());
   readonly #dirty = new Set<number>();
   /** 0x01 ‖ left ‖ right, reused for every inner node (public hashes only). */
@@ -239,6 +246,7 @@ export class RecordTree {
     return this.#digests.size;
   }
 
+  /** The account's record digest: the tree's own array, overwritten when the record changes (compare it, do not keep it). */
   digest(account: string): Uint8Array | null {
     return this.#digests.get(account) ?? null;
   }
@@ -268,12 +276,26 @@ export class RecordTree {
       bucket?.delete(account);
       if (bucket?.size === 0) this.#buckets.delete(b);
     } else {
-      this.#digests.set(account, digest);
-      this.#bucketOf.set(account, b);
-      if (!bucket) this.#buckets.set(b, (bucket = new Map()));
-      bucket.set(account, digest);
+      // The tree's own copy (shared by #digests and the bucket), overwritten in place when the
+      // account's record changes again: see #levels.
+      const own = this.#digests.get(account);
+      if (own !== undefined && own.length === digest.length) own.set(digest);
+      else {
+        const copy = new Uint8Array(digest);
+        this.#digests.set(account, copy);
+        this.#bucketOf.set(account, b);
+        if (!bucket) this.#buckets.set(b, (bucket = new Map()));
+        bucket.set(account, copy);
+      }
     }
     this.#dirty.add(b);
+  }
+
+  /** Stores `hash` at node `i` of `level`: into the array already there when there is one (#levels). */
+  static #keep(level: Map<number, Uint8Array>, i: number, hash: Uint8Array): void {
+    const own = level.get(i);
+    if (own !== undefined) own.set(hash);
+    else level.set(i, new Uint8Array(hash));
   }
 
   /**
@@ -295,7 +317,7 @@ export class RecordTree {
       }
       let h = digestNow(bucketInput(bucket));
       if (h instanceof Promise) h = await h;
-      level0.set(b, h);
+      RecordTree.#keep(level0, b, h);
     }
     const input = this.#nodeInput;
     for (let l = 0; l < TREE_DEPTH; l++) {
@@ -323,7 +345,8 @@ export class RecordTree {
         input.set(right ?? this.empty[l]!, 33);
         let h = digestNow(input);
         if (h instanceof Promise) h = await h;
-        above.set(p, h);
+        if (l + 1 === TREE_DEPTH) above.set(p, h);
+        else RecordTree.#keep(above, p, h);
       }
       dirty = parents;
     }

@@ -45,9 +45,10 @@ function sha256OneShot(hash: OneShot, data: Uint8Array): Uint8Array {
  * HMAC-SHA256 (RFC 2104) as two one-shot hashes: H((K ⊕ opad) ‖ H((K ⊕ ipad) ‖ m)), K
  * hashed first when longer than the 64-byte block. Both hash inputs are built in two
  * scratch buffers kept by this module (hashing is synchronous: no call can interleave),
- * so a call allocates only its result (digests as latin1 strings, above): cheaper than createHmac (no Hmac object and key
- * setup) and than allocating the padded inputs per call. The padded keys are zeroed
- * before returning (HKDF's keys are secrets). Checked against createHmac for keys of
+ * so a call allocates only its result (digests as latin1 strings, above): cheaper than
+ * createHmac (no Hmac object and key setup) and than allocating the padded inputs per
+ * call. The padded keys, and a long key's hash, are zeroed before returning (HKDF's keys
+ * are secrets). Checked against createHmac for keys of
  * 0–200 bytes in test/crypto-provider.test.ts.
  */
 let scratchInner = new Uint8Array(64 + 256);
@@ -70,6 +71,7 @@ function hmacOneShot(hash: OneShot, key: Uint8Array, data: Uint8Array): Uint8Arr
   } finally {
     inner.fill(0, 0, 64 + data.length); // the padded key, and the message (an HKDF input may be a secret)
     outer.fill(0);
+    if (k !== key) k.fill(0);
   }
 }
 

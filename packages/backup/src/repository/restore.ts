@@ -93,16 +93,6 @@ export interface RestoreResult {
 }
 
 const PACK_READ_WINDOW = 2;
-/**
- * A pack whose blobs average this many raw bytes or more (media, a database's chunks) is
- * read alone, not beside another: its blobs in flight, their decompression and the pack's
- * piece are megabytes each, and the writes they wait for are what paces the restore
- * anyway. Measured on a journaled ext4 (6 interleaved pairs each, one session): the 1 GiB
- * chat set's restore at one pack at a time, peak RSS 157-172 -> 146-159 MiB, wall time
- * within noise (median new/old 1.02); the 50,000-file tree's, whose packs hold small
- * files, 5% slower that way, so small blobs keep two packs in flight.
- */
-const LARGE_BLOB_PACK_BYTES = 128 * 1024;
 /** At most this many restored files are open at once (a 256-descriptor limit is plenty). */
 export const RESTORE_OPEN_FILES = 32;
 /** Packs are read in pieces of this size. */
@@ -722,8 +712,9 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     for (let f = 0; f < files.count; f++) if (files.remaining[f] === 0) empty.push(f);
     await mapLimit(empty, writer ? RESTORE_WRITER_IN_FLIGHT : 1, (f) => naming(f, () => writeWhole(f, Buffer.alloc(0))));
 
-    /** Reads one pack and restores its blobs (`blobs`: the pack's blobs this restore needs, in pack order). */
-    const readPack = async (blobs: Array<{ b: number; loc: ReturnType<typeof index.locationAt> }>): Promise<void> => {
+    await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
+      // Locations made for this pack's blobs only, while it is read.
+      const blobs = group.map((b) => ({ b, loc: index.locationAt(blobRec[b]!) })).sort((x, y) => x.loc.offset - y.loc.offset);
       const packId = blobs[0]!.loc.packId;
       const name = packName(packId);
       const sealedLength = index.packs.get(packId.toString('latin1'))?.sealedLength ?? 0;
@@ -806,7 +797,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         await Promise.allSettled(writes);
         if (CofferError.is(e, 'missing-object')) {
           const needs: string[] = [];
-          for (const { b } of blobs) for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) needs.push(files.path(useFile[u]!));
+          for (const b of group) for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) needs.push(files.path(useFile[u]!));
           needs.splice(0, needs.length, ...new Set(needs));
           const more = needs.length > 3 ? ` and ${needs.length - 3} more` : '';
           throw new CofferError('missing-object', `${needs.slice(0, 3).join(', ')}${more}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
@@ -819,26 +810,6 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       // creating a temporary file when a failure's clean-up runs.
       const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
       if (failed) throw failed.reason;
-    };
-    // Each pack takes one of PACK_READ_WINDOW lanes; a pack of large blobs takes them all
-    // (LARGE_BLOB_PACK_BYTES), one such pack at a time so that two never wait on each other.
-    const lanes = new Semaphore(PACK_READ_WINDOW);
-    const alone = new Semaphore(1);
-    await mapLimit([...byPack.values()], PACK_READ_WINDOW, async (group) => {
-      // Locations made for this pack's blobs only, while it is read.
-      const blobs = group.map((b) => ({ b, loc: index.locationAt(blobRec[b]!) })).sort((x, y) => x.loc.offset - y.loc.offset);
-      let rawBytes = 0;
-      for (const x of blobs) rawBytes += x.loc.rawLength;
-      const large = rawBytes >= LARGE_BLOB_PACK_BYTES * blobs.length;
-      if (large) await alone.take();
-      const held = large ? PACK_READ_WINDOW : 1;
-      for (let k = 0; k < held; k++) await lanes.take();
-      try {
-        await readPack(blobs);
-      } finally {
-        for (let k = 0; k < held; k++) lanes.give();
-        if (large) alone.give();
-      }
     });
 
     // Symlinks, hard links and special files, each made under a temporary name and

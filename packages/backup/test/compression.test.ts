@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { BackupKey, Compression, LocalBackend, Repository, backup, check, parseCompressionMode, restore, type CompressionMode } from '../src/index.js';
+import { BackupKey, CofferError, Compression, LocalBackend, Repository, backup, check, parseCompressionMode, restore, type CompressionMode } from '../src/index.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
 import { RANDOM_CHECK_FROM, SYNC_ZSTD_MAX, decompressBlob, looksRandom, maybeCompress, maybeCompressInto, maybeCompressSync, zstdBound, zstdFrameEnd } from '../src/repository/compress.js';
 import { SMALL_CHUNKER, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
@@ -83,7 +83,7 @@ test('maybeCompressSync (small files) and maybeCompressInto (large chunks), on a
         assert.ok(10 + (b.stored[5]! >> 3) <= 23, 'window at most 8 MiB');
       }
       else assert.ok(b.stored.equals(raw));
-      assert.ok((await decompressBlob(Buffer.from(b.stored), b.flags, raw.length, 'test')).equals(raw));
+      for (const here of [false, true]) assert.ok((await decompressBlob(Buffer.from(b.stored), b.flags, raw.length, 'test', here)).equals(raw));
     }
   }
   const auto = await Promise.all(large.map((raw) => maybeCompress(raw, 'auto')));
@@ -201,4 +201,19 @@ test('looksRandom counts bytes four at a time and decides exactly as the plain e
     }
   }
   assert.ok(randomSeen > 50 && otherSeen > 50, `both outcomes checked (${randomSeen} random, ${otherSeen} not)`);
+});
+
+test('decompressing a large blob into its raw length (here): a frame that decodes to more or to fewer bytes is corrupt, as on the thread pool', async () => {
+  const raw = Buffer.from(prose(300_000, 21));
+  const { stored, flags } = await maybeCompress(raw, 'auto');
+  assert.equal(flags & BLOB_COMPRESSED, BLOB_COMPRESSED);
+  for (const here of [false, true]) {
+    assert.ok((await decompressBlob(stored, flags, raw.length, 'test', here)).equals(raw));
+    for (const wrong of [raw.length - 1, raw.length + 1, 200_000]) {
+      await assert.rejects(decompressBlob(stored, flags, wrong, 'blob', here), (e: Error) => e instanceof CofferError && e.code === 'corrupt', `here=${here}, raw length ${wrong}`);
+    }
+    const damaged = Buffer.from(stored);
+    damaged[damaged.length >> 1]! ^= 0xff;
+    await assert.rejects(decompressBlob(damaged, flags, raw.length, 'blob', here), (e: Error) => e instanceof CofferError && e.code === 'corrupt', `here=${here}, damaged`);
+  }
 });

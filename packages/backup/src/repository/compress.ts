@@ -215,16 +215,18 @@ export function maybeCompressSync(raw: Buffer, mode: CompressionMode = 'auto'): 
 }
 
 /**
- * Blobs of this raw size or more are decompressed on the calling thread, straight into a
- * buffer of their raw length (zstd-napi, a reused context): through the thread pool each
- * call allocated its output as it went, and on restore's thread pool that held ~10 MiB
- * (issue 13). Smaller ones keep the thread pool: on restore's main thread, the critical
- * path of a restore of small files, the synchronous form was slower (see restore.ts).
+ * With `here`, blobs of this raw size or more are decompressed on the calling thread,
+ * straight into a buffer of their raw length (zstd-napi, a reused context): through the
+ * thread pool each call allocated its output as it went, and a restore's thread pool held
+ * tens of MiB that way (issue 13). Smaller ones keep the thread pool: on restore's main
+ * thread, the critical path of a restore of small files, the synchronous form was slower
+ * (see restore.ts); and a backup reading its parent's trees keeps the pool for all (the
+ * walk waits for them: 3.5% slower otherwise on the chat set's second backup).
  */
 export const SYNC_DECOMPRESS_FROM = 128 * 1024;
 let dctx: InstanceType<typeof zstdSync.DCtx> | undefined;
 
-export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string): Promise<Buffer> {
+export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string, here = false): Promise<Buffer> {
   if ((flags & BLOB_PADDED) !== 0) stored = unpadBlob(stored, where);
   if ((flags & BLOB_COMPRESSED) === 0) {
     if (stored.length !== rawLength) throw new CofferError('corrupt', `${where}: blob has the wrong length`);
@@ -235,7 +237,7 @@ export async function decompressBlob(stored: Buffer, flags: number, rawLength: n
   }
   let out: Buffer;
   try {
-    if (rawLength >= SYNC_DECOMPRESS_FROM) {
+    if (here && rawLength >= SYNC_DECOMPRESS_FROM) {
       // A frame that decodes to more than rawLength bytes fails here: it does not fit.
       out = Buffer.allocUnsafe(rawLength);
       out = out.subarray(0, (dctx ??= new zstdSync.DCtx()).decompress(out, stored));

@@ -728,8 +728,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           // Small blobs on the thread pool: this thread is the restore's critical path, and
           // decompressing them here synchronously (zstd-napi) made the 50,000-file tree's
           // restore 10–13% slower though it cost less CPU in all (issue 13). Large ones here,
-          // into their raw length (SYNC_DECOMPRESS_FROM): the chat set's restore at 28% less
-          // peak RSS, in the same time.
+          // into their raw length (SYNC_DECOMPRESS_FROM): the chat set's restore at 20–30% less
+          // peak RSS (~35 MiB: the thread pool's binding grows each output as it goes), for
+          // 6% more time when the target is tmpfs, within noise on a disk. (A thread of its
+          // own for them was tried: its isolate and buffers made the peak 22% higher.)
           const raw = await decompressBlob(stored, loc.flags, loc.rawLength, `${name} (blob at ${loc.offset})`, true);
           // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
           // authenticated, but an index pointing at the wrong blob would otherwise

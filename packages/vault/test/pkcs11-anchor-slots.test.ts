@@ -31,8 +31,9 @@ class FakeToken {
     const same = (x: Value | undefined, y: unknown): boolean => (Buffer.isBuffer(x) || Buffer.isBuffer(y) ? Buffer.from(x as string).equals(Buffer.from(y as string)) : x === y);
     this.#found = [...this.objects].filter(([, o]) => template.every((a) => same(o.get(a.type), a.value))).map(([h]) => h);
   }
-  C_FindObjects(): Handle[] {
-    return this.#found.map((h) => Buffer.from(h, 'hex'));
+  /** At most `max` handles per call, the next ones on the next call (as the standard has it). */
+  C_FindObjects(_s: Handle, max = 1): Handle[] {
+    return this.#found.splice(0, max).map((h) => Buffer.from(h, 'hex'));
   }
   C_FindObjectsFinal(): void {}
   /** Set: every attribute read fails with this CK_RV text (a device error, say). */
@@ -164,6 +165,28 @@ describe('PKCS#11 anchor slots (in-memory token)', () => {
     // Its generation continues from the version 1 objects it holds.
     const v1 = [...t.objects.values()][0]!.get(pkcs11js.CKA_VALUE) as Buffer;
     assert.equal(v1.readBigUInt64BE(0), 4n);
+  });
+
+  it('finds every anchor object however many there are (C_FindObjects gives them a few at a time): the newest generation is read, and written above', () => {
+    const t = new FakeToken(32);
+    const p = t as unknown as PKCS11;
+    // Version 1 objects left behind by writes whose clean-up never ran: generations 1..40,
+    // the newest created last, so a search that takes only the first batch misses it.
+    for (let g = 1; g <= 40; g++) {
+      const body = Buffer.alloc(8 + 56, g);
+      body.writeBigUInt64BE(BigInt(g), 0);
+      t.C_CreateObject(session, [
+        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+        { type: pkcs11js.CKA_TOKEN, value: true },
+        { type: pkcs11js.CKA_LABEL, value: ANCHOR_LABEL },
+        { type: pkcs11js.CKA_VALUE, value: body },
+      ]);
+    }
+    assert.deepEqual(readAnchorObject(p, session), Uint8Array.from(Buffer.alloc(56, 40)), 'the newest of 40');
+    new AnchorSlots().write(p, session, Buffer.alloc(56, 99));
+    assert.deepEqual(readAnchorObject(p, session), Uint8Array.from(Buffer.alloc(56, 99)));
+    const left = [...t.objects.values()].map((o) => (o.get(pkcs11js.CKA_VALUE) as Buffer).readBigUInt64BE(0));
+    assert.deepEqual(left, [41n], 'written as generation 41, every older object destroyed');
   });
 });
 

@@ -60,6 +60,11 @@ interface SlotObject {
   readonly value: Buffer | null;
 }
 
+/** Handles asked of C_FindObjects per call (see find). */
+const FIND_BATCH = 16;
+/** More anchor objects than this is a broken token, not writes cut short. */
+const FIND_MAX = 4096;
+
 function check(body: Buffer): Buffer {
   return createHash('sha256').update(body).digest().subarray(0, CHECK_BYTES);
 }
@@ -85,11 +90,23 @@ export function decodeSlotLabel(label: Buffer): { generation: bigint; value: Buf
   return { generation: body.readBigUInt64BE(0), value: Buffer.from(body.subarray(GENERATION_BYTES)) };
 }
 
+/**
+ * Every object matching `template`. C_FindObjects gives at most the count asked for per
+ * call: it is called until it gives fewer, so that no anchor object is left unseen (a
+ * newer generation missed would be a rollback), however many writes left objects behind.
+ */
 function find(p: PKCS11, s: Handle, template: Template): Handle[] {
   try {
     p.C_FindObjectsInit(s, template);
     try {
-      return p.C_FindObjects(s, 16);
+      const all: Handle[] = [];
+      for (;;) {
+        const some = p.C_FindObjects(s, FIND_BATCH);
+        all.push(...some);
+        if (some.length < FIND_BATCH) return all;
+        // A token that never stops answering: fail closed rather than loop.
+        if (all.length > FIND_MAX) throw new PlatformError(`pkcs11: more than ${FIND_MAX} anchor objects on the token`, 'hsm-failure');
+      }
     } finally {
       p.C_FindObjectsFinal(s);
     }

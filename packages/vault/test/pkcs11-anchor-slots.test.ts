@@ -16,7 +16,14 @@ class FakeToken {
   readonly calls = new Map<string, number>();
   #next = 1;
   #found: string[] = [];
-  constructor(private readonly maxLabel = Infinity) {}
+  /** `truncate`: labels longer than this are stored cut short, without an error (as some tokens do). */
+  constructor(
+    private readonly maxLabel = Infinity,
+    private readonly truncate = Infinity,
+  ) {}
+  #stored(attrs: Template): Template {
+    return attrs.map((a) => (a.type === pkcs11js.CKA_LABEL && String(a.value).length > this.truncate ? { type: a.type, value: String(a.value).slice(0, this.truncate) } : a));
+  }
 
   #count(name: string): void {
     this.calls.set(name, (this.calls.get(name) ?? 0) + 1);
@@ -49,7 +56,7 @@ class FakeToken {
     this.#check(attrs);
     const h = Buffer.alloc(4);
     h.writeUInt32BE(this.#next++);
-    this.objects.set(h.toString('hex'), new Map(attrs.map((a) => [a.type, a.value as Value])));
+    this.objects.set(h.toString('hex'), new Map(this.#stored(attrs).map((a) => [a.type, a.value as Value])));
     return h;
   }
   C_SetAttributeValue(_s: Handle, h: Handle, attrs: Template): void {
@@ -57,7 +64,7 @@ class FakeToken {
     const o = this.objects.get(h.toString('hex'));
     if (!o) throw new pkcs11js.Pkcs11Error('CKR_OBJECT_HANDLE_INVALID:130');
     this.#check(attrs);
-    for (const a of attrs) o.set(a.type, a.value as Value);
+    for (const a of this.#stored(attrs)) o.set(a.type, a.value as Value);
   }
   C_DestroyObject(_s: Handle, h: Handle): void {
     this.#count('C_DestroyObject');
@@ -165,6 +172,17 @@ describe('PKCS#11 anchor slots (in-memory token)', () => {
     // Its generation continues from the version 1 objects it holds.
     const v1 = [...t.objects.values()][0]!.get(pkcs11js.CKA_VALUE) as Buffer;
     assert.equal(v1.readBigUInt64BE(0), 4n);
+  });
+
+  it('a token that silently cuts long labels short: every write is read back, and the version 1 form holds the anchor (never a generation behind)', () => {
+    const t = new FakeToken(Infinity, 40);
+    const p = t as unknown as PKCS11;
+    const a = new AnchorSlots();
+    for (let i = 1; i <= 5; i++) {
+      a.write(p, session, Buffer.alloc(56, i));
+      assert.deepEqual(readAnchorObject(p, session), Uint8Array.from(Buffer.alloc(56, i)), `after write ${i}`);
+    }
+    assert.deepEqual(t.kinds(), { slots: 0, v1: 1 });
   });
 
   it('finds every anchor object however many there are (C_FindObjects gives them a few at a time): the newest generation is read, and written above', () => {

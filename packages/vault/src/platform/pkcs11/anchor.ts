@@ -221,6 +221,20 @@ function writeV1(p: PKCS11, s: Handle, generation: bigint, value: Buffer, older:
   for (const o of older) destroyQuietly(p, s, o.handle);
 }
 
+/**
+ * Whether the slot `handle` holds `label` exactly, read back after writing it: a token that
+ * silently cut a long label short would otherwise leave a slot that reads as damaged, and
+ * the anchor a generation behind what the vault was told is stored. A failed read counts
+ * as not stored.
+ */
+function holdsLabel(p: PKCS11, s: Handle, handle: Handle, label: string): boolean {
+  try {
+    return readAttribute(p, s, handle, pkcs11js.CKA_LABEL).equals(Buffer.from(label, 'latin1'));
+  } catch {
+    return false;
+  }
+}
+
 function destroyQuietly(p: PKCS11, s: Handle, handle: Handle): void {
   try {
     p.C_DestroyObject(s, handle);
@@ -264,7 +278,9 @@ export class AnchorSlots {
         // read, no search): were another writer on the token, the remembered generation
         // could be behind it, and this write would go under the token's newest value.
         if (decodeSlotLabel(readAttribute(p, s, known.newest.handle, pkcs11js.CKA_LABEL))?.generation !== known.newest.generation) throw new Error('moved');
-        p.C_SetAttributeValue(s, known.older, [{ type: pkcs11js.CKA_LABEL, value: encodeSlotLabel(generation, value) }]);
+        const label = encodeSlotLabel(generation, value);
+        p.C_SetAttributeValue(s, known.older, [{ type: pkcs11js.CKA_LABEL, value: label }]);
+        if (!holdsLabel(p, s, known.older, label)) throw new Error('not stored as written');
         this.#known = { newest: { handle: known.older, generation }, older: known.newest.handle };
         return;
       } catch {
@@ -305,6 +321,12 @@ export function writeAnchorObject(p: PKCS11, s: Handle, value: Buffer): KnownSlo
       // generation as a new object, the replaced slot destroyed below.
       written = createSlot(p, s, label);
     }
+  }
+  if (written !== null && !holdsLabel(p, s, written, label)) {
+    // Stored otherwise than written (a label cut short): the version 1 form, which holds
+    // the anchor in CKA_VALUE, replaces every slot.
+    destroyQuietly(p, s, written);
+    written = null;
   }
   if (written === null) {
     writeV1(p, s, generation, value, [...v1, ...slots]);

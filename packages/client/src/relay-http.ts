@@ -153,6 +153,53 @@ interface Answer {
   json(): Promise<unknown>;
 }
 
+/**
+ * The most bytes of an answer read whole (its JSON, text or bytes: every answer but a
+ * blob's, which is read as a stream). The relay's operator is an attacker too: an answer
+ * without end must not take the client's memory with it.
+ */
+export const ANSWER_BODY_MAX = 1024 * 1024;
+
+/** `res` whose json(), text() and arrayBuffer() read at most ANSWER_BODY_MAX bytes (its body stays as it is). */
+function bounded(res: RelayResponse): RelayResponse {
+  const all = async (): Promise<Uint8Array> => {
+    if (!res.body) return new Uint8Array(0);
+    const reader = res.body.getReader();
+    const parts: Uint8Array[] = [];
+    let n = 0;
+    try {
+      for (;;) {
+        const x = await reader.read();
+        if (x.done) break;
+        n += x.value.length;
+        if (n > ANSWER_BODY_MAX) throw new CofferClientError('protocol', `the server's answer is over ${ANSWER_BODY_MAX} bytes`);
+        parts.push(x.value);
+      }
+    } catch (e) {
+      await reader.cancel().catch(() => {});
+      throw e;
+    }
+    const out = new Uint8Array(n);
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  };
+  const text = async () => new TextDecoder().decode(await all());
+  return {
+    status: res.status,
+    statusText: res.statusText,
+    ok: res.ok,
+    headers: res.headers,
+    body: res.body,
+    json: async () => JSON.parse(await text()) as unknown,
+    text,
+    arrayBuffer: async () => (await all()).buffer as ArrayBuffer,
+  };
+}
+
 function responseAnswer(res: RelayResponse): Answer {
   return { status: res.status, statusText: res.statusText, header: (n) => res.headers.get(n), json: () => res.json() };
 }
@@ -253,11 +300,11 @@ export class RelayHttp {
       // Through the transport when it has `request` (node:http: never follows a redirect)
       // and the caller brought no fetch of its own; a stream body always goes to fetch.
       const transport = this.#o.fetch ? undefined : this.#o.uploads;
-      if (transport?.request && !streamed) return await transport.request({ method: c.method, url: `${this.server}${c.path}`, headers, ...(body !== undefined ? { body: body as Uint8Array | string } : {}), signal });
+      if (transport?.request && !streamed) return bounded(await transport.request({ method: c.method, url: `${this.server}${c.path}`, headers, ...(body !== undefined ? { body: body as Uint8Array | string } : {}), signal }));
       // Never follow a redirect: it would carry the bearer token (and passwords) elsewhere.
       // A stream body needs `duplex: 'half'` (Fetch standard; Node's fetch requires it).
       const init = { method: c.method, headers, redirect: 'error', ...(body !== undefined ? { body } : {}), ...(streamed ? { duplex: 'half' } : {}), signal } as RequestInit;
-      return await this.#fetch(`${this.server}${c.path}`, init);
+      return bounded(await this.#fetch(`${this.server}${c.path}`, init));
     } catch (e) {
       const name = (e as Error)?.name;
       if (c.signal?.aborted) throw new UnavailableError(`${c.method} ${c.path} was ended: ${describeFetchError(c.signal.reason ?? e)}`, e);

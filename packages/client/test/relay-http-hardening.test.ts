@@ -7,6 +7,8 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { RelayHttp, isLoopbackHost } from '../src/relay-http.js';
+import { NodeUploadTransport } from '../src/node-transport.js';
+import { CofferClientError } from '../src/errors.js';
 
 async function serve(t: { after: (f: () => Promise<void>) => void }, handler: Parameters<typeof createServer>[1]): Promise<{ url: string; server: Server }> {
   const server = createServer(handler);
@@ -66,4 +68,33 @@ test('password sign-in solves the relay\'s proof-of-work when asked (428) and re
   const s = await new RelayHttp({ server: relay.url }).loginWithPassword('a'.repeat(26), 'pw');
   assert.equal(s.token, 'cs1.t');
   assert.equal(calls, 2);
+});
+
+test('an answer without end (a vault message, a JSON error, the fleet bundle) is refused at 1 MiB, through fetch and through the node transport, and the client moves on', async (t) => {
+  let served = 0;
+  const relay = await serve(t, (req, res) => {
+    served++;
+    // Status by path: a success for the vault and the bundle, an error for the rest.
+    const status = req.url === '/v1/vault' || req.url === '/v1/fleet-bundle' ? 200 : 400;
+    res.writeHead(status, { 'content-type': status === 200 ? 'application/octet-stream' : 'application/json' });
+    const piece = Buffer.alloc(64 * 1024, 0x20);
+    let sent = 0;
+    const more = (): void => {
+      // 64 MiB at most (the test must end even if the client read it all).
+      while (sent < 1024 && res.write(piece)) sent++;
+      if (sent >= 1024) res.end();
+      else res.once('drain', more);
+    };
+    res.on('close', () => res.destroy());
+    more();
+  });
+  const viaFetch = new RelayHttp({ server: relay.url, token: () => 'cs1.t', fetch: (u, i) => fetch(u, i) });
+  const viaNode = new RelayHttp({ server: relay.url, token: () => 'cs1.t', uploads: new NodeUploadTransport() });
+  for (const [how, http] of [['fetch', viaFetch], ['node transport', viaNode]] as const) {
+    const big = (e: unknown) => e instanceof CofferClientError && e.code === 'protocol' && /over 1048576 bytes/.test(e.message);
+    await assert.rejects(http.vault(new Uint8Array(603)), big, `${how}: vault`);
+    await assert.rejects(http.fleetBundle(), big, `${how}: fleet bundle`);
+    await assert.rejects(http.call({ method: 'GET', path: '/v1/anything', auth: true }), (e: unknown) => e instanceof Error && !(e instanceof RangeError), `${how}: an error answer`);
+  }
+  assert.ok(served >= 6);
 });

@@ -38,9 +38,11 @@ const zstdNative = (): ThreadPoolZstd => (threadPoolZstd ??= createRequire(impor
  * builds it at install). Through @mongodb-js/zstd every call is a thread-pool round trip
  * with a fresh context: measured on the tree's text files (6.2 KiB, one session), 41.9 µs
  * of CPU per compress against 17.4 µs with a reused context; on the 50,000-file tree about
- * 0.6 s of a first backup's 4 s of CPU (issue 13). Large blobs keep the thread pool: they
- * would hold the calling thread for milliseconds. (Decompression stays there too: on
- * restore's main thread, its critical path, the synchronous form was slower overall.)
+ * 0.6 s of a first backup's 4 s of CPU (issue 13). Large chunks too are compressed on the
+ * worker that read them (maybeCompressInto), but those the main thread compresses (a
+ * changed file's chunks missing from the repository, tree blobs) keep the thread pool:
+ * they would hold the main thread for milliseconds. Decompression keeps it too, but for
+ * restore's large blobs (decompressBlob's `here`).
  */
 const zstdSync = createRequire(import.meta.url)('zstd-napi/binding') as {
   CCtx: new () => { compress2(dst: Uint8Array, src: Uint8Array): number; setParameter(param: number, value: number): void };
@@ -194,7 +196,7 @@ export async function maybeCompress(raw: Buffer, mode: CompressionMode = 'auto')
 
 /**
  * maybeCompress for a large chunk on a chunk worker, on that thread with its reused
- * context: the same decisions, the same frames. zstd writes into `scratch` (at least
+ * context: the same decisions, frames of the same form (spec §7.2). zstd writes into `scratch` (at least
  * zstdBound(raw.length) bytes): `stored` is a view of it when compressed, else `raw`.
  * For the main thread, whose time it would take, maybeCompress.
  */

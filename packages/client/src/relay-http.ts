@@ -179,13 +179,7 @@ function bounded(res: RelayResponse): RelayResponse {
       await reader.cancel().catch(() => {});
       throw e;
     }
-    const out = new Uint8Array(n);
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return concat(...parts);
   };
   const text = async () => new TextDecoder().decode(await all());
   return {

@@ -13,6 +13,7 @@ import { BackupKey, DEFAULT_CHUNKER, RepositoryKeys } from '../src/index.js';
 import { ChunkPool } from '../src/chunker/chunk-pool.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
 import { decompressBlob } from '../src/repository/compress.js';
+import { CHUNK_REGION_BYTES, knownByRegion } from '../src/repository/backup.js';
 import { tempDir } from './fixtures/trees.js';
 
 test('workers start with the work: none idle, one for one job at a time, a second when a job finds the first with two, at most the limit', async (t) => {
@@ -142,4 +143,22 @@ test('work is given out as workers get through it: each worker holds at most 8 M
   const small = [0, 1, 2].map((i) => pool.chunkFile(join(dir, `r${i}`), async () => {}, { bytes: 200_000 }));
   assert.equal(pool.waiting, 0, 'small jobs are all given out at once');
   await Promise.all(small);
+});
+
+test('a changed file\'s parent chunks go with the regions they fall in (knownByRegion), not the whole list with every region', () => {
+  const MiB = 1 << 20;
+  const id = (i: number) => Buffer.alloc(32, i).toString('hex');
+  // Parent chunks of 40 MiB, 30 MiB, 10 MiB, 60 MiB, 5 MiB: offsets 0, 40, 70, 80, 140 MiB.
+  const sizes = new Map([id(1), id(2), id(3), id(4), id(5)].map((h, k) => [h, [40, 30, 10, 60, 5][k]! * MiB]));
+  const chunks = [...sizes.keys()];
+  const lengthOf = (b: Buffer) => sizes.get(b.toString('hex'));
+  const got = knownByRegion(chunks, 3, lengthOf).map((b) => (b ? b.toString('hex').match(/.{64}/g) ?? [] : null));
+  assert.equal(CHUNK_REGION_BYTES, 64 * MiB);
+  assert.deepEqual(got, [[id(1), id(2)], [id(3), id(4)], [id(5)]], 'by where each starts: region 0 [0, 64) MiB, 1 [64, 128), 2 from 128');
+  // One region: the whole list, no lookups.
+  assert.deepEqual(knownByRegion(chunks, 1, () => assert.fail('no lookup')), [Buffer.from(chunks.join(''), 'hex')]);
+  // A chunk the index does not know: no lists (every chunk compressed on the workers).
+  assert.deepEqual(knownByRegion([...chunks, id(9)], 3, lengthOf), [undefined, undefined, undefined]);
+  // Chunks past the last region (the file shrank): dropped.
+  assert.deepEqual(knownByRegion(chunks, 2, lengthOf).map((b) => b!.length / 32), [2, 2]);
 });

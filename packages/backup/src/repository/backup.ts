@@ -69,6 +69,29 @@ const LOOKAHEAD = 1024;
  */
 const SMALL_BATCH_AGE = LOOKAHEAD / 4;
 
+/**
+ * The parent's chunk IDs of a file (hex), as `regions` lists of 32-byte IDs, one per
+ * region (CHUNK_REGION_BYTES): a region's chunk job carries only those of its own region
+ * (issue 13: the whole list with every region of a 100 GB file would be 1,600 copies of
+ * 6 MiB). Regions restart the chunking (spec §6.1), so a parent chunk's region is where
+ * its offset falls, from the raw lengths `rawLengthOf` gives (the index); content moved
+ * across a boundary is only compressed needlessly. A chunk without a length: no lists at
+ * all (the workers then compress every chunk, as for a new file).
+ */
+export function knownByRegion(chunks: readonly string[], regions: number, rawLengthOf: (id: Buffer) => number | undefined): Array<Buffer | undefined> {
+  if (regions <= 1) return [Buffer.from(chunks.join(''), 'hex')];
+  const ids: string[][] = Array.from({ length: regions }, () => []);
+  let offset = 0;
+  for (const c of chunks) {
+    const n = rawLengthOf(Buffer.from(c, 'hex'));
+    if (n === undefined) return new Array<undefined>(regions).fill(undefined);
+    const r = Math.floor(offset / CHUNK_REGION_BYTES);
+    if (r < regions) ids[r]!.push(c);
+    offset += n;
+  }
+  return ids.map((x) => Buffer.from(x.join(''), 'hex'));
+}
+
 export interface BackupProgress {
   files: number;
   bytes: number;
@@ -632,17 +655,20 @@ async function walkAndStore(
     report();
   };
   /**
-   * The workers compress the chunks, but those of `known` (the chunk IDs of the file in
-   * the parent): those come raw, and the blob writer compresses the few it stores.
+   * The workers compress the chunks, but those among `known` (the chunk IDs of the file
+   * in the parent): those come raw, and the blob writer compresses the few it stores.
    */
-  const chunkFile = async (abs: Buffer, size: number, known: Uint8Array | undefined): Promise<{ chunks: string[]; size: number } | null> => {
+  const chunkFile = async (abs: Buffer, size: number, known: readonly string[] | undefined): Promise<{ chunks: string[]; size: number } | null> => {
     try {
       // Large files are cut in independent regions so both workers share them (spec §6.1).
+      const count = Math.max(1, Math.ceil(size / CHUNK_REGION_BYTES));
+      const knownIn = known ? knownByRegion(known, count, (id) => index.get(id)?.rawLength) : [];
       const regions: Array<Promise<ChunkedFile>> = [];
-      for (let start = 0; start === 0 || start < size; start += CHUNK_REGION_BYTES) {
+      for (let start = 0, r = 0; start === 0 || start < size; start += CHUNK_REGION_BYTES, r++) {
         const last = start + CHUNK_REGION_BYTES >= size;
         const end = last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES;
-        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress: true, ...(known ? { known } : {}), bytes: Math.min(size, end) - start }));
+        const k = knownIn[Math.min(r, count - 1)];
+        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress: true, ...(k ? { known: k } : {}), bytes: Math.min(size, end) - start }));
       }
       const parts = await Promise.all(regions);
       read.files++;
@@ -659,7 +685,7 @@ async function walkAndStore(
    * read differ from its size, it changed while being read. It is read once more; if it
    * changes again, what was read is kept and a warning says it may be inconsistent.
    */
-  const readStable = async (abs: Buffer, st: SmallFileStat, first = 1, known?: Uint8Array): Promise<ReadFile | null> => {
+  const readStable = async (abs: Buffer, st: SmallFileStat, first = 1, known?: readonly string[]): Promise<ReadFile | null> => {
     for (let attempt = first; ; attempt++) {
       const got = await chunkFile(abs, Number(st.size), known);
       if (!got) return null;
@@ -1092,7 +1118,7 @@ async function walkAndStore(
     }
     // The workers compress a file's chunks, but those it had in the parent: most of a
     // changed large file's are stored already, and dedup comes first (in the blob writer).
-    const done = readStable(abs, st, 1, prev ? Buffer.from(prev.chunks.join(''), 'hex') : undefined).then((got) => entryOfRead(slot, got));
+    const done = readStable(abs, st, 1, prev?.chunks).then((got) => entryOfRead(slot, got));
     done.catch(() => {}); // awaited in order by writeHead; don't report it unhandled meanwhile
     settle?.(done);
     return emit(done);

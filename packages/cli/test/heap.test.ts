@@ -129,5 +129,8 @@ console.log(${NEW_SPACE});
 await w.terminate();
 `;
   const held = await runScript(body);
-  assert.ok(held <= RESTORE_NEW_SPACE_BYTES, `new space ${held / MiB} MiB with the restore's policy after a worker started`);
+  // At most one growth step past the hold: a collection here in the moment the worker's
+  // isolate resets the process-wide growth factor, before it is set again, can take one
+  // (heap.ts; seen once in ~10 CI runs). Without the setting again it reaches V8's 32 MiB.
+  assert.ok(held <= 2 * RESTORE_NEW_SPACE_BYTES, `new space ${held / MiB} MiB with the restore's policy after a worker started`);
 });

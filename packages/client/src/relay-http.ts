@@ -160,27 +160,29 @@ interface Answer {
  */
 export const ANSWER_BODY_MAX = 1024 * 1024;
 
+/** All of `body` (none: empty), refused as 'protocol' past `max` bytes (`what` names the answer). */
+async function readAtMost(body: RelayResponseBody | null, max: number, what: string): Promise<Uint8Array> {
+  if (!body) return new Uint8Array(0);
+  const reader = body.getReader();
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  try {
+    for (;;) {
+      const x = await reader.read();
+      if (x.done) break;
+      n += x.value.length;
+      if (n > max) throw new CofferClientError('protocol', `${what} is over ${max} bytes`);
+      parts.push(x.value);
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return concat(...parts);
+}
+
 /** `res` whose json(), text() and arrayBuffer() read at most ANSWER_BODY_MAX bytes (its body stays as it is). */
 function bounded(res: RelayResponse): RelayResponse {
-  const all = async (): Promise<Uint8Array> => {
-    if (!res.body) return new Uint8Array(0);
-    const reader = res.body.getReader();
-    const parts: Uint8Array[] = [];
-    let n = 0;
-    try {
-      for (;;) {
-        const x = await reader.read();
-        if (x.done) break;
-        n += x.value.length;
-        if (n > ANSWER_BODY_MAX) throw new CofferClientError('protocol', `the server's answer is over ${ANSWER_BODY_MAX} bytes`);
-        parts.push(x.value);
-      }
-    } catch (e) {
-      await reader.cancel().catch(() => {});
-      throw e;
-    }
-    return concat(...parts);
-  };
+  const all = () => readAtMost(res.body, ANSWER_BODY_MAX, "the server's answer");
   const text = async () => new TextDecoder().decode(await all());
   return {
     status: res.status,
@@ -373,23 +375,8 @@ export class RelayHttp {
     // Never follow a redirect (the bearer token); a stream body needs `duplex: 'half'`.
     const init = { method: r.method, headers: r.headers, redirect: 'error', body, duplex: 'half', signal: r.signal } as RequestInit;
     const res = await this.#fetch(r.url, init);
-    const chunks: Uint8Array[] = [];
-    let n = 0;
-    if (res.body) {
-      const reader = res.body.getReader();
-      try {
-        for (;;) {
-          const x = await reader.read();
-          if (x.done) break;
-          n += x.value.length;
-          if (n > UPLOAD_ANSWER_MAX) throw new CofferClientError('protocol', `PUT ${r.url}: the answer's body is over ${UPLOAD_ANSWER_MAX} bytes`);
-          chunks.push(x.value);
-        }
-      } finally {
-        await reader.cancel().catch(() => {});
-      }
-    }
-    return { status: res.status, statusText: res.statusText, header: (h) => res.headers.get(h), body: concat(...chunks) };
+    const answer = await readAtMost(res.body, UPLOAD_ANSWER_MAX, `PUT ${r.url}: the answer's body`);
+    return { status: res.status, statusText: res.statusText, header: (h) => res.headers.get(h), body: answer };
   }
 
   async json<T>(c: Call): Promise<T> {

@@ -225,7 +225,7 @@ export function maybeCompressSync(raw: Buffer, mode: CompressionMode = 'auto'): 
  * (see restore.ts); and a backup reading its parent's trees keeps the pool for all (the
  * walk waits for them: 3.5% slower otherwise on the chat set's second backup).
  */
-export const SYNC_DECOMPRESS_FROM = 128 * 1024;
+const SYNC_DECOMPRESS_FROM = 128 * 1024;
 let dctx: InstanceType<typeof zstdSync.DCtx> | undefined;
 
 export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string, here = false): Promise<Buffer> {

@@ -470,6 +470,17 @@ export function decodeEntry(line: string, where: string): TreeEntry {
   }
 }
 
+/** A 52-bit hash of a path's bytes (two 32-bit FNV-1a lanes), exact as a JS number. */
+function pathHash(b: Uint8Array): number {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x050c5d1f;
+  for (let i = 0; i < b.length; i++) {
+    h1 = Math.imul(h1 ^ b[i]!, 0x01000193);
+    h2 = Math.imul(h2 ^ b[i]!, 0x01000193) ^ (h2 >>> 15);
+  }
+  return (h1 >>> 12) * 0x100000000 + (h2 >>> 0);
+}
+
 /**
  * Checks the structure rules of a whole listing, entry by entry (spec §9.3): every
  * non-root entry's parent is an earlier `dir` entry; no path appears twice; siblings
@@ -478,10 +489,17 @@ export function decodeEntry(line: string, where: string): TreeEntry {
  */
 export class TreeValidator {
   readonly #dirs = new Set<string>();
-  readonly #files = new Set<string>();
+  /**
+   * File entries seen, by a 52-bit hash of the path (pathHash): a listing is read as a
+   * restore goes (issue 13), and a set of every file's path would grow with the number
+   * of files (~100 bytes each). A hard link naming no earlier file passes only when its
+   * path's hash equals an earlier file's (about n / 2^52 for n files); restoring it then
+   * fails to find its target, which is a warning, not a wrong file.
+   */
+  readonly #files = new Set<number>();
   readonly #seen = new Set<string>();
-  /** Last child name seen under each directory still open (by path). */
-  readonly #lastChild = new Map<string, Buffer>();
+  /** Last child name seen under each directory (by path), as latin1 text: a copy, which keeps no entry's buffer alive. */
+  readonly #lastChild = new Map<string, string>();
   readonly #strictOrder: boolean;
 
   /** `strictOrder` false for version 1 listings, which sorted by UTF-16 code units. */
@@ -499,14 +517,15 @@ export class TreeValidator {
     }
     const slash = e.rawPath.lastIndexOf(0x2f);
     const parent = slash < 0 ? '' : key.slice(0, slash);
-    const name = slash < 0 ? e.rawPath : e.rawPath.subarray(slash + 1);
+    // Latin1 text compares as its bytes do (one code unit per byte).
+    const name = slash < 0 ? key : key.slice(slash + 1);
     if (slash >= 0 && !this.#dirs.has(parent)) throw bad('its parent is not an earlier dir entry');
     const prev = this.#lastChild.get(parent);
-    if (this.#strictOrder && prev && Buffer.compare(prev, name) >= 0) throw bad(Buffer.compare(prev, name) === 0 ? 'path appears twice' : 'siblings out of order');
+    if (this.#strictOrder && prev !== undefined && prev >= name) throw bad(prev === name ? 'path appears twice' : 'siblings out of order');
     this.#lastChild.set(parent, name);
     if (e.type === 'dir') this.#dirs.add(key);
-    if (e.type === 'file') this.#files.add(key);
-    if (e.type === 'hardlink' && !this.#files.has(e.link.toString('latin1'))) throw bad('hard link to no earlier file entry');
+    if (e.type === 'file') this.#files.add(pathHash(e.rawPath));
+    if (e.type === 'hardlink' && !this.#files.has(pathHash(e.link))) throw bad('hard link to no earlier file entry');
   }
 }
 

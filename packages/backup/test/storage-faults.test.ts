@@ -143,6 +143,20 @@ test(
   },
 );
 
+test('a file whose blob no index lists: restore refuses before writing anything, naming the file', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'd');
+  await writeTree(src, dir({ 'A.bin': file(prng(1, 120_000)) }));
+  await backup(tr.repo, { paths: [src], now: () => new Date(1_700_000_000_000) });
+  const first = (await new LocalBackend(tr.dir).list('index/')).map((o) => o.name);
+  await writeTree(join(src, 'B.bin'), file(prng(2, 60_000)));
+  const s2 = hex((await backup(tr.repo, { paths: [src], now: () => new Date(1_700_000_100_000) })).id);
+  // The second snapshot's listing and B's data are in the second index; A's only in the first.
+  for (const name of first) await fs.unlink(path(tr.dir, name));
+  const target = await restoreFails(t, await tr.reopen(), s2, 'missing-object', /d\/A\.bin: its data \(blob [0-9a-f]{16}\) is missing/);
+  assert.deepEqual(await allPaths(target), [], 'nothing was written, not even the other file');
+});
+
 for (const [what, damage] of [
   ['truncated by one byte', (b: Buffer) => b.subarray(0, b.length - 1)],
   ['truncated to its header', (b: Buffer) => b.subarray(0, 40)],

@@ -34,6 +34,7 @@ import { resolve } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
 import { decompressBlob } from './compress.js';
+import type { BlobIndex } from './index-file.js';
 import { hex, packName } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
@@ -136,10 +137,12 @@ const F_CREATED = 4;
 
 /**
  * The files to restore, packed (issue 13): columns of typed arrays, one buffer of path
- * bytes and one of chunk IDs (32 bytes per chunk), about 90 bytes per file besides its
- * path, in place of the decoded entries and a plan of objects pointing at them (about
- * 2 KB per file: a Buffer, strings, arrays, a bigint, a promise each). A file's entry is
- * made again only while it is finished (`meta`).
+ * bytes and one array of chunks, each the index record (BlobIndex.recordOf) of its blob
+ * (4 bytes, not its 32-byte ID), about 60 bytes per file besides its path, in place of
+ * the decoded entries and a plan of objects pointing at them (about 2 KB per file: a
+ * Buffer, strings, arrays, a bigint, a promise each). A file's entry is made again only
+ * while it is finished (`meta`). Columns grow by doubling while the listing is read and
+ * are cut to size after it (`trim`).
  */
 class FileTable {
   count = 0;
@@ -147,9 +150,12 @@ class FileTable {
   #cap = 0;
   #paths: Buffer = Buffer.alloc(0);
   #pathEnd = 0;
-  /** Every file's chunk IDs, in file order (32 bytes each). */
-  ids: Buffer = Buffer.alloc(0);
-  #idEnd = 0;
+  /** Every file's chunks, in file order: index record numbers. */
+  recs = new Uint32Array(1024);
+  #recEnd = 0;
+  readonly #id = Buffer.alloc(32);
+
+  constructor(readonly index: BlobIndex) {}
   pathOff = new Float64Array(0);
   pathLen = new Uint32Array(0);
   size = new Float64Array(0);
@@ -160,7 +166,7 @@ class FileTable {
   uid = new Uint32Array(0);
   gid = new Uint32Array(0);
   flags = new Uint8Array(0);
-  /** The file's first chunk: its number in `ids`. */
+  /** The file's first chunk: its place in `recs`. */
   chunkStart = new Float64Array(0);
   chunks = new Uint32Array(0);
   /** Chunks not yet written (a file is complete at 0). */
@@ -219,14 +225,42 @@ class FileTable {
     }
     this.flags[i] = f;
     if (e.xattrs) this.xattrs.set(i, e.xattrs);
-    this.ids = FileTable.#append(this.ids, this.#idEnd, 32 * e.chunks.length);
-    this.chunkStart[i] = this.#idEnd / 32;
+    if (this.#recEnd + e.chunks.length > this.recs.length) {
+      const more = new Uint32Array(Math.max(this.#recEnd + e.chunks.length, this.recs.length * 2));
+      more.set(this.recs.subarray(0, this.#recEnd));
+      this.recs = more;
+    }
+    this.chunkStart[i] = this.#recEnd;
+    // Every blob must be indexed before anything is written: a missing one names its file.
     for (const c of e.chunks) {
-      this.ids.write(c, this.#idEnd, 32, 'hex');
-      this.#idEnd += 32;
+      this.#id.write(c, 0, 32, 'hex');
+      const r = this.index.recordOf(this.#id);
+      if (r < 0) throw new CofferError('missing-object', `${e.path}: its data (blob ${c.slice(0, 16)}) is missing from the repository; \`coffer check\` tells which snapshots are affected`);
+      this.recs[this.#recEnd++] = r;
     }
     this.chunks[i] = e.chunks.length;
     this.remaining[i] = e.chunks.length;
+  }
+
+  /** The columns cut to the files held (the listing is read: no more are added). */
+  trim(): void {
+    const n = this.count;
+    const cut = <T extends { length: number; slice(a: number, b: number): T }>(a: T): T => (a.length > n ? a.slice(0, n) : a);
+    this.pathOff = cut(this.pathOff);
+    this.pathLen = cut(this.pathLen);
+    this.size = cut(this.size);
+    this.mode = cut(this.mode);
+    this.mtimeS = cut(this.mtimeS);
+    this.mtimeRest = cut(this.mtimeRest);
+    this.uid = cut(this.uid);
+    this.gid = cut(this.gid);
+    this.flags = cut(this.flags);
+    this.chunkStart = cut(this.chunkStart);
+    this.chunks = cut(this.chunks);
+    this.remaining = cut(this.remaining);
+    this.#cap = n;
+    if (this.recs.length > this.#recEnd) this.recs = this.recs.slice(0, this.#recEnd);
+    if (this.#paths.length > this.#pathEnd) this.#paths = Buffer.from(this.#paths.subarray(0, this.#pathEnd));
   }
 
   rawPath(i: number): Buffer {
@@ -290,7 +324,9 @@ export async function restore(repo: Repository, rec: SnapshotRecord, opts: Resto
 async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
   const target = resolve(opts.target);
   const dirs: DirEntry[] = [];
-  const files = new FileTable();
+  // The index first: the files' chunks are kept as its record numbers.
+  const index = await repo.index();
+  const files = new FileTable(index);
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
   // --include/--exclude match the snapshot's own paths, so they are applied before
   // SNAPSHOT:PATH moves the chosen part to the top of the target.
@@ -309,6 +345,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
     else others.push(e);
   }
   picker?.finish(rec.id);
+  files.trim();
   const warnings: RestoreWarning[] = [];
   const warn = (path: string, message: string) => {
     const w = { path, message };
@@ -412,8 +449,7 @@ function timeArg(ns: bigint): string {
 
 async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Promise<RestoreResult> {
   const { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts } = plan;
-  // Every blob must be indexed before we start: a missing one names its file.
-  const index = await repo.index();
+  const index = files.index;
   // The plan, packed like the files (issue 13): each distinct blob is a number, its
   // location the index record `blobRec` names; its uses (file, offset) a linked list.
   const blobOfRec = new Int32Array(index.recordCount).fill(-1);
@@ -439,11 +475,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     let offset = 0;
     const first = files.chunkStart[f]!;
     for (let k = 0; k < files.chunks[f]!; k++) {
-      const r = index.recordOf(files.ids, (first + k) * 32);
-      if (r < 0) {
-        const c = files.ids.toString('hex', (first + k) * 32, (first + k) * 32 + 8);
-        throw new CofferError('missing-object', `${files.path(f)}: its data (blob ${c}) is missing from the repository; \`coffer check\` tells which snapshots are affected`);
-      }
+      const r = files.recs[first + k]!;
       let blob = blobOfRec[r]!;
       if (blob < 0) {
         blob = blobOfRec[r] = blobs++;

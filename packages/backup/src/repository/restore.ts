@@ -154,8 +154,20 @@ class FileTable {
   recs = new Uint32Array(1024);
   #recEnd = 0;
   readonly #id = Buffer.alloc(32);
+  readonly #expect: number;
 
-  constructor(readonly index: BlobIndex) {}
+  /**
+   * @param expect how many files the listing probably holds (the snapshot's count): the
+   *   columns are made that size at once, not grown by doubling (each step a copy, and
+   *   freed arrays the allocator keeps: issue 13).
+   */
+  constructor(
+    readonly index: BlobIndex,
+    expect = 0,
+  ) {
+    this.#expect = Math.min(expect, 1 << 20);
+    if (this.#expect > 0) this.#paths = Buffer.allocUnsafe(this.#expect * 48);
+  }
   pathOff = new Float64Array(0);
   pathLen = new Uint32Array(0);
   size = new Float64Array(0);
@@ -176,7 +188,7 @@ class FileTable {
   readonly chains = new Map<number, Promise<void>>();
 
   #grow(): void {
-    const cap = Math.max(1024, this.#cap * 2);
+    const cap = Math.max(1024, this.#cap * 2, this.#expect);
     const more = <T extends { length: number; set(a: T): void }>(a: T, make: (n: number) => T): T => {
       const b = make(cap);
       b.set(a);
@@ -240,6 +252,11 @@ class FileTable {
     }
     this.chunks[i] = e.chunks.length;
     this.remaining[i] = e.chunks.length;
+  }
+
+  /** Chunks of all files held. */
+  get chunkCount(): number {
+    return this.#recEnd;
   }
 
   /** The columns cut to the files held (the listing is read: no more are added). */
@@ -326,7 +343,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   const dirs: DirEntry[] = [];
   // The index first: the files' chunks are kept as its record numbers.
   const index = await repo.index();
-  const files = new FileTable(index);
+  const files = new FileTable(index, opts.select?.active || opts.subtree ? 0 : rec.snapshot.stats.files);
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
   // --include/--exclude match the snapshot's own paths, so they are applied before
   // SNAPSHOT:PATH moves the chosen part to the top of the target.
@@ -452,25 +469,21 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const index = files.index;
   // The plan, packed like the files (issue 13): each distinct blob is a number, its
   // location the index record `blobRec` names; its uses (file, offset) a linked list.
+  // Made at their final size: a file's every chunk is one use, and at most one blob.
   const blobOfRec = new Int32Array(index.recordCount).fill(-1);
-  let blobRec = new Uint32Array(1024);
-  let blobFirstUse = new Int32Array(1024);
-  let blobLastUse = new Int32Array(1024);
+  const most = Math.max(1, files.chunkCount);
+  const blobRec = new Uint32Array(most);
+  const blobFirstUse = new Int32Array(most);
+  const blobLastUse = new Int32Array(most);
   let blobs = 0;
-  let useFile = new Uint32Array(1024);
-  let useOffset = new Float64Array(1024);
-  let useNext = new Int32Array(1024);
+  const useFile = new Uint32Array(most);
+  const useOffset = new Float64Array(most);
+  const useNext = new Int32Array(most);
   let uses = 0;
   /** Blob numbers by pack (index pack number), packs in the order first needed. */
   const byPack = new Map<number, number[]>();
   const suffix = randomBytes(6).toString('hex');
   const tmpName = (f: number) => Buffer.from(`.coffer-restore-${suffix}-${f}`);
-  const grown = <T extends Uint32Array | Int32Array | Float64Array>(a: T, n: number): T => {
-    if (n < a.length) return a;
-    const b = new (a.constructor as new (n: number) => T)(a.length * 2);
-    b.set(a);
-    return b;
-  };
   for (let f = 0; f < files.count; f++) {
     let offset = 0;
     const first = files.chunkStart[f]!;
@@ -479,9 +492,6 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       let blob = blobOfRec[r]!;
       if (blob < 0) {
         blob = blobOfRec[r] = blobs++;
-        blobRec = grown(blobRec, blob);
-        blobFirstUse = grown(blobFirstUse, blob);
-        blobLastUse = grown(blobLastUse, blob);
         blobRec[blob] = r;
         blobFirstUse[blob] = -1;
         const pk = index.packNoAt(r);
@@ -490,9 +500,6 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         group.push(blob);
       }
       const u = uses++;
-      useFile = grown(useFile, u);
-      useOffset = grown(useOffset, u);
-      useNext = grown(useNext, u);
       useFile[u] = f;
       useOffset[u] = offset;
       useNext[u] = -1;

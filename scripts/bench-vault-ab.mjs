@@ -18,7 +18,9 @@
 // by that build's `coffer-vault keys create`.
 // --count-pkcs11 (with --platform pkcs11): the PKCS#11 calls each build's event loop makes
 // per recovery in the timed windows, by function (every C_* method of that build's
-// pkcs11js counted; the anchor thread's own calls are not, its writes are the log entries).
+// pkcs11js counted; the anchor thread's own calls are not, its writes are the log entries),
+// and the process CPU (process.cpuUsage, all threads) spent inside each call, µs per call:
+// SoftHSM2's own cost in the vault, next to bench-vault-hsm-ops' figures on a quiet token.
 // --heap-profile DIR: a sampling heap profile (node:inspector, every 4 KiB allocated on
 // average) of this build's timed windows only, one .heapprofile per window (open it in
 // Chrome DevTools' Memory tab): which code allocates, the source of the GC's work.
@@ -79,9 +81,10 @@ function softhsmEnv(buildRoot, dir, n) {
   return env;
 }
 
-/** Counts every C_* call of this build's pkcs11js (its own copy of the module) into `counts`. */
+/** Counts every C_* call of this build's pkcs11js (its own copy of the module) into `counts`, and the CPU µs inside the calls into `counts.cpu`. */
 function countPkcs11Calls(buildRoot) {
   const counts = new Map();
+  counts.cpu = new Map();
   const { PKCS11 } = createRequire(join(buildRoot, 'packages/vault/package.json'))('pkcs11js');
   // The native class's methods: each instance wraps them at construction, and the
   // JavaScript subclass's overrides call them through `super`.
@@ -91,7 +94,13 @@ function countPkcs11Calls(buildRoot) {
     if (!name.startsWith('C_') || typeof fn !== 'function') continue;
     native[name] = function (...args) {
       counts.set(name, (counts.get(name) ?? 0) + 1);
-      return fn.apply(this, args);
+      const c0 = process.cpuUsage();
+      try {
+        return fn.apply(this, args);
+      } finally {
+        const c = process.cpuUsage(c0);
+        counts.cpu.set(name, (counts.cpu.get(name) ?? 0) + c.user + c.system);
+      }
     };
   }
   return counts;
@@ -128,7 +137,7 @@ async function open({ buildRoot, dir, platformEnv }) {
   const fleetKey = vault.fleet.fleetKey;
   const accounts = Array.from({ length: ACCOUNTS }, (_, i) => `bench-${i}`);
   await registerAll(P, fleetKey, accounts, send);
-  return { buildRoot, dir, vault, P, send, fleetKey, accounts, rounds: [], pkcs11Calls, pkcs11Timed: new Map() };
+  return { buildRoot, dir, vault, P, send, fleetKey, accounts, rounds: [], pkcs11Calls, pkcs11Timed: new Map(), pkcs11TimedCpu: new Map() };
 }
 
 /** A counter of the build's registry so far (NaN when that build has no such metric). */
@@ -149,10 +158,14 @@ async function round(b) {
   await recoverAll(P, fleetKey, b.accounts, LANES, send, async (phase, run) => {
     await profiling(b, true);
     const calls0 = b.pkcs11Calls ? new Map(b.pkcs11Calls) : null;
+    const cpu0 = b.pkcs11Calls ? new Map(b.pkcs11Calls.cpu) : null;
     const c = cpuMs();
     const r = await run();
     ms[phase] = cpuMs() - c;
-    if (calls0 && counting) for (const [k, n] of b.pkcs11Calls) b.pkcs11Timed.set(k, (b.pkcs11Timed.get(k) ?? 0) + n - (calls0.get(k) ?? 0));
+    if (calls0 && counting) {
+      for (const [k, n] of b.pkcs11Calls) b.pkcs11Timed.set(k, (b.pkcs11Timed.get(k) ?? 0) + n - (calls0.get(k) ?? 0));
+      for (const [k, us] of b.pkcs11Calls.cpu) b.pkcs11TimedCpu.set(k, (b.pkcs11TimedCpu.get(k) ?? 0) + us - (cpu0.get(k) ?? 0));
+    }
     await profiling(b, false, phase);
     return r;
   });
@@ -211,6 +224,8 @@ try {
     const list = [...b.pkcs11Timed].filter(([, n]) => n > 0).sort((x, y) => y[1] - x[1]);
     const total = list.reduce((x, [, n]) => x + n, 0);
     console.log(`  ${b.buildRoot}: PKCS#11 calls per recovery on the event loop ${(total / recoveries).toFixed(2)}: ${list.map(([k, n]) => `${k} ${(n / recoveries).toFixed(2)}`).join(', ')}`);
+    const cpu = list.reduce((x, [k]) => x + (b.pkcs11TimedCpu.get(k) ?? 0), 0);
+    console.log(`  ${b.buildRoot}: CPU inside those calls ${(cpu / recoveries).toFixed(0)} µs per recovery; µs per call: ${list.map(([k, n]) => `${k} ${((b.pkcs11TimedCpu.get(k) ?? 0) / n).toFixed(1)}`).join(', ')}`);
   }
   for (const b of builds.slice(1)) {
     const per = builds[0].rounds.map((r, i) => (r.start + r.finish) / (b.rounds[i].start + b.rounds[i].finish));

@@ -16,8 +16,9 @@
 // is an interleaved A/B of two builds (OTHER_ROOT: another checkout's root, built): per
 // pair one local backup, then a backup to coffer: with each build (client and relay of
 // that build, each its own relay), in alternating order; prints each pair's wall times,
-// relay CPU and the client's full collections (mark-compacts, from --trace-gc), and the
-// medians. The relays listen on COFFER_RELAY_HOST (default 127.0.0.1).
+// relay CPU (and its system part), the local run's CPU, and the client's full
+// collections (mark-compacts, from --trace-gc), and the medians, with the CPU the relay
+// path costs beyond the local backup. The relays listen on COFFER_RELAY_HOST (default 127.0.0.1).
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -226,7 +227,8 @@ export async function benchBlobAB({ root, other, scale = 0.25, pairs = 6 }) {
       const repo = join(base, 'local-repo');
       rmSync(repo, { recursive: true, force: true });
       sh(process.execPath, [coffer, 'init', '-q', '--repo', repo, '--key-file', keyFile]);
-      const row = { local: measure(work, process.execPath, [coffer, 'backup', '-q', '--repo', repo, '--key-file', keyFile, data], env).wall };
+      const l = measure(work, process.execPath, [coffer, 'backup', '-q', '--repo', repo, '--key-file', keyFile, data], env);
+      const row = { local: l.wall, localCpu: l.cpu };
       rmSync(repo, { recursive: true, force: true });
       for (const k of i % 2 === 0 ? ['A', 'B'] : ['B', 'A']) {
         const cli = join(builds[k], 'packages', 'cli', 'dist', 'src', 'main.js');
@@ -236,13 +238,15 @@ export async function benchBlobAB({ root, other, scale = 0.25, pairs = 6 }) {
         run(['account', 'create', '-q']);
         run(['init', '-q', '--repo', 'coffer:', '--key-file', keyFile]);
         const cpu0 = cpuSeconds(relay.child.pid);
+        const sys0 = sysSeconds(relay.child.pid);
         const t = join(work, '.time-blob');
         const out = sh('/usr/bin/time', ['-f', '%e %U %S', '-o', t, process.execPath, '--trace-gc', cli, 'backup', '-q', '--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', relay.url, data], { env: { ...process.env, ...env } });
         const [wall, user, sys] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
-        row[k] = { wall, cpu: user + sys, relayCpu: cpuSeconds(relay.child.pid) - cpu0, fullGcs: (out.match(/Mark-Compact/g) ?? []).length };
+        row[k] = { wall, cpu: user + sys, relayCpu: cpuSeconds(relay.child.pid) - cpu0, relaySys: sysSeconds(relay.child.pid) - sys0, fullGcs: (out.match(/Mark-Compact/g) ?? []).length };
       }
       rows.push(row);
-      console.log(`blob-ab: pair ${i + 1}: local ${f(row.local)} s; A ${f(row.A.wall)} s (client CPU ${f(row.A.cpu)} s, relay CPU ${f(row.A.relayCpu)} s, ${row.A.fullGcs} mark-compacts); B ${f(row.B.wall)} s (client CPU ${f(row.B.cpu)} s, relay CPU ${f(row.B.relayCpu)} s, ${row.B.fullGcs} mark-compacts); B/A ${f(row.B.wall / row.A.wall, 3)}`);
+      const side = (x) => `${f(x.wall)} s (client CPU ${f(x.cpu)} s, relay CPU ${f(x.relayCpu)} s of it system ${f(x.relaySys)} s, ${x.fullGcs} mark-compacts)`;
+      console.log(`blob-ab: pair ${i + 1}: local ${f(row.local)} s (CPU ${f(row.localCpu)} s); A ${side(row.A)}; B ${side(row.B)}; B/A ${f(row.B.wall / row.A.wall, 3)}`);
     }
   } finally {
     for (const r of Object.values(relays)) await r.stop();
@@ -251,6 +255,9 @@ export async function benchBlobAB({ root, other, scale = 0.25, pairs = 6 }) {
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
   const m = (fn) => median(rows.map(fn));
   console.log(`blob-ab: medians over ${rows.length} pairs: wall B/A ${f(m((r) => r.B.wall / r.A.wall), 3)}; client CPU A ${f(m((r) => r.A.cpu))} s, B ${f(m((r) => r.B.cpu))} s; relay CPU A ${f(m((r) => r.A.relayCpu))} s, B ${f(m((r) => r.B.relayCpu))} s; mark-compacts A ${m((r) => r.A.fullGcs)}, B ${m((r) => r.B.fullGcs)}`);
+  // What the relay path costs beyond the local backup on the same data (client CPU above
+  // the local run's, plus all of the relay's): on a 2-core machine that is the gap.
+  console.log(`blob-ab: CPU beyond the local backup (CPU ${f(m((r) => r.localCpu))} s): A ${f(m((r) => r.A.cpu - r.localCpu))} s client + ${f(m((r) => r.A.relayCpu))} s relay; B ${f(m((r) => r.B.cpu - r.localCpu))} s client + ${f(m((r) => r.B.relayCpu))} s relay`);
   return [
     `bench: blob-backup ratio A=${f(m((r) => r.local / r.A.wall))} B=${f(m((r) => r.local / r.B.wall))} target=0.9 (medians of the pairs)`,
     `bench: blob-backup-ab wall B/A=${f(m((r) => r.B.wall / r.A.wall), 3)}`,

@@ -6,15 +6,19 @@
  *
  * Every restore in this file's process goes to the threads, whatever its size
  * (minFiles = 0), and the metadata and restore-safety suites run again below under that
- * setting, so each of their cases is checked on the threads' path too.
+ * setting, so each of their cases is checked on the threads' path too (the swapped-blob cases
+ * of restore-safety reach the thread's own check of a blob against its ID).
  */
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { CofferError, backup, restore } from '../src/index.js';
 import { restoreWriterForTesting } from '../src/repository/restore.js';
-import { RestoreWriter } from '../src/repository/restore-writer.js';
+import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, RestoreWriter } from '../src/repository/restore-writer.js';
+import { maybeCompressSync } from '../src/repository/compress.js';
+import { BLOB_COMPRESSED } from '../src/repository/blob.js';
 import { allPaths, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree, type Spec } from './fixtures/trees.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -166,6 +170,42 @@ test('a thread\'s answers are taken while the main thread is busy: it gets the n
   assert.equal(w.backlogged, false, 'the answers of the first two batches were taken and the third batch sent, all without yielding');
   await Promise.all(written);
   assert.equal((await fs.readdir(dst)).length, 4 * 64);
+});
+
+test('a file sent as its stored blob is checked on the thread: written when it is what its ID says, refused (CORRUPT_BLOB, nothing created) when not', async (t) => {
+  const dst = await tempDir(t, 'rw-blob');
+  const key = Buffer.alloc(32, 7);
+  const w = new RestoreWriter(1, key);
+  t.after(() => w.close());
+  const idOf = (raw: Buffer) => createHmac('sha256', key).update(raw).digest();
+  const raw = Buffer.from('a small file that compresses well. '.repeat(40));
+  const { stored, flags } = maybeCompressSync(raw, 'max');
+  assert.equal(flags, BLOB_COMPRESSED);
+  const other = prng(9, 3000);
+  const send = (name: string, data: Buffer, blob: { flags: number; rawLength: number; id: Buffer }) =>
+    w.write({ tmp: Buffer.from(join(dst, `.${name}.tmp`)), dest: Buffer.from(join(dst, name)), data, blob, mode: 0o640, time: '1700000000', overwrite: false });
+  const corrupt = (e: unknown, message: RegExp) => (e as NodeJS.ErrnoException).code === CORRUPT_BLOB && message.test((e as Error).message);
+  const outcomes = await Promise.allSettled([
+    send('good', stored, { flags, rawLength: raw.length, id: idOf(raw) }),
+    send('raw-stored', other, { flags: 0, rawLength: other.length, id: idOf(other) }),
+    // The index's ID for another blob: the bytes are authentic but not what it names.
+    send('swapped', stored, { flags, rawLength: raw.length, id: idOf(other) }),
+    send('bad-frame', Buffer.concat([stored.subarray(0, 20), Buffer.alloc(30)]), { flags, rawLength: raw.length, id: idOf(raw) }),
+    send('long', stored, { flags, rawLength: raw.length - 1, id: idOf(raw) }),
+    send('after', other, { flags: 0, rawLength: other.length, id: idOf(other) }),
+  ]);
+  assert.deepEqual(
+    outcomes.map((o) => o.status),
+    ['fulfilled', 'fulfilled', 'rejected', 'rejected', 'rejected', 'fulfilled'],
+  );
+  assert.ok(corrupt((outcomes[2] as PromiseRejectedResult).reason, new RegExp(`^${BLOB_NOT_ITS_ID}$`)));
+  assert.ok(corrupt((outcomes[3] as PromiseRejectedResult).reason, /zstd frame|does not decompress/));
+  assert.ok(corrupt((outcomes[4] as PromiseRejectedResult).reason, /does not decompress|wrong length/));
+  assert.deepEqual(await fs.readFile(join(dst, 'good')), raw);
+  assert.equal((await fs.stat(join(dst, 'good'))).mode & 0o7777, 0o640);
+  assert.deepEqual(await fs.readFile(join(dst, 'raw-stored')), other);
+  assert.deepEqual(await fs.readFile(join(dst, 'after')), other);
+  assert.deepEqual((await fs.readdir(dst)).sort(), ['after', 'good', 'raw-stored'], 'nothing of a refused blob was created, not even its temporary name');
 });
 
 await import('./metadata.test.js');

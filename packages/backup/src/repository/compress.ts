@@ -229,21 +229,48 @@ const SYNC_DECOMPRESS_FROM = 128 * 1024;
 let dctx: InstanceType<typeof zstdSync.DCtx> | undefined;
 
 export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string, here = false): Promise<Buffer> {
+  const s = storedBytes(stored, flags, rawLength, where);
+  if (!s.compressed) return s.bytes;
+  if (here && rawLength >= SYNC_DECOMPRESS_FROM) return decompressFrameHere(s.bytes, rawLength, where);
+  let out: Buffer;
+  try {
+    out = await zstdNative().decompress(s.bytes);
+  } catch {
+    throw new CofferError('corrupt', `${where}: blob does not decompress`);
+  }
+  if (out.length !== rawLength) throw new CofferError('corrupt', `${where}: blob has the wrong length after decompression`);
+  return out;
+}
+
+/**
+ * decompressBlob on the calling thread, whatever the size (a restore writer thread's
+ * blobs): the same checks and errors, the output made at its raw length.
+ */
+export function decompressBlobHere(stored: Buffer, flags: number, rawLength: number, where: string): Buffer {
+  const s = storedBytes(stored, flags, rawLength, where);
+  return s.compressed ? decompressFrameHere(s.bytes, rawLength, where) : s.bytes;
+}
+
+/** A blob's stored bytes unpadded and checked (§7.1, §7.2): its raw bytes, or (`compressed`) exactly one zstd frame. */
+function storedBytes(stored: Buffer, flags: number, rawLength: number, where: string): { bytes: Buffer; compressed: boolean } {
   if ((flags & BLOB_PADDED) !== 0) stored = unpadBlob(stored, where);
   if ((flags & BLOB_COMPRESSED) === 0) {
     if (stored.length !== rawLength) throw new CofferError('corrupt', `${where}: blob has the wrong length`);
-    return stored;
+    return { bytes: stored, compressed: false };
   }
   if (zstdFrameEnd(stored) !== stored.length) {
     throw new CofferError('corrupt', `${where}: compressed blob is not exactly one zstd frame`);
   }
+  return { bytes: stored, compressed: true };
+}
+
+/** Decompresses one checked frame into a buffer of its raw length (zstd-napi, a reused context). */
+function decompressFrameHere(frame: Buffer, rawLength: number, where: string): Buffer {
   let out: Buffer;
   try {
-    if (here && rawLength >= SYNC_DECOMPRESS_FROM) {
-      // A frame that decodes to more than rawLength bytes fails here: it does not fit.
-      out = Buffer.allocUnsafe(rawLength);
-      out = out.subarray(0, (dctx ??= new zstdSync.DCtx()).decompress(out, stored));
-    } else out = await zstdNative().decompress(stored);
+    // A frame that decodes to more than rawLength bytes fails here: it does not fit.
+    out = Buffer.allocUnsafe(rawLength);
+    out = out.subarray(0, (dctx ??= new zstdSync.DCtx()).decompress(out, frame));
   } catch {
     throw new CofferError('corrupt', `${where}: blob does not decompress`);
   }

@@ -7,18 +7,44 @@
  * by every thread of the process, and the main thread holds each handle open until the
  * batch is answered.
  *
+ * A file sent as its blob's stored form is unpadded, decompressed and checked against
+ * the blob's ID (HMAC under the chunk-ID key, spec §6.2) before its temporary file is
+ * created: a blob that fails is the file's failure (CORRUPT_BLOB), and nothing is written.
+ *
  * It touches only the paths it is given and reports, per file, what the main thread
  * must say (a warning, a replaced file); the first failure ends the batch.
  */
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 import { closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, renameSync, writeSync } from 'node:fs';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { FILE_HEADER, type FileNote, type WriteBatch, type WriteBatchResult } from './restore-writer.js';
+import { CofferError } from '../errors.js';
+import { decompressBlobHere } from './compress.js';
+import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, FILE_HEADER, RAW_DATA, type FileNote, type WriteBatch, type WriteBatchResult } from './restore-writer.js';
 
 const port = parentPort!;
 
 function failure(e: unknown): WriteBatchResult['error'] {
   const err = e as NodeJS.ErrnoException;
   return { message: err?.message ?? String(e), ...(err?.code ? { code: err.code } : {}), ...(err?.syscall ? { syscall: err.syscall } : {}), ...(err?.errno !== undefined ? { errno: err.errno } : {}) };
+}
+
+const setup = workerData as { answers: MessagePort; chunkIdKey?: Uint8Array };
+const chunkIdKey: KeyObject | undefined = setup.chunkIdKey ? createSecretKey(setup.chunkIdKey) : undefined;
+const WHERE = 'blob';
+
+/** A stored blob's bytes once they pass its checks; throws a CORRUPT_BLOB error otherwise. */
+function checkedBlob(stored: Buffer, flags: number, rawLength: number, id: Buffer): Buffer {
+  let raw: Buffer;
+  try {
+    raw = decompressBlobHere(stored, flags, rawLength, WHERE);
+  } catch (e) {
+    // The main thread says where: its words follow decompressBlob's `WHERE: `.
+    const m = e instanceof CofferError ? e.message : String(e);
+    throw Object.assign(new Error(m.startsWith(`${WHERE}: `) ? m.slice(WHERE.length + 2) : m), { code: CORRUPT_BLOB });
+  }
+  if (!chunkIdKey) throw Object.assign(new Error('no chunk-ID key to check the blob with'), { code: CORRUPT_BLOB });
+  if (!createHmac('sha256', chunkIdKey).update(raw).digest().equals(id)) throw Object.assign(new Error(BLOB_NOT_ITS_ID), { code: CORRUPT_BLOB });
+  return raw;
 }
 
 function run(batch: WriteBatch): WriteBatchResult {
@@ -34,17 +60,21 @@ function run(batch: WriteBatch): WriteBatchResult {
     const gid = buf.readInt32LE(at + 20);
     const overwrite = buf.readUInt32LE(at + 24) === 1;
     const timeLen = buf.readUInt32LE(at + 28);
+    const blobFlags = buf.readUInt32LE(at + 32);
+    const rawLen = buf.readUInt32LE(at + 36);
+    const idLen = buf.readUInt32LE(at + 40);
     at += FILE_HEADER;
     const tmp = buf.subarray(at, (at += tmpLen));
     const dest = buf.subarray(at, (at += destLen));
-    const data = at;
-    at += dataLen;
+    const stored = buf.subarray(at, (at += dataLen));
     const time = buf.toString('latin1', at, (at += timeLen));
+    const id = buf.subarray(at, (at += idLen));
     let note: FileNote | undefined;
     try {
+      const data = blobFlags === RAW_DATA ? stored : checkedBlob(stored, blobFlags, rawLen, id);
       const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
       try {
-        for (let w = 0; w < dataLen; ) w += writeSync(fd, buf, data + w, dataLen - w, w);
+        for (let w = 0; w < data.length; ) w += writeSync(fd, data, w, data.length - w, w);
         if (uid >= 0) {
           try {
             fchownSync(fd, uid, gid);
@@ -73,7 +103,7 @@ function run(batch: WriteBatch): WriteBatchResult {
 }
 
 /** Answers go on their own port, which the main thread can poll while it is busy (restore-writer.ts). */
-const answers = (workerData as { answers: MessagePort }).answers;
+const answers = setup.answers;
 port.on('message', (batch: WriteBatch) => {
   const r = run(batch);
   answers.postMessage(r, [r.bytes.buffer as ArrayBuffer]);

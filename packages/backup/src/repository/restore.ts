@@ -42,7 +42,7 @@ import { Semaphore } from './semaphore.js';
 import { SubtreePicker, type Selection } from './browse.js';
 import type { DirEntry, FileEntry, Owner, TreeEntry, Xattr } from './tree.js';
 import { RestoreTarget } from './restore-target.js';
-import { rebuildError, RestoreWriter } from './restore-writer.js';
+import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, rebuildError, RestoreWriter } from './restore-writer.js';
 import { isRoot, makeNode, writeXattrs, writeXattrsSync } from './fs-meta.js';
 import { snapshotPathOf, type RestoreSelection } from './filter.js';
 
@@ -591,7 +591,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const threadable = (f: number) => !files.sparse(f) && !files.xattrs.has(f);
   let wholeFiles = 0;
   for (let f = 0; f < files.count; f++) if (files.chunks[f]! <= 1 && threadable(f)) wholeFiles++;
-  const writer = wholeFiles >= restoreWriterForTesting.minFiles ? new RestoreWriter(RESTORE_WRITER_THREADS) : null;
+  const writer = wholeFiles >= restoreWriterForTesting.minFiles ? new RestoreWriter(RESTORE_WRITER_THREADS, repo.keys.chunkIdKey) : null;
   let writerFiles = 0;
   const closeWriter = async () => {
     restoreWriterForTesting.started = writer?.started ?? 0;
@@ -601,7 +601,16 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
    * writeWhole on a writer thread: the same calls in the same order, the directory handle
    * held until the file is in place; warnings and bookkeeping stay here.
    */
-  const writeWholeThere = async (w: RestoreWriter, f: number, raw: Buffer) => {
+  /** Stored blobs sent to a writer thread: what a failed check is called (`where`), and the ID the index gives. */
+  interface SentBlob {
+    flags: number;
+    rawLength: number;
+    id: Buffer;
+    where: string;
+    pack: string;
+    offset: number;
+  }
+  const writeWholeThere = async (w: RestoreWriter, f: number, raw: Buffer, blob?: SentBlob) => {
     const rawPath = files.rawPath(f);
     const { dir, name } = split(rawPath);
     const tmp = tmpName(f);
@@ -614,7 +623,14 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       files.setCreated(f);
       const tmpPath = Buffer.concat([prefix, tmp]);
       const dest = Buffer.concat([prefix, name]);
-      const r = await w.write({ tmp: tmpPath, dest, data: raw, mode, ...(owner ? { owner } : {}), time: timeArg(e.mtimeNs), overwrite: opts.overwrite === true });
+      const r = await w
+        .write({ tmp: tmpPath, dest, data: raw, ...(blob ? { blob } : {}), mode, ...(owner ? { owner } : {}), time: timeArg(e.mtimeNs), overwrite: opts.overwrite === true })
+        .catch((err: NodeJS.ErrnoException) => {
+          // The blob failed its checks on the thread (nothing was written): the same error
+          // as when they run here.
+          if (!blob || err.code !== CORRUPT_BLOB) throw err;
+          throw new CofferError('corrupt', err.message === BLOB_NOT_ITS_ID ? notItsId(blob.pack, blob.offset, blob.id) : `${blob.where}: ${err.message}`);
+        });
       const where = shown(rawPath);
       if (r.ownerError) warn(where, `cannot set owner ${owner!.uid}:${owner!.gid}: ${errText(rebuildError(r.ownerError))}`);
       if (mode !== e.mode && e.owner) warn(where, `setuid/setgid bits dropped: the owner ${e.owner.uid}:${e.owner.gid} was not restored`);
@@ -623,7 +639,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }).finally(() => writerFiles--);
     createdTmp.delete(tmpKey(dir, tmp));
     files.remaining[f] = 0;
-    progress.bytes += raw.length;
+    progress.bytes += blob ? blob.rawLength : raw.length;
     progress.files++;
     report();
   };
@@ -764,6 +780,16 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       const deliver = (bl: (typeof blobs)[number], stored: Buffer) =>
         (async () => {
           const { b, loc } = bl;
+          // A small blob that is one whole file goes to a writer thread as it is stored: the
+          // thread decompresses and checks it (restore-writer.ts), not this one.
+          const u0 = blobFirstUse[b]!;
+          const f0 = useFile[u0]!;
+          if (writer && useNext[u0] === -1 && files.chunks[f0] === 1 && loc.rawLength < RESTORE_HASH_OFF_THREAD_FROM && threadable(f0) && writerFiles < RESTORE_WRITER_IN_FLIGHT && !writer.backlogged) {
+            const sent = { flags: loc.flags, rawLength: loc.rawLength, id: index.idAt(blobRec[b]!), where: `${name} (blob at ${loc.offset})`, pack: name, offset: loc.offset };
+            await naming(f0, () => writeWholeThere(writer!, f0, stored, sent));
+            report();
+            return;
+          }
           // Small blobs on the thread pool: this thread is the restore's critical path, and
           // decompressing them here synchronously (zstd-napi) made the 50,000-file tree's
           // restore 10–13% slower though it cost less CPU in all (issue 13). Large ones here,
@@ -777,9 +803,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           // restore the wrong bytes.
           const id = index.idAt(blobRec[b]!);
           const got = raw.length >= RESTORE_HASH_OFF_THREAD_FROM ? await repo.keys.chunkIdOffThread(raw) : repo.keys.chunkId(raw);
-          if (!got.equals(id)) {
-            throw new CofferError('corrupt', `${name}: the blob at ${loc.offset} does not match its ID: it is not ${hex(id).slice(0, 16)}, which the index places there`);
-          }
+          if (!got.equals(id)) throw new CofferError('corrupt', notItsId(name, loc.offset, id));
           for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) {
             const f = useFile[u]!;
             await naming(f, async () => {
@@ -918,6 +942,11 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   await closeWriter();
   const symlinks = others.filter((e) => e.type === 'symlink').length;
   return { files: files.count, dirs: dirs.length, symlinks, others: madeOthers - symlinks, bytes: progress.totalBytes, warnings };
+}
+
+/** A blob whose bytes do not hash to the ID the index gives it (spec §6.2). */
+function notItsId(pack: string, offset: number, id: Uint8Array): string {
+  return `${pack}: the blob at ${offset} does not match its ID: it is not ${hex(id).slice(0, 16)}, which the index places there`;
 }
 
 const SPARSE_BLOCK = 4096;

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { backup, restore, type TreeEntry } from '../src/index.js';
+import { RestoreSelection, backup, restore, type TreeEntry } from '../src/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
 import { compareTreePaths } from '../src/repository/backup.js';
 import { describeTree, newRepo, prng, tempDir } from './fixtures/trees.js';
@@ -73,6 +73,26 @@ test('many small files back up and restore exactly; each file is read once', asy
   const res = await restore(tr.repo, rec!, { target });
   assert.equal(res.files, n);
   assert.deepEqual(await described(join(target, 'many')), await described(src));
+});
+
+test('a restore sized from the snapshot\'s file count and one grown as the listing is read (a selection) give the same tree', async (t) => {
+  // Over 1,024 files: the restore's file table starts that large when it grows as it goes.
+  const tr = await newRepo(t, DEFAULT_CHUNKER);
+  const src = join(await tempDir(t, 'src'), 'grow');
+  for (let d = 0; d < 3; d++) {
+    await fs.mkdir(join(src, `d${d}`), { recursive: true });
+    for (let i = 0; i < 900; i++) await fs.writeFile(join(src, `d${d}`, `f${i}`), i % 5 === 0 ? '' : `file ${d}/${i} `.repeat(1 + (i % 7)));
+  }
+  const r = await backup(tr.repo, { paths: [src] });
+  assert.equal(r.snapshot.stats.files, 2700);
+  const [rec] = await tr.repo.snapshots();
+  const whole = await tempDir(t, 'dst-whole');
+  assert.equal((await restore(tr.repo, rec!, { target: whole })).files, 2700);
+  assert.deepEqual(await described(join(whole, 'grow')), await described(src));
+  const chosen = await tempDir(t, 'dst-select');
+  const select = new RestoreSelection({ include: [{ pattern: 'grow' }] });
+  assert.equal((await restore(tr.repo, rec!, { target: chosen, select })).files, 2700);
+  assert.deepEqual(await described(join(chosen, 'grow')), await described(src));
 });
 
 test('a small file gets the same chunk ID whichever path reads it', async (t) => {

@@ -188,24 +188,29 @@ class FileTable {
   readonly chains = new Map<number, Promise<void>>();
 
   #grow(): void {
-    const cap = Math.max(1024, this.#cap * 2, this.#expect);
-    const more = <T extends { length: number; set(a: T): void }>(a: T, make: (n: number) => T): T => {
+    this.#resize(Math.max(1024, this.#cap * 2, this.#expect));
+  }
+
+  /** Every column made `cap` long, keeping the files held. */
+  #resize(cap: number): void {
+    const keep = Math.min(this.count, cap);
+    const to = <T extends Float64Array | Uint32Array | Int32Array | Uint16Array | Uint8Array>(a: T, make: (n: number) => T): T => {
       const b = make(cap);
-      b.set(a);
+      b.set(a.subarray(0, keep) as ArrayLike<number>);
       return b;
     };
-    this.pathOff = more(this.pathOff, (n) => new Float64Array(n));
-    this.pathLen = more(this.pathLen, (n) => new Uint32Array(n));
-    this.size = more(this.size, (n) => new Float64Array(n));
-    this.mode = more(this.mode, (n) => new Uint16Array(n));
-    this.mtimeS = more(this.mtimeS, (n) => new Float64Array(n));
-    this.mtimeRest = more(this.mtimeRest, (n) => new Int32Array(n));
-    this.uid = more(this.uid, (n) => new Uint32Array(n));
-    this.gid = more(this.gid, (n) => new Uint32Array(n));
-    this.flags = more(this.flags, (n) => new Uint8Array(n));
-    this.chunkStart = more(this.chunkStart, (n) => new Float64Array(n));
-    this.chunks = more(this.chunks, (n) => new Uint32Array(n));
-    this.remaining = more(this.remaining, (n) => new Uint32Array(n));
+    this.pathOff = to(this.pathOff, (n) => new Float64Array(n));
+    this.pathLen = to(this.pathLen, (n) => new Uint32Array(n));
+    this.size = to(this.size, (n) => new Float64Array(n));
+    this.mode = to(this.mode, (n) => new Uint16Array(n));
+    this.mtimeS = to(this.mtimeS, (n) => new Float64Array(n));
+    this.mtimeRest = to(this.mtimeRest, (n) => new Int32Array(n));
+    this.uid = to(this.uid, (n) => new Uint32Array(n));
+    this.gid = to(this.gid, (n) => new Uint32Array(n));
+    this.flags = to(this.flags, (n) => new Uint8Array(n));
+    this.chunkStart = to(this.chunkStart, (n) => new Float64Array(n));
+    this.chunks = to(this.chunks, (n) => new Uint32Array(n));
+    this.remaining = to(this.remaining, (n) => new Uint32Array(n));
     this.#cap = cap;
   }
 
@@ -261,21 +266,7 @@ class FileTable {
 
   /** The columns cut to the files held (the listing is read: no more are added). */
   trim(): void {
-    const n = this.count;
-    const cut = <T extends { length: number; slice(a: number, b: number): T }>(a: T): T => (a.length > n ? a.slice(0, n) : a);
-    this.pathOff = cut(this.pathOff);
-    this.pathLen = cut(this.pathLen);
-    this.size = cut(this.size);
-    this.mode = cut(this.mode);
-    this.mtimeS = cut(this.mtimeS);
-    this.mtimeRest = cut(this.mtimeRest);
-    this.uid = cut(this.uid);
-    this.gid = cut(this.gid);
-    this.flags = cut(this.flags);
-    this.chunkStart = cut(this.chunkStart);
-    this.chunks = cut(this.chunks);
-    this.remaining = cut(this.remaining);
-    this.#cap = n;
+    if (this.#cap > this.count) this.#resize(this.count);
     if (this.recs.length > this.#recEnd) this.recs = this.recs.slice(0, this.#recEnd);
     if (this.#paths.length > this.#pathEnd) this.#paths = Buffer.from(this.#paths.subarray(0, this.#pathEnd));
   }

@@ -163,3 +163,33 @@ test('matchFileLine: the line of exactly this file with these chunks, every chun
     assert.equal(matchFileLine(cut, head, tail, id, () => true), false);
   }
 });
+
+/**
+ * A file's chunk list and inode/ctime are copied byte by byte when they are 64 lowercase
+ * hex digits and decimal digits; anything else must still come out as JSON.stringify
+ * writes it (nothing of an abandoned fast copy left in the line), mid-buffer and when
+ * the buffer must grow.
+ */
+test('encodeEntryInto: chunk IDs that are not 64 lowercase hex digits, inode and ctime that are not digits, as JSON.stringify writes them', () => {
+  const hex = randomBytes(32).toString('hex');
+  const lists: unknown[][] = [[], [hex], [hex, hex], [hex.toUpperCase()], [hex, hex.slice(0, 63)], [hex, `${hex.slice(0, 63)}g`], [hex, `${hex}0`], [hex, 'q"\\\n'], [hex, 'é'.repeat(64)]];
+  const texts = ['', '0', '123456789012345678901', '-1', '1.5', 'x"y', '१२', ' 1'];
+  for (const initial of [16, 64 * 1024]) {
+    const out = new LineBuffer(initial);
+    const expected: Buffer[] = [];
+    for (const chunks of lists) {
+      for (const inode of texts) {
+        for (const ctime of [texts[texts.length - 1 - texts.indexOf(inode)]!, '17']) {
+          const rawPath = Buffer.from('d/f');
+          const e = { path: 'd/f', rawPath, type: 'file', mode: 0o644, mtimeNs: 5n, owner: { uid: 1, gid: 2 }, size: 3, chunks, inode, ctime } as FileEntry;
+          const before = out.used;
+          encodeEntryInto(out, e);
+          const want = Buffer.from(reference(e), 'utf8');
+          assert.deepEqual(out.buf.subarray(before, out.used), want, `chunks ${JSON.stringify(chunks)}, inode ${JSON.stringify(inode)}, ctime ${JSON.stringify(ctime)}`);
+          expected.push(want);
+        }
+      }
+    }
+    assert.deepEqual(out.buf.subarray(0, out.used), Buffer.concat(expected));
+  }
+});

@@ -15,7 +15,7 @@
 import { createHmac, createSecretKey } from 'node:crypto';
 import { closeSync, constants as fsConstants, lstatSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { maybeCompressInto, maybeCompressSync, zstdBound, type CompressionMode } from '../repository/compress.js';
+import { maybeCompressInto, zstdBound, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
 import { isUtf8 } from '../repository/tree.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
@@ -95,6 +95,8 @@ if (parentPort) {
    * BATCHES_COMPRESSING are in use), reused when large enough: no allocation per batch.
    */
   const batchBuffers: Buffer[] = [];
+  /** Where a batch's stored bytes are put together before they go to a data buffer (see chunkBatch). */
+  let staging: Buffer | undefined;
   /**
    * A new batch buffer's size: a quarter more than asked, so that the next batches, whose
    * sizes vary a little around the caller's batch size, fit it rather than each needing
@@ -272,22 +274,38 @@ if (parentPort) {
       }
     }
     // Compressed on this thread, one file after another, with a reused zstd context
-    // (compress.ts); one buffer carries the whole batch back.
-    const stored = views.map((r) => (r && setup.compression !== 'off' ? maybeCompressSync(r, setup.compression) : { stored: r, flags: 0 }));
-    let total = 0;
-    for (const x of stored) total += x.stored?.length ?? 0;
-    const data = new Uint8Array(takeDataBuffer(total), 0, total);
+    // (compress.ts), straight into a reused staging buffer with room for every file's
+    // zstd bound: zstd wrote each file into a buffer of its own, copied once more after
+    // (two allocations and two copies per small file, issue 13); one buffer carries the
+    // whole batch back.
+    let bound = 0;
+    for (let i = 0; i < n; i++) bound += zstdBound(views[i]?.length ?? 0);
+    if (!staging || staging.length < bound) staging = Buffer.allocUnsafeSlow(roomFor(bound));
+    const out = staging;
     let o = 0;
     for (let i = 0; i < n; i++) {
-      const x = stored[i]!;
-      if (!x.stored) continue;
+      const r = views[i];
+      if (!r) continue;
       const s = SMALL_STATUS * i;
-      data.set(x.stored, o);
-      status[s + SmallStatus.Flags] = x.flags;
+      let flags = 0;
+      let length = r.length;
+      if (setup.compression !== 'off') {
+        const x = maybeCompressInto(r, setup.compression, out.subarray(o));
+        flags = x.flags;
+        length = x.stored.length;
+        // Stored raw: zstd's output (if any) is overwritten by the raw bytes.
+        if (x.stored === r) r.copy(out, o);
+      } else r.copy(out, o);
+      status[s + SmallStatus.Flags] = flags;
       status[s + SmallStatus.Offset] = o;
-      status[s + SmallStatus.Length] = x.stored.length;
-      o += x.stored.length;
+      status[s + SmallStatus.Length] = length;
+      o += length;
     }
+    const total = o;
+    const data = new Uint8Array(takeDataBuffer(total), 0, total);
+    data.set(out.subarray(0, total));
+    // The staging buffer is kept for the next batch (a larger one only while it stays under BATCH_BUFFER_MAX).
+    if (out.length > BATCH_BUFFER_MAX) staging = undefined;
     // `raw` (and every view of it) is done with: compressed output and copies only from here.
     if (raw.length <= BATCH_BUFFER_MAX && batchBuffers.length < BATCHES_COMPRESSING) batchBuffers.push(raw);
     port.postMessage({ type: 'batch', job, status, after, extras, ids: ids.buffer, data: data.buffer, length: total } satisfies FromWorker, [ids.buffer, data.buffer, status.buffer, after.buffer]);

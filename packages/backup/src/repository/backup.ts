@@ -215,7 +215,8 @@ class FileSlot {
   error: unknown = undefined;
   constructor(
     readonly abs: Buffer,
-    readonly st: EntryStat,
+    /** What the read is checked against and the entry takes, not the walk's whole stat (see fileWithParent). */
+    readonly st: SmallFileStat,
     readonly meta: Meta,
     readonly sparse: boolean,
     readonly workerXattrs: boolean,
@@ -1104,7 +1105,10 @@ async function walkAndStore(
     // Small files with UTF-8 names have their xattrs read by the worker that reads them.
     const workerXattrs = small && xattrsInWorkers && isUtf8(abs);
     const m = meta(abs, rel, st, 'file', workerXattrs ? [] : undefined);
-    const slot = new FileSlot(abs, st, m, sparse, workerXattrs, batch);
+    // The slot waits in the listing queue for its batch across young-generation GCs: it
+    // keeps only the four stat fields it needs, so the walk's stat object and its other
+    // BigInts die young instead of being copied and promoted with every queued file.
+    const slot = new FileSlot(abs, { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino }, m, sparse, workerXattrs, batch);
     if (small) {
       if (batch.items.length === 0) batchFirst = emitted;
       batch.items.push(slot);

@@ -16,6 +16,8 @@ import { BLOB_PAD_TRAILER, type PadMode, paddedPackLength } from './padding.js';
 
 /** Zeros for padding (never written to). */
 const ZEROS = Buffer.alloc(64 * 1024);
+/** Zeros but where a blob's padding trailer is written for a moment (addPadded). */
+const PAD_TAIL = Buffer.alloc(64 * 1024);
 
 export const PACK_TRAILER_MAGIC = 'CFPK';
 export const PACK_TRAILER_MAGIC_V2 = 'CFP2';
@@ -86,10 +88,17 @@ export class PackBuilder {
     this.#seal(payload);
     const pad = storedLength - payload.length;
     if (pad > 0) {
-      for (let left = pad - BLOB_PAD_TRAILER; left > 0; left -= ZEROS.length) this.#seal(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
-      const trailer = Buffer.allocUnsafe(BLOB_PAD_TRAILER);
-      trailer.writeUInt32BE(pad, 0);
-      this.#seal(trailer);
+      let left = Math.max(0, pad - BLOB_PAD_TRAILER);
+      while (left > PAD_TAIL.length - BLOB_PAD_TRAILER) {
+        const n = Math.min(left, ZEROS.length);
+        this.#seal(ZEROS.subarray(0, n));
+        left -= n;
+      }
+      // The last zeros and the trailer in one piece, from a shared buffer (the sealer
+      // copies what it keeps before update returns): no buffer per blob.
+      PAD_TAIL.writeUInt32BE(pad, left);
+      this.#seal(PAD_TAIL.subarray(0, left + BLOB_PAD_TRAILER));
+      PAD_TAIL.fill(0, left, left + BLOB_PAD_TRAILER);
     }
     this.#plainBytes += storedLength;
     return offset;

@@ -158,6 +158,52 @@ export class LineBuffer {
     out[o++] = 0x22;
     this.used = o;
   }
+  /**
+   * A list of chunk IDs as JSON writes it when every one is a string of 64 lowercase hex
+   * digits, checked and copied in one pass (no regex, no string per ID); false, with
+   * nothing written, when one is not (the caller then writes JSON.stringify's form).
+   */
+  hexList(ids: readonly unknown[]): boolean {
+    const start = this.used;
+    this.reserve(2 + 67 * ids.length);
+    const out = this.buf;
+    let o = start;
+    out[o++] = 0x5b;
+    for (let i = 0; i < ids.length; i++) {
+      const c = ids[i];
+      if (typeof c !== 'string' || c.length !== 64) return false;
+      if (i > 0) out[o++] = 0x2c;
+      out[o++] = 0x22;
+      for (let k = 0; k < 64; k++) {
+        const x = c.charCodeAt(k);
+        if (!((x >= 0x30 && x <= 0x39) || (x >= 0x61 && x <= 0x66))) return false;
+        out[o++] = x;
+      }
+      out[o++] = 0x22;
+    }
+    out[o++] = 0x5d;
+    this.used = o;
+    return true;
+  }
+  /**
+   * `piece` (the member's name and opening quote) then `t` and a closing quote, when `t`
+   * is decimal digits only (what JSON.stringify writes for it then); false, with nothing
+   * written, otherwise.
+   */
+  digitsMember(piece: Buffer, t: string): boolean {
+    this.reserve(piece.length + t.length + 1);
+    const out = this.buf;
+    let o = this.used + piece.length;
+    for (let k = 0; k < t.length; k++) {
+      const x = t.charCodeAt(k);
+      if (x < 0x30 || x > 0x39) return false;
+      out[o++] = x;
+    }
+    out.set(piece, this.used);
+    out[o++] = 0x22;
+    this.used = o;
+    return true;
+  }
   bytesMember(key: string, b: Buffer): void {
     if (isUtf8(b)) {
       this.ascii(`,"${key}":`);
@@ -176,6 +222,8 @@ const PIECES = {
   gid: K(',"gid":'),
   size: K(',"size":'),
   chunks: K(',"chunks":'),
+  inode: K(',"inode":"'),
+  ctime: K(',"ctime":"'),
   close: K('}\n'),
 };
 
@@ -192,11 +240,7 @@ export function encodeEntryInto(out: LineBuffer, e: TreeEntry): void {
       out.raw(PIECES.size);
       out.int(e.size);
       out.raw(PIECES.chunks);
-      if (e.chunks.every((c) => typeof c === 'string' && HEX64.test(c))) {
-        out.ascii('[');
-        for (let i = 0; i < e.chunks.length; i++) out.ascii(i === 0 ? `"${e.chunks[i]}"` : `,"${e.chunks[i]}"`);
-        out.ascii(']');
-      } else out.text(JSON.stringify(e.chunks));
+      if (!out.hexList(e.chunks)) out.text(JSON.stringify(e.chunks));
       encodeFileTailInto(out, e.sparse === true, e.inode, e.ctime);
       return;
     }
@@ -257,8 +301,8 @@ function ownerPiece(uid: number, gid: number, user: string | undefined, group: s
 /** A file entry's members after its chunk list, and the line's end. */
 function encodeFileTailInto(out: LineBuffer, sparse: boolean, inode: string | undefined, ctime: string | undefined): void {
   if (sparse) out.ascii(',"sparse":true');
-  if (inode !== undefined) out.text(`,"inode":${JSON.stringify(inode)}`);
-  if (ctime !== undefined) out.text(`,"ctime":${JSON.stringify(ctime)}`);
+  if (inode !== undefined && !out.digitsMember(PIECES.inode, inode)) out.text(`,"inode":${JSON.stringify(inode)}`);
+  if (ctime !== undefined && !out.digitsMember(PIECES.ctime, ctime)) out.text(`,"ctime":${JSON.stringify(ctime)}`);
   out.raw(PIECES.close);
 }
 

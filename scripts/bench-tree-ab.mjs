@@ -9,7 +9,9 @@
 // restore: each pair restores each build's first backup into a fresh directory under
 // --target-dir (default: the bench directory; a journaled file system spares this disk's
 // slow creates after deletes), removed after each restore.
-// --rt runs the builds under chrt -f 50, so other processes on the machine count less.
+// --rt runs the builds under chrt -f 50, so other processes on the machine count less. On a
+// quiet machine only: with another real-time benchmark at once, one build's run once spun a
+// whole core for 14 minutes (session 12).
 // Prints every pair's wall seconds, CPU and peak RSS, and the median ratios NEW/OLD.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

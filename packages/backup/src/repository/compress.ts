@@ -217,21 +217,18 @@ export function maybeCompressSync(raw: Buffer, mode: CompressionMode = 'auto'): 
 }
 
 /**
- * With `here`, blobs of this raw size or more are decompressed on the calling thread,
- * straight into a buffer of their raw length (zstd-napi, a reused context): through the
- * thread pool each call allocated its output as it went, and a restore's thread pool held
- * tens of MiB that way (issue 13). Smaller ones keep the thread pool: on restore's main
- * thread, the critical path of a restore of small files, the synchronous form was slower
- * (see restore.ts); and a backup reading its parent's trees keeps the pool for all (the
- * walk waits for them: 3.5% slower otherwise on the chat set's second backup).
+ * With `here` (restore), a blob is decompressed on the calling thread, straight into a
+ * buffer of its raw length (zstd-napi, a reused context): through the thread pool each
+ * call allocated its output as it went, and a restore's thread pool held tens of MiB that
+ * way (issue 13). A backup reading its parent's trees keeps the pool (the walk waits for
+ * them: 3.5% slower otherwise on the chat set's second backup).
  */
-const SYNC_DECOMPRESS_FROM = 128 * 1024;
 let dctx: InstanceType<typeof zstdSync.DCtx> | undefined;
 
 export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string, here = false): Promise<Buffer> {
   const s = storedBytes(stored, flags, rawLength, where);
   if (!s.compressed) return s.bytes;
-  if (here && rawLength >= SYNC_DECOMPRESS_FROM) return decompressFrameHere(s.bytes, rawLength, where);
+  if (here) return decompressFrameHere(s.bytes, rawLength, where);
   let out: Buffer;
   try {
     out = await zstdNative().decompress(s.bytes);

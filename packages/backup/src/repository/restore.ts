@@ -781,13 +781,12 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
             report();
             return;
           }
-          // Small blobs on the thread pool: this thread is the restore's critical path, and
-          // decompressing them here synchronously (zstd-napi) made the 50,000-file tree's
-          // restore 10–13% slower though it cost less CPU in all (issue 13). Large ones here,
-          // into their raw length (SYNC_DECOMPRESS_FROM): the chat set's restore at 20–30% less
-          // peak RSS (~35 MiB: the thread pool's binding grows each output as it goes), for
-          // 6% more time when the target is tmpfs, within noise on a disk. (A thread of its
-          // own for them was tried: its isolate and buffers made the peak 22% higher.)
+          // Decompressed here, into the raw length: large blobs so since session 11 (the chat
+          // set's restore at 20–30% less peak RSS: the thread pool's binding grows each output
+          // as it goes), small ones since most of them go to the writer thread above (the rest,
+          // on the thread pool, cost this thread more in dispatch than zstd does: 50,000-file
+          // tree, 5 pairs, user CPU 2.10–2.27 against 2.30–2.48 s, wall 2% lower). (A thread of
+          // its own for large blobs was tried: its isolate and buffers made the peak 22% higher.)
           const raw = await decompressBlob(stored, loc.flags, loc.rawLength, `${name} (blob at ${loc.offset})`, true);
           // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
           // authenticated, but an index pointing at the wrong blob would otherwise

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { BackupKey, CofferError, Compression, LocalBackend, Repository, backup, check, parseCompressionMode, restore, type CompressionMode } from '../src/index.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
-import { RANDOM_CHECK_FROM, SYNC_ZSTD_MAX, decompressBlob, looksRandom, maybeCompress, maybeCompressInto, maybeCompressSync, zstdBound, zstdFrameEnd } from '../src/repository/compress.js';
+import { RANDOM_CHECK_FROM, decompressBlob, decompressBlobHere, looksRandom, maybeCompress, maybeCompressInto, zstdBound, zstdFrameEnd } from '../src/repository/compress.js';
 import { SMALL_CHUNKER, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 /** Compressible but not trivially so: words drawn from a small vocabulary by a PRNG. */
@@ -34,14 +34,16 @@ const tree = () =>
     sub: dir({ 'tiny.txt': file('x') }),
   });
 
-test('maybeCompressSync (small files) and maybeCompressInto (large chunks), on a chunk worker with a reused context, decide as maybeCompress does, and write one frame the reader takes', async () => {
+test('maybeCompressInto (small files and large chunks), on a chunk worker with a reused context, decides as maybeCompress does, and writes one frame the reader takes', async () => {
+  /** The largest small file a chunk worker compresses in a batch (a small file's whole content at most). */
+  const SMALL_MAX = 256 * 1024;
   const inputs: Buffer[] = [
     Buffer.alloc(0),
     Buffer.from('x'.repeat(63)), // under 64 bytes: raw
     Buffer.from(prose(3000, 7)),
-    Buffer.from(prose(SYNC_ZSTD_MAX, 8)), // 4 × the sample: sampled first
+    Buffer.from(prose(SMALL_MAX, 8)), // 4 × the sample: sampled first
     Buffer.from(prng(9, 3000)), // random-looking: raw (auto), tried (max)
-    Buffer.from(prng(10, SYNC_ZSTD_MAX)), // sampled, does not shrink: raw
+    Buffer.from(prng(10, SMALL_MAX)), // sampled, does not shrink: raw
     Buffer.concat([Buffer.from(prose(1000, 11)), Buffer.from(prng(12, 1000))]),
   ];
   // Large chunks, for maybeCompressInto: compressible; random (its first 64 KiB look random:
@@ -59,7 +61,7 @@ test('maybeCompressSync (small files) and maybeCompressInto (large chunks), on a
     for (let pass = 0; pass < 2; pass++) {
       for (const raw of inputs) {
         const a = await maybeCompress(raw, mode);
-        const b = maybeCompressSync(raw, mode);
+        const b = maybeCompressInto(raw, mode, scratch);
         assert.equal(b.flags, a.flags, `${mode}, ${raw.length} bytes: same decision`);
         if (b.flags & BLOB_COMPRESSED) {
           assert.equal(zstdFrameEnd(b.stored), b.stored.length, 'exactly one frame');
@@ -70,7 +72,7 @@ test('maybeCompressSync (small files) and maybeCompressInto (large chunks), on a
       }
     }
   }
-  assert.throws(() => maybeCompressSync(Buffer.alloc(SYNC_ZSTD_MAX + 1)), RangeError, 'large blobs keep the thread pool');
+  assert.throws(() => maybeCompressInto(Buffer.from(prng(19, 4096)), 'max', Buffer.alloc(64)), /zstd/, 'a scratch buffer under zstdBound is refused, not overrun');
   for (const mode of ['auto', 'max', 'off'] as const) {
     for (const raw of [...inputs, ...large]) {
       const a = await maybeCompress(raw, mode);
@@ -83,7 +85,8 @@ test('maybeCompressSync (small files) and maybeCompressInto (large chunks), on a
         assert.ok(10 + (b.stored[5]! >> 3) <= 23, 'window at most 8 MiB');
       }
       else assert.ok(b.stored.equals(raw));
-      for (const here of [false, true]) assert.ok((await decompressBlob(Buffer.from(b.stored), b.flags, raw.length, 'test', here)).equals(raw));
+      assert.ok((await decompressBlob(Buffer.from(b.stored), b.flags, raw.length, 'test')).equals(raw));
+      assert.ok(decompressBlobHere(Buffer.from(b.stored), b.flags, raw.length, 'test').equals(raw));
     }
   }
   const auto = await Promise.all(large.map((raw) => maybeCompress(raw, 'auto')));
@@ -203,17 +206,19 @@ test('looksRandom counts bytes four at a time and decides exactly as the plain e
   assert.ok(randomSeen > 50 && otherSeen > 50, `both outcomes checked (${randomSeen} random, ${otherSeen} not)`);
 });
 
-test('decompressing a large blob into its raw length (here): a frame that decodes to more or to fewer bytes is corrupt, as on the thread pool', async () => {
+test('decompressing a blob into its raw length (decompressBlobHere): a frame that decodes to more or to fewer bytes is corrupt, as on the thread pool', async () => {
   const raw = Buffer.from(prose(300_000, 21));
   const { stored, flags } = await maybeCompress(raw, 'auto');
   assert.equal(flags & BLOB_COMPRESSED, BLOB_COMPRESSED);
-  for (const here of [false, true]) {
-    assert.ok((await decompressBlob(stored, flags, raw.length, 'test', here)).equals(raw));
+  // Both ways, each as a promise (decompressBlobHere's throw becomes a rejection).
+  const ways = { pool: decompressBlob, here: async (...a: Parameters<typeof decompressBlobHere>) => decompressBlobHere(...a) };
+  for (const [way, decompress] of Object.entries(ways)) {
+    assert.ok((await decompress(stored, flags, raw.length, 'test')).equals(raw));
     for (const wrong of [raw.length - 1, raw.length + 1, 200_000]) {
-      await assert.rejects(decompressBlob(stored, flags, wrong, 'blob', here), (e: Error) => e instanceof CofferError && e.code === 'corrupt', `here=${here}, raw length ${wrong}`);
+      await assert.rejects(decompress(stored, flags, wrong, 'blob'), (e: Error) => e instanceof CofferError && e.code === 'corrupt', `${way}, raw length ${wrong}`);
     }
     const damaged = Buffer.from(stored);
     damaged[damaged.length >> 1]! ^= 0xff;
-    await assert.rejects(decompressBlob(damaged, flags, raw.length, 'blob', here), (e: Error) => e instanceof CofferError && e.code === 'corrupt', `here=${here}, damaged`);
+    await assert.rejects(decompress(damaged, flags, raw.length, 'blob'), (e: Error) => e instanceof CofferError && e.code === 'corrupt', `${way}, damaged`);
   }
 });

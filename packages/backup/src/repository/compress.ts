@@ -41,8 +41,8 @@ const zstdNative = (): ThreadPoolZstd => (threadPoolZstd ??= createRequire(impor
  * 0.6 s of a first backup's 4 s of CPU (issue 13). Large chunks too are compressed on the
  * worker that read them (maybeCompressInto), but those the main thread compresses (a
  * changed file's chunks missing from the repository, tree blobs) keep the thread pool:
- * they would hold the main thread for milliseconds. Decompression keeps it too, but for
- * restore's large blobs (decompressBlob's `here`).
+ * they would hold the main thread for milliseconds. Decompression: see decompressBlob
+ * and decompressBlobHere.
  */
 const zstdSync = createRequire(import.meta.url)('zstd-napi/binding') as {
   CCtx: new () => { compress2(dst: Uint8Array, src: Uint8Array): number; setParameter(param: number, value: number): void };
@@ -50,8 +50,6 @@ const zstdSync = createRequire(import.meta.url)('zstd-napi/binding') as {
   compressBound(n: number): number;
   CParameter: { compressionLevel: number; contentSizeFlag: number };
 };
-/** Blobs up to this size take the synchronous path (a small file's whole content at most). */
-export const SYNC_ZSTD_MAX = 256 * 1024;
 let cctx: InstanceType<typeof zstdSync.CCtx> | undefined;
 let cctxLevel = NaN;
 
@@ -74,12 +72,6 @@ function zstdCompressInto(out: Uint8Array, data: Uint8Array, level: number): num
   } catch (e) {
     throw new Error(`zstd: ${(e as Error).message}`, { cause: e });
   }
-}
-
-function zstdCompressSync(data: Buffer, level: number): Buffer {
-  const out = Buffer.allocUnsafe(zstdSync.compressBound(data.length));
-  // A copy of the used part: the bound's slack is not kept alive with the blob.
-  return Buffer.from(out.subarray(0, zstdCompressInto(out, data, level)));
 }
 
 /** The most bytes zstd can make of `n` bytes: the size of maybeCompressInto's scratch buffer. */
@@ -161,7 +153,7 @@ export function defaultCompression(config: Pick<RepositoryConfig, 'compression'>
 /** What maybeCompress does with a blob: store it raw, or try zstd at `level` (after a sample, for large ones). */
 type Plan = { raw: true } | { raw: false; sampleFirst: boolean; level: number };
 
-/** The decisions of maybeCompress and maybeCompressSync, made once for both. */
+/** The decisions of maybeCompress and maybeCompressInto, made once for both. */
 function compressionPlan(raw: Buffer, mode: CompressionMode): Plan {
   if (mode === 'off' || raw.length < 64) return { raw: true };
   const sampleFirst = raw.length >= 4 * SAMPLE;
@@ -207,28 +199,16 @@ export function maybeCompressInto(raw: Buffer, mode: CompressionMode, scratch: B
   return storedForm(raw, scratch.subarray(0, zstdCompressInto(scratch, raw, plan.level)));
 }
 
-/** maybeCompress for a blob of at most SYNC_ZSTD_MAX bytes, on this thread: the same decisions, the same frames. */
-export function maybeCompressSync(raw: Buffer, mode: CompressionMode = 'auto'): { stored: Buffer; flags: number } {
-  if (raw.length > SYNC_ZSTD_MAX) throw new RangeError(`maybeCompressSync: ${raw.length} bytes is over ${SYNC_ZSTD_MAX}`);
-  const plan = compressionPlan(raw, mode);
-  if (plan.raw) return { stored: raw, flags: 0 };
-  if (plan.sampleFirst && !shrank(zstdCompressSync(raw.subarray(0, SAMPLE), SAMPLE_LEVEL), SAMPLE)) return { stored: raw, flags: 0 };
-  return storedForm(raw, zstdCompressSync(raw, plan.level));
-}
-
-/**
- * With `here` (restore), a blob is decompressed on the calling thread, straight into a
- * buffer of its raw length (zstd-napi, a reused context): through the thread pool each
- * call allocated its output as it went, and a restore's thread pool held tens of MiB that
- * way (issue 13). A backup reading its parent's trees keeps the pool (the walk waits for
- * them: 3.5% slower otherwise on the chat set's second backup).
- */
 let dctx: InstanceType<typeof zstdSync.DCtx> | undefined;
 
-export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string, here = false): Promise<Buffer> {
+/**
+ * A blob's raw bytes, decompressed on libuv's thread pool: for a backup reading its
+ * parent's trees, whose walk waits for them (3.5% slower on the calling thread, on the
+ * chat set's second backup), and the other readers that are not restore.
+ */
+export async function decompressBlob(stored: Buffer, flags: number, rawLength: number, where: string): Promise<Buffer> {
   const s = storedBytes(stored, flags, rawLength, where);
   if (!s.compressed) return s.bytes;
-  if (here) return decompressFrameHere(s.bytes, rawLength, where);
   let out: Buffer;
   try {
     out = await zstdNative().decompress(s.bytes);
@@ -240,8 +220,10 @@ export async function decompressBlob(stored: Buffer, flags: number, rawLength: n
 }
 
 /**
- * decompressBlob on the calling thread, whatever the size (a restore writer thread's
- * blobs): the same checks and errors, the output made at its raw length.
+ * decompressBlob on the calling thread (restore's main thread and writer thread), with the
+ * same checks and errors, straight into a buffer of the raw length (zstd-napi, a reused
+ * context): through the thread pool each call allocated its output as it went, and a
+ * restore's thread pool held tens of MiB that way (issue 13).
  */
 export function decompressBlobHere(stored: Buffer, flags: number, rawLength: number, where: string): Buffer {
   const s = storedBytes(stored, flags, rawLength, where);

@@ -33,7 +33,7 @@ import { closeSync, constants as fsc, fchmodSync, fchownSync, ftruncateSync, fut
 import { resolve } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
-import { decompressBlob } from './compress.js';
+import { decompressBlobHere } from './compress.js';
 import type { BlobIndex } from './index-file.js';
 import { hex, packName } from './blob.js';
 import { RepositoryLock } from './lock.js';
@@ -787,7 +787,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           // on the thread pool, cost this thread more in dispatch than zstd does: 50,000-file
           // tree, 5 pairs, user CPU 2.10–2.27 against 2.30–2.48 s, wall 2% lower). (A thread of
           // its own for large blobs was tried: its isolate and buffers made the peak 22% higher.)
-          const raw = await decompressBlob(stored, loc.flags, loc.rawLength, `${name} (blob at ${loc.offset})`, true);
+          const raw = decompressBlobHere(stored, loc.flags, loc.rawLength, `${name} (blob at ${loc.offset})`);
           // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
           // authenticated, but an index pointing at the wrong blob would otherwise
           // restore the wrong bytes.

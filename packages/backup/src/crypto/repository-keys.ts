@@ -4,6 +4,16 @@ import type { BackupKey } from './backup-key.js';
 import { BackupLabel } from './labels.js';
 
 /**
+ * A chunk's keyed ID (spec §6.2) under the chunk-ID key, made a KeyObject once by the
+ * caller (given as bytes, every createHmac imported them anew: about 1 µs of a small
+ * file's 4.5 µs): RepositoryKeys.chunkId, and the threads given the key (chunking,
+ * restore's writer).
+ */
+export function chunkIdUnder(key: KeyObject, chunk: Uint8Array): Buffer {
+  return createHmac('sha256', key).update(chunk).digest();
+}
+
+/**
  * The keys one repository uses, each derived from the backup key with its own label
  * and the repository ID as HKDF salt (spec §3.3), so two repositories under one key
  * share no derived key and objects can't be moved between them.
@@ -29,7 +39,7 @@ export class RepositoryKeys {
   /** Keyed chunk ID: HMAC-SHA256 of the chunk's plaintext (spec §6.2). */
   chunkId(chunk: Uint8Array): Buffer {
     this.#chunkIdKeyObject ??= createSecretKey(this.#chunkIdKey);
-    return createHmac('sha256', this.#chunkIdKeyObject).update(chunk).digest();
+    return chunkIdUnder(this.#chunkIdKeyObject, chunk);
   }
 
   /**

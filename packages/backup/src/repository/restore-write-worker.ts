@@ -14,9 +14,10 @@
  * It touches only the paths it is given and reports, per file, what the main thread
  * must say (a warning, a replaced file); the first failure ends the batch.
  */
-import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
+import { createSecretKey, type KeyObject } from 'node:crypto';
 import { closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, renameSync, writeSync } from 'node:fs';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { chunkIdUnder } from '../crypto/repository-keys.js';
 import { CofferError } from '../errors.js';
 import { decompressBlobHere } from './compress.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, FILE_HEADER, RAW_DATA, type FileNote, type WriteBatch, type WriteBatchResult } from './restore-writer.js';
@@ -43,7 +44,7 @@ function checkedBlob(stored: Buffer, flags: number, rawLength: number, id: Buffe
     throw Object.assign(new Error(m.startsWith(`${WHERE}: `) ? m.slice(WHERE.length + 2) : m), { code: CORRUPT_BLOB });
   }
   if (!chunkIdKey) throw Object.assign(new Error('no chunk-ID key to check the blob with'), { code: CORRUPT_BLOB });
-  if (!createHmac('sha256', chunkIdKey).update(raw).digest().equals(id)) throw Object.assign(new Error(BLOB_NOT_ITS_ID), { code: CORRUPT_BLOB });
+  if (!chunkIdUnder(chunkIdKey, raw).equals(id)) throw Object.assign(new Error(BLOB_NOT_ITS_ID), { code: CORRUPT_BLOB });
   return raw;
 }
 

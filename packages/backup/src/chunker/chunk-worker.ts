@@ -81,7 +81,7 @@ if (parentPort) {
   const free: ArrayBuffer[] = [];
   let allocated = 0;
   let creditWaiter: (() => void) | undefined;
-  type Queued = { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean; known?: Uint8Array } | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean };
+  type Queued = Extract<ToWorker, { type: 'file' | 'batch' }>;
   const queue: Queued[] = [];
   let busy = false;
   // One read buffer per worker, reused for every file (files are chunked one at a time

@@ -46,8 +46,8 @@ test('an index that places one blob where another is: restore refuses instead of
   await swappedBlobsAreRefused(t, 1024);
 });
 
-test('large blobs, whose IDs are checked on the thread pool, are refused the same way when the index swaps them', async (t) => {
-  // 300 KiB files, over RESTORE_HASH_OFF_THREAD_FROM, are one blob each: shorter than the
+test('large blobs, whose IDs are checked on the blob-check thread, are refused the same way when the index swaps them', async (t) => {
+  // 300 KiB files, over RESTORE_CHECK_OFF_THREAD_FROM, are one blob each: shorter than the
   // minimum chunk, never cut (with a 256 KiB minimum, random bytes were cut between
   // 256 and 300 KiB in about one run in 40, and the test found one blob of that size).
   await swappedBlobsAreRefused(t, 300 * 1024, { minSize: 512 * 1024, avgSize: 1024 * 1024, maxSize: 2048 * 1024 });

@@ -1,4 +1,4 @@
-import { createHmac, createSecretKey, webcrypto, type KeyObject } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 import { inspect } from 'node:util';
 import type { BackupKey } from './backup-key.js';
 import { BackupLabel } from './labels.js';
@@ -23,7 +23,6 @@ export class RepositoryKeys {
   readonly gearTable: Uint8Array;
   readonly #chunkIdKey: Uint8Array;
   #chunkIdKeyObject: KeyObject | undefined;
-  #chunkIdCryptoKey: Promise<webcrypto.CryptoKey> | undefined;
 
   constructor(key: BackupKey, repositoryId: Uint8Array) {
     this.objectMaster = key.derive(BackupLabel.objectMaster, 32, repositoryId);
@@ -40,16 +39,6 @@ export class RepositoryKeys {
   chunkId(chunk: Uint8Array): Buffer {
     this.#chunkIdKeyObject ??= createSecretKey(this.#chunkIdKey);
     return chunkIdUnder(this.#chunkIdKeyObject, chunk);
-  }
-
-  /**
-   * chunkId computed on libuv's thread pool (WebCrypto's HMAC), for large chunks: the
-   * calling thread only copies the chunk (restore checks each blob's ID while it reads
-   * the next; on the main thread the hash was a quarter of a media restore's CPU).
-   */
-  async chunkIdOffThread(chunk: Uint8Array): Promise<Buffer> {
-    this.#chunkIdCryptoKey ??= webcrypto.subtle.importKey('raw', this.#chunkIdKey, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
-    return Buffer.from(await webcrypto.subtle.sign('HMAC', await this.#chunkIdCryptoKey, chunk));
   }
 
   // Secret material: never printed, whether by JSON, String() or console.log (STYLE.md §7).

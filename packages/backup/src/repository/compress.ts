@@ -223,11 +223,12 @@ export async function decompressBlob(stored: Buffer, flags: number, rawLength: n
  * decompressBlob on the calling thread (restore's main thread and writer thread), with the
  * same checks and errors, straight into a buffer of the raw length (zstd-napi, a reused
  * context): through the thread pool each call allocated its output as it went, and a
- * restore's thread pool held tens of MiB that way (issue 13).
+ * restore's thread pool held tens of MiB that way (issue 13). With `into` (at least
+ * rawLength bytes, reused by a caller done with the previous result), into that.
  */
-export function decompressBlobHere(stored: Buffer, flags: number, rawLength: number, where: string): Buffer {
+export function decompressBlobHere(stored: Buffer, flags: number, rawLength: number, where: string, into?: Buffer): Buffer {
   const s = storedBytes(stored, flags, rawLength, where);
-  return s.compressed ? decompressFrameHere(s.bytes, rawLength, where) : s.bytes;
+  return s.compressed ? decompressFrameHere(s.bytes, rawLength, where, into) : s.bytes;
 }
 
 /** A blob's stored bytes unpadded and checked (§7.1, §7.2): its raw bytes, or (`compressed`) exactly one zstd frame. */
@@ -244,11 +245,11 @@ function storedBytes(stored: Buffer, flags: number, rawLength: number, where: st
 }
 
 /** Decompresses one checked frame into a buffer of its raw length (zstd-napi, a reused context). */
-function decompressFrameHere(frame: Buffer, rawLength: number, where: string): Buffer {
+function decompressFrameHere(frame: Buffer, rawLength: number, where: string, into?: Buffer): Buffer {
   let out: Buffer;
   try {
     // A frame that decodes to more than rawLength bytes fails here: it does not fit.
-    out = Buffer.allocUnsafe(rawLength);
+    out = into && into.length >= rawLength ? into.subarray(0, rawLength) : Buffer.allocUnsafe(rawLength);
     out = out.subarray(0, (dctx ??= new zstdSync.DCtx()).decompress(out, frame));
   } catch {
     throw new CofferError('corrupt', `${where}: blob does not decompress`);

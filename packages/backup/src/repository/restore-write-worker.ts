@@ -17,10 +17,8 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
 import { closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, renameSync, writeSync } from 'node:fs';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { chunkIdUnder } from '../crypto/repository-keys.js';
-import { CofferError } from '../errors.js';
-import { decompressBlobHere } from './compress.js';
-import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, FILE_HEADER, RAW_DATA, type FileNote, type WriteBatch, type WriteBatchResult } from './restore-writer.js';
+import { checkStoredBlob } from './restore-check.js';
+import { FILE_HEADER, RAW_DATA, type FileNote, type WriteBatch, type WriteBatchResult } from './restore-writer.js';
 
 const port = parentPort!;
 
@@ -31,22 +29,6 @@ function failure(e: unknown): WriteBatchResult['error'] {
 
 const setup = workerData as { answers: MessagePort; chunkIdKey?: Uint8Array };
 const chunkIdKey: KeyObject | undefined = setup.chunkIdKey ? createSecretKey(setup.chunkIdKey) : undefined;
-const WHERE = 'blob';
-
-/** A stored blob's bytes once they pass its checks; throws a CORRUPT_BLOB error otherwise. */
-function checkedBlob(stored: Buffer, flags: number, rawLength: number, id: Buffer): Buffer {
-  let raw: Buffer;
-  try {
-    raw = decompressBlobHere(stored, flags, rawLength, WHERE);
-  } catch (e) {
-    // The main thread says where: its words follow decompressBlob's `WHERE: `.
-    const m = e instanceof CofferError ? e.message : String(e);
-    throw Object.assign(new Error(m.startsWith(`${WHERE}: `) ? m.slice(WHERE.length + 2) : m), { code: CORRUPT_BLOB });
-  }
-  if (!chunkIdKey) throw Object.assign(new Error('no chunk-ID key to check the blob with'), { code: CORRUPT_BLOB });
-  if (!chunkIdUnder(chunkIdKey, raw).equals(id)) throw Object.assign(new Error(BLOB_NOT_ITS_ID), { code: CORRUPT_BLOB });
-  return raw;
-}
 
 function run(batch: WriteBatch): WriteBatchResult {
   const buf = Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength);
@@ -72,7 +54,7 @@ function run(batch: WriteBatch): WriteBatchResult {
     const id = buf.subarray(at, (at += idLen));
     let note: FileNote | undefined;
     try {
-      const data = blobFlags === RAW_DATA ? stored : checkedBlob(stored, blobFlags, rawLen, id);
+      const data = blobFlags === RAW_DATA ? stored : checkStoredBlob(stored, blobFlags, rawLen, id, chunkIdKey);
       const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
       try {
         for (let w = 0; w < data.length; ) w += writeSync(fd, data, w, data.length - w, w);

@@ -43,6 +43,7 @@ import { SubtreePicker, type Selection } from './browse.js';
 import type { DirEntry, FileEntry, Owner, TreeEntry, Xattr } from './tree.js';
 import { RestoreTarget } from './restore-target.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, rebuildError, RestoreWriter } from './restore-writer.js';
+import { BlobCheckThread, dataRuns } from './restore-check.js';
 import { isRoot, makeNode, writeXattrs, writeXattrsSync } from './fs-meta.js';
 import { snapshotPathOf, type RestoreSelection } from './filter.js';
 
@@ -121,10 +122,15 @@ export const restoreWriterForTesting = { minFiles: RESTORE_WRITER_MIN_FILES, sta
  */
 const RESTORE_WRITER_IN_FLIGHT = 256;
 /**
- * Blobs from this size on have their ID checked on the thread pool (WebCrypto), the main
- * thread going on with the next: below it the round trip costs more than the hash.
+ * Blobs from this size on are decompressed and checked on the blob-check thread
+ * (restore-check.ts), the main thread going on with the next; below it the round trip
+ * costs more than the work, and small whole files go to the writer threads as they are
+ * stored.
  */
-const RESTORE_HASH_OFF_THREAD_FROM = 128 * 1024;
+const RESTORE_CHECK_OFF_THREAD_FROM = 128 * 1024;
+
+/** Writes a piece into a file's open descriptor (and whether it is sparse) itself; resolves to its length. */
+type WriteThere = (fd: number, sparse: boolean) => Promise<number>;
 
 /** What setMeta needs of an entry (a file's is made from the FileTable when it is finished). */
 type MetaEntry = Pick<TreeEntry, 'type' | 'path' | 'rawPath' | 'mode' | 'mtimeNs' | 'owner' | 'xattrs'>;
@@ -584,9 +590,11 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   for (let f = 0; f < files.count; f++) if (files.chunks[f]! <= 1 && threadable(f)) wholeFiles++;
   const writer = wholeFiles >= restoreWriterForTesting.minFiles ? new RestoreWriter(RESTORE_WRITER_THREADS, repo.keys.chunkIdKey) : null;
   let writerFiles = 0;
+  /** Started with the first large blob. */
+  let checker: BlobCheckThread | undefined;
   const closeWriter = async () => {
     restoreWriterForTesting.started = writer?.started ?? 0;
-    await writer?.close();
+    await Promise.all([writer?.close(), checker?.close()]);
   };
   /**
    * writeWhole on a writer thread: the same calls in the same order, the directory handle
@@ -699,9 +707,11 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   /**
    * Writes `raw` at `offset` of f's temporary file (creating it, O_EXCL, on the first
    * write), opened through its directory handle without following symlinks and closed
-   * again; true when that was the file's last piece (its metadata is then set).
+   * again; true when that was the file's last piece (its metadata is then set). `raw` may
+   * be a function that writes the piece into the open descriptor itself (the blob-check
+   * thread) and says how many bytes it was.
    */
-  const writeTo = (f: number, raw: Buffer | null, offset: number): Promise<boolean> => {
+  const writeTo = (f: number, raw: Buffer | WriteThere | null, offset: number): Promise<boolean> => {
     const run = () =>
       fds.with(async () => {
         const { dir } = split(files.rawPath(f));
@@ -713,7 +723,8 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         if (!created) createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
         files.setCreated(f);
         try {
-          if (raw) {
+          if (typeof raw === 'function') progress.bytes += await raw(fh.fd, sparse);
+          else if (raw) {
             await writeAt(fh, raw, offset, sparse);
             progress.bytes += raw.length;
           }
@@ -775,25 +786,43 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           // thread decompresses and checks it (restore-writer.ts), not this one.
           const u0 = blobFirstUse[b]!;
           const f0 = useFile[u0]!;
-          if (writer && useNext[u0] === -1 && files.chunks[f0] === 1 && loc.rawLength < RESTORE_HASH_OFF_THREAD_FROM && threadable(f0) && writerFiles < RESTORE_WRITER_IN_FLIGHT && !writer.backlogged) {
+          if (writer && useNext[u0] === -1 && files.chunks[f0] === 1 && loc.rawLength < RESTORE_CHECK_OFF_THREAD_FROM && threadable(f0) && writerFiles < RESTORE_WRITER_IN_FLIGHT && !writer.backlogged) {
             const sent = { flags: loc.flags, rawLength: loc.rawLength, id: index.idAt(blobRec[b]!), where: `${name} (blob at ${loc.offset})`, pack: name, offset: loc.offset };
             await naming(f0, () => writeWholeThere(writer!, f0, stored, sent));
             report();
             return;
           }
-          // Decompressed here, into the raw length: large blobs so since session 11 (the chat
-          // set's restore at 20–30% less peak RSS: the thread pool's binding grows each output
-          // as it goes), small ones since most of them go to the writer thread above (the rest,
-          // on the thread pool, cost this thread more in dispatch than zstd does: 50,000-file
-          // tree, 5 pairs, user CPU 2.10–2.27 against 2.30–2.48 s, wall 2% lower). (A thread of
-          // its own for large blobs was tried: its isolate and buffers made the peak 22% higher.)
-          const raw = decompressBlobHere(stored, loc.flags, loc.rawLength, `${name} (blob at ${loc.offset})`);
           // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
           // authenticated, but an index pointing at the wrong blob would otherwise
-          // restore the wrong bytes.
+          // restore the wrong bytes. A large blob is unpadded, decompressed and checked
+          // on the blob-check thread (restore-check.ts), its stored bytes handed over; a
+          // small one here, where the round trip would cost more than the work (its
+          // decompression here since most small blobs go to the writer thread above: the
+          // rest, on the thread pool, cost this thread more in dispatch than zstd does).
           const id = index.idAt(blobRec[b]!);
-          const got = raw.length >= RESTORE_HASH_OFF_THREAD_FROM ? await repo.keys.chunkIdOffThread(raw) : repo.keys.chunkId(raw);
-          if (!got.equals(id)) throw new CofferError('corrupt', notItsId(name, loc.offset, id));
+          const where = `${name} (blob at ${loc.offset})`;
+          let raw: Buffer;
+          if (loc.rawLength >= RESTORE_CHECK_OFF_THREAD_FROM) {
+            const thread = (checker ??= new BlobCheckThread(repo.keys.chunkIdKey));
+            const refused = (err: NodeJS.ErrnoException): never => {
+              if (err.code !== CORRUPT_BLOB) throw err;
+              throw new CofferError('corrupt', err.message === BLOB_NOT_ITS_ID ? notItsId(name, loc.offset, id) : `${where}: ${err.message}`);
+            };
+            if (useNext[u0] === -1) {
+              // Used once (nearly every large blob): the thread writes it into the file.
+              const pos = useOffset[u0]!;
+              const there: WriteThere = (fd, sparse) => thread.checkAndWrite(stored, loc.flags, loc.rawLength, id, fd, pos, sparse).then(() => loc.rawLength, refused);
+              await naming(f0, async () => {
+                if (await writeTo(f0, there, pos)) await complete(f0);
+              });
+              report();
+              return;
+            }
+            raw = await thread.check(stored, loc.flags, loc.rawLength, id).catch(refused);
+          } else {
+            raw = decompressBlobHere(stored, loc.flags, loc.rawLength, where);
+            if (!repo.keys.chunkId(raw).equals(id)) throw new CofferError('corrupt', notItsId(name, loc.offset, id));
+          }
           for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) {
             const f = useFile[u]!;
             await naming(f, async () => {
@@ -818,7 +847,8 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           const b = blobs[next]!;
           const bEnd = b.loc.offset + b.loc.storedLength;
           if (b.loc.offset >= segEnd) break;
-          current ??= Buffer.allocUnsafe(b.loc.storedLength);
+          // A large blob's stored bytes go to the blob-check thread, in a buffer it hands back.
+          current ??= b.loc.rawLength >= RESTORE_CHECK_OFF_THREAD_FROM ? (checker ??= new BlobCheckThread(repo.keys.chunkIdKey)).buffer(b.loc.storedLength) : Buffer.allocUnsafe(b.loc.storedLength);
           const from = Math.max(b.loc.offset, plainPos);
           const to = Math.min(bEnd, segEnd);
           seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
@@ -939,8 +969,6 @@ function notItsId(pack: string, offset: number, id: Uint8Array): string {
   return `${pack}: the blob at ${offset} does not match its ID: it is not ${hex(id).slice(0, 16)}, which the index places there`;
 }
 
-const SPARSE_BLOCK = 4096;
-
 /** A restored file's write failed: `file` names it as the user sees it (its system call named a /proc/self/fd path). */
 class FileWriteError extends Error {
   constructor(
@@ -949,38 +977,6 @@ class FileWriteError extends Error {
   ) {
     super(`${file}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
   }
-}
-
-/**
- * The ranges of `raw` (to be written at file offset `pos`) that hold data: all of it, or
- * in a sparse file everything but its all-zero pieces, cut at the file's 4 KiB block
- * boundaries. Pieces at either edge of `raw` may be shorter than a block (a chunk rarely
- * starts or ends on one); they are skipped too when all zero. The file is new (created
- * O_EXCL) and its size is set at the end, so whatever is never written reads as zeros:
- * a block whose data pieces all were zeros stays a hole, and one that a neighbouring
- * chunk writes is zero-filled around it by the file system.
- */
-function dataRuns(raw: Buffer, pos: number, sparse: boolean): Array<[number, number]> {
-  if (!sparse) return raw.length > 0 ? [[0, raw.length]] : [];
-  const runs: Array<[number, number]> = [];
-  let runStart = -1;
-  for (let i = 0; i < raw.length; ) {
-    const blockEnd = Math.min(raw.length, i + SPARSE_BLOCK - ((pos + i) % SPARSE_BLOCK));
-    const zero = isZero(raw, i, blockEnd);
-    if (!zero && runStart < 0) runStart = i;
-    if (zero && runStart >= 0) {
-      runs.push([runStart, i]);
-      runStart = -1;
-    }
-    i = blockEnd;
-  }
-  if (runStart >= 0) runs.push([runStart, raw.length]);
-  return runs;
-}
-
-function isZero(b: Buffer, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) if (b[i] !== 0) return false;
-  return true;
 }
 
 function errText(e: unknown): string {

@@ -11,6 +11,7 @@ import { closeSync, openSync, promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { backup, restore } from '../src/index.js';
+import { restoreCheckForTesting } from '../src/repository/restore.js';
 import { BlobCheckThread, dataRuns } from '../src/repository/restore-check.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB } from '../src/repository/restore-writer.js';
 import { maybeCompressInto, zstdBound } from '../src/repository/compress.js';
@@ -128,24 +129,38 @@ test('checkAndWrite(): a failed write is the system call\'s error (code, syscall
   assert.ok((await th.check(Buffer.from(b), 0, b.length, idOf(b))).equals(b));
 });
 
-test('a restore of large files, some sharing their blobs and some compressible, gives back the same tree', async (t) => {
-  const tr = await newRepo(t, { minSize: 128 * 1024, avgSize: 256 * 1024, maxSize: 1024 * 1024 });
-  const src = join(await tempDir(t, 'rc-src'), 'd');
-  const media = prng(11, 3 << 20);
-  await writeTree(
-    src,
-    dir({
-      'media.bin': file(media),
-      // The same bytes again: each blob used twice (checked on the thread, written here).
-      'copy.bin': file(media, 0o600, 1_600_000_000_000),
-      'log.txt': file(text(5 << 20, 12)),
-      'tail.bin': file(Buffer.concat([media.subarray(0, 1 << 20), text(700 * 1024, 13)])),
-    }),
-  );
-  const r = await backup(tr.repo, { paths: [src] });
-  const target = await tempDir(t, 'rc-dst');
-  const res = await restore(await tr.reopen(), { id: r.id, snapshot: r.snapshot }, { target });
-  assert.equal(res.files, 4);
-  await assertSameTree(src, join(target, 'd'));
-  assert.deepEqual((await allPaths(target)).filter((p) => p.includes('.coffer-restore-')), []);
-});
+for (const [how, queue] of [
+  ['on the blob-check thread', 1e9],
+  ['on the main thread (the thread busy)', 0],
+] as const) {
+  test(`a restore of large files, some sharing their blobs and some compressible, gives back the same tree: every large blob ${how}`, async (t) => {
+    const before = restoreCheckForTesting.queue;
+    restoreCheckForTesting.queue = queue;
+    t.after(() => (restoreCheckForTesting.queue = before));
+    const tr = await newRepo(t, { minSize: 128 * 1024, avgSize: 256 * 1024, maxSize: 1024 * 1024 });
+    const src = join(await tempDir(t, 'rc-src'), 'd');
+    const media = prng(11, 3 << 20);
+    await writeTree(
+      src,
+      dir({
+        'media.bin': file(media),
+        // The same bytes again: each blob used twice (checked on the thread, written here).
+        'copy.bin': file(media, 0o600, 1_600_000_000_000),
+        'log.txt': file(text(5 << 20, 12)),
+        'tail.bin': file(Buffer.concat([media.subarray(0, 1 << 20), text(700 * 1024, 13)])),
+      }),
+    );
+    const r = await backup(tr.repo, { paths: [src] });
+    const target = await tempDir(t, 'rc-dst');
+    const res = await restore(await tr.reopen(), { id: r.id, snapshot: r.snapshot }, { target });
+    assert.equal(res.files, 4);
+    if (queue === 0) assert.equal(restoreCheckForTesting.sent, 0);
+    else assert.ok(restoreCheckForTesting.sent >= 10, `${restoreCheckForTesting.sent} blobs went to the thread`);
+    await assertSameTree(src, join(target, 'd'));
+    assert.deepEqual((await allPaths(target)).filter((p) => p.includes('.coffer-restore-')), []);
+  });
+}
+
+// restore-safety's cases (a swapped large blob among them) with every large blob checked on the main thread.
+restoreCheckForTesting.queue = 0;
+await import('./restore-safety.test.js');

@@ -125,6 +125,16 @@ export class BlobCheckThread {
     await this.#ask(stored, { flags, rawLength, id, fd, pos, sparse });
   }
 
+  /** Blobs sent so far. */
+  get sent(): number {
+    return this.#seq;
+  }
+
+  /** Blobs sent and not yet answered. */
+  get pending(): number {
+    return this.#waiting.size;
+  }
+
   /** How many buffers handed back are kept for later blobs. */
   get spares(): number {
     return this.#spares.length;

@@ -92,6 +92,13 @@ test('checkAndWrite(): written at its place in the open file when it passes, not
   // Refused: the file is not touched past what was written.
   await assert.rejects(th.checkAndWrite(Buffer.from(b), 0, b.length, idOf(a), fd, 10 << 20, false), (e: unknown) => corrupt(e, new RegExp(`^${BLOB_NOT_ITS_ID}$`)));
   assert.ok(readFileSync(path).equals(Buffer.concat([a, b, c])));
+  // A buffer the caller used itself comes back with recycle(); one of its own does not, nor one handed over.
+  const mine = th.buffer(300 * 1024);
+  const kept = th.spares;
+  th.recycle(mine);
+  th.recycle(Buffer.alloc(300 * 1024));
+  th.recycle(bufA);
+  assert.equal(th.spares, kept + 1);
 });
 
 test('checkAndWrite(): a sparse file\'s zero blocks are left as holes, as restore does on the main thread', async (t) => {

@@ -158,6 +158,20 @@ export class BlobCheckThread {
     return Buffer.from(ab, 0, size);
   }
 
+  /**
+   * Takes back a buffer from buffer() that the caller used itself and is done with (it
+   * and every view of it unused from now on), for later blobs.
+   */
+  recycle(b: Buffer): void {
+    this.#keep(b.buffer as ArrayBuffer);
+  }
+
+  #keep(ab: ArrayBuffer): void {
+    if (ab.byteLength === 0 || !this.#ours.has(ab) || this.#sparesBytes + ab.byteLength > SPARES_KEPT_BYTES) return;
+    this.#spares.push(ab);
+    this.#sparesBytes += ab.byteLength;
+  }
+
   #ask(stored: Buffer, what: Omit<CheckRequest, 'seq' | 'bytes' | 'length'>): Promise<Buffer | undefined> {
     if (this.#broken) return Promise.reject(this.#broken);
     const ab = stored.buffer as ArrayBuffer;
@@ -178,10 +192,9 @@ export class BlobCheckThread {
       resourceLimits: { maxYoungGenerationSizeMb: 2 },
     });
     worker.on('message', (a: CheckAnswer) => {
-      if (a.spare && this.#sparesBytes + a.spare.byteLength <= SPARES_KEPT_BYTES) {
+      if (a.spare) {
         this.#ours.add(a.spare);
-        this.#spares.push(a.spare);
-        this.#sparesBytes += a.spare.byteLength;
+        this.#keep(a.spare);
       }
       const w = this.#waiting.get(a.seq);
       if (!w) return;

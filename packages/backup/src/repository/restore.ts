@@ -842,6 +842,8 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
               else if (await writeTo(f, raw, useOffset[u]!)) await complete(f);
             });
           }
+          // Written everywhere it is used: its buffer, if the blob-check thread's, serves a later blob.
+          checker?.recycle(stored);
           report();
         })();
 

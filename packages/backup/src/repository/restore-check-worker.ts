@@ -8,6 +8,7 @@ import { createSecretKey } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { checkStoredBlob, dataRuns, type CheckAnswer, type CheckRequest } from './restore-check.js';
+import { errorInfo } from './restore-writer.js';
 
 const port = parentPort!;
 const chunkIdKey = createSecretKey((workerData as { chunkIdKey: Uint8Array }).chunkIdKey);
@@ -37,8 +38,7 @@ port.on('message', (r: CheckRequest) => {
     answer = { seq: r.seq, bytes, offset: bytes === raw.buffer ? raw.byteOffset : 0, length: raw.length };
     port.postMessage(answer, [bytes]);
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    answer = { seq: r.seq, error: { message: err?.message ?? String(e), ...(err?.code ? { code: err.code } : {}), ...(err?.syscall ? { syscall: err.syscall } : {}), ...(err?.errno !== undefined ? { errno: err.errno } : {}) } };
+    answer = { seq: r.seq, error: errorInfo(e) };
     port.postMessage(answer);
   }
 });

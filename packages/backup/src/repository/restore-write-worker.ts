@@ -18,14 +18,9 @@ import { createSecretKey, type KeyObject } from 'node:crypto';
 import { closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, renameSync, writeSync } from 'node:fs';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { checkStoredBlob } from './restore-check.js';
-import { FILE_HEADER, RAW_DATA, type FileNote, type WriteBatch, type WriteBatchResult } from './restore-writer.js';
+import { errorInfo, FILE_HEADER, RAW_DATA, type FileNote, type WriteBatch, type WriteBatchResult } from './restore-writer.js';
 
 const port = parentPort!;
-
-function failure(e: unknown): WriteBatchResult['error'] {
-  const err = e as NodeJS.ErrnoException;
-  return { message: err?.message ?? String(e), ...(err?.code ? { code: err.code } : {}), ...(err?.syscall ? { syscall: err.syscall } : {}), ...(err?.errno !== undefined ? { errno: err.errno } : {}) };
-}
 
 const setup = workerData as { answers: MessagePort; chunkIdKey?: Uint8Array };
 const chunkIdKey: KeyObject | undefined = setup.chunkIdKey ? createSecretKey(setup.chunkIdKey) : undefined;
@@ -62,14 +57,14 @@ function run(batch: WriteBatch): WriteBatchResult {
           try {
             fchownSync(fd, uid, gid);
           } catch (e) {
-            (note ??= { i }).ownerError = failure(e);
+            (note ??= { i }).ownerError = errorInfo(e);
           }
         }
         fchmodSync(fd, mode);
         try {
           futimesSync(fd, time, time);
         } catch (e) {
-          (note ??= { i }).timeError = failure(e);
+          (note ??= { i }).timeError = errorInfo(e);
         }
       } finally {
         closeSync(fd);
@@ -78,7 +73,7 @@ function run(batch: WriteBatch): WriteBatchResult {
       renameSync(tmp, dest);
     } catch (e) {
       if (note) notes.push(note);
-      return { id: batch.id, bytes: batch.bytes, done: i, notes, error: failure(e) };
+      return { id: batch.id, bytes: batch.bytes, done: i, notes, error: errorInfo(e) };
     }
     if (note) notes.push(note);
   }

@@ -138,6 +138,12 @@ function fileBytes(f: WholeFile): number {
   return FILE_HEADER + f.tmp.length + f.dest.length + f.data.length + f.time.length + (f.blob ? f.blob.id.length : 0);
 }
 
+/** What a thread says of an error: the system call's code, syscall and errno with its message. */
+export function errorInfo(e: unknown): ErrorInfo {
+  const err = e as NodeJS.ErrnoException;
+  return { message: err?.message ?? String(e), ...(err?.code ? { code: err.code } : {}), ...(err?.syscall ? { syscall: err.syscall } : {}), ...(err?.errno !== undefined ? { errno: err.errno } : {}) };
+}
+
 /** An error as the failing system call made it (code, syscall), rebuilt on this thread. */
 export function rebuildError(info: ErrorInfo): NodeJS.ErrnoException {
   const e: NodeJS.ErrnoException = new Error(info.message);

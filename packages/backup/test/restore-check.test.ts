@@ -27,6 +27,9 @@ const compressed = (raw: Buffer) => {
   assert.equal(c.flags, BLOB_COMPRESSED);
   return Buffer.from(c.stored);
 };
+/** hold() then writeHeld(), as restore does for a blob used once. */
+const checkAndWrite = async (th: BlobCheckThread, stored: Buffer, flags: number, rawLength: number, id: Uint8Array, fd: number, pos: number, sparse: boolean) =>
+  th.writeHeld(await th.hold(stored, flags, rawLength, id), fd, pos, sparse);
 const corrupt = (e: unknown, message: RegExp) => (e as NodeJS.ErrnoException).code === CORRUPT_BLOB && message.test((e as Error).message);
 
 test('check(): raw and compressed blobs come back as their raw bytes; a swapped ID, a broken frame and a wrong length are refused as CORRUPT_BLOB', async (t) => {
@@ -66,7 +69,7 @@ test('check(): a view of a larger buffer is copied, not taken: the caller\'s buf
   assert.equal(shared.subarray(0, 4).toString(), 'head');
 });
 
-test('checkAndWrite(): written at its place in the open file when it passes, nothing written when it does not; the stored bytes\' buffer comes back for the next blob', async (t) => {
+test('hold() then writeHeld(): written at its place in the open file when it passes, nothing written when it does not; the stored bytes\' buffer comes back for the next blob', async (t) => {
   const th = new BlobCheckThread(key);
   t.after(() => th.close());
   const d = await tempDir(t, 'rc-write');
@@ -78,7 +81,7 @@ test('checkAndWrite(): written at its place in the open file when it passes, not
   const za = compressed(a);
   const bufA = th.buffer(za.length).fill(za);
   assert.equal(th.spares, 0);
-  await th.checkAndWrite(bufA, BLOB_COMPRESSED, a.length, idOf(a), fd, 0, false);
+  await checkAndWrite(th, bufA, BLOB_COMPRESSED, a.length, idOf(a), fd, 0, false);
   assert.equal(bufA.buffer.byteLength, 0, 'handed over: detached here');
   assert.equal(th.spares, 1, 'its buffer came back');
   // A smaller compressed blob next: decompressed into the thread's scratch, which is larger.
@@ -87,10 +90,10 @@ test('checkAndWrite(): written at its place in the open file when it passes, not
   const bufC = th.buffer(zc.length);
   assert.equal(th.spares, 0, 'the buffer handed back is used again');
   assert.equal(bufC.length, zc.length);
-  await th.checkAndWrite(bufC.fill(zc), BLOB_COMPRESSED, c.length, idOf(c), fd, a.length + b.length, false);
-  await th.checkAndWrite(Buffer.from(b), 0, b.length, idOf(b), fd, a.length, false);
+  await checkAndWrite(th, bufC.fill(zc), BLOB_COMPRESSED, c.length, idOf(c), fd, a.length + b.length, false);
+  await checkAndWrite(th, Buffer.from(b), 0, b.length, idOf(b), fd, a.length, false);
   // Refused: the file is not touched past what was written.
-  await assert.rejects(th.checkAndWrite(Buffer.from(b), 0, b.length, idOf(a), fd, 10 << 20, false), (e: unknown) => corrupt(e, new RegExp(`^${BLOB_NOT_ITS_ID}$`)));
+  await assert.rejects(checkAndWrite(th, Buffer.from(b), 0, b.length, idOf(a), fd, 10 << 20, false), (e: unknown) => corrupt(e, new RegExp(`^${BLOB_NOT_ITS_ID}$`)));
   assert.ok(readFileSync(path).equals(Buffer.concat([a, b, c])));
   // A buffer the caller used itself comes back with recycle(); one of its own does not, nor one handed over.
   const mine = th.buffer(300 * 1024);
@@ -101,7 +104,7 @@ test('checkAndWrite(): written at its place in the open file when it passes, not
   assert.equal(th.spares, kept + 1);
 });
 
-test('checkAndWrite(): a sparse file\'s zero blocks are left as holes, as restore does on the main thread', async (t) => {
+test('writeHeld(): a sparse file\'s zero blocks are left as holes, as restore does on the main thread', async (t) => {
   const th = new BlobCheckThread(key);
   t.after(() => th.close());
   const d = await tempDir(t, 'rc-sparse');
@@ -110,14 +113,14 @@ test('checkAndWrite(): a sparse file\'s zero blocks are left as holes, as restor
   t.after(() => closeSync(fd));
   const raw = Buffer.concat([prng(8, 5000), Buffer.alloc(1 << 20), prng(9, 3000)]);
   assert.equal(dataRuns(raw, 100, true).length, 2, 'two runs of data around the zeros');
-  await th.checkAndWrite(Buffer.from(raw), 0, raw.length, idOf(raw), fd, 100, true);
+  await checkAndWrite(th, Buffer.from(raw), 0, raw.length, idOf(raw), fd, 100, true);
   const st = await fs.stat(path);
   assert.equal(st.size, 100 + raw.length);
   assert.ok(readFileSync(path).subarray(100).equals(raw));
   assert.ok(st.blocks * 512 < 512 * 1024, `the zeros are a hole (${st.blocks} blocks)`);
 });
 
-test('checkAndWrite(): a failed write is the system call\'s error (code, syscall), not a refused blob', async (t) => {
+test('writeHeld(): a failed write is the system call\'s error (code, syscall), not a refused blob', async (t) => {
   const th = new BlobCheckThread(key);
   t.after(() => th.close());
   const d = await tempDir(t, 'rc-ro');
@@ -126,7 +129,7 @@ test('checkAndWrite(): a failed write is the system call\'s error (code, syscall
   const fd = openSync(path, 'r');
   t.after(() => closeSync(fd));
   const b = prng(10, 200 * 1024);
-  await assert.rejects(th.checkAndWrite(Buffer.from(b), 0, b.length, idOf(b), fd, 0, false), (e: unknown) => {
+  await assert.rejects(checkAndWrite(th, Buffer.from(b), 0, b.length, idOf(b), fd, 0, false), (e: unknown) => {
     const err = e as NodeJS.ErrnoException;
     assert.equal(err.code, 'EBADF');
     assert.equal(err.syscall, 'write');
@@ -134,6 +137,28 @@ test('checkAndWrite(): a failed write is the system call\'s error (code, syscall
   });
   // The thread goes on with the next.
   assert.ok((await th.check(Buffer.from(b), 0, b.length, idOf(b))).equals(b));
+});
+
+test('hold(): several blobs checked before any is written, then written in another order; a dropped one is never written', async (t) => {
+  const th = new BlobCheckThread(key);
+  t.after(() => th.close());
+  const d = await tempDir(t, 'rc-hold');
+  const path = join(d, 'f');
+  const fd = openSync(path, 'w+');
+  t.after(() => closeSync(fd));
+  const parts = [text(400 * 1024, 20), prng(21, 300 * 1024), text(250 * 1024, 22), prng(23, 200 * 1024)];
+  const stored = parts.map((p, i) => (i % 2 === 0 ? { bytes: compressed(p), flags: BLOB_COMPRESSED } : { bytes: Buffer.from(p), flags: 0 }));
+  const held = await Promise.all(stored.map((s, i) => th.hold(s.bytes, s.flags, parts[i]!.length, idOf(parts[i]!))));
+  const extra = prng(24, 200 * 1024);
+  const dropped = await th.hold(Buffer.from(extra), 0, extra.length, idOf(extra));
+  th.drop(dropped);
+  let pos = 0;
+  const at = parts.map((p) => ((pos += p.length), pos - p.length));
+  for (const i of [2, 0, 3, 1]) await th.writeHeld(held[i]!, fd, at[i]!, false);
+  assert.ok(readFileSync(path).equals(Buffer.concat(parts)));
+  await assert.rejects(th.writeHeld(dropped, fd, pos, false), /no blob held/);
+  await assert.rejects(th.writeHeld(held[0]!, fd, pos, false), /no blob held/, 'written once, then dropped');
+  assert.equal(readFileSync(path).length, pos);
 });
 
 for (const [how, queue] of [

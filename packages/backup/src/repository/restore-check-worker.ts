@@ -1,34 +1,83 @@
 /**
  * The restore's blob-check thread (restore-check.ts): unpads, decompresses and checks
- * each stored blob it is sent against its ID, and writes the raw bytes into the open
- * file it is given (or hands them back), or says why the blob was refused or not
- * written. It touches no other file, and none by name.
+ * each stored blob it is sent against its ID, and hands back the raw bytes, or keeps
+ * them until told which open file they go into (and writes them there), or says why the
+ * blob was refused or not written. It touches no other file, and none by name.
  */
 import { createSecretKey } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { BLOB_COMPRESSED } from './blob.js';
 import { checkStoredBlob, dataRuns, type CheckAnswer, type CheckRequest } from './restore-check.js';
 import { errorInfo } from './restore-writer.js';
 
 const port = parentPort!;
 const chunkIdKey = createSecretKey((workerData as { chunkIdKey: Uint8Array }).chunkIdKey);
-/** Where compressed blobs that are written here are decompressed (grown to the largest). */
-let scratch = Buffer.allocUnsafe(0);
+
+/** Blobs checked and kept until written: the raw bytes, and the buffer to hand back once they are. */
+const held = new Map<number, { raw: Buffer; spare?: ArrayBuffer; scratch?: Buffer }>();
+/**
+ * Buffers compressed held blobs were decompressed into, kept for the next ones (at most
+ * SCRATCH_KEPT_BYTES): a new one each time was freed only at this thread's next garbage
+ * collection, seldom in a thread that allocates little else.
+ */
+const scratches: Buffer[] = [];
+let scratchBytes = 0;
+const SCRATCH_KEPT_BYTES = 8 * 1024 * 1024;
+
+function scratchFor(n: number): Buffer {
+  const i = scratches.findIndex((b) => b.length >= n && b.length < 2 * n + 256 * 1024);
+  if (i < 0) return Buffer.allocUnsafeSlow(n);
+  const b = scratches.splice(i, 1)[0]!;
+  scratchBytes -= b.length;
+  return b;
+}
+
+function keepScratch(b: Buffer | undefined): void {
+  if (!b || scratchBytes + b.length > SCRATCH_KEPT_BYTES) return;
+  scratches.push(b);
+  scratchBytes += b.length;
+}
 
 port.on('message', (r: CheckRequest) => {
+  if (r.kind === 'drop') {
+    keepScratch(held.get(r.held)?.scratch);
+    held.delete(r.held);
+    return;
+  }
   let answer: CheckAnswer;
   try {
-    const stored = Buffer.from(r.bytes, 0, r.length);
-    if (r.fd !== undefined) {
-      // Written here and dropped: decompressed into the thread's one scratch buffer, and
-      // the stored bytes' buffer goes back for the next blob (restore-check.ts).
-      if (scratch.length < r.rawLength) scratch = Buffer.allocUnsafe(r.rawLength);
-      const raw = checkStoredBlob(stored, r.flags, r.rawLength, Buffer.from(r.id), chunkIdKey, scratch);
-      const pos = r.pos ?? 0;
-      for (const [from, to] of dataRuns(raw, pos, r.sparse === true)) {
-        for (let w = from; w < to; ) w += writeSync(r.fd, raw, w, to - w, pos + w);
+    if (r.kind === 'write') {
+      const h = held.get(r.held);
+      if (!h) throw new Error(`no blob held as ${r.held}`);
+      held.delete(r.held);
+      for (const [from, to] of dataRuns(h.raw, r.pos, r.sparse)) {
+        for (let w = from; w < to; ) w += writeSync(r.fd, h.raw, w, to - w, r.pos + w);
       }
-      port.postMessage({ seq: r.seq, spare: r.bytes } satisfies CheckAnswer, [r.bytes]);
+      keepScratch(h.scratch);
+      if (h.spare) port.postMessage({ seq: r.seq, spare: h.spare } satisfies CheckAnswer, [h.spare]);
+      else port.postMessage({ seq: r.seq } satisfies CheckAnswer);
+      return;
+    }
+    const stored = Buffer.from(r.bytes, 0, r.length);
+    if (r.hold) {
+      const scratch = (r.flags & BLOB_COMPRESSED) !== 0 ? scratchFor(r.rawLength) : undefined;
+      let raw: Buffer;
+      try {
+        raw = checkStoredBlob(stored, r.flags, r.rawLength, Buffer.from(r.id), chunkIdKey, scratch);
+      } catch (e) {
+        keepScratch(scratch);
+        throw e;
+      }
+      // Raw bytes in the stored buffer (not compressed): it goes back once they are
+      // written; decompressed into the scratch buffer: it goes back now.
+      if (!scratch) {
+        held.set(r.seq, { raw, spare: r.bytes });
+        port.postMessage({ seq: r.seq } satisfies CheckAnswer);
+      } else {
+        held.set(r.seq, { raw, scratch });
+        port.postMessage({ seq: r.seq, spare: r.bytes } satisfies CheckAnswer, [r.bytes]);
+      }
       return;
     }
     const raw = checkStoredBlob(stored, r.flags, r.rawLength, Buffer.from(r.id), chunkIdKey);

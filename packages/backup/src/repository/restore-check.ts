@@ -2,8 +2,11 @@
  * Restore's blob-check thread (issue 13): a large blob (128 KiB or more raw) is unpadded,
  * decompressed and checked against its ID (HMAC-SHA256 under the chunk-ID key, spec
  * §6.2) on a worker thread, while the main thread goes on reading and decrypting the
- * next piece of the pack. The stored bytes are handed over (transferred, not copied) and
- * the raw bytes come back the same way; the main thread then writes them.
+ * next piece of the pack. The stored bytes are handed over (transferred, not copied).
+ * A blob used once stays on the thread once it passed (hold) and is written there into
+ * its file when the file's turn comes (writeHeld: the main thread opens the file and
+ * passes the descriptor); one used more than once comes back (check) and the main
+ * thread writes it everywhere it is used.
  *
  * Before, the main thread decompressed each large blob itself and had WebCrypto hash it
  * on the thread pool, which copies its input first: on the 1 GiB chat set those two were
@@ -11,7 +14,7 @@
  *
  * The thread starts with the first large blob, so a restore without one pays nothing for
  * it. A blob that fails its checks is refused with a CORRUPT_BLOB error (the main thread
- * says where, in the same words as its own checks); nothing of it is returned.
+ * says where, in the same words as its own checks); nothing of it is written or returned.
  */
 import { type KeyObject } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
@@ -43,26 +46,20 @@ export function checkStoredBlob(stored: Buffer, flags: number, rawLength: number
 }
 
 /**
- * To the thread: a stored blob, its bytes in an ArrayBuffer of their own (transferred);
- * with `fd`, where its raw bytes go (written at `pos` of that open file, whose zero
- * blocks are skipped if `sparse`) instead of coming back.
+ * To the thread. `check`: a stored blob, its bytes in an ArrayBuffer of their own
+ * (transferred), to check; its raw bytes come back, or with `hold` stay on the thread
+ * under the request's number. `write`: the held blob `held` written at `pos` of the open
+ * file `fd` (zero blocks skipped if `sparse`), then dropped. `drop`: dropped unwritten.
  */
-export interface CheckRequest {
-  seq: number;
-  bytes: ArrayBuffer;
-  length: number;
-  flags: number;
-  rawLength: number;
-  id: Uint8Array;
-  fd?: number;
-  pos?: number;
-  sparse?: boolean;
-}
+export type CheckRequest =
+  | { kind: 'check'; seq: number; bytes: ArrayBuffer; length: number; flags: number; rawLength: number; id: Uint8Array; hold: boolean }
+  | { kind: 'write'; seq: number; held: number; fd: number; pos: number; sparse: boolean }
+  | { kind: 'drop'; held: number };
 
 /**
- * From the thread: the raw bytes (`bytes`, from `offset`, `length` long; nothing once
- * written, but the stored bytes' buffer handed back as `spare`), or why the blob was
- * refused or not written.
+ * From the thread: the raw bytes (`bytes`, from `offset`, `length` long), or nothing (a
+ * blob held, or written), with a stored blob's buffer handed back as `spare` once the
+ * thread is done with it; or why the blob was refused or not written.
  */
 export interface CheckAnswer {
   seq: number;
@@ -110,27 +107,47 @@ export class BlobCheckThread {
    * or is wholly the blob's; anything else (a view of a shared buffer) is copied first.
    */
   async check(stored: Buffer, flags: number, rawLength: number, id: Uint8Array): Promise<Buffer> {
-    return (await this.#ask(stored, { flags, rawLength, id }))!;
+    return (await this.#ask(stored, { flags, rawLength, id, hold: false }))!;
   }
 
   /**
-   * Checks a stored blob and writes its raw bytes at `pos` of the open file `fd` (held
-   * open by the caller until this settles), skipping zero blocks if `sparse`; nothing is
-   * written unless the blob passes. The raw bytes stay on the thread, and are freed there
-   * at once: handed back, a large blob's buffer lived until this thread's next garbage
-   * collection, and the chat set's restore peaked at 1.7 times the memory.
+   * Checks a stored blob and keeps its raw bytes on the thread; resolves to the number
+   * writeHeld() and drop() take once the blob passed. Several blobs are checked while
+   * the files they belong to wait for their earlier pieces; the raw bytes never come
+   * back (a large blob's buffer handed back lived until this thread's next garbage
+   * collection, and the chat set's restore peaked at 1.7 times the memory).
    * `stored` is handed over, as with check().
    */
-  async checkAndWrite(stored: Buffer, flags: number, rawLength: number, id: Uint8Array, fd: number, pos: number, sparse: boolean): Promise<void> {
-    await this.#ask(stored, { flags, rawLength, id, fd, pos, sparse });
+  async hold(stored: Buffer, flags: number, rawLength: number, id: Uint8Array): Promise<number> {
+    const seq = this.#seq;
+    await this.#ask(stored, { flags, rawLength, id, hold: true });
+    return seq;
   }
 
-  /** Blobs sent so far. */
+  /**
+   * Writes a held blob's raw bytes at `pos` of the open file `fd` (held open by the
+   * caller until this settles), skipping zero blocks if `sparse`, and drops them.
+   */
+  async writeHeld(held: number, fd: number, pos: number, sparse: boolean): Promise<void> {
+    if (this.#broken) throw this.#broken;
+    const seq = this.#seq++;
+    await new Promise<Buffer | undefined>((resolve, reject) => {
+      this.#waiting.set(seq, { resolve, reject });
+      this.#thread().postMessage({ kind: 'write', seq, held, fd, pos, sparse } satisfies CheckRequest);
+    });
+  }
+
+  /** Drops a held blob unwritten (its file failed before it came to be written). */
+  drop(held: number): void {
+    if (!this.#broken && this.#worker) this.#worker.postMessage({ kind: 'drop', held } satisfies CheckRequest);
+  }
+
+  /** Requests (blobs to check, held blobs to write) sent so far. */
   get sent(): number {
     return this.#seq;
   }
 
-  /** Blobs sent and not yet answered. */
+  /** Requests sent and not yet answered. */
   get pending(): number {
     return this.#waiting.size;
   }
@@ -142,7 +159,7 @@ export class BlobCheckThread {
 
   /**
    * A buffer of `size` bytes for a blob's stored bytes, to pass to check() or
-   * checkAndWrite(): one the thread handed back if one fits, else a new one.
+   * hold(): one the thread handed back if one fits, else a new one.
    */
   buffer(size: number): Buffer {
     for (let i = 0; i < this.#spares.length; i++) {
@@ -172,13 +189,13 @@ export class BlobCheckThread {
     this.#sparesBytes += ab.byteLength;
   }
 
-  #ask(stored: Buffer, what: Omit<CheckRequest, 'seq' | 'bytes' | 'length'>): Promise<Buffer | undefined> {
+  #ask(stored: Buffer, what: { flags: number; rawLength: number; id: Uint8Array; hold: boolean }): Promise<Buffer | undefined> {
     if (this.#broken) return Promise.reject(this.#broken);
     const ab = stored.buffer as ArrayBuffer;
     const whole = stored.byteOffset === 0 && (this.#ours.has(ab) || (stored.byteLength === ab.byteLength && ab.byteLength > Buffer.poolSize));
     const bytes = whole ? ab : new Uint8Array(stored).buffer;
     const seq = this.#seq++;
-    const req: CheckRequest = { seq, bytes, length: stored.length, ...what };
+    const req: CheckRequest = { kind: 'check', seq, bytes, length: stored.length, ...what };
     return new Promise<Buffer | undefined>((resolve, reject) => {
       this.#waiting.set(seq, { resolve, reject });
       this.#thread().postMessage(req, [bytes]);

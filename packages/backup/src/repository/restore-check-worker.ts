@@ -19,16 +19,21 @@ const held = new Map<number, { raw: Buffer; spare?: ArrayBuffer; scratch?: Buffe
 /**
  * Buffers compressed held blobs were decompressed into, kept for the next ones (at most
  * SCRATCH_KEPT_BYTES): a new one each time was freed only at this thread's next garbage
- * collection, seldom in a thread that allocates little else.
+ * collection, seldom in a thread that allocates little else (the chat set's restore
+ * peaked 20-30 MiB higher; handed to the main thread instead, higher still).
  */
 const scratches: Buffer[] = [];
 let scratchBytes = 0;
-const SCRATCH_KEPT_BYTES = 8 * 1024 * 1024;
+const SCRATCH_KEPT_BYTES = 16 * 1024 * 1024;
+const SCRATCH_STEP = 256 * 1024;
 
 function scratchFor(n: number): Buffer {
-  const i = scratches.findIndex((b) => b.length >= n && b.length < 2 * n + 256 * 1024);
-  if (i < 0) return Buffer.allocUnsafeSlow(n);
-  const b = scratches.splice(i, 1)[0]!;
+  // The smallest kept buffer that fits; a new one is made in steps of 256 KiB, so that it
+  // fits most later blobs too.
+  let best = -1;
+  for (let i = 0; i < scratches.length; i++) if (scratches[i]!.length >= n && (best < 0 || scratches[i]!.length < scratches[best]!.length)) best = i;
+  if (best < 0) return Buffer.allocUnsafeSlow(Math.ceil(n / SCRATCH_STEP) * SCRATCH_STEP);
+  const b = scratches.splice(best, 1)[0]!;
   scratchBytes -= b.length;
   return b;
 }

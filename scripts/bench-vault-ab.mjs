@@ -1,4 +1,4 @@
-// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--count-pkcs11] [--profile DIR] [--heap-profile DIR] [--http PORT] [--host ADDR]` (after `npx tsc -b`)
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--count-pkcs11] [--profile DIR] [--heap-profile DIR] [--http PORT] [--host ADDR] [--log-levels L1,L2,…]` (after `npx tsc -b`)
 // Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
 // of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
 //
@@ -52,6 +52,9 @@ const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
 const HTTP_PORT = argNumber('http', 0);
 const HTTP_HOST = argString('host', '127.0.0.1');
 const COUNT_PKCS11 = process.argv.includes('--count-pkcs11');
+// --log-levels info,warn: each build's vault log level in order (default info: one line per
+// request); the same root given twice with two levels is what the per-request line costs.
+const LOG_LEVELS = argString('log-levels', 'info').split(',');
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
 const roots = [root, ...positionalArgs(['count-pkcs11'])];
 
@@ -113,7 +116,7 @@ async function open({ buildRoot, dir, platformEnv }) {
   const P = await import(join(buildRoot, 'packages/protocol/dist/src/index.js'));
   await P.opaque.ready;
   const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...platformEnv } });
-  const vault = await assembleVault(config, { createIfMissing: true, logger: { level: 'info', stream: createWriteStream('/dev/null') }, warn: () => {} });
+  const vault = await assembleVault(config, { createIfMissing: true, logger: { level: LOG_LEVELS[builds.length] ?? 'info', stream: createWriteStream('/dev/null') }, warn: () => {} });
   let send;
   if (HTTP_PORT) {
     const port = HTTP_PORT + builds.length;

@@ -331,9 +331,13 @@ try {
   // two builds in the same rounds; e.g. /work/main/packages/vault/dist/src/server/main.js).
   const variantMainAt = process.argv.indexOf('--variant-main');
   const VARIANT_MAIN = variantMainAt >= 0 ? process.argv[variantMainAt + 1] : null;
+  // COFFER_BENCH_VARIANT_ENV='K=V,K2=V2': extra environment for the variant build's software
+  // vault only (e.g. COFFER_VAULT_LOG_LEVEL=warn with this build's own main.js: what the
+  // per-request log line costs in the real process).
+  const VARIANT_ENV = Object.fromEntries((process.env.COFFER_BENCH_VARIANT_ENV ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   if (VARIANT_MAIN && ONLY !== 'pkcs11') {
     const dir = join(work, 'software-variant-main');
-    vaults.push(await openVault('vault-software (variant build)', { COFFER_VAULT_DATA_DIR: dir }, { COFFER_VAULT_DATA_DIR: dir }, undefined, VARIANT_MAIN));
+    vaults.push(await openVault('vault-software (variant build)', { ...VARIANT_ENV, COFFER_VAULT_DATA_DIR: dir }, { COFFER_VAULT_DATA_DIR: dir }, undefined, VARIANT_MAIN));
   }
   const hsmVaults = [['vault-pkcs11', MAIN, 'pkcs11'], ...(VARIANT_MAIN ? [['vault-pkcs11 (variant build)', VARIANT_MAIN, 'pkcs11-variant-main']] : [])];
   for (const [name, main, sub] of ONLY === 'software' ? [] : hsmVaults) {

@@ -1,4 +1,4 @@
-// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--count-pkcs11] [--profile DIR] [--heap-profile DIR] [--http PORT] [--host ADDR]` (after `npx tsc -b`)
+// `node scripts/bench-vault-ab.mjs [OTHER_ROOT…] [--rounds N] [--accounts N] [--lanes N] [--platform software|pkcs11] [--count-pkcs11] [--profile DIR] [--heap-profile DIR] [--http PORT] [--host ADDR] [--log-levels L1,L2,…] [--profile-interval US]` (after `npx tsc -b`)
 // Vault CPU per recovery of this build and of other builds (each OTHER_ROOT a built copy
 // of the repository, e.g. a `git worktree` of main), in ONE process, rounds interleaved.
 //
@@ -33,6 +33,7 @@ import { createRequire } from 'node:module';
 import { Agent, request } from 'node:http';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
@@ -52,8 +53,25 @@ const PLATFORM = platformAt >= 0 ? process.argv[platformAt + 1] : 'software';
 const HTTP_PORT = argNumber('http', 0);
 const HTTP_HOST = argString('host', '127.0.0.1');
 const COUNT_PKCS11 = process.argv.includes('--count-pkcs11');
+// --log-levels info,warn: each build's vault log level in order (default info: one line per
+// request); the same root given twice with two levels is what the per-request line costs.
+const LOG_LEVELS = argString('log-levels', 'info').split(',');
 if (PLATFORM !== 'software' && PLATFORM !== 'pkcs11') throw new Error(`--platform: software or pkcs11, not ${PLATFORM}`);
 const roots = [root, ...positionalArgs(['count-pkcs11'])];
+
+// GC pauses on the event loop (PerformanceObserver 'gc'), summed per timed window and printed
+// per recovery. The clients share this heap: garbage they leave between windows is
+// collected in them too, so this is more than the vault's own (in bench:vault's separate
+// vault process, COFFER_BENCH_VAULT_NODE_ARGS=--trace-gc-nvp gives that).
+// COFFER_BENCH_AB_GC_KINDS=1 also prints the pauses by kind.
+let gcMs = 0;
+const gcByKind = new Map();
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    gcMs += e.duration;
+    if (counting) gcByKind.set(e.detail?.kind, (gcByKind.get(e.detail?.kind) ?? 0) + e.duration);
+  }
+}).observe({ entryTypes: ['gc'] });
 
 const cpuMs = () => {
   const u = process.cpuUsage();
@@ -113,7 +131,7 @@ async function open({ buildRoot, dir, platformEnv }) {
   const P = await import(join(buildRoot, 'packages/protocol/dist/src/index.js'));
   await P.opaque.ready;
   const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: dir, COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...platformEnv } });
-  const vault = await assembleVault(config, { createIfMissing: true, logger: { level: 'info', stream: createWriteStream('/dev/null') }, warn: () => {} });
+  const vault = await assembleVault(config, { createIfMissing: true, logger: { level: LOG_LEVELS[builds.length] ?? 'info', stream: createWriteStream('/dev/null') }, warn: () => {} });
   let send;
   if (HTTP_PORT) {
     const port = HTTP_PORT + builds.length;
@@ -155,13 +173,16 @@ async function round(b) {
   const entries0 = await logEntries(b);
   const expired0 = await delayExpired(b);
   const ms = {};
+  const gcIn = {};
   await recoverAll(P, fleetKey, b.accounts, LANES, send, async (phase, run) => {
     await profiling(b, true);
     const calls0 = b.pkcs11Calls ? new Map(b.pkcs11Calls) : null;
     const cpu0 = b.pkcs11Calls ? new Map(b.pkcs11Calls.cpu) : null;
     const c = cpuMs();
+    const g = gcMs;
     const r = await run();
     ms[phase] = cpuMs() - c;
+    gcIn[phase] = gcMs - g;
     if (calls0 && counting) {
       for (const [k, n] of b.pkcs11Calls) b.pkcs11Timed.set(k, (b.pkcs11Timed.get(k) ?? 0) + n - (calls0.get(k) ?? 0));
       for (const [k, us] of b.pkcs11Calls.cpu) b.pkcs11TimedCpu.set(k, (b.pkcs11TimedCpu.get(k) ?? 0) + us - (cpu0.get(k) ?? 0));
@@ -169,7 +190,7 @@ async function round(b) {
     await profiling(b, false, phase);
     return r;
   });
-  b.rounds.push({ start: ms.start / b.accounts.length, finish: ms.finish / b.accounts.length, entries: ((await logEntries(b)) - entries0) / b.accounts.length, expired: ((await delayExpired(b)) - expired0) / b.accounts.length });
+  b.rounds.push({ gc: (gcIn.start + gcIn.finish) / b.accounts.length, start: ms.start / b.accounts.length, finish: ms.finish / b.accounts.length, entries: ((await logEntries(b)) - entries0) / b.accounts.length, expired: ((await delayExpired(b)) - expired0) / b.accounts.length });
 }
 
 let session = null;
@@ -183,6 +204,9 @@ async function profiling(b, start, name) {
     session.connect();
     mkdirSync(dir, { recursive: true });
     await post(PROFILE_DIR ? 'Profiler.enable' : 'HeapProfiler.enable');
+    // --profile-interval US: the CPU profiler's sampling interval (V8's default, 1000 µs,
+    // gives ~1 sample per recovery: too few to split the vault's ~0.6 ms outside OPAQUE).
+    if (PROFILE_DIR) await post('Profiler.setSamplingInterval', { interval: argNumber('profile-interval', 1000) });
   }
   if (!PROFILE_DIR) {
     if (start) return post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
@@ -217,8 +241,9 @@ try {
   console.log(`vault CPU per recovery (login-start + login-finish via ${HTTP_PORT ? `HTTP on ${HTTP_HOST}, client in this process` : 'app.inject'}, ${PLATFORM} platform, ${LANES} concurrent, ${ACCOUNTS} accounts, ${ROUNDS} interleaved rounds; ms):`);
   for (const b of builds) {
     const total = b.rounds.map((r) => r.start + r.finish);
-    console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))}; log entries per recovery ${fmt(median(b.rounds.map((r) => r.entries)))}, commit delays run out per recovery ${fmt(median(b.rounds.map((r) => r.expired)))})  rounds ${total.map(fmt).join(' ')}`);
+    console.log(`  ${b.buildRoot}: min ${fmt(Math.min(...total))}  median ${fmt(median(total))}  (login-start ${fmt(median(b.rounds.map((r) => r.start)))}, login-finish ${fmt(median(b.rounds.map((r) => r.finish)))}; log entries per recovery ${fmt(median(b.rounds.map((r) => r.entries)))}, commit delays run out per recovery ${fmt(median(b.rounds.map((r) => r.expired)))}; GC pauses ${(1000 * median(b.rounds.map((r) => r.gc))).toFixed(0)} µs per recovery)  rounds ${total.map(fmt).join(' ')}`);
   }
+  if (process.env.COFFER_BENCH_AB_GC_KINDS) console.log(`  GC pauses by kind over all timed windows (1 minor, 2 major, 4 incremental, 8 weak callbacks; ms): ${[...gcByKind].map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`);
   for (const b of builds.filter((x) => x.pkcs11Calls)) {
     const recoveries = ROUNDS * b.accounts.length;
     const list = [...b.pkcs11Timed].filter(([, n]) => n > 0).sort((x, y) => y[1] - x[1]);

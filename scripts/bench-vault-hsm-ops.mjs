@@ -61,24 +61,39 @@ try {
       return e.getPublicKey();
     });
     const privateTemplate = ECDH_SECRET_TEMPLATE.map((a) => (a.type === pkcs11js.CKA_PRIVATE ? { ...a, value: true } : a));
-    const ecdh = (template) => () => {
+    const ecdh = (template, privateKey = pair.privateKey) => () => {
       for (const publicData of peers) {
-        const k = p.C_DeriveKey(s, { mechanism: pkcs11js.CKM_ECDH1_DERIVE, parameter: { type: pkcs11js.CK_PARAMS_EC_DH, kdf: pkcs11js.CKD_NULL, publicData } }, pair.privateKey, template);
+        const k = p.C_DeriveKey(s, { mechanism: pkcs11js.CKM_ECDH1_DERIVE, parameter: { type: pkcs11js.CK_PARAMS_EC_DH, kdf: pkcs11js.CKD_NULL, publicData } }, privateKey, template);
         const v = p.C_GetAttributeValue(s, k, [{ type: pkcs11js.CKA_VALUE }])[0].value;
         p.C_DestroyObject(s, k);
         if (v.length !== 32) throw new Error('ecdh: not 32 bytes');
       }
     };
+    // Issue 13, ninth round: the same operations on *session* objects (SoftHSM2 keeps them in
+    // memory: no object-file reads per operation). The vault's keys are token objects and
+    // cannot be copied into session objects (docs/pkcs11.md); an AES key derived from a
+    // token key (CKM_AES_CBC_ENCRYPT_DATA, the derived key a session object) can be.
+    const aesDerivable = p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES }, { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
+      { type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: true }, { type: pkcs11js.CKA_DERIVE, value: true },
+    ]);
+    const aesSession = p.C_DeriveKey(s, { mechanism: pkcs11js.CKM_AES_CBC_ENCRYPT_DATA, parameter: { type: pkcs11js.CK_PARAMS_AES_CBC, iv: Buffer.alloc(16), data: Buffer.alloc(32, 3) } }, aesDerivable, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES }, { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
+      { type: pkcs11js.CKA_TOKEN, value: false }, { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: true }, { type: pkcs11js.CKA_EXTRACTABLE, value: false }, { type: pkcs11js.CKA_ENCRYPT, value: true },
+    ]);
+    const ts = ecdhKeyPairTemplates('ops-ecdh-session');
+    const sessionPair = p.C_GenerateKeyPair(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, ts.publicKey.map((a) => (a.type === pkcs11js.CKA_TOKEN ? { ...a, value: false } : a)), ts.privateKey.map((a) => (a.type === pkcs11js.CKA_TOKEN ? { ...a, value: false } : a)));
     const record = Buffer.alloc(1024, 7);
     const aad = Buffer.alloc(40, 1);
-    const seal = () => {
+    const seal = (key = aes, plaintext = record) => () => {
       for (let i = 0; i < OPS; i++) {
         const iv = Buffer.alloc(12);
         iv.writeUInt32BE(i);
-        p.C_EncryptInit(s, { mechanism: pkcs11js.CKM_AES_GCM, parameter: { type: pkcs11js.CK_PARAMS_AES_GCM, iv, aad, ivBits: 96, tagBits: 128 } }, aes);
-        p.C_Encrypt(s, record, Buffer.alloc(record.length + 16));
+        p.C_EncryptInit(s, { mechanism: pkcs11js.CKM_AES_GCM, parameter: { type: pkcs11js.CK_PARAMS_AES_GCM, iv, aad, ivBits: 96, tagBits: 128 } }, key);
+        p.C_Encrypt(s, plaintext, Buffer.alloc(plaintext.length + 16));
       }
     };
+    const record3k = Buffer.alloc(3072, 7); // the vault's padded record (RECORD_PADDED_SIZE)
     const mac = () => {
       for (let i = 0; i < OPS; i++) {
         p.C_SignInit(s, { mechanism: pkcs11js.CKM_SHA256_HMAC }, hmac);
@@ -94,7 +109,7 @@ try {
     const anchorSearch = () => {
       for (let i = 0; i < ANCHOR_OPS; i++) writeAnchorObject(p, s, anchorValue);
     };
-    const cases = { 'ecdh (derived object CKA_PRIVATE=false, the vault now)': ecdh(ECDH_SECRET_TEMPLATE), 'ecdh (derived object CKA_PRIVATE=true, before)': ecdh(privateTemplate), 'seal 1 KiB AES-GCM': seal, 'mac HMAC-SHA256 100 B': mac, 'anchor write (per group commit)': anchor, 'anchor write with the token searched first': anchorSearch };
+    const cases = { 'ecdh (derived object CKA_PRIVATE=false, the vault now)': ecdh(ECDH_SECRET_TEMPLATE), 'ecdh (derived object CKA_PRIVATE=true, before)': ecdh(privateTemplate), 'ecdh (session EC key, not possible for the vault)': ecdh(ECDH_SECRET_TEMPLATE, sessionPair.privateKey), 'seal 1 KiB AES-GCM': seal(), 'seal 3 KiB AES-GCM (token key, the vault now)': seal(aes, record3k), 'seal 3 KiB AES-GCM (session key derived from a token key)': seal(aesSession, record3k), 'mac HMAC-SHA256 100 B': mac, 'anchor write (per group commit)': anchor, 'anchor write with the token searched first': anchorSearch };
     const opsOf = (name) => (name.startsWith('anchor') ? ANCHOR_OPS : OPS);
     const results = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
     const cpuUs = () => {

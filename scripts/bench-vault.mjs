@@ -1,5 +1,6 @@
 // `npm run bench:vault [-- --rounds N] [-- --seconds N] [-- --only software|pkcs11] [-- --mode phased|live] [-- --variant-node-args '--flag …'] [-- --variant-main OTHER/packages/vault/dist/src/server/main.js]`
 // Profile the vault: COFFER_BENCH_VAULT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
+// The vault's stdout (V8's --trace-gc-nvp, say) to a file: COFFER_BENCH_VAULT_STDOUT=/tmp/vault.out
 //
 // The Backup Key Vault's CPU per recovery against the bare OPAQUE library, measured in the
 // same run, interleaved, so load from other work on the shared machine falls on both.
@@ -39,7 +40,7 @@
 // The client KSF is INSECURE_FAST_KSF_FOR_TESTING: argon2id runs on the client, never on
 // the vault, so it is no part of the vault's cost.
 import { fork, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -120,7 +121,7 @@ async function startVault(env, nodeArgs = process.env.COFFER_BENCH_VAULT_NODE_AR
   const cmd = TASKSET ? [TASKSET, ['-c', String(VAULT_CPU), ...node]] : [node[0], node.slice(1)];
   // The vault runs with its default log level (one JSON line per request at info, to
   // /dev/null here): the per-request logging is part of what a recovery costs.
-  const child = spawn(cmd[0], cmd[1], { env: { ...process.env, COFFER_VAULT_PORT: '0', COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(cmd[0], cmd[1], { env: { ...process.env, COFFER_VAULT_PORT: '0', COFFER_VAULT_INSECURE_ALLOW_WEAK_KSF_FOR_TESTING: '1', COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1', COFFER_VAULT_LOGINS_PER_WINDOW: '64', ...env }, stdio: ['ignore', process.env.COFFER_BENCH_VAULT_STDOUT ? openSync(process.env.COFFER_BENCH_VAULT_STDOUT, 'a') : 'ignore', 'pipe'] });
   let err = '';
   const url = await new Promise((resolve, reject) => {
     child.stderr.on('data', (d) => {
@@ -330,9 +331,13 @@ try {
   // two builds in the same rounds; e.g. /work/main/packages/vault/dist/src/server/main.js).
   const variantMainAt = process.argv.indexOf('--variant-main');
   const VARIANT_MAIN = variantMainAt >= 0 ? process.argv[variantMainAt + 1] : null;
+  // COFFER_BENCH_VARIANT_ENV='K=V,K2=V2': extra environment for the variant build's software
+  // vault only (e.g. COFFER_VAULT_LOG_LEVEL=warn with this build's own main.js: what the
+  // per-request log line costs in the real process).
+  const VARIANT_ENV = Object.fromEntries((process.env.COFFER_BENCH_VARIANT_ENV ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   if (VARIANT_MAIN && ONLY !== 'pkcs11') {
     const dir = join(work, 'software-variant-main');
-    vaults.push(await openVault('vault-software (variant build)', { COFFER_VAULT_DATA_DIR: dir }, { COFFER_VAULT_DATA_DIR: dir }, undefined, VARIANT_MAIN));
+    vaults.push(await openVault('vault-software (variant build)', { ...VARIANT_ENV, COFFER_VAULT_DATA_DIR: dir }, { COFFER_VAULT_DATA_DIR: dir }, undefined, VARIANT_MAIN));
   }
   const hsmVaults = [['vault-pkcs11', MAIN, 'pkcs11'], ...(VARIANT_MAIN ? [['vault-pkcs11 (variant build)', VARIANT_MAIN, 'pkcs11-variant-main']] : [])];
   for (const [name, main, sub] of ONLY === 'software' ? [] : hsmVaults) {

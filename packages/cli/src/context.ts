@@ -3,7 +3,8 @@ import { appendFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { BackupKey, CofferError, LocalBackend, Repository, S3Backend, isLoopbackEndpoint, parseS3Location, type S3Credentials, type StorageBackend } from '@coffer/backup';
 import type { CofferClient } from '@coffer/client';
-import { loadClient } from './client.js';
+import type { RelayBlobs } from '@coffer/client/blobs';
+import { loadBlobs, loadClient } from './client.js';
 import { UsageError, type Io } from './tui.js';
 
 export interface GlobalFlags {
@@ -44,9 +45,7 @@ export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClie
   }
   const fast = io.env.COFFER_INSECURE_FAST_KSF_FOR_TESTING === '1';
   if (fast) io.stderr.write('coffer: warning: COFFER_INSECURE_FAST_KSF_FOR_TESTING is set: new passwords get a cheap key-stretching function (tests only)\n');
-  const server = flags.server ?? (io.env.COFFER_SERVER || undefined);
-  const insecureHttp = flags.insecure === true || io.env.COFFER_INSECURE_HTTP === '1';
-  if (insecureHttp) io.stderr.write('coffer: warning: --insecure: a plain http:// server off this machine is allowed: account passwords and tokens cross the network in clear text\n');
+  const { server, insecureHttp } = connection(flags, io);
   // TEST ONLY: the blindness test needs the OPAQUE export and session keys to look for them.
   const dump = io.env.COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING;
   if (dump) io.stderr.write('coffer: warning: COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING is set: protocol secrets are written to a file (tests only)\n');
@@ -64,6 +63,26 @@ export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClie
   });
 }
 
+/** The relay URL given (--server / COFFER_SERVER) and whether plain http:// off this machine is allowed (warned about). */
+function connection(flags: GlobalFlags, io: Io): { server: string | undefined; insecureHttp: boolean } {
+  const server = flags.server ?? (io.env.COFFER_SERVER || undefined);
+  const insecureHttp = flags.insecure === true || io.env.COFFER_INSECURE_HTTP === '1';
+  if (insecureHttp) io.stderr.write('coffer: warning: --insecure: a plain http:// server off this machine is allowed: account passwords and tokens cross the network in clear text\n');
+  return { server, insecureHttp };
+}
+
+/**
+ * The profile's blob storage and backup key, for `--repo coffer:` (and a key from an
+ * explicitly chosen profile): @coffer/client/blobs, not CofferClient, which would load
+ * the vault protocol a backup never runs (issue 13). Same profile, same server override,
+ * same sign-in with the device key on an expired token as openClient's.
+ */
+export async function openRelayBlobs(flags: GlobalFlags, io: Io): Promise<RelayBlobs> {
+  const { server, insecureHttp } = connection(flags, io);
+  const { RelayBlobs, profileDir } = await loadBlobs();
+  return RelayBlobs.open(profileDir(flags.profile, io.env), { ...(server ? { server } : {}), ...(insecureHttp ? { insecureHttp } : {}) });
+}
+
 export function repoLocation(flags: GlobalFlags, io: Io): string {
   const loc = flags.repo ?? io.env.COFFER_REPOSITORY;
   if (!loc) throw new UsageError('no repository given: use --repo DIR or set COFFER_REPOSITORY');
@@ -71,7 +90,7 @@ export function repoLocation(flags: GlobalFlags, io: Io): string {
 }
 
 export async function backendFor(location: string, flags: GlobalFlags, io: Io): Promise<StorageBackend> {
-  if (isRelayRepository(location)) return (await openClient(flags, io)).blobBackend();
+  if (isRelayRepository(location)) return (await openRelayBlobs(flags, io)).backend();
   if (location.startsWith('s3:')) return s3Backend(location, flags, io);
   // Any other `scheme:` prefix (sftp:host:/path, https://…) is a backend this version
   // does not have: refuse rather than make a local directory named after it. (A
@@ -131,7 +150,7 @@ export async function loadKeyIfGiven(flags: GlobalFlags, io: Io): Promise<Backup
   // from `coffer vault enable` / `coffer vault recover`.
   const location = flags.repo ?? io.env.COFFER_REPOSITORY;
   if ((location !== undefined && isRelayRepository(location)) || flags.profile !== undefined) {
-    return (await openClient(flags, io)).backupKey();
+    return (await openRelayBlobs(flags, io)).backupKey();
   }
   return undefined;
 }
@@ -192,7 +211,7 @@ export async function openSourceRepo(flags: GlobalFlags & SourceFlags, io: Io): 
   let key: BackupKey | undefined;
   if (flags['from-key-file'] !== undefined) key = await readKeyFile(flags['from-key-file'], io);
   else if (io.env.COFFER_FROM_KEY) key = parseKey(io.env.COFFER_FROM_KEY, 'COFFER_FROM_KEY');
-  else if (isRelayRepository(location)) key = await (await openClient(flags, io)).backupKey();
+  else if (isRelayRepository(location)) key = (await openRelayBlobs(flags, io)).backupKey();
   if (!key) throw new UsageError('no key for the source repository: use --from-key-file FILE or set COFFER_FROM_KEY');
   const repo = await Repository.open(await backendFor(location, flags, io), key);
   repo.onWarning = (m) => io.stderr.write(`coffer: warning: source: ${m}\n`);

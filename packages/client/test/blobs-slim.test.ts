@@ -190,3 +190,61 @@ test('coffer backup / snapshots / restore to coffer: load no vault protocol; the
   assert.equal(none.code, 24, none.stderr);
   assert.match(none.stderr, /^coffer: error: not logged in/m);
 });
+
+/**
+ * Runs the CLI with a preload that, once the command is done (beforeExit), grows the old
+ * generation by some 30 MB and reports the kinds of collections V8 ran for it: 8
+ * (NODE_PERFORMANCE_GC_INCREMENTAL) only when incremental marking is on.
+ */
+async function gcKindsAfter(profile: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stderr: string; kinds: Record<string, number> }> {
+  const probe = join(dir, 'gc-probe.mjs');
+  await fs.writeFile(
+    probe,
+    `import { PerformanceObserver } from 'node:perf_hooks';
+import { writeFileSync } from 'node:fs';
+let done = false;
+process.on('beforeExit', () => {
+  if (done) return;
+  done = true;
+  const kinds = {};
+  const obs = new PerformanceObserver((l) => { for (const e of l.getEntries()) kinds[e.detail.kind] = (kinds[e.detail.kind] ?? 0) + 1; });
+  obs.observe({ entryTypes: ['gc'] });
+  const keep = [];
+  for (let i = 0; i < 400000; i++) keep.push({ a: i, b: [i, i + 1] });
+  setTimeout(() => { obs.disconnect(); writeFileSync(process.env.GC_KINDS, JSON.stringify(kinds)); }, 100);
+});
+`,
+  );
+  const out = join(dir, `gc-kinds-${++n}.json`);
+  const full: NodeJS.ProcessEnv = { ...process.env, COFFER_PROFILE: profile, COFFER_SERVER: relay.url, GC_KINDS: out, ...env };
+  for (const k of ['COFFER_KEY', 'COFFER_REPOSITORY', 'COFFER_PASSWORD', 'COFFER_ACCOUNT_PASSWORD', 'COFFER_FLEET_BUNDLE', 'COFFER_V8_DEFAULT_HEAP']) if (!(k in env)) delete full[k];
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', probe, COFFER_MAIN, ...args], { env: full, maxBuffer: 1 << 24 }, async (err, _stdout, stderr) => {
+      const kinds = JSON.parse(await fs.readFile(out, 'utf8').catch(() => '{}')) as Record<string, number>;
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stderr, kinds });
+    });
+  });
+}
+
+test('a command on coffer: turns V8 incremental marking off; a local repository and COFFER_V8_DEFAULT_HEAP=1 keep it', { timeout: 120_000 }, async () => {
+  const profile = join(dir, `cli-${++n}`);
+  const created = await coffer(profile, ['account', 'create', '-q']);
+  assert.equal(created.code, 0, created.stderr);
+  const keyFile = join(dir, `key-${n}`);
+  await fs.writeFile(keyFile, '42'.repeat(32), { mode: 0o600 });
+  const relayRepo = ['--repo', 'coffer:', '--key-file', keyFile];
+  assert.equal((await coffer(profile, ['init', '-q', ...relayRepo])).code, 0);
+  const off = await gcKindsAfter(profile, ['snapshots', '-q', ...relayRepo]);
+  assert.equal(off.code, 0, off.stderr);
+  assert.ok(Object.keys(off.kinds).length > 0, 'the probe saw collections');
+  assert.equal(off.kinds['8'], undefined, `incremental marking ran: ${JSON.stringify(off.kinds)}`);
+  // The probe does see incremental marking where it stays on.
+  const kept = await gcKindsAfter(profile, ['snapshots', '-q', ...relayRepo], { COFFER_V8_DEFAULT_HEAP: '1' });
+  assert.equal(kept.code, 0, kept.stderr);
+  assert.ok((kept.kinds['8'] ?? 0) > 0, `no incremental marking with COFFER_V8_DEFAULT_HEAP=1: ${JSON.stringify(kept.kinds)}`);
+  const local = join(dir, `local-${n}`);
+  assert.equal((await coffer(profile, ['init', '-q', '--repo', local, '--key-file', keyFile])).code, 0);
+  const localRun = await gcKindsAfter(profile, ['snapshots', '-q', '--repo', local, '--key-file', keyFile]);
+  assert.equal(localRun.code, 0, localRun.stderr);
+  assert.ok((localRun.kinds['8'] ?? 0) > 0, `a local repository changed V8's marking: ${JSON.stringify(localRun.kinds)}`);
+});

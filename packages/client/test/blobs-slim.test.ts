@@ -226,25 +226,31 @@ process.on('beforeExit', () => {
   });
 }
 
-test('a command on coffer: turns V8 incremental marking off; a local repository and COFFER_V8_DEFAULT_HEAP=1 keep it', { timeout: 120_000 }, async () => {
+test('coffer backup to coffer: turns V8 incremental marking off; a restore, a local repository and COFFER_V8_DEFAULT_HEAP=1 keep it', { timeout: 120_000 }, async () => {
   const profile = join(dir, `cli-${++n}`);
   const created = await coffer(profile, ['account', 'create', '-q']);
   assert.equal(created.code, 0, created.stderr);
   const keyFile = join(dir, `key-${n}`);
   await fs.writeFile(keyFile, '42'.repeat(32), { mode: 0o600 });
+  const src = join(dir, `gc-src-${n}`);
+  await fs.mkdir(src);
+  await fs.writeFile(join(src, 'a.bin'), randomBytes(100_000));
   const relayRepo = ['--repo', 'coffer:', '--key-file', keyFile];
   assert.equal((await coffer(profile, ['init', '-q', ...relayRepo])).code, 0);
-  const off = await gcKindsAfter(profile, ['snapshots', '-q', ...relayRepo]);
+  const off = await gcKindsAfter(profile, ['backup', '-q', ...relayRepo, src]);
   assert.equal(off.code, 0, off.stderr);
   assert.ok(Object.keys(off.kinds).length > 0, 'the probe saw collections');
   assert.equal(off.kinds['8'], undefined, `incremental marking ran: ${JSON.stringify(off.kinds)}`);
   // The probe does see incremental marking where it stays on.
-  const kept = await gcKindsAfter(profile, ['snapshots', '-q', ...relayRepo], { COFFER_V8_DEFAULT_HEAP: '1' });
+  const kept = await gcKindsAfter(profile, ['backup', '-q', ...relayRepo, src], { COFFER_V8_DEFAULT_HEAP: '1' });
   assert.equal(kept.code, 0, kept.stderr);
   assert.ok((kept.kinds['8'] ?? 0) > 0, `no incremental marking with COFFER_V8_DEFAULT_HEAP=1: ${JSON.stringify(kept.kinds)}`);
+  const restored = await gcKindsAfter(profile, ['restore', 'latest', '-q', '--target', join(dir, `gc-out-${n}`), ...relayRepo]);
+  assert.equal(restored.code, 0, restored.stderr);
+  assert.ok((restored.kinds['8'] ?? 0) > 0, `a restore changed V8's marking: ${JSON.stringify(restored.kinds)}`);
   const local = join(dir, `local-${n}`);
   assert.equal((await coffer(profile, ['init', '-q', '--repo', local, '--key-file', keyFile])).code, 0);
-  const localRun = await gcKindsAfter(profile, ['snapshots', '-q', '--repo', local, '--key-file', keyFile]);
+  const localRun = await gcKindsAfter(profile, ['backup', '-q', '--repo', local, '--key-file', keyFile, src]);
   assert.equal(localRun.code, 0, localRun.stderr);
   assert.ok((localRun.kinds['8'] ?? 0) > 0, `a local repository changed V8's marking: ${JSON.stringify(localRun.kinds)}`);
 });

@@ -240,12 +240,12 @@ export async function benchBlobAB({ root, other, scale = 0.25, pairs = 6 }) {
         const cpu0 = cpuSeconds(relay.child.pid);
         const sys0 = sysSeconds(relay.child.pid);
         const t = join(work, '.time-blob');
-        const out = sh('/usr/bin/time', ['-f', '%e %U %S', '-o', t, process.execPath, '--trace-gc', cli, 'backup', '-q', '--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', relay.url, data], { env: { ...process.env, ...env } });
-        const [wall, user, sys] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
-        row[k] = { wall, cpu: user + sys, relayCpu: cpuSeconds(relay.child.pid) - cpu0, relaySys: sysSeconds(relay.child.pid) - sys0, fullGcs: (out.match(/Mark-Compact/g) ?? []).length };
+        const out = sh('/usr/bin/time', ['-f', '%e %U %S %M', '-o', t, process.execPath, '--trace-gc', cli, 'backup', '-q', '--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', relay.url, data], { env: { ...process.env, ...env } });
+        const [wall, user, sys, rss] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
+        row[k] = { wall, cpu: user + sys, rss, relayCpu: cpuSeconds(relay.child.pid) - cpu0, relaySys: sysSeconds(relay.child.pid) - sys0, fullGcs: (out.match(/Mark-Compact/g) ?? []).length };
       }
       rows.push(row);
-      const side = (x) => `${f(x.wall)} s (client CPU ${f(x.cpu)} s, relay CPU ${f(x.relayCpu)} s of it system ${f(x.relaySys)} s, ${x.fullGcs} mark-compacts)`;
+      const side = (x) => `${f(x.wall)} s (client CPU ${f(x.cpu)} s, peak RSS ${(x.rss / 1024).toFixed(0)} MiB, relay CPU ${f(x.relayCpu)} s of it system ${f(x.relaySys)} s, ${x.fullGcs} mark-compacts)`;
       console.log(`blob-ab: pair ${i + 1}: local ${f(row.local)} s (CPU ${f(row.localCpu)} s); A ${side(row.A)}; B ${side(row.B)}; B/A ${f(row.B.wall / row.A.wall, 3)}`);
     }
   } finally {
@@ -254,7 +254,7 @@ export async function benchBlobAB({ root, other, scale = 0.25, pairs = 6 }) {
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
   const m = (fn) => median(rows.map(fn));
-  console.log(`blob-ab: medians over ${rows.length} pairs: wall B/A ${f(m((r) => r.B.wall / r.A.wall), 3)}; client CPU A ${f(m((r) => r.A.cpu))} s, B ${f(m((r) => r.B.cpu))} s; relay CPU A ${f(m((r) => r.A.relayCpu))} s, B ${f(m((r) => r.B.relayCpu))} s; mark-compacts A ${m((r) => r.A.fullGcs)}, B ${m((r) => r.B.fullGcs)}`);
+  console.log(`blob-ab: medians over ${rows.length} pairs: wall B/A ${f(m((r) => r.B.wall / r.A.wall), 3)}; client CPU A ${f(m((r) => r.A.cpu))} s, B ${f(m((r) => r.B.cpu))} s; relay CPU A ${f(m((r) => r.A.relayCpu))} s, B ${f(m((r) => r.B.relayCpu))} s; mark-compacts A ${m((r) => r.A.fullGcs)}, B ${m((r) => r.B.fullGcs)}; client peak RSS A ${(m((r) => r.A.rss) / 1024).toFixed(0)} MiB, B ${(m((r) => r.B.rss) / 1024).toFixed(0)} MiB`);
   // What the relay path costs beyond the local backup on the same data (client CPU above
   // the local run's, plus all of the relay's): on a 2-core machine that is the gap.
   console.log(`blob-ab: CPU beyond the local backup (CPU ${f(m((r) => r.localCpu))} s): A ${f(m((r) => r.A.cpu - r.localCpu))} s client + ${f(m((r) => r.A.relayCpu))} s relay; B ${f(m((r) => r.B.cpu - r.localCpu))} s client + ${f(m((r) => r.B.relayCpu))} s relay`);

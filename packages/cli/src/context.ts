@@ -1,9 +1,12 @@
 /** Where the repository and the key come from: flags first, then the environment. */
 import { appendFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
+import { setFlagsFromString } from 'node:v8';
 import { BackupKey, CofferError, LocalBackend, Repository, S3Backend, isLoopbackEndpoint, parseS3Location, type S3Credentials, type StorageBackend } from '@coffer/backup';
 import type { CofferClient } from '@coffer/client';
-import { loadClient } from './client.js';
+import type { RelayBlobs } from '@coffer/client/blobs';
+import { loadBlobs, loadClient } from './client.js';
+import { backupHeapTuned } from './heap.js';
 import { UsageError, type Io } from './tui.js';
 
 export interface GlobalFlags {
@@ -44,9 +47,7 @@ export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClie
   }
   const fast = io.env.COFFER_INSECURE_FAST_KSF_FOR_TESTING === '1';
   if (fast) io.stderr.write('coffer: warning: COFFER_INSECURE_FAST_KSF_FOR_TESTING is set: new passwords get a cheap key-stretching function (tests only)\n');
-  const server = flags.server ?? (io.env.COFFER_SERVER || undefined);
-  const insecureHttp = flags.insecure === true || io.env.COFFER_INSECURE_HTTP === '1';
-  if (insecureHttp) io.stderr.write('coffer: warning: --insecure: a plain http:// server off this machine is allowed: account passwords and tokens cross the network in clear text\n');
+  const { server, insecureHttp } = connection(flags, io);
   // TEST ONLY: the blindness test needs the OPAQUE export and session keys to look for them.
   const dump = io.env.COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING;
   if (dump) io.stderr.write('coffer: warning: COFFER_INSECURE_DUMP_SECRETS_FOR_TESTING is set: protocol secrets are written to a file (tests only)\n');
@@ -64,6 +65,49 @@ export async function openClient(flags: GlobalFlags, io: Io): Promise<CofferClie
   });
 }
 
+/** The relay URL given (--server / COFFER_SERVER) and whether plain http:// off this machine is allowed (warned about). */
+function connection(flags: GlobalFlags, io: Io): { server: string | undefined; insecureHttp: boolean } {
+  const server = flags.server ?? (io.env.COFFER_SERVER || undefined);
+  const insecureHttp = flags.insecure === true || io.env.COFFER_INSECURE_HTTP === '1';
+  if (insecureHttp) io.stderr.write('coffer: warning: --insecure: a plain http:// server off this machine is allowed: account passwords and tokens cross the network in clear text\n');
+  return { server, insecureHttp };
+}
+
+/**
+ * The profile's blob storage and backup key, for `--repo coffer:` (and a key from an
+ * explicitly chosen profile): @coffer/client/blobs, not CofferClient, which would load
+ * the vault protocol a backup never runs (issue 13). Same profile, same server override,
+ * same sign-in with the device key on an expired token as openClient's.
+ */
+export async function openRelayBlobs(flags: GlobalFlags, io: Io): Promise<RelayBlobs> {
+  const { server, insecureHttp } = connection(flags, io);
+  const { RelayBlobs, profileDir } = await loadBlobs();
+  return RelayBlobs.open(profileDir(flags.profile, io.env), { ...(server ? { server } : {}), ...(insecureHttp ? { insecureHttp } : {}) });
+}
+
+let relayHeapSet = false;
+
+/**
+ * A `coffer backup` process (heap.ts's settings on: runMain, not run() inside a test
+ * process) whose repository is on the relay runs V8 without incremental marking (issue
+ * 13): full collections happen when the old generation's limit is reached, all at once,
+ * and no longer start early. With the SDK loaded its heap sits just
+ * above V8's 8 MB marking threshold, so every pack's worth of array buffers coming and
+ * going (external memory, counted against that limit) started a round of incremental
+ * marking: 32–43 full collections per GiB backed up (a local backup: 4–7), with
+ * concurrent marking threads beside them. Without it: 4–9, and the client's CPU was
+ * lower in 16 of 16 interleaved pairs (medians 3.71/3.93 s against 4.01/4.40 s per GiB);
+ * the price is peak RSS (median 260 against 243 MiB: garbage array buffers wait for the
+ * limit). COFFER_V8_DEFAULT_HEAP=1 keeps V8's defaults (as heap.ts's settings).
+ */
+export function relayHeapPolicy(env: NodeJS.ProcessEnv): boolean {
+  // Not for a restore: its peak RSS grew by 22 MiB (1 GiB from coffer:, 6 pairs) for 10% less CPU.
+  if (relayHeapSet || env.COFFER_V8_DEFAULT_HEAP === '1' || !backupHeapTuned()) return relayHeapSet;
+  setFlagsFromString('--no-incremental-marking');
+  relayHeapSet = true;
+  return true;
+}
+
 export function repoLocation(flags: GlobalFlags, io: Io): string {
   const loc = flags.repo ?? io.env.COFFER_REPOSITORY;
   if (!loc) throw new UsageError('no repository given: use --repo DIR or set COFFER_REPOSITORY');
@@ -71,7 +115,12 @@ export function repoLocation(flags: GlobalFlags, io: Io): string {
 }
 
 export async function backendFor(location: string, flags: GlobalFlags, io: Io): Promise<StorageBackend> {
-  if (isRelayRepository(location)) return (await openClient(flags, io)).blobBackend();
+  if (isRelayRepository(location)) {
+    const blobs = await openRelayBlobs(flags, io);
+    const backend = blobs.backend();
+    relayHeapPolicy(io.env);
+    return backend;
+  }
   if (location.startsWith('s3:')) return s3Backend(location, flags, io);
   // Any other `scheme:` prefix (sftp:host:/path, https://…) is a backend this version
   // does not have: refuse rather than make a local directory named after it. (A
@@ -131,7 +180,7 @@ export async function loadKeyIfGiven(flags: GlobalFlags, io: Io): Promise<Backup
   // from `coffer vault enable` / `coffer vault recover`.
   const location = flags.repo ?? io.env.COFFER_REPOSITORY;
   if ((location !== undefined && isRelayRepository(location)) || flags.profile !== undefined) {
-    return (await openClient(flags, io)).backupKey();
+    return (await openRelayBlobs(flags, io)).backupKey();
   }
   return undefined;
 }
@@ -192,7 +241,7 @@ export async function openSourceRepo(flags: GlobalFlags & SourceFlags, io: Io): 
   let key: BackupKey | undefined;
   if (flags['from-key-file'] !== undefined) key = await readKeyFile(flags['from-key-file'], io);
   else if (io.env.COFFER_FROM_KEY) key = parseKey(io.env.COFFER_FROM_KEY, 'COFFER_FROM_KEY');
-  else if (isRelayRepository(location)) key = await (await openClient(flags, io)).backupKey();
+  else if (isRelayRepository(location)) key = (await openRelayBlobs(flags, io)).backupKey();
   if (!key) throw new UsageError('no key for the source repository: use --from-key-file FILE or set COFFER_FROM_KEY');
   const repo = await Repository.open(await backendFor(location, flags, io), key);
   repo.onWarning = (m) => io.stderr.write(`coffer: warning: source: ${m}\n`);

@@ -31,6 +31,11 @@ function apply(): void {
 
 let tuned = false;
 
+/** Whether this process runs `coffer backup` with the heap settings above (context.ts's relayHeapPolicy asks). */
+export function backupHeapTuned(): boolean {
+  return tuned;
+}
+
 /**
  * Starting a worker sets the process-wide growth factor back to 2 (above): `set` runs
  * again every millisecond while each new worker starts, and once more when it is online.

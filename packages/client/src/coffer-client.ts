@@ -11,15 +11,16 @@
  */
 import { BackupKey } from '@coffer/backup';
 import { bundleToJson, parseFleetKeyBundle, ProtocolError, Secret, toBase64Url, type FleetKey, type KsfParams } from '@coffer/protocol';
-import { RelayBlobBackend } from './blob-backend.js';
+import type { RelayBlobBackend } from './blob-backend.js';
+import { profileBackupKey, profileBlobBackend } from './blobs.js';
 import { DeviceKey } from './device-key.js';
 import { accountPasswordVerifier, checkNotAccountPassword } from './account-password-check.js';
 import { CofferClientError, LockedError, NotRegisteredError, UntrustedFleetBundleError } from './errors.js';
 import { KeyVault, type VaultStatus } from './key-vault.js';
 import { checkPassword } from './password-policy.js';
-import { Profile, type KeyMode } from './profile.js';
-import { RelayHttp, type AccountProof } from './relay-http.js';
-import { nodeUploadTransport } from './node-transport.js';
+import type { Profile, KeyMode } from './profile.js';
+import type { RelayHttp, AccountProof } from './relay-http.js';
+import { LOCAL_PREFIX, loginWithDeviceKey, openProfile, profileAccount, profileRelay, profileServer } from './relay-session.js';
 
 export interface CofferClientOptions {
   /** The relay URL; overrides (and is saved over) the profile's. */
@@ -62,7 +63,6 @@ export interface ClientStatus {
   readonly vault: VaultStatus | null;
 }
 
-const LOCAL_PREFIX = 'local:';
 const APP_PREFIX = 'app:';
 
 export class CofferClient {
@@ -78,41 +78,20 @@ export class CofferClient {
 
   /** Opens the profile in `profileDir` (created on first save). */
   static async open(profileDir: string, options: CofferClientOptions = {}): Promise<CofferClient> {
-    const profile = await Profile.open(profileDir);
-    const client = new CofferClient(profile, options);
-    if (options.server && options.server !== profile.state.server) {
-      await profile.update({ server: new RelayHttp({ server: options.server, ...(options.insecureHttp ? { insecure: true } : {}) }).server });
-    }
-    return client;
+    return new CofferClient(await openProfile(profileDir, options), options);
   }
 
   get server(): string {
-    const s = this.profile.state.server;
-    if (!s) throw new CofferClientError('bad-config', 'no server given: use --server URL or set COFFER_SERVER');
-    return s;
+    return profileServer(this.profile);
   }
 
   /** The account as the vault and blob store see it (`local:…` or `app:…`). */
   get account(): string {
-    const a = this.profile.state.account;
-    if (!a) throw new CofferClientError('not-logged-in', 'not logged in: run `coffer account create` or `coffer login` first');
-    return a;
+    return profileAccount(this.profile);
   }
 
   relay(): RelayHttp {
-    this.#relay ??= new RelayHttp({
-      server: this.server,
-      token: () => this.profile.state.token,
-      refreshToken: async () => {
-        if (!this.profile.state.deviceKey) return false;
-        await this.login();
-        return true;
-      },
-      ...(this.#o.timeoutMs ? { timeoutMs: this.#o.timeoutMs } : {}),
-      // Uploads over node:http (few large writes) unless the caller brought its own fetch.
-      ...(this.#o.fetch ? { fetch: this.#o.fetch } : { uploads: nodeUploadTransport() }),
-      ...(this.#o.insecureHttp ? { insecure: true } : {}),
-    });
+    this.#relay ??= profileRelay(this.profile, this.#o);
     return this.#relay;
   }
 
@@ -230,13 +209,7 @@ export class CofferClient {
    * that account's keys.
    */
   async login(account?: string): Promise<void> {
-    const pem = this.profile.state.deviceKey;
-    if (!pem) throw new CofferClientError('not-logged-in', 'this profile has no device key: run `coffer account create`, or log in with an app token (--token-file)');
-    const target = account ? (account.startsWith(LOCAL_PREFIX) ? account : LOCAL_PREFIX + account) : this.account;
-    if (!target.startsWith(LOCAL_PREFIX)) throw new CofferClientError('bad-config', `account ${target} is not a built-in account: log in with an app token`);
-    const key = DeviceKey.fromPem(new Secret(pem));
-    const s = await this.relay().login(target.slice(LOCAL_PREFIX.length), (m) => key.sign(m));
-    await this.profile.update({ account: target, token: s.token, tokenExpiresAt: s.expiresAt });
+    await loginWithDeviceKey(this.profile, () => this.relay(), account);
   }
 
   /**
@@ -316,8 +289,7 @@ export class CofferClient {
 
   /** K on this device, if enabled or recovered here. */
   backupKey(): BackupKey | undefined {
-    const k = this.profile.backupKeyBytes();
-    return k ? BackupKey.fromBytes(k.expose()) : undefined;
+    return profileBackupKey(this.profile);
   }
 
   async #ensureBackupKey(): Promise<BackupKey> {
@@ -441,7 +413,7 @@ export class CofferClient {
   /** The account's blob namespace on the relay, as a backup StorageBackend. */
   blobBackend(): RelayBlobBackend {
     void this.account; // must be logged in
-    return new RelayBlobBackend(this.relay(), { location: `coffer:${this.server}` });
+    return profileBlobBackend(this.profile, this.relay());
   }
 
   toString(): string {

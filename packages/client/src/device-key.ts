@@ -4,7 +4,7 @@
  * non-extractable WebCrypto key instead.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { Secret } from '@coffer/protocol';
+import { Secret } from '@coffer/protocol/core';
 
 export class DeviceKey {
   readonly #private: KeyObject;

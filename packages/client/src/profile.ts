@@ -11,7 +11,7 @@ import { promises as fs } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Secret } from '@coffer/protocol';
+import { Secret } from '@coffer/protocol/core';
 import { CofferClientError } from './errors.js';
 
 export const PROFILE_FILE = 'profile.json';

@@ -5,7 +5,7 @@
  * network failure, a timeout or a 5xx becomes `UnavailableError`, 401 becomes
  * `InvalidCredentialsError`, 429 `RateLimitedError`. Bodies are never logged.
  */
-import { LABELS, fromBase64Url, toBase64Url, utf8, concat, sha256, POW_LABEL, leadingZeroBits } from '@coffer/protocol';
+import { LABELS, fromBase64Url, toBase64Url, utf8, concat, sha256, POW_LABEL, leadingZeroBits } from '@coffer/protocol/core';
 import { CofferClientError, InvalidCredentialsError, RateLimitedError, UnavailableError } from './errors.js';
 
 /** spec/relay-api.md §1: what a device signs to open a session. */

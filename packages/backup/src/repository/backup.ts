@@ -94,34 +94,6 @@ export function knownByRegion(chunks: readonly string[], regions: number, rawLen
   return ids.map((x) => Buffer.from(x.join(''), 'hex'));
 }
 
-/**
- * The order in which a file's `regions` regions (CHUNK_REGION_BYTES) go to the workers:
- * those with the most bytes past the end of the file's parent version first (its chunks'
- * raw lengths from `rawLengthOf`, the index), the others in file order. Those bytes are
- * new data, which the workers compress, several times the work of cutting and hashing
- * bytes found in the repository: on the chat set's second backup the last region of the
- * grown message database took twice as long as each of the other three, and, given out
- * last, kept one worker busy while the other had nothing left. A new file (no parent
- * chunks), or a parent chunk without a length: file order.
- */
-export function regionOrder(size: number, regions: number, known: readonly string[] | undefined, rawLengthOf: (id: Buffer) => number | undefined): number[] {
-  const order = Array.from({ length: regions }, (_, r) => r);
-  if (!known || regions <= 1) return order;
-  let parentSize = 0;
-  for (const c of known) {
-    const n = rawLengthOf(Buffer.from(c, 'hex'));
-    if (n === undefined) return order;
-    parentSize += n;
-  }
-  const past = order.map((r) => {
-    const start = r * CHUNK_REGION_BYTES;
-    const end = r === regions - 1 ? size : start + CHUNK_REGION_BYTES;
-    return Math.max(0, end - Math.max(start, parentSize));
-  });
-  // Array.prototype.sort is stable: equal regions keep file order.
-  return order.sort((a, b) => past[b]! - past[a]!);
-}
-
 export interface BackupProgress {
   files: number;
   bytes: number;
@@ -704,15 +676,13 @@ async function walkAndStore(
     try {
       // Large files are cut in independent regions so both workers share them (spec §6.1).
       const count = Math.max(1, Math.ceil(size / CHUNK_REGION_BYTES));
-      const rawLengthOf = (id: Buffer) => index.get(id)?.rawLength;
-      const knownIn = known ? knownByRegion(known, count, rawLengthOf) : [];
-      // Given out in regionOrder (the pool's jobs go in the order they come), kept in file order here.
-      const regions = new Array<Promise<ChunkedFile>>(count);
-      for (const r of regionOrder(size, count, known, rawLengthOf)) {
-        const start = r * CHUNK_REGION_BYTES;
-        const end = r === count - 1 ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES;
-        const k = knownIn[r];
-        regions[r] = workers().chunkFile(abs, onChunk, { start, end, compress: true, ...(k ? { known: k, onKnown } : {}), bytes: Math.min(size, end) - start });
+      const knownIn = known ? knownByRegion(known, count, (id) => index.get(id)?.rawLength) : [];
+      const regions: Array<Promise<ChunkedFile>> = [];
+      for (let start = 0, r = 0; start === 0 || start < size; start += CHUNK_REGION_BYTES, r++) {
+        const last = start + CHUNK_REGION_BYTES >= size;
+        const end = last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES;
+        const k = knownIn[Math.min(r, count - 1)];
+        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress: true, ...(k ? { known: k, onKnown } : {}), bytes: Math.min(size, end) - start }));
       }
       const parts = await Promise.all(regions);
       read.files++;

@@ -12,8 +12,8 @@
  *   generation grew on to its 2 × 16 MiB maximum: 32 MiB committed, mostly garbage,
  *   counted in peak RSS.
  *
- * So the flags are set here at once and set again once each new worker has loaded its
- * code (V8's defaults meanwhile: see defaultsWhileWorkersLoad). Measured in one run against the build before (3 runs each, medians): peak
+ * So the flags are set here at once and set again while each new worker starts (until it
+ * is online). Measured in one run against the build before (3 runs each, medians): peak
  * RSS of a first backup 204 → 182 MiB on the 50,000-file tree, 182 → 174 MiB on the 1 GiB
  * set, wall time unchanged within noise; the main thread's new space 32 → 4 MiB
  * committed, each chunk worker's 8 → 2 MiB. Only growth policies change, never a limit; COFFER_V8_DEFAULT_HEAP=1 keeps
@@ -58,41 +58,9 @@ export function tuneHeapEarly(env: NodeJS.ProcessEnv = process.env): boolean {
   if (tuned || env.COFFER_V8_DEFAULT_HEAP === '1') return tuned;
   tuned = true;
   apply();
-  defaultsWhileWorkersLoad();
+  reapplyWhileWorkersStart(apply);
   return true;
 }
-
-/** V8's own values of FLAGS. */
-const DEFAULTS = ['--semi-space-growth-factor=2', '--heap-growing-percent=0'];
-
-/**
- * While a new worker loads its code (until its first message, which the backup's threads
- * send once their modules are loaded), every flag is V8's default, then the policy is set
- * again. Node's built-in modules come with a code cache that V8 takes only under the flag
- * values it was made with: under the backup's policy each thread compiled every built-in
- * it loaded from source, ~30 ms of CPU more per chunk worker (38 → 68 ms to its first
- * batch, issue 13). A worker that exits first, or sends nothing within WORKER_LOAD_MS,
- * gets the policy back then.
- */
-function defaultsWhileWorkersLoad(): void {
-  let loading = 0;
-  process.on('worker', (w: Worker) => {
-    if (loading++ === 0) for (const f of DEFAULTS) setFlagsFromString(f);
-    let done = false;
-    const loaded = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (--loading === 0) apply();
-    };
-    const timer = setTimeout(loaded, WORKER_LOAD_MS);
-    timer.unref();
-    w.once('message', loaded);
-    w.once('exit', loaded);
-  });
-}
-/** The longest a worker's loading keeps V8's default flags (see defaultsWhileWorkersLoad). */
-export const WORKER_LOAD_MS = 500;
 
 /**
  * The young generation (both semi-spaces) of a `coffer restore` grows no further than this.

@@ -35,47 +35,15 @@ function runScript(body: string, env: Record<string, string> = {}): Promise<numb
   });
 }
 
-// The worker says when it has loaded its code, as the backup's threads do (heap.ts sets the
-// policy again then: until then V8's defaults, under which node's code cache is taken).
 const withWorker = (tune: boolean) => `
 ${tune ? `(await import(${JSON.stringify(HEAP)})).tuneHeapEarly();` : ''}
 const { Worker } = await import('node:worker_threads');
-const w = new Worker('import("node:worker_threads").then((m) => m.parentPort.postMessage("ready")); setTimeout(() => {}, 60000)', { eval: true });
-await new Promise((r) => w.once('message', r));
+const w = new Worker('setTimeout(() => {}, 60000)', { eval: true });
+await new Promise((r) => w.once('online', r));
 ${CHURN}
 console.log(${NEW_SPACE});
 await w.terminate();
 `;
-
-test('while a worker loads its code the flags are V8\'s defaults (node\'s code cache is taken), and the policy is set again at its first message, or when it exits', async () => {
-  const body = `
-const v8 = await import('node:v8');
-const { syncBuiltinESMExports } = await import('node:module');
-const seen = [];
-const orig = v8.setFlagsFromString;
-v8.default.setFlagsFromString = (f) => { seen.push(f); return orig(f); };
-syncBuiltinESMExports();
-(await import(${JSON.stringify(HEAP)})).tuneHeapEarly();
-const { Worker } = await import('node:worker_threads');
-seen.push('start');
-const w = new Worker('import("node:worker_threads").then((m) => m.parentPort.postMessage("ready")); setTimeout(() => {}, 60000)', { eval: true });
-seen.push('started');
-await new Promise((r) => w.once('message', r));
-seen.push('message');
-const quiet = new Worker('setTimeout(() => {}, 200)', { eval: true });
-await new Promise((r) => quiet.once('exit', r));
-seen.push('exit');
-await w.terminate();
-console.log(JSON.stringify(seen));
-`;
-  const out = await new Promise<string>((done, fail) => {
-    execFile(process.execPath, ['--input-type=module', '-e', body], { env: { PATH: process.env.PATH ?? '' } }, (err, stdout, stderr) => (err ? fail(new Error(`${err.message}\n${stderr}`)) : done(stdout)));
-  });
-  const policy = ['--semi-space-growth-factor=1', '--heap-growing-percent=20'];
-  const defaults = ['--semi-space-growth-factor=2', '--heap-growing-percent=0'];
-  // (process's 'worker' event comes just after the constructor returns, before the thread loads anything.)
-  assert.deepEqual(JSON.parse(out), [...policy, 'start', 'started', ...defaults, ...policy, 'message', ...defaults, ...policy, 'exit']);
-});
 
 test('the heap policy outlives a worker thread start: the young generation stays small', async () => {
   const tuned = await runScript(withWorker(true));

@@ -229,7 +229,6 @@ export class ChunkPool {
   }
 
   async #handle(pw: PoolWorker, m: FromWorker): Promise<void> {
-    if (m.type === 'ready') return;
     const job = this.#jobs.get(m.job);
     if (m.type === 'known') {
       if (!job) return;

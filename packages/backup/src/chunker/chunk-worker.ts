@@ -58,8 +58,6 @@ export type ToWorker =
   /** A batch's `data` buffer, given back once the main thread no longer refers to it. */
   | { type: 'batch-data'; buffer: ArrayBuffer };
 export type FromWorker =
-  /** Sent once, when the thread has loaded its modules. */
-  | { type: 'ready' }
   /** `data`'s first `length` bytes: the chunk, or with `compress` its stored form (`flags`, spec §7.1), of `rawLength` bytes raw. */
   | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number; rawLength: number; flags: number | undefined }
   /** A chunk of the job's `known` (the repository has it): its ID and raw length, no bytes. */
@@ -353,8 +351,6 @@ if (parentPort) {
     busy = false;
   };
 
-  // Loaded: the process may set its V8 flags again (the CLI's heap policy, heap.ts).
-  port.postMessage({ type: 'ready' } satisfies FromWorker);
   port.on('message', (m: ToWorker) => {
     if (m.type === 'ack') {
       free.push(m.buffer);

@@ -6,8 +6,6 @@
 import { parentPort } from 'node:worker_threads';
 import { scanDir, type ScanRequest } from './scan-ahead.js';
 
-// Loaded: the process may set its V8 flags again (the CLI's heap policy); no request has id 0.
-parentPort!.postMessage({ id: 0 });
 parentPort!.on('message', (req: ScanRequest) => {
   const reply = scanDir(Buffer.from(req.dir.buffer, req.dir.byteOffset, req.dir.byteLength), req.id, req.statsMax);
   const move = reply.error ? [] : [reply.bytes!.buffer as ArrayBuffer, reply.offs!.buffer as ArrayBuffer, ...(reply.stats ? [reply.stats.buffer as ArrayBuffer] : [])];

@@ -106,14 +106,20 @@ test('compress: a new file\'s chunks come from the worker in their stored form (
       assert.ok(flags.some((f) => f === 0), 'the random chunks come raw');
     }
   }
-  // `known`: the chunks listed (a changed file's chunks in its parent) come raw, for the
-  // main thread's dedup; the others in their stored form.
+  // `known`: the chunks listed (chunks the repository has: a changed file's chunks in its
+  // parent) come as their IDs alone, to onKnown; the others in their stored form, to onChunk.
   const all = await pool.chunkFile(Buffer.from(p), async () => {});
   assert.ok(all.ids.length >= 3);
   const known = Buffer.concat([all.ids[0]!, all.ids[2]!]);
-  const raw: boolean[] = [];
-  await pool.chunkFile(Buffer.from(p), async (_id, _data, stored) => void raw.push(stored === undefined), { compress: true, known });
-  assert.deepEqual(raw, all.ids.map((_, i) => i === 0 || i === 2));
+  const got: string[] = [];
+  const again = await pool.chunkFile(Buffer.from(p), async (id, _data, stored) => void got.push(`stored ${id.toString('hex')} ${stored !== undefined}`), {
+    compress: true,
+    known,
+    onKnown: (id, rawLength) => void got.push(`known ${id.toString('hex')} ${rawLength > 0}`),
+  });
+  assert.deepEqual(got, all.ids.map((id, i) => (i === 0 || i === 2 ? `known ${id.toString('hex')} true` : `stored ${id.toString('hex')} true`)));
+  assert.deepEqual(again.ids, all.ids, 'the file\'s IDs list every chunk, known or not');
+  assert.equal(again.size, content.length);
 });
 
 test('work is given out as workers get through it: each worker holds at most 8 MiB ahead, the rest waits for the first worker free', async (t) => {
@@ -155,8 +161,9 @@ test('a changed file\'s parent chunks go with the regions they fall in (knownByR
   const got = knownByRegion(chunks, 3, lengthOf).map((b) => (b ? b.toString('hex').match(/.{64}/g) ?? [] : null));
   assert.equal(CHUNK_REGION_BYTES, 64 * MiB);
   assert.deepEqual(got, [[id(1), id(2)], [id(3), id(4)], [id(5)]], 'by where each starts: region 0 [0, 64) MiB, 1 [64, 128), 2 from 128');
-  // One region: the whole list, no lookups.
-  assert.deepEqual(knownByRegion(chunks, 1, () => assert.fail('no lookup')), [Buffer.from(chunks.join(''), 'hex')]);
+  // One region: the whole list, but chunks the index lacks (their IDs alone would name nothing stored).
+  assert.deepEqual(knownByRegion(chunks, 1, lengthOf), [Buffer.from(chunks.join(''), 'hex')]);
+  assert.deepEqual(knownByRegion([id(9), ...chunks, id(8)], 1, lengthOf), [Buffer.from(chunks.join(''), 'hex')]);
   // A chunk the index does not know: no lists (every chunk compressed on the workers).
   assert.deepEqual(knownByRegion([...chunks, id(9)], 3, lengthOf), [undefined, undefined, undefined]);
   // Chunks past the last region (the file shrank): dropped.

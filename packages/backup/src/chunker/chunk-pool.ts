@@ -84,6 +84,7 @@ export type OnChunk = (id: Buffer, data: Buffer, stored: StoredChunk | undefined
 
 interface Job {
   onChunk: OnChunk;
+  onKnown?: ((id: Buffer, rawLength: number) => void) | undefined;
   ids: Buffer[];
   resolve: (r: ChunkedFile) => void;
   reject: (e: unknown) => void;
@@ -112,10 +113,15 @@ export interface ChunkFileOptions {
   /** Bytes [start, end) of the file: the whole file by default. */
   start?: number;
   end?: number;
-  /** The worker compresses each chunk (see ChunkPool.chunkFile)... */
+  /** The worker compresses each chunk (see ChunkPool.chunkFile). */
   compress?: boolean;
-  /** ...but those whose ID is among these (32 bytes each: the file's chunks in its parent snapshot). */
+  /**
+   * Chunks the repository has (32-byte IDs: the file's chunks in its parent snapshot, each
+   * in the index): such a chunk's bytes do not travel, `onKnown` gets its ID instead of
+   * `onChunk` its bytes. The file's `ids` list it all the same.
+   */
   known?: Uint8Array;
+  onKnown?: (id: Buffer, rawLength: number) => void;
   /** How many bytes that is, when the caller knows (for sharing work between workers). */
   bytes?: number;
 }
@@ -224,6 +230,13 @@ export class ChunkPool {
 
   async #handle(pw: PoolWorker, m: FromWorker): Promise<void> {
     const job = this.#jobs.get(m.job);
+    if (m.type === 'known') {
+      if (!job) return;
+      const id = Buffer.from(m.id);
+      job.ids.push(id);
+      job.onKnown?.(id, m.rawLength);
+      return;
+    }
     if (m.type === 'chunk') {
       // Copied: the cloned ID may sit on a whole 8 KiB slab, which the index would keep.
       const id = Buffer.from(m.id);
@@ -265,16 +278,16 @@ export class ChunkPool {
    * Chunks bytes [start, end) of a file on the first worker free (the whole file by
    * default). Chunking restarts at `start`: see CHUNK_REGION_BYTES in backup.ts. With
    * `compress` the worker compresses each chunk (the setup's mode) and `onChunk` gets its
-   * stored form; chunks whose ID is in `known` (a changed file's chunks in the parent,
-   * which dedup will mostly find in the repository) come raw all the same.
+   * stored form; chunks whose ID is in `known` (chunks the repository has) go to `onKnown`
+   * as their IDs alone.
    */
   chunkFile(path: string | Uint8Array, onChunk: OnChunk, opts: ChunkFileOptions = {}): Promise<ChunkedFile> {
     if (this.#failure) return Promise.reject(this.#failure);
     const job = this.#next++;
-    const { start = 0, end = Number.MAX_SAFE_INTEGER, compress = false, known, bytes = AHEAD_BYTES } = opts;
+    const { start = 0, end = Number.MAX_SAFE_INTEGER, compress = false, known, onKnown, bytes = AHEAD_BYTES } = opts;
     const message: ToWorker = { type: 'file', job, path, start, end, compress, ...(known ? { known } : {}) };
     return new Promise<ChunkedFile>((resolve, reject) => {
-      this.#submit(job, { onChunk, ids: [], resolve, reject, load: 1, bytes, message, transfer: [] });
+      this.#submit(job, { onChunk, onKnown, ids: [], resolve, reject, load: 1, bytes, message, transfer: [] });
     });
   }
 

@@ -46,10 +46,9 @@ export interface WorkerSetup {
 /** `path` is bytes when the file name is not UTF-8 (a Buffer arrives as a Uint8Array). */
 export type ToWorker =
   /**
-   * `compress`: compress each chunk here, except those whose ID is among `known` (32 bytes
-   * each: the chunks of the file's previous version, most likely in the repository
-   * already), which go raw, for the main thread to deduplicate (and compress should the
-   * repository lack one). Without `compress` every chunk goes raw.
+   * `compress`: compress each chunk here; without it every chunk goes raw. A chunk whose
+   * ID is among `known` (32 bytes each: chunks the repository has, the file's chunks in
+   * its parent snapshot) goes as its ID alone ('known'): its bytes are not copied out.
    */
   | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean; known?: Uint8Array }
   /** `xattrs`: also read each file's extended attributes (paths given as strings only). */
@@ -61,6 +60,8 @@ export type ToWorker =
 export type FromWorker =
   /** `data`'s first `length` bytes: the chunk, or with `compress` its stored form (`flags`, spec §7.1), of `rawLength` bytes raw. */
   | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number; rawLength: number; flags: number | undefined }
+  /** A chunk of the job's `known` (the repository has it): its ID and raw length, no bytes. */
+  | { type: 'known'; job: number; id: Uint8Array; rawLength: number }
   | { type: 'done'; job: number; size: number }
   | { type: 'error'; job: number; code: string; message: string }
   /**
@@ -171,10 +172,18 @@ if (parentPort) {
         if (n === 0) break;
         const chunk = buf.subarray(start, start + n);
         const id = chunkIdUnder(idKey, chunk);
+        if (skip.size > 0 && skip.has(id.toString('latin1'))) {
+          // Stored already (most of a changed database's chunks): its bytes would be copied
+          // into a buffer, sent and dropped by the main thread's dedup (issue 13: ~200 MB of
+          // the chat set's second backup), and would hold one of this worker's credits meanwhile.
+          start += n;
+          port.postMessage({ type: 'known', job, id, rawLength: n } satisfies FromWorker);
+          continue;
+        }
         const data = await takeBuffer();
         let out: Buffer = chunk;
         let flags: number | undefined;
-        if (compress && (skip.size === 0 || !skip.has(id.toString('latin1')))) {
+        if (compress) {
           // zstd here, with this thread's reused context, rather than on libuv's pool after
           // the main thread's dedup: ~20% less CPU for the same frames, and no round trip.
           ({ stored: out, flags } = maybeCompressInto(chunk, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize)))));

@@ -75,11 +75,13 @@ const SMALL_BATCH_AGE = LOOKAHEAD / 4;
  * (issue 13: the whole list with every region of a 100 GB file would be 1,600 copies of
  * 6 MiB). Regions restart the chunking (spec §6.1), so a parent chunk's region is where
  * its offset falls, from the raw lengths `rawLengthOf` gives (the index); content moved
- * across a boundary is only compressed needlessly. A chunk without a length: no lists at
- * all (the workers then compress every chunk, as for a new file).
+ * across a boundary is only read as a new chunk. A chunk without a length: no lists at
+ * all (the workers then compress every chunk, as for a new file). The lists hold only
+ * chunks the index has (a chunk's length comes from it; with one region, those without
+ * are left out): a worker sends a listed chunk as its ID alone, nothing to store.
  */
 export function knownByRegion(chunks: readonly string[], regions: number, rawLengthOf: (id: Buffer) => number | undefined): Array<Buffer | undefined> {
-  if (regions <= 1) return [Buffer.from(chunks.join(''), 'hex')];
+  if (regions <= 1) return [Buffer.from(chunks.filter((c) => rawLengthOf(Buffer.from(c, 'hex')) !== undefined).join(''), 'hex')];
   const ids: string[][] = Array.from({ length: regions }, () => []);
   let offset = 0;
   for (const c of chunks) {
@@ -656,8 +658,19 @@ async function walkAndStore(
     report();
   };
   /**
+   * A chunk of a changed file found again among its parent chunks: the worker sent its ID
+   * alone, for the repository has it (knownByRegion lists indexed chunks only, and a
+   * backup's index only grows). Checked all the same: a blob missing here would be a
+   * snapshot naming data that is not stored.
+   */
+  const onKnown = (id: Buffer, rawLength: number) => {
+    if (!index.has(id)) throw new Error(`chunk ${id.toString('hex').slice(0, 16)} was listed as stored but is not in the index`);
+    progress.bytes += rawLength;
+    report();
+  };
+  /**
    * The workers compress the chunks, but those among `known` (the chunk IDs of the file
-   * in the parent): those come raw, and the blob writer compresses the few it stores.
+   * in the parent that the index has), which come as their IDs alone (onKnown).
    */
   const chunkFile = async (abs: Buffer, size: number, known: readonly string[] | undefined): Promise<{ chunks: string[]; size: number } | null> => {
     try {
@@ -669,7 +682,7 @@ async function walkAndStore(
         const last = start + CHUNK_REGION_BYTES >= size;
         const end = last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES;
         const k = knownIn[Math.min(r, count - 1)];
-        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress: true, ...(k ? { known: k } : {}), bytes: Math.min(size, end) - start }));
+        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress: true, ...(k ? { known: k, onKnown } : {}), bytes: Math.min(size, end) - start }));
       }
       const parts = await Promise.all(regions);
       read.files++;

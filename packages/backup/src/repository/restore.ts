@@ -252,23 +252,24 @@ class FileTable {
   /** Every column made `cap` long, keeping the files held. */
   #resize(cap: number): void {
     const keep = Math.min(this.count, cap);
-    const to = <T extends Float64Array | Uint32Array | Int32Array | Uint16Array | Uint8Array>(a: T, make: (n: number) => T): T => {
-      const b = make(cap);
+    // A column of the same type, `cap` long, holding the files kept.
+    const to = <T extends Float64Array | Uint32Array | Int32Array | Uint16Array | Uint8Array>(a: T): T => {
+      const b = new (a.constructor as new (n: number) => T)(cap);
       b.set(a.subarray(0, keep) as ArrayLike<number>);
       return b;
     };
-    this.pathOff = to(this.pathOff, (n) => new Float64Array(n));
-    this.pathLen = to(this.pathLen, (n) => new Uint32Array(n));
-    this.size = to(this.size, (n) => new Float64Array(n));
-    this.mode = to(this.mode, (n) => new Uint16Array(n));
-    this.mtimeS = to(this.mtimeS, (n) => new Float64Array(n));
-    this.mtimeRest = to(this.mtimeRest, (n) => new Int32Array(n));
-    this.uid = to(this.uid, (n) => new Uint32Array(n));
-    this.gid = to(this.gid, (n) => new Uint32Array(n));
-    this.flags = to(this.flags, (n) => new Uint8Array(n));
-    this.chunkStart = to(this.chunkStart, (n) => new Float64Array(n));
-    this.chunks = to(this.chunks, (n) => new Uint32Array(n));
-    this.remaining = to(this.remaining, (n) => new Uint32Array(n));
+    this.pathOff = to(this.pathOff);
+    this.pathLen = to(this.pathLen);
+    this.size = to(this.size);
+    this.mode = to(this.mode);
+    this.mtimeS = to(this.mtimeS);
+    this.mtimeRest = to(this.mtimeRest);
+    this.uid = to(this.uid);
+    this.gid = to(this.gid);
+    this.flags = to(this.flags);
+    this.chunkStart = to(this.chunkStart);
+    this.chunks = to(this.chunks);
+    this.remaining = to(this.remaining);
     this.#cap = cap;
   }
 

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { closeSync, openSync, promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { backup, restore } from '../src/index.js';
 import { restoreCheckForTesting } from '../src/repository/restore.js';
 import { BlobCheckThread, dataRuns } from '../src/repository/restore-check.js';
@@ -31,6 +31,17 @@ const compressed = (raw: Buffer) => {
 const checkAndWrite = async (th: BlobCheckThread, stored: Buffer, flags: number, rawLength: number, id: Uint8Array, fd: number, pos: number, sparse: boolean) =>
   th.writeHeld(await th.hold(stored, flags, rawLength, id), fd, pos, sparse);
 const corrupt = (e: unknown, message: RegExp) => (e as NodeJS.ErrnoException).code === CORRUPT_BLOB && message.test((e as Error).message);
+
+/** A blob-check thread and a file open with `flags` (an empty one made first), both closed after the test. */
+async function threadAndFile(t: TestContext, prefix: string, flags: 'w+' | 'r') {
+  const th = new BlobCheckThread(key);
+  t.after(() => th.close());
+  const path = join(await tempDir(t, prefix), 'f');
+  await fs.writeFile(path, '');
+  const fd = openSync(path, flags);
+  t.after(() => closeSync(fd));
+  return { th, path, fd };
+}
 
 test('check(): raw and compressed blobs come back as their raw bytes; a swapped ID, a broken frame and a wrong length are refused as CORRUPT_BLOB', async (t) => {
   const th = new BlobCheckThread(key);
@@ -70,12 +81,7 @@ test('check(): a view of a larger buffer is copied, not taken: the caller\'s buf
 });
 
 test('hold() then writeHeld(): written at its place in the open file when it passes, nothing written when it does not; the stored bytes\' buffer comes back for the next blob', async (t) => {
-  const th = new BlobCheckThread(key);
-  t.after(() => th.close());
-  const d = await tempDir(t, 'rc-write');
-  const path = join(d, 'f');
-  const fd = openSync(path, 'w+');
-  t.after(() => closeSync(fd));
+  const { th, path, fd } = await threadAndFile(t, 'rc-write', 'w+');
   const a = text(600 * 1024, 5);
   const b = prng(6, 300 * 1024);
   const za = compressed(a);
@@ -105,12 +111,7 @@ test('hold() then writeHeld(): written at its place in the open file when it pas
 });
 
 test('writeHeld(): a sparse file\'s zero blocks are left as holes, as restore does on the main thread', async (t) => {
-  const th = new BlobCheckThread(key);
-  t.after(() => th.close());
-  const d = await tempDir(t, 'rc-sparse');
-  const path = join(d, 'f');
-  const fd = openSync(path, 'w+');
-  t.after(() => closeSync(fd));
+  const { th, path, fd } = await threadAndFile(t, 'rc-sparse', 'w+');
   const raw = Buffer.concat([prng(8, 5000), Buffer.alloc(1 << 20), prng(9, 3000)]);
   assert.equal(dataRuns(raw, 100, true).length, 2, 'two runs of data around the zeros');
   await checkAndWrite(th, Buffer.from(raw), 0, raw.length, idOf(raw), fd, 100, true);
@@ -121,13 +122,7 @@ test('writeHeld(): a sparse file\'s zero blocks are left as holes, as restore do
 });
 
 test('writeHeld(): a failed write is the system call\'s error (code, syscall), not a refused blob', async (t) => {
-  const th = new BlobCheckThread(key);
-  t.after(() => th.close());
-  const d = await tempDir(t, 'rc-ro');
-  const path = join(d, 'f');
-  await fs.writeFile(path, '');
-  const fd = openSync(path, 'r');
-  t.after(() => closeSync(fd));
+  const { th, fd } = await threadAndFile(t, 'rc-ro', 'r');
   const b = prng(10, 200 * 1024);
   await assert.rejects(checkAndWrite(th, Buffer.from(b), 0, b.length, idOf(b), fd, 0, false), (e: unknown) => {
     const err = e as NodeJS.ErrnoException;
@@ -140,12 +135,7 @@ test('writeHeld(): a failed write is the system call\'s error (code, syscall), n
 });
 
 test('hold(): several blobs checked before any is written, then written in another order; a dropped one is never written', async (t) => {
-  const th = new BlobCheckThread(key);
-  t.after(() => th.close());
-  const d = await tempDir(t, 'rc-hold');
-  const path = join(d, 'f');
-  const fd = openSync(path, 'w+');
-  t.after(() => closeSync(fd));
+  const { th, path, fd } = await threadAndFile(t, 'rc-hold', 'w+');
   const parts = [text(400 * 1024, 20), prng(21, 300 * 1024), text(250 * 1024, 22), prng(23, 200 * 1024)];
   const stored = parts.map((p, i) => (i % 2 === 0 ? { bytes: compressed(p), flags: BLOB_COMPRESSED } : { bytes: Buffer.from(p), flags: 0 }));
   const held = await Promise.all(stored.map((s, i) => th.hold(s.bytes, s.flags, parts[i]!.length, idOf(parts[i]!))));

@@ -152,15 +152,21 @@ export async function resolve(spec, ctx, next) {
   });
 }
 
-/** What only the vault flows need: CofferClient, KeyVault, the protocol's index (HPKE, OPAQUE, messages). */
-const VAULT_SIDE = /client\/dist\/src\/(coffer-client|key-vault|index)\.js$|protocol\/dist\/src\/(index|opaque|hpke|client|envelope|messages)\.js$/;
-
-test('coffer backup / snapshots / restore to coffer: load no vault protocol; the other commands keep working', { timeout: 120_000 }, async () => {
+/** A profile with a new built-in account (made by the CLI) and a key file beside it. */
+async function newCliAccount(): Promise<{ profile: string; keyFile: string }> {
   const profile = join(dir, `cli-${++n}`);
   const created = await coffer(profile, ['account', 'create', '-q']);
   assert.equal(created.code, 0, created.stderr);
   const keyFile = join(dir, `key-${n}`);
   await fs.writeFile(keyFile, '42'.repeat(32), { mode: 0o600 });
+  return { profile, keyFile };
+}
+
+/** What only the vault flows need: CofferClient, KeyVault, the protocol's index (HPKE, OPAQUE, messages). */
+const VAULT_SIDE = /client\/dist\/src\/(coffer-client|key-vault|index)\.js$|protocol\/dist\/src\/(index|opaque|hpke|client|envelope|messages)\.js$/;
+
+test('coffer backup / snapshots / restore to coffer: load no vault protocol; the other commands keep working', { timeout: 120_000 }, async () => {
+  const { profile, keyFile } = await newCliAccount();
   const src = join(dir, `src-${n}`);
   await fs.mkdir(join(src, 'sub'), { recursive: true });
   await fs.writeFile(join(src, 'sub', 'note.txt'), 'hello');
@@ -227,11 +233,7 @@ process.on('beforeExit', () => {
 }
 
 test('coffer backup to coffer: turns V8 incremental marking off; a restore, a local repository and COFFER_V8_DEFAULT_HEAP=1 keep it', { timeout: 120_000 }, async () => {
-  const profile = join(dir, `cli-${++n}`);
-  const created = await coffer(profile, ['account', 'create', '-q']);
-  assert.equal(created.code, 0, created.stderr);
-  const keyFile = join(dir, `key-${n}`);
-  await fs.writeFile(keyFile, '42'.repeat(32), { mode: 0o600 });
+  const { profile, keyFile } = await newCliAccount();
   const src = join(dir, `gc-src-${n}`);
   await fs.mkdir(src);
   await fs.writeFile(join(src, 'a.bin'), randomBytes(100_000));

@@ -1,12 +1,11 @@
 /** Where the repository and the key come from: flags first, then the environment. */
 import { appendFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { setFlagsFromString } from 'node:v8';
 import { BackupKey, CofferError, LocalBackend, Repository, S3Backend, isLoopbackEndpoint, parseS3Location, type S3Credentials, type StorageBackend } from '@coffer/backup';
 import type { CofferClient } from '@coffer/client';
 import type { RelayBlobs } from '@coffer/client/blobs';
 import { loadBlobs, loadClient } from './client.js';
-import { backupHeapTuned } from './heap.js';
+import { tuneHeapForRelayBackup } from './heap.js';
 import { UsageError, type Io } from './tui.js';
 
 export interface GlobalFlags {
@@ -85,29 +84,6 @@ export async function openRelayBlobs(flags: GlobalFlags, io: Io): Promise<RelayB
   return RelayBlobs.open(profileDir(flags.profile, io.env), { ...(server ? { server } : {}), ...(insecureHttp ? { insecureHttp } : {}) });
 }
 
-let relayHeapSet = false;
-
-/**
- * A `coffer backup` process (heap.ts's settings on: runMain, not run() inside a test
- * process) whose repository is on the relay runs V8 without incremental marking (issue
- * 13): full collections happen when the old generation's limit is reached, all at once,
- * and no longer start early. With the SDK loaded its heap sits just
- * above V8's 8 MB marking threshold, so every pack's worth of array buffers coming and
- * going (external memory, counted against that limit) started a round of incremental
- * marking: 32–43 full collections per GiB backed up (a local backup: 4–7), with
- * concurrent marking threads beside them. Without it: 4–9, and the client's CPU was
- * lower in 16 of 16 interleaved pairs (medians 3.71/3.93 s against 4.01/4.40 s per GiB);
- * the price is peak RSS (median 260 against 243 MiB: garbage array buffers wait for the
- * limit). COFFER_V8_DEFAULT_HEAP=1 keeps V8's defaults (as heap.ts's settings).
- */
-export function relayHeapPolicy(env: NodeJS.ProcessEnv): boolean {
-  // Not for a restore: its peak RSS grew by 22 MiB (1 GiB from coffer:, 6 pairs) for 10% less CPU.
-  if (relayHeapSet || env.COFFER_V8_DEFAULT_HEAP === '1' || !backupHeapTuned()) return relayHeapSet;
-  setFlagsFromString('--no-incremental-marking');
-  relayHeapSet = true;
-  return true;
-}
-
 export function repoLocation(flags: GlobalFlags, io: Io): string {
   const loc = flags.repo ?? io.env.COFFER_REPOSITORY;
   if (!loc) throw new UsageError('no repository given: use --repo DIR or set COFFER_REPOSITORY');
@@ -118,7 +94,7 @@ export async function backendFor(location: string, flags: GlobalFlags, io: Io): 
   if (isRelayRepository(location)) {
     const blobs = await openRelayBlobs(flags, io);
     const backend = blobs.backend();
-    relayHeapPolicy(io.env);
+    tuneHeapForRelayBackup(io.env);
     return backend;
   }
   if (location.startsWith('s3:')) return s3Backend(location, flags, io);

@@ -4,7 +4,7 @@
 // a relay would) and through coffer-relay (built-in accounts, bearer sessions) — so the
 // two paths are driven by the same generator. Before each timed window it precomputes
 // what a client may prepare before talking to the vault (sealed login-start with KE1,
-// the login-finish HPKE ephemeral and its DH); live: OPAQUE finishLogin (bench KSF),
+// the HPKE ephemeral both requests share, spec §3.2, and its DH); live: OPAQUE finishLogin (bench KSF),
 // sealing login-finish, opening both answers, checking the released K.
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { request, Agent } from 'node:http';
@@ -64,10 +64,12 @@ let state;
 
 async function precomputeOne(account) {
   const start = opaque.client.startLogin({ password: PASSWORD });
-  const sealed = await sealRequest(state.fleetKey, account, 'login-start', pad(encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: fromBase64Url(start.startLoginRequest) })));
+  // One ephemeral for the login-start and the login-finish, as VaultClient.recover does (spec §3.2).
   const eph = await generateEphemeral();
   const dh = await eph.dh(state.fleetKey.publicKey);
-  return { start, sealed, ephemeral: { publicKey: eph.publicKey, dh: async () => dh } };
+  const ephemeral = { publicKey: eph.publicKey, dh: async () => dh.slice() };
+  const sealed = await sealRequest(state.fleetKey, account, 'login-start', pad(encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: fromBase64Url(start.startLoginRequest) })), { ephemeral });
+  return { start, sealed, ephemeral };
 }
 
 async function recoverOnce(account, send, pre) {

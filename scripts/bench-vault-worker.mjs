@@ -5,10 +5,10 @@
 //
 // Precomputed per recovery (before the timed window; the vault does none of this work):
 //   - the login-start request: OPAQUE KE1 + timestamp, HPKE-sealed to the fleet key
-//     (fresh ephemeral per request, so every request is distinct; the vault's replay
+//     (a fresh ephemeral per recovery, so every login-start is distinct; the vault's replay
 //     check sees a new one each time, and the 5-minute freshness window is never close);
-//   - the login-finish request's HPKE ephemeral key pair and its DH with the fleet key
-//     (RFC 9180 Encap does not depend on the message; only the AEAD seal does).
+//     the login-finish is sealed with the same ephemeral (spec §3.2), its DH with the
+//     fleet key computed once here (RFC 9180 Encap does not depend on the message).
 // Done live (it depends on the vault's KE2): OPAQUE finishLogin with the bench KSF, the
 // HPKE key schedule + seal of login-finish, opening both responses, and checking that
 // the released key unwraps to the registered K.
@@ -49,10 +49,12 @@ let state;
 
 async function precomputeOne(account) {
   const start = opaque.client.startLogin({ password: PASSWORD });
-  const sealed = await sealRequest(state.fleetKey, account, 'login-start', pad(encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: fromBase64Url(start.startLoginRequest) })));
+  // One ephemeral for the login-start and the login-finish, as VaultClient.recover does (spec §3.2).
   const eph = await generateEphemeral();
   const dh = await eph.dh(state.fleetKey.publicKey);
-  return { start, sealed, ephemeral: { publicKey: eph.publicKey, dh: async () => dh } };
+  const ephemeral = { publicKey: eph.publicKey, dh: async () => dh.slice() };
+  const sealed = await sealRequest(state.fleetKey, account, 'login-start', pad(encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: fromBase64Url(start.startLoginRequest) })), { ephemeral });
+  return { start, sealed, ephemeral };
 }
 
 async function recoverOnce(account, send, pre) {

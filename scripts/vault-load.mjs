@@ -29,21 +29,34 @@ export async function registerAll(P, fleetKey, accounts, send) {
 }
 
 /**
+ * A recovery's HPKE ephemeral key (spec §3.2: login-start and login-finish share it), its
+ * DH with the fleet key computed once. Built from `generateEphemeral`, which every build
+ * compared by bench-vault-ab exports, so all builds get the same client behaviour.
+ */
+export async function oneEphemeral(P, fleetKey) {
+  const eph = await P.generateEphemeral();
+  const dh = await eph.dh(fleetKey.publicKey);
+  return { publicKey: eph.publicKey, dh: async () => dh.slice() };
+}
+
+/**
  * One recovery per account: every login-start, `lanes` at a time, then every login-finish.
  * `timed(phase, run)` wraps each sending phase ('start', 'finish'): `run()` only sends.
  */
 export async function recoverAll(P, fleetKey, accounts, lanes, send, timed) {
   const starts = await pool(accounts, 8, async (account) => {
     const start = P.opaque.client.startLogin({ password: PASSWORD });
-    const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })));
-    return { account, start, sealed };
+    // One ephemeral for both requests, as VaultClient.recover does (spec §3.2).
+    const ephemeral = await oneEphemeral(P, fleetKey);
+    const sealed = await P.sealRequest(fleetKey, account, 'login-start', P.pad(P.encodeRequestBody({ op: 'login-start', timestampMs: Date.now(), ke1: P.fromBase64Url(start.startLoginRequest) })), { ephemeral });
+    return { account, start, sealed, ephemeral };
   });
   const answers1 = await timed('start', () => pool(starts, lanes, async (s) => ({ s, bytes: await send(s.account, s.sealed.bytes) })));
   const finishes = await pool(answers1, 8, async ({ s, bytes }) => {
     const r = P.decodeResponseBody(P.unpad(await s.sealed.openResponse(bytes)));
     if (r.outcome !== 'ok') throw new Error(`login-start: ${r.outcome}`);
     const f = P.opaque.client.finishLogin({ password: PASSWORD, clientLoginState: s.start.clientLoginState, loginResponse: P.toBase64Url(r.ke2), keyStretching: P.toSerenityKeyStretching(r.ksf) });
-    return { account: s.account, sealed: await P.sealRequest(fleetKey, s.account, 'login-finish', P.pad(P.encodeRequestBody({ op: 'login-finish', nonce: r.nonce, ke3: P.fromBase64Url(f.finishLoginRequest) }))) };
+    return { account: s.account, sealed: await P.sealRequest(fleetKey, s.account, 'login-finish', P.pad(P.encodeRequestBody({ op: 'login-finish', nonce: r.nonce, ke3: P.fromBase64Url(f.finishLoginRequest) })), { ephemeral: s.ephemeral }) };
   });
   const answers2 = await timed('finish', () => pool(finishes, lanes, async (f) => ({ f, bytes: await send(f.account, f.sealed.bytes) })));
   for (const { f, bytes } of answers2) {

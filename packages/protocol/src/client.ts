@@ -8,7 +8,8 @@
 import { fromBase64Url, toBase64Url } from './bytes.js';
 import { ProtocolError } from './errors.js';
 import { opaque } from './opaque.js';
-import { sealRequest, type SealedRequest } from './envelope.js';
+import { reusableEphemeral, sealRequest, type SealedRequest } from './envelope.js';
+import type { EphemeralKeyPair } from './hpke.js';
 import type { FleetKey } from './fleet-key.js';
 import { DEFAULT_KSF, toSerenityKeyStretching, type KsfParams } from './ksf.js';
 import { ownerToken, openRelease, unwrapBackupKey, wrapBackupKey } from './key-wrap.js';
@@ -67,9 +68,13 @@ export class VaultClient {
     this.#onSecretsForTesting = onSecretsForTesting;
   }
 
-  /** One request/response exchange. @throws on transport or decryption failure. */
-  async send(req: VaultRequest): Promise<VaultResponse> {
-    const sealed: SealedRequest = await sealRequest(this.#o.fleetKey, this.#o.account, req.op, pad(encodeRequestBody(req)));
+  /**
+   * One request/response exchange. `ephemeral`: the HPKE ephemeral key to seal with
+   * (a recovery passes one for both its requests, spec §3.2); a fresh one when absent.
+   * @throws on transport or decryption failure.
+   */
+  async send(req: VaultRequest, ephemeral?: EphemeralKeyPair): Promise<VaultResponse> {
+    const sealed: SealedRequest = await sealRequest(this.#o.fleetKey, this.#o.account, req.op, pad(encodeRequestBody(req)), ephemeral ? { ephemeral } : {});
     const response = await this.#o.transport(sealed.bytes);
     const res = decodeResponseBody(unpad(await sealed.openResponse(response)));
     if (res.op !== req.op) throw new ProtocolError(`vault answered ${res.op} to ${req.op}`);
@@ -138,7 +143,10 @@ export class VaultClient {
   async recover(pw: string | Secret<string>): Promise<RecoverResult> {
     await opaque.ready;
     const start = opaque.client.startLogin({ password: password(pw) });
-    const r1 = await this.send({ op: 'login-start', timestampMs: this.#o.now(), ke1: fromBase64Url(start.startLoginRequest) });
+    // One HPKE ephemeral for both requests: the vault reuses the login-start's DH with the
+    // fleet key for the login-finish (spec §3.2); each request keeps its own key schedule.
+    const ephemeral = await reusableEphemeral();
+    const r1 = await this.send({ op: 'login-start', timestampMs: this.#o.now(), ke1: fromBase64Url(start.startLoginRequest) }, ephemeral);
     if (r1.outcome !== 'ok' || r1.op !== 'login-start') return this.#failure(r1);
     const finish = opaque.client.finishLogin({
       password: password(pw),
@@ -147,7 +155,7 @@ export class VaultClient {
       keyStretching: toSerenityKeyStretching(r1.ksf),
     });
     if (finish) this.#onSecretsForTesting?.({ exportKey: fromBase64Url(finish.exportKey), sessionKey: fromBase64Url(finish.sessionKey) });
-    const r2 = await this.send({ op: 'login-finish', nonce: r1.nonce, ke3: finish ? fromBase64Url(finish.finishLoginRequest) : null });
+    const r2 = await this.send({ op: 'login-finish', nonce: r1.nonce, ke3: finish ? fromBase64Url(finish.finishLoginRequest) : null }, ephemeral);
     if (r2.outcome !== 'ok' || r2.op !== 'login-finish') return this.#failure(r2);
     if (!finish) throw new UnexpectedResponseError(r2);
     const wrapped = await openRelease(fromBase64Url(finish.sessionKey), this.#o.account, r2.releasedKey);

@@ -9,14 +9,14 @@
  * Response on the wire (fixed 560 bytes):
  *   response_nonce(32) || AEAD(padded body, 512+16)
  */
-import { ByteReader, ByteWriter, concat, utf8 } from './bytes.js';
+import { ByteReader, ByteWriter, concat, equalBytes, utf8 } from './bytes.js';
 import { DecodeError, DecryptionError } from './errors.js';
 import type { FleetKey } from './fleet-key.js';
 import { FLEET_KEY_ID_LENGTH } from './fleet-key.js';
 import { AEAD_AES_256_GCM, P256_PUBLIC_KEY_LENGTH, setupBaseRecipient, setupBaseSender, type EphemeralKeyPair, type HpkeContext } from './hpke.js';
 import { LABELS } from './labels.js';
 import { BODY_SIZE, operationCode, operationFromCode, PROTOCOL_VERSION, type Operation } from './messages.js';
-import { aesGcmOpen, aesGcmSeal, hkdfExpand, hkdfExpandOneBlock, hkdfExtract, hmacSha256Sync, webRandom, type RandomSource } from './primitives.js';
+import { aesGcmOpen, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExpandOneBlock, hkdfExtract, hmacSha256Sync, webRandom, type RandomSource } from './primitives.js';
 
 const TAG = 16;
 export const REQUEST_HEADER_LENGTH = 1 + 1 + FLEET_KEY_ID_LENGTH + P256_PUBLIC_KEY_LENGTH;
@@ -94,6 +94,23 @@ export interface SealedRequest {
 export interface SealRequestOptions {
   /** Test vectors only: a fixed ephemeral key. */
   ephemeral?: EphemeralKeyPair;
+}
+
+/**
+ * A fresh ephemeral key for the two requests of one recovery (spec §3.2: a login-finish
+ * is sealed with its login-start's ephemeral, so the vault can reuse that request's DH
+ * with the fleet key). The DH with a given peer is computed once. Nothing else may share it.
+ */
+export async function reusableEphemeral(): Promise<EphemeralKeyPair> {
+  const eph = await generateEphemeral();
+  let memo: { readonly peer: Uint8Array; readonly dh: Promise<Uint8Array> } | null = null;
+  return {
+    publicKey: eph.publicKey,
+    dh(peer: Uint8Array): Promise<Uint8Array> {
+      if (!memo || !equalBytes(memo.peer, peer)) memo = { peer: peer.slice(), dh: eph.dh(peer) };
+      return memo.dh.then((d) => d.slice());
+    },
+  };
 }
 
 /** Client side: seal a padded body for `account` and `op` to the pinned fleet key. */

@@ -65,6 +65,7 @@ export {
   requestInfo,
   parseRequest,
   sealRequest,
+  reusableEphemeral,
   openRequest,
   type RequestHeader,
   type SealedRequest,

@@ -45,6 +45,7 @@ import {
   type VaultResponse,
 } from '@coffer/protocol';
 import { checkPolicy, type CorePolicy } from './config.js';
+import { DhReuse } from './dh-reuse.js';
 import { KEY_LABELS } from './key-labels.js';
 import { PlatformError, type Platform } from './platform.js';
 import { DEFAULT_RECORD_KEYRING, RecordIntegrityError, sealRecord, unsealRecord, type AccountRecord, type ActiveRecord, type RecordKeyring } from './record.js';
@@ -86,13 +87,18 @@ export interface Decision {
 }
 
 export class VaultCore {
+  /** Login-starts' fleet DHs for their login-finishes (dh-reuse.ts); only saves HSM work. */
+  readonly #dhReuse: DhReuse;
+
   private constructor(
     private readonly platform: Platform,
     private readonly policy: CorePolicy,
     private readonly fleetKey: FleetKey,
     private readonly opaqueSetup: Secret<string>,
     private readonly recordKeys: RecordKeyring,
-  ) {}
+  ) {
+    this.#dhReuse = new DhReuse(policy.loginTtlMs);
+  }
 
   /**
    * @param opaqueSetup the unsealed OPAQUE server setup (see opaque-setup.ts)
@@ -105,7 +111,11 @@ export class VaultCore {
     return new VaultCore(platform, checkPolicy(policy), fleetKey, opaqueSetup, recordKeys);
   }
 
-  /** Parses and decrypts one request. Never touches a record. */
+  /**
+   * Parses and decrypts one request. Never touches a record. The only state it keeps:
+   * an opened login-start's fleet DH, which its login-finish (same ephemeral, spec §3.2)
+   * takes instead of a second DH in the platform.
+   */
   async open(account: string, bytes: Uint8Array): Promise<OpenResult> {
     if (!ACCOUNT_ID_PATTERN.test(account)) return refuse('bad-account', 'account: must be 1..128 printable ASCII characters');
     let header;
@@ -120,12 +130,17 @@ export class VaultCore {
     }
     if (!equalBytes(header.keyId, this.fleetKey.keyId)) return refuse('unknown-fleet-key', 'request is sealed to a fleet key this vault does not hold');
     let envelope: OpenedRequest;
+    let dhOutput: Uint8Array | null = null;
     try {
-      envelope = await openRequest(header, account, this.fleetKey.publicKey, (enc) => this.#fleetDh(enc));
+      envelope = await openRequest(header, account, this.fleetKey.publicKey, async (enc) => {
+        const kept = header.op === 'login-finish' ? this.#dhReuse.take(account, enc, this.platform.now()) : null;
+        return (dhOutput = kept ?? (await this.#fleetDh(enc)));
+      });
     } catch (err) {
       if (err instanceof DecryptionError) return refuse('undecryptable', 'request does not decrypt for this account and operation');
       throw err;
     }
+    if (header.op === 'login-start' && dhOutput) this.#dhReuse.keep(account, header.enc, dhOutput, this.platform.now());
     let body: VaultRequest | null;
     try {
       body = decodeRequestBody(header.op, unpad(envelope.paddedBody));

@@ -1,5 +1,5 @@
 /** Hand-built requests, for tests that replay, splice or capture exact bytes. */
-import { decodeResponseBody, encodeRequestBody, fromBase64Url, opaque, pad, sealRequest, unpad, type FleetKey, type SealedRequest, type VaultRequest, type VaultResponse } from '@coffer/protocol';
+import { decodeResponseBody, encodeRequestBody, fromBase64Url, opaque, pad, sealRequest, unpad, type EphemeralKeyPair, type FleetKey, type SealedRequest, type VaultRequest, type VaultResponse } from '@coffer/protocol';
 import type { Harness } from './vault-harness.js';
 
 export interface RawExchange {
@@ -7,8 +7,8 @@ export interface RawExchange {
   send(): Promise<{ status: number; response: VaultResponse | null; bytes: Buffer }>;
 }
 
-export async function raw(h: Harness, account: string, req: VaultRequest, fleetKey: FleetKey = h.vault.fleet.fleetKey): Promise<RawExchange> {
-  const sealed = await sealRequest(fleetKey, account, req.op, pad(encodeRequestBody(req)));
+export async function raw(h: Harness, account: string, req: VaultRequest, fleetKey: FleetKey = h.vault.fleet.fleetKey, ephemeral?: EphemeralKeyPair): Promise<RawExchange> {
+  const sealed = await sealRequest(fleetKey, account, req.op, pad(encodeRequestBody(req)), ephemeral ? { ephemeral } : {});
   return {
     sealed,
     async send() {

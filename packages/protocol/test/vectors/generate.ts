@@ -85,13 +85,16 @@ async function main(): Promise<void> {
   vectors.push({ name: 'response-body-unknown-outcome', kind: 'response-body', expect: 'decode-error', comment: 'outcome 99 is unknown', encoded: '010163' });
 
   // Full envelopes: request sealed with a fixed ephemeral key, response with a fixed nonce.
-  const envelopes: [string, string, VaultRequest, VaultResponse][] = [
+  const envelopes: [string, string, VaultRequest, VaultResponse, string?][] = [
     ['status', 'alice@example.org', { op: 'status', proof: null }, { outcome: 'ok', op: 'status', guessesRemaining: 10, guessLimit: 10, ksf: DEFAULT_KSF }],
     ['login-start', 'alice@example.org', requests[4]![1], { outcome: 'ok', op: 'login-start', nonce: seq(16, 3), ke2: seq(320, 5), ksf: DEFAULT_KSF }],
     ['login-finish', 'user-42', requests[5]![1], { outcome: 'wrong-password', op: 'login-finish', guessesRemaining: 9 }],
+    // §3.2: a recovery's login-finish is sealed with its login-start's ephemeral key (same
+    // enc, its own key schedule: the operation is in info).
+    ['login-finish-same-ephemeral', 'alice@example.org', requests[5]![1], { outcome: 'wrong-password', op: 'login-finish', guessesRemaining: 9 }, 'login-start'],
   ];
-  for (const [name, account, req, res] of envelopes) {
-    const skE = scalar(`ephemeral ${name}`);
+  for (const [name, account, req, res, ephemeralOf] of envelopes) {
+    const skE = scalar(`ephemeral ${ephemeralOf ?? name}`);
     const body = pad(encodeRequestBody(req));
     const sealed = await sealRequest(fleetKey, account, req.op, body, { ephemeral: await ephemeral(skE) });
     vectors.push({ name: `request-${name}`, kind: 'request', expect: 'success', comment: `${req.op} for ${account}`, recipientPrivateKey: hex(skR), recipientPublicKey: hex(pkR), ephemeralPrivateKey: hex(skE), account, op: req.op, body: hex(body), request: hex(sealed.bytes) });

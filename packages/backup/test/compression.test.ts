@@ -231,6 +231,25 @@ test('randomCheck decides as looksRandom, but a blob whose middle bytes are few 
   assert.equal(randomCheck(small), looksRandom(small));
 });
 
+test('a large chunk whose sample holds few distinct values in its middle is compressed without the zstd sample', async () => {
+  // The first 64 KiB (the sample) random but for 1 KiB of text in their middle, then text:
+  // the sample alone would not shrink by 1/32, and decided the chunk raw; without it zstd
+  // runs on the whole chunk, which shrinks.
+  const sample = prng(41, 64 * 1024);
+  Buffer.from(prose(1024, 9)).copy(sample, 32 * 1024 - 512);
+  const chunk = Buffer.concat([sample, Buffer.from(prose(448 * 1024, 10))]);
+  const scratch = Buffer.allocUnsafe(zstdBound(chunk.length));
+  for (const got of [await maybeCompress(chunk, 'auto'), maybeCompressInto(chunk, 'auto', scratch)]) {
+    assert.equal(got.flags & BLOB_COMPRESSED, BLOB_COMPRESSED);
+    assert.ok(got.stored.length < chunk.length * 0.8, `${got.stored.length} of ${chunk.length} bytes`);
+  }
+  // Random throughout but that same middle: zstd runs, does not shrink it, and it is stored raw.
+  const noise = prng(42, 512 * 1024);
+  Buffer.from(prose(1024, 9)).copy(noise, 32 * 1024 - 512);
+  assert.deepEqual(await maybeCompress(noise, 'auto'), { stored: noise, flags: 0 });
+  assert.equal(maybeCompressInto(noise, 'auto', scratch).stored, noise);
+});
+
 test('decompressing a blob into its raw length (decompressBlobHere): a frame that decodes to more or to fewer bytes is corrupt, as on the thread pool', async () => {
   const raw = Buffer.from(prose(300_000, 21));
   const { stored, flags } = await maybeCompress(raw, 'auto');

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { BackupKey, CofferError, Compression, LocalBackend, Repository, backup, check, parseCompressionMode, restore, type CompressionMode } from '../src/index.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
-import { RANDOM_CHECK_FROM, decompressBlob, decompressBlobHere, looksRandom, maybeCompress, maybeCompressInto, zstdBound, zstdFrameEnd } from '../src/repository/compress.js';
+import { RANDOM_CHECK_FROM, RANDOM_PROBE_BYTES, decompressBlob, decompressBlobHere, looksRandom, maybeCompress, maybeCompressInto, randomCheck, zstdBound, zstdFrameEnd } from '../src/repository/compress.js';
 import { SMALL_CHUNKER, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 /** Compressible but not trivially so: words drawn from a small vocabulary by a PRNG. */
@@ -204,6 +204,50 @@ test('looksRandom counts bytes four at a time and decides exactly as the plain e
     }
   }
   assert.ok(randomSeen > 50 && otherSeen > 50, `both outcomes checked (${randomSeen} random, ${otherSeen} not)`);
+});
+
+test('randomCheck decides as looksRandom, but a blob whose middle bytes are few distinct values is not random without being counted in full', async () => {
+  // Random bytes of every size: the probe never stops them, so they are decided by the full count.
+  for (const n of [RANDOM_CHECK_FROM, 2 * RANDOM_PROBE_BYTES, 2 * RANDOM_PROBE_BYTES + 1, 1000, 4096, 65_536, 262_143]) {
+    for (let seed = 1; seed <= 50; seed++) assert.ok(randomCheck(prng(seed * 7919 + n, n)), `random ${n} bytes (seed ${seed})`);
+  }
+  // Text and other structured data: not random either way.
+  for (const s of [Buffer.from(prose(600, 1)), Buffer.from(prose(200_000, 2)), Buffer.from(prng(3, 1024).toString('base64'))]) {
+    assert.equal(randomCheck(s), false, `${s.length} bytes of text`);
+  }
+  // Random bytes with text in the middle: the full count says random, the probe (the
+  // middle RANDOM_PROBE_BYTES) says not, and zstd is tried; stored raw all the same.
+  const half = prng(31, 8192);
+  const mixed = Buffer.concat([half, Buffer.from(prose(RANDOM_PROBE_BYTES, 5)), prng(32, 8192)]);
+  assert.equal(looksRandom(mixed), true);
+  assert.equal(randomCheck(mixed), false);
+  assert.deepEqual(await maybeCompress(mixed, 'auto'), { stored: mixed, flags: 0 });
+  // Text with random bytes in the middle: the probe lets it through to the full count, which says not random.
+  const textAround = Buffer.concat([Buffer.from(prose(20_000, 6)), prng(33, RANDOM_PROBE_BYTES * 4), Buffer.from(prose(20_000, 7))]);
+  assert.equal(randomCheck(textAround), false);
+  assert.equal((await maybeCompress(textAround, 'auto')).flags & BLOB_COMPRESSED, BLOB_COMPRESSED);
+  // At most 2 × RANDOM_PROBE_BYTES there is no probe: looksRandom alone.
+  const small = Buffer.concat([prng(34, RANDOM_PROBE_BYTES - 64), Buffer.from(prose(128, 8)), prng(35, RANDOM_PROBE_BYTES - 64)]);
+  assert.equal(randomCheck(small), looksRandom(small));
+});
+
+test('a large chunk whose sample holds few distinct values in its middle is compressed without the zstd sample', async () => {
+  // The first 64 KiB (the sample) random but for 1 KiB of text in their middle, then text:
+  // the sample alone would not shrink by 1/32, and decided the chunk raw; without it zstd
+  // runs on the whole chunk, which shrinks.
+  const sample = prng(41, 64 * 1024);
+  Buffer.from(prose(1024, 9)).copy(sample, 32 * 1024 - 512);
+  const chunk = Buffer.concat([sample, Buffer.from(prose(448 * 1024, 10))]);
+  const scratch = Buffer.allocUnsafe(zstdBound(chunk.length));
+  for (const got of [await maybeCompress(chunk, 'auto'), maybeCompressInto(chunk, 'auto', scratch)]) {
+    assert.equal(got.flags & BLOB_COMPRESSED, BLOB_COMPRESSED);
+    assert.ok(got.stored.length < chunk.length * 0.8, `${got.stored.length} of ${chunk.length} bytes`);
+  }
+  // Random throughout but that same middle: zstd runs, does not shrink it, and it is stored raw.
+  const noise = prng(42, 512 * 1024);
+  Buffer.from(prose(1024, 9)).copy(noise, 32 * 1024 - 512);
+  assert.deepEqual(await maybeCompress(noise, 'auto'), { stored: noise, flags: 0 });
+  assert.equal(maybeCompressInto(noise, 'auto', scratch).stored, noise);
 });
 
 test('decompressing a blob into its raw length (decompressBlobHere): a frame that decodes to more or to fewer bytes is corrupt, as on the thread pool', async () => {

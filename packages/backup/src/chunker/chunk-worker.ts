@@ -14,7 +14,7 @@
  */
 import { createSecretKey } from 'node:crypto';
 import { chunkIdUnder } from '../crypto/repository-keys.js';
-import { closeSync, constants as fsConstants, lstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { maybeCompressInto, zstdBound, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
@@ -203,8 +203,13 @@ if (parentPort) {
    * Reads up to `want` bytes (the expected size + 1: one more shows the file grew) into
    * `buf` at `at`; O_NOFOLLOW as above. A short read is the end of a regular file (one
    * read call per file, not two); were it not, the size check after it sees a change.
+   * Then the file's stat after the read, from the descriptor (fstat, not a second lookup
+   * of the path: ~1.5 µs less per file), into `after` at 4 × `k` (size, mtimeNs, ctimeNs,
+   * ino), with HasAfter set in `status` (left 0 when it is not a regular file). It is the stat of the
+   * bytes read; a file renamed over the path meanwhile is another file, seen by the next
+   * backup (its inode and ctime differ from this one's).
    */
-  const readSmallInto = (path: Buffer, buf: Buffer, at: number, want: number): number => {
+  const readSmallInto = (path: Buffer, buf: Buffer, at: number, want: number, after: BigUint64Array, status: Int32Array, k: number): number => {
     const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     try {
       let got = 0;
@@ -212,6 +217,19 @@ if (parentPort) {
         const n = readSync(fd, buf, at + got, want - got, null);
         got += n;
         if (n === 0 || got < want) break;
+      }
+      try {
+        const st = fstatSync(fd, { bigint: true });
+        if (st.isFile()) {
+          const a = 4 * k;
+          after[a] = st.size;
+          after[a + 1] = BigInt.asUintN(64, st.mtimeNs);
+          after[a + 2] = BigInt.asUintN(64, st.ctimeNs);
+          after[a + 3] = st.ino;
+          status[SMALL_STATUS * k + SmallStatus.HasAfter] = 1;
+        }
+      } catch {
+        // no stat: HasAfter stays 0, the file counts as changed
       }
       return got;
     } finally {
@@ -245,7 +263,7 @@ if (parentPort) {
       const s = SMALL_STATUS * i;
       let got: number;
       try {
-        got = readSmallInto(path, raw, pos, sizes[i]! + 1);
+        got = readSmallInto(path, raw, pos, sizes[i]! + 1, after, status, i);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         views.push(null);
@@ -254,19 +272,6 @@ if (parentPort) {
       }
       const view = raw.subarray(pos, pos + got);
       pos += got;
-      // lstat after the read, on this thread: the main thread needs no second stat per file.
-      try {
-        const st = lstatSync(path, { bigint: true });
-        if (st.isFile()) {
-          after[4 * i] = st.size;
-          after[4 * i + 1] = BigInt.asUintN(64, st.mtimeNs);
-          after[4 * i + 2] = BigInt.asUintN(64, st.ctimeNs);
-          after[4 * i + 3] = st.ino;
-          status[s + SmallStatus.HasAfter] = 1;
-        }
-      } catch {
-        // gone: HasAfter stays 0
-      }
       ids.set(chunkIdUnder(idKey, view), 32 * i);
       views.push(view);
       status[s + SmallStatus.Ok] = 1;

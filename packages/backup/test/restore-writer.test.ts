@@ -15,7 +15,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { CofferError, backup, restore } from '../src/index.js';
-import { restoreWriterForTesting } from '../src/repository/restore.js';
+import { restoreWriterForTesting, timeArgOf } from '../src/repository/restore.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, RestoreWriter } from '../src/repository/restore-writer.js';
 import { maybeCompressInto, zstdBound } from '../src/repository/compress.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
@@ -211,3 +211,22 @@ test('a file sent as its stored blob is checked on the thread: written when it i
 
 await import('./metadata.test.js');
 await import('./restore-safety.test.js');
+
+test('a file time made from the file table (seconds and nanoseconds, no bigint) is the string utimes was given from the nanoseconds', () => {
+  // The reference: the stored nanoseconds truncated toward zero to microseconds, then half a microsecond past it.
+  const fromNs = (ns: bigint) => {
+    const us = ns / 1000n;
+    const a = us < 0n ? -us : us;
+    return `${us < 0n ? '-' : ''}${a / 1_000_000n}.${String(a % 1_000_000n).padStart(6, '0')}5`;
+  };
+  const NS = 1_000_000_000n;
+  const times = [0n, 1n, 999n, 1000n, -1n, -999n, -1000n, -1001n, -500n, 1_700_000_000_123_456_789n, -86_400_000_000_000_001n, 999_999_999n, -999_999_999n, 4_102_444_800_999_999_999n, -NS, NS];
+  for (let i = 0, x = 12345n; i < 200; i++) {
+    x = (x * 6364136223846793005n + 1442695040888963407n) % 2n ** 64n;
+    times.push((x % 2n ** 63n) - 2n ** 62n); // ±146 years around 1970, in nanoseconds
+  }
+  for (const ns of times) {
+    // As FileTable keeps it: whole seconds toward zero, and the nanoseconds left (same sign).
+    assert.equal(timeArgOf(Number(ns / NS), Number(ns % NS)), fromNs(ns), String(ns));
+  }
+});

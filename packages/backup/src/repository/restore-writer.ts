@@ -153,6 +153,9 @@ export function rebuildError(info: ErrorInfo): NodeJS.ErrnoException {
   return e;
 }
 
+/** What most files' writes resolve to: written, nothing to say. */
+const PLAIN: WrittenFile = Object.freeze({ existed: false });
+
 export class RestoreWriter {
   readonly #threads: Thread[] = [];
   readonly #max: number;
@@ -296,16 +299,16 @@ export class RestoreWriter {
   #answer(t: Thread, r: WriteBatchResult): void {
     const batch = t.sent.shift() ?? [];
     if (r.bytes.byteLength === BATCH_BUFFER && this.#buffers.length < BATCH_BUFFERS_KEPT) this.#buffers.push(r.bytes);
-    const written: WrittenFile[] = [];
-    for (let i = 0; i < r.done; i++) written.push({ existed: false });
+    // Most files have no note: they share one answer (issue 13: an object per small file).
+    const written: Array<WrittenFile | undefined> = [];
     for (const n of r.notes) {
-      const w = written[n.i];
-      if (!w) continue; // the file that failed
+      if (n.i >= r.done) continue; // the file that failed
+      const w = (written[n.i] ??= { existed: false });
       if (n.existed) w.existed = true;
       if (n.ownerError) w.ownerError = n.ownerError;
       if (n.timeError) w.timeError = n.timeError;
     }
-    for (let i = 0; i < r.done; i++) batch[i]!.resolve(written[i]!);
+    for (let i = 0; i < r.done; i++) batch[i]!.resolve(written[i] ?? PLAIN);
     if (r.error) {
       batch[r.done]!.reject(rebuildError(r.error));
       // The files after it were not started: each is tried again, for its own outcome.

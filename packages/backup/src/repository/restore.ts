@@ -35,6 +35,7 @@ import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
 import { decompressBlobHere } from './compress.js';
 import type { BlobIndex } from './index-file.js';
+import type { ObjectReader } from '../storage/backend.js';
 import { hex, packName } from './blob.js';
 import { RepositoryLock } from './lock.js';
 import { mapLimit, type Repository, type SnapshotRecord } from './repository.js';
@@ -1030,13 +1031,17 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         }
         plainPos = segEnd;
       };
+      // The pack opened once for all its pieces where storage can (a local repository).
+      let reader: ObjectReader | undefined;
       try {
+        if (repo.backend.openReader && sealedLength > PACK_READ_PIECE) reader = await repo.backend.openReader(name);
         for (let off = 0; off < sealedLength; off += PACK_READ_PIECE) {
           const want = Math.min(PACK_READ_PIECE, sealedLength - off);
           const last = off + want === sealedLength;
           // The last read asks for one byte more: a pack longer than indexed is damaged
           // (extended), even if the indexed part authenticates.
-          const piece = await repo.backend.get(name, { offset: off, length: last ? want + 1 : want });
+          const range = { offset: off, length: last ? want + 1 : want };
+          const piece = reader ? await reader.read(range) : await repo.backend.get(name, range);
           if (piece.length > want) throw new CofferError('corrupt', 'it is longer than the index says (extended)');
           for (const seg of opener.update(piece)) feed(seg);
           // Blobs being decompressed and written hold their bytes (stored, raw and zstd's
@@ -1045,9 +1050,12 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           if (writes.bytes > RESTORE_IN_FLIGHT_BYTES) await writes.until(RESTORE_IN_FLIGHT_BYTES);
           if (piece.length < want) break; // shorter than indexed: final() says so
         }
+        void reader?.close();
+        reader = undefined;
         for (const seg of opener.final()) feed(seg);
         if (next < blobs.length) throw new CofferError('corrupt', 'index points outside the pack');
       } catch (e) {
+        void reader?.close();
         await writes.until(-1);
         if (CofferError.is(e, 'missing-object')) {
           const needs: string[] = [];

@@ -172,6 +172,31 @@ test('a thread\'s answers are taken while the main thread is busy: it gets the n
   assert.equal((await fs.readdir(dst)).length, 4 * 64);
 });
 
+test('send: each file\'s done is called from poll() while the main thread never yields, so a count of files in flight kept from it falls at once', async (t) => {
+  const dst = await tempDir(t, 'rw-send');
+  const w = new RestoreWriter(1);
+  t.after(() => w.close());
+  const file = (name: string) => ({ tmp: Buffer.from(join(dst, `.${name}.tmp`)), dest: Buffer.from(join(dst, name)), data: Buffer.from(name), mode: 0o644, time: '1700000000', overwrite: false });
+  // The thread starts (asynchronously) with the first file: let it come up.
+  await w.write(file('first'));
+  let inFlight = 0;
+  const failures: unknown[] = [];
+  for (let i = 0; i < 64; i++) {
+    inFlight++;
+    w.send(file(`f${i}`), (r, err) => {
+      if (err || !r) failures.push(err);
+      inFlight--;
+    });
+  }
+  assert.equal(inFlight, 64, 'done is never called from within send');
+  // From here on this test never yields: only poll() can take the thread's answer.
+  const deadline = Date.now() + 20_000;
+  while (inFlight > 0 && Date.now() < deadline) w.poll();
+  assert.equal(inFlight, 0, 'every file was answered through poll(), without yielding');
+  assert.deepEqual(failures, []);
+  assert.equal((await fs.readdir(dst)).length, 65);
+});
+
 test('a file sent as its stored blob is checked on the thread: written when it is what its ID says, refused (CORRUPT_BLOB, nothing created) when not', async (t) => {
   const dst = await tempDir(t, 'rw-blob');
   const key = Buffer.alloc(32, 7);

@@ -708,46 +708,60 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   }
   /**
    * writeWhole on a writer thread: the same calls in the same order, the directory handle
-   * held until the file is in place; warnings and bookkeeping stay here. Without a
-   * promise of its own where its directory is open (nearly always): besides the thread's
-   * answer, nothing per file but its paths and message (issue 13: the async functions
-   * and closures per small file were a third of what the main thread allocated, and
-   * its collections a fifth of its time, on the 50,000-file tree).
+   * held until the file is in place; warnings and bookkeeping stay here. `done` is told
+   * once the file is in place (no argument) or why not (its error, named as naming()
+   * names it); it must not throw. Without a promise where its directory is open (nearly
+   * always): nothing per file but its paths and message (issue 13: the async functions
+   * and closures per small file were a third of what the main thread allocated, and its
+   * collections a fifth of its time, on the 50,000-file tree). The thread's answers are
+   * taken as soon as the main thread looks (writerRoom), so its count of files in flight
+   * is never stale: with a promise per file it fell only once the main thread yielded,
+   * and it wrote three files in five itself meanwhile, the thread idle.
    */
-  const writeWholeThere = (w: RestoreWriter, f: number, data: Buffer, blob?: SentBlob): Promise<void> => {
+  const toThread = (w: RestoreWriter, f: number, data: Buffer, blob: SentBlob | undefined, done: (err?: unknown) => void): void => {
     const rawPath = files.rawPath(f);
     const slash = rawPath.lastIndexOf(0x2f);
     const dir = slash < 0 ? NO_DIR : rawPath.subarray(0, slash);
     writerFiles++;
     const held = tgt.holdOpen(dir);
-    if (held) return sendWhole(w, f, data, blob, held, true, rawPath, slash);
-    // Its directory is not open: once it is (one wait for the files that came with it)…
-    return tgt.opened(dir).then(
+    if (held) return sendWhole(w, f, data, blob, held, true, rawPath, slash, done);
+    // Its directory is not open: once it is (one wait for the files that came with it),
+    // or, closed again meanwhile (the directories in use are many), opened and held as
+    // for any other file.
+    tgt.opened(dir).then(
       () => {
         const now = tgt.holdOpen(dir);
-        return now ? sendWhole(w, f, data, blob, now, true, rawPath, slash) : sendWholeOpening(w, f, data, blob, dir, rawPath, slash);
+        if (now) return sendWhole(w, f, data, blob, now, true, rawPath, slash, done);
+        let sent = false;
+        naming(f, () =>
+          inDir(dir, (prefix) => {
+            sent = true;
+            return new Promise<void>((res, rej) => sendWhole(w, f, data, blob, { prefix }, false, rawPath, slash, (e) => (e === undefined ? res() : rej(e))));
+          }),
+        ).then(
+          () => done(),
+          (e: unknown) => {
+            if (!sent) writerFiles--;
+            done(e);
+          },
+        );
       },
       (e: unknown) => {
         writerFiles--;
-        throw e instanceof CofferError ? e : new FileWriteError(shown(rawPath), e);
+        done(fileError(f, e));
       },
     );
   };
-  /** …or, closed again meanwhile (the directories in use are many), opened and held as for any other file. */
-  const sendWholeOpening = (w: RestoreWriter, f: number, data: Buffer, blob: SentBlob | undefined, dir: Buffer, rawPath: Buffer, slash: number): Promise<void> => {
-    let sent = false;
-    return naming(f, () =>
-      inDir(dir, (prefix) => {
-        sent = true;
-        return sendWhole(w, f, data, blob, { prefix }, false, rawPath, slash);
-      }),
-    ).catch((e: unknown) => {
-      if (!sent) writerFiles--;
-      throw e;
-    });
+  /** writeWhole on a writer thread as a promise. */
+  const writeWholeThere = (w: RestoreWriter, f: number, data: Buffer): Promise<void> =>
+    new Promise<void>((res, rej) => toThread(w, f, data, undefined, (e) => (e === undefined ? res() : rej(e))));
+  /** Whether the writer threads may take one more file (their answers taken first). */
+  const writerRoom = (w: RestoreWriter) => {
+    if (writerFiles >= RESTORE_WRITER_IN_FLIGHT) w.poll();
+    return writerFiles < RESTORE_WRITER_IN_FLIGHT && !w.backlogged;
   };
-  /** writeWholeThere in `dir`, held open (released here once answered, when `release`). */
-  const sendWhole = (w: RestoreWriter, f: number, data: Buffer, blob: SentBlob | undefined, dir: HeldDir, release: boolean, rawPath: Buffer, slash: number): Promise<void> => {
+  /** toThread in `dir`, held open (released here once answered, when `release`). */
+  const sendWhole = (w: RestoreWriter, f: number, data: Buffer, blob: SentBlob | undefined, dir: HeldDir, release: boolean, rawPath: Buffer, slash: number, done: (err?: unknown) => void): void => {
     files.setCreated(f);
     const recorded = files.owner(f);
     const owner = owners ? recorded : undefined;
@@ -755,34 +769,37 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     const file: WholeFile = { tmp: tmpIn(dir.prefix, f), dest: Buffer.concat([dir.prefix, rawPath.subarray(slash + 1)]), data, mode, time: files.time(f), overwrite: opts.overwrite === true };
     if (blob) file.blob = blob;
     if (owner) file.owner = owner;
-    return w.write(file).then(
-      (r) => {
-        if (release) tgt.release(dir);
-        writerFiles--;
-        if (r.ownerError || r.timeError || r.existed || (mode !== files.mode[f] && recorded)) {
+    w.send(file, (r, err) => {
+      if (release) tgt.release(dir);
+      writerFiles--;
+      if (err) {
+        // The blob failed its checks on the thread (nothing was written): the same error
+        // as when they run here.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (blob && code === CORRUPT_BLOB) {
+          done(new CofferError('corrupt', err.message === BLOB_NOT_ITS_ID ? notItsId(blob.pack, blob.offset, blob.id) : `${blob.pack} (blob at ${blob.offset}): ${err.message}`));
+        } else done(new FileWriteError(shown(rawPath), err));
+        return;
+      }
+      try {
+        if (r!.ownerError || r!.timeError || r!.existed || (mode !== files.mode[f] && recorded)) {
           const where = shown(rawPath);
-          if (r.ownerError) warn(where, `cannot set owner ${owner!.uid}:${owner!.gid}: ${errText(rebuildError(r.ownerError))}`);
+          if (r!.ownerError) warn(where, `cannot set owner ${owner!.uid}:${owner!.gid}: ${errText(rebuildError(r!.ownerError))}`);
           if (mode !== files.mode[f] && recorded) warn(where, `setuid/setgid bits dropped: the owner ${recorded.uid}:${recorded.gid} was not restored`);
-          if (r.timeError) warn(where, `cannot set its modification time: ${errText(rebuildError(r.timeError))}`);
-          if (r.existed) replaced.push(where);
+          if (r!.timeError) warn(where, `cannot set its modification time: ${errText(rebuildError(r!.timeError))}`);
+          if (r!.existed) replaced.push(where);
         }
         files.setPlaced(f);
         files.remaining[f] = 0;
         progress.bytes += blob ? blob.rawLength : data.length;
         progress.files++;
         report();
-      },
-      (err: NodeJS.ErrnoException) => {
-        if (release) tgt.release(dir);
-        writerFiles--;
-        // The blob failed its checks on the thread (nothing was written): the same error
-        // as when they run here.
-        if (blob && err.code === CORRUPT_BLOB) {
-          throw new CofferError('corrupt', err.message === BLOB_NOT_ITS_ID ? notItsId(blob.pack, blob.offset, blob.id) : `${blob.pack} (blob at ${blob.offset}): ${err.message}`);
-        }
-        throw new FileWriteError(shown(rawPath), err);
-      },
-    );
+      } catch (e) {
+        done(e);
+        return;
+      }
+      done();
+    });
   };
   /**
    * A file with at most one chunk, written, finished and renamed into place in one go;
@@ -791,7 +808,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const writeWhole = (f: number, raw: Buffer): Promise<void> => {
     // The main thread writes the file itself when the threads are behind (it then works
     // as one more writer) or too many files wait for them.
-    if (writer && threadable(f) && writerFiles < RESTORE_WRITER_IN_FLIGHT && !writer.backlogged) return writeWholeThere(writer, f, raw);
+    if (writer && threadable(f) && writerRoom(writer)) return writeWholeThere(writer, f, raw);
     const rawPath = files.rawPath(f);
     const slash = rawPath.lastIndexOf(0x2f);
     const dir = slash < 0 ? NO_DIR : rawPath.subarray(0, slash);
@@ -937,72 +954,78 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       const name = packName(packId);
       const sealedLength = index.packs.get(packId.toString('latin1'))?.sealedLength ?? 0;
       const writes = new PackWrites();
-      const deliver = (bl: (typeof blobs)[number], stored: Buffer): Promise<void> => {
+      /** Hands a blob on to be written everywhere it is used, its bytes (`bytes`: stored + raw) counted in `writes` until then. */
+      const deliver = (bl: (typeof blobs)[number], stored: Buffer, bytes: number): void => {
         const { b, loc } = bl;
         // A small blob that is one whole file goes to a writer thread as it is stored: the
         // thread decompresses and checks it (restore-writer.ts), not this one.
         const u0 = blobFirstUse[b]!;
         const f0 = useFile[u0]!;
-        if (writer && useNext[u0] === -1 && files.chunks[f0] === 1 && loc.rawLength < RESTORE_CHECK_OFF_THREAD_FROM && threadable(f0) && writerFiles < RESTORE_WRITER_IN_FLIGHT && !writer.backlogged) {
-          return writeWholeThere(writer, f0, stored, { flags: loc.flags, rawLength: loc.rawLength, id: index.idAt(blobRec[b]!), pack: name, offset: loc.offset });
+        if (writer && useNext[u0] === -1 && files.chunks[f0] === 1 && loc.rawLength < RESTORE_CHECK_OFF_THREAD_FROM && threadable(f0) && writerRoom(writer)) {
+          const n = writes.begin(bytes);
+          toThread(writer, f0, stored, { flags: loc.flags, rawLength: loc.rawLength, id: index.idAt(blobRec[b]!), pack: name, offset: loc.offset }, (e) => writes.end(n, bytes, e));
+          return;
         }
-        return (async () => {
-          // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
-          // authenticated, but an index pointing at the wrong blob would otherwise
-          // restore the wrong bytes. A large blob is unpadded, decompressed and checked
-          // on the blob-check thread (restore-check.ts), its stored bytes handed over; a
-          // small one here, where the round trip would cost more than the work (its
-          // decompression here since most small blobs go to the writer thread above: the
-          // rest, on the thread pool, cost this thread more in dispatch than zstd does).
-          const id = index.idAt(blobRec[b]!);
-          const where = `${name} (blob at ${loc.offset})`;
-          let raw: Buffer;
-          if (loc.rawLength >= RESTORE_CHECK_OFF_THREAD_FROM && (checker?.pending ?? 0) < restoreCheckForTesting.queue) {
-            const thread = (checker ??= new BlobCheckThread(repo.keys.chunkIdKey));
-            const refused = (err: NodeJS.ErrnoException): never => {
-              if (err.code !== CORRUPT_BLOB) throw err;
-              throw new CofferError('corrupt', err.message === BLOB_NOT_ITS_ID ? notItsId(name, loc.offset, id) : `${where}: ${err.message}`);
-            };
-            if (useNext[u0] === -1) {
-              // Used once (nearly every large blob): checked on the thread as soon as it
-              // is read, while its file may still wait for its earlier pieces, then
-              // written there into the file.
-              const held = await thread.hold(stored, loc.flags, loc.rawLength, id).catch(refused);
-              const pos = useOffset[u0]!;
-              let written = false;
-              const there: WriteThere = async (fd, sparse) => {
-                written = true;
-                await thread.writeHeld(held, fd, pos, sparse);
-                return loc.rawLength;
+        writes.add(
+          (async () => {
+            // Spec §6.2: a blob is what its ID says, or it is not restored. The pack
+            // authenticated, but an index pointing at the wrong blob would otherwise
+            // restore the wrong bytes. A large blob is unpadded, decompressed and checked
+            // on the blob-check thread (restore-check.ts), its stored bytes handed over; a
+            // small one here, where the round trip would cost more than the work (its
+            // decompression here since most small blobs go to the writer thread above: the
+            // rest, on the thread pool, cost this thread more in dispatch than zstd does).
+            const id = index.idAt(blobRec[b]!);
+            const where = `${name} (blob at ${loc.offset})`;
+            let raw: Buffer;
+            if (loc.rawLength >= RESTORE_CHECK_OFF_THREAD_FROM && (checker?.pending ?? 0) < restoreCheckForTesting.queue) {
+              const thread = (checker ??= new BlobCheckThread(repo.keys.chunkIdKey));
+              const refused = (err: NodeJS.ErrnoException): never => {
+                if (err.code !== CORRUPT_BLOB) throw err;
+                throw new CofferError('corrupt', err.message === BLOB_NOT_ITS_ID ? notItsId(name, loc.offset, id) : `${where}: ${err.message}`);
               };
-              try {
-                await naming(f0, async () => {
-                  if (await writeTo(f0, there, pos)) await complete(f0);
-                });
-              } finally {
-                if (!written) thread.drop(held);
+              if (useNext[u0] === -1) {
+                // Used once (nearly every large blob): checked on the thread as soon as it
+                // is read, while its file may still wait for its earlier pieces, then
+                // written there into the file.
+                const held = await thread.hold(stored, loc.flags, loc.rawLength, id).catch(refused);
+                const pos = useOffset[u0]!;
+                let written = false;
+                const there: WriteThere = async (fd, sparse) => {
+                  written = true;
+                  await thread.writeHeld(held, fd, pos, sparse);
+                  return loc.rawLength;
+                };
+                try {
+                  await naming(f0, async () => {
+                    if (await writeTo(f0, there, pos)) await complete(f0);
+                  });
+                } finally {
+                  if (!written) thread.drop(held);
+                }
+                report();
+                return;
               }
-              report();
-              return;
+              raw = await thread.check(stored, loc.flags, loc.rawLength, id).catch(refused);
+            } else {
+              raw = decompressBlobHere(stored, loc.flags, loc.rawLength, where);
+              if (!repo.keys.chunkId(raw).equals(id)) throw new CofferError('corrupt', notItsId(name, loc.offset, id));
             }
-            raw = await thread.check(stored, loc.flags, loc.rawLength, id).catch(refused);
-          } else {
-            raw = decompressBlobHere(stored, loc.flags, loc.rawLength, where);
-            if (!repo.keys.chunkId(raw).equals(id)) throw new CofferError('corrupt', notItsId(name, loc.offset, id));
-          }
-          for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) {
-            const f = useFile[u]!;
-            try {
-              if (files.chunks[f] === 1) await writeWhole(f, raw);
-              else if (await writeTo(f, raw, useOffset[u]!)) await complete(f);
-            } catch (e) {
-              throw fileError(f, e);
+            for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) {
+              const f = useFile[u]!;
+              try {
+                if (files.chunks[f] === 1) await writeWhole(f, raw);
+                else if (await writeTo(f, raw, useOffset[u]!)) await complete(f);
+              } catch (e) {
+                throw fileError(f, e);
+              }
             }
-          }
-          // Written everywhere it is used: its buffer, if the blob-check thread's, serves a later blob.
-          checker?.recycle(stored);
-          report();
-        })();
+            // Written everywhere it is used: its buffer, if the blob-check thread's, serves a later blob.
+            checker?.recycle(stored);
+            report();
+          })(),
+          bytes,
+        );
       };
 
       // The pack streams through in pieces: each segment's plaintext is released only
@@ -1025,7 +1048,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           const to = Math.min(bEnd, segEnd);
           seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);
           if (to < bEnd) break;
-          writes.add(deliver(b, current), b.loc.storedLength + b.loc.rawLength);
+          deliver(b, current, b.loc.storedLength + b.loc.rawLength);
           current = undefined;
           next++;
         }
@@ -1159,19 +1182,23 @@ class PackWrites {
   #wake: (() => void) | undefined;
 
   add(p: Promise<void>, bytes: number): void {
-    const n = this.#added++;
-    this.bytes += bytes;
-    this.#pending++;
+    const n = this.begin(bytes);
     p.then(
-      () => this.#settled(bytes),
-      (reason: unknown) => {
-        if (!this.failure || n < this.failure.n) this.failure = { n, reason };
-        this.#settled(bytes);
-      },
+      () => this.end(n, bytes),
+      (reason: unknown) => this.end(n, bytes, reason ?? new Error("a write failed")),
     );
   }
 
-  #settled(bytes: number): void {
+  /** A write without a promise: its number, for end(). */
+  begin(bytes: number): number {
+    this.bytes += bytes;
+    this.#pending++;
+    return this.#added++;
+  }
+
+  /** Write n of `bytes` settled: done, or failed with `reason` (an error: never undefined). */
+  end(n: number, bytes: number, reason?: unknown): void {
+    if (reason !== undefined && (!this.failure || n < this.failure.n)) this.failure = { n, reason };
     this.bytes -= bytes;
     this.#pending--;
     if (this.#wake && (this.#pending === 0 || this.bytes <= this.#limit)) {

@@ -13,8 +13,9 @@
  * as spec §9.4 says; what cannot be set is reported as a warning, not a failure.
  *
  * Open descriptors are bounded whatever the number of files: at most
- * RESTORE_OPEN_FILES restored files are open at once (a file is opened for each write
- * through its directory handle and closed after it, never held open between packs),
+ * RESTORE_OPEN_FILES restored files are open at once (a file is opened through its
+ * directory handle for a write and closed after it, or kept open for its next piece,
+ * at most KEPT_OPEN_FILES of them),
  * plus at most 32 directory handles (restore-target.ts). Every blob's ID (the keyed
  * hash of its plaintext) is checked before it is written.
  *
@@ -96,6 +97,10 @@ export interface RestoreResult {
 }
 
 const PACK_READ_WINDOW = 2;
+/** At most this many of the RESTORE_OPEN_FILES files stay open between their pieces (restoreInto's keptOpen). */
+const KEPT_OPEN_FILES = 8;
+/** Tests set kept to 0 to have every piece's file closed after it (the eviction path each time). */
+export const restoreKeptForTesting = { kept: KEPT_OPEN_FILES };
 /** At most this many restored files are open at once (a 256-descriptor limit is plenty). */
 export const RESTORE_OPEN_FILES = 32;
 /** Packs are read in pieces of this size. */
@@ -621,6 +626,19 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   /** Files an --overwrite restore has already replaced (named if it then fails). */
   const replaced: string[] = [];
   const fds = new Semaphore(RESTORE_OPEN_FILES);
+  /**
+   * Files written piece by piece whose descriptor stays open for their next piece (the
+   * chat set: ~2,000 pieces of ~460 files, each opened through its directory and closed
+   * again before), most recently written last; each holds its unit of `fds`.
+   */
+  const keptOpen = new Map<number, FdFile>();
+  const closeKept = async (fh: FdFile) => {
+    try {
+      await fh.close();
+    } finally {
+      fds.give();
+    }
+  };
   /** Owner, xattrs, mode, times, in that order (chown clears setuid and capabilities). */
   const setMeta = async (e: MetaEntry, path: Buffer, fh?: MetaHandle) => {
     const where = shown(e.rawPath);
@@ -891,32 +909,52 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
    * thread) and says how many bytes it was.
    */
   const writeTo = (f: number, raw: Buffer | WriteThere | null, offset: number): Promise<boolean> => {
-    const run = () =>
-      fds.with(async () => {
-        const { dir } = split(files.rawPath(f));
-        const tmp = tmpName(f);
-        const sparse = files.sparse(f);
-        const created = files.created(f);
-        const flags = created ? fsc.O_WRONLY | fsc.O_NOFOLLOW : fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
-        const fh = await inDir(dir, (prefix) => FdFile.open(Buffer.concat([prefix, tmp]), flags, 0o600));
-        files.setCreated(f);
+    const run = async () => {
+      const { dir } = split(files.rawPath(f));
+      const tmp = tmpName(f);
+      const sparse = files.sparse(f);
+      // Open since its last piece (taken out while in use: never closed under a write)…
+      let fh = keptOpen.get(f);
+      if (fh) keptOpen.delete(f);
+      else {
+        // …or opened now, holding one of the RESTORE_OPEN_FILES units until closed.
+        await fds.take();
         try {
-          if (typeof raw === 'function') progress.bytes += await raw(fh.fd, sparse);
-          else if (raw) {
-            await writeAt(fh, raw, offset, sparse);
-            progress.bytes += raw.length;
-          }
-          const last = raw === null || --files.remaining[f]! === 0;
-          if (last) {
-            // A sparse file's zero blocks were skipped: the size makes them holes.
-            if (sparse) await fh.truncate(files.size[f]!);
-            await inDir(dir, (prefix) => setMeta(files.meta(f), Buffer.concat([prefix, tmp]), fh));
-          }
-          return last;
-        } finally {
-          await fh.close();
+          const created = files.created(f);
+          const flags = created ? fsc.O_WRONLY | fsc.O_NOFOLLOW : fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+          fh = await inDir(dir, (prefix) => FdFile.open(Buffer.concat([prefix, tmp]), flags, 0o600));
+        } catch (e) {
+          fds.give();
+          throw e;
         }
-      });
+        files.setCreated(f);
+      }
+      let keep = false;
+      try {
+        if (typeof raw === 'function') progress.bytes += await raw(fh.fd, sparse);
+        else if (raw) {
+          await writeAt(fh, raw, offset, sparse);
+          progress.bytes += raw.length;
+        }
+        const last = raw === null || --files.remaining[f]! === 0;
+        if (last) {
+          // A sparse file's zero blocks were skipped: the size makes them holes.
+          if (sparse) await fh.truncate(files.size[f]!);
+          await inDir(dir, (prefix) => setMeta(files.meta(f), Buffer.concat([prefix, tmp]), fh));
+        } else keep = true;
+        return last;
+      } finally {
+        if (keep) {
+          keptOpen.set(f, fh);
+          // The least recently written beyond KEPT_OPEN_FILES are closed.
+          for (const [g, gh] of keptOpen) {
+            if (keptOpen.size <= restoreKeptForTesting.kept) break;
+            keptOpen.delete(g);
+            await closeKept(gh);
+          }
+        } else await closeKept(fh);
+      }
+    };
     const p = (files.chains.get(f) ?? Promise.resolve()).then(run);
     const chain = p.then(
       () => {},
@@ -1139,9 +1177,14 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       const { dir, name } = split(d.rawPath);
       await inDir(dir, (prefix) => tgt.withDir(d.rawPath, false, (_p, fh) => setMeta(d, Buffer.concat([prefix, name]), fh)));
     }
+    // Every file is complete, so none is still kept open; whatever is, is closed.
+    for (const fh of keptOpen.values()) await closeKept(fh);
+    keptOpen.clear();
     report(true);
   } catch (e) {
     await Promise.allSettled([...files.chains.values()]);
+    for (const fh of keptOpen.values()) await closeKept(fh).catch(() => {});
+    keptOpen.clear();
     await closeWriter();
     for (let f = 0; f < files.count; f++) {
       if (!files.tmpLeft(f)) continue;

@@ -30,6 +30,22 @@ test('openReader reads what get reads, range by range, short at the end; a missi
   } finally {
     await r.close();
   }
+  // Into a buffer of the caller's: a view of it, the same bytes; one too small is refused.
+  const r2 = await b.openReader('data/ab/cd');
+  try {
+    const into = Buffer.alloc(200_001, 0xee);
+    for (const range of [
+      { offset: 7, length: 200_001 },
+      { offset: 299_000, length: 200_001 }, // 1,000 bytes left
+    ]) {
+      const got = await r2.read(range, into);
+      assert.equal(got.buffer, into.buffer, 'a view of the buffer given');
+      assert.deepEqual(Buffer.from(got), Buffer.from(await b.get('data/ab/cd', range)), JSON.stringify(range));
+    }
+    await assert.rejects(r2.read({ offset: 0, length: 10 }, Buffer.alloc(9)), RangeError);
+  } finally {
+    await r2.close();
+  }
   await r.close(); // twice: nothing
   await assert.rejects(r.read({ offset: 0, length: 1 }), /after close/);
   const viaGet = await b.get('data/ab/ef', { offset: 0, length: 1 }).catch((e: unknown) => e);

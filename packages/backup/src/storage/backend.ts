@@ -24,8 +24,11 @@ export interface ByteRange {
 
 /** One object open for several ranged reads (openReader). */
 export interface ObjectReader {
-  /** The object's bytes in `range`, as get(name, range) gives them (fewer at its end). */
-  read(range: ByteRange): Promise<Uint8Array>;
+  /**
+   * The object's bytes in `range`, as get(name, range) gives them (fewer at its end);
+   * with `into` (at least range.length bytes), read into it and given as a view of it.
+   */
+  read(range: ByteRange, into?: Buffer): Promise<Uint8Array>;
   /** Lets go of what the reader holds (a descriptor). Never throws. */
   close(): Promise<void>;
 }

@@ -156,10 +156,11 @@ export class LocalBackend implements StorageBackend {
     }
     let closed = false;
     return {
-      read: async (range) => {
+      read: async (range, into) => {
         if (closed) throw new Error(`reader of ${name} used after close`);
+        if (into && into.length < range.length) throw new RangeError(`into: ${into.length} bytes, fewer than the ${range.length} asked for`);
         try {
-          return await readRange(fd, range);
+          return await readRange(fd, range, into);
         } catch (e) {
           throw this.#readFailed(name, e);
         }
@@ -274,16 +275,16 @@ function closeFd(fd: number): Promise<void> {
   return new Promise<void>((res, rej) => close(fd, (e) => (e ? rej(e) : res())));
 }
 
-/** `range` of the open file `fd`: fewer bytes where the file ends first. */
-async function readRange(fd: number, range: ByteRange): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(range.length);
+/** `range` of the open file `fd`: fewer bytes where the file ends first; in `into` when given (a view of it; at least range.length bytes). */
+async function readRange(fd: number, range: ByteRange, into?: Buffer): Promise<Buffer> {
+  const buf = into ?? Buffer.allocUnsafe(range.length);
   let got = 0;
   while (got < range.length) {
     const n = await new Promise<number>((res, rej) => read(fd, buf, got, range.length - got, range.offset + got, (e, b) => (e ? rej(e) : res(b))));
     if (n === 0) break;
     got += n;
   }
-  return got === range.length ? buf : buf.subarray(0, got);
+  return got === buf.length ? buf : buf.subarray(0, got);
 }
 
 function skipWritten(parts: Uint8Array[], n: number): Uint8Array[] {

@@ -784,7 +784,14 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     const recorded = files.owner(f);
     const owner = owners ? recorded : undefined;
     const mode = modeFor({ mode: files.mode[f]!, owner: recorded });
-    const file: WholeFile = { tmp: tmpIn(dir.prefix, f), dest: Buffer.concat([dir.prefix, rawPath.subarray(slash + 1)]), data, mode, time: files.time(f), overwrite: opts.overwrite === true };
+    let file: WholeFile;
+    try {
+      file = { tmp: tmpIn(dir.prefix, f), dest: Buffer.concat([dir.prefix, rawPath.subarray(slash + 1)]), data, mode, time: files.time(f), overwrite: opts.overwrite === true };
+    } catch (e) {
+      if (release) tgt.release(dir);
+      writerFiles--;
+      return done(fileError(f, e));
+    }
     if (blob) file.blob = blob;
     if (owner) file.owner = owner;
     w.send(file, (r, err) => {
@@ -1003,7 +1010,17 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         const f0 = useFile[u0]!;
         if (writer && useNext[u0] === -1 && files.chunks[f0] === 1 && loc.rawLength < RESTORE_CHECK_OFF_THREAD_FROM && threadable(f0) && writerRoom(writer)) {
           const n = writes.begin(bytes);
-          toThread(writer, f0, stored, { flags: loc.flags, rawLength: loc.rawLength, id: index.idAt(blobRec[b]!), pack: name, offset: loc.offset }, (e) => writes.end(n, bytes, e));
+          let told = false;
+          const done = (e?: unknown) => {
+            told = true;
+            writes.end(n, bytes, e);
+          };
+          try {
+            toThread(writer, f0, stored, { flags: loc.flags, rawLength: loc.rawLength, id: index.idAt(blobRec[b]!), pack: name, offset: loc.offset }, done);
+          } catch (e) {
+            // Failed before the file was handed over (its done never comes): counted as settled.
+            if (!told) done(fileError(f0, e));
+          }
           return;
         }
         writes.add(

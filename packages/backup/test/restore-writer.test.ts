@@ -15,7 +15,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { CofferError, backup, restore } from '../src/index.js';
-import { restoreWriterForTesting } from '../src/repository/restore.js';
+import { restoreWriterForTesting, timeArgOf } from '../src/repository/restore.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, RestoreWriter } from '../src/repository/restore-writer.js';
 import { maybeCompressInto, zstdBound } from '../src/repository/compress.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
@@ -172,6 +172,31 @@ test('a thread\'s answers are taken while the main thread is busy: it gets the n
   assert.equal((await fs.readdir(dst)).length, 4 * 64);
 });
 
+test('send: each file\'s done is called from poll() while the main thread never yields, so a count of files in flight kept from it falls at once', async (t) => {
+  const dst = await tempDir(t, 'rw-send');
+  const w = new RestoreWriter(1);
+  t.after(() => w.close());
+  const file = (name: string) => ({ tmp: Buffer.from(join(dst, `.${name}.tmp`)), dest: Buffer.from(join(dst, name)), data: Buffer.from(name), mode: 0o644, time: '1700000000', overwrite: false });
+  // The thread starts (asynchronously) with the first file: let it come up.
+  await w.write(file('first'));
+  let inFlight = 0;
+  const failures: unknown[] = [];
+  for (let i = 0; i < 64; i++) {
+    inFlight++;
+    w.send(file(`f${i}`), (r, err) => {
+      if (err || !r) failures.push(err);
+      inFlight--;
+    });
+  }
+  assert.equal(inFlight, 64, 'done is never called from within send');
+  // From here on this test never yields: only poll() can take the thread's answer.
+  const deadline = Date.now() + 20_000;
+  while (inFlight > 0 && Date.now() < deadline) w.poll();
+  assert.equal(inFlight, 0, 'every file was answered through poll(), without yielding');
+  assert.deepEqual(failures, []);
+  assert.equal((await fs.readdir(dst)).length, 65);
+});
+
 test('a file sent as its stored blob is checked on the thread: written when it is what its ID says, refused (CORRUPT_BLOB, nothing created) when not', async (t) => {
   const dst = await tempDir(t, 'rw-blob');
   const key = Buffer.alloc(32, 7);
@@ -211,3 +236,22 @@ test('a file sent as its stored blob is checked on the thread: written when it i
 
 await import('./metadata.test.js');
 await import('./restore-safety.test.js');
+
+test('a file time made from the file table (seconds and nanoseconds, no bigint) is the string utimes was given from the nanoseconds', () => {
+  // The reference: the stored nanoseconds truncated toward zero to microseconds, then half a microsecond past it.
+  const fromNs = (ns: bigint) => {
+    const us = ns / 1000n;
+    const a = us < 0n ? -us : us;
+    return `${us < 0n ? '-' : ''}${a / 1_000_000n}.${String(a % 1_000_000n).padStart(6, '0')}5`;
+  };
+  const NS = 1_000_000_000n;
+  const times = [0n, 1n, 999n, 1000n, -1n, -999n, -1000n, -1001n, -500n, 1_700_000_000_123_456_789n, -86_400_000_000_000_001n, 999_999_999n, -999_999_999n, 4_102_444_800_999_999_999n, -NS, NS];
+  for (let i = 0, x = 12345n; i < 200; i++) {
+    x = (x * 6364136223846793005n + 1442695040888963407n) % 2n ** 64n;
+    times.push((x % 2n ** 63n) - 2n ** 62n); // ±146 years around 1970, in nanoseconds
+  }
+  for (const ns of times) {
+    // As FileTable keeps it: whole seconds toward zero, and the nanoseconds left (same sign).
+    assert.equal(timeArgOf(Number(ns / NS), Number(ns % NS)), fromNs(ns), String(ns));
+  }
+});

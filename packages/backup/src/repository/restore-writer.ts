@@ -119,10 +119,12 @@ export interface WholeFile {
   overwrite: boolean;
 }
 
+/** Told once a file is in place (`w`), or why it is not (`err`). */
+export type WriteDone = (w: WrittenFile | undefined, err?: Error) => void;
+
 interface Pending {
   file: WholeFile;
-  resolve: (w: WrittenFile) => void;
-  reject: (e: Error) => void;
+  done: WriteDone;
 }
 
 interface Thread {
@@ -152,6 +154,9 @@ export function rebuildError(info: ErrorInfo): NodeJS.ErrnoException {
   if (info.errno !== undefined) e.errno = info.errno;
   return e;
 }
+
+/** What most files' writes resolve to: written, nothing to say. */
+const PLAIN: WrittenFile = Object.freeze({ existed: false });
 
 export class RestoreWriter {
   readonly #threads: Thread[] = [];
@@ -188,11 +193,28 @@ export class RestoreWriter {
 
   /** Writes one whole file; resolves once it is in place (or rejects with the system call's error). */
   write(file: WholeFile): Promise<WrittenFile> {
-    if (this.#broken) return Promise.reject(this.#broken);
-    return new Promise<WrittenFile>((resolve, reject) => {
-      this.#queue.push({ file, resolve, reject });
-      this.#dispatch();
-    });
+    return new Promise<WrittenFile>((resolve, reject) => this.send(file, (w, err) => (err ? reject(err) : resolve(w!))));
+  }
+
+  /**
+   * write() without a promise: `done` is called once the file is in place or failed,
+   * later (never from within send), either from the event loop or from within poll()
+   * or `backlogged`, which take the threads' answers at once: a caller that counts
+   * its files in flight sees them written as soon as it looks, not only once it yields.
+   */
+  send(file: WholeFile, done: WriteDone): void {
+    const broken = this.#broken;
+    if (broken) {
+      queueMicrotask(() => done(undefined, broken));
+      return;
+    }
+    this.#queue.push({ file, done });
+    this.#dispatch();
+  }
+
+  /** Takes every answer the threads have sent (their files' `done` called now). */
+  poll(): void {
+    this.#poll();
   }
 
   #dispatch(): void {
@@ -296,18 +318,18 @@ export class RestoreWriter {
   #answer(t: Thread, r: WriteBatchResult): void {
     const batch = t.sent.shift() ?? [];
     if (r.bytes.byteLength === BATCH_BUFFER && this.#buffers.length < BATCH_BUFFERS_KEPT) this.#buffers.push(r.bytes);
-    const written: WrittenFile[] = [];
-    for (let i = 0; i < r.done; i++) written.push({ existed: false });
+    // Most files have no note: they share one answer (issue 13: an object per small file).
+    const written: Array<WrittenFile | undefined> = [];
     for (const n of r.notes) {
-      const w = written[n.i];
-      if (!w) continue; // the file that failed
+      if (n.i >= r.done) continue; // the file that failed
+      const w = (written[n.i] ??= { existed: false });
       if (n.existed) w.existed = true;
       if (n.ownerError) w.ownerError = n.ownerError;
       if (n.timeError) w.timeError = n.timeError;
     }
-    for (let i = 0; i < r.done; i++) batch[i]!.resolve(written[i]!);
+    for (let i = 0; i < r.done; i++) batch[i]!.done(written[i] ?? PLAIN);
     if (r.error) {
-      batch[r.done]!.reject(rebuildError(r.error));
+      batch[r.done]!.done(undefined, rebuildError(r.error));
       // The files after it were not started: each is tried again, for its own outcome.
       this.#queue.unshift(...batch.slice(r.done + 1));
     }
@@ -319,7 +341,7 @@ export class RestoreWriter {
     const lost = [...t.sent.flat(), ...this.#queue];
     t.sent = [];
     this.#queue = [];
-    for (const p of lost) p.reject(e);
+    for (const p of lost) p.done(undefined, e);
   }
 
   /** Stops the threads; call once every write has settled. */

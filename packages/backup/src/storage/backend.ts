@@ -22,6 +22,17 @@ export interface ByteRange {
   length: number;
 }
 
+/** One object open for several ranged reads (openReader). */
+export interface ObjectReader {
+  /**
+   * The object's bytes in `range`, as get(name, range) gives them (fewer at its end);
+   * with `into` (at least range.length bytes), read into it and given as a view of it.
+   */
+  read(range: ByteRange, into?: Buffer): Promise<Uint8Array>;
+  /** Lets go of what the reader holds (a descriptor). Never throws. */
+  close(): Promise<void>;
+}
+
 /** A new object being written piece by piece; it appears under its name only on commit. */
 export interface ObjectWriter {
   /** Appends `parts`. The caller hands them over: it never changes them afterwards, so a writer may keep them until commit. */
@@ -44,6 +55,12 @@ export interface StorageBackend {
   create(name: string): Promise<ObjectWriter>;
   /** The object's bytes, or only `range` of them. */
   get(name: string, range?: ByteRange): Promise<Uint8Array>;
+  /**
+   * Optional: the object opened once for several ranged reads (restore reads each pack in
+   * 1 MiB pieces), with the errors get gives; close it when done. Without it, callers
+   * use get with a range each time.
+   */
+  openReader?(name: string): Promise<ObjectReader>;
   /** Size of the object, or null when there is none by that name. */
   stat(name: string): Promise<ObjectInfo | null>;
   /** Objects whose names start with `prefix` (e.g. "snapshots/"). */

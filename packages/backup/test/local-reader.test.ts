@@ -1,0 +1,85 @@
+/**
+ * LocalBackend.openReader (issue 13): one descriptor for every piece restore reads of a
+ * pack, in place of an open and a close per piece. The bytes and the errors are get's.
+ */
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { CofferError, LocalBackend, Repository, backup, restore, type ByteRange } from '../src/index.js';
+import type { ObjectReader } from '../src/storage/backend.js';
+import { assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
+
+test('openReader reads what get reads, range by range, short at the end; a missing object is missing-object as with get', async (t) => {
+  const root = await tempDir(t, 'reader');
+  const b = new LocalBackend(root);
+  const bytes = prng(7, 300_000);
+  await b.put('data/ab/cd', [bytes]);
+  const r = await b.openReader('data/ab/cd');
+  try {
+    for (const range of [
+      { offset: 0, length: 1 },
+      { offset: 5, length: 100_000 },
+      { offset: 299_990, length: 10 },
+      { offset: 299_990, length: 11 }, // one past the end: 10 bytes
+      { offset: 300_000, length: 5 }, // at the end: none
+      { offset: 12_345, length: 200_000 },
+    ]) {
+      assert.deepEqual(Buffer.from(await r.read(range)), Buffer.from(await b.get('data/ab/cd', range)), JSON.stringify(range));
+    }
+  } finally {
+    await r.close();
+  }
+  // Into a buffer of the caller's: a view of it, the same bytes; one too small is refused.
+  const r2 = await b.openReader('data/ab/cd');
+  try {
+    const into = Buffer.alloc(200_001, 0xee);
+    for (const range of [
+      { offset: 7, length: 200_001 },
+      { offset: 299_000, length: 200_001 }, // 1,000 bytes left
+    ]) {
+      const got = await r2.read(range, into);
+      assert.equal(got.buffer, into.buffer, 'a view of the buffer given');
+      assert.deepEqual(Buffer.from(got), Buffer.from(await b.get('data/ab/cd', range)), JSON.stringify(range));
+    }
+    await assert.rejects(r2.read({ offset: 0, length: 10 }, Buffer.alloc(9)), RangeError);
+  } finally {
+    await r2.close();
+  }
+  await r.close(); // twice: nothing
+  await assert.rejects(r.read({ offset: 0, length: 1 }), /after close/);
+  const viaGet = await b.get('data/ab/ef', { offset: 0, length: 1 }).catch((e: unknown) => e);
+  const viaReader = await b.openReader('data/ab/ef').catch((e: unknown) => e);
+  assert.ok(CofferError.is(viaReader, 'missing-object'), String(viaReader));
+  assert.equal((viaReader as Error).message, (viaGet as Error).message);
+});
+
+test('restore reads each pack of a local repository through one reader, not a ranged get per piece', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'reader-src'), 'd');
+  // Incompressible, so the pack holding it is larger than a read piece (1 MiB).
+  await writeTree(src, dir({ 'big.bin': file(prng(3, 3_000_000)), 'small.txt': file('small\n') }));
+  const r = await backup(tr.repo, { paths: [src] });
+
+  const opened: string[] = [];
+  const ranged: string[] = [];
+  class Counting extends LocalBackend {
+    override async get(name: string, range?: ByteRange): Promise<Uint8Array> {
+      // Restore's pieces of a pack are 1 MiB (reading a tree blob asks for its segments only).
+      if (range && name.startsWith('data/') && range.length === 1024 * 1024) ranged.push(name);
+      return super.get(name, range);
+    }
+    override async openReader(name: string): Promise<ObjectReader> {
+      opened.push(name);
+      return super.openReader(name);
+    }
+  }
+  const repo = await Repository.open(new Counting(tr.dir), tr.key);
+  const target = await tempDir(t, 'reader-dst');
+  await restore(repo, { id: r.id, snapshot: r.snapshot }, { target });
+  await assertSameTree(src, join(target, 'd'));
+  assert.ok(opened.length >= 1, 'a reader was opened');
+  assert.deepEqual(ranged, [], 'no 1 MiB piece read with get');
+  assert.equal(new Set(opened).size, opened.length, 'each pack opened once');
+  assert.ok((await fs.readdir(target)).length > 0);
+});

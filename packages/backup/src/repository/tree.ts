@@ -373,8 +373,33 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 
 /** A relative path: non-empty, no NUL, no empty, `.` or `..` segment (spec §9). */
 export function validPathBytes(p: Buffer, max = MAX_PATH_BYTES): boolean {
-  if (p.length === 0 || p.length > max || p.includes(0)) return false;
-  for (const s of p.toString('latin1').split('/')) if (s === '' || s === '.' || s === '..') return false;
+  const n = p.length;
+  if (n === 0 || n > max) return false;
+  // One pass over the bytes (no string, no array of segments): `start` is where the
+  // current segment began.
+  let start = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? p[i]! : 0x2f;
+    if (c === 0) return false;
+    if (c !== 0x2f) continue;
+    const len = i - start;
+    if (len === 0 || (p[start] === 0x2e && (len === 1 || (len === 2 && p[start + 1] === 0x2e)))) return false;
+    start = i + 1;
+  }
+  return true;
+}
+
+/** A list of chunk IDs: every one a string of 64 lowercase hex digits (HEX64), checked without a regex. */
+function hexIdList(v: unknown): v is string[] {
+  if (!Array.isArray(v)) return false;
+  for (let i = 0; i < v.length; i++) {
+    const c: unknown = v[i];
+    if (typeof c !== 'string' || c.length !== 64) return false;
+    for (let k = 0; k < 64; k++) {
+      const x = c.charCodeAt(k);
+      if (!((x >= 0x30 && x <= 0x39) || (x >= 0x61 && x <= 0x66))) return false;
+    }
+  }
   return true;
 }
 
@@ -463,11 +488,18 @@ export function decodeEntry(line: string, where: string): TreeEntry {
   if (!isUint(e.mode, 0o7777)) throw bad('bad mode');
   if (typeof e.mtime !== 'number' || !Number.isSafeInteger(e.mtime)) throw bad('bad mtime');
   if (!isUint(e.mtimeNs, 999_999_999)) throw bad('bad mtimeNs');
-  const common: Common = { path: rawPath.toString('utf8'), rawPath, mode: e.mode, mtimeNs: BigInt(e.mtime) * NS + BigInt(e.mtimeNs) };
+  // `path` as text is the string the line held when that is well-formed (its UTF-8 bytes
+  // decode back to it), without decoding rawPath again.
+  const text = e.path;
+  const path = typeof text === 'string' && (text as unknown as { isWellFormed(): boolean }).isWellFormed() ? text : rawPath.toString('utf8');
+  const common: Common = { path, rawPath, mode: e.mode, mtimeNs: BigInt(e.mtime) * NS + BigInt(e.mtimeNs) };
   if (e.uid !== undefined || e.gid !== undefined) {
     if (!isUint(e.uid, 0xffffffff) || !isUint(e.gid, 0xffffffff)) throw bad('bad owner');
     if ((e.user !== undefined && typeof e.user !== 'string') || (e.group !== undefined && typeof e.group !== 'string')) throw bad('bad owner name');
-    common.owner = { uid: e.uid, gid: e.gid, ...(e.user !== undefined ? { user: e.user as string } : {}), ...(e.group !== undefined ? { group: e.group as string } : {}) };
+    const owner: Owner = { uid: e.uid, gid: e.gid };
+    if (e.user !== undefined) owner.user = e.user as string;
+    if (e.group !== undefined) owner.group = e.group as string;
+    common.owner = owner;
   }
   if (e.xattrs !== undefined) {
     if (!Array.isArray(e.xattrs)) throw bad('bad xattrs');
@@ -503,7 +535,7 @@ export function decodeEntry(line: string, where: string): TreeEntry {
     }
     case 'file': {
       if (typeof e.size !== 'number' || !Number.isSafeInteger(e.size) || e.size < 0) throw bad('bad size');
-      if (!Array.isArray(e.chunks) || !e.chunks.every((c) => typeof c === 'string' && HEX64.test(c))) throw bad('bad chunk list');
+      if (!hexIdList(e.chunks)) throw bad('bad chunk list');
       if (e.sparse !== undefined && typeof e.sparse !== 'boolean') throw bad('bad sparse flag');
       const f = entryOf<FileEntry>(common, { type: 'file', size: e.size, chunks: e.chunks as string[], inode: typeof e.inode === 'string' ? e.inode : '', ctime: typeof e.ctime === 'string' ? e.ctime : '' });
       if (e.sparse === true) f.sparse = true;
@@ -545,6 +577,9 @@ export class TreeValidator {
   /** Last child name seen under each directory (by path), as latin1 text: a copy, which keeps no entry's buffer alive. */
   readonly #lastChild = new Map<string, string>();
   readonly #strictOrder: boolean;
+  /** The parent (as #lastChild's key) of the last entry checked, and its last child's name: #lastChild's entry for it while it is current. */
+  #curParent: string | undefined;
+  #curPrev: string | undefined;
 
   /** `strictOrder` false for version 1 listings, which sorted by UTF-16 code units. */
   constructor(strictOrder = true) {
@@ -563,10 +598,20 @@ export class TreeValidator {
     const parent = slash < 0 ? '' : key.slice(0, slash);
     // Latin1 text compares as its bytes do (one code unit per byte).
     const name = slash < 0 ? key : key.slice(slash + 1);
-    if (slash >= 0 && !this.#dirs.has(parent)) throw bad('its parent is not an earlier dir entry');
-    const prev = this.#lastChild.get(parent);
+    // Siblings mostly come one after another: the current parent's last child is held
+    // here, and goes to #lastChild only when another parent's entry comes (a parent
+    // found a dir entry once stays one).
+    let prev: string | undefined;
+    if (this.#curParent !== undefined && parent === this.#curParent) prev = this.#curPrev;
+    else {
+      if (slash >= 0 && !this.#dirs.has(parent)) throw bad('its parent is not an earlier dir entry');
+      if (this.#curParent !== undefined && this.#curPrev !== undefined) this.#lastChild.set(this.#curParent, this.#curPrev);
+      prev = this.#lastChild.get(parent);
+      this.#curParent = parent;
+      this.#curPrev = prev;
+    }
     if (this.#strictOrder && prev !== undefined && prev >= name) throw bad(prev === name ? 'path appears twice' : 'siblings out of order');
-    this.#lastChild.set(parent, name);
+    this.#curPrev = name;
     if (e.type === 'dir') this.#dirs.add(key);
     if (e.type === 'file') this.#files.add(pathHash(e.rawPath));
     if (e.type === 'hardlink' && !this.#files.has(pathHash(e.link))) throw bad('hard link to no earlier file entry');

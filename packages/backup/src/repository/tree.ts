@@ -373,8 +373,33 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 
 /** A relative path: non-empty, no NUL, no empty, `.` or `..` segment (spec §9). */
 export function validPathBytes(p: Buffer, max = MAX_PATH_BYTES): boolean {
-  if (p.length === 0 || p.length > max || p.includes(0)) return false;
-  for (const s of p.toString('latin1').split('/')) if (s === '' || s === '.' || s === '..') return false;
+  const n = p.length;
+  if (n === 0 || n > max) return false;
+  // One pass over the bytes (no string, no array of segments): `start` is where the
+  // current segment began.
+  let start = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? p[i]! : 0x2f;
+    if (c === 0) return false;
+    if (c !== 0x2f) continue;
+    const len = i - start;
+    if (len === 0 || (p[start] === 0x2e && (len === 1 || (len === 2 && p[start + 1] === 0x2e)))) return false;
+    start = i + 1;
+  }
+  return true;
+}
+
+/** A list of chunk IDs: every one a string of 64 lowercase hex digits (HEX64), checked without a regex. */
+function hexIdList(v: unknown): v is string[] {
+  if (!Array.isArray(v)) return false;
+  for (let i = 0; i < v.length; i++) {
+    const c: unknown = v[i];
+    if (typeof c !== 'string' || c.length !== 64) return false;
+    for (let k = 0; k < 64; k++) {
+      const x = c.charCodeAt(k);
+      if (!((x >= 0x30 && x <= 0x39) || (x >= 0x61 && x <= 0x66))) return false;
+    }
+  }
   return true;
 }
 
@@ -439,47 +464,62 @@ function entryOf<T extends TreeEntry>(common: Common, rest: Rest<T>): T {
   return o as T;
 }
 
+/** A version 2 entry's refusal. */
+function badEntry(where: string, why: string): CofferError {
+  return new CofferError('corrupt', `${where}: invalid tree entry (${why})`);
+}
+
+const BYTES_KEY64 = { path: 'path64', target: 'target64', link: 'link64' } as const;
+
+/** A version 2 entry's bytes member: `key` as text or `key64` as base64 (spec §9.2). */
+function entryBytes(e: Record<string, unknown>, key: 'path' | 'target' | 'link', required: boolean, where: string): Buffer | undefined {
+  const s = e[key];
+  const b = e[BYTES_KEY64[key]];
+  if (s !== undefined && b !== undefined) throw badEntry(where, `both ${key} and ${key}64`);
+  if (typeof s === 'string') return Buffer.from(s, 'utf8');
+  if (typeof b === 'string') {
+    if (!BASE64.test(b)) throw badEntry(where, `${key}64 is not base64`);
+    const out = Buffer.from(b, 'base64');
+    // Canonical: bytes that are UTF-8 are written as text, never as base64.
+    if (isUtf8(out)) throw badEntry(where, `${key}64 holds UTF-8 (must be ${key})`);
+    return out;
+  }
+  if (s !== undefined || b !== undefined || required) throw badEntry(where, `bad ${key}`);
+  return undefined;
+}
+
 /** Decodes one line of a version 2 listing (snapshot version 2, spec §9.2). */
 export function decodeEntry(line: string, where: string): TreeEntry {
   const e = parseLine(line, where);
-  const bad = (why: string) => new CofferError('corrupt', `${where}: invalid tree entry (${why})`);
-  const bytes = (key: string, required: boolean): Buffer | undefined => {
-    const s = e[key];
-    const b = e[`${key}64`];
-    if (s !== undefined && b !== undefined) throw bad(`both ${key} and ${key}64`);
-    if (typeof s === 'string') return Buffer.from(s, 'utf8');
-    if (typeof b === 'string') {
-      if (!BASE64.test(b)) throw bad(`${key}64 is not base64`);
-      const out = Buffer.from(b, 'base64');
-      // Canonical: bytes that are UTF-8 are written as text, never as base64.
-      if (isUtf8(out)) throw bad(`${key}64 holds UTF-8 (must be ${key})`);
-      return out;
-    }
-    if (s !== undefined || b !== undefined || required) throw bad(`bad ${key}`);
-    return undefined;
-  };
-  const rawPath = bytes('path', true)!;
-  if (!validPathBytes(rawPath)) throw bad('bad path');
-  if (!isUint(e.mode, 0o7777)) throw bad('bad mode');
-  if (typeof e.mtime !== 'number' || !Number.isSafeInteger(e.mtime)) throw bad('bad mtime');
-  if (!isUint(e.mtimeNs, 999_999_999)) throw bad('bad mtimeNs');
-  const common: Common = { path: rawPath.toString('utf8'), rawPath, mode: e.mode, mtimeNs: BigInt(e.mtime) * NS + BigInt(e.mtimeNs) };
+  const rawPath = entryBytes(e, 'path', true, where)!;
+  if (!validPathBytes(rawPath)) throw badEntry(where, 'bad path');
+  if (!isUint(e.mode, 0o7777)) throw badEntry(where, 'bad mode');
+  if (typeof e.mtime !== 'number' || !Number.isSafeInteger(e.mtime)) throw badEntry(where, 'bad mtime');
+  if (!isUint(e.mtimeNs, 999_999_999)) throw badEntry(where, 'bad mtimeNs');
+  // `path` as text is the string the line held when that is well-formed (its UTF-8 bytes
+  // decode back to it), without decoding rawPath again.
+  const text = e.path;
+  const path = typeof text === 'string' && (text as unknown as { isWellFormed(): boolean }).isWellFormed() ? text : rawPath.toString('utf8');
+  const common: Common = { path, rawPath, mode: e.mode, mtimeNs: BigInt(e.mtime) * NS + BigInt(e.mtimeNs) };
   if (e.uid !== undefined || e.gid !== undefined) {
-    if (!isUint(e.uid, 0xffffffff) || !isUint(e.gid, 0xffffffff)) throw bad('bad owner');
-    if ((e.user !== undefined && typeof e.user !== 'string') || (e.group !== undefined && typeof e.group !== 'string')) throw bad('bad owner name');
-    common.owner = { uid: e.uid, gid: e.gid, ...(e.user !== undefined ? { user: e.user as string } : {}), ...(e.group !== undefined ? { group: e.group as string } : {}) };
+    if (!isUint(e.uid, 0xffffffff) || !isUint(e.gid, 0xffffffff)) throw badEntry(where, 'bad owner');
+    if ((e.user !== undefined && typeof e.user !== 'string') || (e.group !== undefined && typeof e.group !== 'string')) throw badEntry(where, 'bad owner name');
+    const owner: Owner = { uid: e.uid, gid: e.gid };
+    if (e.user !== undefined) owner.user = e.user as string;
+    if (e.group !== undefined) owner.group = e.group as string;
+    common.owner = owner;
   }
   if (e.xattrs !== undefined) {
-    if (!Array.isArray(e.xattrs)) throw bad('bad xattrs');
+    if (!Array.isArray(e.xattrs)) throw badEntry(where, 'bad xattrs');
     common.xattrs = e.xattrs.map((x: unknown) => {
       if (!Array.isArray(x) || x.length !== 2 || typeof x[0] !== 'string' || x[0] === '' || x[0].includes('\0') || typeof x[1] !== 'string' || !BASE64.test(x[1])) {
-        throw bad('bad xattr');
+        throw badEntry(where, 'bad xattr');
       }
       return { name: x[0], value: Buffer.from(x[1], 'base64') };
     });
     // Sorted by the bytes of their names, each name once (spec §9.2).
     for (let i = 1; i < common.xattrs.length; i++) {
-      if (Buffer.compare(Buffer.from(common.xattrs[i - 1]!.name), Buffer.from(common.xattrs[i]!.name)) >= 0) throw bad('xattrs not sorted by name, or a name twice');
+      if (Buffer.compare(Buffer.from(common.xattrs[i - 1]!.name), Buffer.from(common.xattrs[i]!.name)) >= 0) throw badEntry(where, 'xattrs not sorted by name, or a name twice');
     }
   }
   switch (e.type) {
@@ -489,28 +529,36 @@ export function decodeEntry(line: string, where: string): TreeEntry {
       return entryOf<DirEntry | SpecialEntry>(common, { type: e.type } as Rest<DirEntry | SpecialEntry>);
     case 'chardev':
     case 'blockdev':
-      if (!isUint(e.major, 0xffffffff) || !isUint(e.minor, 0xffffffff)) throw bad('bad device numbers');
+      if (!isUint(e.major, 0xffffffff) || !isUint(e.minor, 0xffffffff)) throw badEntry(where, 'bad device numbers');
       return entryOf<SpecialEntry>(common, { type: e.type, major: e.major as number, minor: e.minor as number } as Rest<SpecialEntry>);
     case 'symlink': {
-      const target = bytes('target', true)!;
-      if (target.length === 0 || target.includes(0)) throw bad('bad symlink target');
+      const target = entryBytes(e, 'target', true, where)!;
+      if (target.length === 0 || target.includes(0)) throw badEntry(where, 'bad symlink target');
       return entryOf<SymlinkEntry>(common, { type: 'symlink', target });
     }
     case 'hardlink': {
-      const link = bytes('link', true)!;
-      if (!validPathBytes(link)) throw bad('bad hard link');
+      const link = entryBytes(e, 'link', true, where)!;
+      if (!validPathBytes(link)) throw badEntry(where, 'bad hard link');
       return entryOf<HardlinkEntry>(common, { type: 'hardlink', link });
     }
     case 'file': {
-      if (typeof e.size !== 'number' || !Number.isSafeInteger(e.size) || e.size < 0) throw bad('bad size');
-      if (!Array.isArray(e.chunks) || !e.chunks.every((c) => typeof c === 'string' && HEX64.test(c))) throw bad('bad chunk list');
-      if (e.sparse !== undefined && typeof e.sparse !== 'boolean') throw bad('bad sparse flag');
-      const f = entryOf<FileEntry>(common, { type: 'file', size: e.size, chunks: e.chunks as string[], inode: typeof e.inode === 'string' ? e.inode : '', ctime: typeof e.ctime === 'string' ? e.ctime : '' });
+      if (typeof e.size !== 'number' || !Number.isSafeInteger(e.size) || e.size < 0) throw badEntry(where, 'bad size');
+      if (!hexIdList(e.chunks)) throw badEntry(where, 'bad chunk list');
+      if (e.sparse !== undefined && typeof e.sparse !== 'boolean') throw badEntry(where, 'bad sparse flag');
+      // entryOf's fields in its order, made at once (no object for the rest to copy).
+      const f = { path: common.path, rawPath: common.rawPath, mode: common.mode, mtimeNs: common.mtimeNs } as FileEntry;
+      if (common.owner) f.owner = common.owner;
+      if (common.xattrs) f.xattrs = common.xattrs;
+      f.type = 'file';
+      f.size = e.size;
+      f.chunks = e.chunks;
+      f.inode = typeof e.inode === 'string' ? e.inode : '';
+      f.ctime = typeof e.ctime === 'string' ? e.ctime : '';
       if (e.sparse === true) f.sparse = true;
       return f;
     }
     default:
-      throw bad('unknown type');
+      throw badEntry(where, 'unknown type');
   }
 }
 
@@ -545,6 +593,9 @@ export class TreeValidator {
   /** Last child name seen under each directory (by path), as latin1 text: a copy, which keeps no entry's buffer alive. */
   readonly #lastChild = new Map<string, string>();
   readonly #strictOrder: boolean;
+  /** The parent (as #lastChild's key) of the last entry checked, and its last child's name: #lastChild's entry for it while it is current. */
+  #curParent: string | undefined;
+  #curPrev: string | undefined;
 
   /** `strictOrder` false for version 1 listings, which sorted by UTF-16 code units. */
   constructor(strictOrder = true) {
@@ -552,25 +603,39 @@ export class TreeValidator {
   }
 
   check(e: TreeEntry, where: string): void {
-    const bad = (why: string) => new CofferError('corrupt', `${where}: invalid tree (${e.path}: ${why})`);
     const key = e.rawPath.toString('latin1');
     // In version 2 strict sibling order already rules out duplicates.
     if (!this.#strictOrder) {
-      if (this.#seen.has(key)) throw bad('path appears twice');
+      if (this.#seen.has(key)) throw treeError(where, e, 'path appears twice');
       this.#seen.add(key);
     }
     const slash = e.rawPath.lastIndexOf(0x2f);
     const parent = slash < 0 ? '' : key.slice(0, slash);
     // Latin1 text compares as its bytes do (one code unit per byte).
     const name = slash < 0 ? key : key.slice(slash + 1);
-    if (slash >= 0 && !this.#dirs.has(parent)) throw bad('its parent is not an earlier dir entry');
-    const prev = this.#lastChild.get(parent);
-    if (this.#strictOrder && prev !== undefined && prev >= name) throw bad(prev === name ? 'path appears twice' : 'siblings out of order');
-    this.#lastChild.set(parent, name);
+    // Siblings mostly come one after another: the current parent's last child is held
+    // here, and goes to #lastChild only when another parent's entry comes (a parent
+    // found a dir entry once stays one).
+    let prev: string | undefined;
+    if (this.#curParent !== undefined && parent === this.#curParent) prev = this.#curPrev;
+    else {
+      if (slash >= 0 && !this.#dirs.has(parent)) throw treeError(where, e, 'its parent is not an earlier dir entry');
+      if (this.#curParent !== undefined && this.#curPrev !== undefined) this.#lastChild.set(this.#curParent, this.#curPrev);
+      prev = this.#lastChild.get(parent);
+      this.#curParent = parent;
+      this.#curPrev = prev;
+    }
+    if (this.#strictOrder && prev !== undefined && prev >= name) throw treeError(where, e, prev === name ? 'path appears twice' : 'siblings out of order');
+    this.#curPrev = name;
     if (e.type === 'dir') this.#dirs.add(key);
     if (e.type === 'file') this.#files.add(pathHash(e.rawPath));
-    if (e.type === 'hardlink' && !this.#files.has(pathHash(e.link))) throw bad('hard link to no earlier file entry');
+    if (e.type === 'hardlink' && !this.#files.has(pathHash(e.link))) throw treeError(where, e, 'hard link to no earlier file entry');
   }
+}
+
+/** A listing's refusal for a structure rule (TreeValidator). */
+function treeError(where: string, e: TreeEntry, why: string): CofferError {
+  return new CofferError('corrupt', `${where}: invalid tree (${e.path}: ${why})`);
 }
 
 /**

@@ -170,7 +170,7 @@ test('a changed file\'s parent chunks go with the regions they fall in (knownByR
   assert.deepEqual(knownByRegion(chunks, 2, lengthOf).map((b) => b!.length / 32), [2, 2]);
 });
 
-test('a worker chunking a file while the other is idle has it compress its new chunks: the same stored bytes, in file order', async (t) => {
+test('once every job is given out, a worker chunking a file while the other is idle has it compress its new chunks: the same stored bytes, in file order', async (t) => {
   const dir = await tempDir(t, 'pool');
   const text = Buffer.from('the quick brown fox jumps over the lazy dog, again and again. '.repeat(120_000));
   const content = Buffer.concat([text, randomBytes(2 << 20), text.subarray(0, 3 << 20)]);
@@ -200,6 +200,12 @@ test('a worker chunking a file while the other is idle has it compress its new c
   // Both workers started (three jobs at once), then every job over: both idle.
   await Promise.all([0, 1, 2].map(() => two.chunkFile(Buffer.from(join(dir, 'a')), async () => {})));
   assert.equal(two.started, 2);
+  // Before every job is submitted (lastJobs) and given out, a worker idle between jobs
+  // is waiting for the main thread: it does not help.
+  const unhelped = peerCompressedForTesting.count;
+  assert.deepEqual((await run(two)).got, alone.got);
+  assert.equal(peerCompressedForTesting.count, unhelped, 'no help before lastJobs');
+  two.lastJobs();
   const before = peerCompressedForTesting.count;
   const helped = await run(two);
   assert.ok(peerCompressedForTesting.count > before, 'the idle worker compressed some of the chunks');

@@ -138,6 +138,9 @@ export class ChunkPool {
   #load = 0;
   #next = 0;
   #failure: unknown;
+  /** The workers' flags once two run: each one's idle flag, then lastJobs's (see 'peer' in chunk-worker.ts). */
+  #flags: Int32Array | undefined;
+  #lastJobs = false;
 
   readonly #setup: WorkerSetup;
   readonly #threads: number;
@@ -186,7 +189,8 @@ export class ChunkPool {
       // chunk-worker.ts), so the last large region of a backup does not run on one core
       // beside an idle one (issue 13: a changed database's last 64 MiB, ~380 ms, 2/3 zstd).
       const { port1, port2 } = new MessageChannel();
-      const idle = new Int32Array(new SharedArrayBuffer(8));
+      const idle = (this.#flags = new Int32Array(new SharedArrayBuffer(12)));
+      this.#allGiven();
       this.#workers[0]!.worker.postMessage({ type: 'peer', port: port1, idle, self: 0 } satisfies ToWorker, [port1]);
       worker.postMessage({ type: 'peer', port: port2, idle, self: 1 } satisfies ToWorker, [port2]);
     }
@@ -217,6 +221,7 @@ export class ChunkPool {
       pw.bytes += job.bytes;
       pw.worker.postMessage(job.message, job.transfer);
     }
+    this.#allGiven();
   }
 
   /** A job is over (answered, failed, or its batch came back): its worker may take more. */
@@ -330,6 +335,23 @@ export class ChunkPool {
     return new Promise<SmallFileBatch>((resolve, reject) => {
       this.#submit(job, { onChunk: async () => {}, ids: [], resolve: () => {}, reject, batch: resolve, load: BATCH_LOAD, bytes, message, transfer: [joined.buffer, sizeArray.buffer] });
     });
+  }
+
+  /**
+   * Says that every job has been submitted: once they are all given out, an idle worker's
+   * core has nothing else coming, and it compresses the other's new chunks (see 'peer' in chunk-worker.ts).
+   * Before, a worker is idle between jobs while the main thread, busy, has not handed it
+   * the next (on a first backup, most of the time): it would take work from a thread that
+   * needs no help, and a core that has none to spare.
+   */
+  lastJobs(): void {
+    this.#lastJobs = true;
+    this.#allGiven();
+  }
+
+  /** Sets the workers' flag once every job is submitted (lastJobs) and given to a worker. */
+  #allGiven(): void {
+    if (this.#flags && this.#lastJobs && this.#waiting.length === 0) Atomics.store(this.#flags, 2, 1);
   }
 
   async close(): Promise<void> {

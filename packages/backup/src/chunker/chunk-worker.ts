@@ -61,9 +61,10 @@ export type ToWorker =
   | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean }
   | { type: 'ack'; buffer: ArrayBuffer }
   /**
-   * The other worker: a channel to it, and a flag pair (one Int32 each, `self` is this
-   * worker's) where each says whether it is idle. A worker chunking a file while the other
-   * is idle sends it new chunks to compress (zstd is most of a changed database's chunk
+   * The other worker: a channel to it, and flags: two (one Int32 each, `self` is this
+   * worker's) that say whether each is idle, then one the main thread sets once every job
+   * has been given (ChunkPool.lastJobs). A worker chunking a file while the other is idle
+   * after that sends it new chunks to compress (zstd is most of a changed database's chunk
    * work, issue 13); the idle one compresses them as it would its own (same binding, same
    * level: the same bytes) and sends them back; the chunks still go out in file order.
    */
@@ -165,6 +166,7 @@ if (parentPort) {
   type Out = { msg: FromWorker; ready: boolean; seq: number };
   const outbox: Out[] = [];
   let inFlight = 0;
+  let dbgSent = 0, dbgLocal = 0, dbgServed = 0;
   let nextSeq = 0;
   let drained: (() => void) | undefined;
   const flush = () => {
@@ -189,7 +191,7 @@ if (parentPort) {
   const onPeer = (m: { request?: PeerRequest; reply?: PeerReply }) => {
     if (m.request) {
       // Another worker's chunk: compressed here as it would have been there.
-      const { seq, buffer, length } = m.request;
+      const { seq, buffer, length } = m.request; dbgServed++;
       const raw = Buffer.from(buffer, 0, length);
       try {
         const { stored, flags } = maybeCompressInto(raw, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize))));
@@ -226,10 +228,11 @@ if (parentPort) {
     for (let m = receiveMessageOnPort(peer); m; m = receiveMessageOnPort(peer)) onPeer(m.message as { request?: PeerRequest; reply?: PeerReply });
   };
   /** Whether the next new chunk's compression goes to the other worker: it is idle, and has room. */
-  const peerHelps = () => peer !== undefined && inFlight < PEER_IN_FLIGHT && Atomics.load(idleFlags!, 1 - self) === 1;
+  const peerHelps = () => peer !== undefined && inFlight < PEER_IN_FLIGHT && Atomics.load(idleFlags!, 2) === 1 && Atomics.load(idleFlags!, 1 - self) === 1;
 
   /** Chunks bytes [start, end) of a file (end = Infinity: to its end). */
   const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number, compress: boolean, known: Uint8Array | undefined) => {
+    const dbgT0 = performance.timeOrigin + performance.now() - 1.7e12; dbgSent = 0; dbgLocal = 0; dbgServed = 0;
     const skip = new Set<string>();
     if (known) for (let o = 0; o + 32 <= known.length; o += 32) skip.add(Buffer.from(known.buffer, known.byteOffset + o, 32).toString('latin1'));
     // O_NOFOLLOW: a file replaced by a symlink since the walk saw it is not followed.
@@ -282,12 +285,12 @@ if (parentPort) {
           new Uint8Array(data).set(chunk);
           start += n;
           const seq = nextSeq++;
-          inFlight++;
+          inFlight++; dbgSent++;
           outbox.push({ msg: { type: 'chunk', job, id, data, length: n, rawLength: n, flags: undefined }, ready: false, seq });
           peer!.postMessage({ request: { seq, buffer: data, length: n } satisfies PeerRequest }, [data]);
           continue;
         }
-        if (compress) {
+        if (compress) { dbgLocal++;
           // zstd here, with this thread's reused context, rather than on libuv's pool after
           // the main thread's dedup: ~20% less CPU for the same frames, and no round trip.
           ({ stored: out, flags } = maybeCompressInto(chunk, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize)))));
@@ -299,8 +302,10 @@ if (parentPort) {
     } finally {
       closeSync(fd);
     }
+    const dbgEnd = performance.timeOrigin + performance.now() - 1.7e12;
     // Every chunk out (some may still be with the other worker) before the job's end.
     while (outbox.length > 0) await new Promise<void>((r) => (drained = r));
+    if (process.env.COFFER_DEBUG_PEER) process.stderr.write(`w${self} job ${job} start ${start0} t0 ${dbgT0.toFixed(0)} cut-end ${dbgEnd.toFixed(0)} drained ${(performance.timeOrigin + performance.now() - 1.7e12).toFixed(0)} sent ${dbgSent} local ${dbgLocal} served ${dbgServed}\n`);
     return size;
   };
 

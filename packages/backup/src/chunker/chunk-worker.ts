@@ -166,7 +166,6 @@ if (parentPort) {
   type Out = { msg: FromWorker; ready: boolean; seq: number };
   const outbox: Out[] = [];
   let inFlight = 0;
-  let dbgSent = 0, dbgLocal = 0, dbgServed = 0;
   let nextSeq = 0;
   let drained: (() => void) | undefined;
   const flush = () => {
@@ -191,7 +190,7 @@ if (parentPort) {
   const onPeer = (m: { request?: PeerRequest; reply?: PeerReply }) => {
     if (m.request) {
       // Another worker's chunk: compressed here as it would have been there.
-      const { seq, buffer, length } = m.request; dbgServed++;
+      const { seq, buffer, length } = m.request;
       const raw = Buffer.from(buffer, 0, length);
       try {
         const { stored, flags } = maybeCompressInto(raw, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize))));
@@ -232,7 +231,6 @@ if (parentPort) {
 
   /** Chunks bytes [start, end) of a file (end = Infinity: to its end). */
   const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number, compress: boolean, known: Uint8Array | undefined) => {
-    const dbgT0 = performance.timeOrigin + performance.now() - 1.7e12; dbgSent = 0; dbgLocal = 0; dbgServed = 0;
     const skip = new Set<string>();
     if (known) for (let o = 0; o + 32 <= known.length; o += 32) skip.add(Buffer.from(known.buffer, known.byteOffset + o, 32).toString('latin1'));
     // O_NOFOLLOW: a file replaced by a symlink since the walk saw it is not followed.
@@ -285,12 +283,12 @@ if (parentPort) {
           new Uint8Array(data).set(chunk);
           start += n;
           const seq = nextSeq++;
-          inFlight++; dbgSent++;
+          inFlight++;
           outbox.push({ msg: { type: 'chunk', job, id, data, length: n, rawLength: n, flags: undefined }, ready: false, seq });
           peer!.postMessage({ request: { seq, buffer: data, length: n } satisfies PeerRequest }, [data]);
           continue;
         }
-        if (compress) { dbgLocal++;
+        if (compress) {
           // zstd here, with this thread's reused context, rather than on libuv's pool after
           // the main thread's dedup: ~20% less CPU for the same frames, and no round trip.
           ({ stored: out, flags } = maybeCompressInto(chunk, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize)))));
@@ -302,10 +300,8 @@ if (parentPort) {
     } finally {
       closeSync(fd);
     }
-    const dbgEnd = performance.timeOrigin + performance.now() - 1.7e12;
     // Every chunk out (some may still be with the other worker) before the job's end.
     while (outbox.length > 0) await new Promise<void>((r) => (drained = r));
-    if (process.env.COFFER_DEBUG_PEER) process.stderr.write(`w${self} job ${job} start ${start0} t0 ${dbgT0.toFixed(0)} cut-end ${dbgEnd.toFixed(0)} drained ${(performance.timeOrigin + performance.now() - 1.7e12).toFixed(0)} sent ${dbgSent} local ${dbgLocal} served ${dbgServed}\n`);
     return size;
   };
 

@@ -10,7 +10,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { BackupKey, DEFAULT_CHUNKER, RepositoryKeys } from '../src/index.js';
-import { ChunkPool } from '../src/chunker/chunk-pool.js';
+import { ChunkPool, peerCompressedForTesting } from '../src/chunker/chunk-pool.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
 import { decompressBlob } from '../src/repository/compress.js';
 import { CHUNK_REGION_BYTES, knownByRegion } from '../src/repository/backup.js';
@@ -168,4 +168,53 @@ test('a changed file\'s parent chunks go with the regions they fall in (knownByR
   assert.deepEqual(knownByRegion([...chunks, id(9)], 3, lengthOf), [undefined, undefined, undefined]);
   // Chunks past the last region (the file shrank): dropped.
   assert.deepEqual(knownByRegion(chunks, 2, lengthOf).map((b) => b!.length / 32), [2, 2]);
+});
+
+test('once every job is given out, a worker chunking a file while the other is idle has it compress its new chunks: the same stored bytes, in file order', async (t) => {
+  const dir = await tempDir(t, 'pool');
+  const text = Buffer.from('the quick brown fox jumps over the lazy dog, again and again. '.repeat(120_000));
+  const content = Buffer.concat([text, randomBytes(2 << 20), text.subarray(0, 3 << 20)]);
+  const p = join(dir, 'big');
+  await fs.writeFile(p, content);
+  await fs.writeFile(join(dir, 'a'), 'abc');
+  const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
+  const setup = ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER, 'auto');
+  type Got = { id: string; data: string; flags: number; rawLength: number };
+  const run = async (pool: ChunkPool, known?: Uint8Array) => {
+    const got: Got[] = [];
+    const r = await pool.chunkFile(Buffer.from(p), async (id, data, stored) => void got.push({ id: id.toString('hex'), data: data.toString('hex'), flags: stored!.flags, rawLength: stored!.rawLength }), {
+      compress: true,
+      ...(known ? { known, onKnown: (id) => void got.push({ id: id.toString('hex'), data: 'known', flags: -1, rawLength: -1 }) } : {}),
+    });
+    assert.equal(r.size, content.length);
+    assert.deepEqual(r.ids.map((id) => id.toString('hex')), got.map((g) => g.id), 'the chunks came in file order');
+    return { got, ids: r.ids };
+  };
+  const one = new ChunkPool(setup, 1);
+  t.after(() => one.close());
+  const alone = await run(one);
+  assert.ok(alone.got.some((g) => (g.flags & BLOB_COMPRESSED) !== 0) && alone.got.some((g) => g.flags === 0));
+
+  const two = new ChunkPool(setup, 2);
+  t.after(() => two.close());
+  // Both workers started (three jobs at once), then every job over: both idle.
+  await Promise.all([0, 1, 2].map(() => two.chunkFile(Buffer.from(join(dir, 'a')), async () => {})));
+  assert.equal(two.started, 2);
+  // Before every job is submitted (lastJobs) and given out, a worker idle between jobs
+  // is waiting for the main thread: it does not help.
+  const unhelped = peerCompressedForTesting.count;
+  assert.deepEqual((await run(two)).got, alone.got);
+  assert.equal(peerCompressedForTesting.count, unhelped, 'no help before lastJobs');
+  two.lastJobs();
+  const before = peerCompressedForTesting.count;
+  const helped = await run(two);
+  assert.ok(peerCompressedForTesting.count > before, 'the idle worker compressed some of the chunks');
+  assert.deepEqual(helped.got, alone.got, 'the same stored bytes and flags as one worker alone makes');
+  // With known chunks among them: still in file order, the known ones as IDs alone.
+  const known = Buffer.concat([alone.ids[1]!, alone.ids[3]!]);
+  const a = await run(one, known);
+  const from = peerCompressedForTesting.count;
+  const b = await run(two, known);
+  assert.ok(peerCompressedForTesting.count > from);
+  assert.deepEqual(b.got, a.got);
 });

@@ -15,7 +15,7 @@
 import { createSecretKey } from 'node:crypto';
 import { chunkIdUnder } from '../crypto/repository-keys.js';
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { maybeCompressInto, zstdBound, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
 import { isUtf8 } from '../repository/tree.js';
@@ -31,6 +31,11 @@ const BATCH_BUFFER_MIN = 512 * 1024;
 const BATCH_BUFFER_MAX = 8 * 1024 * 1024;
 /** Batch output buffers given back by the main thread and kept for the next batches (see dataBuffers). */
 const DATA_BUFFERS_KEPT = 4;
+/**
+ * A new chunk's compression handed to the other worker while it is idle (see 'peer'): at
+ * most this many at once; beyond them, this worker compresses its chunks itself.
+ */
+const PEER_IN_FLIGHT = 2;
 
 export interface WorkerSetup {
   gearTable: Uint8Array;
@@ -55,11 +60,20 @@ export type ToWorker =
   /** `paths`: each path's bytes followed by a NUL; `sizes`: each file's expected size. */
   | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean }
   | { type: 'ack'; buffer: ArrayBuffer }
+  /**
+   * The other worker: a channel to it, and flags: two (one Int32 each, `self` is this
+   * worker's) that say whether each is idle, then one the main thread sets once every job
+   * has been given (ChunkPool.lastJobs). A worker chunking a file while the other is idle
+   * after that sends it new chunks to compress (zstd is most of a changed database's chunk
+   * work, issue 13); the idle one compresses them as it would its own (same binding, same
+   * level: the same bytes) and sends them back; the chunks still go out in file order.
+   */
+  | { type: 'peer'; port: MessagePort; idle: Int32Array; self: number }
   /** A batch's `data` buffer, given back once the main thread no longer refers to it. */
   | { type: 'batch-data'; buffer: ArrayBuffer };
 export type FromWorker =
   /** `data`'s first `length` bytes: the chunk, or with `compress` its stored form (`flags`, spec §7.1), of `rawLength` bytes raw. */
-  | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number; rawLength: number; flags: number | undefined }
+  | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number; rawLength: number; flags: number | undefined; byPeer?: true }
   /** A chunk of the job's `known` (the repository has it): its ID and raw length, no bytes. */
   | { type: 'known'; job: number; id: Uint8Array; rawLength: number }
   | { type: 'done'; job: number; size: number }
@@ -135,6 +149,86 @@ if (parentPort) {
     return free.pop()!;
   };
 
+  // The other worker (see 'peer'): its channel, and the idle flags.
+  let peer: MessagePort | undefined;
+  let idleFlags: Int32Array | undefined;
+  let self = 0;
+  const setIdle = (idle: boolean) => {
+    if (idleFlags) Atomics.store(idleFlags, self, idle ? 1 : 0);
+  };
+  /** Compressed for the other worker: the chunk's raw bytes in `buffer`, its stored form there when it comes back. */
+  type PeerRequest = { seq: number; buffer: ArrayBuffer; length: number };
+  type PeerReply = { seq: number; buffer: ArrayBuffer; length: number; flags: number; failed?: true };
+  /**
+   * What this worker has to post to the main thread, in order, once the chunks it waits for
+   * (compressed by the other worker) are back: messages go out in file order.
+   */
+  type Out = { msg: FromWorker; ready: boolean; seq: number };
+  const outbox: Out[] = [];
+  let inFlight = 0;
+  let nextSeq = 0;
+  let drained: (() => void) | undefined;
+  const flush = () => {
+    while (outbox.length > 0 && outbox[0]!.ready) {
+      const { msg } = outbox.shift()!;
+      if (msg.type === 'chunk') port.postMessage(msg, [msg.data]);
+      else port.postMessage(msg);
+    }
+    if (outbox.length === 0 && drained) {
+      const d = drained;
+      drained = undefined;
+      d();
+    }
+  };
+  /** Posts `msg` to the main thread after what waits in the outbox. */
+  const emit = (msg: FromWorker) => {
+    if (outbox.length === 0) {
+      if (msg.type === 'chunk') port.postMessage(msg, [msg.data]);
+      else port.postMessage(msg);
+    } else outbox.push({ msg, ready: true, seq: -1 });
+  };
+  const onPeer = (m: { request?: PeerRequest; reply?: PeerReply }) => {
+    if (m.request) {
+      // Another worker's chunk: compressed here as it would have been there.
+      const { seq, buffer, length } = m.request;
+      const raw = Buffer.from(buffer, 0, length);
+      try {
+        const { stored, flags } = maybeCompressInto(raw, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize))));
+        if (stored !== raw) raw.set(stored);
+        peer!.postMessage({ reply: { seq, buffer, length: stored.length, flags } }, [buffer]);
+      } catch {
+        // Its own worker compresses it then (the raw bytes are still there).
+        peer!.postMessage({ reply: { seq, buffer, length, flags: 0, failed: true } }, [buffer]);
+      }
+      return;
+    }
+    const r = m.reply!;
+    inFlight--;
+    const o = outbox.find((x) => x.seq === r.seq)!;
+    const msg = o.msg as Extract<FromWorker, { type: 'chunk' }>;
+    msg.data = r.buffer;
+    if (r.failed) {
+      const raw = Buffer.from(r.buffer, 0, msg.rawLength);
+      const { stored, flags } = maybeCompressInto(raw, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize))));
+      if (stored !== raw) raw.set(stored);
+      msg.length = stored.length;
+      msg.flags = flags;
+    } else {
+      msg.length = r.length;
+      msg.flags = r.flags;
+      msg.byPeer = true;
+    }
+    o.ready = true;
+    flush();
+  };
+  /** Handles what the other worker sent (chunks to compress, chunks compressed), without waiting for the event loop. */
+  const pollPeer = () => {
+    if (!peer) return;
+    for (let m = receiveMessageOnPort(peer); m; m = receiveMessageOnPort(peer)) onPeer(m.message as { request?: PeerRequest; reply?: PeerReply });
+  };
+  /** Whether the next new chunk's compression goes to the other worker: it is idle, and has room. */
+  const peerHelps = () => peer !== undefined && inFlight < PEER_IN_FLIGHT && Atomics.load(idleFlags!, 2) === 1 && Atomics.load(idleFlags!, 1 - self) === 1;
+
   /** Chunks bytes [start, end) of a file (end = Infinity: to its end). */
   const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number, compress: boolean, known: Uint8Array | undefined) => {
     const skip = new Set<string>();
@@ -170,6 +264,7 @@ if (parentPort) {
         const n = cdc.cut(buf, start, end, eof);
         if (n === -1) continue;
         if (n === 0) break;
+        pollPeer();
         const chunk = buf.subarray(start, start + n);
         const id = chunkIdUnder(idKey, chunk);
         if (skip.size > 0 && skip.has(id.toString('latin1'))) {
@@ -177,12 +272,22 @@ if (parentPort) {
           // into a buffer, sent and dropped by the main thread's dedup (issue 13: ~200 MB of
           // the chat set's second backup), and would hold one of this worker's credits meanwhile.
           start += n;
-          port.postMessage({ type: 'known', job, id, rawLength: n } satisfies FromWorker);
+          emit({ type: 'known', job, id, rawLength: n });
           continue;
         }
         const data = await takeBuffer();
         let out: Buffer = chunk;
         let flags: number | undefined;
+        if (compress && setup.compression !== 'off' && peerHelps()) {
+          // The other worker is idle: it compresses this chunk while this one cuts and hashes the next.
+          new Uint8Array(data).set(chunk);
+          start += n;
+          const seq = nextSeq++;
+          inFlight++;
+          outbox.push({ msg: { type: 'chunk', job, id, data, length: n, rawLength: n, flags: undefined }, ready: false, seq });
+          peer!.postMessage({ request: { seq, buffer: data, length: n } satisfies PeerRequest }, [data]);
+          continue;
+        }
         if (compress) {
           // zstd here, with this thread's reused context, rather than on libuv's pool after
           // the main thread's dedup: ~20% less CPU for the same frames, and no round trip.
@@ -190,12 +295,13 @@ if (parentPort) {
         }
         new Uint8Array(data).set(out);
         start += n;
-        const msg: FromWorker = { type: 'chunk', job, id, data, length: out.length, rawLength: n, flags };
-        port.postMessage(msg, [data]);
+        emit({ type: 'chunk', job, id, data, length: out.length, rawLength: n, flags });
       }
     } finally {
       closeSync(fd);
     }
+    // Every chunk out (some may still be with the other worker) before the job's end.
+    while (outbox.length > 0) await new Promise<void>((r) => (drained = r));
     return size;
   };
 
@@ -347,6 +453,9 @@ if (parentPort) {
       const { job, path, start, end, compress, known } = q;
       try {
         const size = await chunkFile(job, path, start, end, compress, known);
+        // Idle from here unless more work waits (set before the job's end goes out, so the
+        // main thread's next job, to the other worker, finds this one idle).
+        if (queue.length === 0) setIdle(true);
         port.postMessage({ type: 'done', job, size } satisfies FromWorker);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
@@ -354,10 +463,17 @@ if (parentPort) {
       }
     }
     busy = false;
+    setIdle(true);
   };
 
   port.on('message', (m: ToWorker) => {
-    if (m.type === 'ack') {
+    if (m.type === 'peer') {
+      peer = m.port;
+      idleFlags = m.idle;
+      self = m.self;
+      setIdle(!busy && queue.length === 0);
+      peer.on('message', onPeer);
+    } else if (m.type === 'ack') {
       free.push(m.buffer);
       const w = creditWaiter;
       creditWaiter = undefined;
@@ -365,6 +481,7 @@ if (parentPort) {
     } else if (m.type === 'batch-data') {
       keepDataBuffer(m.buffer);
     } else {
+      setIdle(false);
       queue.push(m);
       void pump();
     }

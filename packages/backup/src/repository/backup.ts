@@ -1156,6 +1156,8 @@ async function walkAndStore(
       notes.push(`${xattrNameWarnings} item(s) whose names are not UTF-8 were backed up without extended attributes, if they had any (the xattr binding takes text paths)`);
     }
     await submitBatch();
+    // Every job given: an idle chunk worker may help the other from here.
+    workers().lastJobs();
     while (queued() > 0) await writeHead();
     stopPrescan();
     parentFiles?.close();

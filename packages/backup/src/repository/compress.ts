@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import { CofferError } from '../errors.js';
 import { BLOB_COMPRESSED, BLOB_PADDED } from './blob.js';
 import { Compression, type RepositoryConfig } from './config.js';
+import { napiBinding } from './native-binding.js';
 import { unpadBlob } from './padding.js';
 
 /**
@@ -30,7 +31,7 @@ interface ThreadPoolZstd {
  * process report, its search for a prebuilt binary throws and catches errors).
  */
 let threadPoolZstd: ThreadPoolZstd | undefined;
-const zstdNative = (): ThreadPoolZstd => (threadPoolZstd ??= createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as ThreadPoolZstd);
+const zstdNative = (): ThreadPoolZstd => (threadPoolZstd ??= napiBinding<ThreadPoolZstd>('@mongodb-js/zstd', '@mongodb-js/zstd/bindings.js'));
 
 /**
  * Small files are compressed synchronously, on the chunk worker that read them, with one

@@ -16,8 +16,8 @@
  */
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
+import { napiBinding } from './native-binding.js';
 import type { Xattr } from './tree.js';
 
 const run = promisify(execFile);
@@ -37,7 +37,7 @@ let xattrApi: XattrApi | null | undefined;
 export function xattrs(): XattrApi | null {
   if (xattrApi === undefined) {
     try {
-      xattrApi = createRequire(import.meta.url)('@napi-rs/xattr') as XattrApi;
+      xattrApi = napiBinding<XattrApi>('@napi-rs/xattr');
     } catch {
       xattrApi = null;
     }

@@ -158,7 +158,9 @@ if (parentPort) {
   };
   /** Compressed for the other worker: the chunk's raw bytes in `buffer`, its stored form there when it comes back. */
   type PeerRequest = { seq: number; buffer: ArrayBuffer; length: number };
-  type PeerReply = { seq: number; buffer: ArrayBuffer; length: number; flags: number; failed?: true };
+  type PeerReply = { seq: number; buffer: ArrayBuffer; length: number; flags: number };
+  /** A large chunk's stored form, compressed with this thread's reused zstd context into its scratch buffer. */
+  const compressChunk = (raw: Buffer) => maybeCompressInto(raw, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize))));
   /**
    * What this worker has to post to the main thread, in order, once the chunks it waits for
    * (compressed by the other worker) are back: messages go out in file order.
@@ -168,12 +170,10 @@ if (parentPort) {
   let inFlight = 0;
   let nextSeq = 0;
   let drained: (() => void) | undefined;
+  /** To the main thread; a chunk's buffer is transferred. */
+  const post = (msg: FromWorker) => (msg.type === 'chunk' ? port.postMessage(msg, [msg.data]) : port.postMessage(msg));
   const flush = () => {
-    while (outbox.length > 0 && outbox[0]!.ready) {
-      const { msg } = outbox.shift()!;
-      if (msg.type === 'chunk') port.postMessage(msg, [msg.data]);
-      else port.postMessage(msg);
-    }
+    while (outbox.length > 0 && outbox[0]!.ready) post(outbox.shift()!.msg);
     if (outbox.length === 0 && drained) {
       const d = drained;
       drained = undefined;
@@ -182,24 +182,18 @@ if (parentPort) {
   };
   /** Posts `msg` to the main thread after what waits in the outbox. */
   const emit = (msg: FromWorker) => {
-    if (outbox.length === 0) {
-      if (msg.type === 'chunk') port.postMessage(msg, [msg.data]);
-      else port.postMessage(msg);
-    } else outbox.push({ msg, ready: true, seq: -1 });
+    if (outbox.length === 0) post(msg);
+    else outbox.push({ msg, ready: true, seq: -1 });
   };
   const onPeer = (m: { request?: PeerRequest; reply?: PeerReply }) => {
     if (m.request) {
-      // Another worker's chunk: compressed here as it would have been there.
+      // Another worker's chunk: compressed here as it would have been there (the same
+      // binding and level). A failure here is this worker's error, which fails the pool.
       const { seq, buffer, length } = m.request;
       const raw = Buffer.from(buffer, 0, length);
-      try {
-        const { stored, flags } = maybeCompressInto(raw, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize))));
-        if (stored !== raw) raw.set(stored);
-        peer!.postMessage({ reply: { seq, buffer, length: stored.length, flags } }, [buffer]);
-      } catch {
-        // Its own worker compresses it then (the raw bytes are still there).
-        peer!.postMessage({ reply: { seq, buffer, length, flags: 0, failed: true } }, [buffer]);
-      }
+      const { stored, flags } = compressChunk(raw);
+      if (stored !== raw) raw.set(stored);
+      peer!.postMessage({ reply: { seq, buffer, length: stored.length, flags } }, [buffer]);
       return;
     }
     const r = m.reply!;
@@ -207,17 +201,9 @@ if (parentPort) {
     const o = outbox.find((x) => x.seq === r.seq)!;
     const msg = o.msg as Extract<FromWorker, { type: 'chunk' }>;
     msg.data = r.buffer;
-    if (r.failed) {
-      const raw = Buffer.from(r.buffer, 0, msg.rawLength);
-      const { stored, flags } = maybeCompressInto(raw, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize))));
-      if (stored !== raw) raw.set(stored);
-      msg.length = stored.length;
-      msg.flags = flags;
-    } else {
-      msg.length = r.length;
-      msg.flags = r.flags;
-      msg.byPeer = true;
-    }
+    msg.length = r.length;
+    msg.flags = r.flags;
+    msg.byPeer = true;
     o.ready = true;
     flush();
   };
@@ -291,7 +277,7 @@ if (parentPort) {
         if (compress) {
           // zstd here, with this thread's reused context, rather than on libuv's pool after
           // the main thread's dedup: ~20% less CPU for the same frames, and no round trip.
-          ({ stored: out, flags } = maybeCompressInto(chunk, setup.compression, (zstdScratch ??= Buffer.allocUnsafeSlow(zstdBound(cdc.maxSize)))));
+          ({ stored: out, flags } = compressChunk(chunk));
         }
         new Uint8Array(data).set(out);
         start += n;
@@ -459,7 +445,8 @@ if (parentPort) {
         port.postMessage({ type: 'done', job, size } satisfies FromWorker);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
-        port.postMessage({ type: 'error', job, code: err.code ?? 'EUNKNOWN', message: err.message } satisfies FromWorker);
+        // After the job's chunks still with the other worker: a job's chunks, then its end.
+        emit({ type: 'error', job, code: err.code ?? 'EUNKNOWN', message: err.message });
       }
     }
     busy = false;

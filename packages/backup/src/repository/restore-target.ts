@@ -11,8 +11,11 @@
  * follow it (open with O_CREAT|O_EXCL|O_NOFOLLOW, mkdir, symlink, link, rename, lchown,
  * lutimes, l*xattr).
  *
- * Directory handles are cached (at most MAX_OPEN_DIRS open at once, least recently used
- * closed first), so the number of open descriptors stays bounded on any tree. Where
+ * Directory handles are cached (at most MAX_OPEN_DIRS open and idle, least recently used
+ * closed first), and at most MAX_HELD_DIRS distinct directories are held (in use) at once:
+ * a caller that needs another waits until one is let go. So the number of open descriptors
+ * stays bounded on any tree, a wide one too (20,000 directories of one file each once ran
+ * out of descriptors under `ulimit -n 1024`: every small file in flight held its own). Where
  * /proc is not mounted (not Linux), paths are built from the target's absolute path
  * instead: each directory is still opened with O_NOFOLLOW once when it is first reached,
  * but a symlink swapped in later could be followed, and deep trees can hit PATH_MAX.
@@ -20,7 +23,9 @@
 import { constants as fsc, promises as fs, existsSync, readlinkSync } from 'node:fs';
 import { CofferError } from '../errors.js';
 
-const MAX_OPEN_DIRS = 32;
+export const MAX_OPEN_DIRS = 32;
+/** Distinct directories held at once by callers (opening a directory's parents aside). */
+export const MAX_HELD_DIRS = 64;
 
 /**
  * Where this process's descriptors are named: `/proc/<pid>/fd` when /proc/self is this
@@ -62,6 +67,10 @@ export class RestoreTarget {
   readonly #ready = new Map<string, Promise<unknown>>();
   /** The directory holdOpen gave last. */
   #last: OpenDir | undefined;
+  /** Directories with refs > 0, and holds being acquired for others (MAX_HELD_DIRS). */
+  #busy = 0;
+  #reserved = 0;
+  readonly #wake: (() => void)[] = [];
 
   private constructor(root: string) {
     this.#root = root;
@@ -79,13 +88,42 @@ export class RestoreTarget {
    * until their metadata is set). Without it, a missing directory resolves to null.
    */
   async withDir<T>(rel: Buffer, create: boolean, fn: (prefix: Buffer, dir: fs.FileHandle) => Promise<T>): Promise<T | null> {
-    const d = await this.#acquire(rel, create);
+    return this.#with(rel, create, true, fn);
+  }
+
+  async #with<T>(rel: Buffer, create: boolean, gated: boolean, fn: (prefix: Buffer, dir: fs.FileHandle) => Promise<T>): Promise<T | null> {
+    const d = gated ? await this.#acquireGated(rel, create) : await this.#acquire(rel, create);
     if (!d) return null;
     try {
       return await fn(d.prefix, d.fh);
     } finally {
-      d.refs--;
+      this.#unref(d);
       this.#evict();
+    }
+  }
+
+  #ref(d: OpenDir): void {
+    if (d.refs++ === 0) this.#busy++;
+  }
+
+  #unref(d: OpenDir): void {
+    if (--d.refs === 0) {
+      this.#busy--;
+      this.#wake.shift()?.();
+    }
+  }
+
+  /** #acquire, waiting first while MAX_HELD_DIRS other directories are held (none of this one's holders). */
+  async #acquireGated(rel: Buffer, create: boolean): Promise<OpenDir | null> {
+    const open = this.#open.get(rel.toString('latin1'));
+    if (open && !open.closed && open.refs > 0) return this.#acquire(rel, create);
+    while (this.#busy + this.#reserved >= MAX_HELD_DIRS) await new Promise<void>((r) => this.#wake.push(r));
+    this.#reserved++;
+    try {
+      return await this.#acquire(rel, create);
+    } finally {
+      this.#reserved--;
+      this.#wake.shift()?.();
     }
   }
 
@@ -101,7 +139,9 @@ export class RestoreTarget {
       d = this.#open.get(rel.toString('latin1'));
       if (!d || d.closed) return undefined;
     }
-    d.refs++;
+    // Not held yet and no room: the caller takes the waiting path (withDir).
+    if (d.refs === 0 && this.#busy + this.#reserved >= MAX_HELD_DIRS) return undefined;
+    this.#ref(d);
     // Map order is recency order: move to the end.
     this.#open.delete(d.key);
     this.#open.set(d.key, d);
@@ -126,7 +166,7 @@ export class RestoreTarget {
 
   /** Lets go of a directory holdOpen gave. */
   release(d: HeldDir): void {
-    (d as OpenDir).refs--;
+    this.#unref(d as OpenDir);
     this.#evict();
   }
 
@@ -134,7 +174,7 @@ export class RestoreTarget {
     const key = rel.toString('latin1');
     const hit = this.#open.get(key);
     if (hit) {
-      hit.refs++;
+      this.#ref(hit);
       // Map order is recency order: move to the end.
       this.#open.delete(key);
       this.#open.set(key, hit);
@@ -152,7 +192,7 @@ export class RestoreTarget {
     // Closed by eviction between being opened and this waiter resuming: open it again.
     if (d.closed) return this.#acquire(rel, create);
     if (!this.#open.has(key)) this.#open.set(key, d);
-    d.refs++;
+    this.#ref(d);
     return d;
   }
 
@@ -164,7 +204,9 @@ export class RestoreTarget {
     const slash = rel.lastIndexOf(0x2f);
     const parent = slash < 0 ? Buffer.alloc(0) : rel.subarray(0, slash);
     const name = slash < 0 ? rel : rel.subarray(slash + 1);
-    const r = await this.withDir(parent, create, async (prefix) => {
+    // The parent ungated: a directory being opened must not wait for a slot its own
+    // children hold (they are waiting for it).
+    const r = await this.#with(parent, create, false, async (prefix) => {
       const path = Buffer.concat([prefix, name]);
       const open = () => fs.open(path, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
       let fh: fs.FileHandle;

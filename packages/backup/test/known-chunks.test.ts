@@ -9,6 +9,7 @@ import { createReadStream, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { DEFAULT_CHUNKER, backup, restore } from '../src/index.js';
+import { knownChunksForTesting } from '../src/repository/backup.js';
 import { newRepo, prng, tempDir } from './fixtures/trees.js';
 
 const MiB = 1 << 20;
@@ -34,7 +35,9 @@ test('a grown multi-region file, its unchanged regions\' chunks known, is listed
   assert.equal(first.read.files, 1);
   // 2 MiB appended: regions 0 and 1 unchanged (their chunks known), the last one grown.
   await fs.appendFile(file, prng(4, 2 * MiB));
+  const known = knownChunksForTesting.count;
   const second = await backup(tr.repo, { paths: [src] });
+  assert.ok(knownChunksForTesting.count - known > 0, 'the unchanged regions\' chunks came back as IDs alone');
   assert.deepEqual(second.warnings, []);
   assert.equal(second.read.files, 1);
   assert.equal(second.snapshot.stats.bytes, 132 * MiB);

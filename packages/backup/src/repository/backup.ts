@@ -30,6 +30,9 @@ import { NameList } from './name-list.js';
 import { SCAN_AHEAD_FROM_ENTRIES, ScanAhead, ScannedDir, lstatEntry, type EntryStat } from './scan-ahead.js';
 import { Semaphore } from './semaphore.js';
 import type { PadMode } from './padding.js';
+
+/** Tests: chunks of changed files that came back as IDs alone (onKnown in backup). */
+export const knownChunksForTesting = { count: 0 };
 import { defaultCompression, type CompressionMode } from './compress.js';
 
 /**
@@ -665,6 +668,7 @@ async function walkAndStore(
    */
   const onKnown = (id: Buffer, rawLength: number) => {
     if (!index.has(id)) throw new Error(`chunk ${id.toString('hex').slice(0, 16)} was listed as stored but is not in the index`);
+    knownChunksForTesting.count++;
     progress.bytes += rawLength;
     report();
   };

@@ -158,16 +158,19 @@ test('a changed file\'s parent chunks go with the regions they fall in (knownByR
   const sizes = new Map([id(1), id(2), id(3), id(4), id(5)].map((h, k) => [h, [40, 30, 10, 60, 5][k]! * MiB]));
   const chunks = [...sizes.keys()];
   const lengthOf = (b: Buffer) => sizes.get(b.toString('hex'));
-  const got = knownByRegion(chunks, 3, lengthOf).map((b) => (b ? b.toString('hex').match(/.{64}/g) ?? [] : null));
+  const hexIds = (k: { ids: Buffer } | undefined) => (k ? k.ids.toString('hex').match(/.{64}/g) ?? [] : null);
+  const got = knownByRegion(chunks, 3, lengthOf);
   assert.equal(CHUNK_REGION_BYTES, 64 * MiB);
-  assert.deepEqual(got, [[id(1), id(2)], [id(3), id(4)], [id(5)]], 'by where each starts: region 0 [0, 64) MiB, 1 [64, 128), 2 from 128');
+  assert.deepEqual(got.map(hexIds), [[id(1), id(2)], [id(3), id(4)], [id(5)]], 'by where each starts: region 0 [0, 64) MiB, 1 [64, 128), 2 from 128');
+  assert.deepEqual(got.map((k) => [...k!.lengths].map((n) => n / MiB)), [[40, 30], [10, 60], [5]], 'with their lengths, in order');
   // One region: the whole list, but chunks the index lacks (their IDs alone would name nothing stored).
-  assert.deepEqual(knownByRegion(chunks, 1, lengthOf), [Buffer.from(chunks.join(''), 'hex')]);
-  assert.deepEqual(knownByRegion([id(9), ...chunks, id(8)], 1, lengthOf), [Buffer.from(chunks.join(''), 'hex')]);
+  assert.deepEqual(knownByRegion(chunks, 1, lengthOf).map(hexIds), [chunks]);
+  assert.deepEqual(knownByRegion([id(9), ...chunks, id(8)], 1, lengthOf).map(hexIds), [chunks]);
+  assert.deepEqual([...knownByRegion([id(9), ...chunks, id(8)], 1, lengthOf)[0]!.lengths].map((n) => n / MiB), [40, 30, 10, 60, 5]);
   // A chunk the index does not know: no lists (every chunk compressed on the workers).
   assert.deepEqual(knownByRegion([...chunks, id(9)], 3, lengthOf), [undefined, undefined, undefined]);
   // Chunks past the last region (the file shrank): dropped.
-  assert.deepEqual(knownByRegion(chunks, 2, lengthOf).map((b) => b!.length / 32), [2, 2]);
+  assert.deepEqual(knownByRegion(chunks, 2, lengthOf).map((k) => k!.ids.length / 32), [2, 2]);
 });
 
 test('once every job is given out, a worker chunking a file while the other is idle has it compress its new chunks: the same stored bytes, in file order', async (t) => {

@@ -64,6 +64,8 @@ export const batchBuffersForTesting = { poison: false, returned: 0 };
 export interface ChunkedFile {
   ids: Buffer[];
   size: number;
+  /** Chunks taken at their parent chunk's length, by their hash, without FastCDC's pass (see `knownLengths`). */
+  predicted: number;
 }
 
 export class FileReadError extends Error {
@@ -124,6 +126,11 @@ export interface ChunkFileOptions {
    * `onChunk` its bytes. The file's `ids` list it all the same.
    */
   known?: Uint8Array;
+  /**
+   * `known`'s raw lengths, when `known` is the file's (region's) parent chunks in order:
+   * the worker then tries the next parent chunk first, by its hash, before cutting.
+   */
+  knownLengths?: Uint32Array;
   onKnown?: (id: Buffer, rawLength: number) => void;
   /** How many bytes that is, when the caller knows (for sharing work between workers). */
   bytes?: number;
@@ -288,7 +295,7 @@ export class ChunkPool {
       if (!job.batch) return release();
       job.batch({ status: m.status, after: m.after, extras: new Map(m.extras.map((x) => [x.k, x])), ids: Buffer.from(m.ids), data: Buffer.from(m.data, 0, m.length), release });
     }
-    else if (m.type === 'done') job.resolve({ ids: job.ids, size: m.size });
+    else if (m.type === 'done') job.resolve({ ids: job.ids, size: m.size, predicted: m.predicted });
     else job.reject(new FileReadError(m.code, m.message));
   }
 
@@ -302,8 +309,8 @@ export class ChunkPool {
   chunkFile(path: string | Uint8Array, onChunk: OnChunk, opts: ChunkFileOptions = {}): Promise<ChunkedFile> {
     if (this.#failure) return Promise.reject(this.#failure);
     const job = this.#next++;
-    const { start = 0, end = Number.MAX_SAFE_INTEGER, compress = false, known, onKnown, bytes = AHEAD_BYTES } = opts;
-    const message: ToWorker = { type: 'file', job, path, start, end, compress, ...(known ? { known } : {}) };
+    const { start = 0, end = Number.MAX_SAFE_INTEGER, compress = false, known, knownLengths, onKnown, bytes = AHEAD_BYTES } = opts;
+    const message: ToWorker = { type: 'file', job, path, start, end, compress, ...(known ? { known } : {}), ...(known && knownLengths ? { knownLengths } : {}) };
     return new Promise<ChunkedFile>((resolve, reject) => {
       this.#submit(job, { onChunk, onKnown, ids: [], resolve, reject, load: 1, bytes, message, transfer: [] });
     });

@@ -54,8 +54,10 @@ export type ToWorker =
    * `compress`: compress each chunk here; without it every chunk goes raw. A chunk whose
    * ID is among `known` (32 bytes each: chunks the repository has, the file's chunks in
    * its parent snapshot) goes as its ID alone ('known'): its bytes are not copied out.
+   * `knownLengths`: each of `known`'s raw length, when `known` is the parent's chunks of
+   * this region in file order: then the next parent chunk is tried first (see chunkFile).
    */
-  | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean; known?: Uint8Array }
+  | { type: 'file'; job: number; path: string | Uint8Array; start: number; end: number; compress: boolean; known?: Uint8Array; knownLengths?: Uint32Array }
   /** `xattrs`: also read each file's extended attributes (paths given as strings only). */
   /** `paths`: each path's bytes followed by a NUL; `sizes`: each file's expected size. */
   | { type: 'batch'; job: number; paths: Uint8Array; sizes: Float64Array; xattrs: boolean }
@@ -76,7 +78,8 @@ export type FromWorker =
   | { type: 'chunk'; job: number; id: Uint8Array; data: ArrayBuffer; length: number; rawLength: number; flags: number | undefined; byPeer?: true }
   /** A chunk of the job's `known` (the repository has it): its ID and raw length, no bytes. */
   | { type: 'known'; job: number; id: Uint8Array; rawLength: number }
-  | { type: 'done'; job: number; size: number }
+  /** `predicted`: chunks taken at their parent chunk's length without the cut (see chunkFile). */
+  | { type: 'done'; job: number; size: number; predicted: number }
   | { type: 'error'; job: number; code: string; message: string }
   /**
    * `ids`: 32 bytes per file, in order (zeros for a file that failed); `data`: the stored
@@ -216,9 +219,30 @@ if (parentPort) {
   const peerHelps = () => peer !== undefined && inFlight < PEER_IN_FLIGHT && Atomics.load(idleFlags!, 2) === 1 && Atomics.load(idleFlags!, 1 - self) === 1;
 
   /** Chunks bytes [start, end) of a file (end = Infinity: to its end). */
-  const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number, compress: boolean, known: Uint8Array | undefined) => {
-    const skip = new Set<string>();
-    if (known) for (let o = 0; o + 32 <= known.length; o += 32) skip.add(Buffer.from(known.buffer, known.byteOffset + o, 32).toString('latin1'));
+  const chunkFile = async (job: number, path: string | Uint8Array, start0: number, end0: number, compress: boolean, known: Uint8Array | undefined, knownLengths: Uint32Array | undefined) => {
+    // Each known chunk's ID (latin1) and its first place in `known`.
+    const skip = new Map<string, number>();
+    const count = known ? Math.floor(known.length / 32) : 0;
+    for (let k = 0; k < count; k++) {
+      const key = Buffer.from(known!.buffer, known!.byteOffset + 32 * k, 32).toString('latin1');
+      if (!skip.has(key)) skip.set(key, k);
+    }
+    // Parent chunks in order (issue 13: FastCDC's pass over a changed database's unchanged
+    // chunks). The parent chunk after the last one found again is tried first: the bytes
+    // of its length hashed, and if the ID is the parent chunk's, the chunk is taken without
+    // the cut. The ID is the keyed hash of the bytes, so only the same bytes match; and
+    // FastCDC's cut from a chunk's start depends on that chunk's bytes alone (with the same
+    // parameters, spec §6.1), so it lands where FastCDC's would. One exception: the
+    // parent's last chunk may have ended where its file or region did (cut at the end, not
+    // by its content), so it is tried only when it ends at this job's fixed end. When the
+    // bytes differ FastCDC cuts as before, and where it cuts at the tried length (a change
+    // in place) the hash already taken is the chunk's ID: no byte is hashed twice then.
+    const predict = knownLengths !== undefined && knownLengths.length === count;
+    let next = 0; // the parent chunk to try at the next chunk's start
+    let triedAt = -1; // the file position where it was tried and did not match
+    let triedLength = 0;
+    let triedId: Buffer | undefined;
+    let predicted = 0;
     // O_NOFOLLOW: a file replaced by a symlink since the walk saw it is not followed.
     // Synchronous calls, as for small files: this thread has nothing else to do meanwhile,
     // and libuv's pool, which every thread of the process shares, is where the main
@@ -247,17 +271,37 @@ if (parentPort) {
           pos += bytesRead;
           continue;
         }
+        const at = pos - (end - start); // the chunk's place in the file
+        if (predict && next < count && at !== triedAt) {
+          const n = knownLengths[next]!;
+          if (n > 0 && n <= end - start && (next < count - 1 || at + n === end0)) {
+            pollPeer();
+            const id = chunkIdUnder(idKey, buf.subarray(start, start + n));
+            if (id.equals(Buffer.from(known!.buffer, known!.byteOffset + 32 * next, 32))) {
+              start += n;
+              next++;
+              predicted++;
+              emit({ type: 'known', job, id, rawLength: n });
+              continue;
+            }
+            triedAt = at;
+            triedLength = n;
+            triedId = id;
+          }
+        }
         const n = cdc.cut(buf, start, end, eof);
         if (n === -1) continue;
         if (n === 0) break;
         pollPeer();
         const chunk = buf.subarray(start, start + n);
-        const id = chunkIdUnder(idKey, chunk);
-        if (skip.size > 0 && skip.has(id.toString('latin1'))) {
+        const id = at === triedAt && n === triedLength ? triedId! : chunkIdUnder(idKey, chunk);
+        const seen = skip.size > 0 ? skip.get(id.toString('latin1')) : undefined;
+        if (seen !== undefined) {
           // Stored already (most of a changed database's chunks): its bytes would be copied
           // into a buffer, sent and dropped by the main thread's dedup (issue 13: ~200 MB of
           // the chat set's second backup), and would hold one of this worker's credits meanwhile.
           start += n;
+          next = next < count && id.equals(Buffer.from(known!.buffer, known!.byteOffset + 32 * next, 32)) ? next + 1 : seen + 1;
           emit({ type: 'known', job, id, rawLength: n });
           continue;
         }
@@ -288,7 +332,7 @@ if (parentPort) {
     }
     // Every chunk out (some may still be with the other worker) before the job's end.
     while (outbox.length > 0) await new Promise<void>((r) => (drained = r));
-    return size;
+    return { size, predicted };
   };
 
   /**
@@ -436,13 +480,13 @@ if (parentPort) {
         if (compressing.size >= BATCHES_COMPRESSING) await Promise.race(compressing);
         continue;
       }
-      const { job, path, start, end, compress, known } = q;
+      const { job, path, start, end, compress, known, knownLengths } = q;
       try {
-        const size = await chunkFile(job, path, start, end, compress, known);
+        const { size, predicted } = await chunkFile(job, path, start, end, compress, known, knownLengths);
         // Idle from here unless more work waits (set before the job's end goes out, so the
         // main thread's next job, to the other worker, finds this one idle).
         if (queue.length === 0) setIdle(true);
-        port.postMessage({ type: 'done', job, size } satisfies FromWorker);
+        port.postMessage({ type: 'done', job, size, predicted } satisfies FromWorker);
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         // After the job's chunks still with the other worker: a job's chunks, then its end.

@@ -83,18 +83,29 @@ const SMALL_BATCH_AGE = LOOKAHEAD / 4;
  * chunks the index has (a chunk's length comes from it; with one region, those without
  * are left out): a worker sends a listed chunk as its ID alone, nothing to store.
  */
-export function knownByRegion(chunks: readonly string[], regions: number, rawLengthOf: (id: Buffer) => number | undefined): Array<Buffer | undefined> {
-  if (regions <= 1) return [Buffer.from(chunks.filter((c) => rawLengthOf(Buffer.from(c, 'hex')) !== undefined).join(''), 'hex')];
-  const ids: string[][] = Array.from({ length: regions }, () => []);
+export function knownByRegion(chunks: readonly string[], regions: number, rawLengthOf: (id: Buffer) => number | undefined): Array<KnownChunks | undefined> {
+  const lists: Array<{ ids: string[]; lengths: number[] }> = Array.from({ length: Math.max(1, regions) }, () => ({ ids: [], lengths: [] }));
   let offset = 0;
   for (const c of chunks) {
     const n = rawLengthOf(Buffer.from(c, 'hex'));
-    if (n === undefined) return new Array<undefined>(regions).fill(undefined);
-    const r = Math.floor(offset / CHUNK_REGION_BYTES);
-    if (r < regions) ids[r]!.push(c);
+    if (n === undefined) {
+      if (regions <= 1) continue;
+      return new Array<undefined>(regions).fill(undefined);
+    }
+    const r = regions <= 1 ? 0 : Math.floor(offset / CHUNK_REGION_BYTES);
+    if (r < lists.length) {
+      lists[r]!.ids.push(c);
+      lists[r]!.lengths.push(n);
+    }
     offset += n;
   }
-  return ids.map((x) => Buffer.from(x.join(''), 'hex'));
+  return lists.map((x) => ({ ids: Buffer.from(x.ids.join(''), 'hex'), lengths: Uint32Array.from(x.lengths) }));
+}
+
+/** A region's parent chunks, in file order: their IDs (32 bytes each) and raw lengths. */
+export interface KnownChunks {
+  ids: Buffer;
+  lengths: Uint32Array;
 }
 
 export interface BackupProgress {
@@ -686,7 +697,7 @@ async function walkAndStore(
         const last = start + CHUNK_REGION_BYTES >= size;
         const end = last ? Number.MAX_SAFE_INTEGER : start + CHUNK_REGION_BYTES;
         const k = knownIn[Math.min(r, count - 1)];
-        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress: true, ...(k ? { known: k, onKnown } : {}), bytes: Math.min(size, end) - start }));
+        regions.push(workers().chunkFile(abs, onChunk, { start, end, compress: true, ...(k ? { known: k.ids, knownLengths: k.lengths, onKnown } : {}), bytes: Math.min(size, end) - start }));
       }
       const parts = await Promise.all(regions);
       read.files++;

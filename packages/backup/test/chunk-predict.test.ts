@@ -1,0 +1,149 @@
+/**
+ * A changed file's parent chunks in order, with their lengths (`knownLengths`): the worker
+ * tries the next parent chunk first, by its keyed hash, and takes it without FastCDC's pass
+ * when the bytes are the same (issue 13). The chunks must be exactly FastCDC's, whatever
+ * changed: in place, inserted, in a region with a fixed end; and a list that is not the
+ * file's parent chunks can never make a chunk that is not the file's bytes.
+ */
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { BackupKey, DEFAULT_CHUNKER, RepositoryKeys } from '../src/index.js';
+import { ChunkPool } from '../src/chunker/chunk-pool.js';
+import { FastCdc } from '../src/chunker/fastcdc.js';
+import { prng, tempDir } from './fixtures/trees.js';
+
+const MiB = 1 << 20;
+type Piece = { id: Buffer; length: number };
+
+const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
+const idOf = (b: Uint8Array) => createHmac('sha256', keys.chunkIdKey).update(b).digest();
+
+/** FastCDC over `data[start, end)` in one process: the reference cut. */
+function reference(data: Buffer, start = 0, end = data.length): Piece[] {
+  const cdc = new FastCdc(keys.gearTable, DEFAULT_CHUNKER);
+  const out: Piece[] = [];
+  for (let at = start; at < end; ) {
+    const n = cdc.cut(data, at, end, true);
+    out.push({ id: idOf(data.subarray(at, at + n)), length: n });
+    at += n;
+  }
+  return out;
+}
+
+const known = (pieces: Piece[]) => ({ known: Buffer.concat(pieces.map((p) => p.id)), knownLengths: Uint32Array.from(pieces.map((p) => p.length)) });
+
+async function setup(t: TestContext) {
+  const dir = await tempDir(t, 'predict');
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  t.after(() => pool.close());
+  /** Chunks `data` (written to a file) through the pool; each chunk's ID and length in the order they came. */
+  const chunk = async (data: Buffer, opts: { start?: number; end?: number; known?: Uint8Array; knownLengths?: Uint32Array } = {}) => {
+    const file = join(dir, 'f');
+    await fs.writeFile(file, data);
+    const pieces: Piece[] = [];
+    const r = await pool.chunkFile(file, async (id, bytes) => void pieces.push({ id, length: bytes.length }), { ...opts, onKnown: (id, length) => void pieces.push({ id, length }) });
+    assert.deepEqual(r.ids, pieces.map((p) => p.id));
+    return { pieces, predicted: r.predicted };
+  };
+  return { chunk };
+}
+
+test('an unchanged file: every parent chunk but the last is taken by its hash alone, and the chunks are FastCDC\'s', async (t) => {
+  const { chunk } = await setup(t);
+  const parent = prng(1, 24 * MiB);
+  const want = reference(parent);
+  assert.ok(want.length > 20);
+  const got = await chunk(parent, known(want));
+  assert.deepEqual(got.pieces, want);
+  // The last chunk ended at the file's end, not by its content: cut as before.
+  assert.equal(got.predicted, want.length - 1);
+  // Without lengths (or without a parent), nothing is taken that way, and the chunks are the same.
+  const plain = await chunk(parent, { known: known(want).known });
+  assert.deepEqual(plain.pieces, want);
+  assert.equal(plain.predicted, 0);
+});
+
+test('changes in place and an insertion: the chunks are still exactly FastCDC\'s, the unchanged ones taken by their hash', async (t) => {
+  const { chunk } = await setup(t);
+  const parent = prng(2, 24 * MiB);
+  const before = known(reference(parent));
+
+  const inPlace = Buffer.from(parent);
+  inPlace.fill(7, 9 * MiB, 9 * MiB + 100);
+  inPlace.fill(9, 15 * MiB, 15 * MiB + 3000);
+  const a = await chunk(inPlace, before);
+  const wantA = reference(inPlace);
+  assert.deepEqual(a.pieces, wantA);
+  assert.ok(a.predicted >= wantA.length - 1 - 6, `${a.predicted} of ${wantA.length}`);
+
+  const inserted = Buffer.concat([parent.subarray(0, 3 * MiB), prng(3, 5000), parent.subarray(3 * MiB)]);
+  const b = await chunk(inserted, before);
+  const wantB = reference(inserted);
+  assert.deepEqual(b.pieces, wantB);
+  assert.ok(b.predicted >= wantB.length - 1 - 4, `${b.predicted} of ${wantB.length}: found again after the insertion`);
+
+  // Grown at its end: the parent's last chunk had ended with the file, so it is cut anew.
+  const grown = Buffer.concat([parent, prng(4, 3 * MiB)]);
+  const g = await chunk(grown, before);
+  const wantG = reference(grown);
+  assert.deepEqual(g.pieces, wantG);
+  assert.equal(g.predicted, before.knownLengths.length - 1);
+
+  const cut = Buffer.concat([parent.subarray(0, 5 * MiB), parent.subarray(5 * MiB + 777_777)]);
+  const c = await chunk(cut, before);
+  assert.deepEqual(c.pieces, reference(cut));
+  assert.ok(c.predicted > 0);
+});
+
+test('a region with a fixed end: its last parent chunk, ended by the region, is taken too; the next region starts afresh', async (t) => {
+  const { chunk } = await setup(t);
+  const data = prng(4, 20 * MiB);
+  const R = 10 * MiB + 12345;
+  const r0 = reference(data, 0, R);
+  const r1 = reference(data, R);
+  const g0 = await chunk(data, { start: 0, end: R, ...known(r0) });
+  assert.deepEqual(g0.pieces, r0);
+  assert.equal(g0.predicted, r0.length, 'every chunk, the last one cut at the region\'s end included');
+  const g1 = await chunk(data, { start: R, ...known(r1) });
+  assert.deepEqual(g1.pieces, r1);
+  assert.equal(g1.predicted, r1.length - 1);
+  // The region's last chunk is not taken when the region now ends elsewhere (the file shrank into it).
+  const shrunk = data.subarray(0, R - 100_000);
+  const g2 = await chunk(shrunk, { start: 0, end: R, ...known(r0) });
+  assert.deepEqual(g2.pieces, reference(shrunk, 0, shrunk.length));
+});
+
+test('a list that is not the parent\'s chunks never yields a chunk that is not the file\'s bytes', async (t) => {
+  const { chunk } = await setup(t);
+  const data = prng(5, 12 * MiB);
+  const want = reference(data);
+  // Wrong lengths for the right IDs: nothing matches, FastCDC cuts every chunk.
+  const wrong = known(want);
+  for (let k = 0; k < wrong.knownLengths.length; k++) wrong.knownLengths[k] = wrong.knownLengths[k]! + 1;
+  const a = await chunk(data, wrong);
+  assert.deepEqual(a.pieces, want);
+  assert.equal(a.predicted, 0);
+  // IDs of other bytes: nothing matches.
+  const other = known(reference(prng(6, 12 * MiB)));
+  const b = await chunk(data, other);
+  assert.deepEqual(b.pieces, want);
+  assert.equal(b.predicted, 0);
+  // Lengths longer than the file, or zero: skipped.
+  const c = await chunk(data, { known: Buffer.concat([want[0]!.id, want[1]!.id]), knownLengths: Uint32Array.from([0, 0xffffffff]) });
+  assert.deepEqual(c.pieces, want);
+  // Pieces cut elsewhere (another writer's boundaries: 1 MiB each) with their true IDs: taken where the
+  // bytes are the same; every chunk is still the file's bytes at its place, in order.
+  const fixed: Piece[] = [];
+  for (let at = 0; at < data.length; at += MiB) fixed.push({ id: idOf(data.subarray(at, at + MiB)), length: Math.min(MiB, data.length - at) });
+  const d = await chunk(data, known(fixed));
+  let at = 0;
+  for (const p of d.pieces) {
+    assert.deepEqual(p.id, idOf(data.subarray(at, at + p.length)));
+    at += p.length;
+  }
+  assert.equal(at, data.length);
+  assert.equal(d.predicted, fixed.length - 1);
+});

@@ -38,8 +38,14 @@ function sh(cmd, args, opts = {}) {
 function duBytes(p) {
   return Number(sh('du', ['-sb', p]).split('\t')[0]);
 }
-/** Runs a command under /usr/bin/time: wall seconds and peak RSS (KiB). */
+/**
+ * Runs a command under /usr/bin/time: wall seconds and peak RSS (KiB). After a `sync`
+ * (untimed): without it, what the step before wrote (the other tool's repository, a
+ * restore's files) was written back during this one, so each tool's figure depended on
+ * what ran just before it (as bench-tree-ab.mjs found for its pairs).
+ */
 function measure(cmd, args, env = {}) {
+  sh('sync', []);
   const t = join(work, '.time');
   sh('/usr/bin/time', ['-f', '%e %M', '-o', t, cmd, ...args], { env: { ...process.env, ...env } });
   const [wall, rss] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);

@@ -79,6 +79,29 @@ test('changes in place and an insertion: the chunks are still exactly FastCDC\'s
   assert.deepEqual(a.pieces, wantA);
   assert.ok(a.predicted >= wantA.length - 1 - 6, `${a.predicted} of ${wantA.length}`);
 
+  // One parent chunk changed in its middle: only it is cut and hashed anew; the next is tried
+  // (and taken) at once, not after another parent chunk is found again by its ID.
+  const chunks = reference(parent);
+  let mid = 0;
+  for (let k = 0; k < 5; k++) mid += chunks[k]!.length;
+  mid += chunks[5]!.length >> 1;
+  const one = Buffer.from(parent);
+  one[mid] = one[mid]! ^ 0xff;
+  const o = await chunk(one, before);
+  assert.deepEqual(o.pieces, reference(one));
+  assert.equal(o.predicted, chunks.length - 2, 'every chunk but the changed one and the last');
+  // Every parent chunk changed in place: none taken, and the chunks still FastCDC's.
+  const every = Buffer.from(parent);
+  let off = 0;
+  for (const c of chunks) {
+    const m = off + (c.length >> 1);
+    every[m] = every[m]! ^ 0xff;
+    off += c.length;
+  }
+  const e = await chunk(every, before);
+  assert.deepEqual(e.pieces, reference(every));
+  assert.equal(e.predicted, 0);
+
   const inserted = Buffer.concat([parent.subarray(0, 3 * MiB), prng(3, 5000), parent.subarray(3 * MiB)]);
   const b = await chunk(inserted, before);
   const wantB = reference(inserted);

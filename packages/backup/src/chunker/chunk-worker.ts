@@ -239,6 +239,10 @@ if (parentPort) {
     // in place) the hash already taken is the chunk's ID: no byte is hashed twice then.
     const predict = knownLengths !== undefined && knownLengths.length === count;
     let next = 0; // the parent chunk to try at the next chunk's start
+    // Lost: a chunk was cut at another length than the parent chunk tried there (bytes
+    // inserted or removed): which parent chunk comes next is unknown until one is found
+    // again by its ID, and trying one at every chunk start would hash each new chunk twice.
+    let lost = false;
     let triedAt = -1; // the file position where it was tried and did not match
     let triedLength = 0;
     let triedId: Buffer | undefined;
@@ -272,7 +276,7 @@ if (parentPort) {
           continue;
         }
         const at = pos - (end - start); // the chunk's place in the file
-        if (predict && next < count && at !== triedAt) {
+        if (predict && !lost && next < count && at !== triedAt) {
           const n = knownLengths[next]!;
           if (n > 0 && n <= end - start && (next < count - 1 || at + n === end0)) {
             pollPeer();
@@ -302,8 +306,15 @@ if (parentPort) {
           // the chat set's second backup), and would hold one of this worker's credits meanwhile.
           start += n;
           next = next < count && id.equals(Buffer.from(known!.buffer, known!.byteOffset + 32 * next, 32)) ? next + 1 : seen + 1;
+          lost = false;
           emit({ type: 'known', job, id, rawLength: n });
           continue;
+        }
+        if (at === triedAt) {
+          // A new chunk where a parent chunk was tried: of its length, that parent chunk
+          // changed in place, and the one after it is tried next; else the place is lost.
+          if (n === triedLength) next++;
+          else lost = true;
         }
         const data = await takeBuffer();
         let out: Buffer = chunk;

@@ -8,7 +8,7 @@ import { createHmac } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { concat, fromHex, sha256, toHex, utf8 } from '@coffer/protocol';
+import { concat, cryptoProvider, fromHex, sha256, toHex, useCryptoProvider, utf8 } from '@coffer/protocol';
 import type { Platform } from '../src/core/platform.js';
 import {
   AnchorMissingError,
@@ -166,6 +166,32 @@ describe('log entry and tree (spec §13.2, §13.3) against the vectors', () => {
       }),
       { numRuns: 25 },
     );
+  });
+
+  it('a root hashes each changed bucket and each node above the changes once, however the changes are ordered', async () => {
+    const tree = await RecordTree.create();
+    const accounts = Array.from({ length: 400 }, (_, i) => `acct-${i}`);
+    for (const a of accounts) await tree.set(a, await sha256(utf8(`record ${a}`)));
+    await tree.root();
+    const changed = accounts.filter((_, i) => i % 3 === 0);
+    // The nodes a root must recompute: the changed buckets, then their distinct ancestors per level.
+    let level = new Set<number>();
+    for (const a of changed) level.add(await bucketOf(a));
+    let want = level.size;
+    for (let l = 0; l < 16; l++) {
+      level = new Set([...level].map((i) => i >>> 1));
+      want += level.size;
+    }
+    for (const a of changed) await tree.set(a, await sha256(utf8(`record ${a} again`)));
+    const provider = cryptoProvider();
+    let hashes = 0;
+    useCryptoProvider({ ...provider, sha256: (data) => (hashes++, provider.sha256(data)) });
+    try {
+      await tree.root();
+    } finally {
+      useCryptoProvider(provider);
+    }
+    assert.equal(hashes, want);
   });
 
   it('keeps its own copies: a digest changed by its caller afterwards, and a root returned earlier, stay as they were', async () => {

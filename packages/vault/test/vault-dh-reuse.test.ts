@@ -132,6 +132,23 @@ describe('DhReuse', () => {
     assert.equal(c.size, 0);
   });
 
+  it('keeps encs that differ in one byte apart, whatever the byte (its key is the bytes themselves)', () => {
+    const c = new DhReuse(60_000);
+    const variants: Uint8Array[] = [];
+    for (const at of [0, 1, 32, 64]) {
+      for (const v of [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff]) {
+        const e = enc(0x04);
+        e[at] = v;
+        if (!variants.some((x) => x.every((b, i) => b === e[i]))) variants.push(e);
+      }
+    }
+    variants.forEach((e, i) => c.keep('a', e, dh(i), 0));
+    assert.equal(c.size, variants.length);
+    assert.equal(c.take('a\u0000', variants[0]!, 1), null, 'another account, even one that is a prefix');
+    variants.forEach((e, i) => assert.deepEqual(c.take('a', e, 1), dh(i)));
+    assert.equal(c.size, 0);
+  });
+
   it('forgets entries at their expiry and beyond its bound, oldest first', () => {
     const c = new DhReuse(1_000, 3);
     for (let i = 1; i <= 4; i++) c.keep('a', enc(i), dh(i), i);

@@ -2,6 +2,8 @@
 // `npm run bench:backup [-- --scale N] [-- --rss-scale N] [-- --pad off|auto|max]`
 // `npm run bench:backup -- --tree [--tree-files N] [--tree-growth M]` (the many-small-files tree only)
 // `npm run bench:backup -- --all` (both)
+// `--restore-runs N` (default 3): each tool's restores timed N times, alternating, medians;
+// `--blob-runs N` (default 3): pairs of first backups to the relay's blob API and to a directory
 // `npm run bench:backup -- --costs` (what each stage of a backup costs per GiB on the chat set's bytes)
 // Coffer against restic on the standard chat-app data set (../shared/bench/make-dataset),
 // in one run on the same data: first backup, backup after a day of changes, full restore.
@@ -27,6 +29,11 @@ const makeTree = process.env.COFFER_MAKE_TREE ?? join(root, '..', 'shared', 'ben
 const treeMode = process.argv.includes('--tree') || process.argv.includes('--all');
 const chatMode = !process.argv.includes('--tree') || process.argv.includes('--all');
 const treeFiles = Number(argString('tree-files', '50000'));
+// Restores are timed this many times for each tool, alternating which goes first, and the
+// median counts (both tools' restores varied by up to 2x from run to run on this disk).
+const restoreRuns = Math.max(1, Number(argString('restore-runs', '3')));
+// The blob-API backup against a local one: this many pairs (`--blob-runs N`), median ratio.
+const blobRuns = Math.max(1, Number(argString('blob-runs', '3')));
 const treeGrowth = process.argv.includes('--tree-growth') ? Number(argString('tree-growth', '200000')) || 200000 : undefined;
 const coffer = join(root, 'packages', 'cli', 'dist', 'src', 'main.js');
 
@@ -50,6 +57,29 @@ function measure(cmd, args, env = {}) {
   sh('/usr/bin/time', ['-f', '%e %M', '-o', t, cmd, ...args], { env: { ...process.env, ...env } });
   const [wall, rss] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
   return { wall, rss };
+}
+/**
+ * The restores of both tools, `restoreRuns` times each, alternating which goes first; each
+ * run into a fresh directory (checked by `verify` for Coffer's first run), trashed after.
+ * Returns the median wall time and the highest peak RSS of each tool, with every wall time.
+ */
+function restores(cofferArgs, resticArgs, outBase, verify) {
+  const runs = { coffer: [], restic: [] };
+  for (let i = 0; i < restoreRuns; i++) {
+    for (const tool of i % 2 === 0 ? ['coffer', 'restic'] : ['restic', 'coffer']) {
+      if (tool === 'restic' && !haveRestic) continue;
+      const out = `${outBase}-${tool}`;
+      trash(out);
+      runs[tool].push(tool === 'coffer' ? measure(process.execPath, [coffer, ...cofferArgs(out)], cofferEnv) : measure('restic', resticArgs(out), resticEnv));
+      if (tool === 'coffer' && runs.coffer.length === 1) verify(out);
+      trash(out);
+    }
+  }
+  const summary = (ms) => {
+    const walls = ms.map((m) => m.wall).sort((a, b) => a - b);
+    return { wall: walls[(walls.length - 1) >> 1], rss: Math.max(...ms.map((m) => m.rss)), walls: ms.map((m) => m.wall) };
+  };
+  return { coffer: summary(runs.coffer), ...(runs.restic.length ? { restic: summary(runs.restic) } : {}) };
 }
 function pristineSet(s) {
   const pristine = join(work, `data0-scale${s}`);
@@ -160,17 +190,17 @@ if (haveRestic) {
   rows.restic.backup2 = measure('restic', ['--repo', resticRepo, 'backup', '-q', data], resticEnv);
   rows.restic.backup2.size = duBytes(resticRepo);
 }
-const cofferOut = join(work, 'restore-coffer');
-trash(cofferOut);
-rows.coffer.restore = measure(process.execPath, [coffer, 'restore', '-q', 'latest', '--target', cofferOut, '--repo', cofferRepo, '--key-file', keyFile], cofferEnv);
-sh('diff', ['-r', data, join(cofferOut, 'data')]);
-if (haveRestic) {
-  const resticOut = join(work, 'restore-restic');
-  trash(resticOut);
-  rows.restic.restore = measure('restic', ['--repo', resticRepo, 'restore', '-q', 'latest', '--target', resticOut], resticEnv);
-  trash(resticOut);
+{
+  const got = restores(
+    (out) => ['restore', '-q', 'latest', '--target', out, '--repo', cofferRepo, '--key-file', keyFile],
+    (out) => ['--repo', resticRepo, 'restore', '-q', 'latest', '--target', out],
+    join(work, 'restore'),
+    (out) => sh('diff', ['-r', data, join(out, 'data')]),
+  );
+  rows.coffer.restore = got.coffer;
+  if (got.restic) rows.restic.restore = got.restic;
+  if (restoreRuns > 1) console.log(`restore wall times (s), ${restoreRuns} runs each, alternating: coffer ${got.coffer.walls.map((w) => w.toFixed(2)).join(' ')}${got.restic ? `; restic ${got.restic.walls.map((w) => w.toFixed(2)).join(' ')}` : ''} (medians below)`);
 }
-trash(cofferOut);
 
 const mb = (kib) => (kib / 1024).toFixed(0);
 console.log(`data set: scale ${scale}, ${(duBytes(data) / 2 ** 30).toFixed(2)} GiB; 2 cores; warm page cache for both tools`);
@@ -213,16 +243,29 @@ async function blobApiBackup() {
       if (i > 100 || relay.exitCode !== null) throw new Error(`coffer-relay did not start: ${relayErr.trim()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    const cli = (args, extra = {}) => sh(process.execPath, [coffer, ...args, '--profile', profile, '--server', url], { env: { ...process.env, ...cofferEnv, COFFER_ACCOUNT_PASSWORD: 'bench account password 42', ...extra } });
-    cli(['account', 'create', '-q']);
-    cli(['init', '-q', '--repo', 'coffer:', '--key-file', keyFile]);
-    const t = measure(process.execPath, [coffer, 'backup', '-q', '--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', url, data], cofferEnv);
-    const localRepo = join(work, 'coffer-local2');
-    trash(localRepo);
-    sh(process.execPath, [coffer, 'init', '--repo', localRepo, '--key-file', keyFile, '-q']);
-    const l = measure(process.execPath, [coffer, 'backup', '-q', '--repo', localRepo, '--key-file', keyFile, data], cofferEnv);
-    trash(localRepo);
-    return { relay: t, local: l };
+    const pairs = [];
+    for (let i = 0; i < blobRuns; i++) {
+      // Each relay backup into a new account's empty repository (a fresh profile), as the
+      // local one into a new directory: both first backups. Alternating which goes first.
+      const prof = `${profile}-${i}`;
+      trash(prof);
+      const cli = (args) => sh(process.execPath, [coffer, ...args, '--profile', prof, '--server', url], { env: { ...process.env, ...cofferEnv, COFFER_ACCOUNT_PASSWORD: 'bench account password 42' } });
+      cli(['account', 'create', '-q']);
+      cli(['init', '-q', '--repo', 'coffer:', '--key-file', keyFile]);
+      const localRepo = join(work, `coffer-local2-${i}`);
+      trash(localRepo);
+      sh(process.execPath, [coffer, 'init', '--repo', localRepo, '--key-file', keyFile, '-q']);
+      const pair = {};
+      for (const side of i % 2 === 0 ? ['relay', 'local'] : ['local', 'relay']) {
+        pair[side] = side === 'relay' ? measure(process.execPath, [coffer, 'backup', '-q', '--repo', 'coffer:', '--key-file', keyFile, '--profile', prof, '--server', url, data], cofferEnv) : measure(process.execPath, [coffer, 'backup', '-q', '--repo', localRepo, '--key-file', keyFile, data], cofferEnv);
+      }
+      trash(localRepo);
+      trash(prof);
+      pairs.push(pair);
+    }
+    const ratios = pairs.map((p) => p.local.wall / p.relay.wall).sort((a, b) => a - b);
+    const mid = pairs.find((p) => p.local.wall / p.relay.wall === ratios[(ratios.length - 1) >> 1]);
+    return { relay: mid.relay, local: mid.local, ratio: ratios[(ratios.length - 1) >> 1], pairs };
   } finally {
     relay.kill('SIGTERM');
     await exited;
@@ -233,7 +276,7 @@ async function blobApiBackup() {
 let blob;
 try {
   blob = await blobApiBackup();
-  console.log(`coffer first backup to the relay's blob API (loopback): ${blob.relay.wall.toFixed(2)} s, peak RSS ${mb(blob.relay.rss)} MiB; to a local directory: ${blob.local.wall.toFixed(2)} s`);
+  console.log(`coffer first backup to the relay's blob API (loopback) / to a local directory, ${blob.pairs.length} alternating pairs: ${blob.pairs.map((p) => `${p.relay.wall.toFixed(2)}/${p.local.wall.toFixed(2)} s`).join(', ')}; median pair ${blob.relay.wall.toFixed(2)} s (peak RSS ${mb(blob.relay.rss)} MiB) against ${blob.local.wall.toFixed(2)} s`);
 } catch (e) {
   console.log(`blob API backup skipped: ${e.message.split('\n')[0]}`);
 }
@@ -250,7 +293,7 @@ if (rssScale) {
   trash(join(work, 'coffer-rss'));
 }
 
-const blobLine = blob ? `bench: blob-backup ratio=${(blob.local.wall / blob.relay.wall).toFixed(2)} target=0.9` : '';
+const blobLine = blob ? `bench: blob-backup ratio=${blob.ratio.toFixed(2)} target=0.9` : '';
 if (!haveRestic) {
   console.log('restic is not installed (apt-get install restic): no ratios against restic');
   if (blobLine) console.log(blobLine);
@@ -310,15 +353,15 @@ async function treeBench() {
   sh('sync', []);
   t.coffer.backup2 = measure(process.execPath, [coffer, ...args], cofferEnv);
   t.restic.backup2 = measure('restic', ['--repo', rrepo, 'backup', '-q', tree], resticEnv);
-  const out = join(work, 'tree-restore-coffer');
-  trash(out);
-  t.coffer.restore = measure(process.execPath, [coffer, 'restore', '-q', 'latest', '--target', out, '--repo', repo, '--key-file', keyFile], cofferEnv);
-  sh('diff', ['-r', '--no-dereference', tree, join(out, 'tree')]);
-  trash(out);
-  const rout = join(work, 'tree-restore-restic');
-  trash(rout);
-  t.restic.restore = measure('restic', ['--repo', rrepo, 'restore', '-q', 'latest', '--target', rout], resticEnv);
-  trash(rout);
+  const got = restores(
+    (out) => ['restore', '-q', 'latest', '--target', out, '--repo', repo, '--key-file', keyFile],
+    (out) => ['--repo', rrepo, 'restore', '-q', 'latest', '--target', out],
+    join(work, 'tree-restore'),
+    (out) => sh('diff', ['-r', '--no-dereference', tree, join(out, 'tree')]),
+  );
+  t.coffer.restore = got.coffer;
+  t.restic.restore = got.restic;
+  if (restoreRuns > 1) console.log(`tree restore wall times (s), ${restoreRuns} runs each, alternating: coffer ${got.coffer.walls.map((w) => w.toFixed(2)).join(' ')}; restic ${got.restic.walls.map((w) => w.toFixed(2)).join(' ')} (medians below)`);
   const mb = (kib) => (kib / 1024).toFixed(0);
   console.log(`tree: ${treeFiles} files, ${(duBytes(tree) / 2 ** 20).toFixed(0)} MiB; 2 cores; warm page cache for both tools`);
   console.log('tool    step      wall_s  peak_rss_MiB');

@@ -8,15 +8,21 @@
  *   pieces, no TextEncoder per message);
  * - HMAC-SHA256 (RFC 2104) runs on the key's inner and outer pads, XORed once at start:
  *   two one-shot SHA-256 calls over buffers that already start with the pad (no Hmac
- *   object, no key setup per message);
+ *   object, no key setup per message); digests come back as latin1 strings written into
+ *   those buffers, not as Buffers (off-heap allocations the GC must sweep);
  * - the nonce is read as hex straight from the random pool (16 fresh bytes per message,
  *   never handed out twice, wiped from the pool once used).
  *
  * The key and its pads live as long as the signer, as the key alone did before.
  * link-signer.test.ts checks the header against `relayAuthHeader` and `verifyRelayAuth`.
  */
-import { hash, randomBytes } from 'node:crypto';
+import * as nodeCrypto from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { RELAY_LINK_KEY_LENGTH, RELAY_LINK_LABEL } from '@coffer/protocol';
+
+/** `crypto.hash` (Node ≥ 20.12; absent before, where createHash/createHmac do the work). */
+export type OneShotHash = (algorithm: 'sha256', data: Uint8Array, outputEncoding: 'latin1' | 'hex') => string;
+const ONE_SHOT = ((nodeCrypto as { hash?: unknown }).hash as OneShotHash | undefined) ?? null;
 
 const BLOCK = 64;
 const DIGEST = 32;
@@ -46,8 +52,12 @@ export class LinkSigner {
   /** opad || inner digest. */
   readonly #outer: Buffer;
   readonly #nonce: () => string;
+  readonly #hash: OneShotHash | null;
+  /** For createHmac where Node has no one-shot hash. */
+  readonly #key: Buffer;
 
-  constructor(linkKey: Uint8Array, method: string, path: string, nonce: () => string = hexNonceSource()) {
+  /** `oneShot`: null computes with createHash/createHmac (Node before 20.12; tests). */
+  constructor(linkKey: Uint8Array, method: string, path: string, nonce: () => string = hexNonceSource(), oneShot: OneShotHash | null = ONE_SHOT) {
     if (linkKey.length !== RELAY_LINK_KEY_LENGTH) throw new RangeError(`relay link key: expected ${RELAY_LINK_KEY_LENGTH} bytes, got ${linkKey.length}`);
     const prefix = Buffer.from(`${RELAY_LINK_LABEL}\0${method}\0${path}\0`, 'utf8');
     this.#fixed = BLOCK + prefix.length;
@@ -60,6 +70,8 @@ export class LinkSigner {
     }
     prefix.copy(this.#inner, BLOCK);
     this.#nonce = nonce;
+    this.#hash = oneShot;
+    this.#key = Buffer.from(linkKey);
   }
 
   /** The `coffer-relay-auth` value for `account` and `body`, stamped `now` (unix ms). */
@@ -70,8 +82,13 @@ export class LinkSigner {
     const need = this.#fixed + Buffer.byteLength(tail, 'utf8') + DIGEST;
     const input = need <= this.#inner.length ? this.#inner : Buffer.concat([this.#inner.subarray(0, this.#fixed), Buffer.alloc(need - this.#fixed)]);
     let at = this.#fixed + input.write(tail, this.#fixed, 'utf8');
-    at += (hash('sha256', body, 'buffer') as unknown as Buffer).copy(input, at);
-    (hash('sha256', input.subarray(0, at), 'buffer') as unknown as Buffer).copy(this.#outer, BLOCK);
-    return `v2,t=${t},n=${n},mac=${hash('sha256', this.#outer, 'hex')}`;
+    const h = this.#hash;
+    if (h === null) {
+      at += createHash('sha256').update(body).digest().copy(input, at);
+      return `v2,t=${t},n=${n},mac=${createHmac('sha256', this.#key).update(input.subarray(BLOCK, at)).digest('hex')}`;
+    }
+    at += input.write(h('sha256', body, 'latin1'), at, 'latin1');
+    this.#outer.write(h('sha256', input.subarray(0, at), 'latin1'), BLOCK, 'latin1');
+    return `v2,t=${t},n=${n},mac=${h('sha256', this.#outer, 'hex')}`;
   }
 }

@@ -13,8 +13,8 @@
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { randomBytes } from 'node:crypto';
-import { RELAY_AUTH_HEADER, relayAuthHeader, type RandomSource } from '@coffer/protocol';
+import { RELAY_AUTH_HEADER } from '@coffer/protocol';
+import { LinkSigner } from './link-signer.js';
 import type { RelayMetrics } from './metrics.js';
 
 export const VAULT_PATH = '/v1/request';
@@ -29,28 +29,6 @@ export interface ForwarderOptions {
   readonly deadlineMs?: number;
   readonly metrics?: RelayMetrics;
   readonly now?: () => number;
-}
-
-/**
- * Link-MAC nonces (spec/relay-api.md §2: 16 random bytes per request) cut from a pool
- * that one `randomBytes` call refills 256 nonces at a time: `crypto.getRandomValues` per
- * request was ~5% of the relay's CPU per forwarded message (bench:relay-overhead
- * profile). Each nonce is its own copy and no byte of the pool is handed out twice.
- */
-export function nonceSource(poolBytes = 4096): RandomSource {
-  let pool = Buffer.alloc(0);
-  let at = 0;
-  return (length: number): Uint8Array => {
-    if (length > poolBytes) return new Uint8Array(randomBytes(length));
-    if (at + length > pool.length) {
-      pool = randomBytes(poolBytes);
-      at = 0;
-    }
-    const out = new Uint8Array(pool.subarray(at, at + length));
-    pool.fill(0, at, at + length);
-    at += length;
-    return out;
-  };
 }
 
 export type ForwardResult =
@@ -76,7 +54,7 @@ interface Attempt {
 export class VaultForwarder {
   /** Per node: the request options built once (no URL parsing per message). */
   readonly #nodes: { label: string; target: Target }[];
-  readonly #key: Uint8Array;
+  readonly #signer: LinkSigner;
   readonly #attemptMs: number;
   readonly #deadlineMs: number;
   readonly #metrics: RelayMetrics | undefined;
@@ -84,7 +62,6 @@ export class VaultForwarder {
   readonly #http = new HttpAgent({ keepAlive: true, maxSockets: 256 });
   readonly #https = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
   #preferred = 0;
-  readonly #nonces = nonceSource();
 
   constructor(options: ForwarderOptions) {
     if (options.nodes.length === 0) throw new Error('vault.nodes: at least one vault node is required');
@@ -93,7 +70,8 @@ export class VaultForwarder {
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`vault.nodes[${i}]: not an http(s) URL: ${n}`);
       return { label: url.host, target: { https: url.protocol === 'https:', hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, path: url.pathname, host: url.host } };
     });
-    this.#key = options.linkKey;
+    // The link MAC (spec/relay-api.md §2) with its constant parts prepared once (link-signer.ts).
+    this.#signer = new LinkSigner(options.linkKey, 'POST', VAULT_PATH);
     this.#attemptMs = options.attemptTimeoutMs ?? 5000;
     this.#deadlineMs = options.deadlineMs ?? 12_000;
     this.#metrics = options.metrics;
@@ -119,16 +97,16 @@ export class VaultForwarder {
         tried.push(node.label);
         let outcome: string;
         try {
-          const sign = (): Promise<string> => relayAuthHeader(this.#key, { method: 'POST', path: VAULT_PATH, account, body }, this.#now(), this.#nonces);
+          const sign = (): string => this.#signer.header(account, body, this.#now());
           let res: Attempt;
           try {
-            res = await this.#attempt(node.target, account, await sign(), body, Math.min(this.#attemptMs, left));
+            res = await this.#attempt(node.target, account, sign(), body, Math.min(this.#attemptMs, left));
           } catch (err) {
             // A kept-alive connection the node closed while idle (its keep-alive timeout
             // raced our reuse): once more on a fresh connection to the same node, with a
             // fresh nonce, rather than fail over or answer 503 over a stale socket.
             if (!(err as { staleSocket?: boolean }).staleSocket || deadline - Date.now() <= 0) throw err;
-            res = await this.#attempt(node.target, account, await sign(), body, Math.min(this.#attemptMs, deadline - Date.now()));
+            res = await this.#attempt(node.target, account, sign(), body, Math.min(this.#attemptMs, deadline - Date.now()));
           }
           outcome = String(res.status);
           const relayAuthRefused = res.status === 401 && /"relay-auth"/.test(res.body.toString('utf8', 0, 200));

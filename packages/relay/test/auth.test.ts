@@ -197,3 +197,40 @@ test('config: symmetric (HS*) and "none" JWT algorithms are refused at load', (t
   for (const bad of [['HS256'], ['RS256', 'hs512'], ['none'], ['ES256', 'NONE'], [], 'RS256']) assert.throws(() => load(bad), ConfigError, JSON.stringify(bad));
   assert.deepEqual(load(['ES256', 'EdDSA']).jwt?.algorithms, ['ES256', 'EdDSA']);
 });
+
+test('SQLite session check, two stores on one file (two relay processes): a session revoked or ended through one is refused by the other at its very next check, and one is refused at its expiry to the millisecond', async (t) => {
+  const dir = tempDir(t);
+  let now = 5_000_000;
+  const a = new SqliteAccountStore(join(dir, 'relay.db'), { now: () => now, sessionTtlMs: 60_000 });
+  const b = new SqliteAccountStore(join(dir, 'relay.db'), { now: () => now, sessionTtlMs: 60_000 });
+  t.after(async () => {
+    await a.close();
+    await b.close();
+  });
+  const { publicKey } = newDeviceKey();
+  const raw = Buffer.from(publicKey, 'base64url');
+  const id = (await a.createAccount(raw))!;
+  const s1 = await a.openSession(id, { key: raw });
+  const s2 = await a.openSession(id, { password: true });
+  const s3 = await a.openSession(id, { password: true });
+  // Checked (and so warm) at A, many times, before each revocation.
+  for (let i = 0; i < 3; i++) for (const s of [s1, s2, s3]) assert.deepEqual(await a.sessionRecord(s.token), { account: id, expiresAt: s.expiresAt });
+  assert.equal(await b.revokeSession(s1.token), true);
+  assert.equal(await a.session(s1.token), null, 'signed out through the other store');
+  assert.equal(await a.sessionRecord(s1.token), null);
+  assert.equal(await a.session(s2.token), id);
+  assert.equal(await b.revokeOtherSessions(id, s3.token), 1);
+  assert.equal(await a.session(s2.token), null, 'ended by "end other sessions" through the other store');
+  assert.equal(await a.session(s3.token), id);
+  now = s3.expiresAt - 1;
+  assert.equal(await a.session(s3.token), id, 'live until its expiry');
+  now = s3.expiresAt;
+  assert.equal(await a.session(s3.token), null, 'refused at its expiry');
+  assert.equal(await a.sessionRecord(s3.token), null);
+  // A made-up token of the same shape is unknown, and the session's device key is still read apart.
+  assert.equal(await a.session(`cs1.${Buffer.alloc(32, 7).toString('base64url')}`), null);
+  const s4 = await b.openSession(id, { key: raw });
+  assert.deepEqual(await a.sessionKey(s4.token), raw);
+  assert.equal(await b.removeKey(id, raw), true);
+  assert.equal(await a.session(s4.token), null, 'ended with its device key through the other store');
+});

@@ -7,6 +7,7 @@
  * SHA-256 only, so a copy of the database does not let anyone sign in.
  */
 import Database from 'better-sqlite3';
+import * as nodeCrypto from 'node:crypto';
 import { createHash, createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -19,7 +20,9 @@ export const DEFAULT_SESSION_TTL_MS = 24 * 3_600_000;
 export const SESSION_SIGNING_LABEL = LABELS.relaySession;
 const ACCOUNT_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
-export const sha = (b: Uint8Array | string): Buffer => createHash('sha256').update(b).digest();
+/** `crypto.hash` (Node ≥ 20.12): one-shot, about half the cost of a Hash object for a token (issue 13). */
+const oneShot = (nodeCrypto as { hash?: unknown }).hash as ((algorithm: 'sha256', data: Uint8Array | string, outputEncoding: 'buffer') => Buffer) | undefined;
+export const sha = oneShot ? (b: Uint8Array | string): Buffer => oneShot('sha256', b, 'buffer') : (b: Uint8Array | string): Buffer => createHash('sha256').update(b).digest();
 export const b64u = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
 
 export function decodeB64u(text: unknown, length: number): Buffer | null {
@@ -168,6 +171,8 @@ interface SqliteStatements {
   takeChallenge: Database.Statement<[Buffer, string], { expires_at: number }>;
   insertSession: Database.Statement<[Buffer, string, number, Buffer | null]>;
   session: Database.Statement<[Buffer], { account: string; expires_at: number; device_key: Buffer | null }>;
+  /** The check of every request: account and expiry as a raw row (no device key, no row object). */
+  sessionCheck: Database.Statement<[Buffer], [string, number]>;
   deleteSession: Database.Statement<[Buffer]>;
   sweep: Database.Statement<[number]>;
   sweepSessions: Database.Statement<[number]>;
@@ -225,6 +230,7 @@ export class SqliteAccountStore implements AccountStore {
       takeChallenge: this.#db.prepare('DELETE FROM challenges WHERE digest = ? AND account = ? RETURNING expires_at'),
       insertSession: this.#db.prepare('INSERT INTO sessions (digest, account, expires_at, device_key) VALUES (?, ?, ?, ?)'),
       session: this.#db.prepare('SELECT account, expires_at, device_key FROM sessions WHERE digest = ?'),
+      sessionCheck: (this.#db.prepare('SELECT account, expires_at FROM sessions WHERE digest = ?') as Database.Statement<[Buffer], unknown>).raw(true) as Database.Statement<[Buffer], [string, number]>,
       deleteSession: this.#db.prepare('DELETE FROM sessions WHERE digest = ?'),
       sweep: this.#db.prepare('DELETE FROM challenges WHERE expires_at < ?'),
       sweepSessions: this.#db.prepare('DELETE FROM sessions WHERE expires_at < ?'),
@@ -334,9 +340,9 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async sessionRecord(token: string): Promise<{ account: string; expiresAt: number } | null> {
-    const row = this.#st.session.get(sha(token));
-    if (!row || row.expires_at <= this.#now()) return null;
-    return { account: row.account, expiresAt: row.expires_at };
+    const row = this.#st.sessionCheck.get(sha(token));
+    if (!row || row[1] <= this.#now()) return null;
+    return { account: row[0], expiresAt: row[1] };
   }
 
   async sessionKey(token: string): Promise<Buffer | null> {

@@ -121,6 +121,24 @@ test('changes in place and an insertion: the chunks are still exactly FastCDC\'s
   assert.ok(c.predicted > 0);
 });
 
+test('repeated chunks (runs of zeros between a few islands of data): still FastCDC\'s chunks, in order', async (t) => {
+  const { chunk } = await setup(t);
+  const parent = Buffer.alloc(20 * MiB);
+  for (const at of [1, 7, 13]) prng(10 + at, 300_000).copy(parent, at * MiB);
+  const want = reference(parent);
+  assert.ok(new Set(want.map((p) => p.id.toString('hex'))).size < want.length, 'the zeros make chunks that repeat');
+  const same = await chunk(parent, known(want));
+  assert.deepEqual(same.pieces, want);
+  assert.equal(same.predicted, want.length - 1);
+  const changed = Buffer.from(parent);
+  prng(99, 1000).copy(changed, 7 * MiB + 100_000);
+  const c = await chunk(changed, known(want));
+  assert.deepEqual(c.pieces, reference(changed));
+  const moved = Buffer.concat([Buffer.alloc(4096), parent.subarray(0, 15 * MiB)]);
+  const m = await chunk(moved, known(want));
+  assert.deepEqual(m.pieces, reference(moved));
+});
+
 test('a region with a fixed end: its last parent chunk, ended by the region, is taken too; the next region starts afresh', async (t) => {
   const { chunk } = await setup(t);
   const data = prng(4, 20 * MiB);

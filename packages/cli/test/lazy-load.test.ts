@@ -166,3 +166,12 @@ test('a backup loads no restore, browse, prune or check module; a restore no bac
     assert.deepEqual(h.loaded, ['errors.js'], `${args.join(' ')} loaded ${h.loaded.join(', ')}`);
   }
 });
+
+test("@coffer/backup's subpaths are the barrel's modules (one class each: instanceof holds either way)", async () => {
+  const barrel = await import('@coffer/backup');
+  assert.equal((await import('@coffer/backup/errors')).CofferError, barrel.CofferError);
+  assert.equal((await import('@coffer/backup/repository')).Repository, barrel.Repository);
+  assert.equal((await import('@coffer/backup/backup')).backup, barrel.backup);
+  assert.equal((await import('@coffer/backup/restore')).restore, barrel.restore);
+  assert.equal((await import('@coffer/backup/key')).BackupKey, barrel.BackupKey);
+});

@@ -1,7 +1,15 @@
 /** Where the repository and the key come from: flags first, then the environment. */
 import { appendFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { BackupKey, CofferError, LocalBackend, Repository, S3Backend, isLoopbackEndpoint, parseS3Location, type S3Credentials, type StorageBackend } from '@coffer/backup';
+// The engine's modules one by one, not the @coffer/backup barrel: every command loads
+// these, and the barrel would load the whole engine (issue 13). S3 is loaded for s3: only.
+import { CofferError } from '@coffer/backup/errors';
+import { BackupKey } from '@coffer/backup/key';
+import { LocalBackend } from '@coffer/backup/storage/local';
+import { Repository } from '@coffer/backup/repository';
+import type * as S3Module from '@coffer/backup/storage/s3';
+import type { S3Backend, S3Credentials } from '@coffer/backup/storage/s3';
+import type { StorageBackend } from '@coffer/backup';
 import type { CofferClient } from '@coffer/client';
 import type { RelayBlobs } from '@coffer/client/blobs';
 import { loadBlobs, loadClient } from './client.js';
@@ -97,7 +105,7 @@ export async function backendFor(location: string, flags: GlobalFlags, io: Io): 
     tuneHeapForRelayBackup(io.env);
     return backend;
   }
-  if (location.startsWith('s3:')) return s3Backend(location, flags, io);
+  if (location.startsWith('s3:')) return s3Backend(location, flags, io, await import('@coffer/backup/storage/s3'));
   // Any other `scheme:` prefix (sftp:host:/path, https://…) is a backend this version
   // does not have: refuse rather than make a local directory named after it. (A
   // directory whose name has a colon can be given as ./name.)
@@ -116,7 +124,7 @@ export async function backendFor(location: string, flags: GlobalFlags, io: Io): 
  * machine, or with --insecure (objects are sealed either way, but the request
  * signatures, names and sizes cross the network in the clear).
  */
-function s3Backend(location: string, flags: GlobalFlags, io: Io): S3Backend {
+function s3Backend(location: string, flags: GlobalFlags, io: Io, { S3Backend, isLoopbackEndpoint, parseS3Location }: typeof S3Module): S3Backend {
   let where;
   try {
     where = parseS3Location(location.slice(3));

@@ -8,9 +8,12 @@ import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
 import { tuneHeapEarly, tuneHeapForRestore } from './heap.js';
 
 // Each command's module is imported when that command runs (issue 13): a backup or a
-// restore then loads neither the relay client nor OPAQUE's WASM (about 16 MiB resident).
+// restore then loads neither the relay client nor OPAQUE's WASM (about 16 MiB resident),
+// and the command modules import the engine's modules one by one (@coffer/backup/backup,
+// /restore, …), not its barrel: a backup loads no restore, browse, prune or check code.
 const accountCommands = () => import('./commands/account.js');
 const backupCommands = () => import('./commands/backup.js');
+const restoreCommands = () => import('./commands/restore.js');
 const extraCommands = () => import('./commands/extras.js');
 const keyCommands = () => import('./commands/key.js');
 const browseCommands = () => import('./commands/browse.js');
@@ -383,7 +386,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       case 'stats':
         return await (await browseCommands()).statsCmd(flags, rest, io);
       case 'restore':
-        return await (await backupCommands()).restoreCmd(flags, rest, io);
+        return await (await restoreCommands()).restoreCmd(flags, rest, io);
       case 'check':
         return await (await repositoryCommands()).checkCmd(flags, io);
       case 'forget':

@@ -12,7 +12,8 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { hex, type Repository, type SnapshotRecord } from '@coffer/backup';
+import { hex } from '@coffer/backup/blob';
+import type { Repository, SnapshotRecord } from '@coffer/backup/repository';
 import { profileDirOf } from './profile-dir.js';
 import type { GlobalFlags } from './context.js';
 import type { Io } from './tui.js';

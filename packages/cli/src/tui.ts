@@ -6,7 +6,7 @@
  * - exit codes mean one thing each (ExitCode below; README lists them);
  * - secrets are printed only where the user asked for them (`key generate`, `init`).
  */
-import { CofferError, type CofferErrorCode } from '@coffer/backup';
+import { CofferError, type CofferErrorCode } from '@coffer/backup/errors';
 // Types only: @coffer/client (with OPAQUE's WASM) is loaded by the commands that use it
 // (client.ts), not by every command (issue 13: a backup or restore doesn't need its memory).
 import type { CofferClientError, CofferClientErrorCode } from '@coffer/client';

@@ -97,3 +97,81 @@ test('profileDirOf is @coffer/client profileDir', () => {
     }
   }
 });
+
+/**
+ * Issue 13: each command loads only the engine modules it runs (the command modules import
+ * @coffer/backup's subpaths, not its barrel). Runs the CLI with a loader hook that writes
+ * every @coffer/backup module it loads (path under dist/src) to a file.
+ */
+async function engineLoads(args: string[]): Promise<{ code: number; stderr: string; stdout: string; loaded: string[] }> {
+  const hook = join(HOME, 'engine-hook.mjs');
+  if (!nodeFs.existsSync(hook)) {
+    await fs.writeFile(
+      hook,
+      `import { register } from 'node:module';
+register('data:text/javascript,' + encodeURIComponent(\`
+export async function load(url, ctx, next) {
+  const m = /packages\\\\/backup\\\\/dist\\\\/src\\\\/(.*)$/.exec(url);
+  if (m) (await import('node:fs')).appendFileSync(process.env.ENGINE_LOADED, m[1] + '\\\\n');
+  return next(url, ctx);
+}\`));
+`,
+    );
+  }
+  const out = join(HOME, `engine-${Math.random().toString(36).slice(2)}.txt`);
+  return new Promise((done) => {
+    execFile(process.execPath, ['--import', hook, BIN, ...args], { env: { HOME, PATH: process.env.PATH ?? '', ENGINE_LOADED: out } }, (err, stdout, stderr) => {
+      const loaded = nodeFs.existsSync(out) ? nodeFs.readFileSync(out, 'utf8').split('\n').filter(Boolean) : [];
+      done({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr, loaded });
+    });
+  });
+}
+
+test('a backup loads no restore, browse, prune or check module; a restore no backup module; --help none but errors', async () => {
+  const dir = join(HOME, 'engine');
+  const repo = join(dir, 'repo');
+  const data = join(dir, 'data');
+  await fs.mkdir(data, { recursive: true });
+  await fs.writeFile(join(data, 'f'), 'abc');
+  const keyFile = join(dir, 'key');
+  await fs.writeFile(keyFile, '17'.repeat(32), { mode: 0o600 });
+  const common = ['--repo', repo, '--key-file', keyFile, '-q'];
+  assert.equal((await engineLoads(['init', ...common])).code, 0);
+
+  const b = await engineLoads(['backup', ...common, data]);
+  assert.equal(b.code, 0, b.stderr);
+  assert.match(b.stdout, /^[0-9a-f]{64}\n$/);
+  assert.ok(b.loaded.includes('repository/backup.js'), `the probe sees the engine: ${b.loaded.join(', ')}`);
+  for (const m of ['index.js', 'repository/restore.js', 'repository/browse.js', 'repository/prune.js', 'repository/check.js', 'repository/forget.js', 'repository/repair.js', 'repository/copy.js', 'repository/filter.js', 'storage/s3.js']) {
+    assert.ok(!b.loaded.includes(m), `backup loaded ${m}`);
+  }
+
+  const r = await engineLoads(['restore', 'latest', '--target', join(dir, 'out'), ...common]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(await fs.readFile(join(dir, 'out', 'data', 'f'), 'utf8'), 'abc');
+  assert.ok(r.loaded.includes('repository/restore.js'), `the probe sees the engine: ${r.loaded.join(', ')}`);
+  for (const m of ['index.js', 'repository/backup.js', 'repository/prune.js', 'repository/check.js', 'repository/forget.js', 'repository/repair.js', 'storage/s3.js']) {
+    assert.ok(!r.loaded.includes(m), `restore loaded ${m}`);
+  }
+
+  const s = await engineLoads(['snapshots', ...common]);
+  assert.equal(s.code, 0, s.stderr);
+  for (const m of ['index.js', 'repository/backup.js', 'repository/restore.js', 'repository/browse.js', 'repository/prune.js', 'repository/check.js']) {
+    assert.ok(!s.loaded.includes(m), `snapshots loaded ${m}`);
+  }
+
+  for (const args of [['--help'], ['--version'], ['backup', '--help']]) {
+    const h = await engineLoads(args);
+    assert.equal(h.code, 0, h.stderr);
+    assert.deepEqual(h.loaded, ['errors.js'], `${args.join(' ')} loaded ${h.loaded.join(', ')}`);
+  }
+});
+
+test("@coffer/backup's subpaths are the barrel's modules (one class each: instanceof holds either way)", async () => {
+  const barrel = await import('@coffer/backup');
+  assert.equal((await import('@coffer/backup/errors')).CofferError, barrel.CofferError);
+  assert.equal((await import('@coffer/backup/repository')).Repository, barrel.Repository);
+  assert.equal((await import('@coffer/backup/backup')).backup, barrel.backup);
+  assert.equal((await import('@coffer/backup/restore')).restore, barrel.restore);
+  assert.equal((await import('@coffer/backup/key')).BackupKey, barrel.BackupKey);
+});

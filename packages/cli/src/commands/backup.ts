@@ -1,33 +1,20 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
-import {
-  CofferError,
-  RestoreSelection,
-  SnapshotPaths,
-  backup,
-  backupDryRun,
-  backupExcluder,
-  backupStdin,
-  checkStdinFilename,
-  eitherExcludes,
-  findSnapshotFiltered,
-  hex,
-  listedSelection,
-  parseCompressionMode,
-  parsePadMode,
-  readFilesFrom,
-  readPatternFile,
-  restore,
-  tuneHeapForBackup,
-  type BackupProgress,
-  type CompressionMode,
-  type PatternRule,
-} from '@coffer/backup';
+// The engine's modules one by one (issue 13): a backup loads the backup engine, not
+// restore, browse, prune or check; --parent, --dry-run, --stdin and the file selection
+// options load their modules when given.
+import { CofferError } from '@coffer/backup/errors';
+import { backup, tuneHeapForBackup, type BackupProgress } from '@coffer/backup/backup';
+import { hex } from '@coffer/backup/blob';
+import type * as FilterModule from '@coffer/backup/filter';
+import type { PatternRule } from '@coffer/backup/filter';
 import { openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
-import { resolveSnapshotArg, type FilterFlags } from './browse.js';
+import { parseCompression, parsePad } from './flags.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
+
+export { parseCompression, parsePad };
 
 /** The file selection flags of `coffer backup` (issue 12). */
 export interface SelectFlags {
@@ -47,7 +34,7 @@ export interface SelectFlags {
 }
 
 /** `--exclude`/`--iexclude` values and the patterns of `--exclude-file`/`--iexclude-file`, in that order. */
-async function excludeRules(flags: SelectFlags): Promise<PatternRule[]> {
+async function excludeRules(flags: SelectFlags, readPatternFile: typeof FilterModule.readPatternFile): Promise<PatternRule[]> {
   const rules: PatternRule[] = [];
   for (const f of flags['exclude-file'] ?? []) rules.push(...(await readPatternFile(f)));
   for (const f of flags['iexclude-file'] ?? []) rules.push(...(await readPatternFile(f, true)));
@@ -70,13 +57,20 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
   const compression = flags.compression === undefined ? undefined : parseCompression(flags.compression);
   // Every flag is checked (pattern files read, lists parsed) before the repository is opened.
-  const rules = await excludeRules(flags);
-  let exclude = backupExcluder({
-    exclude: rules,
+  // Without selection options there is nothing to exclude (backupExcluder would say
+  // undefined): the filter module (and picomatch) is then not loaded.
+  const selecting =
+    listFiles.length > 0 ||
+    flags['exclude-caches'] === true ||
+    [flags.exclude, flags.iexclude, flags['exclude-file'], flags['iexclude-file'], flags['exclude-if-present']].some((v) => v !== undefined && v.length > 0);
+  const filter = selecting ? await import('@coffer/backup/filter') : undefined;
+  let exclude = filter?.backupExcluder({
+    exclude: await excludeRules(flags, filter.readPatternFile),
     excludeCaches: flags['exclude-caches'] === true,
     excludeIfPresent: flags['exclude-if-present'] ?? [],
   });
-  if (listFiles.length > 0) {
+  if (filter && listFiles.length > 0) {
+    const { readFilesFrom, listedSelection, eitherExcludes } = filter;
     const listed: Buffer[] = paths.map((p) => Buffer.from(p, 'utf8'));
     for (const { f, raw } of listFiles) listed.push(...(await readFilesFrom(f, raw)));
     if (listed.length === 0) throw new UsageError(`backup: ${listFiles.map((x) => x.f).join(', ')} lists no files`);
@@ -91,8 +85,9 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   }
   const repo = await openRepo(flags, io);
   // --parent: any snapshot (not filtered by this backup's --tag, which tags the new one).
-  const parent = flags.force ? ('none' as const) : flags.parent !== undefined ? await findSnapshotFiltered(repo, flags.parent, {}) : undefined;
+  const parent = flags.force ? ('none' as const) : flags.parent !== undefined ? await (await import('@coffer/backup/browse')).findSnapshotFiltered(repo, flags.parent, {}) : undefined;
   if (flags['dry-run']) {
+    const { backupDryRun } = await import('@coffer/backup/dry-run');
     const d = await backupDryRun(repo, {
       paths,
       ...(parent !== undefined ? { parent } : {}),
@@ -161,6 +156,7 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
   if (fromCommand && args.length === 0) throw new UsageError('backup: --stdin-from-command needs the command, e.g. `coffer backup --stdin-from-command -- pg_dump mydb`');
   if (!fromCommand && args.length > 0) throw new UsageError('backup: --stdin takes no paths (the data comes from standard input)');
   const filename = flags['stdin-filename'] ?? 'stdin';
+  const { backupStdin, checkStdinFilename } = await import('@coffer/backup/stdin');
   try {
     checkStdinFilename(filename);
   } catch (e) {
@@ -222,81 +218,4 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
     if (!flags.quiet) io.stderr.write(`snapshot ${hex(r.id).slice(0, 8)} saved: ${filename}, ${fmtBytes(s.bytes)} from ${fromCommand ? args[0] : 'standard input'} in ${secs.toFixed(1)} s; ${fmtBytes(s.addedBytes)} added to the repository\n`);
   }
   return ExitCode.Ok;
-}
-
-/** `coffer restore SNAPSHOT|latest[:PATH] --target DIR [--overwrite] [--no-owners] [--no-lock] [--include P] [--exclude P]`. */
-export async function restoreCmd(
-  flags: GlobalFlags &
-    FilterFlags & {
-    target?: string;
-    overwrite?: boolean;
-    'no-owners'?: boolean;
-    'no-lock'?: boolean;
-    include?: string[];
-    iinclude?: string[];
-    exclude?: string[];
-    iexclude?: string[];
-  },
-  args: string[],
-  io: Io,
-): Promise<number> {
-  if (args.length !== 1) throw new UsageError('restore: give one snapshot ID (or "latest") and --target DIR');
-  if (!flags.target) throw new UsageError('restore: --target DIR is required (where to put the restored files)');
-  const select = new RestoreSelection({
-    include: [...(flags.include ?? []).map((pattern) => ({ pattern })), ...(flags.iinclude ?? []).map((pattern) => ({ pattern, ignoreCase: true }))],
-    exclude: [...(flags.exclude ?? []).map((pattern) => ({ pattern })), ...(flags.iexclude ?? []).map((pattern) => ({ pattern, ignoreCase: true }))],
-  });
-  const repo = await openRepo(flags, io);
-  // `latest` (as --tag/--host/--path allow) or an ID, with `:PATH` for part of it (browse.ts).
-  const { rec, path } = await resolveSnapshotArg(flags, io, repo, args[0]!);
-  const bar = new ProgressBar(io, !flags.json && !flags.quiet);
-  const started = Date.now();
-  const r = await restore(repo, rec, {
-    target: flags.target,
-    overwrite: flags.overwrite === true,
-    noLock: flags['no-lock'] === true,
-    ...(select.active ? { select } : {}),
-    ...(flags['no-owners'] ? { owners: false } : {}),
-    ...(path !== undefined ? { subtree: new SnapshotPaths(rec.snapshot).select(path) } : {}),
-    onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
-    onWarning: (w) => {
-      bar.done();
-      io.stderr.write(`coffer: warning: ${w.path}: ${w.message}\n`);
-    },
-  });
-  bar.done();
-  if (select.active && r.files + r.dirs + r.symlinks + r.others === 0) {
-    throw new CofferError('not-found', `nothing in snapshot ${hex(rec.id).slice(0, 8)} matches the --include/--exclude patterns; nothing was restored`);
-  }
-  const secs = (Date.now() - started) / 1000;
-  if (flags.json) io.stdout.write(JSON.stringify({ snapshot: hex(rec.id), target: flags.target, ...r, seconds: secs }) + '\n');
-  else if (!flags.quiet) {
-    io.stderr.write(`restored snapshot ${hex(rec.id).slice(0, 8)} to ${flags.target}: ${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks, ${fmtBytes(r.bytes)} in ${secs.toFixed(1)} s\n`);
-  }
-  // Reading without a lock (storage refused it) was warned about above; it is not an
-  // item restored inexactly, so on its own it does not make the exit code 3.
-  const inexact = r.warnings.filter((w) => !w.noLock);
-  if (inexact.length > 0) {
-    io.stderr.write(`coffer: warning: ${inexact.length} item(s) were not restored exactly (see the warnings above)\n`);
-    return ExitCode.Incomplete;
-  }
-  return ExitCode.Ok;
-}
-
-/** `--pad off|auto|max` (spec §7.3); a usage error otherwise. */
-export function parsePad(s: string): number {
-  try {
-    return parsePadMode(s);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-}
-
-/** `--compression auto|off|max`; a usage error otherwise. */
-export function parseCompression(s: string): CompressionMode {
-  try {
-    return parseCompressionMode(s);
-  } catch (e) {
-    throw new UsageError(`--compression: ${(e as Error).message.replace(/^compression: /, '')}`);
-  }
 }

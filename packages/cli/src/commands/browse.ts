@@ -12,38 +12,22 @@ import {
   escapePath,
   findInSnapshots,
   findSnapshotFiltered,
-  hex,
-  isEmptyFilter,
   listSnapshot,
-  matchesFilter,
-  parseTagList,
   snapshotStats,
   splitSnapshotRef,
   unescapePath,
-  type Repository,
-  type SnapshotFilter,
-  type SnapshotRecord,
   type StatsMode,
-  type TreeEntry,
-} from '@coffer/backup';
+} from '@coffer/backup/browse';
+import { hex } from '@coffer/backup/blob';
+import type { Repository, SnapshotRecord } from '@coffer/backup/repository';
+import { isEmptyFilter, matchesFilter } from '@coffer/backup/snapshot';
+import type { TreeEntry } from '@coffer/backup';
+import { snapshotFilter, type FilterFlags } from './flags.js';
 import { openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
 import { ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
-export interface FilterFlags {
-  tag?: string[];
-  host?: string[];
-  path?: string[];
-}
-
-/** `--tag a,b` (both) `--tag c` (or c), `--host H`…, `--path P`… (every one of them). */
-export function snapshotFilter(flags: FilterFlags): SnapshotFilter {
-  return {
-    ...(flags.tag?.length ? { tags: flags.tag.map(parseTagList) } : {}),
-    ...(flags.host?.length ? { hosts: flags.host } : {}),
-    ...(flags.path?.length ? { paths: flags.path } : {}),
-  };
-}
+export { snapshotFilter, type FilterFlags };
 
 /**
  * The snapshot an argument names (`latest`, an ID prefix; with `:PATH` a part of it), as

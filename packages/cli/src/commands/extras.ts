@@ -1,5 +1,6 @@
 /** `coffer copy`: snapshots from another repository into this one (issue 12). */
-import { copySnapshots, formatKeyId, type CopyProgress } from '@coffer/backup';
+import { copySnapshots, type CopyProgress } from '@coffer/backup/copy';
+import { formatKeyId } from '@coffer/backup/key';
 import { openRepo, openSourceRepo, type GlobalFlags, type SourceFlags } from '../context.js';
 import { fmtBytes, type Io } from '../tui.js';
 

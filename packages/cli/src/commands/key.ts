@@ -1,4 +1,4 @@
-import { BackupKey, formatKeyId } from '@coffer/backup';
+import { BackupKey, formatKeyId } from '@coffer/backup/key';
 import { loadKey, openRepo, type GlobalFlags } from '../context.js';
 import type { Io } from '../tui.js';
 

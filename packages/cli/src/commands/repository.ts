@@ -1,29 +1,17 @@
-import { parseCompression, parsePad } from './backup.js';
-import {
-  BackupKey,
-  Compression,
-  Repository,
-  S3Backend,
-  applyPolicy,
-  check,
-  forgetSnapshots,
-  formatKeyId,
-  hex,
-  isEmptyFilter,
-  matchesFilter,
-  parseDuration,
-  parseGroupBy,
-  parseReadDataSubset,
-  parseTagList,
-  prune,
-  removeLocks,
-  repairIndex,
-  repairSnapshots,
-  type ReadDataSubset,
-  type RetentionPolicy,
-} from '@coffer/backup';
+// The engine's modules one by one, not the @coffer/backup barrel (issue 13): `coffer
+// snapshots` loads no check, prune, forget or repair; each of those commands loads its own.
+import { BackupKey, formatKeyId } from '@coffer/backup/key';
+import { hex } from '@coffer/backup/blob';
+import { Compression } from '@coffer/backup/config';
+import { removeLocks } from '@coffer/backup/lock';
+import { Repository } from '@coffer/backup/repository';
+import { isEmptyFilter, matchesFilter, parseTagList } from '@coffer/backup/snapshot';
+import type { ReadDataSubset } from '@coffer/backup/check';
+import type * as ForgetModule from '@coffer/backup/forget';
+import type { RetentionPolicy } from '@coffer/backup/forget';
+import type { PruneResult } from '@coffer/backup/prune';
+import { parseCompression, parsePad, snapshotFilter, type FilterFlags } from './flags.js';
 import { checkSeenSnapshots } from '../seen.js';
-import { snapshotFilter, type FilterFlags } from './browse.js';
 import { backendFor, isRelayRepository, loadKeyIfGiven, openRepo, repoLocation, type GlobalFlags } from '../context.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
@@ -46,7 +34,8 @@ export async function init(flags: GlobalFlags & { pad?: string; compression?: st
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
   const backend = await backendFor(location, flags, io);
   // Like restic: a new s3: repository may name a bucket that does not exist yet.
-  if (backend instanceof S3Backend && (await backend.ensureBucket()) && !flags.json && !flags.quiet) io.stderr.write(`created bucket for ${location}\n`);
+  // Only an s3: location makes an S3Backend (context.ts), and it has loaded the module then.
+  if (location.startsWith('s3:') && backend instanceof (await import('@coffer/backup/storage/s3')).S3Backend && (await backend.ensureBucket()) && !flags.json && !flags.quiet) io.stderr.write(`created bucket for ${location}\n`);
   const repo = await Repository.init(backend, key, { ...(padding !== undefined ? { padding } : {}), ...(compression !== undefined ? { compression } : {}) });
   if (flags.json) {
     io.stdout.write(
@@ -97,6 +86,7 @@ export async function snapshots(flags: GlobalFlags & FilterFlags, io: Io): Promi
 
 /** `coffer check [--read-data | --read-data-subset n/m|x%|SIZE] [--no-lock]`. */
 export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 'read-data-subset'?: string; 'no-lock'?: boolean }, io: Io): Promise<number> {
+  const { check, parseReadDataSubset } = await import('@coffer/backup/check');
   let subset: ReadDataSubset | undefined;
   if (flags['read-data-subset'] !== undefined) {
     if (flags['read-data']) throw new UsageError('check: give --read-data (every pack) or --read-data-subset (some), not both');
@@ -166,7 +156,7 @@ function num(v: string | undefined, name: string): number | undefined {
   return Number(v);
 }
 
-function duration(v: string | undefined, name: string) {
+function duration(parseDuration: typeof ForgetModule.parseDuration, v: string | undefined, name: string) {
   if (v === undefined) return undefined;
   try {
     return parseDuration(v);
@@ -180,6 +170,7 @@ function duration(v: string | undefined, name: string) {
  * [--group-by host,paths,tags] [--tag/--host/--path …] [--prune] [--dry-run]`.
  */
 export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise<number> {
+  const { applyPolicy, forgetSnapshots, parseDuration, parseGroupBy } = await import('@coffer/backup/forget');
   const policyFlags = Object.keys(flags).filter((k) => k.startsWith('keep-') || k === 'group-by');
   if (ids.length > 0 && policyFlags.length > 0) throw new UsageError(`forget: give snapshot IDs or a policy (--${policyFlags[0]}), not both`);
   const repo = await openRepo(flags, io);
@@ -198,12 +189,12 @@ export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise
       weekly: num(flags['keep-weekly'], 'keep-weekly'),
       monthly: num(flags['keep-monthly'], 'keep-monthly'),
       yearly: num(flags['keep-yearly'], 'keep-yearly'),
-      within: duration(flags['keep-within'], 'keep-within'),
-      withinHourly: duration(flags['keep-within-hourly'], 'keep-within-hourly'),
-      withinDaily: duration(flags['keep-within-daily'], 'keep-within-daily'),
-      withinWeekly: duration(flags['keep-within-weekly'], 'keep-within-weekly'),
-      withinMonthly: duration(flags['keep-within-monthly'], 'keep-within-monthly'),
-      withinYearly: duration(flags['keep-within-yearly'], 'keep-within-yearly'),
+      within: duration(parseDuration, flags['keep-within'], 'keep-within'),
+      withinHourly: duration(parseDuration, flags['keep-within-hourly'], 'keep-within-hourly'),
+      withinDaily: duration(parseDuration, flags['keep-within-daily'], 'keep-within-daily'),
+      withinWeekly: duration(parseDuration, flags['keep-within-weekly'], 'keep-within-weekly'),
+      withinMonthly: duration(parseDuration, flags['keep-within-monthly'], 'keep-within-monthly'),
+      withinYearly: duration(parseDuration, flags['keep-within-yearly'], 'keep-within-yearly'),
       tags: flags['keep-tag']?.map(parseTagList).filter((t) => t.length > 0),
     };
     for (const k of Object.keys(policy) as Array<keyof RetentionPolicy>) if (policy[k] === undefined || (k === 'tags' && policy.tags!.length === 0)) delete policy[k];
@@ -223,7 +214,7 @@ export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise
     await checkSeenSnapshots(flags, io, repo, await repo.snapshots(), remove.map((s) => hex(s.id)));
   }
   let pruned;
-  if (flags.prune && !flags['dry-run']) pruned = await prune(repo);
+  if (flags.prune && !flags['dry-run']) pruned = await (await import('@coffer/backup/prune')).prune(repo);
   if (flags.json) {
     const json = {
       removed: remove.map((s) => hex(s.id)),
@@ -255,7 +246,7 @@ export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise
   return 0;
 }
 
-function printPrune(io: Io, r: Awaited<ReturnType<typeof prune>>, dry: boolean): void {
+function printPrune(io: Io, r: PruneResult, dry: boolean): void {
   io.stderr.write(`${dry ? 'would delete' : 'deleted'} ${r.packsDeleted} packs, ${dry ? 'would repack' : 'repacked'} ${r.packsRepacked}, ${fmtBytes(r.bytesFreed)} ${dry ? 'to free' : 'freed'}\n`);
   if (r.youngPacksKept > 0) io.stderr.write(`kept ${r.youngPacksKept} unindexed pack(s) younger than the lock expiry (a backup may be writing them)\n`);
   if (r.missingPacksDropped > 0) io.stderr.write(`${dry ? 'would drop' : 'dropped'} ${r.missingPacksDropped} missing pack(s) from the index (no snapshot needed them)\n`);
@@ -264,6 +255,7 @@ function printPrune(io: Io, r: Awaited<ReturnType<typeof prune>>, dry: boolean):
 
 /** `coffer prune [--dry-run]`. */
 export async function pruneCmd(flags: GlobalFlags & { 'dry-run'?: boolean }, io: Io): Promise<number> {
+  const { prune } = await import('@coffer/backup/prune');
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const r = await prune(repo, { dryRun: flags['dry-run'] === true, onProgress: (p) => bar.status(`prune: ${p.stage}`, p.done, p.total) }).finally(() => bar.done());
@@ -274,6 +266,7 @@ export async function pruneCmd(flags: GlobalFlags & { 'dry-run'?: boolean }, io:
 
 /** `coffer repair index [--read-all]`: rebuilds the index from the packs' trailers. */
 export async function repairIndexCmd(flags: GlobalFlags & { 'read-all'?: boolean }, io: Io): Promise<number> {
+  const { repairIndex } = await import('@coffer/backup/repair');
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const r = await repairIndex(repo, { readAll: flags['read-all'] === true, onProgress: (d, t) => bar.update(d, t, d, t) });
@@ -290,6 +283,7 @@ export async function repairIndexCmd(flags: GlobalFlags & { 'read-all'?: boolean
 
 /** `coffer repair snapshots [--forget] [--dry-run]`. */
 export async function repairSnapshotsCmd(flags: GlobalFlags & { forget?: boolean; 'dry-run'?: boolean }, io: Io): Promise<number> {
+  const { repairSnapshots } = await import('@coffer/backup/repair');
   const repo = await openRepo(flags, io);
   const r = await repairSnapshots(repo, { forget: flags.forget === true, dryRun: flags['dry-run'] === true });
   if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');

@@ -1,4 +1,4 @@
-import { formatKeyId } from '@coffer/backup';
+import { formatKeyId } from '@coffer/backup/key';
 import type { ClientStatus } from '@coffer/client';
 import { openClient, type GlobalFlags } from '../context.js';
 import { readPassword } from '../password.js';

@@ -14,11 +14,12 @@
  */
 import { createSecretKey } from 'node:crypto';
 import { chunkIdUnder } from '../crypto/repository-keys.js';
+// node:buffer's validator, as tree.ts's isUtf8 (that module, the listing's codec, is not loaded here).
+import { isUtf8 } from 'node:buffer';
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { maybeCompressInto, zstdBound, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
-import { isUtf8 } from '../repository/tree.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
 import { SMALL_STATUS, SmallStatus, type SmallFileExtra } from './small-batch.js';
 

@@ -14,7 +14,6 @@ import { checkSeenSnapshots } from '../seen.js';
 import { parseCompression, parsePad } from './flags.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
-export { parseCompression, parsePad };
 
 /** The file selection flags of `coffer backup` (issue 12). */
 export interface SelectFlags {

@@ -27,7 +27,6 @@ import { openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
 import { ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
-export { snapshotFilter, type FilterFlags };
 
 /**
  * The snapshot an argument names (`latest`, an ID prefix; with `:PATH` a part of it), as

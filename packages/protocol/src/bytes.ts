@@ -50,9 +50,23 @@ export function i2osp(value: number, length: number): Uint8Array {
   return out;
 }
 
+const HEX_DIGITS = [48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 97, 98, 99, 100, 101, 102]; // 0-9 a-f
+/** Characters per String.fromCharCode call (below every engine's argument limit). */
+const HEX_PIECE = 8192;
+
+/**
+ * Lowercase hex, two digits a byte. The digits go into one array of character codes, made
+ * a string in pieces: a string per byte (as before) made ~3 short-lived strings a byte,
+ * ~1 KB of garbage for a 32-byte ID (issue 13, the vault's credential identifier).
+ */
 export function toHex(bytes: Uint8Array): string {
+  const codes = new Uint16Array(bytes.length * 2);
+  for (let i = 0; i < bytes.length; i++) {
+    codes[2 * i] = HEX_DIGITS[bytes[i]! >> 4]!;
+    codes[2 * i + 1] = HEX_DIGITS[bytes[i]! & 15]!;
+  }
   let s = '';
-  for (const b of bytes) s += b.toString(16).padStart(2, '0');
+  for (let i = 0; i < codes.length; i += HEX_PIECE) s += String.fromCharCode.apply(null, codes.subarray(i, i + HEX_PIECE) as unknown as number[]);
   return s;
 }
 

@@ -32,6 +32,7 @@ import {
   sha256,
   SIZES,
   toBase64Url,
+  toHex,
   unpad,
   utf8,
   type FleetKey,
@@ -470,19 +471,9 @@ function erasedNow(now: number, registerStarts: readonly number[]): AccountRecor
  * no account equals a per-registration identifier.
  */
 export function credentialIdentifier(account: string, registrationId: Uint8Array | null): string {
-  return registrationId === null ? account : `${LABELS.credentialIdentifier}\u0000${account}\u0000${lowerHex(registrationId)}`;
+  return registrationId === null ? account : `${LABELS.credentialIdentifier}\u0000${account}\u0000${toHex(registrationId)}`;
 }
 
-/** `toHex` (lowercase, two digits a byte) as one string: toHex made ~3 short strings a byte (~1 KB of garbage per login-start). */
-const HEX_CODES = new TextEncoder().encode('0123456789abcdef');
-function lowerHex(bytes: Uint8Array): string {
-  const codes = new Uint8Array(bytes.length * 2);
-  for (let i = 0; i < bytes.length; i++) {
-    codes[2 * i] = HEX_CODES[bytes[i]! >> 4]!;
-    codes[2 * i + 1] = HEX_CODES[bytes[i]! & 15]!;
-  }
-  return String.fromCharCode.apply(null, codes as unknown as number[]);
-}
 
 /**
  * Applies expiries: an abandoned login ends, and a record whose last guess was spent

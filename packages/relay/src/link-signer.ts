@@ -16,13 +16,13 @@
  * The key and its pads live as long as the signer, as the key alone did before.
  * link-signer.test.ts checks the header against `relayAuthHeader` and `verifyRelayAuth`.
  */
-import * as nodeCrypto from 'node:crypto';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { RELAY_LINK_KEY_LENGTH, RELAY_LINK_LABEL } from '@coffer/protocol';
+import { nodeHash } from './node-hash.js';
 
-/** `crypto.hash` (Node ≥ 20.12; absent before, where createHash/createHmac do the work). */
+/** `crypto.hash` as the signer uses it (node-hash.ts; null: createHash/createHmac do the work). */
 export type OneShotHash = (algorithm: 'sha256', data: Uint8Array, outputEncoding: 'latin1' | 'hex') => string;
-const ONE_SHOT = ((nodeCrypto as { hash?: unknown }).hash as OneShotHash | undefined) ?? null;
+const ONE_SHOT: OneShotHash | null = nodeHash;
 
 const BLOCK = 64;
 const DIGEST = 32;

@@ -7,10 +7,10 @@
  * SHA-256 only, so a copy of the database does not let anyone sign in.
  */
 import Database from 'better-sqlite3';
-import * as nodeCrypto from 'node:crypto';
 import { createHash, createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { nodeHash } from '../node-hash.js';
 import { LABELS } from '@coffer/protocol';
 import type { BucketRule } from '../rate-limit.js';
 
@@ -20,8 +20,8 @@ export const DEFAULT_SESSION_TTL_MS = 24 * 3_600_000;
 export const SESSION_SIGNING_LABEL = LABELS.relaySession;
 const ACCOUNT_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
-/** `crypto.hash` (Node ≥ 20.12): one-shot, about half the cost of a Hash object for a token (issue 13). */
-const oneShot = (nodeCrypto as { hash?: unknown }).hash as ((algorithm: 'sha256', data: Uint8Array | string, outputEncoding: 'buffer') => Buffer) | undefined;
+/** SHA-256 of a token: one-shot where Node has it (node-hash.ts; issue 13). */
+const oneShot = nodeHash;
 export const sha = oneShot ? (b: Uint8Array | string): Buffer => oneShot('sha256', b, 'buffer') : (b: Uint8Array | string): Buffer => createHash('sha256').update(b).digest();
 export const b64u = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
 

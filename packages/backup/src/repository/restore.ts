@@ -536,10 +536,8 @@ interface Plan {
  * decimal string, not a number: node turns a negative *number* into "now".
  */
 function timeArg(ns: bigint): string {
-  const us = ns / 1000n;
-  const neg = us < 0n;
-  const a = neg ? -us : us;
-  return `${neg ? '-' : ''}${a / 1_000_000n}.${String(a % 1_000_000n).padStart(6, '0')}5`;
+  // Bigint division truncates toward zero: seconds and the rest have ns's sign.
+  return timeArgOf(Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n));
 }
 
 /**
@@ -571,7 +569,6 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   /** Blob numbers by pack (index pack number), packs in the order first needed. */
   const byPack = new Map<number, number[]>();
   const suffix = randomBytes(6).toString('hex');
-  const tmpName = (f: number) => Buffer.from(`.coffer-restore-${suffix}-${f}`);
   const tmpBase = Buffer.from(`.coffer-restore-${suffix}-`);
   /** prefix + tmpName(f), in one buffer. */
   const tmpIn = (prefix: Buffer, f: number) => {
@@ -582,6 +579,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     b.write(n, prefix.length + tmpBase.length, 'latin1');
     return b;
   };
+  const tmpName = (f: number) => tmpIn(NO_DIR, f);
   for (let f = 0; f < files.count; f++) {
     let offset = 0;
     const first = files.chunkStart[f]!;

@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import {
   CofferError,
+  LocalBackend,
   RepositoryLock,
   applyPolicy,
   backup,
@@ -20,6 +21,7 @@ import {
   prune,
   removeLocks,
   restore,
+  type ByteRange,
   type RetentionPolicy,
   type Snapshot,
   type SnapshotRecord,
@@ -462,4 +464,40 @@ test('a live lock is not removed by unlock without --remove-all', async (t) => {
   assert.equal(await removeLocks(tr.repo, false), 0);
   assert.equal(await removeLocks(tr.repo, true), 1);
   await lock.release();
+});
+
+test('a second snapshot listing reads only manifests it has not read (issue 13); gone ones are gone; records are frozen', async (t) => {
+  const tr = await newRepo(t);
+  const src = await tempDir(t, 'memo-src');
+  await writeTree(src, sampleTree(7, 5_000));
+  for (let i = 0; i < 3; i++) await backup(tr.repo, { paths: [src] });
+  // Count manifest reads through a fresh handle on the same storage.
+  let reads = 0;
+  class Counting extends LocalBackend {
+    override get(name: string, range?: ByteRange): Promise<Uint8Array> {
+      if (name.startsWith('snapshots/')) reads++;
+      return super.get(name, range);
+    }
+  }
+  const repo = await tr.reopen(new Counting(tr.dir));
+  const first = await repo.snapshots();
+  assert.equal(first.length, 3);
+  assert.equal(reads, 3);
+  const again = await repo.snapshots();
+  assert.equal(reads, 3, 'the second listing read manifests again');
+  assert.deepEqual(again.map((s) => hex(s.id)), first.map((s) => hex(s.id)));
+  // A new snapshot (written through another handle) is read; a forgotten one is not returned.
+  await backup(tr.repo, { paths: [src] });
+  await forgetSnapshots(tr.repo, [first[0]!]);
+  const third = await repo.snapshots();
+  assert.equal(reads, 4);
+  assert.deepEqual(third.map((s) => hex(s.id)).slice(0, 2), first.slice(1).map((s) => hex(s.id)));
+  assert.equal(third.length, 3);
+  // The same record goes to every caller: nobody can change another's.
+  assert.throws(() => {
+    (third[0]!.snapshot.tags as string[]).push('x');
+  }, TypeError);
+  assert.throws(() => {
+    (third[0]!.snapshot as { hostname: string }).hostname = 'x';
+  }, TypeError);
 });

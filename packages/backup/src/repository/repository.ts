@@ -179,15 +179,35 @@ export class Repository {
     return this.#readSnapshots();
   }
 
+  /**
+   * Manifests read by this handle, by object name. An object is never rewritten under its
+   * name (storage refuses to overwrite, and a manifest is sealed to its name), so a second
+   * listing in the same process (a backup's rollback check after its parent search: issue
+   * 13, ~0.45 ms per snapshot twice per backup) reads only the names it has not read yet.
+   * The listing is still taken from storage every time: a name gone from it is gone from
+   * the answer (and from here). The records are frozen: every caller gets the same one.
+   */
+  readonly #snapshotMemo = new Map<string, SnapshotRecord>();
+
   async #readSnapshots(): Promise<{ good: SnapshotRecord[]; bad: Array<{ name: string; error: unknown }> }> {
     const names = validObjects(await this.backend.list('snapshots/'));
     const good: SnapshotRecord[] = [];
     const bad: Array<{ name: string; error: unknown }> = [];
+    const listed = new Set<string>();
+    for (const { name } of names) listed.add(name);
+    for (const name of this.#snapshotMemo.keys()) if (!listed.has(name)) this.#snapshotMemo.delete(name);
     await mapLimit(names, 8, async ({ name }) => {
+      const known = this.#snapshotMemo.get(name);
+      if (known) {
+        good.push(known);
+        return;
+      }
       const id = idFromName(name)!;
       try {
         const plain = await this.readObject(name, ObjectKind.Snapshot);
-        good.push({ id, snapshot: decodeSnapshot(plain, name) });
+        const record = frozenRecord(id, decodeSnapshot(plain, name));
+        this.#snapshotMemo.set(name, record);
+        good.push(record);
       } catch (e) {
         if (CofferError.is(e, 'missing-object')) return; // forgotten meanwhile
         if (!isUnreadable(e)) throw e;
@@ -325,4 +345,13 @@ export async function mapLimit<T>(items: readonly T[], limit: number, fn: (item:
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   if (failure) throw failure.error;
+}
+
+/** A snapshot record no caller can change (Repository's memo hands the same one to each). */
+function frozenRecord(id: Buffer, snapshot: Snapshot): SnapshotRecord {
+  Object.freeze(snapshot.paths);
+  Object.freeze(snapshot.tags);
+  Object.freeze(snapshot.tree);
+  Object.freeze(snapshot.stats);
+  return Object.freeze({ id, snapshot: Object.freeze(snapshot) });
 }

@@ -25,71 +25,40 @@ import type { Worker } from 'node:worker_threads';
 
 const FLAGS = ['--semi-space-growth-factor=1', '--heap-growing-percent=20'];
 
-/**
- * The settings in force (each flag's name → its setting), and each one's V8 default.
- * V8 checks a hash of every flag's value before it uses compiled code from a cache: the
- * code cache of node's own modules, which every new thread compiles its start-up from.
- * With any setting here in force that check fails, and a worker thread compiled node's
- * bootstrap from source: 56–65 ms of CPU per worker start against 27–35 (issue 13; five
- * starts each, one process per start). So while a worker starts, the settings go back to
- * V8's defaults, and they are set again once it is online (or gone).
- */
-const active = new Map<string, string>();
-const DEFAULTS: Record<string, string> = {
-  'semi-space-growth-factor': '--semi-space-growth-factor=2',
-  'heap-growing-percent': '--heap-growing-percent=0',
-  'incremental-marking': '--incremental-marking',
-};
-let starting = 0;
-let watching = false;
-
-function nameOf(flag: string): string {
-  return flag.replace(/^--(no-)?/, '').replace(/=.*$/, '');
-}
-
-/** Puts `flag` in force (now, or once no worker is starting). */
-function setTuned(flag: string): void {
-  active.set(nameOf(flag), flag);
-  if (starting === 0) setFlagsFromString(flag);
-}
-
 function apply(): void {
-  for (const f of FLAGS) setTuned(f);
-}
-
-/**
- * A worker's heap is configured and its start-up compiled while it starts: the settings
- * are V8's defaults from the moment it is created until it is online, then set again.
- * Starting a worker also sets the process-wide growth factor back to 2 (V8 raises a
- * factor below 2 when it configures the new isolate's heap), which the setting again
- * after it undoes. Meanwhile (~30–50 ms per start) a collection on this thread may grow
- * its young generation one step; without the setting again after, it grows to V8's
- * 32 MiB.
- */
-function defaultsWhileWorkersStart(): void {
-  if (watching) return;
-  watching = true;
-  process.on('worker', (w: Worker) => {
-    if (starting++ === 0) for (const name of active.keys()) setFlagsFromString(DEFAULTS[name]!);
-    let done = false;
-    const started = () => {
-      if (done) return;
-      done = true;
-      if (--starting === 0) for (const flag of active.values()) setFlagsFromString(flag);
-    };
-    w.once('online', started);
-    w.once('exit', started);
-  });
+  for (const f of FLAGS) setFlagsFromString(f);
 }
 
 let tuned = false;
+
+/**
+ * Starting a worker sets the process-wide growth factor back to 2 (above): `set` runs
+ * again every millisecond while each new worker starts, and once more when it is online.
+ */
+function reapplyWhileWorkersStart(set: () => void): void {
+  process.on('worker', (w: Worker) => {
+    // The new isolate's heap is configured on the worker's thread at some moment before
+    // it is online: set the flags again every millisecond until then, and once more after.
+    // A collection on this thread in the moment between that reset and the next setting
+    // can still grow the young generation one step (seen once in ~10 CI runs: 16 MiB
+    // instead of 8 for a restore); without this, it grows to V8's 32 MiB.
+    const again = setInterval(set, 1);
+    again.unref();
+    const stop = () => {
+      clearInterval(again);
+      set();
+    };
+    w.once('online', stop);
+    w.once('exit', stop);
+  });
+}
 
 /** For the process that runs `coffer backup` (runMain): never for run() inside a test process. */
 export function tuneHeapEarly(env: NodeJS.ProcessEnv = process.env): boolean {
   if (tuned || env.COFFER_V8_DEFAULT_HEAP === '1') return tuned;
   tuned = true;
   apply();
-  defaultsWhileWorkersStart();
+  reapplyWhileWorkersStart(apply);
   return true;
 }
 
@@ -116,14 +85,17 @@ export function tuneHeapForRestore(env: NodeJS.ProcessEnv = process.env): boolea
   const hold = () => {
     const ns = getHeapSpaceStatistics().find((s) => s.space_name === 'new_space');
     if (!ns || ns.space_size < RESTORE_NEW_SPACE_BYTES) return false;
-    setTuned('--semi-space-growth-factor=1');
+    setFlagsFromString('--semi-space-growth-factor=1');
     return true;
   };
   // Restore's writer threads (restore-writer.ts) would otherwise let it grow on to 32 MiB.
-  defaultsWhileWorkersStart();
-  if (hold()) return true;
+  let held = false;
+  reapplyWhileWorkersStart(() => {
+    if (held) setFlagsFromString('--semi-space-growth-factor=1');
+  });
+  if ((held = hold())) return true;
   const obs = new PerformanceObserver(() => {
-    if (hold()) obs.disconnect();
+    if ((held = hold())) obs.disconnect();
   });
   obs.observe({ entryTypes: ['gc'] });
   return true;
@@ -148,7 +120,7 @@ let relayHeapSet = false;
 export function tuneHeapForRelayBackup(env: NodeJS.ProcessEnv = process.env): boolean {
   // Not for a restore: its peak RSS grew by 22 MiB (1 GiB from coffer:, 6 pairs) for 10% less CPU.
   if (relayHeapSet || env.COFFER_V8_DEFAULT_HEAP === '1' || !tuned) return relayHeapSet;
-  setTuned('--no-incremental-marking');
+  setFlagsFromString('--no-incremental-marking');
   relayHeapSet = true;
   return true;
 }

@@ -134,36 +134,3 @@ await w.terminate();
   // (heap.ts; seen once in ~10 CI runs). Without the setting again it reaches V8's 32 MiB.
   assert.ok(held <= 2 * RESTORE_NEW_SPACE_BYTES, `new space ${held / MiB} MiB with the restore's policy after a worker started`);
 });
-
-test('while a worker starts the settings are V8\'s defaults (its start-up uses node\'s code cache), and set again once it is online', async () => {
-  // V8 accepts cached code only under the flag values it was made with: node's own
-  // modules' cache (every new thread's start-up) is made under the defaults.
-  const body = `
-import v8 from 'node:v8';
-import { syncBuiltinESMExports } from 'node:module';
-const seen = [];
-const orig = v8.setFlagsFromString;
-v8.setFlagsFromString = (f) => { seen.push(f); return orig(f); };
-syncBuiltinESMExports();
-const heap = await import(${JSON.stringify(HEAP)});
-heap.tuneHeapEarly();
-const atStart = seen.length;
-const { Worker } = await import('node:worker_threads');
-const w = new Worker('setTimeout(() => {}, 60000)', { eval: true });
-let duringBoot;
-await new Promise((r) => w.once('online', () => { duringBoot = seen.slice(atStart); r(); }));
-await new Promise((r) => setImmediate(r));
-const after = seen.slice(atStart);
-await w.terminate();
-console.log(JSON.stringify({ start: seen.slice(0, atStart), duringBoot, after }));
-`;
-  const out = await new Promise<string>((done, fail) => {
-    execFile(process.execPath, ['--input-type=module', '-e', body], { env: { PATH: process.env.PATH ?? '' } }, (err, stdout, stderr) => (err ? fail(new Error(`${err.message}\n${stderr}`)) : done(stdout)));
-  });
-  const r = JSON.parse(out) as { start: string[]; duringBoot: string[]; after: string[] };
-  assert.deepEqual(r.start, ['--semi-space-growth-factor=1', '--heap-growing-percent=20']);
-  // The defaults from the worker's creation, before its 'online' handlers run (nothing set by a timer meanwhile)…
-  assert.deepEqual(r.duringBoot, ['--semi-space-growth-factor=2', '--heap-growing-percent=0']);
-  // …and the settings again once it is online.
-  assert.deepEqual(r.after, ['--semi-space-growth-factor=2', '--heap-growing-percent=0', '--semi-space-growth-factor=1', '--heap-growing-percent=20']);
-});

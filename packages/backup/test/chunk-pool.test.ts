@@ -60,6 +60,16 @@ test('workers start with the work: none idle, one for one job at a time, a secon
   assert.equal(pool.started, 2);
 });
 
+test('prestart(n): that many workers, never more than the pool may run', async (t) => {
+  const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  t.after(() => pool.close());
+  pool.prestart(2);
+  assert.equal(pool.started, 2);
+  pool.prestart(5);
+  assert.equal(pool.started, 2);
+});
+
 test('prestart: the first worker starts before any job (a backup starts it while its index loads), once', async (t) => {
   const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
   const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);

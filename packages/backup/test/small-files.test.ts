@@ -173,3 +173,28 @@ test('a small file that cannot be opened is reported and left out; the rest is b
   assert.deepEqual(r.warnings.map((w) => [w.path.endsWith('secret.txt'), w.message]), [[true, 'cannot read: permission denied']]);
   assert.deepEqual((await listing(tr)).map((e) => e.path.split('/').pop()), ['perm', 'a.txt', 'z.txt']);
 });
+
+test('a second backup whose parent holds large files starts both chunk workers at once; one of small files starts one', async (t) => {
+  const started = { n: 0 };
+  const count = () => started.n++;
+  process.on('worker', count);
+  t.after(() => process.off('worker', count));
+  const workersFor = async (root: string) => {
+    const tr = await newRepo(t, DEFAULT_CHUNKER);
+    await backup(tr.repo, { paths: [root], scanAhead: false });
+    started.n = 0;
+    // Nothing changed: no file is read, so any worker beyond the first was started ahead.
+    await backup(tr.repo, { paths: [root], scanAhead: false });
+    return started.n;
+  };
+  const large = await tempDir(t, 'prestart-large');
+  // 130 MiB, sparse: two chunk regions' worth of bytes, few to write.
+  const fh = await fs.open(join(large, 'db'), 'w');
+  await fh.truncate(130 * 1024 * 1024);
+  await fh.write(prng(3, 4096), 0, 4096, 64 * 1024 * 1024);
+  await fh.close();
+  assert.equal(await workersFor(large), 2);
+  const small = await tempDir(t, 'prestart-small');
+  for (let i = 0; i < 20; i++) await fs.writeFile(join(small, `f${i}`), prng(i, 2000));
+  assert.equal(await workersFor(small), 1);
+});

@@ -165,9 +165,9 @@ export class ChunkPool {
     this.#threads = threads;
   }
 
-  /** Starts the first worker now, before its first job: a thread takes ~0.1 s to come up. */
-  prestart(): void {
-    if (this.#workers.length === 0) this.#spawn();
+  /** Starts `n` workers now (at most `threads`), before their first jobs: a thread takes ~0.1 s to come up. */
+  prestart(n = 1): void {
+    while (this.#workers.length < Math.min(n, this.#threads)) this.#spawn();
   }
 
   /** Jobs not yet given to a worker (for tests). */

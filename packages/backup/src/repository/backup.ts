@@ -43,6 +43,8 @@ import { defaultCompression, type CompressionMode } from './compress.js';
  * data shifts across a boundary.
  */
 export const CHUNK_REGION_BYTES = 64 * 1024 * 1024;
+/** A parent snapshot whose files are this large on average holds large files (see walkAndStore's prestart). */
+const LARGE_FILES_AVERAGE = 1024 * 1024;
 
 /**
  * Files up to this size (and up to the chunker's minimum chunk size, so always exactly
@@ -592,6 +594,10 @@ async function walkAndStore(
     const parent = opts.parent === undefined || opts.parent === 'auto' ? await findParent(repo, host, absPaths) : opts.parent;
     if (parent) {
       parentTotals = { files: parent.snapshot.stats.files, bytes: parent.snapshot.stats.bytes };
+      // Large files (a message database, media): a changed one is chunked in regions on
+      // both workers, and the second worker, started on demand, came up after the walk
+      // had reached it. Started with the first, it comes up while the parent and the index load.
+      if (parentTotals.bytes >= 2 * CHUNK_REGION_BYTES && parentTotals.bytes >= LARGE_FILES_AVERAGE * Math.max(1, parentTotals.files)) threads.pool.prestart(2);
       parentFiles = new ParentFiles(repo, parent.snapshot, (e) =>
         repo.onWarning(`the previous snapshot's file list can't be read (${e.message}); the files after that point are read again`),
       );

@@ -16,7 +16,7 @@
 // is an interleaved A/B of two builds (OTHER_ROOT: another checkout's root, built): per
 // pair one local backup, then a backup to coffer: with each build (client and relay of
 // that build, each its own relay), in alternating order; prints each pair's wall times,
-// relay CPU (and its system part), the local run's CPU, and the client's full
+// relay CPU (and its system part) and peak RSS (per backup), the local run's CPU, and the client's full
 // collections (mark-compacts, from --trace-gc), and the medians, with the CPU the relay
 // path costs beyond the local backup. The relays listen on COFFER_RELAY_HOST (default 127.0.0.1).
 import { spawn, spawnSync } from 'node:child_process';
@@ -60,6 +60,19 @@ function cpuSeconds(pid) {
 /** System CPU seconds of a process so far. */
 function sysSeconds(pid) {
   return Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[12]) / 100;
+}
+
+/**
+ * Resets a process's peak RSS (VmHWM) so that it is measured from now (writing 5 to
+ * /proc/PID/clear_refs: Linux, own processes); false where that is not possible.
+ */
+function resetPeakRss(pid) {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const rssKiB = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
@@ -239,13 +252,14 @@ export async function benchBlobAB({ root, other, scale = 0.25, pairs = 6 }) {
         run(['init', '-q', '--repo', 'coffer:', '--key-file', keyFile]);
         const cpu0 = cpuSeconds(relay.child.pid);
         const sys0 = sysSeconds(relay.child.pid);
+        const relayPeak0 = resetPeakRss(relay.child.pid);
         const t = join(work, '.time-blob');
         const out = sh('/usr/bin/time', ['-f', '%e %U %S %M', '-o', t, process.execPath, '--trace-gc', cli, 'backup', '-q', '--repo', 'coffer:', '--key-file', keyFile, '--profile', profile, '--server', relay.url, data], { env: { ...process.env, ...env } });
         const [wall, user, sys, rss] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
-        row[k] = { wall, cpu: user + sys, rss, relayCpu: cpuSeconds(relay.child.pid) - cpu0, relaySys: sysSeconds(relay.child.pid) - sys0, fullGcs: (out.match(/Mark-Compact/g) ?? []).length };
+        row[k] = { wall, cpu: user + sys, rss, relayCpu: cpuSeconds(relay.child.pid) - cpu0, relaySys: sysSeconds(relay.child.pid) - sys0, relayRss: relayPeak0 ? rssKiB(relay.child.pid, 'VmHWM') : NaN, fullGcs: (out.match(/Mark-Compact/g) ?? []).length };
       }
       rows.push(row);
-      const side = (x) => `${f(x.wall)} s (client CPU ${f(x.cpu)} s, peak RSS ${(x.rss / 1024).toFixed(0)} MiB, relay CPU ${f(x.relayCpu)} s of it system ${f(x.relaySys)} s, ${x.fullGcs} mark-compacts)`;
+      const side = (x) => `${f(x.wall)} s (client CPU ${f(x.cpu)} s, peak RSS ${(x.rss / 1024).toFixed(0)} MiB, relay CPU ${f(x.relayCpu)} s of it system ${f(x.relaySys)} s, relay peak RSS ${(x.relayRss / 1024).toFixed(0)} MiB, ${x.fullGcs} mark-compacts)`;
       console.log(`blob-ab: pair ${i + 1}: local ${f(row.local)} s (CPU ${f(row.localCpu)} s); A ${side(row.A)}; B ${side(row.B)}; B/A ${f(row.B.wall / row.A.wall, 3)}`);
     }
   } finally {
@@ -254,7 +268,7 @@ export async function benchBlobAB({ root, other, scale = 0.25, pairs = 6 }) {
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
   const m = (fn) => median(rows.map(fn));
-  console.log(`blob-ab: medians over ${rows.length} pairs: wall B/A ${f(m((r) => r.B.wall / r.A.wall), 3)}; client CPU A ${f(m((r) => r.A.cpu))} s, B ${f(m((r) => r.B.cpu))} s; relay CPU A ${f(m((r) => r.A.relayCpu))} s, B ${f(m((r) => r.B.relayCpu))} s; mark-compacts A ${m((r) => r.A.fullGcs)}, B ${m((r) => r.B.fullGcs)}; client peak RSS A ${(m((r) => r.A.rss) / 1024).toFixed(0)} MiB, B ${(m((r) => r.B.rss) / 1024).toFixed(0)} MiB`);
+  console.log(`blob-ab: medians over ${rows.length} pairs: wall B/A ${f(m((r) => r.B.wall / r.A.wall), 3)}; client CPU A ${f(m((r) => r.A.cpu))} s, B ${f(m((r) => r.B.cpu))} s; relay CPU A ${f(m((r) => r.A.relayCpu))} s, B ${f(m((r) => r.B.relayCpu))} s; mark-compacts A ${m((r) => r.A.fullGcs)}, B ${m((r) => r.B.fullGcs)}; client peak RSS A ${(m((r) => r.A.rss) / 1024).toFixed(0)} MiB, B ${(m((r) => r.B.rss) / 1024).toFixed(0)} MiB; relay peak RSS A ${(m((r) => r.A.relayRss) / 1024).toFixed(0)} MiB, B ${(m((r) => r.B.relayRss) / 1024).toFixed(0)} MiB`);
   // What the relay path costs beyond the local backup on the same data (client CPU above
   // the local run's, plus all of the relay's): on a 2-core machine that is the gap.
   console.log(`blob-ab: CPU beyond the local backup (CPU ${f(m((r) => r.localCpu))} s): A ${f(m((r) => r.A.cpu - r.localCpu))} s client + ${f(m((r) => r.A.relayCpu))} s relay; B ${f(m((r) => r.B.cpu - r.localCpu))} s client + ${f(m((r) => r.B.relayCpu))} s relay`);

@@ -9,6 +9,7 @@ import pino from 'pino';
 import { ConfigError, loadConfig, type RelayConfig } from './config.js';
 import { assembleRelay } from './start.js';
 import { LOG_REDACT } from './app.js';
+import { tuneHeapForRelay } from './blobs/heap.js';
 
 const USAGE = `usage: coffer-relay [serve] [--config FILE]
 
@@ -42,6 +43,7 @@ function parseArgs(argv: string[]): { command: string[]; configFile?: string } {
 }
 
 async function serve(config: RelayConfig, embeddedLinkKey: boolean): Promise<void> {
+  tuneHeapForRelay();
   const relay = await assembleRelay(config, { createLinkKey: embeddedLinkKey, defaultMetrics: true, logger: {
       level: config.logLevel,
       base: { service: 'coffer-relay' },

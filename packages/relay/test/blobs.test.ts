@@ -5,6 +5,8 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { promises as fs, readFileSync } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import S3rver from 's3rver';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -231,6 +233,49 @@ test('local store: 201 only after the new link and every directory the put creat
   synced.length = 0;
   assert.equal(await store.put('ns1', 'data/ab/ef', Buffer.from('y')), 'exists');
   assert.deepEqual(synced, []);
+});
+
+test('local store: the body is read on while a batch is being written, paused once 1 MiB waits behind the write, stored in order', async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, 'blobs');
+  const store = new LocalBlobStore(root, { syncDir: async () => {} });
+  // Holds the store's first file write until released (FileHandle.prototype, restored after).
+  const probe = await fs.open(join(dir, 'probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as { writev: (...a: unknown[]) => Promise<unknown> };
+  await probe.close();
+  const writev = proto.writev;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let writes = 0;
+  proto.writev = async function (this: unknown, ...a: unknown[]) {
+    writes++;
+    await gate;
+    return writev.apply(this, a);
+  };
+  t.after(() => void (proto.writev = writev));
+  const turns = async (n = 10): Promise<void> => {
+    for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+  };
+  const KiB = 1024;
+  const bytes = randomBytes(3 * 1024 * KiB);
+  const body = new PassThrough();
+  const put = store.put('ns', 'data/x', body);
+  while (body.listenerCount('data') === 0) await turns(1);
+  body.write(bytes.subarray(0, 256 * KiB));
+  await turns();
+  assert.equal(writes, 1, 'a batch is being written (held)');
+  body.write(bytes.subarray(256 * KiB, 768 * KiB));
+  await turns();
+  assert.equal(body.readableLength, 0, 'the body is read on while the write is held');
+  assert.equal(body.isPaused(), false);
+  body.write(bytes.subarray(768 * KiB, 1792 * KiB));
+  await turns();
+  assert.equal(body.isPaused(), true, 'reading pauses once 1 MiB waits behind the write');
+  assert.equal(writes, 1, 'one write at a time');
+  release();
+  body.end(bytes.subarray(1792 * KiB));
+  assert.equal(await put, 'created');
+  assert.ok(readFileSync(join(root, 'ns', 'data', 'x')).equals(bytes));
 });
 
 test('local store: names that collide on disk ("a" and "a/b") are 409 blob-exists, not 503', async (t) => {

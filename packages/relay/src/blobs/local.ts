@@ -242,11 +242,24 @@ export class LocalBlobStore implements BlobStore {
 }
 
 /**
+ * Bytes of the body that may wait while a batch is being written before reading pauses.
+ * Reading goes on while a batch is written (on the pool), so the connection is not held
+ * to the file's pace batch by batch: paused for every write, a 256 KiB writev taking
+ * ~1.6 ms on a loaded machine held each upload's body ~55 ms per 8 MiB pack, and the
+ * client waited on its socket (issue 13). Against pausing for every write (1 GiB backups,
+ * 16 interleaved pairs): relay CPU lower in 13 (medians 0.95-0.99 against 1.12-1.13 s,
+ * mostly system time), wall time not resolved (lower in 10); relay peak RSS +2 MiB.
+ */
+const WRITE_AHEAD = 1024 * 1024;
+
+/**
  * The stream into the file, in batches (writev); a failure of the stream is a BodyFailure.
  *
- * Read in flowing mode, buffer by buffer, pausing while a batch is written: an async
- * iterator (or `read()`) would hand over everything buffered as one new buffer, a copy
- * of every byte of the body (measured: a third of the relay's CPU on a backup).
+ * Read in flowing mode, buffer by buffer: an async iterator (or `read()`) would hand over
+ * everything buffered as one new buffer, a copy of every byte of the body (measured: a
+ * third of the relay's CPU on a backup). While a batch is written the next one gathers;
+ * reading pauses only when WRITE_AHEAD bytes wait behind the write (back-pressure), and
+ * at most one write is in progress (the file's bytes stay in order).
  */
 function writeStream(fh: fs.FileHandle, body: Readable): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -276,14 +289,15 @@ function writeStream(fh: fs.FileHandle, body: Readable): Promise<void> {
       void (writing ?? Promise.resolve()).catch(() => {}).then(() => (err === undefined ? resolve() : reject(err)));
     };
     const write = (): void => {
-      body.pause();
       writing = flush();
       writing.then(
         () => {
           writing = undefined;
           if (settled) return;
-          if (ended) end();
-          else body.resume();
+          if (ended) return end();
+          // What gathered meanwhile: written now if it is a batch, then reading goes on.
+          if (bytes >= WRITE_BATCH) write();
+          if (body.isPaused() && bytes < WRITE_AHEAD) body.resume();
         },
         (err: unknown) => {
           writing = undefined;
@@ -311,7 +325,9 @@ function writeStream(fh: fs.FileHandle, body: Readable): Promise<void> {
       const buf = Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
       batch.push(buf);
       bytes += buf.length;
-      if (bytes >= WRITE_BATCH && !writing) write();
+      if (!writing) {
+        if (bytes >= WRITE_BATCH) write();
+      } else if (bytes >= WRITE_AHEAD) body.pause();
     };
     const stopWatching = finished(body, { writable: false }, (err) => {
       if (err) return settle(new BodyFailure(err));

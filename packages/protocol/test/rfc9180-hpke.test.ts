@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createECDH } from 'node:crypto';
 import { AeadId, CipherSuite, DhkemP256HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { nodeCryptoProvider } from '../src/node/node-crypto.js';
-import { hmacSha256Sync } from '../src/primitives.js';
+import { hmacSha256IntoSync } from '../src/primitives.js';
 import {
   cryptoProvider,
   useCryptoProvider,
@@ -20,6 +20,7 @@ import {
   setupBaseSender,
   toHex,
   utf8,
+  type CryptoProvider,
   type EphemeralKeyPair,
 } from '../src/index.js';
 
@@ -47,17 +48,21 @@ function ephemeralFrom(skHex: string, pkHex: string): EphemeralKeyPair {
   return { publicKey: fromHex(pkHex), dh: async (peer) => new Uint8Array(ecdh.computeSecret(peer)) };
 }
 
+/** A synchronous provider without `hmacSha256Into`/`sha256Into`: hpke.ts builds them from its `hmacSha256`. */
+const syncWithoutInto: CryptoProvider = { ...nodeCryptoProvider, name: 'node:crypto without hmacSha256Into', hmacSha256Into: undefined, sha256Into: undefined };
+
 /**
- * Each test runs twice: with the WebCrypto provider (the async key schedule) and with
- * node:crypto (synchronous: hpke.ts computes the key schedule without promises).
+ * Each test runs three times: with the WebCrypto provider (the async key schedule), with
+ * node:crypto (synchronous: hpke.ts computes the key schedule without promises, each HMAC
+ * written into an array) and with a synchronous provider that has no `hmacSha256Into`.
  */
 function both(name: string, fn: () => Promise<void>): void {
-  for (const provider of [webCryptoProvider, nodeCryptoProvider]) {
+  for (const provider of [webCryptoProvider, nodeCryptoProvider, syncWithoutInto]) {
     test(`${name} (${provider.name})`, async () => {
       const before = cryptoProvider();
       useCryptoProvider(provider);
       try {
-        assert.equal(hmacSha256Sync() !== null, provider === nodeCryptoProvider, 'the synchronous path is taken with node:crypto only');
+        assert.equal(hmacSha256IntoSync() !== null, provider !== webCryptoProvider, 'the synchronous path is taken with the synchronous providers only');
         await fn();
       } finally {
         useCryptoProvider(before);

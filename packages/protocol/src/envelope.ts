@@ -16,7 +16,7 @@ import { FLEET_KEY_ID_LENGTH } from './fleet-key.js';
 import { AEAD_AES_256_GCM, P256_PUBLIC_KEY_LENGTH, setupBaseRecipient, setupBaseSender, type EphemeralKeyPair, type HpkeContext } from './hpke.js';
 import { LABELS } from './labels.js';
 import { BODY_SIZE, operationCode, operationFromCode, PROTOCOL_VERSION, type Operation } from './messages.js';
-import { aesGcmOpen, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExtract, hmacSha256IntoSync, webRandom, type HmacInto, type RandomSource } from './primitives.js';
+import { aesGcmOpen, aesGcmSealNow, generateEphemeral, hkdfExpand, hkdfExtract, hmacSha256IntoSync, webRandom, type HmacInto, type RandomSource } from './primitives.js';
 
 const TAG = 16;
 export const REQUEST_HEADER_LENGTH = 1 + 1 + FLEET_KEY_ID_LENGTH + P256_PUBLIC_KEY_LENGTH;
@@ -33,6 +33,7 @@ export function checkAccountId(account: string): void {
   }
 }
 
+const REQUEST_INFO_LABEL = utf8(LABELS.requestInfo);
 /**
  * HPKE info: binds the account, the operation, the protocol version and the fleet key
  * into the key schedule (RFC 9180 §5.1), so a ciphertext spliced onto another account
@@ -40,7 +41,7 @@ export function checkAccountId(account: string): void {
  */
 export function requestInfo(version: number, op: Operation, keyId: Uint8Array, account: string): Uint8Array {
   const a = utf8(account);
-  return new ByteWriter().bytes(utf8(LABELS.requestInfo)).u8(0).u8(version).u8(operationCode(op)).bytes(keyId).vec16(a).finish();
+  return new ByteWriter(REQUEST_INFO_LABEL.length + 3 + keyId.length + 2 + a.length).bytes(REQUEST_INFO_LABEL).u8(0).u8(version).u8(operationCode(op)).bytes(keyId).vec16(a).finish();
 }
 
 export interface RequestHeader {
@@ -186,7 +187,8 @@ export async function openRequest(
 ): Promise<OpenedRequest> {
   const info = requestInfo(header.version, header.op, header.keyId, account);
   const context = await setupBaseRecipient(AEAD_AES_256_GCM, header.enc, fleetPublicKey, dh, info);
-  const paddedBody = await context.open(EMPTY, header.ciphertext);
+  let paddedBody = context.openNow(EMPTY, header.ciphertext);
+  if (paddedBody instanceof Promise) paddedBody = await paddedBody;
   if (paddedBody.length !== BODY_SIZE) throw new DecryptionError();
   return {
     op: header.op,
@@ -197,7 +199,9 @@ export async function openRequest(
       if (responseNonce.length !== RESPONSE_NONCE_LENGTH) throw new RangeError('responseNonce: expected 32 bytes');
       const h = hmacSha256IntoSync();
       const { key, nonce } = h ? responseKeysSync(h, context, header.enc, responseNonce) : await responseKeys(context, header.enc, responseNonce);
-      return concat(responseNonce, await aesGcmSeal(key, nonce, EMPTY, body));
+      let sealed = aesGcmSealNow(key, nonce, EMPTY, body);
+      if (sealed instanceof Promise) sealed = await sealed;
+      return concat(responseNonce, sealed);
     },
   };
 }

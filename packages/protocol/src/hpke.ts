@@ -9,7 +9,7 @@
  */
 import { concat, equalBytes, i2osp, utf8 } from './bytes.js';
 import { DecryptionError, InvalidPeerKeyError } from './errors.js';
-import { aesGcmOpen, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExtract, hmacSha256IntoSync, type EphemeralKeyPair, type HmacInto } from './primitives.js';
+import { aesGcmOpen, aesGcmOpenNow, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExtract, hmacSha256IntoSync, type EphemeralKeyPair, type HmacInto } from './primitives.js';
 
 export const KEM_P256_HKDF_SHA256 = 0x0010;
 export const KDF_HKDF_SHA256 = 0x0001;
@@ -191,6 +191,15 @@ export class HpkeContext {
   open(aad: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array> {
     this.#consume();
     return aesGcmOpen(this.key, this.baseNonce, aad, ciphertext);
+  }
+
+  /**
+   * `open` returning the plaintext itself when the provider is synchronous (no promise:
+   * the vault opens every request with it), else the promise. @throws DecryptionError
+   */
+  openNow(aad: Uint8Array, ciphertext: Uint8Array): Uint8Array | Promise<Uint8Array> {
+    this.#consume();
+    return aesGcmOpenNow(this.key, this.baseNonce, aad, ciphertext);
   }
 
   /** RFC 9180 §5.3 secret export. */

@@ -187,6 +187,20 @@ export async function aesGcmSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8A
   return provider.aesGcmSeal(key, nonce, aad, plaintext);
 }
 
+/** `aesGcmSeal` without a promise when the provider is synchronous (its value), else its promise. */
+export function aesGcmSealNow(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array | Promise<Uint8Array> {
+  return provider.aesGcmSeal(key, nonce, aad, plaintext);
+}
+
+/** `aesGcmOpen` without a promise when the provider is synchronous (its value), else its promise. @throws DecryptionError */
+export function aesGcmOpenNow(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array | Promise<Uint8Array> {
+  if (!provider.synchronous) return aesGcmOpen(key, nonce, aad, ciphertext);
+  if (ciphertext.length < 16) throw new DecryptionError();
+  const plain = provider.aesGcmOpen(key, nonce, aad, ciphertext) as Uint8Array | null;
+  if (!plain) throw new DecryptionError();
+  return plain;
+}
+
 /** @throws DecryptionError on any authentication failure. */
 export async function aesGcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array> {
   if (ciphertext.length < 16) throw new DecryptionError();

@@ -140,3 +140,24 @@ both('interop with @hpke/core for DHKEM(P-256), HKDF-SHA256, AES-256-GCM in both
   const oursR = await setupBaseRecipient(AEAD_AES_256_GCM, new Uint8Array(theirS.enc), pkR, async (enc) => new Uint8Array(ecdh.computeSecret(enc)), info);
   assert.equal(Buffer.from(await oursR.open(new Uint8Array(0), ct)).toString(), 'to us');
 });
+
+both('openNow: the plaintext itself with a synchronous provider (a promise with WebCrypto); a flipped bit is DecryptionError', async () => {
+  const sync = cryptoProvider().synchronous === true;
+  const open = async (ct: Uint8Array) => {
+    const context = await setupBaseRecipient(AEAD_AES_128_GCM, fromHex(A31.pkEm), fromHex(A31.pkRm), dhWith(A31.skRm), fromHex(A31.info));
+    const got = (() => {
+      try {
+        return context.openNow(fromHex(A31.aad), ct);
+      } catch (err) {
+        return err as Error; // a synchronous provider throws at once
+      }
+    })();
+    assert.equal(got instanceof Promise, !sync);
+    return got instanceof Error ? Promise.reject(got) : got;
+  };
+  assert.equal(toHex(await open(fromHex(A31.ct))), A31.pt);
+  const bad = fromHex(A31.ct);
+  bad[0]! ^= 1;
+  await assert.rejects(open(bad), DecryptionError);
+  await assert.rejects(open(fromHex(A31.ct).subarray(0, 15)), DecryptionError);
+});

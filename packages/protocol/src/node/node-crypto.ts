@@ -139,7 +139,9 @@ export const nodeCryptoProvider: CryptoProvider = {
       const d = createDecipheriv(gcm(key), key, nonce);
       d.setAAD(aad);
       d.setAuthTag(ciphertext.subarray(ciphertext.length - 16));
-      return u8(Buffer.concat([d.update(ciphertext.subarray(0, ciphertext.length - 16)), d.final()]));
+      const plain = d.update(ciphertext.subarray(0, ciphertext.length - 16));
+      const rest = d.final(); // checks the tag; GCM, a stream mode, has nothing left here
+      return u8(rest.length === 0 ? plain : Buffer.concat([plain, rest]));
     } catch {
       return null;
     }

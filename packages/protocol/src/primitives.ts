@@ -179,7 +179,36 @@ export async function hkdfExpand(prk: Uint8Array, info: Uint8Array, length: numb
 }
 
 export async function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array> {
+  const h = hmacSha256IntoSync();
+  if (h && length <= 32) return hkdfOneBlockSync(h, ikm, salt, info, length);
   return hkdfExpand(await hkdfExtract(salt, ikm), info, length);
+}
+
+const ONE = new Uint8Array([1]);
+/** The PRK and T(1) of `hkdfOneBlockSync`, zeroed before it returns. */
+const HKDF_PRK = new Uint8Array(32);
+const HKDF_BLOCK = new Uint8Array(32);
+
+/**
+ * HKDF (RFC 5869) for L ≤ 32 with a synchronous HMAC writing into arrays: PRK =
+ * HMAC(salt, IKM), OKM = first L bytes of HMAC(PRK, info ‖ 0x01). No promise per HMAC
+ * and no `concat` (the vault's login release key, owner tokens, key wrapping).
+ */
+export function hkdfOneBlockSync(h: HmacInto, ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  if (length > 32) throw new RangeError(`hkdfOneBlockSync: length ${length} exceeds one block`);
+  const out = new Uint8Array(length);
+  try {
+    h(salt, HKDF_PRK, 0, ikm);
+    if (length === 32) h(HKDF_PRK, out, 0, info, ONE);
+    else {
+      h(HKDF_PRK, HKDF_BLOCK, 0, info, ONE);
+      out.set(HKDF_BLOCK.subarray(0, length));
+    }
+    return out;
+  } finally {
+    HKDF_PRK.fill(0);
+    HKDF_BLOCK.fill(0);
+  }
 }
 
 /** AES-GCM (key of 16 or 32 bytes, 12-byte nonce, 16-byte tag appended). */

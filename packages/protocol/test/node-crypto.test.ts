@@ -4,8 +4,9 @@
 // aliases the key or a part.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { nodeCryptoProvider } from '../src/node/node-crypto.js';
+import { cryptoProvider, hkdf, hkdfOneBlockSync, useCryptoProvider } from '../src/primitives.js';
 
 const hmacInto = nodeCryptoProvider.hmacSha256Into!;
 const sha256Into = nodeCryptoProvider.sha256Into!;
@@ -59,5 +60,22 @@ test('sha256Into writes SHA-256 at an offset, for lengths around the block', () 
     sha256Into(data, out, 33);
     assert.equal(hex(out.subarray(33, 65)), createHash('sha256').update(data).digest('hex'));
     assert.ok(out.subarray(0, 33).every((x) => x === 1) && out.subarray(65).every((x) => x === 1));
+  }
+});
+
+test('hkdf with the node:crypto provider (one block through hmacSha256Into) is RFC 5869: node hkdfSync for L = 1..32 and longer', async () => {
+  const before = cryptoProvider();
+  useCryptoProvider(nodeCryptoProvider);
+  try {
+    for (let length = 1; length <= 70; length++) {
+      const ikm = randomBytes(length % 3 === 0 ? 32 : 13 + length);
+      const salt = randomBytes(length % 4 === 0 ? 0 : length);
+      const info = randomBytes((length * 5) % 90);
+      const want = Buffer.from(hkdfSync('sha256', ikm, salt, info, length)).toString('hex');
+      assert.equal(hex(await hkdf(ikm, salt, info, length)), want, `L = ${length}`);
+      if (length <= 32) assert.equal(hex(hkdfOneBlockSync(hmacInto, ikm, salt, info, length)), want);
+    }
+  } finally {
+    useCryptoProvider(before);
   }
 });

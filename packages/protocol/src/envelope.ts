@@ -16,7 +16,7 @@ import { FLEET_KEY_ID_LENGTH } from './fleet-key.js';
 import { AEAD_AES_256_GCM, P256_PUBLIC_KEY_LENGTH, setupBaseRecipient, setupBaseSender, type EphemeralKeyPair, type HpkeContext } from './hpke.js';
 import { LABELS } from './labels.js';
 import { BODY_SIZE, operationCode, operationFromCode, PROTOCOL_VERSION, type Operation } from './messages.js';
-import { aesGcmOpen, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExpandOneBlock, hkdfExtract, hmacSha256Sync, webRandom, type RandomSource } from './primitives.js';
+import { aesGcmOpen, aesGcmSealNow, generateEphemeral, hkdfExpand, hkdfExtract, hmacSha256IntoSync, webRandom, type HmacInto, type RandomSource } from './primitives.js';
 
 const TAG = 16;
 export const REQUEST_HEADER_LENGTH = 1 + 1 + FLEET_KEY_ID_LENGTH + P256_PUBLIC_KEY_LENGTH;
@@ -33,6 +33,7 @@ export function checkAccountId(account: string): void {
   }
 }
 
+const REQUEST_INFO_LABEL = utf8(LABELS.requestInfo);
 /**
  * HPKE info: binds the account, the operation, the protocol version and the fleet key
  * into the key schedule (RFC 9180 §5.1), so a ciphertext spliced onto another account
@@ -40,7 +41,7 @@ export function checkAccountId(account: string): void {
  */
 export function requestInfo(version: number, op: Operation, keyId: Uint8Array, account: string): Uint8Array {
   const a = utf8(account);
-  return new ByteWriter().bytes(utf8(LABELS.requestInfo)).u8(0).u8(version).u8(operationCode(op)).bytes(keyId).vec16(a).finish();
+  return new ByteWriter(REQUEST_INFO_LABEL.length + 3 + keyId.length + 2 + a.length).bytes(REQUEST_INFO_LABEL).u8(0).u8(version).u8(operationCode(op)).bytes(keyId).vec16(a).finish();
 }
 
 export interface RequestHeader {
@@ -68,14 +69,45 @@ const RESPONSE_KEY = utf8(LABELS.responseKey);
 const RESPONSE_NONCE = utf8(LABELS.responseNonce);
 const EMPTY = new Uint8Array(0);
 
+const ONE = new Uint8Array([1]);
+/*
+ * Scratch for the synchronous response derivation: the exported secret, the PRK and a
+ * block cut to the nonce's length (zeroed before `responseKeysSync` returns), and the
+ * salt enc ‖ response_nonce (public).
+ */
+const RESPONSE_SECRET = new Uint8Array(32);
+const RESPONSE_PRK = new Uint8Array(32);
+const RESPONSE_BLOCK = new Uint8Array(32);
+const RESPONSE_SALT = new Uint8Array(P256_PUBLIC_KEY_LENGTH + RESPONSE_NONCE_LENGTH);
+
+/**
+ * RFC 9458 §4.4 with a synchronous HMAC: the same derivation as `responseKeys` (one-block
+ * HKDF-Expand: T(1) = HMAC(PRK, info ‖ 0x01)) without a promise or a `concat` per HMAC.
+ */
+function responseKeysSync(h: HmacInto, context: HpkeContext, enc: Uint8Array, responseNonce: Uint8Array): { key: Uint8Array; nonce: Uint8Array } {
+  try {
+    context.exportInto(h, RESPONSE_EXPORT, 32, RESPONSE_SECRET, 0);
+    let salt: Uint8Array = RESPONSE_SALT;
+    if (enc.length === P256_PUBLIC_KEY_LENGTH && responseNonce.length === RESPONSE_NONCE_LENGTH) {
+      salt.set(enc, 0);
+      salt.set(responseNonce, P256_PUBLIC_KEY_LENGTH);
+    } else salt = concat(enc, responseNonce);
+    h(salt, RESPONSE_PRK, 0, RESPONSE_SECRET);
+    const key = new Uint8Array(32);
+    h(RESPONSE_PRK, key, 0, RESPONSE_KEY, ONE);
+    h(RESPONSE_PRK, RESPONSE_BLOCK, 0, RESPONSE_NONCE, ONE);
+    return { key, nonce: RESPONSE_BLOCK.slice(0, 12) };
+  } finally {
+    RESPONSE_SECRET.fill(0);
+    RESPONSE_PRK.fill(0);
+    RESPONSE_BLOCK.fill(0);
+  }
+}
+
 /** RFC 9458 §4.4: derive the response AEAD key and nonce from the request context. */
 async function responseKeys(context: HpkeContext, enc: Uint8Array, responseNonce: Uint8Array): Promise<{ key: Uint8Array; nonce: Uint8Array }> {
-  const hmac = hmacSha256Sync();
-  if (hmac) {
-    // The same derivation without a promise per HMAC (a synchronous node:crypto provider).
-    const prk = hmac(concat(enc, responseNonce), context.exportSync(hmac, RESPONSE_EXPORT, 32));
-    return { key: hkdfExpandOneBlock(hmac, prk, RESPONSE_KEY, 32), nonce: hkdfExpandOneBlock(hmac, prk, RESPONSE_NONCE, 12) };
-  }
+  const h = hmacSha256IntoSync();
+  if (h) return responseKeysSync(h, context, enc, responseNonce);
   const secret = await context.export(RESPONSE_EXPORT, 32);
   const prk = await hkdfExtract(concat(enc, responseNonce), secret);
   return {
@@ -155,7 +187,8 @@ export async function openRequest(
 ): Promise<OpenedRequest> {
   const info = requestInfo(header.version, header.op, header.keyId, account);
   const context = await setupBaseRecipient(AEAD_AES_256_GCM, header.enc, fleetPublicKey, dh, info);
-  const paddedBody = await context.open(EMPTY, header.ciphertext);
+  let paddedBody = context.openNow(EMPTY, header.ciphertext);
+  if (paddedBody instanceof Promise) paddedBody = await paddedBody;
   if (paddedBody.length !== BODY_SIZE) throw new DecryptionError();
   return {
     op: header.op,
@@ -164,8 +197,11 @@ export async function openRequest(
     async sealResponse(body: Uint8Array, responseNonce: Uint8Array): Promise<Uint8Array> {
       if (body.length !== BODY_SIZE) throw new RangeError(`response body: expected ${BODY_SIZE} bytes`);
       if (responseNonce.length !== RESPONSE_NONCE_LENGTH) throw new RangeError('responseNonce: expected 32 bytes');
-      const { key, nonce } = await responseKeys(context, header.enc, responseNonce);
-      return concat(responseNonce, await aesGcmSeal(key, nonce, EMPTY, body));
+      const h = hmacSha256IntoSync();
+      const { key, nonce } = h ? responseKeysSync(h, context, header.enc, responseNonce) : await responseKeys(context, header.enc, responseNonce);
+      let sealed = aesGcmSealNow(key, nonce, EMPTY, body);
+      if (sealed instanceof Promise) sealed = await sealed;
+      return concat(responseNonce, sealed);
     },
   };
 }

@@ -9,9 +9,7 @@
  */
 import { concat, equalBytes, i2osp, utf8 } from './bytes.js';
 import { DecryptionError, InvalidPeerKeyError } from './errors.js';
-import { aesGcmOpen, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExpandOneBlock, hkdfExtract, hmacSha256Sync, type EphemeralKeyPair } from './primitives.js';
-
-type SyncHmac = (key: Uint8Array, data: Uint8Array) => Uint8Array;
+import { aesGcmOpen, aesGcmOpenNow, aesGcmSeal, generateEphemeral, hkdfExpand, hkdfExtract, hmacSha256IntoSync, type EphemeralKeyPair, type HmacInto } from './primitives.js';
 
 export const KEM_P256_HKDF_SHA256 = 0x0010;
 export const KDF_HKDF_SHA256 = 0x0001;
@@ -81,24 +79,88 @@ function labeledExpand(suiteId: Uint8Array, prk: Uint8Array, label: string, info
 }
 
 /*
- * The same two functions with a synchronous HMAC (a node:crypto provider): the key
- * schedule of one message is a dozen HMACs, and through the async path each costs a few
- * promises and microtasks more than the HMAC itself (issue 13). Lengths are at most one
- * block (every length HPKE asks for here: Nsecret, Nk, Nn, Nh, the 32-byte export);
- * outputs are the async path's (the vectors and test/rfc9180-hpke.test.ts run both).
+ * The key schedule with a synchronous HMAC (a node:crypto provider): one message's
+ * schedule is a dozen HMACs, and through the async path each costs a few promises and
+ * microtasks more than the HMAC itself (issue 13). Each HMAC takes its input in parts
+ * (label prefix, input, counter byte: no `concat`) and writes into an array: the
+ * schedule's intermediate secrets (eae_prk, shared_secret, secret, a block cut to a
+ * shorter length) live in the scratch arrays below, used only inside one synchronous call
+ * and zeroed before it returns, so a message allocates only the context's key, nonce and
+ * exporter secret. Lengths are at most one block (every length HPKE asks for here:
+ * Nsecret, Nk, Nn, Nh, the 32-byte export); outputs are the async path's (the vectors and
+ * test/rfc9180-hpke.test.ts run both).
  */
-function labeledExtractSync(hmac: SyncHmac, suiteId: Uint8Array, salt: Uint8Array, label: string, ikm: Uint8Array): Uint8Array {
-  return hmac(salt, concat(labelPrefix(suiteId, label, null), ikm));
+const EMPTY = new Uint8Array(0);
+const ONE = new Uint8Array([1]);
+const EAE_PRK = new Uint8Array(N_SECRET);
+const SHARED_SECRET = new Uint8Array(N_SECRET);
+const SECRET = new Uint8Array(N_H);
+const BLOCK = new Uint8Array(N_H);
+/** mode_base ‖ psk_id_hash ‖ info_hash: public values. */
+const SCHEDULE_CONTEXT = new Uint8Array(1 + 2 * N_H);
+
+/** LabeledExpand (one block, length ≤ Nh) written to `out[at..at+length]`. */
+function labeledExpandInto(h: HmacInto, suiteId: Uint8Array, prk: Uint8Array, label: string, info: Uint8Array, length: number, out: Uint8Array, at: number): void {
+  const prefix = labelPrefix(suiteId, label, length);
+  if (length === N_H) return h(prk, out, at, prefix, info, ONE);
+  if (length > N_H) throw new RangeError(`labeledExpandInto: length ${length} exceeds one block`);
+  try {
+    h(prk, BLOCK, 0, prefix, info, ONE);
+    for (let i = 0; i < length; i++) out[at + i] = BLOCK[i]!;
+  } finally {
+    BLOCK.fill(0);
+  }
 }
 
-function labeledExpandSync(hmac: SyncHmac, suiteId: Uint8Array, prk: Uint8Array, label: string, info: Uint8Array, length: number): Uint8Array {
-  return hkdfExpandOneBlock(hmac, prk, concat(labelPrefix(suiteId, label, length), info), length);
+/** ExtractAndExpand into SHARED_SECRET (the caller zeroes it); kem_context = enc ‖ pkRm. */
+function extractAndExpandSync(h: HmacInto, dh: Uint8Array, enc: Uint8Array, recipientPublicKey: Uint8Array): void {
+  try {
+    h(EMPTY, EAE_PRK, 0, labelPrefix(KEM_SUITE_ID, 'eae_prk', null), dh);
+    h(EAE_PRK, SHARED_SECRET, 0, labelPrefix(KEM_SUITE_ID, 'shared_secret', N_SECRET), enc, recipientPublicKey, ONE);
+  } finally {
+    EAE_PRK.fill(0);
+  }
 }
 
-/** RFC 9180 §4.1: ExtractAndExpand, the DHKEM shared secret from the DH output. */
+/** RFC 9180 §5.1 KeySchedule for mode_base with a synchronous HMAC. */
+function keyScheduleSync(h: HmacInto, aead: AeadId, sharedSecret: Uint8Array, info: Uint8Array): HpkeContext {
+  const suiteId = hpkeSuiteId(aead);
+  let pskIdHash = PSK_ID_HASHES_SYNC.get(aead);
+  if (!pskIdHash) {
+    pskIdHash = new Uint8Array(N_H);
+    h(EMPTY, pskIdHash, 0, labelPrefix(suiteId, 'psk_id_hash', null), EMPTY);
+    PSK_ID_HASHES_SYNC.set(aead, pskIdHash);
+  }
+  const context = SCHEDULE_CONTEXT;
+  context[0] = 0x00;
+  context.set(pskIdHash, 1);
+  h(EMPTY, context, 1 + N_H, labelPrefix(suiteId, 'info_hash', null), info);
+  try {
+    h(sharedSecret, SECRET, 0, labelPrefix(suiteId, 'secret', null), EMPTY);
+    const key = new Uint8Array(keyLength(aead));
+    labeledExpandInto(h, suiteId, SECRET, 'key', context, key.length, key, 0);
+    const baseNonce = new Uint8Array(N_N);
+    labeledExpandInto(h, suiteId, SECRET, 'base_nonce', context, N_N, baseNonce, 0);
+    const exporterSecret = new Uint8Array(N_H);
+    labeledExpandInto(h, suiteId, SECRET, 'exp', context, N_H, exporterSecret, 0);
+    return new HpkeContext(aead, key, baseNonce, exporterSecret);
+  } finally {
+    SECRET.fill(0);
+  }
+}
+
+/** The DH output to a context with a synchronous HMAC; the shared secret is zeroed after. */
+function contextFromDhSync(h: HmacInto, aead: AeadId, dh: Uint8Array, enc: Uint8Array, recipientPublicKey: Uint8Array, info: Uint8Array): HpkeContext {
+  try {
+    extractAndExpandSync(h, dh, enc, recipientPublicKey);
+    return keyScheduleSync(h, aead, SHARED_SECRET, info);
+  } finally {
+    SHARED_SECRET.fill(0);
+  }
+}
+
+/** RFC 9180 §4.1: ExtractAndExpand, the DHKEM shared secret from the DH output (async provider). */
 async function extractAndExpand(dh: Uint8Array, kemContext: Uint8Array): Promise<Uint8Array> {
-  const hmac = hmacSha256Sync();
-  if (hmac) return labeledExpandSync(hmac, KEM_SUITE_ID, labeledExtractSync(hmac, KEM_SUITE_ID, new Uint8Array(0), 'eae_prk', dh), 'shared_secret', kemContext, N_SECRET);
   const eaePrk = await labeledExtract(KEM_SUITE_ID, new Uint8Array(0), 'eae_prk', dh);
   return labeledExpand(KEM_SUITE_ID, eaePrk, 'shared_secret', kemContext, N_SECRET);
 }
@@ -131,37 +193,36 @@ export class HpkeContext {
     return aesGcmOpen(this.key, this.baseNonce, aad, ciphertext);
   }
 
+  /**
+   * `open` returning the plaintext itself when the provider is synchronous (no promise:
+   * the vault opens every request with it), else the promise. @throws DecryptionError
+   */
+  openNow(aad: Uint8Array, ciphertext: Uint8Array): Uint8Array | Promise<Uint8Array> {
+    this.#consume();
+    return aesGcmOpenNow(this.key, this.baseNonce, aad, ciphertext);
+  }
+
   /** RFC 9180 §5.3 secret export. */
   export(exporterContext: Uint8Array, length: number): Promise<Uint8Array> {
-    const hmac = hmacSha256Sync();
-    if (hmac && length <= N_H) return Promise.resolve(this.exportSync(hmac, exporterContext, length));
+    const h = hmacSha256IntoSync();
+    if (h && length <= N_H) {
+      const out = new Uint8Array(length);
+      this.exportInto(h, exporterContext, length, out, 0);
+      return Promise.resolve(out);
+    }
     return labeledExpand(hpkeSuiteId(this.aead), this.exporterSecret, 'sec', exporterContext, length);
   }
 
-  /** `export` with a synchronous HMAC, for at most one block (32 bytes). */
-  exportSync(hmac: SyncHmac, exporterContext: Uint8Array, length: number): Uint8Array {
-    return labeledExpandSync(hmac, hpkeSuiteId(this.aead), this.exporterSecret, 'sec', exporterContext, length);
+  /** `export` with a synchronous HMAC into `out[at..at+length]`, for at most one block (32 bytes). */
+  exportInto(h: HmacInto, exporterContext: Uint8Array, length: number, out: Uint8Array, at: number): void {
+    labeledExpandInto(h, hpkeSuiteId(this.aead), this.exporterSecret, 'sec', exporterContext, length, out, at);
   }
 }
 
 /** RFC 9180 §5.1 KeySchedule for mode_base (psk and psk_id empty). */
 async function keyScheduleBase(aead: AeadId, sharedSecret: Uint8Array, info: Uint8Array): Promise<HpkeContext> {
   const suiteId = hpkeSuiteId(aead);
-  const empty = new Uint8Array(0);
-  const hmac = hmacSha256Sync();
-  if (hmac) {
-    let pskIdHash = PSK_ID_HASHES_SYNC.get(aead);
-    if (!pskIdHash) PSK_ID_HASHES_SYNC.set(aead, (pskIdHash = labeledExtractSync(hmac, suiteId, empty, 'psk_id_hash', empty)));
-    const infoHash = labeledExtractSync(hmac, suiteId, empty, 'info_hash', info);
-    const context = concat(new Uint8Array([0x00]), pskIdHash, infoHash);
-    const secret = labeledExtractSync(hmac, suiteId, sharedSecret, 'secret', empty);
-    return new HpkeContext(
-      aead,
-      labeledExpandSync(hmac, suiteId, secret, 'key', context, keyLength(aead)),
-      labeledExpandSync(hmac, suiteId, secret, 'base_nonce', context, N_N),
-      labeledExpandSync(hmac, suiteId, secret, 'exp', context, N_H),
-    );
-  }
+  const empty = EMPTY;
   const pskIdHash = await emptyPskIdHash(aead);
   const infoHash = await labeledExtract(suiteId, empty, 'info_hash', info);
   const context = concat(new Uint8Array([0x00]), pskIdHash, infoHash);
@@ -192,6 +253,8 @@ export async function setupBaseSender(
   const eph = ephemeral ?? (await generateEphemeral());
   // RFC 9180 §4.1 Encap: dh = DH(skE, pkR); kem_context = enc || pkRm.
   const dh = await eph.dh(recipientPublicKey);
+  const h = hmacSha256IntoSync();
+  if (h) return { enc: eph.publicKey, context: contextFromDhSync(h, aead, dh, eph.publicKey, recipientPublicKey, info) };
   const sharedSecret = await extractAndExpand(dh, concat(eph.publicKey, recipientPublicKey));
   return { enc: eph.publicKey, context: await keyScheduleBase(aead, sharedSecret, info) };
 }
@@ -221,6 +284,8 @@ export async function setupBaseRecipient(
   // An all-zero DH output would mean a degenerate point; the DH function should have
   // refused it already, this is defence in depth (RFC 9180 §7.1.4).
   if (dhOutput.length !== 32 || equalBytes(dhOutput, new Uint8Array(32))) throw new DecryptionError();
+  const h = hmacSha256IntoSync();
+  if (h) return contextFromDhSync(h, aead, dhOutput, enc, recipientPublicKey, info);
   const sharedSecret = await extractAndExpand(dhOutput, concat(enc, recipientPublicKey));
   return keyScheduleBase(aead, sharedSecret, info);
 }

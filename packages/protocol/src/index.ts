@@ -7,7 +7,7 @@ export { formatScryptVerifier, parseScryptVerifier, scryptMaxmem, SCRYPT_VERIFIE
 export { ProtocolError, DecodeError, DecryptionError, InvalidPeerKeyError, ClientUsageError, type DecodeErrorCode } from './errors.js';
 export { Secret } from './secret.js';
 export { ByteReader, ByteWriter, concat, equalBytes, toHex, fromHex, toBase64Url, fromBase64Url, utf8 } from './bytes.js';
-export { sha256, hkdf, aesGcmSeal, aesGcmOpen, webRandom, webCryptoProvider, useCryptoProvider, cryptoProvider, type RandomSource, type CryptoProvider, type EphemeralKeyPair } from './primitives.js';
+export { sha256, sha256IntoSync, hkdf, aesGcmSeal, aesGcmOpen, webRandom, webCryptoProvider, useCryptoProvider, cryptoProvider, type RandomSource, type CryptoProvider, type EphemeralKeyPair } from './primitives.js';
 export {
   AEAD_AES_128_GCM,
   AEAD_AES_256_GCM,

@@ -9,10 +9,12 @@
 import { ByteWriter, concat, utf8 } from './bytes.js';
 import { DecryptionError } from './errors.js';
 import { LABELS } from './labels.js';
-import { aesGcmOpen, aesGcmSeal, hkdf, webRandom, type RandomSource } from './primitives.js';
+import { aesGcmOpen, aesGcmSeal, aesGcmSealNow, hkdf, webRandom, type RandomSource } from './primitives.js';
 
 export const BACKUP_KEY_LENGTH = 32;
 export const WRAPPED_BACKUP_KEY_LENGTH = 12 + BACKUP_KEY_LENGTH + 16;
+
+const EMPTY = new Uint8Array(0);
 
 function context(label: string, account: string): Uint8Array {
   return new ByteWriter().bytes(utf8(label)).u8(0).bytes(utf8(account)).finish();
@@ -58,8 +60,15 @@ export async function releaseKey(sessionKey: Uint8Array, account: string): Promi
 }
 
 export async function sealRelease(sessionKey: Uint8Array, account: string, wrappedKey: Uint8Array, nonce: Uint8Array): Promise<Uint8Array> {
-  const key = await releaseKey(sessionKey, account);
-  return concat(nonce, await aesGcmSeal(key, nonce, context(LABELS.loginRelease, account), wrappedKey));
+  const ctx = context(LABELS.loginRelease, account);
+  const key = await hkdf(sessionKey, EMPTY, ctx, 32);
+  try {
+    let sealed = aesGcmSealNow(key, nonce, ctx, wrappedKey);
+    if (sealed instanceof Promise) sealed = await sealed;
+    return concat(nonce, sealed);
+  } finally {
+    key.fill(0);
+  }
 }
 
 /** @throws DecryptionError */

@@ -9,6 +9,7 @@
  * provider with `useCryptoProvider` — the same hook pattern as noble's
  * `etc.hmacSha256Sync`. Outputs are identical; tests check both.
  */
+import { concat } from './bytes.js';
 import { DecryptionError } from './errors.js';
 
 /** WebCrypto types, named without the DOM lib (this package compiles for Node and browsers). */
@@ -40,7 +41,21 @@ export interface CryptoProvider {
   /** `null` when authentication fails. */
   aesGcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): MaybePromise<Uint8Array | null>;
   generateP256(): MaybePromise<EphemeralKeyPair>;
+  /**
+   * Synchronous providers only, optional: SHA-256 of `data` written to `out[at..at+32]`
+   * (no result array per hash: the vault's record tree hashes into its own arrays).
+   */
+  sha256Into?(data: Uint8Array, out: Uint8Array, at: number): void;
+  /**
+   * Synchronous providers only, optional: HMAC-SHA256(key, m0 ‖ m1 ‖ m2 ‖ m3) written to
+   * `out[at..at+32]`, the message given in parts so callers need no `concat`. `out` may
+   * be `key` or a part (everything is read before the MAC is written).
+   */
+  hmacSha256Into?(key: Uint8Array, out: Uint8Array, at: number, m0: Uint8Array, m1?: Uint8Array, m2?: Uint8Array, m3?: Uint8Array): void;
 }
+
+/** HMAC-SHA256 of a message in parts, written into the caller's array (`CryptoProvider.hmacSha256Into`). */
+export type HmacInto = (key: Uint8Array, out: Uint8Array, at: number, m0: Uint8Array, m1?: Uint8Array, m2?: Uint8Array, m3?: Uint8Array) => void;
 
 const subtle = (): Subtle => globalThis.crypto.subtle;
 
@@ -100,20 +115,29 @@ export const webRandom: RandomSource = (length) => {
   return out;
 };
 
-/** The provider's HMAC-SHA256 when it is synchronous (`synchronous`), else null. */
-export function hmacSha256Sync(): ((key: Uint8Array, data: Uint8Array) => Uint8Array) | null {
+/**
+ * The provider's `hmacSha256Into` when it is synchronous, else one made of its synchronous
+ * `hmacSha256` and a `concat` (the same MAC); null for an asynchronous provider.
+ */
+export function hmacSha256IntoSync(): HmacInto | null {
   const p = provider;
-  return p.synchronous ? (p.hmacSha256 as (key: Uint8Array, data: Uint8Array) => Uint8Array) : null;
+  if (!p.synchronous) return null;
+  if (p.hmacSha256Into) return p.hmacSha256Into;
+  const hmac = p.hmacSha256 as (key: Uint8Array, data: Uint8Array) => Uint8Array;
+  return (key, out, at, m0, m1, m2, m3) => {
+    const parts = [m0];
+    for (const m of [m1, m2, m3]) if (m) parts.push(m);
+    out.set(hmac(key, concat(...parts)), at);
+  };
 }
 
-/** One-block HKDF-Expand (RFC 5869 §2.3, L ≤ 32) with a synchronous HMAC: T(1) = HMAC(PRK, info ‖ 0x01), first L bytes. */
-export function hkdfExpandOneBlock(hmac: (key: Uint8Array, data: Uint8Array) => Uint8Array, prk: Uint8Array, info: Uint8Array, length: number): Uint8Array {
-  if (length > 32) throw new RangeError(`hkdfExpandOneBlock: length ${length} exceeds one block`);
-  const block = new Uint8Array(info.length + 1);
-  block.set(info, 0);
-  block[info.length] = 1;
-  const t = hmac(prk, block);
-  return length === 32 ? t : t.slice(0, length);
+/** The provider's `sha256Into` when it is synchronous, else one made of its synchronous `sha256`; null for an asynchronous provider. */
+export function sha256IntoSync(): ((data: Uint8Array, out: Uint8Array, at: number) => void) | null {
+  const p = provider;
+  if (!p.synchronous) return null;
+  if (p.sha256Into) return p.sha256Into;
+  const sha = p.sha256 as (data: Uint8Array) => Uint8Array;
+  return (data, out, at) => out.set(sha(data), at);
 }
 
 export async function sha256(data: Uint8Array): Promise<Uint8Array> {
@@ -155,12 +179,55 @@ export async function hkdfExpand(prk: Uint8Array, info: Uint8Array, length: numb
 }
 
 export async function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array> {
+  const h = hmacSha256IntoSync();
+  if (h && length <= 32) return hkdfOneBlockSync(h, ikm, salt, info, length);
   return hkdfExpand(await hkdfExtract(salt, ikm), info, length);
+}
+
+const ONE = new Uint8Array([1]);
+/** The PRK and T(1) of `hkdfOneBlockSync`, zeroed before it returns. */
+const HKDF_PRK = new Uint8Array(32);
+const HKDF_BLOCK = new Uint8Array(32);
+
+/**
+ * HKDF (RFC 5869) for L ≤ 32 with a synchronous HMAC writing into arrays: PRK =
+ * HMAC(salt, IKM), OKM = first L bytes of HMAC(PRK, info ‖ 0x01). No promise per HMAC
+ * and no `concat` (the vault's login release key, owner tokens, key wrapping).
+ */
+export function hkdfOneBlockSync(h: HmacInto, ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  if (length > 32) throw new RangeError(`hkdfOneBlockSync: length ${length} exceeds one block`);
+  const out = new Uint8Array(length);
+  try {
+    h(salt, HKDF_PRK, 0, ikm);
+    if (length === 32) h(HKDF_PRK, out, 0, info, ONE);
+    else {
+      h(HKDF_PRK, HKDF_BLOCK, 0, info, ONE);
+      out.set(HKDF_BLOCK.subarray(0, length));
+    }
+    return out;
+  } finally {
+    HKDF_PRK.fill(0);
+    HKDF_BLOCK.fill(0);
+  }
 }
 
 /** AES-GCM (key of 16 or 32 bytes, 12-byte nonce, 16-byte tag appended). */
 export async function aesGcmSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
   return provider.aesGcmSeal(key, nonce, aad, plaintext);
+}
+
+/** `aesGcmSeal` without a promise when the provider is synchronous (its value), else its promise. */
+export function aesGcmSealNow(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array | Promise<Uint8Array> {
+  return provider.aesGcmSeal(key, nonce, aad, plaintext);
+}
+
+/** `aesGcmOpen` without a promise when the provider is synchronous (its value), else its promise. @throws DecryptionError */
+export function aesGcmOpenNow(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array | Promise<Uint8Array> {
+  if (!provider.synchronous) return aesGcmOpen(key, nonce, aad, ciphertext);
+  if (ciphertext.length < 16) throw new DecryptionError();
+  const plain = provider.aesGcmOpen(key, nonce, aad, ciphertext) as Uint8Array | null;
+  if (!plain) throw new DecryptionError();
+  return plain;
 }
 
 /** @throws DecryptionError on any authentication failure. */

@@ -12,7 +12,7 @@
  * it uses the package's crypto provider (node:crypto where the process installed it).
  */
 import { concat, toHex, utf8 } from './bytes.js';
-import { hmacSha256, sha256, webRandom, type RandomSource } from './primitives.js';
+import { hmacSha256, hmacSha256IntoSync, sha256, sha256IntoSync, webRandom, type RandomSource } from './primitives.js';
 
 export const RELAY_AUTH_HEADER = 'coffer-relay-auth';
 export const RELAY_LINK_LABEL = 'coffer-relay-link/v2';
@@ -29,8 +29,24 @@ export interface RelayLinkRequest {
 
 const ZERO = new Uint8Array([0]);
 
+/** SHA-256(body) for the synchronous path (a public value). */
+const BODY_HASH = new Uint8Array(32);
+
 export async function relayLinkMac(linkKey: Uint8Array, request: RelayLinkRequest, t: string, n: string): Promise<Uint8Array> {
   if (linkKey.length !== RELAY_LINK_KEY_LENGTH) throw new RangeError(`relay link key: expected ${RELAY_LINK_KEY_LENGTH} bytes, got ${linkKey.length}`);
+  const h = hmacSha256IntoSync();
+  const hash = sha256IntoSync();
+  if (h && hash) {
+    // The same input with one UTF-8 encoding: the fields joined by NUL (U+0000 encodes as
+    // the 0x00 separator, and a NUL between fields keeps any lone surrogate at a field's
+    // edge lone, so the bytes are those of the separate encodings), the body's hash as a
+    // second part of the HMAC's message (no `concat`), and no promise per hash.
+    const text = utf8(`${RELAY_LINK_LABEL}\0${request.method}\0${request.path}\0${request.account}\0${t}\0${n}\0`);
+    hash(request.body, BODY_HASH, 0);
+    const mac = new Uint8Array(32);
+    h(linkKey, mac, 0, text, BODY_HASH);
+    return mac;
+  }
   const bodyHash = await sha256(request.body);
   const input = concat(utf8(RELAY_LINK_LABEL), ZERO, utf8(request.method), ZERO, utf8(request.path), ZERO, utf8(request.account), ZERO, utf8(t), ZERO, utf8(n), ZERO, bodyHash);
   return hmacSha256(linkKey, input);

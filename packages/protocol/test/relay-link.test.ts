@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
-import { relayAuthHeader, verifyRelayAuth, RelayLinkReplayCache, RELAY_LINK_MAX_SKEW_MS } from '../src/index.js';
+import { cryptoProvider, relayAuthHeader, relayLinkMac, useCryptoProvider, verifyRelayAuth, webCryptoProvider, RelayLinkReplayCache, RELAY_LINK_MAX_SKEW_MS } from '../src/index.js';
+import { nodeCryptoProvider } from '../src/node/node-crypto.js';
 
 const key = new Uint8Array(32).map((_, i) => i);
 const req = { method: 'POST', path: '/v1/request', account: 'local:abc', body: new Uint8Array([1, 2, 3]) };
@@ -51,4 +52,22 @@ test('relay link replay cache: when full it refuses rather than forgets early', 
   assert.ok(cache.admit('b', 100, 0));
   assert.equal(cache.admit('c', 100, 50), false);
   assert.ok(cache.admit('c', 200, 101), 'expired entries make room');
+});
+
+test('relay link MAC with either provider is the formula over separately encoded fields (non-ASCII, lone surrogates at the fields\' edges)', async () => {
+  const before = cryptoProvider();
+  const fields = ['POST', '/v1/request', 'local:abc', 'é/ü', '\ud800', 'a\udc00', '\ud83d', '\ude00b', '😀', ''];
+  try {
+    for (const provider of [webCryptoProvider, nodeCryptoProvider]) {
+      useCryptoProvider(provider);
+      for (let i = 0; i < fields.length; i++) {
+        const r = { method: fields[i]!, path: fields[(i + 4) % fields.length]!, account: fields[(i + 5) % fields.length]!, body: new Uint8Array(i * 50).fill(i) };
+        const parts = [Buffer.from('coffer-relay-link/v2'), ...[r.method, r.path, r.account, '1700000000123', 'cd'.repeat(16)].flatMap((f) => [Buffer.from([0]), Buffer.from(f, 'utf8')]), Buffer.from([0]), createHash('sha256').update(r.body).digest()];
+        const want = createHmac('sha256', key).update(Buffer.concat(parts)).digest('hex');
+        assert.equal(Buffer.from(await relayLinkMac(key, r, '1700000000123', 'cd'.repeat(16))).toString('hex'), want, `${provider.name}, fields ${i}`);
+      }
+    }
+  } finally {
+    useCryptoProvider(before);
+  }
 });

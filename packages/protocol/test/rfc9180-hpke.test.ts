@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createECDH } from 'node:crypto';
 import { AeadId, CipherSuite, DhkemP256HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { nodeCryptoProvider } from '../src/node/node-crypto.js';
-import { hmacSha256Sync } from '../src/primitives.js';
+import { hmacSha256IntoSync } from '../src/primitives.js';
 import {
   cryptoProvider,
   useCryptoProvider,
@@ -20,6 +20,7 @@ import {
   setupBaseSender,
   toHex,
   utf8,
+  type CryptoProvider,
   type EphemeralKeyPair,
 } from '../src/index.js';
 
@@ -47,17 +48,21 @@ function ephemeralFrom(skHex: string, pkHex: string): EphemeralKeyPair {
   return { publicKey: fromHex(pkHex), dh: async (peer) => new Uint8Array(ecdh.computeSecret(peer)) };
 }
 
+/** A synchronous provider without `hmacSha256Into`/`sha256Into`: hpke.ts builds them from its `hmacSha256`. */
+const syncWithoutInto: CryptoProvider = { ...nodeCryptoProvider, name: 'node:crypto without hmacSha256Into', hmacSha256Into: undefined, sha256Into: undefined };
+
 /**
- * Each test runs twice: with the WebCrypto provider (the async key schedule) and with
- * node:crypto (synchronous: hpke.ts computes the key schedule without promises).
+ * Each test runs three times: with the WebCrypto provider (the async key schedule), with
+ * node:crypto (synchronous: hpke.ts computes the key schedule without promises, each HMAC
+ * written into an array) and with a synchronous provider that has no `hmacSha256Into`.
  */
 function both(name: string, fn: () => Promise<void>): void {
-  for (const provider of [webCryptoProvider, nodeCryptoProvider]) {
+  for (const provider of [webCryptoProvider, nodeCryptoProvider, syncWithoutInto]) {
     test(`${name} (${provider.name})`, async () => {
       const before = cryptoProvider();
       useCryptoProvider(provider);
       try {
-        assert.equal(hmacSha256Sync() !== null, provider === nodeCryptoProvider, 'the synchronous path is taken with node:crypto only');
+        assert.equal(hmacSha256IntoSync() !== null, provider !== webCryptoProvider, 'the synchronous path is taken with the synchronous providers only');
         await fn();
       } finally {
         useCryptoProvider(before);
@@ -134,4 +139,25 @@ both('interop with @hpke/core for DHKEM(P-256), HKDF-SHA256, AES-256-GCM in both
   const ct = new Uint8Array(await theirS.seal(utf8('to us')));
   const oursR = await setupBaseRecipient(AEAD_AES_256_GCM, new Uint8Array(theirS.enc), pkR, async (enc) => new Uint8Array(ecdh.computeSecret(enc)), info);
   assert.equal(Buffer.from(await oursR.open(new Uint8Array(0), ct)).toString(), 'to us');
+});
+
+both('openNow: the plaintext itself with a synchronous provider (a promise with WebCrypto); a flipped bit is DecryptionError', async () => {
+  const sync = cryptoProvider().synchronous === true;
+  const open = async (ct: Uint8Array) => {
+    const context = await setupBaseRecipient(AEAD_AES_128_GCM, fromHex(A31.pkEm), fromHex(A31.pkRm), dhWith(A31.skRm), fromHex(A31.info));
+    const got = (() => {
+      try {
+        return context.openNow(fromHex(A31.aad), ct);
+      } catch (err) {
+        return err as Error; // a synchronous provider throws at once
+      }
+    })();
+    assert.equal(got instanceof Promise, !sync);
+    return got instanceof Error ? Promise.reject(got) : got;
+  };
+  assert.equal(toHex(await open(fromHex(A31.ct))), A31.pt);
+  const bad = fromHex(A31.ct);
+  bad[0]! ^= 1;
+  await assert.rejects(open(bad), DecryptionError);
+  await assert.rejects(open(fromHex(A31.ct).subarray(0, 15)), DecryptionError);
 });

@@ -4,12 +4,13 @@
 // restored from any snapshot: never more than the limit of guesses answered per account.
 // COFFER_WRITE_VECTORS=1 rewrites spec/vectors/vault/log-*.json from this implementation.
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { concat, cryptoProvider, fromHex, sha256, toHex, useCryptoProvider, utf8 } from '@coffer/protocol';
 import type { Platform } from '../src/core/platform.js';
+import { nodeCryptoProvider } from '../src/server/node-crypto.js';
 import {
   AnchorMissingError,
   bucketHash,
@@ -218,6 +219,65 @@ describe('log entry and tree (spec §13.2, §13.3) against the vectors', () => {
     assert.notEqual(toHex(second), firstHex);
     assert.equal(toHex(second), toHex(await reference.root()));
     assert.equal(toHex(tree.digest('acct-3')!), toHex(await sha256(utf8('next record of acct-3'))));
+  });
+
+  it('with node:crypto (sha256Into: each hash written into the tree\'s own array) the roots are the same, each node is hashed once, and a root handed out is not overwritten', async () => {
+    const before = cryptoProvider();
+    let into = 0;
+    let plain = 0;
+    useCryptoProvider({
+      ...nodeCryptoProvider,
+      sha256: (data) => (plain++, nodeCryptoProvider.sha256(data)),
+      sha256Into: (data, out, at) => (into++, nodeCryptoProvider.sha256Into!(data, out, at)),
+    });
+    try {
+      const tree = await RecordTree.create();
+      const accounts = Array.from({ length: 400 }, (_, i) => `acct-${i}`);
+      const roots = async (version: string, subset: (i: number) => boolean) => {
+        const reference = new Map<string, Uint8Array>();
+        for (const [i, a] of accounts.entries()) {
+          const d = new Uint8Array(createHash('sha256').update(`record ${a} ${subset(i) ? version : 'v0'}`).digest());
+          reference.set(a, d);
+          if (version === 'v0' || subset(i)) await tree.set(a, d);
+        }
+        // The tree by definition, with node's createHash.
+        let level = new Map<number, Uint8Array>();
+        const buckets = new Map<number, Array<[string, Uint8Array]>>();
+        for (const [a, d] of reference) {
+          const b = await bucketOf(a);
+          buckets.set(b, [...(buckets.get(b) ?? []), [a, d]]);
+        }
+        for (const [b, entries] of buckets) level.set(b, await bucketHash(entries));
+        const empty = await emptyTreeHashes();
+        for (let l = 0; l < 16; l++) {
+          const up = new Map<number, Uint8Array>();
+          for (const i of level.keys()) {
+            const p = i >>> 1;
+            if (!up.has(p)) up.set(p, new Uint8Array(createHash('sha256').update(new Uint8Array([1])).update(level.get(2 * p) ?? empty[l]!).update(level.get(2 * p + 1) ?? empty[l]!).digest()));
+          }
+          level = up;
+        }
+        return toHex(level.get(0)!);
+      };
+      const want0 = await roots('v0', () => true);
+      const first = await tree.root();
+      assert.equal(toHex(first), want0);
+      const changed = (i: number) => i % 3 === 0;
+      const want1 = await roots('v1', changed);
+      let nodes = new Set<number>();
+      for (const [i, a] of accounts.entries()) if (changed(i)) nodes.add(await bucketOf(a));
+      let count = nodes.size;
+      for (let l = 0; l < 16; l++) count += (nodes = new Set([...nodes].map((i) => i >>> 1))).size;
+      into = 0;
+      plain = 0;
+      const second = await tree.root();
+      assert.equal(toHex(second), want1);
+      assert.equal(into, count, 'each changed bucket and each node above it hashed once, into an array');
+      assert.equal(plain, 0, 'no hash through sha256 (a result array per hash)');
+      assert.equal(toHex(first), want0, 'a root returned before the changes is unchanged');
+    } finally {
+      useCryptoProvider(before);
+    }
   });
 });
 

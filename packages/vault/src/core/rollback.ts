@@ -26,7 +26,7 @@
  * Pure: everything outside comes through the Platform (mac, anchor, sha256 through the
  * protocol package's crypto provider).
  */
-import { concat, cryptoProvider, equalBytes, LABELS, sha256, toHex, utf8 } from '@coffer/protocol';
+import { concat, cryptoProvider, equalBytes, LABELS, sha256, sha256IntoSync, toHex, utf8 } from '@coffer/protocol';
 import { KEY_LABELS, LOG_LABELS } from './key-labels.js';
 import type { Platform } from './platform.js';
 
@@ -291,6 +291,13 @@ export class RecordTree {
     this.#dirty.add(b);
   }
 
+  /** The array of node `i` of `level` to hash into: the one already there, else a new one stored there (#levels). */
+  static #own(level: Map<number, Uint8Array>, i: number): Uint8Array {
+    let own = level.get(i);
+    if (own === undefined) level.set(i, (own = new Uint8Array(32)));
+    return own;
+  }
+
   /** Stores `hash` at node `i` of `level`: into the array already there when there is one (#levels). */
   static #keep(level: Map<number, Uint8Array>, i: number, hash: Uint8Array): void {
     const own = level.get(i);
@@ -313,10 +320,18 @@ export class RecordTree {
     this.#dirty.clear();
     if (dirty.length > 1) dirty.sort((a, b) => a - b);
     const level0 = this.#levels[0]!;
+    // With a synchronous provider that hashes into an array, each hash goes straight into
+    // the tree's own array (#keep's, or the fresh root): no result array per hash (~6 KB
+    // of garbage per recovery, issue 13).
+    const into = sha256IntoSync();
     for (const b of dirty) {
       const bucket = this.#buckets.get(b);
       if (!bucket) {
         level0.delete(b);
+        continue;
+      }
+      if (into) {
+        into(bucketInput(bucket), RecordTree.#own(level0, b), 0);
         continue;
       }
       let h = digestNow(bucketInput(bucket));
@@ -343,6 +358,14 @@ export class RecordTree {
         }
         input.set(left ?? this.empty[l]!, 1);
         input.set(right ?? this.empty[l]!, 33);
+        if (into) {
+          if (l + 1 === TREE_DEPTH) {
+            const root = new Uint8Array(32);
+            into(input, root, 0);
+            above.set(p, root);
+          } else into(input, RecordTree.#own(above, p), 0);
+          continue;
+        }
         let h = digestNow(input);
         if (h instanceof Promise) h = await h;
         if (l + 1 === TREE_DEPTH) above.set(p, h);

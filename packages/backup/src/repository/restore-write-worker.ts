@@ -2,8 +2,10 @@
  * A restore writer thread (restore-writer.ts): writes whole small files, a batch at a
  * time, with the same synchronous calls and in the same order as restore's main-thread
  * path (spec §9.4): exclusive no-follow create of the temporary name, write, owner,
- * mode, times, close, rename into place. Paths arrive as bytes naming entries through
- * the main thread's directory handles (`/proc/self/fd/N/name`): descriptors are shared
+ * mode, times, close, rename into place (sent no temporary name, the file is created
+ * under its own name and not renamed: a staged restore, restore.ts). Paths arrive as
+ * bytes naming entries through the main thread's directory handles
+ * (`/proc/self/fd/N/name`): descriptors are shared
  * by every thread of the process, and the main thread holds each handle open until the
  * batch is answered.
  *
@@ -50,7 +52,9 @@ function run(batch: WriteBatch): WriteBatchResult {
     let note: FileNote | undefined;
     try {
       const data = blobFlags === RAW_DATA ? stored : checkStoredBlob(stored, blobFlags, rawLen, id, chunkIdKey);
-      const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+      // No temporary name: the file is made under its own name (a staged restore, restore.ts).
+      const direct = tmpLen === 0;
+      const fd = openSync(direct ? dest : tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
       try {
         for (let w = 0; w < data.length; ) w += writeSync(fd, data, w, data.length - w, w);
         if (uid >= 0) {
@@ -69,8 +73,10 @@ function run(batch: WriteBatch): WriteBatchResult {
       } finally {
         closeSync(fd);
       }
-      if (overwrite && lstatSync(dest, { throwIfNoEntry: false }) !== undefined) (note ??= { i }).existed = true;
-      renameSync(tmp, dest);
+      if (!direct) {
+        if (overwrite && lstatSync(dest, { throwIfNoEntry: false }) !== undefined) (note ??= { i }).existed = true;
+        renameSync(tmp, dest);
+      }
     } catch (e) {
       if (note) notes.push(note);
       return { id: batch.id, bytes: batch.bytes, done: i, notes, error: errorInfo(e) };

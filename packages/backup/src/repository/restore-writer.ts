@@ -105,7 +105,11 @@ export interface WriteBatchResult {
 }
 
 export interface WholeFile {
-  /** The temporary name and the destination, as paths through a directory handle. */
+  /**
+   * The temporary name and the destination, as paths through a directory handle; an empty
+   * `tmp`: the file is created at `dest` itself (exclusively) and not renamed (a staged
+   * restore, restore.ts).
+   */
   tmp: Buffer;
   dest: Buffer;
   /** The file's bytes, or with `blob` the stored form of its one blob. */

@@ -8,11 +8,14 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import type * as FsModule from 'node:fs';
 import { promises as fs } from 'node:fs';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { CofferError, backup, restore } from '../src/index.js';
 import { restoreStagingForTesting, restoreWriterForTesting } from '../src/repository/restore.js';
+import { xattrs } from '../src/repository/fs-meta.js';
 import { allPaths, assertSameTree, dir, file, link, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 /** A Latin-1 name, not valid UTF-8. */
@@ -130,4 +133,49 @@ test('a staged restore that fails midway leaves nothing of it at the target, and
   await assert.rejects(restore(repo, { id: r.id, snapshot: r.snapshot }, { target }), (e: unknown) => CofferError.is(e, 'corrupt'));
   assert.deepEqual(await allPaths(target), ['unrelated.txt'], 'only what was there before');
   assert.equal(restoreStagingForTesting.staged, true);
+});
+
+const cjsFs = createRequire(import.meta.url)('node:fs') as typeof FsModule;
+
+/** Runs fn counting fchmodSync calls (restore's whole small files on the main thread). */
+async function countingFchmods(fn: () => Promise<void>): Promise<number> {
+  const real = cjsFs.fchmodSync;
+  let n = 0;
+  cjsFs.fchmodSync = ((fd: number, mode: FsModule.Mode) => {
+    n++;
+    real(fd, mode);
+  }) as typeof cjsFs.fchmodSync;
+  syncBuiltinESMExports();
+  try {
+    await fn();
+  } finally {
+    cjsFs.fchmodSync = real;
+    syncBuiltinESMExports();
+  }
+  return n;
+}
+
+test('staged, a file whose mode the umask leaves whole is created with that mode, not chmod\'ed after; the others are', { skip: (process.platform !== 'linux' || !xattrs()) && 'Linux with the xattr binding (to see no default ACL)' }, async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'stg-mode-src'), 'd');
+  const plain: Record<string, ReturnType<typeof file>> = {};
+  for (let i = 0; i < 10; i++) plain[`p${i}.txt`] = file(`plain ${i}\n`, i % 2 ? 0o644 : 0o600);
+  // 0o666: the umask (0o022) would take group and other write; 0o1755: a sticky bit.
+  await writeTree(src, dir({ ...plain, 'open.txt': file('open\n', 0o666), 'sticky.bin': file('sticky\n', 0o1755) }));
+  const r = await backup(tr.repo, { paths: [src] });
+  const old = process.umask(0o022);
+  t.after(() => process.umask(old));
+  const staged = await tempDir(t, 'stg-mode');
+  const n = await countingFchmods(() => restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: staged }).then(() => {}));
+  assert.equal(restoreStagingForTesting.staged, true);
+  await assertSameTree(src, join(staged, 'd'));
+  assert.equal(n, 2, 'open.txt and sticky.bin only');
+  // File by file, every file is created 0600 and chmod'ed.
+  restoreStagingForTesting.off = true;
+  t.after(() => {
+    restoreStagingForTesting.off = false;
+  });
+  const perFile = await tempDir(t, 'stg-mode-off');
+  assert.equal(await countingFchmods(() => restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: perFile }).then(() => {})), 12);
+  await assertSameTree(src, join(perFile, 'd'));
 });

@@ -38,7 +38,9 @@ function run(batch: WriteBatch): WriteBatchResult {
     const mode = buf.readUInt32LE(at + 12);
     const uid = buf.readInt32LE(at + 16);
     const gid = buf.readInt32LE(at + 20);
-    const overwrite = buf.readUInt32LE(at + 24) === 1;
+    const how = buf.readUInt32LE(at + 24);
+    const overwrite = (how & 1) !== 0;
+    const exactMode = (how & 2) !== 0;
     const timeLen = buf.readUInt32LE(at + 28);
     const blobFlags = buf.readUInt32LE(at + 32);
     const rawLen = buf.readUInt32LE(at + 36);
@@ -54,7 +56,7 @@ function run(batch: WriteBatch): WriteBatchResult {
       const data = blobFlags === RAW_DATA ? stored : checkStoredBlob(stored, blobFlags, rawLen, id, chunkIdKey);
       // No temporary name: the file is made under its own name (a staged restore, restore.ts).
       const direct = tmpLen === 0;
-      const fd = openSync(direct ? dest : tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+      const fd = openSync(direct ? dest : tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, exactMode ? mode : 0o600);
       try {
         for (let w = 0; w < data.length; ) w += writeSync(fd, data, w, data.length - w, w);
         if (uid >= 0) {
@@ -64,7 +66,7 @@ function run(batch: WriteBatch): WriteBatchResult {
             (note ??= { i }).ownerError = errorInfo(e);
           }
         }
-        fchmodSync(fd, mode);
+        if (!exactMode) fchmodSync(fd, mode);
         try {
           futimesSync(fd, time, time);
         } catch (e) {

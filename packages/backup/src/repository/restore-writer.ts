@@ -49,7 +49,8 @@ const BATCH_BUFFER = 2 * BATCH_BYTES;
 
 /**
  * A batch's bytes: per file a 44-byte header (u32 tmp length, u32 dest length, u32 data
- * length, u32 mode, i32 uid and i32 gid (-1: leave the owner), u32 overwrite, u32 time
+ * length, u32 mode, i32 uid and i32 gid (-1: leave the owner), u32 flags (bit 0:
+ * overwrite; bit 1: `exactMode`, the file is created with its mode, not fchmod'ed), u32 time
  * length, u32 blob flags (RAW_DATA: the data is the file's bytes), u32 raw length, u32
  * ID length (0 or 32)), then the temporary path, the destination path, the data, the
  * time and the blob ID. The time is futimes' string of seconds (Latin-1 digits): Node
@@ -121,6 +122,12 @@ export interface WholeFile {
   /** The modification (and access) time: seconds as a decimal string, as futimes takes it. */
   time: string;
   overwrite: boolean;
+  /**
+   * Created with `mode` itself (which the umask leaves whole, and no default ACL changes:
+   * a staged restore knows, restore.ts), so not chmod'ed after; otherwise created 0600
+   * and given its mode after its owner.
+   */
+  exactMode?: boolean;
 }
 
 /** Told once a file is in place (`w`), or why it is not (`err`). */
@@ -268,7 +275,7 @@ export class RestoreWriter {
         view.setUint32(at + 12, f.mode, true);
         view.setInt32(at + 16, f.owner ? f.owner.uid : -1, true);
         view.setInt32(at + 20, f.owner ? f.owner.gid : -1, true);
-        view.setUint32(at + 24, f.overwrite ? 1 : 0, true);
+        view.setUint32(at + 24, (f.overwrite ? 1 : 0) | (f.exactMode ? 2 : 0), true);
         view.setUint32(at + 28, f.time.length, true);
         view.setUint32(at + 32, f.blob ? f.blob.flags : RAW_DATA, true);
         view.setUint32(at + 36, f.blob ? f.blob.rawLength : f.data.length, true);

@@ -36,7 +36,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { close as closeCb, closeSync, constants as fsc, fchmod as fchmodCb, fchmodSync, fchown as fchownCb, fchownSync, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, futimesSync, lstatSync, open as openCb, promises as fs, openSync, renameSync, write as writeCb, writeSync } from 'node:fs';
+import { close as closeCb, closeSync, constants as fsc, fchmod as fchmodCb, fchmodSync, fchown as fchownCb, fchownSync, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, futimesSync, lstatSync, open as openCb, promises as fs, openSync, readFileSync, renameSync, statfsSync, write as writeCb, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
@@ -52,7 +52,7 @@ import type { DirEntry, FileEntry, Owner, TreeEntry, Xattr } from './tree.js';
 import { RestoreTarget, type HeldDir } from './restore-target.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, rebuildError, RestoreWriter, type WholeFile } from './restore-writer.js';
 import { BlobCheckThread, dataRuns } from './restore-check.js';
-import { isRoot, makeNode, writeXattrs, writeXattrsSync } from './fs-meta.js';
+import { isRoot, makeNode, writeXattrs, writeXattrsSync, xattrs } from './fs-meta.js';
 import { snapshotPathOf, type RestoreSelection } from './filter.js';
 
 export interface RestoreProgress {
@@ -484,7 +484,8 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
     if (stage) {
       const st = stage;
       try {
-        const r = await restoreInto(repo, st.tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: true });
+        const made = await tgt.withDir(NO_DIR, false, async (prefix) => madeIn(Buffer.concat([prefix, st.name])));
+        const r = await restoreInto(repo, st.tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: true, made: made ?? undefined });
         // Each top-level entry complete, moved into place (rename(2): one call each).
         await st.tgt.withDir(NO_DIR, false, (from) =>
           tgt.withDir(NO_DIR, false, async (to) => {
@@ -597,6 +598,40 @@ interface Plan {
    * the caller removes the whole directory.
    */
   direct: boolean;
+  /** Staged: what a file created in the staging directory gets by itself (madeIn). */
+  made?: Made | undefined;
+}
+
+/**
+ * What a file created in a staging directory gets without being told: owner `uid`:`gid`
+ * (the restoring user; the group the directory passes down when setgid), and, when
+ * `umask` is known, its create mode less the umask exactly (a local file system of
+ * POSIX modes, no default ACL on the directory: every directory in it is made there).
+ */
+interface Made {
+  uid: number;
+  gid: number;
+  umask: number | undefined;
+}
+
+/** File systems whose new files get their create mode less the umask (no default ACL): ext4/ext2/ext3, xfs, btrfs, tmpfs. */
+const MODE_EXACT_FS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994]);
+
+/** Made (above) for the staging directory at `path` (through a directory handle); undefined when it cannot be told. */
+function madeIn(path: Buffer): Made | undefined {
+  if (typeof process.geteuid !== 'function' || typeof process.getegid !== 'function') return undefined;
+  const st = lstatSync(path);
+  const made: Made = { uid: process.geteuid(), gid: (st.mode & 0o2000) !== 0 ? st.gid : process.getegid(), umask: undefined };
+  try {
+    const umask = /^Umask:\s+([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1];
+    const api = xattrs();
+    if (umask !== undefined && api && MODE_EXACT_FS.has(statfsSync(path).type) && !api.listAttributesSync(path.toString('latin1')).includes('system.posix_acl_default')) {
+      made.umask = parseInt(umask, 8);
+    }
+  } catch {
+    // Not told: every file is chmod'ed.
+  }
+  return made;
 }
 
 /**
@@ -624,7 +659,15 @@ export function timeArgOf(s: number, rest: number): string {
 }
 
 async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Promise<RestoreResult> {
-  const { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct } = plan;
+  const { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct, made } = plan;
+  /** Staged: owner `o` is what a new file gets anyway (its chown is skipped: a no-op, and the file is new, so nothing for it to clear). */
+  const ownerMade = (o: Owner) => made !== undefined && o.uid === made.uid && o.gid === made.gid;
+  /**
+   * Staged: file f is created with mode `m` itself, not chmod'ed after (the staging
+   * directory is 0700, so no one else sees it meanwhile): `m` has no setuid/setgid/sticky
+   * bit and nothing the umask takes, and the file has no xattrs to write before its mode.
+   */
+  const createExact = (f: number, m: number) => made?.umask !== undefined && (m & ~0o777) === 0 && (m & made.umask) === 0 && !files.xattrs.has(f);
   const index = files.index;
   // The plan, packed like the files (issue 13): each distinct blob is a number, its
   // location the index record `blobRec` names; its uses (file, offset) a linked list.
@@ -750,10 +793,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
    * setMeta of file f with synchronous calls on its open descriptor (keep the two in
    * step), read from the file table as it goes (no entry made, its name only for a warning).
    */
-  const setFileMetaSync = (f: number, path: Buffer, fd: number) => {
+  const setFileMetaSync = (f: number, path: Buffer, fd: number, exact: boolean) => {
     const where = () => shown(files.rawPath(f));
     const owner = files.owner(f);
-    if (owners && owner) {
+    if (owners && owner && !ownerMade(owner)) {
       try {
         fchownSync(fd, owner.uid, owner.gid);
       } catch (err) {
@@ -770,7 +813,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
     const mode = modeFor({ mode: files.mode[f]!, owner });
     if (mode !== files.mode[f] && owner) warn(where(), `setuid/setgid bits dropped: the owner ${owner.uid}:${owner.gid} was not restored`);
-    fchmodSync(fd, mode);
+    if (!exact) fchmodSync(fd, mode);
     const t = files.time(f);
     try {
       futimesSync(fd, t, t);
@@ -869,7 +912,8 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       return done(fileError(f, e));
     }
     if (blob) file.blob = blob;
-    if (owner) file.owner = owner;
+    if (owner && !ownerMade(owner)) file.owner = owner;
+    if (createExact(f, mode)) file.exactMode = true;
     w.send(file, (r, err) => {
       if (release) tgt.release(dir);
       writerFiles--;
@@ -935,14 +979,16 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const writeWholeIn = (prefix: Buffer, f: number, raw: Buffer, rawPath: Buffer, slash: number) => {
     const sparse = files.sparse(f);
     const tmpPath = tmpIn(prefix, f);
-    const fd = openSync(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    const mode = modeFor({ mode: files.mode[f]!, owner: files.owner(f) });
+    const exact = createExact(f, mode);
+    const fd = openSync(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, exact ? mode : 0o600);
     files.setCreated(f);
     try {
       for (const [from, to] of dataRuns(raw, 0, sparse)) {
         for (let w = from; w < to; ) w += writeSync(fd, raw, w, to - w, w);
       }
       if (sparse) ftruncateSync(fd, files.size[f]!);
-      setFileMetaSync(f, tmpPath, fd);
+      setFileMetaSync(f, tmpPath, fd, exact);
     } finally {
       closeSync(fd);
     }

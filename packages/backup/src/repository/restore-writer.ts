@@ -1,11 +1,13 @@
 /**
  * Restore's writer threads (issue 13): whole small files are created, written, given
  * their metadata and renamed into place by worker threads, in batches, while the main
- * thread goes on reading, decrypting, decompressing and checking the next blobs.
+ * thread goes on reading, decrypting, decompressing and checking the next blobs (in a
+ * staged restore, restore.ts, created under their own names and not renamed).
  *
  * On an ordinary tree most files are one chunk, and restoring one costs six or seven
- * system calls (create, write, owner, mode, times, close, rename) whose kernel time
- * (inode allocation, directory insertion) is most of the restore; on the main thread it
+ * system calls (create, write, owner, mode, times, close, rename; a staged restore four
+ * when the owner and mode need no call) whose kernel time (inode allocation, directory
+ * insertion) is most of the restore; on the main thread it
  * came on top of the main thread's own work, one file after another. A full batch goes
  * to a thread at once, a partial one after a millisecond without more; a thread holds up
  * to two, so it never waits for the main thread to read its answer. When both are

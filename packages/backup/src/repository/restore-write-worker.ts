@@ -27,6 +27,9 @@ const port = parentPort!;
 const setup = workerData as { answers: MessagePort; chunkIdKey?: Uint8Array };
 const chunkIdKey: KeyObject | undefined = setup.chunkIdKey ? createSecretKey(setup.chunkIdKey) : undefined;
 
+/** Where compressed blobs are decompressed (the writer threads get blobs under 128 KiB raw: restore.ts). */
+let scratch = Buffer.allocUnsafeSlow(128 * 1024);
+
 function run(batch: WriteBatch): WriteBatchResult {
   const buf = Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength);
   const notes: FileNote[] = [];
@@ -53,7 +56,10 @@ function run(batch: WriteBatch): WriteBatchResult {
     const id = buf.subarray(at, (at += idLen));
     let note: FileNote | undefined;
     try {
-      const data = blobFlags === RAW_DATA ? stored : checkStoredBlob(stored, blobFlags, rawLen, id, chunkIdKey);
+      // A compressed blob is decompressed into this thread's one buffer (written out at
+      // once, never kept), not a new buffer per file.
+      if (blobFlags !== RAW_DATA && rawLen > scratch.length) scratch = Buffer.allocUnsafeSlow(rawLen);
+      const data = blobFlags === RAW_DATA ? stored : checkStoredBlob(stored, blobFlags, rawLen, id, chunkIdKey, scratch);
       // No temporary name: the file is made under its own name (a staged restore, restore.ts).
       const direct = tmpLen === 0;
       const fd = openSync(direct ? dest : tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, exactMode ? mode : 0o600);

@@ -15,12 +15,16 @@ import { allPaths, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree 
 
 const cjsFs = createRequire(import.meta.url)('node:fs') as typeof FsModule;
 
-/** Runs fn counting fs.open calls on restore's temporary names (the callback open restore uses for pieces). */
+/**
+ * Runs fn counting fs.open calls on the files being restored (the callback open restore
+ * uses for pieces): their temporary names, or in a staged restore (a fresh target) their
+ * own names, which here end in `.bin`.
+ */
 async function countingTmpOpens(fn: () => Promise<void>): Promise<number> {
   const real = cjsFs.open;
   let n = 0;
   cjsFs.open = function (this: unknown, path: unknown, ...rest: unknown[]) {
-    if (Buffer.isBuffer(path) && path.includes('.coffer-restore-')) n++;
+    if (Buffer.isBuffer(path) && (path.includes('.coffer-restore-') || path.toString('latin1').endsWith('.bin'))) n++;
     return (real as (...a: unknown[]) => void).call(this, path, ...rest);
   } as typeof cjsFs.open;
   syncBuiltinESMExports();

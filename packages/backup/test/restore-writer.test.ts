@@ -15,7 +15,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { CofferError, backup, restore } from '../src/index.js';
-import { restoreWriterForTesting, timeArgOf } from '../src/repository/restore.js';
+import { restoreStagingForTesting, restoreWriterForTesting, timeArgOf } from '../src/repository/restore.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, RestoreWriter } from '../src/repository/restore-writer.js';
 import { maybeCompressInto, zstdBound } from '../src/repository/compress.js';
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
@@ -113,36 +113,46 @@ test('--overwrite through the writer thread replaces files; a directory in the w
   assert.deepEqual(await fs.readdir(join(blocked, 'd', 'd2', 'f7.dat')), ['inside'], 'what was in the way is untouched');
 });
 
-test('a full disk: the restore fails saying so, every file in place is whole, and no temporary name is left', { skip: !isRoot && 'needs root to mount a small tmpfs' }, async (t) => {
-  const { tr, src, r } = await backedUp(t, 'tree', manySmall(10, 60)); // 600 files, ~1.5 MB
-  const { spawnSync } = await import('node:child_process');
-  let mounted = '';
-  // Registered before tempDir's clean-up, so it runs first (after hooks run in order).
-  t.after(() => {
-    if (mounted) spawnSync('umount', [mounted]);
+for (const staged of [true, false]) {
+  test(`a full disk: the restore fails saying so, ${staged ? 'and leaves nothing of it (staged: a fresh target)' : 'every file in place is whole (file by file)'}, and no temporary name is left`, { skip: !isRoot && 'needs root to mount a small tmpfs' }, async (t) => {
+    const { tr, src, r } = await backedUp(t, 'tree', manySmall(10, 60)); // 600 files, ~1.5 MB
+    if (!staged) {
+      restoreStagingForTesting.off = true;
+      t.after(() => {
+        restoreStagingForTesting.off = false;
+      });
+    }
+    const { spawnSync } = await import('node:child_process');
+    let mounted = '';
+    // Registered before tempDir's clean-up, so it runs first (after hooks run in order).
+    t.after(() => {
+      if (mounted) spawnSync('umount', [mounted]);
+    });
+    const mnt = await tempDir(t, 'rw-full-mnt');
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=640k,nr_inodes=2000', 'tmpfs', mnt]);
+    if (m.status !== 0) return t.skip(`cannot mount a tmpfs here: ${m.stderr.toString().trim()}`);
+    mounted = mnt;
+    await assert.rejects(restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: mnt }), (e: unknown) => {
+      assert.ok(CofferError.is(e, 'storage'), String(e));
+      assert.match((e as Error).message, /no space left on device/);
+      return true;
+    });
+    assert.ok(restoreWriterForTesting.started >= 1, 'the writer thread was used');
+    const left = await allPaths(mnt);
+    assert.deepEqual(left.filter((p) => p.includes('.coffer-restore-')), [], 'no temporary name left');
+    // What is in place is whole: each file restored has the bytes it had.
+    let whole = 0;
+    for (const p of left) {
+      const st = await fs.lstat(join(mnt, p));
+      if (!st.isFile()) continue;
+      assert.ok((await fs.readFile(join(mnt, p))).equals(await fs.readFile(join(src, p.slice('tree/'.length)))), p);
+      whole++;
+    }
+    assert.equal(restoreStagingForTesting.staged, staged);
+    if (staged) assert.deepEqual(left, [], 'the staging directory was removed');
+    else assert.ok(whole > 0 && whole < 600, `${whole} files were in place when the disk filled`);
   });
-  const mnt = await tempDir(t, 'rw-full-mnt');
-  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=640k,nr_inodes=2000', 'tmpfs', mnt]);
-  if (m.status !== 0) return t.skip(`cannot mount a tmpfs here: ${m.stderr.toString().trim()}`);
-  mounted = mnt;
-  await assert.rejects(restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: mnt }), (e: unknown) => {
-    assert.ok(CofferError.is(e, 'storage'), String(e));
-    assert.match((e as Error).message, /no space left on device/);
-    return true;
-  });
-  assert.ok(restoreWriterForTesting.started >= 1, 'the writer thread was used');
-  const left = await allPaths(mnt);
-  assert.deepEqual(left.filter((p) => p.includes('.coffer-restore-')), [], 'no temporary name left');
-  // What is in place is whole: each file restored has the bytes it had.
-  let whole = 0;
-  for (const p of left) {
-    const st = await fs.lstat(join(mnt, p));
-    if (!st.isFile()) continue;
-    assert.ok((await fs.readFile(join(mnt, p))).equals(await fs.readFile(join(src, p.slice('tree/'.length)))), p);
-    whole++;
-  }
-  assert.ok(whole > 0 && whole < 600, `${whole} files were in place when the disk filled`);
-});
+}
 
 // The other restore suites again, every restore on the threads' path.
 test('a thread\'s answers are taken while the main thread is busy: it gets the next batch without the main thread yielding', async (t) => {

@@ -72,14 +72,36 @@ export class RestoreTarget {
   #reserved = 0;
   readonly #wake: (() => void)[] = [];
 
-  private constructor(root: string) {
+  /** The target's own handle, when made open (staging): used for rel '' in place of opening #root. */
+  #rootFh: fs.FileHandle | undefined;
+  /** Made by staging(): its own name is never followed as a symlink when opened again. */
+  readonly #staged: boolean;
+
+  private constructor(root: string, rootFh?: fs.FileHandle) {
     this.#root = root;
+    this.#rootFh = rootFh;
+    this.#staged = rootFh !== undefined;
   }
 
   /** Creates the target directory if needed (the user's own path: followed as given). */
   static async open(target: string): Promise<RestoreTarget> {
     await fs.mkdir(target, { recursive: true });
     return new RestoreTarget(target);
+  }
+
+  /**
+   * Makes directory `name` (mode 0700, failing if anything is there) inside this target's
+   * own directory and returns it as a target of its own: restore's staging directory
+   * (restore.ts), where a restore into a target holding none of its top-level names is
+   * built before those names are moved into place. Opened without following a symlink.
+   */
+  async staging(name: Buffer): Promise<RestoreTarget> {
+    const r = await this.#with(Buffer.alloc(0), false, false, async (prefix) => {
+      const path = Buffer.concat([prefix, name]);
+      await fs.mkdir(path, 0o700);
+      return fs.open(path, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+    });
+    return new RestoreTarget(`${this.#root}/${name.toString('utf8')}`, r!);
   }
 
   /**
@@ -198,7 +220,10 @@ export class RestoreTarget {
 
   async #openDir(rel: Buffer, create: boolean): Promise<OpenDir | null> {
     if (rel.length === 0) {
-      const fh = await fs.open(this.#root, fsc.O_RDONLY | fsc.O_DIRECTORY);
+      // A staging target's handle is the one it was made with (closed by close()): taken
+      // once, so an evicted handle is never reopened through the path.
+      const fh = this.#rootFh ?? (await fs.open(this.#root, fsc.O_RDONLY | fsc.O_DIRECTORY | (this.#staged ? fsc.O_NOFOLLOW : 0)));
+      this.#rootFh = undefined;
       return { fh, refs: 0, closed: false, rel, key: '', prefix: this.#prefixFor(fh, Buffer.from(this.#root, 'utf8')) };
     }
     const slash = rel.lastIndexOf(0x2f);
@@ -261,6 +286,8 @@ export class RestoreTarget {
   async close(): Promise<void> {
     await Promise.allSettled([...this.#opening.values()]);
     this.#last = undefined;
+    await this.#rootFh?.close().catch(() => {});
+    this.#rootFh = undefined;
     for (const d of this.#open.values()) {
       d.closed = true;
       await d.fh.close().catch(() => {});

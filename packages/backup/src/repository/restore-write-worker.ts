@@ -2,8 +2,10 @@
  * A restore writer thread (restore-writer.ts): writes whole small files, a batch at a
  * time, with the same synchronous calls and in the same order as restore's main-thread
  * path (spec §9.4): exclusive no-follow create of the temporary name, write, owner,
- * mode, times, close, rename into place. Paths arrive as bytes naming entries through
- * the main thread's directory handles (`/proc/self/fd/N/name`): descriptors are shared
+ * mode, times, close, rename into place (sent no temporary name, the file is created
+ * under its own name and not renamed: a staged restore, restore.ts). Paths arrive as
+ * bytes naming entries through the main thread's directory handles
+ * (`/proc/self/fd/N/name`): descriptors are shared
  * by every thread of the process, and the main thread holds each handle open until the
  * batch is answered.
  *
@@ -25,6 +27,9 @@ const port = parentPort!;
 const setup = workerData as { answers: MessagePort; chunkIdKey?: Uint8Array };
 const chunkIdKey: KeyObject | undefined = setup.chunkIdKey ? createSecretKey(setup.chunkIdKey) : undefined;
 
+/** Where compressed blobs are decompressed (the writer threads get blobs under 128 KiB raw: restore.ts). */
+let scratch = Buffer.allocUnsafeSlow(128 * 1024);
+
 function run(batch: WriteBatch): WriteBatchResult {
   const buf = Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength);
   const notes: FileNote[] = [];
@@ -36,7 +41,9 @@ function run(batch: WriteBatch): WriteBatchResult {
     const mode = buf.readUInt32LE(at + 12);
     const uid = buf.readInt32LE(at + 16);
     const gid = buf.readInt32LE(at + 20);
-    const overwrite = buf.readUInt32LE(at + 24) === 1;
+    const how = buf.readUInt32LE(at + 24);
+    const overwrite = (how & 1) !== 0;
+    const exactMode = (how & 2) !== 0;
     const timeLen = buf.readUInt32LE(at + 28);
     const blobFlags = buf.readUInt32LE(at + 32);
     const rawLen = buf.readUInt32LE(at + 36);
@@ -49,8 +56,13 @@ function run(batch: WriteBatch): WriteBatchResult {
     const id = buf.subarray(at, (at += idLen));
     let note: FileNote | undefined;
     try {
-      const data = blobFlags === RAW_DATA ? stored : checkStoredBlob(stored, blobFlags, rawLen, id, chunkIdKey);
-      const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+      // A compressed blob is decompressed into this thread's one buffer (written out at
+      // once, never kept), not a new buffer per file.
+      if (blobFlags !== RAW_DATA && rawLen > scratch.length) scratch = Buffer.allocUnsafeSlow(rawLen);
+      const data = blobFlags === RAW_DATA ? stored : checkStoredBlob(stored, blobFlags, rawLen, id, chunkIdKey, scratch);
+      // No temporary name: the file is made under its own name (a staged restore, restore.ts).
+      const direct = tmpLen === 0;
+      const fd = openSync(direct ? dest : tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, exactMode ? mode : 0o600);
       try {
         for (let w = 0; w < data.length; ) w += writeSync(fd, data, w, data.length - w, w);
         if (uid >= 0) {
@@ -60,7 +72,7 @@ function run(batch: WriteBatch): WriteBatchResult {
             (note ??= { i }).ownerError = errorInfo(e);
           }
         }
-        fchmodSync(fd, mode);
+        if (!exactMode) fchmodSync(fd, mode);
         try {
           futimesSync(fd, time, time);
         } catch (e) {
@@ -69,8 +81,10 @@ function run(batch: WriteBatch): WriteBatchResult {
       } finally {
         closeSync(fd);
       }
-      if (overwrite && lstatSync(dest, { throwIfNoEntry: false }) !== undefined) (note ??= { i }).existed = true;
-      renameSync(tmp, dest);
+      if (!direct) {
+        if (overwrite && lstatSync(dest, { throwIfNoEntry: false }) !== undefined) (note ??= { i }).existed = true;
+        renameSync(tmp, dest);
+      }
     } catch (e) {
       if (note) notes.push(note);
       return { id: batch.id, bytes: batch.bytes, done: i, notes, error: errorInfo(e) };

@@ -1,11 +1,13 @@
 /**
  * Restore's writer threads (issue 13): whole small files are created, written, given
  * their metadata and renamed into place by worker threads, in batches, while the main
- * thread goes on reading, decrypting, decompressing and checking the next blobs.
+ * thread goes on reading, decrypting, decompressing and checking the next blobs (in a
+ * staged restore, restore.ts, created under their own names and not renamed).
  *
  * On an ordinary tree most files are one chunk, and restoring one costs six or seven
- * system calls (create, write, owner, mode, times, close, rename) whose kernel time
- * (inode allocation, directory insertion) is most of the restore; on the main thread it
+ * system calls (create, write, owner, mode, times, close, rename; a staged restore four
+ * when the owner and mode need no call) whose kernel time (inode allocation, directory
+ * insertion) is most of the restore; on the main thread it
  * came on top of the main thread's own work, one file after another. A full batch goes
  * to a thread at once, a partial one after a millisecond without more; a thread holds up
  * to two, so it never waits for the main thread to read its answer. When both are
@@ -49,7 +51,8 @@ const BATCH_BUFFER = 2 * BATCH_BYTES;
 
 /**
  * A batch's bytes: per file a 44-byte header (u32 tmp length, u32 dest length, u32 data
- * length, u32 mode, i32 uid and i32 gid (-1: leave the owner), u32 overwrite, u32 time
+ * length, u32 mode, i32 uid and i32 gid (-1: leave the owner), u32 flags (bit 0:
+ * overwrite; bit 1: `exactMode`, the file is created with its mode, not fchmod'ed), u32 time
  * length, u32 blob flags (RAW_DATA: the data is the file's bytes), u32 raw length, u32
  * ID length (0 or 32)), then the temporary path, the destination path, the data, the
  * time and the blob ID. The time is futimes' string of seconds (Latin-1 digits): Node
@@ -105,7 +108,11 @@ export interface WriteBatchResult {
 }
 
 export interface WholeFile {
-  /** The temporary name and the destination, as paths through a directory handle. */
+  /**
+   * The temporary name and the destination, as paths through a directory handle; an empty
+   * `tmp`: the file is created at `dest` itself (exclusively) and not renamed (a staged
+   * restore, restore.ts).
+   */
   tmp: Buffer;
   dest: Buffer;
   /** The file's bytes, or with `blob` the stored form of its one blob. */
@@ -117,6 +124,12 @@ export interface WholeFile {
   /** The modification (and access) time: seconds as a decimal string, as futimes takes it. */
   time: string;
   overwrite: boolean;
+  /**
+   * Created with `mode` itself (which the umask leaves whole, and no default ACL changes:
+   * a staged restore knows, restore.ts), so not chmod'ed after; otherwise created 0600
+   * and given its mode after its owner.
+   */
+  exactMode?: boolean;
 }
 
 /** Told once a file is in place (`w`), or why it is not (`err`). */
@@ -264,7 +277,7 @@ export class RestoreWriter {
         view.setUint32(at + 12, f.mode, true);
         view.setInt32(at + 16, f.owner ? f.owner.uid : -1, true);
         view.setInt32(at + 20, f.owner ? f.owner.gid : -1, true);
-        view.setUint32(at + 24, f.overwrite ? 1 : 0, true);
+        view.setUint32(at + 24, (f.overwrite ? 1 : 0) | (f.exactMode ? 2 : 0), true);
         view.setUint32(at + 28, f.time.length, true);
         view.setUint32(at + 32, f.blob ? f.blob.flags : RAW_DATA, true);
         view.setUint32(at + 36, f.blob ? f.blob.rawLength : f.data.length, true);

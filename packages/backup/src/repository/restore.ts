@@ -1,11 +1,17 @@
 /**
  * `coffer restore`: recreates a snapshot under a target directory.
  *
- * Every file is written to a temporary name beside its destination and renamed into
- * place only once complete, so the user's path holds either nothing (or the old file)
- * or the whole restored file, never half of one. Existing files are not overwritten
- * unless asked. Blobs are read pack by pack, each pack once, in the order the backup
- * wrote them. On failure every temporary file is removed.
+ * A target that holds none of the restore's top-level names (a fresh one, nearly always)
+ * is built in a staging directory inside it, `.coffer-restore-<random>` (mode 0700),
+ * every file made under its own name, and each top-level entry is moved into place
+ * (rename(2)) once everything is restored: the user's path holds each of them whole or
+ * not at all, and per file there is no rename (on ext4 the renames were ~0.5 s of
+ * kernel time on each of two threads on the 50,000-file tree, beside ~1.2 s of creates). On failure the staging directory is removed;
+ * a crash leaves it, clearly named. Otherwise every file is written to a temporary name
+ * beside its destination and renamed into place only once complete, so the user's path
+ * holds either nothing (or the old file) or the whole restored file, never half of one;
+ * on failure every temporary file is removed. Existing files are not overwritten unless
+ * asked. Blobs are read pack by pack, each pack once, in the order the backup wrote them.
  *
  * Paths are bytes (names need not be UTF-8) and every directory is reached through a
  * handle that never follows a symlink (restore-target.ts). Metadata (owners when root,
@@ -30,7 +36,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { close as closeCb, closeSync, constants as fsc, fchmod as fchmodCb, fchmodSync, fchown as fchownCb, fchownSync, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, futimesSync, lstatSync, open as openCb, promises as fs, openSync, renameSync, write as writeCb, writeSync } from 'node:fs';
+import { close as closeCb, closeSync, constants as fsc, fchmod as fchmodCb, fchmodSync, fchown as fchownCb, fchownSync, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, futimesSync, lstatSync, open as openCb, promises as fs, openSync, readFileSync, renameSync, statfsSync, write as writeCb, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ObjectKind, ObjectOpener } from '../crypto/sealed-object.js';
 import { CofferError, DecryptionError } from '../errors.js';
@@ -46,7 +52,7 @@ import type { DirEntry, FileEntry, Owner, TreeEntry, Xattr } from './tree.js';
 import { RestoreTarget, type HeldDir } from './restore-target.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, rebuildError, RestoreWriter, type WholeFile } from './restore-writer.js';
 import { BlobCheckThread, dataRuns } from './restore-check.js';
-import { isRoot, makeNode, writeXattrs, writeXattrsSync } from './fs-meta.js';
+import { isRoot, makeNode, writeXattrs, writeXattrsSync, xattrs } from './fs-meta.js';
 import { snapshotPathOf, type RestoreSelection } from './filter.js';
 
 export interface RestoreProgress {
@@ -463,8 +469,38 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   };
   const shown = (raw: Buffer) => `${target}/${raw.toString('utf8')}`;
   const tgt = await RestoreTarget.open(target);
+  let stage: { tgt: RestoreTarget; name: Buffer; tops: Buffer[] } | undefined;
 
   try {
+    // None of the restore's top-level names in the target: it is built in a staging
+    // directory inside the target and its top-level entries are moved into place at the
+    // end (spec §9.4), each file made under its own name (no rename per file).
+    const tops = restoreStagingForTesting.off ? undefined : topNames(dirs, files, others);
+    if (tops && !(await tgt.withDir(NO_DIR, false, async (prefix) => tops.some((t) => lstatSync(Buffer.concat([prefix, t]), { throwIfNoEntry: false }) !== undefined)))) {
+      const name = Buffer.from(`.coffer-restore-${randomBytes(6).toString('hex')}`);
+      stage = { tgt: await tgt.staging(name), name, tops };
+    }
+    restoreStagingForTesting.staged = stage !== undefined;
+    if (stage) {
+      const st = stage;
+      try {
+        const made = await tgt.withDir(NO_DIR, false, async (prefix) => madeIn(Buffer.concat([prefix, st.name])));
+        const r = await restoreInto(repo, st.tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: true, made: made ?? undefined });
+        // Each top-level entry complete, moved into place (rename(2): one call each).
+        await st.tgt.withDir(NO_DIR, false, (from) =>
+          tgt.withDir(NO_DIR, false, async (to) => {
+            for (const t of st.tops) await fs.rename(Buffer.concat([from, t]), Buffer.concat([to, t]));
+          }),
+        );
+        await st.tgt.close();
+        await tgt.withDir(NO_DIR, false, (prefix) => fs.rmdir(Buffer.concat([prefix, st.name])));
+        return r;
+      } catch (e) {
+        await st.tgt.close();
+        await tgt.withDir(NO_DIR, false, (prefix) => fs.rm(Buffer.concat([prefix, st.name]).toString('latin1'), { recursive: true, force: true })).catch(() => {});
+        throw e;
+      }
+    }
     // Refuse before writing anything: which files would be replaced?
     if (!opts.overwrite) {
       const clashes: string[] = [];
@@ -506,10 +542,42 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
         throw new CofferError('exists', `restore would overwrite existing files (e.g. ${clashes.join(', ')}); use --overwrite to replace them`);
       }
     }
-    return await restoreInto(repo, tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts });
+    return await restoreInto(repo, tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: false });
   } finally {
     await tgt.close();
   }
+}
+
+/** Tests: `off` restores every target the way of a target that holds some of the restore (no staging); `staged`: whether the last restore was staged. */
+export const restoreStagingForTesting = { off: false, staged: false };
+
+/**
+ * The restore's top-level names (each entry's first path component), each once; undefined
+ * when an entry has no name (nothing to stage), or when there are more than `limit` of
+ * them (a subtree of a flat directory: moving them one by one at the end would be the
+ * renames staging saves, and more of the restore would show at once only at the end).
+ */
+function topNames(dirs: DirEntry[], files: FileTable, others: TreeEntry[], limit = 1000): Buffer[] | undefined {
+  const tops: Buffer[] = [];
+  const seen = new Set<string>();
+  let last: Buffer | undefined;
+  const add = (raw: Buffer): boolean => {
+    const i = raw.indexOf(0x2f);
+    const top = i < 0 ? raw : raw.subarray(0, i);
+    if (top.length === 0) return false;
+    if (last && last.equals(top)) return true;
+    last = top;
+    const key = top.toString('latin1');
+    if (!seen.has(key)) {
+      seen.add(key);
+      tops.push(top);
+    }
+    return tops.length <= limit;
+  };
+  for (const d of dirs) if (!add(d.rawPath)) return undefined;
+  for (let f = 0; f < files.count; f++) if (!add(files.rawPath(f))) return undefined;
+  for (const e of others) if (!add(e.rawPath)) return undefined;
+  return tops.length > 0 ? tops : undefined;
 }
 
 interface Plan {
@@ -524,6 +592,46 @@ interface Plan {
   split: (raw: Buffer) => { dir: Buffer; name: Buffer };
   shown: (raw: Buffer) => string;
   opts: RestoreOptions;
+  /**
+   * Staged (runRestore): `tgt` is the staging directory, nothing in it is the user's, so
+   * every entry is made under its own name (no temporary name, no rename), and on failure
+   * the caller removes the whole directory.
+   */
+  direct: boolean;
+  /** Staged: what a file created in the staging directory gets by itself (madeIn). */
+  made?: Made | undefined;
+}
+
+/**
+ * What a file created in a staging directory gets without being told: owner `uid`:`gid`
+ * (the restoring user; the group the directory passes down when setgid), and, when
+ * `umask` is known, its create mode less the umask exactly (a local file system of
+ * POSIX modes, no default ACL on the directory: every directory in it is made there).
+ */
+interface Made {
+  uid: number;
+  gid: number;
+  umask: number | undefined;
+}
+
+/** File systems whose new files get their create mode less the umask (no default ACL): ext4/ext2/ext3, xfs, btrfs, tmpfs. */
+const MODE_EXACT_FS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994]);
+
+/** Made (above) for the staging directory at `path` (through a directory handle); undefined when it cannot be told. */
+function madeIn(path: Buffer): Made | undefined {
+  if (typeof process.geteuid !== 'function' || typeof process.getegid !== 'function') return undefined;
+  const st = lstatSync(path);
+  const made: Made = { uid: process.geteuid(), gid: (st.mode & 0o2000) !== 0 ? st.gid : process.getegid(), umask: undefined };
+  try {
+    const umask = /^Umask:\s+([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1];
+    const api = xattrs();
+    if (umask !== undefined && api && MODE_EXACT_FS.has(statfsSync(path).type) && !api.listAttributesSync(path.toString('latin1')).includes('system.posix_acl_default')) {
+      made.umask = parseInt(umask, 8);
+    }
+  } catch {
+    // Not told: every file is chmod'ed.
+  }
+  return made;
 }
 
 /**
@@ -551,7 +659,15 @@ export function timeArgOf(s: number, rest: number): string {
 }
 
 async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Promise<RestoreResult> {
-  const { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts } = plan;
+  const { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct, made } = plan;
+  /** Staged: owner `o` is what a new file gets anyway (its chown is skipped: a no-op, and the file is new, so nothing for it to clear). */
+  const ownerMade = (o: Owner) => made !== undefined && o.uid === made.uid && o.gid === made.gid;
+  /**
+   * Staged: file f is created with mode `m` itself, not chmod'ed after (the staging
+   * directory is 0700, so no one else sees it meanwhile): `m` has no setuid/setgid/sticky
+   * bit and nothing the umask takes, and the file has no xattrs to write before its mode.
+   */
+  const createExact = (f: number, m: number) => made?.umask !== undefined && (m & ~0o777) === 0 && (m & made.umask) === 0 && !files.xattrs.has(f);
   const index = files.index;
   // The plan, packed like the files (issue 13): each distinct blob is a number, its
   // location the index record `blobRec` names; its uses (file, offset) a linked list.
@@ -570,8 +686,12 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const byPack = new Map<number, number[]>();
   const suffix = randomBytes(6).toString('hex');
   const tmpBase = Buffer.from(`.coffer-restore-${suffix}-`);
-  /** prefix + tmpName(f), in one buffer. */
+  /** prefix + tmpName(f), in one buffer (staged: the file's own name). */
   const tmpIn = (prefix: Buffer, f: number) => {
+    if (direct) {
+      const raw = files.rawPath(f);
+      return Buffer.concat([prefix, raw.subarray(raw.lastIndexOf(0x2f) + 1)]);
+    }
     const n = String(f);
     const b = Buffer.allocUnsafe(prefix.length + tmpBase.length + n.length);
     prefix.copy(b, 0);
@@ -673,10 +793,10 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
    * setMeta of file f with synchronous calls on its open descriptor (keep the two in
    * step), read from the file table as it goes (no entry made, its name only for a warning).
    */
-  const setFileMetaSync = (f: number, path: Buffer, fd: number) => {
+  const setFileMetaSync = (f: number, path: Buffer, fd: number, exact: boolean) => {
     const where = () => shown(files.rawPath(f));
     const owner = files.owner(f);
-    if (owners && owner) {
+    if (owners && owner && !ownerMade(owner)) {
       try {
         fchownSync(fd, owner.uid, owner.gid);
       } catch (err) {
@@ -693,7 +813,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
     const mode = modeFor({ mode: files.mode[f]!, owner });
     if (mode !== files.mode[f] && owner) warn(where(), `setuid/setgid bits dropped: the owner ${owner.uid}:${owner.gid} was not restored`);
-    fchmodSync(fd, mode);
+    if (!exact) fchmodSync(fd, mode);
     const t = files.time(f);
     try {
       futimesSync(fd, t, t);
@@ -784,14 +904,16 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     const mode = modeFor({ mode: files.mode[f]!, owner: recorded });
     let file: WholeFile;
     try {
-      file = { tmp: tmpIn(dir.prefix, f), dest: Buffer.concat([dir.prefix, rawPath.subarray(slash + 1)]), data, mode, time: files.time(f), overwrite: opts.overwrite === true };
+      const dest = Buffer.concat([dir.prefix, rawPath.subarray(slash + 1)]);
+      file = { tmp: direct ? NO_DIR : tmpIn(dir.prefix, f), dest, data, mode, time: files.time(f), overwrite: !direct && opts.overwrite === true };
     } catch (e) {
       if (release) tgt.release(dir);
       writerFiles--;
       return done(fileError(f, e));
     }
     if (blob) file.blob = blob;
-    if (owner) file.owner = owner;
+    if (owner && !ownerMade(owner)) file.owner = owner;
+    if (createExact(f, mode)) file.exactMode = true;
     w.send(file, (r, err) => {
       if (release) tgt.release(dir);
       writerFiles--;
@@ -857,21 +979,25 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const writeWholeIn = (prefix: Buffer, f: number, raw: Buffer, rawPath: Buffer, slash: number) => {
     const sparse = files.sparse(f);
     const tmpPath = tmpIn(prefix, f);
-    const fd = openSync(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    const mode = modeFor({ mode: files.mode[f]!, owner: files.owner(f) });
+    const exact = createExact(f, mode);
+    const fd = openSync(tmpPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, exact ? mode : 0o600);
     files.setCreated(f);
     try {
       for (const [from, to] of dataRuns(raw, 0, sparse)) {
         for (let w = from; w < to; ) w += writeSync(fd, raw, w, to - w, w);
       }
       if (sparse) ftruncateSync(fd, files.size[f]!);
-      setFileMetaSync(f, tmpPath, fd);
+      setFileMetaSync(f, tmpPath, fd, exact);
     } finally {
       closeSync(fd);
     }
-    const dest = Buffer.concat([prefix, rawPath.subarray(slash + 1)]);
-    const existed = opts.overwrite === true && lstatSync(dest, { throwIfNoEntry: false }) !== undefined;
-    renameSync(tmpPath, dest);
-    if (existed) replaced.push(shown(rawPath));
+    if (!direct) {
+      const dest = Buffer.concat([prefix, rawPath.subarray(slash + 1)]);
+      const existed = opts.overwrite === true && lstatSync(dest, { throwIfNoEntry: false }) !== undefined;
+      renameSync(tmpPath, dest);
+      if (existed) replaced.push(shown(rawPath));
+    }
     files.setPlaced(f);
     files.remaining[f] = 0;
     progress.bytes += raw.length;
@@ -879,6 +1005,13 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     report();
   };
   const complete = async (f: number) => {
+    if (direct) {
+      // Already under its own name.
+      files.setPlaced(f);
+      progress.files++;
+      report();
+      return;
+    }
     const rawPath = files.rawPath(f);
     const { dir, name } = split(rawPath);
     const tmp = tmpName(f);
@@ -1175,7 +1308,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         warn(where, `device node ${e.major}:${e.minor} not restored: making device nodes needs root`);
         continue;
       }
-      const tmp = Buffer.from(`.coffer-restore-${suffix}-o${n++}`);
+      const tmp = direct ? name : Buffer.from(`.coffer-restore-${suffix}-o${n++}`);
       try {
         await inDir(dir, async (prefix) => {
           const tmpPath = Buffer.concat([prefix, tmp]);
@@ -1187,7 +1320,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           createdTmp.set(tmpKey(dir, tmp), { dir, name: tmp });
           // A hard link shares its inode (and metadata) with the file already restored.
           if (e.type !== 'hardlink') await setMeta(e, tmpPath);
-          await fs.rename(tmpPath, Buffer.concat([prefix, name]));
+          if (!direct) await fs.rename(tmpPath, Buffer.concat([prefix, name]));
           createdTmp.delete(tmpKey(dir, tmp));
         });
         madeOthers++;
@@ -1212,12 +1345,13 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     for (const fh of keptOpen.values()) await closeKept(fh).catch(() => {});
     keptOpen.clear();
     await closeWriter();
-    for (let f = 0; f < files.count; f++) {
+    // Staged: the caller removes the staging directory, everything in it.
+    for (let f = 0; f < files.count && !direct; f++) {
       if (!files.tmpLeft(f)) continue;
       const { dir } = split(files.rawPath(f));
       await tgt.withDir(dir, false, (prefix) => fs.unlink(tmpIn(prefix, f))).catch(() => {});
     }
-    for (const t of createdTmp.values()) await tgt.withDir(t.dir, false, (prefix) => fs.unlink(Buffer.concat([prefix, t.name]))).catch(() => {});
+    if (!direct) for (const t of createdTmp.values()) await tgt.withDir(t.dir, false, (prefix) => fs.unlink(Buffer.concat([prefix, t.name]))).catch(() => {});
     // Say truthfully what already happened: with --overwrite, completed files replaced
     // the user's files before the failure.
     const already =

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { CofferError, ObjectKind, backup, indexName, restore } from '../src/index.js';
 import { decodeIndex, encodeIndex } from '../src/repository/index-file.js';
-import { allPaths, dir, file, newRepo, tempDir, writeTree } from './fixtures/trees.js';
+import { allPaths, damageSmallerOfTwoPacks, dir, file, newRepo, tempDir, writeTree } from './fixtures/trees.js';
 import type { ChunkerParams } from '../src/chunker/fastcdc.js';
 
 /**
@@ -62,13 +62,8 @@ test('a failed --overwrite restore says which files it had already replaced', as
   // pack a small file's blob lands in depends on when its worker answers).
   await writeTree(src, dir({ 'a.txt': file(''), 'big.bin': file(randomBytes(10 << 20)) }));
   const r = await backup(tr.repo, { paths: [src] });
-  const packs = (await tr.backend.list('data/')).sort((x, y) => x.size - y.size);
-  assert.equal(packs.length, 2);
-  // Damage the middle of the smaller (second) pack, in big.bin's bytes: its tail, with the file list, still reads.
-  const p = join(tr.dir, packs[0]!.name);
-  const bytes = await fs.readFile(p);
-  bytes[Math.floor(bytes.length / 3)]! ^= 1;
-  await fs.writeFile(p, bytes);
+  // In big.bin's bytes of the smaller (second) pack.
+  await damageSmallerOfTwoPacks(tr);
 
   const target = await tempDir(t, 'rs-dst');
   await fs.mkdir(join(target, 'd'));

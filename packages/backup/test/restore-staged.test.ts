@@ -16,7 +16,7 @@ import { test, type TestContext } from 'node:test';
 import { CofferError, backup, restore } from '../src/index.js';
 import { restoreStagingForTesting, restoreWriterForTesting } from '../src/repository/restore.js';
 import { xattrs } from '../src/repository/fs-meta.js';
-import { allPaths, assertSameTree, dir, file, link, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
+import { allPaths, assertSameTree, damageSmallerOfTwoPacks, dir, file, link, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 /** A Latin-1 name, not valid UTF-8. */
 const LATIN1 = Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x2e, 0x74, 0x78, 0x74]); // "café.txt" in Latin-1
@@ -121,12 +121,8 @@ test('a staged restore that fails midway leaves nothing of it at the target, and
   for (let i = 0; i < 50; i++) small[`s${i}.txt`] = file(`small ${i}\n`);
   await writeTree(src, dir(small));
   const r = await backup(tr.repo, { paths: [src] });
-  const packs = (await tr.backend.list('data/')).sort((x, y) => x.size - y.size);
-  assert.equal(packs.length, 2);
-  const p = join(tr.dir, packs[0]!.name);
-  const bytes = await fs.readFile(p);
-  bytes[Math.floor(bytes.length / 3)]! ^= 1;
-  await fs.writeFile(p, bytes);
+  // In big.bin's bytes of the smaller (second) pack.
+  await damageSmallerOfTwoPacks(tr);
   const repo = await tr.reopen();
   const target = await tempDir(t, 'stg-fail');
   await fs.writeFile(join(target, 'unrelated.txt'), "the user's\n");

@@ -175,3 +175,48 @@ test('staged, a file whose mode the umask leaves whole is created with that mode
   assert.equal(await countingFchmods(() => restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: perFile }).then(() => {})), 12);
   await assertSameTree(src, join(perFile, 'd'));
 });
+
+test('a name that appears in the target during a staged restore is not replaced (unless --overwrite): file or directory', async (t) => {
+  const tr = await newRepo(t);
+  const base = await tempDir(t, 'stg-race-src');
+  await writeTree(base, dir({ 'a.txt': file('restored a\n'), d: dir({ 'x.txt': file('restored x\n') }) }));
+  const r = await backup(tr.repo, { paths: [join(base, 'a.txt'), join(base, 'd')] });
+  const snap = { id: r.id, snapshot: r.snapshot };
+  t.after(() => {
+    delete restoreStagingForTesting.beforeMove;
+  });
+  const staging = async (target: string) => (await fs.readdir(target)).filter((n) => n.startsWith('.coffer-restore-'));
+
+  // A file at a file's name.
+  const t1 = await tempDir(t, 'stg-race-1');
+  restoreStagingForTesting.beforeMove = () => fs.writeFile(join(t1, 'a.txt'), "the user's a\n");
+  await assert.rejects(restore(tr.repo, snap, { target: t1 }), (e: unknown) => CofferError.is(e, 'exists') && /a\.txt appeared in the target/.test((e as Error).message));
+  assert.equal(restoreStagingForTesting.staged, true);
+  assert.equal(await fs.readFile(join(t1, 'a.txt'), 'utf8'), "the user's a\n");
+  assert.deepEqual(await staging(t1), []);
+
+  // Something at a directory's name.
+  const t2 = await tempDir(t, 'stg-race-2');
+  restoreStagingForTesting.beforeMove = async () => {
+    await fs.mkdir(join(t2, 'd'));
+    await fs.writeFile(join(t2, 'd', 'mine.txt'), 'mine\n');
+  };
+  await assert.rejects(restore(tr.repo, snap, { target: t2 }), (e: unknown) => CofferError.is(e, 'exists') && /d appeared in the target/.test((e as Error).message));
+  assert.deepEqual((await fs.readdir(join(t2, 'd'))).sort(), ['mine.txt']);
+  assert.deepEqual(await staging(t2), []);
+
+  // With --overwrite the restored file replaces it.
+  const t3 = await tempDir(t, 'stg-race-3');
+  restoreStagingForTesting.beforeMove = () => fs.writeFile(join(t3, 'a.txt'), "the user's a\n");
+  await restore(tr.repo, snap, { target: t3, overwrite: true });
+  assert.equal(await fs.readFile(join(t3, 'a.txt'), 'utf8'), 'restored a\n');
+  assert.equal(await fs.readFile(join(t3, 'd', 'x.txt'), 'utf8'), 'restored x\n');
+  assert.deepEqual(await staging(t3), []);
+
+  // Nothing appeared: both in place, nothing left behind.
+  const t4 = await tempDir(t, 'stg-race-4');
+  delete restoreStagingForTesting.beforeMove;
+  await restore(tr.repo, snap, { target: t4 });
+  assert.deepEqual((await fs.readdir(t4)).sort(), ['a.txt', 'd']);
+  assert.equal((await fs.lstat(join(t4, 'a.txt'))).nlink, 1);
+});

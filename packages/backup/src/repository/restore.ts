@@ -486,10 +486,12 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
       try {
         const made = await tgt.withDir(NO_DIR, false, async (prefix) => madeIn(Buffer.concat([prefix, st.name])));
         const r = await restoreInto(repo, st.tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: true, made: made ?? undefined });
-        // Each top-level entry complete, moved into place (rename(2): one call each).
+        await restoreStagingForTesting.beforeMove?.();
+        // Each top-level entry complete, moved into place (one call each), never over
+        // something that appeared at its name meanwhile unless --overwrite.
         await st.tgt.withDir(NO_DIR, false, (from) =>
           tgt.withDir(NO_DIR, false, async (to) => {
-            for (const t of st.tops) await fs.rename(Buffer.concat([from, t]), Buffer.concat([to, t]));
+            for (const t of st.tops) await moveStaged(Buffer.concat([from, t]), Buffer.concat([to, t]), opts.overwrite === true, shown(t));
           }),
         );
         await st.tgt.close();
@@ -549,7 +551,43 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
 }
 
 /** Tests: `off` restores every target the way of a target that holds some of the restore (no staging); `staged`: whether the last restore was staged. */
-export const restoreStagingForTesting = { off: false, staged: false };
+export const restoreStagingForTesting: { off: boolean; staged: boolean; beforeMove?: () => Promise<void> } = { off: false, staged: false };
+
+/**
+ * Moves a staged top-level entry to its place. The target held nothing at that name when
+ * the restore began; something may have appeared there since. A directory is renamed
+ * (rename(2) fails over anything but an empty directory); anything else is hard-linked
+ * to its place, which fails if the name is taken, then unlinked from the staging
+ * directory: rename(2) would replace a file silently. With `overwrite`, or on a file
+ * system without hard links, it is renamed after one more look.
+ */
+async function moveStaged(from: Buffer, to: Buffer, overwrite: boolean, shownName: string): Promise<void> {
+  const taken = () => new CofferError('exists', `${shownName} appeared in the target during the restore; it was left as it is (use --overwrite to replace it)`);
+  const st = lstatSync(from);
+  if (st.isDirectory()) {
+    try {
+      await fs.rename(from, to);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR' || code === 'EISDIR') throw taken();
+      throw e;
+    }
+    return;
+  }
+  if (!overwrite) {
+    try {
+      await fs.link(from, to);
+      await fs.unlink(from);
+      return;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw taken();
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EMLINK') throw e;
+    }
+    if (lstatSync(to, { throwIfNoEntry: false }) !== undefined) throw taken();
+  }
+  await fs.rename(from, to);
+}
 
 /**
  * The restore's top-level names (each entry's first path component), each once; undefined

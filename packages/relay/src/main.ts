@@ -9,7 +9,7 @@ import pino from 'pino';
 import { ConfigError, loadConfig, type RelayConfig } from './config.js';
 import { assembleRelay } from './start.js';
 import { LOG_REDACT } from './app.js';
-import { tuneHeapForRelay } from './blobs/heap.js';
+import { tuneHeapForRelay } from './heap.js';
 
 const USAGE = `usage: coffer-relay [serve] [--config FILE]
 

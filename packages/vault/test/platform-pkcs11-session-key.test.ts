@@ -1,14 +1,14 @@
-// Seal keys used through a session copy (issue 13, session 18): a seal key provisioned
+// Seal and ECDH keys used through a session copy (issue 13, session 18): a key provisioned
 // CKA_MODIFIABLE true is copied once into a session object and every C_EncryptInit /
-// C_DecryptInit uses the copy; a key provisioned before (CKA_MODIFIABLE false) is used in
-// place. Same key either way. On a real SoftHSM2 token.
+// C_DecryptInit / C_DeriveKey uses the copy; a key provisioned before (CKA_MODIFIABLE
+// false) is used in place. Same key either way. On a real SoftHSM2 token.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { randomBytes } from 'node:crypto';
+import { createECDH, randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { AesGCM, Handle, Mechanism, PKCS11 } from 'pkcs11js';
 import { openPkcs11Platform, provisionPkcs11Keys } from '../src/platform/pkcs11/index.js';
-import { sealKeyTemplate } from '../src/platform/pkcs11/keys.js';
+import { ecdhKeyPairTemplates, mechanismList, sealKeyTemplate } from '../src/platform/pkcs11/keys.js';
 import { createSoftHsmToken } from './helpers/softhsm.js';
 import { describeIf, softHsmSkip } from './helpers/requirements.js';
 import type { SoftHsmToken } from './helpers/softhsm.js';
@@ -16,17 +16,19 @@ import type { SoftHsmToken } from './helpers/softhsm.js';
 const NEW = 'test-seal-new-v1';
 const NEW_OTHER = 'test-seal-new-other-v1';
 const OLD = 'test-seal-old-v1';
+const EC = 'test-ecdh-new-v1';
+const EC_OLD = 'test-ecdh-old-v1';
 
 const skip = softHsmSkip();
 let token: SoftHsmToken;
 if (!skip) token = createSoftHsmToken();
 
-/** Every key handle given to C_EncryptInit / C_DecryptInit / C_CopyObject in this process (native calls, as bench-vault-ab counts them). */
+/** Every key handle given to C_EncryptInit / C_DecryptInit / C_DeriveKey / C_CopyObject in this process (native calls, as bench-vault-ab counts them). */
 const inits: { call: string; key: Handle }[] = [];
 const copies: Handle[] = [];
 if (!skip) {
   const native = Object.getPrototypeOf(pkcs11js.PKCS11.prototype) as Record<string, (...args: unknown[]) => unknown>;
-  for (const name of ['C_EncryptInit', 'C_DecryptInit'] as const) {
+  for (const name of ['C_EncryptInit', 'C_DecryptInit', 'C_DeriveKey'] as const) {
     const fn = native[name]!;
     native[name] = function (this: unknown, ...args: unknown[]) {
       inits.push({ call: name, key: args[2] as Handle });
@@ -70,9 +72,9 @@ function withRawSession<T>(fn: (p: PKCS11, s: Handle) => T): T {
   }
 }
 
-function find(p: PKCS11, s: Handle, label: string): Handle {
+function find(p: PKCS11, s: Handle, label: string, cls: number = pkcs11js.CKO_SECRET_KEY): Handle {
   p.C_FindObjectsInit(s, [
-    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+    { type: pkcs11js.CKA_CLASS, value: cls },
     { type: pkcs11js.CKA_LABEL, value: label },
     { type: pkcs11js.CKA_TOKEN, value: true },
   ]);
@@ -111,11 +113,14 @@ const isToken = (h: Handle): boolean => withRawSession((p, s) => flags(p, s, h).
 
 describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
   before(async () => {
-    await provisionPkcs11Keys(token.options, { seal: [NEW, NEW_OTHER] });
-    // A key as every token provisioned before session 18 holds it: CKA_MODIFIABLE false.
+    await provisionPkcs11Keys(token.options, { seal: [NEW, NEW_OTHER], ecdh: [EC] });
+    // Keys as every token provisioned before session 18 holds them: CKA_MODIFIABLE false
+    // (and no CKA_ALLOWED_MECHANISMS on the EC key).
+    const old = (a: { type: number; value?: unknown }) => (a.type === pkcs11js.CKA_MODIFIABLE ? { type: a.type, value: false } : a);
     withRawSession((p, s) => {
-      const t = sealKeyTemplate(OLD).map((a) => (a.type === pkcs11js.CKA_MODIFIABLE ? { type: a.type, value: false } : a));
-      p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, t);
+      p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, sealKeyTemplate(OLD).map(old) as ReturnType<typeof sealKeyTemplate>);
+      const t = ecdhKeyPairTemplates(EC_OLD);
+      p.C_GenerateKeyPair(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, t.publicKey, t.privateKey.filter((a) => a.type !== pkcs11js.CKA_ALLOWED_MECHANISMS).map(old) as typeof t.privateKey);
     });
   });
   after(() => token.cleanup());
@@ -208,6 +213,61 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
         assert.equal(await platform.unseal(NEW_OTHER, aad, await platform.seal(NEW, aad, pt)), null);
         assert.equal(await platform.unseal(OLD, aad, await platform.seal(NEW, aad, pt)), null);
         assert.equal(await platform.unseal(NEW, aad, await platform.seal(OLD, aad, pt)), null);
+      } finally {
+        await platform.close();
+      }
+    });
+  });
+
+  describe('an ECDH key provisioned now', () => {
+    it('is modifiable but held to CKM_ECDH1_DERIVE: switching CKA_SIGN on gives no ECDSA, the mechanism list cannot be widened, the value cannot be read', () => {
+      withRawSession((p, s) => {
+        const h = find(p, s, EC, pkcs11js.CKO_PRIVATE_KEY);
+        assert.deepEqual(flags(p, s, h), { TOKEN: 1, PRIVATE: 1, SENSITIVE: 1, EXTRACTABLE: 0, MODIFIABLE: 1 });
+        assert.deepEqual(p.C_GetAttributeValue(s, h, [{ type: pkcs11js.CKA_ALLOWED_MECHANISMS }])[0]!.value, mechanismList(pkcs11js.CKM_ECDH1_DERIVE));
+        assert.throws(() => p.C_GetAttributeValue(s, h, [{ type: pkcs11js.CKA_VALUE }]), /CKR_ATTRIBUTE_SENSITIVE/);
+        assert.throws(() => p.C_SetAttributeValue(s, h, [{ type: pkcs11js.CKA_ALLOWED_MECHANISMS, value: mechanismList(pkcs11js.CKM_ECDH1_DERIVE, pkcs11js.CKM_ECDSA) }]), /CKR_ATTRIBUTE_READ_ONLY/);
+        assert.throws(() => p.C_CopyObject(s, h, [{ type: pkcs11js.CKA_TOKEN, value: false }, { type: pkcs11js.CKA_ALLOWED_MECHANISMS, value: mechanismList(pkcs11js.CKM_ECDSA) }]), /CKR_ATTRIBUTE_READ_ONLY/);
+        assert.throws(() => p.C_SetAttributeValue(s, h, [{ type: pkcs11js.CKA_EXTRACTABLE, value: true }]), /CKR_ATTRIBUTE_READ_ONLY/);
+        p.C_SetAttributeValue(s, h, [{ type: pkcs11js.CKA_SIGN, value: true }]); // allowed: a usage flag …
+        assert.throws(() => p.C_SignInit(s, { mechanism: pkcs11js.CKM_ECDSA }, h), /CKR_MECHANISM_INVALID/); // … that opens nothing
+      });
+    });
+
+    it('is copied once into a session object that every C_DeriveKey uses, giving the DH of the token key', async () => {
+      const platform = await openPkcs11Platform(token.options);
+      try {
+        const pub = await platform.publicKey(EC);
+        inits.length = 0;
+        copies.length = 0;
+        for (let i = 0; i < 3; i++) {
+          const peer = createECDH('prime256v1');
+          peer.generateKeys();
+          assert.deepEqual(await platform.ecdh(EC, new Uint8Array(peer.getPublicKey())), new Uint8Array(peer.computeSecret(pub)));
+        }
+        assert.equal(copies.length, 1);
+        const derives = inits.filter((c) => c.call === 'C_DeriveKey');
+        assert.equal(derives.length, 3);
+        for (const { key } of derives) {
+          assert.ok(key.equals(copies[0]!));
+          assert.equal(isToken(key), false);
+        }
+        withRawSession((p, s) => assert.deepEqual(flags(p, s, copies[0]!), { TOKEN: 0, PRIVATE: 1, SENSITIVE: 1, EXTRACTABLE: 0, MODIFIABLE: 0 }));
+      } finally {
+        await platform.close();
+      }
+    });
+
+    it('one provisioned before (CKA_MODIFIABLE false) is used in place', async () => {
+      const platform = await openPkcs11Platform(token.options);
+      try {
+        const pub = await platform.publicKey(EC_OLD);
+        inits.length = 0;
+        const peer = createECDH('prime256v1');
+        peer.generateKeys();
+        assert.deepEqual(await platform.ecdh(EC_OLD, new Uint8Array(peer.getPublicKey())), new Uint8Array(peer.computeSecret(pub)));
+        const [derive] = inits.filter((c) => c.call === 'C_DeriveKey');
+        assert.ok(derive && isToken(derive.key));
       } finally {
         await platform.close();
       }

@@ -168,7 +168,23 @@ export function macKeyTemplate(label: string, exportable = false): Template {
   ];
 }
 
-/** The public and private templates of a P-256 key pair for ECDH (CKA_DERIVE only). */
+/** CKA_ALLOWED_MECHANISMS value: CK_MECHANISM_TYPEs as native CK_ULONGs (8 bytes on the 64-bit platforms pkcs11js builds for). */
+export function mechanismList(...mechanisms: number[]): Buffer {
+  const b = Buffer.alloc(8 * mechanisms.length);
+  mechanisms.forEach((m, i) => b.writeBigUInt64LE(BigInt(m), 8 * i));
+  return b;
+}
+
+/**
+ * The public and private templates of a P-256 key pair for ECDH (CKA_DERIVE only).
+ *
+ * The private key is CKA_MODIFIABLE true with CKA_ALLOWED_MECHANISMS = CKM_ECDH1_DERIVE
+ * alone (issue 13, session 18), so the platform can use it through a session copy like the
+ * seal keys (`sealKeyTemplate`). CKA_ALLOWED_MECHANISMS is not modifiable (PKCS#11 2.40;
+ * SoftHSM2: CKR_ATTRIBUTE_READ_ONLY, on a copy too), so the usage flags the PIN holder
+ * could now switch on (CKA_SIGN, CKA_DECRYPT, …) open no mechanism but the ECDH the key
+ * does already: an ECDSA signature with the fleet key stays impossible (tested).
+ */
 export function ecdhKeyPairTemplates(label: string, exportable = false): { publicKey: Template; privateKey: Template } {
   return {
     publicKey: [
@@ -187,7 +203,8 @@ export function ecdhKeyPairTemplates(label: string, exportable = false): { publi
     privateKey: [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
       { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC },
-      ...hardened(label, exportable),
+      ...hardened(label, exportable, true),
+      { type: pkcs11js.CKA_ALLOWED_MECHANISMS, value: mechanismList(pkcs11js.CKM_ECDH1_DERIVE) },
       { type: pkcs11js.CKA_DERIVE, value: true },
       { type: pkcs11js.CKA_SIGN, value: false },
       { type: pkcs11js.CKA_DECRYPT, value: false },
@@ -217,7 +234,7 @@ export const ECDH_SECRET_TEMPLATE: Template = [
 ];
 
 /**
- * What `C_CopyObject` gives a seal key's session copy (pkcs11-platform.ts): a session
+ * What `C_CopyObject` gives a seal or ECDH key's session copy (pkcs11-platform.ts): a session
  * object (gone when the session that made it closes), itself not modifiable. Every
  * other attribute is the token key's: private, sensitive, CKA_EXTRACTABLE as it is.
  */

@@ -38,8 +38,8 @@ const DESCRIPTION: Record<KeyKind, string> = {
  * Handles of the token objects with CKA_LABEL `label` and the class of `kind` (at most
  * two: enough to tell "none", "one" and "ambiguous" apart). Uses the session's find
  * operation, so the caller must hold the session. Token objects only (CKA_TOKEN true):
- * a seal key's session copy (pkcs11-platform.ts) and the session objects of a key
- * transfer carry the same label and are not other keys.
+ * a key's session copy (pkcs11-platform.ts) and the session objects of a key transfer
+ * carry the same label and are not other keys.
  */
 export function findByLabel(pkcs11: PKCS11, session: Handle, kind: KeyKind, label: string): Handle[] {
   try {
@@ -105,8 +105,9 @@ function readUlong(pkcs11: PKCS11, session: Handle, object: Handle, type: number
 
 /**
  * Attributes every provisioned key shares: a token object, private (needs login),
- * sensitive, never extractable, and (but for the seal keys, `modifiable`) not modifiable
- * (so nobody can widen its usage later without destroying and recreating it).
+ * sensitive, never extractable, and (but for the seal and P-256 keys, `modifiable`: their
+ * templates say why) not modifiable (so nobody can widen its usage later without
+ * destroying and recreating it).
  *
  * `exportable` (the fleet keys on the token that runs `fleet init`/`fleet rotate`):
  * CKA_EXTRACTABLE true, so that C_WrapKey can wrap them to a joining node's token (the

@@ -46,8 +46,8 @@ export interface OpenToken {
   readonly slot: Handle;
   /**
    * A session of its own, opened on first call and kept until `close` (after the pool):
-   * the owner of the session objects the platform makes once (the seal keys' session
-   * copies), which live as long as the session that created them. Never used for
+   * the owner of the session objects the platform makes once (the keys' session copies),
+   * which live as long as the session that created them. Never used for
    * operations, so no pooled operation's failure closes it.
    * @throws PlatformError when it cannot be opened or the token is closed
    */

@@ -3,8 +3,13 @@
 // interleaved so load from other processes falls on every variant alike (median over rounds):
 //   - ecdh: C_DeriveKey (CKM_ECDH1_DERIVE) + read CKA_VALUE + C_DestroyObject, the derived
 //     object made with the vault's ECDH_SECRET_TEMPLATE and with CKA_PRIVATE = true (the
-//     template before issue 13's third round), same private key, same peers;
-//   - seal: C_EncryptInit + C_Encrypt, AES-256-GCM of a 1 KiB record; mac: HMAC-SHA256 of 100 B;
+//     template before issue 13's third round), same private key, same peers; and with a
+//     session EC key, generated as one or the session copy of a modifiable token key (what
+//     the vault does since issue 13's session 18);
+//   - seal: C_EncryptInit + C_Encrypt, AES-256-GCM of a 1 KiB record, and of a 3 KiB record
+//     under a token key, a session key derived from one, and the session copy of a modifiable
+//     token key (what the vault's seal keys are used through since issue 13's session 18);
+//     mac: HMAC-SHA256 of 100 B;
 //   - anchor: the vault's anchor write as its anchor thread makes it (platform/pkcs11/anchor.ts
 //     AnchorSlots.write: C_SetAttributeValue of the older slot's label), and the same write
 //     with the search of the token first (writeAnchorObject: what the first write after a
@@ -25,7 +30,7 @@ const ROUNDS = argNumber('rounds', 5);
 const OPS = argNumber('ops', 400);
 const require = createRequire(join(root, 'packages', 'vault', 'package.json'));
 const pkcs11js = require('pkcs11js');
-const { ECDH_SECRET_TEMPLATE, ecdhKeyPairTemplates } = await import(join(root, 'packages/vault/dist/src/platform/pkcs11/keys.js'));
+const { ECDH_SECRET_TEMPLATE, ecdhKeyPairTemplates, sealKeyTemplate, SESSION_COPY_TEMPLATE } = await import(join(root, 'packages/vault/dist/src/platform/pkcs11/keys.js'));
 const { AnchorSlots, writeAnchorObject } = await import(join(root, 'packages/vault/dist/src/platform/pkcs11/anchor.js'));
 const ANCHOR_OPS = argNumber('anchor-ops', 20);
 
@@ -70,9 +75,9 @@ try {
       }
     };
     // Issue 13, ninth round: the same operations on *session* objects (SoftHSM2 keeps them in
-    // memory: no object-file reads per operation). The vault's keys are token objects and
-    // cannot be copied into session objects (docs/pkcs11.md); an AES key derived from a
-    // token key (CKM_AES_CBC_ENCRYPT_DATA, the derived key a session object) can be.
+    // memory: no object-file reads per operation). Non-modifiable token keys cannot be
+    // copied into session objects (docs/pkcs11.md); an AES key derived from a token key
+    // (CKM_AES_CBC_ENCRYPT_DATA, the derived key a session object) can be.
     const aesDerivable = p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES }, { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
       { type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: true }, { type: pkcs11js.CKA_DERIVE, value: true },
@@ -81,6 +86,10 @@ try {
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES }, { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
       { type: pkcs11js.CKA_TOKEN, value: false }, { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: true }, { type: pkcs11js.CKA_EXTRACTABLE, value: false }, { type: pkcs11js.CKA_ENCRYPT, value: true },
     ]);
+    // Session 18: the vault's seal keys are provisioned CKA_MODIFIABLE true and used through
+    // a session copy (C_CopyObject, SESSION_COPY_TEMPLATE), what the platform does now.
+    const aesCopy = p.C_CopyObject(s, p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, sealKeyTemplate('ops-seal-modifiable')), SESSION_COPY_TEMPLATE);
+    const ecCopy = p.C_CopyObject(s, (() => { const t = ecdhKeyPairTemplates('ops-ecdh-modifiable'); return p.C_GenerateKeyPair(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, t.publicKey, t.privateKey).privateKey; })(), SESSION_COPY_TEMPLATE);
     const ts = ecdhKeyPairTemplates('ops-ecdh-session');
     const sessionPair = p.C_GenerateKeyPair(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, ts.publicKey.map((a) => (a.type === pkcs11js.CKA_TOKEN ? { ...a, value: false } : a)), ts.privateKey.map((a) => (a.type === pkcs11js.CKA_TOKEN ? { ...a, value: false } : a)));
     const record = Buffer.alloc(1024, 7);
@@ -109,7 +118,7 @@ try {
     const anchorSearch = () => {
       for (let i = 0; i < ANCHOR_OPS; i++) writeAnchorObject(p, s, anchorValue);
     };
-    const cases = { 'ecdh (derived object CKA_PRIVATE=false, the vault now)': ecdh(ECDH_SECRET_TEMPLATE), 'ecdh (derived object CKA_PRIVATE=true, before)': ecdh(privateTemplate), 'ecdh (session EC key, not possible for the vault)': ecdh(ECDH_SECRET_TEMPLATE, sessionPair.privateKey), 'seal 1 KiB AES-GCM': seal(), 'seal 3 KiB AES-GCM (token key, the vault now)': seal(aes, record3k), 'seal 3 KiB AES-GCM (session key derived from a token key)': seal(aesSession, record3k), 'mac HMAC-SHA256 100 B': mac, 'anchor write (per group commit)': anchor, 'anchor write with the token searched first': anchorSearch };
+    const cases = { 'ecdh (token EC key, derived object CKA_PRIVATE=false)': ecdh(ECDH_SECRET_TEMPLATE), 'ecdh (derived object CKA_PRIVATE=true, before)': ecdh(privateTemplate), 'ecdh (session EC key generated as such)': ecdh(ECDH_SECRET_TEMPLATE, sessionPair.privateKey), 'ecdh (session copy of a token EC key, session 18)': ecdh(ECDH_SECRET_TEMPLATE, ecCopy), 'seal 1 KiB AES-GCM': seal(), 'seal 3 KiB AES-GCM (token key, the vault before)': seal(aes, record3k), 'seal 3 KiB AES-GCM (session key derived from a token key)': seal(aesSession, record3k), 'seal 3 KiB AES-GCM (session copy of a token key, session 18)': seal(aesCopy, record3k), 'mac HMAC-SHA256 100 B': mac, 'anchor write (per group commit)': anchor, 'anchor write with the token searched first': anchorSearch };
     const opsOf = (name) => (name.startsWith('anchor') ? ANCHOR_OPS : OPS);
     const results = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
     const cpuUs = () => {
@@ -126,7 +135,7 @@ try {
     }
     const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     console.log(`SoftHSM2 CPU per operation (µs; ${OPS} ops per case per round (anchor: ${ANCHOR_OPS}), ${ROUNDS} interleaved rounds; median [min–max]):`);
-    for (const [name, xs] of Object.entries(results)) console.log(`  ${name.padEnd(56)} ${median(xs).toFixed(0).padStart(5)}  [${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}]`);
+    for (const [name, xs] of Object.entries(results)) console.log(`  ${name.padEnd(62)} ${median(xs).toFixed(0).padStart(5)}  [${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}]`);
     p.C_Logout(s);
     p.C_CloseSession(s);
   } finally {

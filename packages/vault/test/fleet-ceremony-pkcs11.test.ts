@@ -82,7 +82,7 @@ describeIf('fleet key ceremony on PKCS#11 (SoftHSM2 tokens)', skip, () => {
     assert.equal((await parseFleetKeyBundle(bundleToJson(r.bundle))).keys[0]!.publicKey.length, 65);
     for (const [label, kind] of [[KEY_LABELS.fleetHpke, 'ecdh'], [KEY_LABELS.recordSeal, 'seal'], [KEY_LABELS.logMac, 'mac']] as const) {
       const a = await attrs('a', label, kind);
-      assert.deepEqual({ extractable: a.extractable, sensitive: a.sensitive, alwaysSensitive: a.alwaysSensitive, local: a.local, private: a.private, modifiable: a.modifiable }, { extractable: true, sensitive: true, alwaysSensitive: true, local: true, private: true, modifiable: false }, label);
+      assert.deepEqual({ extractable: a.extractable, sensitive: a.sensitive, alwaysSensitive: a.alwaysSensitive, local: a.local, private: a.private, modifiable: a.modifiable }, { extractable: true, sensitive: true, alwaysSensitive: true, local: true, private: true, modifiable: kind !== 'mac' }, label);
     }
     for (const n of ['a', 'b', 'c', 'd']) {
       ids[n] = await nodeKey(cfg[n]!);
@@ -146,7 +146,8 @@ describeIf('fleet key ceremony on PKCS#11 (SoftHSM2 tokens)', skip, () => {
     for (const [label, kind] of [[KEY_LABELS.fleetHpke, 'ecdh'], [KEY_LABELS.recordSeal, 'seal'], [KEY_LABELS.logMac, 'mac']] as const) {
       const b = await attrs('b', label, kind);
       // PKCS#11 marks an unwrapped key NEVER_EXTRACTABLE false / ALWAYS_SENSITIVE false: it was outside, wrapped.
-      assert.deepEqual(b, { label, extractable: false, sensitive: true, neverExtractable: false, alwaysSensitive: false, local: false, modifiable: false, private: true });
+      // Seal and ECDH keys stay modifiable on the joining token too (the platform's session copy).
+      assert.deepEqual(b, { label, extractable: false, sensitive: true, neverExtractable: false, alwaysSensitive: false, local: false, modifiable: kind !== 'mac', private: true });
       const a = await attrs('a', label, kind);
       assert.equal(a.extractable, true, 'the source is unchanged');
       assert.equal(a.sensitive, true);
@@ -225,7 +226,7 @@ describeIf('fleet key ceremony on PKCS#11 (SoftHSM2 tokens)', skip, () => {
     assert.ok(pkg.keys!.some((k) => k.label === label));
     const r = await joinFleet(cfg.b!, JSON.stringify(pkg), keyId);
     assert.deepEqual(r.imported, [label], 'only the new key is imported; the others are recognised');
-    assert.deepEqual(await attrs('b', label, 'seal'), { label, extractable: false, sensitive: true, neverExtractable: false, alwaysSensitive: false, local: false, modifiable: false, private: true });
+    assert.deepEqual(await attrs('b', label, 'seal'), { label, extractable: false, sensitive: true, neverExtractable: false, alwaysSensitive: false, local: false, modifiable: true, private: true });
     await activate(cfg.a!, label);
     await activate(cfg.b!, label);
     assert.equal(readFleetFile(cfg.b!.fleetFile).currentRecordSealKey, label);

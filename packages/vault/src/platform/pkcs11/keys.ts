@@ -37,13 +37,16 @@ const DESCRIPTION: Record<KeyKind, string> = {
 /**
  * Handles of the token objects with CKA_LABEL `label` and the class of `kind` (at most
  * two: enough to tell "none", "one" and "ambiguous" apart). Uses the session's find
- * operation, so the caller must hold the session.
+ * operation, so the caller must hold the session. Token objects only (CKA_TOKEN true):
+ * a key's session copy (pkcs11-platform.ts) and the session objects of a key transfer
+ * carry the same label and are not other keys.
  */
 export function findByLabel(pkcs11: PKCS11, session: Handle, kind: KeyKind, label: string): Handle[] {
   try {
     pkcs11.C_FindObjectsInit(session, [
       { type: pkcs11js.CKA_CLASS, value: CLASS[kind] },
       { type: pkcs11js.CKA_LABEL, value: label },
+      { type: pkcs11js.CKA_TOKEN, value: true },
     ]);
     try {
       return pkcs11.C_FindObjects(session, 2);
@@ -102,31 +105,46 @@ function readUlong(pkcs11: PKCS11, session: Handle, object: Handle, type: number
 
 /**
  * Attributes every provisioned key shares: a token object, private (needs login),
- * sensitive, never extractable, and not modifiable (so nobody can flip CKA_EXTRACTABLE
- * or widen its usage later without destroying and recreating it).
+ * sensitive, never extractable, and (but for the seal and P-256 keys, `modifiable`: their
+ * templates say why) not modifiable (so nobody can widen its usage later without
+ * destroying and recreating it).
  *
  * `exportable` (the fleet keys on the token that runs `fleet init`/`fleet rotate`):
  * CKA_EXTRACTABLE true, so that C_WrapKey can wrap them to a joining node's token (the
  * key ceremony, transfer.ts); still CKA_SENSITIVE, so their value is never readable.
  */
-function hardened(label: string, exportable = false): Template {
+function hardened(label: string, exportable = false, modifiable = false): Template {
   return [
     { type: pkcs11js.CKA_LABEL, value: label },
     { type: pkcs11js.CKA_TOKEN, value: true },
     { type: pkcs11js.CKA_PRIVATE, value: true },
     { type: pkcs11js.CKA_SENSITIVE, value: true },
     { type: pkcs11js.CKA_EXTRACTABLE, value: exportable },
-    { type: pkcs11js.CKA_MODIFIABLE, value: false },
+    { type: pkcs11js.CKA_MODIFIABLE, value: modifiable },
   ];
 }
 
-/** AES-256 for AES-GCM sealing and AES key wrap. */
+/**
+ * AES-256 for AES-GCM sealing and AES key wrap.
+ *
+ * CKA_MODIFIABLE true (issue 13, session 18): a token that refuses to copy a
+ * non-modifiable object with CKA_TOKEN false (SoftHSM2 applies CKA_MODIFIABLE false to
+ * every attribute of a copy's template) can then copy this key into a *session* object
+ * once, at the vault's first seal (pkcs11-platform.ts), and every C_EncryptInit /
+ * C_DecryptInit after that uses the session copy, which SoftHSM2's file backend does not
+ * re-read per call. The copy is the same key (same records, same fleet), keeps
+ * CKA_SENSITIVE and CKA_EXTRACTABLE (PKCS#11 2.40 §4.1.3: a copy may only turn
+ * CKA_EXTRACTABLE off and CKA_SENSITIVE on, as may C_SetAttributeValue on this key); the
+ * PIN holder may change usage flags and the label, which gives nothing CKA_ENCRYPT and
+ * CKA_DECRYPT (any AES mechanism, ECB included) do not give already (docs/pkcs11.md).
+ * Keys provisioned before are non-modifiable and keep being used in place.
+ */
 export function sealKeyTemplate(label: string, exportable = false): Template {
   return [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
     { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
     { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
-    ...hardened(label, exportable),
+    ...hardened(label, exportable, true),
     { type: pkcs11js.CKA_ENCRYPT, value: true },
     { type: pkcs11js.CKA_DECRYPT, value: true },
     { type: pkcs11js.CKA_WRAP, value: true },
@@ -151,7 +169,23 @@ export function macKeyTemplate(label: string, exportable = false): Template {
   ];
 }
 
-/** The public and private templates of a P-256 key pair for ECDH (CKA_DERIVE only). */
+/** CKA_ALLOWED_MECHANISMS value: CK_MECHANISM_TYPEs as native CK_ULONGs (8 bytes on the 64-bit platforms pkcs11js builds for). */
+export function mechanismList(...mechanisms: number[]): Buffer {
+  const b = Buffer.alloc(8 * mechanisms.length);
+  mechanisms.forEach((m, i) => b.writeBigUInt64LE(BigInt(m), 8 * i));
+  return b;
+}
+
+/**
+ * The public and private templates of a P-256 key pair for ECDH (CKA_DERIVE only).
+ *
+ * The private key is CKA_MODIFIABLE true with CKA_ALLOWED_MECHANISMS = CKM_ECDH1_DERIVE
+ * alone (issue 13, session 18), so the platform can use it through a session copy like the
+ * seal keys (`sealKeyTemplate`). CKA_ALLOWED_MECHANISMS is not modifiable (PKCS#11 2.40;
+ * SoftHSM2: CKR_ATTRIBUTE_READ_ONLY, on a copy too), so the usage flags the PIN holder
+ * could now switch on (CKA_SIGN, CKA_DECRYPT, …) open no mechanism but the ECDH the key
+ * does already: an ECDSA signature with the fleet key stays impossible (tested).
+ */
 export function ecdhKeyPairTemplates(label: string, exportable = false): { publicKey: Template; privateKey: Template } {
   return {
     publicKey: [
@@ -170,7 +204,8 @@ export function ecdhKeyPairTemplates(label: string, exportable = false): { publi
     privateKey: [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
       { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC },
-      ...hardened(label, exportable),
+      ...hardened(label, exportable, true),
+      { type: pkcs11js.CKA_ALLOWED_MECHANISMS, value: mechanismList(pkcs11js.CKM_ECDH1_DERIVE) },
       { type: pkcs11js.CKA_DERIVE, value: true },
       { type: pkcs11js.CKA_SIGN, value: false },
       { type: pkcs11js.CKA_DECRYPT, value: false },
@@ -197,6 +232,16 @@ export const ECDH_SECRET_TEMPLATE: Template = [
   { type: pkcs11js.CKA_PRIVATE, value: false },
   { type: pkcs11js.CKA_SENSITIVE, value: false },
   { type: pkcs11js.CKA_EXTRACTABLE, value: true },
+];
+
+/**
+ * What `C_CopyObject` gives a seal or ECDH key's session copy (pkcs11-platform.ts): a session
+ * object (gone when the session that made it closes), itself not modifiable. Every
+ * other attribute is the token key's: private, sensitive, CKA_EXTRACTABLE as it is.
+ */
+export const SESSION_COPY_TEMPLATE: Template = [
+  { type: pkcs11js.CKA_TOKEN, value: false },
+  { type: pkcs11js.CKA_MODIFIABLE, value: false },
 ];
 
 /**

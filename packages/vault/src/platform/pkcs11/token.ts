@@ -44,6 +44,14 @@ export interface OpenToken {
   /** The module's path and the token's slot (for a worker thread opening its own session). */
   readonly module: string;
   readonly slot: Handle;
+  /**
+   * A session of its own, opened on first call and kept until `close` (after the pool):
+   * the owner of the session objects the platform makes once (the keys' session copies),
+   * which live as long as the session that created them. Never used for
+   * operations, so no pooled operation's failure closes it.
+   * @throws PlatformError when it cannot be opened or the token is closed
+   */
+  objectSession(): Handle;
   /** Releases the pool, the login (last user logs out) and the module (last user finalizes). */
   close(): Promise<void>;
 }
@@ -207,32 +215,30 @@ export function openToken(opts: Pkcs11Options): OpenToken {
     throw err;
   }
   const pkcs11 = m.pkcs11;
-  const pool = new SessionPool(
-    opts.poolSize ?? 4,
-    () => {
-      let s: Handle;
-      try {
-        s = pkcs11.C_OpenSession(slot, SESSION_FLAGS);
-      } catch (err) {
-        throw toPlatformError(err, 'C_OpenSession');
-      }
-      // Sessions share the application's login; if it was lost (token reset), say so.
-      let state: number;
-      try {
-        state = pkcs11.C_GetSessionInfo(s).state;
-      } catch (err) {
-        safely(() => pkcs11.C_CloseSession(s));
-        throw toPlatformError(err, 'C_GetSessionInfo');
-      }
-      if (state !== CKS_RW_USER_FUNCTIONS && state !== CKS_RO_USER_FUNCTIONS) {
-        safely(() => pkcs11.C_CloseSession(s));
-        throw new PlatformError('pkcs11: the token is no longer logged in', 'login-failed');
-      }
-      return s;
-    },
-    (s) => safely(() => pkcs11.C_CloseSession(s)),
-  );
+  const openSession = (): Handle => {
+    let s: Handle;
+    try {
+      s = pkcs11.C_OpenSession(slot, SESSION_FLAGS);
+    } catch (err) {
+      throw toPlatformError(err, 'C_OpenSession');
+    }
+    // Sessions share the application's login; if it was lost (token reset), say so.
+    let state: number;
+    try {
+      state = pkcs11.C_GetSessionInfo(s).state;
+    } catch (err) {
+      safely(() => pkcs11.C_CloseSession(s));
+      throw toPlatformError(err, 'C_GetSessionInfo');
+    }
+    if (state !== CKS_RW_USER_FUNCTIONS && state !== CKS_RO_USER_FUNCTIONS) {
+      safely(() => pkcs11.C_CloseSession(s));
+      throw new PlatformError('pkcs11: the token is no longer logged in', 'login-failed');
+    }
+    return s;
+  };
+  const pool = new SessionPool(opts.poolSize ?? 4, openSession, (s) => safely(() => pkcs11.C_CloseSession(s)));
   let closed = false;
+  let objects: Handle | undefined;
   return {
     pkcs11,
     info,
@@ -240,10 +246,20 @@ export function openToken(opts: Pkcs11Options): OpenToken {
     label: opts.tokenLabel,
     module: opts.module,
     slot,
+    objectSession() {
+      if (closed) throw new PlatformError('pkcs11: the token is closed', 'hsm-failure');
+      objects ??= openSession();
+      return objects;
+    },
     async close() {
       if (closed) return;
       closed = true;
       await pool.close();
+      // After the pool: no operation runs any more with a key this session owns.
+      if (objects !== undefined) {
+        const s = objects;
+        safely(() => pkcs11.C_CloseSession(s));
+      }
       releaseLogin(m, slot, login);
       releaseModule(opts.module, m);
     },

@@ -17,7 +17,7 @@
  *                   wrapped_i = CKM_AES_KEY_WRAP_PAD(Wi, fleet key i)   (RFC 5649)
  *   joining token   the same Z (transport private × enc) and Wi, then C_UnwrapKey into
  *                   session objects, checked, then C_CopyObject to token objects with
- *                   CKA_MODIFIABLE false.
+ *                   CKA_MODIFIABLE false (seal and ECDH keys: true, as keys.ts makes them).
  *
  * Why these: the fleet's HPKE key is a P-256 *private* key, which RSA-OAEP cannot wrap
  * (and SoftHSM2's OAEP is SHA-1 only), so an AES wrapping key is needed; ECDH on P-256
@@ -297,9 +297,11 @@ export async function unwrapKeys(opts: Pkcs11Options, transportLabel: string, wr
             continue;
           }
           try {
+            // Seal and ECDH keys stay modifiable, as keys.ts makes them, so that the
+            // platform can copy them into a session object; the MAC key not.
             p.C_CopyObject(s, st.handle, [
               { type: pkcs11js.CKA_TOKEN, value: true },
-              { type: pkcs11js.CKA_MODIFIABLE, value: false },
+              { type: pkcs11js.CKA_MODIFIABLE, value: st.item.kind !== 'mac' },
             ]);
             if (st.item.kind === 'ecdh' && findByLabel(p, s, 'ecdh-public', st.item.label).length === 0) {
               p.C_CreateObject(s, publicKeyObject(st.item.label, o.publicKeys[st.item.label]!));

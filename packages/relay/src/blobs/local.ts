@@ -60,7 +60,7 @@ export class LocalBlobStore implements BlobStore {
   readonly name: string;
   readonly #syncDir: (path: string) => Promise<void>;
   /**
-   * Directories under root (root included) whose entry in their parent this store synced
+   * Directories below root whose entry in their parent this store synced
    * after they were made. A directory is forgotten before it is removed.
    */
   readonly #durable = new Set<string>();
@@ -188,14 +188,16 @@ export class LocalBlobStore implements BlobStore {
 
   /**
    * Makes a new link in `dir` durable: `dir` is fsynced, and so is the parent of every
-   * directory from root down to `dir` not known to be durable (one another put made and
+   * directory below root down to `dir` not known to be durable (one another put made and
    * has not finished syncing, one left by an earlier process), all at once. In a backup's
-   * steady state that is `dir` alone, as before (issue 13).
+   * steady state that is `dir` alone, as before (issue 13). Root's own entry is synced
+   * only by the put that made root: a root given by the operator may sit in a directory
+   * the relay cannot open.
    */
   async #syncPath(dir: string): Promise<void> {
     const fresh: string[] = [];
     const targets = new Set<string>([dir]);
-    for (let d = dir; d.length >= this.root.length && dirname(d) !== d; d = dirname(d)) {
+    for (let d = dir; d.length > this.root.length && d.startsWith(this.root); d = dirname(d)) {
       if (this.#durable.has(d)) continue;
       fresh.push(d);
       targets.add(dirname(d));

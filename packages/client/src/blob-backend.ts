@@ -12,7 +12,8 @@
  * CofferError('storage') for everything else (unreachable, timeout, quota, conflict,
  * refused credentials), each message naming the object and the cause.
  */
-import { CofferError, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from '@coffer/backup';
+import type { ByteRange, ObjectInfo, ObjectWriter, StorageBackend } from '@coffer/backup';
+import { CofferError } from '@coffer/backup/errors';
 import { CofferClientError } from './errors.js';
 import type { RelayHttp, RelayResponse, RelayResponseBody, StreamedBody, TransportAnswer } from './relay-http.js';
 import { UnavailableError } from './errors.js';

@@ -8,7 +8,7 @@
  * The backend signs in again with the profile's device key when the relay answers 401,
  * exactly as CofferClient's does (relay-session.ts is both).
  */
-import { BackupKey } from '@coffer/backup';
+import { BackupKey } from '@coffer/backup/key';
 import { RelayBlobBackend } from './blob-backend.js';
 import type { Profile } from './profile.js';
 import { openProfile, profileAccount, profileRelay, profileServer, type RelayConnectionOptions } from './relay-session.js';

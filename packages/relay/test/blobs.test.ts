@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { promises as fs, readFileSync } from 'node:fs';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import S3rver from 's3rver';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -233,6 +233,54 @@ test('local store: 201 only after the new link and every directory the put creat
   synced.length = 0;
   assert.equal(await store.put('ns1', 'data/ab/ef', Buffer.from('y')), 'exists');
   assert.deepEqual(synced, []);
+});
+
+test('local store: a directory not known to be durable has its parent synced by the put that uses it (made by a put whose sync is still pending; left by an earlier process; removed and made again)', async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, 'blobs');
+  const ns = join(root, 'ns');
+  const data = join(ns, 'data');
+  await fs.mkdir(data, { recursive: true });
+  const synced: string[] = [];
+  // The first sync of data/ (the slow put's, for the data/ab it made) is held.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let holding = true;
+  const store = new LocalBlobStore(root, {
+    syncDir: async (p) => {
+      if (holding && p === data) {
+        holding = false;
+        await held;
+      }
+      synced.push(p);
+    },
+  });
+  const body = new PassThrough();
+  const slow = store.put('ns', 'data/ab/slow', body);
+  while (holding) await new Promise((r) => setImmediate(r));
+  assert.equal(await store.put('ns', 'data/ab/fast', Buffer.from('x')), 'created');
+  assert.ok(synced.includes(data), 'data/ab, whose entry the other put has not synced yet, is synced into data/');
+  release();
+  body.end(Buffer.from('y'));
+  assert.equal(await slow, 'created');
+  synced.length = 0;
+  assert.equal(await store.put('ns', 'data/ab/more', Buffer.from('z')), 'created');
+  assert.deepEqual(synced, [join(data, 'ab')], 'then known: the link\'s directory only');
+  // Another store (a restarted relay) on the same tree: each parent below root once (not
+  // root's own: the operator's directory), then the link's only.
+  synced.length = 0;
+  const again = new LocalBlobStore(root, { syncDir: async (p) => void synced.push(p) });
+  assert.equal(await again.put('ns', 'data/ab/next', Buffer.from('z')), 'created');
+  assert.deepEqual(synced.sort(), [root, ns, data, join(data, 'ab')]);
+  synced.length = 0;
+  assert.equal(await again.put('ns', 'data/ab/last', Buffer.from('z')), 'created');
+  assert.deepEqual(synced, [join(data, 'ab')]);
+  // Emptied and removed by deletes (data/ab and data/), made again: synced again.
+  for (const n of ['slow', 'fast', 'more', 'next', 'last']) assert.equal(await again.delete('ns', `data/ab/${n}`), true);
+  assert.equal(existsSync(data), false);
+  synced.length = 0;
+  assert.equal(await again.put('ns', 'data/ab/back', Buffer.from('w')), 'created');
+  assert.deepEqual(synced, [ns, data, join(data, 'ab')]);
 });
 
 test('local store: the body is read on while a batch is being written, paused once 1 MiB waits behind the write, stored in order', async (t) => {

@@ -2,9 +2,12 @@
  * Blob store in a local directory: <root>/<namespace>/<name>. A put writes a temporary
  * file, fsyncs it and hard-links it into place: link fails if the name exists (which is
  * what makes objects immutable) and a crash never leaves a half-written object under its
- * real name (as packages/backup/src/storage/local.ts). A 201 means durable: after the
- * link the object's directory is fsynced, and so are the parents of every directory the
- * put created, before put resolves.
+ * real name (as packages/backup/src/storage/local.ts). A 201 means durable (the rule in
+ * docs/relay.md): the file is fdatasynced before the link, the link's directory is fsynced
+ * after it, and every directory on the object's path has had its entry synced into its
+ * parent after it was made — by this put (the directories it created, before the body), or
+ * by an earlier one this store saw finish (#durable); any other (made by a put still
+ * streaming, or left by an earlier process) has its parent synced by this put too.
  */
 import { constants as fsc, promises as fs, type Dirent } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -47,9 +50,22 @@ async function fsyncDir(path: string): Promise<void> {
   }
 }
 
+/**
+ * Directories this store remembers as durable at most: past it the memory is dropped
+ * (forgetting costs a sync of a parent, never durability).
+ */
+const DURABLE_DIRS_MAX = 65_536;
+
 export class LocalBlobStore implements BlobStore {
   readonly name: string;
   readonly #syncDir: (path: string) => Promise<void>;
+  /**
+   * Directories below root whose entry in their parent this store synced
+   * after they were made. A directory is forgotten before it is removed.
+   */
+  readonly #durable = new Set<string>();
+  /** Counts directories forgotten: a sync during which one was adds nothing to #durable. */
+  #forgotten = 0;
 
   /** `syncDir` (tests): how a directory is fsynced. */
   constructor(
@@ -115,7 +131,11 @@ export class LocalBlobStore implements BlobStore {
         const chain: string[] = [];
         for (let d = dir; d !== created && dirname(d) !== d; d = dirname(d)) chain.push(dirname(d));
         chain.push(dirname(created));
+        const forgotten = this.#forgotten;
         for (const d of chain.reverse()) await this.#syncDir(d);
+        if (forgotten === this.#forgotten) {
+          for (let d = dir; d.length >= created.length; d = dirname(d)) this.#remember(d);
+        }
       }
       fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
       if (Buffer.isBuffer(data)) await fh.writeFile(data);
@@ -132,6 +152,7 @@ export class LocalBlobStore implements BlobStore {
         const st = await fs.lstat(path).catch(() => null);
         if (!st?.isDirectory()) return 'exists';
         try {
+          this.#forget(path);
           await fs.rmdir(path);
         } catch {
           return 'exists';
@@ -145,8 +166,9 @@ export class LocalBlobStore implements BlobStore {
       }
       linked = true;
       await fs.unlink(tmp);
-      // The link is durable once its directory is: only then may the client hear 201.
-      await this.#syncDir(dir);
+      // The link is durable once its directory is, and the directories on its path once
+      // their entries are: only then may the client hear 201.
+      await this.#syncPath(dir);
       return 'created';
     } catch (err) {
       if (err instanceof BodyFailure) throw err;
@@ -157,10 +179,44 @@ export class LocalBlobStore implements BlobStore {
       if (!linked && created !== undefined) {
         // Directories made for an object that never came: gone again (empty ones only).
         for (let d = dir; d.length >= created.length && d.startsWith(created); d = dirname(d)) {
+          this.#forget(d);
           if (!(await fs.rmdir(d).then(() => true, () => false))) break;
         }
       }
     }
+  }
+
+  /**
+   * Makes a new link in `dir` durable: `dir` is fsynced, and so is the parent of every
+   * directory below root down to `dir` not known to be durable (one another put made and
+   * has not finished syncing, one left by an earlier process), all at once. In a backup's
+   * steady state that is `dir` alone, as before (issue 13). Root's own entry is synced
+   * only by the put that made root: a root given by the operator may sit in a directory
+   * the relay cannot open.
+   */
+  async #syncPath(dir: string): Promise<void> {
+    const fresh: string[] = [];
+    const targets = new Set<string>([dir]);
+    for (let d = dir; d.length > this.root.length && d.startsWith(this.root); d = dirname(d)) {
+      if (this.#durable.has(d)) continue;
+      fresh.push(d);
+      targets.add(dirname(d));
+    }
+    const forgotten = this.#forgotten;
+    await Promise.all([...targets].map((d) => this.#syncDir(d)));
+    // A directory removed (and perhaps made again) meanwhile: this sync may predate it.
+    if (forgotten === this.#forgotten) for (const d of fresh) this.#remember(d);
+  }
+
+  #remember(dir: string): void {
+    if (this.#durable.size >= DURABLE_DIRS_MAX) this.#durable.clear();
+    this.#durable.add(dir);
+  }
+
+  /** Before `dir` is removed (it may be made again, by another put). */
+  #forget(dir: string): void {
+    this.#durable.delete(dir);
+    this.#forgotten++;
   }
 
   async size(ns: string, name: string): Promise<number | null> {
@@ -229,6 +285,8 @@ export class LocalBlobStore implements BlobStore {
     }
     const base = join(this.root, ns);
     for (let d = dirname(path); d.length > base.length && d.startsWith(base); d = dirname(d)) {
+      // Forgotten before it goes: made again, it is synced again.
+      this.#forget(d);
       try {
         await fs.rmdir(d);
       } catch {

@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync, readdirSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { BackupKey, DEFAULT_CHUNKER, RepositoryKeys } from '../src/index.js';
@@ -14,6 +15,7 @@ import { ChunkPool, peerCompressedForTesting } from '../src/chunker/chunk-pool.j
 import { BLOB_COMPRESSED } from '../src/repository/blob.js';
 import { decompressBlob } from '../src/repository/compress.js';
 import { CHUNK_REGION_BYTES, knownByRegion } from '../src/repository/backup.js';
+import { WORKER_NICE_DELTA } from '../src/repository/thread-priority.js';
 import { tempDir } from './fixtures/trees.js';
 
 test('workers start with the work: none idle, one for one job at a time, a second when a job finds the first with two, at most the limit', async (t) => {
@@ -230,4 +232,28 @@ test('once every job is given out, a worker chunking a file while the other is i
   const b = await run(two, known);
   assert.ok(peerCompressedForTesting.count > from);
   assert.deepEqual(b.got, a.got);
+});
+
+test('chunk workers run below the main thread: each takes WORKER_NICE_DELTA nice steps above the process, the main thread keeps its priority (Linux)', { skip: process.platform !== 'linux' }, async (t) => {
+  const dir = await tempDir(t, 'pool');
+  const p = join(dir, 'f');
+  await fs.writeFile(p, randomBytes(1000));
+  const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  t.after(() => pool.close());
+  const base = getPriority(0);
+  const before = new Set(readdirSync('/proc/self/task'));
+  pool.prestart(2);
+  // A job each: a worker answers only after its start-up, where it sets its priority.
+  await Promise.all([pool.chunkBatch([Buffer.from(p)], [1000]), pool.chunkBatch([Buffer.from(p)], [1000]), pool.chunkFile(p, async () => {})]);
+  const niceOf = (tid: string) => {
+    const s = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[16]);
+  };
+  const fresh = readdirSync('/proc/self/task').filter((tid) => !before.has(tid));
+  const lowered = fresh.filter((tid) => niceOf(tid) === Math.min(19, base + WORKER_NICE_DELTA));
+  assert.ok(WORKER_NICE_DELTA > 0);
+  assert.equal(lowered.length, 2, `two worker threads at nice ${base + WORKER_NICE_DELTA} (new threads' nice: ${fresh.map(niceOf).join(' ')})`);
+  assert.equal(niceOf(String(process.pid)), base, 'the main thread keeps its priority');
+  assert.equal(getPriority(0), base);
 });

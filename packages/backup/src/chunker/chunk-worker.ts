@@ -20,6 +20,7 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } fr
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { maybeCompressInto, zstdBound, type CompressionMode } from '../repository/compress.js';
 import { readXattrsSync } from '../repository/fs-meta.js';
+import { lowerThisThreadPriority } from '../repository/thread-priority.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
 import { SMALL_STATUS, SmallStatus, type SmallFileExtra } from './small-batch.js';
 
@@ -46,6 +47,8 @@ export interface WorkerSetup {
   compression: CompressionMode;
   /** Tests only: overwrite each batch output buffer when it comes back (a use after its return shows). */
   poisonReturned?: boolean;
+  /** Nice steps this thread takes below the process's priority (thread-priority.ts); 0: none. */
+  niceDelta: number;
 }
 
 
@@ -91,6 +94,7 @@ export type FromWorker =
 if (parentPort) {
   const port = parentPort;
   const setup = workerData as WorkerSetup;
+  lowerThisThreadPriority(setup.niceDelta);
   const cdc = new FastCdc(setup.gearTable, setup.params);
   // The chunk-ID key as a KeyObject, made once (see chunkIdUnder).
   const idKey = createSecretKey(setup.chunkIdKey);

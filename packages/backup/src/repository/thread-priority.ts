@@ -5,10 +5,11 @@
  * walk, the lstat of every entry, dedup, packing and sealing are all on it, and on the
  * 50,000-file tree it is the pipeline's critical path. With two cores, the main thread,
  * two workers and V8's helper threads want more than two CPUs, and each message that
- * wakes a worker let the kernel put that worker on the main thread's core: measured with
- * per-thread schedstat on a first backup of the tree, the main thread spent more time
- * waiting for a CPU (~1.2 s) than running (~1.0 s), while each worker sat idle for ~1 s
- * waiting for the main thread's next batch.
+ * wakes a worker let the kernel put that worker on the main thread's core. A first
+ * backup of the tree on a quiet machine: the main thread used ~1.0 s of CPU but was busy
+ * for ~2.25 s of its CPU profile (which counts time off the CPU where it happened: 354 ms
+ * "in" postMessage, waking a worker), while each worker sat idle ~1.1 s waiting for its
+ * next batch; per-thread schedstat at load average ~5: 1.06 s running, 3.6 s waiting to run.
  *
  * So each worker thread asks for a nice value `delta` above the process's own (Linux:
  * setpriority on the thread's own ID, which moves that thread alone; an unprivileged

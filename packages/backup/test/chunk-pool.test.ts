@@ -234,22 +234,33 @@ test('once every job is given out, a worker chunking a file while the other is i
   assert.deepEqual(b.got, a.got);
 });
 
-test('chunk workers run below the main thread: each takes WORKER_NICE_DELTA nice steps above the process, the main thread keeps its priority (Linux)', { skip: process.platform !== 'linux' }, async (t) => {
+test('two chunk workers run below the main thread: each takes WORKER_NICE_DELTA nice steps above the process, the main thread keeps its priority; one worker alone keeps it too (Linux)', { skip: process.platform !== 'linux' }, async (t) => {
   const dir = await tempDir(t, 'pool');
   const p = join(dir, 'f');
   await fs.writeFile(p, randomBytes(1000));
   const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
-  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
-  t.after(() => pool.close());
   const base = getPriority(0);
-  const before = new Set(readdirSync('/proc/self/task'));
-  pool.prestart(2);
-  // A job each: a worker answers only after its start-up, where it sets its priority.
-  await Promise.all([pool.chunkBatch([Buffer.from(p)], [1000]), pool.chunkBatch([Buffer.from(p)], [1000]), pool.chunkFile(p, async () => {})]);
   const niceOf = (tid: string) => {
     const s = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
     return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[16]);
   };
+
+  // One worker: nothing else of the pipeline competes with the main thread for the cores.
+  const one = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 1);
+  const beforeOne = new Set(readdirSync('/proc/self/task'));
+  await one.chunkBatch([Buffer.from(p)], [1000]);
+  const alone = readdirSync('/proc/self/task').filter((tid) => !beforeOne.has(tid));
+  assert.ok(alone.length >= 1);
+  assert.deepEqual(alone.map(niceOf), alone.map(() => base), 'a single worker keeps the process\'s priority');
+  await one.close();
+
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  t.after(() => pool.close());
+  const before = new Set(readdirSync('/proc/self/task'));
+  pool.prestart(2);
+  // A job each, then one more: each worker has handled the message linking the two (its 'peer'), where it lowers itself.
+  await Promise.all([pool.chunkBatch([Buffer.from(p)], [1000]), pool.chunkBatch([Buffer.from(p)], [1000])]);
+  await Promise.all([pool.chunkBatch([Buffer.from(p)], [1000]), pool.chunkBatch([Buffer.from(p)], [1000]), pool.chunkFile(p, async () => {})]);
   const fresh = readdirSync('/proc/self/task').filter((tid) => !before.has(tid));
   const lowered = fresh.filter((tid) => niceOf(tid) === Math.min(19, base + WORKER_NICE_DELTA));
   assert.ok(WORKER_NICE_DELTA > 0);

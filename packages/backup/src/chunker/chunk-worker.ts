@@ -94,7 +94,6 @@ export type FromWorker =
 if (parentPort) {
   const port = parentPort;
   const setup = workerData as WorkerSetup;
-  lowerThisThreadPriority(setup.niceDelta);
   const cdc = new FastCdc(setup.gearTable, setup.params);
   // The chunk-ID key as a KeyObject, made once (see chunkIdUnder).
   const idKey = createSecretKey(setup.chunkIdKey);
@@ -515,6 +514,9 @@ if (parentPort) {
 
   port.on('message', (m: ToWorker) => {
     if (m.type === 'peer') {
+      // Two workers: with the main thread and V8's helpers, more threads than this machine's
+      // (two) cores want to run; the main thread, which feeds both, goes first (thread-priority.ts).
+      lowerThisThreadPriority(setup.niceDelta);
       peer = m.port;
       idleFlags = m.idle;
       self = m.self;

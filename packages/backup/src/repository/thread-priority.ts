@@ -11,7 +11,11 @@
  * "in" postMessage, waking a worker), while each worker sat idle ~1.1 s waiting for its
  * next batch; per-thread schedstat at load average ~5: 1.06 s running, 3.6 s waiting to run.
  *
- * So each worker thread asks for a nice value `delta` above the process's own (Linux:
+ * So once two workers run (each lowers itself when the pool links them: chunk-worker.ts's
+ * 'peer'; a backup with one worker is left as it is: a second backup of the tree, 6
+ * interleaved pairs with the workers lowered from the start: wall 1.033, slower in 6 of
+ * 6; lowered only with two: 0.993), each worker thread asks for a nice value `delta`
+ * above the process's own (Linux:
  * setpriority on the thread's own ID, which moves that thread alone; an unprivileged
  * process may always lower its priority). The main thread keeps the process's priority.
  * Against other programs, the workers weigh a little less than a thread at the process's

@@ -206,6 +206,38 @@ test('looksRandom counts bytes four at a time and decides exactly as the plain e
   assert.ok(randomSeen > 50 && otherSeen > 50, `both outcomes checked (${randomSeen} random, ${otherSeen} not)`);
 });
 
+test('looksRandom decides nearly uniform counts without their logarithms, as the entropy definition does, on both sides of the bound', () => {
+  const plain = (b: Uint8Array): boolean => {
+    const h = new Array<number>(256).fill(0);
+    for (const x of b) h[x]!++;
+    let e = 0;
+    for (const c of h) if (c !== 0) e -= c * Math.log2(c / b.length);
+    return e / b.length >= 8 - (3 * 255) / (2 * b.length * Math.LN2) - 0.02;
+  };
+  const pearson = (b: Uint8Array): number => {
+    const h = new Array<number>(256).fill(0);
+    for (const x of b) h[x]!++;
+    return (256 * h.reduce((s, c) => s + c * c, 0)) / b.length - b.length;
+  };
+  // Blobs whose counts drift from exactly uniform, one byte changed at a time, through
+  // Pearson's statistic 380 (the shortcut's bound) and on until the definition says no;
+  // the smallest sizes checked are where the bound is closest to the definition's.
+  const r = prng(61, 1 << 16);
+  let nearBound = 0;
+  for (const n of [RANDOM_CHECK_FROM, 513, 768, 1024, 4096]) {
+    const b = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) b[i] = i & 255;
+    for (let step = 0, j = 0; plain(b) && step < 20 * n; step++, j += 3) {
+      b[((r[j % r.length]! << 8) | r[(j + 1) % r.length]!) % n] = r[(j + 2) % r.length]! & 63;
+      const x = pearson(b);
+      if (x > 340 && x <= 380) nearBound++;
+      assert.equal(looksRandom(b), plain(b), `${n} bytes, Pearson's statistic ${x.toFixed(1)}`);
+    }
+    assert.equal(plain(b), false, `${n} bytes: drifted until not random`);
+  }
+  assert.ok(nearBound > 20, `blobs just under the bound checked (${nearBound})`);
+});
+
 test('randomCheck decides as looksRandom, but a blob whose middle bytes are few distinct values is not random without being counted in full', async () => {
   // Random bytes of every size: the probe never stops them, so they are decided by the full count.
   for (const n of [RANDOM_CHECK_FROM, 2 * RANDOM_PROBE_BYTES, 2 * RANDOM_PROBE_BYTES + 1, 1000, 4096, 65_536, 262_143]) {

@@ -129,12 +129,36 @@ export function looksRandom(b: Uint8Array): boolean {
     h[768 + b[i + 3]!]!++;
   }
   for (; i < n; i++) h[b[i]!]!++;
-  let e = 0;
+  // The counts summed per byte value (back into the first histogram), and their squares:
+  // random bytes are decided by those, without the 256 logarithms (a third of the check's
+  // time on a random small file), when nearlyUniform says so, which implies the entropy test.
+  let squares = 0;
   for (let k = 0; k < 256; k++) {
     const c = h[k]! + h[256 + k]! + h[512 + k]! + h[768 + k]!;
+    h[k] = c;
+    squares += c * c;
+  }
+  if (nearlyUniform(squares, n)) return true;
+  let e = 0;
+  for (let k = 0; k < 256; k++) {
+    const c = h[k]!;
     if (c !== 0) e -= c * Math.log2(c / n);
   }
   return e / n >= 8 - (3 * 255) / (2 * n * Math.LN2) - 0.02;
+}
+
+/**
+ * Pearson's statistic X = 256 Σc² / n − n of `n` bytes whose counts per byte value have
+ * the squares' sum `squares` is at most NEARLY_UNIFORM_MAX (random bytes: 255 on average,
+ * standard deviation 23; over 380 about once in a million). Then their entropy passes
+ * looksRandom's test: its shortfall from 8 bits, the divergence D from the uniform
+ * distribution, is at most log2(1 + X/n) ≤ X / (n ln 2) (Jensen: D ≤ log2 Σ p²·256), under
+ * 380 / (n ln 2), and the test allows 3 × 255 / (2 n ln 2) + 0.02. Exact in integers:
+ * Σc² ≤ n² < 2^53 for every blob size checked. Never for no bytes (the test says no: 0/0).
+ */
+const NEARLY_UNIFORM_MAX = 380;
+function nearlyUniform(squares: number, n: number): boolean {
+  return n > 0 && 256 * squares <= (n + NEARLY_UNIFORM_MAX) * n;
 }
 
 /**

@@ -129,12 +129,36 @@ export function looksRandom(b: Uint8Array): boolean {
     h[768 + b[i + 3]!]!++;
   }
   for (; i < n; i++) h[b[i]!]!++;
-  let e = 0;
+  // The counts summed per byte value (back into the first histogram), and their squares:
+  // random bytes are decided by those, without the 256 logarithms (a third of the check's
+  // time on a random small file), when nearlyUniform says so, which implies the entropy test.
+  let squares = 0;
   for (let k = 0; k < 256; k++) {
     const c = h[k]! + h[256 + k]! + h[512 + k]! + h[768 + k]!;
+    h[k] = c;
+    squares += c * c;
+  }
+  if (nearlyUniform(squares, n)) return true;
+  let e = 0;
+  for (let k = 0; k < 256; k++) {
+    const c = h[k]!;
     if (c !== 0) e -= c * Math.log2(c / n);
   }
   return e / n >= 8 - (3 * 255) / (2 * n * Math.LN2) - 0.02;
+}
+
+/**
+ * Pearson's statistic X = 256 Σc² / n − n of `n` bytes whose counts per byte value have
+ * the squares' sum `squares` is at most NEARLY_UNIFORM_MAX (random bytes: 255 on average,
+ * standard deviation 23; over 380 about once in a million). Then their entropy passes
+ * looksRandom's test: its shortfall from 8 bits, the divergence D from the uniform
+ * distribution, is at most log2(1 + X/n) ≤ X / (n ln 2) (Jensen: D ≤ log2 Σ p²·256), under
+ * 380 / (n ln 2), and the test allows 3 × 255 / (2 n ln 2) + 0.02. Exact in integers:
+ * Σc² ≤ n² < 2^53 for every blob size checked. Never for no bytes (the test says no: 0/0).
+ */
+const NEARLY_UNIFORM_MAX = 380;
+function nearlyUniform(squares: number, n: number): boolean {
+  return n > 0 && 256 * squares <= (n + NEARLY_UNIFORM_MAX) * n;
 }
 
 /**
@@ -181,7 +205,72 @@ function fewValuesInMiddle(b: Uint8Array): boolean {
  * 50,000-file tree's 300 MB).
  */
 export function randomCheck(b: Uint8Array): boolean {
-  return !fewValuesInMiddle(b) && looksRandom(b);
+  return !fewValuesInMiddle(b) && (sampleNearlyUniform(b) || looksRandom(b));
+}
+
+/**
+ * The sample of randomCheck's second look: RANDOM_SAMPLE_WINDOWS windows, the first at
+ * the blob's start, the last at its end, the others evenly between, of an eighth of the
+ * blob in all but of RANDOM_SAMPLE_WINDOW bytes at least (1 KiB in all), taken from blobs
+ * of RANDOM_SAMPLE_FROM bytes (twice that least sample) up to RANDOM_SAMPLE_BELOW: small
+ * files. A large chunk's first 64 KiB (and a blob from 64 KiB on) is counted in full: the
+ * 64 KiB looks of jar and .pak files, deflated data just under 8 bits per byte, are
+ * where a sample decided otherwise than the full count (see SAMPLE_UNIFORM_MAX).
+ */
+export const RANDOM_SAMPLE_WINDOWS = 16;
+export const RANDOM_SAMPLE_WINDOW = 64;
+export const RANDOM_SAMPLE_FROM = 2 * RANDOM_SAMPLE_WINDOWS * RANDOM_SAMPLE_WINDOW;
+export const RANDOM_SAMPLE_BELOW = SAMPLE;
+/**
+ * The sample's bound on Pearson's statistic: random bytes' average (255) plus about two
+ * standard deviations, stricter than the whole blob's (NEARLY_UNIFORM_MAX): a sample is
+ * smaller than its blob, and tells less. Random bytes pass it 93% of the time (the others
+ * are counted in full). Measured against the full count on this machine's files (/usr,
+ * /opt, /etc, /root, /var/cache, node_modules, the chat set and the 50,000-file tree:
+ * 361,295 files and 64 KiB looks of large files, 60,475 random): every decision the same.
+ * With 380 (the whole blob's bound) the first 64 KiB of two jar files, deflated data just
+ * under 8 bits per byte, were taken as random where the full count said not; a fixed
+ * 1 KiB sample with 380 did so for 68 such looks (jar, .pak, .zip).
+ */
+const SAMPLE_UNIFORM_MAX = 300;
+/** The sample's byte counts (see sampleNearlyUniform). */
+const sampleCounts = new Uint32Array(4 * 256);
+
+/**
+ * Whether `b` has RANDOM_SAMPLE_FROM bytes to RANDOM_SAMPLE_BELOW and its sample (RANDOM_SAMPLE_WINDOWS)
+ * is nearly uniform (Pearson's statistic at most SAMPLE_UNIFORM_MAX): random, without the
+ * full count (issue 13: random small files were half of the 50,000-file tree's bytes,
+ * each counted in full). A blob that is not random throughout shows in the windows:
+ * bytes that are not random (text, tables, headers, zeros) in a few of them put the
+ * statistic above the bound (64 bytes of text in one window of 64 add about 90; the bound
+ * is 45 above random bytes' average). What lies between the windows is not seen: the
+ * trade of spec §7.2.
+ */
+function sampleNearlyUniform(b: Uint8Array): boolean {
+  const n = b.length;
+  if (n < RANDOM_SAMPLE_FROM || n >= RANDOM_SAMPLE_BELOW) return false;
+  const h = sampleCounts;
+  h.fill(0);
+  // A multiple of 4, counted four at a time into four histograms (as in looksRandom).
+  const width = Math.max(RANDOM_SAMPLE_WINDOW, Math.floor(n / (8 * RANDOM_SAMPLE_WINDOWS)) & ~3);
+  const step = (n - width) / (RANDOM_SAMPLE_WINDOWS - 1);
+  for (let w = 0; w < RANDOM_SAMPLE_WINDOWS; w++) {
+    const from = Math.floor(w * step);
+    const to = from + width;
+    for (let i = from; i < to; i += 4) {
+      h[b[i]!]!++;
+      h[256 + b[i + 1]!]!++;
+      h[512 + b[i + 2]!]!++;
+      h[768 + b[i + 3]!]!++;
+    }
+  }
+  let squares = 0;
+  for (let k = 0; k < 256; k++) {
+    const c = h[k]! + h[256 + k]! + h[512 + k]! + h[768 + k]!;
+    squares += c * c;
+  }
+  const m = RANDOM_SAMPLE_WINDOWS * width;
+  return 256 * squares <= (m + SAMPLE_UNIFORM_MAX) * m;
 }
 
 /**

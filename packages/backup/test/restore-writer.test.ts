@@ -265,3 +265,26 @@ test('a file time made from the file table (seconds and nanoseconds, no bigint) 
     assert.equal(timeArgOf(Number(ns / NS), Number(ns % NS)), fromNs(ns), String(ns));
   }
 });
+
+test('a snapshot of many files starts its writer thread before the listing; one whose files turn out not to be whole small files closes it unused', async (t) => {
+  restoreWriterForTesting.minFiles = 100;
+  t.after(() => {
+    restoreWriterForTesting.minFiles = 0;
+  });
+  const { tr, src, r } = await backedUp(t, 'tree', manySmall(6, 25));
+  const out = await tempDir(t, 'rw-early');
+  await restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target: out });
+  assert.equal(restoreWriterForTesting.startedBeforeListing, 1, 'the thread was started before the listing');
+  assert.equal(restoreWriterForTesting.started, 1, 'and used');
+  await assertSameTree(src, join(out, 'tree'));
+
+  // Three files of several chunks each (none goes to a writer thread): the early thread is
+  // closed unused (were it left running, this test process would not end).
+  restoreWriterForTesting.minFiles = 2;
+  const { tr: tr2, src: src2, r: r2 } = await backedUp(t, 'big', dir({ a: file(prng(7, 3 << 20)), b: file(prng(8, 3 << 20)), c: file(prng(9, 3 << 20)) }));
+  const out2 = await tempDir(t, 'rw-early2');
+  await restore(tr2.repo, { id: r2.id, snapshot: r2.snapshot }, { target: out2 });
+  assert.equal(restoreWriterForTesting.startedBeforeListing, 1);
+  assert.equal(restoreWriterForTesting.started, 0, 'no writer used for files of several chunks');
+  await assertSameTree(src2, join(out2, 'big'));
+});

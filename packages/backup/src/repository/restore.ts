@@ -126,8 +126,8 @@ const RESTORE_WRITER_MIN_FILES = 1000;
  * writes files itself when they are behind, so one writer per core besides it, at most two.
  */
 const RESTORE_WRITER_THREADS = Math.max(1, Math.min(2, availableParallelism() - 1));
-/** Tests set minFiles to send every restore's small files to the threads; started: threads the last restore started. */
-export const restoreWriterForTesting = { minFiles: RESTORE_WRITER_MIN_FILES, started: 0 };
+/** Tests set minFiles to send every restore's small files to the threads; started: threads the last restore started; startedBeforeListing: of them, before its listing (runRestore). */
+export const restoreWriterForTesting = { minFiles: RESTORE_WRITER_MIN_FILES, started: 0, startedBeforeListing: 0 };
 /**
  * …and at most this many files are handed to them and not yet written. Each holds its
  * directory's handle open until written, so this bounds those handles too.
@@ -418,6 +418,23 @@ export async function restore(repo: Repository, rec: SnapshotRecord, opts: Resto
 }
 
 async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions): Promise<RestoreResult> {
+  // A snapshot of many files (its recorded count) most likely has many whole small files
+  // for the writer threads: the first one starts now, while the index loads and the tree
+  // is listed on this thread (issue 13: on the 50,000-file tree that listing is ~0.3 s
+  // during which the thread, started later, would come up ~50 ms after the first files
+  // were ready). restoreInto takes it, or closes it when the restore turns out to have
+  // too few.
+  const early = !opts.select?.active && !opts.subtree && rec.snapshot.stats.files >= restoreWriterForTesting.minFiles ? new RestoreWriter(RESTORE_WRITER_THREADS, repo.keys.chunkIdKey) : undefined;
+  early?.prestart();
+  try {
+    return await listAndRestore(repo, rec, opts, early);
+  } finally {
+    // Closed by restoreInto (taken or not) on every path that reached it; here for the others. close() twice is harmless.
+    await early?.close();
+  }
+}
+
+async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOptions, early: RestoreWriter | undefined): Promise<RestoreResult> {
   const target = resolve(opts.target);
   const dirs: DirEntry[] = [];
   // The index first: the files' chunks are kept as its record numbers.
@@ -433,6 +450,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
     listing = opts.select.select(all, snapshotPathOf(rec.snapshot.paths));
   }
   const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false }) : undefined;
+  restoreWriterForTesting.startedBeforeListing = early?.started ?? 0;
   for await (const listed of listing) {
     const e = picker ? picker.pick(listed) : listed;
     if (!e) continue;
@@ -485,7 +503,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
       const st = stage;
       try {
         const made = await tgt.withDir(NO_DIR, false, async (prefix) => madeIn(Buffer.concat([prefix, st.name])));
-        const r = await restoreInto(repo, st.tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: true, made: made ?? undefined });
+        const r = await restoreInto(repo, st.tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: true, made: made ?? undefined, early });
         await restoreStagingForTesting.beforeMove?.();
         // Each top-level entry complete, moved into place (one call each), never over
         // something that appeared at its name meanwhile unless --overwrite.
@@ -544,7 +562,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
         throw new CofferError('exists', `restore would overwrite existing files (e.g. ${clashes.join(', ')}); use --overwrite to replace them`);
       }
     }
-    return await restoreInto(repo, tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: false });
+    return await restoreInto(repo, tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: false, early });
   } finally {
     await tgt.close();
   }
@@ -638,6 +656,8 @@ interface Plan {
   direct: boolean;
   /** Staged: what a file created in the staging directory gets by itself (madeIn). */
   made?: Made | undefined;
+  /** A writer started before the listing (runRestore), taken if the restore has enough whole files; else closed. */
+  early?: RestoreWriter | undefined;
 }
 
 /**
@@ -863,7 +883,8 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const threadable = (f: number) => !files.sparse(f) && !files.xattrs.has(f);
   let wholeFiles = 0;
   for (let f = 0; f < files.count; f++) if (files.chunks[f]! <= 1 && threadable(f)) wholeFiles++;
-  const writer = wholeFiles >= restoreWriterForTesting.minFiles ? new RestoreWriter(RESTORE_WRITER_THREADS, repo.keys.chunkIdKey) : null;
+  const writer = wholeFiles >= restoreWriterForTesting.minFiles ? (plan.early ?? new RestoreWriter(RESTORE_WRITER_THREADS, repo.keys.chunkIdKey)) : null;
+  if (!writer) await plan.early?.close();
   let writerFiles = 0;
   /** Started with the first large blob. */
   let checker: BlobCheckThread | undefined;

@@ -5,8 +5,8 @@ import { inspect } from 'node:util';
 import fc from 'fast-check';
 import { BackupKey, formatKeyId } from '../src/crypto/backup-key.js';
 import { CofferError } from '../src/errors.js';
-import { RepositoryKeys, chunkIdUnder } from '../src/crypto/repository-keys.js';
-import { createSecretKey, randomBytes } from 'node:crypto';
+import { RepositoryKeys, chunkIdKeyOf, chunkIdUnder } from '../src/crypto/repository-keys.js';
+import { createHmac, randomBytes } from 'node:crypto';
 import { decodeConfig, encodeConfig, newConfig } from '../src/repository/config.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
 import { Compression } from '../src/repository/config.js';
@@ -94,14 +94,25 @@ test('key ID: 16 bytes, stable, different per key, not a prefix of the key', () 
   assert.match(formatKeyId(a.keyId()), /^[0-9a-f]{32}$/);
 });
 
-test('chunkIdUnder with the chunk-ID key (the chunk workers and restore\'s threads) gives chunkId for every size, and depends on the key', () => {
-  const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(32));
-  const onThread = createSecretKey(keys.chunkIdKey);
-  for (const n of [0, 1, 63, 64, 65, 4096, 128 * 1024, 1024 * 1024 + 3]) {
-    const chunk = randomBytes(n);
-    assert.ok(chunkIdUnder(onThread, chunk).equals(keys.chunkId(chunk)), `size ${n}`);
+test('chunkIdUnder with the chunk-ID key (the chunk workers and restore\'s threads) gives chunkId for every size, and depends on the key; HMAC-SHA256 or keyed BLAKE3 as the repository says', () => {
+  for (const fn of ['hmac-sha256', 'blake3'] as const) {
+    const id = BackupKey.generate();
+    const repoId = randomBytes(32);
+    const keys = new RepositoryKeys(id, repoId, fn);
+    assert.equal(keys.chunkIdFunction, fn);
+    const onThread = chunkIdKeyOf(structuredClone(keys.chunkIdSpec));
+    for (const n of [0, 1, 63, 64, 65, 4096, 128 * 1024, 1024 * 1024 + 3]) {
+      const chunk = randomBytes(n);
+      assert.ok(chunkIdUnder(onThread, chunk).equals(keys.chunkId(chunk)), `${fn} size ${n}`);
+    }
+    const other = new RepositoryKeys(BackupKey.generate(), randomBytes(32), fn);
+    const c = randomBytes(200_000);
+    assert.ok(!other.chunkId(c).equals(chunkIdUnder(onThread, c)));
+    // The two functions never agree, and BLAKE3's key has its own label (not the HMAC key).
+    const hmac = new RepositoryKeys(id, repoId, 'hmac-sha256');
+    const blake = new RepositoryKeys(id, repoId, 'blake3');
+    assert.ok(!hmac.chunkId(c).equals(blake.chunkId(c)));
+    assert.ok(!Buffer.from(hmac.chunkIdKey).equals(Buffer.from(blake.chunkIdKey)));
+    assert.ok(hmac.chunkId(c).equals(createHmac('sha256', hmac.chunkIdKey).update(c).digest()));
   }
-  const other = new RepositoryKeys(BackupKey.generate(), randomBytes(32));
-  const c = randomBytes(200_000);
-  assert.ok(!other.chunkId(c).equals(chunkIdUnder(onThread, c)));
 });

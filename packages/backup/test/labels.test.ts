@@ -12,6 +12,7 @@ const GOLDEN = {
   gearTable: 'coffer/backup/v1/gear-table',
   repositoryKeyId: 'coffer/backup/v3/repository-key-id',
   keyCheck: 'coffer/backup/v3/key-check',
+  chunkIdBlake3: 'coffer/backup/v4/chunk-id-blake3',
 };
 
 test('every label matches the golden list exactly', () => {
@@ -22,7 +23,7 @@ test('labels are distinct, ASCII, versioned, and none is a prefix of another', (
   const all = Object.values(BackupLabel) as string[];
   assert.equal(new Set(all).size, all.length);
   for (const l of all) {
-    assert.match(l, /^coffer\/backup\/v[13]\/[a-z-]+$/);
+    assert.match(l, /^coffer\/backup\/v[134]\/[a-z0-9-]+$/);
     for (const m of all) if (m !== l) assert.ok(!m.startsWith(l), `${l} is a prefix of ${m}`);
   }
 });

@@ -378,10 +378,10 @@ test('wrong key: wrong-key before anything but the config is read', async (t) =>
 test('a repository config of another version: unsupported-version (also for a wrong key)', async (t) => {
   const f = await twoSnapshots(t);
   const cfg = await fs.readFile(path(f.dir, 'config'));
-  cfg[4] = 4;
+  cfg[4] = 5;
   await fs.writeFile(path(f.dir, 'config'), cfg);
   const fb = new FaultyBackend(new LocalBackend(f.dir));
-  await assert.rejects(Repository.open(fb, f.key), (e: unknown) => CofferError.is(e, 'unsupported-version') && /version 4/.test(e.message));
+  await assert.rejects(Repository.open(fb, f.key), (e: unknown) => CofferError.is(e, 'unsupported-version') && /version 5/.test(e.message));
   await assert.rejects(Repository.open(fb, BackupKey.generate()), (e: unknown) => CofferError.is(e, 'unsupported-version'));
   assert.deepEqual([...new Set(fb.calls)], ['get config']);
 });

@@ -266,9 +266,16 @@ const check: Record<string, (v: Vector) => void | Promise<void>> = {
     assert.deepEqual(got, v.chunkLengths);
   },
   'chunk-id'(v) {
-    const keys = new RepositoryKeys(BackupKey.fromBytes(unhex(v.key as string)), unhex(v.repositoryId as string));
+    const fn = v.function === 'blake3' ? 'blake3' : 'hmac-sha256';
+    const keys = new RepositoryKeys(BackupKey.fromBytes(unhex(v.key as string)), unhex(v.repositoryId as string), fn);
     const chunk = bytesOf(v.chunk as Bytes)!;
     assert.equal(keys.chunkId(chunk).toString('hex'), v.chunkId);
+    if (fn === 'blake3') {
+      // The key is HKDF(K, R, the BLAKE3 chunk-ID label); the ID keyed BLAKE3 of the chunk under it.
+      const k = hkdfSync('sha256', unhex(v.key as string), unhex(v.repositoryId as string), 'coffer/backup/v4/chunk-id-blake3', 32);
+      assert.equal(Buffer.from(keys.chunkIdKey).toString('hex'), Buffer.from(k).toString('hex'));
+      return;
+    }
     // Spec §6.2, independently: HMAC-SHA256 keyed with HKDF(K, R, chunk-id label).
     const k = hkdfSync('sha256', unhex(v.key as string), unhex(v.repositoryId as string), 'coffer/backup/v1/chunk-id', 32);
     assert.equal(createHmac('sha256', Buffer.from(k)).update(chunk).digest('hex'), v.chunkId);

@@ -9,6 +9,7 @@ import type { FromWorker, ToWorker, WorkerSetup } from './chunk-worker.js';
 import type { SmallFileExtra } from './small-batch.js';
 import type { CompressionMode } from '../repository/compress.js';
 import { WORKER_NICE_DELTA } from '../repository/thread-priority.js';
+import type { ChunkIdKeySpec } from '../crypto/repository-keys.js';
 
 export { SMALL_STATUS, SmallStatus, type SmallFileExtra, type SmallFileStat } from './small-batch.js';
 
@@ -242,7 +243,7 @@ export class ChunkPool {
     this.#giveOut();
   }
 
-  static setupFor(gearTable: Uint8Array, chunkIdKey: Uint8Array, params: ChunkerParams, compression: CompressionMode = 'off'): WorkerSetup {
+  static setupFor(gearTable: Uint8Array, chunkIdKey: ChunkIdKeySpec, params: ChunkerParams, compression: CompressionMode = 'off'): WorkerSetup {
     return { gearTable, chunkIdKey, params, compression, niceDelta: WORKER_NICE_DELTA, ...(batchBuffersForTesting.poison ? { poisonReturned: true } : {}) };
   }
 

@@ -12,8 +12,7 @@
  * meanwhile), hashed and compressed here, and the whole batch goes back in one message
  * with one transferred buffer, so a small file costs no thread round trip of its own.
  */
-import { createSecretKey } from 'node:crypto';
-import { chunkIdUnder } from '../crypto/repository-keys.js';
+import { chunkIdKeyOf, chunkIdUnder, type ChunkIdKeySpec } from '../crypto/repository-keys.js';
 // node:buffer's validator, as tree.ts's isUtf8 (that module, the listing's codec, is not loaded here).
 import { isUtf8 } from 'node:buffer';
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
@@ -41,7 +40,8 @@ const PEER_IN_FLIGHT = 2;
 
 export interface WorkerSetup {
   gearTable: Uint8Array;
-  chunkIdKey: Uint8Array;
+  /** The chunk-ID key and its function (RepositoryKeys.chunkIdSpec). */
+  chunkIdKey: ChunkIdKeySpec;
   params: ChunkerParams;
   /** How blobs compressed here are (`--compression`, or the repository's default): small files', and new files' chunks. */
   compression: CompressionMode;
@@ -95,8 +95,8 @@ if (parentPort) {
   const port = parentPort;
   const setup = workerData as WorkerSetup;
   const cdc = new FastCdc(setup.gearTable, setup.params);
-  // The chunk-ID key as a KeyObject, made once (see chunkIdUnder).
-  const idKey = createSecretKey(setup.chunkIdKey);
+  // The chunk-ID key made ready once (see chunkIdUnder).
+  const idKey = chunkIdKeyOf(setup.chunkIdKey);
   // CREDITS chunk buffers travel to the main thread and come back with the ack, so the
   // same few buffers carry every chunk: no allocation per chunk, nothing for the
   // allocator to strand between threads.

@@ -21,6 +21,8 @@ export const BackupLabel = {
   repositoryKeyId: 'coffer/backup/v3/repository-key-id',
   /** HKDF info for the HMAC key of the config's key check (spec §4, format version 3). */
   keyCheck: 'coffer/backup/v3/key-check',
+  /** HKDF info for the BLAKE3 key of chunk IDs (spec §6.2, format version 4). */
+  chunkIdBlake3: 'coffer/backup/v4/chunk-id-blake3',
 } as const;
 
 export type BackupLabelName = keyof typeof BackupLabel;

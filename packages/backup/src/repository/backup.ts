@@ -568,7 +568,7 @@ async function runBackup(
   // read, the first chunk worker made the walk wait for it (issue 13: ~65 ms of a 0.75 s
   // second backup of the 50,000-file tree); started here, it comes up while the index
   // and the parent load. A backup where nothing changed pays it on the other core.
-  const pool = new ChunkPool(ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdKey, repo.config.chunker, opts.compression ?? defaultCompression(repo.config)));
+  const pool = new ChunkPool(ChunkPool.setupFor(repo.keys.gearTable, repo.keys.chunkIdSpec, repo.config.chunker, opts.compression ?? defaultCompression(repo.config)));
   pool.prestart();
   const threads: BackupThreads = { pool };
   try {

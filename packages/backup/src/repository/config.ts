@@ -4,6 +4,9 @@
  * chunker parameters, and is MACed under a key derived from the backup key, so a
  * wrong key is told apart from a corrupt repository before anything is decrypted.
  *
+ * Version 4 is version 3 with chunk IDs made by keyed BLAKE3 instead of HMAC-SHA256
+ * (spec §6.2).
+ *
  * Version 3 stores a key ID salted with the repository ID (so two repositories of one
  * key can't be linked by their configs) and a key check that does not depend on the
  * repository ID (a random nonce and its HMAC under a key from K alone): with one byte
@@ -13,15 +16,25 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { type BackupKey, formatKeyId } from '../crypto/backup-key.js';
 import { BackupLabel } from '../crypto/labels.js';
+import type { ChunkIdFunction } from '../crypto/repository-keys.js';
 import { type ChunkerParams, validateChunkerParams } from '../chunker/fastcdc.js';
 import { CofferError } from '../errors.js';
 import { PadMode } from './padding.js';
 
 export const CONFIG_NAME = 'config';
 export const CONFIG_MAGIC = 'CFRP';
-/** The version this coffer writes; it reads versions 1 and 2 too (spec §4). */
-export const REPOSITORY_VERSION = 3;
-export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
+/** The version this coffer writes; it reads versions 1 to 3 too (spec §4). */
+export const REPOSITORY_VERSION = 4;
+export const READABLE_VERSIONS: readonly number[] = [1, 2, 3, 4];
+
+/**
+ * How a repository of `version` makes chunk IDs (spec §6.2): keyed BLAKE3 from version 4
+ * (the same config layout as version 3: the version byte says it), HMAC-SHA256 before.
+ * A repository keeps its version for life, and with it its chunk IDs.
+ */
+export function repositoryChunkIds(version: number): ChunkIdFunction {
+  return version >= 4 ? 'blake3' : 'hmac-sha256';
+}
 /** The size of a version 1 or 2 config. */
 export const CONFIG_BYTES = 88;
 /** The size of a version 3 config: a key-check nonce and tag before the MAC. */
@@ -157,7 +170,7 @@ function decodeConfigV3(key: BackupKey, b: Buffer, where: string): RepositoryCon
   if (!timingSafeEqual(expected, b.subarray(88, 120)) || !keyCheckOk || b.readUInt8(5) + b.readUInt16BE(6) !== 0 || b.readUInt16BE(54) !== 0) {
     throw new CofferError('corrupt', `the config of ${where} is corrupt (its MAC does not verify)`);
   }
-  return { ...decodeFields(b, 3, repositoryId, keyId, where), keyCheckNonce: Uint8Array.from(nonce) };
+  return { ...decodeFields(b, b[4]!, repositoryId, keyId, where), keyCheckNonce: Uint8Array.from(nonce) };
 }
 
 function decodeFields(b: Buffer, version: number, repositoryId: Uint8Array, keyId: Uint8Array, where: string): RepositoryConfig {

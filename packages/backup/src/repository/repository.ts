@@ -19,7 +19,7 @@ import { CofferError, DecryptionError } from '../errors.js';
 import type { ObjectInfo, StorageBackend } from '../storage/backend.js';
 import { hex, idFromName, packName, snapshotName, validObjects, type BlobLocation } from './blob.js';
 import { decompressBlob } from './compress.js';
-import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, type RepositoryConfig } from './config.js';
+import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, repositoryChunkIds, type RepositoryConfig } from './config.js';
 import { BlobIndex, scanIndex } from './index-file.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
 import { decodeEntry, decodeEntryV1, TreeValidator, type TreeEntry } from './tree.js';
@@ -64,7 +64,7 @@ export class Repository {
     const config = newConfig(key, opts.chunker ?? DEFAULT_CHUNKER, opts.compression ?? Compression.Zstd, undefined, opts.padding ?? PadMode.Auto);
     await backend.put(CONFIG_NAME, [encodeConfig(key, config)]);
     await backend.sync();
-    return new Repository(backend, config, new RepositoryKeys(key, config.repositoryId));
+    return new Repository(backend, config, new RepositoryKeys(key, config.repositoryId, repositoryChunkIds(config.version)));
   }
 
   static async open(backend: StorageBackend, key: BackupKey): Promise<Repository> {
@@ -78,7 +78,7 @@ export class Repository {
       throw e;
     }
     const config = decodeConfig(key, bytes, backend.location);
-    return new Repository(backend, config, new RepositoryKeys(key, config.repositoryId));
+    return new Repository(backend, config, new RepositoryKeys(key, config.repositoryId, repositoryChunkIds(config.version)));
   }
 
   get location(): string {

@@ -4,15 +4,15 @@
  * them until told which open file they go into (and writes them there), or says why the
  * blob was refused or not written. It touches no other file, and none by name.
  */
-import { createSecretKey } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { chunkIdKeyOf, type ChunkIdKeySpec } from '../crypto/repository-keys.js';
 import { BLOB_COMPRESSED } from './blob.js';
 import { checkStoredBlob, dataRuns, type CheckAnswer, type CheckRequest } from './restore-check.js';
 import { errorInfo } from './restore-writer.js';
 
 const port = parentPort!;
-const chunkIdKey = createSecretKey((workerData as { chunkIdKey: Uint8Array }).chunkIdKey);
+const chunkIdKey = chunkIdKeyOf((workerData as { chunkIdKey: ChunkIdKeySpec }).chunkIdKey);
 
 /** Blobs checked and kept until written: the raw bytes, and the buffer to hand back once they are. */
 const held = new Map<number, { raw: Buffer; spare?: ArrayBuffer; scratch?: Buffer }>();

@@ -16,9 +16,8 @@
  * it. A blob that fails its checks is refused with a CORRUPT_BLOB error (the main thread
  * says where, in the same words as its own checks); nothing of it is written or returned.
  */
-import { type KeyObject } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { chunkIdUnder } from '../crypto/repository-keys.js';
+import { chunkIdUnder, type ChunkIdKey, type ChunkIdKeySpec } from '../crypto/repository-keys.js';
 import { CofferError } from '../errors.js';
 import { decompressBlobHere } from './compress.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, rebuildError, type ErrorInfo } from './restore-writer.js';
@@ -32,7 +31,7 @@ const WHERE = 'blob';
  * writer threads' small whole files and this module's thread. A compressed blob is
  * decompressed into `into` when given and large enough.
  */
-export function checkStoredBlob(stored: Buffer, flags: number, rawLength: number, id: Uint8Array, chunkIdKey: KeyObject | undefined, into?: Buffer): Buffer {
+export function checkStoredBlob(stored: Buffer, flags: number, rawLength: number, id: Uint8Array, chunkIdKey: ChunkIdKey | undefined, into?: Buffer): Buffer {
   let raw: Buffer;
   try {
     raw = decompressBlobHere(stored, flags, rawLength, WHERE, into);
@@ -81,7 +80,7 @@ const SPARE_STEP = 256 * 1024;
 const SPARES_KEPT_BYTES = 8 * 1024 * 1024;
 
 export class BlobCheckThread {
-  readonly #chunkIdKey: Uint8Array;
+  readonly #chunkIdKey: ChunkIdKeySpec;
   /**
    * Buffers the thread handed back, for the next blobs' stored bytes: a buffer handed
    * over is freed only at the next garbage collection of the thread holding it, which
@@ -97,7 +96,7 @@ export class BlobCheckThread {
   #seq = 0;
   #broken: Error | undefined;
 
-  constructor(chunkIdKey: Uint8Array) {
+  constructor(chunkIdKey: ChunkIdKeySpec) {
     this.#chunkIdKey = chunkIdKey;
   }
 

@@ -16,7 +16,7 @@
  * It touches only the paths it is given and reports, per file, what the main thread
  * must say (a warning, a replaced file); the first failure ends the batch.
  */
-import { createSecretKey, type KeyObject } from 'node:crypto';
+import { chunkIdKeyOf, type ChunkIdKey, type ChunkIdKeySpec } from '../crypto/repository-keys.js';
 import { closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, renameSync, writeSync } from 'node:fs';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { checkStoredBlob } from './restore-check.js';
@@ -24,8 +24,8 @@ import { errorInfo, FILE_HEADER, RAW_DATA, type FileNote, type WriteBatch, type 
 
 const port = parentPort!;
 
-const setup = workerData as { answers: MessagePort; chunkIdKey?: Uint8Array };
-const chunkIdKey: KeyObject | undefined = setup.chunkIdKey ? createSecretKey(setup.chunkIdKey) : undefined;
+const setup = workerData as { answers: MessagePort; chunkIdKey?: ChunkIdKeySpec };
+const chunkIdKey: ChunkIdKey | undefined = setup.chunkIdKey ? chunkIdKeyOf(setup.chunkIdKey) : undefined;
 
 /** Where compressed blobs are decompressed (the writer threads get blobs under 128 KiB raw: restore.ts). */
 let scratch = Buffer.allocUnsafeSlow(128 * 1024);

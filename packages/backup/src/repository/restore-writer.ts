@@ -24,6 +24,7 @@
  * warnings and progress. A thread touches only the paths it is sent.
  */
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import type { ChunkIdKeySpec } from '../crypto/repository-keys.js';
 
 /** A batch holds at most this many files… */
 const BATCH_FILES = 64;
@@ -179,10 +180,10 @@ export class RestoreWriter {
   #timer: NodeJS.Timeout | undefined;
   readonly #buffers: Uint8Array[] = [];
   #broken: Error | undefined;
-  readonly #chunkIdKey: Uint8Array | undefined;
+  readonly #chunkIdKey: ChunkIdKeySpec | undefined;
 
   /** @param chunkIdKey the repository's chunk-ID key (spec §6.2), for files sent as stored blobs */
-  constructor(threads: number, chunkIdKey?: Uint8Array) {
+  constructor(threads: number, chunkIdKey?: ChunkIdKeySpec) {
     this.#max = Math.max(1, threads);
     this.#chunkIdKey = chunkIdKey;
   }

@@ -424,7 +424,7 @@ async function runRestore(repo: Repository, rec: SnapshotRecord, opts: RestoreOp
   // during which the thread, started later, would come up ~50 ms after the first files
   // were ready). restoreInto takes it, or closes it when the restore turns out to have
   // too few.
-  const early = !opts.select?.active && !opts.subtree && rec.snapshot.stats.files >= restoreWriterForTesting.minFiles ? new RestoreWriter(RESTORE_WRITER_THREADS, repo.keys.chunkIdKey) : undefined;
+  const early = !opts.select?.active && !opts.subtree && rec.snapshot.stats.files >= restoreWriterForTesting.minFiles ? new RestoreWriter(RESTORE_WRITER_THREADS, repo.keys.chunkIdSpec) : undefined;
   early?.prestart();
   try {
     return await listAndRestore(repo, rec, opts, early);
@@ -883,7 +883,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const threadable = (f: number) => !files.sparse(f) && !files.xattrs.has(f);
   let wholeFiles = 0;
   for (let f = 0; f < files.count; f++) if (files.chunks[f]! <= 1 && threadable(f)) wholeFiles++;
-  const writer = wholeFiles >= restoreWriterForTesting.minFiles ? (plan.early ?? new RestoreWriter(RESTORE_WRITER_THREADS, repo.keys.chunkIdKey)) : null;
+  const writer = wholeFiles >= restoreWriterForTesting.minFiles ? (plan.early ?? new RestoreWriter(RESTORE_WRITER_THREADS, repo.keys.chunkIdSpec)) : null;
   if (!writer) await plan.early?.close();
   let writerFiles = 0;
   /** Started with the first large blob. */
@@ -1226,7 +1226,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
             const where = `${name} (blob at ${loc.offset})`;
             let raw: Buffer;
             if (loc.rawLength >= RESTORE_CHECK_OFF_THREAD_FROM && (checker?.pending ?? 0) < restoreCheckForTesting.queue) {
-              const thread = (checker ??= new BlobCheckThread(repo.keys.chunkIdKey));
+              const thread = (checker ??= new BlobCheckThread(repo.keys.chunkIdSpec));
               const refused = (err: NodeJS.ErrnoException): never => {
                 if (err.code !== CORRUPT_BLOB) throw err;
                 throw new CofferError('corrupt', err.message === BLOB_NOT_ITS_ID ? notItsId(name, loc.offset, id) : `${where}: ${err.message}`);
@@ -1290,7 +1290,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
           const bEnd = b.loc.offset + b.loc.storedLength;
           if (b.loc.offset >= segEnd) break;
           // A large blob's stored bytes go to the blob-check thread, in a buffer it hands back.
-          current ??= b.loc.rawLength >= RESTORE_CHECK_OFF_THREAD_FROM ? (checker ??= new BlobCheckThread(repo.keys.chunkIdKey)).buffer(b.loc.storedLength) : Buffer.allocUnsafe(b.loc.storedLength);
+          current ??= b.loc.rawLength >= RESTORE_CHECK_OFF_THREAD_FROM ? (checker ??= new BlobCheckThread(repo.keys.chunkIdSpec)).buffer(b.loc.storedLength) : Buffer.allocUnsafe(b.loc.storedLength);
           const from = Math.max(b.loc.offset, plainPos);
           const to = Math.min(bEnd, segEnd);
           seg.copy(current, from - b.loc.offset, from - plainPos, to - plainPos);

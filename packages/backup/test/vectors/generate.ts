@@ -189,6 +189,7 @@ export function generateVectors(): Vector[] {
     ['gear-table', BackupLabel.gearTable, K1, R1, 1024],
     ['repository-key-id', BackupLabel.repositoryKeyId, K1, R1, 16],
     ['key-check', BackupLabel.keyCheck, K1, new Uint8Array(0), 32],
+    ['chunk-id-blake3', BackupLabel.chunkIdBlake3, K1, R1, 32],
   ];
   for (const [n, label, ikm, salt, length] of derivations) {
     add({
@@ -367,8 +368,8 @@ export function generateVectors(): Vector[] {
   cfgVec('corrupt-reserved-tail', 'corrupt', 'a reserved byte (55) set, MAC recomputed', remac((b) => (b[55] = 1)));
   cfgVec('corrupt-chunker-params', 'corrupt', 'average size not a power of two, MAC recomputed', remac((b) => b.writeUInt32BE(1000 * 1000, 44)));
   cfgVec('unknown-compression', 'unsupported-version', 'compression 2 (unknown), MAC recomputed', remac((b) => (b[52] = 2)));
-  cfgVec('version-4', 'unsupported-version', 'repository version 4', withByte(good, 4, 4));
-  cfgVec('version-4-longer', 'unsupported-version', 'repository version 4 of another size: the version is read before the size', Buffer.concat([withByte(good, 4, 4), Buffer.alloc(16)]));
+  cfgVec('version-5', 'unsupported-version', 'repository version 5', withByte(good, 4, 5));
+  cfgVec('version-5-longer', 'unsupported-version', 'repository version 5 of another size: the version is read before the size', Buffer.concat([withByte(good, 4, 5), Buffer.alloc(16)]));
   const cfg2: RepositoryConfig = { ...cfg, version: 2, padding: 1 };
   const good2 = Buffer.from(encodeConfig(key1, cfg2));
   cfgVec('good-v2', 'success', 'a version 2 config: byte 53 is the default padding (1 = auto)', good2, K1, cfg2);
@@ -390,6 +391,11 @@ export function generateVectors(): Vector[] {
   cfgVec('v3-corrupt-nonce', 'corrupt', 'a key-check nonce bit flipped: the key ID proves the key right, the MAC fails', withByte(good3, 56, good3[56]! ^ 0x01));
   cfgVec('v3-corrupt-key-check', 'corrupt', 'a key-check tag bit flipped', withByte(good3, 87, good3[87]! ^ 0x01));
   cfgVec('v3-corrupt-mac', 'corrupt', 'last MAC bit flipped', withByte(good3, 119, good3[119]! ^ 0x01));
+  // Version 4 (§4, §6.2): version 3's layout; chunk IDs are keyed BLAKE3.
+  const cfg4: RepositoryConfig = { ...cfg3, version: 4 };
+  const good4 = Buffer.from(encodeConfig(key1, cfg4));
+  cfgVec('good-v4', 'success', 'a version 4 config: version 3\'s layout with byte 4 = 4 (chunk IDs are keyed BLAKE3, §6.2)', good4, K1, cfg4);
+  cfgVec('v4-as-v3', 'corrupt', 'the version 4 config with its version byte set to 3 (MAC not recomputed): a repository cannot be made to change its chunk IDs', withByte(good4, 4, 3));
   cfgVec('v3-too-short', 'corrupt', 'a version 3 config of 88 bytes (the version 2 size)', good3.subarray(0, 88));
   cfgVec('v3-unsalted-key-id', 'corrupt', 'a version 3 config storing the unsalted key ID (as version 2 does), MACs recomputed: the key check proves the key right', (() => {
     const b = Buffer.from(good3);
@@ -459,6 +465,10 @@ export function generateVectors(): Vector[] {
   ];
   for (const [n, chunk, desc] of ids) {
     add({ name: `chunk-id-${n}`, kind: 'chunk-id', description: 'HMAC-SHA256 under the chunk-ID key of K1, R1', expect: 'success', key: hex(K1), repositoryId: hex(R1), chunk: desc, chunkId: hex(keys11.chunkId(chunk)) });
+  }
+  const keys11b = new RepositoryKeys(key1, R1, 'blake3');
+  for (const [n, chunk, desc] of [...ids, ['1mib-pattern', patternBytes(pat(1 << 20)), { pattern: pat(1 << 20) }] as [string, Uint8Array, Record<string, unknown>]]) {
+    add({ name: `chunk-id-blake3-${n}`, kind: 'chunk-id', description: 'version 4: keyed BLAKE3 (32-byte output) under the BLAKE3 chunk-ID key of K1, R1 (HKDF info coffer/backup/v4/chunk-id-blake3)', expect: 'success', function: 'blake3', key: hex(K1), repositoryId: hex(R1), chunk: desc, chunkId: hex(keys11b.chunkId(chunk)) });
   }
   formatV2Vectors(add as Parameters<typeof formatV2Vectors>[0]);
   add({ name: 'chunk-id-abc-other-repository', kind: 'chunk-id', description: 'the same chunk in repository R2 under the same key has another ID', expect: 'success', key: hex(K1), repositoryId: hex(R2), chunk: { hex: hex(Buffer.from('abc')) }, chunkId: hex(keys12.chunkId(Buffer.from('abc'))) });

@@ -9,7 +9,7 @@ import pkcs11js from 'pkcs11js';
 import type { AesGCM, Handle, Mechanism, PKCS11 } from 'pkcs11js';
 import { openPkcs11Platform, provisionPkcs11Keys } from '../src/platform/pkcs11/index.js';
 import { ecdhKeyPairTemplates, mechanismList, sealKeyTemplate } from '../src/platform/pkcs11/keys.js';
-import { createSoftHsmToken } from './helpers/softhsm.js';
+import { createSoftHsmToken, withRawSession } from './helpers/softhsm.js';
 import { describeIf, softHsmSkip } from './helpers/requirements.js';
 import type { SoftHsmToken } from './helpers/softhsm.js';
 
@@ -43,34 +43,6 @@ if (!skip) {
   };
 }
 
-/** A raw session on the token, riding on the module initialization and login an open platform holds (or its own). */
-function withRawSession<T>(fn: (p: PKCS11, s: Handle) => T): T {
-  const p = new pkcs11js.PKCS11();
-  p.load(token.module);
-  let inited = true;
-  try {
-    p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
-  } catch {
-    inited = false;
-  }
-  try {
-    const slot = p.C_GetSlotList(true).find((sl) => p.C_GetTokenInfo(sl).label.trim() === token.tokenLabel);
-    assert.ok(slot !== undefined);
-    const s = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
-    try {
-      try {
-        p.C_Login(s, pkcs11js.CKU_USER, token.pin);
-      } catch {
-        // already logged in through the platform
-      }
-      return fn(p, s);
-    } finally {
-      p.C_CloseSession(s);
-    }
-  } finally {
-    if (inited) p.C_Finalize();
-  }
-}
 
 function find(p: PKCS11, s: Handle, label: string, cls: number = pkcs11js.CKO_SECRET_KEY): Handle {
   p.C_FindObjectsInit(s, [
@@ -109,7 +81,7 @@ function unsealWithTokenKey(p: PKCS11, s: Handle, key: Handle, aad: Buffer, seal
   return p.C_Decrypt(s, b.subarray(12), Buffer.alloc(b.length - 12));
 }
 
-const isToken = (h: Handle): boolean => withRawSession((p, s) => flags(p, s, h).TOKEN === 1);
+const isToken = (h: Handle): boolean => withRawSession(token, (p, s) => flags(p, s, h).TOKEN === 1);
 
 describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
   before(async () => {
@@ -117,7 +89,7 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
     // Keys as every token provisioned before session 18 holds them: CKA_MODIFIABLE false
     // (and no CKA_ALLOWED_MECHANISMS on the EC key).
     const old = (a: { type: number; value?: unknown }) => (a.type === pkcs11js.CKA_MODIFIABLE ? { type: a.type, value: false } : a);
-    withRawSession((p, s) => {
+    withRawSession(token, (p, s) => {
       p.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, sealKeyTemplate(OLD).map(old) as ReturnType<typeof sealKeyTemplate>);
       const t = ecdhKeyPairTemplates(EC_OLD);
       p.C_GenerateKeyPair(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, t.publicKey, t.privateKey.filter((a) => a.type !== pkcs11js.CKA_ALLOWED_MECHANISMS).map(old) as typeof t.privateKey);
@@ -127,7 +99,7 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
 
   describe('a seal key provisioned now', () => {
     it('is modifiable, yet neither readable nor extractable, and cannot be made so by changing or copying it', () => {
-      withRawSession((p, s) => {
+      withRawSession(token, (p, s) => {
         const h = find(p, s, NEW);
         assert.deepEqual(flags(p, s, h), { TOKEN: 1, PRIVATE: 1, SENSITIVE: 1, EXTRACTABLE: 0, MODIFIABLE: 1 });
         assert.throws(() => p.C_GetAttributeValue(s, h, [{ type: pkcs11js.CKA_VALUE }]), /CKR_ATTRIBUTE_SENSITIVE/);
@@ -160,7 +132,7 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
           assert.ok(key.equals(copy), `${call} on the session copy`);
           assert.equal(isToken(key), false, `${call}: not a token object`);
         }
-        withRawSession((p, s) => {
+        withRawSession(token, (p, s) => {
           assert.deepEqual(flags(p, s, copy), { TOKEN: 0, PRIVATE: 1, SENSITIVE: 1, EXTRACTABLE: 0, MODIFIABLE: 0 });
           assert.throws(() => p.C_GetAttributeValue(s, copy, [{ type: pkcs11js.CKA_VALUE }]), /CKR_ATTRIBUTE_SENSITIVE/);
           assert.throws(() => p.C_CopyObject(s, copy, [{ type: pkcs11js.CKA_EXTRACTABLE, value: true }]), /CKR_ATTRIBUTE_READ_ONLY/);
@@ -169,7 +141,7 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
         await platform.close();
       }
       // The session that owned it closed with the platform: the copy is gone.
-      assert.throws(() => withRawSession((p, s) => p.C_GetAttributeValue(s, copy, [{ type: pkcs11js.CKA_TOKEN }])), /CKR_OBJECT_HANDLE_INVALID/);
+      assert.throws(() => withRawSession(token, (p, s) => p.C_GetAttributeValue(s, copy, [{ type: pkcs11js.CKA_TOKEN }])), /CKR_OBJECT_HANDLE_INVALID/);
     });
 
     it('is the same key as the token object: each opens what the other sealed', async () => {
@@ -177,10 +149,10 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
       try {
         const aad = Buffer.from('record aad');
         const pt = randomBytes(3072);
-        const byToken = withRawSession((p, s) => sealWithTokenKey(p, s, find(p, s, NEW), aad, pt));
+        const byToken = withRawSession(token, (p, s) => sealWithTokenKey(p, s, find(p, s, NEW), aad, pt));
         assert.deepEqual(await platform.unseal(NEW, aad, byToken), new Uint8Array(pt));
         const byCopy = await platform.seal(NEW, aad, pt);
-        assert.deepEqual(withRawSession((p, s) => unsealWithTokenKey(p, s, find(p, s, NEW), aad, byCopy)), pt);
+        assert.deepEqual(withRawSession(token, (p, s) => unsealWithTokenKey(p, s, find(p, s, NEW), aad, byCopy)), pt);
         assert.ok(copies.length >= 1 && !isToken(copies.at(-1)!), 'the platform used a session copy');
       } finally {
         await platform.close();
@@ -221,7 +193,7 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
 
   describe('an ECDH key provisioned now', () => {
     it('is modifiable but held to CKM_ECDH1_DERIVE: switching CKA_SIGN on gives no ECDSA, the mechanism list cannot be widened, the value cannot be read', () => {
-      withRawSession((p, s) => {
+      withRawSession(token, (p, s) => {
         const h = find(p, s, EC, pkcs11js.CKO_PRIVATE_KEY);
         assert.deepEqual(flags(p, s, h), { TOKEN: 1, PRIVATE: 1, SENSITIVE: 1, EXTRACTABLE: 0, MODIFIABLE: 1 });
         assert.deepEqual(p.C_GetAttributeValue(s, h, [{ type: pkcs11js.CKA_ALLOWED_MECHANISMS }])[0]!.value, mechanismList(pkcs11js.CKM_ECDH1_DERIVE));
@@ -252,7 +224,7 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
           assert.ok(key.equals(copies[0]!));
           assert.equal(isToken(key), false);
         }
-        withRawSession((p, s) => assert.deepEqual(flags(p, s, copies[0]!), { TOKEN: 0, PRIVATE: 1, SENSITIVE: 1, EXTRACTABLE: 0, MODIFIABLE: 0 }));
+        withRawSession(token, (p, s) => assert.deepEqual(flags(p, s, copies[0]!), { TOKEN: 0, PRIVATE: 1, SENSITIVE: 1, EXTRACTABLE: 0, MODIFIABLE: 0 }));
       } finally {
         await platform.close();
       }
@@ -278,7 +250,7 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
     it('is used in place: what it sealed still opens, and every init is on the token object', async () => {
       const aad = Buffer.from('old record');
       const pt = randomBytes(3072);
-      const before = withRawSession((p, s) => sealWithTokenKey(p, s, find(p, s, OLD), aad, pt));
+      const before = withRawSession(token, (p, s) => sealWithTokenKey(p, s, find(p, s, OLD), aad, pt));
       const platform = await openPkcs11Platform(token.options);
       try {
         inits.length = 0;
@@ -286,8 +258,8 @@ describeIf('PKCS#11 seal keys through a session copy (SoftHSM2)', skip, () => {
         const again = await platform.seal(OLD, aad, pt);
         assert.deepEqual(await platform.unseal(OLD, aad, again), new Uint8Array(pt));
         const platformInits = inits.splice(0);
-        assert.deepEqual(withRawSession((p, s) => unsealWithTokenKey(p, s, find(p, s, OLD), aad, again)), pt);
-        const old = withRawSession((p, s) => find(p, s, OLD));
+        assert.deepEqual(withRawSession(token, (p, s) => unsealWithTokenKey(p, s, find(p, s, OLD), aad, again)), pt);
+        const old = withRawSession(token, (p, s) => find(p, s, OLD));
         assert.equal(platformInits.length, 3);
         for (const { call, key } of platformInits) {
           assert.ok(key.equals(old), `${call} on the token object`);

@@ -6,7 +6,7 @@ import pkcs11js from 'pkcs11js';
 import type { Handle, PKCS11 } from 'pkcs11js';
 import { openPkcs11Platform, provisionPkcs11Keys } from '../src/platform/pkcs11/index.js';
 import type { Pkcs11KeyLabels, Pkcs11Options } from '../src/platform/pkcs11/index.js';
-import { createSoftHsmToken } from './helpers/softhsm.js';
+import { createSoftHsmToken, withRawSession } from './helpers/softhsm.js';
 import { describeIf, softHsmSkip } from './helpers/requirements.js';
 import type { SoftHsmToken } from './helpers/softhsm.js';
 import { platformConformance, rejectsWithCode } from './helpers/platform-conformance.js';
@@ -35,37 +35,6 @@ if (!skip) {
   spare = createSoftHsmToken();
 }
 
-/**
- * A raw PKCS#11 session on `token`, for looking at what the platform made. It rides on
- * the module initialization and login that an open platform already holds.
- */
-function withRawSession<T>(tok: SoftHsmToken, fn: (p: PKCS11, s: Handle) => T): T {
-  const p = new pkcs11js.PKCS11();
-  p.load(tok.module);
-  let inited = true;
-  try {
-    p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
-  } catch {
-    inited = false; // already initialized by an open platform
-  }
-  try {
-    const slot = p.C_GetSlotList(true).find((sl) => p.C_GetTokenInfo(sl).label.trim() === tok.tokenLabel);
-    assert.ok(slot !== undefined);
-    const s = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
-    try {
-      try {
-        p.C_Login(s, pkcs11js.CKU_USER, tok.pin);
-      } catch {
-        // already logged in through the platform
-      }
-      return fn(p, s);
-    } finally {
-      p.C_CloseSession(s);
-    }
-  } finally {
-    if (inited) p.C_Finalize();
-  }
-}
 
 function findOne(p: PKCS11, s: Handle, cls: number, label: string): Handle[] {
   p.C_FindObjectsInit(s, [

@@ -22,6 +22,9 @@
  * await platform.close();
  * token.cleanup();
  */
+import assert from 'node:assert/strict';
+import pkcs11js from 'pkcs11js';
+import type { Handle, PKCS11 } from 'pkcs11js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -115,4 +118,36 @@ export function createSoftHsmToken(
       }
     },
   };
+}
+
+/**
+ * A raw PKCS#11 session on `tok`, for looking at what a platform made. It rides on the
+ * module initialization and login that an open platform already holds (or makes its own).
+ */
+export function withRawSession<T>(tok: SoftHsmToken, fn: (p: PKCS11, s: Handle) => T): T {
+  const p = new pkcs11js.PKCS11();
+  p.load(tok.module);
+  let inited = true;
+  try {
+    p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  } catch {
+    inited = false; // already initialized by an open platform
+  }
+  try {
+    const slot = p.C_GetSlotList(true).find((sl) => p.C_GetTokenInfo(sl).label.trim() === tok.tokenLabel);
+    assert.ok(slot !== undefined);
+    const s = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+    try {
+      try {
+        p.C_Login(s, pkcs11js.CKU_USER, tok.pin);
+      } catch {
+        // already logged in through the platform
+      }
+      return fn(p, s);
+    } finally {
+      p.C_CloseSession(s);
+    }
+  } finally {
+    if (inited) p.C_Finalize();
+  }
 }

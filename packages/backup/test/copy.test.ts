@@ -125,16 +125,18 @@ test('copy of chosen snapshots (ID prefix, latest); bad references and the same 
   assert.equal((await (await b.reopen()).snapshots()).length, 2, 'a refused copy wrote no snapshot');
 });
 
-test('a format version 1 repository copies into a version 2 one and restores exactly', async (t) => {
+test('a format version 1 repository (HMAC-SHA256 chunk IDs) copies into a new one (version 4, keyed BLAKE3 chunk IDs: every ID made again) and restores exactly', async (t) => {
   const REPOS = fileURLToPath(new URL('../../../../spec/vectors/backup/repositories/', import.meta.url));
   const v = JSON.parse(readFileSync(join(REPOS, 'v1.json'), 'utf8')) as { key: string; directory: string; entries: Array<{ path: string; type: string; sha256?: string; mode?: number }> };
   const srcDir = join(await tempDir(t, 'v1'), 'repo');
   await fs.cp(join(REPOS, v.directory), srcDir, { recursive: true });
   const v1 = await Repository.open(new LocalBackend(srcDir), BackupKey.fromBytes(Buffer.from(v.key, 'hex')));
   assert.equal(v1.config.version, 1);
+  assert.equal(v1.keys.chunkIdFunction, 'hmac-sha256');
   const dstDir = await tempDir(t, 'v2');
   const key = BackupKey.generate();
   const v2 = await Repository.init(new LocalBackend(dstDir), key, { chunker: SMALL_CHUNKER });
+  assert.equal(v2.keys.chunkIdFunction, 'blake3');
   const r = await copySnapshots(v1, v2);
   assert.equal(r.copied.length, 1);
   const snap = (await v2.snapshots())[0]!;

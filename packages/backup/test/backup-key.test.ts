@@ -116,3 +116,30 @@ test('chunkIdUnder with the chunk-ID key (the chunk workers and restore\'s threa
     assert.ok(hmac.chunkId(c).equals(createHmac('sha256', hmac.chunkIdKey).update(c).digest()));
   }
 });
+
+test('the BLAKE3 chunk-ID function is standard keyed BLAKE3: BLAKE3\'s own keyed_hash test vectors (first 32 bytes), through the same path as a thread\'s key', () => {
+  // From test_vectors/test_vectors.json of the BLAKE3 reference repository (BLAKE3-team/BLAKE3,
+  // version 1.8.6): the key is the ASCII string below, the input `len` bytes of 0, 1, …, 250, 0, 1, …
+  const key = Buffer.from('whats the Elvish word for friend', 'ascii');
+  const cases: Array<[number, string]> = [
+    [0, '92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26'],
+    [1, '6d7878dfff2f485635d39013278ae14f1454b8c0a3a2d34bc1ab38228a80c95b'],
+    [63, 'bb1eb5d4afa793c1ebdd9fb08def6c36d10096986ae0cfe148cd101170ce37ae'],
+    [64, 'ba8ced36f327700d213f120b1a207a3b8c04330528586f414d09f2f7d9ccb7e6'],
+    [65, 'c0a4edefa2d2accb9277c371ac12fcdbb52988a86edc54f0716e1591b4326e72'],
+    [1023, 'c951ecdf03288d0fcc96ee3413563d8a6d3589547f2c2fb36d9786470f1b9d6e'],
+    [1024, '75c46f6f3d9eb4f55ecaaee480db732e6c2105546f1e675003687c31719c7ba4'],
+    [1025, '357dc55de0c7e382c900fd6e320acc04146be01db6a8ce7210b7189bd664ea69'],
+    [2049, '9f29700902f7c86e514ddc4df1e3049f258b2472b6dd5267f61bf13983b78dd5'],
+    [8193, '954a2a75420c8d6547e3ba5b98d963e6fa6491addc8c023189cc519821b4a1f5'],
+    [16384, '9e9fc4eb7cf081ea7c47d1807790ed211bfec56aa25bb7037784c13c4b707b0d'],
+    [102400, '1c35d1a5811083fd7119f5d5d1ba027b4d01c0c6c49fb6ff2cf75393ea5db4a7'],
+  ];
+  const k = chunkIdKeyOf(structuredClone({ fn: 'blake3' as const, key }));
+  // In order, then backwards: the one hasher per thread is reset between chunks.
+  for (const [len, want] of [...cases, ...cases.slice().reverse()]) {
+    const input = Buffer.alloc(len);
+    for (let i = 0; i < len; i++) input[i] = i % 251;
+    assert.equal(chunkIdUnder(k, input).toString('hex'), want, `${len} bytes`);
+  }
+});

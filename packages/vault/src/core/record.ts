@@ -240,8 +240,28 @@ export function decodeRecord(bytes: Uint8Array, formatVersion: number = RECORD_F
   return rec;
 }
 
+/** The AAD's constant start, `"coffer/vault/v1/record" ‖ 0x00`, encoded once. */
+const RECORD_AAD_PREFIX = new ByteWriter().bytes(utf8(LABELS.recordSeal)).u8(0).finish();
+
+/**
+ * `"coffer/vault/v1/record" ‖ 0x00 ‖ formatVersion ‖ u16 len ‖ account` (UTF-8). Three per
+ * recovery (two seals, one unseal): an account ID is printable ASCII (one byte per
+ * character), so it is written straight into one array after the prefix encoded once;
+ * anything else goes through the UTF-8 encoder as before. The same bytes either way.
+ */
 export function recordAad(account: string, formatVersion: number): Uint8Array {
-  return new ByteWriter().bytes(utf8(LABELS.recordSeal)).u8(0).u8(formatVersion).vec16(utf8(account)).finish();
+  const n = account.length;
+  let ascii = n <= 0xffff && Number.isInteger(formatVersion) && formatVersion >= 0 && formatVersion <= 0xff;
+  for (let i = 0; ascii && i < n; i++) if (account.charCodeAt(i) > 0x7f) ascii = false;
+  if (!ascii) return new ByteWriter().bytes(RECORD_AAD_PREFIX).u8(formatVersion).vec16(utf8(account)).finish();
+  const p = RECORD_AAD_PREFIX.length;
+  const out = new Uint8Array(p + 3 + n);
+  out.set(RECORD_AAD_PREFIX, 0);
+  out[p] = formatVersion;
+  out[p + 1] = n >> 8;
+  out[p + 2] = n & 0xff;
+  for (let i = 0; i < n; i++) out[p + 3 + i] = account.charCodeAt(i);
+  return out;
 }
 
 /**

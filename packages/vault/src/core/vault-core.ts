@@ -86,6 +86,22 @@ export interface Decision {
   readonly eraseAt: number | null;
 }
 
+/** `"coffer/vault/v1/login-replay" ‖ 0x00`, encoded once. */
+const LOGIN_REPLAY_PREFIX = concat(utf8(LABELS.loginReplayDigest), new Uint8Array([0]));
+
+/**
+ * The digest a login-start is remembered by (spec §5.2 step 4):
+ * `SHA-256("coffer/vault/v1/login-replay" ‖ 0x00 ‖ enc)[0..16]`. The input is one array
+ * after the prefix encoded once (before: a UTF-8 encoding, a one-byte array and a `concat`
+ * per login-start).
+ */
+export async function loginReplayDigest(enc: Uint8Array): Promise<Uint8Array> {
+  const input = new Uint8Array(LOGIN_REPLAY_PREFIX.length + enc.length);
+  input.set(LOGIN_REPLAY_PREFIX, 0);
+  input.set(enc, LOGIN_REPLAY_PREFIX.length);
+  return (await sha256(input)).slice(0, 16);
+}
+
 export class VaultCore {
   /** Login-starts' fleet DHs for their login-finishes (dh-reuse.ts); only saves HSM work. */
   readonly #dhReuse: DhReuse;
@@ -357,7 +373,7 @@ export class VaultCore {
     if (!rec || rec.state === 'pending-registration') return this.#answer({ outcome: 'not-registered', op });
     if (rec.state === 'erased') return this.#answer({ outcome: 'locked', op });
 
-    const digest = (await sha256(concat(utf8(LABELS.loginReplayDigest), new Uint8Array([0]), req.envelope.enc))).slice(0, 16);
+    const digest = await loginReplayDigest(req.envelope.enc);
     const seen = rec.seenLogins.filter((s) => s.expiresAt >= now);
     if (seen.some((s) => equalBytes(s.digest, digest))) return this.#answer({ outcome: 'stale', op });
     if (seen.length >= this.policy.loginsPerWindow) {

@@ -259,7 +259,8 @@ export class VaultService {
       // Every decision is still made on a record the root vouches for (spec §13.4).
       const held = this.#pendingLogins.get(account);
       const stored = held && (await committer.matches(account, held.bytes)) ? { value: held.bytes, version: held.version } : await this.#readChecked(committer, account);
-      const known = held && stored && held.version === stored.version && equalBytes(held.bytes, stored.value) ? held.record : undefined;
+      // `stored` taken from `held` is the very same array: no byte compare (3 KB, ~4 µs).
+      const known = held && stored && held.version === stored.version && (stored.value === held.bytes || equalBytes(held.bytes, stored.value)) ? held.record : undefined;
       const decision = await this.o.core.decide(req, stored?.value ?? null, known);
       if (!decision.write) return { kind: 'answer', decision };
       this.#pendingLogins.delete(account);

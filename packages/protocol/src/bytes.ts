@@ -11,6 +11,12 @@ export function utf8(text: string): Uint8Array {
   return utf8Encoder.encode(text);
 }
 
+/** Whether every character of `s` is ASCII: its UTF-8 bytes are then its char codes, one each. */
+export function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
 export function fromUtf8(bytes: Uint8Array, field: string): string {
   try {
     return utf8Decoder.decode(bytes);

@@ -11,7 +11,7 @@
  * records still open: they read as registration ID `null` (the legacy credential
  * identifier, the bare account), no owner token, an empty window.
  */
-import { ByteReader, ByteWriter, DecodeError, decodeKsf, encodeKsf, LABELS, SIZES, utf8, type KsfParams } from '@coffer/protocol';
+import { ByteReader, ByteWriter, DecodeError, decodeKsf, encodeKsf, isAscii, LABELS, SIZES, utf8, type KsfParams } from '@coffer/protocol';
 import { KEY_LABELS } from './key-labels.js';
 import type { Platform } from './platform.js';
 
@@ -251,8 +251,7 @@ const RECORD_AAD_PREFIX = new ByteWriter().bytes(utf8(LABELS.recordSeal)).u8(0).
  */
 export function recordAad(account: string, formatVersion: number): Uint8Array {
   const n = account.length;
-  let ascii = n <= 0xffff && Number.isInteger(formatVersion) && formatVersion >= 0 && formatVersion <= 0xff;
-  for (let i = 0; ascii && i < n; i++) if (account.charCodeAt(i) > 0x7f) ascii = false;
+  const ascii = n <= 0xffff && Number.isInteger(formatVersion) && formatVersion >= 0 && formatVersion <= 0xff && isAscii(account);
   if (!ascii) return new ByteWriter().bytes(RECORD_AAD_PREFIX).u8(formatVersion).vec16(utf8(account)).finish();
   const p = RECORD_AAD_PREFIX.length;
   const out = new Uint8Array(p + 3 + n);

@@ -26,7 +26,7 @@
  * Pure: everything outside comes through the Platform (mac, anchor, sha256 through the
  * protocol package's crypto provider).
  */
-import { concat, cryptoProvider, equalBytes, LABELS, sha256, sha256IntoSync, toHex, utf8 } from '@coffer/protocol';
+import { concat, cryptoProvider, equalBytes, isAscii, LABELS, sha256, sha256IntoSync, toHex, utf8 } from '@coffer/protocol';
 import { KEY_LABELS, LOG_LABELS } from './key-labels.js';
 import type { Platform } from './platform.js';
 
@@ -172,53 +172,24 @@ function bucketInput(entries: Iterable<readonly [string, Uint8Array]>): Uint8Arr
   if (sorted.length > 1) sorted.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   // Account IDs are printable ASCII (one byte per character): written straight into the
   // input, without a UTF-8 encoder call and an array per account (a root hashes every
-  // changed bucket: ~30 per log entry under load). Anything else is encoded as before.
-  let length = 1;
-  let ascii = true;
-  for (let i = 0; ascii && i < sorted.length; i++) {
-    const [account, digest] = sorted[i]!;
-    length += 2 + account.length + digest.length;
-    for (let j = 0; j < account.length; j++) {
-      if (account.charCodeAt(j) > 0x7f) {
-        ascii = false;
-        break;
-      }
-    }
-  }
-  if (ascii) {
-    const out = new Uint8Array(length); // out[0] = 0x00
-    let at = 1;
-    for (let i = 0; i < sorted.length; i++) {
-      const [account, digest] = sorted[i]!;
-      const n = account.length;
-      out[at] = n >> 8;
-      out[at + 1] = n & 0xff;
-      at += 2;
-      for (let j = 0; j < n; j++) out[at + j] = account.charCodeAt(j);
-      at += n;
-      out.set(digest, at);
-      at += digest.length;
-    }
-    return out;
-  }
-  return bucketInputUtf8(sorted);
-}
-
-/** bucketInput for accounts that are not all ASCII: each account through the UTF-8 encoder. */
-function bucketInputUtf8(sorted: readonly (readonly [string, Uint8Array])[]): Uint8Array {
-  const names = sorted.map(([account]) => utf8(account));
+  // changed bucket: ~30 per log entry under load). Any other account is encoded.
+  const names = sorted.map(([account]) => (isAscii(account) ? account : utf8(account)));
   let length = 1;
   for (let i = 0; i < sorted.length; i++) length += 2 + names[i]!.length + sorted[i]![1].length;
   const out = new Uint8Array(length); // out[0] = 0x00
   let at = 1;
   for (let i = 0; i < sorted.length; i++) {
-    const a = names[i]!;
-    out[at] = a.length >> 8;
-    out[at + 1] = a.length & 0xff;
-    out.set(a, at + 2);
-    at += 2 + a.length;
-    out.set(sorted[i]![1], at);
-    at += sorted[i]![1].length;
+    const name = names[i]!;
+    const n = name.length;
+    out[at] = n >> 8;
+    out[at + 1] = n & 0xff;
+    at += 2;
+    if (typeof name === 'string') for (let j = 0; j < n; j++) out[at + j] = name.charCodeAt(j);
+    else out.set(name, at);
+    at += n;
+    const digest = sorted[i]![1];
+    out.set(digest, at);
+    at += digest.length;
   }
   return out;
 }

@@ -34,6 +34,7 @@ export {
   encodeRequestBody,
   decodeRequestBody,
   encodeResponseBody,
+  encodePaddedResponseBody,
   decodeResponseBody,
   pad,
   unpad,

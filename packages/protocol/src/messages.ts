@@ -45,8 +45,16 @@ export function operationCode(op: Operation): number {
   return OPERATIONS[op];
 }
 
+/** Operation names by code (codes are small integers), built once: no `Object.entries` per request. */
+const OPERATION_BY_CODE: readonly (Operation | undefined)[] = (() => {
+  const byCode: (Operation | undefined)[] = [];
+  for (const [name, c] of Object.entries(OPERATIONS)) byCode[c] = name as Operation;
+  return byCode;
+})();
+
 export function operationFromCode(code: number): Operation {
-  for (const [name, c] of Object.entries(OPERATIONS)) if (c === code) return name as Operation;
+  const name = Number.isInteger(code) && code >= 0 ? OPERATION_BY_CODE[code] : undefined;
+  if (name !== undefined) return name;
   throw new DecodeError(`operation: unknown code ${code}`, 'unknown-operation');
 }
 
@@ -242,7 +250,27 @@ function flag(r: ByteReader, field: string): boolean {
 
 /** Response: version, echoed operation, outcome, then the outcome's fields. */
 export function encodeResponseBody(res: VaultResponse): Uint8Array {
-  const w = new ByteWriter().u8(PROTOCOL_VERSION).u8(operationCode(res.op)).u8(OUTCOMES[res.outcome]);
+  return writeResponseBody(new ByteWriter(), res).finish();
+}
+
+/**
+ * `pad(encodeResponseBody(res))` written into one array: the body goes straight after the
+ * two length bytes of a BODY_SIZE writer, which is returned without a copy (before: a
+ * 256-byte writer, its `finish()` copy and `pad`'s array per response). The same bytes.
+ * @throws RangeError as `pad` and `encodeResponseBody` do
+ */
+export function encodePaddedResponseBody(res: VaultResponse): Uint8Array {
+  const w = writeResponseBody(new ByteWriter(BODY_SIZE).u16(0), res);
+  const length = w.length - 2;
+  if (length > BODY_SIZE - 2) throw new RangeError(`body: ${length} bytes exceeds ${BODY_SIZE - 2}`);
+  const out = w.finishPadded(BODY_SIZE);
+  out[0] = length >> 8;
+  out[1] = length & 0xff;
+  return out;
+}
+
+function writeResponseBody(w: ByteWriter, res: VaultResponse): ByteWriter {
+  w.u8(PROTOCOL_VERSION).u8(operationCode(res.op)).u8(OUTCOMES[res.outcome]);
   switch (res.outcome) {
     case 'ok':
       encodeOk(w, res);
@@ -264,7 +292,7 @@ export function encodeResponseBody(res: VaultResponse): Uint8Array {
     case 'already-registered':
       break;
   }
-  return w.finish();
+  return w;
 }
 
 function encodeOk(w: ByteWriter, res: OkResponse): void {

@@ -24,9 +24,12 @@ export interface Platform {
   /**
    * AES-256-GCM under the HSM-resident secret key `keyLabel`, with a fresh random
    * 96-bit nonce. Returns `nonce (12) || ciphertext || tag (16)`.
+   * `headroom` (optional, default 0): that many zero bytes come first, before the nonce,
+   * so a caller that prepends a header writes it in place instead of copying the result
+   * (`sealRecord`'s format byte). A platform may ignore it; callers tell by the length.
    * @throws PlatformError if the key does not exist or the HSM fails.
    */
-  seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
+  seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array, headroom?: number): Promise<Uint8Array>;
 
   /**
    * Opens what `seal` produced. Returns `null` when authentication fails (wrong key,
@@ -78,4 +81,10 @@ export class PlatformError extends Error {
   ) {
     super(message);
   }
+}
+
+/** `Platform.seal`'s headroom: a small non-negative integer. */
+export function checkHeadroom(headroom: number): number {
+  if (!Number.isInteger(headroom) || headroom < 0 || headroom > 64) throw new PlatformError(`seal: headroom must be an integer 0..64, not ${headroom}`, 'bad-argument');
+  return headroom;
 }

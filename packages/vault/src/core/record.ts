@@ -296,12 +296,23 @@ export function unpadRecord(padded: Uint8Array): Uint8Array {
 }
 
 export async function sealRecord(platform: Platform, account: string, rec: AccountRecord, keys: RecordKeyring = DEFAULT_RECORD_KEYRING): Promise<Uint8Array> {
-  const sealed = await platform.seal(keys.current, recordAad(account, RECORD_FORMAT_VERSION), encodePaddedRecord(rec));
+  const plaintext = encodePaddedRecord(rec);
+  // One byte of headroom for the format byte: written in place, no 3 KB copy per seal
+  // (two per recovery). A platform that ignores headroom gives nonce ‖ ciphertext ‖ tag
+  // (28 bytes more than the plaintext), which is copied behind the byte as before.
+  const sealed = await platform.seal(keys.current, recordAad(account, RECORD_FORMAT_VERSION), plaintext, 1);
+  if (sealed.length === 1 + SEAL_OVERHEAD + plaintext.length) {
+    sealed[0] = RECORD_FORMAT_VERSION;
+    return sealed;
+  }
   const out = new Uint8Array(1 + sealed.length);
   out[0] = RECORD_FORMAT_VERSION;
   out.set(sealed, 1);
   return out;
 }
+
+/** `Platform.seal`'s nonce (12) and tag (16) around the ciphertext (as long as the plaintext). */
+const SEAL_OVERHEAD = 12 + 16;
 
 /** Thrown when stored bytes do not authenticate for this account: tampered, moved or foreign. */
 export class RecordIntegrityError extends Error {

@@ -18,14 +18,13 @@ import {
   DecodeError,
   DecryptionError,
 
-  encodeResponseBody,
+  encodePaddedResponseBody,
   equalBytes,
   fromBase64Url,
   InvalidPeerKeyError,
   ksfAtLeast,
   LABELS,
   openRequest,
-  pad,
   parseRequest,
   RESPONSE_NONCE_LENGTH,
   sealRelease,
@@ -200,7 +199,7 @@ export class VaultCore {
     // when the operation itself writes nothing.
     let write = step.write;
     if (!write && erased && record) write = await this.#put(req.account, record);
-    const response = await req.envelope.sealResponse(pad(encodeResponseBody(step.response)), this.platform.randomBytes(RESPONSE_NONCE_LENGTH));
+    const response = await req.envelope.sealResponse(encodePaddedResponseBody(step.response), this.platform.randomBytes(RESPONSE_NONCE_LENGTH));
     return {
       op: req.op,
       outcome: step.response.outcome,

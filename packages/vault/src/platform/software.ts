@@ -9,7 +9,7 @@
 import { createCipheriv, createDecipheriv, createECDH, createHmac, randomBytes, type ECDH } from 'node:crypto';
 import { chmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync, closeSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { PlatformError, type Platform } from '../core/platform.js';
+import { checkHeadroom, PlatformError, type Platform } from '../core/platform.js';
 import { RandomPool } from './random-pool.js';
 import { SoftwareAnchor } from './software-anchor.js';
 
@@ -243,19 +243,20 @@ class SoftwarePlatformImpl implements SoftwarePlatform {
     return this.#random.take(length);
   }
 
-  async seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+  async seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array, headroom = 0): Promise<Uint8Array> {
     const key = this.#key(keyLabel, 'aes-256-gcm');
+    const h = checkHeadroom(headroom);
     const nonce = this.#random.take(12);
     const c = createCipheriv('aes-256-gcm', key, nonce);
     c.setAAD(aad);
-    // nonce || ciphertext || tag, written once into the result (GCM's final() is empty).
+    // [headroom zeros] || nonce || ciphertext || tag, written once into the result (GCM's final() is empty).
     const body = c.update(plaintext);
     const tail = c.final();
-    const out = new Uint8Array(12 + body.length + tail.length + 16);
-    out.set(nonce, 0);
-    out.set(body, 12);
-    out.set(tail, 12 + body.length);
-    out.set(c.getAuthTag(), 12 + body.length + tail.length);
+    const out = new Uint8Array(h + 12 + body.length + tail.length + 16);
+    out.set(nonce, h);
+    out.set(body, h + 12);
+    out.set(tail, h + 12 + body.length);
+    out.set(c.getAuthTag(), h + 12 + body.length + tail.length);
     return out;
   }
 

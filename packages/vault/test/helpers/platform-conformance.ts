@@ -75,6 +75,18 @@ export function platformConformance(name: string, makePlatform: () => Promise<Co
       }
     });
 
+    it('seal with headroom: that many zero bytes, then what unseal opens; a bad headroom is refused', async () => {
+      const aad = enc('aad');
+      const pt = enc('a record body of some length');
+      for (const h of [0, 1, 3, 64]) {
+        const sealed = await p.seal(k.seal, aad, pt, h);
+        assert.equal(sealed.length, h + 12 + pt.length + 16, `headroom ${h}`);
+        assert.deepEqual(bytes(sealed.subarray(0, h)), new Uint8Array(h));
+        assert.deepEqual(bytes(await p.unseal(k.seal, aad, sealed.subarray(h))), pt);
+      }
+      for (const h of [-1, 1.5, 65, Number.NaN]) await rejectsWithCode(p.seal(k.seal, aad, pt, h), 'bad-argument');
+    });
+
     it('uses a fresh nonce for every seal', async () => {
       const pt = enc('same');
       const a = await p.seal(k.seal, enc('x'), pt);

@@ -10,7 +10,7 @@
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { AesGCM, ECDH1, Handle, Mechanism, PKCS11 } from 'pkcs11js';
-import { ANCHOR_MAX_BYTES, PlatformError } from '../../core/platform.js';
+import { ANCHOR_MAX_BYTES, checkHeadroom, PlatformError } from '../../core/platform.js';
 import { AnchorWorker } from './anchor-worker.js';
 import { RandomPool } from '../random-pool.js';
 import type { Platform } from '../../core/platform.js';
@@ -131,16 +131,18 @@ class Pkcs11PlatformImpl implements Pkcs11Platform {
     return this.#random.take(length);
   }
 
-  async seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+  async seal(keyLabel: string, aad: Uint8Array, plaintext: Uint8Array, headroom = 0): Promise<Uint8Array> {
     checkLabel(keyLabel);
+    const h = checkHeadroom(headroom);
     const a = view(aad, 'aad');
     const pt = view(plaintext, 'plaintext');
     const n = this.#random.take(NONCE_BYTES);
     const nonce = Buffer.from(n.buffer, n.byteOffset, n.byteLength);
     return this.#op('seal', keyLabel, 'seal', async (s, key) => {
-      const out = Buffer.alloc(NONCE_BYTES + pt.length + TAG_BYTES);
-      nonce.copy(out, 0);
-      const body = await this.#encrypt(s, key, nonce, a, pt, out.subarray(NONCE_BYTES));
+      // [headroom zeros] || nonce || ciphertext || tag, the token writing straight into it.
+      const out = Buffer.alloc(h + NONCE_BYTES + pt.length + TAG_BYTES);
+      nonce.copy(out, h);
+      const body = await this.#encrypt(s, key, nonce, a, pt, out.subarray(h + NONCE_BYTES));
       if (body.length !== pt.length + TAG_BYTES) {
         throw new PlatformError(`pkcs11: AES-GCM returned ${body.length} bytes for ${pt.length}`, 'hsm-failure');
       }

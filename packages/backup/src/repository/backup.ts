@@ -624,7 +624,7 @@ async function walkAndStore(
   const cdc = new FastCdc(repo.keys.gearTable, repo.config.chunker);
   const tree = new TreeWriter(cdc, async (raw) => {
     const id = repo.keys.chunkId(raw);
-    await writer.add(BlobType.Tree, id, raw);
+    await writer.add(BlobType.Tree, id, raw, true);
     return id.toString('hex');
   });
   const warnings: BackupWarning[] = [];

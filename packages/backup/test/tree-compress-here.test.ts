@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { backup, check, restore } from '../src/index.js';
 import { BLOB_COMPRESSED, BlobType } from '../src/repository/blob.js';
 import { BlobWriter, compressedHereForTesting } from '../src/repository/blob-writer.js';
+import { parentBlobsReadHereForTesting } from '../src/repository/backup.js';
 import { PadMode } from '../src/repository/padding.js';
 import { assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
@@ -58,4 +59,34 @@ test("a backup's tree blobs are compressed on its own thread, and it restores an
   const out = await tempDir(t, 'out');
   await restore(repo, { id: r.id, snapshot: r.snapshot }, { target: out });
   await assertSameTree(join(src, 'd'), join(out, 'd'));
+});
+
+test("a second backup reads its parent's tree blobs on its own thread (readBlob's `here`): the same bytes as through the pool, a wrong blob still refused", async (t) => {
+  const src = await tempDir(t, 'src');
+  const children: Record<string, ReturnType<typeof file>> = {};
+  for (let i = 0; i < 400; i++) children[`an-unchanged-file-${i}.txt`] = file(`content ${i}\n`);
+  await writeTree(join(src, 'd'), dir({ a: dir(children) }));
+  const { repo } = await newRepo(t);
+  const first = await backup(repo, { paths: [join(src, 'd')] });
+  await writeTree(join(src, 'd', 'b'), dir({ 'new.txt': file('new') }));
+  const before = parentBlobsReadHereForTesting.count;
+  const second = await backup(repo, { paths: [join(src, 'd')] });
+  assert.equal(parentBlobsReadHereForTesting.count - before, first.snapshot.tree.length, 'each parent tree blob read here');
+  const out = await tempDir(t, 'out');
+  await restore(repo, { id: second.id, snapshot: second.snapshot }, { target: out });
+  await assertSameTree(join(src, 'd'), join(out, 'd'));
+  const c = await check(repo, { readData: true });
+  assert.deepEqual(c.problems, []);
+  // Compressed and raw blobs (padded: the repository's default) read the same either way.
+  const index = await repo.index();
+  const kinds = new Set<number>();
+  for (const [key, loc] of index.entries()) {
+    const id = Buffer.from(key, 'latin1');
+    assert.deepEqual(await repo.readBlob(id, undefined, true), await repo.readBlob(id));
+    kinds.add(loc.flags & BLOB_COMPRESSED);
+  }
+  assert.deepEqual([...kinds].sort(), [0, BLOB_COMPRESSED]);
+  // An index entry naming another blob's bytes: refused here as through the pool.
+  const all = [...index.entries()];
+  await assert.rejects(repo.readBlob(Buffer.from(all[0]![0], 'latin1'), all[1]![1], true), /does not match its ID/);
 });

@@ -90,3 +90,15 @@ test("a second backup reads its parent's tree blobs on its own thread (readBlob'
   const all = [...index.entries()];
   await assert.rejects(repo.readBlob(Buffer.from(all[0]![0], 'latin1'), all[1]![1], true), /does not match its ID/);
 });
+
+test('with compression max, blobs asked to be compressed here go to the pool all the same (level 19 would hold the thread), and read back', async (t) => {
+  const { repo } = await newRepo(t);
+  const writer = new BlobWriter(repo, () => false, PadMode.Auto, 'max');
+  const before = compressedHereForTesting.count;
+  const blobs = Array.from({ length: 3 }, (_, i) => halfText(100_000, 100 + i));
+  const ids = blobs.map((b) => repo.keys.chunkId(b));
+  await Promise.all(blobs.map((b, i) => writer.add(BlobType.Tree, ids[i]!, b, true)));
+  await writer.finish();
+  assert.equal(compressedHereForTesting.count, before);
+  for (let i = 0; i < blobs.length; i++) assert.deepEqual(await repo.readBlob(ids[i]!), blobs[i]);
+});

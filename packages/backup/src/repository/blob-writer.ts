@@ -109,9 +109,11 @@ export class BlobWriter {
    * fresh context (~4 MB for a 2 MiB blob at level 3) on whichever of its four threads
    * runs it, and glibc keeps what each thread freed in that thread's own malloc arena:
    * after a backup of the 50,000-file tree, four arenas of ~4 MB each held ~3 KB in use
-   * (malloc_stats, issue 13).
+   * (malloc_stats, issue 13). Not with compression max: level 19 would hold this thread
+   * for up to a second a blob, and keep its far larger context; those stay on the pool.
    */
   async add(type: BlobType, id: Buffer, raw: Buffer, here = false): Promise<void> {
+    here &&= this.#compression !== 'max';
     this.#check();
     if (this.#inFlight.has(id) || this.#known(id)) return;
     this.#inFlight.add(id);

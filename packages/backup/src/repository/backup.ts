@@ -291,6 +291,9 @@ export function compareTreePaths(a: Buffer, b: Buffer): number {
  * the parent only gives hints, each checked against the file system and the index, and
  * checking them would keep a set of every path.
  */
+/** Tests only: parent tree blobs read and decompressed on the backup's thread (ParentFiles). */
+export const parentBlobsReadHereForTesting = { count: 0 };
+
 class ParentFiles {
   readonly #blobs: string[];
   /** A version 2 listing: lines in the form written now (version 1's are only decoded). */
@@ -401,7 +404,10 @@ class ParentFiles {
     }
   }
   #read(k: number): Promise<Buffer> {
-    const p = this.repo.readBlob(Buffer.from(this.#blobs[k]!, 'hex'));
+    // Decompressed on this thread: on libuv's pool each blob's fresh context and output
+    // (~4 MB) stayed in the malloc arena of whichever pool thread ran it (issue 13).
+    parentBlobsReadHereForTesting.count++;
+    const p = this.repo.readBlob(Buffer.from(this.#blobs[k]!, 'hex'), undefined, true);
     p.catch(() => {}); // its failure is taken when it is used (#load), or never if the walk ends first
     return p;
   }
@@ -624,7 +630,7 @@ async function walkAndStore(
   const cdc = new FastCdc(repo.keys.gearTable, repo.config.chunker);
   const tree = new TreeWriter(cdc, async (raw) => {
     const id = repo.keys.chunkId(raw);
-    await writer.add(BlobType.Tree, id, raw);
+    await writer.add(BlobType.Tree, id, raw, true);
     return id.toString('hex');
   });
   const warnings: BackupWarning[] = [];

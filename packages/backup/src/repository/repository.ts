@@ -18,7 +18,7 @@ import { DEFAULT_CHUNKER, type ChunkerParams } from '../chunker/fastcdc.js';
 import { CofferError, DecryptionError } from '../errors.js';
 import type { ObjectInfo, StorageBackend } from '../storage/backend.js';
 import { hex, idFromName, packName, snapshotName, validObjects, type BlobLocation } from './blob.js';
-import { decompressBlob } from './compress.js';
+import { decompressBlob, decompressBlobHere } from './compress.js';
 import { CONFIG_NAME, Compression, decodeConfig, encodeConfig, newConfig, repositoryChunkIds, type RepositoryConfig } from './config.js';
 import { BlobIndex, scanIndex } from './index-file.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
@@ -247,8 +247,12 @@ export class Repository {
     return { id, snapshot: decodeSnapshot(await this.readObject(name, ObjectKind.Snapshot), name) };
   }
 
-  /** Reads one blob from its pack with a ranged read, and decompresses it. */
-  async readBlob(id: Uint8Array, loc?: BlobLocation): Promise<Buffer> {
+  /**
+   * Reads one blob from its pack with a ranged read, and decompresses it: on libuv's pool,
+   * or with `here` on this thread (its reused context), where the output's memory stays
+   * in this thread's malloc arena (see BlobWriter.add's `here`).
+   */
+  async readBlob(id: Uint8Array, loc?: BlobLocation, here = false): Promise<Buffer> {
     const where = loc ?? (await this.index()).get(id);
     if (!where) throw new CofferError('missing-object', `blob ${hex(id)} is not in the index`);
     const name = packName(where.packId);
@@ -271,7 +275,7 @@ export class Repository {
       if (e instanceof CofferError && e.code !== 'missing-object') throw new CofferError(e.code, `${label}: ${e.message}`);
       throw e;
     }
-    const raw = await decompressBlob(stored, where.flags, where.rawLength, label);
+    const raw = here ? decompressBlobHere(stored, where.flags, where.rawLength, label) : await decompressBlob(stored, where.flags, where.rawLength, label);
     // Spec §8.1: the plaintext must be what the ID names (an index entry pointing at the
     // wrong bytes, or a damaged blob that still decompresses, is caught here).
     if (!this.keys.chunkId(raw).equals(Buffer.from(id))) throw new CofferError('corrupt', `${label}: the blob does not match its ID`);

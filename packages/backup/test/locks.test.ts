@@ -32,6 +32,7 @@ import {
   type StorageBackend,
 } from '../src/index.js';
 import { thisProcess } from '../src/repository/lock.js';
+import { workersForTesting } from '../src/chunker/chunk-pool.js';
 import { dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/lock-child.js', import.meta.url));
@@ -155,6 +156,22 @@ test('unshare -pf: a lock held in another PID namespace stops prune; prune runs 
   child.stdin.end();
   await new Promise<void>((r) => child.once('exit', () => r()));
   await prune(tr.repo);
+});
+
+test('a backup starts its first chunk worker while it takes the lock, and closes it when the repository is locked', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'lk-src'), 'd');
+  await writeTree(src, dir({ 'a.txt': file('a') }));
+  const held = await RepositoryLock.acquire(tr.repo, true);
+  const started = workersForTesting.started;
+  await assert.rejects(backup(tr.repo, { paths: [src] }), isLocked);
+  // Issue 13: the worker comes up during the lock's round trips (to a relay, several).
+  assert.equal(workersForTesting.started, started + 1);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(workersForTesting.live, 0, 'no chunk worker is left running');
+  await held.release();
+  await backup(tr.repo, { paths: [src] });
+  assert.equal(workersForTesting.live, 0);
 });
 
 test('forget takes the exclusive lock: it waits for no one and refuses while a backup holds its lock', async (t) => {

@@ -60,6 +60,9 @@ export interface SmallFileBatch {
 /** Tests only: chunks a worker's idle peer compressed for it (see 'peer' in chunk-worker.ts). */
 export const peerCompressedForTesting = { count: 0 };
 
+/** Tests only: chunk workers started, and those still running (not yet exited). */
+export const workersForTesting = { started: 0, live: 0 };
+
 /** Tests only (issue 13): poison batch buffers when they come back, and count them. */
 export const batchBuffersForTesting = { poison: false, returned: 0 };
 
@@ -187,6 +190,9 @@ export class ChunkPool {
     // default (up to 3 × 16 MiB per isolate) mostly held garbage, counted in peak RSS.
     const worker = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: this.#setup, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB } });
     const pw: PoolWorker = { worker, jobs: 0, bytes: 0, chain: Promise.resolve() };
+    workersForTesting.started++;
+    workersForTesting.live++;
+    worker.once('exit', () => void workersForTesting.live--);
     // Messages of one worker are handled strictly in order: a job's chunks, then its end.
     worker.on('message', (m: FromWorker) => {
       pw.chain = pw.chain.then(() => this.#handle(pw, m)).catch((e) => this.#fail(e));

@@ -1,6 +1,6 @@
 /**
- * Repository.tree on a version 2 listing (issue 13: split into lines as bytes, each line
- * decoded on its own): whatever the cuts between its tree blobs (inside a line, inside a
+ * Repository.tree and treeEach on a version 2 listing (issue 13: split into lines as
+ * bytes, each line decoded on its own): whatever the cuts between its tree blobs (inside a line, inside a
  * UTF-8 sequence, a line over three blobs), it lists what decodeListing makes of the
  * whole bytes, and refuses what that refuses.
  */
@@ -18,8 +18,13 @@ async function list(repo: Repository, pieces: Buffer[]): Promise<TreeEntry[]> {
   const byId = new Map(ids.map((id, i) => [id, pieces[i]!]));
   repo.readBlob = async (id: Uint8Array) => byId.get(hex(id))!;
   try {
+    const snapshot = { version: 2, tree: ids } as unknown as Snapshot;
     const out: TreeEntry[] = [];
-    for await (const e of repo.tree({ version: 2, tree: ids } as unknown as Snapshot)) out.push(e);
+    for await (const e of repo.tree(snapshot)) out.push(e);
+    // treeEach (restore's, without a promise per entry) gives the same entries.
+    const each: TreeEntry[] = [];
+    await repo.treeEach(snapshot, (e) => each.push(e));
+    assert.deepEqual(each, out);
     return out;
   } finally {
     delete (repo as Partial<Repository>).readBlob;

@@ -443,21 +443,20 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
   // --include/--exclude match the snapshot's own paths, so they are applied before
   // SNAPSHOT:PATH moves the chosen part to the top of the target.
-  let listing: AsyncIterable<TreeEntry> | TreeEntry[] = repo.tree(rec.snapshot);
-  if (opts.select?.active) {
-    const all: TreeEntry[] = [];
-    for await (const e of listing) all.push(e);
-    listing = opts.select.select(all, snapshotPathOf(rec.snapshot.paths));
-  }
   const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false }) : undefined;
   restoreWriterForTesting.startedBeforeListing = early?.started ?? 0;
-  for await (const listed of listing) {
+  const take = (listed: TreeEntry) => {
     const e = picker ? picker.pick(listed) : listed;
-    if (!e) continue;
+    if (!e) return;
     if (e.type === 'dir') dirs.push(e);
     else if (e.type === 'file') files.add(e);
     else others.push(e);
-  }
+  };
+  if (opts.select?.active) {
+    const all: TreeEntry[] = [];
+    await repo.treeEach(rec.snapshot, (e) => all.push(e));
+    for (const e of opts.select.select(all, snapshotPathOf(rec.snapshot.paths))) take(e);
+  } else await repo.treeEach(rec.snapshot, take);
   picker?.finish(rec.id);
   files.trim();
   const warnings: RestoreWarning[] = [];

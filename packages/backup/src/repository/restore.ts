@@ -130,9 +130,11 @@ const RESTORE_WRITER_THREADS = Math.max(1, Math.min(2, availableParallelism() - 
 export const restoreWriterForTesting = { minFiles: RESTORE_WRITER_MIN_FILES, started: 0, startedBeforeListing: 0 };
 /**
  * …and at most this many files are handed to them and not yet written. Each holds its
- * directory's handle open until written, so this bounds those handles too.
+ * directory's handle open until written (at most MAX_HELD_DIRS distinct directories:
+ * restore-target.ts), and its stored blob (a few KiB) until its batch is made. 256 kept
+ * the thread's queue short of BATCHES_IN_FLIGHT whole batches (restore-writer.ts).
  */
-const RESTORE_WRITER_IN_FLIGHT = 256;
+const RESTORE_WRITER_IN_FLIGHT = 512;
 /**
  * Blobs from this size on are decompressed and checked on the blob-check thread
  * (restore-check.ts), the main thread going on with the next; below it the round trip

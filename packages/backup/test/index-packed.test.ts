@@ -126,6 +126,23 @@ test('index records: the same bytes as encodeIndex, scanned without objects, dec
   }
 });
 
+test('BlobIndex: indexes added as scanned (room made for each at once) agree with the same packs added one by one: small then large ones, duplicates across them', () => {
+  const packs: IndexedPack[] = [];
+  for (let p = 0; p < 12; p++) packs.push(pack(p, Array.from({ length: p === 0 ? 3 : 200 * p }, (_, i) => bytes(32, (p % 5) * 10_000 + i + 1)), p * 7));
+  const scanned = new BlobIndex();
+  const added = new BlobIndex();
+  for (const group of [packs.slice(0, 1), packs.slice(1, 2), packs.slice(2, 7), packs.slice(7), packs.slice(3, 4)]) {
+    const whole = encodeIndex(group, 2, PadMode.Auto);
+    scanned.addScanned(whole, scanIndex(whole, 'x'));
+    for (const p of group) added.add(p);
+  }
+  assert.equal(scanned.size, added.size);
+  assert.equal(scanned.recordCount, added.recordCount);
+  assert.deepEqual([...scanned.entries()], [...added.entries()]);
+  for (const p of packs) for (const b of p.blobs) assert.deepEqual(scanned.locations(b.id), added.locations(b.id));
+  for (let i = 0; i < 200; i++) assert.equal(scanned.recordOf(bytes(32, 9_000_000 + i)), -1);
+});
+
 test('index records: garbage is refused with the same clear errors', () => {
   const good = encodeIndex([pack(1, [bytes(32, 1), bytes(32, 2)])], 2, PadMode.Off);
   const cases: Array<[string, Buffer, RegExp]> = [

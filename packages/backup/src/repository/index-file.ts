@@ -261,6 +261,26 @@ export class BlobIndex {
     }
   }
 
+  /**
+   * Room for `more` records (and their first copies in the table) at once: an index's
+   * entries are counted before they are added (issue 13: growing by doubling, the 50,000
+   * blobs of the small-file tree made 8 copies of the records and 8 rehashes).
+   */
+  #reserve(more: number): void {
+    const records = this.#records + more;
+    if (records * REC > this.#rec.length) {
+      // The first index's exact size; after it, at least doubled (many indexes: no copy of all records each).
+      const b = Buffer.alloc(Math.max(records * REC, this.#records > 0 ? this.#rec.length * 2 : 0));
+      this.#rec.copy(b, 0, 0, this.#records * REC);
+      this.#rec = b;
+    }
+    if ((this.#heads + more) * 2 > this.#slots.length) {
+      let n = this.#slots.length;
+      while ((this.#heads + more) * 2 > n) n *= 2;
+      this.#rehash(n);
+    }
+  }
+
   #append(src: Uint8Array, o: number, pack: number, type: number, flags: number, offset: number, stored: number, raw: number, state: number): number {
     if ((this.#records + 1) * REC > this.#rec.length) {
       const b = Buffer.alloc(this.#rec.length * 2);
@@ -270,7 +290,8 @@ export class BlobIndex {
     const r = this.#records++;
     const at = r * REC;
     const b = this.#rec;
-    b.set(src.subarray(o, o + ID_BYTES), at);
+    // Byte by byte: no view of `src` made per blob.
+    for (let i = 0; i < ID_BYTES; i++) b[at + i] = src[o + i]!;
     b.writeUInt32LE(pack, at + R_PACK);
     b[at + R_TYPE] = type;
     b[at + R_FLAGS] = flags;
@@ -288,7 +309,7 @@ export class BlobIndex {
     if (v === 0) {
       this.#slots[s] = this.#append(src, o, pack, type, flags, offset, stored, raw, 0) + 1;
       this.#heads++;
-      if (this.#heads * 2 > this.#slots.length) this.#rehash();
+      if (this.#heads * 2 > this.#slots.length) this.#rehash(this.#slots.length * 2);
       return;
     }
     // Another copy: kept once per pack, after the ones known already.
@@ -303,8 +324,8 @@ export class BlobIndex {
     this.#rec.writeUInt32LE(c + 1, r * REC + R_NEXT);
   }
 
-  #rehash(): void {
-    const slots = new Uint32Array(this.#slots.length * 2);
+  #rehash(size: number): void {
+    const slots = new Uint32Array(size);
     const mask = slots.length - 1;
     const b = this.#rec;
     for (let r = 0; r < this.#records; r++) {
@@ -324,6 +345,9 @@ export class BlobIndex {
   /** Adds an index's packs as `scanIndex` found them in `plain`, without an object per blob. */
   addScanned(plain: Uint8Array, packs: readonly ScannedPack[]): void {
     const b = Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
+    let more = 0;
+    for (const p of packs) more += p.count;
+    this.#reserve(more);
     for (const p of packs) {
       const pack = this.#pack(p.packId, p.sealedLength);
       for (let j = 0, o = p.start; j < p.count; j++, o += ENTRY_BYTES) {

@@ -130,9 +130,11 @@ const RESTORE_WRITER_THREADS = Math.max(1, Math.min(2, availableParallelism() - 
 export const restoreWriterForTesting = { minFiles: RESTORE_WRITER_MIN_FILES, started: 0, startedBeforeListing: 0 };
 /**
  * …and at most this many files are handed to them and not yet written. Each holds its
- * directory's handle open until written, so this bounds those handles too.
+ * directory's handle open until written (at most MAX_HELD_DIRS distinct directories:
+ * restore-target.ts), and its stored blob (a few KiB) until its batch is made. 256 kept
+ * the thread's queue short of BATCHES_IN_FLIGHT whole batches (restore-writer.ts).
  */
-const RESTORE_WRITER_IN_FLIGHT = 256;
+const RESTORE_WRITER_IN_FLIGHT = 512;
 /**
  * Blobs from this size on are decompressed and checked on the blob-check thread
  * (restore-check.ts), the main thread going on with the next; below it the round trip
@@ -443,21 +445,20 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
   // --include/--exclude match the snapshot's own paths, so they are applied before
   // SNAPSHOT:PATH moves the chosen part to the top of the target.
-  let listing: AsyncIterable<TreeEntry> | TreeEntry[] = repo.tree(rec.snapshot);
-  if (opts.select?.active) {
-    const all: TreeEntry[] = [];
-    for await (const e of listing) all.push(e);
-    listing = opts.select.select(all, snapshotPathOf(rec.snapshot.paths));
-  }
   const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false }) : undefined;
   restoreWriterForTesting.startedBeforeListing = early?.started ?? 0;
-  for await (const listed of listing) {
+  const take = (listed: TreeEntry) => {
     const e = picker ? picker.pick(listed) : listed;
-    if (!e) continue;
+    if (!e) return;
     if (e.type === 'dir') dirs.push(e);
     else if (e.type === 'file') files.add(e);
     else others.push(e);
-  }
+  };
+  if (opts.select?.active) {
+    const all: TreeEntry[] = [];
+    await repo.treeEach(rec.snapshot, (e) => all.push(e));
+    for (const e of opts.select.select(all, snapshotPathOf(rec.snapshot.paths))) take(e);
+  } else await repo.treeEach(rec.snapshot, take);
   picker?.finish(rec.id);
   files.trim();
   const warnings: RestoreWarning[] = [];

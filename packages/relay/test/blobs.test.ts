@@ -283,7 +283,7 @@ test('local store: a directory not known to be durable has its parent synced by 
   assert.deepEqual(synced, [ns, data, join(data, 'ab')]);
 });
 
-test('local store: the body is read on while a batch is being written, paused once 4 MiB waits behind the write, stored in order', async (t) => {
+test('local store: the body is read on while a batch is being written, paused once 1 MiB waits behind the write, stored in order', async (t) => {
   const dir = tempDir(t);
   const root = join(dir, 'blobs');
   const store = new LocalBlobStore(root, { syncDir: async () => {} });
@@ -305,28 +305,23 @@ test('local store: the body is read on while a batch is being written, paused on
     for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
   };
   const KiB = 1024;
-  const MiB = 1024 * KiB;
-  const bytes = randomBytes(6 * MiB);
+  const bytes = randomBytes(3 * 1024 * KiB);
   const body = new PassThrough();
   const put = store.put('ns', 'data/x', body);
   while (body.listenerCount('data') === 0) await turns(1);
   body.write(bytes.subarray(0, 256 * KiB));
   await turns();
   assert.equal(writes, 1, 'a batch is being written (held)');
-  // 1.5 MiB behind the held write (more than a pack's pieces in flight used to be let wait).
-  body.write(bytes.subarray(256 * KiB, 1792 * KiB));
+  body.write(bytes.subarray(256 * KiB, 768 * KiB));
   await turns();
   assert.equal(body.readableLength, 0, 'the body is read on while the write is held');
-  assert.equal(body.isPaused(), false, 'not paused at 1.5 MiB waiting');
-  body.write(bytes.subarray(1792 * KiB, 4096 * KiB));
+  assert.equal(body.isPaused(), false);
+  body.write(bytes.subarray(768 * KiB, 1792 * KiB));
   await turns();
-  assert.equal(body.isPaused(), false, 'not paused below 4 MiB waiting');
-  body.write(bytes.subarray(4096 * KiB, 4608 * KiB));
-  await turns();
-  assert.equal(body.isPaused(), true, 'reading pauses once 4 MiB waits behind the write');
+  assert.equal(body.isPaused(), true, 'reading pauses once 1 MiB waits behind the write');
   assert.equal(writes, 1, 'one write at a time');
   release();
-  body.end(bytes.subarray(4608 * KiB));
+  body.end(bytes.subarray(1792 * KiB));
   assert.equal(await put, 'created');
   assert.ok(readFileSync(join(root, 'ns', 'data', 'x')).equals(bytes));
 });

@@ -326,16 +326,8 @@ export class LocalBlobStore implements BlobStore {
  * client waited on its socket (issue 13). Against pausing for every write (1 GiB backups,
  * 16 interleaved pairs): relay CPU lower in 13 (medians 0.95-0.99 against 1.12-1.13 s,
  * mostly system time), wall time not resolved (lower in 10); relay peak RSS +2 MiB.
- *
- * 4 MiB rather than 1 MiB (issue 13, session 19): on a loaded machine a write takes ~3-7 ms
- * (a pool hop and the call), so at 1 MiB one backup of 261 MiB paused its bodies ~160
- * times, ~0.9 s in all, and each pack's last bytes reached the relay tens of ms after the
- * client had sent them — the commit the engine waits on. At 4 MiB: ~12 pauses (~50 ms),
- * fewer and larger writes (~200 against ~290); 16 interleaved pairs of that backup against
- * the session's base: wall B/A 1.179 (faster in 12), relay CPU medians 0.39 against 0.44 s;
- * relay peak RSS +5 MiB.
  */
-const WRITE_AHEAD = 4 * 1024 * 1024;
+const WRITE_AHEAD = 1024 * 1024;
 
 /**
  * The stream into the file, in batches (writev); a failure of the stream is a BodyFailure.

@@ -362,66 +362,6 @@ test('local store: a put overlaps its independent file-system steps (mkdir with 
   assert.deepEqual(await fs.readdir(join(root, 'ns', 'data', 'ab')), ['cd'], 'no temporary file is left');
 });
 
-test('local store: a put into new directories opens its file and reads its body while their parents are synced, and answers only once they are', async (t) => {
-  const dir = tempDir(t);
-  const root = join(dir, 'blobs');
-  const events: string[] = [];
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  const last = join(root, 'ns', 'data');
-  const store = new LocalBlobStore(root, {
-    syncDir: async (p) => {
-      events.push(`sync ${p === join(root, 'ns', 'data', 'ab') ? 'link-dir' : 'parent'}`);
-      if (p === last) await gate; // the last parent's sync is held
-    },
-  });
-  const open = fs.open;
-  t.after(() => void (fs.open = open));
-  fs.open = (async (...a: Parameters<typeof fs.open>) => {
-    if (String(a[0]).includes('.tmp-')) events.push('open tmp');
-    return open(...a);
-  }) as typeof fs.open;
-  const body = new PassThrough();
-  let settled = false;
-  const put = store.put('ns', 'data/ab/cd', body).finally(() => (settled = true));
-  // The body is read once the file is open; with the last parent's sync held, that
-  // happens only if the put does not wait for the syncs first.
-  await new Promise<void>((r) => {
-    let done = false;
-    const finish = (): void => {
-      done = true;
-      r();
-    };
-    if (body.listenerCount('data') > 0) return finish();
-    const on = (e: string | symbol): void => {
-      if (e !== 'data') return;
-      body.off('newListener', on);
-      finish();
-    };
-    body.on('newListener', on);
-    // Without the overlap nothing is opened while the last parent's sync is held: once
-    // all four parent syncs were asked for and no file was opened, release it (the order
-    // assertion below then fails), so the test ends either way.
-    const poll = (): void => {
-      if (done) return;
-      if (events.filter((e) => e === 'sync parent').length === 4 && !events.includes('open tmp')) release();
-      else setImmediate(poll);
-    };
-    poll();
-  });
-  body.end(Buffer.from('hello'));
-  await new Promise((r) => setImmediate(r));
-  assert.equal(settled, false, 'no answer while a new directory\'s parent is not synced');
-  assert.ok(!events.includes('sync link-dir'), 'the link\'s directory is synced after the parents');
-  release();
-  assert.equal(await put, 'created');
-  const opened = events.indexOf('open tmp');
-  const lastParent = events.lastIndexOf('sync parent');
-  assert.ok(opened < lastParent, `the file is opened before the last parent sync is asked for: ${events.join(', ')}`);
-  assert.equal(events[events.length - 1], 'sync link-dir');
-  assert.equal(readFileSync(join(root, 'ns', 'data', 'ab', 'cd'), 'utf8'), 'hello');
-});
-
 test('local store: names that collide on disk ("a" and "a/b") are 409 blob-exists, not 503', async (t) => {
   const r = await startRelay(t, testConfig(tempDir(t)));
   const a = (await r.signUp()).auth();

@@ -5,7 +5,7 @@
  * real name (as packages/backup/src/storage/local.ts). A 201 means durable (the rule in
  * docs/relay.md): the file is fdatasynced before the link, the link's directory is fsynced
  * after it, and every directory on the object's path has had its entry synced into its
- * parent after it was made — by this put (the directories it created, while the body streams in), or
+ * parent after it was made — by this put (the directories it created, before the body), or
  * by an earlier one this store saw finish (#durable); any other (made by a put still
  * streaming, or left by an earlier process) has its parent synced by this put too.
  */
@@ -119,8 +119,6 @@ export class LocalBlobStore implements BlobStore {
     let linked = false;
     /** The temporary file is gone (unlinked once linked): nothing to clean up. */
     let tmpGone = false;
-    /** The syncs of the new directories' parents, running while the body is read. */
-    let parents: Promise<void> | undefined;
     try {
       // Taken already: say so before reading a byte of the body (the link below still
       // decides, atomically, when two puts race). The directory is made meanwhile: one
@@ -143,28 +141,20 @@ export class LocalBlobStore implements BlobStore {
       }
       if (created !== undefined) {
         // New directories exist durably only once their parents are synced: from the
-        // parent of the first one created down to the parent of `dir`. Before the answer,
-        // not before the body: they are synced while the body streams in (on a fresh
-        // namespace most packs land in a new data/xx, and each waited for a directory
-        // fsync before reading a byte; issue 13).
+        // parent of the first one created down to the parent of `dir`.
         const chain: string[] = [];
         for (let d = dir; d !== created && dirname(d) !== d; d = dirname(d)) chain.push(dirname(d));
         chain.push(dirname(created));
         const forgotten = this.#forgotten;
-        const made = created;
-        parents = (async () => {
-          for (const d of chain.reverse()) await this.#syncDir(d);
-          if (forgotten === this.#forgotten) {
-            for (let d = dir; d.length >= made.length; d = dirname(d)) this.#remember(d);
-          }
-        })();
-        parents.catch(() => {}); // awaited below (or in `finally`, when the body fails first)
+        for (const d of chain.reverse()) await this.#syncDir(d);
+        if (forgotten === this.#forgotten) {
+          for (let d = dir; d.length >= created.length; d = dirname(d)) this.#remember(d);
+        }
       }
       fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
       if (Buffer.isBuffer(data)) await fh.writeFile(data);
       else await writeStream(fh, data);
       await fh.datasync();
-      if (parents) await parents;
       // The data is synced: the file is closed while it is linked (link names the path,
       // not the handle), one round trip fewer before the answer. A failure to close
       // after the sync loses nothing and is not one of the put's.
@@ -204,7 +194,6 @@ export class LocalBlobStore implements BlobStore {
       throw wrap(err, 'writing an object');
     } finally {
       await fh?.close().catch(() => {});
-      await parents?.catch(() => {});
       if (!tmpGone) await fs.unlink(tmp).catch(() => {});
       if (!linked && created !== undefined) {
         // Directories made for an object that never came: gone again (empty ones only).

@@ -326,6 +326,42 @@ test('local store: the body is read on while a batch is being written, paused on
   assert.ok(readFileSync(join(root, 'ns', 'data', 'x')).equals(bytes));
 });
 
+test('local store: a put overlaps its independent file-system steps (mkdir with the lstat, the link with the close, the temporary\'s unlink with the directory sync) and unlinks the temporary once', async (t) => {
+  const dir = tempDir(t);
+  const root = join(dir, 'blobs');
+  const events: string[] = [];
+  const store = new LocalBlobStore(root, {
+    syncDir: async (p) => {
+      events.push(`sync ${p === join(root, 'ns', 'data', 'ab') ? 'link-dir' : 'other'}`);
+    },
+  });
+  const orig = { lstat: fs.lstat, mkdir: fs.mkdir, link: fs.link, unlink: fs.unlink, open: fs.open };
+  const watch = <A extends unknown[], R>(name: string, f: (...a: A) => Promise<R>) =>
+    function (this: unknown, ...a: A): Promise<R> {
+      events.push(`${name} start`);
+      return f.apply(this, a).finally(() => events.push(`${name} end`));
+    };
+  t.after(() => Object.assign(fs, orig));
+  // A FileHandle's close is its own property: the handles the put opens are watched.
+  const open = async (...a: Parameters<typeof fs.open>) => {
+    const fh = await orig.open(...a);
+    fh.close = watch('close', fh.close.bind(fh));
+    return fh;
+  };
+  Object.assign(fs, { lstat: watch('lstat', orig.lstat as never), mkdir: watch('mkdir', orig.mkdir as never), link: watch('link', orig.link as never), unlink: watch('unlink', orig.unlink as never), open });
+  await fs.mkdir(join(root, 'ns', 'data', 'ab'), { recursive: true });
+  events.length = 0;
+  assert.equal(await store.put('ns', 'data/ab/cd', Buffer.from('x')), 'created');
+  const at = (e: string) => events.indexOf(e);
+  assert.ok(at('mkdir start') >= 0 && at('mkdir start') < at('lstat end'), `mkdir goes out before the lstat answers: ${events.join(', ')}`);
+  assert.ok(at('link start') >= 0 && at('link start') < at('close end'), `the link goes out before the file is closed: ${events.join(', ')}`);
+  assert.ok(at('unlink start') >= 0 && at('sync link-dir') >= 0 && at('sync link-dir') < at('unlink end'), `the directory sync goes out before the unlink answers: ${events.join(', ')}`);
+  assert.ok(at('link end') < at('sync link-dir'), 'the link is synced after it is made');
+  assert.equal(events.filter((e) => e === 'unlink start').length, 1, 'the temporary file is unlinked once');
+  assert.equal(readFileSync(join(root, 'ns', 'data', 'ab', 'cd'), 'utf8'), 'x');
+  assert.deepEqual(await fs.readdir(join(root, 'ns', 'data', 'ab')), ['cd'], 'no temporary file is left');
+});
+
 test('local store: names that collide on disk ("a" and "a/b") are 409 blob-exists, not 503', async (t) => {
   const r = await startRelay(t, testConfig(tempDir(t)));
   const a = (await r.signUp()).auth();

@@ -13,6 +13,7 @@ import { BLOB_COMPRESSED, BlobType } from '../src/repository/blob.js';
 import { BlobWriter, compressedHereForTesting } from '../src/repository/blob-writer.js';
 import { parentBlobsReadHereForTesting } from '../src/repository/backup.js';
 import { PadMode } from '../src/repository/padding.js';
+import { treeBlobsReadHereForTesting } from '../src/repository/repository.js';
 import { assertSameTree, dir, file, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 /** Compressible to about half: text and random bytes interleaved. */
@@ -89,6 +90,31 @@ test("a second backup reads its parent's tree blobs on its own thread (readBlob'
   // An index entry naming another blob's bytes: refused here as through the pool.
   const all = [...index.entries()];
   await assert.rejects(repo.readBlob(Buffer.from(all[0]![0], 'latin1'), all[1]![1], true), /does not match its ID/);
+});
+
+test("a snapshot's listing (tree(), treeEach: restore, ls, diff) decompresses its tree blobs on the calling thread, and a restore lists through it", async (t) => {
+  const src = await tempDir(t, 'src');
+  const children: Record<string, ReturnType<typeof file>> = {};
+  for (let i = 0; i < 400; i++) children[`a-file-with-a-long-name-${i}.txt`] = file(`content ${i}\n`);
+  await writeTree(join(src, 'd'), dir({ a: dir(children) }));
+  const { repo } = await newRepo(t);
+  const { id, snapshot } = await backup(repo, { paths: [join(src, 'd')] });
+  const blobs = snapshot.tree.length;
+  let before = treeBlobsReadHereForTesting.count;
+  const viaTree: string[] = [];
+  for await (const e of repo.tree(snapshot)) viaTree.push(e.path);
+  assert.equal(treeBlobsReadHereForTesting.count - before, blobs);
+  before = treeBlobsReadHereForTesting.count;
+  const viaEach: string[] = [];
+  await repo.treeEach(snapshot, (e) => viaEach.push(e.path));
+  assert.equal(treeBlobsReadHereForTesting.count - before, blobs);
+  assert.deepEqual(viaEach, viaTree);
+  assert.ok(viaTree.length > 400);
+  before = treeBlobsReadHereForTesting.count;
+  const out = await tempDir(t, 'out');
+  await restore(repo, { id, snapshot }, { target: out });
+  assert.ok(treeBlobsReadHereForTesting.count - before >= blobs);
+  await assertSameTree(join(src, 'd'), join(out, 'd'));
 });
 
 test('with compression max, blobs asked to be compressed here go to the pool all the same (level 19 would hold the thread), and read back', async (t) => {

@@ -27,6 +27,9 @@ import { decodeEntry, decodeEntryV1, TreeValidator, type TreeEntry } from './tre
 import { PadMode } from './padding.js';
 import { padJson } from './snapshot.js';
 
+/** Tests only: snapshot tree blobs read by tree() and treeEach (all decompressed on the calling thread). */
+export const treeBlobsReadHereForTesting = { count: 0 };
+
 export interface InitOptions {
   chunker?: ChunkerParams;
   compression?: Compression;
@@ -302,7 +305,7 @@ export class Repository {
     const rules = new TreeValidator(false);
     for (const h of s.tree) {
       const where = `tree of snapshot at ${h.slice(0, 16)}`;
-      const blob = await this.readBlob(Buffer.from(h, 'hex'));
+      const blob = await this.#readTreeBlob(h);
       const text = carry + utf8.decode(blob, { stream: true });
       // Lines end at 0x0A only (U+2028 and U+2029 are ordinary characters in JSON).
       const lines = text.split('\n');
@@ -318,6 +321,17 @@ export class Repository {
   }
 
   /**
+   * A snapshot's tree blob, decompressed on this thread (readBlob's `here`): the listing
+   * is read one blob at a time, so the pool would run nothing alongside, and each of its
+   * threads kept a fresh context's memory in its own malloc arena (issue 13, as for the
+   * backup's tree blobs).
+   */
+  #readTreeBlob(h: string): Promise<Buffer> {
+    treeBlobsReadHereForTesting.count++;
+    return this.readBlob(Buffer.from(h, 'hex'), undefined, true);
+  }
+
+  /**
    * tree() without a promise per entry: `each` is given every entry, in order, as each
    * tree blob is read (issue 13: restore lists ~50,000 entries before it writes anything,
    * and an async generator's round trip per entry cost ~1 µs each).
@@ -328,7 +342,7 @@ export class Repository {
       return;
     }
     const listing = new ListingV2();
-    for (const h of s.tree) listing.add(await this.readBlob(Buffer.from(h, 'hex')), `tree of snapshot at ${h.slice(0, 16)}`, each);
+    for (const h of s.tree) listing.add(await this.#readTreeBlob(h), `tree of snapshot at ${h.slice(0, 16)}`, each);
     listing.end();
   }
 
@@ -336,7 +350,7 @@ export class Repository {
     const listing = new ListingV2();
     for (const h of s.tree) {
       const entries: TreeEntry[] = [];
-      listing.add(await this.readBlob(Buffer.from(h, 'hex')), `tree of snapshot at ${h.slice(0, 16)}`, (e) => entries.push(e));
+      listing.add(await this.#readTreeBlob(h), `tree of snapshot at ${h.slice(0, 16)}`, (e) => entries.push(e));
       yield* entries;
     }
     listing.end();

@@ -174,6 +174,29 @@ test('a backup starts its first chunk worker while it takes the lock, and closes
   assert.equal(workersForTesting.live, 0);
 });
 
+test("taking a lock reads the other locks, not its own just written (one round trip fewer to a relay)", async (t) => {
+  const tr = await newRepo(t);
+  const backend = tr.repo.backend;
+  const get = backend.get.bind(backend);
+  const lockReads: string[] = [];
+  backend.get = (name: string, ...rest: unknown[]) => {
+    if (name.startsWith('locks/')) lockReads.push(name);
+    return (get as (...a: unknown[]) => ReturnType<typeof get>)(name, ...rest);
+  };
+  t.after(() => void (backend.get = get));
+  const first = await RepositoryLock.acquire(tr.repo, false);
+  assert.deepEqual(lockReads, [], 'its own lock is not read back');
+  const second = await RepositoryLock.acquire(tr.repo, false);
+  assert.equal(lockReads.length, 1, 'the other lock is read');
+  await second.release();
+  await first.release();
+  // A conflicting lock is still seen: an exclusive one finds the shared one held.
+  const shared = await RepositoryLock.acquire(tr.repo, false);
+  await assert.rejects(RepositoryLock.acquire(tr.repo, true, Date.now, 0), isLocked);
+  await shared.release();
+  await (await RepositoryLock.acquire(tr.repo, true)).release();
+});
+
 test('forget takes the exclusive lock: it waits for no one and refuses while a backup holds its lock', async (t) => {
   const tr = await newRepo(t);
   const src = join(await tempDir(t, 'lk-src'), 'd');

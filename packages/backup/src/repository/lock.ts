@@ -78,7 +78,7 @@ export class RepositoryLock {
     try {
       const giveUp = Date.now() + waitMs;
       for (;;) {
-        const conflicts = (await liveLocks(repo, now())).filter((h) => Buffer.compare(h.id, id) !== 0 && (exclusive || h.body.exclusive));
+        const conflicts = (await liveLocks(repo, now(), id)).filter((h) => exclusive || h.body.exclusive);
         if (conflicts.length === 0) break;
         const conflict = conflicts.find(olderThanOurs) ?? conflicts[0]!;
         if (olderThanOurs(conflict) || Date.now() >= giveUp) {
@@ -137,11 +137,13 @@ async function writeLock(repo: Repository, exclusive: boolean, time: number): Pr
   return repo.writeObject(ObjectKind.Lock, Buffer.from(JSON.stringify(body)), lockName);
 }
 
-export async function liveLocks(repo: Repository, now: number): Promise<Array<{ id: Buffer; body: LockBody }>> {
+export async function liveLocks(repo: Repository, now: number, ours?: Uint8Array): Promise<Array<{ id: Buffer; body: LockBody }>> {
   const out: Array<{ id: Buffer; body: LockBody }> = [];
   for (const { name } of await repo.backend.list('locks/')) {
     const id = idFromName(name);
     if (!id) continue;
+    // The caller's own lock, just written: not read back (a round trip to a relay).
+    if (ours && Buffer.compare(id, ours) === 0) continue;
     let body: LockBody;
     try {
       body = JSON.parse((await repo.readObject(name, ObjectKind.Lock)).toString('utf8')) as LockBody;

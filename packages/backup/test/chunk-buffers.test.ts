@@ -27,7 +27,7 @@ function content(seed: number, size: number): Buffer {
 test('reused read buffers: each file of each batch and each whole file comes back as itself', async (t) => {
   const dir = await fs.mkdtemp(join(tmpdir(), 'coffer-chunkbuf-'));
   t.after(() => fs.rm(dir, { recursive: true, force: true }));
-  const pool = new ChunkPool(ChunkPool.setupFor(gear, key, DEFAULT_CHUNKER, 'auto'), 1);
+  const pool = new ChunkPool(ChunkPool.setupFor(gear, { fn: 'hmac-sha256', key }, DEFAULT_CHUNKER, 'auto'), 1);
   t.after(() => pool.close());
   let seed = 0;
   // Batches: large then smaller (the first buffer is reused) then larger again (a new

@@ -30,7 +30,7 @@ test('workers start with the work: none idle, one for one job at a time, a secon
     contents.push(c);
   }
   const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
-  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER), 2);
   t.after(() => pool.close());
   assert.equal(pool.started, 0, 'no worker before the first job');
 
@@ -64,7 +64,7 @@ test('workers start with the work: none idle, one for one job at a time, a secon
 
 test('prestart(n): that many workers, never more than the pool may run', async (t) => {
   const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
-  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER), 2);
   t.after(() => pool.close());
   pool.prestart(2);
   assert.equal(pool.started, 2);
@@ -74,7 +74,7 @@ test('prestart(n): that many workers, never more than the pool may run', async (
 
 test('prestart: the first worker starts before any job (a backup starts it while its index loads), once', async (t) => {
   const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
-  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER), 2);
   t.after(() => pool.close());
   pool.prestart();
   pool.prestart();
@@ -95,7 +95,7 @@ test('compress: a new file\'s chunks come from the worker in their stored form (
   const p = join(dir, 'big');
   await fs.writeFile(p, content);
   const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
-  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER, 'auto'), 1);
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER, 'auto'), 1);
   t.after(() => pool.close());
   for (const compress of [true, false]) {
     const pieces: Array<Promise<Buffer>> = [];
@@ -137,7 +137,7 @@ test('compress: a new file\'s chunks come from the worker in their stored form (
 test('work is given out as workers get through it: each worker holds at most 8 MiB ahead, the rest waits for the first worker free', async (t) => {
   const dir = await tempDir(t, 'pool');
   const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
-  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER), 2);
   t.after(() => pool.close());
   const contents: Buffer[] = [];
   const jobs: Array<Promise<{ size: number; ids: Buffer[] }>> = [];
@@ -193,7 +193,7 @@ test('once every job is given out, a worker chunking a file while the other is i
   await fs.writeFile(p, content);
   await fs.writeFile(join(dir, 'a'), 'abc');
   const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
-  const setup = ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER, 'auto');
+  const setup = ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER, 'auto');
   type Got = { id: string; data: string; flags: number; rawLength: number };
   const run = async (pool: ChunkPool, known?: Uint8Array) => {
     const got: Got[] = [];
@@ -246,7 +246,7 @@ test('two chunk workers run below the main thread: each takes WORKER_NICE_DELTA 
   };
 
   // One worker: nothing else of the pipeline competes with the main thread for the cores.
-  const one = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 1);
+  const one = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER), 1);
   const beforeOne = new Set(readdirSync('/proc/self/task'));
   await one.chunkBatch([Buffer.from(p)], [1000]);
   const alone = readdirSync('/proc/self/task').filter((tid) => !beforeOne.has(tid));
@@ -254,7 +254,7 @@ test('two chunk workers run below the main thread: each takes WORKER_NICE_DELTA 
   assert.deepEqual(alone.map(niceOf), alone.map(() => base), 'a single worker keeps the process\'s priority');
   await one.close();
 
-  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER), 2);
   t.after(() => pool.close());
   const before = new Set(readdirSync('/proc/self/task'));
   pool.prestart(2);

@@ -37,7 +37,7 @@ const known = (pieces: Piece[]) => ({ known: Buffer.concat(pieces.map((p) => p.i
 
 async function setup(t: TestContext) {
   const dir = await tempDir(t, 'predict');
-  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER), 2);
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER), 2);
   t.after(() => pool.close());
   /** Chunks `data` (written to a file) through the pool; each chunk's ID and length in the order they came. */
   const chunk = async (data: Buffer, opts: { start?: number; end?: number; known?: Uint8Array; knownLengths?: Uint32Array } = {}) => {

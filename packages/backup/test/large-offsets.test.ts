@@ -38,7 +38,7 @@ test('chunk workers read regions of a sparse file across and past the 4 GiB mark
   const expectedTail = Buffer.concat([Buffer.alloc(MiB), below, Buffer.alloc(MiB), past]);
 
   const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
-  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdKey, DEFAULT_CHUNKER));
+  const pool = new ChunkPool(ChunkPool.setupFor(keys.gearTable, keys.chunkIdSpec, DEFAULT_CHUNKER));
   t.after(() => pool.close());
   const read = async (start: number, end: number) => {
     const parts: Buffer[] = [];

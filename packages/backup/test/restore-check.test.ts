@@ -34,7 +34,7 @@ const corrupt = (e: unknown, message: RegExp) => (e as NodeJS.ErrnoException).co
 
 /** A blob-check thread and a file open with `flags` (an empty one made first), both closed after the test. */
 async function threadAndFile(t: TestContext, prefix: string, flags: 'w+' | 'r') {
-  const th = new BlobCheckThread(key);
+  const th = new BlobCheckThread({ fn: 'hmac-sha256', key });
   t.after(() => th.close());
   const path = join(await tempDir(t, prefix), 'f');
   await fs.writeFile(path, '');
@@ -44,7 +44,7 @@ async function threadAndFile(t: TestContext, prefix: string, flags: 'w+' | 'r') 
 }
 
 test('check(): raw and compressed blobs come back as their raw bytes; a swapped ID, a broken frame and a wrong length are refused as CORRUPT_BLOB', async (t) => {
-  const th = new BlobCheckThread(key);
+  const th = new BlobCheckThread({ fn: 'hmac-sha256', key });
   t.after(() => th.close());
   const big = text(700 * 1024, 1);
   const media = prng(2, 300 * 1024);
@@ -70,7 +70,7 @@ test('check(): raw and compressed blobs come back as their raw bytes; a swapped 
 });
 
 test('check(): a view of a larger buffer is copied, not taken: the caller\'s buffer stays usable', async (t) => {
-  const th = new BlobCheckThread(key);
+  const th = new BlobCheckThread({ fn: 'hmac-sha256', key });
   t.after(() => th.close());
   const media = prng(4, 200 * 1024);
   const shared = Buffer.concat([Buffer.from('head'), media, Buffer.from('tail')]);

@@ -210,7 +210,7 @@ test('send: each file\'s done is called from poll() while the main thread never 
 test('a file sent as its stored blob is checked on the thread: written when it is what its ID says, refused (CORRUPT_BLOB, nothing created) when not', async (t) => {
   const dst = await tempDir(t, 'rw-blob');
   const key = Buffer.alloc(32, 7);
-  const w = new RestoreWriter(1, key);
+  const w = new RestoreWriter(1, { fn: 'hmac-sha256', key });
   t.after(() => w.close());
   const idOf = (raw: Buffer) => createHmac('sha256', key).update(raw).digest();
   const raw = Buffer.from('a small file that compresses well. '.repeat(40));

@@ -14,8 +14,11 @@ import { napiBinding } from '../repository/native-binding.js';
  */
 export type ChunkIdFunction = 'hmac-sha256' | 'blake3';
 
-/** A chunk-ID key as it travels to a thread: its function and its 32 bytes (bytes alone: HMAC-SHA256). */
-export type ChunkIdKeySpec = Uint8Array | { fn: ChunkIdFunction; key: Uint8Array };
+/** A chunk-ID key as it travels to a thread: its function and its 32 bytes. */
+export interface ChunkIdKeySpec {
+  fn: ChunkIdFunction;
+  key: Uint8Array;
+}
 
 /** A chunk-ID key made ready once per thread (chunkIdKeyOf): `id` gives a chunk's ID. */
 export interface ChunkIdKey {
@@ -69,7 +72,6 @@ class Blake3ChunkIdKey implements ChunkIdKey {
 
 /** The chunk-ID key of `spec`, ready to use on this thread. */
 export function chunkIdKeyOf(spec: ChunkIdKeySpec): ChunkIdKey {
-  if (spec instanceof Uint8Array) return new HmacChunkIdKey(spec);
   return spec.fn === 'blake3' ? new Blake3ChunkIdKey(spec.key) : new HmacChunkIdKey(spec.key);
 }
 
@@ -110,7 +112,7 @@ export class RepositoryKeys {
 
   /** The chunk-ID key and its function, for the threads (which run in this process): chunkIdKeyOf there. */
   get chunkIdSpec(): ChunkIdKeySpec {
-    return this.chunkIdFunction === 'hmac-sha256' ? this.#chunkIdKey : { fn: this.chunkIdFunction, key: this.#chunkIdKey };
+    return { fn: this.chunkIdFunction, key: this.#chunkIdKey };
   }
 
   /** Keyed chunk ID of the chunk's plaintext (spec §6.2): HMAC-SHA256 or keyed BLAKE3, as the repository's version says. */

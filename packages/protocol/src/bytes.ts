@@ -243,6 +243,22 @@ export class ByteWriter {
   }
 }
 
+/**
+ * `u16 length || what write() writes || zeros`, `size` bytes in all, written into one
+ * array (no copy): the padded layout of request/response bodies and vault records.
+ * @throws RangeError naming `what` when the content exceeds `size - 2` bytes
+ */
+export function writePadded(size: number, what: string, write: (w: ByteWriter) => unknown): Uint8Array {
+  const w = new ByteWriter(size).u16(0);
+  write(w);
+  const length = w.length - 2;
+  if (length > size - 2) throw new RangeError(`${what}: ${length} bytes exceeds ${size - 2}`);
+  const out = w.finishPadded(size);
+  out[0] = length >> 8;
+  out[1] = length & 0xff;
+  return out;
+}
+
 /** Sequential reader: every read is bounds-checked and throws DecodeError naming the field. */
 export class ByteReader {
   #at = 0;

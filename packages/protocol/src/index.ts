@@ -6,7 +6,7 @@ export { LABELS, type LabelName } from './labels.js';
 export { formatScryptVerifier, parseScryptVerifier, scryptMaxmem, SCRYPT_VERIFIER_PARAMS, type ScryptVerifier } from './scrypt-verifier.js';
 export { ProtocolError, DecodeError, DecryptionError, InvalidPeerKeyError, ClientUsageError, type DecodeErrorCode } from './errors.js';
 export { Secret } from './secret.js';
-export { ByteReader, ByteWriter, concat, equalBytes, toHex, fromHex, toBase64Url, fromBase64Url, isAscii, utf8 } from './bytes.js';
+export { ByteReader, ByteWriter, concat, equalBytes, toHex, fromHex, toBase64Url, fromBase64Url, isAscii, utf8, writePadded } from './bytes.js';
 export { sha256, sha256IntoSync, hkdf, aesGcmSeal, aesGcmOpen, webRandom, webCryptoProvider, useCryptoProvider, cryptoProvider, type RandomSource, type CryptoProvider, type EphemeralKeyPair } from './primitives.js';
 export {
   AEAD_AES_128_GCM,

@@ -3,7 +3,7 @@
  * Every body is padded to one fixed size (spec/vault-protocol.md §4), so the carrier
  * learns nothing from lengths. Business outcomes are values of `VaultResponse`.
  */
-import { ByteReader, ByteWriter } from './bytes.js';
+import { ByteReader, ByteWriter, writePadded } from './bytes.js';
 import { DecodeError } from './errors.js';
 import { decodeKsf, encodeKsf, type KsfParams } from './ksf.js';
 
@@ -260,13 +260,7 @@ export function encodeResponseBody(res: VaultResponse): Uint8Array {
  * @throws RangeError as `pad` and `encodeResponseBody` do
  */
 export function encodePaddedResponseBody(res: VaultResponse): Uint8Array {
-  const w = writeResponseBody(new ByteWriter(BODY_SIZE).u16(0), res);
-  const length = w.length - 2;
-  if (length > BODY_SIZE - 2) throw new RangeError(`body: ${length} bytes exceeds ${BODY_SIZE - 2}`);
-  const out = w.finishPadded(BODY_SIZE);
-  out[0] = length >> 8;
-  out[1] = length & 0xff;
-  return out;
+  return writePadded(BODY_SIZE, 'body', (w) => writeResponseBody(w, res));
 }
 
 function writeResponseBody(w: ByteWriter, res: VaultResponse): ByteWriter {

@@ -11,7 +11,7 @@
  * records still open: they read as registration ID `null` (the legacy credential
  * identifier, the bare account), no owner token, an empty window.
  */
-import { ByteReader, ByteWriter, DecodeError, decodeKsf, encodeKsf, isAscii, LABELS, SIZES, utf8, type KsfParams } from '@coffer/protocol';
+import { ByteReader, ByteWriter, DecodeError, writePadded, decodeKsf, encodeKsf, isAscii, LABELS, SIZES, utf8, type KsfParams } from '@coffer/protocol';
 import { KEY_LABELS } from './key-labels.js';
 import type { Platform } from './platform.js';
 
@@ -167,13 +167,7 @@ function writeRecord(w: ByteWriter, rec: AccountRecord): ByteWriter {
 
 /** padRecord(encodeRecord(rec)), written in place: u16 length || record || zeros. */
 export function encodePaddedRecord(rec: AccountRecord): Uint8Array {
-  const w = writeRecord(new ByteWriter(RECORD_PADDED_SIZE).u16(0), rec);
-  const length = w.length - 2;
-  if (length > RECORD_PADDED_SIZE - 2) throw new RangeError(`record: ${length} bytes exceeds ${RECORD_PADDED_SIZE - 2}`);
-  const out = w.finishPadded(RECORD_PADDED_SIZE);
-  out[0] = length >> 8;
-  out[1] = length & 0xff;
-  return out;
+  return writePadded(RECORD_PADDED_SIZE, 'record', (w) => writeRecord(w, rec));
 }
 
 /**

@@ -141,6 +141,19 @@ function runCoffer(data, repo, restoreDir, withChanges) {
   return out;
 }
 
+/**
+ * How much a first touch of new memory costs on this machine now: a child process fills
+ * 256 MiB it has just allocated; milliseconds per GiB. On this benchmark's machine (a
+ * nested VM) every page's first touch traps to the hypervisor, and the cost moved from
+ * 0.44 to 3.5 s per GiB from one minute to the next (session 20): every step that writes
+ * a GiB into the page cache (a first backup, a restore, `cp -r`) pays it, both tools
+ * alike, so it is printed beside the floor to read a run's figures by.
+ */
+function touchProbe() {
+  const out = sh(process.execPath, ['-e', 'const t = process.hrtime.bigint(); Buffer.allocUnsafeSlow(256 << 20).fill(1); console.log(Number(process.hrtime.bigint() - t) / 1e6)']);
+  return Math.round(Number(out.trim()) * 4);
+}
+
 /** `cp -r` of `src` to a fresh directory on the same disk: the machine's floor for reading and writing it. */
 function copyFloor(src) {
   const dst = join(work, 'floor-copy');
@@ -165,6 +178,7 @@ const data = join(work, 'data');
 dataset(data, scale);
 const resticRepo = join(work, 'restic');
 sh('sync', []);
+const touchBefore = touchProbe();
 const floor = copyFloor(data);
 
 // First backups, then a day of changes, then second backups, then restores: both tools
@@ -212,6 +226,7 @@ for (const [tool, steps] of Object.entries(rows)) {
 }
 
 console.log(`floor: cp -r of the set ${floor.wall.toFixed(2)} s; coffer first backup / cp -r = ${(rows.coffer.backup1.wall / floor.wall).toFixed(2)}, restore / cp -r = ${(rows.coffer.restore.wall / floor.wall).toFixed(2)}`);
+console.log(`machine: a first touch of new memory cost ${touchBefore} ms per GiB before the set's steps, ${touchProbe()} ms after (writing a GiB into the page cache pays about this; see touchProbe)`);
 
 // A first backup to the front end's blob API over loopback, against the same backup to
 // a local directory, both in this run on the same (current) data.
@@ -337,6 +352,7 @@ async function treeBench() {
   };
   const tree = fresh(treeFiles, join(work, 'tree'));
   sh('sync', []);
+  const touchBefore = touchProbe();
   const floor = copyFloor(tree);
   const t = { coffer: {}, restic: {} };
   const repo = join(work, 'coffer-tree-repo');
@@ -369,6 +385,7 @@ async function treeBench() {
     for (const [step, m] of Object.entries(steps)) console.log(`${tool.padEnd(7)} ${step.padEnd(9)} ${m.wall.toFixed(2).padStart(6)}  ${mb(m.rss).padStart(12)}`);
   }
   console.log(`floor: cp -r of the tree ${floor.wall.toFixed(2)} s; coffer first backup / cp -r = ${(t.coffer.backup1.wall / floor.wall).toFixed(2)}, restore / cp -r = ${(t.coffer.restore.wall / floor.wall).toFixed(2)}`);
+  console.log(`machine: a first touch of new memory cost ${touchBefore} ms per GiB before the tree's steps, ${touchProbe()} ms after (see touchProbe)`);
   const peak = (s) => Math.max(s.backup1.rss, s.backup2.rss, s.restore.rss);
   let growthLine = '';
   if (treeGrowth) {

@@ -21,6 +21,7 @@ import { maybeCompressInto, zstdBound, type CompressionMode } from '../repositor
 import { readXattrsSync } from '../repository/fs-meta.js';
 import { lowerThisThreadPriority } from '../repository/thread-priority.js';
 import { FastCdc, type ChunkerParams } from './fastcdc.js';
+import { allZero } from '../zeros.js';
 import { SMALL_STATUS, SmallStatus, type SmallFileExtra } from './small-batch.js';
 
 export const CREDITS = 4;
@@ -97,6 +98,18 @@ if (parentPort) {
   const cdc = new FastCdc(setup.gearTable, setup.params);
   // The chunk-ID key made ready once (see chunkIdUnder).
   const idKey = chunkIdKeyOf(setup.chunkIdKey);
+  /**
+   * The IDs of all-zero chunks by length: a chunk of zeros has the same ID wherever it
+   * is, so a disk image's or a preallocated file's unused space (cut by FastCDC into
+   * chunks of one length, fastcdc.ts) is hashed once per length, not per chunk.
+   */
+  const zeroIds = new Map<number, Buffer>();
+  const chunkId = (chunk: Buffer): Buffer => {
+    if (!allZero(chunk)) return chunkIdUnder(idKey, chunk);
+    let id = zeroIds.get(chunk.length);
+    if (!id) zeroIds.set(chunk.length, (id = chunkIdUnder(idKey, chunk)));
+    return id;
+  };
   // CREDITS chunk buffers travel to the main thread and come back with the ack, so the
   // same few buffers carry every chunk: no allocation per chunk, nothing for the
   // allocator to strand between threads.
@@ -284,7 +297,7 @@ if (parentPort) {
           const n = knownLengths[next]!;
           if (n > 0 && n <= end - start && (next < count - 1 || at + n === end0)) {
             pollPeer();
-            const id = chunkIdUnder(idKey, buf.subarray(start, start + n));
+            const id = chunkId(buf.subarray(start, start + n));
             if (id.equals(Buffer.from(known!.buffer, known!.byteOffset + 32 * next, 32))) {
               start += n;
               next++;
@@ -302,7 +315,7 @@ if (parentPort) {
         if (n === 0) break;
         pollPeer();
         const chunk = buf.subarray(start, start + n);
-        const id = at === triedAt && n === triedLength ? triedId! : chunkIdUnder(idKey, chunk);
+        const id = at === triedAt && n === triedLength ? triedId! : chunkId(chunk);
         const seen = skip.size > 0 ? skip.get(id.toString('latin1')) : undefined;
         if (seen !== undefined) {
           // Stored already (most of a changed database's chunks): its bytes would be copied

@@ -8,6 +8,8 @@
  * hash depends on the last 32 bytes only. Masks use the high bits, whose window is the
  * widest.
  */
+import { allZero } from '../zeros.js';
+
 export interface ChunkerParams {
   minSize: number;
   avgSize: number;
@@ -40,6 +42,12 @@ export class FastCdc {
   readonly #max: number;
   readonly #maskS: number;
   readonly #maskL: number;
+  /**
+   * Where a chunk of zeros is cut: the length `cut` returns when every byte it hashes is
+   * zero (the hash then depends on the position alone), or 0 when no cut point comes
+   * before maxSize. See `cut`'s fast path.
+   */
+  readonly #zeroCut: number;
 
   /** @param gearBytes 1024 key-derived bytes: 256 little-endian 32-bit gear values. */
   constructor(gearBytes: Uint8Array, params: ChunkerParams = DEFAULT_CHUNKER) {
@@ -55,6 +63,15 @@ export class FastCdc {
     // NC level 2: harder mask before the average size, easier after it.
     this.#maskS = highMask(bits + 2);
     this.#maskL = highMask(bits - 2);
+    this.#zeroCut = 0;
+    const g0 = this.#gear[0]!;
+    for (let i = this.#min, h = 0; i < this.#max; i++) {
+      h = ((h << 1) + g0) | 0;
+      if ((h & (i < this.#avg ? this.#maskS : this.#maskL)) === 0) {
+        this.#zeroCut = i + 1;
+        break;
+      }
+    }
   }
 
   get maxSize(): number {
@@ -70,6 +87,16 @@ export class FastCdc {
     const available = end - start;
     if (available <= this.#min) return eof ? available : -1;
     const limit = Math.min(available, this.#max);
+    // Zeros (a disk image's or a database's unused space): where the bytes hashed are all
+    // zero the loops below would end where #zeroCut says, so it is checked natively
+    // instead of rolling the hash over each byte. The same cut points, ~20x faster.
+    if (data[start + this.#min] === 0) {
+      const zeroEnd = this.#zeroCut > 0 && this.#zeroCut <= limit ? this.#zeroCut : limit;
+      if (allZero(data, start + this.#min, start + zeroEnd)) {
+        if (zeroEnd < limit || this.#zeroCut === limit) return zeroEnd;
+        return limit === this.#max || eof ? limit : -1;
+      }
+    }
     const normal = Math.min(limit, this.#avg);
     const gear = this.#gear;
     let h = 0;

@@ -19,6 +19,7 @@
 import { Worker } from 'node:worker_threads';
 import { chunkIdUnder, type ChunkIdKey, type ChunkIdKeySpec } from '../crypto/repository-keys.js';
 import { CofferError } from '../errors.js';
+import { allZero } from '../zeros.js';
 import { decompressBlobHere } from './compress.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, rebuildError, type ErrorInfo } from './restore-writer.js';
 
@@ -251,11 +252,15 @@ const SPARSE_BLOCK = 4096;
  */
 export function dataRuns(raw: Buffer, pos: number, sparse: boolean): Array<[number, number]> {
   if (!sparse) return raw.length > 0 ? [[0, raw.length]] : [];
+  // A chunk of zeros (a disk image's unused space: one blob at thousands of places):
+  // nothing to write, found by one native comparison, not block by block. (Not
+  // remembered per buffer: buffers are reused for other blobs.)
+  if (allZero(raw)) return [];
   const runs: Array<[number, number]> = [];
   let runStart = -1;
   for (let i = 0; i < raw.length; ) {
     const blockEnd = Math.min(raw.length, i + SPARSE_BLOCK - ((pos + i) % SPARSE_BLOCK));
-    const zero = isZero(raw, i, blockEnd);
+    const zero = allZero(raw, i, blockEnd);
     if (!zero && runStart < 0) runStart = i;
     if (zero && runStart >= 0) {
       runs.push([runStart, i]);
@@ -267,7 +272,3 @@ export function dataRuns(raw: Buffer, pos: number, sparse: boolean): Array<[numb
   return runs;
 }
 
-function isZero(b: Buffer, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) if (b[i] !== 0) return false;
-  return true;
-}

@@ -11,8 +11,9 @@
  * follow it (open with O_CREAT|O_EXCL|O_NOFOLLOW, mkdir, symlink, link, rename, lchown,
  * lutimes, l*xattr).
  *
- * Directory handles are cached (at most MAX_OPEN_DIRS open and idle, least recently used
- * closed first), and at most MAX_HELD_DIRS distinct directories are held (in use) at once:
+ * Directory handles are cached (open and idle: MAX_OPEN_DIRS under a small descriptor
+ * limit, more under a larger one, openDirsFor; least recently used closed first), and at
+ * most MAX_HELD_DIRS distinct directories are held (in use) at once:
  * a caller that needs another waits until one is let go. So the number of open descriptors
  * stays bounded on any tree, a wide one too (20,000 directories of one file each once ran
  * out of descriptors under `ulimit -n 1024`: every small file in flight held its own). Where
@@ -20,10 +21,42 @@
  * instead: each directory is still opened with O_NOFOLLOW once when it is first reached,
  * but a symlink swapped in later could be followed, and deep trees can hit PATH_MAX.
  */
-import { constants as fsc, promises as fs, existsSync, readlinkSync } from 'node:fs';
+import { constants as fsc, promises as fs, existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { CofferError } from '../errors.js';
 
 export const MAX_OPEN_DIRS = 32;
+
+/**
+ * How many idle directory handles a target keeps, from the process's soft limit on open
+ * descriptors (`softLimit`; undefined: unknown). Under 512 descriptors, MAX_OPEN_DIRS as
+ * ever (proven under `ulimit -n 256`, bench:tree-fds); above, a quarter of the limit, at
+ * most 4,096. Issue 13: a restore creates every directory first, then writes files in the
+ * backup's order, which jumps between directories; with 32 handles the 2,113 directories
+ * of a node_modules tree were opened 18,194 times (each reopened with its parents), a
+ * third of the restore's CPU; kept open, 4,242 times.
+ */
+export function openDirsFor(softLimit: number | undefined): number {
+  if (softLimit === undefined || Number.isNaN(softLimit) || softLimit < 512) return MAX_OPEN_DIRS;
+  return Math.min(4096, Math.floor(softLimit / 4));
+}
+
+/** This process's soft limit on open descriptors (/proc/self/limits), or undefined where it cannot be read. */
+export function softDescriptorLimit(): number | undefined {
+  try {
+    const line = readFileSync('/proc/self/limits', 'latin1')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
+    const soft = line?.slice('Max open files'.length).trim().split(/\s+/)[0];
+    if (soft === 'unlimited') return Infinity;
+    const n = Number(soft);
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Tests: directories opened (each open(2) of one, made or not). */
+export const dirOpensForTesting = { count: 0 };
 /** Distinct directories held at once by callers (opening a directory's parents aside). */
 export const MAX_HELD_DIRS = 64;
 
@@ -76,6 +109,9 @@ export class RestoreTarget {
   #rootFh: fs.FileHandle | undefined;
   /** Made by staging(): its own name is never followed as a symlink when opened again. */
   readonly #staged: boolean;
+
+  /** Idle handles kept (openDirsFor): read once per target. */
+  readonly #maxOpen = openDirsFor(softDescriptorLimit());
 
   private constructor(root: string, rootFh?: fs.FileHandle) {
     this.#root = root;
@@ -233,7 +269,10 @@ export class RestoreTarget {
     // children hold (they are waiting for it).
     const r = await this.#with(parent, create, false, async (prefix) => {
       const path = Buffer.concat([prefix, name]);
-      const open = () => fs.open(path, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+      const open = () => {
+        dirOpensForTesting.count++;
+        return fs.open(path, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+      };
       let fh: fs.FileHandle;
       try {
         fh = await open();
@@ -273,9 +312,9 @@ export class RestoreTarget {
   }
 
   #evict(): void {
-    if (this.#open.size <= MAX_OPEN_DIRS) return;
+    if (this.#open.size <= this.#maxOpen) return;
     for (const [key, d] of this.#open) {
-      if (this.#open.size <= MAX_OPEN_DIRS) break;
+      if (this.#open.size <= this.#maxOpen) break;
       if (d.refs > 0) continue;
       this.#open.delete(key);
       d.closed = true;

@@ -22,7 +22,8 @@
  * RESTORE_OPEN_FILES restored files are open at once (a file is opened through its
  * directory handle for a write and closed after it, or kept open for its next piece,
  * at most KEPT_OPEN_FILES of them),
- * plus at most 32 directory handles (restore-target.ts). Every blob's ID (the keyed
+ * plus directory handles: at most 64 held and, idle, 32 under a limit below 512
+ * descriptors, else a quarter of the limit, at most 4,096 (restore-target.ts). Every blob's ID (the keyed
  * hash of its plaintext) is checked before it is written.
  *
  * A file of one chunk (most files of an ordinary tree) is written whole the moment its

@@ -5,7 +5,9 @@
  * reopened directory needed its parents reopened — and took 1.5x restic's time. The
  * number of idle handles now follows the descriptor limit (openDirsFor), which keeps a
  * tree of a few thousand directories open under an ordinary limit and stays at 32 under
- * a small one (`ulimit -n 256`: bench:tree-fds, restore-target-held.test.ts).
+ * a small one (`ulimit -n 256`: bench:tree-fds, restore-target-held.test.ts). In a fresh
+ * (staged) restore a directory is made before it is opened, not looked for first, and
+ * directories are made, and given their metadata level by level, 16 at a time.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -53,6 +55,11 @@ test('a node_modules-like tree (packages of nested directories, shared files) re
       await fs.writeFile(join(d, 'LICENSE'), license); // the same bytes in every directory: one blob, many places
     }
   }
+  // Each directory its own modification time, set after its contents (deepest first), so
+  // the restore's directory pass must give every level its times after the levels below.
+  const all = execFileSync('find', [src, '-type', 'd'], { encoding: 'utf8' }).trim().split('\n');
+  all.sort((a, b) => b.split('/').length - a.split('/').length);
+  for (const [i, d] of all.entries()) await fs.utimes(d, 1_600_000_000 + i, 1_500_000_000 + 7 * i);
   const r = await backup(tr.repo, { paths: [src] });
   const target = await tempDir(t, 'nm-out');
   const before = dirOpensForTesting.count;
@@ -60,7 +67,12 @@ test('a node_modules-like tree (packages of nested directories, shared files) re
   const opens = dirOpensForTesting.count - before;
   const restoredDirs = Number(execFileSync('sh', ['-c', `find "${target}" -mindepth 1 -type d | wc -l`], { encoding: 'utf8' }).trim());
   assert.ok(restoredDirs >= made, `${restoredDirs} directories restored`);
-  // Made ones: one open that finds nothing, one after mkdir; a few more for the target and staging.
-  assert.ok(opens <= 2 * restoredDirs + 8, `${opens} directory opens for ${restoredDirs} directories`);
+  // A fresh target is built in a staging directory: each directory made (mkdir first, it
+  // cannot be there yet) and opened once; a few more for the target and the staging directory.
+  assert.ok(opens <= restoredDirs + 8, `${opens} directory opens for ${restoredDirs} directories`);
   execFileSync('diff', ['-r', src, join(target, 'node_modules')]);
+  for (const d of all) {
+    const [a, b] = [await fs.stat(d), await fs.stat(join(target, 'node_modules', d.slice(src.length)))];
+    assert.equal(b.mtimeMs, a.mtimeMs, `mtime of ${d.slice(src.length) || '/'}`);
+  }
 });

@@ -103,13 +103,17 @@ export class RestoreTarget {
   /** Directories with refs > 0, and holds being acquired for others (MAX_HELD_DIRS). */
   #busy = 0;
   #reserved = 0;
-  readonly #wake: (() => void)[] = [];
+  /** Callers waiting for a held slot, first come first served: a queue (a head index, not Array.shift, which copies). */
+  #wake: (() => void)[] = [];
+  #wakeHead = 0;
 
   /** The target's own handle, when made open (staging): used for rel '' in place of opening #root. */
   #rootFh: fs.FileHandle | undefined;
   /** Made by staging(): its own name is never followed as a symlink when opened again. */
   readonly #staged: boolean;
 
+  /** In a staging target, the directories this restore has made (latin1 keys of their relative paths). */
+  readonly #made = new Set<string>();
   /** Idle handles kept (openDirsFor): read once per target. */
   readonly #maxOpen = openDirsFor(softDescriptorLimit());
 
@@ -167,7 +171,7 @@ export class RestoreTarget {
   #unref(d: OpenDir): void {
     if (--d.refs === 0) {
       this.#busy--;
-      this.#wake.shift()?.();
+      this.#wakeOne();
     }
   }
 
@@ -181,8 +185,21 @@ export class RestoreTarget {
       return await this.#acquire(rel, create);
     } finally {
       this.#reserved--;
-      this.#wake.shift()?.();
+      this.#wakeOne();
     }
+  }
+
+  #wakeOne(): void {
+    if (this.#wakeHead >= this.#wake.length) return;
+    const w = this.#wake[this.#wakeHead++]!;
+    if (this.#wakeHead === this.#wake.length) {
+      this.#wake = [];
+      this.#wakeHead = 0;
+    } else if (this.#wakeHead > 1024 && this.#wakeHead * 2 > this.#wake.length) {
+      this.#wake = this.#wake.slice(this.#wakeHead);
+      this.#wakeHead = 0;
+    }
+    w();
   }
 
   /**
@@ -273,8 +290,18 @@ export class RestoreTarget {
         dirOpensForTesting.count++;
         return fs.open(path, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
       };
+      const key = rel.toString('latin1');
       let fh: fs.FileHandle;
       try {
+        if (create && this.#staged && !this.#made.has(key)) {
+          // A staging directory is this restore's own and starts empty: a directory not
+          // made yet is not there, so it is made first (mkdir never follows a symlink)
+          // rather than looked for, one thread-pool round trip fewer per directory.
+          await fs.mkdir(path, 0o700).catch((err: NodeJS.ErrnoException) => {
+            if (err.code !== 'EEXIST') throw err;
+          });
+          this.#made.add(key);
+        }
         fh = await open();
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
@@ -282,6 +309,7 @@ export class RestoreTarget {
           await fs.mkdir(path, 0o700).catch((err: NodeJS.ErrnoException) => {
             if (err.code !== 'EEXIST') throw err;
           });
+          if (this.#staged) this.#made.add(key);
           fh = await open().catch((err: unknown) => {
             throw this.#inTheWay(rel, err);
           });

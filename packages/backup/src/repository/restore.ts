@@ -169,7 +169,7 @@ const RESTORE_CHECK_QUEUE = 4;
  */
 export const restoreCheckForTesting = { queue: RESTORE_CHECK_QUEUE, sent: 0 };
 
-/** What setMeta needs of an open file or directory: a FileHandle (directories) or an FdFile. */
+/** What setMeta needs of an open file or directory: a DirHandle (restore-target.ts) or an FdFile. */
 type MetaHandle = Pick<fs.FileHandle, 'chown' | 'chmod' | 'utimes'>;
 
 /**

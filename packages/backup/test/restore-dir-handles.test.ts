@@ -76,3 +76,34 @@ test('a node_modules-like tree (packages of nested directories, shared files) re
     assert.equal(b.mtimeMs, a.mtimeMs, `mtime of ${d.slice(src.length) || '/'}`);
   }
 });
+
+test('symlinks, hard links and FIFOs across many directories (made 16 at a time) all come back: targets, link counts, modes, times', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'links-src'), 'farm');
+  for (const d of ['a', 'b', 's']) for (let k = 0; k < 12; k++) await fs.mkdir(join(src, d, String(k)), { recursive: true });
+  const n = 240;
+  for (let i = 0; i < n; i++) {
+    const f = join(src, 'a', String(i % 12), `f${i}`);
+    await fs.writeFile(f, `file ${i}\n`.repeat(1 + (i % 5)));
+    await fs.link(f, join(src, 'b', String((i * 5) % 12), `h${i}`));
+    await fs.symlink(`../../a/${i % 12}/f${i}`, join(src, 's', String(i % 12), `l${i}`));
+    await fs.lutimes(join(src, 's', String(i % 12), `l${i}`), 1_400_000_000 + i, 1_400_000_000 + i);
+  }
+  execFileSync('mkfifo', ['-m', '0640', join(src, 'a', '0', 'pipe')]);
+  const r = await backup(tr.repo, { paths: [src] });
+  const target = await tempDir(t, 'links-out');
+  const res = await restore(tr.repo, { id: r.id, snapshot: r.snapshot }, { target });
+  assert.deepEqual(res.warnings, []);
+  const out = join(target, 'farm');
+  execFileSync('diff', ['-r', '--no-dereference', '-x', 'pipe', src, out]);
+  for (let i = 0; i < n; i++) {
+    const [f, h] = [await fs.stat(join(out, 'a', String(i % 12), `f${i}`)), await fs.stat(join(out, 'b', String((i * 5) % 12), `h${i}`))];
+    assert.equal(h.ino, f.ino, `h${i} is a link to f${i}`);
+    assert.equal(f.nlink, 2);
+    const l = join(out, 's', String(i % 12), `l${i}`);
+    assert.equal(await fs.readlink(l), `../../a/${i % 12}/f${i}`);
+    assert.equal((await fs.lstat(l)).mtimeMs, (1_400_000_000 + i) * 1000);
+  }
+  const p = await fs.lstat(join(out, 'a', '0', 'pipe'));
+  assert.ok(p.isFIFO() && (p.mode & 0o777) === 0o640);
+});

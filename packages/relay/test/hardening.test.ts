@@ -294,10 +294,16 @@ test('JWTs: a maximum lifetime, no future iat, iat required; the JWKS file reloa
   assert.throws(() => v.reload());
   assert.equal(await v.subject(rotated), 'u1', 'a bad file keeps the keys in use');
   v.watch(() => {}, 50);
-  writeFileSync(file, JSON.stringify({ keys: [await jwk(k1.publicKey, 'k1')] }));
+  const good = JSON.stringify({ keys: [await jwk(k1.publicKey, 'k1')] });
   const fresh = await tok();
   const end = Date.now() + 5000;
-  while ((await v.subject(fresh)) !== 'u1' && Date.now() < end) await new Promise((res) => setTimeout(res, 50));
+  // Written again until picked up: watchFile takes its first stat after watch() returns,
+  // so a write made at once can be that first stat (its baseline), not a change; CI once
+  // failed so (session 20). Every later write is a change the watcher must see.
+  while ((await v.subject(fresh)) !== 'u1' && Date.now() < end) {
+    writeFileSync(file, good);
+    await new Promise((res) => setTimeout(res, 150));
+  }
   assert.equal(await v.subject(fresh), 'u1', 'picked up on change');
 });
 

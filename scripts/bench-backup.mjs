@@ -14,10 +14,11 @@
 // and restore at scale N to show that peak memory stays flat.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 import { argString } from './bench-args.mjs';
+import { sh, timed } from './bench-timed.mjs';
 
 const scale = argString('scale', '1');
 const rssScale = argString('rss-scale', undefined);
@@ -37,26 +38,12 @@ const blobRuns = Math.max(1, Number(argString('blob-runs', '3')));
 const treeGrowth = process.argv.includes('--tree-growth') ? Number(argString('tree-growth', '200000')) || 200000 : undefined;
 const coffer = join(root, 'packages', 'cli', 'dist', 'src', 'main.js');
 
-function sh(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr?.slice(-2000)}`);
-  return r.stdout;
-}
 function duBytes(p) {
   return Number(sh('du', ['-sb', p]).split('\t')[0]);
 }
-/**
- * Runs a command under /usr/bin/time: wall seconds and peak RSS (KiB). After a `sync`
- * (untimed): without it, what the step before wrote (the other tool's repository, a
- * restore's files) was written back during this one, so each tool's figure depended on
- * what ran just before it (as bench-tree-ab.mjs found for its pairs).
- */
+/** A timed step (bench-timed.mjs): after a `sync`, wall seconds and peak RSS. */
 function measure(cmd, args, env = {}) {
-  sh('sync', []);
-  const t = join(work, '.time');
-  sh('/usr/bin/time', ['-f', '%e %M', '-o', t, cmd, ...args], { env: { ...process.env, ...env } });
-  const [wall, rss] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
-  return { wall, rss };
+  return timed(work, cmd, args, env);
 }
 /**
  * The restores of both tools, `restoreRuns` times each, alternating which goes first; each

@@ -20,10 +20,11 @@
  * whose restic figures agree.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, writeFileSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { root } from './ensure-setup.mjs';
 import { argString } from './bench-args.mjs';
+import { sh, timed } from './bench-timed.mjs';
 
 const work = join(process.env.COFFER_BENCH_DIR ?? join(root, 'bench-work'), 'shapes');
 const coffer = join(root, 'packages', 'cli', 'dist', 'src', 'main.js');
@@ -40,18 +41,7 @@ const trash = (p) => {
 rmSync(trashDir, { recursive: true, force: true });
 process.on('exit', () => rmSync(trashDir, { recursive: true, force: true }));
 
-function sh(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr?.slice(-2000)}`);
-  return r.stdout;
-}
-function measure(cmd, args, env = {}) {
-  sh('sync', []);
-  const t = join(work, '.time');
-  sh('/usr/bin/time', ['-f', '%e %M', '-o', t, cmd, ...args], { env: { ...process.env, ...env } });
-  const [wall, rss] = readFileSync(t, 'utf8').trim().split(/\s+/).map(Number);
-  return { wall, rss };
-}
+const measure = (cmd, args, env = {}) => timed(work, cmd, args, env);
 
 /** Deterministic bytes (xorshift): `n` of them from `seed`. */
 function bytes(n, seed) {

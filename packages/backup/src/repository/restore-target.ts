@@ -80,6 +80,16 @@ const PROC_FD = procFdDir();
 
 const DONE = Promise.resolve();
 
+/** A synchronous call's outcome as a promise: settled, or rejected with what it threw. */
+function settled(call: () => void): Promise<void> {
+  try {
+    call();
+    return DONE;
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
 /**
  * An open directory: a plain descriptor, opened and closed with synchronous calls. Each
  * is one quick system call on the calling thread; through FileHandles every open and
@@ -91,30 +101,15 @@ export class DirHandle {
   constructor(readonly fd: number) {}
 
   chown(uid: number, gid: number): Promise<void> {
-    try {
-      fchownSync(this.fd, uid, gid);
-      return DONE;
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return settled(() => fchownSync(this.fd, uid, gid));
   }
 
   chmod(mode: Mode): Promise<void> {
-    try {
-      fchmodSync(this.fd, mode);
-      return DONE;
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return settled(() => fchmodSync(this.fd, mode));
   }
 
   utimes(atime: TimeLike, mtime: TimeLike): Promise<void> {
-    try {
-      futimesSync(this.fd, atime, mtime);
-      return DONE;
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return settled(() => futimesSync(this.fd, atime, mtime));
   }
 
   /** Closes the descriptor; a failure is ignored (nothing was written through it). */

@@ -16,6 +16,7 @@ import { backup, check, restore } from '../src/index.js';
 import { allZero } from '../src/zeros.js';
 import { newRepo, tempDir } from './fixtures/trees.js';
 import { bytes, prng } from './helpers.js';
+import { referenceCut } from './reference-cut.js';
 
 const loopZero = (b: Uint8Array, from: number, to: number) => {
   for (let i = from; i < to; i++) if (b[i] !== 0) return false;
@@ -42,24 +43,6 @@ test('allZero agrees with a byte loop: every length around its 64 KiB blocks, on
   assert.equal(allZero(u.subarray(40_000), 0, 20_000), false);
   assert.equal(allZero(u.subarray(50_001)), true);
 });
-
-/** spec §6.1's cut, as written there: no fast path. */
-function referenceCut(gearBytes: Uint8Array, p: ChunkerParams, data: Uint8Array, start: number, end: number, eof: boolean): number {
-  const gear = new Int32Array(256);
-  const dv = new DataView(gearBytes.buffer, gearBytes.byteOffset, 1024);
-  for (let i = 0; i < 256; i++) gear[i] = dv.getInt32(4 * i, true);
-  const bits = Math.log2(p.avgSize);
-  const high = (k: number) => (k >= 32 ? -1 : ~((1 << (32 - k)) - 1));
-  const available = end - start;
-  if (available <= p.minSize) return eof ? available : -1;
-  const limit = Math.min(available, p.maxSize);
-  let h = 0;
-  for (let i = p.minSize; i < limit; i++) {
-    h = ((h << 1) + gear[data[start + i]!]!) | 0;
-    if ((h & (i < p.avgSize ? high(bits + 2) : high(bits - 2))) === 0) return i + 1;
-  }
-  return limit === p.maxSize || eof ? limit : -1;
-}
 
 /** Random bytes and runs of zeros, some with a lone non-zero byte in them. */
 function zeroRuns(seed: number, n: number, maxRun: number): Buffer {

@@ -9,6 +9,7 @@
  * widest.
  */
 import { allZero } from '../zeros.js';
+import { GearLoop } from './gear-loop.js';
 
 export interface ChunkerParams {
   minSize: number;
@@ -48,6 +49,12 @@ export class FastCdc {
    * before maxSize. See `cut`'s fast path.
    */
   readonly #zeroCut: number;
+  /**
+   * The byte loop below, run as WebAssembly (gear-loop.ts); made on first use: a thread's
+   * first WebAssembly instance costs ~2 MiB of memory, and a chunker of small files only
+   * (a home directory's tree) never needs it.
+   */
+  #loop: GearLoop | undefined;
 
   /** @param gearBytes 1024 key-derived bytes: 256 little-endian 32-bit gear values. */
   constructor(gearBytes: Uint8Array, params: ChunkerParams = DEFAULT_CHUNKER) {
@@ -97,22 +104,12 @@ export class FastCdc {
         return limit === this.#max || eof ? limit : -1;
       }
     }
-    const normal = Math.min(limit, this.#avg);
-    const gear = this.#gear;
-    let h = 0;
-    let i = start + this.#min;
-    const normalEnd = start + normal;
-    const maskS = this.#maskS;
-    for (; i < normalEnd; i++) {
-      h = ((h << 1) + gear[data[i]!]!) | 0;
-      if ((h & maskS) === 0) return i - start + 1;
-    }
-    const maskL = this.#maskL;
-    const limitEnd = start + limit;
-    for (; i < limitEnd; i++) {
-      h = ((h << 1) + gear[data[i]!]!) | 0;
-      if ((h & maskL) === 0) return i - start + 1;
-    }
+    // Roll the gear hash from start + min: the harder mask before the average size, the
+    // easier one after it, up to the limit (gear-loop.ts runs this loop):
+    //   h = ((h << 1) + gear[data[i]]) | 0; a cut after byte i when (h & mask) === 0
+    this.#loop ??= new GearLoop(this.#gear);
+    const found = this.#loop.find(data, start + this.#min, start + Math.min(limit, this.#avg), start + limit, this.#maskS, this.#maskL);
+    if (found >= 0) return found - start;
     if (limit === this.#max || eof) return limit;
     return -1;
   }

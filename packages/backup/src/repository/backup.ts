@@ -333,7 +333,9 @@ class ParentFiles {
       }
       const p = this.#path ?? this.#pathOfLine();
       if (p === undefined) return false; // damaged: the parent is no longer used
-      const c = compareTreePaths(p, rel);
+      // Most paths of a second backup are the parent's own, byte for byte: one native
+      // compare answers those (compareTreePaths makes two calls per path component).
+      const c = p.length === rel.length && p.equals(rel) ? 0 : compareTreePaths(p, rel);
       if (c > 0) return false;
       if (c === 0) return true;
       this.#pos = this.#end + 1;

@@ -4,15 +4,18 @@
  * (§6.1) exactly: checked against a plain reimplementation on random data, for chunks
  * found inside the first piece, in later pieces, across the change of mask at the
  * average size (inside a piece and on a piece's edge), at maxSize without a cut point,
- * with more bytes to come (-1) and at the end of the data, from views with offsets.
+ * with more bytes to come (-1) and at the end of the data, from views with offsets; the
+ * JavaScript loop used where WebAssembly is missing (node --jitless) the same way.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { FastCdc, type ChunkerParams } from '../src/chunker/fastcdc.js';
-import { PIECE } from '../src/chunker/gear-loop.js';
+import { PIECE, gearLoopForTesting } from '../src/chunker/gear-loop.js';
 import { bytes, prng } from './helpers.js';
 import { referenceCut } from './reference-cut.js';
 
+const P_SMALL: ChunkerParams = { minSize: 4096, avgSize: 65_536, maxSize: 262_144 };
 const params: ChunkerParams[] = [
   { minSize: 64, avgSize: 1024, maxSize: 4096 }, // many cuts inside one piece
   { minSize: 100_000, avgSize: 131_072, maxSize: 400_000 }, // the mask changes inside a piece
@@ -21,7 +24,18 @@ const params: ChunkerParams[] = [
   { minSize: 64, avgSize: 1 << 22, maxSize: 1 << 24 }, // cuts many pieces in
 ];
 
-test('the WebAssembly gear loop cuts where the spec does: every piece, both masks, maxSize, -1, views with offsets', () => {
+for (const javascript of [false, true]) {
+  test(`the ${javascript ? 'JavaScript' : 'WebAssembly'} gear loop cuts where the spec does: every piece, both masks, maxSize, -1, views with offsets`, () => {
+    gearLoopForTesting.javascript = javascript;
+    try {
+      cutsLikeTheSpec();
+    } finally {
+      gearLoopForTesting.javascript = false;
+    }
+  });
+}
+
+function cutsLikeTheSpec(): void {
   let afterFirstPiece = 0;
   let atMax = 0;
   let needMore = 0;
@@ -65,8 +79,49 @@ test('the WebAssembly gear loop cuts where the spec does: every piece, both mask
     atMax++;
   }
   assert.ok(atMax > 0);
+}
+
+test('where WebAssembly is missing (node --jitless) chunking still works, with the same cut points', () => {
+  // The gear table and the data go to the child on stdin; it answers with its cut lengths.
+  const gear = bytes(1024, 41);
+  const data = bytes(3 << 20, 42);
+  const script = `
+    import { readFileSync } from 'node:fs';
+    import { FastCdc } from ${JSON.stringify(new URL('../src/chunker/fastcdc.js', import.meta.url).href)};
+    const input = readFileSync(0);
+    const data = input.subarray(1024);
+    const cdc = new FastCdc(input.subarray(0, 1024), ${JSON.stringify(P_SMALL)});
+    const cuts = [];
+    for (let s = 0; s < data.length; ) { const n = cdc.cut(data, s, data.length, true); cuts.push(n); s += n; }
+    console.log(JSON.stringify({ wasm: typeof WebAssembly, cuts }));`;
+  const r = spawnSync(process.execPath, ['--jitless', '--no-warnings', '--input-type=module', '-e', script], { input: Buffer.concat([gear, data]), encoding: 'utf8', maxBuffer: 1 << 24 });
+  assert.equal(r.status, 0, r.stderr);
+  const got = JSON.parse(r.stdout) as { wasm: string; cuts: number[] };
+  assert.equal(got.wasm, 'undefined', 'the child runs without WebAssembly');
+  const expect: number[] = [];
+  for (let s = 0; s < data.length; ) {
+    const n = referenceCut(gear, P_SMALL, data, s, data.length, true);
+    expect.push(n);
+    s += n;
+  }
+  assert.ok(expect.length > 20, `${expect.length} chunks`);
+  assert.deepEqual(got.cuts, expect);
 });
 
+test('two chunkers with different gear tables in one thread keep their own tables and state', () => {
+  const p: ChunkerParams = { minSize: 64, avgSize: 4096, maxSize: 1 << 17 };
+  const ga = bytes(1024, 5);
+  const gb = bytes(1024, 6);
+  const a = new FastCdc(ga, p);
+  const b = new FastCdc(gb, p);
+  const data = bytes(1 << 20, 9);
+  for (let s = 0; s < data.length - p.maxSize; s += 9_999) {
+    // Interleaved calls, a streamed call of one between the other's.
+    assert.equal(a.cut(data, s, data.length, true), referenceCut(ga, p, data, s, data.length, true));
+    assert.equal(b.cut(data, s, s + 70_000, false), referenceCut(gb, p, data, s, s + 70_000, false));
+    assert.equal(a.cut(data, s, s + 70_000, false), referenceCut(ga, p, data, s, s + 70_000, false));
+  }
+});
 test("the hash carries over from one piece to the next: a cut point made by the previous piece's last byte", () => {
   // gear[9] = 0x80000000 holds h at 0x80000000 (no cut); gear[7] = 0x60000000 then makes
   // h = 0x60000000 on the piece's last byte; on the next piece's first byte, gear[5] =
@@ -88,17 +143,3 @@ test("the hash carries over from one piece to the next: a cut point made by the 
   }
 });
 
-test('two chunkers with different gear tables in one thread keep their own tables and state', () => {
-  const p: ChunkerParams = { minSize: 64, avgSize: 4096, maxSize: 1 << 17 };
-  const ga = bytes(1024, 5);
-  const gb = bytes(1024, 6);
-  const a = new FastCdc(ga, p);
-  const b = new FastCdc(gb, p);
-  const data = bytes(1 << 20, 9);
-  for (let s = 0; s < data.length - p.maxSize; s += 9_999) {
-    // Interleaved calls, a streamed call of one between the other's.
-    assert.equal(a.cut(data, s, data.length, true), referenceCut(ga, p, data, s, data.length, true));
-    assert.equal(b.cut(data, s, s + 70_000, false), referenceCut(gb, p, data, s, s + 70_000, false));
-    assert.equal(a.cut(data, s, s + 70_000, false), referenceCut(ga, p, data, s, s + 70_000, false));
-  }
-});

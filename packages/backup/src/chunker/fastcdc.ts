@@ -9,7 +9,7 @@
  * widest.
  */
 import { allZero } from '../zeros.js';
-import { GearLoop } from './gear-loop.js';
+import { newGearLoop, type GearLoop } from './gear-loop.js';
 
 export interface ChunkerParams {
   minSize: number;
@@ -107,7 +107,7 @@ export class FastCdc {
     // Roll the gear hash from start + min: the harder mask before the average size, the
     // easier one after it, up to the limit (gear-loop.ts runs this loop):
     //   h = ((h << 1) + gear[data[i]]) | 0; a cut after byte i when (h & mask) === 0
-    this.#loop ??= new GearLoop(this.#gear);
+    this.#loop ??= newGearLoop(this.#gear);
     const found = this.#loop.find(data, start + this.#min, start + Math.min(limit, this.#avg), start + limit, this.#maskS, this.#maskL);
     if (found >= 0) return found - start;
     if (limit === this.#max || eof) return limit;

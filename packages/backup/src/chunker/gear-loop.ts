@@ -119,20 +119,60 @@ interface Wasm {
   Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer };
   Instance: new (m: object, imports: object) => { exports: { scan: Scan; h: { value: number } } };
 }
-const wasm = (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly;
+const wasm = (globalThis as unknown as { WebAssembly?: Wasm }).WebAssembly;
 let compiled: object | undefined;
 
+/** The byte loop of one chunker: `find` as below. */
+export interface GearLoop {
+  /**
+   * Rolls the hash from 0 over data[from, limitEnd), testing maskS before normalEnd and
+   * maskL from there; returns the index just past the first cut point, or -1.
+   */
+  find(data: Uint8Array, from: number, normalEnd: number, limitEnd: number, maskS: number, maskL: number): number;
+}
+
+/** Tests only: `true` makes newGearLoop give the JavaScript loop, as where WebAssembly is missing. */
+export const gearLoopForTesting = { javascript: false };
+
+/**
+ * The WebAssembly loop, or the same loop in JavaScript where WebAssembly is missing (Node
+ * run with --jitless, some sandboxes): backups then run at the old speed, not fail.
+ */
+export function newGearLoop(gear: Int32Array): GearLoop {
+  return wasm && !gearLoopForTesting.javascript ? new WasmGearLoop(gear) : new JsGearLoop(gear);
+}
+
+/** spec §6.1's loop as written there, in JavaScript. */
+class JsGearLoop implements GearLoop {
+  constructor(private readonly gear: Int32Array) {}
+  find(data: Uint8Array, from: number, normalEnd: number, limitEnd: number, maskS: number, maskL: number): number {
+    const gear = this.gear;
+    let h = 0;
+    let i = from;
+    for (; i < normalEnd; i++) {
+      h = ((h << 1) + gear[data[i]!]!) | 0;
+      if ((h & maskS) === 0) return i + 1;
+    }
+    for (; i < limitEnd; i++) {
+      h = ((h << 1) + gear[data[i]!]!) | 0;
+      if ((h & maskL) === 0) return i + 1;
+    }
+    return -1;
+  }
+}
+
 /** One chunker's gear table and window (not shared between chunkers: it holds state). */
-export class GearLoop {
+class WasmGearLoop implements GearLoop {
   readonly #mem: Uint8Array;
   readonly #scan: Scan;
   readonly #h: { value: number };
 
   /** @param gear the 256 gear values */
   constructor(gear: Int32Array) {
-    compiled ??= new wasm.Module(moduleBytes());
-    const memory = new wasm.Memory({ initial: 2, maximum: 2 });
-    const instance = new wasm.Instance(compiled, { e: { m: memory } });
+    const w = wasm!;
+    compiled ??= new w.Module(moduleBytes());
+    const memory = new w.Memory({ initial: 2, maximum: 2 });
+    const instance = new w.Instance(compiled, { e: { m: memory } });
     this.#scan = instance.exports.scan;
     this.#h = instance.exports.h;
     this.#mem = new Uint8Array(memory.buffer);
@@ -140,10 +180,6 @@ export class GearLoop {
     for (let i = 0; i < 256; i++) table.setInt32(i * 4, gear[i]!, true);
   }
 
-  /**
-   * Rolls the hash from 0 over data[from, limitEnd), testing maskS before normalEnd and
-   * maskL from there; returns the index just past the first cut point, or -1.
-   */
   find(data: Uint8Array, from: number, normalEnd: number, limitEnd: number, maskS: number, maskL: number): number {
     this.#h.value = 0;
     for (let at = from; at < limitEnd; at += PIECE) {

@@ -410,18 +410,12 @@ async function costs() {
   const { openSync, readSync, closeSync, readdirSync, statSync, fdatasyncSync, writeSync, unlinkSync } = await import('node:fs');
   const { FastCdc, DEFAULT_CHUNKER } = await import(join(root, 'packages/backup/dist/src/chunker/fastcdc.js'));
   const { chunkIdKeyOf } = await import(join(root, 'packages/backup/dist/src/crypto/repository-keys.js'));
-  // zstd as the chunk workers run it (compress.ts zstdCompressInto): zstd-napi's binding,
-  // one context reused for every chunk. (@mongodb-js/zstd's compress, timed here before,
-  // builds a fresh ~4 MB context per call: that cost, not the level's, filled its rows.)
-  const { createRequire } = await import('node:module');
-  const zstd = createRequire(join(root, 'packages/backup/package.json'))('zstd-napi/binding');
-  const cctx = new zstd.CCtx();
-  cctx.setParameter(zstd.CParameter.contentSizeFlag, 0);
-  const zout = Buffer.allocUnsafe(zstd.compressBound(DEFAULT_CHUNKER.maxSize));
-  const compress = (c, level) => {
-    cctx.setParameter(zstd.CParameter.compressionLevel, level);
-    return cctx.compress2(zout, c);
-  };
+  // zstd as the chunk workers run it: compress.ts's zstdCompressInto, one context reused for
+  // every chunk. (@mongodb-js/zstd's compress, timed here before, builds a fresh ~4 MB
+  // context per call: that cost, not the level's, filled its rows.)
+  const { zstdCompressInto, zstdBound } = await import(join(root, 'packages/backup/dist/src/repository/compress.js'));
+  const zout = Buffer.allocUnsafe(zstdBound(DEFAULT_CHUNKER.maxSize));
+  const compress = (c, level) => zstdCompressInto(zout, c, level);
   const pristine = pristineSet('1');
   const files = [];
   const walk = (d) => {

@@ -59,7 +59,7 @@ let cctxLevel = NaN;
  * context: the compressed length. The frame carries no content size (spec §7.2), as
  * the thread pool's binding writes them: its header is the same 0x00.
  */
-function zstdCompressInto(out: Uint8Array, data: Uint8Array, level: number): number {
+export function zstdCompressInto(out: Uint8Array, data: Uint8Array, level: number): number {
   try {
     if (!cctx) {
       cctx = new zstdSync.CCtx();

@@ -323,9 +323,9 @@ export class RestoreTarget {
 
   async #openDir(rel: Buffer, create: boolean): Promise<OpenDir | null> {
     if (rel.length === 0) {
-      // A staging target's handle is the one it was made with (closed by close()): taken
-      // once, so an evicted handle is never reopened through the path.
-      // The target itself: the user's path, followed as given (a staging target's own handle is never reopened).
+      // The target itself: the user's path, followed as given. A staging target's handle
+      // is the one it was made with (closed by close()): taken once, so an evicted handle
+      // is never reopened through the path (and if it were, not through a symlink).
       const fh = this.#rootFh ?? openDirSync(this.#root, !this.#staged);
       this.#rootFh = undefined;
       return { fh, refs: 0, closed: false, rel, key: '', prefix: this.#prefixFor(fh, Buffer.from(this.#root, 'utf8')) };

@@ -1379,7 +1379,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     // hard links spent ~1.5 s waiting on thread-pool round trips, issue 13); what could not
     // be made is reported afterwards in the snapshot's order.
     let n = 0;
-    const jobs: Array<{ e: (typeof others)[number]; tmp: Buffer; failed?: string }> = [];
+    const jobs: Array<{ e: (typeof others)[number]; dir: Buffer; name: Buffer; tmp: Buffer; failed?: string }> = [];
     for (const e of others) {
       const where = shown(e.rawPath);
       if (e.type === 'socket') {
@@ -1390,11 +1390,11 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         warn(where, `device node ${e.major}:${e.minor} not restored: making device nodes needs root`);
         continue;
       }
-      jobs.push({ e, tmp: direct ? split(e.rawPath).name : Buffer.from(`.coffer-restore-${suffix}-o${n++}`) });
+      const { dir, name } = split(e.rawPath);
+      jobs.push({ e, dir, name, tmp: direct ? name : Buffer.from(`.coffer-restore-${suffix}-o${n++}`) });
     }
     await mapLimit(jobs, OTHERS_LANES, async (job) => {
-      const { e, tmp } = job;
-      const { dir, name } = split(e.rawPath);
+      const { e, dir, name, tmp } = job;
       try {
         await inDir(dir, async (prefix) => {
           const tmpPath = Buffer.concat([prefix, tmp]);

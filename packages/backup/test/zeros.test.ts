@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { FastCdc, type ChunkerParams } from '../src/chunker/fastcdc.js';
+import { DEFAULT_CHUNKER, FastCdc, zeroCutOf, type ChunkerParams } from '../src/chunker/fastcdc.js';
 import { backup, check, restore } from '../src/index.js';
 import { allZero } from '../src/zeros.js';
 import { newRepo, tempDir } from './fixtures/trees.js';
@@ -97,6 +97,45 @@ test("FastCDC's cut over zeros lands where the spec's byte-by-byte cut does, who
     }
   }
   assert.ok(withZeroCut > 0 && withoutZeroCut > 0, `both kinds of gear table tried (${withZeroCut} with a cut point in zeros, ${withoutZeroCut} without)`);
+});
+
+test("where zeros are cut, found in at most 33 steps, is where the spec's loop over every byte to maxSize finds it: every kind of gear value and parameter set", () => {
+  const high = (k: number) => (k >= 32 ? -1 : ~((1 << (32 - k)) - 1));
+  // The loop as it ran before (and as spec §6.1 runs over zeros): every byte from minSize to maxSize.
+  const byteLoop = (g0: number, p: ChunkerParams, maskS: number, maskL: number) => {
+    for (let i = p.minSize, h = 0; i < p.maxSize; i++) {
+      h = ((h << 1) + g0) | 0;
+      if ((h & (i < p.avgSize ? maskS : maskL)) === 0) return i + 1;
+    }
+    return 0;
+  };
+  const params: ChunkerParams[] = [
+    DEFAULT_CHUNKER,
+    { minSize: 64, avgSize: 1024, maxSize: 4096 },
+    { minSize: 64, avgSize: 1024, maxSize: 1024 },
+    { minSize: 1024, avgSize: 1024, maxSize: 1024 },
+    { minSize: 1024, avgSize: 1024, maxSize: 8192 },
+    { minSize: 100, avgSize: 128 * 1024, maxSize: 1 << 20 },
+  ];
+  const seen = { early: 0, atAvg: 0, never: 0 };
+  for (const p of params) {
+    const bits = Math.log2(p.avgSize);
+    const maskS = high(bits + 2);
+    const maskL = high(bits - 2);
+    // The fixed point is -g0: values whose fixed point passes maskS, only maskL, neither;
+    // ones that pass during the first 32 steps only; zero, ±1, extremes; then random ones.
+    const g0s = [0, 1, -1, 2, -2, 0x7fffffff, -0x80000000, 0x40000000, -(1 << (32 - bits + 2)), -(1 << (32 - bits - 2)) + 1, -(1 << (32 - bits - 2)), -(1 << (32 - bits + 1)), -(3 << (32 - bits)), 1 << 20, 3 << 28];
+    const rnd = prng(bits * 7919 + p.minSize);
+    for (let k = 0; k < (p === DEFAULT_CHUNKER ? 20 : 300); k++) g0s.push(rnd() | 0);
+    for (const g0 of g0s) {
+      const want = byteLoop(g0, p, maskS, maskL);
+      assert.equal(zeroCutOf(g0, p, maskS, maskL), want, `g0 ${g0}, ${JSON.stringify(p)}`);
+      if (want === 0) seen.never++;
+      else if (want === p.avgSize + 1 && p.avgSize > p.minSize) seen.atAvg++;
+      else seen.early++;
+    }
+  }
+  assert.ok(seen.early > 0 && seen.atAvg > 0 && seen.never > 0, `every outcome tried: ${JSON.stringify(seen)}`);
 });
 
 test('a sparse disk image and the same bytes without holes: same chunks, byte-exact restore with the holes kept, every blob ID verified', async (t) => {

@@ -36,6 +36,31 @@ function highMask(bits: number): number {
   return bits >= 32 ? -1 : ~((1 << (32 - bits)) - 1);
 }
 
+/**
+ * Where `cut` cuts a run of zeros (0: not before maxSize): the spec's loop over zero bytes,
+ * from minSize, `h = ((h << 1) + g0) | 0` and a cut after byte i when `h & mask` is 0
+ * (maskS before avgSize, maskL from it on). Rolled byte by byte up to maxSize, that loop
+ * cost ~23 ms per chunker when no cut came (interpreted: it runs once per thread), on
+ * every backup's main thread and chunk workers (issue 13). It need not run that far: with
+ * d = h − (−g0), each step doubles d (mod 2³²), so after at most 32 steps h stays at −g0
+ * for good; from there the maskS test fails (or passed already) up to avgSize, and the
+ * one maskL test left is the first byte at avgSize.
+ */
+export function zeroCutOf(g0: number, params: ChunkerParams, maskS: number, maskL: number): number {
+  const { minSize: min, avgSize: avg, maxSize: max } = params;
+  for (let i = min, h = 0; i < max; i++) {
+    const next = ((h << 1) + g0) | 0;
+    if ((next & (i < avg ? maskS : maskL)) === 0) return i + 1;
+    if (next === h) {
+      // h is fixed from here on; it failed its mask at byte i. Before avgSize the only
+      // other mask comes at avgSize itself (if that byte is before maxSize).
+      return i < avg && avg < max && (h & maskL) === 0 ? avg + 1 : 0;
+    }
+    h = next;
+  }
+  return 0;
+}
+
 export class FastCdc {
   readonly #gear: Int32Array;
   readonly #min: number;
@@ -70,15 +95,7 @@ export class FastCdc {
     // NC level 2: harder mask before the average size, easier after it.
     this.#maskS = highMask(bits + 2);
     this.#maskL = highMask(bits - 2);
-    this.#zeroCut = 0;
-    const g0 = this.#gear[0]!;
-    for (let i = this.#min, h = 0; i < this.#max; i++) {
-      h = ((h << 1) + g0) | 0;
-      if ((h & (i < this.#avg ? this.#maskS : this.#maskL)) === 0) {
-        this.#zeroCut = i + 1;
-        break;
-      }
-    }
+    this.#zeroCut = zeroCutOf(this.#gear[0]!, params, this.#maskS, this.#maskL);
   }
 
   get maxSize(): number {

@@ -83,3 +83,23 @@ test('restore reads each pack of a local repository through one reader, not a ra
   assert.equal(new Set(opened).size, opened.length, 'each pack opened once');
   assert.ok((await fs.readdir(target)).length > 0);
 });
+
+test('sync: every directory that gained an entry is synced at once; one that cannot be stays to be synced again, the others do not', async (t) => {
+  const root = await tempDir(t, 'sync');
+  const b = new LocalBackend(root);
+  for (const name of ['data/aa/one', 'data/bb/two', 'index/three', 'snapshots/four']) await b.put(name, [Buffer.from(name)]);
+  await b.sync();
+  await b.sync(); // nothing dirty: nothing to do
+  await b.put('data/aa/five', [Buffer.from('5')]);
+  await b.put('data/bb/six', [Buffer.from('6')]);
+  // data/aa cannot be opened now (moved away): the sync fails with that error and data/aa stays dirty.
+  await fs.rename(join(root, 'data', 'aa'), join(root, 'aa-away'));
+  await assert.rejects(b.sync(), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+  await assert.rejects(b.sync(), (e: NodeJS.ErrnoException) => e.code === 'ENOENT', 'tried again on the next sync');
+  await fs.rename(join(root, 'aa-away'), join(root, 'data', 'aa'));
+  await b.sync();
+  // data/bb was synced in the failed call: moving it away now makes no later sync fail.
+  await fs.rename(join(root, 'data', 'bb'), join(root, 'bb-away'));
+  await b.sync();
+  assert.deepEqual(Buffer.from(await b.get('data/aa/five')), Buffer.from('5'));
+});

@@ -13,6 +13,7 @@ import { RestoreSelection, backup, restore, type TreeEntry } from '../src/index.
 import { DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
 import { compareTreePaths } from '../src/repository/backup.js';
 import { describeTree, newRepo, prng, tempDir } from './fixtures/trees.js';
+import { prng as prngInts } from './helpers.js';
 
 async function listing(tr: Awaited<ReturnType<typeof newRepo>>, which = -1): Promise<TreeEntry[]> {
   const all = await tr.repo.snapshots();
@@ -52,6 +53,29 @@ test('paths compare in listing order: a directory before its contents, siblings 
     for (let j = 0; j < sorted.length; j++) {
       assert.equal(Math.sign(compareTreePaths(sorted[i]!, sorted[j]!)), Math.sign(i - j), `${sorted[i]} vs ${sorted[j]}`);
     }
+  }
+});
+
+test('paths compare as their components do, one by one: random paths of bytes around the separator', () => {
+  // Spec §9.3 written out: split at '/', compare component by component, a path that runs
+  // out of components first comes first.
+  const byComponents = (a: Buffer, b: Buffer) => {
+    const x = a.toString('latin1').split('/');
+    const y = b.toString('latin1').split('/');
+    for (let i = 0; i < Math.min(x.length, y.length); i++) {
+      const c = Buffer.compare(Buffer.from(x[i]!, 'latin1'), Buffer.from(y[i]!, 'latin1'));
+      if (c !== 0) return c;
+    }
+    return Math.sign(x.length - y.length);
+  };
+  const next = prngInts(20261201);
+  const alphabet = [0x2d, 0x2e, 0x2f, 0x30, 0x61, 0x62, 0x00, 0x7f, 0x80, 0xff];
+  const path = () => Buffer.from(Array.from({ length: next() % 7 }, () => alphabet[next() % alphabet.length]!));
+  for (let k = 0; k < 50_000; k++) {
+    const a = path();
+    // Half the time b shares a prefix with a, where the two differ at or after a separator.
+    const b = k % 2 ? path() : Buffer.concat([a.subarray(0, next() % (a.length + 1)), path()]);
+    assert.equal(Math.sign(compareTreePaths(a, b)), byComponents(a, b), `${JSON.stringify(a.toString('latin1'))} vs ${JSON.stringify(b.toString('latin1'))}`);
   }
 });
 

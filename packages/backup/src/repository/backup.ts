@@ -182,6 +182,13 @@ const NO_XATTRS: Xattr[] = Object.freeze([]) as unknown as Xattr[];
 /** How a version 2 line whose path is a JSON string starts. */
 const PATH_OPEN = Buffer.from('{"path":"');
 
+/** Whether `b` holds `prefix` at `at` (a byte loop: a native compare per line cost more than the bytes, issue 13). */
+function startsWith(b: Uint8Array, at: number, prefix: Uint8Array): boolean {
+  if (at + prefix.length > b.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (b[at + i] !== prefix[i]) return false;
+  return true;
+}
+
 /** A file as read: its chunk IDs, the bytes read, and its stat when it was read. */
 interface ReadFile {
   chunks: string[];
@@ -262,20 +269,22 @@ function show(p: Buffer): string {
 
 /**
  * Listing order (spec §9.3): depth first, a directory before its contents, siblings
- * ordered by the bytes of their names. Paths are compared component by component.
+ * ordered by the bytes of their names. Paths are compared component by component,
+ * which is one pass over the bytes: up to the first byte where the two differ they
+ * share whole components and a prefix of the next; there, a path whose component ends
+ * (its end, or a '/') comes first, before a '/' came the end of the path (a directory
+ * before its contents), and otherwise the bytes decide. Written out in JavaScript: with
+ * a native indexOf and compare per component (~0.6 µs a path here) it was the largest
+ * item of a second backup's walk, each file's path matched against the parent's (issue 13).
  */
-export function compareTreePaths(a: Buffer, b: Buffer): number {
+export function compareTreePaths(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
   let i = 0;
-  let j = 0;
-  for (;;) {
-    const ae = a.indexOf(0x2f, i);
-    const be = b.indexOf(0x2f, j);
-    const c = a.compare(b, j, be < 0 ? b.length : be, i, ae < 0 ? a.length : ae);
-    if (c !== 0) return c;
-    if (ae < 0 || be < 0) return (ae < 0 ? 0 : 1) - (be < 0 ? 0 : 1);
-    i = ae + 1;
-    j = be + 1;
-  }
+  while (i < n && a[i] === b[i]) i++;
+  // -2: the path ended; -1: its component ended ('/'); else the byte.
+  const x = i < a.length ? a[i]! : -2;
+  const y = i < b.length ? b[i]! : -2;
+  return x === y ? 0 : (x === 0x2f ? -1 : x) - (y === 0x2f ? -1 : y);
 }
 
 /**
@@ -333,9 +342,7 @@ class ParentFiles {
       }
       const p = this.#path ?? this.#pathOfLine();
       if (p === undefined) return false; // damaged: the parent is no longer used
-      // Most paths of a second backup are the parent's own, byte for byte: one native
-      // compare answers those (compareTreePaths makes two calls per path component).
-      const c = p.length === rel.length && p.equals(rel) ? 0 : compareTreePaths(p, rel);
+      const c = compareTreePaths(p, rel);
       if (c > 0) return false;
       if (c === 0) return true;
       this.#pos = this.#end + 1;
@@ -358,7 +365,7 @@ class ParentFiles {
     const s = this.#pos;
     this.#end = b.indexOf(0x0a, s);
     // {"path":" then bytes up to the closing quote, when no escape comes first: the path's bytes.
-    if (this.strict && b.compare(PATH_OPEN, 0, PATH_OPEN.length, s, s + PATH_OPEN.length) === 0) {
+    if (this.strict && startsWith(b, s, PATH_OPEN)) {
       for (let i = s + PATH_OPEN.length; i < this.#end; i++) {
         const c = b[i];
         if (c === 0x22) return (this.#path = b.subarray(s + PATH_OPEN.length, i));

@@ -14,13 +14,19 @@
  * Node cannot make FIFOs or device nodes either: restore runs coreutils' `mkfifo` and
  * `mknod` on a temporary ASCII name and renames the result into place.
  */
-import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import { promisify } from 'node:util';
 import { napiBinding } from './native-binding.js';
 import type { Xattr } from './tree.js';
 
-const run = promisify(execFile);
+/**
+ * Runs a command (mkfifo, mknod: restore only). node:child_process is loaded on first use:
+ * with net and dgram it pulls in, it cost every process and thread that loads this file
+ * (a backup's main thread and each chunk worker) ~6 ms to start (issue 13).
+ */
+async function run(cmd: string, args: string[]): Promise<void> {
+  const { execFile } = await import('node:child_process');
+  await new Promise<void>((resolve, reject) => execFile(cmd, args, (e) => (e ? reject(e) : resolve())));
+}
 
 interface XattrApi {
   listAttributes(path: string): Promise<string[]>;

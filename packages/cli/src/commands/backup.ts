@@ -1,6 +1,5 @@
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 // The engine's modules one by one (issue 13): a backup loads the backup engine, not
 // restore, browse, prune or check; --parent, --dry-run, --stdin and the file selection
 // options load their modules when given.
@@ -173,6 +172,8 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
   let beforeCommit: (() => Promise<void>) | undefined;
   if (fromCommand) {
     const [cmd, ...cmdArgs] = args;
+    // Loaded here, not with the command: every other backup would pay for them at start.
+    const [{ spawn }, { PassThrough }] = await Promise.all([import('node:child_process'), import('node:stream')]);
     const child = spawn(cmd!, cmdArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
     const exited = new Promise<void>((resolve, reject) => {
       // Exit 1 (not a usage error): the command ran, or was looked for, and failed.

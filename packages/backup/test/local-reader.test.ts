@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { CofferError, LocalBackend, Repository, backup, restore, type ByteRange } from '../src/index.js';
 import type { ObjectReader } from '../src/storage/backend.js';
@@ -102,4 +103,19 @@ test('sync: every directory that gained an entry is synced at once; one that can
   await fs.rename(join(root, 'data', 'bb'), join(root, 'bb-away'));
   await b.sync();
   assert.deepEqual(Buffer.from(await b.get('data/aa/five')), Buffer.from('5'));
+});
+
+test('sync under a low descriptor limit (ulimit -n 48): 256 dirty directories are synced a few at a time, not one descriptor each at once', async (t) => {
+  const root = await tempDir(t, 'sync-fds');
+  // A child with the limit: it makes 256 data/xx/ directories dirty, then syncs them.
+  const script = `
+    const { LocalBackend } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+    const b = new LocalBackend(${JSON.stringify(root)});
+    for (let i = 0; i < 256; i++) await b.put('data/' + i.toString(16).padStart(2, '0') + '/x', [Buffer.from([i])]);
+    await b.sync();
+    console.log('synced');
+  `;
+  const r = spawnSync('bash', ['-c', 'ulimit -n 48 && exec "$0" --input-type=module -e "$1"', process.execPath, script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'synced');
 });

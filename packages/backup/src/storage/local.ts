@@ -29,6 +29,9 @@ function describe(e: unknown): string {
  * what makes objects immutable), so a crash never leaves a half-written object under
  * its real name. `sync()` fsyncs the directories that gained entries.
  */
+/** Directories synced at once by `sync()`. */
+const SYNC_LANES = 4;
+
 export class LocalBackend implements StorageBackend {
   readonly location: string;
   #dirtyDirs = new Set<string>();
@@ -256,26 +259,34 @@ export class LocalBackend implements StorageBackend {
   async sync(): Promise<void> {
     const dirs = [...this.#dirtyDirs];
     this.#dirtyDirs.clear();
-    // All at once (libuv's pool runs them side by side), not one after another: a first
-    // backup syncs four directories after its first pack (the repository, locks/, data/,
-    // data/xx/), 1.9 ms one by one against 0.9 ms at once on this machine's disk, and
-    // more where an fsync waits for a platter or a network. Nothing depends on their
-    // order; every one is durable before this returns, or it throws.
-    const results = await Promise.allSettled(
-      dirs.map(async (dir) => {
-        const fh = await fs.open(dir, 'r');
+    // SYNC_LANES at a time (libuv's pool runs four calls side by side), not one after
+    // another: a first backup syncs four directories after its first pack (the repository,
+    // locks/, data/, data/xx/), 1.9 ms one by one against 0.9 ms at once on this machine's
+    // disk, more where an fsync waits for a platter or a network. Not all at once: a prune
+    // can leave all 256 data/xx/ dirty, and a descriptor each would fail under a low limit
+    // (ulimit -n). Nothing depends on their order; every one is durable before this
+    // returns, or it throws; those that failed stay dirty, for the next sync to try again.
+    const failed: Array<{ dir: string; error: unknown }> = [];
+    let next = 0;
+    const lane = async () => {
+      while (next < dirs.length) {
+        const dir = dirs[next++]!;
         try {
-          await fh.sync();
-        } finally {
-          await fh.close();
+          const fh = await fs.open(dir, 'r');
+          try {
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+        } catch (error) {
+          failed.push({ dir, error });
         }
-      }),
-    );
-    const failed = results.findIndex((r) => r.status === 'rejected');
-    if (failed < 0) return;
-    // Those not known durable stay dirty: a later sync tries them again.
-    results.forEach((r, i) => r.status === 'rejected' && this.#dirtyDirs.add(dirs[i]!));
-    throw (results[failed] as PromiseRejectedResult).reason;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(SYNC_LANES, dirs.length) }, lane));
+    if (failed.length === 0) return;
+    for (const f of failed) this.#dirtyDirs.add(f.dir);
+    throw failed[0]!.error;
   }
 }
 

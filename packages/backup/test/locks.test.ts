@@ -245,11 +245,14 @@ test('unshare -pf: a backup running in another PID namespace races prune; prune 
       r(code);
     }),
   );
-  // Wait until the backup holds its lock, then prune from this namespace.
+  // Wait until the backup holds its lock, then prune from this namespace. Held means
+  // committed under its name: the temporary file a lock is written to first (.tmp-…,
+  // until it is synced and linked into place) locks nobody out yet, and a prune that
+  // ran in that moment found no lock and rightly went ahead (seen once in CI).
   const deadline = Date.now() + 60_000;
   let sawLock = false;
   while (!finished && !out.includes('done') && Date.now() < deadline) {
-    if ((await fs.readdir(join(tr.dir, 'locks')).catch(() => [])).length > 0) {
+    if ((await fs.readdir(join(tr.dir, 'locks')).catch(() => [] as string[])).some((n) => !n.startsWith('.'))) {
       sawLock = true;
       break;
     }

@@ -271,11 +271,11 @@ function show(p: Buffer): string {
  * Listing order (spec §9.3): depth first, a directory before its contents, siblings
  * ordered by the bytes of their names. Paths are compared component by component,
  * which is one pass over the bytes: up to the first byte where the two differ they
- * share whole components and a prefix of the next; there, a path whose component ends
- * (its end, or a '/') comes first, before a '/' came the end of the path (a directory
- * before its contents), and otherwise the bytes decide. Written out in JavaScript: with
- * a native indexOf and compare per component (~0.6 µs a path here) it was the largest
- * item of a second backup's walk, each file's path matched against the parent's (issue 13).
+ * share whole components and a prefix of the next. There, the path whose component ends
+ * (at its end or at a '/') sorts first; a path's end sorts before a '/' (a directory
+ * before its contents); otherwise the two bytes decide. A byte loop: a native indexOf
+ * and compare per component (~0.6 µs a path here) was the largest item of a second
+ * backup's walk, which matches each file's path against the parent's (issue 13).
  */
 export function compareTreePaths(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);

@@ -46,6 +46,8 @@ function checkName(name: string): void {
 
 export class RelayBlobBackend implements StorageBackend {
   readonly location: string;
+  /** A streamed upload keeps its bytes until commit, to send them once more (StreamedUpload). */
+  readonly keepsUntilCommit = true;
   readonly #relay: RelayHttp;
   readonly #timeoutMs: number;
 

@@ -863,10 +863,10 @@ async function walkAndStore(
         }
         // b.data goes back to its worker once no blob refers to it. The blob writer copies
         // what it is given (sealed into the pack's pieces) by the time addStoredNow returns,
-        // or by the time its promise does (padding max), and that promise (`pressure`) was
-        // awaited above for every file stored by this loop. A file read again (readStable)
-        // does not use b; one under the test hook (finishHooked) stores from b later, so
-        // the buffer waits for those.
+        // or by the time its promise does (padding max; no room for a new pack until one is
+        // committed), and that promise (`pressure`) was awaited above for every file stored
+        // by this loop. A file read again (readStable) does not use b; one under the test
+        // hook (finishHooked) stores from b later, so the buffer waits for those.
         if (opts.afterFileRead) void Promise.allSettled(items.map((it) => it.later)).then(b.release);
         else b.release();
       } catch (e) {

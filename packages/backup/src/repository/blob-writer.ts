@@ -21,6 +21,18 @@ import { Semaphore } from './semaphore.js';
 export const PACK_TARGET_BYTES = 8 * 1024 * 1024;
 const COMPRESS_WINDOW = 4; // chunks being compressed at once (≤ 4 × max chunk size in memory)
 const UPLOAD_WINDOW = 2; // finished packs being committed (synced) at once
+/**
+ * Packs alive at once (opened, not yet committed or aborted); a new pack is opened only
+ * below this. On a backend that keeps a pack's bytes until its commit (`keepsUntilCommit`:
+ * the relay's retry spool, S3's buffered upload) that is the one being filled and the
+ * UPLOAD_WINDOW being committed, so it holds at most three packs: producers opened the next
+ * pack while finished ones waited for an upload slot, up to 8–10 packs alive (~70 MiB)
+ * in a backup of the chat set to the relay (issue 13). A pack streamed to a file costs an
+ * open descriptor, not its bytes: there producers may run further ahead of the commits
+ * (fdatasync), which bounding them to three cost a local backup of the chat set ~5%.
+ */
+const PACKS_ALIVE_KEPT = UPLOAD_WINDOW + 1;
+const PACKS_ALIVE_STREAMED = 8;
 const WRITE_GROUP_BYTES = 1024 * 1024; // small blobs' sealed pieces are written in groups of this size
 /** Index records (46 bytes a blob) of committed packs that make an index object during a backup (~91,000 blobs). */
 export const INDEX_FLUSH_BYTES = 4 * 1024 * 1024;
@@ -45,6 +57,11 @@ export class BlobWriter {
   readonly #inFlight = new IdSet();
   readonly #compress = new Semaphore(COMPRESS_WINDOW);
   readonly #upload = new Semaphore(UPLOAD_WINDOW);
+  /** Packs opened and not yet committed or aborted (at most #aliveMax). */
+  #alive = 0;
+  readonly #aliveMax: number;
+  /** Producers waiting for a pack to go so that they may open the next. */
+  #roomWaiters: (() => void)[] = [];
   readonly #tasks = new Set<Promise<void>>();
   /**
    * Each finished pack's index record (encodePackRecord): 46 bytes per blob, no object
@@ -85,6 +102,7 @@ export class BlobWriter {
     this.#known = known;
     this.#padding = padding;
     this.#compression = compression;
+    this.#aliveMax = repo.backend.keepsUntilCommit ? PACKS_ALIVE_KEPT : PACKS_ALIVE_STREAMED;
   }
 
   #track(p: Promise<void>): void {
@@ -126,8 +144,10 @@ export class BlobWriter {
           if (here) compressedHereForTesting.count++;
           const c = here ? maybeCompressInto(raw, this.#compression, this.#scratchFor(raw.length)) : await maybeCompress(raw, this.#compression);
           // A view of the scratch buffer is sealed into the pack before anything else runs
-          // here, unless #place may wait for a full pack first (padding max): then a copy.
-          const stored = this.#padding === PadMode.Max && c.stored.buffer === this.#scratch?.buffer ? Buffer.from(c.stored) : c.stored;
+          // here, unless #place may wait first (for a full pack to be written, padding max;
+          // for a pack to be committed, no room for a new one): then a copy.
+          const mayWait = this.#padding === PadMode.Max || this.#noRoomForPack();
+          const stored = mayWait && c.stored.buffer === this.#scratch?.buffer ? Buffer.from(c.stored) : c.stored;
           const pack = await this.#place(type, id, raw.length, stored, c.flags);
           consumed();
           await pack.chain; // back-pressure: hold the compression slot until written
@@ -151,15 +171,17 @@ export class BlobWriter {
    * Stores a blob already compressed (or not) by the caller, e.g. a small file's whole
    * content from a chunk worker, unless the repository has it. Pack writes are grouped
    * (WRITE_GROUP_BYTES), so many small blobs cost few write calls. No promise when
-   * nothing must be waited for: `stored` has been consumed when it returns. A promise only for back-pressure (a pack being sealed, a
-   * write group queued behind the previous one), which the caller awaits before adding
-   * more. Throws what an earlier write failed with.
+   * nothing must be waited for: `stored` has been consumed when it returns. A promise for
+   * back-pressure (a pack being sealed, a write group queued behind the previous one),
+   * which the caller awaits before adding more; when the blob itself must wait (padding
+   * max: a full pack written first; no room for a new pack: one committed first), `stored`
+   * is consumed once that promise resolves. Throws what an earlier write failed with.
    */
   addStoredNow(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number): Promise<void> | undefined {
     this.#check();
     if (this.#inFlight.has(id) || this.#known(id)) return undefined;
     this.#inFlight.add(id);
-    if (this.#padding === PadMode.Max) {
+    if (this.#padding === PadMode.Max || this.#noRoomForPack()) {
       return this.#place(type, id, rawLength, stored, flags, WRITE_GROUP_BYTES).then(
         (pack) => this.#afterStored(pack),
         (e: unknown) => {
@@ -189,12 +211,30 @@ export class BlobWriter {
    * writing once at least `group` bytes are waiting (0: at once).
    */
   async #place(type: BlobType, id: Buffer, rawLength: number, stored: Buffer, flags: number, group = 0): Promise<OpenPack> {
-    // Padding max: every pack is PACK_BYTES_MAX; close the open one rather than overflow it.
     const length = this.#storedLength(stored.length);
-    while (this.#padding === PadMode.Max && this.#pack && this.#pack.builder.count > 0 && this.#pack.builder.plainBytes + length + packTrailerBytes(this.#pack.builder.count + 1) > PACK_BYTES_MAX) {
-      await this.#flushPack();
+    for (;;) {
+      // Padding max: every pack is PACK_BYTES_MAX; close the open one rather than overflow it.
+      if (this.#padding === PadMode.Max && this.#pack && this.#pack.builder.count > 0 && this.#pack.builder.plainBytes + length + packTrailerBytes(this.#pack.builder.count + 1) > PACK_BYTES_MAX) {
+        await this.#flushPack();
+      } else if (this.#noRoomForPack()) {
+        await new Promise<void>((r) => this.#roomWaiters.push(r));
+      } else {
+        return this.#placeNow(type, id, rawLength, stored, flags, group);
+      }
     }
-    return this.#placeNow(type, id, rawLength, stored, flags, group);
+  }
+
+  /** No pack is open and as many as may be alive are being committed: the next blob waits for one to go. */
+  #noRoomForPack(): boolean {
+    return this.#pack === undefined && this.#alive >= this.#aliveMax;
+  }
+
+  /** A pack was committed or aborted: producers waiting may open the next. */
+  #packGone(): void {
+    this.#alive--;
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const w of waiters) w();
   }
 
   /** The stored length of a blob of `n` bytes as this writer pads it (spec §7.1). */
@@ -222,6 +262,7 @@ export class BlobWriter {
     const builder = new PackBuilder(this.#repo.keys.objectMaster, randomBytes(32));
     const writer = this.#repo.backend.create(packName(builder.packId));
     writer.catch(() => {}); // surfaces through `chain`
+    this.#alive++;
     return { builder, writer, chain: Promise.resolve(), unwritten: 0 };
   }
 
@@ -246,6 +287,7 @@ export class BlobWriter {
           throw e;
         } finally {
           this.#upload.give();
+          this.#packGone();
         }
       })(),
     );
@@ -326,6 +368,7 @@ export class BlobWriter {
     if (pack) {
       await pack.chain.catch(() => {});
       await (await pack.writer.catch(() => undefined))?.abort();
+      this.#packGone();
     }
   }
 }

@@ -46,6 +46,13 @@ export interface ObjectWriter {
 export interface StorageBackend {
   /** A human-readable location for messages, e.g. the directory path. */
   readonly location: string;
+  /**
+   * True when an object writer (`create`) keeps the object's bytes in memory until its
+   * commit (to send them then, or to send them once more): writers then keep fewer packs
+   * open at once (BlobWriter), so memory stays a few packs. Absent: the bytes go out as
+   * they are written (a local file).
+   */
+  readonly keepsUntilCommit?: boolean;
   /** Stores a new object from the concatenation of `parts`. Fails if `name` exists. */
   put(name: string, parts: readonly Uint8Array[]): Promise<void>;
   /**

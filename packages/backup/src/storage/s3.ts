@@ -99,6 +99,8 @@ const nameOf = (err: unknown): string => (err as Error)?.name ?? '';
 
 export class S3Backend implements StorageBackend {
   readonly location: string;
+  /** `create` buffers the object and PUTs it at commit. */
+  readonly keepsUntilCommit = true;
   readonly #where: S3Location;
   readonly #config: S3ClientConfig;
   readonly #region: string;

@@ -24,7 +24,7 @@ export {
 export { RepositoryKeys } from './crypto/repository-keys.js';
 export { FastCdc, DEFAULT_CHUNKER, type ChunkerParams } from './chunker/fastcdc.js';
 export { CofferError, DecryptionError, type CofferErrorCode } from './errors.js';
-export type { StorageBackend, ObjectInfo, ObjectWriter, ByteRange } from './storage/backend.js';
+export type { StorageBackend, ObjectInfo, ObjectReader, ObjectWriter, ByteRange } from './storage/backend.js';
 export { LocalBackend } from './storage/local.js';
 export { S3Backend, isLoopbackEndpoint, parseS3Location, type S3BackendOptions, type S3Credentials, type S3Location } from './storage/s3.js';
 export { Repository, type SnapshotRecord, type InitOptions } from './repository/repository.js';

@@ -12,7 +12,7 @@
  * CofferError('storage') for everything else (unreachable, timeout, quota, conflict,
  * refused credentials), each message naming the object and the cause.
  */
-import type { ByteRange, ObjectInfo, ObjectWriter, StorageBackend } from '@coffer/backup';
+import type { ByteRange, ObjectInfo, ObjectReader, ObjectWriter, StorageBackend } from '@coffer/backup';
 import { CofferError } from '@coffer/backup/errors';
 import { CofferClientError } from './errors.js';
 import type { RelayHttp, RelayResponse, RelayResponseBody, StreamedBody, TransportAnswer } from './relay-http.js';
@@ -121,17 +121,46 @@ export class RelayBlobBackend implements StorageBackend {
 
   async get(name: string, range?: ByteRange): Promise<Uint8Array> {
     checkName(name);
+    return this.#get(name, range, undefined);
+  }
+
+  /**
+   * The object opened for several ranged reads (a restore reads each pack in 1 MiB
+   * pieces), each read into the caller's buffer when it gives one: no new buffer per
+   * piece (issue 13: a restore through the relay allocated, and first touched, a fresh
+   * 1 MiB for every piece of every pack). Sequential pieces continue one read-ahead GET,
+   * as with `get`; `close` ends it.
+   */
+  async openReader(name: string): Promise<ObjectReader> {
+    checkName(name);
+    let closed = false;
+    return {
+      read: (range, into) => {
+        if (closed) return Promise.reject(new CofferError('storage', `reading ${name} at ${this.location} failed: the reader is closed`));
+        if (into && into.length < range.length) return Promise.reject(new RangeError(`read into: ${into.length} bytes is less than the ${range.length} asked for`));
+        return this.#get(name, range, into);
+      },
+      close: async () => {
+        closed = true;
+        const s = this.#ahead.get(name);
+        if (s && !s.busy) this.#closeAhead(name);
+      },
+    };
+  }
+
+  /** `get`, into `into` (at least `range.length` bytes) when given. */
+  async #get(name: string, range: ByteRange | undefined, into: Uint8Array | undefined): Promise<Uint8Array> {
     if (range && range.length === 0) return new Uint8Array(0);
     try {
       // A long piece opens a read-ahead GET; any piece where an open one stands (a pack's
       // short last piece) continues it, rather than a GET of its own beside it.
-      if (range && (range.length >= READ_AHEAD_MIN || this.#continues(name, range))) return await this.#readAhead(name, range);
+      if (range && (range.length >= READ_AHEAD_MIN || this.#continues(name, range))) return await this.#readAhead(name, range, into);
       const res = await this.#open(name, range ? `bytes=${range.offset}-${range.offset + range.length - 1}` : undefined);
       if (!res) return new Uint8Array(0);
       const skip = range && res.status === 200 ? range.offset : 0; // the server ignored Range
       const reader = res.body!.getReader();
       try {
-        return await readInto(reader, skip, range ? range.length : contentLength(res));
+        return await readInto(reader, skip, range ? range.length : contentLength(res), into);
       } finally {
         await reader.cancel().catch(() => {});
       }
@@ -162,7 +191,7 @@ export class RelayBlobBackend implements StorageBackend {
    * from `range.offset` to the end, kept open for the next piece. Bytes beyond what was
    * asked stay in the connection (back-pressure), not in memory.
    */
-  async #readAhead(name: string, range: ByteRange): Promise<Uint8Array> {
+  async #readAhead(name: string, range: ByteRange, into: Uint8Array | undefined): Promise<Uint8Array> {
     let s = this.#ahead.get(name);
     if (s && (s.busy || s.pos !== range.offset)) {
       if (s.busy) s = undefined;
@@ -178,7 +207,7 @@ export class RelayBlobBackend implements StorageBackend {
       if (res.status === 200) {
         // The server ignored Range: read what was asked from the whole object, once.
         try {
-          return await readInto(reader, range.offset, range.length);
+          return await readInto(reader, range.offset, range.length, into);
         } finally {
           await reader.cancel().catch(() => {});
         }
@@ -193,7 +222,7 @@ export class RelayBlobBackend implements StorageBackend {
     mine.busy = true;
     clearTimeout(mine.timer);
     try {
-      const out = new Uint8Array(range.length);
+      const out = into ? into.subarray(0, range.length) : new Uint8Array(range.length);
       let n = 0;
       while (n < out.length) {
         const chunk = await mine.pre.take(out.length - n);
@@ -513,11 +542,12 @@ function contentLength(res: RelayResponse): number | undefined {
 
 /**
  * Skips `skip` bytes, then reads `length` bytes (or to the end when undefined) into one
- * buffer allocated once: a known length costs one copy, not the chunks plus a concat.
+ * buffer allocated once (or `into`, with a known length): a known length costs one copy,
+ * not the chunks plus a concat.
  */
-async function readInto(reader: BodyReader, skip: number, length: number | undefined): Promise<Uint8Array> {
+async function readInto(reader: BodyReader, skip: number, length: number | undefined, into?: Uint8Array): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
-  let out = length !== undefined ? new Uint8Array(length) : undefined;
+  let out = length !== undefined ? (into ? into.subarray(0, length) : new Uint8Array(length)) : undefined;
   let n = 0;
   while (out === undefined || n < out.length) {
     const r = await reader.read();

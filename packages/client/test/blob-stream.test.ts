@@ -109,6 +109,38 @@ for (const transport of ['fetch', 'node:http'] as const) describe(`blob backend 
     assert.equal((await b.get(name, { offset: data.length + 5, length: 10 })).length, 0, 'past the end: nothing');
   });
 
+  test("openReader: a pack's pieces read into the caller's one buffer, byte-exact, the last short; small ranges too; a closed reader refuses", async () => {
+    const b = await backend();
+    const name = 'data/a1/' + 'a1'.repeat(32);
+    const data = randomBytes(5 * 1024 * 1024 + 777);
+    const w = await b.create(name);
+    await w.write([data]);
+    await w.commit();
+    const reader = await b.openReader(name);
+    const piece = 1024 * 1024;
+    const buf = Buffer.alloc(piece + 1);
+    const got: Buffer[] = [];
+    for (let o = 0; o < data.length; o += piece) {
+      const last = o + piece >= data.length;
+      const want = Math.min(piece, data.length - o);
+      const p = await reader.read({ offset: o, length: last ? want + 1 : want }, buf);
+      assert.equal(p.length, want, `piece at ${o}`);
+      // Into the caller's buffer (a view of it), not a new one.
+      assert.equal(p.buffer, buf.buffer, `piece at ${o}: a view of the caller's buffer`);
+      assert.equal(p.byteOffset, buf.byteOffset);
+      got.push(Buffer.from(p));
+    }
+    assert.equal(sha(Buffer.concat(got)), sha(data));
+    // Without a buffer, and ranges below the read-ahead size: as get gives them.
+    assert.deepEqual(Buffer.from(await reader.read({ offset: 10, length: 100 })), data.subarray(10, 110));
+    assert.deepEqual(Buffer.from(await reader.read({ offset: 4_000_000, length: 5000 }, buf)), data.subarray(4_000_000, 4_005_000));
+    assert.equal((await reader.read({ offset: data.length + 5, length: 10 }, buf)).length, 0, 'past the end: nothing');
+    await assert.rejects(reader.read({ offset: 0, length: 100 }, Buffer.alloc(10)), RangeError);
+    await reader.close();
+    await assert.rejects(reader.read({ offset: 0, length: 10 }), (e: unknown) => e instanceof CofferError && e.code === 'storage' && /closed/.test(e.message));
+    await assert.rejects((await b.openReader('data/a2/' + 'a2'.repeat(32))).read({ offset: 0, length: piece }, buf), (e: unknown) => e instanceof CofferError && e.code === 'missing-object');
+  });
+
   test('an aborted writer leaves no object and no temporary file on the relay', async () => {
     const b = await backend();
     const w = await b.create('data/cd/' + 'cd'.repeat(32));

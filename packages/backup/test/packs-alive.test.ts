@@ -81,10 +81,10 @@ class SlowCommits implements StorageBackend {
   }
 }
 
-async function slowRepo(t: Parameters<typeof tempDir>[0], keepsUntilCommit = true) {
+async function slowRepo(t: Parameters<typeof tempDir>[0], keepsUntilCommit = true, delayMs = 40) {
   const dir = await tempDir(t, 'repo');
   const key = BackupKey.generate();
-  const slow = new SlowCommits(new LocalBackend(dir), 40, keepsUntilCommit);
+  const slow = new SlowCommits(new LocalBackend(dir), delayMs, keepsUntilCommit);
   const repo = await Repository.init(slow, key, { chunker: SMALL_CHUNKER });
   return { slow, repo };
 }
@@ -118,6 +118,25 @@ for (const [padding, keeps, most] of [
     assert.deepEqual(c.problems, []);
   });
 }
+
+test("tree blobs compressed in the writer's one reused buffer, added while no pack may open: each read back as added", async (t) => {
+  // Commits slower than a pack fills, so that blobs do wait for one.
+  const { slow, repo } = await slowRepo(t, true, 400);
+  const writer = new BlobWriter(repo, () => false, PadMode.Off, 'auto');
+  // Compressible to about half (text and random bytes interleaved), 100 × ~600 KiB: several
+  // packs, so that blobs compressed into the shared buffer wait for a pack to be committed.
+  const blobs = Array.from({ length: 100 }, (_, i) => {
+    const r = prng(5000 + i, 600_000); // one size: every blob is compressed into the same buffer
+    for (let k = 0; k < r.length; k++) if ((k >> 6) % 2 === 1) r[k] = 0x61 + ((k * 7 + i) % 5);
+    return r;
+  });
+  const ids = blobs.map((b) => repo.keys.chunkId(b));
+  await Promise.all(blobs.map((b, i) => writer.add(BlobType.Tree, ids[i]!, b, true)));
+  await writer.finish();
+  assert.ok(slow.created >= 3, `packs written: ${slow.created}`);
+  assert.ok(slow.maxOpen <= 3, `at most 3 packs alive, saw ${slow.maxOpen}`);
+  for (let i = 0; i < blobs.length; i++) assert.deepEqual(await repo.readBlob(ids[i]!), blobs[i], `blob ${i}`);
+});
 
 test('a backup of large and small files to a backend with slow commits: at most three packs alive; it restores the same', async (t) => {
   const src = await tempDir(t, 'src');

@@ -103,6 +103,31 @@ test('S3Backend keeps the Backend contract: immutable puts, ranged gets, listing
   await assert.rejects(async () => b.put('Data/X', [Buffer.alloc(1)]), RangeError);
 });
 
+test("openReader: a pack's pieces read into the caller's one buffer, byte-exact, the last short; past the end nothing; closed or missing: errors", async (t) => {
+  const b = await s3Backend(t);
+  const data = prng(2, 3 * 1024 * 1024 + 999);
+  await b.put('data/cd/cdcd', [data]);
+  const reader = await b.openReader('data/cd/cdcd');
+  const piece = 1024 * 1024;
+  const buf = Buffer.alloc(piece + 1);
+  const got: Buffer[] = [];
+  for (let o = 0; o < data.length; o += piece) {
+    const last = o + piece >= data.length;
+    const want = Math.min(piece, data.length - o);
+    const p = await reader.read({ offset: o, length: last ? want + 1 : want }, buf);
+    assert.equal(p.length, want, `piece at ${o}`);
+    assert.equal(p.buffer, buf.buffer, `piece at ${o}: a view of the caller's buffer`);
+    got.push(Buffer.from(p));
+  }
+  assert.deepEqual(Buffer.concat(got), data);
+  assert.deepEqual(Buffer.from(await reader.read({ offset: 10, length: 100 })), data.subarray(10, 110));
+  assert.equal((await reader.read({ offset: data.length + 5, length: 10 }, buf)).length, 0, 'past the end: nothing');
+  await assert.rejects(reader.read({ offset: 0, length: 100 }, Buffer.alloc(10)), RangeError);
+  await reader.close();
+  await assert.rejects(reader.read({ offset: 0, length: 10 }), isCode('storage', /closed/));
+  await assert.rejects((await b.openReader('data/cd/none')).read({ offset: 0, length: piece }, buf), isCode('missing-object'));
+});
+
 test('conditional create: writers racing past the HEAD check get one success; the server refuses the rest with 412', async (t) => {
   const s3 = await startS3(t);
   const layer = await conditionalLayer(t, s3.endpoint);

@@ -19,7 +19,34 @@
 import type * as S3Sdk from '@aws-sdk/client-s3';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { CofferError } from '../errors.js';
-import { checkObjectName, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from './backend.js';
+import { checkObjectName, type ByteRange, type ObjectInfo, type ObjectReader, type ObjectWriter, type StorageBackend } from './backend.js';
+
+/**
+ * Copies a response body into `out`, after skipping `skip` bytes; stops reading once `out`
+ * is full (the rest of the body is dropped with the stream). A view of `out` of what came.
+ */
+async function readBodyInto(body: AsyncIterable<Uint8Array>, skip: number, out: Uint8Array): Promise<Uint8Array> {
+  let n = 0;
+  const it = body[Symbol.asyncIterator]();
+  try {
+    while (n < out.length) {
+      const r = await it.next();
+      if (r.done) break;
+      let c = r.value;
+      if (skip > 0) {
+        const drop = Math.min(skip, c.length);
+        skip -= drop;
+        c = c.subarray(drop);
+      }
+      const take = Math.min(c.length, out.length - n);
+      out.set(take === c.length ? c : c.subarray(0, take), n);
+      n += take;
+    }
+  } finally {
+    await it.return?.();
+  }
+  return out.subarray(0, n);
+}
 
 /** Where an `s3:` repository is: the endpoint URL, the bucket, and a key prefix ('' or ending in '/'). */
 export interface S3Location {
@@ -206,7 +233,31 @@ export class S3Backend implements StorageBackend {
     };
   }
 
-  async get(name: string, range?: ByteRange): Promise<Uint8Array> {
+  get(name: string, range?: ByteRange): Promise<Uint8Array> {
+    return this.#get(name, range, undefined);
+  }
+
+  /**
+   * The object for several ranged reads (a restore reads each pack in 1 MiB pieces), each
+   * read into the caller's buffer when it gives one, straight from the response body:
+   * no new buffer per piece (the whole-body array and its copy `get` makes).
+   */
+  async openReader(name: string): Promise<ObjectReader> {
+    this.#key(name);
+    let closed = false;
+    return {
+      read: async (range, into) => {
+        if (closed) throw new CofferError('storage', `reading ${name} from ${this.location} failed: the reader is closed`);
+        if (into && into.length < range.length) throw new RangeError(`read into: ${into.length} bytes is less than the ${range.length} asked for`);
+        return this.#get(name, range, into);
+      },
+      close: async () => {
+        closed = true;
+      },
+    };
+  }
+
+  async #get(name: string, range: ByteRange | undefined, into: Uint8Array | undefined): Promise<Uint8Array> {
     const key = this.#key(name);
     if (range && range.length === 0) return new Uint8Array(0);
     const s3 = await this.#s3();
@@ -214,10 +265,12 @@ export class S3Backend implements StorageBackend {
       const r = await s3.client.send(
         new s3.sdk.GetObjectCommand({ Bucket: this.#where.bucket, Key: key, ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}) }),
       );
+      // A server that ignores Range sends the whole object (200 instead of 206).
+      const skip = range && statusOf(r) === 200 ? range.offset : 0;
+      if (range && into) return await readBodyInto(r.Body as AsyncIterable<Uint8Array>, skip, into.subarray(0, range.length));
       const bytes = await r.Body!.transformToByteArray();
       const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      // A server that ignores Range sends the whole object (200 instead of 206).
-      if (range && statusOf(r) === 200 && buf.length > range.length) return buf.subarray(range.offset, range.offset + range.length);
+      if (skip > 0 || (range && buf.length > range.length)) return buf.subarray(skip, skip + range!.length);
       return buf;
     } catch (err) {
       if (statusOf(err) === 404 && nameOf(err) !== 'NoSuchBucket') {

@@ -11,6 +11,7 @@
  * it counts the pack writers between `create` and the end of `commit` or `abort`.
  */
 import assert from 'node:assert/strict';
+import { createCipheriv, createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -19,6 +20,12 @@ import { BackupKey, LocalBackend, PadMode, Repository, backup, check, restore, t
 import { BlobType } from '../src/repository/blob.js';
 import { BlobWriter } from '../src/repository/blob-writer.js';
 import { SMALL_CHUNKER, assertSameTree, prng, tempDir } from './fixtures/trees.js';
+
+/** `n` deterministic incompressible bytes (an AES-CTR keystream under a key made from `seed`): fixtures' prng is a hash per 32 bytes, too slow for a hundred MiB. */
+function stream(seed: number, n: number): Buffer {
+  const key = createHash('sha256').update(`packs-alive ${seed}`).digest();
+  return createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(n));
+}
 
 class SlowCommits implements StorageBackend {
   open = 0;
@@ -98,7 +105,7 @@ for (const [padding, keeps, most] of [
     const { slow, repo } = await slowRepo(t, keeps);
     const writer = new BlobWriter(repo, () => false, padding, 'off');
     // 96 MiB of incompressible blobs: a dozen packs of 8 MiB, through both ways in.
-    const blobs = Array.from({ length: 96 }, (_, i) => prng(1000 + i, 1024 * 1024));
+    const blobs = Array.from({ length: 96 }, (_, i) => stream(1000 + i, 1024 * 1024));
     const ids = blobs.map((b) => repo.keys.chunkId(b));
     const adds: Promise<void>[] = [];
     for (let i = 0; i < blobs.length; i++) {
@@ -126,7 +133,7 @@ test("tree blobs compressed in the writer's one reused buffer, added while no pa
   // Compressible to about half (text and random bytes interleaved), 100 × ~600 KiB: several
   // packs, so that blobs compressed into the shared buffer wait for a pack to be committed.
   const blobs = Array.from({ length: 100 }, (_, i) => {
-    const r = prng(5000 + i, 600_000); // one size: every blob is compressed into the same buffer
+    const r = stream(5000 + i, 600_000); // one size: every blob is compressed into the same buffer
     for (let k = 0; k < r.length; k++) if ((k >> 6) % 2 === 1) r[k] = 0x61 + ((k * 7 + i) % 5);
     return r;
   });
@@ -141,7 +148,7 @@ test("tree blobs compressed in the writer's one reused buffer, added while no pa
 test('a backup of large and small files to a backend with slow commits: at most three packs alive; it restores the same', async (t) => {
   const src = await tempDir(t, 'src');
   await fs.mkdir(join(src, 'd', 'small'), { recursive: true });
-  for (let i = 0; i < 6; i++) await fs.writeFile(join(src, 'd', `large-${i}.bin`), prng(i, 8 * 1024 * 1024 + i * 4097));
+  for (let i = 0; i < 6; i++) await fs.writeFile(join(src, 'd', `large-${i}.bin`), stream(i, 8 * 1024 * 1024 + i * 4097));
   for (let i = 0; i < 400; i++) await fs.writeFile(join(src, 'd', 'small', `f${i}`), prng(100 + i, 500 + i * 37));
   const { slow, repo } = await slowRepo(t);
   const r = await backup(repo, { paths: [join(src, 'd')] });

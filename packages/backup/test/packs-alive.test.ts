@@ -16,7 +16,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BackupKey, LocalBackend, PadMode, Repository, backup, check, restore, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from '../src/index.js';
+import { BackupKey, CofferError, LocalBackend, PadMode, Repository, backup, check, restore, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageBackend } from '../src/index.js';
 import { BlobType } from '../src/repository/blob.js';
 import { BlobWriter } from '../src/repository/blob-writer.js';
 import { SMALL_CHUNKER, assertSameTree, prng, tempDir } from './fixtures/trees.js';
@@ -31,6 +31,9 @@ class SlowCommits implements StorageBackend {
   open = 0;
   maxOpen = 0;
   created = 0;
+  /** Faults: the n-th pack's commit (1-based) fails, or the n-th create does. */
+  failCommit = 0;
+  failCreate = 0;
   constructor(
     readonly inner: StorageBackend,
     readonly delayMs: number,
@@ -43,8 +46,13 @@ class SlowCommits implements StorageBackend {
     return this.inner.put(name, parts);
   }
   async create(name: string): Promise<ObjectWriter> {
+    if (this.failCreate > 0 && this.created + 1 === this.failCreate) {
+      this.created++;
+      throw new CofferError('storage', `writing ${name} failed: the test's backend refused to start it`);
+    }
     const w = await this.inner.create(name);
     this.created++;
+    const nth = this.created;
     this.open++;
     this.maxOpen = Math.max(this.maxOpen, this.open);
     let ended = false;
@@ -57,6 +65,10 @@ class SlowCommits implements StorageBackend {
       commit: async () => {
         try {
           await sleep(this.delayMs);
+          if (nth === this.failCommit) {
+            await w.abort();
+            throw new CofferError('storage', `writing ${name} failed: the test's backend refused to commit it`);
+          }
           await w.commit();
         } finally {
           end();
@@ -144,6 +156,25 @@ test("tree blobs compressed in the writer's one reused buffer, added while no pa
   assert.ok(slow.maxOpen <= 3, `at most 3 packs alive, saw ${slow.maxOpen}`);
   for (let i = 0; i < blobs.length; i++) assert.deepEqual(await repo.readBlob(ids[i]!), blobs[i], `blob ${i}`);
 });
+
+for (const fault of ['commit', 'create'] as const) {
+  test(`a pack's ${fault} failing while three packs are alive: the backup fails with that storage error, nothing waits for ever, and a next backup succeeds`, async (t) => {
+    const src = await tempDir(t, 'src');
+    await fs.mkdir(join(src, 'd'), { recursive: true });
+    for (let i = 0; i < 5; i++) await fs.writeFile(join(src, 'd', `large-${i}.bin`), stream(900 + i, 8 * 1024 * 1024));
+    const { slow, repo } = await slowRepo(t);
+    if (fault === 'commit') slow.failCommit = 2;
+    else slow.failCreate = 3;
+    await assert.rejects(backup(repo, { paths: [join(src, 'd')] }), (e: unknown) => e instanceof CofferError && e.code === 'storage' && new RegExp(`refused to ${fault === 'commit' ? 'commit' : 'start'}`).test(e.message));
+    assert.equal(slow.open, 0, 'every pack writer committed or aborted');
+    slow.failCommit = 0;
+    slow.failCreate = 0;
+    const r = await backup(repo, { paths: [join(src, 'd')] });
+    const out = await tempDir(t, 'out');
+    await restore(repo, { id: r.id, snapshot: r.snapshot }, { target: out });
+    await assertSameTree(join(src, 'd'), join(out, 'd'));
+  });
+}
 
 test('a backup of large and small files to a backend with slow commits: at most three packs alive; it restores the same', async (t) => {
   const src = await tempDir(t, 'src');

@@ -39,7 +39,15 @@ async function backend(): Promise<RelayBlobBackend> {
 function filesUnder(d: string): string[] {
   const out: string[] = [];
   const walk = (p: string): void => {
-    for (const e of readdirSync(p, { withFileTypes: true })) {
+    let entries;
+    try {
+      entries = readdirSync(p, { withFileTypes: true });
+    } catch (e) {
+      // The relay removes a directory it emptied (an aborted upload's) while this walks.
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && p !== d) return;
+      throw e;
+    }
+    for (const e of entries) {
       if (e.isDirectory()) walk(join(p, e.name));
       else out.push(join(p, e.name).slice(d.length));
     }

@@ -14,6 +14,7 @@
  */
 import type { ByteRange, ObjectInfo, ObjectReader, ObjectWriter, StorageBackend } from '@coffer/backup';
 import { CofferError } from '@coffer/backup/errors';
+import { readChunksInto } from '@coffer/backup/storage/read-into';
 import { CofferClientError } from './errors.js';
 import type { RelayHttp, RelayResponse, RelayResponseBody, StreamedBody, TransportAnswer } from './relay-http.js';
 import { UnavailableError } from './errors.js';
@@ -540,44 +541,9 @@ function contentLength(res: RelayResponse): number | undefined {
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
-/**
- * Skips `skip` bytes, then reads `length` bytes (or to the end when undefined) into one
- * buffer allocated once (or `into`, with a known length): a known length costs one copy,
- * not the chunks plus a concat.
- */
-async function readInto(reader: BodyReader, skip: number, length: number | undefined, into?: Uint8Array): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let out = length !== undefined ? (into ? into.subarray(0, length) : new Uint8Array(length)) : undefined;
-  let n = 0;
-  while (out === undefined || n < out.length) {
-    const r = await reader.read();
-    if (r.done) break;
-    let c = r.value;
-    if (skip > 0) {
-      const drop = Math.min(skip, c.length);
-      skip -= drop;
-      c = c.subarray(drop);
-      if (c.length === 0) continue;
-    }
-    if (out) {
-      const take = Math.min(c.length, out.length - n);
-      out.set(c.subarray(0, take), n);
-      n += take;
-    } else {
-      chunks.push(c);
-      n += c.length;
-    }
-  }
-  if (!out) {
-    out = new Uint8Array(n);
-    let o = 0;
-    for (const c of chunks) {
-      out.set(c, o);
-      o += c.length;
-    }
-    return out;
-  }
-  return n < out.length ? out.subarray(0, n) : out;
+/** A body's bytes after `skip`, `length` of them (to the end when undefined), into `into` when given (storage/read-into.ts). */
+function readInto(reader: BodyReader, skip: number, length: number | undefined, into?: Uint8Array): Promise<Uint8Array> {
+  return readChunksInto(() => reader.read(), skip, length, into);
 }
 
 /**

@@ -20,33 +20,8 @@ import type * as S3Sdk from '@aws-sdk/client-s3';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { CofferError } from '../errors.js';
 import { checkObjectName, type ByteRange, type ObjectInfo, type ObjectReader, type ObjectWriter, type StorageBackend } from './backend.js';
+import { readChunksInto } from './read-into.js';
 
-/**
- * Copies a response body into `out`, after skipping `skip` bytes; stops reading once `out`
- * is full (the rest of the body is dropped with the stream). A view of `out` of what came.
- */
-async function readBodyInto(body: AsyncIterable<Uint8Array>, skip: number, out: Uint8Array): Promise<Uint8Array> {
-  let n = 0;
-  const it = body[Symbol.asyncIterator]();
-  try {
-    while (n < out.length) {
-      const r = await it.next();
-      if (r.done) break;
-      let c = r.value;
-      if (skip > 0) {
-        const drop = Math.min(skip, c.length);
-        skip -= drop;
-        c = c.subarray(drop);
-      }
-      const take = Math.min(c.length, out.length - n);
-      out.set(take === c.length ? c : c.subarray(0, take), n);
-      n += take;
-    }
-  } finally {
-    await it.return?.();
-  }
-  return out.subarray(0, n);
-}
 
 /** Where an `s3:` repository is: the endpoint URL, the bucket, and a key prefix ('' or ending in '/'). */
 export interface S3Location {
@@ -267,7 +242,16 @@ export class S3Backend implements StorageBackend {
       );
       // A server that ignores Range sends the whole object (200 instead of 206).
       const skip = range && statusOf(r) === 200 ? range.offset : 0;
-      if (range && into) return await readBodyInto(r.Body as AsyncIterable<Uint8Array>, skip, into.subarray(0, range.length));
+      if (range && into) {
+        // Straight from the body into the caller's buffer; the rest of the body (a server
+        // that ignored Range) is dropped with the stream.
+        const it = (r.Body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+        try {
+          return await readChunksInto(() => it.next(), skip, range.length, into);
+        } finally {
+          await it.return?.();
+        }
+      }
       const bytes = await r.Body!.transformToByteArray();
       const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       if (skip > 0 || (range && buf.length > range.length)) return buf.subarray(skip, skip + range!.length);

@@ -6,7 +6,7 @@
  * file's parent chunks can never make a chunk that is not the file's bytes.
  */
 import assert from 'node:assert/strict';
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -18,7 +18,10 @@ import { prng, tempDir } from './fixtures/trees.js';
 const MiB = 1 << 20;
 type Piece = { id: Buffer; length: number };
 
-const keys = new RepositoryKeys(BackupKey.generate(), randomBytes(16));
+// A fixed key: the gear table, so every cut below, is the same in every run; a figure that
+// depends on where FastCDC cuts (how soon it finds the parent's cuts again after an
+// insertion) is then the same in every run too, and it is checked against `model` anyway.
+const keys = new RepositoryKeys(BackupKey.fromBytes(createHash('sha256').update('coffer chunk-predict test key').digest()), Buffer.alloc(16, 1));
 const idOf = (b: Uint8Array) => createHmac('sha256', keys.chunkIdKey).update(b).digest();
 
 /** FastCDC over `data[start, end)` in one process: the reference cut. */
@@ -32,6 +35,46 @@ function reference(data: Buffer, start = 0, end = data.length): Piece[] {
   }
   return out;
 }
+
+/**
+ * How many chunks the worker takes by their parent chunk's hash, for `got` (FastCDC's chunks
+ * of a file of `fileLength` bytes, no fixed end) against `parent`: the rule of chunk-worker.ts
+ * played over the chunks, independently of where FastCDC happened to cut. The next parent
+ * chunk is tried at each chunk's start unless the place is lost, and never the parent's last
+ * (it ended with its file) or one longer than what is left; a chunk found by its ID puts the
+ * next try after it; a new chunk where one was tried moves on if it has the tried length
+ * (a change in place) and loses the place if not (an insertion or removal).
+ */
+function model(fileLength: number, parent: Piece[], got: Piece[]): number {
+  const first = new Map<string, number>();
+  parent.forEach((p, k) => first.has(p.id.toString('hex')) || first.set(p.id.toString('hex'), k));
+  let next = 0;
+  let lost = false;
+  let predicted = 0;
+  let at = 0;
+  for (const c of got) {
+    const tried = !lost && next < parent.length - 1 && parent[next]!.length <= fileLength - at ? parent[next]! : undefined;
+    const seen = first.get(c.id.toString('hex'));
+    if (tried?.id.equals(c.id)) {
+      predicted++;
+      next++;
+    } else if (seen !== undefined) {
+      next = next < parent.length && parent[next]!.id.equals(c.id) ? next + 1 : seen + 1;
+      lost = false;
+    } else if (tried) {
+      if (c.length === tried.length) next++;
+      else lost = true;
+    }
+    at += c.length;
+  }
+  return predicted;
+}
+
+/** Of `got`, the chunks that are one of `parent`'s, the last one left out (it is never taken by its hash here). */
+const foundAgain = (parent: Piece[], got: Piece[]) => {
+  const ids = new Set(parent.map((p) => p.id.toString('hex')));
+  return got.slice(0, -1).filter((p) => ids.has(p.id.toString('hex'))).length;
+};
 
 const known = (pieces: Piece[]) => ({ known: Buffer.concat(pieces.map((p) => p.id)), knownLengths: Uint32Array.from(pieces.map((p) => p.length)) });
 
@@ -69,7 +112,8 @@ test('an unchanged file: every parent chunk but the last is taken by its hash al
 test('changes in place and an insertion: the chunks are still exactly FastCDC\'s, the unchanged ones taken by their hash', async (t) => {
   const { chunk } = await setup(t);
   const parent = prng(2, 24 * MiB);
-  const before = known(reference(parent));
+  const chunks = reference(parent);
+  const before = known(chunks);
 
   const inPlace = Buffer.from(parent);
   inPlace.fill(7, 9 * MiB, 9 * MiB + 100);
@@ -77,11 +121,13 @@ test('changes in place and an insertion: the chunks are still exactly FastCDC\'s
   const a = await chunk(inPlace, before);
   const wantA = reference(inPlace);
   assert.deepEqual(a.pieces, wantA);
+  assert.equal(a.predicted, model(inPlace.length, chunks, wantA));
+  // Every chunk found again but those right after a place lost (at most one per change).
+  assert.ok(a.predicted >= foundAgain(chunks, wantA) - 2, `${a.predicted} of ${wantA.length}`);
   assert.ok(a.predicted >= wantA.length - 1 - 6, `${a.predicted} of ${wantA.length}`);
 
   // One parent chunk changed in its middle: only it is cut and hashed anew; the next is tried
   // (and taken) at once, not after another parent chunk is found again by its ID.
-  const chunks = reference(parent);
   let mid = 0;
   for (let k = 0; k < 5; k++) mid += chunks[k]!.length;
   mid += chunks[5]!.length >> 1;
@@ -89,6 +135,7 @@ test('changes in place and an insertion: the chunks are still exactly FastCDC\'s
   one[mid] = one[mid]! ^ 0xff;
   const o = await chunk(one, before);
   assert.deepEqual(o.pieces, reference(one));
+  assert.equal(o.predicted, model(one.length, chunks, reference(one)));
   assert.equal(o.predicted, chunks.length - 2, 'every chunk but the changed one and the last');
   // Every parent chunk changed in place: none taken, and the chunks still FastCDC's.
   const every = Buffer.from(parent);
@@ -106,6 +153,9 @@ test('changes in place and an insertion: the chunks are still exactly FastCDC\'s
   const b = await chunk(inserted, before);
   const wantB = reference(inserted);
   assert.deepEqual(b.pieces, wantB);
+  assert.equal(b.predicted, model(inserted.length, chunks, wantB));
+  // After the insertion's new chunks, the first one found again by its ID, then the rest by their hash.
+  assert.equal(b.predicted, foundAgain(chunks, wantB) - 1, `${b.predicted} of ${wantB.length}: found again after the insertion`);
   assert.ok(b.predicted >= wantB.length - 1 - 4, `${b.predicted} of ${wantB.length}: found again after the insertion`);
 
   // Grown at its end: the parent's last chunk had ended with the file, so it is cut anew.
@@ -118,6 +168,7 @@ test('changes in place and an insertion: the chunks are still exactly FastCDC\'s
   const cut = Buffer.concat([parent.subarray(0, 5 * MiB), parent.subarray(5 * MiB + 777_777)]);
   const c = await chunk(cut, before);
   assert.deepEqual(c.pieces, reference(cut));
+  assert.equal(c.predicted, model(cut.length, chunks, reference(cut)));
   assert.ok(c.predicted > 0);
 });
 

@@ -3,6 +3,7 @@
 // `npm run bench:backup -- --tree [--tree-files N] [--tree-growth M]` (the many-small-files tree only)
 // `npm run bench:backup -- --all` (both)
 // `--restore-runs N` (default 3): each tool's restores timed N times, alternating, medians;
+// `--backup-runs N` (default 3): each tool's first and second backups likewise, each run in its own repository;
 // `--blob-runs N` (default 3): pairs of first backups to the relay's blob API and to a directory
 // `npm run bench:backup -- --costs` (what each stage of a backup costs per GiB on the chat set's bytes)
 // Coffer against restic on the standard chat-app data set (../shared/bench/make-dataset),
@@ -33,6 +34,11 @@ const treeFiles = Number(argString('tree-files', '50000'));
 // Restores are timed this many times for each tool, alternating which goes first, and the
 // median counts (both tools' restores varied by up to 2x from run to run on this disk).
 const restoreRuns = Math.max(1, Number(argString('restore-runs', '3')));
+// First and second backups likewise (`--backup-runs N`): run i of each tool backs up into
+// its own repository i (made for its first backup, given the second), alternating which tool
+// goes first. One run of each was the rule before: a step's ratio moved by ±10% between
+// runs of the whole benchmark, with whichever tool ran second on a page cache the first had warmed.
+const backupRuns = Math.max(1, Number(argString('backup-runs', '3')));
 // The blob-API backup against a local one: this many pairs (`--blob-runs N`), median ratio.
 const blobRuns = Math.max(1, Number(argString('blob-runs', '3')));
 const treeGrowth = process.argv.includes('--tree-growth') ? Number(argString('tree-growth', '200000')) || 200000 : undefined;
@@ -68,6 +74,41 @@ function restores(cofferArgs, resticArgs, outBase, verify) {
   };
   return { coffer: summary(runs.coffer), ...(runs.restic.length ? { restic: summary(runs.restic) } : {}) };
 }
+/**
+ * One backup step of both tools, `backupRuns` times each, alternating which goes first:
+ * run i of a tool backs up into `repos[tool][i]` (made by `init(tool, repo)` first when
+ * `init` is given). Returns, per tool, the median wall time, the highest peak RSS, the
+ * size of repository 0 after the step, and every wall time.
+ */
+function backupSteps(repos, args, init) {
+  const runs = { coffer: [], restic: [] };
+  for (let i = 0; i < backupRuns; i++) {
+    for (const tool of i % 2 === 0 ? ['coffer', 'restic'] : ['restic', 'coffer']) {
+      if (tool === 'restic' && !haveRestic) continue;
+      const repo = repos[tool][i];
+      init?.(tool, repo);
+      runs[tool].push(tool === 'coffer' ? measure(process.execPath, [coffer, ...args.coffer(repo)], cofferEnv) : measure('restic', args.restic(repo), resticEnv));
+    }
+  }
+  const summary = (ms, repo) => {
+    const walls = ms.map((m) => m.wall).sort((a, b) => a - b);
+    return { wall: walls[(walls.length - 1) >> 1], rss: Math.max(...ms.map((m) => m.rss)), size: duBytes(repo), walls: ms.map((m) => m.wall) };
+  };
+  return { coffer: summary(runs.coffer, repos.coffer[0]), ...(runs.restic.length ? { restic: summary(runs.restic, repos.restic[0]) } : {}) };
+}
+/** Repositories `base`-coffer-i and `base`-restic-i for backupSteps. */
+function benchRepos(base) {
+  const list = (tool) => Array.from({ length: backupRuns }, (_, i) => (i === 0 ? `${base}-${tool}` : `${base}-${tool}-${i}`));
+  return { coffer: list('coffer'), restic: list('restic') };
+}
+/** Makes `repo` anew for a first backup of `tool`. */
+function initRepo(tool, repo) {
+  trash(repo);
+  if (tool === 'coffer') sh(process.execPath, [coffer, 'init', '--repo', repo, '--key-file', keyFile, '--pad', pad, '-q']);
+  else sh('restic', ['init', '-q', '--repo', repo], { env: { ...process.env, ...resticEnv } });
+}
+const walls = (m) => m.walls.map((w) => w.toFixed(2)).join(' ');
+
 function pristineSet(s) {
   const pristine = join(work, `data0-scale${s}`);
   if (!existsSync(join(pristine, '.complete'))) {
@@ -163,38 +204,31 @@ if (!chatMode) process.exit(0);
 
 const data = join(work, 'data');
 dataset(data, scale);
-const resticRepo = join(work, 'restic');
 sh('sync', []);
 const touchBefore = touchProbe();
 const floor = copyFloor(data);
 
 // First backups, then a day of changes, then second backups, then restores: both tools
 // see exactly the same bytes at each step.
-const cofferRepo = join(work, 'coffer-repo');
-trash(cofferRepo);
-sh(process.execPath, [coffer, 'init', '--repo', cofferRepo, '--key-file', keyFile, '--pad', pad, '-q']);
-const backupArgs = ['backup', '-q', '--repo', cofferRepo, '--key-file', keyFile, data];
-rows.coffer = { backup1: measure(process.execPath, [coffer, ...backupArgs], cofferEnv) };
-rows.coffer.backup1.size = duBytes(cofferRepo);
-if (haveRestic) {
-  trash(resticRepo);
-  trash(resticEnv.RESTIC_CACHE_DIR);
-  sh('restic', ['init', '-q', '--repo', resticRepo], { env: { ...process.env, ...resticEnv } });
-  rows.restic = { backup1: measure('restic', ['--repo', resticRepo, 'backup', '-q', data], resticEnv) };
-  rows.restic.backup1.size = duBytes(resticRepo);
-}
-sh(makeDataset, [data, scale, '1']);
-sh('sync', []);
-rows.coffer.backup2 = measure(process.execPath, [coffer, ...backupArgs], cofferEnv);
-rows.coffer.backup2.size = duBytes(cofferRepo);
-if (haveRestic) {
-  rows.restic.backup2 = measure('restic', ['--repo', resticRepo, 'backup', '-q', data], resticEnv);
-  rows.restic.backup2.size = duBytes(resticRepo);
+const setRepos = benchRepos(join(work, 'set-repo'));
+const cofferRepo = setRepos.coffer[0];
+const setArgs = { coffer: (repo) => ['backup', '-q', '--repo', repo, '--key-file', keyFile, data], restic: (repo) => ['--repo', repo, 'backup', '-q', data] };
+trash(resticEnv.RESTIC_CACHE_DIR);
+{
+  const b1 = backupSteps(setRepos, setArgs, initRepo);
+  sh(makeDataset, [data, scale, '1']);
+  sh('sync', []);
+  const b2 = backupSteps(setRepos, setArgs);
+  rows.coffer = { backup1: b1.coffer, backup2: b2.coffer };
+  if (b1.restic) rows.restic = { backup1: b1.restic, backup2: b2.restic };
+  if (backupRuns > 1) console.log(`backup wall times (s), ${backupRuns} runs each, alternating: first coffer ${walls(b1.coffer)}${b1.restic ? `; restic ${walls(b1.restic)}` : ''}; second coffer ${walls(b2.coffer)}${b2.restic ? `; restic ${walls(b2.restic)}` : ''} (medians below)`);
+  // Only repository 0 of each tool is restored from.
+  for (const tool of ['coffer', 'restic']) for (const repo of setRepos[tool].slice(1)) trash(repo);
 }
 {
   const got = restores(
     (out) => ['restore', '-q', 'latest', '--target', out, '--repo', cofferRepo, '--key-file', keyFile],
-    (out) => ['--repo', resticRepo, 'restore', '-q', 'latest', '--target', out],
+    (out) => ['--repo', setRepos.restic[0], 'restore', '-q', 'latest', '--target', out],
     join(work, 'restore'),
     (out) => sh('diff', ['-r', data, join(out, 'data')]),
   );
@@ -342,20 +376,21 @@ async function treeBench() {
   const touchBefore = touchProbe();
   const floor = copyFloor(tree);
   const t = { coffer: {}, restic: {} };
-  const repo = join(work, 'coffer-tree-repo');
-  trash(repo);
-  sh(process.execPath, [coffer, 'init', '--repo', repo, '--key-file', keyFile, '--pad', pad, '-q']);
-  const args = ['backup', '-q', '--repo', repo, '--key-file', keyFile, tree];
-  const rrepo = join(work, 'restic-tree');
-  trash(rrepo);
+  const treeRepos = benchRepos(join(work, 'tree-repo'));
+  const repo = treeRepos.coffer[0];
+  const rrepo = treeRepos.restic[0];
+  const treeArgs = { coffer: (r) => ['backup', '-q', '--repo', r, '--key-file', keyFile, tree], restic: (r) => ['--repo', r, 'backup', '-q', tree] };
   trash(resticEnv.RESTIC_CACHE_DIR);
-  sh('restic', ['init', '-q', '--repo', rrepo], { env: { ...process.env, ...resticEnv } });
-  t.coffer.backup1 = measure(process.execPath, [coffer, ...args], cofferEnv);
-  t.restic.backup1 = measure('restic', ['--repo', rrepo, 'backup', '-q', tree], resticEnv);
+  const b1 = backupSteps(treeRepos, treeArgs, initRepo);
   sh(makeTree, [tree, String(treeFiles), '1']);
   sh('sync', []);
-  t.coffer.backup2 = measure(process.execPath, [coffer, ...args], cofferEnv);
-  t.restic.backup2 = measure('restic', ['--repo', rrepo, 'backup', '-q', tree], resticEnv);
+  const b2 = backupSteps(treeRepos, treeArgs);
+  for (const tool of ['coffer', 'restic']) {
+    t[tool].backup1 = b1[tool];
+    t[tool].backup2 = b2[tool];
+    for (const r of treeRepos[tool].slice(1)) trash(r);
+  }
+  if (backupRuns > 1) console.log(`tree backup wall times (s), ${backupRuns} runs each, alternating: first coffer ${walls(b1.coffer)}; restic ${walls(b1.restic)}; second coffer ${walls(b2.coffer)}; restic ${walls(b2.restic)} (medians below)`);
   const got = restores(
     (out) => ['restore', '-q', 'latest', '--target', out, '--repo', repo, '--key-file', keyFile],
     (out) => ['--repo', rrepo, 'restore', '-q', 'latest', '--target', out],

@@ -36,8 +36,9 @@ const treeFiles = Number(argString('tree-files', '50000'));
 const restoreRuns = Math.max(1, Number(argString('restore-runs', '3')));
 // First and second backups likewise (`--backup-runs N`): run i of each tool backs up into
 // its own repository i (made for its first backup, given the second), alternating which tool
-// goes first. One run of each was the rule before: a step's ratio moved by ±10% between
-// runs of the whole benchmark, with whichever tool ran second on a page cache the first had warmed.
+// goes first. One run of each, Coffer always first, was the rule before; in an A/B of the
+// tree's second backup on a loaded machine (session 24), the build that ran second of a
+// pair was 9–18% faster in 4 of 4 pairs.
 const backupRuns = Math.max(1, Number(argString('backup-runs', '3')));
 // The blob-API backup against a local one: this many pairs (`--blob-runs N`), median ratio.
 const blobRuns = Math.max(1, Number(argString('blob-runs', '3')));

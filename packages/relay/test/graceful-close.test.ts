@@ -16,8 +16,12 @@ test('close() during an upload: the upload is answered, then its kept-alive conn
   let got = '';
   s.on('data', (d: Buffer) => (got += d.toString('latin1')));
   const serverClosed = once(s, 'close');
+  const requesting = once(r.relay.app.server, 'request');
   s.write(`PUT /v1/blobs/index/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${owner.token}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`);
-  await new Promise((res) => setTimeout(res, 100));
+  // The request is running (the server routed it) before the close begins. Not a fixed
+  // sleep: on a loaded machine a request not parsed yet leaves its connection idle, and
+  // the close would end it at once (the test's point is a request in flight).
+  await requesting;
   let closed = false;
   const closing = r.relay.close().then(() => (closed = true));
   // The relay is closing and the upload still runs: it must not be cut off.

@@ -31,7 +31,7 @@ async function raw(url: URL, head: string): Promise<{ s: Socket; got: () => stri
   return { s, got: () => got, closed };
 }
 
-const waitFor = async (pred: () => boolean, ms = 5000): Promise<void> => {
+const waitFor = async (pred: () => boolean, ms = 20_000): Promise<void> => {
   const end = Date.now() + ms;
   while (!pred()) {
     if (Date.now() > end) throw new Error('timed out waiting');
@@ -71,8 +71,12 @@ test('per-account in-flight bytes: one account cannot hold the relay\'s upload b
   const a = await r.signUp();
   const b = await r.signUp();
   const url = await listen(r);
-  const slow = await raw(url, `PUT /v1/blobs/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\nxx`);
-  await new Promise((res) => setTimeout(res, 100));
+  // The slow upload holds its reservation before the second starts: 100 Continue is sent
+  // only once the declared length is reserved (routes/blobs.ts). A fixed sleep here let
+  // the second upload overtake the first on a loaded machine (then 201, not 429).
+  const slow = await raw(url, `PUT /v1/blobs/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n`);
+  await waitFor(() => slow.got().includes('100 Continue'));
+  slow.s.write('xx');
   const again = await fetch(`${url.origin}/v1/blobs/second`, { method: 'PUT', headers: { ...a.auth(), ...octet }, body: 'hello' });
   assert.equal(again.status, 429);
   assert.equal(((await again.json()) as { error: { code: string } }).error.code, 'account-uploads-busy');
@@ -86,8 +90,10 @@ test('an upload body that stalls is ended by the body idle timeout with a catalo
   const url = await listen(r);
   const started = Date.now();
   const c = await raw(url, `PUT /v1/blobs/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n0123456789`);
-  await waitFor(() => c.got().includes('}'), 5000);
-  assert.ok(Date.now() - started < 3000, 'well before the request timeout');
+  await waitFor(() => c.got().includes('}'), 30_000);
+  // The request timeout is 60 s: an answer within 30 s is the 300 ms idle timeout's
+  // (3 s was tight for connect + auth + 300 ms on a loaded 2-core machine).
+  assert.ok(Date.now() - started < 30_000, 'well before the request timeout');
   assert.match(c.got(), /^HTTP\/1\.1 408 /);
   assert.match(c.got(), /"code":"request-timeout"/);
   c.s.destroy();
@@ -319,7 +325,7 @@ test('errors before routing (431, malformed request, request timeout) have the c
   assert.match(bad.got(), /^HTTP\/1\.1 400 /);
   assert.equal(JSON.parse(bad.got().split('\r\n\r\n')[1]!).error.code, 'bad-request');
   const slow = await raw(url, 'GET /healthz HTTP/1.1\r\nHost: x\r\n');
-  await waitFor(() => slow.got().includes('}'), 8000);
+  await waitFor(() => slow.got().includes('}'), 20_000);
   assert.match(slow.got(), /^HTTP\/1\.1 408 /);
   assert.equal(JSON.parse(slow.got().split('\r\n\r\n')[1]!).error.code, 'request-timeout');
   for (const c of [big, bad, slow]) c.s.destroy();

@@ -107,7 +107,7 @@ async function raw(url: URL, head: string | Buffer): Promise<{ s: Socket; got: (
   return { s, got: () => got, closed };
 }
 
-const waitFor = async (pred: () => boolean | Promise<boolean>, ms = 5000): Promise<void> => {
+const waitFor = async (pred: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> => {
   const end = Date.now() + ms;
   while (!(await pred())) {
     if (Date.now() > end) throw new Error('timed out waiting');
@@ -217,7 +217,7 @@ describe('streamed uploads: framing and stalls', () => {
     ];
     for (const [what, bytes, want] of cases) {
       const c = await raw(url, bytes);
-      await waitFor(() => c.got().includes('\r\n\r\n'), 5000).catch(() => {});
+      await waitFor(() => c.got().includes('\r\n\r\n')).catch(() => {});
       assert.match(c.got(), want, `${what}: ${c.got().slice(0, 60)}`);
       c.s.destroy();
     }

@@ -38,11 +38,17 @@ async function record(h: Harness, account: string): Promise<AccountRecord | null
   return bytes ? unsealRecord(h.vault.platform.platform, account, bytes) : null;
 }
 
-/** Spends every guess through login-start only; returns when the last KE2 was released. */
-async function takeAllKe2s(h: Harness, account: string): Promise<number> {
+/**
+ * Spends every guess through login-start only. Returns when the last KE2 was asked for
+ * (`asked`: the vault's clock starts the last login no earlier) and when it came back
+ * (`released`: no later).
+ */
+async function takeAllKe2s(h: Harness, account: string): Promise<{ asked: number; released: number }> {
   const attacker = kE2Taker(h, account);
-  for (let i = 0; i < LIMIT; i++) await assert.rejects(attacker.recover(`guess ${i}`), /never sent/);
-  return Date.now();
+  for (let i = 0; i < LIMIT - 1; i++) await assert.rejects(attacker.recover(`guess ${i}`), /never sent/);
+  const asked = Date.now();
+  await assert.rejects(attacker.recover(`guess ${LIMIT - 1}`), /never sent/);
+  return { asked, released: Date.now() };
 }
 
 async function waitErased(h: Harness, account: string, deadlineMs: number): Promise<number> {
@@ -68,11 +74,14 @@ test('the last KE2 taken and never finished: the record is erased within the log
   assert.equal(exhausted?.state, 'active', 'exhausted but its last login is still open');
   assert.ok(exhausted?.state === 'active' && exhausted.guessesUsed === LIMIT && exhausted.wrappedKey.length > 0);
 
-  const erasedAt = await waitErased(h, account, LOGIN_TTL_MS + 3000);
-  const late = erasedAt - lastKe2;
+  const erasedAt = await waitErased(h, account, LOGIN_TTL_MS + 1000 + 2500);
+  const late = erasedAt - lastKe2.released;
   t.diagnostic(`erased ${late} ms after the last KE2 (login lifetime ${LOGIN_TTL_MS} ms, sweep interval 1000 ms)`);
-  // The login ends LOGIN_TTL_MS after the last KE2; the sweeper runs every second.
-  assert.ok(late >= LOGIN_TTL_MS - 50, `erased ${late} ms after the last KE2: before its login ended`);
+  // The login ends LOGIN_TTL_MS after the vault issued the last KE2, which is after it was
+  // asked for: measured from there, not from when the answer came back (on a loaded
+  // machine the answer can take more than 50 ms, and a sweep right at the login's end
+  // then looked early though it was not).
+  assert.ok(erasedAt - lastKe2.asked >= LOGIN_TTL_MS, `erased ${erasedAt - lastKe2.asked} ms after the last KE2 was asked for: before its login ended`);
   // Time is the property here: a margin for a loaded 2-core machine on top of one sweep interval.
   assert.ok(late <= LOGIN_TTL_MS + 1000 + 2500, `erased ${late} ms after the last KE2`);
   const rec = await record(h, account);
@@ -118,6 +127,7 @@ test('the sweep index survives a vault restart: erased after the restart with no
   assert.equal((await record(h2, account))?.state, 'active', 'nothing erased it while the vault was down');
   const started = Date.now();
   await waitErased(h2, account, 3000);
+  t.diagnostic(`erased ${Date.now() - started} ms after the restart`);
   assert.ok(Date.now() - started <= 1000 + 500, 'erased by the first sweeper passes after the restart');
 });
 

@@ -50,12 +50,13 @@ describe('rollback protection on etcd, one-node group (real etcd)', { timeout: 1
     const log = openSync(join(dir, 'etcd.log'), 'a');
     proc = spawn('etcd', ['--name', 'm1', '--data-dir', join(dir, 'etcd'), '--listen-client-urls', URL_, '--advertise-client-urls', URL_, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `m1=${peer}`, '--logger', 'zap', '--log-outputs', 'stderr', '--log-level', 'warn'], { stdio: ['ignore', log, log] });
     closeSync(log);
-    for (let i = 0; ; i++) {
+    // Polled up to 60 s (as store-etcd.test), not ~100 tries: etcd's start on a loaded machine.
+    for (const end = Date.now() + 60_000; ; ) {
       try {
         await etcd('/v3/kv/range', { key: b64('x') });
         break;
       } catch (err) {
-        if (i > 100) throw err;
+        if (Date.now() > end) throw err;
         await new Promise((r) => setTimeout(r, 100));
       }
     }

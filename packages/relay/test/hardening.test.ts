@@ -302,7 +302,7 @@ test('JWTs: a maximum lifetime, no future iat, iat required; the JWKS file reloa
   v.watch(() => {}, 50);
   const good = JSON.stringify({ keys: [await jwk(k1.publicKey, 'k1')] });
   const fresh = await tok();
-  const end = Date.now() + 5000;
+  const end = Date.now() + 20_000; // a poll: ends as soon as the change is picked up
   // Written again until picked up: watchFile takes its first stat after watch() returns,
   // so a write made at once can be that first stat (its baseline), not a change; CI once
   // failed so (session 20). Every later write is a change the watcher must see.

@@ -11,14 +11,15 @@ import { RELAY_MAIN, startChild, tempDir, writeLinkKey } from './helpers.js';
  * (NODE_PERFORMANCE_GC_INCREMENTAL) only when incremental marking is on.
  */
 const PROBE = `import { PerformanceObserver } from 'node:perf_hooks';
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 process.on('SIGUSR2', () => {
   const kinds = {};
   const obs = new PerformanceObserver((l) => { for (const e of l.getEntries()) kinds[e.detail.kind] = (kinds[e.detail.kind] ?? 0) + 1; });
   obs.observe({ entryTypes: ['gc'] });
   const keep = [];
   for (let i = 0; i < 400000; i++) keep.push({ a: i, b: [i, i + 1] });
-  setTimeout(() => { obs.disconnect(); writeFileSync(process.env.GC_KINDS, JSON.stringify(kinds)); keep.length = 0; }, 100);
+  // Written aside, then renamed: the test polls for the file and reads it at once.
+  setTimeout(() => { obs.disconnect(); writeFileSync(process.env.GC_KINDS + '.tmp', JSON.stringify(kinds)); renameSync(process.env.GC_KINDS + '.tmp', process.env.GC_KINDS); keep.length = 0; }, 100);
 });
 `;
 

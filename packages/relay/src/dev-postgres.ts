@@ -8,7 +8,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +41,33 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/**
+ * Waits until the postgres in `child` accepts connections at `url` as the server of
+ * `data`: true; false when it exited first (its port taken). Throws after 30 s.
+ */
+async function ready(child: ChildProcess, url: string, data: string, err: () => string): Promise<boolean> {
+  const deadline = Date.now() + 30_000;
+  const ours = realpathSync(data);
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) return false;
+    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+    try {
+      await c.connect();
+      const dir = (await c.query<{ data_directory: string }>('SHOW data_directory')).rows[0]?.data_directory;
+      await c.end();
+      if (dir !== undefined && realpathSync(dir) === ours) return true;
+      // Another server on this port: ours cannot bind it and exits (above).
+    } catch {
+      await c.end().catch(() => {});
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`postgres did not accept connections in 30 s: ${err()}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export interface TestPostgres {
   /** postgres://coffer@127.0.0.1:PORT/postgres */
   readonly url: string;
@@ -54,7 +81,7 @@ export interface TestPostgres {
  * NOT for production: trust authentication on 127.0.0.1 and fsync off (a development
  * cluster's accounts are disposable). Production runs its own PostgreSQL.
  */
-export async function startPostgres(options: { dir?: string } = {}): Promise<TestPostgres> {
+export async function startPostgres(options: { dir?: string; /** Tests: picks each port tried (default: a free one). */ pickPort?: () => Promise<number> } = {}): Promise<TestPostgres> {
   const missing = postgresMissing();
   if (missing) throw new Error(missing);
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'coffer-pg-'));
@@ -73,28 +100,26 @@ export async function startPostgres(options: { dir?: string } = {}): Promise<Tes
     const init = spawnSync(POSTGRES_BINARIES.initdb!, ['-D', data, '-U', 'coffer', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'], { encoding: 'utf8', ...(ids ?? {}) });
     if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`);
   }
-  const port = await freePort();
-  const child: ChildProcess = spawn(POSTGRES_BINARIES.postgres!, ['-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', dir, '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=100'], { stdio: ['ignore', 'ignore', 'pipe'], ...(ids ?? {}) });
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  const url = `postgres://coffer@127.0.0.1:${port}/postgres`;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`postgres exited: ${err}`);
-    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
-    try {
-      await c.connect();
-      await c.end();
+  // The port is free when picked, but another process may take it before postgres binds
+  // it: postgres then exits (tried again on another port), or, worse, a server already
+  // there answers. Ours is the one whose data directory is `data`, checked before use.
+  let child: ChildProcess | undefined;
+  let url = '';
+  for (let attempt = 1; ; attempt++) {
+    const port = await (options.pickPort ?? freePort)();
+    const c = spawn(POSTGRES_BINARIES.postgres!, ['-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', dir, '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=100'], { stdio: ['ignore', 'ignore', 'pipe'], ...(ids ?? {}) });
+    const closed = once(c, 'close');
+    let err = '';
+    c.stderr!.on('data', (d) => (err += d));
+    url = `postgres://coffer@127.0.0.1:${port}/postgres`;
+    if (await ready(c, url, data, () => err)) {
+      child = c;
       break;
-    } catch {
-      await c.end().catch(() => {});
-      if (Date.now() > deadline) {
-        child.kill('SIGKILL');
-        throw new Error(`postgres did not accept connections in 30 s: ${err}`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
     }
+    await closed; // all of its stderr read
+    if (attempt >= 5 || !/could not bind|already in use|could not create listen socket/i.test(err)) throw new Error(`postgres exited: ${err}`);
   }
+  if (!child) throw new Error('unreachable');
   return {
     url,
     pid: child.pid!,

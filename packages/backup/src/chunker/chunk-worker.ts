@@ -24,6 +24,18 @@ import { FastCdc, type ChunkerParams } from './fastcdc.js';
 import { allZero } from '../zeros.js';
 import { SMALL_STATUS, SmallStatus, type SmallFileExtra } from './small-batch.js';
 
+/**
+ * How a source file is opened: O_NOFOLLOW (a file replaced by a symlink since the walk saw
+ * it is not followed) and O_NONBLOCK (one replaced by a FIFO does not block the open; on
+ * a regular file the flag changes nothing).
+ */
+const OPEN_SOURCE = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
+
+/** A source path that is no longer a regular file when it is opened (a FIFO, a device node, a directory put in its place). */
+function notRegularFile(): NodeJS.ErrnoException {
+  return Object.assign(new Error('not a regular file any more (replaced since the walk saw it)'), { code: 'ENOTREG' });
+}
+
 export const CREDITS = 4;
 const READ_WINDOW = 4 * 1024 * 1024;
 /** Batches of small files whose compression may still run while the next is read. */
@@ -269,7 +281,16 @@ if (parentPort) {
     // and libuv's pool, which every thread of the process shares, is where the main
     // thread's zstd calls, pack writes and fdatasyncs wait; a read queued behind them left
     // this worker idle (issue 13: both workers ~50% idle in the chat set's second backup).
-    const fd = openSync(typeof path === 'string' ? path : Buffer.from(path.buffer, path.byteOffset, path.byteLength), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    // O_NONBLOCK, then a regular file only: a FIFO put in the file's place since the walk
+    // saw it would block the open (and the backup, its lock held) until a writer came;
+    // a device node would be read without end.
+    const fd = openSync(typeof path === 'string' ? path : Buffer.from(path.buffer, path.byteOffset, path.byteLength), OPEN_SOURCE);
+    try {
+      if (!fstatSync(fd).isFile()) throw notRegularFile();
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
     let size = 0;
     let pos = start0;
     try {
@@ -374,13 +395,20 @@ if (parentPort) {
    * backup (its inode and ctime differ from this one's).
    */
   const readSmallInto = (path: Buffer, buf: Buffer, at: number, want: number, after: BigUint64Array, status: Int32Array, k: number): number => {
-    const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    const fd = openSync(path, OPEN_SOURCE);
     try {
       let got = 0;
-      while (got < want) {
-        const n = readSync(fd, buf, at + got, want - got, null);
-        got += n;
-        if (n === 0 || got < want) break;
+      try {
+        while (got < want) {
+          const n = readSync(fd, buf, at + got, want - got, null);
+          got += n;
+          if (n === 0 || got < want) break;
+        }
+      } catch (e) {
+        // A FIFO put in its place (O_NONBLOCK: nothing to read yet): the stat below is
+        // not a regular file's, so the file counts as changed and is read again the
+        // ordinary way, which refuses it.
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
       }
       try {
         const st = fstatSync(fd, { bigint: true });

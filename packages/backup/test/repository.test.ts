@@ -18,6 +18,7 @@ import {
   check,
   forgetSnapshots,
   hex,
+  isEmptyPolicy,
   prune,
   removeLocks,
   restore,
@@ -260,8 +261,16 @@ test('applyPolicy: keep-last, keep-daily/weekly/monthly/yearly, union of rules, 
     '2024-01-19T18:00:00.000Z',
     '2024-01-20T18:00:00.000Z',
   ]);
-  // keep-last 0 is a policy that keeps nothing (but is a policy).
-  assert.equal(applyPolicy(all, { last: 0 }).keep.length, 0);
+  // A count of 0 or a duration of 0 is no rule (as restic reads it): alone, refused; with
+  // another rule, that rule decides.
+  for (const zero of [{ last: 0 }, { daily: 0, yearly: 0 }, { within: { years: 0, months: 0, days: 0, hours: 0 } }, { withinDaily: { years: 0, months: 0, days: 0, hours: 0 } }] as RetentionPolicy[]) {
+    assert.throws(() => applyPolicy(all, zero), (e: unknown) => CofferError.is(e, 'invalid-argument') && /refusing to remove everything/.test((e as Error).message), JSON.stringify(zero));
+  }
+  assert.deepEqual(times(applyPolicy(all, { last: 0, daily: 1 }).keep), ['2024-01-20T18:00:00.000Z']);
+  // A tag rule that keeps nothing (no snapshot has the tag: a typo) would remove every
+  // snapshot: refused. With a count rule besides, the count rule keeps the newest.
+  assert.throws(() => applyPolicy(all, { tags: [['no-such-tag']] }), (e: unknown) => CofferError.is(e, 'invalid-argument') && /keeps no snapshot \(no snapshot has no-such-tag\)/.test((e as Error).message));
+  assert.deepEqual(times(applyPolicy(all, { tags: [['no-such-tag']], last: 1 }).keep), ['2024-01-20T18:00:00.000Z']);
 
   // Monthly and yearly across years.
   const years = ['2021-03-01', '2021-12-31', '2022-06-15', '2022-06-30', '2023-01-01'].map((d) => rec(`${d}T12:00:00.000Z`));
@@ -293,7 +302,7 @@ test('applyPolicy properties: keep and remove partition the input; keep-last n k
   );
   fc.assert(
     fc.property(fc.array(arbRec, { maxLength: 40 }), arbPolicy, fc.nat(3), (rs, policy, extra) => {
-      fc.pre(Object.keys(policy).length > 0);
+      fc.pre(!isEmptyPolicy(policy));
       const all = rs.map((r, i) => rec(new Date(r.t).toISOString(), r.host, ['/p'], i));
       const { keep, remove } = applyPolicy(all, policy);
       assert.equal(keep.length + remove.length, all.length);

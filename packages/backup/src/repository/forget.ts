@@ -94,9 +94,18 @@ export function subtractDuration(t: Date, d: Duration): Date {
   return new Date(r.getTime() - d.hours * 3_600_000);
 }
 
-/** True when no rule is given (an empty tag list is no rule): such a "policy" would remove everything. */
+/**
+ * True when no rule is given: such a "policy" would remove everything. A count of 0
+ * (`--keep-last 0`) and a duration of 0 (`--keep-within 0d`) keep nothing, so they are
+ * no rule either (restic reads 0 as "not set"), nor is an empty tag list.
+ */
 export function isEmptyPolicy(p: RetentionPolicy): boolean {
-  return Object.entries(p).every(([k, v]) => v === undefined || (k === 'tags' && (v as string[][]).every((set) => set.length === 0)));
+  return Object.entries(p).every(([k, v]) => {
+    if (v === undefined || v === 0) return true;
+    if (k === 'tags') return (v as string[][]).every((set) => set.length === 0);
+    if (typeof v === 'object') return Object.values(v as Duration).every((n) => n === 0);
+    return false;
+  });
 }
 
 type Period = 'hourly' | 'daily' | 'weekly' | 'monthly' | 'yearly';
@@ -217,7 +226,14 @@ export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, grou
       remove: g.list.filter((s) => !reasons.has(s)),
     });
   }
-  return { keep: all.filter((s) => reasons.has(s)), remove: all.filter((s) => !reasons.has(s)), groups: out };
+  const kept = all.filter((s) => reasons.has(s));
+  // Only tag rules can keep nothing at all (every other rule keeps each group's newest): a
+  // tag no snapshot has (a typo) would remove every snapshot. Refused; forgetting every
+  // snapshot takes their IDs.
+  if (kept.length === 0 && all.length > 0) {
+    throw new CofferError('invalid-argument', `the policy keeps no snapshot (${policy.tags?.length ? `no snapshot has ${policy.tags.map((t) => t.join(',')).join(' or ')}` : 'no rule keeps one'}); refusing to remove all ${all.length}: give a count rule (--keep-last 1) as well, or the IDs of the snapshots to forget`);
+  }
+  return { keep: kept, remove: all.filter((s) => !reasons.has(s)), groups: out };
 }
 
 /**

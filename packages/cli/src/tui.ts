@@ -98,6 +98,12 @@ export function errorLine(e: unknown): { line: string; code: ExitCode } {
   if (clientErrorClass !== undefined && e instanceof clientErrorClass) return { line: e.message, code: exitForClient[e.code] };
   const err = e as NodeJS.ErrnoException;
   if (err?.code === 'ENOSPC') return { line: 'no space left on device', code: ExitCode.Storage };
+  // A system call's failure that no command turned into a message of its own (a file
+  // system gone read-only, a permission): one line with the call and the path, not a
+  // stack trace; COFFER_DEBUG=1 shows the stack.
+  if (typeof err?.code === 'string' && /^E[A-Z0-9]+$/.test(err.code) && typeof err.syscall === 'string' && process.env.COFFER_DEBUG !== '1') {
+    return { line: err.message, code: ExitCode.Storage };
+  }
   return { line: `internal error: ${err?.stack ?? String(e)}`, code: ExitCode.Failure };
 }
 

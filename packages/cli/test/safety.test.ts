@@ -263,3 +263,41 @@ test('rollback tripwire: snapshots this device saw that vanish (the newest, afte
   assert.equal(f.code, 0, f.stderr);
   assert.doesNotMatch(f.stderr + (await coffer(['snapshots'], s.env)).stderr, /warning/);
 });
+
+test('a user\'s slips are refused, nothing lost: forget with 0-valued or unmatched rules, backup "", --tag a,b is two tags, a restore target that is a file', async (t) => {
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', '-q', s.src, '--tag', 'daily,important'], s.env)).code, 0);
+  assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
+  const count = async () => JSON.parse((await coffer(['snapshots', '--json'], s.env)).stdout).length as number;
+  // --tag a,b: two tags, each found by the filters (a stored "a,b" matched nothing).
+  const tagged = JSON.parse((await coffer(['snapshots', '--json', '--tag', 'important'], s.env)).stdout) as Array<{ tags: string[] }>;
+  assert.equal(tagged.length, 1);
+  assert.deepEqual(tagged[0]!.tags, ['daily', 'important']);
+  // Rules of 0 are no rules (as restic reads them): refused, like an empty policy.
+  for (const zero of [['--keep-last', '0'], ['--keep-daily', '0'], ['--keep-within', '0d'], ['--keep-within-daily', '0h']]) {
+    const r = await coffer(['forget', ...zero, '--prune'], s.env);
+    assert.equal(r.code, 2, `forget ${zero.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /refusing to remove everything/);
+  }
+  // A tag rule that keeps nothing (a typo) is refused; spelled right, it keeps its snapshot.
+  const typo = await coffer(['forget', '--keep-tag', 'importnat'], s.env);
+  assert.equal(typo.code, 2, typo.stderr);
+  assert.match(typo.stderr, /keeps no snapshot \(no snapshot has importnat\)/);
+  assert.equal(await count(), 2, 'nothing was removed');
+  assert.equal((await coffer(['forget', '-q', '--keep-tag', 'important'], s.env)).code, 0);
+  assert.equal(await count(), 1, 'the tagged one kept');
+  // An empty path (an unset variable) is not the current directory.
+  const empty = await coffer(['backup', '-q', ''], s.env, { cwd: s.base });
+  assert.equal(empty.code, 2);
+  assert.match(empty.stderr, /an empty path was given/);
+  assert.equal(await count(), 1);
+  // A restore target that is a file, or lies under one: one clear line, exit 2, the file untouched.
+  const afile = join(s.base, 'afile');
+  await fs.writeFile(afile, 'mine\n');
+  for (const target of [afile, join(afile, 'sub')]) {
+    const r = await coffer(['restore', 'latest', '--target', target], s.env);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^coffer: error: restore target .*afile.*: a file is (there|in its path), not a directory/m);
+  }
+  assert.equal(await fs.readFile(afile, 'utf8'), 'mine\n');
+});

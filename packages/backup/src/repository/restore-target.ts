@@ -175,7 +175,11 @@ export class RestoreTarget {
 
   /** Creates the target directory if needed (the user's own path: followed as given). */
   static async open(target: string): Promise<RestoreTarget> {
-    await fs.mkdir(target, { recursive: true });
+    try {
+      await fs.mkdir(target, { recursive: true });
+    } catch (e) {
+      throw targetError(target, e);
+    }
     return new RestoreTarget(target);
   }
 
@@ -188,7 +192,11 @@ export class RestoreTarget {
   async staging(name: Buffer): Promise<RestoreTarget> {
     const r = await this.#with(Buffer.alloc(0), false, false, async (prefix) => {
       const path = Buffer.concat([prefix, name]);
-      mkdirSync(path, 0o700);
+      try {
+        mkdirSync(path, 0o700);
+      } catch (e) {
+        throw targetError(this.#root, e);
+      }
       return openDirSync(path);
     });
     return new RestoreTarget(`${this.#root}/${name.toString('utf8')}`, r!);
@@ -412,5 +420,28 @@ export class RestoreTarget {
       d.fh.close();
     }
     this.#open.clear();
+  }
+}
+
+/**
+ * The restore target can't be made or written (`--target` names a file, a path under a
+ * file, a read-only or full file system, a directory without write permission): one
+ * clear line naming the target, not the system call's error on an internal path.
+ */
+function targetError(target: string, e: unknown): Error {
+  const err = e as NodeJS.ErrnoException;
+  switch (err?.code) {
+    case 'EEXIST':
+    case 'ENOTDIR':
+      return new CofferError('invalid-argument', `restore target ${target}: ${err.code === 'EEXIST' ? 'a file is there, not a directory' : 'a file is in its path, not a directory'}`);
+    case 'EROFS':
+      return new CofferError('storage', `restore target ${target}: read-only file system`);
+    case 'EACCES':
+    case 'EPERM':
+      return new CofferError('storage', `restore target ${target}: permission denied`);
+    case 'ENOSPC':
+      return new CofferError('storage', `restore target ${target}: no space left on device`);
+    default:
+      return err instanceof Error ? err : new Error(String(e));
   }
 }

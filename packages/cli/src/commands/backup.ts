@@ -10,7 +10,7 @@ import type * as FilterModule from '@coffer/backup/filter';
 import type { PatternRule } from '@coffer/backup/filter';
 import { openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
-import { parseCompression, parsePad } from './flags.js';
+import { newTags, parseCompression, parsePad } from './flags.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 
@@ -52,6 +52,9 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   if (flags['stdin-filename'] !== undefined) throw new UsageError('backup: --stdin-filename goes with --stdin or --stdin-from-command');
   const listFiles = [...(flags['files-from'] ?? []).map((f) => ({ f, raw: false })), ...(flags['files-from-raw'] ?? []).map((f) => ({ f, raw: true }))];
   if (paths.length === 0 && listFiles.length === 0) throw new UsageError('backup: give the paths to back up, e.g. `coffer backup ~/Documents`');
+  // An empty argument (an unset variable in a script: `coffer backup "$DIR"`) would be
+  // the current directory: refused.
+  if (paths.some((p) => p === '')) throw new UsageError('backup: an empty path was given (an unset variable?); name the directory, `.` for the current one');
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
   const compression = flags.compression === undefined ? undefined : parseCompression(flags.compression);
   // Every flag is checked (pattern files read, lists parsed) before the repository is opened.
@@ -115,7 +118,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
     ...(compression !== undefined ? { compression } : {}),
     ...(exclude ? { exclude } : {}),
     ...(flags['one-file-system'] ? { oneFileSystem: true } : {}),
-    tags: flags.tag ?? [],
+    tags: newTags(flags.tag),
     // Without a bar, no progress: the backup then skips its pre-scan for totals.
     ...(bar.enabled ? { onProgress: (p: BackupProgress) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles) } : {}),
     onWarning: (w) => {
@@ -198,7 +201,7 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
     r = await backupStdin(repo, {
       input: input as Readable,
       filename,
-      tags: flags.tag ?? [],
+      tags: newTags(flags.tag),
       ...(padding !== undefined ? { padding } : {}),
       ...(compression !== undefined ? { compression } : {}),
       ...(beforeCommit ? { beforeCommit } : {}),

@@ -14,6 +14,15 @@ export interface FilterFlags {
   path?: string[];
 }
 
+/**
+ * A new snapshot's tags (`backup --tag`): `--tag a,b` is two tags, as restic reads it and
+ * as every filter here (`--tag`, `--keep-tag`) splits it; a stored tag with a comma could
+ * never be matched. Blank parts dropped, each tag once.
+ */
+export function newTags(tag: string[] | undefined): string[] {
+  return [...new Set((tag ?? []).flatMap(parseTagList))];
+}
+
 /** `--tag a,b` (both) `--tag c` (or c), `--host H`…, `--path P`… (every one of them). */
 export function snapshotFilter(flags: FilterFlags): SnapshotFilter {
   return {

@@ -12,7 +12,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { backup, restore, type TreeEntry } from '../src/index.js';
-import { xattrs } from '../src/repository/fs-meta.js';
+import { writeXattrs, writeXattrsSync, xattrs } from '../src/repository/fs-meta.js';
 import { newRepo, tempDir } from './fixtures/trees.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -139,6 +139,26 @@ test('extended attributes (user.*) on files, directories; ACLs when the file sys
   if (aclKept) {
     const back = await api.getAttribute(join(target, 'x/f'), 'system.posix_acl_access');
     assert.ok(back && back.length === acl.length, 'the ACL came back');
+  }
+});
+
+test('one extended attribute that cannot be set does not stop the others: each failure is returned by name (async and sync paths)', { skip: !xattrs() && '@napi-rs/xattr is not installed' }, async (t) => {
+  const api = xattrs()!;
+  const dir = await tempDir(t, 'xattr-fail');
+  // A name without a namespace (as macOS writes them: com.apple.quarantine) cannot be set
+  // on Linux; the attributes around it can.
+  const list = [
+    { name: 'user.first', value: Buffer.from('1') },
+    { name: 'com.apple.quarantine', value: Buffer.from('q') },
+    { name: 'user.last', value: Buffer.from('2') },
+  ];
+  for (const sync of [false, true]) {
+    const f = join(dir, sync ? 'sync' : 'async');
+    await fs.writeFile(f, 'x');
+    const failed = sync ? writeXattrsSync(f, list) : await writeXattrs(f, list);
+    assert.deepEqual(failed.map((x) => x.name), ['com.apple.quarantine']);
+    assert.deepEqual(Buffer.from(api.getAttributeSync(f, 'user.first')!), Buffer.from('1'));
+    assert.deepEqual(Buffer.from(api.getAttributeSync(f, 'user.last')!), Buffer.from('2'), 'the attribute after the failed one is set too');
   }
 });
 

@@ -102,17 +102,38 @@ export function readXattrsSync(path: string): Xattr[] {
   return out;
 }
 
-export async function writeXattrs(path: string, list: readonly Xattr[]): Promise<void> {
+/** An extended attribute that could not be set, and why. */
+export interface XattrFailure {
+  name: string;
+  error: unknown;
+}
+
+/**
+ * Sets each attribute of `list` on `path`; one that fails (too large for this file
+ * system, a `trusted.` name without the privilege) does not stop the others: the
+ * failures are returned, each to be reported. Throws only when there is no xattr support.
+ */
+export async function writeXattrs(path: string, list: readonly Xattr[]): Promise<XattrFailure[]> {
   const api = xattrs();
   if (!api) throw new Error('extended attributes are not supported here (the @napi-rs/xattr package is not installed)');
-  for (const x of list) await api.setAttribute(path, x.name, x.value);
+  const failed: XattrFailure[] = [];
+  for (const x of list) await api.setAttribute(path, x.name, x.value).catch((error: unknown) => failed.push({ name: x.name, error }));
+  return failed;
 }
 
 /** writeXattrs with synchronous calls (restore's small-file path). */
-export function writeXattrsSync(path: string, list: readonly Xattr[]): void {
+export function writeXattrsSync(path: string, list: readonly Xattr[]): XattrFailure[] {
   const api = xattrs();
   if (!api) throw new Error('extended attributes are not supported here (the @napi-rs/xattr package is not installed)');
-  for (const x of list) api.setAttributeSync(path, x.name, x.value);
+  const failed: XattrFailure[] = [];
+  for (const x of list) {
+    try {
+      api.setAttributeSync(path, x.name, x.value);
+    } catch (error) {
+      failed.push({ name: x.name, error });
+    }
+  }
+  return failed;
 }
 
 function unsupported(e: unknown): boolean {

@@ -845,7 +845,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     }
     if (e.xattrs && e.xattrs.length > 0) {
       try {
-        await writeXattrs(path.toString('utf8'), e.xattrs);
+        for (const x of await writeXattrs(path.toString('utf8'), e.xattrs)) warn(where, `cannot set extended attribute ${x.name}: ${errText(x.error)}`);
       } catch (err) {
         warn(where, `cannot set extended attributes: ${errText(err)}`);
       }
@@ -881,7 +881,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     const xattrs = files.xattrs.get(f);
     if (xattrs && xattrs.length > 0) {
       try {
-        writeXattrsSync(path.toString('utf8'), xattrs);
+        for (const x of writeXattrsSync(path.toString('utf8'), xattrs)) warn(where(), `cannot set extended attribute ${x.name}: ${errText(x.error)}`);
       } catch (err) {
         warn(where(), `cannot set extended attributes: ${errText(err)}`);
       }

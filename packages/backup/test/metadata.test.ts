@@ -162,6 +162,28 @@ test('one extended attribute that cannot be set does not stop the others: each f
   }
 });
 
+test('times after 2262 (beyond 2^63 ns) are stored exactly, not seen as a change, by the first backup, an unchanged one and one with scan-ahead; restored within 2 µs', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'data');
+  await fs.mkdir(src);
+  const f = join(src, 'future');
+  await fs.writeFile(f, 'f\n');
+  execFileSync('touch', ['-d', '2300-01-01 12:00:00.987654321', f]);
+  const want = (await fs.lstat(f, { bigint: true })).mtimeNs;
+  assert.ok(want > 2n ** 63n, 'the file system keeps the time');
+  // First backup (the small-file path's stat after the read), unchanged (the parent's
+  // line), unchanged with the scan-ahead thread (its packed stats).
+  for (const opts of [{}, {}, { scanAheadFrom: 0 }]) {
+    const r = await backup(await tr.reopen(), { paths: [src], ...opts });
+    assert.deepEqual(r.warnings, [], JSON.stringify(opts));
+    const out = await tempDir(t, 'out');
+    await restore(await tr.reopen(), { id: r.id, snapshot: r.snapshot }, { target: out });
+    const got = (await fs.lstat(join(out, 'data', 'future'), { bigint: true })).mtimeNs;
+    const diff = got > want ? got - want : want - got;
+    assert.ok(diff <= 2000n, `restored ${got}, stored ${want}: ${diff} ns apart`);
+  }
+});
+
 test('hard links keep their link count; sparse files keep their holes; symlink and nanosecond mtimes come back', async (t) => {
   const tr = await newRepo(t);
   const src = join(await tempDir(t, 'src'), 'm');

@@ -782,7 +782,9 @@ async function walkAndStore(
     // Compared in place: a stat object per file only for a file that changed.
     const hasAfter = b.status[s + SmallStatus.HasAfter] === 1;
     const a = 4 * k;
-    const same = hasAfter && b.after[a]! === st.size && BigInt.asIntN(64, b.after[a + 1]!) === st.mtimeNs && BigInt.asIntN(64, b.after[a + 2]!) === st.ctimeNs && size === Number(st.size);
+    // Times compared as the worker packed them (their low 64 bits): a time after 2262
+    // (beyond 2^63 ns) did not survive the signed reading and looked changed.
+    const same = hasAfter && b.after[a]! === st.size && b.after[a + 1]! === BigInt.asUintN(64, st.mtimeNs) && b.after[a + 2]! === BigInt.asUintN(64, st.ctimeNs) && size === Number(st.size);
     if (!same) {
       // Changed while read: a second, ordinary read (it may have grown past the small size).
       if (hasAfter) {

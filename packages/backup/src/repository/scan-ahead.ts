@@ -53,7 +53,16 @@ export interface ScanReply {
   stats?: BigInt64Array;
   /** Entries whose lstat failed. */
   failed?: Array<{ k: number; code?: string; message: string }>;
+  /**
+   * Entries with a time `stats` cannot hold (before 1677 or after 2262: beyond ±2^63 ns):
+   * their exact times, which `stats` holds wrapped.
+   */
+  wide?: Array<{ k: number; mtimeNs: bigint; ctimeNs: bigint }>;
 }
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+const fitsInt64 = (v: bigint) => v >= INT64_MIN && v <= INT64_MAX;
 
 function errorOf(e: unknown): { code?: string; message: string } {
   const code = (e as NodeJS.ErrnoException)?.code;
@@ -76,6 +85,7 @@ export function scanDir(dir: Buffer, id: number, statsMax = SCAN_STATS_MAX): Sca
   const withStats = n <= statsMax;
   const stats = new BigInt64Array(withStats ? n * STAT_FIELDS : 0);
   const failed: Array<{ k: number; code?: string; message: string }> = [];
+  let wide: ScanReply['wide'];
   const path = Buffer.allocUnsafe(dir.length + 1 + 256);
   dir.copy(path, 0);
   path[dir.length] = 0x2f; // '/'
@@ -103,11 +113,12 @@ export function scanDir(dir: Buffer, id: number, statsMax = SCAN_STATS_MAX): Sca
       stats[o + 8] = st.blocks;
       stats[o + 9] = st.mtimeNs;
       stats[o + 10] = st.ctimeNs;
+      if (!fitsInt64(st.mtimeNs) || !fitsInt64(st.ctimeNs)) (wide ??= []).push({ k, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
     } catch (e) {
       failed.push({ k, ...errorOf(e) });
     }
   }
-  return { id: id, bytes, offs, ...(withStats ? { stats } : {}), ...(failed.length > 0 ? { failed } : {}) };
+  return { id: id, bytes, offs, ...(withStats ? { stats } : {}), ...(failed.length > 0 ? { failed } : {}), ...(wide ? { wide } : {}) };
 }
 
 const S_IFMT = 0o170000n;
@@ -191,12 +202,14 @@ export class ScannedDir {
   /** Undefined: names only (a directory of more than SCAN_STATS_MAX entries): `stat` lstat's. */
   readonly #stats: BigInt64Array | undefined;
   readonly #failed: Map<number, { code?: string; message: string }> | undefined;
+  readonly #wide: Map<number, { mtimeNs: bigint; ctimeNs: bigint }> | undefined;
   constructor(r: ScanReply, dir: Buffer) {
     this.#dir = dir;
     this.#bytes = Buffer.from(r.bytes!.buffer, r.bytes!.byteOffset, r.bytes!.byteLength);
     this.#offs = r.offs!;
     this.#stats = r.stats;
     this.#failed = r.failed ? new Map(r.failed.map((f) => [f.k, f])) : undefined;
+    this.#wide = r.wide ? new Map(r.wide.map((w) => [w.k, w])) : undefined;
     if (this.#offs.length < 1 || (this.#stats !== undefined && this.#stats.length !== (this.#offs.length - 1) * STAT_FIELDS) || this.#offs[this.#offs.length - 1] !== this.#bytes.length) {
       throw new Error('scan-ahead: a malformed reply');
     }
@@ -219,7 +232,8 @@ export class ScannedDir {
     if (this.#stats === undefined) return lstatEntry(Buffer.concat([this.#dir, SLASH, this.name(k)]));
     const s = this.#stats;
     const o = k * STAT_FIELDS;
-    return new ScannedStat(s[o]!, s[o + 1]!, s[o + 2]!, s[o + 3]!, s[o + 4]!, s[o + 5]!, s[o + 6]!, s[o + 7]!, s[o + 8]!, s[o + 9]!, s[o + 10]!);
+    const w = this.#wide?.get(k);
+    return new ScannedStat(s[o]!, s[o + 1]!, s[o + 2]!, s[o + 3]!, s[o + 4]!, s[o + 5]!, s[o + 6]!, s[o + 7]!, s[o + 8]!, w ? w.mtimeNs : s[o + 9]!, w ? w.ctimeNs : s[o + 10]!);
   }
 }
 

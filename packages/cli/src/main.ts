@@ -439,6 +439,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
 }
 
 /** Runs `coffer` with this process's arguments and streams (bin/coffer.js calls it). */
+/** How long an interrupted command may take to release its lock and remove partial data. */
+const INTERRUPT_CLEANUP_MS = 5000;
+
 export function runMain(): void {
   // A backup's (a restore's) heap settings before any of its work (see heap.ts); a command line that
   // does not parse is left to run() to report.
@@ -449,6 +452,21 @@ export function runMain(): void {
     else if (command === 'restore') tuneHeapForRestore();
   } catch {
     // run() says what is wrong with the arguments
+  }
+  // Ctrl-C or SIGTERM in the middle of a command: the repository lock is released and a
+  // restore's partial data removed (what the library registered) before the process
+  // exits 130 / 143, within a few seconds; a second signal exits at once.
+  let interrupted = false;
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.on(signal, () => {
+      if (interrupted) process.exit(code);
+      interrupted = true;
+      process.stderr.write(`\ncoffer: interrupted (${signal}): cleaning up\n`);
+      // Loaded here: a command that took no lock and made nothing registered nothing (and --help loads no engine module).
+      void import('@coffer/backup/interrupt')
+        .then(({ runInterruptCleanups }) => runInterruptCleanups(INTERRUPT_CLEANUP_MS))
+        .finally(() => process.exit(code));
+    });
   }
   // A reader that stops early (`coffer ls latest | head`) closes the pipe: stop quietly.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {

@@ -11,6 +11,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
+import { onInterrupt } from '../interrupt.js';
 import { idFromName, lockName } from './blob.js';
 import type { Repository } from './repository.js';
 
@@ -49,6 +50,7 @@ export const thisProcess = {
 export class RepositoryLock {
   #id: Buffer;
   #timer: NodeJS.Timeout | undefined;
+  #unregister: (() => void) | undefined;
   #repo: Repository;
   #exclusive: boolean;
   #heartbeat: number;
@@ -74,6 +76,8 @@ export class RepositoryLock {
     const id = await writeLock(repo, exclusive, t);
     const lock = new RepositoryLock(repo, id, exclusive);
     lock.#heartbeat = t;
+    // Interrupted (Ctrl-C) from here on, the process releases it before it exits.
+    lock.#unregister = onInterrupt(() => lock.release());
     const olderThanOurs = (h: { id: Buffer; body: LockBody }) => h.body.time < t || (h.body.time === t && Buffer.compare(h.id, id) < 0);
     try {
       const giveUp = Date.now() + waitMs;
@@ -91,6 +95,7 @@ export class RepositoryLock {
         await new Promise((r) => setTimeout(r, 100));
       }
     } catch (e) {
+      lock.#unregister();
       await repo.backend.delete(lockName(id)).catch(() => {});
       throw e;
     }
@@ -128,6 +133,7 @@ export class RepositoryLock {
   async release(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#unregister?.();
     await this.#repo.backend.delete(lockName(this.#id));
   }
 }

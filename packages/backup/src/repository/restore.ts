@@ -54,6 +54,7 @@ import { RestoreTarget, type HeldDir } from './restore-target.js';
 import { BLOB_NOT_ITS_ID, CORRUPT_BLOB, rebuildError, RestoreWriter, type WholeFile } from './restore-writer.js';
 import { BlobCheckThread, dataRuns } from './restore-check.js';
 import { isRoot, makeNode, writeXattrs, writeXattrsSync, xattrs } from './fs-meta.js';
+import { onInterrupt } from '../interrupt.js';
 import { snapshotPathOf, type RestoreSelection } from './filter.js';
 
 export interface RestoreProgress {
@@ -515,6 +516,10 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
       const name = Buffer.from(`.coffer-restore-${randomBytes(6).toString('hex')}`);
       stage = { tgt: await tgt.staging(name), name, tops };
     }
+    // Interrupted (Ctrl-C), the process removes the staging directory (everything not yet
+    // moved into place) before it exits, as after a failure.
+    const st0 = stage;
+    const unregister = st0 ? onInterrupt(() => tgt.withDir(NO_DIR, false, (prefix) => fs.rm(Buffer.concat([prefix, st0.name]).toString('latin1'), { recursive: true, force: true, maxRetries: 3 }))) : undefined;
     restoreStagingForTesting.staged = stage !== undefined;
     if (stage) {
       const st = stage;
@@ -536,6 +541,8 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
         await st.tgt.close();
         await tgt.withDir(NO_DIR, false, (prefix) => fs.rm(Buffer.concat([prefix, st.name]).toString('latin1'), { recursive: true, force: true })).catch(() => {});
         throw e;
+      } finally {
+        unregister?.();
       }
     }
     // Refuse before writing anything: which files would be replaced?
@@ -1193,6 +1200,17 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
   const fileError = (f: number, e: unknown) => (e instanceof CofferError || e instanceof FileWriteError ? e : new FileWriteError(shown(files.rawPath(f)), e));
 
   let madeOthers = 0;
+  /** Removes the temporary files of files not complete (a staged restore's go with its staging directory). */
+  const removeTemporaries = async () => {
+    for (let f = 0; f < files.count && !direct; f++) {
+      if (!files.tmpLeft(f)) continue;
+      const { dir } = split(files.rawPath(f));
+      await tgt.withDir(dir, false, (prefix) => fs.unlink(tmpIn(prefix, f))).catch(() => {});
+    }
+    if (!direct) for (const t of createdTmp.values()) await tgt.withDir(t.dir, false, (prefix) => fs.unlink(Buffer.concat([prefix, t.name]))).catch(() => {});
+  };
+  // Interrupted (Ctrl-C), the process removes them before it exits, as after a failure.
+  const unregister = direct ? undefined : onInterrupt(removeTemporaries);
   try {
     // Every directory made first, DIR_PASS_LANES at a time (a child waits for its parent's
     // open: restore-target.ts): one after another, each was two or three thread-pool
@@ -1436,12 +1454,8 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     keptOpen.clear();
     await closeWriter();
     // Staged: the caller removes the staging directory, everything in it.
-    for (let f = 0; f < files.count && !direct; f++) {
-      if (!files.tmpLeft(f)) continue;
-      const { dir } = split(files.rawPath(f));
-      await tgt.withDir(dir, false, (prefix) => fs.unlink(tmpIn(prefix, f))).catch(() => {});
-    }
-    if (!direct) for (const t of createdTmp.values()) await tgt.withDir(t.dir, false, (prefix) => fs.unlink(Buffer.concat([prefix, t.name]))).catch(() => {});
+    await removeTemporaries();
+    unregister?.();
     // Say truthfully what already happened: with --overwrite, completed files replaced
     // the user's files before the failure.
     const already =
@@ -1455,6 +1469,7 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
     const why = `${file ? `${file}: ` : ''}${code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : code === 'EMFILE' ? 'too many open files' : code === 'EISDIR' ? 'a directory is in the way' : code && err.syscall ? `${code} in ${err.syscall}` : errText(err)}`;
     throw new CofferError('storage', `restore to ${target} failed: ${why}; no partially written file was left in place${already}`, { cause: e });
   }
+  unregister?.();
   await closeWriter();
   const symlinks = others.filter((e) => e.type === 'symlink').length;
   return { files: files.count, dirs: dirs.length, symlinks, others: madeOthers - symlinks, bytes: progress.totalBytes, warnings };

@@ -95,7 +95,17 @@ export async function openRelayBlobs(flags: GlobalFlags, io: Io): Promise<RelayB
 export function repoLocation(flags: GlobalFlags, io: Io): string {
   const loc = flags.repo ?? io.env.COFFER_REPOSITORY;
   if (!loc) throw new UsageError('no repository given: use --repo DIR or set COFFER_REPOSITORY');
-  return loc;
+  return checkArgPath(flags.repo !== undefined ? '--repo' : 'COFFER_REPOSITORY', loc);
+}
+
+/**
+ * A path given on the command line where bytes that are not UTF-8 became U+FFFD (Node
+ * decodes arguments as UTF-8): using it would make or write another directory than the
+ * one named. Refused (a name really holding U+FFFD too: rare, and the refusal says why).
+ */
+export function checkArgPath(what: string, path: string): string {
+  if (path.includes('\ufffd')) throw new UsageError(`${what} ${JSON.stringify(path)}: the path holds bytes that are not UTF-8 (shown as U+FFFD), which coffer cannot receive as given; rename the directory or use one whose name is UTF-8`);
+  return path;
 }
 
 export async function backendFor(location: string, flags: GlobalFlags, io: Io): Promise<StorageBackend> {

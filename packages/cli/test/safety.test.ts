@@ -4,7 +4,7 @@
  * lock-free reads, unknown storage schemes, and the rollback tripwire.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
@@ -300,4 +300,13 @@ test('a user\'s slips are refused, nothing lost: forget with 0-valued or unmatch
     assert.match(r.stderr, /^coffer: error: restore target .*afile.*: a file is (there|in its path), not a directory/m);
   }
   assert.equal(await fs.readFile(afile, 'utf8'), 'mine\n');
+  // A --target or --repo whose bytes are not UTF-8 reaches coffer as U+FFFD: refused, not a
+  // directory of another name made. (Through a shell: a JS string cannot hold such bytes.)
+  const base = { ...process.env, ...s.env };
+  for (const args of [['restore', 'latest', '--target', 'PATH'], ['init', '--repo', 'PATH']]) {
+    const r = spawnSync('bash', ['-c', `cd "$1" && shift && p=$(printf 'dir-\\xff') && exec "$@" "\${p}"`, 'bash', s.base, process.execPath, BIN, ...args.slice(0, -1)], { env: base, encoding: 'utf8' });
+    assert.equal(r.status, 2, `${args[0]}: ${r.stderr}`);
+    assert.match(r.stderr, /not UTF-8/);
+  }
+  assert.deepEqual((await fs.readdir(s.base)).filter((n) => n.startsWith('dir-')), [], 'no directory made under another name');
 });

@@ -26,6 +26,7 @@ import {
   escapePath,
   findInSnapshots,
   findSnapshotFiltered,
+  isEmptyPolicy,
   listSnapshot,
   matchesFilter,
   parseDuration,
@@ -36,6 +37,7 @@ import {
   splitSnapshotRef,
   subtractDuration,
   unescapePath,
+  type Duration,
   type Snapshot,
   type SnapshotRecord,
 } from '../src/index.js';
@@ -163,7 +165,11 @@ test('keep-tag keeps tagged snapshots whatever their age; group-by host,paths,ta
   ];
   const tagged = applyPolicy(all, { tags: [['keep']], last: 1 });
   assert.deepEqual(times(tagged.keep), ['2020-01-01T00:00:00.000Z', '2020-03-01T00:00:00.000Z', '2020-03-02T00:00:00.000Z']);
-  assert.deepEqual(times(applyPolicy(all, { tags: [['keep', 'nope']] }).keep), [], 'a tag set needs all its tags');
+  // A tag set needs all its tags: here none has both, so this policy alone keeps nothing
+  // and is refused (a typo must not remove every snapshot); beside a count rule, only
+  // that rule keeps.
+  assert.throws(() => applyPolicy(all, { tags: [['keep', 'nope']] }), (e: unknown) => CofferError.is(e, 'invalid-argument') && /keeps no snapshot/.test((e as Error).message), 'a tag set needs all its tags');
+  assert.deepEqual(times(applyPolicy(all, { tags: [['keep', 'nope']], last: 1 }).keep), ['2020-03-01T00:00:00.000Z', '2020-03-02T00:00:00.000Z'], 'a tag set needs all its tags');
   assert.equal(applyPolicy(all, { last: 1 }).groups.length, 2, 'default: host and paths');
   assert.equal(applyPolicy(all, { last: 1 }, parseGroupBy('host,paths,tags')).groups.length, 4);
   const none = applyPolicy(all, { last: 1 }, parseGroupBy(''));
@@ -201,9 +207,20 @@ const arbPolicy = fc.record(
 test('policy properties: keep and remove split the snapshots; each rule keeps exactly what it says, per group; never another group', () => {
   fc.assert(
     fc.property(arbSnapshots, arbPolicy, fc.constantFrom('host,paths', 'host', ''), (all, policy, by) => {
-      fc.pre(Object.keys(policy).length > 0);
+      fc.pre(!isEmptyPolicy(policy));
       const groupBy = parseGroupBy(by);
-      const r = applyPolicy(all, policy, groupBy);
+      const zero = (d: Duration | undefined) => !d || (d.years === 0 && d.months === 0 && d.days === 0 && d.hours === 0);
+      const countRule = (policy.last ?? 0) > 0 || (policy.daily ?? 0) > 0 || (policy.monthly ?? 0) > 0 || !zero(policy.within) || !zero(policy.withinWeekly);
+      let r: ReturnType<typeof applyPolicy>;
+      try {
+        r = applyPolicy(all, policy, groupBy);
+      } catch (e) {
+        // Refused only when no rule keeps a snapshot: no count or duration rule, and no snapshot with the tag.
+        assert.ok(CofferError.is(e, 'invalid-argument') && /keeps no snapshot/.test((e as Error).message), String(e));
+        assert.ok(!countRule && !all.some((s) => s.snapshot.tags.includes('keep')), 'refused, though a rule keeps a snapshot');
+        return;
+      }
+      assert.ok(r.keep.length > 0, 'a policy that keeps nothing is refused, never applied');
       assert.equal(r.keep.length + r.remove.length, all.length);
       assert.ok(r.keep.every((s) => !r.remove.includes(s)));
       const key = (s: SnapshotRecord) => `${groupBy.host ? s.snapshot.hostname : ''}|${groupBy.paths ? s.snapshot.paths.join() : ''}`;

@@ -235,7 +235,7 @@ trash(resticEnv.RESTIC_CACHE_DIR);
   );
   rows.coffer.restore = got.coffer;
   if (got.restic) rows.restic.restore = got.restic;
-  if (restoreRuns > 1) console.log(`restore wall times (s), ${restoreRuns} runs each, alternating: coffer ${got.coffer.walls.map((w) => w.toFixed(2)).join(' ')}${got.restic ? `; restic ${got.restic.walls.map((w) => w.toFixed(2)).join(' ')}` : ''} (medians below)`);
+  if (restoreRuns > 1) console.log(`restore wall times (s), ${restoreRuns} runs each, alternating: coffer ${walls(got.coffer)}${got.restic ? `; restic ${walls(got.restic)}` : ''} (medians below)`);
 }
 
 const mb = (kib) => (kib / 1024).toFixed(0);
@@ -400,7 +400,7 @@ async function treeBench() {
   );
   t.coffer.restore = got.coffer;
   t.restic.restore = got.restic;
-  if (restoreRuns > 1) console.log(`tree restore wall times (s), ${restoreRuns} runs each, alternating: coffer ${got.coffer.walls.map((w) => w.toFixed(2)).join(' ')}; restic ${got.restic.walls.map((w) => w.toFixed(2)).join(' ')} (medians below)`);
+  if (restoreRuns > 1) console.log(`tree restore wall times (s), ${restoreRuns} runs each, alternating: coffer ${walls(got.coffer)}; restic ${walls(got.restic)} (medians below)`);
   const mb = (kib) => (kib / 1024).toFixed(0);
   console.log(`tree: ${treeFiles} files, ${(duBytes(tree) / 2 ** 20).toFixed(0)} MiB; 2 cores; warm page cache for both tools`);
   console.log('tool    step      wall_s  peak_rss_MiB');

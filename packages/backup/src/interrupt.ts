@@ -31,8 +31,3 @@ export async function runInterruptCleanups(timeoutMs: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
-
-/** Tests: how many clean-ups are registered. */
-export function interruptCleanupsForTesting(): number {
-  return cleanups.size;
-}

@@ -310,3 +310,23 @@ test('a user\'s slips are refused, nothing lost: forget with 0-valued or unmatch
   }
   assert.deepEqual((await fs.readdir(s.base)).filter((n) => n.startsWith('dir-')), [], 'no directory made under another name');
 });
+
+test('a failed system call no command explained is one line naming the call and path (exit 14), its stack only with COFFER_DEBUG=1; other errors stay internal', async () => {
+  const { errorLine, ExitCode } = await import('../src/tui.js');
+  const e = await fs.mkdir('/proc/coffer-test-cannot-make-this').catch((err: unknown) => err as NodeJS.ErrnoException);
+  assert.ok(e instanceof Error && typeof (e as NodeJS.ErrnoException).syscall === 'string');
+  const r = errorLine(e);
+  assert.equal(r.code, ExitCode.Storage);
+  assert.match(r.line, /^E[A-Z]+: .*, mkdir '\/proc\/coffer-test-cannot-make-this'$/);
+  assert.doesNotMatch(r.line, /\n|internal error/);
+  process.env.COFFER_DEBUG = '1';
+  try {
+    const d = errorLine(e);
+    assert.equal(d.code, ExitCode.Failure);
+    assert.match(d.line, /^internal error: .*\n {4}at /s);
+  } finally {
+    delete process.env.COFFER_DEBUG;
+  }
+  // A bug (no system call) keeps its stack: it is not the user's environment.
+  assert.match(errorLine(new TypeError('x is undefined')).line, /^internal error: TypeError: x is undefined\n {4}at /);
+});

@@ -103,23 +103,19 @@ export async function startPostgres(options: { dir?: string; /** Tests: picks ea
   // The port is free when picked, but another process may take it before postgres binds
   // it: postgres then exits (tried again on another port), or, worse, a server already
   // there answers. Ours is the one whose data directory is `data`, checked before use.
-  let child: ChildProcess | undefined;
-  let url = '';
-  for (let attempt = 1; ; attempt++) {
-    const port = await (options.pickPort ?? freePort)();
-    const c = spawn(POSTGRES_BINARIES.postgres!, ['-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', dir, '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=100'], { stdio: ['ignore', 'ignore', 'pipe'], ...(ids ?? {}) });
-    const closed = once(c, 'close');
-    let err = '';
-    c.stderr!.on('data', (d) => (err += d));
-    url = `postgres://coffer@127.0.0.1:${port}/postgres`;
-    if (await ready(c, url, data, () => err)) {
-      child = c;
-      break;
+  const { child, url } = await (async () => {
+    for (let attempt = 1; ; attempt++) {
+      const port = await (options.pickPort ?? freePort)();
+      const c = spawn(POSTGRES_BINARIES.postgres!, ['-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', dir, '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=100'], { stdio: ['ignore', 'ignore', 'pipe'], ...(ids ?? {}) });
+      const closed = once(c, 'close');
+      let err = '';
+      c.stderr!.on('data', (d) => (err += d));
+      const at = `postgres://coffer@127.0.0.1:${port}/postgres`;
+      if (await ready(c, at, data, () => err)) return { child: c, url: at };
+      await closed; // all of its stderr read
+      if (attempt >= 5 || !/could not bind|already in use|could not create listen socket/i.test(err)) throw new Error(`postgres exited: ${err}`);
     }
-    await closed; // all of its stderr read
-    if (attempt >= 5 || !/could not bind|already in use|could not create listen socket/i.test(err)) throw new Error(`postgres exited: ${err}`);
-  }
-  if (!child) throw new Error('unreachable');
+  })();
   return {
     url,
     pid: child.pid!,

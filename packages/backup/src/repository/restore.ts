@@ -516,13 +516,12 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
       const name = Buffer.from(`.coffer-restore-${randomBytes(6).toString('hex')}`);
       stage = { tgt: await tgt.staging(name), name, tops };
     }
-    // Interrupted (Ctrl-C), the process removes the staging directory (everything not yet
-    // moved into place) before it exits, as after a failure.
-    const st0 = stage;
-    const unregister = st0 ? onInterrupt(() => tgt.withDir(NO_DIR, false, (prefix) => fs.rm(Buffer.concat([prefix, st0.name]).toString('latin1'), { recursive: true, force: true, maxRetries: 3 }))) : undefined;
     restoreStagingForTesting.staged = stage !== undefined;
     if (stage) {
       const st = stage;
+      // Interrupted (Ctrl-C), the process removes the staging directory (everything not
+      // yet moved into place) before it exits, as after a failure.
+      const unregister = onInterrupt(() => tgt.withDir(NO_DIR, false, (prefix) => fs.rm(Buffer.concat([prefix, st.name]).toString('latin1'), { recursive: true, force: true, maxRetries: 3 })));
       try {
         const made = await tgt.withDir(NO_DIR, false, async (prefix) => madeIn(Buffer.concat([prefix, st.name])));
         const r = await restoreInto(repo, st.tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: true, made: made ?? undefined, early });
@@ -542,7 +541,7 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
         await tgt.withDir(NO_DIR, false, (prefix) => fs.rm(Buffer.concat([prefix, st.name]).toString('latin1'), { recursive: true, force: true })).catch(() => {});
         throw e;
       } finally {
-        unregister?.();
+        unregister();
       }
     }
     // Refuse before writing anything: which files would be replaced?

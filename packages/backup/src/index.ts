@@ -57,6 +57,7 @@ export {
 export {
   SnapshotPaths,
   SubtreePicker,
+  compareListingOrder,
   compileGlob,
   diffSnapshots,
   dumpFile,

@@ -20,6 +20,7 @@ import {
   SnapshotPaths,
   applyPolicy,
   backup,
+  compareListingOrder,
   compileGlob,
   diffSnapshots,
   dumpSnapshot,
@@ -40,6 +41,7 @@ import {
   type Duration,
   type Snapshot,
   type SnapshotRecord,
+  type TreeEntry,
 } from '../src/index.js';
 import { dir, file, link, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
@@ -429,6 +431,88 @@ test('diff: a hard link is modified when the file it shares changed content', as
     d.changes.filter((c) => c.kind !== 'U').map((c) => `${c.kind} ${c.path.toString().slice(src.length)}`),
     ['M /f', 'M /h'],
   );
+});
+
+/**
+ * The whole-listing comparison diff made before it walked the listings side by side
+ * (issue 13): both snapshots into maps by absolute path, every path compared. The
+ * reference for the test below; its order is the listing order of absolute paths.
+ */
+async function diffByMaps(repo: Repository, a: SnapshotRecord, b: SnapshotRecord): Promise<string[]> {
+  const load = async (rec: SnapshotRecord) => {
+    const paths = new SnapshotPaths(rec.snapshot);
+    const m = new Map<string, TreeEntry>();
+    for await (const e of repo.tree(rec.snapshot)) {
+      const key = paths.absolute(e.rawPath).toString('latin1');
+      if (!m.has(key)) m.set(key, e); // nested roots: a path's first sighting holds its content
+    }
+    return m;
+  };
+  const [ma, mb] = [await load(a), await load(b)];
+  const content = (m: Map<string, TreeEntry>, rec: SnapshotRecord, e: TreeEntry): string => {
+    if (e.type === 'hardlink') {
+      const f = m.get(new SnapshotPaths(rec.snapshot).absolute(e.link).toString('latin1'));
+      return `link ${e.link.toString('latin1')} ${f && f.type !== 'hardlink' ? content(m, rec, f) : ''}`;
+    }
+    if (e.type === 'file') return `${e.size} ${e.chunks.join()}`;
+    return e.type === 'symlink' ? e.target.toString('latin1') : '';
+  };
+  const meta = (e: TreeEntry) => `${e.mode} ${e.mtimeNs} ${e.owner?.uid} ${e.owner?.gid} ${(e.xattrs ?? []).map((x) => `${x.name}=${x.value.toString('hex')}`).join()}`;
+  const keys = [...new Set([...ma.keys(), ...mb.keys()])].map((k) => Buffer.from(k, 'latin1')).sort(compareListingOrder);
+  const out: string[] = [];
+  for (const key of keys) {
+    const [x, y] = [ma.get(key.toString('latin1')), mb.get(key.toString('latin1'))];
+    const kind = !y ? '-' : !x ? '+' : x.type !== y.type ? 'T' : content(ma, a, x) !== content(mb, b, y) ? 'M' : meta(x) !== meta(y) ? 'U' : '';
+    if (kind) out.push(`${kind} ${escapePath(key)}`);
+  }
+  return out;
+}
+
+test('diff walks both listings side by side and finds what comparing whole listings finds: one root, roots in and out of name order, nested roots, other roots', async (t) => {
+  const tr = await newRepo(t);
+  const src = await tempDir(t, 'diff-walk');
+  // Names whose byte order is not the listing order (`a/…` before `a.txt`), a name that is not UTF-8.
+  const make = async (v: number) => {
+    await fs.rm(src, { recursive: true, force: true });
+    for (const d of ['p/a', 'q', 'm/z', 'n/a/x']) await fs.mkdir(join(src, d), { recursive: true });
+    await fs.writeFile(join(src, 'p/a/in'), `in ${v === 0 ? 'same' : 'changed'}`);
+    await fs.writeFile(join(src, 'p/a.txt'), 'same');
+    await fs.writeFile(join(src, 'p/a-'), 'same');
+    await fs.writeFile(Buffer.from(`${src}/p/\xff${v}`, 'latin1'), 'not utf-8');
+    await fs.writeFile(join(src, 'p/shared'), v === 0 ? 'one' : 'two');
+    await fs.link(join(src, 'p/shared'), join(src, 'p/zz-link'));
+    if (v === 0) await fs.writeFile(join(src, 'q/becomes-dir'), 'file');
+    else await fs.mkdir(join(src, 'q/becomes-dir'));
+    await fs.writeFile(join(src, 'q/mode'), 'same');
+    await fs.chmod(join(src, 'q/mode'), v === 0 ? 0o644 : 0o600);
+    await fs.writeFile(join(src, `m/z/only${v}`), 'x');
+    await fs.writeFile(join(src, 'n/a/x/f'), `n ${v}`);
+    for (const f of ['p/a/in', 'p/a.txt', 'p/a-', 'q/mode', 'n/a/x/f']) await fs.utimes(join(src, f), 1_700_000_000, 1_700_000_000);
+  };
+  // [case, A's paths, B's paths, whether B's listing is walked as it is read (else sorted in memory)]
+  const cases: Array<[string, string[], string[], boolean]> = [
+    ['one root', ['p'], ['p'], true],
+    ['two roots in name order', ['p', 'q'], ['p', 'q'], true],
+    ['roots out of name order (z for /m/z, a for /n/a)', ['m/z', 'n/a'], ['m/z', 'n/a'], false],
+    ['nested roots', ['.', 'p'], ['.', 'p'], false],
+    ['other roots', ['p'], ['p', 'q'], true],
+  ];
+  let day = 1;
+  for (const [name, pa, pb, walked] of cases) {
+    const at = () => new Date(Date.UTC(2024, 0, day++));
+    await make(0);
+    const a = await backup(tr.repo, { paths: pa.map((p) => join(src, p)), now: at });
+    await make(1);
+    const b = await backup(tr.repo, { paths: pb.map((p) => join(src, p)), now: at });
+    const [ra, rb] = [{ id: a.id, snapshot: a.snapshot }, { id: b.id, snapshot: b.snapshot }];
+    assert.equal(new SnapshotPaths(b.snapshot).rootsInOrder(), walked, name);
+    const streamed: string[] = [];
+    const d = await diffSnapshots(tr.repo, ra, rb, (c) => streamed.push(`${c.kind} ${escapePath(c.path)}`));
+    assert.deepEqual(d.changes, [], `${name}: with a callback, no change is kept`);
+    assert.deepEqual(streamed, await diffByMaps(tr.repo, ra, rb), name);
+    assert.deepEqual((await diffSnapshots(tr.repo, ra, rb)).changes.map((c) => `${c.kind} ${escapePath(c.path)}`), streamed, `${name}: collected as streamed`);
+    if (pa.includes('p')) assert.ok(streamed.includes(`M ${src}/p/zz-link`), `${name}: the hard link to a file whose content changed (it comes after that file)`);
+  }
 });
 
 test('a format version 1 repository (spec vectors) lists, dumps and restores part of its snapshot', async (t) => {

@@ -190,6 +190,11 @@ export class IdSet {
     return true;
   }
 
+  /** Every ID, in the order added (views of the set's buffer: valid until the next add). */
+  *ids(): IterableIterator<Buffer> {
+    for (let i = 0; i < this.#count; i++) yield this.#ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
+  }
+
   #rehash(): void {
     const slots = new Uint32Array(this.#slots.length * 2);
     const mask = slots.length - 1;

@@ -218,28 +218,21 @@ export async function diffCmd(flags: GlobalFlags & FilterFlags, args: string[], 
   const repo = await openRepo(flags, io);
   const a = (await resolveSnapshotArg(flags, io, repo, args[0]!)).rec;
   const b = (await resolveSnapshotArg(flags, io, repo, args[1]!)).rec;
-  const r = await diffSnapshots(repo, a, b);
+  // Changes are written as they are found, so memory stays flat however large the
+  // snapshots (a JSON document too: its `changes` array is written element by element).
   if (flags.json) {
-    io.stdout.write(
-      JSON.stringify({
-        from: hex(a.id),
-        to: hex(b.id),
-        changes: r.changes.map((c) => ({ change: c.kind, ...pathFields('path', c.path), type: c.type })),
-        added: r.added,
-        removed: r.removed,
-        modified: r.modified,
-        metadataOnly: r.metadataOnly,
-        typeChanged: r.typeChanged,
-        blobsAdded: r.blobsAdded,
-        blobsRemoved: r.blobsRemoved,
-        bytesAdded: r.bytesAdded,
-        bytesRemoved: r.bytesRemoved,
-      }) + '\n',
-    );
+    io.stdout.write(`{"from":${JSON.stringify(hex(a.id))},"to":${JSON.stringify(hex(b.id))},"changes":[`);
+    let first = true;
+    const r = await diffSnapshots(repo, a, b, (c) => {
+      io.stdout.write(`${first ? '' : ','}${JSON.stringify({ change: c.kind, ...pathFields('path', c.path), type: c.type })}`);
+      first = false;
+    });
+    const { added, removed, modified, metadataOnly, typeChanged, blobsAdded, blobsRemoved, bytesAdded, bytesRemoved } = r;
+    io.stdout.write(`],${JSON.stringify({ added, removed, modified, metadataOnly, typeChanged, blobsAdded, blobsRemoved, bytesAdded, bytesRemoved }).slice(1)}\n`);
     return 0;
   }
   if (!flags.quiet) io.stderr.write(`comparing ${describe(a)}\n     with ${describe(b)}\n`);
-  for (const c of r.changes) io.stdout.write(`${c.kind}    ${escapePath(c.path)}${c.type === 'dir' ? '/' : ''}\n`);
+  const r = await diffSnapshots(repo, a, b, (c) => io.stdout.write(`${c.kind}    ${escapePath(c.path)}${c.type === 'dir' ? '/' : ''}\n`));
   const counts = (c: typeof r.added) => `${c.files} files, ${c.dirs} dirs, ${c.others} others, ${fmtBytes(c.bytes)}`;
   io.stdout.write(
     `\nAdded:    ${counts(r.added)}\nRemoved:  ${counts(r.removed)}\nChanged:  ${r.modified} modified, ${r.typeChanged} type changed, ${r.metadataOnly} metadata only\n` +

@@ -473,7 +473,17 @@ export function runMain(): void {
     if (e.code !== 'EPIPE') throw e;
     process.exit(process.exitCode ?? ExitCode.Ok);
   });
-  run(argv, { stdout: process.stdout, stderr: process.stderr, env: process.env }).then(
+  // Once interrupted, the command's own messages stop: what fails because the clean-up
+  // removed it under the command (a restore's staging directory: "ENOENT") is no error
+  // of the user's. The interruption's line above says what happened; the exit code too.
+  const stderr = new Proxy(process.stderr, {
+    get(target, prop) {
+      if (prop === 'write') return (...args: Parameters<typeof process.stderr.write>) => (interrupted ? true : target.write(...args));
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  run(argv, { stdout: process.stdout, stderr, env: process.env }).then(
     (code) => {
       process.exitCode = code;
     },

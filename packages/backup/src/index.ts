@@ -54,6 +54,7 @@ export {
   type PolicyResult,
   type RetentionPolicy,
 } from './repository/forget.js';
+export { blobReaderLimits } from './repository/blob-reader.js';
 export {
   SnapshotPaths,
   SubtreePicker,

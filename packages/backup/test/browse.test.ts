@@ -19,6 +19,7 @@ import {
   Repository,
   SnapshotPaths,
   applyPolicy,
+  blobReaderLimits,
   backup,
   compareListingOrder,
   compileGlob,
@@ -43,7 +44,7 @@ import {
   type SnapshotRecord,
   type TreeEntry,
 } from '../src/index.js';
-import { dir, file, link, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
+import { damageSmallerOfTwoPacks, dir, file, link, newRepo, prng, tempDir, writeTree } from './fixtures/trees.js';
 
 const T0 = 1_700_000_000_000;
 
@@ -357,6 +358,42 @@ test('dump: a file byte for byte; a directory as a tar that the system tar extra
   const asTar = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/notes.txt`), o, { archive: 'tar' }));
   assert.deepEqual(execFileSync('tar', ['-tf', '-'], { input: asTar }).toString(), 'notes.txt\n');
   await assert.rejects(drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/gone`), o)), (e: unknown) => CofferError.is(e, 'not-found'));
+});
+
+test('dump reads each pack segment once and packs held open are closed: the same tar when every pack and segment is forgotten at once; a damaged pack or a missing one stops it, named', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'dump-packs'), 'd');
+  // Two backups, two packs: small files side by side in each, named so that the listing
+  // goes from one pack to the other at every file (the even ones first, then the odd
+  // ones), and one file of many chunks.
+  const name = (i: number) => `f${String(i).padStart(2, '0')}`;
+  await writeTree(src, dir({ big: file(prng(3, 60_000)), ...Object.fromEntries(Array.from({ length: 30 }, (_, i) => [name(2 * i), file(`small ${i}`.repeat(i + 1))])) }));
+  await backup(tr.repo, { paths: [src], now: () => new Date('2024-01-01T00:00:00Z') });
+  for (let i = 0; i < 30; i++) await fs.writeFile(join(src, name(2 * i + 1)), `later ${i}`.repeat(50));
+  const b = await backup(tr.repo, { paths: [src], now: () => new Date('2024-01-02T00:00:00Z') });
+  const rec = { id: b.id, snapshot: b.snapshot };
+  const fds = async () => (await fs.readdir('/proc/self/fd')).length;
+  const before = await fds();
+  const tar = await drain((o) => dumpSnapshot(tr.repo, rec, Buffer.from(src), o));
+  const saved = { ...blobReaderLimits };
+  try {
+    Object.assign(blobReaderLimits, { packs: 1, segments: 1 });
+    assert.ok(tar.equals(await drain((o) => dumpSnapshot(tr.repo, rec, Buffer.from(src), o))), 'reads in flight on a pack already forgotten still complete');
+  } finally {
+    Object.assign(blobReaderLimits, saved);
+  }
+  assert.equal(await fds(), before, 'every pack held open was closed');
+  const out = await tempDir(t, 'untar');
+  execFileSync('tar', ['-xf', '-', '-C', out], { input: tar });
+  assert.deepEqual(await fs.readFile(join(out, 'd', 'big')), prng(3, 60_000));
+  assert.equal(await fs.readFile(join(out, 'd', name(59)), 'utf8'), 'later 29'.repeat(50));
+
+  await damageSmallerOfTwoPacks(tr);
+  await assert.rejects(drain((o) => dumpSnapshot(tr.repo, rec, Buffer.from(src), o)), (e: unknown) => CofferError.is(e, 'corrupt') && /data\/.* is corrupt: it failed authentication/.test((e as Error).message));
+  assert.equal(await fds(), before, 'closed after a failure too');
+  const packs = await tr.backend.list('data/');
+  await tr.backend.delete(packs[0]!.name);
+  await assert.rejects(drain((o) => dumpSnapshot(tr.repo, rec, Buffer.from(src), o)), (e: unknown) => CofferError.is(e, 'missing-object') || CofferError.is(e, 'corrupt'));
 });
 
 test('tar: names over 100 bytes and times before 1970 go through pax headers', async (t) => {

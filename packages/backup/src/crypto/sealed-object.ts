@@ -292,6 +292,28 @@ export function openRange(
 }
 
 /**
+ * Opens single segments of one object, its key derived once: random access to a pack's
+ * blobs, each segment decrypted once however many small blobs it holds (BlobReader).
+ */
+export class SegmentOpener {
+  readonly #key: Buffer;
+
+  /** `header`: the object's own header, read and checked with `decodeHeader`. */
+  constructor(master: Uint8Array, header: Uint8Array) {
+    this.#key = objectKey(master, header.subarray(0, HEADER_BYTES));
+  }
+
+  /**
+   * Segment `index`'s plaintext (`sealed`: its bytes and tag); `final` when it is the
+   * object's last segment.
+   * @throws DecryptionError when it does not authenticate
+   */
+  open(index: number, final: boolean, sealed: Uint8Array): Buffer {
+    return openSegment(this.#key, index, final, sealed);
+  }
+}
+
+/**
  * Opens a sealed object arriving as a stream, releasing each segment's plaintext only
  * after its tag verified. Keeps one sealed segment buffered, because only the arrival
  * of one more byte tells whether a segment is the final one (spec §5.3). The buffer

@@ -17,6 +17,7 @@ import type { Repository, SnapshotRecord } from './repository.js';
 import { matchesFilter, type Snapshot, type SnapshotFilter } from './snapshot.js';
 import type { FileEntry, TreeEntry } from './tree.js';
 import { IdSet, type BlobIndex } from './index-file.js';
+import { BlobQueue, BlobReader, READ_AHEAD_BLOBS } from './blob-reader.js';
 import { TAR_END, tarHeader, tarPadding } from './tar.js';
 
 const SLASH = 0x2f;
@@ -655,32 +656,70 @@ async function put(out: NodeJS.WritableStream, b: Buffer): Promise<void> {
   }
 }
 
-/** Blobs fetched ahead of the one being written: enough to overlap reads, few enough to keep memory flat. */
-const DUMP_READ_AHEAD = 4;
+/** Pieces of output gathered into writes of up to this many bytes… */
+const OUT_BATCH = 256 * 1024;
+/** …while pieces at least this large are written as they are (after what was gathered). */
+const OUT_DIRECT = 64 * 1024;
+
+/**
+ * A dump's output: tar headers, small files and padding gathered into one write per
+ * OUT_BATCH bytes (issue 13: three write(2) calls per file were an eighth of a dump of
+ * the 50,000-file tree). `flush` before the end.
+ */
+class Output {
+  #buf = Buffer.allocUnsafe(OUT_BATCH);
+  #fill = 0;
+
+  constructor(private readonly out: NodeJS.WritableStream) {}
+
+  async write(b: Buffer): Promise<void> {
+    if (b.length >= OUT_DIRECT) {
+      await this.flush();
+      await put(this.out, b);
+      return;
+    }
+    if (this.#fill + b.length > OUT_BATCH) await this.flush();
+    b.copy(this.#buf, this.#fill);
+    this.#fill += b.length;
+  }
+
+  async flush(): Promise<void> {
+    if (this.#fill === 0) return;
+    const b = this.#buf.subarray(0, this.#fill);
+    // A new buffer: the stream may still hold the one written.
+    this.#buf = Buffer.allocUnsafe(OUT_BATCH);
+    this.#fill = 0;
+    await put(this.out, b);
+  }
+}
 
 /** Streams a file's contents, blob by blob (each checked against its ID), in order. */
 export async function dumpFile(repo: Repository, file: FileEntry, out: NodeJS.WritableStream, onBytes?: (n: number) => void): Promise<void> {
-  const ids = file.chunks.map((c) => Buffer.from(c, 'hex'));
-  const ahead: Array<Promise<Buffer>> = [];
-  let next = 0;
-  const fill = () => {
-    while (ahead.length < DUMP_READ_AHEAD && next < ids.length) {
-      const p = repo.readBlob(ids[next++]!);
-      p.catch(() => {}); // awaited in order below
-      ahead.push(p);
-    }
-  };
+  const queue = new BlobQueue(new BlobReader(repo));
+  try {
+    for (const c of file.chunks) await queue.push(Buffer.from(c, 'hex'));
+    const o = new Output(out);
+    await writeFileFrom(queue, file, o, onBytes);
+    await o.flush();
+  } finally {
+    await queue.close();
+  }
+}
+
+/** Writes `file`'s contents from `queue`, where its chunks are next. */
+async function writeFileFrom(queue: BlobQueue, file: FileEntry, out: Output, onBytes?: (n: number) => void): Promise<void> {
   let written = 0;
-  fill();
-  while (ahead.length > 0) {
-    const raw = await ahead.shift()!;
-    fill();
-    await put(out, raw);
+  for (let i = 0; i < file.chunks.length; i++) {
+    const raw = await queue.next();
+    await out.write(raw);
     written += raw.length;
     onBytes?.(raw.length);
   }
   if (written !== file.size) throw new CofferError('corrupt', `${file.path}: its chunks add up to ${written} bytes, not its size ${file.size}`);
 }
+
+/** Entries of a dump read from the listing ahead of the one being written (their blobs fetched ahead too). */
+const DUMP_ENTRIES_AHEAD = 256;
 
 export interface DumpResult {
   /** 'file': the file's bytes; 'tar': a tar stream of the selection. */
@@ -713,49 +752,79 @@ export async function dumpSnapshot(
   const result: DumpResult = { format: 'tar', entries: 0, bytes: 0 };
   const report = () => opts.onProgress?.({ entries: result.entries, bytes: result.bytes });
   const archiveName = (raw: Buffer) => (sel.roots ? map.absolute(raw).subarray(1) : raw);
-  let first = true;
-  for await (const e of repo.tree(rec.snapshot)) {
-    const p = picker.pick(e);
-    if (!p) continue;
-    if (first && sel.entry && p.type === 'file' && opts.archive !== 'tar') {
-      result.format = 'file';
-      result.entries = 1;
-      await dumpFile(repo, p, out, (n) => {
-        result.bytes += n;
-        report();
-      });
-      return result;
+  // The listing is read ahead of the output, and the blobs of the files coming next are
+  // fetched while earlier ones are written (BlobQueue): one file after another, each
+  // small file waited for its reads (issue 13: ~8 MB/s on the 50,000-file tree).
+  const queue = new BlobQueue(new BlobReader(repo));
+  const o = new Output(out);
+  try {
+    const listing = repo.tree(rec.snapshot)[Symbol.asyncIterator]();
+    const ahead: TreeEntry[] = [];
+    let listed = false;
+    let single = false;
+    const readAhead = async () => {
+      while (!listed && !single && (ahead.length === 0 || (queue.length < READ_AHEAD_BLOBS && ahead.length < DUMP_ENTRIES_AHEAD))) {
+        const n = await listing.next();
+        if (n.done) {
+          listed = true;
+          break;
+        }
+        const p = picker.pick(n.value);
+        if (!p) continue;
+        // One file asked for, not as an archive: its bytes, and nothing more is read.
+        if (ahead.length === 0 && first && sel.entry && p.type === 'file' && opts.archive !== 'tar') single = true;
+        ahead.push(p);
+        if (p.type === 'file') for (const c of p.chunks) await queue.push(Buffer.from(c, 'hex'));
+      }
+    };
+    let first = true;
+    for (;;) {
+      await readAhead();
+      const p = ahead.shift();
+      if (!p) break;
+      if (single && p.type === 'file') {
+        result.format = 'file';
+        result.entries = 1;
+        await writeFileFrom(queue, p, o, (n) => {
+          result.bytes += n;
+          report();
+        });
+        await o.flush();
+        return result;
+      }
+      if (first) opts.beforeTar?.();
+      first = false;
+      if (p.type === 'socket') continue;
+      await o.write(
+        tarHeader({
+          name: archiveName(p.rawPath),
+          type: p.type,
+          mode: p.mode,
+          mtimeNs: p.mtimeNs,
+          ...(p.owner ? { uid: p.owner.uid, gid: p.owner.gid, ...(p.owner.user ? { uname: p.owner.user } : {}), ...(p.owner.group ? { gname: p.owner.group } : {}) } : {}),
+          ...(p.type === 'file' ? { size: p.size } : {}),
+          ...(p.type === 'symlink' ? { link: p.target } : {}),
+          ...(p.type === 'hardlink' ? { link: archiveName(p.link) } : {}),
+          ...(p.type === 'chardev' || p.type === 'blockdev' ? { major: p.major ?? 0, minor: p.minor ?? 0 } : {}),
+          ...(p.xattrs?.length ? { xattrs: p.xattrs } : {}),
+        }),
+      );
+      result.entries++;
+      if (p.type === 'file') {
+        await writeFileFrom(queue, p, o, (n) => {
+          result.bytes += n;
+          report();
+        });
+        await o.write(tarPadding(p.size));
+      }
+      report();
     }
+    picker.finish(rec.id);
     if (first) opts.beforeTar?.();
-    first = false;
-    if (p.type === 'socket') continue;
-    await put(
-      out,
-      tarHeader({
-        name: archiveName(p.rawPath),
-        type: p.type,
-        mode: p.mode,
-        mtimeNs: p.mtimeNs,
-        ...(p.owner ? { uid: p.owner.uid, gid: p.owner.gid, ...(p.owner.user ? { uname: p.owner.user } : {}), ...(p.owner.group ? { gname: p.owner.group } : {}) } : {}),
-        ...(p.type === 'file' ? { size: p.size } : {}),
-        ...(p.type === 'symlink' ? { link: p.target } : {}),
-        ...(p.type === 'hardlink' ? { link: archiveName(p.link) } : {}),
-        ...(p.type === 'chardev' || p.type === 'blockdev' ? { major: p.major ?? 0, minor: p.minor ?? 0 } : {}),
-        ...(p.xattrs?.length ? { xattrs: p.xattrs } : {}),
-      }),
-    );
-    result.entries++;
-    if (p.type === 'file') {
-      await dumpFile(repo, p, out, (n) => {
-        result.bytes += n;
-        report();
-      });
-      await put(out, tarPadding(p.size));
-    }
-    report();
+    await o.write(TAR_END);
+    await o.flush();
+    return result;
+  } finally {
+    await queue.close();
   }
-  picker.finish(rec.id);
-  if (first) opts.beforeTar?.();
-  await put(out, TAR_END);
-  return result;
 }

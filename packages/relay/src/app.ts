@@ -152,6 +152,12 @@ export function buildApp(options: AppOptions): FastifyInstance {
     // Request/header timeouts are checked every second (Node's default is every 30 s).
     ...(options.https ? { https: { cert: options.https.cert, key: options.https.key, connectionsCheckingInterval: 1000 } as never } : { http: { connectionsCheckingInterval: 1000 } }),
   }) as unknown as FastifyInstance;
+  // Node applies requestTimeout to a request's body only while headersTimeout ≤
+  // requestTimeout (otherwise it swaps the two), and Fastify leaves headersTimeout at
+  // Node's 60 s: a requestTimeoutMs below 60 s would end slow headers at requestTimeoutMs
+  // but let a body trickle in for 60 s.
+  const requestTimeout = options.requestTimeoutMs ?? 120_000;
+  if (requestTimeout > 0 && app.server.headersTimeout > requestTimeout) app.server.headersTimeout = requestTimeout;
   const logging = logger !== false;
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const now = options.now ? { now: options.now } : {};

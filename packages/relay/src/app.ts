@@ -7,7 +7,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { AccountStore } from './auth/account-store.js';
 import { makeAuthenticator } from './auth/authenticate.js';
 import type { JwtVerifier } from './auth/jwt.js';
@@ -116,6 +116,11 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_REQ_TIMEOUT: 'request-timeout',
 };
 
+/** Fastify's router's own refusals (frameworkErrors), as the catalogue's 400. */
+function frameworkError(_err: Error, _req: FastifyRequest, reply: FastifyReply): void {
+  void reply.code(400).send(errorBody('bad-request'));
+}
+
 function hopCount(hops: number): (address: string, i: number) => boolean {
   return (_address, i) => i < hops;
 }
@@ -145,6 +150,10 @@ export function buildApp(options: AppOptions): FastifyInstance {
       const c = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers-too-large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request-timeout' : 'bad-request';
       socket.end(rawErrorResponse(c));
     },
+    // What Fastify's router refuses itself (a malformed percent-escape in the path, a route
+    // parameter above maxParamLength) gets the catalogue's shape too, not Fastify's own
+    // body echoing the path.
+    frameworkErrors: frameworkError,
     requestTimeout: options.requestTimeoutMs ?? 120_000,
     connectionTimeout: 0,
     keepAliveTimeout: 65_000,
@@ -281,7 +290,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
  * the public) and /healthz. Bind it to loopback or a private network.
  */
 export function buildAdminApp(metrics: RelayMetrics): FastifyInstance {
-  const admin = Fastify({ logger: false, requestIdHeader: false }) as unknown as FastifyInstance;
+  const admin = Fastify({ logger: false, requestIdHeader: false, frameworkErrors: frameworkError }) as unknown as FastifyInstance;
   admin.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   admin.get('/healthz', async () => ({ status: 'ok' }));
   admin.setNotFoundHandler((_req, reply) => void reply.code(404).send(errorBody('not-found')));

@@ -57,6 +57,12 @@ describe('bad input to coffer-vault', () => {
     assert.equal(res.json().error.code, 'not-found');
   });
 
+  it('a path with a malformed percent-escape is the catalogue 404, not Fastify\'s own body', async () => {
+    const res = await h.vault.app.inject({ method: 'POST', url: '/v1/request%zz' });
+    assert.equal(res.statusCode, 404);
+    assert.deepEqual(res.json(), { error: { code: 'not-found', message: 'no such endpoint', retry: false } });
+  });
+
   it('a well-sealed body that does not parse is answered `invalid` inside the envelope', async () => {
     const junk = pad(new Uint8Array([1, 2, 3]));
     const sealed = await sealRequest(h.vault.fleet.fleetKey, 'alice', 'login-start', junk);

@@ -23,7 +23,7 @@
  * whoever reads the logs must not learn whether a given user's guess was right. It
  * carries the operation, sizes, timing and, for a refused or failed request, the error.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { closeIdleUntilClosed } from '@coffer/protocol/node';
 import { errorBody, ERRORS, type ErrorCode } from './errors.js';
 import { requestClass, type VaultMetrics } from './metrics.js';
@@ -47,6 +47,15 @@ export interface AppOptions {
   readonly group?: { readonly ackBodyLength: number; receiveAck(body: Uint8Array): Promise<boolean> };
 }
 
+/**
+ * What Fastify's router refuses by itself (a path with a malformed percent-escape, a route
+ * parameter above maxParamLength) names no endpoint: the catalogue's 404, not Fastify's
+ * own body (which echoes the path).
+ */
+function frameworkError(_err: Error, _req: FastifyRequest, reply: FastifyReply): void {
+  void reply.code(404).send(errorBody('not-found'));
+}
+
 export function buildApp(options: AppOptions): FastifyInstance {
   const app = Fastify({
     logger: options.logger ?? false,
@@ -56,6 +65,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     // Fastify's own two lines per request (incoming / completed) duplicate the one line
     // each handler below writes, and cost ~0.1 ms per request at the vault's rates.
     logController: new LogController({ disableRequestLogging: true }),
+    frameworkErrors: frameworkError,
   });
   // Kept-alive connections that turn idle while closing are closed at once (@coffer/protocol/node graceful-close.ts).
   app.addHook('preClose', (done) => {
@@ -145,7 +155,7 @@ export interface AdminAppOptions {
 
 /** The admin listener: /metrics and /healthz, nothing that touches a record. */
 export function buildAdminApp(options: AdminAppOptions): FastifyInstance {
-  const app = Fastify({ ...(options.log ? { loggerInstance: options.log } : { logger: false }), requestIdHeader: false, logController: new LogController({ disableRequestLogging: true }) });
+  const app = Fastify({ ...(options.log ? { loggerInstance: options.log } : { logger: false }), requestIdHeader: false, logController: new LogController({ disableRequestLogging: true }), frameworkErrors: frameworkError });
   app.setNotFoundHandler((_req, reply) => void reply.code(404).send(errorBody('not-found')));
   app.get('/healthz', async () => ({ status: 'ok', platform: options.describe.platform, store: options.describe.store }));
   app.get('/metrics', async (_req, reply) => reply.type(options.metrics.registry.contentType).send(await options.metrics.registry.metrics()));

@@ -143,3 +143,28 @@ test("the hash carries over from one piece to the next: a cut point made by the 
   }
 });
 
+// Last in this file: a failed WebAssembly memory makes this thread use the JavaScript loop from then on.
+test('a WebAssembly memory that cannot be made (ulimit -v) gives the JavaScript loop, not a failed chunker', () => {
+  const w = (globalThis as unknown as { WebAssembly: { Memory: unknown } }).WebAssembly;
+  const real = w.Memory;
+  let tried = 0;
+  w.Memory = function (): never {
+    tried++;
+    throw new RangeError('WebAssembly.Memory(): could not allocate memory');
+  };
+  try {
+    const gb = bytes(1024, 5);
+    const p = params[3]!;
+    const data = bytes(3 << 20, 6);
+    const cdc = new FastCdc(gb, p);
+    for (let s = 0; s < data.length; ) {
+      const expect = referenceCut(gb, p, data, s, data.length, true);
+      assert.equal(cdc.cut(data, s, data.length, true), expect);
+      s += expect;
+    }
+    assert.equal(new FastCdc(gb, p).cut(data, 0, data.length, true), referenceCut(gb, p, data, 0, data.length, true));
+    assert.equal(tried, 1, 'tried once, then the JavaScript loop');
+  } finally {
+    w.Memory = real;
+  }
+});

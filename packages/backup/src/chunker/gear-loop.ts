@@ -134,12 +134,27 @@ export interface GearLoop {
 /** Tests only: `true` makes newGearLoop give the JavaScript loop, as where WebAssembly is missing. */
 export const gearLoopForTesting = { javascript: false };
 
+/** Set once a WebAssembly memory could not be made in this thread: the JavaScript loop from then on. */
+let wasmFailed = false;
+
 /**
  * The WebAssembly loop, or the same loop in JavaScript where WebAssembly is missing (Node
- * run with --jitless, some sandboxes): backups then run at the old speed, not fail.
+ * run with --jitless, some sandboxes) or its memory cannot be made: backups then run at
+ * the old speed, not fail. Each WebAssembly memory reserves gigabytes of address space
+ * (V8's guard regions), so under a limit on virtual memory (`ulimit -v`, even 12 GiB)
+ * `new WebAssembly.Memory` throws RangeError; that surfaced as every file "cannot read"
+ * and a snapshot saved without their contents (exit 3).
  */
 export function newGearLoop(gear: Int32Array): GearLoop {
-  return wasm && !gearLoopForTesting.javascript ? new WasmGearLoop(gear) : new JsGearLoop(gear);
+  if (wasm && !gearLoopForTesting.javascript && !wasmFailed) {
+    try {
+      return new WasmGearLoop(gear);
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      wasmFailed = true;
+    }
+  }
+  return new JsGearLoop(gear);
 }
 
 /** spec §6.1's loop as written there, in JavaScript. */

@@ -108,6 +108,17 @@ export function checkArgPath(what: string, path: string): string {
   return path;
 }
 
+/**
+ * A pattern given on the command line (--exclude, --include, find's) whose bytes are not
+ * UTF-8: Node hands it over with U+FFFD in their place, and it would silently match
+ * nothing (an --exclude that excludes nothing). Refused, saying how such a name is
+ * matched: as Latin-1, one character per byte (or `?`).
+ */
+export function checkArgPattern(what: string, pattern: string): string {
+  if (pattern.includes('\ufffd')) throw new UsageError(`${what} ${JSON.stringify(pattern)}: the pattern holds bytes that are not UTF-8 (shown as U+FFFD), which coffer cannot receive as given; a name that is not UTF-8 is matched as Latin-1, one character per byte (write \\xe9 as é, or use ?)`);
+  return pattern;
+}
+
 export async function backendFor(location: string, flags: GlobalFlags, io: Io): Promise<StorageBackend> {
   if (isRelayRepository(location)) {
     const blobs = await openRelayBlobs(flags, io);

@@ -309,6 +309,13 @@ test('a user\'s slips are refused, nothing lost: forget with 0-valued or unmatch
     assert.match(r.stderr, /not UTF-8/);
   }
   assert.deepEqual((await fs.readdir(s.base)).filter((n) => n.startsWith('dir-')), [], 'no directory made under another name');
+  // So does a pattern (--exclude, --include, find's): it matched nothing, silently (an
+  // --exclude of a name that is not UTF-8 excluded nothing).
+  for (const args of [['backup', '--dry-run', '.', '--exclude', 'P'], ['restore', 'latest', '--target', join(s.base, 'pt'), '--include', 'P'], ['find', 'P']]) {
+    const r = spawnSync('bash', ['-c', `cd "$1" && shift && p=$(printf 'dir-\\xff') && exec "$@" "\${p}"`, 'bash', s.base, process.execPath, BIN, ...args.slice(0, -1)], { env: base, encoding: 'utf8' });
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /pattern holds bytes that are not UTF-8.*Latin-1/);
+  }
 });
 
 test('a failed system call no command explained is one line naming the call and path (exit 14), its stack only with COFFER_DEBUG=1; other errors stay internal', async () => {

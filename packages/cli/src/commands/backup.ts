@@ -8,7 +8,7 @@ import { backup, tuneHeapForBackup, type BackupProgress } from '@coffer/backup/b
 import { hex } from '@coffer/backup/blob';
 import type * as FilterModule from '@coffer/backup/filter';
 import type { PatternRule } from '@coffer/backup/filter';
-import { openRepo, type GlobalFlags } from '../context.js';
+import { checkArgPattern, openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
 import { newTags, parseCompression, parsePad } from './flags.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
@@ -36,8 +36,8 @@ async function excludeRules(flags: SelectFlags, readPatternFile: typeof FilterMo
   const rules: PatternRule[] = [];
   for (const f of flags['exclude-file'] ?? []) rules.push(...(await readPatternFile(f)));
   for (const f of flags['iexclude-file'] ?? []) rules.push(...(await readPatternFile(f, true)));
-  for (const p of flags.exclude ?? []) rules.push({ pattern: p });
-  for (const p of flags.iexclude ?? []) rules.push({ pattern: p, ignoreCase: true });
+  for (const p of flags.exclude ?? []) rules.push({ pattern: checkArgPattern('--exclude', p) });
+  for (const p of flags.iexclude ?? []) rules.push({ pattern: checkArgPattern('--iexclude', p), ignoreCase: true });
   return rules;
 }
 

@@ -23,7 +23,7 @@ import type { Repository, SnapshotRecord } from '@coffer/backup/repository';
 import { isEmptyFilter, matchesFilter } from '@coffer/backup/snapshot';
 import type { TreeEntry } from '@coffer/backup';
 import { snapshotFilter, type FilterFlags } from './flags.js';
-import { openRepo, type GlobalFlags } from '../context.js';
+import { checkArgPattern, openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
 import { ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
@@ -177,6 +177,7 @@ type FindFlags = GlobalFlags & FilterFlags & { 'ignore-case'?: boolean; snapshot
 /** `coffer find PATTERN… [--snapshot ID…] [-i] [--newest T] [--oldest T]`. */
 export async function findCmd(flags: FindFlags, patterns: string[], io: Io): Promise<number> {
   if (patterns.length === 0) throw new UsageError("find: give a pattern, e.g. `coffer find '*.txt'`");
+  for (const p of patterns) checkArgPattern('find: pattern', p);
   const oldest = flags.oldest !== undefined ? parseTime(flags.oldest, 'oldest', false) : undefined;
   const newest = flags.newest !== undefined ? parseTime(flags.newest, 'newest', true) : undefined;
   const repo = await openRepo(flags, io);

@@ -4,7 +4,7 @@ import { SnapshotPaths } from '@coffer/backup/browse';
 import { hex } from '@coffer/backup/blob';
 import { RestoreSelection } from '@coffer/backup/filter';
 import { restore } from '@coffer/backup/restore';
-import { checkArgPath, openRepo, type GlobalFlags } from '../context.js';
+import { checkArgPath, checkArgPattern, openRepo, type GlobalFlags } from '../context.js';
 import { resolveSnapshotArg } from './browse.js';
 import type { FilterFlags } from './flags.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
@@ -28,6 +28,7 @@ export async function restoreCmd(
   if (args.length !== 1) throw new UsageError('restore: give one snapshot ID (or "latest") and --target DIR');
   if (!flags.target) throw new UsageError('restore: --target DIR is required (where to put the restored files)');
   checkArgPath('--target', flags.target);
+  for (const k of ['include', 'iinclude', 'exclude', 'iexclude'] as const) for (const p of flags[k] ?? []) checkArgPattern(`--${k}`, p);
   const select = new RestoreSelection({
     include: [...(flags.include ?? []).map((pattern) => ({ pattern })), ...(flags.iinclude ?? []).map((pattern) => ({ pattern, ignoreCase: true }))],
     exclude: [...(flags.exclude ?? []).map((pattern) => ({ pattern })), ...(flags.iexclude ?? []).map((pattern) => ({ pattern, ignoreCase: true }))],

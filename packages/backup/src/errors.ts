@@ -15,6 +15,7 @@ export type CofferErrorCode =
   | 'not-found' // a snapshot or source path that does not exist
   | 'exists' // restore target would overwrite
   | 'needs-repair' // prune refused: deleting now could lose data; the message says which repair to run
+  | 'nothing-read' // a backup could read none of its paths: no snapshot saved
   | 'invalid-argument';
 
 export class CofferError extends Error {

@@ -73,6 +73,7 @@ const exitFor: Record<CofferErrorCode, ExitCode> = {
   exists: ExitCode.Failure,
   'invalid-argument': ExitCode.Usage,
   'needs-repair': ExitCode.Corrupt,
+  'nothing-read': ExitCode.Failure,
 };
 
 export class UsageError extends Error {}

@@ -465,17 +465,21 @@ export class TreeWriter {
   /** Blobs being stored, oldest first, with their sizes. */
   readonly #storing: Array<{ id: Promise<string>; bytes: number }> = [];
   #storingBytes = 0;
+  /** Entries written so far. */
+  entries = 0;
   constructor(
     private readonly cdc: FastCdc,
     private readonly store: (raw: Buffer) => Promise<string>,
   ) {}
   /** Adds an entry; returns a promise only when tree blobs were cut and are being stored. */
   write(e: TreeEntry): Promise<void> | undefined {
+    this.entries++;
     encodeEntryInto(this.#out, e);
     return this.#written();
   }
   /** Adds an entry's line as bytes (an unchanged file's, from the parent listing). */
   writeLine(line: Buffer): Promise<void> | undefined {
+    this.entries++;
     this.#out.raw(line);
     return this.#written();
   }
@@ -1190,6 +1194,12 @@ async function walkAndStore(
     // Every job given: an idle chunk worker may help the other from here.
     workers().lastJobs();
     while (queued() > 0) await writeHead();
+    // Not one path could be read (as another user, a file or directory not readable):
+    // no snapshot, as restic refuses an empty one. Saved, it would say the backup ran,
+    // and could push good snapshots out of a `forget --keep-last N`.
+    if (tree.entries === 0) {
+      throw new CofferError('nothing-read', `nothing was backed up: ${warnings.length > 0 ? warnings.map((w) => `${w.path}: ${w.message}`).slice(0, 3).join('; ') : 'no path could be read'}; no snapshot was saved`);
+    }
     stopPrescan();
     parentFiles?.close();
     const treeIds = await tree.finish();

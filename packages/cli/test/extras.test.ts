@@ -239,6 +239,13 @@ test('coffer copy: between keys, --json, skips what was copied, env variables, r
   assert.equal(await digest(join(out, 'src')), await digest(join(want, 'src')));
   assert.equal((await coffer(['check', '--read-data', '--repo', r2, '--key-file', k2.file, '-q'])).code, 0);
 
+  // A source snapshot that cannot be read is skipped with a warning: the copy is incomplete, exit 3.
+  const snapDir = join(r1, 'snapshots');
+  await fs.appendFile(join(snapDir, (await fs.readdir(snapDir)).sort()[0]!), 'x');
+  const damaged = await coffer(['copy', '--repo', r2, '--key-file', k2.file, '--from-repo', r1, '--from-key-file', k1.file]);
+  assert.equal(damaged.code, 3, damaged.stderr);
+  assert.match(damaged.stderr, /coffer: warning: source: skipping snapshot [0-9a-f]{8}: /);
+
   const dst = { COFFER_REPOSITORY: r2, COFFER_KEY: k2.digits };
   assertError(await coffer(['copy'], dst), 2, /no source repository given: use --from-repo/);
   assertError(await coffer(['copy', '--from-repo', r1], dst), 2, /no key for the source repository/);

@@ -2,7 +2,7 @@
 import { copySnapshots, type CopyProgress } from '@coffer/backup/copy';
 import { formatKeyId } from '@coffer/backup/key';
 import { openRepo, openSourceRepo, type GlobalFlags, type SourceFlags } from '../context.js';
-import { fmtBytes, type Io } from '../tui.js';
+import { ExitCode, fmtBytes, type Io } from '../tui.js';
 
 /** A one-line progress display on a terminal's stderr: snapshots done and bytes read. */
 class CopyProgressLine {
@@ -34,6 +34,17 @@ class CopyProgressLine {
 export async function copyCmd(flags: GlobalFlags & SourceFlags, refs: string[], io: Io): Promise<number> {
   const src = await openSourceRepo(flags, io);
   const dst = await openRepo(flags, io);
+  // A snapshot or index of either repository that could not be read was skipped with a
+  // warning: the copy is then incomplete, exit 3 (done, with warnings), so that a job
+  // copying off-site notices, as a backup that could not read some files does.
+  let warned = 0;
+  for (const repo of [src, dst]) {
+    const shown = repo.onWarning;
+    repo.onWarning = (m) => {
+      warned++;
+      shown(m);
+    };
+  }
   const bar = new CopyProgressLine(io, !flags.json && !flags.quiet);
   let r;
   try {
@@ -42,8 +53,8 @@ export async function copyCmd(flags: GlobalFlags & SourceFlags, refs: string[], 
     bar.done();
   }
   if (flags.json) {
-    io.stdout.write(JSON.stringify({ from: src.location, to: dst.location, fromKeyId: formatKeyId(src.config.keyId), copied: r.copied, skipped: r.skipped }) + '\n');
-    return 0;
+    io.stdout.write(JSON.stringify({ from: src.location, to: dst.location, fromKeyId: formatKeyId(src.config.keyId), copied: r.copied, skipped: r.skipped, warnings: warned }) + '\n');
+    return warned > 0 ? ExitCode.Incomplete : ExitCode.Ok;
   }
   // stdout: the new snapshot IDs (data); the story on stderr.
   for (const c of r.copied) io.stdout.write(c.id + '\n');
@@ -52,5 +63,6 @@ export async function copyCmd(flags: GlobalFlags & SourceFlags, refs: string[], 
     for (const s of r.skipped) io.stderr.write(`snapshot ${s.source.slice(0, 8)} is already in ${dst.location} (as ${s.existing.slice(0, 8)})\n`);
     io.stderr.write(`copied ${r.copied.length} snapshot(s) from ${src.location} to ${dst.location}, skipped ${r.skipped.length}\n`);
   }
-  return 0;
+  if (warned > 0) io.stderr.write(`coffer: warning: ${warned} warning(s) above: what could not be read was not copied\n`);
+  return warned > 0 ? ExitCode.Incomplete : ExitCode.Ok;
 }

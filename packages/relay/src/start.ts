@@ -56,6 +56,9 @@ export async function openAccountStore(config: RelayConfig, options: { now?: () 
   return config.sessionCacheMs > 0 ? new SessionCachingStore(store, { ttlMs: config.sessionCacheMs, ...(options.now ? { now: options.now } : {}) }) : store;
 }
 
+/** A temporary file not written for this long (or twice the request timeout) is an upload a crash cut off. */
+const STALE_UPLOAD_MS = 15 * 60_000;
+
 export async function assembleRelay(config: RelayConfig, options: AssembleOptions = {}): Promise<RunningRelay> {
   // The link MAC of every forwarded request on node:crypto (synchronous), not WebCrypto.
   installNodeCrypto();
@@ -86,6 +89,12 @@ export async function assembleRelay(config: RelayConfig, options: AssembleOption
     https: config.tls ? { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) } : null,
   });
   const admin = buildAdminApp(metrics);
+  // Temporary files of uploads a crash cut off, and the directories only they held
+  // (LocalBlobStore.sweepTemporaries): swept once at start, in the background.
+  if (blobs instanceof LocalBlobStore) {
+    const staleAfterMs = Math.max(STALE_UPLOAD_MS, 2 * Math.max(config.requestTimeoutMs, config.blobs.bodyIdleTimeoutMs));
+    void blobs.sweepTemporaries(config.requestTimeoutMs > 0 ? staleAfterMs : 24 * 3_600_000);
+  }
   return {
     app,
     admin,

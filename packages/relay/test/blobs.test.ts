@@ -391,3 +391,38 @@ test('the S3 SDK is loaded by an S3 store\'s first request, never by a relay on 
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, AWS_SDK_JS_SUPPRESS_NODE_VERSION_WARNING: '1' } });
   assert.deepEqual(JSON.parse(r.stdout || '{}'), { before: false, after: true, failed: 'BlobStoreError', closed: 'BlobStoreError' }, r.stderr);
 });
+
+test('local store: what a crash mid-upload left (an old .tmp- file, the directories only it held) is swept at start, freeing the name; a recent one and every object stay', async (t) => {
+  const root = join(tempDir(t), 'blobs');
+  const store = new LocalBlobStore(root);
+  assert.equal(await store.put('acct', 'data/keep', Buffer.from('object')), 'created');
+  // Left by a relay killed mid-upload of data/ab/killed an hour ago, and by an upload in progress now.
+  await fs.mkdir(join(root, 'acct', 'data', 'ab'), { recursive: true });
+  const old = join(root, 'acct', 'data', 'ab', '.tmp-0123456789abcdef');
+  await fs.writeFile(old, 'partial');
+  const hourAgo = (Date.now() - 3_600_000) / 1000;
+  await fs.utimes(old, hourAgo, hourAgo);
+  await fs.mkdir(join(root, 'acct', 'snapshots'));
+  const fresh = join(root, 'acct', 'snapshots', '.tmp-fedcba9876543210');
+  await fs.writeFile(fresh, 'uploading');
+  assert.equal(await store.put('acct', 'data/ab', Buffer.from('x')), 'exists', 'the leftover directory takes the name');
+
+  assert.deepEqual(await store.sweepTemporaries(15 * 60_000), { files: 1, dirs: 1 });
+  assert.equal(existsSync(old), false);
+  assert.equal(existsSync(fresh), true, 'an upload written to recently is left alone');
+  assert.equal(await store.put('acct', 'data/ab', Buffer.from('x')), 'created', 'the name is free again');
+  assert.deepEqual((await store.list('acct', '')).map((b) => b.name), ['data/ab', 'data/keep']);
+});
+
+test('a relay started on a blob directory a crash left sweeps it: the leftover temporary file goes', async (t) => {
+  const dir = tempDir(t);
+  const left = join(dir, 'blobs', 'someone', 'data', 'ab');
+  await fs.mkdir(left, { recursive: true });
+  await fs.writeFile(join(left, '.tmp-0123456789abcdef'), 'partial');
+  const dayAgo = (Date.now() - 86_400_000) / 1000;
+  await fs.utimes(join(left, '.tmp-0123456789abcdef'), dayAgo, dayAgo);
+  await startRelay(t, testConfig(dir));
+  for (const end = Date.now() + 15_000; existsSync(left) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(existsSync(left), false, 'the temporary file and the directory only it held are gone');
+  assert.equal(existsSync(join(dir, 'blobs', 'someone')), true, 'the account directory stays');
+});

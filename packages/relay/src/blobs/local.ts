@@ -315,6 +315,57 @@ export class LocalBlobStore implements BlobStore {
     return true;
   }
 
+  /**
+   * Removes what uploads cut off by a crash left (a `kill -9` mid-upload): `.tmp-` files
+   * not written for `staleAfterMs`, and the directories that then hold nothing. Run at
+   * start (start.ts). Without it they stayed for ever, outside every quota, and a
+   * directory that held only one kept its name taken: a put of that name was 409
+   * blob-exists though no object was at or below it. A live upload writes its temporary
+   * file at least every batch and is ended by the request and idle timeouts, so one not
+   * written for longer than those (start.ts: at least 15 minutes) belongs to nobody, also
+   * where several relays share the directory. Never throws: what cannot be removed stays.
+   */
+  async sweepTemporaries(staleAfterMs: number, now = Date.now()): Promise<{ files: number; dirs: number }> {
+    const removed = { files: 0, dirs: 0 };
+    /** Sweeps below `dir`; true when `dir` is left empty. */
+    const walk = async (dir: string): Promise<boolean> => {
+      let entries: Dirent[];
+      try {
+        entries = await fs.readdir(dir, { withFileTypes: true });
+      } catch {
+        return false;
+      }
+      let left = entries.length;
+      for (const e of entries) {
+        const path = join(dir, e.name);
+        if (e.isDirectory()) {
+          if (!(await walk(path))) continue;
+          this.#forget(path);
+          if (await fs.rmdir(path).then(() => true, () => false)) {
+            removed.dirs++;
+            left--;
+          }
+        } else if (e.isFile() && e.name.startsWith('.tmp-')) {
+          const st = await fs.stat(path).catch(() => null);
+          if (st && now - st.mtimeMs > staleAfterMs && (await fs.unlink(path).then(() => true, () => false))) {
+            removed.files++;
+            left--;
+          }
+        }
+      }
+      return left === 0;
+    };
+    // Each namespace (account) directory and what is below; the namespaces themselves stay.
+    let spaces: Dirent[];
+    try {
+      spaces = await fs.readdir(this.root, { withFileTypes: true });
+    } catch {
+      return removed;
+    }
+    for (const ns of spaces) if (ns.isDirectory()) await walk(join(this.root, ns.name));
+    return removed;
+  }
+
   async close(): Promise<void> {}
 }
 

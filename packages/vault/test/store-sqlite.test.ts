@@ -1,7 +1,7 @@
 // The SQLite record store: compare-and-swap semantics, no ABA, durability across reopen,
 // and no write resolving before the fsync of the WAL that holds it.
 import assert from 'node:assert/strict';
-import { fstatSync, fsync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, fstatSync, fsync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -81,6 +81,20 @@ describe('SqliteRecordStore', () => {
   it('rejects a malformed version without writing', async () => {
     assert.deepEqual(await store.compareAndPut('race', b('x'), 'not-a-number'), { ok: false });
     assert.equal(await store.compareAndDelete('race', 'NaN'), false);
+  });
+
+  it('keeps its files (database, -wal, -shm) readable by its own user only, also those an earlier version made with the umask', async () => {
+    const own = join(dir, 'modes.sqlite');
+    const modes = () => ['', '-wal', '-shm'].map((x) => statSync(`${own}${x}`).mode & 0o777);
+    const s1 = new SqliteRecordStore(own);
+    await s1.compareAndPut('a', b('x'), null);
+    assert.deepEqual(modes(), [0o600, 0o600, 0o600]);
+    await s1.close();
+    for (const x of ['', '-wal', '-shm']) if (existsSync(`${own}${x}`)) chmodSync(`${own}${x}`, 0o644);
+    const s2 = new SqliteRecordStore(own);
+    await s2.compareAndPut('b', b('y'), null);
+    assert.deepEqual(modes(), [0o600, 0o600, 0o600]);
+    await s2.close();
   });
 
   it('keeps committed records across close and reopen', async () => {

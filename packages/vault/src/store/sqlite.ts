@@ -23,7 +23,7 @@
  * The sweep index is a table (`sweeps`) written through the same group commit.
  */
 import Database from 'better-sqlite3';
-import { closeSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { LogConflictError, StoreError, type BatchChange, type CasResult, type LogStore, type PutOptions, type RecordStore, type RecordVersion, type StoredRecord, type SweepEntry } from './store.js';
 
@@ -92,6 +92,12 @@ export class SqliteRecordStore implements RecordStore, LogStore {
     this.name = `sqlite:${path}`;
     this.#fsync = options.fsync ?? fsync;
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // Readable by the vault's user only (as the relay's database): the records are sealed,
+    // but who was enrolled and each record's size and revision are no one else's to read.
+    // SQLite gives the -wal and -shm files the database file's mode; files an earlier
+    // version created with the umask's are narrowed too.
+    closeSync(openSync(path, 'a', 0o600));
+    for (const f of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
     this.#db = new Database(path);
     if (options.exclusive) {
       this.#db.pragma('locking_mode = EXCLUSIVE');

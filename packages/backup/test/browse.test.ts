@@ -425,6 +425,12 @@ test('find, diff and stats across snapshots; latest with filters', async (t) => 
   assert.deepEqual(hits.map((h) => h.snapshot.id), [a.id]);
   assert.equal(hits[0]!.matches[0]!.path.toString(), `${src}/docs/deep/x.md`);
   assert.equal((await findInSnapshots(repo, [a, b], { patterns: ['X.MD'] })).length, 0, 'case matters without -i');
+  // Handed over one by one, none kept: the same matches in the same order.
+  const kept = await findInSnapshots(repo, [a, b], { patterns: ['*'] });
+  const streamed: string[] = [];
+  const counted = await findInSnapshots(repo, [a, b], { patterns: ['*'] }, undefined, (rec, m) => streamed.push(`${rec.id.toString('hex')} ${m.path.toString('latin1')}`));
+  assert.deepEqual(streamed, kept.flatMap((h) => h.matches.map((m) => `${h.snapshot.id.toString('hex')} ${m.path.toString('latin1')}`)));
+  assert.deepEqual(counted.map((h) => [h.matches.length, h.count]), kept.map((h) => [0, h.matches.length]));
   assert.equal((await findInSnapshots(repo, [a, b], { patterns: [`${src.slice(1)}/*.txt`] }))[1]!.matches.length, 2, 'a pattern with / matches whole paths');
   const old = await findInSnapshots(repo, [a, b], { patterns: ['*.txt'], newest: T0 });
   assert.deepEqual(old.flatMap((h) => h.matches.map((m) => m.path.toString().slice(src.length))), ['/notes.txt', '/notes.txt'], 'only notes.txt (mtime T0) in each');

@@ -183,31 +183,36 @@ export async function findCmd(flags: FindFlags, patterns: string[], io: Io): Pro
   const repo = await openRepo(flags, io);
   const snaps = await chooseSnapshots(flags, io, repo, flags.snapshot ?? []);
   const counter = new Counter(io, flags, snaps.length);
+  // Matches are written as they are found (memory flat however many match): a
+  // snapshot's heading before its first, a blank line after its last; --json as one
+  // array written element by element.
+  let current: SnapshotRecord | undefined;
+  let matchesOut = 0;
+  const start = (rec: SnapshotRecord) => {
+    counter.done();
+    if (flags.json) {
+      const head = JSON.stringify({ snapshot: hex(rec.id), time: rec.snapshot.time, hostname: rec.snapshot.hostname, paths: rec.snapshot.paths, matches: [] });
+      io.stdout.write(`${current ? ']},' : '['}${head.slice(0, -2)}`);
+    } else io.stdout.write(`${current ? '\n' : ''}Found matching entries in ${describe(rec)}:\n`);
+    current = rec;
+    matchesOut = 0;
+  };
   const hits = await findInSnapshots(
     repo,
     snaps,
     { patterns, ignoreCase: flags['ignore-case'] === true, ...(oldest !== undefined ? { oldest } : {}), ...(newest !== undefined ? { newest } : {}) },
     (d) => counter.tick(d),
+    (rec, m) => {
+      if (rec !== current) start(rec);
+      if (flags.json) io.stdout.write(`${matchesOut > 0 ? ',' : ''}${JSON.stringify(entryJson(m.path, m.entry))}`);
+      else io.stdout.write(flags.long ? longLine(m.path, m.entry) : `${escapePath(m.path)}${m.entry.type === 'dir' ? '/' : ''}\n`);
+      matchesOut++;
+    },
   );
   counter.done();
-  if (flags.json) {
-    io.stdout.write(
-      JSON.stringify(
-        hits.map((h) => ({
-          snapshot: hex(h.snapshot.id),
-          time: h.snapshot.snapshot.time,
-          hostname: h.snapshot.snapshot.hostname,
-          paths: h.snapshot.snapshot.paths,
-          matches: h.matches.map((m) => entryJson(m.path, m.entry)),
-        })),
-      ) + '\n',
-    );
-  } else {
-    for (const h of hits) {
-      io.stdout.write(`Found matching entries in ${describe(h.snapshot)}:\n`);
-      for (const m of h.matches) io.stdout.write(flags.long ? longLine(m.path, m.entry) : `${escapePath(m.path)}${m.entry.type === 'dir' ? '/' : ''}\n`);
-      io.stdout.write('\n');
-    }
+  if (flags.json) io.stdout.write(current ? ']}]\n' : '[]\n');
+  else {
+    if (current) io.stdout.write('\n');
     if (!flags.quiet) io.stderr.write(`${hits.length} of ${snaps.length} snapshot(s) hold matching paths\n`);
   }
   return 0;

@@ -12,7 +12,7 @@
  * the same bytes.
  */
 import { CofferError } from '../errors.js';
-import { hex, type BlobLocation } from './blob.js';
+import { hex } from './blob.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 import { matchesFilter, type Snapshot, type SnapshotFilter } from './snapshot.js';
 import type { FileEntry, TreeEntry } from './tree.js';
@@ -498,13 +498,13 @@ class BlobMarks {
   }
 
   mark(e: TreeEntry): void {
-    if (e.type !== 'file') return;
-    for (const c of e.chunks) {
-      const id = Buffer.from(c, 'hex');
-      const r = this.index.recordOf(id);
-      if (r < 0) this.missing.add(id);
-      else this.bits[r >>> 3]! |= 1 << (r & 7);
-    }
+    if (e.type === 'file') for (const c of e.chunks) this.markId(Buffer.from(c, 'hex'));
+  }
+
+  markId(id: Buffer): void {
+    const r = this.index.recordOf(id);
+    if (r < 0) this.missing.add(id);
+    else this.bits[r >>> 3]! |= 1 << (r & 7);
   }
 }
 
@@ -627,25 +627,29 @@ export async function snapshotStats(repo: Repository, snapshots: SnapshotRecord[
     }
     return r;
   }
-  const ids = new Set<string>();
+  // A bit per index record, and the IDs no index holds apart (BlobMarks, as diff): one
+  // bit per blob of the repository, not a string per blob of the snapshots.
+  const index = await repo.index();
+  const marks = new BlobMarks(index);
   for (const rec of snapshots) {
-    for (const t of rec.snapshot.tree) ids.add(t);
-    for await (const e of repo.tree(rec.snapshot)) if (e.type === 'file') for (const c of e.chunks) ids.add(c);
+    for (const t of rec.snapshot.tree) marks.markId(Buffer.from(t, 'hex'));
+    for await (const e of repo.tree(rec.snapshot)) marks.mark(e);
     onSnapshot?.(++done);
   }
-  const index = await repo.index();
   let rawBytes = 0;
   let storedBytes = 0;
-  let missing = 0;
-  for (const id of ids) {
-    const loc: BlobLocation | undefined = index.get(Buffer.from(id, 'hex'));
-    if (!loc) missing++;
-    else {
+  let blobs = 0;
+  for (let i = 0; i < marks.bits.length; i++) {
+    if (marks.bits[i] === 0) continue;
+    for (let bit = 0; bit < 8; bit++) {
+      if ((marks.bits[i]! & (1 << bit)) === 0) continue;
+      const loc = index.locationAt(i * 8 + bit);
+      blobs++;
       rawBytes += loc.rawLength;
       storedBytes += loc.storedLength;
     }
   }
-  return { mode, snapshots: snapshots.length, blobs: ids.size, rawBytes, storedBytes, missingBlobs: missing };
+  return { mode, snapshots: snapshots.length, blobs: blobs + marks.missing.size, rawBytes, storedBytes, missingBlobs: marks.missing.size };
 }
 
 /** Writes to a stream, waiting when it asks to (flat memory whatever the reader's speed). */

@@ -188,9 +188,10 @@ test('backup: --exclude, --exclude-caches (tag kept), --exclude-if-present, an e
   assert.equal(dry.dirs, r.snapshot.stats.dirs);
   assert.equal(dry.bytes, r.snapshot.stats.bytes);
 
-  // An excluded root is stored as nothing.
-  const none = await backup(repo, { paths: [join(src, 'node_modules')], exclude });
-  assert.equal(none.snapshot.stats.files + none.snapshot.stats.dirs, 0);
+  // Every root excluded: nothing to store, and no empty snapshot saved.
+  const before = (await repo.snapshots()).length;
+  await assert.rejects(backup(repo, { paths: [join(src, 'node_modules')], exclude }), (e: unknown) => CofferError.is(e, 'nothing-read') && /every path given is excluded; no snapshot was saved/.test((e as Error).message));
+  assert.equal((await repo.snapshots()).length, before);
   assert.throws(() => backupExcluder({ excludeIfPresent: ['a/b'] }), /file name/);
   assert.equal(backupExcluder({}), undefined, 'no selection: no hook');
 });

@@ -1194,11 +1194,12 @@ async function walkAndStore(
     // Every job given: an idle chunk worker may help the other from here.
     workers().lastJobs();
     while (queued() > 0) await writeHead();
-    // Not one path could be read (as another user, a file or directory not readable):
-    // no snapshot, as restic refuses an empty one. Saved, it would say the backup ran,
-    // and could push good snapshots out of a `forget --keep-last N`.
+    // Nothing to store (not one path could be read, as another user, or every path was
+    // excluded): no snapshot, as restic refuses an empty one. Saved, it would say the
+    // backup ran, and could push good snapshots out of a `forget --keep-last N`.
     if (tree.entries === 0) {
-      throw new CofferError('nothing-read', `nothing was backed up: ${warnings.length > 0 ? warnings.map((w) => `${w.path}: ${w.message}`).slice(0, 3).join('; ') : 'no path could be read'}; no snapshot was saved`);
+      const why = warnings.length > 0 ? warnings.map((w) => `${w.path}: ${w.message}`).slice(0, 3).join('; ') : 'every path given is excluded';
+      throw new CofferError('nothing-read', `nothing was backed up: ${why}; no snapshot was saved`);
     }
     stopPrescan();
     parentFiles?.close();

@@ -458,8 +458,7 @@ export function compareListingOrder(a: Buffer, b: Buffer): number {
  * `/home/me /etc`). Otherwise (`/b/z` beside `/c/a`, or `/a` beside `/a/b`) the entries
  * are read into memory and sorted.
  */
-async function* entriesInOrder(repo: Repository, rec: SnapshotRecord): AsyncGenerator<TreeEntry & { abs: Buffer }> {
-  const map = new SnapshotPaths(rec.snapshot);
+async function* entriesInOrder(repo: Repository, rec: SnapshotRecord, map: SnapshotPaths): AsyncGenerator<TreeEntry & { abs: Buffer }> {
   if (map.rootsInOrder()) {
     for await (const e of repo.tree(rec.snapshot)) yield { ...e, abs: map.absolute(e.rawPath) };
     return;
@@ -490,11 +489,11 @@ function countEntry(c: DiffCounts, e: TreeEntry): void {
  * blob of the repository.
  */
 class BlobMarks {
-  readonly bits: Uint8Array;
+  readonly #bits: Uint8Array;
   readonly missing = new IdSet();
 
   constructor(private readonly index: BlobIndex) {
-    this.bits = new Uint8Array((index.recordCount + 7) >>> 3);
+    this.#bits = new Uint8Array((index.recordCount + 7) >>> 3);
   }
 
   mark(e: TreeEntry): void {
@@ -504,7 +503,19 @@ class BlobMarks {
   markId(id: Buffer): void {
     const r = this.index.recordOf(id);
     if (r < 0) this.missing.add(id);
-    else this.bits[r >>> 3]! |= 1 << (r & 7);
+    else this.#bits[r >>> 3]! |= 1 << (r & 7);
+  }
+
+  has(r: number): boolean {
+    return (this.#bits[r >>> 3]! & (1 << (r & 7))) !== 0;
+  }
+
+  /** The index records marked, in order. */
+  *records(): IterableIterator<number> {
+    for (let i = 0; i < this.#bits.length; i++) {
+      if (this.#bits[i] === 0) continue;
+      for (let bit = 0; bit < 8; bit++) if (this.#bits[i]! & (1 << bit)) yield i * 8 + bit;
+    }
   }
 }
 
@@ -531,10 +542,11 @@ export async function diffSnapshots(repo: Repository, a: SnapshotRecord, b: Snap
     if (onChange) onChange(c);
     else r.changes.push(c);
   };
-  const linkChanged = (x: TreeEntry, rec: SnapshotRecord) => x.type === 'hardlink' && contentChanged.has(new SnapshotPaths(rec.snapshot).absolute(x.link).toString('latin1'));
+  const pathsA = new SnapshotPaths(a.snapshot);
+  const linkChanged = (x: TreeEntry) => x.type === 'hardlink' && contentChanged.has(pathsA.absolute(x.link).toString('latin1'));
 
-  const ia = entriesInOrder(repo, a);
-  const ib = entriesInOrder(repo, b);
+  const ia = entriesInOrder(repo, a, pathsA);
+  const ib = entriesInOrder(repo, b, new SnapshotPaths(b.snapshot));
   let x = (await ia.next()).value;
   let y = (await ib.next()).value;
   while (x || y) {
@@ -558,7 +570,7 @@ export async function diffSnapshots(repo: Repository, a: SnapshotRecord, b: Snap
     if (x!.type !== y!.type) {
       emit('T', y!);
       r.typeChanged++;
-    } else if (!sameContent(x!, y!) || linkChanged(x!, a)) {
+    } else if (!sameContent(x!, y!) || linkChanged(x!)) {
       emit('M', y!);
       r.modified++;
     } else if (!sameMeta(x!, y!)) {
@@ -569,19 +581,15 @@ export async function diffSnapshots(repo: Repository, a: SnapshotRecord, b: Snap
     y = (await ib.next()).value;
   }
 
-  const size = (rec: number) => index.locationAt(rec).rawLength;
-  for (let i = 0; i < marksA.bits.length; i++) {
-    const only = [marksB.bits[i]! & ~marksA.bits[i]!, marksA.bits[i]! & ~marksB.bits[i]!];
-    for (let bit = 0; bit < 8; bit++) {
-      if (only[0]! & (1 << bit)) {
-        r.blobsAdded++;
-        r.bytesAdded += size(i * 8 + bit);
-      }
-      if (only[1]! & (1 << bit)) {
-        r.blobsRemoved++;
-        r.bytesRemoved += size(i * 8 + bit);
-      }
-    }
+  for (const rec of marksB.records()) {
+    if (marksA.has(rec)) continue;
+    r.blobsAdded++;
+    r.bytesAdded += index.locationAt(rec).rawLength;
+  }
+  for (const rec of marksA.records()) {
+    if (marksB.has(rec)) continue;
+    r.blobsRemoved++;
+    r.bytesRemoved += index.locationAt(rec).rawLength;
   }
   // Blobs no index holds count, with no size known (a damaged repository).
   for (const [from, to, n] of [[marksB.missing, marksA.missing, 'blobsAdded'], [marksA.missing, marksB.missing, 'blobsRemoved']] as const) {
@@ -639,15 +647,11 @@ export async function snapshotStats(repo: Repository, snapshots: SnapshotRecord[
   let rawBytes = 0;
   let storedBytes = 0;
   let blobs = 0;
-  for (let i = 0; i < marks.bits.length; i++) {
-    if (marks.bits[i] === 0) continue;
-    for (let bit = 0; bit < 8; bit++) {
-      if ((marks.bits[i]! & (1 << bit)) === 0) continue;
-      const loc = index.locationAt(i * 8 + bit);
-      blobs++;
-      rawBytes += loc.rawLength;
-      storedBytes += loc.storedLength;
-    }
+  for (const rec of marks.records()) {
+    const loc = index.locationAt(rec);
+    blobs++;
+    rawBytes += loc.rawLength;
+    storedBytes += loc.storedLength;
   }
   return { mode, snapshots: snapshots.length, blobs: blobs + marks.missing.size, rawBytes, storedBytes, missingBlobs: marks.missing.size };
 }

@@ -521,7 +521,8 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
       const st = stage;
       // Interrupted (Ctrl-C), the process removes the staging directory (everything not
       // yet moved into place) before it exits, as after a failure.
-      const unregister = onInterrupt(() => tgt.withDir(NO_DIR, false, (prefix) => fs.rm(Buffer.concat([prefix, st.name]).toString('latin1'), { recursive: true, force: true, maxRetries: 3 })));
+      const removeStage = () => tgt.withDir(NO_DIR, false, (prefix) => fs.rm(Buffer.concat([prefix, st.name]).toString('latin1'), { recursive: true, force: true, maxRetries: 3 }));
+      const unregister = onInterrupt(removeStage);
       try {
         const made = await tgt.withDir(NO_DIR, false, async (prefix) => madeIn(Buffer.concat([prefix, st.name])));
         const r = await restoreInto(repo, st.tgt, { target, dirs, files, others, warn, warnings, owners, modeFor, split, shown, opts, direct: true, made: made ?? undefined, early });
@@ -538,7 +539,7 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
         return r;
       } catch (e) {
         await st.tgt.close();
-        await tgt.withDir(NO_DIR, false, (prefix) => fs.rm(Buffer.concat([prefix, st.name]).toString('latin1'), { recursive: true, force: true })).catch(() => {});
+        await removeStage().catch(() => {});
         throw e;
       } finally {
         unregister();

@@ -99,24 +99,25 @@ export function repoLocation(flags: GlobalFlags, io: Io): string {
 }
 
 /**
- * A path given on the command line where bytes that are not UTF-8 became U+FFFD (Node
- * decodes arguments as UTF-8): using it would make or write another directory than the
- * one named. Refused (a name really holding U+FFFD too: rare, and the refusal says why).
+ * An argument whose bytes were not UTF-8: Node decodes arguments as UTF-8, so they reach
+ * coffer as U+FFFD. A path would name another directory than the one meant (made or
+ * written there), a pattern would silently match nothing (an --exclude that excludes
+ * nothing). Refused, with `hint` (a name really holding U+FFFD too: rare, and the
+ * refusal says why).
  */
-export function checkArgPath(what: string, path: string): string {
-  if (path.includes('\ufffd')) throw new UsageError(`${what} ${JSON.stringify(path)}: the path holds bytes that are not UTF-8 (shown as U+FFFD), which coffer cannot receive as given; rename the directory or use one whose name is UTF-8`);
-  return path;
+function refuseReplacedBytes(what: string, value: string, kind: string, hint: string): string {
+  if (value.includes('\ufffd')) throw new UsageError(`${what} ${JSON.stringify(value)}: the ${kind} holds bytes that are not UTF-8 (shown as U+FFFD), which coffer cannot receive as given; ${hint}`);
+  return value;
 }
 
-/**
- * A pattern given on the command line (--exclude, --include, find's) whose bytes are not
- * UTF-8: Node hands it over with U+FFFD in their place, and it would silently match
- * nothing (an --exclude that excludes nothing). Refused, saying how such a name is
- * matched: as Latin-1, one character per byte (or `?`).
- */
+/** A path argument (--target, --repo) whose bytes are not UTF-8: refused (refuseReplacedBytes). */
+export function checkArgPath(what: string, path: string): string {
+  return refuseReplacedBytes(what, path, 'path', 'rename the directory or use one whose name is UTF-8');
+}
+
+/** A pattern argument (--exclude, --include, find's) whose bytes are not UTF-8: refused, saying how such a name is matched. */
 export function checkArgPattern(what: string, pattern: string): string {
-  if (pattern.includes('\ufffd')) throw new UsageError(`${what} ${JSON.stringify(pattern)}: the pattern holds bytes that are not UTF-8 (shown as U+FFFD), which coffer cannot receive as given; a name that is not UTF-8 is matched as Latin-1, one character per byte (write \\xe9 as é, or use ?)`);
-  return pattern;
+  return refuseReplacedBytes(what, pattern, 'pattern', 'a name that is not UTF-8 is matched as Latin-1, one character per byte (write \\xe9 as é, or use ?)');
 }
 
 export async function backendFor(location: string, flags: GlobalFlags, io: Io): Promise<StorageBackend> {

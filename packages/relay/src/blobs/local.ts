@@ -16,6 +16,8 @@ import { finished, type Readable } from 'node:stream';
 import { BlobStoreError, type BlobBody, type BlobInfo, type BlobStore, type ByteRange } from './store.js';
 
 const FULL = new Set(['ENOSPC', 'EDQUOT']);
+/** A put's temporary file's name starts so (listings skip names starting with `.`; sweepTemporaries removes stale ones). */
+const TMP_PREFIX = '.tmp-';
 
 /**
  * Writes go to the temporary file in batches of up to this many bytes: four of the
@@ -113,7 +115,7 @@ export class LocalBlobStore implements BlobStore {
   async #put(ns: string, name: string, data: BlobBody): Promise<'created' | 'exists'> {
     const path = this.#path(ns, name);
     const dir = dirname(path);
-    const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    const tmp = join(dir, `${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
     let fh: fs.FileHandle | undefined;
     let created: string | undefined;
     let linked = false;
@@ -345,7 +347,7 @@ export class LocalBlobStore implements BlobStore {
             removed.dirs++;
             left--;
           }
-        } else if (e.isFile() && e.name.startsWith('.tmp-')) {
+        } else if (e.isFile() && e.name.startsWith(TMP_PREFIX)) {
           const st = await fs.stat(path).catch(() => null);
           if (st && now - st.mtimeMs > staleAfterMs && (await fs.unlink(path).then(() => true, () => false))) {
             removed.files++;

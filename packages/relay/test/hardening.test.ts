@@ -342,3 +342,36 @@ test('/metrics is on the admin listener only; the relay database files are 0600'
     assert.equal(mode & 0o077, 0, `${f} is ${mode.toString(8)}`);
   }
 });
+
+test('blob routes: only an upload has a body, of type octet-stream; others are refused from their headers and the connection is closed', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t)));
+  const a = await r.signUp();
+  const url = await listen(r);
+  const auth = `Authorization: Bearer ${a.token}\r\n`;
+  assert.equal((await fetch(`${url.origin}/v1/blobs/mine`, { method: 'PUT', headers: { ...a.auth(), 'content-type': 'application/octet-stream' }, body: 'hello' })).status, 201);
+  // A GET or DELETE declaring 1 GiB, or chunked: answered at once, body unread, connection closed.
+  for (const head of [
+    `GET /v1/blobs/mine HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/octet-stream\r\nContent-Length: ${2 ** 30}\r\n\r\nxxxx`,
+    `DELETE /v1/blobs/mine HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nxxxx\r\n`,
+    `HEAD /v1/blobs/mine HTTP/1.1\r\nHost: x\r\n${auth}Content-Length: 10\r\n\r\n`,
+    `GET /v1/blobs?prefix= HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{`,
+  ]) {
+    const c = await raw(url, head);
+    await c.closed;
+    const method = head.split(' ')[0]!;
+    assert.match(c.got(), /^HTTP\/1\.1 400 /, method);
+    assert.match(c.got(), /connection: close/i, method);
+    if (method !== 'HEAD') assert.match(c.got(), /"code":"bad-request"/, method);
+  }
+  // The object is still there: the DELETE with a body removed nothing.
+  assert.equal((await fetch(`${url.origin}/v1/blobs/mine`, { headers: a.auth() })).status, 200);
+  // An upload of JSON (of any size) or of a form is 415, nothing stored.
+  for (const [type, size] of [['application/json', 10], ['application/json', 100_000], ['text/plain', 5], ['application/octet-streamx', 5]] as const) {
+    const res = await fetch(`${url.origin}/v1/blobs/other`, { method: 'PUT', headers: { ...a.auth(), 'content-type': type }, body: 'x'.repeat(size) });
+    assert.equal(res.status, 415, `${type} ${size}`);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'unsupported-media-type', `${type} ${size}`);
+  }
+  assert.equal((await fetch(`${url.origin}/v1/blobs/other`, { headers: a.auth() })).status, 404);
+  // With parameters and in another case it is still octet-stream.
+  assert.equal((await fetch(`${url.origin}/v1/blobs/third`, { method: 'PUT', headers: { ...a.auth(), 'content-type': 'Application/Octet-Stream; x=1' }, body: 'hi' })).status, 201);
+});

@@ -28,6 +28,17 @@ export interface BlobRoutesOptions {
   readonly metrics: RelayMetrics;
 }
 
+/** A request that declares a body: a length above 0, or a transfer coding (chunked). */
+function hasBody(req: FastifyRequest): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/** `application/octet-stream`, with parameters or not, in any case. */
+function isOctetStream(type: string | undefined): boolean {
+  return type !== undefined && type.split(';', 1)[0]!.trim().toLowerCase() === 'application/octet-stream';
+}
+
 /** What an upload holds while it runs: bytes in flight and quota, released once. */
 interface UploadBudget {
   readonly ns: string;
@@ -144,6 +155,19 @@ export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Pr
   // Authenticate before anything else happens: no budget reserved, no byte read, no
   // 100-continue sent for a request without valid credentials.
   app.addHook('onRequest', o.authenticate);
+  // Only an upload has a body. A GET, HEAD or DELETE that sends one (spec/relay-api.md
+  // §3) is refused before a byte of it is read, so a body cannot stream in unbounded
+  // beside an answer; the error handler closes the connection after answering.
+  // An upload's body must be application/octet-stream: anything else (JSON, a form) is
+  // 415 from its headers, not whatever that type's parser would say about its size.
+  app.addHook('onRequest', (req, _reply, done) => {
+    if (req.method !== 'PUT') {
+      if (hasBody(req)) return done(new RelayError('bad-request', { message: `a ${req.method} of a blob takes no body` }));
+    } else if (hasBody(req) && !isOctetStream(req.headers['content-type'])) {
+      return done(new RelayError('unsupported-media-type', { message: 'the body must be application/octet-stream' }));
+    }
+    done();
+  });
 
   // Upload bodies are not buffered: the handler gets the body as a stream (an
   // UploadMeter) and the store reads it into place.

@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import pkcs11js from 'pkcs11js';
 import type { Handle, PKCS11, Template } from 'pkcs11js';
 import { ANCHOR_LABEL, ANCHOR_SLOT_APPLICATION, AnchorSlots, readAnchorObject } from '../src/platform/pkcs11/anchor.js';
+import { PlatformError } from '../src/core/platform.js';
 
 type Value = Buffer | string | boolean | number;
 
@@ -133,17 +134,23 @@ describe('PKCS#11 anchor slots (in-memory token)', () => {
     assert.deepEqual(readAnchorObject(p, session), Uint8Array.from([3]));
   });
 
-  it('a second writer on the token: the remembered slots no longer hold the newest generation, so the write searches and goes above it', () => {
+  it('a second writer on the token: the next write is refused (anchor-moved, nothing written) until this writer reads again, then goes above it', () => {
     const t = new FakeToken();
     const p = t as unknown as PKCS11;
     const a = new AnchorSlots();
     const b = new AnchorSlots();
     for (let i = 1; i <= 3; i++) a.write(p, session, Buffer.from([i]));
     for (let i = 10; i <= 14; i++) b.write(p, session, Buffer.from([i]));
+    assert.throws(() => a.write(p, session, Buffer.from([99])), (err: unknown) => err instanceof PlatformError && err.code === 'anchor-moved');
+    assert.deepEqual(readAnchorObject(p, session), Uint8Array.from([14]), 'the other writer\'s anchor stays');
+    assert.throws(() => a.write(p, session, Buffer.from([99])), (err: unknown) => err instanceof PlatformError && err.code === 'anchor-moved');
+    assert.deepEqual(a.read(p, session), Uint8Array.from([14]));
     a.write(p, session, Buffer.from([99]));
     assert.deepEqual(readAnchorObject(p, session), Uint8Array.from([99]), 'the last write is the one read');
     const gens = [...t.objects.values()].map((o) => labelGeneration(o)).sort();
     assert.deepEqual(gens, [8n, 9n], 'generation 9 follows the other writer\'s 8');
+    // And the writer that was gone under: refused the same way.
+    assert.throws(() => b.write(p, session, Buffer.from([15])), (err: unknown) => err instanceof PlatformError && err.code === 'anchor-moved');
   });
 
   it('a token that changes no label in place but creates slots: each write makes the next generation a new slot and destroys the one it replaces', () => {

@@ -65,7 +65,15 @@ export interface Platform {
    */
   readAnchor(): Promise<Uint8Array | null>;
 
-  /** Replaces the anchor; resolves only once it is durable. @throws PlatformError */
+  /**
+   * Replaces the anchor; resolves only once it is durable. Refuses, writing nothing, with
+   * PlatformError `anchor-moved` when the stored anchor is no longer the value this
+   * platform instance last read or wrote: another process writes the same anchor (a second
+   * vault on the same token or key folder, serving its own copy of the store), and a write
+   * here would put this process's chain over the other's (the second vault's guesses
+   * counted from the copy's older state). A write after a failed one accepts either value.
+   * @throws PlatformError
+   */
   writeAnchor(value: Uint8Array): Promise<void>;
 }
 
@@ -77,7 +85,7 @@ export class PlatformError extends Error {
   override readonly name = 'PlatformError';
   constructor(
     message: string,
-    readonly code: 'key-missing' | 'login-failed' | 'token-missing' | 'hsm-failure' | 'bad-argument',
+    readonly code: 'key-missing' | 'login-failed' | 'token-missing' | 'hsm-failure' | 'bad-argument' | 'anchor-moved',
   ) {
     super(message);
   }

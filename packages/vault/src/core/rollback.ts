@@ -28,7 +28,7 @@
  */
 import { concat, cryptoProvider, equalBytes, isAscii, LABELS, sha256, sha256IntoSync, toHex, utf8 } from '@coffer/protocol';
 import { KEY_LABELS, LOG_LABELS } from './key-labels.js';
-import type { Platform } from './platform.js';
+import { PlatformError, type Platform } from './platform.js';
 
 export const GROUP_ID_LENGTH = 16;
 export const MAC_LENGTH = 32;
@@ -123,6 +123,22 @@ export function decodeEntry(bytes: Uint8Array): LogEntry {
 
 export function encodeAnchor(group: Uint8Array, index: number, mac: Uint8Array): Uint8Array {
   return concat(group, u64(index), mac);
+}
+
+/**
+ * Writes this node's anchor. A platform that finds it moved under this process (another
+ * process writes the same anchor: a second vault on the token or key folder, serving its
+ * own copy of the store) refuses with `anchor-moved`; that is a store this node cannot
+ * trust any more, not a passing platform failure.
+ * @throws StoreRolledBackError when the anchor moved; PlatformError otherwise
+ */
+async function writeAnchor(platform: Platform, group: Uint8Array, index: number, mac: Uint8Array): Promise<void> {
+  try {
+    await platform.writeAnchor(encodeAnchor(group, index, mac));
+  } catch (err) {
+    if (err instanceof PlatformError && err.code === 'anchor-moved') throw new StoreRolledBackError(`anchor: another writer moved this node's anchor (${err.message})`);
+    throw err;
+  }
 }
 
 export function decodeAnchor(bytes: Uint8Array): { group: Uint8Array; index: number; mac: Uint8Array } {
@@ -516,7 +532,7 @@ export class RollbackGuard {
     const guard = new RollbackGuard(platform, group, tree, { index: prev.index, mac: prev.mac, root });
     for (let j = Math.max(0, from - 1); j < decoded.length; j++) guard.#remember(decoded[j]!.index, decoded[j]!.mac);
     const caughtUp = prev.index - (anchor?.index ?? 0);
-    if (anchor === null || caughtUp > 0) await platform.writeAnchor(encodeAnchor(group, prev.index, prev.mac));
+    if (anchor === null || caughtUp > 0) await writeAnchor(platform, group, prev.index, prev.mac);
     return { guard, adopted: anchor === null && !fromEvidence, caughtUp: anchor === null ? 0 : caughtUp, fromEvidence };
   }
 
@@ -563,7 +579,7 @@ export class RollbackGuard {
   /** After the store committed `entry`: writes the anchor (durable when this resolves). */
   async capture(entry: LogEntry): Promise<void> {
     if (this.#pending !== entry) throw new Error('RollbackGuard: capture of an entry that is not the one appended');
-    await this.platform.writeAnchor(encodeAnchor(this.group, entry.index, entry.mac));
+    await writeAnchor(this.platform, this.group, entry.index, entry.mac);
     this.#captured = { index: entry.index, mac: entry.mac, root: entry.root };
     this.#head = entry;
     this.#pending = null;
@@ -610,7 +626,7 @@ export class RollbackGuard {
       n++;
     }
     if (n > 0) {
-      await this.platform.writeAnchor(encodeAnchor(this.group, prev.index, prev.mac));
+      await writeAnchor(this.platform, this.group, prev.index, prev.mac);
       this.#captured = prev;
     }
     return n;

@@ -22,7 +22,7 @@
  * one write goes through a temporary file and a rename, as before).
  */
 import { createHash } from 'node:crypto';
-import { fdatasync, promises as fsp, readFileSync, writeSync } from 'node:fs';
+import { fdatasync, promises as fsp, readFileSync, readSync, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ANCHOR_MAX_BYTES, PlatformError } from '../core/platform.js';
@@ -58,6 +58,17 @@ function encodeSlot(generation: bigint, value: Uint8Array): Buffer {
   return b;
 }
 
+/** The newer intact slot of the two in `bytes` (the whole file), or null when neither is. */
+function newestSlot(bytes: Buffer): Slot | null {
+  const a = parseSlot(bytes.subarray(0, SLOT));
+  const b = parseSlot(bytes.subarray(SLOT));
+  return a && b ? (a.generation > b.generation ? a : b) : (a ?? b);
+}
+
+function stateValue(s: ReturnType<typeof readState>): Uint8Array | null {
+  return s.kind === 'none' ? null : s.kind === 'legacy' ? s.value : s.newest.value;
+}
+
 /** What the file holds: the newest intact slot, a legacy bare value, or nothing. */
 function readState(path: string): { kind: 'none' } | { kind: 'legacy'; value: Uint8Array } | { kind: 'slots'; newest: Slot } {
   let bytes: Buffer;
@@ -69,9 +80,7 @@ function readState(path: string): { kind: 'none' } | { kind: 'legacy'; value: Ui
   }
   if (bytes.length <= ANCHOR_MAX_BYTES) return { kind: 'legacy', value: new Uint8Array(bytes) };
   if (bytes.length !== FILE_BYTES) throw new PlatformError(`software anchor ${path}: ${bytes.length} bytes, not an anchor file`, 'hsm-failure');
-  const a = parseSlot(bytes.subarray(0, SLOT));
-  const b = parseSlot(bytes.subarray(SLOT));
-  const newest = a && b ? (a.generation > b.generation ? a : b) : (a ?? b);
+  const newest = newestSlot(bytes);
   if (!newest) throw new PlatformError(`software anchor ${path}: neither slot is intact`, 'hsm-failure');
   return { kind: 'slots', newest };
 }
@@ -82,14 +91,24 @@ export class SoftwareAnchor {
   /** The generation on disk when `#fd` is open. */
   #generation = 0n;
   #chain: Promise<unknown> = Promise.resolve();
+  /**
+   * The value this process last read or wrote (after a write that failed midway, either
+   * the one before or the one attempted; null: no anchor). A write goes ahead only while
+   * the file's newest value is one of them (Platform.writeAnchor, `anchor-moved`). Null
+   * until the first read or write.
+   */
+  #expected: (Uint8Array | null)[] | null = null;
 
   constructor(readonly path: string) {}
 
   /** The newest anchor value, or null before the first write. Re-reads the file (resume). */
   async read(): Promise<Uint8Array | null> {
-    await this.#serial(() => this.#drop()); // a later write starts from what the file says now
-    const s = readState(this.path);
-    return s.kind === 'none' ? null : s.kind === 'legacy' ? s.value : s.newest.value;
+    return this.#serial(async () => {
+      await this.#drop(); // a later write starts from what the file says now
+      const value = stateValue(readState(this.path));
+      this.#expected = [value];
+      return value === null ? null : Uint8Array.from(value);
+    });
   }
 
   /** Stores `value`; resolves once it is durable (fdatasync). */
@@ -97,15 +116,26 @@ export class SoftwareAnchor {
     if (value.length > ANCHOR_MAX_BYTES) return Promise.reject(new PlatformError(`anchor: ${value.length} bytes exceeds ${ANCHOR_MAX_BYTES}`, 'bad-argument'));
     const v = Uint8Array.from(value); // the caller may reuse its buffer
     return this.#serial(async () => {
+      const expected = this.#expected;
       try {
-        if (this.#fd === null) await this.#openOrCreate(v);
-        else await this.#writeSlot(v);
+        if (this.#fd === null) await this.#openOrCreate(v, expected);
+        else await this.#writeSlot(v, expected);
+        this.#expected = [v];
       } catch (err) {
         await this.#drop(); // the next write re-reads the file
+        if (err instanceof PlatformError && err.code === 'anchor-moved') throw err; // nothing written
+        if (expected !== null) this.#expected = [...expected, v]; // the file may hold either
         if (err instanceof PlatformError) throw err;
         throw new PlatformError(`software anchor ${this.path} cannot be written: ${(err as Error).message}`, 'hsm-failure');
       }
     });
+  }
+
+  /** The file's newest value must be one this process expects (another process writing it: `anchor-moved`). */
+  #checkExpected(current: Uint8Array | null, expected: readonly (Uint8Array | null)[] | null): void {
+    if (expected === null) return;
+    if (expected.some((e) => (e === null ? current === null : current !== null && Buffer.from(e).equals(current)))) return;
+    throw new PlatformError(`software anchor ${this.path} is not the one this process last read or wrote: another process writes it (a second vault on this key folder?); refusing to write over it`, 'anchor-moved');
   }
 
   /** Closes the descriptor (after pending writes). */
@@ -125,10 +155,18 @@ export class SoftwareAnchor {
     if (fd) await fd.close().catch(() => undefined);
   }
 
-  async #writeSlot(value: Uint8Array): Promise<void> {
+  async #writeSlot(value: Uint8Array, expected: readonly (Uint8Array | null)[] | null): Promise<void> {
     const g = this.#generation + 1n;
     const slot = encodeSlot(g, value);
     const fd = this.#fd!.fd;
+    if (expected !== null) {
+      // One pread of both slots (microseconds): the newest must still be this process's.
+      const both = Buffer.alloc(FILE_BYTES);
+      const n = readSync(fd, both, 0, FILE_BYTES, 0);
+      const current = n === FILE_BYTES ? newestSlot(both) : null;
+      if (current === null || current.generation !== this.#generation) this.#checkExpected(current?.value ?? null, []);
+      else this.#checkExpected(current.value, expected);
+    }
     // The 512-byte pwrite goes to the page cache at once (microseconds): written here, not on
     // the thread pool, so a group commit's anchor costs one thread-pool round trip (the
     // fdatasync), not two plus FileHandle promises (issue 13: each round trip wakes a pool
@@ -140,12 +178,13 @@ export class SoftwareAnchor {
   }
 
   /** First write of this process: continue the slotted file, or make one (temp file, rename, directory fsync). */
-  async #openOrCreate(value: Uint8Array): Promise<void> {
+  async #openOrCreate(value: Uint8Array, expected: readonly (Uint8Array | null)[] | null): Promise<void> {
     const s = readState(this.path);
+    this.#checkExpected(stateValue(s), expected);
     if (s.kind === 'slots') {
       this.#fd = await fsp.open(this.path, 'r+');
       this.#generation = s.newest.generation;
-      await this.#writeSlot(value);
+      await this.#writeSlot(value, null);
       return;
     }
     const tmp = `${this.path}.tmp`;

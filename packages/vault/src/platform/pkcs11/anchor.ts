@@ -260,15 +260,37 @@ interface KnownSlots {
  */
 export class AnchorSlots {
   #known: KnownSlots | null = null;
+  /**
+   * The value this writer last read or wrote (after a write that failed midway, either the
+   * one before or the one attempted: null for no anchor). A write goes ahead only while the
+   * token's newest value is one of them (Platform.writeAnchor, `anchor-moved`). Null until
+   * the first read or write.
+   */
+  #expected: (Buffer | null)[] | null = null;
 
   /** The newest anchor value on the token, or null before the first write (always searches). */
   read(p: PKCS11, s: Handle): Uint8Array | null {
     this.#known = null;
-    return readAnchorObject(p, s);
+    const value = readAnchorObject(p, s);
+    this.#expected = [value === null ? null : Buffer.from(value)];
+    return value;
   }
 
   write(p: PKCS11, s: Handle, value: Buffer): void {
     if (value.length > ANCHOR_MAX_BYTES) throw new PlatformError(`anchor: ${value.length} bytes, at most ${ANCHOR_MAX_BYTES}`, 'bad-argument');
+    const expected = this.#expected;
+    const attempted = Buffer.from(value);
+    try {
+      this.#write(p, s, value, expected);
+      this.#expected = [attempted];
+    } catch (err) {
+      // Nothing written when the anchor moved; otherwise the token may hold either value.
+      if (!(err instanceof PlatformError && err.code === 'anchor-moved') && expected !== null) this.#expected = [...expected, attempted];
+      throw err;
+    }
+  }
+
+  #write(p: PKCS11, s: Handle, value: Buffer, expected: readonly (Buffer | null)[] | null): void {
     const known = this.#known;
     this.#known = null;
     if (known !== null) {
@@ -276,8 +298,14 @@ export class AnchorSlots {
       try {
         // The newest slot must still hold what this writer last put there (one attribute
         // read, no search): were another writer on the token, the remembered generation
-        // could be behind it, and this write would go under the token's newest value.
-        if (decodeSlotLabel(readAttribute(p, s, known.newest.handle, pkcs11js.CKA_LABEL))?.generation !== known.newest.generation) throw new Error('moved');
+        // could be behind it, and this write would go under the token's newest value; a
+        // slot that moved on is settled by the search below (`anchor-moved`).
+        const newest = decodeSlotLabel(readAttribute(p, s, known.newest.handle, pkcs11js.CKA_LABEL));
+        if (newest?.generation !== known.newest.generation || (expected !== null && !expected.some((e) => e !== null && e.equals(newest.value)))) throw new Error('moved');
+        // And the slot about to be written must not hold a newer generation than that: another
+        // writer puts its next generation there (the slot this one left older), and writing
+        // over it would hide that write from the check above.
+        if (expected !== null && (decodeSlotLabel(readAttribute(p, s, known.older, pkcs11js.CKA_LABEL))?.generation ?? 0n) >= known.newest.generation) throw new Error('moved');
         const label = encodeSlotLabel(generation, value);
         p.C_SetAttributeValue(s, known.older, [{ type: pkcs11js.CKA_LABEL, value: label }]);
         if (!holdsLabel(p, s, known.older, label)) throw new Error('not stored as written');
@@ -287,9 +315,10 @@ export class AnchorSlots {
         // moved on, gone or will not change: search the token and write as on a first write
       }
     }
-    this.#known = writeAnchorObject(p, s, value);
+    this.#known = writeAnchorObject(p, s, value, expected);
   }
 
+  /** After a failure of the session: the next write searches (what it expects is kept). */
   forget(): void {
     this.#known = null;
   }
@@ -301,9 +330,15 @@ export class AnchorSlots {
  * what the two newest slots make redundant (version 1 objects, extra slots). Returns the
  * two slots left (null when only one is).
  */
-export function writeAnchorObject(p: PKCS11, s: Handle, value: Buffer): KnownSlots | null {
+export function writeAnchorObject(p: PKCS11, s: Handle, value: Buffer, expected: readonly (Buffer | null)[] | null = null): KnownSlots | null {
   if (value.length > ANCHOR_MAX_BYTES) throw new PlatformError(`anchor: ${value.length} bytes, at most ${ANCHOR_MAX_BYTES}`, 'bad-argument');
   const { newest, v1, slots } = scan(p, s);
+  if (expected !== null && !expected.some((e) => (e === null ? newest === null : newest !== null && e.equals(newest.value)))) {
+    // Another process wrote this token's anchor since this one read or wrote it (a second
+    // vault on the token, with its own copy of the store): writing over it would let each
+    // count guesses from its own copy. Refused; nothing written.
+    throw new PlatformError('pkcs11: the anchor on the token is not the one this process last read or wrote: another process writes it (a second vault on this token?); refusing to write over it', 'anchor-moved');
+  }
   const generation = (newest?.generation ?? 0n) + 1n;
   const label = encodeSlotLabel(generation, value);
   // Damaged slots first, then the oldest generation: the newest intact one is never the target.

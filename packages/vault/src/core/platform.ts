@@ -79,6 +79,12 @@ export interface Platform {
 
 /** The largest anchor a platform must hold. */
 export const ANCHOR_MAX_BYTES = 256;
+/**
+ * Anchor values a platform accepts as "its own" after writes that failed midway (any of
+ * them may be on the token): the newest this many. Beyond them a write refuses
+ * (`anchor-moved`) and the vault stops answering until it resumes: safe, if unavailable.
+ */
+export const ANCHOR_VALUES_REMEMBERED = 8;
 
 /** An HSM or key-store failure (missing key, wrong PIN, token gone). Never bad input. */
 export class PlatformError extends Error {

@@ -25,7 +25,7 @@ import { createHash } from 'node:crypto';
 import { fdatasync, promises as fsp, readFileSync, readSync, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { ANCHOR_MAX_BYTES, PlatformError } from '../core/platform.js';
+import { ANCHOR_MAX_BYTES, ANCHOR_VALUES_REMEMBERED, PlatformError } from '../core/platform.js';
 
 const MAGIC = Buffer.from('CFANCHR1', 'latin1');
 const SLOT = 512;
@@ -124,7 +124,7 @@ export class SoftwareAnchor {
       } catch (err) {
         await this.#drop(); // the next write re-reads the file
         if (err instanceof PlatformError && err.code === 'anchor-moved') throw err; // nothing written
-        if (expected !== null) this.#expected = [...expected, v]; // the file may hold either
+        if (expected !== null) this.#expected = [...expected, v].slice(-ANCHOR_VALUES_REMEMBERED); // the file may hold either
         if (err instanceof PlatformError) throw err;
         throw new PlatformError(`software anchor ${this.path} cannot be written: ${(err as Error).message}`, 'hsm-failure');
       }

@@ -35,7 +35,7 @@
 import { createHash } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { Handle, PKCS11, Template } from 'pkcs11js';
-import { ANCHOR_MAX_BYTES, PlatformError } from '../../core/platform.js';
+import { ANCHOR_MAX_BYTES, ANCHOR_VALUES_REMEMBERED, PlatformError } from '../../core/platform.js';
 import { ckrOf, toPlatformError } from './errors.js';
 import { readAttribute } from './keys.js';
 
@@ -285,7 +285,7 @@ export class AnchorSlots {
       this.#expected = [attempted];
     } catch (err) {
       // Nothing written when the anchor moved; otherwise the token may hold either value.
-      if (!(err instanceof PlatformError && err.code === 'anchor-moved') && expected !== null) this.#expected = [...expected, attempted];
+      if (!(err instanceof PlatformError && err.code === 'anchor-moved') && expected !== null) this.#expected = [...expected, attempted].slice(-ANCHOR_VALUES_REMEMBERED);
       throw err;
     }
   }

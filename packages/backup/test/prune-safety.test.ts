@@ -151,6 +151,25 @@ test('a lost index: check, prune and forget+prune do not delete the packs; repai
   assert.deepEqual((await check(await tr.reopen(), { readData: true })).problems, []);
 });
 
+test('a snapshot object turned into a directory or a symlink loop is still listed: prune refuses and deletes nothing', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'ps-src'), 'd');
+  await writeTree(src, dir({ 'a.bin': file(prng(7, 100_000)) }));
+  await backup(tr.repo, { paths: [src] });
+  await writeTree(join(src, 'b.bin'), file(prng(8, 100_000)));
+  const s2 = await backup(tr.repo, { paths: [src] });
+  const name = join(tr.dir, 'snapshots', hex(s2.id));
+  for (const damage of [() => fs.mkdir(name), () => fs.symlink(hex(s2.id), name)]) {
+    await fs.rm(name, { recursive: true });
+    await damage();
+    const kept = async () => [...(await objects(tr.dir, 'data')), ...(await objects(tr.dir, 'index'))];
+    const before = await kept();
+    assert.ok((await tr.backend.list('snapshots/')).some((o) => o.name === `snapshots/${hex(s2.id)}`), 'listed');
+    await assert.rejects(prune(await tr.reopen(), { now: LATER }), (e: unknown) => CofferError.is(e, 'needs-repair') && /can't be read/.test(e.message));
+    assert.deepEqual(await kept(), before, 'nothing deleted');
+  }
+});
+
 test('prune leaves unindexed packs younger than the lock expiry alone (a backup may still be writing them)', async (t) => {
   const tr = await newRepo(t);
   const src = join(await tempDir(t, 'ps-src'), 'd');

@@ -29,6 +29,9 @@ function describe(e: unknown): string {
  * what makes objects immutable), so a crash never leaves a half-written object under
  * its real name. `sync()` fsyncs the directories that gained entries.
  */
+/** An object's ID in its name: 64 hex digits (spec §2); the layout's folders are shorter. */
+const OBJECT_ID = /^[0-9a-f]{64}$/;
+
 /** Directories synced at once by `sync()`. */
 const SYNC_LANES = 4;
 
@@ -206,11 +209,17 @@ export class LocalBackend implements StorageBackend {
       for (const ent of entries) {
         if (ent.name.startsWith('.')) continue; // temporary files of puts in progress
         const name = rel ? `${rel}/${ent.name}` : ent.name;
-        if (ent.isDirectory()) {
+        // A directory named like an object ID (64 hex digits, spec §2) is damage where an
+        // object was, not a folder: it is listed, so reading it fails and names it (prune
+        // refuses on a snapshot it can't read). Walked, it vanished without a word, and
+        // prune deleted the data of the snapshot it had been.
+        if (ent.isDirectory() && !OBJECT_ID.test(ent.name)) {
           if (prefix.startsWith(name + '/') || (name + '/').startsWith(prefix)) await walk(name);
         } else if (name.startsWith(prefix)) {
-          const st = await fs.stat(join(this.location, name)).catch(() => null);
-          if (st) out.push({ name, size: st.size, mtime: st.mtimeMs });
+          // Only ENOENT (deleted since the readdir) drops a name. An entry that can't be
+          // stat'ed (a symlink loop, an I/O error) is listed too, for the same reason.
+          const st = await fs.stat(join(this.location, name)).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : fs.lstat(join(this.location, name)).catch(() => ({ size: 0, mtimeMs: undefined }))));
+          if (st) out.push({ name, size: st.size, ...(st.mtimeMs !== undefined ? { mtime: st.mtimeMs } : {}) });
         }
       }
     };

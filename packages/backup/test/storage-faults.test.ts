@@ -27,6 +27,10 @@ import {
   type ObjectWriter,
   type StorageBackend,
 } from '../src/index.js';
+import { BlobType, snapshotName } from '../src/repository/blob.js';
+import { BlobWriter } from '../src/repository/blob-writer.js';
+import { ObjectKind } from '../src/crypto/sealed-object.js';
+import { encodeSnapshot } from '../src/repository/snapshot.js';
 import { allPaths, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree, type TestRepo } from './fixtures/trees.js';
 
 /** Wraps a real backend; each hook may throw (a fault) or return replacement bytes. */
@@ -155,6 +159,28 @@ test('a file whose blob no index lists: restore refuses before writing anything,
   for (const name of first) await fs.unlink(path(tr.dir, name));
   const target = await restoreFails(t, await tr.reopen(), s2, 'missing-object', /d\/A\.bin: its data \(blob [0-9a-f]{16}\) is missing/);
   assert.deepEqual(await allPaths(target), [], 'nothing was written, not even the other file');
+});
+
+test('a file whose chunks do not add up to its size (a listing written wrong): check reports it, as restore does', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'd');
+  await writeTree(src, dir({ 'A.bin': file(prng(1, 120_000)) }));
+  const rec = await tr.repo.findSnapshot(hex((await backup(tr.repo, { paths: [src] })).id));
+  // The same listing with A's size one byte larger, stored as a new tree and snapshot.
+  const parts: Buffer[] = [];
+  for (const id of rec.snapshot.tree) parts.push(await tr.repo.readBlob(Buffer.from(id, 'hex')));
+  const listing = Buffer.from(Buffer.concat(parts).toString().replace('"size":120000,', '"size":120001,'));
+  assert.match(listing.toString(), /"size":120001,/);
+  const treeId = tr.repo.keys.chunkId(listing);
+  const w = new BlobWriter(tr.repo, () => false);
+  await w.add(BlobType.Tree, treeId, listing);
+  await w.finish();
+  const bad = await tr.repo.writeObject(ObjectKind.Snapshot, encodeSnapshot({ ...rec.snapshot, tree: [hex(treeId)] }), snapshotName);
+  const repo = await tr.reopen();
+  await restoreFails(t, repo, hex(bad), 'corrupt', /does not add up to its size/);
+  const r = await check(repo);
+  assert.deepEqual(affected(r), [hex(bad)]);
+  assert.ok(r.problems.some((p) => /d\/A\.bin: its chunks add up to 120000 bytes, not its size 120001/.test(p.message)), JSON.stringify(r.problems));
 });
 
 for (const [what, damage] of [

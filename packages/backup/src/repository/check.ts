@@ -127,6 +127,7 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
 
   // 1. Every index object, on its own, so one bad index doesn't hide the rest.
   const copies = new Map<string, string[]>(); // blob → packs (keys) that list it
+  const rawLengths = new Map<string, number>(); // blob → its raw length (the first index entry's)
   const packs = new Map<string, IndexedPack>();
   for (const { name } of validObjects(await repo.backend.list('index/'))) {
     try {
@@ -136,8 +137,10 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
         for (const b of p.blobs) {
           const k = idKey(b.id);
           const list = copies.get(k);
-          if (!list) copies.set(k, [pk]);
-          else if (!list.includes(pk)) list.push(pk);
+          if (!list) {
+            copies.set(k, [pk]);
+            rawLengths.set(k, b.rawLength);
+          } else if (!list.includes(pk)) list.push(pk);
         }
       }
     } catch (e) {
@@ -175,7 +178,15 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
       };
       for (const t of snap.tree) need(t, `snapshot ${sid.slice(0, 8)} tree`);
       for await (const e of repo.tree(snap)) {
-        if (e.type === 'file') for (const c of e.chunks) need(c, `snapshot ${sid.slice(0, 8)} file ${e.path}`);
+        if (e.type !== 'file') continue;
+        for (const c of e.chunks) need(c, `snapshot ${sid.slice(0, 8)} file ${e.path}`);
+        // Spec §9.2: the chunks' raw lengths add up to the size (restore and dump refuse
+        // a file whose chunks don't; check said "no problems").
+        let sum = 0;
+        for (const c of e.chunks) sum += rawLengths.get(idKey(Buffer.from(c, 'hex'))) ?? NaN;
+        if (!Number.isNaN(sum) && sum !== e.size) {
+          problems.push({ message: `snapshot ${sid.slice(0, 8)} file ${e.path}: its chunks add up to ${sum} bytes, not its size ${e.size}`, snapshots: [sid] });
+        }
       }
     } catch (e) {
       problems.push({ message: `snapshot ${name}: ${describe(e)}`, snapshots: [sid] });

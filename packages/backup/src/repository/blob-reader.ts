@@ -177,7 +177,12 @@ export class BlobReader {
         return pack;
       })();
       this.#packs.set(key, p);
-      p.catch(() => this.#packs.delete(key)); // a failure is not remembered: the next read tries again
+      // A failure is not remembered: the next read tries again. Only this entry is
+      // dropped: once evicted, a newer one for the same pack may hold an open reader.
+      const mine = p;
+      p.catch(() => {
+        if (this.#packs.get(key) === mine) this.#packs.delete(key);
+      });
     }
     return p;
   }
@@ -195,7 +200,10 @@ export class BlobReader {
         return pack.opener.open(i, offset + length === pack.sealedLength, sealed);
       })();
       this.#segments.set(key, p);
-      p.catch(() => this.#segments.delete(key));
+      const mine = p;
+      p.catch(() => {
+        if (this.#segments.get(key) === mine) this.#segments.delete(key);
+      });
     }
     return p;
   }

@@ -10,7 +10,7 @@ import { promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { BackupKey, CofferError, LocalBackend, Repository, backup, check, copySnapshots, hex, restore } from '../src/index.js';
+import { BackupKey, CofferError, DEFAULT_CHUNKER, LocalBackend, Repository, backup, check, copySnapshots, hex, restore, type ByteRange, type ObjectReader } from '../src/index.js';
 import { SMALL_CHUNKER, assertSameTree, dir, file, newRepo, prng, sampleTree, tempDir, writeTree } from './fixtures/trees.js';
 
 const isCode = (code: string, msg?: RegExp) => (e: unknown) => e instanceof CofferError && e.code === code && (!msg || msg.test(e.message));
@@ -106,6 +106,38 @@ test('copy deduplicates in the destination: data already there (a direct backup,
   await copySnapshots(a.repo, c.repo);
   const next = await backup(await c.reopen(), { paths: [src], parent: 'none' });
   assert.ok(next.snapshot.stats.addedBytes < 20_000, `a backup after the copy adds ${next.snapshot.stats.addedBytes} bytes`);
+});
+
+test('copy reads small files a segment at a time, not a ranged read (and a segment decrypted) per file; the second snapshot\'s unchanged files are not read again', async (t) => {
+  const a = await newRepo(t, DEFAULT_CHUNKER); // a file is one chunk, the file list a blob or two
+  const b = await newRepo(t);
+  const src = join(await tempDir(t, 'src'), 'data');
+  const files: Record<string, ReturnType<typeof file>> = {};
+  for (let i = 0; i < 200; i++) files[`f${i}`] = file(prng(100 + i, 1000));
+  await writeTree(src, dir(files));
+  await backup(a.repo, { paths: [src] });
+  await backup(a.repo, { paths: [src], parent: 'none' });
+  // Reads of the source's packs, through ranged gets and held-open readers alike.
+  let reads = 0;
+  class Counting extends LocalBackend {
+    override get(name: string, range?: ByteRange): Promise<Uint8Array> {
+      if (name.startsWith('data/')) reads++;
+      return super.get(name, range);
+    }
+    override async openReader(name: string): Promise<ObjectReader> {
+      const r = await super.openReader(name);
+      return { read: (range, into) => (reads++, r.read(range, into)), close: () => r.close() };
+    }
+  }
+  const r = await copySnapshots(await a.reopen(new Counting(a.dir)), b.repo);
+  assert.equal(r.copied.length, 2);
+  // 200 KB of files: 4 segments of 64 KiB, a pack header and the file lists (12 reads).
+  // Read one blob at a time, each file cost two (the pack's header, its segments): 400.
+  assert.ok(reads < 40, `${reads} reads of the source's packs for 200 small files in two snapshots`);
+  const out = await tempDir(t, 'out');
+  const dst = await b.reopen();
+  await restore(dst, (await dst.snapshots())[1]!, { target: out });
+  await assertSameTree(src, join(out, 'data'));
 });
 
 test('copy of chosen snapshots (ID prefix, latest); bad references and the same repository are refused', async (t) => {

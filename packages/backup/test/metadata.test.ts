@@ -409,6 +409,23 @@ test('restoring into a target whose paths exceed PATH_MAX works (directory handl
   }
 });
 
+test('a tree 1,900 directories deep backs up and restores (the walk does not overflow the stack)', async (t) => {
+  const tr = await newRepo(t);
+  const base = await tempDir(t, 'src');
+  const rel = ['chain', ...Array(1900).fill('d')].join('/'); // ~3,800 bytes: under PATH_MAX from a short base
+  await fs.mkdir(join(base, rel), { recursive: true });
+  await fs.writeFile(join(base, rel, 'leaf.txt'), 'at the bottom');
+  const res = await backup(tr.repo, { paths: [join(base, 'chain')] });
+  assert.deepEqual(res.warnings, []);
+  assert.equal(res.snapshot.stats.dirs, 1901);
+  const [rec] = await tr.repo.snapshots();
+  const dst = await tempDir(undefined, 'dst');
+  t.after(() => execFileSync('rm', ['-rf', dst]));
+  const out = await restore(tr.repo, rec!, { target: dst });
+  assert.equal(out.files, 1);
+  assert.equal(await fs.readFile(join(dst, rel, 'leaf.txt'), 'utf8'), 'at the bottom');
+});
+
 test('owner names follow each entry\'s own uid and gid when neighbours share one of them (the walk reuses the previous owner only when both match)', { skip: !isRoot && 'needs root to chown' }, async (t) => {
   const tr = await newRepo(t);
   const src = join(await tempDir(t, 'src'), 'mix');

@@ -445,6 +445,9 @@ function errnoMessage(e: unknown): string {
   return (e as Error)?.message ?? String(e);
 }
 
+/** The walk continues from a fresh stack every this many directory levels (visitDir). */
+const DEPTH_YIELD = 256;
+
 /** Listing text gathered beyond a maximal blob before tree blobs are cut. */
 const TREE_DRAIN_BYTES = 1024 * 1024;
 
@@ -1017,7 +1020,21 @@ async function walkAndStore(
     }
     return visitIncluded(abs, rel, st);
   };
+  /** Directories the walk is inside (visitDir calls not yet returned). */
+  let depth = 0;
   const visitDir = async (abs: Buffer, rel: Buffer, st: EntryStat): Promise<void> => {
+    depth++;
+    try {
+      // Every DEPTH_YIELD levels the walk goes on from a fresh stack: a directory whose
+      // visit completes synchronously recurses three calls deeper per level, and a tree
+      // ~3,000 levels deep overflowed the stack (RangeError, no snapshot).
+      if (depth % DEPTH_YIELD === 0) await undefined;
+      await visitDirHere(abs, rel, st);
+    } finally {
+      depth--;
+    }
+  };
+  const visitDirHere = async (abs: Buffer, rel: Buffer, st: EntryStat): Promise<void> => {
     // --one-file-system: a mount point is kept as an empty directory (as restic does).
     const mountPoint = opts.oneFileSystem === true && !rootDevs.has(st.dev);
     const scanned = scanner && !mountPoint ? await scanner.take(abs) : null;

@@ -233,7 +233,7 @@ test('backup --one-file-system keeps a mount point as an empty directory (st_dev
   assert.equal(all.snapshot.stats.files, 2, 'without the flag the other file system is read');
 });
 
-test('restore selection: includes with their parents, excludes below, hard link to a file left out becomes a copy', () => {
+test('restore selection: includes with their parents, excludes below, hard link to a file left out becomes a copy', async () => {
   const e = (type: TreeEntry['type'], p: string, extra: object = {}): TreeEntry =>
     ({ type, path: p, rawPath: b(p), mode: 0o644, mtimeNs: 0n, size: 1, chunks: ['aa'], inode: '', ctime: '', ...extra }) as TreeEntry;
   const entries = [
@@ -249,16 +249,101 @@ test('restore selection: includes with their parents, excludes below, hard link 
   ];
   const absOf = snapshotPathOf(['/home/me/data']);
   assert.equal(absOf(b('data/docs/one.txt')).toString(), '/home/me/data/docs/one.txt');
-  const pick = (include: string[], exclude: string[] = []) =>
-    new RestoreSelection({ include: include.map((pattern) => ({ pattern })), exclude: exclude.map((pattern) => ({ pattern })) })
-      .select(entries, absOf)
-      .map((x) => `${x.type}:${x.path}`);
-  assert.deepEqual(pick(['one.txt']), ['dir:data', 'dir:data/docs', 'file:data/docs/one.txt']);
-  assert.deepEqual(pick(['/home/me/data/docs'], ['*.log', 'deep']), ['dir:data', 'dir:data/docs', 'file:data/docs/one.txt']);
-  assert.deepEqual(pick([], ['docs', 'a.txt']), ['dir:data', 'file:data/link-to-a', 'dir:data/empty'], 'the hard link comes back as a copy of its file');
-  assert.deepEqual(pick(['nothing-matches']), []);
+  const pick = async (include: string[], exclude: string[] = []) =>
+    (await new RestoreSelection({ include: include.map((pattern) => ({ pattern })), exclude: exclude.map((pattern) => ({ pattern })) }).select(entries, absOf)).map((x) => `${x.type}:${x.path}`);
+  assert.deepEqual(await pick(['one.txt']), ['dir:data', 'dir:data/docs', 'file:data/docs/one.txt']);
+  assert.deepEqual(await pick(['/home/me/data/docs'], ['*.log', 'deep']), ['dir:data', 'dir:data/docs', 'file:data/docs/one.txt']);
+  // The hard link comes back as a copy of its file, after the others (a second pass found the file's entry).
+  assert.deepEqual(await pick([], ['docs', 'a.txt']), ['dir:data', 'dir:data/empty', 'file:data/link-to-a'], 'the hard link comes back as a copy of its file');
+  assert.deepEqual(await pick(['nothing-matches']), []);
   assert.equal(new RestoreSelection({}).active, false);
   assert.equal(snapshotPathOf(['/'])(b('root/etc/x')).toString(), '/etc/x');
+});
+
+test('restore selection streams: the same entries as a selection over the whole listing (reference below), one pass unless a hard link needs its file', async () => {
+  // The selection as it was made over the whole listing in memory: kept here as the reference.
+  const reference = (sel: { include: string[]; exclude: string[] }, entries: TreeEntry[], absOf: (p: Buffer) => Buffer): TreeEntry[] => {
+    const inc = new PatternList(sel.include.map((pattern) => ({ pattern })));
+    const exc = new PatternList(sel.exclude.map((pattern) => ({ pattern })));
+    const test1 = (list: PatternList, abs: Buffer, isDir: boolean) => list.test(abs, isDir) === true;
+    const key = (b: Buffer) => b.toString('latin1');
+    const parentOf = (b: Buffer) => (b.lastIndexOf(0x2f) < 0 ? undefined : b.subarray(0, b.lastIndexOf(0x2f)));
+    const state = new Map<string, { excluded: boolean; included: boolean }>();
+    const kept = new Set<string>();
+    const files = new Map<string, TreeEntry>();
+    const chosen = new Set<string>();
+    for (const e of entries) {
+      const parent = parentOf(e.rawPath);
+      const up = (parent && state.get(key(parent))) || { excluded: false, included: false };
+      const isDir = e.type === 'dir';
+      const abs = absOf(e.rawPath);
+      const excluded = up.excluded || test1(exc, abs, isDir);
+      const included = up.included || test1(inc, abs, isDir);
+      if (isDir) state.set(key(e.rawPath), { excluded, included });
+      if (e.type === 'file') files.set(key(e.rawPath), e);
+      if (excluded || !(sel.include.length === 0 || included)) continue;
+      chosen.add(key(e.rawPath));
+      for (let p = isDir ? e.rawPath : parent; p; p = parentOf(p)) kept.add(key(p));
+    }
+    const out: TreeEntry[] = [];
+    for (const e of entries) {
+      const k = key(e.rawPath);
+      if (e.type === 'dir') {
+        if (kept.has(k)) out.push(e);
+      } else if (chosen.has(k)) {
+        const f = e.type === 'hardlink' && !chosen.has(key(e.link)) ? files.get(key(e.link)) : undefined;
+        out.push(f ? ({ ...f, path: e.path, rawPath: e.rawPath } as TreeEntry) : e);
+      }
+    }
+    return out;
+  };
+  // A listing in walk order: directories d0..d3 two deep, files of three kinds, hard links to earlier files.
+  const entries: TreeEntry[] = [];
+  const e = (type: TreeEntry['type'], p: string, extra: object = {}) => entries.push({ type, path: p, rawPath: b(p), mode: 0o644, mtimeNs: 0n, size: 1, chunks: ['aa'], inode: '', ctime: '', ...extra } as TreeEntry);
+  const filesSoFar: string[] = [];
+  e('dir', 'r');
+  for (let i = 0; i < 4; i++) {
+    e('dir', `r/d${i}`);
+    for (let j = 0; j < 3; j++) {
+      e('dir', `r/d${i}/s${j}`);
+      for (const name of ['a.txt', 'b.log', 'c.jpg']) {
+        e('file', `r/d${i}/s${j}/${name}`);
+        filesSoFar.push(`r/d${i}/s${j}/${name}`);
+      }
+      e('hardlink', `r/d${i}/s${j}/z-link`, { link: b(filesSoFar[(i * 7 + j * 5) % filesSoFar.length]!) });
+    }
+    e('symlink', `r/d${i}/y-sym`, { target: b('x') });
+  }
+  const absOf = snapshotPathOf(['/home/r']);
+  const cases = [
+    { include: ['*.txt'], exclude: [] },
+    { include: [], exclude: ['*.txt'] },
+    { include: ['s1'], exclude: ['*.log'] },
+    { include: ['/home/r/d2'], exclude: ['s0'] },
+    { include: [], exclude: ['d1', 'c.jpg', 'a.txt'] },
+    { include: ['z-link'], exclude: [] },
+    { include: ['y-sym', 'b.log'], exclude: ['d3'] },
+  ];
+  for (const c of cases) {
+    const sel = new RestoreSelection({ include: c.include.map((pattern) => ({ pattern })), exclude: c.exclude.map((pattern) => ({ pattern })) });
+    let passes = 0;
+    const got: TreeEntry[] = [];
+    await sel.selectEach(async (each) => {
+      passes++;
+      entries.forEach((x) => each(x));
+    }, absOf, (x) => got.push(x));
+    const show = (list: TreeEntry[]) => list.map((x) => `${x.type}:${x.path}`).sort();
+    const want = reference(c, entries, absOf);
+    assert.deepEqual(show(got), show(want), JSON.stringify(c));
+    // Parents first: a directory taken comes before everything taken below it.
+    const at = new Map(got.map((x, i) => [x.path, i]));
+    got.forEach((x, i) => {
+      const parent = x.path.slice(0, x.path.lastIndexOf('/'));
+      if (at.has(parent)) assert.ok(at.get(parent)! < i, `${x.path} before its parent (${JSON.stringify(c)})`);
+    });
+    const orphanLinks = want.filter((x) => x.type === 'file' && x.path.endsWith('z-link')).length;
+    assert.equal(passes, orphanLinks > 0 ? 2 : 1, JSON.stringify(c));
+  }
 });
 
 test('restore --include one file of a snapshot: that file and its parents, nothing else', async (t) => {

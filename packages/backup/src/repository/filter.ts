@@ -36,7 +36,7 @@ import type { EntryStat } from './scan-ahead.js';
 import picomatch from 'picomatch';
 import { CofferError } from '../errors.js';
 import { isUtf8 } from './tree.js';
-import type { TreeEntry } from './tree.js';
+import type { FileEntry, HardlinkEntry, TreeEntry } from './tree.js';
 
 /** One pattern as the user gave it. */
 export interface PatternRule {
@@ -313,56 +313,71 @@ export class RestoreSelection {
   get active(): boolean {
     return this.#include.size + this.#exclude.size > 0;
   }
-  select(entries: readonly TreeEntry[], absOf: (rawPath: Buffer) => Buffer): TreeEntry[] {
-    if (!this.active) return [...entries];
+  /**
+   * Streams the selection: `list(each)` hands over the snapshot's entries in listing
+   * order, and `take` gets the chosen ones, parents first. Memory holds the chain of
+   * directories above the current entry, the paths of the files taken (for their hard
+   * links) and nothing per entry left out: a restore of a few files of a large snapshot
+   * kept every entry of it before (issue 13). A hard link whose file was left out is
+   * taken, as a copy of that file, after a second pass that finds the file's entry (only
+   * when there is such a link).
+   */
+  async selectEach(list: (each: (e: TreeEntry) => void) => Promise<void>, absOf: (rawPath: Buffer) => Buffer, take: (e: TreeEntry) => void): Promise<void> {
+    if (!this.active) return list(take);
     const key = (b: Buffer) => b.toString('latin1');
     const parentOf = (b: Buffer) => {
       const i = b.lastIndexOf(0x2f);
       return i < 0 ? undefined : b.subarray(0, i);
     };
-    /** Per directory: excluded (with all below), included (with all below). */
-    const state = new Map<string, { excluded: boolean; included: boolean }>();
-    const kept = new Set<string>();
-    const files = new Map<string, TreeEntry>();
+    /** The directories above the current entry, outermost first: what a kept entry below makes kept too. */
+    const chain: Array<{ key: string; entry: TreeEntry; excluded: boolean; included: boolean; taken: boolean }> = [];
+    const takenFiles = new Set<string>();
+    /** Hard links taken whose file was not: each becomes a copy of its file. */
+    const orphans: TreeEntry[] = [];
     const noIncludes = this.#include.size === 0;
-    const chosen: TreeEntry[] = [];
-    for (const e of entries) {
+    await list((e) => {
       const parent = parentOf(e.rawPath);
-      const up = (parent && state.get(key(parent))) || { excluded: false, included: false };
+      const parentKey = parent ? key(parent) : undefined;
+      while (chain.length > 0 && chain[chain.length - 1]!.key !== parentKey) chain.pop();
+      const up = chain.length > 0 ? chain[chain.length - 1]! : { excluded: false, included: false };
       const isDir = e.type === 'dir';
       const abs = absOf(e.rawPath);
       const excluded = up.excluded || this.#exclude.test(abs, isDir) === true;
       const included = up.included || this.#include.test(abs, isDir) === true;
-      if (isDir) state.set(key(e.rawPath), { excluded, included });
-      if (e.type === 'file') files.set(key(e.rawPath), e);
-      if (excluded || !(noIncludes || included)) continue;
-      chosen.push(e);
-      // Its parents are kept (and made) too.
-      for (let p = isDir ? e.rawPath : parent; p; p = parentOf(p)) {
-        const k = key(p);
-        if (kept.has(k)) break;
-        kept.add(k);
-      }
-    }
-    const chosenKeys = new Set(chosen.map((e) => key(e.rawPath)));
-    const out: TreeEntry[] = [];
-    for (const e of entries) {
-      const k = key(e.rawPath);
-      if (e.type === 'dir') {
-        if (kept.has(k)) out.push(e);
-      } else if (chosenKeys.has(k)) {
-        if (e.type === 'hardlink' && !chosenKeys.has(key(e.link))) {
-          const f = files.get(key(e.link));
-          if (f && f.type === 'file') {
-            out.push({ ...f, path: e.path, rawPath: e.rawPath });
-            continue;
+      const chosen = !excluded && (noIncludes || included);
+      if (chosen) {
+        // Its parents are kept (and made) too, before it.
+        for (const d of chain) {
+          if (!d.taken) {
+            d.taken = true;
+            take(d.entry);
           }
         }
-        out.push(e);
       }
+      if (isDir) chain.push({ key: key(e.rawPath), entry: e, excluded, included, taken: chosen });
+      if (!chosen) return;
+      if (e.type === 'file') takenFiles.add(key(e.rawPath));
+      if (e.type === 'hardlink' && !takenFiles.has(key(e.link))) orphans.push(e);
+      else take(e);
+    });
+    if (orphans.length === 0) return;
+    const wanted = new Map<string, FileEntry | null>(orphans.map((h) => [key((h as HardlinkEntry).link), null]));
+    await list((e) => {
+      if (e.type === 'file' && wanted.has(key(e.rawPath)) && wanted.get(key(e.rawPath)) === null) wanted.set(key(e.rawPath), e);
+    });
+    for (const h of orphans) {
+      const f = wanted.get(key((h as HardlinkEntry).link));
+      take(f ? { ...f, path: h.path, rawPath: h.rawPath } : h);
     }
+  }
+
+  /** `selectEach` over entries in memory. */
+  async select(entries: readonly TreeEntry[], absOf: (rawPath: Buffer) => Buffer): Promise<TreeEntry[]> {
+    const out: TreeEntry[] = [];
+    await this.selectEach(async (each) => entries.forEach((e) => each(e)), absOf, (e) => out.push(e));
     return out;
   }
+
 }
 
 /**

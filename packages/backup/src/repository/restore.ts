@@ -471,11 +471,8 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
     else if (e.type === 'file') files.add(e);
     else others.push(e);
   };
-  if (opts.select?.active) {
-    const all: TreeEntry[] = [];
-    await repo.treeEach(rec.snapshot, (e) => all.push(e));
-    for (const e of opts.select.select(all, snapshotPathOf(rec.snapshot.paths))) take(e);
-  } else await repo.treeEach(rec.snapshot, take);
+  if (opts.select?.active) await opts.select.selectEach((each) => repo.treeEach(rec.snapshot, each), snapshotPathOf(rec.snapshot.paths), take);
+  else await repo.treeEach(rec.snapshot, take);
   picker?.finish(rec.id);
   files.trim();
   const warnings: RestoreWarning[] = [];

@@ -187,13 +187,44 @@ function rootName(raw: Buffer): Buffer {
 export class SubtreePicker {
   readonly #sel: Selection;
   readonly #keepName: boolean;
+  /** Files outside the selection, for hard links into it (one pass; not with `secondPass`). */
   readonly #outside = new Map<string, FileEntry>();
+  readonly #secondPass: boolean;
+  /** With `secondPass`: hard links in the selection to files outside it, and their new names. */
+  readonly #orphans: Array<{ link: Buffer; raw: Buffer }> = [];
   #found = false;
   #base: Buffer | undefined;
 
-  constructor(sel: Selection, opts: { keepName: boolean }) {
+  /**
+   * `secondPass`: files outside the selection are not remembered (their number grows with
+   * the snapshot: a restore of one folder of a 200,000-file snapshot held all of them); a
+   * hard link into the selection to one of them is left for `resolveOrphans`.
+   */
+  constructor(sel: Selection, opts: { keepName: boolean; secondPass?: boolean }) {
     this.#sel = sel;
     this.#keepName = opts.keepName;
+    this.#secondPass = opts.secondPass === true;
+  }
+
+  /**
+   * With `secondPass`, after the listing: reads it again (`list`) only if a hard link in
+   * the selection named a file outside it, and hands `take` each such link as a copy of
+   * its file.
+   * @throws CofferError('corrupt') for a hard link to no file of the listing
+   */
+  async resolveOrphans(list: (each: (e: TreeEntry) => void) => Promise<void>, take: (e: TreeEntry) => void): Promise<void> {
+    if (this.#orphans.length === 0) return;
+    const wanted = new Map<string, FileEntry | null>(this.#orphans.map((o) => [o.link.toString('latin1'), null]));
+    await list((e) => {
+      if (e.type !== 'file') return;
+      const k = e.rawPath.toString('latin1');
+      if (wanted.get(k) === null) wanted.set(k, e);
+    });
+    for (const o of this.#orphans) {
+      const file = wanted.get(o.link.toString('latin1'));
+      if (!file) throw new CofferError('corrupt', `${o.raw.toString('utf8')}: hard link to no earlier file`);
+      take({ ...file, path: o.raw.toString('utf8'), rawPath: o.raw });
+    }
   }
 
   #rename(raw: Buffer): Buffer | undefined {
@@ -211,7 +242,7 @@ export class SubtreePicker {
   pick(e: TreeEntry): TreeEntry | undefined {
     const raw = this.#rename(e.rawPath);
     if (!raw) {
-      if (e.type === 'file') this.#outside.set(e.rawPath.toString('latin1'), e);
+      if (e.type === 'file' && !this.#secondPass) this.#outside.set(e.rawPath.toString('latin1'), e);
       return undefined;
     }
     if (this.#sel.entry && e.rawPath.length === this.#sel.entry.length) {
@@ -226,6 +257,10 @@ export class SubtreePicker {
     if (e.type === 'hardlink') {
       const link = this.#rename(e.link);
       if (link) return { ...e, path: raw.toString('utf8'), rawPath: raw, link };
+      if (this.#secondPass) {
+        this.#orphans.push({ link: e.link, raw });
+        return undefined;
+      }
       const file = this.#outside.get(e.link.toString('latin1'));
       if (!file) throw new CofferError('corrupt', `${e.path}: hard link to no earlier file`);
       return { ...file, path: raw.toString('utf8'), rawPath: raw };

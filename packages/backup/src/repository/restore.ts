@@ -462,18 +462,23 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
   // --include/--exclude match the snapshot's own paths, so they are applied before
   // SNAPSHOT:PATH moves the chosen part to the top of the target.
-  const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false }) : undefined;
+  const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false, secondPass: true }) : undefined;
   restoreWriterForTesting.startedBeforeListing = early?.started ?? 0;
-  const take = (listed: TreeEntry) => {
-    const e = picker ? picker.pick(listed) : listed;
-    if (!e) return;
+  const put = (e: TreeEntry) => {
     if (e.type === 'dir') dirs.push(e);
     else if (e.type === 'file') files.add(e);
     else others.push(e);
   };
-  if (opts.select?.active) await opts.select.selectEach((each) => repo.treeEach(rec.snapshot, each), snapshotPathOf(rec.snapshot.paths), take);
-  else await repo.treeEach(rec.snapshot, take);
+  const take = (listed: TreeEntry) => {
+    const e = picker ? picker.pick(listed) : listed;
+    if (e) put(e);
+  };
+  const list = (each: (e: TreeEntry) => void) => repo.treeEach(rec.snapshot, each);
+  if (opts.select?.active) await opts.select.selectEach(list, snapshotPathOf(rec.snapshot.paths), take);
+  else await list(take);
   picker?.finish(rec.id);
+  // Hard links in the chosen part to files outside it: copies of those files.
+  await picker?.resolveOrphans(list, put);
   files.trim();
   const warnings: RestoreWarning[] = [];
   const warn = (path: string, message: string) => {

@@ -101,6 +101,25 @@ export function tuneHeapForRestore(env: NodeJS.ProcessEnv = process.env): boolea
   return true;
 }
 
+let readingTuned = false;
+
+/**
+ * For a process that runs any other repository command (check, prune, copy, diff, find,
+ * ls, dump, stats, …): the old generation grows by 20% of the live heap at a time, not
+ * by V8's default (a multiple of it, for a fast-growing heap), so peak RSS follows what
+ * the command holds rather than its garbage. Measured on a 200,000-file repository
+ * (two snapshots; /usr/bin/time, the same machine and moment): check 413 → 249 MB (user
+ * CPU 6.65 → 6.70 s), prune --dry-run 402 → 239 MB, diff 211 → 152 MB, find 175 →
+ * 138 MB, ls 171 → 139 MB, stats --mode raw-data 168 → 134 MB. The young generation is
+ * left as V8 sizes it (holding it too cost CPU for no memory here).
+ */
+export function tuneHeapForReading(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (readingTuned || tuned || restoreTuned || env.COFFER_V8_DEFAULT_HEAP === '1') return readingTuned;
+  readingTuned = true;
+  setFlagsFromString('--heap-growing-percent=20');
+  return true;
+}
+
 let relayHeapSet = false;
 
 /**

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ExitCode, UsageError, errorLine, type Io } from './tui.js';
-import { tuneHeapEarly, tuneHeapForRestore } from './heap.js';
+import { tuneHeapEarly, tuneHeapForReading, tuneHeapForRestore } from './heap.js';
 
 // Each command's module is imported when that command runs (issue 13): a backup or a
 // restore then loads neither the relay client nor OPAQUE's WASM (about 16 MiB resident),
@@ -450,6 +450,7 @@ export function runMain(): void {
     const command = parseArgs({ args: argv, options, allowPositionals: true, strict: false }).positionals[0];
     if (command === 'backup') tuneHeapEarly();
     else if (command === 'restore') tuneHeapForRestore();
+    else if (command !== undefined) tuneHeapForReading();
   } catch {
     // run() says what is wrong with the arguments
   }

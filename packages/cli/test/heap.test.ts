@@ -59,7 +59,7 @@ test('COFFER_V8_DEFAULT_HEAP=1 keeps V8 defaults', async () => {
   assert.ok(size >= 16 * MiB, `new space ${size / MiB} MiB`);
 });
 
-test('`coffer backup` sets the policy before its work; other commands do not', async () => {
+test('`coffer backup` sets its policy before its work; other repository commands only the old generation\'s growth', async () => {
   const dir = await fs.mkdtemp(join(tmpdir(), 'coffer-heap-'));
   try {
     // A preload that reports, at exit, the new space and whether the policy was set.
@@ -86,8 +86,11 @@ process.on('exit', () => writeFileSync(process.env.HEAP_OUT, JSON.stringify(seen
     // backup with a missing repository: fails early, after the policy was set at start.
     const backup = await run(['backup', '--repo', join(dir, 'none'), '--key-file', join(dir, 'none'), dir]);
     assert.ok(backup.includes('--semi-space-growth-factor=1'), `backup set: ${backup.join(' ')}`);
+    // A reading command (snapshots, check, diff, …): the old generation grows by 20% at a time, nothing else.
     const ls = await run(['snapshots', '--repo', join(dir, 'none'), '--key-file', join(dir, 'none')]);
-    assert.deepEqual(ls, []);
+    assert.deepEqual(ls, ['--heap-growing-percent=20']);
+    const check = await run(['check', '--repo', join(dir, 'none'), '--key-file', join(dir, 'none')]);
+    assert.deepEqual(check, ['--heap-growing-percent=20']);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

@@ -355,6 +355,14 @@ test('dump: a file byte for byte; a directory as a tar that the system tar extra
   const sub = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/docs/deep`), o));
   const listing = execFileSync('tar', ['-tf', '-'], { input: sub }).toString().split('\n').filter(Boolean);
   assert.deepEqual(listing, ['deep/', 'deep/x.md']);
+  // A part holding a hard link to a file outside it: the link comes as a copy of that
+  // file (last in the tar); and the link alone, as a file.
+  const docsTar = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/docs`), o));
+  const docsOut = await tempDir(t, 'untar-docs');
+  execFileSync('tar', ['-xf', '-', '-C', docsOut], { input: docsTar, stdio: ['pipe', 'ignore', 'ignore'] });
+  assert.equal(await fs.readFile(join(docsOut, 'docs', 'notes-link'), 'utf8'), 'my notes\n', 'the hard link out of the part is a copy of its file');
+  assert.equal(await fs.readFile(join(docsOut, 'docs', 'deep', 'x.md'), 'utf8'), '# x');
+  assert.equal((await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/docs/notes-link`), o))).toString(), 'my notes\n');
   const asTar = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/notes.txt`), o, { archive: 'tar' }));
   assert.deepEqual(execFileSync('tar', ['-tf', '-'], { input: asTar }).toString(), 'notes.txt\n');
   await assert.rejects(drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/gone`), o)), (e: unknown) => CofferError.is(e, 'not-found'));

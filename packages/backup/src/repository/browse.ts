@@ -804,7 +804,7 @@ export async function dumpSnapshot(
 ): Promise<DumpResult> {
   const map = new SnapshotPaths(rec.snapshot);
   const sel = map.select(path);
-  const picker = new SubtreePicker(sel, { keepName: true });
+  const picker = new SubtreePicker(sel, { keepName: true, secondPass: true });
   const result: DumpResult = { format: 'tar', entries: 0, bytes: 0 };
   const report = () => opts.onProgress?.({ entries: result.entries, bytes: result.bytes });
   const archiveName = (raw: Buffer) => (sel.roots ? map.absolute(raw).subarray(1) : raw);
@@ -818,19 +818,27 @@ export async function dumpSnapshot(
     const ahead: TreeEntry[] = [];
     let listed = false;
     let single = false;
+    const add = async (p: TreeEntry) => {
+      // One file asked for, not as an archive: its bytes, and nothing more is read.
+      if (ahead.length === 0 && first && sel.entry && p.type === 'file' && opts.archive !== 'tar') single = true;
+      ahead.push(p);
+      if (p.type === 'file') for (const c of p.chunks) await queue.push(Buffer.from(c, 'hex'));
+    };
     const readAhead = async () => {
       while (!listed && !single && (ahead.length === 0 || (queue.length < READ_AHEAD_BLOBS && ahead.length < DUMP_ENTRIES_AHEAD))) {
         const n = await listing.next();
         if (n.done) {
           listed = true;
+          // Hard links in the part to files outside it come last, as copies of their
+          // files: a second pass over the listing finds those (files outside the part
+          // are not remembered, so a dump of one folder does not grow with the snapshot).
+          const copies: TreeEntry[] = [];
+          await picker.resolveOrphans((each) => repo.treeEach(rec.snapshot, each), (e) => copies.push(e));
+          for (const p of copies) await add(p);
           break;
         }
         const p = picker.pick(n.value);
-        if (!p) continue;
-        // One file asked for, not as an archive: its bytes, and nothing more is read.
-        if (ahead.length === 0 && first && sel.entry && p.type === 'file' && opts.archive !== 'tar') single = true;
-        ahead.push(p);
-        if (p.type === 'file') for (const c of p.chunks) await queue.push(Buffer.from(c, 'hex'));
+        if (p) await add(p);
       }
     };
     let first = true;

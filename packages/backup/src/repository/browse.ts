@@ -181,33 +181,29 @@ function rootName(raw: Buffer): Buffer {
  * under a new base: with `keepName` (dump), the selected entry keeps its own name
  * (`docs/a.txt` for `/home/me/docs`); without (restore), a selected directory's contents
  * come out at the top (`a.txt`) and a selected file under its own name. A hard link to
- * a file outside the selection becomes a copy of that file. `finish()` says whether the
- * selected path was there.
+ * a file outside the selection becomes a copy of that file, handed over by
+ * `resolveOrphans` after the listing. `finish()` says whether the selected path was there.
  */
 export class SubtreePicker {
   readonly #sel: Selection;
   readonly #keepName: boolean;
-  /** Files outside the selection, for hard links into it (one pass; not with `secondPass`). */
-  readonly #outside = new Map<string, FileEntry>();
-  readonly #secondPass: boolean;
-  /** With `secondPass`: hard links in the selection to files outside it, and their new names. */
+  /** Hard links in the selection to files outside it, and their new names (resolveOrphans). */
   readonly #orphans: Array<{ link: Buffer; raw: Buffer }> = [];
   #found = false;
   #base: Buffer | undefined;
 
   /**
-   * `secondPass`: files outside the selection are not remembered (their number grows with
-   * the snapshot: a restore of one folder of a 200,000-file snapshot held all of them); a
-   * hard link into the selection to one of them is left for `resolveOrphans`.
+   * Files outside the selection are not remembered (their number grows with the snapshot:
+   * a restore or dump of one folder of a 200,000-file snapshot held all of them, ~140 MB);
+   * a hard link into the selection to one of them is left for `resolveOrphans`.
    */
-  constructor(sel: Selection, opts: { keepName: boolean; secondPass?: boolean }) {
+  constructor(sel: Selection, opts: { keepName: boolean }) {
     this.#sel = sel;
     this.#keepName = opts.keepName;
-    this.#secondPass = opts.secondPass === true;
   }
 
   /**
-   * With `secondPass`, after the listing: reads it again (`list`) only if a hard link in
+   * After the listing: reads it again (`list`) only if a hard link in
    * the selection named a file outside it, and hands `take` each such link as a copy of
    * its file.
    * @throws CofferError('corrupt') for a hard link to no file of the listing
@@ -241,10 +237,7 @@ export class SubtreePicker {
   /** The entry as it is to be written, or undefined when it is outside the selection. */
   pick(e: TreeEntry): TreeEntry | undefined {
     const raw = this.#rename(e.rawPath);
-    if (!raw) {
-      if (e.type === 'file' && !this.#secondPass) this.#outside.set(e.rawPath.toString('latin1'), e);
-      return undefined;
-    }
+    if (!raw) return undefined;
     if (this.#sel.entry && e.rawPath.length === this.#sel.entry.length) {
       this.#found = true;
       // Restoring a directory's contents: the directory itself is the target.
@@ -257,13 +250,8 @@ export class SubtreePicker {
     if (e.type === 'hardlink') {
       const link = this.#rename(e.link);
       if (link) return { ...e, path: raw.toString('utf8'), rawPath: raw, link };
-      if (this.#secondPass) {
-        this.#orphans.push({ link: e.link, raw });
-        return undefined;
-      }
-      const file = this.#outside.get(e.link.toString('latin1'));
-      if (!file) throw new CofferError('corrupt', `${e.path}: hard link to no earlier file`);
-      return { ...file, path: raw.toString('utf8'), rawPath: raw };
+      this.#orphans.push({ link: e.link, raw });
+      return undefined;
     }
     return { ...e, path: raw.toString('utf8'), rawPath: raw };
   }
@@ -804,7 +792,7 @@ export async function dumpSnapshot(
 ): Promise<DumpResult> {
   const map = new SnapshotPaths(rec.snapshot);
   const sel = map.select(path);
-  const picker = new SubtreePicker(sel, { keepName: true, secondPass: true });
+  const picker = new SubtreePicker(sel, { keepName: true });
   const result: DumpResult = { format: 'tar', entries: 0, bytes: 0 };
   const report = () => opts.onProgress?.({ entries: result.entries, bytes: result.bytes });
   const archiveName = (raw: Buffer) => (sel.roots ? map.absolute(raw).subarray(1) : raw);

@@ -462,7 +462,7 @@ async function listAndRestore(repo: Repository, rec: SnapshotRecord, opts: Resto
   const others: Array<Exclude<TreeEntry, DirEntry | FileEntry>> = [];
   // --include/--exclude match the snapshot's own paths, so they are applied before
   // SNAPSHOT:PATH moves the chosen part to the top of the target.
-  const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false, secondPass: true }) : undefined;
+  const picker = opts.subtree ? new SubtreePicker(opts.subtree, { keepName: false }) : undefined;
   restoreWriterForTesting.startedBeforeListing = early?.started ?? 0;
   const put = (e: TreeEntry) => {
     if (e.type === 'dir') dirs.push(e);

@@ -28,7 +28,7 @@ export const blobReaderLimits = { packs: 16, segments: 64 };
  * small file's trip through the thread pool cost more than zstd's work (~27 µs of the
  * calling thread's time per blob, a fifth of a dump of the 50,000-file tree).
  */
-const DECOMPRESS_HERE_BELOW = 128 * 1024;
+export const DECOMPRESS_HERE_BELOW = 128 * 1024;
 /** Blobs fetched ahead of the one being written, and at most about this many of their bytes. */
 export const READ_AHEAD_BLOBS = 32;
 export const READ_AHEAD_BYTES = 8 * 1024 * 1024;

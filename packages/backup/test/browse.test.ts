@@ -18,6 +18,7 @@ import {
   LocalBackend,
   Repository,
   SnapshotPaths,
+  SubtreePicker,
   applyPolicy,
   blobReaderLimits,
   backup,
@@ -67,6 +68,32 @@ test('escapePath shows non-UTF-8 bytes, control characters and backslashes escap
       assert.deepEqual(unescapePath(shown), b);
     }),
   );
+});
+
+test('SubtreePicker remembers nothing outside the part: a hard link into it from outside is resolved by a second pass, taken only when there is one', async () => {
+  const m = new SnapshotPaths(snap({ paths: ['/home/me'] }));
+  const e = (type: TreeEntry['type'], p: string, extra: object = {}): TreeEntry =>
+    ({ type, path: p, rawPath: Buffer.from(p), mode: 0o644, mtimeNs: 0n, size: 3, chunks: [p.length % 2 ? 'aa' : 'bb'], inode: '', ctime: '', ...extra }) as TreeEntry;
+  const listing = [e('dir', 'me'), e('file', 'me/out.txt'), e('dir', 'me/part'), e('file', 'me/part/in.txt'), e('hardlink', 'me/part/link', { link: Buffer.from('me/out.txt') }), e('hardlink', 'me/part/inner', { link: Buffer.from('me/part/in.txt') })];
+  const run = async (path: string, entries: TreeEntry[]) => {
+    const picker = new SubtreePicker(m.select(Buffer.from(path)), { keepName: false });
+    const got: string[] = [];
+    for (const x of entries) {
+      const p = picker.pick(x);
+      if (p) got.push(`${p.type}:${p.path}`);
+    }
+    let passes = 0;
+    await picker.resolveOrphans(async (each) => {
+      passes++;
+      entries.forEach((x) => each(x));
+    }, (x) => got.push(`${x.type}:${x.path}:${x.type === 'file' ? x.chunks.join() : ''}`));
+    return { got, passes };
+  };
+  // The link to out.txt (outside the part) comes last, as a copy of out.txt; the link inside stays a link.
+  assert.deepEqual(await run('/home/me/part', listing), { got: ['file:in.txt', 'hardlink:inner', 'file:link:bb'], passes: 1 });
+  assert.deepEqual(await run('/home/me/part', listing.filter((x) => x.path !== 'me/part/link')), { got: ['file:in.txt', 'hardlink:inner'], passes: 0 });
+  // A link to a file the listing does not have: corrupt, named.
+  await assert.rejects(run('/home/me/part', listing.filter((x) => x.path !== 'me/out.txt')), (err: unknown) => CofferError.is(err, 'corrupt') && /link: hard link to no earlier file/.test((err as Error).message));
 });
 
 test('SnapshotPaths: listing paths are shown absolute, and absolute paths name listing paths (the most specific source wins)', () => {

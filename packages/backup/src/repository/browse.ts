@@ -15,7 +15,7 @@ import { CofferError } from '../errors.js';
 import { hex } from './blob.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 import { matchesFilter, type Snapshot, type SnapshotFilter } from './snapshot.js';
-import type { FileEntry, TreeEntry } from './tree.js';
+import { filesAt, type FileEntry, type TreeEntry } from './tree.js';
 import { IdSet, type BlobIndex } from './index-file.js';
 import { BlobQueue, BlobReader, READ_AHEAD_BLOBS } from './blob-reader.js';
 import { TAR_END, tarHeader, tarPadding } from './tar.js';
@@ -210,14 +210,9 @@ export class SubtreePicker {
    */
   async resolveOrphans(list: (each: (e: TreeEntry) => void) => Promise<void>, take: (e: TreeEntry) => void): Promise<void> {
     if (this.#orphans.length === 0) return;
-    const wanted = new Map<string, FileEntry | null>(this.#orphans.map((o) => [o.link.toString('latin1'), null]));
-    await list((e) => {
-      if (e.type !== 'file') return;
-      const k = e.rawPath.toString('latin1');
-      if (wanted.get(k) === null) wanted.set(k, e);
-    });
+    const files = await filesAt(list, this.#orphans.map((o) => o.link));
     for (const o of this.#orphans) {
-      const file = wanted.get(o.link.toString('latin1'));
+      const file = files.get(o.link.toString('latin1'));
       if (!file) throw new CofferError('corrupt', `${o.raw.toString('utf8')}: hard link to no earlier file`);
       take({ ...file, path: o.raw.toString('utf8'), rawPath: o.raw });
     }

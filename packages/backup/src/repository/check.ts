@@ -168,23 +168,25 @@ async function runCheck(repo: Repository, opts: CheckOptions): Promise<CheckResu
     snapshotIds.push(sid);
     try {
       const snap = decodeSnapshot(await repo.readObject(name, ObjectKind.Snapshot), name);
-      const need = (id: string, what: string) => {
-        const where = copies.get(idKey(Buffer.from(id, 'hex')));
+      /** Charges the blob's packs with this snapshot; its raw length (NaN: in no index). */
+      const need = (id: string, what: string): number => {
+        const k = idKey(Buffer.from(id, 'hex'));
+        const where = copies.get(k);
         if (!where) {
           problems.push({ message: `${what}: blob ${id.slice(0, 16)} is not in any index`, snapshots: [sid] });
-          return;
+          return NaN;
         }
         for (const pk of where) add(packNeeders, pk, sid);
         if (!where.some(intact)) for (const pk of where) add(packUsers, pk, sid);
+        return rawLengths.get(k)!;
       };
       for (const t of snap.tree) need(t, `snapshot ${sid.slice(0, 8)} tree`);
       for await (const e of repo.tree(snap)) {
         if (e.type !== 'file') continue;
-        for (const c of e.chunks) need(c, `snapshot ${sid.slice(0, 8)} file ${e.path}`);
         // Spec §9.2: the chunks' raw lengths add up to the size (restore and dump refuse
         // a file whose chunks don't; check said "no problems").
         let sum = 0;
-        for (const c of e.chunks) sum += rawLengths.get(idKey(Buffer.from(c, 'hex'))) ?? NaN;
+        for (const c of e.chunks) sum += need(c, `snapshot ${sid.slice(0, 8)} file ${e.path}`);
         if (!Number.isNaN(sum) && sum !== e.size) {
           problems.push({ message: `snapshot ${sid.slice(0, 8)} file ${e.path}: its chunks add up to ${sum} bytes, not its size ${e.size}`, snapshots: [sid] });
         }

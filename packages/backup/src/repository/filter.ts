@@ -35,8 +35,8 @@ import { promises as fs } from 'node:fs';
 import type { EntryStat } from './scan-ahead.js';
 import picomatch from 'picomatch';
 import { CofferError } from '../errors.js';
-import { isUtf8 } from './tree.js';
-import type { FileEntry, HardlinkEntry, TreeEntry } from './tree.js';
+import { filesAt, isUtf8 } from './tree.js';
+import type { HardlinkEntry, TreeEntry } from './tree.js';
 
 /** One pattern as the user gave it. */
 export interface PatternRule {
@@ -333,7 +333,7 @@ export class RestoreSelection {
     const chain: Array<{ key: string; entry: TreeEntry; excluded: boolean; included: boolean; taken: boolean }> = [];
     const takenFiles = new Set<string>();
     /** Hard links taken whose file was not: each becomes a copy of its file. */
-    const orphans: TreeEntry[] = [];
+    const orphans: HardlinkEntry[] = [];
     const noIncludes = this.#include.size === 0;
     await list((e) => {
       const parent = parentOf(e.rawPath);
@@ -361,12 +361,9 @@ export class RestoreSelection {
       else take(e);
     });
     if (orphans.length === 0) return;
-    const wanted = new Map<string, FileEntry | null>(orphans.map((h) => [key((h as HardlinkEntry).link), null]));
-    await list((e) => {
-      if (e.type === 'file' && wanted.has(key(e.rawPath)) && wanted.get(key(e.rawPath)) === null) wanted.set(key(e.rawPath), e);
-    });
+    const files = await filesAt(list, orphans.map((h) => h.link));
     for (const h of orphans) {
-      const f = wanted.get(key((h as HardlinkEntry).link));
+      const f = files.get(key(h.link));
       take(f ? { ...f, path: h.path, rawPath: h.rawPath } : h);
     }
   }
@@ -377,7 +374,6 @@ export class RestoreSelection {
     await this.selectEach(async (each) => entries.forEach((e) => each(e)), absOf, (e) => out.push(e));
     return out;
   }
-
 }
 
 /**

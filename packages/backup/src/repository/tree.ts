@@ -661,3 +661,21 @@ export function decodeListing(bytes: Uint8Array, version: 1 | 2, where = 'tree l
       return e;
     });
 }
+
+/**
+ * A second pass over a listing (`list`) for the file entries at `paths` (the first
+ * sighting of each): how a hard link to a file left out of a restore or dump becomes a
+ * copy of that file without the first pass remembering every file (issue 13).
+ * Keys: the paths' bytes as latin1.
+ */
+export async function filesAt(list: (each: (e: TreeEntry) => void) => Promise<void>, paths: Iterable<Buffer>): Promise<Map<string, FileEntry>> {
+  const wanted = new Set<string>();
+  for (const p of paths) wanted.add(p.toString('latin1'));
+  const found = new Map<string, FileEntry>();
+  await list((e) => {
+    if (e.type !== 'file') return;
+    const k = e.rawPath.toString('latin1');
+    if (wanted.has(k) && !found.has(k)) found.set(k, e);
+  });
+  return found;
+}

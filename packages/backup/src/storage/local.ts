@@ -23,18 +23,18 @@ function describe(e: unknown): string {
   }
 }
 
-/**
- * The default backend: one file per object under a directory. A put writes a temporary
- * file, fsyncs it and hard-links it into place (link fails if the name exists, which is
- * what makes objects immutable), so a crash never leaves a half-written object under
- * its real name. `sync()` fsyncs the directories that gained entries.
- */
 /** An object's ID in its name: 64 hex digits (spec §2); the layout's folders are shorter. */
 const OBJECT_ID = /^[0-9a-f]{64}$/;
 
 /** Directories synced at once by `sync()`. */
 const SYNC_LANES = 4;
 
+/**
+ * The default backend: one file per object under a directory. A put writes a temporary
+ * file, fsyncs it and hard-links it into place (link fails if the name exists, which is
+ * what makes objects immutable), so a crash never leaves a half-written object under
+ * its real name. `sync()` fsyncs the directories that gained entries.
+ */
 export class LocalBackend implements StorageBackend {
   readonly location: string;
   #dirtyDirs = new Set<string>();

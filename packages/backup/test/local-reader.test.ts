@@ -119,3 +119,21 @@ test('sync under a low descriptor limit (ulimit -n 48): 256 dirty directories ar
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), 'synced');
 });
+
+test('a dangling symlink where an object was is damage, not a missing object: listed, and stat, get and openReader fail naming it', async (t) => {
+  const root = await tempDir(t, 'dangling');
+  const b = new LocalBackend(root);
+  await b.put('snapshots/aa', [Buffer.from('x')]);
+  await fs.rm(join(root, 'snapshots', 'aa'));
+  await fs.symlink('/nonexistent/coffer-unmounted/aa', join(root, 'snapshots', 'aa'));
+  assert.deepEqual((await b.list('snapshots/')).map((o) => o.name), ['snapshots/aa']);
+  const named = (e: unknown) => CofferError.is(e, 'storage') && /symbolic link to something that does not exist/.test((e as Error).message);
+  await assert.rejects(b.stat('snapshots/aa'), named);
+  await assert.rejects(b.get('snapshots/aa'), named);
+  await assert.rejects(b.openReader('snapshots/aa'), named);
+  // Gone for real: missing, as before.
+  await fs.rm(join(root, 'snapshots', 'aa'));
+  assert.equal(await b.stat('snapshots/aa'), null);
+  await assert.rejects(b.get('snapshots/aa'), (e: unknown) => CofferError.is(e, 'missing-object'));
+  assert.deepEqual(await b.list('snapshots/'), []);
+});

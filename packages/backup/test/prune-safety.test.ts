@@ -151,7 +151,7 @@ test('a lost index: check, prune and forget+prune do not delete the packs; repai
   assert.deepEqual((await check(await tr.reopen(), { readData: true })).problems, []);
 });
 
-test('a snapshot object turned into a directory or a symlink loop is still listed: prune refuses and deletes nothing', async (t) => {
+test('a snapshot object turned into a directory, a symlink loop or a dangling symlink is still listed: prune refuses and deletes nothing', async (t) => {
   const tr = await newRepo(t);
   const src = join(await tempDir(t, 'ps-src'), 'd');
   await writeTree(src, dir({ 'a.bin': file(prng(7, 100_000)) }));
@@ -159,7 +159,9 @@ test('a snapshot object turned into a directory or a symlink loop is still liste
   await writeTree(join(src, 'b.bin'), file(prng(8, 100_000)));
   const s2 = await backup(tr.repo, { paths: [src] });
   const name = join(tr.dir, 'snapshots', hex(s2.id));
-  for (const damage of [() => fs.mkdir(name), () => fs.symlink(hex(s2.id), name)]) {
+  // The dangling symlink: the object lives on a disk that is not mounted now (stat says
+  // ENOENT, as for an object deleted since the listing, but the entry is there).
+  for (const damage of [() => fs.mkdir(name), () => fs.symlink(hex(s2.id), name), () => fs.symlink('/nonexistent/coffer-unmounted/object', name)]) {
     await fs.rm(name, { recursive: true });
     await damage();
     const kept = async () => [...(await objects(tr.dir, 'data')), ...(await objects(tr.dir, 'index'))];

@@ -1,4 +1,4 @@
-import { close, open, promises as fs, read, constants as fsc } from 'node:fs';
+import { close, lstatSync, open, promises as fs, read, constants as fsc } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CofferError } from '../errors.js';
@@ -180,10 +180,23 @@ export class LocalBackend implements StorageBackend {
   }
 
   #readFailed(name: string, e: unknown): CofferError {
+    // ENOENT with the entry still there is a dangling symlink (the object on a disk not
+    // mounted now): damage to report, not an object deleted meanwhile (missing-object).
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-      return new CofferError('missing-object', `${name} is missing from the repository at ${this.location}`);
+      if (!this.#entryExists(name)) return new CofferError('missing-object', `${name} is missing from the repository at ${this.location}`);
+      return new CofferError('storage', `reading ${name} from ${this.location} failed: it is a symbolic link to something that does not exist (a disk not mounted?)`, { cause: e });
     }
     return new CofferError('storage', `reading ${name} from ${this.location} failed: ${describe(e)}`, { cause: e });
+  }
+
+  /** Whether `name`'s directory entry exists (lstat: a dangling symlink does). */
+  #entryExists(name: string): boolean {
+    try {
+      lstatSync(this.#path(name));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   async stat(name: string): Promise<ObjectInfo | null> {
@@ -191,7 +204,10 @@ export class LocalBackend implements StorageBackend {
       const st = await fs.stat(this.#path(name));
       return { name, size: st.size, mtime: st.mtimeMs };
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (!this.#entryExists(name)) return null;
+        throw this.#readFailed(name, e);
+      }
       throw new CofferError('storage', `reading ${name} from ${this.location} failed: ${describe(e)}`, { cause: e });
     }
   }
@@ -216,9 +232,11 @@ export class LocalBackend implements StorageBackend {
         if (ent.isDirectory() && !OBJECT_ID.test(ent.name)) {
           if (prefix.startsWith(name + '/') || (name + '/').startsWith(prefix)) await walk(name);
         } else if (name.startsWith(prefix)) {
-          // Only ENOENT (deleted since the readdir) drops a name. An entry that can't be
-          // stat'ed (a symlink loop, an I/O error) is listed too, for the same reason.
-          const st = await fs.stat(join(this.location, name)).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : fs.lstat(join(this.location, name)).catch(() => ({ size: 0, mtimeMs: undefined }))));
+          // Only an entry gone since the readdir drops a name. One that can't be stat'ed
+          // (a symlink loop, a dangling symlink, an I/O error) is listed too, for the same
+          // reason: its size is the entry's own (lstat), or 0.
+          const path = join(this.location, name);
+          const st = await fs.stat(path).catch(() => fs.lstat(path).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : { size: 0, mtimeMs: undefined })));
           if (st) out.push({ name, size: st.size, ...(st.mtimeMs !== undefined ? { mtime: st.mtimeMs } : {}) });
         }
       }

@@ -224,6 +224,22 @@ test('5 wrong passwords from each of 6 addresses: the right password from a fres
   assert.ok(bitsSeen[3]! > bitsSeen[0]!, `difficulty grows: ${bitsSeen.join(',')}`);
 });
 
+test('proof-of-work puzzles collected early at the base difficulty do not keep their price once the account is tried harder', async (t) => {
+  const base = testConfig(tempDir(t));
+  const r = await startRelay(t, { ...base, limits: { ...base.limits, passwordSignInByAccount: { perSecond: 0.0001, burst: 1 }, passwordSignInByAccountAddress: { perSecond: 1, burst: 1000 }, signInByAddress: { perSecond: 1, burst: 1000 }, passwordPow: { baseBits: 4, maxBits: 12 } } }, { passwordKdf: fastKdf });
+  const account = (await r.inject({ method: 'POST', url: '/v1/accounts', payload: { publicKey: newDeviceKey().publicKey, password: PW } })).json<{ account: string }>().account;
+  await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account, password: 'wrong guess 00' } });
+  // A guesser asks for many puzzles before paying for any: each is issued at the base difficulty.
+  const puzzles: { challenge: string; bits: number }[] = [];
+  for (let i = 0; i < 10; i++) puzzles.push((await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account, password: `wrong guess ${i}` } })).json<{ error: { pow: { challenge: string; bits: number } } }>().error.pow);
+  assert.deepEqual(new Set(puzzles.map((p) => p.bits)), new Set([4]));
+  const statuses: number[] = [];
+  for (const p of puzzles) statuses.push((await r.inject({ method: 'POST', url: '/v1/sessions/password', payload: { account, password: 'wrong guess y', pow: solvePow(p) } })).statusCode);
+  // Paid guesses deepen the debt: a puzzle cheaper than what the account now asks buys no guess.
+  assert.equal(statuses.filter((s) => s === 401).length < puzzles.length, true, `guesses bought with base-difficulty puzzles: ${statuses.join(',')}`);
+  assert.equal(statuses.at(-1), 428, 'the last one is asked for a harder puzzle');
+});
+
 test('trustProxy: behind a trusted proxy each client has its own bucket; without it X-Forwarded-For is ignored', async (t) => {
   const mk = async (trust: boolean) => {
     const base = testConfig(tempDir(t), trust ? { COFFER_RELAY_TRUST_PROXY: '1' } : {});

@@ -139,8 +139,10 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
         const ch = pow && typeof pow === 'object' ? decodeB64u(pow.challenge, 32) : null;
         const nonce = pow && typeof pow === 'object' && typeof pow.nonce === 'string' && /^[A-Za-z0-9_-]{1,86}$/.test(pow.nonce) ? Buffer.from(pow.nonce, 'base64url') : null;
         const claimed = pow && typeof pow === 'object' && Number.isInteger(pow.bits) ? (pow.bits as number) : -1;
-        // The puzzle's difficulty is bound to it by the account field of its challenge row.
-        const solved = ch !== null && nonce !== null && claimed >= 0 && claimed <= 32 && powSolves(ch, nonce, claimed) && (await accounts.takeChallenge(`pow:${claimed}:${id}`, ch));
+        // The puzzle's difficulty is bound to it by the account field of its challenge row,
+        // and must be what the account asks now: puzzles collected early, while the debt
+        // was small, would otherwise buy guesses at the base price however hard it is tried.
+        const solved = ch !== null && nonce !== null && claimed >= bits && claimed <= 32 && powSolves(ch, nonce, claimed) && (await accounts.takeChallenge(`pow:${claimed}:${id}`, ch));
         if (!solved) {
           const { challenge } = await accounts.challenge(`pow:${bits}:${id}`);
           await refundAll();

@@ -55,6 +55,9 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 /** Solves the relay's proof-of-work puzzle (spec/relay-api.md §1): SHA-256(label || 0 || challenge || nonce) with `bits` leading zero bits. */
+/** Proof-of-work puzzles one password sign-in solves at most (each asked by a 428). */
+const MAX_POW_ROUNDS = 4;
+
 export async function solveRelayPow(pow: { challenge: string; bits: number }): Promise<{ challenge: string; bits: number; nonce: string }> {
   const prefix = concat(new TextEncoder().encode(POW_LABEL), new Uint8Array([0]), fromBase64Url(pow.challenge));
   const input = new Uint8Array(prefix.length + 8);
@@ -420,12 +423,14 @@ export class RelayHttp {
   async loginWithPassword(account: string, password: string): Promise<{ token: string; expiresAt: number }> {
     let res = await this.call({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password }, pass: [401, 428] });
     // The account is being tried by others beyond its limit: the relay asks for a proof-of-work (not a lockout).
-    if (res.status === 428) {
+    // A puzzle that got easier than what the account asks by the time it is solved (others
+    // kept trying) is answered with a new, harder one: solved again, a few times at most.
+    for (let round = 1; res.status === 428; round++) {
       const j = (await res.json().catch(() => ({}))) as { error?: { pow?: { challenge?: unknown; bits?: unknown } } };
       const p = j.error?.pow;
       if (typeof p?.challenge !== 'string' || typeof p.bits !== 'number' || p.bits > 32) throw new CofferClientError('protocol', 'POST /v1/sessions/password: a proof-of-work request without a usable puzzle');
       const pow = await solveRelayPow({ challenge: p.challenge, bits: p.bits });
-      res = await this.call({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password, pow }, pass: [401] });
+      res = await this.call({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password, pow }, pass: round < MAX_POW_ROUNDS ? [401, 428] : [401] });
     }
     if (res.status === 401) {
       await res.body?.cancel().catch(() => {});

@@ -70,6 +70,29 @@ test('password sign-in solves the relay\'s proof-of-work when asked (428) and re
   assert.equal(calls, 2);
 });
 
+test('password sign-in solves again when the relay answers its solution with a harder puzzle (the account was tried meanwhile)', async (t) => {
+  const puzzles = [{ challenge: Buffer.alloc(32, 1).toString('base64url'), bits: 6 }, { challenge: Buffer.alloc(32, 2).toString('base64url'), bits: 8 }];
+  let calls = 0;
+  const relay = await serve(t, (req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      const j = JSON.parse(body) as { pow?: { challenge: string; bits: number; nonce: string } };
+      const asked = puzzles[calls++];
+      if (!j.pow || j.pow.bits < 8) {
+        res.writeHead(428, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { code: 'proof-of-work-required', message: 'm', pow: asked ?? puzzles[1] } }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ token: 'cs1.t', expiresAt: 1 }));
+    });
+  });
+  const s = await new RelayHttp({ server: relay.url }).loginWithPassword('a'.repeat(26), 'pw');
+  assert.equal(s.token, 'cs1.t');
+  assert.equal(calls, 3);
+});
+
 test('an answer without end (a vault message, a JSON error, the fleet bundle) is refused at 1 MiB, through fetch and through the node transport, and the client moves on', async (t) => {
   let served = 0;
   const relay = await serve(t, (req, res) => {

@@ -54,10 +54,10 @@ export function isLoopbackHost(host: string): boolean {
   return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
-/** Solves the relay's proof-of-work puzzle (spec/relay-api.md §1): SHA-256(label || 0 || challenge || nonce) with `bits` leading zero bits. */
 /** Proof-of-work puzzles one password sign-in solves at most (each asked by a 428). */
 const MAX_POW_ROUNDS = 4;
 
+/** Solves the relay's proof-of-work puzzle (spec/relay-api.md §1): SHA-256(label || 0 || challenge || nonce) with `bits` leading zero bits. */
 export async function solveRelayPow(pow: { challenge: string; bits: number }): Promise<{ challenge: string; bits: number; nonce: string }> {
   const prefix = concat(new TextEncoder().encode(POW_LABEL), new Uint8Array([0]), fromBase64Url(pow.challenge));
   const input = new Uint8Array(prefix.length + 8);

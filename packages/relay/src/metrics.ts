@@ -1,5 +1,5 @@
 /** Prometheus metrics of the relay (spec/relay-api.md §5). */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export interface RelayMetrics {
   readonly registry: Registry;
@@ -7,6 +7,8 @@ export interface RelayMetrics {
   readonly vaultForward: Histogram<'outcome'>;
   readonly vaultAttempts: Counter<'node' | 'outcome'>;
   readonly blobBytes: Counter<'direction'>;
+  /** Upload body bytes received and not yet stored, across the relay (its in-flight budget's use). */
+  readonly uploadBytesInFlight: Gauge;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): RelayMetrics {
@@ -24,5 +26,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
     }),
     vaultAttempts: new Counter({ name: 'coffer_relay_vault_attempts_total', help: 'Forwarding attempts per vault node and outcome', labelNames: ['node', 'outcome'], registers: [registry] }),
     blobBytes: new Counter({ name: 'coffer_relay_blob_bytes_total', help: 'Blob bytes received (in) and sent (out)', labelNames: ['direction'], registers: [registry] }),
+    uploadBytesInFlight: new Gauge({ name: 'coffer_relay_upload_bytes_in_flight', help: 'Upload body bytes received and not yet stored (the in-flight budget in use)', registers: [registry] }),
   };
 }

@@ -193,6 +193,15 @@ test('a failing or full blob store gives a clean 503/507, and nothing half-writt
   assert.equal((await put('two')).statusCode, 201, 'works again once the store recovers');
 });
 
+/** Waits until the relay's upload bytes in flight (its metric) reach `bytes`. */
+async function inFlightReaches(r: TestRelay, bytes: number): Promise<void> {
+  for (const end = Date.now() + 20_000; Date.now() < end; await new Promise((resolve) => setTimeout(resolve, 5))) {
+    const m = /^coffer_relay_upload_bytes_in_flight (\d+)$/m.exec((await r.relay.admin.inject({ method: 'GET', url: '/metrics' })).body);
+    if (m && Number(m[1]) >= bytes) return;
+  }
+  throw new Error(`upload bytes in flight never reached ${bytes}`);
+}
+
 test('upload bodies in flight are bounded across the relay: 503 uploads-busy with retryAfter, then accepted', async (t) => {
   const dir = tempDir(t);
   const r = await startRelay(t, testConfig(dir, { COFFER_RELAY_MAX_OBJECT_BYTES: '1000', COFFER_RELAY_MAX_IN_FLIGHT_BYTES: '1500' }));
@@ -200,17 +209,41 @@ test('upload bodies in flight are bounded across the relay: 503 uploads-busy wit
   const b = (await r.signUp()).auth();
   const slow = new PassThrough();
   const first = r.inject({ method: 'PUT', url: '/v1/blobs/slow', headers: { ...a, ...octet, 'content-length': '1000' }, payload: slow });
-  slow.write(Buffer.alloc(500, 1));
-  await new Promise((resolve) => setImmediate(resolve));
+  // A body holds the budget as its bytes arrive (not its declared length up front).
+  slow.write(Buffer.alloc(950, 1));
+  await inFlightReaches(r, 950);
   // Another account (the first holds its own per-account budget of 1000).
   const busy = await r.inject({ method: 'PUT', url: '/v1/blobs/other', headers: { ...b, ...octet }, payload: Buffer.alloc(600) });
   assert.equal(busy.statusCode, 503);
   assert.equal(code(busy), 'uploads-busy');
   assert.ok(busy.json<{ error: { retryAfter: number } }>().error.retryAfter > 0);
   assert.equal((await r.inject({ method: 'PUT', url: '/v1/blobs/small', headers: { ...b, ...octet }, payload: Buffer.alloc(400) })).statusCode, 201, 'what fits still goes');
-  slow.end(Buffer.alloc(500, 1));
+  slow.end(Buffer.alloc(50, 1));
   assert.equal((await first).statusCode, 201);
   assert.equal((await r.inject({ method: 'PUT', url: '/v1/blobs/other', headers: { ...a, ...octet }, payload: Buffer.alloc(600) })).statusCode, 201, 'released once answered');
+});
+
+test('announced lengths hold no budget until their bytes arrive: a few free accounts trickling large bodies do not block everyone\'s uploads', async (t) => {
+  const dir = tempDir(t);
+  const r = await startRelay(t, testConfig(dir, { COFFER_RELAY_MAX_OBJECT_BYTES: '1000', COFFER_RELAY_MAX_IN_FLIGHT_BYTES: '2000' }));
+  // Each attacker announces the largest body and sends one byte (then would trickle).
+  const trickles: PassThrough[] = [];
+  const pending: Promise<unknown>[] = [];
+  for (let i = 0; i < 4; i++) {
+    const h = (await r.signUp()).auth();
+    const body = new PassThrough();
+    trickles.push(body);
+    pending.push(r.inject({ method: 'PUT', url: `/v1/blobs/slow${i}`, headers: { ...h, ...octet, 'content-length': '1000' }, payload: body }));
+    body.write(Buffer.alloc(1, 1));
+  }
+  await inFlightReaches(r, 4);
+  const other = (await r.signUp()).auth();
+  const res = await r.inject({ method: 'PUT', url: '/v1/blobs/mine', headers: { ...other, ...octet }, payload: Buffer.alloc(900) });
+  assert.equal(res.statusCode, 201, `another account's upload: ${res.statusCode} ${res.body}`);
+  // What they send still counts: past the budget, the next byte of theirs is refused.
+  for (const b of trickles) b.end(Buffer.alloc(999, 1));
+  const codes = (await Promise.all(pending)).map((x) => (x as { statusCode: number }).statusCode).sort();
+  assert.ok(codes.every((c) => c === 201 || c === 503), codes.join(','));
 });
 
 test('the S3 client gives up on an endpoint that accepts and never answers', async (t) => {

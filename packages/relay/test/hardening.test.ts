@@ -71,12 +71,17 @@ test('per-account in-flight bytes: one account cannot hold the relay\'s upload b
   const a = await r.signUp();
   const b = await r.signUp();
   const url = await listen(r);
-  // The slow upload holds its reservation before the second starts: 100 Continue is sent
-  // only once the declared length is reserved (routes/blobs.ts). A fixed sleep here let
-  // the second upload overtake the first on a loaded machine (then 201, not 429).
+  // The slow upload holds what it has sent (routes/blobs.ts: budgets are taken as bytes
+  // arrive): the second starts once the relay counts them (its metric), not after a
+  // fixed sleep, which a loaded machine overtakes.
   const slow = await raw(url, `PUT /v1/blobs/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n`);
   await waitFor(() => slow.got().includes('100 Continue'));
-  slow.s.write('xx');
+  slow.s.write(Buffer.alloc(998, 0x78));
+  for (const end = Date.now() + 20_000; ; await new Promise((resolve) => setTimeout(resolve, 5))) {
+    const m = /^coffer_relay_upload_bytes_in_flight (\d+)$/m.exec((await r.relay.admin.inject({ method: 'GET', url: '/metrics' })).body);
+    if (m && Number(m[1]) >= 998) break;
+    assert.ok(Date.now() < end, 'the slow upload\'s bytes never counted');
+  }
   const again = await fetch(`${url.origin}/v1/blobs/second`, { method: 'PUT', headers: { ...a.auth(), ...octet }, body: 'hello' });
   assert.equal(again.status, 429);
   assert.equal(((await again.json()) as { error: { code: string } }).error.code, 'account-uploads-busy');

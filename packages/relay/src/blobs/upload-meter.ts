@@ -18,7 +18,8 @@ export interface UploadMeterOptions {
   readonly idleMs: number;
   /**
    * Called for every buffer before it passes, with its length: an error refuses it (and
-   * the rest of the body). Bodies without a length reserve their budget this way.
+   * the rest of the body). Every body takes its in-flight budget this way, and a body
+   * without a length its quota too.
    */
   readonly reserve?: (bytes: number) => RelayError | undefined;
 }

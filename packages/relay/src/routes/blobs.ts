@@ -131,14 +131,20 @@ export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Pr
   const usage = new Usage(o.store);
   let inFlight = 0;
   const perAccount = new Map<string, number>();
+  /** Whether `bytes` more would fit the in-flight budgets for `account`, or which is full. */
+  const wouldExceed = (account: string, bytes: number): RelayError | undefined => {
+    // One account cannot hold the relay's budget: its own uploads are capped first.
+    if ((perAccount.get(account) ?? 0) + bytes > o.maxInFlightBytesPerAccount) return new RelayError('account-uploads-busy', { retryAfter: 1 });
+    if (inFlight + bytes > o.maxInFlightBytes) return new RelayError('uploads-busy', { retryAfter: 1 });
+    return undefined;
+  };
   /** Takes `bytes` more of the in-flight budgets for `account`, or says which is full. */
   const takeInFlight = (account: string, bytes: number): RelayError | undefined => {
-    // One account cannot hold the relay's budget: its own uploads are capped first.
-    const mine = perAccount.get(account) ?? 0;
-    if (mine + bytes > o.maxInFlightBytesPerAccount) return new RelayError('account-uploads-busy', { retryAfter: 1 });
-    if (inFlight + bytes > o.maxInFlightBytes) return new RelayError('uploads-busy', { retryAfter: 1 });
+    const full = wouldExceed(account, bytes);
+    if (full) return full;
     inFlight += bytes;
-    perAccount.set(account, mine + bytes);
+    o.metrics.uploadBytesInFlight.set(inFlight);
+    perAccount.set(account, (perAccount.get(account) ?? 0) + bytes);
     return undefined;
   };
   /** Gives back the in-flight bytes, and the quota unless the object was stored. */
@@ -147,6 +153,7 @@ export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Pr
     if (!u || u.closed) return;
     u.closed = true;
     inFlight -= u.inFlight;
+    o.metrics.uploadBytesInFlight.set(inFlight);
     const left = (perAccount.get(req.account) ?? 0) - u.inFlight;
     if (left > 0) perAccount.set(req.account, left);
     else perAccount.delete(req.account);
@@ -183,29 +190,31 @@ export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Pr
       const declared = header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
       if (declared !== undefined && declared > o.maxObjectBytes) throw new RelayError('blob-too-large');
       const ns = namespaceOf(req.account);
-      // A declared length is reserved whole, up front; a body without one (chunked)
-      // reserves buffer by buffer as it arrives, and is cut off when a budget is spent.
+      // In-flight budgets are taken buffer by buffer as the body arrives, for every body: a
+      // declared length that already breaks them is refused here, but not held up front,
+      // or a few free accounts each announcing a large body and sending a byte every few
+      // seconds held the whole relay's budget, and every other upload got 503 for minutes.
+      // The quota (the account's own storage) is reserved whole for a declared length;
+      // for a body without one (chunked), as it arrives. Either is cut off when spent.
       const upfront = declared ?? 0;
-      const busy = takeInFlight(req.account, upfront);
+      const busy = wouldExceed(req.account, upfront);
       if (busy) throw busy;
-      const u: UploadBudget = { ns, declared, inFlight: upfront, quota: 0, closed: false };
+      const u: UploadBudget = { ns, declared, inFlight: 0, quota: 0, closed: false };
       (req as WithUpload)[UPLOAD] = u;
       if (!(await usage.reserve(ns, upfront, o.quotaBytes).catch(storeFailure))) throw new RelayError('quota-exceeded');
       u.quota = upfront;
       if (req.headers.expect?.toLowerCase() === '100-continue') reply.raw.writeContinue();
-      const reserve =
-        declared !== undefined
-          ? undefined
-          : (bytes: number): RelayError | undefined => {
-              if (u.closed) return new RelayError('bad-request', { message: 'the upload was cut off before its end' });
-              const refused = takeInFlight(req.account, bytes);
-              if (refused) return refused;
-              u.inFlight += bytes;
-              if (!usage.grow(ns, bytes, o.quotaBytes)) return new RelayError('quota-exceeded');
-              u.quota += bytes;
-              return undefined;
-            };
-      return new UploadMeter(payload, { maxBytes: o.maxObjectBytes, idleMs: o.bodyIdleTimeoutMs, ...(declared !== undefined ? { declared } : {}), ...(reserve ? { reserve } : {}) });
+      const reserve = (bytes: number): RelayError | undefined => {
+        if (u.closed) return new RelayError('bad-request', { message: 'the upload was cut off before its end' });
+        const refused = takeInFlight(req.account, bytes);
+        if (refused) return refused;
+        u.inFlight += bytes;
+        if (declared !== undefined) return undefined; // its quota is reserved whole, above
+        if (!usage.grow(ns, bytes, o.quotaBytes)) return new RelayError('quota-exceeded');
+        u.quota += bytes;
+        return undefined;
+      };
+      return new UploadMeter(payload, { maxBytes: o.maxObjectBytes, idleMs: o.bodyIdleTimeoutMs, ...(declared !== undefined ? { declared } : {}), reserve });
     },
     onResponse: async (req) => settle(req, false),
     onRequestAbort: async (req) => {
@@ -213,6 +222,7 @@ export async function blobRoutes(app: FastifyInstance, o: BlobRoutesOptions): Pr
       const u = (req as WithUpload)[UPLOAD];
       if (u && !u.closed) {
         inFlight -= u.inFlight;
+        o.metrics.uploadBytesInFlight.set(inFlight);
         const left = (perAccount.get(req.account) ?? 0) - u.inFlight;
         if (left > 0) perAccount.set(req.account, left);
         else perAccount.delete(req.account);

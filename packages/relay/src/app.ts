@@ -20,6 +20,7 @@ import { prepareDummyPasswordHash, type PasswordKdf } from './auth/password.js';
 import { blobRoutes } from './routes/blobs.js';
 import { lingerAfterAnswer } from './lingering-close.js';
 import { closeIdleUntilClosed } from '@coffer/protocol/node';
+import { capConnectionsPerAddress, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, proxyMatcher } from './connection-cap.js';
 import { vaultRoutes, VAULT_BODY_LIMIT } from './routes/vault.js';
 import type { VaultForwarder } from './vault-forwarder.js';
 
@@ -99,6 +100,8 @@ export interface AppOptions {
   readonly logger?: FastifyServerOptions['logger'];
   /** Whole-request timeout (ms) for slow clients; 0 = none. */
   readonly requestTimeoutMs?: number;
+  /** Open connections per client address (connection-cap.ts); 0 = no cap. Default 256. */
+  readonly maxConnectionsPerAddress?: number;
   readonly https?: { readonly cert: Buffer; readonly key: Buffer } | null;
   /** File with the fleet key bundle JSON for GET /v1/fleet-bundle; null/absent = 404. */
   readonly fleetBundleFile?: string | null;
@@ -167,6 +170,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
   // but let a body trickle in for 60 s.
   const requestTimeout = options.requestTimeoutMs ?? 120_000;
   if (requestTimeout > 0 && app.server.headersTimeout > requestTimeout) app.server.headersTimeout = requestTimeout;
+  // Behind proxies given as a hop count every peer is a proxy: no per-address cap there.
+  if (typeof options.trustProxy !== 'number') {
+    const exempt = options.trustProxy ? proxyMatcher(options.trustProxy) : () => false;
+    capConnectionsPerAddress(app.server, options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, { tls: !!options.https, exempt, onRefused: () => options.metrics.connectionsRefused.inc() });
+  }
   const logging = logger !== false;
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const now = options.now ? { now: options.now } : {};

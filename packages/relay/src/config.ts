@@ -12,6 +12,7 @@ import type { JwtConfig } from './auth/jwt.js';
 import { DEFAULT_SESSION_CACHE_MS } from './auth/session-cache.js';
 import type { S3Config } from './blobs/s3.js';
 import type { BucketRule } from './rate-limit.js';
+import { DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from './connection-cap.js';
 
 export const DEFAULT_PORT = 7440;
 export const DEFAULT_DATA_DIR = '.coffer-data/relay';
@@ -51,6 +52,8 @@ export interface RelayConfig {
   readonly limits: RateLimits;
   readonly tls: { readonly cert: string; readonly key: string } | null;
   readonly requestTimeoutMs: number;
+  /** Open connections per client address (connection-cap.ts); 0 = no cap. */
+  readonly maxConnectionsPerAddress: number;
   readonly logLevel: string;
   /** The vault fleet's key bundle JSON served at GET /v1/fleet-bundle (spec/relay-api.md §5); null = 404. */
   readonly fleetBundleFile: string | null;
@@ -69,6 +72,7 @@ interface FileConfig {
   limits?: Partial<RateLimits>;
   tls?: { cert?: string; key?: string } | null;
   requestTimeoutMs?: number;
+  maxConnectionsPerAddress?: number;
   logLevel?: string;
   fleetBundleFile?: string;
 }
@@ -269,6 +273,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; cw
     },
     tls: cert && key ? { cert: abs(cert), key: abs(key) } : null,
     requestTimeoutMs: positive('requestTimeoutMs', int('COFFER_RELAY_REQUEST_TIMEOUT_MS', env.COFFER_RELAY_REQUEST_TIMEOUT_MS) ?? f.requestTimeoutMs, 120_000),
+    maxConnectionsPerAddress: positive('maxConnectionsPerAddress', int('COFFER_RELAY_MAX_CONNECTIONS_PER_ADDRESS', env.COFFER_RELAY_MAX_CONNECTIONS_PER_ADDRESS) ?? f.maxConnectionsPerAddress, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
     logLevel: env.COFFER_RELAY_LOG_LEVEL || f.logLevel || 'info',
     fleetBundleFile: env.COFFER_RELAY_FLEET_BUNDLE_FILE || f.fleetBundleFile ? abs((env.COFFER_RELAY_FLEET_BUNDLE_FILE || f.fleetBundleFile)!) : null,
   };

@@ -35,6 +35,8 @@ export const ERRORS = {
   'quota-exceeded': { status: 507, message: 'the account storage quota is exhausted' },
   'blob-store-full': { status: 507, message: 'the blob store is out of space' },
   'rate-limited': { status: 429, message: 'too many requests; retry later' },
+  /** Too many connections open from this client address (connection-cap.ts). */
+  'too-many-connections': { status: 429, message: 'too many connections open from this address; close some and retry' },
   'vault-unavailable': { status: 503, message: 'no vault node answered in time; retry' },
   /** Too many upload bytes in flight across the relay right now (memory bound). */
   'uploads-busy': { status: 503, message: 'the server is receiving too many uploads; retry shortly' },
@@ -66,7 +68,7 @@ export function errorBody(code: ErrorCode, options: { message?: string; retryAft
 export function rawErrorResponse(code: ErrorCode): string {
   const body = JSON.stringify(errorBody(code));
   const { status } = ERRORS[code];
-  const reason: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 413: 'Payload Too Large', 431: 'Request Header Fields Too Large' };
+  const reason: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 413: 'Payload Too Large', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large' };
   return `HTTP/1.1 ${status} ${reason[status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 

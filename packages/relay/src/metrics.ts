@@ -9,6 +9,8 @@ export interface RelayMetrics {
   readonly blobBytes: Counter<'direction'>;
   /** Upload body bytes received and not yet stored, across the relay (its in-flight budget's use). */
   readonly uploadBytesInFlight: Gauge;
+  /** Connections refused because their address had too many open (connection-cap.ts). */
+  readonly connectionsRefused: Counter;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): RelayMetrics {
@@ -26,6 +28,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
     }),
     vaultAttempts: new Counter({ name: 'coffer_relay_vault_attempts_total', help: 'Forwarding attempts per vault node and outcome', labelNames: ['node', 'outcome'], registers: [registry] }),
     blobBytes: new Counter({ name: 'coffer_relay_blob_bytes_total', help: 'Blob bytes received (in) and sent (out)', labelNames: ['direction'], registers: [registry] }),
+    connectionsRefused: new Counter({ name: 'coffer_relay_connections_refused_total', help: 'Connections refused: their client address had maxConnectionsPerAddress open', registers: [registry] }),
     uploadBytesInFlight: new Gauge({ name: 'coffer_relay_upload_bytes_in_flight', help: 'Upload body bytes received and not yet stored (the in-flight budget in use)', registers: [registry] }),
   };
 }

@@ -85,6 +85,7 @@ export async function assembleRelay(config: RelayConfig, options: AssembleOption
     ...(options.now ? { now: options.now } : {}),
     logger: options.logger ?? false,
     requestTimeoutMs: config.requestTimeoutMs,
+    maxConnectionsPerAddress: config.maxConnectionsPerAddress,
     fleetBundleFile: config.fleetBundleFile,
     https: config.tls ? { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) } : null,
   });

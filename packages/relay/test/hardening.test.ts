@@ -39,6 +39,50 @@ const waitFor = async (pred: () => boolean, ms = 20_000): Promise<void> => {
   }
 };
 
+/** A raw connection from `from` (another loopback address is another client) that sends nothing yet. */
+async function idle(url: URL, from: string): Promise<{ s: Socket; got: () => string; closed: Promise<unknown> }> {
+  const s = connect({ port: Number(url.port), host: '127.0.0.1', localAddress: from });
+  await once(s, 'connect');
+  let got = '';
+  s.on('data', (d) => (got += d));
+  s.on('error', () => {});
+  return { s, got: () => got, closed: once(s, 'close') };
+}
+
+test('one address cannot take every connection: past maxConnectionsPerAddress its new connections get 429 too-many-connections; other addresses and trusted proxies are served', async (t) => {
+  const r = await startRelay(t, testConfig(tempDir(t), { COFFER_RELAY_MAX_CONNECTIONS_PER_ADDRESS: '4', COFFER_RELAY_TRUST_PROXY: '127.0.0.3' }));
+  const url = await listen(r);
+  const held = await Promise.all(Array.from({ length: 4 }, () => idle(url, '127.0.0.1')));
+  const fifth = await idle(url, '127.0.0.1');
+  await fifth.closed;
+  assert.match(fifth.got(), /^HTTP\/1\.1 429 [\s\S]*"code":"too-many-connections"/);
+  // Another client is served meanwhile.
+  const other = await idle(url, '127.0.0.2');
+  other.s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  await other.closed;
+  assert.match(other.got(), /^HTTP\/1\.1 200 /);
+  // A trusted proxy carries many clients: not capped.
+  const proxied = await Promise.all(Array.from({ length: 6 }, () => idle(url, '127.0.0.3')));
+  const last = proxied[5]!;
+  last.s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  await last.closed;
+  assert.match(last.got(), /^HTTP\/1\.1 200 /);
+  // One of the first address's connections closes: it may open another.
+  held[0]!.s.destroy();
+  await held[0]!.closed;
+  let served = '';
+  for (const end = Date.now() + 20_000; !served.startsWith('HTTP/1.1 200') && Date.now() < end; ) {
+    const again = await idle(url, '127.0.0.1');
+    again.s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    await again.closed;
+    served = again.got();
+  }
+  assert.match(served, /^HTTP\/1\.1 200 /);
+  const m = await r.relay.admin.inject({ method: 'GET', url: '/metrics' });
+  assert.match(m.body, /^coffer_relay_connections_refused_total [1-9]/m);
+  for (const c of [...held, ...proxied]) c.s.destroy();
+});
+
 // ---- High: uploads ----
 
 test('strangers cannot block uploads: unauthenticated PUTs declaring 64 MiB reserve nothing and are refused before their body', async (t) => {

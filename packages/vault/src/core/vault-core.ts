@@ -86,6 +86,8 @@ export interface Decision {
 }
 
 /** `"coffer/vault/v1/login-replay" ‖ 0x00`, encoded once. */
+/** What an abandoning login-finish has verified in place of a KE3 (fails): the same work as a guess. */
+const ABANDONED_KE3 = new Uint8Array(SIZES.ke3);
 const LOGIN_REPLAY_PREFIX = concat(utf8(LABELS.loginReplayDigest), new Uint8Array([0]));
 
 /**
@@ -425,22 +427,29 @@ export class VaultCore {
     if (!pending || pending.expiresAt < now || !equalBytes(pending.nonce, body.nonce)) return this.#answer({ outcome: 'stale', op });
     const consumed: ActiveRecord = { ...rec, pendingLogin: null };
 
+    // Every outcome does the same work (the front end can time the vault's answers, and a
+    // right password must not take longer than a wrong one): a client that abandons
+    // (wrong password, no KE3) has a KE3 of zeros verified, which fails; a wrong guess
+    // seals a release under a throwaway key, as a right one seals the key; both draw the
+    // same random bytes.
     let sessionKey: Uint8Array | null = null;
-    if (body.ke3) {
-      try {
-        sessionKey = fromBase64Url(opaque.server.finishLogin({ serverLoginState: toBase64Url(pending.serverLoginState), finishLoginRequest: toBase64Url(body.ke3) }).sessionKey);
-      } catch {
-        sessionKey = null; // RFC 9807 §6.4.4: a KE3 that fails to verify is a wrong password
-      }
+    try {
+      const key = fromBase64Url(opaque.server.finishLogin({ serverLoginState: toBase64Url(pending.serverLoginState), finishLoginRequest: toBase64Url(body.ke3 ?? ABANDONED_KE3) }).sessionKey);
+      if (body.ke3) sessionKey = key;
+    } catch {
+      sessionKey = null; // RFC 9807 §6.4.4: a KE3 that fails to verify is a wrong password
     }
+    const grant = this.platform.randomBytes(SIZES.nonce);
+    const releaseNonce = this.platform.randomBytes(12);
     if (!sessionKey) {
+      // The grant's random bytes (never sent on this path) as the throwaway key: both paths draw the same randomness.
+      await sealRelease(grant, account, rec.wrappedKey, releaseNonce);
       if (consumed.guessesUsed >= consumed.guessLimit) {
         return { response: { outcome: 'locked', op }, write: await this.#put(account, erasedNow(now, consumed.registerStarts)), erased: true };
       }
       return { response: { outcome: 'wrong-password', op, guessesRemaining: consumed.guessLimit - consumed.guessesUsed }, write: await this.#put(account, consumed) };
     }
-    const grant = this.platform.randomBytes(SIZES.nonce);
-    const released = await sealRelease(sessionKey, account, rec.wrappedKey, this.platform.randomBytes(12));
+    const released = await sealRelease(sessionKey, account, rec.wrappedKey, releaseNonce);
     const next: ActiveRecord = { ...consumed, guessesUsed: 0, changeGrant: { nonce: grant, expiresAt: now + this.policy.grantTtlMs } };
     return { response: { outcome: 'ok', op: 'login-finish', grant, releasedKey: released }, write: await this.#put(account, next) };
   }

@@ -186,6 +186,22 @@ test('keep-within counts back from the group newest snapshot, not from now; keep
   assert.deepEqual(both.keep.map((k) => both.groups[0]!.keep.find((g) => g.snapshot === k)!.reasons), [['within 13h'], ['last snapshot', 'within 13h']]);
 });
 
+test('keep-within counts back from the newest snapshot that is not in the future (a wrong clock), as restic', () => {
+  const now = Date.parse('2020-01-11T00:00:00.000Z');
+  const all: SnapshotRecord[] = [];
+  for (let d = 1; d <= 10; d++) all.push(rec(`2020-01-${String(d).padStart(2, '0')}T06:00:00.000Z`));
+  const future = rec('2021-06-01T00:00:00.000Z');
+  all.push(future);
+  // Newest in the past is 01-10 06:00: strictly after 01-08 06:00; the future one is kept too.
+  assert.deepEqual(times(applyPolicy(all, { within: parseDuration('2d') }, undefined, now).keep), ['2020-01-09T06:00:00.000Z', '2020-01-10T06:00:00.000Z', '2021-06-01T00:00:00.000Z']);
+  assert.deepEqual(times(applyPolicy(all, { withinDaily: parseDuration('3d') }, undefined, now).keep), ['2020-01-08T06:00:00.000Z', '2020-01-09T06:00:00.000Z', '2020-01-10T06:00:00.000Z', '2021-06-01T00:00:00.000Z']);
+  // Only future snapshots: none is the newest, every one is within.
+  const later = [future, rec('2021-07-01T00:00:00.000Z')];
+  assert.equal(applyPolicy(later, { within: parseDuration('1d') }, undefined, now).remove.length, 0);
+  // Counting rules still count future snapshots, newest first.
+  assert.deepEqual(times(applyPolicy(all, { last: 2 }, undefined, now).keep), ['2020-01-10T06:00:00.000Z', '2021-06-01T00:00:00.000Z']);
+});
+
 test('keep-tag keeps tagged snapshots whatever their age; group-by host,paths,tags and no grouping', () => {
   const all = [
     rec('2020-01-01T00:00:00.000Z', { tags: ['keep', 'x'] }),

@@ -7,8 +7,9 @@
  * `within` keeps every snapshot newer than the group's newest minus the duration;
  * `withinHourly` … `withinYearly` keep the newest snapshot of each period within such a
  * duration; `tags` keeps snapshots carrying every tag of any one listed set. Durations
- * count back from the group's newest snapshot, not from now (as restic), so a machine
- * that stopped backing up does not lose its last snapshots to the calendar.
+ * count back from the group's newest snapshot that is not in the future, not from now
+ * (as restic), so a machine that stopped backing up does not lose its last snapshots to
+ * the calendar, nor one with a wrong clock everything else.
  */
 import { CofferError } from '../errors.js';
 import { snapshotName } from './blob.js';
@@ -149,7 +150,7 @@ export interface PolicyResult {
 }
 
 /** Splits snapshots into those the policy keeps and those it removes, group by group. */
-export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, groupBy: GroupBy = DEFAULT_GROUP_BY): PolicyResult {
+export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, groupBy: GroupBy = DEFAULT_GROUP_BY, now: number = Date.now()): PolicyResult {
   for (const k of ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const) {
     const v = policy[k];
     if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new CofferError('invalid-argument', `--keep-${k} needs a whole number ≥ 0`);
@@ -180,7 +181,12 @@ export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, grou
   for (const g of groups.values()) {
     // Newest first; equal times by ID, as "latest" (spec §10).
     const newestFirst = [...g.list].sort((a, b) => Date.parse(b.snapshot.time) - Date.parse(a.snapshot.time) || Buffer.compare(b.id, a.id));
-    const latest = new Date(newestFirst[0]!.snapshot.time);
+    // Durations count back from the newest snapshot that isn't in the future (restic's
+    // findLatestTimestamp): one made with a wrong clock must not push the others out.
+    // With none in the past, every snapshot is within.
+    const past = newestFirst.find((s) => Date.parse(s.snapshot.time) < now);
+    const latest = past ? new Date(past.snapshot.time) : undefined;
+    const sinceFor = (d: Duration) => (latest ? subtractDuration(latest, d).getTime() : -Infinity);
     newestFirst.slice(0, policy.last ?? 0).forEach((s) => keep(s, 'last snapshot'));
     for (const [name, bucket] of periods) {
       let n = policy[name] ?? 0;
@@ -196,7 +202,7 @@ export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, grou
       }
       const within = policy[withinKey[name]] as Duration | undefined;
       if (within) {
-        const since = subtractDuration(latest, within).getTime();
+        const since = sinceFor(within);
         let lastWithin: string | undefined;
         for (const s of newestFirst) {
           if (Date.parse(s.snapshot.time) <= since) break;
@@ -209,7 +215,7 @@ export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, grou
       }
     }
     if (policy.within) {
-      const since = subtractDuration(latest, policy.within).getTime();
+      const since = sinceFor(policy.within);
       for (const s of newestFirst) if (Date.parse(s.snapshot.time) > since) keep(s, `within ${formatDuration(policy.within)}`);
     }
     if (policy.tags?.length) {

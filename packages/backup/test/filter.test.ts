@@ -96,6 +96,18 @@ test('names that are not UTF-8 are matched as Latin-1, one character per byte; U
   assert.ok(matches(['/été/*'], mixed));
 });
 
+test('"[abc]" is a class, as in restic: it matches one of a, b, c, not the name "[abc]" (write "\\[abc\\]" for that)', () => {
+  assert.ok(matches(['[abc]'], '/d/b'));
+  assert.ok(!matches(['[abc]'], '/d/[abc]'));
+  assert.ok(!matches(['br[ack]et'], '/d/br[ack]et'));
+  assert.ok(matches(['br[ack]et'], '/d/brket'));
+  assert.ok(!matches(['/d/[abc]'], '/d/[abc]'), 'anchored too');
+  assert.ok(!matches(['d/x[0-9]'], '/d/x[0-9]'), 'tail patterns too');
+  assert.ok(matches(['\\[abc\\]'], '/d/[abc]'), 'escaped brackets are literal');
+  assert.ok(!matches(['\\[abc\\]'], '/d/a'));
+  assert.ok(matches(['x['], '/d/x['), 'an unclosed bracket is literal');
+});
+
 test('bad patterns are refused with the pattern named', () => {
   for (const p of ['', '!', '/', 'a\0b']) {
     assert.throws(() => new PatternList([{ pattern: p }]), (e) => CofferError.is(e, 'invalid-argument'), JSON.stringify(p));

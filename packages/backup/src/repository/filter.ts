@@ -97,7 +97,9 @@ function compile(rule: PatternRule): Compiled {
   const glob = kind === 'tail' ? `**/${p}` : p;
   let re: RegExp;
   try {
-    re = picomatch.makeRe(glob, { dot: true, nobrace: false, noextglob: true, strictSlashes: true });
+    // literalBrackets false: `[abc]` is only a class, as in restic (picomatch by default
+    // also lets it match the name `[abc]` itself).
+    re = picomatch.makeRe(glob, { dot: true, nobrace: false, noextglob: true, strictSlashes: true, literalBrackets: false });
   } catch (e) {
     throw new CofferError('invalid-argument', `bad pattern '${text}': ${(e as Error).message}`);
   }

@@ -467,6 +467,8 @@ test('find, diff and stats across snapshots; latest with filters', async (t) => 
   await fs.utimes(join(src, 'docs', 'a.txt'), new Date(T0 + 1000), new Date(T0 + 1000));
   await fs.rm(join(src, 'docs', 'deep'), { recursive: true });
   await fs.writeFile(join(src, 'new.txt'), 'new');
+  // Half a millisecond after T0: after --newest T0, as restic compares (to the nanosecond).
+  await fs.utimes(join(src, 'new.txt'), (T0 + 0.5) / 1000, (T0 + 0.5) / 1000);
   await fs.chmod(join(src, 'notes.txt'), 0o640);
   const second = await backup(repo, { paths: [src], tags: ['weekly'], now: () => new Date('2024-05-02T10:00:00Z') });
   const a = { id: first.id, snapshot: first.snapshot };
@@ -485,6 +487,8 @@ test('find, diff and stats across snapshots; latest with filters', async (t) => 
   assert.equal((await findInSnapshots(repo, [a, b], { patterns: [`${src.slice(1)}/*.txt`] }))[1]!.matches.length, 2, 'a pattern with / matches whole paths');
   const old = await findInSnapshots(repo, [a, b], { patterns: ['*.txt'], newest: T0 });
   assert.deepEqual(old.flatMap((h) => h.matches.map((m) => m.path.toString().slice(src.length))), ['/notes.txt', '/notes.txt'], 'only notes.txt (mtime T0) in each');
+  const after = await findInSnapshots(repo, [b], { patterns: ['*.txt'], oldest: T0 + 1, newest: T0 + 1 });
+  assert.deepEqual(after.flatMap((h) => h.matches.map((m) => m.path.toString().slice(src.length))), [], 'new.txt (T0 + 0.5 ms) is before --oldest T0 + 1 ms');
 
   const d = await diffSnapshots(repo, a, b);
   const line = (kind: string) => d.changes.filter((c) => c.kind === kind).map((c) => c.path.toString().slice(src.length));

@@ -375,15 +375,17 @@ export async function findInSnapshots(
   onMatch?: (snapshot: SnapshotRecord, match: ListedEntry) => void,
 ): Promise<FindHit[]> {
   const globs = opts.patterns.map((p) => ({ re: compileGlob(p.includes('/') ? p.replace(/^\/+/, '') : p, opts.ignoreCase === true), whole: p.includes('/') }));
+  const oldestNs = opts.oldest !== undefined ? BigInt(opts.oldest) * 1_000_000n : undefined;
+  const newestNs = opts.newest !== undefined ? BigInt(opts.newest) * 1_000_000n : undefined;
   const hits: FindHit[] = [];
   let done = 0;
   for (const rec of snapshots) {
     const matches: ListedEntry[] = [];
     let count = 0;
     for await (const l of listSnapshot(repo, rec, undefined, { recursive: true })) {
-      const ms = Number(l.entry.mtimeNs / 1_000_000n);
-      if (opts.oldest !== undefined && ms < opts.oldest) continue;
-      if (opts.newest !== undefined && ms > opts.newest) continue;
+      // To the nanosecond, as restic: a file 0.5 ms after --newest T is after it.
+      if (oldestNs !== undefined && l.entry.mtimeNs < oldestNs) continue;
+      if (newestNs !== undefined && l.entry.mtimeNs > newestNs) continue;
       const abs = l.path.toString('utf8').slice(1);
       const slash = l.path.lastIndexOf(SLASH);
       const name = l.path.subarray(slash + 1).toString('utf8');

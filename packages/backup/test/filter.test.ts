@@ -208,6 +208,27 @@ test('backup: --exclude, --exclude-caches (tag kept), --exclude-if-present, an e
   assert.equal(backupExcluder({}), undefined, 'no selection: no hook');
 });
 
+test('--exclude-if-present NAME:HEADER (restic): only directories whose NAME starts with HEADER', async (t) => {
+  const { repo } = await newRepo(t);
+  const base = await tempDir(t, 'src');
+  const src = join(base, 'data');
+  await writeTree(
+    src,
+    dir({
+      tagged: dir({ '.tag': file('magic: skip me\n'), 'x.txt': file('x') }),
+      other: dir({ '.tag': file('something else\n'), 'y.txt': file('y') }),
+      short: dir({ '.tag': file('mag'), 'z.txt': file('z') }),
+      plain: dir({ 'w.txt': file('w') }),
+    }),
+  );
+  const exclude = backupExcluder({ excludeIfPresent: ['.tag:magic:'] })!;
+  const r = await backup(repo, { paths: [src], exclude });
+  const out = await tempDir(t, 'out');
+  await restore(repo, { id: r.id, snapshot: r.snapshot } as never, { target: out });
+  assert.deepEqual((await allPaths(join(out, 'data'))).sort(), ['other', 'other/.tag', 'other/y.txt', 'plain', 'plain/w.txt', 'short', 'short/.tag', 'short/z.txt']);
+  assert.throws(() => backupExcluder({ excludeIfPresent: [':magic'] }), /file name/);
+});
+
 test('backup --dry-run writes nothing, takes no lock, and counts what a backup would read against the parent', async (t) => {
   const tr = await newRepo(t);
   const src = join(await tempDir(t, 'src'), 'data');

@@ -34,7 +34,7 @@ Backups (key mode):
                                        with SNAPSHOT (ID or latest) instead of the latest
                                        backup of the same paths from this host
   coffer backup PATH… [--exclude P] [--iexclude P] [--exclude-file F] [--iexclude-file F]
-         [--exclude-caches] [--exclude-if-present NAME] [--one-file-system] [--dry-run]
+         [--exclude-caches] [--exclude-if-present NAME[:HEADER]] [--one-file-system] [--dry-run]
                                        choose what is stored: P is a gitignore-style pattern
                                        (restic's: no '/' = any name, leading '/' = absolute
                                        path, '**', '!' re-includes); --dry-run writes nothing

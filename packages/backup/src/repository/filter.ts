@@ -162,7 +162,7 @@ export interface BackupSelectionOptions {
   exclude?: readonly PatternRule[];
   /** Leave out the contents of directories holding a valid CACHEDIR.TAG (the tag file itself is kept). */
   excludeCaches?: boolean;
-  /** Leave out directories holding a file of one of these names. */
+  /** Leave out directories holding a file of one of these names (`NAME:HEADER`: whose content starts with HEADER, as restic). */
   excludeIfPresent?: readonly string[];
 }
 
@@ -172,9 +172,12 @@ export interface BackupSelectionOptions {
  */
 export function backupExcluder(opts: BackupSelectionOptions): ((abs: Buffer, st: EntryStat) => Promise<boolean>) | undefined {
   const patterns = new PatternList(opts.exclude ?? []);
-  const present = (opts.excludeIfPresent ?? []).map((n) => {
-    if (n === '' || n.includes('/') || n.includes('\0')) throw new CofferError('invalid-argument', `--exclude-if-present takes a file name, not '${n}'`);
-    return Buffer.from(n, 'utf8');
+  const present = (opts.excludeIfPresent ?? []).map((spec) => {
+    // restic's NAME[:HEADER]: with a header, only a NAME whose content starts with it counts.
+    const colon = spec.indexOf(':');
+    const n = colon < 0 ? spec : spec.slice(0, colon);
+    if (n === '' || n.includes('/') || n.includes('\0')) throw new CofferError('invalid-argument', `--exclude-if-present takes a file name (NAME or NAME:HEADER), not '${spec}'`);
+    return { name: Buffer.from(n, 'utf8'), header: colon < 0 || colon === spec.length - 1 ? undefined : Buffer.from(spec.slice(colon + 1), 'utf8') };
   });
   if (patterns.size === 0 && !opts.excludeCaches && present.length === 0) return undefined;
   /** Parent directory → is it a tagged cache directory (bounded: the walk is depth-first). */
@@ -193,8 +196,9 @@ export function backupExcluder(opts: BackupSelectionOptions): ((abs: Buffer, st:
     const isDir = st.isDirectory();
     if (patterns.test(abs, isDir) === true) return true;
     if (isDir && present.length > 0) {
-      for (const name of present) {
-        if (await exists(Buffer.concat([abs, SLASH, name]))) return true;
+      for (const { name, header } of present) {
+        const tag = Buffer.concat([abs, SLASH, name]);
+        if (header ? await startsWith(tag, header) : await exists(tag)) return true;
       }
     }
     if (opts.excludeCaches) {
@@ -214,15 +218,20 @@ async function exists(p: Buffer): Promise<boolean> {
   );
 }
 
-async function hasCacheTag(dir: Buffer): Promise<boolean> {
+function hasCacheTag(dir: Buffer): Promise<boolean> {
+  return startsWith(Buffer.concat([dir, SLASH, CACHEDIR_TAG]), CACHEDIR_SIGNATURE);
+}
+
+/** Whether `file` is a regular file whose content starts with `header`. */
+async function startsWith(file: Buffer, header: Buffer): Promise<boolean> {
   let fh;
   try {
-    fh = await fs.open(Buffer.concat([dir, SLASH, CACHEDIR_TAG]), 'r');
+    fh = await fs.open(file, 'r');
     const st = await fh.stat();
     if (!st.isFile()) return false;
-    const head = Buffer.alloc(CACHEDIR_SIGNATURE.length);
+    const head = Buffer.alloc(header.length);
     const { bytesRead } = await fh.read(head, 0, head.length, 0);
-    return bytesRead === head.length && head.equals(CACHEDIR_SIGNATURE);
+    return bytesRead === head.length && head.equals(header);
   } catch {
     return false;
   } finally {

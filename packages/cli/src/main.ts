@@ -33,6 +33,10 @@ Backups (key mode):
                                        --force reads every file again; --parent compares
                                        with SNAPSHOT (ID or latest) instead of the latest
                                        backup of the same paths from this host
+  coffer backup PATH… --host NAME --time T
+                                       the snapshot's host name (also whose latest backup
+                                       is compared with) and time (UTC: 2026-01-31 14:00,
+                                       or ISO 8601), instead of this machine's and now
   coffer backup PATH… [--exclude P] [--iexclude P] [--exclude-file F] [--iexclude-file F]
          [--exclude-caches] [--exclude-if-present NAME[:HEADER]] [--one-file-system] [--dry-run]
                                        choose what is stored: P is a gitignore-style pattern
@@ -254,6 +258,7 @@ const options = {
   'from-key-file': { type: 'string' },
   force: { type: 'boolean' },
   parent: { type: 'string' },
+  time: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 /** Which options each command accepts (besides the global ones). */
@@ -278,6 +283,8 @@ const allowed: Record<string, string[]> = {
     'stdin',
     'stdin-filename',
     'stdin-from-command',
+    'host',
+    'time',
   ],
   snapshots: ['tag', 'host', 'path'],
   restore: ['target', 'overwrite', 'no-owners', 'no-lock', 'include', 'iinclude', 'exclude', 'iexclude', 'tag', 'host', 'path'],

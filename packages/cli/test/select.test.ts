@@ -322,3 +322,28 @@ test('backup --force reads every file again; --parent SNAPSHOT compares with tha
   assertError(await coffer(['backup', s.src, '--parent', 'not hex!'], s.env), 2, /snapshot|ID/i);
   assertError(await coffer(['backup', '--stdin', '--force'], s.env), 2, /--stdin/);
 });
+
+test('backup --host NAME --time T (restic): the snapshot says that host and time, and that host\'s latest backup is the parent; bad values are usage errors', async (t) => {
+  const s = await setup(t);
+  const first = await coffer(['backup', s.src, '-q', '--host', 'laptop', '--time', '2025-03-04 05:06:07'], s.env);
+  assert.equal(first.code, 0, first.stderr);
+  const snaps = JSON.parse((await coffer(['snapshots', '--json', '--host', 'laptop'], s.env)).stdout) as Array<{ hostname: string; time: string }>;
+  assert.equal(snaps.length, 1);
+  assert.equal(snaps[0]!.hostname, 'laptop');
+  assert.equal(snaps[0]!.time, '2025-03-04T05:06:07.000Z');
+  // The same host: the first is the parent (nothing is read again). Another host: none.
+  const again = await coffer(['backup', s.src, '--dry-run', '--json', '--host', 'laptop'], s.env);
+  assert.equal((JSON.parse(again.stdout) as { readFiles: number }).readFiles, 0);
+  const other = await coffer(['backup', s.src, '--dry-run', '--json'], s.env);
+  assert.ok((JSON.parse(other.stdout) as { readFiles: number }).readFiles > 0, 'this machine has no backup of these paths yet');
+  const piped = await coffer(['backup', '--stdin', '--stdin-filename', 'x.txt', '--host', 'db1', '--time', '2024-12-31T23:00:00Z', '-q'], s.env, Buffer.from('data'));
+  assert.equal(piped.code, 0, piped.stderr);
+  const db = JSON.parse((await coffer(['snapshots', '--json', '--host', 'db1'], s.env)).stdout) as Array<{ time: string }>;
+  assert.deepEqual(db.map((x) => x.time), ['2024-12-31T23:00:00.000Z']);
+  assertError(await coffer(['backup', s.src, '--host', ''], s.env), 2, /--host: "" is not a host name/);
+  assertError(await coffer(['backup', s.src, '--host', 'a', '--host', 'b'], s.env), 2, /--host takes one name/);
+  assertError(await coffer(['backup', s.src, '--host', 'a\nb'], s.env), 2, /is not a host name/);
+  assertError(await coffer(['backup', s.src, '--time', 'yesterday'], s.env), 2, /--time: 'yesterday' is not a time/);
+  assertError(await coffer(['backup', s.src, '--time', '2025-02-30'], s.env), 2, /--time: '2025-02-30' is not a time/);
+  assert.equal((JSON.parse((await coffer(['snapshots', '--json'], s.env)).stdout) as unknown[]).length, 2, 'no snapshot from a refused command');
+});

@@ -137,6 +137,8 @@ export interface BackupOptions {
   onProgress?: (p: BackupProgress) => void;
   onWarning?: (w: BackupWarning) => void;
   now?: () => Date;
+  /** The snapshot's host name (restic's `backup --host`), also the one whose latest snapshot is the parent; default this machine's. */
+  host?: string;
   /** Padding of this backup's objects (spec §7.3); the repository's default if absent. */
   padding?: PadMode;
   /** Compression of this backup's blobs: auto|off|max; the repository's default if absent. */
@@ -602,7 +604,7 @@ async function walkAndStore(
   threads: BackupThreads,
 ): Promise<BackupResult> {
   const absPaths = roots.map((r) => r.abs);
-  const host = hostname();
+  const host = opts.host ?? hostname();
   let parentFiles: ParentFiles | undefined;
   let parentTotals: { files: number; bytes: number } | undefined;
   if (opts.parent !== 'none') {

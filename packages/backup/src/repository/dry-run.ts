@@ -20,6 +20,8 @@ export interface DryRunOptions {
   oneFileSystem?: boolean;
   /** As BackupOptions.parent. */
   parent?: 'auto' | 'none' | SnapshotRecord;
+  /** As BackupOptions.host. */
+  host?: string;
   /** Every entry that would be stored, by its path in the listing (for `--dry-run -v`-style output). */
   onEntry?: (rel: Buffer, kind: 'new' | 'changed' | 'unchanged' | 'dir' | 'other', size: number) => void;
 }
@@ -55,7 +57,7 @@ export async function backupDryRun(repo: Repository, opts: DryRunOptions): Promi
   const parentFiles = new Map<string, FileEntry>();
   if (opts.parent !== 'none') {
     const key = roots.map((x) => x.abs).sort().join('\0');
-    const host = hostname();
+    const host = opts.host ?? hostname();
     const parent =
       opts.parent === undefined || opts.parent === 'auto'
         ? [...(await repo.readableSnapshots()).good].reverse().find((s) => s.snapshot.hostname === host && [...s.snapshot.paths].sort().join('\0') === key)

@@ -30,6 +30,8 @@ export interface StdinBackupOptions {
   /** `--compression auto|off|max` (compress.ts); default: the repository's. */
   compression?: CompressionMode;
   now?: () => Date;
+  /** As BackupOptions.host. */
+  host?: string;
   onProgress?: (bytes: number, addedBytes: number) => void;
   /**
    * Called once the stream ended, before anything is committed: a rejection (the
@@ -126,7 +128,7 @@ export async function backupStdin(repo: Repository, opts: StdinBackupOptions): P
       const snapshot: Snapshot = {
         version: 2,
         time: now.toISOString(),
-        hostname: hostname(),
+        hostname: opts.host ?? hostname(),
         username: safeUser(),
         paths: [`/${opts.filename}`],
         tags: opts.tags ?? [],

@@ -10,7 +10,7 @@ import type * as FilterModule from '@coffer/backup/filter';
 import type { PatternRule } from '@coffer/backup/filter';
 import { checkArgPattern, openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
-import { newTags, parseCompression, parsePad } from './flags.js';
+import { newTags, parseCompression, parsePad, snapshotIdentity } from './flags.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
 
@@ -42,7 +42,7 @@ async function excludeRules(flags: SelectFlags, readPatternFile: typeof FilterMo
 }
 
 /** `coffer backup PATH… [--tag T]… [selection]`, `--stdin`, `--dry-run`. */
-export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string; force?: boolean; parent?: string }, paths: string[], io: Io): Promise<number> {
+export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string; force?: boolean; parent?: string; host?: string[]; time?: string }, paths: string[], io: Io): Promise<number> {
   if ((flags.stdin || flags['stdin-from-command']) && (flags.force || flags.parent !== undefined)) {
     throw new UsageError('backup: --force and --parent are for files and directories, not --stdin (standard input is always read)');
   }
@@ -57,6 +57,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   if (paths.some((p) => p === '')) throw new UsageError('backup: an empty path was given (an unset variable?); name the directory, `.` for the current one');
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
   const compression = flags.compression === undefined ? undefined : parseCompression(flags.compression);
+  const identity = snapshotIdentity(flags);
   // Every flag is checked (pattern files read, lists parsed) before the repository is opened.
   // Without selection options there is nothing to exclude (backupExcluder would say
   // undefined): the filter module (and picomatch) is then not loaded.
@@ -92,6 +93,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
     const d = await backupDryRun(repo, {
       paths,
       ...(parent !== undefined ? { parent } : {}),
+      ...(identity.host !== undefined ? { host: identity.host } : {}),
       ...(exclude ? { exclude } : {}),
       ...(flags['one-file-system'] ? { oneFileSystem: true } : {}),
       onEntry: (rel, kind, size) => {
@@ -114,6 +116,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   const r = await backup(repo, {
     paths,
     ...(parent !== undefined ? { parent } : {}),
+    ...identity,
     ...(padding !== undefined ? { padding } : {}),
     ...(compression !== undefined ? { compression } : {}),
     ...(exclude ? { exclude } : {}),
@@ -149,7 +152,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
 }
 
 /** `coffer backup --stdin --stdin-filename NAME` / `--stdin-from-command -- CMD ARGS…`. */
-async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string }, args: string[], io: Io): Promise<number> {
+async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string; host?: string[]; time?: string }, args: string[], io: Io): Promise<number> {
   const fromCommand = flags['stdin-from-command'] === true;
   if (flags.stdin && fromCommand) throw new UsageError('backup: --stdin and --stdin-from-command don\'t mix');
   const selection = ['exclude', 'iexclude', 'exclude-file', 'iexclude-file', 'exclude-caches', 'exclude-if-present', 'one-file-system', 'files-from', 'files-from-raw', 'dry-run'] as const;
@@ -168,6 +171,7 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
   }
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
   const compression = flags.compression === undefined ? undefined : parseCompression(flags.compression);
+  const identity = snapshotIdentity(flags);
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
   const started = Date.now();
@@ -202,6 +206,7 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
       input: input as Readable,
       filename,
       tags: newTags(flags.tag),
+      ...identity,
       ...(padding !== undefined ? { padding } : {}),
       ...(compression !== undefined ? { compression } : {}),
       ...(beforeCommit ? { beforeCommit } : {}),

@@ -22,7 +22,7 @@ import { hex } from '@coffer/backup/blob';
 import type { Repository, SnapshotRecord } from '@coffer/backup/repository';
 import { isEmptyFilter, matchesFilter } from '@coffer/backup/snapshot';
 import type { TreeEntry } from '@coffer/backup';
-import { snapshotFilter, type FilterFlags } from './flags.js';
+import { parseTime, snapshotFilter, type FilterFlags } from './flags.js';
 import { checkArgPattern, openRepo, type GlobalFlags } from '../context.js';
 import { checkSeenSnapshots } from '../seen.js';
 import { ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
@@ -156,20 +156,6 @@ export async function lsCmd(flags: LsFlags, args: string[], io: Io): Promise<num
     }
   }
   return 0;
-}
-
-/** `--newest`/`--oldest` times: ISO 8601, or `YYYY-MM-DD[ HH:MM[:SS]]` read as UTC; a bare date as --newest means that day's end. */
-export function parseTime(s: string, name: string, endOfDay: boolean): number {
-  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?$/.exec(s);
-  let t: number;
-  if (m) {
-    t = Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +(m[4] ?? 0), +(m[5] ?? 0), +(m[6] ?? 0));
-    const back = new Date(t);
-    if (back.getUTCMonth() !== +m[2]! - 1 || back.getUTCDate() !== +m[3]!) t = NaN;
-    if (endOfDay && m[4] === undefined) t += 86_400_000 - 1;
-  } else t = /^\d{4}-\d{2}-\d{2}T/.test(s) ? Date.parse(s) : NaN;
-  if (Number.isNaN(t)) throw new UsageError(`--${name}: '${s}' is not a time (use e.g. 2026-01-31 or 2026-01-31 14:00 (UTC), or ISO 8601)`);
-  return t;
 }
 
 type FindFlags = GlobalFlags & FilterFlags & { 'ignore-case'?: boolean; snapshot?: string[]; newest?: string; oldest?: string; long?: boolean };

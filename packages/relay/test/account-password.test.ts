@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { hashPassword, SCRYPT_PARAMS, scryptKdf, verifyPassword, type PasswordKdf } from '../src/auth/password.js';
+import { gatedKdf, hashPassword, KDF_LANES, SCRYPT_PARAMS, scryptKdf, verifyPassword, type PasswordKdf } from '../src/auth/password.js';
 import { keyProof, solvePow, newDeviceKey, signChallenge, startRelay, tempDir, testConfig } from './helpers.js';
 
 const PW = 'correct horse battery';
@@ -179,4 +179,29 @@ test('password hashing: stored parameters are honoured; garbage never matches', 
   const cheap = `scrypt$1024$8$1$${salt}$${scryptSync(PW, Buffer.from(salt!, 'base64url'), 32, { N: 1024, r: 8, p: 1 }).toString('base64url')}`;
   assert.equal(await verifyPassword(PW, cheap), true);
   for (const bad of ['', 'scrypt$3$8$1$AAAA$AAAA', 'scrypt$1024$8$1$AAAA$AAAA', `scrypt$${1 << 22}$8$1$${salt}$${h.split('$')[5]}`]) assert.equal(await verifyPassword(PW, bad), false, bad);
+});
+
+test('password derivations hold at most KDF_LANES of the thread pool at once; the others wait their turn, in order, and all complete', async () => {
+  let running = 0;
+  let peak = 0;
+  const order: string[] = [];
+  const slow: PasswordKdf = async (password) => {
+    running++;
+    peak = Math.max(peak, running);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    running--;
+    order.push(password);
+    return Buffer.alloc(32);
+  };
+  const kdf = gatedKdf(slow, KDF_LANES);
+  const names = Array.from({ length: 7 }, (_, i) => `p${i}`);
+  await Promise.all(names.map((n) => kdf(n, Buffer.alloc(16), 32, {})));
+  assert.equal(peak, KDF_LANES);
+  assert.deepEqual(order, names);
+  // A derivation that fails frees its lane.
+  const failing = gatedKdf(async () => Promise.reject(new Error('boom')), 1);
+  await assert.rejects(failing('a', Buffer.alloc(16), 32, {}), /boom/);
+  await assert.rejects(failing('b', Buffer.alloc(16), 32, {}), /boom/);
+  // The relay's scrypt is gated: KDF_LANES leaves libuv's other threads to file I/O.
+  assert.ok(KDF_LANES >= 1 && KDF_LANES < 4);
 });

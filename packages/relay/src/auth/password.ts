@@ -18,8 +18,36 @@ export const MAX_ACCOUNT_PASSWORD_LENGTH = 1024;
 /** The key-derivation step (scrypt); injectable so tests can count calls instead of timing them. */
 export type PasswordKdf = (password: string, salt: Buffer, keylen: number, o: ScryptOptions) => Promise<Buffer>;
 
-export const scryptKdf: PasswordKdf = (password, salt, keylen, o) =>
-  new Promise((resolve, reject) => scrypt(password.normalize('NFC'), salt, keylen, o, (err, key) => (err ? reject(err) : resolve(key))));
+/**
+ * At most `lanes` derivations run at once; the others wait their turn (first come, first
+ * served). scrypt runs on libuv's thread pool (4 threads), which the blob store's file
+ * I/O also uses: sign-ins with random account names from many addresses (each a full
+ * scrypt, ~32 MiB, for an unknown account too) would otherwise take every pool thread,
+ * and uploads and downloads stalled behind them. Waiting sign-ins end with the request
+ * timeout like any slow request.
+ */
+export function gatedKdf(kdf: PasswordKdf, lanes: number): PasswordKdf {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  return async (password, salt, keylen, o) => {
+    while (running >= lanes) await new Promise<void>((resolve) => waiting.push(resolve));
+    running++;
+    try {
+      return await kdf(password, salt, keylen, o);
+    } finally {
+      running--;
+      waiting.shift()?.();
+    }
+  };
+}
+
+/** Pool threads password derivations may hold at once (of libuv's 4): the rest stay for I/O. */
+export const KDF_LANES = 2;
+
+export const scryptKdf: PasswordKdf = gatedKdf(
+  (password, salt, keylen, o) => new Promise((resolve, reject) => scrypt(password.normalize('NFC'), salt, keylen, o, (err, key) => (err ? reject(err) : resolve(key)))),
+  KDF_LANES,
+);
 
 function options(N: number, r: number, p: number): ScryptOptions {
   return { N, r, p, maxmem: scryptMaxmem(N, r) };

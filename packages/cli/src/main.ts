@@ -477,9 +477,18 @@ export function runMain(): void {
     });
   }
   // A reader that stops early (`coffer ls latest | head`) closes the pipe: stop quietly.
+  // Any other failure (stdout on a full disk, an I/O error) is the command's failure: one
+  // line and its exit code (14), the lock released as on an interrupt. Thrown here, it was
+  // an uncaught exception: a stack trace and exit 1.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE') throw e;
-    process.exit(process.exitCode ?? ExitCode.Ok);
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? ExitCode.Ok);
+    if (interrupted) return;
+    interrupted = true; // the command's own messages stop: its output is gone
+    const { line, code } = errorLine(e);
+    process.stderr.write(`coffer: error: writing to standard output failed: ${line}\n`);
+    void import('@coffer/backup/interrupt')
+      .then(({ runInterruptCleanups }) => runInterruptCleanups(INTERRUPT_CLEANUP_MS))
+      .finally(() => process.exit(code));
   });
   // Once interrupted, the command's own messages stop: what fails because the clean-up
   // removed it under the command (a restore's staging directory: "ENOENT") is no error

@@ -363,3 +363,19 @@ test('a backup that can read none of its paths saves no snapshot (exit 1, no loc
   assert.equal(some.status, 3, some.stderr);
   assert.equal(JSON.parse(run('snapshots', '--json').stdout).length, 1);
 });
+
+test('standard output that fails (a full disk: /dev/full) is one error line and exit 14, never a stack trace or exit 0', async (t) => {
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', s.src, '-q'], s.env)).code, 0);
+  const full = await fs.open('/dev/full', 'w');
+  t.after(() => full.close());
+  const base = { ...process.env, ...s.env };
+  delete base.COFFER_DEBUG;
+  for (const args of [['snapshots'], ['ls', 'latest'], ['dump', 'latest', join(s.src, 'a.txt')], ['key', 'generate']]) {
+    const r = spawnSync(process.execPath, [BIN, ...args], { env: base, stdio: ['ignore', full.fd, 'pipe'], encoding: 'utf8' });
+    assert.equal(r.status, 14, `coffer ${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /coffer: error: writing to standard output failed: no space left on device\n/, `coffer ${args.join(' ')}`);
+    assert.doesNotMatch(r.stderr, /\n {4}at |internal error/, `coffer ${args.join(' ')}: ${r.stderr}`);
+  }
+  assert.deepEqual(await fs.readdir(join(s.repo, 'locks')), []);
+});

@@ -222,6 +222,18 @@ test('backup --stdin refuses a terminal on standard input', async (t) => {
   assert.match(r.stdout, /coffer: error: backup: --stdin reads standard input, which is a terminal: pipe the data in/);
 });
 
+test('backup --stdin refuses a directory on standard input (node reads one as empty: an empty snapshot, exit 0)', async (t) => {
+  const s = await setup(t);
+  const dir = nodeFs.openSync(s.src, 'r');
+  t.after(() => nodeFs.closeSync(dir));
+  const r = spawnSync(process.execPath, [BIN, 'backup', '--stdin'], { env: { ...process.env, ...s.env, XDG_CONFIG_HOME: CONFIG_HOME }, encoding: 'utf8', stdio: [dir, 'pipe', 'pipe'] });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /coffer: error: backup: --stdin reads standard input, which is a directory/);
+  assert.equal(r.stdout, '');
+  const snaps = await coffer(['snapshots', '--json'], s.env);
+  assert.deepEqual(JSON.parse(snaps.stdout), []);
+});
+
 test('restore --include one file: that file and its parents only', async (t) => {
   const s = await setup(t);
   assert.equal((await coffer(['backup', s.src, '-q'], s.env)).code, 0);

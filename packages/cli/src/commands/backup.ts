@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { fstatSync, promises as fs } from 'node:fs';
 import type { Readable } from 'node:stream';
 // The engine's modules one by one (issue 13): a backup loads the backup engine, not
 // restore, browse, prune or check; --parent, --dry-run, --stdin and the file selection
@@ -169,6 +169,11 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
   if (!fromCommand && process.stdin.isTTY) {
     throw new UsageError('backup: --stdin reads standard input, which is a terminal: pipe the data in, e.g. `pg_dump mydb | coffer backup --stdin --stdin-filename mydb.sql`');
   }
+  // Node gives a directory on standard input (`< somedir`) as an empty stream, no error:
+  // it was saved as an empty file, exit 0.
+  if (!fromCommand && isDirectoryFd(0)) {
+    throw new UsageError('backup: --stdin reads standard input, which is a directory: redirect a file or pipe the data in (to back up the directory, give it as a path)');
+  }
   const padding = flags.pad === undefined ? undefined : parsePad(flags.pad);
   const compression = flags.compression === undefined ? undefined : parseCompression(flags.compression);
   const identity = snapshotIdentity(flags);
@@ -226,4 +231,13 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
     if (!flags.quiet) io.stderr.write(`snapshot ${hex(r.id).slice(0, 8)} saved: ${filename}, ${fmtBytes(s.bytes)} from ${fromCommand ? args[0] : 'standard input'} in ${secs.toFixed(1)} s; ${fmtBytes(s.addedBytes)} added to the repository\n`);
   }
   return ExitCode.Ok;
+}
+
+/** Whether descriptor `fd` is an open directory (false when it can't be stat'ed). */
+function isDirectoryFd(fd: number): boolean {
+  try {
+    return fstatSync(fd).isDirectory();
+  } catch {
+    return false;
+  }
 }

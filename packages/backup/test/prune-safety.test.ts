@@ -21,7 +21,9 @@ import {
   hex,
   prune,
   repairIndex,
+  repairSnapshots,
   restore,
+  type ObjectWriter,
   type StorageBackend,
 } from '../src/index.js';
 import { allPaths, assertSameTree, dir, file, newRepo, prng, tempDir, writeTree, type TestRepo } from './fixtures/trees.js';
@@ -387,4 +389,73 @@ test('a full disk: prune deletes what nothing needs before it writes, so it can 
   // check needs the explicit --no-lock.
   await assert.rejects(check(repo), (e: unknown) => CofferError.is(e, 'storage'));
   assert.deepEqual((await check(repo, { noLock: true })).problems, []);
+});
+
+/** A local backend where each pack's first bytes land, then the disk is full. */
+function fillsOnPackWrite(root: string): StorageBackend {
+  const inner = new LocalBackend(root);
+  return {
+    location: inner.location,
+    put: (n, p) => inner.put(n, p),
+    create: async (n): Promise<ObjectWriter> => {
+      const w = await inner.create(n);
+      if (!n.startsWith('data/')) return w;
+      return {
+        write: async (parts) => {
+          await w.write(parts);
+          throw new CofferError('storage', `writing ${n} failed: no space left on device`);
+        },
+        commit: () => w.commit(),
+        abort: () => w.abort(),
+      };
+    },
+    get: (n, r) => inner.get(n, r),
+    stat: (n) => inner.stat(n),
+    list: (p) => inner.list(p),
+    delete: (n) => inner.delete(n),
+    sync: () => inner.sync(),
+  };
+}
+
+const partials = async (root: string) => (await allPaths(root)).filter((p) => p.split('/').pop()!.startsWith('.tmp-'));
+
+test('a disk that fills while prune repacks: a storage error, no partial pack (.tmp-*) left taking the space, nothing lost; prune runs once there is room', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'ps-src'), 'd');
+  await writeTree(src, dir({ 'a.bin': file(prng(30, 100_000)), 'b.bin': file(prng(31, 100_000)) }));
+  const s1 = await backup(tr.repo, { paths: [src] });
+  await fs.rm(join(src, 'b.bin'));
+  const copy2 = await snapshotCopy(t, src);
+  const s2 = await backup(tr.repo, { paths: [src] });
+  await forgetSnapshots(tr.repo, [s1]);
+  const before = await contents(tr.dir);
+
+  const disk = fillsOnPackWrite(tr.dir);
+  await assert.rejects(prune(await tr.reopen(disk)), (e: unknown) => CofferError.is(e, 'storage') && /no space left/.test(e.message));
+  assert.deepEqual(await partials(tr.dir), [], 'no partial pack left behind');
+  assert.deepEqual(await contents(tr.dir), before, 'nothing deleted, nothing added');
+  assert.deepEqual(await fs.readdir(join(tr.dir, 'locks')), []);
+  const r = await prune(await tr.reopen());
+  assert.equal(r.packsRepacked, 1);
+  assert.ok(await restores(await tr.reopen(), hex(s2.id), copy2));
+  assert.deepEqual((await check(await tr.reopen(), { readData: true })).problems, []);
+});
+
+test('a disk that fills while repair snapshots writes a file list: a storage error, no partial pack left; the repair runs once there is room', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'ps-src'), 'd');
+  await writeTree(src, dir({ 'a.bin': file(prng(40, 100_000)) }));
+  await backup(tr.repo, { paths: [src] });
+  const p1 = await objects(tr.dir, 'data');
+  await writeTree(join(src, 'b.bin'), file(prng(41, 100_000)));
+  const s2 = await backup(tr.repo, { paths: [src] });
+  // a.bin's data (and the first snapshot's file list) are lost; the second snapshot's file list is not.
+  for (const name of p1) await fs.rm(join(tr.dir, name));
+  const before = await contents(tr.dir);
+  await assert.rejects(repairSnapshots(await tr.reopen(fillsOnPackWrite(tr.dir))), (e: unknown) => CofferError.is(e, 'storage') && /no space left/.test(e.message));
+  assert.deepEqual(await partials(tr.dir), [], 'no partial pack left behind');
+  assert.deepEqual(await contents(tr.dir), before);
+  const r = await repairSnapshots(await tr.reopen());
+  const fixed = r.repairs.find((x) => x.id === hex(s2.id));
+  assert.ok(fixed && fixed.status === 'rewritten' && fixed.newId, JSON.stringify(r.repairs));
 });

@@ -243,17 +243,25 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
   const keptIds = new Set(keep.flatMap((p) => p.blobs.map((b) => idKey(b.id))));
   const writer = new BlobWriter(repo, (id) => keptIds.has(idKey(id)));
   let repacked = 0;
-  for (const p of repack) {
-    opts.onProgress?.({ stage: 'repacking', done: repacked++, total: repack.length });
-    const name = packName(p.packId);
-    const plain = repo.openSealed(name, ObjectKind.Pack, p.packId, await repo.backend.get(name));
-    for (const b of p.blobs) {
-      if (home.get(idKey(b.id)) !== idKey(p.packId)) continue;
-      const raw = await repo.readBlobFrom(plain, b, name);
-      await writer.add(b.type === BlobType.Tree ? BlobType.Tree : BlobType.Data, b.id, raw);
+  let fresh: IndexedPack[];
+  try {
+    for (const p of repack) {
+      opts.onProgress?.({ stage: 'repacking', done: repacked++, total: repack.length });
+      const name = packName(p.packId);
+      const plain = repo.openSealed(name, ObjectKind.Pack, p.packId, await repo.backend.get(name));
+      for (const b of p.blobs) {
+        if (home.get(idKey(b.id)) !== idKey(p.packId)) continue;
+        const raw = await repo.readBlobFrom(plain, b, name);
+        await writer.add(b.type === BlobType.Tree ? BlobType.Tree : BlobType.Data, b.id, raw);
+      }
     }
+    fresh = await writer.finishPacks();
+  } catch (e) {
+    // The open pack's partial file goes (a full disk needs its room); left, it stayed
+    // until a prune after the lock expiry.
+    await writer.abort();
+    throw e;
   }
-  const fresh = await writer.finishPacks();
   await repo.backend.sync(); // the new packs durable before the index that names them
   await opts.onStep?.('repacked');
 

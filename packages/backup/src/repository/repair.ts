@@ -198,15 +198,21 @@ async function writeRepaired(repo: Repository, lock: RepositoryLock, snap: Snaps
   });
   let files = 0;
   let bytes = 0;
-  for (const e of entries) {
-    if (e.type === 'file') {
-      files++;
-      bytes += e.size;
+  let treeIds: string[];
+  try {
+    for (const e of entries) {
+      if (e.type === 'file') {
+        files++;
+        bytes += e.size;
+      }
+      await tree.write(e);
     }
-    await tree.write(e);
+    treeIds = await tree.finish();
+    await writer.finish(() => lock.ensureHeld());
+  } catch (e) {
+    await writer.abort(); // no partial pack left behind (a full disk needs its room)
+    throw e;
   }
-  const treeIds = await tree.finish();
-  await writer.finish(() => lock.ensureHeld());
   // The listing was written in the version 2 form (encodeEntry), whatever it was read from.
   const fixed: Snapshot & { repairedFrom: string } = {
     ...snap,

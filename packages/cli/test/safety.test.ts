@@ -379,3 +379,17 @@ test('standard output that fails (a full disk: /dev/full) is one error line and 
   }
   assert.deepEqual(await fs.readdir(join(s.repo, 'locks')), []);
 });
+
+test('packs in no index: check says prune refuses once they are older than the lock expiry (it said prune "leaves them alone"), and prune does', async (t) => {
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
+  // The index lost: its packs are in no index, and old.
+  for (const n of await names(s.repo, 'index')) await fs.rm(join(s.repo, n));
+  const old = new Date(Date.now() - 2 * 3600_000);
+  for (const n of await names(s.repo, 'data')) await fs.utimes(join(s.repo, n), old, old);
+  const c = await coffer(['check'], s.env);
+  assert.match(c.stderr, /pack\(s\) are in no index: .*`coffer repair index` indexes them \(until then prune leaves them alone while they are younger than 30 minutes, and refuses to run once one is older/);
+  const p = await coffer(['prune'], s.env);
+  assert.equal(p.code, 12);
+  assert.match(p.stderr, /prune refused, nothing was deleted/);
+});

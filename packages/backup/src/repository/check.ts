@@ -27,8 +27,9 @@ export interface CheckResult {
   blobs: number;
   /**
    * Packs that no index mentions: left by an interrupted backup, or described by an
-   * index that was lost. `coffer repair index` indexes them; prune leaves them alone
-   * until then (unless every blob in them is indexed elsewhere).
+   * index that was lost. `coffer repair index` indexes them; until then prune leaves them
+   * alone while younger than the lock expiry, and refuses once one is older (unless every
+   * blob in it is indexed elsewhere: then it is deleted).
    */
   unreferencedPacks: number;
   /** Indexed packs that are gone but that no snapshot needs (a copy exists elsewhere, or nothing uses them); prune drops them from the index. */

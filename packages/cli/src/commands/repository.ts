@@ -119,7 +119,7 @@ export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 're
       if (r.unreferencedPacks > 0) {
         // Never "prune": if the index was lost, these packs are the only copy of the data.
         io.stderr.write(
-          `${r.unreferencedPacks} pack(s) are in no index: left by an interrupted backup, or described by an index that was lost; \`coffer repair index\` indexes them (prune leaves them alone until then)\n`,
+          `${r.unreferencedPacks} pack(s) are in no index: left by an interrupted backup, or described by an index that was lost; \`coffer repair index\` indexes them (until then prune leaves them alone while they are younger than 30 minutes, and refuses to run once one is older and holds data no index describes)\n`,
         );
       }
       if (r.missingUnneededPacks > 0) {

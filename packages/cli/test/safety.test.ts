@@ -393,3 +393,25 @@ test('packs in no index: check says prune refuses once they are older than the l
   assert.equal(p.code, 12);
   assert.match(p.stderr, /prune refused, nothing was deleted/);
 });
+
+test('a repository or restore target to be made on a read-only file system says so (Node\'s recursive mkdir said "no such file or directory")', async (t) => {
+  if (process.getuid?.() !== 0 || spawnSync('unshare', ['-m', 'true']).status !== 0) return t.skip('needs root and unshare -m');
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
+  const ro = join(s.base, 'ro');
+  await fs.mkdir(ro);
+  // In a mount namespace of its own: a read-only bind mount that goes with the process.
+  const inRo = (args: string[]) =>
+    spawnSync('unshare', ['-m', 'sh', '-c', 'mount --bind -o ro "$1" "$1" && shift && exec "$@"', 'sh', ro, process.execPath, BIN, ...args], { env: { ...process.env, ...s.env }, encoding: 'utf8' });
+  const gen = await coffer(['key', 'generate', '-q'], {});
+  const keyFile = join(s.base, 'other.key');
+  await fs.writeFile(keyFile, gen.stdout, { mode: 0o600 });
+  const init = inRo(['init', '--repo', join(ro, 'new', 'repo'), '--key-file', keyFile]);
+  assert.equal(init.status, 14, init.stderr);
+  assert.match(init.stderr, /read-only file system/);
+  assert.doesNotMatch(init.stderr, /ENOENT|no such file/);
+  const r = inRo(['restore', 'latest', '--target', join(ro, 'sub', 'dir')]);
+  assert.equal(r.status, 14, r.stderr);
+  assert.match(r.stderr, /restore target .*: read-only file system/);
+  assert.doesNotMatch(r.stderr, /ENOENT|no such file/);
+});

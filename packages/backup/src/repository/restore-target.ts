@@ -21,8 +21,9 @@
  * instead: each directory is still opened with O_NOFOLLOW once when it is first reached,
  * but a symlink swapped in later could be followed, and deep trees can hit PATH_MAX.
  */
-import { closeSync, constants as fsc, existsSync, fchmodSync, fchownSync, futimesSync, mkdirSync, openSync, promises as fs, readFileSync, readlinkSync, type Mode, type TimeLike } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fchmodSync, fchownSync, futimesSync, mkdirSync, openSync, readFileSync, readlinkSync, type Mode, type TimeLike } from 'node:fs';
 import { CofferError } from '../errors.js';
+import { mkdirRecursive } from '../storage/local.js';
 
 export const MAX_OPEN_DIRS = 32;
 
@@ -176,7 +177,7 @@ export class RestoreTarget {
   /** Creates the target directory if needed (the user's own path: followed as given). */
   static async open(target: string): Promise<RestoreTarget> {
     try {
-      await fs.mkdir(target, { recursive: true });
+      await mkdirRecursive(target);
     } catch (e) {
       throw targetError(target, e);
     }

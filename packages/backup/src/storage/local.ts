@@ -1,5 +1,5 @@
 import { close, lstatSync, open, promises as fs, read, constants as fsc } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CofferError } from '../errors.js';
 import { checkObjectName, type ByteRange, type ObjectInfo, type ObjectReader, type ObjectWriter, type StorageBackend } from './backend.js';
@@ -20,6 +20,28 @@ function describe(e: unknown): string {
       return 'I/O error';
     default:
       return (e as Error)?.message ?? String(e);
+  }
+}
+
+/**
+ * `fs.mkdir(dir, { recursive: true })` failing with the real reason. Node 20's recursive
+ * mkdir reports ENOENT for any failure to make a missing directory (EROFS, EACCES,
+ * ENOSPC: it stats the path after the failure, and finds nothing), so a read-only
+ * file system read "no such file or directory". On ENOENT the first missing directory
+ * is made alone, which fails with the real reason (or succeeds: then the rest is made).
+ * Returns the first directory made, as `fs.mkdir` does.
+ */
+export async function mkdirRecursive(dir: string): Promise<string | undefined> {
+  try {
+    return await fs.mkdir(dir, { recursive: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    let first = resolve(dir);
+    const isDir = (p: string) => fs.stat(p).then((st) => st.isDirectory(), () => false);
+    while (dirname(first) !== first && !(await isDir(dirname(first)))) first = dirname(first);
+    await fs.mkdir(first);
+    await fs.mkdir(dir, { recursive: true });
+    return first;
   }
 }
 
@@ -53,7 +75,7 @@ export class LocalBackend implements StorageBackend {
     if (this.#madeDirs.has(dir)) return;
     // A directory made here is itself a new entry in its parent: that parent needs an
     // fsync too before anything inside the new directory counts as durable.
-    const first = await fs.mkdir(dir, { recursive: true });
+    const first = await mkdirRecursive(dir);
     if (first !== undefined) {
       for (let d = dir; d.length >= first.length && d !== dirname(d); d = dirname(d)) this.#dirtyDirs.add(dirname(d));
     }

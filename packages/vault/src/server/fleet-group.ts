@@ -50,7 +50,7 @@ import {
 import { KEY_LABELS } from '../core/key-labels.js';
 import type { EtcdRecordStore, GroupEvent } from '../store/etcd.js';
 import { LogConflictError, StoreError, type BatchChange, type RecordVersion } from '../store/store.js';
-import { checkRecord, recordMatches, type Committer } from './log-commit.js';
+import { checkRecord, recordMatches, type CommitOptions, type Committer } from './log-commit.js';
 import type { VaultMetrics } from './metrics.js';
 import type { ServiceLog } from './vault-service.js';
 
@@ -105,6 +105,8 @@ export interface FleetCommitterOptions {
 
 interface Waiting {
   readonly changes: readonly BatchChange[];
+  /** The stored bytes the decision was made on (undefined: not given). */
+  readonly prior: Uint8Array | null | undefined;
   readonly crashBeforeCapture: boolean;
   readonly resolve: (versions: Map<string, RecordVersion>) => void;
   readonly reject: (err: Error) => void;
@@ -734,10 +736,10 @@ export class FleetCommitter implements Committer {
     return recordMatches(await this.ready(), account, stored);
   }
 
-  commit(changes: readonly BatchChange[], options: { countsGuess?: boolean } = {}): Promise<Map<string, RecordVersion>> {
+  commit(changes: readonly BatchChange[], options: CommitOptions = {}): Promise<Map<string, RecordVersion>> {
     if (this.#role !== 'leader') return Promise.reject(new NotLeaderError('not the leader', this.#leader));
     return new Promise((resolve, reject) => {
-      this.#queue.push({ changes, crashBeforeCapture: options.countsGuess === true, resolve, reject });
+      this.#queue.push({ changes, prior: options.prior, crashBeforeCapture: options.countsGuess === true, resolve, reject });
       if (!this.#appending) void this.#appendLoop();
     });
   }
@@ -765,14 +767,26 @@ export class FleetCommitter implements Committer {
         let n = 0;
         let count = 0;
         while (n < this.#queue.length && n < maxReq && (n === 0 || count + this.#queue[n]!.changes.length <= max)) count += this.#queue[n++]!.changes.length;
-        const batch = this.#queue.splice(0, n);
-        const changes = batch.flatMap((w) => w.changes);
+        const taken = this.#queue.splice(0, n);
         const guard = this.#guard;
         const term = this.#term;
         if (!guard || term === null) {
-          for (const w of batch) w.reject(new NotLeaderError('not the leader', this.#leader));
+          for (const w of taken) w.reject(new NotLeaderError('not the leader', this.#leader));
           continue;
         }
+        // Each write onto the record it was decided on, or not at all: between a request's
+        // record check and here this node may have stopped leading, another leader may have
+        // committed a newer record for the account (another counted guess), and this node
+        // may lead again on a guard that holds it. Appending the old decision would overwrite
+        // that count. Refused (503, nothing answered or written): the client asks again.
+        const batch: Waiting[] = [];
+        for (const w of taken) {
+          if (w.prior !== undefined && !(await Promise.all(w.changes.map((c) => recordMatches(guard, c.account, w.prior!)))).every(Boolean)) {
+            w.reject(new StoreError('the record changed since this request was decided (a leader change in between); nothing was written'));
+          } else batch.push(w);
+        }
+        if (batch.length === 0) continue;
+        const changes = batch.flatMap((w) => w.changes);
         try {
           const entry = await guard.append(changes);
           const digests = await digestChanges(changes);

@@ -55,6 +55,11 @@ interface Waiting {
 }
 
 /** What the vault service needs from rollback protection (one-node LogCommitter, fleet FleetCommitter). */
+export interface CommitOptions {
+  readonly countsGuess?: boolean;
+  readonly prior?: Uint8Array | null;
+}
+
 export interface Committer {
   /** Ready to decide (resumed; in a fleet: leading). @throws StoreRolledBackError, AnchorMissingError, NotLeaderError, StoreError */
   ready(): Promise<unknown>;
@@ -62,8 +67,13 @@ export interface Committer {
   check(account: string, stored: Uint8Array | null): Promise<void>;
   /** Whether `stored` is what the captured root says, quietly (no metric, no ALARM): for a possibly stale read that is re-read on false. */
   matches(account: string, stored: Uint8Array | null): Promise<boolean>;
-  /** Commits `changes` in the next batch; resolves once its entry is committed (captured; in a fleet: by a majority). */
-  commit(changes: readonly BatchChange[], options?: { countsGuess?: boolean }): Promise<Map<string, RecordVersion>>;
+  /**
+   * Commits `changes` in the next batch; resolves once its entry is committed (captured; in a
+   * fleet: by a majority). `prior`: the stored bytes of the (one) changed account that the
+   * decision was made on (null: none); a fleet refuses the change when the root it is appended
+   * to no longer gives them (the leader changed in between: see FleetCommitter).
+   */
+  commit(changes: readonly BatchChange[], options?: CommitOptions): Promise<Map<string, RecordVersion>>;
   /**
    * A request is deciding and will probably commit soon: the batch forming may wait for it
    * (commit delay). The returned function says it has queued its change or will not
@@ -170,7 +180,7 @@ export class LogCommitter implements Committer {
   }
 
   /** Commits `changes` in the next batch; resolves once its entry is captured. */
-  commit(changes: readonly BatchChange[], options: { countsGuess?: boolean } = {}): Promise<Map<string, RecordVersion>> {
+  commit(changes: readonly BatchChange[], options: CommitOptions = {}): Promise<Map<string, RecordVersion>> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ changes, crashBeforeCapture: options.countsGuess === true, resolve, reject });
       if (!this.#running) void this.#loop();

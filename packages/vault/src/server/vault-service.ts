@@ -151,7 +151,7 @@ export class VaultService {
           return false;
         }
         this.#pendingLogins.delete(account);
-        if (this.o.committer) await this.o.committer.commit([{ account, value: write.kind === 'put' ? write.value : null, erasure: true }]);
+        if (this.o.committer) await this.o.committer.commit([{ account, value: write.kind === 'put' ? write.value : null, erasure: true }], { prior: stored.value });
         const ok = this.o.committer ? true : write.kind === 'put' ? (await this.o.store.compareAndPut(account, write.value, stored.version, { erasure: true })).ok : await this.o.store.compareAndDelete(account, stored.version);
         if (ok) {
           this.o.metrics.recordsErased.inc();
@@ -268,7 +268,7 @@ export class VaultService {
       if (unscheduled) return unscheduled;
       const w = decision.write;
       if (w.kind === 'delete' && !stored) return this.#committed(decision);
-      const committing = committer.commit([{ account, value: w.kind === 'put' ? w.value : null, erasure: decision.recordErased || w.kind === 'delete' }], { countsGuess: decision.guessCounted });
+      const committing = committer.commit([{ account, value: w.kind === 'put' ? w.value : null, erasure: decision.recordErased || w.kind === 'delete' }], { countsGuess: decision.guessCounted, prior: stored?.value ?? null });
       release?.(); // queued: the forming batch need not wait for this request any more
       const versions = await committing;
       const version = versions.get(account);

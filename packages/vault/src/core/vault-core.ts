@@ -85,9 +85,9 @@ export interface Decision {
   readonly eraseAt: number | null;
 }
 
-/** `"coffer/vault/v1/login-replay" ‖ 0x00`, encoded once. */
 /** What an abandoning login-finish has verified in place of a KE3 (fails): the same work as a guess. */
 const ABANDONED_KE3 = new Uint8Array(SIZES.ke3);
+/** `"coffer/vault/v1/login-replay" ‖ 0x00`, encoded once. */
 const LOGIN_REPLAY_PREFIX = concat(utf8(LABELS.loginReplayDigest), new Uint8Array([0]));
 
 /**

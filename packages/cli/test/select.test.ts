@@ -7,7 +7,7 @@
  * and its documented exit code.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as nodeFs from 'node:fs';
 import { promises as fs } from 'node:fs';
@@ -358,4 +358,35 @@ test('backup --host NAME --time T (restic): the snapshot says that host and time
   assertError(await coffer(['backup', s.src, '--time', 'yesterday'], s.env), 2, /--time: 'yesterday' is not a time/);
   assertError(await coffer(['backup', s.src, '--time', '2025-02-30'], s.env), 2, /--time: '2025-02-30' is not a time/);
   assert.equal((JSON.parse((await coffer(['snapshots', '--json'], s.env)).stdout) as unknown[]).length, 2, 'no snapshot from a refused command');
+});
+
+test('backup --stdin-from-command: SIGTERM to coffer alone ends the command too (it was left running)', async (t) => {
+  const s = await setup(t);
+  const pidFile = join(s.base, 'child.pid');
+  const child = spawn(process.execPath, [BIN, 'backup', '-q', '--stdin-from-command', '--', 'sh', '-c', `echo $$ > ${pidFile}; exec sleep 60`], {
+    env: { ...process.env, ...s.env, XDG_CONFIG_HOME: CONFIG_HOME },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let pid = 0;
+  for (const end = Date.now() + 20_000; pid === 0 && Date.now() < end; await new Promise((r) => setTimeout(r, 20))) {
+    pid = Number((await fs.readFile(pidFile, 'utf8').catch(() => '')).trim()) || 0;
+  }
+  assert.ok(pid > 0, 'the command started');
+  child.kill('SIGTERM');
+  assert.equal(await exited, 143, stderr);
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (const end = Date.now() + 5_000; alive() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+  if (alive()) process.kill(pid, 'SIGKILL');
+  assert.equal(alive(), false, 'the command was left running');
+  assert.deepEqual(JSON.parse((await coffer(['snapshots', '--json'], s.env)).stdout), [], 'no snapshot');
 });

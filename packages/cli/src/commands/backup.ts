@@ -187,6 +187,13 @@ async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[
     // Loaded here, not with the command: every other backup would pay for them at start.
     const [{ spawn }, { PassThrough }] = await Promise.all([import('node:child_process'), import('node:stream')]);
     const child = spawn(cmd!, cmdArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
+    // Interrupted (SIGTERM to this process alone: a service manager, `timeout`), the
+    // command goes too; it was left running as an orphan. (Ctrl-C reaches both anyway.)
+    const { onInterrupt } = await import('@coffer/backup/interrupt');
+    const forget = onInterrupt(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    });
+    child.once('close', () => forget());
     const exited = new Promise<void>((resolve, reject) => {
       // Exit 1 (not a usage error): the command ran, or was looked for, and failed.
       child.on('error', (e: NodeJS.ErrnoException) => reject(new CofferError('not-found', `cannot run ${cmd}: ${e.code === 'ENOENT' ? 'no such command' : e.message}; no snapshot was saved`)));

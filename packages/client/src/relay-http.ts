@@ -421,17 +421,7 @@ export class RelayHttp {
    * account, no password set, or a wrong one (InvalidCredentialsError), 429 when limited.
    */
   async loginWithPassword(account: string, password: string): Promise<{ token: string; expiresAt: number }> {
-    let res = await this.call({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password }, pass: [401, 428] });
-    // The account is being tried by others beyond its limit: the relay asks for a proof-of-work (not a lockout).
-    // A puzzle that got easier than what the account asks by the time it is solved (others
-    // kept trying) is answered with a new, harder one: solved again, a few times at most.
-    for (let round = 1; res.status === 428; round++) {
-      const j = (await res.json().catch(() => ({}))) as { error?: { pow?: { challenge?: unknown; bits?: unknown } } };
-      const p = j.error?.pow;
-      if (typeof p?.challenge !== 'string' || typeof p.bits !== 'number' || p.bits > 32) throw new CofferClientError('protocol', 'POST /v1/sessions/password: a proof-of-work request without a usable puzzle');
-      const pow = await solveRelayPow({ challenge: p.challenge, bits: p.bits });
-      res = await this.call({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password, pow }, pass: round < MAX_POW_ROUNDS ? [401, 428] : [401] });
-    }
+    const res = await this.#callWithPow({ method: 'POST', path: '/v1/sessions/password', auth: false, body: { account, password } }, [401]);
     if (res.status === 401) {
       await res.body?.cancel().catch(() => {});
       throw new InvalidCredentialsError('the server refused the account password: wrong password, unknown account, or the account has no account password');
@@ -495,8 +485,29 @@ export class RelayHttp {
     await this.#proofCall({ method: 'POST', path: '/v1/accounts/keys', auth: true, body });
   }
 
-  async #proofCall(c: Call): Promise<void> {
-    const res = await this.call({ ...c, pass: [401] });
+  /**
+   * `c` (a JSON body), answering the relay's proof-of-work requests: the account's password
+   * is being tried by others beyond its limit, and a password sign-in or a credential
+   * change proved by `currentPassword` needs a solved puzzle (spec §1; not a lockout). A
+   * puzzle that got easier than what the account asks by the time it is solved (others
+   * kept trying) is answered with a new, harder one: solved again, a few times at most.
+   */
+  async #callWithPow(c: Call & { body: object }, pass: number[]): Promise<RelayResponse> {
+    let res = await this.call({ ...c, pass: [...pass, 428] });
+    for (let round = 1; res.status === 428; round++) {
+      const j = (await res.json().catch(() => ({}))) as { error?: { pow?: { challenge?: unknown; bits?: unknown } } };
+      const p = j.error?.pow;
+      if (typeof p?.challenge !== 'string' || typeof p.bits !== 'number' || p.bits > 32) throw new CofferClientError('protocol', `${c.method} ${c.path}: a proof-of-work request without a usable puzzle`);
+      const pow = await solveRelayPow({ challenge: p.challenge, bits: p.bits });
+      res = await this.call({ ...c, body: { ...c.body, pow }, pass: round < MAX_POW_ROUNDS ? [...pass, 428] : pass });
+    }
+    return res;
+  }
+
+  async #proofCall(c: Call & { body: object }): Promise<void> {
+    // A password proof may be asked for a proof-of-work, as a password sign-in is: while
+    // the account is being guessed, its owner still changes the password or its keys.
+    const res = await this.#callWithPow(c, [401]);
     if (res.status === 401) {
       const err = await readError(responseAnswer(res));
       if (err.code === 'invalid-credentials') throw new InvalidCredentialsError(`the server refused the proof: ${err.message}`);

@@ -93,6 +93,34 @@ test('password sign-in solves again when the relay answers its solution with a h
   assert.equal(calls, 3);
 });
 
+test('credential changes proved by the current password answer the relay\'s proof-of-work too (the owner of an account being guessed changes its password)', async (t) => {
+  const seen: Array<{ method: string; url: string; pow: boolean }> = [];
+  const relay = await serve(t, (req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      const j = JSON.parse(body || '{}') as { currentPassword?: string; pow?: { bits: number } };
+      seen.push({ method: req.method!, url: req.url!, pow: j.pow !== undefined });
+      if (j.currentPassword !== undefined && (!j.pow || j.pow.bits < 6)) {
+        res.writeHead(428, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { code: 'proof-of-work-required', message: 'm', pow: { challenge: Buffer.alloc(32, 3).toString('base64url'), bits: 6 } } }));
+        return;
+      }
+      res.writeHead(204);
+      res.end();
+    });
+  });
+  const http = new RelayHttp({ server: relay.url, token: () => 'cs1.t' });
+  const account = 'a'.repeat(26);
+  await http.setAccountPassword(account, 'new password here', { currentPassword: 'old password here' });
+  await http.addDeviceKey(account, new Uint8Array(32).fill(9), { currentPassword: 'old password here' });
+  await http.removeDeviceKey(account, 'key', { currentPassword: 'old password here' });
+  assert.deepEqual(
+    seen.map((x) => `${x.method} ${x.url} ${x.pow}`),
+    ['PUT /v1/accounts/password false', 'PUT /v1/accounts/password true', 'POST /v1/accounts/keys false', 'POST /v1/accounts/keys true', 'DELETE /v1/accounts/keys/key false', 'DELETE /v1/accounts/keys/key true'],
+  );
+});
+
 test('an answer without end (a vault message, a JSON error, the fleet bundle) is refused at 1 MiB, through fetch and through the node transport, and the client moves on', async (t) => {
   let served = 0;
   const relay = await serve(t, (req, res) => {

@@ -13,7 +13,7 @@ import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { BlobStoreError, type BlobStore } from '../src/blobs/store.js';
 import { LocalBlobStore } from '../src/blobs/local.js';
 import { S3BlobStore } from '../src/blobs/s3.js';
-import { standIn, startRelay, tempDir, testConfig, type TestRelay } from './helpers.js';
+import { inFlightReaches, standIn, startRelay, tempDir, testConfig, type TestRelay } from './helpers.js';
 
 process.env.AWS_SDK_JS_SUPPRESS_NODE_VERSION_WARNING = '1';
 const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
@@ -192,15 +192,6 @@ test('a failing or full blob store gives a clean 503/507, and nothing half-writt
   assert.deepEqual((await r.inject({ method: 'GET', url: '/v1/blobs', headers: a })).json(), { blobs: [{ name: 'one', size: 100 }] });
   assert.equal((await put('two')).statusCode, 201, 'works again once the store recovers');
 });
-
-/** Waits until the relay's upload bytes in flight (its metric) reach `bytes`. */
-async function inFlightReaches(r: TestRelay, bytes: number): Promise<void> {
-  for (const end = Date.now() + 20_000; Date.now() < end; await new Promise((resolve) => setTimeout(resolve, 5))) {
-    const m = /^coffer_relay_upload_bytes_in_flight (\d+)$/m.exec((await r.relay.admin.inject({ method: 'GET', url: '/metrics' })).body);
-    if (m && Number(m[1]) >= bytes) return;
-  }
-  throw new Error(`upload bytes in flight never reached ${bytes}`);
-}
 
 test('upload bodies in flight are bounded across the relay: 503 uploads-busy with retryAfter, then accepted', async (t) => {
   const dir = tempDir(t);

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { JwtVerifier } from '../src/auth/jwt.js';
 import { addressKey } from '../src/rate-limit.js';
-import { keyProof, newDeviceKey, signChallenge, solvePow, startRelay, tempDir, testConfig, type TestRelay } from './helpers.js';
+import { inFlightReaches, keyProof, newDeviceKey, signChallenge, solvePow, startRelay, tempDir, testConfig, type TestRelay } from './helpers.js';
 
 const octet = { 'content-type': 'application/octet-stream' };
 const code = (r: { json: <T>() => T }) => r.json<{ error: { code: string } }>().error.code;
@@ -121,11 +121,7 @@ test('per-account in-flight bytes: one account cannot hold the relay\'s upload b
   const slow = await raw(url, `PUT /v1/blobs/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n`);
   await waitFor(() => slow.got().includes('100 Continue'));
   slow.s.write(Buffer.alloc(998, 0x78));
-  for (const end = Date.now() + 20_000; ; await new Promise((resolve) => setTimeout(resolve, 5))) {
-    const m = /^coffer_relay_upload_bytes_in_flight (\d+)$/m.exec((await r.relay.admin.inject({ method: 'GET', url: '/metrics' })).body);
-    if (m && Number(m[1]) >= 998) break;
-    assert.ok(Date.now() < end, 'the slow upload\'s bytes never counted');
-  }
+  await inFlightReaches(r, 998);
   const again = await fetch(`${url.origin}/v1/blobs/second`, { method: 'PUT', headers: { ...a.auth(), ...octet }, body: 'hello' });
   assert.equal(again.status, 429);
   assert.equal(((await again.json()) as { error: { code: string } }).error.code, 'account-uploads-busy');

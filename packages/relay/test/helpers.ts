@@ -187,3 +187,12 @@ export async function startVault(dir: string, linkKeyFile: string | null): Promi
   const fleetKey = (await parseFleetKeyBundle(r.stdout)).keys[0]!;
   return { ...vault, fleetKey };
 }
+
+/** Waits until the relay's upload bytes in flight (its metric) reach `bytes`. */
+export async function inFlightReaches(r: TestRelay, bytes: number): Promise<void> {
+  for (const end = Date.now() + 20_000; Date.now() < end; await new Promise((resolve) => setTimeout(resolve, 5))) {
+    const m = /^coffer_relay_upload_bytes_in_flight (\d+)$/m.exec((await r.relay.admin.inject({ method: 'GET', url: '/metrics' })).body);
+    if (m && Number(m[1]) >= bytes) return;
+  }
+  throw new Error(`upload bytes in flight never reached ${bytes}`);
+}

@@ -37,6 +37,13 @@ import {
   RollbackGuard,
   StoreRolledBackError,
   type LogEntry,
+  committedBy,
+  decodeMembers,
+  encodeMembers,
+  evidenceOf,
+  MEMBERS_ACCOUNT,
+  NO_MEMBERS,
+  type Answer,
 } from '../src/core/rollback.js';
 
 const LOG_KEY = new Uint8Array(32).fill(0x42);
@@ -293,26 +300,35 @@ describe('fleet statements (spec §13.5, §13.7, §13.8) against the vectors', (
     const changes = await digestChanges([{ account: 'alice', value: utf8('sealed record of alice') }, { account: 'bob', value: null }]);
     const nonce = fromHex('0f'.repeat(32));
     const ackIn = ackMacInput(GROUP, '00112233aabbccdd', 1, mac1);
-    const ansIn = challengeMacInput(GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1);
+    const members = encodeMembers(['8899aabbccddeeff', '00112233aabbccdd', '0123456789abcdef']);
+    const membersDigest = await sha256(members);
+    const ansIn = challengeMacInput(GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, membersDigest);
     const got = {
-      description: 'spec/vault-protocol.md §13.5 log value = entry ‖ u32 count ‖ (u16 len ‖ account ‖ u8 flag ‖ [digest]); §13.7 ack = HMAC(logMacKey, ackInput); §13.8 answer = HMAC(logMacKey, answerInput); commit index = the (floor(N/2)+1)-th highest captured index',
+      description: 'spec/vault-protocol.md §13.5 log value = entry ‖ u32 count ‖ (u16 len ‖ account ‖ u8 flag ‖ [digest]); §13.7 ack = HMAC(logMacKey, ackInput); §13.8, §13.11 answer = HMAC(logMacKey, answerInput) with the member-list digest; commit index = the (floor(N/2)+1)-th highest captured index; §13.11 the member list record and committedBy (a majority of the list in force, identities outside it not counted; null: no list yet, any floor(size/2)+1)',
       logMacKey: toHex(LOG_KEY),
       group: toHex(GROUP),
       entry: toHex(encodeEntry(entry)),
       changes: changes.map((c) => ({ account: c.account, digest: c.digest ? toHex(c.digest) : null })),
       logValue: toHex(encodeLogValue(entry, changes)),
       ack: { node: '00112233aabbccdd', index: 1, entryMac: toHex(mac1), input: toHex(ackIn), mac: hmac(ackIn) },
-      answer: { nonce: toHex(nonce), asker: '00112233aabbccdd', responder: '8899aabbccddeeff', index: 1, entryMac: toHex(mac1), input: toHex(ansIn), mac: hmac(ansIn) },
+      members: { account: toHex(utf8(MEMBERS_ACCOUNT)), ids: decodeMembers(members), bytes: toHex(members), digest: toHex(membersDigest) },
+      answer: { nonce: toHex(nonce), asker: '00112233aabbccdd', responder: '8899aabbccddeeff', index: 1, entryMac: toHex(mac1), members: toHex(membersDigest), input: toHex(ansIn), mac: hmac(ansIn) },
       commitIndex: [
         { size: 3, captured: [7, 5, 3], commit: 5 },
         { size: 3, captured: [7], commit: 0 },
         { size: 5, captured: [9, 9, 2, 1], commit: 2 },
         { size: 1, captured: [4], commit: 4 },
       ],
+      committedBy: [
+        { members: ['0000000000000001', '0000000000000002', '0000000000000003'], captured: { '0000000000000001': 5, '0000000000000002': 5, '0000000000000009': 9 }, index: 5, committed: true },
+        { members: ['0000000000000001', '0000000000000002', '0000000000000003'], captured: { '0000000000000001': 5, '0000000000000008': 9, '0000000000000009': 9 }, index: 5, committed: false },
+        { members: null, size: 3, captured: { '0000000000000001': 5, '0000000000000008': 9 }, index: 5, committed: true },
+      ],
     };
     if (process.env.COFFER_WRITE_VECTORS === '1') writeFileSync(FLEET_VECTORS, `${JSON.stringify(got, null, 2)}\n`);
     assert.deepEqual(got, JSON.parse(readFileSync(FLEET_VECTORS, 'utf8')));
     for (const v of got.commitIndex) assert.equal(quorumIndex(new Map(v.captured.map((c, i) => [`n${i}`, c])), v.size), v.commit);
+    for (const v of got.committedBy) assert.equal(committedBy(v.members, v.size ?? 3, new Map(Object.entries(v.captured)), v.index), v.committed);
     const back = decodeLogValue(encodeLogValue(entry, changes));
     assert.deepEqual(back.entry, entry);
     assert.deepEqual(back.changes, changes);
@@ -322,8 +338,9 @@ describe('fleet statements (spec §13.5, §13.7, §13.8) against the vectors', (
     assert.equal(await verifyAck(p, GROUP, '00112233aabbccdd', 1, mac1, fromHex(got.ack.mac)), true);
     assert.equal(await verifyAck(p, GROUP, '8899aabbccddeeff', 1, mac1, fromHex(got.ack.mac)), false, 'under another member\'s name');
     assert.equal(await verifyAck(p, GROUP, '00112233aabbccdd', 2, mac1, fromHex(got.ack.mac)), false, 'for another index');
-    assert.equal(await verifyChallengeAnswer(p, GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, fromHex(got.answer.mac)), true);
-    assert.equal(await verifyChallengeAnswer(p, GROUP, new Uint8Array(32), '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, fromHex(got.answer.mac)), false, 'an answer to an older challenge');
+    assert.equal(await verifyChallengeAnswer(p, GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, membersDigest, fromHex(got.answer.mac)), true);
+    assert.equal(await verifyChallengeAnswer(p, GROUP, new Uint8Array(32), '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, membersDigest, fromHex(got.answer.mac)), false, 'an answer to an older challenge');
+    assert.equal(await verifyChallengeAnswer(p, GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, NO_MEMBERS, fromHex(got.answer.mac)), false, 'under another member list');
   });
 });
 
@@ -577,22 +594,39 @@ type FleetCmd =
   | { kind: 'restart'; node: number; answering: number }
   | { kind: 'lose-anchor'; node: number }
   | { kind: 'rollback'; to: number }
-  | { kind: 'replay-ack'; node: number; which: number };
+  | { kind: 'replay-ack'; node: number; which: number }
+  | { kind: 'replace'; node: number };
 
 const N = 3;
+/** Nodes the model may create: N first members and, per replacement, a new one (the old HSM stays, the adversary's). */
+const MAX_NODES = 7;
 
-async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Promise<Map<string, number>> {
+/**
+ * `membership`: the member list counts (spec §13.11); false: any N identities holding the
+ * log key count, as before members were bound (the model then shows the attack).
+ */
+async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, membership = true): Promise<Map<string, number>> {
   type Log = Map<number, Uint8Array>;
   type State = { records: Map<string, Uint8Array>; log: Log; head: number };
   const platforms = Array.from({ length: N }, (_, i) => fakePlatform(LOG_KEY, new Uint8Array(65).fill(10 + i)));
   const ids = await Promise.all(platforms.map((p) => nodeIdOf(p)));
-  const history: State[] = [{ records: new Map(), log: new Map(), head: 0 }];
-  let current = 0;
   const guards: Array<RollbackGuard | null> = await Promise.all(platforms.map(async (p) => (await RollbackGuard.resume(p, GROUP, [], [])).guard));
+  /** Every member list ever written, by digest (etcd's group/members/). */
+  const lists = new Map<string, readonly string[]>();
+  const listOf = (d: Uint8Array | null) => (d === null ? null : (lists.get(toHex(d)) ?? null));
+  // The group records its first members (what the leader does once all N follow).
+  const first = encodeMembers(ids);
+  lists.set(toHex(await sha256(first)), [...ids].sort());
+  const e1 = await guards[0]!.append([{ account: MEMBERS_ACCOUNT, value: first }]);
+  await guards[0]!.capture(e1);
+  const v1 = encodeLogValue(e1, await digestChanges([{ account: MEMBERS_ACCOUNT, value: first }]));
+  for (const g of guards.slice(1)) await g!.witnessAll([{ entry: e1, changes: decodeLogValue(v1).changes! }]);
+  const history: State[] = [{ records: new Map([[MEMBERS_ACCOUNT, first]]), log: new Map([[1, v1]]), head: 1 }];
+  let current = 0;
   const board = new Map<string, Uint8Array[]>(); // node → [index, mac, ack] as published, newest last
   const published = new Map<string, Array<{ index: number; mac: Uint8Array; ack: Uint8Array }>>();
   let leader: number | null = null;
-  let pending: Array<{ index: number; account: string }> = [];
+  let pending: Array<{ index: number; account: string | null; members: readonly string[] | null }> = [];
   const answered = new Map<string, number>();
   let nonce = 0;
   const store = () => history[current]!;
@@ -613,19 +647,21 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
     if (!list || !b) return null;
     return list.find((a) => a.ack === b[2]) ?? null;
   };
-  /** A fresh challenge by `asker`, answered by the members in `answering` (bitmask) that have a guard. */
+  /** A fresh challenge by `asker`, answered by the nodes in `answering` (bitmask) that have a guard. */
   const evidence = async (asker: number, answering: number, countSelf: boolean) => {
     const challenge = platforms[asker]!.randomBytes(32);
     challenge[0] = nonce++ & 0xff;
-    const found = new Map<string, { index: number; mac: Uint8Array }>();
-    if (countSelf && guards[asker]) found.set(ids[asker]!, { index: guards[asker]!.captured.index, mac: guards[asker]!.captured.mac });
-    for (let n = 0; n < N; n++) {
+    const found = new Map<string, Answer>();
+    const g0 = guards[asker];
+    if (countSelf && g0) found.set(ids[asker]!, { index: g0.captured.index, mac: g0.captured.mac, members: g0.membersDigest ?? NO_MEMBERS });
+    for (let n = 0; n < platforms.length; n++) {
       if (n === asker || !guards[n] || !(answering & (1 << n))) continue;
       const a = await guards[n]!.answerChallenge(challenge, ids[asker]!);
-      if (await verifyChallengeAnswer(platforms[asker]!, GROUP, challenge, ids[asker]!, ids[n]!, a.index, a.mac, a.answer)) found.set(ids[n]!, { index: a.index, mac: a.mac });
+      if (await verifyChallengeAnswer(platforms[asker]!, GROUP, challenge, ids[asker]!, ids[n]!, a.index, a.mac, a.members, a.answer)) found.set(ids[n]!, { index: a.index, mac: a.mac, members: a.members });
     }
-    if (found.size < majority(N)) return null;
-    return [...found.values()].reduce((a, b) => (b.index > a.index ? b : a));
+    if (!membership) return found.size < majority(N) ? null : [...found.values()].reduce((a, b) => (b.index > a.index ? b : a));
+    const ev = evidenceOf(found, N, listOf);
+    return typeof ev === 'object' && 'index' in ev ? ev : null;
   };
   const follow = async (n: number) => {
     const g = guards[n];
@@ -660,14 +696,33 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
       assert.ok(err instanceof StoreRolledBackError, String(err));
     }
   };
+  /** The leader appends `changes` over the current store; false when the store's head moved (it steps down). */
+  const append = async (g: RollbackGuard, changes: Array<{ account: string; value: Uint8Array }>) => {
+    const base = store();
+    const members = listOf(g.membersDigest);
+    const e = await g.append(changes);
+    if (base.head !== e.index - 1 || (e.index > 1 && !base.log.has(e.index - 1))) {
+      guards[leader!] = null; // LogConflictError: steps down
+      leader = null;
+      pending = [];
+      return null;
+    }
+    const digests: DigestChange[] = await digestChanges(changes);
+    const next: State = { records: new Map([...base.records, ...changes.map((c) => [c.account, c.value] as const)]), log: new Map([...base.log, [e.index, encodeLogValue(e, digests)]]), head: e.index };
+    history.push(next);
+    current = history.length - 1;
+    await g.capture(e);
+    return { index: e.index, members };
+  };
 
   for (const c of cmds) {
+    const K = platforms.length;
     switch (c.kind) {
       case 'rollback':
         current = c.to % history.length;
         break;
       case 'replay-ack': {
-        const id = ids[c.node % N]!;
+        const id = ids[c.node % K]!;
         const list = published.get(id);
         if (list?.length) {
           const a = list[c.which % list.length]!;
@@ -676,7 +731,7 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
         break;
       }
       case 'follow':
-        if (c.node % N !== leader) await follow(c.node % N);
+        if (c.node % K !== leader) await follow(c.node % K);
         break;
       case 'crash':
         if (leader !== null) guards[leader] = null;
@@ -684,7 +739,7 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
         pending = [];
         break;
       case 'lose-anchor': {
-        const n = c.node % N;
+        const n = c.node % K;
         // One anchor lost at a time: the others hold theirs (a majority lost is the disaster of §13.9).
         if (platforms.some((p, i) => i !== n && p.anchor === null)) break;
         if (guards.some((g, i) => i !== n && g === null)) break;
@@ -697,7 +752,7 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
         break;
       }
       case 'restart': {
-        const n = c.node % N;
+        const n = c.node % K;
         if (leader === n) {
           leader = null;
           pending = [];
@@ -707,7 +762,8 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
         break;
       }
       case 'elect': {
-        const n = c.node % N;
+        // Any node, a replaced member's old HSM too (safety must not rest on who campaigns).
+        const n = c.node % K;
         if (leader !== null) {
           guards[leader] = null; // the old leader's lease is gone; it resumes later
           pending = [];
@@ -722,6 +778,28 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
         const mine = g.macAt(ev.index);
         if (mine && !equalBytesT(mine, ev.mac)) break;
         leader = n;
+        break;
+      }
+      case 'replace': {
+        // The operator replaces one member through the ceremony: a new identity with the log
+        // key joins (rejoins from evidence), the leader records the new list; the old HSM is
+        // kept and stays in the model, the adversary's to run.
+        if (leader === null || !guards[leader] || platforms.length >= MAX_NODES) break;
+        if (pending.some((p) => p.account === null)) break; // one change at a time
+        const g = guards[leader]!;
+        const list = listOf(g.membersDigest);
+        const old = ids[c.node % K]!;
+        if (!list || !list.includes(old)) break;
+        const fresh = fakePlatform(LOG_KEY, new Uint8Array(65).fill(10 + platforms.length));
+        platforms.push(fresh);
+        ids.push(await nodeIdOf(fresh));
+        guards.push(null);
+        await resume(platforms.length - 1, 0x7f);
+        const next = [...list.filter((id) => id !== old), ids.at(-1)!].sort();
+        const bytes = encodeMembers(next);
+        lists.set(toHex(await sha256(bytes)), next);
+        const r = await append(g, [{ account: MEMBERS_ACCOUNT, value: bytes }]);
+        if (r) pending.push({ index: r.index, account: null, members: r.members });
         break;
       }
       case 'guess': {
@@ -739,20 +817,9 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
         const used = read ? read[0]! : 0;
         if (used >= LIMIT) break;
         const value = new Uint8Array([used + 1, nonce & 0xff, (nonce++ >> 8) & 0xff]);
-        const base = store();
-        const e = await g.append([{ account, value }]);
-        if (base.head !== e.index - 1 || (e.index > 1 && !base.log.has(e.index - 1))) {
-          guards[leader] = null; // LogConflictError: steps down
-          leader = null;
-          pending = [];
-          break;
-        }
-        const digests: DigestChange[] = await digestChanges([{ account, value }]);
-        const next: State = { records: new Map([...base.records, [account, value]]), log: new Map([...base.log, [e.index, encodeLogValue(e, digests)]]), head: e.index };
-        history.push(next);
-        current = history.length - 1;
-        await g.capture(e);
-        if (commitRule) pending.push({ index: e.index, account });
+        const r = await append(g, [{ account, value }]);
+        if (!r) break;
+        if (commitRule) pending.push({ index: r.index, account, members: r.members });
         else answered.set(account, (answered.get(account) ?? 0) + 1);
         break;
       }
@@ -760,7 +827,7 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
         if (leader === null || !guards[leader]) break;
         const g = guards[leader]!;
         const captured = new Map<string, number>([[ids[leader]!, g.captured.index]]);
-        for (let n = 0; n < N; n++) {
+        for (let n = 0; n < K; n++) {
           if (n === leader) continue;
           const a = boardAck(ids[n]!);
           if (!a) continue;
@@ -769,9 +836,11 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean): Pr
           if (!(await verifyAck(platforms[leader]!, GROUP, ids[n]!, a.index, a.mac, a.ack))) continue;
           captured.set(ids[n]!, a.index);
         }
-        const commit = quorumIndex(captured, N);
-        for (const p of pending.filter((p) => p.index <= commit)) answered.set(p.account, (answered.get(p.account) ?? 0) + 1);
-        pending = pending.filter((p) => p.index > commit);
+        // In order, each entry by a majority of the members in force before it.
+        while (pending.length > 0 && committedBy(membership ? pending[0]!.members : null, N, captured, pending[0]!.index)) {
+          const p = pending.shift()!;
+          if (p.account !== null) answered.set(p.account, (answered.get(p.account) ?? 0) + 1);
+        }
         break;
       }
     }
@@ -785,14 +854,15 @@ function equalBytesT(a: Uint8Array, b: Uint8Array): boolean {
 
 const fleetCmdArb: fc.Arbitrary<FleetCmd> = fc.oneof(
   { weight: 8, arbitrary: fc.record({ kind: fc.constant('guess' as const), account: fc.nat(1), readFrom: fc.oneof(fc.constant(-1), fc.nat()) }) },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('follow' as const), node: fc.nat(2) }) },
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant('follow' as const), node: fc.nat(6) }) },
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('release' as const) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('crash' as const) }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('elect' as const), node: fc.nat(2), answering: fc.nat(7) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('restart' as const), node: fc.nat(2), answering: fc.nat(7) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('lose-anchor' as const), node: fc.nat(2) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('elect' as const), node: fc.nat(6), answering: fc.nat(127) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('restart' as const), node: fc.nat(6), answering: fc.nat(127) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('lose-anchor' as const), node: fc.nat(6) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('rollback' as const), to: fc.nat() }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('replay-ack' as const), node: fc.nat(2), which: fc.nat() }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('replay-ack' as const), node: fc.nat(6), which: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('replace' as const), node: fc.nat(6) }) },
 );
 
 describe('fleet model: three members, leader changes, rollbacks, replayed acks (spec §13.6–§13.9)', () => {
@@ -817,5 +887,80 @@ describe('fleet model: three members, leader changes, rollbacks, replayed acks (
     assert.equal((await runFleetModel(attack, false)).get('a'), 2 * LIMIT, 'without the commit rule');
     const withRule = await runFleetModel(attack.flatMap((c): FleetCmd[] => (c.kind === 'guess' ? [c, { kind: 'follow', node: 1 }, { kind: 'follow', node: 2 }, { kind: 'release' }] : [c])), true);
     assert.ok((withRule.get('a') ?? 0) <= LIMIT, `with it: ${withRule.get('a')}`);
+  });
+
+  it('the attack the member list stops: two members replaced, their old HSMs kept, the store rolled back, an old HSM elected with the other\'s answer (spec §13.11)', async () => {
+    const guessed = (followers: number[]): FleetCmd[] => [{ kind: 'guess', account: 0, readFrom: -1 }, ...followers.map((node) => ({ kind: 'follow' as const, node })), { kind: 'release' }];
+    const attack: FleetCmd[] = [
+      { kind: 'elect', node: 0, answering: 7 },
+      ...guessed([1, 2]), // entry 2: one guess, every member captured it
+      { kind: 'replace', node: 1 }, // entry 3: node 1 (off from now on) replaced by node 3
+      { kind: 'follow', node: 2 },
+      { kind: 'follow', node: 3 },
+      { kind: 'release' },
+      { kind: 'replace', node: 2 }, // entry 4: node 2 (off from now on) replaced by node 4
+      { kind: 'follow', node: 3 },
+      { kind: 'follow', node: 4 },
+      { kind: 'release' },
+      ...Array.from({ length: LIMIT - 2 }, () => guessed([3, 4])).flat(),
+      { kind: 'rollback', to: 3 }, // etcd as it was after the replacements
+      { kind: 'elect', node: 1, answering: 0b110 }, // the two old HSMs
+      ...Array.from({ length: LIMIT }, () => guessed([2, 1])).flat(),
+      { kind: 'elect', node: 2, answering: 0b110 },
+      ...Array.from({ length: LIMIT }, () => guessed([1, 2])).flat(),
+    ];
+    const before = (await runFleetModel(attack, true, false)).get('a') ?? 0;
+    assert.ok(before > LIMIT, `without the member list: ${before} answered (the model has teeth)`);
+    const after = (await runFleetModel(attack, true, true)).get('a') ?? 0;
+    assert.equal(after, LIMIT - 1, 'with it: only the guesses the real members committed');
+  });
+});
+
+describe('group members (spec §13.11)', () => {
+  const A = '0000000000000001';
+  const B = '0000000000000002';
+  const C = '0000000000000003';
+  const X = '00000000000000ff';
+  it('the list codec: canonical (sorted, distinct) or refused', () => {
+    const bytes = encodeMembers([C, A, B]);
+    assert.deepEqual(decodeMembers(bytes), [A, B, C]);
+    for (const bad of [[], [A, A], ['nothex'], ['00000000000000011'], Array.from({ length: 16 }, (_, i) => i.toString(16).padStart(16, '0'))]) assert.throws(() => encodeMembers(bad), RangeError);
+    const swapped = bytes.slice();
+    swapped.set(bytes.subarray(bytes.length - 8), bytes.length - 16);
+    swapped.set(bytes.subarray(bytes.length - 16, bytes.length - 8), bytes.length - 8);
+    const label = utf8('coffer/vault/v1/group-members').length;
+    const zero = bytes.slice();
+    zero[label + 1] = 0;
+    const otherLabel = bytes.slice();
+    otherLabel[0] = otherLabel[0]! ^ 1;
+    for (const bad of [new Uint8Array(0), bytes.subarray(0, bytes.length - 1), concat(bytes, new Uint8Array(1)), swapped, zero, otherLabel, encodeMembers([A]).fill(0xff)]) assert.throws(() => decodeMembers(bad), StoreRolledBackError);
+  });
+  it('evidence counts only a majority of the newest answer\'s own list; a list not known yet is asked for', () => {
+    const L = encodeMembers([A, B, C]);
+    const Ld = createHash('sha256').update(L).digest();
+    const lists = (d: Uint8Array) => (toHex(d) === toHex(Ld) ? [A, B, C] : null);
+    const mac = new Uint8Array(32);
+    const ans = (index: number, members: Uint8Array = Ld): Answer => ({ index, mac, members });
+    assert.equal(evidenceOf(new Map([[A, ans(5)]]), 3, lists), 'no-majority');
+    assert.deepEqual(evidenceOf(new Map([[A, ans(5)], [B, ans(4)]]), 3, lists), { index: 5, mac });
+    assert.equal(evidenceOf(new Map([[A, ans(5)], [X, ans(6)]]), 3, lists), 'no-majority', 'an identity outside the list');
+    const unknown = new Uint8Array(32).fill(9);
+    assert.deepEqual(evidenceOf(new Map([[A, ans(5)], [B, ans(7, unknown)]]), 3, lists), { need: unknown });
+    assert.deepEqual(evidenceOf(new Map([[A, ans(2, NO_MEMBERS)], [X, ans(1, NO_MEMBERS)]]), 3, lists), { index: 2, mac }, 'no list yet: any two identities (before the group records its members)');
+    assert.equal(evidenceOf(new Map(), 3, lists), 'no-majority');
+  });
+  it('a guard names the list of the entry it captured in its answers, and keeps it across resume', async () => {
+    const p = fakePlatform();
+    const g = (await RollbackGuard.resume(p, GROUP, [], [])).guard;
+    assert.equal(g.membersDigest, null);
+    const L = encodeMembers([A, B, C]);
+    const e = await g.append([{ account: MEMBERS_ACCOUNT, value: L }]);
+    assert.equal(g.membersDigest, null, 'not before the entry is captured');
+    await g.capture(e);
+    assert.equal(toHex(g.membersDigest!), toHex(await sha256(L)));
+    const a = await g.answerChallenge(new Uint8Array(32), B);
+    assert.equal(toHex(a.members), toHex(await sha256(L)));
+    const again = (await RollbackGuard.resume(p, GROUP, [encodeEntry(e)], [[MEMBERS_ACCOUNT, L]])).guard;
+    assert.equal(toHex(again.membersDigest!), toHex(await sha256(L)));
   });
 });

@@ -39,4 +39,6 @@ export const LOG_LABELS = {
   ack: 'coffer/vault/v1/log-ack',
   /** A member's answer to a fresh challenge: what it has captured, bound to the challenge (fleet takeover and rejoin). */
   challenge: 'coffer/vault/v1/log-challenge',
+  /** The group's member list (a record under a reserved name, spec §13.11): label ‖ 0x00 ‖ u8 n ‖ n × node ID (8 bytes). */
+  members: 'coffer/vault/v1/group-members',
 } as const;

@@ -23,10 +23,17 @@
  * from a majority's evidence instead of the anchor (`ResumeOptions.evidence`). The I/O
  * around them is server/fleet-group.ts.
  *
+ * Membership (§13.11): a fleet's member list is a record under a reserved name
+ * (`MEMBERS_ACCOUNT`) in the same tree, so every entry's root fixes who the members are.
+ * An entry counts as committed only when a majority of the members in force before it
+ * captured it (`committedBy`); a challenge answer names the member list of the entry it
+ * vouches for, and evidence counts only a majority of that list (`evidenceOf`). Identities
+ * outside the list — old HSMs of replaced members — count for nothing.
+ *
  * Pure: everything outside comes through the Platform (mac, anchor, sha256 through the
  * protocol package's crypto provider).
  */
-import { concat, cryptoProvider, equalBytes, isAscii, LABELS, sha256, sha256IntoSync, toHex, utf8 } from '@coffer/protocol';
+import { concat, cryptoProvider, equalBytes, fromHex, isAscii, LABELS, sha256, sha256IntoSync, toHex, utf8 } from '@coffer/protocol';
 import { KEY_LABELS, LOG_LABELS } from './key-labels.js';
 import { PlatformError, type Platform } from './platform.js';
 
@@ -38,6 +45,103 @@ export const ANCHOR_LENGTH = GROUP_ID_LENGTH + 8 + MAC_LENGTH;
 export const TREE_DEPTH = 16;
 /** The "previous MAC" of entry 1 (and the MAC of the empty genesis, index 0). */
 export const GENESIS_MAC = new Uint8Array(MAC_LENGTH);
+
+/**
+ * The reserved record name of the group's member list: not an account (accounts are
+ * printable ASCII), so no request can read or write it.
+ */
+export const MEMBERS_ACCOUNT = '\u0000members';
+/** An answer's member-list digest while the group has no list yet (spec §13.11). */
+export const NO_MEMBERS = new Uint8Array(32);
+/** A node ID: 16 lowercase hex digits (8 bytes). */
+export const NODE_ID_PATTERN = /^[0-9a-f]{16}$/;
+/** The most members a list may hold. */
+export const MAX_MEMBERS = 15;
+
+/**
+ * The member list's bytes (spec §13.11): label ‖ 0x00 ‖ u8 n ‖ n × node ID (8 bytes),
+ * sorted ascending, distinct.
+ * @throws RangeError for IDs that are not node IDs, repeated, or too many
+ */
+export function encodeMembers(ids: readonly string[]): Uint8Array {
+  const sorted = [...ids].sort();
+  if (sorted.length < 1 || sorted.length > MAX_MEMBERS) throw new RangeError(`members: 1..${MAX_MEMBERS} node IDs`);
+  for (let i = 0; i < sorted.length; i++) {
+    if (!NODE_ID_PATTERN.test(sorted[i]!)) throw new RangeError(`members: ${JSON.stringify(sorted[i])} is not a node ID (16 hex digits)`);
+    if (i > 0 && sorted[i] === sorted[i - 1]) throw new RangeError(`members: ${sorted[i]} twice`);
+  }
+  const label = utf8(LOG_LABELS.members);
+  const out = new Uint8Array(label.length + 2 + 8 * sorted.length);
+  out.set(label, 0);
+  out[label.length + 1] = sorted.length;
+  sorted.forEach((id, i) => out.set(fromHex(id), label.length + 2 + 8 * i));
+  return out;
+}
+
+/**
+ * @throws StoreRolledBackError for bytes that are not a member list in the canonical form
+ */
+export function decodeMembers(bytes: Uint8Array): string[] {
+  const label = utf8(LOG_LABELS.members);
+  const bad = (why: string): never => {
+    throw new StoreRolledBackError(`group members: ${why}`);
+  };
+  if (bytes.length < label.length + 2 || !equalBytes(bytes.subarray(0, label.length), label) || bytes[label.length] !== 0) bad('not a member list');
+  const n = bytes[label.length + 1]!;
+  if (n < 1 || n > MAX_MEMBERS || bytes.length !== label.length + 2 + 8 * n) bad(`a list of ${n} members in ${bytes.length} bytes`);
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) ids.push(toHex(bytes.subarray(label.length + 2 + 8 * i, label.length + 10 + 8 * i)));
+  for (let i = 1; i < n; i++) if (ids[i]! <= ids[i - 1]!) bad('not sorted, or a member twice');
+  return ids;
+}
+
+/**
+ * Whether an entry is committed (spec §13.7, §13.11): `captured` maps node IDs to the
+ * highest index each verifiably captured (the appender's own included). With a member
+ * list (the one in force BEFORE the entry: the entry that changes the list is committed
+ * by the members it replaces), a majority of that list must have reached `index`;
+ * identities outside it count for nothing. Without one (a group that has not recorded
+ * its members yet), any `floor(size/2)+1` distinct identities.
+ */
+export function committedBy(members: readonly string[] | null, size: number, captured: ReadonlyMap<string, number>, index: number): boolean {
+  let count = 0;
+  if (members === null) {
+    for (const i of captured.values()) if (i >= index) count++;
+    return count >= majority(size);
+  }
+  for (const id of members) if ((captured.get(id) ?? -1) >= index) count++;
+  return count >= majority(members.length);
+}
+
+/** One verified answer to a fresh challenge: what the responder captured, and the member list of that entry. */
+export interface Answer {
+  readonly index: number;
+  readonly mac: Uint8Array;
+  /** SHA-256 of the member list the entry's root holds (NO_MEMBERS: none yet). */
+  readonly members: Uint8Array;
+}
+
+/**
+ * Fresh evidence (spec §13.8, §13.11): M = the highest entry among verified answers, and
+ * it counts only when the answers come from a majority of M's own member list (`lists`
+ * resolves a digest to the list; null: not known yet) — or, before the group recorded a
+ * list, from `floor(size/2)+1` distinct identities. Every committed entry was captured by
+ * a majority of the members in force before it, and every change of the list was
+ * committed by the members it replaced, so such a majority includes a member that
+ * captured every committed entry: M is at or above all of them.
+ * Returns 'no-majority', or { need } when M's list must be fetched first.
+ */
+export function evidenceOf(answers: ReadonlyMap<string, Answer>, size: number, lists: (digest: Uint8Array) => readonly string[] | null): { index: number; mac: Uint8Array } | 'no-majority' | { need: Uint8Array } {
+  let best: Answer | null = null;
+  for (const a of answers.values()) if (best === null || a.index > best.index) best = a;
+  if (best === null) return 'no-majority';
+  if (equalBytes(best.members, NO_MEMBERS)) return answers.size >= majority(size) ? { index: best.index, mac: best.mac } : 'no-majority';
+  const list = lists(best.members);
+  if (list === null) return { need: best.members };
+  let count = 0;
+  for (const id of list) if (answers.has(id)) count++;
+  return count >= majority(list.length) ? { index: best.index, mac: best.mac } : 'no-majority';
+}
 
 export interface LogEntry {
   readonly group: Uint8Array;
@@ -436,6 +540,9 @@ export class RollbackGuard {
   #captured: Captured;
   #head: LogEntry | null;
   #pending: LogEntry | null = null;
+  /** The member-list digest of the captured entry, and of the appended one (null: no list). */
+  #members: Uint8Array | null;
+  #pendingMembers: Uint8Array | null = null;
   /** MACs of the newest entries this guard appended, captured or verified: the chain acks are checked against. */
   readonly #chain = new Map<number, Uint8Array>();
 
@@ -447,6 +554,17 @@ export class RollbackGuard {
   ) {
     this.#captured = captured;
     this.#head = null;
+    this.#members = this.#treeMembers();
+  }
+
+  #treeMembers(): Uint8Array | null {
+    const d = this.tree.digest(MEMBERS_ACCOUNT);
+    return d === null ? null : new Uint8Array(d);
+  }
+
+  /** SHA-256 of the member list the captured entry's root holds (null: the group has none yet). */
+  get membersDigest(): Uint8Array | null {
+    return this.#members;
   }
 
   get captured(): Captured {
@@ -568,6 +686,7 @@ export class RollbackGuard {
       if (!this.tree.setKnown(c.account, d)) await this.tree.set(c.account, d);
     }
     const root = await this.tree.root();
+    this.#pendingMembers = this.#treeMembers();
     const index = this.#captured.index + 1;
     const prevMac = this.#captured.mac;
     const mac = await RollbackGuard.entryMac(this.platform, this.group, index, prevMac, root);
@@ -581,6 +700,7 @@ export class RollbackGuard {
     if (this.#pending !== entry) throw new Error('RollbackGuard: capture of an entry that is not the one appended');
     await writeAnchor(this.platform, this.group, entry.index, entry.mac);
     this.#captured = { index: entry.index, mac: entry.mac, root: entry.root };
+    this.#members = this.#pendingMembers;
     this.#head = entry;
     this.#pending = null;
     this.#remember(entry.index, entry.mac);
@@ -628,14 +748,19 @@ export class RollbackGuard {
     if (n > 0) {
       await writeAnchor(this.platform, this.group, prev.index, prev.mac);
       this.#captured = prev;
+      this.#members = this.#treeMembers();
     }
     return n;
   }
 
-  /** This node's answer to a fresh challenge (spec §13.8): what it captured, bound to the challenge and the asker. */
-  async answerChallenge(nonce: Uint8Array, asker: string): Promise<{ index: number; mac: Uint8Array; answer: Uint8Array }> {
+  /**
+   * This node's answer to a fresh challenge (spec §13.8, §13.11): what it captured and the
+   * member list of that entry, bound to the challenge and the asker.
+   */
+  async answerChallenge(nonce: Uint8Array, asker: string): Promise<{ index: number; mac: Uint8Array; members: Uint8Array; answer: Uint8Array }> {
     const { index, mac } = this.#captured;
-    return { index, mac, answer: await this.platform.mac(KEY_LABELS.logMac, challengeMacInput(this.group, nonce, asker, await nodeIdOf(this.platform), index, mac)) };
+    const members = this.#members ?? NO_MEMBERS;
+    return { index, mac, members, answer: await this.platform.mac(KEY_LABELS.logMac, challengeMacInput(this.group, nonce, asker, await nodeIdOf(this.platform), index, mac, members)) };
   }
 
   /** The entry captured last by this guard (null right after resume). */
@@ -659,6 +784,7 @@ export class RollbackGuard {
     for (const c of changes) await this.tree.set(c.account, c.value === null ? null : await recordDigest(c.value));
     if (!equalBytes(await this.tree.root(), entry.root)) throw new StoreRolledBackError(`log: the changes of entry ${entry.index} do not give its root`);
     this.#pending = entry;
+    this.#pendingMembers = this.#treeMembers();
     await this.capture(entry);
     return this.ack();
   }
@@ -745,16 +871,17 @@ export function decodeLogValue(bytes: Uint8Array): { entry: LogEntry; changes: D
   return { entry, changes };
 }
 
-/** The bytes a challenge answer's MAC covers (spec §13.8). */
-export function challengeMacInput(group: Uint8Array, nonce: Uint8Array, asker: string, responder: string, index: number, entryMac: Uint8Array): Uint8Array {
+/** The bytes a challenge answer's MAC covers (spec §13.8, §13.11): `members` is the member-list digest of the entry (NO_MEMBERS: none). */
+export function challengeMacInput(group: Uint8Array, nonce: Uint8Array, asker: string, responder: string, index: number, entryMac: Uint8Array, members: Uint8Array): Uint8Array {
   const a = utf8(asker);
   const r = utf8(responder);
-  return concat(utf8(LOG_LABELS.challenge), new Uint8Array([0]), group, nonce, new Uint8Array([a.length]), a, new Uint8Array([r.length]), r, u64(index), entryMac);
+  if (members.length !== 32) throw new RangeError('members: a 32-byte digest');
+  return concat(utf8(LOG_LABELS.challenge), new Uint8Array([0]), group, nonce, new Uint8Array([a.length]), a, new Uint8Array([r.length]), r, u64(index), entryMac, members);
 }
 
-/** Whether `answer` is `responder`'s answer to `nonce` asked by `asker`, for (index, entryMac). */
-export async function verifyChallengeAnswer(platform: Platform, group: Uint8Array, nonce: Uint8Array, asker: string, responder: string, index: number, entryMac: Uint8Array, answer: Uint8Array): Promise<boolean> {
-  return equalBytes(await platform.mac(KEY_LABELS.logMac, challengeMacInput(group, nonce, asker, responder, index, entryMac)), answer);
+/** Whether `answer` is `responder`'s answer to `nonce` asked by `asker`, for (index, entryMac, members). */
+export async function verifyChallengeAnswer(platform: Platform, group: Uint8Array, nonce: Uint8Array, asker: string, responder: string, index: number, entryMac: Uint8Array, members: Uint8Array, answer: Uint8Array): Promise<boolean> {
+  return equalBytes(await platform.mac(KEY_LABELS.logMac, challengeMacInput(group, nonce, asker, responder, index, entryMac, members)), answer);
 }
 
 /** Whether `ack` is `nodeId`'s statement that it captured (index, entryMac). */

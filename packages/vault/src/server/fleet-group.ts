@@ -23,27 +23,39 @@
  * - Rejoin (§13.9). A node whose anchor is gone (new machine, after the key ceremony) or
  *   behind the log etcd still keeps resumes from the same kind of majority evidence
  *   (without counting itself when it has no anchor), never from etcd's word alone.
+ * - Members (§13.11). The group's member list is a record in the tree. The leader
+ *   records it once all N identities follow (bootstrap), and changes it one member at a
+ *   time on the operator's proposal (`group/proposal`, `coffer-vault fleet replace`),
+ *   only to a node that already follows its chain. Commits and evidence count members
+ *   only: an old HSM kept after a replacement counts for nothing.
  */
-import { toHex } from '@coffer/protocol';
+import { sha256, toHex } from '@coffer/protocol';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { Platform } from '../core/platform.js';
 import {
   AnchorMissingError,
+  committedBy,
   decodeAnchor,
   decodeLogValue,
+  decodeMembers,
   digestChanges,
   encodeEntry,
   encodeLogValue,
+  encodeMembers,
+  evidenceOf,
   majority,
+  MEMBERS_ACCOUNT,
+  NODE_ID_PATTERN,
+  NO_MEMBERS,
   nodeIdOf,
-  quorumIndex,
   RollbackGuard,
   StoreRolledBackError,
   verifyAck,
   verifyChallengeAnswer,
   ackMacInput,
   MAC_LENGTH,
+  type Answer,
   type DigestChange,
   type LogEntry,
 } from '../core/rollback.js';
@@ -114,6 +126,8 @@ interface Waiting {
 
 interface Pending {
   readonly index: number;
+  /** The member list in force before this entry (null: none recorded yet): who commits it. */
+  readonly members: readonly string[] | null;
   readonly since: number;
   readonly versions: Map<string, RecordVersion>;
   readonly batch: readonly Waiting[];
@@ -161,6 +175,34 @@ function decodeStatement(b: Uint8Array): { index: number; mac: Uint8Array; proof
   if (!Number.isSafeInteger(index)) return null;
   return { index, mac: b.slice(8, 8 + MAC_LENGTH), proof: b.slice(8 + MAC_LENGTH) };
 }
+/** A challenge answer as stored: index (u64) ‖ mac (32) ‖ members digest (32) ‖ proof (32) (spec §13.11). */
+function encodeAnswer(index: number, mac: Uint8Array, members: Uint8Array, proof: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + MAC_LENGTH * 3);
+  out.set(u64(index), 0);
+  out.set(mac, 8);
+  out.set(members, 8 + MAC_LENGTH);
+  out.set(proof, 8 + MAC_LENGTH * 2);
+  return out;
+}
+function decodeAnswer(b: Uint8Array): { index: number; mac: Uint8Array; members: Uint8Array; proof: Uint8Array } | null {
+  if (b.length !== 8 + MAC_LENGTH * 3) return null;
+  const index = readU64(b);
+  if (!Number.isSafeInteger(index)) return null;
+  return { index, mac: b.slice(8, 8 + MAC_LENGTH), members: b.slice(8 + MAC_LENGTH, 8 + MAC_LENGTH * 2), proof: b.slice(8 + MAC_LENGTH * 2) };
+}
+
+/**
+ * The operator's request to change one member (`group/proposal`, written by
+ * `coffer-vault fleet replace OLD NEW`): "replace <old> <new>" in ASCII. etcd's word:
+ * the leader checks it against the list its tree holds, and takes it only for a node that
+ * already follows its chain (a verified ack), so it cannot be used to name an identity
+ * that does not hold the log key; whoever writes etcd is the operator, who may replace
+ * members anyway (spec §13.11).
+ */
+export function parseProposal(value: Uint8Array): { old: string; new: string } | null {
+  const m = /^replace ([0-9a-f]{16}) ([0-9a-f]{16})$/.exec(new TextDecoder().decode(value));
+  return m && m[1] !== m[2] ? { old: m[1]!, new: m[2]! } : null;
+}
 
 export class FleetCommitter implements Committer {
   #me = '';
@@ -190,6 +232,14 @@ export class FleetCommitter implements Committer {
   #directNext: { url: string; statement: Uint8Array; onNotTaken: (() => void) | null } | null = null;
   /** Members' peer URLs as etcd shows them (`group/peers/<node>`; untrusted: a wrong one only delays). */
   #peerUrls = new Map<string, string>();
+  /** Member lists seen, by hex SHA-256 of their bytes (verified against the digest before kept). */
+  #lists = new Map<string, readonly string[]>();
+  /** A member-list change appended and not yet committed (one at a time). */
+  #memberChange = false;
+  /** What this node's guard last captured, with its member list (a rejoin counts its own anchor only with it). */
+  #lastSelf: Answer | null = null;
+  /** Alarms said once: a proposal refused, more identities than N at bootstrap, not a member. */
+  #said = new Set<string>();
   #queue: Waiting[] = [];
   #pending: Pending[] = [];
   #appending = false;
@@ -344,11 +394,14 @@ export class FleetCommitter implements Committer {
     this.#peerUrls.clear();
     for (const [key, kv] of byKey) if (key.startsWith('peers/')) this.#peerUrls.set(key.slice('peers/'.length), new TextDecoder().decode(kv.value));
     if (this.o.peerUrl && this.#peerUrls.get(this.#me) !== this.o.peerUrl) await this.o.store.groupPut(`peers/${this.#me}`, new TextEncoder().encode(this.o.peerUrl));
+    for (const [key, kv] of byKey) if (key.startsWith('members/') && !this.#lists.has(key.slice('members/'.length))) await this.#learnList(kv.value);
     if (this.#role !== 'follower' && (!leaderKv || leaderKv.createRevision !== this.#term)) this.#stepDown('lost the leader key (lease expired or deleted)');
 
     if (!this.#guard) await this.#resume(byKey);
     if (!this.#guard) return;
     if (this.#role !== 'leader') await this.#follow();
+    const g = this.#guard;
+    if (g) this.#lastSelf = { index: g.captured.index, mac: g.captured.mac, members: g.membersDigest ?? NO_MEMBERS };
     await this.#answerChallenges(group);
     if (this.#role !== 'leader') {
       // Publish (again) when we captured more, or when what etcd shows is not our latest
@@ -358,9 +411,103 @@ export class FleetCommitter implements Committer {
       const shownIndex = shown && shown.length === 8 + MAC_LENGTH * 2 ? readU64(shown) : -1;
       await this.#publishAck(g, shownIndex !== g.captured.index);
     }
-    if (!leaderKv && this.#role === 'follower') await this.#campaign();
+    if (!leaderKv && this.#role === 'follower' && (await this.#isMember())) await this.#campaign();
     if (this.#role === 'preparing') await this.#prepare(group);
     if (this.#role === 'leader') await this.#countAcks(group);
+    if (this.#role === 'leader') await this.#manageMembers(byKey.get('proposal')?.value ?? null);
+  }
+
+  /** Keeps a member list whose bytes decode (by the hex SHA-256 of its bytes). */
+  async #learnList(bytes: Uint8Array): Promise<readonly string[] | null> {
+    let ids: string[];
+    try {
+      ids = decodeMembers(bytes);
+    } catch {
+      return null;
+    }
+    this.#lists.set(toHex(await sha256(bytes)), ids);
+    return ids;
+  }
+
+  /**
+   * The member list with this digest: one seen before (in etcd's `group/members/`), else
+   * the one `records/` holds if it has this digest. null: not known (etcd lost it).
+   */
+  async #list(digest: Uint8Array | null): Promise<readonly string[] | null> {
+    if (digest === null) return null;
+    const known = this.#lists.get(toHex(digest));
+    if (known) return known;
+    const stored = await this.o.store.get(MEMBERS_ACCOUNT);
+    if (stored && toHex(await sha256(stored.value)) === toHex(digest)) return this.#learnList(stored.value);
+    return null;
+  }
+
+  #sayOnce(key: string, say: () => void): void {
+    if (this.#said.has(key)) return;
+    this.#said.add(key);
+    say();
+  }
+
+  /**
+   * The leader's part of membership (spec §13.11): record the list once every one of the
+   * N identities follows this chain; then take the operator's proposal to replace one
+   * member, when the new node follows this chain too. One change in flight at a time.
+   */
+  async #manageMembers(proposal: Uint8Array | null): Promise<void> {
+    const guard = this.#guard;
+    if (!guard || this.#memberChange) return;
+    const current = guard.membersDigest;
+    let next: string[];
+    let why: string;
+    let prior: Uint8Array | null = null;
+    if (current === null) {
+      const following = new Set([this.#me, ...this.#acked.keys()]);
+      if (following.size < this.o.groupSize) return;
+      if (following.size > this.o.groupSize) {
+        this.#sayOnce(`bootstrap:${[...following].sort().join(',')}`, () => this.o.log?.error({ identities: [...following].sort(), size: this.o.groupSize }, `ALARM: fleet group: more identities than the group's ${this.o.groupSize} members follow its log; the member list is not recorded until the extra ones leave (coffer-vault fleet leave on them; spec §13.11)`));
+        return;
+      }
+      next = [...following].sort();
+      why = 'recording the group\'s members (every one of them follows the log)';
+    } else {
+      if (proposal === null) return;
+      const list = await this.#list(current);
+      if (list === null) return;
+      const p = parseProposal(proposal);
+      const refuse = (reason: string): void => this.#sayOnce(`proposal:${toHex(proposal)}`, () => this.o.log?.error({ proposal: new TextDecoder().decode(proposal).slice(0, 80), reason }, 'fleet group: refusing the member change proposed in etcd (group/proposal)'));
+      if (p === null) return refuse('not "replace OLD NEW" with two different node IDs');
+      prior = encodeMembers(list);
+      if (!list.includes(p.old)) {
+        if (list.includes(p.new)) await this.o.store.groupDelete('proposal'); // done already
+        else refuse(`${p.old} is not a member`);
+        return;
+      }
+      if (list.includes(p.new)) return refuse(`${p.new} is a member already`);
+      if (!this.#acked.has(p.new)) {
+        this.#sayOnce(`waiting:${p.new}`, () => this.o.log?.warn({ node: p.new }, 'fleet group: the proposed new member does not follow the log yet (no verified ack on this chain); waiting'));
+        return;
+      }
+      next = [...list.filter((id) => id !== p.old), p.new].sort();
+      why = `replacing member ${p.old} by ${p.new}`;
+    }
+    const bytes = encodeMembers(next);
+    const digest = toHex(await sha256(bytes));
+    this.#lists.set(digest, next);
+    // Kept by digest for nodes that must resolve an older list from an answer (§13.11).
+    await this.o.store.groupPut(`members/${digest}`, bytes);
+    this.#memberChange = true;
+    this.o.log?.warn({ members: next }, `fleet group: ${why}`);
+    this.commit([{ account: MEMBERS_ACCOUNT, value: bytes }], { prior }).then(
+      async () => {
+        this.#memberChange = false;
+        this.o.log?.warn({ members: next }, 'fleet group: member list committed');
+        if (current !== null) await this.o.store.groupDelete('proposal').catch(() => undefined);
+      },
+      (err: Error) => {
+        this.#memberChange = false;
+        this.o.log?.warn({ err: err.message }, 'fleet group: the member change did not commit; it is tried again');
+      },
+    );
   }
 
   /**
@@ -502,7 +649,11 @@ export class FleetCommitter implements Committer {
     }
     // Collect answers to our rejoin challenge.
     const c = this.#challenge;
-    const ev = await this.#evidence(byKey, c.nonce, c.countSelf ? anchor : null);
+    // Its own anchor counts only with the member list of that entry, known from this
+    // process's last guard at exactly that entry (§13.11); else the others must suffice.
+    const self = this.#lastSelf;
+    const own = c.countSelf && anchor && self && self.index === anchor.index && toHex(self.mac) === toHex(anchor.mac) ? self : null;
+    const ev = await this.#evidence(byKey, c.nonce, own);
     if (!ev) return; // not yet a majority: the next pass looks again
     const from = Math.max(ev.index, anchor?.index ?? 0);
     const [entries, records] = await Promise.all([this.o.store.readLog(ev.index > (anchor?.index ?? -1) ? ev.index : from), this.o.store.listRecords()]);
@@ -524,23 +675,30 @@ export class FleetCommitter implements Committer {
    * The highest (index, mac) among fresh answers of a majority (distinct members, MACs
    * verified), this node's own captured state counted when `self` is given. null: not yet.
    */
-  async #evidence(byKey: Map<string, { value: Uint8Array }>, nonce: Uint8Array, self: { index: number; mac: Uint8Array } | null): Promise<{ index: number; mac: Uint8Array } | null> {
+  async #evidence(byKey: Map<string, { value: Uint8Array }>, nonce: Uint8Array, self: Answer | null): Promise<{ index: number; mac: Uint8Array } | null> {
     const prefix = `answers/${this.#me}/`;
-    const found = new Map<string, { index: number; mac: Uint8Array }>();
+    const found = new Map<string, Answer>();
     if (self) found.set(this.#me, self);
     for (const [key, kv] of byKey) {
       if (!key.startsWith(prefix)) continue;
       const responder = key.slice(prefix.length);
-      if (responder === this.#me || !/^[0-9a-f]{16}$/.test(responder)) continue;
-      const st = decodeStatement(kv.value);
+      if (responder === this.#me || !NODE_ID_PATTERN.test(responder)) continue;
+      const st = decodeAnswer(kv.value);
       if (!st) continue;
-      if (!(await verifyChallengeAnswer(this.o.platform, this.o.group, nonce, this.#me, responder, st.index, st.mac, st.proof))) continue;
-      found.set(responder, { index: st.index, mac: st.mac });
+      if (!(await verifyChallengeAnswer(this.o.platform, this.o.group, nonce, this.#me, responder, st.index, st.mac, st.members, st.proof))) continue;
+      found.set(responder, { index: st.index, mac: st.mac, members: st.members });
     }
-    if (found.size < majority(this.o.groupSize)) return null;
-    let best: { index: number; mac: Uint8Array } = { index: 0, mac: new Uint8Array(MAC_LENGTH) };
-    for (const v of found.values()) if (v.index > best.index) best = v;
-    return best;
+    // M's own member list decides whose answers count (§13.11): fetched when not known yet.
+    let ev = evidenceOf(found, this.o.groupSize, (d) => this.#lists.get(toHex(d)) ?? null);
+    if (typeof ev === 'object' && 'need' in ev) {
+      const need = ev.need;
+      if ((await this.#list(need)) === null) {
+        this.#sayOnce(`list:${toHex(need)}`, () => this.o.log?.warn({ members: toHex(need) }, 'fleet group: the member list of the newest answer is not in etcd (group/members/); waiting'));
+        return null;
+      }
+      ev = evidenceOf(found, this.o.groupSize, (d) => this.#lists.get(toHex(d)) ?? null);
+    }
+    return typeof ev === 'object' && 'index' in ev ? ev : null;
   }
 
   /** Follow the log from the captured entry (which etcd must still hold) to its head. */
@@ -584,15 +742,28 @@ export class FleetCommitter implements Committer {
     for (const kv of group) {
       if (!kv.key.startsWith('challenge/')) continue;
       const asker = kv.key.slice('challenge/'.length);
-      if (asker === this.#me || !/^[0-9a-f]{16}$/.test(asker) || kv.value.length !== 32) continue;
+      if (asker === this.#me || !NODE_ID_PATTERN.test(asker) || kv.value.length !== 32) continue;
       // Once per challenge: any answer a majority gives after the nonce was written is
       // fresh enough (the asker takes the highest); a challenge left by a dead asker costs nothing more.
       const tag = toHex(kv.value);
       if (this.#answered.get(asker) === tag) continue;
       const a = await guard.answerChallenge(kv.value, asker);
-      await this.o.store.groupPut(`answers/${asker}/${this.#me}`, encodeStatement(a.index, a.mac, a.answer));
+      await this.o.store.groupPut(`answers/${asker}/${this.#me}`, encodeAnswer(a.index, a.mac, a.members, a.answer));
       this.#answered.set(asker, tag);
     }
+  }
+
+  /**
+   * Whether this node may lead: a member of the list its captured entry holds (or the
+   * group has no list yet). A replaced member keeps following, never campaigns.
+   */
+  async #isMember(): Promise<boolean> {
+    const digest = this.#guard?.membersDigest ?? null;
+    if (digest === null) return true;
+    const list = await this.#list(digest);
+    if (list === null || list.includes(this.#me)) return list !== null;
+    this.#sayOnce(`not-member:${toHex(digest)}`, () => this.o.log?.warn({ node: this.#me, members: list }, 'fleet group: this node is not a member of the group (replaced); it follows the log but does not lead, and its acks and answers count for nothing (coffer-vault fleet leave retires it)'));
+    return false;
   }
 
   async #campaign(): Promise<void> {
@@ -624,7 +795,7 @@ export class FleetCommitter implements Committer {
     const c = this.#challenge;
     const guard = this.#guard!;
     if (!c || c.purpose !== 'takeover') return;
-    const ev = await this.#evidence(new Map(group.map((kv) => [kv.key, kv])), c.nonce, { index: guard.captured.index, mac: guard.captured.mac });
+    const ev = await this.#evidence(new Map(group.map((kv) => [kv.key, kv])), c.nonce, { index: guard.captured.index, mac: guard.captured.mac, members: guard.membersDigest ?? NO_MEMBERS });
     if (!ev) return;
     const head = await this.o.store.logHead();
     if (head < ev.index) {
@@ -634,6 +805,12 @@ export class FleetCommitter implements Committer {
     const mine = guard.macAt(ev.index);
     if (mine && toHex(mine) !== toHex(ev.mac)) throw new StoreRolledBackError(`store rolled back: entry ${ev.index} in etcd is not the one a majority captured`);
     if (head !== guard.captured.index) return; // more to follow first
+    // The commit rule needs the list the head holds; a node the list leaves out steps aside.
+    if (guard.membersDigest !== null && (await this.#list(guard.membersDigest)) === null) return;
+    if (!(await this.#isMember())) {
+      this.#stepDown('this node is not a member of the group');
+      return;
+    }
     this.#challenge = null;
     await this.o.store.groupDelete(`challenge/${this.#me}`).catch(() => undefined);
     this.#role = 'leader';
@@ -669,8 +846,8 @@ export class FleetCommitter implements Committer {
     if (!guard || this.#role !== 'leader') return;
     const captured = new Map(this.#acked);
     captured.set(this.#me, guard.captured.index);
-    const commit = quorumIndex(captured, this.o.groupSize);
-    while (this.#pending.length > 0 && this.#pending[0]!.index <= commit) {
+    // In order: each entry by a majority of the members in force before it (§13.11).
+    while (this.#pending.length > 0 && committedBy(this.#pending[0]!.members, this.o.groupSize, captured, this.#pending[0]!.index)) {
       const p = this.#pending.shift()!;
       for (const w of p.batch) w.resolve(p.versions);
     }
@@ -788,6 +965,8 @@ export class FleetCommitter implements Committer {
         if (batch.length === 0) continue;
         const changes = batch.flatMap((w) => w.changes);
         try {
+          const members = await this.#list(guard.membersDigest);
+          if (guard.membersDigest !== null && members === null) throw new StoreError('the group\'s member list is not known to this leader (etcd lost group/members/)');
           const entry = await guard.append(changes);
           const digests = await digestChanges(changes);
           let versions: Map<string, RecordVersion>;
@@ -803,7 +982,7 @@ export class FleetCommitter implements Committer {
           }
           this.o.metrics.logEntries.inc();
           this.o.metrics.logBatchSize.observe(changes.length);
-          this.#pending.push({ index: entry.index, since: Date.now(), versions, batch });
+          this.#pending.push({ index: entry.index, members, since: Date.now(), versions, batch });
           if (this.#early.size > 0) {
             const early = [...this.#early].map(([node, value]) => ({ key: `acks/${node}`, value }));
             this.#early.clear();

@@ -1,25 +1,27 @@
 /**
- * The operator as attacker (spec §13.8, §13.10): a group of N = 3 whose members are not
- * fixed. The commit rule and the takeover evidence count any node ID whose ack or answer
- * verifies under `coffer-log-mac-v1`, and every key ceremony makes a new node ID (a new
- * transport key). "Any two majorities share a member" holds only while at most N
- * identities ever hold the log key.
+ * The operator as attacker (spec §13.8, §13.11): a group of N = 3 whose members are
+ * replaced through the key ceremony, every ceremony making a new node ID. Before the
+ * member list was bound, the commit rule and the takeover evidence counted any node ID
+ * whose ack or answer verified under `coffer-log-mac-v1`, so old HSMs kept after a
+ * replacement were extra votes.
  *
- * The attack: two members are "replaced" through the documented ceremony (docs/operations.md
- * §4.2, a new machine), but their old HSMs (here: their untouched vault directories,
- * moved aside — no anchor is copied or rewritten) are kept. They are frozen at what they
- * captured. The fleet, now of the three current identities, counts 8 more wrong
- * guesses. The operator then restores etcd from a copy taken when the old HSMs were put
- * aside, and starts the two old HSMs on it: two identities out of N = 3 are a majority,
- * their anchors are in the restored log, and they serve the account with its old count.
+ * The attack: two members are replaced through the documented procedure (docs/operations.md
+ * §4.2: a new machine, `fleet join`, `fleet replace`), but their old HSMs (here: their
+ * untouched vault directories, moved aside — no anchor is copied or rewritten) are kept,
+ * frozen at what they captured. The fleet, now of the three current identities, counts 8
+ * more wrong guesses. The operator then puts etcd back to a copy and starts the two old
+ * HSMs on it: two identities out of N = 3. Two copies are tried, each on its own fleet:
+ * one taken after the replacements (the old HSMs' anchors are in its log, the member
+ * list there names the new machines), and one taken before the first replacement (the
+ * list there names the old HSMs; one of them captured the first replacement).
  */
-import { after, before, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { etcdSkip, describeIf } from './helpers/requirements.js';
-import { fleetClient, startCluster, until, type Cluster, type DataCentre } from './helpers/cluster.js';
+import { fleetClient, startCluster, until, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
 import { loadConfig } from '../src/server/config.js';
 import { exportFor, join as joinFleet, nodeKey } from '../src/server/fleet-ceremony.js';
 
@@ -29,69 +31,83 @@ const PREFIX = 'coffer/vault/';
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
 describeIf('fleet: identities beyond N (members replaced through the ceremony, old HSMs kept)', etcdSkip(), () => {
-  let cluster: Cluster;
-  let dir: string;
+  for (const [copyWhen, base] of [['after', 25590], ['before', 25690]] as const) {
+    describe(`etcd put back to a copy taken ${copyWhen} the replacements`, () => {
+      let cluster: Cluster;
+      let dir: string;
 
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'coffer-fleet-extra-identity-'));
-    cluster = await startCluster({ dir, insecureFastKsf: true, etcdTimeoutMs: 1000, ports: { etcdClient: 25590, etcdPeer: 25591, vault: 25592 }, vaultEnv: { COFFER_VAULT_GUESS_LIMIT: String(LIMIT), COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
-  });
-  after(async () => {
-    await cluster?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+      before(async () => {
+        dir = mkdtempSync(join(tmpdir(), 'coffer-fleet-extra-identity-'));
+        cluster = await startCluster({ dir, insecureFastKsf: true, etcdTimeoutMs: 1000, ports: { etcdClient: base, etcdPeer: base + 1, vault: base + 2 }, vaultEnv: { COFFER_VAULT_GUESS_LIMIT: String(LIMIT), COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+      });
+      after(async () => {
+        await cluster?.stop();
+        rmSync(dir, { recursive: true, force: true });
+      });
 
-  const etcd = (path: string, body: unknown): Promise<unknown> => cluster.etcd(cluster.dcs[0]!.etcdUrl, path, body, 5000);
-  const range = async (key: string, end?: string): Promise<Array<{ key: string; value: string }>> =>
-    ((await etcd('/v3/kv/range', { key: b64(key), ...(end ? { range_end: b64(end) } : {}) })) as { kvs?: Array<{ key: string; value?: string }> }).kvs?.map((k) => ({ key: k.key, value: k.value ?? '' })) ?? [];
+      const etcd = (path: string, body: unknown): Promise<unknown> => cluster.etcd(cluster.dcs[0]!.etcdUrl, path, body, 5000);
+      const range = async (key: string, end?: string): Promise<Array<{ key: string; value: string }>> =>
+        ((await etcd('/v3/kv/range', { key: b64(key), ...(end ? { range_end: b64(end) } : {}) })) as { kvs?: Array<{ key: string; value?: string }> }).kvs?.map((k) => ({ key: k.key, value: k.value ?? '' })) ?? [];
+      /** Everything under the prefix but the lease-bound leader key. */
+      const copyEtcd = async () => (await range(PREFIX, `${PREFIX.slice(0, -1)}0`)).filter((kv) => !Buffer.from(kv.key, 'base64').toString().startsWith(`${PREFIX}group/leader`));
+      const nodeIdOf = async (dc: DataCentre) => (await nodeKey(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(dc.dir, 'vault') } }))).nodeId;
 
-  async function wrongGuess(account: string, prefer = 0): Promise<number | string> {
-    try {
-      const r = await fleetClient(cluster, account, { prefer, deadlineMs: 8000 }).recover('not the password');
-      return r.outcome === 'wrong-password' ? r.guessesRemaining : r.outcome;
-    } catch (err) {
-      return (err as Error).message;
-    }
+      async function wrongGuess(account: string, prefer = 0): Promise<number | string> {
+        try {
+          const r = await fleetClient(cluster, account, { prefer, deadlineMs: 8000 }).recover('not the password');
+          return r.outcome === 'wrong-password' ? r.guessesRemaining : r.outcome;
+        } catch (err) {
+          return (err as Error).message;
+        }
+      }
+
+      /** The documented replacement of `dc`'s machine (a new one, keys from `source`); its old vault directory is kept at `<dc>/old-hsm`. */
+      async function replace(dc: DataCentre, source: DataCentre): Promise<void> {
+        const oldId = await nodeIdOf(dc);
+        await dc.killVault();
+        const vaultDir = join(dc.dir, 'vault');
+        renameSync(vaultDir, join(dc.dir, 'old-hsm'));
+        mkdirSync(vaultDir, { recursive: true });
+        const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: vaultDir } });
+        const node = await nodeKey(config);
+        const pkg = await exportFor(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(source.dir, 'vault') } }), Buffer.from(node.publicKey, 'hex'));
+        await joinFleet(config, JSON.stringify(pkg), Buffer.from(cluster.fleetKey.keyId).toString('hex'));
+        const before = readFileSync(join(dc.dir, 'vault.log'), 'utf8').length;
+        await dc.startVault();
+        await until(`${dc.name}'s new machine caught up`, 20_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(join(dc.dir, 'vault.log'), 'utf8').slice(before)));
+        const r = await vaultCommand(source, ['fleet', 'replace', oldId, node.nodeId]);
+        assert.equal(r.code, 0, `fleet replace: ${r.stderr}`);
+        const members = JSON.parse(r.stdout).members as string[];
+        assert.ok(members.includes(node.nodeId) && !members.includes(oldId), r.stdout);
+      }
+
+      it('two old HSMs and the etcd copy never serve a count older than the fleet\'s', async () => {
+        assert.equal((await fleetClient(cluster, 'eve').register('pw', K)).outcome, 'ok');
+        assert.equal(await wrongGuess('eve'), LIMIT - 1);
+        const [dc0, dc1, dc2] = cluster.dcs as [DataCentre, DataCentre, DataCentre];
+        // The group records its members once all three follow (spec §13.11).
+        await until('the member list', 20_000, async () => (JSON.parse((await vaultCommand(dc0, ['fleet', 'members'])).stdout || '{}').members ?? []).length === 3);
+        let copy = copyWhen === 'before' ? await copyEtcd() : null;
+        await replace(dc1, dc0);
+        await replace(dc2, dc0);
+        copy ??= await copyEtcd();
+        for (let i = 0; i < LIMIT - 2; i++) assert.equal(await wrongGuess('eve'), LIMIT - 2 - i);
+        // The operator: every current node down, etcd put back to the copy, the old HSMs back in.
+        for (const d of cluster.dcs) await d.killVault();
+        const now = await range(PREFIX, `${PREFIX.slice(0, -1)}0`);
+        const keep = new Set(copy.map((k) => k.key));
+        for (const kv of now) if (!keep.has(kv.key)) await etcd('/v3/kv/deleterange', { key: kv.key });
+        for (const kv of copy) await etcd('/v3/kv/put', { key: kv.key, value: kv.value });
+        for (const d of [dc1, dc2]) {
+          rmSync(join(d.dir, 'vault'), { recursive: true, force: true });
+          renameSync(join(d.dir, 'old-hsm'), join(d.dir, 'vault'));
+          await d.startVault();
+        }
+        // One guess was left; the fleet must never answer from the old count (LIMIT - 1 left).
+        const answers: Array<number | string> = [];
+        for (let i = 0; i < 3; i++) answers.push(await wrongGuess('eve', 1 + (i % 2)));
+        assert.ok(!answers.some((a) => typeof a === 'number' && a > 0), `answered from a rolled-back count: ${answers.join(', ')}`);
+      });
+    });
   }
-
-  /** The ceremony for a "new machine" in `dc`; its old vault directory is kept at `<dc>/old-hsm`. */
-  async function replace(dc: DataCentre, source: DataCentre): Promise<void> {
-    await dc.killVault();
-    const vaultDir = join(dc.dir, 'vault');
-    renameSync(vaultDir, join(dc.dir, 'old-hsm'));
-    mkdirSync(vaultDir, { recursive: true });
-    const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: vaultDir } });
-    const node = await nodeKey(config);
-    const pkg = await exportFor(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(source.dir, 'vault') } }), Buffer.from(node.publicKey, 'hex'));
-    await joinFleet(config, JSON.stringify(pkg), Buffer.from(cluster.fleetKey.keyId).toString('hex'));
-    const before = readFileSync(join(dc.dir, 'vault.log'), 'utf8').length;
-    await dc.startVault();
-    await until(`${dc.name}'s new machine caught up`, 20_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(join(dc.dir, 'vault.log'), 'utf8').slice(before)));
-  }
-
-  it('two old HSMs and an etcd copy from when they were put aside never serve a count older than the fleet\'s', { todo: 'membership is not bound: a group of N counts any node ID holding the log key (see docs/threat-model.md)' }, async () => {
-    assert.equal((await fleetClient(cluster, 'eve').register('pw', K)).outcome, 'ok');
-    assert.equal(await wrongGuess('eve'), LIMIT - 1);
-    const [dc0, dc1, dc2] = cluster.dcs as [DataCentre, DataCentre, DataCentre];
-    await replace(dc1, dc0);
-    await replace(dc2, dc0);
-    // The etcd copy: everything under the prefix but the lease-bound leader key.
-    const copy = (await range(PREFIX, `${PREFIX.slice(0, -1)}0`)).filter((kv) => !Buffer.from(kv.key, 'base64').toString().startsWith(`${PREFIX}group/leader`));
-    for (let i = 0; i < LIMIT - 2; i++) assert.equal(await wrongGuess('eve'), LIMIT - 2 - i);
-    // The operator: every current node down, etcd put back to the copy, the old HSMs back in.
-    for (const d of cluster.dcs) await d.killVault();
-    const now = await range(PREFIX, `${PREFIX.slice(0, -1)}0`);
-    const keep = new Set(copy.map((k) => k.key));
-    for (const kv of now) if (!keep.has(kv.key)) await etcd('/v3/kv/deleterange', { key: kv.key });
-    for (const kv of copy) await etcd('/v3/kv/put', { key: kv.key, value: kv.value });
-    for (const d of [dc1, dc2]) {
-      rmSync(join(d.dir, 'vault'), { recursive: true, force: true });
-      renameSync(join(d.dir, 'old-hsm'), join(d.dir, 'vault'));
-      await d.startVault();
-    }
-    // One guess was left; the fleet must never answer from the old count (LIMIT - 1 left).
-    const answers: Array<number | string> = [];
-    for (let i = 0; i < 3; i++) answers.push(await wrongGuess('eve', 1 + (i % 2)));
-    assert.ok(!answers.some((a) => typeof a === 'number' && a > 0), `answered from a rolled-back count: ${answers.join(', ')}`);
-  });
 });

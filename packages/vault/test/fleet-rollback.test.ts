@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
 import { etcdSkip, describeIf } from './helpers/requirements.js';
-import { fleetClient, fleetMetric, startCluster, until, type Cluster, type DataCentre } from './helpers/cluster.js';
+import { fleetClient, fleetMetric, startCluster, until, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
 import { loadConfig } from '../src/server/config.js';
 import { exportFor, join as joinFleet, nodeKey } from '../src/server/fleet-ceremony.js';
 
@@ -248,9 +248,14 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
     const node = await nodeKey(freshConfig);
     const pkg = await exportFor(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(leader.dir, 'vault') } }), Buffer.from(node.publicKey, 'hex'));
     await joinFleet(freshConfig, JSON.stringify(pkg), Buffer.from(cluster.fleetKey.keyId).toString('hex'));
+    const oldId = [...ids].find(([, dc]) => dc === fresh.index)![0];
     ids.set(node.nodeId, fresh.index);
     await fresh.startVault();
     await until('the new machine caught up', 20_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(join(fresh.dir, 'vault.log'), 'utf8')));
+    // The new identity becomes a member in place of the old one (spec §13.11).
+    const r = await vaultCommand(leader, ['fleet', 'replace', oldId, node.nodeId]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).members, [...ids.keys()].filter((id) => id !== oldId).sort());
     // With the third node down, every commit needs the new machine: counts go on from
     // where the group was, never back to a fresh 10.
     await third.killVault();

@@ -137,6 +137,8 @@ export interface DataCentre {
   killEtcd(): Promise<void>;
   killVault(): Promise<void>;
   startEtcd(): Promise<void>;
+  /** The COFFER_VAULT_* environment the node runs with (plus `env`): for `coffer-vault` commands on its machine. */
+  vaultEnv(env?: Record<string, string>): Record<string, string>;
   /** Starts the vault node; `env` adds COFFER_VAULT_* settings for this start only (e.g. a test's crash switch). */
   startVault(env?: Record<string, string>): Promise<void>;
   /** Both back (etcd first); waits until the vault answers /healthz. */
@@ -313,12 +315,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           ...(pki ? etcdTlsArgs(pki, host) : []),
         ], 'etcd.log');
       },
-      async startVault(extraEnv?: Record<string, string>) {
-        if (dc.vaultPid()) return;
+      vaultEnv(extraEnv?: Record<string, string>): Record<string, string> {
         // The local member first: a node reads and writes through its own DC while it can.
         const endpoints = [etcdUrl, ...etcdUrls.filter((u) => u !== etcdUrl)].join(',');
-        vault = spawnLogged(process.execPath, [MAIN, 'serve'], 'vault.log', {
-          ...process.env,
+        return {
           COFFER_VAULT_DATA_DIR: join(dir, 'vault'),
           COFFER_VAULT_HOST: host,
           COFFER_VAULT_PORT: String(ports.vault),
@@ -347,7 +347,11 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           ...(options.vaultEnv?.COFFER_VAULT_LINK_KEY_FILE ? {} : { COFFER_VAULT_INSECURE_NO_LINK_AUTH_FOR_TESTING: '1' }),
           ...options.vaultEnv,
           ...extraEnv,
-        });
+        };
+      },
+      async startVault(extraEnv?: Record<string, string>) {
+        if (dc.vaultPid()) return;
+        vault = spawnLogged(process.execPath, [MAIN, 'serve'], 'vault.log', { ...process.env, ...dc.vaultEnv(extraEnv) });
         const child = vault;
         await until(`${name} vault on ${vaultUrl}`, 20_000, async () => {
           if (child.exitCode !== null || child.signalCode !== null) throw new Error('exited');
@@ -470,4 +474,17 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     await cluster.stop();
     throw err;
   }
+}
+
+/** Runs `coffer-vault ARGS` on a DC's machine (its environment): exit code, stdout, stderr. */
+export function vaultCommand(dc: DataCentre, args: readonly string[], timeoutMs = 90_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, ...dc.vaultEnv() }, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }

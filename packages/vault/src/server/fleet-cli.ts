@@ -7,6 +7,9 @@ import { bundleToJson } from '@coffer/protocol';
 import type { VaultConfig } from './config.js';
 import { activate, CeremonyError, exportFor, fleetInit, join, keyAttributes, leave, nodeKey, parseRecipient, rotate } from './fleet-ceremony.js';
 import { readFleetFile, recordKeyring } from './fleet.js';
+import { decodeMembers, MEMBERS_ACCOUNT, NODE_ID_PATTERN } from '../core/rollback.js';
+import type { EtcdRecordStore } from '../store/etcd.js';
+import { openEtcdStore } from './start.js';
 
 export const FLEET_USAGE = `       coffer-vault fleet init                     create the fleet keys once, on the first node; prints the bundle
        coffer-vault fleet node-key                 this node's transport key (created if missing): {"nodeId","publicKey"}
@@ -19,6 +22,9 @@ export const FLEET_USAGE = `       coffer-vault fleet init                     c
        coffer-vault fleet status                   this node's fleet key ID, record keys, node ID
                                                    (PKCS#11: and each key's CKA_EXTRACTABLE, CKA_SENSITIVE, …)
        coffer-vault fleet leave                    retire this node: drop the fleet keys and fleet.json
+       coffer-vault fleet members                  the group's member list as etcd holds it (etcd group only)
+       coffer-vault fleet replace OLD NEW          replace member OLD by node NEW (a node that already follows
+                                                   the log, after fleet join); waits until the group committed it
 `;
 
 function readArg(arg: string | undefined, what: string): string {
@@ -80,7 +86,66 @@ export async function fleetCommand(config: VaultConfig, args: readonly string[],
       note(`left the fleet: removed ${removed.join(', ') || 'no keys'}; remove this node from the front ends and its etcd member (etcdctl member remove)`);
       return true;
     }
+    case 'members': {
+      const store = etcdOf(config);
+      try {
+        out(JSON.stringify(await readMembers(store), null, 2) + '\n');
+      } finally {
+        await store.close();
+      }
+      return true;
+    }
+    case 'replace': {
+      if (!arg || !extra || !NODE_ID_PATTERN.test(arg) || !NODE_ID_PATTERN.test(extra) || arg === extra) throw new CeremonyError('fleet replace needs two different node IDs (16 hex digits): the member leaving and the node taking its place');
+      const store = etcdOf(config);
+      try {
+        const now = await readMembers(store);
+        if (now.members === null) throw new CeremonyError('the group has not recorded its members yet (its leader does once every member follows the log): nothing to replace');
+        if (!now.members.includes(arg)) throw new CeremonyError(`${arg} is not a member (members: ${now.members.join(', ')})`);
+        if (now.members.includes(extra)) throw new CeremonyError(`${extra} is a member already`);
+        await store.groupPut('proposal', new TextEncoder().encode(`replace ${arg} ${extra}`));
+        note(`proposed: replace ${arg} by ${extra}; waiting for the group's leader to commit it (it waits until ${extra} follows the log)`);
+        const end = Date.now() + REPLACE_WAIT_MS;
+        for (;;) {
+          const m = await readMembers(store);
+          if (m.members && m.members.includes(extra) && !m.members.includes(arg)) {
+            note(`committed: the members are ${m.members.join(', ')}. Retire ${arg}: \`coffer-vault fleet leave\` on it (or destroy its token); its acks and answers count for nothing now`);
+            out(JSON.stringify(m, null, 2) + '\n');
+            return true;
+          }
+          if (Date.now() > end) throw new CeremonyError(`not committed within ${REPLACE_WAIT_MS / 1000} s: is ${extra} running and following the log (it must have joined with fleet join and started)? The proposal stays in etcd (group/proposal); the leader takes it when it can`);
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      } finally {
+        await store.close();
+      }
+    }
     default:
       return false;
   }
+}
+
+const REPLACE_WAIT_MS = 60_000;
+
+function etcdOf(config: VaultConfig): EtcdRecordStore {
+  if (config.store?.kind !== 'etcd') throw new CeremonyError('this node\'s store is not etcd: only an etcd fleet group has members');
+  return openEtcdStore(config.store);
+}
+
+/**
+ * The member list as etcd's `records/` holds it (etcd's word, decoded: what an operator
+ * reads; the members themselves check it against their captured root).
+ */
+async function readMembers(store: EtcdRecordStore): Promise<{ members: string[] | null; proposal: string | null }> {
+  const [stored, proposal] = await Promise.all([store.get(MEMBERS_ACCOUNT), store.groupRange('proposal')]);
+  let members: string[] | null = null;
+  if (stored) {
+    try {
+      members = decodeMembers(stored.value);
+    } catch (err) {
+      throw new CeremonyError(`the member list in etcd does not decode: ${(err as Error).message}`);
+    }
+  }
+  const p = proposal.find((kv) => kv.key === 'proposal');
+  return { members, proposal: p ? new TextDecoder().decode(p.value) : null };
 }

@@ -414,6 +414,8 @@ export class FleetCommitter implements Committer {
     if (!leaderKv && this.#role === 'follower' && (await this.#isMember())) await this.#campaign();
     if (this.#role === 'preparing') await this.#prepare(group);
     if (this.#role === 'leader') await this.#countAcks(group);
+    // A leader the list no longer holds (it was replaced) steps aside for a member.
+    if (this.#role === 'leader' && !this.#memberChange && !(await this.#isMember())) this.#stepDown('this node is no longer a member of the group');
     if (this.#role === 'leader') await this.#manageMembers(byKey.get('proposal')?.value ?? null);
   }
 

@@ -234,6 +234,10 @@ export class FleetCommitter implements Committer {
   #peerUrls = new Map<string, string>();
   /** Member lists seen, by hex SHA-256 of their bytes (verified against the digest before kept). */
   #lists = new Map<string, readonly string[]>();
+  /** etcd's `group/members/<digest>` values as the last full pass read them (untrusted). */
+  #etcdLists = new Map<string, Uint8Array>();
+  /** The captured index when this node began leading: bootstrap counts only acks of later entries. */
+  #termStart = 0;
   /** A member-list change appended and not yet committed (one at a time). */
   #memberChange = false;
   /** What this node's guard last captured, with its member list (a rejoin counts its own anchor only with it). */
@@ -394,7 +398,7 @@ export class FleetCommitter implements Committer {
     this.#peerUrls.clear();
     for (const [key, kv] of byKey) if (key.startsWith('peers/')) this.#peerUrls.set(key.slice('peers/'.length), new TextDecoder().decode(kv.value));
     if (this.o.peerUrl && this.#peerUrls.get(this.#me) !== this.o.peerUrl) await this.o.store.groupPut(`peers/${this.#me}`, new TextEncoder().encode(this.o.peerUrl));
-    for (const [key, kv] of byKey) if (key.startsWith('members/') && !this.#lists.has(key.slice('members/'.length))) await this.#learnList(kv.value);
+    this.#etcdLists = new Map([...byKey].filter(([key]) => key.startsWith('members/')).map(([key, kv]) => [key.slice('members/'.length), kv.value]));
     if (this.#role !== 'follower' && (!leaderKv || leaderKv.createRevision !== this.#term)) this.#stepDown('lost the leader key (lease expired or deleted)');
 
     if (!this.#guard) await this.#resume(byKey);
@@ -419,33 +423,40 @@ export class FleetCommitter implements Committer {
     if (this.#role === 'leader') await this.#manageMembers(byKey.get('proposal')?.value ?? null);
   }
 
-  /** Keeps a member list whose bytes decode (by the hex SHA-256 of its bytes). */
-  async #learnList(bytes: Uint8Array): Promise<readonly string[] | null> {
-    let ids: string[];
-    try {
-      ids = decodeMembers(bytes);
-    } catch {
-      return null;
-    }
-    this.#lists.set(toHex(await sha256(bytes)), ids);
-    return ids;
-  }
-
   /**
-   * The member list with this digest: one seen before (in etcd's `group/members/`), else
-   * the one `records/` holds if it has this digest. null: not known (etcd lost it).
+   * The member list with this digest (from this node's own tree or a MACed answer): one
+   * known already, else etcd's `group/members/<digest>` or `records/`, whichever has these
+   * bytes (etcd's word, kept only when the digest matches and the list decodes). null:
+   * not known (etcd lost it). Only digests asked for are kept: whatever else etcd holds
+   * under `group/members/` costs nothing.
    */
   async #list(digest: Uint8Array | null): Promise<readonly string[] | null> {
     if (digest === null) return null;
-    const known = this.#lists.get(toHex(digest));
+    const hex = toHex(digest);
+    const known = this.#lists.get(hex);
     if (known) return known;
-    const stored = await this.o.store.get(MEMBERS_ACCOUNT);
-    if (stored && toHex(await sha256(stored.value)) === toHex(digest)) return this.#learnList(stored.value);
+    const fromGroup = this.#etcdLists.get(hex);
+    const candidates = fromGroup ? [fromGroup] : [];
+    if (!fromGroup) {
+      const stored = await this.o.store.get(MEMBERS_ACCOUNT);
+      if (stored) candidates.push(stored.value);
+    }
+    for (const bytes of candidates) {
+      if (toHex(await sha256(bytes)) !== hex) continue;
+      try {
+        const ids = decodeMembers(bytes);
+        this.#lists.set(hex, ids);
+        return ids;
+      } catch {
+        return null;
+      }
+    }
     return null;
   }
 
   #sayOnce(key: string, say: () => void): void {
     if (this.#said.has(key)) return;
+    if (this.#said.size >= 256) this.#said.clear(); // etcd's keys choose these: bounded
     this.#said.add(key);
     say();
   }
@@ -463,7 +474,9 @@ export class FleetCommitter implements Committer {
     let why: string;
     let prior: Uint8Array | null = null;
     if (current === null) {
-      const following = new Set([this.#me, ...this.#acked.keys()]);
+      // Identities that acked an entry of this term: alive and following now (an ack key a
+      // dead identity left in etcd names an older entry).
+      const following = new Set([this.#me, ...[...this.#acked].filter(([, i]) => i > this.#termStart).map(([id]) => id)]);
       if (following.size < this.o.groupSize) return;
       if (following.size > this.o.groupSize) {
         this.#sayOnce(`bootstrap:${[...following].sort().join(',')}`, () => this.o.log?.error({ identities: [...following].sort(), size: this.o.groupSize }, `ALARM: fleet group: more identities than the group's ${this.o.groupSize} members follow its log; the member list is not recorded until the extra ones leave (coffer-vault fleet leave on them; spec §13.11)`));
@@ -816,6 +829,7 @@ export class FleetCommitter implements Committer {
     this.#challenge = null;
     await this.o.store.groupDelete(`challenge/${this.#me}`).catch(() => undefined);
     this.#role = 'leader';
+    this.#termStart = guard.captured.index;
     this.o.log?.info({ node: this.#me, term: this.#term, index: guard.captured.index, evidence: ev.index }, 'fleet group: leading (spec §13.8)');
     for (const w of this.#servingWaiters.splice(0)) w();
     if (this.#queue.length > 0 && !this.#appending) void this.#appendLoop();

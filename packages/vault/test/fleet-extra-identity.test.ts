@@ -81,6 +81,39 @@ describeIf('fleet: identities beyond N (members replaced through the ceremony, o
         assert.ok(members.includes(node.nodeId) && !members.includes(oldId), r.stdout);
       }
 
+      it('a bad proposal (garbage, a non-member, a node that does not follow) changes nothing and the group keeps serving', { skip: copyWhen === 'before' ? 'once is enough' : false }, async () => {
+        assert.equal((await fleetClient(cluster, 'mallory').register('pw', K)).outcome, 'ok');
+        assert.equal(await wrongGuess('mallory'), LIMIT - 1);
+        const dc0 = cluster.dcs[0]!;
+        await until('the member list', 20_000, async () => (JSON.parse((await vaultCommand(dc0, ['fleet', 'members'])).stdout || '{}').members ?? []).length === 3);
+        const { members } = JSON.parse((await vaultCommand(dc0, ['fleet', 'members'])).stdout) as { members: string[] };
+        for (const [args, says] of [
+          [['nothex', members[0]!], /two different node IDs/],
+          [[members[0]!, members[0]!], /two different node IDs/],
+          [[members[0]!], /two different node IDs/],
+          [['00000000000000aa', '00000000000000bb'], /00000000000000aa is not a member/],
+          [[members[0]!, members[1]!], /is a member already/],
+        ] as const) {
+          const r = await vaultCommand(dc0, ['fleet', 'replace', ...args]);
+          assert.notEqual(r.code, 0, `fleet replace ${args.join(' ')}`);
+          assert.match(r.stderr, says);
+        }
+        // Straight into etcd (the operator): garbage, then a member replaced by a node that holds no log key.
+        const proposal = `${PREFIX}group/proposal`;
+        let left = LIMIT - 1;
+        for (const value of ['replace zzz', Buffer.from([0xff, 0, 1]).toString('latin1'), `replace ${members[0]} 00000000000000cc`]) {
+          await etcd('/v3/kv/put', { key: b64(proposal), value: Buffer.from(value, 'latin1').toString('base64') });
+          assert.equal(await wrongGuess('mallory'), --left, `served with ${JSON.stringify(value)} proposed`);
+        }
+        const after = JSON.parse((await vaultCommand(dc0, ['fleet', 'members'])).stdout) as { members: string[]; proposal: string };
+        assert.deepEqual(after.members, members, 'the list is unchanged');
+        assert.equal(after.proposal, `replace ${members[0]} 00000000000000cc`, 'a proposal the leader cannot take yet stays');
+        const logs = cluster.dcs.map((d) => readFileSync(join(d.dir, 'vault.log'), 'utf8')).join('\n');
+        assert.match(logs, /refusing the member change proposed in etcd/);
+        assert.match(logs, /does not follow the log yet/);
+        await etcd('/v3/kv/deleterange', { key: b64(proposal) });
+      });
+
       it('two old HSMs and the etcd copy never serve a count older than the fleet\'s', async () => {
         assert.equal((await fleetClient(cluster, 'eve').register('pw', K)).outcome, 'ok');
         assert.equal(await wrongGuess('eve'), LIMIT - 1);

@@ -117,6 +117,8 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
     return { start: Math.max(0, size - n), end: size - 1 };
   }
   const start = Number(m[1]);
+  // last-pos below first-pos is an invalid range, not an unsatisfiable one: ignored (RFC 9110 §14.1.1, §14.2).
+  if (m[2] !== '' && Number(m[2]) < start) return undefined;
   const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
   if (start >= size || start > end) return 'bad';
   return { start, end };

@@ -471,7 +471,7 @@ type Cmd =
   | { kind: 'rollback'; to: number };
 
 const LIMIT = 3;
-const ACCOUNTS = ['a', 'b'];
+const ACCOUNTS = ['a', 'b', 'c'];
 
 async function runModel(cmds: readonly Cmd[], protect: boolean): Promise<Map<string, number>> {
   const p = fakePlatform();
@@ -595,7 +595,10 @@ type FleetCmd =
   | { kind: 'lose-anchor'; node: number }
   | { kind: 'rollback'; to: number }
   | { kind: 'replay-ack'; node: number; which: number }
-  | { kind: 'replace'; node: number };
+  | { kind: 'replace'; node: number }
+  /** The adversary notes the store as it is now (slot), and restores that copy later (review: forks). */
+  | { kind: 'mark'; slot: number }
+  | { kind: 'restore'; slot: number };
 
 const N = 3;
 /** Nodes the model may create: N first members and, per replacement, a new one (the old HSM stays, the adversary's). */
@@ -715,9 +718,16 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
     return { index: e.index, members };
   };
 
+  const marks = new Map<number, number>();
   for (const c of cmds) {
     const K = platforms.length;
     switch (c.kind) {
+      case 'mark':
+        marks.set(c.slot % 4, current);
+        break;
+      case 'restore':
+        current = marks.get(c.slot % 4) ?? current;
+        break;
       case 'rollback':
         current = c.to % history.length;
         break;
@@ -913,6 +923,59 @@ describe('fleet model: three members, leader changes, rollbacks, replayed acks (
     assert.ok(before > LIMIT, `without the member list: ${before} answered (the model has teeth)`);
     const after = (await runFleetModel(attack, true, true)).get('a') ?? 0;
     assert.equal(after, LIMIT - 1, 'with it: only the guesses the real members committed');
+  });
+});
+
+describe('review: forks and member changes (spec §13.8, §13.9, §13.11)', () => {
+  const guessed = (account: number, followers: number[]): FleetCmd[] => [{ kind: 'guess', account, readFrom: -1 }, ...followers.map((node) => ({ kind: 'follow' as const, node })), { kind: 'release' }];
+
+  it('a member that captured committed entries does not move to a longer fork on another member\'s evidence (rejoin)', async () => {
+    // Each round: the leader (0) appends two entries nobody else sees (accounts b, c: never
+    // answered); the store is put back; node 1 leads with node 2 and answers one guess for
+    // `a` (committed by 1 and 2); the store is put back to the longer fork; node 0 leads
+    // again on its own fork (its answer is the highest) and nodes 1, 2 rejoin from evidence
+    // naming the fork's head. Each round's answered guess for `a` is lost.
+    const round: FleetCmd[] = [
+      { kind: 'mark', slot: 0 },
+      { kind: 'guess', account: 1, readFrom: -1 },
+      { kind: 'guess', account: 2, readFrom: -1 },
+      { kind: 'mark', slot: 1 },
+      { kind: 'restore', slot: 0 },
+      { kind: 'elect', node: 1, answering: 0b110 },
+      ...guessed(0, [2]),
+      { kind: 'restore', slot: 1 },
+      { kind: 'restart', node: 0, answering: 0 },
+      { kind: 'elect', node: 0, answering: 0b100 }, // node 2 answers from the committed branch; node 0's fork is longer
+      { kind: 'restart', node: 1, answering: 0b101 }, // node 1 had captured the committed entry: it jumps to the fork
+      { kind: 'follow', node: 2 },
+      { kind: 'restart', node: 2, answering: 0b011 },
+    ];
+    const attack: FleetCmd[] = [
+      { kind: 'elect', node: 0, answering: 7 },
+      ...Array.from({ length: LIMIT }, () => round).flat(),
+      ...Array.from({ length: LIMIT }, () => guessed(0, [1, 2])).flat(),
+    ];
+    const answered = (await runFleetModel(attack, true)).get('a') ?? 0;
+    assert.ok(answered <= LIMIT, `${answered} guesses answered for one account (limit ${LIMIT})`);
+  });
+
+  it('a member change appended but not committed, then a leader change: the new list\'s majority (old leader + new node) is disjoint from the old list\'s', async () => {
+    const attack: FleetCmd[] = [
+      { kind: 'elect', node: 0, answering: 7 },
+      { kind: 'mark', slot: 0 },
+      { kind: 'replace', node: 2 }, // node 3 joins; entry 2 = {0, 1, 3}, captured by 0 (and 3), not by 1, 2
+      { kind: 'follow', node: 3 },
+      { kind: 'mark', slot: 1 },
+      { kind: 'restore', slot: 0 },
+      { kind: 'elect', node: 1, answering: 0b110 }, // the old list's majority {1, 2}
+      ...Array.from({ length: LIMIT }, () => guessed(0, [2])).flat(),
+      { kind: 'restore', slot: 1 },
+      { kind: 'restart', node: 0, answering: 0 },
+      { kind: 'elect', node: 0, answering: 0b1000 }, // the new list's majority {0, 3}
+      ...Array.from({ length: LIMIT }, () => guessed(0, [3])).flat(),
+    ];
+    const answered = (await runFleetModel(attack, true)).get('a') ?? 0;
+    assert.ok(answered <= LIMIT, `${answered} guesses answered for one account (limit ${LIMIT})`);
   });
 });
 

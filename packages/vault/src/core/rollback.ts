@@ -143,6 +143,35 @@ export function evidenceOf(answers: ReadonlyMap<string, Answer>, size: number, l
   return count >= majority(list.length) ? { index: best.index, mac: best.mac } : 'no-majority';
 }
 
+/**
+ * The chain a run of log entries shows (review: forks): index → MAC for each entry whose
+ * MAC verifies and that follows the one before it, plus the entry before the first (its
+ * prevMac, authenticated by the first's MAC) and the genesis. Stops at the first entry
+ * that does not continue the run.
+ */
+export async function chainOf(platform: Platform, group: Uint8Array, entries: readonly LogEntry[]): Promise<Map<number, Uint8Array>> {
+  const out = new Map<number, Uint8Array>([[0, GENESIS_MAC]]);
+  let prev: LogEntry | null = null;
+  for (const e of entries) {
+    if (prev !== null && (e.index !== prev.index + 1 || !equalBytes(e.prevMac, prev.mac))) break;
+    if (!equalBytes(e.group, group) || !equalBytes(await RollbackGuard.entryMac(platform, group, e.index, e.prevMac, e.root), e.mac)) break;
+    if (prev === null && e.index > 0) out.set(e.index - 1, e.prevMac);
+    out.set(e.index, e.mac);
+    prev = e;
+  }
+  return out;
+}
+
+/** The answers whose entry is on `chain` (chainOf): only those can vouch for an entry of it. */
+export function answersOnChain(answers: ReadonlyMap<string, Answer>, chain: ReadonlyMap<number, Uint8Array>): Map<string, Answer> {
+  const out = new Map<string, Answer>();
+  for (const [id, a] of answers) {
+    const mac = chain.get(a.index);
+    if (mac && equalBytes(mac, a.mac)) out.set(id, a);
+  }
+  return out;
+}
+
 export interface LogEntry {
   readonly group: Uint8Array;
   readonly index: number;
@@ -519,6 +548,11 @@ export interface ResumeOptions {
    * vouches for everything up to it. Never the store's word alone.
    */
   readonly evidence?: { readonly index: number; readonly mac: Uint8Array };
+  /**
+   * The evidence is a majority without this node's own answer. Only then may a node whose
+   * anchored entry the log no longer shows (pruned: a member far behind) resume from it.
+   */
+  readonly evidenceWithoutSelf?: boolean;
 }
 
 export interface ResumeResult {
@@ -594,8 +628,25 @@ export class RollbackGuard {
     let i = 0;
     const ev = options.evidence;
     if (ev && ev.index > 0 && (anchor === null || ev.index > anchor.index)) {
+      // A node never leaves what it captured (its acks counted towards commits): when the
+      // log shows the anchored index, the evidenced entry must continue the anchored one
+      // (verified from the anchor), never a fork beside it (review: forks).
+      const at = anchor === null || anchor.index === 0 ? -1 : decoded.findIndex((e) => e.index === anchor.index);
+      if (anchor !== null && anchor.index === 0 && !equalBytes(anchor.mac, GENESIS_MAC)) throw new StoreRolledBackError('anchor: genesis with a MAC');
+      if (at >= 0) {
+        const mine = decoded[at]!;
+        if (!equalBytes(mine.mac, anchor!.mac)) throw new StoreRolledBackError(`store rolled back: the log holds another entry ${anchor!.index} than the one this node captured (a fork): this node does not move to it`);
+        const r = await RollbackGuard.#finish(platform, group, tree, decoded.slice(at), { index: mine.index, mac: mine.mac, root: mine.root }, 1, anchor, true);
+        const evMac = r.guard.macAt(ev.index);
+        if (!evMac || !equalBytes(evMac, ev.mac)) throw new StoreRolledBackError(`store rolled back: the log from this node's anchor does not hold entry ${ev.index} that a majority of the group captured`);
+        return r;
+      }
+      if (anchor !== null && anchor.index > 0 && (!options.evidenceWithoutSelf || (decoded[0] !== undefined && decoded[0].index <= anchor.index))) {
+        throw new StoreRolledBackError(`store rolled back: the log does not show this node's captured entry ${anchor.index} under the evidenced entry ${ev.index}`);
+      }
       // Majority evidence past the anchor: the chain starts at the evidenced entry.
-      const first = decoded[0];
+      const first = decoded.find((e) => e.index === ev.index) ?? decoded[0];
+      decoded.splice(0, decoded.indexOf(first!));
       if (!first || first.index !== ev.index || !equalBytes(first.mac, ev.mac)) {
         throw new StoreRolledBackError(`store rolled back: the log does not hold entry ${ev.index} that a majority of the group captured${first ? ` (it starts at ${first.index})` : ''}`);
       }

@@ -36,7 +36,10 @@ import type { Platform } from '../core/platform.js';
 import {
   AnchorMissingError,
   committedBy,
+  chainOf,
+  answersOnChain,
   decodeAnchor,
+  decodeEntry,
   decodeLogValue,
   decodeMembers,
   digestChanges,
@@ -240,6 +243,8 @@ export class FleetCommitter implements Committer {
   #termStart = 0;
   /** A member-list change appended and not yet committed (one at a time). */
   #memberChange = false;
+  /** Whether the last evidence counted this node's own answer. */
+  #evidenceWithSelf = false;
   /** What this node's guard last captured, with its member list (a rejoin counts its own anchor only with it). */
   #lastSelf: Answer | null = null;
   /** Alarms said once: a proposal refused, more identities than N at bootstrap, not a member. */
@@ -670,9 +675,10 @@ export class FleetCommitter implements Committer {
     const own = c.countSelf && anchor && self && self.index === anchor.index && toHex(self.mac) === toHex(anchor.mac) ? self : null;
     const ev = await this.#evidence(byKey, c.nonce, own);
     if (!ev) return; // not yet a majority: the next pass looks again
-    const from = Math.max(ev.index, anchor?.index ?? 0);
-    const [entries, records] = await Promise.all([this.o.store.readLog(ev.index > (anchor?.index ?? -1) ? ev.index : from), this.o.store.listRecords()]);
-    const r = await RollbackGuard.resume(p, this.o.group, entries, records, { evidence: ev });
+    // From the anchor (when etcd still shows it): the evidenced entry must continue it.
+    const withSelf = this.#evidenceWithSelf;
+    const [entries, records] = await Promise.all([this.o.store.readLog(anchor ? anchor.index : ev.index), this.o.store.listRecords()]);
+    const r = await RollbackGuard.resume(p, this.o.group, entries, records, { evidence: ev, evidenceWithoutSelf: !withSelf });
     this.#challenge = null;
     await this.o.store.groupDelete(`challenge/${this.#me}`).catch(() => undefined);
     this.o.log?.warn({ index: r.guard.captured.index, evidence: ev.index, hadAnchor: anchor !== null }, 'fleet group: this node caught up from a majority\'s fresh evidence (rejoin, spec §13.9)');
@@ -703,6 +709,17 @@ export class FleetCommitter implements Committer {
       if (!(await verifyChallengeAnswer(this.o.platform, this.o.group, nonce, this.#me, responder, st.index, st.mac, st.members, st.proof))) continue;
       found.set(responder, { index: st.index, mac: st.mac, members: st.members });
     }
+    // Only answers naming an entry of the chain etcd shows count (review: forks): an answer
+    // from a fork beside it (a member that captured another history) vouches for nothing here.
+    let lowest = Infinity;
+    for (const a of found.values()) lowest = Math.min(lowest, a.index);
+    if (found.size > 0) {
+      const chain = await chainOf(this.o.platform, this.o.group, (await this.o.store.readLog(Math.max(1, lowest))).map(decodeEntry));
+      const on = answersOnChain(found, chain);
+      found.clear();
+      for (const [id, a] of on) found.set(id, a);
+    }
+    this.#evidenceWithSelf = found.has(this.#me);
     // M's own member list decides whose answers count (§13.11): fetched when not known yet.
     let ev = evidenceOf(found, this.o.groupSize, (d) => this.#lists.get(toHex(d)) ?? null);
     if (typeof ev === 'object' && 'need' in ev) {

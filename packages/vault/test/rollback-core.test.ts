@@ -41,6 +41,8 @@ import {
   decodeMembers,
   encodeMembers,
   evidenceOf,
+  chainOf,
+  answersOnChain,
   MEMBERS_ACCOUNT,
   NO_MEMBERS,
   type Answer,
@@ -663,7 +665,9 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
       if (await verifyChallengeAnswer(platforms[asker]!, GROUP, challenge, ids[asker]!, ids[n]!, a.index, a.mac, a.members, a.answer)) found.set(ids[n]!, { index: a.index, mac: a.mac, members: a.members });
     }
     if (!membership) return found.size < majority(N) ? null : [...found.values()].reduce((a, b) => (b.index > a.index ? b : a));
-    const ev = evidenceOf(found, N, listOf);
+    // Only answers on the chain the store shows count (review: forks).
+    const chain = await chainOf(platforms[asker]!, GROUP, entriesFrom(store(), 1).map((v) => decodeLogValue(v).entry));
+    const ev = evidenceOf(answersOnChain(found, chain), N, listOf);
     return typeof ev === 'object' && 'index' in ev ? ev : null;
   };
   const follow = async (n: number) => {
@@ -694,7 +698,7 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
     const ev = await evidence(n, answering, anchorIndex(p) !== null);
     if (!ev) return;
     try {
-      guards[n] = (await RollbackGuard.resume(p, GROUP, entriesFrom(s, ev.index).map((v) => decodeLogValue(v).entry).map(encodeEntry), [...s.records], { evidence: ev })).guard;
+      guards[n] = (await RollbackGuard.resume(p, GROUP, entriesFrom(s, Math.min(ev.index, anchorIndex(p) ?? ev.index)).map((v) => decodeLogValue(v).entry).map(encodeEntry), [...s.records], { evidence: ev, evidenceWithoutSelf: true })).guard;
     } catch (err) {
       assert.ok(err instanceof StoreRolledBackError, String(err));
     }
@@ -873,6 +877,8 @@ const fleetCmdArb: fc.Arbitrary<FleetCmd> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('rollback' as const), to: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('replay-ack' as const), node: fc.nat(6), which: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('replace' as const), node: fc.nat(6) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('mark' as const), slot: fc.nat(3) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('restore' as const), slot: fc.nat(3) }) },
 );
 
 describe('fleet model: three members, leader changes, rollbacks, replayed acks (spec §13.6–§13.9)', () => {

@@ -46,6 +46,7 @@ import {
   MEMBERS_ACCOUNT,
   NO_MEMBERS,
   type Answer,
+  type MemberRecord,
 } from '../src/core/rollback.js';
 
 const LOG_KEY = new Uint8Array(32).fill(0x42);
@@ -304,16 +305,18 @@ describe('fleet statements (spec §13.5, §13.7, §13.8) against the vectors', (
     const ackIn = ackMacInput(GROUP, '00112233aabbccdd', 1, mac1);
     const members = encodeMembers(['8899aabbccddeeff', '00112233aabbccdd', '0123456789abcdef']);
     const membersDigest = await sha256(members);
+    const joint = encodeMembers(['8899aabbccddeeff', '00112233aabbccdd', 'fedcba9876543210'], ['8899aabbccddeeff', '00112233aabbccdd', '0123456789abcdef']);
     const ansIn = challengeMacInput(GROUP, nonce, '00112233aabbccdd', '8899aabbccddeeff', 1, mac1, membersDigest);
     const got = {
-      description: 'spec/vault-protocol.md §13.5 log value = entry ‖ u32 count ‖ (u16 len ‖ account ‖ u8 flag ‖ [digest]); §13.7 ack = HMAC(logMacKey, ackInput); §13.8, §13.11 answer = HMAC(logMacKey, answerInput) with the member-list digest; commit index = the (floor(N/2)+1)-th highest captured index; §13.11 the member list record and committedBy (a majority of the list in force, identities outside it not counted; null: no list yet, any floor(size/2)+1)',
+      description: 'spec/vault-protocol.md §13.5 log value = entry ‖ u32 count ‖ (u16 len ‖ account ‖ u8 flag ‖ [digest]); §13.7 ack = HMAC(logMacKey, ackInput); §13.8, §13.11 answer = HMAC(logMacKey, answerInput) with the member-record digest; commit index = the (floor(N/2)+1)-th highest captured index; §13.11 the member record (plain, and joint: a change under way) and committedBy (a majority of the members in force and, while a change is under way, of the previous list too; identities outside not counted; null: no record yet, any floor(size/2)+1)',
       logMacKey: toHex(LOG_KEY),
       group: toHex(GROUP),
       entry: toHex(encodeEntry(entry)),
       changes: changes.map((c) => ({ account: c.account, digest: c.digest ? toHex(c.digest) : null })),
       logValue: toHex(encodeLogValue(entry, changes)),
       ack: { node: '00112233aabbccdd', index: 1, entryMac: toHex(mac1), input: toHex(ackIn), mac: hmac(ackIn) },
-      members: { account: toHex(utf8(MEMBERS_ACCOUNT)), ids: decodeMembers(members), bytes: toHex(members), digest: toHex(membersDigest) },
+      members: { account: toHex(utf8(MEMBERS_ACCOUNT)), record: decodeMembers(members), bytes: toHex(members), digest: toHex(membersDigest) },
+      jointMembers: { record: decodeMembers(joint), bytes: toHex(joint), digest: toHex(await sha256(joint)) },
       answer: { nonce: toHex(nonce), asker: '00112233aabbccdd', responder: '8899aabbccddeeff', index: 1, entryMac: toHex(mac1), members: toHex(membersDigest), input: toHex(ansIn), mac: hmac(ansIn) },
       commitIndex: [
         { size: 3, captured: [7, 5, 3], commit: 5 },
@@ -322,15 +325,17 @@ describe('fleet statements (spec §13.5, §13.7, §13.8) against the vectors', (
         { size: 1, captured: [4], commit: 4 },
       ],
       committedBy: [
-        { members: ['0000000000000001', '0000000000000002', '0000000000000003'], captured: { '0000000000000001': 5, '0000000000000002': 5, '0000000000000009': 9 }, index: 5, committed: true },
-        { members: ['0000000000000001', '0000000000000002', '0000000000000003'], captured: { '0000000000000001': 5, '0000000000000008': 9, '0000000000000009': 9 }, index: 5, committed: false },
-        { members: null, size: 3, captured: { '0000000000000001': 5, '0000000000000008': 9 }, index: 5, committed: true },
+        { record: { members: ['0000000000000001', '0000000000000002', '0000000000000003'], previous: [] }, captured: { '0000000000000001': 5, '0000000000000002': 5, '0000000000000009': 9 }, index: 5, committed: true },
+        { record: { members: ['0000000000000001', '0000000000000002', '0000000000000003'], previous: [] }, captured: { '0000000000000001': 5, '0000000000000008': 9, '0000000000000009': 9 }, index: 5, committed: false },
+        { record: { members: ['0000000000000001', '0000000000000002', '0000000000000004'], previous: ['0000000000000001', '0000000000000002', '0000000000000003'] }, captured: { '0000000000000001': 5, '0000000000000004': 5 }, index: 5, committed: false },
+        { record: { members: ['0000000000000001', '0000000000000002', '0000000000000004'], previous: ['0000000000000001', '0000000000000002', '0000000000000003'] }, captured: { '0000000000000001': 5, '0000000000000004': 5, '0000000000000003': 5 }, index: 5, committed: true },
+        { record: null, size: 3, captured: { '0000000000000001': 5, '0000000000000008': 9 }, index: 5, committed: true },
       ],
     };
     if (process.env.COFFER_WRITE_VECTORS === '1') writeFileSync(FLEET_VECTORS, `${JSON.stringify(got, null, 2)}\n`);
     assert.deepEqual(got, JSON.parse(readFileSync(FLEET_VECTORS, 'utf8')));
     for (const v of got.commitIndex) assert.equal(quorumIndex(new Map(v.captured.map((c, i) => [`n${i}`, c])), v.size), v.commit);
-    for (const v of got.committedBy) assert.equal(committedBy(v.members, v.size ?? 3, new Map(Object.entries(v.captured)), v.index), v.committed);
+    for (const v of got.committedBy) assert.equal(committedBy(v.record, v.size ?? 3, new Map(Object.entries(v.captured)), v.index), v.committed);
     const back = decodeLogValue(encodeLogValue(entry, changes));
     assert.deepEqual(back.entry, entry);
     assert.deepEqual(back.changes, changes);
@@ -617,11 +622,14 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
   const ids = await Promise.all(platforms.map((p) => nodeIdOf(p)));
   const guards: Array<RollbackGuard | null> = await Promise.all(platforms.map(async (p) => (await RollbackGuard.resume(p, GROUP, [], [])).guard));
   /** Every member list ever written, by digest (etcd's group/members/). */
-  const lists = new Map<string, readonly string[]>();
+  const lists = new Map<string, MemberRecord>();
   const listOf = (d: Uint8Array | null) => (d === null ? null : (lists.get(toHex(d)) ?? null));
   // The group records its first members (what the leader does once all N follow).
   const first = encodeMembers(ids);
-  lists.set(toHex(await sha256(first)), [...ids].sort());
+  lists.set(toHex(await sha256(first)), decodeMembers(first));
+  /** The leader's knowledge (reset when another is elected): a joint record it saw committed; an entry of its term committed. */
+  let jointCommitted: string | null = null;
+  let termCommitted = false;
   const e1 = await guards[0]!.append([{ account: MEMBERS_ACCOUNT, value: first }]);
   await guards[0]!.capture(e1);
   const v1 = encodeLogValue(e1, await digestChanges([{ account: MEMBERS_ACCOUNT, value: first }]));
@@ -631,7 +639,7 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
   const board = new Map<string, Uint8Array[]>(); // node → [index, mac, ack] as published, newest last
   const published = new Map<string, Array<{ index: number; mac: Uint8Array; ack: Uint8Array }>>();
   let leader: number | null = null;
-  let pending: Array<{ index: number; account: string | null; members: readonly string[] | null }> = [];
+  let pending: Array<{ index: number; account: string | null; members: MemberRecord | null; joint?: string }> = [];
   const answered = new Map<string, number>();
   let nonce = 0;
   const store = () => history[current]!;
@@ -792,28 +800,38 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
         const mine = g.macAt(ev.index);
         if (mine && !equalBytesT(mine, ev.mac)) break;
         leader = n;
+        jointCommitted = null;
+        termCommitted = false;
         break;
       }
       case 'replace': {
         // The operator replaces one member through the ceremony: a new identity with the log
-        // key joins (rejoins from evidence), the leader records the new list; the old HSM is
-        // kept and stays in the model, the adversary's to run.
-        if (leader === null || !guards[leader] || platforms.length >= MAX_NODES) break;
+        // key joins (rejoins from evidence), the leader commits the joint record (both lists),
+        // then the new list alone; the old HSM is kept and stays in the model, the adversary's
+        // to run. A change under way is finished (or committed again first) by this command too.
+        if (leader === null || !guards[leader]) break;
         if (pending.some((p) => p.account === null)) break; // one change at a time
         const g = guards[leader]!;
-        const list = listOf(g.membersDigest);
-        const old = ids[c.node % K]!;
-        if (!list || !list.includes(old)) break;
-        const fresh = fakePlatform(LOG_KEY, new Uint8Array(65).fill(10 + platforms.length));
-        platforms.push(fresh);
-        ids.push(await nodeIdOf(fresh));
-        guards.push(null);
-        await resume(platforms.length - 1, 0x7f);
-        const next = [...list.filter((id) => id !== old), ids.at(-1)!].sort();
-        const bytes = encodeMembers(next);
-        lists.set(toHex(await sha256(bytes)), next);
+        const record = listOf(g.membersDigest);
+        if (!record) break;
+        let next: MemberRecord;
+        if (record.previous.length > 0) {
+          next = jointCommitted === toHex(g.membersDigest!) ? { members: record.members, previous: [] } : record;
+        } else {
+          const old = ids[c.node % K]!;
+          if (!termCommitted || platforms.length >= MAX_NODES || !record.members.includes(old)) break;
+          const fresh = fakePlatform(LOG_KEY, new Uint8Array(65).fill(10 + platforms.length));
+          platforms.push(fresh);
+          ids.push(await nodeIdOf(fresh));
+          guards.push(null);
+          await resume(platforms.length - 1, 0x7f);
+          next = { members: [...record.members.filter((id) => id !== old), ids.at(-1)!].sort(), previous: record.members };
+        }
+        const bytes = encodeMembers(next.members, next.previous);
+        const digest = toHex(await sha256(bytes));
+        lists.set(digest, next);
         const r = await append(g, [{ account: MEMBERS_ACCOUNT, value: bytes }]);
-        if (r) pending.push({ index: r.index, account: null, members: r.members });
+        if (r) pending.push({ index: r.index, account: null, members: r.members, ...(next.previous.length > 0 ? { joint: digest } : {}) });
         break;
       }
       case 'guess': {
@@ -853,6 +871,8 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
         // In order, each entry by a majority of the members in force before it.
         while (pending.length > 0 && committedBy(membership ? pending[0]!.members : null, N, captured, pending[0]!.index)) {
           const p = pending.shift()!;
+          termCommitted = true;
+          if (p.joint) jointCommitted = p.joint;
           if (p.account !== null) answered.set(p.account, (answered.get(p.account) ?? 0) + 1);
         }
         break;
@@ -910,16 +930,24 @@ describe('fleet model: three members, leader changes, rollbacks, replayed acks (
     const attack: FleetCmd[] = [
       { kind: 'elect', node: 0, answering: 7 },
       ...guessed([1, 2]), // entry 2: one guess, every member captured it
-      { kind: 'replace', node: 1 }, // entry 3: node 1 (off from now on) replaced by node 3
+      { kind: 'replace', node: 1 }, // entry 3: node 1 (off from now on) replaced by node 3, both lists
       { kind: 'follow', node: 2 },
       { kind: 'follow', node: 3 },
       { kind: 'release' },
-      { kind: 'replace', node: 2 }, // entry 4: node 2 (off from now on) replaced by node 4
+      { kind: 'replace', node: 1 }, // entry 4: the change finished (the new list alone)
+      { kind: 'follow', node: 2 },
+      { kind: 'follow', node: 3 },
+      { kind: 'release' },
+      { kind: 'replace', node: 2 }, // entry 5: node 2 (off from now on) replaced by node 4, both lists
+      { kind: 'follow', node: 3 },
+      { kind: 'follow', node: 4 },
+      { kind: 'release' },
+      { kind: 'replace', node: 2 }, // entry 6: finished
       { kind: 'follow', node: 3 },
       { kind: 'follow', node: 4 },
       { kind: 'release' },
       ...Array.from({ length: LIMIT - 2 }, () => guessed([3, 4])).flat(),
-      { kind: 'rollback', to: 3 }, // etcd as it was after the replacements
+      { kind: 'rollback', to: 5 }, // etcd as it was after the replacements
       { kind: 'elect', node: 1, answering: 0b110 }, // the two old HSMs
       ...Array.from({ length: LIMIT }, () => guessed([2, 1])).flat(),
       { kind: 'elect', node: 2, answering: 0b110 },
@@ -968,8 +996,9 @@ describe('review: forks and member changes (spec §13.8, §13.9, §13.11)', () =
   it('a member change appended but not committed, then a leader change: the new list\'s majority (old leader + new node) is disjoint from the old list\'s', async () => {
     const attack: FleetCmd[] = [
       { kind: 'elect', node: 0, answering: 7 },
+      ...guessed(1, [1, 2]), // an entry of this term committed: the leader may change members
       { kind: 'mark', slot: 0 },
-      { kind: 'replace', node: 2 }, // node 3 joins; entry 2 = {0, 1, 3}, captured by 0 (and 3), not by 1, 2
+      { kind: 'replace', node: 2 }, // node 3 joins; entry 3 = joint {0, 1, 3} after {0, 1, 2}, captured by 0 (and 3), not by 1, 2
       { kind: 'follow', node: 3 },
       { kind: 'mark', slot: 1 },
       { kind: 'restore', slot: 0 },
@@ -990,29 +1019,41 @@ describe('group members (spec §13.11)', () => {
   const B = '0000000000000002';
   const C = '0000000000000003';
   const X = '00000000000000ff';
-  it('the list codec: canonical (sorted, distinct) or refused', () => {
+  it('the record codec: canonical (sorted, distinct lists; a joint record\'s lists differ) or refused', () => {
     const bytes = encodeMembers([C, A, B]);
-    assert.deepEqual(decodeMembers(bytes), [A, B, C]);
+    assert.deepEqual(decodeMembers(bytes), { members: [A, B, C], previous: [] });
+    const joint = encodeMembers([A, B, X], [C, B, A]);
+    assert.deepEqual(decodeMembers(joint), { members: [A, B, X], previous: [A, B, C] });
     for (const bad of [[], [A, A], ['nothex'], ['00000000000000011'], Array.from({ length: 16 }, (_, i) => i.toString(16).padStart(16, '0'))]) assert.throws(() => encodeMembers(bad), RangeError);
-    const swapped = bytes.slice();
-    swapped.set(bytes.subarray(bytes.length - 8), bytes.length - 16);
-    swapped.set(bytes.subarray(bytes.length - 16, bytes.length - 8), bytes.length - 8);
+    assert.throws(() => encodeMembers([A, B], [B, A]), RangeError, 'a change to the same list');
+    assert.throws(() => encodeMembers([A, B], [A, A]), RangeError);
     const label = utf8('coffer/vault/v1/group-members').length;
+    // Plain: label ‖ 0 ‖ n ‖ ids ‖ 0. The last two IDs swapped; n = 0; the previous count past the end.
+    const swapped = bytes.slice();
+    swapped.set(bytes.subarray(label + 2 + 16, label + 2 + 24), label + 2 + 8);
+    swapped.set(bytes.subarray(label + 2 + 8, label + 2 + 16), label + 2 + 16);
     const zero = bytes.slice();
     zero[label + 1] = 0;
+    const prevTooMany = bytes.slice();
+    prevTooMany[bytes.length - 1] = 1;
+    const sameLists = concat(bytes.subarray(0, bytes.length - 1), new Uint8Array([3]), bytes.subarray(label + 2, label + 2 + 24));
     const otherLabel = bytes.slice();
     otherLabel[0] = otherLabel[0]! ^ 1;
-    for (const bad of [new Uint8Array(0), bytes.subarray(0, bytes.length - 1), concat(bytes, new Uint8Array(1)), swapped, zero, otherLabel, encodeMembers([A]).fill(0xff)]) assert.throws(() => decodeMembers(bad), StoreRolledBackError);
+    for (const bad of [new Uint8Array(0), bytes.subarray(0, bytes.length - 1), concat(bytes, new Uint8Array(1)), swapped, zero, prevTooMany, sameLists, otherLabel, joint.subarray(0, joint.length - 3), encodeMembers([A]).fill(0xff)]) assert.throws(() => decodeMembers(bad), StoreRolledBackError);
   });
-  it('evidence counts only a majority of the newest answer\'s own list; a list not known yet is asked for', () => {
-    const L = encodeMembers([A, B, C]);
-    const Ld = createHash('sha256').update(L).digest();
-    const lists = (d: Uint8Array) => (toHex(d) === toHex(Ld) ? [A, B, C] : null);
+  it('evidence counts only a majority of the newest answer\'s own record (both lists while a change is under way); a record not known yet is asked for', () => {
+    const L = createHash('sha256').update(encodeMembers([A, B, C])).digest();
+    const J = createHash('sha256').update(encodeMembers([A, B, X], [A, B, C])).digest();
+    const lists = (d: Uint8Array): MemberRecord | null => (toHex(d) === toHex(L) ? { members: [A, B, C], previous: [] } : toHex(d) === toHex(J) ? { members: [A, B, X], previous: [A, B, C] } : null);
     const mac = new Uint8Array(32);
-    const ans = (index: number, members: Uint8Array = Ld): Answer => ({ index, mac, members });
+    const ans = (index: number, members: Uint8Array = L): Answer => ({ index, mac, members });
     assert.equal(evidenceOf(new Map([[A, ans(5)]]), 3, lists), 'no-majority');
     assert.deepEqual(evidenceOf(new Map([[A, ans(5)], [B, ans(4)]]), 3, lists), { index: 5, mac });
     assert.equal(evidenceOf(new Map([[A, ans(5)], [X, ans(6)]]), 3, lists), 'no-majority', 'an identity outside the list');
+    assert.equal(evidenceOf(new Map([[A, ans(6, J)], [X, ans(6, J)]]), 3, lists), 'no-majority', 'a change under way: a majority of the new list alone is not enough');
+    assert.equal(evidenceOf(new Map([[A, ans(6, J)], [C, ans(5)]]), 3, lists), 'no-majority', '… nor of the old list alone');
+    assert.deepEqual(evidenceOf(new Map([[A, ans(6, J)], [B, ans(5)]]), 3, lists), { index: 6, mac }, 'a member of both lists counts in each');
+    assert.deepEqual(evidenceOf(new Map([[A, ans(6, J)], [C, ans(5)], [X, ans(6, J)]]), 3, lists), { index: 6, mac });
     const unknown = new Uint8Array(32).fill(9);
     assert.deepEqual(evidenceOf(new Map([[A, ans(5)], [B, ans(7, unknown)]]), 3, lists), { need: unknown });
     assert.deepEqual(evidenceOf(new Map([[A, ans(2, NO_MEMBERS)], [X, ans(1, NO_MEMBERS)]]), 3, lists), { index: 2, mac }, 'no list yet: any two identities (before the group records its members)');

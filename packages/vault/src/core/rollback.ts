@@ -59,88 +59,128 @@ export const NODE_ID_PATTERN = /^[0-9a-f]{16}$/;
 export const MAX_MEMBERS = 15;
 
 /**
- * The member list's bytes (spec §13.11): label ‖ 0x00 ‖ u8 n ‖ n × node ID (8 bytes),
- * sorted ascending, distinct.
- * @throws RangeError for IDs that are not node IDs, repeated, or too many
+ * The group's member record (spec §13.11): the members, and while a change is under way
+ * (joint), the list before it. With `previous` non-empty both lists must agree: a commit
+ * and fresh evidence need a majority of each.
  */
-export function encodeMembers(ids: readonly string[]): Uint8Array {
+export interface MemberRecord {
+  readonly members: readonly string[];
+  /** The list a change replaces, until the change is finished ([] when none is under way). */
+  readonly previous: readonly string[];
+}
+
+function checkList(ids: readonly string[], what: string, allowEmpty: boolean): string[] {
   const sorted = [...ids].sort();
-  if (sorted.length < 1 || sorted.length > MAX_MEMBERS) throw new RangeError(`members: 1..${MAX_MEMBERS} node IDs`);
+  if (sorted.length > MAX_MEMBERS || (!allowEmpty && sorted.length < 1)) throw new RangeError(`${what}: ${allowEmpty ? 0 : 1}..${MAX_MEMBERS} node IDs`);
   for (let i = 0; i < sorted.length; i++) {
-    if (!NODE_ID_PATTERN.test(sorted[i]!)) throw new RangeError(`members: ${JSON.stringify(sorted[i])} is not a node ID (16 hex digits)`);
-    if (i > 0 && sorted[i] === sorted[i - 1]) throw new RangeError(`members: ${sorted[i]} twice`);
+    if (!NODE_ID_PATTERN.test(sorted[i]!)) throw new RangeError(`${what}: ${JSON.stringify(sorted[i])} is not a node ID (16 hex digits)`);
+    if (i > 0 && sorted[i] === sorted[i - 1]) throw new RangeError(`${what}: ${sorted[i]} twice`);
   }
+  return sorted;
+}
+
+/**
+ * The member record's bytes (spec §13.11): label ‖ 0x00 ‖ u8 n ‖ n × node ID (8 bytes) ‖
+ * u8 m ‖ m × node ID, each list sorted ascending and distinct; m = 0 when no change is
+ * under way.
+ * @throws RangeError for IDs that are not node IDs, repeated, too many, or a joint record whose lists are equal
+ */
+export function encodeMembers(ids: readonly string[], previous: readonly string[] = []): Uint8Array {
+  const members = checkList(ids, 'members', false);
+  const prev = checkList(previous, 'previous members', true);
+  if (prev.length > 0 && prev.join() === members.join()) throw new RangeError('previous members: the same list');
   const label = utf8(LOG_LABELS.members);
-  const out = new Uint8Array(label.length + 2 + 8 * sorted.length);
+  const out = new Uint8Array(label.length + 3 + 8 * (members.length + prev.length));
   out.set(label, 0);
-  out[label.length + 1] = sorted.length;
-  sorted.forEach((id, i) => out.set(fromHex(id), label.length + 2 + 8 * i));
+  let at = label.length + 1;
+  for (const list of [members, prev]) {
+    out[at++] = list.length;
+    for (const id of list) {
+      out.set(fromHex(id), at);
+      at += 8;
+    }
+  }
   return out;
 }
 
 /**
- * @throws StoreRolledBackError for bytes that are not a member list in the canonical form
+ * @throws StoreRolledBackError for bytes that are not a member record in the canonical form
  */
-export function decodeMembers(bytes: Uint8Array): string[] {
+export function decodeMembers(bytes: Uint8Array): MemberRecord {
   const label = utf8(LOG_LABELS.members);
   const bad = (why: string): never => {
     throw new StoreRolledBackError(`group members: ${why}`);
   };
-  if (bytes.length < label.length + 2 || !equalBytes(bytes.subarray(0, label.length), label) || bytes[label.length] !== 0) bad('not a member list');
-  const n = bytes[label.length + 1]!;
-  if (n < 1 || n > MAX_MEMBERS || bytes.length !== label.length + 2 + 8 * n) bad(`a list of ${n} members in ${bytes.length} bytes`);
-  const ids: string[] = [];
-  for (let i = 0; i < n; i++) ids.push(toHex(bytes.subarray(label.length + 2 + 8 * i, label.length + 10 + 8 * i)));
-  for (let i = 1; i < n; i++) if (ids[i]! <= ids[i - 1]!) bad('not sorted, or a member twice');
-  return ids;
+  if (bytes.length < label.length + 3 || !equalBytes(bytes.subarray(0, label.length), label) || bytes[label.length] !== 0) bad('not a member record');
+  let at = label.length + 1;
+  const lists: string[][] = [];
+  for (let l = 0; l < 2; l++) {
+    if (at >= bytes.length) bad('cut short');
+    const n = bytes[at++]!;
+    if (n > MAX_MEMBERS || (l === 0 && n < 1) || at + 8 * n > bytes.length) bad(`a list of ${n} members in ${bytes.length} bytes`);
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++, at += 8) ids.push(toHex(bytes.subarray(at, at + 8)));
+    for (let i = 1; i < n; i++) if (ids[i]! <= ids[i - 1]!) bad('not sorted, or a member twice');
+    lists.push(ids);
+  }
+  if (at !== bytes.length) bad(`${bytes.length - at} bytes after the lists`);
+  if (lists[1]!.length > 0 && lists[1]!.join() === lists[0]!.join()) bad('a change to the same list');
+  return { members: lists[0]!, previous: lists[1]! };
+}
+
+function majorityOf(list: readonly string[], has: (id: string) => boolean): boolean {
+  let count = 0;
+  for (const id of list) if (has(id)) count++;
+  return count >= majority(list.length);
 }
 
 /**
  * Whether an entry is committed (spec §13.7, §13.11): `captured` maps node IDs to the
  * highest index each verifiably captured (the appender's own included). With a member
- * list (the one in force BEFORE the entry: the entry that changes the list is committed
- * by the members it replaces), a majority of that list must have reached `index`;
- * identities outside it count for nothing. Without one (a group that has not recorded
+ * record (the one in force BEFORE the entry), a majority of its list — and, while a
+ * change is under way, also of the list before the change — must have reached `index`;
+ * identities outside them count for nothing. Without one (a group that has not recorded
  * its members yet), any `floor(size/2)+1` distinct identities.
  */
-export function committedBy(members: readonly string[] | null, size: number, captured: ReadonlyMap<string, number>, index: number): boolean {
-  let count = 0;
-  if (members === null) {
+export function committedBy(record: MemberRecord | null, size: number, captured: ReadonlyMap<string, number>, index: number): boolean {
+  const has = (id: string) => (captured.get(id) ?? -1) >= index;
+  if (record === null) {
+    let count = 0;
     for (const i of captured.values()) if (i >= index) count++;
     return count >= majority(size);
   }
-  for (const id of members) if ((captured.get(id) ?? -1) >= index) count++;
-  return count >= majority(members.length);
+  return majorityOf(record.members, has) && (record.previous.length === 0 || majorityOf(record.previous, has));
 }
 
-/** One verified answer to a fresh challenge: what the responder captured, and the member list of that entry. */
+/** One verified answer to a fresh challenge: what the responder captured, and the member record of that entry. */
 export interface Answer {
   readonly index: number;
   readonly mac: Uint8Array;
-  /** SHA-256 of the member list the entry's root holds (NO_MEMBERS: none yet). */
+  /** SHA-256 of the member record the entry's root holds (NO_MEMBERS: none yet). */
   readonly members: Uint8Array;
 }
 
 /**
  * Fresh evidence (spec §13.8, §13.11): M = the highest entry among verified answers, and
- * it counts only when the answers come from a majority of M's own member list (`lists`
- * resolves a digest to the list; null: not known yet) — or, before the group recorded a
- * list, from `floor(size/2)+1` distinct identities. Every committed entry was captured by
- * a majority of the members in force before it, and every change of the list was
- * committed by the members it replaced, so such a majority includes a member that
- * captured every committed entry: M is at or above all of them.
- * Returns 'no-majority', or { need } when M's list must be fetched first.
+ * it counts only when the answers come from a majority of M's own member list — and of
+ * the list before it while a change is under way at M (`lists` resolves a digest to the
+ * record; null: not known yet) — or, before the group recorded a list, from
+ * `floor(size/2)+1` distinct identities. Every committed entry was captured by a majority
+ * of the record in force before it, and a change is finished (the previous list dropped)
+ * only after the record naming both lists was committed by both, so such a majority
+ * includes a member that captured every committed entry: M is at or above all of them.
+ * The caller counts only answers on the chain the store shows (`answersOnChain`).
+ * Returns 'no-majority', or { need } when M's record must be fetched first.
  */
-export function evidenceOf(answers: ReadonlyMap<string, Answer>, size: number, lists: (digest: Uint8Array) => readonly string[] | null): { index: number; mac: Uint8Array } | 'no-majority' | { need: Uint8Array } {
+export function evidenceOf(answers: ReadonlyMap<string, Answer>, size: number, lists: (digest: Uint8Array) => MemberRecord | null): { index: number; mac: Uint8Array } | 'no-majority' | { need: Uint8Array } {
   let best: Answer | null = null;
   for (const a of answers.values()) if (best === null || a.index > best.index) best = a;
   if (best === null) return 'no-majority';
   if (equalBytes(best.members, NO_MEMBERS)) return answers.size >= majority(size) ? { index: best.index, mac: best.mac } : 'no-majority';
-  const list = lists(best.members);
-  if (list === null) return { need: best.members };
-  let count = 0;
-  for (const id of list) if (answers.has(id)) count++;
-  return count >= majority(list.length) ? { index: best.index, mac: best.mac } : 'no-majority';
+  const record = lists(best.members);
+  if (record === null) return { need: best.members };
+  const has = (id: string) => answers.has(id);
+  return majorityOf(record.members, has) && (record.previous.length === 0 || majorityOf(record.previous, has)) ? { index: best.index, mac: best.mac } : 'no-majority';
 }
 
 /**

@@ -101,14 +101,17 @@ export async function fleetCommand(config: VaultConfig, args: readonly string[],
       try {
         const now = await readMembers(store);
         if (now.members === null) throw new CeremonyError('the group has not recorded its members yet (its leader does once every member follows the log): nothing to replace');
-        if (!now.members.includes(arg)) throw new CeremonyError(`${arg} is not a member (members: ${now.members.join(', ')})`);
-        if (now.members.includes(extra)) throw new CeremonyError(`${extra} is a member already`);
-        await store.groupPut('proposal', new TextEncoder().encode(`replace ${arg} ${extra}`));
-        note(`proposed: replace ${arg} by ${extra}; waiting for the group's leader to commit it (it waits until ${extra} follows the log)`);
+        if (now.previous.length > 0 && !(now.members.includes(extra) && now.previous.includes(arg))) throw new CeremonyError(`another member change is under way (from ${now.previous.join(', ')} to ${now.members.join(', ')}): wait until it is finished (fleet members shows "previous": [])`);
+        if (now.previous.length === 0) {
+          if (!now.members.includes(arg)) throw new CeremonyError(`${arg} is not a member (members: ${now.members.join(', ')})`);
+          if (now.members.includes(extra)) throw new CeremonyError(`${extra} is a member already`);
+          await store.groupPut('proposal', new TextEncoder().encode(`replace ${arg} ${extra}`));
+          note(`proposed: replace ${arg} by ${extra}; waiting for the group's leader to commit it (it waits until ${extra} follows the log)`);
+        } else note(`the change from ${arg} to ${extra} is under way; waiting for the group's leader to finish it`);
         const end = Date.now() + REPLACE_WAIT_MS;
         for (;;) {
           const m = await readMembers(store);
-          if (m.members && m.members.includes(extra) && !m.members.includes(arg)) {
+          if (m.members && m.members.includes(extra) && !m.members.includes(arg) && m.previous.length === 0) {
             note(`committed: the members are ${m.members.join(', ')}. Retire ${arg}: \`coffer-vault fleet leave\` on it (or destroy its token); its acks and answers count for nothing now`);
             out(JSON.stringify(m, null, 2) + '\n');
             return true;
@@ -136,16 +139,17 @@ function etcdOf(config: VaultConfig): EtcdRecordStore {
  * The member list as etcd's `records/` holds it (etcd's word, decoded: what an operator
  * reads; the members themselves check it against their captured root).
  */
-async function readMembers(store: EtcdRecordStore): Promise<{ members: string[] | null; proposal: string | null }> {
+async function readMembers(store: EtcdRecordStore): Promise<{ members: readonly string[] | null; previous: readonly string[]; proposal: string | null }> {
   const [stored, proposal] = await Promise.all([store.get(MEMBERS_ACCOUNT), store.groupRange('proposal')]);
-  let members: string[] | null = null;
+  let members: readonly string[] | null = null;
+  let previous: readonly string[] = [];
   if (stored) {
     try {
-      members = decodeMembers(stored.value);
+      ({ members, previous } = decodeMembers(stored.value));
     } catch (err) {
       throw new CeremonyError(`the member list in etcd does not decode: ${(err as Error).message}`);
     }
   }
   const p = proposal.find((kv) => kv.key === 'proposal');
-  return { members, proposal: p ? new TextDecoder().decode(p.value) : null };
+  return { members, previous, proposal: p ? new TextDecoder().decode(p.value) : null };
 }

@@ -59,6 +59,7 @@ import {
   ackMacInput,
   MAC_LENGTH,
   type Answer,
+  type MemberRecord,
   type DigestChange,
   type LogEntry,
 } from '../core/rollback.js';
@@ -130,7 +131,7 @@ interface Waiting {
 interface Pending {
   readonly index: number;
   /** The member list in force before this entry (null: none recorded yet): who commits it. */
-  readonly members: readonly string[] | null;
+  readonly members: MemberRecord | null;
   readonly since: number;
   readonly versions: Map<string, RecordVersion>;
   readonly batch: readonly Waiting[];
@@ -236,11 +237,15 @@ export class FleetCommitter implements Committer {
   /** Members' peer URLs as etcd shows them (`group/peers/<node>`; untrusted: a wrong one only delays). */
   #peerUrls = new Map<string, string>();
   /** Member lists seen, by hex SHA-256 of their bytes (verified against the digest before kept). */
-  #lists = new Map<string, readonly string[]>();
+  #lists = new Map<string, MemberRecord>();
   /** etcd's `group/members/<digest>` values as the last full pass read them (untrusted). */
   #etcdLists = new Map<string, Uint8Array>();
   /** The captured index when this node began leading: bootstrap counts only acks of later entries. */
   #termStart = 0;
+  /** The digest of a joint member record this leader knows committed (it may finish that change). */
+  #jointCommitted: string | null = null;
+  /** An entry of this leader's term was committed (a new member change waits for one). */
+  #termCommitted = false;
   /** A member-list change appended and not yet committed (one at a time). */
   #memberChange = false;
   /** Whether the last evidence counted this node's own answer. */
@@ -429,13 +434,13 @@ export class FleetCommitter implements Committer {
   }
 
   /**
-   * The member list with this digest (from this node's own tree or a MACed answer): one
+   * The member record with this digest (from this node's own tree or a MACed answer): one
    * known already, else etcd's `group/members/<digest>` or `records/`, whichever has these
-   * bytes (etcd's word, kept only when the digest matches and the list decodes). null:
+   * bytes (etcd's word, kept only when the digest matches and the record decodes). null:
    * not known (etcd lost it). Only digests asked for are kept: whatever else etcd holds
    * under `group/members/` costs nothing.
    */
-  async #list(digest: Uint8Array | null): Promise<readonly string[] | null> {
+  async #list(digest: Uint8Array | null): Promise<MemberRecord | null> {
     if (digest === null) return null;
     const hex = toHex(digest);
     const known = this.#lists.get(hex);
@@ -449,9 +454,9 @@ export class FleetCommitter implements Committer {
     for (const bytes of candidates) {
       if (toHex(await sha256(bytes)) !== hex) continue;
       try {
-        const ids = decodeMembers(bytes);
-        this.#lists.set(hex, ids);
-        return ids;
+        const record = decodeMembers(bytes);
+        this.#lists.set(hex, record);
+        return record;
       } catch {
         return null;
       }
@@ -467,17 +472,23 @@ export class FleetCommitter implements Committer {
   }
 
   /**
-   * The leader's part of membership (spec §13.11): record the list once every one of the
-   * N identities follows this chain; then take the operator's proposal to replace one
-   * member, when the new node follows this chain too. One change in flight at a time.
+   * The leader's part of membership (spec §13.11), one change in flight at a time:
+   * - no record yet: record the list once every one of the N identities follows this chain;
+   * - a change under way (joint: both lists): finish it — drop the previous list — once
+   *   this leader knows the joint record was committed by both lists (it committed it, or
+   *   committed the same record again in its own term: a commit under both lists, so the
+   *   old list's majority had captured the change); before that, commit it again;
+   * - else the operator's proposal to replace one member, when the new node follows this
+   *   chain and this leader committed an entry of its own term: the joint record.
    */
   async #manageMembers(proposal: Uint8Array | null): Promise<void> {
     const guard = this.#guard;
     if (!guard || this.#memberChange) return;
     const current = guard.membersDigest;
-    let next: string[];
+    let next: MemberRecord;
     let why: string;
     let prior: Uint8Array | null = null;
+    let joint: string | null = null;
     if (current === null) {
       // Identities that acked an entry of this term: alive and following now (an ack key a
       // dead identity left in etcd names an older entry).
@@ -487,41 +498,58 @@ export class FleetCommitter implements Committer {
         this.#sayOnce(`bootstrap:${[...following].sort().join(',')}`, () => this.o.log?.error({ identities: [...following].sort(), size: this.o.groupSize }, `ALARM: fleet group: more identities than the group's ${this.o.groupSize} members follow its log; the member list is not recorded until the extra ones leave (coffer-vault fleet leave on them; spec §13.11)`));
         return;
       }
-      next = [...following].sort();
+      next = { members: [...following].sort(), previous: [] };
       why = 'recording the group\'s members (every one of them follows the log)';
     } else {
-      if (proposal === null) return;
-      const list = await this.#list(current);
-      if (list === null) return;
-      const p = parseProposal(proposal);
-      const refuse = (reason: string): void => this.#sayOnce(`proposal:${toHex(proposal)}`, () => this.o.log?.error({ proposal: new TextDecoder().decode(proposal).slice(0, 80), reason }, 'fleet group: refusing the member change proposed in etcd (group/proposal)'));
-      if (p === null) return refuse('not "replace OLD NEW" with two different node IDs');
-      prior = encodeMembers(list);
-      if (!list.includes(p.old)) {
-        if (list.includes(p.new)) await this.o.store.groupDelete('proposal'); // done already
-        else refuse(`${p.old} is not a member`);
-        return;
+      const record = await this.#list(current);
+      if (record === null) return;
+      prior = encodeMembers(record.members, record.previous);
+      if (record.previous.length > 0) {
+        if (this.#jointCommitted === toHex(current)) {
+          next = { members: record.members, previous: [] };
+          why = `finishing the member change (the list before it, ${record.previous.join(', ')}, dropped)`;
+        } else {
+          next = record;
+          joint = toHex(current);
+          why = 'committing the member change under way again in this term (both lists), before finishing it';
+        }
+      } else {
+        if (proposal === null) return;
+        const list = record.members;
+        const p = parseProposal(proposal);
+        const refuse = (reason: string): void => this.#sayOnce(`proposal:${toHex(proposal)}`, () => this.o.log?.error({ proposal: new TextDecoder().decode(proposal).slice(0, 80), reason }, 'fleet group: refusing the member change proposed in etcd (group/proposal)'));
+        if (p === null) return refuse('not "replace OLD NEW" with two different node IDs');
+        if (!list.includes(p.old)) {
+          if (list.includes(p.new)) await this.o.store.groupDelete('proposal'); // done already
+          else refuse(`${p.old} is not a member`);
+          return;
+        }
+        if (list.includes(p.new)) return refuse(`${p.new} is a member already`);
+        if (!this.#acked.has(p.new)) {
+          this.#sayOnce(`waiting:${p.new}`, () => this.o.log?.warn({ node: p.new }, 'fleet group: the proposed new member does not follow the log yet (no verified ack on this chain); waiting'));
+          return;
+        }
+        if (!this.#termCommitted) return; // an entry of this term first (as Raft's leaders before a change)
+        next = { members: [...list.filter((id) => id !== p.old), p.new].sort(), previous: list };
+        why = `replacing member ${p.old} by ${p.new} (both lists until it is finished)`;
       }
-      if (list.includes(p.new)) return refuse(`${p.new} is a member already`);
-      if (!this.#acked.has(p.new)) {
-        this.#sayOnce(`waiting:${p.new}`, () => this.o.log?.warn({ node: p.new }, 'fleet group: the proposed new member does not follow the log yet (no verified ack on this chain); waiting'));
-        return;
-      }
-      next = [...list.filter((id) => id !== p.old), p.new].sort();
-      why = `replacing member ${p.old} by ${p.new}`;
     }
-    const bytes = encodeMembers(next);
+    const bytes = encodeMembers(next.members, next.previous);
     const digest = toHex(await sha256(bytes));
     this.#lists.set(digest, next);
-    // Kept by digest for nodes that must resolve an older list from an answer (§13.11).
+    // Kept by digest for nodes that must resolve an older record from an answer (§13.11).
     await this.o.store.groupPut(`members/${digest}`, bytes);
     this.#memberChange = true;
-    this.o.log?.warn({ members: next }, `fleet group: ${why}`);
+    this.o.log?.warn({ members: next.members, previous: next.previous }, `fleet group: ${why}`);
     this.commit([{ account: MEMBERS_ACCOUNT, value: bytes }], { prior }).then(
       async () => {
         this.#memberChange = false;
-        this.o.log?.warn({ members: next }, 'fleet group: member list committed');
-        if (current !== null) await this.o.store.groupDelete('proposal').catch(() => undefined);
+        // A joint record committed in this term (from the plain list: by the old list's
+        // majority; again: by both): the change can be finished.
+        if (next.previous.length > 0) this.#jointCommitted = joint ?? digest;
+        this.o.log?.warn({ members: next.members, previous: next.previous }, 'fleet group: member record committed');
+        if (next.previous.length === 0 && current !== null) await this.o.store.groupDelete('proposal').catch(() => undefined);
+        this.#wake();
       },
       (err: Error) => {
         this.#memberChange = false;
@@ -792,9 +820,9 @@ export class FleetCommitter implements Committer {
   async #isMember(): Promise<boolean> {
     const digest = this.#guard?.membersDigest ?? null;
     if (digest === null) return true;
-    const list = await this.#list(digest);
-    if (list === null || list.includes(this.#me)) return list !== null;
-    this.#sayOnce(`not-member:${toHex(digest)}`, () => this.o.log?.warn({ node: this.#me, members: list }, 'fleet group: this node is not a member of the group (replaced); it follows the log but does not lead, and its acks and answers count for nothing (coffer-vault fleet leave retires it)'));
+    const record = await this.#list(digest);
+    if (record === null || record.members.includes(this.#me) || record.previous.includes(this.#me)) return record !== null;
+    this.#sayOnce(`not-member:${toHex(digest)}`, () => this.o.log?.warn({ node: this.#me, members: record.members }, 'fleet group: this node is not a member of the group (replaced); it follows the log but does not lead, and its acks and answers count for nothing (coffer-vault fleet leave retires it)'));
     return false;
   }
 
@@ -847,6 +875,8 @@ export class FleetCommitter implements Committer {
     await this.o.store.groupDelete(`challenge/${this.#me}`).catch(() => undefined);
     this.#role = 'leader';
     this.#termStart = guard.captured.index;
+    this.#termCommitted = false;
+    this.#jointCommitted = null;
     this.o.log?.info({ node: this.#me, term: this.#term, index: guard.captured.index, evidence: ev.index }, 'fleet group: leading (spec §13.8)');
     for (const w of this.#servingWaiters.splice(0)) w();
     if (this.#queue.length > 0 && !this.#appending) void this.#appendLoop();
@@ -882,6 +912,7 @@ export class FleetCommitter implements Committer {
     // In order: each entry by a majority of the members in force before it (§13.11).
     while (this.#pending.length > 0 && committedBy(this.#pending[0]!.members, this.o.groupSize, captured, this.#pending[0]!.index)) {
       const p = this.#pending.shift()!;
+      this.#termCommitted = true;
       for (const w of p.batch) w.resolve(p.versions);
     }
     const now = Date.now();

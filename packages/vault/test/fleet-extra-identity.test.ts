@@ -76,7 +76,8 @@ describeIf('fleet: identities beyond N (members replaced through the ceremony, o
         await dc.startVault();
         await until(`${dc.name}'s new machine caught up`, 20_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(join(dc.dir, 'vault.log'), 'utf8').slice(before)));
         const r = await vaultCommand(source, ['fleet', 'replace', oldId, node.nodeId]);
-        assert.equal(r.code, 0, `fleet replace: ${r.stderr}`);
+        const logs = () => cluster.dcs.map((d) => `${d.name}:\n${readFileSync(join(d.dir, 'vault.log'), 'utf8').split('\n').filter((l) => /"level":(40|50)/.test(l)).slice(-8).join('\n')}`).join('\n');
+        assert.equal(r.code, 0, `fleet replace: ${r.stderr}\n${logs()}`);
         const members = JSON.parse(r.stdout).members as string[];
         assert.ok(members.includes(node.nodeId) && !members.includes(oldId), r.stdout);
       }

@@ -132,6 +132,8 @@ interface Pending {
   readonly index: number;
   /** The member list in force before this entry (null: none recorded yet): who commits it. */
   readonly members: MemberRecord | null;
+  /** Hex of that record's digest (null: none). */
+  readonly membersHex: string | null;
   readonly since: number;
   readonly versions: Map<string, RecordVersion>;
   readonly batch: readonly Waiting[];
@@ -489,6 +491,7 @@ export class FleetCommitter implements Committer {
     let why: string;
     let prior: Uint8Array | null = null;
     let joint: string | null = null;
+    let finish = false;
     if (current === null) {
       // Identities that acked an entry of this term: alive and following now (an ack key a
       // dead identity left in etcd names an older entry).
@@ -507,6 +510,7 @@ export class FleetCommitter implements Committer {
       if (record.previous.length > 0) {
         if (this.#jointCommitted === toHex(current)) {
           next = { members: record.members, previous: [] };
+          finish = true;
           why = `finishing the member change (the list before it, ${record.previous.join(', ')}, dropped)`;
         } else {
           next = record;
@@ -529,9 +533,15 @@ export class FleetCommitter implements Committer {
           this.#sayOnce(`waiting:${p.new}`, () => this.o.log?.warn({ node: p.new }, 'fleet group: the proposed new member does not follow the log yet (no verified ack on this chain); waiting'));
           return;
         }
-        if (!this.#termCommitted) return; // an entry of this term first (as Raft's leaders before a change)
-        next = { members: [...list.filter((id) => id !== p.old), p.new].sort(), previous: list };
-        why = `replacing member ${p.old} by ${p.new} (both lists until it is finished)`;
+        if (!this.#termCommitted) {
+          // An entry of this term committed first (as Raft's leaders before a change): with
+          // no requests coming, the same record again.
+          next = record;
+          why = 'committing an entry of this term before the member change';
+        } else {
+          next = { members: [...list.filter((id) => id !== p.old), p.new].sort(), previous: list };
+          why = `replacing member ${p.old} by ${p.new} (both lists until it is finished)`;
+        }
       }
     }
     const bytes = encodeMembers(next.members, next.previous);
@@ -548,7 +558,7 @@ export class FleetCommitter implements Committer {
         // majority; again: by both): the change can be finished.
         if (next.previous.length > 0) this.#jointCommitted = joint ?? digest;
         this.o.log?.warn({ members: next.members, previous: next.previous }, 'fleet group: member record committed');
-        if (next.previous.length === 0 && current !== null) await this.o.store.groupDelete('proposal').catch(() => undefined);
+        if (finish) await this.o.store.groupDelete('proposal').catch(() => undefined);
         this.#wake();
       },
       (err: Error) => {
@@ -913,6 +923,9 @@ export class FleetCommitter implements Committer {
     while (this.#pending.length > 0 && committedBy(this.#pending[0]!.members, this.o.groupSize, captured, this.#pending[0]!.index)) {
       const p = this.#pending.shift()!;
       this.#termCommitted = true;
+      // Committed under a joint record (a majority of both lists captured it, and so the
+      // entry that began the change): the change may be finished.
+      if (p.members !== null && p.members.previous.length > 0) this.#jointCommitted = p.membersHex;
       for (const w of p.batch) w.resolve(p.versions);
     }
     const now = Date.now();
@@ -1029,8 +1042,9 @@ export class FleetCommitter implements Committer {
         if (batch.length === 0) continue;
         const changes = batch.flatMap((w) => w.changes);
         try {
-          const members = await this.#list(guard.membersDigest);
-          if (guard.membersDigest !== null && members === null) throw new StoreError('the group\'s member list is not known to this leader (etcd lost group/members/)');
+          const before = guard.membersDigest;
+          const members = await this.#list(before);
+          if (before !== null && members === null) throw new StoreError('the group\'s member list is not known to this leader (etcd lost group/members/)');
           const entry = await guard.append(changes);
           const digests = await digestChanges(changes);
           let versions: Map<string, RecordVersion>;
@@ -1046,7 +1060,7 @@ export class FleetCommitter implements Committer {
           }
           this.o.metrics.logEntries.inc();
           this.o.metrics.logBatchSize.observe(changes.length);
-          this.#pending.push({ index: entry.index, members, since: Date.now(), versions, batch });
+          this.#pending.push({ index: entry.index, members, membersHex: before === null ? null : toHex(before), since: Date.now(), versions, batch });
           if (this.#early.size > 0) {
             const early = [...this.#early].map(([node, value]) => ({ key: `acks/${node}`, value }));
             this.#early.clear();

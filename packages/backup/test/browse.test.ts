@@ -17,6 +17,7 @@ import {
   CofferError,
   LocalBackend,
   Repository,
+  RestoreSelection,
   SnapshotPaths,
   SubtreePicker,
   applyPolicy,
@@ -369,6 +370,32 @@ test('restore SNAPSHOT:PATH: one file into the target, a directory contents, a h
   const none = await tempDir(t, 'none');
   await assert.rejects(restore(repo, rec, { target: none, subtree: sel(`${src}/docs/nope`) }), (e: unknown) => CofferError.is(e, 'not-found'));
   assert.deepEqual(await fs.readdir(none), []);
+});
+
+test('a part holding two names of a file left out: the first comes back as a copy, the other as a hard link to it (restore SNAPSHOT:PATH, restore --include, dump)', async (t) => {
+  const { repo } = await newRepo(t);
+  const src = join(await tempDir(t, 'links-src'), 'home');
+  await writeTree(src, dir({ a: dir({ 'x.txt': file('one file, three names\n', 0o640, T0) }), b: dir({}) }));
+  await fs.link(join(src, 'a', 'x.txt'), join(src, 'b', 'l1'));
+  await fs.link(join(src, 'a', 'x.txt'), join(src, 'b', 'l2'));
+  const snap = await backup(repo, { paths: [src] });
+  const rec = { id: snap.id, snapshot: snap.snapshot };
+  const check = async (d: string, what: string) => {
+    const [s1, s2] = [await fs.stat(join(d, 'l1')), await fs.stat(join(d, 'l2'))];
+    assert.equal(await fs.readFile(join(d, 'l1'), 'utf8'), 'one file, three names\n', what);
+    assert.equal(s1.ino, s2.ino, `${what}: l1 and l2 are one file`);
+    assert.equal(s1.nlink, 2, `${what}: and not linked to anything else`);
+  };
+  const part = await tempDir(t, 'links-part');
+  await restore(repo, rec, { target: part, subtree: new SnapshotPaths(rec.snapshot).select(Buffer.from(join(src, 'b'))) });
+  await check(part, 'restore SNAPSHOT:PATH');
+  const included = await tempDir(t, 'links-include');
+  await restore(repo, rec, { target: included, select: new RestoreSelection({ include: [{ pattern: join(src, 'b') }] }) });
+  await check(join(included, 'home', 'b'), 'restore --include');
+  const tarBytes = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(join(src, 'b')), o));
+  const untar = await tempDir(t, 'links-untar');
+  execFileSync('tar', ['-xf', '-', '-C', untar], { input: tarBytes, stdio: ['pipe', 'ignore', 'ignore'] });
+  await check(join(untar, 'b'), 'dump');
 });
 
 async function drain(run: (out: Writable) => Promise<unknown>): Promise<Buffer> {

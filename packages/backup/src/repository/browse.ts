@@ -188,7 +188,7 @@ export class SubtreePicker {
   readonly #sel: Selection;
   readonly #keepName: boolean;
   /** Hard links in the selection to files outside it, and their new names (resolveOrphans). */
-  readonly #orphans: Array<{ link: Buffer; raw: Buffer }> = [];
+  readonly #orphans: Array<{ link: Buffer; raw: Buffer; entry: TreeEntry }> = [];
   #found = false;
   #base: Buffer | undefined;
 
@@ -204,16 +204,26 @@ export class SubtreePicker {
 
   /**
    * After the listing: reads it again (`list`) only if a hard link in
-   * the selection named a file outside it, and hands `take` each such link as a copy of
-   * its file.
+   * the selection named a file outside it, and hands `take` the first such link to each
+   * file as a copy of it, and the others to the same file as hard links to that copy.
    * @throws CofferError('corrupt') for a hard link to no file of the listing
    */
   async resolveOrphans(list: (each: (e: TreeEntry) => void) => Promise<void>, take: (e: TreeEntry) => void): Promise<void> {
     if (this.#orphans.length === 0) return;
     const files = await filesAt(list, this.#orphans.map((o) => o.link));
+    // The first name in the part is a copy of the file; its other names in the part are
+    // hard links to that copy (they were one file, and stay one).
+    const copies = new Map<string, Buffer>();
     for (const o of this.#orphans) {
-      const file = files.get(o.link.toString('latin1'));
+      const target = o.link.toString('latin1');
+      const first = copies.get(target);
+      if (first) {
+        take({ ...o.entry, path: o.raw.toString('utf8'), rawPath: o.raw, link: first } as TreeEntry);
+        continue;
+      }
+      const file = files.get(target);
       if (!file) throw new CofferError('corrupt', `${o.raw.toString('utf8')}: hard link to no earlier file`);
+      copies.set(target, o.raw);
       take({ ...file, path: o.raw.toString('utf8'), rawPath: o.raw });
     }
   }
@@ -245,7 +255,7 @@ export class SubtreePicker {
     if (e.type === 'hardlink') {
       const link = this.#rename(e.link);
       if (link) return { ...e, path: raw.toString('utf8'), rawPath: raw, link };
-      this.#orphans.push({ link: e.link, raw });
+      this.#orphans.push({ link: e.link, raw, entry: e });
       return undefined;
     }
     return { ...e, path: raw.toString('utf8'), rawPath: raw };

@@ -373,8 +373,17 @@ export class RestoreSelection {
     });
     if (orphans.length === 0) return;
     const files = await filesAt(list, orphans.map((h) => h.link));
+    // The first taken name of a file left out is a copy of it; its other taken names are
+    // hard links to that copy (they were one file, and stay one).
+    const copies = new Map<string, Buffer>();
     for (const h of orphans) {
+      const first = copies.get(key(h.link));
+      if (first) {
+        take({ ...h, link: first });
+        continue;
+      }
       const f = files.get(key(h.link));
+      if (f) copies.set(key(h.link), h.rawPath);
       take(f ? { ...f, path: h.path, rawPath: h.rawPath } : h);
     }
   }

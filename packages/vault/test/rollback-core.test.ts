@@ -605,17 +605,45 @@ type FleetCmd =
   | { kind: 'replace'; node: number }
   /** The adversary notes the store as it is now (slot), and restores that copy later (review: forks). */
   | { kind: 'mark'; slot: number }
-  | { kind: 'restore'; slot: number };
+  | { kind: 'restore'; slot: number }
+  /**
+   * Review 2. A key ceremony (the operator's): a new identity holding the log key, shown an
+   * empty etcd first (so it starts at genesis without evidence) and then whatever copy the
+   * adversary restores: it follows that copy from entry 1.
+   */
+  | { kind: 'ceremony' }
+  /** Review 2. The adversary deletes log entries below the head (etcd's pruning, or its own deleterange): `keep` newest stay. */
+  | { kind: 'prune'; keep: number }
+  /** Review 2. With `lateBootstrap`: the leader records the group's list (spec §13.11 "Bootstrap") when N identities follow its term. */
+  | { kind: 'bootstrap' }
+  /**
+   * Review 2 (fuzz reach): a guess, a member change step or a bootstrap step, then the
+   * nodes in `followers` (bitmask) follow and the leader counts acks. Without these the
+   * fuzzer seldom made a change commit (it did not find review 1's finding 2 in 3000 runs).
+   */
+  | { kind: 'round'; what: 'guess' | 'replace' | 'bootstrap'; account: number; node: number; followers: number };
 
 const N = 3;
 /** Nodes the model may create: N first members and, per replacement, a new one (the old HSM stays, the adversary's). */
-const MAX_NODES = 7;
+const MAX_NODES = 9;
+
+interface FleetModelOptions {
+  /**
+   * Review 2: the group starts with no member list (a new fleet before its bootstrap, or
+   * one upgraded from before §13.11); `bootstrap` records it. Records are then
+   * registrations: a guess on an account whose record is absent registers it only the
+   * first time (a later registration is the attacker's own password, not the user's).
+   */
+  readonly lateBootstrap?: boolean;
+  /** Review 2: the behaviour before the fix: accounts are written (and answered) before the group recorded its list. */
+  readonly accountsBeforeList?: boolean;
+}
 
 /**
  * `membership`: the member list counts (spec §13.11); false: any N identities holding the
  * log key count, as before members were bound (the model then shows the attack).
  */
-async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, membership = true): Promise<Map<string, number>> {
+async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, membership = true, opts: FleetModelOptions = {}): Promise<Map<string, number>> {
   type Log = Map<number, Uint8Array>;
   type State = { records: Map<string, Uint8Array>; log: Log; head: number };
   const platforms = Array.from({ length: N }, (_, i) => fakePlatform(LOG_KEY, new Uint8Array(65).fill(10 + i)));
@@ -630,16 +658,24 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
   /** The leader's knowledge (reset when another is elected): a joint record it saw committed; an entry of its term committed. */
   let jointCommitted: string | null = null;
   let termCommitted = false;
-  const e1 = await guards[0]!.append([{ account: MEMBERS_ACCOUNT, value: first }]);
-  await guards[0]!.capture(e1);
-  const v1 = encodeLogValue(e1, await digestChanges([{ account: MEMBERS_ACCOUNT, value: first }]));
-  for (const g of guards.slice(1)) await g!.witnessAll([{ entry: e1, changes: decodeLogValue(v1).changes! }]);
-  const history: State[] = [{ records: new Map([[MEMBERS_ACCOUNT, first]]), log: new Map([[1, v1]]), head: 1 }];
+  /** The leader's captured index when it took over (bootstrap counts acks of later entries only). */
+  let termStart = 0;
+  /** Accounts ever registered (lateBootstrap): a record absent later is not registered again with the user's password. */
+  const registered = new Set<string>();
+  const history: State[] = [];
+  if (opts.lateBootstrap) history.push({ records: new Map(), log: new Map(), head: 0 });
+  else {
+    const e1 = await guards[0]!.append([{ account: MEMBERS_ACCOUNT, value: first }]);
+    await guards[0]!.capture(e1);
+    const v1 = encodeLogValue(e1, await digestChanges([{ account: MEMBERS_ACCOUNT, value: first }]));
+    for (const g of guards.slice(1)) await g!.witnessAll([{ entry: e1, changes: decodeLogValue(v1).changes! }]);
+    history.push({ records: new Map([[MEMBERS_ACCOUNT, first]]), log: new Map([[1, v1]]), head: 1 });
+  }
   let current = 0;
   const board = new Map<string, Uint8Array[]>(); // node → [index, mac, ack] as published, newest last
   const published = new Map<string, Array<{ index: number; mac: Uint8Array; ack: Uint8Array }>>();
   let leader: number | null = null;
-  let pending: Array<{ index: number; account: string | null; members: MemberRecord | null; joint?: string }> = [];
+  let pending: Array<{ index: number; account: string | null; members: MemberRecord | null; membersHex?: string | null; joint?: string }> = [];
   const answered = new Map<string, number>();
   let nonce = 0;
   const store = () => history[current]!;
@@ -712,9 +748,10 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
     }
   };
   /** The leader appends `changes` over the current store; false when the store's head moved (it steps down). */
-  const append = async (g: RollbackGuard, changes: Array<{ account: string; value: Uint8Array }>) => {
+  const append = async (g: RollbackGuard, changes: Array<{ account: string; value: Uint8Array }>): Promise<{ index: number; members: MemberRecord | null; membersHex: string | null } | null> => {
     const base = store();
     const members = listOf(g.membersDigest);
+    const membersHex = g.membersDigest === null ? null : toHex(g.membersDigest);
     const e = await g.append(changes);
     if (base.head !== e.index - 1 || (e.index > 1 && !base.log.has(e.index - 1))) {
       guards[leader!] = null; // LogConflictError: steps down
@@ -727,11 +764,18 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
     history.push(next);
     current = history.length - 1;
     await g.capture(e);
-    return { index: e.index, members };
+    return { index: e.index, members, membersHex };
   };
 
   const marks = new Map<number, number>();
-  for (const c of cmds) {
+  const expanded = cmds.flatMap((c): FleetCmd[] => {
+    if (c.kind !== 'round') return [c];
+    const first: FleetCmd = c.what === 'guess' ? { kind: 'guess', account: c.account, readFrom: -1 } : c.what === 'replace' ? { kind: 'replace', node: c.node } : { kind: 'bootstrap' };
+    const follows: FleetCmd[] = [];
+    for (let n = 0; n < MAX_NODES; n++) if (c.followers & (1 << n)) follows.push({ kind: 'follow', node: n });
+    return [first, ...follows, { kind: 'release' }];
+  });
+  for (const c of expanded) {
     const K = platforms.length;
     switch (c.kind) {
       case 'mark':
@@ -802,6 +846,7 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
         leader = n;
         jointCommitted = null;
         termCommitted = false;
+        termStart = g.captured.index;
         break;
       }
       case 'replace': {
@@ -831,7 +876,50 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
         const digest = toHex(await sha256(bytes));
         lists.set(digest, next);
         const r = await append(g, [{ account: MEMBERS_ACCOUNT, value: bytes }]);
-        if (r) pending.push({ index: r.index, account: null, members: r.members, ...(next.previous.length > 0 ? { joint: digest } : {}) });
+        if (r) pending.push({ index: r.index, account: null, members: r.members, membersHex: r.membersHex, ...(next.previous.length > 0 ? { joint: digest } : {}) });
+        break;
+      }
+      case 'ceremony': {
+        if (platforms.length >= MAX_NODES) break;
+        const fresh = fakePlatform(LOG_KEY, new Uint8Array(65).fill(10 + platforms.length));
+        platforms.push(fresh);
+        ids.push(await nodeIdOf(fresh));
+        // Shown an empty etcd: no anchor, no log, no records: the genesis, without evidence.
+        guards.push((await RollbackGuard.resume(fresh, GROUP, [], [])).guard);
+        await follow(platforms.length - 1);
+        break;
+      }
+      case 'prune': {
+        const s = store();
+        const keepFrom = s.head - (c.keep % 4);
+        if (keepFrom <= 1) break;
+        history.push({ records: s.records, log: new Map([...s.log].filter(([i]) => i >= keepFrom)), head: s.head });
+        current = history.length - 1;
+        break;
+      }
+      case 'bootstrap': {
+        // fleet-group.ts #manageMembers with no record: the leader and the identities whose
+        // verified acks name an entry of its term; exactly N of them: recorded. With the
+        // review 2 fix, a leader with no entry of its term appends an empty one first.
+        if (leader === null || !guards[leader] || !membership) break;
+        const g = guards[leader]!;
+        if (g.membersDigest !== null || pending.some((p) => p.account === null)) break;
+        const following = new Set([ids[leader]!]);
+        for (let n = 0; n < K; n++) {
+          const a = n === leader ? null : boardAck(ids[n]!);
+          if (!a || a.index <= termStart) continue;
+          const chain = g.macAt(a.index);
+          if (chain && equalBytesT(chain, a.mac) && (await verifyAck(platforms[leader]!, GROUP, ids[n]!, a.index, a.mac, a.ack))) following.add(ids[n]!);
+        }
+        let changes: Array<{ account: string; value: Uint8Array }>;
+        if (following.size === N) {
+          const bytes = encodeMembers([...following]);
+          lists.set(toHex(await sha256(bytes)), decodeMembers(bytes));
+          changes = [{ account: MEMBERS_ACCOUNT, value: bytes }];
+        } else if (following.size < N && !opts.accountsBeforeList && g.captured.index === termStart) changes = [];
+        else break;
+        const r = await append(g, changes);
+        if (r) pending.push({ index: r.index, account: null, members: r.members, membersHex: r.membersHex });
         break;
       }
       case 'guess': {
@@ -846,12 +934,18 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
           assert.ok(err instanceof StoreRolledBackError);
           break;
         }
+        // Review 2 fix (fleet-group.ts commit): no account is written before the group recorded its list.
+        if (membership && !opts.accountsBeforeList && g.membersDigest === null) break;
+        if (opts.lateBootstrap && read === null) {
+          if (registered.has(account)) break; // not-registered: a new registration would be the attacker's own password
+          registered.add(account);
+        }
         const used = read ? read[0]! : 0;
         if (used >= LIMIT) break;
         const value = new Uint8Array([used + 1, nonce & 0xff, (nonce++ >> 8) & 0xff]);
         const r = await append(g, [{ account, value }]);
         if (!r) break;
-        if (commitRule) pending.push({ index: r.index, account, members: r.members });
+        if (commitRule) pending.push({ index: r.index, account, members: r.members, membersHex: r.membersHex });
         else answered.set(account, (answered.get(account) ?? 0) + 1);
         break;
       }
@@ -873,6 +967,8 @@ async function runFleetModel(cmds: readonly FleetCmd[], commitRule: boolean, mem
           const p = pending.shift()!;
           termCommitted = true;
           if (p.joint) jointCommitted = p.joint;
+          // fleet-group.ts #release: any entry committed under a joint record lets the change finish.
+          if (p.members && p.members.previous.length > 0 && p.membersHex) jointCommitted = p.membersHex;
           if (p.account !== null) answered.set(p.account, (answered.get(p.account) ?? 0) + 1);
         }
         break;
@@ -888,20 +984,59 @@ function equalBytesT(a: Uint8Array, b: Uint8Array): boolean {
 
 const fleetCmdArb: fc.Arbitrary<FleetCmd> = fc.oneof(
   { weight: 8, arbitrary: fc.record({ kind: fc.constant('guess' as const), account: fc.nat(1), readFrom: fc.oneof(fc.constant(-1), fc.nat()) }) },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('follow' as const), node: fc.nat(6) }) },
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant('follow' as const), node: fc.nat(8) }) },
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('release' as const) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('crash' as const) }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('elect' as const), node: fc.nat(6), answering: fc.nat(127) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('restart' as const), node: fc.nat(6), answering: fc.nat(127) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('lose-anchor' as const), node: fc.nat(6) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('elect' as const), node: fc.nat(8), answering: fc.nat(511) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('restart' as const), node: fc.nat(8), answering: fc.nat(511) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('lose-anchor' as const), node: fc.nat(8) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('rollback' as const), to: fc.nat() }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('replay-ack' as const), node: fc.nat(6), which: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('replace' as const), node: fc.nat(6) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('replay-ack' as const), node: fc.nat(8), which: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('replace' as const), node: fc.nat(8) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('mark' as const), slot: fc.nat(3) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('restore' as const), slot: fc.nat(3) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('ceremony' as const) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('prune' as const), keep: fc.nat(3) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('bootstrap' as const) }) },
+  { weight: 6, arbitrary: fc.record({ kind: fc.constant('round' as const), what: fc.constantFrom('guess' as const, 'guess' as const, 'replace' as const, 'bootstrap' as const), account: fc.nat(1), node: fc.nat(8), followers: fc.nat(511) }) },
 );
 
+/**
+ * Review 2: phases — (a copy restored, nodes restarted,) a leader elected, a few rounds
+ * (each a guess, a member change step or a bootstrap step, followed by some nodes and
+ * counted), a copy noted, a few commands of any kind. Flat random commands seldom reach
+ * a change under way across a leader change on two copies; phases do.
+ */
+const phaseArb: fc.Arbitrary<FleetCmd[]> = fc
+  .record({
+    restore: fc.option(fc.nat(3), { freq: 1 }),
+    restarts: fc.array(fc.record({ node: fc.nat(8), answering: fc.nat(511) }), { maxLength: 2 }),
+    elect: fc.record({ node: fc.nat(8), answering: fc.nat(511) }),
+    rounds: fc.array(fc.record({ what: fc.constantFrom('guess' as const, 'guess' as const, 'replace' as const, 'bootstrap' as const), account: fc.nat(1), node: fc.nat(8), followers: fc.nat(511), mark: fc.option(fc.nat(3), { freq: 2 }) }), { minLength: 1, maxLength: 4 }),
+    mark: fc.option(fc.nat(3)),
+    extra: fc.array(fleetCmdArb, { maxLength: 3 }),
+  })
+  .map((ph): FleetCmd[] => [
+    ...(ph.restore === null ? [] : [{ kind: 'restore' as const, slot: ph.restore }]),
+    ...ph.restarts.map((r) => ({ kind: 'restart' as const, ...r })),
+    { kind: 'elect', ...ph.elect },
+    ...ph.rounds.flatMap(({ mark, ...r }): FleetCmd[] => [{ kind: 'round', ...r }, ...(mark === null ? [] : [{ kind: 'mark' as const, slot: mark }])]),
+    ...(ph.mark === null ? [] : [{ kind: 'mark' as const, slot: ph.mark }]),
+    ...ph.extra,
+  ]);
+const phasesArb = fc.array(phaseArb, { minLength: 1, maxLength: 10 }).map((p) => p.flat());
+
 describe('fleet model: three members, leader changes, rollbacks, replayed acks (spec §13.6–§13.9)', () => {
+  it('never answers more than the limit of guesses for any account (phases: leader changes between the steps of a member change, copies of each step)', async () => {
+    await fc.assert(
+      fc.asyncProperty(phasesArb, async (cmds) => {
+        const answered = await runFleetModel(cmds, true);
+        for (const [account, n] of answered) assert.ok(n <= LIMIT, `${account}: ${n} guesses answered`);
+      }),
+      { numRuns: Number(process.env.COFFER_FUZZ_RUNS ?? 200) },
+    );
+  });
+
   it('never answers more than the limit of guesses for any account', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(fleetCmdArb, { maxLength: 80 }), async (cmds) => {
@@ -1011,6 +1146,45 @@ describe('review: forks and member changes (spec §13.8, §13.9, §13.11)', () =
     ];
     const answered = (await runFleetModel(attack, true)).get('a') ?? 0;
     assert.ok(answered <= LIMIT, `${answered} guesses answered for one account (limit ${LIMIT})`);
+  });
+});
+
+describe('review 2: the member list before and after it is recorded, pruned anchors, fresh identities (spec §13.9, §13.11)', () => {
+  const guessed = (account: number, followers: number[]): FleetCmd[] => [{ kind: 'guess', account, readFrom: -1 }, ...followers.map((node) => ({ kind: 'follow' as const, node })), { kind: 'release' }];
+  const bootstrapped = (followers: number[]): FleetCmd[] => [{ kind: 'bootstrap' }, ...followers.map((node) => ({ kind: 'follow' as const, node })), { kind: 'release' }];
+
+  it('fleet model, a group that records its list late (bootstrap), with fresh identities and pruning: never more than the limit per registration', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(fc.array(fleetCmdArb, { maxLength: 80 }), phasesArb), async (cmds) => {
+        const answered = await runFleetModel(cmds, true, true, { lateBootstrap: true });
+        for (const [account, n] of answered) assert.ok(n <= LIMIT, `${account}: ${n} guesses answered`);
+      }),
+      { numRuns: Number(process.env.COFFER_FUZZ_RUNS ?? 200) },
+    );
+  });
+
+  it('an etcd copy from before the list was recorded, and identities from new key ceremonies walked onto it from an empty etcd: the pre-list rule (any two identities) comes back for every account written before the list', async () => {
+    const attack: FleetCmd[] = [
+      { kind: 'elect', node: 0, answering: 0b110 }, // no list yet: any two identities
+      ...bootstrapped([1, 2]), // fixed: an empty entry of this term first (before: nothing, 1 identity follows)
+      ...guessed(0, [1, 2]), // before: `a` written (and one guess answered) with no list; fixed: refused
+      { kind: 'mark', slot: 0 }, // the adversary's copy of etcd, before the list
+      ...bootstrapped([1, 2]), // the list {0, 1, 2}
+      ...bootstrapped([1, 2]),
+      ...Array.from({ length: LIMIT }, () => guessed(0, [1, 2])).flat(), // `a` registered (fixed) and its guesses spent
+      { kind: 'restore', slot: 0 }, // etcd put back to the copy
+      { kind: 'ceremony' }, // node 3, 4, 5: new identities with the log key, started on an empty etcd, then shown the copy
+      { kind: 'ceremony' },
+      { kind: 'ceremony' },
+      { kind: 'elect', node: 3, answering: 0b110000 },
+      ...bootstrapped([4, 5]),
+      ...bootstrapped([4, 5]),
+      ...Array.from({ length: LIMIT }, () => guessed(0, [4, 5])).flat(),
+    ];
+    const before = (await runFleetModel(attack, true, true, { lateBootstrap: true, accountsBeforeList: true })).get('a') ?? 0;
+    assert.ok(before > LIMIT, `before the fix: ${before} answered (the model has teeth)`);
+    const after = (await runFleetModel(attack, true, true, { lateBootstrap: true })).get('a') ?? 0;
+    assert.ok(after <= LIMIT, `${after} guesses answered for one registration (limit ${LIMIT})`);
   });
 });
 

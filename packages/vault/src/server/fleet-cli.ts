@@ -102,7 +102,11 @@ export async function fleetCommand(config: VaultConfig, args: readonly string[],
         const now = await readMembers(store);
         if (now.members === null) throw new CeremonyError('the group has not recorded its members yet (its leader does once every member follows the log): nothing to replace');
         if (now.previous.length > 0 && !(now.members.includes(extra) && now.previous.includes(arg))) throw new CeremonyError(`another member change is under way (from ${now.previous.join(', ')} to ${now.members.join(', ')}): wait until it is finished (fleet members shows "previous": [])`);
-        if (now.previous.length === 0) {
+        // Review 2: run again after the change finished (the first run timed out, or the
+        // leader finished it meanwhile): report it, as the documented retry expects.
+        const finished = now.previous.length === 0 && now.members.includes(extra) && !now.members.includes(arg);
+        if (finished) note(`the change from ${arg} to ${extra} is finished already`);
+        else if (now.previous.length === 0) {
           if (!now.members.includes(arg)) throw new CeremonyError(`${arg} is not a member (members: ${now.members.join(', ')})`);
           if (now.members.includes(extra)) throw new CeremonyError(`${extra} is a member already`);
           await store.groupPut('proposal', new TextEncoder().encode(`replace ${arg} ${extra}`));

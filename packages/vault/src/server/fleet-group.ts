@@ -496,7 +496,24 @@ export class FleetCommitter implements Committer {
       // Identities that acked an entry of this term: alive and following now (an ack key a
       // dead identity left in etcd names an older entry).
       const following = new Set([this.#me, ...[...this.#acked].filter(([, i]) => i > this.#termStart).map(([id]) => id)]);
-      if (following.size < this.o.groupSize) return;
+      if (following.size < this.o.groupSize) {
+        // Review 2: no account is written before the list (#appendLoop), so no request brings
+        // the entry of this term the members' acks must name: an empty one (as Raft's leaders
+        // append a no-op), once per term.
+        if (guard.captured.index !== this.#termStart || this.#pending.length > 0 || this.#appending) return;
+        this.#memberChange = true;
+        this.commit([]).then(
+          () => {
+            this.#memberChange = false;
+            this.#wake();
+          },
+          (err: Error) => {
+            this.#memberChange = false;
+            this.o.log?.warn({ err: err.message }, 'fleet group: the empty entry before recording the members did not commit; it is tried again');
+          },
+        );
+        return;
+      }
       if (following.size > this.o.groupSize) {
         this.#sayOnce(`bootstrap:${[...following].sort().join(',')}`, () => this.o.log?.error({ identities: [...following].sort(), size: this.o.groupSize }, `ALARM: fleet group: more identities than the group's ${this.o.groupSize} members follow its log; the member list is not recorded until the extra ones leave (coffer-vault fleet leave on them; spec §13.11)`));
         return;
@@ -1034,8 +1051,16 @@ export class FleetCommitter implements Committer {
         // may lead again on a guard that holds it. Appending the old decision would overwrite
         // that count. Refused (503, nothing answered or written): the client asks again.
         const batch: Waiting[] = [];
+        // Review 2 (spec §13.11, "Bootstrap"): before the group recorded its list, any
+        // floor(N/2)+1 identities holding the log key commit, and every key ceremony makes
+        // one. An etcd copy from that time stays usable for good (new identities started on
+        // an empty etcd reach it from the genesis, without evidence): so no account is
+        // written before the list, and such a copy holds none.
+        const unlisted = this.o.groupSize > 1 && guard.membersDigest === null;
         for (const w of taken) {
-          if (w.prior !== undefined && !(await Promise.all(w.changes.map((c) => recordMatches(guard, c.account, w.prior!)))).every(Boolean)) {
+          if (unlisted && w.changes.some((c) => c.account !== MEMBERS_ACCOUNT)) {
+            w.reject(new StoreError('the group has not recorded its members yet (spec §13.11, "Bootstrap"): no account is written before; it is recorded once all members follow'));
+          } else if (w.prior !== undefined && !(await Promise.all(w.changes.map((c) => recordMatches(guard, c.account, w.prior!)))).every(Boolean)) {
             w.reject(new StoreError('the record changed since this request was decided (a leader change in between); nothing was written'));
           } else batch.push(w);
         }

@@ -1,0 +1,211 @@
+/**
+ * Review 2 (spec §13.11, docs/operations.md §7 "Replace a node's machine or token") on a
+ * real 3-node fleet: member changes across a leader kill, and of the node that leads.
+ *
+ * 1. The leader is replaced (`fleet replace LEADER NEW`, NEW a new machine started and
+ *    caught up first, as documented) and killed with kill -9 right after it appended the
+ *    joint record (both lists), before finishing. To stop it exactly there the other two
+ *    members' vault processes are paused (SIGSTOP) while it appends: the joint record
+ *    cannot commit (the old list has no majority without them), the leader logs the
+ *    change and is killed, then the two are resumed. The fleet must finish the change by
+ *    itself (a new leader commits the joint record again, then the new list), the
+ *    `fleet replace` still waiting must print the new list, running it again with the same
+ *    IDs must report the change, not fail, and the account never gets more wrong-password
+ *    answers than the limit, each one from the count before it.
+ * 2. The node that leads then is replaced while it runs: it finishes its own replacement,
+ *    steps down, and a member of the new list serves.
+ *
+ * Fail-before: without the fix to `fleet replace` (a change that finished while the
+ * operator waited is reported, fleet-cli.ts), step 1's second run fails with "… is not a
+ * member"; without a new leader committing a joint record it finds (fleet-group.ts
+ * #manageMembers, the `joint` branch) the change never finishes (the waiting command
+ * times out): both were run disabled (see the review report).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
+import { etcdSkip, describeIf } from './helpers/requirements.js';
+import { startCluster, until, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
+import { loadConfig } from '../src/server/config.js';
+import { exportFor, join as joinFleet, nodeKey } from '../src/server/fleet-ceremony.js';
+
+const LIMIT = 10;
+const K = new Uint8Array(32).fill(7);
+const PREFIX = 'coffer/vault/';
+const BASE = 26100;
+const MAIN = fileURLToPath(new URL('../src/server/main.js', import.meta.url));
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+/** A vault node on a new machine (here: a new directory and port on a DC's host). */
+interface Machine {
+  readonly id: string;
+  readonly url: string;
+  readonly log: string;
+  readonly child: ChildProcess;
+}
+
+describeIf('fleet: member changes across a leader kill, and of the leader (spec §13.11, review 2)', etcdSkip(), () => {
+  let cluster: Cluster;
+  let dir: string;
+  const machines: Machine[] = [];
+  const idOf = new Map<string, DataCentre>();
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'coffer-fleet-member-change-'));
+    cluster = await startCluster({ dir, insecureFastKsf: true, etcdTimeoutMs: 1000, ports: { etcdClient: BASE, etcdPeer: BASE + 1, vault: BASE + 2 }, vaultEnv: { COFFER_VAULT_GUESS_LIMIT: String(LIMIT), COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
+    for (const dc of cluster.dcs) idOf.set(await nodeIdOfDir(join(dc.dir, 'vault')), dc);
+  });
+  after(async () => {
+    for (const dc of cluster?.dcs ?? []) {
+      const pid = dc.vaultPid();
+      if (pid) process.kill(pid, 'SIGCONT');
+    }
+    for (const m of machines) {
+      if (m.child.exitCode === null && m.child.signalCode === null) {
+        const exited = new Promise((r) => m.child.once('exit', r));
+        m.child.kill('SIGKILL');
+        await exited;
+      }
+    }
+    await cluster?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const etcd = (path: string, body: unknown): Promise<unknown> => cluster.etcd(cluster.dcs[0]!.etcdUrl, path, body, 5000);
+  const leaderId = async (): Promise<string | null> => {
+    const kv = ((await etcd('/v3/kv/range', { key: b64(`${PREFIX}group/leader`) })) as { kvs?: Array<{ value?: string }> }).kvs?.[0];
+    return kv?.value ? Buffer.from(kv.value, 'base64').toString() : null;
+  };
+  async function nodeIdOfDir(vaultDir: string): Promise<string> {
+    return (await nodeKey(loadConfig({ env: { COFFER_VAULT_DATA_DIR: vaultDir } }))).nodeId;
+  }
+  const members = async (dc: DataCentre): Promise<{ members: string[] | null; previous: string[]; proposal: string | null }> => JSON.parse((await vaultCommand(dc, ['fleet', 'members'])).stdout);
+  const urls = (): string[] => [...cluster.dcs.map((d) => d.vaultUrl), ...machines.map((m) => m.url)];
+
+  /** A front end that knows every node, the new machines too: tries the next one on a 503 or a network error. */
+  function client(account: string, deadlineMs = 30_000): VaultClient {
+    return new VaultClient({
+      fleetKey: cluster.fleetKey,
+      account,
+      ksf: INSECURE_FAST_KSF_FOR_TESTING,
+      transport: async (bytes) => {
+        const end = Date.now() + deadlineMs;
+        let last = '';
+        for (let i = 0; ; i++) {
+          const all = urls();
+          try {
+            const res = await fetch(`${all[i % all.length]}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, body: bytes, signal: AbortSignal.timeout(10_000) });
+            if (res.status === 200) return new Uint8Array(await res.arrayBuffer());
+            last = `HTTP ${res.status}: ${await res.text()}`;
+            if (res.status !== 503) throw new Error(`vault answered ${last}`);
+          } catch (err) {
+            if ((err as Error).message.startsWith('vault answered')) throw err;
+            last = (err as Error).message;
+          }
+          if (Date.now() > end) throw new Error(`fleet unavailable: ${last}`);
+          if (i % all.length === all.length - 1) await new Promise((r) => setTimeout(r, 100));
+        }
+      },
+    });
+  }
+
+  /** Every wrong-password answer the fleet gave for the account, in order (what an attacker learns). */
+  const remaining: number[] = [];
+  async function wrongGuess(account: string): Promise<string> {
+    const r = await client(account).recover('not the password');
+    if (r.outcome === 'wrong-password') remaining.push(r.guessesRemaining);
+    return r.outcome;
+  }
+
+  /** The documented procedure's first half: a new machine for `dc`'s slot, keys from `source`, started, caught up. */
+  async function newMachine(dc: DataCentre, source: DataCentre, port: number): Promise<Machine> {
+    const vaultDir = join(dc.dir, `vault-new-${port}`);
+    mkdirSync(vaultDir, { recursive: true });
+    const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: vaultDir } });
+    const node = await nodeKey(config);
+    const pkg = await exportFor(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(source.dir, 'vault') } }), Buffer.from(node.publicKey, 'hex'));
+    await joinFleet(config, JSON.stringify(pkg), Buffer.from(cluster.fleetKey.keyId).toString('hex'));
+    const url = `http://${dc.host}:${port}`;
+    const log = join(dc.dir, `vault-new-${port}.log`);
+    const fd = openSync(log, 'a');
+    const child = spawn(process.execPath, [MAIN, 'serve'], { env: { ...process.env, ...dc.vaultEnv({ COFFER_VAULT_DATA_DIR: vaultDir, COFFER_VAULT_PORT: String(port), COFFER_VAULT_ADMIN_PORT: String(port + 1), COFFER_VAULT_GROUP_PEER_URL: url }) }, stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    const m = { id: node.nodeId, url, log, child };
+    machines.push(m);
+    await until(`the new machine ${node.nodeId} caught up`, 30_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(log, 'utf8')));
+    return m;
+  }
+  const logOf = (id: string): string => {
+    const dc = idOf.get(id);
+    if (dc) return readFileSync(join(dc.dir, 'vault.log'), 'utf8');
+    const m = machines.find((x) => x.id === id);
+    return m ? readFileSync(m.log, 'utf8') : '';
+  };
+  const warnings = (): string => [...idOf.keys(), ...machines.map((m) => m.id)].map((id) => `${id}:\n${logOf(id).split('\n').filter((l) => /"level":(40|50)/.test(l)).slice(-6).join('\n')}`).join('\n');
+
+  it('the leader is replaced and killed (kill -9) right after appending the joint record: the fleet finishes the change, and never answers more guesses than the limit', async () => {
+    assert.equal((await client('vic', 40_000).register('pw', K)).outcome, 'ok');
+    assert.equal(await wrongGuess('vic'), 'wrong-password');
+    const dc0 = cluster.dcs[0]!;
+    await until('the member list', 20_000, async () => ((await members(dc0)).members ?? []).length === 3);
+
+    // An entry of the leader's term committed just now (it need not commit another first).
+    assert.equal(await wrongGuess('vic'), 'wrong-password');
+    const old = (await leaderId())!;
+    const dcL = idOf.get(old)!;
+    assert.ok(dcL, `the leader ${old} is one of the three`);
+    const others = cluster.dcs.filter((d) => d !== dcL);
+    const fresh = await newMachine(dcL, others[0]!, BASE + 10);
+
+    // Freeze the two other members: the joint record can be appended, not committed.
+    const before = logOf(old).length;
+    for (const d of others) process.kill(d.vaultPid()!, 'SIGSTOP');
+    const first = vaultCommand(others[0]!, ['fleet', 'replace', old, fresh.id]);
+    await until('the leader appended the joint record', 20_000, async () => /replacing member/.test(logOf(old).slice(before)));
+    const joint = await members(dc0);
+    assert.ok(joint.previous.includes(old) && (joint.members ?? []).includes(fresh.id), `etcd holds the joint record: ${JSON.stringify(joint)}`);
+    await dcL.killVault();
+    for (const d of others) process.kill(d.vaultPid()!, 'SIGCONT');
+
+    const r = await first;
+    assert.equal(r.code, 0, `fleet replace (waiting across the kill): ${r.stderr}\n${warnings()}`);
+    const done = JSON.parse(r.stdout) as { members: string[]; previous: string[] };
+    assert.ok(done.members.includes(fresh.id) && !done.members.includes(old) && done.previous.length === 0, r.stdout);
+    // Run again with the same IDs (the documented retry): it reports the change.
+    const again = await vaultCommand(others[1]!, ['fleet', 'replace', old, fresh.id]);
+    assert.equal(again.code, 0, `fleet replace again: ${again.stderr}`);
+    assert.deepEqual(JSON.parse(again.stdout).members, done.members);
+
+    assert.equal(await wrongGuess('vic'), 'wrong-password');
+    assert.deepEqual(remaining, [LIMIT - 1, LIMIT - 2, LIMIT - 3], 'each answer from the count before it');
+  });
+
+  it('the node that leads is replaced while it runs: it finishes its own replacement, steps down, and the new list serves; the limit holds', async () => {
+    const dc0 = cluster.dcs[0]!;
+    const leader = (await leaderId())!;
+    const now = await members(dc0);
+    assert.ok(now.members!.includes(leader), `the leader ${leader} is a member: ${JSON.stringify(now)}`);
+    const source = cluster.dcs.find((d) => d.vaultPid() !== null)!;
+    const host = idOf.get(leader) ?? source;
+    const fresh = await newMachine(host, source, BASE + 20);
+    const r = await vaultCommand(source, ['fleet', 'replace', leader, fresh.id]);
+    assert.equal(r.code, 0, `fleet replace: ${r.stderr}\n${warnings()}`);
+    const list = JSON.parse(r.stdout).members as string[];
+    assert.ok(list.includes(fresh.id) && !list.includes(leader), r.stdout);
+    await until('the replaced leader stepped down', 20_000, async () => /no longer a member of the group/.test(logOf(leader)));
+    await until('a member leads', 20_000, async () => list.includes((await leaderId()) ?? ''));
+
+    // Spend the rest: LIMIT guesses answered in all (LIMIT - 1 wrong-password answers, each
+    // one lower, and the last one's `locked`: the key erased), then nothing but `locked`.
+    let outcome = 'wrong-password';
+    for (let i = 0; i < LIMIT + 2 && outcome === 'wrong-password'; i++) outcome = await wrongGuess('vic');
+    assert.deepEqual(remaining, Array.from({ length: LIMIT - 1 }, (_, i) => LIMIT - 1 - i), `answers: ${remaining.join(', ')}`);
+    assert.equal(outcome, 'locked');
+    assert.equal(await wrongGuess('vic'), 'locked');
+  });
+});

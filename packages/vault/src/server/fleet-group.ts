@@ -413,6 +413,17 @@ export class FleetCommitter implements Committer {
     this.#etcdLists = new Map([...byKey].filter(([key]) => key.startsWith('members/')).map(([key, kv]) => [key.slice('members/'.length), kv.value]));
     if (this.#role !== 'follower' && (!leaderKv || leaderKv.createRevision !== this.#term)) this.#stepDown('lost the leader key (lease expired or deleted)');
 
+    // Review 2: an open challenge etcd no longer shows (a copy restored, a key deleted) is
+    // asked again under a new nonce: the members answer each nonce once, and the asker
+    // would wait for good (a rejoining node; a new leader holding the leader key).
+    const open = this.#challenge;
+    if (open) {
+      const shown = byKey.get(`challenge/${this.#me}`)?.value;
+      if (!shown || toHex(shown) !== toHex(open.nonce)) {
+        this.#challenge = { ...open, nonce: this.o.platform.randomBytes(32) };
+        await this.o.store.groupPut(`challenge/${this.#me}`, this.#challenge.nonce);
+      }
+    }
     if (!this.#guard) await this.#resume(byKey);
     if (!this.#guard) return;
     if (this.#role !== 'leader') await this.#follow();
@@ -505,6 +516,7 @@ export class FleetCommitter implements Committer {
         this.commit([]).then(
           () => {
             this.#memberChange = false;
+            this.#resync = true; // the list is recorded in a full pass: at once, not at the next due one
             this.#wake();
           },
           (err: Error) => {
@@ -833,7 +845,9 @@ export class FleetCommitter implements Committer {
       // Once per challenge: any answer a majority gives after the nonce was written is
       // fresh enough (the asker takes the highest); a challenge left by a dead asker costs nothing more.
       const tag = toHex(kv.value);
-      if (this.#answered.get(asker) === tag) continue;
+      // Answered already, and etcd still shows the answer (review 2: one lost with a
+      // restored copy is given again).
+      if (this.#answered.get(asker) === tag && group.some((g) => g.key === `answers/${asker}/${this.#me}`)) continue;
       const a = await guard.answerChallenge(kv.value, asker);
       await this.o.store.groupPut(`answers/${asker}/${this.#me}`, encodeAnswer(a.index, a.mac, a.members, a.answer));
       this.#answered.set(asker, tag);
@@ -927,6 +941,16 @@ export class FleetCommitter implements Committer {
       if (!chain || toHex(chain) !== toHex(st.mac)) continue; // not our chain (or too old to tell): not counted
       if (!(await verifyAck(this.o.platform, this.o.group, node, st.index, st.mac, st.proof))) continue;
       this.#acked.set(node, Math.max(st.index, this.#acked.get(node) ?? -1));
+    }
+    // Review 2: no account is served before the list; once all N follow this term, record
+    // it in a full pass at once (not at the next due one: up to a second under load).
+    if (this.#role === 'leader' && this.o.groupSize > 1 && guard.membersDigest === null && !this.#memberChange) {
+      let following = 1;
+      for (const [id, i] of this.#acked) if (id !== this.#me && i > this.#termStart) following++;
+      if (following >= this.o.groupSize) {
+        this.#resync = true;
+        this.#wake();
+      }
     }
     this.#release();
   }

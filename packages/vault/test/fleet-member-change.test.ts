@@ -105,7 +105,7 @@ function suite(part: 'changes' | 'pre-list copy', base: number): void {
       ksf: INSECURE_FAST_KSF_FOR_TESTING,
       transport: async (bytes) => {
         const end = Date.now() + deadlineMs;
-        let last = '';
+        let last: string;
         for (let i = 0; ; i++) {
           const all = urls();
           try {

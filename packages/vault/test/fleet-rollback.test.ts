@@ -222,8 +222,9 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
     assert.ok(existsSync(anchor));
     rmSync(anchor);
     assert.equal(await wrongGuess('kill'), LIMIT - 7, 'served by the other two meanwhile');
+    const logged = readFileSync(join(lost.dir, 'vault.log'), 'utf8').length;
     await lost.startVault();
-    await until('the node rejoined', 20_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(join(lost.dir, 'vault.log'), 'utf8')));
+    await until('the node rejoined', 20_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(join(lost.dir, 'vault.log'), 'utf8').slice(logged)));
     // Now the rejoined node is needed for every commit: the third is down.
     await third.killVault();
     assert.equal(await wrongGuess('kill'), LIMIT - 8);
@@ -253,8 +254,9 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
     await joinFleet(freshConfig, JSON.stringify(pkg), Buffer.from(cluster.fleetKey.keyId).toString('hex'));
     const oldId = [...ids].find(([, dc]) => dc === fresh.index)![0];
     ids.set(node.nodeId, fresh.index);
+    const logged = readFileSync(join(fresh.dir, 'vault.log'), 'utf8').length;
     await fresh.startVault();
-    await until('the new machine caught up', 20_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(join(fresh.dir, 'vault.log'), 'utf8')));
+    await until('the new machine caught up', 20_000, async () => /caught up from a majority's fresh evidence/.test(readFileSync(join(fresh.dir, 'vault.log'), 'utf8').slice(logged)));
     // The new identity becomes a member in place of the old one (spec §13.11).
     const r = await vaultCommand(leader, ['fleet', 'replace', oldId, node.nodeId]);
     assert.equal(r.code, 0, r.stderr);

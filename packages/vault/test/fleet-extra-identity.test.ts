@@ -21,7 +21,7 @@ import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { etcdSkip, describeIf } from './helpers/requirements.js';
-import { fleetClient, startCluster, until, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
+import { etcdAdmin, fleetClient, startCluster, until, wrongGuessOn, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
 import { loadConfig } from '../src/server/config.js';
 import { exportFor, join as joinFleet, nodeKey } from '../src/server/fleet-ceremony.js';
 
@@ -45,21 +45,12 @@ describeIf('fleet: identities beyond N (members replaced through the ceremony, o
         rmSync(dir, { recursive: true, force: true });
       });
 
-      const etcd = (path: string, body: unknown): Promise<unknown> => cluster.etcd(cluster.dcs[0]!.etcdUrl, path, body, 5000);
-      const range = async (key: string, end?: string): Promise<Array<{ key: string; value: string }>> =>
-        ((await etcd('/v3/kv/range', { key: b64(key), ...(end ? { range_end: b64(end) } : {}) })) as { kvs?: Array<{ key: string; value?: string }> }).kvs?.map((k) => ({ key: k.key, value: k.value ?? '' })) ?? [];
+      const { etcd, range } = etcdAdmin(() => cluster);
       /** Everything under the prefix but the lease-bound leader key. */
       const copyEtcd = async () => (await range(PREFIX, `${PREFIX.slice(0, -1)}0`)).filter((kv) => !Buffer.from(kv.key, 'base64').toString().startsWith(`${PREFIX}group/leader`));
       const nodeIdOf = async (dc: DataCentre) => (await nodeKey(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(dc.dir, 'vault') } }))).nodeId;
 
-      async function wrongGuess(account: string, prefer = 0): Promise<number | string> {
-        try {
-          const r = await fleetClient(cluster, account, { prefer, deadlineMs: 8000 }).recover('not the password');
-          return r.outcome === 'wrong-password' ? r.guessesRemaining : r.outcome;
-        } catch (err) {
-          return (err as Error).message;
-        }
-      }
+      const wrongGuess = (account: string, prefer = 0): Promise<number | string> => wrongGuessOn(cluster, account, prefer);
 
       /** The documented replacement of `dc`'s machine (a new one, keys from `source`); its old vault directory is kept at `<dc>/old-hsm`. */
       async function replace(dc: DataCentre, source: DataCentre): Promise<void> {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
 import { etcdSkip, describeIf } from './helpers/requirements.js';
-import { fleetClient, fleetMetric, startCluster, until, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
+import { etcdAdmin, fleetClient, fleetMetric, startCluster, until, wrongGuessOn, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
 import { loadConfig } from '../src/server/config.js';
 import { exportFor, join as joinFleet, nodeKey } from '../src/server/fleet-ceremony.js';
 
@@ -38,9 +38,7 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const etcd = (path: string, body: unknown): Promise<unknown> => cluster.etcd(cluster.dcs[0]!.etcdUrl, path, body, 5000);
-  const range = async (key: string, end?: string): Promise<Array<{ key: string; value: string }>> =>
-    ((await etcd('/v3/kv/range', { key: b64(key), ...(end ? { range_end: b64(end) } : {}) })) as { kvs?: Array<{ key: string; value?: string }> }).kvs?.map((k) => ({ key: k.key, value: k.value ?? '' })) ?? [];
+  const { etcd, range } = etcdAdmin(() => cluster);
 
   /** The DC whose vault node leads the group (from `group/leader` in etcd), once one serves. */
   async function vaultLeader(): Promise<DataCentre> {
@@ -67,14 +65,7 @@ describeIf('fleet rollback protection (3 nodes, real etcd)', etcdSkip(), () => {
     });
   }
 
-  async function wrongGuess(account: string, prefer = 0): Promise<number | string> {
-    try {
-      const r = await fleetClient(cluster, account, { prefer, deadlineMs: 8000 }).recover('not the password');
-      return r.outcome === 'wrong-password' ? r.guessesRemaining : r.outcome;
-    } catch (err) {
-      return (err as Error).message;
-    }
-  }
+  const wrongGuess = (account: string, prefer = 0): Promise<number | string> => wrongGuessOn(cluster, account, prefer);
 
   /** A wrong guess once the fleet serves again (members that refused the store resume when it is put right). */
   async function answeredGuess(account: string): Promise<number> {

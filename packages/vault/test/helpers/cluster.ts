@@ -89,3 +89,28 @@ export async function waitCaughtUp(cluster: Cluster, deadlineMs = 20_000): Promi
     return revs.length > 0 && revs.every((r) => r === revs[0]);
   });
 }
+
+/**
+ * etcd as its administrator sees it, through DC 0's member: `etcd(path, body)` is one JSON
+ * call; `range(key, end?)` the keys (base64, as etcd gives them) and values (base64).
+ */
+export function etcdAdmin(cluster: () => Cluster): { etcd: (path: string, body: unknown) => Promise<unknown>; range: (key: string, end?: string) => Promise<Array<{ key: string; value: string }>> } {
+  const b64 = (s: string): string => Buffer.from(s).toString('base64');
+  const etcd = (path: string, body: unknown): Promise<unknown> => cluster().etcd(cluster().dcs[0]!.etcdUrl, path, body, 5000);
+  const range = async (key: string, end?: string): Promise<Array<{ key: string; value: string }>> =>
+    ((await etcd('/v3/kv/range', { key: b64(key), ...(end ? { range_end: b64(end) } : {}) })) as { kvs?: Array<{ key: string; value?: string }> }).kvs?.map((k) => ({ key: k.key, value: k.value ?? '' })) ?? [];
+  return { etcd, range };
+}
+
+/**
+ * One wrong-password recovery through the fleet (a front end's retries, 8 s): the guesses
+ * left, another outcome, or the failure's message.
+ */
+export async function wrongGuessOn(cluster: Cluster, account: string, prefer = 0): Promise<number | string> {
+  try {
+    const r = await fleetClient(cluster, account, { prefer, deadlineMs: 8000 }).recover('not the password');
+    return r.outcome === 'wrong-password' ? r.guessesRemaining : r.outcome;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}

@@ -133,8 +133,11 @@ export async function accountRoutes(app: FastifyInstance, o: AccountRoutesOption
     try {
       const t2 = await accounts.take('password-failures', id, rules.passwordFailuresByAccount);
       if (t2.wait > 0) {
+        // One bit more per doubling of the debt beyond the limit: the base while at most one
+        // attempt is owed (exactly one — an empty bucket, two attempts in the same
+        // millisecond — is still the base: it was one bit more by chance of the clock).
         const debt = Math.max(0, 1 - t2.tokens);
-        const bits = Math.min(rules.pow.maxBits, rules.pow.baseBits + Math.floor(Math.log2(1 + debt)));
+        const bits = Math.min(rules.pow.maxBits, rules.pow.baseBits + Math.max(0, Math.ceil(Math.log2(1 + debt)) - 1));
         const pow = body.pow as { challenge?: unknown; nonce?: unknown; bits?: unknown } | undefined;
         const ch = pow && typeof pow === 'object' ? decodeB64u(pow.challenge, 32) : null;
         const nonce = pow && typeof pow === 'object' && typeof pow.nonce === 'string' && /^[A-Za-z0-9_-]{1,86}$/.test(pow.nonce) ? Buffer.from(pow.nonce, 'base64url') : null;

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { CofferError, ObjectKind, backup, indexName, restore } from '../src/index.js';
+import { CofferError, ObjectKind, RestoreSelection, backup, indexName, restore } from '../src/index.js';
 import { decodeIndex, encodeIndex } from '../src/repository/index-file.js';
 import { allPaths, damageSmallerOfTwoPacks, dir, file, newRepo, tempDir, writeTree } from './fixtures/trees.js';
 import type { ChunkerParams } from '../src/chunker/fastcdc.js';
@@ -103,4 +103,36 @@ test('a file that cannot be put in place fails the restore naming it, and leaves
   const left = await allPaths(target);
   assert.deepEqual(left.filter((p) => p.includes('.coffer-restore-')), [], 'no temporary files left');
   assert.equal(await fs.readFile(join(target, 'd', 'f150.txt', 'keep'), 'utf8'), 'the user\'s\n', 'what was in the way is untouched');
+});
+
+test('a pack with one damaged segment: restore names only the file whose data is damaged, and the other files in that pack still restore', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'rs-src'), 'd');
+  await writeTree(src, dir({ 'a.bin': file(randomBytes(300_000)), 'b.bin': file(randomBytes(300_000)) }));
+  await backup(tr.repo, { paths: [src] });
+  const packs = await tr.backend.list('data/');
+  assert.equal(packs.length, 1, 'both files in one pack');
+  // The pack's second segment (plaintext 64–128 KiB) lies inside the first file written.
+  const p = join(tr.dir, packs[0]!.name);
+  const bytes = await fs.readFile(p);
+  bytes[40 + (65536 + 16) + 100]! ^= 1;
+  await fs.writeFile(p, bytes);
+  const repo = await tr.reopen();
+  const snap = (await repo.snapshots())[0]!;
+  let damaged = '';
+  await assert.rejects(restore(repo, snap, { target: await tempDir(t, 'rs-dst') }), (e: unknown) => {
+    assert.ok(CofferError.is(e, 'corrupt'), String(e));
+    const m = /damaged data in (\S*([ab])\.bin);/.exec((e as Error).message);
+    assert.ok(m, (e as Error).message);
+    assert.doesNotMatch((e as Error).message, m[2] === 'a' ? /b\.bin/ : /a\.bin/, 'only the damaged file is named');
+    damaged = `${m[2]}.bin`;
+    return true;
+  });
+  const intact = damaged === 'a.bin' ? 'b.bin' : 'a.bin';
+  const target = await tempDir(t, 'rs-dst2');
+  const warnings: string[] = [];
+  await restore(repo, snap, { target, select: new RestoreSelection({ exclude: [{ pattern: damaged }] }), onWarning: (w) => warnings.push(w.message) });
+  assert.ok((await fs.readFile(join(target, 'd', intact))).equals(await fs.readFile(join(src, intact))));
+  assert.deepEqual(await fs.readdir(join(target, 'd')), [intact]);
+  assert.ok(warnings.some((w) => /damaged/.test(w)), 'the damage is reported');
 });

@@ -263,17 +263,10 @@ export class Repository {
     const pack = (await this.index()).packs.get(where.packId.toString('latin1'));
     const sealedLen = pack?.sealedLength ?? (await this.backend.stat(name))?.size;
     if (sealedLen === undefined) throw new CofferError('missing-object', `pack ${name} is missing from the repository at ${this.location}`);
-    const headerBytes = await this.backend.get(name, { offset: 0, length: HEADER_BYTES });
     const label = `${name} (blob ${hex(id).slice(0, 16)})`;
     let stored: Buffer;
     try {
-      const h = decodeHeader(headerBytes);
-      if (h.kind !== ObjectKind.Pack || Buffer.compare(h.id, where.packId) !== 0) {
-        throw new CofferError('corrupt', 'object holds a different object than its name says');
-      }
-      const range = segmentRange(sealedLen, where.offset, where.storedLength);
-      const segs = await this.backend.get(name, { offset: range.sealedOffset, length: range.sealedLength });
-      stored = openRange(this.keys.objectMaster, headerBytes, range, segs, where.storedLength);
+      stored = await this.readStored(where, sealedLen);
     } catch (e) {
       if (e instanceof DecryptionError) throw new CofferError('corrupt', `${label} is corrupt: it failed authentication`);
       if (e instanceof CofferError && e.code !== 'missing-object') throw new CofferError(e.code, `${label}: ${e.message}`);
@@ -284,6 +277,22 @@ export class Repository {
     // wrong bytes, or a damaged blob that still decompresses, is caught here).
     if (!this.keys.chunkId(raw).equals(Buffer.from(id))) throw new CofferError('corrupt', `${label}: the blob does not match its ID`);
     return raw;
+  }
+
+  /**
+   * A blob's stored bytes (as in its pack: compressed, not yet checked against its ID)
+   * by a ranged read of the segments that hold it; a damaged segment is a DecryptionError.
+   */
+  async readStored(where: BlobLocation, sealedLen: number): Promise<Buffer> {
+    const name = packName(where.packId);
+    const headerBytes = await this.backend.get(name, { offset: 0, length: HEADER_BYTES });
+    const h = decodeHeader(headerBytes);
+    if (h.kind !== ObjectKind.Pack || Buffer.compare(h.id, where.packId) !== 0) {
+      throw new CofferError('corrupt', 'object holds a different object than its name says');
+    }
+    const range = segmentRange(sealedLen, where.offset, where.storedLength);
+    const segs = await this.backend.get(name, { offset: range.sealedOffset, length: range.sealedLength });
+    return openRange(this.keys.objectMaster, headerBytes, range, segs, where.storedLength);
   }
 
   /** A blob out of an already opened pack's plaintext. */

@@ -1376,15 +1376,49 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
       } catch (e) {
         void reader?.close();
         await writes.until(-1);
-        if (CofferError.is(e, 'missing-object')) {
+        /** The files that need the given blobs of this pack, three by name. */
+        const filesOf = (bs: readonly number[]): string => {
           const needs: string[] = [];
-          for (const b of group) for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) needs.push(files.path(useFile[u]!));
+          for (const b of bs) for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) needs.push(files.path(useFile[u]!));
           needs.splice(0, needs.length, ...new Set(needs));
           const more = needs.length > 3 ? ` and ${needs.length - 3} more` : '';
-          throw new CofferError('missing-object', `${needs.slice(0, 3).join(', ')}${more}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
+          return `${needs.slice(0, 3).join(', ')}${more}`;
+        };
+        if (CofferError.is(e, 'missing-object')) {
+          throw new CofferError('missing-object', `${filesOf(group)}: data is missing from the repository (${e.message}); \`coffer check\` tells which snapshots are affected`);
         }
-        if (e instanceof DecryptionError) throw new CofferError('corrupt', `${name} is corrupt: it failed authentication`);
-        if (e instanceof CofferError && e.code === 'corrupt') throw new CofferError('corrupt', `${name}: ${e.message}`);
+        if (e instanceof DecryptionError) {
+          // A damaged segment: the blobs not yet delivered are read one by one (as dump
+          // does), so that the files whose data is intact are restored as restic does,
+          // and the restore fails naming only the files whose data is damaged.
+          if (current) checker?.recycle(current);
+          current = undefined;
+          const bad: number[] = [];
+          for (; next < blobs.length; next++) {
+            const bl = blobs[next]!;
+            let stored: Buffer;
+            try {
+              stored = await repo.readStored(bl.loc, sealedLength);
+            } catch (err) {
+              if (!(err instanceof DecryptionError) && !CofferError.is(err, 'corrupt')) {
+                await writes.until(-1);
+                throw err;
+              }
+              bad.push(bl.b);
+              continue;
+            }
+            const buf = bl.loc.rawLength >= RESTORE_CHECK_OFF_THREAD_FROM ? (checker ??= new BlobCheckThread(repo.keys.chunkIdSpec)).buffer(bl.loc.storedLength) : Buffer.allocUnsafe(bl.loc.storedLength);
+            stored.copy(buf);
+            deliver(bl, buf, bl.loc.storedLength + bl.loc.rawLength);
+            if (writes.bytes > RESTORE_IN_FLIGHT_BYTES) await writes.until(RESTORE_IN_FLIGHT_BYTES);
+          }
+          await writes.until(-1);
+          if (bad.length > 0) throw new CofferError('corrupt', `${name} is corrupt: it failed authentication (damaged data in ${filesOf(bad)}; the other files can be restored with --exclude)`);
+          if (writes.failure) throw writes.failure.reason;
+          warn(name, 'failed authentication when read whole, but every piece of it this restore needed read intact on its own (the storage returned wrong bytes once, or the pack is damaged elsewhere): run `coffer check --read-data`');
+          return;
+        }
+        if (e instanceof CofferError && e.code === 'corrupt') throw new CofferError('corrupt', `${name}: ${e.message} (needed by ${filesOf(group)})`);
         throw e;
       }
       // Every write settles before the pack is done, failed or not: none may still be

@@ -459,3 +459,31 @@ test('a disk that fills while repair snapshots writes a file list: a storage err
   const fixed = r.repairs.find((x) => x.id === hex(s2.id));
   assert.ok(fixed && fixed.status === 'rewritten' && fixed.newId, JSON.stringify(r.repairs));
 });
+
+test('a pack with a damaged segment: repair index keeps the blobs of it that still read indexed, so repair snapshots drops only the file whose data is damaged', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'ps-src'), 'd');
+  await writeTree(src, dir({ 'a.bin': file(prng(7, 300_000)), 'b.bin': file(prng(8, 300_000)) }));
+  const s1 = await backup(tr.repo, { paths: [src] });
+  const [pack] = await objects(tr.dir, 'data');
+  // One byte of the pack's second segment (plaintext 64–128 KiB, inside the first file
+  // written): the pack no longer opens whole, so its trailer can't be read.
+  const p = join(tr.dir, pack!);
+  const bytes = await fs.readFile(p);
+  bytes[40 + (65536 + 16) + 100]! ^= 1;
+  await fs.writeFile(p, bytes);
+  // --read-all: the pack's length is right, so only reading it finds the damage.
+  const r = await repairIndex(await tr.reopen(), { readAll: true });
+  assert.equal(r.unreadablePacks.length, 1);
+  assert.ok((r.unreadablePacks[0]!.keptBlobs ?? 0) > 0, 'the blobs that still read stay indexed');
+  const repaired = await repairSnapshots(await tr.reopen(), { forget: true });
+  const rewritten = repaired.repairs.find((x) => x.id === hex(s1.id));
+  assert.ok(rewritten && rewritten.status === 'rewritten', JSON.stringify(repaired.repairs));
+  assert.equal(rewritten.removedFiles.length, 1, `only the damaged file is dropped: ${rewritten.removedFiles.join(', ')}`);
+  const repo = await tr.reopen();
+  const target = await tempDir(t, 'ps-dst');
+  await restore(repo, (await repo.snapshots())[0]!, { target });
+  const kept = await fs.readdir(join(target, 'd'));
+  assert.equal(kept.length, 1);
+  assert.ok((await fs.readFile(join(target, 'd', kept[0]!))).equals(await fs.readFile(join(src, kept[0]!))));
+});

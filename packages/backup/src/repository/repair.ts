@@ -13,7 +13,7 @@
  *   be removed. With `forget`, the originals (and unreadable snapshots) are removed.
  */
 import { ObjectKind, decodeHeader } from '../crypto/sealed-object.js';
-import { CofferError } from '../errors.js';
+import { CofferError, DecryptionError } from '../errors.js';
 import { BlobType, hex, idFromName, idKey, indexName, packName, snapshotName, validObjects } from './blob.js';
 import { BlobWriter } from './blob-writer.js';
 import { TreeWriter } from './backup.js';
@@ -31,8 +31,8 @@ export interface RepairIndexResult {
   blobs: number;
   /** Of those, packs whose trailer was read (the rest came from an intact index). */
   packsRead: number;
-  /** Packs that could not be read: left alone, not indexed. */
-  unreadablePacks: Array<{ name: string; message: string }>;
+  /** Packs that could not be read: left alone, not indexed but for the blobs of an old index's entry that still read (`keptBlobs` of `indexedBlobs`). */
+  unreadablePacks: Array<{ name: string; message: string; keptBlobs?: number; indexedBlobs?: number }>;
   /** Index objects replaced (including unreadable ones). */
   indexesReplaced: number;
   /** Packs old indexes named that are not stored any more. */
@@ -77,7 +77,21 @@ export async function repairIndex(repo: Repository, opts: RepairIndexOptions = {
           packsRead++;
         } catch (e) {
           if (!(e instanceof CofferError)) throw e;
-          unreadable.push({ name: o.name, message: e.message });
+          // A damaged pack (truncated, a bad segment) an old index describes: the blobs
+          // that still read (each authenticates on its own) stay indexed, so that repair
+          // never makes intact data unreachable; the index's length is kept (their segments
+          // are found by it) and check keeps reporting the pack.
+          const kept: IndexedPack['blobs'] = [];
+          for (const b of fromIndex?.blobs ?? []) {
+            try {
+              await repo.readStored({ packId: id, ...b }, fromIndex!.sealedLength);
+              kept.push(b);
+            } catch (err) {
+              if (!(err instanceof CofferError) && !(err instanceof DecryptionError)) throw err;
+            }
+          }
+          if (kept.length > 0) packs.push({ packId: id, sealedLength: fromIndex!.sealedLength, blobs: kept });
+          unreadable.push({ name: o.name, message: e.message, ...(fromIndex ? { keptBlobs: kept.length, indexedBlobs: fromIndex.blobs.length } : {}) });
         }
       }
       opts.onProgress?.(++done, stored.length);

@@ -273,7 +273,10 @@ export async function repairIndexCmd(flags: GlobalFlags & { 'read-all'?: boolean
   bar.done();
   if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
   else {
-    for (const u of r.unreadablePacks) io.stderr.write(`coffer: warning: ${u.name} can't be read and is not indexed: ${u.message}\n`);
+    for (const u of r.unreadablePacks) {
+      if (u.keptBlobs) io.stderr.write(`coffer: warning: ${u.name} can't be read whole (${u.message}); ${u.keptBlobs} of its ${u.indexedBlobs} indexed blob(s) still read and stay indexed\n`);
+      else io.stderr.write(`coffer: warning: ${u.name} can't be read and is not indexed: ${u.message}\n`);
+    }
     if (!flags.quiet) {
       io.stderr.write(`indexed ${r.blobs} blobs in ${r.packs} packs (${r.packsRead} read from their trailers); replaced ${r.indexesReplaced} index object(s)${r.missingPacksDropped > 0 ? `; ${r.missingPacksDropped} pack(s) the old index named are gone` : ''}\n`);
     }

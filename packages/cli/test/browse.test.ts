@@ -172,6 +172,27 @@ test('coffer ls: paths, -l, a directory and its children, --recursive, --json wi
   assert.equal(back.stdout, 'latin-1 name');
 });
 
+test('coffer ls -l / --json and find -l: a hard link names its file by the absolute path, which given back to dump names that file', async (t) => {
+  const base = await tempDir(t, 'browse-hl');
+  const env = { COFFER_REPOSITORY: join(base, 'repo'), COFFER_KEY: BackupKey.generate().toDigits() };
+  assert.equal((await coffer(['init', '-q'], env)).code, 0);
+  const src = join(base, 'home');
+  await fs.mkdir(join(src, 'b'), { recursive: true });
+  await fs.writeFile(join(src, 'a.txt'), 'shared');
+  await fs.link(join(src, 'a.txt'), join(src, 'b', 'same.txt'));
+  assert.equal((await coffer(['backup', '-q', src], env)).code, 0);
+  const long = await coffer(['ls', 'latest', '-l', `${src}/b`], env);
+  assert.match(long.stdout, new RegExp(` ${src}/b/same\\.txt \\(hard link to ${src}/a\\.txt\\)\n$`));
+  const json = await coffer(['ls', 'latest', '--json', `${src}/b`], env);
+  const link = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.type === 'hardlink')!;
+  assert.equal(link.link, `${src}/a.txt`);
+  const found = await coffer(['find', 'same.txt', '-l'], env);
+  assert.ok(found.stdout.includes(`(hard link to ${src}/a.txt)`), found.stdout);
+  const back = await coffer(['dump', 'latest', link.link as string], env);
+  assert.equal(back.code, 0, back.stderr);
+  assert.equal(back.stdout, 'shared');
+});
+
 test('coffer ls errors: no snapshot argument, unknown ID, ambiguous prefix, a path not in the snapshot, an unknown host', async (t) => {
   const s = await setup(t);
   const prefix = Buffer.from('abcd00' + '00'.repeat(29), 'hex');

@@ -304,6 +304,7 @@ export function splitSnapshotRef(arg: string): { ref: string; path?: string } {
 export interface ListedEntry {
   /** The absolute path's bytes. */
   path: Buffer;
+  /** The entry (a hard link's `link`: its file's absolute path). */
   entry: TreeEntry;
 }
 
@@ -325,7 +326,9 @@ export async function* listSnapshot(repo: Repository, rec: SnapshotRecord, path:
       if (!sel.roots.some((r) => r.equals(root))) continue;
       if (!opts.recursive && root.length !== e.rawPath.length) continue;
     }
-    yield { path: map.absolute(e.rawPath), entry: e };
+    // A hard link names its file by its absolute path too, as every path shown is (the
+    // tree's path would name nothing when given back to ls, dump or restore).
+    yield { path: map.absolute(e.rawPath), entry: e.type === 'hardlink' ? { ...e, link: map.absolute(e.link) } : e };
   }
   if (!found && sel) throw new CofferError('not-found', `${escapePath(sel.shown)} is not in snapshot ${hex(rec.id).slice(0, 8)}`);
 }

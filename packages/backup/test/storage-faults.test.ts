@@ -419,3 +419,12 @@ test('no repository: not-a-repository, and a config that is not ours likewise', 
   await assert.rejects(Repository.open(new LocalBackend(empty), BackupKey.generate()), (e: unknown) => CofferError.is(e, 'not-a-repository'));
   await assert.rejects(Repository.init(new LocalBackend(empty), BackupKey.generate()), (e: unknown) => CofferError.is(e, 'repository-exists'));
 });
+
+test('a repository whose config was lost: open says so (not "no repository, create one"), and init refuses to key a new repository over its snapshots and indexes', async (t) => {
+  const f = await twoSnapshots(t);
+  await fs.rm(path(f.dir, 'config'));
+  await assert.rejects(Repository.open(new LocalBackend(f.dir), f.key), (e: unknown) => CofferError.is(e, 'not-a-repository') && /2 snapshots and \d+ index(es)? but its config is missing/.test(e.message));
+  const before = await allPaths(f.dir);
+  await assert.rejects(Repository.init(new LocalBackend(f.dir), f.key), (e: unknown) => CofferError.is(e, 'repository-exists') && /config is missing/.test(e.message));
+  assert.deepEqual(await allPaths(f.dir), before, 'no new config written');
+});

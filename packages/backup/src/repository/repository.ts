@@ -65,6 +65,12 @@ export class Repository {
     if (await backend.stat(CONFIG_NAME)) {
       throw new CofferError('repository-exists', `there is already a repository at ${backend.location}`);
     }
+    // A repository whose config was lost: a new config would key everything afresh, and
+    // the snapshots and indexes there (sealed under the lost one) could never be read.
+    const orphans = await objectsWithoutConfig(backend);
+    if (orphans) {
+      throw new CofferError('repository-exists', `${backend.location} holds a repository's ${orphans} but no config: its config is missing (put it back from a copy); not making a new repository over them`);
+    }
     const config = newConfig(key, opts.chunker ?? DEFAULT_CHUNKER, opts.compression ?? Compression.Zstd, undefined, opts.padding ?? PadMode.Auto);
     await backend.put(CONFIG_NAME, [encodeConfig(key, config)]);
     await backend.sync();
@@ -77,6 +83,8 @@ export class Repository {
       bytes = await backend.get(CONFIG_NAME);
     } catch (e) {
       if (CofferError.is(e, 'missing-object')) {
+        const orphans = await objectsWithoutConfig(backend);
+        if (orphans) throw new CofferError('not-a-repository', `${backend.location} holds a repository's ${orphans} but its config is missing (put it back from a copy; \`coffer init\` would not make a new repository over them)`);
         throw new CofferError('not-a-repository', `there is no Coffer repository at ${backend.location} (create one with \`coffer init\`)`);
       }
       throw e;
@@ -443,4 +451,17 @@ function frozenRecord(id: Buffer, snapshot: Snapshot): SnapshotRecord {
   Object.freeze(snapshot.tree);
   Object.freeze(snapshot.stats);
   return Object.freeze({ id, snapshot: Object.freeze(snapshot) });
+}
+
+/** What a location without a config holds of a repository (snapshots, indexes), or undefined when it holds neither. */
+async function objectsWithoutConfig(backend: StorageBackend): Promise<string | undefined> {
+  const found: string[] = [];
+  for (const [prefix, one, many] of [
+    ['snapshots/', 'snapshot', 'snapshots'],
+    ['index/', 'index', 'indexes'],
+  ] as const) {
+    const n = validObjects(await backend.list(prefix)).length;
+    if (n > 0) found.push(`${n} ${n === 1 ? one : many}`);
+  }
+  return found.length > 0 ? found.join(' and ') : undefined;
 }

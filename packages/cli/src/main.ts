@@ -356,7 +356,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
     }
     if (flags.help && command !== undefined && command !== 'help') {
       const acceptedHere = allowed[command];
-      if (!acceptedHere) throw new UsageError(`unknown command '${command}' (see coffer --help)`);
+      if (!acceptedHere) throw new UsageError(`unknown command '${command}'`);
       io.stdout.write(commandHelp(command, acceptedHere));
       return ExitCode.Ok;
     }
@@ -369,7 +369,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       return command === undefined && !flags.help ? ExitCode.Usage : ExitCode.Ok;
     }
     const accepted = allowed[command];
-    if (!accepted) throw new UsageError(`unknown command '${command}' (see coffer --help)`);
+    if (!accepted) throw new UsageError(`unknown command '${command}'`);
     for (const k of Object.keys(flags)) {
       if (!globalOptions.includes(k) && !accepted.includes(k)) throw new UsageError(`${command}: option --${k} does not apply here`);
     }

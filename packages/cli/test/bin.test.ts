@@ -78,4 +78,6 @@ test('coffer COMMAND --help shows that command only', () => {
   const bad = spawnSync(process.execPath, [bin, 'nosuch', '--help'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /^coffer: error: unknown command 'nosuch'/);
+  // Said once (the usage error's own line adds the pointer to --help).
+  assert.equal(bad.stderr.split('see coffer --help').length - 1, 1, bad.stderr);
 });

@@ -236,7 +236,7 @@ export class Repository {
    * alone: nothing is decrypted (so `forget` works on a snapshot that can't be read).
    */
   async resolveSnapshotId(ref: string): Promise<Buffer> {
-    if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (hex digits)`);
+    if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (4 to 64 hex digits)`);
     const hits = validObjects(await this.backend.list('snapshots/')).filter(({ name }) => hex(idFromName(name)!).startsWith(ref.toLowerCase()));
     if (hits.length === 0) throw new CofferError('not-found', `no snapshot ${ref} in ${this.location}`);
     if (hits.length > 1) throw new CofferError('invalid-argument', `snapshot ID ${ref} is ambiguous: give more digits`);
@@ -251,7 +251,7 @@ export class Repository {
       if (!last) throw new CofferError('not-found', `the repository at ${this.location} has no snapshots yet`);
       return last;
     }
-    if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (hex digits, or "latest")`);
+    if (!/^[0-9a-f]{4,64}$/i.test(ref)) throw new CofferError('invalid-argument', `'${ref}' is not a snapshot ID (4 to 64 hex digits, or "latest")`);
     // Only the manifests whose name matches are read: a damaged one elsewhere must not
     // make the intact snapshots unreachable.
     const id = await this.resolveSnapshotId(ref);

@@ -86,8 +86,10 @@ export { TAR_END, tarHeader, tarPadding, type TarHeader } from './repository/tar
 export {
   repairIndex,
   repairSnapshots,
+  repairPacks,
   type RepairIndexOptions,
   type RepairIndexResult,
+  type RepairPacksResult,
   type RepairSnapshotsOptions,
   type RepairSnapshotsResult,
   type SnapshotRepair,

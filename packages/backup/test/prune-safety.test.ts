@@ -21,6 +21,7 @@ import {
   hex,
   prune,
   repairIndex,
+  repairPacks,
   repairSnapshots,
   restore,
   type ObjectWriter,
@@ -486,4 +487,50 @@ test('a pack with a damaged segment: repair index keeps the blobs of it that sti
   const kept = await fs.readdir(join(target, 'd'));
   assert.equal(kept.length, 1);
   assert.ok((await fs.readFile(join(target, 'd', kept[0]!))).equals(await fs.readFile(join(src, kept[0]!))));
+});
+
+test('repair packs: a damaged pack (one bad segment, or cut short) is salvaged — what still reads goes into new packs, the pack is deleted — so that after repair snapshots, prune works again and check is clean', async (t) => {
+  for (const damage of ['segment', 'truncated'] as const) {
+    const tr = await newRepo(t);
+    const src = join(await tempDir(t, 'rp-src'), 'd');
+    await writeTree(src, dir({ 'a.bin': file(prng(7, 300_000)), 'b.bin': file(prng(8, 300_000)), 'c.txt': file(Buffer.from('small and intact')) }));
+    const s1 = await backup(tr.repo, { paths: [src] });
+    const packs = await objects(tr.dir, 'data');
+    const big = (await Promise.all(packs.map(async (n) => [n, (await fs.stat(join(tr.dir, n))).size] as const))).sort((x, y) => y[1] - x[1])[0]![0];
+    const p = join(tr.dir, big);
+    const bytes = await fs.readFile(p);
+    if (damage === 'segment') {
+      bytes[40 + (65536 + 16) + 100]! ^= 1; // inside the first file written
+      await fs.writeFile(p, bytes);
+    } else await fs.writeFile(p, bytes.subarray(0, bytes.length - 40)); // cut short: its last segment (the last blobs, the file list, the trailer) is lost
+    const id = big.slice(big.lastIndexOf('/') + 1);
+    // Before: prune refuses (data only in a damaged pack, or a pack that can't be opened), so it stays stuck.
+    if (damage === 'truncated') await assert.rejects(prune(await tr.reopen(), { now: LATER }), (e: unknown) => CofferError.is(e, 'needs-repair'));
+    const r = await repairPacks(await tr.reopen(), [big]);
+    assert.deepEqual(r.packs, [big]);
+    assert.ok(r.salvaged > 0, `${damage}: blobs salvaged ${JSON.stringify(r)}`);
+    assert.ok(r.lost.length > 0 && r.salvaged + r.lost.length + r.elsewhere > r.lost.length, `${damage}: what does not read is reported lost, the rest salvaged: ${JSON.stringify(r)}`);
+    assert.ok(!(await objects(tr.dir, 'data')).some((n) => n.endsWith(id)), 'the damaged pack is deleted');
+    const repaired = await repairSnapshots(await tr.reopen(), { forget: true });
+    if (damage === 'segment') {
+      const rewritten = repaired.repairs.find((x) => x.id === hex(s1.id));
+      assert.ok(rewritten && rewritten.status === 'rewritten', JSON.stringify(repaired.repairs));
+      assert.equal(rewritten.removedFiles.length, 1, `only the damaged file is dropped: ${rewritten.removedFiles.join(', ')}`);
+    } else assert.equal(repaired.repairs.length, 1, 'the snapshot whose file list was in the last segment: removed (forget)');
+    await prune(await tr.reopen(), { now: LATER });
+    const c = await check(await tr.reopen(), { readData: true });
+    assert.deepEqual(c.problems, [], `${damage}: check is clean after the repair`);
+    if (damage === 'truncated') continue;
+    const repo = await tr.reopen();
+    const target = await tempDir(t, 'rp-dst');
+    await restore(repo, (await repo.snapshots())[0]!, { target });
+    const kept = (await fs.readdir(join(target, 'd'))).sort();
+    assert.equal(kept.length, 2);
+    for (const k of kept) assert.ok((await fs.readFile(join(target, 'd', k))).equals(await fs.readFile(join(src, k))), k);
+  }
+  // Garbage names: refused before anything is locked or written.
+  const tr = await newRepo(t);
+  await assert.rejects(repairPacks(tr.repo, ['nonsense']), (e: unknown) => CofferError.is(e, 'invalid-argument'));
+  await assert.rejects(repairPacks(tr.repo, []), (e: unknown) => CofferError.is(e, 'invalid-argument'));
+  await assert.rejects(repairPacks(tr.repo, ['ab'.repeat(32)]), (e: unknown) => CofferError.is(e, 'not-found'));
 });

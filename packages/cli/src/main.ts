@@ -82,6 +82,8 @@ Backups (key mode):
   coffer repair index [--read-all]     rebuild the index from the packs (after a lost or damaged index)
   coffer repair snapshots [--forget] [--dry-run]
                                        rewrite snapshots without the files whose data is gone
+  coffer repair packs ID…              salvage damaged packs (as check --read-data names them):
+                                       what still reads goes into new packs, then they are deleted
   coffer unlock [--remove-all]         remove stale locks
   coffer copy [ID…] --from-repo R [--from-key-file F]
                                        copy snapshots (all, or those given) from repository R
@@ -405,11 +407,12 @@ export async function run(argv: string[], io: Io): Promise<number> {
       case 'copy':
         return await (await extraCommands()).copyCmd(flags, rest, io);
       case 'repair': {
+        if (rest[0] === 'packs' && flags.forget === undefined && flags['dry-run'] === undefined && flags['read-all'] === undefined) return await (await repositoryCommands()).repairPacksCmd(flags, rest.slice(1), io);
         const sub = rest.length === 1 ? rest[0] : undefined;
         if (sub === 'index' && flags.forget === undefined && flags['dry-run'] === undefined) return await (await repositoryCommands()).repairIndexCmd(flags, io);
         if (sub === 'snapshots' && flags['read-all'] === undefined) return await (await repositoryCommands()).repairSnapshotsCmd(flags, io);
         if (sub === 'index' || sub === 'snapshots') throw new UsageError(`repair ${sub}: options --read-all (index) and --forget, --dry-run (snapshots) don't mix`);
-        throw new UsageError('repair: use `coffer repair index` or `coffer repair snapshots`');
+        throw new UsageError('repair: use `coffer repair index`, `coffer repair snapshots` or `coffer repair packs ID…` (which takes no options)');
       }
       case 'key':
         if (rest[0] === 'generate' && rest.length === 1) return await (await keyCommands()).keyGenerate(flags, io);
@@ -425,6 +428,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
         if (rest.length > 0) throw new UsageError('login takes no arguments');
         return await (await accountCommands()).login(flags, io);
       case 'vault': {
+        if (rest[0] === 'packs' && flags.forget === undefined && flags['dry-run'] === undefined && flags['read-all'] === undefined) return await (await repositoryCommands()).repairPacksCmd(flags, rest.slice(1), io);
         const sub = rest.length === 1 ? rest[0] : undefined;
         if (sub !== 'enable' && flags.key) throw new UsageError(`vault ${sub ?? ''}: option --key applies to \`vault enable\` only`);
         if (sub !== 'change-password' && flags['new-password-file'] !== undefined) throw new UsageError('option --new-password-file applies to `vault change-password` only');

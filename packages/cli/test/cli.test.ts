@@ -171,6 +171,10 @@ test('errors: one `coffer: error:` line on stderr and the documented exit code',
     ['forget without a policy', ['forget'], s.env, 2, /no retention policy/],
     ['a remote repository URL', ['snapshots', '--repo', 's3://bucket/x'], { COFFER_KEY: other }, 2, /s3:\/\/bucket names no endpoint \(expected s3:https:\/\/host/],
     ['key with an unknown subcommand', ['key', 'rotate'], {}, 2, /key generate/],
+    ['repair packs without a pack', ['repair', 'packs'], s.env, 2, /name the damaged packs/],
+    ['repair packs with a name that is no pack ID', ['repair', 'packs', '../../etc'], s.env, 2, /not a pack ID/],
+    ['repair packs of a pack no index lists', ['repair', 'packs', 'ab'.repeat(32)], s.env, 1, /is in no index/],
+    ['repair packs with an option', ['repair', 'packs', 'ab'.repeat(32), '--forget'], s.env, 2, /takes no options/],
   ];
   for (const [what, args, env, code, msg] of cases) {
     await t.test(what, async () => assertError(await coffer(args, env), code, msg));

@@ -242,3 +242,106 @@ async function writeRepaired(repo: Repository, lock: RepositoryLock, snap: Snaps
   repo.invalidateIndex();
   return id;
 }
+
+export interface RepairPacksResult {
+  /** The packs repaired (names), each now deleted. */
+  packs: string[];
+  /** Blobs of them read intact (each checked against its ID) and written into new packs. */
+  salvaged: number;
+  /** Blobs of them that had an intact copy in another pack already (not written again). */
+  elsewhere: number;
+  /** Blobs of them that could not be read intact: lost (`coffer repair snapshots` removes the files that need them). */
+  lost: Array<{ id: string; pack: string; message: string }>;
+}
+
+/**
+ * `coffer repair packs ID…` (as restic's): salvages damaged packs. Every blob an index
+ * lists in them is read on its own (a ranged read of the segments that hold it, checked
+ * against its ID, spec §8.1); the intact ones are written into new packs, a new index
+ * replaces the old ones (the damaged packs left out), and only then are the damaged packs
+ * deleted. What could not be read was lost already; `coffer repair snapshots` then
+ * removes the files that need it, and prune (which refuses while a damaged pack is
+ * indexed) works again. Packs are named by their 64-hex-digit ID or `data/…` name.
+ * @throws CofferError('invalid-argument') for a name that is no pack ID, ('not-found') for a pack no index lists
+ */
+export async function repairPacks(repo: Repository, ids: readonly string[], opts: { onProgress?: (done: number, total: number) => void } = {}): Promise<RepairPacksResult> {
+  if (ids.length === 0) throw new CofferError('invalid-argument', 'repair packs: name the damaged packs (their IDs, as `coffer check --read-data` reports them)');
+  const wanted = new Map<string, Buffer>();
+  for (const raw of ids) {
+    const m = /(?:^|\/)([0-9a-f]{64})$/i.exec(raw.trim());
+    if (!m) throw new CofferError('invalid-argument', `'${raw}' is not a pack ID (64 hex digits, or the pack's data/… name)`);
+    const id = Buffer.from(m[1]!.toLowerCase(), 'hex');
+    wanted.set(idKey(id), id);
+  }
+  const lock = await RepositoryLock.acquire(repo, true);
+  try {
+    repo.invalidateIndex();
+    const indexNames = validObjects(await repo.backend.list('index/')).map((o) => o.name);
+    const packs = new Map<string, IndexedPack>();
+    for (const name of indexNames) {
+      // Every index must read: one that doesn't may describe the only copy of something, and the new index replaces them all.
+      try {
+        for (const p of decodeIndex(await repo.readObject(name, ObjectKind.Index), name)) packs.set(idKey(p.packId), p);
+      } catch (e) {
+        if (!(e instanceof CofferError)) throw e;
+        throw new CofferError('needs-repair', `repair packs: ${name} can't be read (${e.message}); run \`coffer repair index\` first`);
+      }
+    }
+    for (const [k, id] of wanted) if (!packs.has(k)) throw new CofferError('not-found', `pack ${hex(id)} is in no index (\`coffer repair index\` indexes what can be read of a stored pack)`);
+    const stored = await repo.storedPacks();
+    // Intact copies elsewhere: a blob listed in a pack that is not being repaired and is stored with its indexed size.
+    const intactElsewhere = new Set<string>();
+    for (const [k, p] of packs) {
+      if (wanted.has(k) || stored.get(packName(p.packId))?.size !== p.sealedLength) continue;
+      for (const b of p.blobs) intactElsewhere.add(idKey(b.id));
+    }
+    const writer = new BlobWriter(repo, (id) => intactElsewhere.has(idKey(id)));
+    const result: RepairPacksResult = { packs: [], salvaged: 0, elsewhere: 0, lost: [] };
+    const total = [...wanted.keys()].reduce((a, k) => a + packs.get(k)!.blobs.length, 0);
+    let done = 0;
+    let fresh: IndexedPack[];
+    try {
+      for (const k of wanted.keys()) {
+        const p = packs.get(k)!;
+        const name = packName(p.packId);
+        result.packs.push(name);
+        for (const b of p.blobs) {
+          opts.onProgress?.(++done, total);
+          if (intactElsewhere.has(idKey(b.id))) {
+            result.elsewhere++;
+            continue;
+          }
+          let raw: Buffer;
+          try {
+            raw = await repo.readBlob(b.id, { packId: p.packId, type: b.type, flags: b.flags, offset: b.offset, storedLength: b.storedLength, rawLength: b.rawLength });
+          } catch (e) {
+            if (!(e instanceof CofferError) || (e.code !== 'corrupt' && e.code !== 'missing-object')) throw e;
+            result.lost.push({ id: hex(b.id), pack: name, message: e.message });
+            continue;
+          }
+          await writer.add(b.type === BlobType.Tree ? BlobType.Tree : BlobType.Data, b.id, raw);
+          intactElsewhere.add(idKey(b.id)); // listed twice in the damaged packs: written once
+          result.salvaged++;
+        }
+      }
+      fresh = await writer.finishPacks();
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+    await repo.backend.sync(); // the new packs durable before the index that names them
+    await lock.ensureHeld();
+    const kept = [...packs].filter(([k]) => !wanted.has(k)).map(([, p]) => p);
+    const all = [...kept, ...fresh];
+    if (all.length > 0) await repo.writeObject(ObjectKind.Index, encodeIndex(all, repo.config.version === 1 ? 1 : 2, repo.config.padding), indexName);
+    await repo.backend.sync(); // the new index durable before the old ones and the damaged packs go
+    for (const name of indexNames) await repo.backend.delete(name);
+    await repo.backend.sync();
+    for (const name of result.packs) if (stored.has(name)) await repo.backend.delete(name);
+    await repo.backend.sync();
+    repo.invalidateIndex();
+    return result;
+  } finally {
+    await lock.release().catch(() => {});
+  }
+}

@@ -284,6 +284,26 @@ export async function repairIndexCmd(flags: GlobalFlags & { 'read-all'?: boolean
   return r.unreadablePacks.length > 0 ? ExitCode.Corrupt : ExitCode.Ok;
 }
 
+/** `coffer repair packs ID…`: salvages damaged packs (repair.ts repairPacks). */
+export async function repairPacksCmd(flags: GlobalFlags, ids: string[], io: Io): Promise<number> {
+  if (ids.length === 0) throw new UsageError('repair packs: name the damaged packs (their IDs, as `coffer check --read-data` reports them)');
+  const { repairPacks } = await import('@coffer/backup/repair');
+  const repo = await openRepo(flags, io);
+  const bar = new ProgressBar(io, !flags.json && !flags.quiet);
+  const r = await repairPacks(repo, ids, { onProgress: (d, t) => bar.update(d, t, d, t) });
+  bar.done();
+  if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
+  else {
+    for (const l of r.lost.slice(0, 20)) io.stderr.write(`coffer: warning: blob ${l.id.slice(0, 16)} of ${l.pack} is lost: ${l.message}\n`);
+    if (r.lost.length > 20) io.stderr.write(`coffer: warning: and ${r.lost.length - 20} more blobs lost\n`);
+    if (!flags.quiet) {
+      io.stderr.write(`repaired ${r.packs.length} pack(s): ${r.salvaged} blob(s) read intact and written to new packs, ${r.elsewhere} had a copy elsewhere, ${r.lost.length} lost; the damaged packs are deleted\n`);
+      if (r.lost.length > 0) io.stderr.write('run `coffer repair snapshots` to rewrite the snapshots without the files whose data is lost\n');
+    }
+  }
+  return r.lost.length > 0 ? ExitCode.Corrupt : ExitCode.Ok;
+}
+
 /** `coffer repair snapshots [--forget] [--dry-run]`. */
 export async function repairSnapshotsCmd(flags: GlobalFlags & { forget?: boolean; 'dry-run'?: boolean }, io: Io): Promise<number> {
   const { repairSnapshots } = await import('@coffer/backup/repair');

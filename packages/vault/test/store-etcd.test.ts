@@ -133,6 +133,29 @@ describeIf('EtcdRecordStore on a real etcd', etcdSkip(), () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('keys in the sweep range that no vault wrote (not UTF-8, no 15-digit time) are deleted, not left to stall the sweeper', async () => {
+    // The operator of etcd (or a fault) puts more malformed keys at the head of the sweep
+    // range than one pass reads: before, they were skipped but kept their place in every
+    // range, so the real entry behind them was never returned and its record never erased.
+    const prefix = 'strays/';
+    const s = open([etcdUrl], prefix);
+    const put = async (key: Buffer): Promise<void> => {
+      const res = await fetch(`${etcdUrl}/v3/kv/put`, { method: 'POST', body: JSON.stringify({ key: key.toString('base64'), value: '' }), signal: AbortSignal.timeout(5000) });
+      assert.ok(res.ok);
+    };
+    const base = Buffer.from(`${prefix}sweeps/`);
+    for (let i = 0; i < 40; i++) await put(Buffer.concat([base, Buffer.from('000000000000000/'), Buffer.from([0xff, 0xfe, i])])); // not UTF-8
+    for (let i = 0; i < 40; i++) await put(Buffer.concat([base, Buffer.from(`00000000000-${String(i).padStart(2, '0')}/x`)])); // no 15-digit time
+    await put(Buffer.concat([base, Buffer.from('0000000000001e3/x')])); // a number, not digits
+    await s.scheduleSweep('alice', 5000);
+    const seen: string[] = [];
+    for (let pass = 0; pass < 3 && seen.length === 0; pass++) for (const e of await s.dueSweeps(10_000, 64)) seen.push(`${e.account}@${e.atMs}`);
+    assert.deepEqual(seen, ['alice@5000'], 'the real entry is reached within a few passes');
+    assert.deepEqual(await s.dueSweeps(10_000, 64), [{ account: 'alice', atMs: 5000 }], 'only the real entry is left');
+    const left = await fetch(`${etcdUrl}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: base.toString('base64'), range_end: Buffer.from(`${prefix}sweeps0`).toString('base64'), count_only: true }) });
+    assert.equal(Number(((await left.json()) as { count?: string }).count ?? 0), 1, 'the stray keys are gone from etcd');
+  });
+
   it('creates only when absent, updates and deletes only at the expected version', async () => {
     const s = open([etcdUrl]);
     assert.equal(await s.get('a'), null);

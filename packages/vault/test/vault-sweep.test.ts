@@ -171,3 +171,33 @@ test('failing to write the sweep index entry fails the request before anything i
   await assert.rejects(attacker.recover('last guess, again'), /never sent/);
   await waitErased(h, account, LOGIN_TTL_MS + 3000);
 });
+
+test('sweep index entries naming no valid account (the reserved member record, control characters, overlong) are dropped unread', async (t) => {
+  // The sweep index sits in the operator's store. An entry no request could have caused
+  // must not make the sweeper read (or try to erase) what it names: before, the sweeper
+  // opened `\x00members` as an account record, failed its authentication, logged an error
+  // and kept the entry, every pass.
+  const logLines: string[] = [];
+  const h = await startHarness({ policy, logLines });
+  t.after(() => h.close());
+  const store = h.vault.store;
+  const memberBytes = new TextEncoder().encode('member list, not an account record');
+  assert.ok((await store.compareAndPut('\x00members', memberBytes, null)).ok);
+  const bad = ['\x00members', 'with space', 'x'.repeat(129), 'tab\there'];
+  for (const account of bad) await store.scheduleSweep(account, Date.now() - 1000);
+  // A real exhausted account in the same passes is still erased.
+  const account = 'local:victim';
+  assert.equal((await h.client(account).register('correct horse battery', KEY_K)).outcome, 'ok');
+  await takeAllKe2s(h, account);
+  await waitErased(h, account, LOGIN_TTL_MS + 1000 + 2500);
+  const end = Date.now() + 5000;
+  while ((await store.dueSweeps(Date.now() + 3_600_000, 100)).length > 0 && Date.now() < end) await sleep(50);
+  assert.deepEqual(await store.dueSweeps(Date.now() + 3_600_000, 100), [], 'every entry dropped or done');
+  assert.deepEqual(await h.stored('\x00members'), memberBytes, 'the reserved record is untouched');
+  const sweeps = await h.vault.metrics.registry.getSingleMetricAsString('coffer_vault_sweeps_total');
+  assert.match(sweeps, /result="invalid"} 4/);
+  assert.doesNotMatch(sweeps, /result="failed"}/);
+  const warned = logLines.filter((l) => l.includes('names no valid account'));
+  assert.equal(warned.length, 4);
+  assert.ok(!logLines.some((l) => l.includes('failed authentication')), 'nothing was opened as a record');
+});

@@ -52,7 +52,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Vault
     storeConflicts: new Counter({ name: 'coffer_vault_store_conflicts_total', help: 'Compare-and-swap conflicts (the request was decided again)', registers: [registry] }),
     sweeps: new Counter({
       name: 'coffer_vault_sweeps_total',
-      help: 'Sweep index entries handled: erased (the sweeper erased the record), nothing (nothing left to erase), failed (store or HSM error; retried)',
+      help: 'Sweep index entries handled: erased (the sweeper erased the record), nothing (nothing left to erase), failed (store or HSM error; retried), invalid (an entry naming no valid account, which no vault writes: dropped unread)',
       labelNames: ['result'],
       registers: [registry],
     }),

@@ -14,7 +14,7 @@
  * record, asks `core.sweep` for the erasure, compare-and-swaps it (re-reading on a
  * conflict) and clears the entry.
  */
-import { equalBytes } from '@coffer/protocol';
+import { ACCOUNT_ID_PATTERN, equalBytes } from '@coffer/protocol';
 import { RecordIntegrityError, type AccountRecord } from '../core/record.js';
 import { PlatformError } from '../core/platform.js';
 import type { Decision, OpenedVaultRequest, VaultCore } from '../core/vault-core.js';
@@ -130,7 +130,25 @@ export class VaultService {
       return 0;
     }
     for (const [account, until] of this.#sweepBackoff) if (until <= now) this.#sweepBackoff.delete(account);
-    const results = await Promise.all(due.filter((e) => !this.#sweepBackoff.has(e.account)).map((e) => this.#queue.run(e.account, () => this.#sweepEntry(e, now))));
+    // The sweep index is written by this vault, but it sits in the operator's store: an
+    // entry naming something no request could name (the fleet's reserved member record
+    // `\x00members`, a control character, an overlong name) was not written by a vault.
+    // It is dropped unread, so the sweeper reads only what a request could have reached.
+    const valid: SweepEntry[] = [];
+    for (const e of due) {
+      if (typeof e.account === 'string' && ACCOUNT_ID_PATTERN.test(e.account)) {
+        valid.push(e);
+        continue;
+      }
+      this.o.metrics.sweeps.inc({ result: 'invalid' });
+      this.o.log?.warn({ account: JSON.stringify(String(e.account).slice(0, 64)) }, 'sweeper: a sweep index entry names no valid account (not written by a vault); dropped unread');
+      try {
+        await this.o.store.clearSweep(e);
+      } catch (err) {
+        this.o.log?.warn({ err: (err as Error).message }, 'sweeper: cannot drop an invalid sweep index entry; retrying');
+      }
+    }
+    const results = await Promise.all(valid.filter((e) => !this.#sweepBackoff.has(e.account)).map((e) => this.#queue.run(e.account, () => this.#sweepEntry(e, now))));
     return results.filter(Boolean).length;
   }
 

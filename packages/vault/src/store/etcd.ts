@@ -79,6 +79,7 @@ export const DEFAULT_ETCD_COMPACT_INTERVAL_MS = 5000;
 const SUSPECT_MS = 3000;
 /** Width of the zero-padded time in sweep index keys (ms until the year 33658). */
 const AT_DIGITS = 15;
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 /** Width of the zero-padded index in log keys (u64). */
 const INDEX_DIGITS = 20;
 /**
@@ -473,13 +474,28 @@ export class EtcdRecordStore implements RecordStore, LogStore {
     const end = `${base}${String(Math.max(0, Math.floor(nowMs) + 1)).padStart(AT_DIGITS, '0')}`;
     const r = await this.#any<RangeResponse>('/v3/kv/range', { key: b64(base), range_end: b64(end), limit: String(limit), keys_only: true });
     const out: SweepEntry[] = [];
+    const strays: string[] = [];
     for (const kv of r.kvs ?? []) {
-      const rest = Buffer.from(kv.key ?? '', 'base64').toString('utf8').slice(base.length);
+      const raw = Buffer.from(kv.key ?? '', 'base64');
+      let rest: string;
+      try {
+        rest = STRICT_UTF8.decode(raw).slice(base.length);
+      } catch {
+        strays.push(kv.key ?? '');
+        continue;
+      }
       const slash = rest.indexOf('/');
       const atMs = Number(rest.slice(0, slash));
-      if (slash !== AT_DIGITS || !Number.isSafeInteger(atMs)) continue; // not ours
+      if (slash !== AT_DIGITS || !/^\d+$/.test(rest.slice(0, slash)) || !Number.isSafeInteger(atMs)) {
+        strays.push(kv.key ?? '');
+        continue;
+      }
       out.push({ account: rest.slice(slash + 1), atMs });
     }
+    // A key in the sweep range that no vault wrote (not UTF-8, no 15-digit time) would
+    // hold its place at the head of every range and, `limit` of them, stall the sweeper
+    // for good: deleted here (it is in our prefix, and the sweep index is ours).
+    for (const key of strays) await this.#any('/v3/kv/deleterange', { key });
     return out;
   }
 

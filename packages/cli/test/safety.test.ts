@@ -124,6 +124,37 @@ test('--repo with an unknown scheme: prefix is refused and makes no directory', 
   assert.equal(ok.code, 0, ok.stderr);
 });
 
+test('every snapshot unreadable: snapshots says so and exits 12, not "no snapshots yet" with exit 0', async (t) => {
+  const s = await setup(t);
+  const ids: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const b = await coffer(['backup', '-q', s.src], s.env);
+    assert.equal(b.code, 0, b.stderr);
+    ids.push(b.stdout.trim());
+  }
+  for (const id of ids) {
+    const file = join(s.repo, 'snapshots', id);
+    const bytes = await fs.readFile(file);
+    bytes[bytes.length - 5] = bytes[bytes.length - 5]! ^ 0x55;
+    await fs.chmod(file, 0o600).catch(() => {});
+    await fs.writeFile(file, bytes);
+  }
+  const list = await coffer(['snapshots'], s.env);
+  assert.equal(list.code, 12, list.stderr);
+  assert.doesNotMatch(list.stderr, /no snapshots yet/);
+  assert.match(list.stderr, /no snapshot can be read: 2 could not be/);
+  for (const id of ids) assert.match(list.stderr, new RegExp(`warning: skipping snapshot ${id.slice(0, 8)}: `));
+  const json = await coffer(['snapshots', '--json'], s.env);
+  assert.equal(json.code, 12, json.stderr);
+  assert.deepEqual(JSON.parse(json.stdout), []);
+  // One readable again (forget the first): listed, the other warned about, exit 0.
+  assert.equal((await coffer(['forget', ids[0]!.slice(0, 12)], s.env)).code, 0);
+  assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
+  const some = await coffer(['snapshots'], s.env);
+  assert.equal(some.code, 0, some.stderr);
+  assert.match(some.stderr, new RegExp(`warning: skipping snapshot ${ids[1]!.slice(0, 8)}: `));
+});
+
 test('a foreign snapshot (same key, sibling repository) is skipped with a warning; forget ID removes it without decrypting', async (t) => {
   const s = await setup(t);
   assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);

@@ -179,8 +179,13 @@ export class Repository {
    */
   async snapshots(): Promise<SnapshotRecord[]> {
     const { good, bad } = await this.#readSnapshots();
-    for (const b of bad) this.onWarning(`skipping snapshot ${hex(idFromName(b.name)!).slice(0, 8)}: ${(b.error as Error).message}`);
+    this.warnUnreadable(bad);
     return good;
+  }
+
+  /** Reports each unreadable snapshot of `readableSnapshots()` through `onWarning`, as `snapshots()` does. */
+  warnUnreadable(bad: ReadonlyArray<{ name: string; error: unknown }>): void {
+    for (const b of bad) this.onWarning(`skipping snapshot ${hex(idFromName(b.name)!).slice(0, 8)}: ${(b.error as Error).message}`);
   }
 
   /**

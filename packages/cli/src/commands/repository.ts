@@ -61,14 +61,23 @@ export async function snapshots(flags: GlobalFlags & FilterFlags, io: Io): Promi
   const repo = await openRepo(flags, io);
   // A damaged or foreign snapshot is skipped with a warning (repo.onWarning): one bad
   // snapshot must not hide the others (spec §10).
-  const every = await repo.snapshots();
+  const { good: every, bad } = await repo.readableSnapshots();
+  repo.warnUnreadable(bad);
   // The rollback check sees every snapshot, not only those the filters show.
   await checkSeenSnapshots(flags, io, repo, every);
   const filter = snapshotFilter(flags);
   const all = isEmptyFilter(filter) ? every : every.filter((s) => matchesFilter(s.snapshot, filter));
+  // Some unreadable beside readable ones: listed with warnings, exit 0 (as restic). None
+  // readable at all: not "no snapshots yet" (there are some, and they are damaged or
+  // foreign), and exit 12 so that a script notices.
+  const noneReadable = every.length === 0 && bad.length > 0;
   if (flags.json) {
     io.stdout.write(JSON.stringify(all.map((s) => ({ id: hex(s.id), ...s.snapshot, tree: undefined }))) + '\n');
-    return 0;
+    return noneReadable ? ExitCode.Corrupt : 0;
+  }
+  if (noneReadable) {
+    io.stderr.write(`coffer: error: no snapshot can be read: ${bad.length} could not be (see the warnings above; \`coffer check\` says more, \`coffer forget ID\` removes one)\n`);
+    return ExitCode.Corrupt;
   }
   if (all.length === 0) {
     if (!flags.quiet) io.stderr.write(every.length === 0 ? 'no snapshots yet\n' : `no snapshot matches (of ${every.length})\n`);

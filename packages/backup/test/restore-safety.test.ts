@@ -109,6 +109,10 @@ test('a pack with one damaged segment: restore names only the file whose data is
   const tr = await newRepo(t);
   const src = join(await tempDir(t, 'rs-src'), 'd');
   await writeTree(src, dir({ 'a.bin': file(randomBytes(300_000)), 'b.bin': file(randomBytes(300_000)) }));
+  // A second name for each (after it in the snapshot's order): a hard link to a damaged
+  // file is damaged too, and is named with it (it was named only on the retry without it).
+  await fs.link(join(src, 'a.bin'), join(src, 'a2.bin'));
+  await fs.link(join(src, 'b.bin'), join(src, 'b2.bin'));
   await backup(tr.repo, { paths: [src] });
   const packs = await tr.backend.list('data/');
   assert.equal(packs.length, 1, 'both files in one pack');
@@ -122,17 +126,21 @@ test('a pack with one damaged segment: restore names only the file whose data is
   let damaged = '';
   await assert.rejects(restore(repo, snap, { target: await tempDir(t, 'rs-dst') }), (e: unknown) => {
     assert.ok(CofferError.is(e, 'corrupt'), String(e));
-    const m = /damaged data in (\S*([ab])\.bin);/.exec((e as Error).message);
+    const m = /damaged data in (\S*([ab])\.bin), \S*\/([ab])2\.bin;/.exec((e as Error).message);
     assert.ok(m, (e as Error).message);
-    assert.doesNotMatch((e as Error).message, m[2] === 'a' ? /b\.bin/ : /a\.bin/, 'only the damaged file is named');
+    assert.equal(m[3], m[2], 'the damaged file and its hard link');
+    assert.doesNotMatch((e as Error).message, m[2] === 'a' ? /b2?\.bin/ : /a2?\.bin/, 'only the damaged file is named');
     damaged = `${m[2]}.bin`;
     return true;
   });
   const intact = damaged === 'a.bin' ? 'b.bin' : 'a.bin';
   const target = await tempDir(t, 'rs-dst2');
   const warnings: string[] = [];
-  await restore(repo, snap, { target, select: new RestoreSelection({ exclude: [{ pattern: damaged }] }), onWarning: (w) => warnings.push(w.message) });
+  const damagedLink = damaged.replace('.bin', '2.bin');
+  const intactLink = intact.replace('.bin', '2.bin');
+  await restore(repo, snap, { target, select: new RestoreSelection({ exclude: [{ pattern: damaged }, { pattern: damagedLink }] }), onWarning: (w) => warnings.push(w.message) });
   assert.ok((await fs.readFile(join(target, 'd', intact))).equals(await fs.readFile(join(src, intact))));
-  assert.deepEqual(await fs.readdir(join(target, 'd')), [intact]);
+  assert.deepEqual((await fs.readdir(join(target, 'd'))).sort(), [intact, intactLink].sort());
+  assert.equal((await fs.stat(join(target, 'd', intactLink))).ino, (await fs.stat(join(target, 'd', intact))).ino, 'still one file');
   assert.ok(warnings.some((w) => /damaged/.test(w)), 'the damage is reported');
 });

@@ -1380,6 +1380,11 @@ async function restoreInto(repo: Repository, tgt: RestoreTarget, plan: Plan): Pr
         const filesOf = (bs: readonly number[]): string => {
           const needs: string[] = [];
           for (const b of bs) for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) needs.push(files.path(useFile[u]!));
+          // A hard link to such a file is lost with it: named here too, not first on the
+          // retry without the file (when the link's target is then missing).
+          const raw = new Set<string>();
+          for (const b of bs) for (let u = blobFirstUse[b]!; u >= 0; u = useNext[u]!) raw.add(files.rawPath(useFile[u]!).toString('latin1'));
+          for (const o of others) if (o.type === 'hardlink' && raw.has(o.link.toString('latin1'))) needs.push(o.rawPath.toString('utf8'));
           needs.splice(0, needs.length, ...new Set(needs));
           const more = needs.length > 3 ? ` and ${needs.length - 3} more` : '';
           return `${needs.slice(0, 3).join(', ')}${more}`;

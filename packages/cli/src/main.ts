@@ -38,10 +38,12 @@ Backups (key mode):
                                        is compared with) and time (UTC: 2026-01-31 14:00,
                                        or ISO 8601), instead of this machine's and now
   coffer backup PATH… [--exclude P] [--iexclude P] [--exclude-file F] [--iexclude-file F]
-         [--exclude-caches] [--exclude-if-present NAME[:HEADER]] [--one-file-system] [--dry-run]
+         [--exclude-caches] [--exclude-if-present NAME[:HEADER]] [--exclude-larger-than SIZE]
+         [--one-file-system] [--dry-run]
                                        choose what is stored: P is a gitignore-style pattern
                                        (restic's: no '/' = any name, leading '/' = absolute
-                                       path, '**', '!' re-includes); --dry-run writes nothing
+                                       path, '**', '!' re-includes); SIZE such as 500M, 2G
+                                       (files larger are left out); --dry-run writes nothing
   coffer backup --files-from F | --files-from-raw F
                                        back up the paths listed in F (one per line; -raw:
                                        NUL-separated, for names that are not UTF-8)
@@ -230,6 +232,7 @@ const options = {
   'iexclude-file': { type: 'string', multiple: true },
   'exclude-caches': { type: 'boolean' },
   'exclude-if-present': { type: 'string', multiple: true },
+  'exclude-larger-than': { type: 'string' },
   'one-file-system': { type: 'boolean' },
   'files-from': { type: 'string', multiple: true },
   'files-from-raw': { type: 'string', multiple: true },
@@ -276,6 +279,7 @@ const allowed: Record<string, string[]> = {
     'iexclude-file',
     'exclude-caches',
     'exclude-if-present',
+    'exclude-larger-than',
     'one-file-system',
     'files-from',
     'files-from-raw',

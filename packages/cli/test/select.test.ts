@@ -256,6 +256,33 @@ test('restore --include a directory with --exclude inside it; --iinclude/--iexcl
   assertError(none, 1, /nothing in snapshot [0-9a-f]{8} matches the --include\/--exclude patterns/);
 });
 
+test('backup --exclude-larger-than SIZE (restic): regular files larger than SIZE are left out, the rest kept; --dry-run agrees; a second backup drops a file that grew', async (t) => {
+  const s = await setup(t);
+  await fs.writeFile(join(s.src, 'exactly-1k.bin'), Buffer.alloc(1024, 1));
+  await fs.writeFile(join(s.src, 'over-1k.bin'), Buffer.alloc(1025, 2));
+  await fs.writeFile(join(s.src, 'app', 'big.iso'), Buffer.alloc(3 << 20, 3));
+  await fs.writeFile(join(s.src, 'empty'), '');
+  // A symlink whose target path is longer than the limit: its size is the path's length, not data.
+  await fs.symlink(`${'x'.repeat(1500)}`, join(s.src, 'long-link'));
+  const dry = await coffer(['backup', s.src, '--exclude-larger-than', '1K', '--dry-run', '--json'], s.env);
+  assert.equal(dry.code, 0, dry.stderr);
+  const d = JSON.parse(dry.stdout) as { files: number };
+  const got = await storedWith(t, s, ['--exclude-larger-than', '1k']);
+  assert.ok(got.includes('exactly-1k.bin'), 'a file of exactly SIZE is kept (larger than, as restic)');
+  assert.ok(got.includes('empty') && got.includes('notes.txt') && got.includes('long-link'));
+  assert.ok(!got.includes('over-1k.bin') && !got.includes('app/big.iso'), got.join(' '));
+  assert.ok(got.includes('app') && got.includes('app/main.c'), 'directories are never left out for their size');
+  assert.equal(d.files, got.filter((p) => !['app', 'app/node_modules', 'app/node_modules/dep', 'cache', 'private', 'long-link'].includes(p)).length, 'the dry run counts the same files');
+  // Units: 1.5M keeps the 3 MiB file out, 4MiB lets it in; 1025 (bytes) keeps over-1k.bin.
+  assert.ok(!(await storedWith(t, s, ['--exclude-larger-than', '1.5M'])).includes('app/big.iso'));
+  const all = await storedWith(t, s, ['--exclude-larger-than', '4MiB']);
+  assert.ok(all.includes('app/big.iso') && all.includes('over-1k.bin'));
+  assert.ok((await storedWith(t, s, ['--exclude-larger-than', '1025'])).includes('over-1k.bin'));
+  // A file that grows past the limit is left out of the next backup (its parent had it).
+  await fs.writeFile(join(s.src, 'notes.txt'), Buffer.alloc(5000, 4));
+  assert.ok(!(await storedWith(t, s, ['--exclude-larger-than', '4K'])).includes('notes.txt'));
+});
+
 test('garbage: bad pattern files, unreadable lists, bad names, flags that do not mix', async (t) => {
   const s = await setup(t);
   await fs.writeFile(join(s.base, 'bin'), Buffer.of(0xff, 0xfe, 0x2a, 0x0a));
@@ -266,6 +293,13 @@ test('garbage: bad pattern files, unreadable lists, bad names, flags that do not
     [['backup', s.src, '--iexclude-file', join(s.base, 'bad')], 2, /bad:2: empty pattern '!'/],
     [['backup', s.src, '--exclude', ''], 2, /empty pattern/],
     [['backup', s.src, '--exclude-if-present', 'a/b'], 2, /--exclude-if-present takes a file name/],
+    [['backup', s.src, '--exclude-larger-than', 'big'], 2, /--exclude-larger-than takes a size such as 500M or 2G .*not 'big'/],
+    [['backup', s.src, '--exclude-larger-than=-1'], 2, /--exclude-larger-than takes a size/],
+    [['backup', s.src, '--exclude-larger-than', '5Q'], 2, /--exclude-larger-than takes a size/],
+    [['backup', s.src, '--exclude-larger-than', ''], 2, /--exclude-larger-than takes a size/],
+    [['backup', s.src, '--exclude-larger-than', '99999999999999T'], 2, /--exclude-larger-than takes a size/],
+    [['backup', s.src, '--exclude-larger-than', '0'], 2, /--exclude-larger-than 0 would leave out every file/],
+    [['backup', '--stdin', '--exclude-larger-than', '1M'], 2, /--exclude-larger-than does not apply to a backup of standard input/],
     [['backup', '--files-from', join(s.base, 'missing')], 2, /cannot read the list of files .*missing: no such file/],
     [['backup', '--files-from', s.base], 2, /it is a directory/],
     [['backup', '--files-from', join(s.base, 'bin')], 2, /not UTF-8 text: for names that are not UTF-8 use --files-from-raw/],
@@ -287,7 +321,7 @@ test('garbage: bad pattern files, unreadable lists, bad names, flags that do not
 test('coffer backup --help lists the selection flags', async () => {
   const r = await coffer(['backup', '--help'], {});
   assert.equal(r.code, 0);
-  for (const f of ['--exclude P', '--iexclude-file F', '--exclude-caches', '--one-file-system', '--files-from-raw', '--dry-run', '--stdin-filename', '--stdin-from-command']) assert.ok(r.stdout.includes(f), f);
+  for (const f of ['--exclude P', '--iexclude-file F', '--exclude-caches', '--exclude-larger-than SIZE', '--one-file-system', '--files-from-raw', '--dry-run', '--stdin-filename', '--stdin-from-command']) assert.ok(r.stdout.includes(f), f);
   const rr = await coffer(['restore', '--help'], {});
   for (const f of ['--include P', '--iinclude P', '--iexclude P']) assert.ok(rr.stdout.includes(f), f);
 });

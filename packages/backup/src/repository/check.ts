@@ -6,6 +6,7 @@
 import { randomInt } from 'node:crypto';
 import { ObjectKind } from '../crypto/sealed-object.js';
 import { CofferError } from '../errors.js';
+import { parseByteSize } from '../units.js';
 import { hex, idFromName, idKey, packName, validObjects } from './blob.js';
 import { decompressBlob, decompressBlobHere } from './compress.js';
 import { DECOMPRESS_HERE_BELOW } from './blob-reader.js';
@@ -47,7 +48,6 @@ export interface CheckResult {
  */
 export type ReadDataSubset = { group: number; of: number } | { percent: number } | { bytes: number };
 
-const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
 
 /**
  * `n/m`, `x%` or a size (`500M`, `2G`, `1.5GiB`, `4096`).
@@ -68,10 +68,10 @@ export function parseReadDataSubset(s: string): ReadDataSubset {
     if (!(percent > 0 && percent <= 100)) throw bad('needs a percentage above 0 and at most 100');
     return { percent };
   }
-  m = /^(\d{1,15}(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(s);
-  if (m) {
-    const bytes = Math.floor(Number(m[1]) * UNITS[m[2]!.toUpperCase()]!);
-    if (!(bytes > 0) || !Number.isSafeInteger(bytes)) throw bad('needs a size above 0');
+  if (/^\d/.test(s)) {
+    const bytes = parseByteSize(s);
+    if (bytes === undefined) throw bad('is not a subset');
+    if (!(bytes > 0)) throw bad('needs a size above 0');
     return { bytes };
   }
   throw bad('is not a subset');

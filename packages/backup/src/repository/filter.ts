@@ -164,6 +164,12 @@ export interface BackupSelectionOptions {
   excludeCaches?: boolean;
   /** Leave out directories holding a file of one of these names (`NAME:HEADER`: whose content starts with HEADER, as restic). */
   excludeIfPresent?: readonly string[];
+  /**
+   * Leave out regular files larger than this many bytes (`--exclude-larger-than`, as
+   * restic's). Only regular files: a symlink's size is its target's length, and a
+   * directory's says nothing about what it holds.
+   */
+  excludeLargerThan?: number;
 }
 
 /**
@@ -179,7 +185,8 @@ export function backupExcluder(opts: BackupSelectionOptions): ((abs: Buffer, st:
     if (n === '' || n.includes('/') || n.includes('\0')) throw new CofferError('invalid-argument', `--exclude-if-present takes a file name (NAME or NAME:HEADER), not '${spec}'`);
     return { name: Buffer.from(n, 'utf8'), header: colon < 0 || colon === spec.length - 1 ? undefined : Buffer.from(spec.slice(colon + 1), 'utf8') };
   });
-  if (patterns.size === 0 && !opts.excludeCaches && present.length === 0) return undefined;
+  const maxSize = opts.excludeLargerThan === undefined ? undefined : BigInt(opts.excludeLargerThan);
+  if (patterns.size === 0 && !opts.excludeCaches && present.length === 0 && maxSize === undefined) return undefined;
   /** Parent directory → is it a tagged cache directory (bounded: the walk is depth-first). */
   const cacheDirs = new Map<string, Promise<boolean>>();
   const isCacheDir = (dir: Buffer): Promise<boolean> => {
@@ -194,6 +201,7 @@ export function backupExcluder(opts: BackupSelectionOptions): ((abs: Buffer, st:
   };
   return async (abs, st) => {
     const isDir = st.isDirectory();
+    if (maxSize !== undefined && st.isFile() && st.size > maxSize) return true;
     if (patterns.test(abs, isDir) === true) return true;
     if (isDir && present.length > 0) {
       for (const { name, header } of present) {

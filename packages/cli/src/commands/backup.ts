@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import { CofferError } from '@coffer/backup/errors';
 import { backup, tuneHeapForBackup, type BackupProgress } from '@coffer/backup/backup';
 import { hex } from '@coffer/backup/blob';
+import { parseByteSize } from '@coffer/backup/units';
 import type * as FilterModule from '@coffer/backup/filter';
 import type { PatternRule } from '@coffer/backup/filter';
 import { checkArgPattern, openRepo, type GlobalFlags } from '../context.js';
@@ -22,6 +23,7 @@ export interface SelectFlags {
   'iexclude-file'?: string[];
   'exclude-caches'?: boolean;
   'exclude-if-present'?: string[];
+  'exclude-larger-than'?: string;
   'one-file-system'?: boolean;
   'files-from'?: string[];
   'files-from-raw'?: string[];
@@ -29,6 +31,14 @@ export interface SelectFlags {
   stdin?: boolean;
   'stdin-filename'?: string;
   'stdin-from-command'?: boolean;
+}
+
+/** `--exclude-larger-than SIZE`: bytes (K, M, G, T: powers of 1024, as restic's); 0 would leave out every file with data. */
+function parseMaxSize(v: string): number {
+  const bytes = parseByteSize(v);
+  if (bytes === undefined) throw new UsageError(`backup: --exclude-larger-than takes a size such as 500M or 2G (K, M, G, T: powers of 1024), not '${v}'`);
+  if (bytes === 0) throw new UsageError('backup: --exclude-larger-than 0 would leave out every file that has any data; give a size above 0');
+  return bytes;
 }
 
 /** `--exclude`/`--iexclude` values and the patterns of `--exclude-file`/`--iexclude-file`, in that order. */
@@ -61,15 +71,18 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
   // Every flag is checked (pattern files read, lists parsed) before the repository is opened.
   // Without selection options there is nothing to exclude (backupExcluder would say
   // undefined): the filter module (and picomatch) is then not loaded.
+  const excludeLargerThan = flags['exclude-larger-than'] === undefined ? undefined : parseMaxSize(flags['exclude-larger-than']);
   const selecting =
     listFiles.length > 0 ||
     flags['exclude-caches'] === true ||
+    excludeLargerThan !== undefined ||
     [flags.exclude, flags.iexclude, flags['exclude-file'], flags['iexclude-file'], flags['exclude-if-present']].some((v) => v !== undefined && v.length > 0);
   const filter = selecting ? await import('@coffer/backup/filter') : undefined;
   let exclude = filter?.backupExcluder({
     exclude: await excludeRules(flags, filter.readPatternFile),
     excludeCaches: flags['exclude-caches'] === true,
     excludeIfPresent: flags['exclude-if-present'] ?? [],
+    ...(excludeLargerThan !== undefined ? { excludeLargerThan } : {}),
   });
   if (filter && listFiles.length > 0) {
     const { readFilesFrom, listedSelection, eitherExcludes } = filter;
@@ -155,7 +168,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
 async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string; host?: string[]; time?: string }, args: string[], io: Io): Promise<number> {
   const fromCommand = flags['stdin-from-command'] === true;
   if (flags.stdin && fromCommand) throw new UsageError('backup: --stdin and --stdin-from-command don\'t mix');
-  const selection = ['exclude', 'iexclude', 'exclude-file', 'iexclude-file', 'exclude-caches', 'exclude-if-present', 'one-file-system', 'files-from', 'files-from-raw', 'dry-run'] as const;
+  const selection = ['exclude', 'iexclude', 'exclude-file', 'iexclude-file', 'exclude-caches', 'exclude-if-present', 'exclude-larger-than', 'one-file-system', 'files-from', 'files-from-raw', 'dry-run'] as const;
   for (const k of selection) if (flags[k] !== undefined) throw new UsageError(`backup: --${k} does not apply to a backup of standard input`);
   if (fromCommand && args.length === 0) throw new UsageError('backup: --stdin-from-command needs the command, e.g. `coffer backup --stdin-from-command -- pg_dump mydb`');
   if (!fromCommand && args.length > 0) throw new UsageError('backup: --stdin takes no paths (the data comes from standard input)');

@@ -80,6 +80,9 @@ Backups (key mode):
                 [--group-by host,paths,tags]
                                        DURATION is like 1y2m3d4h, counted back from the group's
                                        newest snapshot; groups default to host,paths
+  coffer tag [ID…] --add T | --remove T | --set T [--tag T] [--host H] [--path P]
+                                       change snapshots' tags (no ID: every snapshot the
+                                       filters let through); each changed one gets a new ID
   coffer prune [--dry-run]             delete data no snapshot needs (refuses when that could lose data)
   coffer repair index [--read-all]     rebuild the index from the packs (after a lost or damaged index)
   coffer repair snapshots [--forget] [--dry-run]
@@ -194,6 +197,9 @@ const options = {
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
   tag: { type: 'string', multiple: true },
+  add: { type: 'string', multiple: true },
+  remove: { type: 'string', multiple: true },
+  set: { type: 'string', multiple: true },
   target: { type: 'string' },
   overwrite: { type: 'boolean' },
   pad: { type: 'string' },
@@ -321,6 +327,7 @@ const allowed: Record<string, string[]> = {
     'prune',
     'dry-run',
   ],
+  tag: ['add', 'remove', 'set', 'tag', 'host', 'path'],
   prune: ['dry-run'],
   unlock: ['remove-all'],
   copy: ['from-repo', 'from-key-file'],
@@ -404,6 +411,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await (await repositoryCommands()).checkCmd(flags, io);
       case 'forget':
         return await (await repositoryCommands()).forget(flags, rest, io);
+      case 'tag':
+        return await (await repositoryCommands()).tagCmd(flags, rest, io);
       case 'prune':
         return await (await repositoryCommands()).pruneCmd(flags, io);
       case 'unlock':
@@ -432,7 +441,6 @@ export async function run(argv: string[], io: Io): Promise<number> {
         if (rest.length > 0) throw new UsageError('login takes no arguments');
         return await (await accountCommands()).login(flags, io);
       case 'vault': {
-        if (rest[0] === 'packs' && flags.forget === undefined && flags['dry-run'] === undefined && flags['read-all'] === undefined) return await (await repositoryCommands()).repairPacksCmd(flags, rest.slice(1), io);
         const sub = rest.length === 1 ? rest[0] : undefined;
         if (sub !== 'enable' && flags.key) throw new UsageError(`vault ${sub ?? ''}: option --key applies to \`vault enable\` only`);
         if (sub !== 'change-password' && flags['new-password-file'] !== undefined) throw new UsageError('option --new-password-file applies to `vault change-password` only');

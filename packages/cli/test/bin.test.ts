@@ -79,7 +79,7 @@ test('coffer COMMAND --help shows that command only', () => {
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /^coffer: error: unknown command 'nosuch'/);
   // Said once (the usage error's own line adds the pointer to --help), with or without --help.
-  for (const args of [['nosuch', '--help'], ['tag']]) {
+  for (const args of [['nosuch', '--help'], ['mount']]) {
     const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
     assert.equal(r.status, 2);
     assert.equal(r.stderr.split('see coffer --help').length - 1, 1, r.stderr);

@@ -175,6 +175,8 @@ test('errors: one `coffer: error:` line on stderr and the documented exit code',
     ['repair packs with a name that is no pack ID', ['repair', 'packs', '../../etc'], s.env, 2, /not a pack ID/],
     ['repair packs of a pack no index lists', ['repair', 'packs', 'ab'.repeat(32)], s.env, 1, /is in no index/],
     ['repair packs with an option', ['repair', 'packs', 'ab'.repeat(32), '--forget'], s.env, 2, /takes no options/],
+    // `vault packs ID` ran repair packs (a line copied into the vault case).
+    ['vault packs', ['vault', 'packs', 'ab'.repeat(32)], s.env, 2, /vault: use `coffer vault enable/],
   ];
   for (const [what, args, env, code, msg] of cases) {
     await t.test(what, async () => assertError(await coffer(args, env), code, msg));

@@ -2,6 +2,7 @@
 // snapshots` loads no check, prune, forget or repair; each of those commands loads its own.
 import { BackupKey, formatKeyId } from '@coffer/backup/key';
 import { hex } from '@coffer/backup/blob';
+import { CofferError } from '@coffer/backup/errors';
 import { Compression } from '@coffer/backup/config';
 import { removeLocks } from '@coffer/backup/lock';
 import { Repository } from '@coffer/backup/repository';
@@ -10,7 +11,7 @@ import type { ReadDataSubset } from '@coffer/backup/check';
 import type * as ForgetModule from '@coffer/backup/forget';
 import type { RetentionPolicy } from '@coffer/backup/forget';
 import type { PruneResult } from '@coffer/backup/prune';
-import { parseCompression, parsePad, snapshotFilter, type FilterFlags } from './flags.js';
+import { newTags, parseCompression, parsePad, snapshotFilter, type FilterFlags } from './flags.js';
 import { checkSeenSnapshots } from '../seen.js';
 import { backendFor, isRelayRepository, loadKeyIfGiven, openRepo, repoLocation, type GlobalFlags } from '../context.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
@@ -91,6 +92,45 @@ export async function snapshots(flags: GlobalFlags & FilterFlags, io: Io): Promi
     );
   }
   return 0;
+}
+
+/**
+ * `coffer tag [ID…] --add T | --remove T | --set T [--tag T] [--host H] [--path P]` (as
+ * restic's): the snapshots given (or, with no ID, every one the filters let through)
+ * get new tags; each changed one is written again under a new ID and the old deleted
+ * (tag.ts). Prints the new IDs on stdout.
+ */
+export async function tagCmd(flags: GlobalFlags & FilterFlags & { add?: string[]; remove?: string[]; set?: string[] }, ids: string[], io: Io): Promise<number> {
+  if (flags.set !== undefined && (flags.add !== undefined || flags.remove !== undefined)) throw new UsageError('tag: --set replaces every tag: give it alone, or use --add and --remove');
+  for (const k of ['add', 'remove'] as const) if (flags[k] !== undefined && newTags(flags[k]).length === 0) throw new UsageError(`tag: --${k} names no tag`);
+  if (flags.set === undefined && flags.add === undefined && flags.remove === undefined) throw new UsageError('tag: say what to change: --add T, --remove T or --set T (--set "" removes every tag)');
+  const change = flags.set !== undefined ? { set: newTags(flags.set) } : { add: newTags(flags.add), remove: newTags(flags.remove) };
+  const { tagSnapshots } = await import('@coffer/backup/tag');
+  const repo = await openRepo(flags, io);
+  const every = await repo.snapshots();
+  await checkSeenSnapshots(flags, io, repo, every);
+  const filter = snapshotFilter(flags);
+  let chosen = [];
+  for (const id of ids) chosen.push(await repo.findSnapshot(id));
+  if (ids.length === 0) chosen = every;
+  chosen = [...new Map(chosen.map((s) => [hex(s.id), s])).values()];
+  if (!isEmptyFilter(filter)) chosen = chosen.filter((s) => matchesFilter(s.snapshot, filter));
+  if (chosen.length === 0) {
+    if (ids.length > 0) throw new CofferError('not-found', `tag: none of the snapshots given matches --tag/--host/--path`);
+    if (!flags.quiet) io.stderr.write(every.length === 0 ? 'no snapshots yet\n' : `no snapshot matches (of ${every.length})\n`);
+    return ExitCode.Ok;
+  }
+  const changed = await tagSnapshots(repo, chosen, change);
+  await checkSeenSnapshots(flags, io, repo, await repo.snapshots(), changed.map((c) => c.from));
+  if (flags.json) io.stdout.write(JSON.stringify({ changed, unchanged: chosen.length - changed.length }) + '\n');
+  else {
+    for (const c of changed) io.stdout.write(c.to + '\n');
+    if (!flags.quiet) {
+      for (const c of changed) io.stderr.write(`snapshot ${c.from.slice(0, 8)} is now ${c.to.slice(0, 8)}, tags [${c.tags.join(',')}]\n`);
+      io.stderr.write(`changed the tags of ${changed.length} snapshot(s)${chosen.length > changed.length ? `; ${chosen.length - changed.length} already had them` : ''}\n`);
+    }
+  }
+  return ExitCode.Ok;
 }
 
 /** `coffer check [--read-data | --read-data-subset n/m|x%|SIZE] [--no-lock]`. */

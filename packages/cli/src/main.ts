@@ -33,6 +33,10 @@ Backups (key mode):
                                        --force reads every file again; --parent compares
                                        with SNAPSHOT (ID or latest) instead of the latest
                                        backup of the same paths from this host
+  coffer backup PATH… [--ignore-inode] [--ignore-ctime]
+                                       a file is unchanged when its size and mtime are,
+                                       whatever its inode number and ctime / its ctime
+                                       (FUSE, network mounts; as restic's)
   coffer backup PATH… --host NAME --time T
                                        the snapshot's host name (also whose latest backup
                                        is compared with) and time (UTC: 2026-01-31 14:00,
@@ -240,6 +244,8 @@ const options = {
   'exclude-if-present': { type: 'string', multiple: true },
   'exclude-larger-than': { type: 'string' },
   'one-file-system': { type: 'boolean' },
+  'ignore-inode': { type: 'boolean' },
+  'ignore-ctime': { type: 'boolean' },
   'files-from': { type: 'string', multiple: true },
   'files-from-raw': { type: 'string', multiple: true },
   stdin: { type: 'boolean' },
@@ -287,6 +293,8 @@ const allowed: Record<string, string[]> = {
     'exclude-if-present',
     'exclude-larger-than',
     'one-file-system',
+    'ignore-inode',
+    'ignore-ctime',
     'files-from',
     'files-from-raw',
     'dry-run',

@@ -7,7 +7,7 @@
  * and its documented exit code.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as nodeFs from 'node:fs';
 import { promises as fs } from 'node:fs';
@@ -283,6 +283,26 @@ test('backup --exclude-larger-than SIZE (restic): regular files larger than SIZE
   assert.ok(!(await storedWith(t, s, ['--exclude-larger-than', '4K'])).includes('notes.txt'));
 });
 
+test('backup --ignore-inode / --ignore-ctime (restic): a file put back with a new inode, same size and mtime, is read again only without --ignore-inode', async (t) => {
+  const s = await setup(t);
+  assert.equal((await coffer(['backup', '-q', s.src], s.env)).code, 0);
+  const p = join(s.src, 'notes.txt');
+  await fs.copyFile(p, `${p}.tmp`);
+  execFileSync('touch', ['-r', p, `${p}.tmp`]);
+  await fs.rename(`${p}.tmp`, p);
+  const reads = async (flags: string[]): Promise<number> => {
+    const r = await coffer(['backup', s.src, '--dry-run', '--json', ...flags], s.env);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { readFiles: number }).readFiles;
+  };
+  assert.equal(await reads([]), 1);
+  assert.equal(await reads(['--ignore-ctime']), 1, 'the inode changed');
+  assert.equal(await reads(['--ignore-inode']), 0, '--ignore-inode ignores the ctime too (as restic)');
+  const b = await coffer(['backup', s.src, '--ignore-inode', '--json'], s.env);
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal(await reads([]), 0, 'the snapshot records the inode and ctime the file has now');
+});
+
 test('garbage: bad pattern files, unreadable lists, bad names, flags that do not mix', async (t) => {
   const s = await setup(t);
   await fs.writeFile(join(s.base, 'bin'), Buffer.of(0xff, 0xfe, 0x2a, 0x0a));
@@ -300,6 +320,8 @@ test('garbage: bad pattern files, unreadable lists, bad names, flags that do not
     [['backup', s.src, '--exclude-larger-than', '99999999999999T'], 2, /--exclude-larger-than takes a size/],
     [['backup', s.src, '--exclude-larger-than', '0'], 2, /--exclude-larger-than 0 would leave out every file/],
     [['backup', '--stdin', '--exclude-larger-than', '1M'], 2, /--exclude-larger-than does not apply to a backup of standard input/],
+    [['backup', '--stdin', '--ignore-inode'], 2, /--ignore-inode does not apply to a backup of standard input/],
+    [['restore', 'latest', '--target', s.base, '--ignore-ctime'], 2, /option --ignore-ctime does not apply here/],
     [['backup', '--files-from', join(s.base, 'missing')], 2, /cannot read the list of files .*missing: no such file/],
     [['backup', '--files-from', s.base], 2, /it is a directory/],
     [['backup', '--files-from', join(s.base, 'bin')], 2, /not UTF-8 text: for names that are not UTF-8 use --files-from-raw/],
@@ -321,7 +343,7 @@ test('garbage: bad pattern files, unreadable lists, bad names, flags that do not
 test('coffer backup --help lists the selection flags', async () => {
   const r = await coffer(['backup', '--help'], {});
   assert.equal(r.code, 0);
-  for (const f of ['--exclude P', '--iexclude-file F', '--exclude-caches', '--exclude-larger-than SIZE', '--one-file-system', '--files-from-raw', '--dry-run', '--stdin-filename', '--stdin-from-command']) assert.ok(r.stdout.includes(f), f);
+  for (const f of ['--exclude P', '--iexclude-file F', '--exclude-caches', '--exclude-larger-than SIZE', '--ignore-inode', '--ignore-ctime', '--one-file-system', '--files-from-raw', '--dry-run', '--stdin-filename', '--stdin-from-command']) assert.ok(r.stdout.includes(f), f);
   const rr = await coffer(['restore', '--help'], {});
   for (const f of ['--include P', '--iinclude P', '--iexclude P']) assert.ok(rr.stdout.includes(f), f);
 });

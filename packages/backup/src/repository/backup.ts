@@ -161,6 +161,14 @@ export interface BackupOptions {
   exclude?: (abs: Buffer, st: EntryStat) => Promise<boolean> | boolean;
   /** Don't descend into directories on other file systems than the roots' (st_dev); the mount point itself is kept, empty. */
   oneFileSystem?: boolean;
+  /**
+   * restic's `--ignore-inode` / `--ignore-ctime`: a file is unchanged from the parent's
+   * when its size and mtime are, whatever its inode number (file systems that don't keep
+   * them: FUSE, some network mounts) or its ctime. Without the ctime, a changed xattr is
+   * not seen in the ctime either: a file taken as unchanged has its xattrs read again.
+   */
+  ignoreInode?: boolean;
+  ignoreCtime?: boolean;
 }
 
 export interface BackupResult {
@@ -1117,6 +1125,8 @@ async function walkAndStore(
   const tail = new LineBuffer(128);
   const chunkId = Buffer.alloc(32);
   const inIndex = (id: Buffer) => index.has(id);
+  const ignoreInode = opts.ignoreInode === true;
+  const ignoreCtime = opts.ignoreCtime === true;
   const ownerOf: { uid: number; gid: number; user: string | undefined; group: string | undefined } = { uid: 0, gid: 0, user: undefined, group: undefined };
   /**
    * Whether the parent's line for this file is, byte for byte, the line this backup
@@ -1144,7 +1154,9 @@ async function walkAndStore(
     settle: ((e: Promise<TreeEntry | null>) => void) | undefined,
   ): Promise<void> | undefined => {
     const sparse = st.blocks * 512n < st.size;
-    if (listed && !settle) {
+    // The byte-for-byte match takes the inode and ctime as they are now: with either
+    // ignored, every line is decoded and compared without it.
+    if (listed && !settle && !ignoreInode && !ignoreCtime) {
       const line = sameAsParent(abs, rel, st, sparse);
       if (line) {
         progress.bytes += Number(st.size);
@@ -1156,15 +1168,18 @@ async function walkAndStore(
       prev &&
       prev.size === Number(st.size) &&
       prev.mtimeNs === st.mtimeNs &&
-      prev.inode === String(st.ino) &&
-      prev.ctime === String(st.ctimeNs) &&
+      (ignoreInode || prev.inode === String(st.ino)) &&
+      (ignoreCtime || prev.ctime === String(st.ctimeNs)) &&
       prev.chunks.every((c) => index.has(Buffer.from(c, 'hex')))
     ) {
       // Unchanged, ctime included: setting an xattr changes the ctime, so the parent's
       // xattrs still hold and are not listed again (one system call less per file).
-      const m = isUtf8(abs) ? meta(abs, rel, st, 'file', prev.xattrs ?? []) : meta(abs, rel, st, 'file');
+      // With the ctime ignored they are read again.
+      const m = isUtf8(abs) && !ignoreCtime ? meta(abs, rel, st, 'file', prev.xattrs ?? []) : meta(abs, rel, st, 'file');
       progress.bytes += Number(st.size);
-      const same = fileEntry(m, m.xattrs, st.mtimeNs, prev.size, prev.chunks, sparse, prev.inode, prev.ctime);
+      // Today's inode and ctime (the same as the parent's unless ignored), so the next
+      // backup without the flags compares with what the file has now.
+      const same = fileEntry(m, m.xattrs, st.mtimeNs, prev.size, prev.chunks, sparse, String(st.ino), String(st.ctimeNs));
       settle?.(Promise.resolve(same));
       return emit(same);
     }

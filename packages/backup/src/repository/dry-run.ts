@@ -22,6 +22,9 @@ export interface DryRunOptions {
   parent?: 'auto' | 'none' | SnapshotRecord;
   /** As BackupOptions.host. */
   host?: string;
+  /** As BackupOptions.ignoreInode / ignoreCtime. */
+  ignoreInode?: boolean;
+  ignoreCtime?: boolean;
   /** Every entry that would be stored, by its path in the listing (for `--dry-run -v`-style output). */
   onEntry?: (rel: Buffer, kind: 'new' | 'changed' | 'unchanged' | 'dir' | 'other', size: number) => void;
 }
@@ -104,7 +107,7 @@ export async function backupDryRun(repo: Repository, opts: DryRunOptions): Promi
       const size = Number(st.size);
       r.bytes += size;
       const prev = parentFiles.get(rel.toString('latin1'));
-      const same = prev && prev.size === size && prev.mtimeNs === st.mtimeNs && prev.inode === String(st.ino) && prev.ctime === String(st.ctimeNs);
+      const same = prev && prev.size === size && prev.mtimeNs === st.mtimeNs && (opts.ignoreInode === true || prev.inode === String(st.ino)) && (opts.ignoreCtime === true || prev.ctime === String(st.ctimeNs));
       if (!same) {
         r.readFiles++;
         r.readBytes += size;

@@ -25,12 +25,23 @@ export interface SelectFlags {
   'exclude-if-present'?: string[];
   'exclude-larger-than'?: string;
   'one-file-system'?: boolean;
+  'ignore-inode'?: boolean;
+  'ignore-ctime'?: boolean;
   'files-from'?: string[];
   'files-from-raw'?: string[];
   'dry-run'?: boolean;
   stdin?: boolean;
   'stdin-filename'?: string;
   'stdin-from-command'?: boolean;
+}
+
+/**
+ * `--ignore-inode` / `--ignore-ctime`: as restic's, --ignore-inode ignores the ctime too
+ * (a file on a FUSE or network mount that shows new inode numbers shows new ctimes).
+ */
+function ignoreFlags(flags: SelectFlags): { ignoreInode?: true; ignoreCtime?: true } {
+  if (flags['ignore-inode']) return { ignoreInode: true, ignoreCtime: true };
+  return flags['ignore-ctime'] ? { ignoreCtime: true } : {};
 }
 
 /** `--exclude-larger-than SIZE`: bytes (K, M, G, T: powers of 1024, as restic's); 0 would leave out every file with data. */
@@ -109,6 +120,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
       ...(identity.host !== undefined ? { host: identity.host } : {}),
       ...(exclude ? { exclude } : {}),
       ...(flags['one-file-system'] ? { oneFileSystem: true } : {}),
+      ...ignoreFlags(flags),
       onEntry: (rel, kind, size) => {
         // The files that would be read: new or changed since the parent snapshot.
         if (!flags.json && !flags.quiet && (kind === 'new' || kind === 'changed')) io.stderr.write(`would read ${kind} file ${rel.toString('utf8')} (${fmtBytes(size)})\n`);
@@ -134,6 +146,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
     ...(compression !== undefined ? { compression } : {}),
     ...(exclude ? { exclude } : {}),
     ...(flags['one-file-system'] ? { oneFileSystem: true } : {}),
+    ...ignoreFlags(flags),
     tags: newTags(flags.tag),
     // Without a bar, no progress: the backup then skips its pre-scan for totals.
     ...(bar.enabled ? { onProgress: (p: BackupProgress) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles) } : {}),
@@ -168,7 +181,7 @@ export async function backupCmd(flags: GlobalFlags & SelectFlags & { tag?: strin
 async function backupStdinCmd(flags: GlobalFlags & SelectFlags & { tag?: string[]; pad?: string; compression?: string; host?: string[]; time?: string }, args: string[], io: Io): Promise<number> {
   const fromCommand = flags['stdin-from-command'] === true;
   if (flags.stdin && fromCommand) throw new UsageError('backup: --stdin and --stdin-from-command don\'t mix');
-  const selection = ['exclude', 'iexclude', 'exclude-file', 'iexclude-file', 'exclude-caches', 'exclude-if-present', 'exclude-larger-than', 'one-file-system', 'files-from', 'files-from-raw', 'dry-run'] as const;
+  const selection = ['exclude', 'iexclude', 'exclude-file', 'iexclude-file', 'exclude-caches', 'exclude-if-present', 'exclude-larger-than', 'one-file-system', 'ignore-inode', 'ignore-ctime', 'files-from', 'files-from-raw', 'dry-run'] as const;
   for (const k of selection) if (flags[k] !== undefined) throw new UsageError(`backup: --${k} does not apply to a backup of standard input`);
   if (fromCommand && args.length === 0) throw new UsageError('backup: --stdin-from-command needs the command, e.g. `coffer backup --stdin-from-command -- pg_dump mydb`');
   if (!fromCommand && args.length > 0) throw new UsageError('backup: --stdin takes no paths (the data comes from standard input)');

@@ -55,8 +55,9 @@ Backups (key mode):
                                        store standard input as one file (a database dump)
   coffer backup --stdin-from-command [--stdin-filename NAME] -- CMD ARG…
                                        store CMD's output; no snapshot if CMD fails
-  coffer snapshots [--tag T] [--host H] [--path P]
-                                       list snapshots (filters: see Choosing snapshots)
+  coffer snapshots [--tag T] [--host H] [--path P] [--latest N] [--group-by host,paths,tags]
+                                       list snapshots (filters: see Choosing snapshots);
+                                       --latest N: the newest N of each host and paths
   coffer restore ID|latest[:PATH] --target DIR [--overwrite] [--no-owners] [--no-lock]
                                        owners are restored when run as root; with :PATH only
                                        that file or directory (its contents go into DIR)
@@ -271,6 +272,7 @@ const options = {
   'keep-within-yearly': { type: 'string' },
   'keep-tag': { type: 'string', multiple: true },
   'group-by': { type: 'string' },
+  latest: { type: 'string' },
   'from-repo': { type: 'string' },
   'from-key-file': { type: 'string' },
   force: { type: 'boolean' },
@@ -306,7 +308,7 @@ const allowed: Record<string, string[]> = {
     'host',
     'time',
   ],
-  snapshots: ['tag', 'host', 'path'],
+  snapshots: ['tag', 'host', 'path', 'latest', 'group-by'],
   restore: ['target', 'overwrite', 'no-owners', 'no-lock', 'include', 'iinclude', 'exclude', 'iexclude', 'tag', 'host', 'path'],
   ls: ['long', 'recursive', 'tag', 'host', 'path'],
   find: ['ignore-case', 'snapshot', 'newest', 'oldest', 'long', 'tag', 'host', 'path'],

@@ -2,7 +2,8 @@
  * `coffer tag` (as restic's): --add, --remove, --set on snapshots given by ID or chosen by
  * --tag/--host/--path; each changed snapshot is written again under a new ID with
  * `original` set, the old one deleted, nothing else changed (its files restore the same),
- * and this device's rollback tripwire does not take the old IDs for a rollback.
+ * and this device's rollback tripwire does not take the old IDs for a rollback. Also the
+ * listing's restic options that go with tags: `snapshots --latest N` and `--group-by`.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -135,4 +136,38 @@ test('tag: garbage is refused and changes nothing', async (t) => {
     now.map((x) => [x.id, x.tags]),
     [[id, ['a']]],
   );
+});
+
+test('snapshots --latest N (the newest N of each host and paths) and --group-by (as restic, JSON group_key); garbage refused', async (t) => {
+  const s = await setup(t);
+  const other = join(s.base, 'other');
+  await fs.mkdir(other);
+  const made: Record<string, string[]> = {};
+  for (const [host, path, tag] of [['a', s.src, 'x'], ['a', s.src, 'y'], ['a', other, 'x'], ['b', s.src, 'x'], ['a', s.src, 'x']] as const) {
+    const b = await coffer(['backup', '-q', '--host', host, '--tag', tag, path], s.env);
+    assert.equal(b.code, 0, b.stderr);
+    (made[`${host} ${path}`] ??= []).push(b.stdout.trim());
+  }
+  const ids = async (args: string[]): Promise<string[]> => {
+    const r = await coffer(['snapshots', '--json', ...args], s.env);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as Snap[]).map((x) => x.id);
+  };
+  const latest1 = await ids(['--latest', '1']);
+  assert.deepEqual(latest1.sort(), [made[`a ${s.src}`]!.at(-1)!, made[`a ${other}`]![0]!, made[`b ${s.src}`]![0]!].sort());
+  assert.equal((await ids(['--latest', '2'])).length, 4);
+  assert.deepEqual(await ids(['--latest', '1', '--host', 'a', '--path', s.src]), [made[`a ${s.src}`]!.at(-1)!]);
+  const grouped = await coffer(['snapshots', '--json', '--group-by', 'host'], s.env);
+  const g = JSON.parse(grouped.stdout) as Array<{ group_key: { hostname: string; paths: unknown; tags: unknown }; snapshots: Snap[] }>;
+  assert.deepEqual(g.map((x) => [x.group_key, x.snapshots.length]), [[{ hostname: 'a', paths: null, tags: null }, 4], [{ hostname: 'b', paths: null, tags: null }, 1]]);
+  const text = await coffer(['snapshots', '--group-by', 'host,tags', '--latest', '1'], s.env);
+  assert.equal(text.code, 0, text.stderr);
+  // Groups in the order of their oldest snapshot listed.
+  assert.deepEqual(text.stdout.split('\n').filter((l) => l.startsWith('snapshots for')).sort(), ['snapshots for (host [a], tags [x]):', 'snapshots for (host [a], tags [y]):', 'snapshots for (host [b], tags [x]):']);
+  for (const [args, msg] of [
+    [['--latest', '0'], /--latest takes a whole number of snapshots, 1 or more, not '0'/],
+    [['--latest', 'x'], /--latest takes a whole number/],
+    [['--latest=-2'], /--latest takes a whole number/],
+    [['--group-by', 'colour'], /--group-by: unknown field 'colour'/],
+  ] as Array<[string[], RegExp]>) assertError(await coffer(['snapshots', ...args], s.env), 2, msg);
 });

@@ -149,14 +149,18 @@ export interface PolicyResult {
   groups: PolicyGroup[];
 }
 
-/** Splits snapshots into those the policy keeps and those it removes, group by group. */
-export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, groupBy: GroupBy = DEFAULT_GROUP_BY, now: number = Date.now()): PolicyResult {
-  for (const k of ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const) {
-    const v = policy[k];
-    if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new CofferError('invalid-argument', `--keep-${k} needs a whole number ≥ 0`);
-  }
-  if (isEmptyPolicy(policy)) throw new CofferError('invalid-argument', 'no retention policy given (e.g. --keep-last 7 --keep-daily 14); refusing to remove everything');
-  const groups = new Map<string, { host?: string; paths?: string[]; tags?: string[]; list: SnapshotRecord[] }>();
+export interface SnapshotGroup {
+  /** The group's key: the fields grouped by (sorted paths and tags). */
+  host?: string;
+  paths?: string[];
+  tags?: string[];
+  /** Its snapshots, in the order given. */
+  list: SnapshotRecord[];
+}
+
+/** Groups snapshots by the fields of `groupBy` (restic's --group-by), groups in order of their first snapshot. */
+export function groupSnapshots(all: readonly SnapshotRecord[], groupBy: GroupBy): SnapshotGroup[] {
+  const groups = new Map<string, SnapshotGroup>();
   for (const s of all) {
     const paths = [...s.snapshot.paths].sort();
     const tags = [...new Set(s.snapshot.tags)].sort();
@@ -171,6 +175,17 @@ export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, grou
     }
     groups.get(g)!.list.push(s);
   }
+  return [...groups.values()];
+}
+
+/** Splits snapshots into those the policy keeps and those it removes, group by group. */
+export function applyPolicy(all: SnapshotRecord[], policy: RetentionPolicy, groupBy: GroupBy = DEFAULT_GROUP_BY, now: number = Date.now()): PolicyResult {
+  for (const k of ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const) {
+    const v = policy[k];
+    if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new CofferError('invalid-argument', `--keep-${k} needs a whole number ≥ 0`);
+  }
+  if (isEmptyPolicy(policy)) throw new CofferError('invalid-argument', 'no retention policy given (e.g. --keep-last 7 --keep-daily 14); refusing to remove everything');
+  const groups = groupSnapshots(all, groupBy);
   const reasons = new Map<SnapshotRecord, string[]>();
   const keep = (s: SnapshotRecord, why: string) => {
     const r = reasons.get(s);

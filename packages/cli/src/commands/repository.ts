@@ -5,7 +5,7 @@ import { hex } from '@coffer/backup/blob';
 import { CofferError } from '@coffer/backup/errors';
 import { Compression } from '@coffer/backup/config';
 import { removeLocks } from '@coffer/backup/lock';
-import { Repository } from '@coffer/backup/repository';
+import { Repository, type SnapshotRecord } from '@coffer/backup/repository';
 import { isEmptyFilter, matchesFilter, parseTagList } from '@coffer/backup/snapshot';
 import type { ReadDataSubset } from '@coffer/backup/check';
 import type * as ForgetModule from '@coffer/backup/forget';
@@ -57,8 +57,17 @@ export async function init(flags: GlobalFlags & { pad?: string; compression?: st
   return 0;
 }
 
-/** `coffer snapshots [--tag T] [--host H] [--path P]`: one line per snapshot, oldest first. */
-export async function snapshots(flags: GlobalFlags & FilterFlags, io: Io): Promise<number> {
+/**
+ * `coffer snapshots [--tag T] [--host H] [--path P] [--latest N] [--group-by host,paths,tags]`:
+ * one line per snapshot, oldest first. As restic's: `--latest N` keeps the newest N of
+ * each host and set of paths (of each group, with --group-by); `--group-by` lists group
+ * by group (in JSON: `[{ group_key, snapshots }]`).
+ */
+export async function snapshots(flags: GlobalFlags & FilterFlags & { latest?: string; 'group-by'?: string }, io: Io): Promise<number> {
+  const latest = flags.latest === undefined ? undefined : Number(flags.latest);
+  if (latest !== undefined && !(/^\d{1,9}$/.test(flags.latest!) && latest >= 1)) throw new UsageError(`snapshots: --latest takes a whole number of snapshots, 1 or more, not '${flags.latest}'`);
+  const { groupSnapshots, parseGroupBy, DEFAULT_GROUP_BY } = latest !== undefined || flags['group-by'] !== undefined ? await import('@coffer/backup/forget') : ({} as Partial<typeof ForgetModule>);
+  const groupBy = flags['group-by'] === undefined ? undefined : parseGroupBy!(flags['group-by']);
   const repo = await openRepo(flags, io);
   // A damaged or foreign snapshot is skipped with a warning (repo.onWarning): one bad
   // snapshot must not hide the others (spec §10).
@@ -67,13 +76,21 @@ export async function snapshots(flags: GlobalFlags & FilterFlags, io: Io): Promi
   // The rollback check sees every snapshot, not only those the filters show.
   await checkSeenSnapshots(flags, io, repo, every);
   const filter = snapshotFilter(flags);
-  const all = isEmptyFilter(filter) ? every : every.filter((s) => matchesFilter(s.snapshot, filter));
+  let all = isEmptyFilter(filter) ? every : every.filter((s) => matchesFilter(s.snapshot, filter));
+  if (latest !== undefined) {
+    const kept = new Set<SnapshotRecord>();
+    for (const g of groupSnapshots!(all, groupBy ?? DEFAULT_GROUP_BY!)) for (const s of g.list.slice(-latest)) kept.add(s);
+    all = all.filter((s) => kept.has(s));
+  }
+  const groups = groupBy ? groupSnapshots!(all, groupBy) : [{ list: all }];
   // Some unreadable beside readable ones: listed with warnings, exit 0 (as restic). None
   // readable at all: not "no snapshots yet" (there are some, and they are damaged or
   // foreign), and exit 12 so that a script notices.
   const noneReadable = every.length === 0 && bad.length > 0;
+  const json = (list: readonly SnapshotRecord[]) => list.map((s) => ({ id: hex(s.id), ...s.snapshot, tree: undefined }));
   if (flags.json) {
-    io.stdout.write(JSON.stringify(all.map((s) => ({ id: hex(s.id), ...s.snapshot, tree: undefined }))) + '\n');
+    const out = groupBy ? groups.map((g) => ({ group_key: { hostname: g.host ?? '', paths: g.paths ?? null, tags: g.tags ?? null }, snapshots: json(g.list) })) : json(all);
+    io.stdout.write(JSON.stringify(out) + '\n');
     return noneReadable ? ExitCode.Corrupt : 0;
   }
   if (noneReadable) {
@@ -84,12 +101,18 @@ export async function snapshots(flags: GlobalFlags & FilterFlags, io: Io): Promi
     if (!flags.quiet) io.stderr.write(every.length === 0 ? 'no snapshots yet\n' : `no snapshot matches (of ${every.length})\n`);
     return 0;
   }
-  io.stdout.write('ID        Time                  Host              Files    Size        Paths  [Tags]\n');
-  for (const s of all) {
-    const t = new Date(s.snapshot.time).toISOString().replace('T', ' ').slice(0, 19);
-    io.stdout.write(
-      `${hex(s.id).slice(0, 8)}  ${t}   ${s.snapshot.hostname.slice(0, 16).padEnd(16)}  ${String(s.snapshot.stats.files).padStart(6)}   ${fmtBytes(s.snapshot.stats.bytes).padEnd(10)}  ${s.snapshot.paths.join(' ')}${s.snapshot.tags.length > 0 ? `  [${s.snapshot.tags.join(',')}]` : ''}\n`,
-    );
+  for (const [i, g] of groups.entries()) {
+    if (groupBy) {
+      const what = [g.host !== undefined ? `host [${g.host}]` : '', g.paths !== undefined ? `paths [${g.paths.join(', ')}]` : '', g.tags !== undefined ? `tags [${g.tags.join(', ')}]` : ''].filter((x) => x);
+      io.stdout.write(`${i > 0 ? '\n' : ''}snapshots for (${what.length > 0 ? what.join(', ') : 'all'}):\n`);
+    }
+    io.stdout.write('ID        Time                  Host              Files    Size        Paths  [Tags]\n');
+    for (const s of g.list) {
+      const t = new Date(s.snapshot.time).toISOString().replace('T', ' ').slice(0, 19);
+      io.stdout.write(
+        `${hex(s.id).slice(0, 8)}  ${t}   ${s.snapshot.hostname.slice(0, 16).padEnd(16)}  ${String(s.snapshot.stats.files).padStart(6)}   ${fmtBytes(s.snapshot.stats.bytes).padEnd(10)}  ${s.snapshot.paths.join(' ')}${s.snapshot.tags.length > 0 ? `  [${s.snapshot.tags.join(',')}]` : ''}\n`,
+      );
+    }
   }
   return 0;
 }

@@ -5,7 +5,8 @@
  * directories, with property tests of the policy.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, type Writable } from 'node:stream';
@@ -436,6 +437,58 @@ test('dump: a file byte for byte; a directory as a tar that the system tar extra
   const asTar = await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/notes.txt`), o, { archive: 'tar' }));
   assert.deepEqual(execFileSync('tar', ['-tf', '-'], { input: asTar }).toString(), 'notes.txt\n');
   await assert.rejects(drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/gone`), o)), (e: unknown) => CofferError.is(e, 'not-found'));
+});
+
+/** What Python's zipfile (a reader independent of ours) makes of a zip: every entry, its CRC checked. */
+function readZip(bytes: Buffer): { bad: string | null; entries: Array<{ name: string; mode: number; size: number; sha: string; mtime: number[]; zip64: boolean }> } {
+  const script = [
+    'import sys, zipfile, io, json, hashlib',
+    'z = zipfile.ZipFile(io.BytesIO(sys.stdin.buffer.read()))',
+    'bad = z.testzip()',
+    'out = []',
+    'for i in z.infolist():',
+    "    raw = i.filename.encode('utf-8' if i.flag_bits & 0x800 else 'cp437')",
+    "    out.append({'name': raw.hex(), 'mode': i.external_attr >> 16, 'size': i.file_size, 'sha': hashlib.sha256(z.read(i)).hexdigest(), 'mtime': list(i.date_time), 'zip64': i.extract_version >= 45})",
+    "print(json.dumps({'bad': bad, 'entries': out}))",
+  ].join('\n');
+  const r = JSON.parse(execFileSync('python3', ['-c', script], { input: bytes }).toString()) as ReturnType<typeof readZip>;
+  for (const e of r.entries) e.name = Buffer.from(e.name, 'hex').toString('latin1');
+  return r;
+}
+
+test('dump --archive zip: a zip that an independent reader takes whole (CRCs, modes, symlinks, non-UTF-8 names), hard links as copies, FIFOs left out and counted; zip64 fields read back', async (t) => {
+  const { repo, src } = await fixture(t);
+  await fs.mkdir(join(src, 'docs', 'empty-dir'));
+  spawnSync('mkfifo', [join(src, 'pipe')]);
+  const snap = await backup(repo, { paths: [src] });
+  const rec = { id: snap.id, snapshot: snap.snapshot };
+  const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+  const results: Array<Awaited<ReturnType<typeof dumpSnapshot>>> = [];
+  const bytes = await drain(async (o) => results.push(await dumpSnapshot(repo, rec, Buffer.from(src), o, { archive: 'zip' })));
+  const z = readZip(bytes);
+  assert.equal(z.bad, null, 'every CRC checks');
+  const byName = new Map(z.entries.map((e) => [e.name, e]));
+  assert.deepEqual(results[0]!.format, 'zip');
+  assert.equal(results[0]!.skipped, 1, 'the FIFO');
+  assert.equal(byName.get('home/notes.txt')?.sha, sha('my notes\n'));
+  assert.equal(byName.get('home/notes.txt')?.mode, 0o100600);
+  assert.equal(byName.get('home/docs/big.bin')?.sha, sha(prng(7, 100_000)));
+  assert.equal(byName.get('home/docs/notes-link')?.sha, sha('my notes\n'), 'a hard link is a copy');
+  assert.equal(byName.get('home/link')?.mode, 0o120777);
+  assert.equal(byName.get('home/link')?.sha, sha('notes.txt'), 'a symlink holds its target');
+  assert.equal(byName.get('home/docs/')?.mode, 0o40755);
+  assert.ok(byName.has('home/docs/empty-dir/'));
+  assert.ok(byName.has(Buffer.from('home/docs/b\xe9.t', 'latin1').toString('latin1')), 'the exact name bytes');
+  assert.ok(!byName.has('home/pipe'));
+  assert.deepEqual(byName.get('home/docs/a.txt')?.mtime, [...new Date(T0 + 1000).toISOString().match(/\d+/g)!.slice(0, 6).map(Number)].map((v, i) => (i === 5 ? v - (v % 2) : v)), 'DOS time (UTC, even seconds)');
+  // The same with every entry in zip64 form (a file of 4 GiB or more, an offset past 4 GiB).
+  const z64 = readZip(await drain((o) => dumpSnapshot(repo, rec, Buffer.from(src), o, { archive: 'zip', zip64From: 0 })));
+  assert.equal(z64.bad, null);
+  assert.ok(z64.entries.filter((e) => e.mode >> 12 === 0o10).every((e) => e.zip64));
+  assert.deepEqual(z64.entries.map((e) => [e.name, e.sha]), z.entries.map((e) => [e.name, e.sha]));
+  // A part, and a single file asked for as zip: an archive of one entry.
+  const one = readZip(await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/notes.txt`), o, { archive: 'zip' })));
+  assert.deepEqual(one.entries.map((e) => e.name), ['notes.txt']);
 });
 
 test('dump reads each pack segment once and packs held open are closed: the same tar when every pack and segment is forgotten at once; a damaged pack or a missing one stops it, named', async (t) => {

@@ -71,7 +71,7 @@ Backups (key mode):
                                        or with a / on the whole path; -i ignores case)
   coffer diff ID1 ID2                  added (+), removed (-), modified (M), type changed (T),
                                        metadata-only (U) paths, and the data added and removed
-  coffer dump ID|latest PATH [--archive tar]
+  coffer dump ID|latest PATH [--archive tar|zip]
                                        a file to stdout; a directory as a tar stream
   coffer stats [ID…] [--mode restore-size|raw-data]
                                        sizes and counts (restore size, or the stored data)

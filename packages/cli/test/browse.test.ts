@@ -275,12 +275,19 @@ test('coffer dump: a file to stdout byte for byte; a directory as tar that the s
   assert.ok(names.includes(`${s.src.slice(1)}/notes.txt\n`), names);
   assertError(await coffer(['dump', 'latest', `${s.src}/nope`], s.env), 1, /home\/nope is not in snapshot/);
   assertError(await coffer(['dump', 'latest'], s.env), 2, /dump: give a snapshot and a path/);
-  assertError(await coffer(['dump', 'latest', `${s.src}/notes.txt`, '--archive', 'zip'], s.env), 2, /--archive zip is not supported/);
+  assertError(await coffer(['dump', 'latest', `${s.src}/notes.txt`, '--archive', 'rar'], s.env), 2, /--archive rar is not supported \(tar or zip\)/);
+  // --archive zip (restic's): a zip of the part; python's zipfile checks every CRC.
+  const zip = await spawned(['dump', `latest:${s.src}/docs`, '--archive', 'zip', '--json'], s.env);
+  assert.equal(zip.code, 0, zip.stderr);
+  assert.equal(JSON.parse(zip.stderr).format, 'zip');
+  const listed = execFileSync('python3', ['-c', 'import sys, io, zipfile; z = zipfile.ZipFile(io.BytesIO(sys.stdin.buffer.read())); assert z.testzip() is None; print(sorted(i.filename for i in z.infolist() if not i.filename.endswith("/"))[0]); print(z.read("docs/a.txt").decode())'], { input: zip.raw }).toString();
+  assert.equal(listed, 'docs/a.txt\nchanged!\n');
 });
 
 test('coffer dump refuses to write a tar stream to a terminal (a file is fine)', async () => {
   const s = await shared();
   assertError(await coffer(['dump', 'latest', s.src], s.env, true), 2, /^coffer: error: dump: this is a directory, written as a tar stream: redirect it/);
+  assertError(await coffer(['dump', 'latest', s.src, '--archive', 'zip'], s.env, true), 2, /^coffer: error: dump: a zip archive is binary: redirect it to a file/);
   const file = await coffer(['dump', 'latest', `${s.src}/notes.txt`], s.env, true);
   assert.deepEqual([file.code, file.stdout], [0, 'my notes\n']);
 });

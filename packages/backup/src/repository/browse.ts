@@ -11,6 +11,7 @@
  * characters and `\`) escaped as `\xNN` / `\\`, and an escaped path given back names
  * the same bytes.
  */
+import { ZipWriter } from './zip.js';
 import { CofferError } from '../errors.js';
 import { hex } from './blob.js';
 import type { Repository, SnapshotRecord } from './repository.js';
@@ -772,12 +773,41 @@ async function writeFileFrom(queue: BlobQueue, file: FileEntry, out: Output, onB
   if (written !== file.size) throw new CofferError('corrupt', `${file.path}: its chunks add up to ${written} bytes, not its size ${file.size}`);
 }
 
+/**
+ * A dump's read-ahead: each call reads the listing of `rec` on, through `picker`, until
+ * enough entries (or blobs) are ahead of the output or `stop` says so; `add` takes each
+ * picked entry (and queues its blobs). Hard links in the part to files outside it come
+ * last, as copies of their files: a second pass over the listing finds those (files
+ * outside the part are not remembered, so a dump of one folder does not grow with the
+ * snapshot).
+ */
+function listingAhead(repo: Repository, rec: SnapshotRecord, picker: SubtreePicker, queue: BlobQueue, ahead: TreeEntry[], add: (p: TreeEntry) => Promise<void>, stop: () => boolean = () => false): () => Promise<void> {
+  const listing = repo.tree(rec.snapshot)[Symbol.asyncIterator]();
+  let listed = false;
+  return async () => {
+    while (!listed && !stop() && (ahead.length === 0 || (queue.length < READ_AHEAD_BLOBS && ahead.length < DUMP_ENTRIES_AHEAD))) {
+      const n = await listing.next();
+      if (n.done) {
+        listed = true;
+        const copies: TreeEntry[] = [];
+        await picker.resolveOrphans((each) => repo.treeEach(rec.snapshot, each), (e) => copies.push(e));
+        for (const p of copies) await add(p);
+        break;
+      }
+      const p = picker.pick(n.value);
+      if (p) await add(p);
+    }
+  };
+}
+
 /** Entries of a dump read from the listing ahead of the one being written (their blobs fetched ahead too). */
 const DUMP_ENTRIES_AHEAD = 256;
 
 export interface DumpResult {
   /** 'file': the file's bytes; 'tar': a tar stream of the selection. */
-  format: 'file' | 'tar';
+  format: 'file' | 'tar' | 'zip';
+  /** zip: entries left out because zip has no type for them (FIFOs, devices, sockets). */
+  skipped?: number;
   entries: number;
   bytes: number;
 }
@@ -794,12 +824,15 @@ export async function dumpSnapshot(
   path: Buffer,
   out: NodeJS.WritableStream,
   opts: {
-    archive?: 'tar';
+    archive?: 'tar' | 'zip';
     onProgress?: (p: { entries: number; bytes: number }) => void;
     /** Called once before the first byte of a tar stream (the CLI refuses to write one to a terminal). */
     beforeTar?: () => void;
+    /** Tests: zip entries from this size get zip64 fields (ZipWriter's `zip64From`). */
+    zip64From?: number;
   } = {},
 ): Promise<DumpResult> {
+  if (opts.archive === 'zip') return dumpZip(repo, rec, path, out, opts);
   const map = new SnapshotPaths(rec.snapshot);
   const sel = map.select(path);
   const picker = new SubtreePicker(sel, { keepName: true });
@@ -812,33 +845,15 @@ export async function dumpSnapshot(
   const queue = new BlobQueue(new BlobReader(repo));
   const o = new Output(out);
   try {
-    const listing = repo.tree(rec.snapshot)[Symbol.asyncIterator]();
     const ahead: TreeEntry[] = [];
-    let listed = false;
     let single = false;
     const add = async (p: TreeEntry) => {
       // One file asked for, not as an archive: its bytes, and nothing more is read.
-      if (ahead.length === 0 && first && sel.entry && p.type === 'file' && opts.archive !== 'tar') single = true;
+      if (ahead.length === 0 && first && sel.entry && p.type === 'file' && opts.archive === undefined) single = true;
       ahead.push(p);
       if (p.type === 'file') for (const c of p.chunks) await queue.push(Buffer.from(c, 'hex'));
     };
-    const readAhead = async () => {
-      while (!listed && !single && (ahead.length === 0 || (queue.length < READ_AHEAD_BLOBS && ahead.length < DUMP_ENTRIES_AHEAD))) {
-        const n = await listing.next();
-        if (n.done) {
-          listed = true;
-          // Hard links in the part to files outside it come last, as copies of their
-          // files: a second pass over the listing finds those (files outside the part
-          // are not remembered, so a dump of one folder does not grow with the snapshot).
-          const copies: TreeEntry[] = [];
-          await picker.resolveOrphans((each) => repo.treeEach(rec.snapshot, each), (e) => copies.push(e));
-          for (const p of copies) await add(p);
-          break;
-        }
-        const p = picker.pick(n.value);
-        if (p) await add(p);
-      }
-    };
+    const readAhead = listingAhead(repo, rec, picker, queue, ahead, add, () => single);
     let first = true;
     for (;;) {
       await readAhead();
@@ -884,6 +899,83 @@ export async function dumpSnapshot(
     picker.finish(rec.id);
     if (first) opts.beforeTar?.();
     await o.write(TAR_END);
+    await o.flush();
+    return result;
+  } finally {
+    await queue.close();
+  }
+}
+
+/**
+ * `coffer dump --archive zip` (restic's): the selection as a zip stream (zip.ts), named as
+ * in a tar dump. Zip has no hard links: a file's later names are written as copies of
+ * it (its chunk list kept for that while the dump runs), and no type for FIFOs, devices
+ * and sockets: those are left out and counted (`skipped`). Extended attributes are not
+ * kept (zip has no place for them); tar keeps them.
+ */
+async function dumpZip(
+  repo: Repository,
+  rec: SnapshotRecord,
+  path: Buffer,
+  out: NodeJS.WritableStream,
+  opts: { onProgress?: (p: { entries: number; bytes: number }) => void; beforeTar?: () => void; zip64From?: number },
+): Promise<DumpResult> {
+  const map = new SnapshotPaths(rec.snapshot);
+  const sel = map.select(path);
+  const picker = new SubtreePicker(sel, { keepName: true });
+  const result: DumpResult = { format: 'zip', entries: 0, bytes: 0, skipped: 0 };
+  const report = () => opts.onProgress?.({ entries: result.entries, bytes: result.bytes });
+  const archiveName = (raw: Buffer) => (sel.roots ? map.absolute(raw).subarray(1) : raw);
+  const queue = new BlobQueue(new BlobReader(repo));
+  const o = new Output(out);
+  const zip = new ZipWriter((b) => o.write(b), opts.zip64From);
+  /** Files by their path in the listing, for the hard links to them that may follow. */
+  const files = new Map<string, FileEntry>();
+  try {
+    const ahead: TreeEntry[] = [];
+    const add = async (p: TreeEntry) => {
+      let e = p;
+      if (p.type === 'hardlink') {
+        const target = files.get(p.link.toString('latin1'));
+        if (!target) throw new CofferError('corrupt', `${p.path}: a hard link to ${p.link.toString('utf8')}, which comes before it in no listing`);
+        e = { ...target, path: p.path, rawPath: p.rawPath };
+      }
+      if (e.type === 'file') {
+        files.set(e.rawPath.toString('latin1'), e);
+        for (const c of e.chunks) await queue.push(Buffer.from(c, 'hex'));
+      }
+      ahead.push(e);
+    };
+    const readAhead = listingAhead(repo, rec, picker, queue, ahead, add);
+    opts.beforeTar?.();
+    for (;;) {
+      await readAhead();
+      const p = ahead.shift();
+      if (!p) break;
+      const owner = p.owner ? { uid: p.owner.uid, gid: p.owner.gid } : {};
+      if (p.type === 'dir' || p.type === 'symlink') {
+        await zip.entry({ name: archiveName(p.rawPath), kind: p.type, mode: p.mode, mtimeNs: p.mtimeNs, ...owner, ...(p.type === 'symlink' ? { target: p.target } : {}) });
+      } else if (p.type === 'file') {
+        await zip.file({ name: archiveName(p.rawPath), kind: 'file', mode: p.mode, mtimeNs: p.mtimeNs, size: p.size, ...owner }, async (sink) => {
+          let written = 0;
+          for (let i = 0; i < p.chunks.length; i++) {
+            const raw = await queue.next();
+            await sink(raw);
+            written += raw.length;
+            result.bytes += raw.length;
+            report();
+          }
+          if (written !== p.size) throw new CofferError('corrupt', `${p.path}: its chunks add up to ${written} bytes, not its size ${p.size}`);
+        });
+      } else {
+        result.skipped!++;
+        continue;
+      }
+      result.entries++;
+      report();
+    }
+    picker.finish(rec.id);
+    await zip.finish();
     await o.flush();
     return result;
   } finally {

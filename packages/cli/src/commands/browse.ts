@@ -233,29 +233,31 @@ export async function diffCmd(flags: GlobalFlags & FilterFlags, args: string[], 
   return 0;
 }
 
-/** `coffer dump SNAPSHOT PATH [--archive tar]`: a file's bytes, or a tar stream, on stdout. */
+/** `coffer dump SNAPSHOT PATH [--archive tar|zip]`: a file's bytes, or a tar (or zip) stream, on stdout. */
 export async function dumpCmd(flags: GlobalFlags & FilterFlags & { archive?: string }, args: string[], io: Io): Promise<number> {
   const { ref, path: inRef } = args.length === 1 ? splitSnapshotRef(args[0]!) : { ref: args[0], path: undefined };
   if (args.length === 0 || args.length > 2 || (args.length === 1 && inRef === undefined) || (args.length === 2 && splitSnapshotRef(args[0]!).path !== undefined)) {
     throw new UsageError('dump: give a snapshot and a path, e.g. `coffer dump latest /home/me/notes.txt > notes.txt`');
   }
-  if (flags.archive !== undefined && flags.archive !== 'tar') throw new UsageError(`dump: --archive ${flags.archive} is not supported (only tar)`);
+  if (flags.archive !== undefined && flags.archive !== 'tar' && flags.archive !== 'zip') throw new UsageError(`dump: --archive ${flags.archive} is not supported (tar or zip)`);
   const repo = await openRepo(flags, io);
   const { rec } = await resolveSnapshotArg(flags, io, repo, ref!);
   const path = unescapePath(args.length === 2 ? args[1]! : inRef!);
   // A tar stream on a terminal is noise; a file's text is what someone may want to read.
   const bar = new ProgressBar(io, !flags.quiet && !flags.json && io.stdout.isTTY !== true);
   const r = await dumpSnapshot(repo, rec, path, io.stdout, {
-    ...(flags.archive === 'tar' ? { archive: 'tar' as const } : {}),
+    ...(flags.archive === 'tar' || flags.archive === 'zip' ? { archive: flags.archive } : {}),
     onProgress: (p) => bar.update(p.bytes, undefined, p.entries, undefined),
     beforeTar: () => {
+      if (io.stdout.isTTY === true && flags.archive === 'zip') throw new UsageError('dump: a zip archive is binary: redirect it to a file (e.g. `> docs.zip`)');
       if (io.stdout.isTTY === true) throw new UsageError('dump: this is a directory, written as a tar stream: redirect it to a file or a pipe (e.g. `> docs.tar` or `| tar -x`)');
     },
   });
   bar.done();
   // stdout holds the data: the summary, with --json too, goes to stderr.
   if (flags.json) io.stderr.write(JSON.stringify({ snapshot: hex(rec.id), ...r }) + '\n');
-  else if (!flags.quiet) io.stderr.write(`dumped ${r.format === 'tar' ? `${r.entries} entries as tar` : 'a file'}: ${fmtBytes(r.bytes)} of file contents\n`);
+  else if (!flags.quiet) io.stderr.write(`dumped ${r.format === 'file' ? 'a file' : `${r.entries} entries as ${r.format}`}: ${fmtBytes(r.bytes)} of file contents\n`);
+  if (r.skipped && !flags.json) io.stderr.write(`coffer: warning: ${r.skipped} FIFO(s), device node(s) or socket(s) left out: zip has no type for them (--archive tar keeps FIFOs and devices)\n`);
   return 0;
 }
 

@@ -88,7 +88,10 @@ Backups (key mode):
   coffer tag [ID…] --add T | --remove T | --set T [--tag T] [--host H] [--path P]
                                        change snapshots' tags (no ID: every snapshot the
                                        filters let through); each changed one gets a new ID
-  coffer prune [--dry-run]             delete data no snapshot needs (refuses when that could lose data)
+  coffer prune [--dry-run] [--max-unused N%|SIZE|unlimited] [--max-repack-size SIZE]
+                                       delete data no snapshot needs (refuses when that could
+                                       lose data); --max-unused: how much unused data may stay
+                                       (default: repack every pack over 10% unused)
   coffer repair index [--read-all]     rebuild the index from the packs (after a lost or damaged index)
   coffer repair snapshots [--forget] [--dry-run]
                                        rewrite snapshots without the files whose data is gone
@@ -273,6 +276,8 @@ const options = {
   'keep-tag': { type: 'string', multiple: true },
   'group-by': { type: 'string' },
   latest: { type: 'string' },
+  'max-unused': { type: 'string' },
+  'max-repack-size': { type: 'string' },
   'from-repo': { type: 'string' },
   'from-key-file': { type: 'string' },
   force: { type: 'boolean' },
@@ -335,10 +340,12 @@ const allowed: Record<string, string[]> = {
     'host',
     'path',
     'prune',
+    'max-unused',
+    'max-repack-size',
     'dry-run',
   ],
   tag: ['add', 'remove', 'set', 'tag', 'host', 'path'],
-  prune: ['dry-run'],
+  prune: ['dry-run', 'max-unused', 'max-repack-size'],
   unlock: ['remove-all'],
   copy: ['from-repo', 'from-key-file'],
   repair: ['read-all', 'forget', 'dry-run'],

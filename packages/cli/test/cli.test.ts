@@ -175,6 +175,10 @@ test('errors: one `coffer: error:` line on stderr and the documented exit code',
     ['repair packs with a name that is no pack ID', ['repair', 'packs', '../../etc'], s.env, 2, /not a pack ID/],
     ['repair packs of a pack no index lists', ['repair', 'packs', 'ab'.repeat(32)], s.env, 1, /is in no index/],
     ['repair packs with an option', ['repair', 'packs', 'ab'.repeat(32), '--forget'], s.env, 2, /takes no options/],
+    ['prune --max-unused garbage', ['prune', '--max-unused', '5x'], s.env, 2, /--max-unused takes a percentage \(5%\), a size \(500M\) or 'unlimited', not '5x'/],
+    ['prune --max-unused over 100%', ['prune', '--max-unused', '101%'], s.env, 2, /--max-unused takes a percentage/],
+    ['prune --max-repack-size 0', ['prune', '--max-repack-size', '0'], s.env, 2, /--max-repack-size takes a size above 0/],
+    ['forget --max-unused without --prune', ['forget', '--keep-last', '1', '--max-unused', '5%'], s.env, 2, /--max-unused and --max-repack-size go with --prune/],
     // `vault packs ID` ran repair packs (a line copied into the vault case).
     ['vault packs', ['vault', 'packs', 'ab'.repeat(32)], s.env, 2, /vault: use `coffer vault enable/],
   ];
@@ -269,6 +273,7 @@ test('--json output of every data command is one valid JSON document; -q leaves 
   assert.deepEqual(fp.removed, [b1.id]);
   assert.ok(typeof (fp.prune as { packsDeleted: number }).packsDeleted === 'number');
   assert.ok(typeof (await json(['prune'])).bytesFreed === 'number');
+  assert.equal((await json(['prune', '--max-unused', 'unlimited', '--max-repack-size', '1G'])).packsRepacked, 0);
   assert.equal((await json(['unlock'])).removed, 0);
   assert.match(String((await json(['key', 'generate'], {})).key), KEY_RE);
   assert.equal((await json(['key', 'show'])).key, (await json(['key', 'show', '--key-file', s.keyFile], {})).key);

@@ -53,8 +53,16 @@ export interface PruneProgress {
 }
 
 export interface PruneOptions {
-  /** Repack a pack when more than this fraction of it is unused (default 0.1). */
-  maxUnused?: number;
+  /**
+   * Which partly used packs are repacked. A number: every pack of which more than this
+   * fraction is unused (default 0.1). restic's `--max-unused`: the unused bytes left in
+   * the repository after prune may be at most `percent` % of all its data, or `bytes`,
+   * or any amount (`unlimited`: no pack is repacked, only wholly unused ones deleted);
+   * packs are repacked most-unused first until that holds.
+   */
+  maxUnused?: number | { percent: number } | { bytes: number } | 'unlimited';
+  /** restic's `--max-repack-size`: repack packs of at most this many bytes in all (the most unused first). */
+  maxRepackBytes?: number;
   dryRun?: boolean;
   /** The clock (ms), for the age of unindexed packs; tests move it forward. */
   now?: () => number;
@@ -80,6 +88,7 @@ const refuse = (what: string[], fix: string) => {
 
 async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptions): Promise<PruneResult> {
   const maxUnused = opts.maxUnused ?? 0.1;
+  if (typeof maxUnused === 'number' && !(maxUnused >= 0 && maxUnused <= 1)) throw new CofferError('invalid-argument', `maxUnused: a fraction from 0 to 1, not ${maxUnused}`);
   const now = opts.now?.() ?? Date.now();
   repo.invalidateIndex();
 
@@ -158,6 +167,9 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
   const keep: IndexedPack[] = [];
   const repack: IndexedPack[] = [];
   const drop: IndexedPack[] = [];
+  /** Partly used packs: repacked or kept, as the limits say. */
+  const partly: Array<{ p: IndexedPack; live: IndexedPack['blobs']; total: number; unused: number }> = [];
+  let liveAll = 0;
   let missingPacksDropped = 0;
   for (const [pk, p] of packs) {
     const s = state(p);
@@ -172,9 +184,24 @@ async function runPrune(repo: Repository, lock: RepositoryLock, opts: PruneOptio
     const live = p.blobs.filter((b) => home.get(idKey(b.id)) === pk);
     const total = p.blobs.reduce((a, b) => a + b.storedLength, 0);
     const liveBytes = live.reduce((a, b) => a + b.storedLength, 0);
+    liveAll += liveBytes;
     if (live.length === 0) drop.push(p);
-    else if (total - liveBytes > maxUnused * total) repack.push(p);
+    else if (liveBytes < total) partly.push({ p, live, total, unused: total - liveBytes });
     else keep.push({ ...p, blobs: live });
+  }
+  // Most unused first (by share, then by bytes): the repack that frees the most per byte copied.
+  partly.sort((a, b) => b.unused / b.total - a.unused / a.total || b.unused - a.unused);
+  let unusedLeft = partly.reduce((a, x) => a + x.unused, 0);
+  const allowed =
+    typeof maxUnused === 'number' ? undefined : maxUnused === 'unlimited' ? Infinity : 'bytes' in maxUnused ? maxUnused.bytes : maxUnused.percent >= 100 ? Infinity : (liveAll * maxUnused.percent) / (100 - maxUnused.percent);
+  let repackBudget = opts.maxRepackBytes ?? Infinity;
+  for (const x of partly) {
+    const wanted = allowed === undefined ? x.unused > (maxUnused as number) * x.total : unusedLeft > allowed;
+    if (wanted && x.p.sealedLength <= repackBudget) {
+      repack.push(x.p);
+      repackBudget -= x.p.sealedLength;
+      unusedLeft -= x.unused;
+    } else keep.push({ ...x.p, blobs: x.live });
   }
 
   // Packs no index names. Young ones may be a running backup's. Old ones are deleted

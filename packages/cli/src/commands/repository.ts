@@ -10,7 +10,8 @@ import { isEmptyFilter, matchesFilter, parseTagList } from '@coffer/backup/snaps
 import type { ReadDataSubset } from '@coffer/backup/check';
 import type * as ForgetModule from '@coffer/backup/forget';
 import type { RetentionPolicy } from '@coffer/backup/forget';
-import type { PruneResult } from '@coffer/backup/prune';
+import type { PruneOptions, PruneResult } from '@coffer/backup/prune';
+import { parseByteSize } from '@coffer/backup/units';
 import { newTags, parseCompression, parsePad, snapshotFilter, type FilterFlags } from './flags.js';
 import { checkSeenSnapshots } from '../seen.js';
 import { backendFor, isRelayRepository, loadKeyIfGiven, openRepo, repoLocation, type GlobalFlags } from '../context.js';
@@ -203,7 +204,8 @@ export async function checkCmd(flags: GlobalFlags & { 'read-data'?: boolean; 're
 }
 
 export type ForgetFlags = GlobalFlags &
-  FilterFlags & {
+  FilterFlags &
+  PruneLimitFlags & {
   'keep-within'?: string;
   'keep-within-hourly'?: string;
   'keep-within-daily'?: string;
@@ -243,6 +245,8 @@ function duration(parseDuration: typeof ForgetModule.parseDuration, v: string | 
  */
 export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise<number> {
   const { applyPolicy, forgetSnapshots, parseDuration, parseGroupBy } = await import('@coffer/backup/forget');
+  const limits = pruneLimits(flags);
+  if (!flags.prune && Object.keys(limits).length > 0) throw new UsageError('forget: --max-unused and --max-repack-size go with --prune');
   const policyFlags = Object.keys(flags).filter((k) => k.startsWith('keep-') || k === 'group-by');
   if (ids.length > 0 && policyFlags.length > 0) throw new UsageError(`forget: give snapshot IDs or a policy (--${policyFlags[0]}), not both`);
   const repo = await openRepo(flags, io);
@@ -286,7 +290,7 @@ export async function forget(flags: ForgetFlags, ids: string[], io: Io): Promise
     await checkSeenSnapshots(flags, io, repo, await repo.snapshots(), remove.map((s) => hex(s.id)));
   }
   let pruned;
-  if (flags.prune && !flags['dry-run']) pruned = await (await import('@coffer/backup/prune')).prune(repo);
+  if (flags.prune && !flags['dry-run']) pruned = await (await import('@coffer/backup/prune')).prune(repo, limits);
   if (flags.json) {
     const json = {
       removed: remove.map((s) => hex(s.id)),
@@ -325,12 +329,40 @@ function printPrune(io: Io, r: PruneResult, dry: boolean): void {
   if (r.partialsRemoved > 0) io.stderr.write(`removed ${r.partialsRemoved} partial upload(s) left by interrupted writes\n`);
 }
 
-/** `coffer prune [--dry-run]`. */
-export async function pruneCmd(flags: GlobalFlags & { 'dry-run'?: boolean }, io: Io): Promise<number> {
+type PruneLimitFlags = { 'max-unused'?: string; 'max-repack-size'?: string };
+
+/**
+ * restic's `--max-unused LIMIT` (`N%` of the repository's data, a size such as 500M, or
+ * `unlimited`) and `--max-repack-size SIZE`, as PruneOptions; without --max-unused every
+ * pack more than 10% unused is repacked (Coffer's default).
+ */
+function pruneLimits(flags: PruneLimitFlags): Pick<PruneOptions, 'maxUnused' | 'maxRepackBytes'> {
+  const out: Pick<PruneOptions, 'maxUnused' | 'maxRepackBytes'> = {};
+  const v = flags['max-unused'];
+  if (v !== undefined) {
+    const pct = /^(\d{1,3}(?:\.\d+)?)\s*%$/.exec(v.trim());
+    const bytes = pct ? undefined : parseByteSize(v);
+    if (v.trim() === 'unlimited') out.maxUnused = 'unlimited';
+    else if (pct && Number(pct[1]) <= 100) out.maxUnused = { percent: Number(pct[1]) };
+    else if (bytes !== undefined) out.maxUnused = { bytes };
+    else throw new UsageError(`--max-unused takes a percentage (5%), a size (500M) or 'unlimited', not '${v}'`);
+  }
+  const r = flags['max-repack-size'];
+  if (r !== undefined) {
+    const bytes = parseByteSize(r);
+    if (bytes === undefined || bytes === 0) throw new UsageError(`--max-repack-size takes a size above 0 such as 500M or 2G, not '${r}'`);
+    out.maxRepackBytes = bytes;
+  }
+  return out;
+}
+
+/** `coffer prune [--dry-run] [--max-unused LIMIT] [--max-repack-size SIZE]`. */
+export async function pruneCmd(flags: GlobalFlags & PruneLimitFlags & { 'dry-run'?: boolean }, io: Io): Promise<number> {
+  const limits = pruneLimits(flags);
   const { prune } = await import('@coffer/backup/prune');
   const repo = await openRepo(flags, io);
   const bar = new ProgressBar(io, !flags.json && !flags.quiet);
-  const r = await prune(repo, { dryRun: flags['dry-run'] === true, onProgress: (p) => bar.status(`prune: ${p.stage}`, p.done, p.total) }).finally(() => bar.done());
+  const r = await prune(repo, { ...limits, dryRun: flags['dry-run'] === true, onProgress: (p) => bar.status(`prune: ${p.stage}`, p.done, p.total) }).finally(() => bar.done());
   if (flags.json) io.stdout.write(JSON.stringify(r) + '\n');
   else if (!flags.quiet) printPrune(io, r, flags['dry-run'] === true);
   return 0;

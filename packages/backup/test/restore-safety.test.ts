@@ -144,3 +144,37 @@ test('a pack with one damaged segment: restore names only the file whose data is
   assert.equal((await fs.stat(join(target, 'd', intactLink))).ino, (await fs.stat(join(target, 'd', intact))).ino, 'still one file');
   assert.ok(warnings.some((w) => /damaged/.test(w)), 'the damage is reported');
 });
+
+test('restore verify (restic\'s --verify): every restored file read back and checked chunk by chunk (hard links once); a file changed before the check fails the restore, named', async (t) => {
+  const { verifyForTesting } = await import('../src/repository/restore.js');
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'rs-src'), 'd');
+  const big = randomBytes(3 << 20);
+  await writeTree(src, dir({ 'big.bin': file(big), 'empty': file(''), sub: dir({ 'small.txt': file('small\n') }) }));
+  await fs.link(join(src, 'big.bin'), join(src, 'big-link'));
+  const r0 = await backup(tr.repo, { paths: [src] });
+  const snap = { id: r0.id, snapshot: r0.snapshot };
+  const ok = await restore(tr.repo, snap, { target: await tempDir(t, 'rs-v1'), verify: true });
+  assert.deepEqual(ok.verified, { files: 3, bytes: big.length + 6 }, 'big.bin once (its hard link is the same file), empty, small.txt');
+  assert.equal((await restore(tr.repo, snap, { target: await tempDir(t, 'rs-v0') })).verified, undefined, 'only when asked');
+  // One byte of big.bin changed (same size) after it was written, before it is read back.
+  for (const staged of [true, false]) {
+    const target = await tempDir(t, 'rs-v2');
+    if (!staged) await fs.mkdir(join(target, 'd'), { recursive: true }); // not staged: the target holds a top-level name
+    verifyForTesting.before = async () => {
+      const fh = await fs.open(join(target, 'd', 'big.bin'), 'r+');
+      await fh.write(Buffer.from([big[1 << 20]! ^ 1]), 0, 1, 1 << 20);
+      await fh.close();
+    };
+    try {
+      await assert.rejects(restore(tr.repo, snap, { target, verify: true, overwrite: true }), (e: unknown) => {
+        assert.ok(CofferError.is(e, 'storage'), String(e));
+        // Named by the file's first name in the listing ('big-link' sorts before 'big.bin').
+        assert.match((e as Error).message, /verify: 1 restored file\(s\) differ from the snapshot when read back \(d\/big-link\)/);
+        return true;
+      });
+    } finally {
+      verifyForTesting.before = undefined;
+    }
+  }
+});

@@ -58,9 +58,10 @@ Backups (key mode):
   coffer snapshots [--tag T] [--host H] [--path P] [--latest N] [--group-by host,paths,tags]
                                        list snapshots (filters: see Choosing snapshots);
                                        --latest N: the newest N of each host and paths
-  coffer restore ID|latest[:PATH] --target DIR [--overwrite] [--no-owners] [--no-lock]
+  coffer restore ID|latest[:PATH] --target DIR [--overwrite] [--no-owners] [--no-lock] [--verify]
                                        owners are restored when run as root; with :PATH only
-                                       that file or directory (its contents go into DIR)
+                                       that file or directory (its contents go into DIR);
+                                       --verify reads every file back and checks it
   coffer restore ID|latest --target DIR --include P [--exclude P] [--iinclude P] [--iexclude P]
                                        restore only what matches (patterns as for backup,
                                        against the paths at backup time); parents are made
@@ -277,6 +278,7 @@ const options = {
   'group-by': { type: 'string' },
   latest: { type: 'string' },
   'max-unused': { type: 'string' },
+  verify: { type: 'boolean' },
   'max-repack-size': { type: 'string' },
   'from-repo': { type: 'string' },
   'from-key-file': { type: 'string' },
@@ -314,7 +316,7 @@ const allowed: Record<string, string[]> = {
     'time',
   ],
   snapshots: ['tag', 'host', 'path', 'latest', 'group-by'],
-  restore: ['target', 'overwrite', 'no-owners', 'no-lock', 'include', 'iinclude', 'exclude', 'iexclude', 'tag', 'host', 'path'],
+  restore: ['target', 'overwrite', 'no-owners', 'no-lock', 'verify', 'include', 'iinclude', 'exclude', 'iexclude', 'tag', 'host', 'path'],
   ls: ['long', 'recursive', 'tag', 'host', 'path'],
   find: ['ignore-case', 'snapshot', 'newest', 'oldest', 'long', 'tag', 'host', 'path'],
   diff: [],

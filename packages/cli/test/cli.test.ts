@@ -265,6 +265,8 @@ test('--json output of every data command is one valid JSON document; -q leaves 
   assert.ok(Array.isArray(await json(['snapshots'])));
   const rest = await json(['restore', String(b2.id), '--target', join(base, 'out')]);
   assert.equal(rest.files, 3);
+  const verified = await json(['restore', String(b2.id), '--target', join(base, 'out-verified'), '--verify']);
+  assert.equal((verified.verified as { files: number }).files, 3);
   assert.deepEqual((await json(['check', '--read-data'])).problems, []);
   const fg = await json(['forget', '--keep-last', '1', '--dry-run']);
   assert.deepEqual(fg.removed, [b1.id]);

@@ -9,7 +9,7 @@ import { resolveSnapshotArg } from './browse.js';
 import type { FilterFlags } from './flags.js';
 import { ExitCode, ProgressBar, UsageError, fmtBytes, type Io } from '../tui.js';
 
-/** `coffer restore SNAPSHOT|latest[:PATH] --target DIR [--overwrite] [--no-owners] [--no-lock] [--include P] [--exclude P]`. */
+/** `coffer restore SNAPSHOT|latest[:PATH] --target DIR [--overwrite] [--no-owners] [--no-lock] [--verify] [--include P] [--exclude P]`. */
 export async function restoreCmd(
   flags: GlobalFlags &
     FilterFlags & {
@@ -17,6 +17,7 @@ export async function restoreCmd(
     overwrite?: boolean;
     'no-owners'?: boolean;
     'no-lock'?: boolean;
+    verify?: boolean;
     include?: string[];
     iinclude?: string[];
     exclude?: string[];
@@ -44,6 +45,7 @@ export async function restoreCmd(
     noLock: flags['no-lock'] === true,
     ...(select.active ? { select } : {}),
     ...(flags['no-owners'] ? { owners: false } : {}),
+    ...(flags.verify ? { verify: true } : {}),
     ...(path !== undefined ? { subtree: new SnapshotPaths(rec.snapshot).select(path) } : {}),
     onProgress: (p) => bar.update(p.bytes, p.totalBytes, p.files, p.totalFiles),
     onWarning: (w) => {
@@ -59,6 +61,7 @@ export async function restoreCmd(
   if (flags.json) io.stdout.write(JSON.stringify({ snapshot: hex(rec.id), target: flags.target, ...r, seconds: secs }) + '\n');
   else if (!flags.quiet) {
     io.stderr.write(`restored snapshot ${hex(rec.id).slice(0, 8)} to ${flags.target}: ${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks, ${fmtBytes(r.bytes)} in ${secs.toFixed(1)} s\n`);
+    if (r.verified) io.stderr.write(`verified ${r.verified.files} files (${fmtBytes(r.verified.bytes)}) read back from ${flags.target}: as in the snapshot\n`);
   }
   // Reading without a lock (storage refused it) was warned about above; it is not an
   // item restored inexactly, so on its own it does not make the exit code 3.

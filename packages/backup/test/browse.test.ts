@@ -596,6 +596,32 @@ test('find, diff and stats across snapshots; latest with filters', async (t) => 
   await assert.rejects(findSnapshotFiltered(repo, a.id.toString('hex').slice(0, 8), { tags: [['weekly']] }), (e: unknown) => CofferError.is(e, 'not-found'));
 });
 
+test('stats files-by-contents and blobs-per-file (restic\'s): files counted once per distinct content across snapshots, and the distinct content blobs they need', async (t) => {
+  const tr = await newRepo(t);
+  const src = join(await tempDir(t, 'stats-src'), 'd');
+  const big = prng(11, 200_000);
+  // Three files with the same bytes, one other, one empty; a second snapshot adds a copy and a new file.
+  await writeTree(src, dir({ 'a.bin': file(big), 'b.bin': file(big), sub: dir({ 'c.bin': file(big) }), 'other.txt': file('other\n'), 'empty': file('') }));
+  const s1 = await backup(tr.repo, { paths: [src] });
+  await fs.writeFile(join(src, 'copy-of-other.txt'), 'other\n');
+  await fs.writeFile(join(src, 'new.txt'), 'new\n');
+  const s2 = await backup(tr.repo, { paths: [src] });
+  const recs = [s1, s2].map((r) => ({ id: r.id, snapshot: r.snapshot }));
+  const byContents = await snapshotStats(tr.repo, recs, 'files-by-contents');
+  assert.deepEqual(byContents, { mode: 'files-by-contents', snapshots: 2, files: 4, bytes: big.length + 6 + 0 + 4 }, 'big, other, empty, new');
+  const perFile = await snapshotStats(tr.repo, recs, 'blobs-per-file');
+  const index = await tr.repo.index();
+  const contentBlobs = new Set<string>();
+  for (const r of recs) for await (const e of tr.repo.tree(r.snapshot)) if (e.type === 'file') for (const c of e.chunks) contentBlobs.add(c);
+  let raw = 0;
+  for (const c of contentBlobs) raw += index.get(Buffer.from(c, 'hex'))!.rawLength;
+  assert.deepEqual(perFile, { mode: 'blobs-per-file', snapshots: 2, files: 4, blobs: contentBlobs.size, rawBytes: raw, missingBlobs: 0 });
+  assert.equal(raw, big.length + 6 + 4, 'each distinct blob once');
+  const restoreSize = await snapshotStats(tr.repo, recs, 'restore-size');
+  assert.equal(restoreSize.files, 5 + 7);
+  await assert.rejects(snapshotStats(tr.repo, recs, 'files' as never), /unknown stats mode 'files' \(use restore-size, files-by-contents, blobs-per-file, raw-data\)/);
+});
+
 test('diff: a hard link is modified when the file it shares changed content', async (t) => {
   const tr = await newRepo(t);
   const src = join(await tempDir(t, 'hl'), 'd');

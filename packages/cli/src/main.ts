@@ -74,8 +74,9 @@ Backups (key mode):
                                        metadata-only (U) paths, and the data added and removed
   coffer dump ID|latest PATH [--archive tar|zip]
                                        a file to stdout; a directory as a tar stream
-  coffer stats [ID…] [--mode restore-size|raw-data]
-                                       sizes and counts (restore size, or the stored data)
+  coffer stats [ID…] [--mode restore-size|files-by-contents|blobs-per-file|raw-data]
+                                       sizes and counts (restore size, distinct file contents,
+                                       the blobs they need, or the stored data)
   coffer check [--read-data] [--no-lock]  verify structure (and with --read-data, every byte)
   coffer check --read-data-subset n/m|x%|SIZE
                                        verify structure and the bytes of some packs: group n

@@ -11,6 +11,7 @@
  * characters and `\`) escaped as `\xNN` / `\\`, and an escaped path given back names
  * the same bytes.
  */
+import { createHash } from 'node:crypto';
 import { ZipWriter } from './zip.js';
 import { CofferError } from '../errors.js';
 import { hex } from './blob.js';
@@ -632,7 +633,8 @@ export async function diffSnapshots(repo: Repository, a: SnapshotRecord, b: Snap
   return r;
 }
 
-export type StatsMode = 'restore-size' | 'raw-data';
+export type StatsMode = 'restore-size' | 'raw-data' | 'files-by-contents' | 'blobs-per-file';
+export const STATS_MODES: readonly StatsMode[] = ['restore-size', 'files-by-contents', 'blobs-per-file', 'raw-data'];
 
 export interface StatsResult {
   mode: StatsMode;
@@ -651,10 +653,48 @@ export interface StatsResult {
   missingBlobs?: number;
 }
 
-/** Sizes and counts over snapshots, as restic's `stats` (`restore-size`, `raw-data`). */
+/**
+ * Sizes and counts over snapshots, as restic's `stats`: `restore-size` (what restoring
+ * them writes), `files-by-contents` (files counted once per distinct content, and their
+ * sizes), `blobs-per-file` (those files, and the distinct content blobs they need with
+ * their uncompressed sizes), `raw-data` (every distinct blob, listings too, uncompressed
+ * and as stored). A file's content is its list of chunk IDs (keyed hashes): two files
+ * with the same bytes have the same list.
+ */
 export async function snapshotStats(repo: Repository, snapshots: SnapshotRecord[], mode: StatsMode, onSnapshot?: (done: number) => void): Promise<StatsResult> {
-  if (mode !== 'restore-size' && mode !== 'raw-data') throw new CofferError('invalid-argument', `unknown stats mode '${String(mode)}' (use restore-size or raw-data)`);
+  if (!STATS_MODES.includes(mode)) throw new CofferError('invalid-argument', `unknown stats mode '${String(mode)}' (use ${STATS_MODES.join(', ')})`);
   let done = 0;
+  if (mode === 'files-by-contents' || mode === 'blobs-per-file') {
+    // One 16-byte digest per distinct content (not its chunk list), and for
+    // blobs-per-file a bit per index record (BlobMarks).
+    const contents = new Set<string>();
+    const index = mode === 'blobs-per-file' ? await repo.index() : undefined;
+    const marks = index ? new BlobMarks(index) : undefined;
+    let files = 0;
+    let bytes = 0;
+    for (const rec of snapshots) {
+      for await (const e of repo.tree(rec.snapshot)) {
+        if (e.type !== 'file') continue;
+        const h = createHash('sha256');
+        for (const c of e.chunks) h.update(c);
+        const key = h.digest().subarray(0, 16).toString('latin1');
+        if (contents.has(key)) continue;
+        contents.add(key);
+        files++;
+        bytes += e.size;
+        marks?.mark(e);
+      }
+      onSnapshot?.(++done);
+    }
+    if (!marks || !index) return { mode, snapshots: snapshots.length, files, bytes };
+    let blobs = 0;
+    let rawBytes = 0;
+    for (const r of marks.records()) {
+      blobs++;
+      rawBytes += index.locationAt(r).rawLength;
+    }
+    return { mode, snapshots: snapshots.length, files, blobs: blobs + marks.missing.size, rawBytes, missingBlobs: marks.missing.size };
+  }
   if (mode === 'restore-size') {
     const r = { mode, snapshots: snapshots.length, files: 0, dirs: 0, others: 0, bytes: 0 };
     for (const rec of snapshots) {

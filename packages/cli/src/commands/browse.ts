@@ -16,6 +16,7 @@ import {
   snapshotStats,
   splitSnapshotRef,
   unescapePath,
+  STATS_MODES,
   type StatsMode,
 } from '@coffer/backup/browse';
 import { hex } from '@coffer/backup/blob';
@@ -264,7 +265,7 @@ export async function dumpCmd(flags: GlobalFlags & FilterFlags & { archive?: str
 /** `coffer stats [SNAPSHOT…] [--mode restore-size|raw-data]`. */
 export async function statsCmd(flags: GlobalFlags & FilterFlags & { mode?: string }, refs: string[], io: Io): Promise<number> {
   const mode = (flags.mode ?? 'restore-size') as StatsMode;
-  if (mode !== 'restore-size' && mode !== 'raw-data') throw new UsageError(`stats: unknown --mode '${flags.mode}' (use restore-size or raw-data)`);
+  if (!STATS_MODES.includes(mode)) throw new UsageError(`stats: unknown --mode '${flags.mode}' (use ${STATS_MODES.join(', ')})`);
   const repo = await openRepo(flags, io);
   const snaps = await chooseSnapshots(flags, io, repo, refs);
   const counter = new Counter(io, flags, snaps.length);
@@ -278,6 +279,11 @@ export async function statsCmd(flags: GlobalFlags & FilterFlags & { mode?: strin
   let out = `Stats in ${mode} mode:\n${row('Snapshots processed', String(r.snapshots))}`;
   if (mode === 'restore-size') {
     out += row('Total file count', String(r.files)) + row('Directories', String(r.dirs)) + row('Other entries', String(r.others)) + row('Total size', fmtBytes(r.bytes!));
+  } else if (mode === 'files-by-contents') {
+    out += row('Total file count', `${r.files} (distinct contents)`) + row('Total size', fmtBytes(r.bytes!));
+  } else if (mode === 'blobs-per-file') {
+    out += row('Total file count', `${r.files} (distinct contents)`) + row('Total blob count', String(r.blobs)) + row('Total size', fmtBytes(r.rawBytes!));
+    if (r.missingBlobs) out += row('Blobs in no index', `${r.missingBlobs} (run coffer check)`);
   } else {
     out += row('Total blob count', String(r.blobs)) + row('Total uncompressed size', fmtBytes(r.rawBytes!)) + row('Total size (stored)', fmtBytes(r.storedBytes!));
     if (r.storedBytes! > 0) out += row('Compression ratio', `${(r.rawBytes! / r.storedBytes!).toFixed(2)}x`);

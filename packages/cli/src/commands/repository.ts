@@ -134,7 +134,7 @@ export async function tagCmd(flags: GlobalFlags & FilterFlags & { add?: string[]
   const every = await repo.snapshots();
   await checkSeenSnapshots(flags, io, repo, every);
   const filter = snapshotFilter(flags);
-  let chosen = [];
+  let chosen: SnapshotRecord[] = [];
   for (const id of ids) chosen.push(await repo.findSnapshot(id));
   if (ids.length === 0) chosen = every;
   chosen = [...new Map(chosen.map((s) => [hex(s.id), s])).values()];

@@ -112,6 +112,11 @@ test('tag with no ID: every snapshot the filters let through (as restic); --json
   const now = await s.list();
   assert.deepEqual(now.filter((x) => x.tags.includes('mine')).map((x) => x.hostname), ['laptop', 'laptop']);
   assert.deepEqual(now.filter((x) => !x.tags.includes('mine')).map((x) => x.hostname), ['desktop']);
+  // `latest` is the newest of those the filters let through (as restic).
+  const latestA = await coffer(['tag', 'latest', '--host', 'desktop', '--add', 'newest-desktop', '--json'], s.env);
+  assert.equal(latestA.code, 0, latestA.stderr);
+  const changedA = (JSON.parse(latestA.stdout) as { changed: Array<{ to: string }> }).changed;
+  assert.equal((await s.list()).find((x) => x.id === changedA[0]!.to)?.hostname, 'desktop');
   const none = await coffer(['tag', '--host', 'nosuch', '--add', 'x'], s.env);
   assert.equal(none.code, 0, none.stderr);
   assert.match(none.stderr, /no snapshot matches \(of 3\)/);
@@ -128,7 +133,8 @@ test('tag: garbage is refused and changes nothing', async (t) => {
     [['tag', 'zz', '--add', 'x'], 2, /'zz' is not a snapshot ID/],
     [['tag', 'abcdef12', '--add', 'x'], 1, /no snapshot abcdef12/],
     [['tag', id, '--add', 'x', '--keep-last', '1'], 2, /option --keep-last does not apply here/],
-    [['tag', id, '--host', 'other', '--add', 'x'], 1, /none of the snapshots given matches/],
+    [['tag', id, '--host', 'other', '--add', 'x'], 1, /snapshot [0-9a-f]+ does not match \(host other\)/],
+    [['tag', 'latest', '--host', 'other', '--add', 'x'], 1, /no snapshot in .* matches \(host other\)/],
   ];
   for (const [args, code, msg] of cases) assertError(await coffer(args, s.env), code, msg);
   const now = await s.list();

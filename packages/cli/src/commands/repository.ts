@@ -2,7 +2,6 @@
 // snapshots` loads no check, prune, forget or repair; each of those commands loads its own.
 import { BackupKey, formatKeyId } from '@coffer/backup/key';
 import { hex } from '@coffer/backup/blob';
-import { CofferError } from '@coffer/backup/errors';
 import { Compression } from '@coffer/backup/config';
 import { removeLocks } from '@coffer/backup/lock';
 import { Repository, type SnapshotRecord } from '@coffer/backup/repository';
@@ -135,12 +134,13 @@ export async function tagCmd(flags: GlobalFlags & FilterFlags & { add?: string[]
   await checkSeenSnapshots(flags, io, repo, every);
   const filter = snapshotFilter(flags);
   let chosen: SnapshotRecord[] = [];
-  for (const id of ids) chosen.push(await repo.findSnapshot(id));
-  if (ids.length === 0) chosen = every;
+  // IDs (or `latest`, the newest the filters let through) must match the filters, as for restore.
+  if (ids.length > 0) {
+    const { findSnapshotFiltered } = await import('@coffer/backup/browse');
+    for (const id of ids) chosen.push(await findSnapshotFiltered(repo, id, filter));
+  } else chosen = isEmptyFilter(filter) ? every : every.filter((s) => matchesFilter(s.snapshot, filter));
   chosen = [...new Map(chosen.map((s) => [hex(s.id), s])).values()];
-  if (!isEmptyFilter(filter)) chosen = chosen.filter((s) => matchesFilter(s.snapshot, filter));
   if (chosen.length === 0) {
-    if (ids.length > 0) throw new CofferError('not-found', `tag: none of the snapshots given matches --tag/--host/--path`);
     if (!flags.quiet) io.stderr.write(every.length === 0 ? 'no snapshots yet\n' : `no snapshot matches (of ${every.length})\n`);
     return ExitCode.Ok;
   }

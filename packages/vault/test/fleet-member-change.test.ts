@@ -28,32 +28,24 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
+import type { VaultClient } from '@coffer/protocol';
 import { etcdSkip, describeIf } from './helpers/requirements.js';
-import { startCluster, until, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
+import { urlsClient, wrongGuessCounted, startCluster, until, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
+import { killMachines, spawnVault, startNewMachine, type VaultMachine } from './helpers/new-machine.js';
 import { loadConfig } from '../src/server/config.js';
-import { exportFor, join as joinFleet, nodeKey } from '../src/server/fleet-ceremony.js';
+import { nodeKey } from '../src/server/fleet-ceremony.js';
 
 const LIMIT = 10;
 const K = new Uint8Array(32).fill(7);
 const PREFIX = 'coffer/vault/';
 const BASE = 26100;
-const MAIN = fileURLToPath(new URL('../src/server/main.js', import.meta.url));
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
 /** A vault node on a new machine (here: a new directory and port on a DC's host). */
-interface Machine {
-  readonly id: string;
-  readonly url: string;
-  readonly log: string;
-  child: ChildProcess;
-  readonly env: Record<string, string | undefined>;
-}
+type Machine = VaultMachine;
 
 describeIf('fleet: member changes across a leader kill, and of the leader (spec §13.11, review 2)', etcdSkip(), () => {
   for (const part of ['changes', 'pre-list copy'] as const) describe(part, () => suite(part, part === 'changes' ? BASE : BASE + 30));
@@ -75,13 +67,7 @@ function suite(part: 'changes' | 'pre-list copy', base: number): void {
       const pid = dc.vaultPid();
       if (pid) process.kill(pid, 'SIGCONT');
     }
-    for (const m of machines) {
-      if (m.child.exitCode === null && m.child.signalCode === null) {
-        const exited = new Promise((r) => m.child.once('exit', r));
-        m.child.kill('SIGKILL');
-        await exited;
-      }
-    }
+    await killMachines(machines);
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -98,61 +84,18 @@ function suite(part: 'changes' | 'pre-list copy', base: number): void {
   const urls = (): string[] => [...cluster.dcs.map((d) => d.vaultUrl), ...machines.map((m) => m.url)];
 
   /** A front end that knows every node, the new machines too: tries the next one on a 503 or a network error. */
-  function client(account: string, deadlineMs = 30_000): VaultClient {
-    return new VaultClient({
-      fleetKey: cluster.fleetKey,
-      account,
-      ksf: INSECURE_FAST_KSF_FOR_TESTING,
-      transport: async (bytes) => {
-        const end = Date.now() + deadlineMs;
-        let last: string;
-        for (let i = 0; ; i++) {
-          const all = urls();
-          try {
-            const res = await fetch(`${all[i % all.length]}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, body: bytes, signal: AbortSignal.timeout(10_000) });
-            if (res.status === 200) return new Uint8Array(await res.arrayBuffer());
-            last = `HTTP ${res.status}: ${await res.text()}`;
-            if (res.status !== 503) throw new Error(`vault answered ${last}`);
-          } catch (err) {
-            if ((err as Error).message.startsWith('vault answered')) throw err;
-            last = (err as Error).message;
-          }
-          if (Date.now() > end) throw new Error(`fleet unavailable: ${last}`);
-          if (i % all.length === all.length - 1) await new Promise((r) => setTimeout(r, 100));
-        }
-      },
-    });
-  }
+  const client = (account: string, deadlineMs = 30_000): VaultClient => urlsClient(cluster, urls, account, deadlineMs);
 
   /** Every wrong-password answer the fleet gave for the account, in order (what an attacker learns). */
   const remaining: number[] = [];
-  async function wrongGuess(account: string, deadlineMs = 30_000): Promise<string> {
-    const r = await client(account, deadlineMs).recover('not the password');
-    if (r.outcome === 'wrong-password') remaining.push(r.guessesRemaining);
-    return r.outcome;
-  }
+  const wrongGuess = (account: string, deadlineMs = 30_000): Promise<string> => wrongGuessCounted(client, remaining, account, deadlineMs);
 
   /** The documented procedure's first half: a new machine for `dc`'s slot, keys from `source`, started, caught up. */
   async function newMachine(dc: DataCentre, source: DataCentre, port: number, ready: ((m: Machine) => Promise<boolean>) | null = null): Promise<Machine> {
-    const vaultDir = join(dc.dir, `vault-new-${port}`);
-    mkdirSync(vaultDir, { recursive: true });
-    const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: vaultDir } });
-    const node = await nodeKey(config);
-    const pkg = await exportFor(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(source.dir, 'vault') } }), Buffer.from(node.publicKey, 'hex'));
-    await joinFleet(config, JSON.stringify(pkg), Buffer.from(cluster.fleetKey.keyId).toString('hex'));
-    const url = `http://${dc.host}:${port}`;
-    const log = join(dc.dir, `vault-new-${port}.log`);
-    const env = { ...process.env, ...dc.vaultEnv({ COFFER_VAULT_DATA_DIR: vaultDir, COFFER_VAULT_PORT: String(port), COFFER_VAULT_ADMIN_PORT: String(port + 1), COFFER_VAULT_GROUP_PEER_URL: url }) };
-    const m: Machine = { id: node.nodeId, url, log, child: spawnVault(env, log), env };
+    const m = await startNewMachine(cluster, dc, source, port);
     machines.push(m);
-    await until(`the new machine ${node.nodeId} ready`, 30_000, ready ? () => ready(m) : async () => /caught up from a majority's fresh evidence/.test(readFileSync(log, 'utf8')));
+    await until(`the new machine ${m.id} ready`, 30_000, ready ? () => ready(m) : async () => /caught up from a majority's fresh evidence/.test(readFileSync(m.log, 'utf8')));
     return m;
-  }
-  function spawnVault(env: Record<string, string | undefined>, log: string): ChildProcess {
-    const fd = openSync(log, 'a');
-    const child = spawn(process.execPath, [MAIN, 'serve'], { env, stdio: ['ignore', fd, fd] });
-    closeSync(fd);
-    return child;
   }
   /** kill -9 and start again on the same directory (its anchor kept). */
   async function restartMachine(m: Machine): Promise<void> {

@@ -15,51 +15,35 @@
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { INSECURE_FAST_KSF_FOR_TESTING, VaultClient } from '@coffer/protocol';
+import type { VaultClient } from '@coffer/protocol';
 import { etcdSkip, describeIf } from './helpers/requirements.js';
-import { startCluster, until, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
-import { loadConfig } from '../src/server/config.js';
-import { exportFor, join as joinFleet, nodeKey } from '../src/server/fleet-ceremony.js';
+import { urlsClient, wrongGuessCounted, startCluster, until, vaultCommand, type Cluster, type DataCentre } from './helpers/cluster.js';
+import { killMachines, startNewMachine, type VaultMachine } from './helpers/new-machine.js';
 
 const LIMIT = 10;
 const K = new Uint8Array(32).fill(7);
 const PREFIX = 'coffer/vault/';
 const PFX_END = `${PREFIX.slice(0, -1)}0`;
 const BASE = 26200;
-const MAIN = fileURLToPath(new URL('../src/server/main.js', import.meta.url));
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const unb64 = (s: string): string => Buffer.from(s, 'base64').toString();
 
-interface Machine {
-  readonly id: string;
-  readonly url: string;
-  readonly log: string;
-  child: ChildProcess;
-}
 
 describeIf('fleet: the no-list path and the reserved member record, played by the etcd operator', etcdSkip(), () => {
   let cluster: Cluster;
   let dir: string;
-  const machines: Machine[] = [];
+  const machines: VaultMachine[] = [];
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'coffer-review3-'));
     cluster = await startCluster({ dir, insecureFastKsf: true, etcdTimeoutMs: 1000, ports: { etcdClient: BASE, etcdPeer: BASE + 1, vault: BASE + 2 }, vaultEnv: { COFFER_VAULT_GUESS_LIMIT: String(LIMIT), COFFER_VAULT_LOGINS_PER_WINDOW: '64' } });
   });
   after(async () => {
-    for (const m of machines) {
-      if (m.child.exitCode === null && m.child.signalCode === null) {
-        const exited = new Promise((r) => m.child.once('exit', r));
-        m.child.kill('SIGKILL');
-        await exited;
-      }
-    }
+    await killMachines(machines);
     await cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -75,53 +59,13 @@ describeIf('fleet: the no-list path and the reserved member record, played by th
     return kv ? Number(Buffer.from(kv.value, 'base64').readBigUInt64BE(0)) : -1;
   };
 
-  function client(account: string, deadlineMs = 30_000): VaultClient {
-    return new VaultClient({
-      fleetKey: cluster.fleetKey,
-      account,
-      ksf: INSECURE_FAST_KSF_FOR_TESTING,
-      transport: async (bytes) => {
-        const end = Date.now() + deadlineMs;
-        let last: string;
-        for (let i = 0; ; i++) {
-          const all = urls();
-          try {
-            const res = await fetch(`${all[i % all.length]}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, body: bytes, signal: AbortSignal.timeout(10_000) });
-            if (res.status === 200) return new Uint8Array(await res.arrayBuffer());
-            last = `HTTP ${res.status}: ${await res.text()}`;
-            if (res.status !== 503) throw new Error(`vault answered ${last}`);
-          } catch (err) {
-            if ((err as Error).message.startsWith('vault answered')) throw err;
-            last = (err as Error).message;
-          }
-          if (Date.now() > end) throw new Error(`fleet unavailable: ${last}`);
-          if (i % all.length === all.length - 1) await new Promise((r) => setTimeout(r, 100));
-        }
-      },
-    });
-  }
+  const client = (account: string, deadlineMs = 30_000): VaultClient => urlsClient(cluster, urls, account, deadlineMs);
   const remaining: number[] = [];
-  async function wrongGuess(account: string, deadlineMs = 30_000): Promise<string> {
-    const r = await client(account, deadlineMs).recover('not the password');
-    if (r.outcome === 'wrong-password') remaining.push(r.guessesRemaining);
-    return r.outcome;
-  }
+  const wrongGuess = (account: string, deadlineMs = 30_000): Promise<string> => wrongGuessCounted(client, remaining, account, deadlineMs);
 
   /** A new key ceremony (fleet join with the shared keys, K_log included), started on whatever etcd shows now. */
-  async function newMachine(dc: DataCentre, port: number): Promise<Machine> {
-    const vaultDir = join(dc.dir, `vault-r3-${port}`);
-    mkdirSync(vaultDir, { recursive: true });
-    const config = loadConfig({ env: { COFFER_VAULT_DATA_DIR: vaultDir } });
-    const node = await nodeKey(config);
-    const pkg = await exportFor(loadConfig({ env: { COFFER_VAULT_DATA_DIR: join(dc.dir, 'vault') } }), Buffer.from(node.publicKey, 'hex'));
-    await joinFleet(config, JSON.stringify(pkg), Buffer.from(cluster.fleetKey.keyId).toString('hex'));
-    const url = `http://${dc.host}:${port}`;
-    const log = join(dc.dir, `vault-r3-${port}.log`);
-    const env = { ...process.env, ...dc.vaultEnv({ COFFER_VAULT_DATA_DIR: vaultDir, COFFER_VAULT_PORT: String(port), COFFER_VAULT_ADMIN_PORT: String(port + 1), COFFER_VAULT_GROUP_PEER_URL: url }) };
-    const fd = openSync(log, 'a');
-    const child = spawn(process.execPath, [MAIN, 'serve'], { env, stdio: ['ignore', fd, fd] });
-    closeSync(fd);
-    const m: Machine = { id: node.nodeId, url, log, child };
+  async function newMachine(dc: DataCentre, port: number): Promise<VaultMachine> {
+    const m = await startNewMachine(cluster, dc, dc, port, 'vault-r3');
     machines.push(m);
     return m;
   }

@@ -45,18 +45,26 @@ export interface RepairIndexOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
+/** Every index object's packs, by pack ID (`idKey`); `unreadable` is told of an index that can't be read (a CofferError), and may throw. */
+async function readIndexes(repo: Repository, unreadable: (name: string, e: CofferError) => void): Promise<{ names: string[]; packs: Map<string, IndexedPack> }> {
+  const names = validObjects(await repo.backend.list('index/')).map((o) => o.name);
+  const packs = new Map<string, IndexedPack>();
+  for (const name of names) {
+    try {
+      for (const p of decodeIndex(await repo.readObject(name, ObjectKind.Index), name)) packs.set(idKey(p.packId), p);
+    } catch (e) {
+      if (!(e instanceof CofferError)) throw e;
+      unreadable(name, e);
+    }
+  }
+  return { names, packs };
+}
+
 export async function repairIndex(repo: Repository, opts: RepairIndexOptions = {}): Promise<RepairIndexResult> {
   const lock = await RepositoryLock.acquire(repo, true);
   try {
-    const oldIndexes = validObjects(await repo.backend.list('index/')).map((o) => o.name);
-    const known = new Map<string, IndexedPack>();
-    for (const name of oldIndexes) {
-      try {
-        for (const p of decodeIndex(await repo.readObject(name, ObjectKind.Index), name)) known.set(idKey(p.packId), p);
-      } catch (e) {
-        if (!(e instanceof CofferError)) throw e; // it is being replaced: what it said is lost either way
-      }
-    }
+    // An index that can't be read is being replaced: what it said is lost either way.
+    const { names: oldIndexes, packs: known } = await readIndexes(repo, () => {});
     const stored = [...(await repo.storedPacks()).values()];
     const storedNames = new Set(stored.map((o) => o.name));
     const packs: IndexedPack[] = [];
@@ -276,17 +284,10 @@ export async function repairPacks(repo: Repository, ids: readonly string[], opts
   const lock = await RepositoryLock.acquire(repo, true);
   try {
     repo.invalidateIndex();
-    const indexNames = validObjects(await repo.backend.list('index/')).map((o) => o.name);
-    const packs = new Map<string, IndexedPack>();
-    for (const name of indexNames) {
-      // Every index must read: one that doesn't may describe the only copy of something, and the new index replaces them all.
-      try {
-        for (const p of decodeIndex(await repo.readObject(name, ObjectKind.Index), name)) packs.set(idKey(p.packId), p);
-      } catch (e) {
-        if (!(e instanceof CofferError)) throw e;
-        throw new CofferError('needs-repair', `repair packs: ${name} can't be read (${e.message}); run \`coffer repair index\` first`);
-      }
-    }
+    // Every index must read: one that doesn't may describe the only copy of something, and the new index replaces them all.
+    const { names: indexNames, packs } = await readIndexes(repo, (name, e) => {
+      throw new CofferError('needs-repair', `repair packs: ${name} can't be read (${e.message}); run \`coffer repair index\` first`);
+    });
     for (const [k, id] of wanted) if (!packs.has(k)) throw new CofferError('not-found', `pack ${hex(id)} is in no index (\`coffer repair index\` indexes what can be read of a stored pack)`);
     const stored = await repo.storedPacks();
     // Intact copies elsewhere: a blob listed in a pack that is not being repaired and is stored with its indexed size.

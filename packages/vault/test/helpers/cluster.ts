@@ -59,6 +59,47 @@ export function fleetTransport(cluster: Cluster, account: string, o: FleetTransp
   };
 }
 
+/**
+ * A front end that knows every node of `urls()` (asked at each try: new machines too):
+ * tries the next one on a 503 or a network error until `deadlineMs`; any other answer
+ * than 200 or 503 is an error.
+ */
+export function urlsClient(cluster: Cluster, urls: () => string[], account: string, deadlineMs = 30_000): VaultClient {
+  return new VaultClient({
+    fleetKey: cluster.fleetKey,
+    account,
+    ksf: INSECURE_FAST_KSF_FOR_TESTING,
+    transport: async (bytes) => {
+      const end = Date.now() + deadlineMs;
+      let last: string;
+      for (let i = 0; ; i++) {
+        const all = urls();
+        try {
+          const res = await fetch(`${all[i % all.length]}/v1/request`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'coffer-account': account }, body: bytes, signal: AbortSignal.timeout(10_000) });
+          if (res.status === 200) return new Uint8Array(await res.arrayBuffer());
+          last = `HTTP ${res.status}: ${await res.text()}`;
+          if (res.status !== 503) throw new Error(`vault answered ${last}`);
+        } catch (err) {
+          if ((err as Error).message.startsWith('vault answered')) throw err;
+          last = (err as Error).message;
+        }
+        if (Date.now() > end) throw new Error(`fleet unavailable: ${last}`);
+        if (i % all.length === all.length - 1) await sleep(100);
+      }
+    },
+  });
+}
+
+/**
+ * One wrong guess for `account` through `client`; a wrong-password answer's guesses
+ * remaining is pushed onto `remaining` (every answer an attacker got, in order).
+ */
+export async function wrongGuessCounted(client: (account: string, deadlineMs: number) => VaultClient, remaining: number[], account: string, deadlineMs = 30_000): Promise<string> {
+  const r = await client(account, deadlineMs).recover('not the password');
+  if (r.outcome === 'wrong-password') remaining.push(r.guessesRemaining);
+  return r.outcome;
+}
+
 export function fleetClient(cluster: Cluster, account: string, o: FleetTransportOptions = {}): VaultClient {
   return new VaultClient({ fleetKey: cluster.fleetKey, account, ksf: INSECURE_FAST_KSF_FOR_TESTING, transport: fleetTransport(cluster, account, o) });
 }

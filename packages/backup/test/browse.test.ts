@@ -460,6 +460,11 @@ test('dump --archive zip: a zip that an independent reader takes whole (CRCs, mo
   const { repo, src } = await fixture(t);
   await fs.mkdir(join(src, 'docs', 'empty-dir'));
   spawnSync('mkfifo', [join(src, 'pipe')]);
+  // A third name of notes.txt: in the docs/ part, two names of a file outside it.
+  await fs.link(join(src, 'notes.txt'), join(src, 'docs', 'deep', 'notes-link2'));
+  // Over the size deflated in one call (ZipWriter's WHOLE_FROM, 1 MiB): streamed.
+  const large = prng(9, 3 << 20);
+  await fs.writeFile(join(src, 'docs', 'large.bin'), large);
   const snap = await backup(repo, { paths: [src] });
   const rec = { id: snap.id, snapshot: snap.snapshot };
   const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -473,6 +478,7 @@ test('dump --archive zip: a zip that an independent reader takes whole (CRCs, mo
   assert.equal(byName.get('home/notes.txt')?.sha, sha('my notes\n'));
   assert.equal(byName.get('home/notes.txt')?.mode, 0o100600);
   assert.equal(byName.get('home/docs/big.bin')?.sha, sha(prng(7, 100_000)));
+  assert.equal(byName.get('home/docs/large.bin')?.sha, sha(large));
   assert.equal(byName.get('home/docs/notes-link')?.sha, sha('my notes\n'), 'a hard link is a copy');
   assert.equal(byName.get('home/link')?.mode, 0o120777);
   assert.equal(byName.get('home/link')?.sha, sha('notes.txt'), 'a symlink holds its target');
@@ -486,7 +492,16 @@ test('dump --archive zip: a zip that an independent reader takes whole (CRCs, mo
   assert.equal(z64.bad, null);
   assert.ok(z64.entries.filter((e) => e.mode >> 12 === 0o10).every((e) => e.zip64));
   assert.deepEqual(z64.entries.map((e) => [e.name, e.sha]), z.entries.map((e) => [e.name, e.sha]));
-  // A part, and a single file asked for as zip: an archive of one entry.
+  assert.equal(byName.get('home/docs/deep/notes-link2')?.sha, sha('my notes\n'));
+  // The docs/ part: both names of the file outside it are copies (zip has no hard links).
+  const docs = readZip(await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/docs`), o, { archive: 'zip' })));
+  assert.equal(docs.bad, null);
+  const docsBy = new Map(docs.entries.map((e) => [e.name, e]));
+  assert.equal(docsBy.get('docs/notes-link')?.sha, sha('my notes\n'));
+  assert.equal(docsBy.get('docs/deep/notes-link2')?.sha, sha('my notes\n'));
+  assert.equal(docsBy.get('docs/big.bin')?.sha, sha(prng(7, 100_000)));
+  assert.ok(![...docsBy.keys()].some((n) => n.startsWith('home/')), 'only the part');
+  // A single file asked for as zip: an archive of one entry.
   const one = readZip(await drain((o) => dumpSnapshot(repo, rec, Buffer.from(`${src}/notes.txt`), o, { archive: 'zip' })));
   assert.deepEqual(one.entries.map((e) => e.name), ['notes.txt']);
 });

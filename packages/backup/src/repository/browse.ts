@@ -17,7 +17,7 @@ import { CofferError } from '../errors.js';
 import { hex } from './blob.js';
 import type { Repository, SnapshotRecord } from './repository.js';
 import { matchesFilter, type Snapshot, type SnapshotFilter } from './snapshot.js';
-import { filesAt, type FileEntry, type TreeEntry } from './tree.js';
+import { filesAt, type FileEntry, type HardlinkEntry, type TreeEntry } from './tree.js';
 import { IdSet, type BlobIndex } from './index-file.js';
 import { BlobQueue, BlobReader, READ_AHEAD_BLOBS } from './blob-reader.js';
 import { TAR_END, tarHeader, tarPadding } from './tar.js';
@@ -948,10 +948,12 @@ export async function dumpSnapshot(
 
 /**
  * `coffer dump --archive zip` (restic's): the selection as a zip stream (zip.ts), named as
- * in a tar dump. Zip has no hard links: a file's later names are written as copies of
- * it (its chunk list kept for that while the dump runs), and no type for FIFOs, devices
- * and sockets: those are left out and counted (`skipped`). Extended attributes are not
- * kept (zip has no place for them); tar keeps them.
+ * in a tar dump. Zip has no hard links: a file's later names are written as copies of it,
+ * at the end, found by reading the listing once more (only when there are any: as for a
+ * part's hard links to files outside it, files are not remembered, so memory does not
+ * grow with the snapshot). Zip has no type for FIFOs, devices and sockets: those are left
+ * out and counted (`skipped`). Extended attributes are not kept (zip has no place for
+ * them); tar keeps them.
  */
 async function dumpZip(
   repo: Repository,
@@ -969,22 +971,29 @@ async function dumpZip(
   const queue = new BlobQueue(new BlobReader(repo));
   const o = new Output(out);
   const zip = new ZipWriter((b) => o.write(b), opts.zip64From);
-  /** Files by their path in the listing, for the hard links to them that may follow. */
-  const files = new Map<string, FileEntry>();
+  const writeFile = (p: FileEntry) =>
+    zip.file({ name: archiveName(p.rawPath), kind: 'file', mode: p.mode, mtimeNs: p.mtimeNs, size: p.size, ...(p.owner ? { uid: p.owner.uid, gid: p.owner.gid } : {}) }, async (sink) => {
+      let written = 0;
+      for (let i = 0; i < p.chunks.length; i++) {
+        const raw = await queue.next();
+        await sink(raw);
+        written += raw.length;
+        result.bytes += raw.length;
+        report();
+      }
+      if (written !== p.size) throw new CofferError('corrupt', `${p.path}: its chunks add up to ${written} bytes, not its size ${p.size}`);
+    });
+  /** Hard links (their names in the part and their files'), written as copies at the end. */
+  const links: HardlinkEntry[] = [];
   try {
     const ahead: TreeEntry[] = [];
     const add = async (p: TreeEntry) => {
-      let e = p;
       if (p.type === 'hardlink') {
-        const target = files.get(p.link.toString('latin1'));
-        if (!target) throw new CofferError('corrupt', `${p.path}: a hard link to ${p.link.toString('utf8')}, which comes before it in no listing`);
-        e = { ...target, path: p.path, rawPath: p.rawPath };
+        links.push(p);
+        return;
       }
-      if (e.type === 'file') {
-        files.set(e.rawPath.toString('latin1'), e);
-        for (const c of e.chunks) await queue.push(Buffer.from(c, 'hex'));
-      }
-      ahead.push(e);
+      if (p.type === 'file') for (const c of p.chunks) await queue.push(Buffer.from(c, 'hex'));
+      ahead.push(p);
     };
     const readAhead = listingAhead(repo, rec, picker, queue, ahead, add);
     opts.beforeTar?.();
@@ -992,22 +1001,10 @@ async function dumpZip(
       await readAhead();
       const p = ahead.shift();
       if (!p) break;
-      const owner = p.owner ? { uid: p.owner.uid, gid: p.owner.gid } : {};
       if (p.type === 'dir' || p.type === 'symlink') {
-        await zip.entry({ name: archiveName(p.rawPath), kind: p.type, mode: p.mode, mtimeNs: p.mtimeNs, ...owner, ...(p.type === 'symlink' ? { target: p.target } : {}) });
-      } else if (p.type === 'file') {
-        await zip.file({ name: archiveName(p.rawPath), kind: 'file', mode: p.mode, mtimeNs: p.mtimeNs, size: p.size, ...owner }, async (sink) => {
-          let written = 0;
-          for (let i = 0; i < p.chunks.length; i++) {
-            const raw = await queue.next();
-            await sink(raw);
-            written += raw.length;
-            result.bytes += raw.length;
-            report();
-          }
-          if (written !== p.size) throw new CofferError('corrupt', `${p.path}: its chunks add up to ${written} bytes, not its size ${p.size}`);
-        });
-      } else {
+        await zip.entry({ name: archiveName(p.rawPath), kind: p.type, mode: p.mode, mtimeNs: p.mtimeNs, ...(p.owner ? { uid: p.owner.uid, gid: p.owner.gid } : {}), ...(p.type === 'symlink' ? { target: p.target } : {}) });
+      } else if (p.type === 'file') await writeFile(p);
+      else {
         result.skipped!++;
         continue;
       }
@@ -1015,6 +1012,26 @@ async function dumpZip(
       report();
     }
     picker.finish(rec.id);
+    if (links.length > 0) {
+      // The files the links name, by their names in the part: the listing through a new
+      // picker, with the copies it makes of files outside the part.
+      const again = new SubtreePicker(sel, { keepName: true });
+      const files = await filesAt(async (each) => {
+        await repo.treeEach(rec.snapshot, (e) => {
+          const q = again.pick(e);
+          if (q) each(q);
+        });
+        await again.resolveOrphans((all) => repo.treeEach(rec.snapshot, all), each);
+      }, links.map((l) => l.link));
+      for (const l of links) {
+        const file = files.get(l.link.toString('latin1'));
+        if (!file) throw new CofferError('corrupt', `${l.path}: a hard link to ${l.link.toString('utf8')}, which is no file of the listing`);
+        for (const c of file.chunks) await queue.push(Buffer.from(c, 'hex'));
+        await writeFile({ ...file, path: l.path, rawPath: l.rawPath });
+        result.entries++;
+        report();
+      }
+    }
     await zip.finish();
     await o.flush();
     return result;

@@ -28,6 +28,8 @@ const FLAG_UTF8 = 1 << 11;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
+/** Files up to this size are deflated in one call (their bytes held together); larger ones stream. */
+const WHOLE_FROM = 1024 * 1024;
 
 /** CRC-32 (ISO-HDLC) of `b` continuing from `crc`: zlib.crc32 (Node ≥ 20.15), else a table. */
 export const crc32: (b: Uint8Array, crc?: number) => number =
@@ -116,9 +118,53 @@ export class ZipWriter {
     const rec = this.#record(e, e.name, 8, zip64);
     rec.flags |= FLAG_DESCRIPTOR;
     await this.#out(this.#local(rec, true));
-    const deflate = zlib.createDeflateRaw({ level: 1 });
     let crc = 0;
     let seen = 0;
+    let compressed = 0;
+    if (size <= WHOLE_FROM) {
+      // A small file in one deflate call: a stream per file (a zlib context, an async
+      // iterator) cost most of the time of a zip of the 50,000-file tree.
+      const parts: Buffer[] = [];
+      await produce(async (b) => {
+        crc = crc32(b, crc);
+        seen += b.length;
+        parts.push(b);
+      });
+      if (seen === size) {
+        const z = zlib.deflateRawSync(parts.length === 1 ? parts[0]! : Buffer.concat(parts), { level: 1 });
+        compressed = z.length;
+        await this.#out(z);
+      }
+    } else {
+      compressed = await this.#deflateStream(produce, (b) => {
+        crc = crc32(b, crc);
+        seen += b.length;
+      });
+    }
+    if (seen !== size) throw new Error(`zip: ${e.name.toString('utf8')}: ${seen} bytes given for a size of ${size}`);
+    rec.crc = crc;
+    rec.compressed = compressed;
+    rec.size = size;
+    const d = Buffer.alloc(zip64 ? 24 : 16);
+    d.writeUInt32LE(DESCRIPTOR, 0);
+    d.writeUInt32LE(crc, 4);
+    if (zip64) {
+      d.writeBigUInt64LE(BigInt(compressed), 8);
+      d.writeBigUInt64LE(BigInt(size), 16);
+    } else {
+      d.writeUInt32LE(compressed, 8);
+      d.writeUInt32LE(size, 12);
+    }
+    await this.#out(d);
+    this.#records.push(rec);
+  }
+
+  /**
+   * A large file's bytes through one deflate stream, written as they come out; `seen`
+   * is told of each input piece. Returns the compressed length.
+   */
+  async #deflateStream(produce: (sink: (b: Buffer) => Promise<void>) => Promise<void>, seen: (b: Buffer) => void): Promise<number> {
+    const deflate = zlib.createDeflateRaw({ level: 1 });
     let compressed = 0;
     const drained = (async () => {
       for await (const c of deflate as AsyncIterable<Buffer>) {
@@ -128,8 +174,7 @@ export class ZipWriter {
     })();
     try {
       await produce(async (b) => {
-        crc = crc32(b, crc);
-        seen += b.length;
+        seen(b);
         if (!deflate.write(b)) await new Promise<void>((resolve, reject) => {
           const done = (err?: Error) => {
             deflate.off('drain', done);
@@ -148,22 +193,7 @@ export class ZipWriter {
       await drained.catch(() => {});
       throw err;
     }
-    if (seen !== size) throw new Error(`zip: ${e.name.toString('utf8')}: ${seen} bytes given for a size of ${size}`);
-    rec.crc = crc;
-    rec.compressed = compressed;
-    rec.size = size;
-    const d = Buffer.alloc(zip64 ? 24 : 16);
-    d.writeUInt32LE(DESCRIPTOR, 0);
-    d.writeUInt32LE(crc, 4);
-    if (zip64) {
-      d.writeBigUInt64LE(BigInt(compressed), 8);
-      d.writeBigUInt64LE(BigInt(size), 16);
-    } else {
-      d.writeUInt32LE(compressed, 8);
-      d.writeUInt32LE(size, 12);
-    }
-    await this.#out(d);
-    this.#records.push(rec);
+    return compressed;
   }
 
   /** The central directory and its end records. */

@@ -48,7 +48,6 @@ export interface CheckResult {
  */
 export type ReadDataSubset = { group: number; of: number } | { percent: number } | { bytes: number };
 
-
 /**
  * `n/m`, `x%` or a size (`500M`, `2G`, `1.5GiB`, `4096`).
  * @throws {RangeError} naming the accepted forms

@@ -25,7 +25,7 @@ export interface Retagged {
 }
 
 /** The tags a snapshot gets; null when they would not change. */
-export function changedTags(tags: readonly string[], change: TagChange): string[] | null {
+function changedTags(tags: readonly string[], change: TagChange): string[] | null {
   let next: string[];
   if ('set' in change) next = [...new Set(change.set)];
   else {
